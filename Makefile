@@ -1,0 +1,28 @@
+# Two entry points, both self-contained on a fresh machine:
+#   make run   - set up the virtual environment and run the appliance
+#   make test  - set up the virtual environment and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py $(wildcard appliance/*/*.c)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+# Until the simulated exchange lands, "run" measures the shared-memory ring
+# against its peers (issue 2); it becomes `appliance up --sim` later.
+run: $(STAMP)
+	$(VENV)/bin/appliance bench ring
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info appliance/*/*.so

@@ -1,0 +1,29 @@
+"""``appliance bench NAME [--json]``: one module per benchmark.
+
+A benchmark module exposes ``add_arguments(parser)`` and ``run(args) -> int``
+(heavy imports inside ``run``); it prints a table, or with ``--json`` a single
+JSON object on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "ring": ("appliance.bench.ring", "SPSC shared-memory ring vs multiprocessing, posix_ipc, zmq, faster-fifo"),
+    "itch": ("appliance.bench.itch", "ITCH 5.0 decode: full, locate-filtered, and itchfeed"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name, (module_name, help_text) in BENCHMARKS.items():
+        module = importlib.import_module(module_name)
+        bench_parser = sub.add_parser(name, help=help_text, description=help_text)
+        bench_parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        module.add_arguments(bench_parser)
+        bench_parser.set_defaults(_bench_run=module.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args._bench_run(args)

@@ -1,0 +1,44 @@
+"""The ``appliance`` command: one entry point, one module per subcommand.
+
+A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``
+and keeps its heavy imports inside ``run``, so building the parser stays cheap.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "layout": ("appliance.runtime.layout_cli", "validate shm_layout.yaml and show computed offsets"),
+    "bench": ("appliance.bench.cli", "run a benchmark against its peers (table, or --json)"),
+    "itch": ("appliance.wire.itch_cli", "decode or summarise an ITCH 5.0 BinaryFILE day file"),
+}
+
+
+class UsageError(Exception):
+    """A command line that cannot be acted on; reported in one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as exc:
+        print(f"appliance {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,11 @@
+"""Build the small C extension modules; everything else lives in pyproject.toml."""
+from setuptools import Extension, setup
+
+C_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+
+setup(
+    ext_modules=[
+        # C11 atomics for the SPSC ring, counters, heartbeats and doorbells.
+        Extension("appliance.runtime._shm", ["appliance/runtime/_shm.c"], extra_compile_args=C_FLAGS),
+    ],
+)
