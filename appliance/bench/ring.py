@@ -1,0 +1,571 @@
+"""``appliance bench ring``: the shared-memory SPSC ring against the IPC a Python developer reaches for.
+
+Two processes pinned to two different CPUs, 64-byte messages. For every peer:
+round-trip latency by ping-pong (p50/p99/p99.9), and one-way throughput. The
+ring also runs batched (``push_batch`` / ``drain_into``), and faster-fifo with
+its own batch calls. Peers: ``multiprocessing.Queue``, ``multiprocessing.Pipe``,
+``posix_ipc.MessageQueue``, pyzmq PAIR over ``ipc://`` and faster-fifo, all in
+the same run with the same message size and pinning. Ratios are peer / ring for
+latency and ring / peer for throughput.
+
+The ring runs the real ``_shm.Ring`` over a shared anonymous mapping made
+before the fork (the same code and memory ordering as a /dev/shm segment,
+without leaving a file behind if the bench is interrupted). Both ring sides
+busy-spin (two spinners on two CPUs); peers block in their own calls.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import mmap
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+
+MESSAGE_SIZE = 64
+BATCH = 256
+PEERS = ("shm_ring", "mp_queue", "mp_pipe", "posix_mq", "zmq_ipc", "faster_fifo")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--round-trips", type=_positive, default=100_000,
+                        help="ping-pong round trips for the ring (default 100000)")
+    parser.add_argument("--messages", type=_positive, default=2_000_000,
+                        help="one-way messages for the ring (default 2000000)")
+    parser.add_argument("--peer-round-trips", type=_positive, default=20_000,
+                        help="round trips for each peer (default 20000: mp.Queue takes ~200 us each)")
+    parser.add_argument("--peer-messages", type=_positive, default=200_000,
+                        help="one-way messages for each peer (default 200000)")
+    parser.add_argument("--peers", default=",".join(PEERS),
+                        help=f"comma-separated subset of {','.join(PEERS)} (shm_ring always runs)")
+    parser.add_argument("--timeout", type=_positive, default=600, help="seconds allowed per measurement")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# child-process plumbing
+# ---------------------------------------------------------------------------
+
+def _cpus() -> tuple[int, int]:
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) > 1 else (allowed[0], allowed[0])
+
+
+def _prepare_child(cpu: int) -> None:
+    os.sched_setaffinity(0, {cpu})
+    gc.collect()
+    gc.disable()
+
+
+def _percentiles(latencies) -> dict:
+    import numpy as np
+    values = np.asarray(latencies, dtype=np.int64)
+    p50, p99, p999 = np.percentile(values, [50, 99, 99.9])
+    return {"rtt_p50_ns": int(p50), "rtt_p99_ns": int(p99), "rtt_p999_ns": int(p999), "round_trips": int(values.size)}
+
+
+def _run_pair(target_a, target_b, args_a, args_b, timeout: float):
+    """Run two children (a reports through a pipe), return what a sent; kill both on timeout."""
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    a = ctx.Process(target=_report, args=(sender, target_a, args_a), daemon=True)
+    b = ctx.Process(target=target_b, args=args_b, daemon=True)
+    b.start()
+    a.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout):
+            raise TimeoutError(f"{target_a.__name__} did not finish within {timeout} s")
+        result = receiver.recv()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+    finally:
+        for proc in (a, b):
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        receiver.close()
+
+
+def _report(sender, target, args):
+    try:
+        sender.send(target(*args))
+    except BaseException as exc:  # noqa: BLE001 - the parent reports it
+        sender.send(RuntimeError(f"{target.__name__}: {exc!r}"))
+    finally:
+        sender.close()
+
+
+# ---------------------------------------------------------------------------
+# the ring
+# ---------------------------------------------------------------------------
+
+def _ring_region(capacity: int):
+    from appliance.runtime import _shm
+    size = _shm.RING_HEADER_SIZE + MESSAGE_SIZE * capacity
+    region = mmap.mmap(-1, 2 * size)      # anonymous MAP_SHARED: shared with forked children
+    _shm.ring_format(region, 0, MESSAGE_SIZE, capacity)
+    _shm.ring_format(region, size, MESSAGE_SIZE, capacity)
+    return region, (0, size)
+
+
+def _ring_pinger(region, offsets, capacity, n, warmup, cpu):
+    from array import array
+    from time import perf_counter_ns
+    from appliance.runtime import _shm
+    _prepare_child(cpu)
+    out = _shm.Ring(region, offsets[0], MESSAGE_SIZE, capacity, "p")
+    back = _shm.Ring(region, offsets[1], MESSAGE_SIZE, capacity, "c")
+    push, pop = out.try_push, back.try_pop_into
+    msg, buf = bytes(MESSAGE_SIZE), bytearray(MESSAGE_SIZE)
+    for _ in range(warmup):
+        while not push(msg):
+            pass
+        while not pop(buf):
+            pass
+    latencies = array("q", bytes(8 * n))
+    for i in range(n):
+        t0 = perf_counter_ns()
+        while not push(msg):
+            pass
+        while not pop(buf):
+            pass
+        latencies[i] = perf_counter_ns() - t0
+    return _percentiles(latencies)
+
+
+def _ring_ponger(region, offsets, capacity, n, cpu):
+    from appliance.runtime import _shm
+    _prepare_child(cpu)
+    inbound = _shm.Ring(region, offsets[0], MESSAGE_SIZE, capacity, "c")
+    reply = _shm.Ring(region, offsets[1], MESSAGE_SIZE, capacity, "p")
+    pop, push = inbound.try_pop_into, reply.try_push
+    buf = bytearray(MESSAGE_SIZE)
+    for _ in range(n):
+        while not pop(buf):
+            pass
+        while not push(buf):
+            pass
+
+
+def _ring_consumer(region, offset, capacity, n, batched, cpu):
+    from appliance.runtime import _shm
+    _prepare_child(cpu)
+    ring = _shm.Ring(region, offset, MESSAGE_SIZE, capacity, "c")
+    received = 0
+    if batched:
+        drain = ring.drain_into
+        buf = bytearray(MESSAGE_SIZE * BATCH)
+        while received < n:
+            received += drain(buf)
+    else:
+        pop = ring.try_pop_into
+        buf = bytearray(MESSAGE_SIZE)
+        while received < n:
+            if pop(buf):
+                received += 1
+    return time.monotonic_ns()
+
+
+def _ring_producer(region, offset, capacity, n, batched, cpu, start, armed):
+    from appliance.runtime import _shm
+    _prepare_child(cpu)
+    ring = _shm.Ring(region, offset, MESSAGE_SIZE, capacity, "p")
+    armed.set()
+    start.wait()
+    if batched:
+        push_batch = ring.push_batch
+        batch = bytes(MESSAGE_SIZE * BATCH)
+        sent = 0
+        while sent < n:
+            sent += push_batch(batch, min(BATCH, n - sent))
+    else:
+        push = ring.try_push
+        msg = bytes(MESSAGE_SIZE)
+        for _ in range(n):
+            while not push(msg):
+                pass
+
+
+# ---------------------------------------------------------------------------
+# peers: each is (make endpoints in the parent) -> (send, recv) in the children
+# ---------------------------------------------------------------------------
+
+class _Peer:
+    """Two one-way channels a->b and b->a; subclasses build them before the fork."""
+    name = ""
+    batch = False
+
+    def channel(self, index: int):
+        """(sender factory, receiver factory) for channel `index`, called in the child."""
+        raise NotImplementedError
+
+    def flush_sender(self) -> None:
+        """In the producer child, after the last send: deliver what is still queued in-process."""
+
+    def close(self) -> None:
+        pass
+
+
+class _MpQueue(_Peer):
+    name = "mp_queue"
+
+    def __init__(self):
+        ctx = multiprocessing.get_context("fork")
+        self.queues = [ctx.Queue(), ctx.Queue()]
+
+    def channel(self, index):
+        q = self.queues[index]
+        return (lambda: q.put), (lambda: q.get)
+
+
+class _MpPipe(_Peer):
+    name = "mp_pipe"
+
+    def __init__(self):
+        ctx = multiprocessing.get_context("fork")
+        self.pipes = [ctx.Pipe(duplex=False), ctx.Pipe(duplex=False)]
+
+    def channel(self, index):
+        receiver, sender = self.pipes[index]
+        return (lambda: sender.send_bytes), (lambda: receiver.recv_bytes)
+
+
+class _PosixMq(_Peer):
+    name = "posix_mq"
+
+    def __init__(self):
+        import posix_ipc
+        base = f"/appliance-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.names = [base + "-a", base + "-b"]
+        self.queues = [posix_ipc.MessageQueue(n, posix_ipc.O_CREX, max_messages=10, max_message_size=MESSAGE_SIZE)
+                       for n in self.names]
+
+    def channel(self, index):
+        q = self.queues[index]
+
+        def recv_factory():
+            receive = q.receive
+            return lambda: receive()[0]
+        return (lambda: q.send), recv_factory
+
+    def close(self):
+        for q in self.queues:
+            q.close()
+            q.unlink()
+
+
+class _ZmqIpc(_Peer):
+    name = "zmq_ipc"
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="appliance-bench-zmq-")
+        self.addresses = [f"ipc://{self.dir}/a", f"ipc://{self.dir}/b"]
+        self._sockets = []          # this process's sockets (each child appends its own)
+
+    def channel(self, index):
+        address = self.addresses[index]
+
+        def sender():
+            import zmq
+            sock = zmq.Context.instance().socket(zmq.PUSH)
+            sock.connect(address)
+            self._sockets.append(sock)
+            return sock.send
+
+        def receiver():
+            import zmq
+            sock = zmq.Context.instance().socket(zmq.PULL)
+            sock.bind(address)
+            self._sockets.append(sock)
+            return sock.recv
+        return sender, receiver
+
+    def flush_sender(self):
+        # zmq sends from a background I/O thread; a child that exits at once would drop the
+        # tail. Closing with infinite linger and terminating the context waits for delivery.
+        import zmq
+        for sock in self._sockets:
+            sock.close(linger=-1 if sock.socket_type == zmq.PUSH else 0)
+        zmq.Context.instance().term()
+
+    def close(self):
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _FasterFifo(_Peer):
+    name = "faster_fifo"
+    batch = True
+
+    def __init__(self):
+        from faster_fifo import Queue
+        self.queues = [Queue(max_size_bytes=16 * 1024 * 1024), Queue(max_size_bytes=16 * 1024 * 1024)]
+
+    def channel(self, index):
+        q = self.queues[index]
+        return (lambda: q.put), (lambda: q.get)
+
+    def batch_calls(self):
+        q = self.queues[0]
+        return q.put_many, q.get_many
+
+    def close(self):
+        for q in self.queues:
+            q.close()
+
+
+PEER_CLASSES = {cls.name: cls for cls in (_MpQueue, _MpPipe, _PosixMq, _ZmqIpc, _FasterFifo)}
+
+
+def _peer_pinger(peer, n, warmup, cpu, ready):
+    from array import array
+    from time import perf_counter_ns
+    _prepare_child(cpu)
+    send_factory, _ = peer.channel(0)
+    _, recv_factory = peer.channel(1)
+    recv = recv_factory()        # bind/open our inbound side first
+    ready.wait()
+    send = send_factory()
+    msg = bytes(MESSAGE_SIZE)
+    for _ in range(warmup):
+        send(msg)
+        recv()
+    latencies = array("q", bytes(8 * n))
+    for i in range(n):
+        t0 = perf_counter_ns()
+        send(msg)
+        recv()
+        latencies[i] = perf_counter_ns() - t0
+    return _percentiles(latencies)
+
+
+def _peer_ponger(peer, n, cpu, ready):
+    _prepare_child(cpu)
+    _, recv_factory = peer.channel(0)
+    send_factory, _ = peer.channel(1)
+    recv = recv_factory()
+    ready.set()
+    send = send_factory()
+    for _ in range(n):
+        send(recv())
+    peer.flush_sender()
+
+
+def _peer_consumer(peer, n, batched, cpu, ready):
+    _prepare_child(cpu)
+    _, recv_factory = peer.channel(0)
+    received = 0
+    if batched:
+        _, get_many = peer.batch_calls()
+        ready.set()
+        while received < n:
+            received += len(get_many(max_messages_to_get=BATCH))
+    else:
+        recv = recv_factory()
+        ready.set()
+        for _ in range(n):
+            recv()
+        received = n
+    return time.monotonic_ns()
+
+
+def _peer_producer(peer, n, batched, cpu, ready, start, armed):
+    _prepare_child(cpu)
+    send_factory, _ = peer.channel(0)
+    ready.wait()
+    msg = bytes(MESSAGE_SIZE)
+    if batched:
+        put_many, _ = peer.batch_calls()
+        batch = [msg] * BATCH
+        armed.set()
+        start.wait()
+        sent = 0
+        while sent < n:
+            k = min(BATCH, n - sent)
+            put_many(batch[:k], timeout=60)
+            sent += k
+    else:
+        send = send_factory()
+        armed.set()
+        start.wait()
+        for _ in range(n):
+            send(msg)
+    peer.flush_sender()
+
+
+# ---------------------------------------------------------------------------
+# measurements
+# ---------------------------------------------------------------------------
+
+def measure_ring(round_trips: int, messages: int, timeout: float) -> dict:
+    cpu_a, cpu_b = _cpus()
+    capacity = 1024
+    region, offsets = _ring_region(capacity)
+    warmup = min(10_000, round_trips)
+    result = _run_pair(_ring_pinger, _ring_ponger, (region, offsets, capacity, round_trips, warmup, cpu_a),
+                       (region, offsets, capacity, round_trips + warmup, cpu_b), timeout)
+    for batched, key in ((False, "throughput_msgs_per_s"), (True, "batch_throughput_msgs_per_s")):
+        region, offsets = _ring_region(capacity)
+        result[key] = _timed_pair(
+            _ring_consumer, (region, offsets[0], capacity, messages, batched, cpu_b),
+            lambda start, armed: _start_child(
+                _ring_producer, (region, offsets[0], capacity, messages, batched, cpu_a, start, armed)),
+            messages, timeout)
+    result["messages"] = messages
+    return result
+
+
+def measure_peer(name: str, round_trips: int, messages: int, timeout: float) -> dict:
+    cpu_a, cpu_b = _cpus()
+    ctx = multiprocessing.get_context("fork")
+    cls = PEER_CLASSES[name]
+    peer = cls()
+    try:
+        ready = ctx.Event()
+        warmup = min(1_000, round_trips)
+        result = _run_pair(_peer_pinger, _peer_ponger, (peer, round_trips, warmup, cpu_a, ready),
+                           (peer, round_trips + warmup, cpu_b, ready), timeout)
+    finally:
+        peer.close()
+    for batched, key in ((False, "throughput_msgs_per_s"), (True, "batch_throughput_msgs_per_s")):
+        if batched and not cls.batch:
+            result[key] = None
+            continue
+        peer = cls()
+        try:
+            ready = ctx.Event()
+            result[key] = _timed_pair(
+                _peer_consumer, (peer, messages, batched, cpu_b, ready),
+                lambda start, armed, peer=peer, ready=ready: _start_child(
+                    _peer_producer, (peer, messages, batched, cpu_a, ready, start, armed)),
+                messages, timeout)
+        finally:
+            peer.close()
+    result["messages"] = messages
+    return result
+
+
+def _start_child(target, args):
+    proc = multiprocessing.get_context("fork").Process(target=target, args=args, daemon=True)
+    proc.start()
+    return proc
+
+
+def _timed_pair(consumer, consumer_args, start_producer, n: int, timeout: float) -> float:
+    """Start the consumer, then the producer (held at an event); time from release to the last receive."""
+    ctx = multiprocessing.get_context("fork")
+    start, armed = ctx.Event(), ctx.Event()
+    receiver, sender = ctx.Pipe(duplex=False)
+    consumer_proc = ctx.Process(target=_report, args=(sender, consumer, consumer_args), daemon=True)
+    consumer_proc.start()
+    sender.close()
+    producer_proc = start_producer(start, armed)
+    try:
+        if not armed.wait(timeout):
+            raise TimeoutError("producer did not get ready")
+        t0 = time.monotonic_ns()
+        start.set()
+        if not receiver.poll(timeout):
+            raise TimeoutError(f"{consumer.__name__} did not finish within {timeout} s")
+        end = receiver.recv()
+        if isinstance(end, BaseException):
+            raise end
+        return n / ((end - t0) / 1e9)
+    finally:
+        for proc in (producer_proc, consumer_proc):
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        receiver.close()
+
+
+def machine_info() -> dict:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpus_allowed": sorted(os.sched_getaffinity(0)), "cpus_used": list(_cpus()),
+            "kernel": platform.release(), "python": platform.python_version(), "message_size": MESSAGE_SIZE}
+
+
+def run(args: argparse.Namespace) -> int:
+    from appliance.cli import UsageError
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise UsageError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
+    results: dict[str, dict | None] = {}
+    errors: dict[str, str] = {}
+    results["shm_ring"] = measure_ring(args.round_trips, args.messages, args.timeout)
+    for name in peers:
+        if name == "shm_ring":
+            continue
+        try:
+            results[name] = measure_peer(name, args.peer_round_trips, args.peer_messages, args.timeout)
+        except ImportError as exc:
+            errors[name] = f"not installed ({exc.name}); pip install -e '.[bench]'"
+        except Exception as exc:  # noqa: BLE001 - one broken peer must not hide the others
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    ratios = _ratios(results)
+    if args.json:
+        json.dump({"machine": machine_info(), "results": results, "ratios": ratios, "errors": errors},
+                  sys.stdout, indent=2)
+        print()
+    else:
+        _print_table(results, ratios, errors)
+    return 0 if not errors else 1
+
+
+def _ratios(results: dict) -> dict:
+    ring = results["shm_ring"]
+    out = {}
+    for name, r in results.items():
+        if name == "shm_ring" or not r:
+            continue
+        out[name] = {
+            "rtt_p50_vs_ring": round(r["rtt_p50_ns"] / ring["rtt_p50_ns"], 1),
+            "ring_throughput_vs_peer": round(ring["throughput_msgs_per_s"] / r["throughput_msgs_per_s"], 1),
+        }
+    return out
+
+
+def _print_table(results: dict, ratios: dict, errors: dict) -> None:
+    m = machine_info()
+    print(f"ring benchmark: {m['message_size']}-byte messages, CPUs {m['cpus_used']}, {m['cpu_model']}, "
+          f"kernel {m['kernel']}, Python {m['python']}")
+    header = (f"{'peer':<12} {'round trips':>11} {'p50 ns':>9} {'p99 ns':>9} {'p99.9 ns':>10} {'msgs':>9} "
+              f"{'msg/s':>12} {'batch msg/s':>12} {'p50 x ring':>10} {'ring x tput':>11}")
+    print(header)
+    print("-" * len(header))
+    for name, r in results.items():
+        ratio = ratios.get(name, {})
+        batch = r["batch_throughput_msgs_per_s"]
+        print(f"{name:<12} {r['round_trips']:>11} {r['rtt_p50_ns']:>9} {r['rtt_p99_ns']:>9} {r['rtt_p999_ns']:>10} "
+              f"{r['messages']:>9} {r['throughput_msgs_per_s']:>12,.0f} "
+              f"{(f'{batch:,.0f}' if batch else '-'):>12} {ratio.get('rtt_p50_vs_ring', '-'):>10} "
+              f"{ratio.get('ring_throughput_vs_peer', '-'):>11}")
+    for name, why in errors.items():
+        print(f"{name:<12} failed: {why}")

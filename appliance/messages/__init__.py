@@ -1,0 +1,1 @@
+"""Internal message schemas: fixed-size little-endian records, each defined once."""
