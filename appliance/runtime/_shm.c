@@ -253,14 +253,14 @@ require_role(Ring *self, int role)
     return -1;
 }
 
-/* Producer: is there room for `n` more slots?  Re-reads head only when the
- * cached value says the ring is full. */
+/* Producer: free slots, up to what is known. Re-reads head only when the
+ * cached value shows fewer than `wanted` free slots (1 for a single push). */
 static inline uint64_t
-producer_free(Ring *self)
+producer_free(Ring *self, uint64_t wanted)
 {
     uint64_t t = self->local_tail;
     uint64_t free_slots = self->capacity - (t - self->cached_head);
-    if (free_slots == 0) {
+    if (free_slots < wanted) {
         self->cached_head = atomic_load_explicit(self->head, memory_order_acquire);
         uint64_t depth = t - self->cached_head;
         relaxed_max(self->base, RING_PRODUCER_MAX_DEPTH_OFFSET, depth);
@@ -329,7 +329,7 @@ Ring_try_push(Ring *self, PyObject *data)
         PyBuffer_Release(&src);
         return NULL;
     }
-    if (producer_free(self) == 0) {
+    if (producer_free(self, 1) == 0) {
         PyBuffer_Release(&src);
         Py_RETURN_FALSE;
     }
@@ -349,7 +349,7 @@ Ring_claim(Ring *self, PyObject *unused)
     if (self->role != ROLE_PRODUCER && require_role(self, ROLE_PRODUCER) < 0)
         return NULL;
     if (!self->claimed) {
-        if (producer_free(self) == 0)
+        if (producer_free(self, 1) == 0)
             return PyLong_FromLong(-1);
         self->claimed = 1;
     }
@@ -395,7 +395,7 @@ Ring_push_batch(Ring *self, PyObject *args)
     uint64_t wanted = (count < 0 || (uint64_t)count > in_buffer) ? in_buffer : (uint64_t)count;
     uint64_t n = 0;
     if (wanted) {
-        uint64_t free_slots = producer_free(self);
+        uint64_t free_slots = producer_free(self, wanted);
         n = wanted < free_slots ? wanted : free_slots;
     }
     if (n) {

@@ -242,4 +242,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module, not this __main__ copy, so that agents subclass the same Agent.
+    from appliance.runtime import agent as _agent_module
+    sys.exit(_agent_module.main())

@@ -23,9 +23,9 @@ from appliance.runtime.layout import COUNTER_SLOT_SIZE, PROCESS_DOORBELL_OFFSET,
 
 COUNTER_VALUE_OFFSET = 0
 COUNTER_STATE_OFFSET = 64          # u64, 0 free / 1 allocated; release-stored after the metadata
-_COUNTER_META = struct.Struct("<IIII48s")   # kind, owner block, id, reserved, label (at offset 72)
+_COUNTER_META = struct.Struct("<III44s")    # kind, owner block, id, label (at offset 72)
 COUNTER_META_OFFSET = 72
-LABEL_MAX = 48
+LABEL_MAX = 44
 assert COUNTER_META_OFFSET + _COUNTER_META.size <= COUNTER_SLOT_SIZE
 
 STATE_FREE = 0
@@ -94,7 +94,7 @@ class CountersWriter:
         for slot in range(self._first, self._first + self._table.slots_per_process):
             offset = self._slot_offset(slot)
             if self._atomics.load(offset + COUNTER_STATE_OFFSET) == STATE_ALLOCATED:
-                _, _, _, _, raw = _COUNTER_META.unpack_from(self._buffer, offset + COUNTER_META_OFFSET)
+                _, _, _, raw = _COUNTER_META.unpack_from(self._buffer, offset + COUNTER_META_OFFSET)
                 if raw.rstrip(b"\0") == encoded:
                     return self._remember(label, offset)
             elif free_slot is None:
@@ -104,8 +104,7 @@ class CountersWriter:
                                f"raise slots_per_process in the layout")
         offset = self._slot_offset(free_slot)
         self._atomics.store(offset + COUNTER_VALUE_OFFSET, 0)
-        _COUNTER_META.pack_into(self._buffer, offset + COUNTER_META_OFFSET, int(kind), self.block, free_slot, 0,
-                                encoded)
+        _COUNTER_META.pack_into(self._buffer, offset + COUNTER_META_OFFSET, int(kind), self.block, free_slot, encoded)
         self._atomics.store(offset + COUNTER_STATE_OFFSET, STATE_ALLOCATED)
         return self._remember(label, offset)
 
@@ -132,7 +131,7 @@ class CountersReader:
             offset = self._table.offset + slot * COUNTER_SLOT_SIZE
             if self._atomics.load(offset + COUNTER_STATE_OFFSET) != STATE_ALLOCATED:
                 continue
-            kind, owner, counter_id, _, raw = _COUNTER_META.unpack_from(self._buffer, offset + COUNTER_META_OFFSET)
+            kind, owner, counter_id, raw = _COUNTER_META.unpack_from(self._buffer, offset + COUNTER_META_OFFSET)
             value = self._atomics.load_signed(offset + COUNTER_VALUE_OFFSET)
             yield CounterInfo(counter_id, raw.rstrip(b"\0").decode("utf-8", "replace"), CounterKind(kind), owner,
                               value)

@@ -539,12 +539,10 @@ def _canonical_document(name, version, segments, rings, tables, processes) -> di
     return {
         "name": name,
         "version": version,
-        "segments": [[s["name"], s["backing"], s["mode"]] for s in segments.values()],
-        "tables": [[t["name"], t["kind"], t["segment"], t["slots"], t["slot_size"], t["slots_per_process"]]
-                   for t in tables.values()],
-        "rings": [[r["name"], r["segment"], r["producer"], r["consumer"], r["message"], r["slot_size"],
-                   r["capacity"]] for r in rings.values()],
-        "processes": [[p.name, p.index, p.idle.strategy] for p in processes.values()],
+        "segments": [{"name": s["name"], "backing": s["backing"], "mode": s["mode"]} for s in segments.values()],
+        "tables": [dict(t) for t in tables.values()],
+        "rings": [dict(r) for r in rings.values()],
+        "processes": [{"name": p.name, "index": p.index, "idle": p.idle.strategy} for p in processes.values()],
         "messages": {m: MESSAGES[m].describe() for m in used_messages},
     }
 

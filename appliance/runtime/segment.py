@@ -307,11 +307,14 @@ class Segment:
 
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:
-        """Unmap. Every Ring/Counter handle on this segment must be dropped first."""
+        """Unmap now, or, while Ring/Counter handles still hold the mapping, when the last one goes."""
         if self.buffer is None:
             return
         self.atomics = None
-        self.buffer.close()
+        try:
+            self.buffer.close()
+        except BufferError:
+            pass        # handles still export it; the mmap unmaps itself when they are released
         self.buffer = None
         if self._keep_fd is not None:
             os.close(self._keep_fd)
