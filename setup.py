@@ -7,5 +7,6 @@ setup(
     ext_modules=[
         # C11 atomics for the SPSC ring, counters, heartbeats and doorbells.
         Extension("appliance.runtime._shm", ["appliance/runtime/_shm.c"], extra_compile_args=C_FLAGS),
+        Extension("appliance.wire._itch_fast", ["appliance/wire/_itch_fast.c"], extra_compile_args=C_FLAGS),
     ],
 )
