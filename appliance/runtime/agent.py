@@ -213,7 +213,7 @@ def build_runner(layout: Layout, memory: SharedMemory, process_name: str) -> Age
         doorbell = memory.doorbell(process_name)
         inputs = [memory.ring(r.name, "observer") for r in layout.rings_consumed_by(process_name)]
     idle = make_idle_strategy(process.idle, doorbell, inputs)
-    return AgentRunner(agent, idle, memory.heartbeat(process_name), memory.process_record_writer(process_name),
+    return AgentRunner(agent, idle, memory.heartbeat(process_name), memory.process_table_atomics(),
                        process_record_offset(layout, process), process)
 
 

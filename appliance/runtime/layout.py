@@ -468,16 +468,12 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
                    c.line_of(ring, "slot_size"))
         if slot_size > 65536:
             c.fail(f"{path}.slot_size", f"{slot_size} exceeds the limit of 65536", c.line_of(ring, "slot_size"))
-        # producer/consumer are strings by now; the two-sides check is by name uniqueness above.
         rings[ring["name"]] = {"name": ring["name"], "segment": ring["segment"], "producer": ring["producer"],
                                "consumer": ring["consumer"], "message": ring["message"],
                                "slot_size": slot_size, "capacity": capacity}
-    used_names: dict[str, str] = {}
-    for kind, names in (("segment", segments), ("table", tables), ("ring", rings)):
-        for n in names:
-            if n in used_names and used_names[n] != kind and kind != "segment":
-                c.fail(f"{kind}s", f"name {n!r} is both a {used_names[n]} and a {kind}")
-            used_names.setdefault(n, kind)
+    for ring_name in rings:
+        if ring_name in tables:
+            c.fail("rings", f"name {ring_name!r} is both a table and a ring", c.line_of(data, "rings"))
 
     return _compute(file, name, version, segments, rings, tables, processes, warnings)
 

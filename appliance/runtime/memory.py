@@ -120,8 +120,8 @@ class SharedMemory:
         table = self.layout.table_of_kind("processes")
         return _shm.Heartbeat(self.buffer_of(table.segment), process_record_offset(self.layout, spec))
 
-    def process_record_writer(self, process: str) -> "_shm.AtomicView":
-        """Atomic view over the process table, for the runner to publish pid/state/idle/cpu."""
+    def process_table_atomics(self) -> _shm.AtomicView:
+        """Atomic stores into the process table, for a runner to publish its own pid, state, idle, CPU."""
         return _shm.AtomicView(self.buffer_of(self.layout.table_of_kind("processes").segment))
 
     def doorbell(self, process: str) -> _shm.Doorbell:
