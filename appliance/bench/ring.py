@@ -37,10 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ping-pong round trips for the ring (default 100000)")
     parser.add_argument("--messages", type=_positive, default=2_000_000,
                         help="one-way messages for the ring (default 2000000)")
-    parser.add_argument("--peer-round-trips", type=_positive, default=20_000,
-                        help="round trips for each peer (default 20000: mp.Queue takes ~200 us each)")
-    parser.add_argument("--peer-messages", type=_positive, default=200_000,
-                        help="one-way messages for each peer (default 200000)")
+    parser.add_argument("--peer-round-trips", type=_positive, default=100_000,
+                        help="round trips for each peer (default 100000; mp.Queue takes ~100 us each)")
+    parser.add_argument("--peer-messages", type=_positive, default=2_000_000,
+                        help="one-way messages for each peer (default 2000000)")
     parser.add_argument("--peers", default=",".join(PEERS),
                         help=f"comma-separated subset of {','.join(PEERS)} (shm_ring always runs)")
     parser.add_argument("--timeout", type=_positive, default=600, help="seconds allowed per measurement")
