@@ -30,27 +30,19 @@ import sys
 import tempfile
 import time
 
+from appliance.bench.cli import positive_int
+
 SYMBOL_COUNT = 2000
 SUBSCRIBE_ONE_IN = 20
 SEED = 20_240_605
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--messages", type=_positive, default=5_000_000,
+    parser.add_argument("--messages", type=positive_int, default=5_000_000,
                         help="order messages in the generated day file (default 5000000)")
-    parser.add_argument("--itchfeed-messages", type=_positive, default=None,
+    parser.add_argument("--itchfeed-messages", type=positive_int, default=None,
                         help="decode only the first N messages with itchfeed (default: all of them)")
     parser.add_argument("--seed", type=int, default=SEED, help=f"generator seed (default {SEED})")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
 
 
 # ---------------------------------------------------------------- generator

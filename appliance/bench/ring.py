@@ -27,33 +27,25 @@ import tempfile
 import time
 import uuid
 
+from appliance.bench.cli import positive_int
+
 MESSAGE_SIZE = 64
 BATCH = 256
 PEERS = ("shm_ring", "mp_queue", "mp_pipe", "posix_mq", "zmq_ipc", "faster_fifo")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--round-trips", type=_positive, default=100_000,
+    parser.add_argument("--round-trips", type=positive_int, default=100_000,
                         help="ping-pong round trips for the ring (default 100000)")
-    parser.add_argument("--messages", type=_positive, default=2_000_000,
+    parser.add_argument("--messages", type=positive_int, default=2_000_000,
                         help="one-way messages for the ring (default 2000000)")
-    parser.add_argument("--peer-round-trips", type=_positive, default=100_000,
+    parser.add_argument("--peer-round-trips", type=positive_int, default=100_000,
                         help="round trips for each peer (default 100000; mp.Queue takes ~100 us each)")
-    parser.add_argument("--peer-messages", type=_positive, default=2_000_000,
+    parser.add_argument("--peer-messages", type=positive_int, default=2_000_000,
                         help="one-way messages for each peer (default 2000000)")
     parser.add_argument("--peers", default=",".join(PEERS),
                         help=f"comma-separated subset of {','.join(PEERS)} (shm_ring always runs)")
-    parser.add_argument("--timeout", type=_positive, default=600, help="seconds allowed per measurement")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
+    parser.add_argument("--timeout", type=positive_int, default=600, help="seconds allowed per measurement")
 
 
 # ---------------------------------------------------------------------------
@@ -95,12 +87,17 @@ def _run_pair(target_a, target_b, args_a, args_b, timeout: float):
             raise result
         return result
     finally:
-        for proc in (a, b):
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        _reap(a, b)
         receiver.close()
+
+
+def _reap(*procs) -> None:
+    """Join children, killing any still running after 5 s (a stuck peer must not hang the bench)."""
+    for proc in procs:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 def _report(sender, target, args):
@@ -489,11 +486,7 @@ def _timed_pair(consumer, consumer_args, start_producer, n: int, timeout: float)
             raise end
         return n / ((end - t0) / 1e9)
     finally:
-        for proc in (producer_proc, consumer_proc):
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        _reap(producer_proc, consumer_proc)
         receiver.close()
 
 
