@@ -202,3 +202,43 @@ def test_repository_layout_is_valid():
     assert {"feed", "strategy", "risk", "oms"} <= set(layout.processes)
     for ring in layout.rings.values():
         assert ring.producer != ring.consumer
+
+
+def _mutations(text: str, rng) -> str:
+    """Delete, duplicate or corrupt a random slice of a valid layout."""
+    lines = text.splitlines(keepends=True)
+    choice = rng.randrange(5)
+    i = rng.randrange(len(lines))
+    if choice == 0:
+        del lines[i]
+    elif choice == 1:
+        lines.insert(i, lines[rng.randrange(len(lines))])
+    elif choice == 2:
+        line = lines[i]
+        j = rng.randrange(len(line) or 1)
+        lines[i] = line[:j] + rng.choice(["", ":", "-", "[", "{", "}", " ", "\t", "0", "-1", "null", "*a", "&a",
+                                          "!!python/object:os.system", "99999999999999999999"]) + line[j + 1:]
+    elif choice == 3:
+        lines[i] = " " * rng.randrange(8) + lines[i].lstrip()
+    else:
+        lines = lines[:i]
+    return "".join(lines)
+
+
+def test_mutated_layouts_fail_only_with_layout_errors():
+    """Thousands of broken variants of the real layout: each loads or raises LayoutError, nothing else."""
+    import random
+    rng = random.Random(20261125)
+    text = (ROOT / "shm_layout.yaml").read_text()
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(2000):
+        mutated = text
+        for _ in range(rng.randrange(1, 4)):
+            mutated = _mutations(mutated, rng) or "x"
+        try:
+            parse_layout(mutated, "fuzz.yaml", available_cpus={0, 1})
+            outcomes["ok"] += 1
+        except LayoutError as exc:
+            assert str(exc).startswith("fuzz.yaml")
+            outcomes["error"] += 1
+    assert outcomes["error"] > 600, outcomes
