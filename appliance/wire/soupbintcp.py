@@ -432,10 +432,15 @@ class SequencedStore:
 
 
 Authenticator = Callable[[str, str], bool]
+StoreResolver = Callable[[str], "SequencedStore | None"]
 
 
 class ServerSession:
     """The server side of one TCP connection, bound to a ``SequencedStore``.
+
+    ``store`` is either the one store of a single-session server, or a callable
+    ``username -> SequencedStore | None`` for a server with a session per firm:
+    the store is then chosen at login (None rejects the login with 'S').
 
     On a Login Request it checks credentials (``authenticate(username, password)``)
     and the requested session, answers Login Accepted with the first sequence
@@ -444,9 +449,14 @@ class ServerSession:
     Requested sequence 0 means "from now on" (no replay).
     """
 
-    def __init__(self, store: SequencedStore, authenticate: Authenticator, *,
+    def __init__(self, store: SequencedStore | StoreResolver, authenticate: Authenticator, *,
                  heartbeat_interval_ns: int = HEARTBEAT_INTERVAL_NS, peer_timeout_ns: int = PEER_TIMEOUT_NS) -> None:
-        self.store = store
+        if isinstance(store, SequencedStore):
+            self._resolve_store: StoreResolver = lambda _username, _store=store: _store
+            self.store: SequencedStore | None = store
+        else:
+            self._resolve_store = store
+            self.store = None                   # known after login
         self.authenticate = authenticate
         self.state = "awaiting_login"
         self.username = ""
@@ -468,6 +478,8 @@ class ServerSession:
 
     def send_sequenced(self, message: bytes, now_ns: int) -> int:
         """Append to the store and stream it if the client is logged in; returns the sequence number."""
+        if self.store is None:
+            raise SessionStateError("no session store before login")
         sequence_number = self.store.append(message)
         self.pump(now_ns)
         return sequence_number
@@ -487,7 +499,8 @@ class ServerSession:
     def end_session(self, now_ns: int) -> None:
         """Mark the session ended and tell the client (End of Session)."""
         self.pump(now_ns)
-        self.store.ended = True
+        if self.store is not None:
+            self.store.ended = True
         if self.state == "logged_in":
             self._io._send(END_OF_SESSION_BYTES, now_ns)
             self.state = "ended"
@@ -530,25 +543,29 @@ class ServerSession:
     def _login(self, fields: dict, now_ns: int, events: list) -> None:
         username = fields["username"].strip()
         requested = fields["requested_session"].strip()
+        store = None
         if not self.authenticate(username, fields["password"].strip()):
             reason = REJECT_NOT_AUTHORIZED
-        elif (requested and requested != self.store.session) or self.store.ended:
-            reason = REJECT_SESSION_NOT_AVAILABLE
         else:
-            reason = ""
+            store = self._resolve_store(username)
+            if store is None or (requested and requested != store.session) or store.ended:
+                reason = REJECT_SESSION_NOT_AVAILABLE
+            else:
+                reason = ""
         if reason:
             self._io._send(login_rejected(reason), now_ns)
             self.state = "closed"
             events.append(LoginRefused(username, reason))
             return
+        self.store = store
         wanted = fields["requested_sequence_number"]
-        next_sequence = self.store.next_sequence_number
+        next_sequence = store.next_sequence_number
         first = next_sequence if wanted == 0 or wanted > next_sequence else wanted
         self.username = username
         self.next_to_send = first
-        self._io._send(login_accepted(self.store.session, first), now_ns)
+        self._io._send(login_accepted(store.session, first), now_ns)
         self.state = "logged_in"
-        events.append(ClientLoggedIn(username, self.store.session, first))
+        events.append(ClientLoggedIn(username, store.session, first))
         self.pump(now_ns)
 
     def tick(self, now_ns: int) -> list:

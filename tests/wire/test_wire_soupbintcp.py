@@ -296,3 +296,33 @@ def test_round_trip_every_packet_type(packet):
     raw, fields = packet
     assert soup.decode_packet(raw) == fields
     assert int.from_bytes(raw[:2], "big") == len(raw) - 2
+
+
+def test_a_session_per_firm_is_chosen_at_login():
+    stores = {"ALICE": soup.SequencedStore("ALICESESS"), "BOB": soup.SequencedStore("BOBSESS")}
+    stores["BOB"].append(b"bob's first")
+    users = {"ALICE": "secret", "BOB": "hunter2", "CAROL": "pw"}
+
+    def connect(user, password):
+        client = soup.ClientSession(user, password)
+        server = soup.ServerSession(stores.get, lambda u, p: users.get(u) == p)
+        assert server.store is None
+        server.connection_made(0)
+        client.connect(0)
+        wire = Wire(client, server)
+        wire.pump(0)
+        return client, server, wire
+
+    client, server, wire = connect("BOB", "hunter2")
+    c, s = wire.take()
+    assert c[0] == soup.LoginAccepted("BOBSESS", 1) and c[1] == soup.SequencedMessage(1, b"bob's first")
+    assert server.store is stores["BOB"]
+    server.send_sequenced(b"second", 5)
+    wire.pump(5)
+    assert wire.take()[0] == [soup.SequencedMessage(2, b"second")]
+    assert stores["ALICE"].next_sequence_number == 1          # nothing leaked into another firm's stream
+    client, server, wire = connect("CAROL", "pw")               # authenticated, but no session for her
+    c, _ = wire.take()
+    assert c == [soup.LoginRejected("S")] and server.state == "closed"
+    with pytest.raises(soup.SessionStateError, match="before login"):
+        server.send_sequenced(b"x", 0)
