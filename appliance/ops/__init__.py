@@ -1,0 +1,1 @@
+"""Operations: read-only views of a running appliance (shmtop; later the Prometheus exporter)."""
