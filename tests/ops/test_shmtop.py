@@ -14,30 +14,13 @@ import pytest
 
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
-from conftest import ROOT, SUPPORT, layout_document, wait_until
-
-
-def pair_document(name: str, version: int = 1) -> dict:
-    idle = {"strategy": "sleep", "sleep_ns": 1_000_000}
-    doc = layout_document(
-        name,
-        processes=[{"name": "producer", "agent": "probe_agents:ProbeProducer", "cpu": 0, "idle": idle,
-                    "params": {"ring": "probe", "messages": 10**12, "batch": 64}},
-                   {"name": "consumer", "agent": "probe_agents:ProbeConsumer", "cpu": 1, "idle": idle,
-                    "params": {"ring": "probe", "mode": "batch"}}],
-        rings=[{"name": "probe", "segment": "main", "producer": "producer", "consumer": "consumer",
-                "message": "Probe", "slot_size": 64, "capacity": 4096}])
-    doc["version"] = version
-    return doc
+from conftest import ROOT, SUPPORT, wait_until
+from probe_pair import pair_document, running_pair
 
 
 @pytest.fixture
 def running(write_layout, unique_name, spawner):
-    path = write_layout(pair_document(unique_name))
-    with SharedMemory.create(load_layout(path)) as memory:
-        procs = {name: spawner.start(path, name) for name in ("consumer", "producer")}
-        wait_until(lambda: memory.counters_reader().by_label().get("probe.received", 0) > 10_000, 60,
-                   message="the pair streaming")
+    with running_pair(write_layout, unique_name, spawner) as (path, procs):
         yield path, procs
 
 
