@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from appliance.bench.cli import positive_int
+from appliance.cli import positive_int
 
 SYMBOL_COUNT = 2000
 SUBSCRIBE_ONE_IN = 20

@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 
-from appliance.bench.cli import positive_int
+from appliance.cli import positive_int
 
 MESSAGE_SIZE = 64
 BATCH = 256

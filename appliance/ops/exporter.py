@@ -19,6 +19,8 @@ import logging
 import signal
 import sys
 
+from appliance.cli import bounded
+
 log = logging.getLogger(__name__)
 
 DEFAULT_LAYOUT = "shm_layout.yaml"
@@ -28,17 +30,8 @@ PREFIX = "appliance"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", default=DEFAULT_LAYOUT, help=f"layout file (default {DEFAULT_LAYOUT})")
     parser.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=9464, help="TCP port, 0 for any free one (default 9464)")
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is outside 0..65535")
-    return value
+    parser.add_argument("--port", type=bounded(int, 0, 65535), default=9464,
+                        help="TCP port, 0 for any free one (default 9464)")
 
 
 class ShmCollector:

@@ -15,6 +15,8 @@ import json
 import sys
 import time
 
+from appliance.cli import bounded
+
 DEFAULT_LAYOUT = "shm_layout.yaml"
 BAR_WIDTH = 20
 SORTS = ("name", "depth", "rate")
@@ -25,19 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="print one plain-text snapshot and exit")
     mode.add_argument("--json", action="store_true", help="print one JSON snapshot and exit")
-    parser.add_argument("--interval", type=_interval, default=1.0,
+    parser.add_argument("--interval", type=bounded(float, 0.05, 3600, " seconds"), default=1.0,
                         help="seconds between refreshes; --once/--json sample twice this far apart for rates "
                              "(default 1.0)")
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.05 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0.05 and 3600 seconds")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,4 +40,4 @@ def test_bench_ring_rejects_an_unknown_peer():
 def test_bench_ring_rejects_a_bad_count():
     proc = subprocess.run([sys.executable, "-m", "appliance", "bench", "ring", "--messages", "-5"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 2 and "must be > 0" in proc.stderr
+    assert proc.returncode == 2 and "must be between 1 and" in proc.stderr
