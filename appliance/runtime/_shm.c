@@ -96,6 +96,47 @@ map_region(PyObject *obj, Py_buffer *view, Py_ssize_t offset, Py_ssize_t size,
     return 0;
 }
 
+/* Every type below starts with this: the export of the caller's buffer that
+ * keeps the mapping alive for as long as the handle lives. */
+#define BUFFER_HANDLE_HEAD \
+    PyObject_HEAD        \
+    Py_buffer view;      \
+    int has_view;
+
+typedef struct {
+    BUFFER_HANDLE_HEAD
+} BufferHandle;
+
+static void
+handle_dealloc(PyObject *self)
+{
+    BufferHandle *h = (BufferHandle *)self;
+    if (h->has_view)
+        PyBuffer_Release(&h->view);
+    Py_TYPE(self)->tp_free(self);
+}
+
+/* The common __init__(buffer, offset) of the single-word handles: map `size`
+ * bytes at `offset`, aligned to `align`, writable. */
+static int
+handle_init_at(PyObject *self, PyObject *args, PyObject *kwds, Py_ssize_t size, Py_ssize_t align, char **out)
+{
+    static char *kwlist[] = {"buffer", "offset", NULL};
+    BufferHandle *h = (BufferHandle *)self;
+    PyObject *buffer;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", kwlist, &buffer, &offset))
+        return -1;
+    if (h->has_view) {
+        PyErr_Format(PyExc_RuntimeError, "%s already initialised", Py_TYPE(self)->tp_name);
+        return -1;
+    }
+    if (map_region(buffer, &h->view, offset, size, align, 1, out) < 0)
+        return -1;
+    h->has_view = 1;
+    return 0;
+}
+
 /* ====================================================================== */
 /* Doorbell word helpers (shared by Ring and Doorbell)                     */
 /* ====================================================================== */
@@ -120,9 +161,7 @@ static inline void doorbell_ring(au32 *word) {
 enum { ROLE_PRODUCER = 'p', ROLE_CONSUMER = 'c', ROLE_OBSERVER = 'o' };
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    int has_view;
+    BUFFER_HANDLE_HEAD
     int role;
     char *base;          /* ring header */
     char *slots;         /* first slot */
@@ -230,14 +269,6 @@ Ring_init(Ring *self, PyObject *args, PyObject *kwds)
     if (role == ROLE_CONSUMER)
         atomic_store_explicit((au64 *)(self->base + RING_CONSUMER_PID_OFFSET), (uint64_t)getpid(), memory_order_relaxed);
     return 0;
-}
-
-static void
-Ring_dealloc(Ring *self)
-{
-    if (self->has_view)
-        PyBuffer_Release(&self->view);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int
@@ -619,7 +650,7 @@ static PyTypeObject RingType = {
               "at `offset` in `buffer` (formatted by ring_format). role: 'p', 'c' or 'o'.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Ring_init,
-    .tp_dealloc = (destructor)Ring_dealloc,
+    .tp_dealloc = handle_dealloc,
     .tp_methods = Ring_methods,
     .tp_getset = Ring_getset,
 };
@@ -655,9 +686,7 @@ ring_format(PyObject *mod, PyObject *args)
 /* ====================================================================== */
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    int has_view;
+    BUFFER_HANDLE_HEAD
     au32 *word;
     uint64_t waits;   /* process-local: futex waits entered */
     uint64_t wakeups; /* process-local: waits ended by a ring, not a timeout */
@@ -666,29 +695,11 @@ typedef struct {
 static int
 Doorbell_init(Doorbell *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"buffer", "offset", NULL};
-    PyObject *buffer;
-    Py_ssize_t offset;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", kwlist, &buffer, &offset))
-        return -1;
-    if (self->has_view) {
-        PyErr_SetString(PyExc_RuntimeError, "Doorbell already initialised");
-        return -1;
-    }
     char *p;
-    if (map_region(buffer, &self->view, offset, 4, 4, 1, &p) < 0)
+    if (handle_init_at((PyObject *)self, args, kwds, 4, 4, &p) < 0)
         return -1;
-    self->has_view = 1;
     self->word = (au32 *)p;
     return 0;
-}
-
-static void
-Doorbell_dealloc(Doorbell *self)
-{
-    if (self->has_view)
-        PyBuffer_Release(&self->view);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 #define DOORBELL_READY(self) \
@@ -784,7 +795,7 @@ static PyTypeObject DoorbellType = {
               "rings, then waits; a producer rings only when the consumer has announced.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Doorbell_init,
-    .tp_dealloc = (destructor)Doorbell_dealloc,
+    .tp_dealloc = handle_dealloc,
     .tp_methods = Doorbell_methods,
     .tp_getset = Doorbell_getset,
 };
@@ -794,38 +805,18 @@ static PyTypeObject DoorbellType = {
 /* ====================================================================== */
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    int has_view;
+    BUFFER_HANDLE_HEAD
     au64 *value;
 } Counter;
 
 static int
 Counter_init(Counter *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"buffer", "offset", NULL};
-    PyObject *buffer;
-    Py_ssize_t offset;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", kwlist, &buffer, &offset))
-        return -1;
-    if (self->has_view) {
-        PyErr_SetString(PyExc_RuntimeError, "Counter already initialised");
-        return -1;
-    }
     char *p;
-    if (map_region(buffer, &self->view, offset, 8, 8, 1, &p) < 0)
+    if (handle_init_at((PyObject *)self, args, kwds, 8, 8, &p) < 0)
         return -1;
-    self->has_view = 1;
     self->value = (au64 *)p;
     return 0;
-}
-
-static void
-Counter_dealloc(Counter *self)
-{
-    if (self->has_view)
-        PyBuffer_Release(&self->view);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 #define COUNTER_READY(self) \
@@ -886,7 +877,7 @@ static PyTypeObject CounterType = {
     .tp_doc = "Counter(buffer, offset)\n\nA 64-bit value in shared memory with exactly one writing process.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Counter_init,
-    .tp_dealloc = (destructor)Counter_dealloc,
+    .tp_dealloc = handle_dealloc,
     .tp_methods = Counter_methods,
 };
 
@@ -895,9 +886,7 @@ static PyTypeObject CounterType = {
 /* ====================================================================== */
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    int has_view;
+    BUFFER_HANDLE_HEAD
     char *rec;
     uint64_t cycle_start;
     uint64_t beats;
@@ -908,30 +897,12 @@ typedef struct {
 static int
 Heartbeat_init(Heartbeat *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"buffer", "offset", NULL};
-    PyObject *buffer;
-    Py_ssize_t offset;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", kwlist, &buffer, &offset))
+    if (handle_init_at((PyObject *)self, args, kwds, PROC_RECORD_SIZE, 64, &self->rec) < 0)
         return -1;
-    if (self->has_view) {
-        PyErr_SetString(PyExc_RuntimeError, "Heartbeat already initialised");
-        return -1;
-    }
-    if (map_region(buffer, &self->view, offset, PROC_RECORD_SIZE, 64, 1, &self->rec) < 0)
-        return -1;
-    self->has_view = 1;
     self->beats = atomic_load_explicit((au64 *)(self->rec + PROC_BEATS_OFFSET), memory_order_relaxed);
     self->max_duty = atomic_load_explicit((au64 *)(self->rec + PROC_MAX_DUTY_NS_OFFSET), memory_order_relaxed);
     self->work = atomic_load_explicit((au64 *)(self->rec + PROC_WORK_OFFSET), memory_order_relaxed);
     return 0;
-}
-
-static void
-Heartbeat_dealloc(Heartbeat *self)
-{
-    if (self->has_view)
-        PyBuffer_Release(&self->view);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 #define HB_FIELD(self, off) ((au64 *)((self)->rec + (off)))
@@ -998,7 +969,7 @@ static PyTypeObject HeartbeatType = {
               "longest duty cycle and total work.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Heartbeat_init,
-    .tp_dealloc = (destructor)Heartbeat_dealloc,
+    .tp_dealloc = handle_dealloc,
     .tp_methods = Heartbeat_methods,
     .tp_getset = Heartbeat_getset,
 };
@@ -1008,9 +979,7 @@ static PyTypeObject HeartbeatType = {
 /* ====================================================================== */
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    int has_view;
+    BUFFER_HANDLE_HEAD
 } AtomicView;
 
 static int
@@ -1029,14 +998,6 @@ AtomicView_init(AtomicView *self, PyObject *args, PyObject *kwds)
         return -1;
     self->has_view = 1;
     return 0;
-}
-
-static void
-AtomicView_dealloc(AtomicView *self)
-{
-    if (self->has_view)
-        PyBuffer_Release(&self->view);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int
@@ -1121,7 +1082,7 @@ static PyTypeObject AtomicViewType = {
     .tp_doc = "AtomicView(buffer, writable=True)\n\nAcquire loads and release stores of aligned 64-bit words in a buffer.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)AtomicView_init,
-    .tp_dealloc = (destructor)AtomicView_dealloc,
+    .tp_dealloc = handle_dealloc,
     .tp_methods = AtomicView_methods,
 };
 
