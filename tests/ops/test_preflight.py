@@ -1,0 +1,73 @@
+"""`appliance preflight` on this machine: it reports what is missing and exits non-zero."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from appliance.clock.kernel import STA_UNSYNC, TIME_STATES, read_kernel_clock
+from appliance.ops.preflight import parse_cpu_list
+from conftest import ROOT, layout_document
+
+
+def preflight(*args):
+    return subprocess.run([sys.executable, "-m", "appliance", "preflight", *args], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+
+def isolated_cpus() -> set[int]:
+    with open("/sys/devices/system/cpu/isolated") as fh:
+        return parse_cpu_list(fh.read())
+
+
+def test_cpu_list_format():
+    assert parse_cpu_list("") == set()
+    assert parse_cpu_list("2-5,7") == {2, 3, 4, 5, 7}
+    assert parse_cpu_list("0\n") == {0}
+
+
+def test_kernel_clock_is_read_without_privilege():
+    clock = read_kernel_clock()
+    assert clock.state in TIME_STATES.values()
+    assert clock.maxerror_us >= 0 and clock.unsynchronised == bool(clock.status & STA_UNSYNC)
+
+
+def test_repository_layout_on_this_machine_reports_what_is_missing():
+    proc = preflight("--json")
+    report = json.loads(proc.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    layout_cpus = {2, 3, 4, 5}
+    if not layout_cpus <= isolated_cpus():
+        assert checks["cpus isolated"]["status"] == "MISSING" and "isolcpus=" in checks["cpus isolated"]["detail"]
+    if not layout_cpus <= os.sched_getaffinity(0):
+        assert checks["cpus present"]["status"] == "MISSING"
+    clock = read_kernel_clock()
+    expected_clock = "MISSING" if clock.unsynchronised or clock.maxerror_us > 100 else "ok"
+    assert checks["clock disciplined"]["status"] == expected_clock
+    missing = [c for c in report["checks"] if c["status"] == "MISSING"]
+    assert report["ready"] is (not missing)
+    assert proc.returncode == (1 if missing else 0)
+    text = preflight()
+    assert text.returncode == proc.returncode
+    assert ("not ready" in text.stdout) == bool(missing)
+
+
+def test_scheduling_and_memlock_checks_follow_the_layout(write_layout, unique_name):
+    doc = layout_document(unique_name, processes=[
+        {"name": "hot", "agent": "m:A", "cpu": 0, "idle": {"strategy": "busy_spin"},
+         "scheduling": {"policy": "fifo", "priority": 50, "mlockall": True}}], rings=[])
+    proc = preflight("--layout", str(write_layout(doc)), "--json")
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert "hot want SCHED_FIFO up to 50" in checks["realtime scheduling"]["detail"]
+    assert "hot call mlockall" in checks["memlock limit"]["detail"]
+    if os.geteuid() == 0:
+        assert checks["realtime scheduling"]["status"] == "ok" and checks["memlock limit"]["status"] == "ok"
+    assert checks["hugepages"]["detail"] == "no segment asks for huge pages"
+
+
+def test_bad_layout_is_reported(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 0\n")
+    proc = preflight("--layout", str(bad))
+    assert proc.returncode == 1 and "preflight:" in proc.stderr and "Traceback" not in proc.stderr
