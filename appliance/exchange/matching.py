@@ -161,6 +161,14 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ order entry
 
+    def _limit_reject(self, shares: int, price: int) -> str | None:
+        """The reject reason for a size or price outside the limits (enter and replace alike), or None."""
+        if shares <= 0 or shares > self.max_shares:
+            return REJECT_SHARES
+        if price <= 0 or (price > MAX_PRICE and price != MARKET):
+            return REJECT_PRICE
+        return None
+
     def enter(self, firm: str, token: str, symbol: str, side: str, shares: int, price: int,
               tif: int = DAY, display: str = "Y") -> list:
         """OUCH Enter Order."""
@@ -180,12 +188,8 @@ class MatchingEngine:
             reason = REJECT_HALTED
         elif side not in _SIDES:
             reason = REJECT_SIDE
-        elif shares <= 0 or shares > self.max_shares:
-            reason = REJECT_SHARES
-        elif price <= 0 or (price > MAX_PRICE and price != MARKET):
-            reason = REJECT_PRICE
         else:
-            reason = None
+            reason = self._limit_reject(shares, price)
         used.add(token)
         if reason is not None:
             f.rejected += 1
@@ -240,12 +244,8 @@ class MatchingEngine:
             return [_new(Rejected, (firm, replacement_token, REJECT_DUPLICATE_TOKEN))]
         elif book.halted:
             reason = REJECT_HALTED
-        elif shares <= 0 or shares > self.max_shares:
-            reason = REJECT_SHARES
-        elif price <= 0 or (price > MAX_PRICE and price != MARKET):
-            reason = REJECT_PRICE
         else:
-            reason = None
+            reason = self._limit_reject(shares, price)
         f.used.add(replacement_token)
         if reason is not None:
             f.rejected += 1
