@@ -108,7 +108,7 @@ class Segment:
     """One mapped segment. ``buffer`` is the mmap (hand it to Ring, Counter, ...)."""
 
     def __init__(self, spec: SegmentSpec, path: str, mapping: mmap.mmap, backing: int, owner: bool,
-                 keep_fd: int | None = None, backing_path: str | None = None):
+                 keep_fd: int | None = None, backing_path: str | None = None, writable: bool = True):
         self.spec = spec
         self.path = path
         self.buffer = mapping
@@ -116,7 +116,7 @@ class Segment:
         self.owner = owner
         self._keep_fd = keep_fd              # memfd: must stay open while the owner lives
         self._backing_path = backing_path    # hugetlbfs file behind the /dev/shm symlink
-        self.atomics = _shm.AtomicView(mapping)
+        self.atomics = _shm.AtomicView(mapping, writable)
 
     @property
     def name(self) -> str:
@@ -270,19 +270,15 @@ class Segment:
         finally:
             os.close(fd)
         try:
-            cls._check_header(layout, spec, path, mapping, actual)
+            header = cls._check_header(layout, spec, path, mapping, actual)
         except BaseException:
             mapping.close()
             raise
-        header = SegmentHeader.read(mapping)
-        segment = cls.__new__(cls)
-        segment.spec, segment.path, segment.buffer, segment.backing = spec, path, mapping, header.backing
-        segment.owner, segment._keep_fd, segment._backing_path = False, None, None
-        segment.atomics = _shm.AtomicView(mapping, writable)
-        return segment
+        return cls(spec, path, mapping, header.backing, owner=False, writable=writable)
 
     @staticmethod
-    def _check_header(layout: Layout, spec: SegmentSpec, path: str, mapping: mmap.mmap, actual: int) -> None:
+    def _check_header(layout: Layout, spec: SegmentSpec, path: str, mapping: mmap.mmap, actual: int) -> SegmentHeader:
+        """The segment's header, if it was made from this layout; SegmentError naming what differs otherwise."""
         magic = int.from_bytes(mapping[0:8], "little")
         if magic != MAGIC:
             raise SegmentError(f"segment {spec.name}: {path} is not an appliance segment or is still being "
@@ -304,6 +300,7 @@ class Segment:
         if problems:
             raise SegmentError(f"refusing to attach segment {spec.name} ({path}, created by pid "
                                f"{header.creator_pid}) with {layout.path}: " + "; ".join(problems))
+        return header
 
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:
