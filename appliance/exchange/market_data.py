@@ -17,6 +17,7 @@ it. Three pieces:
 from __future__ import annotations
 
 import random
+from array import array
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,30 +29,45 @@ SendPacketTo = Callable[[bytes, tuple], None]
 
 
 class MessageStore:
-    """The session's ITCH messages; sequence numbers start at 1."""
+    """The session's ITCH messages; sequence numbers start at 1.
+
+    Kept as one growing ``bytearray`` and an array of end offsets (about 8 bytes of overhead
+    per message instead of a Python object each), so a long day at tens of thousands of
+    messages a second stays within memory."""
 
     def __init__(self) -> None:
-        self._messages: list[bytes] = []
+        self._data = bytearray()
+        self._ends = array("Q")
 
     @property
     def next_sequence(self) -> int:
-        return len(self._messages) + 1
+        return len(self._ends) + 1
 
     def append(self, message: bytes) -> int:
-        self._messages.append(message)
-        return len(self._messages)
+        self._data += message
+        self._ends.append(len(self._data))
+        return len(self._ends)
 
     def get(self, first: int, count: int) -> list[bytes]:
         """Messages ``first .. first+count-1`` that exist (fewer, or none, past the end)."""
-        if first < 1 or count <= 0:
+        ends = self._ends
+        if first < 1 or count <= 0 or first > len(ends):
             return []
-        return self._messages[first - 1:first - 1 + count]
+        last = min(first - 1 + count, len(ends))
+        data = self._data
+        start = ends[first - 2] if first > 1 else 0
+        out = []
+        for index in range(first - 1, last):
+            end = ends[index]
+            out.append(bytes(data[start:end]))
+            start = end
+        return out
 
     def __len__(self) -> int:
-        return len(self._messages)
+        return len(self._ends)
 
     def __iter__(self):
-        return iter(self._messages)
+        return iter(self.get(1, len(self._ends)))
 
 
 @dataclass
@@ -100,6 +116,7 @@ class MoldPublisher:
         self._last_send_ns = 0
         self._sent_since_tick = False
         self.ended = False
+        self.drop_next = 0                       # operator fault: drop this many packets from now on
         self.counters = PublisherCounters()
 
     def publish(self, message: bytes) -> int:
@@ -147,6 +164,10 @@ class MoldPublisher:
         self._sent_since_tick = True
         self.counters.packets += 1
         self.counters.messages += int.from_bytes(packet[18:20], "big")
+        if self.drop_next:
+            self.drop_next -= 1
+            self.counters.dropped += 1
+            return
         faults = self.faults
         if faults.active:
             rng = self._rng

@@ -1,0 +1,85 @@
+"""What the simulated exchange writes down: the ITCH day, each firm's OUCH traffic, the report.
+
+In ``directory``:
+
+- ``itch.bin``: every ITCH message of the session in NASDAQ BinaryFILE framing (u16 length,
+  message), the same bytes the feed carried; ``appliance itch decode`` reads it.
+- ``ouch-<firm>.log``: the firm's OUCH messages both ways, one record per message:
+  u16 length of what follows, direction ('I' from the firm, 'O' to it), u64 epoch ns, the
+  message. ``read_ouch_log`` reads it back.
+- ``report.json``: the end-of-day report (``report.py``), written at the close.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import BinaryIO, Iterator, NamedTuple
+
+from appliance.wire.dayfile import DayFileWriter
+
+_OUCH_RECORD = struct.Struct(">HcQ")
+INBOUND = b"I"
+OUTBOUND = b"O"
+
+
+class OuchLogRecord(NamedTuple):
+    direction: str
+    timestamp: int
+    message: bytes
+
+
+class Records:
+    """The open record files of one session (buffered; flushed at ``flush`` and ``close``)."""
+
+    def __init__(self, directory: str | os.PathLike, firms: list[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.itch_path = self.directory / "itch.bin"
+        self.report_path = self.directory / "report.json"
+        self._itch = DayFileWriter(self.itch_path)
+        self._ouch: dict[str, BinaryIO] = {
+            firm: open(self.directory / f"ouch-{firm}.log", "wb", buffering=1 << 16) for firm in firms}
+        self.closed = False
+
+    def itch(self, message: bytes) -> None:
+        self._itch.write_message(message)
+
+    def ouch(self, firm: str, direction: bytes, timestamp: int, message: bytes) -> None:
+        log = self._ouch.get(firm)
+        if log is not None:
+            log.write(_OUCH_RECORD.pack(len(message) + 9, direction, timestamp))
+            log.write(message)
+
+    def write_report(self, report: dict) -> None:
+        tmp = self.report_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(report, indent=1, sort_keys=False))
+        os.replace(tmp, self.report_path)
+
+    def flush(self) -> None:
+        if not self.closed:
+            self._itch.flush()
+            for log in self._ouch.values():
+                log.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._itch.close()
+            for log in self._ouch.values():
+                log.close()
+            self.closed = True
+
+
+def read_ouch_log(path: str | os.PathLike) -> Iterator[OuchLogRecord]:
+    """The records of one ``ouch-<firm>.log``; a truncated last record (a crash mid-write) is left out."""
+    data = Path(path).read_bytes()
+    offset = 0
+    while offset + 2 <= len(data):
+        length = int.from_bytes(data[offset:offset + 2], "big")
+        end = offset + 2 + length
+        if length < 9 or end > len(data):
+            return
+        _, direction, timestamp = _OUCH_RECORD.unpack_from(data, offset)
+        yield OuchLogRecord(direction.decode("ascii"), timestamp, data[offset + 11:end])
+        offset = end
