@@ -107,7 +107,10 @@ class Venue:
         ts = ns_since_midnight(now)
         self._publish(self.itch.system_event(ie.END_OF_MARKET_HOURS, ts))
         for symbol in self.itch.symbols:
-            self._dispatch(engine.cancel_all(symbol=symbol, reason=CANCEL_TIMEOUT), self.itch.locate[symbol], now)
+            events = engine.cancel_all(symbol=symbol, reason=CANCEL_TIMEOUT)
+            if self.background is not None:
+                self.background.observe(events)
+            self._dispatch(events, self.itch.locate[symbol], now)
         self._publish(self.itch.system_event(ie.END_OF_SYSTEM_HOURS, ts))
         self._publish(self.itch.system_event(ie.END_OF_MESSAGES, ts))
         self.publisher.end_session()
@@ -160,6 +163,8 @@ class Venue:
             self.counters.modify_unsupported += 1
             events = [CancelReject(firm, v[0])]
             locate = 0
+        if self.background is not None:
+            self.background.observe(events)     # a firm trading against the flow changes its record
         self._dispatch(events, locate, now)
         self.publisher.flush()
         return None
@@ -198,6 +203,8 @@ class Venue:
         if self.state != "open":
             return False
         self.counters.operator_actions += 1
+        if self.background is not None:
+            self.background.observe(events)
         self._dispatch(events, self.itch.locate[symbol], self.clock())
         self.publisher.flush()
         return bool(events)
