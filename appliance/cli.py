@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "itch": ("appliance.wire.itch_cli", "decode or summarise an ITCH 5.0 BinaryFILE day file"),
     "top": ("appliance.ops.shmtop", "live view of a running appliance's rings, processes and counters"),
     "exporter": ("appliance.ops.exporter", "Prometheus scrape endpoint over the shared-memory counters"),
+    "exchange": ("appliance.exchange.cli", "run the simulated exchange (ITCH/MoldUDP64 feed, OUCH/SoupBinTCP entry), or drive it"),
     "preflight": ("appliance.ops.preflight", "check this machine is ready for the layout (CPUs, hugepages, clock)"),
 }
 

@@ -1,0 +1,154 @@
+"""``appliance exchange``: run the simulated exchange, drive it (``ctl``), or print its default config.
+
+    appliance exchange                          # embedded default: 5 symbols, background flow, ports printed
+    appliance exchange --config my.yaml --records ./day
+    appliance exchange ctl halt AAPL            # against the running exchange's control socket
+    appliance exchange default-config > my.yaml
+
+Options given on the command line override the file; every value is checked like the file's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from appliance.cli import UsageError, bounded
+
+
+def default_control_socket() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return os.path.join(base, f"appliance-exchange-{os.getuid()}.sock")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="exchange YAML (default: the embedded default)")
+    parser.add_argument("--order-port", type=bounded(int, 0, 65535), help="SoupBinTCP port (0 = any free)")
+    parser.add_argument("--rerequest-port", type=bounded(int, 0, 65535), help="MoldUDP64 re-request port (0 = any)")
+    parser.add_argument("--feed", type=_host_port, action="append", metavar="HOST:PORT",
+                        help="send the feed to this subscriber (repeatable; replaces the configured list)")
+    parser.add_argument("--records", metavar="DIR", help="write itch.bin, ouch-<firm>.log and report.json here")
+    parser.add_argument("--control", metavar="PATH", help=f"control socket (default {default_control_socket()})")
+    parser.add_argument("--duration", type=bounded(float, 0.001, 86400.0, " s"), metavar="SECONDS",
+                        help="end the trading day after this long (default: run until SIGTERM or ctl end)")
+    parser.add_argument("--background-rate", type=bounded(float, 0, 200_000, " operations/s"), metavar="RATE")
+    parser.add_argument("--seed", type=bounded(int, 0, 2**63), help="seed of the background flow")
+    parser.add_argument("--linger", type=bounded(float, 0, 60, " s"), default=1.0,
+                        help="seconds to keep answering re-requests after the close (default 1)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    ctl = sub.add_parser("ctl", help="send a command to a running exchange",
+                         description="Send one command to a running exchange's control socket and print the answer.",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog=_ctl_epilog())
+    ctl.add_argument("--socket", default=None, help=f"control socket (default {default_control_socket()})")
+    ctl.add_argument("--timeout", type=bounded(float, 0.01, 600, " s"), default=5.0)
+    ctl.add_argument("words", nargs="+", metavar="COMMAND [ARG ...]")
+    sub.add_parser("default-config", help="print the embedded default configuration (YAML)")
+
+
+def _ctl_epilog() -> str:
+    from .control import __doc__ as doc
+    return "commands:\n" + doc.split("Commands (", 1)[1].split("\n", 1)[1]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "default-config":
+        from .config import DEFAULT_CONFIG_YAML
+        sys.stdout.write(DEFAULT_CONFIG_YAML)
+        return 0
+    if args.action == "ctl":
+        return run_ctl(args)
+    return run_exchange(args)
+
+
+def build_config(args: argparse.Namespace):
+    """The configuration: the file (or the embedded default) with the command line's overrides,
+    all checked by the config's own rules."""
+    from .config import ConfigError, default_config, load_config
+    try:
+        config = load_config(args.config) if args.config else default_config()
+        md: dict = {}
+        if args.rerequest_port is not None:
+            md["rerequest_port"] = args.rerequest_port
+        if args.feed:
+            md["subscribers"] = tuple(args.feed)
+        bg: dict = {}
+        if args.background_rate is not None:
+            bg.update(rate=args.background_rate, enabled=args.background_rate > 0)
+        if args.seed is not None:
+            bg["seed"] = args.seed
+        changes: dict = {"market_data": md, "background": bg,
+                         "control": {"socket": args.control or config.control.socket or default_control_socket()}}
+        if args.order_port is not None:
+            changes["order_entry"] = {"port": args.order_port}
+        if args.records:
+            changes["records"] = {"directory": args.records}
+        if args.duration is not None:
+            changes["duration_s"] = args.duration
+        return config.with_overrides(**changes)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run_exchange(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    from .server import serve
+    try:
+        return serve(config, linger_s=args.linger)
+    except OSError as exc:        # a port in use, a records directory not writable, ...
+        raise UsageError(f"cannot start: {exc}") from None
+    except RuntimeError as exc:   # the control socket is held by a running exchange
+        raise UsageError(str(exc)) from None
+
+
+def _ctl_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_ctl_words(words: list[str]) -> dict:
+    """``halt AAPL`` -> {"command": "halt", "symbol": "AAPL"}; ``faults drop=0.1`` -> {..., "drop": 0.1}."""
+    from .control import COMMAND_ARGUMENTS
+    command, rest = words[0], words[1:]
+    allowed = COMMAND_ARGUMENTS.get(command)
+    if allowed is None:
+        raise UsageError(f"unknown command {command!r}; commands: {', '.join(COMMAND_ARGUMENTS)}")
+    request: dict = {"command": command}
+    positional = [name for name in allowed if command not in ("faults", "cancel-all")]
+    for word in rest:
+        name, sep, value = word.partition("=")
+        if sep:
+            if name not in allowed:
+                raise UsageError(f"{command}: unknown argument {name!r}; allowed: {', '.join(allowed) or 'none'}")
+            request[name] = _ctl_value(value)
+        elif positional:
+            request[positional.pop(0)] = _ctl_value(word) if command in ("drop-next", "burst", "background") else word
+        else:
+            raise UsageError(f"{command}: unexpected {word!r}")
+    missing = [name for name in positional if name not in request]
+    if missing:
+        raise UsageError(f"{command}: missing {', '.join(missing)}")
+    return request
+
+
+def run_ctl(args: argparse.Namespace) -> int:
+    from .control import send_command
+    request = parse_ctl_words(args.words)
+    path = args.socket or default_control_socket()
+    try:
+        answer = send_command(path, request, timeout=args.timeout)
+    except (OSError, ValueError) as exc:
+        print(f"appliance exchange ctl: no answer from {path}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=1))
+    return 0 if answer.get("ok") else 1

@@ -1,0 +1,192 @@
+"""The exchange's control interface: a UNIX socket, one JSON object per line each way.
+
+A request is ``{"command": NAME, ...arguments}``; the answer is ``{"ok": true, ...}`` or
+``{"ok": false, "error": "..."}``. Requests are untrusted like any input: a line that is not
+JSON, an unknown command or a bad argument gets an error answer and the connection stays
+usable; a line over ``MAX_LINE`` bytes closes the connection.
+
+Commands (``appliance exchange ctl --help`` shows the same list):
+
+  status                              counters, ports, sessions, faults
+  halt SYMBOL / resume SYMBOL         ITCH 'H'; entries rejected 'H' while halted
+  faults [drop= duplicate= reorder=]  set the feed's packet fault probabilities (0..1)
+  drop-next COUNT                     drop the next COUNT feed packets (a deterministic gap)
+  burst COUNT                         COUNT background operations at once
+  background RATE                     background operations per second (0 stops the flow)
+  disconnect FIRM                     drop the firm's order-entry TCP connection
+  cancel-all [firm=] [symbol=]        the kill switch: cancel live orders (Canceled 'S')
+  book SYMBOL                         the displayed book as the feed shows it, order by order
+  end                                 end the trading day now
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+
+MAX_LINE = 64 * 1024
+MAX_BURST = 1_000_000
+
+
+class ControlError(Exception):
+    """A request the exchange cannot act on; becomes ``{"ok": false, "error": ...}``."""
+
+
+def _probability(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ControlError(f"{name} must be a probability 0..1, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise ControlError(f"{name} must be an integer 0..{high}, got {value!r}")
+    return value
+
+
+class ControlServer:
+    def __init__(self, exchange) -> None:
+        self.exchange = exchange
+
+    async def start(self, path: str):
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)              # a stale socket left by a dead exchange
+            else:
+                probe.close()
+                raise RuntimeError(f"control socket {path} is in use by a running exchange")
+        server = await asyncio.start_unix_server(self._client, path, limit=MAX_LINE)
+        os.chmod(path, 0o600)
+        return server
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (asyncio.LimitOverrunError, ValueError):
+                    writer.write(b'{"ok": false, "error": "request line too long"}\n')
+                    break
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                writer.write((json.dumps(self.handle_line(line)) + "\n").encode())
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def handle_line(self, line: bytes) -> dict:
+        try:
+            request = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return {"ok": False, "error": f"not a JSON object: {exc}"}
+        if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+            return {"ok": False, "error": 'a request is a JSON object with a string "command"'}
+        try:
+            return {"ok": True, **self.execute(request)}
+        except ControlError as exc:
+            return {"ok": False, "error": str(exc)}
+
+    def execute(self, request: dict) -> dict:
+        ex = self.exchange
+        venue = ex.venue
+        command = request["command"]
+        allowed = COMMAND_ARGUMENTS.get(command)
+        if allowed is None:
+            raise ControlError(f"unknown command {command!r}; commands: {', '.join(COMMAND_ARGUMENTS)}")
+        unknown = set(request) - {"command"} - set(allowed)
+        if unknown:
+            raise ControlError(f"{command}: unknown argument(s) {', '.join(sorted(unknown))}; "
+                               f"allowed: {', '.join(allowed) or 'none'}")
+        if command == "status":
+            return ex.status()
+        if command in ("halt", "resume"):
+            symbol = request.get("symbol")
+            if symbol not in venue.engine.books:
+                raise ControlError(f"{command}: unknown symbol {symbol!r}")
+            if venue.state != "open":
+                raise ControlError(f"{command}: the day is {venue.state}")
+            changed = venue.halt(symbol) if command == "halt" else venue.resume(symbol)
+            ex.pump_touched()
+            return {"changed": changed}
+        if command == "faults":
+            faults = venue.publisher.faults
+            for name in ("drop", "duplicate", "reorder"):
+                if name in request:
+                    setattr(faults, name, _probability(name, request[name]))
+            return {"faults": {"drop": faults.drop, "duplicate": faults.duplicate, "reorder": faults.reorder}}
+        if command == "drop-next":
+            venue.publisher.drop_next = _count("count", request.get("count"), 1_000_000)
+            return {"drop_next": venue.publisher.drop_next}
+        if command == "burst":
+            count = _count("count", request.get("count"), MAX_BURST)
+            if venue.state != "open":
+                raise ControlError(f"burst: the day is {venue.state}")
+            done = venue.run_background(count)
+            venue.publisher.flush()
+            ex.pump_touched()
+            return {"operations": done}
+        if command == "background":
+            rate = request.get("rate")
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 200_000:
+                raise ControlError(f"background: rate must be 0..200000 operations/s, got {rate!r}")
+            ex.flow.rate = float(rate)
+            return {"rate": ex.flow.rate}
+        if command == "disconnect":
+            firm = request.get("firm")
+            if firm not in venue.stores:
+                raise ControlError(f"disconnect: unknown firm {firm!r}")
+            return {"disconnected": ex.disconnect(firm)}
+        if command == "cancel-all":
+            firm, symbol = request.get("firm"), request.get("symbol")
+            if firm is not None and firm not in venue.engine.firms and firm not in venue.stores:
+                raise ControlError(f"cancel-all: unknown firm {firm!r}")
+            if symbol is not None and symbol not in venue.engine.books:
+                raise ControlError(f"cancel-all: unknown symbol {symbol!r}")
+            canceled = venue.cancel_all(firm=firm, symbol=symbol)
+            ex.pump_touched()
+            return {"canceled": canceled}
+        if command == "book":
+            symbol = request.get("symbol")
+            book = venue.engine.books.get(symbol) if isinstance(symbol, str) else None
+            if book is None:
+                raise ControlError(f"book: unknown symbol {symbol!r}")
+            return {"symbol": symbol, "messages": len(venue.store), "halted": book.halted,
+                    "bids": book.bids(displayed_only=True), "asks": book.asks(displayed_only=True),
+                    "orders": {str(ref): [o.side, o.price, o.leaves] for ref, o in sorted(book.orders.items())
+                               if o.displayed}}
+        if command == "end":
+            ex.request_end("control command end")
+            return {"ending": True}
+        raise AssertionError(command)  # pragma: no cover
+
+
+COMMAND_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "status": (), "halt": ("symbol",), "resume": ("symbol",), "faults": ("drop", "duplicate", "reorder"),
+    "drop-next": ("count",), "burst": ("count",), "background": ("rate",), "disconnect": ("firm",),
+    "cancel-all": ("firm", "symbol"), "book": ("symbol",), "end": (),
+}
+
+
+def send_command(path: str, request: dict, timeout: float = 5.0) -> dict:
+    """Send one request to a running exchange and return its answer (raises OSError when none runs)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall((json.dumps(request) + "\n").encode())
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    if not data:
+        raise ConnectionError(f"the exchange at {path} closed the connection without answering")
+    return json.loads(data)
