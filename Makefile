@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml setup.py $(wildcard appliance/*/*.c)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-# Until the simulated exchange lands, "run" measures the shared-memory ring
-# against its peers (issue 2); it becomes `appliance up --sim` later.
+# Until the trading processes land, "run" runs the simulated exchange alone for
+# 30 s with its records in run/; it becomes `appliance up --sim` later.
 run: $(STAMP)
-	$(VENV)/bin/appliance bench ring
+	$(VENV)/bin/appliance exchange --duration 30 --records run/exchange-day
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
