@@ -34,8 +34,8 @@ def wait_until(predicate, timeout: float, interval: float = 0.01, message: str =
 
 
 def layout_document(name: str, processes: list[dict], rings: list[dict], *, backing: str = "4k",
-                    mode: str = "0600", slots_per_process: int = 32) -> dict:
-    return {
+                    mode: str = "0600", slots_per_process: int = 32, symbols: list[str] | None = None) -> dict:
+    document = {
         "version": 1,
         "name": name,
         "segments": [{"name": "main", "backing": backing, "mode": mode}],
@@ -44,6 +44,10 @@ def layout_document(name: str, processes: list[dict], rings: list[dict], *, back
         "rings": rings,
         "processes": processes,
     }
+    if symbols:
+        document["symbols"] = list(symbols)
+        document["tables"].append({"name": "market_state", "kind": "market_state", "segment": "main"})
+    return document
 
 
 @pytest.fixture

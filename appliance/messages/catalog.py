@@ -22,19 +22,53 @@ PROBE = Record("Probe", type_id=1, version=1, fields=[
     ("checksum", "u64"),
 ])
 
-# Feed -> strategy: top of book after an ITCH event (levels beyond the top are
-# read from the market-state table).
-BOOK_UPDATE = Record("BookUpdate", type_id=10, version=1, fields=[
+# Feed -> strategy: the top BOOK_DEPTH levels of one symbol after an ITCH message changed
+# them (or its trading state, or its last trade). Levels are best first, zero padded.
+BOOK_DEPTH = 5
+BOOK_UPDATE = Record("BookUpdate", type_id=10, version=2, fields=[
     ("symbol_id", "u32"),
-    ("flags", "u32"),              # bit 0 stale, bit 1 crossed, bit 2 halted
+    ("flags", "u8"),               # BOOK_FLAG_* below
+    ("trading_state", "u8"),       # ITCH trading state byte: T, H, P, Q (0 before the directory)
+    ("bid_levels", "u8"),          # how many of the bid levels below are filled
+    ("ask_levels", "u8"),
+    *[(f"bid_price_{i}", "u32") for i in range(BOOK_DEPTH)],
+    *[(f"bid_shares_{i}", "u32") for i in range(BOOK_DEPTH)],
+    *[(f"ask_price_{i}", "u32") for i in range(BOOK_DEPTH)],
+    *[(f"ask_shares_{i}", "u32") for i in range(BOOK_DEPTH)],
+    ("last_trade_price", "u32"),
+    ("last_trade_shares", "u32"),
+    ("update_sequence", "u64"),    # per symbol, the same number as the market-state table's
+    ("mold_sequence", "u64"),      # MoldUDP64 sequence number of the ITCH message
+    ("t_exchange_ns", "u64"),      # ITCH timestamp, as epoch ns
+    ("t_rx_ns", "u64"),            # kernel receive time of the packet
+    ("t_feed_out_ns", "u64"),      # feed handler published
+])
+
+# Flags shared by BookUpdate.flags and MarketState.flags.
+BOOK_FLAG_STALE = 1            # no feed traffic within the limit, an unrecovered gap, or an inconsistent book
+BOOK_FLAG_CROSSED = 2          # best bid > best ask
+BOOK_FLAG_LOCKED = 4           # best bid == best ask
+BOOK_FLAG_HALTED = 8           # trading state is not T
+BOOK_FLAG_INCONSISTENT = 16    # an execution or cancel named an unknown order: the book cannot be trusted
+
+# Feed -> everyone (risk's price checks, shmtop): one slot per symbol in the market-state
+# table, written by the feed alone under a seqlock (``seqlock`` odd while a write is in progress).
+MARKET_STATE = Record("MarketState", type_id=40, version=1, fields=[
+    ("seqlock", "u64"),
+    ("symbol", "char8"),
     ("bid_price", "u32"),
     ("bid_shares", "u32"),
     ("ask_price", "u32"),
     ("ask_shares", "u32"),
-    ("mold_sequence", "u64"),
-    ("t_exchange_ns", "u64"),      # ITCH timestamp, as epoch ns
-    ("t_rx_ns", "u64"),            # kernel receive time of the packet
-    ("t_feed_out_ns", "u64"),      # feed handler published
+    ("last_trade_price", "u32"),
+    ("last_trade_shares", "u32"),
+    ("flags", "u8"),
+    ("trading_state", "u8"),
+    ("pad0", "u16"),
+    ("pad1", "u32"),
+    ("update_sequence", "u64"),
+    ("t_exchange_ns", "u64"),
+    ("t_update_ns", "u64"),        # when the feed wrote this slot (epoch ns)
 ])
 
 # Strategy -> risk: what the strategy wants to do.
@@ -89,6 +123,7 @@ EXECUTION_REPORT = Record("ExecutionReport", type_id=30, version=1, fields=[
 ])
 
 MESSAGES: dict[str, Record] = {r.name: r for r in
-                               (PROBE, BOOK_UPDATE, ORDER_INTENT, APPROVED_ORDER, ORDER_REJECT, EXECUTION_REPORT)}
+                               (PROBE, BOOK_UPDATE, ORDER_INTENT, APPROVED_ORDER, ORDER_REJECT, EXECUTION_REPORT,
+                                 MARKET_STATE)}
 
 assert len({r.type_id for r in MESSAGES.values()}) == len(MESSAGES), "type ids must be unique"

@@ -34,7 +34,10 @@ RING_HEADER_SIZE = _shm.RING_HEADER_SIZE
 IDLE_STRATEGIES = ("busy_spin", "yield", "backoff", "sleep", "doorbell")
 SCHED_POLICIES = ("other", "fifo")
 BACKINGS = ("hugepage", "4k")
-TABLE_KINDS = ("counters", "processes")
+TABLE_KINDS = ("counters", "processes", "market_state")
+REQUIRED_TABLE_KINDS = ("counters", "processes")      # market_state: required once symbols are declared
+SYMBOL_MAX = 8                                        # an ITCH/OUCH stock field
+MARKET_STATE_SLOT_SIZE = 128
 
 
 class LayoutError(ValueError):
@@ -171,6 +174,7 @@ class Layout:
     rings: dict[str, RingSpec]
     tables: dict[str, TableSpec]
     processes: dict[str, ProcessSpec]
+    symbols: tuple[str, ...] = ()    # symbol id = index; every process agrees through the layout hash
     canonical: bytes = b""
     hash: bytes = b""
     warnings: list[str] = field(default_factory=list)
@@ -184,6 +188,13 @@ class Layout:
             if table.kind == kind:
                 return table
         raise KeyError(kind)
+
+    def symbol_id(self, symbol: str) -> int:
+        """The id of ``symbol`` (its index in ``symbols``); KeyError when not declared."""
+        try:
+            return self.symbols.index(symbol)
+        except ValueError:
+            raise KeyError(symbol) from None
 
     def rings_consumed_by(self, process: str) -> list[RingSpec]:
         return [r for r in self.rings.values() if r.consumer == process]
@@ -339,7 +350,7 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
     c.mapping(data, "", 1,
               required={"version": int, "name": str, "segments": list, "rings": list, "tables": list,
                         "processes": list},
-              optional={})
+              optional={"symbols": list})
     version = data["version"]
     if version < 1:
         c.fail("version", f"must be >= 1, got {version}", c.line_of(data, "version"))
@@ -347,6 +358,19 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
     if not name or len(name) > 24 or not all(ch.isalnum() or ch in "_-" for ch in name):
         c.fail("name", f"{name!r} must be 1..24 letters, digits, '_' or '-' (it prefixes /dev/shm names)",
                c.line_of(data, "name"))
+
+    # ---- symbols
+    symbols_raw = data.get("symbols", [])
+    symbols: list[str] = []
+    for i, symbol in enumerate(symbols_raw):
+        path, line = f"symbols[{i}]", c.line_of(symbols_raw, i)
+        symbol = c.typed(symbol, str, path, line)
+        if not 1 <= len(symbol) <= SYMBOL_MAX or not symbol.isascii() or symbol != symbol.strip() \
+                or not all(ch.isupper() or ch.isdigit() or ch in "._-" for ch in symbol):
+            c.fail(path, f"{symbol!r} must be 1..{SYMBOL_MAX} upper-case letters, digits, '.', '_' or '-'", line)
+        if symbol in symbols:
+            c.fail(path, f"{symbol!r} is declared twice (first at symbols[{symbols.index(symbol)}])", line)
+        symbols.append(symbol)
 
     # ---- segments
     segments_raw = c.named_list(data["segments"], "segments", c.line_of(data, "segments"))
@@ -416,6 +440,14 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
                        c.line_of(table, "slots_per_process"))
             # block 0 belongs to the creator (the supervisor), then one block per process
             slots, slot_size = per_process * (1 + len(processes)), COUNTER_SLOT_SIZE
+        elif kind == "market_state":
+            if "slots_per_process" in table:
+                c.fail(f"{path}.slots_per_process", "only a counters table has slots_per_process",
+                       c.line_of(table, "slots_per_process"))
+            if not symbols:
+                c.fail(f"{path}.kind", "a market_state table needs the top-level 'symbols' list",
+                       c.line_of(table, "kind"))
+            slots, slot_size = len(symbols), MARKET_STATE_SLOT_SIZE
         else:
             if "slots_per_process" in table:
                 c.fail(f"{path}.slots_per_process", "only a counters table has slots_per_process",
@@ -423,9 +455,11 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
             slots, slot_size = len(processes), PROCESS_SLOT_SIZE
         tables[table["name"]] = {"name": table["name"], "kind": kind, "segment": table["segment"], "slots": slots,
                                  "slot_size": slot_size, "slots_per_process": per_process}
-    for kind in TABLE_KINDS:
+    required_kinds = REQUIRED_TABLE_KINDS + (("market_state",) if symbols else ())
+    for kind in required_kinds:
         if not any(t["kind"] == kind for t in tables.values()):
-            c.fail("tables", f"a {kind!r} table is required", c.line_of(data, "tables"))
+            c.fail("tables", f"a {kind!r} table is required" + (" (symbols are declared)" if kind == "market_state"
+                                                               else ""), c.line_of(data, "tables"))
 
     # ---- rings
     rings_raw = c.named_list(data["rings"], "rings", c.line_of(data, "rings"))
@@ -475,7 +509,7 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
         if ring_name in tables:
             c.fail("rings", f"name {ring_name!r} is both a table and a ring", c.line_of(data, "rings"))
 
-    return _compute(file, name, version, segments, rings, tables, processes, warnings)
+    return _compute(file, name, version, segments, rings, tables, processes, warnings, tuple(symbols))
 
 
 def _parse_idle(c: _Checker, idle, path: str, line) -> IdleSpec:
@@ -529,9 +563,10 @@ def _cpu_list(cpus: set[int]) -> str:
 # Offsets and the canonical hash
 # --------------------------------------------------------------------------
 
-def _canonical_document(name, version, segments, rings, tables, processes) -> dict:
+def _canonical_document(name, version, segments, rings, tables, processes, symbols=()) -> dict:
     """Everything two processes must agree on to share memory, in a fixed order."""
-    used_messages = sorted({r["message"] for r in rings.values()})
+    used_messages = sorted({r["message"] for r in rings.values()}
+                           | ({"MarketState"} if any(t["kind"] == "market_state" for t in tables.values()) else set()))
     return {
         "name": name,
         "version": version,
@@ -540,11 +575,12 @@ def _canonical_document(name, version, segments, rings, tables, processes) -> di
         "rings": [dict(r) for r in rings.values()],
         "processes": [{"name": p.name, "index": p.index, "idle": p.idle.strategy} for p in processes.values()],
         "messages": {m: MESSAGES[m].describe() for m in used_messages},
+        **({"symbols": list(symbols)} if symbols else {}),
     }
 
 
-def _compute(file, name, version, segments, rings, tables, processes, warnings) -> Layout:
-    document = _canonical_document(name, version, segments, rings, tables, processes)
+def _compute(file, name, version, segments, rings, tables, processes, warnings, symbols=()) -> Layout:
+    document = _canonical_document(name, version, segments, rings, tables, processes, symbols)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     digest = hashlib.sha256(canonical).digest()
     cursor = {s: SEGMENT_HEADER_SIZE + _align(len(canonical), PAGE_SIZE) for s in segments}
@@ -565,7 +601,7 @@ def _compute(file, name, version, segments, rings, tables, processes, warnings) 
         size = _align(cursor[s["name"]], HUGE_PAGE_SIZE)   # a multiple of the huge page size either way
         segment_specs[s["name"]] = SegmentSpec(size=size, shm_name=f"{name}-{s['name']}", **s)
     return Layout(path=file, name=name, version=version, segments=segment_specs, rings=ring_specs,
-                  tables=table_specs, processes=processes, canonical=canonical, hash=digest, warnings=warnings)
+                  tables=table_specs, processes=processes, symbols=symbols, canonical=canonical, hash=digest, warnings=warnings)
 
 
 def describe_difference(mine: bytes, theirs: bytes) -> list[str]:

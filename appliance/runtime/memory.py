@@ -12,6 +12,7 @@ from appliance.runtime import _shm
 from appliance.runtime.counters import (CounterKind, CountersReader, CountersWriter, ProcessTableReader,
                                         doorbell_offset, process_record_offset)
 from appliance.runtime.layout import Layout
+from appliance.runtime.market_state import MarketStateReader, MarketStateWriter
 from appliance.runtime.segment import Segment, SegmentError
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,12 @@ class SharedMemory:
     def process_table_atomics(self) -> _shm.AtomicView:
         """Atomic stores into the process table, for a runner to publish its own pid, state, idle, CPU."""
         return _shm.AtomicView(self.buffer_of(self.layout.table_of_kind("processes").segment))
+
+    def market_state_writer(self) -> MarketStateWriter:
+        return MarketStateWriter(self.buffer_of(self.layout.table_of_kind("market_state").segment), self.layout)
+
+    def market_state_reader(self) -> MarketStateReader:
+        return MarketStateReader(self.buffer_of(self.layout.table_of_kind("market_state").segment), self.layout)
 
     def doorbell(self, process: str) -> _shm.Doorbell:
         spec = self.layout.processes[process]

@@ -82,6 +82,16 @@ CASES = [
      "must be 'package.module:ClassName'"),
     ("no counters table", lambda d: d["tables"].pop(0), "tables", "a 'counters' table is required"),
     ("bad name", lambda d: d.update(name="a/b"), "name", "must be 1..24 letters"),
+    ("symbol in lower case", lambda d: d.update(symbols=["aapl"]), "symbols[0]", "must be 1..8 upper-case"),
+    ("symbol too long", lambda d: d.update(symbols=["ABCDEFGHI"]), "symbols[0]", "must be 1..8 upper-case"),
+    ("symbol not a string", lambda d: d.update(symbols=[7]), "symbols[0]", "expected a string"),
+    ("symbol twice", lambda d: d.update(symbols=["AAPL", "MSFT", "AAPL"]), "symbols[2]",
+     "'AAPL' is declared twice (first at symbols[0])"),
+    ("symbols without a market_state table", lambda d: d.update(symbols=["AAPL"]), "tables",
+     "a 'market_state' table is required (symbols are declared)"),
+    ("market_state without symbols", lambda d: d["tables"].append({"name": "ms", "kind": "market_state",
+                                                                  "segment": "main"}),
+     "tables[2].kind", "needs the top-level 'symbols' list"),
 ]
 
 
@@ -197,9 +207,26 @@ def test_hash_changes_with_any_shared_field(write_layout):
         assert changed.hash != original.hash
 
 
+def test_symbols_give_ids_a_market_state_table_and_a_hash(write_layout):
+    _, plain = load(write_layout, base())
+    doc = mutate(lambda d: d.update(symbols=["AAPL", "BRK.B", "SPY"]))
+    doc["tables"].append({"name": "market_state", "kind": "market_state", "segment": "main"})
+    _, layout = load(write_layout, doc)
+    assert layout.symbols == ("AAPL", "BRK.B", "SPY") and layout.symbol_id("SPY") == 2
+    with pytest.raises(KeyError):
+        layout.symbol_id("TSLA")
+    table = layout.table_of_kind("market_state")
+    assert table.slots == 3 and table.slot_size == 128 and table.offset % 4096 == 0
+    assert plain.symbols == () and layout.hash != plain.hash
+    doc["symbols"].reverse()
+    _, reordered = load(write_layout, doc)
+    assert reordered.hash != layout.hash        # ids changed: processes built on the old order must refuse
+
+
 def test_repository_layout_is_valid():
     layout = load_layout(ROOT / "shm_layout.yaml")
     assert {"feed", "strategy", "risk", "oms"} <= set(layout.processes)
+    assert layout.symbols and layout.table_of_kind("market_state").slots == len(layout.symbols)
     for ring in layout.rings.values():
         assert ring.producer != ring.consumer
 
