@@ -50,7 +50,9 @@ def base_config(**sections) -> dict:
 
 
 class RunningExchange:
-    def __init__(self, document: dict, *, records: bool = True, extra_args: tuple = (), rcvbuf: int = 32 << 20) -> None:
+    def __init__(self, document: dict, *, records: bool = True, extra_args: tuple = (), rcvbuf: int = 32 << 20,
+                 extra_subscribers=()) -> None:
+        """``extra_subscribers``: more 127.0.0.1 ports the feed is sent to (a feed handler under test)."""
         self.dir = Path(tempfile.mkdtemp(prefix="exch", dir="/tmp"))    # short: UNIX socket paths are limited
         self.feed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -60,7 +62,8 @@ class RunningExchange:
         self.feed.bind(("127.0.0.1", 0))
         self.feed_address = self.feed.getsockname()
         document = json.loads(json.dumps(document))
-        document.setdefault("market_data", {})["subscribers"] = [f"127.0.0.1:{self.feed_address[1]}"]
+        document.setdefault("market_data", {})["subscribers"] = [f"127.0.0.1:{self.feed_address[1]}"] + \
+            [f"127.0.0.1:{port}" for port in extra_subscribers]
         document["control"] = {"socket": str(self.dir / "ctl.sock")}
         if records:
             document["records"] = {"directory": str(self.dir / "records")}

@@ -1,0 +1,207 @@
+"""The feed handler agent: UDP packet -> MoldUDP64 sequencing -> ITCH books -> ring and market state.
+
+One duty cycle: read up to ``max_packets_per_cycle`` packets from the feed socket and from the
+re-request channel; hand each to the sequencer; apply in-order packets (and whatever buffered
+packets they release) to the books; publish a BookUpdate for each message that changed a
+subscribed book's top levels, trading state or last trade. Then the slow checks: re-request
+timeouts, staleness, and the shared-memory counters every ``counters_interval_ms``.
+
+A book is stale (flag in every update and in the market-state table) before its stock
+directory arrives, when the feed has been silent for ``stale_after_ms`` (heartbeats count),
+after the session ended, after a gap that could not be recovered (latched: we cannot know which
+books the lost messages touched), and when an execution or cancel named an unknown order.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from appliance.messages.catalog import BOOK_DEPTH
+from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.layout import LayoutError
+from appliance.wire import moldudp64
+
+from .books import BookSet
+from .config import FeedConfigError, parse_feed_params
+from .outputs import BookOutputs
+from .receiver import RerequestChannel, UdpReceiver
+from .sequencer import COUNTER_NAMES as SEQUENCER_COUNTERS
+from .sequencer import DROP, MoldSequencer
+
+log = logging.getLogger("appliance.feed")
+
+BOOK_RING = "book_updates"
+
+
+class FeedAgent(Agent):
+    name = "feed"
+
+    def __init__(self, context: AgentContext):
+        super().__init__(context)
+        try:
+            self.config = parse_feed_params(context.params, f"processes.{context.process.name}.params")
+        except FeedConfigError as exc:
+            raise LayoutError(context.layout.path, exc.key_path, exc.reason) from None
+        if not context.layout.symbols:
+            raise LayoutError(context.layout.path, "symbols", "the feed needs the layout's symbols list")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_start(self) -> None:
+        cfg, ctx = self.config, self.context
+        layout, memory = ctx.layout, ctx.memory
+        self.books = BookSet(layout.symbols, BOOK_DEPTH)
+        self.scanner = moldudp64.FeedPacketScanner(self.books.subscribed_locates)
+        self.receiver = UdpReceiver(cfg.listen_host, cfg.listen_port, multicast_group=cfg.multicast_group,
+                                    interface=cfg.interface, rcvbuf=cfg.rcvbuf_bytes)
+        self.rerequest = RerequestChannel(cfg.rerequest_host, cfg.rerequest_port)
+        self.sequencer = MoldSequencer(
+            session=cfg.session.encode().ljust(10) if cfg.session else None,
+            send_request=self.rerequest.send, max_buffered_packets=cfg.max_buffered_packets,
+            request_timeout_ns=cfg.rerequest_timeout_ms * 1_000_000, max_retries=cfg.rerequest_retries)
+        ring_spec = layout.rings[BOOK_RING]
+        if ring_spec.producer != ctx.process.name:
+            raise LayoutError(layout.path, f"rings.{BOOK_RING}.producer",
+                              f"is {ring_spec.producer!r}, but the feed agent runs as {ctx.process.name!r}")
+        self.outputs = BookOutputs(memory.ring(BOOK_RING, "producer"), memory.buffer_of(ring_spec.segment),
+                                   memory.market_state_writer())
+        self._stale_after_ns = cfg.stale_after_ms * 1_000_000
+        self._counters_interval_ns = cfg.counters_interval_ms * 1_000_000
+        self._max_packets = cfg.max_packets_per_cycle
+        self._last_packet_ns = 0            # monotonic; 0 = never
+        self._next_slow_ns = 0
+        self._next_counters_ns = 0
+        self._feed_stale = True
+        self._setup_counters()
+        address = self.receiver.address
+        log.info("feed listening on %s:%d%s, re-requests to %s:%d, %d symbols, rcvbuf %d",
+                 address[0], address[1], f" (multicast {cfg.multicast_group} on {cfg.interface})"
+                 if cfg.multicast_group else "", cfg.rerequest_host, cfg.rerequest_port,
+                 len(layout.symbols), getattr(self.receiver, "rcvbuf_effective", 0))
+        # Every symbol starts stale in the market-state table until its directory and traffic arrive.
+        for book in self.books.books:
+            self.outputs.publish(book, 0, 0)
+
+    def on_close(self) -> None:
+        self._publish_counters()
+        self.receiver.close()
+        self.rerequest.close()
+        self.outputs.market_state.close()
+
+    # ------------------------------------------------------------------ duty cycle
+
+    def do_work(self) -> int:
+        work = 0
+        receiver = self.receiver
+        receive = receiver.receive
+        for _ in range(self._max_packets):
+            n = receive()
+            if n < 0:
+                break
+            self._on_packet(receiver.buffer, n, receiver.rx_ns)
+            work += 1
+        channel = self.rerequest
+        for _ in range(self._max_packets):
+            n = channel.receive()
+            if n < 0:
+                break
+            self._on_packet(channel.buffer, n, channel.rx_ns)
+            work += 1
+        now = time.monotonic_ns()
+        if now >= self._next_slow_ns:
+            self._next_slow_ns = now + 1_000_000
+            work += self._slow_checks(now)
+        return work
+
+    def _on_packet(self, buffer, nbytes: int, rx_ns: int) -> None:
+        now = time.monotonic_ns()
+        sequencer = self.sequencer
+        skip = sequencer.accept(buffer, nbytes, rx_ns, now)
+        if skip == DROP and nbytes >= moldudp64.HEADER_SIZE:
+            self._last_packet_ns = now      # heartbeats and duplicates still prove the feed is alive
+            return
+        if skip < 0:                        # buffered behind a gap (or a bad packet)
+            if nbytes >= moldudp64.HEADER_SIZE:
+                self._last_packet_ns = now
+            return
+        self._last_packet_ns = now
+        if self._feed_stale:
+            self._set_feed_stale(False)
+        self._apply(buffer, nbytes, skip, rx_ns)
+        if sequencer.pending:
+            for packet, size, skipped, packet_rx_ns in sequencer.drain():
+                self._apply(packet, size, skipped, packet_rx_ns)
+
+    def _apply(self, buffer, nbytes: int, skip: int, rx_ns: int) -> None:
+        scanner = self.scanner
+        apply = self.books.apply
+        books = self.books.books
+        publish = self.outputs.publish
+        messages = scanner.scan(buffer, nbytes, skip)
+        mold_sequence = scanner.sequence_number + skip
+        for raw in messages:
+            sid = apply(raw)
+            if sid >= 0:
+                publish(books[sid], mold_sequence, rx_ns)
+
+    # ------------------------------------------------------------------ slow path (every ms)
+
+    def _slow_checks(self, now: int) -> int:
+        work = 0
+        sequencer = self.sequencer
+        if sequencer.gap_open and sequencer.poll(now):
+            log.warning("gap abandoned after %d re-requests: %d messages lost; every book is stale",
+                        self.config.rerequest_retries, sequencer.messages_lost)
+            for packet, size, skipped, packet_rx_ns in sequencer.drain():
+                self._apply(packet, size, skipped, packet_rx_ns)
+            work += 1
+        silent = self._last_packet_ns == 0 or now - self._last_packet_ns > self._stale_after_ns
+        should_be_stale = silent or sequencer.lost or sequencer.ended
+        if should_be_stale != self._feed_stale:
+            self._set_feed_stale(should_be_stale)
+            work += 1
+        if now >= self._next_counters_ns:
+            self._next_counters_ns = now + self._counters_interval_ns
+            self._publish_counters()
+        return work
+
+    def _set_feed_stale(self, stale: bool) -> None:
+        if stale and not self._feed_stale:
+            why = ("gap not recovered" if self.sequencer.lost else "session ended" if self.sequencer.ended
+                   else f"no packet for {self.config.stale_after_ms} ms")
+            log.warning("feed stale: %s", why)
+        elif not stale and self._feed_stale and self._last_packet_ns:
+            log.info("feed live")
+        self._feed_stale = stale
+        outputs = self.outputs
+        outputs.feed_stale = stale
+        for book in self.books.books:
+            outputs.publish(book, self.sequencer.next_expected - 1, 0)
+
+    # ------------------------------------------------------------------ counters
+
+    def _setup_counters(self) -> None:
+        allocate = self.context.counters.allocate
+        self._sequencer_counters = [allocate(f"feed.{name}") for name in SEQUENCER_COUNTERS]
+        self._book_counters = [allocate(f"feed.book.{name}") for name in self.books.COUNTER_NAMES]
+        self._scanner_counters = [allocate("feed.messages_decoded"), allocate("feed.messages_filtered"),
+                                  allocate("feed.messages_malformed"), allocate("feed.bad_packets")]
+        self._output_counters = [allocate("feed.book_updates"), allocate("feed.book_updates_dropped")]
+        self._receiver_counters = [allocate("feed.rx_packets"), allocate("feed.rx_truncated"),
+                                   allocate("feed.rx_missing_timestamps"), allocate("feed.rerequest_foreign")]
+
+    def _publish_counters(self) -> None:
+        for counter, value in zip(self._sequencer_counters, self.sequencer.counter_values()):
+            counter.set(value)
+        for counter, value in zip(self._book_counters, self.books.counters):
+            counter.set(value)
+        scanner = self.scanner
+        for counter, value in zip(self._scanner_counters, (scanner.scanner.decoded, scanner.scanner.filtered_out,
+                                                           scanner.scanner.malformed, scanner.bad_packets)):
+            counter.set(value)
+        self._output_counters[0].set(self.outputs.published)
+        self._output_counters[1].set(self.outputs.dropped)
+        r = self.receiver
+        for counter, value in zip(self._receiver_counters, (r.packets, r.truncated, r.missing_timestamps,
+                                                            self.rerequest.foreign)):
+            counter.set(value)

@@ -1,0 +1,163 @@
+"""Non-blocking UDP sockets of the feed: the MoldUDP64 receiver and the re-request channel.
+
+Both receive into one preallocated buffer with ``recvmsg_into`` and take the
+kernel's receive timestamp (SO_TIMESTAMPNS: epoch nanoseconds, CLOCK_REALTIME)
+from the ancillary data, so the feed measures from the moment the packet reached
+the host, not from when the duty cycle got to it. ``receive()`` never blocks and
+never raises: -1 means nothing is waiting (or a transient error, counted).
+"""
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+SO_TIMESTAMPNS = 35            # not exported by Python 3.11 (Linux, x86-64)
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+SO_RCVBUFFORCE = 33            # exceeds net.core.rmem_max; needs CAP_NET_ADMIN
+
+_TIMESPEC = struct.Struct("@qq")   # struct timespec: seconds, nanoseconds
+_unpack_timespec = _TIMESPEC.unpack_from
+_ANCBUFSIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+_SOL_SOCKET = socket.SOL_SOCKET
+_MSG_TRUNC = socket.MSG_TRUNC
+_MAX_FOREIGN_PER_RECEIVE = 64      # foreign datagrams skipped in one receive() before giving the loop back
+
+
+def _set_rcvbuf(sock: socket.socket, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer (forced past rmem_max when allowed); the effective size."""
+    try:
+        sock.setsockopt(_SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        try:
+            sock.setsockopt(_SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError:
+            pass
+    return sock.getsockopt(_SOL_SOCKET, socket.SO_RCVBUF)
+
+
+class _DatagramReceiver:
+    """A non-blocking UDP socket read into a preallocated buffer with kernel receive timestamps.
+
+    ``expected_source``: when set, datagrams from any other address are dropped and counted
+    in ``foreign``."""
+
+    def __init__(self, sock: socket.socket, *, rcvbuf: int, buffer_size: int,
+                 expected_source: tuple | None = None) -> None:
+        if buffer_size <= 0:
+            raise ValueError("buffer_size must be > 0")
+        self.sock = sock
+        sock.setblocking(False)
+        self.rcvbuf_effective = _set_rcvbuf(sock, rcvbuf)
+        sock.setsockopt(_SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.buffer = bytearray(buffer_size)
+        self._buffers = [self.buffer]
+        self._recvmsg_into = sock.recvmsg_into
+        self._expected_source = expected_source
+        self.address: tuple = sock.getsockname()      # the bound (host, port)
+        self.rx_ns = 0
+        self.source: tuple | None = None
+        self.packets = 0
+        self.bytes = 0
+        self.truncated = 0
+        self.errors = 0
+        self.missing_timestamps = 0
+        self.foreign = 0
+
+    def receive(self) -> int:
+        """One datagram into ``buffer``: its size, or -1 when nothing is waiting. Sets ``rx_ns``
+        (kernel timestamp) and ``source``. A datagram cut to the buffer is counted in ``truncated``
+        and still returned (with the bytes that fit)."""
+        recvmsg_into = self._recvmsg_into
+        expected = self._expected_source
+        for _ in range(_MAX_FOREIGN_PER_RECEIVE):
+            try:
+                nbytes, ancdata, flags, source = recvmsg_into(self._buffers, _ANCBUFSIZE)
+            except BlockingIOError:
+                return -1
+            except OSError:                 # ICMP errors (ECONNREFUSED), ENOMEM, closed socket...
+                self.errors += 1
+                return -1
+            if expected is not None and source != expected:
+                self.foreign += 1
+                continue
+            rx_ns = 0
+            for level, kind, data in ancdata:
+                if kind == SCM_TIMESTAMPNS and level == _SOL_SOCKET and len(data) >= 16:
+                    seconds, nanoseconds = _unpack_timespec(data)
+                    rx_ns = seconds * 1_000_000_000 + nanoseconds
+            if not rx_ns:
+                rx_ns = time.time_ns()
+                self.missing_timestamps += 1
+            if flags & _MSG_TRUNC:
+                self.truncated += 1
+            self.rx_ns = rx_ns
+            self.source = source
+            self.packets += 1
+            self.bytes += nbytes
+            return nbytes
+        return -1
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class UdpReceiver(_DatagramReceiver):
+    """The MoldUDP64 feed socket: unicast on (host, port), or a multicast group joined on ``interface``."""
+
+    def __init__(self, host: str, port: int, *, multicast_group: str | None = None, interface: str = "127.0.0.1",
+                 rcvbuf: int = 4 << 20, buffer_size: int = 65536) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            if multicast_group is not None:
+                sock.setsockopt(_SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((multicast_group, port))       # only this group's datagrams
+                membership = socket.inet_aton(multicast_group) + socket.inet_aton(interface)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+            else:
+                sock.bind((host, port))
+            super().__init__(sock, rcvbuf=rcvbuf, buffer_size=buffer_size)
+        except BaseException:
+            sock.close()
+            raise
+        self.multicast_group = multicast_group
+        self.interface = interface
+
+
+class RerequestChannel(_DatagramReceiver):
+    """The socket that sends MoldUDP64 requests to the re-request server ``(host, port)`` and
+    receives its answers; datagrams from any other address are dropped (``foreign``)."""
+
+    def __init__(self, host: str, port: int, *, local_host: str = "127.0.0.1", rcvbuf: int = 4 << 20,
+                 buffer_size: int = 65536) -> None:
+        server = (socket.gethostbyname(host), port)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((local_host, 0))
+            super().__init__(sock, rcvbuf=rcvbuf, buffer_size=buffer_size, expected_source=server)
+        except BaseException:
+            sock.close()
+            raise
+        self.server = server
+        self._sendto = sock.sendto
+        self.sent = 0
+        self.send_errors = 0
+
+    def send(self, packet: bytes) -> bool:
+        """Send one request packet to the server; False (counted in ``send_errors``) on failure."""
+        try:
+            self._sendto(packet, self.server)
+        except OSError:
+            self.send_errors += 1
+            return False
+        self.sent += 1
+        return True

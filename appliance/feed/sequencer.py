@@ -1,0 +1,338 @@
+"""MoldUDP64 sequencing with gap recovery: in order, once, or counted as lost.
+
+``MoldSequencer`` looks at every received packet (live feed and re-request
+answers alike) and says what to do with it: deliver it now (and how many of its
+leading messages were already seen), drop it, or hold it because messages before
+it are missing. Missing ranges are asked for with MoldUDP64 request packets
+through the ``send_request`` callable; unanswered requests are re-sent after a
+timeout and, after ``max_retries`` re-sends, the range is given up (counted and
+latched in ``lost``: the books can no longer be trusted).
+
+No sockets and no clock inside: the caller passes the receive time and the time
+now, so the whole thing is unit-testable. The caller's duty cycle::
+
+    skip = sequencer.accept(buffer, nbytes, rx_ns, now_ns)
+    if skip >= 0:
+        handle(scanner.scan(buffer, nbytes, skip), rx_ns)
+        for packet, size, skip, rx in sequencer.drain():     # () unless a gap was open
+            handle(scanner.scan(packet, size, skip), rx)
+    ...
+    if sequencer.poll(now_ns):                                # gave up on a range
+        mark_books_stale()
+        for packet, size, skip, rx in sequencer.drain():
+            handle(scanner.scan(packet, size, skip), rx)
+
+Recovery is one request stream from ``next_expected``: a request asks for
+``[next_expected, highest sequence seen)`` (at most ``max_request_count``
+messages). The exchange answers one packet per request (as many messages as fit
+its payload limit), so each answer that moves ``next_expected`` while a gap is
+still open triggers the next request at once: from ``accept`` when nothing is
+held, else from ``drain`` once the held packets that follow are delivered (``poll``
+is the backstop when the caller skips ``drain``). A request that brings nothing is
+re-sent after ``request_timeout_ns``. ``drain()`` may be gated on ``pending``
+(truthy while packets are held) or called after every delivery: both are cheap.
+"""
+from __future__ import annotations
+
+from heapq import heappop, heappush
+from typing import Callable
+
+from appliance.wire import moldudp64
+
+DROP = -1          # nothing to deliver: duplicate, heartbeat, end of session, bad packet, wrong session, store full
+BUFFERED = -2      # held until the messages before it are recovered
+
+# The exchange's re-request server answers at most this many messages per request
+# (appliance.exchange.market_data.RerequestServer.MAX_ANSWER_MESSAGES; not imported:
+# the appliance never imports the exchange). In practice one answer packet holds fewer
+# (its payload limit, ~1400 bytes); the rest is asked for again as answers arrive.
+MAX_REQUEST_COUNT = 1000
+
+COUNTER_NAMES = (
+    "packets",                  # every packet looked at
+    "delivered_packets",        # packets handed out (by accept or drain)
+    "messages_delivered",       # new messages handed out
+    "messages_recovered",       # of those, messages whose delivered copy arrived after a gap was known for them
+    "gaps",                     # new holes detected
+    "duplicate_packets",        # wholly old packets (and duplicates of held packets)
+    "heartbeats",
+    "end_of_session_packets",
+    "bad_packets",              # short header, blocks not filling the packet, bytes after a heartbeat
+    "wrong_session",
+    "overflow_drops",           # packets not held because the store was full (recovered by request)
+    "requests_sent",            # request packets sent, re-sends included
+    "retries",                  # re-sends after a timeout
+    "gaps_abandoned",
+    "messages_lost",            # sequence numbers skipped by giving up
+    "next_expected",
+    "buffered_packets",         # packets held now
+    "gap_open",                 # 0/1
+    "ended",                    # 0/1
+    "lost",                     # 0/1, latched
+)
+
+_HEADER_SIZE = moldudp64.HEADER_SIZE
+_HEARTBEAT = moldudp64.HEARTBEAT_COUNT
+_END_OF_SESSION = moldudp64.END_OF_SESSION_COUNT
+_unpack_header = moldudp64.HEADER.struct.unpack_from
+_NOTHING = ()
+
+
+class MoldSequencer:
+    """Sequencing of one MoldUDP64 session; see the module docstring for the caller's loop."""
+
+    __slots__ = ("session", "send_request", "max_buffered_packets", "request_timeout_ns", "max_retries",
+                 "max_request_count", "next_expected", "ended", "lost", "last_request",
+                 "packets", "delivered_packets", "messages_delivered", "messages_recovered", "gaps",
+                 "duplicate_packets", "heartbeats", "end_of_session_packets", "bad_packets", "wrong_session",
+                 "overflow_drops", "requests_sent", "retries", "gaps_abandoned", "messages_lost",
+                 "_high_water", "_pending", "_heap", "_progress", "_request_ns", "_attempts", "_now_ns")
+
+    def __init__(self, *, session: bytes | str | None, send_request: Callable[[bytes], object],
+                 max_buffered_packets: int = 4096, request_timeout_ns: int = 50_000_000, max_retries: int = 5,
+                 max_request_count: int = MAX_REQUEST_COUNT, next_expected: int = 1) -> None:
+        if max_buffered_packets < 0:
+            raise ValueError("max_buffered_packets must be >= 0")
+        if request_timeout_ns <= 0:
+            raise ValueError("request_timeout_ns must be > 0")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if not 0 < max_request_count <= moldudp64.MAX_BLOCKS:
+            raise ValueError(f"max_request_count must be 1..{moldudp64.MAX_BLOCKS}")
+        if next_expected < 1:
+            raise ValueError("next_expected must be >= 1")
+        self.session = moldudp64.session_bytes(session) if session is not None else None
+        self.send_request = send_request
+        self.max_buffered_packets = max_buffered_packets
+        self.request_timeout_ns = request_timeout_ns
+        self.max_retries = max_retries
+        self.max_request_count = max_request_count
+        self.next_expected = next_expected
+        self.ended = False
+        self.lost = False
+        self.last_request: tuple[int, int] | None = None   # (first, count) of the last request sent
+        self.packets = 0
+        self.delivered_packets = 0
+        self.messages_delivered = 0
+        self.messages_recovered = 0
+        self.gaps = 0
+        self.duplicate_packets = 0
+        self.heartbeats = 0
+        self.end_of_session_packets = 0
+        self.bad_packets = 0
+        self.wrong_session = 0
+        self.overflow_drops = 0
+        self.requests_sent = 0
+        self.retries = 0
+        self.gaps_abandoned = 0
+        self.messages_lost = 0
+        # Every sequence below _high_water is known to exist (seen, or announced by a heartbeat):
+        # a gap is open while next_expected < _high_water.
+        self._high_water = next_expected
+        # sequence -> (packet bytes, rx_ns, message count, _high_water when it arrived)
+        self._pending: dict[int, tuple[bytes, int, int, int]] = {}
+        self._heap: list[int] = []        # the keys of _pending, smallest first
+        self._progress = False            # next_expected moved inside an open gap since the last request
+        self._request_ns = 0
+        self._attempts = 0                # re-sends of the current request without progress
+        self._now_ns = 0
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def gap_open(self) -> bool:
+        return self._high_water > self.next_expected
+
+    @property
+    def buffered_packets(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending(self) -> dict:
+        """The held packets, by first sequence (read-only view for tests and tools)."""
+        return self._pending
+
+    def counter_values(self) -> tuple[int, ...]:
+        """The values named by ``COUNTER_NAMES``, in that order (booleans as 0/1)."""
+        return (self.packets, self.delivered_packets, self.messages_delivered, self.messages_recovered, self.gaps,
+                self.duplicate_packets, self.heartbeats, self.end_of_session_packets, self.bad_packets,
+                self.wrong_session, self.overflow_drops, self.requests_sent, self.retries, self.gaps_abandoned,
+                self.messages_lost, self.next_expected, len(self._pending),
+                int(self._high_water > self.next_expected), int(self.ended), int(self.lost))
+
+    # ------------------------------------------------------------------ per packet
+
+    def accept(self, buffer, nbytes: int, rx_ns: int, now_ns: int) -> int:
+        """Classify one received packet: ``>= 0`` deliver it now skipping that many leading
+        messages; ``DROP`` or ``BUFFERED`` otherwise. Never raises on bad input."""
+        self.packets += 1
+        self._now_ns = now_ns
+        if nbytes < _HEADER_SIZE or nbytes > len(buffer):
+            self.bad_packets += 1
+            return DROP
+        session, sequence, count = _unpack_header(buffer, 0)
+        if session != self.session and self.session is not None:
+            self.wrong_session += 1
+            return DROP
+        if count == _HEARTBEAT or count == _END_OF_SESSION:
+            if nbytes != _HEADER_SIZE:
+                self.bad_packets += 1
+                return DROP
+            if self.session is None:
+                self.session = session
+            if count == _HEARTBEAT:
+                self.heartbeats += 1
+            else:
+                self.end_of_session_packets += 1
+                self.ended = True
+            if sequence > self._high_water:          # it announces messages we never saw
+                self._extend(sequence, now_ns)
+            return DROP
+        # the blocks must exactly fill the packet
+        offset = _HEADER_SIZE
+        last = nbytes - 2                             # the last offset a block header fits at
+        for _ in range(count):
+            if offset > last:
+                offset = -1
+                break
+            offset += 2 + (buffer[offset] << 8 | buffer[offset + 1])
+        if offset != nbytes:
+            self.bad_packets += 1
+            return DROP
+        if self.session is None:
+            self.session = session
+        expected = self.next_expected
+        end = sequence + count
+        if sequence <= expected:
+            if end <= expected:
+                self.duplicate_packets += 1
+                return DROP
+            self.next_expected = end
+            self.delivered_packets += 1
+            self.messages_delivered += end - expected
+            high = self._high_water
+            if high > expected:                       # inside an open gap: this fills some of it
+                self.messages_recovered += (end if end < high else high) - expected
+                if end >= high:
+                    self._high_water = end            # the gap is closed
+                elif self._pending:
+                    self._progress = True             # drain() delivers what is held, then asks for the rest
+                else:
+                    self._request(now_ns)             # nothing held: ask for the rest at once
+            else:
+                self._high_water = end
+            return expected - sequence
+        return self._hold(buffer, nbytes, sequence, count, rx_ns, now_ns)
+
+    def _hold(self, buffer, nbytes: int, sequence: int, count: int, rx_ns: int, now_ns: int) -> int:
+        high = self._high_water
+        gap_was_open = high > self.next_expected
+        if sequence > high:
+            self.gaps += 1
+        end = sequence + count
+        if end > high:
+            self._high_water = end
+        pending = self._pending
+        held = pending.get(sequence)
+        if held is not None and held[2] >= count:
+            self.duplicate_packets += 1
+            result = DROP
+        elif held is None and len(pending) >= self.max_buffered_packets:
+            self.overflow_drops += 1              # inside the requested range: recovered by request
+            result = DROP
+        else:
+            pending[sequence] = (bytes(memoryview(buffer)[:nbytes]), rx_ns, count, high)
+            if held is None:
+                heappush(self._heap, sequence)
+            result = BUFFERED
+        if not gap_was_open:
+            self._request(now_ns)
+        return result
+
+    def _extend(self, sequence: int, now_ns: int) -> None:
+        """A heartbeat or end of session says messages up to ``sequence - 1`` exist."""
+        gap_was_open = self._high_water > self.next_expected
+        self.gaps += 1
+        self._high_water = sequence
+        if not gap_was_open:
+            self._request(now_ns)
+
+    # ------------------------------------------------------------------ after a delivery
+
+    def drain(self):
+        """The held packets that are now in order, as ``(packet, nbytes, skip, rx_ns)``, removed
+        from the store; wholly old ones are discarded. Call after every delivered packet and after
+        ``poll`` returned True. Costs two attribute checks when no gap is open."""
+        pending = self._pending
+        if not pending:
+            if self._progress:
+                self._follow_up()
+            return _NOTHING
+        heap = self._heap
+        expected = self.next_expected
+        out = []
+        while heap and heap[0] <= expected:
+            sequence = heappop(heap)
+            packet, rx_ns, count, high = pending.pop(sequence)
+            end = sequence + count
+            if end <= expected:
+                self.duplicate_packets += 1
+                continue
+            if high > expected:
+                self.messages_recovered += (end if end < high else high) - expected
+            self.delivered_packets += 1
+            self.messages_delivered += end - expected
+            out.append((packet, len(packet), expected - sequence, rx_ns))
+            expected = end
+        self.next_expected = expected
+        if self._progress:
+            self._follow_up()
+        return out
+
+    # ------------------------------------------------------------------ every duty cycle
+
+    def poll(self, now_ns: int) -> bool:
+        """Re-send a request that timed out; give up after ``max_retries`` re-sends. True when
+        a range was given up (call ``drain`` then). O(1) when no gap is open."""
+        if self._high_water <= self.next_expected:
+            return False
+        self._now_ns = now_ns
+        if self._progress:                        # progress that no drain() followed up
+            self._follow_up()
+            return False
+        if now_ns - self._request_ns < self.request_timeout_ns:
+            return False
+        if self._attempts < self.max_retries:
+            self._attempts += 1
+            self.retries += 1
+            self._send(now_ns)
+            return False
+        # give up on the range up to the first held packet (all of it if nothing is held)
+        expected = self.next_expected
+        target = self._heap[0] if self._pending else self._high_water
+        if target > expected:
+            self.messages_lost += target - expected
+            self.next_expected = target
+        self.gaps_abandoned += 1
+        self.lost = True
+        self._progress = True                     # drain() delivers what follows and asks for the rest
+        return True
+
+    # ------------------------------------------------------------------ requests
+
+    def _follow_up(self) -> None:
+        self._progress = False
+        if self._high_water > self.next_expected:
+            self._request(self._now_ns)
+
+    def _request(self, now_ns: int) -> None:
+        self._attempts = 0
+        self._send(now_ns)
+
+    def _send(self, now_ns: int) -> None:
+        first = self.next_expected
+        count = min(self._high_water - first, self.max_request_count)
+        self._request_ns = now_ns
+        self.requests_sent += 1
+        self.last_request = (first, count)
+        self.send_request(moldudp64.request(self.session, first, count))

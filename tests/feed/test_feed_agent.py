@@ -1,0 +1,220 @@
+"""The feed handler as a process against the simulated exchange as a process.
+
+The test owns the shared memory and plays the strategy: it drains the book_updates ring and
+reads the market-state table and the feed's counters, and compares them with the exchange's
+own books (through its control socket).
+"""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from appliance.messages.catalog import BOOK_DEPTH, BOOK_FLAG_HALTED, BOOK_FLAG_STALE, BOOK_UPDATE
+from appliance.runtime.counters import ProcessState
+from appliance.runtime.layout import load_layout
+from appliance.runtime.memory import SharedMemory
+from appliance.wire import moldudp64
+from conftest import layout_document, output_of, wait_until
+from exchange_process import RunningExchange, base_config
+
+SUBSCRIBED = ["AAPL", "SPY"]             # the exchange also trades MSFT: filtered by locate
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def feed_layout(name: str, feed_port: int, rerequest_port: int, **params) -> dict:
+    doc = layout_document(
+        name,
+        processes=[{"name": "feed", "agent": "appliance.feed.agent:FeedAgent",
+                    "idle": {"strategy": "backoff", "spins": 100, "yields": 10, "min_park_ns": 10_000,
+                             "max_park_ns": 200_000},
+                    "params": {"listen": {"host": "127.0.0.1", "port": feed_port},
+                               "rerequest": {"host": "127.0.0.1", "port": rerequest_port},
+                               "stale_after_ms": 1000, **params}},
+                   {"name": "strategy", "agent": "appliance.strategy.agent:StrategyAgent",
+                    "idle": {"strategy": "sleep"}}],
+        rings=[{"name": "book_updates", "segment": "main", "producer": "feed", "consumer": "strategy",
+                "message": "BookUpdate", "slot_size": 192, "capacity": 1 << 18}],
+        slots_per_process=128, symbols=SUBSCRIBED)
+    return doc
+
+
+class FeedUnderTest:
+    """Shared memory, the feed process, and a strategy-side reader of what it writes."""
+
+    def __init__(self, write_layout, spawner, document: dict):
+        self.layout = load_layout(write_layout(document))
+        self.memory = SharedMemory.create(self.layout)
+        self.ring = self.memory.ring("book_updates", "consumer")
+        self.buffer = self.memory.buffer_of("main")
+        self.market = self.memory.market_state_reader()
+        self.proc = spawner.start(self.layout.path, "feed")
+        table = self.memory.process_table()
+        wait_until(lambda: table.read("feed").state is ProcessState.RUNNING or self.proc.poll() is not None, 30,
+                   message="the feed agent running")
+        assert self.proc.poll() is None, output_of(self.proc)
+        self.latest: dict[int, tuple] = {}       # symbol id -> last BookUpdate
+        self.updates = 0
+        self.out_of_order = 0
+        self._last_sequence: dict[int, int] = {}
+
+    def counters(self) -> dict[str, int]:
+        return self.memory.counters_reader().by_label()
+
+    def drain(self) -> int:
+        n = 0
+        ring, buffer, unpack = self.ring, self.buffer, BOOK_UPDATE.unpack_from
+        while True:
+            offset = ring.peek()
+            if offset < 0:
+                return n
+            record = BOOK_UPDATE.as_dict(buffer, offset)
+            ring.release()
+            sid = record["symbol_id"]
+            if record["update_sequence"] < self._last_sequence.get(sid, 0):
+                self.out_of_order += 1
+            self._last_sequence[sid] = record["update_sequence"]
+            self.latest[sid] = record
+            self.updates += 1
+            n += 1
+
+    def levels(self, symbol: str) -> tuple[list, list]:
+        u = self.latest[self.layout.symbol_id(symbol)]
+        bids = [[u[f"bid_price_{i}"], u[f"bid_shares_{i}"]] for i in range(u["bid_levels"])]
+        asks = [[u[f"ask_price_{i}"], u[f"ask_shares_{i}"]] for i in range(u["ask_levels"])]
+        return bids, asks
+
+    def caught_up_with(self, published: int) -> bool:
+        self.drain()
+        return self.counters().get("feed.messages_delivered", -1) >= published
+
+    def close(self) -> None:
+        self.memory.close()
+        self.memory.unlink()
+
+
+@pytest.fixture
+def exchange_factory():
+    running = []
+
+    def start(extra_feed_ports=(), **sections) -> RunningExchange:
+        ex = RunningExchange(base_config(**sections), records=False, extra_subscribers=extra_feed_ports)
+        running.append(ex)
+        return ex
+    yield start
+    for ex in running:
+        ex.close()
+
+
+@pytest.fixture
+def feed_factory(write_layout, spawner):
+    made = []
+
+    def start(document: dict) -> FeedUnderTest:
+        feed = FeedUnderTest(write_layout, spawner, document)
+        made.append(feed)
+        return feed
+    yield start
+    spawner.cleanup()
+    for feed in made:
+        feed.close()
+
+
+def test_books_match_the_exchange_after_100k_messages_with_drops_duplicates_and_reordering(
+        exchange_factory, feed_factory, unique_name):
+    feed_port = free_udp_port()
+    ex = exchange_factory(
+        market_data={"subscribers": [], "heartbeat_interval_ms": 100},
+        faults={"drop": 0.01, "duplicate": 0.01, "reorder": 0.01, "seed": 5},
+        background={"enabled": True, "rate": 25_000, "seed": 21, "max_resting_per_symbol": 300},
+        extra_feed_ports=[feed_port])
+    feed = feed_factory(feed_layout(unique_name, feed_port, ex.rerequest[1]))
+    # The feed joined late: the day's first messages (S, R) come back through re-requests.
+    wait_until(lambda: (feed.drain(), feed.counters().get("feed.messages_delivered", 0))[1] >= 100_000, 120,
+               interval=0.05, message="100,000 messages through the feed")
+    ex.ctl("halt", symbol="SPY")
+    ex.ctl("background", rate=0)
+    ex.ctl("faults", drop=0, duplicate=0, reorder=0)
+    published = ex.ctl("book", symbol="AAPL")["messages"]
+    wait_until(lambda: feed.caught_up_with(published), 60, interval=0.02, message="the feed caught up")
+    feed.drain()
+    counters = feed.counters()
+    for symbol in SUBSCRIBED:
+        truth = ex.ctl("book", symbol=symbol)
+        bids, asks = feed.levels(symbol)
+        assert bids == truth["bids"][:BOOK_DEPTH], symbol
+        assert asks == truth["asks"][:BOOK_DEPTH], symbol
+        state = feed.market.read(feed.layout.symbol_id(symbol))
+        best_bid = truth["bids"][0] if truth["bids"] else [0, 0]
+        best_ask = truth["asks"][0] if truth["asks"] else [0, 0]
+        assert [state.bid_price, state.bid_shares] == best_bid and [state.ask_price, state.ask_shares] == best_ask
+        assert not state.stale, state
+        assert state.trading_state == ("H" if symbol == "SPY" else "T")
+        assert bool(state.flags & BOOK_FLAG_HALTED) == (symbol == "SPY")
+    assert counters["feed.gaps"] > 0 and counters["feed.messages_recovered"] > 0, counters
+    assert counters["feed.duplicate_packets"] > 0
+    assert counters["feed.messages_lost"] == 0 and counters["feed.gaps_abandoned"] == 0
+    assert counters["feed.book.unknown_order"] == 0 and counters["feed.book.over_execution"] == 0
+    assert counters["feed.messages_filtered"] > 0          # MSFT never decoded
+    assert counters["feed.book_updates_dropped"] == 0 and feed.out_of_order == 0
+    # End of the day: every order expires, End of Session arrives, the books go stale and empty.
+    ex.ctl("end")
+    wait_until(lambda: feed.drain() >= 0 and all(feed.market.read(i).stale for i in range(len(SUBSCRIBED))), 30,
+               message="stale after end of session")
+    for symbol in SUBSCRIBED:
+        assert feed.levels(symbol) == ([], [])
+    assert ex.stop() == 0
+    assert feed.proc.poll() is None
+
+
+def test_garbage_datagrams_are_counted_and_dropped(exchange_factory, feed_factory, unique_name):
+    feed_port = free_udp_port()
+    ex = exchange_factory(background={"enabled": True, "rate": 500, "seed": 3}, extra_feed_ports=[feed_port])
+    feed = feed_factory(feed_layout(unique_name, feed_port, ex.rerequest[1], session="TEST000001"))
+    wait_until(lambda: (feed.drain(), feed.counters().get("feed.messages_delivered", 0))[1] > 50, 30,
+               message="live feed")
+    ex.ctl("background", rate=0)
+    published = ex.ctl("book", symbol="AAPL")["messages"]
+    wait_until(lambda: feed.caught_up_with(published), 30, message="caught up")
+    before = {s: feed.levels(s) for s in SUBSCRIBED}
+    bad = [b"", b"x", b"garbage" * 10, moldudp64.heartbeat("TEST000001", 1)[:15],
+           moldudp64.pack_messages("OTHER00001", 10**9, [b"A" * 36])[0],                 # another session
+           moldudp64.pack_messages("TEST000001", published + 1, [b"\xff" * 36])[0][:-3],  # truncated block
+           bytes(range(256)) * 4]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for datagram in bad * 20:
+            s.sendto(datagram, ("127.0.0.1", feed_port))
+    wait_until(lambda: feed.counters()["feed.bad_packets"] + feed.counters()["feed.wrong_session"] >= 20, 10,
+               message="bad packets counted")
+    ex.ctl("burst", count=50)
+    published = ex.ctl("book", symbol="AAPL")["messages"]
+    wait_until(lambda: feed.caught_up_with(published), 30, message="caught up after garbage")
+    assert feed.proc.poll() is None
+    for symbol in SUBSCRIBED:
+        truth = ex.ctl("book", symbol=symbol)
+        assert list(feed.levels(symbol)) == [truth["bids"][:BOOK_DEPTH], truth["asks"][:BOOK_DEPTH]]
+    assert before is not None
+
+
+def test_an_unrecoverable_gap_and_silence_make_every_book_stale(exchange_factory, feed_factory, unique_name):
+    feed_port = free_udp_port()
+    dead_port = free_udp_port()           # nobody answers re-requests there
+    ex = exchange_factory(background={"enabled": True, "rate": 1000, "seed": 4}, extra_feed_ports=[feed_port])
+    feed = feed_factory(feed_layout(unique_name, feed_port, dead_port, rerequest_timeout_ms=20,
+                                    rerequest_retries=2, stale_after_ms=400))
+    # Joined late with nobody answering: the start of the day is lost for good.
+    wait_until(lambda: feed.counters().get("feed.gaps_abandoned", 0) >= 1, 30, message="gap abandoned")
+    wait_until(lambda: all(feed.market.read(i).stale for i in range(len(SUBSCRIBED))), 10,
+               message="books stale after the lost gap")
+    counters = feed.counters()
+    assert counters["feed.messages_lost"] > 0 and counters["feed.retries"] >= 2
+    feed.drain()
+    assert all(u["flags"] & BOOK_FLAG_STALE for u in feed.latest.values())
+    assert feed.proc.poll() is None
+    assert ex.stop() == 0
