@@ -13,7 +13,9 @@ books the lost messages touched), and when an execution or cancel named an unkno
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 
 from appliance.messages.catalog import BOOK_DEPTH
@@ -84,6 +86,8 @@ class FeedAgent(Agent):
 
     def on_close(self) -> None:
         self._publish_counters()
+        if self.config.book_dump:
+            self._dump_books(self.config.book_dump)
         self.receiver.close()
         self.rerequest.close()
         self.outputs.market_state.close()
@@ -177,6 +181,25 @@ class FeedAgent(Agent):
         outputs.feed_stale = stale
         for book in self.books.books:
             outputs.publish(book, self.sequencer.next_expected - 1, 0)
+
+    def _dump_books(self, path: str) -> None:
+        """Every book, order by order, written atomically (tmp + rename) for reconciliation."""
+        document = {"next_expected": self.sequencer.next_expected, "books": {}}
+        for book in self.books.books:
+            document["books"][book.symbol] = {
+                "trading_state": book.trading_state.decode("latin-1").strip(),
+                "bids": [list(level) for level in book.levels(True)],
+                "asks": [list(level) for level in book.levels(False)],
+                "orders": {str(ref): [side.decode(), price, shares]
+                           for ref, (side, price, shares) in sorted(book.orders().items())},
+            }
+        try:
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(document, f)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("cannot write the book dump %s: %s", path, exc)
 
     # ------------------------------------------------------------------ counters
 

@@ -33,12 +33,13 @@ class FeedConfig:
     max_packets_per_cycle: int = 64         # bounded work per duty cycle: heartbeats keep beating
     rcvbuf_bytes: int = 8 << 20
     counters_interval_ms: int = 10          # how often the shared-memory counters are refreshed
+    book_dump: str | None = None            # on stop, every book order by order as JSON (reconciliation)
 
 
 _KEYS = {
     "listen": dict, "multicast": dict, "rerequest": dict, "session": str, "stale_after_ms": int,
     "rerequest_timeout_ms": int, "rerequest_retries": int, "max_buffered_packets": int,
-    "max_packets_per_cycle": int, "rcvbuf_bytes": int, "counters_interval_ms": int,
+    "max_packets_per_cycle": int, "rcvbuf_bytes": int, "counters_interval_ms": int, "book_dump": str,
 }
 _RANGES = {
     "stale_after_ms": (1, 3_600_000), "rerequest_timeout_ms": (1, 60_000), "rerequest_retries": (0, 1000),
@@ -113,6 +114,10 @@ def parse_feed_params(params: dict | None, path: str = "processes.feed.params") 
         values["multicast_group"] = group
         values["interface"] = _address({"interface": m.get("interface", "127.0.0.1")}, f"{path}.multicast",
                                        "127.0.0.1", 0, host_key="interface")[0]
+    if "book_dump" in params:
+        if not params["book_dump"]:
+            raise FeedConfigError(f"{path}.book_dump", "must be a file path")
+        values["book_dump"] = params["book_dump"]
     if "session" in params:
         session = params["session"]
         if not 1 <= len(session) <= 10 or not session.isascii() or not session.isprintable():

@@ -6,8 +6,9 @@ own books (through its control socket).
 """
 from __future__ import annotations
 
+import json
+import signal
 import socket
-import time
 
 import pytest
 
@@ -127,14 +128,15 @@ def feed_factory(write_layout, spawner):
 
 
 def test_books_match_the_exchange_after_100k_messages_with_drops_duplicates_and_reordering(
-        exchange_factory, feed_factory, unique_name):
+        exchange_factory, feed_factory, unique_name, tmp_path):
     feed_port = free_udp_port()
     ex = exchange_factory(
         market_data={"subscribers": [], "heartbeat_interval_ms": 100},
         faults={"drop": 0.01, "duplicate": 0.01, "reorder": 0.01, "seed": 5},
         background={"enabled": True, "rate": 25_000, "seed": 21, "max_resting_per_symbol": 300},
         extra_feed_ports=[feed_port])
-    feed = feed_factory(feed_layout(unique_name, feed_port, ex.rerequest[1]))
+    dump_path = tmp_path / "books.json"
+    feed = feed_factory(feed_layout(unique_name, feed_port, ex.rerequest[1], book_dump=str(dump_path)))
     # The feed joined late: the day's first messages (S, R) come back through re-requests.
     wait_until(lambda: (feed.drain(), feed.counters().get("feed.messages_delivered", 0))[1] >= 100_000, 120,
                interval=0.05, message="100,000 messages through the feed")
@@ -163,14 +165,18 @@ def test_books_match_the_exchange_after_100k_messages_with_drops_duplicates_and_
     assert counters["feed.book.unknown_order"] == 0 and counters["feed.book.over_execution"] == 0
     assert counters["feed.messages_filtered"] > 0          # MSFT never decoded
     assert counters["feed.book_updates_dropped"] == 0 and feed.out_of_order == 0
-    # End of the day: every order expires, End of Session arrives, the books go stale and empty.
-    ex.ctl("end")
-    wait_until(lambda: feed.drain() >= 0 and all(feed.market.read(i).stale for i in range(len(SUBSCRIBED))), 30,
-               message="stale after end of session")
+    # The whole books, order by order: the feed writes them on a clean stop.
+    feed.proc.send_signal(signal.SIGTERM)
+    assert feed.proc.wait(30) == 0, output_of(feed.proc)
+    dump = json.loads(dump_path.read_text())
+    assert dump["next_expected"] == published + 1
     for symbol in SUBSCRIBED:
-        assert feed.levels(symbol) == ([], [])
+        truth = ex.ctl("book", symbol=symbol)
+        mine = dump["books"][symbol]
+        assert mine["orders"] == truth["orders"], symbol
+        assert (mine["bids"], mine["asks"]) == (truth["bids"], truth["asks"]), symbol
+    assert len(dump["books"]["AAPL"]["orders"]) > 10     # a live book, not two empty ones (SPY is halted)
     assert ex.stop() == 0
-    assert feed.proc.poll() is None
 
 
 def test_garbage_datagrams_are_counted_and_dropped(exchange_factory, feed_factory, unique_name):
@@ -192,6 +198,9 @@ def test_garbage_datagrams_are_counted_and_dropped(exchange_factory, feed_factor
             s.sendto(datagram, ("127.0.0.1", feed_port))
     wait_until(lambda: feed.counters()["feed.bad_packets"] + feed.counters()["feed.wrong_session"] >= 20, 10,
                message="bad packets counted")
+    feed.drain()
+    assert {s: feed.levels(s) for s in SUBSCRIBED} == before
+    assert feed.counters()["feed.messages_delivered"] == published
     ex.ctl("burst", count=50)
     published = ex.ctl("book", symbol="AAPL")["messages"]
     wait_until(lambda: feed.caught_up_with(published), 30, message="caught up after garbage")
@@ -199,7 +208,16 @@ def test_garbage_datagrams_are_counted_and_dropped(exchange_factory, feed_factor
     for symbol in SUBSCRIBED:
         truth = ex.ctl("book", symbol=symbol)
         assert list(feed.levels(symbol)) == [truth["bids"][:BOOK_DEPTH], truth["asks"][:BOOK_DEPTH]]
-    assert before is not None
+        assert not feed.market.read(feed.layout.symbol_id(symbol)).stale
+    # End of the day: every order expires, End of Session arrives, the books go stale and empty.
+    ex.ctl("end")
+    wait_until(lambda: feed.drain() >= 0 and all(feed.market.read(i).stale for i in range(len(SUBSCRIBED))), 30,
+               message="stale after end of session")
+    for symbol in SUBSCRIBED:
+        assert feed.levels(symbol) == ([], [])
+    assert feed.counters()["feed.ended"] == 1
+    assert ex.stop() == 0
+    assert feed.proc.poll() is None
 
 
 def test_an_unrecoverable_gap_and_silence_make_every_book_stale(exchange_factory, feed_factory, unique_name):
