@@ -75,6 +75,10 @@ class FeedAgent(Agent):
         self._next_counters_ns = 0
         self._feed_stale = True
         self._setup_counters()
+        has_control = any(t.kind == "control" for t in layout.tables.values())
+        self.control = memory.control(ctx.process.name) if has_control else None
+        if self.control is not None:
+            self.control.set("feed_ready", 0)
         address = self.receiver.address
         log.info("feed listening on %s:%d%s, re-requests to %s:%d, %d symbols, rcvbuf %d",
                  address[0], address[1], f" (multicast {cfg.multicast_group} on {cfg.interface})"
@@ -86,6 +90,8 @@ class FeedAgent(Agent):
 
     def on_close(self) -> None:
         self._publish_counters()
+        if self.control is not None:
+            self.control.set("feed_ready", 0)
         if self.config.book_dump:
             self._dump_books(self.config.book_dump)
         self.receiver.close()
@@ -177,6 +183,8 @@ class FeedAgent(Agent):
         elif not stale and self._feed_stale and self._last_packet_ns:
             log.info("feed live")
         self._feed_stale = stale
+        if self.control is not None:
+            self.control.set("feed_ready", 0 if stale else 1)
         outputs = self.outputs
         outputs.feed_stale = stale
         for book in self.books.books:

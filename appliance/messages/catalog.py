@@ -104,26 +104,62 @@ ORDER_REJECT = Record("OrderReject", type_id=22, version=1, fields=[
     ("t_ns", "u64"),
 ])
 
-# OMS -> strategy and OMS -> risk: what the venue said about an order.
-EXECUTION_REPORT = Record("ExecutionReport", type_id=30, version=1, fields=[
+# OMS -> strategy and OMS -> risk: what the venue said about an order (codes.ExecEvent).
+EXECUTION_REPORT = Record("ExecutionReport", type_id=30, version=2, fields=[
     ("client_order_id", "u64"),
+    ("orig_client_order_id", "u64"),   # REPLACED: the order it replaced
     ("exchange_order_ref", "u64"),
     ("match_number", "u64"),
     ("strategy_id", "u32"),
     ("symbol_id", "u32"),
-    ("event", "u8"),            # accepted, replaced, canceled, executed, rejected, broken
+    ("event", "u8"),
     ("side", "u8"),
-    ("reason", "u8"),
-    ("pad0", "u8"),
-    ("shares", "u32"),          # executed or remaining, by event
+    ("reason", "u8"),           # REJECTED / CANCELED: the OUCH reason byte, or an OmsReason
+    ("source", "u8"),           # codes.RejectSource of a REJECTED (EXCHANGE or OMS)
+    ("shares", "u32"),          # executed or canceled now (EXECUTED, CANCELED), or the order's size
     ("price", "u32"),
-    ("leaves_shares", "u32"),
+    ("leaves_shares", "u32"),   # what stays open after this event
+    ("position", "i64"),        # the OMS's position in the symbol after this event
     ("t_exchange_ns", "u64"),
     ("t_oms_rx_ns", "u64"),
 ])
 
+# Supervisor -> risk: an operator's command (codes.ControlCommand).
+RISK_COMMAND = Record("RiskCommand", type_id=50, version=1, fields=[
+    ("command", "u32"),
+    ("pad0", "u32"),
+    ("argument", "u64"),
+    ("operator", "char16"),     # who asked (recorded; required for RESET)
+    ("t_ns", "u64"),
+])
+
+# Risk -> OMS: a control event the OMS journals next to the orders (codes.ControlEventKind).
+CONTROL_EVENT = Record("ControlEvent", type_id=51, version=1, fields=[
+    ("kind", "u32"),
+    ("state", "u32"),           # the risk state after the event
+    ("value", "i64"),           # kind-specific (e.g. the P&L that tripped the loss limit)
+    ("operator", "char16"),
+    ("detail", "char16"),       # e.g. the reason name, truncated
+    ("t_ns", "u64"),
+])
+
+# One slot per symbol in the positions table, written by the OMS alone under a seqlock.
+POSITION = Record("Position", type_id=41, version=1, fields=[
+    ("seqlock", "u64"),
+    ("symbol", "char8"),
+    ("position", "i64"),        # shares, signed
+    ("cost_basis", "i64"),      # sum of signed fill notional of the open position (price units x shares)
+    ("realized_pnl", "i64"),    # price units (4 implied decimals) x shares
+    ("orders_sent", "u64"),
+    ("fills", "u64"),
+    ("filled_shares", "u64"),
+    ("rejects", "u64"),
+    ("open_orders", "u64"),
+    ("t_update_ns", "u64"),
+])
+
 MESSAGES: dict[str, Record] = {r.name: r for r in
                                (PROBE, BOOK_UPDATE, ORDER_INTENT, APPROVED_ORDER, ORDER_REJECT, EXECUTION_REPORT,
-                                 MARKET_STATE)}
+                                 MARKET_STATE, RISK_COMMAND, CONTROL_EVENT, POSITION)}
 
 assert len({r.type_id for r in MESSAGES.values()}) == len(MESSAGES), "type ids must be unique"

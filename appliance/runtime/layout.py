@@ -34,10 +34,34 @@ RING_HEADER_SIZE = _shm.RING_HEADER_SIZE
 IDLE_STRATEGIES = ("busy_spin", "yield", "backoff", "sleep", "doorbell")
 SCHED_POLICIES = ("other", "fifo")
 BACKINGS = ("hugepage", "4k")
-TABLE_KINDS = ("counters", "processes", "market_state")
+TABLE_KINDS = ("counters", "processes", "market_state", "control", "positions")
 REQUIRED_TABLE_KINDS = ("counters", "processes")      # market_state: required once symbols are declared
 SYMBOL_MAX = 8                                        # an ITCH/OUCH stock field
 MARKET_STATE_SLOT_SIZE = 128
+POSITION_SLOT_SIZE = 128
+CONTROL_WORD_SIZE = 64
+# The control table's words and the one process that writes each (see runtime/control.py).
+CONTROL_WORDS: tuple[tuple[str, str], ...] = (
+    ("gate_open", "supervisor"),          # 1: new orders may leave (the OMS checks it per order)
+    ("gate_reasons", "supervisor"),       # codes.GateReason bits: why it is closed
+    ("gate_changed_ns", "supervisor"),
+    ("gate_epoch", "supervisor"),         # +1 on every change of gate_open or gate_reasons
+    ("clock_state", "supervisor"),        # codes.ClockState
+    ("clock_offset_ns", "supervisor"),    # signed: PTP master offset, or 0 from adjtimex
+    ("clock_maxerror_ns", "supervisor"),
+    ("clock_checked_ns", "supervisor"),
+    ("supervisor_pid", "supervisor"),
+    ("feed_ready", "feed"),               # 1: the feed has live, non-stale books
+    ("strategy_ready", "strategy"),
+    ("risk_state", "risk"),               # codes.RiskState
+    ("risk_ready", "risk"),               # 1: state rebuilt from the OMS's records
+    ("risk_kill_latched", "risk"),
+    ("risk_state_changed_ns", "risk"),
+    ("oms_ready", "oms"),                 # 1: journal recovered and exchange replay applied
+    ("oms_session_up", "oms"),            # 1: logged in to the venue
+    ("oms_open_orders", "oms"),
+    ("oms_cancel_all_epoch", "oms"),      # +1 each time the OMS cancelled everything (gate/risk)
+)
 
 
 class LayoutError(ValueError):
@@ -448,6 +472,15 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
                 c.fail(f"{path}.kind", "a market_state table needs the top-level 'symbols' list",
                        c.line_of(table, "kind"))
             slots, slot_size = len(symbols), MARKET_STATE_SLOT_SIZE
+        elif kind in ("control", "positions"):
+            if "slots_per_process" in table:
+                c.fail(f"{path}.slots_per_process", "only a counters table has slots_per_process",
+                       c.line_of(table, "slots_per_process"))
+            if kind == "positions" and not symbols:
+                c.fail(f"{path}.kind", "a positions table needs the top-level 'symbols' list",
+                       c.line_of(table, "kind"))
+            slots, slot_size = ((len(CONTROL_WORDS), CONTROL_WORD_SIZE) if kind == "control"
+                                else (len(symbols), POSITION_SLOT_SIZE))
         else:
             if "slots_per_process" in table:
                 c.fail(f"{path}.slots_per_process", "only a counters table has slots_per_process",
@@ -566,7 +599,8 @@ def _cpu_list(cpus: set[int]) -> str:
 def _canonical_document(name, version, segments, rings, tables, processes, symbols=()) -> dict:
     """Everything two processes must agree on to share memory, in a fixed order."""
     used_messages = sorted({r["message"] for r in rings.values()}
-                           | ({"MarketState"} if any(t["kind"] == "market_state" for t in tables.values()) else set()))
+                           | ({"MarketState"} if any(t["kind"] == "market_state" for t in tables.values()) else set())
+                           | ({"Position"} if any(t["kind"] == "positions" for t in tables.values()) else set()))
     return {
         "name": name,
         "version": version,
@@ -576,6 +610,8 @@ def _canonical_document(name, version, segments, rings, tables, processes, symbo
         "processes": [{"name": p.name, "index": p.index, "idle": p.idle.strategy} for p in processes.values()],
         "messages": {m: MESSAGES[m].describe() for m in used_messages},
         **({"symbols": list(symbols)} if symbols else {}),
+        **({"control_words": [name for name, _ in CONTROL_WORDS]}
+           if any(t["kind"] == "control" for t in tables.values()) else {}),
     }
 
 

@@ -12,7 +12,9 @@ from appliance.runtime import _shm
 from appliance.runtime.counters import (CounterKind, CountersReader, CountersWriter, ProcessTableReader,
                                         doorbell_offset, process_record_offset)
 from appliance.runtime.layout import Layout
+from appliance.runtime.control import ControlWords
 from appliance.runtime.market_state import MarketStateReader, MarketStateWriter
+from appliance.runtime.positions import PositionsReader, PositionsWriter
 from appliance.runtime.segment import Segment, SegmentError
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,16 @@ class SharedMemory:
 
     def market_state_reader(self) -> MarketStateReader:
         return MarketStateReader(self.buffer_of(self.layout.table_of_kind("market_state").segment), self.layout)
+
+    def positions_writer(self) -> PositionsWriter:
+        return PositionsWriter(self.buffer_of(self.layout.table_of_kind("positions").segment), self.layout)
+
+    def positions_reader(self) -> PositionsReader:
+        return PositionsReader(self.buffer_of(self.layout.table_of_kind("positions").segment), self.layout)
+
+    def control(self, writer: str | None = None) -> ControlWords:
+        """The control words; ``writer``: the process name whose words this handle may store."""
+        return ControlWords(self.buffer_of(self.layout.table_of_kind("control").segment), self.layout, writer)
 
     def doorbell(self, process: str) -> _shm.Doorbell:
         spec = self.layout.processes[process]

@@ -49,7 +49,7 @@ def test_a_slot_stuck_mid_write_is_reported_not_spun_on_forever(layout_path):
         reader = memory.market_state_reader()
         offset = reader.offsets[2] + SEQLOCK_OFFSET
         reader.atomics.store(offset, 1)            # a writer that died between its two stores
-        with pytest.raises(TornRead, match="SPY"):
+        with pytest.raises(TornRead, match="MarketState slot SPY"):
             reader.read(2)
         reader.atomics.store(offset, 2)
         writer = memory.market_state_writer()      # a restarted feed carries on from an even number

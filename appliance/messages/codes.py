@@ -1,0 +1,149 @@
+"""The numeric codes inside internal messages and control words, defined once.
+
+Every process that writes or reads a field with a code imports it from here; shmtop, the
+exporter and the audit trail turn the numbers back into these names.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class Side(enum.IntEnum):
+    """OrderIntent/ApprovedOrder/ExecutionReport.side: the OUCH side byte itself."""
+    BUY = ord("B")
+    SELL = ord("S")
+    SELL_SHORT = ord("T")
+
+
+class Action(enum.IntEnum):
+    """OrderIntent/ApprovedOrder.action."""
+    NEW = 1
+    REPLACE = 2             # orig_client_order_id -> client_order_id (a new id, new priority)
+    CANCEL = 3              # orig_client_order_id; shares = the size to leave (0 cancels all)
+    CANCEL_ALL = 4          # every open order of the strategy (symbol_id 0xFFFFFFFF: all symbols)
+
+
+ALL_SYMBOLS = 0xFFFFFFFF
+
+# OUCH time in force, u32 seconds.
+TIF_IOC = 0
+TIF_DAY = 99998             # market hours
+TIF_SYSTEM_HOURS = 99999
+
+
+class ExecEvent(enum.IntEnum):
+    """ExecutionReport.event: what the venue (or the OMS, for local events) said about an order."""
+    ACCEPTED = 1
+    REPLACED = 2            # client_order_id is the replacement, orig_client_order_id the old one
+    CANCELED = 3            # shares = canceled now; leaves_shares what stays open
+    EXECUTED = 4            # shares, price = this fill; leaves_shares what stays open
+    REJECTED = 5            # by the venue; reason = the OUCH reason byte
+    BROKEN = 6              # a fill broken by the venue (match_number)
+    CANCEL_REJECTED = 7     # the venue refused a cancel (order already gone)
+    PENDING_TIMEOUT = 8     # no answer within the OMS's in-flight limit: queried by cancel
+
+
+class RejectSource(enum.IntEnum):
+    """OrderReject.source."""
+    RISK = 1
+    OMS = 2
+    EXCHANGE = 3
+
+
+class RiskReason(enum.IntEnum):
+    """OrderReject.reason when source is RISK: every denial has a name."""
+    MAX_SHARES = 1
+    MAX_NOTIONAL = 2
+    MIN_SIZE = 3
+    ROUND_LOT = 4
+    TICK = 5
+    PRICE_COLLAR = 6
+    NO_REFERENCE_PRICE = 7
+    BOOK_STALE = 8
+    BOOK_CROSSED = 9
+    SYMBOL_HALTED = 10
+    MAX_LONG = 11
+    MAX_SHORT = 12
+    GROSS_EXPOSURE = 13
+    NET_EXPOSURE = 14
+    SECTOR_CONCENTRATION = 15
+    LEVERAGE = 16
+    DAILY_LOSS = 17
+    DRAWDOWN = 18
+    MESSAGE_RATE = 19
+    MAX_OPEN_ORDERS = 20
+    DUPLICATE_CLIENT_ID = 21
+    REPEATED_ORDER = 22
+    TRADING_HALTED = 23      # risk state HALTED (kill switch latched): only cancels pass
+    TRADING_REDUCING = 24    # risk state REDUCING: the order would grow the position
+    MARKET_CLOSED = 25       # outside the configured market hours
+    UNKNOWN_SYMBOL = 26
+    UNKNOWN_ORDER = 27       # replace of a client order id risk does not know as open
+    NOT_READY = 28           # risk has not rebuilt its state yet
+    BAD_ORDER = 29           # malformed intent: zero shares, bad side, bad action
+
+
+class OmsReason(enum.IntEnum):
+    """OrderReject.reason when source is OMS."""
+    GATE_CLOSED = 1
+    RISK_STALE = 2           # risk heartbeat older than the limit
+    NOT_RECOVERED = 3        # journal replay / exchange replay not finished
+    JOURNAL_FAILED = 4
+    SESSION_DOWN = 5         # not logged in to the venue
+    UNKNOWN_ORDER = 6        # replace/cancel of an order the OMS does not know
+    NOT_FROM_RISK = 7        # arrived on a ring other than approved_orders (never happens by layout)
+    DUPLICATE_CLIENT_ID = 8
+
+
+class RiskState(enum.IntEnum):
+    """Control word risk_state (written by risk)."""
+    STARTING = 0
+    ACTIVE = 1
+    REDUCING = 2            # only orders that shrink the position pass
+    HALTED = 3              # only cancels pass (kill switch latched)
+
+
+class GateReason(enum.IntFlag):
+    """Control word gate_reasons (written by the supervisor): why new orders may not leave."""
+    STARTING = 1
+    PROCESS_DOWN = 2
+    RISK_UNHEALTHY = 4
+    CLOCK_UNHEALTHY = 8
+    KILL_SWITCH = 16
+    OMS_NOT_READY = 32
+    FEED_NOT_READY = 64
+    OPERATOR = 128
+    STOPPING = 256
+
+
+class ClockState(enum.IntEnum):
+    """Control word clock_state (written by the supervisor's clock guard)."""
+    UNKNOWN = 0
+    HEALTHY = 1
+    UNHEALTHY = 2
+    NOT_REQUIRED = 3        # clock: {require_sync: false} (the simulated setup)
+
+
+class ControlCommand(enum.IntEnum):
+    """RiskCommand.command (supervisor -> risk)."""
+    KILL = 1                # latch HALTED and cancel everything
+    RESET = 2               # unlatch: back to ACTIVE (operator recorded)
+    RELOAD_LIMITS = 3       # re-read the limits file
+    SET_REDUCING = 4
+    SET_ACTIVE = 5
+
+
+class ControlEventKind(enum.IntEnum):
+    """ControlEvent.kind (risk -> oms): journaled next to the orders."""
+    KILL = 1
+    RESET = 2
+    LIMITS_CHANGED = 3
+    STATE_CHANGED = 4
+    CLOCK = 5
+
+
+def name_of(enum_type: type[enum.IntEnum], value: int) -> str:
+    try:
+        return enum_type(value).name
+    except ValueError:
+        return f"{enum_type.__name__}({value})"
