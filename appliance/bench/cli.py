@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ring": ("appliance.bench.ring", "SPSC shared-memory ring vs multiprocessing, posix_ipc, zmq, faster-fifo"),
     "itch": ("appliance.bench.itch", "ITCH 5.0 decode: full, locate-filtered, and itchfeed"),
     "exchange": ("appliance.bench.exchange", "simulated exchange: matching engine vs order-matching, and the feed"),
+    "feed": ("appliance.bench.feed", "feed handler: ITCH replay into books, and the live UDP path"),
 }
 
 

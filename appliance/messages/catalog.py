@@ -120,6 +120,8 @@ EXECUTION_REPORT = Record("ExecutionReport", type_id=30, version=2, fields=[
     ("price", "u32"),
     ("leaves_shares", "u32"),   # what stays open after this event
     ("position", "i64"),        # the OMS's position in the symbol after this event
+    ("cost_basis", "i64"),      # of that position (price units x shares, signed)
+    ("realized_pnl", "i64"),    # the symbol's realized P&L for the day after this event
     ("t_exchange_ns", "u64"),
     ("t_oms_rx_ns", "u64"),
 ])

@@ -41,6 +41,10 @@ class ExecEvent(enum.IntEnum):
     BROKEN = 6              # a fill broken by the venue (match_number)
     CANCEL_REJECTED = 7     # the venue refused a cancel (order already gone)
     PENDING_TIMEOUT = 8     # no answer within the OMS's in-flight limit: queried by cancel
+    SNAPSHOT_ORDER = 9      # state rebuild (to risk): one open order; shares = leaves, price, side
+    SNAPSHOT_POSITION = 10  # state rebuild (to risk): one symbol's position, cost_basis, realized_pnl
+    SNAPSHOT_END = 11       # state rebuild complete
+    REJECTED_LOCALLY = 12   # refused by the OMS before the wire (source OMS, reason an OmsReason)
 
 
 class RejectSource(enum.IntEnum):
@@ -140,6 +144,7 @@ class ControlEventKind(enum.IntEnum):
     LIMITS_CHANGED = 3
     STATE_CHANGED = 4
     CLOCK = 5
+    SNAPSHOT_REQUEST = 6    # risk (re)started: the OMS answers on exec_to_risk with SNAPSHOT_* reports
 
 
 def name_of(enum_type: type[enum.IntEnum], value: int) -> str:
