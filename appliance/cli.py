@@ -11,6 +11,11 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("appliance.supervisor.up", "start the whole appliance (supervisor and every process; --sim adds the simulated exchange)"),
+    "down": ("appliance.supervisor.commands:down", "stop the appliance: cancel orders, log out, remove the segments"),
+    "status": ("appliance.supervisor.commands:status", "processes, the gate and why, the clock, positions and P&L"),
+    "kill": ("appliance.supervisor.commands:kill", "the kill switch: halt trading and cancel every open order (latched)"),
+    "resume": ("appliance.supervisor.commands:resume", "reset the kill switch (needs --operator NAME)"),
     "layout": ("appliance.runtime.layout_cli", "validate shm_layout.yaml and show computed offsets"),
     "bench": ("appliance.bench.cli", "run a benchmark against its peers (table, or --json)"),
     "itch": ("appliance.wire.itch_cli", "decode or summarise an ITCH 5.0 BinaryFILE day file"),
@@ -46,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
+        module_name, _, attribute = module_name.partition(":")
         module = importlib.import_module(module_name)
+        if attribute:
+            module = getattr(module, attribute)
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)

@@ -19,12 +19,13 @@ SIGNED = {"clock_offset_ns"}
 
 
 class ControlWords:
-    """Loads and stores of the control table's words. ``writer`` restricts stores to one process's words."""
+    """Loads and stores of the control table's words. ``writer``: the process whose words this
+    handle may store (``"*"``: any word, for tests that play several processes); None: read only."""
 
     def __init__(self, buffer, layout: Layout, writer: str | None = None):
         table = layout.table_of_kind("control")
         self.base = table.offset
-        self.atomics = _shm.AtomicView(buffer)
+        self.atomics = _shm.AtomicView(buffer, writer is not None)   # a reader-only handle maps read-only
         self.writer = writer
         self.offset = {name: self.base + i * WORD_SIZE for name, i in INDEX_OF.items()}
 
@@ -33,7 +34,10 @@ class ControlWords:
         return self.atomics.load_signed(offset) if name in SIGNED else self.atomics.load(offset)
 
     def set(self, name: str, value: int) -> None:
-        if self.writer is not None and WRITER_OF[name] != self.writer:
+        if self.writer is None:
+            raise PermissionError(f"this handle reads the control words; to set {name} open one with "
+                                  f"memory.control('{WRITER_OF[name]}') (or memory.control('*') in a test)")
+        if self.writer != "*" and WRITER_OF[name] != self.writer:
             raise PermissionError(f"control word {name} is written by {WRITER_OF[name]}, not {self.writer}")
         self.atomics.store(self.offset[name], value & 0xFFFFFFFFFFFFFFFF)
 

@@ -78,7 +78,7 @@ class SeqlockReader:
         self.record = record
         self.names = names
         self.body = body_struct(record)
-        self.atomics = _shm.AtomicView(buffer)
+        self.atomics = _shm.AtomicView(buffer, False)      # readers work on a read-only mapping too
         self.retries = 0
 
     def read_raw(self, slot: int) -> tuple:

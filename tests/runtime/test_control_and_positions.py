@@ -27,6 +27,8 @@ def memory(write_layout, unique_name):
 
 def test_each_control_word_has_one_writer_and_everyone_reads_it(memory):
     supervisor, risk, reader = memory.control("supervisor"), memory.control("risk"), memory.control()
+    with pytest.raises(PermissionError, match="reads the control words"):
+        reader.set("gate_open", 1)
     assert all(value == 0 for value in reader.snapshot().values())       # closed gate until someone opens it
     supervisor.set("gate_reasons", GateReason.STARTING | GateReason.CLOCK_UNHEALTHY)
     supervisor.set("clock_offset_ns", -1234)

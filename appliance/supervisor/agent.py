@@ -1,0 +1,292 @@
+"""The supervisor's duty cycle: watch the children, guard the clock, decide the gate, serve commands.
+
+It runs as an agent (heartbeat, process record) in the supervisor's own process; ``up.py``
+starts the children in order before the first cycle and stops them in order after the last.
+Every decision is a log line: a child exiting or going silent, a restart and its backoff, a
+gate change with its reasons, a clock verdict change, an operator command.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+
+from appliance.clock.guard import ClockGuard, ClockVerdict
+from appliance.messages.catalog import RISK_COMMAND
+from appliance.messages.codes import ClockState, ControlCommand, GateReason, RiskState, name_of
+from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.counters import ProcessState
+
+from .children import ManagedProcess
+from .config import SupervisorConfig
+from .gate import GateInputs, ProcessHealth, describe, gate_reasons
+
+log = logging.getLogger("appliance.supervisor")
+
+SUPERVISE_PERIOD_NS = 5_000_000
+HUNG_FACTOR = 5                       # silent this many heartbeat timeouts: killed, then the restart policy
+
+
+class ClockWatcher:
+    """Runs the clock guard every interval on a thread (pmc can take milliseconds); the duty
+    cycle only reads the latest verdict."""
+
+    def __init__(self, guard: ClockGuard, interval_s: float):
+        self.guard = guard
+        self.interval_s = interval_s
+        self.verdict: ClockVerdict = guard.check()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="clock-guard", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.verdict = self.guard.check()
+            except Exception as exc:           # the guard must never die silently: unhealthy instead
+                self.verdict = ClockVerdict(ClockState.UNHEALTHY, f"clock guard failed: {exc}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class SupervisorAgent(Agent):
+    name = "supervisor"
+
+    def __init__(self, context: AgentContext, config: SupervisorConfig, children: dict[str, ManagedProcess],
+                 on_status=None, guard: ClockGuard | None = None):
+        super().__init__(context)
+        self.config = config
+        self.children = children
+        self.on_status = on_status            # called about once a second with the supervisor (status line)
+        self.guard = guard or ClockGuard(config.clock)
+        self.stop_requested: str | None = None
+        self.exit_status = 0
+        self.operator_closed = False
+        self.starting = True
+        self.reasons = GateReason.STARTING
+        self.runner = None                    # set by up.py: runner.stop() ends the duty loop
+        self.control_server = None            # set by up.py: polled every cycle
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_start(self) -> None:
+        memory = self.context.memory
+        self.control = memory.control("supervisor")
+        self.process_table = memory.process_table()
+        self.commands = memory.ring("risk_commands", "producer")
+        self.buffer = memory.buffer_of(self.context.layout.rings["risk_commands"].segment)
+        self.clock = ClockWatcher(self.guard, self.config.clock.check_interval_ms / 1000)
+        self._clock_state = None
+        self._next_supervise = 0
+        self._next_status = time.monotonic_ns() + 1_000_000_000
+        self._next_gc = 0
+        counters = self.context.counters
+        self.c_restarts = counters.allocate("supervisor.restarts")
+        self.c_gate_changes = counters.allocate("supervisor.gate_changes")
+        self.c_commands = counters.allocate("supervisor.commands")
+        self.c_hung_kills = counters.allocate("supervisor.hung_kills")
+        self._restart_counters = {name: counters.allocate(f"supervisor.restarts.{name}") for name in self.children}
+        self._write_gate(GateReason.STARTING, force=True)
+        self._apply_clock(self.clock.verdict)
+
+    def on_close(self) -> None:
+        self.clock.close()
+
+    # ------------------------------------------------------------------ duty cycle
+
+    def do_work(self) -> int:
+        now = time.monotonic_ns()
+        work = self.control_server.poll() if self.control_server is not None else 0
+        if now >= self._next_supervise:
+            self._next_supervise = now + SUPERVISE_PERIOD_NS
+            work += self._supervise(now)
+        if self.on_status is not None and now >= self._next_status:
+            self._next_status = now + 1_000_000_000
+            self.on_status(self)
+        if now >= self._next_gc:              # the runner disabled the collector: the supervisor allocates
+            self._next_gc = now + 5_000_000_000
+            gc.collect(0)
+        return work
+
+    def _supervise(self, now: int) -> int:
+        work = 0
+        if self.stop_requested is not None and self.runner is not None:
+            self.runner.stop()
+            return 1
+        for name, child in self.children.items():
+            code = child.poll_exit()
+            if code is not None:
+                work += 1
+                self._child_exited(child, code, now)
+            if child.proc is None and child.wanted and child.next_start_ns and now >= child.next_start_ns:
+                child.next_start_ns = 0
+                log.info("restarting %s (restart %d)", name, child.restarts)
+                child.start()
+                work += 1
+        health = self._health(now)
+        self._kill_hung(health, now)
+        self._apply_clock(self.clock.verdict)
+        reasons = self._gate_inputs(health)
+        if self.starting and not (reasons & ~GateReason.STARTING):
+            self.starting = False
+            reasons &= ~GateReason.STARTING
+            log.info("every process is ready: start-up complete")
+        self._write_gate(reasons)
+        return work
+
+    def _health(self, now: int) -> dict[str, ProcessHealth]:
+        health = {}
+        for name, child in self.children.items():
+            record = self.process_table.read(name)
+            same = child.alive() and record.pid == child.pid
+            health[name] = ProcessHealth(alive=child.alive(),
+                                         heartbeat_age_ns=record.heartbeat_age_ns() if same else None,
+                                         running=same and record.state is ProcessState.RUNNING)
+        return health
+
+    def _kill_hung(self, health: dict[str, ProcessHealth], now: int) -> None:
+        limit = self.config.heartbeat_timeout_ms * 1_000_000 * HUNG_FACTOR
+        for name, h in health.items():
+            child = self.children[name]
+            silent = h.heartbeat_age_ns if h.heartbeat_age_ns is not None else (
+                now - child.started_ns if h.alive and not h.running else 0)
+            grace = self.config.start_timeout_s * 1e9 if h.heartbeat_age_ns is None else limit
+            if h.alive and silent > grace:
+                log.error("%s (pid %s) silent for %.1f s: killing it", name, child.pid, silent / 1e9)
+                self.c_hung_kills.inc()
+                child.signal(9)
+
+    def _child_exited(self, child: ManagedProcess, code: int, now: int) -> None:
+        if not child.wanted or self.stop_requested is not None:
+            log.info("%s exited with status %d", child.name, code)
+            return
+        policy = self.config.restart
+        log.error("%s exited with status %d; last lines of %s:\n%s", child.name, code, child.log_path,
+                  child.log_tail(8))
+        if policy.policy == "stop" or child.restarts >= policy.max_restarts:
+            why = "restart policy is stop" if policy.policy == "stop" else \
+                f"{child.restarts} restarts reached the limit of {policy.max_restarts}"
+            self.request_stop(f"{child.name} exited ({why})", exit_status=1)
+            return
+        backoff_ms = min(policy.backoff_max_ms, policy.backoff_initial_ms * (2 ** child.restarts))
+        child.restarts += 1
+        child.next_start_ns = now + backoff_ms * 1_000_000
+        self.c_restarts.inc()
+        self._restart_counters[child.name].inc()
+        log.warning("%s will restart in %d ms (restart %d of at most %d)", child.name, backoff_ms, child.restarts,
+                    policy.max_restarts)
+
+    def _gate_inputs(self, health: dict[str, ProcessHealth]) -> GateReason:
+        c = self.control
+        return gate_reasons(GateInputs(
+            processes=health,
+            heartbeat_timeout_ns=self.config.heartbeat_timeout_ms * 1_000_000,
+            risk_heartbeat_timeout_ns=self.config.risk_heartbeat_timeout_ms * 1_000_000,
+            risk_ready=bool(c.get("risk_ready")), risk_state=c.get("risk_state"),
+            risk_kill_latched=bool(c.get("risk_kill_latched")), oms_ready=bool(c.get("oms_ready")),
+            feed_ready=bool(c.get("feed_ready")), clock_blocks=self.clock.verdict.blocks_trading,
+            starting=self.starting, operator_closed=self.operator_closed,
+            stopping=self.stop_requested is not None))
+
+    def _write_gate(self, reasons: GateReason, force: bool = False) -> None:
+        if reasons == self.reasons and not force:
+            return
+        c = self.control
+        previous = self.reasons
+        self.reasons = reasons
+        # reasons first, then the open flag: a reader that sees "open" never sees stale reasons
+        if reasons:
+            c.set("gate_open", 0)
+            c.set("gate_reasons", int(reasons))
+        else:
+            c.set("gate_reasons", 0)
+            c.set("gate_open", 1)
+        c.set("gate_changed_ns", time.time_ns())
+        c.set("gate_epoch", c.get("gate_epoch") + 1)
+        self.c_gate_changes.inc()
+        if not force:
+            log.warning("gate %s (was %s)", describe(reasons), describe(previous)) if reasons else \
+                log.info("gate open (was %s)", describe(previous))
+
+    def _apply_clock(self, verdict: ClockVerdict) -> None:
+        c = self.control
+        c.set("clock_offset_ns", verdict.offset_ns)
+        c.set("clock_maxerror_ns", verdict.maxerror_ns)
+        c.set("clock_checked_ns", verdict.checked_ns)
+        if verdict.state != self._clock_state:
+            c.set("clock_state", int(verdict.state))
+            if self._clock_state is not None or verdict.blocks_trading:
+                (log.warning if verdict.blocks_trading else log.info)(
+                    "clock %s%s", verdict.state.name.lower(), f": {verdict.reason}" if verdict.reason else "")
+            self._clock_state = verdict.state
+
+    # ------------------------------------------------------------------ commands
+
+    def request_stop(self, why: str, exit_status: int = 0) -> None:
+        if self.stop_requested is None:
+            log.warning("stopping: %s", why)
+            self.stop_requested = why
+            self.exit_status = exit_status
+            self._write_gate(self.reasons | GateReason.STOPPING)
+
+    def send_risk_command(self, command: ControlCommand, operator: str = "", argument: int = 0) -> bool:
+        offset = self.commands.claim()
+        if offset < 0:
+            return False
+        RISK_COMMAND.pack_into(self.buffer, offset, int(command), 0, argument,
+                               operator.encode("utf-8")[:16].ljust(16), time.time_ns())
+        self.commands.commit()
+        return True
+
+    def handle(self, request: dict) -> dict:
+        """One control-socket request (see control_server.py)."""
+        self.c_commands.inc()
+        command = request["command"]
+        operator = request.get("operator", "")
+        if not isinstance(operator, str):
+            return {"ok": False, "error": "operator must be a string"}
+        operator = operator.strip()
+        if command == "status":
+            return {"ok": True, "supervisor": self.summary()}
+        if command == "kill":
+            log.warning("kill switch requested%s", f" by {operator}" if operator else "")
+            return {"ok": self.send_risk_command(ControlCommand.KILL, operator or "operator"), "sent": "kill"}
+        if command in ("resume", "open-gate"):
+            if not operator:
+                return {"ok": False, "error": f"{command} needs --operator NAME (it is recorded)"}
+            if command == "open-gate":
+                self.operator_closed = False
+                log.warning("gate reopened by operator %s", operator)
+                return {"ok": True}
+            log.warning("kill switch reset requested by %s", operator)
+            return {"ok": self.send_risk_command(ControlCommand.RESET, operator), "sent": "reset"}
+        if command == "close-gate":
+            if not operator:
+                return {"ok": False, "error": "close-gate needs an operator name"}
+            self.operator_closed = True
+            log.warning("gate closed by operator %s", operator)
+            return {"ok": True}
+        if command == "reload-limits":
+            return {"ok": self.send_risk_command(ControlCommand.RELOAD_LIMITS, operator), "sent": "reload-limits"}
+        if command == "down":
+            self.request_stop(f"down requested{f' by {operator}' if operator else ''}")
+            return {"ok": True, "stopping": True}
+        return {"ok": False, "error": f"unknown command {command!r} (status, kill, resume, close-gate, open-gate, "
+                                      f"reload-limits, down)"}
+
+    def summary(self) -> dict:
+        c = self.control
+        return {
+            "gate_open": bool(c.get("gate_open")), "gate": describe(self.reasons),
+            "gate_reasons": [r.name for r in GateReason if self.reasons & r],
+            "clock": {"state": self.clock.verdict.state.name, "reason": self.clock.verdict.reason,
+                      "offset_ns": self.clock.verdict.offset_ns},
+            "risk_state": name_of(RiskState, c.get("risk_state")),
+            "children": {name: {"pid": ch.pid, "alive": ch.alive(), "starts": ch.starts, "restarts": ch.restarts,
+                                "last_exit": ch.last_exit, "log": str(ch.log_path)}
+                         for name, ch in self.children.items()},
+            "stopping": self.stop_requested,
+        }

@@ -1,0 +1,229 @@
+"""``appliance status | down | kill | resume``: talk to a running appliance.
+
+``status`` reads shared memory directly (read-only), so it answers even when the supervisor
+does not; the others go through the supervisor's control socket. Exit status: 0 done,
+1 the appliance refused or is not running, 2 a bad command line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layout", default="shm_layout.yaml", help="the layout (default ./shm_layout.yaml)")
+    parser.add_argument("--socket", help="the supervisor's control socket (default: from the layout)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the outcome")
+
+
+def _socket_path(args, layout) -> str:
+    from appliance.runtime.layout import LayoutError
+    from .config import SupervisorConfigError, default_control_socket, parse_supervisor_params
+    if args.socket:
+        return args.socket
+    spec = layout.processes.get("supervisor")
+    try:
+        config = parse_supervisor_params(spec.params if spec else {}, list(layout.processes))
+    except (SupervisorConfigError, LayoutError):
+        return default_control_socket(layout.name)
+    return config.control_socket or default_control_socket(layout.name)
+
+
+def _load(args):
+    from appliance.runtime.layout import LayoutError, load_layout
+    try:
+        return load_layout(args.layout)
+    except (LayoutError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _ask(args, layout, request: dict) -> dict | None:
+    from .control_server import send_command
+    path = _socket_path(args, layout)
+    try:
+        return send_command(path, request, timeout=args.timeout)
+    except (OSError, ValueError) as exc:
+        print(f"error: no appliance answering on {path} ({exc}); is it up?", file=sys.stderr)
+        return None
+
+
+def _attach(layout):
+    from appliance.runtime.memory import SharedMemory
+    from appliance.runtime.segment import SegmentError
+    try:
+        return SharedMemory.attach(layout, writable=False)
+    except (SegmentError, OSError) as exc:
+        print(f"error: no running appliance for {layout.path}: {exc}", file=sys.stderr)
+        return None
+
+
+def _wait_word(memory, predicate, timeout: float) -> bool:
+    control = memory.control()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate(control):
+            return True
+        time.sleep(0.05)
+    return predicate(control)
+
+
+# ---------------------------------------------------------------- status
+
+class status:  # noqa: N801 - a subcommand module-like namespace
+    @staticmethod
+    def add_arguments(parser):
+        _common(parser)
+        parser.add_argument("--json", action="store_true", help="one JSON object")
+
+    @staticmethod
+    def run(args) -> int:
+        from .status import build_status
+        layout = _load(args)
+        if layout is None:
+            return 1
+        memory = _attach(layout)
+        if memory is None:
+            return 1
+        try:
+            report = build_status(layout, memory)
+        finally:
+            memory.close()
+        answer = _ask(argparse.Namespace(**{**vars(args), "timeout": 2.0}), layout, {"command": "status"}) \
+            if not args.json else None
+        if args.json:
+            print(json.dumps(report, indent=1))
+            return 0
+        print(render(report, answer.get("supervisor") if answer and answer.get("ok") else None))
+        return 0
+
+
+def render(s: dict, supervisor: dict | None) -> str:
+    lines = [f"gate: {'OPEN' if s['gate']['open'] else 'CLOSED'}"
+             + ("" if s["gate"]["open"] else f" ({', '.join(r.lower() for r in s['gate']['reasons'])})"),
+             f"clock: {s['clock']['state']} offset {s['clock']['offset_ns']} ns",
+             f"risk: {s['risk']['state']}{' (kill switch latched)' if s['risk']['kill_latched'] else ''}, "
+             f"ready {s['risk']['ready']}; oms: ready {s['oms']['ready']}, session "
+             f"{'up' if s['oms']['session_up'] else 'down'}, {s['oms']['open_orders']} open orders; "
+             f"feed: {'live' if s['feed']['ready'] else 'not ready'}",
+             "", f"{'process':<11}{'pid':>8}  {'state':<9}{'heartbeat':>12}{'max duty':>11}  restarts"]
+    for name, p in s["processes"].items():
+        age = "-" if p["heartbeat_age_ms"] is None else f"{p['heartbeat_age_ms']:.1f} ms"
+        restarts = ""
+        if supervisor and name in supervisor.get("children", {}):
+            restarts = str(supervisor["children"][name]["restarts"])
+        lines.append(f"{name:<11}{p['pid']:>8}  {p['state']:<9}{age:>12}{p['max_duty_us']:>9.0f}us  {restarts}")
+    if s["symbols"]:
+        lines += ["", f"{'symbol':<8}{'position':>9}{'orders':>8}{'fills':>7}{'rejects':>8}{'open':>6}"
+                      f"{'P&L':>12}  book"]
+        for symbol, v in s["symbols"].items():
+            lines.append(f"{symbol:<8}{v['position']:>+9d}{v['orders_sent']:>8}{v['fills']:>7}{v['rejects']:>8}"
+                         f"{v['open_orders']:>6}{v['pnl']:>+12.2f}  {v['book']}")
+        t = s["totals"]
+        lines.append(f"{'total':<8}{'':>9}{t['orders_sent']:>8}{t['fills']:>7}{t['rejects']:>8}{'':>6}"
+                     f"{t['pnl']:>+12.2f}")
+    for hop, v in s.get("tick_to_trade", {}).items():
+        if v.get("count"):
+            lines.append(f"latency {hop}: p50 {v['p50_ns'] / 1000:.1f} us, p99 {v['p99_ns'] / 1000:.1f} us "
+                         f"({v['count']} orders)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- down, kill, resume
+
+class down:  # noqa: N801
+    @staticmethod
+    def add_arguments(parser):
+        _common(parser)
+        parser.add_argument("--operator", default="", help="who (recorded in the log)")
+
+    @staticmethod
+    def run(args) -> int:
+        layout = _load(args)
+        if layout is None:
+            return 1
+        answer = _ask(args, layout, {"command": "down", "operator": args.operator})
+        if not answer or not answer.get("ok"):
+            if answer:
+                print(f"error: {answer.get('error')}", file=sys.stderr)
+            return 1
+        from appliance.runtime.segment import segment_path
+        import os
+        paths = [segment_path(spec) for spec in layout.segments.values()]
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline and any(os.path.exists(p) for p in paths):
+            time.sleep(0.1)
+        if any(os.path.exists(p) for p in paths):
+            print(f"error: the appliance did not finish stopping within {args.timeout:g} s", file=sys.stderr)
+            return 1
+        print("appliance down: orders cancelled, processes stopped, segments removed")
+        return 0
+
+
+class kill:  # noqa: N801
+    @staticmethod
+    def add_arguments(parser):
+        _common(parser)
+        parser.add_argument("--operator", default="", help="who pulled it (recorded)")
+
+    @staticmethod
+    def run(args) -> int:
+        layout = _load(args)
+        if layout is None:
+            return 1
+        answer = _ask(args, layout, {"command": "kill", "operator": args.operator})
+        if not answer or not answer.get("ok"):
+            if answer:
+                print(f"error: {answer.get('error', 'refused')}", file=sys.stderr)
+            return 1
+        memory = _attach(layout)
+        if memory is None:
+            return 1
+        try:
+            latched = _wait_word(memory, lambda c: c.get("risk_kill_latched") == 1, args.timeout)
+            flat = _wait_word(memory, lambda c: c.get("oms_open_orders") == 0, args.timeout)
+            open_orders = memory.control().get("oms_open_orders")
+        finally:
+            memory.close()
+        if not latched:
+            print("error: the kill switch did not latch (is risk alive?)", file=sys.stderr)
+            return 1
+        print("kill switch latched: trading HALTED" + ("; every open order cancelled" if flat else
+                                                       f"; {open_orders} orders still open"))
+        print("resume with: appliance resume --operator NAME")
+        return 0 if flat else 1
+
+
+class resume:  # noqa: N801
+    @staticmethod
+    def add_arguments(parser):
+        _common(parser)
+        parser.add_argument("--operator", required=True, help="who resets the kill switch (recorded)")
+
+    @staticmethod
+    def run(args) -> int:
+        if not args.operator.strip():
+            print("error: --operator needs a name", file=sys.stderr)
+            return 2
+        layout = _load(args)
+        if layout is None:
+            return 1
+        answer = _ask(args, layout, {"command": "resume", "operator": args.operator})
+        if not answer or not answer.get("ok"):
+            if answer:
+                print(f"error: {answer.get('error', 'refused')}", file=sys.stderr)
+            return 1
+        memory = _attach(layout)
+        if memory is None:
+            return 1
+        try:
+            ok = _wait_word(memory, lambda c: c.get("risk_kill_latched") == 0, args.timeout)
+        finally:
+            memory.close()
+        if not ok:
+            print("error: the kill switch is still latched", file=sys.stderr)
+            return 1
+        print(f"kill switch reset by {args.operator}; the gate reopens when nothing else holds it")
+        return 0

@@ -1,0 +1,126 @@
+"""The supervisor's settings: the ``params`` of the supervisor process in ``shm_layout.yaml``.
+
+Checked once at start; every problem names the key path and the reason.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from appliance.clock.guard import ClockConfig, ClockConfigError, parse_clock_config
+
+DEFAULT_START_ORDER = ("feed", "oms", "risk", "strategy")
+
+
+class SupervisorConfigError(ValueError):
+    def __init__(self, key_path: str, reason: str):
+        super().__init__(f"{key_path}: {reason}")
+        self.key_path = key_path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    policy: str = "restart"          # restart (with backoff) | stop (stop everything)
+    backoff_initial_ms: int = 200
+    backoff_max_ms: int = 5000
+    max_restarts: int = 10           # per process; beyond it the policy becomes stop
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    clock: ClockConfig = field(default_factory=ClockConfig)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    exporter: ExporterConfig = field(default_factory=ExporterConfig)
+    start_order: tuple[str, ...] = DEFAULT_START_ORDER
+    heartbeat_timeout_ms: int = 1000         # any process
+    risk_heartbeat_timeout_ms: int = 200     # risk: the gate closes at once past this
+    start_timeout_s: float = 30.0
+    stop_timeout_s: float = 10.0
+    control_socket: str = ""                 # "" -> default_control_socket(layout name)
+    log_dir: str = "run/logs"                # children's stdout/stderr (relative: to the layout's directory)
+
+
+def default_control_socket(layout_name: str) -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return os.path.join(base, f"appliance-{layout_name}-{os.getuid()}.sock")
+
+
+def _check(value, expected, path):
+    if (expected is int and isinstance(value, bool)) or not isinstance(value, expected):
+        names = expected.__name__ if isinstance(expected, type) else "/".join(t.__name__ for t in expected)
+        raise SupervisorConfigError(path, f"expected {names}, got {type(value).__name__}")
+    return value
+
+
+def _section(params: dict, key: str, path: str, known: dict) -> dict:
+    section = params.get(key, {})
+    _check(section, dict, f"{path}.{key}")
+    for k, v in section.items():
+        if k not in known:
+            raise SupervisorConfigError(f"{path}.{key}.{k}", f"unknown key (known: {', '.join(sorted(known))})")
+        _check(v, known[k], f"{path}.{key}.{k}")
+    return section
+
+
+def parse_supervisor_params(params: dict | None, processes: list[str],
+                            path: str = "processes.supervisor.params") -> SupervisorConfig:
+    params = params or {}
+    _check(params, dict, path)
+    known = {"clock", "restart", "exporter", "start_order", "heartbeat_timeout_ms", "risk_heartbeat_timeout_ms",
+             "start_timeout_s", "stop_timeout_s", "control_socket", "log_dir"}
+    for key in params:
+        if key not in known:
+            raise SupervisorConfigError(f"{path}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+    values: dict = {}
+    try:
+        values["clock"] = parse_clock_config(params.get("clock"), f"{path}.clock")
+    except ClockConfigError as exc:
+        raise SupervisorConfigError(exc.key_path, exc.reason) from None
+    r = _section(params, "restart", path, {"policy": str, "backoff_initial_ms": int, "backoff_max_ms": int,
+                                           "max_restarts": int})
+    if r.get("policy", "restart") not in ("restart", "stop"):
+        raise SupervisorConfigError(f"{path}.restart.policy", f"{r['policy']!r} is not restart or stop")
+    for key in ("backoff_initial_ms", "backoff_max_ms"):
+        if key in r and not 1 <= r[key] <= 600_000:
+            raise SupervisorConfigError(f"{path}.restart.{key}", "must be 1..600000")
+    if "max_restarts" in r and not 0 <= r["max_restarts"] <= 10_000:
+        raise SupervisorConfigError(f"{path}.restart.max_restarts", "must be 0..10000")
+    values["restart"] = RestartPolicy(**r)
+    e = _section(params, "exporter", path, {"enabled": bool, "address": str, "port": int})
+    if "port" in e and not 0 <= e["port"] <= 65535:
+        raise SupervisorConfigError(f"{path}.exporter.port", "must be 0..65535")
+    values["exporter"] = ExporterConfig(**e)
+    if "start_order" in params:
+        order = _check(params["start_order"], list, f"{path}.start_order")
+        for i, name in enumerate(order):
+            if name not in processes:
+                raise SupervisorConfigError(f"{path}.start_order[{i}]", f"{name!r} is not a declared process")
+        if len(set(order)) != len(order):
+            raise SupervisorConfigError(f"{path}.start_order", "a process is listed twice")
+        values["start_order"] = tuple(order)
+    else:
+        values["start_order"] = tuple(p for p in DEFAULT_START_ORDER if p in processes) + tuple(
+            p for p in processes if p not in DEFAULT_START_ORDER and p != "supervisor")
+    for key, low, high in (("heartbeat_timeout_ms", 10, 600_000), ("risk_heartbeat_timeout_ms", 5, 600_000)):
+        if key in params:
+            if not low <= _check(params[key], int, f"{path}.{key}") <= high:
+                raise SupervisorConfigError(f"{path}.{key}", f"must be {low}..{high}")
+            values[key] = params[key]
+    for key in ("start_timeout_s", "stop_timeout_s"):
+        if key in params:
+            value = _check(params[key], (int, float), f"{path}.{key}")
+            if isinstance(value, bool) or not 0.1 <= value <= 3600:
+                raise SupervisorConfigError(f"{path}.{key}", "must be 0.1..3600")
+            values[key] = float(value)
+    for key in ("control_socket", "log_dir"):
+        if key in params:
+            values[key] = _check(params[key], str, f"{path}.{key}")
+    return SupervisorConfig(**values)

@@ -1,0 +1,90 @@
+"""What ``appliance status`` and the live status line show, read from shared memory (read-only).
+
+Works whether or not the supervisor answers: the process table, the control words, the
+positions and market-state tables and the counters are all in the segment.
+"""
+from __future__ import annotations
+
+import time
+
+from appliance.messages.codes import ClockState, GateReason, RiskState, name_of
+from appliance.runtime.counters import ProcessState
+
+PRICE_SCALE = 10_000
+
+
+def _latency(counters: dict) -> dict:
+    try:
+        from appliance.oms.latency import percentiles_from_counters
+    except ImportError:
+        return {}
+    try:
+        return percentiles_from_counters(counters)
+    except Exception:           # a half-written histogram must not break status
+        return {}
+
+
+def build_status(layout, memory) -> dict:
+    now_mono = time.monotonic_ns()
+    table = memory.process_table()
+    processes = {}
+    for name in layout.processes:
+        r = table.read(name)
+        age = r.heartbeat_age_ns(now_mono)
+        processes[name] = {"pid": r.pid, "state": r.state.name, "cpu": r.cpu,
+                           "heartbeat_age_ms": None if age is None else round(age / 1e6, 3),
+                           "max_duty_us": round(r.max_duty_ns / 1e3, 1)}
+    control = memory.control()
+    words = control.snapshot()
+    reasons = GateReason(words["gate_reasons"])
+    status = {
+        "layout": layout.path,
+        "gate": {"open": bool(words["gate_open"]),
+                 "reasons": [r.name for r in GateReason if reasons & r]},
+        "clock": {"state": name_of(ClockState, words["clock_state"]), "offset_ns": words["clock_offset_ns"],
+                  "maxerror_ns": words["clock_maxerror_ns"]},
+        "risk": {"state": name_of(RiskState, words["risk_state"]), "ready": bool(words["risk_ready"]),
+                 "kill_latched": bool(words["risk_kill_latched"])},
+        "oms": {"ready": bool(words["oms_ready"]), "session_up": bool(words["oms_session_up"]),
+                "open_orders": words["oms_open_orders"]},
+        "feed": {"ready": bool(words["feed_ready"])},
+        "processes": processes,
+    }
+    symbols = {}
+    totals = {"orders_sent": 0, "fills": 0, "filled_shares": 0, "rejects": 0, "realized_pnl": 0.0,
+              "unrealized_pnl": 0.0, "pnl": 0.0}
+    kinds = {t.kind for t in layout.tables.values()}
+    if "positions" in kinds and "market_state" in kinds:
+        positions, market = memory.positions_reader(), memory.market_state_reader()
+        for sid, symbol in enumerate(layout.symbols):
+            p, m = positions.read(sid), market.read(sid)
+            mark = (m.bid_price + m.ask_price) // 2 if m.bid_price and m.ask_price else m.last_trade_price
+            unrealized = p.unrealized_pnl(mark) / PRICE_SCALE
+            realized = p.realized_pnl / PRICE_SCALE
+            symbols[symbol] = {"position": p.position, "orders_sent": p.orders_sent, "fills": p.fills,
+                               "filled_shares": p.filled_shares, "rejects": p.rejects, "open_orders": p.open_orders,
+                               "realized_pnl": realized, "unrealized_pnl": unrealized,
+                               "pnl": realized + unrealized,
+                               "bid": m.bid_price / PRICE_SCALE, "ask": m.ask_price / PRICE_SCALE,
+                               "book": ",".join(m.flag_names) or "live"}
+            for key in ("orders_sent", "fills", "filled_shares", "rejects"):
+                totals[key] += getattr(p, key)
+            totals["realized_pnl"] += realized
+            totals["unrealized_pnl"] += unrealized
+            totals["pnl"] += realized + unrealized
+    status["symbols"] = symbols
+    status["totals"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in totals.items()}
+    status["tick_to_trade"] = _latency(memory.counters_reader().by_label())
+    return status
+
+
+def one_line(status: dict) -> str:
+    gate = "OPEN" if status["gate"]["open"] else "CLOSED(" + ",".join(r.lower() for r in status["gate"]["reasons"]) + ")"
+    t = status["totals"]
+    positions = " ".join(f"{s}{v['position']:+d}" for s, v in status["symbols"].items() if v["position"])
+    line = (f"gate {gate} | orders {t['orders_sent']} fills {t['fills']} rejects {t['rejects']} | "
+            f"pos {positions or 'flat'} | P&L {t['pnl']:+.2f}")
+    t2t = status.get("tick_to_trade", {}).get("tick_to_trade")
+    if t2t and t2t.get("count"):
+        line += f" | t2t p50 {t2t['p50_ns'] / 1000:.0f}us p99 {t2t['p99_ns'] / 1000:.0f}us"
+    return line

@@ -1,0 +1,183 @@
+"""The supervisor as `appliance up`, with stand-in risk and OMS agents: start order, the gate and
+its reasons, restarts with backoff, fail-fast start, kill/resume, down."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from appliance.messages.codes import GateReason, RiskState
+from appliance.runtime.layout import load_layout
+from appliance.runtime.memory import SharedMemory
+from appliance.runtime.segment import segment_path
+from conftest import ROOT, SUPPORT, layout_document, wait_until
+
+IDLE = {"strategy": "sleep", "sleep_ns": 1_000_000}
+
+
+def make_layout(tmp_path, name, *, risk="supervised_agents:FakeRisk", oms="supervised_agents:FakeOms",
+                strategy="simple_agents:IdleAgent", supervisor_params=None):
+    doc = layout_document(
+        name,
+        processes=[{"name": "supervisor", "agent": "appliance.supervisor.agent:SupervisorAgent", "idle": IDLE,
+                    "params": {"clock": {"require_sync": False}, "exporter": {"enabled": False},
+                               "control_socket": str(tmp_path / "sup.sock"), "log_dir": str(tmp_path / "logs"),
+                               "restart": {"backoff_initial_ms": 100, "backoff_max_ms": 400},
+                               "risk_heartbeat_timeout_ms": 300, "start_timeout_s": 20,
+                               **(supervisor_params or {})}},
+                   {"name": "strategy", "agent": strategy, "idle": IDLE},
+                   {"name": "risk", "agent": risk, "idle": IDLE},
+                   {"name": "oms", "agent": oms, "idle": IDLE}],
+        rings=[{"name": "risk_commands", "segment": "main", "producer": "supervisor", "consumer": "risk",
+                "message": "RiskCommand", "slot_size": 64, "capacity": 64}],
+        symbols=["AAPL"])
+    doc["tables"] += [{"name": "control", "kind": "control", "segment": "main"},
+                      {"name": "positions", "kind": "positions", "segment": "main"}]
+    doc["processes"][0]["params"]["start_order"] = ["oms", "risk", "strategy"]
+    path = tmp_path / "layout.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(SUPPORT), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def appliance(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env(), cwd=ROOT)
+
+
+class Up:
+    """`appliance up` as a child; reads the shared memory it created."""
+
+    def __init__(self, layout_path):
+        self.layout_path = layout_path
+        self.layout = load_layout(layout_path)
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "up", "--layout", str(layout_path),
+                                      "--status-line", "off"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=env(), cwd=ROOT)
+        self.memory = None
+
+    def attach(self):
+        def attached():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"appliance up exited {self.proc.returncode}:\n{self.proc.stdout.read()}")
+            try:
+                self.memory = SharedMemory.attach(self.layout, writable=False)
+                return True
+            except Exception:
+                return False
+        wait_until(attached, 30, message="the segment")
+        self.control = self.memory.control()
+        return self
+
+    def gate(self):
+        return self.control.get("gate_open"), GateReason(self.control.get("gate_reasons"))
+
+    def output(self, timeout=60):
+        out, _ = self.proc.communicate(timeout=timeout)
+        return out
+
+    def close(self):
+        if self.memory is not None:
+            self.memory.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for spec in self.layout.segments.values():      # nothing may be left behind, even on failure
+            assert not os.path.exists(segment_path(spec)), f"segment {spec.shm_name} left behind"
+
+
+@pytest.fixture
+def up_factory():
+    started = []
+
+    def start(layout_path):
+        u = Up(layout_path)
+        started.append(u)
+        return u
+    yield start
+    for u in started:
+        u.close()
+
+
+def test_gate_opens_when_every_process_is_ready_and_risk_death_closes_it_at_once(tmp_path, unique_name,
+                                                                                 up_factory):
+    up = up_factory(make_layout(tmp_path, unique_name)).attach()
+    wait_until(lambda: up.gate()[0] == 1, 30, message="gate open")
+    table = up.memory.process_table()
+    risk_pid = table.read("risk").pid
+    os.kill(risk_pid, signal.SIGKILL)
+    wait_until(lambda: up.gate()[0] == 0, 5, message="gate closed after risk died")
+    assert GateReason.RISK_UNHEALTHY in up.gate()[1]
+    wait_until(lambda: table.read("risk").pid not in (0, risk_pid) and up.gate()[0] == 1, 30,
+               message="risk restarted and the gate reopened")
+    status = json.loads(appliance("status", "--layout", str(up.layout_path), "--json").stdout)
+    assert status["gate"]["open"] and status["processes"]["risk"]["pid"] != risk_pid
+    text = appliance("status", "--layout", str(up.layout_path)).stdout
+    assert "gate: OPEN" in text and "risk" in text
+    answer = appliance("down", "--layout", str(up.layout_path), "--operator", "tester")
+    assert answer.returncode == 0, answer.stderr
+    assert up.proc.wait(30) == 0
+    output = up.output()
+    assert "gate closed" in output and "risk exited" in output and "will restart" in output, output
+
+
+def test_kill_latches_and_resume_needs_an_operator(tmp_path, unique_name, up_factory):
+    up = up_factory(make_layout(tmp_path, unique_name)).attach()
+    wait_until(lambda: up.gate()[0] == 1, 30, message="gate open")
+    killed = appliance("kill", "--layout", str(up.layout_path), "--operator", "alice")
+    assert killed.returncode == 0, killed.stderr
+    assert "kill switch latched" in killed.stdout
+    wait_until(lambda: GateReason.KILL_SWITCH in up.gate()[1], 5, message="gate closed by the kill switch")
+    assert up.control.get("risk_state") == RiskState.HALTED
+    no_name = appliance("resume", "--layout", str(up.layout_path), "--operator", " ")
+    assert no_name.returncode == 2 and "needs a name" in no_name.stderr
+    assert appliance("resume", "--layout", str(up.layout_path)).returncode == 2      # argparse: required
+    resumed = appliance("resume", "--layout", str(up.layout_path), "--operator", "alice")
+    assert resumed.returncode == 0, resumed.stderr
+    wait_until(lambda: up.gate()[0] == 1, 10, message="gate reopened after the named reset")
+
+
+def test_a_process_failing_at_start_is_named_and_nothing_is_left_running(tmp_path, unique_name):
+    path = make_layout(tmp_path, unique_name, risk="supervised_agents:FailsAtStart")
+    result = appliance("up", "--layout", str(path), "--status-line", "off")
+    assert result.returncode == 1
+    assert "start failed: risk exited with status" in result.stderr and "deliberately broken" in result.stderr
+    layout = load_layout(path)
+    assert not os.path.exists(segment_path(layout.segments["main"]))
+    alive = subprocess.run(["pgrep", "-f", str(path)], capture_output=True, text=True).stdout.split()
+    assert not alive, alive
+
+
+def test_bad_supervisor_config_stops_start_up_with_the_key(tmp_path, unique_name):
+    path = make_layout(tmp_path, unique_name, supervisor_params={"restart": {"policy": "sometimes"}})
+    result = appliance("up", "--layout", str(path))
+    assert result.returncode == 2
+    assert "processes.supervisor.params.restart.policy" in result.stderr and "sometimes" in result.stderr
+
+
+def test_restart_policy_stop_takes_everything_down(tmp_path, unique_name, up_factory):
+    path = make_layout(tmp_path, unique_name, strategy="supervised_agents:ExitsLater",
+                       supervisor_params={"restart": {"policy": "stop"}})
+    up = up_factory(path)
+    out = up.output(timeout=60)
+    assert up.proc.returncode == 1, out
+    assert "strategy exited" in out and "restart policy is stop" in out
+
+
+def test_commands_without_an_appliance_say_so(tmp_path, unique_name):
+    path = make_layout(tmp_path, unique_name)
+    for command in (["status"], ["kill"], ["down"], ["resume", "--operator", "x"]):
+        result = appliance(*command, "--layout", str(path), "--timeout", "2")
+        assert result.returncode == 1 and "error:" in result.stderr, (command, result.stderr)

@@ -1,0 +1,76 @@
+"""Stand-ins for risk and the OMS that speak the control words, for supervisor tests.
+
+They are not the real components (those have their own tests): just enough behaviour for the
+supervisor's gate, restart and command paths: ready flags, the kill switch latch and reset.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from appliance.messages.catalog import RISK_COMMAND
+from appliance.messages.codes import ControlCommand, RiskState
+from appliance.runtime.agent import Agent
+
+
+class FakeRisk(Agent):
+    def on_start(self) -> None:
+        memory = self.context.memory
+        self.control = memory.control("risk")
+        self.commands = memory.ring("risk_commands", "consumer")
+        self.buffer = memory.buffer_of("main")
+        self.control.set("risk_kill_latched", 0)
+        self.control.set("risk_state", RiskState.ACTIVE)
+        self.control.set("risk_ready", 1)
+        self.operators = self.context.counters.allocate("fake_risk.resets")
+
+    def do_work(self) -> int:
+        offset = self.commands.peek()
+        if offset < 0:
+            return 0
+        fields = RISK_COMMAND.as_dict(self.buffer, offset)
+        self.commands.release()
+        if fields["command"] == ControlCommand.KILL:
+            self.control.set("risk_state", RiskState.HALTED)
+            self.control.set("risk_kill_latched", 1)
+        elif fields["command"] == ControlCommand.RESET and fields["operator"].strip(b"\0 "):
+            self.control.set("risk_kill_latched", 0)
+            self.control.set("risk_state", RiskState.ACTIVE)
+            self.operators.inc()
+        return 1
+
+    def on_close(self) -> None:
+        self.control.set("risk_ready", 0)
+
+
+class FakeOms(Agent):
+    def on_start(self) -> None:
+        self.control = self.context.memory.control("oms")
+        self.control.set("oms_ready", 1)
+        self.control.set("oms_open_orders", 0)
+
+    def do_work(self) -> int:
+        return 0
+
+    def on_close(self) -> None:
+        self.control.set("oms_ready", 0)
+
+
+class FailsAtStart(Agent):
+    def on_start(self) -> None:
+        raise RuntimeError("deliberately broken at start")
+
+    def do_work(self) -> int:
+        return 0
+
+
+class ExitsLater(Agent):
+    """Runs for a while, then exits with an error: exercises the restart policy."""
+
+    def on_start(self) -> None:
+        self.until = time.monotonic() + float(os.environ.get("EXITS_LATER_S", "0.5"))
+
+    def do_work(self) -> int:
+        if time.monotonic() > self.until:
+            os._exit(3)
+        return 0
