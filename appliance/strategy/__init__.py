@@ -1,0 +1,19 @@
+"""The strategy process: a user's ``Strategy`` subclass driven by book updates and execution reports.
+
+Write a strategy against ``appliance.strategy`` (``Strategy``, ``Book``, ``Order``, ``OrderState``,
+``format_price`` ...), point the layout's strategy process at it (``params.strategy``:
+``module.path:ClassName`` or ``path/to/file.py:ClassName``), and give it parameters inline or in a
+YAML file. ``appliance.strategy.market_maker:MarketMaker`` is the reference market maker.
+See ``api.py`` for the API, ``runtime.py`` for what happens to each record, ``agent.py`` for the
+process, ``config.py`` for the ``params`` format.
+"""
+from appliance.messages.codes import TIF_DAY, TIF_IOC, RejectSource, Side
+
+from .api import (
+    MARKET_PRICE, PRICE_SCALE, BackPressure, Book, OpenOrders, Order, OrderState, Positions, Strategy,
+    StrategyStopping, format_price, price_from_decimal, reject_reason_name,
+)
+
+__all__ = ["Strategy", "Book", "Order", "OrderState", "OpenOrders", "Positions", "BackPressure", "StrategyStopping",
+           "format_price", "price_from_decimal", "reject_reason_name", "PRICE_SCALE", "MARKET_PRICE", "TIF_DAY",
+           "TIF_IOC", "Side", "RejectSource"]

@@ -1,0 +1,207 @@
+"""The strategy process: rings in and out, the timer, the ``strategy_ready`` word, counters.
+
+One duty cycle: first the intents still waiting for room in ``order_intents`` (back-pressure),
+then execution reports (``exec_to_strategy``) and risk rejects (``risk_rejects``), so the
+strategy's view is current, then book updates (``book_updates``), then ``on_timer`` when due.
+While intents still wait, no book update is read and no timer fires: a strategy that outruns
+risk is slowed down, and the feed's ring (full snapshots) absorbs the gap.
+
+Everything about the strategy itself (the view, callbacks, intents, the safety net) is in
+``runtime.py``. A strategy that raised is stopped for good; the agent keeps running and
+heartbeating so the supervisor sees a live process whose ``strategy_ready`` is 0, with
+``strategy.stopped`` = 1 and ``strategy.errors`` > 0, and the log says why.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
+from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.control import WRITER_OF
+from appliance.runtime.counters import CounterKind
+from appliance.runtime.layout import LayoutError
+
+from .config import StrategyConfigError, parse_strategy_params
+from .ids import ClientOrderIds
+from .intents import IntentWriter
+from .loader import load_strategy
+from .runtime import RuntimeStats, StrategyRuntime, drain
+
+log = logging.getLogger("appliance.strategy")
+
+BOOK_RING = "book_updates"
+INTENT_RING = "order_intents"
+REJECT_RING = "risk_rejects"
+EXEC_RING = "exec_to_strategy"
+# ring -> (message, our role, required)
+RINGS = {BOOK_RING: (BOOK_UPDATE, "consumer", True), INTENT_RING: (ORDER_INTENT, "producer", True),
+         REJECT_RING: (ORDER_REJECT, "consumer", False), EXEC_RING: (EXECUTION_REPORT, "consumer", False)}
+
+MAX_BOOKS_PER_CYCLE = 128
+MAX_REPORTS_PER_CYCLE = 256
+COUNTERS_INTERVAL_NS = 10_000_000
+CLOSE_FLUSH_TIMEOUT_NS = 2_000_000_000
+
+GAUGES = ("open_orders", "pending_intents")
+
+
+class StrategyAgent(Agent):
+    name = "strategy"
+
+    def __init__(self, context: AgentContext):
+        super().__init__(context)
+        layout = context.layout
+        path = f"processes.{context.process.name}.params"
+        if not layout.symbols:
+            raise LayoutError(layout.path, "symbols", "the strategy needs the layout's symbols list")
+        try:
+            self.config = parse_strategy_params(context.params, path, layout.symbols)
+            self.loaded = load_strategy(self.config, key_path=path, layout_path=layout.path,
+                                        layout_symbols=layout.symbols)
+        except StrategyConfigError as exc:
+            raise LayoutError(exc.file or layout.path, exc.key_path, exc.reason, exc.line) from None
+        for ring_name, (message, role, required) in RINGS.items():
+            spec = layout.rings.get(ring_name)
+            if spec is None:
+                if required:
+                    raise LayoutError(layout.path, "rings", f"the strategy needs a ring named {ring_name!r}")
+                continue
+            side = spec.producer if role == "producer" else spec.consumer
+            if side != context.process.name:
+                raise LayoutError(layout.path, f"rings.{ring_name}.{role}",
+                                  f"is {side!r}, but the strategy agent runs as {context.process.name!r}")
+            if spec.message != message.name:
+                raise LayoutError(layout.path, f"rings.{ring_name}.message",
+                                  f"the strategy reads/writes {message.name}, not {spec.message}")
+        self.runtime: StrategyRuntime | None = None
+        self.control = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_start(self) -> None:
+        ctx, cfg = self.context, self.config
+        layout, memory = ctx.layout, ctx.memory
+        self._setup_counters()
+        has = {t.kind for t in layout.tables.values()}
+        if "control" in has:
+            if WRITER_OF["strategy_ready"] == ctx.process.name:
+                self.control = memory.control(ctx.process.name)
+                self.control.set("strategy_ready", 0)
+            else:
+                log.warning("process %r is not the writer of strategy_ready (%r): not publishing readiness",
+                            ctx.process.name, WRITER_OF["strategy_ready"])
+        feed_live = (lambda control=self.control: control.get("feed_ready") == 1) if self.control else None
+        self.rings = {}
+        for ring_name, (_message, role, _required) in RINGS.items():
+            if ring_name in layout.rings:
+                self.rings[ring_name] = (memory.ring(ring_name, role),
+                                         memory.buffer_of(layout.rings[ring_name].segment))
+        intent_ring, intent_buffer = self.rings[INTENT_RING]
+        intents = IntentWriter(intent_ring, intent_buffer, cfg.strategy_id, cfg.max_pending_intents)
+        self.runtime = runtime = StrategyRuntime(
+            self.loaded.strategy_class, self.loaded.parameters, symbols=layout.symbols, traded=cfg.symbols,
+            strategy_id=cfg.strategy_id, intents=intents, ids=ClientOrderIds(), feed_live=feed_live,
+            on_failed=self._on_strategy_failed)
+        if "positions" in has:
+            self._seed_positions(memory.positions_reader(), runtime)
+        self._timer_interval_ns = cfg.timer_interval_ms * 1_000_000
+        now = time.monotonic_ns()
+        self._next_timer_ns = now + self._timer_interval_ns
+        self._next_counters_ns = now
+        log.info("strategy %s (parameters %s), strategy id %d, trading %s, timer %d ms",
+                 self.loaded.source, self.loaded.parameters_source, cfg.strategy_id,
+                 ", ".join(runtime.traded_symbols), cfg.timer_interval_ms)
+        runtime.start()
+        if runtime.running and self.control is not None:
+            self.control.set("strategy_ready", 1)
+        self._publish_counters()
+
+    def _seed_positions(self, reader, runtime: StrategyRuntime) -> None:
+        """Start from the OMS's positions (a restarted strategy must respect its cap from the first quote)."""
+        from appliance.runtime.seqlock import TornRead
+        for sid in range(len(runtime.symbols)):
+            try:
+                view = reader.read(sid)
+            except TornRead as exc:
+                log.warning("positions table: %s; %s starts at 0 until the next report", exc, runtime.symbols[sid])
+                continue
+            runtime.positions._position[sid] = view.position
+            runtime.positions._cost_basis[sid] = view.cost_basis
+            runtime.positions._realized_pnl[sid] = view.realized_pnl
+
+    def on_close(self) -> None:
+        runtime = self.runtime
+        if runtime is not None:
+            runtime.stop()
+            intents = runtime.intents
+            deadline = time.monotonic_ns() + CLOSE_FLUSH_TIMEOUT_NS
+            while intents.pending and time.monotonic_ns() < deadline:
+                if not intents.flush():
+                    time.sleep(0.001)
+            if intents.pending:
+                log.error("%d intents (cancels) could not be written: order_intents stayed full for %d s",
+                          len(intents.pending), CLOSE_FLUSH_TIMEOUT_NS // 1_000_000_000)
+            self._publish_counters()
+        if self.control is not None:
+            self.control.set("strategy_ready", 0)
+
+    def _on_strategy_failed(self) -> None:
+        if self.control is not None:
+            self.control.set("strategy_ready", 0)
+        self._publish_counters()
+
+    # ------------------------------------------------------------------ duty cycle
+
+    def do_work(self) -> int:
+        runtime = self.runtime
+        rings = self.rings
+        intents = runtime.intents
+        work = 0
+        if intents.pending:
+            work += intents.flush()
+        exec_ring = rings.get(EXEC_RING)
+        if exec_ring is not None:
+            work += drain(exec_ring[0], exec_ring[1], runtime.handle_execution_report, MAX_REPORTS_PER_CYCLE)
+        reject_ring = rings.get(REJECT_RING)
+        if reject_ring is not None:
+            work += drain(reject_ring[0], reject_ring[1], runtime.handle_order_reject, MAX_REPORTS_PER_CYCLE)
+        now = time.monotonic_ns()
+        if not intents.pending:
+            book_ring, book_buffer = rings[BOOK_RING]
+            work += drain(book_ring, book_buffer, runtime.handle_book_update, MAX_BOOKS_PER_CYCLE)
+            if now >= self._next_timer_ns:
+                self._next_timer_ns = now + self._timer_interval_ns
+                runtime.timer(time.time_ns())
+                work += 1
+        if now >= self._next_counters_ns:
+            self._next_counters_ns = now + COUNTERS_INTERVAL_NS
+            self._publish_counters()
+        return work
+
+    # ------------------------------------------------------------------ counters
+
+    def _setup_counters(self) -> None:
+        allocate = self.context.counters.allocate
+        self._stat_counters = [(name, allocate(f"strategy.{name}")) for name in RuntimeStats.__slots__]
+        self._intents_counter = allocate("strategy.intents")
+        self._backpressure_counter = allocate("strategy.backpressure")
+        self._refused_counter = allocate("strategy.backpressure_refused")
+        self._withdrawn_counter = allocate("strategy.intents_withdrawn")
+        self._open_orders_gauge = allocate("strategy.open_orders", CounterKind.GAUGE)
+        self._pending_gauge = allocate("strategy.pending_intents", CounterKind.GAUGE)
+
+    def _publish_counters(self) -> None:
+        runtime = self.runtime
+        if runtime is None:
+            return
+        stats = runtime.stats
+        for name, counter in self._stat_counters:
+            counter.set(getattr(stats, name))
+        intents = runtime.intents
+        self._intents_counter.set(intents.written)
+        self._backpressure_counter.set(intents.queued)
+        self._refused_counter.set(intents.refused)
+        self._withdrawn_counter.set(intents.dropped_orders)
+        self._open_orders_gauge.set(len(runtime.open_orders))
+        self._pending_gauge.set(len(intents.pending))

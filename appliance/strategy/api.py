@@ -1,0 +1,476 @@
+"""What a user's strategy sees: the ``Strategy`` base class and read-only views of books, orders, positions.
+
+Subclass ``Strategy``, override the callbacks you need, and act with ``buy``, ``sell``,
+``cancel``, ``replace`` and ``cancel_all``. The runtime (``runtime.py``) calls the callbacks one
+at a time on the strategy process's single thread; the views never change while a callback runs,
+only between callbacks. Every action becomes an ``OrderIntent`` on the strategy-to-risk ring:
+nothing reaches the exchange without passing risk.
+
+Prices are integers with 4 implied decimals (1900100 is $190.01), as on the whole order path;
+``format_price`` and ``price_from_decimal`` convert for display and configuration only.
+
+An exception that escapes a callback stops the strategy: the runtime logs it with its traceback,
+cancels every order (CANCEL_ALL through risk), and never calls the strategy again, while the
+process keeps running (``strategy.stopped`` = 1, control word ``strategy_ready`` = 0).
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+from appliance.messages.catalog import (
+    BOOK_DEPTH, BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_LOCKED, BOOK_FLAG_STALE,
+    BOOK_UPDATE,
+)
+from appliance.messages.codes import TIF_DAY, OmsReason, RejectSource, RiskReason, Side
+
+if TYPE_CHECKING:
+    from appliance.strategy.runtime import StrategyRuntime
+
+PRICE_SCALE = 10_000
+MARKET_PRICE = 0x7FFFFFFF       # OrderIntent.price of a market order
+
+# OUCH 4.2 Rejected reasons (the byte an exchange REJECTED carries), for messages only.
+OUCH_REJECT_REASONS = {
+    "T": "TEST_MODE", "H": "HALTED", "Z": "SHARES_EXCEED_MAX", "S": "INVALID_STOCK", "D": "INVALID_DISPLAY",
+    "C": "EXCHANGE_CLOSED", "L": "FIRM_NOT_AUTHORIZED", "M": "OUTSIDE_PERMITTED_TIMES", "R": "NOT_ALLOWED",
+    "X": "INVALID_PRICE", "N": "INVALID_MINIMUM_QUANTITY", "O": "OTHER", "W": "INVALID_MID_POINT_POST_ONLY",
+    "a": "REJECT_ALL_ENABLED", "b": "EASY_TO_BORROW_REJECT", "c": "RESTRICTED_SYMBOL_REJECT",
+    "d": "ISO_NOT_ALLOWED", "e": "INVALID_SIDE", "f": "EXCEEDS_MAX_PRICE", "g": "DUPLICATE_TOKEN",
+}
+
+
+class BackPressure(RuntimeError):
+    """The strategy-to-risk ring and the runtime's bounded queue behind it are both full.
+
+    Nothing was sent and nothing was recorded: the action may be retried later (e.g. on the next
+    timer). Raised only for new orders and replaces; cancels are always queued."""
+
+
+class StrategyStopping(RuntimeError):
+    """A new order or replace was asked for while the strategy is stopping: only cancels may leave."""
+
+
+def format_price(price: int) -> str:
+    """``1900100`` -> ``'190.0100'`` (display only)."""
+    sign = "-" if price < 0 else ""
+    whole, frac = divmod(abs(int(price)), PRICE_SCALE)
+    return f"{sign}{whole}.{frac:04d}"
+
+
+def price_from_decimal(value: str | int | float) -> int:
+    """``'190.01'`` -> ``1900100``; refuses values with more than 4 decimals (configuration only)."""
+    try:
+        scaled = Decimal(str(value)) * PRICE_SCALE
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a decimal price") from None
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{value!r} has more than 4 decimals")
+    return int(scaled)
+
+
+def reject_reason_name(source: int, reason: int) -> str:
+    """A reject's reason as a name: a RiskReason, an OmsReason, or the exchange's OUCH reason byte."""
+    if source == RejectSource.RISK:
+        return _enum_name(RiskReason, reason)
+    if source == RejectSource.OMS:
+        return _enum_name(OmsReason, reason)
+    if source == RejectSource.EXCHANGE:
+        char = chr(reason) if 32 < reason < 127 else None
+        if char is None:
+            return f"OUCH({reason})"
+        return f"{OUCH_REJECT_REASONS.get(char, 'UNKNOWN')}({char})"
+    return f"source {source} reason {reason}"
+
+
+def _enum_name(enum_type, value: int) -> str:
+    try:
+        return enum_type(value).name
+    except ValueError:
+        return f"{enum_type.__name__}({value})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Orders
+# ---------------------------------------------------------------------------------------------
+
+class OrderState(enum.IntEnum):
+    """Where an order stands in the strategy's own view, built from the execution reports."""
+    PENDING_NEW = 1          # sent, not yet accepted by the venue
+    LIVE = 2                 # accepted, resting
+    PENDING_CANCEL = 3       # a cancel is on its way
+    PENDING_REPLACE = 4      # a replace is on its way (the replacement is a PENDING_NEW order)
+    FILLED = 5               # terminal: no shares left
+    CANCELED = 6             # terminal
+    REJECTED = 7             # terminal: by risk, the OMS or the exchange
+    REPLACED = 8             # terminal: its replacement took over
+
+    @property
+    def is_open(self) -> bool:
+        return self <= OrderState.PENDING_REPLACE
+
+
+class Order:
+    """One of the strategy's orders, read-only. The runtime updates it between callbacks."""
+
+    __slots__ = ("_client_order_id", "_symbol", "_symbol_id", "_side", "_price", "_shares", "_leaves",
+                 "_filled", "_state", "_tif", "_replaces", "_replaced_by", "_cancel_id", "_created_ns")
+
+    def __init__(self, client_order_id: int, symbol: str, symbol_id: int, side: Side, price: int, shares: int,
+                 tif: int, replaces: int = 0, created_ns: int = 0):
+        self._client_order_id = client_order_id
+        self._symbol = symbol
+        self._symbol_id = symbol_id
+        self._side = side
+        self._price = price
+        self._shares = shares
+        self._leaves = shares
+        self._filled = 0
+        self._state = OrderState.PENDING_NEW
+        self._tif = tif
+        self._replaces = replaces
+        self._replaced_by = 0
+        self._cancel_id = 0
+        self._created_ns = created_ns
+
+    client_order_id = property(lambda self: self._client_order_id)
+    symbol = property(lambda self: self._symbol)
+    symbol_id = property(lambda self: self._symbol_id)
+    side = property(lambda self: self._side, doc="codes.Side")
+    price = property(lambda self: self._price, doc="limit price, 4 implied decimals")
+    shares = property(lambda self: self._shares, doc="the size asked for (of this order or replacement)")
+    leaves = property(lambda self: self._leaves, doc="shares still open")
+    filled = property(lambda self: self._filled, doc="shares executed on this order")
+    state = property(lambda self: self._state)
+    time_in_force = property(lambda self: self._tif)
+    replaces = property(lambda self: self._replaces, doc="the client order id this one replaces (0: none)")
+    replaced_by = property(lambda self: self._replaced_by, doc="its pending or done replacement (0: none)")
+    created_ns = property(lambda self: self._created_ns)
+
+    @property
+    def is_buy(self) -> bool:
+        return self._side == Side.BUY
+
+    @property
+    def is_open(self) -> bool:
+        return self._state <= OrderState.PENDING_REPLACE
+
+    def __repr__(self) -> str:
+        return (f"Order({self._client_order_id}, {self._symbol} {self._side.name} {self._leaves}/{self._shares} @ "
+                f"{format_price(self._price)}, {self._state.name})")
+
+
+class OpenOrders:
+    """The strategy's open orders by client order id (read-only; iterating yields ``Order``s)."""
+
+    __slots__ = ("_orders", "_by_symbol", "_symbol_ids")
+
+    def __init__(self, orders: dict[int, Order], by_symbol: list[dict[int, Order]], symbol_ids: dict[str, int]):
+        self._orders = orders
+        self._by_symbol = by_symbol
+        self._symbol_ids = symbol_ids
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def __iter__(self) -> Iterator[Order]:
+        return iter(tuple(self._orders.values()))
+
+    def __contains__(self, client_order_id: int) -> bool:
+        return client_order_id in self._orders
+
+    def __getitem__(self, client_order_id: int) -> Order:
+        return self._orders[client_order_id]
+
+    def get(self, client_order_id: int, default=None) -> Order | None:
+        return self._orders.get(client_order_id, default)
+
+    def of(self, symbol: str) -> tuple[Order, ...]:
+        """The open orders of one symbol, oldest first."""
+        sid = self._symbol_ids.get(symbol)
+        return () if sid is None else tuple(self._by_symbol[sid].values())
+
+    def open_shares(self, symbol: str, side: Side) -> int:
+        """Leaves of every open order on one side of a symbol (what could still execute)."""
+        sid = self._symbol_ids.get(symbol)
+        if sid is None:
+            return 0
+        return sum(o._leaves for o in self._by_symbol[sid].values() if o._side == side)
+
+
+class Positions:
+    """Per-symbol position as the OMS reports it (ExecutionReport.position), and the strategy's own fills."""
+
+    __slots__ = ("_symbol_ids", "_position", "_cost_basis", "_realized_pnl", "_bought", "_sold")
+
+    def __init__(self, symbols: tuple[str, ...]):
+        self._symbol_ids = {s: i for i, s in enumerate(symbols)}
+        n = len(symbols)
+        self._position = [0] * n
+        self._cost_basis = [0] * n
+        self._realized_pnl = [0] * n
+        self._bought = [0] * n
+        self._sold = [0] * n
+
+    def _sid(self, symbol: str) -> int:
+        try:
+            return self._symbol_ids[symbol]
+        except KeyError:
+            raise KeyError(f"unknown symbol {symbol!r}") from None
+
+    def __getitem__(self, symbol: str) -> int:
+        return self._position[self._sid(symbol)]
+
+    def position(self, symbol: str) -> int:
+        """Signed shares."""
+        return self._position[self._sid(symbol)]
+
+    def cost_basis(self, symbol: str) -> int:
+        return self._cost_basis[self._sid(symbol)]
+
+    def realized_pnl(self, symbol: str) -> int:
+        """Price units (4 implied decimals) x shares, for the day."""
+        return self._realized_pnl[self._sid(symbol)]
+
+    def bought(self, symbol: str) -> int:
+        """Shares this strategy process bought since it started (its own fills)."""
+        return self._bought[self._sid(symbol)]
+
+    def sold(self, symbol: str) -> int:
+        return self._sold[self._sid(symbol)]
+
+    def items(self) -> list[tuple[str, int]]:
+        return [(s, self._position[i]) for s, i in self._symbol_ids.items()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Books
+# ---------------------------------------------------------------------------------------------
+
+_F = {name: i for i, name in enumerate(BOOK_UPDATE.field_names)}
+_FLAGS, _STATE, _BID_LEVELS, _ASK_LEVELS = _F["flags"], _F["trading_state"], _F["bid_levels"], _F["ask_levels"]
+_BID_PRICE, _BID_SHARES = _F["bid_price_0"], _F["bid_shares_0"]
+_ASK_PRICE, _ASK_SHARES = _F["ask_price_0"], _F["ask_shares_0"]
+_LAST_PRICE, _LAST_SHARES = _F["last_trade_price"], _F["last_trade_shares"]
+_UPDATE_SEQ, _T_EXCHANGE, _T_RX, _T_FEED_OUT = (_F["update_sequence"], _F["t_exchange_ns"], _F["t_rx_ns"],
+                                                _F["t_feed_out_ns"])
+
+
+class Book:
+    """The latest BookUpdate of one symbol: top BOOK_DEPTH levels, state, flags, last trade.
+
+    One object per symbol, refreshed in place by each update (the decoded record is kept, the
+    properties read from it), so keep values, not the Book, if you need an older snapshot."""
+
+    __slots__ = ("_symbol", "_symbol_id", "_r")
+
+    def __init__(self, symbol: str, symbol_id: int):
+        self._symbol = symbol
+        self._symbol_id = symbol_id
+        self._r: tuple | None = None
+
+    symbol = property(lambda self: self._symbol)
+    symbol_id = property(lambda self: self._symbol_id)
+
+    @property
+    def has_data(self) -> bool:
+        return self._r is not None
+
+    @property
+    def bids(self) -> tuple[tuple[int, int], ...]:
+        """(price, shares) best first."""
+        r = self._r
+        if r is None:
+            return ()
+        return tuple((r[_BID_PRICE + i], r[_BID_SHARES + i]) for i in range(r[_BID_LEVELS]))
+
+    @property
+    def asks(self) -> tuple[tuple[int, int], ...]:
+        r = self._r
+        if r is None:
+            return ()
+        return tuple((r[_ASK_PRICE + i], r[_ASK_SHARES + i]) for i in range(r[_ASK_LEVELS]))
+
+    @property
+    def bid_price(self) -> int:
+        """Best bid (0: no bid)."""
+        r = self._r
+        return r[_BID_PRICE] if r is not None and r[_BID_LEVELS] else 0
+
+    @property
+    def bid_shares(self) -> int:
+        r = self._r
+        return r[_BID_SHARES] if r is not None and r[_BID_LEVELS] else 0
+
+    @property
+    def ask_price(self) -> int:
+        """Best ask (0: no ask)."""
+        r = self._r
+        return r[_ASK_PRICE] if r is not None and r[_ASK_LEVELS] else 0
+
+    @property
+    def ask_shares(self) -> int:
+        r = self._r
+        return r[_ASK_SHARES] if r is not None and r[_ASK_LEVELS] else 0
+
+    @property
+    def flags(self) -> int:
+        """BOOK_FLAG_* bits (a book never updated counts as stale)."""
+        r = self._r
+        return BOOK_FLAG_STALE if r is None else r[_FLAGS]
+
+    stale = property(lambda self: bool(self.flags & (BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT)))
+    crossed = property(lambda self: bool(self.flags & BOOK_FLAG_CROSSED))
+    locked = property(lambda self: bool(self.flags & BOOK_FLAG_LOCKED))
+
+    @property
+    def halted(self) -> bool:
+        """Flag HALTED, or a trading state other than 'T'."""
+        r = self._r
+        return r is None or bool(r[_FLAGS] & BOOK_FLAG_HALTED) or r[_STATE] != 0x54
+
+    @property
+    def trading_state(self) -> str:
+        """The ITCH trading state: 'T' trading, 'H' halted, 'P' paused, 'Q' quotation only ('' unknown)."""
+        r = self._r
+        return chr(r[_STATE]) if r is not None and r[_STATE] else ""
+
+    @property
+    def last_trade(self) -> tuple[int, int]:
+        """(price, shares) of the last trade (0, 0 before any)."""
+        r = self._r
+        return (0, 0) if r is None else (r[_LAST_PRICE], r[_LAST_SHARES])
+
+    update_sequence = property(lambda self: 0 if self._r is None else self._r[_UPDATE_SEQ])
+    t_exchange_ns = property(lambda self: 0 if self._r is None else self._r[_T_EXCHANGE])
+    t_rx_ns = property(lambda self: 0 if self._r is None else self._r[_T_RX])
+    t_feed_out_ns = property(lambda self: 0 if self._r is None else self._r[_T_FEED_OUT])
+
+    @property
+    def mid(self) -> int | None:
+        """(best bid + best ask) // 2 in price units, or None when a side is empty."""
+        bid, ask = self.bid_price, self.ask_price
+        return (bid + ask) // 2 if bid and ask else None
+
+    def __repr__(self) -> str:
+        return (f"Book({self._symbol} {format_price(self.bid_price)} x {self.bid_shares} / "
+                f"{format_price(self.ask_price)} x {self.ask_shares}, state {self.trading_state!r}, "
+                f"flags {self.flags})")
+
+
+assert BOOK_DEPTH == 5
+
+
+# ---------------------------------------------------------------------------------------------
+# The base class
+# ---------------------------------------------------------------------------------------------
+
+class Strategy:
+    """Subclass this. Declare ``Parameters`` (a dataclass) to have the loader validate your parameters.
+
+    The runtime builds the strategy as ``cls(parameters)`` and then calls ``on_start``. Every
+    callback runs on the strategy process's one thread; keep them short (they sit between a book
+    update and the order it causes)."""
+
+    Parameters: ClassVar[type | None] = None
+    _runtime: StrategyRuntime | None = None        # set by the runtime before __init__ runs
+
+    def __init__(self, parameters: Any = None):
+        self.params = parameters
+
+    # ---- what the strategy may look at
+    @property
+    def strategy_id(self) -> int:
+        return self._runtime.strategy_id
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols this strategy trades (its books and callbacks)."""
+        return self._runtime.traded_symbols
+
+    @property
+    def orders(self) -> OpenOrders:
+        return self._runtime.open_orders
+
+    @property
+    def positions(self) -> Positions:
+        return self._runtime.positions
+
+    @property
+    def log(self) -> logging.Logger:
+        return self._runtime.user_log
+
+    def book(self, symbol: str) -> Book | None:
+        """The latest book of a traded symbol (None for a symbol it does not trade)."""
+        return self._runtime.book_of(symbol)
+
+    def feed_live(self) -> bool:
+        """True while the feed reports live books (control word ``feed_ready``; True without a control table)."""
+        return self._runtime.feed_live()
+
+    @staticmethod
+    def now_ns() -> int:
+        return time.time_ns()
+
+    # ---- actions (each writes one OrderIntent to risk)
+    def buy(self, symbol: str, shares: int, price: int, tif: int = TIF_DAY) -> int:
+        """A new buy order (``tif``: TIF_DAY or TIF_IOC); returns its client order id.
+
+        Raises BackPressure when nothing more fits, ValueError/TypeError for a bad argument."""
+        return self._runtime.new_order(symbol, Side.BUY, shares, price, tif)
+
+    def sell(self, symbol: str, shares: int, price: int, tif: int = TIF_DAY) -> int:
+        return self._runtime.new_order(symbol, Side.SELL, shares, price, tif)
+
+    def cancel(self, client_order_id: int) -> bool:
+        """Cancel an open order; False when it is not open or a cancel is already on its way."""
+        return self._runtime.cancel(client_order_id)
+
+    def replace(self, client_order_id: int, shares: int | None = None, price: int | None = None) -> int | None:
+        """Replace a LIVE order (new size and/or price, new priority); returns the replacement's client order
+        id, or None when the order is not live (unknown, done, or a request for it is pending)."""
+        return self._runtime.replace(client_order_id, shares, price)
+
+    def cancel_all(self, symbol: str | None = None) -> int:
+        """Cancel every open order (of one symbol); returns how many were open."""
+        return self._runtime.cancel_all(symbol)
+
+    # ---- callbacks (override what you need)
+    def on_start(self) -> None:
+        """Before the first book update; orders may be sent from here."""
+
+    def on_book(self, book: Book) -> None:
+        """A traded symbol's book changed (levels, state, flags or last trade)."""
+
+    def on_trade(self, symbol: str, price: int, shares: int) -> None:
+        """The book update about to reach ``on_book`` carries a last trade different from the previous
+        update's (the first update's counts when it has one). Called just before that ``on_book``."""
+
+    def on_order_accepted(self, order: Order) -> None:
+        """The venue accepted the order (or, with ``order.replaces`` set, the replacement)."""
+
+    def on_fill(self, order: Order, shares: int, price: int) -> None:
+        """An execution; ``order.leaves`` is already reduced, the position already updated."""
+
+    def on_order_canceled(self, order: Order) -> None:
+        """The order is gone (canceled by us, the venue, or the OMS)."""
+
+    def on_order_rejected(self, order: Order, source: RejectSource, reason: int) -> None:
+        """Refused by risk, the OMS or the exchange; ``reject_reason_name(source, reason)`` names it."""
+
+    def on_cancel_rejected(self, order: Order, source: RejectSource, reason: int) -> None:
+        """A cancel (or a CANCEL_ALL covering ``order``) was refused; the order stands again in the view.
+        (When the OMS says it has no such order, the order is gone instead: ``on_order_canceled``.)"""
+
+    def on_timer(self, now_ns: int) -> None:
+        """Every ``timer_interval_ms``."""
+
+    def on_stop(self) -> None:
+        """The process is stopping; the runtime cancels everything afterwards anyway."""
+
+    @classmethod
+    def validate_parameters(cls, parameters: Any, symbols: tuple[str, ...]) -> None:
+        """Checks that need the layout's symbols; raise ValueError with a clear message."""

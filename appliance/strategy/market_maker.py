@@ -1,0 +1,342 @@
+"""The reference market maker: one bid and one ask per symbol around fair value, inventory-aware.
+
+Decisions are pure functions of the book's top, the position and the open orders (so they are
+tested without processes); ``MarketMaker`` only applies them:
+
+- fair value: the mid, or the microprice (the mid leaned toward the thinner side);
+- width: ``spread_ticks`` (or ``spread_bp`` of fair value, whichever is wider), plus
+  ``widen_ticks`` per ``inventory_unit`` of position, split over both sides;
+- skew: both quotes move against the position by ``skew_ticks`` per ``inventory_unit`` (long:
+  lower, to sell more readily and buy less readily);
+- hard cap: a side is quoted only with the size that keeps ``|position + open same-side shares|``
+  within ``max_position`` if every same-side order filled; sizes are whole ``lot``s;
+- post only: a bid never reaches the best ask, an ask never the best bid;
+- requote only when the desired price differs from the resting one by more than
+  ``requote_threshold_ticks`` (or the cap shrank the size): no message storms;
+- pull both quotes (cancel) when the book is stale, crossed, halted, one-sided (no fair value),
+  or the feed is not live; after a reject, no new quote in that symbol for ``reject_cooldown_ms``;
+- cancel everything on stop.
+
+Prices are integers with 4 implied decimals; the simulated exchange's tick is 100 ($0.01).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, fields, replace
+from typing import Iterable, Literal, NamedTuple
+
+from appliance.messages.codes import Side
+
+from .api import BackPressure, Book, Order, OrderState, Strategy, format_price, reject_reason_name
+
+log = logging.getLogger("appliance.strategy.market_maker")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QuoteParams:
+    """Everything one symbol's quoting decision needs (globals with that symbol's overrides applied)."""
+    tick: int = 100                      # price increment (4 implied decimals: 100 = $0.01)
+    spread_ticks: int = 2                # quoted width at zero inventory, in ticks (at least 1)
+    spread_bp: float = 0.0               # or this many basis points of fair value, whichever is wider
+    size: int = 100                      # shares per quote
+    lot: int = 100                       # sizes are whole lots
+    max_position: int = 1000             # hard cap on |position| if every same-side order filled
+    inventory_unit: int = 100            # shares of position per unit of skew/widening
+    skew_ticks: float = 1.0              # quotes shift this many ticks against the position per unit
+    widen_ticks: float = 0.5             # each side moves out this many ticks per unit of |position|
+    requote_threshold_ticks: int = 1     # requote when the desired price moved more than this
+    fair_value: Literal["mid", "microprice"] = "mid"
+    reject_cooldown_ms: int = 1000       # after a reject: no new quote in the symbol for this long
+
+    def __post_init__(self):
+        for name in ("tick", "spread_ticks", "size", "lot", "max_position", "inventory_unit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("spread_bp", "skew_ticks", "widen_ticks", "requote_threshold_ticks", "reject_cooldown_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.size % self.lot:
+            raise ValueError(f"size {self.size} is not a whole number of lots of {self.lot}")
+        if self.max_position < self.size:
+            raise ValueError(f"max_position {self.max_position} is below size {self.size}: it could never quote")
+
+
+@dataclass(frozen=True)
+class SymbolOverrides:
+    """Per-symbol values; anything left out takes the global value."""
+    tick: int | None = None
+    spread_ticks: int | None = None
+    spread_bp: float | None = None
+    size: int | None = None
+    lot: int | None = None
+    max_position: int | None = None
+    inventory_unit: int | None = None
+    skew_ticks: float | None = None
+    widen_ticks: float | None = None
+    requote_threshold_ticks: int | None = None
+    fair_value: Literal["mid", "microprice"] | None = None
+    reject_cooldown_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class MarketMakerParameters(QuoteParams):
+    """The global values (QuoteParams' fields), per-symbol overrides, and whether to watch the feed."""
+    symbols: dict[str, SymbolOverrides] = field(default_factory=dict)
+    pull_when_feed_down: bool = True     # cancel every quote while control word feed_ready is 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        for symbol in self.symbols:
+            try:
+                self.for_symbol(symbol)
+            except ValueError as exc:
+                raise ValueError(f"symbols.{symbol}: {exc}") from None
+
+    def for_symbol(self, symbol: str) -> QuoteParams:
+        base = QuoteParams(**{f.name: getattr(self, f.name) for f in fields(QuoteParams)})
+        overrides = self.symbols.get(symbol)
+        if overrides is None:
+            return base
+        return replace(base, **{f.name: getattr(overrides, f.name) for f in fields(SymbolOverrides)
+                                if getattr(overrides, f.name) is not None})
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure quoting decisions
+# ---------------------------------------------------------------------------------------------
+
+class BookTop(NamedTuple):
+    """What quoting looks at: the best levels and whether the book may be trusted (a tuple: cheap per update)."""
+    bid_price: int
+    bid_shares: int
+    ask_price: int
+    ask_shares: int
+    stale: bool = False
+    crossed: bool = False
+    halted: bool = False
+
+    @classmethod
+    def of(cls, book: Book) -> "BookTop":
+        return cls(book.bid_price, book.bid_shares, book.ask_price, book.ask_shares, book.stale, book.crossed,
+                   book.halted)
+
+
+class Quote(NamedTuple):
+    price: int
+    shares: int
+
+
+def fair_value(top: BookTop, method: str = "mid") -> int | None:
+    """The mid or microprice in price units (floored), or None without both sides."""
+    if not (top.bid_price and top.ask_price and top.bid_shares and top.ask_shares):
+        return None
+    if method == "microprice":
+        # Weighted by the opposite side's size: a thin ask means buyers are about to lift it.
+        total = top.bid_shares + top.ask_shares
+        return (top.bid_price * top.ask_shares + top.ask_price * top.bid_shares) // total
+    return (top.bid_price + top.ask_price) // 2
+
+
+_BUY = Side.BUY
+
+
+def desired_quotes(top: BookTop, position: int, open_orders: Iterable, params: QuoteParams) \
+        -> tuple[Quote | None, Quote | None]:
+    """(bid, ask) to quote now, each None when that side must not be quoted.
+
+    ``open_orders``: orders of this symbol (anything with ``side`` and ``leaves``) that stay open
+    next to the new quotes, i.e. every open order except the quotes these would replace: their
+    leaves count against the cap as if they all filled."""
+    bid_top, bid_top_shares, ask_top, ask_top_shares, stale, crossed, halted = top
+    if stale or crossed or halted or not (bid_top and ask_top and bid_top_shares and ask_top_shares):
+        return None, None
+    if params.fair_value == "microprice":
+        fair = (bid_top * ask_top_shares + ask_top * bid_top_shares) // (bid_top_shares + ask_top_shares)
+    else:
+        fair = (bid_top + ask_top) // 2
+    tick = params.tick
+    width = params.spread_ticks * tick
+    if params.spread_bp:
+        bp_width = -(-int(fair * params.spread_bp) // 10_000)          # ceil, price units
+        width = max(width, -(-bp_width // tick) * tick)
+    half = width / 2
+    shift = 0.0
+    if position:
+        units = position / params.inventory_unit
+        half += params.widen_ticks * abs(units) * tick
+        shift = -params.skew_ticks * units * tick
+    bid_price = int((fair + shift - half) // tick) * tick
+    ask_price = int(-((-(fair + shift + half)) // tick)) * tick
+    if bid_price > ask_top - tick:
+        bid_price = ask_top - tick                                      # post only: never take
+    if ask_price < bid_top + tick:
+        ask_price = bid_top + tick
+    open_buys = open_sells = 0
+    for o in open_orders:
+        if o.side == _BUY:
+            open_buys += o.leaves
+        else:
+            open_sells += o.leaves
+    lot, size = params.lot, params.size
+    bid_room = params.max_position - position - open_buys
+    ask_room = params.max_position + position - open_sells
+    bid_size = (size if size < bid_room else bid_room) // lot * lot if bid_room > 0 else 0
+    ask_size = (size if size < ask_room else ask_room) // lot * lot if ask_room > 0 else 0
+    bid = Quote(bid_price, bid_size) if bid_size > 0 and bid_price > 0 else None
+    ask = Quote(ask_price, ask_size) if ask_size > 0 and ask_price > 0 else None
+    return bid, ask
+
+
+def needs_requote(resting_price: int, resting_leaves: int, desired: Quote, params: QuoteParams) -> bool:
+    """Whether a live quote should be replaced by ``desired``."""
+    if abs(desired.price - resting_price) > params.requote_threshold_ticks * params.tick:
+        return True
+    return resting_leaves > desired.shares              # the cap shrank: never keep more than allowed
+
+
+# ---------------------------------------------------------------------------------------------
+# The strategy
+# ---------------------------------------------------------------------------------------------
+
+class _SymbolQuotes:
+    __slots__ = ("params", "bid_id", "ask_id", "cooldown_until_ns", "cancel_retry_ns")
+
+    def __init__(self, params: QuoteParams):
+        self.params = params
+        self.bid_id = 0
+        self.ask_id = 0
+        self.cooldown_until_ns = 0      # after a reject: no new order or replace before this
+        self.cancel_retry_ns = 0        # after a refused cancel: no cancel retry before this
+
+
+class MarketMaker(Strategy):
+    """Two-sided quotes in every traded symbol (see the module docstring)."""
+
+    Parameters = MarketMakerParameters
+
+    @classmethod
+    def validate_parameters(cls, parameters: MarketMakerParameters, symbols: tuple[str, ...]) -> None:
+        unknown = [s for s in parameters.symbols if symbols and s not in symbols]
+        if unknown:
+            raise ValueError(f"symbols.{unknown[0]}: not a layout symbol ({', '.join(symbols)})")
+
+    def on_start(self) -> None:
+        self.quotes = {symbol: _SymbolQuotes(self.params.for_symbol(symbol)) for symbol in self.symbols}
+        self.feed_was_live = True
+        log.info("market maker quoting %s: %s", ", ".join(self.symbols),
+                 "; ".join(f"{s} {q.params.size} @ {q.params.spread_ticks} ticks, cap {q.params.max_position}"
+                           for s, q in self.quotes.items()))
+
+    # ---- events
+    def on_book(self, book: Book) -> None:
+        self.requote(book.symbol)
+
+    def on_fill(self, order: Order, shares: int, price: int) -> None:
+        self.requote(order.symbol)        # the position moved: skew and cap change
+
+    def on_order_canceled(self, order: Order) -> None:
+        self._forget(order)
+
+    def on_order_rejected(self, order: Order, source, reason: int) -> None:
+        self._forget(order)
+        state = self.quotes.get(order.symbol)
+        if state is not None:
+            state.cooldown_until_ns = self.now_ns() + state.params.reject_cooldown_ms * 1_000_000
+        log.warning("%s %s %d @ %s rejected by %s: %s", order.symbol, order.side.name, order.shares,
+                    format_price(order.price), getattr(source, "name", source), reject_reason_name(source, reason))
+
+    def on_cancel_rejected(self, order: Order, source, reason: int) -> None:
+        state = self.quotes.get(order.symbol)
+        if state is not None:
+            state.cancel_retry_ns = self.now_ns() + state.params.reject_cooldown_ms * 1_000_000
+        log.warning("cancel of %s %s refused by %s: %s", order.symbol, order.side.name,
+                    getattr(source, "name", source), reject_reason_name(source, reason))
+
+    def on_timer(self, now_ns: int) -> None:
+        live = self.feed_live() or not self.params.pull_when_feed_down
+        if not live and self.feed_was_live:
+            log.warning("feed not live: pulling every quote")
+        self.feed_was_live = live
+        for symbol in self.quotes:
+            self.requote(symbol)          # also: cooldowns that ended, pulls while the feed is down
+
+    def on_stop(self) -> None:
+        self.cancel_all()
+
+    # ---- applying the decisions
+    def _forget(self, order: Order) -> None:
+        """A quote is gone; a failed replacement hands its side back to the order it was to replace."""
+        state = self.quotes.get(order.symbol)
+        if state is None:
+            return
+        original = self.orders.get(order.replaces) if order.replaces else None
+        successor = original.client_order_id if original is not None else 0
+        if state.bid_id == order.client_order_id:
+            state.bid_id = successor
+        if state.ask_id == order.client_order_id:
+            state.ask_id = successor
+
+    def requote(self, symbol: str) -> None:
+        state = self.quotes.get(symbol)
+        book = self.book(symbol)
+        if state is None or book is None:
+            return
+        orders = self.orders
+        bid = orders.get(state.bid_id) if state.bid_id else None
+        ask = orders.get(state.ask_id) if state.ask_id else None
+        if bid is None:
+            state.bid_id = 0
+        if ask is None:
+            state.ask_id = 0
+        now = self.now_ns()
+        may_cancel = now >= state.cancel_retry_ns
+        others = [o for o in orders.of(symbol) if o is not bid and o is not ask]
+        for stray in others:
+            if stray.state == OrderState.LIVE and may_cancel:
+                self.cancel(stray.client_order_id)         # not one of our two quotes: never leave it resting
+        if self.params.pull_when_feed_down and not self.feed_live():
+            desired_bid = desired_ask = None
+        else:
+            desired_bid, desired_ask = desired_quotes(BookTop.of(book), self.positions[symbol], others,
+                                                      state.params)
+        cooling = now < state.cooldown_until_ns
+        state.bid_id = self._manage(symbol, Side.BUY, bid, desired_bid, state.params, cooling, may_cancel)
+        state.ask_id = self._manage(symbol, Side.SELL, ask, desired_ask, state.params, cooling, may_cancel)
+
+    def _manage(self, symbol: str, side: Side, order: Order | None, desired: Quote | None, params: QuoteParams,
+                cooling: bool, may_cancel: bool) -> int:
+        """Bring one side to ``desired``; returns the client order id now quoting it (0: none).
+
+        ``cooling``: no new order or replace (after a reject); ``may_cancel``: False for a while after
+        a refused cancel, so a venue or OMS that refuses is not asked again on every book update."""
+        if order is None:
+            if desired is None or cooling:
+                return 0
+            send = self.buy if side == Side.BUY else self.sell
+            try:
+                return send(symbol, desired.shares, desired.price)
+            except BackPressure:
+                return 0                                   # risk is behind: quote again on the next event
+        if desired is None:
+            if order.state != OrderState.PENDING_CANCEL and may_cancel:
+                self.cancel(order.client_order_id)
+            return order.client_order_id
+        if order.state != OrderState.LIVE:
+            return order.client_order_id               # an answer is on its way: decide after it
+        if needs_requote(order.price, order.leaves, desired, params):
+            if cooling:
+                if order.leaves > desired.shares and may_cancel:
+                    self.cancel(order.client_order_id)     # the cap always wins
+                return order.client_order_id
+            try:
+                new_id = self.replace(order.client_order_id, shares=desired.shares, price=desired.price)
+            except BackPressure:
+                new_id = None
+                if order.leaves > desired.shares and may_cancel:
+                    self.cancel(order.client_order_id)     # cancels always queue: the cap holds
+            return new_id or order.client_order_id
+        return order.client_order_id

@@ -1,0 +1,206 @@
+"""The strategy as a process: the test plays the feed, risk and the OMS through the rings.
+
+The test owns the shared memory, starts ``StrategyAgent`` with the reference market maker (or a
+strategy file that raises), writes BookUpdates, OrderRejects and ExecutionReports, and reads the
+OrderIntents, the counters and the ``strategy_ready`` control word.
+"""
+from __future__ import annotations
+
+import signal
+import textwrap
+
+import pytest
+
+from appliance.messages.catalog import BOOK_FLAG_STALE, BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
+from appliance.messages.codes import ALL_SYMBOLS, Action, ExecEvent, RejectSource, RiskReason, Side
+from appliance.runtime.counters import ProcessState
+from appliance.runtime.layout import load_layout
+from appliance.runtime.memory import SharedMemory
+from appliance.strategy import price_from_decimal as P
+from conftest import output_of, wait_until
+from test_strategy_api import strategy_layout
+
+STRATEGY_ID = 7
+MM_PARAMETERS = {"tick": 100, "spread_ticks": 2, "size": 100, "max_position": 300, "skew_ticks": 1.0,
+                 "widen_ticks": 0.0, "requote_threshold_ticks": 1, "reject_cooldown_ms": 60_000}
+
+
+def agent_layout(name: str, **params) -> dict:
+    doc = strategy_layout(name)
+    for process in doc["processes"]:
+        if process["name"] == "strategy":
+            process["agent"] = "appliance.strategy.agent:StrategyAgent"
+            process["idle"] = {"strategy": "backoff", "spins": 100, "yields": 10, "min_park_ns": 10_000,
+                               "max_park_ns": 200_000}
+            process["params"] = {"strategy_id": STRATEGY_ID, "timer_interval_ms": 20, "symbols": ["AAPL"], **params}
+    return doc
+
+
+class Peers:
+    """The feed, risk and the OMS around one strategy process."""
+
+    def __init__(self, memory: SharedMemory):
+        self.memory = memory
+        self.buffer = memory.buffer_of("main")
+        self.feed = memory.ring("book_updates", "producer")
+        self.risk_out = memory.ring("risk_rejects", "producer")
+        self.oms = memory.ring("exec_to_strategy", "producer")
+        self.risk_in = memory.ring("order_intents", "consumer")
+        self.control = memory.control("feed")        # the feed's word; the strategy's is read through it too
+        self.received: list[dict] = []
+        self.sequence = 0
+
+    def counters(self) -> dict[str, int]:
+        return self.memory.counters_reader().by_label()
+
+    def book(self, bids, asks, flags=0, state=b"T"):
+        self.sequence += 1
+        levels = []
+        for side in (bids, asks):
+            side = list(side) + [(0, 0)] * (5 - len(side))
+            levels += [p for p, _ in side] + [s for _, s in side]
+        offset = self.feed.claim()
+        BOOK_UPDATE.pack_into(self.buffer, offset, 0, flags, state[0], len(bids), len(asks), *levels, 0, 0,
+                              self.sequence, self.sequence, 1, 1000 + self.sequence, 2000 + self.sequence)
+        self.feed.commit()
+
+    def report(self, event, intent, *, shares=None, price=None, leaves=None, position=0, orig=0):
+        shares = intent["shares"] if shares is None else shares
+        offset = self.oms.claim()
+        EXECUTION_REPORT.pack_into(self.buffer, offset, intent["client_order_id"], orig, 0, 0, STRATEGY_ID, 0, event,
+                                   intent["side"], 0, 0, shares, intent["price"] if price is None else price,
+                                   shares if leaves is None else leaves, position, 0, 0, 1, 2)
+        self.oms.commit()
+
+    def reject(self, intent, reason):
+        offset = self.risk_out.claim()
+        ORDER_REJECT.pack_into(self.buffer, offset, intent["client_order_id"], STRATEGY_ID, 0, RejectSource.RISK,
+                               reason, 3)
+        self.risk_out.commit()
+
+    def intents(self, count: int, timeout: float = 15, what: str = "intents") -> list[dict]:
+        """Wait for ``count`` more intents and return them."""
+        start = len(self.received)
+
+        def more():
+            while (offset := self.risk_in.peek()) >= 0:
+                self.received.append(ORDER_INTENT.as_dict(self.buffer, offset))
+                self.risk_in.release()
+            return len(self.received) - start >= count
+        wait_until(more, timeout, message=what)
+        return self.received[start:start + count]
+
+    def nothing_more(self) -> bool:
+        return self.risk_in.peek() < 0
+
+
+@pytest.fixture
+def running(write_layout, unique_name, spawner):
+    started = []
+
+    def start(**params):
+        layout = load_layout(write_layout(agent_layout(unique_name, **params)))
+        memory = SharedMemory.create(layout)
+        peers = Peers(memory)
+        started.append(peers)
+        peers.control.set("feed_ready", 1)
+        proc = spawner.start(layout.path, "strategy")
+        table = memory.process_table()
+        wait_until(lambda: table.read("strategy").state is ProcessState.RUNNING or proc.poll() is not None, 30,
+                   message="the strategy agent running")
+        assert proc.poll() is None, output_of(proc)
+        return peers, proc
+    yield start
+    spawner.cleanup()
+    for peers in started:
+        peers.memory.close()
+        peers.memory.unlink()
+
+
+def summary(intents):
+    return [(Action(i["action"]).name, Side(i["side"]).name if i["side"] else "", i["shares"], i["price"])
+            for i in intents]
+
+
+def test_the_market_maker_process_quotes_fills_pulls_and_cancels_everything_on_sigterm(running):
+    peers, proc = running(strategy="appliance.strategy.market_maker:MarketMaker", parameters=MM_PARAMETERS)
+    wait_until(lambda: peers.control.get("strategy_ready") == 1, 15, message="strategy_ready")
+    (startup,) = peers.intents(1, what="the startup CANCEL_ALL")
+    assert (startup["action"], startup["symbol_id"], startup["strategy_id"]) == (Action.CANCEL_ALL, ALL_SYMBOLS,
+                                                                                STRATEGY_ID)
+    peers.book([(P("190.00"), 500)], [(P("190.04"), 500)])
+    bid, ask = peers.intents(2, what="two quotes")
+    assert summary([bid, ask]) == [("NEW", "BUY", 100, P("190.01")), ("NEW", "SELL", 100, P("190.03"))]
+    assert (bid["t_rx_ns"], bid["t_feed_out_ns"]) == (1001, 2001) and bid["t_strategy_out_ns"] > 0
+    peers.report(ExecEvent.ACCEPTED, bid)
+    peers.report(ExecEvent.ACCEPTED, ask)
+    peers.report(ExecEvent.EXECUTED, bid, leaves=0, position=100)
+    (new_bid,) = peers.intents(1, what="a new bid after the fill")
+    assert summary([new_bid]) == [("NEW", "BUY", 100, P("190.00"))]          # long 100: one tick lower
+    peers.reject(new_bid, RiskReason.MAX_LONG)
+    wait_until(lambda: peers.counters().get("strategy.rejects") == 1, 10, message="the reject counted")
+    peers.book([(P("190.00"), 500)], [(P("190.04"), 500)], flags=BOOK_FLAG_STALE)
+    (pull,) = peers.intents(1, what="the ask pulled on a stale book")
+    assert (pull["action"], pull["orig_client_order_id"]) == (Action.CANCEL, ask["client_order_id"])
+    peers.report(ExecEvent.CANCELED, ask, leaves=0, position=100)
+    wait_until(lambda: peers.counters().get("strategy.open_orders") == 0, 10, message="no open orders")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0, output_of(proc)
+    (last,) = peers.intents(1, what="CANCEL_ALL on stop")
+    assert (last["action"], last["symbol_id"]) == (Action.CANCEL_ALL, ALL_SYMBOLS)
+    assert peers.nothing_more()
+    assert peers.control.get("strategy_ready") == 0
+    counters = peers.counters()
+    assert (counters["strategy.book_updates"], counters["strategy.fills"], counters["strategy.errors"],
+            counters["strategy.intents"], counters["strategy.backpressure"]) == (2, 1, 0, 6, 0)
+
+
+def test_a_strategy_that_raises_is_stopped_and_cancelled_and_the_process_stays_alive(running, tmp_path):
+    user_file = tmp_path / "fragile.py"
+    user_file.write_text(textwrap.dedent("""
+        from appliance.strategy import Strategy
+
+        class Fragile(Strategy):
+            def on_start(self):
+                self.books = 0
+
+            def on_book(self, book):
+                self.books += 1
+                if self.books == 1:
+                    self.buy(book.symbol, 100, book.bid_price)
+                else:
+                    raise RuntimeError("deliberate failure in user code")
+    """))
+    peers, proc = running(strategy=f"{user_file}:Fragile")
+    wait_until(lambda: peers.control.get("strategy_ready") == 1, 15, message="strategy_ready")
+    peers.intents(1, what="the startup CANCEL_ALL")
+    peers.book([(P("10.00"), 500)], [(P("10.04"), 500)])
+    (new,) = peers.intents(1, what="the first order")
+    assert new["action"] == Action.NEW
+    peers.book([(P("10.00"), 500)], [(P("10.05"), 500)])
+    (cancel_all,) = peers.intents(1, what="CANCEL_ALL after the exception")
+    assert (cancel_all["action"], cancel_all["symbol_id"]) == (Action.CANCEL_ALL, ALL_SYMBOLS)
+    wait_until(lambda: peers.counters().get("strategy.stopped") == 1, 10, message="strategy.stopped")
+    assert peers.counters()["strategy.errors"] == 1 and peers.control.get("strategy_ready") == 0
+    table = peers.memory.process_table()
+    beats = table.read("strategy").beats
+    wait_until(lambda: table.read("strategy").beats > beats + 10, 10, message="the heartbeat going on")
+    assert proc.poll() is None and table.read("strategy").state is ProcessState.RUNNING
+    peers.book([(P("10.00"), 500)], [(P("10.06"), 500)])
+    wait_until(lambda: peers.counters().get("strategy.book_updates") == 3, 10, message="updates still read")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    out = output_of(proc)
+    assert "RuntimeError: deliberate failure in user code" in out and "stopped for good" in out
+    assert peers.nothing_more()                                 # no second CANCEL_ALL, no on_stop
+
+
+def test_bad_parameters_stop_the_process_at_start_with_the_key_path(write_layout, unique_name, spawner):
+    doc = agent_layout(unique_name, strategy="appliance.strategy.market_maker:MarketMaker",
+                       parameters={"size": "big"})
+    layout = load_layout(write_layout(doc))
+    with SharedMemory.create(layout):
+        proc = spawner.start(layout.path, "strategy")
+        out = output_of(proc, timeout=30)
+        assert proc.returncode == 2, out
+        assert "processes.strategy.params.parameters.size: expected an integer, got a string" in out
