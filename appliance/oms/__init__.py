@@ -1,0 +1,12 @@
+"""The order management system: OUCH 4.2 over SoupBinTCP, order state, a write-ahead journal, recovery.
+
+The last process on the critical path, and the one that must never lie about an order.
+``agent.OmsAgent`` runs it; the other modules hold one idea each: ``config`` (the process's
+params), ``journal`` (the memory-mapped write-ahead file) with ``crc32c`` and ``events`` (its
+record types), ``orders`` (state machine, books, positions), ``tokens`` (day-unique OUCH
+tokens), ``session`` (the SoupBinTCP client socket), ``gate`` (the per-order check),
+``recovery`` (rebuild from the journal), ``latency`` (per-hop histograms in counters) and
+``audit`` / ``audit_cli`` (the audit-trail export).
+
+It imports nothing from ``feed``, ``strategy`` or ``risk``, and never ``appliance.exchange``.
+"""

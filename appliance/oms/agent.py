@@ -1,0 +1,798 @@
+"""The OMS agent: approved orders in, OUCH 4.2 over SoupBinTCP out, execution reports back.
+
+One duty cycle (``do_work``):
+
+1. read the venue socket: every sequenced OUCH message is journaled (EXCHANGE_MESSAGE, with
+   its SoupBinTCP sequence number) and then applied to the order book, which reports to the
+   strategy and risk (``exec_to_strategy``, ``exec_to_risk``) and updates the positions table;
+2. read up to ``MAX_ORDERS_PER_CYCLE`` approved orders: new orders and replaces pass the gate
+   (``gate.py``) or are rejected back (REJECTED_LOCALLY, ``oms.rejects.<REASON>``); a new token;
+   ORDER_SENT journaled; then the bytes go to the socket and the hop latencies are recorded.
+   Cancels skip the gate and go out whenever the session is logged in;
+3. read risk's control events (KILL cancels everything; SNAPSHOT_REQUEST is answered);
+4. every millisecond the slow path: connect / heartbeat / reconnect, recovery progress, the
+   supervisor's gate word (a close for RISK_UNHEALTHY or KILL_SWITCH cancels everything once per
+   gate epoch), in-flight timeouts, pending snapshot, counters.
+
+Start-up (``on_start``) opens the journal (a torn tail is truncated with a warning; a corrupt
+middle stops the start), rebuilds orders, positions, the token counter and the session from
+it (``recovery.py``), and publishes ``oms_ready = 0``. The session logs in asking for the next
+sequence number the journal has not seen; once the venue's replay is applied and every order
+journaled as sent but unacknowledged is resolved (by the replay, or cancelled by token after
+``unacked_timeout_ms``), ``oms_ready`` becomes 1 and new orders may pass.
+
+Fail closed: a journal that cannot take a record (full, sync error) stops every new order
+(JOURNAL_FAILED, ``oms_ready = 0``, ``oms.journal.failed = 1``); cancels are still sent.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+
+from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT
+from appliance.messages.codes import (
+    ALL_SYMBOLS, Action, ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, Side, TIF_DAY, TIF_IOC,
+    TIF_SYSTEM_HOURS,
+)
+from appliance.oms import events as ev
+from appliance.oms.config import OmsConfigError, parse_oms_params
+from appliance.oms.events import ControlKind, RecordType, SendReason, SessionEvent
+from appliance.oms.gate import GATE_OPEN, Gate
+from appliance.oms.journal import Journal, JournalError, archive_name, journal_day, trading_day_of
+from appliance.oms.latency import LatencyRecorder
+from appliance.oms.orders import OPEN_STATES, Order, OrderBook
+from appliance.oms.recovery import rebuild
+from appliance.oms.session import VenueSession
+from appliance.oms.tokens import TokenSource, choose_prefix
+from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.counters import CounterKind
+from appliance.runtime.layout import LayoutError
+from appliance.wire import ouch
+from appliance.wire.soupbintcp import DebugText, EndOfSession, LoginAccepted, LoginRejected, SequencedMessage
+
+log = logging.getLogger("appliance.oms")
+
+ORDERS_RING = "approved_orders"
+EVENTS_RING = "risk_events"
+TO_STRATEGY = "exec_to_strategy"
+TO_RISK = "exec_to_risk"
+RISK_PROCESS = "risk"
+
+MAX_ORDERS_PER_CYCLE = 64
+MAX_EVENTS_PER_CYCLE = 16
+SLOW_PATH_NS = 1_000_000
+TIMEOUT_SCAN_NS = 10_000_000
+COUNTERS_INTERVAL_NS = 10_000_000
+SIDES = frozenset((Side.BUY, Side.SELL, Side.SELL_SHORT))
+TIFS = frozenset((TIF_IOC, TIF_DAY, TIF_SYSTEM_HOURS))
+NO_SYMBOL = 0xFFFFFFFF
+CANCEL_ALL_GATE_REASONS = GateReason.RISK_UNHEALTHY | GateReason.KILL_SWITCH
+
+_APPROVED_TYPE = APPROVED_ORDER.type_id
+_CONTROL_TYPE = CONTROL_EVENT.type_id
+# SoupBinTCP Unsequenced Data prefix (length, 'U') and the OUCH message, packed in one call.
+_ENTER = struct.Struct(">Hc" + ouch.ENTER_ORDER.struct.format[1:])
+_REPLACE = struct.Struct(">Hc" + ouch.REPLACE_ORDER.struct.format[1:])
+_CANCEL = struct.Struct(">Hc" + ouch.CANCEL_ORDER.struct.format[1:])
+_ENTER_LENGTH = ouch.ENTER_ORDER.size + 1
+_REPLACE_LENGTH = ouch.REPLACE_ORDER.size + 1
+_CANCEL_LENGTH = ouch.CANCEL_ORDER.size + 1
+_ORDER_SENT_RECORD = ev.ORDER_SENT_RECORD
+_ORDER_SENT_SIZE = ev.ORDER_SENT.size
+
+
+class OmsAgent(Agent):
+    name = "oms"
+
+    def __init__(self, context: AgentContext):
+        super().__init__(context)
+        layout = context.layout
+        try:
+            self.config = parse_oms_params(context.params, layout.path, f"processes.{context.process.name}.params")
+        except OmsConfigError as exc:
+            raise LayoutError(layout.path, exc.key_path, exc.reason) from None
+        if not layout.symbols:
+            raise LayoutError(layout.path, "symbols", "the OMS needs the layout's symbols list")
+        me = context.process.name
+        for kind in ("control", "positions"):
+            if not any(t.kind == kind for t in layout.tables.values()):
+                raise LayoutError(layout.path, "tables", f"the OMS needs a {kind!r} table")
+        if RISK_PROCESS not in layout.processes:
+            raise LayoutError(layout.path, "processes", "the OMS checks the risk heartbeat: no process named 'risk'")
+        for ring, producer, consumer in ((ORDERS_RING, RISK_PROCESS, me), (TO_STRATEGY, me, None),
+                                         (TO_RISK, me, RISK_PROCESS), (EVENTS_RING, RISK_PROCESS, me)):
+            spec = layout.rings.get(ring)
+            if spec is None:
+                raise LayoutError(layout.path, "rings", f"the OMS needs a ring named {ring!r}")
+            if spec.producer != producer or (consumer is not None and spec.consumer != consumer):
+                raise LayoutError(layout.path, f"rings.{ring}",
+                                  f"must run {producer} -> {consumer or 'strategy'}, not {spec.producer} -> {spec.consumer}")
+        self.ring_to_wire_ns = None          # a bench sets an array('q') here to sample ring read -> socket
+        self._t_ring_read = 0
+
+    def sample_ring_to_wire(self, samples) -> None:
+        """Benchmarks: append (ns) from each order's ring read to its bytes handed to the socket."""
+        self.ring_to_wire_ns = samples
+        self.session.stamp_sends = samples is not None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_start(self) -> None:
+        cfg, ctx = self.config, self.context
+        layout, memory = ctx.layout, ctx.memory
+        self.symbols = list(layout.symbols)
+        self.stocks = [s.encode("ascii").ljust(8) for s in self.symbols]
+        self._setup_counters()
+        self.control = memory.control(ctx.process.name)
+        self.control.set("oms_ready", 0)
+        self.control.set("oms_session_up", 0)
+        self.positions_table = memory.positions_writer()
+        self.buffer = memory.buffer_of(layout.rings[ORDERS_RING].segment)
+        self.orders_ring = memory.ring(ORDERS_RING, "consumer")
+        self.events_ring = memory.ring(EVENTS_RING, "consumer")
+        self.to_strategy = memory.ring(TO_STRATEGY, "producer")
+        self.to_risk = memory.ring(TO_RISK, "producer")
+        self.gate = Gate(memory, layout, RISK_PROCESS, cfg.risk_heartbeat_limit_ms)
+        self.latency = LatencyRecorder(ctx.counters.allocate)
+        self.in_flight_timeout_ns = cfg.in_flight_timeout_ms * 1_000_000
+        self.unacked_timeout_ns = cfg.unacked_timeout_ms * 1_000_000
+        self._firm = cfg.firm.encode("ascii")
+        self._n_symbols = len(self.symbols)
+        self._dirty = [False] * len(self.symbols)
+        self._dirty_ids: list[int] = []
+        self._open_orders_published = -1
+        self._t_rx_ns = 0
+
+        started_mono = time.monotonic_ns()
+        now_ns = time.time_ns()
+        self.journal = self._open_journal(now_ns)
+        self.book = OrderBook(self.symbols, report=self._report, changed=self._changed)
+        state = rebuild(self.journal.records(), self.symbols, self.book)
+        self.recovered = state
+        self.tokens = TokenSource(choose_prefix(state.last_prefix, now_ns), state.next_counter)
+        self.tokens.refill()
+        self._cancel_request_ids = set()
+        self._last_gate_epoch = state.last_gate_epoch
+        self._last_cancel_all_gate_epoch = state.last_cancel_all_gate_epoch
+        self._journal(RecordType.SESSION, ev.session(SessionEvent.START, sequence=state.next_sequence_number,
+                                                     prefix=self.tokens.prefix, counter=self.tokens.next_counter),
+                      now_ns, reserve=True)
+        self.c_recovery_records.set(state.records)
+        self.c_unknown_symbols.set(state.unknown_symbols)
+        for sid in range(len(self.symbols)):
+            self._publish_position(sid, now_ns)
+        self._publish_open_orders()
+        log.info("journal %s: %d records (%d orders, %d venue messages), %d open orders, token prefix %s, "
+                 "next venue sequence %d, durability %s; recovery took %.3f s so far", self.journal.path,
+                 state.records, state.orders_sent, state.exchange_messages, self.book.open_orders,
+                 self.tokens.peek()[:4].decode(), state.next_sequence_number, cfg.durability,
+                 (time.monotonic_ns() - started_mono) / 1e9)
+
+        self.session = VenueSession(cfg.venue_host, cfg.venue_port, cfg.username, cfg.password, state.session_name,
+                                    state.next_sequence_number, heartbeat_ns=cfg.heartbeat_ms * 1_000_000,
+                                    peer_timeout_ns=cfg.peer_timeout_ms * 1_000_000,
+                                    reconnect_min_ns=cfg.reconnect_min_ms * 1_000_000,
+                                    reconnect_max_ns=cfg.reconnect_max_ms * 1_000_000,
+                                    replay_quiet_ns=cfg.replay_quiet_ms * 1_000_000)
+        self._requested_sequence = state.next_sequence_number
+        self._session_up = False
+        self.ready = False
+        self._started_mono = started_mono
+        self._unacked_clock_started = False
+        self._cancel_all_pending = ""
+        self._snapshot_pending = False
+        self._next_slow_ns = 0
+        self._next_timeout_scan_ns = 0
+        self._next_counters_ns = 0
+        if self.journal.failed:
+            self._journal_failed(self.journal.failed)
+
+    def _open_journal(self, now_ns: int) -> Journal:
+        cfg = self.config
+        path = cfg.journal_path
+        day = journal_day(path)
+        today = trading_day_of(now_ns)
+        if day is not None and day != today:
+            archived = archive_name(path, day)
+            log.warning("journal %s is from trading day %d: archived as %s, a new journal starts for %d",
+                        path, day, archived, today)
+            os.replace(path, archived)
+        journal = Journal.open(path, cfg.journal_size_mb << 20, cfg.durability, cfg.group_commit_us, now_ns=now_ns)
+        if journal.truncated_bytes:
+            self.c_journal_truncated.set(journal.truncated_bytes)
+        return journal
+
+    def on_close(self) -> None:
+        now_mono, now_ns = time.monotonic_ns(), time.time_ns()
+        try:
+            if getattr(self, "session", None) is not None:
+                if self.session.logged_in:
+                    self._journal(RecordType.SESSION, ev.session(SessionEvent.LOGOUT,
+                                                                 self.session.client.session.encode(),
+                                                                 self.session.client.next_sequence_number),
+                                  now_ns, reserve=True)
+                self.session.logout(now_mono)
+            self._flush_positions(now_ns)
+            self._publish_counters()
+        finally:
+            if getattr(self, "control", None) is not None:
+                self.control.set("oms_ready", 0)
+                self.control.set("oms_session_up", 0)
+            if getattr(self, "journal", None) is not None:
+                self.journal.close()
+            if getattr(self, "gate", None) is not None:
+                self.gate.close()
+
+    # ------------------------------------------------------------------ duty cycle
+
+    def do_work(self) -> int:
+        now = time.monotonic_ns()
+        work = 0
+        session = self.session
+        if session.state == "connected":
+            events = session.receive(now)
+            if events:
+                work += self._on_session_events(events, now)
+            elif self._session_up and session.state != "connected":
+                self._session_lost(time.time_ns())
+        if self.orders_ring.peek() >= 0:
+            work += self._process_orders(now)
+        if self.events_ring.peek() >= 0:
+            work += self._process_control_events()
+        if now >= self._next_slow_ns:
+            self._next_slow_ns = now + SLOW_PATH_NS
+            work += self._slow_path(now)
+        if self._dirty_ids:
+            self._flush_positions(time.time_ns())
+        return work
+
+    # ------------------------------------------------------------------ venue -> OMS
+
+    def _on_session_events(self, events: list, now_mono: int) -> int:
+        now_ns = time.time_ns()
+        self._t_rx_ns = now_ns
+        book = self.book
+        journal_append = self.journal.append
+        for event in events:
+            kind = type(event)
+            if kind is SequencedMessage:
+                message = event.message
+                try:
+                    journal_append(RecordType.EXCHANGE_MESSAGE, ev.exchange_message(event.sequence_number, message),
+                                   now_ns, True)
+                except JournalError as exc:
+                    self.c_unjournaled.inc()
+                    self._journal_failed(str(exc))
+                self.c_venue_messages.inc()
+                book.apply_ouch(message, now_ns)
+            elif kind is LoginAccepted:
+                self._journal(RecordType.SESSION, ev.session(SessionEvent.LOGIN_ACCEPTED, event.session.encode(),
+                                                             event.sequence_number), now_ns, reserve=True)
+                if event.sequence_number < self._requested_sequence:
+                    self.c_sequence_resets.inc()
+                    log.error("the venue accepted the login from sequence %d, but the journal has seen up to %d: "
+                              "a different trading day or a venue that lost its state", event.sequence_number,
+                              self._requested_sequence - 1)
+                self._set_session_up(True)
+            elif kind is LoginRejected:
+                self._journal(RecordType.SESSION, ev.session(SessionEvent.LOGIN_REJECTED, event.reason.encode()),
+                              now_ns, reserve=True)
+            elif kind is EndOfSession:
+                self._journal(RecordType.SESSION, ev.session(SessionEvent.END_OF_SESSION,
+                                                             self.session.client.session.encode(),
+                                                             self.session.client.next_sequence_number),
+                              now_ns, reserve=True)
+            elif kind is DebugText:
+                self.c_debug.inc()
+                if self.c_debug.get() <= 20:
+                    log.warning("venue debug message: %s", event.text)
+        if not self.session.logged_in and self._session_up:
+            self._session_lost(now_ns)
+        return len(events)
+
+    def _set_session_up(self, up: bool) -> None:
+        self._session_up = up
+        self.control.set("oms_session_up", 1 if up else 0)
+
+    def _session_lost(self, now_ns: int) -> None:
+        self._set_session_up(False)
+        self.gate.session_ready = False
+        event = SessionEvent.END_OF_SESSION if self.session.ended else SessionEvent.DISCONNECTED
+        if event == SessionEvent.DISCONNECTED:
+            self._journal(RecordType.SESSION, ev.session(event, self.session.client.session.encode(),
+                                                         self.session.client.next_sequence_number),
+                          now_ns, reserve=True)
+        self._requested_sequence = self.session.client.next_sequence_number
+
+    # ------------------------------------------------------------------ execution reports
+
+    def _report(self, event: int, order: Order, shares: int, price: int, match: int = 0, reason: int = 0,
+                source: int = 0, t_exchange_ns: int = 0) -> None:
+        sid = order.symbol_id
+        positions = self.book.positions
+        if sid >= 0:
+            position, cost, realized = positions.position[sid], positions.cost_basis[sid], positions.realized_pnl[sid]
+        else:
+            position = cost = realized = 0
+            sid = NO_SYMBOL
+        values = (order.client_order_id, order.orig_client_order_id, order.order_ref, match, order.strategy_id, sid,
+                  event, order.side, reason, source, shares, price, max(0, order.leaves), position, cost, realized,
+                  t_exchange_ns, self._t_rx_ns or time.time_ns())
+        self._write_report(self.to_strategy, values, self.c_dropped_strategy)
+        self._write_report(self.to_risk, values, self.c_dropped_risk)
+        self.c_reports.inc()
+        if event == ExecEvent.EXECUTED:
+            self.c_fills.inc()
+
+    def _write_report(self, ring, values: tuple, dropped) -> bool:
+        offset = ring.claim()
+        if offset < 0:
+            dropped.inc()
+            return False
+        EXECUTION_REPORT.pack_into(self.buffer, offset, *values)
+        ring.commit()
+        return True
+
+    def _report_local(self, event: int, client_order_id: int, orig_client_order_id: int, strategy_id: int,
+                      symbol_id: int, side: int, shares: int, price: int, reason: int, source: int) -> None:
+        positions = self.book.positions
+        if 0 <= symbol_id < len(self.symbols):
+            position, cost, realized = (positions.position[symbol_id], positions.cost_basis[symbol_id],
+                                        positions.realized_pnl[symbol_id])
+        else:
+            position = cost = realized = 0
+        now_ns = time.time_ns()
+        values = (client_order_id, orig_client_order_id, 0, 0, strategy_id, symbol_id & 0xFFFFFFFF, event,
+                  side & 0xFF, reason & 0xFF, source, shares, price, 0, position, cost, realized, 0, now_ns)
+        self._write_report(self.to_strategy, values, self.c_dropped_strategy)
+        self._write_report(self.to_risk, values, self.c_dropped_risk)
+        self.c_reports.inc()
+
+    def _reject_locally(self, values: tuple, reason: int) -> None:
+        """An approved order the OMS will not send: journal it, count it, tell strategy and risk."""
+        (_t, _v, _s, client, orig, strategy, sid, action, side, _pad, shares, price, tif, *_times) = values
+        self.c_rejects[reason].inc()
+        symbol = self.stocks[sid] if 0 <= sid < len(self.stocks) else b""
+        self._journal(RecordType.REJECTED_LOCALLY, ev.rejected_locally(action, side, reason, tif, client, orig,
+                                                                        strategy, sid, shares, price, symbol),
+                      time.time_ns(), reserve=False, count_failure=False)
+        if 0 <= sid < len(self.symbols):
+            self.book.positions.rejects[sid] += 1
+            self._changed(sid)
+        self._report_local(ExecEvent.REJECTED_LOCALLY, client, orig, strategy, sid, side, shares, price, reason,
+                           RejectSource.OMS)
+
+    # ------------------------------------------------------------------ risk -> OMS: approved orders
+
+    def _process_orders(self, now_mono: int) -> int:
+        ring = self.orders_ring
+        buffer = self.buffer
+        unpack = APPROVED_ORDER.unpack_from
+        samples = self.ring_to_wire_ns
+        done = 0
+        while done < MAX_ORDERS_PER_CYCLE:
+            offset = ring.peek()
+            if offset < 0:
+                break
+            if samples is not None:
+                self._t_ring_read = time.perf_counter_ns()
+            values = unpack(buffer, offset)
+            if values[0] != _APPROVED_TYPE:
+                self.c_bad_ring_records.inc()
+            else:
+                action = values[7]
+                if action == Action.NEW:
+                    self._new_order(values, now_mono)
+                elif action == Action.REPLACE:
+                    self._replace_order(values, now_mono)
+                elif action == Action.CANCEL:
+                    self._cancel_order(values, now_mono)
+                elif action == Action.CANCEL_ALL:
+                    self._cancel_all_request(values, now_mono)
+                else:
+                    self.c_bad_orders.inc()
+                    self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+            ring.release()            # after the order is journaled and sent: a crash before this re-reads it
+            done += 1
+        return done
+
+    def _new_order(self, values: tuple, now_mono: int) -> None:
+        """The hot path: checks, token, journal (one pack into the mapped file), bytes to the socket;
+        the order book and the latency counters after the bytes have left."""
+        (_t, _v, _s, client, _orig, strategy, sid, action, side, _pad, shares, price, tif,
+         t_rx, t_feed, t_strategy, t_risk) = values
+        if not (0 <= sid < self._n_symbols and side in SIDES and shares > 0 and price > 0 and tif in TIFS
+                and client):
+            self.c_bad_orders.inc()
+            self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+            return
+        book = self.book
+        existing = book.by_client.get(client)
+        if existing is not None:
+            if (existing.symbol_id == sid and existing.side == side and existing.shares == shares
+                    and existing.price == price and existing.replaces is None):
+                self.c_redelivered.inc()            # the ring gave us again what a crashed OMS had sent
+            else:
+                self._reject_locally(values, OmsReason.DUPLICATE_CLIENT_ID)
+            return
+        reason = self.gate.check(now_mono)
+        if reason:
+            self._reject_locally(values, reason)
+            return
+        token = self.tokens.next()
+        stock = self.stocks[sid]
+        journal = self.journal
+        try:
+            offset = journal.claim(_ORDER_SENT_SIZE)
+            _ORDER_SENT_RECORD.pack_into(journal.buffer, offset + 4, _ORDER_SENT_SIZE, journal.next_sequence,
+                                         time.time_ns(), RecordType.ORDER_SENT, 0, action, side,
+                                         SendReason.STRATEGY, 0, tif, client, 0, strategy, sid, shares, price, stock,
+                                         token, b"", t_rx, t_feed, t_strategy, t_risk)
+            journal.seal(offset, _ORDER_SENT_SIZE)
+        except JournalError as exc:
+            self._journal_failed(str(exc))
+            self._reject_locally(values, OmsReason.JOURNAL_FAILED)
+            return
+        self.session.send_packet(_ENTER.pack(_ENTER_LENGTH, b"U", b"O", token, _SIDE_BYTES[side], shares, stock,
+                                             price, tif, self._firm, b"Y", b"A", b"N", 0, b"N", b"R"), now_mono)
+        if self.ring_to_wire_ns is not None:
+            self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
+        book.add_new(token, client, strategy, sid, stock, side, shares, price, tif, now_mono, self.in_flight_timeout_ns)
+        self.c_orders_sent.inc()
+        self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
+
+    def _replace_order(self, values: tuple, now_mono: int) -> None:
+        (_t, _v, _s, client, orig, strategy, sid, action, side, _pad, shares, price, tif,
+         t_rx, t_feed, t_strategy, t_risk) = values
+        book = self.book
+        old = book.by_client.get(orig)
+        if old is None or old.state not in OPEN_STATES or old.strategy_id != strategy:
+            self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+            return
+        if not (0 < shares and 0 < price and tif in TIFS and client):
+            self.c_bad_orders.inc()
+            self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+            return
+        existing = book.by_client.get(client)
+        if existing is not None:
+            if existing.replaces is old and existing.shares == shares and existing.price == price:
+                self.c_redelivered.inc()
+            else:
+                self._reject_locally(values, OmsReason.DUPLICATE_CLIENT_ID)
+            return
+        reason = self.gate.check(now_mono)
+        if reason != GATE_OPEN:
+            self._reject_locally(values, reason)
+            return
+        token = self.tokens.next()
+        now_ns = time.time_ns()
+        try:
+            self.journal.append(RecordType.ORDER_SENT, ev.order_sent(
+                action, old.side, SendReason.STRATEGY, tif, client, orig, strategy, old.symbol_id, shares, price,
+                old.symbol, token, old.token, t_rx, t_feed, t_strategy, t_risk), now_ns)
+        except JournalError as exc:
+            self._journal_failed(str(exc))
+            self._reject_locally(values, OmsReason.JOURNAL_FAILED)
+            return
+        self.session.send_packet(_REPLACE.pack(_REPLACE_LENGTH, b"U", b"U", old.token, token, shares, price, tif,
+                                               b"Y", b"N", 0), now_mono)
+        if self.ring_to_wire_ns is not None:
+            self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
+        book.add_replacement(old, token, client, shares, price, tif, now_mono, self.in_flight_timeout_ns)
+        self.c_replaces_sent.inc()
+        self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
+
+    def _cancel_order(self, values: tuple, now_mono: int) -> None:
+        client, orig, strategy, target = values[3], values[4], values[5], values[10]
+        order = self.book.by_client.get(orig)
+        if order is None or order.strategy_id != strategy:
+            self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+            return
+        if client and client in self._cancel_request_ids:
+            self.c_redelivered.inc()
+            return
+        if order.state not in OPEN_STATES or (target and target >= order.leaves):
+            self._report_local(ExecEvent.CANCEL_REJECTED, order.client_order_id, 0, order.strategy_id,
+                               order.symbol_id, order.side, 0, order.price, 0, 0)
+            return
+        if not self.session.logged_in:
+            self._reject_locally(values, OmsReason.SESSION_DOWN)
+            return
+        if client:
+            self._cancel_request_ids.add(client)
+        self._send_cancel(order, target, SendReason.STRATEGY, now_mono, client, values[13:17])
+
+    def _send_cancel(self, order: Order, target: int, why: int, now_mono: int, request_id: int = 0,
+                     times: tuple = (0, 0, 0, 0)) -> bool:
+        """Journal (best effort: a failed journal never stops a cancel) and send a cancel by token."""
+        self._journal(RecordType.ORDER_SENT, ev.order_sent(
+            Action.CANCEL, order.side, why, order.tif, request_id, order.client_order_id, order.strategy_id,
+            order.symbol_id, target, order.price, order.symbol, order.token, b"", *times), time.time_ns(),
+            reserve=True)
+        if not self.book.request_cancel(order, target, now_mono, self.in_flight_timeout_ns):
+            return False
+        self.session.send_packet(_CANCEL.pack(_CANCEL_LENGTH, b"U", b"X", order.token, target), now_mono)
+        self.c_cancels_sent.inc()
+        return True
+
+    def _cancel_all_request(self, values: tuple, now_mono: int) -> None:
+        strategy, sid = values[5], values[6]
+        if not self.session.logged_in:
+            self._reject_locally(values, OmsReason.SESSION_DOWN)
+            return
+        for order in self.book.open_orders_list():
+            if order.strategy_id == strategy and (sid == ALL_SYMBOLS or order.symbol_id == sid) \
+                    and 0 not in order.requests:
+                self._send_cancel(order, 0, SendReason.STRATEGY, now_mono, 0, values[13:17])
+
+    # ------------------------------------------------------------------ cancel everything (kill, gate)
+
+    def _cancel_everything(self, why: str, gate_epoch: int, now_mono: int) -> int:
+        if not self.session.logged_in:
+            self._cancel_all_pending = why
+            log.warning("cancel-all (%s) waits for the session", why)
+            return 0
+        self._cancel_all_pending = ""
+        sent = 0
+        for order in self.book.open_orders_list():
+            if 0 not in order.requests and self._send_cancel(order, 0, SendReason.CANCEL_ALL, now_mono):
+                sent += 1
+        epoch = self.control.get("oms_cancel_all_epoch") + 1
+        self.control.set("oms_cancel_all_epoch", epoch)
+        self.c_cancel_all.inc()
+        self.c_cancel_all_orders.add(sent)
+        self._journal(RecordType.CONTROL, ev.control(ControlKind.CANCEL_ALL, gate_epoch, sent, epoch,
+                                                     detail=why.encode()[:16], t_ns=time.time_ns()),
+                      time.time_ns(), reserve=True)
+        log.warning("cancel-all (%s): %d open orders asked to cancel (epoch %d)", why, sent, epoch)
+        return sent
+
+    # ------------------------------------------------------------------ risk -> OMS: control events
+
+    def _process_control_events(self) -> int:
+        ring = self.events_ring
+        buffer = self.buffer
+        done = 0
+        while done < MAX_EVENTS_PER_CYCLE:
+            offset = ring.peek()
+            if offset < 0:
+                break
+            values = CONTROL_EVENT.unpack_from(buffer, offset)
+            ring.release()
+            done += 1
+            if values[0] != _CONTROL_TYPE:
+                self.c_bad_ring_records.inc()
+                continue
+            _t, _v, _s, kind, state, value, operator, detail, t_ns = values
+            self.c_control_events.inc()
+            self._journal(RecordType.CONTROL, ev.control(kind, state, value, 0, operator, detail, t_ns),
+                          time.time_ns(), reserve=True)
+            if kind == ControlEventKind.KILL:
+                self._cancel_everything("kill", 0, time.monotonic_ns())
+            elif kind == ControlEventKind.SNAPSHOT_REQUEST:
+                self._snapshot_pending = True
+        return done
+
+    def _answer_snapshot(self) -> bool:
+        """SNAPSHOT_POSITION per symbol, SNAPSHOT_ORDER per open order, SNAPSHOT_END, all on exec_to_risk."""
+        open_orders = self.book.open_orders_list()
+        needed = len(self.symbols) + len(open_orders) + 1
+        ring = self.to_risk
+        if ring.capacity - ring.depth() < needed:
+            return False                                # wait for risk to drain the ring
+        positions = self.book.positions
+        now_ns = time.time_ns()
+        write = self._write_report
+        dropped = self.c_dropped_risk
+        for sid in range(len(self.symbols)):
+            write(ring, (0, 0, 0, 0, 0, sid, ExecEvent.SNAPSHOT_POSITION, 0, 0, 0, 0, 0, 0, positions.position[sid],
+                         positions.cost_basis[sid], positions.realized_pnl[sid], 0, now_ns), dropped)
+        for order in open_orders:
+            sid = order.symbol_id if order.symbol_id >= 0 else NO_SYMBOL
+            write(ring, (order.client_order_id, order.orig_client_order_id, order.order_ref, 0, order.strategy_id,
+                         sid, ExecEvent.SNAPSHOT_ORDER, order.side, 0, 0, max(0, order.leaves), order.price,
+                         max(0, order.leaves), 0, 0, 0, 0, now_ns), dropped)
+        write(ring, (0, 0, 0, 0, 0, NO_SYMBOL, ExecEvent.SNAPSHOT_END, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, now_ns), dropped)
+        self.c_snapshots.inc()
+        return True
+
+    # ------------------------------------------------------------------ slow path
+
+    def _slow_path(self, now_mono: int) -> int:
+        work = 0
+        session = self.session
+        session.maintain(now_mono)
+        session.flush(now_mono)
+        if self._session_up and not session.logged_in:
+            self._session_lost(time.time_ns())
+        ready = session.ready(now_mono)
+        if ready != self.gate.session_ready:
+            self.gate.session_ready = ready
+            work += 1
+        if ready and self._cancel_all_pending:
+            self._cancel_everything(self._cancel_all_pending, self._last_gate_epoch, now_mono)
+            work += 1
+        if not self.ready:
+            work += self._recovery_progress(now_mono, ready)
+        work += self._watch_gate(now_mono)
+        if now_mono >= self._next_timeout_scan_ns:
+            self._next_timeout_scan_ns = now_mono + TIMEOUT_SCAN_NS
+            work += self._in_flight_timeouts(now_mono)
+        self.tokens.refill()
+        if self._snapshot_pending and self.ready:
+            if self._answer_snapshot():
+                self._snapshot_pending = False
+                work += 1
+        if self.journal.failed and self.gate.journal_ok:
+            self._journal_failed(self.journal.failed)
+        if now_mono >= self._next_counters_ns:
+            self._next_counters_ns = now_mono + COUNTERS_INTERVAL_NS
+            self._publish_counters()
+        return work
+
+    def _recovery_progress(self, now_mono: int, session_ready: bool) -> int:
+        if not session_ready or self.journal.failed:
+            return 0
+        book = self.book
+        if not self._unacked_clock_started:
+            self._unacked_clock_started = True
+            deadline = now_mono + self.unacked_timeout_ns
+            for order in book.in_flight:
+                order.deadline_ns = deadline
+            if book.in_flight:
+                log.warning("%d orders journaled as sent are unacknowledged after the replay: cancelled by token "
+                            "unless answered within %d ms", len(book.in_flight), self.config.unacked_timeout_ms)
+        if any(o.state in OPEN_STATES and (not o.acked or o.requests) for o in book.in_flight):
+            return 0
+        self.ready = True
+        self.gate.recovered = True
+        self.control.set("oms_ready", 1)
+        elapsed = now_mono - self._started_mono
+        self.c_recovery_ns.set(elapsed)
+        self._journal(RecordType.SESSION, ev.session(SessionEvent.RECOVERED, self.session.client.session.encode(),
+                                                     self.session.client.next_sequence_number),
+                      time.time_ns(), reserve=True)
+        log.info("recovered in %.3f s: %d open orders, ready for new orders", elapsed / 1e9, book.open_orders)
+        return 1
+
+    def _watch_gate(self, now_mono: int) -> int:
+        gate_open, reasons, epoch = self.gate.gate_word()
+        if epoch == self._last_gate_epoch:
+            return 0
+        self._last_gate_epoch = epoch
+        self._journal(RecordType.CONTROL, ev.control(ControlKind.GATE_CHANGED, gate_open, reasons, epoch,
+                                                     t_ns=time.time_ns()), time.time_ns(), reserve=True)
+        if gate_open != 1 and reasons & CANCEL_ALL_GATE_REASONS and epoch != self._last_cancel_all_gate_epoch:
+            self._last_cancel_all_gate_epoch = epoch
+            self._cancel_everything("gate", epoch, now_mono)
+        return 1
+
+    def _in_flight_timeouts(self, now_mono: int) -> int:
+        expired = self.book.expired(now_mono)
+        if not expired:
+            return 0
+        why = SendReason.TIMEOUT_QUERY if self.ready else SendReason.RECOVERY
+        for order in expired:
+            order.timeouts += 1
+            order.deadline_ns = now_mono + self.in_flight_timeout_ns
+            self.c_timeouts.inc()
+            if order.timeouts == 1 or order.timeouts % 10 == 0:
+                log.warning("no venue answer for %r: queried by cancel (%d)", order, order.timeouts)
+            if order.timeouts == 1:
+                self._report_local(ExecEvent.PENDING_TIMEOUT, order.client_order_id, order.orig_client_order_id,
+                                   order.strategy_id, order.symbol_id, order.side, order.leaves, order.price, 0, 0)
+            if self.session.logged_in and order.state in OPEN_STATES:
+                self._send_cancel(order, 0, why, now_mono)
+        return len(expired)
+
+    # ------------------------------------------------------------------ journal, positions, counters
+
+    def _journal(self, record_type: int, payload: bytes, now_ns: int, reserve: bool = False,
+                 count_failure: bool = True) -> bool:
+        try:
+            self.journal.append(record_type, payload, now_ns, reserve)
+            return True
+        except JournalError as exc:
+            self.c_unjournaled.inc()
+            if count_failure:
+                self._journal_failed(str(exc))
+            return False
+
+    def _journal_failed(self, reason: str) -> None:
+        """Fail closed: no new order leaves from now on (cancels still do)."""
+        if self.gate.journal_ok:
+            log.error("journal failed (%s): refusing new orders; cancels are still sent", reason)
+        self.journal.fail(reason)
+        self.gate.journal_ok = False
+        self.c_journal_failed.set(1)
+        self.control.set("oms_ready", 0)
+
+    def _changed(self, symbol_id: int) -> None:
+        if not self._dirty[symbol_id]:
+            self._dirty[symbol_id] = True
+            self._dirty_ids.append(symbol_id)
+
+    def _flush_positions(self, now_ns: int) -> None:
+        for sid in self._dirty_ids:
+            self._dirty[sid] = False
+            self._publish_position(sid, now_ns)
+        self._dirty_ids.clear()
+        self._publish_open_orders()
+
+    def _publish_position(self, sid: int, now_ns: int) -> None:
+        p = self.book.positions
+        self.positions_table.publish(sid, p.position[sid], p.cost_basis[sid], p.realized_pnl[sid], p.orders_sent[sid],
+                                     p.fills[sid], p.filled_shares[sid], p.rejects[sid], p.open_orders[sid], now_ns)
+
+    def _publish_open_orders(self) -> None:
+        count = self.book.open_orders
+        if count != self._open_orders_published:
+            self._open_orders_published = count
+            self.control.set("oms_open_orders", count)
+            self.c_open_orders.set(count)
+
+    def _setup_counters(self) -> None:
+        allocate = self.context.counters.allocate
+        self.c_orders_sent = allocate("oms.orders_sent")
+        self.c_replaces_sent = allocate("oms.replaces_sent")
+        self.c_cancels_sent = allocate("oms.cancels_sent")
+        self.c_cancel_all = allocate("oms.cancel_all")
+        self.c_cancel_all_orders = allocate("oms.cancel_all_orders")
+        self.c_rejects = {reason: allocate(f"oms.rejects.{reason.name}") for reason in OmsReason}
+        self.c_bad_orders = allocate("oms.bad_orders")
+        self.c_redelivered = allocate("oms.redelivered")
+        self.c_fills = allocate("oms.fills")
+        self.c_reports = allocate("oms.exec_reports")
+        self.c_dropped_strategy = allocate("oms.reports_dropped.strategy")
+        self.c_dropped_risk = allocate("oms.reports_dropped.risk")
+        self.c_timeouts = allocate("oms.in_flight_timeouts")
+        self.c_venue_messages = allocate("oms.venue_messages")
+        self.c_venue_bad = allocate("oms.venue_bad_messages")
+        self.c_unknown_tokens = allocate("oms.unknown_tokens")
+        self.c_illegal = allocate("oms.illegal_transitions")
+        self.c_duplicate_fills = allocate("oms.duplicate_fills")
+        self.c_connects = allocate("oms.session.connects")
+        self.c_logins = allocate("oms.session.logins")
+        self.c_login_rejects = allocate("oms.session.login_rejects")
+        self.c_disconnects = allocate("oms.session.disconnects")
+        self.c_protocol_errors = allocate("oms.session.protocol_errors")
+        self.c_debug = allocate("oms.session.debug_messages")
+        self.c_sequence_resets = allocate("oms.session.sequence_resets")
+        self.c_session_up = allocate("oms.session.up", CounterKind.GAUGE)
+        self.c_journal_records = allocate("oms.journal.records")
+        self.c_journal_bytes = allocate("oms.journal.bytes", CounterKind.GAUGE)
+        self.c_journal_syncs = allocate("oms.journal.syncs")
+        self.c_journal_sync_errors = allocate("oms.journal.sync_errors")
+        self.c_journal_failed = allocate("oms.journal.failed", CounterKind.GAUGE)
+        self.c_journal_truncated = allocate("oms.journal.truncated_bytes", CounterKind.INFO)
+        self.c_unjournaled = allocate("oms.journal.unjournaled")
+        self.c_recovery_records = allocate("oms.recovery.records", CounterKind.INFO)
+        self.c_recovery_ns = allocate("oms.recovery.ns", CounterKind.INFO)
+        self.c_unknown_symbols = allocate("oms.recovery.unknown_symbols", CounterKind.INFO)
+        self.c_open_orders = allocate("oms.open_orders", CounterKind.GAUGE)
+        self.c_control_events = allocate("oms.control_events")
+        self.c_snapshots = allocate("oms.snapshots")
+        self.c_bad_ring_records = allocate("oms.bad_ring_records")
+        self.c_journal_failed.set(0)
+
+    def _publish_counters(self) -> None:
+        book, session, journal = self.book, self.session, self.journal
+        self.c_venue_bad.set(book.bad_messages)
+        self.c_unknown_tokens.set(book.unknown_tokens)
+        self.c_illegal.set(book.illegal_transitions)
+        self.c_duplicate_fills.set(book.duplicate_fills)
+        self.c_connects.set(session.connects)
+        self.c_logins.set(session.logins)
+        self.c_login_rejects.set(session.login_rejects)
+        self.c_disconnects.set(session.disconnects)
+        self.c_protocol_errors.set(session.protocol_errors)
+        self.c_session_up.set(1 if session.logged_in else 0)
+        self.c_journal_records.set(journal.next_sequence - 1)
+        self.c_journal_bytes.set(journal.used_bytes)
+        self.c_journal_syncs.set(journal.syncs)
+        self.c_journal_sync_errors.set(journal.sync_errors)
+
+
+_SIDE_BYTES = {int(side): bytes([int(side)]) for side in Side}

@@ -1,0 +1,145 @@
+"""The OMS's settings: the ``params`` of the oms process in ``shm_layout.yaml``, checked once.
+
+Parsed before the agent starts (nothing on the hot path reads YAML). Every problem names the
+key path and the reason; the agent turns it into a ``LayoutError`` (the runner exits 2).
+Defaults match the simulated exchange's embedded configuration (firm ALGO1/secret1, MPID ALGO,
+order entry on 127.0.0.1:15000), so ``params`` may be left out there.
+
+    venue: {host: 127.0.0.1, port: 15000}
+    username: ALGO1            # SoupBinTCP login, 1..6 letters or digits
+    password: secret1          # 1..10 printable characters
+    firm: ALGO                 # the OUCH Enter Order firm field (MPID), 4 letters or digits
+    journal: run/oms-journal.bin   # relative to the layout file's directory
+    journal_size_mb: 64        # preallocated
+    durability: group          # per_event | group | page_cache (see journal.py for what each risks)
+    group_commit_us: 1000      # group: fdatasync at most this long after an append
+    risk_heartbeat_limit_ms: 50    # a risk heartbeat older than this closes the gate
+    in_flight_timeout_ms: 2000     # no venue answer this long: flagged, queried by cancel
+    unacked_timeout_ms: 1000       # after a restart: unacknowledged orders cancelled by token after this
+    reconnect_min_ms: 100      # reconnect backoff, doubling up to
+    reconnect_max_ms: 5000
+    heartbeat_ms: 1000         # SoupBinTCP client heartbeat after this long of our silence
+    peer_timeout_ms: 15000     # the venue is dead after this long of its silence
+    replay_quiet_ms: 50        # after login: the replay is complete when no sequenced message came for this long
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+
+from appliance.oms.journal import DURABILITY_POLICIES
+
+
+class OmsConfigError(ValueError):
+    def __init__(self, key_path: str, reason: str):
+        super().__init__(f"{key_path}: {reason}")
+        self.key_path = key_path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class OmsConfig:
+    venue_host: str = "127.0.0.1"
+    venue_port: int = 15000
+    username: str = "ALGO1"
+    password: str = "secret1"
+    firm: str = "ALGO"
+    journal: str = "run/oms-journal.bin"          # as given; ``journal_path`` is resolved
+    journal_path: str = ""
+    journal_size_mb: int = 64
+    durability: str = "group"
+    group_commit_us: int = 1000
+    risk_heartbeat_limit_ms: int = 50
+    in_flight_timeout_ms: int = 2000
+    unacked_timeout_ms: int = 1000
+    reconnect_min_ms: int = 100
+    reconnect_max_ms: int = 5000
+    heartbeat_ms: int = 1000
+    peer_timeout_ms: int = 15000
+    replay_quiet_ms: int = 50
+
+
+_RANGES = {
+    "journal_size_mb": (1, 65536), "group_commit_us": (10, 10_000_000), "risk_heartbeat_limit_ms": (1, 3_600_000),
+    "in_flight_timeout_ms": (1, 3_600_000), "unacked_timeout_ms": (1, 3_600_000),
+    "reconnect_min_ms": (1, 3_600_000), "reconnect_max_ms": (1, 3_600_000), "heartbeat_ms": (10, 60_000),
+    "peer_timeout_ms": (100, 3_600_000), "replay_quiet_ms": (1, 60_000),
+}
+_STRINGS = ("username", "password", "firm", "journal", "durability")
+_KNOWN = set(_RANGES) | set(_STRINGS) | {"venue"}
+_USERNAME = re.compile(r"[A-Za-z0-9]{1,6}")
+_PASSWORD = re.compile(r"[!-~]{1,10}")
+_FIRM = re.compile(r"[A-Z0-9]{4}")
+
+
+def _type_name(value) -> str:
+    return {bool: "a boolean", int: "an integer", str: "a string", dict: "a mapping", list: "a list",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _integer(value, path: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OmsConfigError(path, f"expected an integer, got {_type_name(value)}")
+    if not low <= value <= high:
+        raise OmsConfigError(path, f"must be {low}..{high}, got {value}")
+    return value
+
+
+def _string(value, path: str) -> str:
+    if not isinstance(value, str):
+        raise OmsConfigError(path, f"expected a string, got {_type_name(value)}")
+    return value
+
+
+def parse_oms_params(params: dict | None, layout_path: str = "", path: str = "processes.oms.params") -> OmsConfig:
+    """An OmsConfig from the oms process's ``params`` (None or {} gives the defaults)."""
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise OmsConfigError(path, f"expected a mapping, got {_type_name(params)}")
+    values: dict = {}
+    for key, value in params.items():
+        key_path = f"{path}.{key}"
+        if key not in _KNOWN:
+            raise OmsConfigError(key_path, f"unknown key (known: {', '.join(sorted(_KNOWN))})")
+        if key in _RANGES:
+            values[key] = _integer(value, key_path, *_RANGES[key])
+        elif key in _STRINGS:
+            values[key] = _string(value, key_path)
+    if "venue" in params:
+        venue = params["venue"]
+        if not isinstance(venue, dict):
+            raise OmsConfigError(f"{path}.venue", f"expected a mapping with host and port, got {_type_name(venue)}")
+        unknown = set(venue) - {"host", "port"}
+        if unknown:
+            raise OmsConfigError(f"{path}.venue.{sorted(unknown)[0]}", "unknown key (known: host, port)")
+        if "host" in venue:
+            host = _string(venue["host"], f"{path}.venue.host")
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise OmsConfigError(f"{path}.venue.host", f"{host!r} is not an IPv4 address") from None
+            values["venue_host"] = host
+        if "port" in venue:
+            values["venue_port"] = _integer(venue["port"], f"{path}.venue.port", 1, 65535)
+    if "username" in values and not _USERNAME.fullmatch(values["username"]):
+        raise OmsConfigError(f"{path}.username", "must be 1..6 letters or digits (SoupBinTCP Alpha 6)")
+    if "password" in values and not _PASSWORD.fullmatch(values["password"]):
+        raise OmsConfigError(f"{path}.password", "must be 1..10 printable characters without spaces")
+    if "firm" in values and not _FIRM.fullmatch(values["firm"]):
+        raise OmsConfigError(f"{path}.firm", "must be 4 capital letters or digits (the OUCH firm field)")
+    if "durability" in values and values["durability"] not in DURABILITY_POLICIES:
+        raise OmsConfigError(f"{path}.durability", f"must be one of {', '.join(DURABILITY_POLICIES)}, "
+                             f"got {values['durability']!r}")
+    if "journal" in values and not values["journal"].strip():
+        raise OmsConfigError(f"{path}.journal", "must be a file path")
+    config = OmsConfig(**values)
+    if config.reconnect_max_ms < config.reconnect_min_ms:
+        raise OmsConfigError(f"{path}.reconnect_max_ms", f"must be at least reconnect_min_ms "
+                             f"({config.reconnect_min_ms}), got {config.reconnect_max_ms}")
+    if config.peer_timeout_ms <= config.heartbeat_ms:
+        raise OmsConfigError(f"{path}.peer_timeout_ms", f"must be more than heartbeat_ms ({config.heartbeat_ms})")
+    base = os.path.dirname(os.path.abspath(layout_path)) if layout_path else os.getcwd()
+    journal_path = config.journal if os.path.isabs(config.journal) else os.path.join(base, config.journal)
+    return OmsConfig(**{**config.__dict__, "journal_path": os.path.normpath(journal_path)})

@@ -1,0 +1,117 @@
+"""The per-order gate, enforced in the OMS before any new order or replace is written to the wire.
+
+A new order or replace passes only when all of these hold, checked in this order (the first
+failure is the reason given back to the strategy and counted as ``oms.rejects.<REASON>``):
+
+1. the journal is healthy (``JOURNAL_FAILED``);
+2. the OMS has recovered: journal replayed, the venue's replay applied, unacknowledged orders
+   resolved (``NOT_RECOVERED``);
+3. the supervisor's ``gate_open`` control word is 1 (``GATE_CLOSED``);
+4. risk's heartbeat in the process table is younger than ``risk_heartbeat_limit_ms``
+   (``RISK_STALE``; a risk that never beat is stale);
+5. the session is logged in and its replay applied (``SESSION_DOWN``).
+
+That the order came from risk is structural: the OMS reads new orders from the
+``approved_orders`` ring only, and refuses to start when the layout names a producer other
+than ``risk`` for it. Cancels do not pass through the gate.
+
+Everything is an acquire load of a shared word: no allocation, no system call beyond the clock.
+"""
+from __future__ import annotations
+
+import time
+
+from appliance.messages.codes import OmsReason
+from appliance.runtime import _shm
+from appliance.runtime.counters import process_record_offset
+
+GATE_OPEN = 0          # check() result when the order may go
+
+
+class Gate:
+    def __init__(self, memory, layout, risk_process: str, risk_heartbeat_limit_ms: int):
+        control = memory.control(None)
+        self._control_atomics = control.atomics
+        self._gate_open_offset = control.word_offset("gate_open")
+        self._gate_reasons_offset = control.word_offset("gate_reasons")
+        self._gate_epoch_offset = control.word_offset("gate_epoch")
+        table = layout.table_of_kind("processes")
+        self._process_atomics = _shm.AtomicView(memory.buffer_of(table.segment), False)
+        record = process_record_offset(layout, layout.processes[risk_process])
+        self._risk_beats_offset = record + _shm.PROC_BEATS_OFFSET
+        self._risk_last_beat_offset = record + _shm.PROC_LAST_BEAT_MONO_NS_OFFSET
+        self.limit_ns = risk_heartbeat_limit_ms * 1_000_000
+        self._journal_ok = True
+        self._recovered = False
+        self._session_ready = False
+        self._local_reason = OmsReason.NOT_RECOVERED    # the first failing local condition, 0 when none
+
+    # The OMS's own conditions change rarely (from the slow path); folding them into one word keeps
+    # the per-order check to two shared loads.
+    def _update(self) -> None:
+        self._local_reason = (OmsReason.JOURNAL_FAILED if not self._journal_ok else
+                              OmsReason.NOT_RECOVERED if not self._recovered else
+                              OmsReason.SESSION_DOWN if not self._session_ready else 0)
+
+    @property
+    def journal_ok(self) -> bool:
+        return self._journal_ok
+
+    @journal_ok.setter
+    def journal_ok(self, value: bool) -> None:
+        self._journal_ok = value
+        self._update()
+
+    @property
+    def recovered(self) -> bool:
+        return self._recovered
+
+    @recovered.setter
+    def recovered(self, value: bool) -> None:
+        self._recovered = value
+        self._update()
+
+    @property
+    def session_ready(self) -> bool:
+        return self._session_ready
+
+    @session_ready.setter
+    def session_ready(self, value: bool) -> None:
+        self._session_ready = value
+        self._update()
+
+    def gate_open(self) -> bool:
+        return self._control_atomics.load(self._gate_open_offset) == 1
+
+    def gate_word(self) -> tuple[int, int, int]:
+        """(gate_open, gate_reasons, gate_epoch) as the supervisor last wrote them."""
+        load = self._control_atomics.load
+        return load(self._gate_open_offset), load(self._gate_reasons_offset), load(self._gate_epoch_offset)
+
+    def risk_heartbeat_age_ns(self, now_mono_ns: int | None = None) -> int | None:
+        load = self._process_atomics.load
+        if not load(self._risk_beats_offset):
+            return None
+        now = time.monotonic_ns() if now_mono_ns is None else now_mono_ns
+        return max(0, now - load(self._risk_last_beat_offset))
+
+    def risk_fresh(self, now_mono_ns: int) -> bool:
+        load = self._process_atomics.load
+        return bool(load(self._risk_beats_offset)) and now_mono_ns - load(self._risk_last_beat_offset) < self.limit_ns
+
+    def check(self, now_mono_ns: int) -> int:
+        """GATE_OPEN (0), or the OmsReason that stops a new order or replace (in the order of the
+        module docstring; a session that is down is reported after the gate and risk)."""
+        local = self._local_reason
+        if local and local != OmsReason.SESSION_DOWN:
+            return local
+        if self._control_atomics.load(self._gate_open_offset) != 1:
+            return OmsReason.GATE_CLOSED
+        # a risk that never beat has last beat 0: older than any limit
+        if now_mono_ns - self._process_atomics.load(self._risk_last_beat_offset) >= self.limit_ns:
+            return OmsReason.RISK_STALE
+        return local
+
+    def close(self) -> None:
+        self._control_atomics = None
+        self._process_atomics = None

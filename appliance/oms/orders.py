@@ -1,0 +1,538 @@
+"""Orders as the venue sees them: the state machine, the books by token and client id, positions.
+
+States: PENDING_NEW (sent, not acknowledged), LIVE, PARTIALLY_FILLED, FILLED, PENDING_CANCEL (a
+cancel or reduce is outstanding), CANCELED, REJECTED, REPLACED. The venue's OUCH messages drive
+them (``apply_ouch``): Accepted, Replaced, Canceled, Executed, Rejected, Broken Trade, Cancel
+Pending, Cancel Reject. Each order keeps its outstanding requests in the order they were sent
+(a cancel's target size, or the replacement order of a replace); the venue answers them in that
+order, so a Cancel Reject answers the oldest one.
+
+Rules where the venue leaves room:
+
+- A transition the table does not allow is *illegal*: counted (``illegal_transitions``), logged,
+  and the state left as it was. A fill is applied to the position even then: the venue says we
+  traded, and the OMS must never lie about a position.
+- A Cancel Reject answering a replace rejects the replacement (REJECTED, source EXCHANGE,
+  reason 'I'); answering a cancel of an order the venue never acknowledged, it means the venue
+  never had the order (REJECTED, reason 'I'); otherwise the order returns to what it was.
+- A reduce (cancel to a size above 0) that a fill makes moot (leaves at or below the target) is
+  considered answered: the venue sends nothing for it.
+- Broken Trade reverses the fill (shares and position, as an opposite fill at the same price);
+  the order's state does not change.
+- An Accepted for a token this OMS does not know (a journal that lost its tail to a power loss)
+  creates an orphan order (client id 0) so later fills still reach the position; a fill for an
+  unknown token that was never accepted is counted and cannot be placed.
+
+Positions per symbol id: signed shares, cost basis (signed sum of price x shares of the open
+position; the average price is cost / position), realized P&L (price units x shares), and the
+tallies of the shared positions table.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+
+from appliance.messages.codes import ExecEvent, RejectSource
+from appliance.wire import ouch
+
+log = logging.getLogger("appliance.oms.orders")
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+REJECT_REASON_NO_SUCH_ORDER = ord("I")      # reason byte reported when a Cancel Reject kills an order
+CANCEL_REASON_USER = ord("U")
+
+
+class OrderState(enum.IntEnum):
+    PENDING_NEW = 1
+    LIVE = 2
+    PARTIALLY_FILLED = 3
+    FILLED = 4
+    PENDING_CANCEL = 5
+    CANCELED = 6
+    REJECTED = 7
+    REPLACED = 8
+
+
+class OrderEvent(enum.IntEnum):
+    """What can happen to one order (the columns of the transition table)."""
+    ACCEPT = 1            # Accepted
+    REPLACE_ACK = 2       # Replaced, for the replacement order
+    REPLACE_DONE = 3      # Replaced, for the order it replaced
+    EXECUTE = 4
+    VENUE_CANCEL = 5      # Canceled (any reason)
+    REJECT = 6
+    BREAK = 7
+    CANCEL_REQUEST = 8    # the OMS sends a cancel or reduce
+    CANCEL_REJECT = 9
+    CANCEL_PENDING = 10
+
+
+S, E = OrderState, OrderEvent
+OPEN_STATES = frozenset((S.PENDING_NEW, S.LIVE, S.PARTIALLY_FILLED, S.PENDING_CANCEL))
+TERMINAL_STATES = frozenset((S.FILLED, S.CANCELED, S.REJECTED, S.REPLACED))
+_WORKING = (S.LIVE, S.PARTIALLY_FILLED)
+
+# (state, event) pairs that are legal. The resulting state depends on quantities (a fill may or
+# may not complete the order), so the handlers compute it; ``expected_state`` in the tests says
+# which. Everything not listed is illegal.
+LEGAL: frozenset[tuple[OrderState, OrderEvent]] = frozenset(
+    [(S.PENDING_NEW, E.ACCEPT), (S.PENDING_NEW, E.REPLACE_ACK), (S.PENDING_NEW, E.REJECT),
+     (S.PENDING_NEW, E.CANCEL_REQUEST)]
+    + [(s, e) for s in _WORKING for e in (E.EXECUTE, E.VENUE_CANCEL, E.REPLACE_DONE, E.BREAK, E.CANCEL_REQUEST,
+                                          E.CANCEL_REJECT, E.CANCEL_PENDING)]
+    + [(S.PENDING_CANCEL, e) for e in (E.ACCEPT, E.REPLACE_ACK, E.REJECT, E.EXECUTE, E.VENUE_CANCEL,
+                                       E.REPLACE_DONE, E.BREAK, E.CANCEL_REQUEST, E.CANCEL_REJECT,
+                                       E.CANCEL_PENDING)]
+    + [(s, E.CANCEL_REJECT) for s in TERMINAL_STATES]          # a late answer to a cancel or replace
+    + [(s, E.BREAK) for s in (S.FILLED, S.CANCELED, S.REPLACED)])
+
+
+class Order:
+    __slots__ = ("token", "client_order_id", "orig_client_order_id", "strategy_id", "symbol_id", "symbol", "side",
+                 "price", "shares", "tif", "state", "leaves", "executed", "canceled", "order_ref", "acked",
+                 "replaces", "requests", "deadline_ns", "timeouts", "t_sent_ns")
+
+    def __init__(self, token: bytes, client_order_id: int, strategy_id: int, symbol_id: int, symbol: bytes,
+                 side: int, shares: int, price: int, tif: int, orig_client_order_id: int = 0):
+        self.token = token
+        self.client_order_id = client_order_id
+        self.orig_client_order_id = orig_client_order_id
+        self.strategy_id = strategy_id
+        self.symbol_id = symbol_id
+        self.symbol = symbol
+        self.side = side
+        self.price = price
+        self.shares = shares
+        self.tif = tif
+        self.state = S.PENDING_NEW
+        self.leaves = shares
+        self.executed = 0
+        self.canceled = 0
+        self.order_ref = 0
+        self.acked = False
+        self.replaces: Order | None = None     # the order this one replaces
+        self.requests: list = []               # outstanding: int (cancel target) or Order (replacement)
+        self.deadline_ns = 0                   # monotonic; 0 when nothing is outstanding
+        self.timeouts = 0
+        self.t_sent_ns = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    @property
+    def buys(self) -> bool:
+        return self.side == 66                 # 'B'; 'S', 'T' (short) and 'E' sell
+
+    def __repr__(self) -> str:
+        return (f"Order({self.token!r}, client {self.client_order_id}, {self.state.name}, "
+                f"{chr(self.side)} {self.shares}@{self.price}, leaves {self.leaves})")
+
+
+class Positions:
+    """Per symbol id: position, cost basis, realized P&L and the table's tallies (plain lists)."""
+
+    def __init__(self, symbols: int):
+        n = symbols
+        self.position = [0] * n
+        self.cost_basis = [0] * n
+        self.realized_pnl = [0] * n
+        self.orders_sent = [0] * n
+        self.fills = [0] * n
+        self.filled_shares = [0] * n
+        self.rejects = [0] * n
+        self.open_orders = [0] * n
+
+    def fill(self, symbol_id: int, signed_shares: int, price: int) -> None:
+        position = self.position[symbol_id]
+        cost = self.cost_basis[symbol_id]
+        if position and (position > 0) != (signed_shares > 0):
+            closing = min(abs(signed_shares), abs(position))
+            removed = cost * closing // abs(position)
+            sign = 1 if position > 0 else -1
+            self.realized_pnl[symbol_id] += sign * closing * price - removed
+            cost -= removed
+            position -= sign * closing
+            rest = signed_shares + sign * closing            # what is left opens the other way
+        else:
+            rest = signed_shares
+        if rest:
+            position += rest
+            cost += rest * price
+        self.position[symbol_id] = position
+        self.cost_basis[symbol_id] = cost
+
+    def average_price(self, symbol_id: int) -> float:
+        position = self.position[symbol_id]
+        return self.cost_basis[symbol_id] / position / 10_000 if position else 0.0
+
+
+class OrderBook:
+    """Every order of the day by token and by client order id, and the positions they made.
+
+    ``report(event, order, shares, price, match, reason, source, t_exchange_ns)`` is called for
+    every execution report to send (None during journal replay); ``changed(symbol_id)`` after
+    every change of a symbol's position or tallies.
+    """
+
+    def __init__(self, symbols: list[str], report=None, changed=None):
+        self.symbols = list(symbols)
+        self._symbol_id = {s.encode("ascii").ljust(8): i for i, s in enumerate(self.symbols)}
+        self.by_token: dict[bytes, Order] = {}
+        self.by_client: dict[int, Order] = {}
+        self.positions = Positions(len(self.symbols))
+        self.report = report
+        self.changed = changed
+        self.open_orders = 0
+        self.in_flight: set[Order] = set()
+        self.fills_by_match: dict[int, tuple[Order, int, int]] = {}
+        self.illegal_transitions = 0
+        self.unknown_tokens = 0
+        self.orphans = 0
+        self.bad_messages = 0
+        self.duplicate_fills = 0
+        self.system_events: list[str] = []
+        self._handlers = {
+            b"A"[0]: self._accepted, b"U"[0]: self._replaced, b"C"[0]: self._canceled, b"E"[0]: self._executed,
+            b"J"[0]: self._rejected, b"B"[0]: self._broken, b"P"[0]: self._cancel_pending,
+            b"I"[0]: self._cancel_reject, b"S"[0]: self._system_event,
+        }
+
+    def symbol_id(self, stock: bytes) -> int:
+        """The layout's id of an 8-byte stock field, or -1."""
+        return self._symbol_id.get(stock.ljust(8), -1)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _set_state(self, order: Order, state: OrderState) -> None:
+        was_open = order.state in OPEN_STATES
+        order.state = state
+        now_open = state in OPEN_STATES
+        if was_open != now_open:
+            delta = 1 if now_open else -1
+            self.open_orders += delta
+            if order.symbol_id >= 0:
+                self.positions.open_orders[order.symbol_id] += delta
+                self._changed(order.symbol_id)
+        if not now_open:
+            self.in_flight.discard(order)
+            order.deadline_ns = 0
+
+    def _changed(self, symbol_id: int) -> None:
+        if self.changed is not None and symbol_id >= 0:
+            self.changed(symbol_id)
+
+    def _illegal(self, order: Order, event: OrderEvent) -> None:
+        self.illegal_transitions += 1
+        if self.illegal_transitions <= 100 or self.illegal_transitions % 1000 == 0:
+            log.warning("illegal transition: %s in %s (%d so far)", event.name, order.state.name,
+                        self.illegal_transitions)
+
+    def _settled_state(self, order: Order) -> OrderState:
+        """The state of an order with nothing outstanding, from its quantities."""
+        if not order.acked:
+            return S.PENDING_NEW
+        if order.leaves <= 0:
+            return S.CANCELED if order.canceled else S.FILLED
+        return S.PARTIALLY_FILLED if order.executed else S.LIVE
+
+    def _cancel_outstanding(self, order: Order) -> bool:
+        return any(type(r) is int for r in order.requests)
+
+    def _await(self, order: Order, now_ns: int, timeout_ns: int) -> None:
+        if not order.deadline_ns:
+            order.deadline_ns = now_ns + timeout_ns
+        self.in_flight.add(order)
+
+    def _answered(self, order: Order) -> None:
+        """Something came back for ``order``: stop its in-flight clock when nothing is outstanding."""
+        if order.acked and not order.requests:
+            order.deadline_ns = 0
+            self.in_flight.discard(order)
+
+    # ------------------------------------------------------------------ what the OMS sends
+
+    def add_new(self, token: bytes, client_order_id: int, strategy_id: int, symbol_id: int, symbol: bytes, side: int,
+                shares: int, price: int, tif: int, now_ns: int = 0, timeout_ns: int = 0) -> Order:
+        order = Order(token, client_order_id, strategy_id, symbol_id, symbol, side, shares, price, tif)
+        order.t_sent_ns = now_ns
+        self.by_token[token] = order
+        if client_order_id:
+            self.by_client[client_order_id] = order
+        self.open_orders += 1
+        if symbol_id >= 0:
+            p = self.positions
+            p.open_orders[symbol_id] += 1
+            p.orders_sent[symbol_id] += 1
+            self._changed(symbol_id)
+        self._await(order, now_ns, timeout_ns)
+        return order
+
+    def add_replacement(self, old: Order, token: bytes, client_order_id: int, shares: int, price: int, tif: int,
+                        now_ns: int = 0, timeout_ns: int = 0) -> Order:
+        order = self.add_new(token, client_order_id, old.strategy_id, old.symbol_id, old.symbol, old.side, shares,
+                             price, tif, now_ns, timeout_ns)
+        order.orig_client_order_id = old.client_order_id
+        order.replaces = old
+        old.requests.append(order)
+        self._await(old, now_ns, timeout_ns)
+        return order
+
+    def request_cancel(self, order: Order, target_shares: int = 0, now_ns: int = 0, timeout_ns: int = 0) -> bool:
+        """A cancel (target 0) or reduce is about to be sent; False (nothing to send) if it is illegal."""
+        if (order.state, E.CANCEL_REQUEST) not in LEGAL:
+            self._illegal(order, E.CANCEL_REQUEST)
+            return False
+        order.requests.append(target_shares)
+        self._set_state(order, S.PENDING_CANCEL)
+        self._await(order, now_ns, timeout_ns)
+        return True
+
+    # ------------------------------------------------------------------ what the venue says
+
+    def apply_ouch(self, message: bytes, t_rx_ns: int) -> int:
+        """Apply one outbound OUCH message (the payload of a Sequenced Data packet). Returns 1 if
+        it was understood, 0 if counted as bad."""
+        if not message:
+            self.bad_messages += 1
+            return 0
+        layout = ouch.OUTBOUND.by_byte[message[0]]
+        if layout is None or len(message) != layout.size:
+            self.bad_messages += 1
+            return 0
+        values = layout.unpack_from(message, 0)
+        midnight = t_rx_ns - t_rx_ns % NS_PER_DAY
+        t_exchange_ns = midnight + values[1]
+        if t_exchange_ns > t_rx_ns + 3_600_000_000_000:      # stamped before midnight, received after
+            t_exchange_ns -= NS_PER_DAY
+        self._handlers[message[0]](values, t_exchange_ns)
+        return 1
+
+    def _known(self, token: bytes) -> Order | None:
+        order = self.by_token.get(token)
+        if order is None:
+            self.unknown_tokens += 1
+            if self.unknown_tokens <= 100:
+                log.warning("venue message for unknown token %r", token)
+        return order
+
+    def _emit(self, event, order: Order, shares: int, price: int, match: int = 0, reason: int = 0, source: int = 0,
+              t_exchange_ns: int = 0) -> None:
+        if self.report is not None:
+            self.report(event, order, shares, price, match, reason, source, t_exchange_ns)
+
+    def _system_event(self, values, t_exchange_ns: int) -> None:
+        self.system_events.append(values[2].decode("latin-1"))
+
+    def _accepted(self, values, t_exchange_ns: int) -> None:
+        # type, timestamp, token, side, shares, stock, price, tif, firm, display, ref, capacity, ise, minq, cross,
+        # state, bbo
+        token = values[2]
+        order = self.by_token.get(token)
+        if order is None:
+            order = self._orphan(token, values)
+            if order is None:
+                return
+        if (order.state, E.ACCEPT) not in LEGAL or order.acked:
+            self._illegal(order, E.ACCEPT)
+            return
+        order.acked = True
+        order.order_ref = values[10]
+        order.shares = values[4]
+        order.leaves = values[4] - order.executed - order.canceled
+        if order.state is S.PENDING_NEW:
+            self._set_state(order, S.LIVE)
+        self._answered(order)
+        self._emit(ExecEvent.ACCEPTED, order, order.shares, order.price, t_exchange_ns=t_exchange_ns)
+
+    def _orphan(self, token: bytes, values) -> Order | None:
+        """An Accepted for a token we never journaled: adopt it so its fills reach the position."""
+        self.unknown_tokens += 1
+        self.orphans += 1
+        log.error("Accepted for unknown token %r: adopted as an orphan order", token)
+        symbol = values[5]
+        return self.add_new(token, 0, 0, self.symbol_id(symbol), symbol, values[3][0], values[4], values[6], values[7])
+
+    def _replaced(self, values, t_exchange_ns: int) -> None:
+        token, previous = values[2], values[16]
+        order = self.by_token.get(token)
+        old = self.by_token.get(previous)
+        if order is None:
+            if old is None:
+                self.unknown_tokens += 1
+                return
+            order = self.add_replacement(old, token, 0, values[4], values[6], values[7])
+            self.orphans += 1
+        if old is not None:
+            if (old.state, E.REPLACE_DONE) in LEGAL:
+                if order in old.requests:
+                    old.requests.remove(order)
+                old.leaves = 0
+                self._set_state(old, S.REPLACED)
+                self._answered(old)
+            else:
+                self._illegal(old, E.REPLACE_DONE)
+        if (order.state, E.REPLACE_ACK) not in LEGAL or order.acked:
+            self._illegal(order, E.REPLACE_ACK)
+            return
+        order.acked = True
+        order.order_ref = values[10]
+        order.shares = values[4]
+        order.leaves = values[4] - order.executed - order.canceled
+        if order.state is S.PENDING_NEW:
+            self._set_state(order, S.LIVE)
+        self._answered(order)
+        self._emit(ExecEvent.REPLACED, order, order.shares, order.price, t_exchange_ns=t_exchange_ns)
+
+    def _canceled(self, values, t_exchange_ns: int) -> None:
+        token, decrement, reason = values[2], values[3], values[4][0]
+        order = self._known(token)
+        if order is None:
+            return
+        if (order.state, E.VENUE_CANCEL) not in LEGAL or not order.acked:
+            self._illegal(order, E.VENUE_CANCEL)
+            return
+        decrement = min(decrement, order.leaves)
+        order.leaves -= decrement
+        order.canceled += decrement
+        requests = order.requests
+        if reason == CANCEL_REASON_USER:
+            for i, request in enumerate(requests):
+                if type(request) is int:
+                    del requests[i]
+                    break
+        if order.leaves <= 0:
+            # nothing left: outstanding cancels and reduces are moot (replaces still get their answer)
+            order.requests = [r for r in requests if type(r) is not int]
+            self._set_state(order, S.CANCELED)
+        elif not self._cancel_outstanding(order):
+            self._set_state(order, self._settled_state(order))
+        self._answered(order)
+        self._emit(ExecEvent.CANCELED, order, decrement, order.price, reason=reason, t_exchange_ns=t_exchange_ns)
+
+    def _executed(self, values, t_exchange_ns: int) -> None:
+        token, shares, price, match = values[2], values[3], values[4], values[6]
+        order = self._known(token)
+        if order is None:
+            return
+        if match in self.fills_by_match and self.fills_by_match[match][0] is order:
+            self.duplicate_fills += 1          # never apply the same fill twice
+            return
+        legal = (order.state, E.EXECUTE) in LEGAL and order.acked
+        if not legal:
+            self._illegal(order, E.EXECUTE)
+        self._apply_fill(order, shares, price, match)
+        if legal:
+            requests = order.requests
+            if requests:
+                leaves = order.leaves
+                order.requests = [r for r in requests if not (type(r) is int and r > 0 and r >= leaves)]
+            if order.leaves <= 0:
+                order.requests = [r for r in order.requests if type(r) is not int]
+                self._set_state(order, S.FILLED)
+            elif not self._cancel_outstanding(order):
+                self._set_state(order, self._settled_state(order))
+            self._answered(order)
+        self._emit(ExecEvent.EXECUTED, order, shares, price, match=match, t_exchange_ns=t_exchange_ns)
+
+    def _apply_fill(self, order: Order, shares: int, price: int, match: int) -> None:
+        order.executed += shares
+        order.leaves = max(0, order.leaves - shares)
+        self.fills_by_match[match] = (order, shares, price)
+        sid = order.symbol_id
+        if sid >= 0:
+            p = self.positions
+            p.fill(sid, shares if order.buys else -shares, price)
+            p.fills[sid] += 1
+            p.filled_shares[sid] += shares
+            self._changed(sid)
+
+    def _rejected(self, values, t_exchange_ns: int) -> None:
+        token, reason = values[2], values[3][0]
+        order = self._known(token)
+        if order is None:
+            return
+        if (order.state, E.REJECT) not in LEGAL or order.acked:
+            self._illegal(order, E.REJECT)
+            return
+        self._reject(order, reason, t_exchange_ns)
+
+    def _reject(self, order: Order, reason: int, t_exchange_ns: int) -> None:
+        order.leaves = 0
+        order.requests = []
+        old = order.replaces
+        if old is not None and order in old.requests:
+            old.requests.remove(order)
+            self._answered(old)
+        self._set_state(order, S.REJECTED)
+        if order.symbol_id >= 0:
+            self.positions.rejects[order.symbol_id] += 1
+            self._changed(order.symbol_id)
+        self._emit(ExecEvent.REJECTED, order, order.shares, order.price, reason=reason,
+                   source=RejectSource.EXCHANGE, t_exchange_ns=t_exchange_ns)
+
+    def _broken(self, values, t_exchange_ns: int) -> None:
+        token, match = values[2], values[3]
+        order = self._known(token)
+        if order is None:
+            return
+        if (order.state, E.BREAK) not in LEGAL:
+            self._illegal(order, E.BREAK)
+            return
+        fill = self.fills_by_match.pop(match, None)
+        if fill is None or fill[0] is not order:
+            self.bad_messages += 1
+            log.warning("Broken Trade for match %d of %r: no such fill", match, token)
+            return
+        _order, shares, price = fill
+        order.executed -= shares
+        sid = order.symbol_id
+        if sid >= 0:
+            p = self.positions
+            p.fill(sid, -shares if order.buys else shares, price)
+            p.fills[sid] -= 1
+            p.filled_shares[sid] -= shares
+            self._changed(sid)
+        self._emit(ExecEvent.BROKEN, order, shares, price, match=match, reason=values[4][0],
+                   t_exchange_ns=t_exchange_ns)
+
+    def _cancel_pending(self, values, t_exchange_ns: int) -> None:
+        order = self._known(values[2])
+        if order is not None and (order.state, E.CANCEL_PENDING) not in LEGAL:
+            self._illegal(order, E.CANCEL_PENDING)
+
+    def _cancel_reject(self, values, t_exchange_ns: int) -> None:
+        order = self._known(values[2])
+        if order is None:
+            return
+        if (order.state, E.CANCEL_REJECT) not in LEGAL:
+            self._illegal(order, E.CANCEL_REJECT)
+            return
+        requests = order.requests
+        if not requests:
+            if order.state in OPEN_STATES:
+                self._illegal(order, E.CANCEL_REJECT)       # nothing was asked of a working order
+            return                                           # a late answer about a finished order
+        request = requests.pop(0)
+        if type(request) is Order:                           # the replace was refused: the replacement is dead
+            replacement = request
+            if replacement.state in OPEN_STATES and not replacement.acked:
+                self._reject(replacement, REJECT_REASON_NO_SUCH_ORDER, t_exchange_ns)
+            self._answered(order)
+            return
+        if not order.acked:                                  # the venue never had this order
+            self._reject(order, REJECT_REASON_NO_SUCH_ORDER, t_exchange_ns)
+            return
+        if order.state is S.PENDING_CANCEL and not self._cancel_outstanding(order):
+            self._set_state(order, self._settled_state(order))
+        self._answered(order)
+        self._emit(ExecEvent.CANCEL_REJECTED, order, 0, order.price, t_exchange_ns=t_exchange_ns)
+
+    # ------------------------------------------------------------------ queries
+
+    def open_orders_list(self) -> list[Order]:
+        return [o for o in self.by_token.values() if o.state in OPEN_STATES]
+
+    def expired(self, now_ns: int) -> list[Order]:
+        """Orders whose venue answer is overdue (in-flight timeout)."""
+        return [o for o in self.in_flight if o.deadline_ns and now_ns >= o.deadline_ns]

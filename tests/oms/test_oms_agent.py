@@ -1,0 +1,274 @@
+"""The OMS agent in this process against a scripted SoupBinTCP venue: in-flight timeouts, recovery of
+unacknowledged orders, a failing or full journal (fail closed, cancels still out), redelivered ring
+records, the kill switch, the gate's cancel-all and risk's snapshot."""
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from appliance.messages.codes import ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource
+from appliance.oms.events import ControlKind, RecordType
+from appliance.oms.journal import Journal, JournalFull, read_records
+from appliance.oms.events import control as control_payload
+from test_oms_support import Rig, ScriptedVenue, accepted, in_process_agent, journal_path, oms_layout, pump
+
+E = ExecEvent
+
+
+def accept_all(message: dict) -> list[dict]:
+    """A venue that accepts every order, cancels every cancel in full, and knows nothing else."""
+    if message["type"] == "O":
+        return [accepted(message)]
+    if message["type"] == "X":
+        return [{"type": "C", "order_token": message["order_token"], "decrement_shares": 100, "reason": "U"}]
+    return []
+
+
+class Setup:
+    def __init__(self, write_layout, unique_name, tmp_path, policy=None, **params):
+        self.venue = ScriptedVenue(policy)
+        self.journal = journal_path(tmp_path)
+        doc = oms_layout(unique_name, self.venue.port, self.journal, replay_quiet_ms=20, **params)
+        self.rig = Rig(write_layout(doc))
+        self.agents = []
+
+    def start(self):
+        agent = in_process_agent(self.rig)
+        self.agents.append(agent)
+        return agent
+
+    def crash(self, agent) -> None:
+        """What a SIGKILL leaves: no logout, no final sync; the socket and the file closed by the kernel."""
+        agent.session.close()
+        if agent.journal._committer is not None:
+            agent.journal._committer.stop()
+        agent.journal._mm.flush()
+        agent.journal._anchor = None
+        agent.journal._mm.close()
+        import os
+        os.close(agent.journal._fd)
+        agent.journal._closed = True
+        self.agents.remove(agent)
+
+    def close(self):
+        for agent in self.agents:
+            try:
+                agent.on_close()
+            except Exception:
+                pass
+        self.rig.close()
+        self.venue.close()
+
+
+@pytest.fixture
+def setup(write_layout, unique_name, tmp_path):
+    made = []
+
+    def make(policy=None, **params) -> Setup:
+        s = Setup(write_layout, unique_name, tmp_path, policy, **params)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.close()
+
+
+def ready(agent, rig: Rig) -> None:
+    pump(agent, lambda: rig.control.get("oms_ready") == 1, message="oms_ready")
+
+
+def test_an_order_the_venue_never_answers_is_flagged_and_queried_by_cancel(setup):
+    def policy(message):
+        if message["type"] == "X":
+            return [{"type": "I", "order_token": message["order_token"]}]
+        return []                                               # Enter Orders vanish
+    s = setup(policy, in_flight_timeout_ms=200)
+    agent = s.start()
+    ready(agent, s.rig)
+    s.rig.new(1)
+    pump(agent, lambda: E.REJECTED in s.rig.events(1), timeout=10, message="the order resolved")
+    assert s.rig.events(1) == [E.PENDING_TIMEOUT, E.REJECTED]
+    assert s.rig.reports_of(1)[-1]["reason"] == ord("I")
+    assert [m["type"] for m in s.venue.messages()] == ["O", "X"]
+    assert s.venue.messages("X")[0]["order_token"] == s.venue.messages("O")[0]["order_token"]
+    assert s.rig.counter("oms.in_flight_timeouts") >= 1 and s.rig.control.get("oms_open_orders") == 0
+
+
+def test_an_order_journaled_but_unacknowledged_at_a_restart_is_cancelled_by_token_before_ready(setup):
+    answers = {"cancel": False}
+
+    def policy(message):
+        if message["type"] == "X" and answers["cancel"]:
+            return [{"type": "I", "order_token": message["order_token"]}]
+        return []
+    s = setup(policy, unacked_timeout_ms=300)
+    first = s.start()
+    ready(first, s.rig)
+    s.rig.new(1)
+    pump(first, lambda: len(s.venue.messages("O")) == 1, message="the order at the venue")
+    s.crash(first)
+    answers["cancel"] = True
+    second = s.start()
+    assert s.rig.control.get("oms_ready") == 0
+    s.rig.new(2)                                                # the gate stays closed during recovery
+    pump(second, lambda: E.REJECTED_LOCALLY in s.rig.events(2), message="order 2 refused")
+    assert s.rig.reports_of(2)[0]["reason"] == OmsReason.NOT_RECOVERED
+    ready(second, s.rig)
+    assert [m["type"] for m in s.venue.messages()] == ["O", "X"]   # never sent twice; cancelled by token
+    assert s.venue.messages("X")[0]["order_token"] == s.venue.messages("O")[0]["order_token"]
+    assert second.book.by_client[1].state.name == "REJECTED"
+    s.rig.new(3)
+    pump(second, lambda: len(s.venue.messages("O")) == 2, message="order 3 at the venue")
+    tokens = [m["order_token"] for m in s.venue.messages("O")]
+    assert tokens[0] != tokens[1] and tokens[1][:4] != tokens[0][:4]          # a new prefix after the restart
+
+
+def test_a_failed_journal_sync_refuses_new_orders_and_cancels_still_go_out(setup):
+    s = setup(accept_all, durability="per_event")
+    agent = s.start()
+    ready(agent, s.rig)
+    s.rig.new(1)
+    pump(agent, lambda: E.ACCEPTED in s.rig.events(1), message="order 1 accepted")
+
+    def broken(offset, length):
+        raise OSError(errno.EIO, "Input/output error")
+    agent.journal._msync = broken
+    s.rig.new(2)
+    pump(agent, lambda: E.REJECTED_LOCALLY in s.rig.events(2), message="order 2 refused")
+    assert s.rig.reports_of(2)[0]["reason"] == OmsReason.JOURNAL_FAILED
+    assert s.rig.reports_of(2)[0]["source"] == RejectSource.OMS
+    assert s.rig.control.get("oms_ready") == 0
+    pump(agent, lambda: s.rig.counter("oms.journal.failed") == 1, message="the journal counter")
+    s.rig.cancel(10, orig=1)
+    pump(agent, lambda: E.CANCELED in s.rig.events(1), message="the cancel went out")
+    s.rig.new(3)
+    pump(agent, lambda: E.REJECTED_LOCALLY in s.rig.events(3), message="order 3 refused")
+    assert [m["type"] for m in s.venue.messages()] == ["O", "X"]
+    assert s.rig.counter("oms.rejects.JOURNAL_FAILED") == 2
+    assert E.REJECTED_LOCALLY in s.rig.events(2, ring="risk")
+    agent.journal._msync = lambda offset, length: None
+
+
+def test_a_full_journal_refuses_new_orders(setup, tmp_path):
+    s = setup(accept_all, journal_size_mb=1)
+    journal = Journal.open(s.journal, 1 << 20, "page_cache")     # a day's worth already in it
+    try:
+        with pytest.raises(JournalFull):
+            while True:
+                journal.append(RecordType.CONTROL, control_payload(ControlEventKind.LIMITS_CHANGED), 1)
+    finally:
+        journal.close()
+    agent = s.start()
+    ready(agent, s.rig)
+    s.rig.new(1)
+    pump(agent, lambda: E.REJECTED_LOCALLY in s.rig.events(1), message="order 1 refused")
+    assert s.rig.reports_of(1)[0]["reason"] == OmsReason.JOURNAL_FAILED
+    assert s.venue.messages("O") == [] and s.rig.control.get("oms_ready") == 0
+
+
+def test_an_approved_order_read_again_after_a_crash_is_not_sent_twice(setup):
+    s = setup(accept_all)
+    agent = s.start()
+    ready(agent, s.rig)
+    s.rig.new(1, "MSFT", "S", 300, 4_200_000)
+    s.rig.new(1, "MSFT", "S", 300, 4_200_000)                   # the same record again
+    s.rig.new(1, "MSFT", "S", 200, 4_200_000)                   # a different order with the same id
+    pump(agent, lambda: E.REJECTED_LOCALLY in s.rig.events(1) and E.ACCEPTED in s.rig.events(1),
+         message="the order accepted, the duplicate refused")
+    assert len(s.venue.messages("O")) == 1
+    assert s.rig.counter("oms.redelivered") == 1
+    assert [r["reason"] for r in s.rig.reports_of(1) if r["event"] == E.REJECTED_LOCALLY] == \
+        [OmsReason.DUPLICATE_CLIENT_ID]
+
+
+def test_a_kill_from_risk_and_a_gate_closed_for_the_kill_switch_cancel_everything_once(setup):
+    s = setup(accept_all)
+    agent = s.start()
+    ready(agent, s.rig)
+    for client in (1, 2, 3):
+        s.rig.new(client, "SPY", "B", 100, 5_000_000 - client * 100)
+    pump(agent, lambda: s.rig.control.get("oms_open_orders") == 3 and len(s.rig.events()) == 3,
+         message="three orders accepted")
+    epoch = s.rig.control.get("oms_cancel_all_epoch")
+    s.rig.control_event(ControlEventKind.KILL, operator=b"alice")
+    pump(agent, lambda: s.rig.control.get("oms_open_orders") == 0, message="everything cancelled")
+    assert len(s.venue.messages("X")) == 3
+    assert s.rig.control.get("oms_cancel_all_epoch") == epoch + 1
+    s.rig.new(4, "SPY", "B", 100, 4_000_000)
+    pump(agent, lambda: E.ACCEPTED in s.rig.events(4), message="order 4 accepted")
+    s.rig.gate(False, GateReason.KILL_SWITCH)
+    pump(agent, lambda: s.rig.control.get("oms_cancel_all_epoch") == epoch + 2, message="the gate's cancel-all")
+    pump(agent, lambda: s.rig.control.get("oms_open_orders") == 0, message="order 4 cancelled")
+    for _ in range(50):                                         # the same epoch never cancels twice
+        pump(agent)
+    assert s.rig.control.get("oms_cancel_all_epoch") == epoch + 2 and len(s.venue.messages("X")) == 4
+    s.rig.gate(False, GateReason.OPERATOR)                      # closed, but not for risk or kill: no cancel-all
+    for _ in range(50):
+        pump(agent)
+    assert s.rig.control.get("oms_cancel_all_epoch") == epoch + 2
+    assert s.rig.counter("oms.cancel_all") == 2
+    records, _found, _header = read_records(s.journal)
+    from appliance.oms.events import parse_control
+    controls = [parse_control(r.payload) for r in records if r.type == RecordType.CONTROL]
+    assert [c.kind for c in controls if c.kind == ControlKind.CANCEL_ALL] == [ControlKind.CANCEL_ALL] * 2
+    assert any(c.kind == ControlEventKind.KILL and c.operator.rstrip(b"\0") == b"alice" for c in controls)
+
+
+def test_a_snapshot_request_is_answered_on_exec_to_risk(setup):
+    def policy(message):
+        if message["type"] == "O" and message["shares"] == 100:
+            return [accepted(message), {"type": "E", "order_token": message["order_token"], "executed_shares": 100,
+                                        "execution_price": message["price"], "liquidity_flag": "R",
+                                        "match_number": 1}]
+        return accept_all(message)
+    s = setup(policy)
+    agent = s.start()
+    ready(agent, s.rig)
+    s.rig.new(1, "MSFT", "B", 100, 4_200_000)                    # filled
+    s.rig.new(2, "AAPL", "S", 300, 1_950_000)                    # open
+    pump(agent, lambda: s.rig.control.get("oms_open_orders") == 1 and s.rig.position("MSFT").position == 100,
+         message="a fill and an open order")
+    s.rig.drain()
+    s.rig.risk_reports.clear()
+    s.rig.strategy_reports.clear()
+    s.rig.control_event(ControlEventKind.SNAPSHOT_REQUEST)
+    pump(agent, lambda: E.SNAPSHOT_END in s.rig.events(ring="risk"), message="the snapshot")
+    snapshot = s.rig.risk_reports
+    assert [r["event"] for r in snapshot] == [E.SNAPSHOT_POSITION] * 3 + [E.SNAPSHOT_ORDER, E.SNAPSHOT_END]
+    msft = snapshot[1]
+    assert (msft["symbol_id"], msft["position"], msft["cost_basis"]) == (1, 100, 100 * 4_200_000)
+    order = snapshot[3]
+    assert (order["client_order_id"], order["symbol_id"], order["side"], order["shares"], order["price"],
+            order["strategy_id"]) == (2, 0, ord("S"), 300, 1_950_000, 1)
+    assert s.rig.events(ring="strategy") == []
+
+
+def test_a_clean_stop_logs_out_and_journals_it(setup):
+    from conftest import wait_until
+    s = setup(accept_all)
+    agent = s.start()
+    ready(agent, s.rig)
+    assert s.rig.control.get("oms_session_up") == 1
+    s.agents.remove(agent)
+    agent.on_close()
+    wait_until(lambda: s.venue.logouts == 1, 5, message="the Logout Request")
+    assert s.rig.control.get("oms_ready") == 0 and s.rig.control.get("oms_session_up") == 0
+    records, _found, _header = read_records(s.journal)
+    from appliance.oms.events import SessionEvent, parse_session
+    events = [parse_session(r.payload).event for r in records if r.type == RecordType.SESSION]
+    assert events[0] == SessionEvent.START and SessionEvent.LOGIN_ACCEPTED in events
+    assert events[-1] == SessionEvent.LOGOUT and SessionEvent.RECOVERED in events
+
+
+def test_a_disk_too_full_for_the_journal_stops_the_oms_from_starting(setup, monkeypatch):
+    import os
+    from appliance.oms.journal import JournalError
+    s = setup(accept_all)
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(JournalError, match="cannot preallocate"):
+        s.start()
+    assert s.rig.control.get("oms_ready") == 0 and s.venue.messages() == []

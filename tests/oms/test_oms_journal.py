@@ -1,0 +1,290 @@
+"""The OMS journal: append and read back, torn tails, corruption in the middle, a full file, each
+durability policy, and failing writes and syncs (fail closed)."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import shutil
+import time
+
+import pytest
+
+from appliance.oms import crc32c
+from appliance.oms.journal import (
+    FILE_HEADER_SIZE, MAX_RECORD_SIZE, RECORD_HEADER_SIZE, Journal, JournalCorruptError, JournalError, JournalFull,
+    padded, read_records,
+)
+from conftest import wait_until
+
+SIZE = 1 << 20
+
+
+def payload(i: int) -> bytes:
+    return f"record {i} ".encode() * (1 + i % 7)
+
+
+def write(path, count: int, durability: str = "page_cache", size: int = SIZE) -> list[int]:
+    """``count`` records; returns their offsets."""
+    journal = Journal.open(str(path), size, durability)
+    offsets = []
+    try:
+        for i in range(count):
+            offsets.append(journal._tail)
+            journal.append(1 + i % 5, payload(i), 1_000_000 + i)
+    finally:
+        journal.close()
+    return offsets
+
+
+# ------------------------------------------------------------------ CRC-32C
+
+def test_crc32c_is_castagnoli_in_every_implementation():
+    assert crc32c.crc32c(b"123456789") == crc32c.CHECK_VALUE == 0xE3069283
+    assert crc32c.crc32c_python(b"123456789") == 0xE3069283
+    rng = random.Random(3)
+    import numpy as np
+    data = bytes(rng.randrange(256) for _ in range(4096))
+    offsets, lengths = [], []
+    for n in list(range(0, 40)) + [100, 1000, 4000]:
+        chunk = data[:n]
+        assert crc32c.crc32c(chunk) == crc32c.crc32c_python(chunk), n
+        assert crc32c.crc32c(chunk[n // 2:], crc32c.crc32c(chunk[:n // 2])) == crc32c.crc32c(chunk)
+        offsets.append(rng.randrange(0, 4096 - n + 1))
+        lengths.append(n)
+    batch = crc32c.crc32c_batch(data, np.array(offsets), np.array(lengths))
+    assert [int(v) for v in batch] == [crc32c.crc32c_python(data[o:o + n]) for o, n in zip(offsets, lengths)]
+    print(f"CRC-32C implementation: {crc32c.IMPLEMENTATION}")
+
+
+# ------------------------------------------------------------------ append and read back
+
+@pytest.mark.parametrize("durability", ["per_event", "group", "page_cache"])
+def test_records_read_back_in_order_after_reopening_with_every_policy(tmp_path, durability):
+    path = tmp_path / "j.bin"
+    write(path, 50, durability)
+    journal = Journal.open(str(path), SIZE, durability)
+    try:
+        records = list(journal.records())
+        assert [r.sequence for r in records] == list(range(1, 51))
+        assert [r.payload for r in records] == [payload(i) for i in range(50)]
+        assert [r.type for r in records] == [1 + i % 5 for i in range(50)]
+        assert [r.timestamp_ns for r in records] == [1_000_000 + i for i in range(50)]
+        assert journal.next_sequence == 51 and journal.truncated_bytes == 0
+        assert journal.append(9, b"more", 5) == 51
+    finally:
+        journal.close()
+    records, found, header = read_records(str(path))
+    assert len(records) == 51 and records[-1].payload == b"more" and not found.corrupt
+    assert header["trading_day"] > 20000000 and header["crc_ok"]
+
+
+def test_the_zero_copy_claim_and_seal_path_writes_the_same_records(tmp_path):
+    from appliance.oms.journal import _BODY
+    path = str(tmp_path / "j.bin")
+    journal = Journal.open(path, SIZE, "page_cache")
+    offset = journal.claim(5)
+    _BODY.pack_into(journal.buffer, offset + 4, 5, journal.next_sequence, 77, 3, 0)
+    journal.buffer[offset + RECORD_HEADER_SIZE:offset + RECORD_HEADER_SIZE + 5] = b"hello"
+    assert journal.seal(offset, 5) == 1
+    journal.append(3, b"world", 78)
+    journal.close()
+    records, _found, _header = read_records(path)
+    assert [(r.sequence, r.timestamp_ns, r.type, r.payload) for r in records] == [(1, 77, 3, b"hello"),
+                                                                                  (2, 78, 3, b"world")]
+
+
+def test_durability_policies_sync_as_they_say(tmp_path):
+    per_event = Journal.open(str(tmp_path / "a.bin"), SIZE, "per_event")
+    group = Journal.open(str(tmp_path / "b.bin"), SIZE, "group", group_commit_us=1000)
+    page_cache = Journal.open(str(tmp_path / "c.bin"), SIZE, "page_cache")
+    try:
+        for journal in (per_event, group, page_cache):
+            for i in range(20):
+                journal.append(1, payload(i), i)
+        assert per_event.syncs == 20                     # one msync per record, before append returns
+        wait_until(lambda: group.syncs >= 1 and not group._dirty, 5, message="a group commit")
+        assert group.syncs < 20
+        time.sleep(0.01)
+        assert page_cache.syncs == 0                     # the kernel writes back on its own
+    finally:
+        for journal in (per_event, group, page_cache):
+            journal.close()
+    assert page_cache.syncs == 1                         # close syncs whatever the policy
+
+
+# ------------------------------------------------------------------ torn tails
+
+def _torn_copies(tmp_path, garbage: bool):
+    """For every byte k of the last record: a copy of the journal in which only its first k bytes
+    reached the file (the rest zero, or garbage)."""
+    source = tmp_path / "source.bin"
+    offsets = write(source, 30)
+    last = offsets[-1]
+    size = padded(RECORD_HEADER_SIZE + len(payload(29)))
+    rng = random.Random(k := 0)
+    for k in range(size):
+        copy = tmp_path / f"torn-{k}.bin"
+        shutil.copy(source, copy)
+        with open(copy, "r+b") as f:
+            f.seek(last + k)
+            tail = size - k
+            f.write(bytes(rng.randrange(1, 256) for _ in range(tail)) if garbage else bytes(tail))
+        yield k, copy, last
+
+
+@pytest.mark.parametrize("garbage", [False, True], ids=["zeros", "garbage"])
+def test_a_record_torn_at_any_byte_is_truncated_with_a_warning(tmp_path, caplog, garbage):
+    for k, copy, last in _torn_copies(tmp_path, garbage):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="appliance.oms.journal"):
+            journal = Journal.open(str(copy), SIZE, "page_cache")
+        try:
+            assert journal.recovered_records == 29, k
+            assert journal.found.end == last
+            warned = any("torn or corrupt tail" in r.message for r in caplog.records)
+            assert warned == (garbage or k > 0), k               # nothing of it written: a clean end
+            assert journal.append(1, b"after", 1) == 30          # appending carries on where it was cut
+        finally:
+            journal.close()
+        records, found, _header = read_records(str(copy))
+        assert [r.sequence for r in records] == list(range(1, 31)) and records[-1].payload == b"after", k
+        assert found.garbage_end == 0
+        os.unlink(copy)
+
+
+def test_garbage_after_the_last_record_is_truncated(tmp_path, caplog):
+    path = tmp_path / "j.bin"
+    offsets = write(path, 10)
+    end = offsets[-1] + padded(RECORD_HEADER_SIZE + len(payload(9)))
+    with open(path, "r+b") as f:
+        f.seek(end + 100)
+        f.write(b"\xff" * 50)
+    with caplog.at_level(logging.WARNING, logger="appliance.oms.journal"):
+        journal = Journal.open(str(path), SIZE, "page_cache")
+    try:
+        assert journal.recovered_records == 10 and journal.truncated_bytes == 150
+        assert any("torn or corrupt tail" in r.message for r in caplog.records)
+    finally:
+        journal.close()
+
+
+# ------------------------------------------------------------------ corruption in the middle
+
+def test_a_flipped_bit_in_the_middle_stops_the_open_and_the_audit_reads_past_it(tmp_path):
+    path = tmp_path / "j.bin"
+    offsets = write(path, 100)
+    with open(path, "r+b") as f:                          # one bit of record 50's payload
+        f.seek(offsets[49] + RECORD_HEADER_SIZE + 3)
+        byte = f.read(1)[0]
+        f.seek(offsets[49] + RECORD_HEADER_SIZE + 3)
+        f.write(bytes([byte ^ 0x10]))
+    before = path.read_bytes()
+    with pytest.raises(JournalCorruptError) as raised:
+        Journal.open(str(path), SIZE, "page_cache")
+    assert raised.value.sequence == 50 and raised.value.offset == offsets[49]
+    assert path.read_bytes() == before                    # nothing truncated, nothing lost
+    records, found, _header = read_records(str(path), skip_corrupt=True)
+    assert [r.sequence for r in records] == [s for s in range(1, 101) if s != 50]
+    assert found.corrupt == [(offsets[49], 50, "CRC mismatch")]
+
+
+@pytest.mark.parametrize("where", ["length", "sequence", "crc"])
+def test_a_flipped_bit_in_a_middle_header_is_found_too(tmp_path, where):
+    path = tmp_path / "j.bin"
+    offsets = write(path, 40)
+    field = {"crc": 0, "length": 4, "sequence": 8}[where]
+    with open(path, "r+b") as f:
+        f.seek(offsets[20] + field)
+        byte = f.read(1)[0]
+        f.seek(offsets[20] + field)
+        f.write(bytes([byte ^ 0x01]))
+    with pytest.raises(JournalCorruptError):
+        Journal.open(str(path), SIZE, "page_cache")
+    records, found, _header = read_records(str(path), skip_corrupt=True)
+    assert len(records) == 39 and found.corrupt[0][1] == 21
+
+
+def test_a_flipped_bit_in_the_last_record_is_a_torn_tail(tmp_path):
+    path = tmp_path / "j.bin"
+    offsets = write(path, 10)
+    with open(path, "r+b") as f:
+        f.seek(offsets[-1] + RECORD_HEADER_SIZE)
+        f.write(b"\x00")
+    journal = Journal.open(str(path), SIZE, "page_cache")
+    try:
+        assert journal.recovered_records == 9 and journal.truncated_bytes > 0
+    finally:
+        journal.close()
+
+
+def test_a_file_that_is_not_a_journal_is_refused(tmp_path):
+    path = tmp_path / "j.bin"
+    path.write_bytes(b"not a journal" * 1000)
+    with pytest.raises(JournalError, match="not an OMS journal"):
+        Journal.open(str(path), SIZE, "page_cache")
+
+
+# ------------------------------------------------------------------ full, and failing I/O: fail closed
+
+def test_a_full_journal_refuses_new_orders_but_keeps_its_reserve_for_fills_and_cancels(tmp_path):
+    size = FILE_HEADER_SIZE + 64 * MAX_RECORD_SIZE
+    journal = Journal.open(str(tmp_path / "j.bin"), size, "page_cache", reserve_bytes=16 * MAX_RECORD_SIZE)
+    try:
+        record = b"x" * 1000
+        appended = 0
+        with pytest.raises(JournalFull):
+            while True:
+                journal.append(1, record, 0)
+                appended += 1
+        assert journal.failed.startswith("journal full")  # new orders are refused from now on
+        reserved = 0
+        with pytest.raises(JournalFull):
+            while True:
+                journal.append(2, record, 0, reserve=True)
+                reserved += 1
+        assert appended > 0 and reserved > 0
+    finally:
+        journal.close()
+    records, _found, _header = read_records(str(tmp_path / "j.bin"))
+    assert len(records) == appended + reserved
+
+
+def test_a_disk_too_full_to_preallocate_stops_the_open(tmp_path, monkeypatch):
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(JournalError, match="cannot preallocate"):
+        Journal.open(str(tmp_path / "j.bin"), SIZE, "page_cache")
+    assert not (tmp_path / "j.bin").exists()
+
+
+def test_a_failed_msync_fails_the_journal_closed(tmp_path):
+    journal = Journal.open(str(tmp_path / "j.bin"), SIZE, "per_event")
+    try:
+        journal.append(1, b"fine", 0)
+
+        def broken(offset, length):
+            raise OSError(errno.EIO, "Input/output error")
+        journal._msync = broken
+        with pytest.raises(JournalError, match="msync failed"):
+            journal.append(1, b"lost?", 0)
+        assert journal.failed and not journal.healthy and journal.sync_errors == 1
+    finally:
+        journal._msync = lambda offset, length: None
+        journal.close()
+
+
+def test_a_failed_group_commit_fails_the_journal_closed(tmp_path):
+    journal = Journal.open(str(tmp_path / "j.bin"), SIZE, "group", group_commit_us=500)
+    try:
+        def broken():
+            raise OSError(errno.EIO, "Input/output error")
+        journal._fdatasync = broken
+        journal.append(1, b"x", 0)
+        wait_until(lambda: journal.failed, 5, message="the group commit to fail")
+        assert "fdatasync failed" in journal.failed
+    finally:
+        journal._fdatasync = lambda: None
+        journal.close()

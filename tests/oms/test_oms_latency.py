@@ -1,0 +1,47 @@
+"""Per-hop latency histograms in counters: labels, buckets (not cumulative), and percentiles read back."""
+from __future__ import annotations
+
+from appliance.oms import latency
+
+
+class FakeCounter:
+    def __init__(self):
+        self.value = 0
+
+    def inc(self):
+        self.value += 1
+
+    def add(self, n):
+        self.value += n
+
+
+def test_labels_fit_the_counter_table_and_name_every_hop():
+    labels = latency.all_labels()
+    assert all(len(label.encode()) <= 44 for label in labels)
+    assert len(labels) == len(latency.HOPS) * (len(latency.BOUNDS_NS) + 3)
+    assert "lat.tick_to_trade.le_10000000" in labels and "lat.oms.le_inf" in labels
+    assert latency.CUMULATIVE is False
+
+
+def test_samples_fall_in_one_bucket_each_and_percentiles_interpolate():
+    counters = {}
+
+    def allocate(label):
+        return counters.setdefault(label, FakeCounter())
+    recorder = latency.LatencyRecorder(allocate)
+    t_rx = 1_000_000_000
+    for i in range(100):            # oms hop: 1..100 us; feed 10 us; no strategy hop when its stamp is 0
+        t_risk = t_rx + 50_000
+        recorder.record_order(t_rx, t_rx + 10_000, 0, t_risk, t_risk + (i + 1) * 1_000)
+    values = {label: c.value for label, c in counters.items()}
+    h = latency.histograms(values)
+    assert h["oms"].count == 100 and sum(h["oms"].buckets) == 100
+    assert h["strategy"].count == 0 and h["strategy"].percentile(50) is None
+    assert h["feed"].buckets[latency.BOUNDS_NS.index(10_000)] == 100
+    assert 45_000 <= h["oms"].percentile(50) <= 55_000
+    assert 95_000 <= h["oms"].percentile(99) <= 100_000
+    assert h["oms"].mean_ns == sum(range(1, 101)) * 1_000 / 100
+    summary = latency.summary(values)
+    assert summary["tick_to_trade"]["count"] == 100
+    recorder.oms.record(10**12)     # beyond the last bound: the overflow bucket
+    assert counters["lat.oms.le_inf"].value == 1

@@ -1,0 +1,333 @@
+"""Shared pieces of the OMS tests: a layout, the OMS as a process or in-process, a stand-in for risk
+and the strategy, and a scripted SoupBinTCP venue. (Named ``test_*`` so it lives beside the tests;
+the few tests at the end check the helpers themselves.)
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT
+from appliance.messages.codes import TIF_DAY, Action, Side
+from appliance.runtime.agent import AgentContext
+from appliance.runtime.counters import ProcessState
+from appliance.runtime.layout import load_layout
+from appliance.runtime.memory import SharedMemory
+from appliance.wire import ouch, soupbintcp
+from conftest import layout_document, output_of, wait_until
+
+SYMBOLS = ["AAPL", "MSFT", "SPY"]
+SIDE = {"B": Side.BUY, "S": Side.SELL, "T": Side.SELL_SHORT}
+
+
+def oms_layout(name: str, venue_port: int, journal: str, **params) -> dict:
+    """A layout with the OMS and the rings and tables it needs; the test plays risk and the strategy."""
+    quiet = {"strategy": "sleep", "sleep_ns": 1_000_000}
+    doc = layout_document(
+        name,
+        processes=[
+            {"name": "supervisor", "agent": "appliance.supervisor.agent:SupervisorAgent", "idle": quiet},
+            {"name": "strategy", "agent": "appliance.strategy.agent:StrategyAgent", "idle": quiet},
+            {"name": "risk", "agent": "appliance.risk.agent:RiskAgent", "idle": quiet},
+            {"name": "oms", "agent": "appliance.oms.agent:OmsAgent",
+             "idle": {"strategy": "backoff", "spins": 10, "yields": 5, "min_park_ns": 20_000, "max_park_ns": 200_000},
+             "params": {"venue": {"host": "127.0.0.1", "port": venue_port}, "journal": journal,
+                        "journal_size_mb": 4, "durability": "page_cache", "risk_heartbeat_limit_ms": 2000,
+                        "heartbeat_ms": 100, "peer_timeout_ms": 3000, "reconnect_min_ms": 20,
+                        "reconnect_max_ms": 200, "in_flight_timeout_ms": 1000, "unacked_timeout_ms": 300,
+                        **params}},
+        ],
+        rings=[
+            {"name": "approved_orders", "segment": "main", "producer": "risk", "consumer": "oms",
+             "message": "ApprovedOrder", "slot_size": 128, "capacity": 4096},
+            {"name": "exec_to_strategy", "segment": "main", "producer": "oms", "consumer": "strategy",
+             "message": "ExecutionReport", "slot_size": 128, "capacity": 8192},
+            {"name": "exec_to_risk", "segment": "main", "producer": "oms", "consumer": "risk",
+             "message": "ExecutionReport", "slot_size": 128, "capacity": 8192},
+            {"name": "risk_events", "segment": "main", "producer": "risk", "consumer": "oms",
+             "message": "ControlEvent", "slot_size": 64, "capacity": 1024},
+        ],
+        slots_per_process=160, symbols=SYMBOLS)
+    doc["tables"] += [{"name": "positions", "kind": "positions", "segment": "main"},
+                      {"name": "control", "kind": "control", "segment": "main"}]
+    return doc
+
+
+class RiskHeartbeat:
+    """Beats risk's heartbeat in the process table from a thread, until paused or stopped."""
+
+    def __init__(self, memory: SharedMemory, period_s: float = 0.005):
+        self._heartbeat = memory.heartbeat("risk")
+        self.period_s = period_s
+        self.beating = threading.Event()
+        self.beating.set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            if self.beating.is_set():
+                self._heartbeat.begin()
+                self._heartbeat.end(0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class Rig:
+    """The test's side of the OMS: shared memory, the rings of risk and the strategy, the control words."""
+
+    def __init__(self, layout_path: Path):
+        self.layout = load_layout(layout_path)
+        self.memory = SharedMemory.create(self.layout)
+        try:
+            self._attach()
+        except BaseException:
+            self.memory.close()
+            self.memory.unlink()
+            raise
+
+    def _attach(self) -> None:
+        self.buffer = self.memory.buffer_of("main")
+        self.approved = self.memory.ring("approved_orders", "producer")
+        self.risk_events = self.memory.ring("risk_events", "producer")
+        self.to_strategy = self.memory.ring("exec_to_strategy", "consumer")
+        self.to_risk = self.memory.ring("exec_to_risk", "consumer")
+        self.control = self.memory.control("*")
+        self.positions = self.memory.positions_reader()
+        self.heartbeat = RiskHeartbeat(self.memory)
+        self.strategy_reports: list[dict] = []
+        self.risk_reports: list[dict] = []
+        self.proc = None
+        self.gate(True)
+
+    # ---- playing the supervisor and risk
+
+    def gate(self, open_: bool, reasons: int = 0) -> None:
+        self.control.set("gate_open", 1 if open_ else 0)
+        self.control.set("gate_reasons", reasons)
+        self.control.set("gate_epoch", self.control.get("gate_epoch") + 1)
+
+    def approve(self, client_order_id: int, action: int = Action.NEW, symbol: str = "AAPL", side: str = "B",
+                shares: int = 100, price: int = 1_900_000, tif: int = TIF_DAY, orig: int = 0, strategy: int = 1,
+                t_rx_ns: int = 0) -> None:
+        sid = 0xFFFFFFFF if symbol is None else SYMBOLS.index(symbol)
+        now = time.time_ns()
+        deadline = time.monotonic() + 10
+        while (offset := self.approved.claim()) < 0:
+            assert time.monotonic() < deadline, "approved_orders ring stayed full"
+            time.sleep(0.001)
+        t_rx = t_rx_ns or now - 30_000
+        APPROVED_ORDER.pack_into(self.buffer, offset, client_order_id, orig, strategy, sid, action,
+                                 SIDE[side] if side else 0, 0, shares, price, tif, t_rx, t_rx + 10_000,
+                                 t_rx + 20_000, now)
+        self.approved.commit()
+
+    def new(self, client_order_id: int, symbol: str = "AAPL", side: str = "B", shares: int = 100,
+            price: int = 1_900_000, **kw) -> None:
+        self.approve(client_order_id, Action.NEW, symbol, side, shares, price, **kw)
+
+    def cancel(self, client_order_id: int, orig: int, shares: int = 0, symbol: str = "AAPL", side: str = "B") -> None:
+        self.approve(client_order_id, Action.CANCEL, symbol, side, shares, 0, orig=orig)
+
+    def replace(self, client_order_id: int, orig: int, shares: int, price: int, symbol: str = "AAPL",
+                side: str = "B") -> None:
+        self.approve(client_order_id, Action.REPLACE, symbol, side, shares, price, orig=orig)
+
+    def control_event(self, kind: int, state: int = 0, value: int = 0, operator: bytes = b"test") -> None:
+        offset = self.risk_events.claim()
+        assert offset >= 0
+        CONTROL_EVENT.pack_into(self.buffer, offset, kind, state, value, operator, b"", time.time_ns())
+        self.risk_events.commit()
+
+    # ---- reading what the OMS says
+
+    def drain(self) -> None:
+        for ring, into in ((self.to_strategy, self.strategy_reports), (self.to_risk, self.risk_reports)):
+            while (offset := ring.peek()) >= 0:
+                into.append(EXECUTION_REPORT.as_dict(self.buffer, offset))
+                ring.release()
+
+    def events(self, client_order_id: int | None = None, ring: str = "strategy") -> list[int]:
+        self.drain()
+        reports = self.strategy_reports if ring == "strategy" else self.risk_reports
+        return [r["event"] for r in reports if client_order_id is None or r["client_order_id"] == client_order_id]
+
+    def reports_of(self, client_order_id: int) -> list[dict]:
+        self.drain()
+        return [r for r in self.strategy_reports if r["client_order_id"] == client_order_id]
+
+    def counters(self) -> dict[str, int]:
+        return self.memory.counters_reader().by_label()
+
+    def counter(self, label: str) -> int:
+        return self.counters().get(label, 0)
+
+    def position(self, symbol: str):
+        return self.positions.read(SYMBOLS.index(symbol))
+
+    # ---- the OMS as a process
+
+    def start(self, spawner) -> None:
+        self.proc = spawner.start(self.layout.path, "oms")
+        table = self.memory.process_table()
+        pid = self.proc.pid                 # a restart: the table still shows the last one until this one starts
+        wait_until(lambda: (table.read("oms").pid == pid and table.read("oms").state is ProcessState.RUNNING)
+                   or self.proc.poll() is not None, 30, message="the OMS running")
+        assert self.proc.poll() is None, output_of(self.proc)
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        wait_until(lambda: self.control.get("oms_ready") == 1 or (self.proc is not None and self.proc.poll() is not None),
+                   timeout, message="oms_ready")
+        if self.proc is not None:
+            assert self.proc.poll() is None, output_of(self.proc)
+
+    def close(self) -> None:
+        self.heartbeat.stop()
+        self.memory.close()
+        self.memory.unlink()
+
+
+def in_process_agent(rig: Rig):
+    """An OmsAgent in this process on the rig's memory (started; drive it with ``pump``)."""
+    from appliance.oms.agent import OmsAgent
+    layout = rig.layout
+    context = AgentContext(layout, layout.processes["oms"], rig.memory, rig.memory.counters_writer("oms"))
+    agent = OmsAgent(context)
+    agent.on_start()
+    return agent
+
+
+def pump(agent, until=None, timeout: float = 10.0, message: str = "condition") -> None:
+    """Run the agent's duty cycle until ``until()`` holds (or once when None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if agent.do_work() == 0:
+            time.sleep(0.0005)
+        if until is None or until():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+# ------------------------------------------------------------------ a scripted venue
+
+class ScriptedVenue:
+    """A SoupBinTCP server on a thread that logs the OMS in and answers only what ``policy`` says.
+
+    ``policy(message_dict) -> list of outbound OUCH dicts`` (default: answer nothing). It keeps a
+    store, so a reconnecting client is replayed from its requested sequence number.
+    """
+
+    def __init__(self, policy=None, session: str = "SCRIPT0001"):
+        self.store = soupbintcp.SequencedStore(session)
+        self.policy = policy or (lambda message: [])
+        self.received: list[dict] = []
+        self.logouts = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self._connection(conn)
+
+    def _connection(self, conn: socket.socket) -> None:
+        session = soupbintcp.ServerSession(self.store, lambda u, p: True, heartbeat_interval_ns=100_000_000,
+                                           peer_timeout_ns=5_000_000_000)
+        session.connection_made(time.monotonic_ns())
+        conn.settimeout(0.02)
+        try:
+            while not self._stop.is_set() and session.state not in ("closed",):
+                try:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                except socket.timeout:
+                    data = b""
+                now = time.monotonic_ns()
+                events = session.receive(data, now) if data else session.tick(now)
+                for event in events:
+                    if type(event) is soupbintcp.LoggedOut:
+                        self.logouts += 1
+                    if type(event) is soupbintcp.UnsequencedMessage:
+                        decoded = ouch.decode_inbound(event.message)
+                        with self._lock:
+                            self.received.append(decoded)
+                        for answer in self.policy(decoded):
+                            session.send_sequenced(ouch.encode_outbound({"timestamp": 0, **answer}), now)
+                out = session.take_outbound()
+                if out:
+                    conn.sendall(out)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def messages(self, kind: str | None = None) -> list[dict]:
+        with self._lock:
+            return [m for m in self.received if kind is None or m["type"] == kind]
+
+    def close(self) -> None:
+        self._stop.set()
+        self.listener.close()
+        self._thread.join(5)
+
+
+def accepted(order: dict, ref: int = 1) -> dict:
+    """The venue's Accepted for an Enter Order dict (live)."""
+    return {"type": "A", "order_token": order["order_token"], "buy_sell_indicator": order["buy_sell_indicator"],
+            "shares": order["shares"], "stock": order["stock"], "price": order["price"],
+            "time_in_force": order["time_in_force"], "firm": order["firm"], "display": "Y",
+            "order_reference_number": ref, "capacity": "A", "intermarket_sweep_eligibility": "N",
+            "minimum_quantity": 0, "cross_type": "N", "order_state": "L", "bbo_weight_indicator": " "}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def journal_path(tmp_path: Path) -> str:
+    return str(tmp_path / "oms" / "journal.bin")
+
+
+__all__ = ["SYMBOLS", "Rig", "RiskHeartbeat", "ScriptedVenue", "accepted", "free_port", "in_process_agent",
+           "journal_path", "oms_layout", "pump"]
+
+
+def test_the_scripted_venue_logs_a_client_in_and_replays_from_its_sequence_number():
+    venue = ScriptedVenue()
+    try:
+        venue.store.append(ouch.encode_outbound({"type": "S", "timestamp": 0, "event_code": "S"}))
+        with socket.create_connection(("127.0.0.1", venue.port), timeout=5) as sock:
+            sock.sendall(soupbintcp.login_request("ALGO1", "secret1", "", 1))
+            reader = soupbintcp.PacketReader()
+            packets = []
+            deadline = time.monotonic() + 5
+            while len(packets) < 2 and time.monotonic() < deadline:
+                reader.feed(sock.recv(65536))
+                while (found := reader.next_packet()) is not None:
+                    layout, offset, length = found
+                    packet = soupbintcp.decode_packet(reader.buffer, offset, length + 2)
+                    if packet["packet_type"] != "H":
+                        packets.append(packet)
+        assert packets[0]["packet_type"] == "A" and packets[0]["sequence_number"] == 1
+        assert packets[1]["packet_type"] == "S"
+    finally:
+        venue.close()
