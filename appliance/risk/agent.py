@@ -1,0 +1,481 @@
+"""The risk gateway as a process: intents in, approved orders or named rejects out, fail-closed.
+
+Rings (names fixed by the layout): ``order_intents`` (strategy -> risk), ``approved_orders``
+(risk -> OMS), ``risk_rejects`` (risk -> strategy), ``exec_to_risk`` (OMS -> risk),
+``risk_commands`` (supervisor -> risk), ``risk_events`` (risk -> OMS). Control words written
+here: ``risk_state``, ``risk_ready``, ``risk_kill_latched``, ``risk_state_changed_ns``; the
+runner's heartbeat and these words are how the OMS and the supervisor judge risk alive.
+
+One duty cycle: operator commands first, then execution reports (state before decisions), then
+up to ``max_intents_per_cycle`` intents, then the events for the OMS and the control words.
+Every ``housekeeping_ms``: every symbol re-marked to the market-state table and the loss limits
+enforced without waiting for an order, the snapshot request repeated while unanswered, the
+gauges published.
+
+Start and restart: risk_ready=0, a SNAPSHOT_REQUEST to the OMS (again every
+``snapshot_retry_ms`` until answered), NOT_READY for every new order and replace until
+SNAPSHOT_END (cancels pass). A kill switch latched by the previous run (the control word
+survives the process) stays latched; a previous REDUCING state is kept.
+
+If ``approved_orders`` is full, intents wait in their ring (back-pressure; nothing is dropped).
+A full ``risk_rejects`` loses the reject (counted: the order was still refused). Events for the
+OMS wait in order until ``risk_events`` has room.
+
+``params`` (all optional): ``limits`` (the limits file; default ``config/risk_limits.yaml``;
+relative paths are relative to the layout file's directory), ``order_capacity`` (4096: open
+orders risk can hold), ``snapshot_retry_ms`` (1000), ``housekeeping_ms`` (10),
+``max_intents_per_cycle`` (64), ``max_reports_per_cycle`` (256).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from appliance.messages.catalog import (APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT,
+                                        RISK_COMMAND)
+from appliance.messages.codes import ControlCommand, ControlEventKind, RejectSource, RiskReason, RiskState
+from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.counters import CounterKind
+from appliance.runtime.layout import LayoutError
+
+from .checks import RiskEngine
+from .kill_switch import MANUAL
+from .limits import LimitsError, describe_changes, load_limits
+from .state import APPLIED, BAD_REPORT, SNAPSHOT_COMPLETE, SNAPSHOT_IGNORED, UNKNOWN_ORDER
+
+log = logging.getLogger("appliance.risk")
+
+DEFAULT_LIMITS = "config/risk_limits.yaml"
+RINGS = {  # ring -> our role
+    "order_intents": "consumer", "exec_to_risk": "consumer", "risk_commands": "consumer",
+    "approved_orders": "producer", "risk_rejects": "producer", "risk_events": "producer",
+}
+_PARAMS = {  # key -> (default, low, high)
+    "order_capacity": (4096, 1, 1_000_000),
+    "snapshot_retry_ms": (1000, 10, 600_000),
+    "housekeeping_ms": (10, 1, 10_000),
+    "max_intents_per_cycle": (64, 1, 100_000),
+    "max_reports_per_cycle": (256, 1, 100_000),
+}
+RISK_SOURCE = int(RejectSource.RISK)
+KILL, RESET, RELOAD_LIMITS, SET_REDUCING, SET_ACTIVE = (int(c) for c in (
+    ControlCommand.KILL, ControlCommand.RESET, ControlCommand.RELOAD_LIMITS, ControlCommand.SET_REDUCING,
+    ControlCommand.SET_ACTIVE))
+MAX_POSITION_GAUGES = 64          # beyond that many symbols, positions are not published one by one
+
+
+def parse_params(params: dict | None, layout_path: str, key_path: str) -> dict:
+    """The risk process's ``params``, checked; raises LayoutError(file, key path, reason)."""
+    params = params or {}
+    if not isinstance(params, dict):
+        raise LayoutError(layout_path, key_path, "expected a mapping")
+    out = {}
+    for key, value in params.items():
+        if key == "limits":
+            if not isinstance(value, str) or not value:
+                raise LayoutError(layout_path, f"{key_path}.limits", "expected the path of the limits file")
+            continue
+        if key not in _PARAMS:
+            raise LayoutError(layout_path, f"{key_path}.{key}",
+                              f"unknown key (known: {', '.join(sorted(['limits', *_PARAMS]))})")
+        default, low, high = _PARAMS[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise LayoutError(layout_path, f"{key_path}.{key}", f"expected an integer, got {value!r}")
+        if not low <= value <= high:
+            raise LayoutError(layout_path, f"{key_path}.{key}", f"must be {low}..{high}, got {value}")
+        out[key] = value
+    for key, (default, _low, _high) in _PARAMS.items():
+        out.setdefault(key, default)
+    limits = params.get("limits", DEFAULT_LIMITS)
+    base = os.path.dirname(os.path.abspath(layout_path)) if layout_path else os.getcwd()
+    out["limits"] = limits if os.path.isabs(limits) else os.path.normpath(os.path.join(base, limits))
+    return out
+
+
+def _text16(value: str) -> bytes:
+    return value.encode("utf-8", "replace")[:16]
+
+
+def _decode(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+
+
+class RiskAgent(Agent):
+    name = "risk"
+
+    def __init__(self, context: AgentContext):
+        super().__init__(context)
+        layout = context.layout
+        key_path = f"processes.{context.process.name}.params"
+        self.config = parse_params(context.params, layout.path, key_path)
+        if not layout.symbols:
+            raise LayoutError(layout.path, "symbols", "risk needs the layout's symbols list")
+        for kind in ("market_state",):
+            if not any(t.kind == kind for t in layout.tables.values()):
+                raise LayoutError(layout.path, "tables", f"risk needs a {kind!r} table")
+        for ring, role in RINGS.items():
+            spec = layout.rings.get(ring)
+            if spec is None:
+                raise LayoutError(layout.path, "rings", f"risk needs the ring {ring!r}")
+            side = spec.consumer if role == "consumer" else spec.producer
+            if side != context.process.name:
+                raise LayoutError(layout.path, f"rings.{ring}.{'consumer' if role == 'consumer' else 'producer'}",
+                                  f"is {side!r}, but the risk agent runs as {context.process.name!r}")
+        try:
+            self.limits = load_limits(self.config["limits"], layout.symbols)
+        except LimitsError as exc:
+            raise LayoutError(exc.file, exc.key_path, exc.reason, exc.line) from None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_start(self) -> None:
+        ctx, cfg = self.context, self.config
+        layout, memory = ctx.layout, ctx.memory
+        self.engine = RiskEngine(self.limits, layout.symbols, memory.market_state_reader(),
+                                 order_capacity=cfg["order_capacity"])
+        self.intents = memory.ring("order_intents", "consumer")
+        self.reports = memory.ring("exec_to_risk", "consumer")
+        self.commands = memory.ring("risk_commands", "consumer")
+        self.approved = memory.ring("approved_orders", "producer")
+        self.rejects = memory.ring("risk_rejects", "producer")
+        self.events_ring = memory.ring("risk_events", "producer")
+        self.buffers = {name: memory.buffer_of(layout.rings[name].segment) for name in RINGS}
+        has_control = any(t.kind == "control" for t in layout.tables.values())
+        self.control_words = memory.control(ctx.process.name) if has_control else None
+        if self.control_words is None:
+            log.warning("no control table in the layout: the OMS and supervisor cannot see risk's state")
+        self._setup_counters()
+        self._cumulative = self._cumulative_sources()
+        self._published_counts = [0] * len(self._cumulative)
+        self.outbox: list[tuple] = []
+        self._housekeeping_ns = cfg["housekeeping_ms"] * 1_000_000
+        self._snapshot_retry_ns = cfg["snapshot_retry_ms"] * 1_000_000
+        self._next_housekeeping = 0
+        self._next_prune = 0
+        self._next_snapshot_request = 0
+        self._max_intents = cfg["max_intents_per_cycle"]
+        self._max_reports = cfg["max_reports_per_cycle"]
+        self._approved_ring_blocked = False
+        self._events_ring_blocked = False
+        now = time.time_ns()
+        latched_before = reducing_before = False
+        if self.control_words is not None:
+            latched_before = bool(self.control_words.get("risk_kill_latched"))
+            reducing_before = self.control_words.get("risk_state") == RiskState.REDUCING
+        self.engine.control.start(now, latched_before=latched_before, reducing_before=reducing_before)
+        self.engine.restart_rebuild()
+        self._publish_words()
+        self._request_snapshot(now, time.monotonic_ns())
+        missing = [s for s, sl in zip(layout.symbols, self.limits.symbols) if sl is None]
+        log.info("risk started: limits %s (crc32 %08x), %d symbols%s; waiting for the OMS's snapshot",
+                 self.limits.file, self.limits.digest, len(layout.symbols),
+                 f", no limits (no new orders) for {', '.join(missing)}" if missing else "")
+
+    def on_close(self) -> None:
+        self._take_control_events()
+        self._flush_events()
+        self._publish_counters()
+        if self.control_words is not None:
+            self.control_words.set("risk_ready", 0)
+        self.engine.market.close()
+
+    # ------------------------------------------------------------------ counters
+
+    def _setup_counters(self) -> None:
+        allocate = self.context.counters.allocate
+        self.reject_counters = [None] * (max(RiskReason) + 1)
+        for reason in RiskReason:
+            self.reject_counters[int(reason)] = allocate(f"risk.rejects.{reason.name}")
+        c = {}
+        for label in ("intents", "approved", "rejected", "cancels", "throttled", "cancels_over_rate", "bad_intents",
+                      "exec_reports", "reports_unknown_order", "bad_reports", "snapshot_requests",
+                      "snapshots_applied", "snapshot_reports_ignored", "kill_switch_trips", "resets",
+                      "resets_refused", "commands", "commands_refused", "bad_commands", "limits_reloaded",
+                      "limits_reload_failed", "approved_ring_full", "rejects_lost", "events_ring_full",
+                      "torn_reads", "order_pool_overflow"):
+            c[label] = allocate(f"risk.{label}")
+        for label in ("open_orders", "pnl", "gross_notional", "net_long_notional", "net_short_notional",
+                      "peak_pnl"):
+            c[label] = allocate(f"risk.{label}", CounterKind.GAUGE)
+        for label in ("state", "ready", "kill_latched", "limits_crc32"):
+            c[label] = allocate(f"risk.{label}", CounterKind.INFO)
+        self.counters = c
+        symbols = self.context.layout.symbols
+        self.position_gauges = [] if len(symbols) > MAX_POSITION_GAUGES else \
+            [allocate(f"risk.position.{s}", CounterKind.GAUGE) for s in symbols]
+        c["limits_crc32"].set(self.limits.digest)
+
+    def _cumulative_sources(self) -> list:
+        """Counts kept by the engine, added to their shared counters as deltas (they carry on across restarts)."""
+        engine = self.engine
+        control, portfolio, c = engine.control, engine.portfolio, self.counters
+        return [(c["throttled"], lambda: engine.throttled), (c["cancels_over_rate"], lambda: engine.cancels_over_rate),
+                (c["cancels"], lambda: engine.cancels), (c["snapshots_applied"], lambda: engine.snapshots_applied),
+                (c["snapshot_reports_ignored"], lambda: engine.snapshot_reports_ignored),
+                (c["kill_switch_trips"], lambda: control.kills), (c["resets"], lambda: control.resets),
+                (c["resets_refused"], lambda: control.resets_refused),
+                (c["commands_refused"], lambda: control.commands_refused),
+                (c["torn_reads"], lambda: engine.torn_reads),
+                (c["order_pool_overflow"], lambda: portfolio.pool_overflow)]
+
+    def _publish_counters(self) -> None:
+        engine, c = self.engine, self.counters
+        portfolio, control = engine.portfolio, engine.control
+        c["open_orders"].set(portfolio.open_count)
+        c["pnl"].set(portfolio.pnl())
+        c["peak_pnl"].set(engine.peak_pnl)
+        c["gross_notional"].set(portfolio.gross_total)
+        c["net_long_notional"].set(portfolio.long_total)
+        c["net_short_notional"].set(portfolio.short_total)
+        c["state"].set(control.state)
+        c["ready"].set(int(engine.ready))
+        c["kill_latched"].set(int(control.latched))
+        for gauge, position in zip(self.position_gauges, portfolio.position):
+            gauge.set(position)
+        last = self._published_counts
+        for i, (counter, read) in enumerate(self._cumulative):
+            value = read()
+            if value != last[i]:
+                counter.add(value - last[i])
+                last[i] = value
+
+    # ------------------------------------------------------------------ duty cycle
+
+    def do_work(self) -> int:
+        work = 0
+        if self.commands.peek() >= 0:
+            work += self._poll_commands()
+        if self.reports.peek() >= 0:
+            work += self._poll_reports()
+        if self.intents.peek() >= 0:
+            work += self._poll_intents()
+        now_mono = time.monotonic_ns()
+        if now_mono >= self._next_housekeeping:
+            self._next_housekeeping = now_mono + self._housekeeping_ns
+            work += self._housekeeping(now_mono)
+        control = self.engine.control
+        if control.events or self.outbox:
+            self._take_control_events()
+            work += self._flush_events()
+        if control.epoch != self._published_epoch or self.engine.ready != self._published_ready:
+            self._publish_words()
+        return work
+
+    def _poll_intents(self) -> int:
+        intents, approved, rejects = self.intents, self.approved, self.rejects
+        intent_buffer = self.buffers["order_intents"]
+        approved_buffer = self.buffers["approved_orders"]
+        reject_buffer = self.buffers["risk_rejects"]
+        check = self.engine.check
+        record = self.engine.record
+        unpack = ORDER_INTENT.struct.unpack_from
+        pack_approved = APPROVED_ORDER.pack_into
+        pack_reject = ORDER_REJECT.pack_into
+        reject_counters = self.reject_counters
+        counters = self.counters
+        intent_type = ORDER_INTENT.type_id
+        time_ns = time.time_ns
+        done = 0
+        for _ in range(self._max_intents):
+            out = approved.claim()           # the same slot until committed: room first, then consume
+            if out < 0:
+                if not self._approved_ring_blocked:
+                    self._approved_ring_blocked = True
+                    counters["approved_ring_full"].inc()
+                break
+            self._approved_ring_blocked = False
+            offset = intents.peek()
+            if offset < 0:
+                break
+            fields = unpack(intent_buffer, offset)
+            (type_id, _version, _size, client_order_id, orig_client_order_id, strategy_id, symbol_id, action, side,
+             _pad, shares, price, time_in_force, _t_rx, _t_feed, _t_strategy) = fields
+            now = time_ns()
+            if type_id != intent_type:
+                counters["bad_intents"].inc()
+                reason = int(RiskReason.BAD_ORDER)
+            else:
+                reason = check(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price,
+                               time_in_force, now)
+            if not reason:
+                pack_approved(approved_buffer, out, *fields[3:], time_ns())
+                approved.commit()                # out first: the booking below is not on the order's path
+                record(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price, strategy_id,
+                       now)
+                counters["approved"].inc()
+            else:
+                reject_counters[reason].inc()
+                counters["rejected"].inc()
+                slot = rejects.claim()
+                if slot < 0:
+                    counters["rejects_lost"].inc()
+                else:
+                    pack_reject(reject_buffer, slot, client_order_id, strategy_id, symbol_id, RISK_SOURCE, reason,
+                                time_ns())
+                    rejects.commit()
+            intents.release()
+            done += 1
+        if done:
+            counters["intents"].add(done)
+        return done
+
+    def _poll_reports(self) -> int:
+        reports = self.reports
+        buffer = self.buffers["exec_to_risk"]
+        unpack = EXECUTION_REPORT.struct.unpack_from
+        on_report = self.engine.on_report
+        report_type = EXECUTION_REPORT.type_id
+        counters = self.counters
+        done = 0
+        for _ in range(self._max_reports):
+            offset = reports.peek()
+            if offset < 0:
+                break
+            (type_id, _version, _size, client_order_id, orig_client_order_id, _exchange_ref, _match, strategy_id,
+             symbol_id, event, side, _reason, _source, shares, price, leaves, position, cost_basis, realized,
+             _t_exchange, _t_oms) = unpack(buffer, offset)
+            reports.release()
+            done += 1
+            if type_id != report_type:
+                counters["bad_reports"].inc()
+                continue
+            result = on_report(event, client_order_id, orig_client_order_id, symbol_id, side, shares, price, leaves,
+                               position, cost_basis, realized, strategy_id, time.time_ns())
+            if result == APPLIED:
+                continue
+            if result == UNKNOWN_ORDER:
+                counters["reports_unknown_order"].inc()
+            elif result == BAD_REPORT:
+                counters["bad_reports"].inc()
+            elif result == SNAPSHOT_COMPLETE:
+                engine = self.engine
+                log.info("state rebuilt from the OMS: %d open orders, positions %s, P&L %d; approving from now",
+                         engine.portfolio.open_count,
+                         {s: p for s, p in zip(self.context.layout.symbols, engine.portfolio.position) if p},
+                         engine.portfolio.pnl())
+                self._publish_counters()
+            elif result == SNAPSHOT_IGNORED:
+                pass
+        counters["exec_reports"].add(done)
+        return done
+
+    def _poll_commands(self) -> int:
+        commands = self.commands
+        buffer = self.buffers["risk_commands"]
+        done = 0
+        while True:
+            offset = commands.peek()
+            if offset < 0:
+                break
+            type_id, _version, _size, command, _pad, _argument, raw_operator, _t_ns = RISK_COMMAND.unpack_from(
+                buffer, offset)
+            commands.release()
+            done += 1
+            self.counters["commands"].inc()
+            if type_id != RISK_COMMAND.type_id:
+                self.counters["bad_commands"].inc()
+                continue
+            self._command(command, _decode(raw_operator))
+        return done
+
+    def _command(self, command: int, operator: str) -> None:
+        control = self.engine.control
+        now = time.time_ns()
+        if command == KILL:
+            if not control.trip(MANUAL, now, 0, operator):
+                log.info("KILL from %s: the kill switch is latched already", operator or "?")
+        elif command == RESET:
+            control.reset(operator, now)
+        elif command == RELOAD_LIMITS:
+            self._reload_limits(operator, now)
+        elif command == SET_REDUCING:
+            if control.set_reducing(now):
+                log.warning("trading state REDUCING (by %s): only orders that shrink a position pass", operator or "?")
+            else:
+                log.warning("SET_REDUCING by %s refused: HALTED (the kill switch needs a named reset)", operator or "?")
+        elif command == SET_ACTIVE:
+            if control.set_active(now):
+                log.warning("trading state ACTIVE (by %s)", operator or "?")
+            else:
+                log.warning("SET_ACTIVE by %s refused: HALTED (the kill switch needs a named reset)", operator or "?")
+        else:
+            self.counters["bad_commands"].inc()
+            log.warning("unknown risk command %d from %s ignored", command, operator or "?")
+
+    def _reload_limits(self, operator: str, now: int) -> None:
+        old = self.limits
+        try:
+            new = load_limits(self.config["limits"], self.context.layout.symbols)
+        except LimitsError as exc:
+            self.counters["limits_reload_failed"].inc()
+            log.error("limits reload (by %s) refused, the old limits stay: %s", operator or "?", exc)
+            return
+        changes = describe_changes(old, new)
+        self.engine.apply_limits(new)
+        self.limits = new
+        self.counters["limits_reloaded"].inc()
+        self.counters["limits_crc32"].set(new.digest)
+        log.warning("limits reloaded from %s by %s (crc32 %08x -> %08x): %s", new.file, operator or "?", old.digest,
+                    new.digest, "; ".join(changes) if changes else "no change")
+        self.outbox.append((int(ControlEventKind.LIMITS_CHANGED), self.engine.control.state, new.digest, operator,
+                            f"{len(changes)} changes", now))
+
+    def _housekeeping(self, now_mono: int) -> int:
+        engine = self.engine
+        now = time.time_ns()
+        engine.housekeeping(now)
+        work = 0
+        if not engine.ready and now_mono >= self._next_snapshot_request:
+            self._request_snapshot(now, now_mono)
+            work += 1
+        if now_mono >= self._next_prune:
+            self._next_prune = now_mono + 1_000_000_000
+            engine.duplicates.prune(now)
+        self._publish_counters()
+        return work
+
+    def _request_snapshot(self, now: int, now_mono: int) -> None:
+        self._next_snapshot_request = now_mono + self._snapshot_retry_ns
+        self.outbox.append((int(ControlEventKind.SNAPSHOT_REQUEST), self.engine.control.state, 0, "", "SNAPSHOT", now))
+        self.counters["snapshot_requests"].inc()
+
+    # ------------------------------------------------------------------ events and control words
+
+    def _take_control_events(self) -> None:
+        events = self.engine.control.take_events()
+        if events:
+            self.outbox.extend(events)
+
+    def _flush_events(self) -> int:
+        ring, buffer, pack = self.events_ring, self.buffers["risk_events"], CONTROL_EVENT.pack_into
+        sent = 0
+        outbox = self.outbox
+        while sent < len(outbox):
+            slot = ring.claim()
+            if slot < 0:
+                if not self._events_ring_blocked:
+                    self._events_ring_blocked = True
+                    self.counters["events_ring_full"].inc()
+                break
+            kind, state, value, operator, detail, t_ns = outbox[sent]
+            pack(buffer, slot, kind, state, value, _text16(operator), _text16(detail), t_ns)
+            ring.commit()
+            sent += 1
+        else:
+            self._events_ring_blocked = False
+        del outbox[:sent]
+        return sent
+
+    def _publish_words(self) -> None:
+        engine = self.engine
+        control = engine.control
+        self._published_epoch = control.epoch
+        self._published_ready = engine.ready
+        words = self.control_words
+        if words is None:
+            return
+        words.set("risk_kill_latched", int(control.latched))
+        words.set("risk_state", control.state)
+        words.set("risk_state_changed_ns", control.changed_ns or time.time_ns())
+        words.set("risk_ready", int(engine.ready))

@@ -1,0 +1,519 @@
+"""The check set: every new order and replace against every limit, cheapest check first.
+
+``RiskEngine.check`` returns 0 (approve) or the ``RiskReason`` of the first check that fails;
+``record`` then books an approved intent (open order, rate window, duplicate filters). Cancels
+and cancel-alls always pass (``check`` returns 0 without looking); ``record`` counts them in the
+rate window, and one over the rate is counted as throttled but still goes out.
+
+Order of the checks (a reject stops at the first; see ``CHECK_ORDER``):
+
+1. well-formed: action, side, shares > 0, price > 0, client order id != 0, TIF -> BAD_ORDER;
+   a symbol id outside the layout or without limits -> UNKNOWN_SYMBOL;
+2. the gateway: state not rebuilt -> NOT_READY; HALTED -> TRADING_HALTED; outside market hours ->
+   MARKET_CLOSED;
+3. a client order id approved before -> DUPLICATE_CLIENT_ID; a replace of an order that is not
+   open (or is being replaced already) -> UNKNOWN_ORDER, of another symbol or side -> BAD_ORDER;
+4. size: shares < min -> MIN_SIZE, > max -> MAX_SHARES, not a round lot -> ROUND_LOT; price not on
+   the tick -> TICK (a market order, price 0x7FFFFFFF, is PRICE_COLLAR unless allowed);
+5. rate: the sliding window full -> MESSAGE_RATE (and the throttle's kill-switch count); open
+   orders at the maximum -> MAX_OPEN_ORDERS; the same NEW too often -> REPEATED_ORDER;
+6. the market-state table: stale (or never written) -> BOOK_STALE, trading state not T ->
+   SYMBOL_HALTED, crossed -> BOOK_CROSSED, no mid and no last trade -> NO_REFERENCE_PRICE;
+   outside the collar around the reference -> PRICE_COLLAR; shares x price > max -> MAX_NOTIONAL;
+7. loss: realized + unrealized below -max_daily_loss -> DAILY_LOSS, more than max_drawdown under
+   the day's peak -> DRAWDOWN; both latch the kill switch;
+8. REDUCING and the order would grow the worst-case position -> TRADING_REDUCING;
+9. worst-case position beyond max_long / max_short -> MAX_LONG / MAX_SHORT;
+10. exposure (only for orders that add to it): gross notional -> GROSS_EXPOSURE, net notional ->
+    NET_EXPOSURE, the symbol's sector gross -> SECTOR_CONCENTRATION, gross over capital x
+    max_leverage -> LEVERAGE.
+
+Every bound is inclusive: a value exactly at its limit passes; one unit beyond is denied.
+
+Marks: unrealized P&L and the exposure totals are marked to the market-state table's reference
+prices by ``housekeeping`` (every ``housekeeping_ms``, 10 ms by default, for every symbol; the
+loss limits are enforced there too, without waiting for an order). The order's own symbol is
+revalued at the reference price it was just checked against; re-marking the whole book inside
+the check would double its cost. A market order's notional is priced at the far edge of the collar.
+"""
+from __future__ import annotations
+
+import struct
+
+from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_STALE, MARKET_STATE
+from appliance.messages.codes import TIF_DAY, TIF_IOC, Action, RiskReason, RiskState, Side
+
+from .duplicates import DuplicateFilter
+from .kill_switch import DAILY_LOSS, DRAWDOWN, TradingControl
+from .limits import Limits
+from .rate import SlidingWindow
+from .state import (BAD_REPORT, SNAPSHOT_APPLIED, SNAPSHOT_COMPLETE, SNAPSHOT_END, SNAPSHOT_IGNORED, SNAPSHOT_ORDER,
+                    SNAPSHOT_POSITION, Portfolio)
+
+NEW = int(Action.NEW)
+REPLACE = int(Action.REPLACE)
+CANCEL = int(Action.CANCEL)
+CANCEL_ALL = int(Action.CANCEL_ALL)
+BUY = int(Side.BUY)
+SELL = int(Side.SELL)
+SELL_SHORT = int(Side.SELL_SHORT)
+MARKET_PRICE = 0x7FFFFFFF
+TRADING = ord("T")
+HALTED = int(RiskState.HALTED)
+REDUCING = int(RiskState.REDUCING)
+BAD_BOOK = BOOK_FLAG_STALE | BOOK_FLAG_HALTED | BOOK_FLAG_CROSSED
+
+R = RiskReason
+CHECK_ORDER = (R.BAD_ORDER, R.UNKNOWN_SYMBOL, R.NOT_READY, R.TRADING_HALTED, R.MARKET_CLOSED, R.DUPLICATE_CLIENT_ID,
+               R.UNKNOWN_ORDER, R.MIN_SIZE, R.MAX_SHARES, R.ROUND_LOT, R.TICK, R.MESSAGE_RATE, R.MAX_OPEN_ORDERS,
+               R.REPEATED_ORDER, R.BOOK_STALE, R.SYMBOL_HALTED, R.BOOK_CROSSED, R.NO_REFERENCE_PRICE,
+               R.PRICE_COLLAR, R.MAX_NOTIONAL, R.DAILY_LOSS, R.DRAWDOWN, R.TRADING_REDUCING, R.MAX_LONG,
+               R.MAX_SHORT, R.GROSS_EXPOSURE, R.NET_EXPOSURE, R.SECTOR_CONCENTRATION, R.LEVERAGE)
+assert set(CHECK_ORDER) == set(RiskReason), "every reason code has its place in the check order"
+
+_BAD_ORDER = int(R.BAD_ORDER)
+_UNKNOWN_SYMBOL = int(R.UNKNOWN_SYMBOL)
+_NOT_READY = int(R.NOT_READY)
+_TRADING_HALTED = int(R.TRADING_HALTED)
+_MARKET_CLOSED = int(R.MARKET_CLOSED)
+_DUPLICATE_CLIENT_ID = int(R.DUPLICATE_CLIENT_ID)
+_UNKNOWN_ORDER = int(R.UNKNOWN_ORDER)
+_MIN_SIZE = int(R.MIN_SIZE)
+_MAX_SHARES = int(R.MAX_SHARES)
+_ROUND_LOT = int(R.ROUND_LOT)
+_TICK = int(R.TICK)
+_MESSAGE_RATE = int(R.MESSAGE_RATE)
+_MAX_OPEN_ORDERS = int(R.MAX_OPEN_ORDERS)
+_REPEATED_ORDER = int(R.REPEATED_ORDER)
+_BOOK_STALE = int(R.BOOK_STALE)
+_SYMBOL_HALTED = int(R.SYMBOL_HALTED)
+_BOOK_CROSSED = int(R.BOOK_CROSSED)
+_NO_REFERENCE_PRICE = int(R.NO_REFERENCE_PRICE)
+_PRICE_COLLAR = int(R.PRICE_COLLAR)
+_MAX_NOTIONAL = int(R.MAX_NOTIONAL)
+_DAILY_LOSS = int(R.DAILY_LOSS)
+_DRAWDOWN = int(R.DRAWDOWN)
+_TRADING_REDUCING = int(R.TRADING_REDUCING)
+_MAX_LONG = int(R.MAX_LONG)
+_MAX_SHORT = int(R.MAX_SHORT)
+_GROSS_EXPOSURE = int(R.GROSS_EXPOSURE)
+_NET_EXPOSURE = int(R.NET_EXPOSURE)
+_SECTOR_CONCENTRATION = int(R.SECTOR_CONCENTRATION)
+_LEVERAGE = int(R.LEVERAGE)
+
+
+def _market_fields_struct() -> tuple[struct.Struct, int]:
+    """bid, ask, last trade, flags, trading state of a MarketState slot, unpacked in one call from the seqlock word."""
+    wanted = (("bid_price", "I"), ("ask_price", "I"), ("last_trade_price", "I"), ("flags", "B"),
+              ("trading_state", "B"))
+    base = MARKET_STATE.offset_of["seqlock"]
+    fmt, position = "<", base
+    for name, code in wanted:
+        offset = MARKET_STATE.offset_of[name]
+        fmt += "x" * (offset - position) + code
+        position = offset + struct.calcsize(code)
+    return struct.Struct(fmt), base
+
+
+MARKET_FIELDS, _SEQLOCK_OFFSET = _market_fields_struct()
+_FIELD_INDEX = {name: i for i, name in enumerate(f.name for f in MARKET_STATE.fields[MARKET_STATE.field_names.index(
+    "seqlock") + 1:])}
+
+
+def _collar_divisor(collar_ppm: int) -> int:
+    """d with ref // d == ref * collar_ppm // 10**6 for every ref, when 10**6 / collar_ppm is whole; else 0."""
+    return 1_000_000 // collar_ppm if collar_ppm and 1_000_000 % collar_ppm == 0 else 0
+
+
+def reference_price(bid: int, ask: int, last: int) -> int:
+    """Mid of the best bid and ask when both are there, else the last trade, else 0."""
+    if bid and ask:
+        return (bid + ask) >> 1
+    return last
+
+
+class RiskEngine:
+    """All of risk's state and the ordered check set; no rings, no shared counters (the agent's job)."""
+
+    # slots: CPython keeps attribute loads fast only for up to 30 dict-held attributes
+    __slots__ = ("symbols", "symbol_count", "market", "_ms_buffer", "_ms_seq_offsets", "_ms_load", "_ms_unpack",
+                 "portfolio", "control", "duplicates", "rate", "ready", "peak_pnl", "loss_floor", "hours_open",
+                 "hours_valid_until_ns", "hours_valid_from_ns", "approved", "cancels", "cancels_over_rate",
+                 "throttled", "torn_reads",
+                 "limits", "symbol_rows", "global_row", "max_gross", "max_net", "leverage_notional",
+                 "max_daily_loss", "max_drawdown", "max_open_orders", "allow_market_orders", "market_hours",
+                 "seen_client_ids", "identical", "in_snapshot", "snapshots_applied", "snapshot_reports_ignored")
+
+    def __init__(self, limits: Limits, symbols, market, *, order_capacity: int = 4096):
+        """``market``: a MarketStateReader (its buffer, slot offsets and atomics are read directly)."""
+        self.symbols = tuple(symbols)
+        self.symbol_count = len(self.symbols)
+        self.market = market
+        self._ms_buffer = market.buffer
+        self._ms_seq_offsets = [o + _SEQLOCK_OFFSET for o in market.offsets]
+        self._ms_load = market.atomics.load
+        self._ms_unpack = MARKET_FIELDS.unpack_from
+        self.portfolio = Portfolio(self.symbol_count, order_capacity)
+        self.control = TradingControl()
+        self.duplicates = DuplicateFilter(1, 1)
+        self.rate = SlidingWindow(1, 1)
+        self.ready = False                # False until the OMS's snapshot has been applied
+        self.in_snapshot = False
+        self.snapshots_applied = 0
+        self.snapshot_reports_ignored = 0
+        self.peak_pnl = 0
+        self.loss_floor = 0
+        self.hours_open = True
+        self.hours_valid_until_ns = self.hours_valid_from_ns = 0
+        self.approved = 0
+        self.cancels = 0
+        self.cancels_over_rate = 0
+        self.throttled = 0
+        self.torn_reads = 0
+        self.limits: Limits | None = None
+        self.apply_limits(limits)
+
+    # ------------------------------------------------------------------ configuration
+
+    def apply_limits(self, limits: Limits) -> None:
+        """Use ``limits`` from now on (start and reload); windows keep their recent history."""
+        if len(limits.symbols) != self.symbol_count:
+            raise ValueError(f"limits for {len(limits.symbols)} symbols, the layout has {self.symbol_count}")
+        old = self.limits
+        self.limits = limits
+        sector_of = [limits.sector_id_of(s) if limits.symbols[s] is not None else 0 for s in range(self.symbol_count)]
+        sector_limit = [limits.sectors[name] for name in limits.sector_names]
+        # one tuple per symbol, unpacked in one step by the check
+        self.symbol_rows = [None if sl is None else
+                            (sl.max_shares, sl.max_notional, sl.min_shares, sl.round_lot, sl.tick,
+                             _collar_divisor(sl.collar_ppm), sl.collar_ppm, sl.collar_abs, sl.max_long, sl.max_short,
+                             sector_of[s], sector_limit[sector_of[s]])
+                            for s, sl in enumerate(limits.symbols)]
+        self.max_gross = limits.max_gross_notional
+        self.max_net = limits.max_net_notional
+        self.leverage_notional = limits.leverage_notional
+        self.max_daily_loss = limits.max_daily_loss
+        self.max_drawdown = limits.max_drawdown
+        self.max_open_orders = limits.max_open_orders
+        self.allow_market_orders = limits.allow_market_orders
+        # the pool bounds open orders too: beyond it nothing is approved (snapshot orders still fit)
+        self.global_row = (min(limits.max_open_orders, self.portfolio.order_capacity), limits.allow_market_orders,
+                           min(limits.max_gross_notional, limits.leverage_notional), limits.max_net_notional)
+        self.market_hours = limits.market_hours
+        self.hours_valid_until_ns = self.hours_valid_from_ns = 0
+        self.hours_open = True
+        if old is None:
+            self.rate = SlidingWindow(limits.max_messages, limits.rate_window_ns)
+            self.duplicates = DuplicateFilter(limits.max_identical_orders, limits.duplicate_window_ns)
+        else:
+            self.rate = self.rate.resized(limits.max_messages, limits.rate_window_ns)
+            self.duplicates.reconfigure(limits.max_identical_orders, limits.duplicate_window_ns)
+        self.seen_client_ids = self.duplicates.seen_client_ids
+        self.identical = self.duplicates.identical
+        self.control.configure_throttle(limits.throttle_kill_trips, limits.throttle_kill_window_ns)
+        self.portfolio.set_sectors(sector_of, len(sector_limit))
+        self._new_peak(self.peak_pnl)
+
+    # ------------------------------------------------------------------ market state
+
+    def read_market(self, s: int) -> tuple[int, int, int, int, int]:
+        """(bid, ask, last trade, flags, trading state) of one consistent copy of the slot."""
+        offset = self._ms_seq_offsets[s]
+        load = self._ms_load
+        before = load(offset)
+        values = self._ms_unpack(self._ms_buffer, offset)
+        if before & 1 or load(offset) != before:
+            return self._read_market_slow(s)
+        return values
+
+    def _read_market_slow(self, s: int) -> tuple[int, int, int, int, int]:
+        """A write was in progress: the reader's retrying read (a dead writer's slot reads as stale)."""
+        self.torn_reads += 1
+        try:
+            raw = self.market.read_raw(s)
+        except Exception:  # noqa: BLE001 - TornRead: the feed died mid-write; the book is not to be trusted
+            return 0, 0, 0, BOOK_FLAG_STALE, 0
+        i = _FIELD_INDEX
+        return (raw[i["bid_price"]], raw[i["ask_price"]], raw[i["last_trade_price"]], raw[i["flags"]],
+                raw[i["trading_state"]])
+
+    def refresh_marks(self) -> None:
+        """Mark every symbol with a usable reference price (the slow path; checks mark their own symbol)."""
+        portfolio = self.portfolio
+        for s in range(self.symbol_count):
+            bid, ask, last, flags, state = self.read_market(s)
+            if flags & BOOK_FLAG_CROSSED:
+                continue
+            ref = reference_price(bid, ask, last)
+            if ref:
+                portfolio.set_mark(s, ref)
+
+    def _refresh_hours(self, now: int) -> None:
+        """Open or closed, and until when that holds (asked again only then, or if the clock went back)."""
+        self.hours_open, self.hours_valid_until_ns = self.market_hours.state_at(now)
+        self.hours_valid_from_ns = now
+
+    # ------------------------------------------------------------------ loss limits
+
+    def _new_peak(self, pnl: int) -> None:
+        """The day's P&L peak (drawdown is measured from it) and the floor below which the kill switch trips."""
+        self.peak_pnl = pnl
+        self.loss_floor = max(-self.max_daily_loss, pnl - self.max_drawdown)
+
+    def check_loss(self, now: int) -> int:
+        """0, or DAILY_LOSS / DRAWDOWN after latching the kill switch. Updates the day's peak."""
+        pnl = self.portfolio.realized_total + self.portfolio.unrealized_total
+        if pnl > self.peak_pnl:
+            self._new_peak(pnl)
+        if pnl < -self.max_daily_loss:
+            self.control.trip(DAILY_LOSS, now, pnl)
+            return _DAILY_LOSS
+        if self.peak_pnl - pnl > self.max_drawdown:
+            self.control.trip(DRAWDOWN, now, pnl - self.peak_pnl)
+            return _DRAWDOWN
+        return 0
+
+    # ------------------------------------------------------------------ the check set
+
+    def check(self, action: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
+              shares: int, price: int, time_in_force: int, now: int) -> int:
+        """0 to approve, else the RiskReason of the first failing check. Changes no state except the
+        kill switch (loss limits, repeated throttling) and the day's peak P&L.
+
+        One flat function on purpose: every call and attribute lookup costs tens of ns in CPython,
+        and this runs for every order (see ``appliance bench risk``).
+        """
+        if action != NEW and action != REPLACE:
+            return 0 if action == CANCEL or action == CANCEL_ALL else _BAD_ORDER      # cancels always pass
+        # 1. well-formed
+        if (side != BUY and side != SELL and side != SELL_SHORT) or not shares or not price or not client_order_id \
+                or (time_in_force != TIF_DAY and time_in_force != TIF_IOC):
+            return _BAD_ORDER
+        if symbol_id >= self.symbol_count:
+            return _UNKNOWN_SYMBOL
+        row = self.symbol_rows[symbol_id]
+        if row is None:
+            return _UNKNOWN_SYMBOL
+        # 2. the gateway's own state
+        if not self.ready:
+            return _NOT_READY
+        control = self.control
+        state = control.state
+        if state == HALTED:
+            return _TRADING_HALTED
+        if self.market_hours is not None:
+            if now >= self.hours_valid_until_ns or now < self.hours_valid_from_ns:
+                self._refresh_hours(now)
+            if not self.hours_open:
+                return _MARKET_CLOSED
+        # 3. duplicates and the order being replaced
+        if client_order_id in self.seen_client_ids:
+            return _DUPLICATE_CLIENT_ID
+        portfolio = self.portfolio
+        buy = side == BUY
+        if action == REPLACE:
+            order = portfolio.orders.get(orig_client_order_id)
+            if order is None or order.replacement_id:
+                return _UNKNOWN_ORDER
+            if order.symbol_id != symbol_id or order.buy != buy or orig_client_order_id == client_order_id:
+                return _BAD_ORDER
+            added = shares - order.worst if shares > order.worst else 0
+        else:
+            added = shares
+        # 4. size and price format
+        (max_shares, max_notional, min_shares, round_lot, tick, collar_divisor, collar_ppm, collar_abs, max_long,
+         max_short, sector, sector_limit) = row
+        if shares < min_shares:
+            return _MIN_SIZE
+        if shares > max_shares:
+            return _MAX_SHARES
+        if round_lot and shares % round_lot:
+            return _ROUND_LOT
+        max_open_orders, allow_market_orders, gross_cap, max_net = self.global_row
+        market_order = price == MARKET_PRICE
+        if market_order:
+            if not allow_market_orders:
+                return _PRICE_COLLAR
+        elif price % tick:
+            return _TICK
+        # 5. rate and counts
+        window = self.rate
+        if now - window.times[window.next_index] < window.window_ns:        # SlidingWindow.full, inlined
+            self.throttled += 1
+            control.throttled(now)
+            return _MESSAGE_RATE
+        if action == NEW:
+            if portfolio.open_count >= max_open_orders:
+                return _MAX_OPEN_ORDERS
+            window = self.identical.get((symbol_id, side, shares, price))
+            if window is not None and now - window.times[window.next_index] < window.window_ns:
+                return _REPEATED_ORDER
+        # 6. the book: usable, and the price near it
+        offset = self._ms_seq_offsets[symbol_id]
+        load = self._ms_load
+        before = load(offset)
+        bid, ask, last, flags, trading_state = self._ms_unpack(self._ms_buffer, offset)
+        if before & 1 or load(offset) != before:
+            bid, ask, last, flags, trading_state = self._read_market_slow(symbol_id)
+        if flags & BAD_BOOK or trading_state != TRADING:
+            if flags & BOOK_FLAG_STALE or not trading_state:
+                return _BOOK_STALE
+            if flags & BOOK_FLAG_HALTED or trading_state != TRADING:
+                return _SYMBOL_HALTED
+            return _BOOK_CROSSED
+        if bid and ask:
+            if bid > ask:
+                return _BOOK_CROSSED
+            ref = (bid + ask) >> 1
+        elif last:
+            ref = last
+        else:
+            return _NO_REFERENCE_PRICE
+        if collar_divisor:                   # 5 % is ref // 20: the same floor as ref * ppm // 10**6, cheaper
+            band = ref // collar_divisor
+        else:
+            band = ref * collar_ppm // 1_000_000 if collar_ppm else collar_abs
+        if market_order:
+            price = ref + band if buy else ref - band
+        elif price > ref + band or price < ref - band:
+            return _PRICE_COLLAR
+        if shares * price > max_notional:
+            return _MAX_NOTIONAL
+        # 7. loss: realized + unrealized (at the marks of the last housekeeping pass) against the floor
+        pnl = portfolio.realized_total + portfolio.unrealized_total
+        if pnl > self.peak_pnl:
+            self._new_peak(pnl)
+        if pnl < self.loss_floor:
+            return self.check_loss(now)
+        # 8-9. trading state REDUCING, then the worst-case position (shares)
+        position = portfolio.position[symbol_id]
+        if buy:
+            worst = position + portfolio.open_buy[symbol_id] + added
+            if added and state == REDUCING and worst > 0:
+                return _TRADING_REDUCING
+            if worst > max_long:
+                return _MAX_LONG
+        else:
+            worst = position - portfolio.open_sell[symbol_id] - added
+            if added and state == REDUCING and worst < 0:
+                return _TRADING_REDUCING
+            if -worst > max_short:
+                return _MAX_SHORT
+        if not added:
+            return 0                 # a replace that does not grow the order adds no exposure
+        # 10. exposure: this symbol revalued at the reference price; only an increase can be denied.
+        # The symbol's gross is its larger worst-case side: the order grows it only if its side
+        # becomes (or is) the larger one.
+        if buy:
+            grows = worst > portfolio.open_sell[symbol_id] - position
+            net_over = portfolio.long_total - portfolio.long_notional[symbol_id] + worst * ref > max_net
+        else:
+            grows = -worst > position + portfolio.open_buy[symbol_id]
+            net_over = portfolio.short_total - portfolio.short_notional[symbol_id] + worst * ref < -max_net
+        if not grows:
+            return _NET_EXPOSURE if net_over else 0
+        gross_delta = (worst if buy else -worst) * ref - portfolio.gross_notional[symbol_id]
+        gross_total = portfolio.gross_total + gross_delta
+        if gross_total > gross_cap and gross_total > self.max_gross:          # gross_cap: min(gross, leverage)
+            return _GROSS_EXPOSURE
+        if net_over:
+            return _NET_EXPOSURE
+        if portfolio.sector_gross[sector] + gross_delta > sector_limit:
+            return _SECTOR_CONCENTRATION
+        if gross_total > gross_cap:
+            return _LEVERAGE
+        return 0
+
+    # ------------------------------------------------------------------ booking
+
+    def record(self, action: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
+               shares: int, price: int, strategy_id: int, now: int) -> None:
+        """Book an intent that passed ``check`` (cancels included: they count in the rate window)."""
+        rate = self.rate
+        if action == NEW:
+            self.portfolio.add_order(client_order_id, symbol_id, side, shares, price, strategy_id)
+            self.duplicates.seen_client_ids.add(client_order_id)
+            self.duplicates.record_order((symbol_id, side, shares, price), now)
+            self.approved += 1
+        elif action == REPLACE:
+            portfolio = self.portfolio
+            portfolio.add_replace(portfolio.orders[orig_client_order_id], client_order_id, shares)
+            self.duplicates.seen_client_ids.add(client_order_id)
+            self.approved += 1
+        else:
+            self.cancels += 1
+            if rate.full(now):
+                self.cancels_over_rate += 1
+                self.throttled += 1
+        rate.record(now)
+
+    def decide(self, action: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
+               shares: int, price: int, time_in_force: int, strategy_id: int, now: int) -> int:
+        """``check`` and, when it passes, ``record``: what the agent does with every intent."""
+        reason = self.check(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price,
+                            time_in_force, now)
+        if not reason:
+            self.record(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price, strategy_id,
+                        now)
+        return reason
+
+    # ------------------------------------------------------------------ execution reports
+
+    def on_report(self, event: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
+                  shares: int, price: int, leaves: int, position: int, cost_basis: int, realized: int,
+                  strategy_id: int, now: int) -> int:
+        """Apply one ExecutionReport from the OMS, in ring order; returns a ``state`` result code.
+
+        The rebuild rule: until SNAPSHOT_END, reports are applied in ring order like any other.
+        The first snapshot report after (re)start clears positions and open orders (whatever came
+        before it is included in the snapshot); SNAPSHOT_END makes risk ready. Snapshot reports
+        arriving once risk is ready (the OMS answering a repeated request) are ignored: approvals
+        made since would otherwise be forgotten.
+        """
+        if SNAPSHOT_ORDER <= event <= SNAPSHOT_END:
+            if self.ready:
+                self.snapshot_reports_ignored += 1
+                return SNAPSHOT_IGNORED
+            portfolio = self.portfolio
+            if not self.in_snapshot:
+                portfolio.clear()
+                self.in_snapshot = True
+            if event == SNAPSHOT_END:
+                self.in_snapshot = False
+                self.snapshots_applied += 1
+                self.mark_ready(now)
+                return SNAPSHOT_COMPLETE
+            if not 0 <= symbol_id < self.symbol_count:
+                return BAD_REPORT
+            if event == SNAPSHOT_POSITION:
+                portfolio.snapshot_position(symbol_id, position, cost_basis, realized)
+                return SNAPSHOT_APPLIED
+            if side != BUY and side != SELL and side != SELL_SHORT or not client_order_id:
+                return BAD_REPORT
+            portfolio.snapshot_order(client_order_id, symbol_id, side, shares, price, strategy_id)
+            self.seen_client_ids.add(client_order_id)
+            return SNAPSHOT_APPLIED
+        return self.portfolio.on_report(event, client_order_id, orig_client_order_id, symbol_id, leaves, price,
+                                        position, cost_basis, realized)
+
+    def restart_rebuild(self) -> None:
+        """Approve nothing until a (new) snapshot has been applied."""
+        self.ready = False
+        self.in_snapshot = False
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def housekeeping(self, now: int) -> int:
+        """The slow path: mark every symbol, enforce the loss limits without waiting for an order."""
+        self.refresh_marks()
+        if self.ready:
+            return self.check_loss(now)
+        return 0
+
+    def mark_ready(self, now: int) -> None:
+        """The state is rebuilt: marks refreshed, the day's peak restarts at the current P&L."""
+        self.refresh_marks()
+        self._new_peak(self.portfolio.pnl())
+        self.ready = True
+        self.control.ready(now)
+

@@ -1,0 +1,157 @@
+"""Trading state and the kill switch: ACTIVE, REDUCING, HALTED, and who may undo a HALTED.
+
+* ``trip`` (a KILL command, the daily loss limit, the drawdown limit, or the throttle tripped
+  ``trips`` times inside its window) latches HALTED: only cancels pass, a ControlEvent KILL asks
+  the OMS to cancel every open order, a log line says why. Tripping again while latched changes
+  nothing (the first reason stays).
+* ``reset`` needs a person: a non-empty operator name, recorded in the RESET event the OMS
+  journals. Without one it is refused and counted. Reset returns to ACTIVE.
+* ``set_reducing`` / ``set_active`` move between ACTIVE and REDUCING, never out of a latched HALTED.
+
+Every change of state appends a ControlEvent to ``events`` (the agent writes them to the OMS)
+and bumps ``epoch`` (the agent mirrors the state into the control words).
+"""
+from __future__ import annotations
+
+import logging
+
+from appliance.messages.codes import ControlEventKind, RiskState
+
+from .rate import SlidingWindow
+
+log = logging.getLogger("appliance.risk")
+
+MANUAL = "MANUAL"
+DAILY_LOSS = "DAILY_LOSS"
+DRAWDOWN = "DRAWDOWN"
+THROTTLE = "THROTTLE"
+PREVIOUS_RUN = "PREVIOUS_RUN"         # risk restarted while the kill switch was latched
+
+
+class TradingControl:
+    """The risk state word and the latched kill switch, with the events they cause."""
+
+    def __init__(self, throttle_trips: int = 0, throttle_window_ns: int = 1):
+        self.state = int(RiskState.STARTING)
+        self.latched = False
+        self.kill_reason = ""
+        self.kill_operator = ""
+        self.kill_value = 0
+        self.killed_ns = 0
+        self.epoch = 0                    # +1 on every state change
+        self.changed_ns = 0
+        self.events: list[tuple] = []     # (kind, state, value, operator, detail, t_ns), oldest first
+        self.kills = 0
+        self.resets = 0
+        self.resets_refused = 0
+        self.commands_refused = 0
+        self.reset_log: list[tuple[str, int]] = []     # (operator, t_ns) of every accepted reset
+        self._resume_state = int(RiskState.ACTIVE)     # where STARTING goes once the state is rebuilt
+        self.throttle_trips = None
+        self.configure_throttle(throttle_trips, throttle_window_ns)
+
+    def configure_throttle(self, trips: int, window_ns: int) -> None:
+        """``trips`` MESSAGE_RATE denials inside ``window_ns`` latch the kill switch (0: never)."""
+        self.throttle_trips = SlidingWindow(trips, window_ns) if trips else None
+
+    # ------------------------------------------------------------------ transitions
+
+    def _set_state(self, state: int, now: int) -> None:
+        if state != self.state:
+            self.state = state
+            self.epoch += 1
+            self.changed_ns = now
+            self.events.append((int(ControlEventKind.STATE_CHANGED), state, 0, "", RiskState(state).name, now))
+
+    def start(self, now: int, *, latched_before: bool = False, reducing_before: bool = False) -> None:
+        """Risk (re)started: a kill switch latched by the previous run stays latched (fail closed)."""
+        if latched_before:
+            self.latched = True
+            self.kill_reason = PREVIOUS_RUN
+            self.killed_ns = now
+            self.state = int(RiskState.HALTED)
+            self.epoch += 1
+            self.changed_ns = now
+            log.warning("kill switch still latched from the previous run: HALTED until a named reset")
+        else:
+            self._resume_state = int(RiskState.REDUCING if reducing_before else RiskState.ACTIVE)
+
+    def ready(self, now: int) -> None:
+        """State rebuilt: leave STARTING for ACTIVE (or the REDUCING the previous run was in)."""
+        if self.state == RiskState.STARTING:
+            self._set_state(self._resume_state, now)
+
+    def trip(self, reason: str, now: int, value: int = 0, operator: str = "") -> bool:
+        """Latch HALTED and ask the OMS to cancel everything; False if it was latched already."""
+        if self.latched:
+            return False
+        self.latched = True
+        self.kill_reason, self.kill_operator, self.kill_value, self.killed_ns = reason, operator, value, now
+        self.kills += 1
+        self.state = int(RiskState.HALTED)
+        self.epoch += 1
+        self.changed_ns = now
+        self.events.append((int(ControlEventKind.KILL), self.state, value, operator, reason, now))
+        log.error("KILL SWITCH latched: %s%s%s; HALTED, OMS asked to cancel every open order; a named reset is "
+                  "needed", reason, f" by {operator}" if operator else "", f" (value {value})" if value else "")
+        return True
+
+    def reset(self, operator: str, now: int) -> bool:
+        """Unlatch, back to ACTIVE; refused (and counted) without an operator name or when not latched."""
+        operator = operator.strip()
+        if not operator:
+            self.resets_refused += 1
+            log.warning("kill switch reset refused: no operator name")
+            return False
+        if not self.latched:
+            self.commands_refused += 1
+            log.info("reset by %s ignored: the kill switch is not latched", operator)
+            return False
+        log.warning("kill switch reset by %s (latched for %s since %d)", operator, self.kill_reason, self.killed_ns)
+        self.latched = False
+        self.kill_reason = self.kill_operator = ""
+        self.kill_value = 0
+        self.resets += 1
+        self.reset_log.append((operator, now))
+        state = int(RiskState.ACTIVE)
+        self.state = state
+        self.epoch += 1
+        self.changed_ns = now
+        self.events.append((int(ControlEventKind.RESET), state, 0, operator, "RESET", now))
+        if self.throttle_trips is not None:
+            self.configure_throttle(self.throttle_trips.limit, self.throttle_trips.window_ns)
+        return True
+
+    def set_reducing(self, now: int) -> bool:
+        if self.latched or self.state == RiskState.HALTED:
+            self.commands_refused += 1
+            return False
+        if self.state == RiskState.STARTING:
+            self._resume_state = int(RiskState.REDUCING)
+            return True
+        self._set_state(int(RiskState.REDUCING), now)
+        return True
+
+    def set_active(self, now: int) -> bool:
+        if self.latched or self.state == RiskState.HALTED:
+            self.commands_refused += 1
+            return False
+        if self.state == RiskState.STARTING:
+            self._resume_state = int(RiskState.ACTIVE)
+            return True
+        self._set_state(int(RiskState.ACTIVE), now)
+        return True
+
+    def throttled(self, now: int) -> bool:
+        """A MESSAGE_RATE denial happened; True when it latched the kill switch."""
+        window = self.throttle_trips
+        if window is None:
+            return False
+        window.record(now)
+        if window.full(now):           # this denial and the trips-1 before it all inside the window
+            return self.trip(THROTTLE, now, window.limit)
+        return False
+
+    def take_events(self) -> list[tuple]:
+        events, self.events = self.events, []
+        return events

@@ -1,0 +1,307 @@
+"""What risk knows about the book: positions, open orders, exposure and P&L, by symbol id.
+
+Per symbol (preallocated lists indexed by symbol id): the OMS's position, cost basis and
+realized P&L (authoritative: copied from every ExecutionReport), the worst-case open shares on
+each side, the mark (the market-state reference price) and what follows from them: worst-case
+long and short notional, gross notional, unrealized P&L. Totals across symbols (and per
+sector) are kept up to date incrementally, so no check ever loops over the symbols.
+
+Open-order accounting (worst case):
+* an approved NEW is open from the moment risk approves it, with all its shares, until the OMS
+  reports it CANCELED with nothing left, fully EXECUTED, REJECTED or REJECTED_LOCALLY;
+* an approved REPLACE keeps the order open at max(its leaves, the new size) until REPLACED
+  (then the new order's leaves) or the replacement's REJECTED (back to the leaves);
+* worst-case long = position + open buy shares; worst-case short = position - open sell shares.
+
+Open orders live in a preallocated pool of ``OpenOrder`` records found by client order id.
+"""
+from __future__ import annotations
+
+from appliance.messages.codes import ExecEvent, Side
+
+BUY = int(Side.BUY)
+ACCEPTED = int(ExecEvent.ACCEPTED)
+REPLACED = int(ExecEvent.REPLACED)
+CANCELED = int(ExecEvent.CANCELED)
+EXECUTED = int(ExecEvent.EXECUTED)
+REJECTED = int(ExecEvent.REJECTED)
+BROKEN = int(ExecEvent.BROKEN)
+CANCEL_REJECTED = int(ExecEvent.CANCEL_REJECTED)
+PENDING_TIMEOUT = int(ExecEvent.PENDING_TIMEOUT)
+SNAPSHOT_ORDER = int(ExecEvent.SNAPSHOT_ORDER)
+SNAPSHOT_POSITION = int(ExecEvent.SNAPSHOT_POSITION)
+SNAPSHOT_END = int(ExecEvent.SNAPSHOT_END)
+REJECTED_LOCALLY = int(ExecEvent.REJECTED_LOCALLY)
+ORDER_EVENTS = frozenset((ACCEPTED, REPLACED, CANCELED, EXECUTED, REJECTED, REJECTED_LOCALLY))
+POSITION_ONLY_EVENTS = frozenset((BROKEN, CANCEL_REJECTED, PENDING_TIMEOUT))
+
+# what on_report says about a report (the agent counts them)
+APPLIED = 0
+UNKNOWN_ORDER = 1        # an order event for a client order id risk does not hold open
+BAD_REPORT = 2           # unknown event code or symbol id out of range
+SNAPSHOT_APPLIED = 3     # a SNAPSHOT_POSITION / SNAPSHOT_ORDER while rebuilding
+SNAPSHOT_COMPLETE = 4    # SNAPSHOT_END: the state is rebuilt
+SNAPSHOT_IGNORED = 5     # a snapshot report while not rebuilding (an answer to a repeated request)
+
+
+class OpenOrder:
+    """One open order as risk counts it. ``worst`` is what it adds to its side's open shares."""
+
+    __slots__ = ("client_order_id", "symbol_id", "buy", "side", "leaves", "pending_shares", "worst", "price",
+                 "strategy_id", "replacement_id")
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.client_order_id = 0
+        self.symbol_id = 0
+        self.buy = False
+        self.side = 0
+        self.leaves = 0              # as the OMS last reported (or the approved size)
+        self.pending_shares = 0      # the size of an approved replace not yet REPLACED (0: none)
+        self.worst = 0               # max(leaves, pending_shares)
+        self.price = 0
+        self.strategy_id = 0
+        self.replacement_id = 0      # client order id of the pending replacement
+
+
+class Portfolio:
+    """Positions, open orders, exposure and P&L of every symbol; totals kept incrementally."""
+
+    __slots__ = ("symbol_count", "position", "cost_basis", "realized", "open_buy", "open_sell", "mark",
+                 "long_notional", "short_notional", "gross_notional", "unrealized", "sector_of", "sector_gross",
+                 "long_total", "short_total", "gross_total", "unrealized_total", "realized_total", "orders",
+                 "replacements", "open_count", "order_capacity", "free", "pool_overflow")
+
+    def __init__(self, symbol_count: int, order_capacity: int = 4096, sector_of: list[int] | None = None,
+                 sector_count: int = 1):
+        self.symbol_count = n = symbol_count
+        self.position = [0] * n
+        self.cost_basis = [0] * n
+        self.realized = [0] * n
+        self.open_buy = [0] * n          # worst-case open shares per side
+        self.open_sell = [0] * n
+        self.mark = [0] * n              # reference price the exposure and unrealized P&L are marked at
+        self.long_notional = [0] * n     # (position + open_buy) x mark
+        self.short_notional = [0] * n    # (position - open_sell) x mark
+        self.gross_notional = [0] * n    # max(long, -short)
+        self.unrealized = [0] * n
+        self.sector_of = list(sector_of) if sector_of is not None else [0] * n
+        self.sector_gross = [0] * max(1, sector_count)
+        self.long_total = 0              # sum of long_notional: the net exposure if every buy fills
+        self.short_total = 0             # sum of short_notional: the net exposure if every sell fills
+        self.gross_total = 0
+        self.unrealized_total = 0
+        self.realized_total = 0
+        self.orders: dict[int, OpenOrder] = {}           # client order id -> open order
+        self.replacements: dict[int, OpenOrder] = {}     # pending replacement id -> the order it replaces
+        self.open_count = 0
+        self.order_capacity = order_capacity
+        self.free = [OpenOrder() for _ in range(order_capacity)]
+        self.pool_overflow = 0           # snapshot orders beyond the pool (allocated, counted)
+
+    # ------------------------------------------------------------------ derived values
+
+    def refresh(self, s: int) -> None:
+        """Recompute one symbol's notional and unrealized P&L and fold the change into the totals."""
+        position = self.position[s]
+        mark = self.mark[s]
+        long_notional = (position + self.open_buy[s]) * mark
+        short_notional = (position - self.open_sell[s]) * mark
+        gross = long_notional if long_notional > -short_notional else -short_notional
+        unrealized = position * mark - self.cost_basis[s] if mark and position else 0
+        self.long_total += long_notional - self.long_notional[s]
+        self.short_total += short_notional - self.short_notional[s]
+        delta_gross = gross - self.gross_notional[s]
+        self.gross_total += delta_gross
+        self.sector_gross[self.sector_of[s]] += delta_gross
+        self.unrealized_total += unrealized - self.unrealized[s]
+        self.long_notional[s] = long_notional
+        self.short_notional[s] = short_notional
+        self.gross_notional[s] = gross
+        self.unrealized[s] = unrealized
+
+    def recompute(self) -> None:
+        """Every derived value and total from scratch (after a rebuild or a limits reload)."""
+        n = self.symbol_count
+        self.long_notional = [0] * n
+        self.short_notional = [0] * n
+        self.gross_notional = [0] * n
+        self.unrealized = [0] * n
+        self.sector_gross = [0] * len(self.sector_gross)
+        self.long_total = self.short_total = self.gross_total = self.unrealized_total = 0
+        for s in range(n):
+            self.refresh(s)
+        self.realized_total = sum(self.realized)
+
+    def set_sectors(self, sector_of: list[int], sector_count: int) -> None:
+        self.sector_of = list(sector_of)
+        self.sector_gross = [0] * max(1, sector_count)
+        self.recompute()
+
+    def set_mark(self, s: int, price: int) -> None:
+        if price != self.mark[s]:
+            self.mark[s] = price
+            self.refresh(s)
+
+    def pnl(self) -> int:
+        """Realized plus unrealized P&L across symbols, price units x shares."""
+        return self.realized_total + self.unrealized_total
+
+    # ------------------------------------------------------------------ open orders
+
+    def _set_worst(self, order: OpenOrder, worst: int) -> None:
+        delta = worst - order.worst
+        if delta:
+            order.worst = worst
+            s = order.symbol_id
+            if order.buy:
+                self.open_buy[s] += delta
+            else:
+                self.open_sell[s] += delta
+            self.refresh(s)
+
+    def pool_available(self) -> bool:
+        return bool(self.free)
+
+    def add_order(self, client_order_id: int, symbol_id: int, side: int, shares: int, price: int,
+                  strategy_id: int) -> OpenOrder:
+        """An approved NEW (or a snapshot order): open with ``shares`` from now on."""
+        order = self.free.pop() if self.free else None
+        if order is None:
+            order = OpenOrder()
+            self.pool_overflow += 1
+        order.client_order_id = client_order_id
+        order.symbol_id = symbol_id
+        order.side = side
+        order.buy = side == BUY
+        order.leaves = shares
+        order.pending_shares = 0
+        order.worst = 0
+        order.price = price
+        order.strategy_id = strategy_id
+        order.replacement_id = 0
+        self.orders[client_order_id] = order
+        self.open_count += 1
+        self._set_worst(order, shares)
+        return order
+
+    def add_replace(self, order: OpenOrder, replacement_id: int, shares: int) -> None:
+        """An approved REPLACE of ``order``: worst case max(leaves, new size) until it is answered."""
+        order.replacement_id = replacement_id
+        order.pending_shares = shares
+        self.replacements[replacement_id] = order
+        self._set_worst(order, order.leaves if order.leaves > shares else shares)
+
+    def close(self, order: OpenOrder) -> None:
+        """The order is gone (nothing left, rejected): its shares stop counting."""
+        if order.replacement_id:
+            self.replacements.pop(order.replacement_id, None)
+        self._set_worst(order, 0)
+        if self.orders.get(order.client_order_id) is order:
+            del self.orders[order.client_order_id]
+            self.open_count -= 1
+        order.clear()
+        if len(self.free) < self.order_capacity:
+            self.free.append(order)
+
+    def _set_leaves(self, order: OpenOrder, leaves: int) -> None:
+        if leaves <= 0:
+            self.close(order)
+            return
+        order.leaves = leaves
+        pending = order.pending_shares
+        self._set_worst(order, leaves if leaves > pending else pending)
+
+    # ------------------------------------------------------------------ execution reports
+
+    def set_position(self, s: int, position: int, cost_basis: int, realized: int) -> None:
+        """The OMS's numbers for the symbol after an event (authoritative)."""
+        if position != self.position[s] or cost_basis != self.cost_basis[s]:
+            self.position[s] = position
+            self.cost_basis[s] = cost_basis
+            self.refresh(s)
+        if realized != self.realized[s]:
+            self.realized_total += realized - self.realized[s]
+            self.realized[s] = realized
+
+    def on_report(self, event: int, client_order_id: int, orig_client_order_id: int, symbol_id: int,
+                  leaves: int, price: int, position: int, cost_basis: int, realized: int) -> int:
+        """Apply one ordinary ExecutionReport (not a snapshot one); returns APPLIED/UNKNOWN_ORDER/BAD_REPORT."""
+        if not 0 <= symbol_id < self.symbol_count:
+            return BAD_REPORT
+        if event in POSITION_ONLY_EVENTS:
+            self.set_position(symbol_id, position, cost_basis, realized)
+            return APPLIED
+        if event not in ORDER_EVENTS:
+            return BAD_REPORT
+        self.set_position(symbol_id, position, cost_basis, realized)
+        orders = self.orders
+        if event == REPLACED:
+            order = self.replacements.pop(client_order_id, None)
+            if order is None:
+                order = orders.get(orig_client_order_id)
+                if order is None:
+                    return UNKNOWN_ORDER
+            if orders.get(order.client_order_id) is order:
+                del orders[order.client_order_id]
+            if order.replacement_id and order.replacement_id != client_order_id:
+                self.replacements.pop(order.replacement_id, None)      # replaced by an id risk did not approve
+            order.client_order_id = client_order_id
+            order.replacement_id = 0
+            order.pending_shares = 0
+            order.price = price
+            orders[client_order_id] = order
+            self._set_leaves(order, leaves)
+            return APPLIED
+        if event == REJECTED or event == REJECTED_LOCALLY:
+            order = self.replacements.pop(client_order_id, None)
+            if order is not None:            # the replace was refused: the order keeps its leaves
+                order.replacement_id = 0
+                order.pending_shares = 0
+                self._set_worst(order, order.leaves)
+                return APPLIED
+            order = orders.get(client_order_id)
+            if order is None:
+                return UNKNOWN_ORDER
+            self.close(order)
+            return APPLIED
+        order = orders.get(client_order_id)
+        if order is None:
+            return UNKNOWN_ORDER
+        self._set_leaves(order, leaves)      # ACCEPTED, EXECUTED, CANCELED: what stays open
+        return APPLIED
+
+    # ------------------------------------------------------------------ rebuild from the OMS
+
+    def clear(self) -> None:
+        """Forget positions and open orders (the start of a snapshot)."""
+        for order in list(self.orders.values()):
+            self.close(order)
+        self.replacements.clear()
+        n = self.symbol_count
+        self.position = [0] * n
+        self.cost_basis = [0] * n
+        self.realized = [0] * n
+        self.open_buy = [0] * n
+        self.open_sell = [0] * n
+        self.open_count = 0
+        self.recompute()
+
+    def snapshot_position(self, s: int, position: int, cost_basis: int, realized: int) -> None:
+        self.set_position(s, position, cost_basis, realized)
+
+    def snapshot_order(self, client_order_id: int, symbol_id: int, side: int, leaves: int, price: int,
+                       strategy_id: int) -> None:
+        existing = self.orders.get(client_order_id)
+        if existing is not None:
+            self.close(existing)
+        if leaves > 0:
+            self.add_order(client_order_id, symbol_id, side, leaves, price, strategy_id)
+
+    # ------------------------------------------------------------------ views (tests, gauges)
+
+    def open_orders(self) -> dict[int, tuple]:
+        """client order id -> (symbol id, side, leaves, worst) of every open order."""
+        return {cid: (o.symbol_id, o.side, o.leaves, o.worst) for cid, o in self.orders.items()}

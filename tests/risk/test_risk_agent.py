@@ -1,0 +1,426 @@
+"""The risk gateway as a process: the test owns the shared memory and plays its peers.
+
+It is the strategy (writes order_intents, reads risk_rejects), the OMS (reads approved_orders and
+risk_events, writes ExecutionReports on exec_to_risk and answers SNAPSHOT_REQUEST from what it has
+seen) and the supervisor (writes risk_commands), and the feed (writes the market-state table).
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import yaml
+
+from appliance.messages.catalog import (APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT,
+                                        RISK_COMMAND)
+from appliance.messages.codes import (TIF_DAY, Action, ControlCommand, ControlEventKind, ExecEvent, RejectSource,
+                                      RiskReason, RiskState, Side)
+from appliance.risk.sandbox import limits_document
+from appliance.runtime.counters import ProcessState
+from appliance.runtime.layout import load_layout
+from appliance.runtime.memory import SharedMemory
+from conftest import layout_document, output_of, wait_until
+
+SYMBOLS = ["AAPL", "MSFT"]
+AAPL, MSFT = 0, 1
+PRICES = {AAPL: 1_900_000, MSFT: 4_200_000}
+B, S = int(Side.BUY), int(Side.SELL)
+TIMEOUT = 20
+
+
+def risk_layout(name: str, limits_path, **params) -> dict:
+    sleeper = {"strategy": "sleep", "sleep_ns": 1_000_000}
+    rings = [("order_intents", "strategy", "risk", "OrderIntent", 128), ("risk_rejects", "risk", "strategy",
+                                                                          "OrderReject", 64),
+             ("approved_orders", "risk", "oms", "ApprovedOrder", 128), ("exec_to_risk", "oms", "risk",
+                                                                         "ExecutionReport", 128),
+             ("risk_commands", "supervisor", "risk", "RiskCommand", 64), ("risk_events", "risk", "oms",
+                                                                           "ControlEvent", 64)]
+    doc = layout_document(
+        name,
+        processes=[{"name": "supervisor", "agent": "appliance.supervisor.agent:SupervisorAgent", "idle": sleeper},
+                   {"name": "strategy", "agent": "appliance.strategy.agent:StrategyAgent", "idle": sleeper},
+                   {"name": "risk", "agent": "appliance.risk.agent:RiskAgent",
+                    "idle": {"strategy": "doorbell", "spins": 100, "park_timeout_ns": 2_000_000},
+                    "params": {"limits": str(limits_path), **params}},
+                   {"name": "oms", "agent": "appliance.oms.agent:OmsAgent", "idle": sleeper}],
+        rings=[{"name": n, "segment": "main", "producer": p, "consumer": c, "message": m, "slot_size": size,
+                "capacity": 256} for n, p, c, m, size in rings],
+        slots_per_process=128, symbols=SYMBOLS)
+    doc["tables"] += [{"name": "control", "kind": "control", "segment": "main"},
+                      {"name": "positions", "kind": "positions", "segment": "main"}]
+    return doc
+
+
+class RiskUnderTest:
+    """Shared memory, the risk process, and the test's strategy, OMS and supervisor sides."""
+
+    def __init__(self, write_layout, spawner, tmp_path, name, limits: dict | None = None, **params):
+        self.spawner = spawner
+        self.limits_path = tmp_path / "risk_limits.yaml"
+        self.write_limits(limits or limits_document(SYMBOLS))
+        self.layout = load_layout(write_layout(risk_layout(name, self.limits_path.name, **params)))
+        self.memory = SharedMemory.create(self.layout)
+        self.buffer = self.memory.buffer_of("main")
+        self.market = self.memory.market_state_writer()
+        self.sequence = 0
+        for sid, price in PRICES.items():
+            self.quote(sid, price)
+        self.intents = self.memory.ring("order_intents", "producer")
+        self.rejects = self.memory.ring("risk_rejects", "consumer")
+        self.approved = self.memory.ring("approved_orders", "consumer")
+        self.reports = self.memory.ring("exec_to_risk", "producer")
+        self.commands = self.memory.ring("risk_commands", "producer")
+        self.events_ring = self.memory.ring("risk_events", "consumer")
+        self.words = self.memory.control()
+        self.proc = None
+        self.next_id = 1
+        self.decisions: dict[int, int] = {}         # client order id -> 0 approved / RiskReason
+        self.approved_orders: list[dict] = []
+        self.events: list[dict] = []
+        # the OMS's view, from which it answers snapshot requests
+        self.positions = {sid: [0, 0, 0] for sid in PRICES}      # position, cost basis, realized
+        self.open_orders: dict[int, list] = {}                   # cid -> [symbol, side, leaves, price]
+        self.snapshots_sent = 0
+        self.answer_snapshots = True
+
+    def write_limits(self, document: dict) -> None:
+        self.limits_path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def quote(self, sid: int, mid: int, flags: int = 0) -> None:
+        self.sequence += 1
+        self.market.publish(sid, mid - 100, 100, mid + 100, 100, mid, 10, flags, ord("T"), self.sequence,
+                            self.sequence, time.time_ns())
+
+    # -- the process
+    def start(self) -> None:
+        self.proc = self.spawner.start(self.layout.path, "risk")
+        table = self.memory.process_table()
+        wait_until(lambda: table.read("risk").state is ProcessState.RUNNING and table.read("risk").pid == self.proc.pid
+                   or self.proc.poll() is not None, TIMEOUT, message="the risk agent running")
+        assert self.proc.poll() is None, output_of(self.proc)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(TIMEOUT)
+
+    def counters(self) -> dict[str, int]:
+        return self.memory.counters_reader().by_label()
+
+    # -- pumping every ring the test reads
+    def pump(self) -> None:
+        while (offset := self.rejects.peek()) >= 0:
+            reject = ORDER_REJECT.as_dict(self.buffer, offset)
+            self.rejects.release()
+            assert reject["source"] == RejectSource.RISK
+            self.decisions[reject["client_order_id"]] = reject["reason"]
+        while (offset := self.approved.peek()) >= 0:
+            order = APPROVED_ORDER.as_dict(self.buffer, offset)
+            self.approved.release()
+            self.approved_orders.append(order)
+            self.decisions[order["client_order_id"]] = 0
+            self._oms_accept(order)
+        while (offset := self.events_ring.peek()) >= 0:
+            event = CONTROL_EVENT.as_dict(self.buffer, offset)
+            self.events_ring.release()
+            self.events.append(event)
+            if event["kind"] == ControlEventKind.SNAPSHOT_REQUEST and self.answer_snapshots:
+                self.send_snapshot()
+
+    def _oms_accept(self, order: dict) -> None:
+        cid, sid = order["client_order_id"], order["symbol_id"]
+        if order["action"] == Action.NEW:
+            self.open_orders[cid] = [sid, order["side"], order["shares"], order["price"]]
+            self.report(ExecEvent.ACCEPTED, cid, sid, order["side"], shares=order["shares"], leaves=order["shares"])
+        elif order["action"] == Action.CANCEL and order["orig_client_order_id"] in self.open_orders:
+            orig = order["orig_client_order_id"]
+            sid, side, leaves, _price = self.open_orders.pop(orig)
+            self.report(ExecEvent.CANCELED, orig, sid, side, shares=leaves, leaves=0)
+
+    def report(self, event, cid, sid, side, *, shares=0, leaves=0, price=0, orig=0) -> None:
+        position, cost, realized = self.positions[sid]
+        slot = self.reports.claim()
+        assert slot >= 0, "exec_to_risk full"
+        EXECUTION_REPORT.pack_into(self.buffer, slot, cid, orig, 0, 0, 7, sid, int(event), side, 0, 0, shares,
+                                   price, leaves, position, cost, realized, 0, time.time_ns())
+        self.reports.commit()
+
+    def fill(self, cid: int, shares: int) -> None:
+        """The venue executes ``shares`` of an open order at its price."""
+        sid, side, leaves, price = self.open_orders[cid]
+        signed = shares if side == B else -shares
+        self.positions[sid][0] += signed
+        self.positions[sid][1] += signed * price
+        leaves -= shares
+        if leaves:
+            self.open_orders[cid][2] = leaves
+        else:
+            del self.open_orders[cid]
+        self.report(ExecEvent.EXECUTED, cid, sid, side, shares=shares, leaves=leaves, price=price)
+
+    def send_snapshot(self) -> None:
+        for sid, (position, cost, realized) in self.positions.items():
+            self.report(ExecEvent.SNAPSHOT_POSITION, 0, sid, 0)
+        for cid, (sid, side, leaves, price) in self.open_orders.items():
+            self.report(ExecEvent.SNAPSHOT_ORDER, cid, sid, side, shares=leaves, price=price)
+        self.report(ExecEvent.SNAPSHOT_END, 0, 0, 0)
+        self.snapshots_sent += 1
+
+    # -- the strategy
+    def intent(self, action, symbol, side, shares, price, *, orig=0, cid=None) -> int:
+        if cid is None:
+            cid = self.next_id
+            self.next_id += 1
+        slot = self.intents.claim()
+        assert slot >= 0
+        ORDER_INTENT.pack_into(self.buffer, slot, cid, orig, 7, symbol, int(action), side, 0, shares, price, TIF_DAY,
+                               0, 0, time.time_ns())
+        self.intents.commit()
+        return cid
+
+    def decide(self, action, symbol, side, shares, price=None, *, orig=0) -> int:
+        """Send one intent and wait for risk's answer: 0 (approved) or the RiskReason of the reject."""
+        cid = self.intent(action, symbol, side, shares, PRICES[symbol] if price is None else price, orig=orig)
+        wait_until(lambda: self.pump() or cid in self.decisions, TIMEOUT, message=f"risk's decision on {cid}")
+        return self.decisions[cid]
+
+    def new(self, symbol, side, shares, price=None) -> int:
+        return self.decide(Action.NEW, symbol, side, shares, price)
+
+    # -- the supervisor
+    def command(self, command, operator: str = "") -> None:
+        slot = self.commands.claim()
+        assert slot >= 0
+        RISK_COMMAND.pack_into(self.buffer, slot, int(command), 0, 0, operator.encode(), time.time_ns())
+        self.commands.commit()
+
+    def wait_event(self, kind, after: int = 0) -> dict:
+        def found():
+            self.pump()
+            return next((e for e in self.events[after:] if e["kind"] == kind), None)
+        return wait_until(found, TIMEOUT, message=f"a {ControlEventKind(kind).name} event")
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: self.pump() or self.words.get("risk_ready") == 1, TIMEOUT, message="risk_ready")
+
+    def gauges(self) -> tuple:
+        c = self.counters()
+        return c["risk.open_orders"], c["risk.position.AAPL"], c["risk.position.MSFT"]
+
+    def close(self) -> None:
+        self.memory.close()
+        self.memory.unlink()
+
+
+@pytest.fixture
+def risk_factory(write_layout, spawner, tmp_path, unique_name):
+    made = []
+
+    def make(limits: dict | None = None, **params) -> RiskUnderTest:
+        r = RiskUnderTest(write_layout, spawner, tmp_path, unique_name, limits, **params)
+        made.append(r)
+        return r
+    yield make
+    spawner.cleanup()
+    for r in made:
+        r.close()
+
+
+def aapl_limits(max_long=1000) -> dict:
+    document = limits_document(SYMBOLS)
+    document["symbol_defaults"]["max_long"] = max_long
+    document["symbol_defaults"]["max_short"] = max_long
+    return document
+
+
+def test_restart_rebuilds_positions_and_open_orders_from_the_oms(risk_factory):
+    risk = risk_factory(aapl_limits(1000))
+    risk.start()
+    risk.wait_ready()
+    assert risk.words.get("risk_state") == RiskState.ACTIVE and risk.snapshots_sent >= 1
+    # build a book: AAPL bought 300 + 100 of 200, MSFT a resting sell of 100
+    a = risk.decide(Action.NEW, AAPL, B, 300)
+    b = risk.decide(Action.NEW, AAPL, B, 200)
+    c = risk.decide(Action.NEW, MSFT, S, 100)
+    assert (a, b, c) == (0, 0, 0)
+    ids = [o["client_order_id"] for o in risk.approved_orders]
+    risk.fill(ids[0], 300)
+    risk.fill(ids[1], 100)
+    wait_until(lambda: risk.gauges() == (2, 400, 0), TIMEOUT, message="open orders and positions published")
+    before = risk.gauges()
+    assert risk.new(AAPL, B, 501) == RiskReason.MAX_LONG          # 400 + 100 open + 501 > 1,000
+    assert risk.new(MSFT, S, 901) == RiskReason.MAX_SHORT         # 0 - 100 open - 901 < -1,000
+
+    risk.kill()
+    risk.answer_snapshots = False
+    events_before = len(risk.events)
+    risk.start()
+    risk.wait_event(ControlEventKind.SNAPSHOT_REQUEST, events_before)
+    assert risk.words.get("risk_ready") == 0
+    assert risk.new(AAPL, B, 1) == RiskReason.NOT_READY             # nothing approved before the rebuild
+    wait_until(lambda: risk.gauges() == (0, 0, 0), TIMEOUT, message="the new process knows nothing yet")
+    applied = risk.counters()["risk.snapshots_applied"]
+    risk.answer_snapshots = True
+    risk.send_snapshot()
+    risk.wait_ready()
+    wait_until(lambda: risk.gauges() == before, TIMEOUT, message=f"gauges {before} after the rebuild")
+    assert risk.new(AAPL, B, 501) == RiskReason.MAX_LONG
+    assert risk.new(MSFT, S, 901) == RiskReason.MAX_SHORT
+    assert risk.new(AAPL, B, 500) == 0                              # exactly at the limit
+    assert risk.new(MSFT, S, 900) == 0
+    counters = risk.counters()
+    assert counters["risk.snapshots_applied"] == applied + 1 and counters["risk.rejects.NOT_READY"] == 1
+    assert risk.proc.poll() is None
+
+
+def test_snapshot_request_is_repeated_until_answered(risk_factory):
+    risk = risk_factory(snapshot_retry_ms=50)
+    risk.answer_snapshots = False
+    risk.start()
+    wait_until(lambda: risk.pump() or sum(e["kind"] == ControlEventKind.SNAPSHOT_REQUEST for e in risk.events) >= 3,
+               TIMEOUT, message="three snapshot requests")
+    assert risk.words.get("risk_ready") == 0 and risk.words.get("risk_state") == RiskState.STARTING
+    risk.send_snapshot()
+    risk.wait_ready()
+    count = sum(e["kind"] == ControlEventKind.SNAPSHOT_REQUEST for e in risk.events)
+    risk.pump()
+    assert risk.new(AAPL, B, 100) == 0
+    assert sum(e["kind"] == ControlEventKind.SNAPSHOT_REQUEST for e in risk.events) <= count + 1
+
+
+def test_kill_switch_commands_and_the_named_reset(risk_factory):
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    assert risk.new(AAPL, B, 100) == 0
+    open_id = risk.approved_orders[-1]["client_order_id"]
+    risk.command(ControlCommand.KILL, "alice")
+    kill = risk.wait_event(ControlEventKind.KILL)
+    assert kill["operator"].rstrip(b"\0") == b"alice" and kill["state"] == RiskState.HALTED
+    assert kill["detail"].rstrip(b"\0") == b"MANUAL"
+    wait_until(lambda: risk.words.get("risk_kill_latched") == 1, TIMEOUT, message="latched word")
+    assert risk.words.get("risk_state") == RiskState.HALTED
+    assert risk.new(AAPL, B, 100) == RiskReason.TRADING_HALTED
+    assert risk.decide(Action.CANCEL, AAPL, B, 0, 0, orig=open_id) == 0
+    risk.command(ControlCommand.SET_ACTIVE, "mallory")            # cannot leave HALTED that way
+    risk.command(ControlCommand.RESET, "")                         # nor without a name
+    wait_until(lambda: risk.counters().get("risk.resets_refused") == 1, TIMEOUT, message="reset refused")
+    assert risk.words.get("risk_kill_latched") == 1 and risk.new(AAPL, B, 100) == RiskReason.TRADING_HALTED
+
+    # a latched kill switch survives a crash of risk
+    risk.kill()
+    risk.start()
+    risk.wait_ready()
+    assert risk.words.get("risk_kill_latched") == 1 and risk.words.get("risk_state") == RiskState.HALTED
+    assert risk.new(AAPL, B, 100) == RiskReason.TRADING_HALTED
+
+    events_before = len(risk.events)
+    risk.command(ControlCommand.RESET, "dave")
+    reset = risk.wait_event(ControlEventKind.RESET, events_before)
+    assert reset["operator"].rstrip(b"\0") == b"dave" and reset["state"] == RiskState.ACTIVE
+    wait_until(lambda: risk.words.get("risk_kill_latched") == 0, TIMEOUT, message="unlatched")
+    assert risk.words.get("risk_state") == RiskState.ACTIVE
+    assert risk.new(AAPL, B, 100) == 0
+
+    risk.command(ControlCommand.SET_REDUCING, "erin")
+    wait_until(lambda: risk.words.get("risk_state") == RiskState.REDUCING, TIMEOUT, message="REDUCING")
+    assert risk.new(AAPL, B, 100) == RiskReason.TRADING_REDUCING
+    risk.command(ControlCommand.SET_ACTIVE, "erin")
+    wait_until(lambda: risk.words.get("risk_state") == RiskState.ACTIVE, TIMEOUT, message="ACTIVE")
+
+
+def test_limits_reload_bad_file_keeps_the_old_limits_good_file_is_announced(risk_factory):
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    assert risk.new(AAPL, B, 500) == 0
+    good = risk.limits_path.read_text()
+    risk.limits_path.write_text(good.replace("max_shares: 1000", "max_shares: -3"))
+    risk.command(ControlCommand.RELOAD_LIMITS, "frank")
+    wait_until(lambda: risk.counters().get("risk.limits_reload_failed") == 1, TIMEOUT, message="reload refused")
+    assert risk.new(AAPL, B, 500) == 0                              # the old limits stay
+    risk.limits_path.write_text(good.replace("max_shares: 1000", "max_shares: 400"))
+    risk.command(ControlCommand.RELOAD_LIMITS, "frank")
+    event = risk.wait_event(ControlEventKind.LIMITS_CHANGED)
+    assert event["operator"].rstrip(b"\0") == b"frank" and event["value"] != 0
+    assert risk.new(AAPL, B, 401) == RiskReason.MAX_SHARES
+    assert risk.new(AAPL, B, 400) == 0
+    assert risk.counters()["risk.limits_reloaded"] == 1
+    assert risk.proc.poll() is None
+    risk.proc.send_signal(signal.SIGTERM)
+    assert risk.proc.wait(TIMEOUT) == 0
+    out = output_of(risk.proc)
+    assert "limits reload (by frank) refused" in out and "max_shares: must not be negative" in out
+    assert "symbols.AAPL.max_shares 1000 -> 400" in out
+
+
+def test_rejects_are_counted_by_reason_and_bad_books_are_refused(risk_factory):
+    from appliance.messages.catalog import BOOK_FLAG_STALE
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    risk.quote(AAPL, PRICES[AAPL], BOOK_FLAG_STALE)
+    assert risk.new(AAPL, B, 100) == RiskReason.BOOK_STALE
+    risk.quote(AAPL, PRICES[AAPL])
+    assert risk.new(AAPL, B, 100) == 0
+    assert risk.new(AAPL, B, 100, PRICES[AAPL] + 1) == RiskReason.TICK
+    wait_until(lambda: risk.counters().get("risk.rejects.TICK") == 1, TIMEOUT, message="counted")
+    counters = risk.counters()
+    assert counters["risk.rejects.BOOK_STALE"] == 1 and counters["risk.rejected"] == 2
+    assert counters["risk.approved"] == 1
+    approved = risk.approved_orders[-1]
+    assert approved["t_risk_out_ns"] >= approved["t_strategy_out_ns"] > 0
+
+
+def test_the_loss_limit_latches_the_kill_switch_without_an_order(risk_factory):
+    document = limits_document(SYMBOLS, max_daily_loss=1_000)
+    risk = risk_factory(document)
+    risk.start()
+    risk.wait_ready()
+    assert risk.new(AAPL, B, 100) == 0
+    risk.fill(risk.approved_orders[-1]["client_order_id"], 100)       # long 100 at $190
+    risk.quote(AAPL, PRICES[AAPL] - 100_000)                          # $180: -$1,000, at the limit
+    wait_until(lambda: risk.counters()["risk.pnl"] == -1_000 * 10_000, TIMEOUT, message="re-marked at $180")
+    risk.pump()
+    assert not any(e["kind"] == ControlEventKind.KILL for e in risk.events)
+    risk.quote(AAPL, PRICES[AAPL] - 100_100)                          # one more cent: -$1,001
+    kill = risk.wait_event(ControlEventKind.KILL)
+    assert kill["detail"].rstrip(b"\0") == b"DAILY_LOSS" and kill["value"] == -1_001 * 10_000
+    wait_until(lambda: risk.words.get("risk_kill_latched") == 1, TIMEOUT, message="latched")
+    assert risk.new(AAPL, S, 100) == RiskReason.TRADING_HALTED
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("  AAPL: {}", "  AAPL:\n    max_long: -1", "risk_limits.yaml:{line}: symbols.AAPL.max_long: must not be negative"),
+    ("  AAPL: {}", "  AAPL: {}\n  NOPE: {}", "risk_limits.yaml:{line}: symbols.NOPE: unknown symbol 'NOPE'"),
+    ("  max_drawdown: 75000\n", "", "risk_limits.yaml:{line}: global.max_drawdown: missing required key"),
+    ("  AAPL: {}", "  AAPL: {max_shares: many}", "risk_limits.yaml:{line}: symbols.AAPL.max_shares: expected an integer"),
+    ("  AAPL: {}", "  AAPL: {max_shares: [1}", "risk_limits.yaml:{line}: <top>: not valid YAML"),
+])
+def test_a_bad_limits_file_stops_start_up_with_file_line_key_and_reason(risk_factory, old, new, expected):
+    risk = risk_factory()
+    text = risk.limits_path.read_text()
+    assert old in text
+    broken = text.replace(old, new)
+    risk.limits_path.write_text(broken)
+    if new:
+        marker = new.splitlines()[-1].strip()
+        line = next(i for i, content in enumerate(broken.splitlines(), 1) if marker in content)
+    else:
+        line = next(i for i, content in enumerate(broken.splitlines(), 1) if content == "global:")
+    proc = risk.spawner.start(risk.layout.path, "risk")
+    assert proc.wait(TIMEOUT) == 2
+    out = output_of(proc)
+    if "YAML" in expected:                                     # the parser names the line it stopped at
+        assert "risk_limits.yaml:" in out and "<top>: not valid YAML" in out, out
+    else:
+        assert expected.format(line=line) in out, out
+    assert risk.counters().get("risk.approved") is None          # it never started
+
+
+def test_unknown_params_stop_start_up(risk_factory):
+    risk = risk_factory(snapshot_retry_ms=0)
+    proc = risk.spawner.start(risk.layout.path, "risk")
+    assert proc.wait(TIMEOUT) == 2
+    assert "processes.risk.params.snapshot_retry_ms: must be 10..600000" in output_of(proc)

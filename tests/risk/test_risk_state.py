@@ -1,0 +1,148 @@
+"""Open orders and positions from the OMS's execution reports, and the rebuild from its snapshot."""
+from __future__ import annotations
+
+from appliance.messages.codes import ExecEvent, RiskReason
+from appliance.risk.state import (APPLIED, BAD_REPORT, SNAPSHOT_APPLIED, SNAPSHOT_COMPLETE, SNAPSHOT_IGNORED,
+                                  UNKNOWN_ORDER)
+from test_risk_checks import AAPL, MSFT, NOW, REF, S, Harness, with_symbol
+
+E = ExecEvent
+
+
+def open_buy(h: Harness) -> int:
+    return h.engine.portfolio.open_buy[AAPL]
+
+
+def test_an_approved_order_is_open_with_all_its_shares_until_the_oms_closes_it():
+    h = Harness()
+    assert h.new(shares=300, cid=1) == 0
+    assert open_buy(h) == 300 and h.engine.portfolio.open_count == 1
+    assert h.report(E.ACCEPTED, 1, shares=300, leaves=300) == APPLIED
+    assert h.report(E.EXECUTED, 1, shares=100, leaves=200, position=100, cost=100 * REF) == APPLIED
+    assert open_buy(h) == 200 and h.engine.portfolio.position[AAPL] == 100
+    assert h.report(E.CANCELED, 1, shares=50, leaves=150) == APPLIED
+    assert open_buy(h) == 150
+    assert h.report(E.EXECUTED, 1, shares=150, leaves=0, position=250, cost=250 * REF) == APPLIED
+    assert open_buy(h) == 0 and h.engine.portfolio.open_count == 0
+    assert h.engine.portfolio.position[AAPL] == 250
+
+
+def test_rejected_orders_stop_counting():
+    h = Harness()
+    assert h.new(cid=1) == 0 and h.new(cid=2) == 0
+    assert h.report(E.REJECTED, 1) == APPLIED
+    assert h.report(E.REJECTED_LOCALLY, 2) == APPLIED
+    assert open_buy(h) == 0 and h.engine.portfolio.open_count == 0
+    assert h.report(E.REJECTED, 3) == UNKNOWN_ORDER
+
+
+def test_a_refused_replace_goes_back_to_the_orders_leaves():
+    h = Harness()
+    assert h.new(shares=200, cid=1) == 0
+    assert h.replace(1, 500, cid=2) == 0
+    assert open_buy(h) == 500
+    assert h.report(E.REJECTED, 2) == APPLIED
+    assert open_buy(h) == 200 and h.engine.portfolio.orders[1].replacement_id == 0
+    assert h.replace(1, 100, cid=3) == 0                       # replaceable again
+
+
+def test_fills_on_an_order_being_replaced():
+    h = Harness()
+    assert h.new(shares=500, cid=1) == 0
+    assert h.replace(1, 300, cid=2) == 0
+    assert open_buy(h) == 500                                   # max(500, 300)
+    h.report(E.EXECUTED, 1, shares=400, leaves=100, position=400, cost=400 * REF)
+    assert open_buy(h) == 300                                   # max(100, 300): the replace may still land
+    h.report(E.EXECUTED, 1, shares=100, leaves=0, position=500, cost=500 * REF)
+    assert open_buy(h) == 0 and h.engine.portfolio.replacements == {}
+    assert h.report(E.REPLACED, 2, orig=1, leaves=300) == UNKNOWN_ORDER
+
+
+def test_replaced_moves_the_order_to_its_new_id():
+    h = Harness()
+    assert h.new(shares=200, cid=1, side=S) == 0
+    assert h.replace(1, 400, cid=2, side=S) == 0
+    assert h.report(E.REPLACED, 2, orig=1, side=S, shares=400, leaves=400, price=REF + 100) == APPLIED
+    portfolio = h.engine.portfolio
+    assert list(portfolio.orders) == [2] and portfolio.orders[2].price == REF + 100
+    assert portfolio.open_sell[AAPL] == 400 and portfolio.open_count == 1
+    assert h.cancel(2, side=S) == 0
+    assert h.report(E.CANCELED, 2, side=S, shares=400, leaves=0) == APPLIED
+    assert portfolio.open_sell[AAPL] == 0 and portfolio.open_count == 0
+
+
+def test_positions_and_pnl_come_from_every_report():
+    h = Harness()
+    h.report(E.PENDING_TIMEOUT, 77, symbol=MSFT, position=-300, cost=-300 * 4_200_000, realized=12_345)
+    portfolio = h.engine.portfolio
+    assert portfolio.position[MSFT] == -300 and portfolio.realized_total == 12_345
+    assert h.report(E.ACCEPTED, 999, symbol=5) == BAD_REPORT
+    assert h.report(99, 1) == BAD_REPORT
+
+
+def test_exposure_totals_stay_equal_to_a_recomputation():
+    h = Harness()
+    assert h.new(shares=300, cid=1) == 0
+    assert h.new(shares=200, cid=2, side=S) == 0
+    h.report(E.EXECUTED, 1, shares=100, leaves=200, position=100, cost=100 * REF)
+    assert h.replace(2, 600, cid=3, side=S) == 0
+    h.market.quote(AAPL, REF + 900, REF + 1100)
+    h.engine.refresh_marks()
+    portfolio = h.engine.portfolio
+    totals = (portfolio.gross_total, portfolio.long_total, portfolio.short_total, portfolio.unrealized_total,
+              list(portfolio.sector_gross))
+    portfolio.recompute()
+    assert totals == (portfolio.gross_total, portfolio.long_total, portfolio.short_total,
+                      portfolio.unrealized_total, list(portfolio.sector_gross))
+    assert portfolio.unrealized_total == 100 * (REF + 1000) - 100 * REF
+
+
+def test_rebuild_from_the_oms_snapshot_then_approve():
+    h = Harness(with_symbol(max_long=1000), ready=False)
+    # reports from before the restart, left in the ring: applied, then replaced by the snapshot
+    assert h.report(E.ACCEPTED, 5, leaves=100) == UNKNOWN_ORDER
+    assert h.new() == RiskReason.NOT_READY
+    assert h.report(E.SNAPSHOT_POSITION, 0, position=600, cost=600 * REF, realized=-500) == SNAPSHOT_APPLIED
+    assert h.report(E.SNAPSHOT_ORDER, 41, shares=300, price=REF) == SNAPSHOT_APPLIED
+    assert h.report(E.SNAPSHOT_ORDER, 42, side=S, shares=200, price=REF) == SNAPSHOT_APPLIED
+    assert h.new() == RiskReason.NOT_READY
+    assert h.report(E.SNAPSHOT_END, 0) == SNAPSHOT_COMPLETE
+    portfolio = h.engine.portfolio
+    assert portfolio.position[AAPL] == 600 and portfolio.open_buy[AAPL] == 300 and portfolio.open_sell[AAPL] == 200
+    assert portfolio.realized_total == -500 and portfolio.open_count == 2
+    assert h.new(shares=100) == 0                              # 600 + 300 + 100 = 1,000
+    assert h.new(shares=1) == RiskReason.MAX_LONG
+    assert h.new(cid=41) == RiskReason.DUPLICATE_CLIENT_ID      # the snapshot's ids are known
+    assert h.engine.peak_pnl == h.engine.portfolio.pnl()        # the peak restarts at the rebuilt P&L
+
+
+def test_a_second_snapshot_after_ready_is_ignored():
+    h = Harness(ready=False)
+    h.report(E.SNAPSHOT_END, 0)
+    assert h.new(shares=100, cid=1) == 0
+    assert h.report(E.SNAPSHOT_POSITION, 0, position=5) == SNAPSHOT_IGNORED
+    assert h.report(E.SNAPSHOT_END, 0) == SNAPSHOT_IGNORED
+    assert h.engine.portfolio.open_count == 1 and h.engine.portfolio.position[AAPL] == 0
+
+
+def test_a_snapshot_starts_from_nothing():
+    h = Harness(ready=False)
+    h.report(E.BROKEN, 1, position=900, cost=900 * REF)
+    h.report(E.SNAPSHOT_END, 0)                                  # an empty snapshot: flat, no orders
+    assert h.engine.portfolio.position[AAPL] == 0 and h.engine.ready
+
+
+def test_the_order_pool_bounds_open_orders_and_a_snapshot_may_exceed_it():
+    from appliance.risk.checks import RiskEngine
+    h = Harness()
+    h.engine = RiskEngine(h.limits, h.market.symbols, h.market.reader, order_capacity=2)
+    h.engine.control.start(NOW)
+    h.engine.mark_ready(NOW)
+    assert h.new(cid=1) == 0 and h.new(cid=2) == 0
+    assert h.new(cid=3) == RiskReason.MAX_OPEN_ORDERS
+    h.engine.restart_rebuild()
+    for cid in (10, 11, 12):
+        h.report(E.SNAPSHOT_ORDER, cid, shares=100)
+    h.report(E.SNAPSHOT_END, 0)
+    assert h.engine.portfolio.open_count == 3 and h.engine.portfolio.pool_overflow == 1
+    assert h.new(cid=4) == RiskReason.MAX_OPEN_ORDERS
