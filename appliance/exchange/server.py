@@ -354,6 +354,7 @@ class ExchangeServer:
             "sessions": {firm: {"connected": firm in self.by_firm,
                                 "messages": venue.stores[firm].next_sequence_number - 1}
                          for firm in venue.stores},
+            "live_orders": {firm: len(f.live) for firm, f in venue.engine.firms.items()},
             "halted": sorted(s for s, b in venue.engine.books.items() if b.halted),
             "counters": venue.counters.__dict__.copy(),
             "protocol_errors": self.protocol_errors,

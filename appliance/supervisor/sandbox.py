@@ -1,0 +1,271 @@
+"""The whole appliance against a simulated exchange, on free ports, in a scratch directory.
+
+What the end-to-end tests and ``appliance bench e2e`` run: the repository's layout with a
+unique name and every address and path rewritten (the feed's port, the exchange's order entry
+and re-request ports, the OMS journal, the supervisor's control socket and logs), the
+simulated exchange as a process, and ``appliance up`` as a process. Nothing here is on a hot
+path; everything it starts is stopped and removed by ``close`` (also after a failure).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+GENTLE_IDLE = {"strategy": "backoff", "spins": 20, "yields": 5, "min_park_ns": 20_000, "max_park_ns": 500_000}
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout_s: float, what: str, interval_s: float = 0.02):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class Sandbox:
+    def __init__(self, workdir: str | Path, *, name: str | None = None, background_rate: float = 2000,
+                 seed: int = 7, faults: dict | None = None, gentle_idle: bool = True,
+                 params: dict | None = None, exchange: dict | None = None, env: dict | None = None):
+        """``params``: per process, extra params merged over the repository layout's;
+        ``exchange``: sections merged over the exchange's embedded default config."""
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name = name or f"sbx{uuid.uuid4().hex[:8]}"
+        self.background_rate = background_rate
+        self.seed = seed
+        self.faults = faults or {}
+        self.gentle_idle = gentle_idle
+        self.params = params or {}
+        self.exchange_sections = exchange or {}
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p), **(env or {}))
+        self.exchange_proc: subprocess.Popen | None = None
+        self.up_proc: subprocess.Popen | None = None
+        self.layout = None
+        self.layout_path = self.dir / "layout.yaml"
+        self.records = self.dir / "exchange"
+        self.exchange_control = str(self.dir / "exchange.sock")
+        self.control_socket = str(self.dir / "supervisor.sock")
+        self.journal = self.dir / "oms-journal.bin"
+        self.up_log = self.dir / "up.log"
+        self.exchange_log = self.dir / "exchange.log"
+        self._memory = None
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, *, wait_gate: bool = True, timeout_s: float = 90) -> "Sandbox":
+        self.feed_port = free_udp_port()
+        self._start_exchange()
+        self._write_layout()
+        self.start_appliance()
+        if wait_gate:
+            self.wait_gate_open(timeout_s)
+        return self
+
+    def _start_exchange(self) -> None:
+        from appliance.exchange.config import default_config
+        overrides = {
+            "order_entry": {"host": "127.0.0.1", "port": 0},
+            "market_data": {"subscribers": (("127.0.0.1", self.feed_port),), "rerequest_port": 0},
+            "background": {"enabled": self.background_rate > 0, "rate": self.background_rate, "seed": self.seed},
+            "records": {"directory": str(self.records)},
+            "control": {"socket": self.exchange_control},
+        }
+        if self.faults:
+            overrides["faults"] = self.faults
+        for section, values in self.exchange_sections.items():
+            overrides[section] = {**overrides.get(section, {}), **values}
+        config = default_config().with_overrides(**overrides)
+        config_path = self.dir / "exchange.yaml"
+        config_path.write_text(config.to_yaml())
+        self.exchange_log = self.dir / "exchange.log"
+        with open(self.exchange_log, "ab") as out:
+            self.exchange_proc = subprocess.Popen(
+                [sys.executable, "-m", "appliance", "exchange", "--config", str(config_path), "--linger", "0.5"],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        line = _wait(self._ready_line, 30, "the exchange's ready line")
+        ports = {}
+        for word in line.split()[2:]:
+            key, _, value = word.partition("=")
+            host, _, port = value.rpartition(":")
+            if port.isdigit():
+                ports[key] = (host, int(port))
+        self.order_entry_port = ports["order_entry"][1]
+        self.rerequest_port = ports["rerequest"][1]
+
+    def _ready_line(self):
+        if self.exchange_proc.poll() is not None:
+            raise RuntimeError(f"the exchange exited {self.exchange_proc.returncode}:\n{self.exchange_output()}")
+        for line in self.exchange_output().splitlines():
+            if line.startswith("exchange ready "):
+                return line
+        return None
+
+    def exchange_output(self) -> str:
+        try:
+            return self.exchange_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _write_layout(self) -> None:
+        doc = yaml.safe_load((ROOT / "shm_layout.yaml").read_text())
+        doc["name"] = self.name
+        by_name = {p["name"]: p for p in doc["processes"]}
+        sup = by_name["supervisor"].setdefault("params", {})
+        sup.update({"clock": {"require_sync": False}, "exporter": {"enabled": False},
+                    "control_socket": self.control_socket, "log_dir": str(self.dir / "logs"),
+                    "restart": {"policy": "restart", "backoff_initial_ms": 100, "backoff_max_ms": 1000,
+                                "max_restarts": 20}})
+        feed = by_name["feed"].setdefault("params", {})
+        feed.update({"listen": {"host": "127.0.0.1", "port": self.feed_port},
+                     "rerequest": {"host": "127.0.0.1", "port": self.rerequest_port}})
+        oms = by_name["oms"].setdefault("params", {})
+        oms.update({"venue": {"host": "127.0.0.1", "port": self.order_entry_port}, "journal": str(self.journal)})
+        risk = by_name["risk"].setdefault("params", {})
+        risk["limits"] = str(ROOT / risk.get("limits", "config/risk_limits.yaml"))
+        strategy = by_name["strategy"].setdefault("params", {})
+        if "parameters_file" in strategy:
+            strategy["parameters_file"] = str(ROOT / strategy["parameters_file"])
+        for process, extra in self.params.items():
+            target = by_name[process].setdefault("params", {})
+            for key, value in extra.items():
+                if isinstance(value, dict) and isinstance(target.get(key), dict):
+                    target[key] = {**target[key], **copy.deepcopy(value)}
+                else:
+                    target[key] = copy.deepcopy(value)
+        if self.gentle_idle:
+            for name in ("feed", "strategy", "oms"):
+                by_name[name]["idle"] = dict(GENTLE_IDLE)
+        self.layout_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        from appliance.runtime.layout import load_layout
+        self.layout = load_layout(self.layout_path)
+
+    def start_appliance(self) -> None:
+        self.up_log = self.dir / "up.log"
+        with open(self.up_log, "ab") as out:
+            self.up_proc = subprocess.Popen(
+                [sys.executable, "-m", "appliance", "up", "--layout", str(self.layout_path), "--status-line", "off"],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+
+    # ------------------------------------------------------------------ observe
+
+    def up_output(self) -> str:
+        try:
+            return self.up_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def memory(self):
+        """A read-only attachment to the running appliance's segment (reattached after a restart)."""
+        from appliance.runtime.memory import SharedMemory
+        if self._memory is None:
+            def attach():
+                if self.up_proc is not None and self.up_proc.poll() is not None:
+                    raise RuntimeError(f"appliance up exited {self.up_proc.returncode}:\n{self.up_output()}")
+                try:
+                    return SharedMemory.attach(self.layout, writable=False)
+                except Exception:
+                    return None
+            self._memory = _wait(attach, 60, "the appliance's segment")
+        return self._memory
+
+    def control(self) -> dict:
+        return self.memory().control().snapshot()
+
+    def status(self) -> dict:
+        from .status import build_status
+        return build_status(self.layout, self.memory())
+
+    def pid_of(self, process: str) -> int:
+        return self.memory().process_table().read(process).pid
+
+    def counters(self) -> dict[str, int]:
+        return self.memory().counters_reader().by_label()
+
+    def wait_gate_open(self, timeout_s: float = 90) -> None:
+        def is_open():
+            if self.up_proc.poll() is not None:
+                raise RuntimeError(f"appliance up exited {self.up_proc.returncode}:\n{self.up_output()}")
+            return self.control()["gate_open"] == 1
+        try:
+            _wait(is_open, timeout_s, "the trading gate to open", 0.05)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; gate reasons {self.control().get('gate_reasons')}\n{self.up_output()[-4000:]}"
+                               ) from None
+
+    def ctl(self, command: str, **arguments) -> dict:
+        from appliance.exchange.control import send_command
+        return send_command(self.exchange_control, {"command": command, **arguments}, timeout=30)
+
+    def appliance(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "appliance", *args, "--layout", str(self.layout_path)],
+                              capture_output=True, text=True, timeout=timeout, env=self.env, cwd=ROOT)
+
+    # ------------------------------------------------------------------ stop
+
+    def down(self, timeout_s: float = 60) -> int:
+        """``appliance down``, then wait for ``up`` to exit: its exit status."""
+        if self.up_proc is None or self.up_proc.poll() is not None:
+            return self.up_proc.returncode if self.up_proc else 0
+        self.appliance("down", "--timeout", str(timeout_s), timeout=timeout_s + 10)
+        code = self.up_proc.wait(timeout_s)
+        self._detach()
+        return code
+
+    def end_exchange_day(self, timeout_s: float = 30) -> dict:
+        """End the exchange's trading day; its end-of-day report (orders, fills, positions per firm)."""
+        import json
+        if self.exchange_proc is not None and self.exchange_proc.poll() is None:
+            self.exchange_proc.send_signal(signal.SIGTERM)
+            self.exchange_proc.wait(timeout_s)
+        return json.loads((self.records / "report.json").read_text())
+
+    def _detach(self) -> None:
+        if self._memory is not None:
+            self._memory.close()
+            self._memory = None
+
+    def close(self) -> None:
+        self._detach()
+        if self.up_proc is not None and self.up_proc.poll() is None:
+            self.up_proc.send_signal(signal.SIGTERM)
+            try:
+                self.up_proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.up_proc.kill()
+                self.up_proc.wait(10)
+        if self.exchange_proc is not None and self.exchange_proc.poll() is None:
+            self.exchange_proc.kill()
+            self.exchange_proc.wait(10)
+        if self.layout is not None:              # whatever happened, no segment and no process left
+            from appliance.runtime.segment import segment_path
+            for spec in self.layout.segments.values():
+                path = segment_path(spec)
+                if os.path.lexists(path):
+                    os.unlink(path)
+            subprocess.run(["pkill", "-9", "-f", str(self.layout_path)], capture_output=True)
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
