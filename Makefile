@@ -16,10 +16,9 @@ $(STAMP): pyproject.toml setup.py $(wildcard appliance/*/*.c)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-# Until the trading processes land, "run" runs the simulated exchange alone for
-# 30 s with its records in run/; it becomes `appliance up --sim` later.
+# The whole appliance against the simulated exchange (Ctrl-C or `appliance down` stops it).
 run: $(STAMP)
-	$(VENV)/bin/appliance exchange --duration 30 --records run/exchange-day
+	$(VENV)/bin/appliance up --sim
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

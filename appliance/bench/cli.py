@@ -12,6 +12,7 @@ import importlib
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "ring": ("appliance.bench.ring", "SPSC shared-memory ring vs multiprocessing, posix_ipc, zmq, faster-fifo"),
     "itch": ("appliance.bench.itch", "ITCH 5.0 decode: full, locate-filtered, and itchfeed"),
+    "e2e": ("appliance.bench.e2e", "tick-to-trade of the whole appliance against the simulated exchange, per hop"),
     "risk": ("appliance.bench.risk", "pre-trade risk: the full check set per order vs a naive dict baseline"),
     "journal": ("appliance.bench.journal", "OMS journal: appends/s per durability policy, recovery of 1M records"),
     "oms": ("appliance.bench.oms", "OMS: ring read to bytes handed to the socket, p50/p99"),
