@@ -7,14 +7,20 @@ scrape, so nothing on a hot path ever calls a metrics library. When the
 appliance is not running, ``appliance_up`` is 0 and the exporter keeps
 answering (it attaches again at the next scrape).
 
-Names: one prefix ``appliance_``, base units (seconds), ``_total`` on counters.
-Counters from the table keep their dotted label as a ``name`` label:
+Names (all made in ``metrics.py``): one prefix ``appliance_``, base units
+(seconds, dollars), ``_total`` on counters. Besides rings and processes: the
+trading gate and its reasons, the clock guard, readiness, risk state and kill
+switch, the OMS's session and open orders, per-symbol position, P&L, orders,
+fills and book top, rejects by source and reason, restarts per process, and
+the tick-to-trade histograms per hop. Counters from the table also keep their
+dotted label as a ``name`` label:
 ``appliance_component_events_total{name="probe.received"}`` (kind counter) and
 ``appliance_component_value{name="segment.main.hugepages"}`` (gauges and info).
 """
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -24,7 +30,6 @@ from appliance.cli import bounded
 log = logging.getLogger(__name__)
 
 DEFAULT_LAYOUT = "shm_layout.yaml"
-PREFIX = "appliance"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class ShmCollector:
-    """A prometheus_client collector over one layout's shared memory."""
+    """A prometheus_client collector over one layout's shared memory (families: ``metrics.py``)."""
 
     def __init__(self, layout):
         self.layout = layout
@@ -44,6 +49,11 @@ class ShmCollector:
     def _attach(self):
         from appliance.ops.snapshot import Observer
         from appliance.runtime.segment import SegmentError
+        if self._observer is not None:
+            replaced = self._observer.replaced()
+            if replaced:                       # the appliance stopped or restarted: never serve a dead copy
+                log.info("detaching: %s", replaced)
+                self._detach()
         if self._observer is None:
             try:
                 self._observer = Observer(self.layout)
@@ -52,81 +62,20 @@ class ShmCollector:
         return self._observer
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        from appliance.runtime.counters import CounterKind, ProcessState
-        up = GaugeMetricFamily(f"{PREFIX}_up", "1 when the appliance's shared memory is attached")
+        from appliance.ops import metrics
         observer = self._attach()
         if observer is None:
-            up.add_metric([], 0)
-            yield up
+            yield from metrics.down()
             return
         try:
             snap = observer.snapshot()
+            families = metrics.families(snap, observer.counter_infos)
         except Exception:           # a segment torn down under us: detach, report down, retry next scrape
             log.exception("scrape failed; detaching")
             self._detach()
-            up.add_metric([], 0)
-            yield up
+            yield from metrics.down()
             return
-        up.add_metric([], 1)
-        yield up
-
-        hugepages = GaugeMetricFamily(f"{PREFIX}_segment_hugepages", "1 when the segment is backed by huge pages",
-                                      labels=["segment"])
-        for seg in snap.segments:
-            hugepages.add_metric([seg.name], 1 if seg.backing.startswith("hugepage") else 0)
-        yield hugepages
-
-        labels = ["ring", "producer", "consumer"]
-        depth = GaugeMetricFamily(f"{PREFIX}_ring_depth", "messages waiting in the ring", labels=labels)
-        capacity = GaugeMetricFamily(f"{PREFIX}_ring_capacity", "slots in the ring", labels=labels)
-        max_depth = GaugeMetricFamily(f"{PREFIX}_ring_max_depth", "highest depth observed", labels=labels)
-        published = CounterMetricFamily(f"{PREFIX}_ring_published", "messages published into the ring",
-                                        labels=labels)
-        consumed = CounterMetricFamily(f"{PREFIX}_ring_consumed", "messages consumed from the ring", labels=labels)
-        full = CounterMetricFamily(f"{PREFIX}_ring_full_events", "times the producer found the ring full",
-                                   labels=labels)
-        for ring in snap.rings:
-            values = [ring.name, ring.producer, ring.consumer]
-            depth.add_metric(values, ring.depth)
-            capacity.add_metric(values, ring.capacity)
-            max_depth.add_metric(values, ring.max_depth)
-            published.add_metric(values, ring.published)
-            consumed.add_metric(values, ring.consumed)
-            full.add_metric(values, ring.full_events)
-        yield from (depth, capacity, max_depth, published, consumed, full)
-
-        process_up = GaugeMetricFamily(f"{PREFIX}_process_up", "1 when the process is running and alive",
-                                       labels=["process"])
-        state = GaugeMetricFamily(f"{PREFIX}_process_state", "1 for the process's current state",
-                                  labels=["process", "state"])
-        age = GaugeMetricFamily(f"{PREFIX}_process_heartbeat_age_seconds", "time since the last duty cycle",
-                                labels=["process"])
-        duty = GaugeMetricFamily(f"{PREFIX}_process_max_duty_cycle_seconds", "longest do_work call",
-                                 labels=["process"])
-        cycles = CounterMetricFamily(f"{PREFIX}_process_duty_cycles", "duty cycles completed", labels=["process"])
-        for proc in snap.processes:
-            running = proc.alive and proc.state == "running"
-            process_up.add_metric([proc.name], 1 if running else 0)
-            for s in ProcessState:
-                state.add_metric([proc.name, s.name.lower()], 1 if proc.state == s.name.lower() else 0)
-            if proc.heartbeat_age_ms is not None:
-                age.add_metric([proc.name], proc.heartbeat_age_ms / 1e3)
-            duty.add_metric([proc.name], proc.max_duty_us / 1e6)
-            cycles.add_metric([proc.name], proc.beats)
-        yield from (process_up, state, age, duty, cycles)
-
-        counter_total = CounterMetricFamily(f"{PREFIX}_component_events", "a counter from the shared-memory table",
-                                            labels=["name"])
-        gauge = GaugeMetricFamily(f"{PREFIX}_component_value", "a gauge or info value from the shared-memory table",
-                                  labels=["name"])
-        for info in observer.counters:
-            if info.kind is CounterKind.COUNTER:
-                counter_total.add_metric([info.label], info.value)
-            else:
-                gauge.add_metric([info.label], info.value)
-        yield from (counter_total, gauge)
+        yield from families
 
     def _detach(self) -> None:
         if self._observer is not None:
@@ -163,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     log.info("serving metrics for layout %s on http://%s:%d/metrics", args.layout, args.address, server.server_port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))     # leave serve_forever through the finally
+    faulthandler.register(signal.SIGUSR1, all_threads=True)    # kill -USR1: every thread's stack to the log
     try:
         server.serve_forever()
     except KeyboardInterrupt:

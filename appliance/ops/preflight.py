@@ -1,11 +1,17 @@
 """``appliance preflight``: is this machine ready to run the layout as a low-latency appliance?
 
-Checks, for the processes and segments a layout declares: the CPUs exist and
-are isolated (``isolcpus``), huge pages are reserved for the segments that ask
+Checks, for the processes and segments a layout declares: the CPUs exist; those
+of the hot processes (every pinned process but one that sleeps between duty
+cycles, like the supervisor) are isolated (``isolcpus``), the kernel keeps its
+tick and RCU callbacks off them (``nohz_full``, ``rcu_nocbs``) and interrupts
+are steered away from them; huge pages are reserved for the segments that ask
 for them, the kernel clock is disciplined (adjtimex), the memlock limit allows
 ``mlockall`` where asked, SCHED_FIFO is permitted where asked, and the CPU
-frequency governor is ``performance``. Prints one line per check with what is
-missing and how to fix it; exits 1 when anything required is missing.
+frequency governor is ``performance``. Prints one line per check with what is missing and how to fix
+it; exits 1 when anything required is missing. systemd/README.md explains each
+fix. Run it as the service user (limits are per process: under systemd the
+unit's ``LimitMEMLOCK=`` counts, which is why the supervisor unit runs it as
+its ``ExecStartPre``).
 """
 from __future__ import annotations
 
@@ -53,6 +59,55 @@ def parse_cpu_list(text: str) -> set[int]:
     return cpus
 
 
+def parse_cpu_mask(text: str) -> set[int]:
+    """'ff,ffffffff' -> CPUs 0..39 (the kernel's hex mask, 32-bit words, most significant first)."""
+    digits = text.strip().replace(",", "")
+    if not digits:
+        return set()
+    value = int(digits, 16)
+    return {cpu for cpu in range(value.bit_length()) if value >> cpu & 1}
+
+
+def kernel_parameters(cmdline: str) -> dict[str, str]:
+    """``/proc/cmdline`` as name -> value (flags map to "")."""
+    params = {}
+    for word in cmdline.split():
+        name, _, value = word.partition("=")
+        params[name] = value
+    return params
+
+
+def _cpus_of_parameter(value: str) -> set[int]:
+    """nohz_full= / rcu_nocbs= / isolcpus= values: a cpulist, isolcpus possibly with flags first
+    ("managed_irq,domain,2-5")."""
+    parts = [p for p in value.split(",") if p and not p[0].isalpha()]
+    try:
+        return parse_cpu_list(",".join(parts))
+    except ValueError:
+        return set()
+
+
+def irq_cpus(pinned: set[int]) -> tuple[set[int], dict[str, set[int]]]:
+    """(pinned CPUs new interrupts may land on, {irq: pinned CPUs it may run on})."""
+    default = parse_cpu_mask(_read("/proc/irq/default_smp_affinity") or "") & pinned
+    per_irq = {}
+    try:
+        irqs = [name for name in os.listdir("/proc/irq") if name.isdigit()]
+    except OSError:
+        irqs = []
+    for irq in irqs:
+        text = _read(f"/proc/irq/{irq}/smp_affinity_list")
+        if text is None:
+            continue
+        try:
+            on_pinned = parse_cpu_list(text) & pinned
+        except ValueError:
+            continue
+        if on_pinned:
+            per_irq[irq] = on_pinned
+    return default, per_irq
+
+
 def _huge_pages() -> tuple[int, int]:
     """(free huge pages, huge page size in bytes) from /proc/meminfo."""
     free, size_kb = 0, 2048
@@ -75,12 +130,47 @@ def run_checks(layout, max_clock_error_us: int) -> list[Check]:
                         "; ".join(f"{n} wants CPU {c}" for n, c in absent.items()) + f" (this machine: "
                         f"{sorted(allowed)})" if absent else f"CPUs {sorted(set(wanted.values()))} present"))
 
+    # A process that sleeps between duty cycles (the supervisor) shares a housekeeping CPU well;
+    # every other pinned process wants its CPU to itself.
+    hot = {p.name: p.cpu for p in layout.processes.values() if p.cpu is not None and p.idle.strategy != "sleep"}
     isolated = parse_cpu_list(_read("/sys/devices/system/cpu/isolated") or "")
-    not_isolated = {name: cpu for name, cpu in wanted.items() if cpu not in isolated}
+    not_isolated = {name: cpu for name, cpu in hot.items() if cpu not in isolated}
     checks.append(Check("cpus isolated", MISSING if not_isolated else OK,
                         f"not isolated: {', '.join(f'{n}:{c}' for n, c in not_isolated.items())} (isolated: "
                         f"{sorted(isolated) or 'none'}); boot with isolcpus=, nohz_full= and rcu_nocbs= for them"
-                        if not_isolated else f"all pinned CPUs isolated ({sorted(isolated)})"))
+                        if not_isolated else (f"the hot processes' CPUs are isolated ({sorted(isolated)})" if hot
+                                              else "no hot process is pinned")))
+
+    pinned = set(hot.values()) & allowed
+    absent_note = (WARN, f"the hot processes' CPUs {sorted(set(hot.values()))} are not on this machine") \
+        if hot and not pinned else (OK, "no hot process is pinned")
+    params = kernel_parameters(_read("/proc/cmdline") or "")
+    lacking = {name: sorted(pinned - _cpus_of_parameter(params.get(name, ""))) for name in ("nohz_full", "rcu_nocbs")}
+    lacking = {name: cpus for name, cpus in lacking.items() if cpus}
+    cpu_text = ",".join(str(c) for c in sorted(pinned))
+    if not pinned:
+        checks.append(Check("kernel tick and rcu", *absent_note))
+    else:
+        checks.append(Check("kernel tick and rcu", MISSING if lacking else OK,
+                            "; ".join(f"{name}= lacks CPUs {cpus}" for name, cpus in lacking.items()) +
+                            f"; add nohz_full={cpu_text} rcu_nocbs={cpu_text} to the kernel command line"
+                            if lacking else f"nohz_full and rcu_nocbs cover CPUs {sorted(pinned)}"))
+
+    default_irq, irqs_on_pinned = irq_cpus(pinned)
+    if default_irq or irqs_on_pinned:
+        listed = ", ".join(f"{irq}:{sorted(cpus)}" for irq, cpus in sorted(irqs_on_pinned.items(),
+                                                                           key=lambda kv: int(kv[0]))[:8])
+        more = f" (+{len(irqs_on_pinned) - 8} more)" if len(irqs_on_pinned) > 8 else ""
+        checks.append(Check("irq affinity", MISSING,
+                            (f"new IRQs may run on pinned CPUs {sorted(default_irq)}; " if default_irq else "") +
+                            (f"{len(irqs_on_pinned)} IRQs may run on pinned CPUs ({listed}{more}); "
+                             if irqs_on_pinned else "") +
+                            "steer them to the housekeeping CPUs (IRQBALANCE_BANNED_CPULIST, "
+                            "/proc/irq/*/smp_affinity_list, /proc/irq/default_smp_affinity)"))
+    elif not pinned:
+        checks.append(Check("irq affinity", *absent_note))
+    else:
+        checks.append(Check("irq affinity", OK, f"no IRQ may run on pinned CPUs {sorted(pinned)}"))
 
     free, page = _huge_pages()
     needed = sum(-(-s.size // page) for s in layout.segments.values() if s.backing == "hugepage")

@@ -1,10 +1,16 @@
 """``appliance top`` / ``tools/shmtop``: a live view over a running appliance's shared memory (after AeronStat).
 
 Read-only and lock-free: it maps the segments with PROT_READ and never writes.
+Shows rings, processes, the trading gate and why it is closed, the clock guard,
+readiness and the kill switch, tick-to-trade percentiles per hop, per-symbol
+position, P&L and book top, and every counter (each part the layout has).
 ``--once`` prints one plain-text snapshot, ``--json`` one JSON object; without
-either it refreshes in the terminal until ``q``. Keys: ``s`` cycles the ring
-sort (name, depth, rate), ``/`` starts a filter on ring, process and counter
-names (Enter to apply, empty to clear), ``q`` quits.
+either it refreshes in the terminal until ``q``. Keys: ``s`` cycles the sort
+(name; depth: rings by depth, symbols by size of position; rate: rings by
+messages in; pnl: symbols by P&L, worst first), ``/`` starts a filter on ring,
+process, hop, symbol and counter names (Enter to apply, empty to clear; the
+``lat.*`` counters behind the latency table are listed only when the filter
+starts with ``lat.``), arrows, j/k, space and PgUp/PgDn scroll, ``q`` quits.
 
 Exit status: 0 ok, 1 no appliance running or its layout differs, 2 bad arguments.
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -19,7 +26,8 @@ from appliance.cli import bounded
 
 DEFAULT_LAYOUT = "shm_layout.yaml"
 BAR_WIDTH = 20
-SORTS = ("name", "depth", "rate")
+SORTS = ("name", "depth", "rate", "pnl")
+LATENCY_PREFIX = "lat."          # the OMS's histogram counters: shown as the TICK-TO-TRADE table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +97,7 @@ def render(snap, sort: str = "name", needle: str = "") -> list[str]:
              f"{time.strftime('%H:%M:%S', time.localtime(snap.taken_ns / 1e9))}"]
     for seg in snap.segments:
         lines.append(f"segment {seg.name}: {seg.path} {seg.size // 1024} KiB {seg.backing}, owner pid {seg.creator_pid}")
+    lines += _render_trading(snap)
     lines.append("")
     lines.append(f"{'RING':<18} {'PRODUCER':>10} {'CONSUMER':>10} {'DEPTH':>8} {'':22} {'CAP':>7} "
                  f"{'IN/S':>12} {'OUT/S':>12} {'FULL':>6} {'MAXDEPTH':>8}")
@@ -114,7 +123,10 @@ def render(snap, sort: str = "name", needle: str = "") -> list[str]:
                     else f"{p.ctx_switches_voluntary}/{p.ctx_switches_involuntary}")
         lines.append(f"{p.name:<12} {p.pid or '-':>7} {state:<9} {'-' if p.cpu is None else p.cpu:>3} "
                      f"{p.idle:<9} {age:>10} {p.max_duty_us:>11,.1f} {cpu_pct:>6} {switches:>16}")
-    counters = {k: v for k, v in snap.counters.items() if _matches(k, needle)}
+    lines += _render_latency(snap, needle)
+    lines += _render_symbols(snap, sort, needle)
+    counters = {k: v for k, v in snap.counters.items() if _matches(k, needle)
+                and (not k.startswith(LATENCY_PREFIX) or needle.lower().startswith(LATENCY_PREFIX))}
     if counters:
         lines.append("")
         lines.append("COUNTERS")
@@ -123,7 +135,90 @@ def render(snap, sort: str = "name", needle: str = "") -> list[str]:
     return lines
 
 
+def _yes(flag: bool, yes: str = "ready", no: str = "NOT READY") -> str:
+    return yes if flag else no
+
+
+def _us(ns) -> str:
+    return "-" if ns is None else f"{ns / 1e3:,.1f}"
+
+
+def _ago(epoch_ns: int, now_ns: int) -> str:
+    return "never" if not epoch_ns else f"{max(0, now_ns - epoch_ns) / 1e9:,.1f} s ago"
+
+
+def _render_trading(snap) -> list[str]:
+    """The gate and why, the clock guard, readiness and the kill switch (layouts with a control table)."""
+    t = snap.trading
+    if t is None:
+        return []
+    if "error" in t:
+        return ["", f"CONTROL  unreadable: {t['error']}"]
+    gate, clock, risk, oms = t["gate"], t["clock"], t["risk"], t["oms"]
+    state = "OPEN" if gate["open"] else "CLOSED: " + (", ".join(r.lower() for r in gate["reasons"]) or "?")
+    lines = ["", f"GATE     {state}  (epoch {gate['epoch']}, changed {_ago(gate['changed_ns'], snap.taken_ns)})"]
+    lines.append(f"CLOCK    {clock['state'].lower()}  offset {clock['offset_ns'] / 1e3:+,.3f} us  "
+                 f"maxerror {clock['maxerror_ns'] / 1e3:,.3f} us  checked {_ago(clock['checked_ns'], snap.taken_ns)}")
+    lines.append(f"RISK     {risk['state'].lower()}  {_yes(risk['ready'])}  kill switch "
+                 f"{'LATCHED' if risk['kill_latched'] else 'off'}   "
+                 f"OMS {_yes(oms['ready'])}  session {'up' if oms['session_up'] else 'DOWN'}  "
+                 f"open orders {oms['open_orders']}  cancel-alls {oms['cancel_all_epoch']}   "
+                 f"FEED {_yes(t['feed']['ready'])}   STRATEGY {_yes(t['strategy']['ready'])}")
+    return lines
+
+
+def _render_latency(snap, needle: str) -> list[str]:
+    hops = {hop: row for hop, row in snap.tick_to_trade.items() if _matches(hop, needle)}
+    if not hops:
+        return []
+    lines = ["", f"{'TICK-TO-TRADE':<16} {'COUNT':>12} {'MEAN us':>10} {'P50 us':>10} {'P90 us':>10} {'P99 us':>10}"]
+    for hop, row in hops.items():
+        lines.append(f"{hop:<16} {row.get('count') or 0:>12,} {_us(row.get('mean_ns')):>10} "
+                     f"{_us(row.get('p50_ns')):>10} {_us(row.get('p90_ns')):>10} {_us(row.get('p99_ns')):>10}")
+    return lines
+
+
+def _cell(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _render_symbols(snap, sort: str, needle: str) -> list[str]:
+    symbols = [v for v in snap.symbols if _matches(v.symbol, needle)]
+    if not symbols:
+        return []
+    if sort == "depth":
+        symbols.sort(key=lambda v: -abs(v.position or 0))
+    elif sort == "pnl":
+        symbols.sort(key=lambda v: v.pnl if v.pnl is not None else 0.0)
+    lines = ["", f"{'SYMBOL':<8} {'POS':>8} {'AVG PX':>10} {'REALIZED':>11} {'UNREALIZED':>11} {'P&L':>11} "
+                 f"{'ORDERS':>7} {'FILLS':>6} {'REJ':>5} {'OPEN':>5} {'BID':>19} {'ASK':>19} {'LAST':>10}  BOOK"]
+    for v in symbols:
+        if v.error:
+            lines.append(f"{v.symbol:<8} unreadable: {v.error}")
+            continue
+        bid = "-" if v.bid is None else (f"{v.bid_shares:,} x {v.bid:.4f}" if v.bid else "none")
+        ask = "-" if v.ask is None else (f"{v.ask:.4f} x {v.ask_shares:,}" if v.ask else "none")
+        book = "-" if v.flags is None else (",".join(v.flags) or "live")
+        lines.append(f"{v.symbol:<8} {_cell(v.position, '+,d'):>8} {_cell(v.average_price, '.4f'):>10} "
+                     f"{_cell(v.realized_pnl, '+,.2f'):>11} {_cell(v.unrealized_pnl, '+,.2f'):>11} "
+                     f"{_cell(v.pnl, '+,.2f'):>11} {_cell(v.orders_sent, ','):>7} {_cell(v.fills, ','):>6} "
+                     f"{_cell(v.rejects, ','):>5} {_cell(v.open_orders, ','):>5} {bid:>19} {ask:>19} "
+                     f"{_cell(v.last, '.4f'):>10}  {book}")
+    return lines
+
+
 # --------------------------------------------------------------------------- live
+
+def _follow_terminal_size(curses) -> None:
+    """Resize to the terminal's real size: a pane sized just after start (tmux) may never send
+    the SIGWINCH curses waits for."""
+    try:
+        size = os.get_terminal_size(sys.__stdout__.fileno())
+    except (OSError, ValueError, AttributeError):
+        return
+    if curses.is_term_resized(size.lines, size.columns):
+        curses.resizeterm(size.lines, size.columns)
+
 
 def _live(observer, interval: float) -> int:
     import curses
@@ -131,18 +226,27 @@ def _live(observer, interval: float) -> int:
     def main(screen) -> int:
         curses.curs_set(0)
         screen.timeout(int(interval * 1000))
-        sort, needle, typing = 0, "", None
+        sort, needle, typing, top = 0, "", None, 0
         while True:
             snap = observer.snapshot()
+            lines = render(snap, SORTS[sort], needle)
+            replaced = observer.replaced()
+            if replaced:
+                lines.insert(0, f"!! {replaced}: these are its last values; restart shmtop")
+            _follow_terminal_size(curses)
             screen.erase()
             height, width = screen.getmaxyx()
+            top = max(0, min(top, len(lines) - (height - 1)))
             status = (f"q quit  s sort ({SORTS[sort]})  / filter" + (f" [{needle}]" if needle else "")
-                      + (f"  filter: {typing}_" if typing is not None else ""))
-            for row, line in enumerate(render(snap, SORTS[sort], needle)[:height - 1]):
+                      + (f"  filter: {typing}_" if typing is not None else "")
+                      + (f"  rows {top + 1}-{min(len(lines), top + height - 1)} of {len(lines)}"
+                         if len(lines) > height - 1 else ""))
+            for row, line in enumerate(lines[top:top + height - 1]):
                 screen.addnstr(row, 0, line, width - 1)
             screen.addnstr(height - 1, 0, status, width - 1, curses.A_REVERSE)
             screen.refresh()
             key = screen.getch()
+            page = max(1, height - 2)
             if typing is not None:
                 if key in (curses.KEY_ENTER, 10, 13):
                     needle, typing = typing, None
@@ -158,6 +262,14 @@ def _live(observer, interval: float) -> int:
                 sort = (sort + 1) % len(SORTS)
             elif key == ord("/"):
                 typing = ""
+            elif key in (curses.KEY_DOWN, ord("j")):
+                top += 1
+            elif key in (curses.KEY_UP, ord("k")):
+                top = max(0, top - 1)
+            elif key in (curses.KEY_NPAGE, ord(" ")):
+                top += page
+            elif key == curses.KEY_PPAGE:
+                top = max(0, top - page)
 
     try:
         return curses.wrapper(main)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from appliance.clock.kernel import STA_UNSYNC, TIME_STATES, read_kernel_clock
-from appliance.ops.preflight import parse_cpu_list
+from appliance.ops.preflight import _cpus_of_parameter, kernel_parameters, parse_cpu_list, parse_cpu_mask
 from conftest import ROOT, layout_document
 
 
@@ -42,6 +42,11 @@ def test_repository_layout_on_this_machine_reports_what_is_missing():
         assert checks["cpus isolated"]["status"] == "MISSING" and "isolcpus=" in checks["cpus isolated"]["detail"]
     if not layout_cpus <= os.sched_getaffinity(0):
         assert checks["cpus present"]["status"] == "MISSING"
+    for name in ("kernel tick and rcu", "irq affinity"):       # about the hot CPUs this machine has
+        if not layout_cpus & os.sched_getaffinity(0):
+            assert checks[name]["status"] == "warn" and "not on this machine" in checks[name]["detail"]
+        else:
+            assert checks[name]["status"] in ("ok", "MISSING")
     clock = read_kernel_clock()
     expected_clock = "MISSING" if clock.unsynchronised or clock.maxerror_us > 100 else "ok"
     assert checks["clock disciplined"]["status"] == expected_clock
@@ -71,3 +76,42 @@ def test_bad_layout_is_reported(tmp_path):
     bad.write_text("version: 0\n")
     proc = preflight("--layout", str(bad))
     assert proc.returncode == 1 and "preflight:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_kernel_formats():
+    assert parse_cpu_mask("3\n") == {0, 1}
+    assert parse_cpu_mask("00000000,00000010") == {4}
+    assert parse_cpu_mask("ff,00000000") == set(range(32, 40))
+    params = kernel_parameters("quiet isolcpus=managed_irq,domain,2-5 nohz_full=2-5 rcu_nocbs=2,3\n")
+    assert params["quiet"] == "" and params["nohz_full"] == "2-5"
+    assert _cpus_of_parameter(params["isolcpus"]) == {2, 3, 4, 5}
+    assert _cpus_of_parameter(params["rcu_nocbs"]) == {2, 3}
+    assert _cpus_of_parameter("") == set()
+
+
+def test_tick_rcu_and_irq_checks_on_this_machine(write_layout, unique_name):
+    """A busy process pinned to CPU 0 (present everywhere): this box boots without nohz_full/rcu_nocbs
+    and lets interrupts run anywhere, so both are reported with the fix; a process that sleeps
+    between duty cycles (the supervisor's way) needs no isolated CPU."""
+    doc = layout_document(unique_name, processes=[
+        {"name": "hot", "agent": "m:A", "cpu": 0, "idle": {"strategy": "backoff"}},
+        {"name": "sleeper", "agent": "m:B", "cpu": 0, "idle": {"strategy": "sleep"}}], rings=[])
+    proc = preflight("--layout", str(write_layout(doc)), "--json")
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    with open("/proc/cmdline") as fh:
+        params = kernel_parameters(fh.read())
+    covered = all(0 in _cpus_of_parameter(params.get(name, "")) for name in ("nohz_full", "rcu_nocbs"))
+    tick = checks["kernel tick and rcu"]
+    assert tick["status"] == ("ok" if covered else "MISSING")
+    if not covered:
+        assert "nohz_full=0 rcu_nocbs=0" in tick["detail"]
+    with open("/proc/irq/default_smp_affinity") as fh:
+        default_on_0 = 0 in parse_cpu_mask(fh.read())
+    irq = checks["irq affinity"]
+    if default_on_0:
+        assert irq["status"] == "MISSING" and "new IRQs may run on pinned CPUs [0]" in irq["detail"]
+        assert "IRQBALANCE_BANNED_CPULIST" in irq["detail"]
+    isolated = checks["cpus isolated"]
+    if 0 not in isolated_cpus():
+        assert "hot:0" in isolated["detail"] and "sleeper" not in isolated["detail"]
+    assert proc.returncode == 1                     # CPU 0 is never isolated: always something missing
