@@ -34,8 +34,12 @@ def build_status(layout, memory) -> dict:
         processes[name] = {"pid": r.pid, "state": r.state.name, "cpu": r.cpu,
                            "heartbeat_age_ms": None if age is None else round(age / 1e6, 3),
                            "max_duty_us": round(r.max_duty_ns / 1e3, 1)}
-    control = memory.control()
-    words = control.snapshot()
+    kinds = {t.kind for t in layout.tables.values()}
+    if "control" in kinds:
+        words = memory.control().snapshot()
+    else:                                   # an older or partial layout: nothing to say about these
+        from appliance.runtime.layout import CONTROL_WORDS
+        words = {name: 0 for name, _ in CONTROL_WORDS}
     reasons = GateReason(words["gate_reasons"])
     status = {
         "layout": layout.path,
@@ -53,7 +57,6 @@ def build_status(layout, memory) -> dict:
     symbols = {}
     totals = {"orders_sent": 0, "fills": 0, "filled_shares": 0, "rejects": 0, "realized_pnl": 0.0,
               "unrealized_pnl": 0.0, "pnl": 0.0}
-    kinds = {t.kind for t in layout.tables.values()}
     if "positions" in kinds and "market_state" in kinds:
         positions, market = memory.positions_reader(), memory.market_state_reader()
         for sid, symbol in enumerate(layout.symbols):

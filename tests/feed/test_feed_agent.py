@@ -215,7 +215,7 @@ def test_garbage_datagrams_are_counted_and_dropped(exchange_factory, feed_factor
                message="stale after end of session")
     for symbol in SUBSCRIBED:
         assert feed.levels(symbol) == ([], [])
-    assert feed.counters()["feed.ended"] == 1
+    wait_until(lambda: feed.counters()["feed.ended"] == 1, 5, message="end of session counted")  # every 10 ms
     assert ex.stop() == 0
     assert feed.proc.poll() is None
 
