@@ -44,6 +44,8 @@ from typing import Any
 
 import yaml
 
+from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, MarkedDict
+
 PRICE_SCALE = 10_000                  # 4 implied decimals
 MAX_PRICE = 0x7FFFFFFE                # u32 prices; 0x7FFFFFFF is the market-order price
 MAX_SHARES = 0xFFFFFFFF
@@ -63,53 +65,7 @@ class LimitsError(ValueError):
 
 
 # --------------------------------------------------------------------------
-# YAML with line numbers and duplicate-key detection
-# --------------------------------------------------------------------------
-
-class _MarkedDict(dict):
-    lines: dict
-
-
-class _MarkedList(list):
-    lines: list
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int):
-        self.key, self.line = key, line
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and remembers the line of every value."""
-
-    def construct_mapping(self, node, deep=False):
-        if not isinstance(node, yaml.MappingNode):
-            raise yaml.constructor.ConstructorError(None, None, "expected a mapping", node.start_mark)
-        result = _MarkedDict()
-        result.lines = {}
-        for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
-                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
-                                                        "unhashable key", key_node.start_mark)
-            if key in result:
-                raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
-            result[key] = self.construct_object(value_node, deep=True)
-            result.lines[key] = key_node.start_mark.line + 1       # where a person looks for the key
-        return result
-
-    def construct_sequence(self, node, deep=False):
-        result = _MarkedList(self.construct_object(child, deep=True) for child in node.value)
-        result.lines = [child.start_mark.line + 1 for child in node.value]
-        return result
-
-
-_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_mapping)
-_StrictLoader.add_constructor("tag:yaml.org,2002:seq", _StrictLoader.construct_sequence)
-
-
-# --------------------------------------------------------------------------
-# The validated limits
+# The validated limits (YAML read with lines: appliance/runtime/yaml_lines.py)
 # --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -366,8 +322,8 @@ def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> L
     except UnicodeDecodeError as exc:
         raise LimitsError(file, "", f"not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
-    except _DuplicateKey as exc:
+        data = yaml.load(text, Loader=LineLoader)
+    except DuplicateKey as exc:
         raise LimitsError(file, exc.key, "duplicate key", exc.line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -434,7 +390,7 @@ def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> L
             section = {}                     # "AAPL:" alone: everything from symbol_defaults
         if not isinstance(section, dict):
             c.fail(path, f"expected a mapping, got {_type_name(section)}", line)
-        merged = _MarkedDict({**defaults, **section})
+        merged = MarkedDict({**defaults, **section})
         merged.lines = {**getattr(defaults, "lines", {}), **getattr(section, "lines", {})}
         by_id[layout_symbols.index(symbol)] = _symbol_limits(c, symbol, merged, path, line, sectors)
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from appliance.messages.catalog import MESSAGES
+from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, plain
 from appliance.runtime import _shm
 
 CACHE_LINE = _shm.CACHE_LINE
@@ -76,48 +77,6 @@ class LayoutError(ValueError):
 # --------------------------------------------------------------------------
 # YAML with line numbers and duplicate-key detection
 # --------------------------------------------------------------------------
-
-class _MarkedDict(dict):
-    lines: dict
-
-
-class _MarkedList(list):
-    lines: list
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and remembers the line of every value."""
-
-    def construct_mapping(self, node, deep=False):
-        if not isinstance(node, yaml.MappingNode):
-            raise yaml.constructor.ConstructorError(None, None, "expected a mapping", node.start_mark)
-        result = _MarkedDict()
-        result.lines = {}
-        for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark, "unhashable key", key_node.start_mark)
-            if key in result:
-                raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
-            result[key] = self.construct_object(value_node, deep=True)
-            result.lines[key] = value_node.start_mark.line + 1
-        return result
-
-    def construct_sequence(self, node, deep=False):
-        result = _MarkedList(self.construct_object(child, deep=True) for child in node.value)
-        result.lines = [child.start_mark.line + 1 for child in node.value]
-        return result
-
-
-_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_mapping)
-_StrictLoader.add_constructor("tag:yaml.org,2002:seq", _StrictLoader.construct_sequence)
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int):
-        self.key, self.line = key, line
-
 
 # --------------------------------------------------------------------------
 # The validated layout
@@ -359,8 +318,8 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
         except UnicodeDecodeError as exc:
             raise LayoutError(file, "", f"not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
-    except _DuplicateKey as exc:
+        data = yaml.load(text, Loader=LineLoader)
+    except DuplicateKey as exc:
         raise LayoutError(file, exc.key, "duplicate key", exc.line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -434,7 +393,7 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
         idle = _parse_idle(c, proc["idle"], f"{path}.idle", c.line_of(proc, "idle"))
         sched = _parse_scheduling(c, proc.get("scheduling", {}), f"{path}.scheduling", c.line_of(proc, "scheduling"))
         processes[proc["name"]] = ProcessSpec(name=proc["name"], index=i, agent=agent, cpu=cpu, idle=idle,
-                                              scheduling=sched, params=_plain(proc.get("params", {})))
+                                              scheduling=sched, params=plain(proc.get("params", {})))
     spinners = [p.name for p in processes.values() if p.idle.strategy == "busy_spin"]
     if len(spinners) > len(cpus):
         warnings.append(f"{file}: {len(spinners)} busy-spinning processes ({', '.join(spinners)}) on "
@@ -577,15 +536,6 @@ def _parse_scheduling(c: _Checker, sched, path: str, line) -> SchedulingSpec:
     if policy == "other" and priority != 0:
         c.fail(f"{path}.priority", "a priority needs policy: fifo", c.line_of(sched, "priority"))
     return SchedulingSpec(policy=policy, priority=priority, mlockall=sched.get("mlockall", False))
-
-
-def _plain(value):
-    """Strip the line-tracking subclasses so params are ordinary dicts and lists."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _cpu_list(cpus: set[int]) -> str:

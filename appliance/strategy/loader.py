@@ -33,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, MarkedDict, line_of
+
 from .api import Strategy
 from .config import StrategyConfig, StrategyConfigError, type_name
 
@@ -46,57 +48,10 @@ class LoadedStrategy:
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML with lines
+# YAML with lines (appliance/runtime/yaml_lines.py)
 # ---------------------------------------------------------------------------------------------
 
-class _Marked(dict):
-    lines: dict
-
-
-class _MarkedList(list):
-    lines: list
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int):
-        self.key, self.line = key, line
-
-
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and remembers each value's line."""
-
-    def construct_mapping(self, node, deep=False):
-        result = _Marked()
-        result.lines = {}
-        for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (list, dict)):
-                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
-                                                        "unhashable key", key_node.start_mark)
-            if key in result:
-                raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
-            result[key] = self.construct_object(value_node, deep=True)
-            result.lines[key] = value_node.start_mark.line + 1
-        return result
-
-    def construct_sequence(self, node, deep=False):
-        result = _MarkedList(self.construct_object(child, deep=True) for child in node.value)
-        result.lines = [child.start_mark.line + 1 for child in node.value]
-        return result
-
-
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_mapping)
-_LineLoader.add_constructor("tag:yaml.org,2002:seq", _LineLoader.construct_sequence)
-
-
-def _line_of(container, key) -> int | None:
-    lines = getattr(container, "lines", None)
-    if lines is None:
-        return None
-    try:
-        return lines[key]
-    except (KeyError, IndexError, TypeError):
-        return None
+_line_of = line_of
 
 
 def load_parameters_file(path: str) -> dict:
@@ -111,15 +66,15 @@ def load_parameters_file(path: str) -> dict:
     except UnicodeDecodeError as exc:
         raise StrategyConfigError("", f"not UTF-8 text (byte {exc.start})", file=path) from None
     try:
-        data = yaml.load(text, Loader=_LineLoader)
-    except _DuplicateKey as exc:
+        data = yaml.load(text, Loader=LineLoader)
+    except DuplicateKey as exc:
         raise StrategyConfigError(exc.key, "duplicate key", file=path, line=exc.line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise StrategyConfigError("", f"not valid YAML: {getattr(exc, 'problem', None) or exc}", file=path,
                                   line=mark.line + 1 if mark else None) from None
     if data is None:
-        return _Marked()
+        return MarkedDict()
     if not isinstance(data, dict):
         raise StrategyConfigError("", f"expected a mapping of parameters, got {type_name(data)}", file=path, line=1)
     return data
