@@ -33,8 +33,8 @@ import time
 
 from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT
 from appliance.messages.codes import (
-    ALL_SYMBOLS, Action, ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, Side, TIF_DAY, TIF_IOC,
-    TIF_SYSTEM_HOURS,
+    ALL_SYMBOLS, Action, ClockState, ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, Side, TIF_DAY,
+    TIF_IOC, TIF_SYSTEM_HOURS, name_of,
 )
 from appliance.oms import events as ev
 from appliance.oms.config import OmsConfigError, parse_oms_params
@@ -64,6 +64,7 @@ MAX_ORDERS_PER_CYCLE = 64
 MAX_EVENTS_PER_CYCLE = 16
 SLOW_PATH_NS = 1_000_000
 TIMEOUT_SCAN_NS = 10_000_000
+CLOCK_RECORD_NS = 10_000_000_000       # the clock's offset in the journal at least every 10 s
 COUNTERS_INTERVAL_NS = 10_000_000
 SIDES = frozenset((Side.BUY, Side.SELL, Side.SELL_SHORT))
 TIFS = frozenset((TIF_IOC, TIF_DAY, TIF_SYSTEM_HOURS))
@@ -155,6 +156,8 @@ class OmsAgent(Agent):
         self.tokens.refill()
         self._cancel_request_ids = set()
         self._last_gate_epoch = state.last_gate_epoch
+        self._last_clock_state = -1               # journal the clock once at start, then on change
+        self._next_clock_record_ns = 0
         self._last_cancel_all_gate_epoch = state.last_cancel_all_gate_epoch
         self._journal(RecordType.SESSION, ev.session(SessionEvent.START, sequence=state.next_sequence_number,
                                                      prefix=self.tokens.prefix, counter=self.tokens.next_counter),
@@ -617,6 +620,8 @@ class OmsAgent(Agent):
         if not self.ready:
             work += self._recovery_progress(now_mono, ready)
         work += self._watch_gate(now_mono)
+        if now_mono >= self._next_clock_record_ns or self.gate.clock_state() != self._last_clock_state:
+            work += self._record_clock(now_mono)
         if now_mono >= self._next_timeout_scan_ns:
             self._next_timeout_scan_ns = now_mono + TIMEOUT_SCAN_NS
             work += self._in_flight_timeouts(now_mono)
@@ -667,6 +672,17 @@ class OmsAgent(Agent):
         if gate_open != 1 and reasons & CANCEL_ALL_GATE_REASONS and epoch != self._last_cancel_all_gate_epoch:
             self._last_cancel_all_gate_epoch = epoch
             self._cancel_everything("gate", epoch, now_mono)
+        return 1
+
+    def _record_clock(self, now_mono: int) -> int:
+        """The clock guard's verdict in the journal next to the orders: on every change of state,
+        and every CLOCK_RECORD_NS otherwise (the offset drifts without a state change)."""
+        state, offset, maxerror = self.gate.clock_words()
+        self._last_clock_state = state
+        self._next_clock_record_ns = now_mono + CLOCK_RECORD_NS
+        self._journal(RecordType.CONTROL, ev.control(ControlEventKind.CLOCK, state, offset, maxerror,
+                                                     detail=name_of(ClockState, state).encode()[:16],
+                                                     t_ns=time.time_ns()), time.time_ns(), reserve=True)
         return 1
 
     def _in_flight_timeouts(self, now_mono: int) -> int:

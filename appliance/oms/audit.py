@@ -187,6 +187,8 @@ class AuditTrail:
             row["event"] = name_of(ControlEventKind, control.kind)
         if control.kind == ControlKind.GATE_CHANGED:
             row["detail"] = f"gate_open {control.state} reasons {control.value:#x} epoch {control.value2}"
+        elif control.kind == ControlEventKind.CLOCK:
+            row["detail"] = f"clock {_text(control.detail)} offset {control.value} ns maxerror {control.value2} ns"
         elif control.kind == ControlKind.CANCEL_ALL:
             row["detail"] = f"{_text(control.detail)}: {control.value} orders, epoch {control.value2}"
         else:

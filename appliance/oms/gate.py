@@ -35,6 +35,9 @@ class Gate:
         self._gate_open_offset = control.word_offset("gate_open")
         self._gate_reasons_offset = control.word_offset("gate_reasons")
         self._gate_epoch_offset = control.word_offset("gate_epoch")
+        self._clock_state_offset = control.word_offset("clock_state")
+        self._clock_offset_offset = control.word_offset("clock_offset_ns")
+        self._clock_maxerror_offset = control.word_offset("clock_maxerror_ns")
         table = layout.table_of_kind("processes")
         self._process_atomics = _shm.AtomicView(memory.buffer_of(table.segment), False)
         record = process_record_offset(layout, layout.processes[risk_process])
@@ -87,6 +90,15 @@ class Gate:
         """(gate_open, gate_reasons, gate_epoch) as the supervisor last wrote them."""
         load = self._control_atomics.load
         return load(self._gate_open_offset), load(self._gate_reasons_offset), load(self._gate_epoch_offset)
+
+    def clock_state(self) -> int:
+        return self._control_atomics.load(self._clock_state_offset)
+
+    def clock_words(self) -> tuple[int, int, int]:
+        """(clock_state, clock_offset_ns, clock_maxerror_ns) as the supervisor's clock guard last wrote them."""
+        load = self._control_atomics
+        return (load.load(self._clock_state_offset), load.load_signed(self._clock_offset_offset),
+                load.load(self._clock_maxerror_offset))
 
     def risk_heartbeat_age_ns(self, now_mono_ns: int | None = None) -> int | None:
         load = self._process_atomics.load

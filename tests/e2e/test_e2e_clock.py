@@ -2,6 +2,10 @@
 a veth pair in namespaces the test creates; stopping the master closes the gate."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from appliance.messages.codes import ClockState, GateReason
@@ -32,5 +36,10 @@ def test_losing_the_grandmaster_closes_the_gate_and_its_return_reopens_it(tmp_pa
             sb.wait_gate_open(60)            # the clock was the only reason: it reopens
             assert "clock unhealthy" in sb.up_output()
             assert sb.down() == 0
+            audit = subprocess.run([sys.executable, "-m", "appliance", "audit", "--journal", str(sb.journal),
+                                    "--jsonl"], capture_output=True, text=True, timeout=60, env=sb.env)
+            clock = [json.loads(line) for line in audit.stdout.splitlines() if '"CLOCK"' in line]
+            states = [row["detail"].split()[1] for row in clock]
+            assert "HEALTHY" in states and "UNHEALTHY" in states, states      # in the journal, next to the orders
         finally:
             sb.close()
