@@ -92,6 +92,7 @@ class StrategyAgent(Agent):
                 log.warning("process %r is not the writer of strategy_ready (%r): not publishing readiness",
                             ctx.process.name, WRITER_OF["strategy_ready"])
         feed_live = (lambda control=self.control: control.get("feed_ready") == 1) if self.control else None
+        gate_open = (lambda control=self.control: control.get("gate_open") == 1) if self.control else None
         self.rings = {}
         for ring_name, (_message, role, _required) in RINGS.items():
             if ring_name in layout.rings:
@@ -101,7 +102,7 @@ class StrategyAgent(Agent):
         intents = IntentWriter(intent_ring, intent_buffer, cfg.strategy_id, cfg.max_pending_intents)
         self.runtime = runtime = StrategyRuntime(
             self.loaded.strategy_class, self.loaded.parameters, symbols=layout.symbols, traded=cfg.symbols,
-            strategy_id=cfg.strategy_id, intents=intents, ids=ClientOrderIds(), feed_live=feed_live,
+            strategy_id=cfg.strategy_id, intents=intents, ids=ClientOrderIds(), feed_live=feed_live, gate_open=gate_open,
             on_failed=self._on_strategy_failed)
         if "positions" in has:
             self._seed_positions(memory.positions_reader(), runtime)

@@ -411,6 +411,11 @@ class Strategy:
         """True while the feed reports live books (control word ``feed_ready``; True without a control table)."""
         return self._runtime.feed_live()
 
+    def gate_open(self) -> bool:
+        """True while the supervisor's trading gate is open (new orders sent now would be refused
+        otherwise; cancels always go). True without a control table."""
+        return self._runtime.gate_open()
+
     @staticmethod
     def now_ns() -> int:
         return time.time_ns()

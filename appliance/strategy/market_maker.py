@@ -227,6 +227,7 @@ class MarketMaker(Strategy):
     def on_start(self) -> None:
         self.quotes = {symbol: _SymbolQuotes(self.params.for_symbol(symbol)) for symbol in self.symbols}
         self.feed_was_live = True
+        self.gate_was_open = True
         log.info("market maker quoting %s: %s", ", ".join(self.symbols),
                  "; ".join(f"{s} {q.params.size} @ {q.params.spread_ticks} ticks, cap {q.params.max_position}"
                            for s, q in self.quotes.items()))
@@ -257,6 +258,10 @@ class MarketMaker(Strategy):
                     getattr(source, "name", source), reject_reason_name(source, reason))
 
     def on_timer(self, now_ns: int) -> None:
+        gate = self.gate_open()
+        if not gate and self.gate_was_open:
+            log.warning("trading gate closed: pulling every quote")
+        self.gate_was_open = gate
         live = self.feed_live() or not self.params.pull_when_feed_down
         if not live and self.feed_was_live:
             log.warning("feed not live: pulling every quote")
@@ -298,8 +303,8 @@ class MarketMaker(Strategy):
         for stray in others:
             if stray.state == OrderState.LIVE and may_cancel:
                 self.cancel(stray.client_order_id)         # not one of our two quotes: never leave it resting
-        if self.params.pull_when_feed_down and not self.feed_live():
-            desired_bid = desired_ask = None
+        if (self.params.pull_when_feed_down and not self.feed_live()) or not self.gate_open():
+            desired_bid = desired_ask = None          # nothing new while the gate is shut: pull instead
         else:
             desired_bid, desired_ask = desired_quotes(BookTop.of(book), self.positions[symbol], others,
                                                       state.params)

@@ -136,7 +136,7 @@ class StrategyRuntime:
 
     def __init__(self, strategy_class: type[Strategy], parameters, *, symbols: tuple[str, ...], strategy_id: int,
                  intents: IntentWriter, traded: tuple[str, ...] | None = None, ids: ClientOrderIds | None = None,
-                 feed_live=None, on_failed=None, clock_ns=time.time_ns):
+                 feed_live=None, on_failed=None, clock_ns=time.time_ns, gate_open=None):
         self.strategy_class = strategy_class
         self.parameters = parameters
         self.symbols = tuple(symbols)
@@ -145,6 +145,7 @@ class StrategyRuntime:
         self.intents = intents
         self.ids = ids or ClientOrderIds()
         self._feed_live = feed_live
+        self._gate_open = gate_open
         self.on_failed = on_failed
         self.clock_ns = clock_ns
         self.user_log = logging.getLogger(f"appliance.strategy.{strategy_class.__name__}")
@@ -244,6 +245,9 @@ class StrategyRuntime:
 
     def feed_live(self) -> bool:
         return True if self._feed_live is None else bool(self._feed_live())
+
+    def gate_open(self) -> bool:
+        return True if self._gate_open is None else bool(self._gate_open())
 
     # ------------------------------------------------------------------ actions
 

@@ -46,7 +46,7 @@ class Peers:
         self.risk_out = memory.ring("risk_rejects", "producer")
         self.oms = memory.ring("exec_to_strategy", "producer")
         self.risk_in = memory.ring("order_intents", "consumer")
-        self.control = memory.control("feed")        # the feed's word; the strategy's is read through it too
+        self.control = memory.control("*")           # plays the feed and the supervisor (feed_ready, gate_open)
         self.received: list[dict] = []
         self.sequence = 0
 
@@ -104,6 +104,7 @@ def running(write_layout, unique_name, spawner):
         peers = Peers(memory)
         started.append(peers)
         peers.control.set("feed_ready", 1)
+        peers.control.set("gate_open", 1)
         proc = spawner.start(layout.path, "strategy")
         table = memory.process_table()
         wait_until(lambda: table.read("strategy").state is ProcessState.RUNNING or proc.poll() is not None, 30,
@@ -153,6 +154,31 @@ def test_the_market_maker_process_quotes_fills_pulls_and_cancels_everything_on_s
     counters = peers.counters()
     assert (counters["strategy.book_updates"], counters["strategy.fills"], counters["strategy.errors"],
             counters["strategy.intents"], counters["strategy.backpressure"]) == (2, 1, 0, 6, 0)
+
+
+def test_the_market_maker_pulls_its_quotes_while_the_gate_is_closed_and_quotes_again_after(running):
+    peers, proc = running(strategy="appliance.strategy.market_maker:MarketMaker", parameters=MM_PARAMETERS)
+    wait_until(lambda: peers.control.get("strategy_ready") == 1, 15, message="strategy_ready")
+    peers.intents(1, what="the startup CANCEL_ALL")
+    peers.book([(P("190.00"), 500)], [(P("190.04"), 500)])
+    bid, ask = peers.intents(2, what="two quotes")
+    peers.report(ExecEvent.ACCEPTED, bid)
+    peers.report(ExecEvent.ACCEPTED, ask)
+    peers.control.set("gate_open", 0)
+    pulls = peers.intents(2, what="both quotes pulled (the timer sees the closed gate)")
+    assert sorted((p["action"], p["orig_client_order_id"]) for p in pulls) == sorted(
+        [(Action.CANCEL, bid["client_order_id"]), (Action.CANCEL, ask["client_order_id"])])
+    peers.report(ExecEvent.CANCELED, bid, leaves=0, position=0)
+    peers.report(ExecEvent.CANCELED, ask, leaves=0, position=0)
+    seen = peers.counters()["strategy.book_updates"]
+    peers.book([(P("190.00"), 600)], [(P("190.04"), 600)])
+    wait_until(lambda: peers.counters()["strategy.book_updates"] > seen, 10, message="the book update handled")
+    wait_until(lambda: peers.counters()["strategy.timers"] >= 2, 10, message="a timer after it")
+    assert peers.nothing_more()                                  # no new quote while it is closed
+    peers.control.set("gate_open", 1)
+    peers.book([(P("190.00"), 700)], [(P("190.04"), 700)])
+    again = peers.intents(2, what="quotes again once the gate reopened")
+    assert {i["action"] for i in again} == {Action.NEW}
 
 
 def test_a_strategy_that_raises_is_stopped_and_cancelled_and_the_process_stays_alive(running, tmp_path):
