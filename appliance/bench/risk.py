@@ -8,7 +8,7 @@ position in every symbol with its cost basis and some realized P&L; ``--open-ord
 orders, default 200, approved through ``decide`` and acknowledged by the OMS's ACCEPTED; five
 sectors; market hours configured (a whole-day window in a time zone where it is midday, so the
 check runs and passes); round lots; a throttle kill switch). The flow (``--orders`` NEW
-orders, default 100,000; random symbol and side, 100 shares, 0..5 ticks from the mid on the
+orders, default 100,000; random symbol and side, 100 shares, 1..5 ticks from the mid on the
 passive side) is built before any timing. Measured with the garbage collector disabled and
 this process pinned to one CPU:
 
@@ -96,6 +96,7 @@ def limits_document(symbols: list[str], now_ns: int) -> dict:
                    "max_messages_per_second": 100_000, "rate_window_ms": 1000, "max_open_orders": 4000,
                    "max_identical_orders": 50, "duplicate_window_ms": 1000,
                    "throttle_kill": {"trips": 1000, "window_ms": 10_000}, "allow_market_orders": False,
+                   "prevent_self_match": True,
                    "market_hours": {"open": "00:00", "close": "23:59:59", "timezone": _midday_zone(now_ns),
                                     "weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]}},
         "sectors": {name: {"max_gross_notional": 200_000_000} for name in SECTORS},
@@ -150,12 +151,13 @@ class BenchState:
         self.rng = rng
 
     def _order(self, rng: random.Random) -> tuple:
-        """(client order id, symbol id, side, shares, price): 100 shares, 0..5 ticks from the mid, passive."""
+        """(client order id, symbol id, side, shares, price): 100 shares, 1..5 ticks from the mid, passive
+        (a bid and an ask never cross, so the self-match check runs and passes)."""
         self.next_id += 1
         sid = rng.randrange(len(self.symbols))
         buy = rng.random() < 0.5
         ref = self.refs[sid]
-        away = rng.randrange(0, 6) * TICK
+        away = rng.randrange(1, 6) * TICK
         return self.next_id, sid, 66 if buy else 83, 100, ref - away if buy else ref + away
 
     def flow(self, orders: int) -> list[tuple]:
@@ -191,13 +193,14 @@ class NaiveRiskChecks:
                        "max_messages": limits.max_messages, "rate_window_ns": limits.rate_window_ns,
                        "max_open_orders": limits.max_open_orders, "max_identical": limits.max_identical_orders,
                        "duplicate_window_ns": limits.duplicate_window_ns, "hours": limits.market_hours,
-                       "allow_market_orders": limits.allow_market_orders}
+                       "allow_market_orders": limits.allow_market_orders,
+                       "prevent_self_match": limits.prevent_self_match}
         portfolio = engine.portfolio
         self.positions = {s: {"position": portfolio.position[i], "cost_basis": portfolio.cost_basis[i],
                               "realized": portfolio.realized[i], "mark": portfolio.mark[i]}
                           for i, s in enumerate(bench.symbols)}
         self.open_orders = {cid: {"symbol": bench.symbols[o.symbol_id], "side": "B" if o.buy else "S",
-                                  "shares": o.worst} for cid, o in portfolio.orders.items()}
+                                  "shares": o.worst, "price": o.price} for cid, o in portfolio.orders.items()}
         self.seen_ids = set(engine.seen_client_ids)
         self.identical = {}
         self.messages = collections.deque()
@@ -257,6 +260,11 @@ class NaiveRiskChecks:
                 recent.popleft()
             if len(recent) >= self.limits["max_identical"]:
                 return "REPEATED_ORDER"
+        if self.limits["prevent_self_match"]:
+            for other in self.open_orders.values():
+                if other["symbol"] == symbol and other["side"] != order["side"] and (
+                        other["price"] <= price if order["side"] == "B" else other["price"] >= price):
+                    return "SELF_MATCH"
         view = self.market.read(self.symbol_ids[symbol])
         if view.stale or view.trading_state == "":
             return "BOOK_STALE"

@@ -85,6 +85,7 @@ class RiskReason(enum.IntEnum):
     UNKNOWN_ORDER = 27       # replace of a client order id risk does not know as open
     NOT_READY = 28           # risk has not rebuilt its state yet
     BAD_ORDER = 29           # malformed intent: zero shares, bad side, bad action
+    SELF_MATCH = 30          # would trade against one of our own open orders (a wash trade)
 
 
 class OmsReason(enum.IntEnum):

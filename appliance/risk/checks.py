@@ -16,7 +16,8 @@ Order of the checks (a reject stops at the first; see ``CHECK_ORDER``):
 4. size: shares < min -> MIN_SIZE, > max -> MAX_SHARES, not a round lot -> ROUND_LOT; price not on
    the tick -> TICK (a market order, price 0x7FFFFFFF, is PRICE_COLLAR unless allowed);
 5. rate: the sliding window full -> MESSAGE_RATE (and the throttle's kill-switch count); open
-   orders at the maximum -> MAX_OPEN_ORDERS; the same NEW too often -> REPEATED_ORDER;
+   orders at the maximum -> MAX_OPEN_ORDERS; the same NEW too often -> REPEATED_ORDER; crossing one
+   of our own open orders on the other side -> SELF_MATCH (no wash trades);
 6. the market-state table: stale (or never written) -> BOOK_STALE, trading state not T ->
    SYMBOL_HALTED, crossed -> BOOK_CROSSED, no mid and no last trade -> NO_REFERENCE_PRICE;
    outside the collar around the reference -> PRICE_COLLAR; shares x price > max -> MAX_NOTIONAL;
@@ -47,7 +48,7 @@ from .duplicates import DuplicateFilter
 from .kill_switch import DAILY_LOSS, DRAWDOWN, TradingControl
 from .limits import Limits
 from .rate import SlidingWindow
-from .state import (BAD_REPORT, SNAPSHOT_APPLIED, SNAPSHOT_COMPLETE, SNAPSHOT_END, SNAPSHOT_IGNORED, SNAPSHOT_ORDER,
+from .state import (NO_ASK, BAD_REPORT, SNAPSHOT_APPLIED, SNAPSHOT_COMPLETE, SNAPSHOT_END, SNAPSHOT_IGNORED, SNAPSHOT_ORDER,
                     SNAPSHOT_POSITION, Portfolio)
 
 NEW = int(Action.NEW)
@@ -66,7 +67,7 @@ BAD_BOOK = BOOK_FLAG_STALE | BOOK_FLAG_HALTED | BOOK_FLAG_CROSSED
 R = RiskReason
 CHECK_ORDER = (R.BAD_ORDER, R.UNKNOWN_SYMBOL, R.NOT_READY, R.TRADING_HALTED, R.MARKET_CLOSED, R.DUPLICATE_CLIENT_ID,
                R.UNKNOWN_ORDER, R.MIN_SIZE, R.MAX_SHARES, R.ROUND_LOT, R.TICK, R.MESSAGE_RATE, R.MAX_OPEN_ORDERS,
-               R.REPEATED_ORDER, R.BOOK_STALE, R.SYMBOL_HALTED, R.BOOK_CROSSED, R.NO_REFERENCE_PRICE,
+               R.REPEATED_ORDER, R.SELF_MATCH, R.BOOK_STALE, R.SYMBOL_HALTED, R.BOOK_CROSSED, R.NO_REFERENCE_PRICE,
                R.PRICE_COLLAR, R.MAX_NOTIONAL, R.DAILY_LOSS, R.DRAWDOWN, R.TRADING_REDUCING, R.MAX_LONG,
                R.MAX_SHORT, R.GROSS_EXPOSURE, R.NET_EXPOSURE, R.SECTOR_CONCENTRATION, R.LEVERAGE)
 assert set(CHECK_ORDER) == set(RiskReason), "every reason code has its place in the check order"
@@ -85,6 +86,7 @@ _TICK = int(R.TICK)
 _MESSAGE_RATE = int(R.MESSAGE_RATE)
 _MAX_OPEN_ORDERS = int(R.MAX_OPEN_ORDERS)
 _REPEATED_ORDER = int(R.REPEATED_ORDER)
+_SELF_MATCH = int(R.SELF_MATCH)
 _BOOK_STALE = int(R.BOOK_STALE)
 _SYMBOL_HALTED = int(R.SYMBOL_HALTED)
 _BOOK_CROSSED = int(R.BOOK_CROSSED)
@@ -198,7 +200,8 @@ class RiskEngine:
         self.allow_market_orders = limits.allow_market_orders
         # the pool bounds open orders too: beyond it nothing is approved (snapshot orders still fit)
         self.global_row = (min(limits.max_open_orders, self.portfolio.order_capacity), limits.allow_market_orders,
-                           min(limits.max_gross_notional, limits.leverage_notional), limits.max_net_notional)
+                           min(limits.max_gross_notional, limits.leverage_notional), limits.max_net_notional,
+                           limits.prevent_self_match)
         self.market_hours = limits.market_hours
         self.hours_valid_until_ns = self.hours_valid_from_ns = 0
         self.hours_open = True
@@ -329,7 +332,7 @@ class RiskEngine:
             return _MAX_SHARES
         if round_lot and shares % round_lot:
             return _ROUND_LOT
-        max_open_orders, allow_market_orders, gross_cap, max_net = self.global_row
+        max_open_orders, allow_market_orders, gross_cap, max_net, prevent_self_match = self.global_row
         market_order = price == MARKET_PRICE
         if market_order:
             if not allow_market_orders:
@@ -348,6 +351,15 @@ class RiskEngine:
             window = self.identical.get((symbol_id, side, shares, price))
             if window is not None and now - window.times[window.next_index] < window.window_ns:
                 return _REPEATED_ORDER
+        if prevent_self_match:           # a buy at or above our own ask, a sell at or below our own bid
+            if buy:
+                own = portfolio.own_ask[symbol_id]
+                if own != NO_ASK and (market_order or price >= own):
+                    return _SELF_MATCH
+            else:
+                own = portfolio.own_bid[symbol_id]
+                if own and (market_order or price <= own):
+                    return _SELF_MATCH
         # 6. the book: usable, and the price near it
         offset = self._ms_seq_offsets[symbol_id]
         load = self._ms_load
@@ -437,7 +449,7 @@ class RiskEngine:
             self.approved += 1
         elif action == REPLACE:
             portfolio = self.portfolio
-            portfolio.add_replace(portfolio.orders[orig_client_order_id], client_order_id, shares)
+            portfolio.add_replace(portfolio.orders[orig_client_order_id], client_order_id, shares, price)
             self.duplicates.seen_client_ids.add(client_order_id)
             self.approved += 1
         else:

@@ -24,6 +24,8 @@ money becomes price units (4 implied decimals) so every check is integer arithme
       duplicate_window_ms: 1000       # optional, default 1000
       throttle_kill: {trips: 100, window_ms: 10000}   # optional: MESSAGE_RATE denials that latch the kill switch
       allow_market_orders: false      # optional, default false (a market order has no price to collar)
+      prevent_self_match: true        # optional, default false: refuse an order that would trade with one of
+                                      # our own open orders (SELF_MATCH; a wash trade)
       market_hours: null             # optional: {open: "09:30", close: "16:00", timezone: America/New_York,
                                       #            weekdays: [Mon, Tue, Wed, Thu, Fri]}
     sectors:
@@ -138,6 +140,7 @@ class Limits:
     throttle_kill_window_ns: int
     allow_market_orders: bool
     market_hours: MarketHours | None
+    prevent_self_match: bool
     sectors: dict                 # sector name -> max gross notional (price units)
     sector_names: tuple           # sector id = index
     symbols: tuple                # by symbol id: SymbolLimits or None
@@ -232,7 +235,8 @@ class _Checker:
 
 _GLOBAL_REQUIRED = ("capital", "max_gross_notional", "max_net_notional", "max_leverage", "max_daily_loss",
                     "max_drawdown", "max_messages_per_second", "max_open_orders", "max_identical_orders")
-_GLOBAL_OPTIONAL = ("rate_window_ms", "duplicate_window_ms", "throttle_kill", "allow_market_orders", "market_hours")
+_GLOBAL_OPTIONAL = ("rate_window_ms", "duplicate_window_ms", "throttle_kill", "allow_market_orders", "market_hours",
+                    "prevent_self_match")
 _SYMBOL_REQUIRED = ("sector", "max_shares", "max_notional", "tick", "max_long", "max_short")
 _SYMBOL_OPTIONAL = ("min_shares", "round_lot", "collar_pct", "collar_abs")
 
@@ -354,6 +358,8 @@ def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> L
         if "duplicate_window_ms" in g else 1000
     allow_market = c.boolean(g, "allow_market_orders", "global.allow_market_orders") \
         if "allow_market_orders" in g else False
+    prevent_self_match = c.boolean(g, "prevent_self_match", "global.prevent_self_match") \
+        if "prevent_self_match" in g else False
     hours = _market_hours(c, g.get("market_hours"), "global.market_hours", c.line_of(g, "market_hours"))
 
     sectors_raw = data["sectors"]
@@ -407,7 +413,7 @@ def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> L
         max_identical_orders=c.integer(g, "max_identical_orders", "global.max_identical_orders", 1, 10_000),
         duplicate_window_ns=duplicate_window_ms * 1_000_000,
         throttle_kill_trips=throttle_trips, throttle_kill_window_ns=throttle_window_ms * 1_000_000,
-        allow_market_orders=allow_market, market_hours=hours, sectors=sectors, sector_names=tuple(sectors),
+        allow_market_orders=allow_market, market_hours=hours, prevent_self_match=prevent_self_match, sectors=sectors, sector_names=tuple(sectors),
         symbols=tuple(by_id), digest=zlib.crc32(raw))
     object.__setattr__(limits, "summary", _summary(limits))
     return limits
@@ -429,7 +435,7 @@ def _summary(limits: Limits) -> dict:
     for name in ("capital", "max_gross_notional", "max_net_notional", "max_leverage", "max_daily_loss",
                  "max_drawdown", "max_messages", "rate_window_ns", "max_open_orders", "max_identical_orders",
                  "duplicate_window_ns", "throttle_kill_trips", "throttle_kill_window_ns", "allow_market_orders",
-                 "market_hours"):
+                 "market_hours", "prevent_self_match"):
         out[f"global.{name}"] = getattr(limits, name)
     for name, value in limits.sectors.items():
         out[f"sectors.{name}"] = value

@@ -44,11 +44,14 @@ SNAPSHOT_COMPLETE = 4    # SNAPSHOT_END: the state is rebuilt
 SNAPSHOT_IGNORED = 5     # a snapshot report while not rebuilding (an answer to a repeated request)
 
 
+NO_ASK = 1 << 62                 # own_ask when we have no open ask
+
+
 class OpenOrder:
     """One open order as risk counts it. ``worst`` is what it adds to its side's open shares."""
 
     __slots__ = ("client_order_id", "symbol_id", "buy", "side", "leaves", "pending_shares", "worst", "price",
-                 "strategy_id", "replacement_id")
+                 "strategy_id", "replacement_id", "pending_price")
 
     def __init__(self):
         self.clear()
@@ -64,6 +67,7 @@ class OpenOrder:
         self.price = 0
         self.strategy_id = 0
         self.replacement_id = 0      # client order id of the pending replacement
+        self.pending_price = 0       # the price of that replacement (until REPLACED, either may rest)
 
 
 class Portfolio:
@@ -72,7 +76,8 @@ class Portfolio:
     __slots__ = ("symbol_count", "position", "cost_basis", "realized", "open_buy", "open_sell", "mark",
                  "long_notional", "short_notional", "gross_notional", "unrealized", "sector_of", "sector_gross",
                  "long_total", "short_total", "gross_total", "unrealized_total", "realized_total", "orders",
-                 "replacements", "open_count", "order_capacity", "free", "pool_overflow")
+                 "replacements", "open_count", "order_capacity", "free", "pool_overflow", "by_symbol",
+                 "own_bid", "own_ask")
 
     def __init__(self, symbol_count: int, order_capacity: int = 4096, sector_of: list[int] | None = None,
                  sector_count: int = 1):
@@ -100,6 +105,9 @@ class Portfolio:
         self.order_capacity = order_capacity
         self.free = [OpenOrder() for _ in range(order_capacity)]
         self.pool_overflow = 0           # snapshot orders beyond the pool (allocated, counted)
+        self.by_symbol: list[set] = [set() for _ in range(n)]   # open orders per symbol
+        self.own_bid = [0] * n               # our highest open bid per symbol (0: none), pending replaces included
+        self.own_ask = [NO_ASK] * n          # our lowest open ask per symbol (NO_ASK: none)
 
     # ------------------------------------------------------------------ derived values
 
@@ -183,14 +191,18 @@ class Portfolio:
         order.strategy_id = strategy_id
         order.replacement_id = 0
         self.orders[client_order_id] = order
+        self.by_symbol[symbol_id].add(order)
+        self._own_prices(symbol_id)
         self.open_count += 1
         self._set_worst(order, shares)
         return order
 
-    def add_replace(self, order: OpenOrder, replacement_id: int, shares: int) -> None:
+    def add_replace(self, order: OpenOrder, replacement_id: int, shares: int, price: int = 0) -> None:
         """An approved REPLACE of ``order``: worst case max(leaves, new size) until it is answered."""
         order.replacement_id = replacement_id
         order.pending_shares = shares
+        order.pending_price = price
+        self._own_prices(order.symbol_id)
         self.replacements[replacement_id] = order
         self._set_worst(order, order.leaves if order.leaves > shares else shares)
 
@@ -202,6 +214,8 @@ class Portfolio:
         if self.orders.get(order.client_order_id) is order:
             del self.orders[order.client_order_id]
             self.open_count -= 1
+        self.by_symbol[order.symbol_id].discard(order)
+        self._own_prices(order.symbol_id)
         order.clear()
         if len(self.free) < self.order_capacity:
             self.free.append(order)
@@ -251,7 +265,9 @@ class Portfolio:
             order.client_order_id = client_order_id
             order.replacement_id = 0
             order.pending_shares = 0
+            order.pending_price = 0
             order.price = price
+            self._own_prices(symbol_id)
             orders[client_order_id] = order
             self._set_leaves(order, leaves)
             return APPLIED
@@ -260,6 +276,8 @@ class Portfolio:
             if order is not None:            # the replace was refused: the order keeps its leaves
                 order.replacement_id = 0
                 order.pending_shares = 0
+                order.pending_price = 0
+                self._own_prices(order.symbol_id)
                 self._set_worst(order, order.leaves)
                 return APPLIED
             order = orders.get(client_order_id)
@@ -281,6 +299,9 @@ class Portfolio:
             self.close(order)
         self.replacements.clear()
         n = self.symbol_count
+        self.by_symbol = [set() for _ in range(n)]
+        self.own_bid = [0] * n
+        self.own_ask = [NO_ASK] * n
         self.position = [0] * n
         self.cost_basis = [0] * n
         self.realized = [0] * n
@@ -299,6 +320,26 @@ class Portfolio:
             self.close(existing)
         if leaves > 0:
             self.add_order(client_order_id, symbol_id, side, leaves, price, strategy_id)
+
+    def _own_prices(self, s: int) -> None:
+        """Our best bid and ask in ``s``, for the self-match check: recomputed when an order of the
+        symbol opens, closes or is replaced (rarer than checks). While a replace is pending either
+        price may rest, so both count."""
+        bid, ask = 0, NO_ASK
+        for order in self.by_symbol[s]:
+            price, pending = order.price, order.pending_price
+            if order.buy:
+                if price > bid:
+                    bid = price
+                if pending > bid:
+                    bid = pending
+            else:
+                if price < ask:
+                    ask = price
+                if pending and pending < ask:
+                    ask = pending
+        self.own_bid[s] = bid
+        self.own_ask[s] = ask
 
     # ------------------------------------------------------------------ views (tests, gauges)
 

@@ -442,3 +442,45 @@ def test_an_order_that_reduces_exposure_passes_even_over_the_limit():
     assert h.new(shares=100, side=S, price=2_000_000) == 0
     assert h.new(shares=800, side=S, price=2_000_000) == 0     # 1,000 - 200 - 800 = 0 at worst
 
+
+
+# ---------------------------------------------------------------------------- self-match (wash trades)
+
+def test_an_order_crossing_our_own_open_order_is_a_self_match():
+    h = Harness(with_global(prevent_self_match=True))
+    assert h.new(side=B, price=REF) == 0
+    bid = h.last_id
+    assert h.new(side=S, price=REF) == RiskReason.SELF_MATCH                 # at our bid: would trade with it
+    assert h.new(side=S, price=REF - 100) == RiskReason.SELF_MATCH
+    assert h.new(side=S, price=REF + 100) == 0                               # one tick above: no trade
+    ask = h.last_id
+    assert h.new(side=B, price=REF + 100) == RiskReason.SELF_MATCH           # a buy at our ask
+    assert h.new(side=B, price=REF) == 0                                     # same side as our bid: fine
+    assert h.replace(bid, 100, price=REF + 100) == RiskReason.SELF_MATCH     # moving the bid onto the ask
+    assert h.replace(bid, 100, price=REF + 100 - 100) == 0                   # the bid itself is not a match
+    h.report(ExecEvent.CANCELED, ask, side=S, leaves=0)
+    assert h.new(side=B, price=REF + 100) == 0                               # the ask is gone
+
+
+def test_a_pending_replace_keeps_both_prices_until_it_is_answered():
+    h = Harness(with_global(prevent_self_match=True))
+    assert h.new(side=S, price=REF + 200) == 0
+    ask = h.last_id
+    assert h.replace(ask, 100, side=S, price=REF + 300) == 0
+    replacement = h.last_id
+    assert h.new(side=B, price=REF + 200) == RiskReason.SELF_MATCH           # the old price may still rest
+    h.report(ExecEvent.REPLACED, replacement, side=S, orig=ask, price=REF + 300, leaves=100)
+    assert h.new(side=B, price=REF + 200) == 0
+    assert h.new(side=B, price=REF + 300) == RiskReason.SELF_MATCH
+
+
+def test_a_market_order_matches_any_own_order_on_the_other_side():
+    h = Harness(with_global(prevent_self_match=True, allow_market_orders=True))
+    assert h.new(side=S, price=REF + 500) == 0
+    assert h.new(side=B, price=MARKET_PRICE) == RiskReason.SELF_MATCH
+
+
+def test_self_match_prevention_is_off_unless_the_limits_ask_for_it():
+    h = Harness()
+    assert h.new(side=B, price=REF) == 0
+    assert h.new(side=S, price=REF) == 0
