@@ -309,8 +309,35 @@ class MarketMaker(Strategy):
             desired_bid, desired_ask = desired_quotes(BookTop.of(book), self.positions[symbol], others,
                                                       state.params)
         cooling = now < state.cooldown_until_ns
-        state.bid_id = self._manage(symbol, Side.BUY, bid, desired_bid, state.params, cooling, may_cancel)
-        state.ask_id = self._manage(symbol, Side.SELL, ask, desired_ask, state.params, cooling, may_cancel)
+        # Never cross our own quote (risk refuses it as SELF_MATCH: a wash trade). A side whose new price
+        # would reach the other side's live or pending price waits for that side to move first, so the
+        # side moving away from the market goes out first.
+        hold_bid = desired_bid is not None and desired_bid.price >= self._lowest(ask)
+        hold_ask = desired_ask is not None and desired_ask.price <= self._highest(bid)
+        moving_up = desired_bid is not None and bid is not None and desired_bid.price > bid.price
+        sides = ((Side.SELL, Side.BUY) if moving_up else (Side.BUY, Side.SELL))
+        for side in sides:
+            if side == Side.BUY:
+                if not hold_bid:
+                    state.bid_id = self._manage(symbol, Side.BUY, bid, desired_bid, state.params, cooling, may_cancel)
+            elif not hold_ask:
+                state.ask_id = self._manage(symbol, Side.SELL, ask, desired_ask, state.params, cooling, may_cancel)
+
+    def _prices(self, order: Order | None) -> list[int]:
+        """The prices ``order`` may rest at: its own and, while a replace is pending, the replacement's."""
+        if order is None or not order.is_open:
+            return []
+        prices = [order.price]
+        successor = self.orders.get(order.replaced_by) if order.replaced_by else None
+        if successor is not None:
+            prices.append(successor.price)
+        return prices
+
+    def _lowest(self, ask: Order | None) -> int:
+        return min(self._prices(ask), default=1 << 62)
+
+    def _highest(self, bid: Order | None) -> int:
+        return max(self._prices(bid), default=0)
 
     def _manage(self, symbol: str, side: Side, order: Order | None, desired: Quote | None, params: QuoteParams,
                 cooling: bool, may_cancel: bool) -> int:

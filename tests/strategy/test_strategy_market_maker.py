@@ -178,8 +178,14 @@ def test_market_maker_quotes_requotes_on_threshold_skews_on_fills_and_respects_t
     assert h.intents() == []
     h.book("AAPL", [(P("190.02"), 500)], [(P("190.06"), 500)])          # +2 ticks: both move
     moved = h.intents()
-    assert summary(moved) == [("REPLACE", "BUY", 100, P("190.03")), ("REPLACE", "SELL", 100, P("190.05"))]
-    assert [i["orig_client_order_id"] for i in moved] == [bid_id, ask_id]
+    # the ask moves away first: the bid's new price (190.03) would trade with our own ask until it has moved
+    assert summary(moved) == [("REPLACE", "SELL", 100, P("190.05"))]
+    assert [i["orig_client_order_id"] for i in moved] == [ask_id]
+    ack_all(h, moved)
+    h.book("AAPL", [(P("190.02"), 500)], [(P("190.06"), 500)])
+    moved = h.intents()
+    assert summary(moved) == [("REPLACE", "BUY", 100, P("190.03"))]
+    assert [i["orig_client_order_id"] for i in moved] == [bid_id]
     ack_all(h, moved)
     bid_id = moved[0]["client_order_id"]
     # filled on the bid: long 100 -> a new, skewed bid, and the ask shifts down by a tick (within threshold)
