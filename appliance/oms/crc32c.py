@@ -3,6 +3,7 @@
 ``zlib.crc32`` is CRC-32/IEEE, a different polynomial: it cannot stand in. The fastest
 implementation importable here is chosen once, at import:
 
+0. this package's own C extension ``appliance.oms._journal_fast`` (built by setup.py);
 1. the ``crc32c`` package (PyPI; SSE4.2 instruction), then ``google_crc32c``;
 2. ``ext2fs_crc32c_le`` from the system's libext2fs (e2fsprogs, present on Debian-based
    systems) through ctypes: about 1 us a call here, most of it the ctypes call itself;
@@ -79,6 +80,17 @@ def crc32c_python(data, crc: int = 0) -> int:
     return crc ^ _MASK
 
 
+def _load_extension():
+    """The repository's own C extension (built with the package): no dependency, no ctypes call."""
+    try:
+        from appliance.oms import _journal_fast
+    except ImportError:
+        return None
+    if _journal_fast.crc32c(b"123456789") != CHECK_VALUE:
+        return None
+    return "appliance C extension (slicing by 8)", _journal_fast.crc32c
+
+
 def _load_package():
     try:
         import crc32c as package           # type: ignore[import-not-found]
@@ -131,7 +143,7 @@ def _native_bytes(function):
     return crc32c
 
 
-_package = _load_package()
+_package = _load_extension() or _load_package()
 _ext2fs = None if _package else _load_libext2fs()
 
 RAW_UPDATE = _ext2fs        # ext2fs_crc32c_le(register, address, length), for a caller that inverts itself

@@ -72,6 +72,10 @@ RECORD_BODY_FORMAT = "<IQQHH"                     # length, sequence, timestamp,
 _CRC = struct.Struct("<I")
 _pack_crc = _CRC.pack_into
 _RAW_CRC = _crc.RAW_UPDATE       # the native CRC straight on the mapping (None: copy and use crc32c)
+try:                             # header, payload and CRC of a record in one C call (setup.py builds it)
+    from appliance.oms._journal_fast import append as _fast_append
+except ImportError:              # pragma: no cover - exercised when the extension is not built
+    _fast_append = None
 MAX_PAYLOAD = 4096
 MAX_RECORD_SIZE = (RECORD_HEADER_SIZE + MAX_PAYLOAD + 7) & ~7
 PAGE = mmap.PAGESIZE
@@ -425,7 +429,21 @@ class Journal:
         """Write one record; returns its sequence. Raises ``JournalError`` when it cannot (and,
         for a sync error or a new order that does not fit, marks the journal failed)."""
         length = len(payload)
-        offset = self.claim(length, reserve)
+        offset = self._tail
+        if _fast_append is not None and not self._closed and length <= MAX_PAYLOAD and \
+                offset + RECORD_HEADER_SIZE + length <= (self.size if reserve else self._orders_limit):
+            # the common case in one C call and no other Python call: claim and _sealed inlined
+            sequence = self.next_sequence
+            end = _fast_append(self._mm, offset, record_type, sequence, timestamp_ns, payload)
+            self._tail = (end + 7) & ~7
+            self.next_sequence = sequence + 1
+            self.appends += 1
+            if self.durability == "per_event":
+                self._sync_range(offset, end)
+            else:
+                self._dirty = True
+            return sequence
+        offset = self.claim(length, reserve)           # closed, too big or full: raises with the reason
         start = offset + RECORD_HEADER_SIZE
         mm = self._mm
         _BODY.pack_into(mm, offset + 4, length, self.next_sequence, timestamp_ns, record_type, 0)
@@ -458,6 +476,10 @@ class Journal:
         else:
             crc = _crc.crc32c(memoryview(self._mm)[offset + 4:end])
         _pack_crc(self._mm, offset, crc)
+        return self._sealed(offset, end)
+
+    def _sealed(self, offset: int, end: int) -> int:
+        """The record ``[offset, end)`` is written and checksummed: it is part of the journal now."""
         self._tail = (end + 7) & ~7
         sequence = self.next_sequence
         self.next_sequence = sequence + 1
