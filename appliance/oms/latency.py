@@ -32,7 +32,11 @@ from dataclasses import dataclass
 
 HOPS = ("feed", "strategy", "risk", "oms", "tick_to_trade")
 CUMULATIVE = False         # each bucket counts only its own interval (readers accumulate)
-BOUNDS_NS = (1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 10_000_000)
+# Log-spaced bounds, six per decade (1, 1.5, 2, 3, 5, 7), from 1 us to 100 ms: a bucket is at most
+# 1.67x its lower bound wide, so an interpolated percentile is within that ratio (HdrHistogram's idea,
+# at the resolution 64-bit counters in the counters table allow: 34 counters a hop).
+BOUNDS_NS = tuple(int(decade * step) for decade in (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
+                  for step in (1, 1.5, 2, 3, 5, 7)) + (100_000_000,)
 PREFIX = "lat."
 
 

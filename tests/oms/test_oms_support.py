@@ -49,7 +49,7 @@ def oms_layout(name: str, venue_port: int, journal: str, **params) -> dict:
             {"name": "risk_events", "segment": "main", "producer": "risk", "consumer": "oms",
              "message": "ControlEvent", "slot_size": 64, "capacity": 1024},
         ],
-        slots_per_process=160, symbols=SYMBOLS)
+        slots_per_process=256, symbols=SYMBOLS)
     doc["tables"] += [{"name": "positions", "kind": "positions", "segment": "main"},
                       {"name": "control", "kind": "control", "segment": "main"}]
     return doc

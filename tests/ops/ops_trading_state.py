@@ -34,7 +34,7 @@ SAMPLES_NS = {hop: [500] * 2 + [5_000 * (i + 1)] * 6 + [50_000] * 2 for i, hop i
 def trading_document(name: str) -> dict:
     doc = pair_document(name)
     doc["symbols"] = list(SYMBOLS)
-    doc["tables"][0]["slots_per_process"] = 128          # the OMS's block holds 5 hops x 14 histogram counters
+    doc["tables"][0]["slots_per_process"] = 256          # the OMS block holds 5 hops x 34 histogram counters
     doc["tables"] += [{"name": "market_state", "kind": "market_state", "segment": "main"},
                       {"name": "positions", "kind": "positions", "segment": "main"},
                       {"name": "control", "kind": "control", "segment": "main"}]
