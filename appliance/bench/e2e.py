@@ -8,9 +8,9 @@ handed to the socket) from shared memory.
 
 The peers compared in the same run are idle-strategy configurations of the same appliance:
 the layout's own (``layout``) and a gentler backoff that parks sooner (``gentle``; what the
-tests use on 2 cores). Percentiles come from the OMS's log-bucketed histograms (bounds
-1-2-5 per decade from 1 us to 10 ms, linear interpolation inside a bucket): they are as
-precise as those buckets, no more.
+tests use on 2 cores). Percentiles come from the OMS's log-bucketed histograms (six bounds
+per decade from 1 us to 100 ms, linear interpolation inside a bucket; beyond 100 ms reads as
+100 ms): they are as precise as those buckets, no more.
 """
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def _us(value) -> str:
 
 def _print(report: dict) -> None:
     print(f"tick-to-trade: the whole appliance vs the simulated exchange, {report['machine']['cores']} cores, "
-          f"Python {report['machine']['python']}; percentiles from the OMS's 1-2-5 log buckets (us)")
+          f"Python {report['machine']['python']}; percentiles from the OMS's log buckets, six per decade up to 100 ms (us)")
     print(f"{'config':<8}{'orders':>8}{'p50':>10}{'p99':>10}{'p99.9':>10}  per hop p50 / p99"
           f"{'':<26}{'vs target p50':>14}")
     print("-" * 110)
