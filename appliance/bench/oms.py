@@ -48,7 +48,7 @@ def _layout_document(name: str, journal: str, port: int, durability: str) -> dic
     return {
         "version": 1, "name": name, "symbols": ["AAPL", "MSFT", "SPY"],
         "segments": [{"name": "main", "backing": "4k", "mode": "0600"}],
-        "tables": [{"name": "counters", "kind": "counters", "segment": "main", "slots_per_process": 160},
+        "tables": [{"name": "counters", "kind": "counters", "segment": "main", "slots_per_process": 256},
                    {"name": "processes", "kind": "processes", "segment": "main"},
                    {"name": "market_state", "kind": "market_state", "segment": "main"},
                    {"name": "positions", "kind": "positions", "segment": "main"},
