@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from appliance.messages.codes import ClockState
+from appliance.runtime.config_errors import ParamsError
 
 from .kernel import read_kernel_clock
 from .ptp import PtpQueryError, query_ptp4l
@@ -24,11 +25,8 @@ from .ptp import PtpQueryError, query_ptp4l
 RTS25_HFT_MAX_DIVERGENCE_NS = 100_000
 
 
-class ClockConfigError(ValueError):
-    def __init__(self, key_path: str, reason: str):
-        super().__init__(f"{key_path}: {reason}")
-        self.key_path = key_path
-        self.reason = reason
+class ClockConfigError(ParamsError):
+    """A bad value in the clock settings: key path and reason."""
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from appliance.runtime.config_errors import ParamsError
 
-class FeedConfigError(ValueError):
-    def __init__(self, key_path: str, reason: str):
-        super().__init__(f"{key_path}: {reason}")
-        self.key_path = key_path
-        self.reason = reason
+
+class FeedConfigError(ParamsError):
+    """A bad value in the feed settings: key path and reason."""
 
 
 @dataclass(frozen=True)

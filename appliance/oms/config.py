@@ -30,13 +30,11 @@ import re
 from dataclasses import dataclass
 
 from appliance.oms.journal import DURABILITY_POLICIES
+from appliance.runtime.config_errors import ParamsError
 
 
-class OmsConfigError(ValueError):
-    def __init__(self, key_path: str, reason: str):
-        super().__init__(f"{key_path}: {reason}")
-        self.key_path = key_path
-        self.reason = reason
+class OmsConfigError(ParamsError):
+    """A bad value in the oms settings: key path and reason."""
 
 
 @dataclass(frozen=True)

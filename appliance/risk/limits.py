@@ -46,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from appliance.runtime.config_errors import ConfigFileError
 from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, MarkedDict
 
 PRICE_SCALE = 10_000                  # 4 implied decimals
@@ -57,13 +58,8 @@ MAX_WINDOW_EVENTS = 1_000_000         # a sliding window holds this many times (
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
-class LimitsError(ValueError):
+class LimitsError(ConfigFileError):
     """A limits file that cannot be used: file, line, key path and reason."""
-
-    def __init__(self, file: str, key_path: str, reason: str, line: int | None = None):
-        self.file, self.key_path, self.reason, self.line = file, key_path, reason, line
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {key_path or '<top>'}: {reason}")
 
 
 # --------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from appliance.messages.catalog import MESSAGES
-from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, plain
 from appliance.runtime import _shm
+from appliance.runtime.config_errors import ConfigFileError
+from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, plain
 
 CACHE_LINE = _shm.CACHE_LINE
 PAGE_SIZE = 4096
@@ -65,13 +66,8 @@ CONTROL_WORDS: tuple[tuple[str, str], ...] = (
 )
 
 
-class LayoutError(ValueError):
+class LayoutError(ConfigFileError):
     """A layout that cannot be used: names the file, key path, line and reason."""
-
-    def __init__(self, file: str, key_path: str, reason: str, line: int | None = None):
-        self.file, self.key_path, self.reason, self.line = file, key_path, reason, line
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {key_path or '<top>'}: {reason}")
 
 
 # --------------------------------------------------------------------------

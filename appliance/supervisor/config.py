@@ -8,15 +8,13 @@ import os
 from dataclasses import dataclass, field
 
 from appliance.clock.guard import ClockConfig, ClockConfigError, parse_clock_config
+from appliance.runtime.config_errors import ParamsError
 
 DEFAULT_START_ORDER = ("feed", "oms", "risk", "strategy")
 
 
-class SupervisorConfigError(ValueError):
-    def __init__(self, key_path: str, reason: str):
-        super().__init__(f"{key_path}: {reason}")
-        self.key_path = key_path
-        self.reason = reason
+class SupervisorConfigError(ParamsError):
+    """A bad value in the supervisor settings: key path and reason."""
 
 
 @dataclass(frozen=True)
