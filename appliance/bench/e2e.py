@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
 
+from appliance.bench.timing import machine_info
 from appliance.cli import bounded
 
 TARGET_P50_NS = 20_000
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                    if r["p50_ns"] and main["p50_ns"] else None for r in runs[1:]},
         "targets": {"p50_ns": TARGET_P50_NS, "p99_ns": TARGET_P99_NS,
                     "note": "on >= 6 cores with busy-spinning pinned processes; this run's machine is below"},
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "cpu": platform.processor()},
+        "machine": {**machine_info(), "cores": os.cpu_count()},
     }
     if getattr(args, "json", False):
         print(json.dumps(report, indent=1))

@@ -62,14 +62,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
-import platform
 import random
 import sys
 import time
 from array import array
 
+from appliance.bench.timing import machine_info, timer_overhead_ns
+from appliance.bench.timing import percentile as _percentile
 from appliance.cli import bounded, positive_int
 
 SEED = 42
@@ -184,28 +184,6 @@ def flow_mix(flow: list[tuple]) -> dict:
 # ---------------------------------------------------------------------------
 # timing helpers
 # ---------------------------------------------------------------------------
-
-def timer_overhead_ns(samples: int = 200_000) -> int:
-    """The median cost of one ``t0 = perf_counter_ns(); t1 = perf_counter_ns(); lat[i] = t1 - t0``."""
-    pc = time.perf_counter_ns
-    latencies = array("q", bytes(8 * samples))
-    gc.collect()
-    gc.disable()
-    try:
-        for i in range(samples):
-            t0 = pc()
-            t1 = pc()
-            latencies[i] = t1 - t0
-    finally:
-        gc.enable()
-    return sorted(latencies)[samples // 2]
-
-
-def _percentile(ordered, q: float) -> int:
-    """Nearest-rank percentile of an already sorted sequence."""
-    n = len(ordered)
-    return int(ordered[min(n - 1, max(0, math.ceil(q * n) - 1))])
-
 
 def latency_summary(latencies, kinds: bytes, overhead: int) -> dict:
     """p50/p99/p99.9 net of ``overhead`` (clamped at 0), overall and per operation kind."""
@@ -837,20 +815,6 @@ def measure_feeds(rates, seconds: float, order_rate: float, timeout: float) -> t
 # ---------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------
-
-def machine_info() -> dict:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu_model": model, "cpus_allowed": sorted(os.sched_getaffinity(0)), "kernel": platform.release(),
-            "python": platform.python_version()}
-
 
 def _matching_cpu() -> int:
     return max(os.sched_getaffinity(0))

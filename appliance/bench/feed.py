@@ -71,7 +71,6 @@ import gc
 import hashlib
 import inspect
 import json
-import math
 import os
 import secrets
 import shutil
@@ -85,6 +84,8 @@ import time
 from array import array
 from pathlib import Path
 
+from appliance.bench.timing import machine_info as base_machine_info
+from appliance.bench.timing import percentile as _percentile
 from appliance.cli import UsageError, bounded, positive_int
 
 SEED = 20_240_605
@@ -154,12 +155,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # helpers
 # ---------------------------------------------------------------------------
 
-def _percentile(ordered, q: float) -> int:
-    """Nearest-rank percentile of an already sorted sequence."""
-    n = len(ordered)
-    return int(ordered[min(n - 1, max(0, math.ceil(q * n) - 1))])
-
-
 def latency_summary(latencies) -> dict:
     """count, p50/p99/p99.9/max of a sequence of nanoseconds (None when empty)."""
     ordered = sorted(latencies)
@@ -170,8 +165,7 @@ def latency_summary(latencies) -> dict:
 
 
 def machine_info() -> dict:
-    from appliance.bench.exchange import machine_info as base
-    info = base()
+    info = base_machine_info()
     info["cores"] = os.cpu_count()
     try:
         with open("/proc/loadavg") as fh:

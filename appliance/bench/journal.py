@@ -178,7 +178,7 @@ def measure(records: int, per_event_records: int, recovery_records: int, group_c
 
 
 def run(args: argparse.Namespace) -> int:
-    from appliance.bench.exchange import machine_info
+    from appliance.bench.timing import machine_info
     errors: dict[str, str] = {}
     results: dict = {}
     try:

@@ -196,7 +196,7 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
 
 
 def machine_info() -> dict:
-    from appliance.bench.exchange import machine_info as info
+    from appliance.bench.timing import machine_info as info
     return info()
 
 

@@ -21,12 +21,12 @@ import json
 import mmap
 import multiprocessing
 import os
-import platform
 import sys
 import tempfile
 import time
 import uuid
 
+from appliance.bench.timing import machine_info as base_machine_info
 from appliance.cli import positive_int
 
 MESSAGE_SIZE = 64
@@ -491,17 +491,9 @@ def _timed_pair(consumer, consumer_args, start_producer, n: int, timeout: float)
 
 
 def machine_info() -> dict:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu_model": model, "cpus_allowed": sorted(os.sched_getaffinity(0)), "cpus_used": list(_cpus()),
-            "kernel": platform.release(), "python": platform.python_version(), "message_size": MESSAGE_SIZE}
+    info = base_machine_info()
+    info.update(cpus_used=list(_cpus()), message_size=MESSAGE_SIZE)
+    return info
 
 
 def run(args: argparse.Namespace) -> int:

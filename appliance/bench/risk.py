@@ -41,13 +41,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
-import platform
 import random
 import time
 from array import array
 
+from appliance.bench.timing import machine_info, timer_overhead_ns
+from appliance.bench.timing import percentile as _percentile
 from appliance.cli import bounded, positive_int
 
 SEED = 42
@@ -349,27 +349,6 @@ class NaiveRiskChecks:
 # timing
 # ---------------------------------------------------------------------------
 
-def timer_overhead_ns(samples: int = 200_000) -> int:
-    """The median cost of one ``t0 = perf_counter_ns(); t1 = perf_counter_ns(); lat[i] = t1 - t0``."""
-    pc = time.perf_counter_ns
-    latencies = array("q", bytes(8 * samples))
-    gc.collect()
-    gc.disable()
-    try:
-        for i in range(samples):
-            t0 = pc()
-            t1 = pc()
-            latencies[i] = t1 - t0
-    finally:
-        gc.enable()
-    return sorted(latencies)[samples // 2]
-
-
-def _percentile(ordered, q: float) -> int:
-    n = len(ordered)
-    return int(ordered[min(n - 1, max(0, math.ceil(q * n) - 1))])
-
-
 def latency_summary(latencies, overhead: int) -> dict:
     ordered = sorted(latencies)
     out = {f"{key}_ns": max(0, _percentile(ordered, q) - overhead)
@@ -522,20 +501,6 @@ def measure_peer(bench: BenchState, flow: list[tuple], repeat: int, overhead: in
 # ---------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------
-
-def machine_info() -> dict:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu_model": model, "cpus_allowed": sorted(os.sched_getaffinity(0)), "kernel": platform.release(),
-            "python": platform.python_version()}
-
 
 def run(args: argparse.Namespace) -> int:
     from appliance.messages.codes import RiskReason
