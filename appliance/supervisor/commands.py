@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import time
+
+from .up import wait_for
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -62,12 +64,21 @@ def _attach(layout):
 
 def _wait_word(memory, predicate, timeout: float) -> bool:
     control = memory.control()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate(control):
-            return True
-        time.sleep(0.05)
-    return predicate(control)
+    return wait_for(lambda: predicate(control), timeout, 0.05)
+
+
+def _send(args, request: dict):
+    """Load the layout and send ``request`` to its supervisor: the layout when it said ok, else None
+    (after saying why)."""
+    layout = _load(args)
+    if layout is None:
+        return None
+    answer = _ask(args, layout, request)
+    if not answer or not answer.get("ok"):
+        if answer:
+            print(f"error: {answer.get('error', 'refused')}", file=sys.stderr)
+        return None
+    return layout
 
 
 # ---------------------------------------------------------------- status
@@ -141,21 +152,12 @@ class down:  # noqa: N801
 
     @staticmethod
     def run(args) -> int:
-        layout = _load(args)
+        layout = _send(args, {"command": "down", "operator": args.operator})
         if layout is None:
             return 1
-        answer = _ask(args, layout, {"command": "down", "operator": args.operator})
-        if not answer or not answer.get("ok"):
-            if answer:
-                print(f"error: {answer.get('error')}", file=sys.stderr)
-            return 1
         from appliance.runtime.segment import segment_path
-        import os
         paths = [segment_path(spec) for spec in layout.segments.values()]
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline and any(os.path.exists(p) for p in paths):
-            time.sleep(0.1)
-        if any(os.path.exists(p) for p in paths):
+        if not wait_for(lambda: not any(os.path.exists(p) for p in paths), args.timeout, 0.1):
             print(f"error: the appliance did not finish stopping within {args.timeout:g} s", file=sys.stderr)
             return 1
         print("appliance down: orders cancelled, processes stopped, segments removed")
@@ -170,13 +172,8 @@ class kill:  # noqa: N801
 
     @staticmethod
     def run(args) -> int:
-        layout = _load(args)
+        layout = _send(args, {"command": "kill", "operator": args.operator})
         if layout is None:
-            return 1
-        answer = _ask(args, layout, {"command": "kill", "operator": args.operator})
-        if not answer or not answer.get("ok"):
-            if answer:
-                print(f"error: {answer.get('error', 'refused')}", file=sys.stderr)
             return 1
         memory = _attach(layout)
         if memory is None:
@@ -207,13 +204,8 @@ class resume:  # noqa: N801
         if not args.operator.strip():
             print("error: --operator needs a name", file=sys.stderr)
             return 2
-        layout = _load(args)
+        layout = _send(args, {"command": "resume", "operator": args.operator})
         if layout is None:
-            return 1
-        answer = _ask(args, layout, {"command": "resume", "operator": args.operator})
-        if not answer or not answer.get("ok"):
-            if answer:
-                print(f"error: {answer.get('error', 'refused')}", file=sys.stderr)
             return 1
         memory = _attach(layout)
         if memory is None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 from appliance.messages.codes import ClockState, GateReason, RiskState, name_of
-from appliance.runtime.counters import ProcessState
 
 PRICE_SCALE = 10_000
 

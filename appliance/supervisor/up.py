@@ -42,7 +42,8 @@ class StartFailed(RuntimeError):
     pass
 
 
-def _wait(predicate, timeout_s: float, interval_s: float = 0.02) -> bool:
+def wait_for(predicate, timeout_s: float, interval_s: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout_s`` passed; whether it held (checked once more at the end)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -136,7 +137,7 @@ class Up:
         with open(self.exchange_log, "ab") as out:
             self.exchange = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=self.base)
         self.exchange_dir = day
-        if not _wait(lambda: "exchange ready" in self.exchange_log.read_text(errors="replace")
+        if not wait_for(lambda: "exchange ready" in self.exchange_log.read_text(errors="replace")
                      or self.exchange.poll() is not None, 30):
             raise StartFailed(f"the simulated exchange did not report ready in 30 s (see {self.exchange_log})")
         if self.exchange.poll() is not None:
@@ -171,7 +172,7 @@ class Up:
             self.children[name] = child
             child.start()
             log.info("started %s (pid %d)", name, child.pid)
-            ok = _wait(lambda: not child.alive() or (table.read(name).pid == child.pid
+            ok = wait_for(lambda: not child.alive() or (table.read(name).pid == child.pid
                                                       and table.read(name).state is ProcessState.RUNNING),
                        self.config.start_timeout_s)
             if not child.alive():
@@ -243,7 +244,7 @@ class Up:
             strategy.stop(timeout)
         oms = self.children.get("oms")
         if control is not None and oms is not None and oms.alive():
-            if not _wait(lambda: control.get("oms_open_orders") == 0 or not oms.alive(), timeout / 2, 0.05):
+            if not wait_for(lambda: control.get("oms_open_orders") == 0 or not oms.alive(), timeout / 2, 0.05):
                 log.warning("%d orders still open at the venue after %.1f s; stopping the OMS anyway",
                             control.get("oms_open_orders"), timeout / 2)
         for name in ("oms", "risk", "feed"):
