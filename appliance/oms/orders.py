@@ -333,8 +333,12 @@ class OrderBook:
             order = self._orphan(token, values)
             if order is None:
                 return
-        if (order.state, E.ACCEPT) not in LEGAL or order.acked:
-            self._illegal(order, E.ACCEPT)
+        self._acknowledge(order, E.ACCEPT, ExecEvent.ACCEPTED, values, t_exchange_ns)
+
+    def _acknowledge(self, order, transition, event, values, t_exchange_ns: int) -> None:
+        """Accepted or Replaced (the same fields at the same places): the venue took the order; it is live."""
+        if (order.state, transition) not in LEGAL or order.acked:
+            self._illegal(order, transition)
             return
         order.acked = True
         order.order_ref = values[10]
@@ -343,7 +347,7 @@ class OrderBook:
         if order.state is S.PENDING_NEW:
             self._set_state(order, S.LIVE)
         self._answered(order)
-        self._emit(ExecEvent.ACCEPTED, order, order.shares, order.price, t_exchange_ns=t_exchange_ns)
+        self._emit(event, order, order.shares, order.price, t_exchange_ns=t_exchange_ns)
 
     def _orphan(self, token: bytes, values) -> Order | None:
         """An Accepted for a token we never journaled: adopt it so its fills reach the position."""
@@ -372,17 +376,7 @@ class OrderBook:
                 self._answered(old)
             else:
                 self._illegal(old, E.REPLACE_DONE)
-        if (order.state, E.REPLACE_ACK) not in LEGAL or order.acked:
-            self._illegal(order, E.REPLACE_ACK)
-            return
-        order.acked = True
-        order.order_ref = values[10]
-        order.shares = values[4]
-        order.leaves = values[4] - order.executed - order.canceled
-        if order.state is S.PENDING_NEW:
-            self._set_state(order, S.LIVE)
-        self._answered(order)
-        self._emit(ExecEvent.REPLACED, order, order.shares, order.price, t_exchange_ns=t_exchange_ns)
+        self._acknowledge(order, E.REPLACE_ACK, ExecEvent.REPLACED, values, t_exchange_ns)
 
     def _canceled(self, values, t_exchange_ns: int) -> None:
         token, decrement, reason = values[2], values[3], values[4][0]
