@@ -65,7 +65,7 @@ def audit_fills(sb: Sandbox) -> list[dict]:
                             capture_output=True, text=True, timeout=60, cwd=ROOT, env=sb.env)
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-    return [e for e in events if e.get("event") in ("EXECUTED", "executed", "fill", "FILL")]
+    return [e for e in events if e.get("event") == "EXECUTED"]
 
 
 def ouch_inbound(sb: Sandbox) -> list:
