@@ -118,7 +118,7 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
         layout = load_layout(layout_path)
         memory = SharedMemory.create(layout)
         control = memory.control("*")
-        control.set("gate_open", 1)
+        control.write_gate(0)
         heartbeat = memory.heartbeat("risk")
         heartbeat.begin()
         heartbeat.end(0)

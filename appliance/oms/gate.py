@@ -6,7 +6,7 @@ failure is the reason given back to the strategy and counted as ``oms.rejects.<R
 1. the journal is healthy (``JOURNAL_FAILED``);
 2. the OMS has recovered: journal replayed, the venue's replay applied, unacknowledged orders
    resolved (``NOT_RECOVERED``);
-3. the supervisor's ``gate_open`` control word is 1 (``GATE_CLOSED``);
+3. the supervisor's gate word says open (``GATE_CLOSED``);
 4. risk's heartbeat in the process table is younger than ``risk_heartbeat_limit_ms``
    (``RISK_STALE``; a risk that never beat is stale);
 5. the session is logged in and its replay applied (``SESSION_DOWN``).
@@ -23,6 +23,7 @@ import time
 
 from appliance.messages.codes import OmsReason
 from appliance.runtime import _shm
+from appliance.runtime.control import GATE_OPEN_BIT, GateWord, unpack_gate
 from appliance.runtime.counters import process_record_offset
 
 GATE_OPEN = 0          # check() result when the order may go
@@ -32,9 +33,7 @@ class Gate:
     def __init__(self, memory, layout, risk_process: str, risk_heartbeat_limit_ms: int):
         control = memory.control(None)
         self._control_atomics = control.atomics
-        self._gate_open_offset = control.word_offset("gate_open")
-        self._gate_reasons_offset = control.word_offset("gate_reasons")
-        self._gate_epoch_offset = control.word_offset("gate_epoch")
+        self._gate_offset = control.word_offset("gate")
         self._clock_state_offset = control.word_offset("clock_state")
         self._clock_offset_offset = control.word_offset("clock_offset_ns")
         self._clock_maxerror_offset = control.word_offset("clock_maxerror_ns")
@@ -84,12 +83,11 @@ class Gate:
         self._update()
 
     def gate_open(self) -> bool:
-        return self._control_atomics.load(self._gate_open_offset) == 1
+        return bool(self._control_atomics.load(self._gate_offset) & GATE_OPEN_BIT)
 
-    def gate_word(self) -> tuple[int, int, int]:
-        """(gate_open, gate_reasons, gate_epoch) as the supervisor last wrote them."""
-        load = self._control_atomics.load
-        return load(self._gate_open_offset), load(self._gate_reasons_offset), load(self._gate_epoch_offset)
+    def gate_word(self) -> GateWord:
+        """(open, reasons, epoch) of the supervisor's last decision, from one load."""
+        return unpack_gate(self._control_atomics.load(self._gate_offset))
 
     def clock_state(self) -> int:
         return self._control_atomics.load(self._clock_state_offset)
@@ -117,7 +115,7 @@ class Gate:
         local = self._local_reason
         if local and local != OmsReason.SESSION_DOWN:
             return local
-        if self._control_atomics.load(self._gate_open_offset) != 1:
+        if not self._control_atomics.load(self._gate_offset) & GATE_OPEN_BIT:
             return OmsReason.GATE_CLOSED
         # a risk that never beat has last beat 0: older than any limit
         if now_mono_ns - self._process_atomics.load(self._risk_last_beat_offset) >= self.limit_ns:

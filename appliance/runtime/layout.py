@@ -44,10 +44,8 @@ POSITION_SLOT_SIZE = 128
 CONTROL_WORD_SIZE = 64
 # The control table's words and the one process that writes each (see runtime/control.py).
 CONTROL_WORDS: tuple[tuple[str, str], ...] = (
-    ("gate_open", "supervisor"),          # 1: new orders may leave (the OMS checks it per order)
-    ("gate_reasons", "supervisor"),       # codes.GateReason bits: why it is closed
+    ("gate", "supervisor"),               # open flag, GateReason bits and epoch in one word (control.GateWord)
     ("gate_changed_ns", "supervisor"),
-    ("gate_epoch", "supervisor"),         # +1 on every change of gate_open or gate_reasons
     ("clock_state", "supervisor"),        # codes.ClockState
     ("clock_offset_ns", "supervisor"),    # signed: PTP master offset, or 0 from adjtimex
     ("clock_maxerror_ns", "supervisor"),

@@ -197,15 +197,8 @@ class SupervisorAgent(Agent):
         c = self.control
         previous = self.reasons
         self.reasons = reasons
-        # reasons first, then the open flag: a reader that sees "open" never sees stale reasons
-        if reasons:
-            c.set("gate_open", 0)
-            c.set("gate_reasons", int(reasons))
-        else:
-            c.set("gate_reasons", 0)
-            c.set("gate_open", 1)
+        c.write_gate(int(reasons))            # open flag, reasons and epoch in one store
         c.set("gate_changed_ns", time.time_ns())
-        c.set("gate_epoch", c.get("gate_epoch") + 1)
         self.c_gate_changes.inc()
         if not force:
             log.warning("gate %s (was %s)", describe(reasons), describe(previous)) if reasons else \

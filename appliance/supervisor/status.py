@@ -37,8 +37,8 @@ def build_status(layout, memory) -> dict:
     if "control" in kinds:
         words = memory.control().snapshot()
     else:                                   # an older or partial layout: nothing to say about these
-        from appliance.runtime.layout import CONTROL_WORDS
-        words = {name: 0 for name, _ in CONTROL_WORDS}
+        from appliance.runtime.control import ControlWords
+        words = dict.fromkeys(ControlWords.NAMES, 0)
     reasons = GateReason(words["gate_reasons"])
     status = {
         "layout": layout.path,

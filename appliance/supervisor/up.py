@@ -236,8 +236,7 @@ class Up:
         if self.memory is not None:
             from appliance.messages.codes import GateReason
             control = self.memory.control("supervisor")
-            control.set("gate_open", 0)
-            control.set("gate_reasons", control.get("gate_reasons") | int(GateReason.STOPPING))
+            control.write_gate(control.gate().reasons | int(GateReason.STOPPING))
         strategy = self.children.get("strategy")
         if strategy is not None and strategy.alive():
             log.info("stopping strategy (it cancels its orders)")

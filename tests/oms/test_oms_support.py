@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT
-from appliance.messages.codes import TIF_DAY, Action, Side
+from appliance.messages.codes import TIF_DAY, Action, GateReason, Side
 from appliance.runtime.agent import AgentContext
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.layout import load_layout
@@ -108,9 +108,7 @@ class Rig:
     # ---- playing the supervisor and risk
 
     def gate(self, open_: bool, reasons: int = 0) -> None:
-        self.control.set("gate_open", 1 if open_ else 0)
-        self.control.set("gate_reasons", reasons)
-        self.control.set("gate_epoch", self.control.get("gate_epoch") + 1)
+        self.control.write_gate(0 if open_ else int(reasons or GateReason.OPERATOR))
 
     def approve(self, client_order_id: int, action: int = Action.NEW, symbol: str = "AAPL", side: str = "B",
                 shares: int = 100, price: int = 1_900_000, tif: int = TIF_DAY, orig: int = 0, strategy: int = 1,

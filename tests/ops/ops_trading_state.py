@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_STALE
 from appliance.messages.codes import ClockState, GateReason, RiskState
+from appliance.runtime.control import pack_gate
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
 from conftest import wait_until
@@ -64,9 +65,8 @@ class TradingState:
         self.sequence = 0
 
     def gate(self, open_: bool, reasons: GateReason = GateReason(0), epoch: int | None = None) -> None:
-        self.control.set("gate_reasons", int(reasons))
-        self.control.set("gate_open", 1 if open_ else 0)
-        self.control.set("gate_epoch", epoch if epoch is not None else self.control.get("gate_epoch") + 1)
+        reasons = 0 if open_ else int(reasons or GateReason.OPERATOR)
+        self.control.set("gate", pack_gate(reasons, epoch if epoch is not None else self.control.gate().epoch + 1))
         self.control.set("gate_changed_ns", time.time_ns())
 
     def clock(self, state: ClockState, offset_ns: int, maxerror_ns: int) -> None:

@@ -190,7 +190,7 @@ def test_a_removed_segment_is_noticed_at_the_next_scrape(write_layout, unique_na
         assert value(samples(scrape()), "appliance_up") == 1
     assert value(samples(scrape()), "appliance_up") == 0        # not the dead appliance's last values
     with SharedMemory.create(load_layout(path)) as memory:      # a new appliance: attached again
-        memory.control("*").set("gate_open", 1)
+        memory.control("*").write_gate(0)
         assert value(samples(scrape()), "appliance_gate_open") == 1
 
 

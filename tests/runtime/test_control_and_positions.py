@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.messages.codes import GateReason, RiskState
+from appliance.runtime.control import pack_gate, unpack_gate
 from appliance.runtime.layout import CONTROL_WORDS, load_layout
 from appliance.runtime.memory import SharedMemory
 from conftest import layout_document
@@ -28,19 +29,33 @@ def memory(write_layout, unique_name):
 def test_each_control_word_has_one_writer_and_everyone_reads_it(memory):
     supervisor, risk, reader = memory.control("supervisor"), memory.control("risk"), memory.control()
     with pytest.raises(PermissionError, match="reads the control words"):
-        reader.set("gate_open", 1)
+        reader.set("clock_state", 1)
     assert all(value == 0 for value in reader.snapshot().values())       # closed gate until someone opens it
-    supervisor.set("gate_reasons", GateReason.STARTING | GateReason.CLOCK_UNHEALTHY)
+    supervisor.write_gate(GateReason.STARTING | GateReason.CLOCK_UNHEALTHY)
     supervisor.set("clock_offset_ns", -1234)
     risk.set("risk_state", RiskState.HALTED)
     assert GateReason(reader.get("gate_reasons")) == GateReason.STARTING | GateReason.CLOCK_UNHEALTHY
     assert reader.get("clock_offset_ns") == -1234 and reader.get("risk_state") == RiskState.HALTED
-    with pytest.raises(PermissionError, match="gate_open is written by supervisor, not risk"):
-        risk.set("gate_open", 1)
+    with pytest.raises(PermissionError, match="gate is written by supervisor, not risk"):
+        risk.set("gate", 1)
+    with pytest.raises(PermissionError, match="write it whole"):
+        supervisor.set("gate_open", 1)
     assert reader.get("gate_open") == 0
-    assert set(reader.snapshot()) == {name for name, _ in CONTROL_WORDS}
+    assert set(reader.snapshot()) == {name for name, _ in CONTROL_WORDS} | {"gate_open", "gate_reasons", "gate_epoch"}
     offsets = sorted(reader.word_offset(name) for name, _ in CONTROL_WORDS)
     assert all(b - a == 64 for a, b in zip(offsets, offsets[1:]))          # one line per word
+
+
+def test_the_gate_is_one_word_open_only_without_a_reason_and_its_epoch_counts_decisions(memory):
+    supervisor, reader = memory.control("supervisor"), memory.control()
+    assert reader.gate() == (0, 0, 0)                                      # never written: closed
+    supervisor.write_gate(GateReason.STARTING)
+    assert reader.gate() == (0, GateReason.STARTING, 1)
+    supervisor.write_gate(0)
+    assert reader.gate() == (1, 0, 2) and reader.get("gate_open") == 1 and reader.get("gate_epoch") == 2
+    supervisor.write_gate(GateReason.KILL_SWITCH | GateReason.STOPPING)
+    assert reader.gate() == (0, GateReason.KILL_SWITCH | GateReason.STOPPING, 3)
+    assert unpack_gate(pack_gate(0, (1 << 31) + 5)).epoch == 5                  # the epoch wraps inside its bits
 
 
 def test_positions_round_trip_and_mark_to_market(memory):

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from appliance.messages.catalog import BOOK_FLAG_STALE, BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
-from appliance.messages.codes import ALL_SYMBOLS, Action, ExecEvent, RejectSource, RiskReason, Side
+from appliance.messages.codes import ALL_SYMBOLS, Action, ExecEvent, GateReason, RejectSource, RiskReason, Side
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
@@ -104,7 +104,7 @@ def running(write_layout, unique_name, spawner):
         peers = Peers(memory)
         started.append(peers)
         peers.control.set("feed_ready", 1)
-        peers.control.set("gate_open", 1)
+        peers.control.write_gate(0)
         proc = spawner.start(layout.path, "strategy")
         table = memory.process_table()
         wait_until(lambda: table.read("strategy").state is ProcessState.RUNNING or proc.poll() is not None, 30,
@@ -164,7 +164,7 @@ def test_the_market_maker_pulls_its_quotes_while_the_gate_is_closed_and_quotes_a
     bid, ask = peers.intents(2, what="two quotes")
     peers.report(ExecEvent.ACCEPTED, bid)
     peers.report(ExecEvent.ACCEPTED, ask)
-    peers.control.set("gate_open", 0)
+    peers.control.write_gate(GateReason.OPERATOR)
     pulls = peers.intents(2, what="both quotes pulled (the timer sees the closed gate)")
     assert sorted((p["action"], p["orig_client_order_id"]) for p in pulls) == sorted(
         [(Action.CANCEL, bid["client_order_id"]), (Action.CANCEL, ask["client_order_id"])])
@@ -175,7 +175,7 @@ def test_the_market_maker_pulls_its_quotes_while_the_gate_is_closed_and_quotes_a
     wait_until(lambda: peers.counters()["strategy.book_updates"] > seen, 10, message="the book update handled")
     wait_until(lambda: peers.counters()["strategy.timers"] >= 2, 10, message="a timer after it")
     assert peers.nothing_more()                                  # no new quote while it is closed
-    peers.control.set("gate_open", 1)
+    peers.control.write_gate(0)
     peers.book([(P("190.00"), 700)], [(P("190.04"), 700)])
     again = peers.intents(2, what="quotes again once the gate reopened")
     assert {i["action"] for i in again} == {Action.NEW}
