@@ -25,6 +25,11 @@ class Action(enum.IntEnum):
 
 ALL_SYMBOLS = 0xFFFFFFFF
 
+# Client order ids from this base up are the OMS's for orphans: orders the venue reports that the
+# OMS's journal never sent (a lost journal tail). Each gets its own id so risk can count it as an
+# open order; strategies issue ids from the wall clock in microseconds (~1.8e15), far below.
+ORPHAN_CLIENT_ID_BASE = 1 << 63
+
 # OUCH time in force, u32 seconds.
 TIF_IOC = 0
 TIF_DAY = 99998             # market hours
@@ -86,6 +91,7 @@ class RiskReason(enum.IntEnum):
     NOT_READY = 28           # risk has not rebuilt its state yet
     BAD_ORDER = 29           # malformed intent: zero shares, bad side, bad action
     SELF_MATCH = 30          # would trade against one of our own open orders (a wash trade)
+    SYMBOL_KILLED = 31       # the symbol's kill switch is latched (appliance kill --symbol): only cancels pass
 
 
 class OmsReason(enum.IntEnum):
@@ -98,6 +104,10 @@ class OmsReason(enum.IntEnum):
     UNKNOWN_ORDER = 6        # replace/cancel of an order the OMS does not know
     NOT_FROM_RISK = 7        # arrived on a ring other than approved_orders (never happens by layout)
     DUPLICATE_CLIENT_ID = 8
+    BAD_ORDER = 9            # malformed approved order: symbol, side, shares, price, TIF or client id out of range
+    UNKNOWN_ACTION = 10      # an approved record with an action the OMS does not know
+    NOT_SENT = 11            # journaled, but the session could not take the bytes (connection lost): never left
+    SEQUENCE_GAP = 12        # the venue's login skipped messages the OMS never saw: closed until a person looks
 
 
 class RiskState(enum.IntEnum):
@@ -136,6 +146,8 @@ class ControlCommand(enum.IntEnum):
     RELOAD_LIMITS = 3       # re-read the limits file
     SET_REDUCING = 4
     SET_ACTIVE = 5
+    KILL_SYMBOL = 6         # argument = symbol id: latch that symbol's kill switch and cancel its orders
+    RESET_SYMBOL = 7        # argument = symbol id: unlatch it (operator recorded)
 
 
 class ControlEventKind(enum.IntEnum):
@@ -146,6 +158,8 @@ class ControlEventKind(enum.IntEnum):
     STATE_CHANGED = 4
     CLOCK = 5
     SNAPSHOT_REQUEST = 6    # risk (re)started: the OMS answers on exec_to_risk with SNAPSHOT_* reports
+    KILL_SYMBOL = 7         # value = symbol id: the OMS cancels every open order in that symbol
+    RESET_SYMBOL = 8        # value = symbol id
 
 
 def name_of(enum_type: type[enum.IntEnum], value: int) -> str:

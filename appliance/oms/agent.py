@@ -40,7 +40,7 @@ from appliance.oms import events as ev
 from appliance.oms.config import OmsConfigError, parse_oms_params
 from appliance.oms.events import ControlKind, RecordType, SendReason, SessionEvent
 from appliance.oms.gate import GATE_OPEN, Gate
-from appliance.oms.journal import Journal, JournalError, archive_name, journal_day, trading_day_of
+from appliance.oms.journal import Journal, JournalError, archive_name, journal_day
 from appliance.oms.latency import LatencyRecorder
 from appliance.oms.orders import OPEN_STATES, Order, OrderBook
 from appliance.oms.recovery import rebuild
@@ -49,6 +49,7 @@ from appliance.oms.tokens import TokenSource, choose_prefix
 from appliance.runtime.agent import Agent, AgentContext
 from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
+from appliance.runtime.trading_day import trading_day_of
 from appliance.wire import ouch
 from appliance.wire.soupbintcp import DebugText, EndOfSession, LoginAccepted, LoginRejected, SequencedMessage
 

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple
 
 from appliance.oms import crc32c as _crc
+from appliance.runtime.trading_day import trading_day_of
 
 log = logging.getLogger("appliance.oms.journal")
 
@@ -122,11 +123,6 @@ class ScanResult:
 
 def padded(size: int) -> int:
     return (size + 7) & ~7
-
-
-def trading_day_of(epoch_ns: int) -> int:
-    t = time.localtime(epoch_ns // 1_000_000_000)
-    return t.tm_year * 10000 + t.tm_mon * 100 + t.tm_mday
 
 
 # ------------------------------------------------------------------ scanning (open, audit, bench)
