@@ -9,16 +9,30 @@ One duty cycle (``do_work``):
    (``gate.py``) or are rejected back (REJECTED_LOCALLY, ``oms.rejects.<REASON>``); a new token;
    ORDER_SENT journaled; then the bytes go to the socket and the hop latencies are recorded.
    Cancels skip the gate and go out whenever the session is logged in;
-3. read risk's control events (KILL cancels everything; SNAPSHOT_REQUEST is answered);
+3. read risk's control events (KILL cancels everything, KILL_SYMBOL one symbol's orders;
+   SNAPSHOT_REQUEST is answered);
 4. every millisecond the slow path: connect / heartbeat / reconnect, recovery progress, the
    supervisor's gate word (a close for RISK_UNHEALTHY or KILL_SWITCH cancels everything once per
-   gate epoch), in-flight timeouts, pending snapshot, counters.
+   gate epoch), cancels owed, in-flight timeouts, pending snapshot, counters.
+
+Cancels owed: a kill or a cancel-all gate close is journaled first, then every open order it
+covers owes a cancel (``recovery.apply_control``, the same function recovery replays). The owed
+cancels go out as soon as the session is logged in, now or after a reconnect or a restart, and
+an order leaves the set only when the venue says it is finished. Bytes the session could not
+hand to the kernel (connection lost with them queued) are journaled NOT_SENT: such a new order is
+rejected back (OmsReason.NOT_SENT), such a cancel is owed again.
+
+The venue's session: the OMS logs in with the journaled session name and the next sequence
+number it has not seen. A LoginAccepted from a lower number, or under another name (after the
+venue refused the journaled one), means the venue lost the old session: journaled NEW_SESSION,
+every open order CANCELED (the venue no longer has it). One from a higher number means messages
+were skipped that the OMS never saw: SEQUENCE_GAP keeps new orders out until a person looks.
 
 Start-up (``on_start``) opens the journal (a torn tail is truncated with a warning; a corrupt
 middle stops the start), rebuilds orders, positions, the token counter and the session from
 it (``recovery.py``), and publishes ``oms_ready = 0``. The session logs in asking for the next
-sequence number the journal has not seen; once the venue's replay is applied and every order
-journaled as sent but unacknowledged is resolved (by the replay, or cancelled by token after
+sequence number the journal has not seen; once the venue's replay is known to be drained (see
+``session.py``) and every order journaled as sent but unacknowledged is resolved (by the replay, or cancelled by token after
 ``unacked_timeout_ms``), ``oms_ready`` becomes 1 and new orders may pass.
 
 Fail closed: a journal that cannot take a record (full, sync error) stops every new order
@@ -43,7 +57,7 @@ from appliance.oms.gate import GATE_OPEN, Gate
 from appliance.oms.journal import Journal, JournalError, archive_name, journal_day
 from appliance.oms.latency import LatencyRecorder
 from appliance.oms.orders import OPEN_STATES, Order, OrderBook
-from appliance.oms.recovery import rebuild
+from appliance.oms.recovery import apply_control, rebuild
 from appliance.oms.session import VenueSession
 from appliance.oms.tokens import TokenSource, choose_prefix
 from appliance.runtime.agent import Agent, AgentContext
@@ -70,7 +84,6 @@ COUNTERS_INTERVAL_NS = 10_000_000
 SIDES = frozenset((Side.BUY, Side.SELL, Side.SELL_SHORT))
 TIFS = frozenset((TIF_IOC, TIF_DAY, TIF_SYSTEM_HOURS))
 NO_SYMBOL = 0xFFFFFFFF
-CANCEL_ALL_GATE_REASONS = GateReason.RISK_UNHEALTHY | GateReason.KILL_SWITCH
 
 _APPROVED_TYPE = APPROVED_ORDER.type_id
 _CONTROL_TYPE = CONTROL_EVENT.type_id
@@ -145,6 +158,7 @@ class OmsAgent(Agent):
         self._dirty = [False] * len(self.symbols)
         self._dirty_ids: list[int] = []
         self._open_orders_published = -1
+        self._ready_published = 0
         self._t_rx_ns = 0
 
         started_mono = time.monotonic_ns()
@@ -159,7 +173,7 @@ class OmsAgent(Agent):
         self._last_gate_epoch = state.last_gate_epoch
         self._last_clock_state = -1               # journal the clock once at start, then on change
         self._next_clock_record_ns = 0
-        self._last_cancel_all_gate_epoch = state.last_cancel_all_gate_epoch
+        self._cancel_all_why = "restart" if self.book.cancel_owed else ""   # announced with the next pass
         self._journal(RecordType.SESSION, ev.session(SessionEvent.START, sequence=state.next_sequence_number,
                                                      prefix=self.tokens.prefix, counter=self.tokens.next_counter),
                       now_ns, reserve=True)
@@ -173,19 +187,23 @@ class OmsAgent(Agent):
                  state.records, state.orders_sent, state.exchange_messages, self.book.open_orders,
                  self.tokens.peek()[:4].decode(), state.next_sequence_number, cfg.durability,
                  (time.monotonic_ns() - started_mono) / 1e9)
+        if self.book.cancel_owed:
+            log.warning("%d open orders owe a cancel from before the restart (a kill or cancel-all that was not "
+                        "finished): they are cancelled as soon as the session is up", len(self.book.cancel_owed))
 
         self.session = VenueSession(cfg.venue_host, cfg.venue_port, cfg.username, cfg.password, state.session_name,
                                     state.next_sequence_number, heartbeat_ns=cfg.heartbeat_ms * 1_000_000,
                                     peer_timeout_ns=cfg.peer_timeout_ms * 1_000_000,
                                     reconnect_min_ns=cfg.reconnect_min_ms * 1_000_000,
                                     reconnect_max_ns=cfg.reconnect_max_ms * 1_000_000,
-                                    replay_quiet_ns=cfg.replay_quiet_ms * 1_000_000)
+                                    replay_margin_ns=cfg.replay_margin_ms * 1_000_000)
         self._requested_sequence = state.next_sequence_number
+        self._journal_session = state.session_name
         self._session_up = False
         self.ready = False
         self._started_mono = started_mono
         self._unacked_clock_started = False
-        self._cancel_all_pending = ""
+        self._waiting_logged = False
         self._snapshot_pending = False
         self._next_slow_ns = 0
         self._next_timeout_scan_ns = 0
@@ -274,11 +292,7 @@ class OmsAgent(Agent):
             elif kind is LoginAccepted:
                 self._journal(RecordType.SESSION, ev.session(SessionEvent.LOGIN_ACCEPTED, event.session.encode(),
                                                              event.sequence_number), now_ns, reserve=True)
-                if event.sequence_number < self._requested_sequence:
-                    self.c_sequence_resets.inc()
-                    log.error("the venue accepted the login from sequence %d, but the journal has seen up to %d: "
-                              "a different trading day or a venue that lost its state", event.sequence_number,
-                              self._requested_sequence - 1)
+                self._login_accepted(event, now_ns)
                 self._set_session_up(True)
             elif kind is LoginRejected:
                 self._journal(RecordType.SESSION, ev.session(SessionEvent.LOGIN_REJECTED, event.reason.encode()),
@@ -295,6 +309,26 @@ class OmsAgent(Agent):
         if not self.session.logged_in and self._session_up:
             self._session_lost(now_ns)
         return len(events)
+
+    def _login_accepted(self, event: LoginAccepted, now_ns: int) -> None:
+        """Is this the session the journal knows, from the number it asked for?"""
+        requested, known = self._requested_sequence, self._journal_session
+        if event.sequence_number > requested:
+            self.c_sequence_gaps.inc()
+            self.gate.sequence_gap = True
+            log.error("the venue accepted the login from sequence %d, but the journal asked for %d: messages %d..%d "
+                      "were skipped and never seen; no new order leaves until a person looks (cancels still do)",
+                      event.sequence_number, requested, requested, event.sequence_number - 1)
+        elif event.sequence_number < requested or (known and event.session.strip() != known.strip()):
+            self.c_sequence_resets.inc()
+            gone = self.book.venue_session_lost()
+            self._journal(RecordType.SESSION, ev.session(SessionEvent.NEW_SESSION, event.session.encode(),
+                                                         event.sequence_number), now_ns, reserve=True)
+            log.error("the venue lost session %r (it now sends %r from sequence %d; the journal had seen up to %d): "
+                      "%d open orders are gone at the venue and reported CANCELED", known, event.session,
+                      event.sequence_number, requested - 1, len(gone))
+        self._journal_session = event.session
+        self._requested_sequence = event.sequence_number
 
     def _set_session_up(self, up: bool) -> None:
         self._session_up = up
@@ -397,7 +431,7 @@ class OmsAgent(Agent):
                     self._cancel_all_request(values, now_mono)
                 else:
                     self.c_bad_orders.inc()
-                    self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+                    self._reject_locally(values, OmsReason.UNKNOWN_ACTION)
             ring.release()            # after the order is journaled and sent: a crash before this re-reads it
             done += 1
         return done
@@ -410,7 +444,7 @@ class OmsAgent(Agent):
         if not (0 <= sid < self._n_symbols and side in SIDES and shares > 0 and price > 0 and tif in TIFS
                 and client):
             self.c_bad_orders.inc()
-            self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+            self._reject_locally(values, OmsReason.BAD_ORDER)
             return
         book = self.book
         existing = book.by_client.get(client)
@@ -439,11 +473,14 @@ class OmsAgent(Agent):
             self._journal_failed(str(exc))
             self._reject_locally(values, OmsReason.JOURNAL_FAILED)
             return
-        self.session.send_packet(_ENTER.pack(_ENTER_LENGTH, b"U", b"O", token, _SIDE_BYTES[side], shares, stock,
-                                             price, tif, self._firm, b"Y", b"A", b"N", 0, b"N", b"R"), now_mono)
+        taken = self.session.send_packet(_ENTER.pack(_ENTER_LENGTH, b"U", b"O", token, _SIDE_BYTES[side], shares,
+                                                     stock, price, tif, self._firm, b"Y", b"A", b"N", 0, b"N", b"R"),
+                                         now_mono, (Action.NEW, token, 0))
         if self.ring_to_wire_ns is not None:
             self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
         book.add_new(token, client, strategy, sid, stock, side, shares, price, tif, now_mono, self.in_flight_timeout_ns)
+        if not taken:
+            self._not_sent((Action.NEW, token, 0))
         self.c_orders_sent.inc()
         self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
 
@@ -457,7 +494,7 @@ class OmsAgent(Agent):
             return
         if not (0 < shares and 0 < price and tif in TIFS and client):
             self.c_bad_orders.inc()
-            self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+            self._reject_locally(values, OmsReason.BAD_ORDER)
             return
         existing = book.by_client.get(client)
         if existing is not None:
@@ -480,11 +517,13 @@ class OmsAgent(Agent):
             self._journal_failed(str(exc))
             self._reject_locally(values, OmsReason.JOURNAL_FAILED)
             return
-        self.session.send_packet(_REPLACE.pack(_REPLACE_LENGTH, b"U", b"U", old.token, token, shares, price, tif,
-                                               b"Y", b"N", 0), now_mono)
+        taken = self.session.send_packet(_REPLACE.pack(_REPLACE_LENGTH, b"U", b"U", old.token, token, shares, price,
+                                                       tif, b"Y", b"N", 0), now_mono, (Action.REPLACE, token, 0))
         if self.ring_to_wire_ns is not None:
             self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
         book.add_replacement(old, token, client, shares, price, tif, now_mono, self.in_flight_timeout_ns)
+        if not taken:
+            self._not_sent((Action.REPLACE, token, 0))
         self.c_replaces_sent.inc()
         self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
 
@@ -510,16 +549,36 @@ class OmsAgent(Agent):
 
     def _send_cancel(self, order: Order, target: int, why: int, now_mono: int, request_id: int = 0,
                      times: tuple = (0, 0, 0, 0)) -> bool:
-        """Journal (best effort: a failed journal never stops a cancel) and send a cancel by token."""
+        """Journal (best effort: a failed journal never stops a cancel) and send a cancel by token.
+        Any order the book holds can be cancelled, even one whose symbol the layout no longer lists."""
         self._journal(RecordType.ORDER_SENT, ev.order_sent(
-            Action.CANCEL, order.side, why, order.tif, request_id, order.client_order_id, order.strategy_id,
-            order.symbol_id, target, order.price, order.symbol, order.token, b"", *times), time.time_ns(),
-            reserve=True)
+            Action.CANCEL, order.side, why, order.tif, request_id, order.client_order_id & _U64, order.strategy_id,
+            order.symbol_id & _U32, target, order.price & _U32, order.symbol, order.token, b"", *times),
+            time.time_ns(), reserve=True)
         if not self.book.request_cancel(order, target, now_mono, self.in_flight_timeout_ns):
             return False
-        self.session.send_packet(_CANCEL.pack(_CANCEL_LENGTH, b"U", b"X", order.token, target), now_mono)
+        tag = (Action.CANCEL, order.token, target)
+        if not self.session.send_packet(_CANCEL.pack(_CANCEL_LENGTH, b"U", b"X", order.token, target), now_mono, tag):
+            self._not_sent(tag)
+            return False
         self.c_cancels_sent.inc()
         return True
+
+    def _not_sent(self, tag: tuple) -> None:
+        """Bytes journaled as sent that never left: journal it and undo it (``OrderBook.not_sent``)."""
+        action, token, target = tag
+        self.c_not_sent.inc()
+        self._journal(RecordType.NOT_SENT, ev.not_sent(action, token, target), time.time_ns(), reserve=True)
+        order = self.book.not_sent(action, token, target)
+        log.warning("%s for %r never left (the session could not take it)%s", name_of(Action, action), token,
+                    ": rejected back" if action != Action.CANCEL else ": the cancel is owed")
+        if order is not None and action != Action.CANCEL and order.symbol_id >= 0:
+            self._changed(order.symbol_id)
+
+    def _take_unsent(self) -> None:
+        unsent = self.session.unsent
+        while unsent:
+            self._not_sent(unsent.pop(0))
 
     def _cancel_all_request(self, values: tuple, now_mono: int) -> None:
         strategy, sid = values[5], values[6]
@@ -533,25 +592,53 @@ class OmsAgent(Agent):
 
     # ------------------------------------------------------------------ cancel everything (kill, gate)
 
-    def _cancel_everything(self, why: str, gate_epoch: int, now_mono: int) -> int:
-        if not self.session.logged_in:
-            self._cancel_all_pending = why
-            log.warning("cancel-all (%s) waits for the session", why)
+    def _owe(self, control: ev.Control, why: str, now_mono: int) -> None:
+        """A kill or cancel-all gate close, already journaled: the orders it covers owe a cancel."""
+        owed = apply_control(self.book, control)
+        if owed or self.book.cancel_owed:
+            self._cancel_all_why = why
+            self._discharge_cancels(now_mono)
+
+    def _discharge_cancels(self, now_mono: int) -> int:
+        """Send a cancel to every order that owes one and has none outstanding (when logged in).
+        The first pass after a kill is the cancel-all: journaled, counted, logged."""
+        owed = self.book.cancel_owed
+        if not owed:
             return 0
-        self._cancel_all_pending = ""
-        sent = 0
-        for order in self.book.open_orders_list():
-            if 0 not in order.requests and self._send_cancel(order, 0, SendReason.CANCEL_ALL, now_mono):
-                sent += 1
-        epoch = self.control.get("oms_cancel_all_epoch") + 1
-        self.control.set("oms_cancel_all_epoch", epoch)
-        self.c_cancel_all.inc()
-        self.c_cancel_all_orders.add(sent)
-        self._journal(RecordType.CONTROL, ev.control(ControlKind.CANCEL_ALL, gate_epoch, sent, epoch,
-                                                     detail=why.encode()[:16], t_ns=time.time_ns()),
-                      time.time_ns(), reserve=True)
-        log.warning("cancel-all (%s): %d open orders asked to cancel (epoch %d)", why, sent, epoch)
-        return sent
+        if not self.session.logged_in:
+            if not self._waiting_logged:
+                self._waiting_logged = True
+                log.warning("cancel-all (%s): %d orders owe a cancel; waiting for the session", self._cancel_all_why
+                            or "owed", len(owed))
+            return 0
+        self._waiting_logged = False
+        sent = failed = 0
+        for order in list(owed):
+            if 0 in order.requests:
+                continue                        # a cancel is outstanding: the in-flight timeout re-asks
+            try:
+                if self._send_cancel(order, 0, SendReason.CANCEL_ALL, now_mono):
+                    sent += 1
+                elif order.state not in OPEN_STATES:
+                    owed.discard(order)
+            except Exception:                   # never let one order stop the others' cancels
+                failed += 1
+                owed.discard(order)
+                self.c_cancel_errors.inc()
+                log.exception("cancel of %r failed; the other cancels go on", order)
+        why = self._cancel_all_why
+        if why:
+            self._cancel_all_why = ""
+            epoch = self.control.get("oms_cancel_all_epoch") + 1
+            self.control.set("oms_cancel_all_epoch", epoch)
+            self.c_cancel_all.inc()
+            self.c_cancel_all_orders.add(sent)
+            self._journal(RecordType.CONTROL, ev.control(ControlKind.CANCEL_ALL, self._last_gate_epoch, sent, epoch,
+                                                         detail=why.encode()[:16], t_ns=time.time_ns()),
+                          time.time_ns(), reserve=True)
+            log.warning("cancel-all (%s): %d open orders asked to cancel (epoch %d)%s", why, sent, epoch,
+                        f"; {failed} could not be" if failed else "")
+        return sent + failed
 
     # ------------------------------------------------------------------ risk -> OMS: control events
 
@@ -571,10 +658,14 @@ class OmsAgent(Agent):
                 continue
             _t, _v, _s, kind, state, value, operator, detail, t_ns = values
             self.c_control_events.inc()
-            self._journal(RecordType.CONTROL, ev.control(kind, state, value, 0, operator, detail, t_ns),
-                          time.time_ns(), reserve=True)
+            if kind == ControlEventKind.KILL_SYMBOL:        # journaled by name: the layout's ids may change
+                detail = self.stocks[value].rstrip() if 0 <= value < self._n_symbols else b"?"
+            payload = ev.control(kind, state, value, 0, operator, detail, t_ns)
+            self._journal(RecordType.CONTROL, payload, time.time_ns(), reserve=True)
             if kind == ControlEventKind.KILL:
-                self._cancel_everything("kill", 0, time.monotonic_ns())
+                self._owe(ev.parse_control(payload), "kill", time.monotonic_ns())
+            elif kind == ControlEventKind.KILL_SYMBOL:
+                self._owe(ev.parse_control(payload), f"kill {ev.text(detail)}", time.monotonic_ns())
             elif kind == ControlEventKind.SNAPSHOT_REQUEST:
                 self._snapshot_pending = True
         return done
@@ -611,13 +702,14 @@ class OmsAgent(Agent):
         session.flush(now_mono)
         if self._session_up and not session.logged_in:
             self._session_lost(time.time_ns())
+        if session.unsent:
+            self._take_unsent()
         ready = session.ready(now_mono)
         if ready != self.gate.session_ready:
             self.gate.session_ready = ready
             work += 1
-        if ready and self._cancel_all_pending:
-            self._cancel_everything(self._cancel_all_pending, self._last_gate_epoch, now_mono)
-            work += 1
+        if self.book.cancel_owed:
+            work += self._discharge_cancels(now_mono)
         if not self.ready:
             work += self._recovery_progress(now_mono, ready)
         work += self._watch_gate(now_mono)
@@ -633,13 +725,15 @@ class OmsAgent(Agent):
                 work += 1
         if self.journal.failed and self.gate.journal_ok:
             self._journal_failed(self.journal.failed)
+        self._publish_open_orders()            # also counts orders in symbols the layout no longer lists
+        self._publish_ready()
         if now_mono >= self._next_counters_ns:
             self._next_counters_ns = now_mono + COUNTERS_INTERVAL_NS
             self._publish_counters()
         return work
 
     def _recovery_progress(self, now_mono: int, session_ready: bool) -> int:
-        if not session_ready or self.journal.failed:
+        if not session_ready or self.journal.failed or self.gate.sequence_gap:
             return 0
         book = self.book
         if not self._unacked_clock_started:
@@ -654,7 +748,6 @@ class OmsAgent(Agent):
             return 0
         self.ready = True
         self.gate.recovered = True
-        self.control.set("oms_ready", 1)
         elapsed = now_mono - self._started_mono
         self.c_recovery_ns.set(elapsed)
         self._journal(RecordType.SESSION, ev.session(SessionEvent.RECOVERED, self.session.client.session.encode(),
@@ -668,11 +761,9 @@ class OmsAgent(Agent):
         if epoch == self._last_gate_epoch:
             return 0
         self._last_gate_epoch = epoch
-        self._journal(RecordType.CONTROL, ev.control(ControlKind.GATE_CHANGED, gate_open, reasons, epoch,
-                                                     t_ns=time.time_ns()), time.time_ns(), reserve=True)
-        if gate_open != 1 and reasons & CANCEL_ALL_GATE_REASONS and epoch != self._last_cancel_all_gate_epoch:
-            self._last_cancel_all_gate_epoch = epoch
-            self._cancel_everything("gate", epoch, now_mono)
+        payload = ev.control(ControlKind.GATE_CHANGED, gate_open, reasons, epoch, t_ns=time.time_ns())
+        self._journal(RecordType.CONTROL, payload, time.time_ns(), reserve=True)
+        self._owe(ev.parse_control(payload), "gate", now_mono)
         return 1
 
     def _record_clock(self, now_mono: int) -> int:
@@ -724,7 +815,7 @@ class OmsAgent(Agent):
         self.journal.fail(reason)
         self.gate.journal_ok = False
         self.c_journal_failed.set(1)
-        self.control.set("oms_ready", 0)
+        self._publish_ready()
 
     def _changed(self, symbol_id: int) -> None:
         if not self._dirty[symbol_id]:
@@ -742,6 +833,14 @@ class OmsAgent(Agent):
         p = self.book.positions
         self.positions_table.publish(sid, p.position[sid], p.cost_basis[sid], p.realized_pnl[sid], p.orders_sent[sid],
                                      p.fills[sid], p.filled_shares[sid], p.rejects[sid], p.open_orders[sid], now_ns)
+
+    def _publish_ready(self) -> None:
+        """``oms_ready``: new orders can leave now, as far as the OMS knows (the gate's own conditions:
+        journal, no sequence gap, recovered, session logged in with its replay drained)."""
+        ready = 1 if self.gate.local_reason == GATE_OPEN else 0
+        if ready != self._ready_published:
+            self._ready_published = ready
+            self.control.set("oms_ready", ready)
 
     def _publish_open_orders(self) -> None:
         count = self.book.open_orders
@@ -777,6 +876,9 @@ class OmsAgent(Agent):
         self.c_protocol_errors = allocate("oms.session.protocol_errors")
         self.c_debug = allocate("oms.session.debug_messages")
         self.c_sequence_resets = allocate("oms.session.sequence_resets")
+        self.c_sequence_gaps = allocate("oms.session.sequence_gaps")
+        self.c_not_sent = allocate("oms.not_sent")
+        self.c_cancel_errors = allocate("oms.cancel_errors")
         self.c_session_up = allocate("oms.session.up", CounterKind.GAUGE)
         self.c_journal_records = allocate("oms.journal.records")
         self.c_journal_bytes = allocate("oms.journal.bytes", CounterKind.GAUGE)
@@ -813,3 +915,5 @@ class OmsAgent(Agent):
 
 
 _SIDE_BYTES = {int(side): bytes([int(side)]) for side in Side}
+_U32 = 0xFFFFFFFF
+_U64 = 0xFFFFFFFFFFFFFFFF

@@ -17,6 +17,8 @@ timestamp as ISO UTC), ``detail``.
 """
 from __future__ import annotations
 
+import struct
+
 import datetime as _dt
 import re
 from typing import Iterable, Iterator
@@ -113,7 +115,9 @@ class AuditTrail:
                 self._control(row, ev.parse_control(record.payload))
             elif kind == RecordType.SESSION:
                 self._session(row, ev.parse_session(record.payload))
-        except (ValueError, WireFormatError, IndexError) as exc:
+            elif kind == RecordType.NOT_SENT:
+                self._not_sent(row, ev.parse_not_sent(record.payload))
+        except (ValueError, WireFormatError, IndexError, struct.error) as exc:
             row["event"] = "UNREADABLE"
             row["detail"] = str(exc)
         return row
@@ -179,6 +183,14 @@ class AuditTrail:
                    side=chr(rejected.side) if rejected.side else "", price=_price(rejected.price),
                    shares=rejected.shares, reason=name_of(OmsReason, rejected.reason),
                    detail=name_of(Action, rejected.action))
+
+    def _not_sent(self, row: dict, record: ev.NotSent) -> None:
+        token = record.token.rstrip(b" \0")
+        row.update(event="NOT_SENT", token=_text(token), detail=name_of(Action, record.action))
+        known = self.orders.get(token)
+        if known is not None:
+            row.update(strategy_id=known["strategy_id"], client_order_id=known["client_order_id"],
+                       symbol=known["symbol"], side=known["side"])
 
     def _control(self, row: dict, control: ev.Control) -> None:
         if control.kind >= 100:

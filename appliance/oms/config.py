@@ -20,7 +20,8 @@ order entry on 127.0.0.1:15000), so ``params`` may be left out there.
     reconnect_max_ms: 5000
     heartbeat_ms: 1000         # SoupBinTCP client heartbeat after this long of our silence
     peer_timeout_ms: 15000     # the venue is dead after this long of its silence
-    replay_quiet_ms: 50        # after login: the replay is complete when no sequenced message came for this long
+    replay_margin_ms: 1        # after login: a venue message stamped this long after the LoginAccepted arrived
+                               # proves the replay drained (covers the venue's and our clock error)
 """
 from __future__ import annotations
 
@@ -56,14 +57,14 @@ class OmsConfig:
     reconnect_max_ms: int = 5000
     heartbeat_ms: int = 1000
     peer_timeout_ms: int = 15000
-    replay_quiet_ms: int = 50
+    replay_margin_ms: int = 1
 
 
 _RANGES = {
     "journal_size_mb": (1, 65536), "group_commit_us": (10, 10_000_000), "risk_heartbeat_limit_ms": (1, 3_600_000),
     "in_flight_timeout_ms": (1, 3_600_000), "unacked_timeout_ms": (1, 3_600_000),
     "reconnect_min_ms": (1, 3_600_000), "reconnect_max_ms": (1, 3_600_000), "heartbeat_ms": (10, 60_000),
-    "peer_timeout_ms": (100, 3_600_000), "replay_quiet_ms": (1, 60_000),
+    "peer_timeout_ms": (100, 3_600_000), "replay_margin_ms": (0, 60_000),
 }
 _STRINGS = ("username", "password", "firm", "journal", "durability")
 _KNOWN = set(_RANGES) | set(_STRINGS) | {"venue"}

@@ -10,7 +10,9 @@ Every payload is a little-endian ``struct``; text fields are space- or NUL-padde
 - ``CONTROL``: risk's control events (kill, reset, limits, state, clock, snapshot requests),
   gate changes seen in the control words, and the OMS's own cancel-alls.
 - ``SESSION``: OMS start (token prefix), login accepted/rejected with the sequence number,
-  disconnects, end of session, logout, recovery complete.
+  disconnects, end of session, logout, recovery complete, a new venue session.
+- ``NOT_SENT``: an Enter, Replace or Cancel Order journaled as sent whose bytes never left (the
+  session could not take them, or the connection was lost with them queued).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class RecordType(enum.IntEnum):
     REJECTED_LOCALLY = 3
     CONTROL = 4
     SESSION = 5
+    NOT_SENT = 6
 
 
 class SendReason(enum.IntEnum):
@@ -46,6 +49,8 @@ class SessionEvent(enum.IntEnum):
     LOGOUT = 6
     RECOVERED = 7         # replay applied, unacknowledged orders resolved: ready for new orders
     LOGIN_SENT = 8        # sequence = the next sequence number asked for
+    NEW_SESSION = 9       # the venue lost the old session (new name, or numbers restarting below ours):
+                          # session = the new name, sequence = its first number; every open order is gone
 
 
 class ControlKind(enum.IntEnum):
@@ -62,6 +67,7 @@ ORDER_SENT_RECORD = struct.Struct(RECORD_BODY_FORMAT + ORDER_SENT.format[1:])
 EXCHANGE_MESSAGE_HEADER = struct.Struct("<Q")
 REJECTED_LOCALLY = struct.Struct("<BBBBIQQIIII8s")
 CONTROL = struct.Struct("<IIqq16s16sQ")
+NOT_SENT = struct.Struct("<B3xI14s")          # action, cancel target shares, token
 SESSION = struct.Struct("<BBHI10s6xQQ")
 
 
@@ -149,6 +155,20 @@ def rejected_locally(action: int, side: int, reason: int, tif: int, client_order
 def parse_rejected_locally(payload: bytes) -> RejectedLocally:
     v = REJECTED_LOCALLY.unpack_from(payload)
     return RejectedLocally(v[0], v[1], v[2], *v[4:])
+
+
+class NotSent(NamedTuple):
+    action: int
+    target: int
+    token: bytes
+
+
+def not_sent(action: int, token: bytes, target: int = 0) -> bytes:
+    return NOT_SENT.pack(action, target, token)
+
+
+def parse_not_sent(payload: bytes) -> NotSent:
+    return NotSent(*NOT_SENT.unpack_from(payload))
 
 
 def control(kind: int, state: int = 0, value: int = 0, value2: int = 0, operator: bytes = b"", detail: bytes = b"",

@@ -3,7 +3,8 @@
 A new order or replace passes only when all of these hold, checked in this order (the first
 failure is the reason given back to the strategy and counted as ``oms.rejects.<REASON>``):
 
-1. the journal is healthy (``JOURNAL_FAILED``);
+1. the journal is healthy (``JOURNAL_FAILED``), and the venue's login did not skip messages the
+   OMS never saw (``SEQUENCE_GAP``, latched until a restart);
 2. the OMS has recovered: journal replayed, the venue's replay applied, unacknowledged orders
    resolved (``NOT_RECOVERED``);
 3. the supervisor's gate word says open (``GATE_CLOSED``);
@@ -46,12 +47,14 @@ class Gate:
         self._journal_ok = True
         self._recovered = False
         self._session_ready = False
+        self._sequence_gap = False
         self._local_reason = OmsReason.NOT_RECOVERED    # the first failing local condition, 0 when none
 
     # The OMS's own conditions change rarely (from the slow path); folding them into one word keeps
     # the per-order check to two shared loads.
     def _update(self) -> None:
         self._local_reason = (OmsReason.JOURNAL_FAILED if not self._journal_ok else
+                              OmsReason.SEQUENCE_GAP if self._sequence_gap else
                               OmsReason.NOT_RECOVERED if not self._recovered else
                               OmsReason.SESSION_DOWN if not self._session_ready else 0)
 
@@ -62,6 +65,20 @@ class Gate:
     @journal_ok.setter
     def journal_ok(self, value: bool) -> None:
         self._journal_ok = value
+        self._update()
+
+    @property
+    def local_reason(self) -> int:
+        """The first of the OMS's own conditions that stops new orders (0: none)."""
+        return self._local_reason
+
+    @property
+    def sequence_gap(self) -> bool:
+        return self._sequence_gap
+
+    @sequence_gap.setter
+    def sequence_gap(self, value: bool) -> None:
+        self._sequence_gap = value
         self._update()
 
     @property

@@ -20,8 +20,17 @@ Rules where the venue leaves room:
 - Broken Trade reverses the fill (shares and position, as an opposite fill at the same price);
   the order's state does not change.
 - An Accepted for a token this OMS does not know (a journal that lost its tail to a power loss)
-  creates an orphan order (client id 0) so later fills still reach the position; a fill for an
-  unknown token that was never accepted is counted and cannot be placed.
+  creates an orphan order (client id ``ORPHAN_CLIENT_ID_BASE + n``, one per orphan, so risk can
+  count each) so later fills still reach the position; a fill for an unknown token that was never
+  accepted is counted and cannot be placed.
+- Cancels owed (``cancel_owed``): a kill, a gate closed for risk or the kill switch, or a cancel
+  whose bytes never left makes every order it covers owe a cancel until the order is finished
+  at the venue. The agent sends them whenever the session is up; a restarted OMS rebuilds the
+  set from the journal, so a cancel-all is never forgotten.
+- Bytes that never left (``not_sent``): a new order or replacement whose bytes the session could
+  not hand to the kernel is REJECTED (the venue never saw it); a cancel that never left is owed.
+- The venue lost the session (``venue_session_lost``: a new session, or a sequence that starts
+  again below what we saw): every open order is gone at the venue and CANCELED here.
 
 Positions per symbol id: signed shares, cost basis (signed sum of price x shares of the open
 position; the average price is cost / position), realized P&L (price units x shares), and the
@@ -32,7 +41,7 @@ from __future__ import annotations
 import enum
 import logging
 
-from appliance.messages.codes import ExecEvent, RejectSource
+from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, Action, ExecEvent, OmsReason, RejectSource
 from appliance.wire import ouch
 
 log = logging.getLogger("appliance.oms.orders")
@@ -40,6 +49,7 @@ log = logging.getLogger("appliance.oms.orders")
 NS_PER_DAY = 86_400 * 1_000_000_000
 REJECT_REASON_NO_SUCH_ORDER = ord("I")      # reason byte reported when a Cancel Reject kills an order
 CANCEL_REASON_USER = ord("U")
+CANCEL_REASON_SESSION_LOST = ord("S")       # reported when the venue's session ended with the order in it
 
 
 class OrderState(enum.IntEnum):
@@ -192,6 +202,7 @@ class OrderBook:
         self.bad_messages = 0
         self.duplicate_fills = 0
         self.system_events: list[str] = []
+        self.cancel_owed: set[Order] = set()
         self._handlers = {
             b"A"[0]: self._accepted, b"U"[0]: self._replaced, b"C"[0]: self._canceled, b"E"[0]: self._executed,
             b"J"[0]: self._rejected, b"B"[0]: self._broken, b"P"[0]: self._cancel_pending,
@@ -216,6 +227,7 @@ class OrderBook:
                 self._changed(order.symbol_id)
         if not now_open:
             self.in_flight.discard(order)
+            self.cancel_owed.discard(order)
             order.deadline_ns = 0
 
     def _changed(self, symbol_id: int) -> None:
@@ -288,6 +300,59 @@ class OrderBook:
         self._await(order, now_ns, timeout_ns)
         return True
 
+    def owe_cancels(self, symbol_id: int | None = None) -> int:
+        """Every open order (of ``symbol_id``, or all) owes a cancel from now on; how many were added."""
+        owed = self.cancel_owed
+        before = len(owed)
+        for order in self.by_token.values():
+            if order.state in OPEN_STATES and (symbol_id is None or order.symbol_id == symbol_id):
+                owed.add(order)
+        return len(owed) - before
+
+    def not_sent(self, action: int, token: bytes, target: int = 0) -> Order | None:
+        """The bytes of an Enter, Replace or Cancel Order for ``token`` never left: undo what
+        sending it did. A new order or replacement is REJECTED (reason ``OmsReason.NOT_SENT``,
+        reported as REJECTED_LOCALLY); a cancel stops being outstanding and is owed instead."""
+        order = self.by_token.get(token)
+        if order is None:
+            return None
+        if action == Action.CANCEL:
+            if target in order.requests:
+                order.requests.remove(target)
+            if order.state is S.PENDING_CANCEL and not self._cancel_outstanding(order):
+                self._set_state(order, self._settled_state(order))
+            self._answered(order)
+            if order.state in OPEN_STATES:
+                self.cancel_owed.add(order)
+            return order
+        if order.acked or order.state not in OPEN_STATES:
+            return order                                  # the venue answered it: it did leave after all
+        order.leaves = 0
+        order.requests = []
+        old = order.replaces
+        if old is not None and order in old.requests:
+            old.requests.remove(order)
+            self._answered(old)
+        self._set_state(order, S.REJECTED)
+        if order.symbol_id >= 0:
+            self.positions.rejects[order.symbol_id] += 1
+            self._changed(order.symbol_id)
+        self._emit(ExecEvent.REJECTED_LOCALLY, order, order.shares, order.price, reason=OmsReason.NOT_SENT,
+                   source=RejectSource.OMS)
+        return order
+
+    def venue_session_lost(self) -> list[Order]:
+        """The venue no longer has any order of the old session: each open one is CANCELED."""
+        gone = [o for o in self.by_token.values() if o.state in OPEN_STATES]
+        for order in gone:
+            canceled = max(0, order.leaves)
+            order.canceled += canceled
+            order.leaves = 0
+            order.requests = []
+            self._set_state(order, S.CANCELED)
+            self._emit(ExecEvent.CANCELED, order, canceled, order.price, reason=CANCEL_REASON_SESSION_LOST)
+        return gone
+
     # ------------------------------------------------------------------ what the venue says
 
     def apply_ouch(self, message: bytes, t_rx_ns: int) -> int:
@@ -355,7 +420,8 @@ class OrderBook:
         self.orphans += 1
         log.error("Accepted for unknown token %r: adopted as an orphan order", token)
         symbol = values[5]
-        return self.add_new(token, 0, 0, self.symbol_id(symbol), symbol, values[3][0], values[4], values[6], values[7])
+        return self.add_new(token, ORPHAN_CLIENT_ID_BASE + self.orphans, 0, self.symbol_id(symbol), symbol,
+                            values[3][0], values[4], values[6], values[7])
 
     def _replaced(self, values, t_exchange_ns: int) -> None:
         token, previous = values[2], values[16]
@@ -365,8 +431,9 @@ class OrderBook:
             if old is None:
                 self.unknown_tokens += 1
                 return
-            order = self.add_replacement(old, token, 0, values[4], values[6], values[7])
             self.orphans += 1
+            order = self.add_replacement(old, token, ORPHAN_CLIENT_ID_BASE + self.orphans, values[4], values[6],
+                                         values[7])
         if old is not None:
             if (old.state, E.REPLACE_DONE) in LEGAL:
                 if order in old.requests:

@@ -7,8 +7,17 @@ with no execution reports (strategy and risk saw them the first time):
   and moves the token counter past its token;
 - EXCHANGE_MESSAGE applies the venue's message exactly as when it arrived, and moves the next
   expected SoupBinTCP sequence number past it;
-- SESSION gives the session name the venue accepted and the last token prefix;
-- CONTROL gives the last gate epoch already acted on (no second cancel-all for it).
+- SESSION gives the session name the venue accepted and the last token prefix; NEW_SESSION
+  (the venue lost the old session) cancels every open order and restarts the sequence numbers;
+- CONTROL gives the last gate epoch already acted on (no second cancel-all for it), and a kill
+  (risk's KILL or KILL_SYMBOL, or the gate closed for risk or the kill switch) makes every open
+  order it covers owe a cancel (``cancel_owed``), exactly as it did when it was journaled;
+- NOT_SENT undoes what the ORDER_SENT before it did (the bytes never left).
+
+``apply_control`` is the one place that says what a CONTROL record does to the order book: the
+agent calls it when it journals the record, and recovery when it replays it. So a cancel-all the
+OMS owed when it died (session down, or killed between the kill and the cancels) is still owed
+after the restart, and is sent as soon as the session is up.
 
 What recovery leaves to the agent, after logging in from ``next_sequence_number``: apply what
 the venue replays (acks and fills of the time the OMS was down), then cancel by token every order
@@ -25,7 +34,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from appliance.messages.codes import Action
+from appliance.messages.codes import Action, ControlEventKind, GateReason
 from appliance.oms import events as ev
 from appliance.oms.events import ControlKind, RecordType, SessionEvent
 from appliance.oms.journal import JournalRecord
@@ -33,6 +42,22 @@ from appliance.oms.orders import OPEN_STATES, Order, OrderBook
 from appliance.oms.tokens import parse_token
 
 log = logging.getLogger("appliance.oms.recovery")
+
+CANCEL_ALL_GATE_REASONS = GateReason.RISK_UNHEALTHY | GateReason.KILL_SWITCH
+
+
+def apply_control(book: OrderBook, control: ev.Control) -> int:
+    """What a journaled CONTROL record does to the orders: the open orders a kill covers owe a
+    cancel from now on. Returns how many orders it added to ``book.cancel_owed``."""
+    kind = control.kind
+    if kind == ControlEventKind.KILL:
+        return book.owe_cancels()
+    if kind == ControlEventKind.KILL_SYMBOL:
+        symbol_id = book.symbol_id(ev.text(control.detail).encode("ascii", "replace"))
+        return book.owe_cancels(symbol_id) if symbol_id >= 0 else 0
+    if kind == ControlKind.GATE_CHANGED and control.state != 1 and control.value & CANCEL_ALL_GATE_REASONS:
+        return book.owe_cancels()
+    return 0
 
 
 @dataclass
@@ -46,8 +71,9 @@ class RecoveredState:
     session_name: str = ""
     next_sequence_number: int = 1
     last_gate_epoch: int = 0
-    last_cancel_all_gate_epoch: int = -1
     cancel_alls: int = 0
+    new_sessions: int = 0
+    not_sent: int = 0
     unknown_symbols: int = 0
     unknown_orders: int = 0
     bad_records: int = 0
@@ -88,15 +114,23 @@ def rebuild(records: Iterable[JournalRecord], symbols: list[str], book: OrderBoo
                     if token is not None:
                         last_token = token
                 elif rtype == RecordType.SESSION:
-                    _apply_session(state, ev.parse_session(record.payload))
+                    session = ev.parse_session(record.payload)
+                    _apply_session(state, session)
+                    if session.event == SessionEvent.NEW_SESSION:
+                        book.venue_session_lost()
+                        max_sequence = session.sequence - 1
+                        state.new_sessions += 1
                 elif rtype == RecordType.CONTROL:
                     control = ev.parse_control(record.payload)
                     if control.kind == ControlKind.GATE_CHANGED:
                         state.last_gate_epoch = control.value2
                     elif control.kind == ControlKind.CANCEL_ALL:
                         state.cancel_alls += 1
-                        if ev.text(control.detail).startswith("gate"):
-                            state.last_cancel_all_gate_epoch = control.state
+                    apply_control(book, control)
+                elif rtype == RecordType.NOT_SENT:
+                    record_ = ev.parse_not_sent(record.payload)
+                    book.not_sent(record_.action, record_.token, record_.target)
+                    state.not_sent += 1
                 elif rtype != RecordType.REJECTED_LOCALLY:
                     state.bad_records += 1
             except Exception as exc:           # a record this version cannot read: count it, go on
@@ -109,7 +143,7 @@ def rebuild(records: Iterable[JournalRecord], symbols: list[str], book: OrderBoo
     if parsed is not None:
         state.next_counter = max(state.next_counter, parsed[1] + 1)
     if max_sequence:
-        state.next_sequence_number = max(state.next_sequence_number, max_sequence + 1)
+        state.next_sequence_number = max_sequence + 1
     return state
 
 
@@ -146,7 +180,7 @@ def _apply_session(state: RecoveredState, session: ev.Session) -> None:
         state.last_prefix = session.prefix if state.last_prefix is None else max(state.last_prefix, session.prefix)
         state.started.append(session.prefix)
         state.next_counter = max(state.next_counter, session.counter)
-    elif session.event == SessionEvent.LOGIN_ACCEPTED:
+    elif session.event in (SessionEvent.LOGIN_ACCEPTED, SessionEvent.NEW_SESSION):
         state.session_name = ev.text(session.session)
     elif session.event == SessionEvent.END_OF_SESSION:
         state.ended = True

@@ -9,15 +9,22 @@ owns the socket around it:
   next sequence number the journal has not seen, drive heartbeats and the peer timeout.
 - ``receive(now)``: read until the socket would block; returns the session's events
   (LoginAccepted, SequencedMessage, EndOfSession, ...). Never blocks.
-- ``send(message, now)``: one OUCH message in an Unsequenced Data packet; a partial write keeps
-  the rest queued (in order) for the next duty cycle.
+- ``send_packet(packet, now, tag)``: one Unsequenced Data packet; a partial write keeps the rest
+  queued (in order) for the next duty cycle. If the connection is lost while bytes of a packet
+  are still queued here (never handed to the kernel), its ``tag`` lands in ``unsent``: the
+  caller knows that message never left.
 - Any failure (refused connect, reset, protocol error, peer timeout, login rejected) closes the
   socket and schedules a reconnect after a backoff doubling from ``reconnect_min`` to
-  ``reconnect_max``. End of Session ends the day: no reconnect.
+  ``reconnect_max``. End of Session ends the day: no reconnect. A login refused with 'S'
+  (session not available) for a named session is tried again asking for whatever session the
+  venue has now; the caller compares what it gets with what it knew.
 
-The replay after a login has no end marker in SoupBinTCP: it is taken as complete when no
-sequenced message has arrived for ``replay_quiet`` (or ``max(1 s, 20 x replay_quiet)`` after
-the login, whichever comes first). Until then ``ready`` is False and new orders wait.
+The replay after a login has no end marker in SoupBinTCP. It is known to be drained (``ready``)
+when either arrives after the LoginAccepted, both of which the venue can only send after the
+replay it queued at the login: a server heartbeat (sent only when it had nothing else to send),
+or a sequenced message stamped later than the LoginAccepted's arrival plus ``replay_margin``
+(made after the login, so live; the margin covers both clocks' error). Nothing else counts: a
+quiet time proves nothing about a venue that is slow to send. Until then new orders wait.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import time
 from appliance.wire import soupbintcp
 from appliance.wire.soupbintcp import (
     ClientSession, EndOfSession, LoginAccepted, LoginRejected, PeerTimedOut, ProtocolError, SequencedMessage,
+    ServerHeartbeat,
 )
 
 log = logging.getLogger("appliance.oms.session")
@@ -38,13 +46,14 @@ CONNECT_TIMEOUT_NS = 5_000_000_000
 RECEIVE_BUFFER = 1 << 16
 MAX_READS_PER_CYCLE = 16
 DISCONNECTED, CONNECTING, CONNECTED, ENDED = "disconnected", "connecting", "connected", "ended"
+NS_PER_DAY = 86_400 * 1_000_000_000
 
 
 class VenueSession:
     def __init__(self, host: str, port: int, username: str, password: str, session: str = "",
                  next_sequence_number: int = 1, *, heartbeat_ns: int = 1_000_000_000,
                  peer_timeout_ns: int = 15_000_000_000, reconnect_min_ns: int = 100_000_000,
-                 reconnect_max_ns: int = 5_000_000_000, replay_quiet_ns: int = 50_000_000):
+                 reconnect_max_ns: int = 5_000_000_000, replay_margin_ns: int = 1_000_000):
         self.address = (host, port)
         self.client = ClientSession(username, password, session, next_sequence_number,
                                     heartbeat_interval_ns=heartbeat_ns, peer_timeout_ns=peer_timeout_ns)
@@ -55,14 +64,16 @@ class VenueSession:
         self.backoff_ns = reconnect_min_ns
         self.next_attempt_ns = 0
         self.connect_started_ns = 0
-        self.replay_quiet_ns = replay_quiet_ns
-        self.replay_cap_ns = max(1_000_000_000, 20 * replay_quiet_ns)
+        self.replay_margin_ns = replay_margin_ns
         self.login_ns = 0
-        self.last_sequenced_ns = 0
+        self.live_after_ns = 0                 # wall clock: a message stamped after this is live
         self.replayed = False
+        self.replayed_by = ""                  # "heartbeat" or "live message" (logged)
         self._buffer = bytearray(RECEIVE_BUFFER)
         self._view = memoryview(self._buffer)
         self._pending = bytearray()
+        self._pending_tags: list[tuple[int, object]] = []   # (end offset in _pending, tag) of queued packets
+        self.unsent: list = []                 # tags of packets the connection was lost with, never sent
         # tallies (the agent publishes them as counters)
         self.connects = 0
         self.logins = 0
@@ -86,14 +97,8 @@ class VenueSession:
         return self.state == ENDED
 
     def ready(self, now_ns: int) -> bool:
-        """Logged in and the replay since the login applied."""
-        if not self.logged_in:
-            return False
-        if not self.replayed:
-            since = now_ns - self.login_ns
-            if since >= self.replay_cap_ns or now_ns - max(self.login_ns, self.last_sequenced_ns) >= self.replay_quiet_ns:
-                self.replayed = True
-        return self.replayed
+        """Logged in and the replay since the login known to be drained (module docstring)."""
+        return self.replayed and self.logged_in
 
     # ------------------------------------------------------------------ connection management
 
@@ -150,6 +155,7 @@ class VenueSession:
             return
         self.state = CONNECTED
         self._pending.clear()
+        self._pending_tags.clear()
         self.client.connect(now_ns)
         self.replayed = False
         log.info("connected to %s:%d; login as %s, session %r, from sequence %d", self.address[0], self.address[1],
@@ -169,6 +175,9 @@ class VenueSession:
             except OSError:
                 pass
             self.sock = None
+        if self._pending_tags:                 # queued here, never handed to the kernel: never sent
+            self.unsent.extend(tag for _end, tag in self._pending_tags)
+            self._pending_tags.clear()
         self._pending.clear()
 
     def _lost(self, now_ns: int, why: str) -> None:
@@ -215,11 +224,16 @@ class VenueSession:
         for event in events:
             kind = type(event)
             if kind is SequencedMessage:
-                self.last_sequenced_ns = now_ns
+                if not self.replayed and self._stamped_live(event.message):
+                    self._drained("a message made after the login")
+            elif kind is ServerHeartbeat:
+                if not self.replayed:
+                    self._drained("the venue's heartbeat")
             elif kind is LoginAccepted:
                 self.logins += 1
                 self.login_ns = now_ns
-                self.last_sequenced_ns = 0
+                self.live_after_ns = time.time_ns() + self.replay_margin_ns
+                self.replayed = False
                 self.backoff_ns = self.reconnect_min_ns
                 log.info("logged in: session %r, the venue sends from sequence %d", event.session,
                          event.sequence_number)
@@ -227,6 +241,10 @@ class VenueSession:
                 self.login_rejects += 1
                 if event.reason == soupbintcp.REJECT_NOT_AUTHORIZED:
                     self.backoff_ns = self.reconnect_max_ns
+                elif event.reason == soupbintcp.REJECT_SESSION_NOT_AVAILABLE and self.client.session.strip():
+                    log.warning("the venue refused session %r: asking for its current session next time",
+                                self.client.session)
+                    self.client.session = ""
                 self._lost(now_ns, f"login rejected ({event.reason})")
             elif kind is ProtocolError:
                 self.protocol_errors += 1
@@ -238,6 +256,22 @@ class VenueSession:
         if self.state == CONNECTED and self.client.state == "dead":
             self._lost(now_ns, "session dead")
 
+    def _stamped_live(self, message: bytes) -> bool:
+        """Is this OUCH message stamped (ns since midnight, offset 1) after the login's arrival?"""
+        if len(message) < 9:
+            return False
+        live_after = self.live_after_ns
+        midnight = live_after - live_after % NS_PER_DAY
+        stamped = midnight + int.from_bytes(message[1:9], "big")
+        if stamped > live_after + NS_PER_DAY // 2:           # stamped before midnight, login after
+            stamped -= NS_PER_DAY
+        return stamped > live_after
+
+    def _drained(self, by: str) -> None:
+        self.replayed = True
+        self.replayed_by = by
+        log.info("the venue's replay is drained (%s)", by)
+
     def send(self, message: bytes, now_ns: int) -> bool:
         """Hand one OUCH message to the socket (queued behind earlier bytes). False if not logged in."""
         client = self.client
@@ -246,25 +280,31 @@ class VenueSession:
         client.send_unsequenced(message, now_ns)
         return self._write(client.take_outbound(), now_ns)
 
-    def send_packet(self, packet: bytes, now_ns: int) -> bool:
+    def send_packet(self, packet: bytes, now_ns: int, tag=None) -> bool:
         """Hand a complete Unsequenced Data packet to the socket (the hot path: the OMS packs the
         SoupBinTCP prefix and the OUCH message in one call). Bypassing ``ClientSession`` only means
-        its heartbeat clock does not see these bytes: at worst one redundant heartbeat a second."""
+        its heartbeat clock does not see these bytes: at worst one redundant heartbeat a second.
+        False if not logged in, or if the connection failed with the packet not sent."""
         if self.state != CONNECTED or self.client.state != "logged_in":
             return False
-        return self._write(packet, now_ns)
+        return self._write(packet, now_ns, tag)
 
     def _flush_session(self, now_ns: int) -> None:
         data = self.client.take_outbound()
         if data or self._pending:
             self._write(data, now_ns)
 
-    def _write(self, data: bytes, now_ns: int) -> bool:
+    def _write(self, data: bytes, now_ns: int, tag=None) -> bool:
         pending = self._pending
+        tags = self._pending_tags
         if pending:
             pending += data
+            if tag is not None:
+                tags.append((len(pending), tag))
             data = bytes(pending)
             pending.clear()
+        elif tag is not None:
+            tags.append((len(data), tag))
         if not data:
             return True
         if self.stamp_sends:
@@ -274,11 +314,18 @@ class VenueSession:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
+            pending += data                     # none of it left: _lost reports every tag as unsent
             self._lost(now_ns, f"send: {exc.strerror or exc}")
+            if tag is not None and self.unsent and self.unsent[-1] is tag:
+                self.unsent.pop()               # the caller learns it from the False it gets
             return False
         self.bytes_sent += sent
         if sent < len(data):
             pending += data[sent:]
+            if tags:
+                self._pending_tags = [(end - sent, t) for end, t in tags if end > sent]
+        elif tags:
+            tags.clear()
         return True
 
     def flush(self, now_ns: int) -> None:

@@ -57,7 +57,7 @@ CONTROL_WORDS: tuple[tuple[str, str], ...] = (
     ("risk_ready", "risk"),               # 1: state rebuilt from the OMS's records
     ("risk_kill_latched", "risk"),
     ("risk_state_changed_ns", "risk"),
-    ("oms_ready", "oms"),                 # 1: journal recovered and exchange replay applied
+    ("oms_ready", "oms"),                 # 1: new orders can leave: journal ok and recovered, logged in, replay drained
     ("oms_session_up", "oms"),            # 1: logged in to the venue
     ("oms_open_orders", "oms"),
     ("oms_cancel_all_epoch", "oms"),      # +1 each time the OMS cancelled everything (gate/risk)

@@ -225,6 +225,12 @@ class EndOfSession:
 
 
 @dataclass(frozen=True)
+class ServerHeartbeat:
+    """The server had nothing to send for its heartbeat interval: everything it queued before
+    (the replay after a login, say) has arrived."""
+
+
+@dataclass(frozen=True)
 class LoggedOut:
     pass
 
@@ -237,6 +243,9 @@ class PeerTimedOut:
 @dataclass(frozen=True)
 class ProtocolError:
     error: WireFormatError
+
+
+_SERVER_HEARTBEAT = ServerHeartbeat()
 
 
 class SessionStateError(RuntimeError):
@@ -365,7 +374,8 @@ class ClientSession:
                 events.append(SequencedMessage(self.next_sequence_number, bytes(buffer[offset + PREFIX_SIZE:offset + 2 + length])))
                 self.next_sequence_number += 1
             elif code == "H":
-                pass
+                if self.state == "logged_in":
+                    events.append(_SERVER_HEARTBEAT)
             elif code == "A" and self.state == "login_sent":
                 try:
                     fields = layout.to_dict(layout.unpack_from(buffer, offset), offset)

@@ -11,71 +11,9 @@ from appliance.messages.codes import ControlEventKind, ExecEvent, GateReason, Om
 from appliance.oms.events import ControlKind, RecordType
 from appliance.oms.journal import Journal, JournalFull, read_records
 from appliance.oms.events import control as control_payload
-from test_oms_support import Rig, ScriptedVenue, accepted, in_process_agent, journal_path, oms_layout, pump
+from test_oms_support import Rig, accept_all, accepted, pump, ready, setup  # noqa: F401 (setup: a fixture)
 
 E = ExecEvent
-
-
-def accept_all(message: dict) -> list[dict]:
-    """A venue that accepts every order, cancels every cancel in full, and knows nothing else."""
-    if message["type"] == "O":
-        return [accepted(message)]
-    if message["type"] == "X":
-        return [{"type": "C", "order_token": message["order_token"], "decrement_shares": 100, "reason": "U"}]
-    return []
-
-
-class Setup:
-    def __init__(self, write_layout, unique_name, tmp_path, policy=None, **params):
-        self.venue = ScriptedVenue(policy)
-        self.journal = journal_path(tmp_path)
-        doc = oms_layout(unique_name, self.venue.port, self.journal, replay_quiet_ms=20, **params)
-        self.rig = Rig(write_layout(doc))
-        self.agents = []
-
-    def start(self):
-        agent = in_process_agent(self.rig)
-        self.agents.append(agent)
-        return agent
-
-    def crash(self, agent) -> None:
-        """What a SIGKILL leaves: no logout, no final sync; the socket and the file closed by the kernel."""
-        agent.session.close()
-        if agent.journal._committer is not None:
-            agent.journal._committer.stop()
-        agent.journal._mm.flush()
-        agent.journal._anchor = None
-        agent.journal._mm.close()
-        import os
-        os.close(agent.journal._fd)
-        agent.journal._closed = True
-        self.agents.remove(agent)
-
-    def close(self):
-        for agent in self.agents:
-            try:
-                agent.on_close()
-            except Exception:
-                pass
-        self.rig.close()
-        self.venue.close()
-
-
-@pytest.fixture
-def setup(write_layout, unique_name, tmp_path):
-    made = []
-
-    def make(policy=None, **params) -> Setup:
-        s = Setup(write_layout, unique_name, tmp_path, policy, **params)
-        made.append(s)
-        return s
-    yield make
-    for s in made:
-        s.close()
-
-
-def ready(agent, rig: Rig) -> None:
-    pump(agent, lambda: rig.control.get("oms_ready") == 1, message="oms_ready")
 
 
 def test_an_order_the_venue_never_answers_is_flagged_and_queried_by_cancel(setup):

@@ -23,7 +23,7 @@ def test_every_documented_key_is_accepted():
               "journal": "j.bin", "journal_size_mb": 8, "durability": "per_event", "group_commit_us": 500,
               "risk_heartbeat_limit_ms": 20, "in_flight_timeout_ms": 100, "unacked_timeout_ms": 100,
               "reconnect_min_ms": 10, "reconnect_max_ms": 1000, "firm": "ALG2", "heartbeat_ms": 200,
-              "peer_timeout_ms": 2000, "replay_quiet_ms": 10}
+              "peer_timeout_ms": 2000, "replay_margin_ms": 2}
     config = parse_oms_params(params, "/tmp/layout.yaml")
     assert isinstance(config, OmsConfig) and config.venue_port == 9000 and config.durability == "per_event"
 

@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT
 from appliance.messages.codes import TIF_DAY, Action, GateReason, Side
 from appliance.runtime.agent import AgentContext
@@ -221,12 +223,22 @@ class ScriptedVenue:
     store, so a reconnecting client is replayed from its requested sequence number.
     """
 
-    def __init__(self, policy=None, session: str = "SCRIPT0001"):
+    def __init__(self, policy=None, session: str = "SCRIPT0001", port: int = 0, replay_delay_s: float = 0.0,
+                 login_hook=None):
+        """``port``: listen there (a venue restarted on the same port); ``replay_delay_s``: the
+        LoginAccepted goes out at once, the replay this much later (a slow venue); ``login_hook``:
+        rewrites the client's login fields before the session sees them."""
         self.store = soupbintcp.SequencedStore(session)
+        self.replay_delay_s = replay_delay_s
+        self.login_hook = login_hook
         self.policy = policy or (lambda message: [])
         self.received: list[dict] = []
         self.logouts = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.logins = 0
+        self.accepting = threading.Event()      # clear it: new connections are closed at once (venue down)
+        self.accepting.set()
+        self._drop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", port))
         self.port = self.listener.getsockname()[1]
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -242,15 +254,24 @@ class ScriptedVenue:
                 continue
             except OSError:
                 return
+            if not self.accepting.is_set():
+                conn.close()
+                continue
             self._connection(conn)
 
     def _connection(self, conn: socket.socket) -> None:
         session = soupbintcp.ServerSession(self.store, lambda u, p: True, heartbeat_interval_ns=100_000_000,
                                            peer_timeout_ns=5_000_000_000)
+        if self.login_hook is not None:
+            login = session._login
+            session._login = lambda fields, now, events: login(self.login_hook(dict(fields)), now, events)
         session.connection_made(time.monotonic_ns())
         conn.settimeout(0.02)
         try:
             while not self._stop.is_set() and session.state not in ("closed",):
+                if self._drop.is_set():
+                    self._drop.clear()
+                    break
                 try:
                     data = conn.recv(65536)
                     if not data:
@@ -262,6 +283,8 @@ class ScriptedVenue:
                 for event in events:
                     if type(event) is soupbintcp.LoggedOut:
                         self.logouts += 1
+                    if type(event) is soupbintcp.ClientLoggedIn:
+                        self.logins += 1
                     if type(event) is soupbintcp.UnsequencedMessage:
                         decoded = ouch.decode_inbound(event.message)
                         with self._lock:
@@ -269,6 +292,10 @@ class ScriptedVenue:
                         for answer in self.policy(decoded):
                             session.send_sequenced(ouch.encode_outbound({"timestamp": 0, **answer}), now)
                 out = session.take_outbound()
+                if out and self.replay_delay_s and any(type(e) is soupbintcp.ClientLoggedIn for e in events):
+                    conn.sendall(out[:LOGIN_ACCEPTED_SIZE])
+                    time.sleep(self.replay_delay_s)          # the venue is slow to send the replay
+                    out = out[LOGIN_ACCEPTED_SIZE:]
                 if out:
                     conn.sendall(out)
         except OSError:
@@ -280,10 +307,17 @@ class ScriptedVenue:
         with self._lock:
             return [m for m in self.received if kind is None or m["type"] == kind]
 
+    def drop(self) -> None:
+        """Close the current connection (as a venue that fails would)."""
+        self._drop.set()
+
     def close(self) -> None:
         self._stop.set()
         self.listener.close()
         self._thread.join(5)
+
+
+LOGIN_ACCEPTED_SIZE = len(soupbintcp.login_accepted("SCRIPT0001", 1))
 
 
 def accepted(order: dict, ref: int = 1) -> dict:
@@ -305,8 +339,83 @@ def journal_path(tmp_path: Path) -> str:
     return str(tmp_path / "oms" / "journal.bin")
 
 
-__all__ = ["SYMBOLS", "Rig", "RiskHeartbeat", "ScriptedVenue", "accepted", "free_port", "in_process_agent",
-           "journal_path", "oms_layout", "pump"]
+# ------------------------------------------------------------------ the OMS in-process against a scripted venue
+
+def accept_all(message: dict) -> list[dict]:
+    """A venue that accepts every order, cancels every cancel in full, and knows nothing else."""
+    if message["type"] == "O":
+        return [accepted(message)]
+    if message["type"] == "X":
+        return [{"type": "C", "order_token": message["order_token"], "decrement_shares": 100, "reason": "U"}]
+    return []
+
+
+class Setup:
+    """A scripted venue, a rig and OMS agents in this process (``start``, ``crash``)."""
+
+    def __init__(self, write_layout, unique_name, tmp_path, policy=None, **params):
+        self.venue = ScriptedVenue(policy)
+        self.journal = journal_path(tmp_path)
+        doc = oms_layout(unique_name, self.venue.port, self.journal, **params)
+        self.rig = Rig(write_layout(doc))
+        self.agents = []
+
+    def start(self):
+        agent = in_process_agent(self.rig)
+        self.agents.append(agent)
+        return agent
+
+    def crash(self, agent) -> None:
+        """What a SIGKILL leaves: no logout, no final sync; the socket and the file closed by the kernel."""
+        agent.session.close()
+        if agent.journal._committer is not None:
+            agent.journal._committer.stop()
+        agent.journal._mm.flush()
+        agent.journal._anchor = None
+        agent.journal._mm.close()
+        import os
+        os.close(agent.journal._fd)
+        agent.journal._closed = True
+        self.agents.remove(agent)
+
+    def restart_venue(self, **kwargs) -> "ScriptedVenue":
+        """The venue process restarted on the same port: a new, empty store (``session`` may differ)."""
+        port, policy = self.venue.port, self.venue.policy
+        self.venue.close()
+        self.venue = ScriptedVenue(policy, port=port, **kwargs)
+        return self.venue
+
+    def close(self):
+        for agent in self.agents:
+            try:
+                agent.on_close()
+            except Exception:
+                pass
+        self.rig.close()
+        self.venue.close()
+
+
+@pytest.fixture
+def setup(write_layout, unique_name, tmp_path):
+    """``setup(policy, **oms_params)`` -> a Setup; every one made is closed after the test."""
+    made = []
+
+    def make(policy=None, **params) -> Setup:
+        s = Setup(write_layout, unique_name, tmp_path, policy, **params)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.close()
+
+
+def ready(agent, rig: Rig) -> None:
+    pump(agent, lambda: rig.control.get("oms_ready") == 1, message="oms_ready")
+
+
+
+__all__ = ["SYMBOLS", "Rig", "RiskHeartbeat", "ScriptedVenue", "Setup", "accept_all", "accepted", "free_port",
+           "in_process_agent", "journal_path", "oms_layout", "pump", "ready", "setup"]
 
 
 def test_the_scripted_venue_logs_a_client_in_and_replays_from_its_sequence_number():
