@@ -25,6 +25,8 @@ from .gate import GateInputs, ProcessHealth, describe, gate_reasons
 log = logging.getLogger("appliance.supervisor")
 
 SUPERVISE_PERIOD_NS = 5_000_000
+COMMANDS = ("status", "kill", "resume", "reduce", "activate", "close-gate", "open-gate", "reload-limits", "down")
+NEEDS_OPERATOR = frozenset(("resume", "reduce", "activate", "close-gate", "open-gate"))
 HUNG_FACTOR = 5                       # silent this many heartbeat timeouts: killed, then the restart policy
 
 
@@ -235,40 +237,66 @@ class SupervisorAgent(Agent):
         return True
 
     def handle(self, request: dict) -> dict:
-        """One control-socket request (see control_server.py)."""
+        """One control-socket request (see control_server.py). Every command that changes trading
+        is logged with the operator who asked; the ones that loosen it need a name."""
         self.c_commands.inc()
-        command = request["command"]
+        command = request.get("command")
         operator = request.get("operator", "")
         if not isinstance(operator, str):
             return {"ok": False, "error": "operator must be a string"}
         operator = operator.strip()
+        symbol_id, error = self._symbol_of(request)
+        if error:
+            return {"ok": False, "error": error}
         if command == "status":
             return {"ok": True, "supervisor": self.summary()}
+        if command in NEEDS_OPERATOR and not operator:
+            return {"ok": False, "error": f"{command} needs --operator NAME (it is recorded)"}
         if command == "kill":
-            log.warning("kill switch requested%s", f" by {operator}" if operator else "")
-            return {"ok": self.send_risk_command(ControlCommand.KILL, operator or "operator"), "sent": "kill"}
-        if command in ("resume", "open-gate"):
-            if not operator:
-                return {"ok": False, "error": f"{command} needs --operator NAME (it is recorded)"}
-            if command == "open-gate":
-                self.operator_closed = False
-                log.warning("gate reopened by operator %s", operator)
-                return {"ok": True}
-            log.warning("kill switch reset requested by %s", operator)
-            return {"ok": self.send_risk_command(ControlCommand.RESET, operator), "sent": "reset"}
+            who = operator or "operator"
+            if symbol_id is None:
+                log.warning("kill switch requested by %s", who)
+                return {"ok": self.send_risk_command(ControlCommand.KILL, who), "sent": "kill"}
+            log.warning("kill switch for %s requested by %s", request["symbol"], who)
+            return {"ok": self.send_risk_command(ControlCommand.KILL_SYMBOL, who, symbol_id), "sent": "kill-symbol"}
+        if command == "resume":
+            if symbol_id is None:
+                log.warning("kill switch reset requested by %s", operator)
+                return {"ok": self.send_risk_command(ControlCommand.RESET, operator), "sent": "reset"}
+            log.warning("kill switch reset for %s requested by %s", request["symbol"], operator)
+            return {"ok": self.send_risk_command(ControlCommand.RESET_SYMBOL, operator, symbol_id),
+                    "sent": "reset-symbol"}
+        if command in ("reduce", "activate"):
+            log.warning("trading state %s requested by %s", "REDUCING" if command == "reduce" else "ACTIVE", operator)
+            risk_command = ControlCommand.SET_REDUCING if command == "reduce" else ControlCommand.SET_ACTIVE
+            return {"ok": self.send_risk_command(risk_command, operator), "sent": command}
         if command == "close-gate":
-            if not operator:
-                return {"ok": False, "error": "close-gate needs an operator name"}
             self.operator_closed = True
             log.warning("gate closed by operator %s", operator)
             return {"ok": True}
+        if command == "open-gate":
+            self.operator_closed = False
+            log.warning("gate reopened by operator %s (it opens when nothing else holds it)", operator)
+            return {"ok": True}
         if command == "reload-limits":
+            log.warning("limits reload requested%s", f" by {operator}" if operator else "")
             return {"ok": self.send_risk_command(ControlCommand.RELOAD_LIMITS, operator), "sent": "reload-limits"}
         if command == "down":
             self.request_stop(f"down requested{f' by {operator}' if operator else ''}")
             return {"ok": True, "stopping": True}
-        return {"ok": False, "error": f"unknown command {command!r} (status, kill, resume, close-gate, open-gate, "
-                                      f"reload-limits, down)"}
+        return {"ok": False, "error": f"unknown command {command!r} ({', '.join(COMMANDS)})"}
+
+    def _symbol_of(self, request: dict) -> tuple[int | None, str]:
+        """(symbol id or None, error) of the request's optional ``symbol``."""
+        symbol = request.get("symbol")
+        if symbol is None:
+            return None, ""
+        symbols = list(self.context.layout.symbols)
+        if not isinstance(symbol, str) or symbol not in symbols:
+            return None, f"unknown symbol {symbol!r} (the layout's symbols: {', '.join(symbols)})"
+        if request.get("command") not in ("kill", "resume"):
+            return None, f"{request.get('command')} takes no symbol"
+        return symbols.index(symbol), ""
 
     def summary(self) -> dict:
         c = self.control

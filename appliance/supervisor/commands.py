@@ -1,8 +1,11 @@
-"""``appliance status | down | kill | resume``: talk to a running appliance.
+"""``appliance status | down | kill | resume | reduce | activate | close-gate | open-gate |
+reload-limits``: talk to a running appliance.
 
 ``status`` reads shared memory directly (read-only), so it answers even when the supervisor
-does not; the others go through the supervisor's control socket. Exit status: 0 done,
-1 the appliance refused or is not running, 2 a bad command line.
+does not; the others go through the supervisor's control socket (which logs each with the
+operator's name) and then wait, reading shared memory, until the outcome shows or ``--timeout``
+passes. Exit status: 0 done, 1 the appliance refused, did not do it in time, or is not running,
+2 a bad command line.
 """
 from __future__ import annotations
 
@@ -164,14 +167,56 @@ class down:  # noqa: N801
         return 0
 
 
+def _operator_argument(parser, required: bool, what: str) -> None:
+    parser.add_argument("--operator", required=required, default="", help=f"who {what} (recorded)")
+
+
+def _named(args) -> bool:
+    if not args.operator.strip():
+        print("error: --operator needs a name", file=sys.stderr)
+        return False
+    return True
+
+
+def _symbol_argument(parser, what: str) -> None:
+    parser.add_argument("--symbol", help=f"{what} one symbol only (default: all)")
+
+
+def _after(args, request: dict, outcome, done: str, failed: str) -> int:
+    """Send ``request``; wait until ``outcome(memory)`` holds; say ``done`` or ``failed``."""
+    layout = _send(args, request)
+    if layout is None:
+        return 1
+    memory = _attach(layout)
+    if memory is None:
+        return 1
+    try:
+        ok = wait_for(lambda: outcome(memory), args.timeout, 0.05)
+    finally:
+        memory.close()
+    print(done if ok else f"error: {failed}", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def _symbol_open_orders(memory, symbol_id: int) -> int:
+    return memory.positions_reader().read(symbol_id).open_orders
+
+
+def _symbol_killed(memory, symbol: str) -> bool:
+    return memory.counters_reader().by_label().get(f"risk.symbol_killed.{symbol}", 0) == 1
+
+
 class kill:  # noqa: N801
     @staticmethod
     def add_arguments(parser):
         _common(parser)
-        parser.add_argument("--operator", default="", help="who pulled it (recorded)")
+        _operator_argument(parser, False, "pulled it")
+        _symbol_argument(parser, "halt and cancel")
 
     @staticmethod
     def run(args) -> int:
+        if args.symbol:
+            return kill._symbol(args)
         layout = _send(args, {"command": "kill", "operator": args.operator})
         if layout is None:
             return 1
@@ -192,30 +237,143 @@ class kill:  # noqa: N801
         print("resume with: appliance resume --operator NAME")
         return 0 if flat else 1
 
+    @staticmethod
+    def _symbol(args) -> int:
+        layout = _load(args)
+        if layout is None:
+            return 1
+        if args.symbol not in layout.symbols:
+            print(f"error: unknown symbol {args.symbol!r} (the layout's: {', '.join(layout.symbols)})", file=sys.stderr)
+            return 2
+        symbol_id = list(layout.symbols).index(args.symbol)
+        return _after(args, {"command": "kill", "operator": args.operator, "symbol": args.symbol},
+                      lambda m: _symbol_killed(m, args.symbol) and _symbol_open_orders(m, symbol_id) == 0,
+                      f"kill switch latched for {args.symbol}: no new order in it, every open order cancelled\n"
+                      f"resume with: appliance resume --symbol {args.symbol} --operator NAME",
+                      f"{args.symbol}: not latched with no open orders within {args.timeout:g} s (is risk alive?)")
+
 
 class resume:  # noqa: N801
     @staticmethod
     def add_arguments(parser):
         _common(parser)
-        parser.add_argument("--operator", required=True, help="who resets the kill switch (recorded)")
+        _operator_argument(parser, True, "resets the kill switch")
+        _symbol_argument(parser, "reset")
 
     @staticmethod
     def run(args) -> int:
-        if not args.operator.strip():
-            print("error: --operator needs a name", file=sys.stderr)
+        if not _named(args):
             return 2
-        layout = _send(args, {"command": "resume", "operator": args.operator})
+        if args.symbol:
+            return _after(args, {"command": "resume", "operator": args.operator, "symbol": args.symbol},
+                          lambda m: not _symbol_killed(m, args.symbol),
+                          f"kill switch for {args.symbol} reset by {args.operator}",
+                          f"the kill switch for {args.symbol} is still latched")
+        return _after(args, {"command": "resume", "operator": args.operator},
+                      lambda m: m.control().get("risk_kill_latched") == 0,
+                      f"kill switch reset by {args.operator}; the gate reopens when nothing else holds it",
+                      "the kill switch is still latched")
+
+
+def _risk_state(state: str):
+    from appliance.messages.codes import RiskState
+
+    class command:  # noqa: N801
+        @staticmethod
+        def add_arguments(parser):
+            _common(parser)
+            _operator_argument(parser, True, "asks for it")
+
+        @staticmethod
+        def run(args) -> int:
+            if not _named(args):
+                return 2
+            wanted = RiskState[state]
+            return _after(args, {"command": "reduce" if wanted == RiskState.REDUCING else "activate",
+                                 "operator": args.operator},
+                          lambda m: m.control().get("risk_state") == wanted,
+                          f"risk {state} (by {args.operator})" + (": only orders that shrink a position pass"
+                                                                  if wanted == RiskState.REDUCING else ""),
+                          f"risk is not {state} (a latched kill switch needs `appliance resume` first)")
+    return command
+
+
+reduce = _risk_state("REDUCING")
+activate = _risk_state("ACTIVE")
+
+
+def _gate(close: bool):
+    from appliance.messages.codes import GateReason
+
+    class command:  # noqa: N801
+        @staticmethod
+        def add_arguments(parser):
+            _common(parser)
+            _operator_argument(parser, True, "asks for it")
+
+        @staticmethod
+        def run(args) -> int:
+            if not _named(args):
+                return 2
+            return _after(args, {"command": "close-gate" if close else "open-gate", "operator": args.operator},
+                          lambda m: bool(m.control().gate().reasons & GateReason.OPERATOR) == close,
+                          f"gate closed by {args.operator}: no new order leaves, cancels still do" if close else
+                          f"operator hold on the gate lifted by {args.operator}; it opens when nothing else holds it",
+                          "the gate did not change (is the supervisor running?)")
+    return command
+
+
+close_gate = _gate(True)
+open_gate = _gate(False)
+
+
+class reload_limits:  # noqa: N801
+    @staticmethod
+    def add_arguments(parser):
+        _common(parser)
+        _operator_argument(parser, False, "asks for it")
+
+    @staticmethod
+    def run(args) -> int:
+        """The file is checked here first (file:line, key, reason); risk checks it again and keeps
+        its old limits when it cannot use the new ones."""
+        from appliance.risk.agent import parse_params
+        from appliance.risk.limits import LimitsError, load_limits
+        from appliance.runtime.layout import LayoutError
+        layout = _load(args)
         if layout is None:
+            return 1
+        spec = layout.processes.get("risk")
+        try:
+            path = parse_params(spec.params if spec else {}, layout.path, "processes.risk.params")["limits"]
+            limits = load_limits(path, layout.symbols)
+        except (LimitsError, LayoutError, OSError) as exc:
+            print(f"error: {exc}; nothing sent, risk keeps its limits", file=sys.stderr)
             return 1
         memory = _attach(layout)
         if memory is None:
             return 1
         try:
-            ok = _wait_word(memory, lambda c: c.get("risk_kill_latched") == 0, args.timeout)
+            before = memory.counters_reader().by_label()
         finally:
             memory.close()
-        if not ok:
-            print("error: the kill switch is still latched", file=sys.stderr)
-            return 1
-        print(f"kill switch reset by {args.operator}; the gate reopens when nothing else holds it")
-        return 0
+
+        def answered(m) -> bool:
+            now = m.counters_reader().by_label()
+            return any(now.get(k, 0) > before.get(k, 0) for k in ("risk.limits_reloaded", "risk.limits_reload_failed"))
+        code = _after(args, {"command": "reload-limits", "operator": args.operator}, answered,
+                      f"limits from {path} sent to risk (crc32 {limits.digest:08x})", "risk did not answer")
+        if code == 0:
+            memory = _attach(layout)
+            if memory is None:
+                return 1
+            try:
+                failed = memory.counters_reader().by_label().get("risk.limits_reload_failed", 0) > \
+                    before.get("risk.limits_reload_failed", 0)
+            finally:
+                memory.close()
+            if failed:
+                print("error: risk refused the new limits and keeps its old ones (see its log)", file=sys.stderr)
+                return 1
+            print("risk reloaded them")
+        return code

@@ -149,6 +149,32 @@ def test_kill_latches_and_resume_needs_an_operator(tmp_path, unique_name, up_fac
     wait_until(lambda: up.gate()[0] == 1, 10, message="gate reopened after the named reset")
 
 
+def test_operator_commands_reduce_activate_and_hold_the_gate_each_with_a_name(tmp_path, unique_name, up_factory):
+    up = up_factory(make_layout(tmp_path, unique_name)).attach()
+    wait_until(lambda: up.gate()[0] == 1, 30, message="gate open")
+    layout = ("--layout", str(up.layout_path), "--timeout", "10")
+    for command in ("reduce", "activate", "close-gate", "open-gate"):
+        unnamed = appliance(command, *layout, "--operator", "  ")
+        assert unnamed.returncode == 2 and "needs a name" in unnamed.stderr, (command, unnamed.stderr)
+    reduced = appliance("reduce", *layout, "--operator", "bob")
+    assert reduced.returncode == 0 and "REDUCING" in reduced.stdout, reduced.stderr
+    assert up.control.get("risk_state") == RiskState.REDUCING
+    assert appliance("activate", *layout, "--operator", "bob").returncode == 0
+    assert up.control.get("risk_state") == RiskState.ACTIVE
+    closed = appliance("close-gate", *layout, "--operator", "carol")
+    assert closed.returncode == 0 and "gate closed by carol" in closed.stdout, closed.stderr
+    assert up.gate() == (0, GateReason.OPERATOR)
+    assert appliance("open-gate", *layout, "--operator", "carol").returncode == 0
+    wait_until(lambda: up.gate()[0] == 1, 10, message="gate reopened")
+    unknown = appliance("kill", *layout, "--symbol", "NOPE", "--operator", "carol")
+    assert unknown.returncode == 2 and "unknown symbol 'NOPE'" in unknown.stderr
+    up.close()
+    text = up.output(timeout=30)                    # the supervisor's log: every change with its operator
+    for said in ("trading state REDUCING requested by bob", "gate closed by operator carol",
+                 "gate reopened by operator carol"):
+        assert said in text, said
+
+
 def test_a_process_failing_at_start_is_named_and_nothing_is_left_running(tmp_path, unique_name):
     path = make_layout(tmp_path, unique_name, risk="supervised_agents:FailsAtStart")
     result = appliance("up", "--layout", str(path), "--status-line", "off")

@@ -37,6 +37,10 @@ class FakeRisk(Agent):
             self.control.set("risk_kill_latched", 0)
             self.control.set("risk_state", RiskState.ACTIVE)
             self.operators.inc()
+        elif fields["command"] in (ControlCommand.SET_REDUCING, ControlCommand.SET_ACTIVE) and \
+                not self.control.get("risk_kill_latched"):
+            self.control.set("risk_state", RiskState.REDUCING if fields["command"] == ControlCommand.SET_REDUCING
+                             else RiskState.ACTIVE)
         return 1
 
     def on_close(self) -> None:
