@@ -165,13 +165,16 @@ class ControlServer:
         if command == "end":
             ex.request_end("control command end")
             return {"ending": True}
+        if command == "crash":
+            asyncio.get_running_loop().call_later(0.05, ex.crash, "control command crash")
+            return {"crashing": True}
         raise AssertionError(command)  # pragma: no cover
 
 
 COMMAND_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "status": (), "halt": ("symbol",), "resume": ("symbol",), "faults": ("drop", "duplicate", "reorder"),
     "drop-next": ("count",), "burst": ("count",), "background": ("rate",), "disconnect": ("firm",),
-    "cancel-all": ("firm", "symbol"), "book": ("symbol",), "end": (),
+    "cancel-all": ("firm", "symbol"), "book": ("symbol",), "end": (), "crash": (),
 }
 
 

@@ -266,6 +266,16 @@ class ExchangeServer:
             self.log(f"ending the session ({why})")
             self._done.set()
 
+    def crash(self, why: str) -> None:
+        """Die as a crashed venue would: no End of Session, no end-of-day report, every connection
+        dropped by the kernel. The records written so far are flushed first (a real venue's are
+        durable), so a test that restarts the venue can reconcile against both runs."""
+        self.log(f"crashing ({why}): records flushed, no End of Session, no report")
+        if self.records is not None:
+            self.records.flush()
+        sys.stdout.flush()
+        os._exit(0)
+
     async def run(self) -> int:
         await self.start()
         await self._done.wait()

@@ -63,6 +63,9 @@ class Sandbox:
         self.layout = None
         self.layout_path = self.dir / "layout.yaml"
         self.records = self.dir / "exchange"
+        self.exchange_runs: list[Path] = []       # the records directory of every exchange run, in order
+        self.order_entry_port = 0                 # 0 until the first exchange run chose them
+        self.rerequest_port = 0
         self.exchange_control = str(self.dir / "exchange.sock")
         self.control_socket = str(self.dir / "supervisor.sock")
         self.journal = self.dir / "oms-journal.bin"
@@ -81,23 +84,32 @@ class Sandbox:
             self.wait_gate_open(timeout_s)
         return self
 
-    def _start_exchange(self) -> None:
+    def _start_exchange(self, session: str | None = None) -> None:
+        """The exchange as a process; a restart keeps the ports the first run chose (the appliance
+        reconnects to the same addresses), writes its records to a new directory and may name a
+        new session."""
         from appliance.exchange.config import default_config
+        run = len(self.exchange_runs)
+        records = self.records if run == 0 else self.dir / f"exchange-{run}"
         overrides = {
-            "order_entry": {"host": "127.0.0.1", "port": 0},
-            "market_data": {"subscribers": (("127.0.0.1", self.feed_port),), "rerequest_port": 0},
-            "background": {"enabled": self.background_rate > 0, "rate": self.background_rate, "seed": self.seed},
-            "records": {"directory": str(self.records)},
+            "order_entry": {"host": "127.0.0.1", "port": self.order_entry_port},
+            "market_data": {"subscribers": (("127.0.0.1", self.feed_port),), "rerequest_port": self.rerequest_port},
+            "background": {"enabled": self.background_rate > 0, "rate": self.background_rate,
+                           "seed": self.seed + run},
+            "records": {"directory": str(records)},
             "control": {"socket": self.exchange_control},
         }
+        if session is not None:
+            overrides["market_data"]["session"] = session
         if self.faults:
             overrides["faults"] = self.faults
         for section, values in self.exchange_sections.items():
             overrides[section] = {**overrides.get(section, {}), **values}
         config = default_config().with_overrides(**overrides)
-        config_path = self.dir / "exchange.yaml"
+        config_path = self.dir / f"exchange-{run}.yaml"
         config_path.write_text(config.to_yaml())
-        self.exchange_log = self.dir / "exchange.log"
+        self.exchange_runs.append(records)
+        self._exchange_log_offset = self.exchange_log.stat().st_size if self.exchange_log.exists() else 0
         with open(self.exchange_log, "ab") as out:
             self.exchange_proc = subprocess.Popen(
                 [sys.executable, "-m", "appliance", "exchange", "--config", str(config_path), "--linger", "0.5"],
@@ -115,10 +127,17 @@ class Sandbox:
     def _ready_line(self):
         if self.exchange_proc.poll() is not None:
             raise RuntimeError(f"the exchange exited {self.exchange_proc.returncode}:\n{self.exchange_output()}")
-        for line in self.exchange_output().splitlines():
+        for line in self.exchange_output()[self._exchange_log_offset:].splitlines():
             if line.startswith("exchange ready "):
                 return line
         return None
+
+    def restart_exchange(self, session: str | None = None, timeout_s: float = 30) -> None:
+        """The venue process dies (no End of Session; its records flushed) and a new one starts on
+        the same ports with an empty book and, with ``session``, a new session name."""
+        self.ctl("crash")
+        self.exchange_proc.wait(timeout_s)
+        self._start_exchange(session)
 
     def exchange_output(self) -> str:
         try:
@@ -237,7 +256,7 @@ class Sandbox:
         if self.exchange_proc is not None and self.exchange_proc.poll() is None:
             self.exchange_proc.send_signal(signal.SIGTERM)
             self.exchange_proc.wait(timeout_s)
-        return json.loads((self.records / "report.json").read_text())
+        return json.loads((self.exchange_runs[-1] / "report.json").read_text())
 
     def _detach(self) -> None:
         if self._memory is not None:
