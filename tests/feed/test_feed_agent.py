@@ -158,3 +158,52 @@ def test_an_unrecoverable_gap_and_silence_make_every_book_stale(exchange_factory
     assert feed.proc.poll() is None
     assert ex.stop() == 0
 
+
+@pytest.mark.parametrize("new_session", ["TEST000001", "TEST000002"])
+def test_an_exchange_killed_and_restarted_on_the_same_ports_is_detected_and_the_books_rebuilt(
+        exchange_factory, feed_factory, unique_name, tmp_path, new_session):
+    """The same configuration (the same session name, sequences and order references from 1 again) or
+    a new session name: the feed says so, clears and rebuilds every book from the new exchange."""
+    feed_port = free_udp_port()
+    old = exchange_factory(extra_feed_ports=[feed_port], background={"seed": 31})
+    dump_path = tmp_path / "books.json"
+    feed = feed_factory(feed_layout(unique_name, feed_port, old.rerequest[1], stale_after_ms=500,
+                                    book_dump=str(dump_path)))
+    old.ctl("burst", count=300)
+    published = old.ctl("book", symbol="AAPL")["messages"]
+    wait_until(lambda: feed.caught_up_with(published), 30, interval=0.02, message="caught up with the first exchange")
+    old.proc.kill()
+    assert old.proc.wait(10) == -signal.SIGKILL
+    new = exchange_factory(extra_feed_ports=[feed_port], background={"seed": 32},
+                           market_data={"session": new_session, "rerequest_port": old.rerequest[1]})
+    new.ctl("burst", count=40)                  # behind what the feed saw: no merge by sequence numbers
+    assert new.ctl("book", symbol="AAPL")["messages"] < published
+    wait_until(lambda: feed.counters().get("feed.session_restarts") == 1, 20, interval=0.02,
+               message="the restart detected")
+    new.ctl("burst", count=200)
+    now_published = new.ctl("book", symbol="AAPL")["messages"]
+
+    def rebuilt() -> bool:
+        feed.drain()
+        return feed.counters()["feed.next_expected"] == now_published + 1 and \
+            not any(feed.market.read(i).stale for i in range(len(SUBSCRIBED)))
+    wait_until(rebuilt, 30, interval=0.02, message="the books rebuilt from the new exchange and live")
+    for symbol in SUBSCRIBED:
+        truth = new.ctl("book", symbol=symbol)
+        assert list(feed.levels(symbol)) == [truth["bids"][:BOOK_DEPTH], truth["asks"][:BOOK_DEPTH]], symbol
+    counters = feed.counters()
+    assert counters["feed.rebuilds"] == 1 and counters["feed.book.unknown_order"] == 0
+    assert counters["feed.book.duplicate_add"] == 0 and counters["feed.book_updates_dropped"] == 0
+    feed.proc.send_signal(signal.SIGTERM)
+    assert feed.proc.wait(30) == 0
+    log = output_of(feed.proc)
+    assert "feed stale: no packet of session TEST000001" in log
+    assert f"session restart: session TEST000001 at next sequence {published + 1} -> session {new_session}" in log
+    dump = json.loads(dump_path.read_text())
+    for symbol in SUBSCRIBED:
+        truth = new.ctl("book", symbol=symbol)
+        mine = dump["books"][symbol]
+        assert mine["orders"] == truth["orders"], symbol
+        assert (mine["bids"], mine["asks"]) == (truth["bids"], truth["asks"]), symbol
+    assert sum(len(dump["books"][s]["orders"]) for s in SUBSCRIBED) > 10
+    assert new.stop() == 0
