@@ -6,10 +6,25 @@ packets they release) to the books; publish a BookUpdate for each message that c
 subscribed book's top levels, trading state or last trade. Then the slow checks: re-request
 timeouts, staleness, and the shared-memory counters every ``counters_interval_ms``.
 
-A book is stale (flag in every update and in the market-state table) before its stock
-directory arrives, when the feed has been silent for ``stale_after_ms`` (heartbeats count),
-after the session ended, after a gap that could not be recovered (latched: we cannot know which
-books the lost messages touched), and when an execution or cancel named an unknown order.
+A book is stale (flag in every update and in the market-state table; ``feed_ready`` 0 while
+the whole feed is) before its stock directory arrives; when an execution or cancel named an
+unknown order (that book only); and every book, when:
+
+- the followed session has sent nothing that proves it alive for ``stale_after_ms``
+  (delivered or held data and heartbeats count; duplicates, packets of other sessions, bad
+  packets and end-of-session packets do not);
+- the feed is rebuilding: it joined late, or restarted from sequence 1, and has not yet
+  delivered the history up to where the session stood;
+- the session ended (latched until a new session is adopted);
+- a gap could not be recovered (latched: we cannot know which books the lost messages
+  touched). No packet clears that: the feed rebuilds every book from sequence 1 of the same
+  session (the exchange keeps the day's messages for re-requests), at once and then, while the
+  rebuilds keep failing, no more often than a backoff from 1 s doubling to 64 s.
+
+A new session, or the same session restarted (the rule is the sequencer's; see its module
+docstring): every book is cleared and published stale, the warning names the old and new
+session and sequences, ``feed.session_restarts`` counts it, and the books are rebuilt from
+sequence 1 of the new session by re-request; they are live again once caught up.
 """
 from __future__ import annotations
 
@@ -28,11 +43,18 @@ from .config import FeedConfigError, parse_feed_params
 from .outputs import BookOutputs
 from .receiver import RerequestChannel, UdpReceiver
 from .sequencer import COUNTER_NAMES as SEQUENCER_COUNTERS
-from .sequencer import DROP, MoldSequencer
+from .sequencer import RESTARTED, MoldSequencer
 
 log = logging.getLogger("appliance.feed")
 
 BOOK_RING = "book_updates"
+REBUILD_BACKOFF_MIN_NS = 1_000_000_000      # between rebuilds after lost gaps, doubling while they fail
+REBUILD_BACKOFF_MAX_NS = 64_000_000_000
+
+
+def _name(session: bytes | None) -> str:
+    """A MoldUDP64 session name for a log line."""
+    return "(none)" if session is None else session.decode("latin-1").rstrip() or "(blank)"
 
 
 class FeedAgent(Agent):
@@ -60,7 +82,8 @@ class FeedAgent(Agent):
         self.sequencer = MoldSequencer(
             session=cfg.session.encode().ljust(10) if cfg.session else None,
             send_request=self.rerequest.send, max_buffered_packets=cfg.max_buffered_packets,
-            request_timeout_ns=cfg.rerequest_timeout_ms * 1_000_000, max_retries=cfg.rerequest_retries)
+            request_timeout_ns=cfg.rerequest_timeout_ms * 1_000_000, max_retries=cfg.rerequest_retries,
+            silence_ns=cfg.stale_after_ms * 1_000_000)
         ring_spec = layout.rings[BOOK_RING]
         if ring_spec.producer != ctx.process.name:
             raise LayoutError(layout.path, f"rings.{BOOK_RING}.producer",
@@ -70,8 +93,9 @@ class FeedAgent(Agent):
         self._stale_after_ns = cfg.stale_after_ms * 1_000_000
         self._counters_interval_ns = cfg.counters_interval_ms * 1_000_000
         self._max_packets = cfg.max_packets_per_cycle
-        self._last_packet_ns = 0            # monotonic; 0 = never
         self._next_slow_ns = 0
+        self._next_rebuild_ns = 0           # monotonic: no rebuild after a lost gap before this
+        self._rebuild_backoff_ns = REBUILD_BACKOFF_MIN_NS
         self._next_counters_ns = 0
         self._feed_stale = True
         self._setup_counters()
@@ -124,23 +148,18 @@ class FeedAgent(Agent):
         return work
 
     def _on_packet(self, buffer, nbytes: int, rx_ns: int) -> None:
-        now = time.monotonic_ns()
         sequencer = self.sequencer
-        skip = sequencer.accept(buffer, nbytes, rx_ns, now)
-        if skip == DROP and nbytes >= moldudp64.HEADER_SIZE:
-            self._last_packet_ns = now      # heartbeats and duplicates still prove the feed is alive
+        skip = sequencer.accept(buffer, nbytes, rx_ns, time.monotonic_ns())
+        if skip < 0:                        # dropped, held behind a gap, or a new session
+            if skip == RESTARTED:
+                self._session_restarted()
             return
-        if skip < 0:                        # buffered behind a gap (or a bad packet)
-            if nbytes >= moldudp64.HEADER_SIZE:
-                self._last_packet_ns = now
-            return
-        self._last_packet_ns = now
-        if self._feed_stale:
-            self._set_feed_stale(False)
         self._apply(buffer, nbytes, skip, rx_ns)
         if sequencer.pending:
             for packet, size, skipped, packet_rx_ns in sequencer.drain():
                 self._apply(packet, size, skipped, packet_rx_ns)
+        if self._feed_stale and sequencer.live:     # never after a lost gap, an end or mid-rebuild
+            self._set_feed_stale(False)
 
     def _apply(self, buffer, nbytes: int, skip: int, rx_ns: int) -> None:
         scanner = self.scanner
@@ -165,8 +184,12 @@ class FeedAgent(Agent):
             for packet, size, skipped, packet_rx_ns in sequencer.drain():
                 self._apply(packet, size, skipped, packet_rx_ns)
             work += 1
-        silent = self._last_packet_ns == 0 or now - self._last_packet_ns > self._stale_after_ns
-        should_be_stale = silent or sequencer.lost or sequencer.ended
+        if sequencer.lost and now >= self._next_rebuild_ns:
+            self._rebuild_after_loss(now)
+            work += 1
+        last_live = sequencer.last_live_ns
+        silent = last_live is None or now - last_live > self._stale_after_ns
+        should_be_stale = silent or not sequencer.live
         if should_be_stale != self._feed_stale:
             self._set_feed_stale(should_be_stale)
             work += 1
@@ -175,13 +198,46 @@ class FeedAgent(Agent):
             self._publish_counters()
         return work
 
+    def _session_restarted(self) -> None:
+        old, old_next, new, new_high = self.sequencer.last_restart
+        log.warning("session restart: session %s at next sequence %d -> session %s up to sequence %d%s; "
+                    "every book cleared and stale, rebuilding from sequence 1",
+                    _name(old), old_next, _name(new), new_high - 1, " (same name)" if old == new else "")
+        self._clear_books()
+
+    def _rebuild_after_loss(self, now: int) -> None:
+        sequencer = self.sequencer
+        self._next_rebuild_ns = now + self._rebuild_backoff_ns
+        self._rebuild_backoff_ns = min(2 * self._rebuild_backoff_ns, REBUILD_BACKOFF_MAX_NS)
+        log.warning("rebuilding every book from sequence 1 of session %s up to sequence %d after a lost gap "
+                    "(next attempt, if this one fails too, in %d s or later)", _name(sequencer.session),
+                    sequencer.high_water - 1, (self._next_rebuild_ns - now) // 1_000_000_000)
+        sequencer.restart(sequencer.session, sequencer.high_water, now)
+        self._clear_books()
+
+    def _clear_books(self) -> None:
+        """After ``sequencer.restart``: every book empty and published stale."""
+        self.books.clear()
+        self._set_feed_stale(True)
+
+    def _stale_reason(self) -> str:
+        s = self.sequencer
+        if s.lost:
+            return "gap not recovered"
+        if s.ended:
+            return "session ended"
+        if s.rebuilding:
+            return (f"rebuilding session {_name(s.session)} from sequence 1: "
+                    f"{s.next_expected - 1} of {s.rebuild_until - 1} messages")
+        return f"no packet of session {_name(s.session)} for {self.config.stale_after_ms} ms"
+
     def _set_feed_stale(self, stale: bool) -> None:
+        """Set the feed's staleness and publish every book with it (also when it did not change)."""
         if stale and not self._feed_stale:
-            why = ("gap not recovered" if self.sequencer.lost else "session ended" if self.sequencer.ended
-                   else f"no packet for {self.config.stale_after_ms} ms")
-            log.warning("feed stale: %s", why)
-        elif not stale and self._feed_stale and self._last_packet_ns:
+            log.warning("feed stale: %s", self._stale_reason())
+        elif not stale and self._feed_stale:
             log.info("feed live")
+            self._rebuild_backoff_ns = REBUILD_BACKOFF_MIN_NS
         self._feed_stale = stale
         if self.control is not None:
             self.control.set("feed_ready", 0 if stale else 1)

@@ -13,7 +13,8 @@ book and sets ``subscribed_locates[locate] = 1``, the scanner's filter map, so f
 the scanner passes that locate's messages. Our simulated exchange sends 'R' for every
 symbol at the start of the day and a Trading Action ('H') only on halts and resumes, so 'R'
 sets an unknown (b' ') trading state to b'T'; a repeated 'R' leaves a known state alone.
-A second 'R' giving a symbol another locate remaps it (``directory_changes``).
+A second 'R' giving a symbol another locate remaps it (``directory_changes``). ``clear()``
+forgets the directory and every book (a new session, or a rebuild from sequence 1).
 
 Counters: one ``array('q')`` (``counters``) shared with every book, indexed by the
 constants below, names in ``COUNTER_NAMES``; the agent copies it into shared memory once per
@@ -104,6 +105,26 @@ class BookSet:
     def counter_values(self) -> dict[str, int]:
         """The counters by name (tests, tools; the agent reads ``counters`` directly)."""
         return dict(zip(COUNTER_NAMES, self.counters))
+
+    # ------------------------------------------------------------------ a new session (rare, not hot)
+
+    def clear(self) -> None:
+        """Forget the session: every order and level (``OrderBook.reset``), trading state, last
+        trade and timestamp, the directory and the scanner's locate map (cleared in place: the
+        scanner and the handlers hold them). A rebuild from sequence 1 or a new session starts
+        here; the counters keep counting and ``update_sequence`` keeps rising."""
+        book_of_locate = self.book_of_locate
+        subscribed = self.subscribed_locates
+        for book in self.books:
+            if book.locate is not None:
+                book_of_locate[book.locate] = None
+                subscribed[book.locate] = 0
+                book.locate = None
+            book.reset()
+            book.trading_state = b" "
+            book.last_trade_price = book.last_trade_shares = 0
+            book.last_timestamp = 0
+        self.system_event = b" "
 
     # ------------------------------------------------------------------ the directory (rare, not hot)
 

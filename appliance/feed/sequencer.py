@@ -6,7 +6,7 @@ leading messages were already seen), drop it, or hold it because messages before
 it are missing. Missing ranges are asked for with MoldUDP64 request packets
 through the ``send_request`` callable; unanswered requests are re-sent after a
 timeout and, after ``max_retries`` re-sends, the range is given up (counted and
-latched in ``lost``: the books can no longer be trusted).
+latched in ``lost``: the books can no longer be trusted until rebuilt by ``restart``).
 
 No sockets and no clock inside: the caller passes the receive time and the time
 now, so the whole thing is unit-testable. The caller's duty cycle::
@@ -16,6 +16,8 @@ now, so the whole thing is unit-testable. The caller's duty cycle::
         handle(scanner.scan(buffer, nbytes, skip), rx_ns)
         for packet, size, skip, rx in sequencer.drain():     # () unless a gap was open
             handle(scanner.scan(packet, size, skip), rx)
+    elif skip == RESTARTED:                                   # a new session: see below
+        clear_books_and_mark_them_stale()
     ...
     if sequencer.poll(now_ns):                                # gave up on a range
         mark_books_stale()
@@ -31,6 +33,46 @@ held, else from ``drain`` once the held packets that follow are delivered (``pol
 is the backstop when the caller skips ``drain``). A request that brings nothing is
 re-sent after ``request_timeout_ns``. ``drain()`` may be gated on ``pending``
 (truthy while packets are held) or called after every delivery: both are cheap.
+
+Liveness: ``last_live_ns`` is the time of the last packet that proves the followed session
+is alive now: a data packet delivered or held (at or beyond ``next_expected``), or a heartbeat
+announcing a next sequence at or beyond every sequence seen. Duplicates, packets of another
+session, bad packets and end-of-session packets do not refresh it.
+
+Rebuilding: the messages before the first packet seen (a late join), or every message after
+a ``restart``, are history the books need. ``rebuilding`` is true until ``next_expected``
+reaches ``rebuild_until``; ``live`` is true when the books built from what was delivered may
+be published as live: nothing given up (``lost``), the session not ended, not rebuilding.
+Only ``restart`` clears ``lost`` and ``ended``: it forgets everything held, follows the
+session from sequence 1 and asks for ``[1, high_water)`` at once. The caller clears its
+books first (the agent does so after a lost gap, with a backoff, and on a session restart).
+
+A new session, or the same one restarted (the rule; one place, here):
+
+- Evidence of a restart is a well-formed packet the followed session cannot have sent now:
+  a packet of another session name (only when no session was configured: a configured
+  session is pinned and other names are only counted in ``wrong_session``), a heartbeat or
+  end of session of the followed session announcing a next sequence below one already seen
+  (``high_water``), or a data packet of the followed session wholly below ``next_expected``
+  (a duplicate). A run of evidence ends at the next liveness packet; it is kept for one
+  candidate session name (a packet of another name starts a new run).
+- The candidate is adopted when its run holds at least ``ADOPT_AFTER_PACKETS`` packets and
+  the followed session has been silent (no liveness) for ``silence_ns`` (the agent passes
+  its ``stale_after_ms``: the books are already stale by then), or, for a candidate of
+  another name, the followed session has ended. ``accept`` then returns ``RESTARTED``: the
+  sequencer has already restarted on the candidate from sequence 1 up to the latest
+  evidence packet's high sequence (``last_restart`` says from what to what).
+- So one stray packet never switches; packets of another session, or replays, while the
+  followed session is alive never switch; a live old session always wins. A wrong switch
+  heals itself: a same-name one only rebuilds the books from the venue's own store; after
+  a switch to a stray name, the venue's session is the candidate once the stray falls silent.
+- What cannot be told: a restarted session under the same name whose sequences reach
+  ``next_expected`` before the old one has been silent for ``silence_ns`` (a low-traffic
+  day: few messages before the restart, or many soon after it) continues the old sequence
+  and is merged: only the books' own checks (unknown order references) see it then. Data
+  packets carry no session identity beyond the name, duplicates and late heartbeats occur
+  in a live session, and anyone on the host can send to the port, so nothing sooner than
+  the silence is sound.
 """
 from __future__ import annotations
 
@@ -41,6 +83,9 @@ from appliance.wire import moldudp64
 
 DROP = -1          # nothing to deliver: duplicate, heartbeat, end of session, bad packet, wrong session, store full
 BUFFERED = -2      # held until the messages before it are recovered
+RESTARTED = -3     # a new (or restarted) session was adopted: clear every book; the rebuild from 1 is requested
+
+ADOPT_AFTER_PACKETS = 2     # evidence packets a candidate session needs (one stray packet never switches)
 
 # The exchange's re-request server answers at most this many messages per request
 # (appliance.exchange.market_data.RerequestServer.MAX_ANSWER_MESSAGES; not imported:
@@ -68,7 +113,10 @@ COUNTER_NAMES = (
     "buffered_packets",         # packets held now
     "gap_open",                 # 0/1
     "ended",                    # 0/1
-    "lost",                     # 0/1, latched
+    "lost",                     # 0/1, latched until a restart
+    "session_restarts",         # new or restarted sessions adopted
+    "rebuilds",                 # restarts from sequence 1 (session restarts and rebuilds after a lost gap)
+    "rebuilding",               # 0/1: next_expected has not reached rebuild_until
 )
 
 _HEADER_SIZE = moldudp64.HEADER_SIZE
@@ -81,16 +129,20 @@ _NOTHING = ()
 class MoldSequencer:
     """Sequencing of one MoldUDP64 session; see the module docstring for the caller's loop."""
 
-    __slots__ = ("session", "send_request", "max_buffered_packets", "request_timeout_ns", "max_retries",
-                 "max_request_count", "next_expected", "ended", "lost", "last_request",
+    __slots__ = ("session", "pinned", "send_request", "max_buffered_packets", "request_timeout_ns", "max_retries",
+                 "max_request_count", "silence_ns", "next_expected", "ended", "lost", "last_request",
+                 "last_live_ns", "rebuild_until", "last_restart",
                  "packets", "delivered_packets", "messages_delivered", "messages_recovered", "gaps",
                  "duplicate_packets", "heartbeats", "end_of_session_packets", "bad_packets", "wrong_session",
                  "overflow_drops", "requests_sent", "retries", "gaps_abandoned", "messages_lost",
-                 "_high_water", "_pending", "_heap", "_progress", "_request_ns", "_attempts", "_now_ns")
+                 "session_restarts", "rebuilds",
+                 "_high_water", "_pending", "_heap", "_progress", "_request_ns", "_attempts", "_now_ns", "_origin",
+                 "_candidate", "_candidate_packets", "_candidate_high", "_candidate_live_ns")
 
     def __init__(self, *, session: bytes | str | None, send_request: Callable[[bytes], object],
                  max_buffered_packets: int = 4096, request_timeout_ns: int = 50_000_000, max_retries: int = 5,
-                 max_request_count: int = MAX_REQUEST_COUNT, next_expected: int = 1) -> None:
+                 max_request_count: int = MAX_REQUEST_COUNT, next_expected: int = 1,
+                 silence_ns: int = 3_000_000_000) -> None:
         if max_buffered_packets < 0:
             raise ValueError("max_buffered_packets must be >= 0")
         if request_timeout_ns <= 0:
@@ -101,7 +153,11 @@ class MoldSequencer:
             raise ValueError(f"max_request_count must be 1..{moldudp64.MAX_BLOCKS}")
         if next_expected < 1:
             raise ValueError("next_expected must be >= 1")
+        if silence_ns <= 0:
+            raise ValueError("silence_ns must be > 0")
         self.session = moldudp64.session_bytes(session) if session is not None else None
+        self.pinned = session is not None         # a configured session is never switched for another name
+        self.silence_ns = silence_ns
         self.send_request = send_request
         self.max_buffered_packets = max_buffered_packets
         self.request_timeout_ns = request_timeout_ns
@@ -111,6 +167,10 @@ class MoldSequencer:
         self.ended = False
         self.lost = False
         self.last_request: tuple[int, int] | None = None   # (first, count) of the last request sent
+        self.last_live_ns: int | None = None   # see the module docstring; None: never
+        self.rebuild_until = next_expected
+        # (old session, old next_expected, new session, new high water) of the last adoption
+        self.last_restart: tuple[bytes | None, int, bytes, int] | None = None
         self.packets = 0
         self.delivered_packets = 0
         self.messages_delivered = 0
@@ -126,6 +186,8 @@ class MoldSequencer:
         self.retries = 0
         self.gaps_abandoned = 0
         self.messages_lost = 0
+        self.session_restarts = 0
+        self.rebuilds = 0
         # Every sequence below _high_water is known to exist (seen, or announced by a heartbeat):
         # a gap is open while next_expected < _high_water.
         self._high_water = next_expected
@@ -136,6 +198,13 @@ class MoldSequencer:
         self._request_ns = 0
         self._attempts = 0                # re-sends of the current request without progress
         self._now_ns = 0
+        self._origin = next_expected      # next_expected at the start or the last restart
+        # the current run of restart evidence (module docstring): candidate session name, packets in
+        # the run, the latest packet's high sequence, and last_live_ns when the run began
+        self._candidate: bytes | None = None
+        self._candidate_packets = 0
+        self._candidate_high = 1
+        self._candidate_live_ns: int | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -148,6 +217,21 @@ class MoldSequencer:
         return len(self._pending)
 
     @property
+    def high_water(self) -> int:
+        """Every sequence below this is known to exist (seen, or announced by a heartbeat)."""
+        return self._high_water
+
+    @property
+    def rebuilding(self) -> bool:
+        """The history before the first packet seen (or since a restart) is not all delivered yet."""
+        return self.next_expected < self.rebuild_until
+
+    @property
+    def live(self) -> bool:
+        """Books built from what was delivered may be published as live (silence is the caller's)."""
+        return not self.lost and not self.ended and self.next_expected >= self.rebuild_until
+
+    @property
     def pending(self) -> dict:
         """The held packets, by first sequence (read-only view for tests and tools)."""
         return self._pending
@@ -158,36 +242,25 @@ class MoldSequencer:
                 self.duplicate_packets, self.heartbeats, self.end_of_session_packets, self.bad_packets,
                 self.wrong_session, self.overflow_drops, self.requests_sent, self.retries, self.gaps_abandoned,
                 self.messages_lost, self.next_expected, len(self._pending),
-                int(self._high_water > self.next_expected), int(self.ended), int(self.lost))
+                int(self._high_water > self.next_expected), int(self.ended), int(self.lost),
+                self.session_restarts, self.rebuilds, int(self.next_expected < self.rebuild_until))
 
     # ------------------------------------------------------------------ per packet
 
     def accept(self, buffer, nbytes: int, rx_ns: int, now_ns: int) -> int:
         """Classify one received packet: ``>= 0`` deliver it now skipping that many leading
-        messages; ``DROP`` or ``BUFFERED`` otherwise. Never raises on bad input."""
+        messages; ``DROP``, ``BUFFERED`` or ``RESTARTED`` otherwise. Never raises on bad input."""
         self.packets += 1
         self._now_ns = now_ns
         if nbytes < _HEADER_SIZE or nbytes > len(buffer):
             self.bad_packets += 1
             return DROP
         session, sequence, count = _unpack_header(buffer, 0)
-        if session != self.session and self.session is not None:
-            self.wrong_session += 1
-            return DROP
         if count == _HEARTBEAT or count == _END_OF_SESSION:
             if nbytes != _HEADER_SIZE:
                 self.bad_packets += 1
                 return DROP
-            if self.session is None:
-                self.session = session
-            if count == _HEARTBEAT:
-                self.heartbeats += 1
-            else:
-                self.end_of_session_packets += 1
-                self.ended = True
-            if sequence > self._high_water:          # it announces messages we never saw
-                self._extend(sequence, now_ns)
-            return DROP
+            return self._control(session, sequence, count, now_ns)
         # the blocks must exactly fill the packet
         offset = _HEADER_SIZE
         last = nbytes - 2                             # the last offset a block header fits at
@@ -199,14 +272,18 @@ class MoldSequencer:
         if offset != nbytes:
             self.bad_packets += 1
             return DROP
-        if self.session is None:
-            self.session = session
-        expected = self.next_expected
         end = sequence + count
+        if session != self.session:
+            if self.session is not None:
+                self.wrong_session += 1
+                return DROP if self.pinned else self._evidence(session, end, now_ns)
+            self.session = session                    # the first packet names the session to follow
+        expected = self.next_expected
         if sequence <= expected:
             if end <= expected:
                 self.duplicate_packets += 1
-                return DROP
+                return self._evidence(session, end, now_ns)
+            self.last_live_ns = now_ns
             self.next_expected = end
             self.delivered_packets += 1
             self.messages_delivered += end - expected
@@ -222,7 +299,69 @@ class MoldSequencer:
             else:
                 self._high_water = end
             return expected - sequence
+        self.last_live_ns = now_ns
+        if expected == self._origin and sequence > self.rebuild_until:
+            self.rebuild_until = sequence             # nothing delivered yet: what precedes it is history
         return self._hold(buffer, nbytes, sequence, count, rx_ns, now_ns)
+
+    def _control(self, session: bytes, sequence: int, count: int, now_ns: int) -> int:
+        """A heartbeat or end of session (``sequence`` is the sender's next)."""
+        if session != self.session:
+            if self.session is not None:
+                self.wrong_session += 1
+                return DROP if self.pinned else self._evidence(session, sequence, now_ns)
+            self.session = session
+        if count == _HEARTBEAT:
+            self.heartbeats += 1
+        else:
+            self.end_of_session_packets += 1
+        if sequence < self._high_water:               # the sender is behind what it already sent
+            return self._evidence(session, sequence, now_ns)
+        if count == _HEARTBEAT:
+            self.last_live_ns = now_ns
+        else:
+            self.ended = True
+        if sequence > self._high_water:               # it announces messages we never saw
+            if self.next_expected == self._origin and sequence > self.rebuild_until:
+                self.rebuild_until = sequence
+            self._extend(sequence, now_ns)
+        return DROP
+
+    def _evidence(self, session: bytes, high: int, now_ns: int) -> int:
+        """One packet the followed session cannot have sent now (module docstring): adopt its
+        session when the rule says so, else drop it."""
+        if session != self._candidate or self._candidate_live_ns != self.last_live_ns:
+            self._candidate = session                 # a new run: another name, or liveness since
+            self._candidate_live_ns = self.last_live_ns
+            self._candidate_packets = 0
+        self._candidate_packets += 1
+        self._candidate_high = high                   # the latest: an old straggler must not raise it for long
+        if self._candidate_packets < ADOPT_AFTER_PACKETS:
+            return DROP
+        if not (self.ended and session != self.session) and self.last_live_ns is not None \
+                and now_ns - self.last_live_ns < self.silence_ns:
+            return DROP
+        self.session_restarts += 1
+        self.last_restart = (self.session, self.next_expected, session, high)
+        self.restart(session, high, now_ns)
+        self.last_live_ns = now_ns                    # the adopted session just spoke
+        return RESTARTED
+
+    def restart(self, session: bytes, high_water: int, now_ns: int) -> None:
+        """Follow ``session`` from sequence 1: forget everything held, clear ``lost`` and ``ended``,
+        rebuild until ``high_water`` (every sequence below it is taken to exist) and ask for
+        ``[1, high_water)`` at once. The caller clears its books."""
+        self.session = session
+        self.next_expected = self._origin = 1
+        self._high_water = self.rebuild_until = high_water if high_water > 1 else 1
+        self.ended = self.lost = False
+        self._pending.clear()
+        self._heap.clear()
+        self._progress = False
+        self._candidate = None
+        self.rebuilds += 1
+        if self._high_water > 1:
+            self._request(now_ns)
 
     def _hold(self, buffer, nbytes: int, sequence: int, count: int, rx_ns: int, now_ns: int) -> int:
         high = self._high_water

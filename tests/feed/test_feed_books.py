@@ -109,6 +109,32 @@ def test_directory_maps_locates_and_opens_the_scanner_filter():
     assert books.counters[UNSUBSCRIBED_DIRECTORY] == 2
 
 
+def test_clear_forgets_the_session_and_a_new_directory_maps_afresh():
+    books = bookset()
+    aapl, msft = books.books
+    books.apply(add(7, 1, "B", 100, "AAPL", 1000))
+    books.apply(raw("D", 9, order_reference_number=42))         # unknown: latches MSFT inconsistent
+    books.apply(action("AAPL", 7, "H"))
+    books.apply(raw("P", 7, order_reference_number=0, buy_sell_indicator="B", shares=5, stock="AAPL", price=990,
+                    match_number=1))
+    books.apply(raw("S", 0, event_code="Q"))
+    counters = list(books.counters)
+    sequences = [b.update_sequence for b in books.books]
+    books.clear()
+    for book in books.books:
+        assert book.locate is None and book.order_count == 0 and book.levels(True) == [] == book.levels(False)
+        assert book.trading_state == b" " and (book.last_trade_price, book.last_trade_shares) == (0, 0)
+        assert not book.inconsistent and book.last_timestamp == 0
+    assert [b.update_sequence for b in books.books] > sequences                  # still rising
+    assert not any(books.subscribed_locates) and books.book_of_locate.count(None) == 65536
+    assert books.system_event == b" " and list(books.counters) == counters
+    # the next session may give other locates; the same order reference is new again
+    books.apply(directory("MSFT", 7))
+    assert books.book_of_locate[7] is msft and books.subscribed_locates[7] == 1 and msft.trading_state == b"T"
+    assert books.apply(add(7, 1, "S", 10, "MSFT", 2000)) == 1 and msft.orders() == {1: (b"S", 2000, 10)}
+    assert books.apply(add(9, 2, "B", 10, "AAPL", 1000)) == -1 and aapl.order_count == 0   # AAPL has no locate
+
+
 def test_messages_for_locates_without_a_book_are_counted_not_applied():
     books = bookset()
     before = books.counters[MESSAGES]

@@ -6,11 +6,14 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from appliance.feed.sequencer import BUFFERED, COUNTER_NAMES, DROP, MAX_REQUEST_COUNT, MoldSequencer
+from appliance.feed.sequencer import (
+    ADOPT_AFTER_PACKETS, BUFFERED, COUNTER_NAMES, DROP, MAX_REQUEST_COUNT, RESTARTED, MoldSequencer,
+)
 from appliance.wire import moldudp64 as mold
 
 SESSION = b"SESSION001"
 MS = 1_000_000
+SILENCE = 300 * MS
 
 
 def message(sequence: int, size: int = 9) -> bytes:
@@ -373,6 +376,176 @@ def test_counter_values_follow_counter_names():
     assert values["lost"] == 0 and values["ended"] == 0
     for name in COUNTER_NAMES:
         assert int(getattr(h.seq, name)) == values[name], name
+
+
+# ------------------------------------------------------------------ liveness, rebuilding, restarts
+
+def live_harness(**kwargs) -> Harness:
+    """A harness on a clock that starts at 1 s, with ``silence_ns`` = SILENCE."""
+    kwargs.setdefault("silence_ns", SILENCE)
+    h = Harness(**kwargs)
+    h.now = 1_000 * MS
+    return h
+
+
+def test_liveness_is_proved_by_new_data_and_heartbeats_only():
+    h = live_harness()
+    s = h.seq
+    assert s.last_live_ns is None
+    h.feed(packet(1, 5))
+    assert s.last_live_ns == h.now
+    checks = [
+        (packet(1, 5), False),                                   # a duplicate
+        (packet(3, 1, session=b"OTHER"), False),                 # another session
+        (packet(1, 3)[:-1], False),                              # a bad packet
+        (mold.heartbeat(SESSION, 4), False),                     # a heartbeat behind what was seen
+        (mold.heartbeat(SESSION, 6), True),                      # a heartbeat where the session stands
+        (packet(9, 1), True),                                    # held behind a gap: the session is alive
+        (mold.heartbeat(SESSION, 12), True),                     # announces more: alive
+        (mold.end_of_session(SESSION, 12), False),               # it says the session is over
+    ]
+    for data, proves in checks:
+        h.now += MS
+        before = s.last_live_ns
+        h.feed(data)
+        assert s.last_live_ns == (h.now if proves else before), data
+    assert s.session_restarts == 0
+
+
+def test_a_late_join_is_rebuilding_until_the_history_is_delivered():
+    h = live_harness(session=None)
+    s = h.seq
+    assert s.rebuild_until == 1 and not s.rebuilding and s.live
+    assert h.feed(packet(50, 2)) == BUFFERED              # joined late: 1..49 are history
+    assert s.rebuild_until == 50 and s.rebuilding and not s.live and h.take_requests() == [(1, 51)]
+    h.feed(packet(1, 30))
+    assert s.rebuilding and not s.live
+    h.feed(packet(31, 19))
+    assert s.next_expected == 52 and not s.rebuilding and s.live
+    h.feed(packet(60, 1))                                 # an ordinary gap later is not a rebuild
+    assert s.gap_open and s.rebuild_until == 50 and s.live
+    h2 = live_harness()
+    h2.feed(mold.heartbeat(SESSION, 40))                  # joined late on a quiet session
+    assert h2.seq.rebuild_until == 40 and h2.seq.rebuilding
+
+
+def test_lost_and_ended_are_not_live_until_a_restart():
+    h = live_harness(max_retries=0)
+    s = h.seq
+    h.feed(packet(1, 2))
+    h.feed(packet(6, 2))
+    assert h.poll(h.now + 60 * MS) and s.lost and not s.live
+    h.feed(packet(8, 1))                                  # good packets after the loss change nothing
+    assert s.lost and not s.live and s.next_expected == 9
+    h.take_requests()
+    s.restart(SESSION, s.high_water, h.now)               # the caller cleared its books
+    assert not s.lost and s.rebuilding and not s.live and s.next_expected == 1 and s.rebuild_until == 9
+    assert h.take_requests() == [(1, 8)] and s.rebuilds == 1 and s.session_restarts == 0
+    h.delivered.clear()
+    h.feed(packet(1, 8))
+    assert h.delivered == list(range(1, 9)) and s.live
+    h.feed(mold.end_of_session(SESSION, 9))
+    assert s.ended and not s.live
+    h.feed(packet(9, 1))                                  # nothing is live after the end
+    assert s.ended and not s.live
+
+
+def test_a_restart_under_the_same_name_is_adopted_once_the_session_was_silent():
+    h = live_harness()
+    s = h.seq
+    h.feed(packet(1, 100))
+    h.now += SILENCE                                      # the exchange died; a new one starts from 1
+    assert h.feed(packet(1, 6)) == DROP                   # one packet is never enough
+    assert s.session_restarts == 0 and s.next_expected == 101
+    h.now += 50 * MS
+    assert h.feed(mold.heartbeat(SESSION, 7)) == RESTARTED
+    assert s.last_restart == (SESSION, 101, SESSION, 7)
+    assert (s.session_restarts, s.rebuilds, s.next_expected, s.rebuild_until) == (1, 1, 1, 7)
+    assert s.rebuilding and not s.live and s.last_live_ns == h.now and h.take_requests() == [(1, 6)]
+    h.delivered.clear()
+    assert h.feed(packet(1, 6)) == 0 and h.delivered == [1, 2, 3, 4, 5, 6] and s.live
+
+
+def test_replays_and_strays_while_the_session_is_alive_never_restart_it():
+    h = live_harness(session=None)
+    s = h.seq
+    h.feed(packet(1, 10))
+    for i in range(100):                                  # for ten silences: the session keeps speaking
+        h.now += SILENCE // 10
+        h.feed(packet(1, 5))
+        h.feed(mold.heartbeat(SESSION, 3))
+        h.feed(packet(1, 2, session=b"STRAY"))
+        h.feed(mold.heartbeat(b"STRAY", 3))
+        if i % 5 == 0:
+            h.feed(mold.heartbeat(SESSION, s.next_expected))
+    assert s.session_restarts == 0 and s.session == SESSION and s.next_expected == 11
+    assert s.wrong_session == 200 and s.duplicate_packets == 100
+
+
+def test_another_session_is_adopted_after_two_packets_and_the_silence_unless_one_was_configured():
+    for configured in (None, SESSION):
+        h = live_harness(session=configured)
+        s = h.seq
+        h.feed(packet(1, 10))
+        h.now += SILENCE - 1
+        assert h.feed(packet(1, 3, session=b"NEW")) == DROP
+        assert h.feed(packet(4, 1, session=b"NEW")) == DROP   # silent for less than SILENCE
+        h.now += 1
+        result = h.feed(mold.heartbeat(b"NEW", 9))
+        if configured:                                    # pinned: never another name
+            assert result == DROP and s.session == SESSION and s.session_restarts == 0
+            assert s.wrong_session == 3
+        else:
+            assert result == RESTARTED and s.session == b"NEW       " and s.next_expected == 1
+            assert h.take_requests() == [(1, 8)]
+            assert s.last_restart == (SESSION, 11, b"NEW       ", 9)
+
+
+def test_a_run_of_evidence_ends_at_liveness_and_at_another_candidate():
+    h = live_harness(session=None)
+    s = h.seq
+    h.feed(packet(1, 10))
+    h.now += 2 * SILENCE
+    h.feed(packet(1, 1, session=b"NEW"))
+    h.feed(packet(1, 1, session=b"OTHER"))                # another candidate: a new run
+    h.feed(packet(2, 1, session=b"NEW"))                  # a new run again
+    assert s.session_restarts == 0
+    h.feed(mold.heartbeat(SESSION, 11))                   # the followed session speaks
+    h.now += SILENCE - 1
+    h.feed(packet(3, 1, session=b"NEW"))
+    h.feed(packet(4, 1, session=b"NEW"))
+    assert s.session_restarts == 0                         # not silent long enough
+    assert ADOPT_AFTER_PACKETS == 2
+
+
+def test_after_an_end_of_session_a_new_name_is_adopted_at_once_and_the_same_name_waits():
+    h = live_harness(session=None)
+    s = h.seq
+    h.feed(packet(1, 10))
+    h.feed(mold.end_of_session(SESSION, 11))
+    assert s.ended
+    h.feed(packet(1, 10))                                 # duplicates after the end are ordinary
+    h.feed(packet(5, 2))
+    assert s.session_restarts == 0 and s.ended
+    h.feed(packet(1, 4, session=b"NEXTDAY"))
+    assert h.feed(mold.heartbeat(b"NEXTDAY", 5)) == RESTARTED
+    assert not s.ended and s.session == b"NEXTDAY   " and h.take_requests() == [(1, 4)]
+    h2 = live_harness(session=None)
+    h2.feed(packet(1, 10))
+    h2.feed(mold.end_of_session(SESSION, 11))
+    h2.now += SILENCE                                     # the same name restarted after the end
+    h2.feed(packet(1, 3))
+    assert h2.feed(mold.heartbeat(SESSION, 4)) == RESTARTED and not h2.seq.ended
+
+
+def test_the_rebuild_target_is_the_latest_evidence_not_an_old_straggler():
+    h = live_harness()
+    s = h.seq
+    h.feed(packet(1, 500))
+    h.now += SILENCE
+    h.feed(packet(490, 5))                                # a straggler of the old session
+    assert h.feed(packet(1, 6)) == RESTARTED              # the new session's own packet
+    assert s.rebuild_until == 7 and h.take_requests() == [(1, 6)]
 
 
 # ------------------------------------------------------------------ property: a lossy network and a flaky server
