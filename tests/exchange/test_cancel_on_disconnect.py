@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -22,6 +23,9 @@ from exchange_process import ROOT, MoldConsumer, OrderClient, RunningExchange, b
 CANCEL_SYSTEM = "Z"
 FIRMS = [{"username": "ALGO1", "password": "secret1", "mpid": "ALGO", "cancel_on_disconnect": True},
          {"username": "ALGO2", "password": "secret2", "mpid": "ALG2"}]          # ALGO2: off, by default
+# The test clients do not heartbeat: a session must end only the way a test ends it, however slow a
+# loaded machine makes the steps in between (the peer-timeout case keeps its clients alive instead).
+LONG_PEER_TIMEOUT = {"heartbeat_interval_ms": 100, "peer_timeout_ms": 60_000}
 
 
 @pytest.fixture
@@ -29,7 +33,7 @@ def exchange():
     running = []
 
     def start(document=None, **kw):
-        ex = RunningExchange(document or base_config(firms=FIRMS), **kw)
+        ex = RunningExchange(document or base_config(firms=FIRMS, order_entry=LONG_PEER_TIMEOUT), **kw)
         running.append(ex)
         return ex
     yield start
@@ -71,6 +75,44 @@ KILLED_CLIENT = textwrap.dedent("""
 """)
 
 
+class _SerialSocket:
+    """A client's socket whose sendall() takes a lock, so a heartbeat thread and the test never interleave."""
+
+    def __init__(self, sock: socket.socket, lock: threading.Lock) -> None:
+        self._sock, self._lock = sock, lock
+
+    def sendall(self, data) -> None:
+        with self._lock:
+            self._sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class KeptAlive:
+    """Client heartbeats every 100 ms for `clients` until stop(): they stay logged in until the test says."""
+
+    def __init__(self, *clients: OrderClient) -> None:
+        self.clients = clients
+        for client in clients:
+            client.sock = _SerialSocket(client.sock, threading.Lock())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            for client in self.clients:
+                try:
+                    client.sock.sendall(soupbintcp.CLIENT_HEARTBEAT_BYTES)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 def lose_the_session(how: str, ex: RunningExchange, client: OrderClient | None, child) -> None:
     if how == "close":                  # an orderly close: FIN, and the exchange closes its side (unread data
         client.sock.shutdown(socket.SHUT_WR)            # at close() would make the kernel send a reset)
@@ -97,11 +139,12 @@ WHY = {"close": "connection closed", "reset": "connection reset", "killed": "", 
 
 @pytest.mark.parametrize("how", list(WHY))
 def test_a_lost_session_cancels_every_open_order_of_the_firm(exchange, how):
-    ex = exchange()
+    timeouts = {"heartbeat_interval_ms": 100, "peer_timeout_ms": 1500} if how == "peer-timeout" else LONG_PEER_TIMEOUT
+    ex = exchange(base_config(firms=FIRMS, order_entry=timeouts))
     consumer = MoldConsumer(ex.feed, ex.rerequest)
     other = OrderClient(ex.order_entry, "ALGO2", "secret2")
     other.next_message()
-    client = child = None
+    client = child = kept_alive = None
     try:
         if how == "killed":
             host, port = ex.order_entry
@@ -114,6 +157,8 @@ def test_a_lost_session_cancels_every_open_order_of_the_firm(exchange, how):
             refs = json.loads(line)
         else:
             client = OrderClient(ex.order_entry, "ALGO1", "secret1")
+            if how == "peer-timeout":
+                kept_alive = KeptAlive(client, other)
             refs = place_orders(client)
         other.enter("S1", "S", 100, "AAPL", 1_890_000)    # fills 100 of K1: 200 left
         assert [other.next_message()["type"] for _ in range(2)] == ["A", "E"]
@@ -122,6 +167,8 @@ def test_a_lost_session_cancels_every_open_order_of_the_firm(exchange, how):
         wait_until(lambda: ex.ctl("status")["sessions"]["ALGO1"]["messages"] == 7, 10, message="K1's fill sent")
         assert ex.ctl("status")["live_orders"]["ALGO1"] == 3
 
+        if kept_alive is not None:
+            kept_alive.stop()                               # from now on ALGO1 (and ALGO2) are silent
         lose_the_session(how, ex, client, child)
 
         status = wait_until(lambda: (lambda s: s if not s["sessions"]["ALGO1"]["connected"] else None)(
@@ -165,6 +212,8 @@ def test_a_lost_session_cancels_every_open_order_of_the_firm(exchange, how):
         assert firm["engine"]["canceled_shares"] == 600
         assert report["counters"]["cancel_on_disconnect_orders"] == 3
     finally:
+        if kept_alive is not None:
+            kept_alive.stop()
         consumer.close()
         if client is not None:
             client.close()
