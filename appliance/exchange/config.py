@@ -68,9 +68,13 @@ order_entry:
 
 # Who may log in. mpid (4 characters A-Z or 0-9) defaults to the username upper-cased, its first
 # 4 characters padded with 'X'. Quote a password that YAML would read as a number.
+# cancel_on_disconnect: when the firm's logged-in session ends other than by the end of the day
+# (connection closed or reset, peer timeout, `ctl disconnect`, or its own Logout Request), every
+# open order of the firm is canceled (OUCH Canceled reason 'Z', system cancel; ITCH 'D'), and its
+# next login's replay says so. Off unless asked, as NASDAQ configures an OUCH port.
 firms:
-  - {username: ALGO1, password: secret1, mpid: ALGO}
-  - {username: ALGO2, password: secret2, mpid: ALG2}
+  - {username: ALGO1, password: secret1, mpid: ALGO, cancel_on_disconnect: false}
+  - {username: ALGO2, password: secret2, mpid: ALG2, cancel_on_disconnect: false}
 
 # ITCH 5.0 over MoldUDP64.
 market_data:
@@ -139,6 +143,7 @@ class FirmConfig:
     username: str
     password: str
     mpid: str
+    cancel_on_disconnect: bool = False   # cancel the firm's open orders when its session is lost
 
 
 @dataclass(frozen=True)
@@ -590,7 +595,8 @@ def _firms(top: _Mapping) -> tuple[FirmConfig, ...]:
     seen: dict[str, int] = {}
     result = []
     for i in range(len(items)):
-        entry = top.item(items, i, ("username", "password", "mpid"), ("username", "password"), "firms")
+        entry = top.item(items, i, ("username", "password", "mpid", "cancel_on_disconnect"), ("username", "password"),
+                         "firms")
         username = entry.matching("username", _USERNAME_RE, "1..6 letters or digits")
         if username in seen:
             entry.bad("username", f"duplicate username {username!r} (first at firms[{seen[username]}])")
@@ -602,7 +608,8 @@ def _firms(top: _Mapping) -> tuple[FirmConfig, ...]:
             mpid = entry.matching("mpid", _MPID_RE, "4 characters A-Z or 0-9")
         else:
             mpid = _default_mpid(username)
-        result.append(FirmConfig(username=username, password=password, mpid=mpid))
+        result.append(FirmConfig(username=username, password=password, mpid=mpid,
+                                 cancel_on_disconnect=entry.boolean("cancel_on_disconnect", False)))
     return tuple(result)
 
 

@@ -7,13 +7,14 @@ usable; a line over ``MAX_LINE`` bytes closes the connection.
 
 Commands (``appliance exchange ctl --help`` shows the same list):
 
-  status                              counters, ports, sessions, faults
+  status                              counters, ports, sessions (with cancel on disconnect), faults
   halt SYMBOL / resume SYMBOL         ITCH 'H'; entries rejected 'H' while halted
   faults [drop= duplicate= reorder=]  set the feed's packet fault probabilities (0..1)
   drop-next COUNT                     drop the next COUNT feed packets (a deterministic gap)
   burst COUNT                         COUNT background operations at once
   background RATE                     background operations per second (0 stops the flow)
-  disconnect FIRM                     drop the firm's order-entry TCP connection
+  disconnect FIRM                     drop the firm's order-entry TCP connection (with cancel on
+                                      disconnect, its open orders are canceled 'Z')
   cancel-all [firm=] [symbol=]        the kill switch: cancel live orders (Canceled 'S')
   book SYMBOL                         the displayed book as the feed shows it, order by order
   end                                 end the trading day now

@@ -30,6 +30,7 @@ CANCEL_USER = "U"            # the firm's own cancel or reduce
 CANCEL_IOC = "I"             # unfilled remainder of an immediate-or-cancel or market order
 CANCEL_SUPERVISORY = "S"     # mass cancel by the exchange operator (kill switch)
 CANCEL_TIMEOUT = "T"         # day order expired at the close
+CANCEL_SYSTEM = "Z"          # "system cancel": the firm's session was lost and it has cancel on disconnect
 
 # OUCH Rejected reasons the engine uses.
 REJECT_HALTED = "H"

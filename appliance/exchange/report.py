@@ -46,6 +46,7 @@ class FirmLedger:
         self.fills: list[dict] = []
         self.rejects: list[dict] = []
         self.cancel_rejects = 0
+        self.canceled_by_reason: dict[str, int] = {}     # OUCH cancel reason -> shares
         self.positions: dict[str, int] = {}
         self.bought = 0
         self.sold = 0
@@ -70,7 +71,9 @@ class FirmLedger:
             self.orders[token] = OrderRecord(token, symbol, "B" if side == "B" else "S", price, shares, tif, display,
                                              ref)
         elif kind is Canceled:
-            self.orders[event[1]].canceled += event[2]
+            _firm, token, shares, reason = event
+            self.orders[token].canceled += shares
+            self.canceled_by_reason[reason] = self.canceled_by_reason.get(reason, 0) + shares
         elif kind is Replaced:
             _firm, token, previous, side, shares, symbol, price, tif, display, ref, state = event
             old = self.orders[previous]
@@ -87,6 +90,7 @@ class FirmLedger:
         body = {"firm": self.firm, "orders_accepted": len(self.orders), "rejects": len(self.rejects),
                 "cancel_rejects": self.cancel_rejects, "fills": len(self.fills), "bought": self.bought,
                 "sold": self.sold, "positions": dict(sorted(self.positions.items())),
+                "canceled_shares_by_reason": dict(sorted(self.canceled_by_reason.items())),
                 "open_orders": sum(1 for o in self.orders.values() if o.leaves)}
         if include_orders:
             body["order_list"] = [o.as_dict() for o in self.orders.values()]

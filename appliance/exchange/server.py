@@ -3,7 +3,11 @@
 - Order entry: a SoupBinTCP server; each connection is a ``ServerSession`` bound at login to
   its firm's store (one live connection per firm: a second login for a firm already
   connected is refused with 'S'). Client OUCH messages go to ``Venue.client_message``; after
-  every request the connections of the firms whose stores grew are pumped.
+  every request the connections of the firms whose stores grew are pumped. Every way a
+  logged-in connection ends (close, reset, peer timeout, ``disconnect``, logout, protocol
+  error) arrives at ``connection_lost``, which tells the venue (``Venue.session_lost``: cancel
+  on disconnect) before the firm can log in again, and logs one line saying why and what
+  became of the firm's open orders.
 - Market data: the venue's ``MoldPublisher`` sends each packet by UDP to every configured
   subscriber, or to the multicast group. A send the kernel refuses is counted, never raised.
 - Re-requests: a UDP endpoint answering MoldUDP64 requests from the message store.
@@ -86,6 +90,7 @@ class OrderEntryConnection(asyncio.Protocol):
                                      peer_timeout_ns=exchange.config.order_entry.peer_timeout_ms * 1_000_000)
         self.transport: asyncio.Transport | None = None
         self.firm: str | None = None
+        self.end_reason: str | None = None      # why the session ended, when the server knows before TCP does
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -111,8 +116,10 @@ class OrderEntryConnection(asyncio.Protocol):
                 exchange.log(f"login refused for {event.username!r}: reason {event.reason}")
             elif kind is ProtocolError:
                 exchange.protocol_errors += 1
+                self.end_reason = self.end_reason or "protocol error"
                 exchange.log(f"protocol error from {self.firm or 'a client'}: {event.error}")
             elif kind is LoggedOut:
+                self.end_reason = self.end_reason or "logout"
                 exchange.log(f"logout {self.firm}")
         exchange.pump_touched()
         self.flush()
@@ -127,6 +134,7 @@ class OrderEntryConnection(asyncio.Protocol):
     def tick(self, now_ns: int) -> None:
         for event in self.session.tick(now_ns):
             if type(event) is PeerTimedOut:
+                self.end_reason = self.end_reason or "peer timeout"
                 self.exchange.log(f"session {self.firm or '(not logged in)'} timed out")
         self.flush()
         if self.session.state == "closed" and self.transport is not None:
@@ -134,13 +142,17 @@ class OrderEntryConnection(asyncio.Protocol):
 
     def disconnect(self) -> None:
         if self.transport is not None:
+            self.end_reason = self.end_reason or "disconnect command"
             self.transport.abort()
 
     def connection_lost(self, exc) -> None:
         self.session.connection_lost()
-        self.exchange.connections.discard(self)
-        if self.firm is not None and self.exchange.by_firm.get(self.firm) is self:
-            del self.exchange.by_firm[self.firm]
+        exchange = self.exchange
+        exchange.connections.discard(self)
+        if self.firm is not None and exchange.by_firm.get(self.firm) is self:
+            del exchange.by_firm[self.firm]
+            why = self.end_reason or (f"connection reset: {exc}" if exc is not None else "connection closed")
+            exchange.session_lost(self.firm, why)
 
 
 class RerequestEndpoint(asyncio.DatagramProtocol):
@@ -178,7 +190,8 @@ class ExchangeServer:
                            max_shares=config.max_shares, max_payload=config.market_data.max_payload,
                            heartbeat_interval_ns=config.market_data.heartbeat_interval_ms * 1_000_000,
                            faults=FeedFaults(f.drop, f.duplicate, f.reorder, f.seed), records=self.records,
-                           background=self.flow)
+                           background=self.flow,
+                           cancel_on_disconnect=[f.username for f in config.firms if f.cancel_on_disconnect])
         self.rerequests = RerequestServer(config.market_data.session, self.venue.store, lambda *_: None,
                                           max_payload=config.market_data.max_payload)
         self._passwords = {firm.username: firm.password for firm in config.firms}
@@ -212,6 +225,19 @@ class ExchangeServer:
                     connection.session.pump(now)
                     connection.flush()
             touched.clear()
+
+    def session_lost(self, firm: str, why: str) -> None:
+        """A logged-in firm's connection is gone: cancel on disconnect, then one log line."""
+        venue = self.venue
+        if venue.state != "open":        # the day's end closes every connection; the close expired the orders
+            return
+        canceled = venue.session_lost(firm)
+        if canceled is None:
+            live = len(venue.engine.firms[firm].live) if firm in venue.engine.firms else 0
+            self.log(f"session {firm} lost ({why}): cancel on disconnect off, {live} open orders stay")
+        else:
+            self.log(f"session {firm} lost ({why}): cancel on disconnect: {canceled} open orders canceled")
+        self.pump_touched()
 
     def disconnect(self, firm: str) -> bool:
         connection = self.by_firm.get(firm)
@@ -362,7 +388,9 @@ class ExchangeServer:
                            "messages_resent": self.rerequests.messages_resent},
             "background": {"rate": self.flow.rate, **self.flow.counters},
             "sessions": {firm: {"connected": firm in self.by_firm,
-                                "messages": venue.stores[firm].next_sequence_number - 1}
+                                "messages": venue.stores[firm].next_sequence_number - 1,
+                                "cancel_on_disconnect": firm in venue.cancel_on_disconnect,
+                                "canceled_on_disconnect": venue.canceled_on_disconnect[firm]}
                          for firm in venue.stores},
             "live_orders": {firm: len(f.live) for firm, f in venue.engine.firms.items()},
             "halted": sorted(s for s, b in venue.engine.books.items() if b.halted),

@@ -13,6 +13,17 @@ The trading day: ``open`` sends System Event 'O', one Stock Directory per symbol
 resting day orders (Canceled reason 'T', ITCH 'D'), sends 'M', 'E', 'C', the MoldUDP64
 end of session and OUCH System Event 'E', and ends every firm's session.
 
+Cancel on disconnect (per firm, ``cancel_on_disconnect``): the server calls ``session_lost``
+whenever a firm's logged-in session ends during the day, however it ended (TCP close or
+reset, peer timeout, the control socket's ``disconnect``, a protocol error, or the firm's own
+Logout Request: OUCH's cancel on disconnect is about the session being gone, and a firm that
+logged out is no more there to manage its orders than one that crashed). Every open order of
+such a firm is canceled like any other cancel, through ``_dispatch``: OUCH Canceled with
+reason 'Z' ("system cancel: this order was cancelled by the system"; 'S' stays the
+supervisory kill switch) into the firm's store, where the next login's replay finds it, ITCH
+'D' for the displayed ones, and the ledger. The end of the day is not a disconnect: by then
+``close`` has expired the orders ('T').
+
 Timestamps: one clock reading (epoch ns) per request; the wire carries ns since midnight.
 """
 from __future__ import annotations
@@ -26,7 +37,7 @@ from appliance.wire.errors import WireFormatError
 from appliance.wire.soupbintcp import SequencedStore
 
 from . import itch_encoder as ie
-from .events import CANCEL_TIMEOUT, MARKET_DATA, Accepted, CancelReject, Replaced
+from .events import CANCEL_SYSTEM, CANCEL_TIMEOUT, MARKET_DATA, Accepted, CancelReject, Replaced
 from .itch_encoder import ItchEncoder, ns_since_midnight
 from .market_data import FeedFaults, MessageStore, MoldPublisher
 from .matching import MatchingEngine
@@ -45,6 +56,8 @@ class VenueCounters:
     modify_unsupported: int = 0      # Modify Order answered with Cancel Reject
     background_operations: int = 0
     operator_actions: int = 0
+    cancel_on_disconnect_sessions: int = 0   # lost sessions of firms with cancel on disconnect, during the day
+    cancel_on_disconnect_orders: int = 0     # open orders those cancelled
 
 
 class Venue:
@@ -54,12 +67,17 @@ class Venue:
                  send_packet: Callable[[bytes], None], max_shares: int = 1_000_000,
                  max_payload: int = moldudp64.DEFAULT_MAX_PAYLOAD, heartbeat_interval_ns: int = 1_000_000_000,
                  faults: FeedFaults | None = None, records: Records | None = None, background=None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 cancel_on_disconnect: Iterable[str] = (), clock: Callable[[], int] = time.time_ns) -> None:
         symbols = list(symbols)
         self.session = session
         self.clock = clock
         self.engine = MatchingEngine([s for s, _ in symbols], max_shares=max_shares)
         self.firms = dict(firms)                       # username -> mpid
+        self.cancel_on_disconnect = frozenset(cancel_on_disconnect)
+        unknown = self.cancel_on_disconnect - set(self.firms)
+        if unknown:
+            raise ValueError(f"cancel_on_disconnect names unknown firm(s) {', '.join(sorted(unknown))}")
+        self.canceled_on_disconnect = {firm: 0 for firm in self.firms}   # orders, per firm, for the status
         mpids = dict(self.firms)
         if background is not None:
             mpids.setdefault(background.firm, background.firm[:4].upper().ljust(4, "X"))
@@ -197,6 +215,28 @@ class Venue:
             events = self.engine.cancel_all(firm=firm, symbol=s)
             canceled += sum(1 for e in events if e.family != MARKET_DATA)
             self._operator(events, s)
+        return canceled
+
+    def session_lost(self, firm: str) -> int | None:
+        """The firm's logged-in order-entry session ended during the day (any cause but the close).
+
+        With cancel on disconnect, every open order of the firm is canceled (reason 'Z') and the
+        number canceled is returned; without it, None (its orders stay resting).
+        """
+        if firm not in self.cancel_on_disconnect:
+            return None
+        if self.state != "open":
+            return 0
+        canceled = 0
+        for symbol in self.itch.symbols:
+            events = self.engine.cancel_all(firm=firm, symbol=symbol, reason=CANCEL_SYSTEM)
+            if events:
+                canceled += sum(1 for e in events if e.family != MARKET_DATA)
+                self._dispatch(events, self.itch.locate[symbol], self.clock())
+        self.publisher.flush()
+        self.counters.cancel_on_disconnect_sessions += 1
+        self.counters.cancel_on_disconnect_orders += canceled
+        self.canceled_on_disconnect[firm] += canceled
         return canceled
 
     def _operator(self, events: list, symbol: str) -> bool:

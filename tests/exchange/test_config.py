@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from appliance.exchange import config as cfg
 from appliance.exchange.config import (
@@ -105,6 +106,30 @@ def test_omitted_sections_and_keys_take_the_defaults():
         assert getattr(config, name) == getattr(default, name), name
     assert config.symbols == (SymbolConfig("AAPL", 1900000, 100),)
     assert config.firms == (FirmConfig("ALGO1", "secret1", "ALGO"),)   # mpid from the username
+
+
+def test_cancel_on_disconnect_is_per_firm_and_off_unless_asked():
+    config = parse_config(BASE + "  - {username: ALGO2, password: secret2, cancel_on_disconnect: true}\n"
+                                 "  - {username: ALGO3, password: secret3, cancel_on_disconnect: false}\n")
+    assert [(f.username, f.cancel_on_disconnect) for f in config.firms] == [
+        ("ALGO1", False), ("ALGO2", True), ("ALGO3", False)]
+    assert FirmConfig("ALGO1", "secret1", "ALGO").cancel_on_disconnect is False
+    assert parse_config(config.to_yaml()) == config
+    assert default_config().with_overrides(
+        firms=(FirmConfig("ALGO1", "secret1", "ALGO", cancel_on_disconnect=True),)).firms[0].cancel_on_disconnect
+    with pytest.raises(ConfigError) as info:
+        default_config().with_overrides(firms=(FirmConfig("ALGO1", "secret1", "ALGO", cancel_on_disconnect="yes"),))
+    assert info.value.key_path == "firms[0].cancel_on_disconnect"
+
+
+def test_the_default_config_shows_cancel_on_disconnect_off_for_every_firm():
+    document = yaml.safe_load(DEFAULT_CONFIG_YAML)
+    assert [firm["cancel_on_disconnect"] for firm in document["firms"]] == [False, False]
+    assert any(line.startswith("# cancel_on_disconnect:") for line in DEFAULT_CONFIG_YAML.splitlines())
+    out = subprocess.run([sys.executable, "-m", "appliance", "exchange", "default-config"], check=True,
+                         capture_output=True, text=True, timeout=60, cwd=ROOT).stdout
+    assert out == DEFAULT_CONFIG_YAML
+    assert [f.cancel_on_disconnect for f in parse_config(out).firms] == [False, False]
 
 
 def test_a_null_section_takes_the_defaults():
@@ -291,6 +316,15 @@ BAD_DOCUMENTS = [
     ("records directory empty", BASE + 'records: {directory: ""}\n', "records.directory", 6, "must not be empty"),
     ("control socket too long", BASE + f"control: {{socket: /tmp/{'s' * 103}}}\n", "control.socket", 6,
      "path is 108 bytes; a UNIX socket path holds at most 107"),
+    ("cancel_on_disconnect a string", BASE.replace("secret1}", "secret1, cancel_on_disconnect: always}"),
+     "firms[0].cancel_on_disconnect", 5, "expected true or false, got a string"),
+    ("cancel_on_disconnect a number",
+     BASE + "  - username: ALGO2\n    password: secret2\n    cancel_on_disconnect: 1\n",
+     "firms[1].cancel_on_disconnect", 8, "expected true or false, got an integer"),
+    ("cancel_on_disconnect null", BASE.replace("secret1}", "secret1, cancel_on_disconnect: null}"),
+     "firms[0].cancel_on_disconnect", 5, "expected true or false, got null"),
+    ("cancel_on_disconnect misspelt", BASE.replace("secret1}", "secret1, cancel_on_disconect: true}"),
+     "firms[0].cancel_on_disconect", 5, "unknown key (allowed: username, password, mpid, cancel_on_disconnect)"),
 ]
 
 

@@ -224,3 +224,27 @@ def test_parse_inbound_keeps_the_fields_the_engine_needs():
     assert kind == "O" and values[:6] == ("ABC", "T", 200, "MSFT", 123_400, 99998)
     with pytest.raises(WireFormatError):
         parse_inbound(b"O")
+
+
+def test_session_lost_cancels_the_firms_open_orders_only_with_cancel_on_disconnect():
+    venue, _ = make_venue(cancel_on_disconnect=["ALGO1"])
+    venue.open()
+    venue.client_message("ALGO1", enter("K1", "B", 300, "AAPL", 1_890_000))
+    venue.client_message("ALGO1", enter("K2", "S", 100, "MSFT", 4_300_000, display="N"))
+    venue.client_message("ALGO2", enter("R1", "S", 100, "AAPL", 1_900_000))
+    ouch_first, itch_first = venue.stores["ALGO1"].next_sequence_number, venue.store.next_sequence
+    assert venue.session_lost("ALGO2") is None                    # off: nothing happens
+    assert len(venue.engine.firms["ALGO2"].live) == 1 and venue.stores["ALGO2"].next_sequence_number == 3
+    assert venue.session_lost("ALGO1") == 2
+    assert [strip(m, "order_token") | {"token": m["order_token"]} for m in ouch_since(venue, "ALGO1", ouch_first)] \
+        == [{"type": "C", "token": "K1", "decrement_shares": 300, "reason": "Z"},
+            {"type": "C", "token": "K2", "decrement_shares": 100, "reason": "Z"}]
+    assert [m["type"] for m in itch_since(venue, itch_first)] == ["D"]          # K2 was never on the feed
+    assert venue.engine.firms["ALGO1"].live == {} and venue.canceled_on_disconnect == {"ALGO1": 2, "ALGO2": 0}
+    assert (venue.counters.cancel_on_disconnect_sessions, venue.counters.cancel_on_disconnect_orders) == (1, 2)
+    assert venue.ledgers["ALGO1"].canceled_by_reason == {"Z": 400}
+    assert venue.session_lost("ALGO1") == 0                       # a second loss finds nothing open
+    venue.close()
+    assert venue.session_lost("ALGO1") == 0 and venue.counters.cancel_on_disconnect_sessions == 2
+    with pytest.raises(ValueError, match="unknown firm"):
+        make_venue(cancel_on_disconnect=["NOBODY"])
