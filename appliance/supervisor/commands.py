@@ -133,6 +133,10 @@ def render(s: dict, supervisor: dict | None) -> str:
         lines += ["", f"{'symbol':<8}{'position':>9}{'orders':>8}{'fills':>7}{'rejects':>8}{'open':>6}"
                       f"{'P&L':>12}  book"]
         for symbol, v in s["symbols"].items():
+            if v.get("unreadable"):
+                lines.append(f"{symbol:<8}  {' and '.join(v['unreadable'])} unreadable: its writer died mid-write "
+                             f"(rewritten when it restarts)")
+                continue
             lines.append(f"{symbol:<8}{v['position']:>+9d}{v['orders_sent']:>8}{v['fills']:>7}{v['rejects']:>8}"
                          f"{v['open_orders']:>6}{v['pnl']:>+12.2f}  {v['book']}")
         t = s["totals"]

@@ -9,6 +9,7 @@ path; everything it starts is stopped and removed by ``close`` (also after a fai
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import signal
 import socket
@@ -46,7 +47,8 @@ class Sandbox:
                  seed: int = 7, faults: dict | None = None, gentle_idle: bool = True,
                  params: dict | None = None, exchange: dict | None = None, env: dict | None = None):
         """``params``: per process, extra params merged over the repository layout's;
-        ``exchange``: sections merged over the exchange's embedded default config."""
+        ``exchange``: sections merged over the exchange's embedded default config (``firms``:
+        {username: {field: value}} over the default firms)."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name or f"sbx{uuid.uuid4().hex[:8]}"
@@ -103,9 +105,14 @@ class Sandbox:
             overrides["market_data"]["session"] = session
         if self.faults:
             overrides["faults"] = self.faults
+        base = default_config()
         for section, values in self.exchange_sections.items():
-            overrides[section] = {**overrides.get(section, {}), **values}
-        config = default_config().with_overrides(**overrides)
+            if section == "firms":                 # {username: {field: value}} over the default firms
+                overrides["firms"] = tuple(dataclasses.replace(firm, **values.get(firm.username, {}))
+                                           for firm in base.firms)
+            else:
+                overrides[section] = {**overrides.get(section, {}), **values}
+        config = base.with_overrides(**overrides)
         config_path = self.dir / f"exchange-{run}.yaml"
         config_path.write_text(config.to_yaml())
         self.exchange_runs.append(records)

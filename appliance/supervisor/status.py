@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from appliance.messages.codes import ClockState, GateReason, RiskState, name_of
+from appliance.runtime.seqlock import TornRead
 
 PRICE_SCALE = 10_000
 
@@ -59,7 +60,14 @@ def build_status(layout, memory) -> dict:
     if "positions" in kinds and "market_state" in kinds:
         positions, market = memory.positions_reader(), memory.market_state_reader()
         for sid, symbol in enumerate(layout.symbols):
-            p, m = positions.read(sid), market.read(sid)
+            p, m = _read(positions, sid), _read(market, sid)
+            if p is None or m is None:          # its writer died mid-write; its restart rewrites the slot
+                symbols[symbol] = {"position": None if p is None else p.position,
+                                   "book": "unreadable (its writer died mid-write)" if m is None else
+                                   ",".join(m.flag_names) or "live",
+                                   "unreadable": [name for name, v in (("positions", p), ("market_state", m))
+                                                  if v is None]}
+                continue
             mark = (m.bid_price + m.ask_price) // 2 if m.bid_price and m.ask_price else m.last_trade_price
             unrealized = p.unrealized_pnl(mark) / PRICE_SCALE
             realized = p.realized_pnl / PRICE_SCALE
@@ -80,10 +88,18 @@ def build_status(layout, memory) -> dict:
     return status
 
 
+def _read(table, sid: int):
+    try:
+        return table.read(sid)
+    except TornRead:
+        return None
+
+
 def one_line(status: dict) -> str:
     gate = "OPEN" if status["gate"]["open"] else "CLOSED(" + ",".join(r.lower() for r in status["gate"]["reasons"]) + ")"
     t = status["totals"]
-    positions = " ".join(f"{s}{v['position']:+d}" for s, v in status["symbols"].items() if v["position"])
+    positions = " ".join(f"{s}{v['position']:+d}" if v["position"] is not None else f"{s}?"
+                         for s, v in status["symbols"].items() if v["position"] != 0)
     line = (f"gate {gate} | orders {t['orders_sent']} fills {t['fills']} rejects {t['rejects']} | "
             f"pos {positions or 'flat'} | P&L {t['pnl']:+.2f}")
     t2t = status.get("tick_to_trade", {}).get("tick_to_trade")
