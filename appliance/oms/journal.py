@@ -145,7 +145,8 @@ def _crc_ok(buffer, offset: int, length: int, stored: int) -> bool:
 
 
 def _last_nonzero(buffer, start: int, size: int) -> int:
-    """One past the last non-zero byte in [start, size), or ``start`` when all zero."""
+    """One past the last non-zero byte in [start, size), or ``start`` when all zero (of a copy
+    taken chunk by chunk, so a writer appending meanwhile cannot make it fail)."""
     import numpy as np
     if start >= size:
         return start
@@ -154,7 +155,9 @@ def _last_nonzero(buffer, start: int, size: int) -> int:
     end = len(data)
     while end > 0:
         begin = max(0, end - chunk)
-        nz = np.flatnonzero(data[begin:end])
+        # a copy: the OMS may be appending to this very file (appliance audit on a live journal),
+        # and numpy refuses to count what changes under it
+        nz = np.flatnonzero(np.array(data[begin:end]))
         if nz.size:
             return start + begin + int(nz[-1]) + 1
         end = begin
@@ -275,16 +278,30 @@ def _check_file_header(path: str, buffer) -> dict:
     return header
 
 
+LIVE_READ_ATTEMPTS = 5
+
+
 def read_records(path: str, *, skip_corrupt: bool = True) -> tuple[list[JournalRecord], ScanResult, dict]:
-    """Every valid record of a journal file, read-only (nothing is truncated): the audit export."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < FILE_HEADER_SIZE:
-            raise JournalError(f"{path}: {size} bytes is too short for a journal")
-        with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as mm:
-            header = _check_file_header(path, mm)
-            found = scan(mm, size, skip_corrupt=skip_corrupt)
-            records = [_record_at(mm, offset) for offset in found.offsets]
+    """Every valid record of a journal file, read-only (nothing is truncated): the audit export.
+
+    The OMS may be appending to the file meanwhile: a record caught half-written looks corrupt
+    with whole records after it. Such a read is taken again (a corrupt record on disk stays
+    corrupt; one in progress is whole the next time), so the records returned are the journal
+    as it was at one moment, unless the file really is corrupt."""
+    for attempt in range(LIVE_READ_ATTEMPTS):
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < FILE_HEADER_SIZE:
+                raise JournalError(f"{path}: {size} bytes is too short for a journal")
+            with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as mm:
+                header = _check_file_header(path, mm)
+                found = scan(mm, size, skip_corrupt=skip_corrupt)
+                records = [_record_at(mm, offset) for offset in found.offsets]
+        if not found.corrupt or attempt == LIVE_READ_ATTEMPTS - 1:
+            return records, found, header
+        first_bad = found.corrupt[0][0]
+        if not any(offset > first_bad for offset in found.offsets):
+            return records, found, header          # only the tail: what a live or torn journal ends with
     return records, found, header
 
 

@@ -195,3 +195,35 @@ def test_down_cancels_logs_out_removes_segments_and_leaves_no_process(sandbox):
         assert not os.path.exists(segment_path(spec))
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}"), f"process {pid} left running"
+
+
+def test_with_cancel_on_disconnect_a_killed_omss_orders_are_gone_and_its_replay_says_so(sandbox):
+    from appliance.oms import events as ev
+    from appliance.oms.events import RecordType, SessionEvent
+    from appliance.oms.journal import read_records
+    from appliance.oms.recovery import rebuild
+    from appliance.wire import ouch
+    sb = sandbox(background_rate=2000, seed=19, exchange={"firms": {FIRM: {"cancel_on_disconnect": True}}})
+    wait_until(lambda: sb.control()["oms_open_orders"] > 0, 60, message="quotes resting")
+    pid = sb.pid_of("oms")
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: sb.pid_of("oms") not in (0, pid), 60, message="oms restarted")
+    sb.wait_gate_open(90)
+    records, _found, _header = read_records(str(sb.journal))
+    starts = [i for i, r in enumerate(records)
+              if r.type == RecordType.SESSION and ev.parse_session(r.payload).event == SessionEvent.START]
+    restart = starts[-1]
+    open_at_restart = {o.token.decode() for o in rebuild(records[:restart], list(sb.layout.symbols)).book
+                       .open_orders_list()}
+    assert open_at_restart, "nothing was resting when the OMS died: the test proves nothing"
+    venue_cancels = {ouch.decode_outbound(r.message)["order_token"] for r in read_ouch_log(sb.records / f"ouch-{FIRM}.log")
+                     if r.direction == "O" and r.message[:1] == b"C" and ouch.decode_outbound(r.message)["reason"] == "Z"}
+    assert venue_cancels and venue_cancels <= open_at_restart, (venue_cancels, open_at_restart)
+    recovered = next(i for i, r in enumerate(records) if i > restart and r.type == RecordType.SESSION
+                     and ev.parse_session(r.payload).event == SessionEvent.RECOVERED)
+    still_open = {o.token.decode() for o in rebuild(records[:recovered], list(sb.layout.symbols)).book.open_orders_list()}
+    assert not still_open & open_at_restart, "ready before the replay said the dead OMS's orders were gone"
+    assert sb.ctl("status")["sessions"][FIRM]["canceled_on_disconnect"] == len(venue_cancels)
+    status, truth = flatten_and_report(sb)
+    assert truth["mine"] == truth["positions"]
+    assert sb.down() == 0
