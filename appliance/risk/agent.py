@@ -153,6 +153,7 @@ class RiskAgent(Agent):
         self._snapshot_retry_ns = cfg["snapshot_retry_ms"] * 1_000_000
         self._next_housekeeping = 0
         self._next_prune = 0
+        self._logged_without_id = 0
         self._next_snapshot_request = 0
         self._max_intents = cfg["max_intents_per_cycle"]
         self._max_reports = cfg["max_reports_per_cycle"]
@@ -193,7 +194,7 @@ class RiskAgent(Agent):
                       "snapshots_applied", "snapshot_reports_ignored", "kill_switch_trips", "resets",
                       "resets_refused", "commands", "commands_refused", "bad_commands", "limits_reloaded",
                       "limits_reload_failed", "approved_ring_full", "rejects_lost", "events_ring_full",
-                      "torn_reads", "order_pool_overflow"):
+                      "torn_reads", "order_pool_overflow", "orders_without_id", "orphans_opened"):
             c[label] = allocate(f"risk.{label}")
         for label in ("open_orders", "pnl", "gross_notional", "net_long_notional", "net_short_notional",
                       "peak_pnl"):
@@ -217,7 +218,9 @@ class RiskAgent(Agent):
                 (c["resets_refused"], lambda: control.resets_refused),
                 (c["commands_refused"], lambda: control.commands_refused),
                 (c["torn_reads"], lambda: engine.torn_reads),
-                (c["order_pool_overflow"], lambda: portfolio.pool_overflow)]
+                (c["order_pool_overflow"], lambda: portfolio.pool_overflow),
+                (c["orders_without_id"], lambda: portfolio.orders_without_id),
+                (c["orphans_opened"], lambda: portfolio.orphans_opened)]
 
     def _publish_counters(self) -> None:
         engine, c = self.engine, self.counters
@@ -432,6 +435,12 @@ class RiskAgent(Agent):
         if now_mono >= self._next_prune:
             self._next_prune = now_mono + 1_000_000_000
             engine.duplicates.prune(now)
+            without_id = engine.portfolio.orders_without_id
+            if without_id != self._logged_without_id:         # at most one line a second
+                log.error("%d order(s) reported with client order id 0 (bad reports): each counted as an open "
+                          "order until the next rebuild; the OMS must number orphans from ORPHAN_CLIENT_ID_BASE",
+                          without_id - self._logged_without_id)
+                self._logged_without_id = without_id
         self._publish_counters()
         return work
 

@@ -478,9 +478,11 @@ class RiskEngine:
 
         The rebuild rule: until SNAPSHOT_END, reports are applied in ring order like any other.
         The first snapshot report after (re)start clears positions and open orders (whatever came
-        before it is included in the snapshot); SNAPSHOT_END makes risk ready. Snapshot reports
-        arriving once risk is ready (the OMS answering a repeated request) are ignored: approvals
-        made since would otherwise be forgotten.
+        before it is included in the snapshot); a SNAPSHOT_ORDER naming the order it replaces is
+        that order's pending replace (``Portfolio.finish_snapshot``); SNAPSHOT_END makes risk
+        ready. Snapshot reports arriving once risk is ready (the OMS answering a repeated request)
+        are ignored: approvals made since would otherwise be forgotten. An order reported with
+        client id 0 is a BAD_REPORT, yet its shares are counted (``state``'s module text).
         """
         if SNAPSHOT_ORDER <= event <= SNAPSHOT_END:
             if self.ready:
@@ -491,6 +493,7 @@ class RiskEngine:
                 portfolio.clear()
                 self.in_snapshot = True
             if event == SNAPSHOT_END:
+                portfolio.finish_snapshot()
                 self.in_snapshot = False
                 self.snapshots_applied += 1
                 self.mark_ready(now)
@@ -500,13 +503,16 @@ class RiskEngine:
             if event == SNAPSHOT_POSITION:
                 portfolio.snapshot_position(symbol_id, position, cost_basis, realized)
                 return SNAPSHOT_APPLIED
-            if side != BUY and side != SELL and side != SELL_SHORT or not client_order_id:
+            if side != BUY and side != SELL and side != SELL_SHORT:
                 return BAD_REPORT
-            portfolio.snapshot_order(client_order_id, symbol_id, side, shares, price, strategy_id)
+            portfolio.snapshot_order(client_order_id, symbol_id, side, shares, price, strategy_id,
+                                     orig_client_order_id)
+            if not client_order_id:
+                return BAD_REPORT                                  # counted all the same (fail closed)
             self.seen_client_ids.add(client_order_id)
             return SNAPSHOT_APPLIED
         return self.portfolio.on_report(event, client_order_id, orig_client_order_id, symbol_id, leaves, price,
-                                        position, cost_basis, realized)
+                                        position, cost_basis, realized, side, strategy_id)
 
     def restart_rebuild(self) -> None:
         """Approve nothing until a (new) snapshot has been applied."""
