@@ -440,24 +440,35 @@ class RiskEngine:
 
     def record(self, action: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
                shares: int, price: int, strategy_id: int, now: int) -> None:
-        """Book an intent that passed ``check`` (cancels included: they count in the rate window)."""
+        """Book an intent that passed ``check``. Every message it sends counts in the rate window: a
+        NEW, a REPLACE or a CANCEL one, a CANCEL_ALL one per order the OMS will cancel for it (the
+        strategy's open orders in the symbol, or in every symbol, pending replacements included);
+        cancels over the rate still go out (counted in ``cancels_over_rate``)."""
         rate = self.rate
         if action == NEW:
             self.portfolio.add_order(client_order_id, symbol_id, side, shares, price, strategy_id)
             self.duplicates.seen_client_ids.add(client_order_id)
             self.duplicates.record_order((symbol_id, side, shares, price), now)
             self.approved += 1
+            rate.record(now)
         elif action == REPLACE:
             portfolio = self.portfolio
             portfolio.add_replace(portfolio.orders[orig_client_order_id], client_order_id, shares, price)
             self.duplicates.seen_client_ids.add(client_order_id)
             self.approved += 1
+            rate.record(now)
         else:
+            # a cancel is one message to the venue; a cancel-all is one per order the OMS will cancel
+            messages = 1 if action == CANCEL else self.portfolio.cancel_all_size(strategy_id, symbol_id)
             self.cancels += 1
-            if rate.full(now):
-                self.cancels_over_rate += 1
-                self.throttled += 1
-        rate.record(now)
+            over = messages - rate.limit if messages > rate.limit else 0     # beyond a whole window: all over
+            for _ in range(messages - over):
+                if rate.full(now):
+                    over += 1
+                rate.record(now)
+            if over:
+                self.cancels_over_rate += over
+                self.throttled += over
 
     def decide(self, action: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
                shares: int, price: int, time_in_force: int, strategy_id: int, now: int) -> int:
