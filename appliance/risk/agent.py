@@ -59,10 +59,10 @@ _PARAMS = {  # key -> (default, low, high)
     "max_reports_per_cycle": (256, 1, 100_000),
 }
 RISK_SOURCE = int(RejectSource.RISK)
-KILL, RESET, RELOAD_LIMITS, SET_REDUCING, SET_ACTIVE = (int(c) for c in (
+KILL, RESET, RELOAD_LIMITS, SET_REDUCING, SET_ACTIVE, KILL_SYMBOL, RESET_SYMBOL = (int(c) for c in (
     ControlCommand.KILL, ControlCommand.RESET, ControlCommand.RELOAD_LIMITS, ControlCommand.SET_REDUCING,
-    ControlCommand.SET_ACTIVE))
-MAX_POSITION_GAUGES = 64          # beyond that many symbols, positions are not published one by one
+    ControlCommand.SET_ACTIVE, ControlCommand.KILL_SYMBOL, ControlCommand.RESET_SYMBOL))
+MAX_POSITION_GAUGES = 64          # beyond that many symbols, positions and symbol latches are not published one by one
 
 
 def parse_params(params: dict | None, layout_path: str, key_path: str) -> dict:
@@ -194,10 +194,11 @@ class RiskAgent(Agent):
                       "snapshots_applied", "snapshot_reports_ignored", "kill_switch_trips", "resets",
                       "resets_refused", "commands", "commands_refused", "bad_commands", "limits_reloaded",
                       "limits_reload_failed", "approved_ring_full", "rejects_lost", "events_ring_full",
-                      "torn_reads", "order_pool_overflow", "orders_without_id", "orphans_opened"):
+                      "torn_reads", "order_pool_overflow", "orders_without_id", "orphans_opened", "symbol_kills",
+                      "symbol_resets"):
             c[label] = allocate(f"risk.{label}")
         for label in ("open_orders", "pnl", "gross_notional", "net_long_notional", "net_short_notional",
-                      "peak_pnl"):
+                      "peak_pnl", "symbols_killed"):
             c[label] = allocate(f"risk.{label}", CounterKind.GAUGE)
         for label in ("state", "ready", "kill_latched", "limits_crc32"):
             c[label] = allocate(f"risk.{label}", CounterKind.INFO)
@@ -205,6 +206,8 @@ class RiskAgent(Agent):
         symbols = self.context.layout.symbols
         self.position_gauges = [] if len(symbols) > MAX_POSITION_GAUGES else \
             [allocate(f"risk.position.{s}", CounterKind.GAUGE) for s in symbols]
+        self.symbol_killed_words = [] if len(symbols) > MAX_POSITION_GAUGES else \
+            [allocate(f"risk.symbol_killed.{s}", CounterKind.INFO) for s in symbols]
         c["limits_crc32"].set(self.limits.digest)
 
     def _cumulative_sources(self) -> list:
@@ -220,7 +223,9 @@ class RiskAgent(Agent):
                 (c["torn_reads"], lambda: engine.torn_reads),
                 (c["order_pool_overflow"], lambda: portfolio.pool_overflow),
                 (c["orders_without_id"], lambda: portfolio.orders_without_id),
-                (c["orphans_opened"], lambda: portfolio.orphans_opened)]
+                (c["orphans_opened"], lambda: portfolio.orphans_opened),
+                (c["symbol_kills"], lambda: control.symbol_trips),
+                (c["symbol_resets"], lambda: control.symbol_resets)]
 
     def _publish_counters(self) -> None:
         engine, c = self.engine, self.counters
@@ -236,6 +241,10 @@ class RiskAgent(Agent):
         c["kill_latched"].set(int(control.latched))
         for gauge, position in zip(self.position_gauges, portfolio.position):
             gauge.set(position)
+        kills = control.symbol_kills
+        c["symbols_killed"].set(len(kills))
+        for s, word in enumerate(self.symbol_killed_words):
+            word.set(1 if s in kills else 0)
         last = self._published_counts
         for i, (counter, read) in enumerate(self._cumulative):
             value = read()
@@ -371,7 +380,7 @@ class RiskAgent(Agent):
             offset = commands.peek()
             if offset < 0:
                 break
-            type_id, _version, _size, command, _pad, _argument, raw_operator, _t_ns = RISK_COMMAND.unpack_from(
+            type_id, _version, _size, command, _pad, argument, raw_operator, _t_ns = RISK_COMMAND.unpack_from(
                 buffer, offset)
             commands.release()
             done += 1
@@ -379,11 +388,12 @@ class RiskAgent(Agent):
             if type_id != RISK_COMMAND.type_id:
                 self.counters["bad_commands"].inc()
                 continue
-            self._command(command, _decode(raw_operator))
+            self._command(command, _decode(raw_operator), argument)
         return done
 
-    def _command(self, command: int, operator: str) -> None:
-        control = self.engine.control
+    def _command(self, command: int, operator: str, argument: int = 0) -> None:
+        engine = self.engine
+        control = engine.control
         now = time.time_ns()
         if command == KILL:
             if not control.trip(MANUAL, now, 0, operator):
@@ -402,6 +412,19 @@ class RiskAgent(Agent):
                 log.warning("trading state ACTIVE (by %s)", operator or "?")
             else:
                 log.warning("SET_ACTIVE by %s refused: HALTED (the kill switch needs a named reset)", operator or "?")
+        elif command == KILL_SYMBOL or command == RESET_SYMBOL:
+            symbols = self.context.layout.symbols
+            if not 0 <= argument < len(symbols):
+                self.counters["bad_commands"].inc()
+                log.warning("%s by %s ignored: symbol id %d is not in the layout (0..%d)",
+                            "KILL_SYMBOL" if command == KILL_SYMBOL else "RESET_SYMBOL", operator or "?", argument,
+                            len(symbols) - 1)
+            elif command == KILL_SYMBOL:
+                if not engine.kill_symbol(argument, operator, now):
+                    log.info("KILL_SYMBOL %s from %s: its kill switch is latched already", symbols[argument],
+                             operator or "?")
+            else:
+                engine.reset_symbol(argument, operator, now)
         else:
             self.counters["bad_commands"].inc()
             log.warning("unknown risk command %d from %s ignored", command, operator or "?")

@@ -9,8 +9,8 @@ Order of the checks (a reject stops at the first; see ``CHECK_ORDER``):
 
 1. well-formed: action, side, shares > 0, price > 0, client order id != 0, TIF -> BAD_ORDER;
    a symbol id outside the layout or without limits -> UNKNOWN_SYMBOL;
-2. the gateway: state not rebuilt -> NOT_READY; HALTED -> TRADING_HALTED; outside market hours ->
-   MARKET_CLOSED;
+2. the gateway: state not rebuilt -> NOT_READY; HALTED -> TRADING_HALTED; the symbol's own kill
+   switch latched (KILL_SYMBOL) -> SYMBOL_KILLED; outside market hours -> MARKET_CLOSED;
 3. a client order id approved before -> DUPLICATE_CLIENT_ID; a replace of an order that is not
    open (or is being replaced already) -> UNKNOWN_ORDER, of another symbol or side -> BAD_ORDER;
 4. size: shares < min -> MIN_SIZE, > max -> MAX_SHARES, not a round lot -> ROUND_LOT; price not on
@@ -72,10 +72,13 @@ CHECK_ORDER = (R.BAD_ORDER, R.UNKNOWN_SYMBOL, R.NOT_READY, R.TRADING_HALTED, R.S
                R.MAX_SHORT, R.GROSS_EXPOSURE, R.NET_EXPOSURE, R.SECTOR_CONCENTRATION, R.LEVERAGE)
 assert set(CHECK_ORDER) == set(RiskReason), "every reason code has its place in the check order"
 
+KILLED_ROW = ()      # symbol_rows entry of a symbol whose kill switch is latched: falsy like None (no limits)
+
 _BAD_ORDER = int(R.BAD_ORDER)
 _UNKNOWN_SYMBOL = int(R.UNKNOWN_SYMBOL)
 _NOT_READY = int(R.NOT_READY)
 _TRADING_HALTED = int(R.TRADING_HALTED)
+_SYMBOL_KILLED = int(R.SYMBOL_KILLED)
 _MARKET_CLOSED = int(R.MARKET_CLOSED)
 _DUPLICATE_CLIENT_ID = int(R.DUPLICATE_CLIENT_ID)
 _UNKNOWN_ORDER = int(R.UNKNOWN_ORDER)
@@ -142,7 +145,7 @@ class RiskEngine:
                  "portfolio", "control", "duplicates", "rate", "ready", "peak_pnl", "loss_floor", "hours_open",
                  "hours_valid_until_ns", "hours_valid_from_ns", "approved", "cancels", "cancels_over_rate",
                  "throttled", "torn_reads",
-                 "limits", "symbol_rows", "global_row", "max_gross", "max_net", "leverage_notional",
+                 "limits", "symbol_rows", "limit_rows", "global_row", "max_gross", "max_net", "leverage_notional",
                  "max_daily_loss", "max_drawdown", "max_open_orders", "allow_market_orders", "market_hours",
                  "seen_client_ids", "identical", "in_snapshot", "snapshots_applied", "snapshot_reports_ignored")
 
@@ -186,11 +189,12 @@ class RiskEngine:
         sector_of = [limits.sector_id_of(s) if limits.symbols[s] is not None else 0 for s in range(self.symbol_count)]
         sector_limit = [limits.sectors[name] for name in limits.sector_names]
         # one tuple per symbol, unpacked in one step by the check
-        self.symbol_rows = [None if sl is None else
+        self.limit_rows = [None if sl is None else
                             (sl.max_shares, sl.max_notional, sl.min_shares, sl.round_lot, sl.tick,
                              _collar_divisor(sl.collar_ppm), sl.collar_ppm, sl.collar_abs, sl.max_long, sl.max_short,
                              sector_of[s], sector_limit[sector_of[s]])
                             for s, sl in enumerate(limits.symbols)]
+        self._apply_symbol_kills()
         self.max_gross = limits.max_gross_notional
         self.max_net = limits.max_net_notional
         self.leverage_notional = limits.leverage_notional
@@ -216,6 +220,31 @@ class RiskEngine:
         self.control.configure_throttle(limits.throttle_kill_trips, limits.throttle_kill_window_ns)
         self.portfolio.set_sectors(sector_of, len(sector_limit))
         self._new_peak(self.peak_pnl)
+
+    # ------------------------------------------------------------------ one symbol's kill switch
+
+    def kill_symbol(self, s: int, operator: str, now: int, reason: str = "MANUAL") -> bool:
+        """Latch symbol ``s``'s kill switch (``TradingControl.kill_symbol``): its new orders and replaces
+        are SYMBOL_KILLED from now on. False if latched already."""
+        if not self.control.kill_symbol(s, self.symbols[s], now, operator, reason):
+            return False
+        self._apply_symbol_kills()
+        return True
+
+    def reset_symbol(self, s: int, operator: str, now: int) -> bool:
+        """Unlatch symbol ``s`` (a named reset; ``TradingControl.reset_symbol``)."""
+        if not self.control.reset_symbol(s, self.symbols[s], operator, now):
+            return False
+        self._apply_symbol_kills()
+        return True
+
+    def _apply_symbol_kills(self) -> None:
+        """The check's rows: the limits' rows, with KILLED_ROW for each latched symbol that has limits.
+        The check then finds a latched symbol with the test it makes anyway (``if not row``): a
+        per-symbol kill costs the orders of other symbols nothing."""
+        kills = self.control.symbol_kills
+        self.symbol_rows = [KILLED_ROW if row is not None and s in kills else row
+                            for s, row in enumerate(self.limit_rows)]
 
     # ------------------------------------------------------------------ market state
 
@@ -295,8 +324,12 @@ class RiskEngine:
         if symbol_id >= self.symbol_count:
             return _UNKNOWN_SYMBOL
         row = self.symbol_rows[symbol_id]
-        if row is None:
-            return _UNKNOWN_SYMBOL
+        if not row:                  # None: the symbol has no limits; KILLED_ROW: its kill switch is latched
+            if row is None:
+                return _UNKNOWN_SYMBOL
+            if not self.ready:
+                return _NOT_READY
+            return _TRADING_HALTED if self.control.state == HALTED else _SYMBOL_KILLED
         # 2. the gateway's own state
         if not self.ready:
             return _NOT_READY

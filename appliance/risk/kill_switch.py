@@ -7,6 +7,12 @@
 * ``reset`` needs a person: a non-empty operator name, recorded in the RESET event the OMS
   journals. Without one it is refused and counted. Reset returns to ACTIVE.
 * ``set_reducing`` / ``set_active`` move between ACTIVE and REDUCING, never out of a latched HALTED.
+* ``kill_symbol`` latches one symbol's kill switch (RTS 6 Art. 12: kill "any or all" orders):
+  its new orders and replaces are refused (SYMBOL_KILLED), cancels pass, a ControlEvent
+  KILL_SYMBOL (value = symbol id) asks the OMS to cancel its open orders; the trading state does
+  not change. ``reset_symbol`` needs a person's name like ``reset``. The two kinds of latch are
+  independent: a full ``reset`` leaves the symbol latches as they are (each was a decision about
+  one symbol, undone by name for that symbol), and a symbol reset does not unlatch the whole book.
 
 Every change of state appends a ControlEvent to ``events`` (the agent writes them to the OMS)
 and bumps ``epoch`` (the agent mirrors the state into the control words).
@@ -46,6 +52,9 @@ class TradingControl:
         self.resets_refused = 0
         self.commands_refused = 0
         self.reset_log: list[tuple[str, int]] = []     # (operator, t_ns) of every accepted reset
+        self.symbol_kills: dict[int, tuple[str, str, int]] = {}    # symbol id -> (reason, operator, t_ns) latched
+        self.symbol_trips = 0
+        self.symbol_resets = 0
         self._resume_state = int(RiskState.ACTIVE)     # where STARTING goes once the state is rebuilt
         self.throttle_trips = None
         self.configure_throttle(throttle_trips, throttle_window_ns)
@@ -151,6 +160,45 @@ class TradingControl:
         if window.full(now):           # this denial and the trips-1 before it all inside the window
             return self.trip(THROTTLE, now, window.limit)
         return False
+
+    # ------------------------------------------------------------------ one symbol's kill switch
+
+    def kill_symbol(self, s: int, name: str, now: int, operator: str = "", reason: str = MANUAL) -> bool:
+        """Latch symbol ``s``'s kill switch and ask the OMS to cancel its open orders (ControlEvent
+        KILL_SYMBOL, value = the symbol id, detail = its name); False if latched already (the first
+        reason and operator stay). The trading state does not change."""
+        if s in self.symbol_kills:
+            return False
+        self.symbol_kills[s] = (reason, operator, now)
+        self.symbol_trips += 1
+        self.events.append((int(ControlEventKind.KILL_SYMBOL), self.state, s, operator, name, now))
+        log.error("SYMBOL KILL SWITCH latched for %s: %s%s; new orders and replaces in %s refused (SYMBOL_KILLED), "
+                  "the OMS asked to cancel its open orders there; a named RESET_SYMBOL is needed", name, reason,
+                  f" by {operator}" if operator else "", name)
+        return True
+
+    def reset_symbol(self, s: int, name: str, operator: str, now: int) -> bool:
+        """Unlatch symbol ``s``; like ``reset``, refused (and counted) without an operator name or when
+        not latched. Independent of the whole-book kill switch: neither resets the other."""
+        operator = operator.strip()
+        if not operator:
+            self.resets_refused += 1
+            log.warning("symbol kill switch reset for %s refused: no operator name", name)
+            return False
+        if s not in self.symbol_kills:
+            self.commands_refused += 1
+            log.info("symbol reset of %s by %s ignored: its kill switch is not latched", name, operator)
+            return False
+        reason, by, since = self.symbol_kills.pop(s)
+        self.symbol_resets += 1
+        self.events.append((int(ControlEventKind.RESET_SYMBOL), self.state, s, operator, name, now))
+        log.warning("symbol kill switch for %s reset by %s (latched for %s%s since %d)", name, operator, reason,
+                    f" by {by}" if by else "", since)
+        return True
+
+    def symbols_killed(self) -> list[int]:
+        """The ids of the symbols whose kill switch is latched, in order."""
+        return sorted(self.symbol_kills)
 
     def take_events(self) -> list[tuple]:
         events, self.events = self.events, []

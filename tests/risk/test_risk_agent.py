@@ -189,10 +189,10 @@ class RiskUnderTest:
         return self.decide(Action.NEW, symbol, side, shares, price)
 
     # -- the supervisor
-    def command(self, command, operator: str = "") -> None:
+    def command(self, command, operator: str = "", argument: int = 0) -> None:
         slot = self.commands.claim()
         assert slot >= 0
-        RISK_COMMAND.pack_into(self.buffer, slot, int(command), 0, 0, operator.encode(), time.time_ns())
+        RISK_COMMAND.pack_into(self.buffer, slot, int(command), 0, argument, operator.encode(), time.time_ns())
         self.commands.commit()
 
     def wait_event(self, kind, after: int = 0) -> dict:
@@ -424,3 +424,45 @@ def test_unknown_params_stop_start_up(risk_factory):
     proc = risk.spawner.start(risk.layout.path, "risk")
     assert proc.wait(TIMEOUT) == 2
     assert "processes.risk.params.snapshot_retry_ms: must be 10..600000" in output_of(proc)
+
+
+def test_kill_symbol_latches_one_symbol_and_its_reset_needs_a_name(risk_factory):
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    assert risk.new(AAPL, B, 100) == 0
+    open_id = risk.approved_orders[-1]["client_order_id"]
+    risk.command(ControlCommand.KILL_SYMBOL, "alice", AAPL)
+    kill = risk.wait_event(ControlEventKind.KILL_SYMBOL)
+    assert (kill["value"], kill["operator"].rstrip(b"\0"), kill["detail"].rstrip(b"\0")) == (AAPL, b"alice", b"AAPL")
+    assert kill["state"] == RiskState.ACTIVE
+    wait_until(lambda: risk.counters()["risk.symbol_killed.AAPL"] == 1, TIMEOUT, message="AAPL published latched")
+    counters = risk.counters()
+    assert counters["risk.symbol_killed.MSFT"] == 0 and counters["risk.symbols_killed"] == 1
+    assert risk.words.get("risk_kill_latched") == 0 and risk.words.get("risk_state") == RiskState.ACTIVE
+    assert risk.new(AAPL, B, 100) == RiskReason.SYMBOL_KILLED
+    assert risk.decide(Action.REPLACE, AAPL, B, 200, orig=open_id) == RiskReason.SYMBOL_KILLED
+    assert risk.decide(Action.CANCEL, AAPL, B, 0, 0, orig=open_id) == 0
+    assert risk.new(MSFT, S, 100) == 0
+    risk.command(ControlCommand.KILL_SYMBOL, "mallory", 7)                      # no such symbol
+    risk.command(ControlCommand.RESET_SYMBOL, "", AAPL)                         # a reset needs a name
+    wait_until(lambda: risk.counters()["risk.resets_refused"] == 1 and risk.counters()["risk.bad_commands"] == 1,
+               TIMEOUT, message="the nameless reset and the unknown symbol refused")
+    assert risk.new(AAPL, B, 100) == RiskReason.SYMBOL_KILLED
+    risk.command(ControlCommand.KILL, "alice")
+    risk.command(ControlCommand.RESET, "bob")                                   # the whole book's reset
+    risk.wait_event(ControlEventKind.RESET)
+    assert risk.new(AAPL, B, 100) == RiskReason.SYMBOL_KILLED                  # leaves the symbol latched
+    events_before = len(risk.events)
+    risk.command(ControlCommand.RESET_SYMBOL, "bob", AAPL)
+    reset = risk.wait_event(ControlEventKind.RESET_SYMBOL, events_before)
+    assert (reset["value"], reset["operator"].rstrip(b"\0")) == (AAPL, b"bob")
+    assert risk.new(AAPL, B, 100) == 0
+    wait_until(lambda: risk.counters()["risk.symbol_killed.AAPL"] == 0, TIMEOUT, message="AAPL published free")
+    counters = risk.counters()
+    assert counters["risk.symbol_kills"] == 1 and counters["risk.symbol_resets"] == 1
+    risk.proc.send_signal(signal.SIGTERM)
+    assert risk.proc.wait(TIMEOUT) == 0
+    out = output_of(risk.proc)
+    assert "SYMBOL KILL SWITCH latched for AAPL: MANUAL by alice" in out
+    assert "symbol kill switch for AAPL reset by bob" in out and "symbol id 7 is not in the layout" in out
