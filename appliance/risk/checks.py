@@ -22,7 +22,8 @@ Order of the checks (a reject stops at the first; see ``CHECK_ORDER``):
    SYMBOL_HALTED, crossed -> BOOK_CROSSED, no mid and no last trade -> NO_REFERENCE_PRICE;
    outside the collar around the reference -> PRICE_COLLAR; shares x price > max -> MAX_NOTIONAL;
 7. loss: realized + unrealized below -max_daily_loss -> DAILY_LOSS, more than max_drawdown under
-   the day's peak -> DRAWDOWN; both latch the kill switch;
+   the day's peak -> DRAWDOWN; both latch the kill switch. After a restart the realized P&L is
+   the OMS's (its snapshot) and the peak max(the state file's, the rebuilt P&L);
 8. REDUCING and the order would grow the worst-case position -> TRADING_REDUCING;
 9. worst-case position beyond max_long / max_short -> MAX_LONG / MAX_SHORT;
 10. exposure (only for orders that add to it): gross notional -> GROSS_EXPOSURE, net notional ->
@@ -142,7 +143,8 @@ class RiskEngine:
 
     # slots: CPython keeps attribute loads fast only for up to 30 dict-held attributes
     __slots__ = ("symbols", "symbol_count", "market", "_ms_buffer", "_ms_seq_offsets", "_ms_load", "_ms_unpack",
-                 "portfolio", "control", "duplicates", "rate", "ready", "peak_pnl", "loss_floor", "hours_open",
+                 "portfolio", "control", "duplicates", "rate", "ready", "peak_pnl", "restored_peak", "loss_floor",
+                 "hours_open",
                  "hours_valid_until_ns", "hours_valid_from_ns", "approved", "cancels", "cancels_over_rate",
                  "throttled", "torn_reads",
                  "limits", "symbol_rows", "limit_rows", "global_row", "max_gross", "max_net", "leverage_notional",
@@ -167,6 +169,7 @@ class RiskEngine:
         self.snapshots_applied = 0
         self.snapshot_reports_ignored = 0
         self.peak_pnl = 0
+        self.restored_peak: int | None = None     # the day's peak from the state file (restarts)
         self.loss_floor = 0
         self.hours_open = True
         self.hours_valid_until_ns = self.hours_valid_from_ns = 0
@@ -237,6 +240,11 @@ class RiskEngine:
             return False
         self._apply_symbol_kills()
         return True
+
+    def restore_symbol_kill(self, s: int, reason: str, operator: str, t_ns: int, now: int) -> None:
+        """Symbol ``s`` was latched when the state file was written: latched again."""
+        self.control.restore_symbol_kill(s, self.symbols[s], reason, operator, t_ns, now)
+        self._apply_symbol_kills()
 
     def _apply_symbol_kills(self) -> None:
         """The check's rows: the limits' rows, with KILLED_ROW for each latched symbol that has limits.
@@ -572,10 +580,19 @@ class RiskEngine:
             return self.check_loss(now)
         return 0
 
+    def restore_peak(self, peak: int) -> None:
+        """The day's peak P&L as the state file kept it (a restart within the day)."""
+        self.restored_peak = peak
+        self._new_peak(peak)
+
     def mark_ready(self, now: int) -> None:
-        """The state is rebuilt: marks refreshed, the day's peak restarts at the current P&L."""
+        """The state is rebuilt: marks refreshed; the day's peak is the rebuilt P&L, or the peak the
+        state file kept if that is higher (a restart does not forgive a drawdown: the next
+        ``check_loss`` measures the rebuilt P&L against it)."""
         self.refresh_marks()
-        self._new_peak(self.portfolio.pnl())
+        pnl = self.portfolio.pnl()
+        restored = self.restored_peak
+        self._new_peak(pnl if restored is None or pnl > restored else restored)
         self.ready = True
         self.control.ready(now)
 
