@@ -3,7 +3,9 @@
 ``RiskEngine.check`` returns 0 (approve) or the ``RiskReason`` of the first check that fails;
 ``record`` then books an approved intent (open order, rate window, duplicate filters). Cancels
 and cancel-alls always pass (``check`` returns 0 without looking); ``record`` counts them in the
-rate window, and one over the rate is counted as throttled but still goes out.
+rate window (a cancel-all as the cancels the OMS will send for it: one per open order of the
+strategy in the symbol, or in all, a pending replace counting twice), and one over the rate is
+counted as throttled but still goes out.
 
 Order of the checks (a reject stops at the first; see ``CHECK_ORDER``):
 

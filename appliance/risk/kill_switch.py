@@ -1,12 +1,15 @@
 """Trading state and the kill switch: ACTIVE, REDUCING, HALTED, and who may undo a HALTED.
 
-* ``trip`` (a KILL command, the daily loss limit, the drawdown limit, or the throttle tripped
-  ``trips`` times inside its window) latches HALTED: only cancels pass, a ControlEvent KILL asks
+* ``trip`` (a KILL command, the daily loss limit, the drawdown limit, the throttle tripped
+  ``trips`` times inside its window, or the state file unreadable at start / not writable)
+  latches HALTED: only cancels pass, a ControlEvent KILL asks
   the OMS to cancel every open order, a log line says why. Tripping again while latched changes
   nothing (the first reason stays).
 * ``reset`` needs a person: a non-empty operator name, recorded in the RESET event the OMS
-  journals. Without one it is refused and counted. Reset returns to ACTIVE.
-* ``set_reducing`` / ``set_active`` move between ACTIVE and REDUCING, never out of a latched HALTED.
+  journals. Without one it is refused and counted. Reset returns to ACTIVE (not to a REDUCING
+  set before the kill: a trip clears it).
+* ``set_reducing`` / ``set_active`` move between ACTIVE and REDUCING, never out of a latched HALTED;
+  the operator who set REDUCING is kept (``reducing_by``) and persisted.
 * ``kill_symbol`` latches one symbol's kill switch (RTS 6 Art. 12: kill "any or all" orders):
   its new orders and replaces are refused (SYMBOL_KILLED), cancels pass, a ControlEvent
   KILL_SYMBOL (value = symbol id) asks the OMS to cancel its open orders; the trading state does
