@@ -3,14 +3,16 @@
 ``RiskEngine.check`` returns 0 (approve) or the ``RiskReason`` of the first check that fails;
 ``record`` then books an approved intent (open order, rate window, duplicate filters). Cancels
 and cancel-alls always pass (``check`` returns 0 without looking); ``record`` counts them in the
-rate window, and one over the rate is counted as throttled but still goes out.
+rate window (a cancel-all as the cancels the OMS will send for it: one per open order of the
+strategy in the symbol, or in all, a pending replace counting twice), and one over the rate is
+counted as throttled but still goes out.
 
 Order of the checks (a reject stops at the first; see ``CHECK_ORDER``):
 
 1. well-formed: action, side, shares > 0, price > 0, client order id != 0, TIF -> BAD_ORDER;
    a symbol id outside the layout or without limits -> UNKNOWN_SYMBOL;
-2. the gateway: state not rebuilt -> NOT_READY; HALTED -> TRADING_HALTED; outside market hours ->
-   MARKET_CLOSED;
+2. the gateway: state not rebuilt -> NOT_READY; HALTED -> TRADING_HALTED; the symbol's own kill
+   switch latched (KILL_SYMBOL) -> SYMBOL_KILLED; outside market hours -> MARKET_CLOSED;
 3. a client order id approved before -> DUPLICATE_CLIENT_ID; a replace of an order that is not
    open (or is being replaced already) -> UNKNOWN_ORDER, of another symbol or side -> BAD_ORDER;
 4. size: shares < min -> MIN_SIZE, > max -> MAX_SHARES, not a round lot -> ROUND_LOT; price not on
@@ -22,7 +24,8 @@ Order of the checks (a reject stops at the first; see ``CHECK_ORDER``):
    SYMBOL_HALTED, crossed -> BOOK_CROSSED, no mid and no last trade -> NO_REFERENCE_PRICE;
    outside the collar around the reference -> PRICE_COLLAR; shares x price > max -> MAX_NOTIONAL;
 7. loss: realized + unrealized below -max_daily_loss -> DAILY_LOSS, more than max_drawdown under
-   the day's peak -> DRAWDOWN; both latch the kill switch;
+   the day's peak -> DRAWDOWN; both latch the kill switch. After a restart the realized P&L is
+   the OMS's (its snapshot) and the peak max(the state file's, the rebuilt P&L);
 8. REDUCING and the order would grow the worst-case position -> TRADING_REDUCING;
 9. worst-case position beyond max_long / max_short -> MAX_LONG / MAX_SHORT;
 10. exposure (only for orders that add to it): gross notional -> GROSS_EXPOSURE, net notional ->
@@ -72,10 +75,13 @@ CHECK_ORDER = (R.BAD_ORDER, R.UNKNOWN_SYMBOL, R.NOT_READY, R.TRADING_HALTED, R.S
                R.MAX_SHORT, R.GROSS_EXPOSURE, R.NET_EXPOSURE, R.SECTOR_CONCENTRATION, R.LEVERAGE)
 assert set(CHECK_ORDER) == set(RiskReason), "every reason code has its place in the check order"
 
+KILLED_ROW = ()      # symbol_rows entry of a symbol whose kill switch is latched: falsy like None (no limits)
+
 _BAD_ORDER = int(R.BAD_ORDER)
 _UNKNOWN_SYMBOL = int(R.UNKNOWN_SYMBOL)
 _NOT_READY = int(R.NOT_READY)
 _TRADING_HALTED = int(R.TRADING_HALTED)
+_SYMBOL_KILLED = int(R.SYMBOL_KILLED)
 _MARKET_CLOSED = int(R.MARKET_CLOSED)
 _DUPLICATE_CLIENT_ID = int(R.DUPLICATE_CLIENT_ID)
 _UNKNOWN_ORDER = int(R.UNKNOWN_ORDER)
@@ -139,10 +145,11 @@ class RiskEngine:
 
     # slots: CPython keeps attribute loads fast only for up to 30 dict-held attributes
     __slots__ = ("symbols", "symbol_count", "market", "_ms_buffer", "_ms_seq_offsets", "_ms_load", "_ms_unpack",
-                 "portfolio", "control", "duplicates", "rate", "ready", "peak_pnl", "loss_floor", "hours_open",
+                 "portfolio", "control", "duplicates", "rate", "ready", "peak_pnl", "restored_peak", "loss_floor",
+                 "hours_open",
                  "hours_valid_until_ns", "hours_valid_from_ns", "approved", "cancels", "cancels_over_rate",
                  "throttled", "torn_reads",
-                 "limits", "symbol_rows", "global_row", "max_gross", "max_net", "leverage_notional",
+                 "limits", "symbol_rows", "limit_rows", "global_row", "max_gross", "max_net", "leverage_notional",
                  "max_daily_loss", "max_drawdown", "max_open_orders", "allow_market_orders", "market_hours",
                  "seen_client_ids", "identical", "in_snapshot", "snapshots_applied", "snapshot_reports_ignored")
 
@@ -164,6 +171,7 @@ class RiskEngine:
         self.snapshots_applied = 0
         self.snapshot_reports_ignored = 0
         self.peak_pnl = 0
+        self.restored_peak: int | None = None     # the day's peak from the state file (restarts)
         self.loss_floor = 0
         self.hours_open = True
         self.hours_valid_until_ns = self.hours_valid_from_ns = 0
@@ -186,11 +194,12 @@ class RiskEngine:
         sector_of = [limits.sector_id_of(s) if limits.symbols[s] is not None else 0 for s in range(self.symbol_count)]
         sector_limit = [limits.sectors[name] for name in limits.sector_names]
         # one tuple per symbol, unpacked in one step by the check
-        self.symbol_rows = [None if sl is None else
+        self.limit_rows = [None if sl is None else
                             (sl.max_shares, sl.max_notional, sl.min_shares, sl.round_lot, sl.tick,
                              _collar_divisor(sl.collar_ppm), sl.collar_ppm, sl.collar_abs, sl.max_long, sl.max_short,
                              sector_of[s], sector_limit[sector_of[s]])
                             for s, sl in enumerate(limits.symbols)]
+        self._apply_symbol_kills()
         self.max_gross = limits.max_gross_notional
         self.max_net = limits.max_net_notional
         self.leverage_notional = limits.leverage_notional
@@ -216,6 +225,36 @@ class RiskEngine:
         self.control.configure_throttle(limits.throttle_kill_trips, limits.throttle_kill_window_ns)
         self.portfolio.set_sectors(sector_of, len(sector_limit))
         self._new_peak(self.peak_pnl)
+
+    # ------------------------------------------------------------------ one symbol's kill switch
+
+    def kill_symbol(self, s: int, operator: str, now: int, reason: str = "MANUAL") -> bool:
+        """Latch symbol ``s``'s kill switch (``TradingControl.kill_symbol``): its new orders and replaces
+        are SYMBOL_KILLED from now on. False if latched already."""
+        if not self.control.kill_symbol(s, self.symbols[s], now, operator, reason):
+            return False
+        self._apply_symbol_kills()
+        return True
+
+    def reset_symbol(self, s: int, operator: str, now: int) -> bool:
+        """Unlatch symbol ``s`` (a named reset; ``TradingControl.reset_symbol``)."""
+        if not self.control.reset_symbol(s, self.symbols[s], operator, now):
+            return False
+        self._apply_symbol_kills()
+        return True
+
+    def restore_symbol_kill(self, s: int, reason: str, operator: str, t_ns: int, now: int) -> None:
+        """Symbol ``s`` was latched when the state file was written: latched again."""
+        self.control.restore_symbol_kill(s, self.symbols[s], reason, operator, t_ns, now)
+        self._apply_symbol_kills()
+
+    def _apply_symbol_kills(self) -> None:
+        """The check's rows: the limits' rows, with KILLED_ROW for each latched symbol that has limits.
+        The check then finds a latched symbol with the test it makes anyway (``if not row``): a
+        per-symbol kill costs the orders of other symbols nothing."""
+        kills = self.control.symbol_kills
+        self.symbol_rows = [KILLED_ROW if row is not None and s in kills else row
+                            for s, row in enumerate(self.limit_rows)]
 
     # ------------------------------------------------------------------ market state
 
@@ -295,8 +334,12 @@ class RiskEngine:
         if symbol_id >= self.symbol_count:
             return _UNKNOWN_SYMBOL
         row = self.symbol_rows[symbol_id]
-        if row is None:
-            return _UNKNOWN_SYMBOL
+        if not row:                  # None: the symbol has no limits; KILLED_ROW: its kill switch is latched
+            if row is None:
+                return _UNKNOWN_SYMBOL
+            if not self.ready:
+                return _NOT_READY
+            return _TRADING_HALTED if self.control.state == HALTED else _SYMBOL_KILLED
         # 2. the gateway's own state
         if not self.ready:
             return _NOT_READY
@@ -440,24 +483,35 @@ class RiskEngine:
 
     def record(self, action: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
                shares: int, price: int, strategy_id: int, now: int) -> None:
-        """Book an intent that passed ``check`` (cancels included: they count in the rate window)."""
+        """Book an intent that passed ``check``. Every message it sends counts in the rate window: a
+        NEW, a REPLACE or a CANCEL one, a CANCEL_ALL one per order the OMS will cancel for it (the
+        strategy's open orders in the symbol, or in every symbol, pending replacements included);
+        cancels over the rate still go out (counted in ``cancels_over_rate``)."""
         rate = self.rate
         if action == NEW:
             self.portfolio.add_order(client_order_id, symbol_id, side, shares, price, strategy_id)
             self.duplicates.seen_client_ids.add(client_order_id)
             self.duplicates.record_order((symbol_id, side, shares, price), now)
             self.approved += 1
+            rate.record(now)
         elif action == REPLACE:
             portfolio = self.portfolio
             portfolio.add_replace(portfolio.orders[orig_client_order_id], client_order_id, shares, price)
             self.duplicates.seen_client_ids.add(client_order_id)
             self.approved += 1
+            rate.record(now)
         else:
+            # a cancel is one message to the venue; a cancel-all is one per order the OMS will cancel
+            messages = 1 if action == CANCEL else self.portfolio.cancel_all_size(strategy_id, symbol_id)
             self.cancels += 1
-            if rate.full(now):
-                self.cancels_over_rate += 1
-                self.throttled += 1
-        rate.record(now)
+            over = messages - rate.limit if messages > rate.limit else 0     # beyond a whole window: all over
+            for _ in range(messages - over):
+                if rate.full(now):
+                    over += 1
+                rate.record(now)
+            if over:
+                self.cancels_over_rate += over
+                self.throttled += over
 
     def decide(self, action: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
                shares: int, price: int, time_in_force: int, strategy_id: int, now: int) -> int:
@@ -478,9 +532,11 @@ class RiskEngine:
 
         The rebuild rule: until SNAPSHOT_END, reports are applied in ring order like any other.
         The first snapshot report after (re)start clears positions and open orders (whatever came
-        before it is included in the snapshot); SNAPSHOT_END makes risk ready. Snapshot reports
-        arriving once risk is ready (the OMS answering a repeated request) are ignored: approvals
-        made since would otherwise be forgotten.
+        before it is included in the snapshot); a SNAPSHOT_ORDER naming the order it replaces is
+        that order's pending replace (``Portfolio.finish_snapshot``); SNAPSHOT_END makes risk
+        ready. Snapshot reports arriving once risk is ready (the OMS answering a repeated request)
+        are ignored: approvals made since would otherwise be forgotten. An order reported with
+        client id 0 is a BAD_REPORT, yet its shares are counted (``state``'s module text).
         """
         if SNAPSHOT_ORDER <= event <= SNAPSHOT_END:
             if self.ready:
@@ -491,6 +547,7 @@ class RiskEngine:
                 portfolio.clear()
                 self.in_snapshot = True
             if event == SNAPSHOT_END:
+                portfolio.finish_snapshot()
                 self.in_snapshot = False
                 self.snapshots_applied += 1
                 self.mark_ready(now)
@@ -500,13 +557,16 @@ class RiskEngine:
             if event == SNAPSHOT_POSITION:
                 portfolio.snapshot_position(symbol_id, position, cost_basis, realized)
                 return SNAPSHOT_APPLIED
-            if side != BUY and side != SELL and side != SELL_SHORT or not client_order_id:
+            if side != BUY and side != SELL and side != SELL_SHORT:
                 return BAD_REPORT
-            portfolio.snapshot_order(client_order_id, symbol_id, side, shares, price, strategy_id)
+            portfolio.snapshot_order(client_order_id, symbol_id, side, shares, price, strategy_id,
+                                     orig_client_order_id)
+            if not client_order_id:
+                return BAD_REPORT                                  # counted all the same (fail closed)
             self.seen_client_ids.add(client_order_id)
             return SNAPSHOT_APPLIED
         return self.portfolio.on_report(event, client_order_id, orig_client_order_id, symbol_id, leaves, price,
-                                        position, cost_basis, realized)
+                                        position, cost_basis, realized, side, strategy_id)
 
     def restart_rebuild(self) -> None:
         """Approve nothing until a (new) snapshot has been applied."""
@@ -522,10 +582,19 @@ class RiskEngine:
             return self.check_loss(now)
         return 0
 
+    def restore_peak(self, peak: int) -> None:
+        """The day's peak P&L as the state file kept it (a restart within the day)."""
+        self.restored_peak = peak
+        self._new_peak(peak)
+
     def mark_ready(self, now: int) -> None:
-        """The state is rebuilt: marks refreshed, the day's peak restarts at the current P&L."""
+        """The state is rebuilt: marks refreshed; the day's peak is the rebuilt P&L, or the peak the
+        state file kept if that is higher (a restart does not forgive a drawdown: the next
+        ``check_loss`` measures the rebuilt P&L against it)."""
         self.refresh_marks()
-        self._new_peak(self.portfolio.pnl())
+        pnl = self.portfolio.pnl()
+        restored = self.restored_peak
+        self._new_peak(pnl if restored is None or pnl > restored else restored)
         self.ready = True
         self.control.ready(now)
 

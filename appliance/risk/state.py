@@ -10,16 +10,32 @@ Open-order accounting (worst case):
 * an approved NEW is open from the moment risk approves it, with all its shares, until the OMS
   reports it CANCELED with nothing left, fully EXECUTED, REJECTED or REJECTED_LOCALLY;
 * an approved REPLACE keeps the order open at max(its leaves, the new size) until REPLACED
-  (then the new order's leaves) or the replacement's REJECTED (back to the leaves);
+  (then the new order's leaves) or the replacement's REJECTED (back to the leaves); both prices
+  count for the self-match check meanwhile;
 * worst-case long = position + open buy shares; worst-case short = position - open sell shares.
+
+The rebuild (``snapshot_order`` ... ``finish_snapshot``): the OMS sends every open order it holds.
+A replacement the venue has not acknowledged yet is one of them, with ``orig_client_order_id``
+naming the order it replaces (sent before or after it): it becomes that order's pending replace,
+exactly as if risk had approved it, so its REPLACED or REJECTED leaves one open order. A
+replacement whose original is not in the snapshot (already REPLACED: the OMS keeps the link)
+is an ordinary open order.
+
+Orders risk did not approve: orphans the OMS adopted from the venue carry client ids from
+``codes.ORPHAN_CLIENT_ID_BASE`` up, one each; the first report of one with shares left opens
+it, the report that leaves none closes it. A report with client id 0 names no order: a bad
+report. One with shares open (a snapshot order, an ACCEPTED) is still counted, each under an
+id of its own (negative, never a real one: ``orders_without_id``), because the shares are real;
+nothing can close it but the next rebuild (fail closed).
 
 Open orders live in a preallocated pool of ``OpenOrder`` records found by client order id.
 """
 from __future__ import annotations
 
-from appliance.messages.codes import ExecEvent, Side
+from appliance.messages.codes import ALL_SYMBOLS, ORPHAN_CLIENT_ID_BASE, ExecEvent, Side
 
 BUY = int(Side.BUY)
+SIDES = frozenset(int(side) for side in Side)
 ACCEPTED = int(ExecEvent.ACCEPTED)
 REPLACED = int(ExecEvent.REPLACED)
 CANCELED = int(ExecEvent.CANCELED)
@@ -38,7 +54,7 @@ POSITION_ONLY_EVENTS = frozenset((BROKEN, CANCEL_REJECTED, PENDING_TIMEOUT))
 # what on_report says about a report (the agent counts them)
 APPLIED = 0
 UNKNOWN_ORDER = 1        # an order event for a client order id risk does not hold open
-BAD_REPORT = 2           # unknown event code or symbol id out of range
+BAD_REPORT = 2           # unknown event code, symbol id out of range, bad side, or client order id 0
 SNAPSHOT_APPLIED = 3     # a SNAPSHOT_POSITION / SNAPSHOT_ORDER while rebuilding
 SNAPSHOT_COMPLETE = 4    # SNAPSHOT_END: the state is rebuilt
 SNAPSHOT_IGNORED = 5     # a snapshot report while not rebuilding (an answer to a repeated request)
@@ -77,7 +93,7 @@ class Portfolio:
                  "long_notional", "short_notional", "gross_notional", "unrealized", "sector_of", "sector_gross",
                  "long_total", "short_total", "gross_total", "unrealized_total", "realized_total", "orders",
                  "replacements", "open_count", "order_capacity", "free", "pool_overflow", "by_symbol",
-                 "own_bid", "own_ask")
+                 "own_bid", "own_ask", "snapshot_replacements", "orders_without_id", "orphans_opened")
 
     def __init__(self, symbol_count: int, order_capacity: int = 4096, sector_of: list[int] | None = None,
                  sector_count: int = 1):
@@ -108,6 +124,9 @@ class Portfolio:
         self.by_symbol: list[set] = [set() for _ in range(n)]   # open orders per symbol
         self.own_bid = [0] * n               # our highest open bid per symbol (0: none), pending replaces included
         self.own_ask = [NO_ASK] * n          # our lowest open ask per symbol (NO_ASK: none)
+        self.snapshot_replacements: list[tuple] = []   # pending replacements of the snapshot being received
+        self.orders_without_id = 0           # open orders reported with client id 0 (each its own negative id)
+        self.orphans_opened = 0              # orphans (ids >= ORPHAN_CLIENT_ID_BASE) opened by a live report
 
     # ------------------------------------------------------------------ derived values
 
@@ -241,7 +260,8 @@ class Portfolio:
             self.realized[s] = realized
 
     def on_report(self, event: int, client_order_id: int, orig_client_order_id: int, symbol_id: int,
-                  leaves: int, price: int, position: int, cost_basis: int, realized: int) -> int:
+                  leaves: int, price: int, position: int, cost_basis: int, realized: int, side: int = 0,
+                  strategy_id: int = 0) -> int:
         """Apply one ordinary ExecutionReport (not a snapshot one); returns APPLIED/UNKNOWN_ORDER/BAD_REPORT."""
         if not 0 <= symbol_id < self.symbol_count:
             return BAD_REPORT
@@ -251,13 +271,26 @@ class Portfolio:
         if event not in ORDER_EVENTS:
             return BAD_REPORT
         self.set_position(symbol_id, position, cost_basis, realized)
+        if not client_order_id:
+            if event == ACCEPTED and leaves > 0 and side in SIDES:
+                self._add_without_id(symbol_id, side, leaves, price, strategy_id)
+            return BAD_REPORT
         orders = self.orders
         if event == REPLACED:
             order = self.replacements.pop(client_order_id, None)
             if order is None:
                 order = orders.get(orig_client_order_id)
                 if order is None:
-                    return UNKNOWN_ORDER
+                    order = orders.get(client_order_id)      # open on its own (its original was gone at a rebuild)
+                    if order is None:
+                        return self._open_orphan(client_order_id, symbol_id, side, leaves, price, strategy_id)
+                    order.price = price
+                    self._own_prices(symbol_id)
+                    self._set_leaves(order, leaves)
+                    return APPLIED
+            other = orders.get(client_order_id)
+            if other is not None and other is not order:
+                self.close(other)                            # never two entries for one client order id
             if orders.get(order.client_order_id) is order:
                 del orders[order.client_order_id]
             if order.replacement_id and order.replacement_id != client_order_id:
@@ -287,9 +320,25 @@ class Portfolio:
             return APPLIED
         order = orders.get(client_order_id)
         if order is None:
-            return UNKNOWN_ORDER
+            return self._open_orphan(client_order_id, symbol_id, side, leaves, price, strategy_id)
         self._set_leaves(order, leaves)      # ACCEPTED, EXECUTED, CANCELED: what stays open
         return APPLIED
+
+    def _open_orphan(self, client_order_id: int, symbol_id: int, side: int, leaves: int, price: int,
+                     strategy_id: int) -> int:
+        """A report for an order risk does not hold: an orphan of the OMS's opens with its leaves."""
+        if client_order_id < ORPHAN_CLIENT_ID_BASE or leaves <= 0:
+            return UNKNOWN_ORDER
+        if side not in SIDES:
+            return BAD_REPORT
+        self.add_order(client_order_id, symbol_id, side, leaves, price, strategy_id)
+        self.orphans_opened += 1
+        return APPLIED
+
+    def _add_without_id(self, symbol_id: int, side: int, leaves: int, price: int, strategy_id: int) -> None:
+        """Shares open under client id 0: counted under an id no report can name (see the module's text)."""
+        self.orders_without_id += 1
+        self.add_order(-self.orders_without_id, symbol_id, side, leaves, price, strategy_id)
 
     # ------------------------------------------------------------------ rebuild from the OMS
 
@@ -298,6 +347,7 @@ class Portfolio:
         for order in list(self.orders.values()):
             self.close(order)
         self.replacements.clear()
+        self.snapshot_replacements = []
         n = self.symbol_count
         self.by_symbol = [set() for _ in range(n)]
         self.own_bid = [0] * n
@@ -314,12 +364,55 @@ class Portfolio:
         self.set_position(s, position, cost_basis, realized)
 
     def snapshot_order(self, client_order_id: int, symbol_id: int, side: int, leaves: int, price: int,
+                       strategy_id: int, orig_client_order_id: int = 0) -> None:
+        """One open order of the OMS's snapshot. One that names the order it replaces waits for
+        ``finish_snapshot`` (its original may come later). Client id 0: counted on its own."""
+        if not client_order_id:
+            if leaves > 0:
+                self._add_without_id(symbol_id, side, leaves, price, strategy_id)
+            return
+        if orig_client_order_id and orig_client_order_id != client_order_id:
+            self.snapshot_replacements.append((client_order_id, orig_client_order_id, symbol_id, side, leaves, price,
+                                               strategy_id))
+            return
+        self._snapshot_open(client_order_id, symbol_id, side, leaves, price, strategy_id)
+
+    def _snapshot_open(self, client_order_id: int, symbol_id: int, side: int, leaves: int, price: int,
                        strategy_id: int) -> None:
         existing = self.orders.get(client_order_id)
         if existing is not None:
             self.close(existing)
         if leaves > 0:
             self.add_order(client_order_id, symbol_id, side, leaves, price, strategy_id)
+
+    def finish_snapshot(self) -> None:
+        """SNAPSHOT_END: each replacement becomes the pending replace of its original when that is open
+        (same symbol and side, not being replaced already); otherwise it is an open order of its own
+        (counted twice rather than not at all)."""
+        pending, self.snapshot_replacements = self.snapshot_replacements, []
+        for client_order_id, orig, symbol_id, side, leaves, price, strategy_id in pending:
+            original = self.orders.get(orig)
+            if (original is not None and not original.replacement_id and original.symbol_id == symbol_id
+                    and original.side == side and client_order_id not in self.orders and leaves > 0):
+                self.add_replace(original, client_order_id, leaves, price)
+            else:
+                self._snapshot_open(client_order_id, symbol_id, side, leaves, price, strategy_id)
+
+    def cancel_all_size(self, strategy_id: int, symbol_id: int) -> int:
+        """How many cancels the OMS sends for a cancel-all of ``strategy_id`` in ``symbol_id`` (or in
+        every symbol): one per open order of the strategy there, and one more for each pending
+        replacement (the OMS holds it as an open order of its own)."""
+        if 0 <= symbol_id < self.symbol_count:
+            orders = self.by_symbol[symbol_id]
+        elif symbol_id == ALL_SYMBOLS:
+            orders = self.orders.values()
+        else:
+            return 0
+        count = 0
+        for order in orders:
+            if order.strategy_id == strategy_id:
+                count += 2 if order.replacement_id else 1
+        return count
 
     def _own_prices(self, s: int) -> None:
         """Our best bid and ask in ``s``, for the self-match check: recomputed when an order of the

@@ -168,6 +168,7 @@ class Sandbox:
         oms.update({"venue": {"host": "127.0.0.1", "port": self.order_entry_port}, "journal": str(self.journal)})
         risk = by_name["risk"].setdefault("params", {})
         risk["limits"] = str(ROOT / risk.get("limits", "config/risk_limits.yaml"))
+        risk["state_file"] = str(self.dir / "risk-state.json")
         strategy = by_name["strategy"].setdefault("params", {})
         if "parameters_file" in strategy:
             strategy["parameters_file"] = str(ROOT / strategy["parameters_file"])

@@ -61,19 +61,10 @@ class RiskUnderTest:
         self.limits_path = tmp_path / "risk_limits.yaml"
         self.write_limits(limits or limits_document(SYMBOLS))
         self.layout = load_layout(write_layout(risk_layout(name, self.limits_path.name, **params)))
-        self.memory = SharedMemory.create(self.layout)
-        self.buffer = self.memory.buffer_of("main")
-        self.market = self.memory.market_state_writer()
-        self.sequence = 0
-        for sid, price in PRICES.items():
-            self.quote(sid, price)
-        self.intents = self.memory.ring("order_intents", "producer")
-        self.rejects = self.memory.ring("risk_rejects", "consumer")
-        self.approved = self.memory.ring("approved_orders", "consumer")
-        self.reports = self.memory.ring("exec_to_risk", "producer")
-        self.commands = self.memory.ring("risk_commands", "producer")
-        self.events_ring = self.memory.ring("risk_events", "consumer")
-        self.words = self.memory.control()
+        self.state_file = tmp_path / params.get("state_file", "run/risk-state.json")
+        self.memory = None
+        self.mids = dict(PRICES)
+        self._create_memory()
         self.proc = None
         self.next_id = 1
         self.decisions: dict[int, int] = {}         # client order id -> 0 approved / RiskReason
@@ -85,10 +76,44 @@ class RiskUnderTest:
         self.snapshots_sent = 0
         self.answer_snapshots = True
 
+    def _create_memory(self) -> None:
+        self.memory = SharedMemory.create(self.layout)
+        self.buffer = self.memory.buffer_of("main")
+        self.market = self.memory.market_state_writer()
+        self.sequence = 0
+        for sid, price in self.mids.items():
+            self.quote(sid, price)
+        self.intents = self.memory.ring("order_intents", "producer")
+        self.rejects = self.memory.ring("risk_rejects", "consumer")
+        self.approved = self.memory.ring("approved_orders", "consumer")
+        self.reports = self.memory.ring("exec_to_risk", "producer")
+        self.commands = self.memory.ring("risk_commands", "producer")
+        self.events_ring = self.memory.ring("risk_events", "consumer")
+        self.words = self.memory.control()
+
+    def down_and_up(self, *, stop=signal.SIGTERM) -> str:
+        """``appliance down`` (SIGTERM) or a crash of the box (SIGKILL), then ``up``: risk stopped, the segment
+        and every control word gone, a new segment; the OMS (this test) keeps its journal. Risk's output."""
+        self.proc.send_signal(stop)
+        self.proc.wait(TIMEOUT)
+        out = output_of(self.proc)
+        self.memory.close()
+        self.memory.unlink()
+        self.memory = None
+        self._create_memory()
+        self.events = []
+        self.start()
+        return out
+
+    def state(self) -> dict:
+        import json
+        return json.loads(self.state_file.read_text())
+
     def write_limits(self, document: dict) -> None:
         self.limits_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def quote(self, sid: int, mid: int, flags: int = 0) -> None:
+        self.mids[sid] = mid
         self.sequence += 1
         self.market.publish(sid, mid - 100, 100, mid + 100, 100, mid, 10, flags, ord("T"), self.sequence,
                             self.sequence, time.time_ns())
@@ -189,10 +214,10 @@ class RiskUnderTest:
         return self.decide(Action.NEW, symbol, side, shares, price)
 
     # -- the supervisor
-    def command(self, command, operator: str = "") -> None:
+    def command(self, command, operator: str = "", argument: int = 0) -> None:
         slot = self.commands.claim()
         assert slot >= 0
-        RISK_COMMAND.pack_into(self.buffer, slot, int(command), 0, 0, operator.encode(), time.time_ns())
+        RISK_COMMAND.pack_into(self.buffer, slot, int(command), 0, argument, operator.encode(), time.time_ns())
         self.commands.commit()
 
     def wait_event(self, kind, after: int = 0) -> dict:
@@ -209,8 +234,9 @@ class RiskUnderTest:
         return c["risk.open_orders"], c["risk.position.AAPL"], c["risk.position.MSFT"]
 
     def close(self) -> None:
-        self.memory.close()
-        self.memory.unlink()
+        if self.memory is not None:
+            self.memory.close()
+            self.memory.unlink()
 
 
 @pytest.fixture
@@ -424,3 +450,219 @@ def test_unknown_params_stop_start_up(risk_factory):
     proc = risk.spawner.start(risk.layout.path, "risk")
     assert proc.wait(TIMEOUT) == 2
     assert "processes.risk.params.snapshot_retry_ms: must be 10..600000" in output_of(proc)
+
+
+def test_kill_symbol_latches_one_symbol_and_its_reset_needs_a_name(risk_factory):
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    assert risk.new(AAPL, B, 100) == 0
+    open_id = risk.approved_orders[-1]["client_order_id"]
+    risk.command(ControlCommand.KILL_SYMBOL, "alice", AAPL)
+    kill = risk.wait_event(ControlEventKind.KILL_SYMBOL)
+    assert (kill["value"], kill["operator"].rstrip(b"\0"), kill["detail"].rstrip(b"\0")) == (AAPL, b"alice", b"AAPL")
+    assert kill["state"] == RiskState.ACTIVE
+    wait_until(lambda: risk.counters()["risk.symbol_killed.AAPL"] == 1, TIMEOUT, message="AAPL published latched")
+    counters = risk.counters()
+    assert counters["risk.symbol_killed.MSFT"] == 0 and counters["risk.symbols_killed"] == 1
+    assert risk.words.get("risk_kill_latched") == 0 and risk.words.get("risk_state") == RiskState.ACTIVE
+    assert risk.new(AAPL, B, 100) == RiskReason.SYMBOL_KILLED
+    assert risk.decide(Action.REPLACE, AAPL, B, 200, orig=open_id) == RiskReason.SYMBOL_KILLED
+    assert risk.decide(Action.CANCEL, AAPL, B, 0, 0, orig=open_id) == 0
+    assert risk.new(MSFT, S, 100) == 0
+    risk.command(ControlCommand.KILL_SYMBOL, "mallory", 7)                      # no such symbol
+    risk.command(ControlCommand.RESET_SYMBOL, "", AAPL)                         # a reset needs a name
+    wait_until(lambda: risk.counters()["risk.resets_refused"] == 1 and risk.counters()["risk.bad_commands"] == 1,
+               TIMEOUT, message="the nameless reset and the unknown symbol refused")
+    assert risk.new(AAPL, B, 100) == RiskReason.SYMBOL_KILLED
+    risk.command(ControlCommand.KILL, "alice")
+    risk.command(ControlCommand.RESET, "bob")                                   # the whole book's reset
+    risk.wait_event(ControlEventKind.RESET)
+    assert risk.new(AAPL, B, 100) == RiskReason.SYMBOL_KILLED                  # leaves the symbol latched
+    events_before = len(risk.events)
+    risk.command(ControlCommand.RESET_SYMBOL, "bob", AAPL)
+    reset = risk.wait_event(ControlEventKind.RESET_SYMBOL, events_before)
+    assert (reset["value"], reset["operator"].rstrip(b"\0")) == (AAPL, b"bob")
+    assert risk.new(AAPL, B, 100) == 0
+    wait_until(lambda: risk.counters()["risk.symbol_killed.AAPL"] == 0, TIMEOUT, message="AAPL published free")
+    counters = risk.counters()
+    assert counters["risk.symbol_kills"] == 1 and counters["risk.symbol_resets"] == 1
+    risk.proc.send_signal(signal.SIGTERM)
+    assert risk.proc.wait(TIMEOUT) == 0
+    out = output_of(risk.proc)
+    assert "SYMBOL KILL SWITCH latched for AAPL: MANUAL by alice" in out
+    assert "symbol kill switch for AAPL reset by bob" in out and "symbol id 7 is not in the layout" in out
+
+
+# ---------------------------------------------------------------------------- issue 15: the risk state file
+
+def test_issue_15_a_latched_kill_switch_survives_down_and_up(risk_factory):
+    """Measured before: `appliance kill`, `down`, `up --sim`: the gate was open and risk ACTIVE again."""
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    risk.command(ControlCommand.KILL, "alice")
+    risk.wait_event(ControlEventKind.KILL)
+    out = risk.down_and_up()
+    risk.wait_ready()
+    assert risk.words.get("risk_kill_latched") == 1 and risk.words.get("risk_state") == RiskState.HALTED
+    assert risk.new(AAPL, B, 100) == RiskReason.TRADING_HALTED
+    risk.command(ControlCommand.RESET, "dave")
+    risk.wait_event(ControlEventKind.RESET)
+    out += risk.down_and_up(stop=signal.SIGKILL)                 # a reset by name survives as well
+    risk.wait_ready()
+    assert risk.words.get("risk_kill_latched") == 0 and risk.words.get("risk_state") == RiskState.ACTIVE
+    assert risk.new(AAPL, B, 100) == 0
+    risk.proc.send_signal(signal.SIGTERM)
+    assert risk.proc.wait(TIMEOUT) == 0
+    out += output_of(risk.proc)
+    assert "kill switch restored from the state file: latched for MANUAL by alice" in out, out
+
+
+def test_symbol_latches_and_reducing_survive_down_and_up_with_their_operators(risk_factory):
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    risk.command(ControlCommand.KILL_SYMBOL, "carol", MSFT)
+    risk.command(ControlCommand.SET_REDUCING, "erin")
+    wait_until(lambda: risk.words.get("risk_state") == RiskState.REDUCING, TIMEOUT, message="REDUCING")
+    out = risk.down_and_up()
+    restored = risk.wait_event(ControlEventKind.KILL_SYMBOL)    # the OMS cancels what it may hold in MSFT
+    assert restored["value"] == MSFT and restored["operator"].rstrip(b"\0") == b"carol"
+    risk.wait_ready()
+    assert risk.words.get("risk_state") == RiskState.REDUCING and risk.words.get("risk_kill_latched") == 0
+    assert risk.new(MSFT, S, 100) == RiskReason.SYMBOL_KILLED
+    assert risk.new(AAPL, B, 100) == RiskReason.TRADING_REDUCING
+    wait_until(lambda: risk.counters()["risk.symbol_killed.MSFT"] == 1, TIMEOUT, message="MSFT published")
+    risk.command(ControlCommand.SET_ACTIVE, "erin")
+    risk.command(ControlCommand.RESET_SYMBOL, "carol", MSFT)
+    risk.wait_event(ControlEventKind.RESET_SYMBOL)
+    risk.proc.send_signal(signal.SIGTERM)
+    assert risk.proc.wait(TIMEOUT) == 0
+    out += output_of(risk.proc)
+    assert "trading state REDUCING (by erin)" in out and "trading state ACTIVE (by erin)" in out
+    assert "symbol kill switch for MSFT restored from the state file: latched for MANUAL by carol" in out
+    assert "REDUCING restored from the state file (set by erin" in out
+
+
+def test_every_latch_reset_and_state_change_is_on_disk_before_it_is_announced(risk_factory):
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    assert risk.state()["kill"] is None and risk.state()["peak_pnl"] == 0
+    for command, operator, argument, kind, check in [
+            (ControlCommand.KILL_SYMBOL, "carol", MSFT, ControlEventKind.KILL_SYMBOL,
+             lambda st: st["symbols_killed"]["MSFT"]["operator"] == "carol"),
+            (ControlCommand.SET_REDUCING, "erin", 0, ControlEventKind.STATE_CHANGED,
+             lambda st: st["reducing"]["operator"] == "erin"),
+            (ControlCommand.KILL, "alice", 0, ControlEventKind.KILL,
+             lambda st: (st["kill"]["reason"], st["kill"]["operator"], st["reducing"]) == ("MANUAL", "alice", None)),
+            (ControlCommand.RESET, "dave", 0, ControlEventKind.RESET, lambda st: st["kill"] is None),
+            (ControlCommand.RESET_SYMBOL, "carol", MSFT, ControlEventKind.RESET_SYMBOL,
+             lambda st: st["symbols_killed"] == {})]:
+        events_before = len(risk.events)
+        risk.command(command, operator, argument)
+        risk.wait_event(kind, events_before)
+        assert check(risk.state()), (command, risk.state())       # read the moment the OMS could have heard
+    assert risk.counters()["risk.state_file_writes"] >= 6
+
+
+def test_the_days_peak_survives_down_and_up_and_the_drawdown_is_not_forgiven(risk_factory):
+    risk = risk_factory(limits_document(SYMBOLS, max_drawdown=1_000))
+    risk.start()
+    risk.wait_ready()
+    assert risk.new(AAPL, B, 100) == 0
+    risk.fill(risk.approved_orders[-1]["client_order_id"], 100)        # long 100 at $190
+    risk.quote(AAPL, 2_000_000)                                        # $200: +$1,000, the day's peak
+    wait_until(lambda: risk.counters()["risk.peak_pnl"] == 1_000 * 10_000, TIMEOUT, message="the peak")
+    risk.mids[AAPL] = 1_899_000                                        # while down: $189.90, -$10, $1,010 under it
+    risk.down_and_up()
+    kill = risk.wait_event(ControlEventKind.KILL)
+    assert kill["detail"].rstrip(b"\0") == b"DRAWDOWN" and kill["value"] == -1_010 * 10_000
+    assert risk.counters()["risk.peak_pnl"] == 1_000 * 10_000
+
+
+def test_the_peak_reaches_the_disk_within_a_second_and_survives_a_crash(risk_factory):
+    risk = risk_factory(limits_document(SYMBOLS, max_drawdown=1_000))
+    risk.start()
+    risk.wait_ready()
+    assert risk.new(AAPL, B, 100) == 0
+    risk.fill(risk.approved_orders[-1]["client_order_id"], 100)
+    risk.quote(AAPL, 2_000_000)
+    wait_until(lambda: risk.state()["peak_pnl"] == 1_000 * 10_000, TIMEOUT, message="the peak written")
+    risk.mids[AAPL] = 1_899_000
+    risk.down_and_up(stop=signal.SIGKILL)                              # no on_close: only the periodic write
+    kill = risk.wait_event(ControlEventKind.KILL)
+    assert kill["detail"].rstrip(b"\0") == b"DRAWDOWN"
+
+
+def test_the_days_realized_loss_rebuilt_from_the_oms_trips_the_daily_loss_after_a_restart(risk_factory):
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    risk.positions[AAPL][2] = -50_001 * 10_000                          # the OMS's journal: the day's realized P&L
+    risk.down_and_up()
+    kill = risk.wait_event(ControlEventKind.KILL)
+    assert kill["detail"].rstrip(b"\0") == b"DAILY_LOSS" and kill["value"] == -50_001 * 10_000
+    assert risk.new(AAPL, S, 100) == RiskReason.TRADING_HALTED
+
+
+@pytest.mark.parametrize("content", [b"{\"version\": 1, \"trading_d", b"",
+                                     b'{"version": 2, "trading_day": 1}', b'{"version": 1}'])
+def test_an_unreadable_state_file_starts_halted_until_a_named_reset(risk_factory, content):
+    risk = risk_factory()
+    risk.state_file.parent.mkdir(parents=True, exist_ok=True)
+    risk.state_file.write_bytes(content)
+    risk.start()
+    kill = risk.wait_event(ControlEventKind.KILL)
+    assert kill["detail"].rstrip(b"\0") == b"STATE_FILE"
+    risk.wait_ready()
+    assert risk.words.get("risk_kill_latched") == 1 and risk.new(AAPL, B, 100) == RiskReason.TRADING_HALTED
+    assert risk.state()["kill"]["reason"] == "STATE_FILE"
+    kept = list(risk.state_file.parent.glob("risk-state.json.unreadable-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == content
+    risk.command(ControlCommand.RESET, "dave")
+    risk.wait_event(ControlEventKind.RESET)
+    assert risk.new(AAPL, B, 100) == 0 and risk.state()["kill"] is None
+    assert risk.counters()["risk.state_file_unreadable"] == 1
+    risk.proc.send_signal(signal.SIGTERM)
+    assert risk.proc.wait(TIMEOUT) == 0
+    assert "risk state file unreadable" in output_of(risk.proc)
+
+
+def test_a_state_file_of_another_day_is_not_carried_over(risk_factory):
+    risk = risk_factory()
+    risk.state_file.parent.mkdir(parents=True, exist_ok=True)
+    risk.state_file.write_text('{"version": 1, "trading_day": 19991231, "written_ns": 1, "kill": {"reason": "MANUAL",'
+                               ' "operator": "alice", "t_ns": 1, "value": 0}, "symbols_killed": {}, "reducing": null,'
+                               ' "peak_pnl": 5}')
+    risk.start()
+    risk.wait_ready()
+    assert risk.words.get("risk_state") == RiskState.ACTIVE and risk.new(AAPL, B, 100) == 0
+    assert risk.state()["trading_day"] != 19991231 and risk.state()["kill"] is None
+    risk.proc.send_signal(signal.SIGTERM)
+    assert risk.proc.wait(TIMEOUT) == 0
+    assert "is from trading day 19991231" in output_of(risk.proc)
+
+
+def test_a_state_file_that_cannot_be_written_latches_the_kill_switch(risk_factory):
+    risk = risk_factory(state_file="state/risk.json")
+    risk.start()
+    risk.wait_ready()
+    directory = risk.state_file.parent
+    for f in directory.iterdir():
+        f.unlink()
+    directory.rmdir()
+    directory.write_text("not a directory")                  # every write now fails (ENOTDIR), even as root
+    risk.command(ControlCommand.SET_REDUCING, "erin")
+    kill = risk.wait_event(ControlEventKind.KILL)
+    assert kill["detail"].rstrip(b"\0") == b"STATE_WRITE"
+    wait_until(lambda: risk.counters()["risk.state_file_write_failures"] >= 1, TIMEOUT, message="counted")
+    assert risk.words.get("risk_kill_latched") == 1 and risk.new(AAPL, B, 100) == RiskReason.TRADING_HALTED
+    directory.unlink()
+    directory.mkdir()                                         # the disk is back: the retry writes the latch
+    wait_until(lambda: risk.state_file.exists() and risk.state()["kill"]["reason"] == "STATE_WRITE", TIMEOUT,
+               message="the latch written by the retry")
+    risk.command(ControlCommand.RESET, "dave")
+    risk.wait_event(ControlEventKind.RESET)
+    assert risk.new(AAPL, B, 100) == 0

@@ -2,9 +2,10 @@
 cancels; the kill switch latches, asks the OMS to cancel everything, and needs a named reset."""
 from __future__ import annotations
 
-from appliance.messages.codes import ControlEventKind, RiskReason, RiskState
+from appliance.messages.codes import Action, ControlEventKind, RiskReason, RiskState
 from appliance.risk.kill_switch import TradingControl
-from test_risk_checks import AAPL, NOW, REF, S, T, Harness
+from appliance.risk.sandbox import limits_document
+from test_risk_checks import AAPL, MSFT, NOW, REF, S, SPY, T, Harness
 
 
 def kinds(control: TradingControl) -> list[int]:
@@ -109,3 +110,67 @@ def test_automatic_kill_on_the_loss_limit_keeps_the_reason_and_value():
     assert control.kill_reason == "DAILY_LOSS" and control.kill_value == -500_050_000
     kill = [e for e in control.take_events() if e[0] == ControlEventKind.KILL]
     assert kill and kill[0][2] == -500_050_000 and kill[0][4] == "DAILY_LOSS"
+
+
+# ---------------------------------------------------------------------------- per-symbol kill (RTS 6 Art. 12)
+
+def test_a_symbol_kill_refuses_new_orders_and_replaces_in_that_symbol_only_and_lets_cancels_out():
+    h = Harness()
+    assert h.new(cid=1) == 0
+    engine, control = h.engine, h.engine.control
+    control.take_events()
+    assert engine.kill_symbol(AAPL, "alice", NOW)
+    assert [e[:5] for e in control.take_events()] == [(ControlEventKind.KILL_SYMBOL, RiskState.ACTIVE, AAPL, "alice",
+                                                      "AAPL")]
+    assert control.state == RiskState.ACTIVE and not control.latched and control.symbols_killed() == [AAPL]
+    assert h.new() == RiskReason.SYMBOL_KILLED
+    assert h.replace(1, 50) == RiskReason.SYMBOL_KILLED
+    assert h.cancel(1) == 0
+    assert engine.decide(int(Action.CANCEL_ALL), 9, 0, AAPL, 0, 0, 0, 0, 7, NOW) == 0
+    assert h.new(symbol=MSFT, price=4_200_000) == 0                  # the other symbols trade on
+    assert not engine.kill_symbol(AAPL, "bob", NOW + 1)              # latched already: the first stays
+    assert control.symbol_kills[AAPL][:2] == ("MANUAL", "alice") and control.take_events() == []
+
+
+def test_symbol_killed_comes_right_after_the_gateways_own_state():
+    h = Harness(ready=False)
+    engine = h.engine
+    assert engine.kill_symbol(AAPL, "alice", NOW)
+    assert h.new(shares=0) == RiskReason.BAD_ORDER
+    assert h.new() == RiskReason.NOT_READY
+    engine.mark_ready(NOW)
+    assert h.new() == RiskReason.SYMBOL_KILLED
+    assert h.new(cid=h.last_id) == RiskReason.SYMBOL_KILLED          # before DUPLICATE_CLIENT_ID
+    engine.control.trip("MANUAL", NOW, operator="alice")
+    assert h.new() == RiskReason.TRADING_HALTED
+    document = limits_document(["AAPL", "MSFT", "SPY"])
+    del document["symbols"]["SPY"]
+    h = Harness(document)
+    assert h.engine.kill_symbol(SPY, "alice", NOW)
+    assert h.new(symbol=SPY, price=5_600_000) == RiskReason.UNKNOWN_SYMBOL     # no limits: unknown first
+
+
+def test_a_symbol_reset_needs_a_name_and_a_full_reset_leaves_symbol_latches_alone():
+    h = Harness()
+    engine, control = h.engine, h.engine.control
+    assert engine.kill_symbol(AAPL, "alice", NOW)
+    control.trip("MANUAL", NOW, operator="alice")
+    control.take_events()
+    assert control.reset("bob", NOW + 1)
+    assert h.new() == RiskReason.SYMBOL_KILLED                       # the full reset did not unlatch AAPL
+    assert not engine.reset_symbol(AAPL, " ", NOW + 2) and control.resets_refused == 1
+    assert not engine.reset_symbol(MSFT, "bob", NOW + 2) and control.commands_refused == 1    # not latched
+    assert h.new() == RiskReason.SYMBOL_KILLED
+    assert engine.reset_symbol(AAPL, "bob", NOW + 3)
+    assert [e[:5] for e in control.take_events()] == [
+        (ControlEventKind.RESET, RiskState.ACTIVE, 0, "bob", "RESET"),
+        (ControlEventKind.RESET_SYMBOL, RiskState.ACTIVE, AAPL, "bob", "AAPL")]
+    assert h.new() == 0 and control.symbols_killed() == [] and control.symbol_resets == 1
+
+
+def test_a_limits_reload_keeps_the_symbol_latches():
+    h = Harness()
+    assert h.engine.kill_symbol(MSFT, "alice", NOW)
+    h.engine.apply_limits(h.limits)
+    assert h.new(symbol=MSFT, price=4_200_000) == RiskReason.SYMBOL_KILLED
+    assert h.new() == 0

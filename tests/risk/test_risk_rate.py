@@ -2,10 +2,10 @@
 tripped again and again latches the kill switch. Time is injected (no sleeps)."""
 from __future__ import annotations
 
-from appliance.messages.codes import ControlEventKind, RiskReason, RiskState
+from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, ControlEventKind, RiskReason, RiskState
 from appliance.risk.rate import SlidingWindow
 from appliance.risk.sandbox import limits_document
-from test_risk_checks import NOW, Harness
+from test_risk_checks import B, CANCEL_ALL, NEW, NOW, REF, Harness
 
 SECOND = 1_000_000_000
 
@@ -109,3 +109,35 @@ def test_throttle_trips_spread_wider_than_their_window_do_not_latch():
         assert h.new(now=t) == 0
         assert h.new(now=t + 1) == RiskReason.MESSAGE_RATE
     assert not h.engine.control.latched
+
+
+def test_a_cancel_all_counts_as_the_cancels_it_will_send():
+    """The OMS sends one cancel per open order of the strategy (in the symbol, or in all); a replace still
+    pending is an open order of its own there. The window counts those cancels, not the one intent."""
+    h = rate_harness(20)
+    engine = h.engine
+    early = NOW - 5 * SECOND                                  # the orders themselves have left the window
+    for cid in (1, 2, 3):
+        assert h.new(cid=cid, now=early) == 0                 # strategy 7, AAPL
+    assert h.new(cid=4, symbol=1, price=4_200_000, now=early) == 0      # strategy 7, MSFT
+    assert engine.decide(NEW, 5, 0, 0, B, 100, REF, TIF_DAY, 8, early) == 0        # strategy 8, AAPL
+    assert h.replace(3, 200, cid=6, now=early) == 0           # pending: the OMS holds 3 and 6
+    assert engine.rate.count(NOW) == 0
+    assert engine.decide(CANCEL_ALL, 0, 0, 0, 0, 0, 0, 0, 7, NOW) == 0                # AAPL, strategy 7
+    assert engine.rate.count(NOW) == 4                        # 1, 2, 3 and its pending replacement 6
+    assert engine.decide(CANCEL_ALL, 0, 0, ALL_SYMBOLS, 0, 0, 0, 0, 7, NOW + 1) == 0
+    assert engine.rate.count(NOW + 1) == 9                    # and again, plus MSFT's 4
+    assert engine.decide(CANCEL_ALL, 0, 0, ALL_SYMBOLS, 0, 0, 0, 0, 9, NOW + 2) == 0  # strategy 9 has none
+    assert engine.rate.count(NOW + 2) == 9
+
+
+def test_a_cancel_all_over_the_rate_still_goes_out_and_fills_the_window():
+    h = rate_harness(3)
+    engine = h.engine
+    for cid in (1, 2, 3):
+        assert h.new(cid=cid, now=NOW - 5 * SECOND) == 0
+    assert h.new(cid=4, now=NOW - SECOND + 1) == 0            # still inside the window at NOW
+    assert engine.decide(CANCEL_ALL, 0, 0, ALL_SYMBOLS, 0, 0, 0, 0, 7, NOW) == 0
+    assert engine.cancels_over_rate == 2                      # 1 + 4 cancels in a window of 3: the last 2 over
+    assert h.new(now=NOW + 1) == RiskReason.MESSAGE_RATE
+    assert h.new(now=NOW + SECOND) == 0

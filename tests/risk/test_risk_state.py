@@ -1,10 +1,12 @@
 """Open orders and positions from the OMS's execution reports, and the rebuild from its snapshot."""
 from __future__ import annotations
 
-from appliance.messages.codes import ExecEvent, RiskReason
+import pytest
+
+from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, ExecEvent, RiskReason
 from appliance.risk.state import (APPLIED, BAD_REPORT, SNAPSHOT_APPLIED, SNAPSHOT_COMPLETE, SNAPSHOT_IGNORED,
                                   UNKNOWN_ORDER)
-from test_risk_checks import AAPL, MSFT, NOW, REF, S, Harness, with_symbol
+from test_risk_checks import AAPL, DOLLAR, MSFT, NOW, REF, B, S, Harness, with_symbol
 
 E = ExecEvent
 
@@ -146,3 +148,102 @@ def test_the_order_pool_bounds_open_orders_and_a_snapshot_may_exceed_it():
     h.report(E.SNAPSHOT_END, 0)
     assert h.engine.portfolio.open_count == 3 and h.engine.portfolio.pool_overflow == 1
     assert h.new(cid=4) == RiskReason.MAX_OPEN_ORDERS
+
+
+# ---------------------------------------------------------------------------- issue 15: exact after a snapshot
+
+def snapshot(h: Harness, orders, *, position=0, realized=0) -> None:
+    """A rebuild: one position, the open orders (cid, orig, side, leaves, price) in the order given, the end."""
+    assert h.report(E.SNAPSHOT_POSITION, 0, position=position, cost=position * REF, realized=realized) \
+        == SNAPSHOT_APPLIED
+    for cid, orig, side, leaves, price in orders:
+        h.report(E.SNAPSHOT_ORDER, cid, orig=orig, side=side, shares=leaves, leaves=leaves, price=price)
+    assert h.report(E.SNAPSHOT_END, 0) == SNAPSHOT_COMPLETE
+
+
+def test_issue_15_snapshot_then_replaced_then_cancel_leaves_nothing_open():
+    """The repro: a replace in flight when the OMS took its snapshot was held as two open orders, one of
+    which no report ever closed (its shares counted against the position limits for the rest of the day)."""
+    h = Harness(ready=False)
+    snapshot(h, [(51, 0, B, 200, REF), (52, 51, B, 500, REF)])
+    h.report(E.REPLACED, 52, orig=51, shares=500, leaves=500)
+    h.report(E.CANCELED, 52, shares=500, leaves=0)
+    portfolio = h.engine.portfolio
+    assert (portfolio.open_count, open_buy(h)) == (0, 0)
+
+
+@pytest.mark.parametrize("replacement_first", [True, False])
+@pytest.mark.parametrize("answer", [E.REPLACED, E.REJECTED])
+def test_a_replace_in_flight_at_the_snapshot_leaves_exactly_one_open_order(replacement_first, answer):
+    """The OMS sends the unacknowledged replacement as its own SNAPSHOT_ORDER (orig = the order it replaces):
+    risk holds it as a pending replace of that order, so the venue's answer leaves one open order."""
+    h = Harness(ready=False)
+    original = (51, 0, B, 200, REF)
+    replacement = (52, 51, B, 500, REF + 100)
+    snapshot(h, [replacement, original] if replacement_first else [original, replacement])
+    portfolio = h.engine.portfolio
+    assert portfolio.open_count == 1 and open_buy(h) == 500                 # worst case max(200, 500)
+    assert portfolio.orders[51].replacement_id == 52
+    assert portfolio.own_bid[AAPL] == REF + 100                             # both prices may rest until answered
+    if answer == E.REPLACED:
+        assert h.report(E.REPLACED, 52, orig=51, shares=500, leaves=500, price=REF + 100) == APPLIED
+        assert list(portfolio.orders) == [52] and open_buy(h) == 500 and portfolio.own_bid[AAPL] == REF + 100
+        survivor, leaves = 52, 500
+    else:
+        assert h.report(E.REJECTED, 52) == APPLIED
+        assert list(portfolio.orders) == [51] and open_buy(h) == 200 and portfolio.own_bid[AAPL] == REF
+        survivor, leaves = 51, 200
+    assert portfolio.open_count == 1 and portfolio.replacements == {}
+    assert h.report(E.CANCELED, survivor, shares=leaves, leaves=0) == APPLIED
+    assert portfolio.open_count == 0 and open_buy(h) == 0 and portfolio.orders == {}
+    assert portfolio.by_symbol[AAPL] == set()
+
+
+def test_a_replacement_whose_original_is_gone_is_an_ordinary_open_order():
+    """After REPLACED the OMS still remembers the order it replaced (orig != 0), but only the replacement is open."""
+    h = Harness(ready=False)
+    snapshot(h, [(62, 61, S, 300, REF)])
+    portfolio = h.engine.portfolio
+    assert portfolio.open_count == 1 and portfolio.open_sell[AAPL] == 300 and list(portfolio.orders) == [62]
+    assert h.replace(62, 100, side=S, cid=63) == 0                          # replaceable like any open order
+    assert h.report(E.REPLACED, 63, orig=62, side=S, shares=100, leaves=100) == APPLIED
+    assert portfolio.open_count == 1 and portfolio.open_sell[AAPL] == 100
+
+
+def test_orphan_orders_are_each_counted_and_closed_when_the_oms_reports_them_gone():
+    base = ORPHAN_CLIENT_ID_BASE
+    h = Harness(ready=False)
+    snapshot(h, [(base, 0, B, 100, REF), (base + 1, 0, B, 100, REF)])
+    portfolio = h.engine.portfolio
+    assert portfolio.open_count == 2 and open_buy(h) == 200
+    # an orphan the OMS adopts after the rebuild: its ACCEPTED opens it
+    assert h.report(E.ACCEPTED, base + 2, shares=300, leaves=300) == APPLIED
+    assert portfolio.open_count == 3 and open_buy(h) == 500
+    assert h.report(E.CANCELED, base + 2, shares=300, leaves=0) == APPLIED
+    assert h.report(E.EXECUTED, base, shares=100, leaves=0, position=100, cost=100 * REF) == APPLIED
+    assert portfolio.open_count == 1 and open_buy(h) == 100 and list(portfolio.orders) == [base + 1]
+    assert h.report(E.EXECUTED, base + 2, shares=1, leaves=0, position=101, cost=101 * REF) == UNKNOWN_ORDER
+
+
+def test_orders_without_a_client_id_are_bad_reports_counted_one_by_one():
+    """Client id 0 names no order: two of them are two open orders (fail closed), never one, and bad reports."""
+    h = Harness(ready=False)
+    assert h.report(E.SNAPSHOT_POSITION, 0) == SNAPSHOT_APPLIED
+    assert h.report(E.SNAPSHOT_ORDER, 0, shares=100, leaves=100) == BAD_REPORT
+    assert h.report(E.SNAPSHOT_ORDER, 0, shares=200, leaves=200) == BAD_REPORT
+    assert h.report(E.SNAPSHOT_END, 0) == SNAPSHOT_COMPLETE
+    portfolio = h.engine.portfolio
+    assert portfolio.open_count == 2 and open_buy(h) == 300 and portfolio.orders_without_id == 2
+    assert h.report(E.ACCEPTED, 0, shares=100, leaves=100) == BAD_REPORT    # a live one: counted too
+    assert portfolio.open_count == 3 and open_buy(h) == 400 and portfolio.orders_without_id == 3
+    assert h.report(E.EXECUTED, 0, shares=100, leaves=0, position=100, cost=100 * REF) == BAD_REPORT
+    assert portfolio.position[AAPL] == 100 and portfolio.open_count == 3    # the position still counts
+
+
+def test_the_days_realized_loss_from_the_snapshot_is_enforced_after_a_restart():
+    """The OMS's journal keeps the day's realized P&L: after a rebuild the daily-loss check sees it."""
+    h = Harness(ready=False)
+    snapshot(h, [], position=0, realized=-50_001 * DOLLAR)                  # max_daily_loss is $50,000
+    assert h.engine.portfolio.realized_total == -50_001 * DOLLAR
+    assert h.new() == RiskReason.DAILY_LOSS
+    assert h.engine.control.latched and h.engine.control.kill_reason == "DAILY_LOSS"
