@@ -101,7 +101,13 @@ class AgentRunner:
         self.running = False
 
     def prepare(self) -> None:
-        """Everything that must hold before the first duty cycle; raises on a refused privilege."""
+        """Everything that must hold before the first duty cycle; raises on a refused privilege.
+
+        The record may still hold the last heartbeat of the process this one replaces: it is
+        cleared before the new pid is published, so a supervisor reading the record under the new
+        pid sees "not beating yet" (start-up grace), never a dead predecessor's age."""
+        self._publish(_shm.PROC_LAST_BEAT_MONO_NS_OFFSET, 0)
+        self._publish(_shm.PROC_BEATS_OFFSET, 0)
         self._publish(_shm.PROC_PID_OFFSET, os.getpid())
         self._publish(_shm.PROC_STARTED_NS_OFFSET, time.time_ns())
         self._publish(_shm.PROC_IDLE_STRATEGY_OFFSET, int(self.idle_strategy.id))

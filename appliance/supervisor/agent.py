@@ -91,6 +91,7 @@ class SupervisorAgent(Agent):
         self.c_commands = counters.allocate("supervisor.commands")
         self.c_hung_kills = counters.allocate("supervisor.hung_kills")
         self._restart_counters = {name: counters.allocate(f"supervisor.restarts.{name}") for name in self.children}
+        self._hung_killed: dict[str, int] = {}
         self._write_gate(GateReason.STARTING, force=True)
         self._apply_clock(self.clock.verdict)
 
@@ -156,8 +157,9 @@ class SupervisorAgent(Agent):
             silent = h.heartbeat_age_ns if h.heartbeat_age_ns is not None else (
                 now - child.started_ns if h.alive and not h.running else 0)
             grace = self.config.start_timeout_s * 1e9 if h.heartbeat_age_ns is None else limit
-            if h.alive and silent > grace:
+            if h.alive and silent > grace and self._hung_killed.get(name) != child.pid:
                 log.error("%s (pid %s) silent for %.1f s: killing it", name, child.pid, silent / 1e9)
+                self._hung_killed[name] = child.pid        # once: it is dying, not silent again
                 self.c_hung_kills.inc()
                 child.signal(9)
 

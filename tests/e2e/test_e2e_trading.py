@@ -227,3 +227,53 @@ def test_with_cancel_on_disconnect_a_killed_omss_orders_are_gone_and_its_replay_
     status, truth = flatten_and_report(sb)
     assert truth["mine"] == truth["positions"]
     assert sb.down() == 0
+
+
+def test_a_latched_kill_switch_survives_down_and_up_until_a_named_reset(sandbox):
+    sb = sandbox(background_rate=2000, seed=20)
+    wait_until(lambda: sb.control()["oms_open_orders"] > 0, 60, message="quotes resting")
+    killed = sb.appliance("kill", "--operator", "alice")
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    assert sb.down() == 0
+    sb.start_appliance()                                   # `appliance up` again, same day, same files
+    wait_until(lambda: sb.control()["risk_ready"] == 1 and sb.control()["oms_ready"] == 1, 90,
+               message="risk and the OMS back")
+    for _ in range(20):                                    # and it stays shut: nobody reset it
+        control = sb.control()
+        assert control["gate_open"] == 0 and control["gate_reasons"] & GateReason.KILL_SWITCH, control
+        assert control["risk_kill_latched"] == 1
+        time.sleep(0.05)
+    assert "latched" in sb.appliance("status").stdout
+    resumed = sb.appliance("resume", "--operator", "alice")
+    assert resumed.returncode == 0, resumed.stderr
+    sb.wait_gate_open(60)
+    assert sb.down() == 0
+
+
+def test_kill_one_symbol_cancels_its_orders_and_refuses_new_ones_until_its_named_reset(sandbox):
+    sb = sandbox(background_rate=3000, seed=21)
+    symbol = sb.layout.symbols[0]
+    sid = 0
+    wait_until(lambda: sb.memory().positions_reader().read(sid).open_orders > 0 and
+               sb.control()["oms_open_orders"] > sb.memory().positions_reader().read(sid).open_orders, 60,
+               message=f"quotes resting in {symbol} and elsewhere")
+    killed_at = time.time_ns()
+    killed = sb.appliance("kill", "--symbol", symbol, "--operator", "alice")
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    assert f"latched for {symbol}" in killed.stdout
+    assert sb.control()["risk_kill_latched"] == 0 and sb.control()["gate_open"] == 1     # the rest trades on
+    others = sb.status()["totals"]["orders_sent"]
+    wait_until(lambda: sb.status()["totals"]["orders_sent"] > others, 30, message="other symbols still quoted")
+    assert sb.memory().positions_reader().read(sid).open_orders == 0
+    assert sb.appliance("resume", "--symbol", symbol, "--operator", " ").returncode == 2
+    reset_at = time.time_ns()
+    resumed = sb.appliance("resume", "--symbol", symbol, "--operator", "alice")
+    assert resumed.returncode == 0, resumed.stderr
+    wait_until(lambda: sb.memory().positions_reader().read(sid).open_orders > 0, 60,
+               message=f"quoting {symbol} again after its reset")
+    from appliance.wire import ouch
+    entered = [r.timestamp for r in ouch_inbound(sb) if r.message[:1] == b"O"
+               and ouch.decode_inbound(r.message)["stock"].strip() == symbol]
+    during = [(t - killed_at) / 1e6 for t in entered if killed_at + 100_000_000 < t < reset_at]
+    assert not during, f"{symbol} orders reached the venue {during} ms after its kill"
+    assert sb.down() == 0

@@ -175,6 +175,26 @@ def test_operator_commands_reduce_activate_and_hold_the_gate_each_with_a_name(tm
         assert said in text, said
 
 
+def test_a_restarted_process_slow_to_start_is_not_taken_for_hung(tmp_path, unique_name, up_factory, monkeypatch):
+    """Found by the chaos suite: the process record kept the dead process's last heartbeat, so a
+    restart that took longer than the hung limit to start was killed again and again."""
+    monkeypatch.setenv("SLOW_START_MARKER", str(tmp_path / "started-once"))
+    monkeypatch.setenv("SLOW_START_S", "2")
+    path = make_layout(tmp_path, unique_name, strategy="supervised_agents:SlowAfterRestart",
+                       supervisor_params={"heartbeat_timeout_ms": 100})          # hung after 0.5 s of silence
+    up = up_factory(path).attach()
+    wait_until(lambda: up.gate()[0] == 1, 30, message="gate open")
+    table = up.memory.process_table()
+    pid = table.read("strategy").pid
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: table.read("strategy").pid not in (0, pid), 30, message="strategy restarted")
+    wait_until(lambda: up.gate()[0] == 1, 30, message="gate open again after the slow start")
+    up.close()
+    out = up.output(timeout=30)
+    assert "silent for" not in out, out
+    assert out.count("restarting strategy") == 1, out
+
+
 def test_a_process_failing_at_start_is_named_and_nothing_is_left_running(tmp_path, unique_name):
     path = make_layout(tmp_path, unique_name, risk="supervised_agents:FailsAtStart")
     result = appliance("up", "--layout", str(path), "--status-line", "off")

@@ -78,3 +78,18 @@ class ExitsLater(Agent):
         if time.monotonic() > self.until:
             os._exit(3)
         return 0
+
+
+class SlowAfterRestart(Agent):
+    """Starts at once the first time; every later start takes ``SLOW_START_S`` in on_start (a busy
+    machine, a long journal replay): a restarted process the supervisor must not take for hung."""
+
+    def on_start(self) -> None:
+        marker = os.environ["SLOW_START_MARKER"]
+        if os.path.exists(marker):
+            time.sleep(float(os.environ.get("SLOW_START_S", "2")))
+        else:
+            open(marker, "w").close()
+
+    def do_work(self) -> int:
+        return 0
