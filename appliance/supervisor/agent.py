@@ -26,6 +26,9 @@ log = logging.getLogger("appliance.supervisor")
 
 SUPERVISE_PERIOD_NS = 5_000_000
 COMMANDS = ("status", "kill", "resume", "reduce", "activate", "close-gate", "open-gate", "reload-limits", "down")
+# Start-up is complete when every process is up and ready, whatever else holds the gate (a kill
+# switch latched the day before, an operator's hold, the clock): those are said by their own names.
+NOT_READY = GateReason.PROCESS_DOWN | GateReason.RISK_UNHEALTHY | GateReason.OMS_NOT_READY | GateReason.FEED_NOT_READY
 NEEDS_OPERATOR = frozenset(("resume", "reduce", "activate", "close-gate", "open-gate"))
 HUNG_FACTOR = 5                       # silent this many heartbeat timeouts: killed, then the restart policy
 
@@ -133,7 +136,7 @@ class SupervisorAgent(Agent):
         self._kill_hung(health, now)
         self._apply_clock(self.clock.verdict)
         reasons = self._gate_inputs(health)
-        if self.starting and not (reasons & ~GateReason.STARTING):
+        if self.starting and not (reasons & NOT_READY):
             self.starting = False
             reasons &= ~GateReason.STARTING
             log.info("every process is ready: start-up complete")

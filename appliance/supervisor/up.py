@@ -115,6 +115,8 @@ class Up:
             return EXIT_FAILED
         control = self.memory.control("supervisor")
         control.set("supervisor_pid", os.getpid())
+        from appliance.messages.codes import GateReason
+        control.write_gate(int(GateReason.STARTING))   # says why it is closed while the children start
         try:
             if self.args.sim:
                 self._start_exchange()

@@ -236,11 +236,11 @@ def test_a_latched_kill_switch_survives_down_and_up_until_a_named_reset(sandbox)
     assert killed.returncode == 0, killed.stdout + killed.stderr
     assert sb.down() == 0
     sb.start_appliance()                                   # `appliance up` again, same day, same files
-    wait_until(lambda: sb.control()["risk_ready"] == 1 and sb.control()["oms_ready"] == 1, 90,
-               message="risk and the OMS back")
+    wait_until(lambda: sb.control()["risk_ready"] == 1 and sb.control()["oms_ready"] == 1
+               and not sb.control()["gate_reasons"] & GateReason.STARTING, 90, message="the appliance back up")
     for _ in range(20):                                    # and it stays shut: nobody reset it
         control = sb.control()
-        assert control["gate_open"] == 0 and control["gate_reasons"] & GateReason.KILL_SWITCH, control
+        assert control["gate_open"] == 0 and control["gate_reasons"] & GateReason.KILL_SWITCH, (control, sb.up_output()[-3000:])
         assert control["risk_kill_latched"] == 1
         time.sleep(0.05)
     assert "latched" in sb.appliance("status").stdout
