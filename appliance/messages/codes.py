@@ -108,6 +108,7 @@ class OmsReason(enum.IntEnum):
     UNKNOWN_ACTION = 10      # an approved record with an action the OMS does not know
     NOT_SENT = 11            # journaled, but the session could not take the bytes (connection lost): never left
     SEQUENCE_GAP = 12        # the venue's login skipped messages the OMS never saw: closed until a person looks
+    KILLED = 13              # approved before a kill the OMS read first: never sent (the kill cancels, not adds)
 
 
 class RiskState(enum.IntEnum):

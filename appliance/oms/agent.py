@@ -404,13 +404,15 @@ class OmsAgent(Agent):
 
     # ------------------------------------------------------------------ risk -> OMS: approved orders
 
-    def _process_orders(self, now_mono: int) -> int:
+    def _process_orders(self, now_mono: int, limit: int = MAX_ORDERS_PER_CYCLE, refuse=None) -> int:
+        """Up to ``limit`` approved records. ``refuse``: a kill just read (ALL_SYMBOLS or a symbol
+        id): new orders and replaces it covers are refused (KILLED) instead of sent."""
         ring = self.orders_ring
         buffer = self.buffer
         unpack = APPROVED_ORDER.unpack_from
         samples = self.ring_to_wire_ns
         done = 0
-        while done < MAX_ORDERS_PER_CYCLE:
+        while done < limit:
             offset = ring.peek()
             if offset < 0:
                 break
@@ -421,7 +423,10 @@ class OmsAgent(Agent):
                 self.c_bad_ring_records.inc()
             else:
                 action = values[7]
-                if action == Action.NEW:
+                if refuse is not None and (action == Action.NEW or action == Action.REPLACE) and \
+                        (refuse == ALL_SYMBOLS or self._symbol_of(values) == refuse):
+                    self._reject_locally(values, OmsReason.KILLED)
+                elif action == Action.NEW:
                     self._new_order(values, now_mono)
                 elif action == Action.REPLACE:
                     self._replace_order(values, now_mono)
@@ -435,6 +440,19 @@ class OmsAgent(Agent):
             ring.release()            # after the order is journaled and sent: a crash before this re-reads it
             done += 1
         return done
+
+    def _symbol_of(self, values: tuple) -> int:
+        """The symbol an approved record is about (a replace's is its order's)."""
+        if values[7] == Action.REPLACE:
+            old = self.book.by_client.get(values[4])
+            return old.symbol_id if old is not None else values[6]
+        return values[6]
+
+    def _refuse_approved_before(self, scope: int) -> None:
+        """A kill was just read: whatever risk approved before it and the OMS has not read yet is in
+        the ring now (risk committed it first). Those orders never leave; cancels still do."""
+        while self.orders_ring.peek() >= 0:
+            self._process_orders(time.monotonic_ns(), MAX_ORDERS_PER_CYCLE, scope)
 
     def _new_order(self, values: tuple, now_mono: int) -> None:
         """The hot path: checks, token, journal (one pack into the mapped file), bytes to the socket;
@@ -663,8 +681,10 @@ class OmsAgent(Agent):
             payload = ev.control(kind, state, value, 0, operator, detail, t_ns)
             self._journal(RecordType.CONTROL, payload, time.time_ns(), reserve=True)
             if kind == ControlEventKind.KILL:
+                self._refuse_approved_before(ALL_SYMBOLS)
                 self._owe(ev.parse_control(payload), "kill", time.monotonic_ns())
             elif kind == ControlEventKind.KILL_SYMBOL:
+                self._refuse_approved_before(value)
                 self._owe(ev.parse_control(payload), f"kill {ev.text(detail)}", time.monotonic_ns())
             elif kind == ControlEventKind.SNAPSHOT_REQUEST:
                 self._snapshot_pending = True

@@ -271,9 +271,19 @@ def test_kill_one_symbol_cancels_its_orders_and_refuses_new_ones_until_its_named
     assert resumed.returncode == 0, resumed.stderr
     wait_until(lambda: sb.memory().positions_reader().read(sid).open_orders > 0, 60,
                message=f"quoting {symbol} again after its reset")
+    from appliance.messages.codes import ControlEventKind
+    from appliance.oms import events as ev
+    from appliance.oms.events import RecordType
+    from appliance.oms.journal import read_records
     from appliance.wire import ouch
+    records, _found, _header = read_records(str(sb.journal))
+    controls = [ev.parse_control(r.payload) for r in records if r.type == RecordType.CONTROL]
+    latched = [c.t_ns for c in controls if c.kind == ControlEventKind.KILL_SYMBOL]     # risk's own times
+    unlatched = [c.t_ns for c in controls if c.kind == ControlEventKind.RESET_SYMBOL]
+    assert len(latched) == 1 and len(unlatched) == 1 and killed_at < latched[0] < unlatched[0] and reset_at < unlatched[0]
     entered = [r.timestamp for r in ouch_inbound(sb) if r.message[:1] == b"O"
                and ouch.decode_inbound(r.message)["stock"].strip() == symbol]
-    during = [(t - killed_at) / 1e6 for t in entered if killed_at + 100_000_000 < t < reset_at]
-    assert not during, f"{symbol} orders reached the venue {during} ms after its kill"
+    # approved before the latch, an order may still be on its way (the wire, the OMS's cycle): 100 ms
+    during = [(t - latched[0]) / 1e6 for t in entered if latched[0] + 100_000_000 < t < unlatched[0]]
+    assert not during, f"{symbol} orders reached the venue {during} ms after its kill latched"
     assert sb.down() == 0

@@ -270,3 +270,21 @@ def test_orphans_each_get_their_own_client_id_and_are_in_the_snapshot(setup):
     pump(agent, lambda: E.SNAPSHOT_END in s.rig.events(ring="risk"), message="the snapshot")
     ids = [r["client_order_id"] for r in s.rig.risk_reports if r["event"] == E.SNAPSHOT_ORDER]
     assert len(set(ids)) == 2 and all(i >= ORPHAN_CLIENT_ID_BASE for i in ids)
+
+
+def test_orders_approved_before_a_kill_but_read_after_it_never_leave(setup):
+    """Risk approved a burst, then latched a symbol's kill switch: the OMS reads the kill while part
+    of the burst is still in its ring. Those never leave (KILLED); the ones that left are cancelled."""
+    s = setup(accept_all)
+    agent = s.start()
+    ready(agent, s.rig)
+    for client in range(1, 101):
+        s.rig.new(client, "SPY", "B", 100, 4_000_000 + client)
+    s.rig.control_event(ControlEventKind.KILL_SYMBOL, value=2, operator=b"alice")          # SPY
+    pump(agent, lambda: len(s.rig.events()) >= 100 and s.rig.control.get("oms_open_orders") == 0, timeout=15,
+         message="every order refused or cancelled")
+    refused = [c for c in range(1, 101) if E.REJECTED_LOCALLY in s.rig.events(c)]
+    assert refused and all(s.rig.reports_of(c)[-1]["reason"] == OmsReason.KILLED for c in refused)
+    sent = {m["order_token"] for m in s.venue.messages("O")}
+    assert len(sent) + len(refused) == 100
+    assert {m["order_token"] for m in s.venue.messages("X")} == sent
