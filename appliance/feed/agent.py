@@ -132,14 +132,14 @@ class FeedAgent(Agent):
             n = receive()
             if n < 0:
                 break
-            self._on_packet(receiver.buffer, n, receiver.rx_ns)
+            self._on_packet(receiver.buffer, n, receiver.rx_ns, True)
             work += 1
         channel = self.rerequest
         for _ in range(self._max_packets):
             n = channel.receive()
             if n < 0:
                 break
-            self._on_packet(channel.buffer, n, channel.rx_ns)
+            self._on_packet(channel.buffer, n, channel.rx_ns, False)
             work += 1
         now = time.monotonic_ns()
         if now >= self._next_slow_ns:
@@ -147,9 +147,9 @@ class FeedAgent(Agent):
             work += self._slow_checks(now)
         return work
 
-    def _on_packet(self, buffer, nbytes: int, rx_ns: int) -> None:
+    def _on_packet(self, buffer, nbytes: int, rx_ns: int, live: bool) -> None:
         sequencer = self.sequencer
-        skip = sequencer.accept(buffer, nbytes, rx_ns, time.monotonic_ns())
+        skip = sequencer.accept(buffer, nbytes, rx_ns, time.monotonic_ns(), live)
         if skip < 0:                        # dropped, held behind a gap, or a new session
             if skip == RESTARTED:
                 self._session_restarted()

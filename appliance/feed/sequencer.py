@@ -54,7 +54,8 @@ A new session, or the same one restarted (the rule; one place, here):
   session is pinned and other names are only counted in ``wrong_session``), a heartbeat or
   end of session of the followed session announcing a next sequence below one already seen
   (``high_water``), or a data packet of the followed session wholly below ``next_expected``
-  (a duplicate). A run of evidence ends at the next liveness packet; it is kept for one
+  (a duplicate), all arriving on the live feed (an answer to a re-request is never evidence: late
+  and repeated answers are normal). A run of evidence ends at the next liveness packet; it is kept for one
   candidate session name (a packet of another name starts a new run).
 - The candidate is adopted when its run holds at least ``ADOPT_AFTER_PACKETS`` packets and
   the followed session has been silent (no liveness) for ``silence_ns`` (the agent passes
@@ -137,7 +138,7 @@ class MoldSequencer:
                  "overflow_drops", "requests_sent", "retries", "gaps_abandoned", "messages_lost",
                  "session_restarts", "rebuilds",
                  "_high_water", "_pending", "_heap", "_progress", "_request_ns", "_attempts", "_now_ns", "_origin",
-                 "_candidate", "_candidate_packets", "_candidate_high", "_candidate_live_ns")
+                 "_candidate", "_candidate_packets", "_candidate_high", "_candidate_live_ns", "_from_live")
 
     def __init__(self, *, session: bytes | str | None, send_request: Callable[[bytes], object],
                  max_buffered_packets: int = 4096, request_timeout_ns: int = 50_000_000, max_retries: int = 5,
@@ -205,6 +206,7 @@ class MoldSequencer:
         self._candidate_packets = 0
         self._candidate_high = 1
         self._candidate_live_ns: int | None = None
+        self._from_live = True
 
     # ------------------------------------------------------------------ state
 
@@ -247,11 +249,14 @@ class MoldSequencer:
 
     # ------------------------------------------------------------------ per packet
 
-    def accept(self, buffer, nbytes: int, rx_ns: int, now_ns: int) -> int:
+    def accept(self, buffer, nbytes: int, rx_ns: int, now_ns: int, live: bool = True) -> int:
         """Classify one received packet: ``>= 0`` deliver it now skipping that many leading
-        messages; ``DROP``, ``BUFFERED`` or ``RESTARTED`` otherwise. Never raises on bad input."""
+        messages; ``DROP``, ``BUFFERED`` or ``RESTARTED`` otherwise. Never raises on bad input.
+        ``live``: it came on the live feed; an answer to a re-request (``live=False``) is never
+        evidence of a restart (late and repeated answers are what re-requests produce)."""
         self.packets += 1
         self._now_ns = now_ns
+        self._from_live = live
         if nbytes < _HEADER_SIZE or nbytes > len(buffer):
             self.bad_packets += 1
             return DROP
@@ -330,6 +335,8 @@ class MoldSequencer:
     def _evidence(self, session: bytes, high: int, now_ns: int) -> int:
         """One packet the followed session cannot have sent now (module docstring): adopt its
         session when the rule says so, else drop it."""
+        if not self._from_live:
+            return DROP
         if session != self._candidate or self._candidate_live_ns != self.last_live_ns:
             self._candidate = session                 # a new run: another name, or liveness since
             self._candidate_live_ns = self.last_live_ns

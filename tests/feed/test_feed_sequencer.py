@@ -49,9 +49,9 @@ class Harness:
                 assert data[offset + 1:offset + 9] == sequence.to_bytes(8, "big")
                 self.delivered.append(sequence)
 
-    def feed(self, data: bytes, rx_ns: int = 0) -> int:
+    def feed(self, data: bytes, rx_ns: int = 0, live: bool = True) -> int:
         self.buffer[:len(data)] = data
-        result = self.seq.accept(self.buffer, len(data), rx_ns, self.now)
+        result = self.seq.accept(self.buffer, len(data), rx_ns, self.now, live)
         if result >= 0:
             self.deliver(self.buffer, len(data), result)
             self.drain()
@@ -618,9 +618,9 @@ def test_random_lossy_stream_is_delivered_in_order_once(run):
                 assert data[offset + 1:offset + 9] == sequence.to_bytes(8, "big")
                 delivered.append(sequence)
 
-    def receive(data: bytes) -> None:
+    def receive(data: bytes, live: bool = True) -> None:
         buffer[:len(data)] = data
-        result = seq.accept(buffer, len(data), clock[0], clock[0])
+        result = seq.accept(buffer, len(data), clock[0], clock[0], live)
         if result >= 0:
             deliver(buffer, len(data), result)
             for p, size, skip, _ in seq.drain():
@@ -634,7 +634,7 @@ def test_random_lossy_stream_is_delivered_in_order_once(run):
         if due and rng.random() < 0.7:
             item = rng.choice(due)
             inbound.remove(item)
-            receive(item[1])
+            receive(item[1], live=False)                # an answer, on the re-request channel
         elif not live_done:
             nxt = next(live_iter, None)
             if nxt is None:
@@ -662,3 +662,19 @@ def test_random_lossy_stream_is_delivered_in_order_once(run):
         assert set(delivered) <= set(range(1, n + 1))
         assert seq.messages_lost == n - len(delivered) and seq.lost
     assert seq.buffered_packets == 0
+
+
+def test_late_repeated_answers_after_the_end_of_session_are_not_a_restart():
+    """Found by the lossy-stream property test: a re-request answered late, and twice, after the
+    gap was given up and the session ended, was taken for a venue restart (books rebuilt, the
+    ended session live again)."""
+    h = Harness(request_timeout_ns=10 * MS, max_retries=0, silence_ns=SILENCE)
+    h.feed(packet(1, 1))
+    h.feed(mold.end_of_session(SESSION, 4))             # 2..3 never came
+    assert h.seq.ended and h.take_requests() == [(2, 2)]
+    assert h.poll(20 * MS)                              # given up
+    h.now = SILENCE * 3
+    for _ in range(3):
+        assert h.feed(packet(2, 2), live=False) == DROP   # the answer, late, three times
+    assert h.seq.ended and h.seq.session_restarts == 0
+    assert h.feed(packet(1, 3)) == DROP and h.feed(packet(1, 3)) == RESTARTED   # on the live feed it is evidence
