@@ -70,3 +70,27 @@ def test_regression_laughs_in_layout_params_are_not_expanded():
     assert time.monotonic() - started < 2.0
 
 
+EXCHANGE_REGRESSIONS = {
+    "control-character": ("duration_s: null", "duration_s: null # \x04", "special characters are not allowed"),
+    "impossible-date": ("seed: 7", "seed: 2001-02-30", "as !!timestamp"),
+    "int-tag-key": ("seed: 7", "!!int zz: 7", "cannot read 'zz' as !!int"),
+    "huge-number": ("drop: 0.0", "drop: 1" + "0" * 400, "an integer of more than 100 digits"),
+    "huge-port": ('["127.0.0.1:15001"]', '["127.0.0.1:' + "9" * 5000 + '"]', "outside 1..65535"),
+    "surrogate-socket": ("socket: null", 'socket: "\\uD800"', "not a valid file name"),
+    "nul-socket": ("socket: null", 'socket: "/tmp/a\\0b"', "not a valid file name (a NUL"),
+    "nul-directory": ("directory: null", 'directory: "run\\0"', "not a valid file name (a NUL"),
+    "deep-flow": ("duration_s: null", "duration_s: " + "[" * 60000, "nested more than 64 levels deep"),
+}
+
+
+@pytest.mark.parametrize("name", list(EXCHANGE_REGRESSIONS))
+def test_regression_exchange_config(name):
+    old, new, fragment = EXCHANGE_REGRESSIONS[name]
+    assert old in DEFAULT_CONFIG_YAML
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        parse_config(DEFAULT_CONFIG_YAML.replace(old, new, 1), "fz.yaml")
+    assert fragment in str(caught.value) and str(caught.value).startswith("fz.yaml"), str(caught.value)[:300]
+    assert time.monotonic() - started < 2.0
+
+
