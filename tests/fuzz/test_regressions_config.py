@@ -94,3 +94,24 @@ def test_regression_exchange_config(name):
     assert time.monotonic() - started < 2.0
 
 
+def test_regression_yaml_errors_of_the_strategy_parameters_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    for text, fragment in (("tick: " + "[" * 5000, "nested more than 64"),            # was a RecursionError
+                           ("tick: 2001-02-30", "as !!timestamp"), ("a: [", "not valid YAML")):
+        path.write_text(text)
+        with pytest.raises(StrategyConfigError) as caught:
+            load_strategy(StrategyConfig(MARKET_MAKER, 1, parameters_file=str(path)))
+        message = str(caught.value)
+        assert fragment in message and f"{path}:1: <top>: " in message, message      # was "p.yaml:1: : ..."
+
+
+@pytest.mark.parametrize("parameters", [{"spread_bp": float("nan")}, {"skew_ticks": float("inf")},
+                                        {"widen_ticks": 1e300}, {"tick": 10**40}, {"spread_ticks": 10**40}])
+def test_regression_market_maker_refuses_parameters_it_cannot_quote_with(parameters):
+    """Accepted before: NaN and infinities failed the first quote (int(nan), int(inf)), and so did huge
+    values (the float arithmetic overflows); now the largest sensible value is the limit."""
+    params = {"strategy": MARKET_MAKER, "strategy_id": 1, "parameters": parameters}
+    with pytest.raises(StrategyConfigError):
+        load_strategy(parse_strategy_params(params), layout_symbols=SYMBOLS)
+
+
