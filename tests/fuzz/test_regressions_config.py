@@ -115,3 +115,13 @@ def test_regression_market_maker_refuses_parameters_it_cannot_quote_with(paramet
         load_strategy(parse_strategy_params(params), layout_symbols=SYMBOLS)
 
 
+@pytest.mark.parametrize("params, parse, error", [
+    ({"listen": {1: "x", "a": "y"}}, parse_feed_params, FeedConfigError),           # sorted() of int and str
+    ({"multicast": {"group": "239.1.1.1", None: 1, "b": 2}}, parse_feed_params, FeedConfigError),
+    ({"venue": {1.5: "x", "a": "y"}}, lambda p: parse_oms_params(p), OmsConfigError),
+])
+def test_regression_params_with_keys_of_mixed_types(params, parse, error):
+    with pytest.raises(error, match="unknown key"):
+        parse(params)
+
+
