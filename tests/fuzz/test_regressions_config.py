@@ -125,3 +125,14 @@ def test_regression_params_with_keys_of_mixed_types(params, parse, error):
         parse(params)
 
 
+def test_regression_a_nul_in_a_config_path_is_the_named_error(tmp_path):
+    """open() raises ValueError, not OSError, for a path with a NUL (e.g. risk params limits: "a\\0b")."""
+    bad = str(tmp_path / "a\0b.yaml")
+    with pytest.raises(LayoutError, match="cannot read"):
+        load_layout(bad)
+    with pytest.raises(LimitsError, match="cannot read"):
+        load_limits(parse_risk_params({"limits": bad}, "", "processes.risk.params")["limits"], SYMBOLS)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(bad)
+    with pytest.raises(StrategyConfigError, match="cannot read"):
+        load_parameters_file(bad)
