@@ -100,3 +100,60 @@ def test_regression_feed_sequencer_refuses_sequence_numbers_past_u64(sequence, c
     heartbeat = mold.heartbeat("S1", 5)
     sequencer.accept(heartbeat, len(heartbeat), 2, 2)           # a gap: requests still pack
     assert requests and all(len(r) == mold.REQUEST.size for r in requests)
+
+
+# ------------------------------------------------------------------------------------ OMS
+
+AAPL, TOKEN = b"AAPL    ", b"AB0000000001  "
+
+
+def _report_packer(book_ref: list):
+    """The values OmsAgent._report packs into an ExecutionReport, in its order."""
+    scratch = bytearray(EXECUTION_REPORT.size)
+
+    def report(event, order, shares, price, match=0, reason=0, source=0, t_exchange_ns=0):
+        p = book_ref[0].positions
+        sid = order.symbol_id
+        EXECUTION_REPORT.pack_into(scratch, 0, order.client_order_id, order.orig_client_order_id, order.order_ref,
+                                   match, order.strategy_id, sid, event, order.side, reason, source, shares, price,
+                                   max(0, order.leaves), p.position[sid], p.cost_basis[sid], p.realized_pnl[sid],
+                                   t_exchange_ns, 1)
+    return report
+
+
+def _book() -> OrderBook:
+    holder: list = []
+    book = OrderBook(["AAPL"], report=_report_packer(holder))
+    holder.append(book)
+    book.add_new(TOKEN, 1, 7, 0, AAPL, ord("B"), 300, 1_900_000, 99998)
+    return book
+
+
+def _accepted(shares: int = 300, timestamp: int = 5) -> bytes:
+    return ouch.encode_outbound({"type": "A", "timestamp": timestamp, "order_token": TOKEN.decode(),
+                                 "buy_sell_indicator": "B", "shares": shares, "stock": "AAPL", "price": 1_900_000,
+                                 "time_in_force": 99998, "firm": "ALGO", "display": "Y", "order_reference_number": 9,
+                                 "capacity": "P", "intermarket_sweep_eligibility": "N", "minimum_quantity": 0,
+                                 "cross_type": "N", "order_state": "L", "bbo_weight_indicator": " "})
+
+
+def _executed(shares: int, price: int, match: int = 1) -> bytes:
+    return ouch.encode_outbound({"type": "E", "timestamp": 6, "order_token": TOKEN.decode(), "executed_shares": shares,
+                                 "execution_price": price, "liquidity_flag": "A", "match_number": match})
+
+
+def _canceled(shares: int) -> bytes:
+    return ouch.encode_outbound({"type": "C", "timestamp": 7, "order_token": TOKEN.decode(), "decrement_shares": shares,
+                                 "reason": "U"})
+
+
+@pytest.mark.parametrize("messages", [
+    [_accepted(timestamp=U64 - 1)],                                   # t_exchange_ns = midnight + 2**64 - 1
+    [_accepted(), _executed(U32_MAX, 0x7FFFFFFF), _executed(U32_MAX, 0x7FFFFFFF, 2)],   # cost basis past i64
+    [_executed(400, 1_900_000), _accepted(300), _canceled(100)],      # fills before the ack: leaves -100
+], ids=["timestamp-past-a-day", "cost-basis-past-i64", "fill-before-accepted"])
+def test_regression_oms_execution_reports_fit_their_record(messages):
+    """Each made OmsAgent._report raise struct.error (the OMS stopped) on one venue message."""
+    book = _book()
+    for message in messages:
+        assert book.apply_ouch(message, 1_764_000_000_000_000_000) == 1
