@@ -157,3 +157,15 @@ def test_regression_oms_execution_reports_fit_their_record(messages):
     book = _book()
     for message in messages:
         assert book.apply_ouch(message, 1_764_000_000_000_000_000) == 1
+
+
+# ------------------------------------------------------------------------------------ exchange records
+
+@pytest.mark.parametrize("direction", [b"\xff", b"\x00", b"X"])
+def test_regression_ouch_log_direction_must_be_i_or_o(tmp_path, direction):
+    """A damaged direction byte: UnicodeDecodeError (0xff), or a record of neither direction."""
+    path = tmp_path / "ouch-F.log"
+    path.write_bytes((9 + 3).to_bytes(2, "big") + direction + (1).to_bytes(8, "big") + b"abc")
+    with pytest.raises(WireFormatError, match="direction") as caught:
+        list(read_ouch_log(path))
+    assert caught.value.offset == 2
