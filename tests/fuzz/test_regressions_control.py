@@ -2,14 +2,30 @@
 failed before its fix. Garbage gets an error answer; the server keeps serving."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from appliance.exchange import control as exchange_control
 from appliance.exchange.cli import parse_ctl_words
 from appliance.exchange.venue import Venue
+from appliance.supervisor import control_server
 
 DEEP = b"[" * 5000                                              # RecursionError inside json.loads
 HUGE_INT = b'{"command": "status", "x": ' + b"9" * 5000 + b"}"  # ValueError: over 4300 digits
+
+
+def test_regression_supervisor_answers_a_deeply_nested_line():
+    """The RecursionError left ControlServer.poll() and took the supervisor (the gate's keeper) down."""
+    directory = tempfile.mkdtemp(prefix="fz-reg-")
+    server = control_server.ControlServer(os.path.join(directory, "s.sock"), lambda request: {"ok": True})
+    try:
+        assert server._handle(DEEP) == {"ok": False, "error": "not a JSON object"}
+        assert server._handle(b'{"command": "status"}') == {"ok": True}
+    finally:
+        server.close()
+        os.rmdir(directory)
 
 
 class _Exchange:
