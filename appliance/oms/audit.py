@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import struct
 from typing import Iterable, Iterator
 
 from appliance.messages.codes import Action, ControlEventKind, OmsReason, name_of
@@ -113,7 +114,7 @@ class AuditTrail:
                 self._control(row, ev.parse_control(record.payload))
             elif kind == RecordType.SESSION:
                 self._session(row, ev.parse_session(record.payload))
-        except (ValueError, WireFormatError, IndexError) as exc:
+        except (ValueError, WireFormatError, IndexError, struct.error) as exc:   # a payload too short for its type
             row["event"] = "UNREADABLE"
             row["detail"] = str(exc)
         return row
