@@ -25,11 +25,12 @@ the target's ``expected`` exception classes (counted as ``"error"``; ``on_error`
 more about it, e.g. that a configuration error names the file). Anything else fails the test
 with the seed, the case number, the exact command to replay it, the input and the traceback.
 
-The hang guard: ``setitimer`` interrupts a case that runs longer than its timeout with
-``CaseTimeout`` (a ``BaseException``, so code under test that catches ``Exception`` cannot
-swallow it), and a ``faulthandler`` watchdog ends the whole process with every thread's
-traceback if a case is stuck where no Python signal handler can run (inside one C call): a
-hang fails CI instead of stalling it.
+The hang guard: ``setitimer(ITIMER_PROF)`` interrupts a case that uses more CPU than its
+timeout with ``CaseTimeout`` (a ``BaseException``, so code under test that catches ``Exception``
+cannot swallow it; CPU time, so a soak at ``nice 19`` on a busy machine does not time out while
+it waits for a core), and a ``faulthandler`` watchdog (wall clock, two minutes at least) ends
+the whole process with every thread's traceback if a case is stuck where no Python signal
+handler can run (inside one C call) or waits forever: a hang fails CI instead of stalling it.
 """
 from __future__ import annotations
 
@@ -86,6 +87,9 @@ class CaseTimeout(BaseException):
 
 class GeneratorFailed(Exception):
     """The fuzz test's own input generator raised: a bug in the test, not in the code under test."""
+
+
+_TIMER, _TIMER_SIGNAL = signal.ITIMER_PROF, signal.SIGPROF       # CPU time of the process
 
 
 def _on_alarm(signum, frame):
@@ -147,7 +151,7 @@ def run_cases(target: str, ci_cases: int, make_input: Callable[[random.Random], 
     failures: dict[tuple, str] = {}
     case_numbers = [only] if only is not None else range(cases)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    previous_handler = signal.signal(signal.SIGALRM, _on_alarm)
+    previous_handler = signal.signal(_TIMER_SIGNAL, _on_alarm)
     logging.disable(logging.CRITICAL)              # the code under test logs what it drops: thousands of lines
     watchdog_armed = 0.0
     started = time.monotonic()
@@ -155,13 +159,13 @@ def run_cases(target: str, ci_cases: int, make_input: Callable[[random.Random], 
         for case in case_numbers:
             now = time.monotonic()
             if now - watchdog_armed > 1.0:             # re-arming costs a thread wake-up: not per case
-                faulthandler.dump_traceback_later(timeout * 3 + 30, exit=True)
+                faulthandler.dump_traceback_later(max(120.0, timeout * 10), exit=True)
                 watchdog_armed = now
             rng.seed(base + case)
             data = None
             t0 = time.perf_counter()
             try:
-                signal.setitimer(signal.ITIMER_REAL, timeout)
+                signal.setitimer(_TIMER, timeout)
                 try:
                     try:
                         data = make_input(rng)
@@ -169,7 +173,7 @@ def run_cases(target: str, ci_cases: int, make_input: Callable[[random.Random], 
                         raise GeneratorFailed(f"the input generator failed: {exc!r}") from exc
                     outcome = check(data)
                 finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    signal.setitimer(_TIMER, 0)
                 outcome = outcome if isinstance(outcome, str) else "ok"
             except expected as exc:
                 outcome = f"error {type(exc).__name__}"
@@ -180,7 +184,7 @@ def run_cases(target: str, ci_cases: int, make_input: Callable[[random.Random], 
                         failure = bad
                         outcome = None
             except CaseTimeout:
-                failure = CaseTimeout(f"case ran longer than {timeout} s (hang?)")
+                failure = CaseTimeout(f"case used more than {timeout} s of CPU (hang?)")
                 outcome = None
             except Exception as exc:                   # noqa: BLE001 - the point of fuzzing
                 failure = exc
@@ -204,7 +208,7 @@ def run_cases(target: str, ci_cases: int, make_input: Callable[[random.Random], 
                 break
     finally:
         faulthandler.cancel_dump_traceback_later()
-        signal.signal(signal.SIGALRM, previous_handler)
+        signal.signal(_TIMER_SIGNAL, previous_handler)
         logging.disable(logging.NOTSET)
         summary.wall = time.monotonic() - started
     print("\n" + summary.line())

@@ -3,7 +3,8 @@
 - the supervisor's ``ControlServer`` (``_handle`` with the real ``SupervisorAgent.handle``
   on a stand-in agent, and whole byte streams through a real UNIX socket and ``poll``);
 - the exchange's ``ControlServer.handle_line`` on a real, open ``Venue``;
-- ``appliance exchange ctl`` words (``parse_ctl_words``: a command line is untrusted too).
+- ``appliance exchange ctl`` words (``parse_ctl_words``: a command line is untrusted too), and
+  ``appliance audit --from/--to`` times (``parse_iso_ns``: ValueError, which the CLI reports).
 
 Lines are damaged valid requests (every JSON type in every place, huge numbers, deep nesting,
 NaN, lone surrogates), byte-level damage of them, and noise.
@@ -23,6 +24,7 @@ from appliance.exchange import control as exchange_control
 from appliance.exchange.cli import parse_ctl_words
 from appliance.exchange.venue import Venue
 from appliance.messages.catalog import RISK_COMMAND
+from appliance.oms.audit import parse_iso_ns
 from appliance.supervisor import control_server
 from appliance.supervisor.agent import SupervisorAgent
 
@@ -235,4 +237,17 @@ def test_fuzz_exchange_ctl_command_line():
         json.dumps(request)                  # what `ctl` sends
         return "request"
 
-    fuzzkit.run_cases("exchange-ctl-words", 1500, _ctl_words, check, test_file=THIS, soak_share=0.28)
+    fuzzkit.run_cases("exchange-ctl-words", 1500, _ctl_words, check, test_file=THIS, soak_share=0.18)
+
+
+ISO_SEEDS = [b"2026-01-02T13:45:12.123456789Z", b"2026-01-02", b"2026-01-02 13:45", b"2026-01-02T13:45:12+05:30",
+             b"2026-01-02T13:45:12-0800", b"1970-01-01T00:00:00Z", b"9999-12-31T23:59:59.999999999Z"]
+
+
+def test_fuzz_audit_time_arguments():
+    def check(raw: bytes) -> str:
+        value = parse_iso_ns(raw.decode("utf-8", "surrogateescape"))
+        assert isinstance(value, int)
+
+    fuzzkit.run_cases("audit-time-args", 1500, lambda rng: fuzzkit.byte_inputs(rng, ISO_SEEDS, max_random=40), check,
+                      expected=(ValueError,), test_file=THIS, soak_share=0.10)
