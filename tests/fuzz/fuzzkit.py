@@ -154,13 +154,17 @@ def run_cases(target: str, ci_cases: int, make_input: Callable[[random.Random], 
     previous_handler = signal.signal(_TIMER_SIGNAL, _on_alarm)
     logging.disable(logging.CRITICAL)              # the code under test logs what it drops: thousands of lines
     watchdog_armed = 0.0
-    started = time.monotonic()
+    started = progress_shown = time.monotonic()
     try:
         for case in case_numbers:
             now = time.monotonic()
             if now - watchdog_armed > 1.0:             # re-arming costs a thread wake-up: not per case
                 faulthandler.dump_traceback_later(max(120.0, timeout * 10), exit=True)
                 watchdog_armed = now
+                if now - progress_shown > 600:         # a soak says where it is every ten minutes
+                    print(f"\nfuzz {target}: case {case} of {cases} after {now - started:.0f} s",
+                          file=sys.stderr, flush=True)
+                    progress_shown = now
             rng.seed(base + case)
             data = None
             t0 = time.perf_counter()
