@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv clean
+.PHONY: run test fuzz-soak venv clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Hours, not minutes: a million fuzz cases per family of tests/fuzz (make test runs a few thousand
+# per target). FUZZ_SEED=random explores new inputs; a failure prints the command that replays it.
+fuzz-soak: $(STAMP)
+	FUZZ_SOAK=1000000 FUZZ_KEEP_GOING=1 nice -n 19 $(PY) -m pytest -q -s tests/fuzz
 
 clean:
 	rm -rf $(VENV) build *.egg-info appliance/*/*.so

@@ -112,7 +112,7 @@ def run_exchange(args: argparse.Namespace) -> int:
 def _ctl_value(text: str):
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):      # not JSON (or an int of over 4300 digits, [[[[... too deep): text
         return text
 
 

@@ -291,8 +291,50 @@ class _MarkedList(list):
     lines: list
 
 
+_MAX_INT_DIGITS = 100    # no setting needs more; Python will not even print an int of over 4300 digits
+_MAX_DEPTH = 64          # PyYAML's scanner is quadratic in the depth of [[[[...: refuse it where it starts
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and remembers the line of every value."""
+    """SafeLoader that refuses duplicate keys and remembers the line of every value.
+
+    Whatever the text, it raises only ``yaml.YAMLError`` (or ``_DuplicateKey``, ``RecursionError``):
+    a scalar its tag cannot read (``!!float abc``, the timestamp ``2001-02-30``) and an integer of
+    more than ``_MAX_INT_DIGITS`` digits are ``ConstructorError``s with their line, nesting deeper
+    than ``_MAX_DEPTH`` a ``ScannerError`` or ``ComposerError``."""
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass):
+        if self.flow_level >= _MAX_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested more than {_MAX_DEPTH} levels deep", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent, index):
+        if self._depth >= _MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {_MAX_DEPTH} levels deep",
+                                              self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            text = f" {node.value[:60]!r}" if isinstance(node, yaml.ScalarNode) else ""
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read{text} as {tag}: {exc}",
+                                                    node.start_mark) from None
+
+    def construct_yaml_int(self, node):
+        value = super().construct_yaml_int(node)
+        if abs(value) >= 10 ** _MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(None, None, f"an integer of more than {_MAX_INT_DIGITS} digits",
+                                                    node.start_mark)
+        return value
 
     def construct_mapping(self, node, deep=False):
         if not isinstance(node, yaml.MappingNode):
@@ -319,6 +361,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_mapping)
 _StrictLoader.add_constructor("tag:yaml.org,2002:seq", _StrictLoader.construct_sequence)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
 
 
 class _DuplicateKey(Exception):
@@ -539,12 +582,15 @@ def _build(data, file: str, root_line: int | None) -> ExchangeConfig:
 
     r = top.section("records", ("directory",))
     records = RecordsConfig(directory=r.string("directory", None, nullable=True))
+    if records.directory is not None:
+        _path_bytes(r, "directory", records.directory)
 
     c = top.section("control", ("socket",))
     socket_path = c.string("socket", None, nullable=True)
-    if socket_path is not None and len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
-        c.bad("socket", f"path is {len(os.fsencode(socket_path))} bytes; a UNIX socket path holds at most "
-                        f"{MAX_SOCKET_PATH}")
+    if socket_path is not None:
+        encoded = _path_bytes(c, "socket", socket_path)
+        if len(encoded) > MAX_SOCKET_PATH:
+            c.bad("socket", f"path is {len(encoded)} bytes; a UNIX socket path holds at most {MAX_SOCKET_PATH}")
     control = ControlConfig(socket=socket_path)
 
     duration_s = top.number("duration_s", 0, None, None, above=True, nullable=True)
@@ -552,6 +598,18 @@ def _build(data, file: str, root_line: int | None) -> ExchangeConfig:
     return ExchangeConfig(symbols=symbols, max_shares=max_shares, order_entry=order_entry, firms=firms,
                           market_data=market_data, faults=faults, background=background, records=records,
                           control=control, duration_s=duration_s)
+
+
+def _path_bytes(section: _Mapping, key: str, path: str) -> bytes:
+    """The file name as the OS gets it: a NUL byte or an unpaired surrogate ("\\uD800") is refused here,
+    not when the exchange opens the file."""
+    try:
+        encoded = os.fsencode(path)
+    except UnicodeEncodeError:
+        section.bad(key, f"{path!r} is not a valid file name (an unpaired surrogate)")
+    if b"\0" in encoded:
+        section.bad(key, f"{path!r} is not a valid file name (a NUL character)")
+    return encoded
 
 
 def _symbols(top: _Mapping) -> tuple[SymbolConfig, ...]:
@@ -626,9 +684,9 @@ def _subscriber(s: _Mapping, items: list, i: int) -> tuple[str, int]:
         s.fail(path, f'host {host!r} is not an IPv4 address ("{text}")', line)
     if address.is_unspecified:
         s.fail(path, f'host {host} is not a destination ("{text}")', line)
-    port = int(port_text)
+    port = int(port_text) if len(port_text) <= 5 else 0     # int() of thousands of digits raises
     if not 1 <= port <= 65535:
-        s.fail(path, f'port {port} outside 1..65535 ("{text}")', line)
+        s.fail(path, f'port {port_text} outside 1..65535 ("{text}")', line)
     return str(address), port
 
 
@@ -703,8 +761,9 @@ def parse_config(text: str | bytes, file: str = "<string>") -> ExchangeConfig:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(file, "", f"not UTF-8 text (byte {exc.start})") from None
-    loader = _StrictLoader(text)
+    loader = None
     try:
+        loader = _StrictLoader(text)          # reads the first characters: a control character fails here
         node = loader.get_single_node()
         if node is None:
             raise ConfigError(file, "", "empty document")
@@ -720,7 +779,8 @@ def parse_config(text: str | bytes, file: str = "<string>") -> ExchangeConfig:
     except RecursionError:
         raise ConfigError(file, "", "not valid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return _build(data, file, node.start_mark.line + 1)
 
 
@@ -730,8 +790,8 @@ def load_config(path: str | os.PathLike) -> ExchangeConfig:
     try:
         with open(file, "rb") as fh:
             text = fh.read()
-    except OSError as exc:
-        raise ConfigError(file, "", f"cannot read: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:          # ValueError: a NUL in the path
+        raise ConfigError(file, "", f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     return parse_config(text, file)
 
 

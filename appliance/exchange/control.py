@@ -86,8 +86,8 @@ class ControlServer:
     def handle_line(self, line: bytes) -> dict:
         try:
             request = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return {"ok": False, "error": f"not a JSON object: {exc}"}
+        except (ValueError, RecursionError) as exc:     # also an int of over 4300 digits, [[[[... too deep
+            return {"ok": False, "error": f"not a JSON object: {str(exc) or type(exc).__name__}"}
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return {"ok": False, "error": 'a request is a JSON object with a string "command"'}
         try:
@@ -106,6 +106,9 @@ class ControlServer:
         if unknown:
             raise ControlError(f"{command}: unknown argument(s) {', '.join(sorted(unknown))}; "
                                f"allowed: {', '.join(allowed) or 'none'}")
+        for name in ("symbol", "firm"):               # looked up in dicts below: a list would be unhashable
+            if name in request and not isinstance(request[name], str) and request[name] is not None:
+                raise ControlError(f"{command}: {name} must be a string, got {type(request[name]).__name__}")
         if command == "status":
             return ex.status()
         if command in ("halt", "resume"):

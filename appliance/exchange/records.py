@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, NamedTuple
 
 from appliance.wire.dayfile import DayFileWriter
+from appliance.wire.errors import WireFormatError
 
 _OUCH_RECORD = struct.Struct(">HcQ")
 INBOUND = b"I"
@@ -72,7 +73,8 @@ class Records:
 
 
 def read_ouch_log(path: str | os.PathLike) -> Iterator[OuchLogRecord]:
-    """The records of one ``ouch-<firm>.log``; a truncated last record (a crash mid-write) is left out."""
+    """The records of one ``ouch-<firm>.log``; a truncated last record (a crash mid-write) is left out.
+    A record whose direction is not I or O is not one this log holds: ``WireFormatError`` at its offset."""
     data = Path(path).read_bytes()
     offset = 0
     while offset + 2 <= len(data):
@@ -81,5 +83,7 @@ def read_ouch_log(path: str | os.PathLike) -> Iterator[OuchLogRecord]:
         if length < 9 or end > len(data):
             return
         _, direction, timestamp = _OUCH_RECORD.unpack_from(data, offset)
+        if direction not in (INBOUND, OUTBOUND):
+            raise WireFormatError(offset + 2, f"OUCH log record direction {direction!r} is not I or O")
         yield OuchLogRecord(direction.decode("ascii"), timestamp, data[offset + 11:end])
         offset = end

@@ -61,7 +61,7 @@ def _check_type(value, expected, path: str):
 def _address(section: dict, path: str, default_host: str, default_port: int, *, host_key: str = "host"):
     unknown = set(section) - {host_key, "port"}
     if unknown:
-        raise FeedConfigError(f"{path}.{sorted(unknown)[0]}", "unknown key")
+        raise FeedConfigError(f"{path}.{sorted(unknown, key=str)[0]}", "unknown key")
     host = _check_type(section.get(host_key, default_host), str, f"{path}.{host_key}")
     try:
         ipaddress.IPv4Address(host)
@@ -101,7 +101,7 @@ def parse_feed_params(params: dict | None, path: str = "processes.feed.params") 
         m = params["multicast"]
         unknown = set(m) - {"group", "interface"}
         if unknown:
-            raise FeedConfigError(f"{path}.multicast.{sorted(unknown)[0]}", "unknown key")
+            raise FeedConfigError(f"{path}.multicast.{sorted(unknown, key=str)[0]}", "unknown key")
         if "group" not in m:
             raise FeedConfigError(f"{path}.multicast.group", "missing required key")
         group = _check_type(m["group"], str, f"{path}.multicast.group")

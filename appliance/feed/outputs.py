@@ -16,6 +16,7 @@ from appliance.messages.catalog import (
 from appliance.runtime.market_state import MarketStateWriter
 
 NS_PER_DAY = 86_400 * 1_000_000_000
+U32_MAX = 0xFFFFFFFF             # share fields of both records are u32; ITCH's cross trade shares are u64
 
 
 def utc_midnight_ns(now_ns: int | None = None) -> int:
@@ -55,6 +56,11 @@ class BookOutputs:
         sid = book.symbol_id
         levels = self.levels
         book.snapshot_into(levels, 0)
+        if max(levels) > U32_MAX:                # a level holding more than 2**32 - 1 shares: saturate
+            levels[:] = [v if v <= U32_MAX else U32_MAX for v in levels]
+        last_shares = book.last_trade_shares
+        if last_shares > U32_MAX:                # a cross trade (u64 shares)
+            last_shares = U32_MAX
         flags = self.flags_of(book)
         state = book.trading_state
         state = state[0] if state and state != b" " else 0
@@ -63,7 +69,7 @@ class BookOutputs:
         ask_price, ask_shares = levels[2 * BOOK_DEPTH], levels[3 * BOOK_DEPTH]
         now = time.time_ns()
         self.market_state.publish(sid, bid_price, bid_shares, ask_price, ask_shares, book.last_trade_price,
-                                  book.last_trade_shares, flags, state, book.update_sequence, t_exchange, now)
+                                  last_shares, flags, state, book.update_sequence, t_exchange, now)
         offset = self.ring.claim()
         if offset < 0:
             self.dropped += 1
@@ -71,7 +77,7 @@ class BookOutputs:
         bid_count = BOOK_DEPTH - levels[BOOK_DEPTH:2 * BOOK_DEPTH].count(0)
         ask_count = BOOK_DEPTH - levels[3 * BOOK_DEPTH:].count(0)
         BOOK_UPDATE.pack_into(self.buffer, offset, sid, flags, state, bid_count, ask_count, *levels,
-                              book.last_trade_price, book.last_trade_shares, book.update_sequence, mold_sequence,
+                              book.last_trade_price, last_shares, book.update_sequence, mold_sequence,
                               t_exchange, t_rx_ns, time.time_ns())
         self.ring.commit()
         self.published += 1

@@ -125,6 +125,7 @@ _HEARTBEAT = moldudp64.HEARTBEAT_COUNT
 _END_OF_SESSION = moldudp64.END_OF_SESSION_COUNT
 _unpack_header = moldudp64.HEADER.struct.unpack_from
 _NOTHING = ()
+_SEQUENCE_END = 1 << 64          # sequence + count must stay below: next_expected is a u64 (requests, counters)
 
 
 class MoldSequencer:
@@ -274,7 +275,7 @@ class MoldSequencer:
                 offset = -1
                 break
             offset += 2 + (buffer[offset] << 8 | buffer[offset + 1])
-        if offset != nbytes:
+        if offset != nbytes or sequence + count >= _SEQUENCE_END:
             self.bad_packets += 1
             return DROP
         end = sequence + count

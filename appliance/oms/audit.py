@@ -17,10 +17,9 @@ timestamp as ISO UTC), ``detail``.
 """
 from __future__ import annotations
 
-import struct
-
 import datetime as _dt
 import re
+import struct
 from typing import Iterable, Iterator
 
 from appliance.messages.codes import Action, ControlEventKind, OmsReason, name_of
@@ -117,7 +116,7 @@ class AuditTrail:
                 self._session(row, ev.parse_session(record.payload))
             elif kind == RecordType.NOT_SENT:
                 self._not_sent(row, ev.parse_not_sent(record.payload))
-        except (ValueError, WireFormatError, IndexError, struct.error) as exc:
+        except (ValueError, WireFormatError, IndexError, struct.error) as exc:   # a payload too short for its type
             row["event"] = "UNREADABLE"
             row["detail"] = str(exc)
         return row

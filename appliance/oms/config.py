@@ -112,7 +112,7 @@ def parse_oms_params(params: dict | None, layout_path: str = "", path: str = "pr
             raise OmsConfigError(f"{path}.venue", f"expected a mapping with host and port, got {_type_name(venue)}")
         unknown = set(venue) - {"host", "port"}
         if unknown:
-            raise OmsConfigError(f"{path}.venue.{sorted(unknown)[0]}", "unknown key (known: host, port)")
+            raise OmsConfigError(f"{path}.venue.{sorted(unknown, key=str)[0]}", "unknown key (known: host, port)")
         if "host" in venue:
             host = _string(venue["host"], f"{path}.venue.host")
             try:

@@ -139,8 +139,19 @@ class Order:
                 f"{chr(self.side)} {self.shares}@{self.price}, leaves {self.leaves})")
 
 
+I64_MAX = (1 << 63) - 1
+
+
+def _saturated(value: int) -> int:
+    """Clamped to the i64 range of the records and table that carry it."""
+    return value if -I64_MAX <= value <= I64_MAX else (I64_MAX if value > 0 else -I64_MAX)
+
+
 class Positions:
-    """Per symbol id: position, cost basis, realized P&L and the table's tallies (plain lists)."""
+    """Per symbol id: position, cost basis, realized P&L and the table's tallies (plain lists).
+
+    Cost basis and realized P&L saturate at the i64 range of the ExecutionReport and the positions
+    table: a venue message claiming billions of shares at the largest price must not stop the OMS."""
 
     def __init__(self, symbols: int):
         n = symbols
@@ -160,7 +171,7 @@ class Positions:
             closing = min(abs(signed_shares), abs(position))
             removed = cost * closing // abs(position)
             sign = 1 if position > 0 else -1
-            self.realized_pnl[symbol_id] += sign * closing * price - removed
+            self.realized_pnl[symbol_id] = _saturated(self.realized_pnl[symbol_id] + sign * closing * price - removed)
             cost -= removed
             position -= sign * closing
             rest = signed_shares + sign * closing            # what is left opens the other way
@@ -170,7 +181,7 @@ class Positions:
             position += rest
             cost += rest * price
         self.position[symbol_id] = position
-        self.cost_basis[symbol_id] = cost
+        self.cost_basis[symbol_id] = _saturated(cost)
 
     def average_price(self, symbol_id: int) -> float:
         position = self.position[symbol_id]
@@ -366,10 +377,13 @@ class OrderBook:
             self.bad_messages += 1
             return 0
         values = layout.unpack_from(message, 0)
-        midnight = t_rx_ns - t_rx_ns % NS_PER_DAY
-        t_exchange_ns = midnight + values[1]
-        if t_exchange_ns > t_rx_ns + 3_600_000_000_000:      # stamped before midnight, received after
-            t_exchange_ns -= NS_PER_DAY
+        if values[1] < NS_PER_DAY:
+            midnight = t_rx_ns - t_rx_ns % NS_PER_DAY
+            t_exchange_ns = midnight + values[1]
+            if t_exchange_ns > t_rx_ns + 3_600_000_000_000:  # stamped before midnight, received after
+                t_exchange_ns -= NS_PER_DAY
+        else:                                                 # not ns since midnight: the message still
+            t_exchange_ns = t_rx_ns                           # counts (a fill must reach the position)
         self._handlers[message[0]](values, t_exchange_ns)
         return 1
 
@@ -408,7 +422,7 @@ class OrderBook:
         order.acked = True
         order.order_ref = values[10]
         order.shares = values[4]
-        order.leaves = values[4] - order.executed - order.canceled
+        order.leaves = max(0, values[4] - order.executed - order.canceled)   # fills may have come first
         if order.state is S.PENDING_NEW:
             self._set_state(order, S.LIVE)
         self._answered(order)

@@ -420,8 +420,8 @@ def load_limits(path: str | os.PathLike, layout_symbols) -> Limits:
     try:
         with open(file, "rb") as fh:
             text = fh.read()
-    except OSError as exc:
-        raise LimitsError(file, "", f"cannot read: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:          # ValueError: a NUL in the path
+        raise LimitsError(file, "", f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     return parse_limits(text, layout_symbols, file)
 
 

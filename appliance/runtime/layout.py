@@ -300,8 +300,8 @@ def load_layout(path: str | os.PathLike, *, available_cpus: set[int] | None = No
     try:
         with open(file, "rb") as fh:
             text = fh.read()
-    except OSError as exc:
-        raise LayoutError(file, "", f"cannot read: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:          # ValueError: a NUL in the path
+        raise LayoutError(file, "", f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     return parse_layout(text, file, available_cpus=available_cpus)
 
 

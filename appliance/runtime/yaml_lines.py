@@ -3,6 +3,16 @@
 ``LineLoader`` is a SafeLoader (no Python objects) that refuses duplicate keys (plain YAML keeps
 the last one silently) and records the line of every mapping key and list item, so that a
 validation error can say ``file:line: key.path: reason``.
+
+A config file is untrusted input, so whatever the text, the loader raises only ``DuplicateKey``,
+a ``yaml.YAMLError`` with the line (or ``RecursionError`` for absurd nesting), never another
+exception: a scalar its tag cannot read (``!!float abc``, the timestamp ``2001-02-30``) is a
+``ConstructorError``; so is an integer of more than ``MAX_INT_DIGITS`` digits (no setting needs
+one, and Python refuses to print one of over 4300 in an error message); aliases may add at
+most ``MAX_ALIAS_NODES`` nodes to the document (a "billion laughs" file would otherwise take
+hours and gigabytes to expand, print or copy); and nesting deeper than ``MAX_DEPTH`` is refused
+where it starts (PyYAML's scanner is quadratic in the depth of ``[[[[...``: seconds, then a
+RecursionError).
 """
 from __future__ import annotations
 
@@ -25,8 +35,85 @@ class DuplicateKey(Exception):
         self.key, self.line = key, line
 
 
+MAX_INT_DIGITS = 100
+MAX_ALIAS_NODES = 100_000
+MAX_DEPTH = 64
+
+
 class LineLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys and remembers the line of every key and item."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._alias_nodes = 0            # nodes the aliases so far add to the document
+        self._sizes: dict[int, int] = {}  # id(node) -> its size with every alias in it expanded
+        self._depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass):
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested more than {MAX_DEPTH} levels deep", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent, index):
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                              self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return self._compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None:
+                self._alias_nodes += self._expanded_size(node)
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"aliases expand the document by more than {MAX_ALIAS_NODES} nodes "
+                                    "(a 'billion laughs' document?)", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def _expanded_size(self, node) -> int:
+        """1 + the expanded sizes of its children, memoized: linear in the document, however it aliases."""
+        sizes = self._sizes
+        stack = [(node, False)]
+        while stack:
+            current, children_done = stack.pop()
+            if id(current) in sizes:
+                continue
+            if isinstance(current, yaml.MappingNode):
+                children = [child for pair in current.value for child in pair]
+            elif isinstance(current, yaml.SequenceNode):
+                children = current.value
+            else:
+                sizes[id(current)] = 1
+                continue
+            if children_done:
+                sizes[id(current)] = 1 + sum(sizes.get(id(child), 1) for child in children)
+            else:
+                stack.append((current, True))     # a recursive alias: the child is counted once (the
+                stack.extend((child, False) for child in children   # constructor refuses it anyway)
+                             if id(child) not in sizes and child is not current)
+        return sizes[id(node)]
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            text = f" {node.value[:60]!r}" if isinstance(node, yaml.ScalarNode) else ""
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read{text} as {tag}: {exc}",
+                                                    node.start_mark) from None
+
+    def construct_yaml_int(self, node):
+        value = super().construct_yaml_int(node)
+        if abs(value) >= 10 ** MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(None, None, f"an integer of more than {MAX_INT_DIGITS} digits",
+                                                    node.start_mark)
+        return value
 
     def construct_mapping(self, node, deep=False):
         if not isinstance(node, yaml.MappingNode):
@@ -52,6 +139,7 @@ class LineLoader(yaml.SafeLoader):
 
 LineLoader.add_constructor("tag:yaml.org,2002:map", LineLoader.construct_mapping)
 LineLoader.add_constructor("tag:yaml.org,2002:seq", LineLoader.construct_sequence)
+LineLoader.add_constructor("tag:yaml.org,2002:int", LineLoader.construct_yaml_int)
 
 
 def line_of(container, key) -> int | None:

@@ -22,7 +22,7 @@ class StrategyConfigError(ValueError):
 
     def __init__(self, key_path: str, reason: str, file: str | None = None, line: int | None = None):
         where = f"{file}:{line}: " if file and line else f"{file}: " if file else ""
-        super().__init__(f"{where}{key_path}: {reason}")
+        super().__init__(f"{where}{key_path or '<top>'}: {reason}")
         self.key_path = key_path
         self.reason = reason
         self.file = file

@@ -59,8 +59,9 @@ def load_parameters_file(path: str) -> dict:
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
-    except OSError as exc:
-        raise StrategyConfigError("", f"cannot read: {exc.strerror or exc}", file=path) from None
+    except (OSError, ValueError) as exc:          # ValueError: a NUL in the path
+        raise StrategyConfigError("", f"cannot read: {getattr(exc, 'strerror', None) or exc}",
+                                  file=path) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -73,6 +74,8 @@ def load_parameters_file(path: str) -> dict:
         mark = getattr(exc, "problem_mark", None)
         raise StrategyConfigError("", f"not valid YAML: {getattr(exc, 'problem', None) or exc}", file=path,
                                   line=mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise StrategyConfigError("", "not valid YAML: nested too deeply", file=path) from None
     if data is None:
         return MarkedDict()
     if not isinstance(data, dict):

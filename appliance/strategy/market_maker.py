@@ -22,6 +22,7 @@ Prices are integers with 4 implied decimals; the simulated exchange's tick is 10
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Iterable, Literal, NamedTuple
 
@@ -35,6 +36,14 @@ log = logging.getLogger("appliance.strategy.market_maker")
 # ---------------------------------------------------------------------------------------------
 # Parameters
 # ---------------------------------------------------------------------------------------------
+
+# Upper bounds: beyond them a value is a typo, and the quoting arithmetic (floats) would overflow.
+_MAX_PRICE = 0x7FFFFFFE                 # u32 prices (0x7FFFFFFF is the market-order price)
+_MAX_SHARES = 0xFFFFFFFF                # u32 shares
+_MAX_TICKS = 1_000_000
+_UPPER = {"tick": _MAX_PRICE, "size": _MAX_SHARES, "lot": _MAX_SHARES, "max_position": _MAX_SHARES,
+          "inventory_unit": _MAX_SHARES, "spread_ticks": _MAX_TICKS, "requote_threshold_ticks": _MAX_TICKS,
+          "skew_ticks": _MAX_TICKS, "widen_ticks": _MAX_TICKS, "spread_bp": 10_000}
 
 @dataclass(frozen=True)
 class QuoteParams:
@@ -59,6 +68,12 @@ class QuoteParams:
         for name in ("spread_bp", "skew_ticks", "widen_ticks", "requote_threshold_ticks", "reject_cooldown_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        for name in ("spread_bp", "skew_ticks", "widen_ticks"):       # YAML's .nan and .inf are floats too
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        for name, high in _UPPER.items():
+            if getattr(self, name) > high:
+                raise ValueError(f"{name} must be at most {high}, got {getattr(self, name)}")
         if self.size % self.lot:
             raise ValueError(f"size {self.size} is not a whole number of lots of {self.lot}")
         if self.max_position < self.size:

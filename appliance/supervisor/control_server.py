@@ -73,7 +73,7 @@ class ControlServer:
     def _handle(self, line: bytes) -> dict:
         try:
             request = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):           # RecursionError: [[[[... nested too deeply
             self.errors += 1
             return {"ok": False, "error": "not a JSON object"}
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
