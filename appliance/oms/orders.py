@@ -338,18 +338,7 @@ class OrderBook:
             return order
         if order.acked or order.state not in OPEN_STATES:
             return order                                  # the venue answered it: it did leave after all
-        order.leaves = 0
-        order.requests = []
-        old = order.replaces
-        if old is not None and order in old.requests:
-            old.requests.remove(order)
-            self._answered(old)
-        self._set_state(order, S.REJECTED)
-        if order.symbol_id >= 0:
-            self.positions.rejects[order.symbol_id] += 1
-            self._changed(order.symbol_id)
-        self._emit(ExecEvent.REJECTED_LOCALLY, order, order.shares, order.price, reason=OmsReason.NOT_SENT,
-                   source=RejectSource.OMS)
+        self._reject(order, OmsReason.NOT_SENT, 0, ExecEvent.REJECTED_LOCALLY, RejectSource.OMS)
         return order
 
     def venue_session_lost(self) -> list[Order]:
@@ -532,7 +521,8 @@ class OrderBook:
             return
         self._reject(order, reason, t_exchange_ns)
 
-    def _reject(self, order: Order, reason: int, t_exchange_ns: int) -> None:
+    def _reject(self, order: Order, reason: int, t_exchange_ns: int, event: int = ExecEvent.REJECTED,
+                source: int = RejectSource.EXCHANGE) -> None:
         order.leaves = 0
         order.requests = []
         old = order.replaces
@@ -543,8 +533,8 @@ class OrderBook:
         if order.symbol_id >= 0:
             self.positions.rejects[order.symbol_id] += 1
             self._changed(order.symbol_id)
-        self._emit(ExecEvent.REJECTED, order, order.shares, order.price, reason=reason,
-                   source=RejectSource.EXCHANGE, t_exchange_ns=t_exchange_ns)
+        self._emit(event, order, order.shares, order.price, reason=reason, source=source,
+                   t_exchange_ns=t_exchange_ns)
 
     def _broken(self, values, t_exchange_ns: int) -> None:
         token, match = values[2], values[3]

@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from appliance.messages.codes import GateReason, RiskState
+
 from .up import wait_for
 
 
@@ -202,6 +204,16 @@ def _after(args, request: dict, outcome, done: str, failed: str) -> int:
     return 0 if ok else 1
 
 
+def _counters(layout) -> dict | None:
+    memory = _attach(layout)
+    if memory is None:
+        return None
+    try:
+        return memory.counters_reader().by_label()
+    finally:
+        memory.close()
+
+
 def _symbol_open_orders(memory, symbol_id: int) -> int:
     return memory.positions_reader().read(symbol_id).open_orders
 
@@ -279,10 +291,10 @@ class resume:  # noqa: N801
                       "the kill switch is still latched")
 
 
-def _risk_state(state: str):
-    from appliance.messages.codes import RiskState
-
-    class command:  # noqa: N801
+def _named_command(command: str, outcome, done: str, failed: str):
+    """A subcommand that needs ``--operator``: send ``command``, then wait until ``outcome(memory)``
+    holds; ``done`` may name ``{operator}``."""
+    class named:  # noqa: N801
         @staticmethod
         def add_arguments(parser):
             _common(parser)
@@ -292,43 +304,26 @@ def _risk_state(state: str):
         def run(args) -> int:
             if not _named(args):
                 return 2
-            wanted = RiskState[state]
-            return _after(args, {"command": "reduce" if wanted == RiskState.REDUCING else "activate",
-                                 "operator": args.operator},
-                          lambda m: m.control().get("risk_state") == wanted,
-                          f"risk {state} (by {args.operator})" + (": only orders that shrink a position pass"
-                                                                  if wanted == RiskState.REDUCING else ""),
-                          f"risk is not {state} (a latched kill switch needs `appliance resume` first)")
-    return command
+            return _after(args, {"command": command, "operator": args.operator}, outcome,
+                          done.format(operator=args.operator), failed)
+    return named
 
 
-reduce = _risk_state("REDUCING")
-activate = _risk_state("ACTIVE")
-
-
-def _gate(close: bool):
-    from appliance.messages.codes import GateReason
-
-    class command:  # noqa: N801
-        @staticmethod
-        def add_arguments(parser):
-            _common(parser)
-            _operator_argument(parser, True, "asks for it")
-
-        @staticmethod
-        def run(args) -> int:
-            if not _named(args):
-                return 2
-            return _after(args, {"command": "close-gate" if close else "open-gate", "operator": args.operator},
-                          lambda m: bool(m.control().gate().reasons & GateReason.OPERATOR) == close,
-                          f"gate closed by {args.operator}: no new order leaves, cancels still do" if close else
-                          f"operator hold on the gate lifted by {args.operator}; it opens when nothing else holds it",
-                          "the gate did not change (is the supervisor running?)")
-    return command
-
-
-close_gate = _gate(True)
-open_gate = _gate(False)
+reduce = _named_command(
+    "reduce", lambda m: m.control().get("risk_state") == RiskState.REDUCING,
+    "risk REDUCING (by {operator}): only orders that shrink a position pass",
+    "risk is not REDUCING (a latched kill switch needs `appliance resume` first)")
+activate = _named_command(
+    "activate", lambda m: m.control().get("risk_state") == RiskState.ACTIVE, "risk ACTIVE (by {operator})",
+    "risk is not ACTIVE (a latched kill switch needs `appliance resume` first)")
+close_gate = _named_command(
+    "close-gate", lambda m: bool(m.control().gate().reasons & GateReason.OPERATOR),
+    "gate closed by {operator}: no new order leaves, cancels still do",
+    "the gate did not change (is the supervisor running?)")
+open_gate = _named_command(
+    "open-gate", lambda m: not m.control().gate().reasons & GateReason.OPERATOR,
+    "operator hold on the gate lifted by {operator}; it opens when nothing else holds it",
+    "the gate did not change (is the supervisor running?)")
 
 
 class reload_limits:  # noqa: N801
@@ -354,29 +349,21 @@ class reload_limits:  # noqa: N801
         except (LimitsError, LayoutError, OSError) as exc:
             print(f"error: {exc}; nothing sent, risk keeps its limits", file=sys.stderr)
             return 1
-        memory = _attach(layout)
-        if memory is None:
+        before = _counters(layout)
+        if before is None:
             return 1
-        try:
-            before = memory.counters_reader().by_label()
-        finally:
-            memory.close()
+        outcomes = ("risk.limits_reloaded", "risk.limits_reload_failed")
 
         def answered(m) -> bool:
             now = m.counters_reader().by_label()
-            return any(now.get(k, 0) > before.get(k, 0) for k in ("risk.limits_reloaded", "risk.limits_reload_failed"))
+            return any(now.get(k, 0) > before.get(k, 0) for k in outcomes)
         code = _after(args, {"command": "reload-limits", "operator": args.operator}, answered,
                       f"limits from {path} sent to risk (crc32 {limits.digest:08x})", "risk did not answer")
         if code == 0:
-            memory = _attach(layout)
-            if memory is None:
+            after = _counters(layout)
+            if after is None:
                 return 1
-            try:
-                failed = memory.counters_reader().by_label().get("risk.limits_reload_failed", 0) > \
-                    before.get("risk.limits_reload_failed", 0)
-            finally:
-                memory.close()
-            if failed:
+            if after.get(outcomes[1], 0) > before.get(outcomes[1], 0):
                 print("error: risk refused the new limits and keeps its old ones (see its log)", file=sys.stderr)
                 return 1
             print("risk reloaded them")
