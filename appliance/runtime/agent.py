@@ -214,11 +214,12 @@ def build_runner(layout: Layout, memory: SharedMemory, process_name: str) -> Age
     agent_cls = load_agent_class(process)
     counters = memory.counters_writer(process_name)
     agent = agent_cls(AgentContext(layout, process, memory, counters))
-    doorbell = inputs = None
+    doorbell = inputs = outputs = None
     if process.idle.strategy == "doorbell":
         doorbell = memory.doorbell(process_name)
         inputs = [memory.ring(r.name, "observer") for r in layout.rings_consumed_by(process_name)]
-    idle = make_idle_strategy(process.idle, doorbell, inputs)
+        outputs = [memory.ring(r.name, "observer") for r in layout.rings_produced_by(process_name)]
+    idle = make_idle_strategy(process.idle, doorbell, inputs, outputs)
     return AgentRunner(agent, idle, memory.heartbeat(process_name), memory.process_table_atomics(),
                        process_record_offset(layout, process), process)
 

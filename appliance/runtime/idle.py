@@ -11,6 +11,9 @@ resets the strategy. Chosen per process in the layout:
 - ``doorbell``: spin ``spins`` times, then announce sleep on the process's
   doorbell, re-check its input rings, and wait on the futex until a producer
   rings or ``park_timeout_ns`` passes (so timers and heartbeats still run).
+  A process held back by a full output ring does not park on its doorbell:
+  room comes from that ring's consumer, who rings no doorbell, so it naps
+  ``BACKPRESSURE_NAP_NS`` and looks again.
 """
 from __future__ import annotations
 
@@ -103,14 +106,19 @@ class SleepIdle(IdleStrategy):
             time.sleep(self.seconds)
 
 
+BACKPRESSURE_NAP_NS = 50_000
+
+
 class DoorbellIdle(IdleStrategy):
     """Sleep on a futex in shared memory; producers of our input rings wake us."""
     id = IdleStrategyId.DOORBELL
     parks = True
 
-    def __init__(self, doorbell: _shm.Doorbell, inputs: list[_shm.Ring], spins: int, park_timeout_ns: int):
+    def __init__(self, doorbell: _shm.Doorbell, inputs: list[_shm.Ring], spins: int, park_timeout_ns: int,
+                 outputs: list[_shm.Ring] | None = None):
         self.doorbell = doorbell
         self.inputs = inputs            # observer handles on the rings this process consumes
+        self.outputs = outputs or []    # and on those it produces: full means wait for room, not for a ring
         self.max_spins = spins
         self.park_timeout_ns = park_timeout_ns
         self.spins = 0
@@ -122,6 +130,10 @@ class DoorbellIdle(IdleStrategy):
         if self.spins < self.max_spins:
             self.spins += 1
             return
+        for ring in self.outputs:
+            if ring.depth() >= ring.capacity:
+                time.sleep(BACKPRESSURE_NAP_NS / 1e9)
+                return
         doorbell = self.doorbell
         doorbell.announce()
         for ring in self.inputs:
@@ -132,7 +144,7 @@ class DoorbellIdle(IdleStrategy):
 
 
 def make_idle_strategy(spec: IdleSpec, doorbell: _shm.Doorbell | None = None,
-                       inputs: list[_shm.Ring] | None = None) -> IdleStrategy:
+                       inputs: list[_shm.Ring] | None = None, outputs: list[_shm.Ring] | None = None) -> IdleStrategy:
     if spec.strategy == "busy_spin":
         return BusySpinIdle()
     if spec.strategy == "yield":
@@ -144,5 +156,5 @@ def make_idle_strategy(spec: IdleSpec, doorbell: _shm.Doorbell | None = None,
     if spec.strategy == "doorbell":
         if doorbell is None:
             raise ValueError("the doorbell idle strategy needs the process's doorbell")
-        return DoorbellIdle(doorbell, inputs or [], spec.spins, spec.park_timeout_ns)
+        return DoorbellIdle(doorbell, inputs or [], spec.spins, spec.park_timeout_ns, outputs)
     raise ValueError(f"unknown idle strategy {spec.strategy!r}")
