@@ -173,18 +173,23 @@ class SupervisorAgent(Agent):
         policy = self.config.restart
         log.error("%s exited with status %d; last lines of %s:\n%s", child.name, code, child.log_path,
                   child.log_tail(8))
-        if policy.policy == "stop" or child.restarts >= policy.max_restarts:
+        window_ns = policy.window_s * 1_000_000_000
+        recent = child.recent_restarts = [t for t in child.recent_restarts if now - t < window_ns]
+        if policy.policy == "stop" or len(recent) >= policy.max_restarts:
             why = "restart policy is stop" if policy.policy == "stop" else \
-                f"{child.restarts} restarts reached the limit of {policy.max_restarts}"
+                f"{len(recent)} restarts in {policy.window_s} s reached the limit of {policy.max_restarts}"
             self.request_stop(f"{child.name} exited ({why})", exit_status=1)
             return
-        backoff_ms = min(policy.backoff_max_ms, policy.backoff_initial_ms * (2 ** child.restarts))
+        # the backoff doubles with each restart inside the window: a crash loop slows down, a process
+        # that died once after hours of work comes back at once
+        backoff_ms = min(policy.backoff_max_ms, policy.backoff_initial_ms * (2 ** min(len(recent), 20)))
+        recent.append(now)
         child.restarts += 1
         child.next_start_ns = now + backoff_ms * 1_000_000
         self.c_restarts.inc()
         self._restart_counters[child.name].inc()
-        log.warning("%s will restart in %d ms (restart %d of at most %d)", child.name, backoff_ms, child.restarts,
-                    policy.max_restarts)
+        log.warning("%s will restart in %d ms (restart %d; %d of at most %d in %d s)", child.name, backoff_ms,
+                    child.restarts, len(recent), policy.max_restarts, policy.window_s)
 
     def _gate_inputs(self, health: dict[str, ProcessHealth]) -> GateReason:
         c = self.control

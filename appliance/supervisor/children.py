@@ -24,7 +24,8 @@ class ManagedProcess:
         self.cwd = cwd
         self.proc: subprocess.Popen | None = None
         self.starts = 0
-        self.restarts = 0
+        self.restarts = 0                    # since the start of the day (status)
+        self.recent_restarts: list[int] = []  # monotonic ns of the restarts inside the policy's window
         self.last_exit: int | None = None
         self.next_start_ns = 0               # monotonic; restart not before
         self.started_ns = 0

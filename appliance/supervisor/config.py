@@ -22,7 +22,8 @@ class RestartPolicy:
     policy: str = "restart"          # restart (with backoff) | stop (stop everything)
     backoff_initial_ms: int = 200
     backoff_max_ms: int = 5000
-    max_restarts: int = 10           # per process; beyond it the policy becomes stop
+    max_restarts: int = 10           # per process within window_s; beyond it the policy becomes stop
+    window_s: int = 600              # a crash loop is max_restarts inside this; older restarts are forgiven
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def parse_supervisor_params(params: dict | None, processes: list[str],
     except ClockConfigError as exc:
         raise SupervisorConfigError(exc.key_path, exc.reason) from None
     r = _section(params, "restart", path, {"policy": str, "backoff_initial_ms": int, "backoff_max_ms": int,
-                                           "max_restarts": int})
+                                           "max_restarts": int, "window_s": int})
     if r.get("policy", "restart") not in ("restart", "stop"):
         raise SupervisorConfigError(f"{path}.restart.policy", f"{r['policy']!r} is not restart or stop")
     for key in ("backoff_initial_ms", "backoff_max_ms"):
@@ -91,6 +92,8 @@ def parse_supervisor_params(params: dict | None, processes: list[str],
             raise SupervisorConfigError(f"{path}.restart.{key}", "must be 1..600000")
     if "max_restarts" in r and not 0 <= r["max_restarts"] <= 10_000:
         raise SupervisorConfigError(f"{path}.restart.max_restarts", "must be 0..10000")
+    if "window_s" in r and not 1 <= r["window_s"] <= 604_800:
+        raise SupervisorConfigError(f"{path}.restart.window_s", "must be 1..604800 (a week)")
     values["restart"] = RestartPolicy(**r)
     e = _section(params, "exporter", path, {"enabled": bool, "address": str, "port": int})
     if "port" in e and not 0 <= e["port"] <= 65535:

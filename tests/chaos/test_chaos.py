@@ -110,7 +110,9 @@ def test_faults_at_random_moments_hold_every_invariant(tmp_path, seed, cancel_on
     rng = random.Random(seed * 2 + cancel_on_disconnect)
     sb = Sandbox(tmp_path / "sb", background_rate=2000, seed=seed,
                  faults={"drop": 0.01, "duplicate": 0.01, "reorder": 0.01},
-                 exchange={"firms": {FIRM: {"cancel_on_disconnect": cancel_on_disconnect}}})
+                 exchange={"firms": {FIRM: {"cancel_on_disconnect": cancel_on_disconnect}}},
+                 # the test kills processes on purpose, far faster than any crash loop the policy guards against
+                 params={"supervisor": {"restart": {"max_restarts": 100, "window_s": 60}}})
     started = time.monotonic()
     try:
         sb.start(timeout_s=RECOVERY_S)

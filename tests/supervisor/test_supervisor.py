@@ -222,6 +222,30 @@ def test_restart_policy_stop_takes_everything_down(tmp_path, unique_name, up_fac
     assert "strategy exited" in out and "restart policy is stop" in out
 
 
+def test_the_restart_limit_counts_restarts_inside_its_window_not_since_the_start(tmp_path, unique_name, up_factory,
+                                                                                  monkeypatch):
+    """Found by the 200-kill chaos soak: a lifetime count took the appliance down after its 20th
+    restart of a process, however far apart; a crash loop is many restarts in a short time."""
+    monkeypatch.setenv("EXITS_LATER_S", "1.2")
+    path = make_layout(tmp_path, unique_name, strategy="supervised_agents:ExitsLater",
+                       supervisor_params={"restart": {"max_restarts": 1, "window_s": 1, "backoff_initial_ms": 50}})
+    up = up_factory(path).attach()
+    wait_until(lambda: up.memory.counters_reader().by_label().get("supervisor.restarts.strategy", 0) >= 3, 60,
+               message="three restarts, each more than the window apart")
+    assert up.proc.poll() is None, "the appliance stopped: the limit counted old restarts"
+    up.close()
+
+
+def test_a_crash_loop_inside_the_window_stops_everything(tmp_path, unique_name, up_factory, monkeypatch):
+    monkeypatch.setenv("EXITS_LATER_S", "0.2")
+    path = make_layout(tmp_path, unique_name, strategy="supervised_agents:ExitsLater",
+                       supervisor_params={"restart": {"max_restarts": 2, "window_s": 600, "backoff_initial_ms": 50}})
+    up = up_factory(path)
+    out = up.output(timeout=90)
+    assert up.proc.returncode == 1, out
+    assert "2 restarts in 600 s reached the limit of 2" in out
+
+
 def test_commands_without_an_appliance_say_so(tmp_path, unique_name):
     path = make_layout(tmp_path, unique_name)
     for command in (["status"], ["kill"], ["down"], ["resume", "--operator", "x"]):
