@@ -165,9 +165,9 @@ def test_a_snapshot_request_is_answered_on_exec_to_risk(setup):
     ready(agent, s.rig)
     s.rig.new(1, "MSFT", "B", 100, 4_200_000)                    # filled
     s.rig.new(2, "AAPL", "S", 300, 1_950_000)                    # open
-    pump(agent, lambda: s.rig.control.get("oms_open_orders") == 1 and s.rig.position("MSFT").position == 100,
-         message="a fill and an open order")
-    s.rig.drain()
+    pump(agent, lambda: s.rig.control.get("oms_open_orders") == 1 and s.rig.position("MSFT").position == 100
+         and E.ACCEPTED in s.rig.events(2), message="a fill and an acknowledged open order")
+    s.rig.drain()                               # (order 2 is open before its Accepted: wait for that too)
     s.rig.risk_reports.clear()
     s.rig.strategy_reports.clear()
     s.rig.control_event(ControlEventKind.SNAPSHOT_REQUEST)
