@@ -296,7 +296,7 @@ class _ScratchMemory:
         try:
             path = os.path.join(self.workdir, "layout.yaml")
             with open(path, "w") as fh:
-                yaml.safe_dump(feed_layout(self.name, 0, 1, symbols, "backoff"), fh, sort_keys=False)
+                yaml.safe_dump(feed_layout(self.name, 0, 1, 1, symbols, "backoff"), fh, sort_keys=False)
             self.memory = SharedMemory.create(load_layout(path))
         except BaseException:
             self.close()
@@ -554,15 +554,16 @@ def _cpu_share(before: float | None, after: float | None, seconds: float) -> flo
     return None if before is None or after is None else (after - before) / seconds
 
 
-def _exchange_command(feed_port: int, rerequest_port: int, control: str, rate: float) -> list[str]:
+def _exchange_command(feed_port: int, rerequest_port: int, source_port: int, control: str, rate: float) -> list[str]:
     return [sys.executable, "-m", "appliance", "exchange", "--order-port", "0", "--rerequest-port", str(rerequest_port),
+            "--source-port", str(source_port),
             "--feed", f"127.0.0.1:{feed_port}", "--control", control, "--background-rate", f"{rate:g}",
             "--linger", "0"]
 
 
-def _start_exchange(feed_port: int, rerequest_port: int, control: str, rate: float, timeout: float):
+def _start_exchange(feed_port: int, rerequest_port: int, source_port: int, control: str, rate: float, timeout: float):
     from appliance.bench.exchange import ExchangeProcess
-    exchange = ExchangeProcess(_exchange_command(feed_port, rerequest_port, control, rate))
+    exchange = ExchangeProcess(_exchange_command(feed_port, rerequest_port, source_port, control, rate))
     try:
         exchange.wait_ready(timeout)
     except BaseException:
@@ -605,7 +606,7 @@ def exchange_symbols() -> list[str]:
     return [s.symbol for s in default_config().symbols]
 
 
-def feed_layout(name: str, feed_port: int, rerequest_port: int, symbols: list[str], idle: str) -> dict:
+def feed_layout(name: str, feed_port: int, rerequest_port: int, source_port: int, symbols: list[str], idle: str) -> dict:
     return {
         "version": 1,
         "name": name,
@@ -618,6 +619,7 @@ def feed_layout(name: str, feed_port: int, rerequest_port: int, symbols: list[st
         "processes": [{"name": "feed", "agent": "appliance.feed.agent:FeedAgent", "idle": dict(IDLE_STRATEGIES[idle]),
                        "params": {"listen": {"host": "127.0.0.1", "port": feed_port},
                                   "rerequest": {"host": "127.0.0.1", "port": rerequest_port},
+                                  "source": {"host": "127.0.0.1", "port": source_port},
                                   "rcvbuf_bytes": RCVBUF_BYTES}},
                       {"name": "strategy", "agent": "appliance.strategy.agent:StrategyAgent",
                        "idle": {"strategy": "sleep"}}],
@@ -628,8 +630,8 @@ def feed_layout(name: str, feed_port: int, rerequest_port: int, symbols: list[st
 class FeedUnderLoad:
     """The shared memory (owned here), the feed agent as a process, and a reader of its ring and counters."""
 
-    def __init__(self, workdir: str, name: str, feed_port: int, rerequest_port: int, symbols: list[str],
-                 idle: str, timeout: float) -> None:
+    def __init__(self, workdir: str, name: str, feed_port: int, rerequest_port: int, source_port: int,
+                 symbols: list[str], idle: str, timeout: float) -> None:
         import yaml
 
         from appliance.messages.catalog import BOOK_UPDATE
@@ -641,7 +643,7 @@ class FeedUnderLoad:
         self.ring = self.buffer = self.counters_reader = None
         self.layout_path = os.path.join(workdir, "layout.yaml")
         with open(self.layout_path, "w") as fh:
-            yaml.safe_dump(feed_layout(name, feed_port, rerequest_port, symbols, idle), fh, sort_keys=False)
+            yaml.safe_dump(feed_layout(name, feed_port, rerequest_port, source_port, symbols, idle), fh, sort_keys=False)
         self.log_path = os.path.join(workdir, "feed.log")
         try:
             layout = load_layout(self.layout_path)
@@ -778,9 +780,10 @@ def measure_feed_rate(rate: float, args, symbols: list[str]) -> dict:
     control = os.path.join(workdir, "ctl.sock")
     feed = exchange = None
     try:
-        feed_port, rerequest_port = _free_udp_ports(2)
-        feed = FeedUnderLoad(workdir, name, feed_port, rerequest_port, symbols, args.feed_idle, args.timeout)
-        exchange = _start_exchange(feed_port, rerequest_port, control, rate, args.timeout)
+        feed_port, rerequest_port, source_port = _free_udp_ports(3)
+        feed = FeedUnderLoad(workdir, name, feed_port, rerequest_port, source_port, symbols, args.feed_idle,
+                             args.timeout)
+        exchange = _start_exchange(feed_port, rerequest_port, source_port, control, rate, args.timeout)
         deadline = time.monotonic() + args.timeout
         while feed.counters().get("feed.messages_delivered", 0) == 0:   # the start of day arrived
             if time.monotonic() > deadline:
@@ -906,7 +909,7 @@ def measure_bare_rate(rate: float, args) -> dict:
         sock = _bare_socket(RCVBUF_BYTES)
         port = sock.getsockname()[1]
         rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        exchange = _start_exchange(port, 0, control, rate, args.timeout)
+        exchange = _start_exchange(port, 0, 0, control, rate, args.timeout)
         counter = FeedCounter()
         buffer = bytearray(65536)
         recv_into = sock.recv_into

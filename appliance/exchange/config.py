@@ -80,6 +80,7 @@ firms:
 market_data:
   session: SIMEX00001             # 1..10 printable ASCII characters, no spaces
   source_host: 127.0.0.1          # the address packets are sent from
+  source_port: 15003              # and the port: feeds accept only this source (0: any free port)
   subscribers: ["127.0.0.1:15001"]  # unicast destinations "host:port"; may be empty
   multicast: null                 # or {group: 239.1.1.1, port: 15001, interface: 127.0.0.1, ttl: 1}
   rerequest_host: 127.0.0.1       # the retransmission server
@@ -166,6 +167,7 @@ class MulticastConfig:
 class MarketDataConfig:
     session: str
     source_host: str
+    source_port: int
     subscribers: tuple[tuple[str, int], ...]
     multicast: MulticastConfig | None
     rerequest_host: str
@@ -260,6 +262,7 @@ class ExchangeConfig:
             "market_data": {
                 "session": md.session,
                 "source_host": md.source_host,
+                "source_port": md.source_port,
                 "subscribers": [f"{host}:{port}" for host, port in md.subscribers],
                 "multicast": dataclasses.asdict(md.multicast) if md.multicast is not None else None,
                 "rerequest_host": md.rerequest_host,
@@ -691,7 +694,7 @@ def _subscriber(s: _Mapping, items: list, i: int) -> tuple[str, int]:
 
 
 def _market_data(top: _Mapping) -> MarketDataConfig:
-    s = top.section("market_data", ("session", "source_host", "subscribers", "multicast", "rerequest_host",
+    s = top.section("market_data", ("session", "source_host", "source_port", "subscribers", "multicast", "rerequest_host",
                                     "rerequest_port", "max_payload", "heartbeat_interval_ms"))
     session = s.string("session", "SIMEX00001")
     if len(session) > 10 or not _VISIBLE_ASCII_RE.fullmatch(session):
@@ -718,7 +721,8 @@ def _market_data(top: _Mapping) -> MarketDataConfig:
                                     interface=m.ipv4("interface", "127.0.0.1"), ttl=m.integer("ttl", 0, 255, 1))
 
     return MarketDataConfig(
-        session=session, source_host=source_host, subscribers=tuple(subscribers), multicast=multicast,
+        session=session, source_host=source_host, source_port=s.port("source_port", 15003, allow_any=True),
+        subscribers=tuple(subscribers), multicast=multicast,
         rerequest_host=s.ipv4("rerequest_host", "127.0.0.1"),
         rerequest_port=s.port("rerequest_port", 15002, allow_any=True),
         max_payload=_max_payload(s),

@@ -63,7 +63,7 @@ class FeedSender:
             self.destinations = [(mc.group, mc.port)] + list(md.subscribers)
         else:
             self.destinations = list(md.subscribers)
-        self.sock.bind((md.source_host, 0))
+        self.sock.bind((md.source_host, md.source_port))     # a fixed source: feeds accept no other
         self.packets = 0
         self.send_errors = 0
 
@@ -281,10 +281,12 @@ class ExchangeServer:
         md = self.config.market_data
         host, port = self.ports["order_entry"]
         rr_host, rr_port = self.ports["rerequest"]
+        src_host, src_port = self.ports["feed_source"]
         destinations = " ".join(f"{h}:{p}" for h, p in self.feed.destinations) or "(none)"
         self.log(f"session {md.session}, {len(self.config.symbols)} symbols, "
                  f"background {self.flow.rate:g} msg/s, firms {', '.join(self._passwords)}")
-        print(f"exchange ready order_entry={host}:{port} rerequest={rr_host}:{rr_port} feed={destinations}"
+        print(f"exchange ready order_entry={host}:{port} rerequest={rr_host}:{rr_port} "
+              f"source={src_host}:{src_port} feed={destinations}"
               + (f" control={self.ports['control']}" if "control" in self.ports else ""), file=self.out, flush=True)
 
     def request_end(self, why: str = "control") -> None:

@@ -50,6 +50,7 @@ log = logging.getLogger("appliance.feed")
 BOOK_RING = "book_updates"
 REBUILD_BACKOFF_MIN_NS = 1_000_000_000      # between rebuilds after lost gaps, doubling while they fail
 REBUILD_BACKOFF_MAX_NS = 64_000_000_000
+FOREIGN_LOG_INTERVAL_NS = 10_000_000_000    # at most one warning about foreign senders per interval
 
 
 def _name(session: bytes | None) -> str:
@@ -76,8 +77,11 @@ class FeedAgent(Agent):
         layout, memory = ctx.layout, ctx.memory
         self.books = BookSet(layout.symbols, BOOK_DEPTH)
         self.scanner = moldudp64.FeedPacketScanner(self.books.subscribed_locates)
-        self.receiver = UdpReceiver(cfg.listen_host, cfg.listen_port, multicast_group=cfg.multicast_group,
-                                    interface=cfg.interface, rcvbuf=cfg.rcvbuf_bytes)
+        self.receiver = UdpReceiver(cfg.listen_host, cfg.listen_port, source=(cfg.source_host, cfg.source_port),
+                                    multicast_group=cfg.multicast_group, interface=cfg.interface,
+                                    rcvbuf=cfg.rcvbuf_bytes)
+        self._foreign_logged = 0            # receiver.foreign when the last warning about it was logged
+        self._next_foreign_log_ns = 0
         self.rerequest = RerequestChannel(cfg.rerequest_host, cfg.rerequest_port)
         self.sequencer = MoldSequencer(
             session=cfg.session.encode().ljust(10) if cfg.session else None,
@@ -104,9 +108,10 @@ class FeedAgent(Agent):
         if self.control is not None:
             self.control.set("feed_ready", 0)
         address = self.receiver.address
-        log.info("feed listening on %s:%d%s, re-requests to %s:%d, %d symbols, rcvbuf %d",
-                 address[0], address[1], f" (multicast {cfg.multicast_group} on {cfg.interface})"
-                 if cfg.multicast_group else "", cfg.rerequest_host, cfg.rerequest_port,
+        log.info("feed listening on %s:%d%s for the publisher %s:%s only, re-requests to %s:%d, %d symbols, "
+                 "rcvbuf %d", address[0], address[1], f" (multicast {cfg.multicast_group} on {cfg.interface})"
+                 if cfg.multicast_group else "", cfg.source_host, cfg.source_port or "any port",
+                 cfg.rerequest_host, cfg.rerequest_port,
                  len(layout.symbols), getattr(self.receiver, "rcvbuf_effective", 0))
         # Every symbol starts stale in the market-state table until its directory and traffic arrive.
         for book in self.books.books:
@@ -193,10 +198,22 @@ class FeedAgent(Agent):
         if should_be_stale != self._feed_stale:
             self._set_feed_stale(should_be_stale)
             work += 1
+        if self.receiver.foreign != self._foreign_logged and now >= self._next_foreign_log_ns:
+            self._log_foreign(now)
         if now >= self._next_counters_ns:
             self._next_counters_ns = now + self._counters_interval_ns
             self._publish_counters()
         return work
+
+    def _log_foreign(self, now: int) -> None:
+        """Datagrams from anyone but the publisher were dropped unparsed: say so, at most every 10 s."""
+        receiver = self.receiver
+        host, port = receiver.last_foreign or ("?", 0)
+        log.warning("dropped %d datagrams not from the publisher %s:%s (latest from %s:%d); feed.rx_foreign %d",
+                    receiver.foreign - self._foreign_logged, self.config.source_host,
+                    self.config.source_port or "any port", host, port, receiver.foreign)
+        self._foreign_logged = receiver.foreign
+        self._next_foreign_log_ns = now + FOREIGN_LOG_INTERVAL_NS
 
     def _session_restarted(self) -> None:
         old, old_next, new, new_high = self.sequencer.last_restart
@@ -275,7 +292,8 @@ class FeedAgent(Agent):
                                   allocate("feed.messages_malformed"), allocate("feed.bad_packets")]
         self._output_counters = [allocate("feed.book_updates"), allocate("feed.book_updates_dropped")]
         self._receiver_counters = [allocate("feed.rx_packets"), allocate("feed.rx_truncated"),
-                                   allocate("feed.rx_missing_timestamps"), allocate("feed.rerequest_foreign")]
+                                   allocate("feed.rx_missing_timestamps"), allocate("feed.rerequest_foreign"),
+                                   allocate("feed.rx_foreign")]
 
     def _publish_counters(self) -> None:
         for counter, value in zip(self._sequencer_counters, self.sequencer.counter_values()):
@@ -290,5 +308,5 @@ class FeedAgent(Agent):
         self._output_counters[1].set(self.outputs.dropped)
         r = self.receiver
         for counter, value in zip(self._receiver_counters, (r.packets, r.truncated, r.missing_timestamps,
-                                                            self.rerequest.foreign)):
+                                                            self.rerequest.foreign, r.foreign)):
             counter.set(value)

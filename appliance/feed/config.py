@@ -22,6 +22,8 @@ class FeedConfig:
     listen_port: int = 15001
     multicast_group: str | None = None      # when set: join this group on `interface`, port listen_port
     interface: str = "127.0.0.1"
+    source_host: str = "127.0.0.1"          # only datagrams from the publisher are parsed (others: foreign)
+    source_port: int | None = 15003         # None: any port of source_host
     rerequest_host: str = "127.0.0.1"       # the MoldUDP64 re-request server
     rerequest_port: int = 15002
     session: str | None = None              # None: adopt the session of the first packet
@@ -36,7 +38,7 @@ class FeedConfig:
 
 
 _KEYS = {
-    "listen": dict, "multicast": dict, "rerequest": dict, "session": str, "stale_after_ms": int,
+    "listen": dict, "multicast": dict, "source": dict, "rerequest": dict, "session": str, "stale_after_ms": int,
     "rerequest_timeout_ms": int, "rerequest_retries": int, "max_buffered_packets": int,
     "max_packets_per_cycle": int, "rcvbuf_bytes": int, "counters_interval_ms": int, "book_dump": str,
 }
@@ -92,6 +94,14 @@ def parse_feed_params(params: dict | None, path: str = "processes.feed.params") 
     if "listen" in params:
         values["listen_host"], values["listen_port"] = _address(params["listen"], f"{path}.listen",
                                                                 defaults.listen_host, defaults.listen_port)
+    if "source" in params:
+        source = params["source"]
+        if "host" not in source:
+            raise FeedConfigError(f"{path}.source.host", "missing required key (the publisher's address)")
+        values["source_host"], port = _address(source, f"{path}.source", defaults.source_host, 0)
+        if port == 0 and "port" in source:
+            raise FeedConfigError(f"{path}.source.port", "must be the publisher's port (leave it out for any port)")
+        values["source_port"] = port or None
     if "rerequest" in params:
         values["rerequest_host"], values["rerequest_port"] = _address(
             params["rerequest"], f"{path}.rerequest", defaults.rerequest_host, defaults.rerequest_port)

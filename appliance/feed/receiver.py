@@ -15,6 +15,7 @@ import time
 SO_TIMESTAMPNS = 35            # not exported by Python 3.11 (Linux, x86-64)
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 SO_RCVBUFFORCE = 33            # exceeds net.core.rmem_max; needs CAP_NET_ADMIN
+IP_ADD_SOURCE_MEMBERSHIP = getattr(socket, "IP_ADD_SOURCE_MEMBERSHIP", 39)   # Linux; absent in Python 3.11
 
 _TIMESPEC = struct.Struct("@qq")   # struct timespec: seconds, nanoseconds
 _unpack_timespec = _TIMESPEC.unpack_from
@@ -39,8 +40,8 @@ def _set_rcvbuf(sock: socket.socket, size: int) -> int:
 class _DatagramReceiver:
     """A non-blocking UDP socket read into a preallocated buffer with kernel receive timestamps.
 
-    ``expected_source``: when set, datagrams from any other address are dropped and counted
-    in ``foreign``."""
+    ``expected_source``: (host, port), or (host, None) for any port of host: datagrams from any
+    other address are dropped unparsed and counted in ``foreign`` (``last_foreign`` says who)."""
 
     def __init__(self, sock: socket.socket, *, rcvbuf: int, buffer_size: int,
                  expected_source: tuple | None = None) -> None:
@@ -53,7 +54,7 @@ class _DatagramReceiver:
         self.buffer = bytearray(buffer_size)
         self._buffers = [self.buffer]
         self._recvmsg_into = sock.recvmsg_into
-        self._expected_source = expected_source
+        self._expected_host, self._expected_port = expected_source or (None, None)
         self.address: tuple = sock.getsockname()      # the bound (host, port)
         self.rx_ns = 0
         self.source: tuple | None = None
@@ -63,13 +64,14 @@ class _DatagramReceiver:
         self.errors = 0
         self.missing_timestamps = 0
         self.foreign = 0
+        self.last_foreign: tuple | None = None
 
     def receive(self) -> int:
         """One datagram into ``buffer``: its size, or -1 when nothing is waiting. Sets ``rx_ns``
         (kernel timestamp) and ``source``. A datagram cut to the buffer is counted in ``truncated``
         and still returned (with the bytes that fit)."""
         recvmsg_into = self._recvmsg_into
-        expected = self._expected_source
+        expected_host, expected_port = self._expected_host, self._expected_port
         for _ in range(_MAX_FOREIGN_PER_RECEIVE):
             try:
                 nbytes, ancdata, flags, source = recvmsg_into(self._buffers, _ANCBUFSIZE)
@@ -78,8 +80,10 @@ class _DatagramReceiver:
             except OSError:                 # ICMP errors (ECONNREFUSED), ENOMEM, closed socket...
                 self.errors += 1
                 return -1
-            if expected is not None and source != expected:
+            if expected_host is not None and (source[0] != expected_host
+                                              or expected_port is not None and source[1] != expected_port):
                 self.foreign += 1
+                self.last_foreign = source
                 continue
             rx_ns = 0
             for level, kind, data in ancdata:
@@ -112,20 +116,26 @@ class _DatagramReceiver:
 
 
 class UdpReceiver(_DatagramReceiver):
-    """The MoldUDP64 feed socket: unicast on (host, port), or a multicast group joined on ``interface``."""
+    """The MoldUDP64 feed socket: unicast on (host, port), or a multicast group joined on ``interface``.
 
-    def __init__(self, host: str, port: int, *, multicast_group: str | None = None, interface: str = "127.0.0.1",
-                 rcvbuf: int = 4 << 20, buffer_size: int = 65536) -> None:
+    Only the publisher may feed us: ``source`` is its (host, port) or (host, None). Any local process
+    can send a datagram to our port, so every datagram's source is checked; a multicast group is
+    joined source-specifically (IP_ADD_SOURCE_MEMBERSHIP), so the kernel already drops the others."""
+
+    def __init__(self, host: str, port: int, *, source: tuple[str, int | None], multicast_group: str | None = None,
+                 interface: str = "127.0.0.1", rcvbuf: int = 4 << 20, buffer_size: int = 65536) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             if multicast_group is not None:
                 sock.setsockopt(_SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((multicast_group, port))       # only this group's datagrams
-                membership = socket.inet_aton(multicast_group) + socket.inet_aton(interface)
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+                # struct ip_mreq_source: group, interface, source (Linux order)
+                membership = (socket.inet_aton(multicast_group) + socket.inet_aton(interface)
+                              + socket.inet_aton(source[0]))
+                sock.setsockopt(socket.IPPROTO_IP, IP_ADD_SOURCE_MEMBERSHIP, membership)
             else:
                 sock.bind((host, port))
-            super().__init__(sock, rcvbuf=rcvbuf, buffer_size=buffer_size)
+            super().__init__(sock, rcvbuf=rcvbuf, buffer_size=buffer_size, expected_source=source)
         except BaseException:
             sock.close()
             raise

@@ -80,7 +80,8 @@ def test_the_default_parses_and_holds_the_documented_values():
     assert config.max_shares == 1_000_000
     assert config.order_entry == OrderEntryConfig("127.0.0.1", 15000, 1000, 15000)
     assert config.market_data == MarketDataConfig(
-        session="SIMEX00001", source_host="127.0.0.1", subscribers=(("127.0.0.1", 15001),), multicast=None,
+        session="SIMEX00001", source_host="127.0.0.1", source_port=15003,
+        subscribers=(("127.0.0.1", 15001),), multicast=None,
         rerequest_host="127.0.0.1", rerequest_port=15002, max_payload=1400, heartbeat_interval_ms=1000)
     assert config.faults == FaultConfig(0.0, 0.0, 0.0, 1)
     assert config.background == BackgroundConfig(enabled=True, rate=2000.0, seed=7, firm="BGND", tick=100,
@@ -156,7 +157,8 @@ def test_a_full_document_is_read_exactly():
     assert config.order_entry == OrderEntryConfig("0.0.0.0", 0, 250, 251)
     assert config.firms == (FirmConfig("ab1", "123456", "WXYZ"), FirmConfig("Zed", "p@ss!~", "ZEDX"))
     assert config.market_data == MarketDataConfig(
-        session="SESSION-42", source_host="10.0.0.5", subscribers=(("10.0.0.6", 20001), ("10.0.0.7", 65535)),
+        session="SESSION-42", source_host="10.0.0.5", source_port=15003,
+        subscribers=(("10.0.0.6", 20001), ("10.0.0.7", 65535)),
         multicast=MulticastConfig("239.255.0.1", 30001, "10.0.0.5", 4), rerequest_host="10.0.0.5",
         rerequest_port=0, max_payload=64, heartbeat_interval_ms=500)
     assert config.faults == FaultConfig(drop=0.25, duplicate=1.0, reorder=0.0, seed=99)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import time
 
 import pytest
 
-from appliance.messages.catalog import BOOK_DEPTH, BOOK_FLAG_HALTED, BOOK_FLAG_STALE
-from appliance.wire import moldudp64
+from appliance.messages.catalog import BOOK_DEPTH, BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_STALE
+from appliance.wire import itch, moldudp64
 from conftest import output_of, wait_until
 from exchange_process import RunningExchange, base_config
 from feed_rig import SUBSCRIBED, FeedUnderTest, feed_layout, free_udp_port
@@ -57,7 +58,7 @@ def test_books_match_the_exchange_after_100k_messages_with_drops_duplicates_and_
     dump_path = tmp_path / "books.json"
     # Patient re-requests: a busy 2-core box can starve the exchange's re-request server for a while;
     # giving a gap up is right then, but this test is about books that match, not about giving up.
-    feed = feed_factory(feed_layout(unique_name, feed_port, ex.rerequest[1], book_dump=str(dump_path),
+    feed = feed_factory(feed_layout(unique_name, feed_port, ex.rerequest[1], source_port=ex.source[1], book_dump=str(dump_path),
                                     rerequest_timeout_ms=200, rerequest_retries=50))
     # The feed joined late: the day's first messages (S, R) come back through re-requests.
     wait_until(lambda: (feed.drain(), feed.counters().get("feed.messages_delivered", 0))[1] >= 100_000, 120,
@@ -106,7 +107,9 @@ def test_books_match_the_exchange_after_100k_messages_with_drops_duplicates_and_
 def test_garbage_datagrams_are_counted_and_dropped(exchange_factory, feed_factory, unique_name):
     feed_port = free_udp_port()
     ex = exchange_factory(background={"enabled": True, "rate": 500, "seed": 3}, extra_feed_ports=[feed_port])
-    feed = feed_factory(feed_layout(unique_name, feed_port, ex.rerequest[1], session="TEST000001"))
+    # Any port of 127.0.0.1 may feed us here: the garbage comes from the test's own socket and must
+    # reach the parser (datagrams from a source that is not the publisher are never parsed).
+    feed = feed_factory(feed_layout(unique_name, feed_port, ex.rerequest[1], source_port=None, session="TEST000001"))
     wait_until(lambda: (feed.drain(), feed.counters().get("feed.messages_delivered", 0))[1] > 50, 30,
                message="live feed")
     ex.ctl("background", rate=0)
@@ -148,7 +151,7 @@ def test_an_unrecoverable_gap_and_silence_make_every_book_stale(exchange_factory
     feed_port = free_udp_port()
     dead_port = free_udp_port()           # nobody answers re-requests there
     ex = exchange_factory(background={"enabled": True, "rate": 1000, "seed": 4}, extra_feed_ports=[feed_port])
-    feed = feed_factory(feed_layout(unique_name, feed_port, dead_port, rerequest_timeout_ms=20,
+    feed = feed_factory(feed_layout(unique_name, feed_port, dead_port, source_port=ex.source[1], rerequest_timeout_ms=20,
                                     rerequest_retries=2, stale_after_ms=400))
     # Joined late with nobody answering: the start of the day is lost for good.
     wait_until(lambda: feed.counters().get("feed.gaps_abandoned", 0) >= 1, 30, message="gap abandoned")
@@ -170,7 +173,7 @@ def test_an_exchange_killed_and_restarted_on_the_same_ports_is_detected_and_the_
     feed_port = free_udp_port()
     old = exchange_factory(extra_feed_ports=[feed_port], background={"seed": 31})
     dump_path = tmp_path / "books.json"
-    feed = feed_factory(feed_layout(unique_name, feed_port, old.rerequest[1], stale_after_ms=500,
+    feed = feed_factory(feed_layout(unique_name, feed_port, old.rerequest[1], source_port=old.source[1], stale_after_ms=500,
                                     book_dump=str(dump_path)))
     old.ctl("burst", count=300)
     published = old.ctl("book", symbol="AAPL")["messages"]
@@ -178,7 +181,8 @@ def test_an_exchange_killed_and_restarted_on_the_same_ports_is_detected_and_the_
     old.proc.kill()
     assert old.proc.wait(10) == -signal.SIGKILL
     new = exchange_factory(extra_feed_ports=[feed_port], background={"seed": 32},
-                           market_data={"session": new_session, "rerequest_port": old.rerequest[1]})
+                           market_data={"session": new_session, "rerequest_port": old.rerequest[1],
+                                        "source_port": old.source[1]})
     new.ctl("burst", count=40)                  # behind what the feed saw: no merge by sequence numbers
     assert new.ctl("book", symbol="AAPL")["messages"] < published
     wait_until(lambda: feed.counters().get("feed.session_restarts") == 1, 20, interval=0.02,
@@ -210,3 +214,48 @@ def test_an_exchange_killed_and_restarted_on_the_same_ports_is_detected_and_the_
         assert (mine["bids"], mine["asks"]) == (truth["bids"], truth["asks"]), symbol
     assert sum(len(dump["books"][s]["orders"]) for s in SUBSCRIBED) > 10
     assert new.stop() == 0
+
+
+def test_forged_packets_from_another_socket_change_no_book(exchange_factory, feed_factory, unique_name):
+    """Issue 22's attack: while the exchange trades, any local process sends the feed packets with the
+    live session name and sequence numbers around the feed's next expected one, each one Add Order for
+    AAPL at $999.99, for 0.2 s. Only the publisher's datagrams are parsed: no book changes, nothing is
+    lost, every forged datagram is counted foreign."""
+    feed_port = free_udp_port()
+    ex = exchange_factory(background={"enabled": True, "rate": 2000, "seed": 9}, extra_feed_ports=[feed_port])
+    feed = feed_factory(feed_layout(unique_name, feed_port, ex.rerequest[1], source_port=ex.source[1],
+                                    session="TEST000001"))
+    wait_until(lambda: feed.drain() >= 0 and feed.counters().get("feed.messages_delivered", 0) > 200
+               and not any(feed.market.read(i).stale for i in range(len(SUBSCRIBED))), 30, message="live feed")
+    forged_price = 9_999_900
+    sent = 0
+    ref = 1 << 40
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:
+            next_expected = feed.counters().get("feed.next_expected", 1)
+            for sequence in range(next_expected - 2, next_expected + 3):
+                ref += 1
+                add = itch.encode({"type": "A", "stock_locate": 1, "tracking_number": 0, "timestamp": 1,
+                                   "order_reference_number": ref, "buy_sell_indicator": "B", "shares": 100,
+                                   "stock": "AAPL", "price": forged_price})
+                attacker.sendto(moldudp64.pack_messages("TEST000001", max(sequence, 1), [add])[0],
+                                ("127.0.0.1", feed_port))
+                sent += 1
+    wait_until(lambda: feed.counters().get("feed.rx_foreign", 0) == sent, 10, message="every forgery counted foreign")
+    ex.ctl("background", rate=0)
+    published = ex.ctl("book", symbol="AAPL")["messages"]
+    wait_until(lambda: feed.caught_up_with(published), 30, interval=0.02, message="caught up")
+    for symbol in SUBSCRIBED:
+        truth = ex.ctl("book", symbol=symbol)
+        assert list(feed.levels(symbol)) == [truth["bids"][:BOOK_DEPTH], truth["asks"][:BOOK_DEPTH]], symbol
+        state = feed.market.read(feed.layout.symbol_id(symbol))
+        assert not state.stale and not state.flags & BOOK_FLAG_CROSSED, symbol
+    assert feed.levels("AAPL")[0][0][0] != forged_price
+    counters = feed.counters()
+    assert counters["feed.messages_lost"] == 0 and counters["feed.wrong_session"] == 0
+    assert counters["feed.bad_packets"] == 0 and counters["feed.book.unknown_order"] == 0
+    assert feed.proc.poll() is None
+    assert ex.stop() == 0
+    feed.proc.send_signal(signal.SIGTERM)
+    assert f"not from the publisher 127.0.0.1:{ex.source[1]}" in output_of(feed.proc)

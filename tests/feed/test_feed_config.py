@@ -11,6 +11,13 @@ from conftest import layout_document, output_of
 def test_no_params_gives_the_simulated_exchange_defaults():
     assert parse_feed_params(None) == parse_feed_params({}) == FeedConfig()
     assert FeedConfig().listen_port == 15001 and FeedConfig().rerequest_port == 15002
+    assert (FeedConfig().source_host, FeedConfig().source_port) == ("127.0.0.1", 15003)   # the exchange's source
+
+
+def test_the_publisher_is_an_address_and_a_port_or_any_port_of_an_address():
+    assert (parse_feed_params({"source": {"host": "10.1.2.3", "port": 5000}}).source_host,
+            parse_feed_params({"source": {"host": "10.1.2.3", "port": 5000}}).source_port) == ("10.1.2.3", 5000)
+    assert parse_feed_params({"source": {"host": "10.1.2.3"}}).source_port is None
 
 
 def test_params_are_read():
@@ -37,6 +44,11 @@ def test_params_are_read():
     ({"multicast": {"group": "239.0.0.1", "interface": "eth0"}}, "p.multicast.interface", "not an IPv4"),
     ({"session": "ELEVENCHARS"}, "p.session", "must be 1..10 printable ASCII"),
     ({"book_dump": ""}, "p.book_dump", "must be a file path"),
+    ({"source": {"port": 15003}}, "p.source.host", "missing required key"),
+    ({"source": {"host": "10.0.0.1", "port": 0}}, "p.source.port", "must be the publisher's port"),
+    ({"source": {"host": "any"}}, "p.source.host", "is not an IPv4 address"),
+    ({"source": {"host": "10.0.0.1", "from": 1}}, "p.source.from", "unknown key"),
+    ({"source": "10.0.0.1"}, "p.source", "expected a mapping"),
 ])
 def test_bad_params_name_key_and_reason(params, key, reason):
     with pytest.raises(FeedConfigError) as info:

@@ -40,7 +40,7 @@ def sender():
 
 def test_unicast_packets_arrive_with_size_and_kernel_timestamp(sender):
     assert SO_TIMESTAMPNS == 35
-    with UdpReceiver("127.0.0.1", 0) as receiver:
+    with UdpReceiver("127.0.0.1", 0, source=sender.getsockname()) as receiver:
         host, port = receiver.address
         assert host == "127.0.0.1" and port > 0
         if os.geteuid() == 0:
@@ -65,7 +65,7 @@ def test_unicast_packets_arrive_with_size_and_kernel_timestamp(sender):
 
 
 def test_datagram_larger_than_the_buffer_is_counted_truncated(sender):
-    with UdpReceiver("127.0.0.1", 0, buffer_size=64) as receiver:
+    with UdpReceiver("127.0.0.1", 0, source=sender.getsockname(), buffer_size=64) as receiver:
         sender.sendto(b"x" * 200, receiver.address)
         assert receive_within(receiver) == 64                  # the caller sees a packet that does not parse
         assert receiver.truncated == 1 and receiver.packets == 1
@@ -74,9 +74,35 @@ def test_datagram_larger_than_the_buffer_is_counted_truncated(sender):
 
 
 def test_receive_on_a_closed_socket_counts_an_error_and_does_not_raise():
-    receiver = UdpReceiver("127.0.0.1", 0)
+    receiver = UdpReceiver("127.0.0.1", 0, source=("127.0.0.1", None))
     receiver.close()
     assert receiver.receive() == -1 and receiver.errors == 1
+
+
+def test_only_the_publisher_is_read_every_other_sender_is_counted_foreign(sender):
+    """Any local process can send to the feed's port: only the configured source comes out."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger, \
+            UdpReceiver("127.0.0.1", 0, source=sender.getsockname()) as receiver:
+        stranger.bind(("127.0.0.1", 0))
+        for _ in range(3):
+            stranger.sendto(mold.pack_messages("S", 1, [b"forged"])[0], receiver.address)
+        sender.sendto(b"publisher", receiver.address)
+        assert receive_within(receiver) == 9 and bytes(receiver.buffer[:9]) == b"publisher"
+        assert receiver.foreign == 3 and receiver.packets == 1 and receiver.bytes == 9
+        assert receiver.last_foreign == stranger.getsockname()
+        stranger.sendto(b"alone", receiver.address)          # a lone stranger: nothing comes out
+        deadline = time.monotonic() + 2
+        while receiver.foreign < 4 and time.monotonic() < deadline:
+            assert receiver.receive() == -1
+        assert receiver.foreign == 4 and receiver.packets == 1
+    # the publisher's address without a port: any port of that host, no other host
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_host, \
+            UdpReceiver("127.0.0.1", 0, source=("127.0.0.1", None)) as receiver:
+        other_host.bind(("127.0.0.2", 0))
+        other_host.sendto(b"other host", receiver.address)
+        sender.sendto(b"any port", receiver.address)
+        assert receive_within(receiver) == 8 and receiver.foreign == 1
+        assert receiver.last_foreign[0] == "127.0.0.2"
 
 
 def test_rerequest_channel_sends_requests_and_receives_only_the_servers_answers(sender):
@@ -122,11 +148,21 @@ CHILD = textwrap.dedent("""
     from appliance.feed.receiver import UdpReceiver
 
     GROUP = "239.1.1.1"
-    receiver = UdpReceiver("", 0, multicast_group=GROUP, interface="127.0.0.1")
+
+    def multicast_sender(host):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((host, 0))
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        return s
+
+    out = multicast_sender("127.0.0.1")                    # the publisher
+    receiver = UdpReceiver("", 0, source=out.getsockname(), multicast_group=GROUP, interface="127.0.0.1")
     port = receiver.address[1]
-    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    out.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
-    out.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    # strangers: another host (the source-specific join keeps it out in the kernel) and another port of
+    # the publisher's host (our per-datagram check counts it foreign)
+    multicast_sender("127.0.0.2").sendto(b"other host", (GROUP, port))
+    multicast_sender("127.0.0.1").sendto(b"other port", (GROUP, port))
     # a unicast datagram to the same port on 127.0.0.1 must not reach the group's socket
     stray = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     stray.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -144,7 +180,8 @@ CHILD = textwrap.dedent("""
         received.append({"n": n, "data": bytes(receiver.buffer[:max(n, 0)]).decode(),
                          "rx_in_window": before <= receiver.rx_ns <= after})
     print(json.dumps({"address": list(receiver.address), "received": received, "extra": receiver.receive(),
-                      "packets": receiver.packets, "missing_timestamps": receiver.missing_timestamps}))
+                      "packets": receiver.packets, "missing_timestamps": receiver.missing_timestamps,
+                      "foreign": receiver.foreign}))
 """)
 
 
@@ -169,3 +206,4 @@ def test_multicast_group_on_loopback_in_a_private_namespace(tmp_path):
     assert [r["n"] for r in result["received"]] == [5, 6]
     assert all(r["rx_in_window"] for r in result["received"])
     assert result["extra"] == -1 and result["packets"] == 2 and result["missing_timestamps"] == 0
+    assert result["foreign"] == 1          # the other port; the other host never reached the socket

@@ -29,7 +29,7 @@ def rig(write_layout, unique_name, caplog):
         made.append(venue)
         if session is not None:
             params["session"] = session
-        document = feed_layout(unique_name, feed_port, venue.rerequest_port, control=True,
+        document = feed_layout(unique_name, feed_port, venue.rerequest_port, source_port=venue.source_port, control=True,
                                stale_after_ms=STALE_AFTER_MS, rerequest_timeout_ms=20, rerequest_retries=2, **params)
         feed = InProcessFeed(write_layout, document)
         made.append(feed)

@@ -37,7 +37,7 @@ def base_config(**sections) -> dict:
         "firms": [{"username": "ALGO1", "password": "secret1", "mpid": "ALGO"},
                   {"username": "ALGO2", "password": "secret2", "mpid": "ALG2"}],
         "order_entry": {"host": "127.0.0.1", "port": 0, "heartbeat_interval_ms": 100, "peer_timeout_ms": 1000},
-        "market_data": {"session": "TEST000001", "subscribers": [], "rerequest_port": 0,
+        "market_data": {"session": "TEST000001", "subscribers": [], "rerequest_port": 0, "source_port": 0,
                         "heartbeat_interval_ms": 100},
         "background": {"enabled": False, "rate": 0, "seed": 11},
     }
@@ -81,6 +81,7 @@ class RunningExchange:
         self.ports = self._wait_ready()
         self.order_entry = self.ports["order_entry"]
         self.rerequest = self.ports["rerequest"]
+        self.source = self.ports["source"]          # where the market data comes from
 
     def _read(self) -> None:
         for line in self.proc.stdout:

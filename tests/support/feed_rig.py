@@ -33,7 +33,10 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def feed_layout(name: str, feed_port: int, rerequest_port: int, *, control: bool = False, **params) -> dict:
+def feed_layout(name: str, feed_port: int, rerequest_port: int, *, source_port: int | None, control: bool = False,
+                **params) -> dict:
+    """A feed and a strategy reader; ``source_port`` is the publisher's (None: any port of 127.0.0.1)."""
+    source = {"host": "127.0.0.1"} if source_port is None else {"host": "127.0.0.1", "port": source_port}
     doc = layout_document(
         name,
         processes=[{"name": "feed", "agent": "appliance.feed.agent:FeedAgent",
@@ -41,7 +44,7 @@ def feed_layout(name: str, feed_port: int, rerequest_port: int, *, control: bool
                              "max_park_ns": 200_000},
                     "params": {"listen": {"host": "127.0.0.1", "port": feed_port},
                                "rerequest": {"host": "127.0.0.1", "port": rerequest_port},
-                               "stale_after_ms": 1000, **params}},
+                               "source": source, "stale_after_ms": 1000, **params}},
                    {"name": "strategy", "agent": "appliance.strategy.agent:StrategyAgent",
                     "idle": {"strategy": "sleep"}}],
         rings=[{"name": "book_updates", "segment": "main", "producer": "feed", "consumer": "strategy",
@@ -120,6 +123,8 @@ class InProcessVenue:
         self.feed_address = ("127.0.0.1", feed_port)
         self.heartbeat_interval_ns = heartbeat_interval_ms * 1_000_000
         self.sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sender.bind(("127.0.0.1", 0))
+        self.source_port = self.sender.getsockname()[1]      # the publisher the feed accepts
         self.server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.server.bind(("127.0.0.1", 0))
         self.server.setblocking(False)
