@@ -37,7 +37,7 @@ def base_config(**sections) -> dict:
         "firms": [{"username": "ALGO1", "password": "secret1", "mpid": "ALGO"},
                   {"username": "ALGO2", "password": "secret2", "mpid": "ALG2"}],
         "order_entry": {"host": "127.0.0.1", "port": 0, "heartbeat_interval_ms": 100, "peer_timeout_ms": 1000},
-        "market_data": {"session": "TEST000001", "subscribers": [], "rerequest_port": 0,
+        "market_data": {"session": "TEST000001", "subscribers": [], "rerequest_port": 0, "snapshot_port": 0,
                         "heartbeat_interval_ms": 100},
         "background": {"enabled": False, "rate": 0, "seed": 11},
     }
