@@ -81,6 +81,7 @@ class RunningExchange:
         self.ports = self._wait_ready()
         self.order_entry = self.ports["order_entry"]
         self.rerequest = self.ports["rerequest"]
+        self.snapshot = self.ports["snapshot"]
 
     def _read(self) -> None:
         for line in self.proc.stdout:
