@@ -68,6 +68,7 @@ class Sandbox:
         self.exchange_runs: list[Path] = []       # the records directory of every exchange run, in order
         self.order_entry_port = 0                 # 0 until the first exchange run chose them
         self.rerequest_port = 0
+        self.snapshot_port = 0
         self.exchange_control = str(self.dir / "exchange.sock")
         self.control_socket = str(self.dir / "supervisor.sock")
         self.journal = self.dir / "oms-journal.bin"
@@ -95,7 +96,8 @@ class Sandbox:
         records = self.records if run == 0 else self.dir / f"exchange-{run}"
         overrides = {
             "order_entry": {"host": "127.0.0.1", "port": self.order_entry_port},
-            "market_data": {"subscribers": (("127.0.0.1", self.feed_port),), "rerequest_port": self.rerequest_port},
+            "market_data": {"subscribers": (("127.0.0.1", self.feed_port),), "rerequest_port": self.rerequest_port,
+                            "snapshot_port": self.snapshot_port},
             "background": {"enabled": self.background_rate > 0, "rate": self.background_rate,
                            "seed": self.seed + run},
             "records": {"directory": str(records)},
@@ -130,6 +132,7 @@ class Sandbox:
                 ports[key] = (host, int(port))
         self.order_entry_port = ports["order_entry"][1]
         self.rerequest_port = ports["rerequest"][1]
+        self.snapshot_port = ports["snapshot"][1]
 
     def _ready_line(self):
         if self.exchange_proc.poll() is not None:
@@ -163,7 +166,8 @@ class Sandbox:
                                 "max_restarts": 20}})
         feed = by_name["feed"].setdefault("params", {})
         feed.update({"listen": {"host": "127.0.0.1", "port": self.feed_port},
-                     "rerequest": {"host": "127.0.0.1", "port": self.rerequest_port}})
+                     "rerequest": {"host": "127.0.0.1", "port": self.rerequest_port},
+                     "snapshot": {**feed.get("snapshot", {}), "host": "127.0.0.1", "port": self.snapshot_port}})
         oms = by_name["oms"].setdefault("params", {})
         oms.update({"venue": {"host": "127.0.0.1", "port": self.order_entry_port}, "journal": str(self.journal)})
         risk = by_name["risk"].setdefault("params", {})
