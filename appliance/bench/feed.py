@@ -555,7 +555,8 @@ def _cpu_share(before: float | None, after: float | None, seconds: float) -> flo
 
 
 def _exchange_command(feed_port: int, rerequest_port: int, control: str, rate: float) -> list[str]:
-    return [sys.executable, "-m", "appliance", "exchange", "--order-port", "0", "--rerequest-port", str(rerequest_port), "--snapshot-port", "0",
+    return [sys.executable, "-m", "appliance", "exchange", "--order-port", "0", "--rerequest-port", str(rerequest_port),
+            "--snapshot-port", "0",
             "--feed", f"127.0.0.1:{feed_port}", "--control", control, "--background-rate", f"{rate:g}",
             "--linger", "0"]
 

@@ -48,7 +48,8 @@ attempts (refused, cut short, garbage, timed out after ``snapshot.timeout_ms``, 
 packets over ``snapshot.max_buffered_packets``, or a snapshot older than the kept packets),
 each retried after a backoff from 50 ms doubling to 5 s. A session restart during a rebuild
 starts it again for every book, as does a lost gap during a rebuild of some books (during a
-rebuild of every book only the packets kept before the hole are dropped). The hot path pays one attribute test per packet.
+rebuild of every book only the packets kept before the hole are dropped). The hot path pays one
+attribute test per packet.
 """
 from __future__ import annotations
 
@@ -380,8 +381,8 @@ class FeedAgent(Agent):
                 self._rebuild = _Rebuild(trigger, set(sids), now)
             else:
                 rebuild.sids |= sids        # the attempt under way serves them too: its replay starts at N
-            log.warning("snapshot rebuild of %s started (%s)", ", ".join(self.books.books[i].symbol for i in sorted(sids)),
-                        trigger.replace("_", " "))
+            log.warning("snapshot rebuild of %s started (%s)",
+                        ", ".join(self.books.books[i].symbol for i in sorted(sids)), trigger.replace("_", " "))
         self._trigger_counts[trigger] += 1
 
     def _gap_lost(self, now: int) -> None:
@@ -466,8 +467,8 @@ class FeedAgent(Agent):
                 since = crossed_since.setdefault(sid, now)
                 if now - since >= self.config.snapshot.crossed_ms * 1_000_000:
                     crossed = (crossed or set()) | {sid}
-                    log.warning("book %s crossed for %d ms: bid %d over ask %d", book.symbol, (now - since) // 1_000_000,
-                                book.best_bid()[0], book.best_ask()[0])
+                    log.warning("book %s crossed for %d ms: bid %d over ask %d", book.symbol,
+                                (now - since) // 1_000_000, book.best_bid()[0], book.best_ask()[0])
             elif crossed_since:
                 crossed_since.pop(sid, None)
         if inconsistent:

@@ -91,7 +91,8 @@ def _snapshot(section: dict, path: str) -> SnapshotConfig:
     known = {"host", "port"} | set(_SNAPSHOT_RANGES)
     unknown = set(section) - known
     if unknown:
-        raise FeedConfigError(f"{path}.{sorted(unknown, key=str)[0]}", f"unknown key (known: {', '.join(sorted(known))})")
+        raise FeedConfigError(f"{path}.{sorted(unknown, key=str)[0]}",
+                              f"unknown key (known: {', '.join(sorted(known))})")
     if "port" not in section:
         raise FeedConfigError(f"{path}.port", "missing required key (the exchange's snapshot port)")
     defaults = SnapshotConfig()

@@ -15,8 +15,8 @@ import socket
 
 import pytest
 
-from appliance.exchange.itch_encoder import ItchEncoder
 from appliance.exchange.events import AddOrder, OrderDelete
+from appliance.exchange.itch_encoder import ItchEncoder
 from appliance.wire import moldudp64
 from conftest import output_of, wait_until
 from exchange_process import RunningExchange, base_config
