@@ -455,7 +455,8 @@ def _exchange_command(feed_port: int, control: str, rate: float) -> list[str]:
         has_main = False
     head = [sys.executable, "-m", "appliance"] if has_main else \
         [sys.executable, "-c", "from appliance.cli import main; raise SystemExit(main())"]
-    return head + ["exchange", "--order-port", "0", "--rerequest-port", "0", "--source-port", "0", "--feed", f"127.0.0.1:{feed_port}",
+    return head + ["exchange", "--order-port", "0", "--rerequest-port", "0", "--source-port", "0", "--snapshot-port", "0",
+                   "--feed", f"127.0.0.1:{feed_port}",
                    "--control", control, "--background-rate", f"{rate:g}", "--linger", "0"]
 
 

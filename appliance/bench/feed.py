@@ -557,6 +557,7 @@ def _cpu_share(before: float | None, after: float | None, seconds: float) -> flo
 def _exchange_command(feed_port: int, rerequest_port: int, source_port: int, control: str, rate: float) -> list[str]:
     return [sys.executable, "-m", "appliance", "exchange", "--order-port", "0", "--rerequest-port", str(rerequest_port),
             "--source-port", str(source_port),
+            "--snapshot-port", "0",
             "--feed", f"127.0.0.1:{feed_port}", "--control", control, "--background-rate", f"{rate:g}",
             "--linger", "0"]
 

@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rerequest-port", type=bounded(int, 0, 65535), help="MoldUDP64 re-request port (0 = any)")
     parser.add_argument("--source-port", type=bounded(int, 0, 65535),
                         help="the port market data is sent from; feeds accept only it (0 = any free)")
+    parser.add_argument("--snapshot-port", type=bounded(int, 0, 65535), help="GLIMPSE snapshot port (0 = any)")
     parser.add_argument("--feed", type=_host_port, action="append", metavar="HOST:PORT",
                         help="send the feed to this subscriber (repeatable; replaces the configured list)")
     parser.add_argument("--records", metavar="DIR", help="write itch.bin, ouch-<firm>.log and report.json here")
@@ -82,6 +83,8 @@ def build_config(args: argparse.Namespace):
             md["rerequest_port"] = args.rerequest_port
         if args.source_port is not None:
             md["source_port"] = args.source_port
+        if args.snapshot_port is not None:
+            md["snapshot_port"] = args.snapshot_port
         if args.feed:
             md["subscribers"] = tuple(args.feed)
         bg: dict = {}

@@ -85,6 +85,8 @@ market_data:
   multicast: null                 # or {group: 239.1.1.1, port: 15001, interface: 127.0.0.1, ttl: 1}
   rerequest_host: 127.0.0.1       # the retransmission server
   rerequest_port: 15002           # 0: any free port
+  snapshot_host: 127.0.0.1        # the GLIMPSE 5.0 snapshot server (SoupBinTCP; any login accepted)
+  snapshot_port: 15004            # 0: any free port
   max_payload: 1400               # bytes of messages per packet after the 20-byte header
   heartbeat_interval_ms: 1000
 
@@ -174,6 +176,8 @@ class MarketDataConfig:
     rerequest_port: int
     max_payload: int
     heartbeat_interval_ms: int
+    snapshot_host: str = "127.0.0.1"      # the GLIMPSE snapshot server (appliance.exchange.glimpse)
+    snapshot_port: int = 15004
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,8 @@ class ExchangeConfig:
                 "rerequest_port": md.rerequest_port,
                 "max_payload": md.max_payload,
                 "heartbeat_interval_ms": md.heartbeat_interval_ms,
+                "snapshot_host": md.snapshot_host,
+                "snapshot_port": md.snapshot_port,
             },
             "faults": dataclasses.asdict(self.faults),
             "background": dataclasses.asdict(self.background),
@@ -695,7 +701,8 @@ def _subscriber(s: _Mapping, items: list, i: int) -> tuple[str, int]:
 
 def _market_data(top: _Mapping) -> MarketDataConfig:
     s = top.section("market_data", ("session", "source_host", "source_port", "subscribers", "multicast", "rerequest_host",
-                                    "rerequest_port", "max_payload", "heartbeat_interval_ms"))
+                                    "rerequest_port", "max_payload", "heartbeat_interval_ms", "snapshot_host",
+                                    "snapshot_port"))
     session = s.string("session", "SIMEX00001")
     if len(session) > 10 or not _VISIBLE_ASCII_RE.fullmatch(session):
         s.bad("session", f"{session!r} must be 1..10 printable ASCII characters without spaces")
@@ -726,7 +733,9 @@ def _market_data(top: _Mapping) -> MarketDataConfig:
         rerequest_host=s.ipv4("rerequest_host", "127.0.0.1"),
         rerequest_port=s.port("rerequest_port", 15002, allow_any=True),
         max_payload=_max_payload(s),
-        heartbeat_interval_ms=s.integer("heartbeat_interval_ms", 1, MAX_INTERVAL_MS, 1000))
+        heartbeat_interval_ms=s.integer("heartbeat_interval_ms", 1, MAX_INTERVAL_MS, 1000),
+        snapshot_host=s.ipv4("snapshot_host", "127.0.0.1"),
+        snapshot_port=s.port("snapshot_port", 15004, allow_any=True))
 
 
 def _max_payload(s: _Mapping) -> int:

@@ -11,6 +11,8 @@
 - Market data: the venue's ``MoldPublisher`` sends each packet by UDP to every configured
   subscriber, or to the multicast group. A send the kernel refuses is counted, never raised.
 - Re-requests: a UDP endpoint answering MoldUDP64 requests from the message store.
+- Snapshots: a GLIMPSE 5.0 server on its own TCP port (``glimpse.py``): the venue's book now and
+  the ITCH sequence number to continue from, built in one step on this loop.
 - Background participants: every millisecond the Poisson number of operations due since the
   last run (capped at 50 ms worth, so a stalled loop does not bunch them up).
 - Housekeeping every 20 ms: session heartbeats and timeouts, feed heartbeats, records flushed
@@ -37,6 +39,7 @@ from appliance.wire.soupbintcp import (
 )
 
 from .config import ExchangeConfig
+from .glimpse import GlimpseServer
 from .market_data import FeedFaults, RerequestServer
 from .participants import BackgroundFlow
 from .records import Records
@@ -194,6 +197,7 @@ class ExchangeServer:
                            cancel_on_disconnect=[f.username for f in config.firms if f.cancel_on_disconnect])
         self.rerequests = RerequestServer(config.market_data.session, self.venue.store, lambda *_: None,
                                           max_payload=config.market_data.max_payload)
+        self.snapshots = GlimpseServer(self.venue, self.log)
         self._passwords = {firm.username: firm.password for firm in config.firms}
         self.connections: set[OrderEntryConnection] = set()
         self.by_firm: dict[str, OrderEntryConnection] = {}
@@ -264,6 +268,9 @@ class ExchangeServer:
         self._servers.append(transport)
         self.ports["rerequest"] = transport.get_extra_info("sockname")[:2]
         self.ports["feed_source"] = self.feed.sock.getsockname()[:2]
+        snapshot_server = await self.snapshots.start(md.snapshot_host, md.snapshot_port)
+        self._servers.append(snapshot_server)
+        self.ports["snapshot"] = snapshot_server.sockets[0].getsockname()[:2]
         if self.config.control.socket:
             from .control import ControlServer
             control = ControlServer(self)
@@ -282,11 +289,12 @@ class ExchangeServer:
         host, port = self.ports["order_entry"]
         rr_host, rr_port = self.ports["rerequest"]
         src_host, src_port = self.ports["feed_source"]
+        sn_host, sn_port = self.ports["snapshot"]
         destinations = " ".join(f"{h}:{p}" for h, p in self.feed.destinations) or "(none)"
         self.log(f"session {md.session}, {len(self.config.symbols)} symbols, "
                  f"background {self.flow.rate:g} msg/s, firms {', '.join(self._passwords)}")
         print(f"exchange ready order_entry={host}:{port} rerequest={rr_host}:{rr_port} "
-              f"source={src_host}:{src_port} feed={destinations}"
+              f"source={src_host}:{src_port} snapshot={sn_host}:{sn_port} feed={destinations}"
               + (f" control={self.ports['control']}" if "control" in self.ports else ""), file=self.out, flush=True)
 
     def request_end(self, why: str = "control") -> None:
@@ -335,6 +343,7 @@ class ExchangeServer:
                 connection.transport.close()
         for server in self._servers:
             server.close()
+        self.snapshots.close_all()
         self.feed.close()
         if self.config.control.socket:
             try:
@@ -388,6 +397,7 @@ class ExchangeServer:
             "rerequests": {"requests": self.rerequests.requests, "bad": self.rerequests.bad_requests,
                            "wrong_session": self.rerequests.wrong_session,
                            "messages_resent": self.rerequests.messages_resent},
+            "snapshots": self.snapshots.counters.__dict__.copy(),
             "background": {"rate": self.flow.rate, **self.flow.counters},
             "sessions": {firm: {"connected": firm in self.by_firm,
                                 "messages": venue.stores[firm].next_sequence_number - 1,

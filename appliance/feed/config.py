@@ -35,13 +35,26 @@ class FeedConfig:
     rcvbuf_bytes: int = 8 << 20
     counters_interval_ms: int = 10          # how often the shared-memory counters are refreshed
     book_dump: str | None = None            # on stop, every book order by order as JSON (reconciliation)
+    snapshot: SnapshotConfig | None = None  # GLIMPSE: rebuild books from snapshots (None: by re-request from 1)
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    """``params.snapshot``: the GLIMPSE server and how the feed uses it (``feed/snapshot.py``)."""
+    host: str = "127.0.0.1"
+    port: int = 15004
+    timeout_ms: int = 2000                  # one attempt: connect, snapshot, and the live stream reaching it
+    max_buffered_packets: int = 65536       # live packets kept for the replay while a snapshot is taken
+    crossed_ms: int = 500                   # a book crossed this long is rebuilt (the venue's never is)
 
 
 _KEYS = {
     "listen": dict, "multicast": dict, "source": dict, "rerequest": dict, "session": str, "stale_after_ms": int,
     "rerequest_timeout_ms": int, "rerequest_retries": int, "max_buffered_packets": int,
     "max_packets_per_cycle": int, "rcvbuf_bytes": int, "counters_interval_ms": int, "book_dump": str,
+    "snapshot": dict,
 }
+_SNAPSHOT_RANGES = {"timeout_ms": (10, 600_000), "max_buffered_packets": (16, 1 << 22), "crossed_ms": (1, 3_600_000)}
 _RANGES = {
     "stale_after_ms": (1, 3_600_000), "rerequest_timeout_ms": (1, 60_000), "rerequest_retries": (0, 1000),
     "max_buffered_packets": (1, 1 << 20), "max_packets_per_cycle": (1, 100_000),
@@ -73,6 +86,30 @@ def _address(section: dict, path: str, default_host: str, default_port: int, *, 
     if not 0 <= port <= 65535:
         raise FeedConfigError(f"{path}.port", f"must be 0..65535, got {port}")
     return host, port
+
+
+def _snapshot(section: dict, path: str) -> SnapshotConfig:
+    """``snapshot: {host, port, timeout_ms, max_buffered_packets, crossed_ms}``."""
+    known = {"host", "port"} | set(_SNAPSHOT_RANGES)
+    unknown = set(section) - known
+    if unknown:
+        raise FeedConfigError(f"{path}.{sorted(unknown, key=str)[0]}",
+                              f"unknown key (known: {', '.join(sorted(known))})")
+    if "port" not in section:
+        raise FeedConfigError(f"{path}.port", "missing required key (the exchange's snapshot port)")
+    defaults = SnapshotConfig()
+    host, port = _address({k: v for k, v in section.items() if k in ("host", "port")}, path, defaults.host,
+                          defaults.port)
+    if port == 0:
+        raise FeedConfigError(f"{path}.port", "must be the server's port, not 0")
+    values = {}
+    for key, (low, high) in _SNAPSHOT_RANGES.items():
+        if key in section:
+            value = _check_type(section[key], int, f"{path}.{key}")
+            if not low <= value <= high:
+                raise FeedConfigError(f"{path}.{key}", f"must be {low}..{high}, got {value}")
+            values[key] = value
+    return SnapshotConfig(host=host, port=port, **values)
 
 
 def parse_feed_params(params: dict | None, path: str = "processes.feed.params") -> FeedConfig:
@@ -127,6 +164,8 @@ def parse_feed_params(params: dict | None, path: str = "processes.feed.params") 
         if not params["book_dump"]:
             raise FeedConfigError(f"{path}.book_dump", "must be a file path")
         values["book_dump"] = params["book_dump"]
+    if "snapshot" in params:
+        values["snapshot"] = _snapshot(params["snapshot"], f"{path}.snapshot")
     if "session" in params:
         session = params["session"]
         if not 1 <= len(session) <= 10 or not session.isascii() or not session.isprintable():

@@ -47,6 +47,13 @@ Only ``restart`` clears ``lost`` and ``ended``: it forgets everything held, foll
 session from sequence 1 and asks for ``[1, high_water)`` at once. The caller clears its
 books first (the agent does so after a lost gap, with a backoff, and on a session restart).
 
+History from a snapshot (``skip_history``): the caller gets the history from a snapshot
+(GLIMPSE) instead of re-requests. Then nothing before the first packet seen (a late join)
+or before the restart point is asked for: ``next_expected`` jumps to the first sequence
+seen (``origin`` says where), ``rebuilding`` is never set, and ``restart`` follows the new
+session from ``high_water`` without a request. The caller clears ``lost`` with
+``books_rebuilt`` once its books are rebuilt from a snapshot.
+
 A new session, or the same one restarted (the rule; one place, here):
 
 - Evidence of a restart is a well-formed packet the followed session cannot have sent now:
@@ -137,14 +144,14 @@ class MoldSequencer:
                  "packets", "delivered_packets", "messages_delivered", "messages_recovered", "gaps",
                  "duplicate_packets", "heartbeats", "end_of_session_packets", "bad_packets", "wrong_session",
                  "overflow_drops", "requests_sent", "retries", "gaps_abandoned", "messages_lost",
-                 "session_restarts", "rebuilds",
+                 "session_restarts", "rebuilds", "skip_history",
                  "_high_water", "_pending", "_heap", "_progress", "_request_ns", "_attempts", "_now_ns", "_origin",
                  "_candidate", "_candidate_packets", "_candidate_high", "_candidate_live_ns", "_from_live")
 
     def __init__(self, *, session: bytes | str | None, send_request: Callable[[bytes], object],
                  max_buffered_packets: int = 4096, request_timeout_ns: int = 50_000_000, max_retries: int = 5,
                  max_request_count: int = MAX_REQUEST_COUNT, next_expected: int = 1,
-                 silence_ns: int = 3_000_000_000) -> None:
+                 silence_ns: int = 3_000_000_000, skip_history: bool = False) -> None:
         if max_buffered_packets < 0:
             raise ValueError("max_buffered_packets must be >= 0")
         if request_timeout_ns <= 0:
@@ -158,6 +165,7 @@ class MoldSequencer:
         if silence_ns <= 0:
             raise ValueError("silence_ns must be > 0")
         self.session = moldudp64.session_bytes(session) if session is not None else None
+        self.skip_history = skip_history
         self.pinned = session is not None         # a configured session is never switched for another name
         self.silence_ns = silence_ns
         self.send_request = send_request
@@ -218,6 +226,11 @@ class MoldSequencer:
     @property
     def buffered_packets(self) -> int:
         return len(self._pending)
+
+    @property
+    def origin(self) -> int:
+        """The first sequence followed: 1, where a late join started, or where a restart resumed."""
+        return self._origin
 
     @property
     def high_water(self) -> int:
@@ -285,6 +298,8 @@ class MoldSequencer:
                 return DROP if self.pinned else self._evidence(session, end, now_ns)
             self.session = session                    # the first packet names the session to follow
         expected = self.next_expected
+        if sequence > expected and self.skip_history and expected == self._origin:
+            expected = self._skip_to(sequence)        # nothing delivered yet: the history is the snapshot's
         if sequence <= expected:
             if end <= expected:
                 self.duplicate_packets += 1
@@ -329,9 +344,23 @@ class MoldSequencer:
             self.ended = True
         if sequence > self._high_water:               # it announces messages we never saw
             if self.next_expected == self._origin and sequence > self.rebuild_until:
+                if self.skip_history:
+                    self._skip_to(sequence)
+                    return DROP
                 self.rebuild_until = sequence
             self._extend(sequence, now_ns)
         return DROP
+
+    def _skip_to(self, sequence: int) -> int:
+        """``skip_history``: follow from ``sequence`` (nothing was delivered since the origin)."""
+        self.next_expected = self._origin = self.rebuild_until = sequence
+        if self._high_water < sequence:
+            self._high_water = sequence
+        return sequence
+
+    def books_rebuilt(self) -> None:
+        """The caller rebuilt its books (from a snapshot) after a lost gap: clear ``lost``."""
+        self.lost = False
 
     def _evidence(self, session: bytes, high: int, now_ns: int) -> int:
         """One packet the followed session cannot have sent now (module docstring): adopt its
@@ -358,17 +387,19 @@ class MoldSequencer:
     def restart(self, session: bytes, high_water: int, now_ns: int) -> None:
         """Follow ``session`` from sequence 1: forget everything held, clear ``lost`` and ``ended``,
         rebuild until ``high_water`` (every sequence below it is taken to exist) and ask for
-        ``[1, high_water)`` at once. The caller clears its books."""
+        ``[1, high_water)`` at once; with ``skip_history``, follow from ``high_water`` and ask for
+        nothing (the caller takes a snapshot). The caller clears its books."""
         self.session = session
-        self.next_expected = self._origin = 1
-        self._high_water = self.rebuild_until = high_water if high_water > 1 else 1
+        high = high_water if high_water > 1 else 1
+        self.next_expected = self._origin = high if self.skip_history else 1
+        self._high_water = self.rebuild_until = high
         self.ended = self.lost = False
         self._pending.clear()
         self._heap.clear()
         self._progress = False
         self._candidate = None
         self.rebuilds += 1
-        if self._high_water > 1:
+        if self._high_water > self.next_expected:
             self._request(now_ns)
 
     def _hold(self, buffer, nbytes: int, sequence: int, count: int, rx_ns: int, now_ns: int) -> int:

@@ -69,6 +69,7 @@ class Sandbox:
         self.order_entry_port = 0                 # 0 until the first exchange run chose them
         self.rerequest_port = 0
         self.source_port = 0                      # the exchange's market-data source, the feed's only publisher
+        self.snapshot_port = 0
         self.exchange_control = str(self.dir / "exchange.sock")
         self.control_socket = str(self.dir / "supervisor.sock")
         self.journal = self.dir / "oms-journal.bin"
@@ -97,7 +98,7 @@ class Sandbox:
         overrides = {
             "order_entry": {"host": "127.0.0.1", "port": self.order_entry_port},
             "market_data": {"subscribers": (("127.0.0.1", self.feed_port),), "rerequest_port": self.rerequest_port,
-                            "source_port": self.source_port},
+                            "source_port": self.source_port, "snapshot_port": self.snapshot_port},
             "background": {"enabled": self.background_rate > 0, "rate": self.background_rate,
                            "seed": self.seed + run},
             "records": {"directory": str(records)},
@@ -133,6 +134,7 @@ class Sandbox:
         self.order_entry_port = ports["order_entry"][1]
         self.rerequest_port = ports["rerequest"][1]
         self.source_port = ports["source"][1]
+        self.snapshot_port = ports["snapshot"][1]
 
     def _ready_line(self):
         if self.exchange_proc.poll() is not None:
@@ -167,7 +169,8 @@ class Sandbox:
         feed = by_name["feed"].setdefault("params", {})
         feed.update({"listen": {"host": "127.0.0.1", "port": self.feed_port},
                      "rerequest": {"host": "127.0.0.1", "port": self.rerequest_port},
-                     "source": {"host": "127.0.0.1", "port": self.source_port}})
+                     "source": {"host": "127.0.0.1", "port": self.source_port},
+                     "snapshot": {**feed.get("snapshot", {}), "host": "127.0.0.1", "port": self.snapshot_port}})
         oms = by_name["oms"].setdefault("params", {})
         oms.update({"venue": {"host": "127.0.0.1", "port": self.order_entry_port}, "journal": str(self.journal)})
         risk = by_name["risk"].setdefault("params", {})

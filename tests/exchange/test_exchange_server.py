@@ -266,7 +266,8 @@ def test_control_commands_and_bad_requests(exchange):
 def test_the_embedded_default_starts_prints_ports_and_ends_cleanly_on_sigterm(tmp_path):
     ctl = f"/tmp/exd-{time.monotonic_ns()}.sock"
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "exchange", "--order-port", "0", "--rerequest-port", "0",
-                             "--source-port", "0", "--control", ctl, "--records", str(tmp_path / "rec"), "--linger", "0"],
+                             "--source-port", "0", "--snapshot-port", "0",
+                             "--control", ctl, "--records", str(tmp_path / "rec"), "--linger", "0"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline()

@@ -73,3 +73,15 @@ def test_the_agent_refuses_to_start_on_bad_params(write_layout, unique_name, spa
         out = output_of(proc, 30)
         assert proc.returncode == EXIT_CONFIG, out
         assert "processes.feed.params.listen.port: must be 0..65535, got -1" in out
+
+
+def test_the_snapshot_server_is_optional_and_checked():
+    assert parse_feed_params({}).snapshot is None
+    snap = parse_feed_params({"snapshot": {"port": 15003, "crossed_ms": 100}}).snapshot
+    assert (snap.host, snap.port, snap.crossed_ms, snap.timeout_ms) == ("127.0.0.1", 15003, 100, 2000)
+    for bad, key in [({"port": 0}, "snapshot.port"), ({}, "snapshot.port"), ({"port": 1, "extra": 1}, "snapshot.extra"),
+                     ({"port": 1, "timeout_ms": 0}, "snapshot.timeout_ms"), ({"port": 1, "host": "x"}, "snapshot.host"),
+                     ({"port": 1, "crossed_ms": True}, "snapshot.crossed_ms")]:
+        with pytest.raises(FeedConfigError) as info:
+            parse_feed_params({"snapshot": bad})
+        assert key in str(info.value)

@@ -38,6 +38,7 @@ def base_config(**sections) -> dict:
                   {"username": "ALGO2", "password": "secret2", "mpid": "ALG2"}],
         "order_entry": {"host": "127.0.0.1", "port": 0, "heartbeat_interval_ms": 100, "peer_timeout_ms": 1000},
         "market_data": {"session": "TEST000001", "subscribers": [], "rerequest_port": 0, "source_port": 0,
+                        "snapshot_port": 0,
                         "heartbeat_interval_ms": 100},
         "background": {"enabled": False, "rate": 0, "seed": 11},
     }
@@ -82,6 +83,7 @@ class RunningExchange:
         self.order_entry = self.ports["order_entry"]
         self.rerequest = self.ports["rerequest"]
         self.source = self.ports["source"]          # where the market data comes from
+        self.snapshot = self.ports["snapshot"]
 
     def _read(self) -> None:
         for line in self.proc.stdout:
