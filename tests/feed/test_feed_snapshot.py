@@ -2,10 +2,12 @@
 simulated exchange as a process, one test per trigger (late join, session restart, lost gap,
 inconsistent book, crossed book), books compared order by order with the exchange's own.
 
-The inconsistent and crossed books are made the way an attacker on the host would (issue 22): a
-forged packet with the live session name and the feed's next sequence number, carrying one ITCH
-message for AAPL. The exchange is quiet then, and its next message is a halt of MSFT (a symbol
-the feed does not subscribe to), so the real message the forged one displaces changes no book.
+The inconsistent and crossed books stand for a venue that sent something wrong (or a forger the
+source filter did not stop): a packet with the live session name and the feed's next sequence
+number, carrying one ITCH message for AAPL, from the test's own socket (these feeds accept any port
+of 127.0.0.1; the source filter itself is tested in test_feed_agent.py). The exchange is quiet
+then, and its next message is a halt of MSFT (a symbol the feed does not subscribe to), so the real
+message the forged one displaces changes no book.
 """
 from __future__ import annotations
 
@@ -50,8 +52,10 @@ def feed_factory(write_layout, spawner):
         feed.close()
 
 
-def snapshot_feed(feed_factory, unique_name, feed_port, ex, tmp_path, **params) -> FeedUnderTest:
+def snapshot_feed(feed_factory, unique_name, feed_port, ex, tmp_path, *, any_source_port: bool = False,
+                  **params) -> FeedUnderTest:
     return feed_factory(feed_layout(unique_name, feed_port, params.pop("rerequest_port", ex.rerequest[1]),
+                                    source_port=None if any_source_port else ex.source[1],
                                     book_dump=str(tmp_path / "books.json"),
                                     snapshot={"host": "127.0.0.1", "port": ex.snapshot[1],
                                               **params.pop("snapshot", {})}, **params))
@@ -123,7 +127,7 @@ def test_a_restarted_exchange_is_rebuilt_from_its_snapshot(exchange_factory, fee
     assert old.proc.wait(10) == -signal.SIGKILL
     new = exchange_factory(extra_feed_ports=[feed_port], background={"seed": 32},
                            market_data={"session": new_session, "rerequest_port": old.rerequest[1],
-                                        "snapshot_port": old.snapshot[1]})
+                                        "snapshot_port": old.snapshot[1], "source_port": old.source[1]})
     new.ctl("burst", count=150)                  # behind what the feed saw: no merge by sequence numbers
     assert new.ctl("book", symbol="AAPL")["messages"] < published
     wait_until(lambda: feed.counters().get("feed.session_restarts") == 1, 20, interval=0.02,
@@ -180,7 +184,7 @@ def forge_next_message(ex: RunningExchange, feed: FeedUnderTest, feed_port: int,
 def start_quiet_and_live(exchange_factory, feed_factory, unique_name, tmp_path, **params):
     feed_port = free_udp_port()
     ex = exchange_factory(extra_feed_ports=[feed_port], background={"seed": 44, "max_resting_per_symbol": 200})
-    feed = snapshot_feed(feed_factory, unique_name, feed_port, ex, tmp_path, **params)
+    feed = snapshot_feed(feed_factory, unique_name, feed_port, ex, tmp_path, any_source_port=True, **params)
     ex.ctl("burst", count=400)
     wait_live(feed, ex, message="live")
     return feed_port, ex, feed
