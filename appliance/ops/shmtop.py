@@ -206,10 +206,10 @@ def _render_symbols(snap, sort: str, needle: str) -> list[str]:
         bid = "-" if v.bid is None else (f"{v.bid_shares:,} x {v.bid:.4f}" if v.bid else "none")
         ask = "-" if v.ask is None else (f"{v.ask:.4f} x {v.ask_shares:,}" if v.ask else "none")
         book = "-" if v.flags is None else (",".join(v.flags) or "live")
-        if v.problem:
+        if v.problem and v.problem not in (v.flags or ()):         # the flags say it already
             book += f" ({v.problem})"
         if v.mark_old and v.position:
-            book += f", old mark {v.mark:.4f}"
+            book += f", old mark {v.mark:.4f}" if v.mark else ", no mark"
         lines.append(f"{v.symbol:<8} {_cell(v.position, '+,d'):>8} {_cell(v.average_price, '.4f'):>10} "
                      f"{_cell(v.realized_pnl, '+,.2f'):>11} {_cell(v.unrealized_pnl, '+,.2f'):>11} "
                      f"{_cell(v.pnl, '+,.2f'):>11} {_cell(v.orders_sent, ','):>7} {_cell(v.fills, ','):>6} "

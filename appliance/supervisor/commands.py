@@ -116,6 +116,13 @@ class status:  # noqa: N801 - a subcommand module-like namespace
         return 0
 
 
+def _old_mark(v: dict) -> str:
+    """A held position's mark when its book is bad: the last good price (or none ever seen)."""
+    if not (v.get("mark_old") and v["position"]):
+        return ""
+    return f" (old mark {v['mark']:.2f})" if v["mark"] else " (no mark)"
+
+
 def render(s: dict, supervisor: dict | None) -> str:
     lines = [f"gate: {'OPEN' if s['gate']['open'] else 'CLOSED'}"
              + ("" if s["gate"]["open"] else f" ({', '.join(r.lower() for r in s['gate']['reasons'])})"),
@@ -143,7 +150,7 @@ def render(s: dict, supervisor: dict | None) -> str:
                 continue
             lines.append(f"{symbol:<8}{v['position']:>+9d}{v['orders_sent']:>8}{v['fills']:>7}{v['rejects']:>8}"
                          f"{v['open_orders']:>6}{v['pnl']:>+12.2f}  {v['book']}"
-                         f"{' (old mark ' + format(v['mark'], '.2f') + ')' if v.get('mark_old') and v['position'] else ''}")
+                         f"{_old_mark(v)}")
         t = s["totals"]
         lines.append(f"{'total':<8}{'':>9}{t['orders_sent']:>8}{t['fills']:>7}{t['rejects']:>8}{'':>6}"
                      f"{t['pnl']:>+12.2f}")

@@ -46,7 +46,8 @@ def test_shmtop_and_the_exporter_name_the_bad_books_the_reason_and_the_old_marks
         assert "CLOSED: market_data" in trading and "MARKET   rebuilding: AAPL; crossed: MSFT" in trading, trading
         assert "FEED" in trading and "(rebuilding)" in trading, trading
         table = "\n".join(shmtop._render_symbols(snap, "name", ""))
-        assert "(rebuilding), old mark 190.0100" in table and "crossed (crossed)" in table, table
+        assert "stale,crossed,inconsistent (rebuilding), old mark 190.0100" in table, table
+        assert next(line for line in table.splitlines() if line.startswith("MSFT")).endswith(" crossed"), table
         assert samples(families, "appliance_book_bad") == {
             (("reason", "rebuilding"), ("symbol", "AAPL")): 1, (("reason", "crossed"), ("symbol", "MSFT")): 1,
             (("reason", "none"), ("symbol", "SPY")): 0}
