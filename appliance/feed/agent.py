@@ -59,6 +59,7 @@ import os
 import time
 
 from appliance.messages.catalog import BOOK_DEPTH
+from appliance.messages.codes import FeedStaleReason
 from appliance.runtime.agent import Agent, AgentContext
 from appliance.runtime.layout import LayoutError
 from appliance.wire import itch, moldudp64
@@ -174,11 +175,13 @@ class FeedAgent(Agent):
         self._rebuild_backoff_ns = REBUILD_BACKOFF_MIN_NS
         self._next_counters_ns = 0
         self._feed_stale = True
+        self._stale_code_written = -1       # the feed_stale_reason word as last stored
         self._setup_counters()
         has_control = any(t.kind == "control" for t in layout.tables.values())
         self.control = memory.control(ctx.process.name) if has_control else None
         if self.control is not None:
             self.control.set("feed_ready", 0)
+        self._write_stale_code()
         address = self.receiver.address
         log.info("feed listening on %s:%d%s for the publisher %s:%s only, re-requests to %s:%d, %s, %d symbols, "
                  "rcvbuf %d", address[0], address[1], f" (multicast {cfg.multicast_group} on {cfg.interface})"
@@ -286,6 +289,8 @@ class FeedAgent(Agent):
         if should_be_stale != self._feed_stale:
             self._set_feed_stale(should_be_stale)
             work += 1
+        elif should_be_stale:
+            self._write_stale_code()        # the reason can change while the feed stays stale
         if self.receiver.foreign != self._foreign_logged and now >= self._next_foreign_log_ns:
             self._log_foreign(now)
         if now >= self._next_counters_ns:
@@ -329,16 +334,32 @@ class FeedAgent(Agent):
         self.books.clear()
         self._set_feed_stale(True)
 
-    def _stale_reason(self) -> str:
+    def _stale_code(self) -> FeedStaleReason:
+        """Why the feed is (or would be) stale, as readers of ``feed_stale_reason`` show it."""
         s = self.sequencer
         rebuild = self._rebuild
         if rebuild is not None and rebuild.sids is None:
-            return f"rebuilding every book from a snapshot ({rebuild.trigger.replace('_', ' ')})"
-        if s.lost:
+            return FeedStaleReason.SNAPSHOT
+        return (FeedStaleReason.GAP_LOST if s.lost else FeedStaleReason.SESSION_ENDED if s.ended else
+                FeedStaleReason.REBUILDING if s.rebuilding else FeedStaleReason.SILENT)
+
+    def _write_stale_code(self) -> None:
+        """``feed_stale_reason``: LIVE, or why every book is stale (stored only when it changed)."""
+        code = self._stale_code() if self._feed_stale else FeedStaleReason.LIVE
+        if code != self._stale_code_written and self.control is not None:
+            self.control.set("feed_stale_reason", int(code))
+            self._stale_code_written = code
+
+    def _stale_reason(self) -> str:
+        s = self.sequencer
+        code = self._stale_code()
+        if code == FeedStaleReason.SNAPSHOT:
+            return f"rebuilding every book from a snapshot ({self._rebuild.trigger.replace('_', ' ')})"
+        if code == FeedStaleReason.GAP_LOST:
             return "gap not recovered"
-        if s.ended:
+        if code == FeedStaleReason.SESSION_ENDED:
             return "session ended"
-        if s.rebuilding:
+        if code == FeedStaleReason.REBUILDING:
             return (f"rebuilding session {_name(s.session)} from sequence 1: "
                     f"{s.next_expected - 1} of {s.rebuild_until - 1} messages")
         return f"no packet of session {_name(s.session)} for {self.config.stale_after_ms} ms"
@@ -351,6 +372,7 @@ class FeedAgent(Agent):
             log.info("feed live")
             self._rebuild_backoff_ns = REBUILD_BACKOFF_MIN_NS
         self._feed_stale = stale
+        self._write_stale_code()
         if self.control is not None:
             self.control.set("feed_ready", 0 if stale else 1)
         outputs = self.outputs

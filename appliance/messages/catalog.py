@@ -50,10 +50,13 @@ BOOK_FLAG_CROSSED = 2          # best bid > best ask
 BOOK_FLAG_LOCKED = 4           # best bid == best ask
 BOOK_FLAG_HALTED = 8           # trading state is not T
 BOOK_FLAG_INCONSISTENT = 16    # an execution or cancel named an unknown order: the book cannot be trusted
+# A book with any of these is not market data to act on: no mark from it, and the supervisor's
+# MARKET_DATA gate reason when one lasts (halted and locked books are real data and do not count).
+BOOK_FLAGS_BAD = BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT | BOOK_FLAG_CROSSED
 
 # Feed -> everyone (risk's price checks, shmtop): one slot per symbol in the market-state
 # table, written by the feed alone under a seqlock (``seqlock`` odd while a write is in progress).
-MARKET_STATE = Record("MarketState", type_id=40, version=1, fields=[
+MARKET_STATE = Record("MarketState", type_id=40, version=2, fields=[
     ("seqlock", "u64"),
     ("symbol", "char8"),
     ("bid_price", "u32"),
@@ -65,7 +68,7 @@ MARKET_STATE = Record("MarketState", type_id=40, version=1, fields=[
     ("flags", "u8"),
     ("trading_state", "u8"),
     ("pad0", "u16"),
-    ("pad1", "u32"),
+    ("mark_price", "u32"),         # the last good mark (market_state.good_mark), kept while the book is bad
     ("update_sequence", "u64"),
     ("t_exchange_ns", "u64"),
     ("t_update_ns", "u64"),        # when the feed wrote this slot (epoch ns)

@@ -130,6 +130,30 @@ class GateReason(enum.IntFlag):
     FEED_NOT_READY = 64
     OPERATOR = 128
     STOPPING = 256
+    MARKET_DATA = 512       # a subscribed book stale, inconsistent or crossed past market_data_stale_ms (cancels all)
+
+
+class FeedStaleReason(enum.IntEnum):
+    """Control word feed_stale_reason (written by the feed): why every book is stale (0: the feed
+    is live). Add a reason here with its words in ``_FEED_STALE_WORDS``; readers show it by name."""
+    LIVE = 0
+    SILENT = 1              # nothing proved the session alive within stale_after_ms (or nothing yet)
+    GAP_LOST = 2            # a gap the re-requests could not fill: books rebuilt from sequence 1
+    SESSION_ENDED = 3       # end of session (latched until a new session is adopted)
+    REBUILDING = 4          # joined late or session restarted: replaying the day up to where it stands
+    NO_DIRECTORY = 5        # one book's own staleness: no stock directory for it yet (never in the word)
+    SNAPSHOT = 6            # every book being rebuilt from the venue's GLIMPSE snapshot
+
+    @staticmethod
+    def describe(value: int) -> str:
+        """The reason in words for status lines and metrics labels ("feed(7)" for a code not known here)."""
+        return _FEED_STALE_WORDS.get(value, f"feed({value})")
+
+
+_FEED_STALE_WORDS = {FeedStaleReason.LIVE: "live", FeedStaleReason.SILENT: "feed silent",
+                     FeedStaleReason.GAP_LOST: "gap lost", FeedStaleReason.SESSION_ENDED: "session ended",
+                     FeedStaleReason.REBUILDING: "rebuilding", FeedStaleReason.NO_DIRECTORY: "no directory yet",
+                     FeedStaleReason.SNAPSHOT: "snapshot rebuild"}
 
 
 class ClockState(enum.IntEnum):

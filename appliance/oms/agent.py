@@ -12,8 +12,8 @@ One duty cycle (``do_work``):
 3. read risk's control events (KILL cancels everything, KILL_SYMBOL one symbol's orders;
    SNAPSHOT_REQUEST is answered);
 4. every millisecond the slow path: connect / heartbeat / reconnect, recovery progress, the
-   supervisor's gate word (a close for RISK_UNHEALTHY or KILL_SWITCH cancels everything once per
-   gate epoch), cancels owed, in-flight timeouts, pending snapshot, counters.
+   supervisor's gate word (a close for RISK_UNHEALTHY, KILL_SWITCH or MARKET_DATA cancels everything
+   once per gate epoch), cancels owed, in-flight timeouts, pending snapshot, counters.
 
 Cancels owed: a kill or a cancel-all gate close is journaled first, then every open order it
 covers owes a cancel (``recovery.apply_control``, the same function recovery replays). The owed

@@ -43,7 +43,9 @@ from appliance.oms.tokens import parse_token
 
 log = logging.getLogger("appliance.oms.recovery")
 
-CANCEL_ALL_GATE_REASONS = GateReason.RISK_UNHEALTHY | GateReason.KILL_SWITCH
+# MARKET_DATA too: resting quotes priced off books we can no longer see (or believe) are a
+# liability, and the gate waits market_data_stale_ms first (see supervisor/gate.py).
+CANCEL_ALL_GATE_REASONS = GateReason.RISK_UNHEALTHY | GateReason.KILL_SWITCH | GateReason.MARKET_DATA
 
 
 def apply_control(book: OrderBook, control: ev.Control) -> int:

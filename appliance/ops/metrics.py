@@ -12,7 +12,7 @@ from __future__ import annotations
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from appliance.messages.codes import ClockState, GateReason, RiskState
+from appliance.messages.codes import ClockState, FeedStaleReason, GateReason, RiskState
 from appliance.ops.tick_to_trade import LABEL_PREFIX as LATENCY_PREFIX, read_histograms
 from appliance.runtime.counters import CounterKind, ProcessState
 from appliance.runtime.market_state import FLAG_NAMES
@@ -59,7 +59,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "position_shares": ("gauge", "signed position"),
     "position_cost_basis_dollars": ("gauge", "signed cost of the open position"),
     "pnl_realized_dollars": ("gauge", "realized profit and loss"),
-    "pnl_unrealized_dollars": ("gauge", "open position marked at the mid (or last trade)"),
+    "pnl_unrealized_dollars": ("gauge", "open position marked at a good book's mid or last trade (else its last good mark)"),
+    "mark_price_dollars": ("gauge", "the price the position is marked at (0: no mark yet)"),
+    "mark_old": ("gauge", "1 while the book is bad and the position is marked at its last good price"),
     "orders_sent": ("counter", "orders sent to the venue"),
     "fills": ("counter", "fills received from the venue"),
     "filled_shares": ("counter", "shares filled"),
@@ -72,6 +74,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "last_trade_price_dollars": ("gauge", "price of the last trade"),
     "book_flag": ("gauge", "1 for each condition flagged on the symbol's book"),
     "book_last_update_timestamp_seconds": ("gauge", "when the feed last wrote the symbol's market state (Unix time)"),
+    "book_bad": ("gauge", "1 while the symbol's book is stale, inconsistent or crossed, labelled with why"),
+    "feed_stale_reason": ("gauge", "1 for why the feed has every book stale (live: it does not)"),
     "tick_to_trade_seconds": ("histogram", "latency of each hop from packet receipt to order on the wire"),
 }
 
@@ -213,6 +217,11 @@ def _control(words: dict[str, int]) -> list:
     for component, word in READY_WORDS.items():
         ready.add_metric([component], 1 if words[word] else 0)
     out += [ready, _one_of("risk_state", "state", RiskState, words["risk_state"])]
+    stale = _family("feed_stale_reason", ["reason"])
+    for member in FeedStaleReason:
+        if member != FeedStaleReason.NO_DIRECTORY:         # a book's own reason, never in the feed's word
+            stale.add_metric([member.name.lower()], 1 if member == words["feed_stale_reason"] else 0)
+    out.append(stale)
     for name, value in (("kill_switch_latched", 1 if words["risk_kill_latched"] else 0),
                         ("oms_session_up", 1 if words["oms_session_up"] else 0),
                         ("oms_open_orders", words["oms_open_orders"]),
@@ -238,6 +247,8 @@ def _symbols(snap) -> list:
     by_name = {name: _family(name, ["symbol"]) for name, _ in POSITION_FIELDS + BOOK_FIELDS}
     flags = _family("book_flag", ["symbol", "flag"])
     updated = _family("book_last_update_timestamp_seconds", ["symbol"])
+    bad = _family("book_bad", ["symbol", "reason"])
+    mark, mark_old = _family("mark_price_dollars", ["symbol"]), _family("mark_old", ["symbol"])
     for view in snap.symbols:
         if view.error:                                 # a torn slot: leave the symbol out of this scrape
             continue
@@ -250,7 +261,12 @@ def _symbols(snap) -> list:
                 flags.add_metric([view.symbol, flag], 1 if flag in view.flags else 0)
         if view.book_updated_ns:
             updated.add_metric([view.symbol], view.book_updated_ns / 1e9)
-    return [*by_name.values(), flags, updated]
+        if view.problem is not None:
+            bad.add_metric([view.symbol, view.problem.replace(" ", "_") or "none"], 1 if view.problem else 0)
+        if view.mark is not None:
+            mark.add_metric([view.symbol], view.mark)
+            mark_old.add_metric([view.symbol], 1 if view.mark_old else 0)
+    return [*by_name.values(), flags, updated, bad, mark, mark_old]
 
 
 def _tick_to_trade(counters: dict[str, int]):

@@ -2,8 +2,10 @@
 
 Read-only and lock-free: it maps the segments with PROT_READ and never writes.
 Shows rings, processes, the trading gate and why it is closed, the clock guard,
-readiness and the kill switch, tick-to-trade percentiles per hop, per-symbol
-position, P&L and book top, and every counter (each part the layout has).
+readiness and the kill switch, which books are bad and why (MARKET), tick-to-trade
+percentiles per hop, per-symbol position, P&L (marked only from good books; "old
+mark" when a bad book's last good price is used) and book top, and every counter
+(each part the layout has).
 ``--once`` prints one plain-text snapshot, ``--json`` one JSON object; without
 either it refreshes in the terminal until ``q``. Keys: ``s`` cycles the sort
 (name; depth: rings by depth, symbols by size of position; rate: rings by
@@ -163,7 +165,12 @@ def _render_trading(snap) -> list[str]:
                  f"{'LATCHED' if risk['kill_latched'] else 'off'}   "
                  f"OMS {_yes(oms['ready'])}  session {'up' if oms['session_up'] else 'DOWN'}  "
                  f"open orders {oms['open_orders']}  cancel-alls {oms['cancel_all_epoch']}   "
-                 f"FEED {_yes(t['feed']['ready'])}   STRATEGY {_yes(t['strategy']['ready'])}")
+                 f"FEED {_yes(t['feed']['ready'])}"
+                 f"{'' if t['feed'].get('stale_reason', 'live') == 'live' else ' (' + t['feed']['stale_reason'] + ')'}"
+                 f"   STRATEGY {_yes(t['strategy']['ready'])}")
+    market = t.get("market_data", {}).get("summary")
+    if market:
+        lines.append(f"MARKET   {market}")
     return lines
 
 
@@ -199,6 +206,10 @@ def _render_symbols(snap, sort: str, needle: str) -> list[str]:
         bid = "-" if v.bid is None else (f"{v.bid_shares:,} x {v.bid:.4f}" if v.bid else "none")
         ask = "-" if v.ask is None else (f"{v.ask:.4f} x {v.ask_shares:,}" if v.ask else "none")
         book = "-" if v.flags is None else (",".join(v.flags) or "live")
+        if v.problem and v.problem not in (v.flags or ()):         # the flags say it already
+            book += f" ({v.problem})"
+        if v.mark_old and v.position:
+            book += f", old mark {v.mark:.4f}" if v.mark else ", no mark"
         lines.append(f"{v.symbol:<8} {_cell(v.position, '+,d'):>8} {_cell(v.average_price, '.4f'):>10} "
                      f"{_cell(v.realized_pnl, '+,.2f'):>11} {_cell(v.unrealized_pnl, '+,.2f'):>11} "
                      f"{_cell(v.pnl, '+,.2f'):>11} {_cell(v.orders_sent, ','):>7} {_cell(v.fills, ','):>6} "

@@ -21,6 +21,7 @@ from appliance.ops import tick_to_trade
 from appliance.runtime import _shm
 from appliance.runtime.counters import IdleStrategyId, ProcessState
 from appliance.runtime.layout import Layout
+from appliance.runtime.market_state import view_problem
 from appliance.runtime.memory import SharedMemory
 from appliance.runtime.positions import PRICE_SCALE
 from appliance.runtime.seqlock import TornRead
@@ -79,7 +80,7 @@ class SymbolView:
     average_price: float | None = None
     cost_basis: float | None = None          # dollars, signed (what the open position cost)
     realized_pnl: float | None = None        # dollars
-    unrealized_pnl: float | None = None      # dollars, marked at mid (or last trade without both sides)
+    unrealized_pnl: float | None = None      # dollars, marked at ``mark`` (market_state.mark_of)
     orders_sent: int | None = None
     fills: int | None = None
     filled_shares: int | None = None
@@ -92,6 +93,9 @@ class SymbolView:
     last: float | None = None
     last_shares: int | None = None
     flags: list[str] | None = None           # stale, crossed, locked, halted, inconsistent
+    mark: float | None = None                # dollars: the good mark, or the last good one when ``mark_old``
+    mark_old: bool | None = None             # the book is bad now: marked at its last good price
+    problem: str | None = None               # why the book is bad ("" when good): market_state.view_problem
     trading_state: str | None = None         # ITCH trading state byte (T, H, P, Q), "" before the directory
     book_updated_ns: int | None = None       # epoch ns of the feed's last write, 0: never
     error: str | None = None                 # a slot left mid-write by a writer that died
@@ -101,12 +105,6 @@ class SymbolView:
         if self.realized_pnl is None:
             return None
         return self.realized_pnl + (self.unrealized_pnl or 0.0)
-
-
-def mark_price(bid_price: int, ask_price: int, last_trade_price: int) -> int:
-    """The price (4 implied decimals) open positions are marked at: the mid when both sides are
-    quoted, else the last trade (0: no mark). The same rule as ``appliance status``."""
-    return (bid_price + ask_price) // 2 if bid_price and ask_price else last_trade_price
 
 
 @dataclass
@@ -229,7 +227,8 @@ class Observer:
             status = build_status(self.layout, self.memory)
         except TornRead as exc:
             return {"error": str(exc)}
-        trading = {key: status[key] for key in ("gate", "clock", "risk", "oms", "feed") if key in status}
+        trading = {key: status[key] for key in ("gate", "clock", "risk", "oms", "feed", "market_data")
+                   if key in status}
         words = self.control.snapshot()
         trading["gate"] = {**trading.get("gate", {}), "changed_ns": words["gate_changed_ns"],
                            "epoch": words["gate_epoch"]}
@@ -242,6 +241,7 @@ class Observer:
         if self.positions is None and self.market is None:
             return []
         views = []
+        feed_stale_reason = self.control.get("feed_stale_reason") if self.control is not None else 0
         for sid, symbol in enumerate(self.layout.symbols):
             view = SymbolView(symbol)
             try:
@@ -252,7 +252,8 @@ class Observer:
                     view.ask, view.ask_shares = m.ask_price / PRICE_SCALE, m.ask_shares
                     view.last, view.last_shares = m.last_trade_price / PRICE_SCALE, m.last_trade_shares
                     view.flags, view.trading_state, view.book_updated_ns = m.flag_names, m.trading_state, m.t_update_ns
-                    mark = mark_price(m.bid_price, m.ask_price, m.last_trade_price)
+                    mark, view.mark_old = m.mark
+                    view.mark, view.problem = mark / PRICE_SCALE, view_problem(m, feed_stale_reason)
                 if self.positions is not None:
                     p = self.positions.read(sid)
                     view.position, view.average_price = p.position, p.average_price()

@@ -251,7 +251,7 @@ class RiskAgent(Agent):
                       "symbol_resets", "state_file_writes", "state_file_write_failures", "state_file_unreadable"):
             c[label] = allocate(f"risk.{label}")
         for label in ("open_orders", "pnl", "gross_notional", "net_long_notional", "net_short_notional",
-                      "peak_pnl", "symbols_killed"):
+                      "peak_pnl", "symbols_killed", "marks_old"):
             c[label] = allocate(f"risk.{label}", CounterKind.GAUGE)
         for label in ("state", "ready", "kill_latched", "limits_crc32"):
             c[label] = allocate(f"risk.{label}", CounterKind.INFO)
@@ -288,6 +288,7 @@ class RiskAgent(Agent):
         portfolio, control = engine.portfolio, engine.control
         c["open_orders"].set(portfolio.open_count)
         c["pnl"].set(portfolio.pnl())
+        c["marks_old"].set(engine.marks_old)       # symbols marked at their last good price (bad books)
         c["peak_pnl"].set(engine.peak_pnl)
         c["gross_notional"].set(portfolio.gross_total)
         c["net_long_notional"].set(portfolio.long_total)

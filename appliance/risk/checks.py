@@ -36,7 +36,9 @@ Every bound is inclusive: a value exactly at its limit passes; one unit beyond i
 
 Marks: unrealized P&L and the exposure totals are marked to the market-state table's reference
 prices by ``housekeeping`` (every ``housekeeping_ms``, 10 ms by default, for every symbol; the
-loss limits are enforced there too, without waiting for an order). The order's own symbol is
+loss limits are enforced there too, without waiting for an order), and only from good books
+(``market_state.mark_of``: a stale, inconsistent or crossed book leaves the last good mark, so
+forged or lost data can neither trip the loss limits nor raise the day's peak). The order's own symbol is
 revalued at the reference price it was just checked against; re-marking the whole book inside
 the check would double its cost. A market order's notional is priced at the far edge of the collar.
 """
@@ -44,8 +46,10 @@ from __future__ import annotations
 
 import struct
 
-from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_STALE, MARKET_STATE
+from appliance.messages.catalog import (BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_STALE, BOOK_FLAGS_BAD,
+                                        MARKET_STATE)
 from appliance.messages.codes import TIF_DAY, TIF_IOC, Action, RiskReason, RiskState, Side
+from appliance.runtime.market_state import good_mark, reference_price  # noqa: F401 (reference_price re-exported)
 
 from .duplicates import DuplicateFilter
 from .kill_switch import DAILY_LOSS, DRAWDOWN, TradingControl
@@ -65,7 +69,8 @@ MARKET_PRICE = 0x7FFFFFFF
 TRADING = ord("T")
 HALTED = int(RiskState.HALTED)
 REDUCING = int(RiskState.REDUCING)
-BAD_BOOK = BOOK_FLAG_STALE | BOOK_FLAG_HALTED | BOOK_FLAG_CROSSED
+BAD_BOOK = BOOK_FLAGS_BAD | BOOK_FLAG_HALTED
+NO_BOOK = BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT
 
 R = RiskReason
 CHECK_ORDER = (R.BAD_ORDER, R.UNKNOWN_SYMBOL, R.NOT_READY, R.TRADING_HALTED, R.SYMBOL_KILLED, R.MARKET_CLOSED, R.DUPLICATE_CLIENT_ID,
@@ -111,9 +116,10 @@ _LEVERAGE = int(R.LEVERAGE)
 
 
 def _market_fields_struct() -> tuple[struct.Struct, int]:
-    """bid, ask, last trade, flags, trading state of a MarketState slot, unpacked in one call from the seqlock word."""
+    """bid, ask, last trade, flags, trading state, last good mark of a MarketState slot, unpacked in
+    one call from the seqlock word."""
     wanted = (("bid_price", "I"), ("ask_price", "I"), ("last_trade_price", "I"), ("flags", "B"),
-              ("trading_state", "B"))
+              ("trading_state", "B"), ("mark_price", "I"))
     base = MARKET_STATE.offset_of["seqlock"]
     fmt, position = "<", base
     for name, code in wanted:
@@ -133,11 +139,6 @@ def _collar_divisor(collar_ppm: int) -> int:
     return 1_000_000 // collar_ppm if collar_ppm and 1_000_000 % collar_ppm == 0 else 0
 
 
-def reference_price(bid: int, ask: int, last: int) -> int:
-    """Mid of the best bid and ask when both are there, else the last trade, else 0."""
-    if bid and ask:
-        return (bid + ask) >> 1
-    return last
 
 
 class RiskEngine:
@@ -148,7 +149,7 @@ class RiskEngine:
                  "portfolio", "control", "duplicates", "rate", "ready", "peak_pnl", "restored_peak", "loss_floor",
                  "hours_open",
                  "hours_valid_until_ns", "hours_valid_from_ns", "approved", "cancels", "cancels_over_rate",
-                 "throttled", "torn_reads",
+                 "throttled", "torn_reads", "marks_old",
                  "limits", "symbol_rows", "limit_rows", "global_row", "max_gross", "max_net", "leverage_notional",
                  "max_daily_loss", "max_drawdown", "max_open_orders", "allow_market_orders", "market_hours",
                  "seen_client_ids", "identical", "in_snapshot", "snapshots_applied", "snapshot_reports_ignored")
@@ -180,6 +181,7 @@ class RiskEngine:
         self.cancels_over_rate = 0
         self.throttled = 0
         self.torn_reads = 0
+        self.marks_old = 0
         self.limits: Limits | None = None
         self.apply_limits(limits)
 
@@ -258,8 +260,8 @@ class RiskEngine:
 
     # ------------------------------------------------------------------ market state
 
-    def read_market(self, s: int) -> tuple[int, int, int, int, int]:
-        """(bid, ask, last trade, flags, trading state) of one consistent copy of the slot."""
+    def read_market(self, s: int) -> tuple[int, int, int, int, int, int]:
+        """(bid, ask, last trade, flags, trading state, last good mark) of one consistent copy of the slot."""
         offset = self._ms_seq_offsets[s]
         load = self._ms_load
         before = load(offset)
@@ -268,27 +270,31 @@ class RiskEngine:
             return self._read_market_slow(s)
         return values
 
-    def _read_market_slow(self, s: int) -> tuple[int, int, int, int, int]:
+    def _read_market_slow(self, s: int) -> tuple[int, int, int, int, int, int]:
         """A write was in progress: the reader's retrying read (a dead writer's slot reads as stale)."""
         self.torn_reads += 1
         try:
             raw = self.market.read_raw(s)
         except Exception:  # noqa: BLE001 - TornRead: the feed died mid-write; the book is not to be trusted
-            return 0, 0, 0, BOOK_FLAG_STALE, 0
+            return 0, 0, 0, BOOK_FLAG_STALE, 0, 0
         i = _FIELD_INDEX
         return (raw[i["bid_price"]], raw[i["ask_price"]], raw[i["last_trade_price"]], raw[i["flags"]],
-                raw[i["trading_state"]])
+                raw[i["trading_state"]], raw[i["mark_price"]])
 
     def refresh_marks(self) -> None:
-        """Mark every symbol with a usable reference price (the slow path; checks mark their own symbol)."""
+        """Mark every symbol at its good mark, or at the last good one while its book is bad (the
+        slow path). ``marks_old``: how many symbols are marked at an old price now."""
         portfolio = self.portfolio
+        old_count = 0
         for s in range(self.symbol_count):
-            bid, ask, last, flags, state = self.read_market(s)
-            if flags & BOOK_FLAG_CROSSED:
-                continue
-            ref = reference_price(bid, ask, last)
-            if ref:
-                portfolio.set_mark(s, ref)
+            bid, ask, last, flags, _state, last_good = self.read_market(s)
+            mark = good_mark(bid, ask, last, flags)      # mark_of, unrolled: this runs every 10 ms
+            if not mark:
+                old_count += 1
+                mark = last_good
+            if mark:
+                portfolio.set_mark(s, mark)
+        self.marks_old = old_count
 
     def _refresh_hours(self, now: int) -> None:
         """Open or closed, and until when that holds (asked again only then, or if the clock went back)."""
@@ -407,11 +413,11 @@ class RiskEngine:
         offset = self._ms_seq_offsets[symbol_id]
         load = self._ms_load
         before = load(offset)
-        bid, ask, last, flags, trading_state = self._ms_unpack(self._ms_buffer, offset)
+        bid, ask, last, flags, trading_state, _mark = self._ms_unpack(self._ms_buffer, offset)
         if before & 1 or load(offset) != before:
-            bid, ask, last, flags, trading_state = self._read_market_slow(symbol_id)
+            bid, ask, last, flags, trading_state, _mark = self._read_market_slow(symbol_id)
         if flags & BAD_BOOK or trading_state != TRADING:
-            if flags & BOOK_FLAG_STALE or not trading_state:
+            if flags & NO_BOOK or not trading_state:
                 return _BOOK_STALE
             if flags & BOOK_FLAG_HALTED or trading_state != TRADING:
                 return _SYMBOL_HALTED

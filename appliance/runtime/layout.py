@@ -52,6 +52,7 @@ CONTROL_WORDS: tuple[tuple[str, str], ...] = (
     ("clock_checked_ns", "supervisor"),
     ("supervisor_pid", "supervisor"),
     ("feed_ready", "feed"),               # 1: the feed has live, non-stale books
+    ("feed_stale_reason", "feed"),        # codes.FeedStaleReason: why every book is stale (0: live)
     ("strategy_ready", "strategy"),
     ("risk_state", "risk"),               # codes.RiskState
     ("risk_ready", "risk"),               # 1: state rebuilt from the OMS's records

@@ -17,14 +17,16 @@ from appliance.messages.catalog import RISK_COMMAND
 from appliance.messages.codes import ClockState, ControlCommand, GateReason, RiskState, name_of
 from appliance.runtime.agent import Agent, AgentContext
 from appliance.runtime.counters import ProcessState
+from appliance.runtime.market_state import describe_problems, symbol_problems
 
 from .children import ManagedProcess
 from .config import SupervisorConfig
-from .gate import GateInputs, ProcessHealth, describe, gate_reasons
+from .gate import GateInputs, MarketDataWatch, ProcessHealth, describe, gate_reasons
 
 log = logging.getLogger("appliance.supervisor")
 
 SUPERVISE_PERIOD_NS = 5_000_000
+MARKET_DATA_PERIOD_NS = 50_000_000    # the books are looked at this often (a table of thousands costs ms)
 COMMANDS = ("status", "kill", "resume", "reduce", "activate", "close-gate", "open-gate", "reload-limits", "down")
 # Start-up is complete when every process is up and ready, whatever else holds the gate (a kill
 # switch latched the day before, an operator's hold, the clock): those are said by their own names.
@@ -95,11 +97,20 @@ class SupervisorAgent(Agent):
         self.c_hung_kills = counters.allocate("supervisor.hung_kills")
         self._restart_counters = {name: counters.allocate(f"supervisor.restarts.{name}") for name in self.children}
         self._hung_killed: dict[str, int] = {}
+        # the books are watched when a feed writes them (a layout without one has no market data to judge)
+        watched = "feed" in self.children and any(t.kind == "market_state" for t in self.context.layout.tables.values())
+        self.market = memory.market_state_reader() if watched else None
+        self.market_watch = MarketDataWatch(self.config.market_data_stale_ms * 1_000_000)
+        self.market_problems: dict[str, str] = {}
+        self._market_said = ""
+        self._next_market = 0
         self._write_gate(GateReason.STARTING, force=True)
         self._apply_clock(self.clock.verdict)
 
     def on_close(self) -> None:
         self.clock.close()
+        if self.market is not None:
+            self.market.close()
 
     # ------------------------------------------------------------------ duty cycle
 
@@ -135,6 +146,9 @@ class SupervisorAgent(Agent):
         health = self._health(now)
         self._kill_hung(health, now)
         self._apply_clock(self.clock.verdict)
+        if self.market is not None and now >= self._next_market:
+            self._next_market = now + MARKET_DATA_PERIOD_NS
+            self._watch_market(now)
         reasons = self._gate_inputs(health)
         if self.starting and not (reasons & NOT_READY):
             self.starting = False
@@ -191,6 +205,18 @@ class SupervisorAgent(Agent):
         log.warning("%s will restart in %d ms (restart %d; %d of at most %d in %d s)", child.name, backoff_ms,
                     child.restarts, len(recent), policy.max_restarts, policy.window_s)
 
+    def _watch_market(self, now: int) -> None:
+        """Which books are bad and why; one log line each time what a tripped watch says changes."""
+        self.market_problems = symbol_problems(self.market, self.control.get("feed_stale_reason"))
+        tripped = self.market_watch.update(now, self.market_problems)
+        said = describe_problems(self.market_problems) if tripped else ""
+        if said != self._market_said:
+            if said:
+                log.warning("market data bad for over %d ms: %s", self.config.market_data_stale_ms, said)
+            else:
+                log.info("market data good again: every book live")
+            self._market_said = said
+
     def _gate_inputs(self, health: dict[str, ProcessHealth]) -> GateReason:
         c = self.control
         return gate_reasons(GateInputs(
@@ -201,7 +227,7 @@ class SupervisorAgent(Agent):
             risk_kill_latched=bool(c.get("risk_kill_latched")), oms_ready=bool(c.get("oms_ready")),
             feed_ready=bool(c.get("feed_ready")), clock_blocks=self.clock.verdict.blocks_trading,
             starting=self.starting, operator_closed=self.operator_closed,
-            stopping=self.stop_requested is not None))
+            stopping=self.stop_requested is not None, market_data_bad=self.market_watch.tripped))
 
     def _write_gate(self, reasons: GateReason, force: bool = False) -> None:
         if reasons == self.reasons and not force:
@@ -316,6 +342,7 @@ class SupervisorAgent(Agent):
             "clock": {"state": self.clock.verdict.state.name, "reason": self.clock.verdict.reason,
                       "offset_ns": self.clock.verdict.offset_ns},
             "risk_state": name_of(RiskState, c.get("risk_state")),
+            "market_data": describe_problems(self.market_problems),
             "children": {name: {"pid": ch.pid, "alive": ch.alive(), "starts": ch.starts, "restarts": ch.restarts,
                                 "last_exit": ch.last_exit, "log": str(ch.log_path)}
                          for name, ch in self.children.items()},

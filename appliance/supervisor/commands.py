@@ -116,6 +116,13 @@ class status:  # noqa: N801 - a subcommand module-like namespace
         return 0
 
 
+def _old_mark(v: dict) -> str:
+    """A held position's mark when its book is bad: the last good price (or none ever seen)."""
+    if not (v.get("mark_old") and v["position"]):
+        return ""
+    return f" (old mark {v['mark']:.2f})" if v["mark"] else " (no mark)"
+
+
 def render(s: dict, supervisor: dict | None) -> str:
     lines = [f"gate: {'OPEN' if s['gate']['open'] else 'CLOSED'}"
              + ("" if s["gate"]["open"] else f" ({', '.join(r.lower() for r in s['gate']['reasons'])})"),
@@ -123,7 +130,9 @@ def render(s: dict, supervisor: dict | None) -> str:
              f"risk: {s['risk']['state']}{' (kill switch latched)' if s['risk']['kill_latched'] else ''}, "
              f"ready {s['risk']['ready']}; oms: ready {s['oms']['ready']}, session "
              f"{'up' if s['oms']['session_up'] else 'down'}, {s['oms']['open_orders']} open orders; "
-             f"feed: {'live' if s['feed']['ready'] else 'not ready'}",
+             f"feed: {'live' if s['feed']['ready'] else 'not ready'}"
+             f"{'' if s['feed'].get('stale_reason', 'live') == 'live' else ' (' + s['feed']['stale_reason'] + ')'}",
+             *([f"market data: {s['market_data']['summary']}"] if s.get("market_data", {}).get("summary") else []),
              "", f"{'process':<11}{'pid':>8}  {'state':<9}{'heartbeat':>12}{'max duty':>11}  restarts"]
     for name, p in s["processes"].items():
         age = "-" if p["heartbeat_age_ms"] is None else f"{p['heartbeat_age_ms']:.1f} ms"
@@ -140,7 +149,8 @@ def render(s: dict, supervisor: dict | None) -> str:
                              f"(rewritten when it restarts)")
                 continue
             lines.append(f"{symbol:<8}{v['position']:>+9d}{v['orders_sent']:>8}{v['fills']:>7}{v['rejects']:>8}"
-                         f"{v['open_orders']:>6}{v['pnl']:>+12.2f}  {v['book']}")
+                         f"{v['open_orders']:>6}{v['pnl']:>+12.2f}  {v['book']}"
+                         f"{_old_mark(v)}")
         t = s["totals"]
         lines.append(f"{'total':<8}{'':>9}{t['orders_sent']:>8}{t['fills']:>7}{t['rejects']:>8}{'':>6}"
                      f"{t['pnl']:>+12.2f}")

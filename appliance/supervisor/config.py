@@ -41,6 +41,7 @@ class SupervisorConfig:
     start_order: tuple[str, ...] = DEFAULT_START_ORDER
     heartbeat_timeout_ms: int = 1000         # any process
     risk_heartbeat_timeout_ms: int = 200     # risk: the gate closes at once past this
+    market_data_stale_ms: int = 3000         # a book bad this long closes the gate (MARKET_DATA)
     start_timeout_s: float = 30.0
     stop_timeout_s: float = 10.0
     control_socket: str = ""                 # "" -> default_control_socket(layout name)
@@ -74,7 +75,7 @@ def parse_supervisor_params(params: dict | None, processes: list[str],
     params = params or {}
     _check(params, dict, path)
     known = {"clock", "restart", "exporter", "start_order", "heartbeat_timeout_ms", "risk_heartbeat_timeout_ms",
-             "start_timeout_s", "stop_timeout_s", "control_socket", "log_dir"}
+             "market_data_stale_ms", "start_timeout_s", "stop_timeout_s", "control_socket", "log_dir"}
     for key in params:
         if key not in known:
             raise SupervisorConfigError(f"{path}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
@@ -110,7 +111,8 @@ def parse_supervisor_params(params: dict | None, processes: list[str],
     else:
         values["start_order"] = tuple(p for p in DEFAULT_START_ORDER if p in processes) + tuple(
             p for p in processes if p not in DEFAULT_START_ORDER and p != "supervisor")
-    for key, low, high in (("heartbeat_timeout_ms", 10, 600_000), ("risk_heartbeat_timeout_ms", 5, 600_000)):
+    for key, low, high in (("heartbeat_timeout_ms", 10, 600_000), ("risk_heartbeat_timeout_ms", 5, 600_000),
+                           ("market_data_stale_ms", 100, 600_000)):
         if key in params:
             if not low <= _check(params[key], int, f"{path}.{key}") <= high:
                 raise SupervisorConfigError(f"{path}.{key}", f"must be {low}..{high}")

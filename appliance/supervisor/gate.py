@@ -3,6 +3,14 @@ supervisor observes, so every decision can be tested and logged with its reasons
 
 New orders leave only while the gate is open (the OMS checks it per order); cancels always may.
 A reason that clears reopens the gate only if it was the last one.
+
+MARKET_DATA: a subscribed book (every symbol of the layout, when it runs a feed) has been bad
+(``BOOK_FLAGS_BAD``: stale, inconsistent or crossed; a slot never written counts) for longer than
+``market_data_stale_ms``; it holds until every book is good again. Crossed counts: a single
+venue's book never crosses, so a lasting cross is a book we cannot believe (forged or lost data).
+Halted does not: a halt is real data, and risk refuses orders in that symbol by itself. The OMS
+cancels every resting order on this reason (``oms/recovery.CANCEL_ALL_GATE_REASONS``): quotes
+priced off a book we cannot see are a liability, and the delay already forgives short gaps.
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ class GateInputs:
     starting: bool
     operator_closed: bool
     stopping: bool
+    market_data_bad: bool = False  # MarketDataWatch.tripped
 
 
 def _healthy(h: ProcessHealth | None, timeout_ns: int) -> bool:
@@ -59,7 +68,32 @@ def gate_reasons(i: GateInputs) -> GateReason:
         reasons |= GateReason.FEED_NOT_READY
     if i.clock_blocks:
         reasons |= GateReason.CLOCK_UNHEALTHY
+    if i.market_data_bad:
+        reasons |= GateReason.MARKET_DATA
     return reasons
+
+
+class MarketDataWatch:
+    """Which books have been bad for how long: ``tripped`` once any one has been bad for
+    ``limit_ns`` without a break, and until every book is good again (no flapping while the
+    feed recovers book by book)."""
+
+    def __init__(self, limit_ns: int):
+        self.limit_ns = limit_ns
+        self.bad_since: dict[str, int] = {}
+        self.tripped = False
+
+    def update(self, now_ns: int, problems: dict[str, str]) -> bool:
+        """``problems``: ``{symbol: why}`` of the books bad now (``market_state.symbol_problems``)."""
+        for symbol in [s for s in self.bad_since if s not in problems]:
+            del self.bad_since[symbol]
+        for symbol in problems:
+            self.bad_since.setdefault(symbol, now_ns)
+        if not problems:
+            self.tripped = False
+        elif any(now_ns - since >= self.limit_ns for since in self.bad_since.values()):
+            self.tripped = True
+        return self.tripped
 
 
 def describe(reasons: int) -> str:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 
-from appliance.messages.codes import ClockState, GateReason, RiskState, name_of
+from appliance.messages.codes import ClockState, FeedStaleReason, GateReason, RiskState, name_of
+from appliance.runtime.market_state import describe_problems, view_problem
 from appliance.runtime.seqlock import TornRead
 
 PRICE_SCALE = 10_000
@@ -51,16 +52,21 @@ def build_status(layout, memory) -> dict:
                  "kill_latched": bool(words["risk_kill_latched"])},
         "oms": {"ready": bool(words["oms_ready"]), "session_up": bool(words["oms_session_up"]),
                 "open_orders": words["oms_open_orders"]},
-        "feed": {"ready": bool(words["feed_ready"])},
+        "feed": {"ready": bool(words["feed_ready"]),
+                 "stale_reason": FeedStaleReason.describe(words.get("feed_stale_reason", 0))},
         "processes": processes,
     }
     symbols = {}
+    problems = {}               # symbol -> why its book is bad (good books left out)
     totals = {"orders_sent": 0, "fills": 0, "filled_shares": 0, "rejects": 0, "realized_pnl": 0.0,
               "unrealized_pnl": 0.0, "pnl": 0.0}
     if "positions" in kinds and "market_state" in kinds:
         positions, market = memory.positions_reader(), memory.market_state_reader()
         for sid, symbol in enumerate(layout.symbols):
             p, m = _read(positions, sid), _read(market, sid)
+            problem = "unreadable" if m is None else view_problem(m, words.get("feed_stale_reason", 0))
+            if problem:
+                problems[symbol] = problem
             if p is None or m is None:          # its writer died mid-write; its restart rewrites the slot
                 symbols[symbol] = {"position": None if p is None else p.position,
                                    "book": "unreadable (its writer died mid-write)" if m is None else
@@ -68,7 +74,7 @@ def build_status(layout, memory) -> dict:
                                    "unreadable": [name for name, v in (("positions", p), ("market_state", m))
                                                   if v is None]}
                 continue
-            mark = (m.bid_price + m.ask_price) // 2 if m.bid_price and m.ask_price else m.last_trade_price
+            mark, old = m.mark              # only from a good book; else the last good one, flagged old
             unrealized = p.unrealized_pnl(mark) / PRICE_SCALE
             realized = p.realized_pnl / PRICE_SCALE
             symbols[symbol] = {"position": p.position, "orders_sent": p.orders_sent, "fills": p.fills,
@@ -76,13 +82,15 @@ def build_status(layout, memory) -> dict:
                                "realized_pnl": realized, "unrealized_pnl": unrealized,
                                "pnl": realized + unrealized,
                                "bid": m.bid_price / PRICE_SCALE, "ask": m.ask_price / PRICE_SCALE,
-                               "book": ",".join(m.flag_names) or "live"}
+                               "mark": mark / PRICE_SCALE, "mark_old": old,
+                               "book": ",".join(m.flag_names) or "live", "problem": problem}
             for key in ("orders_sent", "fills", "filled_shares", "rejects"):
                 totals[key] += getattr(p, key)
             totals["realized_pnl"] += realized
             totals["unrealized_pnl"] += unrealized
             totals["pnl"] += realized + unrealized
     status["symbols"] = symbols
+    status["market_data"] = {"problems": problems, "summary": describe_problems(problems)}
     status["totals"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in totals.items()}
     status["tick_to_trade"] = _latency(memory.counters_reader().by_label())
     return status
@@ -100,8 +108,14 @@ def one_line(status: dict) -> str:
     t = status["totals"]
     positions = " ".join(f"{s}{v['position']:+d}" if v["position"] is not None else f"{s}?"
                          for s, v in status["symbols"].items() if v["position"] != 0)
+    old = [s for s, v in status["symbols"].items() if v.get("mark_old") and v["position"]]
     line = (f"gate {gate} | orders {t['orders_sent']} fills {t['fills']} rejects {t['rejects']} | "
             f"pos {positions or 'flat'} | P&L {t['pnl']:+.2f}")
+    if old:                                 # marked at the last good price: the books cannot be believed
+        line += f" (old mark {' '.join(old[:5])}{f' +{len(old) - 5} more' if len(old) > 5 else ''})"
+    market = status.get("market_data", {}).get("summary")
+    if market:
+        line += f" | market data {market}"
     t2t = status.get("tick_to_trade", {}).get("tick_to_trade")
     if t2t and t2t.get("count"):
         line += f" | t2t p50 {t2t['p50_ns'] / 1000:.0f}us p99 {t2t['p99_ns'] / 1000:.0f}us"

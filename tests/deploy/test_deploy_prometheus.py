@@ -45,7 +45,7 @@ def test_promtool_unit_tests_of_the_alerts():
 def test_the_alerts_the_issue_asks_for_exist_and_are_tested():
     names = {rule["alert"] for rule in rules()}
     required = {"TradingGateClosed", "ClockUnsynced", "HeartbeatStale", "RingNearFull", "KillSwitchLatched",
-                "ProcessRestarted"}
+                "ProcessRestarted", "MarketDataBad"}
     assert required <= names, required - names
     tested = {test["alertname"] for case in yaml.safe_load((RULES_DIR / "alerts_test.yml").read_text())["tests"]
               for test in case["alert_rule_test"]}

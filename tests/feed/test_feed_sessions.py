@@ -221,3 +221,24 @@ def test_a_stray_session_adopted_during_a_silence_gives_way_when_the_venue_speak
     feed.pump(lambda: live_and_caught_up(feed, venue), venue=venue, message="the venue's session again")
     assert feed.sequencer.session == b"TEST000001" and feed.sequencer.session_restarts == 2
     assert_books_equal(feed, venue)
+
+
+# ------------------------------------------------------------------ issue 22: why the feed is stale
+
+def test_the_feed_says_why_every_book_is_stale_in_its_control_word(rig):
+    from appliance.messages.codes import FeedStaleReason as Why
+    venue, feed = rig()
+    word = lambda: feed.control.get("feed_stale_reason")     # noqa: E731
+    assert word() == Why.SILENT                               # nothing heard yet
+    venue.trade(300)
+    feed.pump(lambda: live_and_caught_up(feed, venue) and word() == Why.LIVE, venue=venue, message="live")
+    venue.answering = False
+    venue.venue.publisher.drop_next = 1
+    venue.trade(30)
+    feed.pump(lambda: feed.sequencer.gaps_abandoned >= 1 and word() in (Why.GAP_LOST, Why.REBUILDING),
+              venue=venue, message="stale for the lost gap (then rebuilding)")
+    venue.answering = True
+    feed.pump(lambda: live_and_caught_up(feed, venue) and word() == Why.LIVE, venue=venue, timeout=5,
+              message="live again")
+    venue.venue.close()
+    feed.pump(lambda: feed.sequencer.ended and word() == Why.SESSION_ENDED, venue=venue, message="session ended")

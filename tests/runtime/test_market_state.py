@@ -104,3 +104,65 @@ def test_a_reader_in_another_process_never_sees_a_torn_slot(layout_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+# ------------------------------------------------------------------ marks only from good books
+
+from appliance.messages.catalog import BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_LOCKED  # noqa: E402
+from appliance.messages.codes import FeedStaleReason  # noqa: E402
+from appliance.runtime.market_state import (  # noqa: E402
+    MarketStateWriter, book_problem, describe_problems, good_mark, mark_of, symbol_problems,
+)
+
+
+@pytest.mark.parametrize("bid,ask,last,flags,mark", [
+    (1_000_000, 1_000_200, 0, 0, 1_000_100),                               # the mid
+    (1_000_000, 0, 999_900, 0, 999_900),                                   # one side: the last trade
+    (0, 0, 0, 0, 0),                                                       # nothing to mark at
+    (1_000_000, 1_000_000, 0, BOOK_FLAG_LOCKED, 1_000_000),                # locked is real data
+    (1_000_000, 1_000_200, 0, BOOK_FLAG_HALTED, 1_000_100),                # so is a halt
+    (1_000_000, 1_000_200, 0, BOOK_FLAG_STALE, 0),
+    (1_000_000, 1_000_200, 0, BOOK_FLAG_INCONSISTENT, 0),
+    (9_999_900, 1_000_200, 0, BOOK_FLAG_CROSSED, 0),                       # the forged $999.99 bid
+    (9_999_900, 1_000_200, 0, 0, 0),                                       # crossed even if not flagged
+])
+def test_a_good_mark_comes_only_from_a_live_uncrossed_book(bid, ask, last, flags, mark):
+    assert good_mark(bid, ask, last, flags) == mark
+    assert mark_of(bid, ask, last, flags, 123) == ((mark, False) if mark else (123, True))
+
+
+def test_the_writer_keeps_the_last_good_mark_while_the_book_is_bad_and_across_its_restart(layout_path):
+    with SharedMemory.create(load_layout(layout_path)) as memory:
+        reader = memory.market_state_reader()
+        writer = memory.market_state_writer()
+        assert reader.read(0).mark == (0, True)                          # never marked
+        writer.publish(0, 1_000_000, 100, 1_000_200, 100, 0, 0, 0, ord("T"), 1, 1, 1)
+        assert reader.read(0).mark == (1_000_100, False)
+        forged = BOOK_FLAG_STALE | BOOK_FLAG_CROSSED | BOOK_FLAG_INCONSISTENT
+        writer.publish(0, 9_999_900, 100, 1_000_200, 100, 0, 0, forged, ord("T"), 2, 2, 2)
+        assert reader.read(0).mark == (1_000_100, True) and reader.read(0).mark_price == 1_000_100
+        restarted = MarketStateWriter(memory.buffer_of("main"), memory.layout)   # a restarted feed: empty, stale
+        restarted.publish(0, 0, 0, 0, 0, 0, 0, BOOK_FLAG_STALE, 0, 3, 3, 3)
+        assert reader.read(0).mark == (1_000_100, True)
+        restarted.publish(0, 1_100_000, 100, 1_100_200, 100, 0, 0, 0, ord("T"), 4, 4, 4)
+        assert reader.read(0).mark == (1_100_100, False)
+
+
+def test_why_a_book_is_bad_names_the_feed_reason_first_then_the_books_own_flags(layout_path):
+    assert book_problem(0, FeedStaleReason.GAP_LOST) == ""
+    assert book_problem(BOOK_FLAG_STALE, FeedStaleReason.GAP_LOST) == "gap lost"
+    assert book_problem(BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT, 0) == "inconsistent"
+    assert book_problem(BOOK_FLAG_CROSSED, 0) == "crossed"
+    assert book_problem(BOOK_FLAG_STALE, 0) == "no directory yet"
+    assert book_problem(BOOK_FLAG_STALE, 99) == "feed(99)"             # a code added later: shown, not raised
+    with SharedMemory.create(load_layout(layout_path)) as memory:
+        reader, writer = memory.market_state_reader(), memory.market_state_writer()
+        writer.publish(0, 1_000_000, 100, 1_000_200, 100, 0, 0, 0, ord("T"), 1, 1, 1)
+        writer.publish(1, 2_000_000, 100, 1_000_200, 100, 0, 0, BOOK_FLAG_CROSSED, ord("T"), 1, 1, 1)
+        assert symbol_problems(reader, 0) == {"MSFT": "crossed", "SPY": "no data yet"}
+
+
+def test_many_bad_symbols_are_grouped_by_reason_and_truncated():
+    problems = {f"S{i}": "gap lost" for i in range(8)} | {"TSLA": "crossed", "OK": ""}
+    assert describe_problems(problems) == "gap lost: S0 S1 S2 S3 S4 +3 more; crossed: TSLA"
+    assert describe_problems({}) == ""

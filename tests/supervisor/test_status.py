@@ -23,3 +23,41 @@ def test_a_slot_left_mid_write_by_a_killed_feed_is_reported_not_raised(write_lay
         assert "died mid-write" in status["symbols"]["MSFT"]["book"]
         assert "unreadable" not in status["symbols"]["AAPL"]
         assert "MSFT" in render(status, None) and one_line(status)
+
+
+def test_status_marks_only_from_good_books_and_names_the_bad_ones_and_why(write_layout, unique_name):
+    """Issue 22: forged data made every book stale, crossed and inconsistent, and status showed the
+    P&L swung by the forged mark with no reason given."""
+    from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_STALE
+    from appliance.messages.codes import FeedStaleReason, GateReason
+    from appliance.runtime.control import pack_gate
+    doc = layout_document(unique_name, processes=[{"name": "feed", "agent": "m:A", "idle": {"strategy": "yield"}}],
+                          rings=[], slots_per_process=4, symbols=["AAPL", "MSFT"])
+    doc["tables"] += [{"name": "control", "kind": "control", "segment": "main"},
+                      {"name": "positions", "kind": "positions", "segment": "main"}]
+    layout = load_layout(write_layout(doc))
+    with SharedMemory.create(layout) as memory:
+        market, positions, control = memory.market_state_writer(), memory.positions_writer(), memory.control("*")
+        market.publish(0, 1_900_000, 100, 1_900_200, 100, 0, 0, 0, ord("T"), 1, 1, 1)        # AAPL $190.01
+        market.publish(1, 4_200_000, 100, 4_200_200, 100, 0, 0, 0, ord("T"), 1, 1, 1)
+        positions.publish(0, 1000, 1000 * 1_900_000, 0, 1, 1, 1000, 0, 0)                    # long 1,000 at $190
+        before = build_status(layout, memory)
+        assert before["totals"]["unrealized_pnl"] == 10.0 and not before["symbols"]["AAPL"]["mark_old"]
+        assert before["market_data"]["summary"] == "" and "market data" not in one_line(before)
+        forged = BOOK_FLAG_STALE | BOOK_FLAG_CROSSED | BOOK_FLAG_INCONSISTENT
+        market.publish(0, 9_999_900, 100, 1_900_200, 100, 0, 0, forged, ord("T"), 2, 2, 2)
+        market.publish(1, 4_200_000, 100, 4_200_200, 100, 0, 0, BOOK_FLAG_STALE, ord("T"), 2, 2, 2)
+        control.set("feed_stale_reason", FeedStaleReason.GAP_LOST)
+        control.set("gate", pack_gate(int(GateReason.MARKET_DATA), 5))
+        status = build_status(layout, memory)
+        assert status["totals"]["unrealized_pnl"] == 10.0                 # not +$405,005 at the forged mid
+        assert status["symbols"]["AAPL"]["mark_old"] and status["symbols"]["AAPL"]["mark"] == 190.01
+        assert status["market_data"]["problems"] == {"AAPL": "gap lost", "MSFT": "gap lost"}
+        line = one_line(status)
+        assert line.startswith("gate CLOSED(market_data)") and "(old mark AAPL)" in line, line
+        assert "market data gap lost: AAPL MSFT" in line, line
+        text = render(status, None)
+        assert "market data: gap lost: AAPL MSFT" in text and "old mark 190.01" in text, text
+        assert "feed: live (gap lost)" in text or "feed: not ready (gap lost)" in text, text
+        for handle in (market, positions, control):
+            handle.close()

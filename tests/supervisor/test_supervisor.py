@@ -21,7 +21,7 @@ IDLE = {"strategy": "sleep", "sleep_ns": 1_000_000}
 
 
 def make_layout(tmp_path, name, *, risk="supervised_agents:FakeRisk", oms="supervised_agents:FakeOms",
-                strategy="simple_agents:IdleAgent", supervisor_params=None):
+                strategy="simple_agents:IdleAgent", supervisor_params=None, feed=None):
     doc = layout_document(
         name,
         processes=[{"name": "supervisor", "agent": "appliance.supervisor.agent:SupervisorAgent", "idle": IDLE,
@@ -39,6 +39,9 @@ def make_layout(tmp_path, name, *, risk="supervised_agents:FakeRisk", oms="super
     doc["tables"] += [{"name": "control", "kind": "control", "segment": "main"},
                       {"name": "positions", "kind": "positions", "segment": "main"}]
     doc["processes"][0]["params"]["start_order"] = ["oms", "risk", "strategy"]
+    if feed is not None:
+        doc["processes"].append({"name": "feed", "agent": feed, "idle": IDLE})
+        doc["processes"][0]["params"]["start_order"].insert(0, "feed")
     path = tmp_path / "layout.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

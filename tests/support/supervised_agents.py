@@ -93,3 +93,23 @@ class SlowAfterRestart(Agent):
 
     def do_work(self) -> int:
         return 0
+
+
+class FakeFeed(Agent):
+    """Publishes every book live once and says so; the test then plays the books going bad."""
+
+    def on_start(self) -> None:
+        memory = self.context.memory
+        self.control = memory.control("feed")
+        self.market = memory.market_state_writer()
+        now = time.time_ns()
+        for sid in range(len(self.context.layout.symbols)):
+            self.market.publish(sid, 1_000_000, 100, 1_000_200, 100, 0, 0, 0, ord("T"), 1, now, now)
+        self.control.set("feed_stale_reason", 0)
+        self.control.set("feed_ready", 1)
+
+    def do_work(self) -> int:
+        return 0
+
+    def on_close(self) -> None:
+        self.control.set("feed_ready", 0)
