@@ -67,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
             raise LayoutError(layout.path, "processes", "no process named 'supervisor' (the supervisor runs it)")
         config = parse_supervisor_params(layout.processes["supervisor"].params,
                                          [p for p in layout.processes if p != "supervisor"])
+        if args.sim:
+            sim_credentials(layout, args.sim_config)
         check_process_configs(layout)
-    except (LayoutError, SupervisorConfigError, OSError) as exc:
+    except (LayoutError, SupervisorConfigError, OSError, ValueError) as exc:
         print(f"appliance up: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     base = Path(layout.path).resolve().parent
@@ -79,6 +81,33 @@ def run(args: argparse.Namespace) -> int:
         return up.run()
     finally:
         up.cleanup()
+
+
+def sim_credentials(layout, sim_config: str | None) -> None:
+    """``--sim``: when the OMS's credentials file is missing, create it (0600) with the login of the
+    simulated exchange's firm whose MPID is the OMS's ``firm``; an existing file is the operator's
+    and is left alone (a wrong login there is refused by the venue and says so)."""
+    from appliance.exchange.config import default_config, load_config
+    from appliance.oms.config import OmsConfigError, parse_oms_params
+    from appliance.oms.credentials import credentials_location, write_venue_credentials
+    from appliance.runtime.layout import LayoutError
+    oms = layout.processes.get("oms")
+    if oms is None:
+        return
+    try:
+        params = parse_oms_params(oms.params, layout.path)
+    except OmsConfigError as exc:
+        raise LayoutError(layout.path, exc.key_path, exc.reason) from None
+    path = params.credentials_path
+    if os.path.lexists(credentials_location(path)[0]):
+        return
+    exchange = load_config(sim_config) if sim_config else default_config()
+    firm = next((f for f in exchange.firms if f.mpid == params.firm), None)
+    if firm is None:
+        raise LayoutError(layout.path, "processes.oms.params.firm", f"no firm of the simulated exchange has MPID "
+                          f"{params.firm!r} (its firms: {', '.join(f.mpid for f in exchange.firms)})")
+    write_venue_credentials(path, firm.username, firm.password)
+    log.info("simulated venue login for %s written to %s (mode 0600)", firm.username, path)
 
 
 class Up:

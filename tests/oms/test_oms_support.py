@@ -25,8 +25,15 @@ SIDE = {"B": Side.BUY, "S": Side.SELL, "T": Side.SELL_SHORT}
 
 
 def oms_layout(name: str, venue_port: int, journal: str, **params) -> dict:
-    """A layout with the OMS and the rings and tables it needs; the test plays risk and the strategy."""
+    """A layout with the OMS and the rings and tables it needs; the test plays risk and the strategy.
+    The venue login (ALGO1/secret1) goes to a 0600 credentials file beside the journal unless
+    ``credentials`` names one."""
     quiet = {"strategy": "sleep", "sleep_ns": 1_000_000}
+    if "credentials" not in params:
+        from appliance.oms.credentials import write_venue_credentials
+        params["credentials"] = str(Path(journal).parent / "venue.credentials")
+        if not Path(params["credentials"]).exists():
+            write_venue_credentials(params["credentials"], "ALGO1", "secret1")
     doc = layout_document(
         name,
         processes=[
