@@ -43,13 +43,21 @@ class SupervisorConfig:
     risk_heartbeat_timeout_ms: int = 200     # risk: the gate closes at once past this
     start_timeout_s: float = 30.0
     stop_timeout_s: float = 10.0
-    control_socket: str = ""                 # "" -> default_control_socket(layout name)
+    control_socket: str = ""                 # "" -> default_control_socket(layout path)
     log_dir: str = "run/logs"                # children's stdout/stderr (relative: to the layout's directory)
 
 
-def default_control_socket(layout_name: str) -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return os.path.join(base, f"appliance-{layout_name}-{os.getuid()}.sock")
+def default_control_socket(layout_path: str) -> str:
+    """``run/control/supervisor.sock`` beside the layout: a directory the supervisor keeps private
+    (0700), found by every command from the layout alone (never a predictable name in /tmp)."""
+    return os.path.join(os.path.dirname(os.path.abspath(layout_path)), "run", "control", "supervisor.sock")
+
+
+def control_socket_path(config: "SupervisorConfig", layout_path: str) -> str:
+    """The configured socket (relative: to the layout's directory), else the default."""
+    if not config.control_socket:
+        return default_control_socket(layout_path)
+    return os.path.join(os.path.dirname(os.path.abspath(layout_path)), config.control_socket)
 
 
 def _check(value, expected, path):

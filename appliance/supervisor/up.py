@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s supervisor[%(process)d] %(levelname)s %(message)s")
     from appliance.runtime.layout import LayoutError, load_layout
-    from .config import SupervisorConfigError, default_control_socket, parse_supervisor_params
+    from .config import SupervisorConfigError, control_socket_path, parse_supervisor_params
     from .preflight_config import check_process_configs
 
     try:
@@ -74,13 +74,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"appliance up: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     base = Path(layout.path).resolve().parent
-    control_path = config.control_socket or default_control_socket(layout.name)
+    control_path = control_socket_path(config, layout.path)
     log_dir = Path(config.log_dir) if os.path.isabs(config.log_dir) else base / config.log_dir
     up = Up(layout, config, base, log_dir, control_path, args)
     try:
         return up.run()
     finally:
         up.cleanup()
+
+
+def sim_control_socket(base: Path) -> str:
+    """The simulated exchange's control socket beside the supervisor's, in the private ``run/control``
+    (what ``appliance exchange ctl`` finds by default when run from the layout's directory)."""
+    from appliance.exchange.cli import default_control_socket
+    return default_control_socket(str(base))
 
 
 def sim_credentials(layout, sim_config: str | None) -> None:
@@ -161,7 +168,7 @@ class Up:
         day.mkdir(parents=True, exist_ok=True)
         self._rotate_oms_journal(day)
         command = [sys.executable, "-m", "appliance", "exchange", "--records", str(day / "exchange"),
-                   "--control", str(day / "exchange.sock")]
+                   "--control", sim_control_socket(self.base)]
         if self.args.sim_config:
             command += ["--config", self.args.sim_config]
         self.exchange_log = day / "exchange.log"
@@ -254,10 +261,10 @@ class Up:
         self._stop_everything()
         return status or agent.exit_status
 
-    def _handle(self, request: dict) -> dict:
+    def _handle(self, request: dict, caller=None) -> dict:
         if self.agent is None:
             return {"ok": False, "error": "the appliance is still starting"}
-        return self.agent.handle(request)
+        return self.agent.handle(request, caller)
 
     # ------------------------------------------------------------------ stop
 
