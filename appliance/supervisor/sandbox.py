@@ -68,8 +68,8 @@ class Sandbox:
         self.exchange_runs: list[Path] = []       # the records directory of every exchange run, in order
         self.order_entry_port = 0                 # 0 until the first exchange run chose them
         self.rerequest_port = 0
-        self.exchange_control = str(self.dir / "exchange.sock")
-        self.control_socket = str(self.dir / "supervisor.sock")
+        self.exchange_control = str(self.dir / "ctl" / "exchange.sock")     # ctl/: private, made 0700
+        self.control_socket = str(self.dir / "ctl" / "supervisor.sock")
         self.journal = self.dir / "oms-journal.bin"
         self.credentials = self.dir / "venue.credentials"
         self.up_log = self.dir / "up.log"
