@@ -10,18 +10,17 @@ the journal or a metric. The format, one ``key = value`` a line, ``#`` starts a 
 
 Where it is read from: ``$CREDENTIALS_DIRECTORY/<the file's name>`` when systemd's
 ``LoadCredential=`` provides it (systemd copies the file into a private read-only directory that
-only the unit's user can read), else the path itself. A file on disk is refused, as ssh refuses a
-private key, when it is not a regular file, when group or others may read or write it
-(``mode & 0o077``), or when it belongs to another user than the one reading it (or root).
+only the unit's user can read), else the path itself. A file on disk is refused as
+``runtime/private_file.py`` says (not a regular file, open to group or others, another user's).
 Every refusal names the file and never quotes the password.
 """
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
 from dataclasses import dataclass
+
+from appliance.runtime.private_file import PrivateFileError, read_private_file
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9]{1,6}")      # SoupBinTCP Alpha 6
 PASSWORD_RE = re.compile(r"[!-~]{1,10}")           # SoupBinTCP Alpha 10, printable, no spaces
@@ -59,34 +58,11 @@ def load_venue_credentials(path: str) -> VenueCredentials:
     """The username and password from ``path`` (or systemd's copy of it); CredentialsError otherwise."""
     source, from_systemd = credentials_location(path)
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise CredentialsError(f"venue credentials file {source} does not exist (create it with mode 0600: "
-                               f"'username = NAME' and 'password = SECRET' lines; see appliance/oms/credentials.py)"
-                               ) from None
-    except OSError as exc:
-        why = "is a symbolic link (refused)" if exc.errno == errno.ELOOP else f"cannot be opened: {exc.strerror}"
-        raise CredentialsError(f"venue credentials file {source} {why}") from None
-    try:
-        info = os.fstat(fd)                 # the file opened, not whatever the name points at now
-        if not stat.S_ISREG(info.st_mode):
-            raise CredentialsError(f"venue credentials file {source} is not a regular file")
-        if not from_systemd:
-            if info.st_mode & 0o077:
-                raise CredentialsError(
-                    f"venue credentials file {source} is accessible by group or others (mode "
-                    f"{stat.S_IMODE(info.st_mode):04o}); it must be private: chmod 600 {source}")
-            if info.st_uid not in (os.geteuid(), 0):
-                raise CredentialsError(f"venue credentials file {source} belongs to uid {info.st_uid}, not to "
-                                       f"this user (uid {os.geteuid()}): chown it or use systemd's LoadCredential=")
-        if info.st_size > MAX_BYTES:
-            raise CredentialsError(f"venue credentials file {source} is {info.st_size} bytes; at most {MAX_BYTES}")
-        try:
-            data = os.read(fd, MAX_BYTES + 1)
-        except OSError as exc:
-            raise CredentialsError(f"venue credentials file {source} cannot be read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+        data = read_private_file(source, "venue credentials file", max_bytes=MAX_BYTES, check_mode=not from_systemd,
+                                 missing_hint="create it with mode 0600: 'username = NAME' and 'password = SECRET' "
+                                              "lines; see appliance/oms/credentials.py")
+    except PrivateFileError as exc:
+        raise CredentialsError(str(exc)) from None
     return parse_venue_credentials(data, source)
 
 

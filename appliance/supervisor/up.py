@@ -203,7 +203,7 @@ class Up:
         if exporter.enabled:
             self.exporter = ManagedProcess("exporter", [
                 sys.executable, "-m", "appliance", "exporter", "--layout", str(self.layout.path),
-                "--address", exporter.address, "--port", str(exporter.port)], self.log_dir, cwd=str(self.base))
+                *exporter.argv()], self.log_dir, cwd=str(self.base))
             self.exporter.start()
         for name in self.config.start_order:
             child = ManagedProcess(name, agent_argv(str(self.layout.path), name), self.log_dir, cwd=str(self.base))
