@@ -17,9 +17,10 @@ import sys
 from appliance.cli import UsageError, bounded
 
 
-def default_control_socket() -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return os.path.join(base, f"appliance-exchange-{os.getuid()}.sock")
+def default_control_socket(base: str = ".") -> str:
+    """``run/control/exchange.sock`` under ``base`` (the current directory): the private directory the
+    supervisor's socket shares (``appliance up --sim`` puts it there), never a guessable /tmp name."""
+    return os.path.join(os.path.abspath(base), "run", "control", "exchange.sock")
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feed", type=_host_port, action="append", metavar="HOST:PORT",
                         help="send the feed to this subscriber (repeatable; replaces the configured list)")
     parser.add_argument("--records", metavar="DIR", help="write itch.bin, ouch-<firm>.log and report.json here")
-    parser.add_argument("--control", metavar="PATH", help=f"control socket (default {default_control_socket()})")
+    parser.add_argument("--control", metavar="PATH", help="control socket (default ./run/control/exchange.sock)")
     parser.add_argument("--duration", type=bounded(float, 0.001, 86400.0, " s"), metavar="SECONDS",
                         help="end the trading day after this long (default: run until SIGTERM or ctl end)")
     parser.add_argument("--background-rate", type=bounded(float, 0, 200_000, " operations/s"), metavar="RATE")
@@ -51,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          description="Send one command to a running exchange's control socket and print the answer.",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          epilog=_ctl_epilog())
-    ctl.add_argument("--socket", default=None, help=f"control socket (default {default_control_socket()})")
+    ctl.add_argument("--socket", default=None, help="control socket (default ./run/control/exchange.sock)")
+    ctl.add_argument("--operator", default="", help="who asks (logged by the exchange with your uid and pid)")
     ctl.add_argument("--timeout", type=bounded(float, 0.01, 600, " s"), default=5.0)
     ctl.add_argument("words", nargs="+", metavar="COMMAND [ARG ...]")
     sub.add_parser("default-config", help="print the embedded default configuration (YAML)")
@@ -151,6 +153,8 @@ def parse_ctl_words(words: list[str]) -> dict:
 def run_ctl(args: argparse.Namespace) -> int:
     from .control import send_command
     request = parse_ctl_words(args.words)
+    if args.operator:
+        request["operator"] = args.operator
     path = args.socket or default_control_socket()
     try:
         answer = send_command(path, request, timeout=args.timeout)

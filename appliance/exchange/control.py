@@ -18,16 +18,26 @@ Commands (``appliance exchange ctl --help`` shows the same list):
   cancel-all [firm=] [symbol=]        the kill switch: cancel live orders (Canceled 'S')
   book SYMBOL                         the displayed book as the feed shows it, order by order
   end                                 end the trading day now
+
+Every command may carry ``operator=NAME`` (``appliance exchange ctl --operator NAME``); every one
+that changes something (all but status and book) is logged with it and with the caller's uid and
+pid from ``SO_PEERCRED``. The socket is 0600 in a private directory (``runtime/unix_socket.py``);
+a client silent for ``IDLE_TIMEOUT_S`` or not reading its answers is disconnected, and beyond
+``MAX_CLIENTS`` connections a new one is told so and closed.
 """
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
+
+from appliance.runtime.unix_socket import bind_private, connect_checked, peer_of
 
 MAX_LINE = 64 * 1024
 MAX_BURST = 1_000_000
+MAX_CLIENTS = 32
+MAX_OPERATOR = 64
+IDLE_TIMEOUT_S = 30.0
+READ_ONLY = frozenset(("status", "book"))
 
 
 class ControlError(Exception):
@@ -51,39 +61,46 @@ class ControlServer:
         self.exchange = exchange
 
     async def start(self, path: str):
-        if os.path.exists(path):
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(path)
-            except OSError:
-                os.unlink(path)              # a stale socket left by a dead exchange
-            else:
-                probe.close()
-                raise RuntimeError(f"control socket {path} is in use by a running exchange")
-        server = await asyncio.start_unix_server(self._client, path, limit=MAX_LINE)
-        os.chmod(path, 0o600)
-        return server
+        self.clients = 0
+        self.dropped = 0                  # connections closed for silence, a long line, not reading, too many
+        return await asyncio.start_unix_server(self._client, sock=bind_private(path), limit=MAX_LINE)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.clients >= MAX_CLIENTS:
+            self.dropped += 1
+            writer.write(b'{"ok": false, "error": "too many control connections"}\n')
+            writer.close()
+            return
+        self.clients += 1
+        caller = peer_of(writer.get_extra_info("socket"))
         try:
             while True:
                 try:
-                    line = await reader.readline()
+                    line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT_S)
                 except (asyncio.LimitOverrunError, ValueError):
+                    self.dropped += 1
                     writer.write(b'{"ok": false, "error": "request line too long"}\n')
+                    break
+                except asyncio.TimeoutError:
+                    self.dropped += 1
                     break
                 if not line:
                     break
                 if not line.strip():
                     continue
-                writer.write((json.dumps(self.handle_line(line)) + "\n").encode())
-                await writer.drain()
+                writer.write((json.dumps(self.handle_line(line, caller)) + "\n").encode())
+                try:
+                    await asyncio.wait_for(writer.drain(), IDLE_TIMEOUT_S)
+                except asyncio.TimeoutError:          # it sends and never reads
+                    self.dropped += 1
+                    break
         except ConnectionError:
             pass
         finally:
+            self.clients -= 1
             writer.close()
 
-    def handle_line(self, line: bytes) -> dict:
+    def handle_line(self, line: bytes, caller=None) -> dict:
         try:
             request = json.loads(line)
         except (ValueError, RecursionError) as exc:     # also an int of over 4300 digits, [[[[... too deep
@@ -91,9 +108,17 @@ class ControlServer:
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return {"ok": False, "error": 'a request is a JSON object with a string "command"'}
         try:
-            return {"ok": True, **self.execute(request)}
+            operator = request.pop("operator", "")
+            if not isinstance(operator, str) or len(operator) > MAX_OPERATOR or not operator.isprintable():
+                raise ControlError(f"operator must be a string of at most {MAX_OPERATOR} printable characters")
+            answer = {"ok": True, **self.execute(request)}
         except ControlError as exc:
             return {"ok": False, "error": str(exc)}
+        if request["command"] not in READ_ONLY:
+            arguments = " ".join(f"{k}={v}" for k, v in request.items() if k != "command")
+            self.exchange.log(f"control: {request['command']}{' ' + arguments if arguments else ''} by "
+                              f"{operator.strip() or '(no name)'} ({caller or 'caller unknown'})")
+        return answer
 
     def execute(self, request: dict) -> dict:
         ex = self.exchange
@@ -183,10 +208,9 @@ COMMAND_ARGUMENTS: dict[str, tuple[str, ...]] = {
 
 
 def send_command(path: str, request: dict, timeout: float = 5.0) -> dict:
-    """Send one request to a running exchange and return its answer (raises OSError when none runs)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
+    """Send one request to a running exchange and return its answer (raises OSError when none runs,
+    or when the one running is another user's)."""
+    with connect_checked(path, timeout) as sock:
         sock.sendall((json.dumps(request) + "\n").encode())
         data = b""
         while not data.endswith(b"\n"):

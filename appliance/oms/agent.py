@@ -52,6 +52,7 @@ from appliance.messages.codes import (
 )
 from appliance.oms import events as ev
 from appliance.oms.config import OmsConfigError, parse_oms_params
+from appliance.oms.credentials import CredentialsError, load_venue_credentials
 from appliance.oms.events import ControlKind, RecordType, SendReason, SessionEvent
 from appliance.oms.gate import GATE_OPEN, Gate
 from appliance.oms.journal import Journal, JournalError, archive_name, journal_day
@@ -104,10 +105,7 @@ class OmsAgent(Agent):
     def __init__(self, context: AgentContext):
         super().__init__(context)
         layout = context.layout
-        try:
-            self.config = parse_oms_params(context.params, layout.path, f"processes.{context.process.name}.params")
-        except OmsConfigError as exc:
-            raise LayoutError(layout.path, exc.key_path, exc.reason) from None
+        self.config, self.credentials = self.load_config(layout, context.process)
         if not layout.symbols:
             raise LayoutError(layout.path, "symbols", "the OMS needs the layout's symbols list")
         me = context.process.name
@@ -126,6 +124,25 @@ class OmsAgent(Agent):
                                   f"must run {producer} -> {consumer or 'strategy'}, not {spec.producer} -> {spec.consumer}")
         self.ring_to_wire_ns = None          # a bench sets an array('q') here to sample ring read -> socket
         self._t_ring_read = 0
+
+    @staticmethod
+    def load_config(layout, process):
+        """(OmsConfig, VenueCredentials), or LayoutError naming the key or the credentials file: a bad
+        login is bad configuration (exit 2, no restart), found before anything connects."""
+        key_path = f"processes.{process.name}.params"
+        try:
+            config = parse_oms_params(process.params, layout.path, key_path)
+        except OmsConfigError as exc:
+            raise LayoutError(layout.path, exc.key_path, exc.reason) from None
+        try:
+            return config, load_venue_credentials(config.credentials_path)
+        except CredentialsError as exc:
+            raise LayoutError(layout.path, f"{key_path}.credentials", str(exc)) from None
+
+    @classmethod
+    def check_params(cls, layout, process) -> None:
+        """``appliance up`` and ``preflight`` check the params and the credentials file before starting."""
+        cls.load_config(layout, process)
 
     def sample_ring_to_wire(self, samples) -> None:
         """Benchmarks: append (ns) from each order's ring read to its bytes handed to the socket."""
@@ -191,7 +208,9 @@ class OmsAgent(Agent):
             log.warning("%d open orders owe a cancel from before the restart (a kill or cancel-all that was not "
                         "finished): they are cancelled as soon as the session is up", len(self.book.cancel_owed))
 
-        self.session = VenueSession(cfg.venue_host, cfg.venue_port, cfg.username, cfg.password, state.session_name,
+        log.info("venue login %s from %s", self.credentials.username, self.credentials.source)
+        self.session = VenueSession(cfg.venue_host, cfg.venue_port, self.credentials.username,
+                                    self.credentials.password, state.session_name,
                                     state.next_sequence_number, heartbeat_ns=cfg.heartbeat_ms * 1_000_000,
                                     peer_timeout_ns=cfg.peer_timeout_ms * 1_000_000,
                                     reconnect_min_ns=cfg.reconnect_min_ms * 1_000_000,

@@ -2,12 +2,13 @@
 
 Parsed before the agent starts (nothing on the hot path reads YAML). Every problem names the
 key path and the reason; the agent turns it into a ``LayoutError`` (the runner exits 2).
-Defaults match the simulated exchange's embedded configuration (firm ALGO1/secret1, MPID ALGO,
-order entry on 127.0.0.1:15000), so ``params`` may be left out there.
+Defaults match the simulated exchange's embedded configuration (MPID ALGO, order entry on
+127.0.0.1:15000), so ``params`` may be left out there. The login (username and password) is not
+here: it is in the credentials file (``credentials.py``), and a ``username`` or ``password`` left
+in the layout is refused with a message saying so.
 
     venue: {host: 127.0.0.1, port: 15000}
-    username: ALGO1            # SoupBinTCP login, 1..6 letters or digits
-    password: secret1          # 1..10 printable characters
+    credentials: run/venue.credentials   # the venue login, mode 0600 (relative to the layout's directory)
     firm: ALGO                 # the OUCH Enter Order firm field (MPID), 4 letters or digits
     journal: run/oms-journal.bin   # relative to the layout file's directory
     journal_size_mb: 64        # preallocated
@@ -42,9 +43,9 @@ class OmsConfigError(ParamsError):
 class OmsConfig:
     venue_host: str = "127.0.0.1"
     venue_port: int = 15000
-    username: str = "ALGO1"
-    password: str = "secret1"
     firm: str = "ALGO"
+    credentials: str = "run/venue.credentials"    # as given; ``credentials_path`` is resolved
+    credentials_path: str = ""
     journal: str = "run/oms-journal.bin"          # as given; ``journal_path`` is resolved
     journal_path: str = ""
     journal_size_mb: int = 64
@@ -66,10 +67,9 @@ _RANGES = {
     "reconnect_min_ms": (1, 3_600_000), "reconnect_max_ms": (1, 3_600_000), "heartbeat_ms": (10, 60_000),
     "peer_timeout_ms": (100, 3_600_000), "replay_margin_ms": (0, 60_000),
 }
-_STRINGS = ("username", "password", "firm", "journal", "durability")
+_STRINGS = ("firm", "journal", "durability", "credentials")
 _KNOWN = set(_RANGES) | set(_STRINGS) | {"venue"}
-_USERNAME = re.compile(r"[A-Za-z0-9]{1,6}")
-_PASSWORD = re.compile(r"[!-~]{1,10}")
+_MOVED = ("username", "password")        # the login lives in the credentials file now
 _FIRM = re.compile(r"[A-Z0-9]{4}")
 
 
@@ -100,6 +100,10 @@ def parse_oms_params(params: dict | None, layout_path: str = "", path: str = "pr
     values: dict = {}
     for key, value in params.items():
         key_path = f"{path}.{key}"
+        if key in _MOVED:
+            raise OmsConfigError(key_path, "the venue login is no longer in the layout: put 'username = ...' and "
+                                 "'password = ...' in the credentials file (processes.oms.params.credentials, "
+                                 "default run/venue.credentials, mode 0600) and delete this key")
         if key not in _KNOWN:
             raise OmsConfigError(key_path, f"unknown key (known: {', '.join(sorted(_KNOWN))})")
         if key in _RANGES:
@@ -122,17 +126,14 @@ def parse_oms_params(params: dict | None, layout_path: str = "", path: str = "pr
             values["venue_host"] = host
         if "port" in venue:
             values["venue_port"] = _integer(venue["port"], f"{path}.venue.port", 1, 65535)
-    if "username" in values and not _USERNAME.fullmatch(values["username"]):
-        raise OmsConfigError(f"{path}.username", "must be 1..6 letters or digits (SoupBinTCP Alpha 6)")
-    if "password" in values and not _PASSWORD.fullmatch(values["password"]):
-        raise OmsConfigError(f"{path}.password", "must be 1..10 printable characters without spaces")
     if "firm" in values and not _FIRM.fullmatch(values["firm"]):
         raise OmsConfigError(f"{path}.firm", "must be 4 capital letters or digits (the OUCH firm field)")
     if "durability" in values and values["durability"] not in DURABILITY_POLICIES:
         raise OmsConfigError(f"{path}.durability", f"must be one of {', '.join(DURABILITY_POLICIES)}, "
                              f"got {values['durability']!r}")
-    if "journal" in values and not values["journal"].strip():
-        raise OmsConfigError(f"{path}.journal", "must be a file path")
+    for key in ("journal", "credentials"):
+        if key in values and not values[key].strip():
+            raise OmsConfigError(f"{path}.{key}", "must be a file path")
     config = OmsConfig(**values)
     if config.reconnect_max_ms < config.reconnect_min_ms:
         raise OmsConfigError(f"{path}.reconnect_max_ms", f"must be at least reconnect_min_ms "
@@ -140,5 +141,8 @@ def parse_oms_params(params: dict | None, layout_path: str = "", path: str = "pr
     if config.peer_timeout_ms <= config.heartbeat_ms:
         raise OmsConfigError(f"{path}.peer_timeout_ms", f"must be more than heartbeat_ms ({config.heartbeat_ms})")
     base = os.path.dirname(os.path.abspath(layout_path)) if layout_path else os.getcwd()
-    journal_path = config.journal if os.path.isabs(config.journal) else os.path.join(base, config.journal)
-    return OmsConfig(**{**config.__dict__, "journal_path": os.path.normpath(journal_path)})
+
+    def resolved(name: str) -> str:
+        return os.path.normpath(name if os.path.isabs(name) else os.path.join(base, name))
+    return OmsConfig(**{**config.__dict__, "journal_path": resolved(config.journal),
+                        "credentials_path": resolved(config.credentials)})

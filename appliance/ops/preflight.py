@@ -7,7 +7,8 @@ tick and RCU callbacks off them (``nohz_full``, ``rcu_nocbs``) and interrupts
 are steered away from them; huge pages are reserved for the segments that ask
 for them, the kernel clock is disciplined (adjtimex), the memlock limit allows
 ``mlockall`` where asked, SCHED_FIFO is permitted where asked, and the CPU
-frequency governor is ``performance``. Prints one line per check with what is missing and how to fix
+frequency governor is ``performance``; every process's params and the files they name are usable
+(the OMS's venue credentials file: present, mode 0600, well formed). Prints one line per check with what is missing and how to fix
 it; exits 1 when anything required is missing. systemd/README.md explains each
 fix. Run it as the service user (limits are per process: under systemd the
 unit's ``LimitMEMLOCK=`` counts, which is why the supervisor unit runs it as
@@ -224,7 +225,20 @@ def run_checks(layout, max_clock_error_us: int) -> list[Check]:
         checks.append(Check("cpu governor", WARN, f"no cpufreq for CPUs {unknown} (a VM, or fixed frequency)"))
     else:
         checks.append(Check("cpu governor", OK, "performance"))
+    checks.append(_config_check(layout))
     return checks
+
+
+def _config_check(layout) -> Check:
+    """Every process's params and the files they name (the OMS's venue credentials: present,
+    private, well formed), as ``appliance up`` checks them before it starts anything."""
+    from appliance.runtime.layout import LayoutError
+    from appliance.supervisor.preflight_config import check_process_configs
+    try:
+        check_process_configs(layout)
+    except (LayoutError, ImportError, ValueError, OSError) as exc:
+        return Check("process configs", MISSING, str(exc))
+    return Check("process configs", OK, "every process's params, and the OMS's venue credentials file")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ COMMANDS = ("status", "kill", "resume", "reduce", "activate", "close-gate", "ope
 # switch latched the day before, an operator's hold, the clock): those are said by their own names.
 NOT_READY = GateReason.PROCESS_DOWN | GateReason.RISK_UNHEALTHY | GateReason.OMS_NOT_READY | GateReason.FEED_NOT_READY
 NEEDS_OPERATOR = frozenset(("resume", "reduce", "activate", "close-gate", "open-gate"))
+MAX_OPERATOR = 64                     # a name, not a message: printable (a newline would forge log lines)
 HUNG_FACTOR = 5                       # silent this many heartbeat timeouts: killed, then the restart policy
 
 
@@ -272,15 +273,18 @@ class SupervisorAgent(Agent):
         self.commands.commit()
         return True
 
-    def handle(self, request: dict) -> dict:
+    def handle(self, request: dict, caller=None) -> dict:
         """One control-socket request (see control_server.py). Every command that changes trading
-        is logged with the operator who asked; the ones that loosen it need a name."""
+        is logged with the operator who asked and the caller's uid and pid (``SO_PEERCRED``: the
+        kernel's word, where the operator name is the caller's); the ones that loosen it need a name."""
         self.c_commands.inc()
         command = request.get("command")
         operator = request.get("operator", "")
         if not isinstance(operator, str):
             return {"ok": False, "error": "operator must be a string"}
         operator = operator.strip()
+        if len(operator) > MAX_OPERATOR or not operator.isprintable():
+            return {"ok": False, "error": f"operator must be at most {MAX_OPERATOR} printable characters"}
         symbol_id, error = self._symbol_of(request)
         if error:
             return {"ok": False, "error": error}
@@ -288,37 +292,39 @@ class SupervisorAgent(Agent):
             return {"ok": True, "supervisor": self.summary()}
         if command in NEEDS_OPERATOR and not operator:
             return {"ok": False, "error": f"{command} needs --operator NAME (it is recorded)"}
+        via = f"({caller or 'caller unknown'})"          # "uid 1000 pid 4242"
         if command == "kill":
             who = operator or "operator"
             if symbol_id is None:
-                log.warning("kill switch requested by %s", who)
+                log.warning("kill switch requested by %s %s", who, via)
                 return {"ok": self.send_risk_command(ControlCommand.KILL, who), "sent": "kill"}
-            log.warning("kill switch for %s requested by %s", request["symbol"], who)
+            log.warning("kill switch for %s requested by %s %s", request["symbol"], who, via)
             return {"ok": self.send_risk_command(ControlCommand.KILL_SYMBOL, who, symbol_id), "sent": "kill-symbol"}
         if command == "resume":
             if symbol_id is None:
-                log.warning("kill switch reset requested by %s", operator)
+                log.warning("kill switch reset requested by %s %s", operator, via)
                 return {"ok": self.send_risk_command(ControlCommand.RESET, operator), "sent": "reset"}
-            log.warning("kill switch reset for %s requested by %s", request["symbol"], operator)
+            log.warning("kill switch reset for %s requested by %s %s", request["symbol"], operator, via)
             return {"ok": self.send_risk_command(ControlCommand.RESET_SYMBOL, operator, symbol_id),
                     "sent": "reset-symbol"}
         if command in ("reduce", "activate"):
-            log.warning("trading state %s requested by %s", "REDUCING" if command == "reduce" else "ACTIVE", operator)
+            log.warning("trading state %s requested by %s %s", "REDUCING" if command == "reduce" else "ACTIVE",
+                        operator, via)
             risk_command = ControlCommand.SET_REDUCING if command == "reduce" else ControlCommand.SET_ACTIVE
             return {"ok": self.send_risk_command(risk_command, operator), "sent": command}
         if command == "close-gate":
             self.operator_closed = True
-            log.warning("gate closed by operator %s", operator)
+            log.warning("gate closed by operator %s %s", operator, via)
             return {"ok": True}
         if command == "open-gate":
             self.operator_closed = False
-            log.warning("gate reopened by operator %s (it opens when nothing else holds it)", operator)
+            log.warning("gate reopened by operator %s %s (it opens when nothing else holds it)", operator, via)
             return {"ok": True}
         if command == "reload-limits":
-            log.warning("limits reload requested%s", f" by {operator}" if operator else "")
+            log.warning("limits reload requested by %s %s", operator or "(no name)", via)
             return {"ok": self.send_risk_command(ControlCommand.RELOAD_LIMITS, operator), "sent": "reload-limits"}
         if command == "down":
-            self.request_stop(f"down requested{f' by {operator}' if operator else ''}")
+            self.request_stop(f"down requested by {operator or '(no name)'} {via}")
             return {"ok": True, "stopping": True}
         return {"ok": False, "error": f"unknown command {command!r} ({', '.join(COMMANDS)})"}
 

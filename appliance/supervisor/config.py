@@ -28,9 +28,26 @@ class RestartPolicy:
 
 @dataclass(frozen=True)
 class ExporterConfig:
+    """``exporter: {enabled, address, port, tls: {cert, key}, basic_auth: {user, password_file}}``;
+    an address that is not loopback needs tls and basic_auth (ops/exporter_security.py). Relative
+    paths are taken from the layout's directory (the exporter runs there)."""
     enabled: bool = True
     address: str = "127.0.0.1"
     port: int = 9464
+    tls_cert: str = ""
+    tls_key: str = ""
+    auth_user: str = ""
+    auth_password_file: str = ""
+
+    def argv(self) -> list[str]:
+        """The ``appliance exporter`` options that say all of this."""
+        args = ["--address", self.address, "--port", str(self.port)]
+        for flag, value in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
+                            ("--basic-auth-user", self.auth_user),
+                            ("--basic-auth-password-file", self.auth_password_file)):
+            if value:
+                args += [flag, value]
+        return args
 
 
 @dataclass(frozen=True)
@@ -44,13 +61,21 @@ class SupervisorConfig:
     market_data_stale_ms: int = 3000         # a book bad this long closes the gate (MARKET_DATA)
     start_timeout_s: float = 30.0
     stop_timeout_s: float = 10.0
-    control_socket: str = ""                 # "" -> default_control_socket(layout name)
+    control_socket: str = ""                 # "" -> default_control_socket(layout path)
     log_dir: str = "run/logs"                # children's stdout/stderr (relative: to the layout's directory)
 
 
-def default_control_socket(layout_name: str) -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return os.path.join(base, f"appliance-{layout_name}-{os.getuid()}.sock")
+def default_control_socket(layout_path: str) -> str:
+    """``run/control/supervisor.sock`` beside the layout: a directory the supervisor keeps private
+    (0700), found by every command from the layout alone (never a predictable name in /tmp)."""
+    return os.path.join(os.path.dirname(os.path.abspath(layout_path)), "run", "control", "supervisor.sock")
+
+
+def control_socket_path(config: "SupervisorConfig", layout_path: str) -> str:
+    """The configured socket (relative: to the layout's directory), else the default."""
+    if not config.control_socket:
+        return default_control_socket(layout_path)
+    return os.path.join(os.path.dirname(os.path.abspath(layout_path)), config.control_socket)
 
 
 def _check(value, expected, path):
@@ -96,10 +121,24 @@ def parse_supervisor_params(params: dict | None, processes: list[str],
     if "window_s" in r and not 1 <= r["window_s"] <= 604_800:
         raise SupervisorConfigError(f"{path}.restart.window_s", "must be 1..604800 (a week)")
     values["restart"] = RestartPolicy(**r)
-    e = _section(params, "exporter", path, {"enabled": bool, "address": str, "port": int})
+    e = dict(_section(params, "exporter", path, {"enabled": bool, "address": str, "port": int, "tls": dict,
+                                                 "basic_auth": dict}))
     if "port" in e and not 0 <= e["port"] <= 65535:
         raise SupervisorConfigError(f"{path}.exporter.port", "must be 0..65535")
-    values["exporter"] = ExporterConfig(**e)
+    tls = _section(e, "tls", f"{path}.exporter", {"cert": str, "key": str})
+    auth = _section(e, "basic_auth", f"{path}.exporter", {"user": str, "password_file": str})
+    e.pop("tls", None)
+    e.pop("basic_auth", None)
+    exporter = ExporterConfig(**e, tls_cert=tls.get("cert", ""), tls_key=tls.get("key", ""),
+                              auth_user=auth.get("user", ""), auth_password_file=auth.get("password_file", ""))
+    if exporter.enabled:
+        from appliance.ops.exporter_security import Exposure, ExposureError, check_exposure
+        try:
+            check_exposure(Exposure(exporter.address, exporter.tls_cert, exporter.tls_key, exporter.auth_user,
+                                    exporter.auth_password_file))
+        except ExposureError as exc:
+            raise SupervisorConfigError(f"{path}.exporter", str(exc)) from None
+    values["exporter"] = exporter
     if "start_order" in params:
         order = _check(params["start_order"], list, f"{path}.start_order")
         for i, name in enumerate(order):

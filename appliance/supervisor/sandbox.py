@@ -70,9 +70,10 @@ class Sandbox:
         self.rerequest_port = 0
         self.source_port = 0                      # the exchange's market-data source, the feed's only publisher
         self.snapshot_port = 0
-        self.exchange_control = str(self.dir / "exchange.sock")
-        self.control_socket = str(self.dir / "supervisor.sock")
+        self.exchange_control = str(self.dir / "ctl" / "exchange.sock")     # ctl/: private, made 0700
+        self.control_socket = str(self.dir / "ctl" / "supervisor.sock")
         self.journal = self.dir / "oms-journal.bin"
+        self.credentials = self.dir / "venue.credentials"
         self.up_log = self.dir / "up.log"
         self.exchange_log = self.dir / "exchange.log"
         self._memory = None
@@ -116,6 +117,7 @@ class Sandbox:
             else:
                 overrides[section] = {**overrides.get(section, {}), **values}
         config = base.with_overrides(**overrides)
+        self.exchange_config = config
         config_path = self.dir / f"exchange-{run}.yaml"
         config_path.write_text(config.to_yaml())
         self.exchange_runs.append(records)
@@ -172,7 +174,8 @@ class Sandbox:
                      "source": {"host": "127.0.0.1", "port": self.source_port},
                      "snapshot": {**feed.get("snapshot", {}), "host": "127.0.0.1", "port": self.snapshot_port}})
         oms = by_name["oms"].setdefault("params", {})
-        oms.update({"venue": {"host": "127.0.0.1", "port": self.order_entry_port}, "journal": str(self.journal)})
+        oms.update({"venue": {"host": "127.0.0.1", "port": self.order_entry_port}, "journal": str(self.journal),
+                    "credentials": str(self.credentials)})
         risk = by_name["risk"].setdefault("params", {})
         risk["limits"] = str(ROOT / risk.get("limits", "config/risk_limits.yaml"))
         risk["state_file"] = str(self.dir / "risk-state.json")
@@ -186,6 +189,11 @@ class Sandbox:
                     target[key] = {**target[key], **copy.deepcopy(value)}
                 else:
                     target[key] = copy.deepcopy(value)
+        if not self.credentials.exists():          # the login of the venue's firm with the OMS's MPID, 0600
+            from appliance.oms.credentials import write_venue_credentials
+            mpid = oms.get("firm", "ALGO")
+            firm = next(f for f in self.exchange_config.firms if f.mpid == mpid)
+            write_venue_credentials(str(self.credentials), firm.username, firm.password)
         if self.gentle_idle:
             for name in ("feed", "strategy", "oms"):
                 by_name[name]["idle"] = dict(GENTLE_IDLE)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s supervisor[%(process)d] %(levelname)s %(message)s")
     from appliance.runtime.layout import LayoutError, load_layout
-    from .config import SupervisorConfigError, default_control_socket, parse_supervisor_params
+    from .config import SupervisorConfigError, control_socket_path, parse_supervisor_params
     from .preflight_config import check_process_configs
 
     try:
@@ -67,18 +67,54 @@ def run(args: argparse.Namespace) -> int:
             raise LayoutError(layout.path, "processes", "no process named 'supervisor' (the supervisor runs it)")
         config = parse_supervisor_params(layout.processes["supervisor"].params,
                                          [p for p in layout.processes if p != "supervisor"])
+        if args.sim:
+            sim_credentials(layout, args.sim_config)
         check_process_configs(layout)
-    except (LayoutError, SupervisorConfigError, OSError) as exc:
+    except (LayoutError, SupervisorConfigError, OSError, ValueError) as exc:
         print(f"appliance up: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     base = Path(layout.path).resolve().parent
-    control_path = config.control_socket or default_control_socket(layout.name)
+    control_path = control_socket_path(config, layout.path)
     log_dir = Path(config.log_dir) if os.path.isabs(config.log_dir) else base / config.log_dir
     up = Up(layout, config, base, log_dir, control_path, args)
     try:
         return up.run()
     finally:
         up.cleanup()
+
+
+def sim_control_socket(base: Path) -> str:
+    """The simulated exchange's control socket beside the supervisor's, in the private ``run/control``
+    (what ``appliance exchange ctl`` finds by default when run from the layout's directory)."""
+    from appliance.exchange.cli import default_control_socket
+    return default_control_socket(str(base))
+
+
+def sim_credentials(layout, sim_config: str | None) -> None:
+    """``--sim``: when the OMS's credentials file is missing, create it (0600) with the login of the
+    simulated exchange's firm whose MPID is the OMS's ``firm``; an existing file is the operator's
+    and is left alone (a wrong login there is refused by the venue and says so)."""
+    from appliance.exchange.config import default_config, load_config
+    from appliance.oms.config import OmsConfigError, parse_oms_params
+    from appliance.oms.credentials import credentials_location, write_venue_credentials
+    from appliance.runtime.layout import LayoutError
+    oms = layout.processes.get("oms")
+    if oms is None:
+        return
+    try:
+        params = parse_oms_params(oms.params, layout.path)
+    except OmsConfigError as exc:
+        raise LayoutError(layout.path, exc.key_path, exc.reason) from None
+    path = params.credentials_path
+    if os.path.lexists(credentials_location(path)[0]):
+        return
+    exchange = load_config(sim_config) if sim_config else default_config()
+    firm = next((f for f in exchange.firms if f.mpid == params.firm), None)
+    if firm is None:
+        raise LayoutError(layout.path, "processes.oms.params.firm", f"no firm of the simulated exchange has MPID "
+                          f"{params.firm!r} (its firms: {', '.join(f.mpid for f in exchange.firms)})")
+    write_venue_credentials(path, firm.username, firm.password)
+    log.info("simulated venue login for %s written to %s (mode 0600)", firm.username, path)
 
 
 class Up:
@@ -132,7 +168,7 @@ class Up:
         day.mkdir(parents=True, exist_ok=True)
         self._rotate_oms_journal(day)
         command = [sys.executable, "-m", "appliance", "exchange", "--records", str(day / "exchange"),
-                   "--control", str(day / "exchange.sock")]
+                   "--control", sim_control_socket(self.base)]
         if self.args.sim_config:
             command += ["--config", self.args.sim_config]
         self.exchange_log = day / "exchange.log"
@@ -167,7 +203,7 @@ class Up:
         if exporter.enabled:
             self.exporter = ManagedProcess("exporter", [
                 sys.executable, "-m", "appliance", "exporter", "--layout", str(self.layout.path),
-                "--address", exporter.address, "--port", str(exporter.port)], self.log_dir, cwd=str(self.base))
+                *exporter.argv()], self.log_dir, cwd=str(self.base))
             self.exporter.start()
         for name in self.config.start_order:
             child = ManagedProcess(name, agent_argv(str(self.layout.path), name), self.log_dir, cwd=str(self.base))
@@ -225,10 +261,10 @@ class Up:
         self._stop_everything()
         return status or agent.exit_status
 
-    def _handle(self, request: dict) -> dict:
+    def _handle(self, request: dict, caller=None) -> dict:
         if self.agent is None:
             return {"ok": False, "error": "the appliance is still starting"}
-        return self.agent.handle(request)
+        return self.agent.handle(request, caller)
 
     # ------------------------------------------------------------------ stop
 

@@ -264,7 +264,7 @@ def test_control_commands_and_bad_requests(exchange):
 
 
 def test_the_embedded_default_starts_prints_ports_and_ends_cleanly_on_sigterm(tmp_path):
-    ctl = f"/tmp/exd-{time.monotonic_ns()}.sock"
+    ctl = str(tmp_path / "ctl.sock")          # a private directory: a /tmp name is refused
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "exchange", "--order-port", "0", "--rerequest-port", "0",
                              "--source-port", "0", "--snapshot-port", "0",
                              "--control", ctl, "--records", str(tmp_path / "rec"), "--linger", "0"],
@@ -285,7 +285,7 @@ def test_the_embedded_default_starts_prints_ports_and_ends_cleanly_on_sigterm(tm
             proc.wait()
     report = json.loads((tmp_path / "rec" / "report.json").read_text())
     assert report["firms"]["BGND"]["engine"]["accepted"] > 0
-    assert not (tmp_path / "ctl.sock").exists()
+    assert not (tmp_path / "ctl.sock").exists()          # removed at the close
 
 
 @pytest.mark.parametrize("text, fragment", [

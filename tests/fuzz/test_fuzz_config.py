@@ -252,7 +252,7 @@ PARAMS_SEEDS["feed"].append({"listen": {"host": "0.0.0.0", "port": 0}, "rereques
                              "stale_after_ms": 1, "rerequest_timeout_ms": 60000, "rerequest_retries": 0,
                              "max_buffered_packets": 1, "max_packets_per_cycle": 100000, "rcvbuf_bytes": 65536,
                              "counters_interval_ms": 10000, "book_dump": "x.json"})
-PARAMS_SEEDS["oms"].append({"venue": {"host": "10.1.2.3", "port": 65535}, "username": "A", "password": "!" * 10,
+PARAMS_SEEDS["oms"].append({"venue": {"host": "10.1.2.3", "port": 65535}, "credentials": "/etc/v.credentials",
                             "firm": "AB12", "journal": "/tmp/j.bin", "journal_size_mb": 65536,
                             "durability": "page_cache", "group_commit_us": 10, "risk_heartbeat_limit_ms": 1,
                             "in_flight_timeout_ms": 1, "unacked_timeout_ms": 1, "reconnect_min_ms": 5,

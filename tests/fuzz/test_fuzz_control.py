@@ -195,6 +195,9 @@ class _Exchange:
     def request_end(self, why: str = "control") -> None:
         self.ended = why
 
+    def log(self, text: str) -> None:
+        pass
+
 
 EXCHANGE_SEEDS = [{"command": "status"}, {"command": "halt", "symbol": "AAPL"}, {"command": "resume", "symbol": "AAPL"},
                   {"command": "faults", "drop": 0.1, "duplicate": 0, "reorder": 1},

@@ -19,7 +19,7 @@ HUGE_INT = b'{"command": "status", "x": ' + b"9" * 5000 + b"}"  # ValueError: ov
 def test_regression_supervisor_answers_a_deeply_nested_line():
     """The RecursionError left ControlServer.poll() and took the supervisor (the gate's keeper) down."""
     directory = tempfile.mkdtemp(prefix="fz-reg-")
-    server = control_server.ControlServer(os.path.join(directory, "s.sock"), lambda request: {"ok": True})
+    server = control_server.ControlServer(os.path.join(directory, "s.sock"), lambda request, caller: {"ok": True})
     try:
         assert server._handle(DEEP) == {"ok": False, "error": "not a JSON object"}
         assert server._handle(b'{"command": "status"}') == {"ok": True}

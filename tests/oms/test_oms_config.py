@@ -10,8 +10,8 @@ from appliance.oms.config import OmsConfig, OmsConfigError, parse_oms_params
 
 def test_defaults_match_the_simulated_exchange_and_the_journal_is_relative_to_the_layout(tmp_path):
     config = parse_oms_params(None, str(tmp_path / "shm_layout.yaml"))
-    assert (config.venue_host, config.venue_port, config.username, config.password, config.firm) == \
-        ("127.0.0.1", 15000, "ALGO1", "secret1", "ALGO")
+    assert (config.venue_host, config.venue_port, config.firm) == ("127.0.0.1", 15000, "ALGO")
+    assert config.credentials_path == os.path.join(str(tmp_path), "run", "venue.credentials")
     assert config.durability == "group" and config.risk_heartbeat_limit_ms == 50
     assert config.journal_path == os.path.join(str(tmp_path), "run", "oms-journal.bin")
     absolute = parse_oms_params({"journal": "/var/lib/oms/j.bin"}, str(tmp_path / "l.yaml"))
@@ -19,7 +19,7 @@ def test_defaults_match_the_simulated_exchange_and_the_journal_is_relative_to_th
 
 
 def test_every_documented_key_is_accepted():
-    params = {"venue": {"host": "10.0.0.1", "port": 9000}, "username": "ALGO2", "password": "secret2",
+    params = {"venue": {"host": "10.0.0.1", "port": 9000}, "credentials": "/etc/appliance/venue.credentials",
               "journal": "j.bin", "journal_size_mb": 8, "durability": "per_event", "group_commit_us": 500,
               "risk_heartbeat_limit_ms": 20, "in_flight_timeout_ms": 100, "unacked_timeout_ms": 100,
               "reconnect_min_ms": 10, "reconnect_max_ms": 1000, "firm": "ALG2", "heartbeat_ms": 200,
@@ -35,8 +35,10 @@ def test_every_documented_key_is_accepted():
     ({"venue": {"port": "15000"}}, "processes.oms.params.venue.port", "expected an integer"),
     ({"venue": {"hots": "1.2.3.4"}}, "processes.oms.params.venue.hots", "unknown key"),
     ({"venue": "127.0.0.1:15000"}, "processes.oms.params.venue", "expected a mapping"),
-    ({"username": "TOOLONGNAME"}, "processes.oms.params.username", "1..6 letters or digits"),
-    ({"password": "has space"}, "processes.oms.params.password", "printable"),
+    ({"username": "ALGO1"}, "processes.oms.params.username", "put 'username = ...' and 'password = ...' in the "
+                                                             "credentials file"),
+    ({"password": "secret1"}, "processes.oms.params.password", "no longer in the layout"),
+    ({"credentials": ""}, "processes.oms.params.credentials", "must be a file path"),
     ({"firm": "algo"}, "processes.oms.params.firm", "4 capital letters"),
     ({"durability": "fsync"}, "processes.oms.params.durability", "must be one of"),
     ({"journal": " "}, "processes.oms.params.journal", "must be a file path"),

@@ -25,8 +25,16 @@ SIDE = {"B": Side.BUY, "S": Side.SELL, "T": Side.SELL_SHORT}
 
 
 def oms_layout(name: str, venue_port: int, journal: str, **params) -> dict:
-    """A layout with the OMS and the rings and tables it needs; the test plays risk and the strategy."""
+    """A layout with the OMS and the rings and tables it needs; the test plays risk and the strategy.
+    The venue login (ALGO1/secret1) goes to a 0600 credentials file beside an absolute journal
+    unless ``credentials`` names one (a relative journal is relative to the layout's directory,
+    unknown here: its credentials file is named beside it but not written)."""
     quiet = {"strategy": "sleep", "sleep_ns": 1_000_000}
+    if "credentials" not in params:
+        params["credentials"] = str(Path(journal).parent / "venue.credentials")
+        if Path(journal).is_absolute() and not Path(params["credentials"]).exists():
+            from appliance.oms.credentials import write_venue_credentials
+            write_venue_credentials(params["credentials"], "ALGO1", "secret1")
     doc = layout_document(
         name,
         processes=[

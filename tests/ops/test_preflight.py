@@ -115,3 +115,23 @@ def test_tick_rcu_and_irq_checks_on_this_machine(write_layout, unique_name):
     if 0 not in isolated_cpus():
         assert "hot:0" in isolated["detail"] and "sleeper" not in isolated["detail"]
     assert proc.returncode == 1                     # CPU 0 is never isolated: always something missing
+
+
+def test_venue_credentials_problems_are_reported_by_preflight(tmp_path):
+    """The repository layout with its credentials file missing, then readable by others, then private."""
+    layout = tmp_path / "shm_layout.yaml"
+    layout.write_text((ROOT / "shm_layout.yaml").read_text().replace("name: appliance", "name: pfcreds"))
+
+    def check():
+        report = json.loads(preflight("--json", "--layout", str(layout)).stdout)
+        return {c["name"]: c for c in report["checks"]}["process configs"]
+    creds = tmp_path / "run" / "venue.credentials"
+    missing = check()
+    assert missing["status"] == "MISSING" and f"{creds} does not exist" in missing["detail"]
+    creds.parent.mkdir()
+    creds.write_text("username = ALGO1\npassword = pf-secret\n")
+    os.chmod(creds, 0o644)
+    readable = check()
+    assert readable["status"] == "MISSING" and "mode 0644" in readable["detail"] and "pf-secret" not in str(readable)
+    os.chmod(creds, 0o600)
+    assert check()["status"] == "ok"
