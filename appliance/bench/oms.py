@@ -69,6 +69,7 @@ def _layout_document(name: str, journal: str, port: int, durability: str) -> dic
             {"name": "risk", "agent": "appliance.risk.agent:RiskAgent", "idle": quiet},
             {"name": "oms", "agent": "appliance.oms.agent:OmsAgent", "idle": quiet,
              "params": {"venue": {"host": "127.0.0.1", "port": port}, "journal": journal, "journal_size_mb": 256,
+                        "credentials": "venue.credentials",
                         "durability": durability, "risk_heartbeat_limit_ms": 60_000, "heartbeat_ms": 1000,
                         "in_flight_timeout_ms": 60_000}},
         ],
@@ -87,6 +88,9 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
     import yaml
 
     from appliance.bench.exchange import ExchangeProcess, _exchange_command
+    from appliance.exchange.config import default_config
+    from appliance.oms.config import OmsConfig
+    from appliance.oms.credentials import write_venue_credentials
     from appliance.messages.catalog import APPROVED_ORDER
     from appliance.messages.codes import TIF_IOC, Action, Side
     from appliance.oms.agent import OmsAgent
@@ -112,6 +116,8 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
             except OSError:
                 pass
         layout_path = os.path.join(directory, "layout.yaml")
+        firm = next(f for f in default_config().firms if f.mpid == OmsConfig().firm)   # the venue's login
+        write_venue_credentials(os.path.join(directory, "venue.credentials"), firm.username, firm.password)
         with open(layout_path, "w") as fh:
             yaml.safe_dump(_layout_document(f"bench-oms-{os.getpid()}", "journal.bin", ports["order_entry"][1],
                                             durability), fh, sort_keys=False)
