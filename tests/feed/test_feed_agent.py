@@ -16,35 +16,9 @@ import pytest
 from appliance.messages.catalog import BOOK_DEPTH, BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_STALE
 from appliance.wire import itch, moldudp64
 from conftest import output_of, wait_until
-from exchange_process import RunningExchange, base_config
-from feed_rig import SUBSCRIBED, FeedUnderTest, feed_layout, free_udp_port
-
-
-@pytest.fixture
-def exchange_factory():
-    running = []
-
-    def start(extra_feed_ports=(), **sections) -> RunningExchange:
-        ex = RunningExchange(base_config(**sections), records=False, extra_subscribers=extra_feed_ports)
-        running.append(ex)
-        return ex
-    yield start
-    for ex in running:
-        ex.close()
-
-
-@pytest.fixture
-def feed_factory(write_layout, spawner):
-    made = []
-
-    def start(document: dict) -> FeedUnderTest:
-        feed = FeedUnderTest(write_layout, spawner, document)
-        made.append(feed)
-        return feed
-    yield start
-    spawner.cleanup()
-    for feed in made:
-        feed.close()
+from feed_rig import (  # noqa: F401 (fixtures)
+    SUBSCRIBED, exchange_factory, feed_factory, feed_layout, free_udp_port,
+)
 
 
 def test_books_match_the_exchange_after_100k_messages_with_drops_duplicates_and_reordering(

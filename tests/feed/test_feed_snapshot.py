@@ -21,35 +21,10 @@ from appliance.exchange.events import AddOrder, OrderDelete
 from appliance.exchange.itch_encoder import ItchEncoder
 from appliance.wire import moldudp64
 from conftest import output_of, wait_until
-from exchange_process import RunningExchange, base_config
-from feed_rig import SUBSCRIBED, FeedUnderTest, feed_layout, free_udp_port
-
-
-@pytest.fixture
-def exchange_factory():
-    running = []
-
-    def start(extra_feed_ports=(), **sections) -> RunningExchange:
-        ex = RunningExchange(base_config(**sections), records=False, extra_subscribers=extra_feed_ports)
-        running.append(ex)
-        return ex
-    yield start
-    for ex in running:
-        ex.close()
-
-
-@pytest.fixture
-def feed_factory(write_layout, spawner):
-    made = []
-
-    def start(document: dict) -> FeedUnderTest:
-        feed = FeedUnderTest(write_layout, spawner, document)
-        made.append(feed)
-        return feed
-    yield start
-    spawner.cleanup()
-    for feed in made:
-        feed.close()
+from exchange_process import RunningExchange
+from feed_rig import (  # noqa: F401 (fixtures)
+    SUBSCRIBED, FeedUnderTest, exchange_factory, feed_factory, feed_layout, free_udp_port,
+)
 
 
 def snapshot_feed(feed_factory, unique_name, feed_port, ex, tmp_path, *, any_source_port: bool = False,

@@ -9,12 +9,17 @@ from appliance.supervisor.status import build_status, one_line
 from conftest import layout_document
 
 
-def test_a_slot_left_mid_write_by_a_killed_feed_is_reported_not_raised(write_layout, unique_name):
-    doc = layout_document(unique_name, processes=[{"name": "feed", "agent": "m:A", "idle": {"strategy": "yield"}}],
+def feed_layout_with_control_and_positions(write_layout, name: str):
+    """A feed, AAPL and MSFT, and the control and positions tables status reads."""
+    doc = layout_document(name, processes=[{"name": "feed", "agent": "m:A", "idle": {"strategy": "yield"}}],
                           rings=[], slots_per_process=4, symbols=["AAPL", "MSFT"])
     doc["tables"] += [{"name": "control", "kind": "control", "segment": "main"},
                       {"name": "positions", "kind": "positions", "segment": "main"}]
-    layout = load_layout(write_layout(doc))
+    return load_layout(write_layout(doc))
+
+
+def test_a_slot_left_mid_write_by_a_killed_feed_is_reported_not_raised(write_layout, unique_name):
+    layout = feed_layout_with_control_and_positions(write_layout, unique_name)
     with SharedMemory.create(layout) as memory:
         reader = memory.market_state_reader()
         reader.atomics.store(reader.offsets[1] + SEQLOCK_OFFSET, 1)       # SIGKILL between the two stores
@@ -31,11 +36,7 @@ def test_status_marks_only_from_good_books_and_names_the_bad_ones_and_why(write_
     from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_STALE
     from appliance.messages.codes import FeedStaleReason, GateReason
     from appliance.runtime.control import pack_gate
-    doc = layout_document(unique_name, processes=[{"name": "feed", "agent": "m:A", "idle": {"strategy": "yield"}}],
-                          rings=[], slots_per_process=4, symbols=["AAPL", "MSFT"])
-    doc["tables"] += [{"name": "control", "kind": "control", "segment": "main"},
-                      {"name": "positions", "kind": "positions", "segment": "main"}]
-    layout = load_layout(write_layout(doc))
+    layout = feed_layout_with_control_and_positions(write_layout, unique_name)
     with SharedMemory.create(layout) as memory:
         market, positions, control = memory.market_state_writer(), memory.positions_writer(), memory.control("*")
         market.publish(0, 1_900_000, 100, 1_900_200, 100, 0, 0, 0, ord("T"), 1, 1, 1)        # AAPL $190.01

@@ -13,6 +13,8 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from appliance.exchange.market_data import RerequestServer
 from appliance.exchange.participants import BackgroundFlow
 from appliance.exchange.venue import Venue
@@ -22,6 +24,7 @@ from appliance.runtime.counters import ProcessState
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
 from conftest import layout_document, output_of, wait_until
+from exchange_process import RunningExchange, base_config
 
 PRICES = {"AAPL": 1_900_000, "MSFT": 4_200_000, "SPY": 5_600_000}
 SUBSCRIBED = ["AAPL", "SPY"]             # the exchange also trades MSFT: filtered by locate
@@ -108,6 +111,35 @@ class FeedUnderTest:
     def close(self) -> None:
         self.memory.close()
         self.memory.unlink()
+
+
+@pytest.fixture
+def exchange_factory():
+    """Start exchange processes (``extra_feed_ports``: feeds under test); all closed afterwards."""
+    running = []
+
+    def start(extra_feed_ports=(), **sections) -> RunningExchange:
+        ex = RunningExchange(base_config(**sections), records=False, extra_subscribers=extra_feed_ports)
+        running.append(ex)
+        return ex
+    yield start
+    for ex in running:
+        ex.close()
+
+
+@pytest.fixture
+def feed_factory(write_layout, spawner):
+    """Start feed processes on layouts the test writes; processes and segments gone afterwards."""
+    made = []
+
+    def start(document: dict) -> FeedUnderTest:
+        feed = FeedUnderTest(write_layout, spawner, document)
+        made.append(feed)
+        return feed
+    yield start
+    spawner.cleanup()
+    for feed in made:
+        feed.close()
 
 
 # ------------------------------------------------------------------ in this process
