@@ -1,0 +1,117 @@
+"""The import rules of ARCHITECTURE.md, checked on every module of the package.
+
+Each rule is a "never" arrow between packages. A violation that exists today and has a planned
+fix is listed in ``KNOWN`` with the reason; the test fails on any other violation, and also when a
+listed one is gone (take it off the list: the list only shrinks).
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "appliance"
+
+TRADING = ("feed", "strategy", "risk", "oms")          # the four processes of the order path
+HOT_PATH = TRADING + ("runtime", "messages", "wire")    # what the agents of the order path run on
+EVENT_LOOP_AND_METRICS = ("asyncio", "uvloop", "prometheus_client")
+CONFIG_LOADERS = {                                       # modules that read YAML before an agent starts
+    "runtime/layout.py", "runtime/yaml_lines.py", "risk/limits.py", "strategy/loader.py",
+}
+JOINS_THE_SIMULATOR = ("bench", "sim")                   # may import the exchange (and it them? never)
+
+# (module, imported package or library): why it is still there and what removes it.
+KNOWN = {
+    ("wire/itch_cli.py", "cli"): "the itch CLI lives beside the codec; issue 20 item 8 moves it out of wire/",
+    ("exchange/cli.py", "cli"): "shared argparse helpers; issue 20 item 5/6 puts them in a leaf package",
+    ("supervisor/sandbox.py", "exchange"): "the test sandbox joins the two; issue 20 item 7 moves it out",
+    ("supervisor/up.py", "exchange"): "up --sim starts the exchange; issue 20 item 7 moves that out",
+    ("exchange/control.py", "runtime"): "the private UNIX socket helper; issue 20 item 6 puts it in a leaf package",
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module name ``path`` imports (relative imports resolved), at any depth of the file."""
+    relative = path.relative_to(ROOT).with_suffix("")
+    parts = list(relative.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = parts[:len(parts) - node.level] if path.name != "__init__.py" else \
+                    parts[:len(parts) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        yield rel.as_posix(), (rel.parts[0] if len(rel.parts) > 1 else ""), imports_of(path)
+
+
+def appliance_packages(names: set[str]) -> set[str]:
+    """The top-level packages of ``appliance`` among the imported names."""
+    return {name.split(".")[1] for name in names if name.startswith("appliance.") and name.count(".") >= 1}
+
+
+def violations() -> set[tuple[str, str]]:
+    found = set()
+    for module, package, names in modules():
+        used = appliance_packages(names) - {package}
+        libraries = {name.split(".")[0] for name in names}
+        if package in TRADING:                           # the four never import each other
+            found |= {(module, other) for other in used & set(TRADING)}
+        if package == "wire":                            # the codecs import nothing of the appliance
+            found |= {(module, other) for other in used}
+        if package == "exchange":                        # the simulator shares only the codecs
+            found |= {(module, other) for other in used - {"wire"}}
+        if package not in ("exchange",) + JOINS_THE_SIMULATOR and "exchange" in used:
+            found.add((module, "exchange"))              # the appliance never imports the simulator
+        if package in HOT_PATH:
+            found |= {(module, lib) for lib in libraries & set(EVENT_LOOP_AND_METRICS)}
+            if "yaml" in libraries and module not in CONFIG_LOADERS:
+                found.add((module, "yaml"))
+    return found
+
+
+def test_no_import_breaks_a_rule_of_the_architecture():
+    unexpected = sorted(violations() - set(KNOWN))
+    assert not unexpected, "forbidden imports (see ARCHITECTURE.md):\n" + "\n".join(
+        f"  appliance/{module} imports {what}" for module, what in unexpected)
+
+
+def test_every_known_violation_still_exists():
+    gone = sorted(set(KNOWN) - violations())
+    assert not gone, "fixed, take them off KNOWN: " + ", ".join(f"{m} -> {w}" for m, w in gone)
+
+
+def test_the_rules_catch_what_they_forbid(tmp_path, monkeypatch):
+    """The checker itself: a risk module importing the OMS, and the feed importing asyncio."""
+    fake = tmp_path / "appliance"
+    (fake / "risk").mkdir(parents=True)
+    (fake / "feed").mkdir()
+    (fake / "risk" / "bad.py").write_text("from appliance.oms import orders\n")
+    (fake / "feed" / "loop.py").write_text("import asyncio\nfrom ..exchange import venue\n")
+    this = sys.modules[__name__]
+    monkeypatch.setattr(this, "ROOT", tmp_path)
+    monkeypatch.setattr(this, "PACKAGE", fake)
+    assert violations() == {("risk/bad.py", "oms"), ("feed/loop.py", "asyncio"), ("feed/loop.py", "exchange")}
+
+
+@pytest.mark.parametrize("package", sorted(p.name for p in PACKAGE.iterdir()
+                                           if p.is_dir() and (p / "__init__.py").exists()))
+def test_the_architecture_document_names_every_package(package):
+    assert f"`{package}/`" in (ROOT / "ARCHITECTURE.md").read_text(), \
+        f"ARCHITECTURE.md does not describe appliance/{package}/"
