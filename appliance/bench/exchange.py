@@ -589,8 +589,8 @@ def _bind_feed_socket(rcvbuf: int = 32 << 20):
 
 def _status(control: str) -> dict | None:
     try:
-        from appliance.exchange.control import send_command
-        answer = send_command(control, {"command": "status"}, timeout=5.0)
+        from appliance.runtime.unix_socket import request_json
+        answer = request_json(control, {"command": "status"}, 5.0, "the exchange")
         return answer if answer.get("ok", True) else None
     except Exception:  # noqa: BLE001 - the status is an extra; the feed is measured without it
         return None

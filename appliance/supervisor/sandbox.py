@@ -255,8 +255,8 @@ class Sandbox:
                                ) from None
 
     def ctl(self, command: str, **arguments) -> dict:
-        from appliance.exchange.control import send_command
-        return send_command(self.exchange_control, {"command": command, **arguments}, timeout=30)
+        from appliance.runtime.unix_socket import request_json
+        return request_json(self.exchange_control, {"command": command, **arguments}, 30, "the exchange")
 
     def appliance(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "appliance", *args, "--layout", str(self.layout_path)],

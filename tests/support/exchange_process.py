@@ -109,8 +109,8 @@ class RunningExchange:
         raise AssertionError("the exchange did not report ready:\n" + "\n".join(self.lines))
 
     def ctl(self, command: str, **arguments) -> dict:
-        from appliance.exchange.control import send_command
-        return send_command(self.control_path, {"command": command, **arguments}, timeout=30)
+        from appliance.runtime.unix_socket import request_json
+        return request_json(self.control_path, {"command": command, **arguments}, 30, "the exchange")
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: the exit status."""
