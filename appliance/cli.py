@@ -11,7 +11,7 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("appliance.supervisor.up", "start the whole appliance (supervisor and every process; --sim adds the simulated exchange)"),
+    "up": ("appliance.sim.up", "start the whole appliance (supervisor and every process; --sim adds the simulated exchange)"),
     "down": ("appliance.supervisor.commands:down", "stop the appliance: cancel orders, log out, remove the segments"),
     "status": ("appliance.supervisor.commands:status", "processes, the gate and why, the clock, positions and P&L"),
     "kill": ("appliance.supervisor.commands:kill", "the kill switch: halt trading and cancel every open order (latched; --symbol S for one)"),

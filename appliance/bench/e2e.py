@@ -57,7 +57,7 @@ def _idle_of(layout) -> dict:
 
 def measure(config: str, args) -> dict:
     from appliance.oms import latency
-    from appliance.supervisor.sandbox import Sandbox
+    from appliance.sim.sandbox import Sandbox
 
     workdir = tempfile.mkdtemp(prefix="bench-e2e-", dir="/tmp")
     sandbox = Sandbox(workdir, background_rate=args.background_rate, seed=args.seed,

@@ -64,7 +64,6 @@ import gc
 import json
 import os
 import random
-import sys
 import time
 from array import array
 
@@ -447,87 +446,12 @@ def measure_matching(operations: int, symbols_count: int, seed: int, repeat: int
 # the feed part: the exchange as a process
 # ---------------------------------------------------------------------------
 
-def _exchange_command(feed_port: int, control: str, rate: float) -> list[str]:
-    import importlib.util
-    try:
-        has_main = importlib.util.find_spec("appliance.__main__") is not None
-    except (ImportError, ValueError):
-        has_main = False
-    head = [sys.executable, "-m", "appliance"] if has_main else \
-        [sys.executable, "-c", "from appliance.cli import main; raise SystemExit(main())"]
-    return head + ["exchange", "--order-port", "0", "--rerequest-port", "0", "--source-port", "0", "--snapshot-port", "0",
-                   "--feed", f"127.0.0.1:{feed_port}",
-                   "--control", control, "--background-rate", f"{rate:g}", "--linger", "0"]
-
-
-class ExchangeProcess:
-    """``appliance exchange`` as a child process; its output is read by a thread (the pipe never fills)."""
-
-    def __init__(self, command: list[str]) -> None:
-        import subprocess
-        import threading
-        from pathlib import Path
-
-        import appliance
-        root = str(Path(appliance.__file__).resolve().parents[1])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=env, text=True)
-        self.lines: list[str] = []
-        self.ready_line: str | None = None
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            if self.ready_line is None and line.startswith("exchange ready "):
-                self.ready_line = line
-                self._ready.set()
-        self._ready.set()                     # end of output: wake a waiter at once
-
-    def output_tail(self, lines: int = 15) -> str:
-        return "\n".join(self.lines[-lines:])
-
-    def wait_ready(self, timeout: float) -> dict:
-        """Poll (with a deadline) for the ``exchange ready`` line; its ``key=HOST:PORT`` words."""
-        deadline = time.monotonic() + timeout
-        while self.ready_line is None:
-            if self.proc.poll() is not None:
-                self._reader.join(2)
-                if self.ready_line is None:
-                    raise RuntimeError(f"the exchange exited {self.proc.returncode} before it was ready:\n"
-                                       + self.output_tail())
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RuntimeError(f"the exchange did not report ready within {timeout:g} s:\n" + self.output_tail())
-            self._ready.wait(min(0.05, remaining))
-        ports: dict = {}
-        for word in self.ready_line.split()[2:]:
-            key, _, value = word.partition("=")
-            host, _, port = value.rpartition(":")
-            ports[key] = (host, int(port)) if port.isdigit() else value
-        return ports
-
-    def terminate(self) -> None:
-        import signal
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def close(self) -> None:
-        """Kill the process if it still runs, and reap it (every path ends here)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(10)
-        except Exception:  # noqa: BLE001 - nothing more can be done
-            pass
-        self._reader.join(2)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+def exchange_args(feed_port: int, control: str, rate: float, rerequest_port: int = 0, source_port: int = 0) -> list[str]:
+    """``appliance exchange`` arguments for a benchmark: every port free (0) unless given, the feed
+    sent to ``127.0.0.1:feed_port``, background flow at ``rate``, no linger."""
+    return ["--order-port", "0", "--rerequest-port", str(rerequest_port), "--source-port", str(source_port),
+            "--snapshot-port", "0", "--feed", f"127.0.0.1:{feed_port}", "--control", control,
+            "--background-rate", f"{rate:g}", "--linger", "0"]
 
 
 class FeedCounter:
@@ -567,30 +491,10 @@ class FeedCounter:
             self.window_packets += 1
 
 
-def _bind_feed_socket(rcvbuf: int = 32 << 20):
-    import socket
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        # SO_RCVBUFFORCE (Linux 33; not every Python names it) goes beyond rmem_max, as root.
-        force = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
-        try:
-            if force is None:
-                raise OSError("no SO_RCVBUFFORCE")
-            sock.setsockopt(socket.SOL_SOCKET, force, rcvbuf)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def _status(control: str) -> dict | None:
     try:
-        from appliance.exchange.control import send_command
-        answer = send_command(control, {"command": "status"}, timeout=5.0)
+        from appliance.runtime.unix_socket import request_json
+        answer = request_json(control, {"command": "status"}, 5.0, "the exchange")
         return answer if answer.get("ok", True) else None
     except Exception:  # noqa: BLE001 - the status is an extra; the feed is measured without it
         return None
@@ -614,6 +518,8 @@ def measure_feed(rate: float, seconds: float, order_rate: float, timeout: float)
     import socket
     import tempfile
 
+    from appliance.sim.exchange_process import ExchangeProcess
+    from appliance.sim.ports import udp_receiver
     from appliance.wire import ouch
     from appliance.wire.soupbintcp import ClientSession, LoginAccepted, LoginRejected, SequencedMessage
 
@@ -621,11 +527,11 @@ def measure_feed(rate: float, seconds: float, order_rate: float, timeout: float)
     control = os.path.join(tmp, "ctl.sock")
     feed = exchange = tcp = None
     try:
-        feed = _bind_feed_socket()
-        exchange = ExchangeProcess(_exchange_command(feed.getsockname()[1], control, rate))
+        feed = udp_receiver()
+        exchange = ExchangeProcess(exchange_args(feed.getsockname()[1], control, rate))
         ports = exchange.wait_ready(timeout)
         if "order_entry" not in ports or not isinstance(ports["order_entry"], tuple):
-            raise RuntimeError(f"no order_entry=HOST:PORT in {exchange.ready_line!r}")
+            raise RuntimeError(f"no order_entry=HOST:PORT in the exchange's ready line ({ports})")
 
         counter = FeedCounter()
         buffer = bytearray(65536)

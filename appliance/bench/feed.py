@@ -87,6 +87,8 @@ from pathlib import Path
 from appliance.bench.timing import machine_info as base_machine_info
 from appliance.bench.timing import percentile as _percentile
 from appliance.cli import UsageError, bounded, positive_int
+from appliance.sim.exchange_process import appliance_env
+from appliance.sim.ports import free_ports, udp_receiver
 
 SEED = 20_240_605
 SYMBOLS = 100
@@ -506,25 +508,6 @@ def measure_replay(args, cache: Path) -> tuple[dict, dict, dict, list[str]]:
 # live: processes and sockets
 # ---------------------------------------------------------------------------
 
-def _root_env() -> dict:
-    import appliance
-    root = str(Path(appliance.__file__).resolve().parents[1])
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-
-
-def _free_udp_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def udp_drops(port: int) -> int | None:
     """The kernel's drop count of the UDP socket bound to 127.0.0.1:``port`` (``/proc/net/udp``)."""
     wanted = f"0100007F:{port:04X}"
@@ -554,17 +537,10 @@ def _cpu_share(before: float | None, after: float | None, seconds: float) -> flo
     return None if before is None or after is None else (after - before) / seconds
 
 
-def _exchange_command(feed_port: int, rerequest_port: int, source_port: int, control: str, rate: float) -> list[str]:
-    return [sys.executable, "-m", "appliance", "exchange", "--order-port", "0", "--rerequest-port", str(rerequest_port),
-            "--source-port", str(source_port),
-            "--snapshot-port", "0",
-            "--feed", f"127.0.0.1:{feed_port}", "--control", control, "--background-rate", f"{rate:g}",
-            "--linger", "0"]
-
-
 def _start_exchange(feed_port: int, rerequest_port: int, source_port: int, control: str, rate: float, timeout: float):
-    from appliance.bench.exchange import ExchangeProcess
-    exchange = ExchangeProcess(_exchange_command(feed_port, rerequest_port, source_port, control, rate))
+    from appliance.bench.exchange import exchange_args
+    from appliance.sim.exchange_process import ExchangeProcess
+    exchange = ExchangeProcess(exchange_args(feed_port, control, rate, rerequest_port, source_port))
     try:
         exchange.wait_ready(timeout)
     except BaseException:
@@ -574,6 +550,7 @@ def _start_exchange(feed_port: int, rerequest_port: int, source_port: int, contr
 
 
 def _stop_exchange(exchange) -> int | None:
+    """SIGTERM, up to 5 s to end the day: its exit status (None when it had to be killed)."""
     exchange.terminate()
     try:
         exchange.proc.wait(5)
@@ -658,7 +635,7 @@ class FeedUnderLoad:
             self._log = open(self.log_path, "wb")
             self.proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.agent", "--layout",
                                           self.layout_path, "--process", "feed"], stdin=subprocess.DEVNULL,
-                                         stdout=self._log, stderr=subprocess.STDOUT, env=_root_env())
+                                         stdout=self._log, stderr=subprocess.STDOUT, env=appliance_env())
             table = self.memory.process_table()
             deadline = time.monotonic() + timeout
             while table.read("feed").state is not ProcessState.RUNNING:
@@ -781,7 +758,7 @@ def measure_feed_rate(rate: float, args, symbols: list[str]) -> dict:
     control = os.path.join(workdir, "ctl.sock")
     feed = exchange = None
     try:
-        feed_port, rerequest_port, source_port = _free_udp_ports(3)
+        feed_port, rerequest_port, source_port = free_ports(3)
         feed = FeedUnderLoad(workdir, name, feed_port, rerequest_port, source_port, symbols, args.feed_idle,
                              args.timeout)
         exchange = _start_exchange(feed_port, rerequest_port, source_port, control, rate, args.timeout)
@@ -885,11 +862,6 @@ def _own_cpu() -> float:
     return t.user + t.system
 
 
-def _bare_socket(rcvbuf: int) -> socket.socket:
-    from appliance.bench.exchange import _bind_feed_socket
-    return _bind_feed_socket(rcvbuf)
-
-
 def _make_idle(name: str):
     from appliance.runtime.idle import BackoffIdle, YieldIdle, lower_timer_slack
     spec = IDLE_STRATEGIES[name]
@@ -907,7 +879,7 @@ def measure_bare_rate(rate: float, args) -> dict:
     control = os.path.join(workdir, "ctl.sock")
     sock = exchange = None
     try:
-        sock = _bare_socket(RCVBUF_BYTES)
+        sock = udp_receiver(RCVBUF_BYTES)
         port = sock.getsockname()[1]
         rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         exchange = _start_exchange(port, 0, 0, control, rate, args.timeout)

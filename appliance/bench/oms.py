@@ -87,7 +87,7 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
     """Run the OMS against the exchange process and time ``orders`` orders (after ``warmup``)."""
     import yaml
 
-    from appliance.bench.exchange import ExchangeProcess, _exchange_command
+    from appliance.bench.exchange import exchange_args
     from appliance.exchange.config import default_config
     from appliance.oms.config import OmsConfig
     from appliance.oms.credentials import write_venue_credentials
@@ -98,11 +98,12 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
     from appliance.runtime.agent import AgentContext
     from appliance.runtime.layout import load_layout
     from appliance.runtime.memory import SharedMemory
+    from appliance.sim.exchange_process import ExchangeProcess
 
     directory = tempfile.mkdtemp(prefix="bench-oms-", dir="/tmp")
     feed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     feed.bind(("127.0.0.1", 0))
-    exchange = ExchangeProcess(_exchange_command(feed.getsockname()[1], os.path.join(directory, "ctl.sock"), 0))
+    exchange = ExchangeProcess(exchange_args(feed.getsockname()[1], os.path.join(directory, "ctl.sock"), 0))
     memory = agent = None
     allowed = os.sched_getaffinity(0)
     try:

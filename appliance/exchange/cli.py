@@ -151,13 +151,13 @@ def parse_ctl_words(words: list[str]) -> dict:
 
 
 def run_ctl(args: argparse.Namespace) -> int:
-    from .control import send_command
+    from appliance.runtime.unix_socket import request_json
     request = parse_ctl_words(args.words)
     if args.operator:
         request["operator"] = args.operator
     path = args.socket or default_control_socket()
     try:
-        answer = send_command(path, request, timeout=args.timeout)
+        answer = request_json(path, request, args.timeout, "the exchange")
     except (OSError, ValueError) as exc:
         print(f"appliance exchange ctl: no answer from {path}: {exc}", file=sys.stderr)
         return 1

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from appliance.runtime.unix_socket import bind_private, connect_checked, peer_of
+from appliance.runtime.unix_socket import bind_private, peer_of
 
 MAX_LINE = 64 * 1024
 MAX_BURST = 1_000_000
@@ -206,18 +206,3 @@ COMMAND_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "cancel-all": ("firm", "symbol"), "book": ("symbol",), "end": (), "crash": (),
 }
 
-
-def send_command(path: str, request: dict, timeout: float = 5.0) -> dict:
-    """Send one request to a running exchange and return its answer (raises OSError when none runs,
-    or when the one running is another user's)."""
-    with connect_checked(path, timeout) as sock:
-        sock.sendall((json.dumps(request) + "\n").encode())
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    if not data:
-        raise ConnectionError(f"the exchange at {path} closed the connection without answering")
-    return json.loads(data)

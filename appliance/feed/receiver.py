@@ -25,7 +25,7 @@ _MSG_TRUNC = socket.MSG_TRUNC
 _MAX_FOREIGN_PER_RECEIVE = 64      # foreign datagrams skipped in one receive() before giving the loop back
 
 
-def _set_rcvbuf(sock: socket.socket, size: int) -> int:
+def set_rcvbuf(sock: socket.socket, size: int) -> int:
     """Ask for ``size`` bytes of receive buffer (forced past rmem_max when allowed); the effective size."""
     try:
         sock.setsockopt(_SOL_SOCKET, SO_RCVBUFFORCE, size)
@@ -49,7 +49,7 @@ class _DatagramReceiver:
             raise ValueError("buffer_size must be > 0")
         self.sock = sock
         sock.setblocking(False)
-        self.rcvbuf_effective = _set_rcvbuf(sock, rcvbuf)
+        self.rcvbuf_effective = set_rcvbuf(sock, rcvbuf)
         sock.setsockopt(_SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.buffer = bytearray(buffer_size)
         self._buffers = [self.buffer]

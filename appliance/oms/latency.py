@@ -20,10 +20,11 @@ Counters of hop ``h`` (labels at most 44 bytes):
     lat.<h>.sum_ns          sum of the samples
     lat.<h>.count           number of samples
 
-``histograms(counters_by_label)`` reads them back from ``CountersReader.by_label()`` (the
-exporter and shmtop do this); ``Histogram.percentile(q)`` interpolates linearly inside the
-bucket holding the q-th sample; ``summary`` (also named ``percentiles_from_counters``) gives
-count, mean, p50, p90 and p99 per hop. This module imports nothing from the OMS agent.
+``histograms(counters_by_label)`` reads them back from ``CountersReader.by_label()``: the one
+reader, so ``appliance status``, shmtop, the exporter and ``bench e2e`` cannot disagree.
+``Histogram.percentile(q)`` interpolates linearly inside the bucket holding the q-th sample;
+``summary`` gives count, mean, p50, p90 and p99 per hop; ``cumulative`` and ``total`` give the
+Prometheus buckets. This module imports nothing from the OMS agent.
 """
 from __future__ import annotations
 
@@ -31,7 +32,6 @@ import bisect
 from dataclasses import dataclass
 
 HOPS = ("feed", "strategy", "risk", "oms", "tick_to_trade")
-CUMULATIVE = False         # each bucket counts only its own interval (readers accumulate)
 # Log-spaced bounds, six per decade (1, 1.5, 2, 3, 5, 7), from 1 us to 100 ms: a bucket is at most
 # 1.67x its lower bound wide, so an interpolated percentile is within that ratio (HdrHistogram's idea,
 # at the resolution 64-bit counters in the counters table allow: 34 counters a hop).
@@ -107,6 +107,20 @@ class Histogram:
     count: int
 
     @property
+    def total(self) -> int:
+        """Every observation (the +Inf bucket): the count, or the buckets' sum when a read of the
+        counters, not atomic while the OMS adds, caught the buckets ahead of the count."""
+        return max(self.count, sum(self.buckets))
+
+    def cumulative(self) -> list[tuple[int, int]]:
+        """(bound_ns, observations <= bound) for every finite bound: Prometheus's ``le`` buckets."""
+        out, running = [], 0
+        for bound, n in zip(BOUNDS_NS, self.buckets):
+            running += n
+            out.append((bound, running))
+        return out
+
+    @property
     def mean_ns(self) -> float:
         return self.sum_ns / self.count if self.count else 0.0
 
@@ -134,8 +148,9 @@ def histogram(counters: dict[str, int], hop: str) -> Histogram:
 
 
 def histograms(counters: dict[str, int]) -> dict[str, Histogram]:
-    """Every hop's histogram from ``CountersReader.by_label()``."""
-    return {hop: histogram(counters, hop) for hop in HOPS}
+    """Every hop's histogram from ``CountersReader.by_label()``; none for a hop without counters
+    (a layout without an OMS has none)."""
+    return {hop: histogram(counters, hop) for hop in HOPS if count_label(hop) in counters}
 
 
 def summary(counters: dict[str, int]) -> dict[str, dict]:
@@ -147,5 +162,3 @@ def summary(counters: dict[str, int]) -> dict[str, dict]:
                     "p90_ns": h.percentile(90), "p99_ns": h.percentile(99)}
     return out
 
-
-percentiles_from_counters = summary      # the name ``appliance status`` imports

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from appliance.messages.codes import ClockState, FeedStaleReason, GateReason, RiskState
-from appliance.ops.tick_to_trade import LABEL_PREFIX as LATENCY_PREFIX, read_histograms
+from appliance.oms import latency
 from appliance.runtime.counters import CounterKind, ProcessState
 from appliance.runtime.market_state import FLAG_NAMES
 
@@ -165,7 +165,7 @@ def _counters(snap, counter_infos) -> list:
     restarts = _family("process_restarts", ["process"])
     for info in counter_infos:
         label = info.label
-        if label.startswith(LATENCY_PREFIX):
+        if label.startswith(latency.PREFIX):
             continue                                  # served as the tick-to-trade histograms
         if info.kind is CounterKind.COUNTER:
             events.add_metric([label], info.value)
@@ -271,9 +271,8 @@ def _symbols(snap) -> list:
 
 def _tick_to_trade(counters: dict[str, int]):
     family = _family("tick_to_trade_seconds", ["hop"])
-    for hop, histogram in read_histograms(counters).items():
-        buckets = [(floatToGoString(bound / 1e9), value)
-                   for bound, value in zip(histogram.bounds_ns, histogram.cumulative)]
-        buckets.append(("+Inf", histogram.count))
+    for hop, histogram in latency.histograms(counters).items():
+        buckets = [(floatToGoString(bound / 1e9), value) for bound, value in histogram.cumulative()]
+        buckets.append(("+Inf", histogram.total))
         family.add_metric([hop], buckets, histogram.sum_ns / 1e9)
     return family

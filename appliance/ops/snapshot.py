@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 
-from appliance.ops import tick_to_trade
+from appliance.oms import latency
 from appliance.runtime import _shm
 from appliance.runtime.counters import IdleStrategyId, ProcessState
 from appliance.runtime.layout import Layout
@@ -212,7 +212,7 @@ class Observer:
             snap.processes.append(view)
         self.counter_infos = list(self.counters)       # with their kinds, for the exporter
         snap.counters = {info.label: info.value for info in self.counter_infos}
-        snap.tick_to_trade = tick_to_trade.percentiles(snap.counters)
+        snap.tick_to_trade = latency.summary(snap.counters)
         if self.control is not None:
             snap.control = self.control.snapshot()
             snap.trading = self._trading()

@@ -48,10 +48,10 @@ def _load(args):
 
 
 def _ask(args, layout, request: dict) -> dict | None:
-    from .control_server import send_command
+    from appliance.runtime.unix_socket import request_json
     path = _socket_path(args, layout)
     try:
-        return send_command(path, request, timeout=args.timeout)
+        return request_json(path, request, args.timeout, "the supervisor")
     except (OSError, ValueError) as exc:
         print(f"error: no appliance answering on {path} ({exc}); is it up?", file=sys.stderr)
         return None

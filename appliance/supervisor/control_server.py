@@ -18,7 +18,7 @@ import os
 import socket
 import time
 
-from appliance.runtime.unix_socket import Caller, bind_private, connect_checked, peer_of
+from appliance.runtime.unix_socket import Caller, bind_private, peer_of
 
 MAX_LINE = 64 * 1024
 MAX_CLIENTS = 32
@@ -154,18 +154,3 @@ class ControlServer:
         except OSError:
             pass
 
-
-def send_command(path: str, request: dict, timeout: float = 10.0) -> dict:
-    """One request to a running supervisor; raises OSError when none is listening (or the one
-    listening is another user's)."""
-    with connect_checked(path, timeout) as s:
-        s.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    if not data:
-        raise OSError("the supervisor closed the connection without answering")
-    return json.loads(data)

@@ -8,21 +8,11 @@ from __future__ import annotations
 import time
 
 from appliance.messages.codes import ClockState, FeedStaleReason, GateReason, RiskState, name_of
+from appliance.oms import latency
 from appliance.runtime.market_state import describe_problems, view_problem
 from appliance.runtime.seqlock import TornRead
 
 PRICE_SCALE = 10_000
-
-
-def _latency(counters: dict) -> dict:
-    try:
-        from appliance.oms.latency import percentiles_from_counters
-    except ImportError:
-        return {}
-    try:
-        return percentiles_from_counters(counters)
-    except Exception:           # a half-written histogram must not break status
-        return {}
 
 
 def build_status(layout, memory) -> dict:
@@ -92,7 +82,7 @@ def build_status(layout, memory) -> dict:
     status["symbols"] = symbols
     status["market_data"] = {"problems": problems, "summary": describe_problems(problems)}
     status["totals"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in totals.items()}
-    status["tick_to_trade"] = _latency(memory.counters_reader().by_label())
+    status["tick_to_trade"] = latency.summary(memory.counters_reader().by_label())
     return status
 
 

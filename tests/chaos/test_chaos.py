@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.supervisor.sandbox import ROOT, Sandbox
+from appliance.sim.sandbox import ROOT, Sandbox
 from conftest import wait_until
 from invariants import check, journal_truth, venue_truth
 

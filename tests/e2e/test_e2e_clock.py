@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from appliance.messages.codes import ClockState, GateReason
-from appliance.supervisor.sandbox import Sandbox
+from appliance.sim.sandbox import Sandbox
 from conftest import wait_until
 
 import ptp_lab

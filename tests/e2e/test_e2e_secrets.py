@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from appliance.supervisor.sandbox import Sandbox
+from appliance.sim.sandbox import Sandbox
 from conftest import wait_until
 
 pytestmark = pytest.mark.e2e

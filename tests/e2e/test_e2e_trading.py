@@ -1,7 +1,7 @@
 """End to end: every process spawned by `appliance up` against the simulated exchange as a process.
 
 Each test runs the repository's layout (renamed, on free ports, in a scratch directory: see
-appliance/supervisor/sandbox.py) with the reference market maker trading against the
+appliance/sim/sandbox.py) with the reference market maker trading against the
 exchange's background flow, and checks what the exchange itself recorded: its OUCH logs and
 its end-of-day report are the ground truth the appliance is reconciled against.
 """
@@ -19,7 +19,7 @@ import pytest
 from appliance.exchange.records import read_ouch_log
 from appliance.messages.codes import GateReason
 from appliance.runtime.segment import segment_path
-from appliance.supervisor.sandbox import ROOT, Sandbox
+from appliance.sim.sandbox import ROOT, Sandbox
 from conftest import wait_until
 
 FIRM = "ALGO1"

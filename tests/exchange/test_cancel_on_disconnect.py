@@ -17,8 +17,8 @@ import threading
 import pytest
 
 from appliance.wire import itch, soupbintcp
-from conftest import SUPPORT, wait_until
-from exchange_process import ROOT, MoldConsumer, OrderClient, RunningExchange, base_config
+from conftest import ROOT, SUPPORT, wait_until
+from exchange_process import MoldConsumer, OrderClient, RunningExchange, base_config
 
 CANCEL_SYSTEM = "Z"
 FIRMS = [{"username": "ALGO1", "password": "secret1", "mpid": "ALGO", "cancel_on_disconnect": True},

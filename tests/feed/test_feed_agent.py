@@ -14,16 +14,17 @@ import time
 import pytest
 
 from appliance.messages.catalog import BOOK_DEPTH, BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_STALE
+from appliance.sim.ports import free_port
 from appliance.wire import itch, moldudp64
 from conftest import output_of, wait_until
 from feed_rig import (  # noqa: F401 (fixtures)
-    SUBSCRIBED, exchange_factory, feed_factory, feed_layout, free_udp_port,
+    SUBSCRIBED, exchange_factory, feed_factory, feed_layout,
 )
 
 
 def test_books_match_the_exchange_after_100k_messages_with_drops_duplicates_and_reordering(
         exchange_factory, feed_factory, unique_name, tmp_path):
-    feed_port = free_udp_port()
+    feed_port = free_port()
     ex = exchange_factory(
         market_data={"subscribers": [], "heartbeat_interval_ms": 100},
         faults={"drop": 0.01, "duplicate": 0.01, "reorder": 0.01, "seed": 5},
@@ -79,7 +80,7 @@ def test_books_match_the_exchange_after_100k_messages_with_drops_duplicates_and_
 
 
 def test_garbage_datagrams_are_counted_and_dropped(exchange_factory, feed_factory, unique_name):
-    feed_port = free_udp_port()
+    feed_port = free_port()
     ex = exchange_factory(background={"enabled": True, "rate": 500, "seed": 3}, extra_feed_ports=[feed_port])
     # Any port of 127.0.0.1 may feed us here: the garbage comes from the test's own socket and must
     # reach the parser (datagrams from a source that is not the publisher are never parsed).
@@ -122,8 +123,8 @@ def test_garbage_datagrams_are_counted_and_dropped(exchange_factory, feed_factor
 
 
 def test_an_unrecoverable_gap_and_silence_make_every_book_stale(exchange_factory, feed_factory, unique_name):
-    feed_port = free_udp_port()
-    dead_port = free_udp_port()           # nobody answers re-requests there
+    feed_port = free_port()
+    dead_port = free_port()           # nobody answers re-requests there
     ex = exchange_factory(background={"enabled": True, "rate": 1000, "seed": 4}, extra_feed_ports=[feed_port])
     feed = feed_factory(feed_layout(unique_name, feed_port, dead_port, source_port=ex.source[1], rerequest_timeout_ms=20,
                                     rerequest_retries=2, stale_after_ms=400))
@@ -144,7 +145,7 @@ def test_an_exchange_killed_and_restarted_on_the_same_ports_is_detected_and_the_
         exchange_factory, feed_factory, unique_name, tmp_path, new_session):
     """The same configuration (the same session name, sequences and order references from 1 again) or
     a new session name: the feed says so, clears and rebuilds every book from the new exchange."""
-    feed_port = free_udp_port()
+    feed_port = free_port()
     old = exchange_factory(extra_feed_ports=[feed_port], background={"seed": 31})
     dump_path = tmp_path / "books.json"
     feed = feed_factory(feed_layout(unique_name, feed_port, old.rerequest[1], source_port=old.source[1], stale_after_ms=500,
@@ -195,7 +196,7 @@ def test_forged_packets_from_another_socket_change_no_book(exchange_factory, fee
     live session name and sequence numbers around the feed's next expected one, each one Add Order for
     AAPL at $999.99, for 0.2 s. Only the publisher's datagrams are parsed: no book changes, nothing is
     lost, every forged datagram is counted foreign."""
-    feed_port = free_udp_port()
+    feed_port = free_port()
     ex = exchange_factory(background={"enabled": True, "rate": 2000, "seed": 9}, extra_feed_ports=[feed_port])
     feed = feed_factory(feed_layout(unique_name, feed_port, ex.rerequest[1], source_port=ex.source[1],
                                     session="TEST000001"))

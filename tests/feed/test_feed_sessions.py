@@ -12,8 +12,9 @@ import logging
 import pytest
 
 from appliance.messages.catalog import BOOK_FLAG_STALE
+from appliance.sim.ports import free_port
 from appliance.wire import moldudp64
-from feed_rig import SUBSCRIBED, InProcessFeed, InProcessVenue, feed_layout, free_udp_port
+from feed_rig import SUBSCRIBED, InProcessFeed, InProcessVenue, feed_layout
 
 STALE_AFTER_MS = 200
 
@@ -24,7 +25,7 @@ def rig(write_layout, unique_name, caplog):
     made = []
 
     def start(session: str | None = None, **params):
-        feed_port = free_udp_port()
+        feed_port = free_port()
         venue = InProcessVenue(feed_port)
         made.append(venue)
         if session is not None:

@@ -19,11 +19,12 @@ import pytest
 
 from appliance.exchange.events import AddOrder, OrderDelete
 from appliance.exchange.itch_encoder import ItchEncoder
+from appliance.sim.ports import free_port
 from appliance.wire import moldudp64
 from conftest import output_of, wait_until
 from exchange_process import RunningExchange
 from feed_rig import (  # noqa: F401 (fixtures)
-    SUBSCRIBED, FeedUnderTest, exchange_factory, feed_factory, feed_layout, free_udp_port,
+    SUBSCRIBED, FeedUnderTest, exchange_factory, feed_factory, feed_layout,
 )
 
 
@@ -68,7 +69,7 @@ def wait_live(feed, ex, timeout: float = 30, message: str = "the books rebuilt, 
 
 def test_a_late_join_takes_a_snapshot_instead_of_re_requesting_the_day(exchange_factory, feed_factory,
                                                                        unique_name, tmp_path):
-    feed_port = free_udp_port()
+    feed_port = free_port()
     ex = exchange_factory(background={"enabled": True, "rate": 3000, "seed": 41, "max_resting_per_symbol": 200},
                           extra_feed_ports=[feed_port])
     wait_until(lambda: ex.ctl("book", symbol="AAPL")["messages"] > 3000, 30, message="a day under way")
@@ -92,7 +93,7 @@ def test_a_late_join_takes_a_snapshot_instead_of_re_requesting_the_day(exchange_
 @pytest.mark.parametrize("new_session", ["TEST000001", "TEST000002"])
 def test_a_restarted_exchange_is_rebuilt_from_its_snapshot(exchange_factory, feed_factory, unique_name, tmp_path,
                                                            new_session):
-    feed_port = free_udp_port()
+    feed_port = free_port()
     old = exchange_factory(extra_feed_ports=[feed_port], background={"seed": 31})
     feed = snapshot_feed(feed_factory, unique_name, feed_port, old, tmp_path, stale_after_ms=500)
     old.ctl("burst", count=300)
@@ -121,8 +122,8 @@ def test_a_restarted_exchange_is_rebuilt_from_its_snapshot(exchange_factory, fee
 # ------------------------------------------------------------------ lost gap
 
 def test_gaps_nobody_can_fill_are_healed_by_a_snapshot(exchange_factory, feed_factory, unique_name, tmp_path):
-    feed_port = free_udp_port()
-    dead_port = free_udp_port()                  # nobody answers re-requests there
+    feed_port = free_port()
+    dead_port = free_port()                  # nobody answers re-requests there
     ex = exchange_factory(background={"enabled": True, "rate": 2000, "seed": 43, "max_resting_per_symbol": 200},
                           faults={"drop": 0.05, "seed": 3}, extra_feed_ports=[feed_port])
     feed = snapshot_feed(feed_factory, unique_name, feed_port, ex, tmp_path, rerequest_port=dead_port,
@@ -157,7 +158,7 @@ def forge_next_message(ex: RunningExchange, feed: FeedUnderTest, feed_port: int,
 
 
 def start_quiet_and_live(exchange_factory, feed_factory, unique_name, tmp_path, **params):
-    feed_port = free_udp_port()
+    feed_port = free_port()
     ex = exchange_factory(extra_feed_ports=[feed_port], background={"seed": 44, "max_resting_per_symbol": 200})
     feed = snapshot_feed(feed_factory, unique_name, feed_port, ex, tmp_path, any_source_port=True, **params)
     ex.ctl("burst", count=400)

@@ -20,7 +20,6 @@ def test_labels_fit_the_counter_table_and_name_every_hop():
     assert all(len(label.encode()) <= 44 for label in labels)
     assert len(labels) == len(latency.HOPS) * (len(latency.BOUNDS_NS) + 3)
     assert "lat.tick_to_trade.le_10000000" in labels and "lat.oms.le_inf" in labels
-    assert latency.CUMULATIVE is False
 
 
 def test_samples_fall_in_one_bucket_each_and_percentiles_interpolate():
@@ -45,3 +44,21 @@ def test_samples_fall_in_one_bucket_each_and_percentiles_interpolate():
     assert summary["tick_to_trade"]["count"] == 100
     recorder.oms.record(10**12)     # beyond the last bound: the overflow bucket
     assert counters["lat.oms.le_inf"].value == 1
+
+
+def test_the_one_reader_gives_prometheus_buckets_and_only_the_hops_that_have_counters():
+    """The exporter's buckets, shmtop's and ``appliance status``'s percentiles all come from here."""
+    values = {label: 0 for label in latency.bucket_labels("oms")}
+    values[latency.bucket_labels("oms")[0]] = 2                          # <= 1 us
+    values[latency.bucket_labels("oms")[latency.BOUNDS_NS.index(10_000)]] = 3
+    values["lat.oms.le_inf"] = 1                                         # above every bound
+    values[latency.sum_label("oms")] = 10**9
+    values[latency.count_label("oms")] = 5                               # read before the last increment
+    hists = latency.histograms(values)
+    assert list(hists) == ["oms"] and list(latency.summary(values)) == ["oms"]
+    cumulative = dict(hists["oms"].cumulative())
+    assert list(cumulative) == list(latency.BOUNDS_NS)
+    assert cumulative[1_000] == 2 and cumulative[7_000] == 2 and cumulative[10_000] == 5
+    assert cumulative[latency.BOUNDS_NS[-1]] == 5
+    assert hists["oms"].total == 6                                       # +Inf: never below the buckets
+    assert latency.histograms({}) == {}

@@ -337,12 +337,6 @@ def accepted(order: dict, ref: int = 1) -> dict:
             "minimum_quantity": 0, "cross_type": "N", "order_state": "L", "bbo_weight_indicator": " "}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def journal_path(tmp_path: Path) -> str:
     return str(tmp_path / "oms" / "journal.bin")
 
@@ -422,7 +416,7 @@ def ready(agent, rig: Rig) -> None:
 
 
 
-__all__ = ["SYMBOLS", "Rig", "RiskHeartbeat", "ScriptedVenue", "Setup", "accept_all", "accepted", "free_port",
+__all__ = ["SYMBOLS", "Rig", "RiskHeartbeat", "ScriptedVenue", "Setup", "accept_all", "accepted",
            "in_process_agent", "journal_path", "oms_layout", "pump", "ready", "setup"]
 
 

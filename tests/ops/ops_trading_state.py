@@ -12,22 +12,15 @@ from dataclasses import dataclass
 
 from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_STALE
 from appliance.messages.codes import ClockState, GateReason, RiskState
+from appliance.oms.latency import BOUNDS_NS, HOPS, bucket_labels, count_label, sum_label
 from appliance.runtime.control import pack_gate
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
 from conftest import wait_until
 from probe_pair import pair_document
 
-try:
-    from appliance.oms import latency as oms_latency
-except ImportError:
-    oms_latency = None
-
 SYMBOLS = ["AAPL", "MSFT"]
 IDLE = {"strategy": "sleep", "sleep_ns": 1_000_000}
-# The OMS's bounds when its module is there (its reader assumes them), else a few of our own.
-BOUNDS_NS = list(getattr(oms_latency, "BOUNDS_NS", (1_000, 10_000, 100_000, 1_000_000, 10_000_000)))
-HOPS = ("feed", "strategy", "risk", "oms", "tick_to_trade")
 # Per hop: observations chosen so that most fall in the middle bucket (an unambiguous histogram).
 SAMPLES_NS = {hop: [500] * 2 + [5_000 * (i + 1)] * 6 + [50_000] * 2 for i, hop in enumerate(HOPS)}
 
@@ -42,12 +35,6 @@ def trading_document(name: str) -> dict:
     doc["processes"] += [{"name": name, "agent": "simple_agents:IdleAgent", "idle": IDLE}
                          for name in ("supervisor", "risk", "oms")]
     return doc
-
-
-def cumulative_buckets() -> bool:
-    """How the OMS's latency module stores buckets (it documents it); ours when it is absent."""
-    declared = getattr(oms_latency, "CUMULATIVE", None)
-    return declared if isinstance(declared, bool) else False
 
 
 @dataclass
@@ -102,17 +89,14 @@ class TradingState:
 
     def latency(self, samples_ns: dict[str, list[int]] = SAMPLES_NS) -> None:
         """The OMS's histogram counters for these observations, stored the way the OMS stores them."""
-        cumulative = cumulative_buckets()
         for hop, samples in samples_ns.items():
             per_bucket = [0] * (len(BOUNDS_NS) + 1)             # the last one: above every bound
             for sample in samples:
                 per_bucket[bisect.bisect_left(BOUNDS_NS, sample)] += 1
-            running = 0
-            for bound, in_bucket in zip([*BOUNDS_NS, "inf"], per_bucket):
-                running += in_bucket
-                self.oms_counters.allocate(f"lat.{hop}.le_{bound}").set(running if cumulative else in_bucket)
-            self.oms_counters.allocate(f"lat.{hop}.sum_ns").set(sum(samples))
-            self.oms_counters.allocate(f"lat.{hop}.count").set(len(samples))
+            for label, in_bucket in zip(bucket_labels(hop), per_bucket):
+                self.oms_counters.allocate(label).set(in_bucket)
+            self.oms_counters.allocate(sum_label(hop)).set(sum(samples))
+            self.oms_counters.allocate(count_label(hop)).set(len(samples))
 
     def everything(self) -> None:
         """A complete, plausible picture: the gate closed by the kill switch, two symbols traded."""

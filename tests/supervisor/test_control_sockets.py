@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from appliance.runtime.unix_socket import ControlSocketError, bind_private, connect_checked, peer_of
+from appliance.runtime.unix_socket import ControlSocketError, bind_private, connect_checked, peer_of, request_json
 from appliance.supervisor import control_server
-from appliance.supervisor.control_server import ControlServer, send_command
+from appliance.supervisor.control_server import ControlServer
 from conftest import wait_until
 
 
@@ -134,7 +134,7 @@ def test_a_directory_others_may_enter_or_a_predictable_tmp_name_is_refused(tmp_p
 
 def test_every_request_reaches_the_handler_with_the_callers_uid_and_pid(polled):
     server = polled()
-    answer = send_command(server.server.path, {"command": "kill", "operator": "alice"})
+    answer = request_json(server.server.path, {"command": "kill", "operator": "alice"}, 10)
     assert answer == {"ok": True, "command": "kill", "uid": os.geteuid(), "pid": os.getpid()}
 
 
@@ -162,14 +162,14 @@ def test_an_oversized_line_gets_an_error_and_a_close_and_others_are_served(polle
     except (ConnectionError, OSError):
         pass
     assert _closed(client)
-    assert send_command(server.server.path, {"command": "status"})["ok"] is True
+    assert request_json(server.server.path, {"command": "status"}, 10)["ok"] is True
 
 
 def test_a_silent_client_holds_nobody_up_and_is_dropped_after_the_idle_timeout(polled):
     server = polled(idle_timeout_s=0.5)
     silent = _connect(server.server.path)
     started = time.monotonic()
-    assert send_command(server.server.path, {"command": "status"}, timeout=5)["ok"] is True
+    assert request_json(server.server.path, {"command": "status"}, 5)["ok"] is True
     assert time.monotonic() - started < 5
     silent.settimeout(10)
     assert silent.recv(1) == b""          # closed by the server after 0.5 s of silence
@@ -191,7 +191,7 @@ def test_a_client_that_never_reads_cannot_stall_the_duty_cycle(polled):
             time.sleep(0.01)
         except OSError:
             break                          # dropped for not reading: what should happen
-    assert send_command(server.server.path, {"command": "status"}, timeout=5)["ok"] is True
+    assert request_json(server.server.path, {"command": "status"}, 5)["ok"] is True
     assert server.longest_poll_s < 0.5, server.longest_poll_s    # the old blocking answer: 1 s a poll
     flood.close()
 
@@ -211,7 +211,7 @@ def test_many_clients_the_one_over_the_limit_is_told_and_the_rest_served(polled)
         for client in clients:
             client.close()
     wait_until(lambda: not server.server.clients, 10, message="closed clients dropped")
-    assert send_command(server.server.path, {"command": "status"})["ok"] is True
+    assert request_json(server.server.path, {"command": "status"}, 10)["ok"] is True
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a server as another user")
@@ -231,7 +231,7 @@ def test_a_client_refuses_a_server_run_by_another_user(tmp_path):
         path = proc.stdout.readline().strip()
         assert path, "the other user's server did not start"
         with pytest.raises(ControlSocketError, match="runs as uid 4242"):
-            send_command(path, {"command": "kill"}, timeout=5)
+            request_json(path, {"command": "kill"}, 5)
     finally:
         proc.stdin.close()
         proc.wait(10)
@@ -249,6 +249,32 @@ def test_a_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path):
     with connect_checked(path, 5) as client:
         assert peer_of(client).pid == os.getpid()
     second.close()
+
+
+def test_the_one_json_client_names_a_server_that_closes_without_answering_or_answers_garbage(tmp_path):
+    """``request_json`` is the client of both control sockets (the supervisor's and the exchange's)."""
+    path = str(tmp_path / "d" / "s.sock")
+    listener = bind_private(path)
+    listener.setblocking(True)
+    listener.settimeout(10)
+    replies = [b"", b"not json\n"]
+
+    def serve():
+        for reply in replies:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(reply)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ConnectionError, match="the supervisor at .* closed the connection without answering"):
+            request_json(path, {"command": "status"}, 5, "the supervisor")
+        with pytest.raises(ValueError):
+            request_json(path, {"command": "status"}, 5, "the exchange")
+    finally:
+        thread.join(10)
+        listener.close()
 
 
 # ------------------------------------------------------------------ the exchange's server, as a process
@@ -318,8 +344,7 @@ def _over_limit(path: str) -> bool:
 
 
 def _answers(path: str) -> bool:
-    from appliance.exchange.control import send_command as ctl
     try:
-        return ctl(path, {"command": "status"}, timeout=5)["ok"] is True
+        return request_json(path, {"command": "status"}, 5)["ok"] is True
     except OSError:
         return False

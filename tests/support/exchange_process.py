@@ -1,31 +1,25 @@
 """Test harness for the simulated exchange as a process: start it, talk to it, stop it, clean up.
 
 ``RunningExchange`` writes a config, binds the feed socket the exchange will send to, starts
-``python -m appliance exchange`` and waits (polling, with a deadline) for its ``exchange
-ready`` line. ``MoldConsumer`` is a small independent MoldUDP64 receiver that recovers gaps
+the exchange through the one launcher (``appliance.sim.exchange_process``) and waits for its
+``exchange ready`` line. ``MoldConsumer`` is a small independent MoldUDP64 receiver that recovers gaps
 through the re-request server; ``OrderClient`` is a blocking SoupBinTCP/OUCH client.
 """
 from __future__ import annotations
 
 import json
-import os
 import select
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import yaml
 
+from appliance.sim.exchange_process import ExchangeProcess
+from appliance.sim.ports import udp_receiver
 from appliance.wire import moldudp64, ouch, soupbintcp
-
-ROOT = Path(__file__).resolve().parents[2]
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)   # Linux; not exported by Python 3.11
 
 
 def base_config(**sections) -> dict:
@@ -55,12 +49,7 @@ class RunningExchange:
                  extra_subscribers=()) -> None:
         """``extra_subscribers``: more 127.0.0.1 ports the feed is sent to (a feed handler under test)."""
         self.dir = Path(tempfile.mkdtemp(prefix="exch", dir="/tmp"))    # short: UNIX socket paths are limited
-        self.feed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self.feed.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-        except OSError:
-            self.feed.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.feed.bind(("127.0.0.1", 0))
+        self.feed = udp_receiver(rcvbuf, blocking=True)
         self.feed_address = self.feed.getsockname()
         document = json.loads(json.dumps(document))
         document.setdefault("market_data", {})["subscribers"] = [f"127.0.0.1:{self.feed_address[1]}"] + \
@@ -72,61 +61,32 @@ class RunningExchange:
         self.records = self.dir / "records"
         self.config_path = self.dir / "exchange.yaml"
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "exchange", "--config", str(self.config_path),
-                                      "--linger", "0.2", *extra_args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.ports = self._wait_ready()
+        self.process = ExchangeProcess(["--config", str(self.config_path), "--linger", "0.2", *extra_args])
+        self.proc = self.process.proc
+        self.lines = self.process.lines
+        try:
+            self.ports = self.process.wait_ready(20.0)
+        except RuntimeError as exc:
+            self.close()
+            raise AssertionError(str(exc)) from None
         self.order_entry = self.ports["order_entry"]
         self.rerequest = self.ports["rerequest"]
         self.source = self.ports["source"]          # where the market data comes from
         self.snapshot = self.ports["snapshot"]
 
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def _wait_ready(self, timeout: float = 20.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if line.startswith("exchange ready "):
-                    ports = {}
-                    for word in line.split()[2:]:
-                        key, _, value = word.partition("=")
-                        host, _, port = value.rpartition(":")
-                        ports[key] = (host, int(port)) if port.isdigit() else value
-                    return ports
-            if self.proc.poll() is not None:
-                self._reader.join(2)
-                self.close()
-                raise AssertionError(f"the exchange exited {self.proc.returncode}:\n" + "\n".join(self.lines))
-            time.sleep(0.02)
-        self.close()
-        raise AssertionError("the exchange did not report ready:\n" + "\n".join(self.lines))
-
     def ctl(self, command: str, **arguments) -> dict:
-        from appliance.exchange.control import send_command
-        return send_command(self.control_path, {"command": command, **arguments}, timeout=30)
+        from appliance.runtime.unix_socket import request_json
+        return request_json(self.control_path, {"command": command, **arguments}, 30, "the exchange")
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        return code
+        return self.process.stop(timeout)
 
     def output(self) -> str:
-        return "\n".join(self.lines)
+        return self.process.output()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        self.process.close()
         self.feed.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -30,12 +30,6 @@ PRICES = {"AAPL": 1_900_000, "MSFT": 4_200_000, "SPY": 5_600_000}
 SUBSCRIBED = ["AAPL", "SPY"]             # the exchange also trades MSFT: filtered by locate
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def feed_layout(name: str, feed_port: int, rerequest_port: int, *, source_port: int | None, control: bool = False,
                 **params) -> dict:
     """A feed and a strategy reader; ``source_port`` is the publisher's (None: any port of 127.0.0.1)."""

@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,11 @@ from pathlib import Path
 
 import yaml
 
+from .exchange_process import ExchangeProcess, appliance_env
+from .ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 GENTLE_IDLE = {"strategy": "backoff", "spins": 20, "yields": 5, "min_park_ns": 20_000, "max_park_ns": 500_000}
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout_s: float, what: str, interval_s: float = 0.02):
@@ -58,9 +54,8 @@ class Sandbox:
         self.gentle_idle = gentle_idle
         self.params = params or {}
         self.exchange_sections = exchange or {}
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p), **(env or {}))
-        self.exchange_proc: subprocess.Popen | None = None
+        self.env = dict(appliance_env(), **(env or {}))
+        self.exchange: ExchangeProcess | None = None
         self.up_proc: subprocess.Popen | None = None
         self.layout = None
         self.layout_path = self.dir / "layout.yaml"
@@ -81,7 +76,7 @@ class Sandbox:
     # ------------------------------------------------------------------ start
 
     def start(self, *, wait_gate: bool = True, timeout_s: float = 90) -> "Sandbox":
-        self.feed_port = free_udp_port()
+        self.feed_port = free_port()
         self._start_exchange()
         self._write_layout()
         self.start_appliance()
@@ -121,36 +116,19 @@ class Sandbox:
         config_path = self.dir / f"exchange-{run}.yaml"
         config_path.write_text(config.to_yaml())
         self.exchange_runs.append(records)
-        self._exchange_log_offset = self.exchange_log.stat().st_size if self.exchange_log.exists() else 0
-        with open(self.exchange_log, "ab") as out:
-            self.exchange_proc = subprocess.Popen(
-                [sys.executable, "-m", "appliance", "exchange", "--config", str(config_path), "--linger", "0.5"],
-                stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
-        line = _wait(self._ready_line, 30, "the exchange's ready line")
-        ports = {}
-        for word in line.split()[2:]:
-            key, _, value = word.partition("=")
-            host, _, port = value.rpartition(":")
-            if port.isdigit():
-                ports[key] = (host, int(port))
+        self.exchange = ExchangeProcess(["--config", str(config_path), "--linger", "0.5"],
+                                        log_path=self.exchange_log, cwd=ROOT, env=self.env)
+        ports = self.exchange.wait_ready(30)
         self.order_entry_port = ports["order_entry"][1]
         self.rerequest_port = ports["rerequest"][1]
         self.source_port = ports["source"][1]
         self.snapshot_port = ports["snapshot"][1]
 
-    def _ready_line(self):
-        if self.exchange_proc.poll() is not None:
-            raise RuntimeError(f"the exchange exited {self.exchange_proc.returncode}:\n{self.exchange_output()}")
-        for line in self.exchange_output()[self._exchange_log_offset:].splitlines():
-            if line.startswith("exchange ready "):
-                return line
-        return None
-
     def restart_exchange(self, session: str | None = None, timeout_s: float = 30) -> None:
         """The venue process dies (no End of Session; its records flushed) and a new one starts on
         the same ports with an empty book and, with ``session``, a new session name."""
         self.ctl("crash")
-        self.exchange_proc.wait(timeout_s)
+        self.exchange.proc.wait(timeout_s)
         self._start_exchange(session)
 
     def exchange_output(self) -> str:
@@ -234,7 +212,7 @@ class Sandbox:
         return self.memory().control().snapshot()
 
     def status(self) -> dict:
-        from .status import build_status
+        from appliance.supervisor.status import build_status
         return build_status(self.layout, self.memory())
 
     def pid_of(self, process: str) -> int:
@@ -255,8 +233,8 @@ class Sandbox:
                                ) from None
 
     def ctl(self, command: str, **arguments) -> dict:
-        from appliance.exchange.control import send_command
-        return send_command(self.exchange_control, {"command": command, **arguments}, timeout=30)
+        from appliance.runtime.unix_socket import request_json
+        return request_json(self.exchange_control, {"command": command, **arguments}, 30, "the exchange")
 
     def appliance(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "appliance", *args, "--layout", str(self.layout_path)],
@@ -276,9 +254,9 @@ class Sandbox:
     def end_exchange_day(self, timeout_s: float = 30) -> dict:
         """End the exchange's trading day; its end-of-day report (orders, fills, positions per firm)."""
         import json
-        if self.exchange_proc is not None and self.exchange_proc.poll() is None:
-            self.exchange_proc.send_signal(signal.SIGTERM)
-            self.exchange_proc.wait(timeout_s)
+        if self.exchange is not None and self.exchange.proc.poll() is None:
+            self.exchange.terminate()
+            self.exchange.proc.wait(timeout_s)
         return json.loads((self.exchange_runs[-1] / "report.json").read_text())
 
     def _detach(self) -> None:
@@ -295,9 +273,8 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 self.up_proc.kill()
                 self.up_proc.wait(10)
-        if self.exchange_proc is not None and self.exchange_proc.poll() is None:
-            self.exchange_proc.kill()
-            self.exchange_proc.wait(10)
+        if self.exchange is not None:
+            self.exchange.close()
         if self.layout is not None:              # whatever happened, no segment and no process left
             from appliance.runtime.segment import segment_path
             for spec in self.layout.segments.values():

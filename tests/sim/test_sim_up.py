@@ -11,7 +11,7 @@ import pytest
 
 from appliance.oms.credentials import load_venue_credentials
 from appliance.runtime.layout import LayoutError, load_layout
-from appliance.supervisor.up import sim_credentials
+from appliance.sim.up import sim_credentials
 from conftest import ROOT
 
 
@@ -48,3 +48,46 @@ def test_a_password_left_in_the_layout_stops_up_with_where_it_goes(tmp_path):
     assert out.returncode == 2, out.stderr
     assert "processes.oms.params.password" in out.stderr and "credentials file" in out.stderr
     assert "hunter2" not in out.stderr + out.stdout
+
+
+def _sim_config(tmp_path) -> str:
+    """The exchange on free ports (the embedded default's fixed ports may be taken on a shared box)."""
+    import yaml
+    from exchange_process import base_config
+    doc = base_config(firms=[{"username": "ALGO1", "password": "secret1", "mpid": "ALGO"}])
+    path = tmp_path / "sim.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return str(path)
+
+
+def test_up_sim_starts_a_fresh_day_beside_the_layout_and_ends_it_on_stop(tmp_path):
+    """The venue ``appliance up --sim`` hands the supervisor: yesterday's OMS journal moved into the
+    new day's directory, the exchange answering on ``run/control``, its report written on stop."""
+    from appliance.runtime.unix_socket import request_json
+    from appliance.sim.up import SimulatedVenue, sim_control_socket
+    layout = _layout(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "oms-journal.bin").write_bytes(b"yesterday")
+    venue = SimulatedVenue(_sim_config(tmp_path))
+    try:
+        venue.prepare(layout)
+        venue.start(layout, tmp_path)
+        assert (venue.day / "previous-oms-journal.bin").read_bytes() == b"yesterday"
+        assert not (tmp_path / "run" / "oms-journal.bin").exists()
+        assert request_json(sim_control_socket(tmp_path), {"command": "status"}, 10)["ok"] is True
+        venue.stop()
+        assert venue.exchange.proc.returncode == 0
+        assert (venue.day / "exchange" / "report.json").exists()
+    finally:
+        venue.close()
+
+
+def test_up_sim_fails_the_start_with_the_exchanges_words_when_it_cannot_start(tmp_path):
+    from appliance.sim.up import SimulatedVenue
+    from appliance.supervisor.up import StartFailed
+    venue = SimulatedVenue(str(tmp_path / "missing.yaml"))
+    try:
+        with pytest.raises(StartFailed, match=r"the simulated exchange: the exchange exited 2 before it was ready"):
+            venue.start(_layout(tmp_path), tmp_path)
+    finally:
+        venue.close()

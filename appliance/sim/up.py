@@ -1,0 +1,118 @@
+"""``appliance up``: the supervisor's ``up``, plus ``--sim``: the simulated exchange beside it.
+
+Without ``--sim`` this is ``appliance.supervisor.up`` unchanged. With it, before the children
+start: the OMS's venue login is written for the exchange's firm when none exists
+(``sim_credentials``), a fresh trading day gets its own directory ``run/sim-<time>/`` (the OMS
+journal of the previous day moved there), and the exchange runs as a child process with its
+control socket in the private ``run/control``; it is stopped (SIGTERM: end of day and report)
+after the appliance's own processes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+from appliance.supervisor import up as supervisor_up
+
+log = logging.getLogger("appliance.supervisor")
+
+READY_TIMEOUT_S = 30
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    supervisor_up.add_arguments(parser)
+    parser.add_argument("--sim", action="store_true",
+                        help="also run the simulated exchange on its embedded default (a fresh trading day)")
+    parser.add_argument("--sim-config", help="the simulated exchange's config instead of the embedded default")
+
+
+def run(args: argparse.Namespace) -> int:
+    return supervisor_up.run(args, SimulatedVenue(args.sim_config) if args.sim else None)
+
+
+def sim_control_socket(base: Path) -> str:
+    """The simulated exchange's control socket beside the supervisor's, in the private ``run/control``
+    (what ``appliance exchange ctl`` finds by default when run from the layout's directory)."""
+    from appliance.exchange.cli import default_control_socket
+    return default_control_socket(str(base))
+
+
+def sim_credentials(layout, sim_config: str | None) -> None:
+    """``--sim``: when the OMS's credentials file is missing, create it (0600) with the login of the
+    simulated exchange's firm whose MPID is the OMS's ``firm``; an existing file is the operator's
+    and is left alone (a wrong login there is refused by the venue and says so)."""
+    from appliance.exchange.config import default_config, load_config
+    from appliance.oms.config import OmsConfigError, parse_oms_params
+    from appliance.oms.credentials import credentials_location, write_venue_credentials
+    from appliance.runtime.layout import LayoutError
+    oms = layout.processes.get("oms")
+    if oms is None:
+        return
+    try:
+        params = parse_oms_params(oms.params, layout.path)
+    except OmsConfigError as exc:
+        raise LayoutError(layout.path, exc.key_path, exc.reason) from None
+    path = params.credentials_path
+    if os.path.lexists(credentials_location(path)[0]):
+        return
+    exchange = load_config(sim_config) if sim_config else default_config()
+    firm = next((f for f in exchange.firms if f.mpid == params.firm), None)
+    if firm is None:
+        raise LayoutError(layout.path, "processes.oms.params.firm", f"no firm of the simulated exchange has MPID "
+                          f"{params.firm!r} (its firms: {', '.join(f.mpid for f in exchange.firms)})")
+    write_venue_credentials(path, firm.username, firm.password)
+    log.info("simulated venue login for %s written to %s (mode 0600)", firm.username, path)
+
+
+class SimulatedVenue:
+    """The venue ``supervisor.up`` starts before its children and stops after them (``--sim``)."""
+
+    def __init__(self, sim_config: str | None) -> None:
+        self.sim_config = sim_config
+        self.exchange = None
+        self.day: Path | None = None
+
+    def prepare(self, layout) -> None:
+        """Before anything starts (a bad config is a config error, exit 2)."""
+        sim_credentials(layout, self.sim_config)
+
+    def start(self, layout, base: Path) -> None:
+        from .exchange_process import ExchangeProcess
+        day = base / "run" / f"sim-{time.strftime('%Y%m%d-%H%M%S')}"
+        day.mkdir(parents=True, exist_ok=True)
+        self.day = day
+        _rotate_oms_journal(layout, base, day)
+        args = ["--records", str(day / "exchange"), "--control", sim_control_socket(base)]
+        if self.sim_config:
+            args += ["--config", self.sim_config]
+        log_path = day / "exchange.log"
+        self.exchange = ExchangeProcess(args, log_path=log_path, cwd=base)
+        try:
+            self.exchange.wait_ready(READY_TIMEOUT_S)
+        except RuntimeError as exc:
+            raise supervisor_up.StartFailed(f"the simulated exchange: {exc} (see {log_path})") from None
+        log.info("simulated exchange up (records in %s)", day / "exchange")
+
+    def stop(self) -> None:
+        if self.exchange is not None and self.exchange.proc.poll() is None:
+            self.exchange.stop(30)
+            log.info("simulated exchange stopped; end-of-day report in %s", self.day / "exchange")
+
+    def close(self) -> None:
+        if self.exchange is not None:
+            self.exchange.close()
+
+
+def _rotate_oms_journal(layout, base: Path, day: Path) -> None:
+    """A fresh simulated exchange is a fresh trading day: the OMS must not replay yesterday's journal."""
+    oms = layout.processes.get("oms")
+    journal = (oms.params or {}).get("journal") if oms is not None else None
+    if not journal:
+        return
+    path = Path(journal) if os.path.isabs(journal) else base / journal
+    if path.exists():
+        path.rename(day / f"previous-{path.name}")
+        log.info("previous OMS journal moved to %s (new simulated trading day)", day)
