@@ -21,15 +21,14 @@ EVENT_LOOP_AND_METRICS = ("asyncio", "uvloop", "prometheus_client")
 CONFIG_LOADERS = {                                       # modules that read YAML before an agent starts
     "runtime/layout.py", "runtime/yaml_lines.py", "risk/limits.py", "strategy/loader.py",
 }
-JOINS_THE_SIMULATOR = ("bench", "sim")                   # may import the exchange (and it them? never)
+JOINS_THE_SIMULATOR = ("bench", "sim")                   # may import the exchange and sim/ (nobody else may)
 
 # (module, imported package or library): why it is still there and what removes it.
 KNOWN = {
     ("wire/itch_cli.py", "cli"): "the itch CLI lives beside the codec; issue 20 item 8 moves it out of wire/",
     ("exchange/cli.py", "cli"): "shared argparse helpers; issue 20 item 5/6 puts them in a leaf package",
-    ("supervisor/sandbox.py", "exchange"): "the test sandbox joins the two; issue 20 item 7 moves it out",
-    ("supervisor/up.py", "exchange"): "up --sim starts the exchange; issue 20 item 7 moves that out",
-    ("exchange/control.py", "runtime"): "the private UNIX socket helper; issue 20 item 6 puts it in a leaf package",
+    ("exchange/control.py", "runtime"): "the private UNIX socket helper; issue 20 item 5/6 puts it in a leaf package",
+    ("exchange/cli.py", "runtime"): "the one UNIX-socket JSON client; issue 20 item 5/6 puts it in a leaf package",
 }
 
 
@@ -77,8 +76,8 @@ def violations() -> set[tuple[str, str]]:
             found |= {(module, other) for other in used}
         if package == "exchange":                        # the simulator shares only the codecs
             found |= {(module, other) for other in used - {"wire"}}
-        if package not in ("exchange",) + JOINS_THE_SIMULATOR and "exchange" in used:
-            found.add((module, "exchange"))              # the appliance never imports the simulator
+        if package not in ("exchange",) + JOINS_THE_SIMULATOR:
+            found |= {(module, joined) for joined in used & {"exchange", "sim"}}   # nor the joining package
         if package in HOT_PATH:
             found |= {(module, lib) for lib in libraries & set(EVENT_LOOP_AND_METRICS)}
             if "yaml" in libraries and module not in CONFIG_LOADERS:
@@ -104,10 +103,13 @@ def test_the_rules_catch_what_they_forbid(tmp_path, monkeypatch):
     (fake / "feed").mkdir()
     (fake / "risk" / "bad.py").write_text("from appliance.oms import orders\n")
     (fake / "feed" / "loop.py").write_text("import asyncio\nfrom ..exchange import venue\n")
+    (fake / "supervisor").mkdir()
+    (fake / "supervisor" / "up.py").write_text("def run():\n    from appliance.sim import up\n")
     this = sys.modules[__name__]
     monkeypatch.setattr(this, "ROOT", tmp_path)
     monkeypatch.setattr(this, "PACKAGE", fake)
-    assert violations() == {("risk/bad.py", "oms"), ("feed/loop.py", "asyncio"), ("feed/loop.py", "exchange")}
+    assert violations() == {("risk/bad.py", "oms"), ("feed/loop.py", "asyncio"), ("feed/loop.py", "exchange"),
+                            ("supervisor/up.py", "sim")}
 
 
 @pytest.mark.parametrize("package", sorted(p.name for p in PACKAGE.iterdir()
