@@ -615,7 +615,7 @@ def measure_feed(rate: float, seconds: float, order_rate: float, timeout: float)
     import tempfile
 
     from appliance.wire import ouch
-    from appliance.wire.soupbintcp import ClientSession, LoginAccepted, LoginRejected, SequencedMessage
+    from appliance.wire.soupbintcp_session import ClientSession, LoginAccepted, LoginRejected, SequencedMessage
 
     tmp = tempfile.mkdtemp(prefix="bexch", dir="/tmp")        # short: UNIX socket paths are limited
     control = os.path.join(tmp, "ctl.sock")

@@ -66,7 +66,7 @@ from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
 from appliance.runtime.trading_day import trading_day_of
 from appliance.wire import ouch
-from appliance.wire.soupbintcp import DebugText, EndOfSession, LoginAccepted, LoginRejected, SequencedMessage
+from appliance.wire.soupbintcp_session import DebugText, EndOfSession, LoginAccepted, LoginRejected, SequencedMessage
 
 log = logging.getLogger("appliance.oms")
 

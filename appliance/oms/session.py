@@ -1,7 +1,7 @@
 """The OMS's SoupBinTCP client: a non-blocking TCP socket polled by the agent's duty cycle.
 
 The protocol itself (login, implicit sequence numbers, heartbeats, timeouts, logout) is
-``appliance.wire.soupbintcp.ClientSession``, which does no I/O and reads no clock; this class
+``appliance.wire.soupbintcp_session.ClientSession``, which does no I/O and reads no clock; this class
 owns the socket around it:
 
 - ``maintain(now)`` (the slow path): start a non-blocking connect when the backoff allows,
@@ -35,7 +35,7 @@ import socket
 import time
 
 from appliance.wire import soupbintcp
-from appliance.wire.soupbintcp import (
+from appliance.wire.soupbintcp_session import (
     ClientSession, EndOfSession, LoginAccepted, LoginRejected, PeerTimedOut, ProtocolError, SequencedMessage,
     ServerHeartbeat,
 )
