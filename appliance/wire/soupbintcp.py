@@ -10,15 +10,16 @@ are in ``appliance.wire.soupbintcp_session``.
 """
 from __future__ import annotations
 
-import struct
+from functools import partial
 from typing import Any
 
 from appliance.wire.errors import WireFormatError
 from appliance.wire.schema import MessageLayout, Protocol, alpha, char, numeric, pad_alpha, u16
 
 _HEADER = (u16("packet_length"), char("packet_type"))
-_PREFIX = struct.Struct(">Hc")
-PREFIX_SIZE = _PREFIX.size  # length + type
+PREFIX = MessageLayout(None, "SoupBinTCP packet prefix", _HEADER, type_field=None)
+_PREFIX = PREFIX.struct
+PREFIX_SIZE = PREFIX.size  # length + type
 
 
 def _packet(code: str, name: str, *fields) -> MessageLayout:
@@ -96,6 +97,31 @@ def write_data_into(buffer, offset: int, packet_type: bytes, message: bytes) -> 
     _PREFIX.pack_into(buffer, offset, len(message) + 1, packet_type)
     buffer[offset + PREFIX_SIZE:offset + PREFIX_SIZE + len(message)] = message
     return 3 + len(message)
+
+
+class DataFrame:
+    """A Sequenced or Unsequenced Data packet around one fixed-size message, as one layout.
+
+    The prefix fields and the message's fields make one ``MessageLayout``, so a hot path
+    packs the whole frame in a single ``struct`` call and the length and both type bytes
+    come from the tables, not from the caller: ``pack(*values)`` takes the message's raw
+    field values after its type byte and returns the packet's bytes.
+    """
+
+    def __init__(self, packet: MessageLayout, message: MessageLayout) -> None:
+        if packet.type_byte[0] not in VARIABLE_TYPES or packet is DEBUG:
+            raise ValueError(f"{packet.name} carries no message")
+        if message.type_field is None or any(f.kind in ("u48", "numeric") for f in message.fields):
+            raise ValueError(f"{message.name}: a frame packs typed messages of plain struct fields")
+        self.packet = packet
+        self.message = message
+        self.layout = MessageLayout(packet.type_code, f"{packet.name} ({message.name})",
+                                    packet.fields + message.fields, type_field="packet_type")
+        self.packet_length = self.layout.size - 2
+        self.pack = partial(self.layout.struct.pack, self.packet_length, packet.type_byte, message.type_byte)
+
+    def __repr__(self) -> str:
+        return f"DataFrame({self.packet.type_code!r}, {self.message.name!r}, size={self.layout.size})"
 
 
 # ------------------------------------------------------------------ decoding
