@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from appliance.wire.errors import WireFormatError
-from appliance.wire.schema import MessageLayout, Protocol, alpha, char, numeric, pad_alpha, u16
+from appliance.wire.schema import MessageLayout, Protocol, alpha, char, numeric, pad_alpha, prefixed, u16
 
 _HEADER = (u16("packet_length"), char("packet_type"))
 PREFIX = MessageLayout(None, "SoupBinTCP packet prefix", _HEADER, type_field=None)
@@ -115,8 +115,7 @@ class DataFrame:
             raise ValueError(f"{message.name}: a frame packs typed messages of plain struct fields")
         self.packet = packet
         self.message = message
-        self.layout = MessageLayout(packet.type_code, f"{packet.name} ({message.name})",
-                                    packet.fields + message.fields, type_field="packet_type")
+        self.layout = prefixed(packet, message)
         self.packet_length = self.layout.size - 2
         self.pack = partial(self.layout.struct.pack, self.packet_length, packet.type_byte, message.type_byte)
 
