@@ -31,8 +31,12 @@ def _inbound(code: str, name: str, size: int, *fields) -> MessageLayout:
     return MessageLayout(code, name, (char("type"),) + fields, expected_size=size)
 
 
+# What every outbound message starts with: a reader that needs only the venue's timestamp unpacks this.
+OUTBOUND_HEADER = MessageLayout(None, "OUCH 4.2 outbound header", (char("type"), u64("timestamp")), type_field=None)
+
+
 def _outbound(code: str, name: str, size: int, *fields) -> MessageLayout:
-    return MessageLayout(code, name, (char("type"), u64("timestamp")) + fields, expected_size=size)
+    return MessageLayout(code, name, OUTBOUND_HEADER.fields + fields, expected_size=size)
 
 
 ENTER_ORDER = _inbound(

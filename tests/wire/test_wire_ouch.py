@@ -113,3 +113,12 @@ def test_a_frame_needs_a_data_packet_and_a_plain_typed_message():
         soupbintcp.DataFrame(soupbintcp.DEBUG, ouch.CANCEL_ORDER)
     with pytest.raises(ValueError, match="plain struct fields"):
         soupbintcp.DataFrame(soupbintcp.SEQUENCED_DATA, soupbintcp.LOGIN_ACCEPTED)   # numeric fields
+
+
+def test_every_outbound_message_starts_with_the_outbound_header():
+    """A reader that needs only the venue's timestamp (the OMS telling replay from live) unpacks the header."""
+    header = ouch.OUTBOUND_HEADER
+    assert [(f.name, header.offset_of[f.name]) for f in header.fields] == [("type", 0), ("timestamp", 1)]
+    for layout in ouch.OUTBOUND.layouts:
+        assert layout.fields[:len(header.fields)] == header.fields
+    assert header.struct.unpack_from(EXECUTED_BYTES) == (b"E", 1000)
