@@ -134,28 +134,18 @@ def test_heartbeat_is_sent_only_after_a_second_of_silence():
     assert client.take_outbound() == b"\x00\x01R"
 
 
-def test_server_detects_silent_client():
+@pytest.mark.parametrize("side,end_state", [("server", "closed"), ("client", "dead")])
+def test_a_side_whose_peer_is_silent_times_it_out(side, end_state):
     store = soup.SequencedStore("SESS1")
     client, server, wire = _pair(store)
     wire.take()
+    session = server if side == "server" else client
     events = []
     for second in range(1, 20):
-        events += server.tick(second * S)      # the client never ticks: it is silent
-        server.take_outbound()
+        events += session.tick(second * S)      # the other side never ticks: it is silent
+        session.take_outbound()
     assert events == [soup.PeerTimedOut(15 * S)]
-    assert server.state == "closed"
-
-
-def test_client_detects_silent_server():
-    store = soup.SequencedStore("SESS1")
-    client, server, wire = _pair(store)
-    wire.take()
-    events = []
-    for second in range(1, 20):
-        events += client.tick(second * S)
-        client.take_outbound()
-    assert events == [soup.PeerTimedOut(15 * S)]
-    assert client.state == "dead"
+    assert session.state == end_state
 
 
 def test_logout():
