@@ -458,8 +458,11 @@ class FeedCounter:
     """Counts MoldUDP64 packets: messages, heartbeats, end of session, gaps (by sequence number)."""
 
     def __init__(self) -> None:
-        import struct
-        self._header = struct.Struct(">10sQH").unpack_from
+        from appliance.wire import moldudp64
+        self._header = moldudp64.HEADER.struct.unpack_from
+        self._header_size = moldudp64.HEADER_SIZE
+        self._end_of_session = moldudp64.END_OF_SESSION_COUNT
+        self._heartbeat = moldudp64.HEARTBEAT_COUNT
         self.next_sequence = 0        # 0: nothing seen yet
         self.packets = self.messages = self.heartbeats = 0
         self.gaps = self.missing = self.late = 0
@@ -467,14 +470,14 @@ class FeedCounter:
         self.ended = False
 
     def packet(self, buffer, nbytes: int, in_window: bool) -> None:
-        if nbytes < 20:
+        if nbytes < self._header_size:
             return
         _session, sequence, count = self._header(buffer)
         self.packets += 1
-        if count == 0xFFFF:
+        if count == self._end_of_session:
             self.ended = True
             count = 0
-        elif count == 0:
+        elif count == self._heartbeat:
             self.heartbeats += 1
         expected = self.next_sequence
         if expected == 0:
@@ -521,7 +524,7 @@ def measure_feed(rate: float, seconds: float, order_rate: float, timeout: float)
     from appliance.sim.exchange_process import ExchangeProcess
     from appliance.sim.ports import udp_receiver
     from appliance.wire import ouch
-    from appliance.wire.soupbintcp import ClientSession, LoginAccepted, LoginRejected, SequencedMessage
+    from appliance.wire.soupbintcp_session import ClientSession, LoginAccepted, LoginRejected, SequencedMessage
 
     tmp = tempfile.mkdtemp(prefix="bexch", dir="/tmp")        # short: UNIX socket paths are limited
     control = os.path.join(tmp, "ctl.sock")

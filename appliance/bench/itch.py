@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import random
-import struct
 import sys
 import tempfile
 import time
@@ -50,15 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def generate_day_file(path: str, order_messages: int, seed: int = SEED, symbols: int = SYMBOL_COUNT) -> int:
     """Write a reproducible BinaryFILE; returns the number of messages written.
 
-    Uses the schema's own structs (with the u16 block length in front) so the
+    Uses the schema's own layouts (each with the u16 block length in front) so the
     bytes are exactly what the codec defines.
     """
     from appliance.wire import itch
     from appliance.wire.dayfile import DayFileWriter
+    from appliance.wire.schema import prefixed
 
     rng = random.Random(seed)
     L = itch.ITCH.by_code
-    framed = {code: struct.Struct(">H" + L[code].struct.format[1:]) for code in "SRAFEXDUCP"}
+    framed = {code: prefixed(itch.BLOCK, L[code]).struct for code in "SRAFEXDUCP"}
     sizes = {code: L[code].size for code in framed}
     names = [f"S{i:04d}" + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(2)) for i in range(symbols)]
     with open(path, "wb") as file:
@@ -74,7 +74,7 @@ def generate_day_file(path: str, order_messages: int, seed: int = SEED, symbols:
             if writer.used > limit:
                 writer.flush()
             framed[code].pack_into(buffer, writer.used, sizes[code], *values)
-            writer.used += 2 + sizes[code]
+            writer.used += framed[code].size
             written += 1
 
         put("S", b"S", 0, 0, ts >> 32, ts & 0xFFFFFFFF, b"O")

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 
 from appliance.wire import glimpse
-from appliance.wire.soupbintcp import ClientLoggedIn, LoginRefused, ProtocolError, SequencedStore, ServerSession
+from appliance.wire.soupbintcp_session import ClientLoggedIn, LoginRefused, ProtocolError, SequencedStore, ServerSession
 
 from . import itch_encoder as ie
 from .events import AddOrder, TradingAction

@@ -27,6 +27,8 @@ from appliance.wire.errors import WireFormatError
 SendPacket = Callable[[bytes], None]
 SendPacketTo = Callable[[bytes, tuple], None]
 
+_unpack_header = moldudp64.HEADER.struct.unpack_from
+
 
 class MessageStore:
     """The session's ITCH messages; sequence numbers start at 1.
@@ -163,7 +165,8 @@ class MoldPublisher:
     def _send(self, packet: bytes) -> None:
         self._sent_since_tick = True
         self.counters.packets += 1
-        self.counters.messages += int.from_bytes(packet[18:20], "big")
+        _session, _sequence, count = _unpack_header(packet)
+        self.counters.messages += count
         if self.drop_next:
             self.drop_next -= 1
             self.counters.dropped += 1

@@ -5,22 +5,26 @@ In ``directory``:
 - ``itch.bin``: every ITCH message of the session in NASDAQ BinaryFILE framing (u16 length,
   message), the same bytes the feed carried; ``appliance itch decode`` reads it.
 - ``ouch-<firm>.log``: the firm's OUCH messages both ways, one record per message:
-  u16 length of what follows, direction ('I' from the firm, 'O' to it), u64 epoch ns, the
-  message. ``read_ouch_log`` reads it back.
+  ``OUCH_LOG_HEADER`` (u16 length of what follows, direction 'I' from the firm or 'O' to it,
+  u64 epoch ns), then the message. ``read_ouch_log`` reads it back.
 - ``report.json``: the end-of-day report (``report.py``), written at the close.
 """
 from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
 from typing import BinaryIO, Iterator, NamedTuple
 
 from appliance.wire.dayfile import DayFileWriter
 from appliance.wire.errors import WireFormatError
+from appliance.wire.schema import MessageLayout, char, u16, u64
 
-_OUCH_RECORD = struct.Struct(">HcQ")
+OUCH_LOG_HEADER = MessageLayout(None, "OUCH log record header",
+                                (u16("record_length"), char("direction"), u64("timestamp")), type_field=None)
+_OUCH_RECORD = OUCH_LOG_HEADER.struct
+_LENGTH_SIZE = OUCH_LOG_HEADER.offset_of["direction"]         # the length counts what follows it
+_COUNTED_HEADER = OUCH_LOG_HEADER.size - _LENGTH_SIZE
 INBOUND = b"I"
 OUTBOUND = b"O"
 
@@ -50,7 +54,7 @@ class Records:
     def ouch(self, firm: str, direction: bytes, timestamp: int, message: bytes) -> None:
         log = self._ouch.get(firm)
         if log is not None:
-            log.write(_OUCH_RECORD.pack(len(message) + 9, direction, timestamp))
+            log.write(_OUCH_RECORD.pack(len(message) + _COUNTED_HEADER, direction, timestamp))
             log.write(message)
 
     def write_report(self, report: dict) -> None:
@@ -77,13 +81,12 @@ def read_ouch_log(path: str | os.PathLike) -> Iterator[OuchLogRecord]:
     A record whose direction is not I or O is not one this log holds: ``WireFormatError`` at its offset."""
     data = Path(path).read_bytes()
     offset = 0
-    while offset + 2 <= len(data):
-        length = int.from_bytes(data[offset:offset + 2], "big")
-        end = offset + 2 + length
-        if length < 9 or end > len(data):
+    while offset + OUCH_LOG_HEADER.size <= len(data):
+        length, direction, timestamp = _OUCH_RECORD.unpack_from(data, offset)
+        end = offset + _LENGTH_SIZE + length
+        if length < _COUNTED_HEADER or end > len(data):
             return
-        _, direction, timestamp = _OUCH_RECORD.unpack_from(data, offset)
         if direction not in (INBOUND, OUTBOUND):
-            raise WireFormatError(offset + 2, f"OUCH log record direction {direction!r} is not I or O")
-        yield OuchLogRecord(direction.decode("ascii"), timestamp, data[offset + 11:end])
+            raise WireFormatError(offset + _LENGTH_SIZE, f"OUCH log record direction {direction!r} is not I or O")
+        yield OuchLogRecord(direction.decode("ascii"), timestamp, data[offset + OUCH_LOG_HEADER.size:end])
         offset = end

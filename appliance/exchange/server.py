@@ -34,7 +34,7 @@ import sys
 import time
 
 from appliance.wire import soupbintcp
-from appliance.wire.soupbintcp import (
+from appliance.wire.soupbintcp_session import (
     ClientLoggedIn, LoggedOut, LoginRefused, PeerTimedOut, ProtocolError, ServerSession, UnsequencedMessage,
 )
 

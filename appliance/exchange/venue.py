@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from appliance.wire import moldudp64
 from appliance.wire.errors import WireFormatError
-from appliance.wire.soupbintcp import SequencedStore
+from appliance.wire.soupbintcp_session import SequencedStore
 
 from . import itch_encoder as ie
 from .events import CANCEL_SYSTEM, CANCEL_TIMEOUT, MARKET_DATA, Accepted, CancelReject, Replaced

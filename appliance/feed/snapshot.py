@@ -19,7 +19,7 @@ import socket
 
 from appliance.wire import glimpse, itch
 from appliance.wire.errors import WireFormatError
-from appliance.wire.soupbintcp import (
+from appliance.wire.soupbintcp_session import (
     ClientSession, DebugText, EndOfSession, LoginAccepted, LoginRejected, ProtocolError, SequencedMessage,
     ServerHeartbeat,
 )

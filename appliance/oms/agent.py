@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import time
 
 from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT
@@ -66,7 +65,7 @@ from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
 from appliance.runtime.trading_day import trading_day_of
 from appliance.wire import ouch
-from appliance.wire.soupbintcp import DebugText, EndOfSession, LoginAccepted, LoginRejected, SequencedMessage
+from appliance.wire.soupbintcp_session import DebugText, EndOfSession, LoginAccepted, LoginRejected, SequencedMessage
 
 log = logging.getLogger("appliance.oms")
 
@@ -88,13 +87,10 @@ NO_SYMBOL = 0xFFFFFFFF
 
 _APPROVED_TYPE = APPROVED_ORDER.type_id
 _CONTROL_TYPE = CONTROL_EVENT.type_id
-# SoupBinTCP Unsequenced Data prefix (length, 'U') and the OUCH message, packed in one call.
-_ENTER = struct.Struct(">Hc" + ouch.ENTER_ORDER.struct.format[1:])
-_REPLACE = struct.Struct(">Hc" + ouch.REPLACE_ORDER.struct.format[1:])
-_CANCEL = struct.Struct(">Hc" + ouch.CANCEL_ORDER.struct.format[1:])
-_ENTER_LENGTH = ouch.ENTER_ORDER.size + 1
-_REPLACE_LENGTH = ouch.REPLACE_ORDER.size + 1
-_CANCEL_LENGTH = ouch.CANCEL_ORDER.size + 1
+# The whole SoupBinTCP Unsequenced Data packet of an OUCH message, packed in one call (the wire codec's frames).
+_ENTER = ouch.ENTER_ORDER_FRAME.pack
+_REPLACE = ouch.REPLACE_ORDER_FRAME.pack
+_CANCEL = ouch.CANCEL_ORDER_FRAME.pack
 _ORDER_SENT_RECORD = ev.ORDER_SENT_RECORD
 _ORDER_SENT_SIZE = ev.ORDER_SENT.size
 
@@ -510,8 +506,8 @@ class OmsAgent(Agent):
             self._journal_failed(str(exc))
             self._reject_locally(values, OmsReason.JOURNAL_FAILED)
             return
-        taken = self.session.send_packet(_ENTER.pack(_ENTER_LENGTH, b"U", b"O", token, _SIDE_BYTES[side], shares,
-                                                     stock, price, tif, self._firm, b"Y", b"A", b"N", 0, b"N", b"R"),
+        taken = self.session.send_packet(_ENTER(token, _SIDE_BYTES[side], shares, stock, price, tif, self._firm,
+                                                b"Y", b"A", b"N", 0, b"N", b"R"),
                                          now_mono, (Action.NEW, token, 0))
         if self.ring_to_wire_ns is not None:
             self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
@@ -554,8 +550,8 @@ class OmsAgent(Agent):
             self._journal_failed(str(exc))
             self._reject_locally(values, OmsReason.JOURNAL_FAILED)
             return
-        taken = self.session.send_packet(_REPLACE.pack(_REPLACE_LENGTH, b"U", b"U", old.token, token, shares, price,
-                                                       tif, b"Y", b"N", 0), now_mono, (Action.REPLACE, token, 0))
+        taken = self.session.send_packet(_REPLACE(old.token, token, shares, price, tif, b"Y", b"N", 0), now_mono,
+                                         (Action.REPLACE, token, 0))
         if self.ring_to_wire_ns is not None:
             self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
         book.add_replacement(old, token, client, shares, price, tif, now_mono, self.in_flight_timeout_ns)
@@ -595,7 +591,7 @@ class OmsAgent(Agent):
         if not self.book.request_cancel(order, target, now_mono, self.in_flight_timeout_ns):
             return False
         tag = (Action.CANCEL, order.token, target)
-        if not self.session.send_packet(_CANCEL.pack(_CANCEL_LENGTH, b"U", b"X", order.token, target), now_mono, tag):
+        if not self.session.send_packet(_CANCEL(order.token, target), now_mono, tag):
             self._not_sent(tag)
             return False
         self.c_cancels_sent.inc()

@@ -1,7 +1,7 @@
 """The OMS's SoupBinTCP client: a non-blocking TCP socket polled by the agent's duty cycle.
 
 The protocol itself (login, implicit sequence numbers, heartbeats, timeouts, logout) is
-``appliance.wire.soupbintcp.ClientSession``, which does no I/O and reads no clock; this class
+``appliance.wire.soupbintcp_session.ClientSession``, which does no I/O and reads no clock; this class
 owns the socket around it:
 
 - ``maintain(now)`` (the slow path): start a non-blocking connect when the backoff allows,
@@ -34,8 +34,8 @@ import select
 import socket
 import time
 
-from appliance.wire import soupbintcp
-from appliance.wire.soupbintcp import (
+from appliance.wire import ouch, soupbintcp
+from appliance.wire.soupbintcp_session import (
     ClientSession, EndOfSession, LoginAccepted, LoginRejected, PeerTimedOut, ProtocolError, SequencedMessage,
     ServerHeartbeat,
 )
@@ -47,6 +47,8 @@ RECEIVE_BUFFER = 1 << 16
 MAX_READS_PER_CYCLE = 16
 DISCONNECTED, CONNECTING, CONNECTED, ENDED = "disconnected", "connecting", "connected", "ended"
 NS_PER_DAY = 86_400 * 1_000_000_000
+_unpack_outbound_header = ouch.OUTBOUND_HEADER.struct.unpack_from
+_OUTBOUND_HEADER_SIZE = ouch.OUTBOUND_HEADER.size
 
 
 class VenueSession:
@@ -257,12 +259,13 @@ class VenueSession:
             self._lost(now_ns, "session dead")
 
     def _stamped_live(self, message: bytes) -> bool:
-        """Is this OUCH message stamped (ns since midnight, offset 1) after the login's arrival?"""
-        if len(message) < 9:
+        """Is this OUCH message stamped (ns since midnight, in its outbound header) after the login's arrival?"""
+        if len(message) < _OUTBOUND_HEADER_SIZE:
             return False
         live_after = self.live_after_ns
         midnight = live_after - live_after % NS_PER_DAY
-        stamped = midnight + int.from_bytes(message[1:9], "big")
+        _type, since_midnight = _unpack_outbound_header(message)
+        stamped = midnight + since_midnight
         if stamped > live_after + NS_PER_DAY // 2:           # stamped before midnight, login after
             stamped -= NS_PER_DAY
         return stamped > live_after

@@ -9,13 +9,12 @@ that message starts.
 from __future__ import annotations
 
 import os
-import struct
 from typing import Any, BinaryIO, Iterator
 
 from appliance.wire import itch
 from appliance.wire.errors import WireFormatError
 
-_LENGTH = struct.Struct(">H")
+_LENGTH = itch.BLOCK.struct
 DEFAULT_CHUNK = 1 << 20
 
 

@@ -9,7 +9,7 @@ client continues with the MoldUDP64 stream from that number on. The server then 
 (SoupBinTCP End of Session).
 
 Only the layout of the Snapshot message lives here; the ITCH messages are ``appliance.wire.itch``'s
-and the framing and login are ``appliance.wire.soupbintcp``'s.
+the framing is ``appliance.wire.soupbintcp``'s and the login ``appliance.wire.soupbintcp_session``'s.
 """
 from __future__ import annotations
 

@@ -104,7 +104,10 @@ STOCK_INDEX_BY_BYTE: list[int | None] = [
 ALWAYS_PASS_TYPES = "SRVW"
 
 _TYPE_LOCATE = struct.Struct(">BH")
-_BLOCK_LENGTH = struct.Struct(">H")
+# The u16 length before each message in a MoldUDP64 packet and a BinaryFILE (``prefixed(BLOCK, layout)``
+# packs a whole block in one call).
+BLOCK = MessageLayout(None, "block length", (u16("block_length"),), type_field=None)
+_BLOCK_LENGTH = BLOCK.struct
 read_type_locate = _TYPE_LOCATE.unpack_from
 """``read_type_locate(buffer, offset) -> (type byte as int, stock_locate)``: the feed's first look."""
 

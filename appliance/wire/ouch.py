@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.wire.schema import Field, MessageLayout, Protocol, alpha, char, u32, u64
+from appliance.wire.soupbintcp import UNSEQUENCED_DATA, DataFrame
 
 MARKET_PRICE = 0x7FFFFFFF
 TIME_IN_FORCE_IMMEDIATE_OR_CANCEL = 0
@@ -30,8 +31,12 @@ def _inbound(code: str, name: str, size: int, *fields) -> MessageLayout:
     return MessageLayout(code, name, (char("type"),) + fields, expected_size=size)
 
 
+# What every outbound message starts with: a reader that needs only the venue's timestamp unpacks this.
+OUTBOUND_HEADER = MessageLayout(None, "OUCH 4.2 outbound header", (char("type"), u64("timestamp")), type_field=None)
+
+
 def _outbound(code: str, name: str, size: int, *fields) -> MessageLayout:
-    return MessageLayout(code, name, (char("type"), u64("timestamp")) + fields, expected_size=size)
+    return MessageLayout(code, name, OUTBOUND_HEADER.fields + fields, expected_size=size)
 
 
 ENTER_ORDER = _inbound(
@@ -68,6 +73,12 @@ CANCEL_PENDING = _outbound("P", "Cancel Pending", 23, token("order_token"))
 CANCEL_REJECT = _outbound("I", "Cancel Reject", 23, token("order_token"))
 
 INBOUND = Protocol("OUCH 4.2 inbound", (ENTER_ORDER, REPLACE_ORDER, CANCEL_ORDER, MODIFY_ORDER))
+# Each inbound message with its Unsequenced Data packet as one layout: ``ENTER_ORDER_FRAME.pack(token, ...)``
+# returns the bytes a client writes to the socket (the OMS's send path).
+ENTER_ORDER_FRAME = DataFrame(UNSEQUENCED_DATA, ENTER_ORDER)
+REPLACE_ORDER_FRAME = DataFrame(UNSEQUENCED_DATA, REPLACE_ORDER)
+CANCEL_ORDER_FRAME = DataFrame(UNSEQUENCED_DATA, CANCEL_ORDER)
+MODIFY_ORDER_FRAME = DataFrame(UNSEQUENCED_DATA, MODIFY_ORDER)
 OUTBOUND = Protocol("OUCH 4.2 outbound", (SYSTEM_EVENT, ACCEPTED, REPLACED, CANCELED, EXECUTED, REJECTED,
                                           BROKEN_TRADE, CANCEL_PENDING, CANCEL_REJECT))
 

@@ -270,6 +270,13 @@ class MessageLayout:
         return f"MessageLayout({self.type_code!r}, {self.name!r}, size={self.size})"
 
 
+def prefixed(prefix: MessageLayout, message: MessageLayout) -> MessageLayout:
+    """One layout of a framing prefix (a block length, a packet's length and type) followed by one
+    fixed-size message, so a single ``struct`` call packs both; the prefix's type, if any, is the type."""
+    return MessageLayout(prefix.type_code, f"{prefix.name} ({message.name})", prefix.fields + message.fields,
+                         type_field=prefix.type_field)
+
+
 class Protocol:
     """A set of layouts keyed by their type byte: the one table of a protocol (or a direction of one)."""
 

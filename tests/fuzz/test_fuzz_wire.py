@@ -31,7 +31,7 @@ from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT
 from appliance.oms.orders import OrderBook
 from appliance.runtime.layout import parse_layout
 from appliance.runtime.market_state import MarketStateWriter
-from appliance.wire import itch, moldudp64 as mold, ouch, soupbintcp as soup
+from appliance.wire import itch, moldudp64 as mold, ouch, soupbintcp as soup, soupbintcp_session as soup_session
 from appliance.wire.dayfile import DayFileReader
 from appliance.wire.errors import WireFormatError
 
@@ -388,7 +388,7 @@ def test_fuzz_soupbintcp_packets():
 def test_fuzz_soupbintcp_sessions():
     """A byte stream cut anywhere, into both state machines, with time passing: they turn any of it
     into events (ProtocolError included) and never raise."""
-    store = soup.SequencedStore("SESS1")
+    store = soup_session.SequencedStore("SESS1")
     for i in range(5):
         store.append(b"m%d" % i)
 
@@ -397,8 +397,8 @@ def test_fuzz_soupbintcp_sessions():
         return fuzzkit.chunks(rng, stream)
 
     def check(pieces):
-        server = soup.ServerSession(lambda user: store if user != "NOBODY" else None, lambda u, p: u != "MALLORY")
-        client = soup.ClientSession("ALICE", "secret", "SESS1", 3)
+        server = soup_session.ServerSession(lambda user: store if user != "NOBODY" else None, lambda u, p: u != "MALLORY")
+        client = soup_session.ClientSession("ALICE", "secret", "SESS1", 3)
         server.connection_made(0)
         client.connect(0)
         client.take_outbound()

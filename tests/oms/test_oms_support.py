@@ -17,7 +17,7 @@ from appliance.runtime.agent import AgentContext
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
-from appliance.wire import ouch, soupbintcp
+from appliance.wire import ouch, soupbintcp, soupbintcp_session
 from conftest import layout_document, output_of, wait_until
 
 SYMBOLS = ["AAPL", "MSFT", "SPY"]
@@ -236,7 +236,7 @@ class ScriptedVenue:
         """``port``: listen there (a venue restarted on the same port); ``replay_delay_s``: the
         LoginAccepted goes out at once, the replay this much later (a slow venue); ``login_hook``:
         rewrites the client's login fields before the session sees them."""
-        self.store = soupbintcp.SequencedStore(session)
+        self.store = soupbintcp_session.SequencedStore(session)
         self.replay_delay_s = replay_delay_s
         self.login_hook = login_hook
         self.policy = policy or (lambda message: [])
@@ -268,7 +268,7 @@ class ScriptedVenue:
             self._connection(conn)
 
     def _connection(self, conn: socket.socket) -> None:
-        session = soupbintcp.ServerSession(self.store, lambda u, p: True, heartbeat_interval_ns=100_000_000,
+        session = soupbintcp_session.ServerSession(self.store, lambda u, p: True, heartbeat_interval_ns=100_000_000,
                                            peer_timeout_ns=5_000_000_000)
         if self.login_hook is not None:
             login = session._login
@@ -289,18 +289,18 @@ class ScriptedVenue:
                 now = time.monotonic_ns()
                 events = session.receive(data, now) if data else session.tick(now)
                 for event in events:
-                    if type(event) is soupbintcp.LoggedOut:
+                    if type(event) is soupbintcp_session.LoggedOut:
                         self.logouts += 1
-                    if type(event) is soupbintcp.ClientLoggedIn:
+                    if type(event) is soupbintcp_session.ClientLoggedIn:
                         self.logins += 1
-                    if type(event) is soupbintcp.UnsequencedMessage:
+                    if type(event) is soupbintcp_session.UnsequencedMessage:
                         decoded = ouch.decode_inbound(event.message)
                         with self._lock:
                             self.received.append(decoded)
                         for answer in self.policy(decoded):
                             session.send_sequenced(ouch.encode_outbound({"timestamp": 0, **answer}), now)
                 out = session.take_outbound()
-                if out and self.replay_delay_s and any(type(e) is soupbintcp.ClientLoggedIn for e in events):
+                if out and self.replay_delay_s and any(type(e) is soupbintcp_session.ClientLoggedIn for e in events):
                     conn.sendall(out[:LOGIN_ACCEPTED_SIZE])
                     time.sleep(self.replay_delay_s)          # the venue is slow to send the replay
                     out = out[LOGIN_ACCEPTED_SIZE:]

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from appliance.wire import itch
 from appliance.wire.errors import WireEncodeError, WireFormatError
+from appliance.wire.schema import prefixed
 from wire_testkit import frame, message_dicts
 
 # type -> size, straight from the spec table (PROTOCOLS.md), not from the schema.
@@ -139,6 +140,20 @@ def test_round_trip_every_type(layout, data):
     out = bytearray(layout.size)
     layout.pack_into(out, 0, *layout.unpack_from(raw, 0))
     assert bytes(out) == raw
+
+
+@pytest.mark.parametrize("layout", itch.MESSAGES, ids=lambda lay: lay.type_code)
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_a_block_and_its_message_pack_as_one_layout(layout, data):
+    """``prefixed(itch.BLOCK, layout)``: the u16 block length and the message in one struct call, the
+    same bytes as the BinaryFILE / MoldUDP64 framing (a day-file generator's hot path)."""
+    raw = layout.encode(data.draw(message_dicts(layout)))
+    block = prefixed(itch.BLOCK, layout)
+    out = bytearray(block.size)
+    assert block.pack_into(out, 0, layout.size, *layout.unpack_from(raw, 0)) == 2 + layout.size
+    assert bytes(out) == frame(raw)
+    assert block.type_code is None and block.offset_of["type"] == itch.BLOCK.size
 
 
 @pytest.mark.skipif(not C_BUILT, reason="C fast path not built")

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.wire import ouch
+from appliance.wire import ouch, soupbintcp
 from appliance.wire.errors import WireFormatError
 from wire_testkit import message_dicts
 
@@ -81,3 +81,44 @@ def test_round_trip(layout, data):
     raw = layout.encode(fields)
     protocol = ouch.INBOUND if layout in ouch.INBOUND.layouts else ouch.OUTBOUND
     assert protocol.decode(raw) == fields
+
+
+@pytest.mark.parametrize("frame,fields,message", [
+    (ouch.ENTER_ORDER_FRAME, ENTER, ENTER_BYTES),
+    (ouch.REPLACE_ORDER_FRAME, REPLACE, REPLACE_BYTES),
+    (ouch.CANCEL_ORDER_FRAME, CANCEL, CANCEL_BYTES),
+])
+def test_inbound_frames_are_the_unsequenced_packet_of_the_message(frame, fields, message):
+    """A frame packs the SoupBinTCP prefix (length, 'U') and the message in one call: the same bytes as
+    wrapping the encoded message, and the packet decodes back to it."""
+    raw = frame.message.raw_values(fields)[1:]          # the values after the type byte, as a sender holds them
+    packet = frame.pack(*raw)
+    assert packet == soupbintcp.unsequenced_data(message)
+    assert soupbintcp.decode_packet(packet) == {"packet_type": "U", "message": message}
+    assert frame.layout.size == soupbintcp.PREFIX_SIZE + frame.message.size
+
+
+def test_every_inbound_message_has_its_frame_and_outbound_none():
+    frames = {ouch.ENTER_ORDER_FRAME, ouch.REPLACE_ORDER_FRAME, ouch.CANCEL_ORDER_FRAME, ouch.MODIFY_ORDER_FRAME}
+    assert {f.message for f in frames} == set(ouch.INBOUND.layouts)
+    assert all(f.packet is soupbintcp.UNSEQUENCED_DATA for f in frames)
+    assert ouch.MODIFY_ORDER_FRAME.pack(b"T1".ljust(14), b"S", 5) == soupbintcp.unsequenced_data(
+        ouch.encode_inbound({"type": "M", "order_token": "T1", "buy_sell_indicator": "S", "shares": 5}))
+
+
+def test_a_frame_needs_a_data_packet_and_a_plain_typed_message():
+    with pytest.raises(ValueError, match="carries no message"):
+        soupbintcp.DataFrame(soupbintcp.LOGIN_REQUEST, ouch.CANCEL_ORDER)
+    with pytest.raises(ValueError, match="carries no message"):
+        soupbintcp.DataFrame(soupbintcp.DEBUG, ouch.CANCEL_ORDER)
+    with pytest.raises(ValueError, match="plain struct fields"):
+        soupbintcp.DataFrame(soupbintcp.SEQUENCED_DATA, soupbintcp.LOGIN_ACCEPTED)   # numeric fields
+
+
+def test_every_outbound_message_starts_with_the_outbound_header():
+    """A reader that needs only the venue's timestamp (the OMS telling replay from live) unpacks the header."""
+    header = ouch.OUTBOUND_HEADER
+    assert [(f.name, header.offset_of[f.name]) for f in header.fields] == [("type", 0), ("timestamp", 1)]
+    for layout in ouch.OUTBOUND.layouts:
+        assert layout.fields[:len(header.fields)] == header.fields
+    assert header.struct.unpack_from(EXECUTED_BYTES) == (b"E", 1000)
