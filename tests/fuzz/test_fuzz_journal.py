@@ -26,9 +26,10 @@ from appliance.oms import events as ev
 from appliance.oms import crc32c
 from appliance.oms.audit import AuditTrail
 from appliance.oms.events import ControlKind, RecordType, SessionEvent
-from appliance.oms.journal import (
-    FILE_HEADER_SIZE, MAX_RECORD_SIZE, RECORD_HEADER_SIZE, Journal, JournalError, _record_at, padded,
-    read_file_header, read_records, scan,
+from appliance.oms.journal import Journal
+from appliance.oms.journal_format import (
+    FILE_HEADER_SIZE, MAX_RECORD_SIZE, RECORD_HEADER_SIZE, JournalError, padded, read_file_header, read_records,
+    record_at, scan,
 )
 from appliance.oms.recovery import rebuild
 from appliance.wire import ouch
@@ -53,19 +54,21 @@ def _payloads() -> list[tuple[int, bytes]]:
                                      "executed_shares": 100, "execution_price": 1_900_000, "liquidity_flag": "A",
                                      "match_number": 77})
     return [
-        (RecordType.SESSION, ev.session(SessionEvent.START, prefix=3, counter=1)),
-        (RecordType.SESSION, ev.session(SessionEvent.LOGIN_ACCEPTED, b"SESS1", sequence=1)),
-        (RecordType.ORDER_SENT, ev.order_sent(1, ord("B"), 0, 99998, 11, 0, 7, 0, 300, 1_900_000, b"AAPL    ", token)),
-        (RecordType.ORDER_SENT, ev.order_sent(1, ord("S"), 0, 0, 12, 0, 7, 1, 200, 4_200_000, b"MSFT    ", token2)),
-        (RecordType.EXCHANGE_MESSAGE, ev.exchange_message(1, accepted)),
-        (RecordType.EXCHANGE_MESSAGE, ev.exchange_message(2, executed)),
-        (RecordType.ORDER_SENT, ev.order_sent(2, ord("B"), 0, 99998, 13, 11, 7, 0, 300, 1_900_100, b"AAPL    ",
-                                              b"AB0000000003  ", token)),
-        (RecordType.ORDER_SENT, ev.order_sent(3, ord("S"), 1, 0, 14, 12, 7, 1, 0, 0, b"MSFT    ", token2)),
-        (RecordType.REJECTED_LOCALLY, ev.rejected_locally(1, ord("B"), 3, 0, 15, 0, 7, 0, 100, 1, b"AAPL    ")),
-        (RecordType.CONTROL, ev.control(ControlKind.GATE_CHANGED, 1, 0, 4)),
-        (RecordType.CONTROL, ev.control(ControlKind.CANCEL_ALL, 2, 2, 1, b"op", b"gate closed")),
-        (RecordType.SESSION, ev.session(SessionEvent.DISCONNECTED)),
+        (RecordType.SESSION, ev.SESSION.pack(SessionEvent.START, prefix=3, counter=1)),
+        (RecordType.SESSION, ev.SESSION.pack(SessionEvent.LOGIN_ACCEPTED, session=b"SESS1", sequence=1)),
+        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(1, ord("B"), 0, 99998, 11, 0, 7, 0, 300, 1_900_000, b"AAPL    ",
+                                                   token)),
+        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(1, ord("S"), 0, 0, 12, 0, 7, 1, 200, 4_200_000, b"MSFT    ",
+                                                   token2)),
+        (RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(1, accepted)),
+        (RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(2, executed)),
+        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(2, ord("B"), 0, 99998, 13, 11, 7, 0, 300, 1_900_100, b"AAPL    ",
+                                                   b"AB0000000003  ", token)),
+        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(3, ord("S"), 1, 0, 14, 12, 7, 1, 0, 0, b"MSFT    ", token2)),
+        (RecordType.REJECTED_LOCALLY, ev.REJECTED_LOCALLY.pack(1, ord("B"), 3, 0, 15, 0, 7, 0, 100, 1, b"AAPL    ")),
+        (RecordType.CONTROL, ev.CONTROL.pack(ControlKind.GATE_CHANGED, 1, 0, 4)),
+        (RecordType.CONTROL, ev.CONTROL.pack(ControlKind.CANCEL_ALL, 2, 2, 1, b"op", b"gate closed")),
+        (RecordType.SESSION, ev.SESSION.pack(SessionEvent.DISCONNECTED)),
         (99, b"a future record type"),
     ]
 
@@ -190,7 +193,7 @@ def test_fuzz_journal_scan_audit_recover(seeds):
         buffer = bytearray(image)
         if len(buffer) < FILE_HEADER_SIZE or not read_file_header(buffer)["crc_ok"]:
             return "bad header"
-        records = [_record_at(buffer, offset) for offset in found.offsets]
+        records = [record_at(buffer, offset) for offset in found.offsets]
         list(AuditTrail(SYMBOLS).rows(records))
         state = rebuild(records, SYMBOLS)
         assert state.records == len(records)
@@ -222,7 +225,7 @@ def test_fuzz_journal_read_and_open(workdir, seeds):
             recovered = journal.recovered_records
             state = rebuild(journal.records(), SYMBOLS)
             assert state.records == recovered
-            journal.append(RecordType.SESSION, ev.session(SessionEvent.START, prefix=4), T0 + 10**9, reserve=True)
+            journal.append(RecordType.SESSION, ev.SESSION.pack(SessionEvent.START, prefix=4), T0 + 10**9, reserve=True)
         finally:
             journal.close()
         again = Journal.open(path, MIN_SIZE, "page_cache", now_ns=T0)      # a clean journal now
