@@ -59,11 +59,8 @@ class ControlKind(enum.IntEnum):
     JOURNAL_FAILED = 102  # detail = the reason (best effort: the journal may not take it)
 
 
-ORDER_SENT = JournalSchema("OrderSent", type_id=RecordType.ORDER_SENT, fields=[
-    ("action", "u8"),
-    ("side", "u8", "side"),
-    ("send_reason", "u8"),
-    ("pad0", "u8"),
+# The order an ORDER_SENT or a REJECTED_LOCALLY is about (after action, side, why, pad).
+_ORDER_FIELDS = [
     ("time_in_force", "u32"),
     ("client_order_id", "u64", "client_order_id"),
     ("orig_client_order_id", "u64", "orig_client_order_id"),
@@ -72,6 +69,14 @@ ORDER_SENT = JournalSchema("OrderSent", type_id=RecordType.ORDER_SENT, fields=[
     ("shares", "u32", "shares"),
     ("price", "u32", "price"),
     ("symbol", "char8", "symbol"),
+]
+
+ORDER_SENT = JournalSchema("OrderSent", type_id=RecordType.ORDER_SENT, fields=[
+    ("action", "u8"),
+    ("side", "u8", "side"),
+    ("send_reason", "u8"),
+    ("pad0", "u8"),
+    *_ORDER_FIELDS,
     ("token", "char14", "token"),
     ("orig_token", "char14", "orig_token"),
     ("t_rx_ns", "u64"),
@@ -91,14 +96,7 @@ REJECTED_LOCALLY = JournalSchema("RejectedLocally", type_id=RecordType.REJECTED_
     ("side", "u8", "side"),
     ("reason", "u8"),                     # OmsReason
     ("pad0", "u8"),
-    ("time_in_force", "u32"),
-    ("client_order_id", "u64", "client_order_id"),
-    ("orig_client_order_id", "u64", "orig_client_order_id"),
-    ("strategy_id", "u32", "strategy_id"),
-    ("symbol_id", "u32"),
-    ("shares", "u32", "shares"),
-    ("price", "u32", "price"),
-    ("symbol", "char8", "symbol"),
+    *_ORDER_FIELDS,
 ])
 
 CONTROL = JournalSchema("Control", type_id=RecordType.CONTROL, fields=[

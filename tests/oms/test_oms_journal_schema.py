@@ -74,6 +74,13 @@ def test_the_records_hash_follows_every_shape_change():
     assert ev.RECORDS_HASH == records_hash(ev.RECORDS.values())
 
 
+def test_the_records_are_the_bytes_journals_on_disk_hold():
+    """Pinned: a change to any record's shape makes every existing journal unreadable (refused by
+    its hash). If that is meant, say so in the change and update this value."""
+    assert ev.RECORDS_HASH == 0x8D8B3E97354842DF
+    assert ev.ORDER_SENT.size == 108 and ev.SESSION.size == 40 and ev.NOT_SENT.size == 22
+
+
 def test_the_audit_columns_come_from_the_schemas():
     named = {column for schema in ev.RECORDS.values() for _field, column in schema.audit}
     assert named and named <= set(COLUMNS)
