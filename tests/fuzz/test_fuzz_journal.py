@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import struct
 import tempfile
 
 import pytest
@@ -28,8 +27,8 @@ from appliance.oms.audit import AuditTrail
 from appliance.oms.events import ControlKind, RecordType, SessionEvent
 from appliance.oms.journal import Journal
 from appliance.oms.journal_format import (
-    FILE_HEADER_SIZE, MAX_RECORD_SIZE, RECORD_HEADER_SIZE, JournalError, padded, read_file_header, read_records,
-    record_at, scan,
+    CRC_FROM, FILE_HEADER_SIZE, MAX_RECORD_SIZE, RECORD_HEADER, RECORD_HEADER_SIZE, JournalError, padded,
+    read_file_header, read_records, record_at, scan,
 )
 from appliance.oms.recovery import rebuild
 from appliance.wire import ouch
@@ -87,14 +86,24 @@ def _valid_image(directory: str, records: int) -> bytes:
     return image
 
 
+def _get(image, offset: int, field: str) -> int:
+    """A field of the record header at ``offset`` (RECORD_HEADER says where and how wide)."""
+    at = offset + RECORD_HEADER.offset_of[field]
+    return int.from_bytes(image[at:at + RECORD_HEADER.size_of[field]], "little")
+
+
+def _put(image: bytearray, offset: int, field: str, value: int) -> None:
+    at, width = offset + RECORD_HEADER.offset_of[field], RECORD_HEADER.size_of[field]
+    image[at:at + width] = value.to_bytes(width, "little")
+
+
 def _reseal(image: bytearray, offset: int) -> None:
     """Recompute the CRC of the record at ``offset`` (if its header still describes one that fits)."""
     if offset + RECORD_HEADER_SIZE > len(image):
         return
-    length = struct.unpack_from("<I", image, offset + 4)[0]
-    end = offset + RECORD_HEADER_SIZE + length
+    end = offset + RECORD_HEADER_SIZE + _get(image, offset, "length")
     if end <= len(image):
-        struct.pack_into("<I", image, offset, crc32c.crc32c(bytes(image[offset + 4:end])))
+        _put(image, offset, "crc", crc32c.crc32c(bytes(image[offset + CRC_FROM:end])))
 
 
 def damage(rng: random.Random, image: bytes) -> bytes:
@@ -117,26 +126,26 @@ def damage(rng: random.Random, image: bytes) -> bytes:
                 continue
             field = rng.choice(("type", "length", "sequence", "payload", "payload", "reserved"))
             if field == "type":
-                struct.pack_into("<H", out, offset + 24, rng.choice((0, 1, 2, 3, 4, 5, 6, 0xFFFF)))
+                _put(out, offset, "type", rng.choice((0, 1, 2, 3, 4, 5, 6, 0xFFFF)))
             elif field == "length":
-                struct.pack_into("<I", out, offset + 4, rng.choice((0, 1, 7, 8, 100, 4096, 4097, 1 << 31)))
+                _put(out, offset, "length", rng.choice((0, 1, 7, 8, 100, 4096, 4097, 1 << 31)))
             elif field == "sequence":
-                struct.pack_into("<Q", out, offset + 8, rng.choice((0, 1, 2, 1 << 63, (1 << 64) - 1)))
+                _put(out, offset, "sequence", rng.choice((0, 1, 2, 1 << 63, (1 << 64) - 1)))
             elif field == "reserved":
-                struct.pack_into("<H", out, offset + 26, 1)
+                _put(out, offset, "reserved", 1)
             else:
-                length = struct.unpack_from("<I", out, offset + 4)[0]
+                length = _get(out, offset, "length")
                 start = offset + RECORD_HEADER_SIZE
                 payload = fuzzkit.mutate_bytes(rng, bytes(out[start:start + length]), ops=rng.randint(1, 3))
                 out[start:start + length] = payload[:length].ljust(length, b"\0")
                 if rng.random() < 0.3:                 # and a shorter length claimed for it
-                    struct.pack_into("<I", out, offset + 4, rng.randrange(length + 1))
+                    _put(out, offset, "length", rng.randrange(length + 1))
             _reseal(out, offset)
         elif roll == 5 and offsets:                    # a record zeroed, or copied over another
             a, b = rng.choice(offsets), rng.choice(offsets)
             if a + RECORD_HEADER_SIZE > len(out) or b >= len(out):
                 continue
-            size = min(padded(RECORD_HEADER_SIZE + struct.unpack_from("<I", out, a + 4)[0]), len(out) - a)
+            size = min(padded(RECORD_HEADER_SIZE + _get(out, a, "length")), len(out) - a)
             if rng.random() < 0.5:
                 out[a:a + size] = bytes(size)
             else:
