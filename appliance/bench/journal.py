@@ -85,9 +85,9 @@ def _write_day(path: str, records: int) -> int:
     from appliance.oms import events as ev
     from appliance.oms.events import RecordType
     from appliance.oms.journal import Journal
-    from appliance.oms.journal_format import FILE_HEADER_SIZE
+    from appliance.oms.journal_format import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, padded
     from appliance.wire import ouch
-    size = FILE_HEADER_SIZE + records * 136 + (8 << 20)
+    size = FILE_HEADER_SIZE + records * padded(RECORD_HEADER_SIZE + ev.ORDER_SENT.size) + (8 << 20)   # the largest
     journal = Journal.open(path, size, "page_cache", reserve_bytes=0)
     stock = b"AAPL    "
     sequence = 0
