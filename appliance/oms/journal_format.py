@@ -25,9 +25,12 @@ The scan (``scan``: open, audit, bench) checks every CRC (``crc32c_batch``) and 
   raises ``JournalCorruptError`` naming the offset and sequence, and the OMS does not start.
   ``scan`` with ``skip_corrupt=True`` (the audit export) reads past it.
 
-A journal of another version or record shapes is refused (``JournalError``), never misread.
-``journal_day`` reads only the trading day, whose place every version keeps, so a previous
-version's journal is still archived at the day's rollover.
+A journal of other record shapes is refused (``JournalError``), never misread. A version-1 file
+(before the header carried the hash: the same fields up to the trading day, its CRC right after)
+holds the records whose hash is ``V1_RECORDS_HASH``; it is read as such while those are still the
+shapes, so an upgrade in the middle of a day recovers that day's journal (the appender rewrites
+its header as version 2 when it grows the file). ``journal_day`` reads only the trading day,
+whose place every version keeps.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from appliance.runtime.trading_day import trading_day_of
 
 MAGIC = b"APPLOMSJ"
 VERSION = 2                      # 2: the header carries the records' hash (1 had none)
+V1_RECORDS_HASH = 0x8D8B3E97354842DF  # the shapes every version-1 journal was written with
 FILE_HEADER_SIZE = 4096
 FILE_HEADER = JournalSchema("FileHeader", fields=[
     ("magic", "char8"),
@@ -55,6 +59,7 @@ FILE_HEADER = JournalSchema("FileHeader", fields=[
     ("crc", "u32"),              # CRC-32C of the header's bytes before this field
 ])
 _FILE_HEADER_CRC_OFFSET = FILE_HEADER.offset_of["crc"]
+_V1_CRC_OFFSET = FILE_HEADER.offset_of["records_hash"]     # version 1 ended at the trading day
 RECORD_HEADER = JournalSchema("RecordHeader", fields=[
     ("crc", "u32"),              # of every byte after this field, to the end of the payload
     ("length", "u32"),
@@ -255,7 +260,12 @@ def scan(buffer, size: int, *, skip_corrupt: bool = False) -> ScanResult:
 def read_file_header(buffer) -> dict:
     """The file header's fields (``FILE_HEADER``) and ``crc_ok``."""
     header = FILE_HEADER.parse(buffer)._asdict()
-    header["crc_ok"] = header["crc"] == _crc.crc32c(bytes(buffer[:_FILE_HEADER_CRC_OFFSET]))
+    crc_offset = _FILE_HEADER_CRC_OFFSET
+    if header["version"] == 1:
+        crc_offset = _V1_CRC_OFFSET
+        header["crc"] = int.from_bytes(buffer[crc_offset:crc_offset + 4], "little")
+        header["records_hash"] = V1_RECORDS_HASH
+    header["crc_ok"] = header["crc"] == _crc.crc32c(bytes(buffer[:crc_offset]))
     return header
 
 
@@ -264,7 +274,7 @@ def check_file_header(path: str, buffer) -> dict:
     header = read_file_header(buffer)
     if header["magic"] != MAGIC:
         raise JournalError(f"{path}: not an OMS journal (magic {header['magic']!r})")
-    if header["version"] != VERSION or header["header_size"] != FILE_HEADER_SIZE:
+    if header["version"] not in (1, VERSION) or header["header_size"] != FILE_HEADER_SIZE:
         raise JournalError(f"{path}: journal version {header['version']} (header {header['header_size']} bytes); "
                            f"this OMS reads version {VERSION}")
     if not header["crc_ok"]:

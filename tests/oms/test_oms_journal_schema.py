@@ -12,9 +12,10 @@ from appliance.oms.audit import COLUMNS, AuditTrail
 from appliance.oms.crc32c import crc32c
 from appliance.oms.events import RecordType
 from appliance.oms.journal import Journal
+from appliance.oms import journal_format
 from appliance.oms.journal_format import (
-    FILE_HEADER, FILE_HEADER_SIZE, MAX_RECORD_SIZE, VERSION, JournalError, journal_day, read_file_header,
-    read_records, record_at,
+    FILE_HEADER, FILE_HEADER_SIZE, MAX_RECORD_SIZE, V1_RECORDS_HASH, VERSION, JournalError, journal_day,
+    read_file_header, read_records, record_at,
 )
 from appliance.oms.journal_schema import JournalSchema, records_hash
 
@@ -75,9 +76,9 @@ def test_the_records_hash_follows_every_shape_change():
 
 
 def test_the_records_are_the_bytes_journals_on_disk_hold():
-    """Pinned: a change to any record's shape makes every existing journal unreadable (refused by
-    its hash). If that is meant, say so in the change and update this value."""
-    assert ev.RECORDS_HASH == 0x8D8B3E97354842DF
+    """A change to any record's shape makes every existing journal unreadable (refused by its
+    hash), version-1 journals included. If that is meant, say so in the change and update this."""
+    assert ev.RECORDS_HASH == V1_RECORDS_HASH
     assert ev.ORDER_SENT.size == 108 and ev.SESSION.size == 40 and ev.NOT_SENT.size == 22
 
 
@@ -122,18 +123,49 @@ def test_the_file_header_carries_the_records_hash_and_other_shapes_are_refused(t
             read()
 
 
-def test_a_version_1_journal_is_refused_but_its_day_still_read_for_the_archive(tmp_path):
+def _as_version_1(path: str) -> None:
+    """Rewrite the file header as version 1 wrote it: no records hash, its CRC right after the day."""
+    v1 = struct.Struct("<8sIIQQI")
+    header = read_file_header(open(path, "rb").read(FILE_HEADER_SIZE))
+    raw = bytearray(FILE_HEADER_SIZE)
+    v1.pack_into(raw, 0, b"APPLOMSJ", 1, FILE_HEADER_SIZE, header["file_size"], header["created_ns"],
+                 header["trading_day"])
+    raw[v1.size:v1.size + 4] = crc32c(bytes(raw[:v1.size])).to_bytes(4, "little")
+    with open(path, "r+b") as f:
+        f.write(raw)
+
+
+def test_a_version_1_journal_is_recovered_while_its_shapes_are_todays(tmp_path):
+    """An upgrade in the middle of a day: the OMS recovers the journal the previous version wrote."""
+    path = str(tmp_path / "j.bin")
+    journal = Journal.open(path, SIZE, "page_cache", now_ns=T0)
+    journal.append(RecordType.SESSION, ev.SESSION.pack(ev.SessionEvent.START, prefix=3), T0)
+    journal.close()
+    day = journal_day(path)
+    _as_version_1(path)
+    assert journal_day(path) == day
+    records, _found, header = read_records(path)
+    assert header["version"] == 1 and header["crc_ok"] and [r.sequence for r in records] == [1]
+    journal = Journal.open(path, SIZE + MAX_RECORD_SIZE, "page_cache")    # grown: the header becomes version 2
+    assert [r.sequence for r in journal.records()] == [1]
+    assert journal.append(RecordType.SESSION, ev.SESSION.pack(ev.SessionEvent.START, prefix=4), T0 + 1) == 2
+    journal.close()
+    records, _found, header = read_records(path)
+    assert header["version"] == VERSION and [ev.SESSION.parse(r.payload).prefix for r in records] == [3, 4]
+
+
+def test_a_version_1_journal_with_a_bad_header_crc_or_other_shapes_is_refused(tmp_path, monkeypatch):
     path = str(tmp_path / "j.bin")
     Journal.open(path, SIZE, "page_cache", now_ns=T0).close()
-    day = journal_day(path)
-    v1 = struct.Struct("<8sIIQQI")               # the version-1 header: no records hash, its CRC right after
+    _as_version_1(path)
+    monkeypatch.setattr(journal_format, "V1_RECORDS_HASH", ev.RECORDS_HASH ^ 1)    # the shapes changed since
+    with pytest.raises(JournalError, match="other shapes"):
+        Journal.open(path, SIZE, "page_cache")
+    monkeypatch.undo()
     with open(path, "r+b") as f:
-        raw = bytearray(FILE_HEADER_SIZE)
-        v1.pack_into(raw, 0, b"APPLOMSJ", 1, FILE_HEADER_SIZE, SIZE, T0, day)
-        raw[v1.size:v1.size + 4] = crc32c(bytes(raw[:v1.size])).to_bytes(4, "little")
-        f.write(raw)
-    assert journal_day(path) == day
-    with pytest.raises(JournalError, match="journal version 1"):
+        f.seek(FILE_HEADER.offset_of["trading_day"])
+        f.write(b"\xff")
+    with pytest.raises(JournalError, match="fails its CRC"):
         Journal.open(path, SIZE, "page_cache")
 
 
