@@ -48,14 +48,12 @@ log = logging.getLogger("appliance.oms.journal")
 
 try:                             # the one append path (setup.py builds it)
     from appliance.oms import _journal_fast
-except ImportError:              # pragma: no cover - Journal.open then refuses with the reason
-    _journal_fast = None
-    _append = None
-else:
     _journal_fast.set_layout(RECORD_HEADER.size, [
         (RECORD_HEADER.offset_of[name], RECORD_HEADER.size_of[name])
         for name in ("crc", "length", "sequence", "timestamp_ns", "type")])
     _append = _journal_fast.append
+except (ImportError, AttributeError):   # not built, or built from an older _journal_fast.c (no set_layout):
+    _append = None                      # Journal.open refuses with the reason; reading journals still works
 PAGE = mmap.PAGESIZE
 
 DURABILITY_POLICIES = ("per_event", "group", "page_cache")
@@ -99,8 +97,8 @@ class Journal:
         if size_bytes < FILE_HEADER_SIZE + 16 * MAX_RECORD_SIZE:
             raise ValueError(f"a journal needs at least {FILE_HEADER_SIZE + 16 * MAX_RECORD_SIZE} bytes")
         if _append is None:
-            raise JournalError(f"{path}: the journal's C extension appliance.oms._journal_fast is not built "
-                               "(python setup.py build_ext --inplace)")
+            raise JournalError(f"{path}: the journal's C extension appliance.oms._journal_fast is not built or "
+                               "out of date (python setup.py build_ext --inplace)")
         now_ns = time.time_ns() if now_ns is None else now_ns
         directory = os.path.dirname(os.path.abspath(path))
         try:

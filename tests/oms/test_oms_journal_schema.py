@@ -174,3 +174,27 @@ def test_without_the_c_append_the_journal_does_not_open(tmp_path, monkeypatch):
     with pytest.raises(JournalError, match="C extension"):
         Journal.open(str(tmp_path / "j.bin"), SIZE, "page_cache")
     assert not (tmp_path / "j.bin").exists()
+
+
+def test_an_extension_built_from_older_c_fails_closed_at_open_not_at_import(tmp_path):
+    """A stale .so (no set_layout) must not break importing the OMS or reading journals."""
+    import subprocess
+    import sys
+    code = (
+        "import sys, types\n"
+        "import appliance.oms\n"
+        "from appliance.oms import _journal_fast as real\n"
+        "old = types.ModuleType(real.__name__)\n"                  # the old extension's API: no set_layout
+        "old.crc32c, old.append = real.crc32c, real.append\n"
+        "sys.modules[real.__name__] = appliance.oms._journal_fast = old\n"
+        "from appliance.oms.journal import Journal\n"
+        "from appliance.oms.journal_format import JournalError\n"
+        "try:\n"
+        f"    Journal.open({str(tmp_path / 'j.bin')!r}, 1 << 20, 'page_cache')\n"
+        "except JournalError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "refused:" in done.stdout and "out of date" in done.stdout
+    assert not (tmp_path / "j.bin").exists()
