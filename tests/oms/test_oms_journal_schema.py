@@ -98,6 +98,14 @@ def _image_with(record_type: int, payload: bytes) -> bytearray:
     return image
 
 
+def _journal_of_one_start(tmp_path) -> str:
+    path = str(tmp_path / "j.bin")
+    journal = Journal.open(path, SIZE, "page_cache", now_ns=T0)
+    journal.append(RecordType.SESSION, ev.SESSION.pack(ev.SessionEvent.START, prefix=3), T0)
+    journal.close()
+    return path
+
+
 def _rewrite_header(path: str, **fields) -> None:
     with open(path, "r+b") as f:
         header = read_file_header(f.read(FILE_HEADER_SIZE))
@@ -111,10 +119,7 @@ def _rewrite_header(path: str, **fields) -> None:
 
 
 def test_the_file_header_carries_the_records_hash_and_other_shapes_are_refused(tmp_path):
-    path = str(tmp_path / "j.bin")
-    journal = Journal.open(path, SIZE, "page_cache", now_ns=T0)
-    journal.append(RecordType.SESSION, ev.SESSION.pack(ev.SessionEvent.START, prefix=3), T0)
-    journal.close()
+    path = _journal_of_one_start(tmp_path)
     records, _found, header = read_records(path)
     assert header["records_hash"] == ev.RECORDS_HASH and header["version"] == VERSION and len(records) == 1
     _rewrite_header(path, records_hash=ev.RECORDS_HASH ^ 1)
@@ -137,10 +142,7 @@ def _as_version_1(path: str) -> None:
 
 def test_a_version_1_journal_is_recovered_while_its_shapes_are_todays(tmp_path):
     """An upgrade in the middle of a day: the OMS recovers the journal the previous version wrote."""
-    path = str(tmp_path / "j.bin")
-    journal = Journal.open(path, SIZE, "page_cache", now_ns=T0)
-    journal.append(RecordType.SESSION, ev.SESSION.pack(ev.SessionEvent.START, prefix=3), T0)
-    journal.close()
+    path = _journal_of_one_start(tmp_path)
     day = journal_day(path)
     _as_version_1(path)
     assert journal_day(path) == day
