@@ -8,8 +8,7 @@ import errno
 import pytest
 
 from appliance.messages.codes import ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource
-from appliance.oms.events import ControlKind, RecordType
-from appliance.oms.events import CONTROL
+from appliance.oms.events import CONTROL, ControlKind, RecordType
 from appliance.oms.journal import Journal
 from appliance.oms.journal_format import JournalFull, read_records
 from test_oms_support import Rig, accept_all, accepted, pump, ready, setup  # noqa: F401 (setup: a fixture)
