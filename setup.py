@@ -8,7 +8,7 @@ setup(
         # C11 atomics for the SPSC ring, counters, heartbeats and doorbells.
         Extension("appliance.runtime._shm", ["appliance/runtime/_shm.c"], extra_compile_args=C_FLAGS),
         Extension("appliance.wire._itch_fast", ["appliance/wire/_itch_fast.c"], extra_compile_args=C_FLAGS),
-        # The OMS journal's record append and CRC-32C (journal.py falls back to Python without it).
+        # The OMS journal's record append (the only one: the journal does not open without it) and CRC-32C.
         Extension("appliance.oms._journal_fast", ["appliance/oms/_journal_fast.c"], extra_compile_args=C_FLAGS),
     ],
 )

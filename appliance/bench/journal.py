@@ -50,14 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _order_sent_payload() -> bytes:
     from appliance.oms import events as ev
-    return ev.order_sent(1, ord("B"), 0, 99998, 123456, 0, 7, 0, 100, 1_900_000, b"AAPL    ", b"0AB1000000001Z",
-                         b"", 1, 2, 3, 4)
+    return ev.ORDER_SENT.pack(1, ord("B"), 0, 99998, 123456, 0, 7, 0, 100, 1_900_000, b"AAPL    ", b"0AB1000000001Z",
+                              b"", 1, 2, 3, 4)
 
 
 def measure_appends(directory: str, policy: str, records: int, group_commit_us: int) -> dict:
-    from appliance.oms.journal import FILE_HEADER_SIZE, Journal, padded
+    from appliance.oms.journal import Journal
+    from appliance.oms.journal_format import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, padded
     payload = _order_sent_payload()
-    size = FILE_HEADER_SIZE + records * padded(28 + len(payload)) + (8 << 20)
+    size = FILE_HEADER_SIZE + records * padded(RECORD_HEADER_SIZE + len(payload)) + (8 << 20)
     path = os.path.join(directory, f"appends-{policy}.bin")
     journal = Journal.open(path, size, policy, group_commit_us, reserve_bytes=0)
     append = journal.append
@@ -76,16 +77,17 @@ def measure_appends(directory: str, policy: str, records: int, group_commit_us: 
         journal.close()
         os.unlink(path)
     return {"records": records, "seconds": elapsed / 1e9, "appends_per_s": records / (elapsed / 1e9),
-            "syncs": syncs, "record_bytes": padded(28 + len(payload))}
+            "syncs": syncs, "record_bytes": padded(RECORD_HEADER_SIZE + len(payload))}
 
 
 def _write_day(path: str, records: int) -> int:
     """A journal of ``records`` records: ORDER_SENT, Accepted, then Executed or Canceled per order."""
     from appliance.oms import events as ev
     from appliance.oms.events import RecordType
-    from appliance.oms.journal import FILE_HEADER_SIZE, Journal
+    from appliance.oms.journal import Journal
+    from appliance.oms.journal_format import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, padded
     from appliance.wire import ouch
-    size = FILE_HEADER_SIZE + records * 136 + (8 << 20)
+    size = FILE_HEADER_SIZE + records * padded(RECORD_HEADER_SIZE + ev.ORDER_SENT.size) + (8 << 20)   # the largest
     journal = Journal.open(path, size, "page_cache", reserve_bytes=0)
     stock = b"AAPL    "
     sequence = 0
@@ -96,15 +98,15 @@ def _write_day(path: str, records: int) -> int:
         while written < records:
             order += 1
             token = b"0AB1" + f"{order:010d}".encode()
-            journal.append(RecordType.ORDER_SENT, ev.order_sent(1, ord("B"), 0, 99998, order, 0, 7, 0, 100, 1_900_000,
-                                                                stock, token), now)
+            journal.append(RecordType.ORDER_SENT, ev.ORDER_SENT.pack(1, ord("B"), 0, 99998, order, 0, 7, 0, 100,
+                                                                     1_900_000, stock, token), now)
             written += 1
             if written == records:
                 break
             sequence += 1
             accepted = ouch.ACCEPTED.struct.pack(b"A", 0, token, b"B", 100, stock, 1_900_000, 99998, b"ALGO", b"Y",
                                                  order, b"A", b"N", 0, b"N", b"L", b" ")
-            journal.append(RecordType.EXCHANGE_MESSAGE, ev.exchange_message(sequence, accepted), now)
+            journal.append(RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(sequence, accepted), now)
             written += 1
             if written == records:
                 break
@@ -113,7 +115,7 @@ def _write_day(path: str, records: int) -> int:
                 answer = ouch.EXECUTED.struct.pack(b"E", 0, token, 100, 1_900_000, b"R", order)
             else:
                 answer = ouch.CANCELED.struct.pack(b"C", 0, token, 100, b"U")
-            journal.append(RecordType.EXCHANGE_MESSAGE, ev.exchange_message(sequence, answer), now)
+            journal.append(RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(sequence, answer), now)
             written += 1
     finally:
         journal.close()

@@ -25,6 +25,8 @@ _TYPES: dict[str, tuple[str, str, int]] = {
     "i32": ("i", "<i4", 4),
     "i64": ("q", "<i8", 8),
     "char8": ("8s", "S8", 8),
+    "char10": ("10s", "S10", 10),      # the OMS journal's session names and order tokens
+    "char14": ("14s", "S14", 14),
     "char16": ("16s", "S16", 16),
 }
 

@@ -2,8 +2,9 @@
 
 The last process on the critical path, and the one that must never lie about an order.
 ``agent.OmsAgent`` runs it; the other modules hold one idea each: ``config`` (the process's
-params), ``journal`` (the memory-mapped write-ahead file) with ``crc32c`` and ``events`` (its
-record types), ``orders`` (state machine, books, positions), ``tokens`` (day-unique OUCH
+params), ``journal`` (the write-ahead journal's appender) with ``journal_format`` (its bytes:
+headers, scan, reading back), ``events`` (its records, declared as ``journal_schema`` schemas)
+and ``crc32c``, ``orders`` (state machine, books, positions), ``tokens`` (day-unique OUCH
 tokens), ``session`` (the SoupBinTCP client socket), ``gate`` (the per-order check),
 ``recovery`` (rebuild from the journal), ``latency`` (per-hop histograms in counters) and
 ``audit`` / ``audit_cli`` (the audit-trail export).

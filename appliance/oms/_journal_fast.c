@@ -1,9 +1,11 @@
 /*
  * The OMS journal's hot path in C: CRC-32C and one whole record append into the mapped file.
  *
- * A record (journal.py): crc32c u32 | length u32 | sequence u64 | timestamp u64 | type u16 |
- * reserved u16 | payload. The CRC covers every byte after its own field. In Python the pack,
- * the copy and the CRC call cost about 3 us a record; here one call does all three.
+ * A record is a header then its payload. The header's layout is not written here: journal.py
+ * gives it once with set_layout() from journal_format.RECORD_HEADER (the header's size and the
+ * offset and width of its crc, length, sequence, timestamp and type fields); every other header
+ * byte is written zero. The CRC field comes first and covers every byte after it. In Python the
+ * pack, the copy and the CRC call cost about 3 us a record; here one call does all three.
  *
  * CRC-32C (Castagnoli, reflected 0x82F63B78), slicing by 8: portable C, no CPU feature test;
  * the same function the Python fallbacks compute (crc32c(b"123456789") == 0xE3069283).
@@ -13,8 +15,19 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the journal is little-endian and store_le() copies the low bytes of a native integer"
+#endif
+
 #define POLY 0x82F63B78u
-#define HEADER_SIZE 28
+#define MAX_HEADER_SIZE 256
+
+/* The record header's layout, from set_layout(); header_size 0 until then (append refuses). */
+enum { F_CRC, F_LENGTH, F_SEQUENCE, F_TIMESTAMP, F_TYPE, N_FIELDS };
+static const char *field_names[N_FIELDS] = {"crc", "length", "sequence", "timestamp", "type"};
+static Py_ssize_t header_size;
+static Py_ssize_t field_offset[N_FIELDS];
+static int field_width[N_FIELDS];
 
 static uint32_t table[8][256];
 
@@ -76,39 +89,119 @@ py_crc32c(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLong(value);
 }
 
+/* Little-endian store of the low ``width`` bytes of ``value`` (x86-64: the first bytes). */
+static inline void store_le(unsigned char *p, uint64_t value, int width)
+{
+    memcpy(p, &value, (size_t)width);
+}
+
+static inline int fits(uint64_t value, int width)
+{
+    return width == 8 || value < ((uint64_t)1 << (8 * width));
+}
+
+PyDoc_STRVAR(set_layout_doc,
+"set_layout(header_size, fields)\n\n"
+"The record header's layout: ``fields`` is five (offset, width) pairs, for the crc, length,\n"
+"sequence, timestamp and type fields, in that order. The crc field must come first and be 4\n"
+"bytes (it covers every byte after it); widths are 1, 2, 4 or 8; fields lie inside the header and\n"
+"do not overlap. ValueError otherwise (and the previous layout stays).");
+
+static PyObject *
+py_set_layout(PyObject *self, PyObject *args)
+{
+    Py_ssize_t size;
+    PyObject *fields;
+    if (!PyArg_ParseTuple(args, "nO", &size, &fields))
+        return NULL;
+    if (size < 4 || size > MAX_HEADER_SIZE) {
+        PyErr_Format(PyExc_ValueError, "record header of %zd bytes: 4 to %d", size, MAX_HEADER_SIZE);
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(fields, "fields must be a sequence of (offset, width) pairs");
+    if (seq == NULL)
+        return NULL;
+    if (PySequence_Fast_GET_SIZE(seq) != N_FIELDS) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "fields must be %d (offset, width) pairs: crc, length, sequence, "
+                     "timestamp, type", N_FIELDS);
+        return NULL;
+    }
+    Py_ssize_t offsets[N_FIELDS];
+    int widths[N_FIELDS];
+    unsigned char used[MAX_HEADER_SIZE] = {0};
+    for (int i = 0; i < N_FIELDS; i++) {
+        Py_ssize_t offset, width;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "nn;each field is (offset, width)", &offset, &width)) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        if (!(width == 1 || width == 2 || width == 4 || width == 8) || offset < 0 || offset + width > size) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "field %s: offset %zd width %zd does not fit a %zd-byte header "
+                         "(widths 1, 2, 4, 8)", field_names[i], offset, width, size);
+            return NULL;
+        }
+        for (Py_ssize_t k = offset; k < offset + width; k++) {
+            if (used[k]) {
+                Py_DECREF(seq);
+                PyErr_Format(PyExc_ValueError, "field %s overlaps another at byte %zd", field_names[i], k);
+                return NULL;
+            }
+            used[k] = 1;
+        }
+        offsets[i] = offset;
+        widths[i] = (int)width;
+    }
+    Py_DECREF(seq);
+    if (offsets[F_CRC] != 0 || widths[F_CRC] != 4) {
+        PyErr_SetString(PyExc_ValueError, "the crc field must be the header's first 4 bytes (it covers what follows)");
+        return NULL;
+    }
+    memcpy(field_offset, offsets, sizeof offsets);
+    memcpy(field_width, widths, sizeof widths);
+    header_size = size;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(append_doc,
 "append(buffer, offset, record_type, sequence, timestamp_ns, payload) -> end\n\n"
-"Write one whole record at ``offset`` of the writable ``buffer`` (the mapped journal): header,\n"
-"payload, then the CRC field last. Returns the offset just after the payload (unpadded). The caller\n"
-"has checked that the record fits (Journal.claim); a record past the buffer raises ValueError.");
+"Write one whole record at ``offset`` of the writable ``buffer`` (the mapped journal): header in\n"
+"the layout given to set_layout(), payload, then the CRC field last. Returns the offset just after\n"
+"the payload (unpadded). The caller has checked that the record fits (Journal.append); a record\n"
+"past the buffer, or a value too wide for its field, raises ValueError; no layout, RuntimeError.");
 
 static PyObject *
 py_append(PyObject *self, PyObject *args)
 {
     Py_buffer out, payload;
     Py_ssize_t offset;
-    unsigned int record_type;
-    unsigned long long sequence, timestamp;
-    if (!PyArg_ParseTuple(args, "w*nIKKy*", &out, &offset, &record_type, &sequence, &timestamp, &payload))
+    unsigned long long record_type, sequence, timestamp;
+    if (!PyArg_ParseTuple(args, "w*nKKKy*", &out, &offset, &record_type, &sequence, &timestamp, &payload))
         return NULL;
-    Py_ssize_t end = offset + HEADER_SIZE + payload.len;
-    if (offset < 0 || end > out.len || payload.len > 0xFFFFFFFF || record_type > 0xFFFF) {
+    const char *error = NULL;
+    Py_ssize_t end = offset + header_size + payload.len;
+    if (header_size == 0)
+        error = "no record layout: call set_layout() first";
+    else if (offset < 0 || end > out.len)
+        error = "journal record does not fit the buffer";
+    else if (!fits((uint64_t)payload.len, field_width[F_LENGTH]) || !fits(record_type, field_width[F_TYPE]) ||
+             !fits(sequence, field_width[F_SEQUENCE]) || !fits(timestamp, field_width[F_TIMESTAMP]))
+        error = "a value does not fit its field of the record header";
+    if (error != NULL) {
         PyBuffer_Release(&out);
         PyBuffer_Release(&payload);
-        PyErr_SetString(PyExc_ValueError, "journal record does not fit the buffer");
+        PyErr_SetString(header_size == 0 ? PyExc_RuntimeError : PyExc_ValueError, error);
         return NULL;
     }
     unsigned char *p = (unsigned char *)out.buf + offset;
-    uint32_t length = (uint32_t)payload.len;
-    uint16_t type16 = (uint16_t)record_type, reserved = 0;
-    uint64_t seq64 = sequence, ts64 = timestamp;
-    memcpy(p + 4, &length, 4);
-    memcpy(p + 8, &seq64, 8);
-    memcpy(p + 16, &ts64, 8);
-    memcpy(p + 24, &type16, 2);
-    memcpy(p + 26, &reserved, 2);
-    memcpy(p + HEADER_SIZE, payload.buf, (size_t)payload.len);
-    uint32_t crc = crc_update(0xFFFFFFFFu, p + 4, (size_t)(HEADER_SIZE - 4 + payload.len)) ^ 0xFFFFFFFFu;
+    memset(p + 4, 0, (size_t)(header_size - 4));
+    store_le(p + field_offset[F_LENGTH], (uint64_t)payload.len, field_width[F_LENGTH]);
+    store_le(p + field_offset[F_SEQUENCE], sequence, field_width[F_SEQUENCE]);
+    store_le(p + field_offset[F_TIMESTAMP], timestamp, field_width[F_TIMESTAMP]);
+    store_le(p + field_offset[F_TYPE], record_type, field_width[F_TYPE]);
+    memcpy(p + header_size, payload.buf, (size_t)payload.len);
+    uint32_t crc = crc_update(0xFFFFFFFFu, p + 4, (size_t)(header_size - 4 + payload.len)) ^ 0xFFFFFFFFu;
     memcpy(p, &crc, 4);
     PyBuffer_Release(&out);
     PyBuffer_Release(&payload);
@@ -117,13 +210,14 @@ py_append(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"crc32c", py_crc32c, METH_VARARGS, crc32c_doc},
+    {"set_layout", py_set_layout, METH_VARARGS, set_layout_doc},
     {"append", py_append, METH_VARARGS, append_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "appliance.oms._journal_fast",
-    "CRC-32C and the journal's record append, in C (see journal.py).", -1, methods, NULL, NULL, NULL, NULL,
+    "CRC-32C and the journal's record append, in C (see journal.py and journal_format.py).", -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC

@@ -54,7 +54,8 @@ from appliance.oms.config import OmsConfigError, parse_oms_params
 from appliance.oms.credentials import CredentialsError, load_venue_credentials
 from appliance.oms.events import ControlKind, RecordType, SendReason, SessionEvent
 from appliance.oms.gate import GATE_OPEN, Gate
-from appliance.oms.journal import Journal, JournalError, archive_name, journal_day
+from appliance.oms.journal import Journal, archive_name
+from appliance.oms.journal_format import JournalError, journal_day
 from appliance.oms.latency import LatencyRecorder
 from appliance.oms.orders import OPEN_STATES, Order, OrderBook
 from appliance.oms.recovery import apply_control, rebuild
@@ -91,8 +92,9 @@ _CONTROL_TYPE = CONTROL_EVENT.type_id
 _ENTER = ouch.ENTER_ORDER_FRAME.pack
 _REPLACE = ouch.REPLACE_ORDER_FRAME.pack
 _CANCEL = ouch.CANCEL_ORDER_FRAME.pack
-_ORDER_SENT_RECORD = ev.ORDER_SENT_RECORD
-_ORDER_SENT_SIZE = ev.ORDER_SENT.size
+_ORDER_SENT_TYPE = RecordType.ORDER_SENT
+_BY_STRATEGY = SendReason.STRATEGY
+_pack_order_sent = ev.ORDER_SENT.pack
 
 
 class OmsAgent(Agent):
@@ -187,8 +189,8 @@ class OmsAgent(Agent):
         self._last_clock_state = -1               # journal the clock once at start, then on change
         self._next_clock_record_ns = 0
         self._cancel_all_why = "restart" if self.book.cancel_owed else ""   # announced with the next pass
-        self._journal(RecordType.SESSION, ev.session(SessionEvent.START, sequence=state.next_sequence_number,
-                                                     prefix=self.tokens.prefix, counter=self.tokens.next_counter),
+        self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.START, sequence=state.next_sequence_number,
+                                                          prefix=self.tokens.prefix, counter=self.tokens.next_counter),
                       now_ns, reserve=True)
         self.c_recovery_records.set(state.records)
         self.c_unknown_symbols.set(state.unknown_symbols)
@@ -246,9 +248,9 @@ class OmsAgent(Agent):
         try:
             if getattr(self, "session", None) is not None:
                 if self.session.logged_in:
-                    self._journal(RecordType.SESSION, ev.session(SessionEvent.LOGOUT,
-                                                                 self.session.client.session.encode(),
-                                                                 self.session.client.next_sequence_number),
+                    self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.LOGOUT,
+                                                                      session=self.session.client.session.encode(),
+                                                                      sequence=self.session.client.next_sequence_number),
                                   now_ns, reserve=True)
                 self.session.logout(now_mono)
             self._flush_positions(now_ns)
@@ -297,25 +299,27 @@ class OmsAgent(Agent):
             if kind is SequencedMessage:
                 message = event.message
                 try:
-                    journal_append(RecordType.EXCHANGE_MESSAGE, ev.exchange_message(event.sequence_number, message),
-                                   now_ns, True)
+                    journal_append(RecordType.EXCHANGE_MESSAGE,
+                                   ev.EXCHANGE_MESSAGE.pack(event.sequence_number, message), now_ns, True)
                 except JournalError as exc:
                     self.c_unjournaled.inc()
                     self._journal_failed(str(exc))
                 self.c_venue_messages.inc()
                 book.apply_ouch(message, now_ns)
             elif kind is LoginAccepted:
-                self._journal(RecordType.SESSION, ev.session(SessionEvent.LOGIN_ACCEPTED, event.session.encode(),
-                                                             event.sequence_number), now_ns, reserve=True)
+                self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.LOGIN_ACCEPTED,
+                                                                  session=event.session.encode(),
+                                                                  sequence=event.sequence_number), now_ns, reserve=True)
                 self._login_accepted(event, now_ns)
                 self._set_session_up(True)
             elif kind is LoginRejected:
-                self._journal(RecordType.SESSION, ev.session(SessionEvent.LOGIN_REJECTED, event.reason.encode()),
+                self._journal(RecordType.SESSION,
+                              ev.SESSION.pack(SessionEvent.LOGIN_REJECTED, session=event.reason.encode()),
                               now_ns, reserve=True)
             elif kind is EndOfSession:
-                self._journal(RecordType.SESSION, ev.session(SessionEvent.END_OF_SESSION,
-                                                             self.session.client.session.encode(),
-                                                             self.session.client.next_sequence_number),
+                self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.END_OF_SESSION,
+                                                                  session=self.session.client.session.encode(),
+                                                                  sequence=self.session.client.next_sequence_number),
                               now_ns, reserve=True)
             elif kind is DebugText:
                 self.c_debug.inc()
@@ -337,8 +341,8 @@ class OmsAgent(Agent):
         elif event.sequence_number < requested or (known and event.session.strip() != known.strip()):
             self.c_sequence_resets.inc()
             gone = self.book.venue_session_lost()
-            self._journal(RecordType.SESSION, ev.session(SessionEvent.NEW_SESSION, event.session.encode(),
-                                                         event.sequence_number), now_ns, reserve=True)
+            self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.NEW_SESSION, session=event.session.encode(),
+                                                              sequence=event.sequence_number), now_ns, reserve=True)
             log.error("the venue lost session %r (it now sends %r from sequence %d; the journal had seen up to %d): "
                       "%d open orders are gone at the venue and reported CANCELED", known, event.session,
                       event.sequence_number, requested - 1, len(gone))
@@ -354,8 +358,8 @@ class OmsAgent(Agent):
         self.gate.session_ready = False
         event = SessionEvent.END_OF_SESSION if self.session.ended else SessionEvent.DISCONNECTED
         if event == SessionEvent.DISCONNECTED:
-            self._journal(RecordType.SESSION, ev.session(event, self.session.client.session.encode(),
-                                                         self.session.client.next_sequence_number),
+            self._journal(RecordType.SESSION, ev.SESSION.pack(event, session=self.session.client.session.encode(),
+                                                              sequence=self.session.client.next_sequence_number),
                           now_ns, reserve=True)
         self._requested_sequence = self.session.client.next_sequence_number
 
@@ -408,8 +412,8 @@ class OmsAgent(Agent):
         (_t, _v, _s, client, orig, strategy, sid, action, side, _pad, shares, price, tif, *_times) = values
         self.c_rejects[reason].inc()
         symbol = self.stocks[sid] if 0 <= sid < len(self.stocks) else b""
-        self._journal(RecordType.REJECTED_LOCALLY, ev.rejected_locally(action, side, reason, tif, client, orig,
-                                                                        strategy, sid, shares, price, symbol),
+        self._journal(RecordType.REJECTED_LOCALLY, ev.REJECTED_LOCALLY.pack(action, side, reason, tif, client, orig,
+                                                                            strategy, sid, shares, price, symbol),
                       time.time_ns(), reserve=False, count_failure=False)
         if 0 <= sid < len(self.symbols):
             self.book.positions.rejects[sid] += 1
@@ -494,14 +498,10 @@ class OmsAgent(Agent):
             return
         token = self.tokens.next()
         stock = self.stocks[sid]
-        journal = self.journal
         try:
-            offset = journal.claim(_ORDER_SENT_SIZE)
-            _ORDER_SENT_RECORD.pack_into(journal.buffer, offset + 4, _ORDER_SENT_SIZE, journal.next_sequence,
-                                         time.time_ns(), RecordType.ORDER_SENT, 0, action, side,
-                                         SendReason.STRATEGY, 0, tif, client, 0, strategy, sid, shares, price, stock,
-                                         token, b"", t_rx, t_feed, t_strategy, t_risk)
-            journal.seal(offset, _ORDER_SENT_SIZE)
+            self.journal.append(_ORDER_SENT_TYPE, _pack_order_sent(action, side, _BY_STRATEGY, tif, client, 0, strategy,
+                                                                   sid, shares, price, stock, token, b"", t_rx, t_feed,
+                                                                   t_strategy, t_risk), time.time_ns())
         except JournalError as exc:
             self._journal_failed(str(exc))
             self._reject_locally(values, OmsReason.JOURNAL_FAILED)
@@ -543,7 +543,7 @@ class OmsAgent(Agent):
         token = self.tokens.next()
         now_ns = time.time_ns()
         try:
-            self.journal.append(RecordType.ORDER_SENT, ev.order_sent(
+            self.journal.append(RecordType.ORDER_SENT, ev.ORDER_SENT.pack(
                 action, old.side, SendReason.STRATEGY, tif, client, orig, strategy, old.symbol_id, shares, price,
                 old.symbol, token, old.token, t_rx, t_feed, t_strategy, t_risk), now_ns)
         except JournalError as exc:
@@ -584,7 +584,7 @@ class OmsAgent(Agent):
                      times: tuple = (0, 0, 0, 0)) -> bool:
         """Journal (best effort: a failed journal never stops a cancel) and send a cancel by token.
         Any order the book holds can be cancelled, even one whose symbol the layout no longer lists."""
-        self._journal(RecordType.ORDER_SENT, ev.order_sent(
+        self._journal(RecordType.ORDER_SENT, ev.ORDER_SENT.pack(
             Action.CANCEL, order.side, why, order.tif, request_id, order.client_order_id & _U64, order.strategy_id,
             order.symbol_id & _U32, target, order.price & _U32, order.symbol, order.token, b"", *times),
             time.time_ns(), reserve=True)
@@ -601,7 +601,8 @@ class OmsAgent(Agent):
         """Bytes journaled as sent that never left: journal it and undo it (``OrderBook.not_sent``)."""
         action, token, target = tag
         self.c_not_sent.inc()
-        self._journal(RecordType.NOT_SENT, ev.not_sent(action, token, target), time.time_ns(), reserve=True)
+        self._journal(RecordType.NOT_SENT, ev.NOT_SENT.pack(action, target=target, token=token), time.time_ns(),
+                      reserve=True)
         order = self.book.not_sent(action, token, target)
         log.warning("%s for %r never left (the session could not take it)%s", name_of(Action, action), token,
                     ": rejected back" if action != Action.CANCEL else ": the cancel is owed")
@@ -625,7 +626,7 @@ class OmsAgent(Agent):
 
     # ------------------------------------------------------------------ cancel everything (kill, gate)
 
-    def _owe(self, control: ev.Control, why: str, now_mono: int) -> None:
+    def _owe(self, control: ev.CONTROL.view, why: str, now_mono: int) -> None:
         """A kill or cancel-all gate close, already journaled: the orders it covers owe a cancel."""
         owed = apply_control(self.book, control)
         if owed or self.book.cancel_owed:
@@ -666,8 +667,8 @@ class OmsAgent(Agent):
             self.control.set("oms_cancel_all_epoch", epoch)
             self.c_cancel_all.inc()
             self.c_cancel_all_orders.add(sent)
-            self._journal(RecordType.CONTROL, ev.control(ControlKind.CANCEL_ALL, self._last_gate_epoch, sent, epoch,
-                                                         detail=why.encode()[:16], t_ns=time.time_ns()),
+            self._journal(RecordType.CONTROL, ev.CONTROL.pack(ControlKind.CANCEL_ALL, self._last_gate_epoch, sent,
+                                                              epoch, detail=why.encode()[:16], t_ns=time.time_ns()),
                           time.time_ns(), reserve=True)
             log.warning("cancel-all (%s): %d open orders asked to cancel (epoch %d)%s", why, sent, epoch,
                         f"; {failed} could not be" if failed else "")
@@ -693,14 +694,14 @@ class OmsAgent(Agent):
             self.c_control_events.inc()
             if kind == ControlEventKind.KILL_SYMBOL:        # journaled by name: the layout's ids may change
                 detail = self.stocks[value].rstrip() if 0 <= value < self._n_symbols else b"?"
-            payload = ev.control(kind, state, value, 0, operator, detail, t_ns)
+            payload = ev.CONTROL.pack(kind, state, value, 0, operator, detail, t_ns)
             self._journal(RecordType.CONTROL, payload, time.time_ns(), reserve=True)
             if kind == ControlEventKind.KILL:
                 self._refuse_approved_before(ALL_SYMBOLS)
-                self._owe(ev.parse_control(payload), "kill", time.monotonic_ns())
+                self._owe(ev.CONTROL.parse(payload), "kill", time.monotonic_ns())
             elif kind == ControlEventKind.KILL_SYMBOL:
                 self._refuse_approved_before(value)
-                self._owe(ev.parse_control(payload), f"kill {ev.text(detail)}", time.monotonic_ns())
+                self._owe(ev.CONTROL.parse(payload), f"kill {ev.text(detail)}", time.monotonic_ns())
             elif kind == ControlEventKind.SNAPSHOT_REQUEST:
                 self._snapshot_pending = True
         return done
@@ -785,8 +786,9 @@ class OmsAgent(Agent):
         self.gate.recovered = True
         elapsed = now_mono - self._started_mono
         self.c_recovery_ns.set(elapsed)
-        self._journal(RecordType.SESSION, ev.session(SessionEvent.RECOVERED, self.session.client.session.encode(),
-                                                     self.session.client.next_sequence_number),
+        self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.RECOVERED,
+                                                          session=self.session.client.session.encode(),
+                                                          sequence=self.session.client.next_sequence_number),
                       time.time_ns(), reserve=True)
         log.info("recovered in %.3f s: %d open orders, ready for new orders", elapsed / 1e9, book.open_orders)
         return 1
@@ -796,9 +798,9 @@ class OmsAgent(Agent):
         if epoch == self._last_gate_epoch:
             return 0
         self._last_gate_epoch = epoch
-        payload = ev.control(ControlKind.GATE_CHANGED, gate_open, reasons, epoch, t_ns=time.time_ns())
+        payload = ev.CONTROL.pack(ControlKind.GATE_CHANGED, gate_open, reasons, epoch, t_ns=time.time_ns())
         self._journal(RecordType.CONTROL, payload, time.time_ns(), reserve=True)
-        self._owe(ev.parse_control(payload), "gate", now_mono)
+        self._owe(ev.CONTROL.parse(payload), "gate", now_mono)
         return 1
 
     def _record_clock(self, now_mono: int) -> int:
@@ -807,9 +809,9 @@ class OmsAgent(Agent):
         state, offset, maxerror = self.gate.clock_words()
         self._last_clock_state = state
         self._next_clock_record_ns = now_mono + CLOCK_RECORD_NS
-        self._journal(RecordType.CONTROL, ev.control(ControlEventKind.CLOCK, state, offset, maxerror,
-                                                     detail=name_of(ClockState, state).encode()[:16],
-                                                     t_ns=time.time_ns()), time.time_ns(), reserve=True)
+        self._journal(RecordType.CONTROL, ev.CONTROL.pack(ControlEventKind.CLOCK, state, offset, maxerror,
+                                                          detail=name_of(ClockState, state).encode()[:16],
+                                                          t_ns=time.time_ns()), time.time_ns(), reserve=True)
         return 1
 
     def _in_flight_timeouts(self, now_mono: int) -> int:

@@ -1,6 +1,8 @@
 """The audit trail: every event of the OMS journal as rows, with nanosecond UTC timestamps.
 
-One row per journal record, in journal order. Order events carry the strategy id, the client
+One row per journal record, in journal order. A record's fields fill the columns its schema
+names (``events``: ``("shares", "u32", "shares")``); the rest (event names, details, what a
+venue message lacks) is said here. Order events carry the strategy id, the client
 order ids, the token, symbol, side, price and shares, and for venue messages the exchange's order
 reference and match numbers: a venue message names only a token, so the fields it lacks come from
 the ORDER_SENT that made the token (read earlier in the same journal).
@@ -25,7 +27,7 @@ from typing import Iterable, Iterator
 from appliance.messages.codes import Action, ControlEventKind, OmsReason, name_of
 from appliance.oms import events as ev
 from appliance.oms.events import ControlKind, RecordType, SendReason, SessionEvent
-from appliance.oms.journal import JournalRecord
+from appliance.oms.journal_format import JournalRecord
 from appliance.wire import ouch
 from appliance.wire.errors import WireFormatError
 
@@ -79,6 +81,21 @@ def _text(raw) -> str:
     return str(raw).rstrip()
 
 
+def _side(value: int) -> str:
+    return chr(value) if value else ""
+
+
+def _plain(value):
+    return value
+
+
+# How a journal field shows in the audit column its schema names (``JournalSchema.audit``).
+_FORMATS = {"price": _price, "side": _side, "symbol": _text, "token": _text, "orig_token": _text}
+_HANDLERS = {RecordType.ORDER_SENT: "_order_sent", RecordType.EXCHANGE_MESSAGE: "_exchange_message",
+             RecordType.REJECTED_LOCALLY: "_rejected_locally", RecordType.CONTROL: "_control",
+             RecordType.SESSION: "_session", RecordType.NOT_SENT: "_not_sent"}
+
+
 class AuditTrail:
     """Turns journal records into audit rows, remembering each token's order."""
 
@@ -103,47 +120,33 @@ class AuditTrail:
             row["record"] = f"TYPE_{record.type}"
             return row
         row["record"] = kind.name
+        schema = ev.RECORDS[kind]
         try:
-            if kind == RecordType.ORDER_SENT:
-                self._order_sent(row, ev.parse_order_sent(record.payload))
-            elif kind == RecordType.EXCHANGE_MESSAGE:
-                self._exchange_message(row, record)
-            elif kind == RecordType.REJECTED_LOCALLY:
-                self._rejected_locally(row, ev.parse_rejected_locally(record.payload))
-            elif kind == RecordType.CONTROL:
-                self._control(row, ev.parse_control(record.payload))
-            elif kind == RecordType.SESSION:
-                self._session(row, ev.parse_session(record.payload))
-            elif kind == RecordType.NOT_SENT:
-                self._not_sent(row, ev.parse_not_sent(record.payload))
+            fields = schema.parse(record.payload)
+            for field_name, column in schema.audit:          # the columns the schema says its fields fill
+                row[column] = _FORMATS.get(column, _plain)(getattr(fields, field_name))
+            getattr(self, _HANDLERS[kind])(row, fields, record)
         except (ValueError, WireFormatError, IndexError, struct.error) as exc:   # a payload too short for its type
             row["event"] = "UNREADABLE"
             row["detail"] = str(exc)
         return row
 
-    def _order_sent(self, row: dict, sent: ev.OrderSent) -> None:
+    def _order_sent(self, row: dict, sent: ev.ORDER_SENT.view, _record) -> None:
         row["event"] = _SENT_EVENTS.get(sent.action, f"SENT_{sent.action}")
         token = sent.token.rstrip(b" ")
-        orig_token = sent.orig_token.rstrip(b" \0")
-        row.update(strategy_id=sent.strategy_id, client_order_id=sent.client_order_id,
-                   orig_client_order_id=sent.orig_client_order_id, token=_text(token), orig_token=_text(orig_token),
-                   symbol=_text(sent.symbol), side=chr(sent.side) if sent.side else "", price=_price(sent.price),
-                   shares=sent.shares)
         if sent.send_reason != SendReason.STRATEGY:
             row["detail"] = name_of(SendReason, sent.send_reason)
         if sent.action in (Action.NEW, Action.REPLACE):
             self.orders[token] = {"strategy_id": sent.strategy_id, "client_order_id": sent.client_order_id,
                                   "orig_client_order_id": sent.orig_client_order_id, "symbol": _text(sent.symbol),
-                                  "side": chr(sent.side) if sent.side else ""}
+                                  "side": row["side"]}
         else:
             row["client_order_id"], row["orig_client_order_id"] = sent.orig_client_order_id, sent.client_order_id
             if sent.client_order_id:
                 row["detail"] = (row["detail"] + " " if row["detail"] else "") + f"request {sent.client_order_id}"
 
-    def _exchange_message(self, row: dict, record: JournalRecord) -> None:
-        sequence, message = ev.parse_exchange_message(record.payload)
-        row["venue_sequence"] = sequence
-        fields = ouch.decode_outbound(message)
+    def _exchange_message(self, row: dict, journaled: ev.EXCHANGE_MESSAGE.view, record: JournalRecord) -> None:
+        fields = ouch.decode_outbound(journaled.message)
         kind = fields["type"]
         row["event"] = _OUCH_EVENTS.get(kind, kind)
         midnight = record.timestamp_ns - record.timestamp_ns % NS_PER_DAY
@@ -176,22 +179,19 @@ class AuditTrail:
         elif kind == "B":
             row.update(match_number=fields["match_number"], reason=fields["reason"])
 
-    def _rejected_locally(self, row: dict, rejected: ev.RejectedLocally) -> None:
-        row.update(event="REJECTED_LOCALLY", strategy_id=rejected.strategy_id, client_order_id=rejected.client_order_id,
-                   orig_client_order_id=rejected.orig_client_order_id, symbol=_text(rejected.symbol),
-                   side=chr(rejected.side) if rejected.side else "", price=_price(rejected.price),
-                   shares=rejected.shares, reason=name_of(OmsReason, rejected.reason),
+    def _rejected_locally(self, row: dict, rejected: ev.REJECTED_LOCALLY.view, _record) -> None:
+        row.update(event="REJECTED_LOCALLY", reason=name_of(OmsReason, rejected.reason),
                    detail=name_of(Action, rejected.action))
 
-    def _not_sent(self, row: dict, record: ev.NotSent) -> None:
+    def _not_sent(self, row: dict, record: ev.NOT_SENT.view, _record) -> None:
         token = record.token.rstrip(b" \0")
-        row.update(event="NOT_SENT", token=_text(token), detail=name_of(Action, record.action))
+        row.update(event="NOT_SENT", detail=name_of(Action, record.action))
         known = self.orders.get(token)
         if known is not None:
             row.update(strategy_id=known["strategy_id"], client_order_id=known["client_order_id"],
                        symbol=known["symbol"], side=known["side"])
 
-    def _control(self, row: dict, control: ev.Control) -> None:
+    def _control(self, row: dict, control: ev.CONTROL.view, _record) -> None:
         if control.kind >= 100:
             row["event"] = name_of(ControlKind, control.kind)
         else:
@@ -210,7 +210,7 @@ class AuditTrail:
                 parts.append(_text(control.detail))
             row["detail"] = ", ".join(parts)
 
-    def _session(self, row: dict, session: ev.Session) -> None:
+    def _session(self, row: dict, session: ev.SESSION.view, _record) -> None:
         row["event"] = name_of(SessionEvent, session.event)
         if session.event == SessionEvent.START:
             row["detail"] = f"token prefix {session.prefix}, next counter {session.counter}"

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from appliance.cli import UsageError
     from appliance.oms.audit import COLUMNS, AuditTrail, parse_iso_ns, select
-    from appliance.oms.journal import JournalError, read_records
+    from appliance.oms.journal_format import JournalError, read_records
 
     try:
         start = parse_iso_ns(args.start) if args.start else None

@@ -146,8 +146,6 @@ def _native_bytes(function):
 _package = _load_extension() or _load_package()
 _ext2fs = None if _package else _load_libext2fs()
 
-RAW_UPDATE = _ext2fs        # ext2fs_crc32c_le(register, address, length), for a caller that inverts itself
-
 if _package is not None:
     IMPLEMENTATION, crc32c = _package
     crc32c_at = None

@@ -1,6 +1,7 @@
 """The journal's record types and their payloads, defined once (writer, recovery and audit).
 
-Every payload is a little-endian ``struct``; text fields are space- or NUL-padded ASCII.
+Every payload is a ``JournalSchema`` (little-endian, text fields NUL-padded ASCII): write one
+with ``SESSION.pack(event=..., session=...)``, read one with ``SESSION.parse(payload).session``.
 
 - ``ORDER_SENT``: an Enter, Replace or Cancel Order about to be written to the venue (journaled
   before its bytes leave): everything needed to rebuild the order and the token counter.
@@ -17,10 +18,8 @@ Every payload is a little-endian ``struct``; text fields are space- or NUL-padde
 from __future__ import annotations
 
 import enum
-import struct
-from typing import NamedTuple
 
-from appliance.oms.journal import RECORD_BODY_FORMAT
+from appliance.oms.journal_schema import JournalSchema, records_hash
 
 
 class RecordType(enum.IntEnum):
@@ -60,134 +59,82 @@ class ControlKind(enum.IntEnum):
     JOURNAL_FAILED = 102  # detail = the reason (best effort: the journal may not take it)
 
 
-ORDER_SENT = struct.Struct("<BBBBIQQIIII8s14s14sQQQQ")
-# The journal record of an ORDER_SENT from the CRC field on: what the hot path packs in one call
-# into the space ``Journal.claim`` gave it (length, sequence, timestamp, type, reserved, payload).
-ORDER_SENT_RECORD = struct.Struct(RECORD_BODY_FORMAT + ORDER_SENT.format[1:])
-EXCHANGE_MESSAGE_HEADER = struct.Struct("<Q")
-REJECTED_LOCALLY = struct.Struct("<BBBBIQQIIII8s")
-CONTROL = struct.Struct("<IIqq16s16sQ")
-NOT_SENT = struct.Struct("<B3xI14s")          # action, cancel target shares, token
-SESSION = struct.Struct("<BBHI10s6xQQ")
+# The order an ORDER_SENT or a REJECTED_LOCALLY is about (after action, side, why, pad).
+_ORDER_FIELDS = [
+    ("time_in_force", "u32"),
+    ("client_order_id", "u64", "client_order_id"),
+    ("orig_client_order_id", "u64", "orig_client_order_id"),
+    ("strategy_id", "u32", "strategy_id"),
+    ("symbol_id", "u32"),
+    ("shares", "u32", "shares"),
+    ("price", "u32", "price"),
+    ("symbol", "char8", "symbol"),
+]
 
+ORDER_SENT = JournalSchema("OrderSent", type_id=RecordType.ORDER_SENT, fields=[
+    ("action", "u8"),
+    ("side", "u8", "side"),
+    ("send_reason", "u8"),
+    ("pad0", "u8"),
+    *_ORDER_FIELDS,
+    ("token", "char14", "token"),
+    ("orig_token", "char14", "orig_token"),
+    ("t_rx_ns", "u64"),
+    ("t_feed_out_ns", "u64"),
+    ("t_strategy_out_ns", "u64"),
+    ("t_risk_out_ns", "u64"),
+])
 
-class OrderSent(NamedTuple):
-    action: int
-    side: int
-    send_reason: int
-    time_in_force: int
-    client_order_id: int
-    orig_client_order_id: int
-    strategy_id: int
-    symbol_id: int
-    shares: int
-    price: int
-    symbol: bytes
-    token: bytes
-    orig_token: bytes
-    t_rx_ns: int
-    t_feed_out_ns: int
-    t_strategy_out_ns: int
-    t_risk_out_ns: int
+# Every sequenced venue message, as received: its SoupBinTCP sequence number, then the OUCH bytes.
+EXCHANGE_MESSAGE = JournalSchema("ExchangeMessage", type_id=RecordType.EXCHANGE_MESSAGE, fields=[
+    ("sequence", "u64", "venue_sequence"),
+    ("message", "bytes"),
+])
 
+REJECTED_LOCALLY = JournalSchema("RejectedLocally", type_id=RecordType.REJECTED_LOCALLY, fields=[
+    ("action", "u8"),
+    ("side", "u8", "side"),
+    ("reason", "u8"),                     # OmsReason
+    ("pad0", "u8"),
+    *_ORDER_FIELDS,
+])
 
-class RejectedLocally(NamedTuple):
-    action: int
-    side: int
-    reason: int
-    time_in_force: int
-    client_order_id: int
-    orig_client_order_id: int
-    strategy_id: int
-    symbol_id: int
-    shares: int
-    price: int
-    symbol: bytes
+CONTROL = JournalSchema("Control", type_id=RecordType.CONTROL, fields=[
+    ("kind", "u32"),                      # ControlEventKind (from risk) or ControlKind (the OMS's own)
+    ("state", "u32"),
+    ("value", "i64"),
+    ("value2", "i64"),
+    ("operator", "char16"),
+    ("detail", "char16"),
+    ("t_ns", "u64"),
+])
 
+SESSION = JournalSchema("Session", type_id=RecordType.SESSION, fields=[
+    ("event", "u8"),                      # SessionEvent
+    ("reason", "u8"),
+    ("pad0", "u16"),
+    ("prefix", "u32"),                    # START: the token prefix
+    ("session", "char10"),                # the venue's session name (LOGIN_REJECTED: the reason)
+    ("pad1", "u16"),
+    ("pad2", "u32"),
+    ("sequence", "u64"),                  # the next venue sequence number
+    ("counter", "u64"),                   # START: the next token counter
+])
 
-class Control(NamedTuple):
-    kind: int
-    state: int
-    value: int
-    value2: int
-    operator: bytes
-    detail: bytes
-    t_ns: int
+NOT_SENT = JournalSchema("NotSent", type_id=RecordType.NOT_SENT, fields=[
+    ("action", "u8"),
+    ("pad0", "u8"),
+    ("pad1", "u16"),
+    ("target", "u32"),                    # a cancel's target shares
+    ("token", "char14", "token"),
+])
 
-
-class Session(NamedTuple):
-    event: int
-    reason: int
-    prefix: int
-    session: bytes
-    sequence: int
-    counter: int
-
-
-def order_sent(action: int, side: int, send_reason: int, tif: int, client_order_id: int, orig_client_order_id: int,
-               strategy_id: int, symbol_id: int, shares: int, price: int, symbol: bytes, token: bytes,
-               orig_token: bytes = b"", t_rx_ns: int = 0, t_feed_out_ns: int = 0, t_strategy_out_ns: int = 0,
-               t_risk_out_ns: int = 0) -> bytes:
-    return ORDER_SENT.pack(action, side, send_reason, 0, tif, client_order_id, orig_client_order_id, strategy_id,
-                           symbol_id, shares, price, symbol, token, orig_token, t_rx_ns, t_feed_out_ns,
-                           t_strategy_out_ns, t_risk_out_ns)
-
-
-def parse_order_sent(payload: bytes) -> OrderSent:
-    v = ORDER_SENT.unpack_from(payload)
-    return OrderSent(v[0], v[1], v[2], v[4], *v[5:])
-
-
-def exchange_message(sequence: int, message: bytes) -> bytes:
-    return EXCHANGE_MESSAGE_HEADER.pack(sequence) + message
-
-
-def parse_exchange_message(payload: bytes) -> tuple[int, bytes]:
-    return EXCHANGE_MESSAGE_HEADER.unpack_from(payload)[0], payload[EXCHANGE_MESSAGE_HEADER.size:]
-
-
-def rejected_locally(action: int, side: int, reason: int, tif: int, client_order_id: int, orig_client_order_id: int,
-                     strategy_id: int, symbol_id: int, shares: int, price: int, symbol: bytes) -> bytes:
-    return REJECTED_LOCALLY.pack(action, side, reason, 0, tif, client_order_id, orig_client_order_id, strategy_id,
-                                 symbol_id, shares, price, symbol)
-
-
-def parse_rejected_locally(payload: bytes) -> RejectedLocally:
-    v = REJECTED_LOCALLY.unpack_from(payload)
-    return RejectedLocally(v[0], v[1], v[2], *v[4:])
-
-
-class NotSent(NamedTuple):
-    action: int
-    target: int
-    token: bytes
-
-
-def not_sent(action: int, token: bytes, target: int = 0) -> bytes:
-    return NOT_SENT.pack(action, target, token)
-
-
-def parse_not_sent(payload: bytes) -> NotSent:
-    return NotSent(*NOT_SENT.unpack_from(payload))
-
-
-def control(kind: int, state: int = 0, value: int = 0, value2: int = 0, operator: bytes = b"", detail: bytes = b"",
-            t_ns: int = 0) -> bytes:
-    return CONTROL.pack(kind, state, value, value2, operator[:16], detail[:16], t_ns)
-
-
-def parse_control(payload: bytes) -> Control:
-    return Control(*CONTROL.unpack_from(payload))
-
-
-def session(event: int, session_name: bytes = b"", sequence: int = 0, prefix: int = 0, counter: int = 0,
-            reason: int = 0) -> bytes:
-    return SESSION.pack(event, reason, 0, prefix, session_name[:10].ljust(10), sequence, counter)
-
-
-def parse_session(payload: bytes) -> Session:
-    event, reason, _pad, prefix, name, sequence, counter = SESSION.unpack_from(payload)
-    return Session(event, reason, prefix, name, sequence, counter)
+# Every journal record, by type: the writer, recovery and the audit read the payloads through these.
+RECORDS: dict[int, JournalSchema] = {schema.type_id: schema for schema in (
+    ORDER_SENT, EXCHANGE_MESSAGE, REJECTED_LOCALLY, CONTROL, SESSION, NOT_SENT)}
+assert set(RECORDS) == set(RecordType), "every RecordType has its schema"
+# The records' shapes, in the journal's file header: a journal written with other shapes is refused.
+RECORDS_HASH = records_hash(RECORDS.values())
 
 
 def text(raw: bytes) -> str:

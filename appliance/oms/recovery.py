@@ -37,7 +37,7 @@ from typing import Iterable
 from appliance.messages.codes import Action, ControlEventKind, GateReason
 from appliance.oms import events as ev
 from appliance.oms.events import ControlKind, RecordType, SessionEvent
-from appliance.oms.journal import JournalRecord
+from appliance.oms.journal_format import JournalRecord
 from appliance.oms.orders import OPEN_STATES, Order, OrderBook
 from appliance.oms.tokens import parse_token
 
@@ -48,7 +48,7 @@ log = logging.getLogger("appliance.oms.recovery")
 CANCEL_ALL_GATE_REASONS = GateReason.RISK_UNHEALTHY | GateReason.KILL_SWITCH | GateReason.MARKET_DATA
 
 
-def apply_control(book: OrderBook, control: ev.Control) -> int:
+def apply_control(book: OrderBook, control: ev.CONTROL.view) -> int:
     """What a journaled CONTROL record does to the orders: the open orders a kill covers owe a
     cancel from now on. Returns how many orders it added to ``book.cancel_owed``."""
     kind = control.kind
@@ -106,7 +106,7 @@ def rebuild(records: Iterable[JournalRecord], symbols: list[str], book: OrderBoo
             rtype = record.type
             try:
                 if rtype == exchange_type:
-                    sequence, message = ev.parse_exchange_message(record.payload)
+                    sequence, message = ev.EXCHANGE_MESSAGE.parse(record.payload)
                     if sequence > max_sequence:
                         max_sequence = sequence
                     book.apply_ouch(message, record.timestamp_ns)
@@ -116,21 +116,21 @@ def rebuild(records: Iterable[JournalRecord], symbols: list[str], book: OrderBoo
                     if token is not None:
                         last_token = token
                 elif rtype == RecordType.SESSION:
-                    session = ev.parse_session(record.payload)
+                    session = ev.SESSION.parse(record.payload)
                     _apply_session(state, session)
                     if session.event == SessionEvent.NEW_SESSION:
                         book.venue_session_lost()
                         max_sequence = session.sequence - 1
                         state.new_sessions += 1
                 elif rtype == RecordType.CONTROL:
-                    control = ev.parse_control(record.payload)
+                    control = ev.CONTROL.parse(record.payload)
                     if control.kind == ControlKind.GATE_CHANGED:
                         state.last_gate_epoch = control.value2
                     elif control.kind == ControlKind.CANCEL_ALL:
                         state.cancel_alls += 1
                     apply_control(book, control)
                 elif rtype == RecordType.NOT_SENT:
-                    record_ = ev.parse_not_sent(record.payload)
+                    record_ = ev.NOT_SENT.parse(record.payload)
                     book.not_sent(record_.action, record_.token, record_.target)
                     state.not_sent += 1
                 elif rtype != RecordType.REJECTED_LOCALLY:
@@ -151,7 +151,7 @@ def rebuild(records: Iterable[JournalRecord], symbols: list[str], book: OrderBoo
 
 def _apply_order_sent(state: RecoveredState, book: OrderBook, by_token: dict, record: JournalRecord) -> bytes | None:
     """Rebuild what an ORDER_SENT did; the token it made (None for a cancel)."""
-    sent = ev.parse_order_sent(record.payload)
+    sent = ev.ORDER_SENT.parse(record.payload)
     state.orders_sent += 1
     symbol_id = book.symbol_id(sent.symbol)
     if sent.action == Action.NEW:
@@ -177,7 +177,7 @@ def _apply_order_sent(state: RecoveredState, book: OrderBook, by_token: dict, re
     return sent.token
 
 
-def _apply_session(state: RecoveredState, session: ev.Session) -> None:
+def _apply_session(state: RecoveredState, session: ev.SESSION.view) -> None:
     if session.event == SessionEvent.START:
         state.last_prefix = session.prefix if state.last_prefix is None else max(state.last_prefix, session.prefix)
         state.started.append(session.prefix)

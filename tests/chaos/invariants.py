@@ -25,7 +25,7 @@ from appliance.exchange.records import read_ouch_log
 from appliance.messages.codes import ControlEventKind
 from appliance.oms import events as ev
 from appliance.oms.events import RecordType
-from appliance.oms.journal import read_records
+from appliance.oms.journal_format import read_records
 from appliance.wire import ouch
 
 SELLS = ("S", "T", "E")
@@ -82,12 +82,12 @@ def journal_truth(path: Path) -> JournalTruth:
     records, _found, _header = read_records(str(path))
     for record in records:
         if record.type == RecordType.EXCHANGE_MESSAGE:
-            _sequence, message = ev.parse_exchange_message(record.payload)
+            _sequence, message = ev.EXCHANGE_MESSAGE.parse(record.payload)
             if message[:1] == b"E":
                 fields = ouch.decode_outbound(message)
                 truth.fills.append((fields["order_token"], fields["match_number"]))
         elif record.type == RecordType.CONTROL:
-            control = ev.parse_control(record.payload)
+            control = ev.CONTROL.parse(record.payload)
             if control.kind == ControlEventKind.KILL:
                 truth.kills.append(record.timestamp_ns)
             elif control.kind == ControlEventKind.RESET:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import struct
 import tempfile
 
 import pytest
@@ -26,9 +25,10 @@ from appliance.oms import events as ev
 from appliance.oms import crc32c
 from appliance.oms.audit import AuditTrail
 from appliance.oms.events import ControlKind, RecordType, SessionEvent
-from appliance.oms.journal import (
-    FILE_HEADER_SIZE, MAX_RECORD_SIZE, RECORD_HEADER_SIZE, Journal, JournalError, _record_at, padded,
-    read_file_header, read_records, scan,
+from appliance.oms.journal import Journal
+from appliance.oms.journal_format import (
+    CRC_FROM, FILE_HEADER_SIZE, MAX_RECORD_SIZE, RECORD_HEADER, RECORD_HEADER_SIZE, JournalError, padded,
+    read_file_header, read_records, record_at, scan,
 )
 from appliance.oms.recovery import rebuild
 from appliance.wire import ouch
@@ -53,19 +53,21 @@ def _payloads() -> list[tuple[int, bytes]]:
                                      "executed_shares": 100, "execution_price": 1_900_000, "liquidity_flag": "A",
                                      "match_number": 77})
     return [
-        (RecordType.SESSION, ev.session(SessionEvent.START, prefix=3, counter=1)),
-        (RecordType.SESSION, ev.session(SessionEvent.LOGIN_ACCEPTED, b"SESS1", sequence=1)),
-        (RecordType.ORDER_SENT, ev.order_sent(1, ord("B"), 0, 99998, 11, 0, 7, 0, 300, 1_900_000, b"AAPL    ", token)),
-        (RecordType.ORDER_SENT, ev.order_sent(1, ord("S"), 0, 0, 12, 0, 7, 1, 200, 4_200_000, b"MSFT    ", token2)),
-        (RecordType.EXCHANGE_MESSAGE, ev.exchange_message(1, accepted)),
-        (RecordType.EXCHANGE_MESSAGE, ev.exchange_message(2, executed)),
-        (RecordType.ORDER_SENT, ev.order_sent(2, ord("B"), 0, 99998, 13, 11, 7, 0, 300, 1_900_100, b"AAPL    ",
-                                              b"AB0000000003  ", token)),
-        (RecordType.ORDER_SENT, ev.order_sent(3, ord("S"), 1, 0, 14, 12, 7, 1, 0, 0, b"MSFT    ", token2)),
-        (RecordType.REJECTED_LOCALLY, ev.rejected_locally(1, ord("B"), 3, 0, 15, 0, 7, 0, 100, 1, b"AAPL    ")),
-        (RecordType.CONTROL, ev.control(ControlKind.GATE_CHANGED, 1, 0, 4)),
-        (RecordType.CONTROL, ev.control(ControlKind.CANCEL_ALL, 2, 2, 1, b"op", b"gate closed")),
-        (RecordType.SESSION, ev.session(SessionEvent.DISCONNECTED)),
+        (RecordType.SESSION, ev.SESSION.pack(SessionEvent.START, prefix=3, counter=1)),
+        (RecordType.SESSION, ev.SESSION.pack(SessionEvent.LOGIN_ACCEPTED, session=b"SESS1", sequence=1)),
+        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(1, ord("B"), 0, 99998, 11, 0, 7, 0, 300, 1_900_000, b"AAPL    ",
+                                                   token)),
+        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(1, ord("S"), 0, 0, 12, 0, 7, 1, 200, 4_200_000, b"MSFT    ",
+                                                   token2)),
+        (RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(1, accepted)),
+        (RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(2, executed)),
+        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(2, ord("B"), 0, 99998, 13, 11, 7, 0, 300, 1_900_100, b"AAPL    ",
+                                                   b"AB0000000003  ", token)),
+        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(3, ord("S"), 1, 0, 14, 12, 7, 1, 0, 0, b"MSFT    ", token2)),
+        (RecordType.REJECTED_LOCALLY, ev.REJECTED_LOCALLY.pack(1, ord("B"), 3, 0, 15, 0, 7, 0, 100, 1, b"AAPL    ")),
+        (RecordType.CONTROL, ev.CONTROL.pack(ControlKind.GATE_CHANGED, 1, 0, 4)),
+        (RecordType.CONTROL, ev.CONTROL.pack(ControlKind.CANCEL_ALL, 2, 2, 1, b"op", b"gate closed")),
+        (RecordType.SESSION, ev.SESSION.pack(SessionEvent.DISCONNECTED)),
         (99, b"a future record type"),
     ]
 
@@ -84,14 +86,24 @@ def _valid_image(directory: str, records: int) -> bytes:
     return image
 
 
+def _get(image, offset: int, field: str) -> int:
+    """A field of the record header at ``offset`` (RECORD_HEADER says where and how wide)."""
+    at = offset + RECORD_HEADER.offset_of[field]
+    return int.from_bytes(image[at:at + RECORD_HEADER.size_of[field]], "little")
+
+
+def _put(image: bytearray, offset: int, field: str, value: int) -> None:
+    at, width = offset + RECORD_HEADER.offset_of[field], RECORD_HEADER.size_of[field]
+    image[at:at + width] = value.to_bytes(width, "little")
+
+
 def _reseal(image: bytearray, offset: int) -> None:
     """Recompute the CRC of the record at ``offset`` (if its header still describes one that fits)."""
     if offset + RECORD_HEADER_SIZE > len(image):
         return
-    length = struct.unpack_from("<I", image, offset + 4)[0]
-    end = offset + RECORD_HEADER_SIZE + length
+    end = offset + RECORD_HEADER_SIZE + _get(image, offset, "length")
     if end <= len(image):
-        struct.pack_into("<I", image, offset, crc32c.crc32c(bytes(image[offset + 4:end])))
+        _put(image, offset, "crc", crc32c.crc32c(bytes(image[offset + CRC_FROM:end])))
 
 
 def damage(rng: random.Random, image: bytes) -> bytes:
@@ -114,26 +126,26 @@ def damage(rng: random.Random, image: bytes) -> bytes:
                 continue
             field = rng.choice(("type", "length", "sequence", "payload", "payload", "reserved"))
             if field == "type":
-                struct.pack_into("<H", out, offset + 24, rng.choice((0, 1, 2, 3, 4, 5, 6, 0xFFFF)))
+                _put(out, offset, "type", rng.choice((0, 1, 2, 3, 4, 5, 6, 0xFFFF)))
             elif field == "length":
-                struct.pack_into("<I", out, offset + 4, rng.choice((0, 1, 7, 8, 100, 4096, 4097, 1 << 31)))
+                _put(out, offset, "length", rng.choice((0, 1, 7, 8, 100, 4096, 4097, 1 << 31)))
             elif field == "sequence":
-                struct.pack_into("<Q", out, offset + 8, rng.choice((0, 1, 2, 1 << 63, (1 << 64) - 1)))
+                _put(out, offset, "sequence", rng.choice((0, 1, 2, 1 << 63, (1 << 64) - 1)))
             elif field == "reserved":
-                struct.pack_into("<H", out, offset + 26, 1)
+                _put(out, offset, "reserved", 1)
             else:
-                length = struct.unpack_from("<I", out, offset + 4)[0]
+                length = _get(out, offset, "length")
                 start = offset + RECORD_HEADER_SIZE
                 payload = fuzzkit.mutate_bytes(rng, bytes(out[start:start + length]), ops=rng.randint(1, 3))
                 out[start:start + length] = payload[:length].ljust(length, b"\0")
                 if rng.random() < 0.3:                 # and a shorter length claimed for it
-                    struct.pack_into("<I", out, offset + 4, rng.randrange(length + 1))
+                    _put(out, offset, "length", rng.randrange(length + 1))
             _reseal(out, offset)
         elif roll == 5 and offsets:                    # a record zeroed, or copied over another
             a, b = rng.choice(offsets), rng.choice(offsets)
             if a + RECORD_HEADER_SIZE > len(out) or b >= len(out):
                 continue
-            size = min(padded(RECORD_HEADER_SIZE + struct.unpack_from("<I", out, a + 4)[0]), len(out) - a)
+            size = min(padded(RECORD_HEADER_SIZE + _get(out, a, "length")), len(out) - a)
             if rng.random() < 0.5:
                 out[a:a + size] = bytes(size)
             else:
@@ -190,7 +202,7 @@ def test_fuzz_journal_scan_audit_recover(seeds):
         buffer = bytearray(image)
         if len(buffer) < FILE_HEADER_SIZE or not read_file_header(buffer)["crc_ok"]:
             return "bad header"
-        records = [_record_at(buffer, offset) for offset in found.offsets]
+        records = [record_at(buffer, offset) for offset in found.offsets]
         list(AuditTrail(SYMBOLS).rows(records))
         state = rebuild(records, SYMBOLS)
         assert state.records == len(records)
@@ -222,7 +234,7 @@ def test_fuzz_journal_read_and_open(workdir, seeds):
             recovered = journal.recovered_records
             state = rebuild(journal.records(), SYMBOLS)
             assert state.records == recovered
-            journal.append(RecordType.SESSION, ev.session(SessionEvent.START, prefix=4), T0 + 10**9, reserve=True)
+            journal.append(RecordType.SESSION, ev.SESSION.pack(SessionEvent.START, prefix=4), T0 + 10**9, reserve=True)
         finally:
             journal.close()
         again = Journal.open(path, MIN_SIZE, "page_cache", now_ns=T0)      # a clean journal now

@@ -5,7 +5,7 @@ import pytest
 
 from appliance.oms.audit import AuditTrail
 from appliance.oms.events import RecordType
-from appliance.oms.journal import JournalRecord
+from appliance.oms.journal_format import JournalRecord
 
 
 @pytest.mark.parametrize("kind", [RecordType.ORDER_SENT, RecordType.EXCHANGE_MESSAGE, RecordType.REJECTED_LOCALLY,

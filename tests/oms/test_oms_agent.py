@@ -8,9 +8,9 @@ import errno
 import pytest
 
 from appliance.messages.codes import ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource
-from appliance.oms.events import ControlKind, RecordType
-from appliance.oms.journal import Journal, JournalFull, read_records
-from appliance.oms.events import control as control_payload
+from appliance.oms.events import CONTROL, ControlKind, RecordType
+from appliance.oms.journal import Journal
+from appliance.oms.journal_format import JournalFull, read_records
 from test_oms_support import Rig, accept_all, accepted, pump, ready, setup  # noqa: F401 (setup: a fixture)
 
 E = ExecEvent
@@ -94,7 +94,7 @@ def test_a_full_journal_refuses_new_orders(setup, tmp_path):
     try:
         with pytest.raises(JournalFull):
             while True:
-                journal.append(RecordType.CONTROL, control_payload(ControlEventKind.LIMITS_CHANGED), 1)
+                journal.append(RecordType.CONTROL, CONTROL.pack(ControlEventKind.LIMITS_CHANGED), 1)
     finally:
         journal.close()
     agent = s.start()
@@ -147,8 +147,7 @@ def test_a_kill_from_risk_and_a_gate_closed_for_the_kill_switch_cancel_everythin
     assert s.rig.control.get("oms_cancel_all_epoch") == epoch + 2
     assert s.rig.counter("oms.cancel_all") == 2
     records, _found, _header = read_records(s.journal)
-    from appliance.oms.events import parse_control
-    controls = [parse_control(r.payload) for r in records if r.type == RecordType.CONTROL]
+    controls = [CONTROL.parse(r.payload) for r in records if r.type == RecordType.CONTROL]
     assert [c.kind for c in controls if c.kind == ControlKind.CANCEL_ALL] == [ControlKind.CANCEL_ALL] * 2
     assert any(c.kind == ControlEventKind.KILL and c.operator.rstrip(b"\0") == b"alice" for c in controls)
 
@@ -193,15 +192,15 @@ def test_a_clean_stop_logs_out_and_journals_it(setup):
     wait_until(lambda: s.venue.logouts == 1, 5, message="the Logout Request")
     assert s.rig.control.get("oms_ready") == 0 and s.rig.control.get("oms_session_up") == 0
     records, _found, _header = read_records(s.journal)
-    from appliance.oms.events import SessionEvent, parse_session
-    events = [parse_session(r.payload).event for r in records if r.type == RecordType.SESSION]
+    from appliance.oms.events import SESSION, SessionEvent
+    events = [SESSION.parse(r.payload).event for r in records if r.type == RecordType.SESSION]
     assert events[0] == SessionEvent.START and SessionEvent.LOGIN_ACCEPTED in events
     assert events[-1] == SessionEvent.LOGOUT and SessionEvent.RECOVERED in events
 
 
 def test_a_disk_too_full_for_the_journal_stops_the_oms_from_starting(setup, monkeypatch):
     import os
-    from appliance.oms.journal import JournalError
+    from appliance.oms.journal_format import JournalError
     s = setup(accept_all)
 
     def no_space(fd, offset, length):

@@ -151,14 +151,14 @@ def test_orders_replaces_cancels_and_fills_reconcile_with_the_exchange(venue, ri
 
 def journal_orders(rig: Rig) -> dict[str, int]:
     """token -> client order id of every order the OMS journaled as sent."""
-    from appliance.oms.events import RecordType, parse_order_sent
-    from appliance.oms.journal import read_records
+    from appliance.oms.events import ORDER_SENT, RecordType
+    from appliance.oms.journal_format import read_records
     path = rig.layout.processes["oms"].params["journal"]
     records, _found, _header = read_records(path)
     out = {}
     for record in records:
         if record.type == RecordType.ORDER_SENT:
-            sent = parse_order_sent(record.payload)
+            sent = ORDER_SENT.parse(record.payload)
             if sent.action in (Action.NEW, Action.REPLACE):
                 out[sent.token.decode()] = sent.client_order_id
     return out

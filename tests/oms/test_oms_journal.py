@@ -12,9 +12,10 @@ import time
 import pytest
 
 from appliance.oms import crc32c
-from appliance.oms.journal import (
-    FILE_HEADER_SIZE, MAX_RECORD_SIZE, RECORD_HEADER_SIZE, Journal, JournalCorruptError, JournalError, JournalFull,
-    padded, read_records,
+from appliance.oms.journal import Journal
+from appliance.oms.journal_format import (
+    FILE_HEADER_SIZE, MAX_RECORD_SIZE, RECORD_HEADER_SIZE, JournalCorruptError, JournalError, JournalFull, padded,
+    read_records,
 )
 from conftest import wait_until
 
@@ -78,21 +79,6 @@ def test_records_read_back_in_order_after_reopening_with_every_policy(tmp_path, 
     records, found, header = read_records(str(path))
     assert len(records) == 51 and records[-1].payload == b"more" and not found.corrupt
     assert header["trading_day"] > 20000000 and header["crc_ok"]
-
-
-def test_the_zero_copy_claim_and_seal_path_writes_the_same_records(tmp_path):
-    from appliance.oms.journal import _BODY
-    path = str(tmp_path / "j.bin")
-    journal = Journal.open(path, SIZE, "page_cache")
-    offset = journal.claim(5)
-    _BODY.pack_into(journal.buffer, offset + 4, 5, journal.next_sequence, 77, 3, 0)
-    journal.buffer[offset + RECORD_HEADER_SIZE:offset + RECORD_HEADER_SIZE + 5] = b"hello"
-    assert journal.seal(offset, 5) == 1
-    journal.append(3, b"world", 78)
-    journal.close()
-    records, _found, _header = read_records(path)
-    assert [(r.sequence, r.timestamp_ns, r.type, r.payload) for r in records] == [(1, 77, 3, b"hello"),
-                                                                                  (2, 78, 3, b"world")]
 
 
 def test_durability_policies_sync_as_they_say(tmp_path):

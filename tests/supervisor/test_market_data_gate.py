@@ -49,7 +49,7 @@ def test_the_watch_trips_after_the_limit_and_holds_until_every_book_is_good():
 
 def test_the_oms_pulls_resting_orders_when_the_gate_closes_for_market_data():
     assert GateReason.MARKET_DATA & CANCEL_ALL_GATE_REASONS
-    closed = ev.parse_control(ev.control(ControlKind.GATE_CHANGED, 0, int(GateReason.MARKET_DATA), 7))
+    closed = ev.CONTROL.parse(ev.CONTROL.pack(ControlKind.GATE_CHANGED, 0, int(GateReason.MARKET_DATA), 7))
     from appliance.oms.recovery import apply_control
 
     class Book:
