@@ -62,6 +62,7 @@ from appliance.oms.recovery import apply_control, rebuild
 from appliance.oms.session import VenueSession
 from appliance.oms.tokens import TokenSource, choose_prefix
 from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse, check_ring_uses
 from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
 from appliance.runtime.trading_day import trading_day_of
@@ -70,11 +71,12 @@ from appliance.wire.soupbintcp import DebugText, EndOfSession, LoginAccepted, Lo
 
 log = logging.getLogger("appliance.oms")
 
-ORDERS_RING = "approved_orders"
-EVENTS_RING = "risk_events"
-TO_STRATEGY = "exec_to_strategy"
-TO_RISK = "exec_to_risk"
 RISK_PROCESS = "risk"
+ORDERS_RING = RingUse("approved_orders", CONSUMER, APPROVED_ORDER, peer=RISK_PROCESS)
+EVENTS_RING = RingUse("risk_events", CONSUMER, CONTROL_EVENT, peer=RISK_PROCESS)
+TO_STRATEGY = RingUse("exec_to_strategy", PRODUCER, EXECUTION_REPORT)
+TO_RISK = RingUse("exec_to_risk", PRODUCER, EXECUTION_REPORT, peer=RISK_PROCESS)
+RINGS = (ORDERS_RING, EVENTS_RING, TO_STRATEGY, TO_RISK)
 
 MAX_ORDERS_PER_CYCLE = 64
 MAX_EVENTS_PER_CYCLE = 16
@@ -114,14 +116,7 @@ class OmsAgent(Agent):
                 raise LayoutError(layout.path, "tables", f"the OMS needs a {kind!r} table")
         if RISK_PROCESS not in layout.processes:
             raise LayoutError(layout.path, "processes", "the OMS checks the risk heartbeat: no process named 'risk'")
-        for ring, producer, consumer in ((ORDERS_RING, RISK_PROCESS, me), (TO_STRATEGY, me, None),
-                                         (TO_RISK, me, RISK_PROCESS), (EVENTS_RING, RISK_PROCESS, me)):
-            spec = layout.rings.get(ring)
-            if spec is None:
-                raise LayoutError(layout.path, "rings", f"the OMS needs a ring named {ring!r}")
-            if spec.producer != producer or (consumer is not None and spec.consumer != consumer):
-                raise LayoutError(layout.path, f"rings.{ring}",
-                                  f"must run {producer} -> {consumer or 'strategy'}, not {spec.producer} -> {spec.consumer}")
+        check_ring_uses(layout, me, RINGS, "the OMS")
         self.ring_to_wire_ns = None          # a bench sets an array('q') here to sample ring read -> socket
         self._t_ring_read = 0
 
@@ -161,11 +156,9 @@ class OmsAgent(Agent):
         self.control.set("oms_ready", 0)
         self.control.set("oms_session_up", 0)
         self.positions_table = memory.positions_writer()
-        self.buffer = memory.buffer_of(layout.rings[ORDERS_RING].segment)
-        self.orders_ring = memory.ring(ORDERS_RING, "consumer")
-        self.events_ring = memory.ring(EVENTS_RING, "consumer")
-        self.to_strategy = memory.ring(TO_STRATEGY, "producer")
-        self.to_risk = memory.ring(TO_RISK, "producer")
+        me = ctx.process.name
+        self.orders_ring, self.events_ring, self.to_strategy, self.to_risk = (memory.channel(use, me)
+                                                                              for use in RINGS)
         self.gate = Gate(memory, layout, RISK_PROCESS, cfg.risk_heartbeat_limit_ms)
         self.latency = LatencyRecorder(ctx.counters.allocate)
         self.in_flight_timeout_ns = cfg.in_flight_timeout_ms * 1_000_000
@@ -388,7 +381,7 @@ class OmsAgent(Agent):
         if offset < 0:
             dropped.inc()
             return False
-        EXECUTION_REPORT.pack_into(self.buffer, offset, *values)
+        EXECUTION_REPORT.pack_into(ring.buffer, offset, *values)
         ring.commit()
         return True
 
@@ -427,7 +420,7 @@ class OmsAgent(Agent):
         """Up to ``limit`` approved records. ``refuse``: a kill just read (ALL_SYMBOLS or a symbol
         id): new orders and replaces it covers are refused (KILLED) instead of sent."""
         ring = self.orders_ring
-        buffer = self.buffer
+        buffer = ring.buffer
         unpack = APPROVED_ORDER.unpack_from
         samples = self.ring_to_wire_ns
         done = 0
@@ -681,7 +674,7 @@ class OmsAgent(Agent):
 
     def _process_control_events(self) -> int:
         ring = self.events_ring
-        buffer = self.buffer
+        buffer = ring.buffer
         done = 0
         while done < MAX_EVENTS_PER_CYCLE:
             offset = ring.peek()

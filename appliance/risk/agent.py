@@ -61,6 +61,7 @@ from appliance.messages.catalog import (APPROVED_ORDER, CONTROL_EVENT, EXECUTION
                                         RISK_COMMAND)
 from appliance.messages.codes import ControlCommand, ControlEventKind, RejectSource, RiskReason, RiskState
 from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse, check_ring_uses
 from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
 from appliance.runtime.trading_day import trading_day_of
@@ -77,10 +78,13 @@ DEFAULT_LIMITS = "config/risk_limits.yaml"
 DEFAULT_STATE_FILE = "run/risk-state.json"
 PATH_PARAMS = {"limits": DEFAULT_LIMITS, "state_file": DEFAULT_STATE_FILE}     # relative to the layout's directory
 PEAK_WRITE_INTERVAL_NS = 1_000_000_000    # the day's peak P&L goes to the state file at most this often
-RINGS = {  # ring -> our role
-    "order_intents": "consumer", "exec_to_risk": "consumer", "risk_commands": "consumer",
-    "approved_orders": "producer", "risk_rejects": "producer", "risk_events": "producer",
-}
+INTENTS = RingUse("order_intents", CONSUMER, ORDER_INTENT)
+REPORTS = RingUse("exec_to_risk", CONSUMER, EXECUTION_REPORT)
+COMMANDS = RingUse("risk_commands", CONSUMER, RISK_COMMAND)
+APPROVED = RingUse("approved_orders", PRODUCER, APPROVED_ORDER)
+REJECTS = RingUse("risk_rejects", PRODUCER, ORDER_REJECT)
+EVENTS = RingUse("risk_events", PRODUCER, CONTROL_EVENT)
+RINGS = (INTENTS, REPORTS, COMMANDS, APPROVED, REJECTS, EVENTS)
 _PARAMS = {  # key -> (default, low, high)
     "order_capacity": (4096, 1, 1_000_000),
     "snapshot_retry_ms": (1000, 10, 600_000),
@@ -147,14 +151,7 @@ class RiskAgent(Agent):
         for kind in ("market_state",):
             if not any(t.kind == kind for t in layout.tables.values()):
                 raise LayoutError(layout.path, "tables", f"risk needs a {kind!r} table")
-        for ring, role in RINGS.items():
-            spec = layout.rings.get(ring)
-            if spec is None:
-                raise LayoutError(layout.path, "rings", f"risk needs the ring {ring!r}")
-            side = spec.consumer if role == "consumer" else spec.producer
-            if side != context.process.name:
-                raise LayoutError(layout.path, f"rings.{ring}.{'consumer' if role == 'consumer' else 'producer'}",
-                                  f"is {side!r}, but the risk agent runs as {context.process.name!r}")
+        check_ring_uses(layout, context.process.name, RINGS, "the risk agent")
         try:
             self.limits = load_limits(self.config["limits"], layout.symbols)
         except LimitsError as exc:
@@ -175,13 +172,9 @@ class RiskAgent(Agent):
         layout, memory = ctx.layout, ctx.memory
         self.engine = RiskEngine(self.limits, layout.symbols, memory.market_state_reader(),
                                  order_capacity=cfg["order_capacity"])
-        self.intents = memory.ring("order_intents", "consumer")
-        self.reports = memory.ring("exec_to_risk", "consumer")
-        self.commands = memory.ring("risk_commands", "consumer")
-        self.approved = memory.ring("approved_orders", "producer")
-        self.rejects = memory.ring("risk_rejects", "producer")
-        self.events_ring = memory.ring("risk_events", "producer")
-        self.buffers = {name: memory.buffer_of(layout.rings[name].segment) for name in RINGS}
+        me = ctx.process.name
+        self.intents, self.reports, self.commands = (memory.channel(use, me) for use in (INTENTS, REPORTS, COMMANDS))
+        self.approved, self.rejects, self.events_ring = (memory.channel(use, me) for use in (APPROVED, REJECTS, EVENTS))
         has_control = any(t.kind == "control" for t in layout.tables.values())
         self.control_words = memory.control(ctx.process.name) if has_control else None
         if self.control_words is None:
@@ -335,9 +328,7 @@ class RiskAgent(Agent):
 
     def _poll_intents(self) -> int:
         intents, approved, rejects = self.intents, self.approved, self.rejects
-        intent_buffer = self.buffers["order_intents"]
-        approved_buffer = self.buffers["approved_orders"]
-        reject_buffer = self.buffers["risk_rejects"]
+        intent_buffer, approved_buffer, reject_buffer = intents.buffer, approved.buffer, rejects.buffer
         check = self.engine.check
         record = self.engine.record
         unpack = ORDER_INTENT.struct.unpack_from
@@ -393,7 +384,7 @@ class RiskAgent(Agent):
 
     def _poll_reports(self) -> int:
         reports = self.reports
-        buffer = self.buffers["exec_to_risk"]
+        buffer = reports.buffer
         unpack = EXECUTION_REPORT.struct.unpack_from
         on_report = self.engine.on_report
         report_type = EXECUTION_REPORT.type_id
@@ -433,7 +424,7 @@ class RiskAgent(Agent):
 
     def _poll_commands(self) -> int:
         commands = self.commands
-        buffer = self.buffers["risk_commands"]
+        buffer = commands.buffer
         done = 0
         while True:
             offset = commands.peek()
@@ -666,7 +657,8 @@ class RiskAgent(Agent):
 
     def _flush_events(self) -> int:
         self._persist_changes()
-        ring, buffer, pack = self.events_ring, self.buffers["risk_events"], CONTROL_EVENT.pack_into
+        ring = self.events_ring
+        buffer, pack = ring.buffer, CONTROL_EVENT.pack_into
         sent = 0
         outbox = self.outbox
         while sent < len(outbox):

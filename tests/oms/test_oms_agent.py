@@ -210,3 +210,22 @@ def test_a_disk_too_full_for_the_journal_stops_the_oms_from_starting(setup, monk
     with pytest.raises(JournalError, match="cannot preallocate"):
         s.start()
     assert s.rig.control.get("oms_ready") == 0 and s.venue.messages() == []
+
+
+def test_rings_in_two_segments_are_each_read_and_written_through_their_own_segment(setup):
+    """approved_orders and risk_events in a segment of their own, the report rings in ``main``: the
+    OMS reads orders and control events from the one and writes reports into the other (it once
+    wrote every ring through approved_orders' segment, right only while the layout had one)."""
+    s = setup(accept_all, ring_segments={"approved_orders": "orders", "risk_events": "orders"})
+    assert {s.rig.layout.rings[name].segment for name in ("approved_orders", "risk_events")} == {"orders"}
+    assert {s.rig.layout.rings[name].segment for name in ("exec_to_strategy", "exec_to_risk")} == {"main"}
+    agent = s.start()
+    ready(agent, s.rig)
+    s.rig.new(1, "AAPL", "B", 100, 1_900_000)
+    pump(agent, lambda: E.ACCEPTED in s.rig.events(1), message="the accept on exec_to_strategy")
+    assert s.rig.reports_of(1)[0]["shares"] == 100 and s.rig.reports_of(1)[0]["price"] == 1_900_000
+    assert s.rig.events(1, ring="risk") == [E.ACCEPTED]
+    assert [m["type"] for m in s.venue.messages()] == ["O"]
+    s.rig.control_event(ControlEventKind.SNAPSHOT_REQUEST)
+    pump(agent, lambda: E.SNAPSHOT_END in s.rig.events(ring="risk"), message="the snapshot on exec_to_risk")
+    assert s.rig.counter("oms.bad_ring_records") == 0
