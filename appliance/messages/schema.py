@@ -2,8 +2,9 @@
 
 A ``Record`` is declared once as a list of (field name, type code) pairs. From
 that single list it derives the ``struct.Struct`` used by ``pack_into`` /
-``unpack_from``, the field offsets, a numpy dtype for batch views (tests,
-shmtop), and a canonical description that goes into the layout hash, so that a
+``unpack_from``, the field offsets and tuple indices, a view with named fields
+(``read``: a named tuple, so readers say ``r.client_order_id``, not ``r[3]``), a
+numpy dtype for batch views (tests, shmtop), and a canonical description that goes into the layout hash, so that a
 process built against a different message shape refuses to attach.
 
 Every record starts with the same 8-byte header: ``type_id u16``,
@@ -12,6 +13,7 @@ Every record starts with the same 8-byte header: ``type_id u16``,
 from __future__ import annotations
 
 import struct
+from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +31,7 @@ _TYPES: dict[str, tuple[str, str, int]] = {
 }
 
 HEADER_FIELDS: tuple[tuple[str, str], ...] = (("type_id", "u16"), ("schema_version", "u16"), ("size", "u32"))
+HEADER_COUNT = len(HEADER_FIELDS)      # a read record's body (what ``pack_into`` takes) is ``r[HEADER_COUNT:]``
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,14 @@ class Record:
                                "offsets": [f.offset for f in specs], "itemsize": self.size})
         self.field_names: tuple[str, ...] = tuple(f.name for f in specs)
         self.offset_of: dict[str, int] = {f.name: f.offset for f in specs}
+        self.index_of: dict[str, int] = {f.name: i for i, f in enumerate(specs)}   # in unpack_from's tuple
+        self.view = view = namedtuple(name, self.field_names)
+        unpack, make = self.struct.unpack_from, tuple.__new__
+
+        def read(buffer, offset: int = 0):
+            """All fields, header included, as the named view (``r.symbol_id``; a tuple underneath)."""
+            return make(view, unpack(buffer, offset))
+        self.read = read
 
     def pack_into(self, buffer, offset: int, *values) -> None:
         """Write the record at ``offset``; ``values`` are the fields after the header, in order."""

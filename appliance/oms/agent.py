@@ -45,10 +45,10 @@ import os
 import struct
 import time
 
-from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT
+from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, RISK_SNAPSHOT
 from appliance.messages.codes import (
-    ALL_SYMBOLS, Action, ClockState, ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, Side, TIF_DAY,
-    TIF_IOC, TIF_SYSTEM_HOURS, name_of,
+    ALL_SYMBOLS, Action, ClockState, ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, Side,
+    SnapshotKind, TIF_DAY, TIF_IOC, TIF_SYSTEM_HOURS, name_of,
 )
 from appliance.oms import events as ev
 from appliance.oms.config import OmsConfigError, parse_oms_params
@@ -360,59 +360,55 @@ class OmsAgent(Agent):
 
     def _report(self, event: int, order: Order, shares: int, price: int, match: int = 0, reason: int = 0,
                 source: int = 0, t_exchange_ns: int = 0) -> None:
-        sid = order.symbol_id
-        positions = self.book.positions
-        if sid >= 0:
-            position, cost, realized = positions.position[sid], positions.cost_basis[sid], positions.realized_pnl[sid]
-        else:
-            position = cost = realized = 0
-            sid = NO_SYMBOL
-        values = (order.client_order_id, order.orig_client_order_id, order.order_ref, match, order.strategy_id, sid,
-                  event, order.side, reason, source, shares, price, max(0, order.leaves), position, cost, realized,
-                  t_exchange_ns, self._t_rx_ns or time.time_ns())
-        self._write_report(self.to_strategy, values, self.c_dropped_strategy)
-        self._write_report(self.to_risk, values, self.c_dropped_risk)
-        self.c_reports.inc()
-        if event == ExecEvent.EXECUTED:
-            self.c_fills.inc()
+        """An event of an order the book holds (the book's ``report`` callback)."""
+        self._execution_report(event, order.client_order_id, order.orig_client_order_id, order.strategy_id,
+                               order.symbol_id, order.side, shares, price, exchange_order_ref=order.order_ref,
+                               match_number=match, reason=reason, source=source, leaves_shares=max(0, order.leaves),
+                               t_exchange_ns=t_exchange_ns, t_oms_rx_ns=self._t_rx_ns)
 
-    def _write_report(self, ring, values: tuple, dropped) -> bool:
-        offset = ring.claim()
-        if offset < 0:
-            dropped.inc()
-            return False
-        EXECUTION_REPORT.pack_into(ring.buffer, offset, *values)
-        ring.commit()
-        return True
-
-    def _report_local(self, event: int, client_order_id: int, orig_client_order_id: int, strategy_id: int,
-                      symbol_id: int, side: int, shares: int, price: int, reason: int, source: int) -> None:
-        positions = self.book.positions
-        if 0 <= symbol_id < len(self.symbols):
+    def _execution_report(self, event: int, client_order_id: int, orig_client_order_id: int, strategy_id: int,
+                          symbol_id: int, side: int, shares: int, price: int, *, exchange_order_ref: int = 0,
+                          match_number: int = 0, reason: int = 0, source: int = 0, leaves_shares: int = 0,
+                          t_exchange_ns: int = 0, t_oms_rx_ns: int = 0) -> None:
+        """The one writer of ExecutionReports: to the strategy and to risk, each with the OMS's position,
+        cost basis and realized P&L in the symbol after the event (zeros for a symbol the layout does
+        not list, whose id goes out as NO_SYMBOL when negative). A full ring drops and counts."""
+        if 0 <= symbol_id < self._n_symbols:
+            positions = self.book.positions
             position, cost, realized = (positions.position[symbol_id], positions.cost_basis[symbol_id],
                                         positions.realized_pnl[symbol_id])
         else:
             position = cost = realized = 0
-        now_ns = time.time_ns()
-        values = (client_order_id, orig_client_order_id, 0, 0, strategy_id, symbol_id & 0xFFFFFFFF, event,
-                  side & 0xFF, reason & 0xFF, source, shares, price, 0, position, cost, realized, 0, now_ns)
-        self._write_report(self.to_strategy, values, self.c_dropped_strategy)
-        self._write_report(self.to_risk, values, self.c_dropped_risk)
+        values = (client_order_id, orig_client_order_id, exchange_order_ref, match_number, strategy_id,
+                  symbol_id & _U32, event, side & 0xFF, reason & 0xFF, source, shares, price, leaves_shares, position,
+                  cost, realized, t_exchange_ns, t_oms_rx_ns or time.time_ns())
+        pack = EXECUTION_REPORT.pack_into
+        for ring, dropped in ((self.to_strategy, self.c_dropped_strategy), (self.to_risk, self.c_dropped_risk)):
+            offset = ring.claim()
+            if offset < 0:
+                dropped.inc()
+                continue
+            pack(ring.buffer, offset, *values)
+            ring.commit()
         self.c_reports.inc()
+        if event == ExecEvent.EXECUTED:
+            self.c_fills.inc()
 
-    def _reject_locally(self, values: tuple, reason: int) -> None:
+    def _reject_locally(self, order, reason: int) -> None:
         """An approved order the OMS will not send: journal it, count it, tell strategy and risk."""
-        (_t, _v, _s, client, orig, strategy, sid, action, side, _pad, shares, price, tif, *_times) = values
+        sid = order.symbol_id
         self.c_rejects[reason].inc()
         symbol = self.stocks[sid] if 0 <= sid < len(self.stocks) else b""
-        self._journal(RecordType.REJECTED_LOCALLY, ev.rejected_locally(action, side, reason, tif, client, orig,
-                                                                        strategy, sid, shares, price, symbol),
-                      time.time_ns(), reserve=False, count_failure=False)
+        self._journal(RecordType.REJECTED_LOCALLY, ev.rejected_locally(
+            order.action, order.side, reason, order.time_in_force, order.client_order_id, order.orig_client_order_id,
+            order.strategy_id, sid, order.shares, order.price, symbol), time.time_ns(), reserve=False,
+            count_failure=False)
         if 0 <= sid < len(self.symbols):
             self.book.positions.rejects[sid] += 1
             self._changed(sid)
-        self._report_local(ExecEvent.REJECTED_LOCALLY, client, orig, strategy, sid, side, shares, price, reason,
-                           RejectSource.OMS)
+        self._execution_report(ExecEvent.REJECTED_LOCALLY, order.client_order_id, order.orig_client_order_id,
+                               order.strategy_id, sid, order.side, order.shares, order.price, reason=reason,
+                               source=RejectSource.OMS)
 
     # ------------------------------------------------------------------ risk -> OMS: approved orders
 
@@ -421,7 +417,7 @@ class OmsAgent(Agent):
         id): new orders and replaces it covers are refused (KILLED) instead of sent."""
         ring = self.orders_ring
         buffer = ring.buffer
-        unpack = APPROVED_ORDER.unpack_from
+        read = APPROVED_ORDER.read
         samples = self.ring_to_wire_ns
         done = 0
         while done < limit:
@@ -430,35 +426,35 @@ class OmsAgent(Agent):
                 break
             if samples is not None:
                 self._t_ring_read = time.perf_counter_ns()
-            values = unpack(buffer, offset)
-            if values[0] != _APPROVED_TYPE:
+            order = read(buffer, offset)
+            if order.type_id != _APPROVED_TYPE:
                 self.c_bad_ring_records.inc()
             else:
-                action = values[7]
+                action = order.action
                 if refuse is not None and (action == Action.NEW or action == Action.REPLACE) and \
-                        (refuse == ALL_SYMBOLS or self._symbol_of(values) == refuse):
-                    self._reject_locally(values, OmsReason.KILLED)
+                        (refuse == ALL_SYMBOLS or self._symbol_of(order) == refuse):
+                    self._reject_locally(order, OmsReason.KILLED)
                 elif action == Action.NEW:
-                    self._new_order(values, now_mono)
+                    self._new_order(order, now_mono)
                 elif action == Action.REPLACE:
-                    self._replace_order(values, now_mono)
+                    self._replace_order(order, now_mono)
                 elif action == Action.CANCEL:
-                    self._cancel_order(values, now_mono)
+                    self._cancel_order(order, now_mono)
                 elif action == Action.CANCEL_ALL:
-                    self._cancel_all_request(values, now_mono)
+                    self._cancel_all_request(order, now_mono)
                 else:
                     self.c_bad_orders.inc()
-                    self._reject_locally(values, OmsReason.UNKNOWN_ACTION)
+                    self._reject_locally(order, OmsReason.UNKNOWN_ACTION)
             ring.release()            # after the order is journaled and sent: a crash before this re-reads it
             done += 1
         return done
 
-    def _symbol_of(self, values: tuple) -> int:
+    def _symbol_of(self, approved) -> int:
         """The symbol an approved record is about (a replace's is its order's)."""
-        if values[7] == Action.REPLACE:
-            old = self.book.by_client.get(values[4])
-            return old.symbol_id if old is not None else values[6]
-        return values[6]
+        if approved.action == Action.REPLACE:
+            old = self.book.by_client.get(approved.orig_client_order_id)
+            return old.symbol_id if old is not None else approved.symbol_id
+        return approved.symbol_id
 
     def _refuse_approved_before(self, scope: int) -> None:
         """A kill was just read: whatever risk approved before it and the OMS has not read yet is in
@@ -466,15 +462,17 @@ class OmsAgent(Agent):
         while self.orders_ring.peek() >= 0:
             self._process_orders(time.monotonic_ns(), MAX_ORDERS_PER_CYCLE, scope)
 
-    def _new_order(self, values: tuple, now_mono: int) -> None:
+    def _new_order(self, approved, now_mono: int) -> None:
         """The hot path: checks, token, journal (one pack into the mapped file), bytes to the socket;
         the order book and the latency counters after the bytes have left."""
-        (_t, _v, _s, client, _orig, strategy, sid, action, side, _pad, shares, price, tif,
-         t_rx, t_feed, t_strategy, t_risk) = values
+        client, strategy, sid, action, side = (approved.client_order_id, approved.strategy_id, approved.symbol_id,
+                                               approved.action, approved.side)
+        shares, price, tif = approved.shares, approved.price, approved.time_in_force
+        t_rx, t_feed, t_strategy, t_risk = _hop_times(approved)
         if not (0 <= sid < self._n_symbols and side in SIDES and shares > 0 and price > 0 and tif in TIFS
                 and client):
             self.c_bad_orders.inc()
-            self._reject_locally(values, OmsReason.BAD_ORDER)
+            self._reject_locally(approved, OmsReason.BAD_ORDER)
             return
         book = self.book
         existing = book.by_client.get(client)
@@ -483,11 +481,11 @@ class OmsAgent(Agent):
                     and existing.price == price and existing.replaces is None):
                 self.c_redelivered.inc()            # the ring gave us again what a crashed OMS had sent
             else:
-                self._reject_locally(values, OmsReason.DUPLICATE_CLIENT_ID)
+                self._reject_locally(approved, OmsReason.DUPLICATE_CLIENT_ID)
             return
         reason = self.gate.check(now_mono)
         if reason:
-            self._reject_locally(values, reason)
+            self._reject_locally(approved, reason)
             return
         token = self.tokens.next()
         stock = self.stocks[sid]
@@ -501,7 +499,7 @@ class OmsAgent(Agent):
             journal.seal(offset, _ORDER_SENT_SIZE)
         except JournalError as exc:
             self._journal_failed(str(exc))
-            self._reject_locally(values, OmsReason.JOURNAL_FAILED)
+            self._reject_locally(approved, OmsReason.JOURNAL_FAILED)
             return
         taken = self.session.send_packet(_ENTER.pack(_ENTER_LENGTH, b"U", b"O", token, _SIDE_BYTES[side], shares,
                                                      stock, price, tif, self._firm, b"Y", b"A", b"N", 0, b"N", b"R"),
@@ -514,28 +512,30 @@ class OmsAgent(Agent):
         self.c_orders_sent.inc()
         self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
 
-    def _replace_order(self, values: tuple, now_mono: int) -> None:
-        (_t, _v, _s, client, orig, strategy, sid, action, side, _pad, shares, price, tif,
-         t_rx, t_feed, t_strategy, t_risk) = values
+    def _replace_order(self, approved, now_mono: int) -> None:
+        client, orig, strategy, action = (approved.client_order_id, approved.orig_client_order_id,
+                                          approved.strategy_id, approved.action)
+        shares, price, tif = approved.shares, approved.price, approved.time_in_force
+        t_rx, t_feed, t_strategy, t_risk = _hop_times(approved)
         book = self.book
         old = book.by_client.get(orig)
         if old is None or old.state not in OPEN_STATES or old.strategy_id != strategy:
-            self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+            self._reject_locally(approved, OmsReason.UNKNOWN_ORDER)
             return
         if not (0 < shares and 0 < price and tif in TIFS and client):
             self.c_bad_orders.inc()
-            self._reject_locally(values, OmsReason.BAD_ORDER)
+            self._reject_locally(approved, OmsReason.BAD_ORDER)
             return
         existing = book.by_client.get(client)
         if existing is not None:
             if existing.replaces is old and existing.shares == shares and existing.price == price:
                 self.c_redelivered.inc()
             else:
-                self._reject_locally(values, OmsReason.DUPLICATE_CLIENT_ID)
+                self._reject_locally(approved, OmsReason.DUPLICATE_CLIENT_ID)
             return
         reason = self.gate.check(now_mono)
         if reason != GATE_OPEN:
-            self._reject_locally(values, reason)
+            self._reject_locally(approved, reason)
             return
         token = self.tokens.next()
         now_ns = time.time_ns()
@@ -545,7 +545,7 @@ class OmsAgent(Agent):
                 old.symbol, token, old.token, t_rx, t_feed, t_strategy, t_risk), now_ns)
         except JournalError as exc:
             self._journal_failed(str(exc))
-            self._reject_locally(values, OmsReason.JOURNAL_FAILED)
+            self._reject_locally(approved, OmsReason.JOURNAL_FAILED)
             return
         taken = self.session.send_packet(_REPLACE.pack(_REPLACE_LENGTH, b"U", b"U", old.token, token, shares, price,
                                                        tif, b"Y", b"N", 0), now_mono, (Action.REPLACE, token, 0))
@@ -557,25 +557,26 @@ class OmsAgent(Agent):
         self.c_replaces_sent.inc()
         self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
 
-    def _cancel_order(self, values: tuple, now_mono: int) -> None:
-        client, orig, strategy, target = values[3], values[4], values[5], values[10]
+    def _cancel_order(self, approved, now_mono: int) -> None:
+        client, orig, strategy = approved.client_order_id, approved.orig_client_order_id, approved.strategy_id
+        target = approved.shares                    # the size to leave (0: cancel all of it)
         order = self.book.by_client.get(orig)
         if order is None or order.strategy_id != strategy:
-            self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+            self._reject_locally(approved, OmsReason.UNKNOWN_ORDER)
             return
         if client and client in self._cancel_request_ids:
             self.c_redelivered.inc()
             return
         if order.state not in OPEN_STATES or (target and target >= order.leaves):
-            self._report_local(ExecEvent.CANCEL_REJECTED, order.client_order_id, 0, order.strategy_id,
-                               order.symbol_id, order.side, 0, order.price, 0, 0)
+            self._execution_report(ExecEvent.CANCEL_REJECTED, order.client_order_id, 0, order.strategy_id,
+                                   order.symbol_id, order.side, 0, order.price)
             return
         if not self.session.logged_in:
-            self._reject_locally(values, OmsReason.SESSION_DOWN)
+            self._reject_locally(approved, OmsReason.SESSION_DOWN)
             return
         if client:
             self._cancel_request_ids.add(client)
-        self._send_cancel(order, target, SendReason.STRATEGY, now_mono, client, values[13:17])
+        self._send_cancel(order, target, SendReason.STRATEGY, now_mono, client, _hop_times(approved))
 
     def _send_cancel(self, order: Order, target: int, why: int, now_mono: int, request_id: int = 0,
                      times: tuple = (0, 0, 0, 0)) -> bool:
@@ -610,15 +611,15 @@ class OmsAgent(Agent):
         while unsent:
             self._not_sent(unsent.pop(0))
 
-    def _cancel_all_request(self, values: tuple, now_mono: int) -> None:
-        strategy, sid = values[5], values[6]
+    def _cancel_all_request(self, approved, now_mono: int) -> None:
+        strategy, sid = approved.strategy_id, approved.symbol_id
         if not self.session.logged_in:
-            self._reject_locally(values, OmsReason.SESSION_DOWN)
+            self._reject_locally(approved, OmsReason.SESSION_DOWN)
             return
         for order in self.book.open_orders_list():
             if order.strategy_id == strategy and (sid == ALL_SYMBOLS or order.symbol_id == sid) \
                     and 0 not in order.requests:
-                self._send_cancel(order, 0, SendReason.STRATEGY, now_mono, 0, values[13:17])
+                self._send_cancel(order, 0, SendReason.STRATEGY, now_mono, 0, _hop_times(approved))
 
     # ------------------------------------------------------------------ cancel everything (kill, gate)
 
@@ -680,17 +681,17 @@ class OmsAgent(Agent):
             offset = ring.peek()
             if offset < 0:
                 break
-            values = CONTROL_EVENT.unpack_from(buffer, offset)
+            event = CONTROL_EVENT.read(buffer, offset)
             ring.release()
             done += 1
-            if values[0] != _CONTROL_TYPE:
+            if event.type_id != _CONTROL_TYPE:
                 self.c_bad_ring_records.inc()
                 continue
-            _t, _v, _s, kind, state, value, operator, detail, t_ns = values
+            kind, value, detail = event.kind, event.value, event.detail
             self.c_control_events.inc()
             if kind == ControlEventKind.KILL_SYMBOL:        # journaled by name: the layout's ids may change
                 detail = self.stocks[value].rstrip() if 0 <= value < self._n_symbols else b"?"
-            payload = ev.control(kind, state, value, 0, operator, detail, t_ns)
+            payload = ev.control(kind, event.state, value, 0, event.operator, detail, event.t_ns)
             self._journal(RecordType.CONTROL, payload, time.time_ns(), reserve=True)
             if kind == ControlEventKind.KILL:
                 self._refuse_approved_before(ALL_SYMBOLS)
@@ -703,25 +704,28 @@ class OmsAgent(Agent):
         return done
 
     def _answer_snapshot(self) -> bool:
-        """SNAPSHOT_POSITION per symbol, SNAPSHOT_ORDER per open order, SNAPSHOT_END, all on exec_to_risk."""
+        """A RiskSnapshot POSITION per symbol, ORDER per open order, then END, all on exec_to_risk
+        (in order with the reports), or nothing while the ring has no room for all of them."""
         open_orders = self.book.open_orders_list()
-        needed = len(self.symbols) + len(open_orders) + 1
         ring = self.to_risk
-        if ring.capacity - ring.depth() < needed:
+        if ring.capacity - ring.depth() < len(self.symbols) + len(open_orders) + 1:
             return False                                # wait for risk to drain the ring
         positions = self.book.positions
         now_ns = time.time_ns()
-        write = self._write_report
-        dropped = self.c_dropped_risk
-        for sid in range(len(self.symbols)):
-            write(ring, (0, 0, 0, 0, 0, sid, ExecEvent.SNAPSHOT_POSITION, 0, 0, 0, 0, 0, 0, positions.position[sid],
-                         positions.cost_basis[sid], positions.realized_pnl[sid], 0, now_ns), dropped)
-        for order in open_orders:
-            sid = order.symbol_id if order.symbol_id >= 0 else NO_SYMBOL
-            write(ring, (order.client_order_id, order.orig_client_order_id, order.order_ref, 0, order.strategy_id,
-                         sid, ExecEvent.SNAPSHOT_ORDER, order.side, 0, 0, max(0, order.leaves), order.price,
-                         max(0, order.leaves), 0, 0, 0, 0, now_ns), dropped)
-        write(ring, (0, 0, 0, 0, 0, NO_SYMBOL, ExecEvent.SNAPSHOT_END, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, now_ns), dropped)
+        pack, buffer, dropped = RISK_SNAPSHOT.pack_into, ring.buffer, self.c_dropped_risk
+        records = [(0, 0, 0, sid, SnapshotKind.POSITION, 0, 0, 0, 0, positions.position[sid],
+                    positions.cost_basis[sid], positions.realized_pnl[sid], now_ns) for sid in range(len(self.symbols))]
+        records += [(order.client_order_id, order.orig_client_order_id, order.strategy_id, order.symbol_id & _U32,
+                     SnapshotKind.ORDER, order.side, 0, max(0, order.leaves), order.price, 0, 0, 0, now_ns)
+                    for order in open_orders]
+        records.append((0, 0, 0, NO_SYMBOL, SnapshotKind.END, 0, 0, 0, 0, 0, 0, 0, now_ns))
+        for values in records:
+            offset = ring.claim()
+            if offset < 0:
+                dropped.inc()
+                continue
+            pack(buffer, offset, *values)
+            ring.commit()
         self.c_snapshots.inc()
         return True
 
@@ -821,8 +825,8 @@ class OmsAgent(Agent):
             if order.timeouts == 1 or order.timeouts % 10 == 0:
                 log.warning("no venue answer for %r: queried by cancel (%d)", order, order.timeouts)
             if order.timeouts == 1:
-                self._report_local(ExecEvent.PENDING_TIMEOUT, order.client_order_id, order.orig_client_order_id,
-                                   order.strategy_id, order.symbol_id, order.side, order.leaves, order.price, 0, 0)
+                self._execution_report(ExecEvent.PENDING_TIMEOUT, order.client_order_id, order.orig_client_order_id,
+                                       order.strategy_id, order.symbol_id, order.side, order.leaves, order.price)
             if self.session.logged_in and order.state in OPEN_STATES:
                 self._send_cancel(order, 0, why, now_mono)
         return len(expired)
@@ -947,5 +951,10 @@ class OmsAgent(Agent):
 
 
 _SIDE_BYTES = {int(side): bytes([int(side)]) for side in Side}
+
+
+def _hop_times(approved) -> tuple[int, int, int, int]:
+    """An approved order's timestamps of the hops it passed (feed rx, feed out, strategy out, risk out)."""
+    return approved.t_rx_ns, approved.t_feed_out_ns, approved.t_strategy_out_ns, approved.t_risk_out_ns
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF

@@ -22,7 +22,7 @@ import re
 import struct
 from typing import Iterable, Iterator
 
-from appliance.messages.codes import Action, ControlEventKind, OmsReason, name_of
+from appliance.messages.codes import MARKET_PRICE, Action, ControlEventKind, OmsReason, name_of
 from appliance.oms import events as ev
 from appliance.oms.events import ControlKind, RecordType, SendReason, SessionEvent
 from appliance.oms.journal import JournalRecord
@@ -33,7 +33,6 @@ COLUMNS = ("time", "time_ns", "sequence", "record", "event", "strategy_id", "cli
            "orig_client_order_id", "token", "orig_token", "symbol", "side", "price", "shares", "order_ref",
            "match_number", "reason", "venue_sequence", "venue_time", "detail")
 NS_PER_DAY = 86_400 * 1_000_000_000
-MARKET_PRICE = 0x7FFFFFFF
 _OUCH_EVENTS = {"A": "ACCEPTED", "U": "REPLACED", "C": "CANCELED", "E": "EXECUTED", "J": "REJECTED",
                 "B": "BROKEN", "P": "CANCEL_PENDING", "I": "CANCEL_REJECT", "S": "SYSTEM_EVENT"}
 _SENT_EVENTS = {Action.NEW: "SENT_NEW", Action.REPLACE: "SENT_REPLACE", Action.CANCEL: "SENT_CANCEL"}

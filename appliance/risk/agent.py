@@ -38,7 +38,7 @@ not) stays latched (PREVIOUS_RUN), a REDUCING is kept.
 
 Start and restart: risk_ready=0, a SNAPSHOT_REQUEST to the OMS (again every
 ``snapshot_retry_ms`` until answered), NOT_READY for every new order and replace until
-SNAPSHOT_END (cancels pass). Positions, open orders and the day's realized P&L come from the
+the snapshot's END record (cancels pass). Positions, open orders and the day's realized P&L come from the
 OMS's snapshot (its journal survives ``down``), so the daily-loss limit sees the day's losses.
 
 If ``approved_orders`` is full, intents wait in their ring (back-pressure; nothing is dropped).
@@ -58,7 +58,8 @@ import os
 import time
 
 from appliance.messages.catalog import (APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT,
-                                        RISK_COMMAND)
+                                        RISK_COMMAND, RISK_SNAPSHOT)
+from appliance.messages.schema import HEADER_COUNT
 from appliance.messages.codes import ControlCommand, ControlEventKind, RejectSource, RiskReason, RiskState
 from appliance.runtime.agent import Agent, AgentContext
 from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse, check_ring_uses
@@ -331,7 +332,7 @@ class RiskAgent(Agent):
         intent_buffer, approved_buffer, reject_buffer = intents.buffer, approved.buffer, rejects.buffer
         check = self.engine.check
         record = self.engine.record
-        unpack = ORDER_INTENT.struct.unpack_from
+        read = ORDER_INTENT.read
         pack_approved = APPROVED_ORDER.pack_into
         pack_reject = ORDER_REJECT.pack_into
         reject_counters = self.reject_counters
@@ -350,18 +351,20 @@ class RiskAgent(Agent):
             offset = intents.peek()
             if offset < 0:
                 break
-            fields = unpack(intent_buffer, offset)
-            (type_id, _version, _size, client_order_id, orig_client_order_id, strategy_id, symbol_id, action, side,
-             _pad, shares, price, time_in_force, _t_rx, _t_feed, _t_strategy) = fields
+            intent = read(intent_buffer, offset)
+            client_order_id, orig_client_order_id, strategy_id = (intent.client_order_id, intent.orig_client_order_id,
+                                                                  intent.strategy_id)
+            symbol_id, action, side, shares, price = (intent.symbol_id, intent.action, intent.side, intent.shares,
+                                                      intent.price)
             now = time_ns()
-            if type_id != intent_type:
+            if intent.type_id != intent_type:
                 counters["bad_intents"].inc()
                 reason = int(RiskReason.BAD_ORDER)
             else:
                 reason = check(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price,
-                               time_in_force, now)
+                               intent.time_in_force, now)
             if not reason:
-                pack_approved(approved_buffer, out, *fields[3:], time_ns())
+                pack_approved(approved_buffer, out, *intent[HEADER_COUNT:], time_ns())   # the intent, one more hop
                 approved.commit()                # out first: the booking below is not on the order's path
                 record(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price, strategy_id,
                        now)
@@ -383,27 +386,32 @@ class RiskAgent(Agent):
         return done
 
     def _poll_reports(self) -> int:
+        """ExecutionReports, and the RiskSnapshot records that answer a snapshot request, in ring order."""
         reports = self.reports
         buffer = reports.buffer
-        unpack = EXECUTION_REPORT.struct.unpack_from
+        read = EXECUTION_REPORT.read
         on_report = self.engine.on_report
-        report_type = EXECUTION_REPORT.type_id
+        report_type, snapshot_type = EXECUTION_REPORT.type_id, RISK_SNAPSHOT.type_id
         counters = self.counters
         done = 0
         for _ in range(self._max_reports):
             offset = reports.peek()
             if offset < 0:
                 break
-            (type_id, _version, _size, client_order_id, orig_client_order_id, _exchange_ref, _match, strategy_id,
-             symbol_id, event, side, _reason, _source, shares, price, leaves, position, cost_basis, realized,
-             _t_exchange, _t_oms) = unpack(buffer, offset)
+            r = read(buffer, offset)
+            if r.type_id == report_type:
+                result = on_report(r.event, r.client_order_id, r.orig_client_order_id, r.symbol_id, r.side, r.shares,
+                                   r.price, r.leaves_shares, r.position, r.cost_basis, r.realized_pnl, r.strategy_id,
+                                   time.time_ns())
+            elif r.type_id == snapshot_type:
+                s = RISK_SNAPSHOT.read(buffer, offset)
+                result = self.engine.on_snapshot(s.kind, s.client_order_id, s.orig_client_order_id, s.symbol_id,
+                                                 s.side, s.leaves_shares, s.price, s.position, s.cost_basis,
+                                                 s.realized_pnl, s.strategy_id, time.time_ns())
+            else:
+                result = BAD_REPORT
             reports.release()
             done += 1
-            if type_id != report_type:
-                counters["bad_reports"].inc()
-                continue
-            result = on_report(event, client_order_id, orig_client_order_id, symbol_id, side, shares, price, leaves,
-                               position, cost_basis, realized, strategy_id, time.time_ns())
             if result == APPLIED:
                 continue
             if result == UNKNOWN_ORDER:
@@ -430,15 +438,14 @@ class RiskAgent(Agent):
             offset = commands.peek()
             if offset < 0:
                 break
-            type_id, _version, _size, command, _pad, argument, raw_operator, _t_ns = RISK_COMMAND.unpack_from(
-                buffer, offset)
+            c = RISK_COMMAND.read(buffer, offset)
             commands.release()
             done += 1
             self.counters["commands"].inc()
-            if type_id != RISK_COMMAND.type_id:
+            if c.type_id != RISK_COMMAND.type_id:
                 self.counters["bad_commands"].inc()
                 continue
-            self._command(command, _decode(raw_operator), argument)
+            self._command(c.command, _decode(c.operator), c.argument)
         return done
 
     def _command(self, command: int, operator: str, argument: int = 0) -> None:

@@ -7,13 +7,14 @@ import errno
 
 import pytest
 
-from appliance.messages.codes import ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource
+from appliance.messages.codes import ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, SnapshotKind
 from appliance.oms.events import ControlKind, RecordType
 from appliance.oms.journal import Journal, JournalFull, read_records
 from appliance.oms.events import control as control_payload
 from test_oms_support import Rig, accept_all, accepted, pump, ready, setup  # noqa: F401 (setup: a fixture)
 
 E = ExecEvent
+K = SnapshotKind
 
 
 def test_an_order_the_venue_never_answers_is_flagged_and_queried_by_cancel(setup):
@@ -171,15 +172,15 @@ def test_a_snapshot_request_is_answered_on_exec_to_risk(setup):
     s.rig.risk_reports.clear()
     s.rig.strategy_reports.clear()
     s.rig.control_event(ControlEventKind.SNAPSHOT_REQUEST)
-    pump(agent, lambda: E.SNAPSHOT_END in s.rig.events(ring="risk"), message="the snapshot")
-    snapshot = s.rig.risk_reports
-    assert [r["event"] for r in snapshot] == [E.SNAPSHOT_POSITION] * 3 + [E.SNAPSHOT_ORDER, E.SNAPSHOT_END]
+    pump(agent, lambda: K.END in s.rig.snapshot_kinds(), message="the snapshot")
+    snapshot = s.rig.risk_snapshots
+    assert [r["kind"] for r in snapshot] == [K.POSITION] * 3 + [K.ORDER, K.END]
     msft = snapshot[1]
     assert (msft["symbol_id"], msft["position"], msft["cost_basis"]) == (1, 100, 100 * 4_200_000)
     order = snapshot[3]
-    assert (order["client_order_id"], order["symbol_id"], order["side"], order["shares"], order["price"],
+    assert (order["client_order_id"], order["symbol_id"], order["side"], order["leaves_shares"], order["price"],
             order["strategy_id"]) == (2, 0, ord("S"), 300, 1_950_000, 1)
-    assert s.rig.events(ring="strategy") == []
+    assert s.rig.risk_reports == [] and s.rig.events(ring="strategy") == []
 
 
 def test_a_clean_stop_logs_out_and_journals_it(setup):
@@ -227,5 +228,5 @@ def test_rings_in_two_segments_are_each_read_and_written_through_their_own_segme
     assert s.rig.events(1, ring="risk") == [E.ACCEPTED]
     assert [m["type"] for m in s.venue.messages()] == ["O"]
     s.rig.control_event(ControlEventKind.SNAPSHOT_REQUEST)
-    pump(agent, lambda: E.SNAPSHOT_END in s.rig.events(ring="risk"), message="the snapshot on exec_to_risk")
+    pump(agent, lambda: K.END in s.rig.snapshot_kinds(), message="the snapshot on exec_to_risk")
     assert s.rig.counter("oms.bad_ring_records") == 0

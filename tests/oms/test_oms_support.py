@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT
+from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, RISK_SNAPSHOT
 from appliance.messages.codes import TIF_DAY, Action, GateReason, Side
 from appliance.runtime.agent import AgentContext
 from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse
@@ -121,6 +121,7 @@ class Rig:
         self.heartbeat = RiskHeartbeat(self.memory)
         self.strategy_reports: list[dict] = []
         self.risk_reports: list[dict] = []
+        self.risk_snapshots: list[dict] = []
         self.proc = None
         self.gate(True)
 
@@ -164,10 +165,19 @@ class Rig:
     # ---- reading what the OMS says
 
     def drain(self) -> None:
+        """Reports into ``strategy_reports`` and ``risk_reports``; risk's RiskSnapshot records (on
+        the same ring, in order with its reports) into ``risk_snapshots``."""
         for ring, into in ((self.to_strategy, self.strategy_reports), (self.to_risk, self.risk_reports)):
             while (offset := ring.peek()) >= 0:
-                into.append(EXECUTION_REPORT.as_dict(ring.buffer, offset))
+                if RISK_SNAPSHOT.read(ring.buffer, offset).type_id == RISK_SNAPSHOT.type_id:
+                    self.risk_snapshots.append(RISK_SNAPSHOT.as_dict(ring.buffer, offset))
+                else:
+                    into.append(EXECUTION_REPORT.as_dict(ring.buffer, offset))
                 ring.release()
+
+    def snapshot_kinds(self) -> list[int]:
+        self.drain()
+        return [r["kind"] for r in self.risk_snapshots]
 
     def events(self, client_order_id: int | None = None, ring: str = "strategy") -> list[int]:
         self.drain()

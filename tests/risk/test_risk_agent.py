@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from appliance.messages.catalog import (APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT,
-                                        RISK_COMMAND)
+                                        RISK_COMMAND, RISK_SNAPSHOT)
 from appliance.messages.codes import (TIF_DAY, Action, ControlCommand, ControlEventKind, ExecEvent, RejectSource,
-                                      RiskReason, RiskState, Side)
+                                      RiskReason, RiskState, Side, SnapshotKind)
 from appliance.risk.sandbox import limits_document
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.layout import load_layout
@@ -184,12 +184,21 @@ class RiskUnderTest:
             del self.open_orders[cid]
         self.report(ExecEvent.EXECUTED, cid, sid, side, shares=shares, leaves=leaves, price=price)
 
+    def snapshot(self, kind, cid, sid, side, *, leaves=0, price=0, orig=0) -> None:
+        """One RiskSnapshot record on exec_to_risk (a POSITION carries the book's position in ``sid``)."""
+        position, cost, realized = self.positions[sid] if kind == SnapshotKind.POSITION else (0, 0, 0)
+        slot = self.reports.claim()
+        assert slot >= 0, "exec_to_risk full"
+        RISK_SNAPSHOT.pack_into(self.buffer, slot, cid, orig, 7, sid, int(kind), side, 0, leaves, price, position,
+                                cost, realized, time.time_ns())
+        self.reports.commit()
+
     def send_snapshot(self) -> None:
-        for sid, (position, cost, realized) in self.positions.items():
-            self.report(ExecEvent.SNAPSHOT_POSITION, 0, sid, 0)
+        for sid in self.positions:
+            self.snapshot(SnapshotKind.POSITION, 0, sid, 0)
         for cid, (sid, side, leaves, price) in self.open_orders.items():
-            self.report(ExecEvent.SNAPSHOT_ORDER, cid, sid, side, shares=leaves, price=price)
-        self.report(ExecEvent.SNAPSHOT_END, 0, 0, 0)
+            self.snapshot(SnapshotKind.ORDER, cid, sid, side, leaves=leaves, price=price)
+        self.snapshot(SnapshotKind.END, 0, 0xFFFFFFFF, 0)
         self.snapshots_sent += 1
 
     # -- the strategy
