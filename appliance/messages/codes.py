@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 
-from appliance.wire.ouch import MARKET_PRICE  # noqa: F401  (OrderIntent.price of a market order: the OMS sends it as is)
+from appliance.wire.ouch import MARKET_PRICE  # noqa: F401  (the price of a market order: the OMS sends it as is)
 
 
 class Side(enum.IntEnum):

@@ -394,20 +394,20 @@ class OmsAgent(Agent):
         if event == ExecEvent.EXECUTED:
             self.c_fills.inc()
 
-    def _reject_locally(self, order, reason: int) -> None:
+    def _reject_locally(self, approved, reason: int) -> None:
         """An approved order the OMS will not send: journal it, count it, tell strategy and risk."""
-        sid = order.symbol_id
+        sid = approved.symbol_id
         self.c_rejects[reason].inc()
         symbol = self.stocks[sid] if 0 <= sid < len(self.stocks) else b""
         self._journal(RecordType.REJECTED_LOCALLY, ev.rejected_locally(
-            order.action, order.side, reason, order.time_in_force, order.client_order_id, order.orig_client_order_id,
-            order.strategy_id, sid, order.shares, order.price, symbol), time.time_ns(), reserve=False,
-            count_failure=False)
+            approved.action, approved.side, reason, approved.time_in_force, approved.client_order_id,
+            approved.orig_client_order_id, approved.strategy_id, sid, approved.shares, approved.price, symbol),
+            time.time_ns(), reserve=False, count_failure=False)
         if 0 <= sid < len(self.symbols):
             self.book.positions.rejects[sid] += 1
             self._changed(sid)
-        self._execution_report(ExecEvent.REJECTED_LOCALLY, order.client_order_id, order.orig_client_order_id,
-                               order.strategy_id, sid, order.side, order.shares, order.price, reason=reason,
+        self._execution_report(ExecEvent.REJECTED_LOCALLY, approved.client_order_id, approved.orig_client_order_id,
+                               approved.strategy_id, sid, approved.side, approved.shares, approved.price, reason=reason,
                                source=RejectSource.OMS)
 
     # ------------------------------------------------------------------ risk -> OMS: approved orders
@@ -426,25 +426,25 @@ class OmsAgent(Agent):
                 break
             if samples is not None:
                 self._t_ring_read = time.perf_counter_ns()
-            order = read(buffer, offset)
-            if order.type_id != _APPROVED_TYPE:
+            approved = read(buffer, offset)
+            if approved.type_id != _APPROVED_TYPE:
                 self.c_bad_ring_records.inc()
             else:
-                action = order.action
+                action = approved.action
                 if refuse is not None and (action == Action.NEW or action == Action.REPLACE) and \
-                        (refuse == ALL_SYMBOLS or self._symbol_of(order) == refuse):
-                    self._reject_locally(order, OmsReason.KILLED)
+                        (refuse == ALL_SYMBOLS or self._symbol_of(approved) == refuse):
+                    self._reject_locally(approved, OmsReason.KILLED)
                 elif action == Action.NEW:
-                    self._new_order(order, now_mono)
+                    self._new_order(approved, now_mono)
                 elif action == Action.REPLACE:
-                    self._replace_order(order, now_mono)
+                    self._replace_order(approved, now_mono)
                 elif action == Action.CANCEL:
-                    self._cancel_order(order, now_mono)
+                    self._cancel_order(approved, now_mono)
                 elif action == Action.CANCEL_ALL:
-                    self._cancel_all_request(order, now_mono)
+                    self._cancel_all_request(approved, now_mono)
                 else:
                     self.c_bad_orders.inc()
-                    self._reject_locally(order, OmsReason.UNKNOWN_ACTION)
+                    self._reject_locally(approved, OmsReason.UNKNOWN_ACTION)
             ring.release()            # after the order is journaled and sent: a crash before this re-reads it
             done += 1
         return done

@@ -399,19 +399,20 @@ class RiskAgent(Agent):
             if offset < 0:
                 break
             r = read(buffer, offset)
+            snapshot = RISK_SNAPSHOT.read(buffer, offset) if r.type_id == snapshot_type else None
+            reports.release()
+            done += 1
             if r.type_id == report_type:
                 result = on_report(r.event, r.client_order_id, r.orig_client_order_id, r.symbol_id, r.side, r.shares,
                                    r.price, r.leaves_shares, r.position, r.cost_basis, r.realized_pnl, r.strategy_id,
                                    time.time_ns())
-            elif r.type_id == snapshot_type:
-                s = RISK_SNAPSHOT.read(buffer, offset)
-                result = self.engine.on_snapshot(s.kind, s.client_order_id, s.orig_client_order_id, s.symbol_id,
-                                                 s.side, s.leaves_shares, s.price, s.position, s.cost_basis,
-                                                 s.realized_pnl, s.strategy_id, time.time_ns())
+            elif snapshot is not None:
+                result = self.engine.on_snapshot(
+                    snapshot.kind, snapshot.client_order_id, snapshot.orig_client_order_id, snapshot.symbol_id,
+                    snapshot.side, snapshot.leaves_shares, snapshot.price, snapshot.position, snapshot.cost_basis,
+                    snapshot.realized_pnl, snapshot.strategy_id, time.time_ns())
             else:
                 result = BAD_REPORT
-            reports.release()
-            done += 1
             if result == APPLIED:
                 continue
             if result == UNKNOWN_ORDER:
