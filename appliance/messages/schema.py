@@ -79,6 +79,20 @@ class Record:
             return make(view, unpack(buffer, offset))
         self.read = read
 
+    def fields_struct(self, names, start: str | None = None) -> struct.Struct:
+        """A Struct that unpacks only ``names`` (given in record order) in one call, the others
+        skipped as padding, from the offset of field ``start`` (the record's start when None): a hot
+        reader's few fields at the types this record gives them."""
+        base = 0 if start is None else self.offset_of[start]
+        fmt, position = "<", base
+        for name in names:
+            spec = self.fields[self.index_of[name]]
+            if spec.offset < position:
+                raise ValueError(f"record {self.name}: {name!r} is out of record order or before {start!r}")
+            fmt += "x" * (spec.offset - position) + _TYPES[spec.type][0]
+            position = spec.offset + spec.size
+        return struct.Struct(fmt)
+
     def pack_into(self, buffer, offset: int, *values) -> None:
         """Write the record at ``offset``; ``values`` are the fields after the header, in order."""
         self.struct.pack_into(buffer, offset, self.type_id, self.version, self.size, *values)

@@ -44,12 +44,11 @@ the check would double its cost. A market order's notional is priced at the far 
 """
 from __future__ import annotations
 
-import struct
-
 from appliance.messages.catalog import (BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_STALE, BOOK_FLAGS_BAD,
                                         MARKET_STATE)
 from appliance.messages.codes import MARKET_PRICE, TIF_DAY, TIF_IOC, Action, RiskReason, RiskState, Side
 from appliance.runtime.market_state import good_mark, reference_price  # noqa: F401 (reference_price re-exported)
+from appliance.runtime.seqlock import body_index_of
 
 from .duplicates import DuplicateFilter
 from .kill_switch import DAILY_LOSS, DRAWDOWN, TradingControl
@@ -114,23 +113,11 @@ _SECTOR_CONCENTRATION = int(R.SECTOR_CONCENTRATION)
 _LEVERAGE = int(R.LEVERAGE)
 
 
-def _market_fields_struct() -> tuple[struct.Struct, int]:
-    """bid, ask, last trade, flags, trading state, last good mark of a MarketState slot, unpacked in
-    one call from the seqlock word."""
-    wanted = (("bid_price", "I"), ("ask_price", "I"), ("last_trade_price", "I"), ("flags", "B"),
-              ("trading_state", "B"), ("mark_price", "I"))
-    base = MARKET_STATE.offset_of["seqlock"]
-    fmt, position = "<", base
-    for name, code in wanted:
-        offset = MARKET_STATE.offset_of[name]
-        fmt += "x" * (offset - position) + code
-        position = offset + struct.calcsize(code)
-    return struct.Struct(fmt), base
-
-
-MARKET_FIELDS, _SEQLOCK_OFFSET = _market_fields_struct()
-_FIELD_INDEX = {name: i for i, name in enumerate(f.name for f in MARKET_STATE.fields[MARKET_STATE.field_names.index(
-    "seqlock") + 1:])}
+# bid, ask, last trade, flags, trading state, last good mark of a MarketState slot, in one call from the seqlock word
+MARKET_FIELDS = MARKET_STATE.fields_struct(("bid_price", "ask_price", "last_trade_price", "flags", "trading_state",
+                                            "mark_price"), start="seqlock")
+_SEQLOCK_OFFSET = MARKET_STATE.offset_of["seqlock"]
+_FIELD_INDEX = body_index_of(MARKET_STATE)
 
 
 def _collar_divisor(collar_ppm: int) -> int:

@@ -2,6 +2,8 @@
 list of fields (so no reader restates a record positionally)."""
 from __future__ import annotations
 
+import pytest
+
 from appliance.messages.catalog import (ALSO_CARRIED, APPROVED_ORDER, BOOK_UPDATE, EXECUTION_REPORT, MESSAGES,
                                         ORDER_INTENT, RISK_SNAPSHOT, records_on)
 from appliance.messages.schema import HEADER_COUNT
@@ -38,3 +40,20 @@ def test_exec_to_risk_rings_carry_the_risk_snapshot_beside_the_reports():
     assert records_on(ORDER_INTENT.name) == (ORDER_INTENT,)
     for message, extra in ALSO_CARRIED.items():
         assert len({r.type_id for r in records_on(message)}) == 1 + len(extra)     # told apart by type id
+
+
+def test_fields_struct_unpacks_only_the_named_fields_at_the_record_s_types():
+    from appliance.messages.catalog import MARKET_STATE
+    buffer = bytearray(MARKET_STATE.size)
+    MARKET_STATE.pack_into(buffer, 0, 7, b"AAPL    ", 1_899_900, 300, 1_900_100, 200, 1_900_000, 50, 2, ord("T"), 0,
+                           1_900_000, 99, 1, 2)
+    names = ("bid_price", "ask_price", "last_trade_price", "flags", "trading_state", "mark_price")
+    seqlock = MARKET_STATE.offset_of["seqlock"]
+    assert MARKET_STATE.fields_struct(names, start="seqlock").unpack_from(buffer, seqlock) == \
+        (1_899_900, 1_900_100, 1_900_000, 2, ord("T"), 1_900_000)
+    assert MARKET_STATE.fields_struct(("type_id", "symbol")).unpack_from(buffer) == (MARKET_STATE.type_id,
+                                                                                    b"AAPL    ")
+    with pytest.raises(ValueError, match="out of record order"):
+        MARKET_STATE.fields_struct(("ask_price", "bid_price"))
+    with pytest.raises(ValueError, match="before 'seqlock'"):
+        MARKET_STATE.fields_struct(("type_id",), start="seqlock")
