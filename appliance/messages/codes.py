@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import enum
 
-from appliance.wire.ouch import MARKET_PRICE  # noqa: F401  (the price of a market order: the OMS sends it as is)
+from appliance.wire import ouch
+
+# Prices are integers with 4 implied decimals, OUCH's and ITCH's as well as every internal message's;
+# the OMS sends an intent's price and time in force to the venue as they are.
+PRICE_SCALE = 10_000
+MARKET_PRICE = ouch.MARKET_PRICE                # the price of a market order
 
 
 class Side(enum.IntEnum):
@@ -33,9 +38,9 @@ ALL_SYMBOLS = 0xFFFFFFFF
 ORPHAN_CLIENT_ID_BASE = 1 << 63
 
 # OUCH time in force, u32 seconds.
-TIF_IOC = 0
-TIF_DAY = 99998             # market hours
-TIF_SYSTEM_HOURS = 99999
+TIF_IOC = ouch.TIME_IN_FORCE_IMMEDIATE_OR_CANCEL
+TIF_DAY = ouch.TIME_IN_FORCE_MARKET_HOURS
+TIF_SYSTEM_HOURS = ouch.TIME_IN_FORCE_SYSTEM_HOURS
 
 
 class ExecEvent(enum.IntEnum):

@@ -22,7 +22,7 @@ import re
 import struct
 from typing import Iterable, Iterator
 
-from appliance.messages.codes import MARKET_PRICE, Action, ControlEventKind, OmsReason, name_of
+from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE, Action, ControlEventKind, OmsReason, name_of
 from appliance.oms import events as ev
 from appliance.oms.events import ControlKind, RecordType, SendReason, SessionEvent
 from appliance.oms.journal import JournalRecord
@@ -69,7 +69,7 @@ def parse_iso_ns(text: str) -> int:
 def _price(value: int) -> str:
     if value == MARKET_PRICE:
         return "MKT"
-    return f"{value // 10_000}.{value % 10_000:04d}"
+    return f"{value // PRICE_SCALE}.{value % PRICE_SCALE:04d}"
 
 
 def _text(raw) -> str:

@@ -46,11 +46,10 @@ from typing import Any
 
 import yaml
 
-from appliance.messages.codes import MARKET_PRICE
+from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE
 from appliance.runtime.config_errors import ConfigFileError
 from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, MarkedDict
 
-PRICE_SCALE = 10_000                  # 4 implied decimals
 MAX_PRICE = MARKET_PRICE - 1          # u32 prices; MARKET_PRICE asks for a market order
 MAX_SHARES = 0xFFFFFFFF
 MAX_MONEY = 10**13                    # dollars: any larger limit is a typo

@@ -25,12 +25,11 @@ from appliance.messages.catalog import (
     BOOK_DEPTH, BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_LOCKED, BOOK_FLAG_STALE,
     BOOK_UPDATE,
 )
-from appliance.messages.codes import MARKET_PRICE, TIF_DAY, OmsReason, RejectSource, RiskReason, Side
+from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE, TIF_DAY, OmsReason, RejectSource, RiskReason, Side
 
 if TYPE_CHECKING:
     from appliance.strategy.runtime import StrategyRuntime
 
-PRICE_SCALE = 10_000
 
 # OUCH 4.2 Rejected reasons (the byte an exchange REJECTED carries), for messages only.
 OUCH_REJECT_REASONS = {
