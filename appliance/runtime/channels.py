@@ -32,6 +32,10 @@ class RingUse:
         if self.role not in (PRODUCER, CONSUMER):
             raise ValueError(f"ring {self.name}: role must be {PRODUCER} or {CONSUMER}, not {self.role!r}")
 
+    def other_side(self) -> "RingUse":
+        """The same ring from the process at its other end (a test or bench playing the peer)."""
+        return RingUse(self.name, CONSUMER if self.role == PRODUCER else PRODUCER, self.record, self.required)
+
 
 def check_ring_uses(layout: Layout, process: str, uses, who: str) -> None:
     """Every declared ring against the layout: present (if required), this process on its side, the

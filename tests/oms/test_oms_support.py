@@ -13,8 +13,8 @@ import pytest
 
 from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, RISK_SNAPSHOT
 from appliance.messages.codes import TIF_DAY, Action, GateReason, Side
+from appliance.oms import agent as oms_agent
 from appliance.runtime.agent import AgentContext
-from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
@@ -111,11 +111,11 @@ class Rig:
             raise
 
     def _attach(self) -> None:
-        channel = self.memory.channel
-        self.approved = channel(RingUse("approved_orders", PRODUCER, APPROVED_ORDER), "risk")
-        self.risk_events = channel(RingUse("risk_events", PRODUCER, CONTROL_EVENT), "risk")
-        self.to_strategy = channel(RingUse("exec_to_strategy", CONSUMER, EXECUTION_REPORT), "strategy")
-        self.to_risk = channel(RingUse("exec_to_risk", CONSUMER, EXECUTION_REPORT), "risk")
+        peer = self.memory.channel        # this test plays risk and the strategy
+        self.approved = peer(oms_agent.ORDERS_RING.other_side(), "risk")
+        self.risk_events = peer(oms_agent.EVENTS_RING.other_side(), "risk")
+        self.to_strategy = peer(oms_agent.TO_STRATEGY.other_side(), "strategy")
+        self.to_risk = peer(oms_agent.TO_RISK.other_side(), "risk")
         self.control = self.memory.control("*")
         self.positions = self.memory.positions_reader()
         self.heartbeat = RiskHeartbeat(self.memory)
