@@ -47,6 +47,14 @@ def test_a_declared_ring_the_layout_disagrees_with_is_a_layout_error_naming_the_
     assert caught.value.key_path == key_path and words in str(caught.value)
 
 
+def test_the_other_side_of_a_declared_ring_is_the_peer_s_declaration(layout):
+    use = RingUse("ab", PRODUCER, PROBE, peer="b")
+    other = use.other_side()
+    assert (other.name, other.role, other.record, other.peer) == ("ab", CONSUMER, PROBE, None)
+    check_ring_uses(layout, "b", (other,), "agent b")
+    assert other.other_side().role == PRODUCER
+
+
 def test_a_role_other_than_producer_or_consumer_is_refused():
     with pytest.raises(ValueError, match="role"):
         RingUse("ab", "observer", ORDER_INTENT)
