@@ -89,6 +89,7 @@ TIFS = frozenset((TIF_IOC, TIF_DAY, TIF_SYSTEM_HOURS))
 NO_SYMBOL = 0xFFFFFFFF
 
 _APPROVED_TYPE = APPROVED_ORDER.type_id
+_AT = APPROVED_ORDER.at               # an approved record is read as a tuple (the hot path) and its fields by these
 _CONTROL_TYPE = CONTROL_EVENT.type_id
 # SoupBinTCP Unsequenced Data prefix (length, 'U') and the OUCH message, packed in one call.
 _ENTER = struct.Struct(">Hc" + ouch.ENTER_ORDER.struct.format[1:])
@@ -396,19 +397,20 @@ class OmsAgent(Agent):
 
     def _reject_locally(self, approved, reason: int) -> None:
         """An approved order the OMS will not send: journal it, count it, tell strategy and risk."""
-        sid = approved.symbol_id
+        at = _AT
+        client, orig, strategy, sid = (approved[at.client_order_id], approved[at.orig_client_order_id],
+                                       approved[at.strategy_id], approved[at.symbol_id])
+        side, shares, price = approved[at.side], approved[at.shares], approved[at.price]
         self.c_rejects[reason].inc()
         symbol = self.stocks[sid] if 0 <= sid < len(self.stocks) else b""
         self._journal(RecordType.REJECTED_LOCALLY, ev.rejected_locally(
-            approved.action, approved.side, reason, approved.time_in_force, approved.client_order_id,
-            approved.orig_client_order_id, approved.strategy_id, sid, approved.shares, approved.price, symbol),
-            time.time_ns(), reserve=False, count_failure=False)
+            approved[at.action], side, reason, approved[at.time_in_force], client, orig, strategy, sid, shares, price,
+            symbol), time.time_ns(), reserve=False, count_failure=False)
         if 0 <= sid < len(self.symbols):
             self.book.positions.rejects[sid] += 1
             self._changed(sid)
-        self._execution_report(ExecEvent.REJECTED_LOCALLY, approved.client_order_id, approved.orig_client_order_id,
-                               approved.strategy_id, sid, approved.side, approved.shares, approved.price, reason=reason,
-                               source=RejectSource.OMS)
+        self._execution_report(ExecEvent.REJECTED_LOCALLY, client, orig, strategy, sid, side, shares, price,
+                               reason=reason, source=RejectSource.OMS)
 
     # ------------------------------------------------------------------ risk -> OMS: approved orders
 
@@ -417,7 +419,8 @@ class OmsAgent(Agent):
         id): new orders and replaces it covers are refused (KILLED) instead of sent."""
         ring = self.orders_ring
         buffer = ring.buffer
-        read = APPROVED_ORDER.read
+        unpack = APPROVED_ORDER.unpack_from
+        at = _AT
         samples = self.ring_to_wire_ns
         done = 0
         while done < limit:
@@ -426,11 +429,11 @@ class OmsAgent(Agent):
                 break
             if samples is not None:
                 self._t_ring_read = time.perf_counter_ns()
-            approved = read(buffer, offset)
-            if approved.type_id != _APPROVED_TYPE:
+            approved = unpack(buffer, offset)
+            if approved[at.type_id] != _APPROVED_TYPE:
                 self.c_bad_ring_records.inc()
             else:
-                action = approved.action
+                action = approved[at.action]
                 if refuse is not None and (action == Action.NEW or action == Action.REPLACE) and \
                         (refuse == ALL_SYMBOLS or self._symbol_of(approved) == refuse):
                     self._reject_locally(approved, OmsReason.KILLED)
@@ -451,10 +454,11 @@ class OmsAgent(Agent):
 
     def _symbol_of(self, approved) -> int:
         """The symbol an approved record is about (a replace's is its order's)."""
-        if approved.action == Action.REPLACE:
-            old = self.book.by_client.get(approved.orig_client_order_id)
-            return old.symbol_id if old is not None else approved.symbol_id
-        return approved.symbol_id
+        at = _AT
+        if approved[at.action] == Action.REPLACE:
+            old = self.book.by_client.get(approved[at.orig_client_order_id])
+            return old.symbol_id if old is not None else approved[at.symbol_id]
+        return approved[at.symbol_id]
 
     def _refuse_approved_before(self, scope: int) -> None:
         """A kill was just read: whatever risk approved before it and the OMS has not read yet is in
@@ -465,9 +469,10 @@ class OmsAgent(Agent):
     def _new_order(self, approved, now_mono: int) -> None:
         """The hot path: checks, token, journal (one pack into the mapped file), bytes to the socket;
         the order book and the latency counters after the bytes have left."""
-        client, strategy, sid, action, side = (approved.client_order_id, approved.strategy_id, approved.symbol_id,
-                                               approved.action, approved.side)
-        shares, price, tif = approved.shares, approved.price, approved.time_in_force
+        at = _AT
+        client, strategy, sid, action, side = (approved[at.client_order_id], approved[at.strategy_id],
+                                               approved[at.symbol_id], approved[at.action], approved[at.side])
+        shares, price, tif = approved[at.shares], approved[at.price], approved[at.time_in_force]
         t_rx, t_feed, t_strategy, t_risk = _hop_times(approved)
         if not (0 <= sid < self._n_symbols and side in SIDES and shares > 0 and price > 0 and tif in TIFS
                 and client):
@@ -513,9 +518,10 @@ class OmsAgent(Agent):
         self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
 
     def _replace_order(self, approved, now_mono: int) -> None:
-        client, orig, strategy, action = (approved.client_order_id, approved.orig_client_order_id,
-                                          approved.strategy_id, approved.action)
-        shares, price, tif = approved.shares, approved.price, approved.time_in_force
+        at = _AT
+        client, orig, strategy, action = (approved[at.client_order_id], approved[at.orig_client_order_id],
+                                          approved[at.strategy_id], approved[at.action])
+        shares, price, tif = approved[at.shares], approved[at.price], approved[at.time_in_force]
         t_rx, t_feed, t_strategy, t_risk = _hop_times(approved)
         book = self.book
         old = book.by_client.get(orig)
@@ -558,8 +564,10 @@ class OmsAgent(Agent):
         self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
 
     def _cancel_order(self, approved, now_mono: int) -> None:
-        client, orig, strategy = approved.client_order_id, approved.orig_client_order_id, approved.strategy_id
-        target = approved.shares                    # the size to leave (0: cancel all of it)
+        at = _AT
+        client, orig, strategy = (approved[at.client_order_id], approved[at.orig_client_order_id],
+                                  approved[at.strategy_id])
+        target = approved[at.shares]                # the size to leave (0: cancel all of it)
         order = self.book.by_client.get(orig)
         if order is None or order.strategy_id != strategy:
             self._reject_locally(approved, OmsReason.UNKNOWN_ORDER)
@@ -612,7 +620,7 @@ class OmsAgent(Agent):
             self._not_sent(unsent.pop(0))
 
     def _cancel_all_request(self, approved, now_mono: int) -> None:
-        strategy, sid = approved.strategy_id, approved.symbol_id
+        strategy, sid = approved[_AT.strategy_id], approved[_AT.symbol_id]
         if not self.session.logged_in:
             self._reject_locally(approved, OmsReason.SESSION_DOWN)
             return
@@ -953,8 +961,9 @@ class OmsAgent(Agent):
 _SIDE_BYTES = {int(side): bytes([int(side)]) for side in Side}
 
 
-def _hop_times(approved) -> tuple[int, int, int, int]:
+def _hop_times(approved: tuple) -> tuple[int, int, int, int]:
     """An approved order's timestamps of the hops it passed (feed rx, feed out, strategy out, risk out)."""
-    return approved.t_rx_ns, approved.t_feed_out_ns, approved.t_strategy_out_ns, approved.t_risk_out_ns
+    at = _AT
+    return approved[at.t_rx_ns], approved[at.t_feed_out_ns], approved[at.t_strategy_out_ns], approved[at.t_risk_out_ns]
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF

@@ -332,7 +332,7 @@ class RiskAgent(Agent):
         intent_buffer, approved_buffer, reject_buffer = intents.buffer, approved.buffer, rejects.buffer
         check = self.engine.check
         record = self.engine.record
-        read = ORDER_INTENT.read
+        unpack, at = ORDER_INTENT.unpack_from, ORDER_INTENT.at
         pack_approved = APPROVED_ORDER.pack_into
         pack_reject = ORDER_REJECT.pack_into
         reject_counters = self.reject_counters
@@ -351,18 +351,18 @@ class RiskAgent(Agent):
             offset = intents.peek()
             if offset < 0:
                 break
-            intent = read(intent_buffer, offset)
-            client_order_id, orig_client_order_id, strategy_id = (intent.client_order_id, intent.orig_client_order_id,
-                                                                  intent.strategy_id)
-            symbol_id, action, side, shares, price = (intent.symbol_id, intent.action, intent.side, intent.shares,
-                                                      intent.price)
+            intent = unpack(intent_buffer, offset)
+            client_order_id, orig_client_order_id = intent[at.client_order_id], intent[at.orig_client_order_id]
+            strategy_id = intent[at.strategy_id]
+            symbol_id, action, side, shares, price = (intent[at.symbol_id], intent[at.action], intent[at.side],
+                                                      intent[at.shares], intent[at.price])
             now = time_ns()
-            if intent.type_id != intent_type:
+            if intent[at.type_id] != intent_type:
                 counters["bad_intents"].inc()
                 reason = int(RiskReason.BAD_ORDER)
             else:
                 reason = check(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price,
-                               intent.time_in_force, now)
+                               intent[at.time_in_force], now)
             if not reason:
                 pack_approved(approved_buffer, out, *intent[HEADER_COUNT:], time_ns())   # the intent, one more hop
                 approved.commit()                # out first: the booking below is not on the order's path
@@ -389,7 +389,7 @@ class RiskAgent(Agent):
         """ExecutionReports, and the RiskSnapshot records that answer a snapshot request, in ring order."""
         reports = self.reports
         buffer = reports.buffer
-        read = EXECUTION_REPORT.read
+        unpack, at = EXECUTION_REPORT.unpack_from, EXECUTION_REPORT.at
         on_report = self.engine.on_report
         report_type, snapshot_type = EXECUTION_REPORT.type_id, RISK_SNAPSHOT.type_id
         counters = self.counters
@@ -398,14 +398,15 @@ class RiskAgent(Agent):
             offset = reports.peek()
             if offset < 0:
                 break
-            r = read(buffer, offset)
-            snapshot = RISK_SNAPSHOT.read(buffer, offset) if r.type_id == snapshot_type else None
+            r = unpack(buffer, offset)
+            type_id = r[at.type_id]
+            snapshot = RISK_SNAPSHOT.read(buffer, offset) if type_id == snapshot_type else None
             reports.release()
             done += 1
-            if r.type_id == report_type:
-                result = on_report(r.event, r.client_order_id, r.orig_client_order_id, r.symbol_id, r.side, r.shares,
-                                   r.price, r.leaves_shares, r.position, r.cost_basis, r.realized_pnl, r.strategy_id,
-                                   time.time_ns())
+            if type_id == report_type:
+                result = on_report(r[at.event], r[at.client_order_id], r[at.orig_client_order_id], r[at.symbol_id],
+                                   r[at.side], r[at.shares], r[at.price], r[at.leaves_shares], r[at.position],
+                                   r[at.cost_basis], r[at.realized_pnl], r[at.strategy_id], time.time_ns())
             elif snapshot is not None:
                 result = self.engine.on_snapshot(
                     snapshot.kind, snapshot.client_order_id, snapshot.orig_client_order_id, snapshot.symbol_id,

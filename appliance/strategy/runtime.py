@@ -38,6 +38,7 @@ USER_ERRORS = (Exception, SystemExit)       # what user code may raise without t
 _BOOK_TYPE, _BOOK_VERSION = BOOK_UPDATE.type_id, BOOK_UPDATE.version
 _EXEC_TYPE, _EXEC_VERSION = EXECUTION_REPORT.type_id, EXECUTION_REPORT.version
 _REJECT_TYPE, _REJECT_VERSION = ORDER_REJECT.type_id, ORDER_REJECT.version
+_BOOK_AT, _EXEC_AT = BOOK_UPDATE.at, EXECUTION_REPORT.at       # hot reads: tuples, fields by these indices
 
 _PENDING_NEW, _LIVE, _PENDING_CANCEL, _PENDING_REPLACE = (OrderState.PENDING_NEW, OrderState.LIVE,
                                                           OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE)
@@ -368,11 +369,12 @@ class StrategyRuntime:
     # ------------------------------------------------------------------ book updates
 
     def handle_book_update(self, buffer, offset: int) -> None:
-        r = BOOK_UPDATE.read(buffer, offset)
-        sid = r.symbol_id
-        if r.type_id != _BOOK_TYPE or r.schema_version != _BOOK_VERSION or sid >= self._n_symbols \
-                or r.bid_levels > BOOK_DEPTH or r.ask_levels > BOOK_DEPTH:
-            self._bad("BookUpdate", (r.type_id, r.schema_version, r.size, sid))
+        r = BOOK_UPDATE.unpack_from(buffer, offset)
+        at = _BOOK_AT
+        sid = r[at.symbol_id]
+        if r[at.type_id] != _BOOK_TYPE or r[at.schema_version] != _BOOK_VERSION or sid >= self._n_symbols \
+                or r[at.bid_levels] > BOOK_DEPTH or r[at.ask_levels] > BOOK_DEPTH:
+            self._bad("BookUpdate", (r[at.type_id], r[at.schema_version], r[at.size], sid))
             return
         book = self._books[sid]
         if book is None:
@@ -383,13 +385,13 @@ class StrategyRuntime:
         book._r = r
         if not self.running:
             return
-        last_price, last_shares = r.last_trade_price, r.last_trade_shares
+        last_price, last_shares = r[at.last_trade_price], r[at.last_trade_shares]
         if previous is None:
             trade_changed = last_shares != 0
         else:
-            trade_changed = last_price != previous.last_trade_price or last_shares != previous.last_trade_shares
+            trade_changed = last_price != previous[at.last_trade_price] or last_shares != previous[at.last_trade_shares]
         strategy = self.strategy
-        self._t_rx_ns, self._t_feed_out_ns = r.t_rx_ns, r.t_feed_out_ns
+        self._t_rx_ns, self._t_feed_out_ns = r[at.t_rx_ns], r[at.t_feed_out_ns]
         where = "on_trade"
         try:
             if trade_changed and last_shares:
@@ -404,15 +406,16 @@ class StrategyRuntime:
     # ------------------------------------------------------------------ execution reports (exec_to_strategy)
 
     def handle_execution_report(self, buffer, offset: int) -> None:
-        r = EXECUTION_REPORT.read(buffer, offset)
-        sid, strategy_id = r.symbol_id, r.strategy_id
-        if r.type_id != _EXEC_TYPE or r.schema_version != _EXEC_VERSION or (sid >= self._n_symbols
-                                                                             and sid != ALL_SYMBOLS):
-            self._bad("ExecutionReport", (r.type_id, r.schema_version, r.client_order_id, sid))
+        r = EXECUTION_REPORT.unpack_from(buffer, offset)
+        at = _EXEC_AT
+        sid, strategy_id, client_order_id = r[at.symbol_id], r[at.strategy_id], r[at.client_order_id]
+        if r[at.type_id] != _EXEC_TYPE or r[at.schema_version] != _EXEC_VERSION or (sid >= self._n_symbols
+                                                                                     and sid != ALL_SYMBOLS):
+            self._bad("ExecutionReport", (r[at.type_id], r[at.schema_version], client_order_id, sid))
             return
-        client_order_id, orig_client_order_id, event, side = (r.client_order_id, r.orig_client_order_id, r.event,
-                                                              r.side)
-        reason, source, shares, price, leaves = r.reason, r.source, r.shares, r.price, r.leaves_shares
+        orig_client_order_id, event, side = r[at.orig_client_order_id], r[at.event], r[at.side]
+        reason, source, shares, price, leaves = (r[at.reason], r[at.source], r[at.shares], r[at.price],
+                                                 r[at.leaves_shares])
         stats = self.stats
         stats.exec_reports += 1
         if strategy_id != self.strategy_id:
@@ -421,9 +424,9 @@ class StrategyRuntime:
         if 1 <= event <= 8 and sid != ALL_SYMBOLS:
             # The OMS's own position after the event. REJECTED_LOCALLY is skipped: an OMS that is not
             # recovered yet (one of its reasons) cannot vouch for a position.
-            self.positions._position[sid] = r.position
-            self.positions._cost_basis[sid] = r.cost_basis
-            self.positions._realized_pnl[sid] = r.realized_pnl
+            self.positions._position[sid] = r[at.position]
+            self.positions._cost_basis[sid] = r[at.cost_basis]
+            self.positions._realized_pnl[sid] = r[at.realized_pnl]
         if event == _EXECUTED:
             self._on_executed(client_order_id, sid, side, shares, price, leaves)
         elif event == _ACCEPTED:

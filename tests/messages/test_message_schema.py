@@ -23,9 +23,14 @@ def test_read_gives_every_field_by_name_and_equals_the_unpacked_tuple():
     assert type(order).__name__ == "ApprovedOrder" and order._fields == APPROVED_ORDER.field_names
 
 
-def test_index_of_names_each_field_s_place_in_the_tuple():
+def test_index_of_and_at_name_each_field_s_place_in_the_tuple():
     for record in MESSAGES.values():
         assert [record.index_of[name] for name in record.field_names] == list(range(len(record.fields)))
+        assert [getattr(record.at, name) for name in record.field_names] == list(range(len(record.fields)))
+    with pytest.raises(AttributeError, match="read-only"):
+        APPROVED_ORDER.at.price = 0
+    with pytest.raises(AttributeError):
+        APPROVED_ORDER.at.no_such_field
     levels = BOOK_UPDATE.index_of
     assert levels["bid_price_4"] - levels["bid_price_0"] == 4      # the level arrays the strategy's Book walks
 
