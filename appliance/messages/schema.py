@@ -6,8 +6,9 @@ that single list it derives the ``struct.Struct`` used by ``pack_into`` /
 attributes (``at``: hot readers say ``r[at.client_order_id]``, not ``r[3]``, at the
 cost of an index), a view with named fields (``read``: a named tuple, ``r.price``;
 it copies the record, so it is for the paths that are not hot), a numpy dtype for
-batch views (tests, shmtop), and a canonical description that goes into the layout hash, so that a
-process built against a different message shape refuses to attach.
+batch views (tests, shmtop), and a canonical description that goes into the
+layout hash, so that a process built against a different message shape refuses
+to attach.
 
 Every record starts with the same 8-byte header: ``type_id u16``,
 ``schema_version u16``, ``size u32``.
