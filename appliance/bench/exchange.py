@@ -70,11 +70,12 @@ from array import array
 from appliance.bench.timing import machine_info, timer_overhead_ns
 from appliance.bench.timing import percentile as _percentile
 from appliance.cli import bounded, positive_int
+from appliance.wire.ouch import MARKET_PRICE
 
 SEED = 42
 MID = 1_000_000                  # $100.0000
 TICK = 100                       # $0.01
-MARKET = 0x7FFFFFFF              # OUCH market-order price
+MARKET = MARKET_PRICE            # OUCH market-order price
 LIMIT, CANCEL, IOC_ORDER, MARKET_ORDER = 0, 1, 2, 3
 KIND_NAMES = ("limit", "cancel", "ioc", "market")
 FIRMS = ("F1", "F2", "F3", "F4")

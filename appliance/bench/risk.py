@@ -112,7 +112,7 @@ class BenchState:
     def __init__(self, symbol_count: int, open_orders: int, seed: int):
         import yaml
 
-        from appliance.messages.codes import ExecEvent
+        from appliance.messages.codes import ExecEvent, SnapshotKind
         from appliance.risk.checks import RiskEngine
         from appliance.risk.limits import parse_limits
         from appliance.risk.sandbox import PaperMarket
@@ -132,10 +132,10 @@ class BenchState:
         engine.restart_rebuild()
         for sid, ref in enumerate(self.refs):
             position = rng.randrange(-50, 51) * 10
-            engine.on_report(int(ExecEvent.SNAPSHOT_POSITION), 0, 0, sid, 0, 0, 0, 0, position,
-                             position * (ref + rng.randrange(-20, 21) * TICK), rng.randrange(-500_000, 500_000) * TICK,
-                             1, self.now)
-        engine.on_report(int(ExecEvent.SNAPSHOT_END), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, self.now)
+            engine.on_snapshot(int(SnapshotKind.POSITION), 0, 0, sid, 0, 0, 0, position,
+                               position * (ref + rng.randrange(-20, 21) * TICK), rng.randrange(-500_000, 500_000) * TICK,
+                               1, self.now)
+        engine.on_snapshot(int(SnapshotKind.END), 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, self.now)
         # open orders, through the full path, acknowledged by the OMS
         self.next_id = 1_000_000
         placed = 0

@@ -56,6 +56,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from appliance.wire.ouch import MARKET_PRICE
+
 from .book import Book, Order
 from .events import (
     CANCEL_IOC, CANCEL_SUPERVISORY, CANCEL_TIMEOUT, CANCEL_USER, REJECT_CLOSED, REJECT_DUPLICATE_TOKEN,
@@ -64,7 +66,7 @@ from .events import (
     OrderReplace, Rejected, Replaced, Trade, TradingAction,
 )
 
-MARKET = 0x7FFFFFFF                 # OUCH market-order price
+MARKET = MARKET_PRICE               # OUCH market-order price
 MAX_PRICE = 2_000_000_000           # 200,000.0000
 DEFAULT_MAX_SHARES = 1_000_000
 IOC = 0                             # OUCH time in force: immediate or cancel

@@ -58,9 +58,10 @@ import logging
 import os
 import time
 
-from appliance.messages.catalog import BOOK_DEPTH
+from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE
 from appliance.messages.codes import FeedStaleReason
 from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.channels import PRODUCER, RingUse, check_ring_uses
 from appliance.runtime.layout import LayoutError
 from appliance.wire import itch, moldudp64
 
@@ -74,7 +75,7 @@ from .snapshot import SnapshotClient
 
 log = logging.getLogger("appliance.feed")
 
-BOOK_RING = "book_updates"
+BOOK_RING = RingUse("book_updates", PRODUCER, BOOK_UPDATE)
 REBUILD_BACKOFF_MIN_NS = 1_000_000_000      # between rebuilds after lost gaps, doubling while they fail
 REBUILD_BACKOFF_MAX_NS = 64_000_000_000
 FOREIGN_LOG_INTERVAL_NS = 10_000_000_000    # at most one warning about foreign senders per interval
@@ -129,6 +130,7 @@ class FeedAgent(Agent):
             raise LayoutError(context.layout.path, exc.key_path, exc.reason) from None
         if not context.layout.symbols:
             raise LayoutError(context.layout.path, "symbols", "the feed needs the layout's symbols list")
+        check_ring_uses(context.layout, context.process.name, (BOOK_RING,), "the feed agent")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,12 +163,8 @@ class FeedAgent(Agent):
         self._hold_all = snap is not None
         self._joining = snap is not None
         self._crossed_since: dict[int, int] = {}
-        ring_spec = layout.rings[BOOK_RING]
-        if ring_spec.producer != ctx.process.name:
-            raise LayoutError(layout.path, f"rings.{BOOK_RING}.producer",
-                              f"is {ring_spec.producer!r}, but the feed agent runs as {ctx.process.name!r}")
-        self.outputs = BookOutputs(memory.ring(BOOK_RING, "producer"), memory.buffer_of(ring_spec.segment),
-                                   memory.market_state_writer())
+        books = memory.channel(BOOK_RING, ctx.process.name)
+        self.outputs = BookOutputs(books, books.buffer, memory.market_state_writer())
         self._stale_after_ns = cfg.stale_after_ms * 1_000_000
         self._counters_interval_ns = cfg.counters_interval_ms * 1_000_000
         self._max_packets = cfg.max_packets_per_cycle

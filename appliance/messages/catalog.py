@@ -8,7 +8,7 @@ layout hash covers their shapes, so a mismatch is refused at attach time.
 """
 from __future__ import annotations
 
-from appliance.messages.schema import Record
+from appliance.messages.schema import HEADER_COUNT, Record
 
 # A test and benchmark record: sequence, send time, payload words and a checksum
 # over them, so a reader can prove nothing was lost, reordered or torn.
@@ -93,7 +93,7 @@ ORDER_INTENT = Record("OrderIntent", type_id=20, version=1, fields=[
 
 # Risk -> OMS: an intent that passed every check (same fields, one more hop).
 APPROVED_ORDER = Record("ApprovedOrder", type_id=21, version=1, fields=[
-    *[(f.name, f.type) for f in ORDER_INTENT.fields[3:]],
+    *[(f.name, f.type) for f in ORDER_INTENT.fields[HEADER_COUNT:]],
     ("t_risk_out_ns", "u64"),
 ])
 
@@ -127,6 +127,25 @@ EXECUTION_REPORT = Record("ExecutionReport", type_id=30, version=2, fields=[
     ("realized_pnl", "i64"),    # the symbol's realized P&L for the day after this event
     ("t_exchange_ns", "u64"),
     ("t_oms_rx_ns", "u64"),
+])
+
+# OMS -> risk: risk's state rebuilt from the OMS's when risk (re)starts (codes.SnapshotKind): a
+# POSITION per symbol, an ORDER per open order, then END. Carried on exec_to_risk, in order with the
+# ExecutionReports (see ALSO_CARRIED).
+RISK_SNAPSHOT = Record("RiskSnapshot", type_id=31, version=1, fields=[
+    ("client_order_id", "u64"),        # ORDER
+    ("orig_client_order_id", "u64"),   # ORDER: the order this one replaces (pending replace), or 0
+    ("strategy_id", "u32"),            # ORDER
+    ("symbol_id", "u32"),              # POSITION, ORDER (0xFFFFFFFF on END)
+    ("kind", "u8"),
+    ("side", "u8"),                    # ORDER
+    ("pad0", "u16"),
+    ("leaves_shares", "u32"),          # ORDER: what is open
+    ("price", "u32"),                  # ORDER
+    ("position", "i64"),               # POSITION: shares, signed
+    ("cost_basis", "i64"),             # POSITION
+    ("realized_pnl", "i64"),           # POSITION: the day's
+    ("t_ns", "u64"),                   # when the OMS wrote it
 ])
 
 # Supervisor -> risk: an operator's command (codes.ControlCommand).
@@ -165,6 +184,16 @@ POSITION = Record("Position", type_id=41, version=1, fields=[
 
 MESSAGES: dict[str, Record] = {r.name: r for r in
                                (PROBE, BOOK_UPDATE, ORDER_INTENT, APPROVED_ORDER, ORDER_REJECT, EXECUTION_REPORT,
-                                 MARKET_STATE, RISK_COMMAND, CONTROL_EVENT, POSITION)}
+                                 RISK_SNAPSHOT, MARKET_STATE, RISK_COMMAND, CONTROL_EVENT, POSITION)}
+
+# Records a ring carries besides the ``message`` the layout names for it (told apart by type_id):
+# the layout sizes the slots for all of them and its hash covers their shapes.
+ALSO_CARRIED: dict[str, tuple[Record, ...]] = {EXECUTION_REPORT.name: (RISK_SNAPSHOT,)}
+
+
+def records_on(message: str) -> tuple[Record, ...]:
+    """Every record a ring whose layout ``message`` is this may carry, that message first."""
+    return (MESSAGES[message], *ALSO_CARRIED.get(message, ()))
+
 
 assert len({r.type_id for r in MESSAGES.values()}) == len(MESSAGES), "type ids must be unique"

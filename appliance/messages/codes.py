@@ -7,6 +7,13 @@ from __future__ import annotations
 
 import enum
 
+from appliance.wire import ouch
+
+# Prices are integers with 4 implied decimals, OUCH's and ITCH's as well as every internal message's;
+# the OMS sends an intent's price and time in force to the venue as they are.
+PRICE_SCALE = 10_000
+MARKET_PRICE = ouch.MARKET_PRICE                # the price of a market order
+
 
 class Side(enum.IntEnum):
     """OrderIntent/ApprovedOrder/ExecutionReport.side: the OUCH side byte itself."""
@@ -31,9 +38,9 @@ ALL_SYMBOLS = 0xFFFFFFFF
 ORPHAN_CLIENT_ID_BASE = 1 << 63
 
 # OUCH time in force, u32 seconds.
-TIF_IOC = 0
-TIF_DAY = 99998             # market hours
-TIF_SYSTEM_HOURS = 99999
+TIF_IOC = ouch.TIME_IN_FORCE_IMMEDIATE_OR_CANCEL
+TIF_DAY = ouch.TIME_IN_FORCE_MARKET_HOURS
+TIF_SYSTEM_HOURS = ouch.TIME_IN_FORCE_SYSTEM_HOURS
 
 
 class ExecEvent(enum.IntEnum):
@@ -46,10 +53,15 @@ class ExecEvent(enum.IntEnum):
     BROKEN = 6              # a fill broken by the venue (match_number)
     CANCEL_REJECTED = 7     # the venue refused a cancel (order already gone)
     PENDING_TIMEOUT = 8     # no answer within the OMS's in-flight limit: queried by cancel
-    SNAPSHOT_ORDER = 9      # state rebuild (to risk): one open order; shares = leaves, price, side
-    SNAPSHOT_POSITION = 10  # state rebuild (to risk): one symbol's position, cost_basis, realized_pnl
-    SNAPSHOT_END = 11       # state rebuild complete
+    # 9..11 were risk's state rebuild, now RiskSnapshot records (SnapshotKind): not reused
     REJECTED_LOCALLY = 12   # refused by the OMS before the wire (source OMS, reason an OmsReason)
+
+
+class SnapshotKind(enum.IntEnum):
+    """RiskSnapshot.kind (OMS -> risk on exec_to_risk, answering ControlEventKind.SNAPSHOT_REQUEST)."""
+    POSITION = 1            # one symbol's position, cost_basis, realized_pnl
+    ORDER = 2               # one open order: leaves_shares, price, side (orig: the order it replaces)
+    END = 3                 # state rebuild complete
 
 
 class RejectSource(enum.IntEnum):
@@ -182,7 +194,7 @@ class ControlEventKind(enum.IntEnum):
     LIMITS_CHANGED = 3
     STATE_CHANGED = 4
     CLOCK = 5
-    SNAPSHOT_REQUEST = 6    # risk (re)started: the OMS answers on exec_to_risk with SNAPSHOT_* reports
+    SNAPSHOT_REQUEST = 6    # risk (re)started: the OMS answers on exec_to_risk with RiskSnapshot records
     KILL_SYMBOL = 7         # value = symbol id: the OMS cancels every open order in that symbol
     RESET_SYMBOL = 8        # value = symbol id
 

@@ -44,10 +44,10 @@ import logging
 import os
 import time
 
-from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT
+from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, RISK_SNAPSHOT
 from appliance.messages.codes import (
-    ALL_SYMBOLS, Action, ClockState, ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, Side, TIF_DAY,
-    TIF_IOC, TIF_SYSTEM_HOURS, name_of,
+    ALL_SYMBOLS, Action, ClockState, ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, Side,
+    SnapshotKind, TIF_DAY, TIF_IOC, TIF_SYSTEM_HOURS, name_of,
 )
 from appliance.oms import events as ev
 from appliance.oms.config import OmsConfigError, parse_oms_params
@@ -62,6 +62,7 @@ from appliance.oms.recovery import apply_control, rebuild
 from appliance.oms.session import VenueSession
 from appliance.oms.tokens import TokenSource, choose_prefix
 from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse, check_ring_uses
 from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
 from appliance.runtime.trading_day import trading_day_of
@@ -70,11 +71,12 @@ from appliance.wire.soupbintcp_session import DebugText, EndOfSession, LoginAcce
 
 log = logging.getLogger("appliance.oms")
 
-ORDERS_RING = "approved_orders"
-EVENTS_RING = "risk_events"
-TO_STRATEGY = "exec_to_strategy"
-TO_RISK = "exec_to_risk"
 RISK_PROCESS = "risk"
+ORDERS_RING = RingUse("approved_orders", CONSUMER, APPROVED_ORDER, peer=RISK_PROCESS)
+EVENTS_RING = RingUse("risk_events", CONSUMER, CONTROL_EVENT, peer=RISK_PROCESS)
+TO_STRATEGY = RingUse("exec_to_strategy", PRODUCER, EXECUTION_REPORT)
+TO_RISK = RingUse("exec_to_risk", PRODUCER, EXECUTION_REPORT, peer=RISK_PROCESS)
+RINGS = (ORDERS_RING, EVENTS_RING, TO_STRATEGY, TO_RISK)
 
 MAX_ORDERS_PER_CYCLE = 64
 MAX_EVENTS_PER_CYCLE = 16
@@ -87,6 +89,7 @@ TIFS = frozenset((TIF_IOC, TIF_DAY, TIF_SYSTEM_HOURS))
 NO_SYMBOL = 0xFFFFFFFF
 
 _APPROVED_TYPE = APPROVED_ORDER.type_id
+_AT = APPROVED_ORDER.at               # an approved record is read as a tuple (the hot path) and its fields by these
 _CONTROL_TYPE = CONTROL_EVENT.type_id
 # The whole SoupBinTCP Unsequenced Data packet of an OUCH message, packed in one call (the wire codec's frames).
 _ENTER = ouch.ENTER_ORDER_FRAME.pack
@@ -112,14 +115,7 @@ class OmsAgent(Agent):
                 raise LayoutError(layout.path, "tables", f"the OMS needs a {kind!r} table")
         if RISK_PROCESS not in layout.processes:
             raise LayoutError(layout.path, "processes", "the OMS checks the risk heartbeat: no process named 'risk'")
-        for ring, producer, consumer in ((ORDERS_RING, RISK_PROCESS, me), (TO_STRATEGY, me, None),
-                                         (TO_RISK, me, RISK_PROCESS), (EVENTS_RING, RISK_PROCESS, me)):
-            spec = layout.rings.get(ring)
-            if spec is None:
-                raise LayoutError(layout.path, "rings", f"the OMS needs a ring named {ring!r}")
-            if spec.producer != producer or (consumer is not None and spec.consumer != consumer):
-                raise LayoutError(layout.path, f"rings.{ring}",
-                                  f"must run {producer} -> {consumer or 'strategy'}, not {spec.producer} -> {spec.consumer}")
+        check_ring_uses(layout, me, RINGS, "the OMS")
         self.ring_to_wire_ns = None          # a bench sets an array('q') here to sample ring read -> socket
         self._t_ring_read = 0
 
@@ -159,11 +155,9 @@ class OmsAgent(Agent):
         self.control.set("oms_ready", 0)
         self.control.set("oms_session_up", 0)
         self.positions_table = memory.positions_writer()
-        self.buffer = memory.buffer_of(layout.rings[ORDERS_RING].segment)
-        self.orders_ring = memory.ring(ORDERS_RING, "consumer")
-        self.events_ring = memory.ring(EVENTS_RING, "consumer")
-        self.to_strategy = memory.ring(TO_STRATEGY, "producer")
-        self.to_risk = memory.ring(TO_RISK, "producer")
+        me = ctx.process.name
+        self.orders_ring, self.events_ring, self.to_strategy, self.to_risk = (memory.channel(use, me)
+                                                                              for use in RINGS)
         self.gate = Gate(memory, layout, RISK_PROCESS, cfg.risk_heartbeat_limit_ms)
         self.latency = LatencyRecorder(ctx.counters.allocate)
         self.in_flight_timeout_ns = cfg.in_flight_timeout_ms * 1_000_000
@@ -367,59 +361,56 @@ class OmsAgent(Agent):
 
     def _report(self, event: int, order: Order, shares: int, price: int, match: int = 0, reason: int = 0,
                 source: int = 0, t_exchange_ns: int = 0) -> None:
-        sid = order.symbol_id
-        positions = self.book.positions
-        if sid >= 0:
-            position, cost, realized = positions.position[sid], positions.cost_basis[sid], positions.realized_pnl[sid]
-        else:
-            position = cost = realized = 0
-            sid = NO_SYMBOL
-        values = (order.client_order_id, order.orig_client_order_id, order.order_ref, match, order.strategy_id, sid,
-                  event, order.side, reason, source, shares, price, max(0, order.leaves), position, cost, realized,
-                  t_exchange_ns, self._t_rx_ns or time.time_ns())
-        self._write_report(self.to_strategy, values, self.c_dropped_strategy)
-        self._write_report(self.to_risk, values, self.c_dropped_risk)
-        self.c_reports.inc()
-        if event == ExecEvent.EXECUTED:
-            self.c_fills.inc()
+        """An event of an order the book holds (the book's ``report`` callback)."""
+        self._execution_report(event, order.client_order_id, order.orig_client_order_id, order.strategy_id,
+                               order.symbol_id, order.side, shares, price, exchange_order_ref=order.order_ref,
+                               match_number=match, reason=reason, source=source, leaves_shares=max(0, order.leaves),
+                               t_exchange_ns=t_exchange_ns, t_oms_rx_ns=self._t_rx_ns)
 
-    def _write_report(self, ring, values: tuple, dropped) -> bool:
-        offset = ring.claim()
-        if offset < 0:
-            dropped.inc()
-            return False
-        EXECUTION_REPORT.pack_into(self.buffer, offset, *values)
-        ring.commit()
-        return True
-
-    def _report_local(self, event: int, client_order_id: int, orig_client_order_id: int, strategy_id: int,
-                      symbol_id: int, side: int, shares: int, price: int, reason: int, source: int) -> None:
-        positions = self.book.positions
-        if 0 <= symbol_id < len(self.symbols):
+    def _execution_report(self, event: int, client_order_id: int, orig_client_order_id: int, strategy_id: int,
+                          symbol_id: int, side: int, shares: int, price: int, *, exchange_order_ref: int = 0,
+                          match_number: int = 0, reason: int = 0, source: int = 0, leaves_shares: int = 0,
+                          t_exchange_ns: int = 0, t_oms_rx_ns: int = 0) -> None:
+        """The one writer of ExecutionReports: to the strategy and to risk, each with the OMS's position,
+        cost basis and realized P&L in the symbol after the event (zeros for a symbol the layout does
+        not list, whose id goes out as NO_SYMBOL when negative). A full ring drops and counts."""
+        if 0 <= symbol_id < self._n_symbols:
+            positions = self.book.positions
             position, cost, realized = (positions.position[symbol_id], positions.cost_basis[symbol_id],
                                         positions.realized_pnl[symbol_id])
         else:
             position = cost = realized = 0
-        now_ns = time.time_ns()
-        values = (client_order_id, orig_client_order_id, 0, 0, strategy_id, symbol_id & 0xFFFFFFFF, event,
-                  side & 0xFF, reason & 0xFF, source, shares, price, 0, position, cost, realized, 0, now_ns)
-        self._write_report(self.to_strategy, values, self.c_dropped_strategy)
-        self._write_report(self.to_risk, values, self.c_dropped_risk)
+        values = (client_order_id, orig_client_order_id, exchange_order_ref, match_number, strategy_id,
+                  symbol_id & _U32, event, side & 0xFF, reason & 0xFF, source, shares, price, leaves_shares, position,
+                  cost, realized, t_exchange_ns, t_oms_rx_ns or time.time_ns())
+        pack = EXECUTION_REPORT.pack_into
+        for ring, dropped in ((self.to_strategy, self.c_dropped_strategy), (self.to_risk, self.c_dropped_risk)):
+            offset = ring.claim()
+            if offset < 0:
+                dropped.inc()
+                continue
+            pack(ring.buffer, offset, *values)
+            ring.commit()
         self.c_reports.inc()
+        if event == ExecEvent.EXECUTED:
+            self.c_fills.inc()
 
-    def _reject_locally(self, values: tuple, reason: int) -> None:
+    def _reject_locally(self, approved, reason: int) -> None:
         """An approved order the OMS will not send: journal it, count it, tell strategy and risk."""
-        (_t, _v, _s, client, orig, strategy, sid, action, side, _pad, shares, price, tif, *_times) = values
+        at = _AT
+        client, orig, strategy, sid = (approved[at.client_order_id], approved[at.orig_client_order_id],
+                                       approved[at.strategy_id], approved[at.symbol_id])
+        side, shares, price = approved[at.side], approved[at.shares], approved[at.price]
         self.c_rejects[reason].inc()
         symbol = self.stocks[sid] if 0 <= sid < len(self.stocks) else b""
-        self._journal(RecordType.REJECTED_LOCALLY, ev.REJECTED_LOCALLY.pack(action, side, reason, tif, client, orig,
-                                                                            strategy, sid, shares, price, symbol),
-                      time.time_ns(), reserve=False, count_failure=False)
+        self._journal(RecordType.REJECTED_LOCALLY, ev.REJECTED_LOCALLY.pack(
+            approved[at.action], side, reason, approved[at.time_in_force], client, orig, strategy, sid, shares, price,
+            symbol), time.time_ns(), reserve=False, count_failure=False)
         if 0 <= sid < len(self.symbols):
             self.book.positions.rejects[sid] += 1
             self._changed(sid)
-        self._report_local(ExecEvent.REJECTED_LOCALLY, client, orig, strategy, sid, side, shares, price, reason,
-                           RejectSource.OMS)
+        self._execution_report(ExecEvent.REJECTED_LOCALLY, client, orig, strategy, sid, side, shares, price,
+                               reason=reason, source=RejectSource.OMS)
 
     # ------------------------------------------------------------------ risk -> OMS: approved orders
 
@@ -427,8 +418,9 @@ class OmsAgent(Agent):
         """Up to ``limit`` approved records. ``refuse``: a kill just read (ALL_SYMBOLS or a symbol
         id): new orders and replaces it covers are refused (KILLED) instead of sent."""
         ring = self.orders_ring
-        buffer = self.buffer
+        buffer = ring.buffer
         unpack = APPROVED_ORDER.unpack_from
+        at = _AT
         samples = self.ring_to_wire_ns
         done = 0
         while done < limit:
@@ -437,35 +429,36 @@ class OmsAgent(Agent):
                 break
             if samples is not None:
                 self._t_ring_read = time.perf_counter_ns()
-            values = unpack(buffer, offset)
-            if values[0] != _APPROVED_TYPE:
+            approved = unpack(buffer, offset)
+            if approved[at.type_id] != _APPROVED_TYPE:
                 self.c_bad_ring_records.inc()
             else:
-                action = values[7]
+                action = approved[at.action]
                 if refuse is not None and (action == Action.NEW or action == Action.REPLACE) and \
-                        (refuse == ALL_SYMBOLS or self._symbol_of(values) == refuse):
-                    self._reject_locally(values, OmsReason.KILLED)
+                        (refuse == ALL_SYMBOLS or self._symbol_of(approved) == refuse):
+                    self._reject_locally(approved, OmsReason.KILLED)
                 elif action == Action.NEW:
-                    self._new_order(values, now_mono)
+                    self._new_order(approved, now_mono)
                 elif action == Action.REPLACE:
-                    self._replace_order(values, now_mono)
+                    self._replace_order(approved, now_mono)
                 elif action == Action.CANCEL:
-                    self._cancel_order(values, now_mono)
+                    self._cancel_order(approved, now_mono)
                 elif action == Action.CANCEL_ALL:
-                    self._cancel_all_request(values, now_mono)
+                    self._cancel_all_request(approved, now_mono)
                 else:
                     self.c_bad_orders.inc()
-                    self._reject_locally(values, OmsReason.UNKNOWN_ACTION)
+                    self._reject_locally(approved, OmsReason.UNKNOWN_ACTION)
             ring.release()            # after the order is journaled and sent: a crash before this re-reads it
             done += 1
         return done
 
-    def _symbol_of(self, values: tuple) -> int:
+    def _symbol_of(self, approved) -> int:
         """The symbol an approved record is about (a replace's is its order's)."""
-        if values[7] == Action.REPLACE:
-            old = self.book.by_client.get(values[4])
-            return old.symbol_id if old is not None else values[6]
-        return values[6]
+        at = _AT
+        if approved[at.action] == Action.REPLACE:
+            old = self.book.by_client.get(approved[at.orig_client_order_id])
+            return old.symbol_id if old is not None else approved[at.symbol_id]
+        return approved[at.symbol_id]
 
     def _refuse_approved_before(self, scope: int) -> None:
         """A kill was just read: whatever risk approved before it and the OMS has not read yet is in
@@ -473,15 +466,18 @@ class OmsAgent(Agent):
         while self.orders_ring.peek() >= 0:
             self._process_orders(time.monotonic_ns(), MAX_ORDERS_PER_CYCLE, scope)
 
-    def _new_order(self, values: tuple, now_mono: int) -> None:
+    def _new_order(self, approved, now_mono: int) -> None:
         """The hot path: checks, token, journal (one pack into the mapped file), bytes to the socket;
         the order book and the latency counters after the bytes have left."""
-        (_t, _v, _s, client, _orig, strategy, sid, action, side, _pad, shares, price, tif,
-         t_rx, t_feed, t_strategy, t_risk) = values
+        at = _AT
+        client, strategy, sid, action, side = (approved[at.client_order_id], approved[at.strategy_id],
+                                               approved[at.symbol_id], approved[at.action], approved[at.side])
+        shares, price, tif = approved[at.shares], approved[at.price], approved[at.time_in_force]
+        t_rx, t_feed, t_strategy, t_risk = _hop_times(approved)
         if not (0 <= sid < self._n_symbols and side in SIDES and shares > 0 and price > 0 and tif in TIFS
                 and client):
             self.c_bad_orders.inc()
-            self._reject_locally(values, OmsReason.BAD_ORDER)
+            self._reject_locally(approved, OmsReason.BAD_ORDER)
             return
         book = self.book
         existing = book.by_client.get(client)
@@ -490,11 +486,11 @@ class OmsAgent(Agent):
                     and existing.price == price and existing.replaces is None):
                 self.c_redelivered.inc()            # the ring gave us again what a crashed OMS had sent
             else:
-                self._reject_locally(values, OmsReason.DUPLICATE_CLIENT_ID)
+                self._reject_locally(approved, OmsReason.DUPLICATE_CLIENT_ID)
             return
         reason = self.gate.check(now_mono)
         if reason:
-            self._reject_locally(values, reason)
+            self._reject_locally(approved, reason)
             return
         token = self.tokens.next()
         stock = self.stocks[sid]
@@ -504,7 +500,7 @@ class OmsAgent(Agent):
                                                                    t_strategy, t_risk), time.time_ns())
         except JournalError as exc:
             self._journal_failed(str(exc))
-            self._reject_locally(values, OmsReason.JOURNAL_FAILED)
+            self._reject_locally(approved, OmsReason.JOURNAL_FAILED)
             return
         taken = self.session.send_packet(_ENTER(token, _SIDE_BYTES[side], shares, stock, price, tif, self._firm,
                                                 b"Y", b"A", b"N", 0, b"N", b"R"),
@@ -517,28 +513,31 @@ class OmsAgent(Agent):
         self.c_orders_sent.inc()
         self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
 
-    def _replace_order(self, values: tuple, now_mono: int) -> None:
-        (_t, _v, _s, client, orig, strategy, sid, action, side, _pad, shares, price, tif,
-         t_rx, t_feed, t_strategy, t_risk) = values
+    def _replace_order(self, approved, now_mono: int) -> None:
+        at = _AT
+        client, orig, strategy, action = (approved[at.client_order_id], approved[at.orig_client_order_id],
+                                          approved[at.strategy_id], approved[at.action])
+        shares, price, tif = approved[at.shares], approved[at.price], approved[at.time_in_force]
+        t_rx, t_feed, t_strategy, t_risk = _hop_times(approved)
         book = self.book
         old = book.by_client.get(orig)
         if old is None or old.state not in OPEN_STATES or old.strategy_id != strategy:
-            self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+            self._reject_locally(approved, OmsReason.UNKNOWN_ORDER)
             return
         if not (0 < shares and 0 < price and tif in TIFS and client):
             self.c_bad_orders.inc()
-            self._reject_locally(values, OmsReason.BAD_ORDER)
+            self._reject_locally(approved, OmsReason.BAD_ORDER)
             return
         existing = book.by_client.get(client)
         if existing is not None:
             if existing.replaces is old and existing.shares == shares and existing.price == price:
                 self.c_redelivered.inc()
             else:
-                self._reject_locally(values, OmsReason.DUPLICATE_CLIENT_ID)
+                self._reject_locally(approved, OmsReason.DUPLICATE_CLIENT_ID)
             return
         reason = self.gate.check(now_mono)
         if reason != GATE_OPEN:
-            self._reject_locally(values, reason)
+            self._reject_locally(approved, reason)
             return
         token = self.tokens.next()
         now_ns = time.time_ns()
@@ -548,7 +547,7 @@ class OmsAgent(Agent):
                 old.symbol, token, old.token, t_rx, t_feed, t_strategy, t_risk), now_ns)
         except JournalError as exc:
             self._journal_failed(str(exc))
-            self._reject_locally(values, OmsReason.JOURNAL_FAILED)
+            self._reject_locally(approved, OmsReason.JOURNAL_FAILED)
             return
         taken = self.session.send_packet(_REPLACE(old.token, token, shares, price, tif, b"Y", b"N", 0), now_mono,
                                          (Action.REPLACE, token, 0))
@@ -560,25 +559,28 @@ class OmsAgent(Agent):
         self.c_replaces_sent.inc()
         self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
 
-    def _cancel_order(self, values: tuple, now_mono: int) -> None:
-        client, orig, strategy, target = values[3], values[4], values[5], values[10]
+    def _cancel_order(self, approved, now_mono: int) -> None:
+        at = _AT
+        client, orig, strategy = (approved[at.client_order_id], approved[at.orig_client_order_id],
+                                  approved[at.strategy_id])
+        target = approved[at.shares]                # the size to leave (0: cancel all of it)
         order = self.book.by_client.get(orig)
         if order is None or order.strategy_id != strategy:
-            self._reject_locally(values, OmsReason.UNKNOWN_ORDER)
+            self._reject_locally(approved, OmsReason.UNKNOWN_ORDER)
             return
         if client and client in self._cancel_request_ids:
             self.c_redelivered.inc()
             return
         if order.state not in OPEN_STATES or (target and target >= order.leaves):
-            self._report_local(ExecEvent.CANCEL_REJECTED, order.client_order_id, 0, order.strategy_id,
-                               order.symbol_id, order.side, 0, order.price, 0, 0)
+            self._execution_report(ExecEvent.CANCEL_REJECTED, order.client_order_id, 0, order.strategy_id,
+                                   order.symbol_id, order.side, 0, order.price)
             return
         if not self.session.logged_in:
-            self._reject_locally(values, OmsReason.SESSION_DOWN)
+            self._reject_locally(approved, OmsReason.SESSION_DOWN)
             return
         if client:
             self._cancel_request_ids.add(client)
-        self._send_cancel(order, target, SendReason.STRATEGY, now_mono, client, values[13:17])
+        self._send_cancel(order, target, SendReason.STRATEGY, now_mono, client, _hop_times(approved))
 
     def _send_cancel(self, order: Order, target: int, why: int, now_mono: int, request_id: int = 0,
                      times: tuple = (0, 0, 0, 0)) -> bool:
@@ -614,15 +616,15 @@ class OmsAgent(Agent):
         while unsent:
             self._not_sent(unsent.pop(0))
 
-    def _cancel_all_request(self, values: tuple, now_mono: int) -> None:
-        strategy, sid = values[5], values[6]
+    def _cancel_all_request(self, approved, now_mono: int) -> None:
+        strategy, sid = approved[_AT.strategy_id], approved[_AT.symbol_id]
         if not self.session.logged_in:
-            self._reject_locally(values, OmsReason.SESSION_DOWN)
+            self._reject_locally(approved, OmsReason.SESSION_DOWN)
             return
         for order in self.book.open_orders_list():
             if order.strategy_id == strategy and (sid == ALL_SYMBOLS or order.symbol_id == sid) \
                     and 0 not in order.requests:
-                self._send_cancel(order, 0, SendReason.STRATEGY, now_mono, 0, values[13:17])
+                self._send_cancel(order, 0, SendReason.STRATEGY, now_mono, 0, _hop_times(approved))
 
     # ------------------------------------------------------------------ cancel everything (kill, gate)
 
@@ -678,23 +680,23 @@ class OmsAgent(Agent):
 
     def _process_control_events(self) -> int:
         ring = self.events_ring
-        buffer = self.buffer
+        buffer = ring.buffer
         done = 0
         while done < MAX_EVENTS_PER_CYCLE:
             offset = ring.peek()
             if offset < 0:
                 break
-            values = CONTROL_EVENT.unpack_from(buffer, offset)
+            event = CONTROL_EVENT.read(buffer, offset)
             ring.release()
             done += 1
-            if values[0] != _CONTROL_TYPE:
+            if event.type_id != _CONTROL_TYPE:
                 self.c_bad_ring_records.inc()
                 continue
-            _t, _v, _s, kind, state, value, operator, detail, t_ns = values
+            kind, value, detail = event.kind, event.value, event.detail
             self.c_control_events.inc()
             if kind == ControlEventKind.KILL_SYMBOL:        # journaled by name: the layout's ids may change
                 detail = self.stocks[value].rstrip() if 0 <= value < self._n_symbols else b"?"
-            payload = ev.CONTROL.pack(kind, state, value, 0, operator, detail, t_ns)
+            payload = ev.CONTROL.pack(kind, event.state, value, 0, event.operator, detail, event.t_ns)
             self._journal(RecordType.CONTROL, payload, time.time_ns(), reserve=True)
             if kind == ControlEventKind.KILL:
                 self._refuse_approved_before(ALL_SYMBOLS)
@@ -707,25 +709,28 @@ class OmsAgent(Agent):
         return done
 
     def _answer_snapshot(self) -> bool:
-        """SNAPSHOT_POSITION per symbol, SNAPSHOT_ORDER per open order, SNAPSHOT_END, all on exec_to_risk."""
+        """A RiskSnapshot POSITION per symbol, ORDER per open order, then END, all on exec_to_risk
+        (in order with the reports), or nothing while the ring has no room for all of them."""
         open_orders = self.book.open_orders_list()
-        needed = len(self.symbols) + len(open_orders) + 1
         ring = self.to_risk
-        if ring.capacity - ring.depth() < needed:
+        if ring.capacity - ring.depth() < len(self.symbols) + len(open_orders) + 1:
             return False                                # wait for risk to drain the ring
         positions = self.book.positions
         now_ns = time.time_ns()
-        write = self._write_report
-        dropped = self.c_dropped_risk
-        for sid in range(len(self.symbols)):
-            write(ring, (0, 0, 0, 0, 0, sid, ExecEvent.SNAPSHOT_POSITION, 0, 0, 0, 0, 0, 0, positions.position[sid],
-                         positions.cost_basis[sid], positions.realized_pnl[sid], 0, now_ns), dropped)
-        for order in open_orders:
-            sid = order.symbol_id if order.symbol_id >= 0 else NO_SYMBOL
-            write(ring, (order.client_order_id, order.orig_client_order_id, order.order_ref, 0, order.strategy_id,
-                         sid, ExecEvent.SNAPSHOT_ORDER, order.side, 0, 0, max(0, order.leaves), order.price,
-                         max(0, order.leaves), 0, 0, 0, 0, now_ns), dropped)
-        write(ring, (0, 0, 0, 0, 0, NO_SYMBOL, ExecEvent.SNAPSHOT_END, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, now_ns), dropped)
+        pack, buffer, dropped = RISK_SNAPSHOT.pack_into, ring.buffer, self.c_dropped_risk
+        records = [(0, 0, 0, sid, SnapshotKind.POSITION, 0, 0, 0, 0, positions.position[sid],
+                    positions.cost_basis[sid], positions.realized_pnl[sid], now_ns) for sid in range(len(self.symbols))]
+        records += [(order.client_order_id, order.orig_client_order_id, order.strategy_id, order.symbol_id & _U32,
+                     SnapshotKind.ORDER, order.side, 0, max(0, order.leaves), order.price, 0, 0, 0, now_ns)
+                    for order in open_orders]
+        records.append((0, 0, 0, NO_SYMBOL, SnapshotKind.END, 0, 0, 0, 0, 0, 0, 0, now_ns))
+        for values in records:
+            offset = ring.claim()
+            if offset < 0:
+                dropped.inc()
+                continue
+            pack(buffer, offset, *values)
+            ring.commit()
         self.c_snapshots.inc()
         return True
 
@@ -826,8 +831,8 @@ class OmsAgent(Agent):
             if order.timeouts == 1 or order.timeouts % 10 == 0:
                 log.warning("no venue answer for %r: queried by cancel (%d)", order, order.timeouts)
             if order.timeouts == 1:
-                self._report_local(ExecEvent.PENDING_TIMEOUT, order.client_order_id, order.orig_client_order_id,
-                                   order.strategy_id, order.symbol_id, order.side, order.leaves, order.price, 0, 0)
+                self._execution_report(ExecEvent.PENDING_TIMEOUT, order.client_order_id, order.orig_client_order_id,
+                                       order.strategy_id, order.symbol_id, order.side, order.leaves, order.price)
             if self.session.logged_in and order.state in OPEN_STATES:
                 self._send_cancel(order, 0, why, now_mono)
         return len(expired)
@@ -952,5 +957,11 @@ class OmsAgent(Agent):
 
 
 _SIDE_BYTES = {int(side): bytes([int(side)]) for side in Side}
+
+
+def _hop_times(approved: tuple) -> tuple[int, int, int, int]:
+    """An approved order's timestamps of the hops it passed (feed rx, feed out, strategy out, risk out)."""
+    at = _AT
+    return approved[at.t_rx_ns], approved[at.t_feed_out_ns], approved[at.t_strategy_out_ns], approved[at.t_risk_out_ns]
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF

@@ -24,7 +24,7 @@ import re
 import struct
 from typing import Iterable, Iterator
 
-from appliance.messages.codes import Action, ControlEventKind, OmsReason, name_of
+from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE, Action, ControlEventKind, OmsReason, name_of
 from appliance.oms import events as ev
 from appliance.oms.events import ControlKind, RecordType, SendReason, SessionEvent
 from appliance.oms.journal_format import JournalRecord
@@ -35,7 +35,6 @@ COLUMNS = ("time", "time_ns", "sequence", "record", "event", "strategy_id", "cli
            "orig_client_order_id", "token", "orig_token", "symbol", "side", "price", "shares", "order_ref",
            "match_number", "reason", "venue_sequence", "venue_time", "detail")
 NS_PER_DAY = 86_400 * 1_000_000_000
-MARKET_PRICE = 0x7FFFFFFF
 _OUCH_EVENTS = {"A": "ACCEPTED", "U": "REPLACED", "C": "CANCELED", "E": "EXECUTED", "J": "REJECTED",
                 "B": "BROKEN", "P": "CANCEL_PENDING", "I": "CANCEL_REJECT", "S": "SYSTEM_EVENT"}
 _SENT_EVENTS = {Action.NEW: "SENT_NEW", Action.REPLACE: "SENT_REPLACE", Action.CANCEL: "SENT_CANCEL"}
@@ -72,7 +71,7 @@ def parse_iso_ns(text: str) -> int:
 def _price(value: int) -> str:
     if value == MARKET_PRICE:
         return "MKT"
-    return f"{value // 10_000}.{value % 10_000:04d}"
+    return f"{value // PRICE_SCALE}.{value % PRICE_SCALE:04d}"
 
 
 def _text(raw) -> str:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import enum
 import logging
 
-from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, Action, ExecEvent, OmsReason, RejectSource
+from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, PRICE_SCALE, Action, ExecEvent, OmsReason, RejectSource
 from appliance.wire import ouch
 
 log = logging.getLogger("appliance.oms.orders")
@@ -185,7 +185,7 @@ class Positions:
 
     def average_price(self, symbol_id: int) -> float:
         position = self.position[symbol_id]
-        return self.cost_basis[symbol_id] / position / 10_000 if position else 0.0
+        return self.cost_basis[symbol_id] / position / PRICE_SCALE if position else 0.0
 
 
 class OrderBook:

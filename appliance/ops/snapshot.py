@@ -23,7 +23,7 @@ from appliance.runtime.counters import IdleStrategyId, ProcessState
 from appliance.runtime.layout import Layout
 from appliance.runtime.market_state import view_problem
 from appliance.runtime.memory import SharedMemory
-from appliance.runtime.positions import PRICE_SCALE
+from appliance.messages.codes import PRICE_SCALE
 from appliance.runtime.seqlock import TornRead
 from appliance.runtime.segment import BACKING_NAMES
 

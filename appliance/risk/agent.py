@@ -38,7 +38,7 @@ not) stays latched (PREVIOUS_RUN), a REDUCING is kept.
 
 Start and restart: risk_ready=0, a SNAPSHOT_REQUEST to the OMS (again every
 ``snapshot_retry_ms`` until answered), NOT_READY for every new order and replace until
-SNAPSHOT_END (cancels pass). Positions, open orders and the day's realized P&L come from the
+the snapshot's END record (cancels pass). Positions, open orders and the day's realized P&L come from the
 OMS's snapshot (its journal survives ``down``), so the daily-loss limit sees the day's losses.
 
 If ``approved_orders`` is full, intents wait in their ring (back-pressure; nothing is dropped).
@@ -58,9 +58,11 @@ import os
 import time
 
 from appliance.messages.catalog import (APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT,
-                                        RISK_COMMAND)
+                                        RISK_COMMAND, RISK_SNAPSHOT)
+from appliance.messages.schema import HEADER_COUNT
 from appliance.messages.codes import ControlCommand, ControlEventKind, RejectSource, RiskReason, RiskState
 from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse, check_ring_uses
 from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
 from appliance.runtime.trading_day import trading_day_of
@@ -77,10 +79,13 @@ DEFAULT_LIMITS = "config/risk_limits.yaml"
 DEFAULT_STATE_FILE = "run/risk-state.json"
 PATH_PARAMS = {"limits": DEFAULT_LIMITS, "state_file": DEFAULT_STATE_FILE}     # relative to the layout's directory
 PEAK_WRITE_INTERVAL_NS = 1_000_000_000    # the day's peak P&L goes to the state file at most this often
-RINGS = {  # ring -> our role
-    "order_intents": "consumer", "exec_to_risk": "consumer", "risk_commands": "consumer",
-    "approved_orders": "producer", "risk_rejects": "producer", "risk_events": "producer",
-}
+INTENTS = RingUse("order_intents", CONSUMER, ORDER_INTENT)
+REPORTS = RingUse("exec_to_risk", CONSUMER, EXECUTION_REPORT)
+COMMANDS = RingUse("risk_commands", CONSUMER, RISK_COMMAND)
+APPROVED = RingUse("approved_orders", PRODUCER, APPROVED_ORDER)
+REJECTS = RingUse("risk_rejects", PRODUCER, ORDER_REJECT)
+EVENTS = RingUse("risk_events", PRODUCER, CONTROL_EVENT)
+RINGS = (INTENTS, REPORTS, COMMANDS, APPROVED, REJECTS, EVENTS)
 _PARAMS = {  # key -> (default, low, high)
     "order_capacity": (4096, 1, 1_000_000),
     "snapshot_retry_ms": (1000, 10, 600_000),
@@ -147,14 +152,7 @@ class RiskAgent(Agent):
         for kind in ("market_state",):
             if not any(t.kind == kind for t in layout.tables.values()):
                 raise LayoutError(layout.path, "tables", f"risk needs a {kind!r} table")
-        for ring, role in RINGS.items():
-            spec = layout.rings.get(ring)
-            if spec is None:
-                raise LayoutError(layout.path, "rings", f"risk needs the ring {ring!r}")
-            side = spec.consumer if role == "consumer" else spec.producer
-            if side != context.process.name:
-                raise LayoutError(layout.path, f"rings.{ring}.{'consumer' if role == 'consumer' else 'producer'}",
-                                  f"is {side!r}, but the risk agent runs as {context.process.name!r}")
+        check_ring_uses(layout, context.process.name, RINGS, "the risk agent")
         try:
             self.limits = load_limits(self.config["limits"], layout.symbols)
         except LimitsError as exc:
@@ -175,13 +173,9 @@ class RiskAgent(Agent):
         layout, memory = ctx.layout, ctx.memory
         self.engine = RiskEngine(self.limits, layout.symbols, memory.market_state_reader(),
                                  order_capacity=cfg["order_capacity"])
-        self.intents = memory.ring("order_intents", "consumer")
-        self.reports = memory.ring("exec_to_risk", "consumer")
-        self.commands = memory.ring("risk_commands", "consumer")
-        self.approved = memory.ring("approved_orders", "producer")
-        self.rejects = memory.ring("risk_rejects", "producer")
-        self.events_ring = memory.ring("risk_events", "producer")
-        self.buffers = {name: memory.buffer_of(layout.rings[name].segment) for name in RINGS}
+        me = ctx.process.name
+        self.intents, self.reports, self.commands = (memory.channel(use, me) for use in (INTENTS, REPORTS, COMMANDS))
+        self.approved, self.rejects, self.events_ring = (memory.channel(use, me) for use in (APPROVED, REJECTS, EVENTS))
         has_control = any(t.kind == "control" for t in layout.tables.values())
         self.control_words = memory.control(ctx.process.name) if has_control else None
         if self.control_words is None:
@@ -335,12 +329,10 @@ class RiskAgent(Agent):
 
     def _poll_intents(self) -> int:
         intents, approved, rejects = self.intents, self.approved, self.rejects
-        intent_buffer = self.buffers["order_intents"]
-        approved_buffer = self.buffers["approved_orders"]
-        reject_buffer = self.buffers["risk_rejects"]
+        intent_buffer, approved_buffer, reject_buffer = intents.buffer, approved.buffer, rejects.buffer
         check = self.engine.check
         record = self.engine.record
-        unpack = ORDER_INTENT.struct.unpack_from
+        unpack, at = ORDER_INTENT.unpack_from, ORDER_INTENT.at
         pack_approved = APPROVED_ORDER.pack_into
         pack_reject = ORDER_REJECT.pack_into
         reject_counters = self.reject_counters
@@ -359,18 +351,20 @@ class RiskAgent(Agent):
             offset = intents.peek()
             if offset < 0:
                 break
-            fields = unpack(intent_buffer, offset)
-            (type_id, _version, _size, client_order_id, orig_client_order_id, strategy_id, symbol_id, action, side,
-             _pad, shares, price, time_in_force, _t_rx, _t_feed, _t_strategy) = fields
+            intent = unpack(intent_buffer, offset)
+            client_order_id, orig_client_order_id = intent[at.client_order_id], intent[at.orig_client_order_id]
+            strategy_id = intent[at.strategy_id]
+            symbol_id, action, side, shares, price = (intent[at.symbol_id], intent[at.action], intent[at.side],
+                                                      intent[at.shares], intent[at.price])
             now = time_ns()
-            if type_id != intent_type:
+            if intent[at.type_id] != intent_type:
                 counters["bad_intents"].inc()
                 reason = int(RiskReason.BAD_ORDER)
             else:
                 reason = check(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price,
-                               time_in_force, now)
+                               intent[at.time_in_force], now)
             if not reason:
-                pack_approved(approved_buffer, out, *fields[3:], time_ns())
+                pack_approved(approved_buffer, out, *intent[HEADER_COUNT:], time_ns())   # the intent, one more hop
                 approved.commit()                # out first: the booking below is not on the order's path
                 record(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price, strategy_id,
                        now)
@@ -392,27 +386,34 @@ class RiskAgent(Agent):
         return done
 
     def _poll_reports(self) -> int:
+        """ExecutionReports, and the RiskSnapshot records that answer a snapshot request, in ring order."""
         reports = self.reports
-        buffer = self.buffers["exec_to_risk"]
-        unpack = EXECUTION_REPORT.struct.unpack_from
+        buffer = reports.buffer
+        unpack, at = EXECUTION_REPORT.unpack_from, EXECUTION_REPORT.at
         on_report = self.engine.on_report
-        report_type = EXECUTION_REPORT.type_id
+        report_type, snapshot_type = EXECUTION_REPORT.type_id, RISK_SNAPSHOT.type_id
         counters = self.counters
         done = 0
         for _ in range(self._max_reports):
             offset = reports.peek()
             if offset < 0:
                 break
-            (type_id, _version, _size, client_order_id, orig_client_order_id, _exchange_ref, _match, strategy_id,
-             symbol_id, event, side, _reason, _source, shares, price, leaves, position, cost_basis, realized,
-             _t_exchange, _t_oms) = unpack(buffer, offset)
+            r = unpack(buffer, offset)
+            type_id = r[at.type_id]
+            snapshot = RISK_SNAPSHOT.read(buffer, offset) if type_id == snapshot_type else None
             reports.release()
             done += 1
-            if type_id != report_type:
-                counters["bad_reports"].inc()
-                continue
-            result = on_report(event, client_order_id, orig_client_order_id, symbol_id, side, shares, price, leaves,
-                               position, cost_basis, realized, strategy_id, time.time_ns())
+            if type_id == report_type:
+                result = on_report(r[at.event], r[at.client_order_id], r[at.orig_client_order_id], r[at.symbol_id],
+                                   r[at.side], r[at.shares], r[at.price], r[at.leaves_shares], r[at.position],
+                                   r[at.cost_basis], r[at.realized_pnl], r[at.strategy_id], time.time_ns())
+            elif snapshot is not None:
+                result = self.engine.on_snapshot(
+                    snapshot.kind, snapshot.client_order_id, snapshot.orig_client_order_id, snapshot.symbol_id,
+                    snapshot.side, snapshot.leaves_shares, snapshot.price, snapshot.position, snapshot.cost_basis,
+                    snapshot.realized_pnl, snapshot.strategy_id, time.time_ns())
+            else:
+                result = BAD_REPORT
             if result == APPLIED:
                 continue
             if result == UNKNOWN_ORDER:
@@ -433,21 +434,20 @@ class RiskAgent(Agent):
 
     def _poll_commands(self) -> int:
         commands = self.commands
-        buffer = self.buffers["risk_commands"]
+        buffer = commands.buffer
         done = 0
         while True:
             offset = commands.peek()
             if offset < 0:
                 break
-            type_id, _version, _size, command, _pad, argument, raw_operator, _t_ns = RISK_COMMAND.unpack_from(
-                buffer, offset)
+            c = RISK_COMMAND.read(buffer, offset)
             commands.release()
             done += 1
             self.counters["commands"].inc()
-            if type_id != RISK_COMMAND.type_id:
+            if c.type_id != RISK_COMMAND.type_id:
                 self.counters["bad_commands"].inc()
                 continue
-            self._command(command, _decode(raw_operator), argument)
+            self._command(c.command, _decode(c.operator), c.argument)
         return done
 
     def _command(self, command: int, operator: str, argument: int = 0) -> None:
@@ -666,7 +666,8 @@ class RiskAgent(Agent):
 
     def _flush_events(self) -> int:
         self._persist_changes()
-        ring, buffer, pack = self.events_ring, self.buffers["risk_events"], CONTROL_EVENT.pack_into
+        ring = self.events_ring
+        buffer, pack = ring.buffer, CONTROL_EVENT.pack_into
         sent = 0
         outbox = self.outbox
         while sent < len(outbox):

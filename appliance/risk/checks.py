@@ -44,12 +44,11 @@ the check would double its cost. A market order's notional is priced at the far 
 """
 from __future__ import annotations
 
-import struct
-
 from appliance.messages.catalog import (BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_STALE, BOOK_FLAGS_BAD,
                                         MARKET_STATE)
-from appliance.messages.codes import TIF_DAY, TIF_IOC, Action, RiskReason, RiskState, Side
+from appliance.messages.codes import MARKET_PRICE, TIF_DAY, TIF_IOC, Action, RiskReason, RiskState, Side
 from appliance.runtime.market_state import good_mark, reference_price  # noqa: F401 (reference_price re-exported)
+from appliance.runtime.seqlock import body_index_of
 
 from .duplicates import DuplicateFilter
 from .kill_switch import DAILY_LOSS, DRAWDOWN, TradingControl
@@ -65,7 +64,6 @@ CANCEL_ALL = int(Action.CANCEL_ALL)
 BUY = int(Side.BUY)
 SELL = int(Side.SELL)
 SELL_SHORT = int(Side.SELL_SHORT)
-MARKET_PRICE = 0x7FFFFFFF
 TRADING = ord("T")
 HALTED = int(RiskState.HALTED)
 REDUCING = int(RiskState.REDUCING)
@@ -115,23 +113,11 @@ _SECTOR_CONCENTRATION = int(R.SECTOR_CONCENTRATION)
 _LEVERAGE = int(R.LEVERAGE)
 
 
-def _market_fields_struct() -> tuple[struct.Struct, int]:
-    """bid, ask, last trade, flags, trading state, last good mark of a MarketState slot, unpacked in
-    one call from the seqlock word."""
-    wanted = (("bid_price", "I"), ("ask_price", "I"), ("last_trade_price", "I"), ("flags", "B"),
-              ("trading_state", "B"), ("mark_price", "I"))
-    base = MARKET_STATE.offset_of["seqlock"]
-    fmt, position = "<", base
-    for name, code in wanted:
-        offset = MARKET_STATE.offset_of[name]
-        fmt += "x" * (offset - position) + code
-        position = offset + struct.calcsize(code)
-    return struct.Struct(fmt), base
-
-
-MARKET_FIELDS, _SEQLOCK_OFFSET = _market_fields_struct()
-_FIELD_INDEX = {name: i for i, name in enumerate(f.name for f in MARKET_STATE.fields[MARKET_STATE.field_names.index(
-    "seqlock") + 1:])}
+# bid, ask, last trade, flags, trading state, last good mark of a MarketState slot, in one call from the seqlock word
+MARKET_FIELDS = MARKET_STATE.fields_struct(("bid_price", "ask_price", "last_trade_price", "flags", "trading_state",
+                                            "mark_price"), start="seqlock")
+_SEQLOCK_OFFSET = MARKET_STATE.offset_of["seqlock"]
+_FIELD_INDEX = body_index_of(MARKET_STATE)
 
 
 def _collar_divisor(collar_ppm: int) -> int:
@@ -534,45 +520,51 @@ class RiskEngine:
     def on_report(self, event: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
                   shares: int, price: int, leaves: int, position: int, cost_basis: int, realized: int,
                   strategy_id: int, now: int) -> int:
-        """Apply one ExecutionReport from the OMS, in ring order; returns a ``state`` result code.
-
-        The rebuild rule: until SNAPSHOT_END, reports are applied in ring order like any other.
-        The first snapshot report after (re)start clears positions and open orders (whatever came
-        before it is included in the snapshot); a SNAPSHOT_ORDER naming the order it replaces is
-        that order's pending replace (``Portfolio.finish_snapshot``); SNAPSHOT_END makes risk
-        ready. Snapshot reports arriving once risk is ready (the OMS answering a repeated request)
-        are ignored: approvals made since would otherwise be forgotten. An order reported with
-        client id 0 is a BAD_REPORT, yet its shares are counted (``state``'s module text).
-        """
-        if SNAPSHOT_ORDER <= event <= SNAPSHOT_END:
-            if self.ready:
-                self.snapshot_reports_ignored += 1
-                return SNAPSHOT_IGNORED
-            portfolio = self.portfolio
-            if not self.in_snapshot:
-                portfolio.clear()
-                self.in_snapshot = True
-            if event == SNAPSHOT_END:
-                portfolio.finish_snapshot()
-                self.in_snapshot = False
-                self.snapshots_applied += 1
-                self.mark_ready(now)
-                return SNAPSHOT_COMPLETE
-            if not 0 <= symbol_id < self.symbol_count:
-                return BAD_REPORT
-            if event == SNAPSHOT_POSITION:
-                portfolio.snapshot_position(symbol_id, position, cost_basis, realized)
-                return SNAPSHOT_APPLIED
-            if side != BUY and side != SELL and side != SELL_SHORT:
-                return BAD_REPORT
-            portfolio.snapshot_order(client_order_id, symbol_id, side, shares, price, strategy_id,
-                                     orig_client_order_id)
-            if not client_order_id:
-                return BAD_REPORT                                  # counted all the same (fail closed)
-            self.seen_client_ids.add(client_order_id)
-            return SNAPSHOT_APPLIED
+        """Apply one ExecutionReport from the OMS, in ring order (during a rebuild too: the snapshot
+        that follows includes it); returns a ``state`` result code."""
         return self.portfolio.on_report(event, client_order_id, orig_client_order_id, symbol_id, leaves, price,
                                         position, cost_basis, realized, side, strategy_id)
+
+    def on_snapshot(self, kind: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
+                    leaves: int, price: int, position: int, cost_basis: int, realized: int, strategy_id: int,
+                    now: int) -> int:
+        """Apply one RiskSnapshot record from the OMS (``codes.SnapshotKind``); returns a ``state`` result code.
+
+        The rebuild rule: the first snapshot record after (re)start clears positions and open
+        orders (whatever came before it is included in the snapshot); an ORDER naming the order it
+        replaces is that order's pending replace (``Portfolio.finish_snapshot``); END makes risk
+        ready. Snapshot records arriving once risk is ready (the OMS answering a repeated request)
+        are ignored: approvals made since would otherwise be forgotten. An order with client id 0
+        is a BAD_REPORT, yet its shares are counted (``state``'s module text); an unknown kind is
+        a BAD_REPORT that changes nothing.
+        """
+        if not SNAPSHOT_POSITION <= kind <= SNAPSHOT_END:
+            return BAD_REPORT
+        if self.ready:
+            self.snapshot_reports_ignored += 1
+            return SNAPSHOT_IGNORED
+        portfolio = self.portfolio
+        if not self.in_snapshot:
+            portfolio.clear()
+            self.in_snapshot = True
+        if kind == SNAPSHOT_END:
+            portfolio.finish_snapshot()
+            self.in_snapshot = False
+            self.snapshots_applied += 1
+            self.mark_ready(now)
+            return SNAPSHOT_COMPLETE
+        if not 0 <= symbol_id < self.symbol_count:
+            return BAD_REPORT
+        if kind == SNAPSHOT_POSITION:
+            portfolio.snapshot_position(symbol_id, position, cost_basis, realized)
+            return SNAPSHOT_APPLIED
+        if side != BUY and side != SELL and side != SELL_SHORT:
+            return BAD_REPORT
+        portfolio.snapshot_order(client_order_id, symbol_id, side, leaves, price, strategy_id, orig_client_order_id)
+        if not client_order_id:
+            return BAD_REPORT                                  # counted all the same (fail closed)
+        self.seen_client_ids.add(client_order_id)
+        return SNAPSHOT_APPLIED
 
     def restart_rebuild(self) -> None:
         """Approve nothing until a (new) snapshot has been applied."""

@@ -46,11 +46,11 @@ from typing import Any
 
 import yaml
 
+from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE
 from appliance.runtime.config_errors import ConfigFileError
 from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, MarkedDict
 
-PRICE_SCALE = 10_000                  # 4 implied decimals
-MAX_PRICE = 0x7FFFFFFE                # u32 prices; 0x7FFFFFFF is the market-order price
+MAX_PRICE = MARKET_PRICE - 1          # u32 prices; MARKET_PRICE asks for a market order
 MAX_SHARES = 0xFFFFFFFF
 MAX_MONEY = 10**13                    # dollars: any larger limit is a typo
 LIMITS_VERSION = 1

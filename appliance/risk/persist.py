@@ -36,6 +36,8 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+from appliance.messages.codes import PRICE_SCALE
+
 STATE_VERSION = 1
 _TOP_KEYS = {"version", "trading_day", "written_ns", "kill", "symbols_killed", "reducing", "peak_pnl"}
 _TEXT_MAX = 64                           # operator names and reasons are 16 bytes on the rings
@@ -322,5 +324,5 @@ def describe(state: DurableState) -> str:
     if state.reducing is not None:
         parts.append(f"REDUCING (by {state.reducing.operator or '?'})")
     if state.peak_pnl is not None:
-        parts.append(f"peak P&L {state.peak_pnl / 10_000:.2f}")
+        parts.append(f"peak P&L {state.peak_pnl / PRICE_SCALE:.2f}")
     return "; ".join(parts)

@@ -32,7 +32,7 @@ Open orders live in a preallocated pool of ``OpenOrder`` records found by client
 """
 from __future__ import annotations
 
-from appliance.messages.codes import ALL_SYMBOLS, ORPHAN_CLIENT_ID_BASE, ExecEvent, Side
+from appliance.messages.codes import ALL_SYMBOLS, ORPHAN_CLIENT_ID_BASE, ExecEvent, Side, SnapshotKind
 
 BUY = int(Side.BUY)
 SIDES = frozenset(int(side) for side in Side)
@@ -44,9 +44,9 @@ REJECTED = int(ExecEvent.REJECTED)
 BROKEN = int(ExecEvent.BROKEN)
 CANCEL_REJECTED = int(ExecEvent.CANCEL_REJECTED)
 PENDING_TIMEOUT = int(ExecEvent.PENDING_TIMEOUT)
-SNAPSHOT_ORDER = int(ExecEvent.SNAPSHOT_ORDER)
-SNAPSHOT_POSITION = int(ExecEvent.SNAPSHOT_POSITION)
-SNAPSHOT_END = int(ExecEvent.SNAPSHOT_END)
+SNAPSHOT_POSITION = int(SnapshotKind.POSITION)     # RiskSnapshot.kind
+SNAPSHOT_ORDER = int(SnapshotKind.ORDER)
+SNAPSHOT_END = int(SnapshotKind.END)
 REJECTED_LOCALLY = int(ExecEvent.REJECTED_LOCALLY)
 ORDER_EVENTS = frozenset((ACCEPTED, REPLACED, CANCELED, EXECUTED, REJECTED, REJECTED_LOCALLY))
 POSITION_ONLY_EVENTS = frozenset((BROKEN, CANCEL_REJECTED, PENDING_TIMEOUT))
@@ -55,8 +55,8 @@ POSITION_ONLY_EVENTS = frozenset((BROKEN, CANCEL_REJECTED, PENDING_TIMEOUT))
 APPLIED = 0
 UNKNOWN_ORDER = 1        # an order event for a client order id risk does not hold open
 BAD_REPORT = 2           # unknown event code, symbol id out of range, bad side, or client order id 0
-SNAPSHOT_APPLIED = 3     # a SNAPSHOT_POSITION / SNAPSHOT_ORDER while rebuilding
-SNAPSHOT_COMPLETE = 4    # SNAPSHOT_END: the state is rebuilt
+SNAPSHOT_APPLIED = 3     # a snapshot POSITION / ORDER while rebuilding
+SNAPSHOT_COMPLETE = 4    # snapshot END: the state is rebuilt
 SNAPSHOT_IGNORED = 5     # a snapshot report while not rebuilding (an answer to a repeated request)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from appliance.messages.catalog import MESSAGES
+from appliance.messages.catalog import MESSAGES, records_on
 from appliance.runtime import _shm
 from appliance.runtime.config_errors import ConfigFileError
 from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, plain
@@ -484,8 +484,10 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
         slot_size = ring["slot_size"]
         if slot_size <= 0 or slot_size % 64:
             c.fail(f"{path}.slot_size", f"{slot_size} is not a positive multiple of 64", c.line_of(ring, "slot_size"))
-        if slot_size < message.size:
-            c.fail(f"{path}.slot_size", f"{slot_size} is smaller than {message.name} ({message.size} bytes)",
+        largest = max(records_on(message.name), key=lambda r: r.size)
+        if slot_size < largest.size:
+            c.fail(f"{path}.slot_size", f"{slot_size} is smaller than {largest.name} ({largest.size} bytes)"
+                   + (f", which a {message.name} ring carries too" if largest is not message else ""),
                    c.line_of(ring, "slot_size"))
         if slot_size > 65536:
             c.fail(f"{path}.slot_size", f"{slot_size} exceeds the limit of 65536", c.line_of(ring, "slot_size"))
@@ -543,7 +545,7 @@ def _cpu_list(cpus: set[int]) -> str:
 
 def _canonical_document(name, version, segments, rings, tables, processes, symbols=()) -> dict:
     """Everything two processes must agree on to share memory, in a fixed order."""
-    used_messages = sorted({r["message"] for r in rings.values()}
+    used_messages = sorted({record.name for r in rings.values() for record in records_on(r["message"])}
                            | ({"MarketState"} if any(t["kind"] == "market_state" for t in tables.values()) else set())
                            | ({"Position"} if any(t["kind"] == "positions" for t in tables.values()) else set()))
     return {

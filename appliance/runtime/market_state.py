@@ -24,12 +24,13 @@ from appliance.messages.catalog import (
 )
 from appliance.messages.codes import FeedStaleReason
 from appliance.runtime.layout import Layout
-from appliance.runtime.seqlock import SeqlockReader, SeqlockWriter, TornRead  # noqa: F401 (re-exported)
+from appliance.runtime.seqlock import TornRead  # noqa: F401 (re-exported)
+from appliance.runtime.seqlock import SeqlockReader, SeqlockWriter, body_index_of
 
 SEQLOCK_OFFSET = MARKET_STATE.offset_of["seqlock"]
 FLAG_NAMES = ((BOOK_FLAG_STALE, "stale"), (BOOK_FLAG_CROSSED, "crossed"), (BOOK_FLAG_LOCKED, "locked"),
               (BOOK_FLAG_HALTED, "halted"), (BOOK_FLAG_INCONSISTENT, "inconsistent"))
-_MARK_INDEX = MARKET_STATE.field_names.index("mark_price") - MARKET_STATE.field_names.index("seqlock") - 1  # in a body
+_MARK_INDEX = body_index_of(MARKET_STATE)["mark_price"]
 
 
 def reference_price(bid: int, ask: int, last: int) -> int:

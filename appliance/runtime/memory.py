@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from appliance.runtime import _shm
+from appliance.runtime.channels import Channel, RingUse, check_ring_uses
 from appliance.runtime.counters import (CounterKind, CountersReader, CountersWriter, ProcessTableReader,
                                         doorbell_offset, process_record_offset)
 from appliance.runtime.layout import Layout
@@ -104,6 +105,16 @@ class SharedMemory:
                                    f"put the ring in the same segment")
             doorbell = doorbell_offset(self.layout, consumer)
         return _shm.Ring(self.buffer_of(spec.segment), spec.offset, spec.slot_size, spec.capacity, code, doorbell)
+
+    def channel(self, use: RingUse, process: str) -> Channel:
+        """The typed channel of one ring ``process`` uses, checked against the layout (LayoutError)."""
+        check_ring_uses(self.layout, process, (use,), f"process {process!r}")
+        spec = self.layout.rings[use.name]
+        return Channel(use, spec, self.ring(use.name, use.role), self.buffer_of(spec.segment))
+
+    def channels(self, uses, process: str) -> dict[str, Channel]:
+        """The channels of every declared ring the layout has (an optional one it lacks is left out)."""
+        return {use.name: self.channel(use, process) for use in uses if use.name in self.layout.rings}
 
     def counters_writer(self, process: str | None) -> CountersWriter:
         """The writer of one process's counter block (None: the creator's block)."""

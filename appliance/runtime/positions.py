@@ -11,10 +11,9 @@ import time
 from dataclasses import dataclass
 
 from appliance.messages.catalog import POSITION
+from appliance.messages.codes import PRICE_SCALE
 from appliance.runtime.layout import Layout
 from appliance.runtime.seqlock import SeqlockReader, SeqlockWriter
-
-PRICE_SCALE = 10_000
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,12 @@ def body_struct(record: Record) -> struct.Struct:
     return body
 
 
+def body_index_of(record: Record) -> dict[str, int]:
+    """Each field's index in a body (``SeqlockReader.read_raw``'s tuple: the fields after the seqlock word)."""
+    first = record.index_of["seqlock"] + 1
+    return {name: i - first for name, i in record.index_of.items() if i >= first}
+
+
 class SeqlockWriter:
     """The one writer of a table of slots."""
 

@@ -18,6 +18,7 @@ import time
 
 from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
 from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse, check_ring_uses
 from appliance.runtime.control import WRITER_OF
 from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
@@ -30,13 +31,11 @@ from .runtime import RuntimeStats, StrategyRuntime, drain
 
 log = logging.getLogger("appliance.strategy")
 
-BOOK_RING = "book_updates"
-INTENT_RING = "order_intents"
-REJECT_RING = "risk_rejects"
-EXEC_RING = "exec_to_strategy"
-# ring -> (message, our role, required)
-RINGS = {BOOK_RING: (BOOK_UPDATE, "consumer", True), INTENT_RING: (ORDER_INTENT, "producer", True),
-         REJECT_RING: (ORDER_REJECT, "consumer", False), EXEC_RING: (EXECUTION_REPORT, "consumer", False)}
+BOOK_RING = RingUse("book_updates", CONSUMER, BOOK_UPDATE)
+INTENT_RING = RingUse("order_intents", PRODUCER, ORDER_INTENT)
+REJECT_RING = RingUse("risk_rejects", CONSUMER, ORDER_REJECT, required=False)
+EXEC_RING = RingUse("exec_to_strategy", CONSUMER, EXECUTION_REPORT, required=False)
+RINGS = (BOOK_RING, INTENT_RING, REJECT_RING, EXEC_RING)
 
 MAX_BOOKS_PER_CYCLE = 128
 MAX_REPORTS_PER_CYCLE = 256
@@ -61,19 +60,7 @@ class StrategyAgent(Agent):
                                         layout_symbols=layout.symbols)
         except StrategyConfigError as exc:
             raise LayoutError(exc.file or layout.path, exc.key_path, exc.reason, exc.line) from None
-        for ring_name, (message, role, required) in RINGS.items():
-            spec = layout.rings.get(ring_name)
-            if spec is None:
-                if required:
-                    raise LayoutError(layout.path, "rings", f"the strategy needs a ring named {ring_name!r}")
-                continue
-            side = spec.producer if role == "producer" else spec.consumer
-            if side != context.process.name:
-                raise LayoutError(layout.path, f"rings.{ring_name}.{role}",
-                                  f"is {side!r}, but the strategy agent runs as {context.process.name!r}")
-            if spec.message != message.name:
-                raise LayoutError(layout.path, f"rings.{ring_name}.message",
-                                  f"the strategy reads/writes {message.name}, not {spec.message}")
+        check_ring_uses(layout, context.process.name, RINGS, "the strategy agent")
         self.runtime: StrategyRuntime | None = None
         self.control = None
 
@@ -93,13 +80,9 @@ class StrategyAgent(Agent):
                             ctx.process.name, WRITER_OF["strategy_ready"])
         feed_live = (lambda control=self.control: control.get("feed_ready") == 1) if self.control else None
         gate_open = (lambda control=self.control: control.get("gate_open") == 1) if self.control else None
-        self.rings = {}
-        for ring_name, (_message, role, _required) in RINGS.items():
-            if ring_name in layout.rings:
-                self.rings[ring_name] = (memory.ring(ring_name, role),
-                                         memory.buffer_of(layout.rings[ring_name].segment))
-        intent_ring, intent_buffer = self.rings[INTENT_RING]
-        intents = IntentWriter(intent_ring, intent_buffer, cfg.strategy_id, cfg.max_pending_intents)
+        self.rings = memory.channels(RINGS, ctx.process.name)
+        intent_channel = self.rings[INTENT_RING.name]
+        intents = IntentWriter(intent_channel, intent_channel.buffer, cfg.strategy_id, cfg.max_pending_intents)
         self.runtime = runtime = StrategyRuntime(
             self.loaded.strategy_class, self.loaded.parameters, symbols=layout.symbols, traded=cfg.symbols,
             strategy_id=cfg.strategy_id, intents=intents, ids=ClientOrderIds(), feed_live=feed_live, gate_open=gate_open,
@@ -161,16 +144,16 @@ class StrategyAgent(Agent):
         work = 0
         if intents.pending:
             work += intents.flush()
-        exec_ring = rings.get(EXEC_RING)
-        if exec_ring is not None:
-            work += drain(exec_ring[0], exec_ring[1], runtime.handle_execution_report, MAX_REPORTS_PER_CYCLE)
-        reject_ring = rings.get(REJECT_RING)
-        if reject_ring is not None:
-            work += drain(reject_ring[0], reject_ring[1], runtime.handle_order_reject, MAX_REPORTS_PER_CYCLE)
+        reports = rings.get(EXEC_RING.name)
+        if reports is not None:
+            work += drain(reports, reports.buffer, runtime.handle_execution_report, MAX_REPORTS_PER_CYCLE)
+        rejects = rings.get(REJECT_RING.name)
+        if rejects is not None:
+            work += drain(rejects, rejects.buffer, runtime.handle_order_reject, MAX_REPORTS_PER_CYCLE)
         now = time.monotonic_ns()
         if not intents.pending:
-            book_ring, book_buffer = rings[BOOK_RING]
-            work += drain(book_ring, book_buffer, runtime.handle_book_update, MAX_BOOKS_PER_CYCLE)
+            books = rings[BOOK_RING.name]
+            work += drain(books, books.buffer, runtime.handle_book_update, MAX_BOOKS_PER_CYCLE)
             if now >= self._next_timer_ns:
                 self._next_timer_ns = now + self._timer_interval_ns
                 runtime.timer(time.time_ns())

@@ -25,13 +25,11 @@ from appliance.messages.catalog import (
     BOOK_DEPTH, BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_LOCKED, BOOK_FLAG_STALE,
     BOOK_UPDATE,
 )
-from appliance.messages.codes import TIF_DAY, OmsReason, RejectSource, RiskReason, Side
+from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE, TIF_DAY, OmsReason, RejectSource, RiskReason, Side
 
 if TYPE_CHECKING:
     from appliance.strategy.runtime import StrategyRuntime
 
-PRICE_SCALE = 10_000
-MARKET_PRICE = 0x7FFFFFFF       # OrderIntent.price of a market order
 
 # OUCH 4.2 Rejected reasons (the byte an exchange REJECTED carries), for messages only.
 OUCH_REJECT_REASONS = {
@@ -250,20 +248,17 @@ class Positions:
 # Books
 # ---------------------------------------------------------------------------------------------
 
-_F = {name: i for i, name in enumerate(BOOK_UPDATE.field_names)}
-_FLAGS, _STATE, _BID_LEVELS, _ASK_LEVELS = _F["flags"], _F["trading_state"], _F["bid_levels"], _F["ask_levels"]
-_BID_PRICE, _BID_SHARES = _F["bid_price_0"], _F["bid_shares_0"]
-_ASK_PRICE, _ASK_SHARES = _F["ask_price_0"], _F["ask_shares_0"]
-_LAST_PRICE, _LAST_SHARES = _F["last_trade_price"], _F["last_trade_shares"]
-_UPDATE_SEQ, _T_EXCHANGE, _T_RX, _T_FEED_OUT = (_F["update_sequence"], _F["t_exchange_ns"], _F["t_rx_ns"],
-                                                _F["t_feed_out_ns"])
+_AT = BOOK_UPDATE.at
+# the levels are arrays in the record: level i of a side is at its level 0's index + i
+_BID_PRICE, _BID_SHARES, _ASK_PRICE, _ASK_SHARES = _AT.bid_price_0, _AT.bid_shares_0, _AT.ask_price_0, _AT.ask_shares_0
 
 
 class Book:
     """The latest BookUpdate of one symbol: top BOOK_DEPTH levels, state, flags, last trade.
 
     One object per symbol, refreshed in place by each update (the decoded record is kept, the
-    properties read from it), so keep values, not the Book, if you need an older snapshot."""
+    properties read its fields by BOOK_UPDATE.at), so keep values, not the Book, if you need an
+    older snapshot."""
 
     __slots__ = ("_symbol", "_symbol_id", "_r")
 
@@ -285,42 +280,42 @@ class Book:
         r = self._r
         if r is None:
             return ()
-        return tuple((r[_BID_PRICE + i], r[_BID_SHARES + i]) for i in range(r[_BID_LEVELS]))
+        return tuple((r[_BID_PRICE + i], r[_BID_SHARES + i]) for i in range(r[_AT.bid_levels]))
 
     @property
     def asks(self) -> tuple[tuple[int, int], ...]:
         r = self._r
         if r is None:
             return ()
-        return tuple((r[_ASK_PRICE + i], r[_ASK_SHARES + i]) for i in range(r[_ASK_LEVELS]))
+        return tuple((r[_ASK_PRICE + i], r[_ASK_SHARES + i]) for i in range(r[_AT.ask_levels]))
 
     @property
     def bid_price(self) -> int:
         """Best bid (0: no bid)."""
         r = self._r
-        return r[_BID_PRICE] if r is not None and r[_BID_LEVELS] else 0
+        return r[_AT.bid_price_0] if r is not None and r[_AT.bid_levels] else 0
 
     @property
     def bid_shares(self) -> int:
         r = self._r
-        return r[_BID_SHARES] if r is not None and r[_BID_LEVELS] else 0
+        return r[_AT.bid_shares_0] if r is not None and r[_AT.bid_levels] else 0
 
     @property
     def ask_price(self) -> int:
         """Best ask (0: no ask)."""
         r = self._r
-        return r[_ASK_PRICE] if r is not None and r[_ASK_LEVELS] else 0
+        return r[_AT.ask_price_0] if r is not None and r[_AT.ask_levels] else 0
 
     @property
     def ask_shares(self) -> int:
         r = self._r
-        return r[_ASK_SHARES] if r is not None and r[_ASK_LEVELS] else 0
+        return r[_AT.ask_shares_0] if r is not None and r[_AT.ask_levels] else 0
 
     @property
     def flags(self) -> int:
         """BOOK_FLAG_* bits (a book never updated counts as stale)."""
         r = self._r
-        return BOOK_FLAG_STALE if r is None else r[_FLAGS]
+        return BOOK_FLAG_STALE if r is None else r[_AT.flags]
 
     stale = property(lambda self: bool(self.flags & (BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT)))
     crossed = property(lambda self: bool(self.flags & BOOK_FLAG_CROSSED))
@@ -330,24 +325,24 @@ class Book:
     def halted(self) -> bool:
         """Flag HALTED, or a trading state other than 'T'."""
         r = self._r
-        return r is None or bool(r[_FLAGS] & BOOK_FLAG_HALTED) or r[_STATE] != 0x54
+        return r is None or bool(r[_AT.flags] & BOOK_FLAG_HALTED) or r[_AT.trading_state] != 0x54
 
     @property
     def trading_state(self) -> str:
         """The ITCH trading state: 'T' trading, 'H' halted, 'P' paused, 'Q' quotation only ('' unknown)."""
         r = self._r
-        return chr(r[_STATE]) if r is not None and r[_STATE] else ""
+        return chr(r[_AT.trading_state]) if r is not None and r[_AT.trading_state] else ""
 
     @property
     def last_trade(self) -> tuple[int, int]:
         """(price, shares) of the last trade (0, 0 before any)."""
         r = self._r
-        return (0, 0) if r is None else (r[_LAST_PRICE], r[_LAST_SHARES])
+        return (0, 0) if r is None else (r[_AT.last_trade_price], r[_AT.last_trade_shares])
 
-    update_sequence = property(lambda self: 0 if self._r is None else self._r[_UPDATE_SEQ])
-    t_exchange_ns = property(lambda self: 0 if self._r is None else self._r[_T_EXCHANGE])
-    t_rx_ns = property(lambda self: 0 if self._r is None else self._r[_T_RX])
-    t_feed_out_ns = property(lambda self: 0 if self._r is None else self._r[_T_FEED_OUT])
+    update_sequence = property(lambda self: 0 if self._r is None else self._r[_AT.update_sequence])
+    t_exchange_ns = property(lambda self: 0 if self._r is None else self._r[_AT.t_exchange_ns])
+    t_rx_ns = property(lambda self: 0 if self._r is None else self._r[_AT.t_rx_ns])
+    t_feed_out_ns = property(lambda self: 0 if self._r is None else self._r[_AT.t_feed_out_ns])
 
     @property
     def mid(self) -> int | None:

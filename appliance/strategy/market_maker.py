@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Iterable, Literal, NamedTuple
 
-from appliance.messages.codes import Side
+from appliance.messages.codes import MARKET_PRICE, Side
 
 from .api import BackPressure, Book, Order, OrderState, Strategy, format_price, reject_reason_name
 
@@ -38,7 +38,7 @@ log = logging.getLogger("appliance.strategy.market_maker")
 # ---------------------------------------------------------------------------------------------
 
 # Upper bounds: beyond them a value is a typo, and the quoting arithmetic (floats) would overflow.
-_MAX_PRICE = 0x7FFFFFFE                 # u32 prices (0x7FFFFFFF is the market-order price)
+_MAX_PRICE = MARKET_PRICE - 1           # u32 prices (MARKET_PRICE asks for a market order)
 _MAX_SHARES = 0xFFFFFFFF                # u32 shares
 _MAX_TICKS = 1_000_000
 _UPPER = {"tick": _MAX_PRICE, "size": _MAX_SHARES, "lot": _MAX_SHARES, "max_position": _MAX_SHARES,

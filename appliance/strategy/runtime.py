@@ -21,7 +21,7 @@ import logging
 import operator
 import time
 
-from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_REJECT
+from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, EXECUTION_REPORT, ORDER_REJECT
 from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, ExecEvent, OmsReason, RejectSource, Side
 
 from .api import (
@@ -38,10 +38,7 @@ USER_ERRORS = (Exception, SystemExit)       # what user code may raise without t
 _BOOK_TYPE, _BOOK_VERSION = BOOK_UPDATE.type_id, BOOK_UPDATE.version
 _EXEC_TYPE, _EXEC_VERSION = EXECUTION_REPORT.type_id, EXECUTION_REPORT.version
 _REJECT_TYPE, _REJECT_VERSION = ORDER_REJECT.type_id, ORDER_REJECT.version
-_BF = {name: i for i, name in enumerate(BOOK_UPDATE.field_names)}
-_B_SYMBOL, _B_BID_LEVELS, _B_ASK_LEVELS = _BF["symbol_id"], _BF["bid_levels"], _BF["ask_levels"]
-_B_LAST_PRICE, _B_LAST_SHARES = _BF["last_trade_price"], _BF["last_trade_shares"]
-_B_T_RX, _B_T_FEED = _BF["t_rx_ns"], _BF["t_feed_out_ns"]
+_BOOK_AT, _EXEC_AT = BOOK_UPDATE.at, EXECUTION_REPORT.at       # hot reads: tuples, fields by these indices
 
 _PENDING_NEW, _LIVE, _PENDING_CANCEL, _PENDING_REPLACE = (OrderState.PENDING_NEW, OrderState.LIVE,
                                                           OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE)
@@ -373,10 +370,11 @@ class StrategyRuntime:
 
     def handle_book_update(self, buffer, offset: int) -> None:
         r = BOOK_UPDATE.unpack_from(buffer, offset)
-        sid = r[_B_SYMBOL]
-        if r[0] != _BOOK_TYPE or r[1] != _BOOK_VERSION or sid >= self._n_symbols \
-                or r[_B_BID_LEVELS] > 5 or r[_B_ASK_LEVELS] > 5:
-            self._bad("BookUpdate", r[:4])
+        at = _BOOK_AT
+        sid = r[at.symbol_id]
+        if r[at.type_id] != _BOOK_TYPE or r[at.schema_version] != _BOOK_VERSION or sid >= self._n_symbols \
+                or r[at.bid_levels] > BOOK_DEPTH or r[at.ask_levels] > BOOK_DEPTH:
+            self._bad("BookUpdate", (r[at.type_id], r[at.schema_version], r[at.size], sid))
             return
         book = self._books[sid]
         if book is None:
@@ -387,13 +385,13 @@ class StrategyRuntime:
         book._r = r
         if not self.running:
             return
-        last_price, last_shares = r[_B_LAST_PRICE], r[_B_LAST_SHARES]
+        last_price, last_shares = r[at.last_trade_price], r[at.last_trade_shares]
         if previous is None:
             trade_changed = last_shares != 0
         else:
-            trade_changed = last_price != previous[_B_LAST_PRICE] or last_shares != previous[_B_LAST_SHARES]
+            trade_changed = last_price != previous[at.last_trade_price] or last_shares != previous[at.last_trade_shares]
         strategy = self.strategy
-        self._t_rx_ns, self._t_feed_out_ns = r[_B_T_RX], r[_B_T_FEED]
+        self._t_rx_ns, self._t_feed_out_ns = r[at.t_rx_ns], r[at.t_feed_out_ns]
         where = "on_trade"
         try:
             if trade_changed and last_shares:
@@ -408,12 +406,16 @@ class StrategyRuntime:
     # ------------------------------------------------------------------ execution reports (exec_to_strategy)
 
     def handle_execution_report(self, buffer, offset: int) -> None:
-        (type_id, version, _size, client_order_id, orig_client_order_id, _ref, _match, strategy_id, sid, event,
-         side, reason, source, shares, price, leaves, position, cost_basis, realized_pnl, _t_exchange,
-         _t_oms) = EXECUTION_REPORT.unpack_from(buffer, offset)
-        if type_id != _EXEC_TYPE or version != _EXEC_VERSION or (sid >= self._n_symbols and sid != ALL_SYMBOLS):
-            self._bad("ExecutionReport", (type_id, version, client_order_id, sid))
+        r = EXECUTION_REPORT.unpack_from(buffer, offset)
+        at = _EXEC_AT
+        sid, strategy_id, client_order_id = r[at.symbol_id], r[at.strategy_id], r[at.client_order_id]
+        if r[at.type_id] != _EXEC_TYPE or r[at.schema_version] != _EXEC_VERSION or (sid >= self._n_symbols
+                                                                                     and sid != ALL_SYMBOLS):
+            self._bad("ExecutionReport", (r[at.type_id], r[at.schema_version], client_order_id, sid))
             return
+        orig_client_order_id, event, side = r[at.orig_client_order_id], r[at.event], r[at.side]
+        reason, source, shares, price, leaves = (r[at.reason], r[at.source], r[at.shares], r[at.price],
+                                                 r[at.leaves_shares])
         stats = self.stats
         stats.exec_reports += 1
         if strategy_id != self.strategy_id:
@@ -422,9 +424,9 @@ class StrategyRuntime:
         if 1 <= event <= 8 and sid != ALL_SYMBOLS:
             # The OMS's own position after the event. REJECTED_LOCALLY is skipped: an OMS that is not
             # recovered yet (one of its reasons) cannot vouch for a position.
-            self.positions._position[sid] = position
-            self.positions._cost_basis[sid] = cost_basis
-            self.positions._realized_pnl[sid] = realized_pnl
+            self.positions._position[sid] = r[at.position]
+            self.positions._cost_basis[sid] = r[at.cost_basis]
+            self.positions._realized_pnl[sid] = r[at.realized_pnl]
         if event == _EXECUTED:
             self._on_executed(client_order_id, sid, side, shares, price, leaves)
         elif event == _ACCEPTED:
@@ -594,10 +596,11 @@ class StrategyRuntime:
     # ------------------------------------------------------------------ risk rejects (risk_rejects)
 
     def handle_order_reject(self, buffer, offset: int) -> None:
-        (type_id, version, _size, client_order_id, strategy_id, sid, source, reason,
-         _t_ns) = ORDER_REJECT.unpack_from(buffer, offset)
-        if type_id != _REJECT_TYPE or version != _REJECT_VERSION:
-            self._bad("OrderReject", (type_id, version, client_order_id))
+        r = ORDER_REJECT.read(buffer, offset)
+        client_order_id, strategy_id, sid, source, reason = (r.client_order_id, r.strategy_id, r.symbol_id, r.source,
+                                                             r.reason)
+        if r.type_id != _REJECT_TYPE or r.schema_version != _REJECT_VERSION:
+            self._bad("OrderReject", (r.type_id, r.schema_version, client_order_id))
             return
         self.stats.risk_rejects += 1
         if strategy_id != self.strategy_id:

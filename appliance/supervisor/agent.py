@@ -16,6 +16,7 @@ from appliance.clock.guard import ClockGuard, ClockVerdict
 from appliance.messages.catalog import RISK_COMMAND
 from appliance.messages.codes import ClockState, ControlCommand, GateReason, RiskState, name_of
 from appliance.runtime.agent import Agent, AgentContext
+from appliance.runtime.channels import PRODUCER, RingUse
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.market_state import describe_problems, symbol_problems
 
@@ -26,6 +27,7 @@ from .gate import GateInputs, MarketDataWatch, ProcessHealth, describe, gate_rea
 log = logging.getLogger("appliance.supervisor")
 
 SUPERVISE_PERIOD_NS = 5_000_000
+RISK_COMMANDS = RingUse("risk_commands", PRODUCER, RISK_COMMAND)
 MARKET_DATA_PERIOD_NS = 50_000_000    # the books are looked at this often (a table of thousands costs ms)
 COMMANDS = ("status", "kill", "resume", "reduce", "activate", "close-gate", "open-gate", "reload-limits", "down")
 # Start-up is complete when every process is up and ready, whatever else holds the gate (a kill
@@ -84,8 +86,7 @@ class SupervisorAgent(Agent):
         memory = self.context.memory
         self.control = memory.control("supervisor")
         self.process_table = memory.process_table()
-        self.commands = memory.ring("risk_commands", "producer")
-        self.buffer = memory.buffer_of(self.context.layout.rings["risk_commands"].segment)
+        self.commands = memory.channel(RISK_COMMANDS, self.context.process.name)
         self.clock = ClockWatcher(self.guard, self.config.clock.check_interval_ms / 1000)
         self._clock_state = None
         self._next_supervise = 0
@@ -268,7 +269,7 @@ class SupervisorAgent(Agent):
         offset = self.commands.claim()
         if offset < 0:
             return False
-        RISK_COMMAND.pack_into(self.buffer, offset, int(command), 0, argument,
+        RISK_COMMAND.pack_into(self.commands.buffer, offset, int(command), 0, argument,
                                operator.encode("utf-8")[:16].ljust(16), time.time_ns())
         self.commands.commit()
         return True

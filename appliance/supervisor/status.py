@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import time
 
-from appliance.messages.codes import ClockState, FeedStaleReason, GateReason, RiskState, name_of
+from appliance.messages.codes import PRICE_SCALE, ClockState, FeedStaleReason, GateReason, RiskState, name_of
 from appliance.oms import latency
 from appliance.runtime.market_state import describe_problems, view_problem
 from appliance.runtime.seqlock import TornRead
-
-PRICE_SCALE = 10_000
 
 
 def build_status(layout, memory) -> dict:

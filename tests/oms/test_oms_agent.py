@@ -7,13 +7,14 @@ import errno
 
 import pytest
 
-from appliance.messages.codes import ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource
+from appliance.messages.codes import ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, SnapshotKind
 from appliance.oms.events import CONTROL, ControlKind, RecordType
 from appliance.oms.journal import Journal
 from appliance.oms.journal_format import JournalFull, read_records
 from test_oms_support import Rig, accept_all, accepted, pump, ready, setup  # noqa: F401 (setup: a fixture)
 
 E = ExecEvent
+K = SnapshotKind
 
 
 def test_an_order_the_venue_never_answers_is_flagged_and_queried_by_cancel(setup):
@@ -170,15 +171,15 @@ def test_a_snapshot_request_is_answered_on_exec_to_risk(setup):
     s.rig.risk_reports.clear()
     s.rig.strategy_reports.clear()
     s.rig.control_event(ControlEventKind.SNAPSHOT_REQUEST)
-    pump(agent, lambda: E.SNAPSHOT_END in s.rig.events(ring="risk"), message="the snapshot")
-    snapshot = s.rig.risk_reports
-    assert [r["event"] for r in snapshot] == [E.SNAPSHOT_POSITION] * 3 + [E.SNAPSHOT_ORDER, E.SNAPSHOT_END]
+    pump(agent, lambda: K.END in s.rig.snapshot_kinds(), message="the snapshot")
+    snapshot = s.rig.risk_snapshots
+    assert [r["kind"] for r in snapshot] == [K.POSITION] * 3 + [K.ORDER, K.END]
     msft = snapshot[1]
     assert (msft["symbol_id"], msft["position"], msft["cost_basis"]) == (1, 100, 100 * 4_200_000)
     order = snapshot[3]
-    assert (order["client_order_id"], order["symbol_id"], order["side"], order["shares"], order["price"],
+    assert (order["client_order_id"], order["symbol_id"], order["side"], order["leaves_shares"], order["price"],
             order["strategy_id"]) == (2, 0, ord("S"), 300, 1_950_000, 1)
-    assert s.rig.events(ring="strategy") == []
+    assert s.rig.risk_reports == [] and s.rig.events(ring="strategy") == []
 
 
 def test_a_clean_stop_logs_out_and_journals_it(setup):
@@ -209,3 +210,22 @@ def test_a_disk_too_full_for_the_journal_stops_the_oms_from_starting(setup, monk
     with pytest.raises(JournalError, match="cannot preallocate"):
         s.start()
     assert s.rig.control.get("oms_ready") == 0 and s.venue.messages() == []
+
+
+def test_rings_in_two_segments_are_each_read_and_written_through_their_own_segment(setup):
+    """approved_orders and risk_events in a segment of their own, the report rings in ``main``: the
+    OMS reads orders and control events from the one and writes reports into the other (it once
+    wrote every ring through approved_orders' segment, right only while the layout had one)."""
+    s = setup(accept_all, ring_segments={"approved_orders": "orders", "risk_events": "orders"})
+    assert {s.rig.layout.rings[name].segment for name in ("approved_orders", "risk_events")} == {"orders"}
+    assert {s.rig.layout.rings[name].segment for name in ("exec_to_strategy", "exec_to_risk")} == {"main"}
+    agent = s.start()
+    ready(agent, s.rig)
+    s.rig.new(1, "AAPL", "B", 100, 1_900_000)
+    pump(agent, lambda: E.ACCEPTED in s.rig.events(1), message="the accept on exec_to_strategy")
+    assert s.rig.reports_of(1)[0]["shares"] == 100 and s.rig.reports_of(1)[0]["price"] == 1_900_000
+    assert s.rig.events(1, ring="risk") == [E.ACCEPTED]
+    assert [m["type"] for m in s.venue.messages()] == ["O"]
+    s.rig.control_event(ControlEventKind.SNAPSHOT_REQUEST)
+    pump(agent, lambda: K.END in s.rig.snapshot_kinds(), message="the snapshot on exec_to_risk")
+    assert s.rig.counter("oms.bad_ring_records") == 0

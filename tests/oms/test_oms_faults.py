@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, ControlEventKind, ExecEvent, GateReason, OmsReason
+from appliance.messages.codes import (ORPHAN_CLIENT_ID_BASE, ControlEventKind, ExecEvent, GateReason, OmsReason,
+                                      SnapshotKind)
 from appliance.oms import events as ev
 from appliance.oms.events import RecordType, SessionEvent
 from appliance.oms.journal import Journal
@@ -267,10 +268,9 @@ def test_orphans_each_get_their_own_client_id_and_are_in_the_snapshot(setup):
     s.venue.drop()                                  # the reconnect's replay brings them
     pump(agent, lambda: s.rig.control.get("oms_open_orders") == 2, timeout=10, message="two orphans")
     s.rig.drain()
-    s.rig.risk_reports.clear()
     s.rig.control_event(ControlEventKind.SNAPSHOT_REQUEST)
-    pump(agent, lambda: E.SNAPSHOT_END in s.rig.events(ring="risk"), message="the snapshot")
-    ids = [r["client_order_id"] for r in s.rig.risk_reports if r["event"] == E.SNAPSHOT_ORDER]
+    pump(agent, lambda: SnapshotKind.END in s.rig.snapshot_kinds(), message="the snapshot")
+    ids = [r["client_order_id"] for r in s.rig.risk_snapshots if r["kind"] == SnapshotKind.ORDER]
     assert len(set(ids)) == 2 and all(i >= ORPHAN_CLIENT_ID_BASE for i in ids)
 
 

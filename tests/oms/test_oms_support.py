@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT
+from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, RISK_SNAPSHOT
 from appliance.messages.codes import TIF_DAY, Action, GateReason, Side
+from appliance.oms import agent as oms_agent
 from appliance.runtime.agent import AgentContext
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.layout import load_layout
@@ -24,8 +25,10 @@ SYMBOLS = ["AAPL", "MSFT", "SPY"]
 SIDE = {"B": Side.BUY, "S": Side.SELL, "T": Side.SELL_SHORT}
 
 
-def oms_layout(name: str, venue_port: int, journal: str, **params) -> dict:
+def oms_layout(name: str, venue_port: int, journal: str, ring_segments: dict[str, str] | None = None,
+               **params) -> dict:
     """A layout with the OMS and the rings and tables it needs; the test plays risk and the strategy.
+    ``ring_segments``: ring name -> a second segment to put it in (made here), instead of ``main``.
     The venue login (ALGO1/secret1) goes to a 0600 credentials file beside an absolute journal
     unless ``credentials`` names one (a relative journal is relative to the layout's directory,
     unknown here: its credentials file is named beside it but not written)."""
@@ -62,6 +65,12 @@ def oms_layout(name: str, venue_port: int, journal: str, **params) -> dict:
         slots_per_process=256, symbols=SYMBOLS)
     doc["tables"] += [{"name": "positions", "kind": "positions", "segment": "main"},
                       {"name": "control", "kind": "control", "segment": "main"}]
+    for ring in doc["rings"]:
+        segment = (ring_segments or {}).get(ring["name"])
+        if segment is not None:
+            ring["segment"] = segment
+            if segment not in [s["name"] for s in doc["segments"]]:
+                doc["segments"].append({**doc["segments"][0], "name": segment})
     return doc
 
 
@@ -102,16 +111,17 @@ class Rig:
             raise
 
     def _attach(self) -> None:
-        self.buffer = self.memory.buffer_of("main")
-        self.approved = self.memory.ring("approved_orders", "producer")
-        self.risk_events = self.memory.ring("risk_events", "producer")
-        self.to_strategy = self.memory.ring("exec_to_strategy", "consumer")
-        self.to_risk = self.memory.ring("exec_to_risk", "consumer")
+        peer = self.memory.channel        # this test plays risk and the strategy
+        self.approved = peer(oms_agent.ORDERS_RING.other_side(), "risk")
+        self.risk_events = peer(oms_agent.EVENTS_RING.other_side(), "risk")
+        self.to_strategy = peer(oms_agent.TO_STRATEGY.other_side(), "strategy")
+        self.to_risk = peer(oms_agent.TO_RISK.other_side(), "risk")
         self.control = self.memory.control("*")
         self.positions = self.memory.positions_reader()
         self.heartbeat = RiskHeartbeat(self.memory)
         self.strategy_reports: list[dict] = []
         self.risk_reports: list[dict] = []
+        self.risk_snapshots: list[dict] = []
         self.proc = None
         self.gate(True)
 
@@ -130,7 +140,7 @@ class Rig:
             assert time.monotonic() < deadline, "approved_orders ring stayed full"
             time.sleep(0.001)
         t_rx = t_rx_ns or now - 30_000
-        APPROVED_ORDER.pack_into(self.buffer, offset, client_order_id, orig, strategy, sid, action,
+        APPROVED_ORDER.pack_into(self.approved.buffer, offset, client_order_id, orig, strategy, sid, action,
                                  SIDE[side] if side else 0, 0, shares, price, tif, t_rx, t_rx + 10_000,
                                  t_rx + 20_000, now)
         self.approved.commit()
@@ -149,16 +159,25 @@ class Rig:
     def control_event(self, kind: int, state: int = 0, value: int = 0, operator: bytes = b"test") -> None:
         offset = self.risk_events.claim()
         assert offset >= 0
-        CONTROL_EVENT.pack_into(self.buffer, offset, kind, state, value, operator, b"", time.time_ns())
+        CONTROL_EVENT.pack_into(self.risk_events.buffer, offset, kind, state, value, operator, b"", time.time_ns())
         self.risk_events.commit()
 
     # ---- reading what the OMS says
 
     def drain(self) -> None:
+        """Reports into ``strategy_reports`` and ``risk_reports``; risk's RiskSnapshot records (on
+        the same ring, in order with its reports) into ``risk_snapshots``."""
         for ring, into in ((self.to_strategy, self.strategy_reports), (self.to_risk, self.risk_reports)):
             while (offset := ring.peek()) >= 0:
-                into.append(EXECUTION_REPORT.as_dict(self.buffer, offset))
+                if RISK_SNAPSHOT.read(ring.buffer, offset).type_id == RISK_SNAPSHOT.type_id:
+                    self.risk_snapshots.append(RISK_SNAPSHOT.as_dict(ring.buffer, offset))
+                else:
+                    into.append(EXECUTION_REPORT.as_dict(ring.buffer, offset))
                 ring.release()
+
+    def snapshot_kinds(self) -> list[int]:
+        self.drain()
+        return [r["kind"] for r in self.risk_snapshots]
 
     def events(self, client_order_id: int | None = None, ring: str = "strategy") -> list[int]:
         self.drain()

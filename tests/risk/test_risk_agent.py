@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from appliance.messages.catalog import (APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT,
-                                        RISK_COMMAND)
+                                        RISK_COMMAND, RISK_SNAPSHOT)
 from appliance.messages.codes import (TIF_DAY, Action, ControlCommand, ControlEventKind, ExecEvent, RejectSource,
-                                      RiskReason, RiskState, Side)
+                                      RiskReason, RiskState, Side, SnapshotKind)
+from appliance.risk import agent as risk_agent
 from appliance.risk.sandbox import limits_document
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.layout import load_layout
@@ -78,17 +79,17 @@ class RiskUnderTest:
 
     def _create_memory(self) -> None:
         self.memory = SharedMemory.create(self.layout)
-        self.buffer = self.memory.buffer_of("main")
         self.market = self.memory.market_state_writer()
         self.sequence = 0
         for sid, price in self.mids.items():
             self.quote(sid, price)
-        self.intents = self.memory.ring("order_intents", "producer")
-        self.rejects = self.memory.ring("risk_rejects", "consumer")
-        self.approved = self.memory.ring("approved_orders", "consumer")
-        self.reports = self.memory.ring("exec_to_risk", "producer")
-        self.commands = self.memory.ring("risk_commands", "producer")
-        self.events_ring = self.memory.ring("risk_events", "consumer")
+        peer = self.memory.channel        # this test plays the strategy, the OMS and the supervisor
+        self.intents = peer(risk_agent.INTENTS.other_side(), "strategy")
+        self.rejects = peer(risk_agent.REJECTS.other_side(), "strategy")
+        self.approved = peer(risk_agent.APPROVED.other_side(), "oms")
+        self.reports = peer(risk_agent.REPORTS.other_side(), "oms")
+        self.commands = peer(risk_agent.COMMANDS.other_side(), "supervisor")
+        self.events_ring = peer(risk_agent.EVENTS.other_side(), "oms")
         self.words = self.memory.control()
 
     def down_and_up(self, *, stop=signal.SIGTERM) -> str:
@@ -136,18 +137,18 @@ class RiskUnderTest:
     # -- pumping every ring the test reads
     def pump(self) -> None:
         while (offset := self.rejects.peek()) >= 0:
-            reject = ORDER_REJECT.as_dict(self.buffer, offset)
+            reject = ORDER_REJECT.as_dict(self.rejects.buffer, offset)
             self.rejects.release()
             assert reject["source"] == RejectSource.RISK
             self.decisions[reject["client_order_id"]] = reject["reason"]
         while (offset := self.approved.peek()) >= 0:
-            order = APPROVED_ORDER.as_dict(self.buffer, offset)
+            order = APPROVED_ORDER.as_dict(self.approved.buffer, offset)
             self.approved.release()
             self.approved_orders.append(order)
             self.decisions[order["client_order_id"]] = 0
             self._oms_accept(order)
         while (offset := self.events_ring.peek()) >= 0:
-            event = CONTROL_EVENT.as_dict(self.buffer, offset)
+            event = CONTROL_EVENT.as_dict(self.events_ring.buffer, offset)
             self.events_ring.release()
             self.events.append(event)
             if event["kind"] == ControlEventKind.SNAPSHOT_REQUEST and self.answer_snapshots:
@@ -167,7 +168,7 @@ class RiskUnderTest:
         position, cost, realized = self.positions[sid]
         slot = self.reports.claim()
         assert slot >= 0, "exec_to_risk full"
-        EXECUTION_REPORT.pack_into(self.buffer, slot, cid, orig, 0, 0, 7, sid, int(event), side, 0, 0, shares,
+        EXECUTION_REPORT.pack_into(self.reports.buffer, slot, cid, orig, 0, 0, 7, sid, int(event), side, 0, 0, shares,
                                    price, leaves, position, cost, realized, 0, time.time_ns())
         self.reports.commit()
 
@@ -184,12 +185,21 @@ class RiskUnderTest:
             del self.open_orders[cid]
         self.report(ExecEvent.EXECUTED, cid, sid, side, shares=shares, leaves=leaves, price=price)
 
+    def snapshot(self, kind, cid, sid, side, *, leaves=0, price=0, orig=0) -> None:
+        """One RiskSnapshot record on exec_to_risk (a POSITION carries the book's position in ``sid``)."""
+        position, cost, realized = self.positions[sid] if kind == SnapshotKind.POSITION else (0, 0, 0)
+        slot = self.reports.claim()
+        assert slot >= 0, "exec_to_risk full"
+        RISK_SNAPSHOT.pack_into(self.reports.buffer, slot, cid, orig, 7, sid, int(kind), side, 0, leaves, price, position,
+                                cost, realized, time.time_ns())
+        self.reports.commit()
+
     def send_snapshot(self) -> None:
-        for sid, (position, cost, realized) in self.positions.items():
-            self.report(ExecEvent.SNAPSHOT_POSITION, 0, sid, 0)
+        for sid in self.positions:
+            self.snapshot(SnapshotKind.POSITION, 0, sid, 0)
         for cid, (sid, side, leaves, price) in self.open_orders.items():
-            self.report(ExecEvent.SNAPSHOT_ORDER, cid, sid, side, shares=leaves, price=price)
-        self.report(ExecEvent.SNAPSHOT_END, 0, 0, 0)
+            self.snapshot(SnapshotKind.ORDER, cid, sid, side, leaves=leaves, price=price)
+        self.snapshot(SnapshotKind.END, 0, 0xFFFFFFFF, 0)
         self.snapshots_sent += 1
 
     # -- the strategy
@@ -199,7 +209,7 @@ class RiskUnderTest:
             self.next_id += 1
         slot = self.intents.claim()
         assert slot >= 0
-        ORDER_INTENT.pack_into(self.buffer, slot, cid, orig, 7, symbol, int(action), side, 0, shares, price, TIF_DAY,
+        ORDER_INTENT.pack_into(self.intents.buffer, slot, cid, orig, 7, symbol, int(action), side, 0, shares, price, TIF_DAY,
                                0, 0, time.time_ns())
         self.intents.commit()
         return cid
@@ -217,7 +227,7 @@ class RiskUnderTest:
     def command(self, command, operator: str = "", argument: int = 0) -> None:
         slot = self.commands.claim()
         assert slot >= 0
-        RISK_COMMAND.pack_into(self.buffer, slot, int(command), 0, argument, operator.encode(), time.time_ns())
+        RISK_COMMAND.pack_into(self.commands.buffer, slot, int(command), 0, argument, operator.encode(), time.time_ns())
         self.commands.commit()
 
     def wait_event(self, kind, after: int = 0) -> dict:

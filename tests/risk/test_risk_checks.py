@@ -64,6 +64,12 @@ class Harness:
         return self.engine.on_report(int(event), cid, orig, symbol, side, shares, price, leaves, position, cost,
                                      realized, 7, now)
 
+    def snapshot(self, kind, cid, *, symbol=AAPL, side=B, leaves=0, price=REF, position=0, cost=0, realized=0,
+                 orig=0, now=NOW) -> int:
+        """One RiskSnapshot record from the OMS (``SnapshotKind``)."""
+        return self.engine.on_snapshot(int(kind), cid, orig, symbol, side, leaves, price, position, cost, realized,
+                                       7, now)
+
     def fill_position(self, position: int, price: int = REF, symbol=AAPL, realized=0) -> None:
         """The OMS says the symbol's position is ``position`` bought at ``price`` (a fill of an unknown order)."""
         self.report(ExecEvent.BROKEN, 1, symbol=symbol, position=position, cost=position * price, realized=realized)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, ExecEvent, RiskReason
+from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, ExecEvent, RiskReason, SnapshotKind
 from appliance.risk.state import (APPLIED, BAD_REPORT, SNAPSHOT_APPLIED, SNAPSHOT_COMPLETE, SNAPSHOT_IGNORED,
                                   UNKNOWN_ORDER)
 from test_risk_checks import AAPL, DOLLAR, MSFT, NOW, REF, B, S, Harness, with_symbol
 
 E = ExecEvent
+K = SnapshotKind
 
 
 def open_buy(h: Harness) -> int:
@@ -104,11 +105,11 @@ def test_rebuild_from_the_oms_snapshot_then_approve():
     # reports from before the restart, left in the ring: applied, then replaced by the snapshot
     assert h.report(E.ACCEPTED, 5, leaves=100) == UNKNOWN_ORDER
     assert h.new() == RiskReason.NOT_READY
-    assert h.report(E.SNAPSHOT_POSITION, 0, position=600, cost=600 * REF, realized=-500) == SNAPSHOT_APPLIED
-    assert h.report(E.SNAPSHOT_ORDER, 41, shares=300, price=REF) == SNAPSHOT_APPLIED
-    assert h.report(E.SNAPSHOT_ORDER, 42, side=S, shares=200, price=REF) == SNAPSHOT_APPLIED
+    assert h.snapshot(K.POSITION, 0, position=600, cost=600 * REF, realized=-500) == SNAPSHOT_APPLIED
+    assert h.snapshot(K.ORDER, 41, leaves=300, price=REF) == SNAPSHOT_APPLIED
+    assert h.snapshot(K.ORDER, 42, side=S, leaves=200, price=REF) == SNAPSHOT_APPLIED
     assert h.new() == RiskReason.NOT_READY
-    assert h.report(E.SNAPSHOT_END, 0) == SNAPSHOT_COMPLETE
+    assert h.snapshot(K.END, 0) == SNAPSHOT_COMPLETE
     portfolio = h.engine.portfolio
     assert portfolio.position[AAPL] == 600 and portfolio.open_buy[AAPL] == 300 and portfolio.open_sell[AAPL] == 200
     assert portfolio.realized_total == -500 and portfolio.open_count == 2
@@ -118,19 +119,32 @@ def test_rebuild_from_the_oms_snapshot_then_approve():
     assert h.engine.peak_pnl == h.engine.portfolio.pnl()        # the peak restarts at the rebuilt P&L
 
 
+def test_a_snapshot_kind_risk_does_not_know_and_a_report_with_an_old_snapshot_event_change_nothing():
+    """The rebuild comes only as RiskSnapshot records: an ExecutionReport with the event codes that once
+    carried it (9..11) is a bad report, as is a snapshot record of an unknown kind; neither clears the
+    state nor makes risk ready."""
+    h = Harness(ready=False)
+    h.report(E.BROKEN, 1, position=900, cost=900 * REF)
+    for event in (9, 10, 11):
+        assert h.report(event, 0, position=5) == BAD_REPORT
+    assert h.snapshot(0, 0, position=5) == BAD_REPORT and h.snapshot(4, 0) == BAD_REPORT
+    assert not h.engine.ready and not h.engine.in_snapshot and h.engine.portfolio.position[AAPL] == 900
+    assert h.new() == RiskReason.NOT_READY
+
+
 def test_a_second_snapshot_after_ready_is_ignored():
     h = Harness(ready=False)
-    h.report(E.SNAPSHOT_END, 0)
+    h.snapshot(K.END, 0)
     assert h.new(shares=100, cid=1) == 0
-    assert h.report(E.SNAPSHOT_POSITION, 0, position=5) == SNAPSHOT_IGNORED
-    assert h.report(E.SNAPSHOT_END, 0) == SNAPSHOT_IGNORED
+    assert h.snapshot(K.POSITION, 0, position=5) == SNAPSHOT_IGNORED
+    assert h.snapshot(K.END, 0) == SNAPSHOT_IGNORED
     assert h.engine.portfolio.open_count == 1 and h.engine.portfolio.position[AAPL] == 0
 
 
 def test_a_snapshot_starts_from_nothing():
     h = Harness(ready=False)
     h.report(E.BROKEN, 1, position=900, cost=900 * REF)
-    h.report(E.SNAPSHOT_END, 0)                                  # an empty snapshot: flat, no orders
+    h.snapshot(K.END, 0)                                         # an empty snapshot: flat, no orders
     assert h.engine.portfolio.position[AAPL] == 0 and h.engine.ready
 
 
@@ -144,8 +158,8 @@ def test_the_order_pool_bounds_open_orders_and_a_snapshot_may_exceed_it():
     assert h.new(cid=3) == RiskReason.MAX_OPEN_ORDERS
     h.engine.restart_rebuild()
     for cid in (10, 11, 12):
-        h.report(E.SNAPSHOT_ORDER, cid, shares=100)
-    h.report(E.SNAPSHOT_END, 0)
+        h.snapshot(K.ORDER, cid, leaves=100)
+    h.snapshot(K.END, 0)
     assert h.engine.portfolio.open_count == 3 and h.engine.portfolio.pool_overflow == 1
     assert h.new(cid=4) == RiskReason.MAX_OPEN_ORDERS
 
@@ -154,11 +168,11 @@ def test_the_order_pool_bounds_open_orders_and_a_snapshot_may_exceed_it():
 
 def snapshot(h: Harness, orders, *, position=0, realized=0) -> None:
     """A rebuild: one position, the open orders (cid, orig, side, leaves, price) in the order given, the end."""
-    assert h.report(E.SNAPSHOT_POSITION, 0, position=position, cost=position * REF, realized=realized) \
+    assert h.snapshot(K.POSITION, 0, position=position, cost=position * REF, realized=realized) \
         == SNAPSHOT_APPLIED
     for cid, orig, side, leaves, price in orders:
-        h.report(E.SNAPSHOT_ORDER, cid, orig=orig, side=side, shares=leaves, leaves=leaves, price=price)
-    assert h.report(E.SNAPSHOT_END, 0) == SNAPSHOT_COMPLETE
+        h.snapshot(K.ORDER, cid, orig=orig, side=side, leaves=leaves, price=price)
+    assert h.snapshot(K.END, 0) == SNAPSHOT_COMPLETE
 
 
 def test_issue_15_snapshot_then_replaced_then_cancel_leaves_nothing_open():
@@ -175,7 +189,7 @@ def test_issue_15_snapshot_then_replaced_then_cancel_leaves_nothing_open():
 @pytest.mark.parametrize("replacement_first", [True, False])
 @pytest.mark.parametrize("answer", [E.REPLACED, E.REJECTED])
 def test_a_replace_in_flight_at_the_snapshot_leaves_exactly_one_open_order(replacement_first, answer):
-    """The OMS sends the unacknowledged replacement as its own SNAPSHOT_ORDER (orig = the order it replaces):
+    """The OMS sends the unacknowledged replacement as its own snapshot ORDER (orig = the order it replaces):
     risk holds it as a pending replace of that order, so the venue's answer leaves one open order."""
     h = Harness(ready=False)
     original = (51, 0, B, 200, REF)
@@ -228,10 +242,10 @@ def test_orphan_orders_are_each_counted_and_closed_when_the_oms_reports_them_gon
 def test_orders_without_a_client_id_are_bad_reports_counted_one_by_one():
     """Client id 0 names no order: two of them are two open orders (fail closed), never one, and bad reports."""
     h = Harness(ready=False)
-    assert h.report(E.SNAPSHOT_POSITION, 0) == SNAPSHOT_APPLIED
-    assert h.report(E.SNAPSHOT_ORDER, 0, shares=100, leaves=100) == BAD_REPORT
-    assert h.report(E.SNAPSHOT_ORDER, 0, shares=200, leaves=200) == BAD_REPORT
-    assert h.report(E.SNAPSHOT_END, 0) == SNAPSHOT_COMPLETE
+    assert h.snapshot(K.POSITION, 0) == SNAPSHOT_APPLIED
+    assert h.snapshot(K.ORDER, 0, leaves=100) == BAD_REPORT
+    assert h.snapshot(K.ORDER, 0, leaves=200) == BAD_REPORT
+    assert h.snapshot(K.END, 0) == SNAPSHOT_COMPLETE
     portfolio = h.engine.portfolio
     assert portfolio.open_count == 2 and open_buy(h) == 300 and portfolio.orders_without_id == 2
     assert h.report(E.ACCEPTED, 0, shares=100, leaves=100) == BAD_REPORT    # a live one: counted too

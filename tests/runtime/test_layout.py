@@ -229,3 +229,19 @@ def test_repository_layout_is_valid():
     assert layout.symbols and layout.table_of_kind("market_state").slots == len(layout.symbols)
     for ring in layout.rings.values():
         assert ring.producer != ring.consumer
+
+
+def test_a_ring_is_sized_for_and_hashed_with_every_record_it_carries(write_layout, monkeypatch):
+    """A ring's slots hold each record it carries besides its ``message`` (the OMS's RiskSnapshot on
+    exec_to_risk), and the hash covers their shapes, so a process built with another shape refuses."""
+    from appliance.messages import catalog
+    _, before = load(write_layout, base())
+    monkeypatch.setitem(catalog.ALSO_CARRIED, "Probe", (catalog.ORDER_INTENT,))
+    _, error = error_of(write_layout, base())
+    assert error.key_path == "rings[0].slot_size"
+    assert "64 is smaller than OrderIntent (72 bytes), which a Probe ring carries too" in str(error)
+    _, after = load(write_layout, mutate(lambda d: d["rings"][0].update(slot_size=128)))
+    assert b'"OrderIntent"' in after.canonical and b'"OrderIntent"' not in before.canonical
+    monkeypatch.undo()
+    repository = load_layout(ROOT / "shm_layout.yaml")
+    assert b'"RiskSnapshot"' in repository.canonical

@@ -16,6 +16,7 @@ from appliance.messages.codes import ALL_SYMBOLS, Action, ExecEvent, GateReason,
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
+from appliance.strategy import agent as strategy_agent
 from appliance.strategy import price_from_decimal as P
 from conftest import output_of, wait_until
 from test_strategy_api import strategy_layout
@@ -41,11 +42,10 @@ class Peers:
 
     def __init__(self, memory: SharedMemory):
         self.memory = memory
-        self.buffer = memory.buffer_of("main")
-        self.feed = memory.ring("book_updates", "producer")
-        self.risk_out = memory.ring("risk_rejects", "producer")
-        self.oms = memory.ring("exec_to_strategy", "producer")
-        self.risk_in = memory.ring("order_intents", "consumer")
+        self.feed = memory.channel(strategy_agent.BOOK_RING.other_side(), "feed")
+        self.risk_out = memory.channel(strategy_agent.REJECT_RING.other_side(), "risk")
+        self.oms = memory.channel(strategy_agent.EXEC_RING.other_side(), "oms")
+        self.risk_in = memory.channel(strategy_agent.INTENT_RING.other_side(), "risk")
         self.control = memory.control("*")           # plays the feed and the supervisor (feed_ready, gate_open)
         self.received: list[dict] = []
         self.sequence = 0
@@ -60,21 +60,21 @@ class Peers:
             side = list(side) + [(0, 0)] * (5 - len(side))
             levels += [p for p, _ in side] + [s for _, s in side]
         offset = self.feed.claim()
-        BOOK_UPDATE.pack_into(self.buffer, offset, 0, flags, state[0], len(bids), len(asks), *levels, 0, 0,
+        BOOK_UPDATE.pack_into(self.feed.buffer, offset, 0, flags, state[0], len(bids), len(asks), *levels, 0, 0,
                               self.sequence, self.sequence, 1, 1000 + self.sequence, 2000 + self.sequence)
         self.feed.commit()
 
     def report(self, event, intent, *, shares=None, price=None, leaves=None, position=0, orig=0):
         shares = intent["shares"] if shares is None else shares
         offset = self.oms.claim()
-        EXECUTION_REPORT.pack_into(self.buffer, offset, intent["client_order_id"], orig, 0, 0, STRATEGY_ID, 0, event,
+        EXECUTION_REPORT.pack_into(self.oms.buffer, offset, intent["client_order_id"], orig, 0, 0, STRATEGY_ID, 0, event,
                                    intent["side"], 0, 0, shares, intent["price"] if price is None else price,
                                    shares if leaves is None else leaves, position, 0, 0, 1, 2)
         self.oms.commit()
 
     def reject(self, intent, reason):
         offset = self.risk_out.claim()
-        ORDER_REJECT.pack_into(self.buffer, offset, intent["client_order_id"], STRATEGY_ID, 0, RejectSource.RISK,
+        ORDER_REJECT.pack_into(self.risk_out.buffer, offset, intent["client_order_id"], STRATEGY_ID, 0, RejectSource.RISK,
                                reason, 3)
         self.risk_out.commit()
 
@@ -84,7 +84,7 @@ class Peers:
 
         def more():
             while (offset := self.risk_in.peek()) >= 0:
-                self.received.append(ORDER_INTENT.as_dict(self.buffer, offset))
+                self.received.append(ORDER_INTENT.as_dict(self.risk_in.buffer, offset))
                 self.risk_in.release()
             return len(self.received) - start >= count
         wait_until(more, timeout, message=what)
