@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from appliance.runtime.polling import poll_until
+
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORT = Path(__file__).resolve().parent / "support"
 TEST_PREFIX = "t"          # every test layout name starts with this and a per-run token
@@ -23,14 +25,10 @@ if str(SUPPORT) not in sys.path:
 
 def wait_until(predicate, timeout: float, interval: float = 0.01, message: str = "condition"):
     """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
+    value = poll_until(predicate, timeout, interval)
+    if not value:
+        raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+    return value
 
 
 def layout_document(name: str, processes: list[dict], rings: list[dict], *, backing: str = "4k",

@@ -21,6 +21,8 @@ from pathlib import Path
 import yaml
 
 from .exchange_process import ExchangeProcess, appliance_env
+from appliance.runtime.polling import poll_until
+
 from .ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,14 +30,10 @@ GENTLE_IDLE = {"strategy": "backoff", "spins": 20, "yields": 5, "min_park_ns": 2
 
 
 def _wait(predicate, timeout_s: float, what: str, interval_s: float = 0.02):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(interval_s)
+    value = poll_until(predicate, timeout_s, interval_s)
+    if not value:
+        raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
+    return value
 
 
 class Sandbox:

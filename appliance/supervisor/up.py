@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from appliance.runtime.polling import poll_until
+
 log = logging.getLogger("appliance.supervisor")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -41,12 +43,7 @@ class StartFailed(RuntimeError):
 
 def wait_for(predicate, timeout_s: float, interval_s: float = 0.02) -> bool:
     """Poll ``predicate`` until it holds or ``timeout_s`` passed; whether it held (checked once more at the end)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()
+    return bool(poll_until(predicate, timeout_s, interval_s))
 
 
 def run(args: argparse.Namespace, venue=None) -> int:
