@@ -103,15 +103,16 @@ class AgentRunner:
     def prepare(self) -> None:
         """Everything that must hold before the first duty cycle; raises on a refused privilege.
 
-        The record may still hold the last heartbeat of the process this one replaces: it is
-        cleared before the new pid is published, so a supervisor reading the record under the new
-        pid sees "not beating yet" (start-up grace), never a dead predecessor's age."""
+        The record may still hold the last heartbeat and the RUNNING state of the process this one
+        replaces: both are cleared before the new pid is published, so a reader of the record under
+        the new pid sees "starting, not beating yet" (start-up grace), never a dead predecessor's
+        age or state (a restarted agent looked RUNNING before its ``on_start``)."""
         self._publish(_shm.PROC_LAST_BEAT_MONO_NS_OFFSET, 0)
         self._publish(_shm.PROC_BEATS_OFFSET, 0)
+        self._set_state(ProcessState.STARTING)
         self._publish(_shm.PROC_PID_OFFSET, os.getpid())
         self._publish(_shm.PROC_STARTED_NS_OFFSET, time.time_ns())
         self._publish(_shm.PROC_IDLE_STRATEGY_OFFSET, int(self.idle_strategy.id))
-        self._set_state(ProcessState.STARTING)
         self.pinned_cpu = pin_cpu(self.process)
         self._publish(_shm.PROC_CPU_OFFSET, -1 if self.pinned_cpu is None else self.pinned_cpu)
         apply_scheduling(self.process)
