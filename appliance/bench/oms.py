@@ -90,7 +90,7 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
     from appliance.bench.exchange import exchange_args
     from appliance.exchange.config import default_config
     from appliance.oms.config import OmsConfig
-    from appliance.oms.credentials import write_venue_credentials
+    from appliance.sim.credentials import write_sim_login
     from appliance.messages.catalog import APPROVED_ORDER
     from appliance.messages.codes import TIF_IOC, Action, Side
     from appliance.oms.agent import OmsAgent
@@ -117,8 +117,7 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
             except OSError:
                 pass
         layout_path = os.path.join(directory, "layout.yaml")
-        firm = next(f for f in default_config().firms if f.mpid == OmsConfig().firm)   # the venue's login
-        write_venue_credentials(os.path.join(directory, "venue.credentials"), firm.username, firm.password)
+        write_sim_login(os.path.join(directory, "venue.credentials"), default_config(), OmsConfig().firm)
         with open(layout_path, "w") as fh:
             yaml.safe_dump(_layout_document(f"bench-oms-{os.getpid()}", "journal.bin", ports["order_entry"][1],
                                             durability), fh, sort_keys=False)

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from .exchange_process import ExchangeProcess, appliance_env
+from appliance.oms.config import OmsConfig
 from appliance.runtime.polling import poll_until
 
+from .credentials import write_sim_login
+from .exchange_process import ExchangeProcess, appliance_env
 from .ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,10 +168,9 @@ class Sandbox:
                 else:
                     target[key] = copy.deepcopy(value)
         if not self.credentials.exists():          # the login of the venue's firm with the OMS's MPID, 0600
-            from appliance.oms.credentials import write_venue_credentials
-            mpid = oms.get("firm", "ALGO")
-            firm = next(f for f in self.exchange_config.firms if f.mpid == mpid)
-            write_venue_credentials(str(self.credentials), firm.username, firm.password)
+            mpid = oms.get("firm", OmsConfig().firm)
+            if write_sim_login(str(self.credentials), self.exchange_config, mpid) is None:
+                raise ValueError(f"no firm of the simulated exchange has MPID {mpid!r}")
         if self.gentle_idle:
             for name in ("feed", "strategy", "oms"):
                 by_name[name]["idle"] = dict(GENTLE_IDLE)

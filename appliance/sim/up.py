@@ -17,6 +17,8 @@ from pathlib import Path
 
 from appliance.supervisor import up as supervisor_up
 
+from .credentials import write_sim_login
+
 log = logging.getLogger("appliance.supervisor")
 
 READY_TIMEOUT_S = 30
@@ -46,7 +48,7 @@ def sim_credentials(layout, sim_config: str | None) -> None:
     and is left alone (a wrong login there is refused by the venue and says so)."""
     from appliance.exchange.config import default_config, load_config
     from appliance.oms.config import OmsConfigError, parse_oms_params
-    from appliance.oms.credentials import credentials_location, write_venue_credentials
+    from appliance.oms.credentials import credentials_location
     from appliance.runtime.layout import LayoutError
     oms = layout.processes.get("oms")
     if oms is None:
@@ -59,11 +61,10 @@ def sim_credentials(layout, sim_config: str | None) -> None:
     if os.path.lexists(credentials_location(path)[0]):
         return
     exchange = load_config(sim_config) if sim_config else default_config()
-    firm = next((f for f in exchange.firms if f.mpid == params.firm), None)
+    firm = write_sim_login(path, exchange, params.firm)
     if firm is None:
         raise LayoutError(layout.path, "processes.oms.params.firm", f"no firm of the simulated exchange has MPID "
                           f"{params.firm!r} (its firms: {', '.join(f.mpid for f in exchange.firms)})")
-    write_venue_credentials(path, firm.username, firm.password)
     log.info("simulated venue login for %s written to %s (mode 0600)", firm.username, path)
 
 
