@@ -78,13 +78,18 @@ def _stop(proc, log):
     log.close()
 
 
-def test_the_exporter_refuses_to_listen_beyond_loopback_without_tls_and_auth(tmp_path):
-    proc, log = _exporter(tmp_path, "--address", "0.0.0.0", "--port", "0")
+def _refused(tmp_path, *args) -> str:
+    """Start the exporter with ``args``; it must refuse (exit 2). Its log."""
+    proc, log = _exporter(tmp_path, *args)
     try:
         assert proc.wait(30) == 2
     finally:
         _stop(proc, log)
-    text = (tmp_path / "exporter.log").read_text()
+    return (tmp_path / "exporter.log").read_text()
+
+
+def test_the_exporter_refuses_to_listen_beyond_loopback_without_tls_and_auth(tmp_path):
+    text = _refused(tmp_path, "--address", "0.0.0.0", "--port", "0")
     assert "refusing to start" in text and "not loopback" in text and "tls" in text and "basic_auth" in text
     assert "serving metrics" not in text
 
@@ -151,20 +156,10 @@ def test_with_tls_and_basic_auth_a_scrape_needs_the_password(tmp_path, tls_files
 def test_a_readable_key_or_password_file_is_refused(tmp_path, tls_files):
     cert, key, password = tls_files
     os.chmod(password, 0o644)
-    proc, log = _exporter(tmp_path, "--address", "0.0.0.0", "--port", "0", "--tls-cert", str(cert), "--tls-key",
-                          str(key), "--basic-auth-user", "prom", "--basic-auth-password-file", str(password))
-    try:
-        assert proc.wait(30) == 2
-    finally:
-        _stop(proc, log)
-    text = (tmp_path / "exporter.log").read_text()
+    secured = ("--port", "0", "--tls-cert", str(cert), "--tls-key", str(key), "--basic-auth-user", "prom",
+               "--basic-auth-password-file", str(password))
+    text = _refused(tmp_path, "--address", "0.0.0.0", *secured)
     assert "basic_auth password file" in text and "chmod 600" in text and PASSWORD not in text
     os.chmod(password, 0o600)
     os.chmod(key, 0o640)
-    proc, log = _exporter(tmp_path, "--address", "127.0.0.1", "--port", "0", "--tls-cert", str(cert), "--tls-key",
-                          str(key), "--basic-auth-user", "prom", "--basic-auth-password-file", str(password))
-    try:
-        assert proc.wait(30) == 2
-    finally:
-        _stop(proc, log)
-    assert "TLS key" in (tmp_path / "exporter.log").read_text()
+    assert "TLS key" in _refused(tmp_path, "--address", "127.0.0.1", *secured)
