@@ -69,7 +69,7 @@ from array import array
 
 from appliance.bench.timing import machine_info, timer_overhead_ns
 from appliance.bench.timing import percentile as _percentile
-from appliance.cli import bounded, positive_int
+from appliance.command_io.arguments import bounded, positive_int
 from appliance.wire.ouch import MARKET_PRICE
 
 SEED = 42

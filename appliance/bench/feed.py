@@ -86,7 +86,7 @@ from pathlib import Path
 
 from appliance.bench.timing import machine_info as base_machine_info
 from appliance.bench.timing import percentile as _percentile
-from appliance.cli import UsageError, bounded, positive_int
+from appliance.command_io.arguments import UsageError, bounded, positive_int
 from appliance.sim.exchange_process import appliance_env
 from appliance.sim.ports import free_ports, udp_receiver
 

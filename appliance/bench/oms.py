@@ -27,7 +27,7 @@ import tempfile
 import time
 from array import array
 
-from appliance.cli import bounded, positive_int
+from appliance.command_io.arguments import bounded, positive_int
 
 TARGET_P50_NS = 10_000
 DURABILITIES = ("per_event", "group", "page_cache")

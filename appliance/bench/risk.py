@@ -48,7 +48,7 @@ from array import array
 
 from appliance.bench.timing import machine_info, timer_overhead_ns
 from appliance.bench.timing import percentile as _percentile
-from appliance.cli import bounded, positive_int
+from appliance.command_io.arguments import bounded, positive_int
 
 SEED = 42
 TARGET_P50_NS = 2_000

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from appliance.cli import UsageError, bounded
+from appliance.command_io.arguments import UsageError, bounded
 
 
 def default_control_socket(base: str = ".") -> str:
