@@ -23,11 +23,8 @@ CONFIG_LOADERS = {                                       # modules that read YAM
 }
 JOINS_THE_SIMULATOR = ("bench", "sim")                   # may import the exchange and sim/ (nobody else may)
 
-# (module, imported package or library): why it is still there and what removes it.
-KNOWN = {
-    ("exchange/control.py", "runtime"): "the private UNIX socket helper; issue 20 item 5/6 puts it in a leaf package",
-    ("exchange/cli.py", "runtime"): "the one UNIX-socket JSON client; issue 20 item 5/6 puts it in a leaf package",
-}
+# (module, imported package or library): why it is still there and what removes it. None today.
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -497,7 +497,7 @@ class FeedCounter:
 
 def _status(control: str) -> dict | None:
     try:
-        from appliance.runtime.unix_socket import request_json
+        from appliance.command_io.json_lines import request_json
         answer = request_json(control, {"command": "status"}, 5.0, "the exchange")
         return answer if answer.get("ok", True) else None
     except Exception:  # noqa: BLE001 - the status is an extra; the feed is measured without it

@@ -151,7 +151,7 @@ def parse_ctl_words(words: list[str]) -> dict:
 
 
 def run_ctl(args: argparse.Namespace) -> int:
-    from appliance.runtime.unix_socket import request_json
+    from appliance.command_io.json_lines import request_json
     request = parse_ctl_words(args.words)
     if args.operator:
         request["operator"] = args.operator
