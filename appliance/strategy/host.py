@@ -1,6 +1,7 @@
-"""The strategy runtime: ring records in, callbacks out, actions to intents; no process, no agent.
+"""The host that runs a user's ``Strategy``: ring records in, callbacks out, actions to intents; no
+process, no agent (``agent.py`` is the process around it).
 
-``StrategyRuntime`` owns the strategy's own view of the world and keeps it true from what
+``StrategyHost`` owns the strategy's own view of the world and keeps it true from what
 arrives: BookUpdates refresh the per-symbol ``Book``; ExecutionReports (exec_to_strategy) and
 OrderRejects (risk_rejects) move orders through their states and carry the OMS's position. The
 view changes first and the callback runs after, so a callback always sees the view with the
@@ -22,7 +23,9 @@ import operator
 import time
 
 from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, EXECUTION_REPORT, ORDER_REJECT
-from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, ExecEvent, OmsReason, RejectSource, Side
+from appliance.messages.codes import (
+    ALL_SYMBOLS, TIF_DAY, TIF_IOC, VENUE_EVENTS, Action, ExecEvent, OmsReason, RejectSource, Side,
+)
 
 from .api import (
     MARKET_PRICE, BackPressure, Book, OpenOrders, Order, OrderState, Positions, Strategy, StrategyStopping,
@@ -53,7 +56,7 @@ MAX_CANCEL_ALL_IDS = 256                    # remembered CANCEL_ALL intents, to 
 _MAX_U32 = 0xFFFFFFFF
 
 
-class RuntimeStats:
+class StrategyStats:
     """Plain ints the agent copies into shared-memory counters (``strategy.<name>``)."""
 
     __slots__ = ("book_updates", "book_updates_ignored", "exec_reports", "risk_rejects", "rejects", "rejects_risk",
@@ -128,7 +131,7 @@ def _check_price(price) -> int:
     return price
 
 
-class StrategyRuntime:
+class StrategyHost:
     """Drives one strategy: apply records, call callbacks, turn actions into intents."""
 
     def __init__(self, strategy_class: type[Strategy], parameters, *, symbols: tuple[str, ...], strategy_id: int,
@@ -158,7 +161,7 @@ class StrategyRuntime:
         self._cancel_all_ids: dict[int, int] = {}         # client order id of a CANCEL_ALL intent -> symbol id
         self.open_orders = OpenOrders(self._orders, self._by_symbol, self._traded_ids)
         self.positions = Positions(self.symbols)
-        self.stats = RuntimeStats()
+        self.stats = StrategyStats()
         self.strategy: Strategy | None = None
         self.started = False
         self.running = False          # user code may be called
@@ -182,9 +185,9 @@ class StrategyRuntime:
         where = "__init__"
         try:
             strategy = self.strategy_class.__new__(self.strategy_class)
-            strategy._runtime = self
+            strategy._host = self
             strategy.__init__(self.parameters)
-            strategy._runtime = self
+            strategy._host = self
             self.strategy = strategy
             where = "on_start"
             strategy.on_start()
@@ -421,9 +424,7 @@ class StrategyRuntime:
         if strategy_id != self.strategy_id:
             stats.foreign_records += 1
             return
-        if 1 <= event <= 8 and sid != ALL_SYMBOLS:
-            # The OMS's own position after the event. REJECTED_LOCALLY is skipped: an OMS that is not
-            # recovered yet (one of its reasons) cannot vouch for a position.
+        if event in VENUE_EVENTS and sid != ALL_SYMBOLS:          # the OMS's own position after the event
             self.positions._position[sid] = r[at.position]
             self.positions._cost_basis[sid] = r[at.cost_basis]
             self.positions._realized_pnl[sid] = r[at.realized_pnl]
