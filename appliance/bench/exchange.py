@@ -25,7 +25,7 @@ favourable correct way its public API allows:
 * an order (limit, IOC or market) is one ``place(Orders([order]))`` followed by one
   ``match(timestamp)``; the ``Order`` objects, their ``Orders`` wrappers and the
   timestamps (2 us apart) are built before timing, as the peer's input messages (our
-  engine builds its ``Order`` inside ``enter``);
+  engine builds its ``VenueOrder`` inside ``enter``);
 * a cancel is one ``cancel_order(order_id)``; the ``ValueError`` it raises for an order
   no longer in the book is its CancelReject;
 * the peer has no immediate-or-cancel and rests the remainder of a market order (at

@@ -5,8 +5,9 @@ process, no agent (``agent.py`` is the process around it).
 refresh the per-symbol ``Book``; ExecutionReports (exec_to_strategy) and OrderRejects
 (risk_rejects) go to the ``OrderView`` (``order_view.py``), which moves the orders through their
 states and carries the OMS's position. The view changes first and the callback runs after, so a
-callback always sees the view with the event applied. Actions from the strategy become OrderIntents through ``IntentWriter``; each
-carries the hop timestamps of the book update being handled (0 outside ``on_book``/``on_trade``).
+callback always sees the view with the event applied. Actions from the strategy become
+OrderIntents through ``IntentWriter``; each carries the hop timestamps of the book update being
+handled (0 outside ``on_book``/``on_trade``).
 
 Records from the rings are untrusted: a wrong type or version, a symbol id outside the layout,
 an unknown event is counted and dropped. Reports for another strategy id are counted and dropped.
