@@ -538,7 +538,7 @@ def _cpu_share(before: float | None, after: float | None, seconds: float) -> flo
 
 
 def _start_exchange(feed_port: int, rerequest_port: int, source_port: int, control: str, rate: float, timeout: float):
-    from appliance.bench.exchange import exchange_args
+    from appliance.bench.exchange_load import exchange_args
     from appliance.sim.exchange_process import ExchangeProcess
     exchange = ExchangeProcess(exchange_args(feed_port, control, rate, rerequest_port, source_port))
     try:
@@ -562,18 +562,18 @@ def _stop_exchange(exchange) -> int | None:
 
 
 def _background_ops(status: dict | None) -> int | None:
-    from appliance.bench.exchange import _status_numbers
-    return _status_numbers(status)[0]
+    from appliance.bench.exchange_load import status_numbers
+    return status_numbers(status)[0]
 
 
 def _published(status: dict | None) -> int | None:
-    from appliance.bench.exchange import _status_numbers
-    return _status_numbers(status)[1]
+    from appliance.bench.exchange_load import status_numbers
+    return status_numbers(status)[1]
 
 
 def _status_or_fail(control: str) -> dict:
-    from appliance.bench.exchange import _status
-    status = _status(control)
+    from appliance.bench.exchange_load import exchange_status
+    status = exchange_status(control)
     if status is None or _published(status) is None:
         raise RuntimeError("the exchange's control socket gave no status")
     return status
@@ -873,7 +873,7 @@ def _make_idle(name: str):
 
 def measure_bare_rate(rate: float, args) -> dict:
     """The peer: one exchange at ``rate`` sending to a ``recv_into`` loop in this process."""
-    from appliance.bench.exchange import FeedCounter
+    from appliance.bench.exchange_load import FeedCounter
 
     name, workdir = _workdir()
     control = os.path.join(workdir, "ctl.sock")
