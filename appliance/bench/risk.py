@@ -115,7 +115,7 @@ class BenchState:
         from appliance.messages.codes import ExecEvent, SnapshotKind
         from appliance.risk.checks import RiskEngine
         from appliance.risk.limits import parse_limits
-        from appliance.risk.sandbox import PaperMarket
+        from appliance.risk.paper_market import PaperMarket
 
         rng = random.Random(seed)
         self.symbols = symbol_names(symbol_count)
