@@ -3,8 +3,9 @@
 The last process on the critical path, and the one that must never lie about an order.
 ``agent.OmsAgent`` runs it; the other modules hold one idea each: ``config`` (the process's
 params), ``journal`` (the write-ahead journal's appender) with ``journal_format`` (its bytes:
-headers, scan, reading back), ``events`` (its records, declared as ``journal_schema`` schemas)
-and ``crc32c``, ``orders`` (state machine, books, positions), ``tokens`` (day-unique OUCH
+headers, scan, reading back), ``journal_records`` (its records, declared as ``journal_schema``
+schemas) and ``crc32c``, ``orders`` (the order state machine and the registry of orders by
+token and client id), ``positions`` (positions and tallies per symbol), ``tokens`` (day-unique OUCH
 tokens), ``session`` (the SoupBinTCP client socket), ``gate`` (the per-order check),
 ``recovery`` (rebuild from the journal), ``latency`` (per-hop histograms in counters) and
 ``audit`` / ``audit_cli`` (the audit-trail export).

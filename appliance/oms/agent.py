@@ -3,7 +3,7 @@
 One duty cycle (``do_work``):
 
 1. read the venue socket: every sequenced OUCH message is journaled (EXCHANGE_MESSAGE, with
-   its SoupBinTCP sequence number) and then applied to the order book, which reports to the
+   its SoupBinTCP sequence number) and then applied to the order registry, which reports to the
    strategy and risk (``exec_to_strategy``, ``exec_to_risk``) and updates the positions table;
 2. read up to ``MAX_ORDERS_PER_CYCLE`` approved orders: new orders and replaces pass the gate
    (``gate.py``) or are rejected back (REJECTED_LOCALLY, ``oms.rejects.<REASON>``); a new token;
@@ -49,15 +49,15 @@ from appliance.messages.codes import (
     ALL_SYMBOLS, Action, ClockState, ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, Side,
     SnapshotKind, TIF_DAY, TIF_IOC, TIF_SYSTEM_HOURS, name_of,
 )
-from appliance.oms import events as ev
+from appliance.oms import journal_records as jr
 from appliance.oms.config import OmsConfigError, parse_oms_params
 from appliance.oms.credentials import CredentialsError, load_venue_credentials
-from appliance.oms.events import ControlKind, RecordType, SendReason, SessionEvent
+from appliance.oms.journal_records import ControlKind, RecordType, SendReason, SessionEvent
 from appliance.oms.gate import GATE_OPEN, Gate
 from appliance.oms.journal import Journal, archive_name
 from appliance.oms.journal_format import JournalError, journal_day
 from appliance.oms.latency import LatencyRecorder
-from appliance.oms.orders import OPEN_STATES, Order, OrderBook
+from appliance.oms.orders import OPEN_STATES, OrderRegistry, VenueOrder
 from appliance.oms.recovery import apply_control, rebuild
 from appliance.oms.session import VenueSession
 from appliance.oms.tokens import TokenSource, choose_prefix
@@ -97,7 +97,7 @@ _REPLACE = ouch.REPLACE_ORDER_FRAME.pack
 _CANCEL = ouch.CANCEL_ORDER_FRAME.pack
 _ORDER_SENT_TYPE = RecordType.ORDER_SENT
 _BY_STRATEGY = SendReason.STRATEGY
-_pack_order_sent = ev.ORDER_SENT.pack
+_pack_order_sent = jr.ORDER_SENT.pack
 
 
 class OmsAgent(Agent):
@@ -173,8 +173,8 @@ class OmsAgent(Agent):
         started_mono = time.monotonic_ns()
         now_ns = time.time_ns()
         self.journal = self._open_journal(now_ns)
-        self.book = OrderBook(self.symbols, report=self._report, changed=self._changed)
-        state = rebuild(self.journal.records(), self.symbols, self.book)
+        self.orders = OrderRegistry(self.symbols, report=self._report, changed=self._changed)
+        state = rebuild(self.journal.records(), self.symbols, self.orders)
         self.recovered = state
         self.tokens = TokenSource(choose_prefix(state.last_prefix, now_ns), state.next_counter)
         self.tokens.refill()
@@ -182,8 +182,8 @@ class OmsAgent(Agent):
         self._last_gate_epoch = state.last_gate_epoch
         self._last_clock_state = -1               # journal the clock once at start, then on change
         self._next_clock_record_ns = 0
-        self._cancel_all_why = "restart" if self.book.cancel_owed else ""   # announced with the next pass
-        self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.START, sequence=state.next_sequence_number,
+        self._cancel_all_why = "restart" if self.orders.cancel_owed else ""   # announced with the next pass
+        self._journal(RecordType.SESSION, jr.SESSION.pack(SessionEvent.START, sequence=state.next_sequence_number,
                                                           prefix=self.tokens.prefix, counter=self.tokens.next_counter),
                       now_ns, reserve=True)
         self.c_recovery_records.set(state.records)
@@ -193,12 +193,12 @@ class OmsAgent(Agent):
         self._publish_open_orders()
         log.info("journal %s: %d records (%d orders, %d venue messages), %d open orders, token prefix %s, "
                  "next venue sequence %d, durability %s; recovery took %.3f s so far", self.journal.path,
-                 state.records, state.orders_sent, state.exchange_messages, self.book.open_orders,
+                 state.records, state.orders_sent, state.exchange_messages, self.orders.open_orders,
                  self.tokens.peek()[:4].decode(), state.next_sequence_number, cfg.durability,
                  (time.monotonic_ns() - started_mono) / 1e9)
-        if self.book.cancel_owed:
+        if self.orders.cancel_owed:
             log.warning("%d open orders owe a cancel from before the restart (a kill or cancel-all that was not "
-                        "finished): they are cancelled as soon as the session is up", len(self.book.cancel_owed))
+                        "finished): they are cancelled as soon as the session is up", len(self.orders.cancel_owed))
 
         log.info("venue login %s from %s", self.credentials.username, self.credentials.source)
         self.session = VenueSession(cfg.venue_host, cfg.venue_port, self.credentials.username,
@@ -242,7 +242,7 @@ class OmsAgent(Agent):
         try:
             if getattr(self, "session", None) is not None:
                 if self.session.logged_in:
-                    self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.LOGOUT,
+                    self._journal(RecordType.SESSION, jr.SESSION.pack(SessionEvent.LOGOUT,
                                                                       session=self.session.client.session.encode(),
                                                                       sequence=self.session.client.next_sequence_number),
                                   now_ns, reserve=True)
@@ -286,7 +286,7 @@ class OmsAgent(Agent):
     def _on_session_events(self, events: list, now_mono: int) -> int:
         now_ns = time.time_ns()
         self._t_rx_ns = now_ns
-        book = self.book
+        orders = self.orders
         journal_append = self.journal.append
         for event in events:
             kind = type(event)
@@ -294,24 +294,24 @@ class OmsAgent(Agent):
                 message = event.message
                 try:
                     journal_append(RecordType.EXCHANGE_MESSAGE,
-                                   ev.EXCHANGE_MESSAGE.pack(event.sequence_number, message), now_ns, True)
+                                   jr.EXCHANGE_MESSAGE.pack(event.sequence_number, message), now_ns, True)
                 except JournalError as exc:
                     self.c_unjournaled.inc()
                     self._journal_failed(str(exc))
                 self.c_venue_messages.inc()
-                book.apply_ouch(message, now_ns)
+                orders.apply_ouch(message, now_ns)
             elif kind is LoginAccepted:
-                self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.LOGIN_ACCEPTED,
+                self._journal(RecordType.SESSION, jr.SESSION.pack(SessionEvent.LOGIN_ACCEPTED,
                                                                   session=event.session.encode(),
                                                                   sequence=event.sequence_number), now_ns, reserve=True)
                 self._login_accepted(event, now_ns)
                 self._set_session_up(True)
             elif kind is LoginRejected:
                 self._journal(RecordType.SESSION,
-                              ev.SESSION.pack(SessionEvent.LOGIN_REJECTED, session=event.reason.encode()),
+                              jr.SESSION.pack(SessionEvent.LOGIN_REJECTED, session=event.reason.encode()),
                               now_ns, reserve=True)
             elif kind is EndOfSession:
-                self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.END_OF_SESSION,
+                self._journal(RecordType.SESSION, jr.SESSION.pack(SessionEvent.END_OF_SESSION,
                                                                   session=self.session.client.session.encode(),
                                                                   sequence=self.session.client.next_sequence_number),
                               now_ns, reserve=True)
@@ -334,8 +334,8 @@ class OmsAgent(Agent):
                       event.sequence_number, requested, requested, event.sequence_number - 1)
         elif event.sequence_number < requested or (known and event.session.strip() != known.strip()):
             self.c_sequence_resets.inc()
-            gone = self.book.venue_session_lost()
-            self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.NEW_SESSION, session=event.session.encode(),
+            gone = self.orders.venue_session_lost()
+            self._journal(RecordType.SESSION, jr.SESSION.pack(SessionEvent.NEW_SESSION, session=event.session.encode(),
                                                               sequence=event.sequence_number), now_ns, reserve=True)
             log.error("the venue lost session %r (it now sends %r from sequence %d; the journal had seen up to %d): "
                       "%d open orders are gone at the venue and reported CANCELED", known, event.session,
@@ -352,16 +352,16 @@ class OmsAgent(Agent):
         self.gate.session_ready = False
         event = SessionEvent.END_OF_SESSION if self.session.ended else SessionEvent.DISCONNECTED
         if event == SessionEvent.DISCONNECTED:
-            self._journal(RecordType.SESSION, ev.SESSION.pack(event, session=self.session.client.session.encode(),
+            self._journal(RecordType.SESSION, jr.SESSION.pack(event, session=self.session.client.session.encode(),
                                                               sequence=self.session.client.next_sequence_number),
                           now_ns, reserve=True)
         self._requested_sequence = self.session.client.next_sequence_number
 
     # ------------------------------------------------------------------ execution reports
 
-    def _report(self, event: int, order: Order, shares: int, price: int, match: int = 0, reason: int = 0,
+    def _report(self, event: int, order: VenueOrder, shares: int, price: int, match: int = 0, reason: int = 0,
                 source: int = 0, t_exchange_ns: int = 0) -> None:
-        """An event of an order the book holds (the book's ``report`` callback)."""
+        """An event of an order the registry holds (the registry's ``report`` callback)."""
         self._execution_report(event, order.client_order_id, order.orig_client_order_id, order.strategy_id,
                                order.symbol_id, order.side, shares, price, exchange_order_ref=order.order_ref,
                                match_number=match, reason=reason, source=source, leaves_shares=max(0, order.leaves),
@@ -375,7 +375,7 @@ class OmsAgent(Agent):
         cost basis and realized P&L in the symbol after the event (zeros for a symbol the layout does
         not list, whose id goes out as NO_SYMBOL when negative). A full ring drops and counts."""
         if 0 <= symbol_id < self._n_symbols:
-            positions = self.book.positions
+            positions = self.orders.positions
             position, cost, realized = (positions.position[symbol_id], positions.cost_basis[symbol_id],
                                         positions.realized_pnl[symbol_id])
         else:
@@ -403,11 +403,11 @@ class OmsAgent(Agent):
         side, shares, price = approved[at.side], approved[at.shares], approved[at.price]
         self.c_rejects[reason].inc()
         symbol = self.stocks[sid] if 0 <= sid < len(self.stocks) else b""
-        self._journal(RecordType.REJECTED_LOCALLY, ev.REJECTED_LOCALLY.pack(
+        self._journal(RecordType.REJECTED_LOCALLY, jr.REJECTED_LOCALLY.pack(
             approved[at.action], side, reason, approved[at.time_in_force], client, orig, strategy, sid, shares, price,
             symbol), time.time_ns(), reserve=False, count_failure=False)
         if 0 <= sid < len(self.symbols):
-            self.book.positions.rejects[sid] += 1
+            self.orders.positions.rejects[sid] += 1
             self._changed(sid)
         self._execution_report(ExecEvent.REJECTED_LOCALLY, client, orig, strategy, sid, side, shares, price,
                                reason=reason, source=RejectSource.OMS)
@@ -456,7 +456,7 @@ class OmsAgent(Agent):
         """The symbol an approved record is about (a replace's is its order's)."""
         at = _AT
         if approved[at.action] == Action.REPLACE:
-            old = self.book.by_client.get(approved[at.orig_client_order_id])
+            old = self.orders.by_client.get(approved[at.orig_client_order_id])
             return old.symbol_id if old is not None else approved[at.symbol_id]
         return approved[at.symbol_id]
 
@@ -468,7 +468,7 @@ class OmsAgent(Agent):
 
     def _new_order(self, approved, now_mono: int) -> None:
         """The hot path: checks, token, journal (one pack into the mapped file), bytes to the socket;
-        the order book and the latency counters after the bytes have left."""
+        the order registry and the latency counters after the bytes have left."""
         at = _AT
         client, strategy, sid, action, side = (approved[at.client_order_id], approved[at.strategy_id],
                                                approved[at.symbol_id], approved[at.action], approved[at.side])
@@ -479,8 +479,8 @@ class OmsAgent(Agent):
             self.c_bad_orders.inc()
             self._reject_locally(approved, OmsReason.BAD_ORDER)
             return
-        book = self.book
-        existing = book.by_client.get(client)
+        orders = self.orders
+        existing = orders.by_client.get(client)
         if existing is not None:
             if (existing.symbol_id == sid and existing.side == side and existing.shares == shares
                     and existing.price == price and existing.replaces is None):
@@ -507,7 +507,7 @@ class OmsAgent(Agent):
                                          now_mono, (Action.NEW, token, 0))
         if self.ring_to_wire_ns is not None:
             self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
-        book.add_new(token, client, strategy, sid, stock, side, shares, price, tif, now_mono, self.in_flight_timeout_ns)
+        orders.add_new(token, client, strategy, sid, stock, side, shares, price, tif, now_mono, self.in_flight_timeout_ns)
         if not taken:
             self._not_sent((Action.NEW, token, 0))
         self.c_orders_sent.inc()
@@ -519,8 +519,8 @@ class OmsAgent(Agent):
                                           approved[at.strategy_id], approved[at.action])
         shares, price, tif = approved[at.shares], approved[at.price], approved[at.time_in_force]
         t_rx, t_feed, t_strategy, t_risk = _hop_times(approved)
-        book = self.book
-        old = book.by_client.get(orig)
+        orders = self.orders
+        old = orders.by_client.get(orig)
         if old is None or old.state not in OPEN_STATES or old.strategy_id != strategy:
             self._reject_locally(approved, OmsReason.UNKNOWN_ORDER)
             return
@@ -528,7 +528,7 @@ class OmsAgent(Agent):
             self.c_bad_orders.inc()
             self._reject_locally(approved, OmsReason.BAD_ORDER)
             return
-        existing = book.by_client.get(client)
+        existing = orders.by_client.get(client)
         if existing is not None:
             if existing.replaces is old and existing.shares == shares and existing.price == price:
                 self.c_redelivered.inc()
@@ -542,7 +542,7 @@ class OmsAgent(Agent):
         token = self.tokens.next()
         now_ns = time.time_ns()
         try:
-            self.journal.append(RecordType.ORDER_SENT, ev.ORDER_SENT.pack(
+            self.journal.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(
                 action, old.side, SendReason.STRATEGY, tif, client, orig, strategy, old.symbol_id, shares, price,
                 old.symbol, token, old.token, t_rx, t_feed, t_strategy, t_risk), now_ns)
         except JournalError as exc:
@@ -553,7 +553,7 @@ class OmsAgent(Agent):
                                          (Action.REPLACE, token, 0))
         if self.ring_to_wire_ns is not None:
             self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
-        book.add_replacement(old, token, client, shares, price, tif, now_mono, self.in_flight_timeout_ns)
+        orders.add_replacement(old, token, client, shares, price, tif, now_mono, self.in_flight_timeout_ns)
         if not taken:
             self._not_sent((Action.REPLACE, token, 0))
         self.c_replaces_sent.inc()
@@ -564,7 +564,7 @@ class OmsAgent(Agent):
         client, orig, strategy = (approved[at.client_order_id], approved[at.orig_client_order_id],
                                   approved[at.strategy_id])
         target = approved[at.shares]                # the size to leave (0: cancel all of it)
-        order = self.book.by_client.get(orig)
+        order = self.orders.by_client.get(orig)
         if order is None or order.strategy_id != strategy:
             self._reject_locally(approved, OmsReason.UNKNOWN_ORDER)
             return
@@ -582,15 +582,15 @@ class OmsAgent(Agent):
             self._cancel_request_ids.add(client)
         self._send_cancel(order, target, SendReason.STRATEGY, now_mono, client, _hop_times(approved))
 
-    def _send_cancel(self, order: Order, target: int, why: int, now_mono: int, request_id: int = 0,
+    def _send_cancel(self, order: VenueOrder, target: int, why: int, now_mono: int, request_id: int = 0,
                      times: tuple = (0, 0, 0, 0)) -> bool:
         """Journal (best effort: a failed journal never stops a cancel) and send a cancel by token.
-        Any order the book holds can be cancelled, even one whose symbol the layout no longer lists."""
-        self._journal(RecordType.ORDER_SENT, ev.ORDER_SENT.pack(
+        Any order the registry holds can be cancelled, even one whose symbol the layout no longer lists."""
+        self._journal(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(
             Action.CANCEL, order.side, why, order.tif, request_id, order.client_order_id & _U64, order.strategy_id,
             order.symbol_id & _U32, target, order.price & _U32, order.symbol, order.token, b"", *times),
             time.time_ns(), reserve=True)
-        if not self.book.request_cancel(order, target, now_mono, self.in_flight_timeout_ns):
+        if not self.orders.request_cancel(order, target, now_mono, self.in_flight_timeout_ns):
             return False
         tag = (Action.CANCEL, order.token, target)
         if not self.session.send_packet(_CANCEL(order.token, target), now_mono, tag):
@@ -600,12 +600,12 @@ class OmsAgent(Agent):
         return True
 
     def _not_sent(self, tag: tuple) -> None:
-        """Bytes journaled as sent that never left: journal it and undo it (``OrderBook.not_sent``)."""
+        """Bytes journaled as sent that never left: journal it and undo it (``OrderRegistry.not_sent``)."""
         action, token, target = tag
         self.c_not_sent.inc()
-        self._journal(RecordType.NOT_SENT, ev.NOT_SENT.pack(action, target=target, token=token), time.time_ns(),
+        self._journal(RecordType.NOT_SENT, jr.NOT_SENT.pack(action, target=target, token=token), time.time_ns(),
                       reserve=True)
-        order = self.book.not_sent(action, token, target)
+        order = self.orders.not_sent(action, token, target)
         log.warning("%s for %r never left (the session could not take it)%s", name_of(Action, action), token,
                     ": rejected back" if action != Action.CANCEL else ": the cancel is owed")
         if order is not None and action != Action.CANCEL and order.symbol_id >= 0:
@@ -621,24 +621,24 @@ class OmsAgent(Agent):
         if not self.session.logged_in:
             self._reject_locally(approved, OmsReason.SESSION_DOWN)
             return
-        for order in self.book.open_orders_list():
+        for order in self.orders.open_orders_list():
             if order.strategy_id == strategy and (sid == ALL_SYMBOLS or order.symbol_id == sid) \
                     and 0 not in order.requests:
                 self._send_cancel(order, 0, SendReason.STRATEGY, now_mono, 0, _hop_times(approved))
 
     # ------------------------------------------------------------------ cancel everything (kill, gate)
 
-    def _owe(self, control: ev.CONTROL.view, why: str, now_mono: int) -> None:
+    def _owe(self, control: jr.CONTROL.view, why: str, now_mono: int) -> None:
         """A kill or cancel-all gate close, already journaled: the orders it covers owe a cancel."""
-        owed = apply_control(self.book, control)
-        if owed or self.book.cancel_owed:
+        owed = apply_control(self.orders, control)
+        if owed or self.orders.cancel_owed:
             self._cancel_all_why = why
             self._discharge_cancels(now_mono)
 
     def _discharge_cancels(self, now_mono: int) -> int:
         """Send a cancel to every order that owes one and has none outstanding (when logged in).
         The first pass after a kill is the cancel-all: journaled, counted, logged."""
-        owed = self.book.cancel_owed
+        owed = self.orders.cancel_owed
         if not owed:
             return 0
         if not self.session.logged_in:
@@ -669,7 +669,7 @@ class OmsAgent(Agent):
             self.control.set("oms_cancel_all_epoch", epoch)
             self.c_cancel_all.inc()
             self.c_cancel_all_orders.add(sent)
-            self._journal(RecordType.CONTROL, ev.CONTROL.pack(ControlKind.CANCEL_ALL, self._last_gate_epoch, sent,
+            self._journal(RecordType.CONTROL, jr.CONTROL.pack(ControlKind.CANCEL_ALL, self._last_gate_epoch, sent,
                                                               epoch, detail=why.encode()[:16], t_ns=time.time_ns()),
                           time.time_ns(), reserve=True)
             log.warning("cancel-all (%s): %d open orders asked to cancel (epoch %d)%s", why, sent, epoch,
@@ -696,14 +696,14 @@ class OmsAgent(Agent):
             self.c_control_events.inc()
             if kind == ControlEventKind.KILL_SYMBOL:        # journaled by name: the layout's ids may change
                 detail = self.stocks[value].rstrip() if 0 <= value < self._n_symbols else b"?"
-            payload = ev.CONTROL.pack(kind, event.state, value, 0, event.operator, detail, event.t_ns)
+            payload = jr.CONTROL.pack(kind, event.state, value, 0, event.operator, detail, event.t_ns)
             self._journal(RecordType.CONTROL, payload, time.time_ns(), reserve=True)
             if kind == ControlEventKind.KILL:
                 self._refuse_approved_before(ALL_SYMBOLS)
-                self._owe(ev.CONTROL.parse(payload), "kill", time.monotonic_ns())
+                self._owe(jr.CONTROL.parse(payload), "kill", time.monotonic_ns())
             elif kind == ControlEventKind.KILL_SYMBOL:
                 self._refuse_approved_before(value)
-                self._owe(ev.CONTROL.parse(payload), f"kill {ev.text(detail)}", time.monotonic_ns())
+                self._owe(jr.CONTROL.parse(payload), f"kill {jr.text(detail)}", time.monotonic_ns())
             elif kind == ControlEventKind.SNAPSHOT_REQUEST:
                 self._snapshot_pending = True
         return done
@@ -711,11 +711,11 @@ class OmsAgent(Agent):
     def _answer_snapshot(self) -> bool:
         """A RiskSnapshot POSITION per symbol, ORDER per open order, then END, all on exec_to_risk
         (in order with the reports), or nothing while the ring has no room for all of them."""
-        open_orders = self.book.open_orders_list()
+        open_orders = self.orders.open_orders_list()
         ring = self.to_risk
         if ring.capacity - ring.depth() < len(self.symbols) + len(open_orders) + 1:
             return False                                # wait for risk to drain the ring
-        positions = self.book.positions
+        positions = self.orders.positions
         now_ns = time.time_ns()
         pack, buffer, dropped = RISK_SNAPSHOT.pack_into, ring.buffer, self.c_dropped_risk
         records = [(0, 0, 0, sid, SnapshotKind.POSITION, 0, 0, 0, 0, positions.position[sid],
@@ -749,7 +749,7 @@ class OmsAgent(Agent):
         if ready != self.gate.session_ready:
             self.gate.session_ready = ready
             work += 1
-        if self.book.cancel_owed:
+        if self.orders.cancel_owed:
             work += self._discharge_cancels(now_mono)
         if not self.ready:
             work += self._recovery_progress(now_mono, ready)
@@ -776,26 +776,26 @@ class OmsAgent(Agent):
     def _recovery_progress(self, now_mono: int, session_ready: bool) -> int:
         if not session_ready or self.journal.failed or self.gate.sequence_gap:
             return 0
-        book = self.book
+        orders = self.orders
         if not self._unacked_clock_started:
             self._unacked_clock_started = True
             deadline = now_mono + self.unacked_timeout_ns
-            for order in book.in_flight:
+            for order in orders.in_flight:
                 order.deadline_ns = deadline
-            if book.in_flight:
+            if orders.in_flight:
                 log.warning("%d orders journaled as sent are unacknowledged after the replay: cancelled by token "
-                            "unless answered within %d ms", len(book.in_flight), self.config.unacked_timeout_ms)
-        if any(o.state in OPEN_STATES and (not o.acked or o.requests) for o in book.in_flight):
+                            "unless answered within %d ms", len(orders.in_flight), self.config.unacked_timeout_ms)
+        if any(o.state in OPEN_STATES and (not o.acked or o.requests) for o in orders.in_flight):
             return 0
         self.ready = True
         self.gate.recovered = True
         elapsed = now_mono - self._started_mono
         self.c_recovery_ns.set(elapsed)
-        self._journal(RecordType.SESSION, ev.SESSION.pack(SessionEvent.RECOVERED,
+        self._journal(RecordType.SESSION, jr.SESSION.pack(SessionEvent.RECOVERED,
                                                           session=self.session.client.session.encode(),
                                                           sequence=self.session.client.next_sequence_number),
                       time.time_ns(), reserve=True)
-        log.info("recovered in %.3f s: %d open orders, ready for new orders", elapsed / 1e9, book.open_orders)
+        log.info("recovered in %.3f s: %d open orders, ready for new orders", elapsed / 1e9, orders.open_orders)
         return 1
 
     def _watch_gate(self, now_mono: int) -> int:
@@ -803,9 +803,9 @@ class OmsAgent(Agent):
         if epoch == self._last_gate_epoch:
             return 0
         self._last_gate_epoch = epoch
-        payload = ev.CONTROL.pack(ControlKind.GATE_CHANGED, gate_open, reasons, epoch, t_ns=time.time_ns())
+        payload = jr.CONTROL.pack(ControlKind.GATE_CHANGED, gate_open, reasons, epoch, t_ns=time.time_ns())
         self._journal(RecordType.CONTROL, payload, time.time_ns(), reserve=True)
-        self._owe(ev.CONTROL.parse(payload), "gate", now_mono)
+        self._owe(jr.CONTROL.parse(payload), "gate", now_mono)
         return 1
 
     def _record_clock(self, now_mono: int) -> int:
@@ -814,13 +814,13 @@ class OmsAgent(Agent):
         state, offset, maxerror = self.gate.clock_words()
         self._last_clock_state = state
         self._next_clock_record_ns = now_mono + CLOCK_RECORD_NS
-        self._journal(RecordType.CONTROL, ev.CONTROL.pack(ControlEventKind.CLOCK, state, offset, maxerror,
+        self._journal(RecordType.CONTROL, jr.CONTROL.pack(ControlEventKind.CLOCK, state, offset, maxerror,
                                                           detail=name_of(ClockState, state).encode()[:16],
                                                           t_ns=time.time_ns()), time.time_ns(), reserve=True)
         return 1
 
     def _in_flight_timeouts(self, now_mono: int) -> int:
-        expired = self.book.expired(now_mono)
+        expired = self.orders.expired(now_mono)
         if not expired:
             return 0
         why = SendReason.TIMEOUT_QUERY if self.ready else SendReason.RECOVERY
@@ -872,7 +872,7 @@ class OmsAgent(Agent):
         self._publish_open_orders()
 
     def _publish_position(self, sid: int, now_ns: int) -> None:
-        p = self.book.positions
+        p = self.orders.positions
         self.positions_table.publish(sid, p.position[sid], p.cost_basis[sid], p.realized_pnl[sid], p.orders_sent[sid],
                                      p.fills[sid], p.filled_shares[sid], p.rejects[sid], p.open_orders[sid], now_ns)
 
@@ -885,7 +885,7 @@ class OmsAgent(Agent):
             self.control.set("oms_ready", ready)
 
     def _publish_open_orders(self) -> None:
-        count = self.book.open_orders
+        count = self.orders.open_orders
         if count != self._open_orders_published:
             self._open_orders_published = count
             self.control.set("oms_open_orders", count)
@@ -939,11 +939,11 @@ class OmsAgent(Agent):
         self.c_journal_failed.set(0)
 
     def _publish_counters(self) -> None:
-        book, session, journal = self.book, self.session, self.journal
-        self.c_venue_bad.set(book.bad_messages)
-        self.c_unknown_tokens.set(book.unknown_tokens)
-        self.c_illegal.set(book.illegal_transitions)
-        self.c_duplicate_fills.set(book.duplicate_fills)
+        orders, session, journal = self.orders, self.session, self.journal
+        self.c_venue_bad.set(orders.bad_messages)
+        self.c_unknown_tokens.set(orders.unknown_tokens)
+        self.c_illegal.set(orders.illegal_transitions)
+        self.c_duplicate_fills.set(orders.duplicate_fills)
         self.c_connects.set(session.connects)
         self.c_logins.set(session.logins)
         self.c_login_rejects.set(session.login_rejects)
