@@ -30,11 +30,11 @@ from appliance.oms.journal_records import ControlKind, RecordType, SendReason, S
 from appliance.oms.journal_format import JournalRecord
 from appliance.wire import ouch
 from appliance.wire.errors import WireFormatError
+from appliance.wire.venue_time import epoch_of_stamp
 
 COLUMNS = ("time", "time_ns", "sequence", "record", "event", "strategy_id", "client_order_id",
            "orig_client_order_id", "token", "orig_token", "symbol", "side", "price", "shares", "order_ref",
            "match_number", "reason", "venue_sequence", "venue_time", "detail")
-NS_PER_DAY = 86_400 * 1_000_000_000
 _OUCH_EVENTS = {"A": "ACCEPTED", "U": "REPLACED", "C": "CANCELED", "E": "EXECUTED", "J": "REJECTED",
                 "B": "BROKEN", "P": "CANCEL_PENDING", "I": "CANCEL_REJECT", "S": "SYSTEM_EVENT"}
 _SENT_EVENTS = {Action.NEW: "SENT_NEW", Action.REPLACE: "SENT_REPLACE", Action.CANCEL: "SENT_CANCEL"}
@@ -148,10 +148,7 @@ class AuditTrail:
         fields = ouch.decode_outbound(journaled.message)
         kind = fields["type"]
         row["event"] = _OUCH_EVENTS.get(kind, kind)
-        midnight = record.timestamp_ns - record.timestamp_ns % NS_PER_DAY
-        venue_ns = midnight + fields["timestamp"]
-        if venue_ns > record.timestamp_ns + 3_600_000_000_000:
-            venue_ns -= NS_PER_DAY
+        venue_ns = epoch_of_stamp(fields["timestamp"], record.timestamp_ns)
         row["venue_time"] = iso_ns(venue_ns)
         if kind == "S":
             row["detail"] = fields["event_code"]

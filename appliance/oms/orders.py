@@ -42,10 +42,10 @@ import logging
 from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, Action, ExecEvent, OmsReason, RejectSource
 from appliance.oms.positions import PositionLedger
 from appliance.wire import ouch
+from appliance.wire.venue_time import NS_PER_DAY, epoch_of_stamp
 
 log = logging.getLogger("appliance.oms.orders")
 
-NS_PER_DAY = 86_400 * 1_000_000_000
 REJECT_REASON_NO_SUCH_ORDER = ord("I")      # reason byte reported when a Cancel Reject kills an order
 CANCEL_REASON_USER = ord("U")
 CANCEL_REASON_SESSION_LOST = ord("S")       # reported when the venue's session ended with the order in it
@@ -317,10 +317,7 @@ class OrderRegistry:
             return 0
         values = layout.unpack_from(message, 0)
         if values[1] < NS_PER_DAY:
-            midnight = t_rx_ns - t_rx_ns % NS_PER_DAY
-            t_exchange_ns = midnight + values[1]
-            if t_exchange_ns > t_rx_ns + 3_600_000_000_000:  # stamped before midnight, received after
-                t_exchange_ns -= NS_PER_DAY
+            t_exchange_ns = epoch_of_stamp(values[1], t_rx_ns)
         else:                                                 # not ns since midnight: the message still
             t_exchange_ns = t_rx_ns                           # counts (a fill must reach the position)
         self._handlers[message[0]](values, t_exchange_ns)

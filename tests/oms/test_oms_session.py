@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.oms.session import NS_PER_DAY, VenueSession
+from appliance.oms.session import VenueSession
+from appliance.wire.venue_time import NS_PER_DAY
 from appliance.wire import ouch
 
 DAY = 20_000 * NS_PER_DAY              # some UTC midnight, as epoch ns
