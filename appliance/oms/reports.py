@@ -11,9 +11,8 @@ from __future__ import annotations
 import time
 
 from appliance.messages.catalog import EXECUTION_REPORT, RISK_SNAPSHOT
-from appliance.messages.codes import ExecEvent, SnapshotKind
+from appliance.messages.codes import ALL_SYMBOLS, ExecEvent, SnapshotKind
 
-NO_SYMBOL = 0xFFFFFFFF
 _U32 = 0xFFFFFFFF
 
 
@@ -43,7 +42,7 @@ class ExecutionReports:
              reason: int = 0, source: int = 0, leaves_shares: int = 0, t_exchange_ns: int = 0,
              t_oms_rx_ns: int = 0) -> None:
         """One ExecutionReport to the strategy and to risk (zeros for the position of a symbol the
-        layout does not list, whose id goes out as NO_SYMBOL when negative)."""
+        layout does not list, whose id goes out as ALL_SYMBOLS when negative)."""
         if 0 <= symbol_id < self.n_symbols:
             positions = self.positions
             position, cost, realized = (positions.position[symbol_id], positions.cost_basis[symbol_id],
@@ -80,7 +79,7 @@ class ExecutionReports:
         records += [(order.client_order_id, order.orig_client_order_id, order.strategy_id, order.symbol_id & _U32,
                      SnapshotKind.ORDER, order.side, 0, max(0, order.leaves), order.price, 0, 0, 0, now_ns)
                     for order in open_orders]
-        records.append((0, 0, 0, NO_SYMBOL, SnapshotKind.END, 0, 0, 0, 0, 0, 0, 0, now_ns))
+        records.append((0, 0, 0, ALL_SYMBOLS, SnapshotKind.END, 0, 0, 0, 0, 0, 0, 0, now_ns))
         for values in records:
             offset = ring.claim()
             if offset < 0:
