@@ -50,6 +50,23 @@ REJECT_REASON_NO_SUCH_ORDER = ord("I")      # reason byte reported when a Cancel
 CANCEL_REASON_USER = ord("U")
 CANCEL_REASON_SESSION_LOST = ord("S")       # reported when the venue's session ended with the order in it
 
+# Where the fields the registry reads sit in an outbound OUCH message's unpacked tuple, from the
+# codec's schema. Accepted and Replaced carry the order's fields at the same places (checked here).
+_STAMP = ouch.OUTBOUND_HEADER.index_of["timestamp"]
+_TOKEN = len(ouch.OUTBOUND_HEADER.fields)                # every outbound message but System Event starts with a token
+assert all(layout.fields[_TOKEN].size == ouch.TOKEN_SIZE for layout in ouch.OUTBOUND.layouts if layout is not ouch.SYSTEM_EVENT)
+_EVENT_CODE = ouch.SYSTEM_EVENT.index_of["event_code"]
+_SIDE, _SHARES, _STOCK, _PRICE, _TIF, _REF = (ouch.ACCEPTED.index_of[name] for name in (
+    "buy_sell_indicator", "shares", "stock", "price", "time_in_force", "order_reference_number"))
+assert all(ouch.REPLACED.index_of[name] == ouch.ACCEPTED.index_of[name] for name in (
+    "buy_sell_indicator", "shares", "stock", "price", "time_in_force", "order_reference_number"))
+_PREVIOUS_TOKEN = ouch.REPLACED.index_of["previous_order_token"]
+_DECREMENT, _CANCEL_REASON = ouch.CANCELED.index_of["decrement_shares"], ouch.CANCELED.index_of["reason"]
+_EXEC_SHARES, _EXEC_PRICE, _EXEC_MATCH = (ouch.EXECUTED.index_of[name] for name in (
+    "executed_shares", "execution_price", "match_number"))
+_REJECT_REASON = ouch.REJECTED.index_of["reason"]
+_BROKEN_MATCH, _BROKEN_REASON = ouch.BROKEN_TRADE.index_of["match_number"], ouch.BROKEN_TRADE.index_of["reason"]
+
 
 class OrderState(enum.IntEnum):
     PENDING_NEW = 1
@@ -316,8 +333,8 @@ class OrderRegistry:
             self.bad_messages += 1
             return 0
         values = layout.unpack_from(message, 0)
-        if values[1] < NS_PER_DAY:
-            t_exchange_ns = epoch_of_stamp(values[1], t_rx_ns)
+        if values[_STAMP] < NS_PER_DAY:
+            t_exchange_ns = epoch_of_stamp(values[_STAMP], t_rx_ns)
         else:                                                 # not ns since midnight: the message still
             t_exchange_ns = t_rx_ns                           # counts (a fill must reach the position)
         self._handlers[message[0]](values, t_exchange_ns)
@@ -337,12 +354,10 @@ class OrderRegistry:
             self.report(event, order, shares, price, match, reason, source, t_exchange_ns)
 
     def _system_event(self, values, t_exchange_ns: int) -> None:
-        self.system_events.append(values[2].decode("latin-1"))
+        self.system_events.append(values[_EVENT_CODE].decode("latin-1"))
 
     def _accepted(self, values, t_exchange_ns: int) -> None:
-        # type, timestamp, token, side, shares, stock, price, tif, firm, display, ref, capacity, ise, minq, cross,
-        # state, bbo
-        token = values[2]
+        token = values[_TOKEN]
         order = self.by_token.get(token)
         if order is None:
             order = self._orphan(token, values)
@@ -356,9 +371,9 @@ class OrderRegistry:
             self._illegal(order, transition)
             return
         order.acked = True
-        order.order_ref = values[10]
-        order.shares = values[4]
-        order.leaves = max(0, values[4] - order.executed - order.canceled)   # fills may have come first
+        order.order_ref = values[_REF]
+        order.shares = values[_SHARES]
+        order.leaves = max(0, values[_SHARES] - order.executed - order.canceled)   # fills may have come first
         if order.state is S.PENDING_NEW:
             self._set_state(order, S.LIVE)
         self._answered(order)
@@ -369,12 +384,12 @@ class OrderRegistry:
         self.unknown_tokens += 1
         self.orphans += 1
         log.error("Accepted for unknown token %r: adopted as an orphan order", token)
-        symbol = values[5]
+        symbol = values[_STOCK]
         return self.add_new(token, ORPHAN_CLIENT_ID_BASE + self.orphans, 0, self.symbol_id(symbol), symbol,
-                            values[3][0], values[4], values[6], values[7])
+                            values[_SIDE][0], values[_SHARES], values[_PRICE], values[_TIF])
 
     def _replaced(self, values, t_exchange_ns: int) -> None:
-        token, previous = values[2], values[16]
+        token, previous = values[_TOKEN], values[_PREVIOUS_TOKEN]
         order = self.by_token.get(token)
         old = self.by_token.get(previous)
         if order is None:
@@ -382,8 +397,8 @@ class OrderRegistry:
                 self.unknown_tokens += 1
                 return
             self.orphans += 1
-            order = self.add_replacement(old, token, ORPHAN_CLIENT_ID_BASE + self.orphans, values[4], values[6],
-                                         values[7])
+            order = self.add_replacement(old, token, ORPHAN_CLIENT_ID_BASE + self.orphans, values[_SHARES],
+                                         values[_PRICE], values[_TIF])
         if old is not None:
             if (old.state, E.REPLACE_DONE) in LEGAL:
                 if order in old.requests:
@@ -396,7 +411,7 @@ class OrderRegistry:
         self._acknowledge(order, E.REPLACE_ACK, ExecEvent.REPLACED, values, t_exchange_ns)
 
     def _canceled(self, values, t_exchange_ns: int) -> None:
-        token, decrement, reason = values[2], values[3], values[4][0]
+        token, decrement, reason = values[_TOKEN], values[_DECREMENT], values[_CANCEL_REASON][0]
         order = self._known(token)
         if order is None:
             return
@@ -422,7 +437,7 @@ class OrderRegistry:
         self._emit(ExecEvent.CANCELED, order, decrement, order.price, reason=reason, t_exchange_ns=t_exchange_ns)
 
     def _executed(self, values, t_exchange_ns: int) -> None:
-        token, shares, price, match = values[2], values[3], values[4], values[6]
+        token, shares, price, match = values[_TOKEN], values[_EXEC_SHARES], values[_EXEC_PRICE], values[_EXEC_MATCH]
         order = self._known(token)
         if order is None:
             return
@@ -459,7 +474,7 @@ class OrderRegistry:
             self._changed(sid)
 
     def _rejected(self, values, t_exchange_ns: int) -> None:
-        token, reason = values[2], values[3][0]
+        token, reason = values[_TOKEN], values[_REJECT_REASON][0]
         order = self._known(token)
         if order is None:
             return
@@ -484,7 +499,7 @@ class OrderRegistry:
                    t_exchange_ns=t_exchange_ns)
 
     def _broken(self, values, t_exchange_ns: int) -> None:
-        token, match = values[2], values[3]
+        token, match = values[_TOKEN], values[_BROKEN_MATCH]
         order = self._known(token)
         if order is None:
             return
@@ -505,16 +520,16 @@ class OrderRegistry:
             p.fills[sid] -= 1
             p.filled_shares[sid] -= shares
             self._changed(sid)
-        self._emit(ExecEvent.BROKEN, order, shares, price, match=match, reason=values[4][0],
+        self._emit(ExecEvent.BROKEN, order, shares, price, match=match, reason=values[_BROKEN_REASON][0],
                    t_exchange_ns=t_exchange_ns)
 
     def _cancel_pending(self, values, t_exchange_ns: int) -> None:
-        order = self._known(values[2])
+        order = self._known(values[_TOKEN])
         if order is not None and (order.state, E.CANCEL_PENDING) not in LEGAL:
             self._illegal(order, E.CANCEL_PENDING)
 
     def _cancel_reject(self, values, t_exchange_ns: int) -> None:
-        order = self._known(values[2])
+        order = self._known(values[_TOKEN])
         if order is None:
             return
         if (order.state, E.CANCEL_REJECT) not in LEGAL:
