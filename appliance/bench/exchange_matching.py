@@ -45,13 +45,12 @@ target, and a constant reference line for liquibook (C++), a published figure th
 """
 from __future__ import annotations
 
-import gc
 import random
 import time
 from array import array
 
 from appliance.bench.timing import percentile as _percentile
-from appliance.bench.timing import timer_overhead_ns
+from appliance.bench.timing import gc_paused, timer_overhead_ns
 from appliance.wire.ouch import MARKET_PRICE
 
 SEED = 42
@@ -143,15 +142,6 @@ def latency_summary(latencies, kinds: bytes, overhead: int) -> dict:
     return out
 
 
-def _timed_pass(run_once) -> int:
-    gc.collect()
-    gc.disable()
-    try:
-        return run_once()
-    finally:
-        gc.enable()
-
-
 # ---------------------------------------------------------------------------
 # our engine
 # ---------------------------------------------------------------------------
@@ -205,7 +195,7 @@ def run_ours(flow: list[tuple], symbols: list[str], *, per_op: bool = False) -> 
             i += 1
         return pc() - started
 
-    elapsed = _timed_pass(each if per_op else batch)
+    elapsed = gc_paused(each if per_op else batch)
     return {
         "elapsed_ns": elapsed,
         "latencies": latencies,
@@ -317,7 +307,7 @@ def run_peer(flow: list[tuple], symbols: list[str], *, per_op: bool = False, see
 
     logger.disable("order_matching")
     try:
-        elapsed = _timed_pass(each if per_op else batch)
+        elapsed = gc_paused(each if per_op else batch)
     finally:
         logger.enable("order_matching")
     return {"elapsed_ns": elapsed, "latencies": latencies, "trades": trades if per_op else None,

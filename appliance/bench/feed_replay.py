@@ -32,7 +32,6 @@ books of the all-symbols pass (the filter changes no book).
 """
 from __future__ import annotations
 
-import gc
 import hashlib
 import inspect
 import json
@@ -42,6 +41,7 @@ import time
 from pathlib import Path
 
 from appliance.bench.feed_live import bench_workdir, feed_layout
+from appliance.bench.timing import timed
 
 SEED = 20_240_605
 SYMBOLS = 100
@@ -119,18 +119,6 @@ def directory_symbols(data, count: int) -> list[str]:
 # replay
 # ---------------------------------------------------------------------------
 
-def _timed(fn):
-    gc.collect()
-    gc.disable()
-    try:
-        started = time.perf_counter()
-        value = fn()
-        elapsed = time.perf_counter() - started
-    finally:
-        gc.enable()
-    return value, elapsed
-
-
 def _books_pass(data, end: int, symbols: list[str]):
     """Scanner with the BookSet's locate filter + ``apply`` on every passing message: (result, books)."""
     from appliance.feed.books import BookSet
@@ -147,7 +135,7 @@ def _books_pass(data, end: int, symbols: list[str]):
             if apply(raw) >= 0:
                 updates += 1
         return updates
-    updates, elapsed = _timed(walk)
+    updates, elapsed = timed(walk)
     walked = scanner.decoded + scanner.filtered_out + scanner.malformed
     result = {"messages": walked, "seconds": elapsed, "msgs_per_s": walked / elapsed,
               "ns_per_msg": elapsed * 1e9 / walked,
@@ -221,7 +209,7 @@ def _publish_pass(data, end: int, symbols: list[str]) -> dict:
                         while peek() >= 0:
                             release()
             return published
-        published, elapsed = _timed(walk)
+        published, elapsed = timed(walk)
         walked = scanner.decoded + scanner.filtered_out + scanner.malformed
         result = {"messages": walked, "seconds": elapsed, "msgs_per_s": walked / elapsed,
                   "ns_per_msg": elapsed * 1e9 / walked, "malformed": scanner.malformed,
@@ -246,7 +234,7 @@ def _decode_pass(data, end: int, locates=None) -> dict:
         for _raw in scanner.scan(data, 0, end):
             n += 1
         return n
-    returned, elapsed = _timed(walk)
+    returned, elapsed = timed(walk)
     walked = scanner.decoded + scanner.filtered_out + scanner.malformed
     return {"messages": walked, "returned": returned, "seconds": elapsed, "msgs_per_s": walked / elapsed,
             "ns_per_msg": elapsed * 1e9 / walked, "malformed": scanner.malformed,

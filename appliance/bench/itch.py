@@ -20,7 +20,6 @@ agents run), for every contender alike.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ import tempfile
 import time
 
 from appliance.command_io.arguments import positive_int
+from appliance.bench.timing import timed
 
 SYMBOL_COUNT = 2000
 SUBSCRIBE_ONE_IN = 20
@@ -163,18 +163,6 @@ def _remove(refs, locs, qty, pxs, i):
 
 # ---------------------------------------------------------------- measurements
 
-def _timed(fn):
-    gc.collect()
-    gc.disable()
-    try:
-        started = time.perf_counter()
-        count = fn()
-        elapsed = time.perf_counter() - started
-    finally:
-        gc.enable()
-    return count, elapsed
-
-
 def _measure_scanner(data: bytes, subscribed, use_c: bool, limit_bytes: int | None = None):
     from appliance.wire.itch import BlockScanner
 
@@ -186,7 +174,7 @@ def _measure_scanner(data: bytes, subscribed, use_c: bool, limit_bytes: int | No
         for _raw in scanner.scan(data, 0, end):
             n += 1
         return n
-    returned, elapsed = _timed(walk)
+    returned, elapsed = timed(walk)
     walked = scanner.decoded + scanner.filtered_out + scanner.malformed
     return walked, returned, elapsed, scanner
 
@@ -213,7 +201,7 @@ def _measure_itchfeed(data: bytes):
         for _message in parser.parse_stream(data):
             n += 1
         return n
-    count, elapsed = _timed(walk)
+    count, elapsed = timed(walk)
     return count, elapsed, getattr(itchfeed_pkg, "USING_CPP_BACKEND", False), getattr(itchfeed_pkg, "__version__", "?")
 
 

@@ -39,14 +39,13 @@ The target is p50 <= 2,000 ns for every check.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import random
 import time
 from array import array
 
-from appliance.bench.timing import machine_info, timer_overhead_ns
+from appliance.bench.timing import gc_paused, machine_info, timer_overhead_ns
 from appliance.bench.timing import percentile as _percentile
 from appliance.command_io.arguments import bounded, positive_int
 
@@ -357,15 +356,6 @@ def latency_summary(latencies, overhead: int) -> dict:
     return out
 
 
-def _timed(run_once):
-    gc.collect()
-    gc.disable()
-    try:
-        return run_once()
-    finally:
-        gc.enable()
-
-
 def _per_order_pass(check, flow: list[tuple], now: int, latencies, decisions, requote=None) -> None:
     """Each order timed alone; ``requote(i)`` (untimed) changes the order's book just before it."""
     pc = time.perf_counter_ns
@@ -387,7 +377,7 @@ def _best_latencies(check, flow, now, repeat: int, overhead: int, requote=None) 
     decisions = bytearray(len(flow))
     for _ in range(repeat):
         latencies = array("q", bytes(8 * len(flow)))
-        _timed(lambda: _per_order_pass(check, flow, now, latencies, decisions, requote))
+        gc_paused(lambda: _per_order_pass(check, flow, now, latencies, decisions, requote))
         summary = latency_summary(latencies, overhead)
         if best is None or summary["p50_ns"] < best["p50_ns"]:
             best = summary
@@ -406,8 +396,8 @@ def measure_ours(bench: BenchState, flow: list[tuple], repeat: int, overhead: in
             check(action, cid, orig, sid, side, shares, price, tif, now)
         return pc() - t0
 
-    _timed(batch)                                   # warm-up pass
-    best = min(_timed(batch) for _ in range(repeat))
+    gc_paused(batch)                                   # warm-up pass
+    best = min(gc_paused(batch) for _ in range(repeat))
     latencies, decisions = _best_latencies(check, flow, now, repeat, overhead)
     result = {"orders": n, "seconds": best / 1e9, "orders_per_s": n / (best / 1e9), "mean_ns": best / n,
               **latencies, "timer_overhead_ns": overhead, "approved": n - sum(1 for d in decisions if d)}
@@ -454,7 +444,7 @@ def measure_decide(bench: BenchState, flow: list[tuple], overhead: int) -> dict:
             i += 1
         return 0
 
-    _timed(each)
+    gc_paused(each)
     return {"orders": len(prefix), **latency_summary(latencies, overhead),
             "note": "check + record (open order, rate window, duplicate filters) of each approved order"}
 
@@ -485,11 +475,11 @@ def measure_peer(bench: BenchState, flow: list[tuple], repeat: int, overhead: in
             i += 1
         return 0
 
-    best = min(_timed(batch) for _ in range(repeat))
+    best = min(gc_paused(batch) for _ in range(repeat))
     summary = None
     for _ in range(repeat):                          # the same best-of-repeat as ours
         latencies = array("q", bytes(8 * len(orders)))
-        _timed(lambda: each(latencies))
+        gc_paused(lambda: each(latencies))
         candidate = latency_summary(latencies, overhead)
         if summary is None or candidate["p50_ns"] < summary["p50_ns"]:
             summary = candidate

@@ -25,6 +25,26 @@ def timer_overhead_ns(samples: int = 200_000) -> int:
     return sorted(latencies)[samples // 2]
 
 
+def gc_paused(run):
+    """``run()`` with the collector emptied first and off meanwhile: a timed pass is not charged for a
+    collection that garbage from before it would have caused."""
+    gc.collect()
+    gc.disable()
+    try:
+        return run()
+    finally:
+        gc.enable()
+
+
+def timed(run) -> tuple:
+    """``(run(), seconds)`` of one pass, the collector paused (``gc_paused``)."""
+    def clocked():
+        started = time.perf_counter()
+        value = run()
+        return value, time.perf_counter() - started
+    return gc_paused(clocked)
+
+
 def percentile(ordered, q: float) -> int:
     """Nearest-rank percentile (``q`` in 0..1) of an already sorted, non-empty sequence."""
     n = len(ordered)
