@@ -15,7 +15,6 @@ This module holds the command: its options, the run of both parts, the table and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from appliance.bench.exchange_load import DEFAULT_RATES, background_rates, measure_feeds
@@ -23,7 +22,7 @@ from appliance.bench.exchange_matching import (
     KIND_NAMES, LIQUIBOOK_NOTE, LIQUIBOOK_OPS_PER_S, PEER_NAME, SEED, TARGET_OPS_PER_S, measure_matching,
 )
 from appliance.bench.table import fmt, one_line
-from appliance.bench.timing import machine_info
+from appliance.bench.timing import publish
 from appliance.command_io.arguments import bounded, positive_int
 
 
@@ -71,13 +70,7 @@ def run(args: argparse.Namespace) -> int:
         results["feed"] = feed
         if feed_errors:
             errors["feed"] = "; ".join(feed_errors)
-    report = {"benchmark": "exchange", "machine": machine_info(), "results": results, "peers": peers,
-              "ratios": ratios, "errors": errors}
-    if args.json:
-        print(json.dumps(report))
-    else:
-        _print_table(report)
-    return 1 if errors else 0
+    return publish("exchange", results, errors, args.json, _print_table, peers=peers, ratios=ratios)
 
 
 def _print_table(report: dict) -> None:

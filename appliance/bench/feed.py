@@ -16,7 +16,6 @@ This module holds the command: its options, the run of both parts and the ``--js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 from pathlib import Path
@@ -28,6 +27,7 @@ from appliance.bench.feed_replay import (
 )
 from appliance.bench.feed_report import print_table
 from appliance.bench.timing import machine_info as base_machine_info
+from appliance.bench.timing import publish
 from appliance.command_io.arguments import UsageError, bounded, positive_int
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,12 +111,6 @@ def run(args: argparse.Namespace) -> int:
                 errors["live"] = "; ".join(l_errors)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    report = {"benchmark": "feed", "machine": machine, "results": results, "peers": peers, "ratios": ratios,
-              "targets": {"replay_msgs_per_s": TARGET_REPLAY_MSGS_PER_S,
-                          "rx_to_ring_p50_ns": TARGET_RX_TO_RING_P50_NS},
-              "errors": errors}
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print_table(report)
-    return 1 if errors else 0
+    return publish("feed", results, errors, args.json, print_table, machine=machine, peers=peers, ratios=ratios,
+                   targets={"replay_msgs_per_s": TARGET_REPLAY_MSGS_PER_S,
+                            "rx_to_ring_p50_ns": TARGET_RX_TO_RING_P50_NS})

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import shutil
 import tempfile
@@ -180,7 +179,7 @@ def measure(records: int, per_event_records: int, recovery_records: int, group_c
 
 
 def run(args: argparse.Namespace) -> int:
-    from appliance.bench.timing import machine_info
+    from appliance.bench.timing import publish
     errors: dict[str, str] = {}
     results: dict = {}
     try:
@@ -188,12 +187,7 @@ def run(args: argparse.Namespace) -> int:
                                      args.group_commit_us, args.directory)
     except Exception as exc:            # noqa: BLE001 - reported, exit status 1
         errors["journal"] = f"{type(exc).__name__}: {exc}"
-    report = {"benchmark": "journal", "machine": machine_info(), "results": results, "errors": errors}
-    if getattr(args, "json", False):
-        print(json.dumps(report))
-    else:
-        _print_table(report)
-    return 1 if errors else 0
+    return publish("journal", results, errors, getattr(args, "json", False), _print_table)
 
 
 def _print_table(report: dict) -> None:

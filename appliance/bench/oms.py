@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import shutil
 import socket
@@ -201,24 +200,15 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def machine_info() -> dict:
-    from appliance.bench.timing import machine_info as info
-    return info()
-
-
 def run(args: argparse.Namespace) -> int:
+    from appliance.bench.timing import publish
     errors: dict[str, str] = {}
     results: dict = {}
     try:
         results["oms"] = measure(args.orders, args.warmup, args.durability, args.timeout)
     except Exception as exc:            # noqa: BLE001 - reported, exit status 1
         errors["oms"] = f"{type(exc).__name__}: {exc}"
-    report = {"benchmark": "oms", "machine": machine_info(), "results": results, "errors": errors}
-    if getattr(args, "json", False):
-        print(json.dumps(report))
-    else:
-        _print_table(report)
-    return 1 if errors else 0
+    return publish("oms", results, errors, getattr(args, "json", False), _print_table)
 
 
 def _print_table(report: dict) -> None:

@@ -39,13 +39,12 @@ The target is p50 <= 2,000 ns for every check.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import time
 from array import array
 
-from appliance.bench.timing import gc_paused, machine_info, timer_overhead_ns
+from appliance.bench.timing import gc_paused, publish, timer_overhead_ns
 from appliance.bench.timing import percentile as _percentile
 from appliance.command_io.arguments import bounded, positive_int
 
@@ -537,13 +536,8 @@ def run(args: argparse.Namespace) -> int:
                "risk_check_moving_book": moving, "risk_decide": decide}
     references = {"python_risk_engine_published": {"mean_ns": REFERENCE_NS, "checks": 6, "measured": False,
                                                    "note": REFERENCE_NOTE}}
-    report = {"benchmark": "risk", "machine": machine_info(), "results": results, "peers": peers,
-              "ratios": ratios, "references": references, "errors": errors}
-    if args.json:
-        print(json.dumps(report))
-    else:
-        _print_table(report)
-    return 1 if errors else 0
+    return publish("risk", results, errors, args.json, _print_table, peers=peers, ratios=ratios,
+                   references=references)
 
 
 def _print_table(report: dict) -> None:

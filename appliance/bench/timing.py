@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import platform
@@ -64,3 +65,15 @@ def machine_info() -> dict:
         pass
     return {"cpu_model": model, "cpus_allowed": sorted(os.sched_getaffinity(0)), "kernel": platform.release(),
             "python": platform.python_version()}
+
+
+def publish(name: str, results: dict, errors: dict, as_json: bool, print_table, **sections) -> int:
+    """The one shape of every benchmark's report: ``{"benchmark", "machine", "results", <sections>,
+    "errors"}`` as one JSON line (``--json``) or ``print_table(report)``; exit status 1 if anything failed."""
+    report = {"benchmark": name, "machine": sections.pop("machine", None) or machine_info(), "results": results,
+              **sections, "errors": errors}
+    if as_json:
+        print(json.dumps(report))
+    else:
+        print_table(report)
+    return 1 if errors else 0
