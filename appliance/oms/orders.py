@@ -113,7 +113,10 @@ LEGAL: frozenset[tuple[OrderState, OrderEvent]] = frozenset(
     + [(s, E.BREAK) for s in (S.FILLED, S.CANCELED, S.REPLACED)])
 
 
-class VenueOrder:
+class TrackedOrder:
+    """One order as the OMS tracks it at the venue (the exchange's own is ``exchange.book.VenueOrder``):
+    its token, what was asked, the state machine's state and what the venue has said since."""
+
     __slots__ = ("token", "client_order_id", "orig_client_order_id", "strategy_id", "symbol_id", "symbol", "side",
                  "price", "shares", "tif", "state", "leaves", "executed", "canceled", "order_ref", "acked",
                  "replaces", "requests", "deadline_ns", "timeouts", "t_sent_ns")
@@ -136,8 +139,8 @@ class VenueOrder:
         self.canceled = 0
         self.order_ref = 0
         self.acked = False
-        self.replaces: VenueOrder | None = None # the order this one replaces
-        self.requests: list = []# outstanding: int (cancel target) or VenueOrder (replacement)
+        self.replaces: TrackedOrder | None = None # the order this one replaces
+        self.requests: list = []# outstanding: int (cancel target) or TrackedOrder (replacement)
         self.deadline_ns = 0                   # monotonic; 0 when nothing is outstanding
         self.timeouts = 0
         self.t_sent_ns = 0
@@ -151,7 +154,7 @@ class VenueOrder:
         return self.side == 66                 # 'B'; 'S', 'T' (short) and 'E' sell
 
     def __repr__(self) -> str:
-        return (f"VenueOrder({self.token!r}, client {self.client_order_id}, {self.state.name}, "
+        return (f"TrackedOrder({self.token!r}, client {self.client_order_id}, {self.state.name}, "
                 f"{chr(self.side)} {self.shares}@{self.price}, leaves {self.leaves})")
 
 
@@ -166,21 +169,21 @@ class OrderRegistry:
     def __init__(self, symbols: list[str], report=None, changed=None):
         self.symbols = list(symbols)
         self._symbol_id = {s.encode("ascii").ljust(8): i for i, s in enumerate(self.symbols)}
-        self.by_token: dict[bytes, VenueOrder] = {}
-        self.by_client: dict[int, VenueOrder] = {}
+        self.by_token: dict[bytes, TrackedOrder] = {}
+        self.by_client: dict[int, TrackedOrder] = {}
         self.positions = PositionLedger(len(self.symbols))
         self.report = report
         self.changed = changed
         self.open_orders = 0
-        self.in_flight: set[VenueOrder] = set()
-        self.fills_by_match: dict[int, tuple[VenueOrder, int, int]] = {}
+        self.in_flight: set[TrackedOrder] = set()
+        self.fills_by_match: dict[int, tuple[TrackedOrder, int, int]] = {}
         self.illegal_transitions = 0
         self.unknown_tokens = 0
         self.orphans = 0
         self.bad_messages = 0
         self.duplicate_fills = 0
         self.system_events: list[str] = []
-        self.cancel_owed: set[VenueOrder] = set()
+        self.cancel_owed: set[TrackedOrder] = set()
         self._handlers = {
             b"A"[0]: self._accepted, b"U"[0]: self._replaced, b"C"[0]: self._canceled, b"E"[0]: self._executed,
             b"J"[0]: self._rejected, b"B"[0]: self._broken, b"P"[0]: self._cancel_pending,
@@ -193,7 +196,7 @@ class OrderRegistry:
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _set_state(self, order: VenueOrder, state: OrderState) -> None:
+    def _set_state(self, order: TrackedOrder, state: OrderState) -> None:
         was_open = order.state in OPEN_STATES
         order.state = state
         now_open = state in OPEN_STATES
@@ -212,13 +215,13 @@ class OrderRegistry:
         if self.changed is not None and symbol_id >= 0:
             self.changed(symbol_id)
 
-    def _illegal(self, order: VenueOrder, event: OrderEvent) -> None:
+    def _illegal(self, order: TrackedOrder, event: OrderEvent) -> None:
         self.illegal_transitions += 1
         if self.illegal_transitions <= 100 or self.illegal_transitions % 1000 == 0:
             log.warning("illegal transition: %s in %s (%d so far)", event.name, order.state.name,
                         self.illegal_transitions)
 
-    def _settled_state(self, order: VenueOrder) -> OrderState:
+    def _settled_state(self, order: TrackedOrder) -> OrderState:
         """The state of an order with nothing outstanding, from its quantities."""
         if not order.acked:
             return S.PENDING_NEW
@@ -226,15 +229,15 @@ class OrderRegistry:
             return S.CANCELED if order.canceled else S.FILLED
         return S.PARTIALLY_FILLED if order.executed else S.LIVE
 
-    def _cancel_outstanding(self, order: VenueOrder) -> bool:
+    def _cancel_outstanding(self, order: TrackedOrder) -> bool:
         return any(type(r) is int for r in order.requests)
 
-    def _await(self, order: VenueOrder, now_ns: int, timeout_ns: int) -> None:
+    def _await(self, order: TrackedOrder, now_ns: int, timeout_ns: int) -> None:
         if not order.deadline_ns:
             order.deadline_ns = now_ns + timeout_ns
         self.in_flight.add(order)
 
-    def _answered(self, order: VenueOrder) -> None:
+    def _answered(self, order: TrackedOrder) -> None:
         """Something came back for ``order``: stop its in-flight clock when nothing is outstanding."""
         if order.acked and not order.requests:
             order.deadline_ns = 0
@@ -243,8 +246,8 @@ class OrderRegistry:
     # ------------------------------------------------------------------ what the OMS sends
 
     def add_new(self, token: bytes, client_order_id: int, strategy_id: int, symbol_id: int, symbol: bytes, side: int,
-                shares: int, price: int, tif: int, now_ns: int = 0, timeout_ns: int = 0) -> VenueOrder:
-        order = VenueOrder(token, client_order_id, strategy_id, symbol_id, symbol, side, shares, price, tif)
+                shares: int, price: int, tif: int, now_ns: int = 0, timeout_ns: int = 0) -> TrackedOrder:
+        order = TrackedOrder(token, client_order_id, strategy_id, symbol_id, symbol, side, shares, price, tif)
         order.t_sent_ns = now_ns
         self.by_token[token] = order
         if client_order_id:
@@ -258,8 +261,8 @@ class OrderRegistry:
         self._await(order, now_ns, timeout_ns)
         return order
 
-    def add_replacement(self, old: VenueOrder, token: bytes, client_order_id: int, shares: int, price: int, tif: int,
-                        now_ns: int = 0, timeout_ns: int = 0) -> VenueOrder:
+    def add_replacement(self, old: TrackedOrder, token: bytes, client_order_id: int, shares: int, price: int, tif: int,
+                        now_ns: int = 0, timeout_ns: int = 0) -> TrackedOrder:
         order = self.add_new(token, client_order_id, old.strategy_id, old.symbol_id, old.symbol, old.side, shares,
                              price, tif, now_ns, timeout_ns)
         order.orig_client_order_id = old.client_order_id
@@ -268,7 +271,7 @@ class OrderRegistry:
         self._await(old, now_ns, timeout_ns)
         return order
 
-    def request_cancel(self, order: VenueOrder, target_shares: int = 0, now_ns: int = 0, timeout_ns: int = 0) -> bool:
+    def request_cancel(self, order: TrackedOrder, target_shares: int = 0, now_ns: int = 0, timeout_ns: int = 0) -> bool:
         """A cancel (target 0) or reduce is about to be sent; False (nothing to send) if it is illegal."""
         if (order.state, E.CANCEL_REQUEST) not in LEGAL:
             self._illegal(order, E.CANCEL_REQUEST)
@@ -287,7 +290,7 @@ class OrderRegistry:
                 owed.add(order)
         return len(owed) - before
 
-    def not_sent(self, action: int, token: bytes, target: int = 0) -> VenueOrder | None:
+    def not_sent(self, action: int, token: bytes, target: int = 0) -> TrackedOrder | None:
         """The bytes of an Enter, Replace or Cancel Order for ``token`` never left: undo what
         sending it did. A new order or replacement is REJECTED (reason ``OmsReason.NOT_SENT``,
         reported as REJECTED_LOCALLY); a cancel stops being outstanding and is owed instead."""
@@ -308,7 +311,7 @@ class OrderRegistry:
         self._reject(order, OmsReason.NOT_SENT, 0, ExecEvent.REJECTED_LOCALLY, RejectSource.OMS)
         return order
 
-    def venue_session_lost(self) -> list[VenueOrder]:
+    def venue_session_lost(self) -> list[TrackedOrder]:
         """The venue no longer has any order of the old session: each open one is CANCELED."""
         gone = [o for o in self.by_token.values() if o.state in OPEN_STATES]
         for order in gone:
@@ -340,7 +343,7 @@ class OrderRegistry:
         self._handlers[message[0]](values, t_exchange_ns)
         return 1
 
-    def _known(self, token: bytes) -> VenueOrder | None:
+    def _known(self, token: bytes) -> TrackedOrder | None:
         order = self.by_token.get(token)
         if order is None:
             self.unknown_tokens += 1
@@ -348,7 +351,7 @@ class OrderRegistry:
                 log.warning("venue message for unknown token %r", token)
         return order
 
-    def _emit(self, event, order: VenueOrder, shares: int, price: int, match: int = 0, reason: int = 0, source: int = 0,
+    def _emit(self, event, order: TrackedOrder, shares: int, price: int, match: int = 0, reason: int = 0, source: int = 0,
               t_exchange_ns: int = 0) -> None:
         if self.report is not None:
             self.report(event, order, shares, price, match, reason, source, t_exchange_ns)
@@ -379,7 +382,7 @@ class OrderRegistry:
         self._answered(order)
         self._emit(event, order, order.shares, order.price, t_exchange_ns=t_exchange_ns)
 
-    def _orphan(self, token: bytes, values) -> VenueOrder | None:
+    def _orphan(self, token: bytes, values) -> TrackedOrder | None:
         """An Accepted for a token we never journaled: adopt it so its fills reach the position."""
         self.unknown_tokens += 1
         self.orphans += 1
@@ -461,7 +464,7 @@ class OrderRegistry:
             self._answered(order)
         self._emit(ExecEvent.EXECUTED, order, shares, price, match=match, t_exchange_ns=t_exchange_ns)
 
-    def _apply_fill(self, order: VenueOrder, shares: int, price: int, match: int) -> None:
+    def _apply_fill(self, order: TrackedOrder, shares: int, price: int, match: int) -> None:
         order.executed += shares
         order.leaves = max(0, order.leaves - shares)
         self.fills_by_match[match] = (order, shares, price)
@@ -483,7 +486,7 @@ class OrderRegistry:
             return
         self._reject(order, reason, t_exchange_ns)
 
-    def _reject(self, order: VenueOrder, reason: int, t_exchange_ns: int, event: int = ExecEvent.REJECTED,
+    def _reject(self, order: TrackedOrder, reason: int, t_exchange_ns: int, event: int = ExecEvent.REJECTED,
                 source: int = RejectSource.EXCHANGE) -> None:
         order.leaves = 0
         order.requests = []
@@ -541,7 +544,7 @@ class OrderRegistry:
                 self._illegal(order, E.CANCEL_REJECT)       # nothing was asked of a working order
             return                                           # a late answer about a finished order
         request = requests.pop(0)
-        if type(request) is VenueOrder:                           # the replace was refused: the replacement is dead
+        if type(request) is TrackedOrder:                           # the replace was refused: the replacement is dead
             replacement = request
             if replacement.state in OPEN_STATES and not replacement.acked:
                 self._reject(replacement, REJECT_REASON_NO_SUCH_ORDER, t_exchange_ns)
@@ -557,9 +560,9 @@ class OrderRegistry:
 
     # ------------------------------------------------------------------ queries
 
-    def open_orders_list(self) -> list[VenueOrder]:
+    def open_orders_list(self) -> list[TrackedOrder]:
         return [o for o in self.by_token.values() if o.state in OPEN_STATES]
 
-    def expired(self, now_ns: int) -> list[VenueOrder]:
+    def expired(self, now_ns: int) -> list[TrackedOrder]:
         """Orders whose venue answer is overdue (in-flight timeout)."""
         return [o for o in self.in_flight if o.deadline_ns and now_ns >= o.deadline_ns]

@@ -38,7 +38,7 @@ from appliance.messages.codes import Action, ControlEventKind, GateReason
 from appliance.oms import journal_records as jr
 from appliance.oms.journal_records import ControlKind, RecordType, SessionEvent
 from appliance.oms.journal_format import JournalRecord
-from appliance.oms.orders import OPEN_STATES, OrderRegistry, VenueOrder
+from appliance.oms.orders import OPEN_STATES, OrderRegistry, TrackedOrder
 from appliance.oms.tokens import parse_token
 
 log = logging.getLogger("appliance.oms.recovery")
@@ -84,7 +84,7 @@ class RecoveredState:
     started: list = field(default_factory=list)
 
     @property
-    def unacknowledged(self) -> list[VenueOrder]:
+    def unacknowledged(self) -> list[TrackedOrder]:
         """Orders (or requests on them) the venue has not answered yet."""
         return [o for o in self.orders.in_flight if o.state in OPEN_STATES or o.requests]
 

@@ -23,7 +23,7 @@ from appliance.oms import journal_records as jr
 from appliance.oms.gate import GATE_OPEN
 from appliance.oms.journal_format import JournalError
 from appliance.oms.journal_records import RecordType, SendReason
-from appliance.oms.orders import OPEN_STATES, VenueOrder
+from appliance.oms.orders import OPEN_STATES, TrackedOrder
 from appliance.wire import ouch
 
 log = logging.getLogger("appliance.oms")
@@ -263,7 +263,7 @@ class OrderSender:
                     and 0 not in order.requests:
                 self.send_cancel(order, 0, SendReason.STRATEGY, now_mono, 0, _hop_times(approved))
 
-    def send_cancel(self, order: VenueOrder, target: int, why: int, now_mono: int, request_id: int = 0,
+    def send_cancel(self, order: TrackedOrder, target: int, why: int, now_mono: int, request_id: int = 0,
                     times: tuple = (0, 0, 0, 0)) -> bool:
         """Journal (best effort: a failed journal never stops a cancel) and send a cancel by token.
         Any order the registry holds can be cancelled, even one whose symbol the layout no longer lists."""
