@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from appliance.messages.codes import ClockState
-from appliance.runtime.config_errors import ParamsError
+from appliance.config.errors import ParamsError
 
 from .kernel import read_kernel_clock
 from .ptp import PtpQueryError, query_ptp4l

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from appliance.runtime.config_errors import ParamsError
+from appliance.config.errors import ParamsError
 
 
 class FeedConfigError(ParamsError):

@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 
 from appliance.oms.journal import DURABILITY_POLICIES
-from appliance.runtime.config_errors import ParamsError
+from appliance.config.errors import ParamsError
 
 
 class OmsConfigError(ParamsError):

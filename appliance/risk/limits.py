@@ -44,11 +44,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE
-from appliance.runtime.config_errors import ConfigFileError
-from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, MarkedDict
+from appliance.config.errors import ConfigFileError
+from appliance.config.yaml_lines import MarkedDict, parse_yaml
 
 MAX_PRICE = MARKET_PRICE - 1          # u32 prices; MARKET_PRICE asks for a market order
 MAX_SHARES = 0xFFFFFFFF
@@ -63,7 +61,7 @@ class LimitsError(ConfigFileError):
 
 
 # --------------------------------------------------------------------------
-# The validated limits (YAML read with lines: appliance/runtime/yaml_lines.py)
+# The validated limits (YAML read with lines: appliance/config/yaml_lines.py)
 # --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -317,20 +315,7 @@ def _symbol_limits(c: _Checker, symbol: str, merged: dict, path: str, line, sect
 def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> Limits:
     """Validate a limits document against the layout's symbols; raises LimitsError."""
     raw = text.encode("utf-8") if isinstance(text, str) else text
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise LimitsError(file, "", f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = yaml.load(text, Loader=LineLoader)
-    except DuplicateKey as exc:
-        raise LimitsError(file, exc.key, "duplicate key", exc.line) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise LimitsError(file, "", f"not valid YAML: {problem}", mark.line + 1 if mark else None) from None
-    except RecursionError:
-        raise LimitsError(file, "", "not valid YAML: nested too deeply") from None
+    data = parse_yaml(raw, lambda path, reason, line: LimitsError(file, path, reason, line))
     c = _Checker(file)
     if data is None:
         c.fail("", "empty file")

@@ -16,12 +16,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from appliance.messages.catalog import MESSAGES, records_on
 from appliance.runtime import _shm
-from appliance.runtime.config_errors import ConfigFileError
-from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, plain
+from appliance.config.errors import ConfigFileError
+from appliance.config.yaml_lines import parse_yaml, plain
 
 CACHE_LINE = _shm.CACHE_LINE
 PAGE_SIZE = 4096
@@ -307,21 +305,7 @@ def load_layout(path: str | os.PathLike, *, available_cpus: set[int] | None = No
 
 
 def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: set[int] | None = None) -> Layout:
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise LayoutError(file, "", f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = yaml.load(text, Loader=LineLoader)
-    except DuplicateKey as exc:
-        raise LayoutError(file, exc.key, "duplicate key", exc.line) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise LayoutError(file, "", f"not valid YAML: {problem}", mark.line + 1 if mark else None) from None
-    except RecursionError:
-        raise LayoutError(file, "", "not valid YAML: nested too deeply") from None
+    data = parse_yaml(text, lambda path, reason, line: LayoutError(file, path, reason, line))
     c = _Checker(file)
     if data is None:
         c.fail("", "empty file")

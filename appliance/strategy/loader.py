@@ -31,9 +31,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, MarkedDict, line_of
+from appliance.config.yaml_lines import MarkedDict, line_of, read_yaml_file
 
 from .api import Strategy
 from .config import StrategyConfig, StrategyConfigError, type_name
@@ -48,7 +46,7 @@ class LoadedStrategy:
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML with lines (appliance/runtime/yaml_lines.py)
+# YAML with lines (appliance/config/yaml_lines.py)
 # ---------------------------------------------------------------------------------------------
 
 _line_of = line_of
@@ -56,26 +54,8 @@ _line_of = line_of
 
 def load_parameters_file(path: str) -> dict:
     """The mapping in a YAML parameters file (empty file: {}); errors name the file and line."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except (OSError, ValueError) as exc:          # ValueError: a NUL in the path
-        raise StrategyConfigError("", f"cannot read: {getattr(exc, 'strerror', None) or exc}",
-                                  file=path) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise StrategyConfigError("", f"not UTF-8 text (byte {exc.start})", file=path) from None
-    try:
-        data = yaml.load(text, Loader=LineLoader)
-    except DuplicateKey as exc:
-        raise StrategyConfigError(exc.key, "duplicate key", file=path, line=exc.line) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise StrategyConfigError("", f"not valid YAML: {getattr(exc, 'problem', None) or exc}", file=path,
-                                  line=mark.line + 1 if mark else None) from None
-    except RecursionError:
-        raise StrategyConfigError("", "not valid YAML: nested too deeply", file=path) from None
+    data = read_yaml_file(path, lambda key_path, reason, line: StrategyConfigError(key_path, reason, file=path,
+                                                                                  line=line))
     if data is None:
         return MarkedDict()
     if not isinstance(data, dict):

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from appliance.clock.guard import ClockConfig, ClockConfigError, parse_clock_config
-from appliance.runtime.config_errors import ParamsError
+from appliance.config.errors import ParamsError
 
 DEFAULT_START_ORDER = ("feed", "oms", "risk", "strategy")
 

@@ -136,7 +136,7 @@ rings:
 
 def test_duplicate_yaml_key_is_refused(write_layout):
     path, err = error_of(write_layout, "version: 1\nversion: 2\n")
-    assert err.reason == "duplicate key" and err.key_path == "version" and err.line == 2
+    assert err.reason == "duplicate key (first at line 1)" and err.key_path == "version" and err.line == 2
 
 
 @pytest.mark.parametrize("text,reason", [
