@@ -156,20 +156,20 @@ def plain(value):
     return value
 
 
-def read_yaml_file(path: str, error: ErrorFactory):
+def read_yaml_file(path: str, error: ErrorFactory, *, with_line: bool = False):
     """The document in file ``path`` (see ``parse_yaml``); an unreadable file is ``error`` too."""
     try:
         with open(path, "rb") as fh:
             text = fh.read()
     except (OSError, ValueError) as exc:          # ValueError: a NUL in the path
         raise error("", f"cannot read: {getattr(exc, 'strerror', None) or exc}", None) from None
-    return parse_yaml(text, error)
+    return parse_yaml(text, error, with_line=with_line)
 
 
-def parse_yaml(text: bytes | str, error: ErrorFactory):
+def parse_yaml(text: bytes | str, error: ErrorFactory, *, with_line: bool = False):
     """The document in ``text`` with lines recorded (None when empty); any problem is ``error(...)``:
     not UTF-8, not valid YAML (with its line), nested too deeply, or a duplicate key (its full key
-    path, and the line of the first)."""
+    path, and the line of the first). ``with_line``: (document, the line where it starts)."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -180,9 +180,10 @@ def parse_yaml(text: bytes | str, error: ErrorFactory):
         loader = LineLoader(text)            # reads the first characters: a control character fails here
         node = loader.get_single_node()
         if node is None:
-            return None
+            return (None, None) if with_line else None
         _refuse_duplicate_keys(loader, node)
-        return loader.construct_document(node)
+        document = loader.construct_document(node)
+        return (document, node.start_mark.line + 1) if with_line else document
     except DuplicateKey as exc:
         raise error(exc.key_path, f"duplicate key (first at line {exc.first_line})", exc.line) from None
     except yaml.YAMLError as exc:
