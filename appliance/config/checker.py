@@ -97,9 +97,9 @@ class Checker:
             self.expected("a number", value, path, line)
         if not math.isfinite(value):
             self.fail(path, f"{value} is not a finite number", line)
+        self._in_range(value, path, line, lo, hi)
         if above is not None and value <= above:
             self.fail(path, f"must be greater than {above}, got {shown(value)}", line)
-        self._in_range(value, path, line, lo, hi)
         return value
 
     def _in_range(self, value, path: str, line: int | None, lo, hi) -> None:
@@ -158,14 +158,14 @@ class Checker:
 
     def mapping(self, value, path: str, line: int | None, keys, required: Iterable[str] = (),
                 hints: dict | None = None) -> dict:
-        """A mapping whose keys are among ``keys`` (in the order a person reads them) and holds
+        """A mapping whose keys are among ``keys`` (listed sorted when one is not) and holds
         every ``required`` one (``hints[key]`` says what a missing one is for). When ``keys`` is a
         dict of key -> type(s), each present value is checked with ``typed``."""
         if not isinstance(value, dict):
             self.expected("a mapping", value, path, line)
         for key in value:
             if key not in keys:
-                self.fail(join(path, key), f"unknown key (allowed: {', '.join(map(str, keys)) or 'none'})",
+                self.fail(join(path, key), f"unknown key (allowed: {', '.join(sorted(map(str, keys))) or 'none'})",
                           line_of(value, key) or line)
         for key in required:
             if key not in value:

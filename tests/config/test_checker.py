@@ -118,7 +118,7 @@ def test_each_problem_is_said_one_way(check, reason):
 def test_unknown_and_missing_keys_name_their_path_and_line():
     doc = load("top:\n  a: 1\n  zz: 2\n")
     c = Checker.for_file(MyFileError, "f.yaml")
-    error = fail_of(lambda: c.mapping(doc["top"], "top", 1, ("a", "b")))
+    error = fail_of(lambda: c.mapping(doc["top"], "top", 1, ("b", "a")))
     assert str(error) == "f.yaml:3: top.zz: unknown key (allowed: a, b)"
     error = fail_of(lambda: c.mapping(doc["top"], "top", 1, ("a", "b", "zz"), required=("b",), hints={"b": "a b"}))
     assert str(error) == "f.yaml:1: top.b: missing required key (a b)"
