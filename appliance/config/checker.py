@@ -8,7 +8,7 @@ each kind of problem one way:
     expected an integer, got a boolean   expected a string, got an integer (quote it)
     must be 1..65535, got 70000          must not be negative, got -1
     must be greater than 0, got 0        nan is not a finite number
-    'x' is not one of a, b               'aapl' must be 1..8 upper-case letters
+    must be one of a, b, got 'x'         'aapl' must be 1..8 upper-case letters
 
 A ``Section`` is one mapping of the document: its keys checked once, then typed values read
 by key with their path and line (a default for an optional key). Values come from an untrusted
@@ -130,7 +130,7 @@ class Checker:
         """One of ``choices`` (compared by type too: ``1`` is not ``True``)."""
         choices = tuple(choices)
         if not any(value == c and type(value) is type(c) for c in choices):
-            self.fail(path, f"{shown(value)} is not one of {', '.join(map(str, choices))}", line)
+            self.fail(path, f"must be one of {', '.join(map(str, choices))}, got {shown(value)}", line)
         return value
 
     def typed(self, value, kinds, path: str, line: int | None = None):
