@@ -107,7 +107,7 @@ class LineLoader(yaml.SafeLoader):
     def construct_object(self, node, deep=False):
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        except (ValueError, TypeError, AttributeError, OverflowError, LookupError) as exc:   # !!int "" : IndexError
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             text = f" {node.value[:60]!r}" if isinstance(node, yaml.ScalarNode) else ""
             raise yaml.constructor.ConstructorError(None, None, f"cannot read{text} as {tag}: {exc}",

@@ -52,6 +52,8 @@ def test_the_loader_records_lines_and_refuses_duplicate_keys_with_their_path():
     ("a: [1\n", "not valid YAML"),
     ("a: *nowhere\n", "not valid YAML"),
     ("a: !!float abc\n", "cannot read 'abc' as !!float"),
+    ("a: !!int ''\n", "cannot read '' as !!int"),          # PyYAML: IndexError (found by the fuzz soak)
+    ("a: !!int _\n", "cannot read '_' as !!int"),
     ("a: " + "9" * 200 + "\n", "an integer of more than 100 digits"),
     ("[" * 10_000 + "]" * 10_000, f"nested more than {MAX_DEPTH} levels deep"),
     ("a: !!python/object:os.system {}\n", "not valid YAML"),
