@@ -228,6 +228,45 @@ def _symbol_limits(s: Section, symbol: str, sectors: dict) -> SymbolLimits:
         max_long=s.integer("max_long", 0, 2**53), max_short=s.integer("max_short", 0, 2**53))
 
 
+def _sectors(top: Section) -> dict[str, int]:
+    """``sectors``: name -> max gross notional (price units); sector id = position."""
+    sectors_raw = top.get("sectors")
+    if not isinstance(sectors_raw, dict) or not sectors_raw:
+        top.fail("sectors", "expected a non-empty mapping of sector name -> {max_gross_notional}")
+    sectors: dict[str, int] = {}
+    for name, section in sectors_raw.items():
+        if not isinstance(name, str) or not name:
+            top.checker.fail(f"sectors.{name}", "a sector name must be a non-empty string", line_of(sectors_raw, name))
+        sector = top.checker.section(section, f"sectors.{name}", line_of(sectors_raw, name), ("max_gross_notional",),
+                                     required=("max_gross_notional",))
+        sectors[name] = _money(sector, "max_gross_notional")
+    return sectors
+
+
+def _symbols(top: Section, layout_symbols: tuple, sectors: dict) -> list[SymbolLimits | None]:
+    """``symbols`` (each over ``symbol_defaults``), by layout symbol id; None: no limits, no orders."""
+    c, symbol_keys = top.checker, _SYMBOL_REQUIRED + _SYMBOL_OPTIONAL
+    defaults = top.section("symbol_defaults", symbol_keys).value
+    symbols_raw = top.get("symbols")
+    if not isinstance(symbols_raw, dict) or not symbols_raw:
+        top.fail("symbols", "expected a non-empty mapping of symbol -> limits")
+    by_id: list[SymbolLimits | None] = [None] * len(layout_symbols)
+    for symbol, section in symbols_raw.items():
+        path, line = f"symbols.{symbol}", line_of(symbols_raw, symbol)
+        if symbol not in layout_symbols:
+            c.fail(path, f"unknown symbol {symbol!r}: not in the layout's symbols "
+                   f"({', '.join(layout_symbols) or 'none declared'})", line)
+        if section is None:
+            section = {}                     # "AAPL:" alone: everything from symbol_defaults
+        if not isinstance(section, dict):
+            c.expected("a mapping", section, path, line)
+        merged = MarkedDict({**defaults, **section})
+        merged.lines = {**getattr(defaults, "lines", {}), **getattr(section, "lines", {})}
+        limits_of = c.section(merged, path, line, symbol_keys, required=_SYMBOL_REQUIRED)
+        by_id[layout_symbols.index(symbol)] = _symbol_limits(limits_of, symbol, sectors)
+    return by_id
+
+
 def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> Limits:
     """Validate a limits document against the layout's symbols; raises LimitsError."""
     raw = text.encode("utf-8") if isinstance(text, str) else text
@@ -248,38 +287,8 @@ def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> L
         t = g.section("throttle_kill", ("trips", "window_ms"), required=("trips", "window_ms"))
         throttle_trips, throttle_window_ms = t.integer("trips", 1, 1_000_000), t.integer("window_ms", 1, 86_400_000)
 
-    sectors_raw = top.get("sectors")
-    if not isinstance(sectors_raw, dict) or not sectors_raw:
-        top.fail("sectors", "expected a non-empty mapping of sector name -> {max_gross_notional}")
-    sectors: dict[str, int] = {}
-    for name, section in sectors_raw.items():
-        if not isinstance(name, str) or not name:
-            c.fail(f"sectors.{name}", "a sector name must be a non-empty string", line_of(sectors_raw, name))
-        sector = c.section(section, f"sectors.{name}", line_of(sectors_raw, name), ("max_gross_notional",),
-                           required=("max_gross_notional",))
-        sectors[name] = _money(sector, "max_gross_notional")
-
-    symbol_keys = _SYMBOL_REQUIRED + _SYMBOL_OPTIONAL
-    defaults = top.section("symbol_defaults", symbol_keys).value
-
-    symbols_raw = top.get("symbols")
-    if not isinstance(symbols_raw, dict) or not symbols_raw:
-        top.fail("symbols", "expected a non-empty mapping of symbol -> limits")
-    layout_symbols = tuple(layout_symbols)
-    by_id: list[SymbolLimits | None] = [None] * len(layout_symbols)
-    for symbol, section in symbols_raw.items():
-        path, line = f"symbols.{symbol}", line_of(symbols_raw, symbol)
-        if symbol not in layout_symbols:
-            c.fail(path, f"unknown symbol {symbol!r}: not in the layout's symbols "
-                   f"({', '.join(layout_symbols) or 'none declared'})", line)
-        if section is None:
-            section = {}                     # "AAPL:" alone: everything from symbol_defaults
-        if not isinstance(section, dict):
-            c.expected("a mapping", section, path, line)
-        merged = MarkedDict({**defaults, **section})
-        merged.lines = {**getattr(defaults, "lines", {}), **getattr(section, "lines", {})}
-        limits_of = c.section(merged, path, line, symbol_keys, required=_SYMBOL_REQUIRED)
-        by_id[layout_symbols.index(symbol)] = _symbol_limits(limits_of, symbol, sectors)
+    sectors = _sectors(top)
+    by_id = _symbols(top, tuple(layout_symbols), sectors)
 
     limits = Limits(
         file=file, capital=capital,
