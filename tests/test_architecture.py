@@ -19,8 +19,10 @@ TRADING = ("feed", "strategy", "risk", "oms")          # the four processes of t
 HOT_PATH = TRADING + ("runtime", "messages", "wire")    # what the agents of the order path run on
 EVENT_LOOP_AND_METRICS = ("asyncio", "uvloop", "prometheus_client")
 CONFIG_LOADERS = {                                       # modules that read YAML before an agent starts
-    "runtime/layout.py", "runtime/yaml_lines.py", "risk/limits.py", "strategy/loader.py",
+    "runtime/layout.py", "risk/limits.py", "strategy/loader.py",
 }
+LEAVES = ("wire", "config", "command_io")                # import nothing else of the appliance
+YAML_LOADER = "appliance.config.yaml_lines"              # the one YAML loader: YAML by another name
 JOINS_THE_SIMULATOR = ("bench", "sim")                   # may import the exchange and sim/ (nobody else may)
 
 # (module, imported package or library): why it is still there and what removes it. None today.
@@ -67,15 +69,16 @@ def violations() -> set[tuple[str, str]]:
         libraries = {name.split(".")[0] for name in names}
         if package in TRADING:                           # the four never import each other
             found |= {(module, other) for other in used & set(TRADING)}
-        if package in ("wire", "command_io"):            # the leaves import nothing of the appliance
+        if package in LEAVES:                            # the codecs, the config checker, command_io
             found |= {(module, other) for other in used}
         if package == "exchange":                        # the simulator shares only the leaves
-            found |= {(module, other) for other in used - {"wire", "command_io"}}
+            found |= {(module, other) for other in used - set(LEAVES)}
         if package not in ("exchange",) + JOINS_THE_SIMULATOR:
             found |= {(module, joined) for joined in used & {"exchange", "sim"}}   # nor the joining package
         if package in HOT_PATH:
             found |= {(module, lib) for lib in libraries & set(EVENT_LOOP_AND_METRICS)}
-            if "yaml" in libraries and module not in CONFIG_LOADERS:
+            if ("yaml" in libraries or any(n == YAML_LOADER or n.startswith(YAML_LOADER + ".") for n in names)) \
+                    and module not in CONFIG_LOADERS:
                 found.add((module, "yaml"))
     return found
 
@@ -99,6 +102,10 @@ def test_the_rules_catch_what_they_forbid(tmp_path, monkeypatch):
     (fake / "feed").mkdir()
     (fake / "risk" / "bad.py").write_text("from appliance.oms import orders\n")
     (fake / "feed" / "loop.py").write_text("import asyncio\nfrom ..exchange import venue\n")
+    (fake / "oms").mkdir()
+    (fake / "oms" / "hot.py").write_text("from appliance.config.yaml_lines import parse_yaml\n")
+    (fake / "config").mkdir()
+    (fake / "config" / "checker.py").write_text("from appliance.runtime import layout\n")
     (fake / "supervisor").mkdir()
     (fake / "supervisor" / "up.py").write_text("def run():\n    from appliance.sim import up\n")
     (fake / "command_io").mkdir()
@@ -109,8 +116,8 @@ def test_the_rules_catch_what_they_forbid(tmp_path, monkeypatch):
     monkeypatch.setattr(this, "ROOT", tmp_path)
     monkeypatch.setattr(this, "PACKAGE", fake)
     assert violations() == {("risk/bad.py", "oms"), ("feed/loop.py", "asyncio"), ("feed/loop.py", "exchange"),
-                            ("supervisor/up.py", "sim"), ("command_io/args.py", "runtime"),
-                            ("exchange/cli.py", "runtime")}
+                            ("supervisor/up.py", "sim"), ("oms/hot.py", "yaml"), ("config/checker.py", "runtime"),
+                            ("command_io/args.py", "runtime"), ("exchange/cli.py", "runtime")}
 
 
 @pytest.mark.parametrize("package", sorted(p.name for p in PACKAGE.iterdir()

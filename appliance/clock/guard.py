@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 from appliance.messages.codes import ClockState
-from appliance.runtime.config_errors import ParamsError
+from appliance.config.checker import Checker
+from appliance.config.errors import ParamsError
 
 from .kernel import read_kernel_clock
 from .ptp import PtpQueryError, query_ptp4l
@@ -55,47 +56,19 @@ class ClockVerdict:
 
 
 def parse_clock_config(section: dict | None, path: str = "clock") -> ClockConfig:
-    section = section or {}
-    if not isinstance(section, dict):
-        raise ClockConfigError(path, "expected a mapping")
-    known = {"require_sync": bool, "source": str, "max_offset_ns": int, "check_interval_ms": int, "ptp": dict}
-    values: dict = {}
-    for key, value in section.items():
-        if key not in known:
-            raise ClockConfigError(f"{path}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
-        expected = known[key]
-        if (expected is int and isinstance(value, bool)) or not isinstance(value, expected):
-            raise ClockConfigError(f"{path}.{key}", f"expected {expected.__name__}, got {type(value).__name__}")
-    if "require_sync" in section:
-        values["require_sync"] = section["require_sync"]
-    if "source" in section:
-        if section["source"] not in ("kernel", "ptp"):
-            raise ClockConfigError(f"{path}.source", f"{section['source']!r} is not kernel or ptp")
-        values["source"] = section["source"]
-    for key, low, high in (("max_offset_ns", 1, 10**10), ("check_interval_ms", 10, 60_000)):
-        if key in section:
-            if not low <= section[key] <= high:
-                raise ClockConfigError(f"{path}.{key}", f"must be {low}..{high}, got {section[key]}")
-            values[key] = section[key]
-    ptp = section.get("ptp", {})
-    ptp_known = {"uds": str, "pmc": str, "max_ingress_age_ms": int, "accept_uncalibrated": bool}
-    for key, value in ptp.items():
-        if key not in ptp_known:
-            raise ClockConfigError(f"{path}.ptp.{key}", "unknown key")
-        expected = ptp_known[key]
-        if (expected is int and isinstance(value, bool)) or not isinstance(value, expected):
-            raise ClockConfigError(f"{path}.ptp.{key}", f"expected {expected.__name__}, got {type(value).__name__}")
-    if "uds" in ptp:
-        values["ptp_uds"] = ptp["uds"]
-    if "pmc" in ptp:
-        values["pmc"] = ptp["pmc"]
-    if "max_ingress_age_ms" in ptp:
-        if not 1 <= ptp["max_ingress_age_ms"] <= 600_000:
-            raise ClockConfigError(f"{path}.ptp.max_ingress_age_ms", "must be 1..600000")
-        values["max_ingress_age_ms"] = ptp["max_ingress_age_ms"]
-    if "accept_uncalibrated" in ptp:
-        values["accept_uncalibrated"] = ptp["accept_uncalibrated"]
-    return ClockConfig(**values)
+    s = Checker.for_params(ClockConfigError).section(
+        section, path, None, {"require_sync": bool, "source": str, "max_offset_ns": int, "check_interval_ms": int,
+                              "ptp": dict}, optional=True)
+    ptp = s.section("ptp", {"uds": str, "pmc": str, "max_ingress_age_ms": int, "accept_uncalibrated": bool})
+    defaults = ClockConfig()
+    return ClockConfig(require_sync=s.boolean("require_sync", defaults.require_sync),
+                       source=s.choice("source", ("kernel", "ptp"), defaults.source),
+                       max_offset_ns=s.integer("max_offset_ns", 1, 10**10, defaults.max_offset_ns),
+                       check_interval_ms=s.integer("check_interval_ms", 10, 60_000, defaults.check_interval_ms),
+                       ptp_uds=ptp.string("uds", defaults.ptp_uds, empty=True),
+                       pmc=ptp.string("pmc", defaults.pmc, empty=True),
+                       max_ingress_age_ms=ptp.integer("max_ingress_age_ms", 1, 600_000, defaults.max_ingress_age_ms),
+                       accept_uncalibrated=ptp.boolean("accept_uncalibrated", defaults.accept_uncalibrated))
 
 
 class ClockGuard:

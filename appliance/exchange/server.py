@@ -38,7 +38,7 @@ from appliance.wire.soupbintcp_session import (
     ClientLoggedIn, LoggedOut, LoginRefused, PeerTimedOut, ProtocolError, ServerSession, UnsequencedMessage,
 )
 
-from .config import ExchangeConfig
+from .config_model import ExchangeConfig
 from .glimpse import GlimpseServer
 from .market_data import FeedFaults, RerequestServer
 from .participants import BackgroundFlow

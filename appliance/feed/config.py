@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from appliance.runtime.config_errors import ParamsError
+from appliance.config.checker import Checker, Section
+from appliance.config.errors import ParamsError
 
 
 class FeedConfigError(ParamsError):
@@ -62,113 +63,66 @@ _RANGES = {
 }
 
 
-def _type_name(value) -> str:
-    return {bool: "a boolean", int: "an integer", str: "a string", dict: "a mapping", list: "a list",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _check_type(value, expected, path: str):
-    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
-        raise FeedConfigError(path, f"expected {_type_name(expected())}, got {_type_name(value)}")
-    return value
-
-
-def _address(section: dict, path: str, default_host: str, default_port: int, *, host_key: str = "host"):
-    unknown = set(section) - {host_key, "port"}
-    if unknown:
-        raise FeedConfigError(f"{path}.{sorted(unknown, key=str)[0]}", "unknown key")
-    host = _check_type(section.get(host_key, default_host), str, f"{path}.{host_key}")
+def _ipv4(s: Section, key: str, default: str) -> str:
+    host = s.string(key, default, empty=True)
     try:
         ipaddress.IPv4Address(host)
     except ValueError:
-        raise FeedConfigError(f"{path}.{host_key}", f"{host!r} is not an IPv4 address") from None
-    port = _check_type(section.get("port", default_port), int, f"{path}.port")
-    if not 0 <= port <= 65535:
-        raise FeedConfigError(f"{path}.port", f"must be 0..65535, got {port}")
+        s.fail(key, f"{host!r} is not an IPv4 address")
+    return host
+
+
+def _address(s: Section, default_host: str, default_port: int) -> tuple[str, int]:
+    return _ipv4(s, "host", default_host), s.integer("port", 0, 65535, default_port)
+
+
+def _server(s: Section) -> tuple[str, int]:
+    """A server the feed connects to: its port cannot be 'any'."""
+    host, port = _address(s, "127.0.0.1", 0)
+    if port == 0:
+        s.fail("port", "must be the server's port, not 0")
     return host, port
 
 
-def _snapshot(section: dict, path: str) -> SnapshotConfig:
+def _snapshot(s: Section) -> SnapshotConfig:
     """``snapshot: {host, port, timeout_ms, max_buffered_packets, crossed_ms}``."""
-    known = {"host", "port"} | set(_SNAPSHOT_RANGES)
-    unknown = set(section) - known
-    if unknown:
-        raise FeedConfigError(f"{path}.{sorted(unknown, key=str)[0]}",
-                              f"unknown key (known: {', '.join(sorted(known))})")
-    if "port" not in section:
-        raise FeedConfigError(f"{path}.port", "missing required key (the exchange's snapshot port)")
-    defaults = SnapshotConfig()
-    host, port = _address({k: v for k, v in section.items() if k in ("host", "port")}, path, defaults.host,
-                          defaults.port)
-    if port == 0:
-        raise FeedConfigError(f"{path}.port", "must be the server's port, not 0")
-    values = {}
-    for key, (low, high) in _SNAPSHOT_RANGES.items():
-        if key in section:
-            value = _check_type(section[key], int, f"{path}.{key}")
-            if not low <= value <= high:
-                raise FeedConfigError(f"{path}.{key}", f"must be {low}..{high}, got {value}")
-            values[key] = value
-    return SnapshotConfig(host=host, port=port, **values)
+    host, port = _server(s)
+    return SnapshotConfig(host=host, port=port, **{key: s.integer(key, low, high) for key, (low, high)
+                                                   in _SNAPSHOT_RANGES.items() if key in s})
 
 
 def parse_feed_params(params: dict | None, path: str = "processes.feed.params") -> FeedConfig:
     """A FeedConfig from the feed process's ``params`` mapping (None or {} gives the defaults)."""
-    params = params or {}
-    if not isinstance(params, dict):
-        raise FeedConfigError(path, f"expected a mapping, got {_type_name(params)}")
-    values: dict = {}
-    for key, value in params.items():
-        if key not in _KEYS:
-            raise FeedConfigError(f"{path}.{key}", f"unknown key (known: {', '.join(sorted(_KEYS))})")
-        _check_type(value, _KEYS[key], f"{path}.{key}")
-        if key in _RANGES:
-            low, high = _RANGES[key]
-            if not low <= value <= high:
-                raise FeedConfigError(f"{path}.{key}", f"must be {low}..{high}, got {value}")
-            values[key] = value
+    top = Checker.for_params(FeedConfigError).section(params, path, None, _KEYS, optional=True)
+    values: dict = {key: top.integer(key, low, high) for key, (low, high) in _RANGES.items() if key in top}
     defaults = FeedConfig()
-    if "listen" in params:
-        values["listen_host"], values["listen_port"] = _address(params["listen"], f"{path}.listen",
+    if "listen" in top:
+        values["listen_host"], values["listen_port"] = _address(top.section("listen", ("host", "port")),
                                                                 defaults.listen_host, defaults.listen_port)
-    if "source" in params:
-        source = params["source"]
-        if "host" not in source:
-            raise FeedConfigError(f"{path}.source.host", "missing required key (the publisher's address)")
-        values["source_host"], port = _address(source, f"{path}.source", defaults.source_host, 0)
+    if "source" in top:
+        source = top.section("source", ("host", "port"), required=("host",), hints={"host": "the publisher's address"})
+        values["source_host"], port = _address(source, defaults.source_host, 0)
         if port == 0 and "port" in source:
-            raise FeedConfigError(f"{path}.source.port", "must be the publisher's port (leave it out for any port)")
+            source.fail("port", "must be the publisher's port (leave it out for any port)")
         values["source_port"] = port or None
-    if "rerequest" in params:
-        values["rerequest_host"], values["rerequest_port"] = _address(
-            params["rerequest"], f"{path}.rerequest", defaults.rerequest_host, defaults.rerequest_port)
-        if values["rerequest_port"] == 0:
-            raise FeedConfigError(f"{path}.rerequest.port", "must be the server's port, not 0")
-    if "multicast" in params:
-        m = params["multicast"]
-        unknown = set(m) - {"group", "interface"}
-        if unknown:
-            raise FeedConfigError(f"{path}.multicast.{sorted(unknown, key=str)[0]}", "unknown key")
-        if "group" not in m:
-            raise FeedConfigError(f"{path}.multicast.group", "missing required key")
-        group = _check_type(m["group"], str, f"{path}.multicast.group")
-        try:
-            if not ipaddress.IPv4Address(group).is_multicast:
-                raise FeedConfigError(f"{path}.multicast.group", f"{group!r} is not a multicast address")
-        except ipaddress.AddressValueError:
-            raise FeedConfigError(f"{path}.multicast.group", f"{group!r} is not an IPv4 address") from None
-        values["multicast_group"] = group
-        values["interface"] = _address({"interface": m.get("interface", "127.0.0.1")}, f"{path}.multicast",
-                                       "127.0.0.1", 0, host_key="interface")[0]
-    if "book_dump" in params:
-        if not params["book_dump"]:
-            raise FeedConfigError(f"{path}.book_dump", "must be a file path")
-        values["book_dump"] = params["book_dump"]
-    if "snapshot" in params:
-        values["snapshot"] = _snapshot(params["snapshot"], f"{path}.snapshot")
-    if "session" in params:
-        session = params["session"]
+    if "rerequest" in top:
+        values["rerequest_host"], values["rerequest_port"] = _server(top.section("rerequest", ("host", "port")))
+    if "multicast" in top:
+        m = top.section("multicast", ("group", "interface"), required=("group",))
+        group = _ipv4(m, "group", "")
+        if not ipaddress.IPv4Address(group).is_multicast:
+            m.fail("group", f"{group!r} is not a multicast address")
+        values["multicast_group"], values["interface"] = group, _ipv4(m, "interface", "127.0.0.1")
+    if "book_dump" in top:
+        if not top.get("book_dump"):
+            top.fail("book_dump", "must be a file path")
+        values["book_dump"] = top.get("book_dump")
+    if "snapshot" in top:
+        values["snapshot"] = _snapshot(top.section("snapshot", ("host", "port", *_SNAPSHOT_RANGES), required=("port",),
+                                                   hints={"port": "the exchange's snapshot port"}))
+    if "session" in top:
+        session = top.get("session")
         if not 1 <= len(session) <= 10 or not session.isascii() or not session.isprintable():
-            raise FeedConfigError(f"{path}.session", f"{session!r} must be 1..10 printable ASCII characters")
+            top.fail("session", f"{session!r} must be 1..10 printable ASCII characters")
         values["session"] = session
     return FeedConfig(**values)

@@ -32,7 +32,8 @@ import re
 from dataclasses import dataclass
 
 from appliance.oms.journal import DURABILITY_POLICIES
-from appliance.runtime.config_errors import ParamsError
+from appliance.config.checker import Checker
+from appliance.config.errors import ParamsError
 
 
 class OmsConfigError(ParamsError):
@@ -73,73 +74,43 @@ _MOVED = ("username", "password")        # the login lives in the credentials fi
 _FIRM = re.compile(r"[A-Z0-9]{4}")
 
 
-def _type_name(value) -> str:
-    return {bool: "a boolean", int: "an integer", str: "a string", dict: "a mapping", list: "a list",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _integer(value, path: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise OmsConfigError(path, f"expected an integer, got {_type_name(value)}")
-    if not low <= value <= high:
-        raise OmsConfigError(path, f"must be {low}..{high}, got {value}")
-    return value
-
-
-def _string(value, path: str) -> str:
-    if not isinstance(value, str):
-        raise OmsConfigError(path, f"expected a string, got {_type_name(value)}")
-    return value
+_KEYS = {**dict.fromkeys(_RANGES, int), **dict.fromkeys(_STRINGS, str), "venue": dict}
 
 
 def parse_oms_params(params: dict | None, layout_path: str = "", path: str = "processes.oms.params") -> OmsConfig:
     """An OmsConfig from the oms process's ``params`` (None or {} gives the defaults)."""
-    params = {} if params is None else params
-    if not isinstance(params, dict):
-        raise OmsConfigError(path, f"expected a mapping, got {_type_name(params)}")
-    values: dict = {}
-    for key, value in params.items():
-        key_path = f"{path}.{key}"
-        if key in _MOVED:
-            raise OmsConfigError(key_path, "the venue login is no longer in the layout: put 'username = ...' and "
-                                 "'password = ...' in the credentials file (processes.oms.params.credentials, "
-                                 "default run/venue.credentials, mode 0600) and delete this key")
-        if key not in _KNOWN:
-            raise OmsConfigError(key_path, f"unknown key (known: {', '.join(sorted(_KNOWN))})")
-        if key in _RANGES:
-            values[key] = _integer(value, key_path, *_RANGES[key])
-        elif key in _STRINGS:
-            values[key] = _string(value, key_path)
-    if "venue" in params:
-        venue = params["venue"]
-        if not isinstance(venue, dict):
-            raise OmsConfigError(f"{path}.venue", f"expected a mapping with host and port, got {_type_name(venue)}")
-        unknown = set(venue) - {"host", "port"}
-        if unknown:
-            raise OmsConfigError(f"{path}.venue.{sorted(unknown, key=str)[0]}", "unknown key (known: host, port)")
+    check = Checker.for_params(OmsConfigError)
+    for key in _MOVED:
+        if isinstance(params, dict) and key in params:
+            check.fail(f"{path}.{key}", "the venue login is no longer in the layout: put 'username = ...' and "
+                       "'password = ...' in the credentials file (processes.oms.params.credentials, "
+                       "default run/venue.credentials, mode 0600) and delete this key")
+    top = check.section(params, path, None, _KEYS, optional=True)
+    values: dict = {key: top.integer(key, *_RANGES[key]) for key in _RANGES if key in top}
+    values.update({key: top.string(key, empty=True) for key in _STRINGS if key in top})
+    if "venue" in top:
+        venue = top.section("venue", ("host", "port"))
         if "host" in venue:
-            host = _string(venue["host"], f"{path}.venue.host")
+            values["venue_host"] = venue.string("host", empty=True)
             try:
-                ipaddress.IPv4Address(host)
+                ipaddress.IPv4Address(values["venue_host"])
             except ValueError:
-                raise OmsConfigError(f"{path}.venue.host", f"{host!r} is not an IPv4 address") from None
-            values["venue_host"] = host
+                venue.fail("host", f"{values['venue_host']!r} is not an IPv4 address")
         if "port" in venue:
-            values["venue_port"] = _integer(venue["port"], f"{path}.venue.port", 1, 65535)
+            values["venue_port"] = venue.integer("port", 1, 65535)
     if "firm" in values and not _FIRM.fullmatch(values["firm"]):
-        raise OmsConfigError(f"{path}.firm", "must be 4 capital letters or digits (the OUCH firm field)")
-    if "durability" in values and values["durability"] not in DURABILITY_POLICIES:
-        raise OmsConfigError(f"{path}.durability", f"must be one of {', '.join(DURABILITY_POLICIES)}, "
-                             f"got {values['durability']!r}")
+        top.fail("firm", "must be 4 capital letters or digits (the OUCH firm field)")
+    if "durability" in values:
+        top.choice("durability", DURABILITY_POLICIES)
     for key in ("journal", "credentials"):
         if key in values and not values[key].strip():
-            raise OmsConfigError(f"{path}.{key}", "must be a file path")
+            top.fail(key, "must be a file path")
     config = OmsConfig(**values)
     if config.reconnect_max_ms < config.reconnect_min_ms:
-        raise OmsConfigError(f"{path}.reconnect_max_ms", f"must be at least reconnect_min_ms "
-                             f"({config.reconnect_min_ms}), got {config.reconnect_max_ms}")
+        top.fail("reconnect_max_ms", f"must be at least reconnect_min_ms ({config.reconnect_min_ms}), "
+                                     f"got {config.reconnect_max_ms}")
     if config.peer_timeout_ms <= config.heartbeat_ms:
-        raise OmsConfigError(f"{path}.peer_timeout_ms", f"must be more than heartbeat_ms ({config.heartbeat_ms})")
+        top.fail("peer_timeout_ms", f"must be more than heartbeat_ms ({config.heartbeat_ms})")
     base = os.path.dirname(os.path.abspath(layout_path)) if layout_path else os.getcwd()
 
     def resolved(name: str) -> str:

@@ -57,6 +57,7 @@ import logging
 import os
 import time
 
+from appliance.config.checker import Checker
 from appliance.messages.catalog import (APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT,
                                         RISK_COMMAND, RISK_SNAPSHOT)
 from appliance.messages.schema import HEADER_COUNT
@@ -103,30 +104,14 @@ MAX_POSITION_GAUGES = 64          # beyond that many symbols, positions and symb
 
 def parse_params(params: dict | None, layout_path: str, key_path: str) -> dict:
     """The risk process's ``params``, checked; raises LayoutError(file, key path, reason)."""
-    params = params or {}
-    if not isinstance(params, dict):
-        raise LayoutError(layout_path, key_path, "expected a mapping")
-    out = {}
-    for key, value in params.items():
-        if key in PATH_PARAMS:
-            if not isinstance(value, str) or not value:
-                raise LayoutError(layout_path, f"{key_path}.{key}", f"expected the path of the {key.replace('_', ' ')}"
-                                  f"{' file' if key == 'limits' else ''}")
-            continue
-        if key not in _PARAMS:
-            raise LayoutError(layout_path, f"{key_path}.{key}",
-                              f"unknown key (known: {', '.join(sorted([*PATH_PARAMS, *_PARAMS]))})")
-        default, low, high = _PARAMS[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise LayoutError(layout_path, f"{key_path}.{key}", f"expected an integer, got {value!r}")
-        if not low <= value <= high:
-            raise LayoutError(layout_path, f"{key_path}.{key}", f"must be {low}..{high}, got {value}")
-        out[key] = value
-    for key, (default, _low, _high) in _PARAMS.items():
-        out.setdefault(key, default)
+    top = Checker.for_file(LayoutError, layout_path).section(params, key_path, None, [*PATH_PARAMS, *_PARAMS],
+                                                             optional=True)
+    out = {key: top.integer(key, low, high, default) for key, (default, low, high) in _PARAMS.items()}
     base = os.path.dirname(os.path.abspath(layout_path)) if layout_path else os.getcwd()
     for key, default in PATH_PARAMS.items():
-        path = params.get(key, default)
+        path = top.get(key, default)
+        if not isinstance(path, str) or not path:
+            top.fail(key, f"expected the path of the {key.replace('_', ' ')}{' file' if key == 'limits' else ''}")
         out[key] = path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
     return out
 

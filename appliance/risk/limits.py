@@ -44,11 +44,10 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE
-from appliance.runtime.config_errors import ConfigFileError
-from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, MarkedDict
+from appliance.config.checker import Checker, Section, type_name
+from appliance.config.errors import ConfigFileError, line_of
+from appliance.config.yaml_lines import MarkedDict, parse_yaml
 
 MAX_PRICE = MARKET_PRICE - 1          # u32 prices; MARKET_PRICE asks for a market order
 MAX_SHARES = 0xFFFFFFFF
@@ -63,7 +62,7 @@ class LimitsError(ConfigFileError):
 
 
 # --------------------------------------------------------------------------
-# The validated limits (YAML read with lines: appliance/runtime/yaml_lines.py)
+# The validated limits (YAML read with lines: appliance/config/yaml_lines.py)
 # --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -149,85 +148,8 @@ class Limits:
 
 
 # --------------------------------------------------------------------------
-# Validation
+# Validation (on the one checker: appliance/config/checker.py)
 # --------------------------------------------------------------------------
-
-def _type_name(value) -> str:
-    for kind, label in ((bool, "a boolean"), (dict, "a mapping"), (list, "a list"), (str, "a string"),
-                        (int, "an integer"), (float, "a number"), (type(None), "null")):
-        if isinstance(value, kind):
-            return label
-    return type(value).__name__
-
-
-class _Checker:
-    def __init__(self, file: str):
-        self.file = file
-
-    def fail(self, path: str, reason: str, line: int | None = None):
-        raise LimitsError(self.file, path, reason, line)
-
-    @staticmethod
-    def line_of(container, key) -> int | None:
-        lines = getattr(container, "lines", None)
-        if lines is None:
-            return None
-        try:
-            return lines[key]
-        except (KeyError, IndexError, TypeError):
-            return None
-
-    def mapping(self, value, path: str, line: int | None, required: tuple, optional: tuple) -> dict:
-        if not isinstance(value, dict):
-            self.fail(path, f"expected a mapping, got {_type_name(value)}", line)
-        for key in value:
-            if key not in required and key not in optional:
-                allowed = ", ".join(sorted([*required, *optional]))
-                self.fail(f"{path}.{key}" if path else str(key), f"unknown key (allowed: {allowed})",
-                          self.line_of(value, key))
-        for key in required:
-            if key not in value:
-                self.fail(f"{path}.{key}" if path else key, "missing required key", line)
-        return value
-
-    def integer(self, container, key, path: str, low: int, high: int) -> int:
-        value, line = container[key], self.line_of(container, key)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"expected an integer, got {_type_name(value)}", line)
-        if value < 0 and low >= 0:
-            self.fail(path, f"must not be negative, got {value}", line)
-        if not low <= value <= high:
-            self.fail(path, f"must be {low}..{high}, got {value}", line)
-        return value
-
-    def number(self, container, key, path: str, low: float, high: float, *, positive: bool = False) -> float:
-        value, line = container[key], self.line_of(container, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            self.fail(path, f"expected a number, got {_type_name(value)}", line)
-        if value < 0:
-            self.fail(path, f"must not be negative, got {value}", line)
-        if positive and value == 0:
-            self.fail(path, "must be greater than 0", line)
-        if not low <= value <= high:
-            self.fail(path, f"must be {low}..{high}, got {value}", line)
-        return value
-
-    def money(self, container, key, path: str, *, positive: bool = False) -> int:
-        """Dollars (integer or decimal) -> price units; at most 4 decimals."""
-        dollars = self.number(container, key, path, 0, MAX_MONEY, positive=positive)
-        units = round(dollars * PRICE_SCALE)
-        if abs(units - dollars * PRICE_SCALE) > 1e-6 * max(1.0, abs(dollars)):
-            self.fail(path, f"{dollars} has more than 4 decimals", self.line_of(container, key))
-        if positive and units == 0:
-            self.fail(path, f"{dollars} rounds to 0 at 4 decimals", self.line_of(container, key))
-        return units
-
-    def boolean(self, container, key, path: str) -> bool:
-        value = container[key]
-        if not isinstance(value, bool):
-            self.fail(path, f"expected a boolean, got {_type_name(value)}", self.line_of(container, key))
-        return value
-
 
 _GLOBAL_REQUIRED = ("capital", "max_gross_notional", "max_net_notional", "max_leverage", "max_daily_loss",
                     "max_drawdown", "max_messages_per_second", "max_open_orders", "max_identical_orders")
@@ -237,179 +159,150 @@ _SYMBOL_REQUIRED = ("sector", "max_shares", "max_notional", "tick", "max_long", 
 _SYMBOL_OPTIONAL = ("min_shares", "round_lot", "collar_pct", "collar_abs")
 
 
-def _time_of_day(c: _Checker, container, key, path: str) -> int:
-    value, line = container[key], c.line_of(container, key)
+def _money(s: Section, key: str, *, positive: bool = False) -> int:
+    """Dollars (integer or decimal) -> price units; at most 4 decimals."""
+    dollars = s.number(key, 0, MAX_MONEY, above=0 if positive else None)
+    units = round(dollars * PRICE_SCALE)
+    if abs(units - dollars * PRICE_SCALE) > 1e-6 * max(1.0, abs(dollars)):
+        s.fail(key, f"{dollars} has more than 4 decimals")
+    if positive and units == 0:
+        s.fail(key, f"{dollars} rounds to 0 at 4 decimals")
+    return units
+
+
+def _time_of_day(s: Section, key: str) -> int:
+    value = s.get(key)
     if not isinstance(value, str):
-        c.fail(path, f"expected a quoted time like \"09:30\", got {_type_name(value)} "
-               f"(YAML reads an unquoted 9:30 as a number)", line)
+        s.fail(key, f"expected a quoted time like \"09:30\", got {type_name(value)} "
+               f"(YAML reads an unquoted 9:30 as a number)")
     try:
         parsed = datetime.time.fromisoformat(value)
     except ValueError:
-        c.fail(path, f"{value!r} is not a time like \"09:30\" or \"16:00:00\"", line)
+        s.fail(key, f"{value!r} is not a time like \"09:30\" or \"16:00:00\"")
     return parsed.hour * 3600 + parsed.minute * 60 + parsed.second
 
 
-def _market_hours(c: _Checker, section, path: str, line) -> MarketHours | None:
-    if section is None:
+def _market_hours(g: Section) -> MarketHours | None:
+    if g.value.get("market_hours") is None:
         return None
-    c.mapping(section, path, line, ("open", "close", "timezone"), ("weekdays",))
-    open_s = _time_of_day(c, section, "open", f"{path}.open")
-    close_s = _time_of_day(c, section, "close", f"{path}.close")
+    s = g.section("market_hours", ("open", "close", "timezone", "weekdays"), required=("open", "close", "timezone"))
+    open_s, close_s = _time_of_day(s, "open"), _time_of_day(s, "close")
     if close_s <= open_s:
-        c.fail(f"{path}.close", "must be after open", c.line_of(section, "close"))
-    zone = section["timezone"]
-    if not isinstance(zone, str):
-        c.fail(f"{path}.timezone", f"expected a string, got {_type_name(zone)}", c.line_of(section, "timezone"))
+        s.fail("close", "must be after open")
+    zone = s.string("timezone")
     import zoneinfo
     try:
         zoneinfo.ZoneInfo(zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        c.fail(f"{path}.timezone", f"unknown time zone {zone!r}", c.line_of(section, "timezone"))
-    days = section.get("weekdays", list(WEEKDAYS[:5]))
+        s.fail("timezone", f"unknown time zone {zone!r}")
+    days = s.get("weekdays", list(WEEKDAYS[:5]))
     if not isinstance(days, list) or not days:
-        c.fail(f"{path}.weekdays", "expected a non-empty list of Mon..Sun", c.line_of(section, "weekdays"))
-    weekdays = set()
-    for i, day in enumerate(days):
-        if day not in WEEKDAYS:
-            c.fail(f"{path}.weekdays[{i}]", f"{day!r} is not one of {', '.join(WEEKDAYS)}", c.line_of(days, i))
-        weekdays.add(WEEKDAYS.index(day))
+        s.fail("weekdays", "expected a non-empty list of Mon..Sun")
+    weekdays = {WEEKDAYS.index(s.checker.choice(day, path, line, WEEKDAYS))
+                for _, day, path, line in s.checker.items(days, s.key_path("weekdays"), s.line_of("weekdays"))}
     return MarketHours(open_s, close_s, zone, frozenset(weekdays))
 
 
-def _symbol_limits(c: _Checker, symbol: str, merged: dict, path: str, line, sectors: dict) -> SymbolLimits:
-    c.mapping(merged, path, line, _SYMBOL_REQUIRED, _SYMBOL_OPTIONAL)
-    sector = merged["sector"]
-    if not isinstance(sector, str):
-        c.fail(f"{path}.sector", f"expected a string, got {_type_name(sector)}", c.line_of(merged, "sector"))
+def _symbol_limits(s: Section, symbol: str, sectors: dict) -> SymbolLimits:
+    sector = s.string("sector", empty=True)
     if sector not in sectors:
-        c.fail(f"{path}.sector", f"sector {sector!r} is not declared under sectors "
-               f"(declared: {', '.join(sectors) or 'none'})", c.line_of(merged, "sector"))
-    max_shares = c.integer(merged, "max_shares", f"{path}.max_shares", 0, MAX_SHARES)
-    min_shares = c.integer(merged, "min_shares", f"{path}.min_shares", 1, MAX_SHARES) if "min_shares" in merged else 1
+        s.fail("sector", f"sector {sector!r} is not declared under sectors (declared: {', '.join(sectors) or 'none'})")
+    max_shares = s.integer("max_shares", 0, MAX_SHARES)
+    min_shares = s.integer("min_shares", 1, MAX_SHARES, 1)
     if min_shares > max_shares:
-        c.fail(f"{path}.min_shares", f"{min_shares} is more than max_shares {max_shares}",
-               c.line_of(merged, "min_shares"))
-    round_lot = 0
-    if merged.get("round_lot") is not None:
-        round_lot = c.integer(merged, "round_lot", f"{path}.round_lot", 1, MAX_SHARES)
-    tick = c.money(merged, "tick", f"{path}.tick", positive=True)
+        s.fail("min_shares", f"{min_shares} is more than max_shares {max_shares}")
+    round_lot = 0 if s.value.get("round_lot") is None else s.integer("round_lot", 1, MAX_SHARES)
+    tick = _money(s, "tick", positive=True)
     if tick > MAX_PRICE:
-        c.fail(f"{path}.tick", "larger than any price", c.line_of(merged, "tick"))
-    has_pct = merged.get("collar_pct") is not None
-    has_abs = merged.get("collar_abs") is not None
+        s.fail("tick", "larger than any price")
+    has_pct = s.value.get("collar_pct") is not None
+    has_abs = s.value.get("collar_abs") is not None
     if has_pct == has_abs:
-        c.fail(f"{path}.collar_pct", "give exactly one of collar_pct (percent of the reference price) and "
-               "collar_abs (dollars)", c.line_of(merged, "collar_pct" if has_pct else "collar_abs") or line)
-    collar_ppm = collar_abs = 0
-    if has_pct:
-        pct = c.number(merged, "collar_pct", f"{path}.collar_pct", 0, 100, positive=True)
-        collar_ppm = round(pct * 10_000)
-    else:
-        collar_abs = c.money(merged, "collar_abs", f"{path}.collar_abs", positive=True)
+        s.checker.fail(s.key_path("collar_pct"), "give exactly one of collar_pct (percent of the reference price) "
+                       "and collar_abs (dollars)", line_of(s.value, "collar_pct" if has_pct else "collar_abs") or s.line)
+    collar_ppm = round(s.number("collar_pct", 0, 100, above=0) * 10_000) if has_pct else 0
+    collar_abs = 0 if has_pct else _money(s, "collar_abs", positive=True)
     return SymbolLimits(
-        symbol=symbol, sector=sector, max_shares=max_shares,
-        max_notional=c.money(merged, "max_notional", f"{path}.max_notional"),
+        symbol=symbol, sector=sector, max_shares=max_shares, max_notional=_money(s, "max_notional"),
         min_shares=min_shares, round_lot=round_lot, tick=tick, collar_ppm=collar_ppm, collar_abs=collar_abs,
-        max_long=c.integer(merged, "max_long", f"{path}.max_long", 0, 2**53),
-        max_short=c.integer(merged, "max_short", f"{path}.max_short", 0, 2**53))
+        max_long=s.integer("max_long", 0, 2**53), max_short=s.integer("max_short", 0, 2**53))
 
 
-def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> Limits:
-    """Validate a limits document against the layout's symbols; raises LimitsError."""
-    raw = text.encode("utf-8") if isinstance(text, str) else text
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise LimitsError(file, "", f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = yaml.load(text, Loader=LineLoader)
-    except DuplicateKey as exc:
-        raise LimitsError(file, exc.key, "duplicate key", exc.line) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise LimitsError(file, "", f"not valid YAML: {problem}", mark.line + 1 if mark else None) from None
-    except RecursionError:
-        raise LimitsError(file, "", "not valid YAML: nested too deeply") from None
-    c = _Checker(file)
-    if data is None:
-        c.fail("", "empty file")
-    c.mapping(data, "", 1, ("version", "global", "sectors", "symbols"), ("symbol_defaults",))
-    version = data["version"]
-    if version != LIMITS_VERSION:
-        c.fail("version", f"must be {LIMITS_VERSION}, got {version!r}", c.line_of(data, "version"))
-
-    g = c.mapping(data["global"], "global", c.line_of(data, "global"), _GLOBAL_REQUIRED, _GLOBAL_OPTIONAL)
-    capital = c.money(g, "capital", "global.capital", positive=True)
-    max_leverage = c.number(g, "max_leverage", "global.max_leverage", 0, 1000, positive=True)
-    throttle_trips, throttle_window_ms = 0, 10_000
-    if g.get("throttle_kill") is not None:
-        t = c.mapping(g["throttle_kill"], "global.throttle_kill", c.line_of(g, "throttle_kill"),
-                      ("trips", "window_ms"), ())
-        throttle_trips = c.integer(t, "trips", "global.throttle_kill.trips", 1, 1_000_000)
-        throttle_window_ms = c.integer(t, "window_ms", "global.throttle_kill.window_ms", 1, 86_400_000)
-    rate_window_ms = c.integer(g, "rate_window_ms", "global.rate_window_ms", 1, 3_600_000) \
-        if "rate_window_ms" in g else 1000
-    duplicate_window_ms = c.integer(g, "duplicate_window_ms", "global.duplicate_window_ms", 1, 3_600_000) \
-        if "duplicate_window_ms" in g else 1000
-    allow_market = c.boolean(g, "allow_market_orders", "global.allow_market_orders") \
-        if "allow_market_orders" in g else False
-    prevent_self_match = c.boolean(g, "prevent_self_match", "global.prevent_self_match") \
-        if "prevent_self_match" in g else False
-    hours = _market_hours(c, g.get("market_hours"), "global.market_hours", c.line_of(g, "market_hours"))
-
-    sectors_raw = data["sectors"]
+def _sectors(top: Section) -> dict[str, int]:
+    """``sectors``: name -> max gross notional (price units); sector id = position."""
+    sectors_raw = top.get("sectors")
     if not isinstance(sectors_raw, dict) or not sectors_raw:
-        c.fail("sectors", "expected a non-empty mapping of sector name -> {max_gross_notional}",
-               c.line_of(data, "sectors"))
+        top.fail("sectors", "expected a non-empty mapping of sector name -> {max_gross_notional}")
     sectors: dict[str, int] = {}
     for name, section in sectors_raw.items():
-        path = f"sectors.{name}"
         if not isinstance(name, str) or not name:
-            c.fail(path, "a sector name must be a non-empty string", c.line_of(sectors_raw, name))
-        c.mapping(section, path, c.line_of(sectors_raw, name), ("max_gross_notional",), ())
-        sectors[name] = c.money(section, "max_gross_notional", f"{path}.max_gross_notional")
+            top.checker.fail(f"sectors.{name}", "a sector name must be a non-empty string", line_of(sectors_raw, name))
+        sector = top.checker.section(section, f"sectors.{name}", line_of(sectors_raw, name), ("max_gross_notional",),
+                                     required=("max_gross_notional",))
+        sectors[name] = _money(sector, "max_gross_notional")
+    return sectors
 
-    defaults = data.get("symbol_defaults") or {}
-    if not isinstance(defaults, dict):
-        c.fail("symbol_defaults", f"expected a mapping, got {_type_name(defaults)}", c.line_of(data, "symbol_defaults"))
-    for key in defaults:
-        if key not in _SYMBOL_REQUIRED and key not in _SYMBOL_OPTIONAL:
-            c.fail(f"symbol_defaults.{key}", "unknown key (allowed: "
-                   f"{', '.join(sorted(_SYMBOL_REQUIRED + _SYMBOL_OPTIONAL))})", c.line_of(defaults, key))
 
-    symbols_raw = data["symbols"]
+def _symbols(top: Section, layout_symbols: tuple, sectors: dict) -> list[SymbolLimits | None]:
+    """``symbols`` (each over ``symbol_defaults``), by layout symbol id; None: no limits, no orders."""
+    c, symbol_keys = top.checker, _SYMBOL_REQUIRED + _SYMBOL_OPTIONAL
+    defaults = top.section("symbol_defaults", symbol_keys).value
+    symbols_raw = top.get("symbols")
     if not isinstance(symbols_raw, dict) or not symbols_raw:
-        c.fail("symbols", "expected a non-empty mapping of symbol -> limits", c.line_of(data, "symbols"))
-    layout_symbols = tuple(layout_symbols)
+        top.fail("symbols", "expected a non-empty mapping of symbol -> limits")
     by_id: list[SymbolLimits | None] = [None] * len(layout_symbols)
     for symbol, section in symbols_raw.items():
-        path, line = f"symbols.{symbol}", c.line_of(symbols_raw, symbol)
+        path, line = f"symbols.{symbol}", line_of(symbols_raw, symbol)
         if symbol not in layout_symbols:
             c.fail(path, f"unknown symbol {symbol!r}: not in the layout's symbols "
                    f"({', '.join(layout_symbols) or 'none declared'})", line)
         if section is None:
             section = {}                     # "AAPL:" alone: everything from symbol_defaults
         if not isinstance(section, dict):
-            c.fail(path, f"expected a mapping, got {_type_name(section)}", line)
+            c.expected("a mapping", section, path, line)
         merged = MarkedDict({**defaults, **section})
         merged.lines = {**getattr(defaults, "lines", {}), **getattr(section, "lines", {})}
-        by_id[layout_symbols.index(symbol)] = _symbol_limits(c, symbol, merged, path, line, sectors)
+        limits_of = c.section(merged, path, line, symbol_keys, required=_SYMBOL_REQUIRED)
+        by_id[layout_symbols.index(symbol)] = _symbol_limits(limits_of, symbol, sectors)
+    return by_id
+
+
+def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> Limits:
+    """Validate a limits document against the layout's symbols; raises LimitsError."""
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    data = parse_yaml(raw, lambda path, reason, line: LimitsError(file, path, reason, line))
+    c = Checker.for_file(LimitsError, file)
+    if data is None:
+        c.fail("", "empty file")
+    top = c.section(data, "", 1, ("version", "global", "sectors", "symbols", "symbol_defaults"),
+                    required=("version", "global", "sectors", "symbols"))
+    if top.get("version") != LIMITS_VERSION:
+        top.fail("version", f"must be {LIMITS_VERSION}, got {top.get('version')!r}")
+
+    g = top.section("global", _GLOBAL_REQUIRED + _GLOBAL_OPTIONAL, required=_GLOBAL_REQUIRED, optional=False)
+    capital = _money(g, "capital", positive=True)
+    max_leverage = g.number("max_leverage", 0, 1000, above=0)
+    throttle_trips, throttle_window_ms = 0, 10_000
+    if g.value.get("throttle_kill") is not None:
+        t = g.section("throttle_kill", ("trips", "window_ms"), required=("trips", "window_ms"))
+        throttle_trips, throttle_window_ms = t.integer("trips", 1, 1_000_000), t.integer("window_ms", 1, 86_400_000)
+
+    sectors = _sectors(top)
+    by_id = _symbols(top, tuple(layout_symbols), sectors)
 
     limits = Limits(
         file=file, capital=capital,
-        max_gross_notional=c.money(g, "max_gross_notional", "global.max_gross_notional"),
-        max_net_notional=c.money(g, "max_net_notional", "global.max_net_notional"),
+        max_gross_notional=_money(g, "max_gross_notional"), max_net_notional=_money(g, "max_net_notional"),
         max_leverage=max_leverage, leverage_notional=int(capital * max_leverage),
-        max_daily_loss=c.money(g, "max_daily_loss", "global.max_daily_loss"),
-        max_drawdown=c.money(g, "max_drawdown", "global.max_drawdown"),
-        max_messages=c.integer(g, "max_messages_per_second", "global.max_messages_per_second", 1, MAX_WINDOW_EVENTS),
-        rate_window_ns=rate_window_ms * 1_000_000,
-        max_open_orders=c.integer(g, "max_open_orders", "global.max_open_orders", 0, 1_000_000),
-        max_identical_orders=c.integer(g, "max_identical_orders", "global.max_identical_orders", 1, 10_000),
-        duplicate_window_ns=duplicate_window_ms * 1_000_000,
+        max_daily_loss=_money(g, "max_daily_loss"), max_drawdown=_money(g, "max_drawdown"),
+        max_messages=g.integer("max_messages_per_second", 1, MAX_WINDOW_EVENTS),
+        rate_window_ns=g.integer("rate_window_ms", 1, 3_600_000, 1000) * 1_000_000,
+        max_open_orders=g.integer("max_open_orders", 0, 1_000_000),
+        max_identical_orders=g.integer("max_identical_orders", 1, 10_000),
+        duplicate_window_ns=g.integer("duplicate_window_ms", 1, 3_600_000, 1000) * 1_000_000,
         throttle_kill_trips=throttle_trips, throttle_kill_window_ns=throttle_window_ms * 1_000_000,
-        allow_market_orders=allow_market, market_hours=hours, prevent_self_match=prevent_self_match, sectors=sectors, sector_names=tuple(sectors),
+        allow_market_orders=g.boolean("allow_market_orders", False), market_hours=_market_hours(g),
+        prevent_self_match=g.boolean("prevent_self_match", False), sectors=sectors, sector_names=tuple(sectors),
         symbols=tuple(by_id), digest=zlib.crc32(raw))
     object.__setattr__(limits, "summary", _summary(limits))
     return limits
@@ -419,7 +312,7 @@ def load_limits(path: str | os.PathLike, layout_symbols) -> Limits:
     file = os.fspath(path)
     try:
         with open(file, "rb") as fh:
-            text = fh.read()
+            text = fh.read()               # the bytes themselves: their CRC is journaled with a reload
     except (OSError, ValueError) as exc:          # ValueError: a NUL in the path
         raise LimitsError(file, "", f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     return parse_limits(text, layout_symbols, file)

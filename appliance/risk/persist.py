@@ -36,10 +36,11 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+from appliance.config.checker import Checker, Section, shown
 from appliance.messages.codes import PRICE_SCALE
 
 STATE_VERSION = 1
-_TOP_KEYS = {"version", "trading_day", "written_ns", "kill", "symbols_killed", "reducing", "peak_pnl"}
+_TOP_KEYS = ("version", "trading_day", "written_ns", "kill", "symbols_killed", "reducing", "peak_pnl")
 _TEXT_MAX = 64                           # operator names and reasons are 16 bytes on the rings
 
 
@@ -96,56 +97,42 @@ def decode(data: bytes, path: str = "<state>") -> tuple[int, DurableState]:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise StateFileError(path, f"not valid JSON ({exc})") from None
+    check = Checker(lambda key_path, reason, line: StateFileError(path, f"{key_path}: {reason}" if key_path
+                                                                   else reason))
     if not isinstance(document, dict):
-        raise StateFileError(path, "expected a JSON object")
+        check.fail("", "expected a JSON object")
     version = document.get("version")
     if version != STATE_VERSION:
-        raise StateFileError(path, f"version {version!r}, this risk reads version {STATE_VERSION}")
-    keys = set(document)
-    if keys != _TOP_KEYS:
-        missing, unknown = sorted(_TOP_KEYS - keys), sorted(keys - _TOP_KEYS)
-        raise StateFileError(path, "; ".join(
-            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(unknown)}"] if unknown
-                                                                      else [])))
-    day = _int(document, "trading_day", path, 1, 99991231)
-    _int(document, "written_ns", path, 0, 1 << 64)
-    kill = _latch(document["kill"], "kill", path, {"reason", "operator", "t_ns", "value"})
-    reducing = _latch(document["reducing"], "reducing", path, {"operator", "t_ns"})
-    symbols = document["symbols_killed"]
+        check.fail("", f"version {shown(version)}, this risk reads version {STATE_VERSION}")
+    top = check.section(document, "", None, _TOP_KEYS, required=_TOP_KEYS)
+    day = top.integer("trading_day", 1, 99991231)
+    top.integer("written_ns", 0, 1 << 64)
+    kill = _latch(top, "kill", ("reason", "operator", "t_ns", "value"))
+    reducing = _latch(top, "reducing", ("operator", "t_ns"))
+    symbols = top.get("symbols_killed")
     if not isinstance(symbols, dict):
-        raise StateFileError(path, "symbols_killed: expected an object keyed by symbol")
+        top.fail("symbols_killed", "expected an object keyed by symbol")
     killed = {}
-    for name, value in symbols.items():
-        latch = _latch(value, f"symbols_killed.{name}", path, {"reason", "operator", "t_ns"})
+    symbols_section = top.section("symbols_killed", tuple(symbols))
+    for name in symbols:
+        latch = _latch(symbols_section, name, ("reason", "operator", "t_ns"))
         if latch is None or not name:
-            raise StateFileError(path, f"symbols_killed.{name}: expected an object")
+            symbols_section.fail(name, "expected an object")
         killed[name] = latch
-    peak = document["peak_pnl"]
-    if peak is not None:
-        peak = _int(document, "peak_pnl", path, -(1 << 63), (1 << 63) - 1)
+    peak = None if top.get("peak_pnl") is None else top.integer("peak_pnl", -(1 << 63), (1 << 63) - 1)
     return day, DurableState(kill=kill, symbols_killed=killed, reducing=reducing, peak_pnl=peak)
 
 
-def _int(document: dict, key: str, path: str, low: int, high: int) -> int:
-    value = document[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise StateFileError(path, f"{key}: expected an integer {low}..{high}, got {value!r}")
-    return value
-
-
-def _latch(value, key: str, path: str, keys: set) -> Latch | None:
-    if value is None:
+def _latch(parent: Section, key: str, keys: tuple) -> Latch | None:
+    if parent.get(key) is None:
         return None
-    if not isinstance(value, dict) or set(value) != keys:
-        raise StateFileError(path, f"{key}: expected null or an object with {', '.join(sorted(keys))}")
+    latch = parent.section(key, keys, required=keys)
     for text in ("reason", "operator"):
-        if text in value and (not isinstance(value[text], str) or len(value[text]) > _TEXT_MAX):
-            raise StateFileError(path, f"{key}.{text}: expected a string of at most {_TEXT_MAX} characters")
-    if "reason" in keys and not value["reason"]:
-        raise StateFileError(path, f"{key}.reason: must not be empty")
-    t_ns = _int(value, "t_ns", path, 0, 1 << 64)
-    latch_value = _int(value, "value", path, -(1 << 63), (1 << 63) - 1) if "value" in value else 0
-    return Latch(value.get("reason", "REDUCING"), value["operator"], t_ns, latch_value)
+        if text in latch and len(latch.string(text, empty=True)) > _TEXT_MAX:
+            latch.fail(text, f"must be at most {_TEXT_MAX} characters")
+    reason = latch.string("reason") if "reason" in keys else "REDUCING"
+    return Latch(reason, latch.get("operator"), latch.integer("t_ns", 0, 1 << 64),
+                 latch.integer("value", -(1 << 63), (1 << 63) - 1, 0))
 
 
 # --------------------------------------------------------------------------- the file

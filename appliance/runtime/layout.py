@@ -14,14 +14,12 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
-
-import yaml
 
 from appliance.messages.catalog import MESSAGES, records_on
 from appliance.runtime import _shm
-from appliance.runtime.config_errors import ConfigFileError
-from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, plain
+from appliance.config.checker import Checker, type_name
+from appliance.config.errors import ConfigFileError, join, line_of
+from appliance.config.yaml_lines import parse_yaml, plain
 
 CACHE_LINE = _shm.CACHE_LINE
 PAGE_SIZE = 4096
@@ -68,10 +66,6 @@ CONTROL_WORDS: tuple[tuple[str, str], ...] = (
 class LayoutError(ConfigFileError):
     """A layout that cannot be used: names the file, key path, line and reason."""
 
-
-# --------------------------------------------------------------------------
-# YAML with line numbers and duplicate-key detection
-# --------------------------------------------------------------------------
 
 # --------------------------------------------------------------------------
 # The validated layout
@@ -182,98 +176,33 @@ class Layout:
 
 
 # --------------------------------------------------------------------------
-# Validation helpers
+# Validation helpers (the checker itself: appliance/config/checker.py)
 # --------------------------------------------------------------------------
 
-class _Checker:
-    """Walks the parsed YAML, turning every problem into a LayoutError with its path and line."""
-
-    def __init__(self, file: str):
-        self.file = file
-
-    def fail(self, path: str, reason: str, line: int | None = None):
-        raise LayoutError(self.file, path, reason, line)
-
-    @staticmethod
-    def line_of(container, key) -> int | None:
-        lines = getattr(container, "lines", None)
-        if lines is None:
-            return None
-        try:
-            return lines[key]
-        except (KeyError, IndexError, TypeError):
-            return None
-
-    def mapping(self, value, path: str, line: int | None, required: dict[str, Any], optional: dict[str, Any]):
-        """Check keys of a mapping: each of ``required``/``optional`` maps key -> expected type(s)."""
-        if not isinstance(value, dict):
-            self.fail(path, f"expected a mapping, got {_type_name(value)}", line)
-        for key in value:
-            if key not in required and key not in optional:
-                allowed = ", ".join(sorted([*required, *optional]))
-                self.fail(_join(path, key), f"unknown key (allowed: {allowed})", self.line_of(value, key))
-        for key in required:
-            if key not in value:
-                self.fail(_join(path, key), "missing required key", line)
-        for key, expected in {**required, **optional}.items():
-            if key in value:
-                self.typed(value[key], expected, _join(path, key), self.line_of(value, key))
-        return value
-
-    def typed(self, value, expected, path: str, line: int | None):
-        expected_types = expected if isinstance(expected, tuple) else (expected,)
-        # bool is an int in Python; a YAML `true` is never a valid number here.
-        if isinstance(value, bool) and bool not in expected_types:
-            self.fail(path, f"expected {_expected_name(expected_types)}, got a boolean", line)
-        if not isinstance(value, expected_types):
-            self.fail(path, f"expected {_expected_name(expected_types)}, got {_type_name(value)}", line)
-        return value
-
-    def named_list(self, value, path: str, line: int | None):
-        """A list of mappings each with a unique ``name``: the shape of every section."""
-        if not isinstance(value, list):
-            self.fail(path, f"expected a list, got {_type_name(value)}", line)
-        seen: dict[str, int] = {}
-        for i, item in enumerate(value):
-            item_path, item_line = f"{path}[{i}]", self.line_of(value, i)
-            if not isinstance(item, dict):
-                self.fail(item_path, f"expected a mapping, got {_type_name(item)}", item_line)
-            if "name" not in item:
-                self.fail(_join(item_path, "name"), "missing required key", item_line)
-            name = self.typed(item["name"], str, _join(item_path, "name"), self.line_of(item, "name"))
-            if not name or not all(c.isalnum() or c in "_-" for c in name):
-                self.fail(_join(item_path, "name"), f"{name!r} must be non-empty letters, digits, '_' or '-'",
-                          self.line_of(item, "name"))
-            if name in seen:
-                self.fail(_join(item_path, "name"), f"duplicate name {name!r} (first at {path}[{seen[name]}])",
-                          self.line_of(item, "name"))
-            seen[name] = i
-        return value
-
-
-def _join(path: str, key) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _type_name(value) -> str:
-    for kind, label in ((bool, "a boolean"), (dict, "a mapping"), (list, "a list"), (str, "a string"),
-                        (int, "an integer"), (float, "a number"), (type(None), "null")):
-        if isinstance(value, kind):
-            return label
-    return type(value).__name__
-
-
-def _expected_name(types: tuple) -> str:
-    names = {str: "a string", int: "an integer", bool: "a boolean", dict: "a mapping", list: "a list",
-             type(None): "null", float: "a number"}
-    return " or ".join(names.get(t, t.__name__) for t in types)
+def _named_list(c: Checker, value, path: str, line: int | None) -> list:
+    """A list of mappings each with a unique ``name``: the shape of every section."""
+    seen: dict[str, int] = {}
+    for i, item, item_path, item_line in c.items(value, path, line):
+        if not isinstance(item, dict):
+            c.expected("a mapping", item, item_path, item_line)
+        if "name" not in item:
+            c.fail(join(item_path, "name"), "missing required key", item_line)
+        name = c.typed(item["name"], str, join(item_path, "name"), line_of(item, "name"))
+        if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
+            c.fail(join(item_path, "name"), f"{name!r} must be non-empty letters, digits, '_' or '-'",
+                   line_of(item, "name"))
+        if name in seen:
+            c.fail(join(item_path, "name"), f"duplicate name {name!r} (first at {path}[{seen[name]}])",
+                   line_of(item, "name"))
+        seen[name] = i
+    return value
 
 
 def _align(value: int, alignment: int) -> int:
     return (value + alignment - 1) // alignment * alignment
 
 
-def _parse_mode(checker: _Checker, value, path: str, line) -> int:
+def _parse_mode(checker: Checker, value, path: str, line) -> int:
     """Mode bits as an octal string ("0600") or an int (YAML 0o600 is an int)."""
     if isinstance(value, int) and not isinstance(value, bool):
         mode = value
@@ -283,7 +212,7 @@ def _parse_mode(checker: _Checker, value, path: str, line) -> int:
         except ValueError:
             checker.fail(path, f"{value!r} is not an octal mode like \"0600\"", line)
     else:
-        checker.fail(path, f"expected an octal mode string like \"0600\", got {_type_name(value)}", line)
+        checker.fail(path, f"expected an octal mode string like \"0600\", got {type_name(value)}", line)
     if not 0 <= mode <= 0o777:
         checker.fail(path, f"mode {oct(mode)} outside 0000..0777", line)
     if mode & 0o600 != 0o600:
@@ -291,8 +220,9 @@ def _parse_mode(checker: _Checker, value, path: str, line) -> int:
     return mode
 
 
+
 # --------------------------------------------------------------------------
-# Loading
+# Loading: one function per section of the file
 # --------------------------------------------------------------------------
 
 def load_layout(path: str | os.PathLike, *, available_cpus: set[int] | None = None) -> Layout:
@@ -306,42 +236,38 @@ def load_layout(path: str | os.PathLike, *, available_cpus: set[int] | None = No
     return parse_layout(text, file, available_cpus=available_cpus)
 
 
+
 def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: set[int] | None = None) -> Layout:
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise LayoutError(file, "", f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = yaml.load(text, Loader=LineLoader)
-    except DuplicateKey as exc:
-        raise LayoutError(file, exc.key, "duplicate key", exc.line) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise LayoutError(file, "", f"not valid YAML: {problem}", mark.line + 1 if mark else None) from None
-    except RecursionError:
-        raise LayoutError(file, "", "not valid YAML: nested too deeply") from None
-    c = _Checker(file)
+    data = parse_yaml(text, lambda path, reason, line: LayoutError(file, path, reason, line))
+    c = Checker.for_file(LayoutError, file)
     if data is None:
         c.fail("", "empty file")
-    c.mapping(data, "", 1,
-              required={"version": int, "name": str, "segments": list, "rings": list, "tables": list,
-                        "processes": list},
-              optional={"symbols": list})
-    version = data["version"]
-    if version < 1:
-        c.fail("version", f"must be >= 1, got {version}", c.line_of(data, "version"))
+    c.mapping(data, "", 1, {"version": int, "name": str, "segments": list, "rings": list, "tables": list,
+                            "processes": list, "symbols": list},
+              required=("version", "name", "segments", "rings", "tables", "processes"))
+    version = c.integer(data["version"], "version", line_of(data, "version"), 1)
+    name = _name(c, data)
+    symbols = _symbols(c, data)
+    segments = _segments(c, data)
+    cpus = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
+    processes, warnings = _processes(c, data, file, cpus)
+    tables = _tables(c, data, segments, processes, symbols)
+    rings = _rings(c, data, segments, processes, tables)
+    return _compute(file, name, version, segments, rings, tables, processes, warnings, symbols)
+
+
+def _name(c: Checker, data) -> str:
     name = data["name"]
     if not name or len(name) > 24 or not all(ch.isalnum() or ch in "_-" for ch in name):
         c.fail("name", f"{name!r} must be 1..24 letters, digits, '_' or '-' (it prefixes /dev/shm names)",
-               c.line_of(data, "name"))
+               line_of(data, "name"))
+    return name
 
-    # ---- symbols
-    symbols_raw = data.get("symbols", [])
+
+def _symbols(c: Checker, data) -> tuple[str, ...]:
+    """``symbols``: the ids every process agrees on (id = index)."""
     symbols: list[str] = []
-    for i, symbol in enumerate(symbols_raw):
-        path, line = f"symbols[{i}]", c.line_of(symbols_raw, i)
+    for i, symbol, path, line in c.items(data.get("symbols", []), "symbols", line_of(data, "symbols")):
         symbol = c.typed(symbol, str, path, line)
         if not 1 <= len(symbol) <= SYMBOL_MAX or not symbol.isascii() or symbol != symbol.strip() \
                 or not all(ch.isupper() or ch.isdigit() or ch in "._-" for ch in symbol):
@@ -349,96 +275,87 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
         if symbol in symbols:
             c.fail(path, f"{symbol!r} is declared twice (first at symbols[{symbols.index(symbol)}])", line)
         symbols.append(symbol)
+    return tuple(symbols)
 
-    # ---- segments
-    segments_raw = c.named_list(data["segments"], "segments", c.line_of(data, "segments"))
+
+def _segments(c: Checker, data) -> dict[str, dict]:
+    segments_raw = _named_list(c, data["segments"], "segments", line_of(data, "segments"))
     if not segments_raw:
-        c.fail("segments", "at least one segment is required", c.line_of(data, "segments"))
+        c.fail("segments", "at least one segment is required", line_of(data, "segments"))
     segments: dict[str, dict] = {}
     for i, seg in enumerate(segments_raw):
         path = f"segments[{i}]"
-        c.mapping(seg, path, c.line_of(segments_raw, i), required={"name": str},
-                  optional={"backing": str, "mode": (str, int)})
-        backing = seg.get("backing", "hugepage")
-        if backing not in BACKINGS:
-            c.fail(f"{path}.backing", f"{backing!r} is not one of {', '.join(BACKINGS)}", c.line_of(seg, "backing"))
-        mode = _parse_mode(c, seg.get("mode", "0600"), f"{path}.mode", c.line_of(seg, "mode"))
+        c.mapping(seg, path, line_of(segments_raw, i), {"name": str, "backing": str, "mode": (str, int)},
+                  required=("name",))
+        backing = c.choice(seg.get("backing", "hugepage"), f"{path}.backing", line_of(seg, "backing"), BACKINGS)
+        mode = _parse_mode(c, seg.get("mode", "0600"), f"{path}.mode", line_of(seg, "mode"))
         segments[seg["name"]] = {"name": seg["name"], "backing": backing, "mode": mode}
+    return segments
 
-    # ---- processes
-    processes_raw = c.named_list(data["processes"], "processes", c.line_of(data, "processes"))
+
+def _processes(c: Checker, data, file: str, cpus: set[int]) -> tuple[dict[str, ProcessSpec], list[str]]:
+    """``processes``, and the warnings of a placement this machine cannot honour."""
+    processes_raw = _named_list(c, data["processes"], "processes", line_of(data, "processes"))
     processes: dict[str, ProcessSpec] = {}
-    cpus = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
     warnings: list[str] = []
     for i, proc in enumerate(processes_raw):
         path = f"processes[{i}]"
-        c.mapping(proc, path, c.line_of(processes_raw, i), required={"name": str, "agent": str, "idle": dict},
-                  optional={"cpu": (int, type(None)), "scheduling": dict, "params": dict})
+        c.mapping(proc, path, line_of(processes_raw, i),
+                  {"name": str, "agent": str, "idle": dict, "cpu": (int, None), "scheduling": dict, "params": dict},
+                  required=("name", "agent", "idle"))
         agent = proc["agent"]
         module, _, cls = agent.partition(":")
         if not module or not cls or not all(p.isidentifier() for p in module.split(".") + cls.split(".")):
-            c.fail(f"{path}.agent", f"{agent!r} must be 'package.module:ClassName'", c.line_of(proc, "agent"))
+            c.fail(f"{path}.agent", f"{agent!r} must be 'package.module:ClassName'", line_of(proc, "agent"))
         cpu = proc.get("cpu")
         if cpu is not None:
-            if cpu < 0:
-                c.fail(f"{path}.cpu", f"must be >= 0, got {cpu}", c.line_of(proc, "cpu"))
+            c.integer(cpu, f"{path}.cpu", line_of(proc, "cpu"), 0)
             if cpu not in cpus:
-                warnings.append(f"{file}:{c.line_of(proc, 'cpu')}: {path}.cpu: CPU {cpu} is not available on this "
+                warnings.append(f"{file}:{line_of(proc, 'cpu')}: {path}.cpu: CPU {cpu} is not available on this "
                                 f"machine (allowed: {_cpu_list(cpus)}); the process will run unpinned")
-        idle = _parse_idle(c, proc["idle"], f"{path}.idle", c.line_of(proc, "idle"))
-        sched = _parse_scheduling(c, proc.get("scheduling", {}), f"{path}.scheduling", c.line_of(proc, "scheduling"))
+        idle = _parse_idle(c, proc["idle"], f"{path}.idle", line_of(proc, "idle"))
+        sched = _parse_scheduling(c, proc.get("scheduling", {}), f"{path}.scheduling", line_of(proc, "scheduling"))
         processes[proc["name"]] = ProcessSpec(name=proc["name"], index=i, agent=agent, cpu=cpu, idle=idle,
                                               scheduling=sched, params=plain(proc.get("params", {})))
     spinners = [p.name for p in processes.values() if p.idle.strategy == "busy_spin"]
     if len(spinners) > len(cpus):
         warnings.append(f"{file}: {len(spinners)} busy-spinning processes ({', '.join(spinners)}) on "
                         f"{len(cpus)} CPUs: they will starve each other; use backoff or doorbell here")
+    return processes, warnings
 
-    # ---- tables
-    tables_raw = c.named_list(data["tables"], "tables", c.line_of(data, "tables"))
+
+def _tables(c: Checker, data, segments: dict, processes: dict, symbols: tuple) -> dict[str, dict]:
+    """``tables``: one of each kind, sized from the processes and symbols."""
+    tables_raw = _named_list(c, data["tables"], "tables", line_of(data, "tables"))
     tables: dict[str, dict] = {}
     for i, table in enumerate(tables_raw):
         path = f"tables[{i}]"
-        c.mapping(table, path, c.line_of(tables_raw, i), required={"name": str, "kind": str, "segment": str},
-                  optional={"slots_per_process": int})
-        kind = table["kind"]
-        if kind not in TABLE_KINDS:
-            c.fail(f"{path}.kind", f"{kind!r} is not one of {', '.join(TABLE_KINDS)}", c.line_of(table, "kind"))
+        c.mapping(table, path, line_of(tables_raw, i), {"name": str, "kind": str, "segment": str,
+                                                        "slots_per_process": int},
+                  required=("name", "kind", "segment"))
+        kind = c.choice(table["kind"], f"{path}.kind", line_of(table, "kind"), TABLE_KINDS)
         if table["segment"] not in segments:
-            c.fail(f"{path}.segment", f"no segment named {table['segment']!r}", c.line_of(table, "segment"))
+            c.fail(f"{path}.segment", f"no segment named {table['segment']!r}", line_of(table, "segment"))
         if any(t["kind"] == kind for t in tables.values()):
-            c.fail(f"{path}.kind", f"a second {kind!r} table (one per layout)", c.line_of(table, "kind"))
+            c.fail(f"{path}.kind", f"a second {kind!r} table (one per layout)", line_of(table, "kind"))
         per_process = table.get("slots_per_process", 0)
+        if kind != "counters" and "slots_per_process" in table:
+            c.fail(f"{path}.slots_per_process", "only a counters table has slots_per_process",
+                   line_of(table, "slots_per_process"))
         if kind == "counters":
             if "slots_per_process" not in table:
                 c.fail(f"{path}.slots_per_process", "missing required key for a counters table",
-                       c.line_of(tables_raw, i))
-            if not 1 <= per_process <= 4096:
-                c.fail(f"{path}.slots_per_process", f"must be 1..4096, got {per_process}",
-                       c.line_of(table, "slots_per_process"))
+                       line_of(tables_raw, i))
+            c.integer(per_process, f"{path}.slots_per_process", line_of(table, "slots_per_process"), 1, 4096)
             # block 0 belongs to the creator (the supervisor), then one block per process
             slots, slot_size = per_process * (1 + len(processes)), COUNTER_SLOT_SIZE
-        elif kind == "market_state":
-            if "slots_per_process" in table:
-                c.fail(f"{path}.slots_per_process", "only a counters table has slots_per_process",
-                       c.line_of(table, "slots_per_process"))
+        elif kind in ("market_state", "positions"):
             if not symbols:
-                c.fail(f"{path}.kind", "a market_state table needs the top-level 'symbols' list",
-                       c.line_of(table, "kind"))
-            slots, slot_size = len(symbols), MARKET_STATE_SLOT_SIZE
-        elif kind in ("control", "positions"):
-            if "slots_per_process" in table:
-                c.fail(f"{path}.slots_per_process", "only a counters table has slots_per_process",
-                       c.line_of(table, "slots_per_process"))
-            if kind == "positions" and not symbols:
-                c.fail(f"{path}.kind", "a positions table needs the top-level 'symbols' list",
-                       c.line_of(table, "kind"))
-            slots, slot_size = ((len(CONTROL_WORDS), CONTROL_WORD_SIZE) if kind == "control"
-                                else (len(symbols), POSITION_SLOT_SIZE))
+                c.fail(f"{path}.kind", f"a {kind} table needs the top-level 'symbols' list", line_of(table, "kind"))
+            slots, slot_size = len(symbols), (MARKET_STATE_SLOT_SIZE if kind == "market_state" else POSITION_SLOT_SIZE)
+        elif kind == "control":
+            slots, slot_size = len(CONTROL_WORDS), CONTROL_WORD_SIZE
         else:
-            if "slots_per_process" in table:
-                c.fail(f"{path}.slots_per_process", "only a counters table has slots_per_process",
-                       c.line_of(table, "slots_per_process"))
             slots, slot_size = len(processes), PROCESS_SLOT_SIZE
         tables[table["name"]] = {"name": table["name"], "kind": kind, "segment": table["segment"], "slots": slots,
                                  "slot_size": slot_size, "slots_per_process": per_process}
@@ -446,19 +363,22 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
     for kind in required_kinds:
         if not any(t["kind"] == kind for t in tables.values()):
             c.fail("tables", f"a {kind!r} table is required" + (" (symbols are declared)" if kind == "market_state"
-                                                               else ""), c.line_of(data, "tables"))
+                                                               else ""), line_of(data, "tables"))
+    return tables
 
-    # ---- rings
-    rings_raw = c.named_list(data["rings"], "rings", c.line_of(data, "rings"))
+
+def _rings(c: Checker, data, segments: dict, processes: dict, tables: dict) -> dict[str, dict]:
+    """``rings``: one producer, one consumer, a message of the catalog, slots that hold it."""
+    rings_raw = _named_list(c, data["rings"], "rings", line_of(data, "rings"))
     rings: dict[str, dict] = {}
     for i, ring in enumerate(rings_raw):
         path = f"rings[{i}]"
-        c.mapping(ring, path, c.line_of(rings_raw, i),
-                  required={"name": str, "segment": str, "producer": (str, list), "consumer": (str, list),
-                            "message": str, "slot_size": int, "capacity": int},
-                  optional={})
+        c.mapping(ring, path, line_of(rings_raw, i),
+                  {"name": str, "segment": str, "producer": (str, list), "consumer": (str, list),
+                   "message": str, "slot_size": int, "capacity": int},
+                  required=("name", "segment", "producer", "consumer", "message", "slot_size", "capacity"))
         for role in ("producer", "consumer"):
-            value, line = ring[role], c.line_of(ring, role)
+            value, line = ring[role], line_of(ring, role)
             if isinstance(value, list):
                 if len(value) != 1:
                     c.fail(f"{path}.{role}", f"a ring has exactly one {role} (single-producer/single-consumer); "
@@ -469,70 +389,63 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
                        f"(declared: {', '.join(processes) or 'none'})", line)
         if ring["producer"] == ring["consumer"]:
             c.fail(f"{path}.consumer", f"producer and consumer are both {ring['producer']!r}",
-                   c.line_of(ring, "consumer"))
+                   line_of(ring, "consumer"))
         if ring["segment"] not in segments:
-            c.fail(f"{path}.segment", f"no segment named {ring['segment']!r}", c.line_of(ring, "segment"))
+            c.fail(f"{path}.segment", f"no segment named {ring['segment']!r}", line_of(ring, "segment"))
         message = MESSAGES.get(ring["message"])
         if message is None:
             c.fail(f"{path}.message", f"unknown message {ring['message']!r} (known: {', '.join(MESSAGES)})",
-                   c.line_of(ring, "message"))
+                   line_of(ring, "message"))
         capacity = ring["capacity"]
         if capacity < 2 or capacity & (capacity - 1):
-            c.fail(f"{path}.capacity", f"{capacity} is not a power of two >= 2", c.line_of(ring, "capacity"))
+            c.fail(f"{path}.capacity", f"{capacity} is not a power of two >= 2", line_of(ring, "capacity"))
         if capacity > 1 << 24:
-            c.fail(f"{path}.capacity", f"{capacity} exceeds the limit of {1 << 24} slots", c.line_of(ring, "capacity"))
+            c.fail(f"{path}.capacity", f"{capacity} exceeds the limit of {1 << 24} slots", line_of(ring, "capacity"))
         slot_size = ring["slot_size"]
         if slot_size <= 0 or slot_size % 64:
-            c.fail(f"{path}.slot_size", f"{slot_size} is not a positive multiple of 64", c.line_of(ring, "slot_size"))
+            c.fail(f"{path}.slot_size", f"{slot_size} is not a positive multiple of 64", line_of(ring, "slot_size"))
         largest = max(records_on(message.name), key=lambda r: r.size)
         if slot_size < largest.size:
             c.fail(f"{path}.slot_size", f"{slot_size} is smaller than {largest.name} ({largest.size} bytes)"
                    + (f", which a {message.name} ring carries too" if largest is not message else ""),
-                   c.line_of(ring, "slot_size"))
+                   line_of(ring, "slot_size"))
         if slot_size > 65536:
-            c.fail(f"{path}.slot_size", f"{slot_size} exceeds the limit of 65536", c.line_of(ring, "slot_size"))
+            c.fail(f"{path}.slot_size", f"{slot_size} exceeds the limit of 65536", line_of(ring, "slot_size"))
         rings[ring["name"]] = {"name": ring["name"], "segment": ring["segment"], "producer": ring["producer"],
                                "consumer": ring["consumer"], "message": ring["message"],
                                "slot_size": slot_size, "capacity": capacity}
     for ring_name in rings:
         if ring_name in tables:
-            c.fail("rings", f"name {ring_name!r} is both a table and a ring", c.line_of(data, "rings"))
+            c.fail("rings", f"name {ring_name!r} is both a table and a ring", line_of(data, "rings"))
+    return rings
 
-    return _compute(file, name, version, segments, rings, tables, processes, warnings, tuple(symbols))
+
+_IDLE_COUNTS = ("spins", "yields")
+_IDLE_DURATIONS = ("min_park_ns", "max_park_ns", "sleep_ns", "park_timeout_ns")
 
 
-def _parse_idle(c: _Checker, idle, path: str, line) -> IdleSpec:
-    c.mapping(idle, path, line, required={"strategy": str},
-              optional={"spins": int, "yields": int, "min_park_ns": int, "max_park_ns": int, "sleep_ns": int,
-                        "park_timeout_ns": int})
-    strategy = idle["strategy"]
-    if strategy not in IDLE_STRATEGIES:
-        c.fail(f"{path}.strategy", f"{strategy!r} is not one of {', '.join(IDLE_STRATEGIES)}",
-               c.line_of(idle, "strategy"))
-    for key in ("spins", "yields", "min_park_ns", "max_park_ns", "sleep_ns", "park_timeout_ns"):
-        if key in idle and not 0 <= idle[key] <= 10**10:
-            c.fail(f"{path}.{key}", f"must be 0..10000000000, got {idle[key]}", c.line_of(idle, key))
-    for key in ("min_park_ns", "max_park_ns", "sleep_ns", "park_timeout_ns"):
-        if key in idle and idle[key] == 0:
-            c.fail(f"{path}.{key}", "must be > 0", c.line_of(idle, key))
-    spec = IdleSpec(strategy=strategy, **{k: v for k, v in idle.items() if k != "strategy"})
+def _parse_idle(c: Checker, idle, path: str, line) -> IdleSpec:
+    s = c.section(idle, path, line, {"strategy": str, **dict.fromkeys(_IDLE_COUNTS + _IDLE_DURATIONS, int)},
+                  required=("strategy",))
+    values = {"strategy": s.choice("strategy", IDLE_STRATEGIES)}
+    for key in _IDLE_COUNTS + _IDLE_DURATIONS:
+        if key in s:
+            values[key] = s.integer(key, 0 if key in _IDLE_COUNTS else 1, 10**10)
+    spec = IdleSpec(**values)
     if spec.min_park_ns > spec.max_park_ns:
-        c.fail(f"{path}.max_park_ns", f"{spec.max_park_ns} is below min_park_ns {spec.min_park_ns}",
-               c.line_of(idle, "max_park_ns") or line)
+        s.fail("max_park_ns", f"{spec.max_park_ns} is below min_park_ns {spec.min_park_ns}")
     return spec
 
 
-def _parse_scheduling(c: _Checker, sched, path: str, line) -> SchedulingSpec:
-    c.mapping(sched, path, line, required={}, optional={"policy": str, "priority": int, "mlockall": bool})
-    policy = sched.get("policy", "other")
-    if policy not in SCHED_POLICIES:
-        c.fail(f"{path}.policy", f"{policy!r} is not one of {', '.join(SCHED_POLICIES)}", c.line_of(sched, "policy"))
-    priority = sched.get("priority", 0)
+def _parse_scheduling(c: Checker, sched, path: str, line) -> SchedulingSpec:
+    s = c.section(sched, path, line, {"policy": str, "priority": int, "mlockall": bool})
+    policy = s.choice("policy", SCHED_POLICIES, "other")
+    priority = s.get("priority", 0)
     if policy == "fifo" and not 1 <= priority <= 99:
-        c.fail(f"{path}.priority", f"SCHED_FIFO priority must be 1..99, got {priority}", c.line_of(sched, "priority"))
+        s.fail("priority", f"SCHED_FIFO priority must be 1..99, got {priority}")
     if policy == "other" and priority != 0:
-        c.fail(f"{path}.priority", "a priority needs policy: fifo", c.line_of(sched, "priority"))
-    return SchedulingSpec(policy=policy, priority=priority, mlockall=sched.get("mlockall", False))
+        s.fail("priority", "a priority needs policy: fifo")
+    return SchedulingSpec(policy=policy, priority=priority, mlockall=s.get("mlockall", False))
 
 
 def _cpu_list(cpus: set[int]) -> str:
@@ -601,11 +514,11 @@ def describe_difference(mine: bytes, theirs: bytes) -> list[str]:
         if isinstance(x, dict) and isinstance(y, dict):
             for k in sorted(set(x) | set(y)):
                 if k not in x:
-                    out.append(f"{_join(path, k)}: only in the segment")
+                    out.append(f"{join(path, k)}: only in the segment")
                 elif k not in y:
-                    out.append(f"{_join(path, k)}: only in this layout")
+                    out.append(f"{join(path, k)}: only in this layout")
                 else:
-                    walk(x[k], y[k], _join(path, k))
+                    walk(x[k], y[k], join(path, k))
         elif isinstance(x, list) and isinstance(y, list):
             if len(x) != len(y):
                 out.append(f"{path}: {len(y)} entries in the segment, {len(x)} in this layout")

@@ -31,12 +31,12 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from appliance.runtime.yaml_lines import DuplicateKey, LineLoader, MarkedDict, line_of
+from appliance.config.checker import Checker, type_name
+from appliance.config.errors import join, line_of
+from appliance.config.yaml_lines import MarkedDict, read_yaml_file
 
 from .api import Strategy
-from .config import StrategyConfig, StrategyConfigError, type_name
+from .config import StrategyConfig, StrategyConfigError
 
 
 @dataclass(frozen=True)
@@ -48,34 +48,13 @@ class LoadedStrategy:
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML with lines (appliance/runtime/yaml_lines.py)
+# The parameters file (appliance/config/yaml_lines.py)
 # ---------------------------------------------------------------------------------------------
-
-_line_of = line_of
-
 
 def load_parameters_file(path: str) -> dict:
     """The mapping in a YAML parameters file (empty file: {}); errors name the file and line."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except (OSError, ValueError) as exc:          # ValueError: a NUL in the path
-        raise StrategyConfigError("", f"cannot read: {getattr(exc, 'strerror', None) or exc}",
-                                  file=path) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise StrategyConfigError("", f"not UTF-8 text (byte {exc.start})", file=path) from None
-    try:
-        data = yaml.load(text, Loader=LineLoader)
-    except DuplicateKey as exc:
-        raise StrategyConfigError(exc.key, "duplicate key", file=path, line=exc.line) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise StrategyConfigError("", f"not valid YAML: {getattr(exc, 'problem', None) or exc}", file=path,
-                                  line=mark.line + 1 if mark else None) from None
-    except RecursionError:
-        raise StrategyConfigError("", "not valid YAML: nested too deeply", file=path) from None
+    data = read_yaml_file(path, lambda key_path, reason, line: StrategyConfigError(key_path, reason, file=path,
+                                                                                  line=line))
     if data is None:
         return MarkedDict()
     if not isinstance(data, dict):
@@ -88,51 +67,40 @@ def load_parameters_file(path: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 class _Builder:
-    """Converts parsed YAML into typed values, failing with the key path, file and line."""
+    """Converts parsed YAML into typed values through the one checker, failing with the key path, file
+    and line."""
 
     def __init__(self, base_path: str, file: str | None):
         self.base_path = base_path
         self.file = file
+        self.check = Checker(lambda path, reason, line: StrategyConfigError(path or base_path or "<top>", reason,
+                                                                            file=file, line=line))
 
     def fail(self, path: str, reason: str, line: int | None):
-        raise StrategyConfigError(path or self.base_path or "<top>", reason, file=self.file, line=line)
-
-    def join(self, path: str, key) -> str:
-        return f"{path}.{key}" if path else str(key)
+        self.check.fail(path, reason, line)
 
     def dataclass(self, cls: type, raw, path: str, line: int | None):
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            self.fail(path, f"expected a mapping, got {type_name(raw)}", line)
         try:
             hints = typing.get_type_hints(cls)
         except Exception as exc:    # a forward reference the module cannot resolve
             self.fail(path, f"cannot resolve the field types of {cls.__qualname__}: {exc}", line)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-        for key in raw:
-            if key not in fields:
-                self.fail(self.join(path, key), f"unknown key (allowed: {', '.join(fields) or 'none'})",
-                          _line_of(raw, key) or line)
-        values = {}
-        for name, f in fields.items():
-            if name in raw:
-                values[name] = self.value(raw[name], hints.get(name, Any), self.join(path, name),
-                                          _line_of(raw, name) or line)
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                self.fail(self.join(path, name), "missing required key", line)
+        required = [name for name, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        raw = self.check.mapping({} if raw is None else raw, path, line, tuple(fields), required)
+        values = {name: self.value(raw[name], hints.get(name, Any), join(path, name), line_of(raw, name) or line)
+                  for name in fields if name in raw}
         try:
             return cls(**values)
         except (ValueError, TypeError) as exc:
             self.fail(path, str(exc), line)
 
     def value(self, value, tp, path: str, line: int | None):
+        check = self.check
         if tp is Any:
             return value
         if tp is type(None) or tp is None:
-            if value is not None:
-                self.fail(path, f"expected null, got {type_name(value)}", line)
-            return None
+            return check.typed(value, None, path, line)
         origin, args = typing.get_origin(tp), typing.get_args(tp)
         if origin is typing.Union or origin is types.UnionType:
             if value is None and type(None) in args:
@@ -145,66 +113,51 @@ class _Builder:
                     return self.value(value, option, path, line)
                 except StrategyConfigError:
                     continue
-            self.fail(path, f"expected {' or '.join(_describe(a) for a in args)}, got {type_name(value)}", line)
+            check.fail(path, f"expected {' or '.join(_describe(a) for a in args)}, got {type_name(value)}", line)
         if origin is typing.Literal:
-            for allowed in args:
-                if value == allowed and type(value) is type(allowed):
-                    return value
-            self.fail(path, f"must be one of {', '.join(repr(a) for a in args)}, got {value!r}", line)
+            return check.choice(value, path, line, args)
         if tp is bool:
-            if not isinstance(value, bool):
-                self.fail(path, f"expected a boolean, got {type_name(value)}", line)
-            return value
+            return check.boolean(value, path, line)
         if tp is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                self.fail(path, f"expected an integer, got {type_name(value)}", line)
-            return value
+            return check.integer(value, path, line)
         if tp is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                self.fail(path, f"expected a number, got {type_name(value)}", line)
-            return float(value)
+            return float(check.number(value, path, line))
         if tp is str:
-            if not isinstance(value, str):
-                self.fail(path, f"expected a string, got {type_name(value)}", line)
-            return value
+            return check.string(value, path, line, empty=True)
         if origin in (list, tuple) or tp in (list, tuple):
-            if not isinstance(value, list):
-                self.fail(path, f"expected a list, got {type_name(value)}", line)
-            item_type = args[0] if args else Any
+            check.listing(value, path, line)
             if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
                 if len(args) != len(value):
-                    self.fail(path, f"expected {len(args)} items, got {len(value)}", line)
-                return tuple(self.value(v, a, f"{path}[{i}]", _line_of(value, i) or line)
-                             for i, (v, a) in enumerate(zip(value, args)))
-            items = [self.value(v, item_type, f"{path}[{i}]", _line_of(value, i) or line)
-                     for i, v in enumerate(value)]
+                    check.fail(path, f"expected {len(args)} items, got {len(value)}", line)
+                return tuple(self.value(v, a, item_path, item_line)
+                             for (_, v, item_path, item_line), a in zip(check.items(value, path, line), args))
+            item_type = args[0] if args else Any
+            items = [self.value(v, item_type, item_path, item_line)
+                     for _, v, item_path, item_line in check.items(value, path, line)]
             return tuple(items) if (origin is tuple or tp is tuple) else items
         if origin is dict or tp is dict:
-            if not isinstance(value, dict):
-                self.fail(path, f"expected a mapping, got {type_name(value)}", line)
+            check.typed(value, dict, path, line)
             key_type, value_type = args if args else (Any, Any)
             result = {}
             for key, item in value.items():
-                item_line = _line_of(value, key) or line
+                item_line = line_of(value, key) or line
                 if key_type is str and not isinstance(key, str):
-                    self.fail(self.join(path, key), f"keys must be strings, got {type_name(key)}", item_line)
-                result[key] = self.value(item, value_type, self.join(path, key), item_line)
+                    check.fail(join(path, key), f"keys must be strings, got {type_name(key)}", item_line)
+                result[key] = self.value(item, value_type, join(path, key), item_line)
             return result
         if dataclasses.is_dataclass(tp) and isinstance(tp, type):
             return self.dataclass(tp, value, path, line)
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
-            if isinstance(value, str) and value in tp.__members__:
-                return tp[value]
-            self.fail(path, f"must be one of {', '.join(tp.__members__)}, got {value!r}", line)
+            return tp[check.choice(value, path, line, tp.__members__)]
         if isinstance(tp, type):
             if not isinstance(value, tp):
-                self.fail(path, f"expected {tp.__name__}, got {type_name(value)}", line)
+                check.expected(tp.__name__, value, path, line)
             return value
-        self.fail(path, f"the strategy declares an unsupported parameter type {tp!r}", line)
+        check.fail(path, f"the strategy declares an unsupported parameter type {tp!r}", line)
 
 
 def _describe(tp) -> str:
-    names = {int: "an integer", float: "a number", bool: "a boolean", str: "a string", type(None): "null"}
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
     if tp in names:
         return names[tp]
     return getattr(tp, "__name__", repr(tp))

@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass, field
 
 from appliance.clock.guard import ClockConfig, ClockConfigError, parse_clock_config
-from appliance.runtime.config_errors import ParamsError
+from appliance.config.checker import Checker, shown
+from appliance.config.errors import ParamsError
 
 DEFAULT_START_ORDER = ("feed", "oms", "risk", "strategy")
 
@@ -78,91 +79,62 @@ def control_socket_path(config: "SupervisorConfig", layout_path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(layout_path)), config.control_socket)
 
 
-def _check(value, expected, path):
-    if (expected is int and isinstance(value, bool)) or not isinstance(value, expected):
-        names = expected.__name__ if isinstance(expected, type) else "/".join(t.__name__ for t in expected)
-        raise SupervisorConfigError(path, f"expected {names}, got {type(value).__name__}")
-    return value
-
-
-def _section(params: dict, key: str, path: str, known: dict) -> dict:
-    section = params.get(key, {})
-    _check(section, dict, f"{path}.{key}")
-    for k, v in section.items():
-        if k not in known:
-            raise SupervisorConfigError(f"{path}.{key}.{k}", f"unknown key (known: {', '.join(sorted(known))})")
-        _check(v, known[k], f"{path}.{key}.{k}")
-    return section
+_KEYS = {"clock": dict, "restart": dict, "exporter": dict, "start_order": list, "heartbeat_timeout_ms": int,
+         "risk_heartbeat_timeout_ms": int, "market_data_stale_ms": int, "start_timeout_s": float,
+         "stop_timeout_s": float, "control_socket": str, "log_dir": str}
+_TIMEOUTS_MS = {"heartbeat_timeout_ms": (10, 600_000), "risk_heartbeat_timeout_ms": (5, 600_000),
+                "market_data_stale_ms": (100, 600_000)}
 
 
 def parse_supervisor_params(params: dict | None, processes: list[str],
                             path: str = "processes.supervisor.params") -> SupervisorConfig:
-    params = params or {}
-    _check(params, dict, path)
-    known = {"clock", "restart", "exporter", "start_order", "heartbeat_timeout_ms", "risk_heartbeat_timeout_ms",
-             "market_data_stale_ms", "start_timeout_s", "stop_timeout_s", "control_socket", "log_dir"}
-    for key in params:
-        if key not in known:
-            raise SupervisorConfigError(f"{path}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+    top = Checker.for_params(SupervisorConfigError).section(params, path, None, _KEYS, optional=True)
     values: dict = {}
     try:
-        values["clock"] = parse_clock_config(params.get("clock"), f"{path}.clock")
+        values["clock"] = parse_clock_config(top.get("clock", None), f"{path}.clock")
     except ClockConfigError as exc:
         raise SupervisorConfigError(exc.key_path, exc.reason) from None
-    r = _section(params, "restart", path, {"policy": str, "backoff_initial_ms": int, "backoff_max_ms": int,
-                                           "max_restarts": int, "window_s": int})
-    if r.get("policy", "restart") not in ("restart", "stop"):
-        raise SupervisorConfigError(f"{path}.restart.policy", f"{r['policy']!r} is not restart or stop")
-    for key in ("backoff_initial_ms", "backoff_max_ms"):
-        if key in r and not 1 <= r[key] <= 600_000:
-            raise SupervisorConfigError(f"{path}.restart.{key}", "must be 1..600000")
-    if "max_restarts" in r and not 0 <= r["max_restarts"] <= 10_000:
-        raise SupervisorConfigError(f"{path}.restart.max_restarts", "must be 0..10000")
-    if "window_s" in r and not 1 <= r["window_s"] <= 604_800:
-        raise SupervisorConfigError(f"{path}.restart.window_s", "must be 1..604800 (a week)")
-    values["restart"] = RestartPolicy(**r)
-    e = dict(_section(params, "exporter", path, {"enabled": bool, "address": str, "port": int, "tls": dict,
-                                                 "basic_auth": dict}))
-    if "port" in e and not 0 <= e["port"] <= 65535:
-        raise SupervisorConfigError(f"{path}.exporter.port", "must be 0..65535")
-    tls = _section(e, "tls", f"{path}.exporter", {"cert": str, "key": str})
-    auth = _section(e, "basic_auth", f"{path}.exporter", {"user": str, "password_file": str})
-    e.pop("tls", None)
-    e.pop("basic_auth", None)
-    exporter = ExporterConfig(**e, tls_cert=tls.get("cert", ""), tls_key=tls.get("key", ""),
-                              auth_user=auth.get("user", ""), auth_password_file=auth.get("password_file", ""))
+    r = top.section("restart", {"policy": str, "backoff_initial_ms": int, "backoff_max_ms": int, "max_restarts": int,
+                                "window_s": int})
+    defaults = RestartPolicy()
+    values["restart"] = RestartPolicy(
+        policy=r.choice("policy", ("restart", "stop"), defaults.policy),
+        backoff_initial_ms=r.integer("backoff_initial_ms", 1, 600_000, defaults.backoff_initial_ms),
+        backoff_max_ms=r.integer("backoff_max_ms", 1, 600_000, defaults.backoff_max_ms),
+        max_restarts=r.integer("max_restarts", 0, 10_000, defaults.max_restarts),
+        window_s=r.integer("window_s", 1, 604_800, defaults.window_s))
+    e = top.section("exporter", {"enabled": bool, "address": str, "port": int, "tls": dict, "basic_auth": dict})
+    tls = e.section("tls", {"cert": str, "key": str})
+    auth = e.section("basic_auth", {"user": str, "password_file": str})
+    defaults_e = ExporterConfig()
+    exporter = ExporterConfig(enabled=e.boolean("enabled", defaults_e.enabled),
+                              address=e.string("address", defaults_e.address, empty=True),
+                              port=e.integer("port", 0, 65535, defaults_e.port),
+                              tls_cert=tls.string("cert", "", empty=True), tls_key=tls.string("key", "", empty=True),
+                              auth_user=auth.string("user", "", empty=True),
+                              auth_password_file=auth.string("password_file", "", empty=True))
     if exporter.enabled:
         from appliance.ops.exporter_security import Exposure, ExposureError, check_exposure
         try:
             check_exposure(Exposure(exporter.address, exporter.tls_cert, exporter.tls_key, exporter.auth_user,
                                     exporter.auth_password_file))
         except ExposureError as exc:
-            raise SupervisorConfigError(f"{path}.exporter", str(exc)) from None
+            top.checker.fail(f"{path}.exporter", str(exc))
     values["exporter"] = exporter
-    if "start_order" in params:
-        order = _check(params["start_order"], list, f"{path}.start_order")
-        for i, name in enumerate(order):
+    if "start_order" in top:
+        order = []
+        for _, name, item, _line in top.items("start_order"):
             if name not in processes:
-                raise SupervisorConfigError(f"{path}.start_order[{i}]", f"{name!r} is not a declared process")
+                top.checker.fail(item, f"{shown(name)} is not a declared process")
+            order.append(name)
         if len(set(order)) != len(order):
-            raise SupervisorConfigError(f"{path}.start_order", "a process is listed twice")
+            top.fail("start_order", "a process is listed twice")
         values["start_order"] = tuple(order)
     else:
         values["start_order"] = tuple(p for p in DEFAULT_START_ORDER if p in processes) + tuple(
             p for p in processes if p not in DEFAULT_START_ORDER and p != "supervisor")
-    for key, low, high in (("heartbeat_timeout_ms", 10, 600_000), ("risk_heartbeat_timeout_ms", 5, 600_000),
-                           ("market_data_stale_ms", 100, 600_000)):
-        if key in params:
-            if not low <= _check(params[key], int, f"{path}.{key}") <= high:
-                raise SupervisorConfigError(f"{path}.{key}", f"must be {low}..{high}")
-            values[key] = params[key]
-    for key in ("start_timeout_s", "stop_timeout_s"):
-        if key in params:
-            value = _check(params[key], (int, float), f"{path}.{key}")
-            if isinstance(value, bool) or not 0.1 <= value <= 3600:
-                raise SupervisorConfigError(f"{path}.{key}", "must be 0.1..3600")
-            values[key] = float(value)
-    for key in ("control_socket", "log_dir"):
-        if key in params:
-            values[key] = _check(params[key], str, f"{path}.{key}")
+    values.update({key: top.integer(key, low, high) for key, (low, high) in _TIMEOUTS_MS.items() if key in top})
+    values.update({key: float(top.number(key, 0.1, 3600)) for key in ("start_timeout_s", "stop_timeout_s")
+                   if key in top})
+    values.update({key: top.string(key, empty=True) for key in ("control_socket", "log_dir") if key in top})
     return SupervisorConfig(**values)

@@ -9,11 +9,11 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from appliance.exchange import config as cfg
-from appliance.exchange.config import (
-    DEFAULT_CONFIG_YAML, BackgroundConfig, ConfigError, ControlConfig, ExchangeConfig, FaultConfig, FirmConfig,
-    MarketDataConfig, MulticastConfig, OrderEntryConfig, RecordsConfig, SymbolConfig, default_config, load_config,
-    parse_config,
+from appliance.exchange import config_check
+from appliance.exchange.config import DEFAULT_CONFIG_YAML, default_config, load_config, parse_config
+from appliance.exchange.config_model import (
+    BackgroundConfig, ConfigError, ControlConfig, ExchangeConfig, FaultConfig, FirmConfig, MarketDataConfig,
+    MulticastConfig, OrderEntryConfig, RecordsConfig, SymbolConfig,
 )
 
 # Lines 1..5; every bad document below that starts with BASE adds its mistake from line 6 on.
@@ -203,7 +203,7 @@ def test_the_config_is_frozen():
 BAD_DOCUMENTS = [
     # (id, text, key_path, line, reason fragment)
     ("unknown top-level key", BASE + "bogus: 1\n", "bogus", 6,
-     "unknown key (allowed: version, symbols, limits, order_entry, firms, market_data, faults, background"),
+     "unknown key (allowed: background, control, duration_s, faults, firms, limits, market_data, order_entry, records"),
     ("unknown nested key", BASE + "faults:\n  drop: 0.1\n  dorp: 0.2\n", "faults.dorp", 8,
      "unknown key (allowed: drop, duplicate, reorder, seed)"),
     ("unknown key in a symbol", BASE.replace("1900000}", "1900000, lot: 5}"), "symbols[0].lot", 3,
@@ -230,11 +230,11 @@ BAD_DOCUMENTS = [
     ("unquoted numeric password", BASE.replace("password: secret1", "password: 123456"), "firms[0].password", 5,
      "expected a string, got an integer (quote it)"),
     ("order entry port too big", BASE + "order_entry:\n  port: 70000\n", "order_entry.port", 7,
-     "70000 outside 0..65535"),
+     "must be 0..65535, got 70000"),
     ("negative rerequest port", BASE + "market_data: {rerequest_port: -1}\n", "market_data.rerequest_port", 6,
-     "-1 outside 0..65535"),
+     "must not be negative, got -1"),
     ("multicast port 0", BASE + "market_data:\n  multicast: {group: 239.1.1.1, port: 0}\n",
-     "market_data.multicast.port", 7, "0 outside 1..65535"),
+     "market_data.multicast.port", 7, "must be 1..65535, got 0"),
     ("host name, not IPv4", BASE + "order_entry: {host: localhost}\n", "order_entry.host", 6,
      "'localhost' is not an IPv4 address"),
     ("multicast interface not IPv4", BASE + "market_data:\n  multicast: {group: 239.1.1.1, interface: eth0}\n",
@@ -247,7 +247,7 @@ BAD_DOCUMENTS = [
      "'aapl' must be 1..8 characters of A-Z, 0-9, '.' or '-'"),
     ("symbol too long", BASE.replace("symbol: AAPL", "symbol: ABCDEFGHI"), "symbols[0].symbol", 3, "1..8"),
     ("reference price 0", BASE.replace("reference_price: 1900000", "reference_price: 0"),
-     "symbols[0].reference_price", 3, "0 outside 1..2000000000"),
+     "symbols[0].reference_price", 3, "must be 1..2000000000, got 0"),
     ("empty symbols list", "version: 1\nsymbols: []\nfirms:\n  - {username: A, password: b}\n", "symbols", 2,
      "0 symbols; between 1 and 1000 are needed"),
     ("symbols not a list", "version: 1\nsymbols: AAPL\nfirms:\n  - {username: A, password: b}\n", "symbols", 2,
@@ -281,11 +281,11 @@ BAD_DOCUMENTS = [
     ("multicast group not multicast", BASE + "market_data:\n  multicast: {group: 10.0.0.1, port: 15001}\n",
      "market_data.multicast.group", 7, "10.0.0.1 is not a multicast address (224.0.0.0/4)"),
     ("multicast ttl", BASE + "market_data:\n  multicast: {group: 239.1.1.1, ttl: 256}\n",
-     "market_data.multicast.ttl", 7, "256 outside 0..255"),
+     "market_data.multicast.ttl", 7, "must be 0..255, got 256"),
     ("session too long", BASE + "market_data: {session: SIMEX000001}\n", "market_data.session", 6,
      "1..10 printable ASCII"),
-    ("probability over 1", BASE + "faults: {reorder: 1.5}\n", "faults.reorder", 6, "1.5 outside 0..1"),
-    ("negative probability", BASE + "faults: {duplicate: -0.1}\n", "faults.duplicate", 6, "-0.1 outside 0..1"),
+    ("probability over 1", BASE + "faults: {reorder: 1.5}\n", "faults.reorder", 6, "must be 0..1, got 1.5"),
+    ("negative probability", BASE + "faults: {duplicate: -0.1}\n", "faults.duplicate", 6, "must not be negative, got -0.1"),
     ("infinite probability", BASE + "faults: {drop: .inf}\n", "faults.drop", 6, "not a finite number"),
     ("version 2", BASE.replace("version: 1", "version: 2"), "version", 1, "unsupported version 2"),
     ("version as a string", BASE.replace("version: 1", 'version: "1"'), "version", 1,
@@ -298,8 +298,8 @@ BAD_DOCUMENTS = [
     ("duplicate key in a list item", BASE.replace("password: secret1}", "password: a, password: b}"),
      "firms[0].password", 5, "duplicate key"),
     ("rate over the limit", BASE + "background: {rate: 200001}\n", "background.rate", 6,
-     "200001 outside 0..200000"),
-    ("tick 0", BASE + "background: {tick: 0}\n", "background.tick", 6, "0 outside 1.."),
+     "must be 0..200000, got 200001"),
+    ("tick 0", BASE + "background: {tick: 0}\n", "background.tick", 6, "must be 1..2000000000, got 0"),
     ("timeout equal to the heartbeat", BASE + "order_entry: {heartbeat_interval_ms: 1000, peer_timeout_ms: 1000}\n",
      "order_entry.peer_timeout_ms", 6, "1000 must be greater than heartbeat_interval_ms (1000)"),
     ("timeout below the default heartbeat", BASE + "order_entry:\n  peer_timeout_ms: 500\n",
@@ -307,13 +307,13 @@ BAD_DOCUMENTS = [
     ("background firm collides", BASE + "background: {firm: algo1}\n", "background.firm", 6,
      "'algo1' is also the username of firms[0]"),
     ("max_payload too small", BASE + "market_data: {max_payload: 40}\n", "market_data.max_payload", 6,
-     "40 outside 64..65000"),
+     "must be 64..65000, got 40"),
     ("max_payload too large", BASE + "market_data: {max_payload: 65001}\n", "market_data.max_payload", 6,
-     "outside 64..65000"),
+     "must be 64..65000, got 65001"),
     ("top level a list", "- version: 1\n- symbols: []\n", "", 1, "expected a mapping, got a list"),
     ("top level a string", "\n\nhello\n", "", 3, "expected a mapping, got a string"),
     ("section not a mapping", BASE + "faults: [0.1]\n", "faults", 6, "expected a mapping, got a list"),
-    ("duration 0", BASE + "duration_s: 0\n", "duration_s", 6, "0 must be greater than 0 (or null)"),
+    ("duration 0", BASE + "duration_s: 0\n", "duration_s", 6, "must be greater than 0, got 0"),
     ("negative duration", BASE + "duration_s: -1.5\n", "duration_s", 6, "must be greater than 0"),
     ("records directory empty", BASE + 'records: {directory: ""}\n', "records.directory", 6, "must not be empty"),
     ("control socket too long", BASE + f"control: {{socket: /tmp/{'s' * 103}}}\n", "control.socket", 6,
@@ -326,7 +326,7 @@ BAD_DOCUMENTS = [
     ("cancel_on_disconnect null", BASE.replace("secret1}", "secret1, cancel_on_disconnect: null}"),
      "firms[0].cancel_on_disconnect", 5, "expected true or false, got null"),
     ("cancel_on_disconnect misspelt", BASE.replace("secret1}", "secret1, cancel_on_disconect: true}"),
-     "firms[0].cancel_on_disconect", 5, "unknown key (allowed: username, password, mpid, cancel_on_disconnect)"),
+     "firms[0].cancel_on_disconect", 5, "unknown key (allowed: cancel_on_disconnect, mpid, password, username)"),
 ]
 
 
@@ -431,10 +431,10 @@ def test_replace_section_refuses_a_non_section():
         default_config().replace_section("duration_s", value=1)
 
 
-def test_the_module_imports_nothing_of_the_appliance_but_the_wire():
+def test_the_module_imports_nothing_of_the_appliance_but_the_leaves():
     code = ("import sys, appliance.exchange.config; "
             "print(sorted(m for m in sys.modules if m.startswith('appliance.') "
-            "and not m.startswith(('appliance.wire', 'appliance.exchange'))))")
+            "and not m.startswith(('appliance.wire', 'appliance.config', 'appliance.exchange'))))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
-    assert cfg.MIN_PAYLOAD == 64
+    assert config_check.MIN_PAYLOAD == 64

@@ -26,9 +26,9 @@ from appliance.feed.config import FeedConfigError, parse_feed_params
 from appliance.oms.config import OmsConfigError, parse_oms_params
 from appliance.risk.agent import parse_params as parse_risk_params
 from appliance.risk.limits import LimitsError, describe_changes, load_limits, parse_limits
-from appliance.runtime.config_errors import ConfigFileError, ParamsError
+from appliance.config.errors import ConfigFileError, ParamsError
 from appliance.runtime.layout import LayoutError, parse_layout
-from appliance.runtime.yaml_lines import plain
+from appliance.config.yaml_lines import plain
 from appliance.strategy.config import StrategyConfig, StrategyConfigError, parse_strategy_params
 from appliance.strategy.loader import load_strategy
 from appliance.strategy.market_maker import BookTop, desired_quotes

@@ -116,7 +116,8 @@ def test_bad_yaml_duplicate_keys_and_empty_files():
     error = error_of(GOOD.replace("capital: 1000000", "capital: [1000000"))
     assert "not valid YAML" in error.reason and error.line is not None
     error = error_of(GOOD.replace("  max_open_orders: 50\n", "  max_open_orders: 50\n  max_open_orders: 60\n"))
-    assert error.key_path == "max_open_orders" and error.reason == "duplicate key" and error.line == 11
+    assert error.key_path == "global.max_open_orders" and error.reason == "duplicate key (first at line 10)" \
+        and error.line == 11
     assert error_of("").reason == "empty file"
     assert "expected a mapping" in error_of("- 1\n- 2\n").reason
 

@@ -39,11 +39,11 @@ def test_the_file_is_plain_json_a_person_can_read():
 
 @pytest.mark.parametrize("mutate, reason", [
     (lambda d: d.update(version=2), "version 2"),
-    (lambda d: d.pop("peak_pnl"), "missing peak_pnl"),
-    (lambda d: d.update(extra=1), "unknown extra"),
+    (lambda d: d.pop("peak_pnl"), "peak_pnl: missing required key"),
+    (lambda d: d.update(extra=1), "extra: unknown key"),
     (lambda d: d.update(trading_day="today"), "trading_day: expected an integer"),
     (lambda d: d.update(peak_pnl=1.5), "peak_pnl: expected an integer"),
-    (lambda d: d["kill"].pop("value"), "kill: expected null or an object"),
+    (lambda d: d["kill"].pop("value"), "kill.value: missing required key"),
     (lambda d: d["kill"].update(reason=""), "kill.reason: must not be empty"),
     (lambda d: d["kill"].update(operator=7), "kill.operator: expected a string"),
     (lambda d: d.update(symbols_killed=["AAPL"]), "symbols_killed: expected an object"),

@@ -71,13 +71,13 @@ CASES = [
      "producer and consumer are both 'prod'"),
     ("unknown segment", lambda d: d["rings"][0].update(segment="other"), "rings[0].segment", "no segment named 'other'"),
     ("unknown idle strategy", lambda d: d["processes"][0]["idle"].update(strategy="nap"), "processes[0].idle.strategy",
-     "'nap' is not one of busy_spin, yield, backoff, sleep, doorbell"),
+     "must be one of busy_spin, yield, backoff, sleep, doorbell, got 'nap'"),
     ("fifo priority out of range", lambda d: d["processes"][0].update(scheduling={"policy": "fifo", "priority": 0}),
      "processes[0].scheduling.priority", "SCHED_FIFO priority must be 1..99"),
     ("bad mode", lambda d: d["segments"][0].update(mode="rw"), "segments[0].mode", "not an octal mode"),
     ("mode without owner access", lambda d: d["segments"][0].update(mode="0400"), "segments[0].mode",
      "must let the owner read and write"),
-    ("bad backing", lambda d: d["segments"][0].update(backing="ssd"), "segments[0].backing", "'ssd' is not one of"),
+    ("bad backing", lambda d: d["segments"][0].update(backing="ssd"), "segments[0].backing", "must be one of hugepage, 4k, got 'ssd'"),
     ("bad agent path", lambda d: d["processes"][0].update(agent="not a path"), "processes[0].agent",
      "must be 'package.module:ClassName'"),
     ("no counters table", lambda d: d["tables"].pop(0), "tables", "a 'counters' table is required"),
@@ -136,7 +136,7 @@ rings:
 
 def test_duplicate_yaml_key_is_refused(write_layout):
     path, err = error_of(write_layout, "version: 1\nversion: 2\n")
-    assert err.reason == "duplicate key" and err.key_path == "version" and err.line == 2
+    assert err.reason == "duplicate key (first at line 1)" and err.key_path == "version" and err.line == 2
 
 
 @pytest.mark.parametrize("text,reason", [

@@ -93,7 +93,7 @@ def test_user_files_that_do_not_import_say_where(tmp_path):
     ({}, "p.lot", "missing required key"),
     ({"lot": "x"}, "p.lot", "expected an integer, got a string"),
     ({"lot": True}, "p.lot", "expected an integer, got a boolean"),
-    ({"lot": 100, "colour": 1}, "p.colour", "unknown key (allowed: lot, min_spread_ticks, tick, max_position)"),
+    ({"lot": 100, "colour": 1}, "p.colour", "unknown key (allowed: lot, max_position, min_spread_ticks, tick)"),
     ({"lot": 100, "max_position": 50}, "p", "max_position 50 is below one lot (100)"),
 ])
 def test_bad_parameters_name_the_key_and_the_reason(parameters, key_path, reason):

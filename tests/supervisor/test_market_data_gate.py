@@ -59,7 +59,8 @@ def test_the_oms_pulls_resting_orders_when_the_gate_closes_for_market_data():
 
 
 @pytest.mark.parametrize("value,reason", [
-    ("3000", "expected int"), (True, "expected int"), (99, "must be 100..600000"), (600_001, "must be 100..600000"),
+    ("3000", "expected an integer"), (True, "expected an integer"), (99, "must be 100..600000"),
+    (600_001, "must be 100..600000"),
 ])
 def test_market_data_stale_ms_is_validated(value, reason):
     with pytest.raises(SupervisorConfigError) as error:

@@ -1,4 +1,5 @@
-"""YAML that remembers where things are: every config file of the appliance is read through this.
+"""YAML that remembers where things are: every config file of the appliance and the exchange is read
+through this (``read_yaml_file`` / ``parse_yaml``).
 
 ``LineLoader`` is a SafeLoader (no Python objects) that refuses duplicate keys (plain YAML keeps
 the last one silently) and records the line of every mapping key and list item, so that a
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import yaml
 
+from .errors import ErrorFactory, join, line_of  # noqa: F401  (line_of: the lines this loader records)
+
 
 class MarkedDict(dict):
     """A mapping with ``lines[key]``: the line (1-based) of each key."""
@@ -30,9 +33,11 @@ class MarkedList(list):
 
 
 class DuplicateKey(Exception):
-    def __init__(self, key: str, line: int):
-        super().__init__(f"duplicate key {key!r} at line {line}")
-        self.key, self.line = key, line
+    """``key_path`` appears twice in one mapping: at ``line``, first at ``first_line``."""
+
+    def __init__(self, key_path: str, line: int, first_line: int):
+        super().__init__(f"duplicate key {key_path!r} at line {line} (first at line {first_line})")
+        self.key_path, self.line, self.first_line = key_path, line, first_line
 
 
 MAX_INT_DIGITS = 100
@@ -102,7 +107,7 @@ class LineLoader(yaml.SafeLoader):
     def construct_object(self, node, deep=False):
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        except (ValueError, TypeError, AttributeError, OverflowError, LookupError) as exc:   # !!int "" : IndexError
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             text = f" {node.value[:60]!r}" if isinstance(node, yaml.ScalarNode) else ""
             raise yaml.constructor.ConstructorError(None, None, f"cannot read{text} as {tag}: {exc}",
@@ -125,8 +130,8 @@ class LineLoader(yaml.SafeLoader):
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping", node.start_mark, "unhashable key", key_node.start_mark)
-            if key in result:
-                raise DuplicateKey(str(key), key_node.start_mark.line + 1)
+            if key in result:            # parse_yaml finds them first, with the key path
+                raise DuplicateKey(str(key), key_node.start_mark.line + 1, result.lines[key])
             result[key] = self.construct_object(value_node, deep=True)
             result.lines[key] = key_node.start_mark.line + 1     # where a person looks for the key
         return result
@@ -142,17 +147,6 @@ LineLoader.add_constructor("tag:yaml.org,2002:seq", LineLoader.construct_sequenc
 LineLoader.add_constructor("tag:yaml.org,2002:int", LineLoader.construct_yaml_int)
 
 
-def line_of(container, key) -> int | None:
-    """The line of ``container[key]`` when the loader recorded it."""
-    lines = getattr(container, "lines", None)
-    if lines is None:
-        return None
-    try:
-        return lines[key]
-    except (KeyError, IndexError, TypeError):
-        return None
-
-
 def plain(value):
     """Strip the line-tracking subclasses (ordinary dicts and lists, e.g. for params)."""
     if isinstance(value, dict):
@@ -160,3 +154,73 @@ def plain(value):
     if isinstance(value, list):
         return [plain(v) for v in value]
     return value
+
+
+def read_yaml_file(path: str, error: ErrorFactory, *, with_line: bool = False):
+    """The document in file ``path`` (see ``parse_yaml``); an unreadable file is ``error`` too."""
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read()
+    except (OSError, ValueError) as exc:          # ValueError: a NUL in the path
+        raise error("", f"cannot read: {getattr(exc, 'strerror', None) or exc}", None) from None
+    return parse_yaml(text, error, with_line=with_line)
+
+
+def parse_yaml(text: bytes | str, error: ErrorFactory, *, with_line: bool = False):
+    """The document in ``text`` with lines recorded (None when empty); any problem is ``error(...)``:
+    not UTF-8, not valid YAML (with its line), nested too deeply, or a duplicate key (its full key
+    path, and the line of the first). ``with_line``: (document, the line where it starts)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise error("", f"not UTF-8 text (byte {exc.start})", None) from None
+    loader = None
+    try:
+        loader = LineLoader(text)            # reads the first characters: a control character fails here
+        node = loader.get_single_node()
+        if node is None:
+            return (None, None) if with_line else None
+        _refuse_duplicate_keys(loader, node)
+        document = loader.construct_document(node)
+        return (document, node.start_mark.line + 1) if with_line else document
+    except DuplicateKey as exc:
+        raise error(exc.key_path, f"duplicate key (first at line {exc.first_line})", exc.line) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error("", f"not valid YAML: {problem}", mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise error("", "not valid YAML: nested too deeply", None) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _refuse_duplicate_keys(loader: LineLoader, root) -> None:
+    """Walk the composed document (iteratively: aliases may nest it deep) so that a duplicate key
+    is reported with its full key path; the composer has already bounded what aliases add."""
+    stack = [(root, "", False)]
+    active: set[int] = set()                 # the nodes on the current path: a recursive alias stops here
+    while stack:
+        node, path, leaving = stack.pop()
+        if leaving:
+            active.discard(id(node))
+            continue
+        if id(node) in active:
+            continue                         # the constructor refuses the recursion
+        active.add(id(node))
+        stack.append((node, path, True))
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, value_node in node.value:
+                key = None
+                if isinstance(key_node, yaml.ScalarNode):
+                    key = loader.construct_object(key_node, deep=True)
+                    line = key_node.start_mark.line + 1
+                    if key in seen:
+                        raise DuplicateKey(join(path, key), line, seen[key])
+                    seen[key] = line
+                stack.append((value_node, join(path, key), False))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((child, f"{path}[{i}]", False) for i, child in enumerate(node.value))
