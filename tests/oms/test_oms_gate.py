@@ -15,7 +15,7 @@ import pytest
 from appliance.messages.codes import GateReason, OmsReason
 from appliance.oms.gate import GATE_OPEN, Gate
 from appliance.supervisor.agent import SupervisorAgent
-from test_oms_support import Rig, oms_layout
+from oms_rig import Rig, oms_layout
 
 
 @pytest.fixture
