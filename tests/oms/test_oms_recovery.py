@@ -3,7 +3,8 @@ journal, read back as the OMS reads it at a start, and rebuilt into orders, posi
 cancels, the token counter and the venue's sequence numbers; damaged and cut journals.
 
 The checks go through ``rebuild`` and what it returns (orders by token, positions by symbol
-index), not through the order book's own classes."""
+index), never naming the order registry's classes; ``orders()`` is the one line that says where
+``rebuild`` puts them."""
 from __future__ import annotations
 
 import os
@@ -103,8 +104,13 @@ def day(tmp_path, *records):
     return recover(journal_of(tmp_path, records))
 
 
+def orders(recovered):
+    """The rebuilt order registry (the one place this file names where ``rebuild`` puts it)."""
+    return recovered.book
+
+
 def state_of(recovered, tok: bytes) -> str:
-    return recovered.book.by_token[tok].state.name
+    return orders(recovered).by_token[tok].state.name
 
 
 # ---------------------------------------------------------------- orders and positions
@@ -117,19 +123,19 @@ def test_orders_fills_and_positions_come_back_as_they_were(tmp_path):
             executed(4, T2, 50, price=3_000_000, match=6),
             sent(T3, 13, shares=30))                                         # sent, never answered
     assert (r.records, r.orders_sent, r.exchange_messages, r.bad_records) == (9, 3, 4, 0)
-    one = r.book.by_token[T1]
+    one = orders(r).by_token[T1]
     assert state_of(r, T1) == "PARTIALLY_FILLED" and (one.executed, one.leaves, one.client_order_id) == (40, 60, 11)
     assert state_of(r, T2) == "FILLED" and state_of(r, T3) == "PENDING_NEW"
-    positions = r.book.positions
+    positions = orders(r).positions
     assert positions.position[AAPL] == 40 and positions.position[MSFT] == -50
     assert positions.fills[AAPL] == 1 and positions.filled_shares[MSFT] == 50
     assert [o.token for o in r.unacknowledged] == [T3]                      # the agent cancels it by token
-    assert r.book.by_client[13] is r.book.by_token[T3]
+    assert orders(r).by_client[13] is orders(r).by_token[T3]
 
 
 def test_a_fill_already_applied_is_not_counted_twice(tmp_path):
     r = day(tmp_path, sent(T1, 11), accepted(1, T1), executed(2, T1, 40, match=5), executed(3, T1, 40, match=5))
-    assert r.book.positions.position[AAPL] == 40 and r.book.by_token[T1].executed == 40
+    assert orders(r).positions.position[AAPL] == 40 and orders(r).by_token[T1].executed == 40
 
 
 def test_a_cancel_journaled_but_never_answered_is_outstanding_and_one_never_sent_is_owed(tmp_path):
@@ -139,27 +145,27 @@ def test_a_cancel_journaled_but_never_answered_is_outstanding_and_one_never_sent
     undone = day(tmp_path, sent(T1, 11), accepted(1, T1), sent(T1, 0, shares=0, action=Action.CANCEL),
                  not_sent(Action.CANCEL, T1))
     assert state_of(undone, T1) == "LIVE" and undone.unacknowledged == [] and undone.not_sent == 1
-    assert [o.token for o in undone.book.cancel_owed] == [T1]              # sent as soon as the session is up
+    assert [o.token for o in orders(undone).cancel_owed] == [T1]              # sent as soon as the session is up
 
 
 def test_a_new_order_whose_bytes_never_left_is_rejected_not_left_open(tmp_path):
     r = day(tmp_path, sent(T1, 11), not_sent(Action.NEW, T1))
-    assert state_of(r, T1) == "REJECTED" and r.unacknowledged == [] and r.book.open_orders == 0
+    assert state_of(r, T1) == "REJECTED" and r.unacknowledged == [] and orders(r).open_orders == 0
 
 
 def test_a_replace_rebuilds_the_new_order_against_the_old_and_an_unknown_target_is_counted(tmp_path):
     r = day(tmp_path, sent(T1, 11), accepted(1, T1),
             sent(T2, 12, shares=200, price=1_800_000, action=Action.REPLACE, orig_token=T1),
             sent(T3, 13, action=Action.REPLACE, orig_token=token(99)))
-    new = r.book.by_token[T2]
-    assert new.replaces is r.book.by_token[T1] and (new.shares, new.price, new.orig_client_order_id) == (200, 1_800_000, 11)
-    assert r.unknown_orders == 1 and T3 in r.book.by_token                  # kept: its token stays used
+    new = orders(r).by_token[T2]
+    assert new.replaces is orders(r).by_token[T1] and (new.shares, new.price, new.orig_client_order_id) == (200, 1_800_000, 11)
+    assert r.unknown_orders == 1 and T3 in orders(r).by_token                  # kept: its token stays used
 
 
 def test_an_order_in_a_symbol_the_layout_dropped_keeps_its_token_but_no_position(tmp_path):
     r = day(tmp_path, sent(T1, 11, symbol=b"GONE"), accepted(1, T1, b"GONE"), executed(2, T1, 10))
-    assert r.unknown_symbols == 1 and r.book.by_token[T1].symbol_id < 0
-    assert list(r.book.positions.position) == [0, 0, 0] and r.next_counter == 2
+    assert r.unknown_symbols == 1 and orders(r).by_token[T1].symbol_id < 0
+    assert list(orders(r).positions.position) == [0, 0, 0] and r.next_counter == 2
 
 
 # ---------------------------------------------------------------- cancels owed from control records
@@ -180,7 +186,7 @@ def test_an_order_in_a_symbol_the_layout_dropped_keeps_its_token_but_no_position
 def test_a_kill_or_a_gate_closed_for_it_leaves_every_open_order_it_covers_owing_a_cancel(tmp_path, record, owed):
     r = day(tmp_path, sent(T1, 11), accepted(1, T1), sent(T2, 12, symbol=b"MSFT"), accepted(2, T2, b"MSFT", ref=2),
             sent(T3, 13), accepted(3, T3, ref=3), executed(4, T3, 100), record)
-    assert {o.token for o in r.book.cancel_owed} == owed                   # T3 is filled: nothing to cancel
+    assert {o.token for o in orders(r).cancel_owed} == owed                   # T3 is filled: nothing to cancel
     if ev.CONTROL.parse(record[1]).kind == ControlKind.GATE_CHANGED:
         assert r.last_gate_epoch == 4                                       # no second cancel-all for this epoch
 
@@ -231,8 +237,8 @@ def test_records_it_cannot_read_are_counted_and_the_rest_still_applied(tmp_path,
             (RecordType.CONTROL, b""), (RecordType.REJECTED_LOCALLY, ev.REJECTED_LOCALLY.pack(reason=3)),
             accepted(1, T1), executed(2, T1, 100))
     assert r.bad_records == 3 and r.records == 7                            # REJECTED_LOCALLY is not bad: nothing to do
-    assert state_of(r, T1) == "FILLED" and r.book.positions.position[AAPL] == 100
-    assert T2 not in r.book.by_token
+    assert state_of(r, T1) == "FILLED" and orders(r).positions.position[AAPL] == 100
+    assert T2 not in orders(r).by_token
     assert sum("unreadable" in m for m in caplog.messages) == 2            # the two it could not parse, by number
 
 
@@ -246,6 +252,6 @@ def test_a_journal_cut_inside_its_last_record_recovers_everything_before_it(tmp_
         f.seek(last + 20)
         f.write(b"\0" * 40)
     cut = recover(path)
-    assert whole.book.positions.position[AAPL] == 40 and whole.next_sequence_number == 3
-    assert cut.records == 2 and cut.book.positions.position[AAPL] == 0 and state_of(cut, T1) == "LIVE"
+    assert orders(whole).positions.position[AAPL] == 40 and whole.next_sequence_number == 3
+    assert cut.records == 2 and orders(cut).positions.position[AAPL] == 0 and state_of(cut, T1) == "LIVE"
     assert cut.next_sequence_number == 2                                     # the venue replays the fill
