@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from appliance.command_io.arguments import UsageError
+
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("appliance.sim.up", "start the whole appliance (supervisor and every process; --sim adds the simulated exchange)"),
@@ -23,34 +25,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reload-limits": ("appliance.supervisor.commands:reload_limits", "check the risk limits file and have risk reload it"),
     "layout": ("appliance.runtime.layout_cli", "validate shm_layout.yaml and show computed offsets"),
     "bench": ("appliance.bench.cli", "run a benchmark against its peers (table, or --json)"),
-    "itch": ("appliance.wire.itch_cli", "decode or summarise an ITCH 5.0 BinaryFILE day file"),
+    "itch": ("appliance.ops.itch_cli", "decode or summarise an ITCH 5.0 BinaryFILE day file"),
     "top": ("appliance.ops.shmtop", "live view of a running appliance's rings, processes and counters"),
     "exporter": ("appliance.ops.exporter", "Prometheus scrape endpoint over the shared-memory counters"),
     "exchange": ("appliance.exchange.cli", "run the simulated exchange (ITCH/MoldUDP64 feed, OUCH/SoupBinTCP entry), or drive it"),
     "audit": ("appliance.oms.audit_cli", "export the OMS journal's audit trail (CSV or JSON lines)"),
     "preflight": ("appliance.ops.preflight", "check this machine is ready for the layout (CPUs, hugepages, clock)"),
 }
-
-
-class UsageError(Exception):
-    """A command line that cannot be acted on; reported in one line, exit status 2."""
-
-
-def bounded(kind: type, low, high, unit: str = ""):
-    """An argparse type: a number of `kind` (int or float, underscores allowed) within [low, high]."""
-    def parse(text: str):
-        try:
-            value = kind(text.replace("_", ""))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
-                from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} must be between {low} and {high}{unit}")
-        return value
-    return parse
-
-
-positive_int = bounded(int, 1, 2**62)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ import tempfile
 import time
 
 from appliance.bench.timing import machine_info
-from appliance.cli import bounded
+from appliance.command_io.arguments import bounded
 
 TARGET_P50_NS = 20_000
 TARGET_P99_NS = 50_000
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _configs(text: str) -> list[str]:
-    from appliance.cli import UsageError
+    from appliance.command_io.arguments import UsageError
     names = [c.strip() for c in text.split(",") if c.strip()]
     if not names or any(c not in CONFIGS for c in names):
         raise UsageError(f"--configs: choose from {', '.join(CONFIGS)} (got {text!r})")

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from appliance.cli import positive_int
+from appliance.command_io.arguments import positive_int
 
 SYMBOL_COUNT = 2000
 SUBSCRIBE_ONE_IN = 20

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 
-from appliance.cli import bounded, positive_int
+from appliance.command_io.arguments import bounded, positive_int
 
 POLICIES = ("per_event", "group", "page_cache")
 TARGET_PAGE_CACHE_APPENDS_PER_S = 1_000_000

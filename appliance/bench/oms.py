@@ -27,7 +27,7 @@ import tempfile
 import time
 from array import array
 
-from appliance.cli import bounded, positive_int
+from appliance.command_io.arguments import bounded, positive_int
 
 TARGET_P50_NS = 10_000
 DURABILITIES = ("per_event", "group", "page_cache")
@@ -87,7 +87,7 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
     """Run the OMS against the exchange process and time ``orders`` orders (after ``warmup``)."""
     import yaml
 
-    from appliance.bench.exchange import exchange_args
+    from appliance.bench.exchange_load import exchange_args
     from appliance.exchange.config import default_config
     from appliance.oms.config import OmsConfig
     from appliance.sim.credentials import write_sim_login

@@ -34,7 +34,7 @@ import uuid
 from multiprocessing import connection
 
 from appliance.bench.timing import machine_info as base_machine_info
-from appliance.cli import positive_int
+from appliance.command_io.arguments import positive_int
 
 MESSAGE_SIZE = 64
 BATCH = 256
@@ -600,7 +600,7 @@ def machine_info() -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from appliance.cli import UsageError
+    from appliance.command_io.arguments import UsageError
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = [p for p in peers if p not in PEERS]
     if unknown:

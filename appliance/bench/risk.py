@@ -48,7 +48,7 @@ from array import array
 
 from appliance.bench.timing import machine_info, timer_overhead_ns
 from appliance.bench.timing import percentile as _percentile
-from appliance.cli import bounded, positive_int
+from appliance.command_io.arguments import bounded, positive_int
 
 SEED = 42
 TARGET_P50_NS = 2_000
@@ -115,7 +115,7 @@ class BenchState:
         from appliance.messages.codes import ExecEvent, SnapshotKind
         from appliance.risk.checks import RiskEngine
         from appliance.risk.limits import parse_limits
-        from appliance.risk.sandbox import PaperMarket
+        from appliance.risk.paper_market import PaperMarket
 
         rng = random.Random(seed)
         self.symbols = symbol_names(symbol_count)

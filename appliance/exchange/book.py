@@ -2,7 +2,8 @@
 
 Layout, chosen for the matching loop:
 
-- ``Order``: one resting (or once-resting) order; ``leaves`` is what can still execute.
+- ``VenueOrder``: one order at the venue, resting (or once resting); ``leaves`` is what can still
+  execute. (``RestingOrder`` is the read-only snapshot of a live one that ``Book.resting`` hands out.)
 - ``Level``: a ``deque`` of orders at one price in arrival order, with the live shares and
   live order count kept up to date. A canceled order in the middle of a queue is not
   removed at once (that would be O(n)): its ``leaves`` drops to 0, the level counts it as
@@ -26,8 +27,10 @@ from typing import NamedTuple
 COMPACT_AFTER = 32
 
 
-class Order:
-    """One order. ``side`` is 'B' or 'S' (OUCH 'T' and 'E' become 'S'); ``entered_side`` is as sent."""
+class VenueOrder:
+    """An order at the venue, resting in (or once in) a book: the engine's own, mutable.
+
+    ``side`` is 'B' or 'S' (OUCH 'T' and 'E' become 'S'); ``entered_side`` is as sent."""
 
     __slots__ = ("ref", "firm", "token", "book", "side", "entered_side", "price", "shares", "leaves",
                  "tif", "display", "displayed", "attribution", "executed", "canceled", "replaced")
@@ -52,7 +55,7 @@ class Order:
         self.replaced = 0                 # leaves handed over to a replacement order
 
     def __repr__(self) -> str:
-        return (f"Order(ref={self.ref}, firm={self.firm.name!r}, token={self.token!r}, side={self.side!r}, "
+        return (f"VenueOrder(ref={self.ref}, firm={self.firm.name!r}, token={self.token!r}, side={self.side!r}, "
                 f"price={self.price}, leaves={self.leaves}/{self.shares})")
 
 
@@ -63,12 +66,12 @@ class Level:
 
     def __init__(self, price: int) -> None:
         self.price = price
-        self.orders: deque[Order] = deque()
+        self.orders: deque[VenueOrder] = deque()
         self.shares = 0                   # live shares at this price
         self.count = 0                    # live orders in ``orders``
         self.dead = 0                     # entries of ``orders`` with leaves 0, not yet popped
 
-    def discard(self, order: Order) -> None:
+    def discard(self, order: VenueOrder) -> None:
         """Take a live order (``leaves`` already 0) out of the live count; pop it if it is at an end."""
         self.count -= 1
         orders = self.orders
@@ -94,7 +97,7 @@ class BookSide:
         self.levels: dict[int, Level] = {}
         self.keys: list[int] = []
 
-    def append(self, order: Order) -> None:
+    def append(self, order: VenueOrder) -> None:
         """Put a live order at the back of its price level."""
         price = order.price
         level = self.levels.get(price)
@@ -105,7 +108,7 @@ class BookSide:
         level.shares += order.leaves
         level.count += 1
 
-    def remove(self, order: Order) -> None:
+    def remove(self, order: VenueOrder) -> None:
         """Take a live order off the side in full; its ``leaves`` becomes 0 (the caller has kept it)."""
         level = self.levels[order.price]
         level.shares -= order.leaves
@@ -167,7 +170,7 @@ class Book:
         self.symbol = symbol
         self.bid_side = BookSide("B")
         self.ask_side = BookSide("S")
-        self.orders: dict[int, Order] = {}    # live orders by reference number
+        self.orders: dict[int, VenueOrder] = {}      # live orders by reference number
         self.halted = False
 
     # ---- inspection (not used by the matching loop)

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from appliance.cli import UsageError, bounded
+from appliance.command_io.arguments import UsageError, bounded
 
 
 def default_control_socket(base: str = ".") -> str:
@@ -151,7 +151,7 @@ def parse_ctl_words(words: list[str]) -> dict:
 
 
 def run_ctl(args: argparse.Namespace) -> int:
-    from appliance.runtime.unix_socket import request_json
+    from appliance.command_io.json_lines import request_json
     request = parse_ctl_words(args.words)
     if args.operator:
         request["operator"] = args.operator

@@ -21,7 +21,7 @@ Commands (``appliance exchange ctl --help`` shows the same list):
 
 Every command may carry ``operator=NAME`` (``appliance exchange ctl --operator NAME``); every one
 that changes something (all but status and book) is logged with it and with the caller's uid and
-pid from ``SO_PEERCRED``. The socket is 0600 in a private directory (``runtime/unix_socket.py``);
+pid from ``SO_PEERCRED``. The socket is 0600 in a private directory (``command_io/private_socket.py``);
 a client silent for ``IDLE_TIMEOUT_S`` or not reading its answers is disconnected, and beyond
 ``MAX_CLIENTS`` connections a new one is told so and closed.
 """
@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from appliance.runtime.unix_socket import bind_private, peer_of
+from appliance.command_io.private_socket import bind_private, peer_of
 
 MAX_LINE = 64 * 1024
 MAX_BURST = 1_000_000

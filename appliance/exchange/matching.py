@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 
 from appliance.wire.ouch import MARKET_PRICE
 
-from .book import Book, Order
+from .book import Book, VenueOrder
 from .events import (
     CANCEL_IOC, CANCEL_SUPERVISORY, CANCEL_TIMEOUT, CANCEL_USER, REJECT_CLOSED, REJECT_DUPLICATE_TOKEN,
     REJECT_HALTED, REJECT_PRICE, REJECT_SHARES, REJECT_SIDE, REJECT_STOCK, STATE_DEAD, STATE_LIVE,
@@ -87,7 +87,7 @@ class Firm:
     def __init__(self, name: str) -> None:
         self.name = name
         self.used: set[str] = set()
-        self.live: dict[str, Order] = {}
+        self.live: dict[str, VenueOrder] = {}
         self.accepted = 0           # Enter Orders accepted
         self.rejected = 0           # Enter and Replace Orders rejected
         self.replaced = 0           # Replace Orders done
@@ -200,7 +200,7 @@ class MatchingEngine:
         ref = self._next_ref
         self._next_ref = ref + 1
         f.accepted += 1
-        order = Order(ref, f, token, book, _SIDES[side], side, price, shares, tif, display)
+        order = VenueOrder(ref, f, token, book, _SIDES[side], side, price, shares, tif, display)
         events = [None]
         rests = self._match_and_rest(book, order, events)
         events[0] = _new(Accepted, (firm, token, side, shares, symbol, price, tif, display, ref,
@@ -260,7 +260,7 @@ class MatchingEngine:
         ref = self._next_ref
         self._next_ref = ref + 1
         f.replaced += 1
-        new = Order(ref, f, replacement_token, book, old.side, old.entered_side, price, shares, tif, display)
+        new = VenueOrder(ref, f, replacement_token, book, old.side, old.entered_side, price, shares, tif, display)
         old.replaced = old.leaves
         self._unlink(old)
         events = [None]
@@ -327,7 +327,7 @@ class MatchingEngine:
     # ------------------------------------------------------------------ internals
 
     @staticmethod
-    def _marketable(book: Book, order: Order) -> bool:
+    def _marketable(book: Book, order: VenueOrder) -> bool:
         if order.side == "B":
             best = book.ask_side.best()
             return best is not None and (order.price == MARKET or best <= order.price)
@@ -335,20 +335,20 @@ class MatchingEngine:
         return best is not None and (order.price == MARKET or best >= order.price)
 
     @staticmethod
-    def _rest(book: Book, order: Order) -> None:
+    def _rest(book: Book, order: VenueOrder) -> None:
         (book.bid_side if order.side == "B" else book.ask_side).append(order)
         book.orders[order.ref] = order
         order.firm.live[order.token] = order
 
     @staticmethod
-    def _unlink(order: Order) -> None:
+    def _unlink(order: VenueOrder) -> None:
         """Take a live order off its book in full (leaves becomes 0); no events."""
         book = order.book
         (book.bid_side if order.side == "B" else book.ask_side).remove(order)
         del book.orders[order.ref]
         del order.firm.live[order.token]
 
-    def _match_and_rest(self, book: Book, order: Order, events: list) -> bool:
+    def _match_and_rest(self, book: Book, order: VenueOrder, events: list) -> bool:
         """Execute ``order`` against the opposite side, then rest what is left if it may, or cancel
         it (reason 'I'). Appends the events; returns True when the order rests."""
         price = order.price

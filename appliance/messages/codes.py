@@ -57,6 +57,12 @@ class ExecEvent(enum.IntEnum):
     REJECTED_LOCALLY = 12   # refused by the OMS before the wire (source OMS, reason an OmsReason)
 
 
+# The events about an order at the venue (ACCEPTED..PENDING_TIMEOUT): their reports carry the OMS's
+# position after the event. REJECTED_LOCALLY is not one: an OMS that has not recovered yet (one of
+# its reasons) cannot vouch for a position.
+VENUE_EVENTS = range(ExecEvent.ACCEPTED, ExecEvent.PENDING_TIMEOUT + 1)
+
+
 class SnapshotKind(enum.IntEnum):
     """RiskSnapshot.kind (OMS -> risk on exec_to_risk, answering ControlEventKind.SNAPSHOT_REQUEST)."""
     POSITION = 1            # one symbol's position, cost_basis, realized_pnl

@@ -39,7 +39,7 @@ def journal_from_layout(layout_path: str, process: str) -> str:
     from appliance.runtime.layout import load_layout
     layout = load_layout(layout_path)
     if process not in layout.processes:
-        from appliance.cli import UsageError
+        from appliance.command_io.arguments import UsageError
         raise UsageError(f"{layout_path}: no process named {process!r}")
     return parse_oms_params(layout.processes[process].params, layout.path).journal_path
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import csv
     import json
 
-    from appliance.cli import UsageError
+    from appliance.command_io.arguments import UsageError
     from appliance.oms.audit import COLUMNS, AuditTrail, parse_iso_ns, select
     from appliance.oms.journal_format import JournalError, read_records
 

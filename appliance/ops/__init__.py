@@ -1,1 +1,2 @@
-"""Operations: read-only views of a running appliance (shmtop; later the Prometheus exporter)."""
+"""Operations: the operator's tools beside the trading path: read-only views of a running appliance
+(shmtop, the Prometheus exporter), preflight, and the ITCH day-file reader (``appliance itch``)."""

@@ -26,7 +26,7 @@ import logging
 import signal
 import sys
 
-from appliance.cli import bounded
+from appliance.command_io.arguments import bounded
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import resource
 import sys
 from dataclasses import asdict, dataclass
 
-from appliance.cli import bounded
+from appliance.command_io.arguments import bounded
 
 DEFAULT_LAYOUT = "shm_layout.yaml"
 OK, MISSING, WARN = "ok", "MISSING", "warn"

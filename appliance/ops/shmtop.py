@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-from appliance.cli import bounded
+from appliance.command_io.arguments import bounded
 
 DEFAULT_LAYOUT = "shm_layout.yaml"
 BAR_WIDTH = 20

@@ -232,7 +232,7 @@ class Sandbox:
                                ) from None
 
     def ctl(self, command: str, **arguments) -> dict:
-        from appliance.runtime.unix_socket import request_json
+        from appliance.command_io.json_lines import request_json
         return request_json(self.exchange_control, {"command": command, **arguments}, 30, "the exchange")
 
     def appliance(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

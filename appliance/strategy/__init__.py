@@ -4,8 +4,9 @@ Write a strategy against ``appliance.strategy`` (``Strategy``, ``Book``, ``Order
 ``format_price`` ...), point the layout's strategy process at it (``params.strategy``:
 ``module.path:ClassName`` or ``path/to/file.py:ClassName``), and give it parameters inline or in a
 YAML file. ``appliance.strategy.market_maker:MarketMaker`` is the reference market maker.
-See ``api.py`` for the API, ``runtime.py`` for what happens to each record, ``agent.py`` for the
-process, ``config.py`` for the ``params`` format.
+See ``api.py`` for the API, ``host.py`` for what happens to each record (``order_view.py`` for
+the orders and positions the reports rebuild), ``agent.py`` for the process, ``config.py`` for the
+``params`` format.
 """
 from appliance.messages.codes import TIF_DAY, TIF_IOC, RejectSource, Side
 

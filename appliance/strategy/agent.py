@@ -7,7 +7,7 @@ While intents still wait, no book update is read and no timer fires: a strategy 
 risk is slowed down, and the feed's ring (full snapshots) absorbs the gap.
 
 Everything about the strategy itself (the view, callbacks, intents, the safety net) is in
-``runtime.py``. A strategy that raised is stopped for good; the agent keeps running and
+``host.py``. A strategy that raised is stopped for good; the agent keeps running and
 heartbeating so the supervisor sees a live process whose ``strategy_ready`` is 0, with
 ``strategy.stopped`` = 1 and ``strategy.errors`` > 0, and the log says why.
 """
@@ -27,7 +27,7 @@ from .config import StrategyConfigError, parse_strategy_params
 from .ids import ClientOrderIds
 from .intents import IntentWriter
 from .loader import load_strategy
-from .runtime import RuntimeStats, StrategyRuntime, drain
+from .host import StrategyStats, StrategyHost, drain
 
 log = logging.getLogger("appliance.strategy")
 
@@ -61,7 +61,7 @@ class StrategyAgent(Agent):
         except StrategyConfigError as exc:
             raise LayoutError(exc.file or layout.path, exc.key_path, exc.reason, exc.line) from None
         check_ring_uses(layout, context.process.name, RINGS, "the strategy agent")
-        self.runtime: StrategyRuntime | None = None
+        self.host: StrategyHost | None = None
         self.control = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -83,42 +83,42 @@ class StrategyAgent(Agent):
         self.rings = memory.channels(RINGS, ctx.process.name)
         intent_channel = self.rings[INTENT_RING.name]
         intents = IntentWriter(intent_channel, intent_channel.buffer, cfg.strategy_id, cfg.max_pending_intents)
-        self.runtime = runtime = StrategyRuntime(
+        self.host = host = StrategyHost(
             self.loaded.strategy_class, self.loaded.parameters, symbols=layout.symbols, traded=cfg.symbols,
             strategy_id=cfg.strategy_id, intents=intents, ids=ClientOrderIds(), feed_live=feed_live, gate_open=gate_open,
             on_failed=self._on_strategy_failed)
         if "positions" in has:
-            self._seed_positions(memory.positions_reader(), runtime)
+            self._seed_positions(memory.positions_reader(), host)
         self._timer_interval_ns = cfg.timer_interval_ms * 1_000_000
         now = time.monotonic_ns()
         self._next_timer_ns = now + self._timer_interval_ns
         self._next_counters_ns = now
         log.info("strategy %s (parameters %s), strategy id %d, trading %s, timer %d ms",
                  self.loaded.source, self.loaded.parameters_source, cfg.strategy_id,
-                 ", ".join(runtime.traded_symbols), cfg.timer_interval_ms)
-        runtime.start()
-        if runtime.running and self.control is not None:
+                 ", ".join(host.traded_symbols), cfg.timer_interval_ms)
+        host.start()
+        if host.running and self.control is not None:
             self.control.set("strategy_ready", 1)
         self._publish_counters()
 
-    def _seed_positions(self, reader, runtime: StrategyRuntime) -> None:
+    def _seed_positions(self, reader, host: StrategyHost) -> None:
         """Start from the OMS's positions (a restarted strategy must respect its cap from the first quote)."""
         from appliance.runtime.seqlock import TornRead
-        for sid in range(len(runtime.symbols)):
+        for sid in range(len(host.symbols)):
             try:
                 view = reader.read(sid)
             except TornRead as exc:
-                log.warning("positions table: %s; %s starts at 0 until the next report", exc, runtime.symbols[sid])
+                log.warning("positions table: %s; %s starts at 0 until the next report", exc, host.symbols[sid])
                 continue
-            runtime.positions._position[sid] = view.position
-            runtime.positions._cost_basis[sid] = view.cost_basis
-            runtime.positions._realized_pnl[sid] = view.realized_pnl
+            host.positions._position[sid] = view.position
+            host.positions._cost_basis[sid] = view.cost_basis
+            host.positions._realized_pnl[sid] = view.realized_pnl
 
     def on_close(self) -> None:
-        runtime = self.runtime
-        if runtime is not None:
-            runtime.stop()
-            intents = runtime.intents
+        host = self.host
+        if host is not None:
+            host.stop()
+            intents = host.intents
             deadline = time.monotonic_ns() + CLOSE_FLUSH_TIMEOUT_NS
             while intents.pending and time.monotonic_ns() < deadline:
                 if not intents.flush():
@@ -138,25 +138,25 @@ class StrategyAgent(Agent):
     # ------------------------------------------------------------------ duty cycle
 
     def do_work(self) -> int:
-        runtime = self.runtime
+        host = self.host
         rings = self.rings
-        intents = runtime.intents
+        intents = host.intents
         work = 0
         if intents.pending:
             work += intents.flush()
         reports = rings.get(EXEC_RING.name)
         if reports is not None:
-            work += drain(reports, reports.buffer, runtime.handle_execution_report, MAX_REPORTS_PER_CYCLE)
+            work += drain(reports, reports.buffer, host.handle_execution_report, MAX_REPORTS_PER_CYCLE)
         rejects = rings.get(REJECT_RING.name)
         if rejects is not None:
-            work += drain(rejects, rejects.buffer, runtime.handle_order_reject, MAX_REPORTS_PER_CYCLE)
+            work += drain(rejects, rejects.buffer, host.handle_order_reject, MAX_REPORTS_PER_CYCLE)
         now = time.monotonic_ns()
         if not intents.pending:
             books = rings[BOOK_RING.name]
-            work += drain(books, books.buffer, runtime.handle_book_update, MAX_BOOKS_PER_CYCLE)
+            work += drain(books, books.buffer, host.handle_book_update, MAX_BOOKS_PER_CYCLE)
             if now >= self._next_timer_ns:
                 self._next_timer_ns = now + self._timer_interval_ns
-                runtime.timer(time.time_ns())
+                host.timer(time.time_ns())
                 work += 1
         if now >= self._next_counters_ns:
             self._next_counters_ns = now + COUNTERS_INTERVAL_NS
@@ -167,7 +167,7 @@ class StrategyAgent(Agent):
 
     def _setup_counters(self) -> None:
         allocate = self.context.counters.allocate
-        self._stat_counters = [(name, allocate(f"strategy.{name}")) for name in RuntimeStats.__slots__]
+        self._stat_counters = [(name, allocate(f"strategy.{name}")) for name in StrategyStats.__slots__]
         self._intents_counter = allocate("strategy.intents")
         self._backpressure_counter = allocate("strategy.backpressure")
         self._refused_counter = allocate("strategy.backpressure_refused")
@@ -176,16 +176,16 @@ class StrategyAgent(Agent):
         self._pending_gauge = allocate("strategy.pending_intents", CounterKind.GAUGE)
 
     def _publish_counters(self) -> None:
-        runtime = self.runtime
-        if runtime is None:
+        host = self.host
+        if host is None:
             return
-        stats = runtime.stats
+        stats = host.stats
         for name, counter in self._stat_counters:
             counter.set(getattr(stats, name))
-        intents = runtime.intents
+        intents = host.intents
         self._intents_counter.set(intents.written)
         self._backpressure_counter.set(intents.queued)
         self._refused_counter.set(intents.refused)
         self._withdrawn_counter.set(intents.dropped_orders)
-        self._open_orders_gauge.set(len(runtime.open_orders))
+        self._open_orders_gauge.set(len(host.open_orders))
         self._pending_gauge.set(len(intents.pending))

@@ -1,7 +1,7 @@
 """What a user's strategy sees: the ``Strategy`` base class and read-only views of books, orders, positions.
 
 Subclass ``Strategy``, override the callbacks you need, and act with ``buy``, ``sell``,
-``cancel``, ``replace`` and ``cancel_all``. The runtime (``runtime.py``) calls the callbacks one
+``cancel``, ``replace`` and ``cancel_all``. The host (``host.py``) calls the callbacks one
 at a time on the strategy process's single thread; the views never change while a callback runs,
 only between callbacks. Every action becomes an ``OrderIntent`` on the strategy-to-risk ring:
 nothing reaches the exchange without passing risk.
@@ -9,7 +9,7 @@ nothing reaches the exchange without passing risk.
 Prices are integers with 4 implied decimals (1900100 is $190.01), as on the whole order path;
 ``format_price`` and ``price_from_decimal`` convert for display and configuration only.
 
-An exception that escapes a callback stops the strategy: the runtime logs it with its traceback,
+An exception that escapes a callback stops the strategy: the host logs it with its traceback,
 cancels every order (CANCEL_ALL through risk), and never calls the strategy again, while the
 process keeps running (``strategy.stopped`` = 1, control word ``strategy_ready`` = 0).
 """
@@ -28,7 +28,7 @@ from appliance.messages.catalog import (
 from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE, TIF_DAY, OmsReason, RejectSource, RiskReason, Side
 
 if TYPE_CHECKING:
-    from appliance.strategy.runtime import StrategyRuntime
+    from appliance.strategy.host import StrategyHost
 
 
 # OUCH 4.2 Rejected reasons (the byte an exchange REJECTED carries), for messages only.
@@ -42,7 +42,7 @@ OUCH_REJECT_REASONS = {
 
 
 class BackPressure(RuntimeError):
-    """The strategy-to-risk ring and the runtime's bounded queue behind it are both full.
+    """The strategy-to-risk ring and the host's bounded queue behind it are both full.
 
     Nothing was sent and nothing was recorded: the action may be retried later (e.g. on the next
     timer). Raised only for new orders and replaces; cancels are always queued."""
@@ -112,7 +112,7 @@ class OrderState(enum.IntEnum):
 
 
 class Order:
-    """One of the strategy's orders, read-only. The runtime updates it between callbacks."""
+    """One of the strategy's orders, read-only. The host updates it between callbacks."""
 
     __slots__ = ("_client_order_id", "_symbol", "_symbol_id", "_side", "_price", "_shares", "_leaves",
                  "_filled", "_state", "_tif", "_replaces", "_replaced_by", "_cancel_id", "_created_ns")
@@ -366,12 +366,12 @@ assert BOOK_DEPTH == 5
 class Strategy:
     """Subclass this. Declare ``Parameters`` (a dataclass) to have the loader validate your parameters.
 
-    The runtime builds the strategy as ``cls(parameters)`` and then calls ``on_start``. Every
+    The host builds the strategy as ``cls(parameters)`` and then calls ``on_start``. Every
     callback runs on the strategy process's one thread; keep them short (they sit between a book
     update and the order it causes)."""
 
     Parameters: ClassVar[type | None] = None
-    _runtime: StrategyRuntime | None = None        # set by the runtime before __init__ runs
+    _host: StrategyHost | None = None              # set by the host before __init__ runs
 
     def __init__(self, parameters: Any = None):
         self.params = parameters
@@ -379,37 +379,37 @@ class Strategy:
     # ---- what the strategy may look at
     @property
     def strategy_id(self) -> int:
-        return self._runtime.strategy_id
+        return self._host.strategy_id
 
     @property
     def symbols(self) -> tuple[str, ...]:
         """The symbols this strategy trades (its books and callbacks)."""
-        return self._runtime.traded_symbols
+        return self._host.traded_symbols
 
     @property
     def orders(self) -> OpenOrders:
-        return self._runtime.open_orders
+        return self._host.open_orders
 
     @property
     def positions(self) -> Positions:
-        return self._runtime.positions
+        return self._host.positions
 
     @property
     def log(self) -> logging.Logger:
-        return self._runtime.user_log
+        return self._host.user_log
 
     def book(self, symbol: str) -> Book | None:
         """The latest book of a traded symbol (None for a symbol it does not trade)."""
-        return self._runtime.book_of(symbol)
+        return self._host.book_of(symbol)
 
     def feed_live(self) -> bool:
         """True while the feed reports live books (control word ``feed_ready``; True without a control table)."""
-        return self._runtime.feed_live()
+        return self._host.feed_live()
 
     def gate_open(self) -> bool:
         """True while the supervisor's trading gate is open (new orders sent now would be refused
         otherwise; cancels always go). True without a control table."""
-        return self._runtime.gate_open()
+        return self._host.gate_open()
 
     @staticmethod
     def now_ns() -> int:
@@ -420,23 +420,23 @@ class Strategy:
         """A new buy order (``tif``: TIF_DAY or TIF_IOC); returns its client order id.
 
         Raises BackPressure when nothing more fits, ValueError/TypeError for a bad argument."""
-        return self._runtime.new_order(symbol, Side.BUY, shares, price, tif)
+        return self._host.new_order(symbol, Side.BUY, shares, price, tif)
 
     def sell(self, symbol: str, shares: int, price: int, tif: int = TIF_DAY) -> int:
-        return self._runtime.new_order(symbol, Side.SELL, shares, price, tif)
+        return self._host.new_order(symbol, Side.SELL, shares, price, tif)
 
     def cancel(self, client_order_id: int) -> bool:
         """Cancel an open order; False when it is not open or a cancel is already on its way."""
-        return self._runtime.cancel(client_order_id)
+        return self._host.cancel(client_order_id)
 
     def replace(self, client_order_id: int, shares: int | None = None, price: int | None = None) -> int | None:
         """Replace a LIVE order (new size and/or price, new priority); returns the replacement's client order
         id, or None when the order is not live (unknown, done, or a request for it is pending)."""
-        return self._runtime.replace(client_order_id, shares, price)
+        return self._host.replace(client_order_id, shares, price)
 
     def cancel_all(self, symbol: str | None = None) -> int:
         """Cancel every open order (of one symbol); returns how many were open."""
-        return self._runtime.cancel_all(symbol)
+        return self._host.cancel_all(symbol)
 
     # ---- callbacks (override what you need)
     def on_start(self) -> None:
@@ -469,7 +469,7 @@ class Strategy:
         """Every ``timer_interval_ms``."""
 
     def on_stop(self) -> None:
-        """The process is stopping; the runtime cancels everything afterwards anyway."""
+        """The process is stopping; the host cancels everything afterwards anyway."""
 
     @classmethod
     def validate_parameters(cls, parameters: Any, symbols: tuple[str, ...]) -> None:

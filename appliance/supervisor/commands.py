@@ -48,7 +48,7 @@ def _load(args):
 
 
 def _ask(args, layout, request: dict) -> dict | None:
-    from appliance.runtime.unix_socket import request_json
+    from appliance.command_io.json_lines import request_json
     path = _socket_path(args, layout)
     try:
         return request_json(path, request, args.timeout, "the supervisor")

@@ -4,7 +4,7 @@ Polled from the supervisor's duty cycle (non-blocking; bounded work per cycle), 
 and no event loop. Commands: status, kill, resume (operator required), close-gate / open-gate
 (operator required), down. Anything else, or a line that is not JSON, gets an error answer.
 
-The socket is 0600 in a private directory (``runtime/unix_socket.py``); the handler gets the
+The socket is 0600 in a private directory (``command_io/private_socket.py``); the handler gets the
 caller's uid and pid from ``SO_PEERCRED`` with each request. No client can hold the duty cycle:
 reads and writes never block, a line over ``MAX_LINE`` gets an error answer and the connection
 closes, a client silent for ``IDLE_TIMEOUT_S`` or one that does not read its answers (more than
@@ -18,7 +18,7 @@ import os
 import socket
 import time
 
-from appliance.runtime.unix_socket import Caller, bind_private, peer_of
+from appliance.command_io.private_socket import Caller, bind_private, peer_of
 
 MAX_LINE = 64 * 1024
 MAX_CLIENTS = 32

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from appliance.bench import exchange as bench
+from appliance.bench import exchange_matching as bench
+from appliance.bench.exchange_load import FeedCounter
 from appliance.cli import main
 
 
@@ -159,7 +160,7 @@ def _mold(sequence: int, count: int) -> bytes:
 
 
 def test_feed_counter_counts_messages_heartbeats_and_gaps():
-    counter = bench.FeedCounter()
+    counter = FeedCounter()
     for packet, in_window in ((_mold(1, 3), False), (_mold(4, 2), True), (_mold(6, 0), True),
                               (_mold(9, 1), True), (_mold(5, 1), True), (_mold(10, 0xFFFF), False)):
         counter.packet(packet, len(packet), in_window)

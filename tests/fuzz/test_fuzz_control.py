@@ -19,7 +19,7 @@ import tempfile
 
 import pytest
 
-from appliance.cli import UsageError
+from appliance.command_io.arguments import UsageError
 from appliance.exchange import control as exchange_control
 from appliance.exchange.cli import parse_ctl_words
 from appliance.exchange.venue import Venue

@@ -100,7 +100,7 @@ def test_iso_times_parse_to_the_nanosecond():
 
 
 def test_a_bad_time_is_a_usage_error_and_a_missing_journal_exit_1(tmp_path, capsys):
-    from appliance.cli import UsageError
+    from appliance.command_io.arguments import UsageError
     parser = argparse.ArgumentParser()
     audit_cli.add_arguments(parser)
     with pytest.raises(UsageError):

@@ -17,7 +17,7 @@ from appliance.messages.catalog import (APPROVED_ORDER, CONTROL_EVENT, EXECUTION
 from appliance.messages.codes import (TIF_DAY, Action, ControlCommand, ControlEventKind, ExecEvent, RejectSource,
                                       RiskReason, RiskState, Side, SnapshotKind)
 from appliance.risk import agent as risk_agent
-from appliance.risk.sandbox import limits_document
+from appliance.risk.paper_market import limits_document
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory

@@ -14,7 +14,7 @@ from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK
 from appliance.messages.codes import TIF_DAY, TIF_IOC, Action, ExecEvent, RiskReason, Side
 from appliance.risk.checks import CHECK_ORDER, MARKET_PRICE, RiskEngine
 from appliance.risk.limits import parse_limits
-from appliance.risk.sandbox import PaperMarket, limits_document
+from appliance.risk.paper_market import PaperMarket, limits_document
 
 SYMBOLS = ["AAPL", "MSFT", "SPY"]
 AAPL, MSFT, SPY = 0, 1, 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from appliance.messages.codes import Action, ControlEventKind, RiskReason, RiskState
 from appliance.risk.kill_switch import TradingControl
-from appliance.risk.sandbox import limits_document
+from appliance.risk.paper_market import limits_document
 from test_risk_checks import AAPL, MSFT, NOW, REF, S, SPY, T, Harness
 
 

@@ -10,7 +10,7 @@ from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_INCONSISTENT
 from appliance.messages.codes import ExecEvent, RiskReason, Side
 from appliance.risk.checks import RiskEngine
 from appliance.risk.limits import parse_limits
-from appliance.risk.sandbox import PaperMarket, limits_document
+from appliance.risk.paper_market import PaperMarket, limits_document
 
 SYMBOLS = ["AAPL", "MSFT"]
 AAPL = 0

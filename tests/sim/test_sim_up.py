@@ -63,7 +63,7 @@ def _sim_config(tmp_path) -> str:
 def test_up_sim_starts_a_fresh_day_beside_the_layout_and_ends_it_on_stop(tmp_path):
     """The venue ``appliance up --sim`` hands the supervisor: yesterday's OMS journal moved into the
     new day's directory, the exchange answering on ``run/control``, its report written on stop."""
-    from appliance.runtime.unix_socket import request_json
+    from appliance.command_io.json_lines import request_json
     from appliance.sim.up import SimulatedVenue, sim_control_socket
     layout = _layout(tmp_path)
     (tmp_path / "run").mkdir()

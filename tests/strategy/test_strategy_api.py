@@ -1,7 +1,7 @@
-"""The strategy API and runtime in one process: hand-built records through real rings, a scripted strategy.
+"""The strategy API and host in one process: hand-built records through real rings, a scripted strategy.
 
 The test plays the feed (book_updates), risk (reads order_intents, writes risk_rejects) and the
-OMS (exec_to_strategy); the runtime is driven the way the agent drives it, without the agent.
+OMS (exec_to_strategy); the host is driven the way the agent drives it, without the agent.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from appliance.strategy import (
 )
 from appliance.strategy.ids import ClientOrderIds
 from appliance.strategy.intents import IntentWriter
-from appliance.strategy.runtime import StrategyRuntime, drain
+from appliance.strategy.host import StrategyHost, drain
 from conftest import layout_document
 
 SYMBOLS = ["AAPL", "MSFT", "SPY"]
@@ -45,7 +45,7 @@ def strategy_layout(name: str, intent_capacity: int = 64) -> dict:
 
 
 class Harness:
-    """The runtime between test-owned rings: write records in, step, read intents out."""
+    """The host between test-owned rings: write records in, step, read intents out."""
 
     def __init__(self, memory: SharedMemory, strategy_class, parameters=None, *, traded=None, max_pending=64):
         self.memory = memory
@@ -59,21 +59,21 @@ class Harness:
                        (memory.ring("book_updates", "consumer"), "handle_book_update")]
         self.writer = IntentWriter(memory.ring("order_intents", "producer"), self.buffer, STRATEGY_ID, max_pending)
         self.failed_calls = 0
-        self.runtime = StrategyRuntime(strategy_class, parameters, symbols=tuple(SYMBOLS), traded=traded,
-                                       strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed)
-        self.runtime.start()
+        self.host = StrategyHost(strategy_class, parameters, symbols=tuple(SYMBOLS), traded=traded,
+                                 strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed)
+        self.host.start()
 
     def _failed(self):
         self.failed_calls += 1
 
     @property
     def strategy(self):
-        return self.runtime.strategy
+        return self.host.strategy
 
     def step(self) -> int:
         n = self.writer.flush() if self.writer.pending else 0
         for ring, handler in self.inputs:
-            n += drain(ring, self.buffer, getattr(self.runtime, handler), 1000)
+            n += drain(ring, self.buffer, getattr(self.host, handler), 1000)
         return n
 
     def book(self, symbol, bids=(), asks=(), *, flags=0, state=b"T", last=(0, 0), seq=1, t_rx=1111, t_feed=2222,
@@ -244,12 +244,12 @@ def test_callbacks_in_order_and_the_order_view_follows_the_execution_reports(mem
     h.report(ExecEvent.CANCELED, new_id, side=Side.SELL, shares=300, leaves=0, position=200)
     assert h.strategy.events[-1] == ("canceled", new_id, OrderState.CANCELED) and len(orders) == 0
 
-    h.runtime.timer(123)
-    h.runtime.stop()
-    h.runtime.stop()                                                  # idempotent
+    h.host.timer(123)
+    h.host.stop()
+    h.host.stop()                                                     # idempotent
     assert h.strategy.events[-2:] == [("timer",), ("stop",)]
     assert [(i["action"], i["symbol_id"]) for i in h.intents()] == [(Action.CANCEL_ALL, ALL_SYMBOLS)]
-    stats = h.runtime.stats
+    stats = h.host.stats
     assert (stats.fills, stats.filled_shares, stats.book_updates, stats.errors, stats.rejects) == (2, 200, 1, 0, 0)
 
 
@@ -267,7 +267,7 @@ def test_rejects_from_risk_the_oms_and_the_exchange_with_their_names(memory):
                             ("rejected", b, RejectSource.OMS, "GATE_CLOSED"),
                             ("rejected", c, RejectSource.EXCHANGE, "HALTED(H)")]
     assert len(s.orders) == 0
-    stats = h.runtime.stats
+    stats = h.host.stats
     assert (stats.rejects, stats.rejects_risk, stats.rejects_oms, stats.rejects_exchange) == (3, 1, 1, 1)
 
     # a failed replace leaves the original standing; a refused cancel makes the order live again
@@ -303,7 +303,7 @@ def test_refused_cancels_from_the_oms(memory):
     (cancel_all,) = h.intents()
     h.report(ExecEvent.REJECTED_LOCALLY, cancel_all["client_order_id"], symbol_id=ALL_SYMBOLS,
              reason=OmsReason.SESSION_DOWN, source=RejectSource.OMS)
-    assert h.runtime.stats.bad_records == 0 and h.runtime.stats.rejects_oms == 1
+    assert h.host.stats.bad_records == 0 and h.host.stats.rejects_oms == 1
     assert s.orders[a].state is OrderState.LIVE and s.orders[b].state is OrderState.LIVE
     assert s.events[-2:] == [("cancel_rejected", a, OrderState.LIVE), ("cancel_rejected", b, OrderState.LIVE)]
     # a cancel of an order the OMS does not know: nothing is left to cancel
@@ -331,7 +331,7 @@ def test_records_for_others_and_malformed_records_are_counted_and_dropped(memory
     h.book("MSFT", [(P("1.00"), 1)], [(P("1.01"), 1)])                 # not traded: ignored, no callback
     assert s.events == [("start",)]
     assert s.orders[a].state is OrderState.PENDING_NEW
-    stats = h.runtime.stats
+    stats = h.host.stats
     assert (stats.foreign_records, stats.bad_records, stats.unknown_orders, stats.book_updates_ignored) == \
         (2, 4, 1, 1)
     assert s.positions["AAPL"] == 300                                   # the OMS's position still counts
@@ -387,7 +387,7 @@ def test_an_exception_in_user_code_stops_the_strategy_and_cancels_through_risk(m
     new, cancel_all = h.intents()
     assert new["action"] == Action.NEW
     assert (cancel_all["action"], cancel_all["symbol_id"]) == (Action.CANCEL_ALL, ALL_SYMBOLS)
-    rt = h.runtime
+    rt = h.host
     assert rt.failed and not rt.running and "ZeroDivisionError in on_book" in rt.failure
     assert (rt.stats.errors, rt.stats.stopped, h.failed_calls) == (1, 1, 1)
     assert h.strategy.orders[new["client_order_id"]].state is OrderState.PENDING_CANCEL
@@ -408,10 +408,10 @@ def test_an_exception_in_on_start_or_init_stops_the_strategy(memory):
             raise RuntimeError("no")
 
     h = Harness(memory, BadInit)
-    assert h.runtime.failed and "RuntimeError in __init__" in h.runtime.failure
+    assert h.host.failed and "RuntimeError in __init__" in h.host.failure
     assert [i["action"] for i in h.intents()] == [Action.CANCEL_ALL]     # no second CANCEL_ALL
     h.book("AAPL", [(P("10.00"), 100)], [(P("10.03"), 100)])
-    assert h.runtime.stats.errors == 1
+    assert h.host.stats.errors == 1
 
 
 def test_stopping_allows_cancels_only(memory):
@@ -424,9 +424,9 @@ def test_stopping_allows_cancels_only(memory):
     h = Harness(memory, Scripted, params)
     h.intents()
     params["id"] = h.strategy.buy("AAPL", 100, P("10.00"))
-    h.runtime.stop()
+    h.host.stop()
     assert [i["action"] for i in h.intents()] == [Action.NEW, Action.CANCEL, Action.CANCEL_ALL]
-    assert not h.runtime.failed
+    assert not h.host.failed
 
 
 def test_a_full_ring_queues_intents_in_order_and_then_refuses_new_orders(small_ring_memory):
@@ -456,7 +456,7 @@ def test_a_full_ring_queues_intents_in_order_and_then_refuses_new_orders(small_r
     ids = [i["client_order_id"] for i in received]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert h.writer.queued == 17 and h.writer.written == 25
-    assert h.runtime.stats.errors == 0                                   # the strategy caught it and runs on
+    assert h.host.stats.errors == 0                                      # the strategy caught it and runs on
 
 
 def test_back_pressure_that_escapes_user_code_stops_the_strategy_and_withdraws_queued_orders(small_ring_memory):
@@ -465,7 +465,7 @@ def test_back_pressure_that_escapes_user_code_stops_the_strategy_and_withdraws_q
             s.buy("AAPL", 100, P("10.00") + i)
 
     h = Harness(small_ring_memory, Scripted, {"on_start": flood}, max_pending=4)
-    assert h.runtime.failed and "BackPressure in on_start" in h.runtime.failure
+    assert h.host.failed and "BackPressure in on_start" in h.host.failure
     received = []
     for _ in range(5):
         received += h.intents()

@@ -46,7 +46,7 @@ def test_a_user_strategy_loads_from_a_file_outside_the_package_and_trades(write_
             [(Action.NEW, Side.BUY, 200, P("190.00")), (Action.NEW, Side.SELL, 200, P("190.03"))]
         h.book("AAPL", [(P("190.00"), 500)], [(P("190.01"), 500)])      # too tight: pull
         assert [i["action"] for i in h.intents()] == [Action.CANCEL, Action.CANCEL]
-        assert h.runtime.stats.errors == 0
+        assert h.host.stats.errors == 0
 
 
 def test_the_reference_parameters_file_loads_for_the_layout_symbols():

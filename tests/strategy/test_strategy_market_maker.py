@@ -1,4 +1,4 @@
-"""The reference market maker: quoting decisions as pure functions, then the strategy in the runtime."""
+"""The reference market maker: quoting decisions as pure functions, then the strategy in the host."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -127,7 +127,7 @@ def test_parameters_per_symbol_override_the_globals_and_are_checked():
 
 
 # ---------------------------------------------------------------------------------------------
-# The strategy in the runtime (no processes)
+# The strategy in the host (no processes)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -207,7 +207,7 @@ def test_market_maker_quotes_requotes_on_threshold_skews_on_fills_and_respects_t
     assert not any(o.side == Side.BUY for o in h.strategy.orders)
     h.book("AAPL", [(P("190.02"), 500)], [(P("190.06"), 500)])
     assert not any(i["side"] == Side.BUY and i["action"] == Action.NEW for i in h.intents())
-    assert h.runtime.stats.errors == 0
+    assert h.host.stats.errors == 0
 
 
 def test_market_maker_pulls_on_stale_and_feed_down_and_cancels_everything_on_stop(memory):
@@ -227,10 +227,10 @@ def test_market_maker_pulls_on_stale_and_feed_down_and_cancels_everything_on_sto
     quotes = h.intents()
     assert len(quotes) == 2
     ack_all(h, quotes)
-    h.runtime._feed_live = lambda: False                                              # feed_ready 0
-    h.runtime.timer(1)
+    h.host._feed_live = lambda: False                                                 # feed_ready 0
+    h.host.timer(1)
     assert [i["action"] for i in h.intents()] == [Action.CANCEL, Action.CANCEL]
-    h.runtime.stop()
+    h.host.stop()
     assert [(i["action"], i["symbol_id"]) for i in h.intents()] == [(Action.CANCEL_ALL, ALL_SYMBOLS)]
 
 
@@ -243,7 +243,7 @@ def test_market_maker_backs_off_after_a_reject(memory):
     h.book("AAPL", [(P("190.00"), 500)], [(P("190.04"), 500)])
     assert h.intents() == []                                             # no new bid during the cooldown
     h.strategy.quotes["AAPL"].cooldown_until_ns = 0
-    h.runtime.timer(2)
+    h.host.timer(2)
     assert summary(h.intents()) == [("NEW", "BUY", 100, P("190.01"))]
 
 
@@ -263,5 +263,5 @@ def test_market_maker_does_not_repeat_a_refused_cancel_on_every_update(memory):
         h.book("AAPL", [(P("190.00"), 500)], [(P("190.04"), 500)], flags=BOOK_FLAG_STALE)
     assert h.intents() == []                                             # held back for reject_cooldown_ms
     h.strategy.quotes["AAPL"].cancel_retry_ns = 0
-    h.runtime.timer(3)
+    h.host.timer(3)
     assert [i["action"] for i in h.intents()] == [Action.CANCEL, Action.CANCEL]

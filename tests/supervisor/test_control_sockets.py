@@ -7,14 +7,13 @@ import json
 import os
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from appliance.runtime.unix_socket import ControlSocketError, bind_private, connect_checked, peer_of, request_json
+from appliance.command_io.json_lines import request_json
+from appliance.command_io.private_socket import ControlSocketError
 from appliance.supervisor import control_server
 from appliance.supervisor.control_server import ControlServer
 from conftest import wait_until
@@ -212,69 +211,6 @@ def test_many_clients_the_one_over_the_limit_is_told_and_the_rest_served(polled)
             client.close()
     wait_until(lambda: not server.server.clients, 10, message="closed clients dropped")
     assert request_json(server.server.path, {"command": "status"}, 10)["ok"] is True
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a server as another user")
-def test_a_client_refuses_a_server_run_by_another_user(tmp_path):
-    """A socket someone else planted gets no command: the client checks the server's uid first."""
-    script = ("import os, sys, tempfile, time\n"
-              "from appliance.runtime.unix_socket import bind_private\n"     # imported while it may read the venv
-              "os.setgid(4242); os.setuid(4242)\n"
-              "path = os.path.join(tempfile.mkdtemp(), 's.sock')\n"
-              "sock = bind_private(path)\n"
-              "print(path, flush=True)\n"
-              "sys.stdin.read()\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=env)
-    try:
-        path = proc.stdout.readline().strip()
-        assert path, "the other user's server did not start"
-        with pytest.raises(ControlSocketError, match="runs as uid 4242"):
-            request_json(path, {"command": "kill"}, 5)
-    finally:
-        proc.stdin.close()
-        proc.wait(10)
-        subprocess.run(["rm", "-rf", os.path.dirname(path)] if path else ["true"], check=False)
-
-
-def test_a_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path):
-    directory = tmp_path / "d"
-    path = str(directory / "s.sock")
-    first = bind_private(path)
-    with pytest.raises(ControlSocketError, match="another server is listening"):
-        bind_private(path)
-    first.close()                          # its owner died without unlinking
-    second = bind_private(path)
-    with connect_checked(path, 5) as client:
-        assert peer_of(client).pid == os.getpid()
-    second.close()
-
-
-def test_the_one_json_client_names_a_server_that_closes_without_answering_or_answers_garbage(tmp_path):
-    """``request_json`` is the client of both control sockets (the supervisor's and the exchange's)."""
-    path = str(tmp_path / "d" / "s.sock")
-    listener = bind_private(path)
-    listener.setblocking(True)
-    listener.settimeout(10)
-    replies = [b"", b"not json\n"]
-
-    def serve():
-        for reply in replies:
-            conn, _ = listener.accept()
-            with conn:
-                conn.recv(65536)
-                conn.sendall(reply)
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        with pytest.raises(ConnectionError, match="the supervisor at .* closed the connection without answering"):
-            request_json(path, {"command": "status"}, 5, "the supervisor")
-        with pytest.raises(ValueError):
-            request_json(path, {"command": "status"}, 5, "the exchange")
-    finally:
-        thread.join(10)
-        listener.close()
 
 
 # ------------------------------------------------------------------ the exchange's server, as a process

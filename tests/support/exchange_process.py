@@ -75,7 +75,7 @@ class RunningExchange:
         self.snapshot = self.ports["snapshot"]
 
     def ctl(self, command: str, **arguments) -> dict:
-        from appliance.runtime.unix_socket import request_json
+        from appliance.command_io.json_lines import request_json
         return request_json(self.control_path, {"command": command, **arguments}, 30, "the exchange")
 
     def stop(self, timeout: float = 30.0) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from appliance.cli import UsageError
+from appliance.command_io.arguments import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

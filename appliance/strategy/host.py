@@ -1,11 +1,13 @@
-"""The strategy runtime: ring records in, callbacks out, actions to intents; no process, no agent.
+"""The host that runs a user's ``Strategy``: ring records in, callbacks out, actions to intents; no
+process, no agent (``agent.py`` is the process around it).
 
-``StrategyRuntime`` owns the strategy's own view of the world and keeps it true from what
-arrives: BookUpdates refresh the per-symbol ``Book``; ExecutionReports (exec_to_strategy) and
-OrderRejects (risk_rejects) move orders through their states and carry the OMS's position. The
-view changes first and the callback runs after, so a callback always sees the view with the
-event applied. Actions from the strategy become OrderIntents through ``IntentWriter``; each
-carries the hop timestamps of the book update being handled (0 outside ``on_book``/``on_trade``).
+``StrategyHost`` keeps the strategy's view of the world true from what arrives: BookUpdates
+refresh the per-symbol ``Book``; ExecutionReports (exec_to_strategy) and OrderRejects
+(risk_rejects) go to the ``OrderView`` (``order_view.py``), which moves the orders through their
+states and carries the OMS's position. The view changes first and the callback runs after, so a
+callback always sees the view with the event applied. Actions from the strategy become
+OrderIntents through ``IntentWriter``; each carries the hop timestamps of the book update being
+handled (0 outside ``on_book``/``on_trade``).
 
 Records from the rings are untrusted: a wrong type or version, a symbol id outside the layout,
 an unknown event is counted and dropped. Reports for another strategy id are counted and dropped.
@@ -22,14 +24,12 @@ import operator
 import time
 
 from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, EXECUTION_REPORT, ORDER_REJECT
-from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, ExecEvent, OmsReason, RejectSource, Side
+from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, RejectSource, Side
 
-from .api import (
-    MARKET_PRICE, BackPressure, Book, OpenOrders, Order, OrderState, Positions, Strategy, StrategyStopping,
-    reject_reason_name,
-)
+from .api import MARKET_PRICE, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping
 from .ids import ClientOrderIds
 from .intents import IntentWriter
+from .order_view import OrderView
 
 log = logging.getLogger("appliance.strategy")
 
@@ -40,20 +40,12 @@ _EXEC_TYPE, _EXEC_VERSION = EXECUTION_REPORT.type_id, EXECUTION_REPORT.version
 _REJECT_TYPE, _REJECT_VERSION = ORDER_REJECT.type_id, ORDER_REJECT.version
 _BOOK_AT, _EXEC_AT = BOOK_UPDATE.at, EXECUTION_REPORT.at       # hot reads: tuples, fields by these indices
 
-_PENDING_NEW, _LIVE, _PENDING_CANCEL, _PENDING_REPLACE = (OrderState.PENDING_NEW, OrderState.LIVE,
-                                                          OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE)
-_ACCEPTED, _REPLACED, _CANCELED, _EXECUTED = (int(ExecEvent.ACCEPTED), int(ExecEvent.REPLACED),
-                                              int(ExecEvent.CANCELED), int(ExecEvent.EXECUTED))
-_REJECTED, _BROKEN, _CANCEL_REJECTED, _PENDING_TIMEOUT = (int(ExecEvent.REJECTED), int(ExecEvent.BROKEN),
-                                                          int(ExecEvent.CANCEL_REJECTED),
-                                                          int(ExecEvent.PENDING_TIMEOUT))
-_REJECTED_LOCALLY = int(ExecEvent.REJECTED_LOCALLY)
+_LIVE, _PENDING_CANCEL, _PENDING_REPLACE = OrderState.LIVE, OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE
 _TIFS = (TIF_IOC, TIF_DAY)                  # what the OrderIntent contract (and risk) allow
-MAX_CANCEL_ALL_IDS = 256                    # remembered CANCEL_ALL intents, to recognise a refusal of one
 _MAX_U32 = 0xFFFFFFFF
 
 
-class RuntimeStats:
+class StrategyStats:
     """Plain ints the agent copies into shared-memory counters (``strategy.<name>``)."""
 
     __slots__ = ("book_updates", "book_updates_ignored", "exec_reports", "risk_rejects", "rejects", "rejects_risk",
@@ -128,7 +120,7 @@ def _check_price(price) -> int:
     return price
 
 
-class StrategyRuntime:
+class StrategyHost:
     """Drives one strategy: apply records, call callbacks, turn actions into intents."""
 
     def __init__(self, strategy_class: type[Strategy], parameters, *, symbols: tuple[str, ...], strategy_id: int,
@@ -152,13 +144,7 @@ class StrategyRuntime:
         self._books: list[Book | None] = [None] * self._n_symbols
         for symbol, sid in self._traded_ids.items():
             self._books[sid] = Book(symbol, sid)
-        self._orders: dict[int, Order] = {}
-        self._by_symbol: list[dict[int, Order]] = [{} for _ in self.symbols]
-        self._cancel_targets: dict[int, Order] = {}       # client order id of a CANCEL intent -> its order
-        self._cancel_all_ids: dict[int, int] = {}         # client order id of a CANCEL_ALL intent -> symbol id
-        self.open_orders = OpenOrders(self._orders, self._by_symbol, self._traded_ids)
-        self.positions = Positions(self.symbols)
-        self.stats = RuntimeStats()
+        self.stats = StrategyStats()
         self.strategy: Strategy | None = None
         self.started = False
         self.running = False          # user code may be called
@@ -169,6 +155,9 @@ class StrategyRuntime:
         self._t_feed_out_ns = 0
         self._error_log = RateLimitedLog(log, burst=3)
         self._data_log = RateLimitedLog(log, burst=5)
+        self._view = view = OrderView(self.symbols, self._traded_ids, self.stats, self._call, self._data_log)
+        self.open_orders = view.open_orders
+        self.positions = view.positions
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -182,9 +171,9 @@ class StrategyRuntime:
         where = "__init__"
         try:
             strategy = self.strategy_class.__new__(self.strategy_class)
-            strategy._runtime = self
+            strategy._host = self
             strategy.__init__(self.parameters)
-            strategy._runtime = self
+            strategy._host = self
             self.strategy = strategy
             where = "on_start"
             strategy.on_start()
@@ -222,15 +211,10 @@ class StrategyRuntime:
 
     def _cancel_everything(self) -> None:
         """Fail closed: queued new orders never leave; one CANCEL_ALL for every symbol."""
+        view = self._view
         for client_order_id in self.intents.withdraw_new_orders():
-            order = self._orders.get(client_order_id)
-            if order is not None:
-                self._close(order, OrderState.CANCELED)
-                old = self._orders.get(order._replaces) if order._replaces else None
-                if old is not None and old._replaced_by == client_order_id:
-                    old._state, old._replaced_by = _LIVE, 0
-        for order in self._orders.values():
-            order._state = _PENDING_CANCEL
+            view.withdraw(client_order_id)
+        view.mark_pending_cancel(ALL_SYMBOLS)
         if not self.intents.last_was_cancel_all():
             self._emit_cancel_all(ALL_SYMBOLS)
 
@@ -274,17 +258,17 @@ class StrategyRuntime:
                                f"(risk is not keeping up); nothing was sent")
         client_order_id = self.ids.next()
         order = Order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns())
-        self._orders[client_order_id] = order
-        self._by_symbol[sid][client_order_id] = order
+        self._view.add(order)
         intents.emit(client_order_id, 0, sid, Action.NEW, side, shares, price, tif, self._t_rx_ns,
                      self._t_feed_out_ns)
         return client_order_id
 
     def cancel(self, client_order_id: int) -> bool:
-        order = self._orders.get(client_order_id)
+        view = self._view
+        order = view.get(client_order_id)
         if order is None or order._state == _PENDING_CANCEL:
             return False
-        replacement = self._orders.get(order._replaced_by) if order._state == _PENDING_REPLACE else None
+        replacement = view.get(order._replaced_by) if order._state == _PENDING_REPLACE else None
         self._send_cancel(order)
         if replacement is not None and replacement._state != _PENDING_CANCEL:
             self._send_cancel(replacement)     # "get rid of this order" covers the replace on its way
@@ -292,17 +276,13 @@ class StrategyRuntime:
 
     def _send_cancel(self, order: Order) -> None:
         cancel_id = self.ids.next()
-        if order._cancel_id:
-            self._cancel_targets.pop(order._cancel_id, None)
-        order._cancel_id = cancel_id
-        order._state = _PENDING_CANCEL
-        self._cancel_targets[cancel_id] = order
+        self._view.remember_cancel(order, cancel_id)
         self.intents.emit(cancel_id, order._client_order_id, order._symbol_id, Action.CANCEL, order._side, 0,
                           order._price, order._tif, self._t_rx_ns, self._t_feed_out_ns)
 
     def replace(self, client_order_id: int, shares: int | None, price: int | None) -> int | None:
         self._may_send_new()
-        order = self._orders.get(client_order_id)
+        order = self._view.get(client_order_id)
         if order is None or order._state != _LIVE:
             return None
         shares = order._leaves if shares is None else _check_shares(shares)
@@ -318,44 +298,24 @@ class StrategyRuntime:
                             self.clock_ns())
         order._state = _PENDING_REPLACE
         order._replaced_by = new_id
-        self._orders[new_id] = replacement
-        self._by_symbol[sid][new_id] = replacement
+        self._view.add(replacement)
         intents.emit(new_id, client_order_id, sid, Action.REPLACE, order._side, shares, price, order._tif,
                      self._t_rx_ns, self._t_feed_out_ns)
         return new_id
 
     def cancel_all(self, symbol: str | None = None) -> int:
-        if symbol is None:
-            sid, orders = ALL_SYMBOLS, self._orders.values()
-        else:
-            sid = self._traded_id(symbol)
-            orders = self._by_symbol[sid].values()
-        n = 0
-        for order in orders:
-            order._state = _PENDING_CANCEL
-            n += 1
+        sid = ALL_SYMBOLS if symbol is None else self._traded_id(symbol)
+        n = self._view.mark_pending_cancel(sid)
         self._emit_cancel_all(sid)
         return n
 
     def _emit_cancel_all(self, symbol_id: int) -> None:
         client_order_id = self.ids.next()
-        remembered = self._cancel_all_ids
-        remembered[client_order_id] = symbol_id
-        if len(remembered) > MAX_CANCEL_ALL_IDS:
-            del remembered[next(iter(remembered))]
+        self._view.remember_cancel_all(client_order_id, symbol_id)
         self.intents.emit(client_order_id, 0, symbol_id, Action.CANCEL_ALL, 0, 0, 0, 0, self._t_rx_ns,
                           self._t_feed_out_ns)
 
-    # ------------------------------------------------------------------ the view
-
-    def _close(self, order: Order, state: OrderState) -> None:
-        """Take an order out of the open orders for good."""
-        client_order_id = order._client_order_id
-        if self._orders.pop(client_order_id, None) is not None:
-            self._by_symbol[order._symbol_id].pop(client_order_id, None)
-        if order._cancel_id:
-            self._cancel_targets.pop(order._cancel_id, None)
-        order._state = state
+    # ------------------------------------------------------------------ callbacks
 
     def _call(self, callback: str, *args) -> None:
         """Run one of the strategy's callbacks inside the safety net."""
@@ -413,185 +373,13 @@ class StrategyRuntime:
                                                                                      and sid != ALL_SYMBOLS):
             self._bad("ExecutionReport", (r[at.type_id], r[at.schema_version], client_order_id, sid))
             return
-        orig_client_order_id, event, side = r[at.orig_client_order_id], r[at.event], r[at.side]
-        reason, source, shares, price, leaves = (r[at.reason], r[at.source], r[at.shares], r[at.price],
-                                                 r[at.leaves_shares])
         stats = self.stats
         stats.exec_reports += 1
         if strategy_id != self.strategy_id:
             stats.foreign_records += 1
             return
-        if 1 <= event <= 8 and sid != ALL_SYMBOLS:
-            # The OMS's own position after the event. REJECTED_LOCALLY is skipped: an OMS that is not
-            # recovered yet (one of its reasons) cannot vouch for a position.
-            self.positions._position[sid] = r[at.position]
-            self.positions._cost_basis[sid] = r[at.cost_basis]
-            self.positions._realized_pnl[sid] = r[at.realized_pnl]
-        if event == _EXECUTED:
-            self._on_executed(client_order_id, sid, side, shares, price, leaves)
-        elif event == _ACCEPTED:
-            self._on_accepted(client_order_id, leaves)
-        elif event == _CANCELED:
-            self._on_canceled(client_order_id, orig_client_order_id, leaves)
-        elif event == _REPLACED:
-            self._on_replaced(client_order_id, orig_client_order_id, leaves, price)
-        elif event == _REJECTED:
-            self._on_rejected(client_order_id, source or RejectSource.EXCHANGE, reason)
-        elif event == _REJECTED_LOCALLY:
-            self._on_rejected(client_order_id, source or RejectSource.OMS, reason)
-        elif event == _CANCEL_REJECTED:
-            self._on_cancel_rejected(client_order_id, orig_client_order_id, reason)
-        elif event == _PENDING_TIMEOUT:
-            stats.pending_timeouts += 1
-            order = self._find(client_order_id)
-            if order is not None:
-                order._state = _PENDING_CANCEL        # the OMS queries the venue with a cancel
-        elif event == _BROKEN:
-            stats.broken += 1
-        else:
-            self._bad("ExecutionReport event", (event, client_order_id))
-
-    def _find(self, client_order_id: int) -> Order | None:
-        """An open order by its id, or by the id of a cancel sent for it."""
-        order = self._orders.get(client_order_id)
-        return order if order is not None else self._cancel_targets.get(client_order_id)
-
-    def _on_executed(self, client_order_id: int, sid: int, side: int, shares: int, price: int, leaves: int) -> None:
-        stats = self.stats
-        stats.fills += 1
-        stats.filled_shares += shares
-        order = self._orders.get(client_order_id)
-        if order is not None:
-            sid = order._symbol_id
-        if sid < self._n_symbols:
-            if order.is_buy if order is not None else side == Side.BUY:
-                self.positions._bought[sid] += shares
-            else:
-                self.positions._sold[sid] += shares
-        if order is None:
-            stats.unknown_orders += 1
-            return
-        order._filled += shares
-        order._leaves = leaves
-        if order._state == _PENDING_NEW:
-            order._state = _LIVE
-        if leaves == 0:
-            self._close(order, OrderState.FILLED)
-        self._call("on_fill", order, shares, price)
-
-    def _on_accepted(self, client_order_id: int, leaves: int) -> None:
-        order = self._orders.get(client_order_id)
-        if order is None:
-            self.stats.unknown_orders += 1
-            return
-        if order._state == _PENDING_NEW:
-            order._state = _LIVE
-        if leaves:
-            order._leaves = leaves
-        self._call("on_order_accepted", order)
-
-    def _on_replaced(self, client_order_id: int, orig_client_order_id: int, leaves: int, price: int) -> None:
-        old = self._orders.get(orig_client_order_id)
-        if old is not None:
-            self._close(old, OrderState.REPLACED)
-        order = self._orders.get(client_order_id)
-        if order is None:
-            self.stats.unknown_orders += 1
-            return
-        if order._state == _PENDING_NEW:
-            order._state = _LIVE
-        if leaves:
-            order._leaves = leaves
-        if price:
-            order._price = price
-        self._call("on_order_accepted", order)
-
-    def _on_canceled(self, client_order_id: int, orig_client_order_id: int, leaves: int) -> None:
-        order = self._find(client_order_id) or self._orders.get(orig_client_order_id)
-        if order is None:
-            self.stats.unknown_orders += 1
-            return
-        order._leaves = leaves
-        if leaves:
-            return                                     # reduced, still open
-        self._close(order, OrderState.CANCELED)
-        self._call("on_order_canceled", order)
-
-    def _on_rejected(self, client_order_id: int, source: int, reason: int) -> None:
-        stats = self.stats
-        stats.rejects += 1
-        if source == RejectSource.RISK:
-            stats.rejects_risk += 1
-        elif source == RejectSource.OMS:
-            stats.rejects_oms += 1
-        else:
-            stats.rejects_exchange += 1
-        order = self._orders.get(client_order_id)
-        if order is not None:
-            self._reject(order, source, reason)
-            return
-        target = self._cancel_targets.get(client_order_id)
-        if target is not None:
-            self._cancel_target_refused(target, source, reason)
-            return
-        scope = self._cancel_all_ids.pop(client_order_id, None)
-        if scope is not None:
-            self._cancel_all_refused(scope, source, reason)
-            return
-        stats.unknown_orders += 1
-        if self._data_log.allow():
-            log.warning("reject for client order id %d, which this strategy does not know as open: %s",
-                        client_order_id, reject_reason_name(source, reason))
-
-    def _reject(self, order: Order, source: int, reason: int) -> None:
-        self._close(order, OrderState.REJECTED)
-        if order._replaces:
-            old = self._orders.get(order._replaces)
-            if old is not None and old._replaced_by == order._client_order_id:
-                old._replaced_by = 0
-                if old._state == _PENDING_REPLACE:
-                    old._state = _LIVE                 # the replace failed: the old order stands
-        self._call("on_order_rejected", order,
-                   _source(source), reason)
-
-    def _cancel_target_refused(self, order: Order, source: int, reason: int) -> None:
-        self._cancel_targets.pop(order._cancel_id, None)
-        order._cancel_id = 0
-        if source == RejectSource.OMS and reason == OmsReason.UNKNOWN_ORDER:
-            self._close(order, OrderState.CANCELED)     # the OMS has no such order: nothing is left to cancel
-            self._call("on_order_canceled", order)
-            return
-        if order._state == _PENDING_CANCEL:
-            order._state = _LIVE
-        self._call("on_cancel_rejected", order, _source(source), reason)
-
-    def _cancel_all_refused(self, symbol_id: int, source: int, reason: int) -> None:
-        """A CANCEL_ALL did not go out (e.g. the OMS's session is down): the orders it covered stand."""
-        if self._data_log.allow():
-            log.warning("CANCEL_ALL (%s) refused: %s", "all symbols" if symbol_id == ALL_SYMBOLS
-                        else self.symbols[symbol_id], reject_reason_name(source, reason))
-        reverted = [o for o in self._orders.values()
-                    if o._state == _PENDING_CANCEL and not o._cancel_id
-                    and (symbol_id == ALL_SYMBOLS or o._symbol_id == symbol_id)]
-        for order in reverted:
-            order._state = _PENDING_REPLACE if order._replaced_by in self._orders else _LIVE
-        for order in reverted:
-            self._call("on_cancel_rejected", order, _source(source), reason)
-
-    def _on_cancel_rejected(self, client_order_id: int, orig_client_order_id: int, reason: int) -> None:
-        """The venue says the named order is not live there: it is gone (and a replace of it failed)."""
-        self.stats.cancel_rejects += 1
-        order = self._find(client_order_id) or self._orders.get(orig_client_order_id)
-        if order is None:
-            return                                     # usually: it filled, and the EXECUTED came first
-        if order._replaces and order._state == _PENDING_NEW:
-            self._reject(order, RejectSource.EXCHANGE, reason)      # a replacement whose original was gone
-            return
-        replacement = self._orders.get(order._replaced_by) if order._replaced_by else None
-        self._close(order, OrderState.CANCELED)
-        self._call("on_order_canceled", order)
-        if replacement is not None and replacement._state == _PENDING_NEW:
-            self._reject(replacement, RejectSource.EXCHANGE, reason)
+        if not self._view.apply_report(r):
+            self._bad("ExecutionReport event", (r[at.event], client_order_id))
 
     # ------------------------------------------------------------------ risk rejects (risk_rejects)
 
@@ -606,7 +394,7 @@ class StrategyRuntime:
         if strategy_id != self.strategy_id:
             self.stats.foreign_records += 1
             return
-        self._on_rejected(client_order_id, source or RejectSource.RISK, reason)
+        self._view.apply_reject(client_order_id, source or RejectSource.RISK, reason)
 
     # ------------------------------------------------------------------ timer
 
@@ -625,10 +413,3 @@ class StrategyRuntime:
         self.stats.bad_records += 1
         if self._data_log.allow():
             log.warning("dropped a malformed %s record: %s", what, detail)
-
-
-def _source(source: int):
-    try:
-        return RejectSource(source)
-    except ValueError:
-        return source

@@ -1,4 +1,4 @@
-"""A market-state table in ordinary memory, for the benchmark and tests of the check set.
+"""A paper market: the market-state table in ordinary memory, for the benchmark and tests of the check set.
 
 ``RiskEngine`` reads the market-state table through a ``MarketStateReader``; here that reader
 and its writer sit on a ``bytearray`` laid out exactly like the shared table (same seqlock,
@@ -17,7 +17,7 @@ def symbols_layout(symbols) -> Layout:
     listed = ", ".join(symbols)
     text = f"""
 version: 1
-name: risk-sandbox
+name: risk-paper-market
 symbols: [{listed}]
 segments: [{{name: main, backing: 4k, mode: "0600"}}]
 tables:
@@ -27,7 +27,7 @@ tables:
 rings: []
 processes: [{{name: risk, agent: "appliance.risk.agent:RiskAgent", idle: {{strategy: sleep}}}}]
 """
-    return parse_layout(text, "<risk sandbox>")
+    return parse_layout(text, "<risk paper market>")
 
 
 class PaperMarket:

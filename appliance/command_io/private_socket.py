@@ -1,4 +1,4 @@
-"""The control sockets' common ground: a private directory, a 0600 socket, and who is calling.
+"""A control socket only the appliance's own user can reach, and who is calling.
 
 Both control sockets (the supervisor's and the simulated exchange's) take commands that stop or
 change trading, so only the appliance's own user may reach them: the socket lives in a
@@ -7,11 +7,9 @@ or that another user owns, is refused), it is bound under a 0177 umask so it is 
 first instant, and every state-changing command is logged with the caller's uid and pid from
 ``SO_PEERCRED``. A client checks the other way round that the server it reached runs as its own
 user (or root) before it sends anything, so a socket planted by someone else gets no command.
-Both speak one JSON object per line each way; ``request_json`` is the one client of both.
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import stat
@@ -115,20 +113,3 @@ def connect_checked(path: str, timeout: float) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def request_json(path: str, request: dict, timeout: float, server: str = "the server") -> dict:
-    """One request line to the control server at ``path`` and its one answer line, decoded.
-    Raises OSError when none is listening, the one listening is another user's, or it closed
-    without answering (``server`` names it in that message); ValueError when the answer is not JSON."""
-    with connect_checked(path, timeout) as sock:
-        sock.sendall((json.dumps(request) + "\n").encode())
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    if not data:
-        raise ConnectionError(f"{server} at {path} closed the connection without answering")
-    return json.loads(data)

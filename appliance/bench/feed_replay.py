@@ -1,0 +1,377 @@
+"""The replay part of ``appliance bench feed``: decode-and-book throughput over a recorded day.
+
+Decode-and-book throughput in this one process, over a BinaryFILE day
+(``appliance.bench.itch.generate_day_file``: ``--symbols`` stocks, default 100, and
+``--messages`` order messages, default 5,000,000, plus the system events and the stock
+directory). The file is generated once and kept in a cache directory
+(``--cache-dir``, default ``$XDG_CACHE_HOME/appliance/bench`` or ``~/.cache/appliance/bench``),
+keyed by message count, seed, symbol count and a hash of the generator's source. A
+BinaryFILE is ``[u16 length][message]`` blocks, the same framing as a MoldUDP64 payload, so
+the whole file is one long payload for the feed's own code. Timed passes (garbage collector
+disabled, this process pinned to one CPU):
+
+* ``replay`` (ours, the headline): ``BlockScanner`` (the C fast path when built) with the
+  locate filter of a ``BookSet`` of ``--subscribed`` symbols (default 10: every tenth locate,
+  1, 11, ..., not the busiest), and ``BookSet.apply`` on every message that passes: exactly
+  the feed agent's per-message work, without the socket, the sequencer and the ring write;
+* ``filter_only``: the scanner with the same locate filter and no books (what the books add);
+* ``decode_only``: the same scanner without a filter and without books (every message
+  decoded to a raw tuple);
+* ``books_all_symbols``: the scanner and books for every symbol (the worst case for books);
+* ``replay_with_publish``: ``replay`` plus the feed's output for every book change
+  (``BookOutputs.publish``: the market-state slot and a BookUpdate on a real shared-memory
+  ring, released here every 1024 updates): the agent's whole per-message work but the socket
+  and the sequencer;
+* the peer ``itchfeed`` (PyPI, decode only; pure Python unless its C++ backend is present)
+  on the first ``--itchfeed-messages`` messages (default 1,000,000: it runs ~0.25 M msg/s),
+  and our two paths again on the same prefix, for the ratios.
+
+The books are checked afterwards: no unknown order, over-execution, duplicate add or
+malformed block, every message walked, and the subscribed books equal to the same symbols'
+books of the all-symbols pass (the filter changes no book).
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from appliance.bench.feed_live import bench_workdir, feed_layout
+
+SEED = 20_240_605
+SYMBOLS = 100
+SUBSCRIBED = 10
+ITCHFEED_MESSAGES = 1_000_000
+TARGET_REPLAY_MSGS_PER_S = 1_000_000
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "appliance" / "bench"
+
+
+# ---------------------------------------------------------------------------
+# the day file
+# ---------------------------------------------------------------------------
+
+def _generator_fingerprint() -> str:
+    """A short hash of the generator's source: a cached file from another generator is not reused."""
+    from appliance.bench import itch as bench_itch
+    try:
+        source = inspect.getsource(bench_itch.generate_day_file) + inspect.getsource(bench_itch._remove)
+    except (OSError, TypeError):
+        return "nosrc"
+    return hashlib.sha256(source.encode()).hexdigest()[:10]
+
+
+def day_file(messages: int, seed: int, symbols: int, cache_dir: Path) -> dict:
+    """The cached day file for these settings, generated when missing: path, messages, bytes, cached, seconds."""
+    from appliance.bench.itch import generate_day_file
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"day-{messages}m-{seed}s-{symbols}sym-{_generator_fingerprint()}"
+    path = cache_dir / f"{stem}.itch"
+    meta_path = cache_dir / f"{stem}.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("bytes") == path.stat().st_size and meta.get("messages", 0) > 0:
+            return {"path": str(path), "messages": meta["messages"], "bytes": meta["bytes"], "cached": True,
+                    "generate_seconds": meta.get("generate_seconds")}
+    except (OSError, ValueError, AttributeError):
+        pass
+    tmp = cache_dir / f"{stem}.itch.tmp{os.getpid()}"
+    try:
+        started = time.perf_counter()
+        total = generate_day_file(str(tmp), messages, seed, symbols)
+        seconds = time.perf_counter() - started
+        size = tmp.stat().st_size
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    meta = {"messages": total, "bytes": size, "seed": seed, "symbols": symbols, "order_messages": messages,
+            "generate_seconds": seconds, "generator": "appliance.bench.itch.generate_day_file"}
+    meta_path.write_text(json.dumps(meta))
+    return {"path": str(path), "messages": total, "bytes": size, "cached": False, "generate_seconds": seconds}
+
+
+def directory_symbols(data, count: int) -> list[str]:
+    """The stock symbols of the file's first ``count`` Stock Directory messages, in locate order."""
+    from appliance.wire.itch import BlockScanner
+
+    names: dict[int, str] = {}
+    for raw in BlockScanner(None).scan(data, 0, len(data)):
+        if raw[0] == b"R":
+            names[raw[1]] = raw[4].rstrip(b" ").decode("ascii")
+            if len(names) == count:
+                break
+        elif raw[0] != b"S":
+            break                         # the directory is over
+    return [names[locate] for locate in sorted(names)]
+
+
+# ---------------------------------------------------------------------------
+# replay
+# ---------------------------------------------------------------------------
+
+def _timed(fn):
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        value = fn()
+        elapsed = time.perf_counter() - started
+    finally:
+        gc.enable()
+    return value, elapsed
+
+
+def _books_pass(data, end: int, symbols: list[str]):
+    """Scanner with the BookSet's locate filter + ``apply`` on every passing message: (result, books)."""
+    from appliance.feed.books import BookSet
+    from appliance.messages.catalog import BOOK_DEPTH
+    from appliance.wire.itch import BlockScanner
+
+    books = BookSet(symbols, BOOK_DEPTH)
+    scanner = BlockScanner(books.subscribed_locates, strict=False)     # as FeedPacketScanner builds it
+    apply = books.apply
+
+    def walk() -> int:
+        updates = 0
+        for raw in scanner.scan(data, 0, end):
+            if apply(raw) >= 0:
+                updates += 1
+        return updates
+    updates, elapsed = _timed(walk)
+    walked = scanner.decoded + scanner.filtered_out + scanner.malformed
+    result = {"messages": walked, "seconds": elapsed, "msgs_per_s": walked / elapsed,
+              "ns_per_msg": elapsed * 1e9 / walked,
+              "decoded": scanner.decoded, "filtered_out": scanner.filtered_out, "malformed": scanner.malformed,
+              "applied": books.messages_applied, "book_changes": updates, "books": len(symbols),
+              "backend": "c" if scanner.uses_c else "python"}
+    return result, books
+
+
+class _ScratchMemory:
+    """A feed layout's shared memory owned by this process alone (no agent runs): for the publish pass."""
+
+    def __init__(self, symbols: list[str]) -> None:
+        import yaml
+
+        from appliance.runtime.layout import load_layout
+        from appliance.runtime.memory import SharedMemory
+
+        self.name, self.workdir = bench_workdir()
+        self.memory = None
+        try:
+            path = os.path.join(self.workdir, "layout.yaml")
+            with open(path, "w") as fh:
+                yaml.safe_dump(feed_layout(self.name, 0, 1, 1, symbols, "backoff"), fh, sort_keys=False)
+            self.memory = SharedMemory.create(load_layout(path))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        memory, self.memory = self.memory, None
+        if memory is not None:
+            try:
+                memory.unlink()
+            finally:
+                try:
+                    memory.close()
+                except Exception:  # noqa: BLE001 - the name is gone already; the mapping dies with us
+                    pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _publish_pass(data, end: int, symbols: list[str]) -> dict:
+    """The books pass plus the feed's output for every book change: ``BookOutputs.publish`` (market-state
+    slot + BookUpdate on a real shared-memory ring), the ring released here every 1024 updates."""
+    from appliance.feed.books import BookSet
+    from appliance.feed.outputs import BookOutputs
+    from appliance.messages.catalog import BOOK_DEPTH
+    from appliance.wire.itch import BlockScanner
+
+    scratch = _ScratchMemory(symbols)
+    producer = consumer = outputs = None
+    try:
+        memory = scratch.memory
+        producer, consumer = memory.ring("book_updates", "producer"), memory.ring("book_updates", "consumer")
+        outputs = BookOutputs(producer, memory.buffer_of("main"), memory.market_state_writer())
+        outputs.feed_stale = False
+        books = BookSet(symbols, BOOK_DEPTH)
+        scanner = BlockScanner(books.subscribed_locates, strict=False)
+        apply, publish, book_list = books.apply, outputs.publish, books.books
+        peek, release = consumer.peek, consumer.release
+
+        def walk() -> int:
+            published = 0
+            for raw in scanner.scan(data, 0, end):
+                sid = apply(raw)
+                if sid >= 0:
+                    publish(book_list[sid], 0, 1)
+                    published += 1
+                    if not published & 1023:
+                        while peek() >= 0:
+                            release()
+            return published
+        published, elapsed = _timed(walk)
+        walked = scanner.decoded + scanner.filtered_out + scanner.malformed
+        result = {"messages": walked, "seconds": elapsed, "msgs_per_s": walked / elapsed,
+                  "ns_per_msg": elapsed * 1e9 / walked, "malformed": scanner.malformed,
+                  "applied": books.messages_applied, "published": published, "dropped": outputs.dropped,
+                  "path": "BlockScanner + locate filter + BookSet.apply + BookOutputs.publish (ring + market state)"}
+    finally:
+        if outputs is not None:
+            outputs.market_state.close()
+        producer = consumer = outputs = None
+        scratch.close()
+    return result
+
+
+def _decode_pass(data, end: int, locates=None) -> dict:
+    """The scanner alone: every message decoded (``locates`` None), or only those of ``locates``."""
+    from appliance.wire.itch import BlockScanner
+
+    scanner = BlockScanner(None if locates is None else BlockScanner.locate_map(locates), strict=False)
+
+    def walk() -> int:
+        n = 0
+        for _raw in scanner.scan(data, 0, end):
+            n += 1
+        return n
+    returned, elapsed = _timed(walk)
+    walked = scanner.decoded + scanner.filtered_out + scanner.malformed
+    return {"messages": walked, "returned": returned, "seconds": elapsed, "msgs_per_s": walked / elapsed,
+            "ns_per_msg": elapsed * 1e9 / walked, "malformed": scanner.malformed,
+            "backend": "c" if scanner.uses_c else "python"}
+
+
+def _book_state(book) -> tuple:
+    from appliance.messages.catalog import BOOK_DEPTH
+    levels = [0] * (4 * BOOK_DEPTH)
+    book.snapshot_into(levels, 0)
+    return (tuple(levels), book.order_count, book.last_trade_price, book.last_trade_shares, book.trading_state,
+            book.locate)
+
+
+def books_check(subscribed_books, all_books, total: int, passes: list[dict]) -> dict:
+    """The sanity check of the replayed books (``ok`` and what was looked at)."""
+    counters = subscribed_books.counter_values()
+    problems = []
+    for name in ("unknown_order", "over_execution", "duplicate_add", "bad_shares"):
+        if counters[name]:
+            problems.append(f"{name} {counters[name]}")
+    for p in passes:
+        if p["messages"] != total:
+            problems.append(f"walked {p['messages']} of {total} messages")
+        if p["malformed"]:
+            problems.append(f"{p['malformed']} malformed blocks")
+    all_counters = all_books.counter_values() if all_books is not None else {}
+    for name in ("unknown_order", "over_execution", "duplicate_add"):
+        if all_counters.get(name):
+            problems.append(f"all-symbols pass: {name} {all_counters[name]}")
+    differing = []
+    if all_books is not None:
+        for book in subscribed_books.books:
+            if _book_state(book) != _book_state(all_books.book(book.symbol)):
+                differing.append(book.symbol)
+        if differing:
+            problems.append(f"books differ from the all-symbols pass: {', '.join(differing)}")
+    unmapped = [b.symbol for b in subscribed_books.books if b.locate is None]
+    if unmapped:
+        problems.append(f"no directory message for {', '.join(unmapped)}")
+    return {"ok": not problems, "problems": problems,
+            "unknown_order": counters["unknown_order"], "over_execution": counters["over_execution"],
+            "duplicate_add": counters["duplicate_add"], "bad_shares": counters["bad_shares"],
+            "compared_with_all_symbols_pass": all_books is not None and not differing,
+            "resting_orders": sum(b.order_count for b in subscribed_books.books),
+            "books_with_orders": sum(1 for b in subscribed_books.books if b.order_count),
+            "trades_seen": sum(b.trades for b in subscribed_books.books),
+            "book_counters": counters}
+
+
+def measure_replay(args, cache: Path) -> tuple[dict, dict, dict, list[str]]:
+    """(results, peers, ratios, errors) of the replay part."""
+    from appliance.bench.itch import _measure_itchfeed, _prefix_bytes
+
+    info = day_file(args.messages, args.seed, args.symbols, cache)
+    with open(info["path"], "rb") as fh:
+        data = fh.read()
+    if len(data) != info["bytes"]:
+        raise RuntimeError(f"{info['path']}: {len(data)} bytes, the cache says {info['bytes']}")
+    total = info["messages"]
+    names = directory_symbols(data, args.symbols)
+    if len(names) != args.symbols:
+        raise RuntimeError(f"{info['path']}: {len(names)} stock directory messages, expected {args.symbols}")
+    step = args.symbols // args.subscribed
+    subscribed = [names[i * step] for i in range(args.subscribed)]
+
+    allowed = os.sched_getaffinity(0)
+    cpu = max(allowed)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        ours, books = _books_pass(data, len(data), subscribed)
+        filtered = _decode_pass(data, len(data), [names.index(s) + 1 for s in subscribed])
+        decode = _decode_pass(data, len(data))
+        every, all_books = _books_pass(data, len(data), names)
+        published = _publish_pass(data, len(data), subscribed)
+        peers: dict = {}
+        prefix: dict = {}
+        if args.skip_peers:
+            peers["itchfeed"] = {"available": False, "skipped": True, "reason": "--skip-peers"}
+        else:
+            limit = args.itchfeed_messages
+            end = len(data) if not limit or limit >= total else _prefix_bytes(data, limit)
+            feed = _measure_itchfeed(data if end == len(data) else data[:end])
+            if feed is None:
+                peers["itchfeed"] = {"available": False, "reason": "not installed; pip install itchfeed"}
+            else:
+                count, seconds, cpp, version = feed
+                peers["itchfeed"] = {"available": True, "version": version, "cpp_backend": bool(cpp),
+                                     "messages": count, "seconds": seconds, "msgs_per_s": count / seconds,
+                                     "ns_per_msg": seconds * 1e9 / count, "whole_file": end == len(data),
+                                     "decodes": "every message to a Python object (parse_stream)"}
+                if end == len(data):
+                    prefix = {"replay": ours, "decode_only": decode}
+                else:
+                    prefix = {"replay": _books_pass(data, end, subscribed)[0], "decode_only": _decode_pass(data, end)}
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+    check = books_check(books, all_books, total, [ours, filtered, decode, every, published])
+    if published["published"] != ours["book_changes"] or published["dropped"]:
+        check["ok"] = False
+        check["problems"].append(f"the publish pass wrote {published['published']} updates ({published['dropped']} "
+                                 f"dropped), the books pass made {ours['book_changes']} changes")
+    ours.update(subscribed=subscribed, subscribed_locates=[names.index(s) + 1 for s in subscribed],
+                symbols=args.symbols, book_share=ours["applied"] / total, check=check, cpu=cpu,
+                file={k: info[k] for k in ("path", "messages", "bytes", "cached", "generate_seconds")},
+                seed=args.seed, target_msgs_per_s=TARGET_REPLAY_MSGS_PER_S,
+                path="BlockScanner + locate filter + BookSet.apply, whole file, one process",
+                books_ns_per_applied_msg=(ours["seconds"] - filtered["seconds"]) * 1e9 / max(1, ours["applied"]))
+    filtered["path"] = "BlockScanner + the same locate filter, no books"
+    decode["path"] = "BlockScanner, no filter, no books"
+    every["path"] = "BlockScanner + BookSet.apply, every symbol subscribed"
+    every["books_ns_per_applied_msg"] = (every["seconds"] - decode["seconds"]) * 1e9 / max(1, every["applied"])
+    published["publish_ns_per_update"] = (published["seconds"] - ours["seconds"]) * 1e9 / max(1, published["published"])
+    results = {"replay": ours, "filter_only": filtered, "decode_only": decode, "books_all_symbols": every,
+               "replay_with_publish": published}
+    if prefix:
+        results["itchfeed_prefix"] = {name: {"messages": r["messages"], "seconds": r["seconds"],
+                                             "msgs_per_s": r["msgs_per_s"]} for name, r in prefix.items()}
+    ratios: dict = {"replay_vs_target": ours["msgs_per_s"] / TARGET_REPLAY_MSGS_PER_S,
+                    "target_replay_msgs_per_s": TARGET_REPLAY_MSGS_PER_S}
+    peer = peers["itchfeed"]
+    if peer.get("available"):
+        ratios["replay_vs_itchfeed"] = prefix["replay"]["msgs_per_s"] / peer["msgs_per_s"]
+        ratios["decode_only_vs_itchfeed"] = prefix["decode_only"]["msgs_per_s"] / peer["msgs_per_s"]
+        ratios["itchfeed_messages"] = peer["messages"]
+    errors = [] if check["ok"] else [f"books check: {'; '.join(check['problems'])}"]
+    return results, peers, ratios, errors
