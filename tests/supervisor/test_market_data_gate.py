@@ -16,7 +16,7 @@ from appliance.runtime.memory import SharedMemory
 from appliance.supervisor.config import SupervisorConfigError, parse_supervisor_params
 from appliance.supervisor.gate import MarketDataWatch
 from conftest import wait_until
-from test_supervisor import appliance, make_layout, up_factory  # noqa: F401 (the supervisor tests' harness and fixture)
+from supervisor_rig import appliance, make_layout, up_factory  # noqa: F401 (the supervisor tests' rig and fixture)
 
 MS = 1_000_000
 
