@@ -118,10 +118,19 @@ def peer():
     p.close()
 
 
-def client(peer: Peer, **kw) -> VenueSession:
-    kw = {"reconnect_min_ns": 1_000_000, "reconnect_max_ns": 8_000_000, **kw}
-    return VenueSession("127.0.0.1", peer.port, "ALGO1", "secret1", kw.pop("session", "S1"),
-                        kw.pop("next_sequence_number", 5), **kw)
+@pytest.fixture
+def client(peer):
+    """``client(**kw)`` -> a VenueSession for the peer (session S1, next sequence 5); all closed after the test."""
+    made = []
+
+    def make(**kw) -> VenueSession:
+        kw = {"reconnect_min_ns": 1_000_000, "reconnect_max_ns": 8_000_000, **kw}
+        made.append(VenueSession("127.0.0.1", peer.port, "ALGO1", "secret1", kw.pop("session", "S1"),
+                                 kw.pop("next_sequence_number", 5), **kw))
+        return made[-1]
+    yield make
+    for session in made:
+        session.close()
 
 
 def stamped(offset_ns: int) -> bytes:
@@ -137,76 +146,64 @@ def logged_in(peer: Peer, session: VenueSession, sequence: int = 5) -> None:
     drive(session, lambda: session.logged_in, "the login accepted")
 
 
-def test_it_logs_in_with_its_session_and_next_sequence_and_is_ready_only_after_the_venues_heartbeat(peer):
-    session = client(peer)
-    try:
-        peer.accept(session)
-        login = peer.packet(session)
-        assert (login["packet_type"], login["username"].strip(), login["password"].strip(),
-                login["requested_session"].strip(), int(login["requested_sequence_number"])) == \
-            ("L", "ALGO1", "secret1", "S1", 5)
-        assert not session.logged_in
-        peer.send(soupbintcp.login_accepted("S1", 5))
-        drive(session, lambda: session.logged_in, "the login accepted")
-        assert session.logins == 1 and not session.ready(time.monotonic_ns())
-        peer.send(stamped(-60 * 10**9))                         # the replay: made before the login
-        drive(session, lambda: session.client.next_sequence_number == 6, "the replayed message")
-        assert not session.ready(time.monotonic_ns())           # quiet after a replay proves nothing
-        peer.send(soupbintcp.SERVER_HEARTBEAT_BYTES)            # only sent with nothing else queued: drained
-        drive(session, lambda: session.ready(time.monotonic_ns()), "ready")
-        assert session.replayed_by == "the venue's heartbeat"
-    finally:
-        session.close()
+def test_it_logs_in_with_its_session_and_next_sequence_and_is_ready_only_after_the_venues_heartbeat(peer, client):
+    session = client()
+    peer.accept(session)
+    login = peer.packet(session)
+    assert (login["packet_type"], login["username"].strip(), login["password"].strip(),
+            login["requested_session"].strip(), int(login["requested_sequence_number"])) == \
+        ("L", "ALGO1", "secret1", "S1", 5)
+    assert not session.logged_in
+    peer.send(soupbintcp.login_accepted("S1", 5))
+    drive(session, lambda: session.logged_in, "the login accepted")
+    assert session.logins == 1 and not session.ready(time.monotonic_ns())
+    peer.send(stamped(-60 * 10**9))                         # the replay: made before the login
+    drive(session, lambda: session.client.next_sequence_number == 6, "the replayed message")
+    assert not session.ready(time.monotonic_ns())           # quiet after a replay proves nothing
+    peer.send(soupbintcp.SERVER_HEARTBEAT_BYTES)            # only sent with nothing else queued: drained
+    drive(session, lambda: session.ready(time.monotonic_ns()), "ready")
+    assert session.replayed_by == "the venue's heartbeat"
 
 
-def test_a_message_made_after_the_login_also_ends_the_replay(peer):
-    session = client(peer)
-    try:
-        logged_in(peer, session)
-        peer.send(stamped(-5 * 10**9) + stamped(60 * 10**9))
-        drive(session, lambda: session.ready(time.monotonic_ns()), "ready")
-        assert session.replayed_by == "a message made after the login" and session.client.next_sequence_number == 7
-    finally:
-        session.close()
+def test_a_message_made_after_the_login_also_ends_the_replay(peer, client):
+    session = client()
+    logged_in(peer, session)
+    peer.send(stamped(-5 * 10**9) + stamped(60 * 10**9))
+    drive(session, lambda: session.ready(time.monotonic_ns()), "ready")
+    assert session.replayed_by == "a message made after the login" and session.client.next_sequence_number == 7
 
 
-def test_it_heartbeats_when_quiet_and_drops_a_silent_venue_then_logs_in_again_where_it_left_off(peer):
-    session = client(peer, heartbeat_ns=20_000_000, peer_timeout_ns=300_000_000)
-    try:
-        logged_in(peer, session)
-        peer.send(stamped(-10**9))                              # one replayed message: next is 6
-        assert peer.packet(session)["packet_type"] == "R"       # the client's heartbeat while quiet
-        events = drive(session, lambda: session.state == "disconnected", "the peer timeout")
-        assert any(type(e).__name__ == "PeerTimedOut" for e in events)
-        assert session.disconnects == 1 and "venue silent" in session.last_error
-        peer.close_connection()
-        peer.accept(session)                                    # it comes back by itself
-        login = peer.packet(session)
-        assert int(login["requested_sequence_number"]) == 6 and login["requested_session"].strip() == "S1"
-        assert session.connects == 2
-    finally:
-        session.close()
+def test_it_heartbeats_when_quiet_and_drops_a_silent_venue_then_logs_in_again_where_it_left_off(peer, client):
+    session = client(heartbeat_ns=20_000_000, peer_timeout_ns=300_000_000)
+    logged_in(peer, session)
+    peer.send(stamped(-10**9))                              # one replayed message: next is 6
+    assert peer.packet(session)["packet_type"] == "R"       # the client's heartbeat while quiet
+    events = drive(session, lambda: session.state == "disconnected", "the peer timeout")
+    assert any(type(e).__name__ == "PeerTimedOut" for e in events)
+    assert session.disconnects == 1 and "venue silent" in session.last_error
+    peer.close_connection()
+    peer.accept(session)                                    # it comes back by itself
+    login = peer.packet(session)
+    assert int(login["requested_sequence_number"]) == 6 and login["requested_session"].strip() == "S1"
+    assert session.connects == 2
 
 
-def test_a_venue_that_closes_the_connection_is_reconnected_with_a_backoff_that_a_login_resets(peer):
-    session = client(peer, reconnect_min_ns=1_000_000, reconnect_max_ns=8_000_000)
-    try:
-        logged_in(peer, session)
-        peer.close_connection()
-        drive(session, lambda: session.state == "disconnected", "the loss noticed")
-        assert session.last_error == "the venue closed the connection" and session.backoff_ns == 2_000_000
-        peer.accept(session)
-        assert peer.packet(session)["packet_type"] == "L"
-        peer.close_connection()                                 # lost again before the login answer
-        drive(session, lambda: session.state == "disconnected", "the second loss")
-        assert session.backoff_ns == 4_000_000 and session.disconnects == 2
-        peer.accept(session)
-        assert peer.packet(session)["packet_type"] == "L"
-        peer.send(soupbintcp.login_accepted("S1", 5))
-        drive(session, lambda: session.logged_in, "logged in again")
-        assert session.backoff_ns == 1_000_000
-    finally:
-        session.close()
+def test_a_venue_that_closes_the_connection_is_reconnected_with_a_backoff_that_a_login_resets(peer, client):
+    session = client(reconnect_min_ns=1_000_000, reconnect_max_ns=8_000_000)
+    logged_in(peer, session)
+    peer.close_connection()
+    drive(session, lambda: session.state == "disconnected", "the loss noticed")
+    assert session.last_error == "the venue closed the connection" and session.backoff_ns == 2_000_000
+    peer.accept(session)
+    assert peer.packet(session)["packet_type"] == "L"
+    peer.close_connection()                                 # lost again before the login answer
+    drive(session, lambda: session.state == "disconnected", "the second loss")
+    assert session.backoff_ns == 4_000_000 and session.disconnects == 2
+    peer.accept(session)
+    assert peer.packet(session)["packet_type"] == "L"
+    peer.send(soupbintcp.login_accepted("S1", 5))
+    drive(session, lambda: session.logged_in, "logged in again")
+    assert session.backoff_ns == 1_000_000
 
 
 def test_refused_connects_back_off_doubling_to_the_cap():
@@ -238,49 +235,40 @@ def test_refused_connects_back_off_doubling_to_the_cap():
     ("A", "S1", 8_000_000),        # not authorized: waits the longest before trying again
     ("S", "", 1_000_000),          # session not available: asks for whatever session the venue has now
 ])
-def test_a_refused_login_is_tried_again_as_its_reason_says(peer, reason, session_after, backoff):
-    session = client(peer)
-    try:
-        peer.accept(session)
-        assert peer.packet(session)["packet_type"] == "L"
-        peer.send(soupbintcp.login_rejected(reason))
-        drive(session, lambda: session.state == "disconnected", "the rejection")
-        assert session.login_rejects == 1 and session.last_error == f"login rejected ({reason})"
-        assert session.client.session == session_after and session.next_attempt_ns - time.monotonic_ns() <= backoff
-        assert session.backoff_ns == min(2 * backoff, 8_000_000)
-        peer.close_connection()
-        peer.accept(session)
-        assert peer.packet(session)["requested_session"].strip() == session_after
-    finally:
-        session.close()
+def test_a_refused_login_is_tried_again_as_its_reason_says(peer, client, reason, session_after, backoff):
+    session = client()
+    peer.accept(session)
+    assert peer.packet(session)["packet_type"] == "L"
+    peer.send(soupbintcp.login_rejected(reason))
+    drive(session, lambda: session.state == "disconnected", "the rejection")
+    assert session.login_rejects == 1 and session.last_error == f"login rejected ({reason})"
+    assert session.client.session == session_after and session.next_attempt_ns - time.monotonic_ns() <= backoff
+    assert session.backoff_ns == min(2 * backoff, 8_000_000)
+    peer.close_connection()
+    peer.accept(session)
+    assert peer.packet(session)["requested_session"].strip() == session_after
 
 
-def test_end_of_session_ends_the_day_with_no_reconnect(peer):
-    session = client(peer)
-    try:
-        logged_in(peer, session)
-        peer.send(soupbintcp.END_OF_SESSION_BYTES)
-        drive(session, lambda: session.ended, "the end of session")
-        assert session.sock is None
-        time.sleep(0.02)                                        # past every backoff: still nothing
-        peer.listener.setblocking(False)
-        session.maintain(time.monotonic_ns() + 10**12)
-        with pytest.raises(BlockingIOError):
-            peer.listener.accept()
-        assert session.connects == 1 and not session.send(b"x", time.monotonic_ns())
-    finally:
-        session.close()
+def test_end_of_session_ends_the_day_with_no_reconnect(peer, client):
+    session = client()
+    logged_in(peer, session)
+    peer.send(soupbintcp.END_OF_SESSION_BYTES)
+    drive(session, lambda: session.ended, "the end of session")
+    assert session.sock is None
+    time.sleep(0.02)                                        # past every backoff: still nothing
+    peer.listener.setblocking(False)
+    session.maintain(time.monotonic_ns() + 10**12)
+    with pytest.raises(BlockingIOError):
+        peer.listener.accept()
+    assert session.connects == 1 and not session.send(b"x", time.monotonic_ns())
 
 
-def test_garbage_from_the_venue_is_a_protocol_error_and_a_reconnect_not_a_crash(peer):
-    session = client(peer)
-    try:
-        logged_in(peer, session)
-        peer.send(b"\x00\x02Q!")                                # no such packet type
-        drive(session, lambda: session.state == "disconnected", "the protocol error")
-        assert session.protocol_errors == 1 and session.last_error.startswith("protocol error")
-        peer.close_connection()
-        peer.accept(session)
-        assert peer.packet(session)["packet_type"] == "L"
-    finally:
-        session.close()
+def test_garbage_from_the_venue_is_a_protocol_error_and_a_reconnect_not_a_crash(peer, client):
+    session = client()
+    logged_in(peer, session)
+    peer.send(b"\x00\x02Q!")                                # no such packet type
+    drive(session, lambda: session.state == "disconnected", "the protocol error")
+    assert session.protocol_errors == 1 and session.last_error.startswith("protocol error")
+    peer.close_connection()
+    peer.accept(session)
+    assert peer.packet(session)["packet_type"] == "L"
