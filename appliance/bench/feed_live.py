@@ -198,7 +198,7 @@ class FeedUnderLoad:
             layout = load_layout(self.layout_path)
             self.memory = SharedMemory.create(layout)
             self.ring = self.memory.ring("book_updates", "consumer")
-            self.buffer = self.memory.buffer_of("main")
+            self.buffer = self.memory.ring_buffer("book_updates")
             self.counters_reader = self.memory.counters_reader()
             self._times = struct.Struct("<QQ").unpack_from
             self._rx_offset = BOOK_UPDATE.offset_of["t_rx_ns"]

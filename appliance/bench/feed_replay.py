@@ -203,7 +203,7 @@ def _publish_pass(data, end: int, symbols: list[str]) -> dict:
     try:
         memory = scratch.memory
         producer, consumer = memory.ring("book_updates", "producer"), memory.ring("book_updates", "consumer")
-        outputs = BookOutputs(producer, memory.buffer_of("main"), memory.market_state_writer())
+        outputs = BookOutputs(producer, memory.ring_buffer("book_updates"), memory.market_state_writer())
         outputs.feed_stale = False
         books = BookSet(symbols, BOOK_DEPTH)
         scanner = BlockScanner(books.subscribed_locates, strict=False)

@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _order_sent_payload() -> bytes:
-    from appliance.oms import events as ev
-    return ev.ORDER_SENT.pack(1, ord("B"), 0, 99998, 123456, 0, 7, 0, 100, 1_900_000, b"AAPL    ", b"0AB1000000001Z",
+    from appliance.oms import journal_records as jr
+    return jr.ORDER_SENT.pack(1, ord("B"), 0, 99998, 123456, 0, 7, 0, 100, 1_900_000, b"AAPL    ", b"0AB1000000001Z",
                               b"", 1, 2, 3, 4)
 
 
@@ -82,12 +82,12 @@ def measure_appends(directory: str, policy: str, records: int, group_commit_us: 
 
 def _write_day(path: str, records: int) -> int:
     """A journal of ``records`` records: ORDER_SENT, Accepted, then Executed or Canceled per order."""
-    from appliance.oms import events as ev
-    from appliance.oms.events import RecordType
+    from appliance.oms import journal_records as jr
+    from appliance.oms.journal_records import RecordType
     from appliance.oms.journal import Journal
     from appliance.oms.journal_format import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, padded
     from appliance.wire import ouch
-    size = FILE_HEADER_SIZE + records * padded(RECORD_HEADER_SIZE + ev.ORDER_SENT.size) + (8 << 20)   # the largest
+    size = FILE_HEADER_SIZE + records * padded(RECORD_HEADER_SIZE + jr.ORDER_SENT.size) + (8 << 20)   # the largest
     journal = Journal.open(path, size, "page_cache", reserve_bytes=0)
     stock = b"AAPL    "
     sequence = 0
@@ -98,7 +98,7 @@ def _write_day(path: str, records: int) -> int:
         while written < records:
             order += 1
             token = b"0AB1" + f"{order:010d}".encode()
-            journal.append(RecordType.ORDER_SENT, ev.ORDER_SENT.pack(1, ord("B"), 0, 99998, order, 0, 7, 0, 100,
+            journal.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(1, ord("B"), 0, 99998, order, 0, 7, 0, 100,
                                                                      1_900_000, stock, token), now)
             written += 1
             if written == records:
@@ -106,7 +106,7 @@ def _write_day(path: str, records: int) -> int:
             sequence += 1
             accepted = ouch.ACCEPTED.struct.pack(b"A", 0, token, b"B", 100, stock, 1_900_000, 99998, b"ALGO", b"Y",
                                                  order, b"A", b"N", 0, b"N", b"L", b" ")
-            journal.append(RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(sequence, accepted), now)
+            journal.append(RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(sequence, accepted), now)
             written += 1
             if written == records:
                 break
@@ -115,7 +115,7 @@ def _write_day(path: str, records: int) -> int:
                 answer = ouch.EXECUTED.struct.pack(b"E", 0, token, 100, 1_900_000, b"R", order)
             else:
                 answer = ouch.CANCELED.struct.pack(b"C", 0, token, 100, b"U")
-            journal.append(RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(sequence, answer), now)
+            journal.append(RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(sequence, answer), now)
             written += 1
     finally:
         journal.close()
@@ -144,7 +144,7 @@ def measure_recovery(directory: str, records: int) -> dict:
         os.unlink(path)
     open_s = (opened - started) / 1e9
     rebuild_s = (rebuilt - opened) / 1e9
-    return {"records": found, "open_s": open_s, "rebuild_s": rebuild_s, "orders": len(state.book.by_token),
+    return {"records": found, "open_s": open_s, "rebuild_s": rebuild_s, "orders": len(state.orders.by_token),
             "recovery_1m_s": open_s * MILLION / found if found else None,
             "rebuild_1m_s": rebuild_s * MILLION / found if found else None, "extrapolated": found != MILLION}
 

@@ -130,7 +130,7 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
         heartbeat.end(0)
         agent = OmsAgent(AgentContext(layout, layout.processes["oms"], memory, memory.counters_writer("oms")))
         agent.on_start()
-        buffer = memory.buffer_of("main")
+        buffer = memory.ring_buffer("approved_orders")
         approved = memory.ring("approved_orders", "producer")
         drains = [memory.ring("exec_to_strategy", "consumer"), memory.ring("exec_to_risk", "consumer")]
         deadline = time.monotonic() + timeout

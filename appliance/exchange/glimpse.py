@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 from appliance.wire import glimpse
 from appliance.wire.soupbintcp_session import ClientLoggedIn, LoginRefused, ProtocolError, SequencedStore, ServerSession
+from appliance.wire.venue_time import ns_since_midnight
 
 from . import itch_encoder as ie
 from .events import AddOrder, TradingAction
-from .itch_encoder import ns_since_midnight
 
 MAX_INBOUND_BYTES = 4096        # a client says one Login Request (49 bytes) and maybe a heartbeat or a logout
 LOGIN_TIMEOUT_S = 2.0

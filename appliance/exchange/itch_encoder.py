@@ -17,10 +17,9 @@ from collections.abc import Iterable, Mapping
 
 from appliance.wire import itch
 from appliance.wire.schema import pad_alpha
+from appliance.wire.venue_time import ns_since_midnight
 
 from .events import AddOrder, OrderCancel, OrderDelete, OrderExecuted, OrderReplace, Trade, TradingAction
-
-NS_PER_DAY = 86_400 * 1_000_000_000
 
 # System Event codes (ITCH 5.0 section 4.1).
 START_OF_MESSAGES = "O"
@@ -31,11 +30,6 @@ END_OF_SYSTEM_HOURS = "E"
 END_OF_MESSAGES = "C"
 
 _BY_CODE = {layout.type_code: layout for layout in itch.MESSAGES}
-
-
-def ns_since_midnight(epoch_ns: int) -> int:
-    """The wire timestamp of an epoch time (UTC midnight)."""
-    return epoch_ns % NS_PER_DAY
 
 
 class ItchEncoder:

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from appliance.wire import moldudp64
 from appliance.wire.errors import WireFormatError
 from appliance.wire.soupbintcp_session import SequencedStore
+from appliance.wire.venue_time import ns_since_midnight
 
 from . import itch_encoder as ie
 from .events import CANCEL_SYSTEM, CANCEL_TIMEOUT, MARKET_DATA, Accepted, CancelReject, Replaced
-from .itch_encoder import ItchEncoder, ns_since_midnight
+from .itch_encoder import ItchEncoder
 from .market_data import FeedFaults, MessageStore, MoldPublisher
 from .matching import MatchingEngine
 from .order_entry import (

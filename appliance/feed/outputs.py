@@ -14,15 +14,9 @@ from appliance.messages.catalog import (
     BOOK_UPDATE,
 )
 from appliance.runtime.market_state import MarketStateWriter
+from appliance.wire.venue_time import utc_midnight_ns
 
-NS_PER_DAY = 86_400 * 1_000_000_000
 U32_MAX = 0xFFFFFFFF             # share fields of both records are u32; ITCH's cross trade shares are u64
-
-
-def utc_midnight_ns(now_ns: int | None = None) -> int:
-    """Epoch ns of the last UTC midnight: ITCH timestamps count from there (see the exchange)."""
-    now_ns = time.time_ns() if now_ns is None else now_ns
-    return now_ns - now_ns % NS_PER_DAY
 
 
 class BookOutputs:

@@ -25,16 +25,16 @@ import struct
 from typing import Iterable, Iterator
 
 from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE, Action, ControlEventKind, OmsReason, name_of
-from appliance.oms import events as ev
-from appliance.oms.events import ControlKind, RecordType, SendReason, SessionEvent
+from appliance.oms import journal_records as jr
+from appliance.oms.journal_records import ControlKind, RecordType, SendReason, SessionEvent
 from appliance.oms.journal_format import JournalRecord
 from appliance.wire import ouch
 from appliance.wire.errors import WireFormatError
+from appliance.wire.venue_time import epoch_of_stamp
 
 COLUMNS = ("time", "time_ns", "sequence", "record", "event", "strategy_id", "client_order_id",
            "orig_client_order_id", "token", "orig_token", "symbol", "side", "price", "shares", "order_ref",
            "match_number", "reason", "venue_sequence", "venue_time", "detail")
-NS_PER_DAY = 86_400 * 1_000_000_000
 _OUCH_EVENTS = {"A": "ACCEPTED", "U": "REPLACED", "C": "CANCELED", "E": "EXECUTED", "J": "REJECTED",
                 "B": "BROKEN", "P": "CANCEL_PENDING", "I": "CANCEL_REJECT", "S": "SYSTEM_EVENT"}
 _SENT_EVENTS = {Action.NEW: "SENT_NEW", Action.REPLACE: "SENT_REPLACE", Action.CANCEL: "SENT_CANCEL"}
@@ -119,7 +119,7 @@ class AuditTrail:
             row["record"] = f"TYPE_{record.type}"
             return row
         row["record"] = kind.name
-        schema = ev.RECORDS[kind]
+        schema = jr.RECORDS[kind]
         try:
             fields = schema.parse(record.payload)
             for field_name, column in schema.audit:          # the columns the schema says its fields fill
@@ -130,7 +130,7 @@ class AuditTrail:
             row["detail"] = str(exc)
         return row
 
-    def _order_sent(self, row: dict, sent: ev.ORDER_SENT.view, _record) -> None:
+    def _order_sent(self, row: dict, sent: jr.ORDER_SENT.view, _record) -> None:
         row["event"] = _SENT_EVENTS.get(sent.action, f"SENT_{sent.action}")
         token = sent.token.rstrip(b" ")
         if sent.send_reason != SendReason.STRATEGY:
@@ -144,14 +144,11 @@ class AuditTrail:
             if sent.client_order_id:
                 row["detail"] = (row["detail"] + " " if row["detail"] else "") + f"request {sent.client_order_id}"
 
-    def _exchange_message(self, row: dict, journaled: ev.EXCHANGE_MESSAGE.view, record: JournalRecord) -> None:
+    def _exchange_message(self, row: dict, journaled: jr.EXCHANGE_MESSAGE.view, record: JournalRecord) -> None:
         fields = ouch.decode_outbound(journaled.message)
         kind = fields["type"]
         row["event"] = _OUCH_EVENTS.get(kind, kind)
-        midnight = record.timestamp_ns - record.timestamp_ns % NS_PER_DAY
-        venue_ns = midnight + fields["timestamp"]
-        if venue_ns > record.timestamp_ns + 3_600_000_000_000:
-            venue_ns -= NS_PER_DAY
+        venue_ns = epoch_of_stamp(fields["timestamp"], record.timestamp_ns)
         row["venue_time"] = iso_ns(venue_ns)
         if kind == "S":
             row["detail"] = fields["event_code"]
@@ -178,11 +175,11 @@ class AuditTrail:
         elif kind == "B":
             row.update(match_number=fields["match_number"], reason=fields["reason"])
 
-    def _rejected_locally(self, row: dict, rejected: ev.REJECTED_LOCALLY.view, _record) -> None:
+    def _rejected_locally(self, row: dict, rejected: jr.REJECTED_LOCALLY.view, _record) -> None:
         row.update(event="REJECTED_LOCALLY", reason=name_of(OmsReason, rejected.reason),
                    detail=name_of(Action, rejected.action))
 
-    def _not_sent(self, row: dict, record: ev.NOT_SENT.view, _record) -> None:
+    def _not_sent(self, row: dict, record: jr.NOT_SENT.view, _record) -> None:
         token = record.token.rstrip(b" \0")
         row.update(event="NOT_SENT", detail=name_of(Action, record.action))
         known = self.orders.get(token)
@@ -190,7 +187,7 @@ class AuditTrail:
             row.update(strategy_id=known["strategy_id"], client_order_id=known["client_order_id"],
                        symbol=known["symbol"], side=known["side"])
 
-    def _control(self, row: dict, control: ev.CONTROL.view, _record) -> None:
+    def _control(self, row: dict, control: jr.CONTROL.view, _record) -> None:
         if control.kind >= 100:
             row["event"] = name_of(ControlKind, control.kind)
         else:
@@ -209,7 +206,7 @@ class AuditTrail:
                 parts.append(_text(control.detail))
             row["detail"] = ", ".join(parts)
 
-    def _session(self, row: dict, session: ev.SESSION.view, _record) -> None:
+    def _session(self, row: dict, session: jr.SESSION.view, _record) -> None:
         row["event"] = name_of(SessionEvent, session.event)
         if session.event == SessionEvent.START:
             row["detail"] = f"token prefix {session.prefix}, next counter {session.counter}"

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from appliance.oms import crc32c as _crc
-from appliance.oms.events import RECORDS_HASH
+from appliance.oms.journal_records import RECORDS_HASH
 from appliance.oms.journal_schema import JournalSchema
 from appliance.runtime.trading_day import trading_day_of
 

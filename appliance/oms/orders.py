@@ -1,4 +1,4 @@
-"""Orders as the venue sees them: the state machine, the books by token and client id, positions.
+"""Orders as the venue sees them: the state machine and the registry by token and client id.
 
 States: PENDING_NEW (sent, not acknowledged), LIVE, PARTIALLY_FILLED, FILLED, PENDING_CANCEL (a
 cancel or reduce is outstanding), CANCELED, REJECTED, REPLACED. The venue's OUCH messages drive
@@ -32,24 +32,40 @@ Rules where the venue leaves room:
 - The venue lost the session (``venue_session_lost``: a new session, or a sequence that starts
   again below what we saw): every open order is gone at the venue and CANCELED here.
 
-Positions per symbol id: signed shares, cost basis (signed sum of price x shares of the open
-position; the average price is cost / position), realized P&L (price units x shares), and the
-tallies of the shared positions table.
+The positions the fills make are kept in ``positions.PositionLedger``.
 """
 from __future__ import annotations
 
 import enum
 import logging
 
-from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, PRICE_SCALE, Action, ExecEvent, OmsReason, RejectSource
+from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, Action, ExecEvent, OmsReason, RejectSource
+from appliance.oms.positions import PositionLedger
 from appliance.wire import ouch
+from appliance.wire.venue_time import NS_PER_DAY, epoch_of_stamp
 
 log = logging.getLogger("appliance.oms.orders")
 
-NS_PER_DAY = 86_400 * 1_000_000_000
 REJECT_REASON_NO_SUCH_ORDER = ord("I")      # reason byte reported when a Cancel Reject kills an order
 CANCEL_REASON_USER = ord("U")
 CANCEL_REASON_SESSION_LOST = ord("S")       # reported when the venue's session ended with the order in it
+
+# Where the fields the registry reads sit in an outbound OUCH message's unpacked tuple, from the
+# codec's schema. Accepted and Replaced carry the order's fields at the same places (checked here).
+_STAMP = ouch.OUTBOUND_HEADER.index_of["timestamp"]
+_TOKEN = len(ouch.OUTBOUND_HEADER.fields)                # every outbound message but System Event starts with a token
+assert all(layout.fields[_TOKEN].size == ouch.TOKEN_SIZE for layout in ouch.OUTBOUND.layouts if layout is not ouch.SYSTEM_EVENT)
+_EVENT_CODE = ouch.SYSTEM_EVENT.index_of["event_code"]
+_SIDE, _SHARES, _STOCK, _PRICE, _TIF, _REF = (ouch.ACCEPTED.index_of[name] for name in (
+    "buy_sell_indicator", "shares", "stock", "price", "time_in_force", "order_reference_number"))
+assert all(ouch.REPLACED.index_of[name] == ouch.ACCEPTED.index_of[name] for name in (
+    "buy_sell_indicator", "shares", "stock", "price", "time_in_force", "order_reference_number"))
+_PREVIOUS_TOKEN = ouch.REPLACED.index_of["previous_order_token"]
+_DECREMENT, _CANCEL_REASON = ouch.CANCELED.index_of["decrement_shares"], ouch.CANCELED.index_of["reason"]
+_EXEC_SHARES, _EXEC_PRICE, _EXEC_MATCH = (ouch.EXECUTED.index_of[name] for name in (
+    "executed_shares", "execution_price", "match_number"))
+_REJECT_REASON = ouch.REJECTED.index_of["reason"]
+_BROKEN_MATCH, _BROKEN_REASON = ouch.BROKEN_TRADE.index_of["match_number"], ouch.BROKEN_TRADE.index_of["reason"]
 
 
 class OrderState(enum.IntEnum):
@@ -97,7 +113,7 @@ LEGAL: frozenset[tuple[OrderState, OrderEvent]] = frozenset(
     + [(s, E.BREAK) for s in (S.FILLED, S.CANCELED, S.REPLACED)])
 
 
-class Order:
+class VenueOrder:
     __slots__ = ("token", "client_order_id", "orig_client_order_id", "strategy_id", "symbol_id", "symbol", "side",
                  "price", "shares", "tif", "state", "leaves", "executed", "canceled", "order_ref", "acked",
                  "replaces", "requests", "deadline_ns", "timeouts", "t_sent_ns")
@@ -120,8 +136,8 @@ class Order:
         self.canceled = 0
         self.order_ref = 0
         self.acked = False
-        self.replaces: Order | None = None     # the order this one replaces
-        self.requests: list = []               # outstanding: int (cancel target) or Order (replacement)
+        self.replaces: VenueOrder | None = None # the order this one replaces
+        self.requests: list = []# outstanding: int (cancel target) or VenueOrder (replacement)
         self.deadline_ns = 0                   # monotonic; 0 when nothing is outstanding
         self.timeouts = 0
         self.t_sent_ns = 0
@@ -135,60 +151,11 @@ class Order:
         return self.side == 66                 # 'B'; 'S', 'T' (short) and 'E' sell
 
     def __repr__(self) -> str:
-        return (f"Order({self.token!r}, client {self.client_order_id}, {self.state.name}, "
+        return (f"VenueOrder({self.token!r}, client {self.client_order_id}, {self.state.name}, "
                 f"{chr(self.side)} {self.shares}@{self.price}, leaves {self.leaves})")
 
 
-I64_MAX = (1 << 63) - 1
-
-
-def _saturated(value: int) -> int:
-    """Clamped to the i64 range of the records and table that carry it."""
-    return value if -I64_MAX <= value <= I64_MAX else (I64_MAX if value > 0 else -I64_MAX)
-
-
-class Positions:
-    """Per symbol id: position, cost basis, realized P&L and the table's tallies (plain lists).
-
-    Cost basis and realized P&L saturate at the i64 range of the ExecutionReport and the positions
-    table: a venue message claiming billions of shares at the largest price must not stop the OMS."""
-
-    def __init__(self, symbols: int):
-        n = symbols
-        self.position = [0] * n
-        self.cost_basis = [0] * n
-        self.realized_pnl = [0] * n
-        self.orders_sent = [0] * n
-        self.fills = [0] * n
-        self.filled_shares = [0] * n
-        self.rejects = [0] * n
-        self.open_orders = [0] * n
-
-    def fill(self, symbol_id: int, signed_shares: int, price: int) -> None:
-        position = self.position[symbol_id]
-        cost = self.cost_basis[symbol_id]
-        if position and (position > 0) != (signed_shares > 0):
-            closing = min(abs(signed_shares), abs(position))
-            removed = cost * closing // abs(position)
-            sign = 1 if position > 0 else -1
-            self.realized_pnl[symbol_id] = _saturated(self.realized_pnl[symbol_id] + sign * closing * price - removed)
-            cost -= removed
-            position -= sign * closing
-            rest = signed_shares + sign * closing            # what is left opens the other way
-        else:
-            rest = signed_shares
-        if rest:
-            position += rest
-            cost += rest * price
-        self.position[symbol_id] = position
-        self.cost_basis[symbol_id] = _saturated(cost)
-
-    def average_price(self, symbol_id: int) -> float:
-        position = self.position[symbol_id]
-        return self.cost_basis[symbol_id] / position / PRICE_SCALE if position else 0.0
-
-
-class OrderBook:
+class OrderRegistry:
     """Every order of the day by token and by client order id, and the positions they made.
 
     ``report(event, order, shares, price, match, reason, source, t_exchange_ns)`` is called for
@@ -199,21 +166,21 @@ class OrderBook:
     def __init__(self, symbols: list[str], report=None, changed=None):
         self.symbols = list(symbols)
         self._symbol_id = {s.encode("ascii").ljust(8): i for i, s in enumerate(self.symbols)}
-        self.by_token: dict[bytes, Order] = {}
-        self.by_client: dict[int, Order] = {}
-        self.positions = Positions(len(self.symbols))
+        self.by_token: dict[bytes, VenueOrder] = {}
+        self.by_client: dict[int, VenueOrder] = {}
+        self.positions = PositionLedger(len(self.symbols))
         self.report = report
         self.changed = changed
         self.open_orders = 0
-        self.in_flight: set[Order] = set()
-        self.fills_by_match: dict[int, tuple[Order, int, int]] = {}
+        self.in_flight: set[VenueOrder] = set()
+        self.fills_by_match: dict[int, tuple[VenueOrder, int, int]] = {}
         self.illegal_transitions = 0
         self.unknown_tokens = 0
         self.orphans = 0
         self.bad_messages = 0
         self.duplicate_fills = 0
         self.system_events: list[str] = []
-        self.cancel_owed: set[Order] = set()
+        self.cancel_owed: set[VenueOrder] = set()
         self._handlers = {
             b"A"[0]: self._accepted, b"U"[0]: self._replaced, b"C"[0]: self._canceled, b"E"[0]: self._executed,
             b"J"[0]: self._rejected, b"B"[0]: self._broken, b"P"[0]: self._cancel_pending,
@@ -226,7 +193,7 @@ class OrderBook:
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _set_state(self, order: Order, state: OrderState) -> None:
+    def _set_state(self, order: VenueOrder, state: OrderState) -> None:
         was_open = order.state in OPEN_STATES
         order.state = state
         now_open = state in OPEN_STATES
@@ -245,13 +212,13 @@ class OrderBook:
         if self.changed is not None and symbol_id >= 0:
             self.changed(symbol_id)
 
-    def _illegal(self, order: Order, event: OrderEvent) -> None:
+    def _illegal(self, order: VenueOrder, event: OrderEvent) -> None:
         self.illegal_transitions += 1
         if self.illegal_transitions <= 100 or self.illegal_transitions % 1000 == 0:
             log.warning("illegal transition: %s in %s (%d so far)", event.name, order.state.name,
                         self.illegal_transitions)
 
-    def _settled_state(self, order: Order) -> OrderState:
+    def _settled_state(self, order: VenueOrder) -> OrderState:
         """The state of an order with nothing outstanding, from its quantities."""
         if not order.acked:
             return S.PENDING_NEW
@@ -259,15 +226,15 @@ class OrderBook:
             return S.CANCELED if order.canceled else S.FILLED
         return S.PARTIALLY_FILLED if order.executed else S.LIVE
 
-    def _cancel_outstanding(self, order: Order) -> bool:
+    def _cancel_outstanding(self, order: VenueOrder) -> bool:
         return any(type(r) is int for r in order.requests)
 
-    def _await(self, order: Order, now_ns: int, timeout_ns: int) -> None:
+    def _await(self, order: VenueOrder, now_ns: int, timeout_ns: int) -> None:
         if not order.deadline_ns:
             order.deadline_ns = now_ns + timeout_ns
         self.in_flight.add(order)
 
-    def _answered(self, order: Order) -> None:
+    def _answered(self, order: VenueOrder) -> None:
         """Something came back for ``order``: stop its in-flight clock when nothing is outstanding."""
         if order.acked and not order.requests:
             order.deadline_ns = 0
@@ -276,8 +243,8 @@ class OrderBook:
     # ------------------------------------------------------------------ what the OMS sends
 
     def add_new(self, token: bytes, client_order_id: int, strategy_id: int, symbol_id: int, symbol: bytes, side: int,
-                shares: int, price: int, tif: int, now_ns: int = 0, timeout_ns: int = 0) -> Order:
-        order = Order(token, client_order_id, strategy_id, symbol_id, symbol, side, shares, price, tif)
+                shares: int, price: int, tif: int, now_ns: int = 0, timeout_ns: int = 0) -> VenueOrder:
+        order = VenueOrder(token, client_order_id, strategy_id, symbol_id, symbol, side, shares, price, tif)
         order.t_sent_ns = now_ns
         self.by_token[token] = order
         if client_order_id:
@@ -291,8 +258,8 @@ class OrderBook:
         self._await(order, now_ns, timeout_ns)
         return order
 
-    def add_replacement(self, old: Order, token: bytes, client_order_id: int, shares: int, price: int, tif: int,
-                        now_ns: int = 0, timeout_ns: int = 0) -> Order:
+    def add_replacement(self, old: VenueOrder, token: bytes, client_order_id: int, shares: int, price: int, tif: int,
+                        now_ns: int = 0, timeout_ns: int = 0) -> VenueOrder:
         order = self.add_new(token, client_order_id, old.strategy_id, old.symbol_id, old.symbol, old.side, shares,
                              price, tif, now_ns, timeout_ns)
         order.orig_client_order_id = old.client_order_id
@@ -301,7 +268,7 @@ class OrderBook:
         self._await(old, now_ns, timeout_ns)
         return order
 
-    def request_cancel(self, order: Order, target_shares: int = 0, now_ns: int = 0, timeout_ns: int = 0) -> bool:
+    def request_cancel(self, order: VenueOrder, target_shares: int = 0, now_ns: int = 0, timeout_ns: int = 0) -> bool:
         """A cancel (target 0) or reduce is about to be sent; False (nothing to send) if it is illegal."""
         if (order.state, E.CANCEL_REQUEST) not in LEGAL:
             self._illegal(order, E.CANCEL_REQUEST)
@@ -320,7 +287,7 @@ class OrderBook:
                 owed.add(order)
         return len(owed) - before
 
-    def not_sent(self, action: int, token: bytes, target: int = 0) -> Order | None:
+    def not_sent(self, action: int, token: bytes, target: int = 0) -> VenueOrder | None:
         """The bytes of an Enter, Replace or Cancel Order for ``token`` never left: undo what
         sending it did. A new order or replacement is REJECTED (reason ``OmsReason.NOT_SENT``,
         reported as REJECTED_LOCALLY); a cancel stops being outstanding and is owed instead."""
@@ -341,7 +308,7 @@ class OrderBook:
         self._reject(order, OmsReason.NOT_SENT, 0, ExecEvent.REJECTED_LOCALLY, RejectSource.OMS)
         return order
 
-    def venue_session_lost(self) -> list[Order]:
+    def venue_session_lost(self) -> list[VenueOrder]:
         """The venue no longer has any order of the old session: each open one is CANCELED."""
         gone = [o for o in self.by_token.values() if o.state in OPEN_STATES]
         for order in gone:
@@ -366,17 +333,14 @@ class OrderBook:
             self.bad_messages += 1
             return 0
         values = layout.unpack_from(message, 0)
-        if values[1] < NS_PER_DAY:
-            midnight = t_rx_ns - t_rx_ns % NS_PER_DAY
-            t_exchange_ns = midnight + values[1]
-            if t_exchange_ns > t_rx_ns + 3_600_000_000_000:  # stamped before midnight, received after
-                t_exchange_ns -= NS_PER_DAY
+        if values[_STAMP] < NS_PER_DAY:
+            t_exchange_ns = epoch_of_stamp(values[_STAMP], t_rx_ns)
         else:                                                 # not ns since midnight: the message still
             t_exchange_ns = t_rx_ns                           # counts (a fill must reach the position)
         self._handlers[message[0]](values, t_exchange_ns)
         return 1
 
-    def _known(self, token: bytes) -> Order | None:
+    def _known(self, token: bytes) -> VenueOrder | None:
         order = self.by_token.get(token)
         if order is None:
             self.unknown_tokens += 1
@@ -384,18 +348,16 @@ class OrderBook:
                 log.warning("venue message for unknown token %r", token)
         return order
 
-    def _emit(self, event, order: Order, shares: int, price: int, match: int = 0, reason: int = 0, source: int = 0,
+    def _emit(self, event, order: VenueOrder, shares: int, price: int, match: int = 0, reason: int = 0, source: int = 0,
               t_exchange_ns: int = 0) -> None:
         if self.report is not None:
             self.report(event, order, shares, price, match, reason, source, t_exchange_ns)
 
     def _system_event(self, values, t_exchange_ns: int) -> None:
-        self.system_events.append(values[2].decode("latin-1"))
+        self.system_events.append(values[_EVENT_CODE].decode("latin-1"))
 
     def _accepted(self, values, t_exchange_ns: int) -> None:
-        # type, timestamp, token, side, shares, stock, price, tif, firm, display, ref, capacity, ise, minq, cross,
-        # state, bbo
-        token = values[2]
+        token = values[_TOKEN]
         order = self.by_token.get(token)
         if order is None:
             order = self._orphan(token, values)
@@ -409,25 +371,25 @@ class OrderBook:
             self._illegal(order, transition)
             return
         order.acked = True
-        order.order_ref = values[10]
-        order.shares = values[4]
-        order.leaves = max(0, values[4] - order.executed - order.canceled)   # fills may have come first
+        order.order_ref = values[_REF]
+        order.shares = values[_SHARES]
+        order.leaves = max(0, values[_SHARES] - order.executed - order.canceled)   # fills may have come first
         if order.state is S.PENDING_NEW:
             self._set_state(order, S.LIVE)
         self._answered(order)
         self._emit(event, order, order.shares, order.price, t_exchange_ns=t_exchange_ns)
 
-    def _orphan(self, token: bytes, values) -> Order | None:
+    def _orphan(self, token: bytes, values) -> VenueOrder | None:
         """An Accepted for a token we never journaled: adopt it so its fills reach the position."""
         self.unknown_tokens += 1
         self.orphans += 1
         log.error("Accepted for unknown token %r: adopted as an orphan order", token)
-        symbol = values[5]
+        symbol = values[_STOCK]
         return self.add_new(token, ORPHAN_CLIENT_ID_BASE + self.orphans, 0, self.symbol_id(symbol), symbol,
-                            values[3][0], values[4], values[6], values[7])
+                            values[_SIDE][0], values[_SHARES], values[_PRICE], values[_TIF])
 
     def _replaced(self, values, t_exchange_ns: int) -> None:
-        token, previous = values[2], values[16]
+        token, previous = values[_TOKEN], values[_PREVIOUS_TOKEN]
         order = self.by_token.get(token)
         old = self.by_token.get(previous)
         if order is None:
@@ -435,8 +397,8 @@ class OrderBook:
                 self.unknown_tokens += 1
                 return
             self.orphans += 1
-            order = self.add_replacement(old, token, ORPHAN_CLIENT_ID_BASE + self.orphans, values[4], values[6],
-                                         values[7])
+            order = self.add_replacement(old, token, ORPHAN_CLIENT_ID_BASE + self.orphans, values[_SHARES],
+                                         values[_PRICE], values[_TIF])
         if old is not None:
             if (old.state, E.REPLACE_DONE) in LEGAL:
                 if order in old.requests:
@@ -449,7 +411,7 @@ class OrderBook:
         self._acknowledge(order, E.REPLACE_ACK, ExecEvent.REPLACED, values, t_exchange_ns)
 
     def _canceled(self, values, t_exchange_ns: int) -> None:
-        token, decrement, reason = values[2], values[3], values[4][0]
+        token, decrement, reason = values[_TOKEN], values[_DECREMENT], values[_CANCEL_REASON][0]
         order = self._known(token)
         if order is None:
             return
@@ -475,7 +437,7 @@ class OrderBook:
         self._emit(ExecEvent.CANCELED, order, decrement, order.price, reason=reason, t_exchange_ns=t_exchange_ns)
 
     def _executed(self, values, t_exchange_ns: int) -> None:
-        token, shares, price, match = values[2], values[3], values[4], values[6]
+        token, shares, price, match = values[_TOKEN], values[_EXEC_SHARES], values[_EXEC_PRICE], values[_EXEC_MATCH]
         order = self._known(token)
         if order is None:
             return
@@ -499,7 +461,7 @@ class OrderBook:
             self._answered(order)
         self._emit(ExecEvent.EXECUTED, order, shares, price, match=match, t_exchange_ns=t_exchange_ns)
 
-    def _apply_fill(self, order: Order, shares: int, price: int, match: int) -> None:
+    def _apply_fill(self, order: VenueOrder, shares: int, price: int, match: int) -> None:
         order.executed += shares
         order.leaves = max(0, order.leaves - shares)
         self.fills_by_match[match] = (order, shares, price)
@@ -512,7 +474,7 @@ class OrderBook:
             self._changed(sid)
 
     def _rejected(self, values, t_exchange_ns: int) -> None:
-        token, reason = values[2], values[3][0]
+        token, reason = values[_TOKEN], values[_REJECT_REASON][0]
         order = self._known(token)
         if order is None:
             return
@@ -521,7 +483,7 @@ class OrderBook:
             return
         self._reject(order, reason, t_exchange_ns)
 
-    def _reject(self, order: Order, reason: int, t_exchange_ns: int, event: int = ExecEvent.REJECTED,
+    def _reject(self, order: VenueOrder, reason: int, t_exchange_ns: int, event: int = ExecEvent.REJECTED,
                 source: int = RejectSource.EXCHANGE) -> None:
         order.leaves = 0
         order.requests = []
@@ -537,7 +499,7 @@ class OrderBook:
                    t_exchange_ns=t_exchange_ns)
 
     def _broken(self, values, t_exchange_ns: int) -> None:
-        token, match = values[2], values[3]
+        token, match = values[_TOKEN], values[_BROKEN_MATCH]
         order = self._known(token)
         if order is None:
             return
@@ -558,16 +520,16 @@ class OrderBook:
             p.fills[sid] -= 1
             p.filled_shares[sid] -= shares
             self._changed(sid)
-        self._emit(ExecEvent.BROKEN, order, shares, price, match=match, reason=values[4][0],
+        self._emit(ExecEvent.BROKEN, order, shares, price, match=match, reason=values[_BROKEN_REASON][0],
                    t_exchange_ns=t_exchange_ns)
 
     def _cancel_pending(self, values, t_exchange_ns: int) -> None:
-        order = self._known(values[2])
+        order = self._known(values[_TOKEN])
         if order is not None and (order.state, E.CANCEL_PENDING) not in LEGAL:
             self._illegal(order, E.CANCEL_PENDING)
 
     def _cancel_reject(self, values, t_exchange_ns: int) -> None:
-        order = self._known(values[2])
+        order = self._known(values[_TOKEN])
         if order is None:
             return
         if (order.state, E.CANCEL_REJECT) not in LEGAL:
@@ -579,7 +541,7 @@ class OrderBook:
                 self._illegal(order, E.CANCEL_REJECT)       # nothing was asked of a working order
             return                                           # a late answer about a finished order
         request = requests.pop(0)
-        if type(request) is Order:                           # the replace was refused: the replacement is dead
+        if type(request) is VenueOrder:                           # the replace was refused: the replacement is dead
             replacement = request
             if replacement.state in OPEN_STATES and not replacement.acked:
                 self._reject(replacement, REJECT_REASON_NO_SUCH_ORDER, t_exchange_ns)
@@ -595,9 +557,9 @@ class OrderBook:
 
     # ------------------------------------------------------------------ queries
 
-    def open_orders_list(self) -> list[Order]:
+    def open_orders_list(self) -> list[VenueOrder]:
         return [o for o in self.by_token.values() if o.state in OPEN_STATES]
 
-    def expired(self, now_ns: int) -> list[Order]:
+    def expired(self, now_ns: int) -> list[VenueOrder]:
         """Orders whose venue answer is overdue (in-flight timeout)."""
         return [o for o in self.in_flight if o.deadline_ns and now_ns >= o.deadline_ns]

@@ -1,6 +1,6 @@
 """Rebuild the OMS's state from its journal: orders, positions, the token counter, the session.
 
-``rebuild(records, symbols)`` replays every record in journal order into a fresh ``OrderBook``
+``rebuild(records, symbols)`` replays every record in journal order into a fresh ``OrderRegistry``
 with no execution reports (strategy and risk saw them the first time):
 
 - ORDER_SENT rebuilds the order (new, replacement, or a cancel request on an existing order)
@@ -14,7 +14,7 @@ with no execution reports (strategy and risk saw them the first time):
   order it covers owe a cancel (``cancel_owed``), exactly as it did when it was journaled;
 - NOT_SENT undoes what the ORDER_SENT before it did (the bytes never left).
 
-``apply_control`` is the one place that says what a CONTROL record does to the order book: the
+``apply_control`` is the one place that says what a CONTROL record does to the order registry: the
 agent calls it when it journals the record, and recovery when it replays it. So a cancel-all the
 OMS owed when it died (session down, or killed between the kill and the cancels) is still owed
 after the restart, and is sent as soon as the session is up.
@@ -25,7 +25,7 @@ still unacknowledged after ``unacked_timeout_ms`` (``RecoveredState.unacknowledg
 does ``oms_ready`` become 1.
 
 Symbols are matched by name against the current layout: an order in a symbol the layout no
-longer lists keeps its place in the book (its token stays used) but has no position slot
+longer lists keeps its place in the registry (its token stays used) but has no position slot
 (counted in ``unknown_symbols``).
 """
 from __future__ import annotations
@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from appliance.messages.codes import Action, ControlEventKind, GateReason
-from appliance.oms import events as ev
-from appliance.oms.events import ControlKind, RecordType, SessionEvent
+from appliance.oms import journal_records as jr
+from appliance.oms.journal_records import ControlKind, RecordType, SessionEvent
 from appliance.oms.journal_format import JournalRecord
-from appliance.oms.orders import OPEN_STATES, Order, OrderBook
+from appliance.oms.orders import OPEN_STATES, OrderRegistry, VenueOrder
 from appliance.oms.tokens import parse_token
 
 log = logging.getLogger("appliance.oms.recovery")
@@ -48,23 +48,23 @@ log = logging.getLogger("appliance.oms.recovery")
 CANCEL_ALL_GATE_REASONS = GateReason.RISK_UNHEALTHY | GateReason.KILL_SWITCH | GateReason.MARKET_DATA
 
 
-def apply_control(book: OrderBook, control: ev.CONTROL.view) -> int:
+def apply_control(orders: OrderRegistry, control: jr.CONTROL.view) -> int:
     """What a journaled CONTROL record does to the orders: the open orders a kill covers owe a
-    cancel from now on. Returns how many orders it added to ``book.cancel_owed``."""
+    cancel from now on. Returns how many orders it added to ``orders.cancel_owed``."""
     kind = control.kind
     if kind == ControlEventKind.KILL:
-        return book.owe_cancels()
+        return orders.owe_cancels()
     if kind == ControlEventKind.KILL_SYMBOL:
-        symbol_id = book.symbol_id(ev.text(control.detail).encode("ascii", "replace"))
-        return book.owe_cancels(symbol_id) if symbol_id >= 0 else 0
+        symbol_id = orders.symbol_id(jr.text(control.detail).encode("ascii", "replace"))
+        return orders.owe_cancels(symbol_id) if symbol_id >= 0 else 0
     if kind == ControlKind.GATE_CHANGED and control.state != 1 and control.value & CANCEL_ALL_GATE_REASONS:
-        return book.owe_cancels()
+        return orders.owe_cancels()
     return 0
 
 
 @dataclass
 class RecoveredState:
-    book: OrderBook
+    orders: OrderRegistry
     records: int = 0
     orders_sent: int = 0
     exchange_messages: int = 0
@@ -84,18 +84,18 @@ class RecoveredState:
     started: list = field(default_factory=list)
 
     @property
-    def unacknowledged(self) -> list[Order]:
+    def unacknowledged(self) -> list[VenueOrder]:
         """Orders (or requests on them) the venue has not answered yet."""
-        return [o for o in self.book.in_flight if o.state in OPEN_STATES or o.requests]
+        return [o for o in self.orders.in_flight if o.state in OPEN_STATES or o.requests]
 
 
-def rebuild(records: Iterable[JournalRecord], symbols: list[str], book: OrderBook | None = None) -> RecoveredState:
-    book = OrderBook(symbols) if book is None else book
-    saved_report, saved_changed = book.report, book.changed
-    book.report = None
-    book.changed = None
-    state = RecoveredState(book)
-    by_token = book.by_token
+def rebuild(records: Iterable[JournalRecord], symbols: list[str], orders: OrderRegistry | None = None) -> RecoveredState:
+    orders = OrderRegistry(symbols) if orders is None else orders
+    saved_report, saved_changed = orders.report, orders.changed
+    orders.report = None
+    orders.changed = None
+    state = RecoveredState(orders)
+    by_token = orders.by_token
     last_token = None              # of the last order made: tokens only grow, so it holds the highest counter
     max_sequence = 0
     order_sent_type, exchange_type = RecordType.ORDER_SENT, RecordType.EXCHANGE_MESSAGE
@@ -106,32 +106,32 @@ def rebuild(records: Iterable[JournalRecord], symbols: list[str], book: OrderBoo
             rtype = record.type
             try:
                 if rtype == exchange_type:
-                    sequence, message = ev.EXCHANGE_MESSAGE.parse(record.payload)
+                    sequence, message = jr.EXCHANGE_MESSAGE.parse(record.payload)
                     if sequence > max_sequence:
                         max_sequence = sequence
-                    book.apply_ouch(message, record.timestamp_ns)
+                    orders.apply_ouch(message, record.timestamp_ns)
                     state.exchange_messages += 1
                 elif rtype == order_sent_type:
-                    token = _apply_order_sent(state, book, by_token, record)
+                    token = _apply_order_sent(state, orders, by_token, record)
                     if token is not None:
                         last_token = token
                 elif rtype == RecordType.SESSION:
-                    session = ev.SESSION.parse(record.payload)
+                    session = jr.SESSION.parse(record.payload)
                     _apply_session(state, session)
                     if session.event == SessionEvent.NEW_SESSION:
-                        book.venue_session_lost()
+                        orders.venue_session_lost()
                         max_sequence = session.sequence - 1
                         state.new_sessions += 1
                 elif rtype == RecordType.CONTROL:
-                    control = ev.CONTROL.parse(record.payload)
+                    control = jr.CONTROL.parse(record.payload)
                     if control.kind == ControlKind.GATE_CHANGED:
                         state.last_gate_epoch = control.value2
                     elif control.kind == ControlKind.CANCEL_ALL:
                         state.cancel_alls += 1
-                    apply_control(book, control)
+                    apply_control(orders, control)
                 elif rtype == RecordType.NOT_SENT:
-                    record_ = ev.NOT_SENT.parse(record.payload)
-                    book.not_sent(record_.action, record_.token, record_.target)
+                    record_ = jr.NOT_SENT.parse(record.payload)
+                    orders.not_sent(record_.action, record_.token, record_.target)
                     state.not_sent += 1
                 elif rtype != RecordType.REJECTED_LOCALLY:
                     state.bad_records += 1
@@ -140,7 +140,7 @@ def rebuild(records: Iterable[JournalRecord], symbols: list[str], book: OrderBoo
                 if state.bad_records <= 10:
                     log.error("journal record %d (type %d) unreadable: %s", record.sequence, rtype, exc)
     finally:
-        book.report, book.changed = saved_report, saved_changed
+        orders.report, orders.changed = saved_report, saved_changed
     parsed = parse_token(last_token) if last_token is not None else None
     if parsed is not None:
         state.next_counter = max(state.next_counter, parsed[1] + 1)
@@ -149,40 +149,40 @@ def rebuild(records: Iterable[JournalRecord], symbols: list[str], book: OrderBoo
     return state
 
 
-def _apply_order_sent(state: RecoveredState, book: OrderBook, by_token: dict, record: JournalRecord) -> bytes | None:
+def _apply_order_sent(state: RecoveredState, orders: OrderRegistry, by_token: dict, record: JournalRecord) -> bytes | None:
     """Rebuild what an ORDER_SENT did; the token it made (None for a cancel)."""
-    sent = ev.ORDER_SENT.parse(record.payload)
+    sent = jr.ORDER_SENT.parse(record.payload)
     state.orders_sent += 1
-    symbol_id = book.symbol_id(sent.symbol)
+    symbol_id = orders.symbol_id(sent.symbol)
     if sent.action == Action.NEW:
         if symbol_id < 0:
             state.unknown_symbols += 1
-        book.add_new(sent.token, sent.client_order_id, sent.strategy_id, symbol_id, sent.symbol, sent.side,
+        orders.add_new(sent.token, sent.client_order_id, sent.strategy_id, symbol_id, sent.symbol, sent.side,
                      sent.shares, sent.price, sent.time_in_force)
     elif sent.action == Action.REPLACE:
         old = by_token.get(sent.orig_token)
         if old is None:
             state.unknown_orders += 1
-            book.add_new(sent.token, sent.client_order_id, sent.strategy_id, symbol_id, sent.symbol, sent.side,
+            orders.add_new(sent.token, sent.client_order_id, sent.strategy_id, symbol_id, sent.symbol, sent.side,
                          sent.shares, sent.price, sent.time_in_force)
         else:
-            book.add_replacement(old, sent.token, sent.client_order_id, sent.shares, sent.price, sent.time_in_force)
+            orders.add_replacement(old, sent.token, sent.client_order_id, sent.shares, sent.price, sent.time_in_force)
     elif sent.action == Action.CANCEL:
         order = by_token.get(sent.token)
         if order is None:
             state.unknown_orders += 1
         else:
-            book.request_cancel(order, sent.shares)
+            orders.request_cancel(order, sent.shares)
         return None
     return sent.token
 
 
-def _apply_session(state: RecoveredState, session: ev.SESSION.view) -> None:
+def _apply_session(state: RecoveredState, session: jr.SESSION.view) -> None:
     if session.event == SessionEvent.START:
         state.last_prefix = session.prefix if state.last_prefix is None else max(state.last_prefix, session.prefix)
         state.started.append(session.prefix)
         state.next_counter = max(state.next_counter, session.counter)
     elif session.event in (SessionEvent.LOGIN_ACCEPTED, SessionEvent.NEW_SESSION):
-        state.session_name = ev.text(session.session)
+        state.session_name = jr.text(session.session)
     elif session.event == SessionEvent.END_OF_SESSION:
         state.ended = True

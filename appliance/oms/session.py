@@ -35,6 +35,7 @@ import socket
 import time
 
 from appliance.wire import ouch, soupbintcp
+from appliance.wire.venue_time import NS_PER_DAY, epoch_of_stamp
 from appliance.wire.soupbintcp_session import (
     ClientSession, EndOfSession, LoginAccepted, LoginRejected, PeerTimedOut, ProtocolError, SequencedMessage,
     ServerHeartbeat,
@@ -46,7 +47,6 @@ CONNECT_TIMEOUT_NS = 5_000_000_000
 RECEIVE_BUFFER = 1 << 16
 MAX_READS_PER_CYCLE = 16
 DISCONNECTED, CONNECTING, CONNECTED, ENDED = "disconnected", "connecting", "connected", "ended"
-NS_PER_DAY = 86_400 * 1_000_000_000
 _unpack_outbound_header = ouch.OUTBOUND_HEADER.struct.unpack_from
 _OUTBOUND_HEADER_SIZE = ouch.OUTBOUND_HEADER.size
 
@@ -263,12 +263,8 @@ class VenueSession:
         if len(message) < _OUTBOUND_HEADER_SIZE:
             return False
         live_after = self.live_after_ns
-        midnight = live_after - live_after % NS_PER_DAY
         _type, since_midnight = _unpack_outbound_header(message)
-        stamped = midnight + since_midnight
-        if stamped > live_after + NS_PER_DAY // 2:           # stamped before midnight, login after
-            stamped -= NS_PER_DAY
-        return stamped > live_after
+        return epoch_of_stamp(since_midnight, live_after, ahead_ns=NS_PER_DAY // 2) > live_after
 
     def _drained(self, by: str) -> None:
         self.replayed = True

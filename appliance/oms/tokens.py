@@ -9,13 +9,14 @@ restart after a power loss happens in a later second than the lost orders were s
 """
 from __future__ import annotations
 
+from appliance.wire.venue_time import ns_since_midnight
+
 DIGITS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 TOKEN_SIZE = 14
 PREFIX_SIZE = 4
 COUNTER_SIZE = TOKEN_SIZE - PREFIX_SIZE
 MAX_PREFIX = 36 ** PREFIX_SIZE - 1
 MAX_COUNTER = 36 ** COUNTER_SIZE - 1
-NS_PER_DAY = 86_400 * 1_000_000_000
 
 
 def base36(value: int, width: int) -> bytes:
@@ -38,7 +39,7 @@ def parse_token(token) -> tuple[int, int] | None:
 
 
 def choose_prefix(last_prefix: int | None, now_ns: int) -> int:
-    second_of_day = (now_ns % NS_PER_DAY) // 1_000_000_000
+    second_of_day = ns_since_midnight(now_ns) // 1_000_000_000
     prefix = max(second_of_day, -1 if last_prefix is None else last_prefix + 1)
     if prefix > MAX_PREFIX:
         raise ValueError("token prefixes exhausted for the day")

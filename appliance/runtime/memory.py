@@ -92,6 +92,10 @@ class SharedMemory:
     def buffer_of(self, segment: str):
         return self.segments[segment].buffer
 
+    def ring_buffer(self, name: str):
+        """The buffer of the segment ring ``name`` lives in: a ring's offsets are offsets into it."""
+        return self.buffer_of(self.layout.rings[name].segment)
+
     def ring(self, name: str, role: str) -> _shm.Ring:
         """One side of a ring. A producer rings its consumer's doorbell if the consumer sleeps on one."""
         spec = self.layout.rings[name]

@@ -113,6 +113,7 @@ class MessageLayout:
         if type_field is not None and type_field not in names:
             raise ValueError(f"{name}: no {type_field!r} field")
         self.field_names: tuple[str, ...] = tuple(names)
+        self.index_of: dict[str, int] = {n: i for i, n in enumerate(names)}   # in unpack_from's tuple
         offsets: dict[str, int] = {}
         position = 0
         codes = [">"]

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from appliance.exchange.records import read_ouch_log
 from appliance.messages.codes import ControlEventKind
-from appliance.oms import events as ev
-from appliance.oms.events import RecordType
+from appliance.oms import journal_records as jr
+from appliance.oms.journal_records import RecordType
 from appliance.oms.journal_format import read_records
 from appliance.wire import ouch
 
@@ -82,12 +82,12 @@ def journal_truth(path: Path) -> JournalTruth:
     records, _found, _header = read_records(str(path))
     for record in records:
         if record.type == RecordType.EXCHANGE_MESSAGE:
-            _sequence, message = ev.EXCHANGE_MESSAGE.parse(record.payload)
+            _sequence, message = jr.EXCHANGE_MESSAGE.parse(record.payload)
             if message[:1] == b"E":
                 fields = ouch.decode_outbound(message)
                 truth.fills.append((fields["order_token"], fields["match_number"]))
         elif record.type == RecordType.CONTROL:
-            control = ev.CONTROL.parse(record.payload)
+            control = jr.CONTROL.parse(record.payload)
             if control.kind == ControlEventKind.KILL:
                 truth.kills.append(record.timestamp_ns)
             elif control.kind == ControlEventKind.RESET:

@@ -199,8 +199,8 @@ def test_down_cancels_logs_out_removes_segments_and_leaves_no_process(sandbox):
 
 
 def test_with_cancel_on_disconnect_a_killed_omss_orders_are_gone_and_its_replay_says_so(sandbox):
-    from appliance.oms import events as ev
-    from appliance.oms.events import RecordType, SessionEvent
+    from appliance.oms import journal_records as jr
+    from appliance.oms.journal_records import RecordType, SessionEvent
     from appliance.oms.journal_format import read_records
     from appliance.oms.recovery import rebuild
     from appliance.wire import ouch
@@ -212,17 +212,17 @@ def test_with_cancel_on_disconnect_a_killed_omss_orders_are_gone_and_its_replay_
     sb.wait_gate_open(90)
     records, _found, _header = read_records(str(sb.journal))
     starts = [i for i, r in enumerate(records)
-              if r.type == RecordType.SESSION and ev.SESSION.parse(r.payload).event == SessionEvent.START]
+              if r.type == RecordType.SESSION and jr.SESSION.parse(r.payload).event == SessionEvent.START]
     restart = starts[-1]
-    open_at_restart = {o.token.decode() for o in rebuild(records[:restart], list(sb.layout.symbols)).book
+    open_at_restart = {o.token.decode() for o in rebuild(records[:restart], list(sb.layout.symbols)).orders
                        .open_orders_list()}
     assert open_at_restart, "nothing was resting when the OMS died: the test proves nothing"
     venue_cancels = {ouch.decode_outbound(r.message)["order_token"] for r in read_ouch_log(sb.records / f"ouch-{FIRM}.log")
                      if r.direction == "O" and r.message[:1] == b"C" and ouch.decode_outbound(r.message)["reason"] == "Z"}
     assert venue_cancels and venue_cancels <= open_at_restart, (venue_cancels, open_at_restart)
     recovered = next(i for i, r in enumerate(records) if i > restart and r.type == RecordType.SESSION
-                     and ev.SESSION.parse(r.payload).event == SessionEvent.RECOVERED)
-    still_open = {o.token.decode() for o in rebuild(records[:recovered], list(sb.layout.symbols)).book.open_orders_list()}
+                     and jr.SESSION.parse(r.payload).event == SessionEvent.RECOVERED)
+    still_open = {o.token.decode() for o in rebuild(records[:recovered], list(sb.layout.symbols)).orders.open_orders_list()}
     assert not still_open & open_at_restart, "ready before the replay said the dead OMS's orders were gone"
     assert sb.ctl("status")["sessions"][FIRM]["canceled_on_disconnect"] == len(venue_cancels)
     status, truth = flatten_and_report(sb)
@@ -273,12 +273,12 @@ def test_kill_one_symbol_cancels_its_orders_and_refuses_new_ones_until_its_named
     wait_until(lambda: sb.memory().positions_reader().read(sid).open_orders > 0, 60,
                message=f"quoting {symbol} again after its reset")
     from appliance.messages.codes import ControlEventKind
-    from appliance.oms import events as ev
-    from appliance.oms.events import RecordType
+    from appliance.oms import journal_records as jr
+    from appliance.oms.journal_records import RecordType
     from appliance.oms.journal_format import read_records
     from appliance.wire import ouch
     records, _found, _header = read_records(str(sb.journal))
-    controls = [ev.CONTROL.parse(r.payload) for r in records if r.type == RecordType.CONTROL]
+    controls = [jr.CONTROL.parse(r.payload) for r in records if r.type == RecordType.CONTROL]
     latched = [c.t_ns for c in controls if c.kind == ControlEventKind.KILL_SYMBOL]     # risk's own times
     unlatched = [c.t_ns for c in controls if c.kind == ControlEventKind.RESET_SYMBOL]
     assert len(latched) == 1 and len(unlatched) == 1 and killed_at < latched[0] < unlatched[0] and reset_at < unlatched[0]

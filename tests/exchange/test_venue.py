@@ -6,7 +6,8 @@ import pytest
 
 from appliance.wire import itch, moldudp64, ouch
 from appliance.exchange.events import AddOrder, OrderCancel, OrderDelete, OrderExecuted, OrderReplace, Trade, TradingAction
-from appliance.exchange.itch_encoder import ItchEncoder, ns_since_midnight
+from appliance.exchange.itch_encoder import ItchEncoder
+from appliance.wire.venue_time import ns_since_midnight
 from appliance.exchange.order_entry import parse_inbound
 from appliance.exchange.venue import Venue
 from appliance.wire.errors import WireFormatError

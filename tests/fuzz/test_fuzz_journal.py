@@ -21,10 +21,10 @@ import tempfile
 
 import pytest
 
-from appliance.oms import events as ev
+from appliance.oms import journal_records as jr
 from appliance.oms import crc32c
 from appliance.oms.audit import AuditTrail
-from appliance.oms.events import ControlKind, RecordType, SessionEvent
+from appliance.oms.journal_records import ControlKind, RecordType, SessionEvent
 from appliance.oms.journal import Journal
 from appliance.oms.journal_format import (
     CRC_FROM, FILE_HEADER_SIZE, MAX_RECORD_SIZE, RECORD_HEADER, RECORD_HEADER_SIZE, JournalError, padded,
@@ -53,21 +53,21 @@ def _payloads() -> list[tuple[int, bytes]]:
                                      "executed_shares": 100, "execution_price": 1_900_000, "liquidity_flag": "A",
                                      "match_number": 77})
     return [
-        (RecordType.SESSION, ev.SESSION.pack(SessionEvent.START, prefix=3, counter=1)),
-        (RecordType.SESSION, ev.SESSION.pack(SessionEvent.LOGIN_ACCEPTED, session=b"SESS1", sequence=1)),
-        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(1, ord("B"), 0, 99998, 11, 0, 7, 0, 300, 1_900_000, b"AAPL    ",
+        (RecordType.SESSION, jr.SESSION.pack(SessionEvent.START, prefix=3, counter=1)),
+        (RecordType.SESSION, jr.SESSION.pack(SessionEvent.LOGIN_ACCEPTED, session=b"SESS1", sequence=1)),
+        (RecordType.ORDER_SENT, jr.ORDER_SENT.pack(1, ord("B"), 0, 99998, 11, 0, 7, 0, 300, 1_900_000, b"AAPL    ",
                                                    token)),
-        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(1, ord("S"), 0, 0, 12, 0, 7, 1, 200, 4_200_000, b"MSFT    ",
+        (RecordType.ORDER_SENT, jr.ORDER_SENT.pack(1, ord("S"), 0, 0, 12, 0, 7, 1, 200, 4_200_000, b"MSFT    ",
                                                    token2)),
-        (RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(1, accepted)),
-        (RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(2, executed)),
-        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(2, ord("B"), 0, 99998, 13, 11, 7, 0, 300, 1_900_100, b"AAPL    ",
+        (RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(1, accepted)),
+        (RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(2, executed)),
+        (RecordType.ORDER_SENT, jr.ORDER_SENT.pack(2, ord("B"), 0, 99998, 13, 11, 7, 0, 300, 1_900_100, b"AAPL    ",
                                                    b"AB0000000003  ", token)),
-        (RecordType.ORDER_SENT, ev.ORDER_SENT.pack(3, ord("S"), 1, 0, 14, 12, 7, 1, 0, 0, b"MSFT    ", token2)),
-        (RecordType.REJECTED_LOCALLY, ev.REJECTED_LOCALLY.pack(1, ord("B"), 3, 0, 15, 0, 7, 0, 100, 1, b"AAPL    ")),
-        (RecordType.CONTROL, ev.CONTROL.pack(ControlKind.GATE_CHANGED, 1, 0, 4)),
-        (RecordType.CONTROL, ev.CONTROL.pack(ControlKind.CANCEL_ALL, 2, 2, 1, b"op", b"gate closed")),
-        (RecordType.SESSION, ev.SESSION.pack(SessionEvent.DISCONNECTED)),
+        (RecordType.ORDER_SENT, jr.ORDER_SENT.pack(3, ord("S"), 1, 0, 14, 12, 7, 1, 0, 0, b"MSFT    ", token2)),
+        (RecordType.REJECTED_LOCALLY, jr.REJECTED_LOCALLY.pack(1, ord("B"), 3, 0, 15, 0, 7, 0, 100, 1, b"AAPL    ")),
+        (RecordType.CONTROL, jr.CONTROL.pack(ControlKind.GATE_CHANGED, 1, 0, 4)),
+        (RecordType.CONTROL, jr.CONTROL.pack(ControlKind.CANCEL_ALL, 2, 2, 1, b"op", b"gate closed")),
+        (RecordType.SESSION, jr.SESSION.pack(SessionEvent.DISCONNECTED)),
         (99, b"a future record type"),
     ]
 
@@ -234,7 +234,7 @@ def test_fuzz_journal_read_and_open(workdir, seeds):
             recovered = journal.recovered_records
             state = rebuild(journal.records(), SYMBOLS)
             assert state.records == recovered
-            journal.append(RecordType.SESSION, ev.SESSION.pack(SessionEvent.START, prefix=4), T0 + 10**9, reserve=True)
+            journal.append(RecordType.SESSION, jr.SESSION.pack(SessionEvent.START, prefix=4), T0 + 10**9, reserve=True)
         finally:
             journal.close()
         again = Journal.open(path, MIN_SIZE, "page_cache", now_ns=T0)      # a clean journal now

@@ -28,7 +28,7 @@ from appliance.feed.books import BookSet
 from appliance.feed.outputs import BookOutputs
 from appliance.feed.sequencer import MoldSequencer
 from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT
-from appliance.oms.orders import OrderBook
+from appliance.oms.orders import OrderRegistry
 from appliance.runtime.layout import parse_layout
 from appliance.runtime.market_state import MarketStateWriter
 from appliance.wire import itch, moldudp64 as mold, ouch, soupbintcp as soup, soupbintcp_session as soup_session
@@ -581,7 +581,7 @@ def test_fuzz_oms_order_book_applies_venue_messages():
 
     def check(messages):
         nonlocal book
-        book = OrderBook(SYMBOLS, report=report)
+        book = OrderRegistry(SYMBOLS, report=report)
         book.add_new(tokens[0], 1, 7, 0, b"AAPL    ", ord("B"), 300, 1_900_000, 99998)
         book.add_new(tokens[1], 2, 7, 1, b"MSFT    ", ord("S"), 0xFFFFFFFF, 0x7FFFFFFE, 0)
         applied = sum(book.apply_ouch(m, 1_764_000_000_000_000_000) for m in messages)

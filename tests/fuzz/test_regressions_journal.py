@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.oms.audit import AuditTrail
-from appliance.oms.events import RecordType
+from appliance.oms.journal_records import RecordType
 from appliance.oms.journal_format import JournalRecord
 
 

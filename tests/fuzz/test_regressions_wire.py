@@ -14,7 +14,7 @@ from appliance.feed.books import BookSet
 from appliance.feed.outputs import BookOutputs
 from appliance.feed.sequencer import DROP, MoldSequencer
 from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT
-from appliance.oms.orders import OrderBook
+from appliance.oms.orders import OrderRegistry
 from appliance.runtime.layout import parse_layout
 from appliance.runtime.market_state import MarketStateReader, MarketStateWriter
 from appliance.wire import itch, moldudp64 as mold, ouch
@@ -121,9 +121,9 @@ def _report_packer(book_ref: list):
     return report
 
 
-def _book() -> OrderBook:
+def _book() -> OrderRegistry:
     holder: list = []
-    book = OrderBook(["AAPL"], report=_report_packer(holder))
+    book = OrderRegistry(["AAPL"], report=_report_packer(holder))
     holder.append(book)
     book.add_new(TOKEN, 1, 7, 0, AAPL, ord("B"), 300, 1_900_000, 99998)
     return book

@@ -8,7 +8,7 @@ import errno
 import pytest
 
 from appliance.messages.codes import ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, SnapshotKind
-from appliance.oms.events import CONTROL, ControlKind, RecordType
+from appliance.oms.journal_records import CONTROL, ControlKind, RecordType
 from appliance.oms.journal import Journal
 from appliance.oms.journal_format import JournalFull, read_records
 from oms_rig import Rig, accept_all, accepted, pump, ready, setup  # noqa: F401 (setup: a fixture)
@@ -56,7 +56,7 @@ def test_an_order_journaled_but_unacknowledged_at_a_restart_is_cancelled_by_toke
     ready(second, s.rig)
     assert [m["type"] for m in s.venue.messages()] == ["O", "X"]   # never sent twice; cancelled by token
     assert s.venue.messages("X")[0]["order_token"] == s.venue.messages("O")[0]["order_token"]
-    assert second.book.by_client[1].state.name == "REJECTED"
+    assert second.orders.by_client[1].state.name == "REJECTED"
     s.rig.new(3)
     pump(second, lambda: len(s.venue.messages("O")) == 2, message="order 3 at the venue")
     tokens = [m["order_token"] for m in s.venue.messages("O")]
@@ -193,7 +193,7 @@ def test_a_clean_stop_logs_out_and_journals_it(setup):
     wait_until(lambda: s.venue.logouts == 1, 5, message="the Logout Request")
     assert s.rig.control.get("oms_ready") == 0 and s.rig.control.get("oms_session_up") == 0
     records, _found, _header = read_records(s.journal)
-    from appliance.oms.events import SESSION, SessionEvent
+    from appliance.oms.journal_records import SESSION, SessionEvent
     events = [SESSION.parse(r.payload).event for r in records if r.type == RecordType.SESSION]
     assert events[0] == SessionEvent.START and SessionEvent.LOGIN_ACCEPTED in events
     assert events[-1] == SessionEvent.LOGOUT and SessionEvent.RECOVERED in events

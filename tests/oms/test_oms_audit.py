@@ -10,9 +10,9 @@ import pytest
 
 from appliance.messages.codes import Action, ControlEventKind, OmsReason
 from appliance.oms import audit_cli
-from appliance.oms import events as ev
+from appliance.oms import journal_records as jr
 from appliance.oms.audit import COLUMNS, iso_ns, parse_iso_ns
-from appliance.oms.events import RecordType, SessionEvent
+from appliance.oms.journal_records import RecordType, SessionEvent
 from appliance.oms.journal import Journal
 from appliance.wire import ouch
 
@@ -23,24 +23,24 @@ TOKEN = "0AB1000000000Z"
 def build_journal(path: str) -> None:
     journal = Journal.open(path, 1 << 20, "page_cache")
     try:
-        journal.append(RecordType.SESSION, ev.SESSION.pack(SessionEvent.START, prefix=371, counter=35), T0)
-        journal.append(RecordType.ORDER_SENT, ev.ORDER_SENT.pack(Action.NEW, ord("B"), 0, 99998, 501, 0, 42, 0, 300,
+        journal.append(RecordType.SESSION, jr.SESSION.pack(SessionEvent.START, prefix=371, counter=35), T0)
+        journal.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(Action.NEW, ord("B"), 0, 99998, 501, 0, 42, 0, 300,
                                                                  1_900_100, b"AAPL    ", TOKEN.encode()), T0 + 1)
         accepted = ouch.encode_outbound({
             "type": "A", "timestamp": T0 % (86_400 * 10**9) + 5, "order_token": TOKEN, "buy_sell_indicator": "B",
             "shares": 300, "stock": "AAPL", "price": 1_900_100, "time_in_force": 99998, "firm": "ALGO",
             "display": "Y", "order_reference_number": 777, "capacity": "A", "intermarket_sweep_eligibility": "N",
             "minimum_quantity": 0, "cross_type": "N", "order_state": "L", "bbo_weight_indicator": " "})
-        journal.append(RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(2, accepted), T0 + 1_000)
+        journal.append(RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(2, accepted), T0 + 1_000)
         executed = ouch.encode_outbound({"type": "E", "timestamp": T0 % (86_400 * 10**9) + 9, "order_token": TOKEN,
                                          "executed_shares": 100, "execution_price": 1_900_000, "liquidity_flag": "A",
                                          "match_number": 31337})
-        journal.append(RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(3, executed), T0 + 2_000)
-        journal.append(RecordType.REJECTED_LOCALLY, ev.REJECTED_LOCALLY.pack(
+        journal.append(RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(3, executed), T0 + 2_000)
+        journal.append(RecordType.REJECTED_LOCALLY, jr.REJECTED_LOCALLY.pack(
             Action.NEW, ord("S"), OmsReason.GATE_CLOSED, 0, 502, 0, 42, 1, 10, 0x7FFFFFFF, b"MSFT    "), T0 + 3_000)
-        journal.append(RecordType.CONTROL, ev.CONTROL.pack(ControlEventKind.KILL, 3, 0, 0, b"alice", b"operator"),
+        journal.append(RecordType.CONTROL, jr.CONTROL.pack(ControlEventKind.KILL, 3, 0, 0, b"alice", b"operator"),
                        T0 + 4_000)
-        journal.append(RecordType.ORDER_SENT, ev.ORDER_SENT.pack(Action.CANCEL, ord("B"), 1, 99998, 0, 501, 42, 0, 0,
+        journal.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(Action.CANCEL, ord("B"), 1, 99998, 0, 501, 42, 0, 0,
                                                                  1_900_100, b"AAPL    ", TOKEN.encode()), T0 + 5_000)
     finally:
         journal.close()

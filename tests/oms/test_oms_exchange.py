@@ -151,7 +151,7 @@ def test_orders_replaces_cancels_and_fills_reconcile_with_the_exchange(venue, ri
 
 def journal_orders(rig: Rig) -> dict[str, int]:
     """token -> client order id of every order the OMS journaled as sent."""
-    from appliance.oms.events import ORDER_SENT, RecordType
+    from appliance.oms.journal_records import ORDER_SENT, RecordType
     from appliance.oms.journal_format import read_records
     path = rig.layout.processes["oms"].params["journal"]
     records, _found, _header = read_records(path)

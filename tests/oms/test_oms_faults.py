@@ -17,8 +17,8 @@ import pytest
 
 from appliance.messages.codes import (ORPHAN_CLIENT_ID_BASE, ControlEventKind, ExecEvent, GateReason, OmsReason,
                                       SnapshotKind)
-from appliance.oms import events as ev
-from appliance.oms.events import RecordType, SessionEvent
+from appliance.oms import journal_records as jr
+from appliance.oms.journal_records import RecordType, SessionEvent
 from appliance.oms.journal import Journal
 from appliance.oms.journal_format import read_records
 from appliance.wire import ouch
@@ -58,8 +58,8 @@ def test_a_gate_closed_for_the_kill_switch_while_the_session_is_down_cancels_aft
     session_down(s, agent)
     s.rig.gate(False, GateReason.KILL_SWITCH)
     pump(agent, lambda: any(r.type == RecordType.CONTROL
-                            and ev.CONTROL.parse(r.payload).kind == ev.ControlKind.GATE_CHANGED
-                            and ev.CONTROL.parse(r.payload).value & GateReason.KILL_SWITCH for r in journal_events(s)),
+                            and jr.CONTROL.parse(r.payload).kind == jr.ControlKind.GATE_CHANGED
+                            and jr.CONTROL.parse(r.payload).value & GateReason.KILL_SWITCH for r in journal_events(s)),
          message="the gate change journaled")
     s.crash(agent)                                  # before the session came back
     s.venue.accepting.set()
@@ -81,7 +81,7 @@ def test_a_kill_journaled_by_an_oms_that_died_before_cancelling_is_carried_out_a
 
     def append_then_die(record_type, payload, *args, **kwargs):
         sequence = append(record_type, payload, *args, **kwargs)
-        if record_type == RecordType.CONTROL and ev.CONTROL.parse(payload).kind == ControlEventKind.KILL:
+        if record_type == RecordType.CONTROL and jr.CONTROL.parse(payload).kind == ControlEventKind.KILL:
             raise Died()                            # the kill is on disk; the cancels never went out
         return sequence
     agent.journal.append = append_then_die
@@ -117,13 +117,13 @@ def test_an_order_in_a_symbol_the_layout_no_longer_lists_is_cancelled_by_token(s
     token = b"ZZTOKEN0000001"
     journal = Journal.open(s.journal, 4 << 20, "page_cache")
     now = time.time_ns()
-    journal.append(RecordType.ORDER_SENT, ev.ORDER_SENT.pack(1, ord("B"), 0, 99998, 77, 0, 1, 9, 100, 1_000_000,
+    journal.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(1, ord("B"), 0, 99998, 77, 0, 1, 9, 100, 1_000_000,
                                                             b"ZZZZ    ", token), now)
     accepted_message = ouch.encode_outbound({"timestamp": 0, **accepted(
         {"order_token": token.decode(), "buy_sell_indicator": "B", "shares": 100, "stock": "ZZZZ",
          "price": 1_000_000, "time_in_force": 99998, "firm": "ALGO"})})
     s.venue.store.append(accepted_message)
-    journal.append(RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(1, accepted_message), now)
+    journal.append(RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(1, accepted_message), now)
     journal.close()
     agent = s.start()
     ready(agent, s.rig)
@@ -191,7 +191,7 @@ def test_an_order_queued_when_the_connection_is_lost_is_rejected_back_not_booked
     ready(agent, s.rig)
     agent.session.sock = StuckSocket(agent.session.sock)
     s.rig.new(1, "SPY", "B", 100, 5_000_000)
-    pump(agent, lambda: agent.book.by_client.get(1) is not None, message="the order journaled and queued")
+    pump(agent, lambda: agent.orders.by_client.get(1) is not None, message="the order journaled and queued")
     s.venue.drop()
     pump(agent, lambda: E.REJECTED_LOCALLY in s.rig.events(1), timeout=5, message="the order rejected back")
     assert s.rig.reports_of(1)[-1]["reason"] == OmsReason.NOT_SENT
@@ -212,7 +212,7 @@ def test_a_cancel_queued_when_the_connection_is_lost_is_sent_after_the_reconnect
     [token] = live_orders(s, agent, 1)
     agent.session.sock = StuckSocket(agent.session.sock)
     s.rig.control_event(ControlEventKind.KILL, operator=b"alice")
-    pump(agent, lambda: 0 in agent.book.by_client[1].requests, message="the cancel journaled and queued")
+    pump(agent, lambda: 0 in agent.orders.by_client[1].requests, message="the cancel journaled and queued")
     s.venue.drop()
     pump(agent, lambda: [m["order_token"] for m in s.venue.messages("X")] == [token], timeout=10,
          message="the cancel sent after the reconnect")
@@ -239,7 +239,7 @@ def test_a_restarted_venue_is_a_new_session_and_the_old_orders_are_gone(setup, n
     ready(agent, s.rig)
     assert s.rig.control.get("oms_open_orders") == 1
     assert agent.session.client.session.strip() == new_session
-    sessions = [ev.SESSION.parse(r.payload) for r in journal_events(s) if r.type == RecordType.SESSION]
+    sessions = [jr.SESSION.parse(r.payload) for r in journal_events(s) if r.type == RecordType.SESSION]
     assert [x.event for x in sessions].count(SessionEvent.NEW_SESSION) == 1
 
 

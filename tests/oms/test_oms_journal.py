@@ -280,7 +280,7 @@ def test_a_journal_being_appended_to_can_be_read_meanwhile(tmp_path):
     """``appliance audit`` on the running appliance's journal: every read is a consistent prefix."""
     import threading
     journal = Journal.open(str(tmp_path / "live.bin"), 32 << 20, "page_cache")
-    from appliance.oms.events import RecordType
+    from appliance.oms.journal_records import RecordType
     stop = threading.Event()
     appended = []
 

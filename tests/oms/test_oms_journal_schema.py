@@ -6,11 +6,11 @@ import struct
 
 import pytest
 
-from appliance.oms import events as ev
+from appliance.oms import journal_records as jr
 from appliance.oms import journal as journal_module
 from appliance.oms.audit import COLUMNS, AuditTrail
 from appliance.oms.crc32c import crc32c
-from appliance.oms.events import RecordType
+from appliance.oms.journal_records import RecordType
 from appliance.oms.journal import Journal
 from appliance.oms import journal_format
 from appliance.oms.journal_format import (
@@ -32,7 +32,7 @@ def _sample(schema: JournalSchema) -> dict:
     return values
 
 
-@pytest.mark.parametrize("schema", list(ev.RECORDS.values()), ids=lambda s: s.name)
+@pytest.mark.parametrize("schema", list(jr.RECORDS.values()), ids=lambda s: s.name)
 def test_every_record_reads_back_what_was_written_by_name_and_in_order(schema):
     values = _sample(schema)
     payload = schema.pack(**values)
@@ -48,9 +48,9 @@ def test_every_record_reads_back_what_was_written_by_name_and_in_order(schema):
 
 
 def test_fields_left_out_are_zero_and_a_short_payload_does_not_parse():
-    assert ev.CONTROL.parse(ev.CONTROL.pack(7)) == (7, 0, 0, 0, b"\0" * 16, b"\0" * 16, 0)
+    assert jr.CONTROL.parse(jr.CONTROL.pack(7)) == (7, 0, 0, 0, b"\0" * 16, b"\0" * 16, 0)
     with pytest.raises(struct.error):
-        ev.ORDER_SENT.parse(ev.ORDER_SENT.pack()[:-1])
+        jr.ORDER_SENT.parse(jr.ORDER_SENT.pack()[:-1])
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -72,20 +72,20 @@ def test_the_records_hash_follows_every_shape_change():
     for changed in ([("x", "u32"), ("y", "u32")], [("x", "u32"), ("z", "u64")], [("y", "u64"), ("x", "u32")]):
         assert records_hash([JournalSchema("A", changed, type_id=1)]) != records_hash(base)
     assert records_hash([JournalSchema("A", [("x", "u32"), ("y", "u64")], type_id=1, version=2)]) != records_hash(base)
-    assert ev.RECORDS_HASH == records_hash(ev.RECORDS.values())
+    assert jr.RECORDS_HASH == records_hash(jr.RECORDS.values())
 
 
 def test_the_records_are_the_bytes_journals_on_disk_hold():
     """A change to any record's shape makes every existing journal unreadable (refused by its
     hash), version-1 journals included. If that is meant, say so in the change and update this."""
-    assert ev.RECORDS_HASH == V1_RECORDS_HASH
-    assert ev.ORDER_SENT.size == 108 and ev.SESSION.size == 40 and ev.NOT_SENT.size == 22
+    assert jr.RECORDS_HASH == V1_RECORDS_HASH
+    assert jr.ORDER_SENT.size == 108 and jr.SESSION.size == 40 and jr.NOT_SENT.size == 22
 
 
 def test_the_audit_columns_come_from_the_schemas():
-    named = {column for schema in ev.RECORDS.values() for _field, column in schema.audit}
+    named = {column for schema in jr.RECORDS.values() for _field, column in schema.audit}
     assert named and named <= set(COLUMNS)
-    record = record_at(_image_with(RecordType.NOT_SENT, ev.NOT_SENT.pack(1, target=5, token=b"0AB1000000007Z")),
+    record = record_at(_image_with(RecordType.NOT_SENT, jr.NOT_SENT.pack(1, target=5, token=b"0AB1000000007Z")),
                        FILE_HEADER_SIZE)
     row = AuditTrail().row(record)
     assert row["event"] == "NOT_SENT" and row["token"] == "0AB1000000007Z"
@@ -101,7 +101,7 @@ def _image_with(record_type: int, payload: bytes) -> bytearray:
 def _journal_of_one_start(tmp_path) -> str:
     path = str(tmp_path / "j.bin")
     journal = Journal.open(path, SIZE, "page_cache", now_ns=T0)
-    journal.append(RecordType.SESSION, ev.SESSION.pack(ev.SessionEvent.START, prefix=3), T0)
+    journal.append(RecordType.SESSION, jr.SESSION.pack(jr.SessionEvent.START, prefix=3), T0)
     journal.close()
     return path
 
@@ -121,8 +121,8 @@ def _rewrite_header(path: str, **fields) -> None:
 def test_the_file_header_carries_the_records_hash_and_other_shapes_are_refused(tmp_path):
     path = _journal_of_one_start(tmp_path)
     records, _found, header = read_records(path)
-    assert header["records_hash"] == ev.RECORDS_HASH and header["version"] == VERSION and len(records) == 1
-    _rewrite_header(path, records_hash=ev.RECORDS_HASH ^ 1)
+    assert header["records_hash"] == jr.RECORDS_HASH and header["version"] == VERSION and len(records) == 1
+    _rewrite_header(path, records_hash=jr.RECORDS_HASH ^ 1)
     for read in (lambda: Journal.open(path, SIZE, "page_cache"), lambda: read_records(path)):
         with pytest.raises(JournalError, match="other shapes"):
             read()
@@ -150,17 +150,17 @@ def test_a_version_1_journal_is_recovered_while_its_shapes_are_todays(tmp_path):
     assert header["version"] == 1 and header["crc_ok"] and [r.sequence for r in records] == [1]
     journal = Journal.open(path, SIZE + MAX_RECORD_SIZE, "page_cache")    # grown: the header becomes version 2
     assert [r.sequence for r in journal.records()] == [1]
-    assert journal.append(RecordType.SESSION, ev.SESSION.pack(ev.SessionEvent.START, prefix=4), T0 + 1) == 2
+    assert journal.append(RecordType.SESSION, jr.SESSION.pack(jr.SessionEvent.START, prefix=4), T0 + 1) == 2
     journal.close()
     records, _found, header = read_records(path)
-    assert header["version"] == VERSION and [ev.SESSION.parse(r.payload).prefix for r in records] == [3, 4]
+    assert header["version"] == VERSION and [jr.SESSION.parse(r.payload).prefix for r in records] == [3, 4]
 
 
 def test_a_version_1_journal_with_a_bad_header_crc_or_other_shapes_is_refused(tmp_path, monkeypatch):
     path = str(tmp_path / "j.bin")
     Journal.open(path, SIZE, "page_cache", now_ns=T0).close()
     _as_version_1(path)
-    monkeypatch.setattr(journal_format, "V1_RECORDS_HASH", ev.RECORDS_HASH ^ 1)    # the shapes changed since
+    monkeypatch.setattr(journal_format, "V1_RECORDS_HASH", jr.RECORDS_HASH ^ 1)    # the shapes changed since
     with pytest.raises(JournalError, match="other shapes"):
         Journal.open(path, SIZE, "page_cache")
     monkeypatch.undo()

@@ -7,7 +7,8 @@ import itertools
 import pytest
 
 from appliance.messages.codes import ExecEvent, RejectSource
-from appliance.oms.orders import LEGAL, OrderBook, OrderEvent, OrderState, Positions
+from appliance.oms.orders import LEGAL, OrderEvent, OrderRegistry, OrderState
+from appliance.oms.positions import PositionLedger
 from appliance.wire import ouch
 
 S, E = OrderState, OrderEvent
@@ -75,18 +76,18 @@ class Recorder:
 
 @pytest.fixture
 def book():
-    return OrderBook(["AAPL", "MSFT"], report=Recorder())
+    return OrderRegistry(["AAPL", "MSFT"], report=Recorder())
 
 
 _numbers = itertools.count(1)
 
 
-def new_order(book: OrderBook, shares: int = 100, side: int = ord("B")):
+def new_order(book: OrderRegistry, shares: int = 100, side: int = ord("B")):
     n = next(_numbers)
     return book.add_new(token(n), n, 7, 0, b"AAPL    ", side, shares, 1_900_000, 99998, 0, 1_000_000)
 
 
-def order_in(book: OrderBook, state: OrderState):
+def order_in(book: OrderRegistry, state: OrderState):
     """An order brought to ``state`` by the messages that lead there, and its last fill's match."""
     order = new_order(book)
     match = None
@@ -115,7 +116,7 @@ def order_in(book: OrderBook, state: OrderState):
     return order, match
 
 
-def apply_event(book: OrderBook, order, event: OrderEvent, match):
+def apply_event(book: OrderRegistry, order, event: OrderEvent, match):
     """Deliver ``event`` to ``order`` as the venue (or the OMS, for a cancel request) would."""
     if event is E.ACCEPT:
         book.apply_ouch(accepted(order.token), 0)
@@ -288,7 +289,7 @@ def test_exchange_timestamps_become_epoch_ns(book):
 # ------------------------------------------------------------------ positions
 
 def test_positions_average_price_and_realized_pnl():
-    p = Positions(1)
+    p = PositionLedger(1)
     p.fill(0, 100, 100_000)            # buy 100 @ 10
     p.fill(0, 100, 120_000)            # buy 100 @ 12: average 11
     assert (p.position[0], p.cost_basis[0]) == (200, 22_000_000) and p.average_price(0) == 11.0

@@ -12,8 +12,8 @@ import os
 import pytest
 
 from appliance.messages.codes import Action, ControlEventKind, GateReason, Side
-from appliance.oms import events as ev
-from appliance.oms.events import ControlKind, RecordType, SessionEvent
+from appliance.oms import journal_records as jr
+from appliance.oms.journal_records import ControlKind, RecordType, SessionEvent
 from appliance.oms.journal import Journal
 from appliance.oms.recovery import rebuild
 from appliance.oms.tokens import COUNTER_SIZE, PREFIX_SIZE, base36
@@ -34,26 +34,26 @@ T1, T2, T3 = token(1), token(2), token(3)
 # ---------------------------------------------------------------- the records, as the OMS journals them
 
 def start(prefix: int = 7, counter: int = 1):
-    return RecordType.SESSION, ev.SESSION.pack(SessionEvent.START, prefix=prefix, counter=counter)
+    return RecordType.SESSION, jr.SESSION.pack(SessionEvent.START, prefix=prefix, counter=counter)
 
 
 def logged_in(session: bytes = b"S1", sequence: int = 1):
-    return RecordType.SESSION, ev.SESSION.pack(SessionEvent.LOGIN_ACCEPTED, session=session, sequence=sequence)
+    return RecordType.SESSION, jr.SESSION.pack(SessionEvent.LOGIN_ACCEPTED, session=session, sequence=sequence)
 
 
 def new_session(session: bytes, sequence: int):
-    return RecordType.SESSION, ev.SESSION.pack(SessionEvent.NEW_SESSION, session=session, sequence=sequence)
+    return RecordType.SESSION, jr.SESSION.pack(SessionEvent.NEW_SESSION, session=session, sequence=sequence)
 
 
 def sent(tok: bytes, client_order_id: int, symbol: bytes = b"AAPL", side: int = Side.BUY, shares: int = 100,
          price: int = 1_900_000, action: int = Action.NEW, orig_token: bytes = b""):
-    return RecordType.ORDER_SENT, ev.ORDER_SENT.pack(
+    return RecordType.ORDER_SENT, jr.ORDER_SENT.pack(
         action=action, side=side, client_order_id=client_order_id, strategy_id=1, shares=shares, price=price,
         symbol=symbol.ljust(8), token=tok, orig_token=orig_token)
 
 
 def venue(sequence: int, message: dict):
-    return RecordType.EXCHANGE_MESSAGE, ev.EXCHANGE_MESSAGE.pack(sequence, ouch.encode_outbound({"timestamp": 0,
+    return RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(sequence, ouch.encode_outbound({"timestamp": 0,
                                                                                                   **message}))
 
 
@@ -72,11 +72,11 @@ def executed(sequence: int, tok: bytes, shares: int, price: int = 1_900_000, mat
 
 
 def control(kind: int, state: int = 0, value: int = 0, value2: int = 0, detail: bytes = b""):
-    return RecordType.CONTROL, ev.CONTROL.pack(kind=kind, state=state, value=value, value2=value2, detail=detail)
+    return RecordType.CONTROL, jr.CONTROL.pack(kind=kind, state=state, value=value, value2=value2, detail=detail)
 
 
 def not_sent(action: int, tok: bytes, target: int = 0):
-    return RecordType.NOT_SENT, ev.NOT_SENT.pack(action=action, target=target, token=tok)
+    return RecordType.NOT_SENT, jr.NOT_SENT.pack(action=action, target=target, token=tok)
 
 
 # ---------------------------------------------------------------- a journal on disk, read back as at a start
@@ -106,7 +106,7 @@ def day(tmp_path, *records):
 
 def orders(recovered):
     """The rebuilt order registry (the one place this file names where ``rebuild`` puts it)."""
-    return recovered.book
+    return recovered.orders
 
 
 def state_of(recovered, tok: bytes) -> str:
@@ -187,7 +187,7 @@ def test_a_kill_or_a_gate_closed_for_it_leaves_every_open_order_it_covers_owing_
     r = day(tmp_path, sent(T1, 11), accepted(1, T1), sent(T2, 12, symbol=b"MSFT"), accepted(2, T2, b"MSFT", ref=2),
             sent(T3, 13), accepted(3, T3, ref=3), executed(4, T3, 100), record)
     assert {o.token for o in orders(r).cancel_owed} == owed                   # T3 is filled: nothing to cancel
-    if ev.CONTROL.parse(record[1]).kind == ControlKind.GATE_CHANGED:
+    if jr.CONTROL.parse(record[1]).kind == ControlKind.GATE_CHANGED:
         assert r.last_gate_epoch == 4                                       # no second cancel-all for this epoch
 
 
@@ -225,7 +225,7 @@ def test_an_empty_journal_starts_the_day_fresh(tmp_path):
 
 
 def test_end_of_session_is_remembered(tmp_path):
-    r = day(tmp_path, logged_in(), (RecordType.SESSION, ev.SESSION.pack(SessionEvent.END_OF_SESSION)))
+    r = day(tmp_path, logged_in(), (RecordType.SESSION, jr.SESSION.pack(SessionEvent.END_OF_SESSION)))
     assert r.ended
 
 
@@ -234,7 +234,7 @@ def test_end_of_session_is_remembered(tmp_path):
 def test_records_it_cannot_read_are_counted_and_the_rest_still_applied(tmp_path, caplog):
     order_sent = sent(T2, 12)[1]
     r = day(tmp_path, sent(T1, 11), (99, b"from a later version"), (RecordType.ORDER_SENT, order_sent[:20]),
-            (RecordType.CONTROL, b""), (RecordType.REJECTED_LOCALLY, ev.REJECTED_LOCALLY.pack(reason=3)),
+            (RecordType.CONTROL, b""), (RecordType.REJECTED_LOCALLY, jr.REJECTED_LOCALLY.pack(reason=3)),
             accepted(1, T1), executed(2, T1, 100))
     assert r.bad_records == 3 and r.records == 7                            # REJECTED_LOCALLY is not bad: nothing to do
     assert state_of(r, T1) == "FILLED" and orders(r).positions.position[AAPL] == 100

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from appliance.oms.session import NS_PER_DAY, VenueSession
+from appliance.oms.session import VenueSession
 from appliance.wire import ouch, soupbintcp
+from appliance.wire.venue_time import NS_PER_DAY
 
 DAY = 20_000 * NS_PER_DAY              # some UTC midnight, as epoch ns
 LIVE_AFTER = DAY + 10 * 3_600 * 10**9  # 10:00 UTC

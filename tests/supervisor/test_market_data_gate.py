@@ -9,8 +9,8 @@ import pytest
 
 from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_STALE
 from appliance.messages.codes import FeedStaleReason, GateReason
-from appliance.oms import events as ev
-from appliance.oms.events import ControlKind
+from appliance.oms import journal_records as jr
+from appliance.oms.journal_records import ControlKind
 from appliance.oms.recovery import CANCEL_ALL_GATE_REASONS
 from appliance.runtime.memory import SharedMemory
 from appliance.supervisor.config import SupervisorConfigError, parse_supervisor_params
@@ -35,7 +35,7 @@ def test_the_watch_trips_after_the_limit_and_holds_until_every_book_is_good():
 
 def test_the_oms_pulls_resting_orders_when_the_gate_closes_for_market_data():
     assert GateReason.MARKET_DATA & CANCEL_ALL_GATE_REASONS
-    closed = ev.CONTROL.parse(ev.CONTROL.pack(ControlKind.GATE_CHANGED, 0, int(GateReason.MARKET_DATA), 7))
+    closed = jr.CONTROL.parse(jr.CONTROL.pack(ControlKind.GATE_CHANGED, 0, int(GateReason.MARKET_DATA), 7))
     from appliance.oms.recovery import apply_control
 
     class Book:

@@ -59,7 +59,7 @@ class FeedUnderTest:
         self.layout = load_layout(write_layout(document))
         self.memory = SharedMemory.create(self.layout)
         self.ring = self.memory.ring("book_updates", "consumer")
-        self.buffer = self.memory.buffer_of("main")
+        self.buffer = self.memory.ring_buffer("book_updates")
         self.market = self.memory.market_state_reader()
         self.proc = spawner.start(self.layout.path, "feed")
         table = self.memory.process_table()
@@ -219,7 +219,7 @@ class InProcessFeed:
         self.agent = None
         try:
             self.ring = self.memory.ring("book_updates", "consumer")
-            self.buffer = self.memory.buffer_of("main")
+            self.buffer = self.memory.ring_buffer("book_updates")
             self.market = self.memory.market_state_reader()
             self.control = self.memory.control("*") if "control" in self.layout.tables else None
             context = AgentContext(self.layout, self.layout.processes["feed"], self.memory,

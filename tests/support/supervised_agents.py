@@ -18,7 +18,7 @@ class FakeRisk(Agent):
         memory = self.context.memory
         self.control = memory.control("risk")
         self.commands = memory.ring("risk_commands", "consumer")
-        self.buffer = memory.buffer_of("main")
+        self.buffer = memory.ring_buffer("risk_commands")
         self.control.set("risk_kill_latched", 0)
         self.control.set("risk_state", RiskState.ACTIVE)
         self.control.set("risk_ready", 1)

@@ -1,0 +1,337 @@
+"""Approved orders in, OUCH out: the OMS's order sending.
+
+Up to ``MAX_ORDERS_PER_CYCLE`` approved orders per duty cycle: new orders and replaces pass the
+gate (``gate.py``) or are rejected back (REJECTED_LOCALLY, ``oms.rejects.<REASON>``); a new token;
+ORDER_SENT journaled; then the bytes go to the socket and the hop latencies are recorded.
+Cancels skip the gate and go out whenever the session is logged in. A record is released from
+the ring only after its order is journaled and sent: a crash before that re-reads it (counted as
+redelivered when it was sent).
+
+Bytes the session could not hand to the kernel (connection lost with them queued) are journaled
+NOT_SENT: such a new order is rejected back (OmsReason.NOT_SENT), such a cancel is owed again.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from appliance.messages.catalog import APPROVED_ORDER
+from appliance.messages.codes import (
+    ALL_SYMBOLS, Action, ExecEvent, OmsReason, RejectSource, Side, TIF_DAY, TIF_IOC, TIF_SYSTEM_HOURS, name_of,
+)
+from appliance.oms import journal_records as jr
+from appliance.oms.gate import GATE_OPEN
+from appliance.oms.journal_format import JournalError
+from appliance.oms.journal_records import RecordType, SendReason
+from appliance.oms.orders import OPEN_STATES, VenueOrder
+from appliance.wire import ouch
+
+log = logging.getLogger("appliance.oms")
+
+MAX_ORDERS_PER_CYCLE = 64
+SIDES = frozenset((Side.BUY, Side.SELL, Side.SELL_SHORT))
+TIFS = frozenset((TIF_IOC, TIF_DAY, TIF_SYSTEM_HOURS))
+
+_APPROVED_TYPE = APPROVED_ORDER.type_id
+_AT = APPROVED_ORDER.at               # an approved record is read as a tuple (the hot path) and its fields by these
+# The whole SoupBinTCP Unsequenced Data packet of an OUCH message, packed in one call (the wire codec's frames).
+_ENTER = ouch.ENTER_ORDER_FRAME.pack
+_REPLACE = ouch.REPLACE_ORDER_FRAME.pack
+_CANCEL = ouch.CANCEL_ORDER_FRAME.pack
+_ORDER_SENT_TYPE = RecordType.ORDER_SENT
+_BY_STRATEGY = SendReason.STRATEGY
+_pack_order_sent = jr.ORDER_SENT.pack
+_SIDE_BYTES = {int(side): bytes([int(side)]) for side in Side}
+_U32 = 0xFFFFFFFF
+_U64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _hop_times(approved: tuple) -> tuple[int, int, int, int]:
+    """An approved order's timestamps of the hops it passed (feed rx, feed out, strategy out, risk out)."""
+    at = _AT
+    return approved[at.t_rx_ns], approved[at.t_feed_out_ns], approved[at.t_strategy_out_ns], approved[at.t_risk_out_ns]
+
+
+class OrderSender:
+    def __init__(self, ring, orders, gate, tokens, journal, guard, session, reports, status, counters, latency,
+                 stocks: list[bytes], firm: bytes, in_flight_timeout_ns: int):
+        self.ring = ring
+        self.orders = orders
+        self.gate = gate
+        self.tokens = tokens
+        self.journal = journal
+        self.guard = guard
+        self.session = session
+        self.reports = reports
+        self.status = status
+        self.latency = latency
+        self.stocks = stocks
+        self._n_symbols = len(stocks)
+        self._firm = firm
+        self.in_flight_timeout_ns = in_flight_timeout_ns
+        self.ring_to_wire_ns = None          # a bench sets an array('q') here to sample ring read -> socket
+        self._t_ring_read = 0
+        self._cancel_request_ids: set[int] = set()
+        self.c_orders_sent = counters.orders_sent
+        self.c_replaces_sent = counters.replaces_sent
+        self.c_cancels_sent = counters.cancels_sent
+        self.c_rejects = counters.rejects
+        self.c_bad_orders = counters.bad_orders
+        self.c_redelivered = counters.redelivered
+        self.c_bad_ring_records = counters.bad_ring_records
+        self.c_not_sent = counters.not_sent
+        self.c_timeouts = counters.timeouts
+
+    # ------------------------------------------------------------------ risk -> OMS: approved orders
+
+    def process(self, now_mono: int, limit: int = MAX_ORDERS_PER_CYCLE, refuse=None) -> int:
+        """Up to ``limit`` approved records. ``refuse``: a kill just read (ALL_SYMBOLS or a symbol
+        id): new orders and replaces it covers are refused (KILLED) instead of sent."""
+        ring = self.ring
+        buffer = ring.buffer
+        unpack = APPROVED_ORDER.unpack_from
+        at = _AT
+        samples = self.ring_to_wire_ns
+        done = 0
+        while done < limit:
+            offset = ring.peek()
+            if offset < 0:
+                break
+            if samples is not None:
+                self._t_ring_read = time.perf_counter_ns()
+            approved = unpack(buffer, offset)
+            if approved[at.type_id] != _APPROVED_TYPE:
+                self.c_bad_ring_records.inc()
+            else:
+                action = approved[at.action]
+                if refuse is not None and (action == Action.NEW or action == Action.REPLACE) and \
+                        (refuse == ALL_SYMBOLS or self._symbol_of(approved) == refuse):
+                    self.reject_locally(approved, OmsReason.KILLED)
+                elif action == Action.NEW:
+                    self._new_order(approved, now_mono)
+                elif action == Action.REPLACE:
+                    self._replace_order(approved, now_mono)
+                elif action == Action.CANCEL:
+                    self._cancel_order(approved, now_mono)
+                elif action == Action.CANCEL_ALL:
+                    self._cancel_all_request(approved, now_mono)
+                else:
+                    self.c_bad_orders.inc()
+                    self.reject_locally(approved, OmsReason.UNKNOWN_ACTION)
+            ring.release()            # after the order is journaled and sent: a crash before this re-reads it
+            done += 1
+        return done
+
+    def refuse_approved_before(self, scope: int) -> None:
+        """A kill was just read: whatever risk approved before it and the OMS has not read yet is in
+        the ring now (risk committed it first). Those orders never leave; cancels still do."""
+        while self.ring.peek() >= 0:
+            self.process(time.monotonic_ns(), MAX_ORDERS_PER_CYCLE, scope)
+
+    def _symbol_of(self, approved) -> int:
+        """The symbol an approved record is about (a replace's is its order's)."""
+        at = _AT
+        if approved[at.action] == Action.REPLACE:
+            old = self.orders.by_client.get(approved[at.orig_client_order_id])
+            return old.symbol_id if old is not None else approved[at.symbol_id]
+        return approved[at.symbol_id]
+
+    def _new_order(self, approved, now_mono: int) -> None:
+        """The hot path: checks, token, journal (one pack into the mapped file), bytes to the socket;
+        the order registry and the latency counters after the bytes have left."""
+        at = _AT
+        client, strategy, sid, action, side = (approved[at.client_order_id], approved[at.strategy_id],
+                                               approved[at.symbol_id], approved[at.action], approved[at.side])
+        shares, price, tif = approved[at.shares], approved[at.price], approved[at.time_in_force]
+        t_rx, t_feed, t_strategy, t_risk = _hop_times(approved)
+        if not (0 <= sid < self._n_symbols and side in SIDES and shares > 0 and price > 0 and tif in TIFS
+                and client):
+            self.c_bad_orders.inc()
+            self.reject_locally(approved, OmsReason.BAD_ORDER)
+            return
+        orders = self.orders
+        existing = orders.by_client.get(client)
+        if existing is not None:
+            if (existing.symbol_id == sid and existing.side == side and existing.shares == shares
+                    and existing.price == price and existing.replaces is None):
+                self.c_redelivered.inc()            # the ring gave us again what a crashed OMS had sent
+            else:
+                self.reject_locally(approved, OmsReason.DUPLICATE_CLIENT_ID)
+            return
+        reason = self.gate.check(now_mono)
+        if reason:
+            self.reject_locally(approved, reason)
+            return
+        token = self.tokens.next()
+        stock = self.stocks[sid]
+        try:
+            self.journal.append(_ORDER_SENT_TYPE, _pack_order_sent(action, side, _BY_STRATEGY, tif, client, 0, strategy,
+                                                                   sid, shares, price, stock, token, b"", t_rx, t_feed,
+                                                                   t_strategy, t_risk), time.time_ns())
+        except JournalError as exc:
+            self.guard.fail(str(exc))
+            self.reject_locally(approved, OmsReason.JOURNAL_FAILED)
+            return
+        taken = self.session.send_packet(_ENTER(token, _SIDE_BYTES[side], shares, stock, price, tif, self._firm,
+                                                b"Y", b"A", b"N", 0, b"N", b"R"),
+                                         now_mono, (Action.NEW, token, 0))
+        if self.ring_to_wire_ns is not None:
+            self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
+        orders.add_new(token, client, strategy, sid, stock, side, shares, price, tif, now_mono,
+                       self.in_flight_timeout_ns)
+        if not taken:
+            self.not_sent((Action.NEW, token, 0))
+        self.c_orders_sent.inc()
+        self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
+
+    def _replace_order(self, approved, now_mono: int) -> None:
+        at = _AT
+        client, orig, strategy, action = (approved[at.client_order_id], approved[at.orig_client_order_id],
+                                          approved[at.strategy_id], approved[at.action])
+        shares, price, tif = approved[at.shares], approved[at.price], approved[at.time_in_force]
+        t_rx, t_feed, t_strategy, t_risk = _hop_times(approved)
+        orders = self.orders
+        old = orders.by_client.get(orig)
+        if old is None or old.state not in OPEN_STATES or old.strategy_id != strategy:
+            self.reject_locally(approved, OmsReason.UNKNOWN_ORDER)
+            return
+        if not (0 < shares and 0 < price and tif in TIFS and client):
+            self.c_bad_orders.inc()
+            self.reject_locally(approved, OmsReason.BAD_ORDER)
+            return
+        existing = orders.by_client.get(client)
+        if existing is not None:
+            if existing.replaces is old and existing.shares == shares and existing.price == price:
+                self.c_redelivered.inc()
+            else:
+                self.reject_locally(approved, OmsReason.DUPLICATE_CLIENT_ID)
+            return
+        reason = self.gate.check(now_mono)
+        if reason != GATE_OPEN:
+            self.reject_locally(approved, reason)
+            return
+        token = self.tokens.next()
+        now_ns = time.time_ns()
+        try:
+            self.journal.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(
+                action, old.side, SendReason.STRATEGY, tif, client, orig, strategy, old.symbol_id, shares, price,
+                old.symbol, token, old.token, t_rx, t_feed, t_strategy, t_risk), now_ns)
+        except JournalError as exc:
+            self.guard.fail(str(exc))
+            self.reject_locally(approved, OmsReason.JOURNAL_FAILED)
+            return
+        taken = self.session.send_packet(_REPLACE(old.token, token, shares, price, tif, b"Y", b"N", 0), now_mono,
+                                         (Action.REPLACE, token, 0))
+        if self.ring_to_wire_ns is not None:
+            self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
+        orders.add_replacement(old, token, client, shares, price, tif, now_mono, self.in_flight_timeout_ns)
+        if not taken:
+            self.not_sent((Action.REPLACE, token, 0))
+        self.c_replaces_sent.inc()
+        self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
+
+    def _cancel_order(self, approved, now_mono: int) -> None:
+        at = _AT
+        client, orig, strategy = (approved[at.client_order_id], approved[at.orig_client_order_id],
+                                  approved[at.strategy_id])
+        target = approved[at.shares]                # the size to leave (0: cancel all of it)
+        order = self.orders.by_client.get(orig)
+        if order is None or order.strategy_id != strategy:
+            self.reject_locally(approved, OmsReason.UNKNOWN_ORDER)
+            return
+        if client and client in self._cancel_request_ids:
+            self.c_redelivered.inc()
+            return
+        if order.state not in OPEN_STATES or (target and target >= order.leaves):
+            self.reports.send(ExecEvent.CANCEL_REJECTED, order.client_order_id, 0, order.strategy_id,
+                              order.symbol_id, order.side, 0, order.price)
+            return
+        if not self.session.logged_in:
+            self.reject_locally(approved, OmsReason.SESSION_DOWN)
+            return
+        if client:
+            self._cancel_request_ids.add(client)
+        self.send_cancel(order, target, SendReason.STRATEGY, now_mono, client, _hop_times(approved))
+
+    def _cancel_all_request(self, approved, now_mono: int) -> None:
+        strategy, sid = approved[_AT.strategy_id], approved[_AT.symbol_id]
+        if not self.session.logged_in:
+            self.reject_locally(approved, OmsReason.SESSION_DOWN)
+            return
+        for order in self.orders.open_orders_list():
+            if order.strategy_id == strategy and (sid == ALL_SYMBOLS or order.symbol_id == sid) \
+                    and 0 not in order.requests:
+                self.send_cancel(order, 0, SendReason.STRATEGY, now_mono, 0, _hop_times(approved))
+
+    def send_cancel(self, order: VenueOrder, target: int, why: int, now_mono: int, request_id: int = 0,
+                    times: tuple = (0, 0, 0, 0)) -> bool:
+        """Journal (best effort: a failed journal never stops a cancel) and send a cancel by token.
+        Any order the registry holds can be cancelled, even one whose symbol the layout no longer lists."""
+        self.guard.record(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(
+            Action.CANCEL, order.side, why, order.tif, request_id, order.client_order_id & _U64, order.strategy_id,
+            order.symbol_id & _U32, target, order.price & _U32, order.symbol, order.token, b"", *times),
+            time.time_ns(), reserve=True)
+        if not self.orders.request_cancel(order, target, now_mono, self.in_flight_timeout_ns):
+            return False
+        tag = (Action.CANCEL, order.token, target)
+        if not self.session.send_packet(_CANCEL(order.token, target), now_mono, tag):
+            self.not_sent(tag)
+            return False
+        self.c_cancels_sent.inc()
+        return True
+
+    def reject_locally(self, approved, reason: int) -> None:
+        """An approved order the OMS will not send: journal it, count it, tell strategy and risk."""
+        at = _AT
+        client, orig, strategy, sid = (approved[at.client_order_id], approved[at.orig_client_order_id],
+                                       approved[at.strategy_id], approved[at.symbol_id])
+        side, shares, price = approved[at.side], approved[at.shares], approved[at.price]
+        self.c_rejects[reason].inc()
+        symbol = self.stocks[sid] if 0 <= sid < self._n_symbols else b""
+        self.guard.record(RecordType.REJECTED_LOCALLY, jr.REJECTED_LOCALLY.pack(
+            approved[at.action], side, reason, approved[at.time_in_force], client, orig, strategy, sid, shares, price,
+            symbol), time.time_ns(), reserve=False, count_failure=False)
+        if 0 <= sid < self._n_symbols:
+            self.orders.positions.rejects[sid] += 1
+            self.status.changed(sid)
+        self.reports.send(ExecEvent.REJECTED_LOCALLY, client, orig, strategy, sid, side, shares, price,
+                          reason=reason, source=RejectSource.OMS)
+
+    # ------------------------------------------------------------------ bytes that never left, answers overdue
+
+    def not_sent(self, tag: tuple) -> None:
+        """Bytes journaled as sent that never left: journal it and undo it (``OrderRegistry.not_sent``)."""
+        action, token, target = tag
+        self.c_not_sent.inc()
+        self.guard.record(RecordType.NOT_SENT, jr.NOT_SENT.pack(action, target=target, token=token), time.time_ns(),
+                          reserve=True)
+        order = self.orders.not_sent(action, token, target)
+        log.warning("%s for %r never left (the session could not take it)%s", name_of(Action, action), token,
+                    ": rejected back" if action != Action.CANCEL else ": the cancel is owed")
+        if order is not None and action != Action.CANCEL and order.symbol_id >= 0:
+            self.status.changed(order.symbol_id)
+
+    def take_unsent(self) -> None:
+        unsent = self.session.unsent
+        while unsent:
+            self.not_sent(unsent.pop(0))
+
+    def query_overdue(self, now_mono: int, ready: bool) -> int:
+        """Orders the venue has not answered within the in-flight limit: reported PENDING_TIMEOUT
+        once, and queried by cancel (a cancel by token is answered whatever the order's state)."""
+        expired = self.orders.expired(now_mono)
+        if not expired:
+            return 0
+        why = SendReason.TIMEOUT_QUERY if ready else SendReason.RECOVERY
+        for order in expired:
+            order.timeouts += 1
+            order.deadline_ns = now_mono + self.in_flight_timeout_ns
+            self.c_timeouts.inc()
+            if order.timeouts == 1 or order.timeouts % 10 == 0:
+                log.warning("no venue answer for %r: queried by cancel (%d)", order, order.timeouts)
+            if order.timeouts == 1:
+                self.reports.send(ExecEvent.PENDING_TIMEOUT, order.client_order_id, order.orig_client_order_id,
+                                  order.strategy_id, order.symbol_id, order.side, order.leaves, order.price)
+            if self.session.logged_in and order.state in OPEN_STATES:
+                self.send_cancel(order, 0, why, now_mono)
+        return len(expired)
