@@ -7,6 +7,7 @@ listed one is gone (take it off the list: the list only shrinks).
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -125,3 +126,50 @@ def test_the_rules_catch_what_they_forbid(tmp_path, monkeypatch):
 def test_the_architecture_document_names_every_package(package):
     assert f"`{package}/`" in (ROOT / "ARCHITECTURE.md").read_text(), \
         f"ARCHITECTURE.md does not describe appliance/{package}/"
+
+
+# ---------------------------------------------------------------- the tests' own house
+
+TESTS = ROOT / "tests"
+_IMPORTS_A_TEST_FILE = re.compile(r"^\s*(?:from|import)\s+(test_\w+)", re.MULTILINE)
+
+
+def problems_of_test_files(tests: Path) -> list[str]:
+    """Helpers live in ``tests/support/`` (or a directory's ``*kit.py``), never in a file named
+    ``test_*`` that others import; a ``test_*`` file holds tests; a benchmark's test is in
+    ``tests/bench/``. Scans the source text too: a child process's script imports by name."""
+    problems = []
+    for path in sorted(tests.rglob("*.py")):
+        rel = path.relative_to(tests).as_posix()
+        text = path.read_text()
+        for imported in _IMPORTS_A_TEST_FILE.findall(text):
+            problems.append(f"{rel} imports the test file {imported} (move what it needs to tests/support/)")
+        if path.name.startswith("test_") and path.name != "test_architecture.py":
+            tree = ast.parse(text, str(path))
+            if not any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name.startswith("test_")
+                       for n in ast.walk(tree)):
+                problems.append(f"{rel} is named like a test file and holds no test")
+            if not rel.startswith("bench/") and ("appliance.bench" in text or '"bench",' in text):
+                problems.append(f"{rel} tests a benchmark outside tests/bench/")
+    return problems
+
+
+def test_helpers_are_not_test_files_and_benchmark_tests_are_in_bench():
+    assert problems_of_test_files(TESTS) == []
+
+
+def test_the_test_layout_check_catches_what_it_forbids(tmp_path):
+    (tmp_path / "oms").mkdir()
+    (tmp_path / "wire").mkdir()
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "oms" / "test_oms_support.py").write_text("class Rig:\n    pass\n")
+    (tmp_path / "oms" / "test_oms_agent.py").write_text("from test_oms_support import Rig\n\ndef test_a():\n    Rig()\n")
+    (tmp_path / "oms" / "test_child.py").write_text('SCRIPT = """\nimport test_oms_agent\n"""\n\ndef test_b():\n    pass\n')
+    (tmp_path / "wire" / "test_wire_bench.py").write_text('def test_c():\n    main(["bench", "itch"])\n')
+    (tmp_path / "bench" / "test_itch_bench.py").write_text('def test_d():\n    main(["bench", "itch"])\n')
+    assert problems_of_test_files(tmp_path) == [
+        "oms/test_child.py imports the test file test_oms_agent (move what it needs to tests/support/)",
+        "oms/test_oms_agent.py imports the test file test_oms_support (move what it needs to tests/support/)",
+        "oms/test_oms_support.py is named like a test file and holds no test",
+        "wire/test_wire_bench.py tests a benchmark outside tests/bench/",
+    ]

@@ -6,7 +6,6 @@ fast anything is.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import struct
@@ -172,18 +171,8 @@ def test_feed_counter_counts_messages_heartbeats_and_gaps():
 
 # ---------------------------------------------------------------- the feed part, end to end
 
-def _server_importable() -> bool:
-    try:
-        return importlib.util.find_spec("appliance.exchange.server") is not None and \
-            bool(__import__("appliance.exchange.server"))
-    except ImportError:
-        return False
-
-
 @pytest.mark.slow
 def test_bench_exchange_feed_part_one_second_low_rates(capsys):
-    if not _server_importable():
-        pytest.skip("the exchange server (appliance.exchange.server) does not import yet")
     try:
         code, report = _run_json(capsys, "--operations", "1000", "--skip-peer", "--seconds", "1",
                                  "--rates", "1000,3000", "--order-rate", "200", "--timeout", "60")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 from appliance.wire import itch, soupbintcp
 from conftest import ROOT, SUPPORT, wait_until
 from exchange_process import MoldConsumer, OrderClient, RunningExchange, base_config
+from firm_orders import place_orders
 
 CANCEL_SYSTEM = "Z"
 FIRMS = [{"username": "ALGO1", "password": "secret1", "mpid": "ALGO", "cancel_on_disconnect": True},
@@ -41,34 +41,12 @@ def exchange():
         ex.close()
 
 
-def enter_hidden(client: OrderClient, token: str, side: str, shares: int, stock: str, price: int) -> None:
-    client.send({"type": "O", "order_token": token, "buy_sell_indicator": side, "shares": shares, "stock": stock,
-                 "price": price, "time_in_force": 99998, "firm": "", "display": "N", "capacity": "A",
-                 "intermarket_sweep_eligibility": "N", "minimum_quantity": 0, "cross_type": "N",
-                 "customer_type": "R"})
-
-
-def place_orders(client: OrderClient) -> dict[str, int]:
-    """ALGO1's day so far: K1 displayed (later partly filled), K2 displayed, K3 non-displayed, K4 canceled
-    by the firm itself. Returns the order reference numbers."""
-    assert client.next_message()["event_code"] == "S"
-    client.enter("K1", "B", 300, "AAPL", 1_890_000)
-    client.enter("K2", "S", 200, "MSFT", 4_300_000)
-    enter_hidden(client, "K3", "B", 100, "SPY", 5_500_000)
-    client.enter("K4", "B", 100, "AAPL", 1_800_000)
-    client.cancel("K4")
-    acks = [client.next_message() for _ in range(5)]
-    assert [(m["type"], m["order_token"]) for m in acks] == [("A", "K1"), ("A", "K2"), ("A", "K3"), ("A", "K4"),
-                                                             ("C", "K4")]
-    return {m["order_token"]: m["order_reference_number"] for m in acks if m["type"] == "A"}
-
-
 # A client in its own process, killed with SIGKILL like a crashed OMS: it places the orders, says so, and
 # then waits on stdin (it is killed while it waits).
 KILLED_CLIENT = textwrap.dedent("""
     import json, sys
     from exchange_process import OrderClient
-    from test_cancel_on_disconnect import place_orders
+    from firm_orders import place_orders
     client = OrderClient(("{host}", {port}), "ALGO1", "secret1")
     print(json.dumps(place_orders(client)), flush=True)
     sys.stdin.read()
@@ -148,8 +126,7 @@ def test_a_lost_session_cancels_every_open_order_of_the_firm(exchange, how):
     try:
         if how == "killed":
             host, port = ex.order_entry
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(SUPPORT), str(ROOT / "tests"),
-                                                                str(ROOT / "tests" / "exchange")]))
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(SUPPORT), str(ROOT / "tests")]))
             child = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT.format(host=host, port=port)], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             line = child.stdout.readline()                  # its orders are placed; it blocks on stdin

@@ -11,7 +11,7 @@ from appliance.messages.codes import ControlEventKind, ExecEvent, GateReason, Om
 from appliance.oms.journal_records import CONTROL, ControlKind, RecordType
 from appliance.oms.journal import Journal
 from appliance.oms.journal_format import JournalFull, read_records
-from test_oms_support import Rig, accept_all, accepted, pump, ready, setup  # noqa: F401 (setup: a fixture)
+from oms_rig import Rig, accept_all, accepted, pump, ready, setup  # noqa: F401 (setup: a fixture)
 
 E = ExecEvent
 K = SnapshotKind

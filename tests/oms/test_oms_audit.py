@@ -123,7 +123,7 @@ def test_a_corrupt_record_is_reported_and_skipped(journal, capsys):
 
 
 def test_the_journal_path_comes_from_the_layout(tmp_path, write_layout, unique_name, capsys):
-    from test_oms_support import oms_layout
+    from oms_rig import oms_layout
     (tmp_path / "oms").mkdir()
     build_journal(str(tmp_path / "oms" / "journal.bin"))
     path = write_layout(oms_layout(unique_name, 15000, "oms/journal.bin"))

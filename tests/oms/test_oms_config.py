@@ -56,7 +56,7 @@ def test_bad_params_name_the_key_and_the_reason(params, key, reason):
 
 def test_a_bad_param_stops_the_oms_process_with_exit_status_2(write_layout, unique_name, spawner, tmp_path):
     from conftest import output_of
-    from test_oms_support import oms_layout
+    from oms_rig import oms_layout
     doc = oms_layout(unique_name, 1, str(tmp_path / "j.bin"), durability="sometimes")
     path = write_layout(doc)
     from appliance.runtime.layout import load_layout

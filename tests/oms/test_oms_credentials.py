@@ -111,7 +111,7 @@ def test_the_oms_process_refuses_a_readable_credentials_file_with_exit_status_2(
     from appliance.runtime.layout import load_layout
     from appliance.runtime.memory import SharedMemory
     from conftest import output_of
-    from test_oms_support import oms_layout
+    from oms_rig import oms_layout
     creds = _file(tmp_path, f"username = ALGO1\npassword = {SECRET}\n", 0o644)
     path = write_layout(oms_layout(unique_name, 1, str(tmp_path / "j.bin"), credentials=str(creds)))
     with SharedMemory.create(load_layout(path)):

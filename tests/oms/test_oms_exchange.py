@@ -16,7 +16,7 @@ from appliance.messages.codes import TIF_IOC, Action, ExecEvent, OmsReason
 from appliance.wire import ouch
 from conftest import output_of, wait_until
 from exchange_process import OrderClient, RunningExchange, base_config
-from test_oms_support import SYMBOLS, Rig, journal_path, oms_layout
+from oms_rig import SYMBOLS, Rig, journal_path, oms_layout
 
 E = ExecEvent
 

@@ -22,7 +22,7 @@ from appliance.oms.journal_records import RecordType, SessionEvent
 from appliance.oms.journal import Journal
 from appliance.oms.journal_format import read_records
 from appliance.wire import ouch
-from test_oms_support import accept_all, accepted, pump, ready, setup  # noqa: F401 (setup: a fixture)
+from oms_rig import accept_all, accepted, pump, ready, setup  # noqa: F401 (setup: a fixture)
 
 E = ExecEvent
 

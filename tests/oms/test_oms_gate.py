@@ -8,14 +8,15 @@ old ``open`` next to a new epoch (which would let the OMS skip the cancel-all th
 from __future__ import annotations
 
 import itertools
+import time
 from types import SimpleNamespace
 
 import pytest
 
-from appliance.messages.codes import GateReason, OmsReason
+from appliance.messages.codes import ClockState, GateReason, OmsReason
 from appliance.oms.gate import GATE_OPEN, Gate
 from appliance.supervisor.agent import SupervisorAgent
-from test_oms_support import Rig, oms_layout
+from oms_rig import Rig, oms_layout
 
 
 @pytest.fixture
@@ -99,7 +100,6 @@ def test_the_gate_refuses_in_its_documented_order(rig):
     supervisor = rig.memory.control("supervisor")
     gate = Gate(rig.memory, rig.layout, "risk", 10_000)
     rig.heartbeat.beating.set()
-    import time
     from conftest import wait_until
     wait_until(lambda: gate.risk_fresh(time.monotonic_ns()), 5, message="risk's heartbeat")
     assert gate.check(time.monotonic_ns()) == OmsReason.NOT_RECOVERED
@@ -118,3 +118,99 @@ def test_the_gate_refuses_in_its_documented_order(rig):
     rig.heartbeat.beating.clear()
     gate.limit_ns = 1
     assert gate.check(time.monotonic_ns()) == OmsReason.RISK_STALE
+
+
+# ---------------------------------------------------------------- the per-order check, step by step
+
+@pytest.fixture
+def quiet(write_layout, unique_name, tmp_path):
+    """The OMS's shared memory with nobody beating risk's heartbeat (the test beats it by hand)."""
+    from appliance.runtime.layout import load_layout
+    from appliance.runtime.memory import SharedMemory
+    with SharedMemory.create(load_layout(write_layout(oms_layout(unique_name, 1, str(tmp_path / "j.bin"))))) as memory:
+        yield memory
+
+
+def open_gate(memory, limit_ms: int = 250) -> tuple[Gate, int]:
+    """A Gate with every condition met, and the monotonic time of risk's one heartbeat."""
+    gate = Gate(memory, memory.layout, "risk", limit_ms)
+    memory.control("supervisor").write_gate(0)
+    heartbeat = memory.heartbeat("risk")
+    heartbeat.begin()
+    heartbeat.end(0)
+    gate.recovered = gate.session_ready = True
+    now = time.monotonic_ns()
+    return gate, now - gate.risk_heartbeat_age_ns(now)
+
+
+def test_a_risk_that_never_beat_is_stale(quiet):
+    gate = Gate(quiet, quiet.layout, "risk", 250)
+    quiet.control("supervisor").write_gate(0)
+    gate.recovered = gate.session_ready = True
+    assert gate.risk_heartbeat_age_ns() is None and not gate.risk_fresh(time.monotonic_ns())
+    assert gate.check(time.monotonic_ns()) == OmsReason.RISK_STALE
+
+
+def test_risks_heartbeat_is_fresh_up_to_the_limit_and_stale_from_it(quiet):
+    gate, beat = open_gate(quiet, limit_ms=250)
+    limit = 250_000_000
+    assert gate.check(beat + limit - 1) == GATE_OPEN and gate.risk_fresh(beat + limit - 1)
+    assert gate.check(beat + limit) == OmsReason.RISK_STALE and not gate.risk_fresh(beat + limit)
+    assert gate.risk_heartbeat_age_ns(beat + 5) == 5
+
+
+def test_every_reason_in_its_documented_order_each_named_once_those_before_it_clear(quiet):
+    gate, beat = open_gate(quiet)
+    supervisor = quiet.control("supervisor")
+    supervisor.write_gate(GateReason.KILL_SWITCH)
+    gate.journal_ok, gate.sequence_gap, gate.recovered, gate.session_ready = False, True, False, False
+    now = beat + 10**12                                                       # risk stale too
+    clears = [(OmsReason.JOURNAL_FAILED, lambda: setattr(gate, "journal_ok", True)),
+              (OmsReason.SEQUENCE_GAP, lambda: setattr(gate, "sequence_gap", False)),
+              (OmsReason.NOT_RECOVERED, lambda: setattr(gate, "recovered", True)),
+              (OmsReason.GATE_CLOSED, lambda: supervisor.write_gate(0)),
+              (OmsReason.RISK_STALE, None),
+              (OmsReason.SESSION_DOWN, lambda: setattr(gate, "session_ready", True))]
+    for reason, clear in clears:
+        assert gate.check(now) == reason
+        if clear is None:
+            now = beat
+        else:
+            clear()
+    assert gate.check(now) == GATE_OPEN
+
+
+def test_a_session_down_is_named_only_once_the_gate_and_risk_are_fine(quiet):
+    gate, beat = open_gate(quiet)
+    gate.session_ready = False
+    assert gate.local_reason == OmsReason.SESSION_DOWN
+    assert gate.check(beat + 10**12) == OmsReason.RISK_STALE
+    quiet.control("supervisor").write_gate(GateReason.OPERATOR)
+    assert gate.check(beat) == OmsReason.GATE_CLOSED
+    quiet.control("supervisor").write_gate(0)
+    assert gate.check(beat) == OmsReason.SESSION_DOWN
+    gate.session_ready = True
+    assert gate.local_reason == 0 and gate.check(beat) == GATE_OPEN
+
+
+def test_the_sequence_gap_holds_until_cleared_whatever_else_recovers(quiet):
+    gate, beat = open_gate(quiet)
+    gate.sequence_gap = True
+    gate.recovered = gate.session_ready = gate.journal_ok = True
+    assert gate.check(beat) == OmsReason.SEQUENCE_GAP and gate.sequence_gap
+    gate.sequence_gap = False
+    assert gate.check(beat) == GATE_OPEN
+
+
+def test_the_gate_and_clock_words_read_what_the_supervisor_wrote(quiet):
+    gate, _beat = open_gate(quiet)
+    supervisor = quiet.control("supervisor")
+    first = tuple(gate.gate_word())
+    supervisor.write_gate(GateReason.CLOCK_UNHEALTHY | GateReason.OPERATOR)
+    assert not gate.gate_open()
+    assert tuple(gate.gate_word()) == (0, GateReason.CLOCK_UNHEALTHY | GateReason.OPERATOR, first[2] + 1)
+    supervisor.set("clock_state", ClockState.UNHEALTHY)
+    supervisor.set("clock_offset_ns", -1234)
+    supervisor.set("clock_maxerror_ns", 5678)
+    assert gate.clock_state() == ClockState.UNHEALTHY
+    assert gate.clock_words() == (ClockState.UNHEALTHY, -1234, 5678)

@@ -1,88 +1,22 @@
 """Every check of the risk engine at its exact boundary: the last value that passes and the first that is denied.
 
-The engine runs in process on a paper market-state table (same record and seqlock as the shared one).
-AAPL is quoted 189.99 / 190.01, so its reference price (the mid) is 190.0000 (1,900,000 in price units).
+The engine runs in process on a paper market-state table (same record and seqlock as the shared one), through
+the risk tests' harness (tests/support/risk_harness.py). AAPL is quoted 189.99 / 190.01, so its reference
+price (the mid) is 190.0000 (1,900,000 in price units).
 """
 from __future__ import annotations
 
 import datetime
 
 import pytest
-import yaml
 
 from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_STALE
-from appliance.messages.codes import TIF_DAY, TIF_IOC, Action, ExecEvent, RiskReason, Side
-from appliance.risk.checks import CHECK_ORDER, MARKET_PRICE, RiskEngine
-from appliance.risk.limits import parse_limits
-from appliance.risk.paper_market import PaperMarket, limits_document
-
-SYMBOLS = ["AAPL", "MSFT", "SPY"]
-AAPL, MSFT, SPY = 0, 1, 2
-REF = 1_900_000                      # $190.0000
-NOW = 1_700_000_000_000_000_000
-B, S, T = int(Side.BUY), int(Side.SELL), int(Side.SELL_SHORT)
-NEW, REPLACE, CANCEL, CANCEL_ALL = (int(a) for a in Action)
-DOLLAR = 10_000
-
-
-class Harness:
-    """An engine, its paper market, and short ways to send intents and reports."""
-
-    def __init__(self, document: dict | None = None, *, ready: bool = True, symbols=SYMBOLS):
-        self.market = PaperMarket(symbols)
-        self.market.quote(AAPL, REF - 100, REF + 100)
-        self.market.quote(MSFT, 4_199_900, 4_200_100)
-        self.market.quote(SPY, 5_599_900, 5_600_100)
-        document = document or limits_document(symbols)
-        self.limits = parse_limits(yaml.safe_dump(document), symbols, "limits.yaml")
-        self.engine = RiskEngine(self.limits, symbols, self.market.reader)
-        self.engine.control.start(NOW)
-        if ready:
-            self.engine.mark_ready(NOW)
-        self.next_id = 1000
-
-    def new(self, shares=100, price=REF, side=B, symbol=AAPL, *, cid=None, tif=TIF_DAY, now=NOW, action=NEW) -> int:
-        if cid is None:
-            self.next_id += 1
-            cid = self.next_id
-        self.last_id = cid
-        return self.engine.decide(action, cid, 0, symbol, side, shares, price, tif, 7, now)
-
-    def replace(self, orig, shares, price=REF, side=B, symbol=AAPL, *, cid=None, now=NOW) -> int:
-        if cid is None:
-            self.next_id += 1
-            cid = self.next_id
-        self.last_id = cid
-        return self.engine.decide(REPLACE, cid, orig, symbol, side, shares, price, TIF_DAY, 7, now)
-
-    def cancel(self, orig, symbol=AAPL, side=B, now=NOW) -> int:
-        self.next_id += 1
-        return self.engine.decide(CANCEL, self.next_id, orig, symbol, side, 0, 0, TIF_DAY, 7, now)
-
-    def report(self, event, cid, *, symbol=AAPL, side=B, shares=0, price=REF, leaves=0, position=0, cost=0,
-               realized=0, orig=0, now=NOW) -> int:
-        return self.engine.on_report(int(event), cid, orig, symbol, side, shares, price, leaves, position, cost,
-                                     realized, 7, now)
-
-    def snapshot(self, kind, cid, *, symbol=AAPL, side=B, leaves=0, price=REF, position=0, cost=0, realized=0,
-                 orig=0, now=NOW) -> int:
-        """One RiskSnapshot record from the OMS (``SnapshotKind``)."""
-        return self.engine.on_snapshot(int(kind), cid, orig, symbol, side, leaves, price, position, cost, realized,
-                                       7, now)
-
-    def fill_position(self, position: int, price: int = REF, symbol=AAPL, realized=0) -> None:
-        """The OMS says the symbol's position is ``position`` bought at ``price`` (a fill of an unknown order)."""
-        self.report(ExecEvent.BROKEN, 1, symbol=symbol, position=position, cost=position * price, realized=realized)
-
-
-def with_symbol(**overrides) -> dict:
-    document = limits_document(SYMBOLS)
-    document["symbol_defaults"].update(overrides)
-    return document
-
-
-def with_global(**overrides) -> dict:
-    return limits_document(SYMBOLS, **overrides)
+from appliance.messages.codes import TIF_DAY, TIF_IOC, ExecEvent, RiskReason
+from appliance.risk.checks import CHECK_ORDER, MARKET_PRICE
+from appliance.risk.paper_market import limits_document
+from risk_harness import (
+    AAPL, CANCEL_ALL, DOLLAR, MSFT, NOW, REF, SPY, SYMBOLS, B, Harness, S, T, with_global, with_symbol,
+)
 
 
 # ---------------------------------------------------------------------------- the order of the checks
@@ -447,7 +381,6 @@ def test_an_order_that_reduces_exposure_passes_even_over_the_limit():
     assert h.new(shares=1, price=2_000_000) == RiskReason.GROSS_EXPOSURE
     assert h.new(shares=100, side=S, price=2_000_000) == 0
     assert h.new(shares=800, side=S, price=2_000_000) == 0     # 1,000 - 200 - 800 = 0 at worst
-
 
 
 # ---------------------------------------------------------------------------- self-match (wash trades)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from appliance.messages.codes import Action, ControlEventKind, RiskReason, RiskState
 from appliance.risk.kill_switch import TradingControl
 from appliance.risk.paper_market import limits_document
-from test_risk_checks import AAPL, MSFT, NOW, REF, S, SPY, T, Harness
+from risk_harness import AAPL, MSFT, NOW, REF, S, SPY, T, Harness
 
 
 def kinds(control: TradingControl) -> list[int]:

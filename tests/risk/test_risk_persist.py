@@ -9,7 +9,7 @@ import pytest
 
 from appliance.risk.persist import (DurableState, Latch, StateFileError, StateWriter, decode, describe, encode,
                                     read_state, write_atomic)
-from test_risk_checks import DOLLAR, NOW, Harness, with_global
+from risk_harness import DOLLAR, NOW, Harness, with_global
 
 DAY = 20250314
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, ControlEventKind, RiskReason, RiskState
 from appliance.risk.rate import SlidingWindow
 from appliance.risk.paper_market import limits_document
-from test_risk_checks import B, CANCEL_ALL, NEW, NOW, REF, Harness
+from risk_harness import B, CANCEL_ALL, NEW, NOW, REF, Harness
 
 SECOND = 1_000_000_000
 

@@ -6,7 +6,7 @@ import pytest
 from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, ExecEvent, RiskReason, SnapshotKind
 from appliance.risk.state import (APPLIED, BAD_REPORT, SNAPSHOT_APPLIED, SNAPSHOT_COMPLETE, SNAPSHOT_IGNORED,
                                   UNKNOWN_ORDER)
-from test_risk_checks import AAPL, DOLLAR, MSFT, NOW, REF, B, S, Harness, with_symbol
+from risk_harness import AAPL, DOLLAR, MSFT, NOW, REF, B, S, Harness, with_symbol
 
 E = ExecEvent
 K = SnapshotKind

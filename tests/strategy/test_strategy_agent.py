@@ -19,7 +19,7 @@ from appliance.runtime.memory import SharedMemory
 from appliance.strategy import agent as strategy_agent
 from appliance.strategy import price_from_decimal as P
 from conftest import output_of, wait_until
-from test_strategy_api import strategy_layout
+from strategy_harness import strategy_layout
 
 STRATEGY_ID = 7
 MM_PARAMETERS = {"tick": 100, "spread_ticks": 2, "size": 100, "max_position": 300, "skew_ticks": 1.0,

@@ -13,7 +13,7 @@ from appliance.strategy import price_from_decimal as P
 from appliance.strategy.config import StrategyConfig, StrategyConfigError, parse_strategy_params
 from appliance.strategy.loader import load_strategy, load_strategy_class
 from appliance.strategy.market_maker import MarketMaker, MarketMakerParameters
-from test_strategy_api import Harness, strategy_layout
+from strategy_harness import Harness, strategy_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = "examples/strategies/join_the_touch.py:JoinTheTouch"

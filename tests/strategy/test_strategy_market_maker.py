@@ -15,7 +15,7 @@ from appliance.strategy.market_maker import (
     BookTop, MarketMaker, MarketMakerParameters, Quote, QuoteParams, SymbolOverrides, desired_quotes, fair_value,
     needs_requote,
 )
-from test_strategy_api import Harness, strategy_layout     # the in-process harness (same directory)
+from strategy_harness import Harness, strategy_layout     # the in-process harness (tests/support/)
 
 TICK = 100
 TOP = BookTop(P("190.00"), 500, P("190.04"), 500)          # mid 190.02

@@ -8,31 +8,17 @@ import json
 import pytest
 
 from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_STALE
-from appliance.messages.codes import FeedStaleReason, GateReason, RiskState
+from appliance.messages.codes import FeedStaleReason, GateReason
 from appliance.oms import journal_records as jr
 from appliance.oms.journal_records import ControlKind
 from appliance.oms.recovery import CANCEL_ALL_GATE_REASONS
 from appliance.runtime.memory import SharedMemory
 from appliance.supervisor.config import SupervisorConfigError, parse_supervisor_params
-from appliance.supervisor.gate import GateInputs, MarketDataWatch, ProcessHealth, gate_reasons
+from appliance.supervisor.gate import MarketDataWatch
 from conftest import wait_until
-from test_supervisor import appliance, make_layout, up_factory  # noqa: F401 (the supervisor tests' harness and fixture)
+from supervisor_rig import appliance, make_layout, up_factory  # noqa: F401 (the supervisor tests' rig and fixture)
 
 MS = 1_000_000
-
-
-def inputs(**overrides) -> GateInputs:
-    healthy = ProcessHealth(alive=True, heartbeat_age_ns=0, running=True)
-    values = dict(processes={"feed": healthy}, heartbeat_timeout_ns=10**9, risk_heartbeat_timeout_ns=10**9,
-                  risk_ready=True, risk_state=RiskState.ACTIVE, risk_kill_latched=False, oms_ready=True,
-                  feed_ready=True, clock_blocks=False, starting=False, operator_closed=False, stopping=False)
-    values.update(overrides)
-    return GateInputs(**values)
-
-
-def test_the_gate_has_a_market_data_reason():
-    assert gate_reasons(inputs()) == GateReason(0)
-    assert gate_reasons(inputs(market_data_bad=True)) == GateReason.MARKET_DATA
 
 
 def test_the_watch_trips_after_the_limit_and_holds_until_every_book_is_good():

@@ -10,8 +10,7 @@ from appliance.cli import main
 from appliance.wire import itch
 from appliance.wire.dayfile import DayFileReader, DayFileWriter
 from appliance.wire.errors import WireFormatError
-from test_wire_itch import ADD_ORDER, ADD_ORDER_BYTES, BACKENDS, DIRECTORY, EXECUTED, REPLACE, SYSTEM_EVENT
-from wire_testkit import frame
+from wire_testkit import ADD_ORDER, ADD_ORDER_BYTES, BACKENDS, DIRECTORY, EXECUTED, REPLACE, SYSTEM_EVENT, frame
 
 
 def _day(n_adds: int = 50) -> list[dict]:

@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 from appliance.wire import itch
 from appliance.wire.errors import WireEncodeError, WireFormatError
 from appliance.wire.schema import prefixed
-from wire_testkit import frame, message_dicts
+from wire_testkit import (
+    ADD_ORDER, ADD_ORDER_BYTES, BACKENDS, C_BUILT, DIRECTORY_BYTES, EXECUTED_BYTES, HAND_WRITTEN, REPLACE_BYTES,
+    SYSTEM_EVENT_BYTES, frame, message_dicts,
+)
 
 # type -> size, straight from the spec table (PROTOCOLS.md), not from the schema.
 SPEC_SIZES = {"S": 12, "R": 39, "H": 25, "Y": 20, "L": 26, "V": 35, "W": 12, "K": 28, "J": 35, "h": 21,
@@ -23,10 +26,6 @@ SPEC_OFFSETS = [("R", "round_lot_size", 21), ("R", "issue_sub_type", 27), ("R", 
                 ("C", "execution_price", 32), ("U", "price", 31), ("P", "match_number", 36),
                 ("Q", "cross_type", 39), ("I", "price_variation_indicator", 49), ("O", "upper_price_range_collar", 44),
                 ("O", "near_execution_time", 32), ("h", "operational_halt_action", 20)]
-
-C_BUILT = itch._itch_fast is not None
-BACKENDS = [False, True] if C_BUILT else [False]
-
 
 def test_all_23_types_with_spec_sizes():
     assert {lay.type_code: lay.size for lay in itch.MESSAGES} == SPEC_SIZES
@@ -43,36 +42,6 @@ def test_common_header_offsets():
         assert layout.offset_of["tracking_number"] == 3
         assert layout.offset_of["timestamp"] == 5
         assert layout.fields[4].name not in ("type", "stock_locate", "tracking_number", "timestamp")
-
-
-# --- hand-written byte strings (from the spec table, not from the encoder) ---------------
-
-ADD_ORDER_BYTES = (b"A" + b"\x00\x05" + b"\x00\x01" + b"\x00\x1c\xbe\x99\x1a\x14"   # ts 123456789012
-                   + b"\x00\x00\x00\x00\x00\x00\x00\x63" + b"B" + b"\x00\x00\x00\x64"
-                   + b"AAPL    " + b"\x00\x12\xd6\x44")
-ADD_ORDER = {"type": "A", "stock_locate": 5, "tracking_number": 1, "timestamp": 123456789012,
-             "order_reference_number": 99, "buy_sell_indicator": "B", "shares": 100, "stock": "AAPL",
-             "price": 1234500}
-EXECUTED_BYTES = (b"E" + b"\x01\x02" + b"\x00\x00" + b"\x00\x00\x00\x00\x00\x2a"
-                  + b"\x00\x00\x00\x00\x00\x00\x00\x63" + b"\x00\x00\x00\x32" + b"\x00\x00\x00\x00\x00\x01\x00\x00")
-EXECUTED = {"type": "E", "stock_locate": 258, "tracking_number": 0, "timestamp": 42,
-            "order_reference_number": 99, "executed_shares": 50, "match_number": 65536}
-SYSTEM_EVENT_BYTES = b"S\x00\x00\x00\x07\x00\x00\x00\x00\x00\x01O"
-SYSTEM_EVENT = {"type": "S", "stock_locate": 0, "tracking_number": 7, "timestamp": 1, "event_code": "O"}
-REPLACE_BYTES = (b"U\x00\x09\x00\x00" + b"\xff\xff\xff\xff\xff\xff"
-                 + (1).to_bytes(8, "big") + (2**64 - 1).to_bytes(8, "big") + b"\x00\x00\x01\x2c" + b"\x7f\xff\xff\xff")
-REPLACE = {"type": "U", "stock_locate": 9, "tracking_number": 0, "timestamp": 2**48 - 1,
-           "original_order_reference_number": 1, "new_order_reference_number": 2**64 - 1, "shares": 300,
-           "price": 0x7FFFFFFF}
-DIRECTORY_BYTES = (b"R\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00" + b"MSFT    " + b"Q" + b"N" + b"\x00\x00\x00\x64"
-                   + b"N" + b"C" + b"Z " + b"P" + b"N" + b" " + b"1" + b"N" + b"\x00\x00\x00\x00" + b" ")
-DIRECTORY = {"type": "R", "stock_locate": 1, "tracking_number": 0, "timestamp": 0, "stock": "MSFT",
-             "market_category": "Q", "financial_status_indicator": "N", "round_lot_size": 100,
-             "round_lots_only": "N", "issue_classification": "C", "issue_sub_type": "Z", "authenticity": "P",
-             "short_sale_threshold_indicator": "N", "ipo_flag": " ", "luld_reference_price_tier": "1",
-             "etp_flag": "N", "etp_leverage_factor": 0, "inverse_indicator": " "}
-HAND_WRITTEN = [(ADD_ORDER_BYTES, ADD_ORDER), (EXECUTED_BYTES, EXECUTED), (SYSTEM_EVENT_BYTES, SYSTEM_EVENT),
-                (REPLACE_BYTES, REPLACE), (DIRECTORY_BYTES, DIRECTORY)]
 
 
 @pytest.mark.parametrize("raw,fields", HAND_WRITTEN, ids=[f["type"] for _, f in HAND_WRITTEN])

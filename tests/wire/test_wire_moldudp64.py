@@ -5,7 +5,7 @@ import pytest
 
 from appliance.wire import itch, moldudp64 as mold
 from appliance.wire.errors import WireEncodeError, WireFormatError
-from test_wire_itch import ADD_ORDER_BYTES, BACKENDS, EXECUTED_BYTES, SYSTEM_EVENT_BYTES
+from wire_testkit import ADD_ORDER_BYTES, BACKENDS, EXECUTED_BYTES, SYSTEM_EVENT_BYTES
 
 SESSION = b"SESSION001"
 

@@ -1,0 +1,105 @@
+"""The strategy tests' harness: a layout with the strategy's rings, and the host between rings the
+test owns (it plays the feed, risk and the OMS), driven the way the agent drives it."""
+from __future__ import annotations
+
+from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
+from appliance.messages.codes import RejectSource, Side
+from appliance.runtime.memory import SharedMemory
+from appliance.strategy.host import StrategyHost, drain
+from appliance.strategy.intents import IntentWriter
+from conftest import layout_document
+
+SYMBOLS = ["AAPL", "MSFT", "SPY"]
+STRATEGY_ID = 7
+
+
+def strategy_layout(name: str, intent_capacity: int = 64) -> dict:
+    def proc(n):
+        return {"name": n, "agent": f"nowhere:{n}", "idle": {"strategy": "sleep"}}
+
+    def ring(n, producer, consumer, message, slot, capacity=64):
+        return {"name": n, "segment": "main", "producer": producer, "consumer": consumer, "message": message,
+                "slot_size": slot, "capacity": capacity}
+    doc = layout_document(name, processes=[proc("feed"), proc("strategy"), proc("risk"), proc("oms")],
+                          rings=[ring("book_updates", "feed", "strategy", "BookUpdate", 192),
+                                 ring("order_intents", "strategy", "risk", "OrderIntent", 128, intent_capacity),
+                                 ring("risk_rejects", "risk", "strategy", "OrderReject", 64),
+                                 ring("exec_to_strategy", "oms", "strategy", "ExecutionReport", 128)],
+                          symbols=SYMBOLS)
+    doc["tables"] += [{"name": "control", "kind": "control", "segment": "main"},
+                      {"name": "positions", "kind": "positions", "segment": "main"}]
+    return doc
+
+
+class Harness:
+    """The host between test-owned rings: write records in, step, read intents out."""
+
+    def __init__(self, memory: SharedMemory, strategy_class, parameters=None, *, traded=None, max_pending=64):
+        self.memory = memory
+        self.buffer = memory.buffer_of("main")
+        self.feed = memory.ring("book_updates", "producer")
+        self.risk_out = memory.ring("risk_rejects", "producer")
+        self.oms = memory.ring("exec_to_strategy", "producer")
+        self.risk_in = memory.ring("order_intents", "consumer")
+        self.inputs = [(memory.ring("exec_to_strategy", "consumer"), "handle_execution_report"),
+                       (memory.ring("risk_rejects", "consumer"), "handle_order_reject"),
+                       (memory.ring("book_updates", "consumer"), "handle_book_update")]
+        self.writer = IntentWriter(memory.ring("order_intents", "producer"), self.buffer, STRATEGY_ID, max_pending)
+        self.failed_calls = 0
+        self.host = StrategyHost(strategy_class, parameters, symbols=tuple(SYMBOLS), traded=traded,
+                                 strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed)
+        self.host.start()
+
+    def _failed(self):
+        self.failed_calls += 1
+
+    @property
+    def strategy(self):
+        return self.host.strategy
+
+    def step(self) -> int:
+        n = self.writer.flush() if self.writer.pending else 0
+        for ring, handler in self.inputs:
+            n += drain(ring, self.buffer, getattr(self.host, handler), 1000)
+        return n
+
+    def book(self, symbol, bids=(), asks=(), *, flags=0, state=b"T", last=(0, 0), seq=1, t_rx=1111, t_feed=2222,
+             symbol_id=None, type_id=None):
+        sid = SYMBOLS.index(symbol) if symbol_id is None else symbol_id
+        levels = []
+        for side in (bids, asks):
+            side = list(side) + [(0, 0)] * (5 - len(side))
+            levels += [p for p, _ in side]
+            levels += [s for _, s in side]
+        offset = self.feed.claim()
+        assert offset >= 0
+        BOOK_UPDATE.pack_into(self.buffer, offset, sid, flags, state[0], len(bids), len(asks), *levels, *last, seq,
+                              seq, 5, t_rx, t_feed)
+        if type_id is not None:
+            self.buffer[offset:offset + 2] = type_id.to_bytes(2, "little")
+        self.feed.commit()
+        self.step()
+
+    def report(self, event, client_order_id, symbol="AAPL", *, orig=0, side=Side.BUY, shares=0, price=0, leaves=0,
+               position=0, reason=0, source=0, strategy_id=STRATEGY_ID, symbol_id=None):
+        sid = SYMBOLS.index(symbol) if symbol_id is None else symbol_id
+        offset = self.oms.claim()
+        EXECUTION_REPORT.pack_into(self.buffer, offset, client_order_id, orig, 0, 0, strategy_id, sid, event, side,
+                                   reason, source, shares, price, leaves, position, position * price, 0, 1, 2)
+        self.oms.commit()
+        self.step()
+
+    def risk_reject(self, client_order_id, reason, symbol="AAPL", strategy_id=STRATEGY_ID):
+        offset = self.risk_out.claim()
+        ORDER_REJECT.pack_into(self.buffer, offset, client_order_id, strategy_id, SYMBOLS.index(symbol),
+                               RejectSource.RISK, reason, 3)
+        self.risk_out.commit()
+        self.step()
+
+    def intents(self) -> list[dict]:
+        self.step()
+        out = []
+        while (offset := self.risk_in.peek()) >= 0:
+            out.append(ORDER_INTENT.as_dict(self.buffer, offset))
+            self.risk_in.release()
+        return out
