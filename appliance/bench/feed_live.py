@@ -298,13 +298,7 @@ class FeedUnderLoad:
             if self.counters_reader is not None:
                 self.counters_reader.close()
             self.ring = self.buffer = self.counters_reader = None
-            try:
-                memory.unlink()
-            finally:
-                try:
-                    memory.close()
-                except Exception:  # noqa: BLE001 - the name is gone already; the mapping dies with us
-                    pass
+            memory.remove()
 
 
 def _delta(after: dict, before: dict, label: str) -> int:

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from appliance.bench.feed_live import bench_workdir, feed_layout
+from appliance.bench.itch import scan_pass
 from appliance.bench.timing import timed
 
 SEED = 20_240_605
@@ -168,13 +169,7 @@ class _ScratchMemory:
     def close(self) -> None:
         memory, self.memory = self.memory, None
         if memory is not None:
-            try:
-                memory.unlink()
-            finally:
-                try:
-                    memory.close()
-                except Exception:  # noqa: BLE001 - the name is gone already; the mapping dies with us
-                    pass
+            memory.remove()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -228,14 +223,7 @@ def _decode_pass(data, end: int, locates=None) -> dict:
     from appliance.wire.itch import BlockScanner
 
     scanner = BlockScanner(None if locates is None else BlockScanner.locate_map(locates), strict=False)
-
-    def walk() -> int:
-        n = 0
-        for _raw in scanner.scan(data, 0, end):
-            n += 1
-        return n
-    returned, elapsed = timed(walk)
-    walked = scanner.decoded + scanner.filtered_out + scanner.malformed
+    walked, returned, elapsed = scan_pass(scanner, data, end)
     return {"messages": walked, "returned": returned, "seconds": elapsed, "msgs_per_s": walked / elapsed,
             "ns_per_msg": elapsed * 1e9 / walked, "malformed": scanner.malformed,
             "backend": "c" if scanner.uses_c else "python"}

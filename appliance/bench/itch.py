@@ -163,19 +163,22 @@ def _remove(refs, locs, qty, pxs, i):
 
 # ---------------------------------------------------------------- measurements
 
-def _measure_scanner(data: bytes, subscribed, use_c: bool, limit_bytes: int | None = None):
-    from appliance.wire.itch import BlockScanner
-
-    scanner = BlockScanner(subscribed, use_c=use_c)
-    end = len(data) if limit_bytes is None else limit_bytes
-
+def scan_pass(scanner, data: bytes, end: int) -> tuple[int, int, float]:
+    """One timed walk of ``scanner`` over ``data[:end]``: (messages walked, messages returned, seconds)."""
     def walk():
         n = 0
         for _raw in scanner.scan(data, 0, end):
             n += 1
         return n
     returned, elapsed = timed(walk)
-    walked = scanner.decoded + scanner.filtered_out + scanner.malformed
+    return scanner.decoded + scanner.filtered_out + scanner.malformed, returned, elapsed
+
+
+def _measure_scanner(data: bytes, subscribed, use_c: bool, limit_bytes: int | None = None):
+    from appliance.wire.itch import BlockScanner
+
+    scanner = BlockScanner(subscribed, use_c=use_c)
+    walked, returned, elapsed = scan_pass(scanner, data, len(data) if limit_bytes is None else limit_bytes)
     return walked, returned, elapsed, scanner
 
 

@@ -75,18 +75,12 @@ def _layout_document(name: str, journal: str, port: int, durability: str) -> dic
     }
 
 
-def _percentile(sorted_values, q: float) -> int:
-    if not sorted_values:
-        return 0
-    index = min(len(sorted_values) - 1, max(0, int(round(q / 100.0 * (len(sorted_values) - 1)))))
-    return int(sorted_values[index])
-
-
 def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
     """Run the OMS against the exchange process and time ``orders`` orders (after ``warmup``)."""
     import yaml
 
     from appliance.bench.exchange_load import exchange_args
+    from appliance.bench.timing import percentile
     from appliance.exchange.config import default_config
     from appliance.oms.config import OmsConfig
     from appliance.sim.credentials import write_sim_login
@@ -169,15 +163,18 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
         finally:
             gc.enable()
         measured = sorted(samples)
+
+        def at(q: float) -> int:            # nearest rank, like every benchmark's percentile
+            return percentile(measured, q) if measured else 0
         counters = memory.counters_reader().by_label()
         result = {
             "orders": len(measured), "warmup": warmup, "durability": durability, "cpu": cpu,
-            "ring_to_wire_p50_ns": _percentile(measured, 50), "ring_to_wire_p90_ns": _percentile(measured, 90),
-            "ring_to_wire_p99_ns": _percentile(measured, 99), "ring_to_wire_p999_ns": _percentile(measured, 99.9),
+            "ring_to_wire_p50_ns": at(0.50), "ring_to_wire_p90_ns": at(0.90),
+            "ring_to_wire_p99_ns": at(0.99), "ring_to_wire_p999_ns": at(0.999),
             "ring_to_wire_max_ns": int(measured[-1]) if measured else 0,
             "ring_to_wire_mean_ns": (sum(measured) / len(measured)) if measured else 0.0,
             "target_p50_ns": TARGET_P50_NS,
-            "meets_target": bool(measured) and _percentile(measured, 50) <= TARGET_P50_NS,
+            "meets_target": bool(measured) and at(0.50) <= TARGET_P50_NS,
             "crc32c": IMPLEMENTATION,
             "orders_sent": counters.get("oms.orders_sent", 0),
             "execution_reports": counters.get("oms.exec_reports", 0),
@@ -192,8 +189,7 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
             except Exception:        # noqa: BLE001 - clean up the rest regardless
                 pass
         if memory is not None:
-            memory.close()
-            memory.unlink()
+            memory.remove()
         exchange.terminate()
         exchange.close()
         feed.close()

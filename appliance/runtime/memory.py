@@ -81,12 +81,19 @@ class SharedMemory:
     def __enter__(self) -> "SharedMemory":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def remove(self) -> None:
+        """The creator's end: the segments' names go from /dev/shm, then the mappings (a mapping a
+        handle still holds goes with the handle)."""
         try:
-            self.close()
+            self.unlink()
         finally:
-            if self.owner:
-                self.unlink()
+            self.close()
+
+    def __exit__(self, *exc) -> None:
+        if self.owner:
+            self.remove()
+        else:
+            self.close()
 
     # ------------------------------------------------------------------ handles
     def buffer_of(self, segment: str):

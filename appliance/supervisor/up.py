@@ -238,6 +238,5 @@ class Up:
         if self.server is not None:
             self.server.close()
         if self.memory is not None:
-            self.memory.close()
-            self.memory.unlink()
+            self.memory.remove()
             log.info("segments removed")
