@@ -465,6 +465,37 @@ def feed_cases(day: ItchDay, total: int):
     return single, packet20
 
 
+def decode_peers(single, packet20, warmup: int) -> dict:
+    """The feed's decode step, compiled and its pure-Python reference, in this process on the same
+    datagrams: ``FeedPacketScanner(use_c=...)`` walking each datagram's subscribed messages, each
+    datagram timed alone (the timer's own cost subtracted)."""
+    from appliance.bench.timing import timer_overhead_ns
+    from appliance.wire.moldudp64 import FeedPacketScanner
+
+    overhead = timer_overhead_ns(50_000)
+    subscribed = bytearray(65536)
+    for locate in range(1, len(SYMBOLS) + 1):
+        subscribed[locate] = 1
+    out = {}
+    for case, datagrams in (("single", single), ("packet20", packet20)):
+        for use_c in (True, False):
+            scanner = FeedPacketScanner(subscribed, use_c=use_c)
+            scan = scanner.scan
+            latencies = array("q", bytes(8 * len(datagrams)))
+
+            def walk() -> None:
+                pc = time.perf_counter_ns
+                for i, (datagram, *_rest) in enumerate(datagrams):
+                    t0 = pc()
+                    for _raw in scan(datagram, len(datagram)):
+                        pass
+                    latencies[i] = pc() - t0 - overhead
+            from appliance.bench.timing import gc_paused
+            gc_paused(walk)
+            out[f"decode_{case}_{'c' if use_c else 'python'}"] = summary(latencies[warmup:])
+    return out
+
+
 def measure_feed(args, driver_cpu: int, agent_cpu: int) -> dict:
     import socket
     import struct
@@ -538,6 +569,7 @@ def measure_feed(args, driver_cpu: int, agent_cpu: int) -> dict:
         single_send, single_rx = run_case(single)
         packet_send, packet_rx = run_case(packet20)
         counters = memory.counters_reader().by_label()
+        peers = decode_peers(single, packet20, args.warmup)
         result = {**summary(single_rx), "warmup": args.warmup, "label": "rx->BookUpdate, 1 msg",
                   "from_sendto": summary(single_send),
                   "packet20": {"from_rx": summary(packet_rx), "from_sendto": summary(packet_send)},
@@ -548,6 +580,7 @@ def measure_feed(args, driver_cpu: int, agent_cpu: int) -> dict:
                   "what": "kernel receive (t_rx_ns) -> BookUpdate committed (t_feed_out_ns), one MoldUDP64 "
                           "datagram with one top-changing ITCH message; also from the driver's sendto, and the "
                           "20-messages-over-5-symbols datagram to its last symbol's BookUpdate"}
+        result["peers"] = peers
         if result["gaps"]:
             raise RuntimeError(f"the feed saw {result['gaps']} gaps in the bench's own sequence")
         return result
@@ -882,6 +915,18 @@ def run(args: argparse.Namespace) -> int:
             hops[name] = MEASURE[name](args, driver_cpu, agent_cpu)
         except Exception as exc:            # noqa: BLE001 - reported, the other hops still run
             errors[name] = f"{type(exc).__name__}: {exc}"
+    decode = hops.get("feed", {}).pop("peers", None)
+    if decode:
+        for case in ("single", "packet20"):
+            ours = decode[f"decode_{case}_c"]
+            peers[f"itch_decode_{case}_python"] = {
+                **decode[f"decode_{case}_python"], "ours": ours, "ours_p50_ns": ours["p50_ns"],
+                "what": f"the feed's decode of the {case} datagram: FeedPacketScanner(use_c=False), the pure-Python "
+                        f"reference of wire/_itch_fast.c (ours: use_c=True), in the driver's process"}
+    peers["not_available"] = {
+        "what": "no pure-Python reference exists for the other hops: the strategy, risk and OMS paths are "
+                "Python already (today's implementation is the reference), and the ring has only its C "
+                "implementation (bench ring compares it with multiprocessing, posix_ipc, zmq, faster-fifo)"}
     results = {"hops": hops, **sums(hops), "driver_cpu": driver_cpu, "agent_cpu": agent_cpu,
                "targets": {"p50_ns": TARGET_P50_NS, "sum_p50_ns": TARGET_SUM_P50_NS, "p99_over_p50": TAIL_RATIO},
                "budget_ns": {stage: us * 1000 for stage, us in BUDGET_US}, "verdicts": verdicts(hops)}
@@ -961,9 +1006,11 @@ def _print_table(report: dict) -> None:
     for item in rest:
         print(" " * budget_width + "   " + item)
     for name, peer in report["peers"].items():
-        print(f"peer {name}: {peer.get('what', '')}: p50 {fmt(peer.get('p50_ns'), ',')} ns"
-              + (f", {report['ratios'][name + '_vs_ours_p50']:.1f}x ours" if name + "_vs_ours_p50" in report["ratios"]
-                 else ""))
+        if "p50_ns" not in peer:
+            print(f"peers: {peer['what']}")
+            continue
+        print(f"peer {name}: p50 {peer['p50_ns']:,} ns, p99 {peer['p99_ns']:,} ns; ours p50 {peer['ours_p50_ns']:,} ns; "
+              f"{report['ratios'][name + '_vs_ours_p50']:.1f}x ours ({peer['what']})")
     for name, error in report["errors"].items():
         print(f"error ({name}): {one_line(error)}")
 

@@ -58,7 +58,12 @@ def test_bench_hops_reports_every_hop_in_the_agreed_shape_and_cleans_up(capsys):
     assert results["sum_p99_ns"] >= results["sum_p50_ns"] > 0
     assert set(results["verdicts"]) >= {"feed_p50", "strategy_p50", "risk_p50", "oms_p50", "sum_p50"}
     assert all(isinstance(v, bool) for v in results["verdicts"].values())
-    assert isinstance(out["peers"], dict) and isinstance(out["ratios"], dict)
+    for case in ("single", "packet20"):              # the feed's decode: pure Python beside the compiled scanner
+        peer = out["peers"][f"itch_decode_{case}_python"]
+        assert 0 < peer["p50_ns"] <= peer["p99_ns"] and 0 < peer["ours_p50_ns"]
+        assert out["ratios"][f"itch_decode_{case}_python_vs_ours_p50"] > 0
+    assert set(out["ratios"]) >= {"feed_p50_vs_target", "strategy_p50_vs_target", "risk_p50_vs_target",
+                                  "oms_p50_vs_target"}
     assert _children() == []
     assert set(_leftovers()) <= before
 
