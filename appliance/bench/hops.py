@@ -63,12 +63,13 @@ LAYOUT_PREFIX = "hops"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", type=positive_int, default=20_000,
-                        help="measured samples per hop (default 20000)")
+    parser.add_argument("--samples", type=positive_int, default=10_000,
+                        help="measured samples per hop and case (default 10000: the whole bench in about a minute "
+                             "on a 2-core box)")
     parser.add_argument("--warmup", type=bounded(int, 0, 1_000_000), default=1_000,
                         help="samples per hop before measuring (default 1000)")
-    parser.add_argument("--ring-round-trips", type=positive_int, default=100_000,
-                        help="ring ping-pong round trips (default 100000)")
+    parser.add_argument("--ring-round-trips", type=positive_int, default=50_000,
+                        help="ring ping-pong round trips (default 50000)")
     parser.add_argument("--hops", default=",".join(HOPS),
                         help=f"hops to measure, comma separated (default {','.join(HOPS)})")
     parser.add_argument("--timeout", type=bounded(float, 1, 600, " s"), default=30.0,
