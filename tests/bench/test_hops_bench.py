@@ -11,6 +11,7 @@ import os
 import pytest
 
 from appliance.bench import hops as hops_bench
+from appliance.bench.hops_rig import LAYOUT_PREFIX
 from appliance.command_io.arguments import UsageError
 
 
@@ -37,7 +38,7 @@ def _children() -> list[int]:
 
 
 def _leftovers() -> list[str]:
-    return glob.glob(f"/dev/shm/{hops_bench.LAYOUT_PREFIX}*") + glob.glob("/tmp/bench-hops-*")
+    return glob.glob(f"/dev/shm/{LAYOUT_PREFIX}*") + glob.glob("/tmp/bench-hops-*")
 
 
 def test_bench_hops_reports_every_hop_in_the_agreed_shape_and_cleans_up(capsys):

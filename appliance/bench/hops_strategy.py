@@ -1,0 +1,112 @@
+"""``bench hops`` strategy: BookUpdate committed to the first OrderIntent committed, the reference
+market maker requoting."""
+from __future__ import annotations
+
+import shutil
+import time
+from array import array
+
+from appliance.bench.hops_rig import TICK, MeasuredAgent, pinned, scratch_directory, spin_peek, summary
+
+
+# ---------------------------------------------------------------------------
+# strategy: BookUpdate -> OrderIntent
+# ---------------------------------------------------------------------------
+
+# The reference market maker, one symbol quoted 10 ticks wide: a 2-tick move of the mid (more than
+# its 1-tick requote threshold, less than half its width, so no side waits for the other) replaces both.
+MARKET_MAKER_PARAMETERS = {"tick": TICK, "spread_ticks": 10, "size": 100, "lot": 100, "max_position": 1000,
+                           "requote_threshold_ticks": 1, "fair_value": "mid"}
+
+
+def measure_strategy(args, driver_cpu: int, agent_cpu: int) -> dict:
+    import struct
+
+    from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT
+    from appliance.messages.codes import Action, ExecEvent
+
+    workdir = scratch_directory("strategy")
+    agent = None
+    try:
+        params = {"strategy": "appliance.strategy.market_maker:MarketMaker", "strategy_id": 1,
+                  "parameters": dict(MARKET_MAKER_PARAMETERS), "timer_interval_ms": 3_600_000}
+        agent = MeasuredAgent("strategy", params, agent_cpu, args.timeout, workdir)
+        memory = agent.memory
+        control = memory.control("*")
+        control.set("feed_ready", 1)
+        control.write_gate(0)
+        books = memory.ring("book_updates", "producer")
+        books_buffer = memory.ring_buffer("book_updates")
+        intents = memory.ring("order_intents", "consumer")
+        intents_buffer = memory.ring_buffer("order_intents")
+        reports = memory.ring("exec_to_strategy", "producer")
+        reports_buffer = memory.ring_buffer("exec_to_strategy")
+        read_intent = ORDER_INTENT.read
+        pack_book, pack_report = BOOK_UPDATE.pack_into, EXECUTION_REPORT.pack_into
+        new, replace, cancel = int(Action.NEW), int(Action.REPLACE), int(Action.CANCEL)
+        accepted, replaced, canceled = int(ExecEvent.ACCEPTED), int(ExecEvent.REPLACED), int(ExecEvent.CANCELED)
+        total = args.warmup + args.samples
+        latencies = array("q", bytes(8 * total))
+        base = 1_900_000
+        empty = (0,) * 4
+        counts = {"intents": 0, "stray_intents": 0, "updates_without_second_intent": 0}
+        second_wait_s = min(args.timeout, 0.05)
+        u64 = struct.Struct("<Q").unpack_from
+        t_out_at = ORDER_INTENT.offset_of["t_strategy_out_ns"]
+        t_in_at = ORDER_INTENT.offset_of["t_feed_out_ns"]
+
+        def acknowledge(intent) -> None:
+            """The OMS's answer to an intent, as the venue accepted it."""
+            event = {new: accepted, replace: replaced, cancel: canceled}.get(intent.action)
+            if event is None:
+                return
+            shares = 0 if event == canceled else intent.shares
+            offset = reports.claim()
+            pack_report(reports_buffer, offset, intent.client_order_id, intent.orig_client_order_id, 0, 0,
+                        intent.strategy_id, intent.symbol_id, event, intent.side, 0, 0, intent.shares, intent.price,
+                        shares, 0, 0, 0, 0, time.time_ns())
+            reports.commit()
+
+        def drive() -> None:
+            tns = time.time_ns
+            for i in range(total):
+                mid = base + (2 * TICK if i & 1 else 0)
+                offset = books.claim()
+                t_feed_out = tns()
+                pack_book(books_buffer, offset, 0, 0, ord("T"), 1, 1, mid - TICK, *empty, 500, *empty,
+                          mid + TICK, *empty, 500, *empty, mid, 100, i + 1, i + 1, t_feed_out - 2_000,
+                          t_feed_out - 1_000, t_feed_out)
+                books.commit()
+                seen = []
+                first = True
+                while len(seen) < 2:
+                    if first:
+                        offset = spin_peek(intents, agent, args.timeout)
+                    else:                     # the other side's replace, usually in the same duty cycle
+                        deadline = time.monotonic() + second_wait_s
+                        while (offset := intents.peek()) < 0 and time.monotonic() < deadline:
+                            pass
+                        if offset < 0:
+                            counts["updates_without_second_intent"] += 1
+                            break
+                    if u64(intents_buffer, offset + t_in_at)[0] != t_feed_out:
+                        counts["stray_intents"] += 1
+                    elif first:
+                        latencies[i] = u64(intents_buffer, offset + t_out_at)[0] - t_feed_out
+                        first = False
+                    seen.append(read_intent(intents_buffer, offset))
+                    intents.release()
+                counts["intents"] += len(seen)
+                for intent in seen:
+                    acknowledge(intent)
+                while reports.depth():        # the strategy has read every acknowledgement
+                    pass
+        pinned(driver_cpu, drive)
+        return {**summary(latencies[args.warmup:]), "warmup": args.warmup, **counts, "label": "BookUpdate->intent",
+                "what": "BookUpdate committed -> first OrderIntent committed, the reference market maker "
+                        "replacing its bid and ask"}
+    finally:
+        if agent is not None:
+            agent.stop()
+            agent.close()
+        shutil.rmtree(workdir, ignore_errors=True)
