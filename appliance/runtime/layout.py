@@ -7,13 +7,21 @@ process touches shared memory. Offsets depend only on the layout (never on the
 machine or the backing chosen), and the canonical form of the layout, together
 with the shape of every message it carries, has a SHA-256 hash that every
 segment header records.
+
+Profiles: the production placement (``full``: a pinned CPU per hot process) needs the CPUs it
+names. ``profiles.small`` re-places the processes for a machine with fewer CPUs (consumers park
+on their doorbells, at most one spinner, the simulated exchange's CPU apart). ``profile: auto``
+(the default) picks ``small``, with a warning, when a CPU the processes are pinned to is not
+available here, else ``full``; ``full`` or ``small`` names it outright. The choice is made in the
+file, not on a command line, because every process and tool that attaches reads this file and
+must reach the same result: the resolved profile and idle strategies are in the canonical hash.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from appliance.messages.catalog import MESSAGES, records_on
 from appliance.runtime import _shm
@@ -32,6 +40,8 @@ PROCESS_DOORBELL_OFFSET = CACHE_LINE
 RING_HEADER_SIZE = _shm.RING_HEADER_SIZE
 
 IDLE_STRATEGIES = ("busy_spin", "yield", "backoff", "sleep", "doorbell")
+SPINNING_IDLE = ("busy_spin", "yield")     # never sleep: one CPU each while the market is quiet
+PROFILES = ("auto", "full", "small")
 SCHED_POLICIES = ("other", "fifo")
 BACKINGS = ("hugepage", "4k")
 TABLE_KINDS = ("counters", "processes", "market_state", "control", "positions")
@@ -150,6 +160,8 @@ class Layout:
     canonical: bytes = b""
     hash: bytes = b""
     warnings: list[str] = field(default_factory=list)
+    profile: str = "full"                  # the resolved profile: full or small
+    simulator_cpu: int | None = None       # the small profile's CPU for the simulated exchange (sim/)
 
     @property
     def hash_hex(self) -> str:
@@ -243,7 +255,7 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
     if data is None:
         c.fail("", "empty file")
     c.mapping(data, "", 1, {"version": int, "name": str, "segments": list, "rings": list, "tables": list,
-                            "processes": list, "symbols": list},
+                            "processes": list, "symbols": list, "profile": str, "profiles": dict},
               required=("version", "name", "segments", "rings", "tables", "processes"))
     version = c.integer(data["version"], "version", line_of(data, "version"), 1)
     name = _name(c, data)
@@ -251,9 +263,12 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
     segments = _segments(c, data)
     cpus = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
     processes, warnings = _processes(c, data, file, cpus)
+    profile, processes, simulator_cpu, warnings = _profile(c, data, file, cpus, processes, warnings)
     tables = _tables(c, data, segments, processes, symbols)
     rings = _rings(c, data, segments, processes, tables)
-    return _compute(file, name, version, segments, rings, tables, processes, warnings, symbols)
+    layout = _compute(file, name, version, segments, rings, tables, processes, warnings, symbols, profile)
+    layout.simulator_cpu = simulator_cpu
+    return layout
 
 
 def _name(c: Checker, data) -> str:
@@ -307,12 +322,7 @@ def _processes(c: Checker, data, file: str, cpus: set[int]) -> tuple[dict[str, P
         module, _, cls = agent.partition(":")
         if not module or not cls or not all(p.isidentifier() for p in module.split(".") + cls.split(".")):
             c.fail(f"{path}.agent", f"{agent!r} must be 'package.module:ClassName'", line_of(proc, "agent"))
-        cpu = proc.get("cpu")
-        if cpu is not None:
-            c.integer(cpu, f"{path}.cpu", line_of(proc, "cpu"), 0)
-            if cpu not in cpus:
-                warnings.append(f"{file}:{line_of(proc, 'cpu')}: {path}.cpu: CPU {cpu} is not available on this "
-                                f"machine (allowed: {_cpu_list(cpus)}); the process will run unpinned")
+        cpu = _cpu(c, proc, path, file, cpus, warnings)
         idle = _parse_idle(c, proc["idle"], f"{path}.idle", line_of(proc, "idle"))
         sched = _parse_scheduling(c, proc.get("scheduling", {}), f"{path}.scheduling", line_of(proc, "scheduling"))
         processes[proc["name"]] = ProcessSpec(name=proc["name"], index=i, agent=agent, cpu=cpu, idle=idle,
@@ -322,6 +332,65 @@ def _processes(c: Checker, data, file: str, cpus: set[int]) -> tuple[dict[str, P
         warnings.append(f"{file}: {len(spinners)} busy-spinning processes ({', '.join(spinners)}) on "
                         f"{len(cpus)} CPUs: they will starve each other; use backoff or doorbell here")
     return processes, warnings
+
+
+def _cpu(c: Checker, entry: dict, path: str, file: str, cpus: set[int], warnings: list[str]) -> int | None:
+    """A process's ``cpu`` (null: unpinned); one this machine lacks is a warning (it runs unpinned)."""
+    cpu = entry.get("cpu")
+    if cpu is not None:
+        c.integer(cpu, f"{path}.cpu", line_of(entry, "cpu"), 0)
+        if cpu not in cpus:
+            warnings.append(f"{file}:{line_of(entry, 'cpu')}: {path}.cpu: CPU {cpu} is not available on this "
+                            f"machine (allowed: {_cpu_list(cpus)}); the process will run unpinned")
+    return cpu
+
+
+def _profile(c: Checker, data, file: str, cpus: set[int], processes: dict[str, ProcessSpec],
+             warnings: list[str]) -> tuple[str, dict[str, ProcessSpec], int | None, list[str]]:
+    """``profile`` and ``profiles``: which placement runs here, and the processes as it places them.
+
+    ``profiles.small`` holds, per process, the ``cpu`` and ``idle`` that replace the process's own
+    (a process it does not name keeps them), and ``simulator_cpu``. ``auto`` chooses small when a
+    pinned CPU is missing here (the warning says so); small then must have at most one spinner."""
+    chosen = c.choice(data.get("profile", "auto"), "profile", line_of(data, "profile"), PROFILES)
+    top = c.section(data.get("profiles"), "profiles", line_of(data, "profiles"), {"small": dict}, optional=True)
+    small = top.section("small", {"processes": dict, "simulator_cpu": (int, None)}) if "small" in top else None
+    overrides: dict[str, dict] = {}
+    simulator_cpu = None
+    small_warnings: list[str] = []
+    if small is not None:
+        if small.get("simulator_cpu", None) is not None:
+            simulator_cpu = small.integer("simulator_cpu", 0)
+        entries = small.section("processes", {name: dict for name in processes})
+        for name in entries.value:
+            path = entries.key_path(name)
+            entry = c.section(entries.value[name], path, entries.line_of(name), {"cpu": (int, None), "idle": dict})
+            override = {}
+            if "cpu" in entry:
+                override["cpu"] = _cpu(c, entry.value, path, file, cpus, small_warnings)
+            if "idle" in entry:
+                override["idle"] = _parse_idle(c, entry.value["idle"], f"{path}.idle", entry.line_of("idle"))
+            overrides[name] = override
+    if chosen == "small" and small is None:
+        c.fail("profile", "'small' needs a profiles.small section", line_of(data, "profile"))
+    profile = chosen
+    if chosen == "auto":
+        asked = {p.cpu for p in processes.values() if p.cpu is not None}
+        profile = "small" if small is not None and not asked <= cpus else "full"
+        if profile == "small":
+            small_warnings.insert(0, f"{file}: this machine has {len(cpus)} CPUs ({_cpu_list(cpus)}) and the layout "
+                                     f"pins processes to {len(asked)} ({_cpu_list(asked)}): running the small profile "
+                                     f"(profiles.small; set profile: full to keep the production placement)")
+    if profile == "full":
+        return profile, processes, None, warnings
+    placed = {name: replace(spec, **overrides.get(name, {})) for name, spec in processes.items()}
+    spinners = [p.name for p in placed.values() if p.idle.strategy in SPINNING_IDLE]
+    if len(spinners) > 1:
+        c.fail("profiles.small.processes", f"at most one spinner on a small machine, got {len(spinners)} "
+               f"({', '.join(spinners)}): the others park (doorbell, backoff or sleep)", small.line_of("processes"))
+    replaced = tuple(f"processes[{p.index}].cpu:" for p in placed.values() if "cpu" in overrides.get(p.name, {}))
+    kept = [w for w in warnings if not any(prefix in w for prefix in replaced)]
+    return profile, placed, simulator_cpu, small_warnings + kept
 
 
 def _tables(c: Checker, data, segments: dict, processes: dict, symbols: tuple) -> dict[str, dict]:
@@ -456,7 +525,7 @@ def _cpu_list(cpus: set[int]) -> str:
 # Offsets and the canonical hash
 # --------------------------------------------------------------------------
 
-def _canonical_document(name, version, segments, rings, tables, processes, symbols=()) -> dict:
+def _canonical_document(name, version, segments, rings, tables, processes, symbols=(), profile="full") -> dict:
     """Everything two processes must agree on to share memory, in a fixed order."""
     used_messages = sorted({record.name for r in rings.values() for record in records_on(r["message"])}
                            | ({"MarketState"} if any(t["kind"] == "market_state" for t in tables.values()) else set())
@@ -464,6 +533,7 @@ def _canonical_document(name, version, segments, rings, tables, processes, symbo
     return {
         "name": name,
         "version": version,
+        "profile": profile,
         "segments": [{"name": s["name"], "backing": s["backing"], "mode": s["mode"]} for s in segments.values()],
         "tables": [dict(t) for t in tables.values()],
         "rings": [dict(r) for r in rings.values()],
@@ -475,8 +545,8 @@ def _canonical_document(name, version, segments, rings, tables, processes, symbo
     }
 
 
-def _compute(file, name, version, segments, rings, tables, processes, warnings, symbols=()) -> Layout:
-    document = _canonical_document(name, version, segments, rings, tables, processes, symbols)
+def _compute(file, name, version, segments, rings, tables, processes, warnings, symbols=(), profile="full") -> Layout:
+    document = _canonical_document(name, version, segments, rings, tables, processes, symbols, profile)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     digest = hashlib.sha256(canonical).digest()
     cursor = {s: SEGMENT_HEADER_SIZE + _align(len(canonical), PAGE_SIZE) for s in segments}
@@ -497,7 +567,8 @@ def _compute(file, name, version, segments, rings, tables, processes, warnings, 
         size = _align(cursor[s["name"]], HUGE_PAGE_SIZE)   # a multiple of the huge page size either way
         segment_specs[s["name"]] = SegmentSpec(size=size, shm_name=f"{name}-{s['name']}", **s)
     return Layout(path=file, name=name, version=version, segments=segment_specs, rings=ring_specs,
-                  tables=table_specs, processes=processes, symbols=symbols, canonical=canonical, hash=digest, warnings=warnings)
+                  tables=table_specs, processes=processes, symbols=symbols, canonical=canonical, hash=digest, warnings=warnings,
+                  profile=profile)
 
 
 def describe_difference(mine: bytes, theirs: bytes) -> list[str]:

@@ -23,9 +23,9 @@ def run(args: argparse.Namespace) -> int:
     for warning in layout.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.action == "check":
-        print(f"{args.file}: ok (version {layout.version}, hash {layout.hash_hex[:16]})")
+        print(f"{args.file}: ok (version {layout.version}, profile {layout.profile}, hash {layout.hash_hex[:16]})")
         return 0
-    print(f"layout {layout.name} version {layout.version} hash {layout.hash_hex}")
+    print(f"layout {layout.name} version {layout.version} profile {layout.profile} hash {layout.hash_hex}")
     for seg in layout.segments.values():
         print(f"segment {seg.name:<12} /dev/shm/{seg.shm_name:<24} {seg.size:>12} bytes  backing {seg.backing}  "
               f"mode {seg.mode:04o}")

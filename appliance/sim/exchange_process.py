@@ -62,6 +62,17 @@ class ExchangeProcess:
             self._reader = threading.Thread(target=self._read, daemon=True)
             self._reader.start()
 
+    def pin(self, cpu: int) -> bool:
+        """Keep the exchange on ``cpu`` (the small profile's ``simulator_cpu``), away from the feed;
+        a CPU this process may not use leaves it unpinned (False)."""
+        try:
+            if cpu not in os.sched_getaffinity(0):
+                return False
+            os.sched_setaffinity(self.proc.pid, {cpu})
+        except OSError:                     # the process already ended
+            return False
+        return True
+
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))

@@ -41,8 +41,12 @@ def _wait(predicate, timeout_s: float, what: str, interval_s: float = 0.02):
 class Sandbox:
     def __init__(self, workdir: str | Path, *, name: str | None = None, background_rate: float = 2000,
                  seed: int = 7, faults: dict | None = None, gentle_idle: bool = True,
-                 params: dict | None = None, exchange: dict | None = None, env: dict | None = None):
-        """``params``: per process, extra params merged over the repository layout's;
+                 params: dict | None = None, exchange: dict | None = None, env: dict | None = None,
+                 profile: str | None = None):
+        """``gentle_idle``: the gentler backoff for feed, strategy and OMS under the production
+        placement (``profile: full``; what the tests run on 2 cores); ``profile``: otherwise the
+        layout's ``profile`` key (None: the repository layout's own; runtime/layout.py);
+        ``params``: per process, extra params merged over the repository layout's;
         ``exchange``: sections merged over the exchange's embedded default config (``firms``:
         {username: {field: value}} over the default firms)."""
         self.dir = Path(workdir)
@@ -52,6 +56,7 @@ class Sandbox:
         self.seed = seed
         self.faults = faults or {}
         self.gentle_idle = gentle_idle
+        self.profile = "full" if gentle_idle else profile
         self.params = params or {}
         self.exchange_sections = exchange or {}
         self.env = dict(appliance_env(), **(env or {}))
@@ -174,9 +179,13 @@ class Sandbox:
         if self.gentle_idle:
             for name in ("feed", "strategy", "oms"):
                 by_name[name]["idle"] = dict(GENTLE_IDLE)
+        if self.profile is not None:
+            doc["profile"] = self.profile
         self.layout_path.write_text(yaml.safe_dump(doc, sort_keys=False))
         from appliance.runtime.layout import load_layout
         self.layout = load_layout(self.layout_path)
+        if self.layout.simulator_cpu is not None:
+            self.exchange.pin(self.layout.simulator_cpu)
 
     def start_appliance(self) -> None:
         self.up_log = self.dir / "up.log"

@@ -91,6 +91,9 @@ class SimulatedVenue:
             args += ["--config", self.sim_config]
         log_path = day / "exchange.log"
         self.exchange = ExchangeProcess(args, log_path=log_path, cwd=base)
+        if layout.simulator_cpu is not None and not self.exchange.pin(layout.simulator_cpu):
+            log.warning("simulator_cpu %d is not available here: the simulated exchange runs unpinned",
+                        layout.simulator_cpu)
         try:
             self.exchange.wait_ready(READY_TIMEOUT_S)
         except RuntimeError as exc:
