@@ -2,8 +2,9 @@
 
 One duty cycle: read up to ``max_packets_per_cycle`` packets from the feed socket and from the
 re-request channel; hand each to the sequencer; apply in-order packets (and whatever buffered
-packets they release) to the books; publish a BookUpdate for each message that changed a
-subscribed book's top levels, trading state or last trade. Then the slow checks: re-request
+packets they release) to the books; after each packet, publish one BookUpdate for each subscribed
+book whose top levels, trading state or last trade it changed (``outputs.py``: coalesced per
+packet, a trade print never coalesced away). Then the slow checks: re-request
 timeouts, staleness, and the shared-memory counters every ``counters_interval_ms``.
 
 A book is stale (flag in every update and in the market-state table; ``feed_ready`` 0 while
@@ -249,16 +250,10 @@ class FeedAgent(Agent):
             self._set_feed_stale(False)
 
     def _apply(self, buffer, nbytes: int, skip: int, rx_ns: int) -> None:
+        """One delivered packet: its messages to the books, then one update per changed symbol."""
         scanner = self.scanner
-        apply = self.books.apply
-        books = self.books.books
-        publish = self.outputs.publish
         messages = scanner.scan(buffer, nbytes, skip)
-        mold_sequence = scanner.sequence_number + skip
-        for raw in messages:
-            sid = apply(raw)
-            if sid >= 0:
-                publish(books[sid], mold_sequence, rx_ns)
+        self.outputs.publish_packet(messages, self.books, scanner.sequence_number + scanner.message_count - 1, rx_ns)
 
     # ------------------------------------------------------------------ slow path (every ms)
 
@@ -643,7 +638,8 @@ class FeedAgent(Agent):
         self._book_counters = [allocate(f"feed.book.{name}") for name in self.books.COUNTER_NAMES]
         self._scanner_counters = [allocate("feed.messages_decoded"), allocate("feed.messages_filtered"),
                                   allocate("feed.messages_malformed"), allocate("feed.bad_packets")]
-        self._output_counters = [allocate("feed.book_updates"), allocate("feed.book_updates_dropped")]
+        self._output_counters = [allocate("feed.book_updates"), allocate("feed.book_updates_dropped"),
+                                 allocate("feed.book_update_messages")]
         self._snapshot_counters = [allocate("feed.snapshot_rebuilds"), allocate("feed.snapshot_failures"),
                                    allocate("feed.snapshot_in_progress")]
         self._trigger_counters = {t: allocate(f"feed.snapshot_trigger_{t}") for t in SNAPSHOT_TRIGGERS}
@@ -664,6 +660,7 @@ class FeedAgent(Agent):
             counter.set(value)
         self._output_counters[0].set(self.outputs.published)
         self._output_counters[1].set(self.outputs.dropped)
+        self._output_counters[2].set(self.outputs.messages)
         for counter, value in zip(self._snapshot_counters, (self._snapshot_rebuilds, self._snapshot_failures,
                                                             int(self._rebuild is not None))):
             counter.set(value)

@@ -330,11 +330,8 @@ def _feed_pipeline(packets: list[bytes], outputs: BookOutputs) -> str:
                               request_timeout_ns=1000, max_retries=2)
 
     def apply(buffer, nbytes, skip, rx_ns):
-        mold_sequence = scanner.sequence_number + skip
-        for raw in scanner.scan(buffer, nbytes, skip):
-            sid = books.apply(raw)
-            if sid >= 0:
-                outputs.publish(books.books[sid], mold_sequence, rx_ns)
+        messages = scanner.scan(buffer, nbytes, skip)
+        outputs.publish_packet(messages, books, scanner.sequence_number + scanner.message_count - 1, rx_ns)
 
     now = 1_000_000
     for packet in packets:
