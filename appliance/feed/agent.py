@@ -139,7 +139,7 @@ class FeedAgent(Agent):
         cfg, ctx = self.config, self.context
         layout, memory = ctx.layout, ctx.memory
         self.books = BookSet(layout.symbols, BOOK_DEPTH)
-        self.scanner = moldudp64.FeedPacketScanner(self.books.subscribed_locates)
+        self.scanner = itch.BlockScanner(self.books.subscribed_locates, strict=False)
         self.receiver = UdpReceiver(cfg.listen_host, cfg.listen_port, source=(cfg.source_host, cfg.source_port),
                                     multicast_group=cfg.multicast_group, interface=cfg.interface,
                                     rcvbuf=cfg.rcvbuf_bytes)
@@ -237,7 +237,7 @@ class FeedAgent(Agent):
                 self._session_restarted()
             return
         if self._kept is None:
-            self._apply(buffer, nbytes, skip, rx_ns)
+            self._publish(buffer, sequencer.payload_offset, nbytes, sequencer.next_expected - 1, rx_ns)
             if sequencer.pending:
                 for packet, size, skipped, packet_rx_ns in sequencer.drain():
                     self._apply(packet, size, skipped, packet_rx_ns)
@@ -249,11 +249,16 @@ class FeedAgent(Agent):
         if self._feed_stale and sequencer.live and not self._hold_all:   # never after a lost gap, an end or mid-rebuild
             self._set_feed_stale(False)
 
+    def _publish(self, buffer, start: int, nbytes: int, last_sequence: int, rx_ns: int) -> None:
+        """One delivered packet, its new messages from byte ``start`` (the sequencer checked the header and
+        the blocks): to the books, then one update per changed symbol."""
+        self.outputs.publish_packet(self.scanner.scan(buffer, start, nbytes, True), self.books, last_sequence, rx_ns)
+
     def _apply(self, buffer, nbytes: int, skip: int, rx_ns: int) -> None:
-        """One delivered packet: its messages to the books, then one update per changed symbol."""
-        scanner = self.scanner
-        messages = scanner.scan(buffer, nbytes, skip)
-        self.outputs.publish_packet(messages, self.books, scanner.sequence_number + scanner.message_count - 1, rx_ns)
+        """A packet the sequencer released from hold, or one kept for a rebuild: ``skip`` leading
+        messages delivered before."""
+        _session, sequence, count = _unpack_mold(buffer, 0)
+        self._publish(buffer, moldudp64.block_offset(buffer, nbytes, skip), nbytes, sequence + count - 1, rx_ns)
 
     # ------------------------------------------------------------------ slow path (every ms)
 
@@ -637,7 +642,7 @@ class FeedAgent(Agent):
         self._sequencer_counters = [allocate(f"feed.{name}") for name in SEQUENCER_COUNTERS]
         self._book_counters = [allocate(f"feed.book.{name}") for name in self.books.COUNTER_NAMES]
         self._scanner_counters = [allocate("feed.messages_decoded"), allocate("feed.messages_filtered"),
-                                  allocate("feed.messages_malformed"), allocate("feed.bad_packets")]
+                                  allocate("feed.messages_malformed")]
         self._output_counters = [allocate("feed.book_updates"), allocate("feed.book_updates_dropped"),
                                  allocate("feed.book_update_messages")]
         self._snapshot_counters = [allocate("feed.snapshot_rebuilds"), allocate("feed.snapshot_failures"),
@@ -655,8 +660,7 @@ class FeedAgent(Agent):
         for counter, value in zip(self._book_counters, self.books.counters):
             counter.set(value)
         scanner = self.scanner
-        for counter, value in zip(self._scanner_counters, (scanner.scanner.decoded, scanner.scanner.filtered_out,
-                                                           scanner.scanner.malformed, scanner.bad_packets)):
+        for counter, value in zip(self._scanner_counters, (scanner.decoded, scanner.filtered_out, scanner.malformed)):
             counter.set(value)
         self._output_counters[0].set(self.outputs.published)
         self._output_counters[1].set(self.outputs.dropped)

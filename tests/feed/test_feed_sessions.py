@@ -285,3 +285,16 @@ def test_packets_recovered_by_re_request_and_released_from_hold_give_one_update_
         assert [update[f"{side}_{what}_{i}"] for side in ("bid", "ask") for what in ("price", "shares")
                 for i in range(BOOK_DEPTH)] == levels
         assert update["update_sequence"] == book.update_sequence and not update["flags"] & BOOK_FLAG_STALE
+
+
+def test_bad_packets_from_the_publisher_are_counted_in_feed_bad_packets(rig):
+    """The sequencer counts packets whose blocks do not fill them; the agent stored its count under
+    feed.bad_packets and then the scanner's (always 0: the sequencer drops them before any scan)
+    under the same label, so the counter read 0."""
+    venue, feed = start_live(rig)
+    good = moldudp64.pack_messages(venue.session, venue.published + 1, [b"A" * 36])[0]
+    for _ in range(5):
+        venue.send_raw(good[:-3])                # the publisher's address, its session, a block cut short
+    feed.pump(lambda: feed.sequencer.bad_packets >= 5, venue=venue, message="bad packets counted")
+    feed.pump(lambda: feed.counters()["feed.bad_packets"] >= 5, venue=venue, message="feed.bad_packets stored")
+    assert feed.counters()["feed.bad_packets"] == feed.sequencer.bad_packets
