@@ -18,10 +18,13 @@ disabled, this process pinned to one CPU):
 * ``decode_only``: the same scanner without a filter and without books (every message
   decoded to a raw tuple);
 * ``books_all_symbols``: the scanner and books for every symbol (the worst case for books);
-* ``replay_with_publish``: ``replay`` plus the feed's output for every book change
-  (``BookOutputs.publish``: the market-state slot and a BookUpdate on a real shared-memory
-  ring, released here every 1024 updates): the agent's whole per-message work but the socket
-  and the sequencer;
+* ``replay_with_publish``: ``replay`` packet by packet (the file cut into MoldUDP64 payloads of at
+  most ``moldudp64.DEFAULT_MAX_PAYLOAD`` bytes, as the exchange packs them) plus the feed's output:
+  ``BookOutputs.publish_packet``, one update per changed symbol per packet (the market-state slot
+  and a BookUpdate on a real shared-memory ring, released here every 1024 updates): the agent's
+  whole per-packet work but the socket and the sequencer. ``publish_ns_per_update`` is its time
+  over ``replay``'s per update written; ``messages_covered`` (the updates' message counts) equals
+  ``replay``'s book changes;
 * the peer ``itchfeed`` (PyPI, decode only; pure Python unless its C++ backend is present)
   on the first ``--itchfeed-messages`` messages (default 1,000,000: it runs ~0.25 M msg/s),
   and our two paths again on the same prefix, for the ratios.
@@ -173,14 +176,34 @@ class _ScratchMemory:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def _packet_bounds(data, end: int, max_payload: int) -> list[tuple[int, int]]:
+    """The file's blocks cut into MoldUDP64-sized payloads (at most ``max_payload`` bytes, as the exchange
+    packs them): ``(start, stop)`` byte ranges, whole blocks each."""
+    bounds = []
+    start = offset = 0
+    while offset + 2 <= end:
+        size = 2 + (data[offset] << 8 | data[offset + 1])
+        if offset + size - start > max_payload and offset > start:
+            bounds.append((start, offset))
+            start = offset
+        offset += size
+    if end > start:
+        bounds.append((start, end))
+    return bounds
+
+
 def _publish_pass(data, end: int, symbols: list[str]) -> dict:
-    """The books pass plus the feed's output for every book change: ``BookOutputs.publish`` (market-state
-    slot + BookUpdate on a real shared-memory ring), the ring released here every 1024 updates."""
+    """The books pass plus the feed's output, packet by packet as the feed agent does it: the file cut into
+    MoldUDP64-sized payloads, each through ``BookOutputs.publish_packet`` (the books, then one update per
+    changed symbol: market-state slot + BookUpdate on a real shared-memory ring), the ring released here
+    every 1024 updates."""
     from appliance.feed.books import BookSet
     from appliance.feed.outputs import BookOutputs
     from appliance.messages.catalog import BOOK_DEPTH
     from appliance.wire.itch import BlockScanner
+    from appliance.wire.moldudp64 import DEFAULT_MAX_PAYLOAD
 
+    bounds = _packet_bounds(data, end, DEFAULT_MAX_PAYLOAD)
     scratch = _ScratchMemory(symbols)
     producer = consumer = outputs = None
     try:
@@ -190,26 +213,28 @@ def _publish_pass(data, end: int, symbols: list[str]) -> dict:
         outputs.feed_stale = False
         books = BookSet(symbols, BOOK_DEPTH)
         scanner = BlockScanner(books.subscribed_locates, strict=False)
-        apply, publish, book_list = books.apply, outputs.publish, books.books
+        scan, publish_packet = scanner.scan, outputs.publish_packet
         peek, release = consumer.peek, consumer.release
 
         def walk() -> int:
-            published = 0
-            for raw in scanner.scan(data, 0, end):
-                sid = apply(raw)
-                if sid >= 0:
-                    publish(book_list[sid], 0, 1)
-                    published += 1
-                    if not published & 1023:
-                        while peek() >= 0:
-                            release()
-            return published
+            published = unreleased = 0
+            for start, stop in bounds:
+                n = publish_packet(scan(data, start, stop, True), books, 0, 1)
+                unreleased += n
+                if unreleased >= 1024:
+                    published += unreleased
+                    unreleased = 0
+                    while peek() >= 0:
+                        release()
+            return published + unreleased
         published, elapsed = timed(walk)
         walked = scanner.decoded + scanner.filtered_out + scanner.malformed
         result = {"messages": walked, "seconds": elapsed, "msgs_per_s": walked / elapsed,
                   "ns_per_msg": elapsed * 1e9 / walked, "malformed": scanner.malformed,
                   "applied": books.messages_applied, "published": published, "dropped": outputs.dropped,
-                  "path": "BlockScanner + locate filter + BookSet.apply + BookOutputs.publish (ring + market state)"}
+                  "messages_covered": outputs.messages, "packets": len(bounds), "max_payload": DEFAULT_MAX_PAYLOAD,
+                  "path": "BlockScanner + locate filter + BookOutputs.publish_packet (BookSet.apply, then one "
+                          "update per changed symbol per packet: ring + market state)"}
     finally:
         if outputs is not None:
             outputs.market_state.close()
@@ -322,10 +347,11 @@ def measure_replay(args, cache: Path) -> tuple[dict, dict, dict, list[str]]:
         os.sched_setaffinity(0, allowed)
 
     check = books_check(books, all_books, total, [ours, filtered, decode, every, published])
-    if published["published"] != ours["book_changes"] or published["dropped"]:
+    if published["messages_covered"] != ours["book_changes"] or published["dropped"]:
         check["ok"] = False
-        check["problems"].append(f"the publish pass wrote {published['published']} updates ({published['dropped']} "
-                                 f"dropped), the books pass made {ours['book_changes']} changes")
+        check["problems"].append(f"the publish pass's {published['published']} updates ({published['dropped']} "
+                                 f"dropped) covered {published['messages_covered']} changes, the books pass made "
+                                 f"{ours['book_changes']}")
     ours.update(subscribed=subscribed, subscribed_locates=[names.index(s) + 1 for s in subscribed],
                 symbols=args.symbols, book_share=ours["applied"] / total, check=check, cpu=cpu,
                 file={k: info[k] for k in ("path", "messages", "bytes", "cached", "generate_seconds")},

@@ -81,8 +81,11 @@ def _print_replay(results: dict, peers: dict, ratios: dict) -> None:
         print(f"books cost per message applied (books pass minus scanner pass): "
               f"{ours['books_ns_per_applied_msg']:,.0f} ns with {len(ours['subscribed'])} books, "
               f"{results['books_all_symbols']['books_ns_per_applied_msg']:,.0f} ns with all {ours['symbols']}; "
-              f"publish (market state + ring) per book change: "
-              f"{results['replay_with_publish']['publish_ns_per_update']:,.0f} ns")
+              f"publish (market state + ring) per update: "
+              f"{results['replay_with_publish']['publish_ns_per_update']:,.0f} ns "
+              f"({results['replay_with_publish']['published']:,} updates, one per changed symbol per packet, for "
+              f"{results['replay_with_publish']['messages_covered']:,} book changes in "
+              f"{results['replay_with_publish']['packets']:,} packets)")
     else:
         print(f"books check: FAILED - {'; '.join(check['problems'])}")
 

@@ -2,8 +2,9 @@
 
 One duty cycle: read up to ``max_packets_per_cycle`` packets from the feed socket and from the
 re-request channel; hand each to the sequencer; apply in-order packets (and whatever buffered
-packets they release) to the books; publish a BookUpdate for each message that changed a
-subscribed book's top levels, trading state or last trade. Then the slow checks: re-request
+packets they release) to the books; after each packet, publish one BookUpdate for each subscribed
+book whose top levels, trading state or last trade it changed (``outputs.py``: coalesced per
+packet, a trade print never coalesced away). Then the slow checks: re-request
 timeouts, staleness, and the shared-memory counters every ``counters_interval_ms``.
 
 A book is stale (flag in every update and in the market-state table; ``feed_ready`` 0 while
@@ -138,7 +139,7 @@ class FeedAgent(Agent):
         cfg, ctx = self.config, self.context
         layout, memory = ctx.layout, ctx.memory
         self.books = BookSet(layout.symbols, BOOK_DEPTH)
-        self.scanner = moldudp64.FeedPacketScanner(self.books.subscribed_locates)
+        self.scanner = itch.BlockScanner(self.books.subscribed_locates, strict=False)
         self.receiver = UdpReceiver(cfg.listen_host, cfg.listen_port, source=(cfg.source_host, cfg.source_port),
                                     multicast_group=cfg.multicast_group, interface=cfg.interface,
                                     rcvbuf=cfg.rcvbuf_bytes)
@@ -236,7 +237,7 @@ class FeedAgent(Agent):
                 self._session_restarted()
             return
         if self._kept is None:
-            self._apply(buffer, nbytes, skip, rx_ns)
+            self._publish(buffer, sequencer.payload_offset, nbytes, sequencer.next_expected - 1, rx_ns)
             if sequencer.pending:
                 for packet, size, skipped, packet_rx_ns in sequencer.drain():
                     self._apply(packet, size, skipped, packet_rx_ns)
@@ -248,17 +249,16 @@ class FeedAgent(Agent):
         if self._feed_stale and sequencer.live and not self._hold_all:   # never after a lost gap, an end or mid-rebuild
             self._set_feed_stale(False)
 
+    def _publish(self, buffer, start: int, nbytes: int, last_sequence: int, rx_ns: int) -> None:
+        """One delivered packet, its new messages from byte ``start`` (the sequencer checked the header and
+        the blocks): to the books, then one update per changed symbol."""
+        self.outputs.publish_packet(self.scanner.scan(buffer, start, nbytes, True), self.books, last_sequence, rx_ns)
+
     def _apply(self, buffer, nbytes: int, skip: int, rx_ns: int) -> None:
-        scanner = self.scanner
-        apply = self.books.apply
-        books = self.books.books
-        publish = self.outputs.publish
-        messages = scanner.scan(buffer, nbytes, skip)
-        mold_sequence = scanner.sequence_number + skip
-        for raw in messages:
-            sid = apply(raw)
-            if sid >= 0:
-                publish(books[sid], mold_sequence, rx_ns)
+        """A packet the sequencer released from hold, or one kept for a rebuild: ``skip`` leading
+        messages delivered before."""
+        _session, sequence, count = _unpack_mold(buffer, 0)
+        self._publish(buffer, moldudp64.block_offset(buffer, nbytes, skip), nbytes, sequence + count - 1, rx_ns)
 
     # ------------------------------------------------------------------ slow path (every ms)
 
@@ -642,8 +642,9 @@ class FeedAgent(Agent):
         self._sequencer_counters = [allocate(f"feed.{name}") for name in SEQUENCER_COUNTERS]
         self._book_counters = [allocate(f"feed.book.{name}") for name in self.books.COUNTER_NAMES]
         self._scanner_counters = [allocate("feed.messages_decoded"), allocate("feed.messages_filtered"),
-                                  allocate("feed.messages_malformed"), allocate("feed.bad_packets")]
-        self._output_counters = [allocate("feed.book_updates"), allocate("feed.book_updates_dropped")]
+                                  allocate("feed.messages_malformed")]
+        self._output_counters = [allocate("feed.book_updates"), allocate("feed.book_updates_dropped"),
+                                 allocate("feed.book_update_messages")]
         self._snapshot_counters = [allocate("feed.snapshot_rebuilds"), allocate("feed.snapshot_failures"),
                                    allocate("feed.snapshot_in_progress")]
         self._trigger_counters = {t: allocate(f"feed.snapshot_trigger_{t}") for t in SNAPSHOT_TRIGGERS}
@@ -659,11 +660,11 @@ class FeedAgent(Agent):
         for counter, value in zip(self._book_counters, self.books.counters):
             counter.set(value)
         scanner = self.scanner
-        for counter, value in zip(self._scanner_counters, (scanner.scanner.decoded, scanner.scanner.filtered_out,
-                                                           scanner.scanner.malformed, scanner.bad_packets)):
+        for counter, value in zip(self._scanner_counters, (scanner.decoded, scanner.filtered_out, scanner.malformed)):
             counter.set(value)
         self._output_counters[0].set(self.outputs.published)
         self._output_counters[1].set(self.outputs.dropped)
+        self._output_counters[2].set(self.outputs.messages)
         for counter, value in zip(self._snapshot_counters, (self._snapshot_rebuilds, self._snapshot_failures,
                                                             int(self._rebuild is not None))):
             counter.set(value)

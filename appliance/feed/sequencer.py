@@ -12,17 +12,20 @@ No sockets and no clock inside: the caller passes the receive time and the time
 now, so the whole thing is unit-testable. The caller's duty cycle::
 
     skip = sequencer.accept(buffer, nbytes, rx_ns, now_ns)
-    if skip >= 0:
-        handle(scanner.scan(buffer, nbytes, skip), rx_ns)
+    if skip >= 0:                                             # the new messages start at payload_offset
+        handle(block_scanner.scan(buffer, sequencer.payload_offset, nbytes, True), rx_ns)
         for packet, size, skip, rx in sequencer.drain():     # () unless a gap was open
-            handle(scanner.scan(packet, size, skip), rx)
+            handle(block_scanner.scan(packet, block_offset(packet, size, skip), size, True), rx)
     elif skip == RESTARTED:                                   # a new session: see below
         clear_books_and_mark_them_stale()
     ...
     if sequencer.poll(now_ns):                                # gave up on a range
         mark_books_stale()
         for packet, size, skip, rx in sequencer.drain():
-            handle(scanner.scan(packet, size, skip), rx)
+            handle(block_scanner.scan(packet, block_offset(packet, size, skip), size, True), rx)
+
+``accept``'s walk over the blocks (they must fill the packet exactly) is the only one before the
+decode: it notes where the messages not delivered before start (``payload_offset``).
 
 Recovery is one request stream from ``next_expected``: a request asks for
 ``[next_expected, highest sequence seen)`` (at most ``max_request_count``
@@ -140,7 +143,7 @@ class MoldSequencer:
 
     __slots__ = ("session", "pinned", "send_request", "max_buffered_packets", "request_timeout_ns", "max_retries",
                  "max_request_count", "silence_ns", "next_expected", "ended", "lost", "last_request",
-                 "last_live_ns", "rebuild_until", "last_restart",
+                 "last_live_ns", "rebuild_until", "last_restart", "payload_offset",
                  "packets", "delivered_packets", "messages_delivered", "messages_recovered", "gaps",
                  "duplicate_packets", "heartbeats", "end_of_session_packets", "bad_packets", "wrong_session",
                  "overflow_drops", "requests_sent", "retries", "gaps_abandoned", "messages_lost",
@@ -181,6 +184,7 @@ class MoldSequencer:
         self.rebuild_until = next_expected
         # (old session, old next_expected, new session, new high water) of the last adoption
         self.last_restart: tuple[bytes | None, int, bytes, int] | None = None
+        self.payload_offset = _HEADER_SIZE     # where the messages ``accept`` delivered start in its packet
         self.packets = 0
         self.delivered_packets = 0
         self.messages_delivered = 0
@@ -265,7 +269,8 @@ class MoldSequencer:
 
     def accept(self, buffer, nbytes: int, rx_ns: int, now_ns: int, live: bool = True) -> int:
         """Classify one received packet: ``>= 0`` deliver it now skipping that many leading
-        messages; ``DROP``, ``BUFFERED`` or ``RESTARTED`` otherwise. Never raises on bad input.
+        messages (they start at byte ``payload_offset``; the last one delivered is
+        ``next_expected - 1``); ``DROP``, ``BUFFERED`` or ``RESTARTED`` otherwise. Never raises on bad input.
         ``live``: it came on the live feed; an answer to a re-request (``live=False``) is never
         evidence of a restart (late and repeated answers are what re-requests produce)."""
         self.packets += 1
@@ -280,14 +285,24 @@ class MoldSequencer:
                 self.bad_packets += 1
                 return DROP
             return self._control(session, sequence, count, now_ns)
-        # the blocks must exactly fill the packet
+        # The blocks must exactly fill the packet. The one walk over them: it also notes where the
+        # messages not delivered yet start (``payload_offset``), so the caller's decode starts there.
         offset = _HEADER_SIZE
         last = nbytes - 2                             # the last offset a block header fits at
-        for _ in range(count):
+        seen = self.next_expected - sequence          # leading blocks delivered before, if it is delivered now
+        seen = 0 if seen < 0 else count if seen > count else seen
+        for _ in range(seen):
             if offset > last:
                 offset = -1
                 break
             offset += 2 + (buffer[offset] << 8 | buffer[offset + 1])
+        self.payload_offset = offset
+        if offset > 0:
+            for _ in range(count - seen):
+                if offset > last:
+                    offset = -1
+                    break
+                offset += 2 + (buffer[offset] << 8 | buffer[offset + 1])
         if offset != nbytes or sequence + count >= _SEQUENCE_END:
             self.bad_packets += 1
             return DROP

@@ -22,10 +22,12 @@ PROBE = Record("Probe", type_id=1, version=1, fields=[
     ("checksum", "u64"),
 ])
 
-# Feed -> strategy: the top BOOK_DEPTH levels of one symbol after an ITCH message changed
-# them (or its trading state, or its last trade). Levels are best first, zero padded.
+# Feed -> strategy: the top BOOK_DEPTH levels of one symbol after the ITCH messages of one packet
+# changed them (or its trading state, or its last trade): one update per symbol per packet, with its
+# state after the packet, except that an update carries one trade print (a second print of the symbol
+# in the packet starts a new update: feed/outputs.py). Levels are best first, zero padded.
 BOOK_DEPTH = 5
-BOOK_UPDATE = Record("BookUpdate", type_id=10, version=2, fields=[
+BOOK_UPDATE = Record("BookUpdate", type_id=10, version=3, fields=[
     ("symbol_id", "u32"),
     ("flags", "u8"),               # BOOK_FLAG_* below
     ("trading_state", "u8"),       # ITCH trading state byte: T, H, P, Q (0 before the directory)
@@ -38,11 +40,12 @@ BOOK_UPDATE = Record("BookUpdate", type_id=10, version=2, fields=[
     ("last_trade_price", "u32"),
     ("last_trade_shares", "u32"),
     ("update_sequence", "u64"),    # per symbol, the same number as the market-state table's
-    ("mold_sequence", "u64"),      # MoldUDP64 sequence number of the ITCH message
+    ("mold_sequence", "u64"),      # MoldUDP64 sequence number of the packet's last message
     ("t_exchange_ns", "u64"),      # ITCH timestamp, as epoch ns
     ("t_rx_ns", "u64"),            # kernel receive time of the packet
     ("t_feed_out_ns", "u64"),      # feed handler published
-])
+    ("message_count", "u32"),      # ITCH messages that changed this state since the symbol's last update
+])                                 # (0: an update not made by messages: start, stale, rebuilt)
 
 # Flags shared by BookUpdate.flags and MarketState.flags.
 BOOK_FLAG_STALE = 1            # no feed traffic within the limit, an unrecovered gap, or an inconsistent book

@@ -7,9 +7,10 @@ sequence. A request packet (to the re-request server) has the same 20-byte shape
 session, first sequence wanted, count.
 
 Sender side: ``PacketBuilder`` packs messages up to a payload limit. Receiver side:
-``decode_header`` / ``iter_messages`` (strict), ``FeedPacketScanner`` (the feed's
-fast path: locate filter, counters, never raises) and ``SequenceTracker`` (gaps
-and duplicates).
+``decode_header`` / ``iter_messages`` (strict), ``FeedPacketScanner`` (a packet's
+subscribed messages: locate filter, counters, never raises; the feed agent scans from
+where its sequencer's walk found the new messages, and uses ``block_offset`` for held
+packets) and ``SequenceTracker`` (gaps and duplicates).
 """
 from __future__ import annotations
 
@@ -259,9 +260,15 @@ class FeedPacketScanner:
             if nbytes != HEADER_SIZE:
                 self.bad_packets += 1
             return iter(self._empty)
-        offset = HEADER_SIZE
-        for _ in range(skip):
-            if offset + 2 > nbytes:
-                break
-            offset = min(offset + 2 + (buffer[offset] << 8 | buffer[offset + 1]), nbytes)
-        return self.scanner.scan(buffer, offset, nbytes, final=True)
+        return self.scanner.scan(buffer, block_offset(buffer, nbytes, skip), nbytes, final=True)
+
+
+def block_offset(buffer, nbytes: int, skip: int) -> int:
+    """Where block ``skip`` (counting from 0) of a downstream packet starts: its leading blocks stepped
+    over without decoding; ``nbytes`` at most, whatever the blocks say (never raises)."""
+    offset = HEADER_SIZE
+    for _ in range(skip):
+        if offset + 2 > nbytes:
+            break
+        offset = min(offset + 2 + (buffer[offset] << 8 | buffer[offset + 1]), nbytes)
+    return offset

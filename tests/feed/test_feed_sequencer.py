@@ -43,7 +43,12 @@ class Harness:
         out, self.requests = self.requests, []
         return [(first, count) for _, first, count in out]
 
-    def deliver(self, data, nbytes: int, skip: int) -> None:
+    def deliver(self, data, nbytes: int, skip: int, start: int | None = None) -> None:
+        """The messages from ``skip`` on; ``start``: where the caller was told they start (checked)."""
+        blocks = [offset - 2 for _, offset, _ in mold.iter_messages(data, nbytes)] + [nbytes]
+        assert mold.block_offset(data, nbytes, skip) == blocks[skip]
+        if start is not None:
+            assert start == blocks[skip]
         for index, (sequence, offset, length) in enumerate(mold.iter_messages(data, nbytes)):
             if index >= skip:
                 assert data[offset + 1:offset + 9] == sequence.to_bytes(8, "big")
@@ -53,7 +58,7 @@ class Harness:
         self.buffer[:len(data)] = data
         result = self.seq.accept(self.buffer, len(data), rx_ns, self.now, live)
         if result >= 0:
-            self.deliver(self.buffer, len(data), result)
+            self.deliver(self.buffer, len(data), result, self.seq.payload_offset)
             self.drain()
         return result
 

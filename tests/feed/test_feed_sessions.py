@@ -11,9 +11,10 @@ import logging
 
 import pytest
 
-from appliance.messages.catalog import BOOK_FLAG_STALE
+from appliance.feed.books import BookSet
+from appliance.messages.catalog import BOOK_DEPTH, BOOK_FLAG_STALE
 from appliance.sim.ports import free_port
-from appliance.wire import moldudp64
+from appliance.wire import itch, moldudp64
 from feed_rig import SUBSCRIBED, InProcessFeed, InProcessVenue, feed_layout
 
 STALE_AFTER_MS = 200
@@ -243,3 +244,57 @@ def test_the_feed_says_why_every_book_is_stale_in_its_control_word(rig):
               message="live again")
     venue.venue.close()
     feed.pump(lambda: feed.sequencer.ended and word() == Why.SESSION_ENDED, venue=venue, message="session ended")
+
+
+# ------------------------------------------------------------------ one BookUpdate per symbol per packet
+
+def test_packets_recovered_by_re_request_and_released_from_hold_give_one_update_per_symbol_per_packet(rig):
+    """Live packets, then a gap: the packets after it held, the missing ones re-requested, the held ones
+    released. Every packet's changes reach the ring as one update per symbol (the counts they carry
+    add up to the changes of the day's messages applied one by one) and the last update of each
+    symbol is its book."""
+    venue, feed = start_live(rig)
+    venue.venue.publisher.drop_next = 3
+    venue.trade(300)
+    feed.pump(lambda: live_and_caught_up(feed, venue), venue=venue, message="the gap recovered")
+    assert_books_equal(feed, venue)
+    feed.pump(venue=venue, at_least=0.05)        # the counters are refreshed every 10 ms
+    counters = feed.counters()
+    assert counters["feed.gaps"] >= 1 and counters["feed.messages_recovered"] >= 1 and counters["feed.lost"] == 0
+    assert counters["feed.book_updates_dropped"] == 0
+
+    reference = BookSet(SUBSCRIBED, BOOK_DEPTH)  # the day's messages, one by one: what changed which symbol
+    changes = [0] * len(SUBSCRIBED)
+    for message in venue.venue.store.get(1, venue.published):
+        sid = reference.apply(itch.LAYOUT_BY_BYTE[message[0]].unpack_from(message, 0))
+        if sid >= 0:
+            changes[sid] += 1
+    counted = [0] * len(SUBSCRIBED)
+    last = {}
+    for update in feed.updates:
+        counted[update["symbol_id"]] += update["message_count"]
+        last[update["symbol_id"]] = update
+    assert counted == changes and min(changes) > 50
+    made_by_messages = [u for u in feed.updates if u["message_count"]]
+    assert len(made_by_messages) < sum(changes)      # coalesced: fewer updates than changes
+    for sid, symbol in enumerate(SUBSCRIBED):
+        book = feed.book(symbol)
+        levels = [0] * (4 * BOOK_DEPTH)
+        book.snapshot_into(levels, 0)
+        update = last[sid]
+        assert [update[f"{side}_{what}_{i}"] for side in ("bid", "ask") for what in ("price", "shares")
+                for i in range(BOOK_DEPTH)] == levels
+        assert update["update_sequence"] == book.update_sequence and not update["flags"] & BOOK_FLAG_STALE
+
+
+def test_bad_packets_from_the_publisher_are_counted_in_feed_bad_packets(rig):
+    """The sequencer counts packets whose blocks do not fill them; the agent stored its count under
+    feed.bad_packets and then the scanner's (always 0: the sequencer drops them before any scan)
+    under the same label, so the counter read 0."""
+    venue, feed = start_live(rig)
+    good = moldudp64.pack_messages(venue.session, venue.published + 1, [b"A" * 36])[0]
+    for _ in range(5):
+        venue.send_raw(good[:-3])                # the publisher's address, its session, a block cut short
+    feed.pump(lambda: feed.sequencer.bad_packets >= 5, venue=venue, message="bad packets counted")
+    feed.pump(lambda: feed.counters()["feed.bad_packets"] >= 5, venue=venue, message="feed.bad_packets stored")
+    assert feed.counters()["feed.bad_packets"] == feed.sequencer.bad_packets

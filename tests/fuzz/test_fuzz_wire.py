@@ -324,24 +324,24 @@ def _damage(rng: random.Random, packets: list[bytes]) -> list[bytes]:
 def _feed_pipeline(packets: list[bytes], outputs: BookOutputs) -> str:
     """What FeedAgent._on_packet/_apply/_slow_checks/_publish_counters do, without the sockets."""
     books = BookSet(SYMBOLS, 5)
-    scanner = mold.FeedPacketScanner(books.subscribed_locates)
+    scanner = itch.BlockScanner(books.subscribed_locates, strict=False)
     requests = []
     sequencer = MoldSequencer(session=None, send_request=requests.append, max_buffered_packets=8,
                               request_timeout_ns=1000, max_retries=2)
 
+    def publish(buffer, start, nbytes, last_sequence, rx_ns):
+        outputs.publish_packet(scanner.scan(buffer, start, nbytes, True), books, last_sequence, rx_ns)
+
     def apply(buffer, nbytes, skip, rx_ns):
-        mold_sequence = scanner.sequence_number + skip
-        for raw in scanner.scan(buffer, nbytes, skip):
-            sid = books.apply(raw)
-            if sid >= 0:
-                outputs.publish(books.books[sid], mold_sequence, rx_ns)
+        _session, sequence, count = mold.HEADER.struct.unpack_from(buffer, 0)
+        publish(buffer, mold.block_offset(buffer, nbytes, skip), nbytes, sequence + count - 1, rx_ns)
 
     now = 1_000_000
     for packet in packets:
         now += 700
         skip = sequencer.accept(packet, len(packet), now, now)
         if skip >= 0:
-            apply(packet, len(packet), skip, now)
+            publish(packet, sequencer.payload_offset, len(packet), sequencer.next_expected - 1, now)
             if sequencer.pending:
                 for held, size, skipped, rx in sequencer.drain():
                     apply(held, size, skipped, rx)

@@ -74,7 +74,7 @@ class Harness:
         offset = self.feed.claim()
         assert offset >= 0
         BOOK_UPDATE.pack_into(self.buffer, offset, sid, flags, state[0], len(bids), len(asks), *levels, *last, seq,
-                              seq, 5, t_rx, t_feed)
+                              seq, 5, t_rx, t_feed, 1)
         if type_id is not None:
             self.buffer[offset:offset + 2] = type_id.to_bytes(2, "little")
         self.feed.commit()
