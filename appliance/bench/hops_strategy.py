@@ -23,6 +23,7 @@ def measure_strategy(args, driver_cpu: int, agent_cpu: int) -> dict:
     import struct
 
     from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT
+    from appliance.messages.schema import HEADER_COUNT
     from appliance.messages.codes import Action, ExecEvent
 
     workdir = scratch_directory("strategy")
@@ -48,7 +49,13 @@ def measure_strategy(args, driver_cpu: int, agent_cpu: int) -> dict:
         total = args.warmup + args.samples
         latencies = array("q", bytes(8 * total))
         base = 1_900_000
-        empty = (0,) * 4
+        # one top level a side and a last trade; the fields set per sample found by name once
+        template = BOOK_UPDATE.body(trading_state=ord("T"), bid_levels=1, ask_levels=1, bid_shares_0=500,
+                                    ask_shares_0=500, last_trade_shares=100, message_count=1)
+        BID, ASK, LAST, SEQUENCE, MOLD, T_EXCHANGE, T_RX, T_FEED_OUT = (
+            BOOK_UPDATE.index_of[name] - HEADER_COUNT for name in (
+                "bid_price_0", "ask_price_0", "last_trade_price", "update_sequence", "mold_sequence",
+                "t_exchange_ns", "t_rx_ns", "t_feed_out_ns"))
         counts = {"intents": 0, "stray_intents": 0, "updates_without_second_intent": 0}
         second_wait_s = min(args.timeout, 0.05)
         u64 = struct.Struct("<Q").unpack_from
@@ -62,9 +69,10 @@ def measure_strategy(args, driver_cpu: int, agent_cpu: int) -> dict:
                 return
             shares = 0 if event == canceled else intent.shares
             offset = reports.claim()
-            pack_report(reports_buffer, offset, intent.client_order_id, intent.orig_client_order_id, 0, 0,
-                        intent.strategy_id, intent.symbol_id, event, intent.side, 0, 0, intent.shares, intent.price,
-                        shares, 0, 0, 0, 0, time.time_ns())
+            pack_report(reports_buffer, offset, *EXECUTION_REPORT.body(
+                client_order_id=intent.client_order_id, orig_client_order_id=intent.orig_client_order_id,
+                strategy_id=intent.strategy_id, symbol_id=intent.symbol_id, event=event, side=intent.side,
+                shares=intent.shares, price=intent.price, leaves_shares=shares, t_oms_rx_ns=time.time_ns()))
             reports.commit()
 
         def drive() -> None:
@@ -73,9 +81,10 @@ def measure_strategy(args, driver_cpu: int, agent_cpu: int) -> dict:
                 mid = base + (2 * TICK if i & 1 else 0)
                 offset = books.claim()
                 t_feed_out = tns()
-                pack_book(books_buffer, offset, 0, 0, ord("T"), 1, 1, mid - TICK, *empty, 500, *empty,
-                          mid + TICK, *empty, 500, *empty, mid, 100, i + 1, i + 1, t_feed_out - 2_000,
-                          t_feed_out - 1_000, t_feed_out)
+                book = template.copy()
+                book[BID], book[ASK], book[LAST], book[SEQUENCE], book[MOLD] = mid - TICK, mid + TICK, mid, i + 1, i + 1
+                book[T_EXCHANGE], book[T_RX], book[T_FEED_OUT] = t_feed_out - 2_000, t_feed_out - 1_000, t_feed_out
+                pack_book(books_buffer, offset, *book)
                 books.commit()
                 seen = []
                 first = True

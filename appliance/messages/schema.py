@@ -115,6 +115,16 @@ class Record:
             position = spec.offset + spec.size
         return struct.Struct(fmt)
 
+    def body(self, **fields) -> list:
+        """The values ``pack_into`` takes, by name, zero for every field not named (a template for
+        drivers and tests; a hot writer sets its few fields in a copy by ``at`` - HEADER_COUNT)."""
+        values = [0] * (len(self.fields) - HEADER_COUNT)
+        for name, value in fields.items():
+            if name not in self.index_of or self.index_of[name] < HEADER_COUNT:
+                raise KeyError(f"record {self.name} has no body field {name!r}")
+            values[self.index_of[name] - HEADER_COUNT] = value
+        return values
+
     def pack_into(self, buffer, offset: int, *values) -> None:
         """Write the record at ``offset``; ``values`` are the fields after the header, in order."""
         self.struct.pack_into(buffer, offset, self.type_id, self.version, self.size, *values)

@@ -62,3 +62,17 @@ def test_fields_struct_unpacks_only_the_named_fields_at_the_record_s_types():
         MARKET_STATE.fields_struct(("ask_price", "bid_price"))
     with pytest.raises(ValueError, match="before 'seqlock'"):
         MARKET_STATE.fields_struct(("type_id",), start="seqlock")
+
+
+def test_body_names_the_fields_pack_into_takes_and_refuses_the_header_and_unknown_names():
+    from appliance.messages.catalog import BOOK_UPDATE
+    from appliance.messages.schema import HEADER_COUNT
+    body = BOOK_UPDATE.body(symbol_id=7, message_count=3, t_feed_out_ns=99)
+    buffer = bytearray(BOOK_UPDATE.size)
+    BOOK_UPDATE.pack_into(buffer, 0, *body)
+    read = BOOK_UPDATE.read(buffer, 0)
+    assert (read.symbol_id, read.message_count, read.t_feed_out_ns, read.bid_price_0) == (7, 3, 99, 0)
+    assert len(body) == len(BOOK_UPDATE.fields) - HEADER_COUNT
+    for bad in ("size", "no_such_field"):
+        with pytest.raises(KeyError):
+            BOOK_UPDATE.body(**{bad: 1})
