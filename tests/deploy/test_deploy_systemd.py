@@ -29,7 +29,9 @@ def unit(path: Path) -> configparser.ConfigParser:
 
 
 def layout_processes() -> dict:
-    return load_layout(ROOT / "shm_layout.yaml").processes
+    """The processes as the production box places them (the units are for it: every CPU of the
+    layout present), whatever this machine has: the small profile would re-place them here."""
+    return load_layout(ROOT / "shm_layout.yaml", available_cpus=set(range(64))).processes
 
 
 def agent_instances() -> list[str]:
