@@ -6,35 +6,13 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 
 import pytest
 
 from appliance.bench import hops as hops_bench
 from appliance.bench.hops_rig import LAYOUT_PREFIX
+from bench_args import bench_args, live_children
 from appliance.command_io.arguments import UsageError
-
-
-def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--json", action="store_true")    # added by `appliance bench` for every benchmark
-    hops_bench.add_arguments(parser)
-    return parser.parse_args(["--json", *argv])
-
-
-def _children() -> list[int]:
-    me = str(os.getpid())
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == me and fields[0] != "Z":
-                found.append(int(entry))
-    return found
 
 
 def _leftovers() -> list[str]:
@@ -43,7 +21,7 @@ def _leftovers() -> list[str]:
 
 def test_bench_hops_reports_every_hop_in_the_agreed_shape_and_cleans_up(capsys):
     before = set(_leftovers())
-    code = hops_bench.run(_args("--samples", "40", "--warmup", "5", "--ring-round-trips", "2000", "--timeout", "60"))
+    code = hops_bench.run(bench_args(hops_bench, "--samples", "40", "--warmup", "5", "--ring-round-trips", "2000", "--timeout", "60"))
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out["errors"]
     assert out["benchmark"] == "hops" and out["errors"] == {}
@@ -65,12 +43,12 @@ def test_bench_hops_reports_every_hop_in_the_agreed_shape_and_cleans_up(capsys):
         assert out["ratios"][f"itch_decode_{case}_python_vs_ours_p50"] > 0
     assert set(out["ratios"]) >= {"feed_p50_vs_target", "strategy_p50_vs_target", "risk_p50_vs_target",
                                   "oms_p50_vs_target"}
-    assert _children() == []
+    assert live_children() == []
     assert set(_leftovers()) <= before
 
 
 def test_bench_hops_table_names_the_targets_and_the_budget(capsys):
-    code = hops_bench.run(argparse.Namespace(**{**vars(_args("--samples", "20", "--warmup", "2", "--hops", "risk")),
+    code = hops_bench.run(argparse.Namespace(**{**vars(bench_args(hops_bench, "--samples", "20", "--warmup", "2", "--hops", "risk")),
                                                 "json": False}))
     text = capsys.readouterr().out
     assert code == 0, text
@@ -80,4 +58,4 @@ def test_bench_hops_table_names_the_targets_and_the_budget(capsys):
 
 def test_bench_hops_refuses_an_unknown_hop():
     with pytest.raises(UsageError):
-        hops_bench.run(_args("--hops", "risk,teleport"))
+        hops_bench.run(bench_args(hops_bench, "--hops", "risk,teleport"))

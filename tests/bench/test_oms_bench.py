@@ -2,38 +2,16 @@
 measured in the agreed JSON shape, and clean up; never how fast anything is."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
 from appliance.bench import journal as journal_bench
 from appliance.bench import oms as oms_bench
-
-
-def _args(module, *argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--json", action="store_true")    # added by `appliance bench` for every benchmark
-    module.add_arguments(parser)
-    return parser.parse_args(["--json", *argv])
-
-
-def _children() -> list[int]:
-    me = str(os.getpid())
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == me and fields[0] != "Z":
-                found.append(int(entry))
-    return found
+from bench_args import bench_args, live_children
 
 
 def test_bench_journal_reports_appends_per_policy_and_recovery(capsys, tmp_path):
-    code = journal_bench.run(_args(journal_bench, "--records", "2000", "--per-event-records", "20",
+    code = journal_bench.run(bench_args(journal_bench, "--records", "2000", "--per-event-records", "20",
                                    "--recovery-records", "3000", "--directory", str(tmp_path)))
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out["errors"]
@@ -48,10 +26,10 @@ def test_bench_journal_reports_appends_per_policy_and_recovery(capsys, tmp_path)
 
 
 def test_bench_oms_reports_ring_to_wire_percentiles(capsys):
-    code = oms_bench.run(_args(oms_bench, "--orders", "200", "--warmup", "20"))
+    code = oms_bench.run(bench_args(oms_bench, "--orders", "200", "--warmup", "20"))
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out["errors"]
     oms = out["results"]["oms"]
     assert 0 < oms["ring_to_wire_p50_ns"] <= oms["ring_to_wire_p99_ns"]
     assert oms["orders"] == 200 and oms["orders_sent"] == 220 and oms["rejects"] == 0
-    assert not _children()
+    assert not live_children()

@@ -1,21 +1,14 @@
 """`appliance bench risk`: tiny sizes; these check the benchmark runs and reports what it measured, never how fast."""
 from __future__ import annotations
 
-import argparse
 import json
 
 from appliance.bench import risk as bench
-
-
-def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--json", action="store_true")
-    bench.add_arguments(parser)
-    return parser.parse_args(list(argv))
+from bench_args import bench_args
 
 
 def test_json_report_has_the_agreed_shape(capsys):
-    code = bench.run(_args("--json", "--orders", "2000", "--peer-orders", "300", "--repeat", "1"))
+    code = bench.run(bench_args(bench, "--orders", "2000", "--peer-orders", "300", "--repeat", "1"))
     report = json.loads(capsys.readouterr().out)
     assert code == 0, report["errors"]
     check = report["results"]["risk_check"]
@@ -33,8 +26,8 @@ def test_json_report_has_the_agreed_shape(capsys):
 
 
 def test_table_and_skip_peer(capsys):
-    assert bench.run(_args("--orders", "500", "--symbols", "5", "--open-orders", "20", "--skip-peer",
-                           "--repeat", "1")) == 0
+    assert bench.run(bench_args(bench, "--orders", "500", "--symbols", "5", "--open-orders", "20", "--skip-peer",
+                                "--repeat", "1", json=False)) == 0
     out = capsys.readouterr().out
     assert "appliance RiskEngine.check" in out and "NOT MEASURED" in out and "skipped" in out
 
