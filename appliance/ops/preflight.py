@@ -27,6 +27,7 @@ from appliance.command_io.arguments import bounded
 
 DEFAULT_LAYOUT = "shm_layout.yaml"
 OK, MISSING, WARN = "ok", "MISSING", "warn"
+EVERY_CPU = frozenset(range(4096))        # "every CPU the layout names is here": its own placement
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -245,11 +246,17 @@ def run(args: argparse.Namespace) -> int:
     from appliance.runtime.layout import LayoutError, load_layout
 
     try:
-        layout = load_layout(args.layout)
+        # the placement the layout asks for with every CPU it names present (the production box's),
+        # and the one this machine would run (profile auto picks the small profile when CPUs lack)
+        layout = load_layout(args.layout, available_cpus=EVERY_CPU)
+        here = load_layout(args.layout)
     except LayoutError as exc:
         print(f"preflight: {exc}", file=sys.stderr)
         return 1
     checks = run_checks(layout, args.max_clock_error_us)
+    if here.profile != layout.profile:
+        checks.insert(1, Check("profile", WARN, f"this machine would run the {here.profile} profile, not the "
+                                                f"{layout.profile} placement checked here"))
     missing = [c for c in checks if c.status == MISSING]
     if args.json:
         json.dump({"layout": args.layout, "ready": not missing, "checks": [asdict(c) for c in checks]}, sys.stdout,

@@ -40,8 +40,9 @@ def test_repository_layout_on_this_machine_reports_what_is_missing():
     layout_cpus = {2, 3, 4, 5}
     if not layout_cpus <= isolated_cpus():
         assert checks["cpus isolated"]["status"] == "MISSING" and "isolcpus=" in checks["cpus isolated"]["detail"]
-    if not layout_cpus <= os.sched_getaffinity(0):
+    if not layout_cpus <= os.sched_getaffinity(0):      # the production placement is checked, and what runs here said
         assert checks["cpus present"]["status"] == "MISSING"
+        assert checks["profile"]["status"] == "warn" and "small profile" in checks["profile"]["detail"]
     for name in ("kernel tick and rcu", "irq affinity"):       # about the hot CPUs this machine has
         if not layout_cpus & os.sched_getaffinity(0):
             assert checks[name]["status"] == "warn" and "not on this machine" in checks[name]["detail"]
