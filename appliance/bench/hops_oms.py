@@ -171,11 +171,13 @@ def measure_oms(args, driver_cpu: int, agent_cpu: int) -> dict:
         pinned(driver_cpu, drive)
         agent.proc.send_signal(signal.SIGTERM)          # the OMS logs out through the relay, then writes its samples
         deadline = time.monotonic() + args.timeout
+        relaying = True
         while agent.proc.poll() is None and time.monotonic() < deadline:
-            try:
-                relay.pump()
-            except (RuntimeError, OSError):
-                break
+            if relaying:                                # until the OMS's logout closed the relay; then
+                try:                                    # wait on: a second SIGTERM (stop) after its runner
+                    relay.pump()                        # returned would kill it before it wrote its samples
+                except (RuntimeError, OSError):
+                    relaying = False
             time.sleep(0.001)
         ring_to_wire = agent.stop()
         if len(ring_to_wire) != total:
