@@ -38,7 +38,6 @@ import gc
 import os
 import secrets
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -47,8 +46,8 @@ import tempfile
 import time
 from array import array
 
+from appliance.bench.agent_process import AgentProcess
 from appliance.bench.timing import percentile as _percentile
-from appliance.sim.exchange_process import appliance_env
 from appliance.sim.ports import free_ports, udp_receiver
 
 TARGET_RX_TO_RING_P50_NS = 5_000
@@ -176,7 +175,7 @@ def feed_layout(name: str, feed_port: int, rerequest_port: int, source_port: int
     }
 
 
-class FeedUnderLoad:
+class FeedUnderLoad(AgentProcess):
     """The shared memory (owned here), the feed agent as a process, and a reader of its ring and counters."""
 
     def __init__(self, workdir: str, name: str, feed_port: int, rerequest_port: int, source_port: int,
@@ -184,41 +183,24 @@ class FeedUnderLoad:
         import yaml
 
         from appliance.messages.catalog import BOOK_UPDATE
-        from appliance.runtime.counters import ProcessState
-        from appliance.runtime.layout import load_layout
-        from appliance.runtime.memory import SharedMemory
 
-        self.memory = self.proc = self._log = None
         self.ring = self.buffer = self.counters_reader = None
-        self.layout_path = os.path.join(workdir, "layout.yaml")
-        with open(self.layout_path, "w") as fh:
+        layout_path = os.path.join(workdir, "layout.yaml")
+        with open(layout_path, "w") as fh:
             yaml.safe_dump(feed_layout(name, feed_port, rerequest_port, source_port, symbols, idle), fh, sort_keys=False)
-        self.log_path = os.path.join(workdir, "feed.log")
+        super().__init__(layout_path, "feed", [sys.executable, "-m", "appliance.runtime.agent", "--layout",
+                                               layout_path, "--process", "feed"],
+                         os.path.join(workdir, "feed.log"), timeout)
         try:
-            layout = load_layout(self.layout_path)
-            self.memory = SharedMemory.create(layout)
             self.ring = self.memory.ring("book_updates", "consumer")
             self.buffer = self.memory.ring_buffer("book_updates")
             self.counters_reader = self.memory.counters_reader()
-            self._times = struct.Struct("<QQ").unpack_from
-            self._rx_offset = BOOK_UPDATE.offset_of["t_rx_ns"]
-            assert BOOK_UPDATE.offset_of["t_feed_out_ns"] == self._rx_offset + 8
-            self._log = open(self.log_path, "wb")
-            self.proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.agent", "--layout",
-                                          self.layout_path, "--process", "feed"], stdin=subprocess.DEVNULL,
-                                         stdout=self._log, stderr=subprocess.STDOUT, env=appliance_env())
-            table = self.memory.process_table()
-            deadline = time.monotonic() + timeout
-            while table.read("feed").state is not ProcessState.RUNNING:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"the feed agent exited {self.proc.returncode} before running:\n"
-                                       + self.log_tail())
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the feed agent was not running within {timeout:g} s:\n" + self.log_tail())
-                time.sleep(0.01)
         except BaseException:
             self.close()
             raise
+        self._times = struct.Struct("<QQ").unpack_from
+        self._rx_offset = BOOK_UPDATE.offset_of["t_rx_ns"]
+        assert BOOK_UPDATE.offset_of["t_feed_out_ns"] == self._rx_offset + 8
         self.updates = 0
         self.latencies = array("q")
         self.first_in_packet = array("q")
@@ -226,14 +208,6 @@ class FeedUnderLoad:
         self.stale_updates = 0
         self._last_rx = -1
         self._last_out = 0
-
-    def log_tail(self, lines: int = 10) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                text = fh.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
     def counters(self) -> dict[str, int]:
         return self.counters_reader.by_label()
@@ -267,38 +241,14 @@ class FeedUnderLoad:
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 5 s; the exit status (None when it had to be killed)."""
-        if self.proc is None:
-            return None
-        code = None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        else:
-            code = self.proc.returncode
-        return code
+        return self.terminate(5)
 
     def close(self) -> None:
-        """Kill the agent if it still runs, reap it, and remove the shared memory (every path ends here)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        if self.proc is not None:
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self.memory is not None:
-            memory, self.memory = self.memory, None
-            if self.counters_reader is not None:
-                self.counters_reader.close()
-            self.ring = self.buffer = self.counters_reader = None
-            memory.remove()
+        """Drop the ring and counter handles, then end the process and remove the memory."""
+        if self.counters_reader is not None:
+            self.counters_reader.close()
+        self.ring = self.buffer = self.counters_reader = None
+        super().close()
 
 
 def _delta(after: dict, before: dict, label: str) -> int:

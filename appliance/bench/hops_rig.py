@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from array import array
+
+from appliance.bench.agent_process import AgentProcess
 
 
 
@@ -59,91 +59,34 @@ def layout_document(name: str, measured: str, cpu: int, params: dict) -> dict:
     }
 
 
-class MeasuredAgent:
+class MeasuredAgent(AgentProcess):
     """The shared memory (owned here) and the measured agent's process (``worker`` below)."""
 
     def __init__(self, measured: str, params: dict, agent_cpu: int, timeout: float, workdir: str,
                  samples_path: str | None = None) -> None:
         import yaml
 
-        from appliance.runtime.counters import ProcessState
-        from appliance.runtime.layout import load_layout
-        from appliance.runtime.memory import SharedMemory
-        from appliance.sim.exchange_process import appliance_env
-
-        self.memory = self.proc = self._log = None
         self.measured = measured
         self.workdir = workdir
         self.samples_path = samples_path
-        self.layout_path = os.path.join(workdir, "layout.yaml")
+        layout_path = os.path.join(workdir, "layout.yaml")
         name = f"{LAYOUT_PREFIX}{measured[:4]}{secrets.token_hex(3)}"
-        with open(self.layout_path, "w") as fh:
+        with open(layout_path, "w") as fh:
             yaml.safe_dump(layout_document(name, measured, agent_cpu, params), fh, sort_keys=False)
-        self.log_path = os.path.join(workdir, f"{measured}.log")
-        try:
-            self.layout = load_layout(self.layout_path)
-            self.memory = SharedMemory.create(self.layout)
-            self._log = open(self.log_path, "wb")
-            command = [sys.executable, "-m", "appliance.bench.hops", "worker", self.layout_path, measured]
-            if samples_path:
-                command.append(samples_path)
-            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log,
-                                         stderr=subprocess.STDOUT, env=appliance_env(), cwd=workdir)
-            table = self.memory.process_table()
-            deadline = time.monotonic() + timeout
-            while table.read(measured).state is not ProcessState.RUNNING:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"the {measured} agent exited {self.proc.returncode} before running:\n"
-                                       + self.log_tail())
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the {measured} agent was not running within {timeout:g} s:\n"
-                                       + self.log_tail())
-                time.sleep(0.01)
-        except BaseException:
-            self.close()
-            raise
-
-    def log_tail(self, lines: int = 10) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                text = fh.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"the {self.measured} agent exited {self.proc.returncode}:\n" + self.log_tail())
+        command = [sys.executable, "-m", "appliance.bench.hops", "worker", layout_path, measured]
+        if samples_path:
+            command.append(samples_path)
+        super().__init__(layout_path, measured, command, os.path.join(workdir, f"{measured}.log"), timeout,
+                         cwd=workdir)
 
     def stop(self, timeout: float = 10.0) -> array:
         """SIGTERM (the runner ends its loop and closes the agent); the samples the worker wrote, if any."""
+        self.terminate(timeout)
         samples = array("q")
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         if self.samples_path and os.path.exists(self.samples_path):
             with open(self.samples_path, "rb") as fh:
                 samples.frombytes(fh.read())
         return samples
-
-    def close(self) -> None:
-        """Kill the agent if it still runs, reap it, remove the shared memory (every path ends here)."""
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self.memory is not None:
-            memory, self.memory = self.memory, None
-            memory.remove()
 
 
 def worker(layout_path: str, process: str, samples_path: str | None) -> int:
