@@ -165,20 +165,17 @@ class OrderView:
         self._notify("on_fill", order, shares, price)
 
     def _on_accepted(self, client_order_id: int, leaves: int) -> None:
-        order = self._orders.get(client_order_id)
-        if order is None:
-            self.stats.unknown_orders += 1
-            return
-        if order._state == _PENDING_NEW:
-            order._state = _LIVE
-        if leaves:
-            order._leaves = leaves
-        self._notify("on_order_accepted", order)
+        self._acknowledged(client_order_id, leaves, 0)
 
     def _on_replaced(self, client_order_id: int, orig_client_order_id: int, leaves: int, price: int) -> None:
         old = self._orders.get(orig_client_order_id)
         if old is not None:
             self.close(old, OrderState.REPLACED)
+        self._acknowledged(client_order_id, leaves, price)
+
+    def _acknowledged(self, client_order_id: int, leaves: int, price: int) -> None:
+        """The venue took the order (Accepted, or the new order of a Replaced): live, with the venue's
+        leaves and price where it says them."""
         order = self._orders.get(client_order_id)
         if order is None:
             self.stats.unknown_orders += 1
