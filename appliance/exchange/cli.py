@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from appliance.command_io.arguments import UsageError, bounded
+from appliance.command_io.json_lines import control_socket_in
 
 
 def default_control_socket(base: str = ".") -> str:
-    """``run/control/exchange.sock`` under ``base`` (the current directory): the private directory the
-    supervisor's socket shares (``appliance up --sim`` puts it there), never a guessable /tmp name."""
-    return os.path.join(os.path.abspath(base), "run", "control", "exchange.sock")
+    """``run/control/exchange.sock`` under ``base`` (the current directory), beside the supervisor's
+    (``appliance up --sim`` puts it there; ``control_socket_in``)."""
+    return control_socket_in(base, "exchange")
 
 
 def _host_port(text: str) -> tuple[str, int]:

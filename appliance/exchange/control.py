@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from appliance.command_io.json_lines import BadRequest, parse_request
 from appliance.command_io.private_socket import bind_private, peer_of
 
 MAX_LINE = 64 * 1024
@@ -102,11 +103,9 @@ class ControlServer:
 
     def handle_line(self, line: bytes, caller=None) -> dict:
         try:
-            request = json.loads(line)
-        except (ValueError, RecursionError) as exc:     # also an int of over 4300 digits, [[[[... too deep
-            return {"ok": False, "error": f"not a JSON object: {str(exc) or type(exc).__name__}"}
-        if not isinstance(request, dict) or not isinstance(request.get("command"), str):
-            return {"ok": False, "error": 'a request is a JSON object with a string "command"'}
+            request = parse_request(line)
+        except BadRequest as exc:
+            return {"ok": False, "error": str(exc)}
         try:
             operator = request.pop("operator", "")
             if not isinstance(operator, str) or len(operator) > MAX_OPERATOR or not operator.isprintable():

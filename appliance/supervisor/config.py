@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from appliance.clock.guard import ClockConfig, ClockConfigError, parse_clock_config
 from appliance.config.checker import Checker, shown
+from appliance.command_io.json_lines import control_socket_in
 from appliance.config.errors import ParamsError
 
 DEFAULT_START_ORDER = ("feed", "oms", "risk", "strategy")
@@ -67,9 +68,8 @@ class SupervisorConfig:
 
 
 def default_control_socket(layout_path: str) -> str:
-    """``run/control/supervisor.sock`` beside the layout: a directory the supervisor keeps private
-    (0700), found by every command from the layout alone (never a predictable name in /tmp)."""
-    return os.path.join(os.path.dirname(os.path.abspath(layout_path)), "run", "control", "supervisor.sock")
+    """``run/control/supervisor.sock`` beside the layout (``control_socket_in``)."""
+    return control_socket_in(os.path.dirname(os.path.abspath(layout_path)), "supervisor")
 
 
 def control_socket_path(config: "SupervisorConfig", layout_path: str) -> str:

@@ -18,6 +18,7 @@ import os
 import socket
 import time
 
+from appliance.command_io.json_lines import BadRequest, parse_request
 from appliance.command_io.private_socket import Caller, bind_private, peer_of
 
 MAX_LINE = 64 * 1024
@@ -108,13 +109,10 @@ class ControlServer:
 
     def _handle(self, line: bytes, caller: Caller | None = None) -> dict:
         try:
-            request = json.loads(line)
-        except (ValueError, RecursionError):           # RecursionError: [[[[... nested too deeply
+            request = parse_request(line)
+        except BadRequest as exc:
             self.errors += 1
-            return {"ok": False, "error": "not a JSON object"}
-        if not isinstance(request, dict) or not isinstance(request.get("command"), str):
-            self.errors += 1
-            return {"ok": False, "error": "expected an object with a 'command' string"}
+            return {"ok": False, "error": str(exc)}
         try:
             return self.handler(request, caller)
         except Exception as exc:        # a bad request must never take the supervisor down

@@ -21,7 +21,8 @@ def test_regression_supervisor_answers_a_deeply_nested_line():
     directory = tempfile.mkdtemp(prefix="fz-reg-")
     server = control_server.ControlServer(os.path.join(directory, "s.sock"), lambda request, caller: {"ok": True})
     try:
-        assert server._handle(DEEP) == {"ok": False, "error": "not a JSON object"}
+        answer = server._handle(DEEP)
+        assert answer["ok"] is False and answer["error"].startswith("not a JSON object")
         assert server._handle(b'{"command": "status"}') == {"ok": True}
     finally:
         server.close()
