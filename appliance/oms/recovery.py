@@ -134,8 +134,8 @@ def rebuild(records: Iterable[JournalRecord], symbols: list[str], orders: OrderR
                     orders.not_sent(record_.action, record_.token, record_.target)
                     state.not_sent += 1
                 elif rtype != RecordType.REJECTED_LOCALLY:
-                    state.bad_records += 1
-            except Exception as exc:           # a record this version cannot read: count it, go on
+                    raise ValueError("a record type this version does not know")
+            except Exception as exc:           # a record this version cannot read: count it, log it, go on
                 state.bad_records += 1
                 if state.bad_records <= 10:
                     log.error("journal record %d (type %d) unreadable: %s", record.sequence, rtype, exc)
