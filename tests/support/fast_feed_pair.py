@@ -1,0 +1,127 @@
+"""The reference feed path (BlockScanner + BookSet + BookOutputs) and the compiled one (feed.fast.FastFeed)
+side by side on the same packets, each writing its own fake ring and its own market-state table, compared
+after every packet: the BookUpdate bytes, the market-state slots, every counter, each book's state and levels."""
+from __future__ import annotations
+
+import mmap
+
+from appliance.feed.books import BookSet
+from appliance.feed.fast import FastFeed
+from appliance.feed.outputs import BookOutputs
+from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, MARKET_STATE
+from appliance.runtime.layout import parse_layout
+from appliance.runtime.market_state import MarketStateWriter, _slot_offsets
+from appliance.wire import itch
+
+MIDNIGHT_NS = 1_700_000_000_000_000_000
+_T_OUT = BOOK_UPDATE.offset_of["t_feed_out_ns"]
+_T_UPDATE = MARKET_STATE.offset_of["t_update_ns"]
+
+
+class RecordingRing:
+    """A ring that keeps every committed record (bytes, ``t_feed_out_ns`` zeroed: a clock, not state); ``full``
+    makes claim() fail as a ring the strategy fell behind on."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(BOOK_UPDATE.size)
+        self.records: list[bytes] = []
+        self.full = False
+
+    def claim(self) -> int:
+        return -1 if self.full else 0
+
+    def commit(self) -> None:
+        record = bytearray(self.buffer)
+        record[_T_OUT:_T_OUT + 8] = bytes(8)
+        self.records.append(bytes(record))
+
+    def take(self) -> list[bytes]:
+        records, self.records = self.records, []
+        return records
+
+
+def feed_layout(symbols):
+    return parse_layout(f"""\
+version: 1
+name: fastpair
+symbols: [{", ".join(symbols)}]
+segments: [{{name: main, backing: 4k}}]
+tables:
+  - {{name: counters, kind: counters, segment: main, slots_per_process: 1}}
+  - {{name: processes, kind: processes, segment: main}}
+  - {{name: market_state, kind: market_state, segment: main}}
+rings: []
+processes: [{{name: feed, agent: "a.b:C", idle: {{strategy: sleep}}}}]
+""", "fastpair.yaml", available_cpus={0})
+
+
+def _state(book) -> tuple:
+    return (book.locate, book.crossed, book.locked, book.inconsistent, book.last_error, book.trading_state,
+            book.last_trade_price, book.last_trade_shares, book.trades, book.last_timestamp, book.update_sequence,
+            book.order_count)
+
+
+class Pair:
+    def __init__(self, symbols) -> None:
+        symbols = list(symbols)
+        layout = feed_layout(symbols)
+        size = layout.segments["main"].size
+        self.symbols = symbols
+        self.mm = (mmap.mmap(-1, size), mmap.mmap(-1, size))
+        self.slots = _slot_offsets(layout)
+        self.py_ring, self.c_ring = RecordingRing(), RecordingRing()
+        self.books = BookSet(symbols, BOOK_DEPTH)
+        self.scanner = itch.BlockScanner(self.books.subscribed_locates, strict=False)
+        self.outputs = BookOutputs(self.py_ring, self.py_ring.buffer, MarketStateWriter(self.mm[0], layout))
+        self.fast = FastFeed(symbols, self.c_ring, self.c_ring.buffer, MarketStateWriter(self.mm[1], layout))
+        self.outputs.midnight_ns = self.fast.midnight_ns = MIDNIGHT_NS
+        self.outputs.feed_stale = self.fast.feed_stale = False
+        self.packets = 0
+
+    def packet(self, payload: bytes, mold_sequence: int = 7, rx_ns: int = 11, *, compare: bool = True) -> list[bytes]:
+        """Both paths over one payload of blocks; the BookUpdates (identical, or AssertionError)."""
+        self.packets += 1
+        self.outputs.publish_packet(self.scanner.scan(payload, 0, len(payload), True), self.books, mold_sequence,
+                                    rx_ns)
+        self.fast.apply_packet(payload, 0, len(payload), mold_sequence, rx_ns)
+        py, c = self.py_ring.take(), self.c_ring.take()
+        if compare:
+            where = f"packet {self.packets} {payload[:40].hex()}"
+            assert c == py, f"{where}: BookUpdates differ\nC  {[BOOK_UPDATE.as_dict(r) for r in c]}\n" \
+                            f"py {[BOOK_UPDATE.as_dict(r) for r in py]}"
+            self.check(where)
+        return py
+
+    def publish_all(self, mold_sequence: int = 3) -> None:
+        """Both paths' ``publish`` of every book (the agent's start, staleness changes), compared."""
+        for sid in range(len(self.symbols)):
+            self.outputs.publish(self.books.books[sid], mold_sequence, 0)
+            self.fast.publish(self.fast.books[sid], mold_sequence, 0)
+        assert self.c_ring.take() == self.py_ring.take()
+        self.check("publish_all")
+
+    def check(self, where: str = "", orders: bool = False) -> None:
+        assert list(self.fast.counters) == list(self.books.counters), \
+            f"{where}: counters C {self.fast.counter_values()} py {self.books.counter_values()}"
+        assert list(self.fast.scan_counters) == list(self.scanner.counters), where
+        assert (self.fast.published, self.fast.dropped, self.fast.messages) == \
+            (self.outputs.published, self.outputs.dropped, self.outputs.messages), where
+        for sid, (pb, cb) in enumerate(zip(self.books.books, self.fast.books)):
+            assert _state(cb) == _state(pb), f"{where}: {pb.symbol} state C {_state(cb)} py {_state(pb)}"
+            for side in (True, False):
+                assert cb.levels(side) == pb.levels(side), f"{where}: {pb.symbol} levels side {side}"
+            if orders:
+                assert cb.orders() == pb.orders(), f"{where}: {pb.symbol} orders"
+            slot = self.slots[sid]
+            a = bytearray(self.mm[0][slot:slot + MARKET_STATE.size])
+            b = bytearray(self.mm[1][slot:slot + MARKET_STATE.size])
+            a[_T_UPDATE:_T_UPDATE + 8] = b[_T_UPDATE:_T_UPDATE + 8] = bytes(8)
+            assert a == b, f"{where}: {pb.symbol} market-state slot differs"
+        assert self.fast.system_event == self.books.system_event, where
+
+    def close(self) -> None:
+        self.outputs.market_state.close()
+        self.fast.market_state.close()
+        self.fast = None
+        for m in self.mm:
+            m.close()
