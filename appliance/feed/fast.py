@@ -201,7 +201,9 @@ class FastFeed:
     def apply(self, raw) -> int:
         """One raw tuple (a snapshot's or a replayed message: not the hot path), as ``BookSet.apply``."""
         layout = itch.LAYOUT_BY_BYTE[raw[0][0]]
-        return self._c.apply_message(layout.struct.pack(*raw))
+        message = bytearray(layout.size)
+        layout.pack_into(message, 0, *raw)
+        return self._c.apply_message(message)
 
     def apply_message(self, message) -> int | None:
         """One whole ITCH message's bytes; None when it is not one (wrong size for its type)."""

@@ -1,0 +1,343 @@
+"""The compiled feed path (feed/fast.py, _book_fast.c) against the Python reference (BlockScanner + BookSet +
+BookOutputs), message by message and packet by packet: the BookUpdate bytes, the market-state slots, every
+counter, each book's levels, orders, flags, trading state and last trade (tests/support/fast_feed_pair.py).
+
+(a) generated days (bench/itch.generate_day_file, the bench feed's days), several seeds, every symbol
+subscribed and a subset, one message per packet and MoldUDP64-sized packets; (b) hand-built messages of
+every type the books use (A F E C X D U P Q R H S B) and of ignored ones, laid out by the ITCH 5.0 table;
+(c) hostile input: unknown references, over-execution, duplicate adds, zero and huge share counts, locate
+65535, truncated and zero-length blocks, random bytes. FAST_FEED_FUZZ_CASES sets the random cases (CI: 150).
+"""
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from appliance.bench.feed_replay import _packet_bounds, directory_symbols
+from appliance.bench.itch import generate_day_file
+from appliance.feed import fast
+from appliance.feed.outputs import RING, SLOT
+from appliance.wire import itch
+
+pytestmark = pytest.mark.skipif(not fast.AVAILABLE, reason="appliance.feed._book_fast is not built")
+
+from fast_feed_pair import Pair  # noqa: E402
+
+SYMBOLS = ["AAPL", "MSFT", "SPY", "QQQ"]
+LOCATES = {"AAPL": 1, "MSFT": 2, "SPY": 3, "QQQ": 65535}
+U32 = 0xFFFFFFFF
+
+
+def message(kind: str, locate: int = 0, ts: int = 0, **fields) -> bytes:
+    if kind == "R":
+        fields = {"market_category": "Q", "financial_status_indicator": "N", "round_lot_size": 100,
+                  "round_lots_only": "N", "issue_classification": "C", "issue_sub_type": "", "authenticity": "P",
+                  "short_sale_threshold_indicator": "N", "ipo_flag": " ", "luld_reference_price_tier": "1",
+                  "etp_flag": "N", "etp_leverage_factor": 0, "inverse_indicator": "N", **fields}
+    return itch.encode({"type": kind, "stock_locate": locate, "tracking_number": 0, "timestamp": ts, **fields})
+
+
+def blocks(*messages: bytes) -> bytes:
+    return b"".join(len(m).to_bytes(2, "big") + m for m in messages)
+
+
+def directory(stock: str, locate: int, ts: int = 1) -> bytes:
+    return message("R", locate, ts, stock=stock)
+
+
+def add(locate, ref, side, shares, price, stock="AAPL", ts=5, mpid=None) -> bytes:
+    if mpid is not None:
+        return message("F", locate, ts, order_reference_number=ref, buy_sell_indicator=side, shares=shares,
+                       stock=stock, price=price, attribution=mpid)
+    return message("A", locate, ts, order_reference_number=ref, buy_sell_indicator=side, shares=shares,
+                   stock=stock, price=price)
+
+
+def execute(locate, ref, shares, ts=6):
+    return message("E", locate, ts, order_reference_number=ref, executed_shares=shares, match_number=1)
+
+
+def execute_at(locate, ref, shares, price, printable="Y", ts=6):
+    return message("C", locate, ts, order_reference_number=ref, executed_shares=shares, match_number=2,
+                   printable=printable, execution_price=price)
+
+
+def cancel(locate, ref, shares, ts=7):
+    return message("X", locate, ts, order_reference_number=ref, canceled_shares=shares)
+
+
+def delete(locate, ref, ts=7):
+    return message("D", locate, ts, order_reference_number=ref)
+
+
+def replace(locate, old, new, shares, price, ts=8):
+    return message("U", locate, ts, original_order_reference_number=old, new_order_reference_number=new,
+                   shares=shares, price=price)
+
+
+def trade(locate, shares, price, stock="AAPL", ts=9):
+    return message("P", locate, ts, order_reference_number=0, buy_sell_indicator="B", shares=shares, stock=stock,
+                   price=price, match_number=3)
+
+
+def cross(locate, shares, price, stock="AAPL", ts=9):
+    return message("Q", locate, ts, shares=shares, stock=stock, cross_price=price, match_number=4, cross_type="O")
+
+
+def action(locate, state, stock="AAPL", ts=3):
+    return message("H", locate, ts, stock=stock, trading_state=state, reserved=" ", reason="")
+
+
+IGNORED = [message("Y", 1, 1, stock="AAPL", reg_sho_action="0"),
+           message("L", 1, 1, mpid="ABCD", stock="AAPL", primary_market_maker="Y", market_maker_mode="N",
+                   market_participant_state="A"),
+           message("V", 0, 1, level_1=1, level_2=2, level_3=3), message("W", 0, 1, breached_level="1"),
+           message("I", 1, 1, paired_shares=1, imbalance_shares=2, imbalance_direction="B", stock="AAPL",
+                   far_price=1, near_price=2, current_reference_price=3, cross_type="O",
+                   price_variation_indicator="L"),
+           message("N", 1, 1, stock="AAPL", interest_flag="B")]
+
+
+@pytest.fixture
+def pair():
+    p = Pair(SYMBOLS)
+    yield p
+    p.close()
+
+
+def open_day(pair: Pair) -> None:
+    pair.publish_all()
+    pair.packet(blocks(message("S", 0, 1, event_code="O"), *(directory(s, loc) for s, loc in LOCATES.items())))
+
+
+# ---------------------------------------------------------------- (a) generated days
+
+def _day(tmp_path, seed: int, symbols: int = 12, orders: int = 4000) -> tuple[bytes, list[str]]:
+    path = tmp_path / f"day-{seed}.itch"
+    generate_day_file(str(path), orders, seed, symbols)
+    data = path.read_bytes()
+    return data, directory_symbols(data, symbols)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("subset", [False, True])
+def test_generated_days_packet_by_packet(tmp_path, seed, subset):
+    data, names = _day(tmp_path, seed)
+    p = Pair(names[::3] if subset else names)
+    try:
+        p.publish_all()
+        updates = 0
+        for start, stop in _packet_bounds(data, len(data), 1400):
+            updates += len(p.packet(data[start:stop], mold_sequence=start, rx_ns=stop))
+        p.check("end of day", orders=True)
+        assert updates > 100 and p.fast.counters[fast.COUNTER_NAMES.index("messages")] > 1000
+        assert p.fast.scan_counters[itch.FILTERED_OUT] > 0 if subset else p.fast.scan_counters[itch.FILTERED_OUT] == 0
+    finally:
+        p.close()
+
+
+def test_generated_day_message_by_message(tmp_path):
+    """One message per packet: each message's update compared on its own."""
+    data, names = _day(tmp_path, 4, symbols=6, orders=2500)
+    p = Pair(names)
+    try:
+        for start, length in itch.iter_blocks(data):
+            p.packet(data[start - 2:start + length])
+        p.check("end of day", orders=True)
+    finally:
+        p.close()
+
+
+# ---------------------------------------------------------------- (b) hand-built messages of every type
+
+def test_every_type_the_books_use(pair):
+    open_day(pair)
+    steps = [
+        [add(1, 10, "B", 100, 5000), add(1, 11, "S", 200, 5010, mpid="MPID")],        # A, F
+        [add(1, 12, "B", 50, 4990), add(1, 13, "B", 70, 5000), add(2, 20, "S", 5, 300, stock="MSFT")],
+        [execute(1, 10, 40)],                                                        # E partial: a print
+        [execute(1, 10, 60), execute(1, 13, 10)],                                    # two prints, one packet
+        [execute_at(1, 11, 50, 5009), execute_at(1, 11, 10, 5008, printable="N")],    # C printable / not
+        [cancel(1, 12, 20), cancel(1, 12, 30)],                                      # X partial, then whole
+        [replace(1, 13, 14, 60, 5000), replace(1, 14, 15, 80, 5000), replace(1, 15, 16, 80, 5001)],  # U
+        [delete(1, 16), delete(2, 20)],                                              # D
+        [trade(1, 300, 5005), trade(1, 1, 5006), cross(1, 0, 5000), cross(1, 10**12, 5001)],  # P, Q (u64)
+        [action(1, "H"), action(1, "H"), action(1, "T"), action(2, "P", stock="MSFT")],  # H
+        [message("B", 1, 9, match_number=3), message("S", 0, 10, event_code="C")],    # B, S
+        IGNORED,
+        [add(3, 30, "S", 10, 100, stock="SPY"), add(3, 31, "B", 10, 101, stock="SPY"),   # crossed
+         add(3, 32, "B", 5, 100, stock="SPY"), delete(3, 31)],                          # then locked
+        [add(65535, 40, "B", U32, 7, stock="QQQ"), add(65535, 41, "B", U32, 7, stock="QQQ"),   # level > u32
+         add(65535, 42, "B", 1, 6, stock="QQQ")],
+    ]
+    for i in range(10):                                                          # a deep book
+        steps.append([add(2, 100 + i, "B", 10 + i, 290 - i, stock="MSFT"), add(2, 200 + i, "S", 1, 310 + i, stock="MSFT")])
+    steps.append([execute(2, 100, 10), execute(2, 101, 11), execute(2, 102, 5)])
+    for step in steps:
+        pair.packet(blocks(*step))
+    for step in steps:                                                           # each message alone too
+        for m in step:
+            pair.packet(blocks(m))
+    pair.check("end", orders=True)
+    pair.publish_all()
+
+
+def test_directory_handling(pair):
+    pair.packet(blocks(directory("AAPL", 1), directory("TSLA", 4), directory("AAPL", 5), directory("MSFT", 5),
+                       add(5, 1, "B", 10, 10, stock="MSFT"), add(1, 2, "B", 10, 10), directory("MSFT", 5)))
+    pair.packet(blocks(action(5, "H", stock="MSFT"), directory("MSFT", 6), add(6, 3, "S", 1, 11, stock="MSFT")))
+    pair.check("directory", orders=True)
+
+
+def test_publish_to_slot_or_ring_and_a_full_ring(pair):
+    open_day(pair)
+    pair.packet(blocks(add(1, 1, "B", 10, 100), add(1, 2, "S", 10, 101)))
+    pair.py_ring.full = pair.c_ring.full = True
+    pair.packet(blocks(execute(1, 1, 1), execute(1, 1, 1), add(2, 3, "B", 1, 1, stock="MSFT")))
+    pair.py_ring.full = pair.c_ring.full = False
+    assert pair.fast.dropped == pair.outputs.dropped > 0
+    for to in (SLOT, RING, SLOT | RING):
+        pair.outputs.publish(pair.books.books[0], 9, 9, 2, to)
+        pair.fast.publish(pair.fast.books[0], 9, 9, 2, to)
+        assert pair.c_ring.take() == pair.py_ring.take()
+        pair.check(f"to {to}")
+    pair.outputs.feed_stale = pair.fast.feed_stale = True
+    pair.publish_all()
+
+
+def test_reset_clear_and_isolation(pair):
+    open_day(pair)
+    pair.packet(blocks(*(add(1 + i % 3, i, "B" if i % 2 else "S", 10, 100 + i % 7, stock=SYMBOLS[i % 3])
+                         for i in range(1, 200))))
+    pair.books.books[1].reset()
+    pair.fast.books[1].reset()
+    pair.check("reset", orders=True)
+    for view in (pair.books.books[2], pair.fast.books[2]):       # what FeedAgent._isolate does
+        view.reset()
+        view.inconsistent = True
+        view.last_error = "rebuilding"
+    pair.publish_all()
+    pair.packet(blocks(add(1, 500, "B", 1, 1), delete(2, 3)))
+    pair.books.clear()
+    pair.fast.clear()
+    pair.check("clear", orders=True)
+    pair.publish_all()
+    open_day(pair)
+    for raw in (itch.LAYOUT_BY_BYTE[m[0]].unpack_from(m, 0) for m in (add(1, 7, "B", 5, 50), execute(1, 7, 1))):
+        assert pair.fast.apply(raw) == pair.books.apply(raw)     # the agent's snapshot replay path
+    pair.check("apply", orders=True)
+    assert pair.fast.book_of_locate[1].symbol == "AAPL" and pair.fast.book_of_locate[9] is None
+
+
+# ---------------------------------------------------------------- (c) hostile input
+
+def test_errors_counted_and_latched(pair):
+    open_day(pair)
+    pair.packet(blocks(add(1, 1, "B", 100, 10), add(1, 1, "B", 5, 11), add(1, 2, "S", 0, 12)))   # dup, zero
+    pair.packet(blocks(execute(1, 99, 1), cancel(1, 98, 1), delete(1, 97), replace(1, 96, 95, 1, 1)))  # unknown
+    pair.packet(blocks(execute(1, 1, 150)))                                                          # over
+    pair.packet(blocks(add(2, 1, "B", 10, 10, stock="MSFT"), add(2, 2, "B", 10, 11, stock="MSFT"),
+                       replace(2, 1, 2, 5, 12), replace(2, 2, 3, 0, 12), cancel(2, 9, 0)))
+    pair.packet(blocks(add(3, 1, "B", 10, 10, stock="SPY"), execute(3, 1, 0), cancel(3, 1, 0),
+                       execute(3, 1, U32), add(3, 2, "S", U32, U32, stock="SPY")))
+    pair.check("errors", orders=True)
+    names = fast.COUNTER_NAMES
+    for name in ("unknown_order", "over_execution", "duplicate_add", "bad_shares"):
+        assert pair.fast.counters[names.index(name)] > 0, name
+
+
+def test_bad_blocks(pair):
+    open_day(pair)
+    good = add(1, 1, "B", 10, 10)
+    for payload in (good[:-1], b"\x00\x00" + blocks(good), blocks(good)[:-3], blocks(good) + b"\x00",
+                    (len(good) + 1).to_bytes(2, "big") + good + b"x", b"\x00\x05Zabcd", b"", b"\x00",
+                    (40).to_bytes(2, "big") + good, blocks(good, good[:20])):
+        pair.packet(payload)
+    pair.check("bad blocks", orders=True)
+    assert pair.fast.scan_counters[itch.MALFORMED] > 5
+
+
+def _random_message(rng: random.Random) -> bytes:
+    kind = rng.choice("AAAAFEECXXDDUUPQRHSBYV")
+    locate = rng.choice((1, 1, 2, 3, 65535, 0, 4))
+    ref = rng.randrange(12)
+    price = rng.choice((100, 101, 102, 99, 0, U32, rng.randrange(1, 200)))
+    shares = rng.choice((0, 1, 5, 100, U32, rng.randrange(1, 300)))
+    ts = rng.randrange(1 << 48)
+    stock = rng.choice(SYMBOLS + ["ZZZ"])
+    if kind in "AF":
+        return add(locate, ref, rng.choice("BS"), shares, price, stock, ts, "MPID" if kind == "F" else None)
+    if kind == "E":
+        return execute(locate, ref, shares, ts)
+    if kind == "C":
+        return execute_at(locate, ref, shares, price, rng.choice("YN"), ts)
+    if kind == "X":
+        return cancel(locate, ref, shares, ts)
+    if kind == "D":
+        return delete(locate, ref, ts)
+    if kind == "U":
+        return replace(locate, ref, rng.randrange(12), shares, price, ts)
+    if kind == "P":
+        return trade(locate, shares, price, stock, ts)
+    if kind == "Q":
+        return cross(locate, rng.choice((0, 1, 1 << 40, (1 << 64) - 1)), price, stock, ts)
+    if kind == "R":
+        return directory(stock, locate, ts)
+    if kind == "H":
+        return action(locate, rng.choice("THPQ "), stock, ts)
+    if kind == "S":
+        return message("S", 0, ts, event_code=rng.choice("OSQMEC"))
+    if kind == "B":
+        return message("B", locate, ts, match_number=1)
+    return rng.choice(IGNORED)
+
+
+def _random_payload(rng: random.Random) -> bytes:
+    payload = bytearray(blocks(*(_random_message(rng) for _ in range(rng.randrange(1, 30)))))
+    roll = rng.randrange(6)
+    if roll == 0 and payload:
+        del payload[rng.randrange(len(payload)):]
+    elif roll == 1 and payload:
+        for _ in range(rng.randrange(1, 4)):
+            payload[rng.randrange(len(payload))] = rng.randrange(256)
+    elif roll == 2:
+        payload = bytearray(rng.randbytes(rng.randrange(64)))
+    return bytes(payload)
+
+
+def test_random_hostile_packets():
+    cases = int(os.environ.get("FAST_FEED_FUZZ_CASES", "150"))
+    seed = int(os.environ.get("FUZZ_SEED", "1") if os.environ.get("FUZZ_SEED", "") != "random" else
+               int.from_bytes(os.urandom(4), "big"))
+    rng = random.Random(seed)
+    p = Pair(SYMBOLS)
+    try:
+        open_day(p)
+        for case in range(cases):
+            p.packet(_random_payload(rng))
+            if case % 50 == 49:
+                p.check(f"case {case} seed {seed}", orders=True)
+            if rng.random() < 0.02:
+                p.books.clear()
+                p.fast.clear()
+                open_day(p)
+        p.check(f"end seed {seed}", orders=True)
+    finally:
+        p.close()
+
+
+def test_many_orders_grow_and_are_counted():
+    """A feed adding orders without end: the C table grows like the reference's dicts and says how much."""
+    p = Pair(SYMBOLS)
+    try:
+        open_day(p)
+        before = p.fast.stats()["memory_bytes"]
+        for chunk in range(20):
+            p.packet(blocks(*(add(1, chunk * 1000 + i, "B", 1, 1 + i % 500) for i in range(1000))), compare=False)
+        p.check("many", orders=True)
+        stats = p.fast.stats()
+        assert stats["order_count"] == 20_000 and stats["memory_bytes"] > before and stats["alloc_failures"] == 0
+    finally:
+        p.close()
