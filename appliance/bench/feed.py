@@ -23,7 +23,7 @@ from pathlib import Path
 from appliance.bench.exchange_load import background_rates
 from appliance.bench.feed_live import DEFAULT_RATES, IDLE_STRATEGIES, TARGET_RX_TO_RING_P50_NS, measure_live
 from appliance.bench.feed_replay import (
-    ITCHFEED_MESSAGES, SEED, SUBSCRIBED, SYMBOLS, TARGET_REPLAY_MSGS_PER_S, default_cache_dir, measure_replay,
+    ITCHFEED_MESSAGES, SEED, SUBSCRIBED, SYMBOLS, TARGET_FEED_PATH_MSGS_PER_S, TARGET_REPLAY_MSGS_PER_S, default_cache_dir, measure_replay,
 )
 from appliance.bench.feed_report import print_table
 from appliance.bench.timing import machine_info as base_machine_info
@@ -113,4 +113,5 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     return publish("feed", results, errors, args.json, print_table, machine=machine, peers=peers, ratios=ratios,
                    targets={"replay_msgs_per_s": TARGET_REPLAY_MSGS_PER_S,
+                            "feed_path_all_symbols_msgs_per_s": TARGET_FEED_PATH_MSGS_PER_S,
                             "rx_to_ring_p50_ns": TARGET_RX_TO_RING_P50_NS})
