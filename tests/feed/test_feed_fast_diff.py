@@ -2,8 +2,8 @@
 BookOutputs), message by message and packet by packet: the BookUpdate bytes, the market-state slots, every
 counter, each book's levels, orders, flags, trading state and last trade (tests/support/fast_feed_pair.py).
 
-(a) generated days (bench/itch.generate_day_file, the bench feed's days), several seeds, every symbol
-subscribed and a subset, one message per packet and MoldUDP64-sized packets; (b) hand-built messages of
+(a) days of the simulated exchange (its engine and packer), several seeds, every symbol followed and a
+subset, as sent and one message per packet (the bench feed's generated days: tests/bench/test_feed_fast_days.py); (b) hand-built messages of
 every type the books use (A F E C X D U P Q R H S B) and of ignored ones, laid out by the ITCH 5.0 table;
 (c) hostile input: unknown references, over-execution, duplicate adds, zero and huge share counts, locate
 65535, truncated and zero-length blocks, random bytes. FAST_FEED_FUZZ_CASES sets the random cases (CI: 150).
@@ -15,15 +15,13 @@ import random
 
 import pytest
 
-from appliance.bench.feed_replay import _packet_bounds, directory_symbols
-from appliance.bench.itch import generate_day_file
 from appliance.feed import fast
 from appliance.feed.outputs import RING, SLOT
 from appliance.wire import itch
 
 pytestmark = pytest.mark.skipif(not fast.AVAILABLE, reason="appliance.feed._book_fast is not built")
 
-from fast_feed_pair import Pair  # noqa: E402
+from fast_feed_pair import VENUE_PRICES, Pair, venue_day  # noqa: E402
 
 SYMBOLS = ["AAPL", "MSFT", "SPY", "QQQ"]
 LOCATES = {"AAPL": 1, "MSFT": 2, "SPY": 3, "QQQ": 65535}
@@ -114,37 +112,28 @@ def open_day(pair: Pair) -> None:
 
 # ---------------------------------------------------------------- (a) generated days
 
-def _day(tmp_path, seed: int, symbols: int = 12, orders: int = 4000) -> tuple[bytes, list[str]]:
-    path = tmp_path / f"day-{seed}.itch"
-    generate_day_file(str(path), orders, seed, symbols)
-    data = path.read_bytes()
-    return data, directory_symbols(data, symbols)
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize("subset", [False, True])
-def test_generated_days_packet_by_packet(tmp_path, seed, subset):
-    data, names = _day(tmp_path, seed)
-    p = Pair(names[::3] if subset else names)
+@pytest.mark.parametrize("followed", [list(VENUE_PRICES) + ["NOPE"], ["MSFT", "QQQ", "NOPE", "AMD"]])
+def test_venue_days_packet_by_packet(seed, followed):
+    """The exchange's own days (its matching engine and packer), every symbol followed and a subset."""
+    p = Pair(followed)
     try:
         p.publish_all()
-        updates = 0
-        for start, stop in _packet_bounds(data, len(data), 1400):
-            updates += len(p.packet(data[start:stop], mold_sequence=start, rx_ns=stop))
+        updates = sum(len(p.packet(payload, mold_sequence=i, rx_ns=i)) for i, payload in enumerate(venue_day(seed)))
         p.check("end of day", orders=True)
         assert updates > 100 and p.fast.counters[fast.COUNTER_NAMES.index("messages")] > 1000
-        assert p.fast.scan_counters[itch.FILTERED_OUT] > 0 if subset else p.fast.scan_counters[itch.FILTERED_OUT] == 0
+        assert (p.fast.scan_counters[itch.FILTERED_OUT] > 0) == (len(followed) < 5)
     finally:
         p.close()
 
 
-def test_generated_day_message_by_message(tmp_path):
+def test_venue_day_message_by_message():
     """One message per packet: each message's update compared on its own."""
-    data, names = _day(tmp_path, 4, symbols=6, orders=2500)
-    p = Pair(names)
+    p = Pair(list(VENUE_PRICES))
     try:
-        for start, length in itch.iter_blocks(data):
-            p.packet(data[start - 2:start + length])
+        for payload in venue_day(4, 3000):
+            for start, length in itch.iter_blocks(payload):
+                p.packet(payload[start - 2:start + length])
         p.check("end of day", orders=True)
     finally:
         p.close()

@@ -11,7 +11,7 @@ from appliance.feed.outputs import BookOutputs
 from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, MARKET_STATE
 from appliance.runtime.layout import parse_layout
 from appliance.runtime.market_state import MarketStateWriter, _slot_offsets
-from appliance.wire import itch
+from appliance.wire import itch, moldudp64
 
 MIDNIGHT_NS = 1_700_000_000_000_000_000
 _T_OUT = BOOK_UPDATE.offset_of["t_feed_out_ns"]
@@ -125,3 +125,27 @@ class Pair:
         self.fast = None
         for m in self.mm:
             m.close()
+
+
+VENUE_PRICES = {"AAPL": 1_900_000, "MSFT": 4_200_000, "SPY": 5_600_000, "QQQ": 4_800_000, "TSLA": 2_500_000,
+                "IBM": 1_400_000, "AMD": 1_100_000, "NVDA": 9_000_000}
+
+
+def venue_day(seed: int, operations: int = 6000) -> list[bytes]:
+    """A day of the simulated exchange (its own matching engine and market-data packer: open, background
+    flow with a halt and a resume, close) as the MoldUDP64 payloads it sent, headers cut off."""
+    from appliance.exchange.participants import BackgroundFlow
+    from appliance.exchange.venue import Venue
+
+    packets: list[bytes] = []
+    venue = Venue([(s, 100) for s in VENUE_PRICES], {}, session="FASTDIFF01", send_packet=packets.append,
+                  background=BackgroundFlow(VENUE_PRICES, rate=0, seed=seed))
+    venue.open()
+    venue.run_background(operations // 2)
+    venue.halt("MSFT")
+    venue.run_background(operations // 4)
+    venue.resume("MSFT")
+    venue.run_background(operations // 4)
+    venue.close()
+    venue.publisher.flush()
+    return [p[moldudp64.HEADER_SIZE:] for p in packets if len(p) > moldudp64.HEADER_SIZE]
