@@ -6,12 +6,10 @@ counter, each book's levels, orders, flags, trading state and last trade (tests/
 subset, as sent and one message per packet (the bench feed's generated days: tests/bench/test_feed_fast_days.py); (b) hand-built messages of
 every type the books use (A F E C X D U P Q R H S B) and of ignored ones, laid out by the ITCH 5.0 table;
 (c) hostile input: unknown references, over-execution, duplicate adds, zero and huge share counts, locate
-65535, truncated and zero-length blocks, random bytes. FAST_FEED_FUZZ_CASES sets the random cases (CI: 150).
+65535, truncated and zero-length blocks, random bytes (and random sessions of them, with fuzzkit's case counts
+and seeds: tests/fuzz/test_fuzz_feed_fast.py).
 """
 from __future__ import annotations
-
-import os
-import random
 
 import pytest
 
@@ -21,81 +19,12 @@ from appliance.wire import itch
 
 pytestmark = pytest.mark.skipif(not fast.AVAILABLE, reason="appliance.feed._book_fast is not built")
 
-from fast_feed_pair import VENUE_PRICES, Pair, venue_day  # noqa: E402
+from fast_feed_pair import (  # noqa: E402
+    IGNORED, SYMBOLS, U32, VENUE_PRICES, Pair, action, add, blocks, cancel, cross, delete, directory, execute,
+    execute_at, message, random_payload, replace, trade, venue_day,
+)
 
-SYMBOLS = ["AAPL", "MSFT", "SPY", "QQQ"]
 LOCATES = {"AAPL": 1, "MSFT": 2, "SPY": 3, "QQQ": 65535}
-U32 = 0xFFFFFFFF
-
-
-def message(kind: str, locate: int = 0, ts: int = 0, **fields) -> bytes:
-    if kind == "R":
-        fields = {"market_category": "Q", "financial_status_indicator": "N", "round_lot_size": 100,
-                  "round_lots_only": "N", "issue_classification": "C", "issue_sub_type": "", "authenticity": "P",
-                  "short_sale_threshold_indicator": "N", "ipo_flag": " ", "luld_reference_price_tier": "1",
-                  "etp_flag": "N", "etp_leverage_factor": 0, "inverse_indicator": "N", **fields}
-    return itch.encode({"type": kind, "stock_locate": locate, "tracking_number": 0, "timestamp": ts, **fields})
-
-
-def blocks(*messages: bytes) -> bytes:
-    return b"".join(len(m).to_bytes(2, "big") + m for m in messages)
-
-
-def directory(stock: str, locate: int, ts: int = 1) -> bytes:
-    return message("R", locate, ts, stock=stock)
-
-
-def add(locate, ref, side, shares, price, stock="AAPL", ts=5, mpid=None) -> bytes:
-    if mpid is not None:
-        return message("F", locate, ts, order_reference_number=ref, buy_sell_indicator=side, shares=shares,
-                       stock=stock, price=price, attribution=mpid)
-    return message("A", locate, ts, order_reference_number=ref, buy_sell_indicator=side, shares=shares,
-                   stock=stock, price=price)
-
-
-def execute(locate, ref, shares, ts=6):
-    return message("E", locate, ts, order_reference_number=ref, executed_shares=shares, match_number=1)
-
-
-def execute_at(locate, ref, shares, price, printable="Y", ts=6):
-    return message("C", locate, ts, order_reference_number=ref, executed_shares=shares, match_number=2,
-                   printable=printable, execution_price=price)
-
-
-def cancel(locate, ref, shares, ts=7):
-    return message("X", locate, ts, order_reference_number=ref, canceled_shares=shares)
-
-
-def delete(locate, ref, ts=7):
-    return message("D", locate, ts, order_reference_number=ref)
-
-
-def replace(locate, old, new, shares, price, ts=8):
-    return message("U", locate, ts, original_order_reference_number=old, new_order_reference_number=new,
-                   shares=shares, price=price)
-
-
-def trade(locate, shares, price, stock="AAPL", ts=9):
-    return message("P", locate, ts, order_reference_number=0, buy_sell_indicator="B", shares=shares, stock=stock,
-                   price=price, match_number=3)
-
-
-def cross(locate, shares, price, stock="AAPL", ts=9):
-    return message("Q", locate, ts, shares=shares, stock=stock, cross_price=price, match_number=4, cross_type="O")
-
-
-def action(locate, state, stock="AAPL", ts=3):
-    return message("H", locate, ts, stock=stock, trading_state=state, reserved=" ", reason="")
-
-
-IGNORED = [message("Y", 1, 1, stock="AAPL", reg_sho_action="0"),
-           message("L", 1, 1, mpid="ABCD", stock="AAPL", primary_market_maker="Y", market_maker_mode="N",
-                   market_participant_state="A"),
-           message("V", 0, 1, level_1=1, level_2=2, level_3=3), message("W", 0, 1, breached_level="1"),
-           message("I", 1, 1, paired_shares=1, imbalance_shares=2, imbalance_direction="B", stock="AAPL",
-                   far_price=1, near_price=2, current_reference_price=3, cross_type="O",
-                   price_variation_indicator="L"),
-           message("N", 1, 1, stock="AAPL", interest_flag="B")]
 
 
 @pytest.fixture
@@ -246,75 +175,6 @@ def test_bad_blocks(pair):
         pair.packet(payload)
     pair.check("bad blocks", orders=True)
     assert pair.fast.scan_counters[itch.MALFORMED] > 5
-
-
-def _random_message(rng: random.Random) -> bytes:
-    kind = rng.choice("AAAAFEECXXDDUUPQRHSBYV")
-    locate = rng.choice((1, 1, 2, 3, 65535, 0, 4))
-    ref = rng.randrange(12)
-    price = rng.choice((100, 101, 102, 99, 0, U32, rng.randrange(1, 200)))
-    shares = rng.choice((0, 1, 5, 100, U32, rng.randrange(1, 300)))
-    ts = rng.randrange(1 << 48)
-    stock = rng.choice(SYMBOLS + ["ZZZ"])
-    if kind in "AF":
-        return add(locate, ref, rng.choice("BS"), shares, price, stock, ts, "MPID" if kind == "F" else None)
-    if kind == "E":
-        return execute(locate, ref, shares, ts)
-    if kind == "C":
-        return execute_at(locate, ref, shares, price, rng.choice("YN"), ts)
-    if kind == "X":
-        return cancel(locate, ref, shares, ts)
-    if kind == "D":
-        return delete(locate, ref, ts)
-    if kind == "U":
-        return replace(locate, ref, rng.randrange(12), shares, price, ts)
-    if kind == "P":
-        return trade(locate, shares, price, stock, ts)
-    if kind == "Q":
-        return cross(locate, rng.choice((0, 1, 1 << 40, (1 << 64) - 1)), price, stock, ts)
-    if kind == "R":
-        return directory(stock, locate, ts)
-    if kind == "H":
-        return action(locate, rng.choice("THPQ "), stock, ts)
-    if kind == "S":
-        return message("S", 0, ts, event_code=rng.choice("OSQMEC"))
-    if kind == "B":
-        return message("B", locate, ts, match_number=1)
-    return rng.choice(IGNORED)
-
-
-def _random_payload(rng: random.Random) -> bytes:
-    payload = bytearray(blocks(*(_random_message(rng) for _ in range(rng.randrange(1, 30)))))
-    roll = rng.randrange(6)
-    if roll == 0 and payload:
-        del payload[rng.randrange(len(payload)):]
-    elif roll == 1 and payload:
-        for _ in range(rng.randrange(1, 4)):
-            payload[rng.randrange(len(payload))] = rng.randrange(256)
-    elif roll == 2:
-        payload = bytearray(rng.randbytes(rng.randrange(64)))
-    return bytes(payload)
-
-
-def test_random_hostile_packets():
-    cases = int(os.environ.get("FAST_FEED_FUZZ_CASES", "150"))
-    seed = int(os.environ.get("FUZZ_SEED", "1") if os.environ.get("FUZZ_SEED", "") != "random" else
-               int.from_bytes(os.urandom(4), "big"))
-    rng = random.Random(seed)
-    p = Pair(SYMBOLS)
-    try:
-        open_day(p)
-        for case in range(cases):
-            p.packet(_random_payload(rng))
-            if case % 50 == 49:
-                p.check(f"case {case} seed {seed}", orders=True)
-            if rng.random() < 0.02:
-                p.books.clear()
-                p.fast.clear()
-                open_day(p)
-        p.check(f"end seed {seed}", orders=True)
-    finally:
-        p.close()
 
 
 def test_many_orders_grow_and_are_counted():

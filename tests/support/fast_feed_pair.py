@@ -4,6 +4,7 @@ after every packet: the BookUpdate bytes, the market-state slots, every counter,
 from __future__ import annotations
 
 import mmap
+import random
 
 from appliance.feed.books import BookSet
 from appliance.feed.fast import FastFeed
@@ -149,3 +150,127 @@ def venue_day(seed: int, operations: int = 6000) -> list[bytes]:
     venue.close()
     venue.publisher.flush()
     return [p[moldudp64.HEADER_SIZE:] for p in packets if len(p) > moldudp64.HEADER_SIZE]
+
+
+# ---------------------------------------------------------------- ITCH 5.0 messages by hand (the codec's table)
+
+SYMBOLS = ["AAPL", "MSFT", "SPY", "QQQ"]
+U32 = 0xFFFFFFFF
+
+
+def message(kind: str, locate: int = 0, ts: int = 0, **fields) -> bytes:
+    if kind == "R":
+        fields = {"market_category": "Q", "financial_status_indicator": "N", "round_lot_size": 100,
+                  "round_lots_only": "N", "issue_classification": "C", "issue_sub_type": "", "authenticity": "P",
+                  "short_sale_threshold_indicator": "N", "ipo_flag": " ", "luld_reference_price_tier": "1",
+                  "etp_flag": "N", "etp_leverage_factor": 0, "inverse_indicator": "N", **fields}
+    return itch.encode({"type": kind, "stock_locate": locate, "tracking_number": 0, "timestamp": ts, **fields})
+
+
+def blocks(*messages: bytes) -> bytes:
+    return b"".join(len(m).to_bytes(2, "big") + m for m in messages)
+
+
+def directory(stock: str, locate: int, ts: int = 1) -> bytes:
+    return message("R", locate, ts, stock=stock)
+
+
+def add(locate, ref, side, shares, price, stock="AAPL", ts=5, mpid=None) -> bytes:
+    if mpid is not None:
+        return message("F", locate, ts, order_reference_number=ref, buy_sell_indicator=side, shares=shares,
+                       stock=stock, price=price, attribution=mpid)
+    return message("A", locate, ts, order_reference_number=ref, buy_sell_indicator=side, shares=shares,
+                   stock=stock, price=price)
+
+
+def execute(locate, ref, shares, ts=6):
+    return message("E", locate, ts, order_reference_number=ref, executed_shares=shares, match_number=1)
+
+
+def execute_at(locate, ref, shares, price, printable="Y", ts=6):
+    return message("C", locate, ts, order_reference_number=ref, executed_shares=shares, match_number=2,
+                   printable=printable, execution_price=price)
+
+
+def cancel(locate, ref, shares, ts=7):
+    return message("X", locate, ts, order_reference_number=ref, canceled_shares=shares)
+
+
+def delete(locate, ref, ts=7):
+    return message("D", locate, ts, order_reference_number=ref)
+
+
+def replace(locate, old, new, shares, price, ts=8):
+    return message("U", locate, ts, original_order_reference_number=old, new_order_reference_number=new,
+                   shares=shares, price=price)
+
+
+def trade(locate, shares, price, stock="AAPL", ts=9):
+    return message("P", locate, ts, order_reference_number=0, buy_sell_indicator="B", shares=shares, stock=stock,
+                   price=price, match_number=3)
+
+
+def cross(locate, shares, price, stock="AAPL", ts=9):
+    return message("Q", locate, ts, shares=shares, stock=stock, cross_price=price, match_number=4, cross_type="O")
+
+
+def action(locate, state, stock="AAPL", ts=3):
+    return message("H", locate, ts, stock=stock, trading_state=state, reserved=" ", reason="")
+
+
+IGNORED = [message("Y", 1, 1, stock="AAPL", reg_sho_action="0"),
+           message("L", 1, 1, mpid="ABCD", stock="AAPL", primary_market_maker="Y", market_maker_mode="N",
+                   market_participant_state="A"),
+           message("V", 0, 1, level_1=1, level_2=2, level_3=3), message("W", 0, 1, breached_level="1"),
+           message("I", 1, 1, paired_shares=1, imbalance_shares=2, imbalance_direction="B", stock="AAPL",
+                   far_price=1, near_price=2, current_reference_price=3, cross_type="O",
+                   price_variation_indicator="L"),
+           message("N", 1, 1, stock="AAPL", interest_flag="B")]
+
+
+def random_message(rng: random.Random) -> bytes:
+    kind = rng.choice("AAAAFEECXXDDUUPQRHSBYV")
+    locate = rng.choice((1, 1, 2, 3, 65535, 0, 4))
+    ref = rng.randrange(12)
+    price = rng.choice((100, 101, 102, 99, 0, U32, rng.randrange(1, 200)))
+    shares = rng.choice((0, 1, 5, 100, U32, rng.randrange(1, 300)))
+    ts = rng.randrange(1 << 48)
+    stock = rng.choice(SYMBOLS + ["ZZZ"])
+    if kind in "AF":
+        return add(locate, ref, rng.choice("BS"), shares, price, stock, ts, "MPID" if kind == "F" else None)
+    if kind == "E":
+        return execute(locate, ref, shares, ts)
+    if kind == "C":
+        return execute_at(locate, ref, shares, price, rng.choice("YN"), ts)
+    if kind == "X":
+        return cancel(locate, ref, shares, ts)
+    if kind == "D":
+        return delete(locate, ref, ts)
+    if kind == "U":
+        return replace(locate, ref, rng.randrange(12), shares, price, ts)
+    if kind == "P":
+        return trade(locate, shares, price, stock, ts)
+    if kind == "Q":
+        return cross(locate, rng.choice((0, 1, 1 << 40, (1 << 64) - 1)), price, stock, ts)
+    if kind == "R":
+        return directory(stock, locate, ts)
+    if kind == "H":
+        return action(locate, rng.choice("THPQ "), stock, ts)
+    if kind == "S":
+        return message("S", 0, ts, event_code=rng.choice("OSQMEC"))
+    if kind == "B":
+        return message("B", locate, ts, match_number=1)
+    return rng.choice(IGNORED)
+
+
+def random_payload(rng: random.Random) -> bytes:
+    payload = bytearray(blocks(*(random_message(rng) for _ in range(rng.randrange(1, 30)))))
+    roll = rng.randrange(6)
+    if roll == 0 and payload:
+        del payload[rng.randrange(len(payload)):]
+    elif roll == 1 and payload:
+        for _ in range(rng.randrange(1, 4)):
+            payload[rng.randrange(len(payload))] = rng.randrange(256)
+    elif roll == 2:
+        payload = bytearray(rng.randbytes(rng.randrange(64)))
+    return bytes(payload)
