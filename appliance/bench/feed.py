@@ -57,7 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds allowed for a process to start (default 30)")
     parser.add_argument("--feed-idle", choices=sorted(IDLE_STRATEGIES), default="backoff",
                         help="idle strategy of the feed agent and of the bare receiver (default backoff; "
-                             "yield keeps one CPU busy)")
+                             "yield and spin keep one CPU busy)")
+    parser.add_argument("--feed-books", choices=("compiled", "python"), default="compiled",
+                        help="the live feed agent's books: compiled (feed/_book_fast.c, the default) or python "
+                             "(params.compiled_books: false, the reference) for a before/after")
     parser.add_argument("--skip-replay", action="store_true", help="do not run the replay part")
     parser.add_argument("--skip-live", action="store_true", help="do not run the live part")
     parser.add_argument("--skip-peers", action="store_true",

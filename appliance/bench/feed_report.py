@@ -111,7 +111,8 @@ def _print_live(live: dict, peers: dict, ratios: dict) -> None:
         (f"backoff: {idle['spins']} spins, {idle['yields']} yields, park {idle['min_park_ns'] // 1000}.."
          f"{idle['max_park_ns'] // 1000} us")
     print(f"live: the exchange as a process (background flow, {len(live['symbols'])} symbols, all subscribed) -> "
-          f"MoldUDP64 on 127.0.0.1 -> the feed agent as a process ({idle_text}) -> book_updates ring drained here; "
+          f"MoldUDP64 on 127.0.0.1 -> the feed agent as a process ({idle_text}, {live.get('feed_books', 'compiled')} "
+          f"books) -> book_updates ring drained here; "
           f"{live['seconds']:g} s window per rate after {live['settle_seconds']:g} s of warm-up, "
           f"{live['catch_up_seconds']:g} s to catch up")
     header = (f"{'asked op/s':>10} {'sent msg/s':>10} {'sender':>8} {'feed msg/s':>10} {'gaps':>5} {'recov':>6} "

@@ -22,6 +22,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
 
 #define LOCATES 65536
 #define MAX_DEPTH 16
@@ -1086,9 +1089,85 @@ static PyTypeObject BooksType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* ---------------------------------------------------------------- the feed socket's receive (receiver.py) */
+
+/* Slots of a receiver's stats array('q') (receiver.py STAT_NAMES holds the same order; a test compares both paths). */
+enum { ST_RX_NS, ST_SOURCE_HOST, ST_SOURCE_PORT, ST_PACKETS, ST_BYTES, ST_TRUNCATED, ST_ERRORS, ST_MISSING_TS,
+       ST_FOREIGN, ST_FOREIGN_HOST, ST_FOREIGN_PORT, N_STATS };
+#define MAX_FOREIGN_PER_RECEIVE 64
+
+/* recv_datagram(fd, buffer, stats, expected_host, expected_port) -> nbytes, or -1 when nothing is waiting (or a
+ * counted error). receiver.py's _receive_python without an exception per empty poll: a datagram from anyone but
+ * expected_host (-1: anyone) / expected_port (-1: any) is counted foreign and skipped; the kernel receive
+ * timestamp (SO_TIMESTAMPNS) goes to stats[ST_RX_NS], the clock when it is missing (counted). */
+static PyObject *recv_datagram(PyObject *self, PyObject *args) {
+    int fd;
+    Py_buffer buf, st;
+    long long expected_host, expected_port;
+    if (!PyArg_ParseTuple(args, "iw*w*LL:recv_datagram", &fd, &buf, &st, &expected_host, &expected_port)) return NULL;
+    if (st.len < (Py_ssize_t)(N_STATS * sizeof(int64_t))) {
+        PyBuffer_Release(&buf); PyBuffer_Release(&st);
+        PyErr_SetString(PyExc_ValueError, "stats must hold 11 int64");
+        return NULL;
+    }
+    int64_t *stats = (int64_t *)st.buf;
+    long result = -1;
+    for (int i = 0; i < MAX_FOREIGN_PER_RECEIVE; i++) {
+        struct sockaddr_in addr;
+        union { char buf[CMSG_SPACE(sizeof(struct timespec))]; struct cmsghdr align; } control;
+        struct iovec iov = {buf.buf, (size_t)buf.len};
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        memset(&addr, 0, sizeof addr);
+        m.msg_name = &addr; m.msg_namelen = sizeof addr;
+        m.msg_iov = &iov; m.msg_iovlen = 1;
+        m.msg_control = control.buf; m.msg_controllen = sizeof control.buf;
+        ssize_t n = recvmsg(fd, &m, 0);
+        if (n < 0) {
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0) { PyBuffer_Release(&buf); PyBuffer_Release(&st); return NULL; }
+                i--;
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) stats[ST_ERRORS]++;
+            break;
+        }
+        int64_t host = (int64_t)ntohl(addr.sin_addr.s_addr), port = (int64_t)ntohs(addr.sin_port);
+        if (expected_host >= 0 && (host != expected_host || (expected_port >= 0 && port != expected_port))) {
+            stats[ST_FOREIGN]++;
+            stats[ST_FOREIGN_HOST] = host;
+            stats[ST_FOREIGN_PORT] = port;
+            continue;
+        }
+        int64_t rx = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS &&
+                c->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
+                struct timespec ts;
+                memcpy(&ts, CMSG_DATA(c), sizeof ts);
+                rx = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+            }
+        }
+        if (!rx) { rx = now_ns(); stats[ST_MISSING_TS]++; }
+        if (m.msg_flags & MSG_TRUNC) stats[ST_TRUNCATED]++;
+        stats[ST_RX_NS] = rx;
+        stats[ST_SOURCE_HOST] = host;
+        stats[ST_SOURCE_PORT] = port;
+        stats[ST_PACKETS]++;
+        stats[ST_BYTES] += n;
+        result = (long)n;
+        break;
+    }
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&st);
+    return PyLong_FromLong(result);
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, "configure(itch_fields, sizes, book_update_fields, (type_id, version, size, depth), "
      "market_state_fields, counter_names, flags, scanner_slots)"},
+    {"recv_datagram", recv_datagram, METH_VARARGS, "recv_datagram(fd, buffer, stats, expected_host, expected_port) -> "
+     "nbytes or -1 (see the C source)"},
     {NULL, NULL, 0, NULL}
 };
 

@@ -133,7 +133,7 @@ def test_bench_feed_json_reports_replay_live_and_peers(tmp_path):
     best = live["max_msgs_per_s_no_loss"]
     assert best is None or 0 < best <= live["highest_published_msgs_per_s"]
     assert best == (run["published_msgs_per_s"] if run["no_loss"] else None)
-    assert live["symbols"] and live["feed_idle"]["strategy"] == "backoff"
+    assert live["symbols"] and live["feed_idle"]["strategy"] == "backoff" and live["feed_books"] == "compiled"
     assert live["limited_by"] == ("sender" if run["no_loss"] else "feed")
     assert ratios["rx_to_ring_p50_vs_target"] == pytest.approx(live["rx_to_ring_p50_ns"] / 5000)
 
@@ -169,7 +169,8 @@ def test_bench_feed_table(tmp_path):
                                            (["--rates", "500000"], "must be between"),
                                            (["--rates", ","], "names no rate"),
                                            (["--seconds", "0"], "must be between"),
-                                           (["--feed-idle", "busy_spin"], "invalid choice")])
+                                           (["--feed-idle", "busy_spin"], "invalid choice"),
+                                           (["--feed-books", "c"], "invalid choice")])
 def test_bad_arguments_are_usage_errors(argv, message):
     proc = _bench(*argv)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
