@@ -247,7 +247,12 @@ static inline int64_t now_ns(void) {
 
 typedef struct { uint64_t ref; uint32_t sid; uint32_t price; uint32_t shares; uint8_t is_buy; uint8_t used; } Order;
 typedef struct { uint32_t price; uint64_t qty; } Level;
-typedef struct { Level *lv; uint32_t n, cap; } Side;
+/* One side's levels, best first, in blocks of at most LEVEL_BLOCK (a sorted array cut in pieces): finding a
+ * price is two binary searches and an insert or removal moves at most one block, so a book with tens of
+ * thousands of levels (a hostile feed, or the bench's uniform prices) costs what a short one does. */
+#define LEVEL_BLOCK 64
+typedef struct { uint32_t n; Level lv[LEVEL_BLOCK]; } Block;
+typedef struct { Block **blk; uint32_t nblk, cap; uint32_t n; } Side;
 
 typedef struct {
     Side side[2];                   /* [0] asks (ascending), [1] bids (descending): index is_buy */
@@ -349,17 +354,50 @@ static void order_del(Books *b, uint64_t i) {
 
 /* ---------------------------------------------------------------- levels */
 
-/* index of price in the side (found=1) or where it goes; best first */
-static inline uint32_t lv_search(const Side *s, uint32_t price, int is_buy, int *found) {
-    uint32_t lo = 0, hi = s->n;
+static inline int better(uint32_t a, uint32_t b, int is_buy) { return is_buy ? a > b : a < b; }
+
+/* Where price is (found=1) or goes: block *bi, index *ii; best first. */
+static void lv_find(const Side *s, uint32_t price, int is_buy, uint32_t *bi, uint32_t *ii, int *found) {
+    *found = 0;
+    if (!s->nblk) { *bi = *ii = 0; return; }
+    /* the last block whose first level is not worse than price */
+    uint32_t lo = 0, hi = s->nblk;
     while (lo < hi) {
         uint32_t mid = (lo + hi) >> 1;
-        uint32_t p = s->lv[mid].price;
-        if (p == price) { *found = 1; return mid; }
-        if (is_buy ? p > price : p < price) lo = mid + 1; else hi = mid;
+        uint32_t first = s->blk[mid]->lv[0].price;
+        if (first == price || better(first, price, is_buy)) lo = mid + 1; else hi = mid;
     }
-    *found = 0;
-    return lo;
+    uint32_t k = lo ? lo - 1 : 0;
+    const Block *blk = s->blk[k];
+    uint32_t l = 0, h = blk->n;
+    while (l < h) {
+        uint32_t mid = (l + h) >> 1;
+        uint32_t p = blk->lv[mid].price;
+        if (p == price) { *bi = k; *ii = mid; *found = 1; return; }
+        if (better(p, price, is_buy)) l = mid + 1; else h = mid;
+    }
+    *bi = k;
+    *ii = l;
+}
+
+/* the level's rank is below depth (it is in the published top) */
+static inline int in_top(const Side *s, uint32_t bi, uint32_t ii) {
+    uint32_t rank = ii;
+    for (uint32_t k = 0; k < bi && rank < (uint32_t)depth; k++) rank += s->blk[k]->n;
+    return rank < (uint32_t)depth;
+}
+
+static inline const Level *lv_at(const Side *s, uint32_t rank) {      /* rank < s->n; rank < depth in practice */
+    for (uint32_t k = 0;; k++) {
+        if (rank < s->blk[k]->n) return &s->blk[k]->lv[rank];
+        rank -= s->blk[k]->n;
+    }
+}
+
+static void side_free(Books *b, Side *s) {
+    for (uint32_t k = 0; k < s->nblk; k++) free(s->blk[k]);
+    b->memory -= (uint64_t)s->nblk * sizeof(Block);
+    s->nblk = s->n = 0;
 }
 
 static void best_moved(Books *b, Book *k) {
@@ -367,45 +405,82 @@ static void best_moved(Books *b, Book *k) {
     Side *bids = &k->side[1], *asks = &k->side[0];
     uint8_t crossed = 0, locked = 0;
     if (bids->n && asks->n) {
-        crossed = asks->lv[0].price < bids->lv[0].price;
-        locked = asks->lv[0].price == bids->lv[0].price;
+        uint32_t ask = asks->blk[0]->lv[0].price, bid = bids->blk[0]->lv[0].price;
+        crossed = ask < bid;
+        locked = ask == bid;
     }
     if (crossed != k->crossed) { k->crossed = crossed; if (crossed) c[counter_slot[CROSSED]]++; }
     if (locked != k->locked) { k->locked = locked; if (locked) c[counter_slot[LOCKED]]++; }
 }
 
+/* a new block at directory index at (0: no memory) */
+static Block *block_new(Books *b, Side *s, uint32_t at) {
+    if (s->nblk == s->cap) {
+        uint32_t cap = s->cap ? s->cap * 2 : 4;
+        Block **blk = realloc(s->blk, (size_t)cap * sizeof(Block *));
+        if (!blk) return NULL;
+        b->memory += (uint64_t)(cap - s->cap) * sizeof(Block *);
+        s->blk = blk;
+        s->cap = cap;
+    }
+    Block *nb = malloc(sizeof(Block));
+    if (!nb) return NULL;
+    nb->n = 0;
+    b->memory += sizeof(Block);
+    memmove(&s->blk[at + 1], &s->blk[at], (size_t)(s->nblk - at) * sizeof(Block *));
+    s->blk[at] = nb;
+    s->nblk++;
+    return nb;
+}
+
 /* 1: the top depth changed; 0: not; -1: no memory (nothing changed) */
 static int lv_insert(Books *b, Book *k, int is_buy, uint32_t price, uint64_t shares) {
     Side *s = &k->side[is_buy];
+    uint32_t bi, ii;
     int found;
-    uint32_t i = lv_search(s, price, is_buy, &found);
-    if (found) { s->lv[i].qty += shares; return i < (uint32_t)depth; }
-    if (s->n == s->cap) {
-        uint32_t cap = s->cap ? s->cap * 2 : 16;
-        Level *lv = realloc(s->lv, (size_t)cap * sizeof(Level));
-        if (!lv) return -1;
-        b->memory += (size_t)(cap - s->cap) * sizeof(Level);
-        s->lv = lv;
-        s->cap = cap;
+    lv_find(s, price, is_buy, &bi, &ii, &found);
+    if (found) { s->blk[bi]->lv[ii].qty += shares; return in_top(s, bi, ii); }
+    if (!s->nblk && !block_new(b, s, 0)) return -1;
+    Block *blk = s->blk[bi];
+    if (blk->n == LEVEL_BLOCK) {                   /* split: the upper half to a new block after it */
+        Block *next = block_new(b, s, bi + 1);
+        if (!next) return -1;
+        blk = s->blk[bi];
+        uint32_t half = LEVEL_BLOCK / 2;
+        memcpy(next->lv, &blk->lv[half], (LEVEL_BLOCK - half) * sizeof(Level));
+        next->n = LEVEL_BLOCK - half;
+        blk->n = half;
+        if (ii > half) { bi++; ii -= half; blk = next; }
     }
-    memmove(&s->lv[i + 1], &s->lv[i], (size_t)(s->n - i) * sizeof(Level));
-    s->lv[i].price = price;
-    s->lv[i].qty = shares;
+    memmove(&blk->lv[ii + 1], &blk->lv[ii], (size_t)(blk->n - ii) * sizeof(Level));
+    blk->lv[ii].price = price;
+    blk->lv[ii].qty = shares;
+    blk->n++;
     s->n++;
-    if (i == 0) { best_moved(b, k); return 1; }
-    return i < (uint32_t)depth;
+    if (bi == 0 && ii == 0) { best_moved(b, k); return 1; }
+    return in_top(s, bi, ii);
 }
 
 static int lv_take(Books *b, Book *k, int is_buy, uint32_t price, uint64_t shares) {
     Side *s = &k->side[is_buy];
+    uint32_t bi, ii;
     int found;
-    uint32_t i = lv_search(s, price, is_buy, &found);
+    lv_find(s, price, is_buy, &bi, &ii, &found);
     if (!found) return 0;              /* cannot happen: every order's shares are on its level */
-    if (s->lv[i].qty > shares) { s->lv[i].qty -= shares; return i < (uint32_t)depth; }
-    memmove(&s->lv[i], &s->lv[i + 1], (size_t)(s->n - i - 1) * sizeof(Level));
+    Block *blk = s->blk[bi];
+    if (blk->lv[ii].qty > shares) { blk->lv[ii].qty -= shares; return in_top(s, bi, ii); }
+    int top = in_top(s, bi, ii);
+    memmove(&blk->lv[ii], &blk->lv[ii + 1], (size_t)(blk->n - ii - 1) * sizeof(Level));
+    blk->n--;
     s->n--;
-    if (i == 0) { best_moved(b, k); return 1; }
-    return i < (uint32_t)depth;
+    if (!blk->n) {
+        free(blk);
+        b->memory -= sizeof(Block);
+        memmove(&s->blk[bi], &s->blk[bi + 1], (size_t)(s->nblk - bi - 1) * sizeof(Block *));
+        s->nblk--;
+    }
+    if (bi == 0 && ii == 0) { best_moved(b, k); return 1; }
+    return top;
 }
 
 /* ---------------------------------------------------------------- book operations (book.py) */
@@ -634,8 +709,10 @@ static int publish(Books *b, int sid, uint64_t mold, uint64_t rx, uint32_t messa
     uint32_t nb = k->side[1].n < (uint32_t)depth ? k->side[1].n : (uint32_t)depth;
     uint32_t na = k->side[0].n < (uint32_t)depth ? k->side[0].n : (uint32_t)depth;
     for (int i = 0; i < depth; i++) {
-        if ((uint32_t)i < nb) { bp[i] = k->side[1].lv[i].price; bs[i] = k->side[1].lv[i].qty; } else bp[i] = bs[i] = 0;
-        if ((uint32_t)i < na) { ap[i] = k->side[0].lv[i].price; as[i] = k->side[0].lv[i].qty; } else ap[i] = as[i] = 0;
+        if ((uint32_t)i < nb) { const Level *l = lv_at(&k->side[1], i); bp[i] = l->price; bs[i] = l->qty; }
+        else bp[i] = bs[i] = 0;
+        if ((uint32_t)i < na) { const Level *l = lv_at(&k->side[0], i); ap[i] = l->price; as[i] = l->qty; }
+        else ap[i] = as[i] = 0;
         if (bs[i] > U32_MAX) bs[i] = U32_MAX;
         if (as[i] > U32_MAX) as[i] = U32_MAX;
     }
@@ -698,7 +775,12 @@ static int publish(Books *b, int sid, uint64_t mold, uint64_t rx, uint32_t messa
 
 static void free_state(Books *b) {
     if (b->books)
-        for (int i = 0; i < b->nbooks; i++) { free(b->books[i].side[0].lv); free(b->books[i].side[1].lv); }
+        for (int i = 0; i < b->nbooks; i++)
+            for (int j = 0; j < 2; j++) {
+                Side *sd = &b->books[i].side[j];
+                for (uint32_t k = 0; k < sd->nblk; k++) free(sd->blk[k]);
+                free(sd->blk);
+            }
     free(b->books); b->books = NULL;
     free(b->book_of_locate); b->book_of_locate = NULL;
     free(b->table); b->table = NULL;
@@ -911,7 +993,8 @@ static void reset_book(Books *b, int sid) {
         }
     }
     k->order_count = 0;
-    k->side[0].n = k->side[1].n = 0;
+    side_free(b, &k->side[0]);
+    side_free(b, &k->side[1]);
     k->crossed = k->locked = k->inconsistent = 0;
     k->last_error = ERR_NONE;
     k->update_sequence++;
@@ -990,11 +1073,14 @@ static PyObject *Books_levels(Books *b, PyObject *args) {
     Side *s = &b->books[sid].side[is_buy];
     PyObject *list = PyList_New(s->n);
     if (!list) return NULL;
-    for (uint32_t i = 0; i < s->n; i++) {
-        PyObject *t = Py_BuildValue("(kK)", (unsigned long)s->lv[i].price, (unsigned long long)s->lv[i].qty);
-        if (!t) { Py_DECREF(list); return NULL; }
-        PyList_SET_ITEM(list, i, t);
-    }
+    uint32_t i = 0;
+    for (uint32_t k = 0; k < s->nblk; k++)
+        for (uint32_t j = 0; j < s->blk[k]->n; j++, i++) {
+            const Level *l = &s->blk[k]->lv[j];
+            PyObject *t = Py_BuildValue("(kK)", (unsigned long)l->price, (unsigned long long)l->qty);
+            if (!t) { Py_DECREF(list); return NULL; }
+            PyList_SET_ITEM(list, i, t);
+        }
     return list;
 }
 

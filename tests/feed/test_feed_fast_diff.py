@@ -11,6 +11,8 @@ and seeds: tests/fuzz/test_fuzz_feed_fast.py).
 """
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from appliance.feed import fast
@@ -190,3 +192,41 @@ def test_many_orders_grow_and_are_counted():
         assert stats["order_count"] == 20_000 and stats["memory_bytes"] > before and stats["alloc_failures"] == 0
     finally:
         p.close()
+
+
+def test_deep_books_level_blocks_split_and_empty(pair):
+    """Thousands of levels per side (the C side keeps them in blocks of 64): splits, emptied blocks, the top
+    moving through block edges, compared packet by packet."""
+    rng = random.Random(11)
+    open_day(pair)
+    live: list[tuple[int, int]] = []            # (locate, ref)
+    ref = 0
+    for step in range(120):
+        batch = []
+        for _ in range(60):
+            roll = rng.random()
+            if roll < 0.55 or not live:
+                ref += 1
+                locate = rng.choice((1, 2))
+                price = rng.choice((rng.randrange(1, 4000), 2000 + rng.randrange(-5, 5)))
+                batch.append(add(locate, ref, rng.choice("BS"), rng.randrange(1, 5) * 100, price,
+                                 stock="AAPL" if locate == 1 else "MSFT"))
+                live.append((locate, ref))
+                continue
+            locate, old = live.pop(rng.randrange(len(live)))
+            if roll < 0.8:
+                batch.append(delete(locate, old))
+            elif roll < 0.9:
+                ref += 1
+                batch.append(replace(locate, old, ref, 100, rng.randrange(1, 4000)))
+                live.append((locate, ref))
+            else:
+                batch.append(execute(locate, old, 1000))
+        pair.packet(blocks(*batch))
+    pair.check("deep", orders=True)
+    assert max(len(b.levels(True)) for b in pair.fast.books) > 3 * 64      # several blocks
+    while live:                                 # empty them again, best levels first half the time
+        locate, old = live.pop(rng.randrange(len(live)) if rng.random() < 0.5 else -1)
+        pair.packet(blocks(delete(locate, old)))
+    pair.check("emptied", orders=True)
+    assert all(not b.levels(True) and not b.levels(False) for b in pair.fast.books)
