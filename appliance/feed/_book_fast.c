@@ -252,7 +252,7 @@ typedef struct { uint32_t price; uint64_t qty; } Level;
  * thousands of levels (a hostile feed, or the bench's uniform prices) costs what a short one does. */
 #define LEVEL_BLOCK 64
 typedef struct { uint32_t n; Level lv[LEVEL_BLOCK]; } Block;
-typedef struct { Block **blk; uint32_t nblk, cap; uint32_t n; } Side;
+typedef struct { Block **blk; uint32_t *first; uint32_t nblk, cap; uint32_t n; } Side;   /* first[k]: blk[k]'s best price */
 
 typedef struct {
     Side side[2];                   /* [0] asks (ascending), [1] bids (descending): index is_buy */
@@ -364,7 +364,7 @@ static void lv_find(const Side *s, uint32_t price, int is_buy, uint32_t *bi, uin
     uint32_t lo = 0, hi = s->nblk;
     while (lo < hi) {
         uint32_t mid = (lo + hi) >> 1;
-        uint32_t first = s->blk[mid]->lv[0].price;
+        uint32_t first = s->first[mid];          /* contiguous: no block touched until the right one */
         if (first == price || better(first, price, is_buy)) lo = mid + 1; else hi = mid;
     }
     uint32_t k = lo ? lo - 1 : 0;
@@ -419,8 +419,11 @@ static Block *block_new(Books *b, Side *s, uint32_t at) {
         uint32_t cap = s->cap ? s->cap * 2 : 4;
         Block **blk = realloc(s->blk, (size_t)cap * sizeof(Block *));
         if (!blk) return NULL;
-        b->memory += (uint64_t)(cap - s->cap) * sizeof(Block *);
         s->blk = blk;
+        uint32_t *first = realloc(s->first, (size_t)cap * sizeof(uint32_t));
+        if (!first) return NULL;
+        s->first = first;
+        b->memory += (uint64_t)(cap - s->cap) * (sizeof(Block *) + sizeof(uint32_t));
         s->cap = cap;
     }
     Block *nb = malloc(sizeof(Block));
@@ -428,7 +431,9 @@ static Block *block_new(Books *b, Side *s, uint32_t at) {
     nb->n = 0;
     b->memory += sizeof(Block);
     memmove(&s->blk[at + 1], &s->blk[at], (size_t)(s->nblk - at) * sizeof(Block *));
+    memmove(&s->first[at + 1], &s->first[at], (size_t)(s->nblk - at) * sizeof(uint32_t));
     s->blk[at] = nb;
+    s->first[at] = 0;                              /* set by the caller once the block holds a level */
     s->nblk++;
     return nb;
 }
@@ -450,6 +455,7 @@ static int lv_insert(Books *b, Book *k, int is_buy, uint32_t price, uint64_t sha
         memcpy(next->lv, &blk->lv[half], (LEVEL_BLOCK - half) * sizeof(Level));
         next->n = LEVEL_BLOCK - half;
         blk->n = half;
+        s->first[bi + 1] = next->lv[0].price;
         if (ii > half) { bi++; ii -= half; blk = next; }
     }
     memmove(&blk->lv[ii + 1], &blk->lv[ii], (size_t)(blk->n - ii) * sizeof(Level));
@@ -457,6 +463,7 @@ static int lv_insert(Books *b, Book *k, int is_buy, uint32_t price, uint64_t sha
     blk->lv[ii].qty = shares;
     blk->n++;
     s->n++;
+    if (ii == 0) s->first[bi] = price;
     if (bi == 0 && ii == 0) { best_moved(b, k); return 1; }
     return in_top(s, bi, ii);
 }
@@ -477,7 +484,10 @@ static int lv_take(Books *b, Book *k, int is_buy, uint32_t price, uint64_t share
         free(blk);
         b->memory -= sizeof(Block);
         memmove(&s->blk[bi], &s->blk[bi + 1], (size_t)(s->nblk - bi - 1) * sizeof(Block *));
+        memmove(&s->first[bi], &s->first[bi + 1], (size_t)(s->nblk - bi - 1) * sizeof(uint32_t));
         s->nblk--;
+    } else if (ii == 0) {
+        s->first[bi] = blk->lv[0].price;
     }
     if (bi == 0 && ii == 0) { best_moved(b, k); return 1; }
     return top;
@@ -780,6 +790,7 @@ static void free_state(Books *b) {
                 Side *sd = &b->books[i].side[j];
                 for (uint32_t k = 0; k < sd->nblk; k++) free(sd->blk[k]);
                 free(sd->blk);
+                free(sd->first);
             }
     free(b->books); b->books = NULL;
     free(b->book_of_locate); b->book_of_locate = NULL;
