@@ -1114,6 +1114,19 @@ static PyObject *Books_orders(Books *b, PyObject *arg) {
     return d;
 }
 
+/* flagged() -> [sid, ...] of the books inconsistent or crossed (the agent's per-millisecond book checks) */
+static PyObject *Books_flagged(Books *b, PyObject *unused) {
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    for (int i = 0; i < b->nbooks; i++) {
+        if (!b->books[i].inconsistent && !b->books[i].crossed) continue;
+        PyObject *v = PyLong_FromLong(i);
+        if (!v || PyList_Append(list, v) < 0) { Py_XDECREF(v); Py_DECREF(list); return NULL; }
+        Py_DECREF(v);
+    }
+    return list;
+}
+
 static PyObject *Books_sid_of_locate(Books *b, PyObject *arg) {
     long locate = PyLong_AsLong(arg);
     if (locate == -1 && PyErr_Occurred()) return NULL;
@@ -1169,6 +1182,7 @@ static PyMethodDef Books_methods[] = {
     {"set_inconsistent", (PyCFunction)Books_set_inconsistent, METH_VARARGS, "set_inconsistent(sid, flag, error|None)"},
     {"levels", (PyCFunction)Books_levels, METH_VARARGS, "levels(sid, is_buy) -> [(price, shares)] best first"},
     {"orders", (PyCFunction)Books_orders, METH_O, "orders(sid) -> {ref: (side, price, shares)}"},
+    {"flagged", (PyCFunction)Books_flagged, METH_NOARGS, "flagged() -> symbol ids of the books inconsistent or crossed"},
     {"sid_of_locate", (PyCFunction)Books_sid_of_locate, METH_O, "sid_of_locate(locate) -> symbol id or -1"},
     {NULL}
 };

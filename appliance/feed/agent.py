@@ -511,7 +511,8 @@ class FeedAgent(Agent):
         busy = rebuild.sids if rebuild is not None else ()
         crossed_since = self._crossed_since
         inconsistent = crossed = None
-        for book in self.books.books:
+        books = self.books.books if self._fast is None else self._fast.books_to_check(crossed_since)
+        for book in books:
             sid = book.symbol_id
             if sid in busy:
                 continue

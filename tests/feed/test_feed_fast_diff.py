@@ -166,6 +166,14 @@ def test_errors_counted_and_latched(pair):
     names = fast.COUNTER_NAMES
     for name in ("unknown_order", "over_execution", "duplicate_add", "bad_shares"):
         assert pair.fast.counters[names.index(name)] > 0, name
+    pair.packet(blocks(add(65535, 1, "B", 10, 20, stock="QQQ"), add(65535, 2, "S", 10, 19, stock="QQQ")))  # crossed
+    flagged = [b.symbol_id for b in pair.books.books if b.inconsistent or b.crossed]
+    assert [b.symbol_id for b in pair.fast.books_to_check()] == flagged == [0, 1, 2, 3]
+    assert [b.symbol_id for b in pair.fast.books_to_check({3})] == flagged
+    pair.fast.books[0].reset()
+    pair.books.books[0].reset()
+    assert [b.symbol_id for b in pair.fast.books_to_check()] == [1, 2, 3]
+    assert [b.symbol_id for b in pair.fast.books_to_check([0])] == [0, 1, 2, 3]
 
 
 def test_bad_blocks(pair):
