@@ -8,6 +8,8 @@ setup(
         # C11 atomics for the SPSC ring, counters, heartbeats and doorbells.
         Extension("appliance.runtime._shm", ["appliance/runtime/_shm.c"], extra_compile_args=C_FLAGS),
         Extension("appliance.wire._itch_fast", ["appliance/wire/_itch_fast.c"], extra_compile_args=C_FLAGS),
+        # The feed's books, top-N snapshots and BookUpdate writes (appliance.feed.fast; feed/books.py is the reference).
+        Extension("appliance.feed._book_fast", ["appliance/feed/_book_fast.c"], extra_compile_args=C_FLAGS),
         # The OMS journal's record append (the only one: the journal does not open without it) and CRC-32C.
         Extension("appliance.oms._journal_fast", ["appliance/oms/_journal_fast.c"], extra_compile_args=C_FLAGS),
     ],

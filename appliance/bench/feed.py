@@ -23,7 +23,7 @@ from pathlib import Path
 from appliance.bench.exchange_load import background_rates
 from appliance.bench.feed_live import DEFAULT_RATES, IDLE_STRATEGIES, TARGET_RX_TO_RING_P50_NS, measure_live
 from appliance.bench.feed_replay import (
-    ITCHFEED_MESSAGES, SEED, SUBSCRIBED, SYMBOLS, TARGET_REPLAY_MSGS_PER_S, default_cache_dir, measure_replay,
+    ITCHFEED_MESSAGES, SEED, SUBSCRIBED, SYMBOLS, TARGET_FEED_PATH_MSGS_PER_S, TARGET_REPLAY_MSGS_PER_S, default_cache_dir, measure_replay,
 )
 from appliance.bench.feed_report import print_table
 from appliance.bench.timing import machine_info as base_machine_info
@@ -57,7 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds allowed for a process to start (default 30)")
     parser.add_argument("--feed-idle", choices=sorted(IDLE_STRATEGIES), default="backoff",
                         help="idle strategy of the feed agent and of the bare receiver (default backoff; "
-                             "yield keeps one CPU busy)")
+                             "yield and spin keep one CPU busy)")
+    parser.add_argument("--feed-books", choices=("compiled", "python"), default="compiled",
+                        help="the live feed agent's books: compiled (feed/_book_fast.c, the default) or python "
+                             "(params.compiled_books: false, the reference) for a before/after")
     parser.add_argument("--skip-replay", action="store_true", help="do not run the replay part")
     parser.add_argument("--skip-live", action="store_true", help="do not run the live part")
     parser.add_argument("--skip-peers", action="store_true",
@@ -113,4 +116,5 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     return publish("feed", results, errors, args.json, print_table, machine=machine, peers=peers, ratios=ratios,
                    targets={"replay_msgs_per_s": TARGET_REPLAY_MSGS_PER_S,
+                            "feed_path_all_symbols_msgs_per_s": TARGET_FEED_PATH_MSGS_PER_S,
                             "rx_to_ring_p50_ns": TARGET_RX_TO_RING_P50_NS})

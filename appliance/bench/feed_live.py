@@ -61,6 +61,7 @@ IDLE_STRATEGIES = {
     # as in tests/feed/test_feed_agent.py: spin, yield, then park 10 us doubling to 200 us
     "backoff": {"strategy": "backoff", "spins": 100, "yields": 10, "min_park_ns": 10_000, "max_park_ns": 200_000},
     "yield": {"strategy": "yield"},
+    "spin": {"strategy": "busy_spin"},    # the feed as it runs with a core of its own (issue 16's live target)
 }
 
 
@@ -154,7 +155,8 @@ def exchange_symbols() -> list[str]:
     return [s.symbol for s in default_config().symbols]
 
 
-def feed_layout(name: str, feed_port: int, rerequest_port: int, source_port: int, symbols: list[str], idle: str) -> dict:
+def feed_layout(name: str, feed_port: int, rerequest_port: int, source_port: int, symbols: list[str], idle: str,
+                books: str = "compiled") -> dict:
     return {
         "version": 1,
         "name": name,
@@ -168,7 +170,7 @@ def feed_layout(name: str, feed_port: int, rerequest_port: int, source_port: int
                        "params": {"listen": {"host": "127.0.0.1", "port": feed_port},
                                   "rerequest": {"host": "127.0.0.1", "port": rerequest_port},
                                   "source": {"host": "127.0.0.1", "port": source_port},
-                                  "rcvbuf_bytes": RCVBUF_BYTES}},
+                                  "rcvbuf_bytes": RCVBUF_BYTES, "compiled_books": books == "compiled"}},
                       {"name": "strategy", "agent": "appliance.strategy.agent:StrategyAgent",
                        "idle": {"strategy": "sleep"}}],
         "symbols": list(symbols),
@@ -179,7 +181,7 @@ class FeedUnderLoad(AgentProcess):
     """The shared memory (owned here), the feed agent as a process, and a reader of its ring and counters."""
 
     def __init__(self, workdir: str, name: str, feed_port: int, rerequest_port: int, source_port: int,
-                 symbols: list[str], idle: str, timeout: float) -> None:
+                 symbols: list[str], idle: str, timeout: float, books: str = "compiled") -> None:
         import yaml
 
         from appliance.messages.catalog import BOOK_UPDATE
@@ -187,7 +189,8 @@ class FeedUnderLoad(AgentProcess):
         self.ring = self.buffer = self.counters_reader = None
         layout_path = os.path.join(workdir, "layout.yaml")
         with open(layout_path, "w") as fh:
-            yaml.safe_dump(feed_layout(name, feed_port, rerequest_port, source_port, symbols, idle), fh, sort_keys=False)
+            yaml.safe_dump(feed_layout(name, feed_port, rerequest_port, source_port, symbols, idle, books), fh,
+                           sort_keys=False)
         super().__init__(layout_path, "feed", [sys.executable, "-m", "appliance.runtime.agent", "--layout",
                                                layout_path, "--process", "feed"],
                          os.path.join(workdir, "feed.log"), timeout)
@@ -275,7 +278,7 @@ def measure_feed_rate(rate: float, args, symbols: list[str]) -> dict:
     try:
         feed_port, rerequest_port, source_port = free_ports(3)
         feed = FeedUnderLoad(workdir, name, feed_port, rerequest_port, source_port, symbols, args.feed_idle,
-                             args.timeout)
+                             args.timeout, getattr(args, "feed_books", "compiled"))
         exchange = _start_exchange(feed_port, rerequest_port, source_port, control, rate, args.timeout)
         deadline = time.monotonic() + args.timeout
         while feed.counters().get("feed.messages_delivered", 0) == 0:   # the start of day arrived
@@ -378,10 +381,12 @@ def _own_cpu() -> float:
 
 
 def _make_idle(name: str):
-    from appliance.runtime.idle import BackoffIdle, YieldIdle, lower_timer_slack
+    from appliance.runtime.idle import BackoffIdle, BusySpinIdle, YieldIdle, lower_timer_slack
     spec = IDLE_STRATEGIES[name]
     if spec["strategy"] == "yield":
         return YieldIdle()
+    if spec["strategy"] == "busy_spin":
+        return BusySpinIdle()
     lower_timer_slack()                  # as the agent runner does for a parking strategy
     return BackoffIdle(spec["spins"], spec["yields"], spec["min_park_ns"], spec["max_park_ns"])
 
@@ -523,6 +528,7 @@ def measure_live(args) -> tuple[dict, dict, dict, list[str]]:
         ("feed" if any(not r["no_loss"] for r in measured) else "sender"),
         "seconds": args.seconds, "settle_seconds": args.settle, "catch_up_seconds": args.catch_up,
         "symbols": symbols, "subscribed": symbols, "feed_idle": IDLE_STRATEGIES[args.feed_idle],
+        "feed_books": getattr(args, "feed_books", "compiled"),
         "rcvbuf_bytes": RCVBUF_BYTES, "target_rx_to_ring_p50_ns": TARGET_RX_TO_RING_P50_NS,
         "runs": runs,
     }

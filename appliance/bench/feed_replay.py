@@ -25,6 +25,12 @@ disabled, this process pinned to one CPU):
   whole per-packet work but the socket and the sequencer. ``publish_ns_per_update`` is its time
   over ``replay``'s per update written; ``messages_covered`` (the updates' message counts) equals
   ``replay``'s book changes;
+* ``compiled_with_publish`` and ``compiled_all_symbols`` (ours, when ``feed/_book_fast`` is built):
+  ``replay_with_publish`` through the compiled path (``feed.fast.FastFeed.apply_packet``: decode,
+  filter, books, snapshot, ring and market-state writes in C, one call per packet) with the
+  subscribed symbols and with every symbol; the peer ``python_feed_path`` is the Python path (the
+  reference) on the same packets in the same run, and the two must agree on every count. The
+  issue-16 target (``TARGET_FEED_PATH_MSGS_PER_S``) is for the all-symbols compiled pass;
 * the peer ``itchfeed`` (PyPI, decode only; pure Python unless its C++ backend is present)
   on the first ``--itchfeed-messages`` messages (default 1,000,000: it runs ~0.25 M msg/s),
   and our two paths again on the same prefix, for the ratios.
@@ -52,6 +58,8 @@ SYMBOLS = 100
 SUBSCRIBED = 10
 ITCHFEED_MESSAGES = 1_000_000
 TARGET_REPLAY_MSGS_PER_S = 1_000_000
+# Issue 16: every symbol subscribed, books built and every BookUpdate published (ring + market state).
+TARGET_FEED_PATH_MSGS_PER_S = 2_000_000
 
 
 def default_cache_dir() -> Path:
@@ -192,11 +200,12 @@ def _packet_bounds(data, end: int, max_payload: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _publish_pass(data, end: int, symbols: list[str]) -> dict:
+def _publish_pass(data, end: int, symbols: list[str], compiled: bool = False) -> dict:
     """The books pass plus the feed's output, packet by packet as the feed agent does it: the file cut into
     MoldUDP64-sized payloads, each through ``BookOutputs.publish_packet`` (the books, then one update per
     changed symbol: market-state slot + BookUpdate on a real shared-memory ring), the ring released here
-    every 1024 updates."""
+    every 1024 updates. ``compiled``: the same through ``feed.fast.FastFeed.apply_packet`` (decode, books,
+    snapshot and both writes in C, one call per packet), the path the feed agent takes when it is built."""
     from appliance.feed.books import BookSet
     from appliance.feed.outputs import BookOutputs
     from appliance.messages.catalog import BOOK_DEPTH
@@ -209,18 +218,32 @@ def _publish_pass(data, end: int, symbols: list[str]) -> dict:
     try:
         memory = scratch.memory
         producer, consumer = memory.ring("book_updates", "producer"), memory.ring("book_updates", "consumer")
-        outputs = BookOutputs(producer, memory.ring_buffer("book_updates"), memory.market_state_writer())
-        outputs.feed_stale = False
-        books = BookSet(symbols, BOOK_DEPTH)
-        scanner = BlockScanner(books.subscribed_locates, strict=False)
-        scan, publish_packet = scanner.scan, outputs.publish_packet
         peek, release = consumer.peek, consumer.release
+        if compiled:
+            from appliance.feed.fast import FastFeed
+
+            outputs = books = FastFeed(symbols, producer, memory.ring_buffer("book_updates"),
+                                       memory.market_state_writer())
+            counters = books.scan_counters
+            apply_packet = books.apply_packet
+
+            def one(start, stop):
+                return apply_packet(data, start, stop, 0, 1)
+        else:
+            outputs = BookOutputs(producer, memory.ring_buffer("book_updates"), memory.market_state_writer())
+            books = BookSet(symbols, BOOK_DEPTH)
+            scanner = BlockScanner(books.subscribed_locates, strict=False)
+            counters = scanner.counters
+            scan, publish_packet = scanner.scan, outputs.publish_packet
+
+            def one(start, stop):
+                return publish_packet(scan(data, start, stop, True), books, 0, 1)
+        outputs.feed_stale = False
 
         def walk() -> int:
             published = unreleased = 0
             for start, stop in bounds:
-                n = publish_packet(scan(data, start, stop, True), books, 0, 1)
-                unreleased += n
+                unreleased += one(start, stop)
                 if unreleased >= 1024:
                     published += unreleased
                     unreleased = 0
@@ -228,19 +251,27 @@ def _publish_pass(data, end: int, symbols: list[str]) -> dict:
                         release()
             return published + unreleased
         published, elapsed = timed(walk)
-        walked = scanner.decoded + scanner.filtered_out + scanner.malformed
+        walked = sum(counters)
         result = {"messages": walked, "seconds": elapsed, "msgs_per_s": walked / elapsed,
-                  "ns_per_msg": elapsed * 1e9 / walked, "malformed": scanner.malformed,
-                  "applied": books.messages_applied, "published": published, "dropped": outputs.dropped,
-                  "messages_covered": outputs.messages, "packets": len(bounds), "max_payload": DEFAULT_MAX_PAYLOAD,
-                  "path": "BlockScanner + locate filter + BookOutputs.publish_packet (BookSet.apply, then one "
+                  "ns_per_msg": elapsed * 1e9 / walked, "malformed": counters[2],
+                  "applied": books.counters[books.COUNTER_NAMES.index("messages")], "published": published,
+                  "dropped": outputs.dropped, "messages_covered": outputs.messages, "packets": len(bounds),
+                  "max_payload": DEFAULT_MAX_PAYLOAD, "books": len(symbols),
+                  "path": "FastFeed.apply_packet (C: decode, locate filter, books, one update per changed symbol "
+                          "per packet: ring + market state)" if compiled else
+                          "BlockScanner + locate filter + BookOutputs.publish_packet (BookSet.apply, then one "
                           "update per changed symbol per packet: ring + market state)"}
     finally:
         if outputs is not None:
             outputs.market_state.close()
-        producer = consumer = outputs = None
+        producer = consumer = outputs = books = None
         scratch.close()
     return result
+
+
+def _compiled_available() -> bool:
+    from appliance.feed import fast
+    return fast.AVAILABLE
 
 
 def _decode_pass(data, end: int, locates=None) -> dict:
@@ -323,6 +354,11 @@ def measure_replay(args, cache: Path) -> tuple[dict, dict, dict, list[str]]:
         decode = _decode_pass(data, len(data))
         every, all_books = _books_pass(data, len(data), names)
         published = _publish_pass(data, len(data), subscribed)
+        compiled = compiled_all = python_all = None
+        if _compiled_available():
+            compiled = _publish_pass(data, len(data), subscribed, compiled=True)
+            compiled_all = _publish_pass(data, len(data), names, compiled=True)
+            python_all = _publish_pass(data, len(data), names)
         peers: dict = {}
         prefix: dict = {}
         if args.skip_peers:
@@ -352,6 +388,15 @@ def measure_replay(args, cache: Path) -> tuple[dict, dict, dict, list[str]]:
         check["problems"].append(f"the publish pass's {published['published']} updates ({published['dropped']} "
                                  f"dropped) covered {published['messages_covered']} changes, the books pass made "
                                  f"{ours['book_changes']}")
+    for label, c_pass, py_pass in (("subscribed", compiled, published), ("all-symbols", compiled_all, python_all)):
+        if c_pass is None:
+            continue
+        same = ("applied", "published", "messages_covered", "dropped", "malformed", "messages")
+        if any(c_pass[k] != py_pass[k] for k in same):
+            check["ok"] = False
+            check["problems"].append(f"the compiled {label} publish pass disagrees with the Python one: "
+                                     + ", ".join(f"{k} {c_pass[k]} vs {py_pass[k]}" for k in same
+                                                 if c_pass[k] != py_pass[k]))
     ours.update(subscribed=subscribed, subscribed_locates=[names.index(s) + 1 for s in subscribed],
                 symbols=args.symbols, book_share=ours["applied"] / total, check=check, cpu=cpu,
                 file={k: info[k] for k in ("path", "messages", "bytes", "cached", "generate_seconds")},
@@ -365,11 +410,25 @@ def measure_replay(args, cache: Path) -> tuple[dict, dict, dict, list[str]]:
     published["publish_ns_per_update"] = (published["seconds"] - ours["seconds"]) * 1e9 / max(1, published["published"])
     results = {"replay": ours, "filter_only": filtered, "decode_only": decode, "books_all_symbols": every,
                "replay_with_publish": published}
+    if compiled is not None:
+        # ours: the compiled path; its peer in the same run: the Python path (the reference) on the same symbols.
+        results["compiled_with_publish"] = compiled
+        results["compiled_all_symbols"] = compiled_all
+        peers["python_feed_path"] = {"available": True, "all_symbols": python_all, "subscribed": published,
+                                     "path": python_all["path"]}
     if prefix:
         results["itchfeed_prefix"] = {name: {"messages": r["messages"], "seconds": r["seconds"],
                                              "msgs_per_s": r["msgs_per_s"]} for name, r in prefix.items()}
     ratios: dict = {"replay_vs_target": ours["msgs_per_s"] / TARGET_REPLAY_MSGS_PER_S,
                     "target_replay_msgs_per_s": TARGET_REPLAY_MSGS_PER_S}
+    if compiled is not None:
+        ratios["compiled_vs_python_subscribed"] = compiled["msgs_per_s"] / published["msgs_per_s"]
+        ratios["compiled_vs_python_all_symbols"] = compiled_all["msgs_per_s"] / python_all["msgs_per_s"]
+        ratios["compiled_all_symbols_vs_target"] = compiled_all["msgs_per_s"] / TARGET_FEED_PATH_MSGS_PER_S
+        ratios["target_feed_path_msgs_per_s"] = TARGET_FEED_PATH_MSGS_PER_S
+    else:
+        peers["python_feed_path"] = {"available": False, "reason": "appliance.feed._book_fast is not built: "
+                                                                    "no compiled path to compare"}
     peer = peers["itchfeed"]
     if peer.get("available"):
         ratios["replay_vs_itchfeed"] = prefix["replay"]["msgs_per_s"] / peer["msgs_per_s"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from appliance.bench.feed_live import SENDER_LIMIT_RATIO, TARGET_RX_TO_RING_P50_NS
-from appliance.bench.feed_replay import TARGET_REPLAY_MSGS_PER_S
+from appliance.bench.feed_replay import TARGET_FEED_PATH_MSGS_PER_S, TARGET_REPLAY_MSGS_PER_S
 from appliance.bench.table import fmt, one_line
 
 
@@ -60,6 +60,13 @@ def _print_replay(results: dict, peers: dict, ratios: dict) -> None:
     row(f"ours: scan + books ({ours['symbols']}/{ours['symbols']})", results["books_all_symbols"], None)
     row(f"ours: scan + filter + books + publish ({len(ours['subscribed'])}/{ours['symbols']})",
         results["replay_with_publish"], None)
+    python = peers.get("python_feed_path", {})
+    if python.get("available"):
+        n = ours["symbols"]
+        k = len(ours["subscribed"])
+        row(f"ours: compiled scan+books+publish ({k}/{n})", results["compiled_with_publish"], None)
+        row(f"ours: compiled scan+books+publish ({n}/{n})", results["compiled_all_symbols"], None)
+        row(f"peer: Python scan+books+publish ({n}/{n})", python["all_symbols"], None)
     if feed.get("available"):
         label = f"itchfeed {feed['version']} ({'C++' if feed['cpp_backend'] else 'pure Python'}), decode only"
         print(f"{label:<48} {feed['messages']:>11,} {feed['seconds']:>8.3f} {feed['msgs_per_s']:>12,.0f} "
@@ -72,6 +79,14 @@ def _print_replay(results: dict, peers: dict, ratios: dict) -> None:
         print(f"itchfeed ran on the first {feed['messages']:,} messages only (--itchfeed-messages); the 'vs itchfeed' "
               f"ratios compare ours on that same prefix ({p['replay']['msgs_per_s']:,.0f} and "
               f"{p['decode_only']['msgs_per_s']:,.0f} msg/s there)")
+    if python.get("available"):
+        print(f"compiled path (feed/_book_fast.c, one call per packet) vs the Python path in this run: "
+              f"{ratios['compiled_vs_python_subscribed']:.1f}x with {len(ours['subscribed'])} symbols, "
+              f"{ratios['compiled_vs_python_all_symbols']:.1f}x with all {ours['symbols']}; all {ours['symbols']}: "
+              f"{results['compiled_all_symbols']['msgs_per_s']:,.0f} msg/s, target {TARGET_FEED_PATH_MSGS_PER_S:,} "
+              f"({ratios['compiled_all_symbols_vs_target']:.2f}x)")
+    elif python:
+        print(f"compiled path: unavailable: {python.get('reason', '?')}")
     check = ours["check"]
     if check["ok"]:
         print(f"books check: ok - unknown_order 0, over_execution 0, duplicate_add 0, no malformed block, every "
@@ -96,7 +111,8 @@ def _print_live(live: dict, peers: dict, ratios: dict) -> None:
         (f"backoff: {idle['spins']} spins, {idle['yields']} yields, park {idle['min_park_ns'] // 1000}.."
          f"{idle['max_park_ns'] // 1000} us")
     print(f"live: the exchange as a process (background flow, {len(live['symbols'])} symbols, all subscribed) -> "
-          f"MoldUDP64 on 127.0.0.1 -> the feed agent as a process ({idle_text}) -> book_updates ring drained here; "
+          f"MoldUDP64 on 127.0.0.1 -> the feed agent as a process ({idle_text}, {live.get('feed_books', 'compiled')} "
+          f"books) -> book_updates ring drained here; "
           f"{live['seconds']:g} s window per rate after {live['settle_seconds']:g} s of warm-up, "
           f"{live['catch_up_seconds']:g} s to catch up")
     header = (f"{'asked op/s':>10} {'sent msg/s':>10} {'sender':>8} {'feed msg/s':>10} {'gaps':>5} {'recov':>6} "

@@ -132,6 +132,15 @@ def run(args: argparse.Namespace) -> int:
                 **decode[f"decode_{case}_python"], "ours": ours, "ours_p50_ns": ours["p50_ns"],
                 "what": f"the feed's decode of the {case} datagram: FeedPacketScanner(use_c=False), the pure-Python "
                         f"reference of wire/_itch_fast.c (ours: use_c=True), in the driver's process"}
+        python = decode.get("agent_python_books")
+        if python:
+            feed = hops["feed"]
+            peers["feed_agent_python_books"] = {
+                **python["single_rx"], "packet20": python["packet20_rx"], "ours_p50_ns": feed["p50_ns"],
+                "ours_packet20_p50_ns": feed["packet20"]["from_rx"]["p50_ns"],
+                "what": "the feed hop (kernel receive -> BookUpdate committed) with params.compiled_books: false: "
+                        "the Python BookSet and BookOutputs, the reference of feed/_book_fast.c (ours: the "
+                        "compiled books), same datagrams, same run"}
     peers["not_available"] = {
         "what": "no pure-Python reference exists for the other hops: the strategy, risk and OMS paths are "
                 "Python already (today's implementation is the reference), and the ring has only its C "

@@ -102,6 +102,29 @@ def decode_peers(single, packet20, warmup: int) -> dict:
 
 
 def measure_feed(args, driver_cpu: int, agent_cpu: int) -> dict:
+    """The feed agent as it runs (its compiled books when built), then with ``compiled_books: false`` (the
+    Python books and outputs, the reference) as the peer, on the same datagrams."""
+    ours = _measure_agent(args, driver_cpu, agent_cpu, {})
+    result = {**summary(ours["single_rx"]), "warmup": args.warmup, "label": "rx->BookUpdate, 1 msg",
+              "from_sendto": summary(ours["single_send"]),
+              "packet20": {"from_rx": summary(ours["packet_rx"]), "from_sendto": summary(ours["packet_send"])},
+              "cases": {"sendto -> BookUpdate, 1 msg": summary(ours["single_send"]),
+                        "rx -> last BookUpdate, 20 msgs/5 sym": summary(ours["packet_rx"]),
+                        "sendto -> last BookUpdate, 20/5": summary(ours["packet_send"])},
+              "gaps": ours["gaps"], "book_updates": ours["book_updates"], "books": ours["books"],
+              "what": "kernel receive (t_rx_ns) -> BookUpdate committed (t_feed_out_ns), one MoldUDP64 "
+                      "datagram with one top-changing ITCH message; also from the driver's sendto, and the "
+                      "20-messages-over-5-symbols datagram to its last symbol's BookUpdate"}
+    peers = ours["decode_peers"]
+    if ours["books"] == "compiled":
+        python = _measure_agent(args, driver_cpu, agent_cpu, {"compiled_books": False}, decode=False)
+        peers["agent_python_books"] = {"single_rx": summary(python["single_rx"]),
+                                       "packet20_rx": summary(python["packet_rx"]), "books": python["books"]}
+    result["peers"] = peers
+    return result
+
+
+def _measure_agent(args, driver_cpu: int, agent_cpu: int, extra_params: dict, decode: bool = True) -> dict:
     import socket
 
     from appliance.messages.catalog import BOOK_UPDATE
@@ -116,7 +139,7 @@ def measure_feed(args, driver_cpu: int, agent_cpu: int) -> dict:
         params = {"listen": {"host": "127.0.0.1", "port": listen_port},
                   "source": {"host": "127.0.0.1", "port": source_port},
                   "rerequest": {"host": "127.0.0.1", "port": rerequest_port}, "session": SESSION,
-                  "stale_after_ms": 3_600_000}
+                  "stale_after_ms": 3_600_000, **extra_params}
         agent = MeasuredAgent("feed", params, agent_cpu, args.timeout, workdir)
         memory = agent.memory
         books = memory.ring("book_updates", "consumer")
@@ -173,18 +196,11 @@ def measure_feed(args, driver_cpu: int, agent_cpu: int) -> dict:
         single_send, single_rx = run_case(single)
         packet_send, packet_rx = run_case(packet20)
         counters = memory.counters_reader().by_label()
-        peers = decode_peers(single, packet20, args.warmup)
-        result = {**summary(single_rx), "warmup": args.warmup, "label": "rx->BookUpdate, 1 msg",
-                  "from_sendto": summary(single_send),
-                  "packet20": {"from_rx": summary(packet_rx), "from_sendto": summary(packet_send)},
-                  "cases": {"sendto -> BookUpdate, 1 msg": summary(single_send),
-                            "rx -> last BookUpdate, 20 msgs/5 sym": summary(packet_rx),
-                            "sendto -> last BookUpdate, 20/5": summary(packet_send)},
-                  "gaps": counters.get("feed.gaps", 0), "book_updates": counters.get("feed.book_updates", 0),
-                  "what": "kernel receive (t_rx_ns) -> BookUpdate committed (t_feed_out_ns), one MoldUDP64 "
-                          "datagram with one top-changing ITCH message; also from the driver's sendto, and the "
-                          "20-messages-over-5-symbols datagram to its last symbol's BookUpdate"}
-        result["peers"] = peers
+        result = {"single_send": single_send, "single_rx": single_rx, "packet_send": packet_send,
+                  "packet_rx": packet_rx, "gaps": counters.get("feed.gaps", 0),
+                  "book_updates": counters.get("feed.book_updates", 0),
+                  "books": "compiled" if "books compiled" in agent.log_tail(200) else "python",
+                  "decode_peers": decode_peers(single, packet20, args.warmup) if decode else {}}
         if result["gaps"]:
             raise RuntimeError(f"the feed saw {result['gaps']} gaps in the bench's own sequence")
         return result

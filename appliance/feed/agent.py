@@ -66,7 +66,8 @@ from appliance.runtime.channels import PRODUCER, RingUse, check_ring_uses
 from appliance.runtime.layout import LayoutError
 from appliance.wire import itch, moldudp64
 
-from .books import BookSet
+from . import fast
+from .books import LOCATES, BookSet
 from .config import FeedConfigError, parse_feed_params
 from .outputs import BookOutputs
 from .receiver import RerequestChannel, UdpReceiver
@@ -138,8 +139,22 @@ class FeedAgent(Agent):
     def on_start(self) -> None:
         cfg, ctx = self.config, self.context
         layout, memory = ctx.layout, ctx.memory
-        self.books = BookSet(layout.symbols, BOOK_DEPTH)
-        self.scanner = itch.BlockScanner(self.books.subscribed_locates, strict=False)
+        subscribed = bytearray(LOCATES)
+        self.scanner = itch.BlockScanner(subscribed, strict=False)
+        book_ring = memory.channel(BOOK_RING, ctx.process.name)
+        # The compiled path (feed/fast.py) holds the books and writes the outputs; the Python BookSet and
+        # BookOutputs are its reference, used when it is not built or the layout says compiled_books: false.
+        self._fast = None
+        if cfg.compiled_books and fast.AVAILABLE:
+            self._fast = fast.FastFeed(layout.symbols, book_ring, book_ring.buffer, memory.market_state_writer(),
+                                       self.scanner.counters, subscribed)
+            self.books = self.outputs = self._fast
+        else:
+            if cfg.compiled_books:
+                log.warning("the compiled feed path appliance.feed._book_fast is not built (python setup.py "
+                            "build_ext --inplace): the books run in Python, several times slower")
+            self.books = BookSet(layout.symbols, BOOK_DEPTH, subscribed)
+            self.outputs = BookOutputs(book_ring, book_ring.buffer, memory.market_state_writer())
         self.receiver = UdpReceiver(cfg.listen_host, cfg.listen_port, source=(cfg.source_host, cfg.source_port),
                                     multicast_group=cfg.multicast_group, interface=cfg.interface,
                                     rcvbuf=cfg.rcvbuf_bytes)
@@ -164,8 +179,6 @@ class FeedAgent(Agent):
         self._hold_all = snap is not None
         self._joining = snap is not None
         self._crossed_since: dict[int, int] = {}
-        books = memory.channel(BOOK_RING, ctx.process.name)
-        self.outputs = BookOutputs(books, books.buffer, memory.market_state_writer())
         self._stale_after_ns = cfg.stale_after_ms * 1_000_000
         self._counters_interval_ns = cfg.counters_interval_ms * 1_000_000
         self._max_packets = cfg.max_packets_per_cycle
@@ -183,11 +196,12 @@ class FeedAgent(Agent):
         self._write_stale_code()
         address = self.receiver.address
         log.info("feed listening on %s:%d%s for the publisher %s:%s only, re-requests to %s:%d, %s, %d symbols, "
-                 "rcvbuf %d", address[0], address[1], f" (multicast {cfg.multicast_group} on {cfg.interface})"
+                 "rcvbuf %d, books %s", address[0], address[1], f" (multicast {cfg.multicast_group} on {cfg.interface})"
                  if cfg.multicast_group else "", cfg.source_host, cfg.source_port or "any port",
                  cfg.rerequest_host, cfg.rerequest_port,
                  f"snapshots from {snap.host}:{snap.port}" if snap is not None else "no snapshot server",
-                 len(layout.symbols), getattr(self.receiver, "rcvbuf_effective", 0))
+                 len(layout.symbols), getattr(self.receiver, "rcvbuf_effective", 0),
+                 "compiled" if self._fast is not None else "python")
         # Every symbol starts stale in the market-state table until its directory and traffic arrive.
         for book in self.books.books:
             self.outputs.publish(book, 0, 0)
@@ -252,7 +266,11 @@ class FeedAgent(Agent):
     def _publish(self, buffer, start: int, nbytes: int, last_sequence: int, rx_ns: int) -> None:
         """One delivered packet, its new messages from byte ``start`` (the sequencer checked the header and
         the blocks): to the books, then one update per changed symbol."""
-        self.outputs.publish_packet(self.scanner.scan(buffer, start, nbytes, True), self.books, last_sequence, rx_ns)
+        if self._fast is not None:
+            self._fast.apply_packet(buffer, start, nbytes, last_sequence, rx_ns)
+        else:
+            self.outputs.publish_packet(self.scanner.scan(buffer, start, nbytes, True), self.books, last_sequence,
+                                        rx_ns)
 
     def _apply(self, buffer, nbytes: int, skip: int, rx_ns: int) -> None:
         """A packet the sequencer released from hold, or one kept for a rebuild: ``skip`` leading
@@ -493,7 +511,8 @@ class FeedAgent(Agent):
         busy = rebuild.sids if rebuild is not None else ()
         crossed_since = self._crossed_since
         inconsistent = crossed = None
-        for book in self.books.books:
+        books = self.books.books if self._fast is None else self._fast.books_to_check(crossed_since)
+        for book in books:
             sid = book.symbol_id
             if sid in busy:
                 continue

@@ -37,6 +37,7 @@ class FeedConfig:
     counters_interval_ms: int = 10          # how often the shared-memory counters are refreshed
     book_dump: str | None = None            # on stop, every book order by order as JSON (reconciliation)
     snapshot: SnapshotConfig | None = None  # GLIMPSE: rebuild books from snapshots (None: by re-request from 1)
+    compiled_books: bool = True             # feed/fast.py's C books when built (false: the Python reference)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ _KEYS = {
     "listen": dict, "multicast": dict, "source": dict, "rerequest": dict, "session": str, "stale_after_ms": int,
     "rerequest_timeout_ms": int, "rerequest_retries": int, "max_buffered_packets": int,
     "max_packets_per_cycle": int, "rcvbuf_bytes": int, "counters_interval_ms": int, "book_dump": str,
-    "snapshot": dict,
+    "snapshot": dict, "compiled_books": bool,
 }
 _SNAPSHOT_RANGES = {"timeout_ms": (10, 600_000), "max_buffered_packets": (16, 1 << 22), "crossed_ms": (1, 3_600_000)}
 _RANGES = {
@@ -120,6 +121,8 @@ def parse_feed_params(params: dict | None, path: str = "processes.feed.params") 
     if "snapshot" in top:
         values["snapshot"] = _snapshot(top.section("snapshot", ("host", "port", *_SNAPSHOT_RANGES), required=("port",),
                                                    hints={"port": "the exchange's snapshot port"}))
+    if "compiled_books" in top:
+        values["compiled_books"] = top.boolean("compiled_books")
     if "session" in top:
         session = top.get("session")
         if not 1 <= len(session) <= 10 or not session.isascii() or not session.isprintable():

@@ -5,12 +5,18 @@ kernel's receive timestamp (SO_TIMESTAMPNS: epoch nanoseconds, CLOCK_REALTIME)
 from the ancillary data, so the feed measures from the moment the packet reached
 the host, not from when the duty cycle got to it. ``receive()`` never blocks and
 never raises: -1 means nothing is waiting (or a transient error, counted).
+
+``receive`` is the compiled ``_book_fast.recv_datagram`` when built (an empty poll costs one
+syscall, not a Python exception: the feed polls both sockets every duty cycle), else
+``_receive_python``, its reference; both keep their state in one ``array('q')`` (``STAT_NAMES``).
 """
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 import time
+from array import array
 
 SO_TIMESTAMPNS = 35            # not exported by Python 3.11 (Linux, x86-64)
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
@@ -23,6 +29,28 @@ _ANCBUFSIZE = socket.CMSG_SPACE(_TIMESPEC.size)
 _SOL_SOCKET = socket.SOL_SOCKET
 _MSG_TRUNC = socket.MSG_TRUNC
 _MAX_FOREIGN_PER_RECEIVE = 64      # foreign datagrams skipped in one receive() before giving the loop back
+# A receiver's state, one int64 each, in this order (the C receive writes the same slots).
+STAT_NAMES = ("rx_ns", "source_host", "source_port", "packets", "bytes", "truncated", "errors", "missing_timestamps",
+              "foreign", "foreign_host", "foreign_port")
+(_RX_NS, _SOURCE_HOST, _SOURCE_PORT, _PACKETS, _BYTES, _TRUNCATED, _ERRORS, _MISSING, _FOREIGN, _FOREIGN_HOST,
+ _FOREIGN_PORT) = range(len(STAT_NAMES))
+
+try:  # built by setup.py
+    from appliance.feed._book_fast import recv_datagram as _recv_datagram  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - exercised when the extension is not built
+    _recv_datagram = None
+
+
+def _host_int(host: str) -> int:
+    return int.from_bytes(socket.inet_aton(host), "big")
+
+
+def _host_str(value: int) -> str:
+    return socket.inet_ntoa(value.to_bytes(4, "big"))
+
+
+def _stat(index: int):
+    return property(lambda self: self._stats[index])
 
 
 def set_rcvbuf(sock: socket.socket, size: int) -> int:
@@ -44,7 +72,7 @@ class _DatagramReceiver:
     other address are dropped unparsed and counted in ``foreign`` (``last_foreign`` says who)."""
 
     def __init__(self, sock: socket.socket, *, rcvbuf: int, buffer_size: int,
-                 expected_source: tuple | None = None) -> None:
+                 expected_source: tuple | None = None, use_c: bool | None = None) -> None:
         if buffer_size <= 0:
             raise ValueError("buffer_size must be > 0")
         self.sock = sock
@@ -56,34 +84,61 @@ class _DatagramReceiver:
         self._recvmsg_into = sock.recvmsg_into
         self._expected_host, self._expected_port = expected_source or (None, None)
         self.address: tuple = sock.getsockname()      # the bound (host, port)
-        self.rx_ns = 0
-        self.source: tuple | None = None
-        self.packets = 0
-        self.bytes = 0
-        self.truncated = 0
-        self.errors = 0
-        self.missing_timestamps = 0
-        self.foreign = 0
-        self.last_foreign: tuple | None = None
+        self._stats = array("q", bytes(8 * len(STAT_NAMES)))
+        if use_c is None:
+            use_c = _recv_datagram is not None
+        if use_c and _recv_datagram is None:
+            raise RuntimeError("the compiled receive appliance.feed._book_fast is not built")
+        self.uses_c = bool(use_c)
+        self._bind_receive(sock.fileno())
 
-    def receive(self) -> int:
-        """One datagram into ``buffer``: its size, or -1 when nothing is waiting. Sets ``rx_ns``
-        (kernel timestamp) and ``source``. A datagram cut to the buffer is counted in ``truncated``
-        and still returned (with the bytes that fit)."""
+    def _bind_receive(self, fd: int) -> None:
+        """``receive`` as one C call with its arguments bound (no Python frame per poll)."""
+        if self.uses_c:
+            host = -1 if self._expected_host is None else _host_int(self._expected_host)
+            port = -1 if self._expected_host is None or self._expected_port is None else self._expected_port
+            self.receive = functools.partial(_recv_datagram, fd, self.buffer, self._stats, host, port)
+        else:
+            self.receive = self._receive_python
+
+    rx_ns = _stat(_RX_NS)
+    packets = _stat(_PACKETS)
+    bytes = _stat(_BYTES)
+    truncated = _stat(_TRUNCATED)
+    errors = _stat(_ERRORS)
+    missing_timestamps = _stat(_MISSING)
+    foreign = _stat(_FOREIGN)
+
+    @property
+    def source(self) -> tuple | None:
+        """(host, port) of the last datagram returned."""
+        stats = self._stats
+        return (_host_str(stats[_SOURCE_HOST]), stats[_SOURCE_PORT]) if stats[_PACKETS] else None
+
+    @property
+    def last_foreign(self) -> tuple | None:
+        """(host, port) of the last datagram dropped as foreign."""
+        stats = self._stats
+        return (_host_str(stats[_FOREIGN_HOST]), stats[_FOREIGN_PORT]) if stats[_FOREIGN] else None
+
+    def _receive_python(self) -> int:
+        """``receive``'s reference (and the path when the extension is not built)."""
         recvmsg_into = self._recvmsg_into
         expected_host, expected_port = self._expected_host, self._expected_port
+        stats = self._stats
         for _ in range(_MAX_FOREIGN_PER_RECEIVE):
             try:
                 nbytes, ancdata, flags, source = recvmsg_into(self._buffers, _ANCBUFSIZE)
             except BlockingIOError:
                 return -1
             except OSError:                 # ICMP errors (ECONNREFUSED), ENOMEM, closed socket...
-                self.errors += 1
+                stats[_ERRORS] += 1
                 return -1
             if expected_host is not None and (source[0] != expected_host
                                               or expected_port is not None and source[1] != expected_port):
-                self.foreign += 1
-                self.last_foreign = source
+                stats[_FOREIGN] += 1
+                stats[_FOREIGN_HOST] = _host_int(source[0])
+                stats[_FOREIGN_PORT] = source[1]
                 continue
             rx_ns = 0
             for level, kind, data in ancdata:
@@ -92,13 +147,14 @@ class _DatagramReceiver:
                     rx_ns = seconds * 1_000_000_000 + nanoseconds
             if not rx_ns:
                 rx_ns = time.time_ns()
-                self.missing_timestamps += 1
+                stats[_MISSING] += 1
             if flags & _MSG_TRUNC:
-                self.truncated += 1
-            self.rx_ns = rx_ns
-            self.source = source
-            self.packets += 1
-            self.bytes += nbytes
+                stats[_TRUNCATED] += 1
+            stats[_RX_NS] = rx_ns
+            stats[_SOURCE_HOST] = _host_int(source[0])
+            stats[_SOURCE_PORT] = source[1]
+            stats[_PACKETS] += 1
+            stats[_BYTES] += nbytes
             return nbytes
         return -1
 
@@ -107,6 +163,7 @@ class _DatagramReceiver:
 
     def close(self) -> None:
         self.sock.close()
+        self._bind_receive(-1)          # a closed socket's number may be reused: polls now count EBADF
 
     def __enter__(self):
         return self
@@ -123,7 +180,8 @@ class UdpReceiver(_DatagramReceiver):
     joined source-specifically (IP_ADD_SOURCE_MEMBERSHIP), so the kernel already drops the others."""
 
     def __init__(self, host: str, port: int, *, source: tuple[str, int | None], multicast_group: str | None = None,
-                 interface: str = "127.0.0.1", rcvbuf: int = 4 << 20, buffer_size: int = 65536) -> None:
+                 interface: str = "127.0.0.1", rcvbuf: int = 4 << 20, buffer_size: int = 65536,
+                 use_c: bool | None = None) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             if multicast_group is not None:
@@ -135,7 +193,7 @@ class UdpReceiver(_DatagramReceiver):
                 sock.setsockopt(socket.IPPROTO_IP, IP_ADD_SOURCE_MEMBERSHIP, membership)
             else:
                 sock.bind((host, port))
-            super().__init__(sock, rcvbuf=rcvbuf, buffer_size=buffer_size, expected_source=source)
+            super().__init__(sock, rcvbuf=rcvbuf, buffer_size=buffer_size, expected_source=source, use_c=use_c)
         except BaseException:
             sock.close()
             raise
@@ -148,12 +206,12 @@ class RerequestChannel(_DatagramReceiver):
     receives its answers; datagrams from any other address are dropped (``foreign``)."""
 
     def __init__(self, host: str, port: int, *, local_host: str = "127.0.0.1", rcvbuf: int = 4 << 20,
-                 buffer_size: int = 65536) -> None:
+                 buffer_size: int = 65536, use_c: bool | None = None) -> None:
         server = (socket.gethostbyname(host), port)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.bind((local_host, 0))
-            super().__init__(sock, rcvbuf=rcvbuf, buffer_size=buffer_size, expected_source=server)
+            super().__init__(sock, rcvbuf=rcvbuf, buffer_size=buffer_size, expected_source=server, use_c=use_c)
         except BaseException:
             sock.close()
             raise

@@ -93,6 +93,22 @@ def test_bench_feed_json_reports_replay_live_and_peers(tmp_path):
     assert 0 < published["published"] <= replay["book_changes"] and published["packets"] > 1
     assert results["replay_with_publish"]["dropped"] == 0
     assert ratios["replay_vs_target"] == pytest.approx(replay["msgs_per_s"] / 1_000_000)
+    # ours: the compiled path; its peer: the Python path, same packets, same run, the same counts
+    python = peers["python_feed_path"]
+    assert python["available"], python
+    for ours_key, peer, books in (("compiled_with_publish", python["subscribed"], 10),
+                                  ("compiled_all_symbols", python["all_symbols"], 100)):
+        compiled = results[ours_key]
+        assert compiled["books"] == peer["books"] == books and compiled["msgs_per_s"] > 0, ours_key
+        for key in ("messages", "applied", "published", "messages_covered", "dropped", "malformed", "packets"):
+            assert compiled[key] == peer[key], (ours_key, key)
+        assert compiled["published"] > 0 and "FastFeed" in compiled["path"]
+    assert results["compiled_with_publish"]["messages_covered"] == replay["book_changes"]
+    assert ratios["compiled_vs_python_all_symbols"] == pytest.approx(
+        results["compiled_all_symbols"]["msgs_per_s"] / python["all_symbols"]["msgs_per_s"])
+    assert ratios["compiled_all_symbols_vs_target"] == pytest.approx(
+        results["compiled_all_symbols"]["msgs_per_s"] / 2_000_000)
+    assert report["targets"]["feed_path_all_symbols_msgs_per_s"] == 2_000_000
     itchfeed = peers["itchfeed"]
     if itchfeed["available"]:
         assert itchfeed["messages"] == total and itchfeed["whole_file"] and itchfeed["msgs_per_s"] > 0
@@ -117,7 +133,7 @@ def test_bench_feed_json_reports_replay_live_and_peers(tmp_path):
     best = live["max_msgs_per_s_no_loss"]
     assert best is None or 0 < best <= live["highest_published_msgs_per_s"]
     assert best == (run["published_msgs_per_s"] if run["no_loss"] else None)
-    assert live["symbols"] and live["feed_idle"]["strategy"] == "backoff"
+    assert live["symbols"] and live["feed_idle"]["strategy"] == "backoff" and live["feed_books"] == "compiled"
     assert live["limited_by"] == ("sender" if run["no_loss"] else "feed")
     assert ratios["rx_to_ring_p50_vs_target"] == pytest.approx(live["rx_to_ring_p50_ns"] / 5000)
 
@@ -145,13 +161,16 @@ def test_bench_feed_table(tmp_path):
     out = proc.stdout
     assert "ours: scan + filter + books (10/100)" in out and "target" in out and "1,000,000" in out
     assert "books check: ok" in out and "itchfeed" in out and "skipped" in out
+    assert "ours: compiled scan+books+publish (100/100)" in out and "peer: Python scan+books+publish (100/100)" in out
+    assert "compiled path (feed/_book_fast.c" in out and "target 2,000,000" in out
 
 
 @pytest.mark.parametrize("argv, message", [(["--rates", "10,abc"], "is not a number"),
                                            (["--rates", "500000"], "must be between"),
                                            (["--rates", ","], "names no rate"),
                                            (["--seconds", "0"], "must be between"),
-                                           (["--feed-idle", "busy_spin"], "invalid choice")])
+                                           (["--feed-idle", "busy_spin"], "invalid choice"),
+                                           (["--feed-books", "c"], "invalid choice")])
 def test_bad_arguments_are_usage_errors(argv, message):
     proc = _bench(*argv)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr

@@ -41,6 +41,11 @@ def test_bench_hops_reports_every_hop_in_the_agreed_shape_and_cleans_up(capsys):
         peer = out["peers"][f"itch_decode_{case}_python"]
         assert 0 < peer["p50_ns"] <= peer["p99_ns"] and 0 < peer["ours_p50_ns"]
         assert out["ratios"][f"itch_decode_{case}_python_vs_ours_p50"] > 0
+    feed = results["hops"]["feed"]                   # the agent's compiled books, the Python ones as the peer
+    assert feed["books"] == "compiled"
+    python = out["peers"]["feed_agent_python_books"]
+    assert 0 < python["p50_ns"] <= python["p99_ns"] and python["ours_p50_ns"] == feed["p50_ns"]
+    assert python["packet20"]["p50_ns"] > 0 and out["ratios"]["feed_agent_python_books_vs_ours_p50"] > 0
     assert set(out["ratios"]) >= {"feed_p50_vs_target", "strategy_p50_vs_target", "risk_p50_vs_target",
                                   "oms_p50_vs_target"}
     assert live_children() == []

@@ -27,6 +27,8 @@ def test_params_are_read():
     assert (config.listen_port, config.session, config.multicast_group, config.interface) == \
         (0, "SIMEX00001", "239.1.2.3", "127.0.0.1")
     assert (config.rerequest_host, config.rerequest_port, config.stale_after_ms) == ("127.0.0.1", 30002, 250)
+    assert FeedConfig().compiled_books is True and config.compiled_books is True
+    assert parse_feed_params({"compiled_books": False}).compiled_books is False
 
 
 @pytest.mark.parametrize("params,key,reason", [
@@ -44,6 +46,8 @@ def test_params_are_read():
     ({"multicast": {"group": "239.0.0.1", "interface": "eth0"}}, "p.multicast.interface", "not an IPv4"),
     ({"session": "ELEVENCHARS"}, "p.session", "must be 1..10 printable ASCII"),
     ({"book_dump": ""}, "p.book_dump", "must be a file path"),
+    ({"compiled_books": "yes"}, "p.compiled_books", "true or false"),
+    ({"compiled_books": 1}, "p.compiled_books", "true or false"),
     ({"source": {"port": 15003}}, "p.source.host", "missing required key"),
     ({"source": {"host": "10.0.0.1", "port": 0}}, "p.source.port", "must be the publisher's port"),
     ({"source": {"host": "any"}}, "p.source.host", "is not an IPv4 address"),

@@ -13,10 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from appliance.feed.receiver import SO_TIMESTAMPNS, RerequestChannel, UdpReceiver
+from appliance.feed import receiver as receiver_module
+from appliance.feed.receiver import SO_TIMESTAMPNS, STAT_NAMES, RerequestChannel, UdpReceiver
 from appliance.wire import moldudp64 as mold
 
 ROOT = Path(__file__).resolve().parents[2]
+COMPILED = receiver_module._recv_datagram is not None
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def receive_path(request, monkeypatch):
+    """Every test on both receives: the compiled one (the default when built) and the Python reference."""
+    if request.param == "c" and not COMPILED:
+        pytest.skip("appliance.feed._book_fast is not built")
+    if request.param == "python":
+        monkeypatch.setattr(receiver_module, "_recv_datagram", None)
+    return request.param
 
 
 def receive_within(receiver, timeout: float = 2.0) -> int:
@@ -62,6 +74,47 @@ def test_unicast_packets_arrive_with_size_and_kernel_timestamp(sender):
         assert receiver.missing_timestamps == 0 and receiver.truncated == 0 and receiver.errors == 0
         assert receiver.receive() == -1
         assert receiver.fileno() >= 0
+
+
+def test_the_receiver_takes_the_path_asked_for(receive_path, sender):
+    with UdpReceiver("127.0.0.1", 0, source=sender.getsockname()) as receiver:
+        assert receiver.uses_c == (receive_path == "c")
+    with UdpReceiver("127.0.0.1", 0, source=sender.getsockname(), use_c=False) as receiver:
+        assert not receiver.uses_c and receiver.receive == receiver._receive_python
+    if receive_path == "python":
+        with pytest.raises(RuntimeError, match="not built"):
+            UdpReceiver("127.0.0.1", 0, source=sender.getsockname(), use_c=True)
+
+
+@pytest.mark.skipif(not COMPILED, reason="appliance.feed._book_fast is not built")
+def test_compiled_and_python_receives_agree(sender, receive_path):
+    """The same datagrams (the publisher's, strangers', an oversized one, empty ones) to a C and a Python
+    receiver: the same sizes, bytes and every stat but the kernel's timestamps."""
+    if receive_path == "python":
+        pytest.skip("one run compares both")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger, \
+            UdpReceiver("127.0.0.1", 0, source=sender.getsockname(), buffer_size=64, use_c=True) as c, \
+            UdpReceiver("127.0.0.1", 0, source=sender.getsockname(), buffer_size=64, use_c=False) as py:
+        stranger.bind(("127.0.0.1", 0))
+        traffic = [(sender, b"a" * 20), (stranger, b"forged"), (sender, b""), (sender, b"x" * 200),
+                   (stranger, b"z"), (stranger, b"z"), (sender, mold.heartbeat("S", 1))]
+        got = {"c": [], "py": []}
+        for who, payload in traffic:
+            for name, receiver in (("c", c), ("py", py)):
+                who.sendto(payload, receiver.address)
+                if who is sender:
+                    n = receive_within(receiver)
+                    got[name].append((n, bytes(receiver.buffer[:n]), receiver.source))
+        for name, receiver in (("c", c), ("py", py)):
+            deadline = time.monotonic() + 2
+            while receiver.foreign < 3 and time.monotonic() < deadline:
+                receiver.receive()
+        assert got["c"] == got["py"] and len(got["c"]) == 4
+        rx = STAT_NAMES.index("rx_ns")
+        assert [v for i, v in enumerate(c._stats) if i != rx] == [v for i, v in enumerate(py._stats) if i != rx]
+        assert c.foreign == 3 and c.truncated == 1 and c.last_foreign == stranger.getsockname() and c.rx_ns > 0
+    c.close()
+    assert c.receive() == -1 and c.errors == 1
 
 
 def test_datagram_larger_than_the_buffer_is_counted_truncated(sender):
