@@ -49,9 +49,16 @@ if APPROVED_ORDER.field_names != _APPROVED_FIELDS:
 _ENTER = ouch.ENTER_ORDER_FRAME.pack
 _REPLACE = ouch.REPLACE_ORDER_FRAME.pack
 _CANCEL = ouch.CANCEL_ORDER_FRAME.pack
-_ORDER_SENT_TYPE = RecordType.ORDER_SENT
-_BY_STRATEGY = SendReason.STRATEGY
-_pack_order_sent = jr.ORDER_SENT.pack
+_ORDER_SENT_TYPE = int(RecordType.ORDER_SENT)
+_BY_STRATEGY = int(SendReason.STRATEGY)
+# a new order's ORDER_SENT payload packed by the record's struct straight (its pad given as 0), the
+# field order checked here (``jr.ORDER_SENT.pack`` is the keyword-friendly wrapper of the same struct)
+_pack_order_sent = jr.ORDER_SENT.struct.pack
+if jr.ORDER_SENT.fields != ("action", "side", "send_reason", "pad0", "time_in_force", "client_order_id",
+                            "orig_client_order_id", "strategy_id", "symbol_id", "shares", "price", "symbol", "token",
+                            "orig_token", "t_rx_ns", "t_feed_out_ns", "t_strategy_out_ns", "t_risk_out_ns") \
+        or jr.ORDER_SENT.tail is not None:
+    raise ImportError("oms.sender: the ORDER_SENT layout changed; update the new order's pack")
 _SIDE_BYTES = {int(side): bytes([int(side)]) for side in Side}
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
@@ -171,9 +178,9 @@ class OrderSender:
         token = self.tokens.next()
         stock = self.stocks[sid]
         try:
-            self.journal.append(_ORDER_SENT_TYPE, _pack_order_sent(action, side, _BY_STRATEGY, tif, client, 0, strategy,
-                                                                   sid, shares, price, stock, token, b"", t_rx, t_feed,
-                                                                   t_strategy, t_risk), time.time_ns())
+            self.journal.append(_ORDER_SENT_TYPE, _pack_order_sent(action, side, _BY_STRATEGY, 0, tif, client, 0,
+                                                                   strategy, sid, shares, price, stock, token, b"",
+                                                                   t_rx, t_feed, t_strategy, t_risk), time.time_ns())
         except JournalError as exc:
             self.guard.fail(str(exc))
             self.reject_locally(approved, OmsReason.JOURNAL_FAILED)
