@@ -20,7 +20,9 @@ instant before it commits it, the agent stamps its output the instant before it 
   would, untimed, and waits until the strategy read the acknowledgements);
 - ``risk``: OrderIntent committed (``t_strategy_out_ns``) to ApprovedOrder committed
   (``t_risk_out_ns``), every check configured and reached (``bench/risk.py``'s limits); the
-  driver answers risk's snapshot request and cancels each approved order afterwards, untimed;
+  driver answers risk's snapshot request and cancels each approved order afterwards, untimed, and
+  sends the next intent once risk's duty cycle that read the cancel is over (the case ``back to
+  back``: at once, so a sample may include the previous order's booking and report);
 - ``oms``: ApprovedOrder read from the ring to the bytes handed to the socket (the OMS's own
   ``sample_ring_to_wire`` span, journal ``group``) and ApprovedOrder committed (``t_risk_out_ns``)
   to the bytes read by the peer: the driver is a byte-for-byte TCP relay between the OMS and

@@ -1,4 +1,10 @@
-"""``bench hops`` risk: OrderIntent committed to ApprovedOrder committed, every check configured."""
+"""``bench hops`` risk: OrderIntent committed to ApprovedOrder committed, every check configured.
+
+Each approved order is cancelled by the driver (the venue's answer, untimed). The measured flow
+sends the next intent once risk has finished the duty cycle that read that report (its process
+record's duty-cycle count moved on after the report left the ring), so a sample is the hop alone,
+not the tail of the previous order's booking and report; the case ``back to back`` sends it at
+once (the previous round's pacing: the hop plus whatever of that work is still running)."""
 from __future__ import annotations
 
 import os
@@ -6,7 +12,8 @@ import shutil
 import time
 from array import array
 
-from appliance.bench.hops_rig import SYMBOLS, TICK, MeasuredAgent, pinned, scratch_directory, spin_peek, summary
+from appliance.bench.hops_rig import (SYMBOLS, TICK, MeasuredAgent, Timeout, pinned, scratch_directory,
+                                      spin_peek, summary)
 
 
 # ---------------------------------------------------------------------------
@@ -61,6 +68,10 @@ def measure_risk(args, driver_cpu: int, agent_cpu: int) -> dict:
             if time.monotonic() > deadline:
                 raise RuntimeError("risk did not become ready (the snapshot's END) in time:\n" + agent.log_tail())
             time.sleep(0.005)
+        from appliance.runtime import _shm
+        from appliance.runtime.counters import process_record_offset
+        atomics = memory.process_table_atomics()
+        beats_at = process_record_offset(agent.layout, agent.layout.processes["risk"]) + _shm.PROC_BEATS_OFFSET
         flow = []
         for i in range(args.warmup + args.samples):
             sid = rng.randrange(len(SYMBOLS))
@@ -71,17 +82,36 @@ def measure_risk(args, driver_cpu: int, agent_cpu: int) -> dict:
         t_in = APPROVED_ORDER.offset_of["t_strategy_out_ns"]
         import struct
         u64 = struct.Struct("<Q").unpack_from
-        latencies = array("q", bytes(8 * len(flow)))
         pack_intent, pack_report = ORDER_INTENT.pack_into, EXECUTION_REPORT.pack_into
+        stamp = struct.Struct("<Q").pack_into
+        t_stamp = ORDER_INTENT.offset_of["t_strategy_out_ns"]
         new, canceled = int(Action.NEW), int(ExecEvent.CANCELED)
         refused = 0
 
-        def drive() -> None:
+        def settled(spins: int = 0) -> None:
+            """Until risk finished the duty cycle that took the last report: the ring empty, then
+            its duty-cycle count moved on."""
+            load = atomics.load
+            while reports.depth():
+                spins += 1
+                if spins & 4095 == 0:
+                    agent.check_alive()
+            beats = load(beats_at)
+            deadline = time.monotonic() + args.timeout
+            while load(beats_at) == beats:
+                spins += 1
+                if spins & 4095 == 0:
+                    agent.check_alive()
+                    if time.monotonic() > deadline:
+                        raise Timeout("risk's duty cycle did not move on:\n" + agent.log_tail())
+
+        def drive(flow, latencies, paced: bool) -> None:
             nonlocal refused
             tns = time.time_ns
             for i, (cid, sid, side, price) in enumerate(flow):
                 offset = intents.claim()
-                pack_intent(intents_buffer, offset, cid, 0, 1, sid, new, side, 0, 100, price, 99998, 0, 0, tns())
+                pack_intent(intents_buffer, offset, cid, 0, 1, sid, new, side, 0, 100, price, 99998, 0, 0, 0)
+                stamp(intents_buffer, offset + t_stamp, tns())       # the instant before the commit
                 intents.commit()
                 offset = spin_peek(approved, agent, args.timeout, rejects)
                 if offset < 0:
@@ -97,12 +127,21 @@ def measure_risk(args, driver_cpu: int, agent_cpu: int) -> dict:
                 reports.commit()
                 while events.peek() >= 0:
                     events.release()
-        pinned(driver_cpu, drive)
+                if paced:
+                    settled()
+        paced = array("q", bytes(8 * len(flow)))
+        back_to_back = array("q", bytes(8 * len(flow)))
+        pinned(driver_cpu, lambda: drive(flow, paced, True))
+        refused_paced = refused
+        again = [(cid + len(flow), sid, side, price) for cid, sid, side, price in flow]   # new client order ids
+        pinned(driver_cpu, lambda: drive(again, back_to_back, False))
         if refused:
-            raise RuntimeError(f"risk refused {refused} of {len(flow)} orders: not every check was reached")
-        return {**summary(latencies[args.warmup:]), "warmup": args.warmup, "label": "intent->approved",
-                "what": "OrderIntent committed -> "
-                "ApprovedOrder committed, every check configured and reached"}
+            raise RuntimeError(f"risk refused {refused} of {2 * len(flow)} orders ({refused_paced} paced): "
+                               "not every check was reached")
+        return {**summary(paced[args.warmup:]), "warmup": args.warmup, "label": "intent->approved",
+                "cases": {"back to back (previous order's work running)": summary(back_to_back[args.warmup:])},
+                "what": "OrderIntent committed -> ApprovedOrder committed, every check configured and reached; "
+                        "the next intent once risk finished the previous order's report (the case: at once)"}
     finally:
         if agent is not None:
             agent.stop()

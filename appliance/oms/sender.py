@@ -34,13 +34,31 @@ TIFS = frozenset((TIF_IOC, TIF_DAY, TIF_SYSTEM_HOURS))
 
 _APPROVED_TYPE = APPROVED_ORDER.type_id
 _AT = APPROVED_ORDER.at               # an approved record is read as a tuple (the hot path) and its fields by these
+_UNPACK_APPROVED = APPROVED_ORDER.struct.unpack_from
+_ACTION = _AT.action
+_NEW_ACTION = Action.NEW
+_A_NEW, _A_REPLACE, _A_CANCEL, _A_CANCEL_ALL = (int(Action.NEW), int(Action.REPLACE), int(Action.CANCEL),
+                                           int(Action.CANCEL_ALL))
+# ``_new_order`` reads an approved record in one unpack into these names: the schema's order, checked here
+_APPROVED_FIELDS = ("type_id", "schema_version", "size", "client_order_id", "orig_client_order_id", "strategy_id",
+                    "symbol_id", "action", "side", "pad0", "shares", "price", "time_in_force", "t_rx_ns",
+                    "t_feed_out_ns", "t_strategy_out_ns", "t_risk_out_ns")
+if APPROVED_ORDER.field_names != _APPROVED_FIELDS:
+    raise ImportError("oms.sender: the ApprovedOrder layout changed; update _APPROVED_FIELDS")
 # The whole SoupBinTCP Unsequenced Data packet of an OUCH message, packed in one call (the wire codec's frames).
 _ENTER = ouch.ENTER_ORDER_FRAME.pack
 _REPLACE = ouch.REPLACE_ORDER_FRAME.pack
 _CANCEL = ouch.CANCEL_ORDER_FRAME.pack
-_ORDER_SENT_TYPE = RecordType.ORDER_SENT
-_BY_STRATEGY = SendReason.STRATEGY
-_pack_order_sent = jr.ORDER_SENT.pack
+_ORDER_SENT_TYPE = int(RecordType.ORDER_SENT)
+_BY_STRATEGY = int(SendReason.STRATEGY)
+# a new order's ORDER_SENT payload packed by the record's struct straight (its pad given as 0), the
+# field order checked here (``jr.ORDER_SENT.pack`` is the keyword-friendly wrapper of the same struct)
+_pack_order_sent = jr.ORDER_SENT.struct.pack
+if jr.ORDER_SENT.fields != ("action", "side", "send_reason", "pad0", "time_in_force", "client_order_id",
+                            "orig_client_order_id", "strategy_id", "symbol_id", "shares", "price", "symbol", "token",
+                            "orig_token", "t_rx_ns", "t_feed_out_ns", "t_strategy_out_ns", "t_risk_out_ns") \
+        or jr.ORDER_SENT.tail is not None:
+    raise ImportError("oms.sender: the ORDER_SENT layout changed; update the new order's pack")
 _SIDE_BYTES = {int(side): bytes([int(side)]) for side in Side}
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
@@ -88,37 +106,35 @@ class OrderSender:
         """Up to ``limit`` approved records. ``refuse``: a kill just read (ALL_SYMBOLS or a symbol
         id): new orders and replaces it covers are refused (KILLED) instead of sent."""
         ring = self.ring
-        buffer = ring.buffer
-        unpack = APPROVED_ORDER.unpack_from
-        at = _AT
+        buffer, peek, release = ring.buffer, ring.peek, ring.release
         samples = self.ring_to_wire_ns
         done = 0
         while done < limit:
-            offset = ring.peek()
+            offset = peek()
             if offset < 0:
                 break
             if samples is not None:
                 self._t_ring_read = time.perf_counter_ns()
-            approved = unpack(buffer, offset)
-            if approved[at.type_id] != _APPROVED_TYPE:
+            approved = _UNPACK_APPROVED(buffer, offset)
+            if approved[0] != _APPROVED_TYPE:
                 self.c_bad_ring_records.inc()
             else:
-                action = approved[at.action]
-                if refuse is not None and (action == Action.NEW or action == Action.REPLACE) and \
+                action = approved[_ACTION]
+                if refuse is not None and (action == _A_NEW or action == _A_REPLACE) and \
                         (refuse == ALL_SYMBOLS or self._symbol_of(approved) == refuse):
                     self.reject_locally(approved, OmsReason.KILLED)
-                elif action == Action.NEW:
+                elif action == _A_NEW:
                     self._new_order(approved, now_mono)
-                elif action == Action.REPLACE:
+                elif action == _A_REPLACE:
                     self._replace_order(approved, now_mono)
-                elif action == Action.CANCEL:
+                elif action == _A_CANCEL:
                     self._cancel_order(approved, now_mono)
-                elif action == Action.CANCEL_ALL:
+                elif action == _A_CANCEL_ALL:
                     self._cancel_all_request(approved, now_mono)
                 else:
                     self.c_bad_orders.inc()
                     self.reject_locally(approved, OmsReason.UNKNOWN_ACTION)
-            ring.release()            # after the order is journaled and sent: a crash before this re-reads it
+            release()                 # after the order is journaled and sent: a crash before this re-reads it
             done += 1
         return done
 
@@ -139,11 +155,8 @@ class OrderSender:
     def _new_order(self, approved, now_mono: int) -> None:
         """The hot path: checks, token, journal (one pack into the mapped file), bytes to the socket;
         the order registry and the latency counters after the bytes have left."""
-        at = _AT
-        client, strategy, sid, action, side = (approved[at.client_order_id], approved[at.strategy_id],
-                                               approved[at.symbol_id], approved[at.action], approved[at.side])
-        shares, price, tif = approved[at.shares], approved[at.price], approved[at.time_in_force]
-        t_rx, t_feed, t_strategy, t_risk = _hop_times(approved)
+        (_type, _version, _size, client, _orig, strategy, sid, action, side, _pad, shares, price, tif, t_rx, t_feed,
+         t_strategy, t_risk) = approved
         if not (0 <= sid < self._n_symbols and side in SIDES and shares > 0 and price > 0 and tif in TIFS
                 and client):
             self.c_bad_orders.inc()
@@ -165,22 +178,22 @@ class OrderSender:
         token = self.tokens.next()
         stock = self.stocks[sid]
         try:
-            self.journal.append(_ORDER_SENT_TYPE, _pack_order_sent(action, side, _BY_STRATEGY, tif, client, 0, strategy,
-                                                                   sid, shares, price, stock, token, b"", t_rx, t_feed,
-                                                                   t_strategy, t_risk), time.time_ns())
+            self.journal.append(_ORDER_SENT_TYPE, _pack_order_sent(action, side, _BY_STRATEGY, 0, tif, client, 0,
+                                                                   strategy, sid, shares, price, stock, token, b"",
+                                                                   t_rx, t_feed, t_strategy, t_risk), time.time_ns())
         except JournalError as exc:
             self.guard.fail(str(exc))
             self.reject_locally(approved, OmsReason.JOURNAL_FAILED)
             return
         taken = self.session.send_packet(_ENTER(token, _SIDE_BYTES[side], shares, stock, price, tif, self._firm,
                                                 b"Y", b"A", b"N", 0, b"N", b"R"),
-                                         now_mono, (Action.NEW, token, 0))
+                                         now_mono, (_NEW_ACTION, token, 0))
         if self.ring_to_wire_ns is not None:
             self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
         orders.add_new(token, client, strategy, sid, stock, side, shares, price, tif, now_mono,
                        self.in_flight_timeout_ns)
         if not taken:
-            self.not_sent((Action.NEW, token, 0))
+            self.not_sent((_NEW_ACTION, token, 0))
         self.c_orders_sent.inc()
         self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
 

@@ -31,6 +31,8 @@ def test_bench_hops_reports_every_hop_in_the_agreed_shape_and_cleans_up(capsys):
         assert hop["samples"] >= 40 if name != "ring" else hop["samples"] == 2000
         assert 0 < hop["p50_ns"] <= hop["p99_ns"] <= hop["p999_ns"], name
         assert hop["p50_ns"] < 10_000_000_000, name            # a latency, not a clock mix-up
+    (back_to_back,) = results["hops"]["risk"]["cases"].values()     # risk's unpaced case beside the paced flow
+    assert back_to_back["samples"] >= 40 and 0 < back_to_back["p50_ns"] <= back_to_back["p99_ns"]
     oms = results["hops"]["oms"]
     assert 0 < oms["approved_to_peer"]["p50_ns"] <= oms["approved_to_peer"]["p99_ns"]
     assert results["sum_p50_ns"] == sum(results["hops"][h]["p50_ns"] for h in ("feed", "strategy", "risk", "oms"))

@@ -304,3 +304,48 @@ def test_a_journal_being_appended_to_can_be_read_meanwhile(tmp_path):
         writer.join()
         journal.close()
     assert appended and seen > 0, "the writer did not run"
+
+
+def _faults_of_one_append(journal, n: int) -> int:
+    """Minor page faults this thread took for one append (a write to a write-protected page is one)."""
+    import resource
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    journal.append(1, b"r" * 100, n)
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
+
+def test_after_a_sync_prefault_makes_the_next_append_take_no_page_fault(tmp_path):
+    """A sync write-protects the pages it cleans, so the next append into the tail's page faults
+    (tens of us, the OMS hop's p99); ``prefault`` (the group committer calls it after each sync)
+    maps them writable again without changing a byte. Skipped where syncs do not write-protect."""
+    journal = Journal.open(str(tmp_path / "j.bin"), SIZE, "page_cache")
+    try:
+        journal.append(1, b"first", 0)
+        journal.sync()
+        if _faults_of_one_append(journal, 1) == 0:
+            pytest.skip("this filesystem does not write-protect synced pages (no write-back faults to avoid)")
+        journal.sync()
+        assert journal.prefault()
+        assert _faults_of_one_append(journal, 2) == 0
+        for _ in range(40):                                   # and the pages after the tail's: ~6 KB more
+            assert _faults_of_one_append(journal, 3) == 0
+        assert journal.prefaults >= 2                         # at open, then here
+    finally:
+        journal.close()
+    records, _found, _header = read_records(str(tmp_path / "j.bin"))
+    assert [r.payload for r in records[:3]] == [b"first", b"r" * 100, b"r" * 100]   # no byte changed
+
+
+def test_a_kernel_without_populate_write_stops_prefaulting_and_appends_go_on(tmp_path, monkeypatch, caplog):
+    from appliance.oms import journal as journal_module
+    monkeypatch.setattr(journal_module, "MADV_POPULATE_WRITE", 9999)        # an advice the kernel refuses
+    with caplog.at_level(logging.INFO, logger="appliance.oms.journal"):
+        journal = Journal.open(str(tmp_path / "j.bin"), SIZE, "group", group_commit_us=500)
+    try:
+        assert not journal.prefaulting and not journal.prefault()
+        assert "pages are not prefaulted" in caplog.text
+        journal.append(1, b"still", 0)
+        wait_until(lambda: journal.syncs >= 1, 5, message="a group commit")
+        assert journal.healthy
+    finally:
+        journal.close()

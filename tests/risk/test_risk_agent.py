@@ -676,3 +676,38 @@ def test_a_state_file_that_cannot_be_written_latches_the_kill_switch(risk_factor
     risk.command(ControlCommand.RESET, "dave")
     risk.wait_event(ControlEventKind.RESET)
     assert risk.new(AAPL, B, 100) == 0
+
+
+def test_an_approved_order_is_its_intent_field_for_field_and_a_foreign_record_is_refused(risk_factory):
+    """The hot path re-packs the intent it read in one unpack: every field travels (the header is
+    ApprovedOrder's, t_risk_out_ns is added); a record that is not an OrderIntent is BAD_ORDER, counted."""
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    slot = risk.intents.claim()
+    ORDER_INTENT.pack_into(risk.intents.buffer, slot, 4242, 0, 7, MSFT, int(Action.NEW), S, 0, 300, PRICES[MSFT],
+                           TIF_DAY, 111, 222, 333)
+    risk.intents.commit()
+    wait_until(lambda: risk.pump() or 4242 in risk.decisions, TIMEOUT, message="risk's decision")
+    assert risk.decisions[4242] == 0
+    order = risk.approved_orders[-1]
+    assert (order["type_id"], order["schema_version"], order["size"]) == \
+        (APPROVED_ORDER.type_id, APPROVED_ORDER.version, APPROVED_ORDER.size)
+    assert {k: order[k] for k in ("client_order_id", "orig_client_order_id", "strategy_id", "symbol_id", "action",
+                                  "side", "shares", "price", "time_in_force", "t_rx_ns", "t_feed_out_ns",
+                                  "t_strategy_out_ns")} == {
+        "client_order_id": 4242, "orig_client_order_id": 0, "strategy_id": 7, "symbol_id": MSFT,
+        "action": int(Action.NEW), "side": S, "shares": 300, "price": PRICES[MSFT], "time_in_force": TIF_DAY,
+        "t_rx_ns": 111, "t_feed_out_ns": 222, "t_strategy_out_ns": 333}
+    assert order["t_risk_out_ns"] > 0
+    slot = risk.intents.claim()
+    ORDER_INTENT.struct.pack_into(risk.intents.buffer, slot, APPROVED_ORDER.type_id, ORDER_INTENT.version,
+                                  ORDER_INTENT.size, 4243, 0, 7, MSFT, int(Action.NEW), S, 0, 300, PRICES[MSFT],
+                                  TIF_DAY, 0, 0, time.time_ns())
+    risk.intents.commit()
+    wait_until(lambda: risk.pump() or 4243 in risk.decisions, TIMEOUT, message="risk's decision on the foreign record")
+    assert risk.decisions[4243] == RiskReason.BAD_ORDER
+    wait_until(lambda: risk.counters().get("risk.bad_intents") == 1, TIMEOUT, message="counted")
+    counters = risk.counters()
+    assert counters["risk.rejects.BAD_ORDER"] == 1 and counters["risk.rejected"] == 1
+    assert counters["risk.approved"] == 1 and counters["risk.intents"] == 2
