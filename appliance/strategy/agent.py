@@ -153,7 +153,7 @@ class StrategyAgent(Agent):
         now = time.monotonic_ns()
         if not intents.pending:
             books = rings[BOOK_RING.name]
-            work += drain(books, books.buffer, host.handle_book_update, MAX_BOOKS_PER_CYCLE)
+            work += host.drain_book_updates(books, books.buffer, MAX_BOOKS_PER_CYCLE)
             if now >= self._next_timer_ns:
                 self._next_timer_ns = now + self._timer_interval_ns
                 host.timer(time.time_ns())

@@ -248,106 +248,128 @@ class Positions:
 # Books
 # ---------------------------------------------------------------------------------------------
 
-_AT = BOOK_UPDATE.at
-# the levels are arrays in the record: level i of a side is at its level 0's index + i
-_BID_PRICE, _BID_SHARES, _ASK_PRICE, _ASK_SHARES = _AT.bid_price_0, _AT.bid_shares_0, _AT.ask_price_0, _AT.ask_shares_0
+_FIELDS = BOOK_UPDATE.fields_struct      # each read below: the fields it names, at the catalog's offsets
+_OFF = BOOK_UPDATE.offset_of
+_SIDE_FIELDS = {side: (f"{side}_levels", *[f"{side}_price_{i}" for i in range(BOOK_DEPTH)],
+                       *[f"{side}_shares_{i}" for i in range(BOOK_DEPTH)]) for side in ("bid", "ask")}
+_READ_TOP = _FIELDS(("flags", "trading_state", "bid_levels", "ask_levels", "bid_price_0", "bid_shares_0",
+                     "ask_price_0", "ask_shares_0")).unpack_from
+_READ_LEVELS = {side: _FIELDS(names).unpack_from for side, names in _SIDE_FIELDS.items()}
+_READ_BID = _FIELDS(("bid_levels", "bid_price_0", "bid_shares_0")).unpack_from
+_READ_ASK = _FIELDS(("ask_levels", "ask_price_0", "ask_shares_0")).unpack_from
+_READ_STATE = _FIELDS(("flags", "trading_state")).unpack_from
+_READ_TRADE = _FIELDS(("last_trade_price", "last_trade_shares")).unpack_from
+_READ_U64 = {name: _FIELDS((name,)).unpack_from for name in ("update_sequence", "t_exchange_ns", "t_rx_ns",
+                                                              "t_feed_out_ns")}
+_READ_TYPE = _FIELDS(("type_id",)).unpack_from
+_BAD_FLAGS = BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT
+_TRADING = 0x54                          # trading state 'T'
 
 
 class Book:
     """The latest BookUpdate of one symbol: top BOOK_DEPTH levels, state, flags, last trade.
 
-    One object per symbol, refreshed in place by each update (the decoded record is kept, the
-    properties read its fields by BOOK_UPDATE.at), so keep values, not the Book, if you need an
-    older snapshot."""
+    One object per symbol. The host copies each update's ring slot into the book's own buffer
+    (the ring reuses the slot once released) and every property reads its fields from that copy
+    on demand, at the catalog's offsets: nothing is decoded that the strategy does not ask for.
+    The Book changes in place with the next update, so keep values, not the Book, if you need an
+    older snapshot. Before the first update it is empty, stale and halted."""
 
-    __slots__ = ("_symbol", "_symbol_id", "_r")
+    __slots__ = ("_symbol", "_symbol_id", "_buf")
 
     def __init__(self, symbol: str, symbol_id: int):
         self._symbol = symbol
         self._symbol_id = symbol_id
-        self._r: tuple | None = None
+        self._buf = bytearray(BOOK_UPDATE.size)           # type_id 0 until the first update
+        self._buf[_OFF["flags"]] = BOOK_FLAG_STALE         # a book never updated counts as stale
 
     symbol = property(lambda self: self._symbol)
     symbol_id = property(lambda self: self._symbol_id)
 
     @property
     def has_data(self) -> bool:
-        return self._r is not None
+        return _READ_TYPE(self._buf)[0] != 0
+
+    def top(self) -> tuple[int, int, int, int, int, int]:
+        """(bid price, bid shares, ask price, ask shares, flags, trading state byte) in one read, 0s for
+        an empty side: the cheap way to look at the top on every update."""
+        flags, state, bid_levels, ask_levels, bid, bid_shares, ask, ask_shares = _READ_TOP(self._buf)
+        if not bid_levels:
+            bid = bid_shares = 0
+        if not ask_levels:
+            ask = ask_shares = 0
+        return bid, bid_shares, ask, ask_shares, flags, state
+
+    def _levels(self, side: str) -> tuple[tuple[int, int], ...]:
+        n, *values = _READ_LEVELS[side](self._buf)
+        return tuple(zip(values[:n], values[BOOK_DEPTH:BOOK_DEPTH + n]))
 
     @property
     def bids(self) -> tuple[tuple[int, int], ...]:
         """(price, shares) best first."""
-        r = self._r
-        if r is None:
-            return ()
-        return tuple((r[_BID_PRICE + i], r[_BID_SHARES + i]) for i in range(r[_AT.bid_levels]))
+        return self._levels("bid")
 
     @property
     def asks(self) -> tuple[tuple[int, int], ...]:
-        r = self._r
-        if r is None:
-            return ()
-        return tuple((r[_ASK_PRICE + i], r[_ASK_SHARES + i]) for i in range(r[_AT.ask_levels]))
+        return self._levels("ask")
 
     @property
     def bid_price(self) -> int:
         """Best bid (0: no bid)."""
-        r = self._r
-        return r[_AT.bid_price_0] if r is not None and r[_AT.bid_levels] else 0
+        n, price, _ = _READ_BID(self._buf)
+        return price if n else 0
 
     @property
     def bid_shares(self) -> int:
-        r = self._r
-        return r[_AT.bid_shares_0] if r is not None and r[_AT.bid_levels] else 0
+        n, _, shares = _READ_BID(self._buf)
+        return shares if n else 0
 
     @property
     def ask_price(self) -> int:
         """Best ask (0: no ask)."""
-        r = self._r
-        return r[_AT.ask_price_0] if r is not None and r[_AT.ask_levels] else 0
+        n, price, _ = _READ_ASK(self._buf)
+        return price if n else 0
 
     @property
     def ask_shares(self) -> int:
-        r = self._r
-        return r[_AT.ask_shares_0] if r is not None and r[_AT.ask_levels] else 0
+        n, _, shares = _READ_ASK(self._buf)
+        return shares if n else 0
 
     @property
     def flags(self) -> int:
         """BOOK_FLAG_* bits (a book never updated counts as stale)."""
-        r = self._r
-        return BOOK_FLAG_STALE if r is None else r[_AT.flags]
+        return _READ_STATE(self._buf)[0]
 
-    stale = property(lambda self: bool(self.flags & (BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT)))
+    stale = property(lambda self: bool(self.flags & _BAD_FLAGS))
     crossed = property(lambda self: bool(self.flags & BOOK_FLAG_CROSSED))
     locked = property(lambda self: bool(self.flags & BOOK_FLAG_LOCKED))
 
     @property
     def halted(self) -> bool:
         """Flag HALTED, or a trading state other than 'T'."""
-        r = self._r
-        return r is None or bool(r[_AT.flags] & BOOK_FLAG_HALTED) or r[_AT.trading_state] != 0x54
+        flags, state = _READ_STATE(self._buf)
+        return bool(flags & BOOK_FLAG_HALTED) or state != _TRADING
 
     @property
     def trading_state(self) -> str:
         """The ITCH trading state: 'T' trading, 'H' halted, 'P' paused, 'Q' quotation only ('' unknown)."""
-        r = self._r
-        return chr(r[_AT.trading_state]) if r is not None and r[_AT.trading_state] else ""
+        state = _READ_STATE(self._buf)[1]
+        return chr(state) if state else ""
 
     @property
     def last_trade(self) -> tuple[int, int]:
         """(price, shares) of the last trade (0, 0 before any)."""
-        r = self._r
-        return (0, 0) if r is None else (r[_AT.last_trade_price], r[_AT.last_trade_shares])
+        return _READ_TRADE(self._buf)
 
-    update_sequence = property(lambda self: 0 if self._r is None else self._r[_AT.update_sequence])
-    t_exchange_ns = property(lambda self: 0 if self._r is None else self._r[_AT.t_exchange_ns])
-    t_rx_ns = property(lambda self: 0 if self._r is None else self._r[_AT.t_rx_ns])
-    t_feed_out_ns = property(lambda self: 0 if self._r is None else self._r[_AT.t_feed_out_ns])
+    update_sequence = property(lambda self: _READ_U64["update_sequence"](self._buf)[0])
+    t_exchange_ns = property(lambda self: _READ_U64["t_exchange_ns"](self._buf)[0])
+    t_rx_ns = property(lambda self: _READ_U64["t_rx_ns"](self._buf)[0])
+    t_feed_out_ns = property(lambda self: _READ_U64["t_feed_out_ns"](self._buf)[0])
 
     @property
     def mid(self) -> int | None:
         """(best bid + best ask) // 2 in price units, or None when a side is empty."""
-        bid, ask = self.bid_price, self.ask_price
+        bid, _, ask, _, _, _ = self.top()
         return (bid + ask) // 2 if bid and ask else None
 
     def __repr__(self) -> str:
@@ -443,11 +465,14 @@ class Strategy:
         """Before the first book update; orders may be sent from here."""
 
     def on_book(self, book: Book) -> None:
-        """A traded symbol's book changed (levels, state, flags or last trade)."""
+        """A traded symbol's book changed (levels, state, flags or last trade). When several updates of
+        a symbol wait at once, it runs once, with the latest (the host conflates; ``on_trade`` still
+        sees every print)."""
 
     def on_trade(self, symbol: str, price: int, shares: int) -> None:
-        """The book update about to reach ``on_book`` carries a last trade different from the previous
-        update's (the first update's counts when it has one). Called just before that ``on_book``."""
+        """A book update carries a last trade different from the previous update's (the first update's
+        counts when it has one): every print, in order, with the book as that update left it, before
+        the ``on_book`` that covers it."""
 
     def on_order_accepted(self, order: Order) -> None:
         """The venue accepted the order (or, with ``order.replaces`` set, the replacement)."""

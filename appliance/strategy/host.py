@@ -38,7 +38,15 @@ USER_ERRORS = (Exception, SystemExit)       # what user code may raise without t
 _BOOK_TYPE, _BOOK_VERSION = BOOK_UPDATE.type_id, BOOK_UPDATE.version
 _EXEC_TYPE, _EXEC_VERSION = EXECUTION_REPORT.type_id, EXECUTION_REPORT.version
 _REJECT_TYPE, _REJECT_VERSION = ORDER_REJECT.type_id, ORDER_REJECT.version
-_BOOK_AT, _EXEC_AT = BOOK_UPDATE.at, EXECUTION_REPORT.at       # hot reads: tuples, fields by these indices
+_EXEC_AT = EXECUTION_REPORT.at             # hot reads: tuples, fields by these indices
+# A BookUpdate is read where it lies: the host's checks, its print and its hop stamps in one read of the
+# slot, then one copy of the slot into the symbol's Book (api.Book reads its fields from there on demand).
+_BOOK_HEAD = BOOK_UPDATE.fields_struct(("type_id", "schema_version", "size", "symbol_id", "bid_levels", "ask_levels",
+                                        "last_trade_price", "last_trade_shares", "t_rx_ns",
+                                        "t_feed_out_ns")).unpack_from
+_BOOK_TRADE = BOOK_UPDATE.fields_struct(("last_trade_price", "last_trade_shares")).unpack_from
+_BOOK_STAMPS = BOOK_UPDATE.fields_struct(("t_rx_ns", "t_feed_out_ns")).unpack_from
+_BOOK_SIZE = BOOK_UPDATE.size
 
 _LIVE, _PENDING_CANCEL, _PENDING_REPLACE = OrderState.LIVE, OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE
 _TIFS = (TIF_IOC, TIF_DAY)                  # what the OrderIntent contract (and risk) allow
@@ -48,7 +56,7 @@ _MAX_U32 = 0xFFFFFFFF
 class StrategyStats:
     """Plain ints the agent copies into shared-memory counters (``strategy.<name>``)."""
 
-    __slots__ = ("book_updates", "book_updates_ignored", "exec_reports", "risk_rejects", "rejects", "rejects_risk",
+    __slots__ = ("book_updates", "book_updates_ignored", "book_updates_conflated", "exec_reports", "risk_rejects", "rejects", "rejects_risk",
                  "rejects_oms", "rejects_exchange", "fills", "filled_shares", "cancel_rejects", "broken",
                  "pending_timeouts", "unknown_orders", "foreign_records", "bad_records", "timers", "errors", "stopped")
 
@@ -153,6 +161,7 @@ class StrategyHost:
         self.failure: str = ""
         self._t_rx_ns = 0             # hop timestamps of the book update being handled
         self._t_feed_out_ns = 0
+        self._dirty: dict[Book, None] = {}   # books updated in this drain, in order, waiting for on_book
         self._error_log = RateLimitedLog(log, burst=3)
         self._data_log = RateLimitedLog(log, burst=5)
         self._view = view = OrderView(self.symbols, self._traded_ids, self.stats, self._call, self._data_log)
@@ -328,38 +337,72 @@ class StrategyHost:
 
     # ------------------------------------------------------------------ book updates
 
-    def handle_book_update(self, buffer, offset: int) -> None:
-        r = BOOK_UPDATE.unpack_from(buffer, offset)
-        at = _BOOK_AT
-        sid = r[at.symbol_id]
-        if r[at.type_id] != _BOOK_TYPE or r[at.schema_version] != _BOOK_VERSION or sid >= self._n_symbols \
-                or r[at.bid_levels] > BOOK_DEPTH or r[at.ask_levels] > BOOK_DEPTH:
-            self._bad("BookUpdate", (r[at.type_id], r[at.schema_version], r[at.size], sid))
-            return
+    def drain_book_updates(self, ring, buffer, limit: int) -> int:
+        """Read up to ``limit`` queued BookUpdates; returns how many.
+
+        Conflation: every update is applied to its symbol's Book in order and every new print reaches
+        ``on_trade`` in order (none lost), but ``on_book`` runs once per symbol per drain, after the
+        updates, with the symbol's latest state (in the order of the symbols' latest updates); the
+        updates it did not run for are counted (``book_updates_conflated``)."""
+        n = 0
+        peek, release, apply = ring.peek, ring.release, self._apply_book_update
+        dirty = self._dirty
+        while n < limit:
+            offset = peek()
+            if offset < 0:
+                break
+            book = apply(buffer, offset)
+            release()
+            n += 1
+            if book is not None:
+                if book in dirty:
+                    del dirty[book]             # a later update of the same symbol: its on_book moves there
+                    self.stats.book_updates_conflated += 1
+                dirty[book] = None
+        if dirty:
+            self._dirty = {}
+            for book in dirty:
+                self._on_book(book)
+        return n
+
+    def _apply_book_update(self, buffer, offset: int) -> Book | None:
+        """Check one record, copy it into its symbol's Book and deliver its print (if new) to ``on_trade``;
+        returns the Book for ``on_book`` (None: dropped, not traded, or the strategy is not running)."""
+        (type_id, version, size, sid, bid_levels, ask_levels, last_price, last_shares, t_rx_ns,
+         t_feed_out_ns) = _BOOK_HEAD(buffer, offset)
+        if type_id != _BOOK_TYPE or version != _BOOK_VERSION or sid >= self._n_symbols \
+                or bid_levels > BOOK_DEPTH or ask_levels > BOOK_DEPTH:
+            self._bad("BookUpdate", (type_id, version, size, sid))
+            return None
         book = self._books[sid]
         if book is None:
             self.stats.book_updates_ignored += 1
-            return
+            return None
         self.stats.book_updates += 1
-        previous = book._r
-        book._r = r
+        own = book._buf
+        new_print = last_shares and self.running and (last_price, last_shares) != _BOOK_TRADE(own)
+        own[:] = buffer[offset:offset + _BOOK_SIZE]
+        if not self.running:
+            return None
+        if new_print:
+            self._t_rx_ns, self._t_feed_out_ns = t_rx_ns, t_feed_out_ns
+            try:
+                self.strategy.on_trade(book._symbol, last_price, last_shares)
+            except USER_ERRORS as exc:
+                self._fail("on_trade", exc)
+                return None
+            finally:
+                self._t_rx_ns = self._t_feed_out_ns = 0
+        return book
+
+    def _on_book(self, book: Book) -> None:
         if not self.running:
             return
-        last_price, last_shares = r[at.last_trade_price], r[at.last_trade_shares]
-        if previous is None:
-            trade_changed = last_shares != 0
-        else:
-            trade_changed = last_price != previous[at.last_trade_price] or last_shares != previous[at.last_trade_shares]
-        strategy = self.strategy
-        self._t_rx_ns, self._t_feed_out_ns = r[at.t_rx_ns], r[at.t_feed_out_ns]
-        where = "on_trade"
+        self._t_rx_ns, self._t_feed_out_ns = _BOOK_STAMPS(book._buf)
         try:
-            if trade_changed and last_shares:
-                strategy.on_trade(book._symbol, last_price, last_shares)
-            where = "on_book"
-            strategy.on_book(book)
+            self.strategy.on_book(book)
         except USER_ERRORS as exc:
-            self._fail(where, exc)
+            self._fail("on_book", exc)
         finally:
             self._t_rx_ns = self._t_feed_out_ns = 0
 

@@ -279,6 +279,43 @@ def test_book_view_reads_levels_flags_and_state(memory):
     assert [e[0] for e in h.strategy.events] == ["start", "trade", "book", "book"]
 
 
+def test_the_book_stays_valid_after_its_ring_slot_is_reused(memory):
+    h = Harness(memory, Scripted)
+    book = h.strategy.book("AAPL")
+    h.book("AAPL", [(P("10.00"), 100)], [(P("10.02"), 300)], last=(P("10.01"), 50), seq=9)
+    for i in range(80):                  # more than the ring's 64 slots: AAPL's slot is overwritten
+        h.book("MSFT", [(P("20.00") + i, 1)], [(P("21.00"), 1)], seq=i)
+    assert (book.bids, book.asks, book.last_trade, book.update_sequence) == \
+        (((P("10.00"), 100),), ((P("10.02"), 300),), (P("10.01"), 50), 9)
+
+
+def test_queued_updates_are_conflated_per_symbol_but_every_print_is_delivered_in_order(memory):
+    def quote(s, book):
+        s.buy(book.symbol, 100, book.bid_price)
+
+    h = Harness(memory, Scripted, {"on_book": quote})
+    h.intents()
+    # queued at once: two prints and a quote change in AAPL, a print in MSFT, a malformed record between
+    h.book("AAPL", [(P("10.00"), 100)], [(P("10.05"), 100)], last=(P("10.01"), 10), t_rx=1, t_feed=2, step=False)
+    h.book("MSFT", [(P("20.00"), 100)], [(P("20.05"), 100)], last=(P("20.01"), 20), t_rx=3, t_feed=4, step=False)
+    h.book("AAPL", [(P("10.01"), 100)], [(P("10.05"), 100)], last=(P("10.02"), 30), t_rx=5, t_feed=6, step=False)
+    h.book("SPY", [(P("30.00"), 1)], [], type_id=99, step=False)
+    h.book("AAPL", [(P("10.02"), 100)], [(P("10.05"), 100)], last=(P("10.02"), 30), t_rx=7, t_feed=8, step=False)
+    h.book("AAPL", [(P("10.03"), 100)], [(P("10.05"), 100)], last=(P("10.02"), 40), t_rx=9, t_feed=10, step=False)
+    assert h.step() == 6
+    assert h.strategy.events[1:] == [
+        ("trade", "AAPL", P("10.01"), 10), ("trade", "MSFT", P("20.01"), 20), ("trade", "AAPL", P("10.02"), 30),
+        ("trade", "AAPL", P("10.02"), 40),          # the same price, a new size: a new print
+        ("book", "MSFT", P("20.00"), P("20.05")), ("book", "AAPL", P("10.03"), P("10.05"))]
+    stats = h.host.stats
+    assert (stats.book_updates, stats.book_updates_conflated, stats.bad_records) == (5, 3, 1)
+    msft, aapl = h.intents()                        # each carries the hops of its symbol's latest update
+    assert (msft["symbol_id"], msft["price"], msft["t_rx_ns"], msft["t_feed_out_ns"]) == (1, P("20.00"), 3, 4)
+    assert (aapl["symbol_id"], aapl["price"], aapl["t_rx_ns"], aapl["t_feed_out_ns"]) == (0, P("10.03"), 9, 10)
+    h.book("AAPL", [(P("10.04"), 100)], [(P("10.05"), 100)], last=(P("10.02"), 40))
+    assert h.strategy.events[-1] == ("book", "AAPL", P("10.04"), P("10.05")) and stats.book_updates_conflated == 3
+
+
 def test_an_exception_in_user_code_stops_the_strategy_and_cancels_through_risk(memory):
     def explode(s, book):
         s.buy("AAPL", 100, P("10.00"))
