@@ -111,6 +111,9 @@ class OrderState(enum.IntEnum):
         return self <= OrderState.PENDING_REPLACE
 
 
+_BUY, _LAST_OPEN_STATE, _PENDING_NEW = Side.BUY, OrderState.PENDING_REPLACE, OrderState.PENDING_NEW  # per call
+
+
 class Order:
     """One of the strategy's orders, read-only. The host updates it between callbacks."""
 
@@ -127,7 +130,7 @@ class Order:
         self._shares = shares
         self._leaves = shares
         self._filled = 0
-        self._state = OrderState.PENDING_NEW
+        self._state = _PENDING_NEW
         self._tif = tif
         self._replaces = replaces
         self._replaced_by = 0
@@ -150,11 +153,11 @@ class Order:
 
     @property
     def is_buy(self) -> bool:
-        return self._side == Side.BUY
+        return self._side == _BUY
 
     @property
     def is_open(self) -> bool:
-        return self._state <= OrderState.PENDING_REPLACE
+        return self._state <= _LAST_OPEN_STATE
 
     def __repr__(self) -> str:
         return (f"Order({self._client_order_id}, {self._symbol} {self._side.name} {self._leaves}/{self._shares} @ "
@@ -185,6 +188,11 @@ class OpenOrders:
 
     def get(self, client_order_id: int, default=None) -> Order | None:
         return self._orders.get(client_order_id, default)
+
+    def count(self, symbol: str) -> int:
+        """How many orders of one symbol are open (without building them as ``of`` does)."""
+        sid = self._symbol_ids.get(symbol)
+        return 0 if sid is None else len(self._by_symbol[sid])
 
     def of(self, symbol: str) -> tuple[Order, ...]:
         """The open orders of one symbol, oldest first."""

@@ -49,6 +49,7 @@ _BOOK_STAMPS = BOOK_UPDATE.fields_struct(("t_rx_ns", "t_feed_out_ns")).unpack_fr
 _BOOK_SIZE = BOOK_UPDATE.size
 
 _LIVE, _PENDING_CANCEL, _PENDING_REPLACE = OrderState.LIVE, OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE
+_NEW, _REPLACE, _CANCEL, _CANCEL_ALL = Action.NEW, Action.REPLACE, Action.CANCEL, Action.CANCEL_ALL   # enum
 _TIFS = (TIF_IOC, TIF_DAY)                  # what the OrderIntent contract (and risk) allow
 _MAX_U32 = 0xFFFFFFFF
 
@@ -161,6 +162,7 @@ class StrategyHost:
         self.failure: str = ""
         self._t_rx_ns = 0             # hop timestamps of the book update being handled
         self._t_feed_out_ns = 0
+        self._trades_wanted = True    # False: the strategy keeps the base's on_trade (no call per print)
         self._dirty: dict[Book, None] = {}   # books updated in this drain, in order, waiting for on_book
         self._error_log = RateLimitedLog(log, burst=3)
         self._data_log = RateLimitedLog(log, burst=5)
@@ -184,6 +186,7 @@ class StrategyHost:
             strategy.__init__(self.parameters)
             strategy._host = self
             self.strategy = strategy
+            self._trades_wanted = type(strategy).on_trade is not Strategy.on_trade   # the base's is a no-op
             where = "on_start"
             strategy.on_start()
         except USER_ERRORS as exc:
@@ -254,10 +257,13 @@ class StrategyHost:
             raise StrategyStopping("the strategy is not running: only cancels may leave")
 
     def new_order(self, symbol: str, side: Side, shares: int, price: int, tif: int) -> int:
-        self._may_send_new()
+        if self.stopping or not self.running:
+            self._may_send_new()
         sid = self._traded_id(symbol)
-        shares = _check_shares(shares)
-        price = _check_price(price)
+        if shares.__class__ is not int or not 1 <= shares <= _MAX_U32:      # the checks' fast path first
+            shares = _check_shares(shares)
+        if price.__class__ is not int or not 1 <= price <= MARKET_PRICE:
+            price = _check_price(price)
         if tif not in _TIFS:
             raise ValueError(f"time in force must be TIF_IOC ({TIF_IOC}) or TIF_DAY ({TIF_DAY}), got {tif!r}")
         intents = self.intents
@@ -268,7 +274,7 @@ class StrategyHost:
         client_order_id = self.ids.next()
         order = Order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns())
         self._view.add(order)
-        intents.emit(client_order_id, 0, sid, Action.NEW, side, shares, price, tif, self._t_rx_ns,
+        intents.emit(client_order_id, 0, sid, _NEW, side, shares, price, tif, self._t_rx_ns,
                      self._t_feed_out_ns)
         return client_order_id
 
@@ -286,16 +292,23 @@ class StrategyHost:
     def _send_cancel(self, order: Order) -> None:
         cancel_id = self.ids.next()
         self._view.remember_cancel(order, cancel_id)
-        self.intents.emit(cancel_id, order._client_order_id, order._symbol_id, Action.CANCEL, order._side, 0,
+        self.intents.emit(cancel_id, order._client_order_id, order._symbol_id, _CANCEL, order._side, 0,
                           order._price, order._tif, self._t_rx_ns, self._t_feed_out_ns)
 
     def replace(self, client_order_id: int, shares: int | None, price: int | None) -> int | None:
-        self._may_send_new()
+        if self.stopping or not self.running:
+            self._may_send_new()
         order = self._view.get(client_order_id)
         if order is None or order._state != _LIVE:
             return None
-        shares = order._leaves if shares is None else _check_shares(shares)
-        price = order._price if price is None else _check_price(price)
+        if shares is None:
+            shares = order._leaves
+        elif shares.__class__ is not int or not 1 <= shares <= _MAX_U32:
+            shares = _check_shares(shares)
+        if price is None:
+            price = order._price
+        elif price.__class__ is not int or not 1 <= price <= MARKET_PRICE:
+            price = _check_price(price)
         intents = self.intents
         if not intents.has_room():
             intents.refused += 1
@@ -308,7 +321,7 @@ class StrategyHost:
         order._state = _PENDING_REPLACE
         order._replaced_by = new_id
         self._view.add(replacement)
-        intents.emit(new_id, client_order_id, sid, Action.REPLACE, order._side, shares, price, order._tif,
+        intents.emit(new_id, client_order_id, sid, _REPLACE, order._side, shares, price, order._tif,
                      self._t_rx_ns, self._t_feed_out_ns)
         return new_id
 
@@ -321,7 +334,7 @@ class StrategyHost:
     def _emit_cancel_all(self, symbol_id: int) -> None:
         client_order_id = self.ids.next()
         self._view.remember_cancel_all(client_order_id, symbol_id)
-        self.intents.emit(client_order_id, 0, symbol_id, Action.CANCEL_ALL, 0, 0, 0, 0, self._t_rx_ns,
+        self.intents.emit(client_order_id, 0, symbol_id, _CANCEL_ALL, 0, 0, 0, 0, self._t_rx_ns,
                           self._t_feed_out_ns)
 
     # ------------------------------------------------------------------ callbacks
@@ -380,7 +393,8 @@ class StrategyHost:
             return None
         self.stats.book_updates += 1
         own = book._buf
-        new_print = last_shares and self.running and (last_price, last_shares) != _BOOK_TRADE(own)
+        new_print = last_shares and self._trades_wanted and self.running and \
+            (last_price, last_shares) != _BOOK_TRADE(own)
         own[:] = buffer[offset:offset + _BOOK_SIZE]
         if not self.running:
             return None
