@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.messages.catalog import BOOK_FLAG_HALTED, BOOK_FLAG_STALE
+from appliance.messages.catalog import BOOK_DEPTH, BOOK_FLAG_HALTED, BOOK_FLAG_STALE, BOOK_UPDATE
+from appliance.messages.schema import HEADER_COUNT
 from appliance.messages.codes import (
     ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, ExecEvent, OmsReason, RejectSource, RiskReason, Side,
 )
@@ -287,6 +288,25 @@ def test_the_book_stays_valid_after_its_ring_slot_is_reused(memory):
         h.book("MSFT", [(P("20.00") + i, 1)], [(P("21.00"), 1)], seq=i)
     assert (book.bids, book.asks, book.last_trade, book.update_sequence) == \
         (((P("10.00"), 100),), ((P("10.02"), 300),), (P("10.01"), 50), 9)
+
+
+def test_a_malformed_update_is_dropped_before_it_reaches_the_book(memory):
+    h = Harness(memory, Scripted)
+    book = h.strategy.book("AAPL")
+    h.book("AAPL", [(P("10.00"), 100)], [(P("10.02"), 300)], last=(P("10.01"), 50))
+    good = (book.bids, book.asks, book.last_trade, book.update_sequence)
+    body = BOOK_UPDATE.body(symbol_id=0, trading_state=ord("T"), bid_levels=BOOK_DEPTH + 1, ask_levels=1,
+                            bid_price_0=P("1.00"), ask_price_0=P("1.01"), last_trade_price=P("1.00"),
+                            last_trade_shares=7, update_sequence=99)
+    for version in (BOOK_UPDATE.version, BOOK_UPDATE.version + 1):     # too many levels; then a wrong version
+        offset = h.feed.claim()
+        h.buffer[offset:offset + BOOK_UPDATE.size] = BOOK_UPDATE.struct.pack(
+            BOOK_UPDATE.type_id, version, BOOK_UPDATE.size, *body)
+        h.feed.commit()
+        body[BOOK_UPDATE.index_of["bid_levels"] - HEADER_COUNT] = 1
+    h.step()
+    assert (book.bids, book.asks, book.last_trade, book.update_sequence) == good
+    assert h.host.stats.bad_records == 2 and [e[0] for e in h.strategy.events] == ["start", "trade", "book"]
 
 
 def test_queued_updates_are_conflated_per_symbol_but_every_print_is_delivered_in_order(memory):
