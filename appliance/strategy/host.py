@@ -272,10 +272,11 @@ class StrategyHost:
             raise BackPressure(f"{len(intents.pending)} intents already wait for the order_intents ring "
                                f"(risk is not keeping up); nothing was sent")
         client_order_id = self.ids.next()
-        order = Order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns())
-        self._view.add(order)
+        # the intent first, the view's bookkeeping after (still before the strategy sees anything): the
+        # order leaves while the view is updated; nothing can answer it before this returns
         intents.emit(client_order_id, 0, sid, _NEW, side, shares, price, tif, self._t_rx_ns,
                      self._t_feed_out_ns)
+        self._view.add(Order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns()))
         return client_order_id
 
     def cancel(self, client_order_id: int) -> bool:
@@ -316,13 +317,12 @@ class StrategyHost:
                                f"nothing was sent")
         new_id = self.ids.next()
         sid = order._symbol_id
-        replacement = Order(new_id, order._symbol, sid, order._side, price, shares, order._tif, client_order_id,
-                            self.clock_ns())
+        intents.emit(new_id, client_order_id, sid, _REPLACE, order._side, shares, price, order._tif,
+                     self._t_rx_ns, self._t_feed_out_ns)             # the intent first (see new_order)
         order._state = _PENDING_REPLACE
         order._replaced_by = new_id
-        self._view.add(replacement)
-        intents.emit(new_id, client_order_id, sid, _REPLACE, order._side, shares, price, order._tif,
-                     self._t_rx_ns, self._t_feed_out_ns)
+        self._view.add(Order(new_id, order._symbol, sid, order._side, price, shares, order._tif, client_order_id,
+                             self.clock_ns()))
         return new_id
 
     def cancel_all(self, symbol: str | None = None) -> int:

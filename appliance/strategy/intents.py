@@ -47,8 +47,6 @@ class IntentWriter:
     def emit(self, client_order_id: int, orig_client_order_id: int, symbol_id: int, action: int, side: int,
              shares: int, price: int, tif: int, t_rx_ns: int, t_feed_out_ns: int) -> bool:
         """Write (True) or queue (False) one intent. The caller checked ``has_room`` for new orders."""
-        self.last_action = action
-        self.last_symbol_id = symbol_id
         if not self.pending:
             offset = self._claim()
             if offset >= 0:
@@ -57,7 +55,11 @@ class IntentWriter:
                       self.clock_ns())
                 self._commit()
                 self.written += 1
+                self.last_action = action
+                self.last_symbol_id = symbol_id
                 return True
+        self.last_action = action
+        self.last_symbol_id = symbol_id
         self.pending.append((client_order_id, orig_client_order_id, symbol_id, action, side, shares, price, tif,
                              t_rx_ns, t_feed_out_ns))
         self.queued += 1
