@@ -2,7 +2,10 @@
 process, no agent (``agent.py`` is the process around it).
 
 ``StrategyHost`` keeps the strategy's view of the world true from what arrives: BookUpdates
-refresh the per-symbol ``Book``; ExecutionReports (exec_to_strategy) and OrderRejects
+refresh the per-symbol ``Book`` (each slot checked, then copied into the Book's own buffer; the
+Book reads fields on demand), and the updates waiting at once are conflated per symbol: every
+print reaches ``on_trade`` in order, ``on_book`` runs once per symbol with the latest state
+(``drain_book_updates``); ExecutionReports (exec_to_strategy) and OrderRejects
 (risk_rejects) go to the ``OrderView`` (``order_view.py``), which moves the orders through their
 states and carries the OMS's position. The view changes first and the callback runs after, so a
 callback always sees the view with the event applied. Actions from the strategy become
@@ -10,7 +13,7 @@ OrderIntents through ``IntentWriter``; each carries the hop timestamps of the bo
 handled (0 outside ``on_book``/``on_trade``).
 
 Records from the rings are untrusted: a wrong type or version, a symbol id outside the layout,
-an unknown event is counted and dropped. Reports for another strategy id are counted and dropped.
+more levels than BOOK_DEPTH, an unknown event is counted and dropped (before anything is copied). Reports for another strategy id are counted and dropped.
 
 Safety: every callback runs inside ``try``; an exception (or ``SystemExit``) in user code is
 logged with its traceback (rate limited), stops the strategy for good (no callback, not even

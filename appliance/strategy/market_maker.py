@@ -146,8 +146,8 @@ _BAD_BOOK = BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT        # api.Book.stale
 def _top_of(book: Book) -> tuple:
     """BookTop's fields as a plain tuple, from one read of the book (what requote passes on every update)."""
     bid, bid_shares, ask, ask_shares, flags, trading_state = book.top()
-    return (bid, bid_shares, ask, ask_shares, bool(flags & _BAD_BOOK), bool(flags & BOOK_FLAG_CROSSED),
-            bool(flags & BOOK_FLAG_HALTED) or trading_state != 0x54)
+    return (bid, bid_shares, ask, ask_shares, flags & _BAD_BOOK != 0, flags & BOOK_FLAG_CROSSED != 0,
+            flags & BOOK_FLAG_HALTED != 0 or trading_state != 0x54)
 
 
 class Quote(NamedTuple):
