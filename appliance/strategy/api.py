@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import operator
 import time
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
@@ -111,6 +112,11 @@ class OrderState(enum.IntEnum):
         return self <= OrderState.PENDING_REPLACE
 
 
+def _field(name: str):
+    """A read-only property's getter in C (``operator.attrgetter``): no Python frame per read."""
+    return operator.attrgetter(name)
+
+
 _BUY, _LAST_OPEN_STATE, _PENDING_NEW = Side.BUY, OrderState.PENDING_REPLACE, OrderState.PENDING_NEW  # per call
 
 
@@ -137,19 +143,19 @@ class Order:
         self._cancel_id = 0
         self._created_ns = created_ns
 
-    client_order_id = property(lambda self: self._client_order_id)
-    symbol = property(lambda self: self._symbol)
-    symbol_id = property(lambda self: self._symbol_id)
-    side = property(lambda self: self._side, doc="codes.Side")
-    price = property(lambda self: self._price, doc="limit price, 4 implied decimals")
-    shares = property(lambda self: self._shares, doc="the size asked for (of this order or replacement)")
-    leaves = property(lambda self: self._leaves, doc="shares still open")
-    filled = property(lambda self: self._filled, doc="shares executed on this order")
-    state = property(lambda self: self._state)
-    time_in_force = property(lambda self: self._tif)
-    replaces = property(lambda self: self._replaces, doc="the client order id this one replaces (0: none)")
-    replaced_by = property(lambda self: self._replaced_by, doc="its pending or done replacement (0: none)")
-    created_ns = property(lambda self: self._created_ns)
+    client_order_id = property(_field("_client_order_id"))
+    symbol = property(_field("_symbol"))
+    symbol_id = property(_field("_symbol_id"))
+    side = property(_field("_side"), doc="codes.Side")
+    price = property(_field("_price"), doc="limit price, 4 implied decimals")
+    shares = property(_field("_shares"), doc="the size asked for (of this order or replacement)")
+    leaves = property(_field("_leaves"), doc="shares still open")
+    filled = property(_field("_filled"), doc="shares executed on this order")
+    state = property(_field("_state"))
+    time_in_force = property(_field("_tif"))
+    replaces = property(_field("_replaces"), doc="the client order id this one replaces (0: none)")
+    replaced_by = property(_field("_replaced_by"), doc="its pending or done replacement (0: none)")
+    created_ns = property(_field("_created_ns"))
 
     @property
     def is_buy(self) -> bool:
@@ -228,7 +234,8 @@ class Positions:
             raise KeyError(f"unknown symbol {symbol!r}") from None
 
     def __getitem__(self, symbol: str) -> int:
-        return self._position[self._sid(symbol)]
+        sid = self._symbol_ids.get(symbol)          # _sid's lookup inline: strategies read this per update
+        return self._position[self._sid(symbol) if sid is None else sid]
 
     def position(self, symbol: str) -> int:
         """Signed shares."""
@@ -291,8 +298,8 @@ class Book:
         self._buf = bytearray(BOOK_UPDATE.size)           # type_id 0 until the first update
         self._buf[_OFF["flags"]] = BOOK_FLAG_STALE         # a book never updated counts as stale
 
-    symbol = property(lambda self: self._symbol)
-    symbol_id = property(lambda self: self._symbol_id)
+    symbol = property(_field("_symbol"))
+    symbol_id = property(_field("_symbol_id"))
 
     @property
     def has_data(self) -> bool:
@@ -441,9 +448,7 @@ class Strategy:
         otherwise; cancels always go). True without a control table."""
         return self._host.gate_open()
 
-    @staticmethod
-    def now_ns() -> int:
-        return time.time_ns()
+    now_ns = staticmethod(time.time_ns)     # -> int, epoch ns (the clock itself: no Python frame per call)
 
     # ---- actions (each writes one OrderIntent to risk)
     def buy(self, symbol: str, shares: int, price: int, tif: int = TIF_DAY) -> int:
