@@ -98,16 +98,20 @@ class RateLimitedLog:
 
 def drain(ring, buffer, handle, limit: int) -> int:
     """Hand up to ``limit`` records of a consumer ring to ``handle(buffer, offset)``; returns how many."""
+    offset = ring.peek()
+    if offset < 0 or limit < 1:
+        return 0                                   # the usual answer on an idle duty cycle: nothing bound
     n = 0
     peek, release = ring.peek, ring.release
-    while n < limit:
-        offset = peek()
-        if offset < 0:
-            break
+    while True:
         handle(buffer, offset)
         release()
         n += 1
-    return n
+        if n >= limit:
+            return n
+        offset = peek()
+        if offset < 0:
+            return n
 
 
 def _check_shares(shares, what: str = "shares") -> int:
@@ -360,6 +364,8 @@ class StrategyHost:
         ``on_trade`` in order (none lost), but ``on_book`` runs once per symbol per drain, after the
         updates, with the symbol's latest state (in the order of the symbols' latest updates); the
         updates it did not run for are counted (``book_updates_conflated``)."""
+        if ring.peek() < 0:
+            return 0
         n = 0
         peek, release, apply = ring.peek, ring.release, self._apply_book_update
         dirty = self._dirty
