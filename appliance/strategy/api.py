@@ -279,36 +279,50 @@ _READ_U64 = {name: _FIELDS((name,)).unpack_from for name in ("update_sequence", 
 _READ_TYPE = _FIELDS(("type_id",)).unpack_from
 _BAD_FLAGS = BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT
 _TRADING = 0x54                          # trading state 'T'
+_SIZE = BOOK_UPDATE.size
 
 
 class Book:
     """The latest BookUpdate of one symbol: top BOOK_DEPTH levels, state, flags, last trade.
 
-    One object per symbol. The host copies each update's ring slot into the book's own buffer
-    (the ring reuses the slot once released) and every property reads its fields from that copy
-    on demand, at the catalog's offsets: nothing is decoded that the strategy does not ask for.
+    One object per symbol. Every property reads its fields on demand, at the catalog's offsets,
+    from the update's ring slot while the host holds it, and from the book's own copy of it once
+    the slot is released (the ring reuses it): nothing is decoded that the strategy does not ask for.
     The Book changes in place with the next update, so keep values, not the Book, if you need an
     older snapshot. Before the first update it is empty, stale and halted."""
 
-    __slots__ = ("_symbol", "_symbol_id", "_buf")
+    __slots__ = ("_symbol", "_symbol_id", "_buf", "_src", "_at")
 
     def __init__(self, symbol: str, symbol_id: int):
         self._symbol = symbol
         self._symbol_id = symbol_id
         self._buf = bytearray(BOOK_UPDATE.size)           # type_id 0 until the first update
         self._buf[_OFF["flags"]] = BOOK_FLAG_STALE         # a book never updated counts as stale
+        self._src, self._at = self._buf, 0                 # where the fields are read: the own copy, or the
+                                                           # ring slot while the host holds it (_view)
+
+    def _view(self, buffer, offset: int) -> None:
+        """Host only: read from a ring slot the host holds unreleased (until ``_keep``)."""
+        self._src, self._at = buffer, offset
+
+    def _keep(self) -> None:
+        """Host only, before the slot is released: copy it into the own buffer and read from there."""
+        src, at = self._src, self._at
+        if src is not self._buf:
+            self._buf[:] = src[at:at + _SIZE]
+            self._src, self._at = self._buf, 0
 
     symbol = property(_field("_symbol"))
     symbol_id = property(_field("_symbol_id"))
 
     @property
     def has_data(self) -> bool:
-        return _READ_TYPE(self._buf)[0] != 0
+        return _READ_TYPE(self._src, self._at)[0] != 0
 
     def top(self) -> tuple[int, int, int, int, int, int]:
         """(bid price, bid shares, ask price, ask shares, flags, trading state byte) in one read, 0s for
         an empty side: the cheap way to look at the top on every update."""
-        flags, state, bid_levels, ask_levels, bid, bid_shares, ask, ask_shares = _READ_TOP(self._buf)
+        flags, state, bid_levels, ask_levels, bid, bid_shares, ask, ask_shares = _READ_TOP(self._src, self._at)
         if not bid_levels:
             bid = bid_shares = 0
         if not ask_levels:
@@ -316,7 +330,7 @@ class Book:
         return bid, bid_shares, ask, ask_shares, flags, state
 
     def _levels(self, side: str) -> tuple[tuple[int, int], ...]:
-        n, *values = _READ_LEVELS[side](self._buf)
+        n, *values = _READ_LEVELS[side](self._src, self._at)
         return tuple(zip(values[:n], values[BOOK_DEPTH:BOOK_DEPTH + n]))
 
     @property
@@ -331,29 +345,29 @@ class Book:
     @property
     def bid_price(self) -> int:
         """Best bid (0: no bid)."""
-        n, price, _ = _READ_BID(self._buf)
+        n, price, _ = _READ_BID(self._src, self._at)
         return price if n else 0
 
     @property
     def bid_shares(self) -> int:
-        n, _, shares = _READ_BID(self._buf)
+        n, _, shares = _READ_BID(self._src, self._at)
         return shares if n else 0
 
     @property
     def ask_price(self) -> int:
         """Best ask (0: no ask)."""
-        n, price, _ = _READ_ASK(self._buf)
+        n, price, _ = _READ_ASK(self._src, self._at)
         return price if n else 0
 
     @property
     def ask_shares(self) -> int:
-        n, _, shares = _READ_ASK(self._buf)
+        n, _, shares = _READ_ASK(self._src, self._at)
         return shares if n else 0
 
     @property
     def flags(self) -> int:
         """BOOK_FLAG_* bits (a book never updated counts as stale)."""
-        return _READ_STATE(self._buf)[0]
+        return _READ_STATE(self._src, self._at)[0]
 
     stale = property(lambda self: bool(self.flags & _BAD_FLAGS))
     crossed = property(lambda self: bool(self.flags & BOOK_FLAG_CROSSED))
@@ -362,24 +376,24 @@ class Book:
     @property
     def halted(self) -> bool:
         """Flag HALTED, or a trading state other than 'T'."""
-        flags, state = _READ_STATE(self._buf)
+        flags, state = _READ_STATE(self._src, self._at)
         return bool(flags & BOOK_FLAG_HALTED) or state != _TRADING
 
     @property
     def trading_state(self) -> str:
         """The ITCH trading state: 'T' trading, 'H' halted, 'P' paused, 'Q' quotation only ('' unknown)."""
-        state = _READ_STATE(self._buf)[1]
+        state = _READ_STATE(self._src, self._at)[1]
         return chr(state) if state else ""
 
     @property
     def last_trade(self) -> tuple[int, int]:
         """(price, shares) of the last trade (0, 0 before any)."""
-        return _READ_TRADE(self._buf)
+        return _READ_TRADE(self._src, self._at)
 
-    update_sequence = property(lambda self: _READ_U64["update_sequence"](self._buf)[0])
-    t_exchange_ns = property(lambda self: _READ_U64["t_exchange_ns"](self._buf)[0])
-    t_rx_ns = property(lambda self: _READ_U64["t_rx_ns"](self._buf)[0])
-    t_feed_out_ns = property(lambda self: _READ_U64["t_feed_out_ns"](self._buf)[0])
+    update_sequence = property(lambda self: _READ_U64["update_sequence"](self._src, self._at)[0])
+    t_exchange_ns = property(lambda self: _READ_U64["t_exchange_ns"](self._src, self._at)[0])
+    t_rx_ns = property(lambda self: _READ_U64["t_rx_ns"](self._src, self._at)[0])
+    t_feed_out_ns = property(lambda self: _READ_U64["t_feed_out_ns"](self._src, self._at)[0])
 
     @property
     def mid(self) -> int | None:

@@ -49,7 +49,6 @@ _BOOK_HEAD = BOOK_UPDATE.fields_struct(("type_id", "schema_version", "size", "sy
                                         "t_feed_out_ns")).unpack_from
 _BOOK_TRADE = BOOK_UPDATE.fields_struct(("last_trade_price", "last_trade_shares")).unpack_from
 _BOOK_STAMPS = BOOK_UPDATE.fields_struct(("t_rx_ns", "t_feed_out_ns")).unpack_from
-_BOOK_SIZE = BOOK_UPDATE.size
 
 _LIVE, _PENDING_CANCEL, _PENDING_REPLACE = OrderState.LIVE, OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE
 _NEW, _REPLACE, _CANCEL, _CANCEL_ALL = Action.NEW, Action.REPLACE, Action.CANCEL, Action.CANCEL_ALL   # enum
@@ -363,33 +362,53 @@ class StrategyHost:
         Conflation: every update is applied to its symbol's Book in order and every new print reaches
         ``on_trade`` in order (none lost), but ``on_book`` runs once per symbol per drain, after the
         updates, with the symbol's latest state (in the order of the symbols' latest updates); the
-        updates it did not run for are counted (``book_updates_conflated``)."""
-        if ring.peek() < 0:
+        updates it did not run for are counted (``book_updates_conflated``).
+
+        The last queued update's ``on_book`` reads the ring slot itself (held until the callback
+        returns, then copied into the Book and released): the copy is off the path to the intent."""
+        if ring.peek() < 0 or limit < 1:
             return 0
         n = 0
-        peek, release, apply = ring.peek, ring.release, self._apply_book_update
+        peek, release, depth, apply = ring.peek, ring.release, ring.depth, self._apply_book_update
         dirty = self._dirty
         while n < limit:
             offset = peek()
             if offset < 0:
                 break
             book = apply(buffer, offset)
-            release()
             n += 1
-            if book is not None:
-                if book in dirty:
-                    del dirty[book]             # a later update of the same symbol: its on_book moves there
-                    self.stats.book_updates_conflated += 1
-                dirty[book] = None
-        if dirty:
-            self._dirty = {}
-            for book in dirty:
-                self._on_book(book)
+            if book is None:
+                release()
+                continue
+            if book in dirty:
+                del dirty[book]                 # a later update of the same symbol: its on_book moves here
+                self.stats.book_updates_conflated += 1
+            if depth() == 1 or n == limit:      # the last one queued: on_book now, from the slot
+                if dirty:
+                    self._flush_dirty()
+                try:
+                    self._on_book(book)
+                finally:
+                    book._keep()
+                    release()
+                break
+            book._keep()
+            release()
+            dirty[book] = None
+        if self._dirty:
+            self._flush_dirty()
         return n
 
+    def _flush_dirty(self) -> None:
+        dirty = self._dirty
+        self._dirty = {}
+        for book in dirty:
+            self._on_book(book)
+
     def _apply_book_update(self, buffer, offset: int) -> Book | None:
-        """Check one record, copy it into its symbol's Book and deliver its print (if new) to ``on_trade``;
-        returns the Book for ``on_book`` (None: dropped, not traded, or the strategy is not running)."""
+        """Check one record, point its symbol's Book at it and deliver its print (if new) to ``on_trade``;
+        returns the Book, reading the slot, for ``on_book`` (None: dropped, not traded, or the strategy is
+        not running; the Book has its copy then). The caller ``_keep``s the Book before releasing."""
         (type_id, version, size, sid, bid_levels, ask_levels, last_price, last_shares, t_rx_ns,
          t_feed_out_ns) = _BOOK_HEAD(buffer, offset)
         if type_id != _BOOK_TYPE or version != _BOOK_VERSION or sid >= self._n_symbols \
@@ -401,27 +420,26 @@ class StrategyHost:
             self.stats.book_updates_ignored += 1
             return None
         self.stats.book_updates += 1
-        own = book._buf
         new_print = last_shares and self._trades_wanted and self.running and \
-            (last_price, last_shares) != _BOOK_TRADE(own)
-        own[:] = buffer[offset:offset + _BOOK_SIZE]
-        if not self.running:
-            return None
+            (last_price, last_shares) != _BOOK_TRADE(book._buf)       # the previous update's, kept
+        book._view(buffer, offset)
         if new_print:
             self._t_rx_ns, self._t_feed_out_ns = t_rx_ns, t_feed_out_ns
             try:
                 self.strategy.on_trade(book._symbol, last_price, last_shares)
             except USER_ERRORS as exc:
                 self._fail("on_trade", exc)
-                return None
             finally:
                 self._t_rx_ns = self._t_feed_out_ns = 0
+        if not self.running:
+            book._keep()
+            return None
         return book
 
     def _on_book(self, book: Book) -> None:
         if not self.running:
             return
-        self._t_rx_ns, self._t_feed_out_ns = _BOOK_STAMPS(book._buf)
+        self._t_rx_ns, self._t_feed_out_ns = _BOOK_STAMPS(book._src, book._at)
         try:
             self.strategy.on_book(book)
         except USER_ERRORS as exc:

@@ -290,6 +290,19 @@ def test_the_book_stays_valid_after_its_ring_slot_is_reused(memory):
         (((P("10.00"), 100),), ((P("10.02"), 300),), (P("10.01"), 50), 9)
 
 
+def test_the_book_is_kept_when_on_book_raises_and_its_slot_is_reused(memory):
+    def explode(s, book):
+        raise RuntimeError("user bug")
+
+    h = Harness(memory, Scripted, {"on_book": explode})
+    book = h.strategy.book("AAPL")
+    h.book("AAPL", [(P("10.00"), 100)], [(P("10.02"), 300)], seq=9)
+    assert h.host.failed
+    for i in range(80):
+        h.book("MSFT", [(P("20.00") + i, 1)], [(P("21.00"), 1)], seq=i)
+    assert (book.bids, book.asks, book.update_sequence) == (((P("10.00"), 100),), ((P("10.02"), 300),), 9)
+
+
 def test_a_malformed_update_is_dropped_before_it_reaches_the_book(memory):
     h = Harness(memory, Scripted)
     book = h.strategy.book("AAPL")
