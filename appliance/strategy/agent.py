@@ -19,7 +19,7 @@ import time
 from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
 from appliance.runtime.agent import Agent, AgentContext
 from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse, check_ring_uses
-from appliance.runtime.control import WRITER_OF
+from appliance.runtime.control import GATE_OPEN_BIT, WRITER_OF
 from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
 
@@ -43,6 +43,19 @@ COUNTERS_INTERVAL_NS = 10_000_000
 CLOSE_FLUSH_TIMEOUT_NS = 2_000_000_000
 
 GAUGES = ("open_orders", "pending_intents")
+
+
+def control_readers(control):
+    """(feed live, gate open) as callables the market maker may ask on every book update: one atomic load
+    each at the word's offset (``ControlWords.get`` looks the name up and decodes the whole gate word)."""
+    load, feed_at, gate_at = control.atomics.load, control.word_offset("feed_ready"), control.word_offset("gate")
+
+    def feed_live() -> bool:
+        return load(feed_at) == 1
+
+    def gate_open() -> bool:
+        return load(gate_at) & GATE_OPEN_BIT != 0
+    return feed_live, gate_open
 
 
 class StrategyAgent(Agent):
@@ -78,8 +91,7 @@ class StrategyAgent(Agent):
             else:
                 log.warning("process %r is not the writer of strategy_ready (%r): not publishing readiness",
                             ctx.process.name, WRITER_OF["strategy_ready"])
-        feed_live = (lambda control=self.control: control.get("feed_ready") == 1) if self.control else None
-        gate_open = (lambda control=self.control: control.get("gate_open") == 1) if self.control else None
+        feed_live, gate_open = control_readers(self.control) if self.control else (None, None)
         self.rings = memory.channels(RINGS, ctx.process.name)
         intent_channel = self.rings[INTENT_RING.name]
         intents = IntentWriter(intent_channel, intent_channel.buffer, cfg.strategy_id, cfg.max_pending_intents)
@@ -153,7 +165,7 @@ class StrategyAgent(Agent):
         now = time.monotonic_ns()
         if not intents.pending:
             books = rings[BOOK_RING.name]
-            work += drain(books, books.buffer, host.handle_book_update, MAX_BOOKS_PER_CYCLE)
+            work += host.drain_book_updates(books, books.buffer, MAX_BOOKS_PER_CYCLE)
             if now >= self._next_timer_ns:
                 self._next_timer_ns = now + self._timer_interval_ns
                 host.timer(time.time_ns())

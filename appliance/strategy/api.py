@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import operator
 import time
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
@@ -111,6 +112,14 @@ class OrderState(enum.IntEnum):
         return self <= OrderState.PENDING_REPLACE
 
 
+def _field(name: str):
+    """A read-only property's getter in C (``operator.attrgetter``): no Python frame per read."""
+    return operator.attrgetter(name)
+
+
+_BUY, _LAST_OPEN_STATE, _PENDING_NEW = Side.BUY, OrderState.PENDING_REPLACE, OrderState.PENDING_NEW  # per call
+
+
 class Order:
     """One of the strategy's orders, read-only. The host updates it between callbacks."""
 
@@ -127,34 +136,34 @@ class Order:
         self._shares = shares
         self._leaves = shares
         self._filled = 0
-        self._state = OrderState.PENDING_NEW
+        self._state = _PENDING_NEW
         self._tif = tif
         self._replaces = replaces
         self._replaced_by = 0
         self._cancel_id = 0
         self._created_ns = created_ns
 
-    client_order_id = property(lambda self: self._client_order_id)
-    symbol = property(lambda self: self._symbol)
-    symbol_id = property(lambda self: self._symbol_id)
-    side = property(lambda self: self._side, doc="codes.Side")
-    price = property(lambda self: self._price, doc="limit price, 4 implied decimals")
-    shares = property(lambda self: self._shares, doc="the size asked for (of this order or replacement)")
-    leaves = property(lambda self: self._leaves, doc="shares still open")
-    filled = property(lambda self: self._filled, doc="shares executed on this order")
-    state = property(lambda self: self._state)
-    time_in_force = property(lambda self: self._tif)
-    replaces = property(lambda self: self._replaces, doc="the client order id this one replaces (0: none)")
-    replaced_by = property(lambda self: self._replaced_by, doc="its pending or done replacement (0: none)")
-    created_ns = property(lambda self: self._created_ns)
+    client_order_id = property(_field("_client_order_id"))
+    symbol = property(_field("_symbol"))
+    symbol_id = property(_field("_symbol_id"))
+    side = property(_field("_side"), doc="codes.Side")
+    price = property(_field("_price"), doc="limit price, 4 implied decimals")
+    shares = property(_field("_shares"), doc="the size asked for (of this order or replacement)")
+    leaves = property(_field("_leaves"), doc="shares still open")
+    filled = property(_field("_filled"), doc="shares executed on this order")
+    state = property(_field("_state"))
+    time_in_force = property(_field("_tif"))
+    replaces = property(_field("_replaces"), doc="the client order id this one replaces (0: none)")
+    replaced_by = property(_field("_replaced_by"), doc="its pending or done replacement (0: none)")
+    created_ns = property(_field("_created_ns"))
 
     @property
     def is_buy(self) -> bool:
-        return self._side == Side.BUY
+        return self._side == _BUY
 
     @property
     def is_open(self) -> bool:
-        return self._state <= OrderState.PENDING_REPLACE
+        return self._state <= _LAST_OPEN_STATE
 
     def __repr__(self) -> str:
         return (f"Order({self._client_order_id}, {self._symbol} {self._side.name} {self._leaves}/{self._shares} @ "
@@ -185,6 +194,11 @@ class OpenOrders:
 
     def get(self, client_order_id: int, default=None) -> Order | None:
         return self._orders.get(client_order_id, default)
+
+    def count(self, symbol: str) -> int:
+        """How many orders of one symbol are open (without building them as ``of`` does)."""
+        sid = self._symbol_ids.get(symbol)
+        return 0 if sid is None else len(self._by_symbol[sid])
 
     def of(self, symbol: str) -> tuple[Order, ...]:
         """The open orders of one symbol, oldest first."""
@@ -220,7 +234,8 @@ class Positions:
             raise KeyError(f"unknown symbol {symbol!r}") from None
 
     def __getitem__(self, symbol: str) -> int:
-        return self._position[self._sid(symbol)]
+        sid = self._symbol_ids.get(symbol)          # _sid's lookup inline: strategies read this per update
+        return self._position[self._sid(symbol) if sid is None else sid]
 
     def position(self, symbol: str) -> int:
         """Signed shares."""
@@ -248,106 +263,142 @@ class Positions:
 # Books
 # ---------------------------------------------------------------------------------------------
 
-_AT = BOOK_UPDATE.at
-# the levels are arrays in the record: level i of a side is at its level 0's index + i
-_BID_PRICE, _BID_SHARES, _ASK_PRICE, _ASK_SHARES = _AT.bid_price_0, _AT.bid_shares_0, _AT.ask_price_0, _AT.ask_shares_0
+_FIELDS = BOOK_UPDATE.fields_struct      # each read below: the fields it names, at the catalog's offsets
+_OFF = BOOK_UPDATE.offset_of
+_SIDE_FIELDS = {side: (f"{side}_levels", *[f"{side}_price_{i}" for i in range(BOOK_DEPTH)],
+                       *[f"{side}_shares_{i}" for i in range(BOOK_DEPTH)]) for side in ("bid", "ask")}
+_READ_TOP = _FIELDS(("flags", "trading_state", "bid_levels", "ask_levels", "bid_price_0", "bid_shares_0",
+                     "ask_price_0", "ask_shares_0")).unpack_from
+_READ_LEVELS = {side: _FIELDS(names).unpack_from for side, names in _SIDE_FIELDS.items()}
+_READ_BID = _FIELDS(("bid_levels", "bid_price_0", "bid_shares_0")).unpack_from
+_READ_ASK = _FIELDS(("ask_levels", "ask_price_0", "ask_shares_0")).unpack_from
+_READ_STATE = _FIELDS(("flags", "trading_state")).unpack_from
+_READ_TRADE = _FIELDS(("last_trade_price", "last_trade_shares")).unpack_from
+_READ_U64 = {name: _FIELDS((name,)).unpack_from for name in ("update_sequence", "t_exchange_ns", "t_rx_ns",
+                                                              "t_feed_out_ns")}
+_READ_TYPE = _FIELDS(("type_id",)).unpack_from
+_BAD_FLAGS = BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT
+_TRADING = 0x54                          # trading state 'T'
+_SIZE = BOOK_UPDATE.size
 
 
 class Book:
     """The latest BookUpdate of one symbol: top BOOK_DEPTH levels, state, flags, last trade.
 
-    One object per symbol, refreshed in place by each update (the decoded record is kept, the
-    properties read its fields by BOOK_UPDATE.at), so keep values, not the Book, if you need an
-    older snapshot."""
+    One object per symbol. Every property reads its fields on demand, at the catalog's offsets,
+    from the update's ring slot while the host holds it, and from the book's own copy of it once
+    the slot is released (the ring reuses it): nothing is decoded that the strategy does not ask for.
+    The Book changes in place with the next update, so keep values, not the Book, if you need an
+    older snapshot. Before the first update it is empty, stale and halted."""
 
-    __slots__ = ("_symbol", "_symbol_id", "_r")
+    __slots__ = ("_symbol", "_symbol_id", "_buf", "_src", "_at")
 
     def __init__(self, symbol: str, symbol_id: int):
         self._symbol = symbol
         self._symbol_id = symbol_id
-        self._r: tuple | None = None
+        self._buf = bytearray(BOOK_UPDATE.size)           # type_id 0 until the first update
+        self._buf[_OFF["flags"]] = BOOK_FLAG_STALE         # a book never updated counts as stale
+        self._src, self._at = self._buf, 0                 # where the fields are read: the own copy, or the
+                                                           # ring slot while the host holds it (_view)
 
-    symbol = property(lambda self: self._symbol)
-    symbol_id = property(lambda self: self._symbol_id)
+    def _view(self, buffer, offset: int) -> None:
+        """Host only: read from a ring slot the host holds unreleased (until ``_keep``)."""
+        self._src, self._at = buffer, offset
+
+    def _keep(self) -> None:
+        """Host only, before the slot is released: copy it into the own buffer and read from there."""
+        src, at = self._src, self._at
+        if src is not self._buf:
+            self._buf[:] = src[at:at + _SIZE]
+            self._src, self._at = self._buf, 0
+
+    symbol = property(_field("_symbol"))
+    symbol_id = property(_field("_symbol_id"))
 
     @property
     def has_data(self) -> bool:
-        return self._r is not None
+        return _READ_TYPE(self._src, self._at)[0] != 0
+
+    def top(self) -> tuple[int, int, int, int, int, int]:
+        """(bid price, bid shares, ask price, ask shares, flags, trading state byte) in one read, 0s for
+        an empty side: the cheap way to look at the top on every update."""
+        flags, state, bid_levels, ask_levels, bid, bid_shares, ask, ask_shares = _READ_TOP(self._src, self._at)
+        if not bid_levels:
+            bid = bid_shares = 0
+        if not ask_levels:
+            ask = ask_shares = 0
+        return bid, bid_shares, ask, ask_shares, flags, state
+
+    def _levels(self, side: str) -> tuple[tuple[int, int], ...]:
+        n, *values = _READ_LEVELS[side](self._src, self._at)
+        return tuple(zip(values[:n], values[BOOK_DEPTH:BOOK_DEPTH + n]))
 
     @property
     def bids(self) -> tuple[tuple[int, int], ...]:
         """(price, shares) best first."""
-        r = self._r
-        if r is None:
-            return ()
-        return tuple((r[_BID_PRICE + i], r[_BID_SHARES + i]) for i in range(r[_AT.bid_levels]))
+        return self._levels("bid")
 
     @property
     def asks(self) -> tuple[tuple[int, int], ...]:
-        r = self._r
-        if r is None:
-            return ()
-        return tuple((r[_ASK_PRICE + i], r[_ASK_SHARES + i]) for i in range(r[_AT.ask_levels]))
+        return self._levels("ask")
 
     @property
     def bid_price(self) -> int:
         """Best bid (0: no bid)."""
-        r = self._r
-        return r[_AT.bid_price_0] if r is not None and r[_AT.bid_levels] else 0
+        n, price, _ = _READ_BID(self._src, self._at)
+        return price if n else 0
 
     @property
     def bid_shares(self) -> int:
-        r = self._r
-        return r[_AT.bid_shares_0] if r is not None and r[_AT.bid_levels] else 0
+        n, _, shares = _READ_BID(self._src, self._at)
+        return shares if n else 0
 
     @property
     def ask_price(self) -> int:
         """Best ask (0: no ask)."""
-        r = self._r
-        return r[_AT.ask_price_0] if r is not None and r[_AT.ask_levels] else 0
+        n, price, _ = _READ_ASK(self._src, self._at)
+        return price if n else 0
 
     @property
     def ask_shares(self) -> int:
-        r = self._r
-        return r[_AT.ask_shares_0] if r is not None and r[_AT.ask_levels] else 0
+        n, _, shares = _READ_ASK(self._src, self._at)
+        return shares if n else 0
 
     @property
     def flags(self) -> int:
         """BOOK_FLAG_* bits (a book never updated counts as stale)."""
-        r = self._r
-        return BOOK_FLAG_STALE if r is None else r[_AT.flags]
+        return _READ_STATE(self._src, self._at)[0]
 
-    stale = property(lambda self: bool(self.flags & (BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT)))
+    stale = property(lambda self: bool(self.flags & _BAD_FLAGS))
     crossed = property(lambda self: bool(self.flags & BOOK_FLAG_CROSSED))
     locked = property(lambda self: bool(self.flags & BOOK_FLAG_LOCKED))
 
     @property
     def halted(self) -> bool:
         """Flag HALTED, or a trading state other than 'T'."""
-        r = self._r
-        return r is None or bool(r[_AT.flags] & BOOK_FLAG_HALTED) or r[_AT.trading_state] != 0x54
+        flags, state = _READ_STATE(self._src, self._at)
+        return bool(flags & BOOK_FLAG_HALTED) or state != _TRADING
 
     @property
     def trading_state(self) -> str:
         """The ITCH trading state: 'T' trading, 'H' halted, 'P' paused, 'Q' quotation only ('' unknown)."""
-        r = self._r
-        return chr(r[_AT.trading_state]) if r is not None and r[_AT.trading_state] else ""
+        state = _READ_STATE(self._src, self._at)[1]
+        return chr(state) if state else ""
 
     @property
     def last_trade(self) -> tuple[int, int]:
         """(price, shares) of the last trade (0, 0 before any)."""
-        r = self._r
-        return (0, 0) if r is None else (r[_AT.last_trade_price], r[_AT.last_trade_shares])
+        return _READ_TRADE(self._src, self._at)
 
-    update_sequence = property(lambda self: 0 if self._r is None else self._r[_AT.update_sequence])
-    t_exchange_ns = property(lambda self: 0 if self._r is None else self._r[_AT.t_exchange_ns])
-    t_rx_ns = property(lambda self: 0 if self._r is None else self._r[_AT.t_rx_ns])
-    t_feed_out_ns = property(lambda self: 0 if self._r is None else self._r[_AT.t_feed_out_ns])
+    update_sequence = property(lambda self: _READ_U64["update_sequence"](self._src, self._at)[0])
+    t_exchange_ns = property(lambda self: _READ_U64["t_exchange_ns"](self._src, self._at)[0])
+    t_rx_ns = property(lambda self: _READ_U64["t_rx_ns"](self._src, self._at)[0])
+    t_feed_out_ns = property(lambda self: _READ_U64["t_feed_out_ns"](self._src, self._at)[0])
 
     @property
     def mid(self) -> int | None:
         """(best bid + best ask) // 2 in price units, or None when a side is empty."""
-        bid, ask = self.bid_price, self.ask_price
+        bid, _, ask, _, _, _ = self.top()
         return (bid + ask) // 2 if bid and ask else None
 
     def __repr__(self) -> str:
@@ -411,9 +462,7 @@ class Strategy:
         otherwise; cancels always go). True without a control table."""
         return self._host.gate_open()
 
-    @staticmethod
-    def now_ns() -> int:
-        return time.time_ns()
+    now_ns = staticmethod(time.time_ns)     # -> int, epoch ns (the clock itself: no Python frame per call)
 
     # ---- actions (each writes one OrderIntent to risk)
     def buy(self, symbol: str, shares: int, price: int, tif: int = TIF_DAY) -> int:
@@ -443,11 +492,14 @@ class Strategy:
         """Before the first book update; orders may be sent from here."""
 
     def on_book(self, book: Book) -> None:
-        """A traded symbol's book changed (levels, state, flags or last trade)."""
+        """A traded symbol's book changed (levels, state, flags or last trade). When several updates of
+        a symbol wait at once, it runs once, with the latest (the host conflates; ``on_trade`` still
+        sees every print)."""
 
     def on_trade(self, symbol: str, price: int, shares: int) -> None:
-        """The book update about to reach ``on_book`` carries a last trade different from the previous
-        update's (the first update's counts when it has one). Called just before that ``on_book``."""
+        """A book update carries a last trade different from the previous update's (the first update's
+        counts when it has one): every print, in order, with the book as that update left it, before
+        the ``on_book`` that covers it."""
 
     def on_order_accepted(self, order: Order) -> None:
         """The venue accepted the order (or, with ``order.replaces`` set, the replacement)."""

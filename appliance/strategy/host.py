@@ -2,7 +2,10 @@
 process, no agent (``agent.py`` is the process around it).
 
 ``StrategyHost`` keeps the strategy's view of the world true from what arrives: BookUpdates
-refresh the per-symbol ``Book``; ExecutionReports (exec_to_strategy) and OrderRejects
+refresh the per-symbol ``Book`` (each slot checked, then copied into the Book's own buffer; the
+Book reads fields on demand), and the updates waiting at once are conflated per symbol: every
+print reaches ``on_trade`` in order, ``on_book`` runs once per symbol with the latest state
+(``drain_book_updates``); ExecutionReports (exec_to_strategy) and OrderRejects
 (risk_rejects) go to the ``OrderView`` (``order_view.py``), which moves the orders through their
 states and carries the OMS's position. The view changes first and the callback runs after, so a
 callback always sees the view with the event applied. Actions from the strategy become
@@ -10,7 +13,7 @@ OrderIntents through ``IntentWriter``; each carries the hop timestamps of the bo
 handled (0 outside ``on_book``/``on_trade``).
 
 Records from the rings are untrusted: a wrong type or version, a symbol id outside the layout,
-an unknown event is counted and dropped. Reports for another strategy id are counted and dropped.
+more levels than BOOK_DEPTH, an unknown event is counted and dropped (before anything is copied). Reports for another strategy id are counted and dropped.
 
 Safety: every callback runs inside ``try``; an exception (or ``SystemExit``) in user code is
 logged with its traceback (rate limited), stops the strategy for good (no callback, not even
@@ -38,9 +41,17 @@ USER_ERRORS = (Exception, SystemExit)       # what user code may raise without t
 _BOOK_TYPE, _BOOK_VERSION = BOOK_UPDATE.type_id, BOOK_UPDATE.version
 _EXEC_TYPE, _EXEC_VERSION = EXECUTION_REPORT.type_id, EXECUTION_REPORT.version
 _REJECT_TYPE, _REJECT_VERSION = ORDER_REJECT.type_id, ORDER_REJECT.version
-_BOOK_AT, _EXEC_AT = BOOK_UPDATE.at, EXECUTION_REPORT.at       # hot reads: tuples, fields by these indices
+_EXEC_AT = EXECUTION_REPORT.at             # hot reads: tuples, fields by these indices
+# A BookUpdate is read where it lies: the host's checks, its print and its hop stamps in one read of the
+# slot, then one copy of the slot into the symbol's Book (api.Book reads its fields from there on demand).
+_BOOK_HEAD = BOOK_UPDATE.fields_struct(("type_id", "schema_version", "size", "symbol_id", "bid_levels", "ask_levels",
+                                        "last_trade_price", "last_trade_shares", "t_rx_ns",
+                                        "t_feed_out_ns")).unpack_from
+_BOOK_TRADE = BOOK_UPDATE.fields_struct(("last_trade_price", "last_trade_shares")).unpack_from
+_BOOK_STAMPS = BOOK_UPDATE.fields_struct(("t_rx_ns", "t_feed_out_ns")).unpack_from
 
 _LIVE, _PENDING_CANCEL, _PENDING_REPLACE = OrderState.LIVE, OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE
+_NEW, _REPLACE, _CANCEL, _CANCEL_ALL = Action.NEW, Action.REPLACE, Action.CANCEL, Action.CANCEL_ALL   # enum
 _TIFS = (TIF_IOC, TIF_DAY)                  # what the OrderIntent contract (and risk) allow
 _MAX_U32 = 0xFFFFFFFF
 
@@ -48,7 +59,7 @@ _MAX_U32 = 0xFFFFFFFF
 class StrategyStats:
     """Plain ints the agent copies into shared-memory counters (``strategy.<name>``)."""
 
-    __slots__ = ("book_updates", "book_updates_ignored", "exec_reports", "risk_rejects", "rejects", "rejects_risk",
+    __slots__ = ("book_updates", "book_updates_ignored", "book_updates_conflated", "exec_reports", "risk_rejects", "rejects", "rejects_risk",
                  "rejects_oms", "rejects_exchange", "fills", "filled_shares", "cancel_rejects", "broken",
                  "pending_timeouts", "unknown_orders", "foreign_records", "bad_records", "timers", "errors", "stopped")
 
@@ -86,16 +97,20 @@ class RateLimitedLog:
 
 def drain(ring, buffer, handle, limit: int) -> int:
     """Hand up to ``limit`` records of a consumer ring to ``handle(buffer, offset)``; returns how many."""
+    offset = ring.peek()
+    if offset < 0 or limit < 1:
+        return 0                                   # the usual answer on an idle duty cycle: nothing bound
     n = 0
     peek, release = ring.peek, ring.release
-    while n < limit:
-        offset = peek()
-        if offset < 0:
-            break
+    while True:
         handle(buffer, offset)
         release()
         n += 1
-    return n
+        if n >= limit:
+            return n
+        offset = peek()
+        if offset < 0:
+            return n
 
 
 def _check_shares(shares, what: str = "shares") -> int:
@@ -153,6 +168,8 @@ class StrategyHost:
         self.failure: str = ""
         self._t_rx_ns = 0             # hop timestamps of the book update being handled
         self._t_feed_out_ns = 0
+        self._trades_wanted = True    # False: the strategy keeps the base's on_trade (no call per print)
+        self._dirty: dict[Book, None] = {}   # books updated in this drain, in order, waiting for on_book
         self._error_log = RateLimitedLog(log, burst=3)
         self._data_log = RateLimitedLog(log, burst=5)
         self._view = view = OrderView(self.symbols, self._traded_ids, self.stats, self._call, self._data_log)
@@ -175,6 +192,7 @@ class StrategyHost:
             strategy.__init__(self.parameters)
             strategy._host = self
             self.strategy = strategy
+            self._trades_wanted = type(strategy).on_trade is not Strategy.on_trade   # the base's is a no-op
             where = "on_start"
             strategy.on_start()
         except USER_ERRORS as exc:
@@ -245,10 +263,13 @@ class StrategyHost:
             raise StrategyStopping("the strategy is not running: only cancels may leave")
 
     def new_order(self, symbol: str, side: Side, shares: int, price: int, tif: int) -> int:
-        self._may_send_new()
+        if self.stopping or not self.running:
+            self._may_send_new()
         sid = self._traded_id(symbol)
-        shares = _check_shares(shares)
-        price = _check_price(price)
+        if shares.__class__ is not int or not 1 <= shares <= _MAX_U32:      # the checks' fast path first
+            shares = _check_shares(shares)
+        if price.__class__ is not int or not 1 <= price <= MARKET_PRICE:
+            price = _check_price(price)
         if tif not in _TIFS:
             raise ValueError(f"time in force must be TIF_IOC ({TIF_IOC}) or TIF_DAY ({TIF_DAY}), got {tif!r}")
         intents = self.intents
@@ -257,10 +278,11 @@ class StrategyHost:
             raise BackPressure(f"{len(intents.pending)} intents already wait for the order_intents ring "
                                f"(risk is not keeping up); nothing was sent")
         client_order_id = self.ids.next()
-        order = Order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns())
-        self._view.add(order)
-        intents.emit(client_order_id, 0, sid, Action.NEW, side, shares, price, tif, self._t_rx_ns,
+        # the intent first, the view's bookkeeping after (still before the strategy sees anything): the
+        # order leaves while the view is updated; nothing can answer it before this returns
+        intents.emit(client_order_id, 0, sid, _NEW, side, shares, price, tif, self._t_rx_ns,
                      self._t_feed_out_ns)
+        self._view.add(Order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns()))
         return client_order_id
 
     def cancel(self, client_order_id: int) -> bool:
@@ -277,16 +299,23 @@ class StrategyHost:
     def _send_cancel(self, order: Order) -> None:
         cancel_id = self.ids.next()
         self._view.remember_cancel(order, cancel_id)
-        self.intents.emit(cancel_id, order._client_order_id, order._symbol_id, Action.CANCEL, order._side, 0,
+        self.intents.emit(cancel_id, order._client_order_id, order._symbol_id, _CANCEL, order._side, 0,
                           order._price, order._tif, self._t_rx_ns, self._t_feed_out_ns)
 
     def replace(self, client_order_id: int, shares: int | None, price: int | None) -> int | None:
-        self._may_send_new()
+        if self.stopping or not self.running:
+            self._may_send_new()
         order = self._view.get(client_order_id)
         if order is None or order._state != _LIVE:
             return None
-        shares = order._leaves if shares is None else _check_shares(shares)
-        price = order._price if price is None else _check_price(price)
+        if shares is None:
+            shares = order._leaves
+        elif shares.__class__ is not int or not 1 <= shares <= _MAX_U32:
+            shares = _check_shares(shares)
+        if price is None:
+            price = order._price
+        elif price.__class__ is not int or not 1 <= price <= MARKET_PRICE:
+            price = _check_price(price)
         intents = self.intents
         if not intents.has_room():
             intents.refused += 1
@@ -294,13 +323,12 @@ class StrategyHost:
                                f"nothing was sent")
         new_id = self.ids.next()
         sid = order._symbol_id
-        replacement = Order(new_id, order._symbol, sid, order._side, price, shares, order._tif, client_order_id,
-                            self.clock_ns())
+        intents.emit(new_id, client_order_id, sid, _REPLACE, order._side, shares, price, order._tif,
+                     self._t_rx_ns, self._t_feed_out_ns)             # the intent first (see new_order)
         order._state = _PENDING_REPLACE
         order._replaced_by = new_id
-        self._view.add(replacement)
-        intents.emit(new_id, client_order_id, sid, Action.REPLACE, order._side, shares, price, order._tif,
-                     self._t_rx_ns, self._t_feed_out_ns)
+        self._view.add(Order(new_id, order._symbol, sid, order._side, price, shares, order._tif, client_order_id,
+                             self.clock_ns()))
         return new_id
 
     def cancel_all(self, symbol: str | None = None) -> int:
@@ -312,7 +340,7 @@ class StrategyHost:
     def _emit_cancel_all(self, symbol_id: int) -> None:
         client_order_id = self.ids.next()
         self._view.remember_cancel_all(client_order_id, symbol_id)
-        self.intents.emit(client_order_id, 0, symbol_id, Action.CANCEL_ALL, 0, 0, 0, 0, self._t_rx_ns,
+        self.intents.emit(client_order_id, 0, symbol_id, _CANCEL_ALL, 0, 0, 0, 0, self._t_rx_ns,
                           self._t_feed_out_ns)
 
     # ------------------------------------------------------------------ callbacks
@@ -328,38 +356,94 @@ class StrategyHost:
 
     # ------------------------------------------------------------------ book updates
 
-    def handle_book_update(self, buffer, offset: int) -> None:
-        r = BOOK_UPDATE.unpack_from(buffer, offset)
-        at = _BOOK_AT
-        sid = r[at.symbol_id]
-        if r[at.type_id] != _BOOK_TYPE or r[at.schema_version] != _BOOK_VERSION or sid >= self._n_symbols \
-                or r[at.bid_levels] > BOOK_DEPTH or r[at.ask_levels] > BOOK_DEPTH:
-            self._bad("BookUpdate", (r[at.type_id], r[at.schema_version], r[at.size], sid))
-            return
+    def drain_book_updates(self, ring, buffer, limit: int) -> int:
+        """Read up to ``limit`` queued BookUpdates; returns how many.
+
+        Conflation: every update is applied to its symbol's Book in order and every new print reaches
+        ``on_trade`` in order (none lost), but ``on_book`` runs once per symbol per drain, after the
+        updates, with the symbol's latest state (in the order of the symbols' latest updates); the
+        updates it did not run for are counted (``book_updates_conflated``).
+
+        The last queued update's ``on_book`` reads the ring slot itself (held until the callback
+        returns, then copied into the Book and released): the copy is off the path to the intent."""
+        if ring.peek() < 0 or limit < 1:
+            return 0
+        n = 0
+        peek, release, depth, apply = ring.peek, ring.release, ring.depth, self._apply_book_update
+        dirty = self._dirty
+        while n < limit:
+            offset = peek()
+            if offset < 0:
+                break
+            book = apply(buffer, offset)
+            n += 1
+            if book is None:
+                release()
+                continue
+            if book in dirty:
+                del dirty[book]                 # a later update of the same symbol: its on_book moves here
+                self.stats.book_updates_conflated += 1
+            if depth() == 1 or n == limit:      # the last one queued: on_book now, from the slot
+                if dirty:
+                    self._flush_dirty()
+                try:
+                    self._on_book(book)
+                finally:
+                    book._keep()
+                    release()
+                break
+            book._keep()
+            release()
+            dirty[book] = None
+        if self._dirty:
+            self._flush_dirty()
+        return n
+
+    def _flush_dirty(self) -> None:
+        dirty = self._dirty
+        self._dirty = {}
+        for book in dirty:
+            self._on_book(book)
+
+    def _apply_book_update(self, buffer, offset: int) -> Book | None:
+        """Check one record, point its symbol's Book at it and deliver its print (if new) to ``on_trade``;
+        returns the Book, reading the slot, for ``on_book`` (None: dropped, not traded, or the strategy is
+        not running; the Book has its copy then). The caller ``_keep``s the Book before releasing."""
+        (type_id, version, size, sid, bid_levels, ask_levels, last_price, last_shares, t_rx_ns,
+         t_feed_out_ns) = _BOOK_HEAD(buffer, offset)
+        if type_id != _BOOK_TYPE or version != _BOOK_VERSION or sid >= self._n_symbols \
+                or bid_levels > BOOK_DEPTH or ask_levels > BOOK_DEPTH:
+            self._bad("BookUpdate", (type_id, version, size, sid))
+            return None
         book = self._books[sid]
         if book is None:
             self.stats.book_updates_ignored += 1
-            return
+            return None
         self.stats.book_updates += 1
-        previous = book._r
-        book._r = r
+        new_print = last_shares and self._trades_wanted and self.running and \
+            (last_price, last_shares) != _BOOK_TRADE(book._buf)       # the previous update's, kept
+        book._view(buffer, offset)
+        if new_print:
+            self._t_rx_ns, self._t_feed_out_ns = t_rx_ns, t_feed_out_ns
+            try:
+                self.strategy.on_trade(book._symbol, last_price, last_shares)
+            except USER_ERRORS as exc:
+                self._fail("on_trade", exc)
+            finally:
+                self._t_rx_ns = self._t_feed_out_ns = 0
+        if not self.running:
+            book._keep()
+            return None
+        return book
+
+    def _on_book(self, book: Book) -> None:
         if not self.running:
             return
-        last_price, last_shares = r[at.last_trade_price], r[at.last_trade_shares]
-        if previous is None:
-            trade_changed = last_shares != 0
-        else:
-            trade_changed = last_price != previous[at.last_trade_price] or last_shares != previous[at.last_trade_shares]
-        strategy = self.strategy
-        self._t_rx_ns, self._t_feed_out_ns = r[at.t_rx_ns], r[at.t_feed_out_ns]
-        where = "on_trade"
+        self._t_rx_ns, self._t_feed_out_ns = _BOOK_STAMPS(book._src, book._at)
         try:
-            if trade_changed and last_shares:
-                strategy.on_trade(book._symbol, last_price, last_shares)
-            where = "on_book"
-            strategy.on_book(book)
+            self.strategy.on_book(book)
         except USER_ERRORS as exc:
-            self._fail(where, exc)
+            self._fail("on_book", exc)
         finally:
             self._t_rx_ns = self._t_feed_out_ns = 0
 

@@ -17,6 +17,9 @@ from appliance.messages.catalog import ORDER_INTENT
 from appliance.messages.codes import Action
 
 _NEW, _REPLACE, _CANCEL_ALL = int(Action.NEW), int(Action.REPLACE), int(Action.CANCEL_ALL)
+# The catalog's packer, header included, straight into the claimed slot (Record.pack_into without its wrapper).
+_PACK = ORDER_INTENT.struct.pack_into
+_TYPE, _VERSION, _SIZE = ORDER_INTENT.type_id, ORDER_INTENT.version, ORDER_INTENT.size
 
 
 class IntentWriter:
@@ -35,6 +38,7 @@ class IntentWriter:
         self.dropped_orders = 0      # queued new orders / replaces withdrawn when the strategy stopped
         self.last_action = 0         # of the latest intent accepted (written or queued)
         self.last_symbol_id = -1
+        self._claim, self._commit = ring.claim, ring.commit
 
     def has_room(self) -> bool:
         """Whether a new order or replace can be accepted now (written or queued)."""
@@ -43,17 +47,19 @@ class IntentWriter:
     def emit(self, client_order_id: int, orig_client_order_id: int, symbol_id: int, action: int, side: int,
              shares: int, price: int, tif: int, t_rx_ns: int, t_feed_out_ns: int) -> bool:
         """Write (True) or queue (False) one intent. The caller checked ``has_room`` for new orders."""
+        if not self.pending:
+            offset = self._claim()
+            if offset >= 0:
+                _PACK(self.buffer, offset, _TYPE, _VERSION, _SIZE, client_order_id, orig_client_order_id,
+                      self.strategy_id, symbol_id, action, side, 0, shares, price, tif, t_rx_ns, t_feed_out_ns,
+                      self.clock_ns())
+                self._commit()
+                self.written += 1
+                self.last_action = action
+                self.last_symbol_id = symbol_id
+                return True
         self.last_action = action
         self.last_symbol_id = symbol_id
-        if not self.pending:
-            offset = self.ring.claim()
-            if offset >= 0:
-                ORDER_INTENT.pack_into(self.buffer, offset, client_order_id, orig_client_order_id, self.strategy_id,
-                                       symbol_id, action, side, 0, shares, price, tif, t_rx_ns, t_feed_out_ns,
-                                       self.clock_ns())
-                self.ring.commit()
-                self.written += 1
-                return True
         self.pending.append((client_order_id, orig_client_order_id, symbol_id, action, side, shares, price, tif,
                              t_rx_ns, t_feed_out_ns))
         self.queued += 1
@@ -62,7 +68,7 @@ class IntentWriter:
     def flush(self) -> int:
         """Move queued intents into the ring, oldest first; returns how many went."""
         pending = self.pending
-        ring, buffer, pack, strategy_id = self.ring, self.buffer, ORDER_INTENT.pack_into, self.strategy_id
+        ring, buffer, strategy_id = self.ring, self.buffer, self.strategy_id
         n = 0
         while pending:
             offset = ring.claim()
@@ -70,8 +76,8 @@ class IntentWriter:
                 break
             (client_order_id, orig, symbol_id, action, side, shares, price, tif, t_rx_ns,
              t_feed_out_ns) = pending.popleft()
-            pack(buffer, offset, client_order_id, orig, strategy_id, symbol_id, action, side, 0, shares, price, tif,
-                 t_rx_ns, t_feed_out_ns, self.clock_ns())
+            _PACK(buffer, offset, _TYPE, _VERSION, _SIZE, client_order_id, orig, strategy_id, symbol_id, action, side, 0,
+                  shares, price, tif, t_rx_ns, t_feed_out_ns, self.clock_ns())
             ring.commit()
             n += 1
         self.written += n

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Iterable, Literal, NamedTuple
 
+from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_STALE
 from appliance.messages.codes import MARKET_PRICE, Side
 
 from .api import BackPressure, Book, Order, OrderState, Strategy, format_price, reject_reason_name
@@ -136,8 +137,17 @@ class BookTop(NamedTuple):
 
     @classmethod
     def of(cls, book: Book) -> "BookTop":
-        return cls(book.bid_price, book.bid_shares, book.ask_price, book.ask_shares, book.stale, book.crossed,
-                   book.halted)
+        return cls(*_top_of(book))
+
+
+_BAD_BOOK = BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT        # api.Book.stale
+
+
+def _top_of(book: Book) -> tuple:
+    """BookTop's fields as a plain tuple, from one read of the book (what requote passes on every update)."""
+    bid, bid_shares, ask, ask_shares, flags, trading_state = book.top()
+    return (bid, bid_shares, ask, ask_shares, flags & _BAD_BOOK != 0, flags & BOOK_FLAG_CROSSED != 0,
+            flags & BOOK_FLAG_HALTED != 0 or trading_state != 0x54)
 
 
 class Quote(NamedTuple):
@@ -156,7 +166,10 @@ def fair_value(top: BookTop, method: str = "mid") -> int | None:
     return (top.bid_price + top.ask_price) // 2
 
 
-_BUY = Side.BUY
+_BUY, _SELL = Side.BUY, Side.SELL
+_quote = tuple.__new__                  # Quote(price, shares) without NamedTuple's Python-level __new__
+_LIVE, _PENDING_CANCEL = OrderState.LIVE, OrderState.PENDING_CANCEL
+_NO_ASK = 1 << 62
 
 
 def desired_quotes(top: BookTop, position: int, open_orders: Iterable, params: QuoteParams) \
@@ -201,8 +214,8 @@ def desired_quotes(top: BookTop, position: int, open_orders: Iterable, params: Q
     ask_room = params.max_position + position - open_sells
     bid_size = (size if size < bid_room else bid_room) // lot * lot if bid_room > 0 else 0
     ask_size = (size if size < ask_room else ask_room) // lot * lot if ask_room > 0 else 0
-    bid = Quote(bid_price, bid_size) if bid_size > 0 and bid_price > 0 else None
-    ask = Quote(ask_price, ask_size) if ask_size > 0 and ask_price > 0 else None
+    bid = _quote(Quote, (bid_price, bid_size)) if bid_size > 0 and bid_price > 0 else None
+    ask = _quote(Quote, (ask_price, ask_size)) if ask_size > 0 and ask_price > 0 else None
     return bid, ask
 
 
@@ -218,9 +231,11 @@ def needs_requote(resting_price: int, resting_leaves: int, desired: Quote, param
 # ---------------------------------------------------------------------------------------------
 
 class _SymbolQuotes:
-    __slots__ = ("params", "bid_id", "ask_id", "cooldown_until_ns", "cancel_retry_ns")
+    __slots__ = ("symbol", "book", "params", "bid_id", "ask_id", "cooldown_until_ns", "cancel_retry_ns")
 
-    def __init__(self, params: QuoteParams):
+    def __init__(self, symbol: str, book: Book, params: QuoteParams):
+        self.symbol = symbol
+        self.book = book                # the host's Book of the symbol: the same object for the whole run
         self.params = params
         self.bid_id = 0
         self.ask_id = 0
@@ -240,7 +255,11 @@ class MarketMaker(Strategy):
             raise ValueError(f"symbols.{unknown[0]}: not a layout symbol ({', '.join(symbols)})")
 
     def on_start(self) -> None:
-        self.quotes = {symbol: _SymbolQuotes(self.params.for_symbol(symbol)) for symbol in self.symbols}
+        self.quotes = {symbol: _SymbolQuotes(symbol, self.book(symbol), self.params.for_symbol(symbol))
+                       for symbol in self.symbols}
+        self._by_book = {id(state.book): state for state in self.quotes.values()}
+        self._orders = self.orders          # the views live as long as the host: looked up once
+        self._positions = self.positions
         self.feed_was_live = True
         self.gate_was_open = True
         log.info("market maker quoting %s: %s", ", ".join(self.symbols),
@@ -249,7 +268,9 @@ class MarketMaker(Strategy):
 
     # ---- events
     def on_book(self, book: Book) -> None:
-        self.requote(book.symbol)
+        state = self._by_book.get(id(book))
+        if state is not None:
+            self._requote(state)
 
     def on_fill(self, order: Order, shares: int, price: int) -> None:
         self.requote(order.symbol)        # the position moved: skew and cap change
@@ -302,10 +323,13 @@ class MarketMaker(Strategy):
 
     def requote(self, symbol: str) -> None:
         state = self.quotes.get(symbol)
-        book = self.book(symbol)
-        if state is None or book is None:
-            return
-        orders = self.orders
+        if state is not None:
+            self._requote(state)
+
+    def _requote(self, state: _SymbolQuotes) -> None:
+        """Bring both quotes of one symbol to what the book, the position and the open orders ask for."""
+        symbol = state.symbol
+        orders = self._orders
         bid = orders.get(state.bid_id) if state.bid_id else None
         ask = orders.get(state.ask_id) if state.ask_id else None
         if bid is None:
@@ -314,14 +338,17 @@ class MarketMaker(Strategy):
             state.ask_id = 0
         now = self.now_ns()
         may_cancel = now >= state.cancel_retry_ns
-        others = [o for o in orders.of(symbol) if o is not bid and o is not ask]
-        for stray in others:
-            if stray.state == OrderState.LIVE and may_cancel:
-                self.cancel(stray.client_order_id)         # not one of our two quotes: never leave it resting
+        if orders.count(symbol) == (bid is not None) + (ask is not None):
+            others = ()                                     # only our two quotes are open (the usual case)
+        else:
+            others = [o for o in orders.of(symbol) if o is not bid and o is not ask]
+            for stray in others:
+                if stray.state == _LIVE and may_cancel:
+                    self.cancel(stray.client_order_id)     # not one of our two quotes: never leave it resting
         if (self.params.pull_when_feed_down and not self.feed_live()) or not self.gate_open():
             desired_bid = desired_ask = None          # nothing new while the gate is shut: pull instead
         else:
-            desired_bid, desired_ask = desired_quotes(BookTop.of(book), self.positions[symbol], others,
+            desired_bid, desired_ask = desired_quotes(_top_of(state.book), self._positions[symbol], others,
                                                       state.params)
         cooling = now < state.cooldown_until_ns
         # Never cross our own quote (risk refuses it as SELF_MATCH: a wash trade). A side whose new price
@@ -329,30 +356,32 @@ class MarketMaker(Strategy):
         # side moving away from the market goes out first.
         hold_bid = desired_bid is not None and desired_bid.price >= self._lowest(ask)
         hold_ask = desired_ask is not None and desired_ask.price <= self._highest(bid)
-        moving_up = desired_bid is not None and bid is not None and desired_bid.price > bid.price
-        sides = ((Side.SELL, Side.BUY) if moving_up else (Side.BUY, Side.SELL))
-        for side in sides:
-            if side == Side.BUY:
-                if not hold_bid:
-                    state.bid_id = self._manage(symbol, Side.BUY, bid, desired_bid, state.params, cooling, may_cancel)
-            elif not hold_ask:
-                state.ask_id = self._manage(symbol, Side.SELL, ask, desired_ask, state.params, cooling, may_cancel)
-
-    def _prices(self, order: Order | None) -> list[int]:
-        """The prices ``order`` may rest at: its own and, while a replace is pending, the replacement's."""
-        if order is None or not order.is_open:
-            return []
-        prices = [order.price]
-        successor = self.orders.get(order.replaced_by) if order.replaced_by else None
-        if successor is not None:
-            prices.append(successor.price)
-        return prices
+        params = state.params
+        if desired_bid is not None and bid is not None and desired_bid.price > bid.price:     # moving up
+            if not hold_ask:
+                state.ask_id = self._manage(symbol, _SELL, ask, desired_ask, params, cooling, may_cancel)
+            if not hold_bid:
+                state.bid_id = self._manage(symbol, _BUY, bid, desired_bid, params, cooling, may_cancel)
+        else:
+            if not hold_bid:
+                state.bid_id = self._manage(symbol, _BUY, bid, desired_bid, params, cooling, may_cancel)
+            if not hold_ask:
+                state.ask_id = self._manage(symbol, _SELL, ask, desired_ask, params, cooling, may_cancel)
 
     def _lowest(self, ask: Order | None) -> int:
-        return min(self._prices(ask), default=1 << 62)
+        """The lowest price ``ask`` may rest at: its own or, while a replace is pending, the replacement's."""
+        if ask is None or not ask.is_open:
+            return _NO_ASK
+        price = ask.price
+        successor = self._orders.get(ask.replaced_by) if ask.replaced_by else None
+        return successor.price if successor is not None and successor.price < price else price
 
     def _highest(self, bid: Order | None) -> int:
-        return max(self._prices(bid), default=0)
+        if bid is None or not bid.is_open:
+            return 0
+        price = bid.price
+        successor = self._orders.get(bid.replaced_by) if bid.replaced_by else None
+        return successor.price if successor is not None and successor.price > price else price
 
     def _manage(self, symbol: str, side: Side, order: Order | None, desired: Quote | None, params: QuoteParams,
                 cooling: bool, may_cancel: bool) -> int:
@@ -363,16 +392,16 @@ class MarketMaker(Strategy):
         if order is None:
             if desired is None or cooling:
                 return 0
-            send = self.buy if side == Side.BUY else self.sell
+            send = self.buy if side == _BUY else self.sell
             try:
                 return send(symbol, desired.shares, desired.price)
             except BackPressure:
                 return 0                                   # risk is behind: quote again on the next event
         if desired is None:
-            if order.state != OrderState.PENDING_CANCEL and may_cancel:
+            if order.state != _PENDING_CANCEL and may_cancel:
                 self.cancel(order.client_order_id)
             return order.client_order_id
-        if order.state != OrderState.LIVE:
+        if order.state != _LIVE:
             return order.client_order_id               # an answer is on its way: decide after it
         if needs_requote(order.price, order.leaves, desired, params):
             if cooling:

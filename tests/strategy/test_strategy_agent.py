@@ -230,3 +230,18 @@ def test_bad_parameters_stop_the_process_at_start_with_the_key_path(write_layout
         out = output_of(proc, timeout=30)
         assert proc.returncode == 2, out
         assert "processes.strategy.params.parameters.size: expected an integer, got a string" in out
+
+
+def test_the_control_readers_agree_with_the_control_words(write_layout, unique_name):
+    """The market maker asks feed-live and gate-open on every update through one load each: same answers
+    as ControlWords.get, for every value a writer may leave there."""
+    with SharedMemory.create(load_layout(write_layout(strategy_layout(unique_name)))) as memory:
+        control = memory.control("*")
+        feed_live, gate_open = strategy_agent.control_readers(control)
+        for value in (0, 1, 2, 0xFFFFFFFF):
+            control.set("feed_ready", value)
+            assert feed_live() is (control.get("feed_ready") == 1)
+        for reasons in (0, int(GateReason.MARKET_DATA), 0):
+            control.write_gate(reasons)
+            assert gate_open() is (control.get("gate_open") == 1)
+        assert gate_open() is True

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.messages.catalog import BOOK_FLAG_HALTED, BOOK_FLAG_STALE
+from appliance.messages.catalog import BOOK_DEPTH, BOOK_FLAG_HALTED, BOOK_FLAG_STALE, BOOK_UPDATE
+from appliance.messages.schema import HEADER_COUNT
 from appliance.messages.codes import (
     ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, ExecEvent, OmsReason, RejectSource, RiskReason, Side,
 )
@@ -277,6 +278,75 @@ def test_book_view_reads_levels_flags_and_state(memory):
     assert book.stale and book.halted and book.trading_state == "H" and book.ask_price == 0 and book.mid is None
     # the same last trade again is not a new trade
     assert [e[0] for e in h.strategy.events] == ["start", "trade", "book", "book"]
+
+
+def test_the_book_stays_valid_after_its_ring_slot_is_reused(memory):
+    h = Harness(memory, Scripted)
+    book = h.strategy.book("AAPL")
+    h.book("AAPL", [(P("10.00"), 100)], [(P("10.02"), 300)], last=(P("10.01"), 50), seq=9)
+    for i in range(80):                  # more than the ring's 64 slots: AAPL's slot is overwritten
+        h.book("MSFT", [(P("20.00") + i, 1)], [(P("21.00"), 1)], seq=i)
+    assert (book.bids, book.asks, book.last_trade, book.update_sequence) == \
+        (((P("10.00"), 100),), ((P("10.02"), 300),), (P("10.01"), 50), 9)
+
+
+def test_the_book_is_kept_when_on_book_raises_and_its_slot_is_reused(memory):
+    def explode(s, book):
+        raise RuntimeError("user bug")
+
+    h = Harness(memory, Scripted, {"on_book": explode})
+    book = h.strategy.book("AAPL")
+    h.book("AAPL", [(P("10.00"), 100)], [(P("10.02"), 300)], seq=9)
+    assert h.host.failed
+    for i in range(80):
+        h.book("MSFT", [(P("20.00") + i, 1)], [(P("21.00"), 1)], seq=i)
+    assert (book.bids, book.asks, book.update_sequence) == (((P("10.00"), 100),), ((P("10.02"), 300),), 9)
+
+
+def test_a_malformed_update_is_dropped_before_it_reaches_the_book(memory):
+    h = Harness(memory, Scripted)
+    book = h.strategy.book("AAPL")
+    h.book("AAPL", [(P("10.00"), 100)], [(P("10.02"), 300)], last=(P("10.01"), 50))
+    good = (book.bids, book.asks, book.last_trade, book.update_sequence)
+    body = BOOK_UPDATE.body(symbol_id=0, trading_state=ord("T"), bid_levels=BOOK_DEPTH + 1, ask_levels=1,
+                            bid_price_0=P("1.00"), ask_price_0=P("1.01"), last_trade_price=P("1.00"),
+                            last_trade_shares=7, update_sequence=99)
+    for version in (BOOK_UPDATE.version, BOOK_UPDATE.version + 1):     # too many levels; then a wrong version
+        offset = h.feed.claim()
+        h.buffer[offset:offset + BOOK_UPDATE.size] = BOOK_UPDATE.struct.pack(
+            BOOK_UPDATE.type_id, version, BOOK_UPDATE.size, *body)
+        h.feed.commit()
+        body[BOOK_UPDATE.index_of["bid_levels"] - HEADER_COUNT] = 1
+    h.step()
+    assert (book.bids, book.asks, book.last_trade, book.update_sequence) == good
+    assert h.host.stats.bad_records == 2 and [e[0] for e in h.strategy.events] == ["start", "trade", "book"]
+
+
+def test_queued_updates_are_conflated_per_symbol_but_every_print_is_delivered_in_order(memory):
+    def quote(s, book):
+        s.buy(book.symbol, 100, book.bid_price)
+
+    h = Harness(memory, Scripted, {"on_book": quote})
+    h.intents()
+    # queued at once: two prints and a quote change in AAPL, a print in MSFT, a malformed record between
+    h.book("AAPL", [(P("10.00"), 100)], [(P("10.05"), 100)], last=(P("10.01"), 10), t_rx=1, t_feed=2, step=False)
+    h.book("MSFT", [(P("20.00"), 100)], [(P("20.05"), 100)], last=(P("20.01"), 20), t_rx=3, t_feed=4, step=False)
+    h.book("AAPL", [(P("10.01"), 100)], [(P("10.05"), 100)], last=(P("10.02"), 30), t_rx=5, t_feed=6, step=False)
+    h.book("SPY", [(P("30.00"), 1)], [], type_id=99, step=False)
+    h.book("AAPL", [(P("10.02"), 100)], [(P("10.05"), 100)], last=(P("10.02"), 30), t_rx=7, t_feed=8, step=False)
+    h.book("AAPL", [(P("10.03"), 100)], [(P("10.05"), 100)], last=(P("10.02"), 40), t_rx=9, t_feed=10, step=False)
+    assert h.step() == 6
+    assert h.strategy.events[1:] == [
+        ("trade", "AAPL", P("10.01"), 10), ("trade", "MSFT", P("20.01"), 20), ("trade", "AAPL", P("10.02"), 30),
+        ("trade", "AAPL", P("10.02"), 40),          # the same price, a new size: a new print
+        ("book", "MSFT", P("20.00"), P("20.05")), ("book", "AAPL", P("10.03"), P("10.05"))]
+    stats = h.host.stats
+    assert (stats.book_updates, stats.book_updates_conflated, stats.bad_records) == (5, 3, 1)
+    msft, aapl = h.intents()                        # each carries the hops of its symbol's latest update
+    assert (msft["symbol_id"], msft["price"], msft["t_rx_ns"], msft["t_feed_out_ns"]) == (1, P("20.00"), 3, 4)
+    assert (aapl["symbol_id"], aapl["price"], aapl["t_rx_ns"], aapl["t_feed_out_ns"]) == (0, P("10.03"), 9, 10)
+    h.book("AAPL", [(P("10.04"), 100)], [(P("10.05"), 100)], last=(P("10.02"), 40))
+    assert h.strategy.events[-1] == ("book", "AAPL", P("10.04"), P("10.05")) and stats.book_updates_conflated == 3
 
 
 def test_an_exception_in_user_code_stops_the_strategy_and_cancels_through_risk(memory):

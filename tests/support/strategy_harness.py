@@ -42,8 +42,8 @@ class Harness:
         self.oms = memory.ring("exec_to_strategy", "producer")
         self.risk_in = memory.ring("order_intents", "consumer")
         self.inputs = [(memory.ring("exec_to_strategy", "consumer"), "handle_execution_report"),
-                       (memory.ring("risk_rejects", "consumer"), "handle_order_reject"),
-                       (memory.ring("book_updates", "consumer"), "handle_book_update")]
+                       (memory.ring("risk_rejects", "consumer"), "handle_order_reject")]
+        self.books_in = memory.ring("book_updates", "consumer")
         self.writer = IntentWriter(memory.ring("order_intents", "producer"), self.buffer, STRATEGY_ID, max_pending)
         self.failed_calls = 0
         self.host = StrategyHost(strategy_class, parameters, symbols=tuple(SYMBOLS), traded=traded,
@@ -61,10 +61,11 @@ class Harness:
         n = self.writer.flush() if self.writer.pending else 0
         for ring, handler in self.inputs:
             n += drain(ring, self.buffer, getattr(self.host, handler), 1000)
+        n += self.host.drain_book_updates(self.books_in, self.buffer, 1000)
         return n
 
     def book(self, symbol, bids=(), asks=(), *, flags=0, state=b"T", last=(0, 0), seq=1, t_rx=1111, t_feed=2222,
-             symbol_id=None, type_id=None):
+             symbol_id=None, type_id=None, step=True):
         sid = SYMBOLS.index(symbol) if symbol_id is None else symbol_id
         levels = []
         for side in (bids, asks):
@@ -78,7 +79,8 @@ class Harness:
         if type_id is not None:
             self.buffer[offset:offset + 2] = type_id.to_bytes(2, "little")
         self.feed.commit()
-        self.step()
+        if step:
+            self.step()
 
     def report(self, event, client_order_id, symbol="AAPL", *, orig=0, side=Side.BUY, shares=0, price=0, leaves=0,
                position=0, reason=0, source=0, strategy_id=STRATEGY_ID, symbol_id=None):
