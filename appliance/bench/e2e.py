@@ -79,13 +79,17 @@ def _idle_of(layout) -> dict:
 
 
 def process_cpu(pid: int) -> dict | None:
-    """User + system CPU seconds, nice value and allowed CPUs of a live process; None once gone."""
+    """User + system CPU seconds, nice value and allowed CPUs of a live process, and its main
+    thread's run-queue wait (``/proc/PID/schedstat``: ns runnable but not running, and how many
+    times it was put on a CPU); None once gone."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             data = fh.read()
         fields = data[data.rindex(")") + 2:].split()      # after "pid (comm) ": field 3 (state) first
+        with open(f"/proc/{pid}/schedstat") as fh:
+            _run_ns, wait_ns, slices = (int(v) for v in fh.read().split()[:3])
         return {"seconds": (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, "nice": int(fields[16]),
-                "cpus": sorted(os.sched_getaffinity(pid))}
+                "cpus": sorted(os.sched_getaffinity(pid)), "wait_ns": wait_ns, "slices": slices}
     except (OSError, ValueError, IndexError):
         return None
 
@@ -103,12 +107,17 @@ class CpuWindow:
         self.started = {name: process_cpu(pid) for name, pid in self.pids.items()}
 
     def stop(self) -> dict[str, float | None]:
+        """% of one core per process; ``self.runqueue_wait_us``: per process, the mean wait (us)
+        between becoming runnable and getting a CPU over the window (None when it never ran)."""
         elapsed = time.monotonic() - self.t0
-        out = {}
+        out, self.runqueue_wait_us = {}, {}
         for name, pid in self.pids.items():
             before, after = self.started.get(name), process_cpu(pid)
             out[name] = (round(100.0 * (after["seconds"] - before["seconds"]) / elapsed, 1)
                          if before and after and elapsed > 0 else None)
+            slices = after["slices"] - before["slices"] if before and after else 0
+            self.runqueue_wait_us[name] = (round((after["wait_ns"] - before["wait_ns"]) / slices / 1000, 1)
+                                           if slices > 0 else None)
         return out
 
 
@@ -162,6 +171,7 @@ def measure(config: str, args) -> dict:
         window.start()
         time.sleep(args.quiet_seconds)              # the window measured, not a wait for a condition
         quiet = window.stop()
+        quiet_wait = window.runqueue_wait_us
         if args.background_rate > 0:
             sandbox.ctl("background", rate=args.background_rate)
         window.start()
@@ -173,6 +183,7 @@ def measure(config: str, args) -> dict:
                 break
             time.sleep(0.25)
         load = window.stop()
+        load_wait = window.runqueue_wait_us
         exchange = process_cpu(pids["exchange"]) or {}
         counters = sandbox.counters()
         status = sandbox.status()
@@ -188,6 +199,7 @@ def measure(config: str, args) -> dict:
                   "idle": _idle_of(layout), "fills": status["totals"]["fills"],
                   "orders_sent": status["totals"]["orders_sent"], "seconds": round(time.monotonic() - started, 1),
                   "cpu_percent": {"quiet": quiet, "load": load}, "spinners": declared_spinners(layout),
+                  "runqueue_wait_us": {"quiet": quiet_wait, "load": load_wait},
                   "quiet_target": quiet_verdict(quiet, layout),
                   "exchange": {"cpus": exchange.get("cpus"), "nice": exchange.get("nice"),
                                "simulator_cpu": layout.simulator_cpu}}
@@ -263,6 +275,12 @@ def _print(report: dict) -> None:
             cells = "".join(f"{('-' if row.get(n) is None else format(row[n], '.1f')) + ('*' if n in r['spinners'] else ''):>12}"
                             for n in names)
             print(f"{r['config']:<8}{window:<7}{cells}")
+    print(f"mean run-queue wait per scheduling, us (/proc/PID/schedstat: runnable, no CPU yet)")
+    for r in report["runs"]:
+        for window in ("quiet", "load"):
+            row = r["runqueue_wait_us"][window]
+            print(f"{r['config']:<8}{window:<7}" + "".join(f"{'-' if row.get(n) is None else format(row[n], '.1f'):>12}"
+                                                          for n in names))
     for r in report["runs"]:
         q = r["quiet_target"]
         ex = r["exchange"]

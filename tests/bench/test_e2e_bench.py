@@ -34,6 +34,7 @@ def test_a_tiny_run_reports_tick_to_trade_every_hop_and_cpu_per_process():
     for window in ("quiet", "load"):
         cpu = run["cpu_percent"][window]
         assert set(cpu) == processes and all(0 <= pct <= 100 * 64 for pct in cpu.values()), cpu
+        assert set(run["runqueue_wait_us"][window]) == processes
     assert run["spinners"] == ["feed"]                          # the small profile's one spinner
     quiet = report["results"]["quiet_target"]
     assert quiet["judged"] == ["oms", "risk", "strategy", "supervisor"] and isinstance(quiet["met"], bool)
@@ -44,7 +45,7 @@ def test_cpu_is_read_from_proc_and_only_non_spinners_are_judged(tmp_path):
     from types import SimpleNamespace
     from appliance.bench import e2e
     me = e2e.process_cpu(os.getpid())
-    assert me["seconds"] > 0 and me["cpus"] and -20 <= me["nice"] <= 19
+    assert me["seconds"] > 0 and me["cpus"] and -20 <= me["nice"] <= 19 and me["slices"] > 0 and me["wait_ns"] >= 0
     assert e2e.process_cpu(2**22 + 12345) is None                   # no such process
     idle = lambda strategy: SimpleNamespace(idle=SimpleNamespace(strategy=strategy))   # noqa: E731
     layout = SimpleNamespace(processes={"feed": idle("yield"), "oms": idle("doorbell"), "sup": idle("sleep")})
