@@ -177,9 +177,14 @@ def measure(config: str, args) -> dict:
         window.start()
         deadline = time.monotonic() + args.seconds
         count = 0
+        stopped = "seconds"
         while time.monotonic() < deadline:
             count = sandbox.counters().get(latency.count_label("tick_to_trade"), 0)
             if count >= args.orders:
+                stopped = "orders"
+                break
+            if sandbox.control().get("risk_kill_latched"):
+                stopped = "kill_switch"         # no order will come: risk latched (a loss limit, say)
                 break
             time.sleep(0.25)
         load = window.stop()
@@ -204,6 +209,7 @@ def measure(config: str, args) -> dict:
                   "exchange": {"cpus": exchange.get("cpus"), "nice": exchange.get("nice"),
                                "simulator_cpu": layout.simulator_cpu}}
         result["targets_met"] = latency_verdict(result)
+        result["stopped"] = stopped
         sandbox.down()
         return result
     finally:
@@ -287,7 +293,7 @@ def _print(report: dict) -> None:
         print(f"{r['config']}: quiet target (< {q['limit_pct']:.0f} % each of {', '.join(q['judged']) or 'none'}): "
               f"{'met' if q['met'] else 'NOT met: ' + ', '.join(q['over'])}; spinners {', '.join(r['spinners']) or 'none'}; "
               f"exchange on CPUs {ex['cpus']} nice {ex['nice']} (simulator_cpu {ex['simulator_cpu']}); "
-              f"{r['orders_sent']} orders sent, {r['fills']} fills in {r['seconds']} s")
+              f"{r['orders_sent']} orders sent, {r['fills']} fills in {r['seconds']} s (stopped: {r['stopped']})")
     for r in report["runs"]:
         print(f"{r['config']}: idle {r['idle']}")
     for name, value in report["ratios"].items():

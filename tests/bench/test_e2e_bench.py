@@ -29,7 +29,7 @@ def test_a_tiny_run_reports_tick_to_trade_every_hop_and_cpu_per_process():
     assert set(t2t["hops"]) == {"feed", "strategy", "risk", "oms"}
     assert all(v["p50_ns"] > 0 and v["max_ns"] > 0 for v in t2t["hops"].values())
     run = report["runs"][0]
-    assert run["config"] == "small" and run["orders_sent"] >= t2t["orders"]
+    assert run["config"] == "small" and run["orders_sent"] >= t2t["orders"] and run["stopped"] == "orders"
     processes = {"supervisor", "feed", "strategy", "risk", "oms", "exchange"}
     for window in ("quiet", "load"):
         cpu = run["cpu_percent"][window]
