@@ -196,6 +196,25 @@ class OmsAgent(Agent):
             if getattr(self, "gate", None) is not None:
                 self.gate.close()
 
+    # ------------------------------------------------------------------ waiting (a parked OMS)
+
+    def wait_fds(self) -> tuple:
+        """The venue socket once connected: a parked OMS sleeps in poll() on it and its doorbell."""
+        session = self.session
+        if session.state == "connected" and session.sock is not None:
+            return (session.sock.fileno(),)
+        return ()
+
+    def next_deadline_ns(self) -> int | None:
+        """The slow path's next run while it has something to drive (connecting, unflushed bytes,
+        recovery, owed cancels, a snapshot); None when the session is up and quiet: heartbeats, the
+        gate and the timeout scan then run at the layout's park timeout."""
+        session = self.session
+        if (session.logged_in and not session.write_pending and self.recovery.ready
+                and not self.orders.cancel_owed and not self.controls.snapshot_pending):
+            return None
+        return self._next_slow_ns
+
     # ------------------------------------------------------------------ duty cycle
 
     def do_work(self) -> int:

@@ -19,17 +19,21 @@ Counters of hop ``h`` (labels at most 44 bytes):
     lat.<h>.le_inf          samples above the last bound
     lat.<h>.sum_ns          sum of the samples
     lat.<h>.count           number of samples
+    lat.<h>.max_ns          the largest sample, exact (a gauge; kept across an OMS restart): the
+                            buckets only bound it, and not at all above 100 ms
 
 ``histograms(counters_by_label)`` reads them back from ``CountersReader.by_label()``: the one
 reader, so ``appliance status``, shmtop, the exporter and ``bench e2e`` cannot disagree.
 ``Histogram.percentile(q)`` interpolates linearly inside the bucket holding the q-th sample;
-``summary`` gives count, mean, p50, p90 and p99 per hop; ``cumulative`` and ``total`` give the
+``summary`` gives count, mean, p50, p90, p99 and the exact max per hop; ``cumulative`` and ``total`` give the
 Prometheus buckets. This module imports nothing from the OMS agent.
 """
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+
+from appliance.runtime.counters import CounterKind
 
 HOPS = ("feed", "strategy", "risk", "oms", "tick_to_trade")
 # Log-spaced bounds, six per decade (1, 1.5, 2, 3, 5, 7), from 1 us to 100 ms: a bucket is at most
@@ -52,10 +56,14 @@ def count_label(hop: str) -> str:
     return f"{PREFIX}{hop}.count"
 
 
+def max_label(hop: str) -> str:
+    return f"{PREFIX}{hop}.max_ns"
+
+
 def all_labels() -> list[str]:
     labels = []
     for hop in HOPS:
-        labels += bucket_labels(hop) + [sum_label(hop), count_label(hop)]
+        labels += bucket_labels(hop) + [sum_label(hop), count_label(hop), max_label(hop)]
     return labels
 
 
@@ -65,12 +73,14 @@ assert max(len(label.encode()) for label in all_labels()) <= 44
 class HopRecorder:
     """The writing side: one counter per bucket, plus sum and count, for one hop."""
 
-    __slots__ = ("buckets", "total", "count")
+    __slots__ = ("buckets", "total", "count", "max", "max_ns")
 
     def __init__(self, allocate, hop: str):
         self.buckets = [allocate(label) for label in bucket_labels(hop)]
         self.total = allocate(sum_label(hop))
         self.count = allocate(count_label(hop))
+        self.max = allocate(max_label(hop), CounterKind.GAUGE)
+        self.max_ns = self.max.get()            # a restarted OMS keeps the day's max
 
     def record(self, value_ns: int, _bisect=bisect.bisect_left, _bounds=BOUNDS_NS) -> None:
         if value_ns < 0:
@@ -78,6 +88,9 @@ class HopRecorder:
         self.buckets[_bisect(_bounds, value_ns)].inc()
         self.total.add(value_ns)
         self.count.inc()
+        if value_ns > self.max_ns:
+            self.max_ns = value_ns
+            self.max.set(value_ns)
 
 
 class LatencyRecorder:
@@ -105,6 +118,7 @@ class Histogram:
     buckets: tuple[int, ...]      # per bucket (not cumulative), len(BOUNDS_NS) + 1
     sum_ns: int
     count: int
+    max_ns: int = 0               # exact, from lat.<hop>.max_ns (0: no sample, or an OMS without it)
 
     @property
     def total(self) -> int:
@@ -144,7 +158,8 @@ class Histogram:
 
 def histogram(counters: dict[str, int], hop: str) -> Histogram:
     return Histogram(hop, tuple(counters.get(label, 0) for label in bucket_labels(hop)),
-                     counters.get(sum_label(hop), 0), counters.get(count_label(hop), 0))
+                     counters.get(sum_label(hop), 0), counters.get(count_label(hop), 0),
+                     counters.get(max_label(hop), 0))
 
 
 def histograms(counters: dict[str, int]) -> dict[str, Histogram]:
@@ -154,11 +169,12 @@ def histograms(counters: dict[str, int]) -> dict[str, Histogram]:
 
 
 def summary(counters: dict[str, int]) -> dict[str, dict]:
-    """Per hop: count, mean, p50, p90, p99 (ns; None without samples) - what ``appliance status``,
+    """Per hop: count, mean, p50, p90, p99, max (ns; None without samples) - what ``appliance status``,
     shmtop and the exporter show."""
     out = {}
     for hop, h in histograms(counters).items():
         out[hop] = {"count": h.count, "mean_ns": h.mean_ns if h.count else None, "p50_ns": h.percentile(50),
-                    "p90_ns": h.percentile(90), "p99_ns": h.percentile(99)}
+                    "p90_ns": h.percentile(90), "p99_ns": h.percentile(99),
+                    "max_ns": h.max_ns if h.count else None}
     return out
 

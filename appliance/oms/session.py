@@ -98,6 +98,11 @@ class VenueSession:
     def ended(self) -> bool:
         return self.state == ENDED
 
+    @property
+    def write_pending(self) -> bool:
+        """Bytes the kernel did not take yet: ``flush`` must run again soon."""
+        return bool(self._pending)
+
     def ready(self, now_ns: int) -> bool:
         """Logged in and the replay since the login known to be drained (module docstring)."""
         return self.replayed and self.logged_in

@@ -77,6 +77,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "book_bad": ("gauge", "1 while the symbol's book is stale, inconsistent or crossed, labelled with why"),
     "feed_stale_reason": ("gauge", "1 for why the feed has every book stale (live: it does not)"),
     "tick_to_trade_seconds": ("histogram", "latency of each hop from packet receipt to order on the wire"),
+    "tick_to_trade_max_seconds": ("gauge", "the largest latency of each hop so far, exact (not from the buckets)"),
 }
 
 
@@ -118,7 +119,7 @@ def families(snap, counter_infos) -> list:
     if snap.control is not None:
         out += _control(snap.control)
     out += _symbols(snap)
-    out.append(_tick_to_trade(snap.counters))
+    out += _tick_to_trade(snap.counters)
     return [f for f in out if f.samples or f.name == f"{PREFIX}_up"]
 
 
@@ -269,10 +270,12 @@ def _symbols(snap) -> list:
     return [*by_name.values(), flags, updated, bad, mark, mark_old]
 
 
-def _tick_to_trade(counters: dict[str, int]):
+def _tick_to_trade(counters: dict[str, int]) -> list:
     family = _family("tick_to_trade_seconds", ["hop"])
+    largest = _family("tick_to_trade_max_seconds", ["hop"])
     for hop, histogram in latency.histograms(counters).items():
         buckets = [(floatToGoString(bound / 1e9), value) for bound, value in histogram.cumulative()]
         buckets.append(("+Inf", histogram.total))
         family.add_metric([hop], buckets, histogram.sum_ns / 1e9)
-    return family
+        largest.add_metric([hop], histogram.max_ns / 1e9)
+    return [family, largest]

@@ -178,10 +178,10 @@ def _render_latency(snap, needle: str) -> list[str]:
     hops = {hop: row for hop, row in snap.tick_to_trade.items() if _matches(hop, needle)}
     if not hops:
         return []
-    lines = ["", f"{'TICK-TO-TRADE':<16} {'COUNT':>12} {'MEAN us':>10} {'P50 us':>10} {'P90 us':>10} {'P99 us':>10}"]
+    lines = ["", f"{'TICK-TO-TRADE':<16} {'COUNT':>12} {'MEAN us':>10} {'P50 us':>10} {'P90 us':>10} {'P99 us':>10} {'MAX us':>10}"]
     for hop, row in hops.items():
         lines.append(f"{hop:<16} {row.get('count') or 0:>12,} {_us(row.get('mean_ns')):>10} "
-                     f"{_us(row.get('p50_ns')):>10} {_us(row.get('p90_ns')):>10} {_us(row.get('p99_ns')):>10}")
+                     f"{_us(row.get('p50_ns')):>10} {_us(row.get('p90_ns')):>10} {_us(row.get('p99_ns')):>10} {_us(row.get('max_ns')):>10}")
     return lines
 
 

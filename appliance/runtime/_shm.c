@@ -11,7 +11,10 @@
  * Types:
  *   Ring       one side (producer, consumer or observer) of an SPSC ring of
  *              fixed-size slots; see RING_* for the layout.
- *   Doorbell   a futex word a consumer sleeps on and producers ring.
+ *   Doorbell   a word a consumer sleeps on and producers ring: on the futex
+ *              (ASLEEP), or in poll() on its wake socket (ASLEEP_POLL: the
+ *              producer sends one byte to the consumer's abstract unix
+ *              datagram address, so the consumer can wait on sockets too).
  *   Counter    a single-writer 64-bit value (counters table slot).
  *   Heartbeat  a process record: duty-cycle count, last beat, longest cycle.
  *   AtomicView acquire loads / release stores at any aligned offset (readers,
@@ -26,9 +29,12 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -142,15 +148,80 @@ handle_init_at(PyObject *self, PyObject *args, PyObject *kwds, Py_ssize_t size, 
 /* ====================================================================== */
 
 #define DOORBELL_AWAKE 0u
-#define DOORBELL_ASLEEP 1u
+#define DOORBELL_ASLEEP 1u        /* the consumer waits on the futex word */
+#define DOORBELL_ASLEEP_POLL 2u   /* the consumer waits in poll() on its wake socket */
 
-static inline void doorbell_ring(au32 *word) {
+/* A producer's way to a consumer's wake socket (only used for ASLEEP_POLL). */
+typedef struct {
+    int open;                     /* fd is ours (zero-initialised objects have none) */
+    int fd;                       /* unbound datagram socket */
+    socklen_t addrlen;
+    struct sockaddr_un addr;
+    uint64_t sends;               /* process-local: wake datagrams sent */
+    uint64_t send_errors;         /* process-local: refused (nobody bound) or queue full */
+} WakeTarget;
+
+/* Parse an optional bytes address into a WakeTarget (fd -1 when None). */
+static int
+wake_target_init(WakeTarget *t, PyObject *address)
+{
+    t->sends = t->send_errors = 0;
+    if (t->open) {
+        PyErr_SetString(PyExc_RuntimeError, "wake target already open");
+        return -1;
+    }
+    if (address == NULL || address == Py_None)
+        return 0;
+    char *data;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(address, &data, &len) < 0)
+        return -1;
+    if (len < 1 || len > (Py_ssize_t)sizeof(t->addr.sun_path)) {
+        PyErr_Format(PyExc_ValueError, "wake address of %zd bytes (1 to %zu)", len, sizeof(t->addr.sun_path));
+        return -1;
+    }
+    memset(&t->addr, 0, sizeof(t->addr));
+    t->addr.sun_family = AF_UNIX;
+    memcpy(t->addr.sun_path, data, (size_t)len);
+    t->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)len);
+    t->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (t->fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    t->open = 1;
+    return 0;
+}
+
+static void
+wake_target_close(WakeTarget *t)
+{
+    if (t->open) {
+        close(t->fd);
+        t->open = 0;
+    }
+}
+
+static inline void doorbell_ring(au32 *word, WakeTarget *t) {
     /* Pairs with the fence in Doorbell.announce(): either the consumer sees
-     * our tail store when it re-checks, or we see its ASLEEP here. */
+     * our tail store when it re-checks, or we see its announcement here. The
+     * exchange makes exactly one producer the waker of each announcement. */
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(word, memory_order_relaxed) == DOORBELL_ASLEEP &&
-        atomic_exchange_explicit(word, DOORBELL_AWAKE, memory_order_acq_rel) == DOORBELL_ASLEEP) {
+    if (atomic_load_explicit(word, memory_order_relaxed) == DOORBELL_AWAKE)
+        return;
+    uint32_t was = atomic_exchange_explicit(word, DOORBELL_AWAKE, memory_order_acq_rel);
+    if (was == DOORBELL_ASLEEP) {
         syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    } else if (was == DOORBELL_ASLEEP_POLL) {
+        /* A producer without the address cannot wake a poll()ing consumer: it
+         * wakes at its timeout (every producer the layout builds has it). */
+        if (t != NULL && t->open) {
+            static const char byte = 1;
+            if (sendto(t->fd, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&t->addr, t->addrlen) == 1)
+                t->sends++;
+            else
+                t->send_errors++;   /* ECONNREFUSED: the consumer is gone; EAGAIN: already has wakes queued */
+        }
     }
 }
 
@@ -168,6 +239,7 @@ typedef struct {
     au64 *tail;
     au64 *head;
     au32 *doorbell;      /* consumer's doorbell, or NULL */
+    WakeTarget wake;     /* consumer's wake socket (producer side), fd -1 if none */
     Py_ssize_t offset;   /* of the ring header inside the buffer */
     uint64_t slot_size;
     uint64_t capacity;
@@ -182,6 +254,8 @@ typedef struct {
     uint64_t cached_tail;
     int peeked;
 } Ring;
+
+static void Ring_dealloc(PyObject *self);
 
 static inline char *slot_at(Ring *r, uint64_t index) {
     return r->slots + (index & r->mask) * r->slot_size;
@@ -201,12 +275,13 @@ static inline void relaxed_inc(char *base, Py_ssize_t off) {
 static int
 Ring_init(Ring *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"buffer", "offset", "slot_size", "capacity", "role", "doorbell_offset", NULL};
-    PyObject *buffer;
+    static char *kwlist[] = {"buffer", "offset", "slot_size", "capacity", "role", "doorbell_offset",
+                             "wake_address", NULL};
+    PyObject *buffer, *wake_address = NULL;
     Py_ssize_t offset, slot_size, capacity, doorbell_offset = -1;
     int role;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OnnnC|n", kwlist, &buffer, &offset, &slot_size,
-                                     &capacity, &role, &doorbell_offset))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OnnnC|nO", kwlist, &buffer, &offset, &slot_size,
+                                     &capacity, &role, &doorbell_offset, &wake_address))
         return -1;
     if (self->has_view) {
         PyErr_SetString(PyExc_RuntimeError, "Ring already initialised");
@@ -250,6 +325,8 @@ Ring_init(Ring *self, PyObject *args, PyObject *kwds)
             return -1;
         }
         self->doorbell = (au32 *)((char *)self->view.buf + doorbell_offset);
+        if (wake_target_init(&self->wake, wake_address) < 0)
+            return -1;
     }
     self->role = role;
     self->slots = self->base + RING_HEADER_SIZE;
@@ -314,7 +391,7 @@ producer_publish(Ring *self, uint64_t new_tail)
     self->local_tail = new_tail;
     atomic_store_explicit(self->tail, new_tail, memory_order_release);
     if (self->doorbell)
-        doorbell_ring(self->doorbell);
+        doorbell_ring(self->doorbell, &self->wake);
 }
 
 /* Consumer: how many slots are readable?  Re-reads tail only when the cached
@@ -612,7 +689,13 @@ static PyObject *Ring_get_slot_size(Ring *s, void *c) { return PyLong_FromUnsign
 static PyObject *Ring_get_offset(Ring *s, void *c) { return PyLong_FromSsize_t(s->offset); }
 static PyObject *Ring_get_role(Ring *s, void *c) { return PyUnicode_FromOrdinal(s->role ? s->role : '?'); }
 
+static PyObject *Ring_get_wake_sends(Ring *s, void *c) { return PyLong_FromUnsignedLongLong(s->wake.sends); }
+static PyObject *Ring_get_wake_send_errors(Ring *s, void *c) { return PyLong_FromUnsignedLongLong(s->wake.send_errors); }
+
 static PyGetSetDef Ring_getset[] = {
+    {"wake_sends", (getter)Ring_get_wake_sends, NULL, "wake datagrams this producer sent to a poll()ing consumer", NULL},
+    {"wake_send_errors", (getter)Ring_get_wake_send_errors, NULL,
+     "wake datagrams refused (consumer gone) or not queued (it already had wakes waiting)", NULL},
     {"tail", (getter)Ring_get_tail, NULL, "messages published so far (shared tail index)", NULL},
     {"head", (getter)Ring_get_head, NULL, "messages consumed so far (shared head index)", NULL},
     {"full_events", (getter)Ring_get_full_events, NULL, "times the producer found the ring full (once per episode)", NULL},
@@ -645,12 +728,12 @@ static PyTypeObject RingType = {
     .tp_name = "appliance.runtime._shm.Ring",
     .tp_basicsize = sizeof(Ring),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Ring(buffer, offset, slot_size, capacity, role, doorbell_offset=-1)\n\n"
+    .tp_doc = "Ring(buffer, offset, slot_size, capacity, role, doorbell_offset=-1, wake_address=None)\n\n"
               "One side of a single-producer/single-consumer ring of fixed-size slots laid out\n"
               "at `offset` in `buffer` (formatted by ring_format). role: 'p', 'c' or 'o'.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Ring_init,
-    .tp_dealloc = handle_dealloc,
+    .tp_dealloc = Ring_dealloc,
     .tp_methods = Ring_methods,
     .tp_getset = Ring_getset,
 };
@@ -690,17 +773,38 @@ typedef struct {
     au32 *word;
     uint64_t waits;   /* process-local: futex waits entered */
     uint64_t wakeups; /* process-local: waits ended by a ring, not a timeout */
+    WakeTarget wake;  /* ring(): the consumer's wake socket, fd -1 if none */
 } Doorbell;
 
 static int
 Doorbell_init(Doorbell *self, PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"buffer", "offset", "wake_address", NULL};
+    PyObject *buffer, *wake_address = NULL;
+    Py_ssize_t offset;
     char *p;
-    if (handle_init_at((PyObject *)self, args, kwds, 4, 4, &p) < 0)
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On|O", kwlist, &buffer, &offset, &wake_address))
+        return -1;
+    PyObject *pair = Py_BuildValue("(On)", buffer, offset);
+    if (pair == NULL)
+        return -1;
+    int rc = handle_init_at((PyObject *)self, pair, NULL, 4, 4, &p);
+    Py_DECREF(pair);
+    if (rc < 0)
         return -1;
     self->word = (au32 *)p;
-    return 0;
+    return wake_target_init(&self->wake, wake_address);
 }
+
+/* Ring and Doorbell hold a socket beside the buffer export. */
+static void
+wake_handle_dealloc(PyObject *self, WakeTarget *t)
+{
+    wake_target_close(t);
+    handle_dealloc(self);
+}
+static void Ring_dealloc(PyObject *self) { wake_handle_dealloc(self, &((Ring *)self)->wake); }
+static void Doorbell_dealloc(PyObject *self) { wake_handle_dealloc(self, &((Doorbell *)self)->wake); }
 
 #define DOORBELL_READY(self) \
     if (!(self)->has_view) { PyErr_SetString(PyExc_RuntimeError, "Doorbell not initialised"); return NULL; }
@@ -715,6 +819,35 @@ Doorbell_announce(Doorbell *self, PyObject *unused)
     atomic_store_explicit(self->word, DOORBELL_ASLEEP, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Doorbell_announce_poll_doc,
+"announce_poll()\n\nConsumer: declare that it is about to wait in poll() on its wake socket (bound\n"
+"at the address its producers were given). Re-check every input ring after this, cancel() if any\n"
+"has data; otherwise poll, then settle().");
+static PyObject *
+Doorbell_announce_poll(Doorbell *self, PyObject *unused)
+{
+    DOORBELL_READY(self);
+    atomic_store_explicit(self->word, DOORBELL_ASLEEP_POLL, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Doorbell_settle_doc,
+"settle() -> bool\n\nConsumer, after its poll() returned: withdraw the announcement. True when a\n"
+"producer had rung it (its byte is on the wake socket, or on its way: drain after settling).");
+static PyObject *
+Doorbell_settle(Doorbell *self, PyObject *unused)
+{
+    DOORBELL_READY(self);
+    uint32_t was = atomic_exchange_explicit(self->word, DOORBELL_AWAKE, memory_order_acq_rel);
+    self->waits++;
+    if (was == DOORBELL_AWAKE) {
+        self->wakeups++;
+        Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
 }
 
 PyDoc_STRVAR(Doorbell_cancel_doc, "cancel()\n\nConsumer: withdraw the announcement (work arrived).");
@@ -760,7 +893,7 @@ static PyObject *
 Doorbell_ring(Doorbell *self, PyObject *unused)
 {
     DOORBELL_READY(self);
-    doorbell_ring(self->word);
+    doorbell_ring(self->word, &self->wake);
     Py_RETURN_NONE;
 }
 
@@ -768,18 +901,22 @@ static PyObject *Doorbell_get_waits(Doorbell *s, void *c) { return PyLong_FromUn
 static PyObject *Doorbell_get_wakeups(Doorbell *s, void *c) { return PyLong_FromUnsignedLongLong(s->wakeups); }
 static PyObject *Doorbell_get_asleep(Doorbell *s, void *c) {
     DOORBELL_READY(s);
-    return PyBool_FromLong(atomic_load_explicit(s->word, memory_order_acquire) == DOORBELL_ASLEEP);
+    return PyBool_FromLong(atomic_load_explicit(s->word, memory_order_acquire) != DOORBELL_AWAKE);
 }
+static PyObject *Doorbell_get_wake_sends(Doorbell *s, void *c) { return PyLong_FromUnsignedLongLong(s->wake.sends); }
 
 static PyGetSetDef Doorbell_getset[] = {
     {"waits", (getter)Doorbell_get_waits, NULL, "futex waits entered by this handle", NULL},
     {"wakeups", (getter)Doorbell_get_wakeups, NULL, "waits ended by a producer's ring", NULL},
     {"asleep", (getter)Doorbell_get_asleep, NULL, "the consumer has announced sleep", NULL},
+    {"wake_sends", (getter)Doorbell_get_wake_sends, NULL, "ring(): wake datagrams sent by this handle", NULL},
     {NULL},
 };
 
 static PyMethodDef Doorbell_methods[] = {
     {"announce", (PyCFunction)Doorbell_announce, METH_NOARGS, Doorbell_announce_doc},
+    {"announce_poll", (PyCFunction)Doorbell_announce_poll, METH_NOARGS, Doorbell_announce_poll_doc},
+    {"settle", (PyCFunction)Doorbell_settle, METH_NOARGS, Doorbell_settle_doc},
     {"cancel", (PyCFunction)Doorbell_cancel, METH_NOARGS, Doorbell_cancel_doc},
     {"wait", (PyCFunction)Doorbell_wait, METH_O, Doorbell_wait_doc},
     {"ring", (PyCFunction)Doorbell_ring, METH_NOARGS, Doorbell_ring_doc},
@@ -791,11 +928,12 @@ static PyTypeObject DoorbellType = {
     .tp_name = "appliance.runtime._shm.Doorbell",
     .tp_basicsize = sizeof(Doorbell),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Doorbell(buffer, offset)\n\nA 32-bit futex word in shared memory: the consumer announces, re-checks its\n"
-              "rings, then waits; a producer rings only when the consumer has announced.",
+    .tp_doc = "Doorbell(buffer, offset, wake_address=None)\n\nA 32-bit futex word in shared memory: the consumer announces, re-checks its\n"
+              "rings, then waits (futex, or poll() on its wake socket); a producer rings only when the consumer\n"
+              "has announced. wake_address: the consumer's wake socket (for ring() by a producer).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Doorbell_init,
-    .tp_dealloc = handle_dealloc,
+    .tp_dealloc = Doorbell_dealloc,
     .tp_methods = Doorbell_methods,
     .tp_getset = Doorbell_getset,
 };
@@ -1132,6 +1270,9 @@ PyInit__shm(void)
     if (PyModule_AddObject(m, "RING_MAGIC", PyLong_FromUnsignedLongLong(RING_MAGIC)) < 0)
         goto fail;
     ADD_INT(m, CACHE_LINE);
+    ADD_INT(m, DOORBELL_AWAKE);
+    ADD_INT(m, DOORBELL_ASLEEP);
+    ADD_INT(m, DOORBELL_ASLEEP_POLL);
     ADD_INT(m, RING_MAGIC_OFFSET);
     ADD_INT(m, RING_SLOT_SIZE_OFFSET);
     ADD_INT(m, RING_CAPACITY_OFFSET);

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from appliance.runtime import _shm
 from appliance.runtime.counters import CountersWriter, ProcessState, process_record_offset
-from appliance.runtime.idle import IdleStrategy, lower_timer_slack, make_idle_strategy
+from appliance.runtime.idle import IdleStrategy, lower_timer_slack, make_idle_strategy, wake_address
 from appliance.runtime.layout import Layout, LayoutError, ProcessSpec, load_layout
 from appliance.runtime.memory import SharedMemory
 from appliance.runtime.segment import SegmentError
@@ -74,6 +74,16 @@ class Agent:
 
     def on_close(self) -> None:
         """Release what on_start acquired; called once after the last duty cycle."""
+
+    def wait_fds(self) -> tuple:
+        """The sockets ``do_work`` reads (file descriptors), asked before each park: a process that
+        parks on its doorbell waits on these and its input rings at once, so neither waits for a nap."""
+        return ()
+
+    def next_deadline_ns(self) -> int | None:
+        """When (``time.monotonic_ns``) ``do_work`` must next run with no input (its next timer); None:
+        nothing sooner than the layout's park timeout."""
+        return None
 
 
 class AgentRunner:
@@ -155,6 +165,7 @@ class AgentRunner:
                 log.exception("process %s: on_close failed", self.process.name)
                 status = status or EXIT_AGENT_FAILED
             self._set_state(ProcessState.STOPPED if status == EXIT_OK else ProcessState.FAILED)
+            self.idle_strategy.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return status
@@ -215,12 +226,13 @@ def build_runner(layout: Layout, memory: SharedMemory, process_name: str) -> Age
     agent_cls = load_agent_class(process)
     counters = memory.counters_writer(process_name)
     agent = agent_cls(AgentContext(layout, process, memory, counters))
-    doorbell = inputs = outputs = None
+    doorbell = inputs = outputs = address = None
     if process.idle.strategy == "doorbell":
         doorbell = memory.doorbell(process_name)
         inputs = [memory.ring(r.name, "observer") for r in layout.rings_consumed_by(process_name)]
         outputs = [memory.ring(r.name, "observer") for r in layout.rings_produced_by(process_name)]
-    idle = make_idle_strategy(process.idle, doorbell, inputs, outputs)
+        address = wake_address(layout.name, process_name)
+    idle = make_idle_strategy(process.idle, doorbell, inputs, outputs, waiter=agent, address=address)
     return AgentRunner(agent, idle, memory.heartbeat(process_name), memory.process_table_atomics(),
                        process_record_offset(layout, process), process)
 

@@ -10,7 +10,13 @@ resets the strategy. Chosen per process in the layout:
 - ``sleep``: park ``sleep_ns`` when idle.
 - ``doorbell``: spin ``spins`` times, then announce sleep on the process's
   doorbell, re-check its input rings, and wait on the futex until a producer
-  rings or ``park_timeout_ns`` passes (so timers and heartbeats still run).
+  rings or ``park_timeout_ns`` passes (so timers and heartbeats still run),
+  or sooner when the agent's next timer is due (``Agent.next_deadline_ns``).
+  An agent that also reads sockets (``Agent.wait_fds``: the OMS's venue
+  socket) cannot sleep on a futex: it announces a poll()ing sleep instead and
+  waits in one ``poll`` on those sockets and its wake socket (an abstract unix
+  datagram address its producers were given, ``wake_address``), so a ring and
+  a socket each end the wait with no nap on the path.
   A process held back by a full output ring does not park on its doorbell:
   room comes from that ring's consumer, who rings no doorbell, so it naps
   ``BACKPRESSURE_NAP_NS`` and looks again.
@@ -18,14 +24,59 @@ resets the strategy. Chosen per process in the layout:
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
+import select
+import socket
 import time
 
 from appliance.runtime import _shm
 from appliance.runtime.counters import IdleStrategyId
 from appliance.runtime.layout import IdleSpec
 
+log = logging.getLogger(__name__)
+
 PR_SET_TIMERSLACK = 29
+
+
+def wake_address(layout_name: str, process: str) -> bytes:
+    """The abstract unix datagram address a poll()ing consumer's producers send their wake byte to:
+    named after the layout (unique per running appliance, like its /dev/shm segments) and the uid."""
+    return f"\0{layout_name}.{os.getuid()}.doorbell.{process}".encode()
+
+
+class WakeSocket:
+    """The consumer's end of its pollable doorbell: a bound, non-blocking datagram socket.
+
+    What arrives carries no data: one byte per wake, only ever a reason to re-check the rings.
+    Anyone on the host may send to an abstract address; a stray byte costs one spurious wake."""
+
+    def __init__(self, address: bytes):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            self.sock.bind(address)
+        except OSError:
+            self.sock.close()
+            raise
+        self._scratch = bytearray(64)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> int:
+        """Read every queued wake byte; returns how many datagrams there were."""
+        n = 0
+        recv_into = self.sock.recv_into
+        scratch = self._scratch
+        while True:
+            try:
+                recv_into(scratch)
+            except (BlockingIOError, InterruptedError):
+                return n
+            n += 1
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def lower_timer_slack(slack_ns: int = 1) -> bool:
@@ -46,6 +97,9 @@ class IdleStrategy:
 
     def reset(self) -> None:
         pass
+
+    def close(self) -> None:
+        """Release what waiting needed (the doorbell's wake socket)."""
 
 
 class BusySpinIdle(IdleStrategy):
@@ -107,21 +161,69 @@ class SleepIdle(IdleStrategy):
 
 
 BACKPRESSURE_NAP_NS = 50_000
+NO_WAKE_SOCKET_NAP_NS = 1_000_000   # the wake address was taken: poll the sockets, look at the rings each ms
 
 
 class DoorbellIdle(IdleStrategy):
-    """Sleep on a futex in shared memory; producers of our input rings wake us."""
+    """Sleep on a futex in shared memory, or in poll() beside the agent's sockets; producers of our
+    input rings wake us either way."""
     id = IdleStrategyId.DOORBELL
     parks = True
 
     def __init__(self, doorbell: _shm.Doorbell, inputs: list[_shm.Ring], spins: int, park_timeout_ns: int,
-                 outputs: list[_shm.Ring] | None = None):
+                 outputs: list[_shm.Ring] | None = None, waiter=None, address: bytes | None = None):
         self.doorbell = doorbell
         self.inputs = inputs            # observer handles on the rings this process consumes
         self.outputs = outputs or []    # and on those it produces: full means wait for room, not for a ring
         self.max_spins = spins
         self.park_timeout_ns = park_timeout_ns
         self.spins = 0
+        # The agent (or anything with wait_fds() and next_deadline_ns()); None: rings only, no timers.
+        self.wait_fds = getattr(waiter, "wait_fds", None)
+        self.next_deadline_ns = getattr(waiter, "next_deadline_ns", None)
+        self.address = address          # where our producers send wake bytes (bound on first use)
+        self.wake: WakeSocket | None = None
+        self.wake_unavailable = False   # bind failed: never announce a poll()ing sleep
+        self.poll_waits = 0             # waits in poll() (the futex's are counted by the doorbell)
+        self.poll_timeouts = 0          # of them, ended by the timeout: nothing rang, no socket was readable
+        self._poller = select.poll()
+        self._polled: tuple = ()
+
+    def _timeout_ns(self) -> int:
+        timeout = self.park_timeout_ns
+        if self.next_deadline_ns is not None:
+            deadline = self.next_deadline_ns()
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic_ns())
+        return timeout
+
+    def _wake_socket(self) -> WakeSocket | None:
+        if self.wake is None and not self.wake_unavailable and self.address is not None:
+            try:
+                self.wake = WakeSocket(self.address)
+                self._poller.register(self.wake.fileno(), select.POLLIN)
+            except OSError as exc:
+                self.wake_unavailable = True
+                log.warning("doorbell wake address %r unavailable (%s): rings are looked at every %.1f ms while "
+                            "waiting on sockets", self.address, exc, NO_WAKE_SOCKET_NAP_NS / 1e6)
+        return self.wake
+
+    def _watch(self, fds: tuple) -> None:
+        if fds != self._polled:
+            poller = self._poller
+            for fd in self._polled:
+                try:
+                    poller.unregister(fd)
+                except KeyError:
+                    pass
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            self._polled = fds
+
+    def close(self) -> None:
+        if self.wake is not None:
+            self.wake.close()
+            self.wake = None
 
     def idle(self, work: int) -> None:
         if work > 0:
@@ -134,17 +236,45 @@ class DoorbellIdle(IdleStrategy):
             if ring.depth() >= ring.capacity:
                 time.sleep(BACKPRESSURE_NAP_NS / 1e9)
                 return
+        timeout_ns = self._timeout_ns()
+        if timeout_ns <= 0:
+            return                      # a timer is due: back to do_work
+        fds = self.wait_fds() if self.wait_fds is not None else ()
         doorbell = self.doorbell
-        doorbell.announce()
+        if fds:
+            self._watch(fds)
+            wake = self._wake_socket()
+            if wake is None:
+                self._poller.poll(min(timeout_ns, NO_WAKE_SOCKET_NAP_NS) / 1e6)
+                return
+            doorbell.announce_poll()
+        else:
+            doorbell.announce()
         for ring in self.inputs:
             if ring.depth():
                 doorbell.cancel()
                 return
-        doorbell.wait(self.park_timeout_ns)
+        if not fds:
+            doorbell.wait(timeout_ns)
+            return
+        self.poll_waits += 1
+        ready = self._poller.poll(timeout_ns / 1e6)     # ms, rounded up by Python; a ring or a socket ends it
+        doorbell.settle()
+        if not ready:
+            self.poll_timeouts += 1
+            return
+        wake_fd = wake.fileno()
+        for fd, _events in ready:
+            if fd == wake_fd:
+                # Every byte queued, this wake's and any late one from a wake that lost the race with a
+                # cancel or a timeout: a byte left behind would end the next poll at once, and only once.
+                wake.drain()
+                break
 
 
 def make_idle_strategy(spec: IdleSpec, doorbell: _shm.Doorbell | None = None,
-                       inputs: list[_shm.Ring] | None = None, outputs: list[_shm.Ring] | None = None) -> IdleStrategy:
+                       inputs: list[_shm.Ring] | None = None, outputs: list[_shm.Ring] | None = None,
+                       waiter=None, address: bytes | None = None) -> IdleStrategy:
     if spec.strategy == "busy_spin":
         return BusySpinIdle()
     if spec.strategy == "yield":
@@ -156,5 +286,5 @@ def make_idle_strategy(spec: IdleSpec, doorbell: _shm.Doorbell | None = None,
     if spec.strategy == "doorbell":
         if doorbell is None:
             raise ValueError("the doorbell idle strategy needs the process's doorbell")
-        return DoorbellIdle(doorbell, inputs or [], spec.spins, spec.park_timeout_ns, outputs)
+        return DoorbellIdle(doorbell, inputs or [], spec.spins, spec.park_timeout_ns, outputs, waiter, address)
     raise ValueError(f"unknown idle strategy {spec.strategy!r}")

@@ -12,6 +12,7 @@ from appliance.runtime import _shm
 from appliance.runtime.channels import Channel, RingUse, check_ring_uses
 from appliance.runtime.counters import (CounterKind, CountersReader, CountersWriter, ProcessTableReader,
                                         doorbell_offset, process_record_offset)
+from appliance.runtime.idle import wake_address
 from appliance.runtime.layout import Layout
 from appliance.runtime.control import ControlWords
 from appliance.runtime.market_state import MarketStateReader, MarketStateWriter
@@ -115,6 +116,8 @@ class SharedMemory:
                 raise SegmentError(f"ring {name}: its consumer's doorbell lives in segment {doorbell_table.segment}; "
                                    f"put the ring in the same segment")
             doorbell = doorbell_offset(self.layout, consumer)
+            return _shm.Ring(self.buffer_of(spec.segment), spec.offset, spec.slot_size, spec.capacity, code, doorbell,
+                             wake_address(self.layout.name, consumer.name))
         return _shm.Ring(self.buffer_of(spec.segment), spec.offset, spec.slot_size, spec.capacity, code, doorbell)
 
     def channel(self, use: RingUse, process: str) -> Channel:
@@ -168,4 +171,5 @@ class SharedMemory:
     def doorbell(self, process: str) -> _shm.Doorbell:
         spec = self.layout.processes[process]
         table = self.layout.table_of_kind("processes")
-        return _shm.Doorbell(self.buffer_of(table.segment), doorbell_offset(self.layout, spec))
+        return _shm.Doorbell(self.buffer_of(table.segment), doorbell_offset(self.layout, spec),
+                             wake_address(self.layout.name, spec.name))

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 READY_PREFIX = "exchange ready "
+SIMULATOR_NICE = 10          # below the appliance (nice 0): the flow yields the CPU to a woken process
 
 
 def appliance_env(env: dict | None = None) -> dict:
@@ -63,9 +64,11 @@ class ExchangeProcess:
             self._reader.start()
 
     def pin(self, cpu: int) -> bool:
-        """Keep the exchange on ``cpu`` (the small profile's ``simulator_cpu``), away from the feed;
-        a CPU this process may not use leaves it unpinned (False)."""
+        """Keep the exchange on ``cpu`` (the small profile's ``simulator_cpu``), away from the feed,
+        and at nice ``SIMULATOR_NICE``, so an appliance process woken on that CPU runs before the
+        exchange's background flow; a CPU this process may not use leaves it unpinned (False)."""
         try:
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, max(SIMULATOR_NICE, os.getpriority(os.PRIO_PROCESS, 0)))
             if cpu not in os.sched_getaffinity(0):
                 return False
             os.sched_setaffinity(self.proc.pid, {cpu})

@@ -147,6 +147,12 @@ class StrategyAgent(Agent):
             self.control.set("strategy_ready", 0)
         self._publish_counters()
 
+    # ------------------------------------------------------------------ waiting (a parked strategy)
+
+    def next_deadline_ns(self) -> int | None:
+        """The strategy's next timer: a parked strategy wakes for it, not a park timeout later."""
+        return self._next_timer_ns if self.host is not None and self.host.running else None
+
     # ------------------------------------------------------------------ duty cycle
 
     def do_work(self) -> int:

@@ -4,6 +4,7 @@ records, the kill switch, the gate's cancel-all and risk's snapshot."""
 from __future__ import annotations
 
 import errno
+import time
 
 import pytest
 
@@ -229,3 +230,27 @@ def test_rings_in_two_segments_are_each_read_and_written_through_their_own_segme
     s.rig.control_event(ControlEventKind.SNAPSHOT_REQUEST)
     pump(agent, lambda: K.END in s.rig.snapshot_kinds(), message="the snapshot on exec_to_risk")
     assert s.rig.counter("oms.bad_ring_records") == 0
+
+
+def test_a_parked_oms_waits_on_its_venue_socket_and_its_doorbell_at_once(setup, unique_name):
+    """Small profile: the OMS used to nap 2 ms between looks at its venue socket. Parked now, it
+    sleeps in one poll() on the venue socket and its wake socket: the venue's Accepted ends the
+    wait (the 20 s park timeout is only a backstop), and with the session quiet it has no timer
+    of its own sooner than the park timeout."""
+    from appliance.runtime.idle import DoorbellIdle, wake_address
+    s = setup(accept_all)
+    agent = s.start()
+    ready(agent, s.rig)
+    pump(agent, lambda: agent.next_deadline_ns() is None, message="the session quiet")
+    assert agent.wait_fds() == (agent.session.sock.fileno(),)
+    idle = DoorbellIdle(s.rig.memory.doorbell("oms"), inputs=[], spins=0, park_timeout_ns=20_000_000_000,
+                        waiter=agent, address=wake_address(s.rig.layout.name, "oms"))
+    try:
+        s.rig.new(1)
+        pump(agent, lambda: s.venue.messages("O"), message="the order at the venue")
+        started = time.monotonic_ns()
+        idle.idle(0)                                            # the Accepted is on its way or there
+        assert time.monotonic_ns() - started < 10_000_000_000 and idle.poll_timeouts == 0
+        pump(agent, lambda: E.ACCEPTED in s.rig.events(1), message="the Accepted applied")
+    finally:
+        idle.close()

@@ -14,18 +14,24 @@ class FakeCounter:
     def add(self, n):
         self.value += n
 
+    def set(self, n):
+        self.value = n
+
+    def get(self):
+        return self.value
+
 
 def test_labels_fit_the_counter_table_and_name_every_hop():
     labels = latency.all_labels()
     assert all(len(label.encode()) <= 44 for label in labels)
-    assert len(labels) == len(latency.HOPS) * (len(latency.BOUNDS_NS) + 3)
+    assert len(labels) == len(latency.HOPS) * (len(latency.BOUNDS_NS) + 4)
     assert "lat.tick_to_trade.le_10000000" in labels and "lat.oms.le_inf" in labels
 
 
 def test_samples_fall_in_one_bucket_each_and_percentiles_interpolate():
     counters = {}
 
-    def allocate(label):
+    def allocate(label, kind=None):
         return counters.setdefault(label, FakeCounter())
     recorder = latency.LatencyRecorder(allocate)
     t_rx = 1_000_000_000
@@ -44,6 +50,25 @@ def test_samples_fall_in_one_bucket_each_and_percentiles_interpolate():
     assert summary["tick_to_trade"]["count"] == 100
     recorder.oms.record(10**12)     # beyond the last bound: the overflow bucket
     assert counters["lat.oms.le_inf"].value == 1
+
+
+def test_each_hop_keeps_its_exact_max_beyond_what_the_buckets_can_say():
+    """The buckets put 23.4 ms in (20, 30] ms and 250 ms only above 100 ms; the max says which."""
+    counters = {}
+
+    def allocate(label, kind=None):
+        return counters.setdefault(label, FakeCounter())
+    recorder = latency.LatencyRecorder(allocate)
+    for sample in (5_000, 23_400_123, 7_000):
+        recorder.oms.record(sample)
+    assert latency.histograms({label: c.value for label, c in counters.items()})["oms"].max_ns == 23_400_123
+    recorder.oms.record(250_000_000)
+    values = {label: c.value for label, c in counters.items()}
+    assert latency.summary(values)["oms"]["max_ns"] == 250_000_000
+    assert latency.summary(values)["feed"]["max_ns"] is None                 # no samples
+    again = latency.LatencyRecorder(allocate)                                # a restarted OMS
+    again.oms.record(1_000)
+    assert counters[latency.max_label("oms")].value == 250_000_000
 
 
 def test_the_one_reader_gives_prometheus_buckets_and_only_the_hops_that_have_counters():

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_STALE
 from appliance.messages.codes import ClockState, GateReason, RiskState
-from appliance.oms.latency import BOUNDS_NS, HOPS, bucket_labels, count_label, sum_label
+from appliance.oms.latency import BOUNDS_NS, HOPS, bucket_labels, count_label, max_label, sum_label
+from appliance.runtime.counters import CounterKind
 from appliance.runtime.control import pack_gate
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
@@ -97,6 +98,7 @@ class TradingState:
                 self.oms_counters.allocate(label).set(in_bucket)
             self.oms_counters.allocate(sum_label(hop)).set(sum(samples))
             self.oms_counters.allocate(count_label(hop)).set(len(samples))
+            self.oms_counters.allocate(max_label(hop), CounterKind.GAUGE).set(max(samples))
 
     def everything(self) -> None:
         """A complete, plausible picture: the gate closed by the kill switch, two symbols traded."""

@@ -159,6 +159,7 @@ def test_scrape_shows_the_trading_state_and_follows_it(write_layout, unique_name
         assert value(first, "appliance_tick_to_trade_seconds_bucket", le="+Inf", **hop) == 10
         assert value(first, "appliance_tick_to_trade_seconds_count", **hop) == 10
         assert value(first, "appliance_tick_to_trade_seconds_sum", **hop) == pytest.approx(251e-6)
+        assert value(first, "appliance_tick_to_trade_max_seconds", **hop) == pytest.approx(50e-6)   # exact
         assert not any(name == "appliance_component_events_total" and dict(labels)["name"].startswith("lat.")
                        for name, labels in first)          # served as histograms only
 
@@ -176,6 +177,7 @@ def test_scrape_shows_the_trading_state_and_follows_it(write_layout, unique_name
         assert value(later, "appliance_fills_total", symbol="AAPL") == 5
         assert value(later, "appliance_rejects_total", source="risk", reason="MAX_SHARES") == 3
         assert value(later, "appliance_tick_to_trade_seconds_count", **hop) == 12
+        assert value(later, "appliance_tick_to_trade_max_seconds", **hop) == pytest.approx(2e-3)
         assert value(later, "appliance_tick_to_trade_seconds_bucket", le="0.001", **hop) == 11     # 2 ms: overflow
         ring = {"ring": "probe", "producer": "producer", "consumer": "consumer"}
         wait_until(lambda: value(samples(scrape()), "appliance_ring_published_total", **ring)

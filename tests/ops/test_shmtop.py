@@ -146,9 +146,11 @@ def test_once_shows_the_gate_clock_latency_and_symbols(trading):
     assert re.search(r"^RISK\s+halted\s+ready\s+kill switch LATCHED.*OMS ready\s+session up\s+open orders 3", out,
                      re.M), out
     hops = {m.group(1): m.groups()[1:] for m in re.finditer(
-        r"^(feed|strategy|risk|oms|tick_to_trade)\s+(\d+)\s+([\d.,]+)\s+([\d.,]+)\s+([\d.,]+)\s+([\d.,]+)$", out, re.M)}
+        r"^(feed|strategy|risk|oms|tick_to_trade)\s+(\d+)\s+([\d.,]+)\s+([\d.,]+)\s+([\d.,]+)\s+([\d.,]+)"
+        r"\s+([\d.,]+)$", out, re.M)}
     assert set(hops) == {"feed", "strategy", "risk", "oms", "tick_to_trade"}, out
     assert hops["feed"][0] == "10" and 1.0 <= float(hops["feed"][2]) <= 10.0       # p50 inside the 1-10 us bucket
+    assert hops["feed"][5] == "50.0"                                                # the exact max
     aapl = next(line for line in out.splitlines() if line.startswith("AAPL "))
     assert aapl.split()[1:7] == ["+100", "149.0000", "+2.50", "+101.00", "+103.50", "7"], aapl
     assert "300 x 150.0000" in aapl and "150.0200 x 400" in aapl and aapl.endswith("live")

@@ -55,3 +55,16 @@ def test_a_restart_appends_to_the_log_and_waits_for_its_own_ready_line(tmp_path)
             second.wait_ready(30)
         assert "exchange ready" not in second.output() and "missing.yaml" in second.output()
     assert "exchange ready " in log.read_text()           # appended, not truncated
+
+
+def test_a_pinned_exchange_runs_on_its_cpu_below_the_appliances_priority(tmp_path):
+    """The small profile's simulator_cpu: the exchange's background flow must be off the critical path
+    (seen at nice 0 beside the strategy, risk and OMS it shares that CPU with)."""
+    import os
+    from appliance.sim.exchange_process import SIMULATOR_NICE
+    cpu = min(os.sched_getaffinity(0))
+    with ExchangeProcess(["--config", _config(tmp_path)]) as exchange:
+        assert exchange.pin(cpu)
+        assert os.sched_getaffinity(exchange.proc.pid) == {cpu}
+        assert os.getpriority(os.PRIO_PROCESS, exchange.proc.pid) == max(SIMULATOR_NICE, os.getpriority(os.PRIO_PROCESS, 0))
+        exchange.wait_ready(60)
