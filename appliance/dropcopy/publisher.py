@@ -1,0 +1,335 @@
+"""The drop copy's loop: journal records to JetStream, exactly once, in order, across restarts.
+
+Every journal record becomes one JSON event (the audit trail's columns, ``oms/audit.py``, plus the
+appliance and the trading day) published on ``appliance.<name>.events`` with the message id
+``<name>:<trading day>:<journal sequence>`` (``DropCopyConfig.message_id``). The stream is the
+record of what was delivered: at every (re)connection the drop copy asks it for the last message
+on its subject and resumes after that one, and JetStream drops a message whose id it already holds
+(within the stream's duplicate window), so neither a restart nor a lost connection loses or
+doubles an event.
+
+Events go out in batches (``batch``) on one connection, in journal order, each with its own reply
+subject; the batch is done when JetStream has acknowledged every one. A missing or negative
+acknowledgement, a lost connection, NATS unreachable: the connection is dropped, the drop copy
+waits (``retry``: doubling up to the maximum) and starts over from what the stream holds. The
+OMS never waits for any of this: the drop copy only reads the journal file.
+
+Lag (``Stats``): the journal's records not yet acknowledged by the stream, and how long ago the
+oldest of them was journaled (microseconds; 0 when nothing is behind).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import ssl
+import time
+from dataclasses import dataclass
+
+from appliance.dropcopy.config import DropCopyConfig
+from appliance.dropcopy.tail import JournalTail
+from appliance.oms.audit import AuditTrail
+from appliance.oms.journal_format import JournalError, JournalRecord
+from appliance.oms.journal_records import RecordType
+
+log = logging.getLogger("appliance.dropcopy")
+
+ACK_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2
+IDLE_POLL_S = 0.002              # the journal is looked at this often when nothing is new
+LAG_PERIOD_S = 0.1
+STREAM_SUBJECTS = "appliance.*.events"
+
+
+class DropCopyError(RuntimeError):
+    """Something that ends a connection's session (the loop reconnects after its backoff)."""
+
+
+@dataclass
+class Stats:
+    """What the drop copy has done (read by the agent's duty cycle into shared-memory counters)."""
+    published: int = 0           # events acknowledged by the stream as new
+    duplicates: int = 0          # acknowledged as already held (a resend after a lost acknowledgement)
+    unreadable: int = 0          # journal records that could not be read: counted, logged and skipped
+    publish_errors: int = 0      # sessions ended by a failed publish, a lost connection or NATS unreachable
+    connects: int = 0            # sessions started (a connection with the stream found or made)
+    connected: int = 0           # 1 while a session runs
+    last_sequence: int = 0       # the last journal sequence the stream holds for us (this trading day)
+    lag_records: int = 0
+    lag_us: int = 0
+
+
+def event_of(config: DropCopyConfig, audit: AuditTrail, record: JournalRecord, day: int) -> bytes | None:
+    """One record's JSON event, or None when its payload cannot be read (unknown type, too short)."""
+    row = audit.row(record)
+    if row is None or row["event"] == "UNREADABLE" or row["record"].startswith("TYPE_"):
+        return None
+    row["appliance"] = config.appliance
+    row["trading_day"] = day
+    return json.dumps(row, separators=(",", ":")).encode()
+
+
+_ID = re.compile(r"([A-Za-z0-9_-]{1,64}):(\d{1,10}):(\d{1,19})")
+
+
+def parse_message_id(message_id: str, appliance: str) -> tuple[int, int]:
+    """(trading day, sequence) of one of our message ids; DropCopyError for anything else (the
+    stream is read back: what it says is checked, never trusted blindly)."""
+    match = _ID.fullmatch(message_id or "")
+    if match is None or match.group(1) != appliance:
+        raise DropCopyError(f"the stream's last message on our subject has message id {message_id[:80]!r}, "
+                            f"not one of ours ({appliance}:<day>:<sequence>): refusing to guess where to resume")
+    return int(match.group(2)), int(match.group(3))
+
+
+class DropCopy:
+    """Tails the journal and publishes it; ``run()`` until ``stop()``."""
+
+    def __init__(self, config: DropCopyConfig, symbols: list[str] | None = None):
+        self.config = config
+        self.tail = JournalTail(config.journal)
+        self.audit = AuditTrail(symbols)
+        self.stats = Stats()
+        self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unacked_first_ns = 0       # journal timestamp of the oldest record read but not yet done
+        self._done: tuple = (None, 0)    # (day, sequence) of the last record the stream has or that was skipped
+        self._confirmed_day: int | None = None   # the trading day of stats.last_sequence
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """From any thread: the loop ends after the batch in flight."""
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            loop.call_soon_threadsafe(stopping.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        lag = asyncio.ensure_future(self._measure_lag())
+        backoff_ms = self.config.retry_initial_ms
+        said_down = False
+        try:
+            while not self._stopping.is_set():
+                nc = None
+                try:
+                    nc = await self._connect()
+                    if said_down:
+                        log.info("NATS reachable again at %s: catching up", self.config.url)
+                        said_down = False
+                    backoff_ms = self.config.retry_initial_ms
+                    await self._session(nc)
+                except (DropCopyError, JournalError) as exc:
+                    self.stats.publish_errors += 1
+                    log.error("drop copy: %s; retrying in %d ms", exc, backoff_ms)
+                except Exception as exc:             # nats-py's errors, OSError, timeouts: NATS unreachable
+                    self.stats.publish_errors += 1
+                    if not said_down:
+                        log.warning("NATS at %s unreachable or failing (%s: %s): the appliance keeps trading; "
+                                    "retrying with backoff up to %d ms", self.config.url, type(exc).__name__,
+                                    exc, self.config.retry_max_ms)
+                        said_down = True
+                finally:
+                    self.stats.connected = 0
+                    if nc is not None:
+                        await _close_quietly(nc)
+                if not self._stopping.is_set():
+                    await self._wait(backoff_ms / 1000)
+                    backoff_ms = min(self.config.retry_max_ms, backoff_ms * 2)
+        finally:
+            lag.cancel()
+            self.tail.close()
+
+    async def _wait(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    # ------------------------------------------------------------------ one connection
+
+    async def _connect(self):
+        import nats
+
+        async def quiet(exc):            # nats-py logs every error itself by default
+            log.debug("nats: %s", exc)
+        # one attempt, no reconnects of its own (0 would retry for ever): this loop reconnects, and
+        # resumes from what the stream holds
+        options = dict(servers=[self.config.url], connect_timeout=CONNECT_TIMEOUT_S, allow_reconnect=False,
+                       max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=quiet,
+                       name=f"dropcopy-{self.config.appliance}")
+        if self.config.credentials:
+            options["user_credentials"] = self.config.credentials
+        context = self._tls_context()
+        if context is not None:
+            options["tls"] = context
+        return await asyncio.wait_for(nats.connect(**options), 3 * CONNECT_TIMEOUT_S)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        c = self.config
+        if not (c.url.startswith("tls://") or c.tls_ca or c.tls_cert):
+            return None
+        context = ssl.create_default_context(cafile=c.tls_ca or None)
+        if c.tls_cert:
+            context.load_cert_chain(c.tls_cert, c.tls_key)
+        return context
+
+    async def _session(self, nc) -> None:
+        js = nc.jetstream(timeout=ACK_TIMEOUT_S)
+        await self._ensure_stream(js)
+        day, last = await self._last_in_stream(js)
+        self.stats.last_sequence, self._confirmed_day = last, day
+        self.tail.seek(day, last, history=self._remember)
+        self._done, self._unacked_first_ns = (day, last), 0
+        self.stats.connects += 1
+        self.stats.connected = 1
+        log.info("drop copy connected to %s, stream %s, subject %s: %s", self.config.url, self.config.stream,
+                 self.config.subject, f"resuming after record {last} of day {day}" if day else
+                 "nothing of ours in the stream yet: from the journal's first record")
+        inbox = nc.new_inbox()
+        acks = await nc.subscribe(inbox + ".*")
+        try:
+            while not self._stopping.is_set():
+                records = self.tail.poll(self.config.batch)
+                self.stats.unreadable = self.tail.unreadable
+                if not records:
+                    if not nc.is_connected:
+                        raise DropCopyError("the connection to NATS was lost")
+                    await asyncio.sleep(IDLE_POLL_S)
+                    continue
+                await self._publish(nc, acks, inbox, records)
+        finally:
+            await _unsubscribe_quietly(acks)
+
+    def _remember(self, record: JournalRecord) -> None:
+        """A record already in the stream (before the resume point): the audit trail learns the
+        orders its later venue messages name."""
+        if record.type == RecordType.ORDER_SENT:
+            self.audit.row(record)
+
+    async def _ensure_stream(self, js) -> None:
+        from nats.js.api import StorageType
+        from nats.js.errors import NotFoundError
+        try:
+            info = await js.stream_info(self.config.stream)
+        except NotFoundError:
+            await js.add_stream(name=self.config.stream, subjects=[STREAM_SUBJECTS], storage=StorageType.FILE,
+                                duplicate_window=float(self.config.duplicate_window_s))
+            log.info("stream %s created (subjects %s, file storage, duplicate window %d s)", self.config.stream,
+                     STREAM_SUBJECTS, self.config.duplicate_window_s)
+            return
+        subjects = info.config.subjects or []
+        if not any(_covers(pattern, self.config.subject) for pattern in subjects):
+            raise DropCopyError(f"stream {self.config.stream} does not take {self.config.subject} "
+                                f"(its subjects: {', '.join(subjects) or 'none'})")
+
+    async def _last_in_stream(self, js) -> tuple[int | None, int]:
+        """(trading day, journal sequence) of the last event the stream holds for us, (None, 0) if none."""
+        from nats.js.errors import NotFoundError
+        try:
+            message = await js.get_last_msg(self.config.stream, self.config.subject)
+        except NotFoundError:
+            return None, 0
+        message_id = (message.headers or {}).get("Nats-Msg-Id", "")
+        return parse_message_id(message_id, self.config.appliance)
+
+    async def _publish(self, nc, acks, inbox: str, records: list[JournalRecord]) -> None:
+        """One batch: every readable record published in order, then every acknowledgement awaited."""
+        c, day = self.config, self.tail.day
+        self._unacked_first_ns = self._unacked_first_ns or records[0].timestamp_ns
+        sent: list[int] = []
+        for record in records:
+            if day == self._confirmed_day and record.sequence <= self.stats.last_sequence:
+                continue                  # the stream has it (a journal read again from its start)
+            data = event_of(c, self.audit, record, day)
+            if data is None:
+                self.tail.count_unreadable(record.sequence, f"record {record.sequence} (type {record.type}, "
+                                                            f"{len(record.payload)} bytes) cannot be read")
+                continue
+            await nc.publish(c.subject, data, reply=f"{inbox}.{len(sent)}",
+                             headers={"Nats-Msg-Id": c.message_id(day, record.sequence),
+                                      "Nats-Expected-Stream": c.stream})
+            sent.append(record.sequence)
+        self.stats.unreadable = self.tail.unreadable
+        pending = set(range(len(sent)))
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        while pending:
+            try:
+                message = await acks.next_msg(timeout=max(0.001, deadline - time.monotonic()))
+            except Exception as exc:
+                raise DropCopyError(f"{len(pending)} of {len(sent)} events unacknowledged "
+                                    f"({type(exc).__name__})") from None
+            index = _index_of(message.subject)
+            if index not in pending:
+                continue
+            try:
+                ack = json.loads(message.data)
+            except ValueError:
+                ack = {}
+            if not isinstance(ack, dict) or "error" in ack or "seq" not in ack:
+                raise DropCopyError(f"record {sent[index]} refused by the stream: {message.data[:200]!r}")
+            pending.discard(index)
+            if ack.get("duplicate"):
+                self.stats.duplicates += 1
+            else:
+                self.stats.published += 1
+        if sent:
+            self.stats.last_sequence, self._confirmed_day = sent[-1], day
+        self._done, self._unacked_first_ns = (day, records[-1].sequence), 0
+
+    # ------------------------------------------------------------------ lag
+
+    async def _measure_lag(self) -> None:
+        while True:
+            try:
+                self.measure_lag()
+            except (JournalError, OSError, ValueError) as exc:
+                log.debug("lag: %s", exc)
+            await asyncio.sleep(LAG_PERIOD_S)
+
+    def measure_lag(self, now_ns: int | None = None) -> None:
+        """Records of the journal the stream does not have yet (read and in flight or lost with a
+        connection, or not read yet) and how long ago the oldest of them was journaled."""
+        self.tail.ensure_open()
+        waiting, first_ns = self.tail.pending()
+        done_day, done = self._done
+        read = self.tail.expected - 1
+        behind = max(0, read - done) if done_day == self.tail.day else read
+        oldest = (self._unacked_first_ns or first_ns) if behind else first_ns
+        self.stats.lag_records = behind + waiting
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        self.stats.lag_us = max(0, now_ns - oldest) // 1000 if self.stats.lag_records and oldest else 0
+
+
+def _covers(pattern: str, subject: str) -> bool:
+    """Whether a NATS subject pattern (``*`` one token, ``>`` the rest) matches ``subject``."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def _index_of(subject: str) -> int:
+    try:
+        return int(subject.rsplit(".", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+async def _close_quietly(nc) -> None:
+    try:
+        await asyncio.wait_for(nc.close(), 2)
+    except Exception:
+        pass
+
+
+async def _unsubscribe_quietly(sub) -> None:
+    try:
+        await sub.unsubscribe()
+    except Exception:
+        pass

@@ -1,0 +1,208 @@
+"""The drop copy against a real nats-server: every journal record once, in order, with its id,
+across drop copy restarts and NATS outages; an unreadable record counted and skipped."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from appliance.dropcopy.config import parse_dropcopy_params
+from appliance.dropcopy.publisher import DropCopy
+from appliance.messages.codes import Action, ControlEventKind, OmsReason
+from appliance.oms import journal_records as jr
+from appliance.oms.journal import Journal
+from appliance.oms.journal_format import RECORD_HEADER_SIZE
+from appliance.oms.journal_records import ControlKind, RecordType, SessionEvent
+from appliance.wire import ouch
+from nats_server import nats_server   # noqa: F401  (the fixture)
+
+from conftest import wait_until
+
+STREAM = "APPLIANCE_EVENTS"
+DAY_NS = 86_400 * 10**9
+
+
+class JournalWriter:
+    """The OMS's own journal appender, fed one order's life at a time (every kind of record)."""
+
+    def __init__(self, path: str):
+        self.journal = Journal.open(path, 4 << 20, "page_cache")
+        self.orders = 0
+
+    def order_life(self) -> int:
+        """SENT_NEW, ACCEPTED, EXECUTED, a gate change, a kill, a local reject, SENT_CANCEL: 7 records."""
+        self.orders += 1
+        n, j, now = self.orders, self.journal, time.time_ns()
+        token = f"0AB1{n:010d}"
+        j.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(Action.NEW, ord("B"), 0, 99998, n, 0, 42, 0, 100,
+                                                           1_900_100, b"AAPL    ", token.encode()), now)
+        accepted = ouch.encode_outbound({
+            "type": "A", "timestamp": now % DAY_NS, "order_token": token, "buy_sell_indicator": "B",
+            "shares": 100, "stock": "AAPL", "price": 1_900_100, "time_in_force": 99998, "firm": "ALGO",
+            "display": "Y", "order_reference_number": n, "capacity": "A", "intermarket_sweep_eligibility": "N",
+            "minimum_quantity": 0, "cross_type": "N", "order_state": "L", "bbo_weight_indicator": " "})
+        j.append(RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(2 * n, accepted), now + 1)
+        executed = ouch.encode_outbound({"type": "E", "timestamp": now % DAY_NS, "order_token": token,
+                                         "executed_shares": 40, "execution_price": 1_900_000,
+                                         "liquidity_flag": "A", "match_number": n})
+        j.append(RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(2 * n + 1, executed), now + 2)
+        j.append(RecordType.CONTROL, jr.CONTROL.pack(ControlKind.GATE_CHANGED, 0, 1, n), now + 3)
+        j.append(RecordType.CONTROL, jr.CONTROL.pack(ControlEventKind.KILL, 3, 0, 0, b"alice", b"operator"), now + 4)
+        j.append(RecordType.REJECTED_LOCALLY, jr.REJECTED_LOCALLY.pack(
+            Action.NEW, ord("S"), OmsReason.GATE_CLOSED, 0, 10_000 + n, 0, 42, 1, 10, 0x7FFFFFFF, b"MSFT    "), now + 5)
+        j.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(Action.CANCEL, ord("B"), 1, 99998, 0, n, 42, 0, 0,
+                                                           1_900_100, b"AAPL    ", token.encode()), now + 6)
+        return 7
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+class Running:
+    """A DropCopy on its own thread and event loop, stopped and joined on every path."""
+
+    def __init__(self, config):
+        self.copy = DropCopy(config, ["AAPL", "MSFT"])
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        wait_until(lambda: self.copy._stopping is not None, 10, message="the drop copy's loop")
+
+    def _run(self):
+        try:
+            asyncio.run(self.copy.run())
+        except BaseException as exc:   # noqa: BLE001 - reported by stop()
+            self.error = exc
+
+    def stop(self):
+        self.copy.stop()
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "the drop copy did not stop"
+        assert self.error is None, repr(self.error)
+
+
+def config_for(server, journal_path, **params):
+    layout = SimpleNamespace(path=str(journal_path), name="venue1", processes={})
+    return parse_dropcopy_params({"nats": {"url": server.url}, "journal": str(journal_path), **params}, layout)
+
+
+def stream_messages(server) -> list:
+    """Every message of the stream: (subject, message id, event)."""
+    async def read():
+        import nats
+        nc = await nats.connect(server.url, connect_timeout=5)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(STREAM)
+            out = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                message = await js.get_msg(STREAM, seq)
+                out.append((message.subject, message.headers["Nats-Msg-Id"], json.loads(message.data)))
+            return out
+        finally:
+            await nc.close()
+    return asyncio.run(read())
+
+
+def assert_once_in_order(messages, day, count):
+    assert [m[1] for m in messages] == [f"venue1:{day}:{s}" for s in range(1, count + 1)]
+    assert {m[0] for m in messages} == {"appliance.venue1.events"}
+    assert [m[2]["sequence"] for m in messages] == list(range(1, count + 1))
+
+
+@pytest.fixture
+def journal(tmp_path):
+    writer = JournalWriter(str(tmp_path / "oms-journal.bin"))
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+def test_every_record_arrives_once_in_order_with_its_message_id(nats_server, journal):
+    count = sum(journal.order_life() for _ in range(20))
+    day = journal.journal.trading_day
+    running = Running(config_for(nats_server, journal.journal.path, batch=16))
+    try:
+        wait_until(lambda: running.copy.stats.last_sequence == count, 30, message="every record published")
+        count += sum(journal.order_life() for _ in range(5))      # appended while it runs: tailed
+        wait_until(lambda: running.copy.stats.last_sequence == count, 30, message="the new records published")
+        wait_until(lambda: running.copy.stats.lag_records == 0, 10, message="no lag")
+    finally:
+        running.stop()
+    messages = stream_messages(nats_server)
+    assert_once_in_order(messages, day, count)
+    events = [m[2]["event"] for m in messages[:7]]
+    assert events == ["SENT_NEW", "ACCEPTED", "EXECUTED", "GATE_CHANGED", "KILL", "REJECTED_LOCALLY", "SENT_CANCEL"]
+    executed = messages[2][2]
+    assert (executed["appliance"], executed["trading_day"], executed["strategy_id"], executed["client_order_id"],
+            executed["match_number"], executed["shares"]) == ("venue1", day, 42, 1, 1, 40)
+    assert running.copy.stats.published == count and running.copy.stats.duplicates == 0
+    assert running.copy.stats.unreadable == 0
+
+
+def test_a_restarted_drop_copy_resumes_after_what_the_stream_holds(nats_server, journal):
+    count = sum(journal.order_life() for _ in range(10))
+    first = Running(config_for(nats_server, journal.journal.path))
+    try:
+        wait_until(lambda: first.copy.stats.last_sequence == count, 30, message="first run published")
+    finally:
+        first.stop()
+    count += sum(journal.order_life() for _ in range(10))
+    second = Running(config_for(nats_server, journal.journal.path))
+    try:
+        wait_until(lambda: second.copy.stats.last_sequence == count, 30, message="second run caught up")
+        # the venue messages after the resume point still name their orders (learnt from the history)
+    finally:
+        second.stop()
+    assert second.copy.stats.published == 70 and second.copy.stats.duplicates == 0
+    messages = stream_messages(nats_server)
+    assert_once_in_order(messages, journal.journal.trading_day, count)
+    assert messages[71][2]["event"] == "ACCEPTED" and messages[71][2]["client_order_id"] == 11
+
+
+def test_nats_stopped_mid_stream_and_restarted_loses_and_doubles_nothing(nats_server, journal):
+    count = sum(journal.order_life() for _ in range(200))
+    running = Running(config_for(nats_server, journal.journal.path, batch=16,
+                                 retry={"initial_ms": 50, "max_ms": 200}))
+    try:
+        wait_until(lambda: running.copy.stats.last_sequence > 0, 30, message="publishing under way")
+        nats_server.kill()                                         # mid-stream: batches in flight
+        wait_until(lambda: not running.copy.stats.connected, 30, message="the drop copy seeing NATS gone")
+        count += sum(journal.order_life() for _ in range(10))     # the appliance keeps journaling
+        wait_until(lambda: running.copy.stats.lag_records == count - running.copy.stats.last_sequence, 10,
+                   message="the lag counting the backlog")
+        assert running.copy.stats.lag_records >= 70 and running.copy.stats.lag_us > 0
+        nats_server.start()
+        wait_until(lambda: running.copy.stats.last_sequence == count, 60, message="caught up after the outage")
+        wait_until(lambda: running.copy.stats.lag_records == 0, 10, message="no lag after catching up")
+    finally:
+        running.stop()
+    assert running.copy.stats.publish_errors >= 1
+    assert_once_in_order(stream_messages(nats_server), journal.journal.trading_day, count)
+
+
+def test_an_unreadable_record_is_counted_and_skipped(nats_server, journal):
+    count = journal.order_life()                                   # 1..7
+    bad_type = journal.journal.append(99, b"not a record type", time.time_ns())          # 8: unknown type
+    short = journal.journal.append(RecordType.SESSION, b"\x01", time.time_ns())           # 9: too short
+    corrupt = journal.journal.append(RecordType.SESSION, jr.SESSION.pack(SessionEvent.LOGOUT), time.time_ns())
+    count = corrupt + journal.order_life()                         # 11..17 after the corrupt 10
+    # flip a payload byte of record 10 (its CRC no longer matches: a bad record with valid ones after it)
+    offset = journal.journal.found.end
+    for _ in range(corrupt - 1):
+        length = int.from_bytes(journal.journal._mm[offset + 4:offset + 8], "little")
+        offset += (RECORD_HEADER_SIZE + length + 7) & ~7
+    journal.journal._mm[offset + RECORD_HEADER_SIZE] ^= 0xFF
+    running = Running(config_for(nats_server, journal.journal.path))
+    try:
+        wait_until(lambda: running.copy.stats.last_sequence == count, 30, message="the readable records published")
+    finally:
+        running.stop()
+    assert running.copy.stats.unreadable == 3
+    assert [m[2]["sequence"] for m in stream_messages(nats_server)] == \
+        [s for s in range(1, count + 1) if s not in (bad_type, short, corrupt)]
