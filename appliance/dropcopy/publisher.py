@@ -93,6 +93,7 @@ class DropCopy:
         self.stats = Stats()
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested = False
         self._unacked_first_ns = 0       # journal timestamp of the oldest record read but not yet done
         self._done: tuple = (None, 0)    # (day, sequence) of the last record the stream has or that was skipped
         self._confirmed_day: int | None = None   # the trading day of stats.last_sequence
@@ -101,13 +102,16 @@ class DropCopy:
 
     def stop(self) -> None:
         """From any thread: the loop ends after the batch in flight."""
+        self._stop_requested = True      # seen by run() if its loop is not there yet
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None:
             loop.call_soon_threadsafe(stopping.set)
 
     async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._stop_requested:
+            self._stopping.set()
         lag = asyncio.ensure_future(self._measure_lag())
         backoff_ms = self.config.retry_initial_ms
         said_down = False
