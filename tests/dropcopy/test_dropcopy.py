@@ -2,6 +2,7 @@
 across drop copy restarts and NATS outages; an unreadable record counted and skipped."""
 from __future__ import annotations
 
+import os
 import time
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ from appliance.oms import journal_records as jr
 from appliance.oms.journal_format import RECORD_HEADER_SIZE
 from appliance.oms.journal_records import RecordType, SessionEvent
 from conftest import wait_until
-from dropcopy_rig import JournalWriter, Running, stream_messages
+from dropcopy_rig import DAY_NS, JournalWriter, Running, stream_messages
 from nats_server import nats_server   # noqa: F401  (the fixture)
 
 
@@ -119,3 +120,33 @@ def test_an_unreadable_record_is_counted_and_skipped(nats_server, journal):
     assert running.copy.stats.unreadable == 3
     assert [m[2]["sequence"] for m in stream_messages(nats_server)] == \
         [s for s in range(1, count + 1) if s not in (bad_type, short, corrupt)]
+
+
+def test_a_journal_created_after_the_start_and_a_new_trading_day_are_followed(nats_server, tmp_path):
+    """No journal yet (the OMS creates it): the drop copy waits for it. A new trading day: the OMS
+    archives the file and starts a new one numbered from 1; the drop copy finishes the old file
+    and publishes the new one under the new day's ids."""
+    path = tmp_path / "oms-journal.bin"
+    running = Running(config_for(nats_server, path))
+    writer = None
+    try:
+        wait_until(lambda: running.copy.stats.connected, 30, message="connected with no journal yet")
+        writer = JournalWriter(str(path))
+        first_day = writer.journal.trading_day
+        count = sum(writer.order_life() for _ in range(3))
+        wait_until(lambda: running.copy.stats.last_sequence == count, 30, message="the day's records published")
+        writer.order_life()                                        # 22..28, then the day ends
+        writer.close()
+        os.replace(path, f"{path}.{first_day}")
+        writer = JournalWriter(str(path), now_ns=time.time_ns() + DAY_NS)
+        second_day = writer.journal.trading_day
+        assert second_day != first_day
+        writer.order_life()
+        wait_until(lambda: running.copy.stats.last_sequence == 7 and running.copy._confirmed_day == second_day, 30,
+                   message="the new day's records published")
+    finally:
+        running.stop()
+        if writer is not None:
+            writer.close()
+    ids = [m[1] for m in stream_messages(nats_server)]
+    assert ids == [f"venue1:{first_day}:{s}" for s in range(1, 29)] + [f"venue1:{second_day}:{s}" for s in range(1, 8)]

@@ -21,8 +21,8 @@ DAY_NS = 86_400 * 10**9
 class JournalWriter:
     """The OMS's own journal appender, fed one order's life at a time (every kind of record)."""
 
-    def __init__(self, path: str):
-        self.journal = Journal.open(path, 4 << 20, "page_cache")
+    def __init__(self, path: str, now_ns: int | None = None):
+        self.journal = Journal.open(path, 4 << 20, "page_cache", now_ns=now_ns)
         self.orders = 0
 
     def order_life(self) -> int:
