@@ -17,7 +17,7 @@ from appliance.runtime.agent import Agent, AgentContext
 from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
 
-from .config import DropCopyConfig, DropCopyConfigError, parse_dropcopy_params
+from .config import DropCopyConfig, DropCopyConfigError, check_secret_files, parse_dropcopy_params
 from .publisher import DropCopy
 
 log = logging.getLogger("appliance.dropcopy")
@@ -34,8 +34,15 @@ class DropCopyAgent(Agent):
     name = "dropcopy"
 
     def __init__(self, context: AgentContext):
+        """Bad settings, no URL or a secret file others may read: LayoutError here, before the
+        runner starts (the process exits 2: bad configuration, not restarted)."""
         super().__init__(context)
-        self.config = self.load_config(context.layout, context.process)
+        layout, process = context.layout, context.process
+        self.config = self.load_config(layout, process)
+        if not self.config.enabled:
+            raise LayoutError(layout.path, f"processes.{process.name}.params.nats.url",
+                              "the drop copy has no NATS server to publish to")
+        self.check_params(layout, process)
 
     @staticmethod
     def load_config(layout, process) -> DropCopyConfig:
@@ -46,8 +53,14 @@ class DropCopyAgent(Agent):
 
     @classmethod
     def check_params(cls, layout, process) -> None:
-        """``appliance up`` and ``preflight``: the settings checked before anything starts."""
-        cls.load_config(layout, process)
+        """``appliance up`` and ``preflight``: the settings and the secret files checked before
+        anything starts (a credentials file others may read is bad configuration: exit 2)."""
+        config = cls.load_config(layout, process)
+        if config.enabled:
+            try:
+                check_secret_files(config, f"processes.{process.name}.params")
+            except DropCopyConfigError as exc:
+                raise LayoutError(layout.path, exc.key_path, exc.reason) from None
 
     @classmethod
     def wanted(cls, layout, process) -> bool:
@@ -55,9 +68,6 @@ class DropCopyAgent(Agent):
         return cls.load_config(layout, process).enabled
 
     def on_start(self) -> None:
-        if not self.config.enabled:
-            raise LayoutError(self.context.layout.path, f"processes.{self.context.process.name}.params.nats.url",
-                              "the drop copy has no NATS server to publish to")
         counters = self.context.counters
         self.counters = {field: counters.allocate(f"dropcopy.{field}", kind) for field, kind in COUNTERS}
         self.copy = DropCopy(self.config, list(self.context.layout.symbols))

@@ -134,6 +134,39 @@ def _check_url(nats, url: str, config: DropCopyConfig) -> None:
                                      "credentials (a .creds file allowed to publish appliance.<name>.events)")
 
 
+MAX_CREDENTIALS_BYTES = 16384
+
+
+def read_credentials(config: DropCopyConfig) -> str:
+    """The NATS credentials file's text, read only when it is private to this user (mode 0600,
+    ours, a regular file: ``runtime.private_file``); PrivateFileError naming it otherwise."""
+    from appliance.runtime.private_file import read_private_file
+    return read_private_file(config.credentials, "NATS credentials file", max_bytes=MAX_CREDENTIALS_BYTES,
+                             check_mode=not config.credentials.startswith(_systemd_credentials())).decode(
+                                 "utf-8", "replace")
+
+
+def check_secret_files(config: DropCopyConfig, path: str = "processes.dropcopy.params") -> None:
+    """The credentials file and the TLS client key readable and private, before anything starts."""
+    from appliance.runtime.private_file import PrivateFileError, read_private_file
+    try:
+        if config.credentials:
+            read_credentials(config)
+    except PrivateFileError as exc:
+        raise DropCopyConfigError(f"{path}.nats.credentials", str(exc)) from None
+    try:
+        if config.tls_key:
+            read_private_file(config.tls_key, "NATS TLS client key", max_bytes=65536)
+    except PrivateFileError as exc:
+        raise DropCopyConfigError(f"{path}.nats.tls.key", str(exc)) from None
+
+
+def _systemd_credentials() -> str:
+    """systemd's LoadCredential= directory (a private mount whose files may show group bits)."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY", "")
+    return os.path.join(directory, "") if directory else "\0"
+
+
 def _oms_journal(layout) -> str:
     """The journal the layout's OMS writes (its params.journal, else the OMS's default)."""
     from appliance.oms.config import OmsConfig

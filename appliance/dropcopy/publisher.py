@@ -27,7 +27,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from appliance.dropcopy.config import DropCopyConfig
+from appliance.dropcopy.config import DropCopyConfig, read_credentials
 from appliance.dropcopy.tail import JournalTail
 from appliance.oms.audit import AuditTrail
 from appliance.oms.journal_format import JournalError, JournalRecord
@@ -164,8 +164,13 @@ class DropCopy:
         options = dict(servers=[self.config.url], connect_timeout=CONNECT_TIMEOUT_S, allow_reconnect=False,
                        max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=quiet,
                        name=f"dropcopy-{self.config.appliance}")
-        if self.config.credentials:
-            options["user_credentials"] = self.config.credentials
+        if self.config.credentials:           # read at every connection: a rotated file is picked up
+            from nats.aio.client import RawCredentials
+            from appliance.runtime.private_file import PrivateFileError
+            try:
+                options["user_credentials"] = RawCredentials(read_credentials(self.config))
+            except PrivateFileError as exc:
+                raise DropCopyError(str(exc)) from None
         context = self._tls_context()
         if context is not None:
             options["tls"] = context

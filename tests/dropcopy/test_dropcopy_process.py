@@ -11,7 +11,7 @@ import pytest
 from appliance.dropcopy.config import DropCopyConfigError, parse_dropcopy_params
 from appliance.messages.codes import GateReason, RiskState
 from appliance.runtime.counters import ProcessState
-from appliance.runtime.layout import load_layout
+from appliance.runtime.layout import LayoutError, load_layout
 from appliance.runtime.memory import SharedMemory
 from appliance.supervisor.gate import GateInputs, ProcessHealth, gate_reasons
 from appliance.supervisor.preflight_config import check_process_configs
@@ -111,3 +111,39 @@ def test_the_agent_publishes_and_counts_in_shared_memory(nats_server, write_layo
             assert memory.process_table().read("dropcopy").state is ProcessState.STOPPED
     finally:
         journal.close()
+
+
+def dropcopy_layout(write_layout, unique_name, params):
+    return load_layout(write_layout(layout_document(unique_name, processes=[{
+        "name": "dropcopy", "agent": "appliance.dropcopy.agent:DropCopyAgent", "cpu": None,
+        "idle": {"strategy": "sleep", "sleep_ns": 5_000_000}, "params": params}], rings=[])))
+
+
+@pytest.mark.parametrize("mode,refused", [(0o644, True), (0o640, True), (0o600, False)])
+def test_a_credentials_file_others_may_read_stops_the_start(write_layout, unique_name, tmp_path, mode, refused):
+    creds = tmp_path / "dropcopy.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n")
+    creds.chmod(mode)
+    layout = dropcopy_layout(write_layout, unique_name, {"nats": {"url": "nats://127.0.0.1:4222",
+                                                                  "credentials": str(creds)}})
+    if not refused:
+        assert check_process_configs(layout) == set()
+        return
+    with pytest.raises(LayoutError) as caught:
+        check_process_configs(layout)
+    assert caught.value.key_path == "processes.dropcopy.params.nats.credentials"
+    assert f"chmod 600 {creds}" in str(caught.value) and "JWT" not in str(caught.value)
+
+
+def test_the_agent_without_a_url_or_with_bad_secrets_exits_as_bad_configuration(write_layout, unique_name,
+                                                                                 spawner, tmp_path):
+    creds = tmp_path / "open.creds"
+    creds.write_text("x")
+    creds.chmod(0o644)
+    for params, says in (({"nats": {"url": ""}}, "no NATS server to publish to"),
+                         ({"nats": {"url": "nats://127.0.0.1:4222", "credentials": str(creds)}}, "chmod 600")):
+        layout = dropcopy_layout(write_layout, unique_name, params)
+        with SharedMemory.create(layout):
+            proc = spawner.start(layout.path, "dropcopy")
+            out = output_of(proc, timeout=30)
+            assert proc.returncode == 2 and says in out, out
