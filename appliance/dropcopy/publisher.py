@@ -39,6 +39,7 @@ ACK_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 2
 IDLE_POLL_S = 0.002              # the journal is looked at this often when nothing is new
 LAG_PERIOD_S = 0.1
+DRAIN_S = 3.0                    # at a stop, what the journal holds is published for at most this long
 STREAM_SUBJECTS = "appliance.*.events"
 
 
@@ -101,7 +102,8 @@ class DropCopy:
     # ------------------------------------------------------------------ lifecycle
 
     def stop(self) -> None:
-        """From any thread: the loop ends after the batch in flight."""
+        """From any thread: the loop ends once the journal's records are in the stream (for at
+        most ``DRAIN_S``: the OMS stops first, so its last records are published at ``down``)."""
         self._stop_requested = True      # seen by run() if its loop is not there yet
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None:
@@ -200,14 +202,23 @@ class DropCopy:
         inbox = nc.new_inbox()
         acks = await nc.subscribe(inbox + ".*")
         try:
-            while not self._stopping.is_set():
+            drain_until = None
+            while True:
+                if drain_until is None and self._stopping.is_set():
+                    drain_until = time.monotonic() + DRAIN_S
                 records = self.tail.poll(self.config.batch)
                 self.stats.unreadable = self.tail.unreadable
                 if not records:
+                    if drain_until is not None:
+                        return                   # stopping, and the stream has the whole journal
                     if not nc.is_connected:
                         raise DropCopyError("the connection to NATS was lost")
                     await asyncio.sleep(IDLE_POLL_S)
                     continue
+                if drain_until is not None and time.monotonic() > drain_until:
+                    log.warning("stopping with journal records from %d on not yet in the stream: the next "
+                                "start publishes them", records[0].sequence)
+                    return
                 await self._publish(nc, acks, inbox, records)
         finally:
             await _unsubscribe_quietly(acks)

@@ -150,3 +150,17 @@ def test_a_journal_created_after_the_start_and_a_new_trading_day_are_followed(na
             writer.close()
     ids = [m[1] for m in stream_messages(nats_server)]
     assert ids == [f"venue1:{first_day}:{s}" for s in range(1, 29)] + [f"venue1:{second_day}:{s}" for s in range(1, 8)]
+
+
+def test_a_stop_publishes_what_the_journal_holds_first(nats_server, journal):
+    """``appliance down`` stops the OMS before the drop copy: its last records (the logout) are
+    published before the drop copy exits, not left for the next start."""
+    count = journal.order_life()
+    running = Running(config_for(nats_server, journal.journal.path, batch=8))
+    try:
+        wait_until(lambda: running.copy.stats.last_sequence == count, 30, message="published")
+        count += sum(journal.order_life() for _ in range(100))
+    finally:
+        running.stop()
+    assert running.copy.stats.last_sequence == count
+    assert len(stream_messages(nats_server)) == count
