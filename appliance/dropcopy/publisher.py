@@ -95,6 +95,7 @@ class DropCopy:
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
+        self._problem = ""               # the kind of the last trouble warned about ("" while fine)
         self._unacked_first_ns = 0       # journal timestamp of the oldest record read but not yet done
         self._done: tuple = (None, 0)    # (day, sequence) of the last record the stream has or that was skipped
         self._confirmed_day: int | None = None   # the trading day of stats.last_sequence
@@ -116,37 +117,37 @@ class DropCopy:
             self._stopping.set()
         lag = asyncio.ensure_future(self._measure_lag())
         backoff_ms = self.config.retry_initial_ms
-        said_down = False
         try:
             while not self._stopping.is_set():
                 nc = None
+                connects = self.stats.connects
                 try:
                     nc = await self._connect()
-                    if said_down:
-                        log.info("NATS reachable again at %s: catching up", self.config.url)
-                        said_down = False
-                    backoff_ms = self.config.retry_initial_ms
                     await self._session(nc)
-                except (DropCopyError, JournalError) as exc:
+                except Exception as exc:     # nats-py's errors, OSError, timeouts, DropCopyError, JournalError
                     self.stats.publish_errors += 1
-                    log.error("drop copy: %s; retrying in %d ms", exc, backoff_ms)
-                except Exception as exc:             # nats-py's errors, OSError, timeouts: NATS unreachable
-                    self.stats.publish_errors += 1
-                    if not said_down:
-                        log.warning("NATS at %s unreachable or failing (%s: %s): the appliance keeps trading; "
-                                    "retrying with backoff up to %d ms", self.config.url, type(exc).__name__,
-                                    exc, self.config.retry_max_ms)
-                        said_down = True
+                    self._trouble(exc)
                 finally:
                     self.stats.connected = 0
                     if nc is not None:
                         await _close_quietly(nc)
+                if self.stats.connects > connects:
+                    backoff_ms = self.config.retry_initial_ms    # it worked for a while: retry soon
                 if not self._stopping.is_set():
                     await self._wait(backoff_ms / 1000)
                     backoff_ms = min(self.config.retry_max_ms, backoff_ms * 2)
         finally:
             lag.cancel()
             self.tail.close()
+
+    def _trouble(self, exc: Exception) -> None:
+        """One warning per kind of trouble (not one per retry), until a session starts again."""
+        why = str(exc) if isinstance(exc, (DropCopyError, JournalError)) else f"{type(exc).__name__}: {exc}"
+        kind = why.split(":")[0]
+        if kind != self._problem:
+            log.warning("drop copy to %s: %s; the appliance keeps trading, retrying with backoff up to %d ms",
+                        self.config.url, why, self.config.retry_max_ms)
+            self._problem = kind
 
     async def _wait(self, seconds: float) -> None:
         try:
@@ -196,11 +197,15 @@ class DropCopy:
         self._done, self._unacked_first_ns = (day, last), 0
         self.stats.connects += 1
         self.stats.connected = 1
+        if self._problem:
+            log.info("drop copy publishing again (after: %s)", self._problem)
+            self._problem = ""
         log.info("drop copy connected to %s, stream %s, subject %s: %s", self.config.url, self.config.stream,
                  self.config.subject, f"resuming after record {last} of day {day}" if day else
                  "nothing of ours in the stream yet: from the journal's first record")
         inbox = nc.new_inbox()
-        acks = await nc.subscribe(inbox + ".*")
+        self._acks = _Acks()
+        acks = await nc.subscribe(inbox + ".*", cb=self._acks.on_message)
         try:
             drain_until = None
             while True:
@@ -259,7 +264,7 @@ class DropCopy:
         """One batch: every readable record published in order, then every acknowledgement awaited."""
         c, day = self.config, self.tail.day
         self._unacked_first_ns = self._unacked_first_ns or records[0].timestamp_ns
-        sent: list[int] = []
+        batch: list[tuple[int, bytes]] = []
         for record in records:
             if day == self._confirmed_day and record.sequence <= self.stats.last_sequence:
                 continue                  # the stream has it (a journal read again from its start)
@@ -268,45 +273,41 @@ class DropCopy:
                 self.tail.count_unreadable(record.sequence, f"record {record.sequence} (type {record.type}, "
                                                             f"{len(record.payload)} bytes) cannot be read")
                 continue
-            await nc.publish(c.subject, data, reply=f"{inbox}.{len(sent)}",
-                             headers={"Nats-Msg-Id": c.message_id(day, record.sequence),
-                                      "Nats-Expected-Stream": c.stream})
-            sent.append(record.sequence)
+            batch.append((record.sequence, data))
         self.stats.unreadable = self.tail.unreadable
-        pending = set(range(len(sent)))
-        deadline = time.monotonic() + ACK_TIMEOUT_S
-        while pending:
+        waiting = self._acks
+        waiting.expect(len(batch))
+        try:
+            for index, (sequence, data) in enumerate(batch):
+                await nc.publish(c.subject, data, reply=f"{inbox}.{index}",
+                                 headers={"Nats-Msg-Id": c.message_id(day, sequence), "Nats-Expected-Stream": c.stream})
             try:
-                message = await acks.next_msg(timeout=max(0.001, deadline - time.monotonic()))
-            except Exception as exc:
-                raise DropCopyError(f"{len(pending)} of {len(sent)} events unacknowledged "
-                                    f"({type(exc).__name__})") from None
-            index = _index_of(message.subject)
-            if index not in pending:
-                continue
-            try:
-                ack = json.loads(message.data)
-            except ValueError:
-                ack = {}
-            if not isinstance(ack, dict) or "error" in ack or "seq" not in ack:
-                raise DropCopyError(f"record {sent[index]} refused by the stream: {message.data[:200]!r}")
-            pending.discard(index)
-            if ack.get("duplicate"):
-                self.stats.duplicates += 1
-            else:
-                self.stats.published += 1
-        if sent:
-            self.stats.last_sequence, self._confirmed_day = sent[-1], day
+                await asyncio.wait_for(waiting.done.wait(), ACK_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                raise DropCopyError(f"{len(waiting.pending)} of {len(batch)} events unacknowledged after "
+                                    f"{ACK_TIMEOUT_S:g} s") from None
+            if waiting.refused is not None:
+                index, said = waiting.refused
+                raise DropCopyError(f"record {batch[index][0]} refused by the stream: {said!r}")
+        finally:
+            self.stats.published += waiting.new
+            self.stats.duplicates += waiting.duplicates
+            waiting.new = waiting.duplicates = 0
+        if batch:
+            self.stats.last_sequence, self._confirmed_day = batch[-1][0], day
         self._done, self._unacked_first_ns = (day, records[-1].sequence), 0
 
     # ------------------------------------------------------------------ lag
 
     async def _measure_lag(self) -> None:
+        said = ""
         while True:
             try:
                 self.measure_lag()
-            except (JournalError, OSError, ValueError) as exc:
-                log.debug("lag: %s", exc)
+            except Exception as exc:     # a look that failed: the next one may not (never the task's end)
+                if str(exc) != said:
+                    log.warning("drop copy: the lag could not be measured: %s", exc, exc_info=True)
+                    said = str(exc)
             await asyncio.sleep(LAG_PERIOD_S)
 
     def measure_lag(self, now_ns: int | None = None) -> None:
@@ -321,6 +322,43 @@ class DropCopy:
         self.stats.lag_records = behind + waiting
         now_ns = time.time_ns() if now_ns is None else now_ns
         self.stats.lag_us = max(0, now_ns - oldest) // 1000 if self.stats.lag_records and oldest else 0
+
+
+class _Acks:
+    """JetStream's acknowledgements of the batch in flight, taken by the reply subscription's
+    callback (``inbox.<index in the batch>``: one JSON PubAck each)."""
+
+    def __init__(self):
+        self.pending: set[int] = set()
+        self.refused: tuple[int, bytes] | None = None
+        self.done = asyncio.Event()
+        self.new = self.duplicates = 0
+
+    def expect(self, count: int) -> None:
+        self.pending, self.refused = set(range(count)), None
+        self.done.clear()
+        if not count:
+            self.done.set()
+
+    async def on_message(self, message) -> None:
+        index = _index_of(message.subject)
+        if index not in self.pending:
+            return                        # late, or not an index of this batch
+        try:
+            ack = json.loads(message.data)
+        except ValueError:
+            ack = None
+        if not isinstance(ack, dict) or "error" in ack or "seq" not in ack:
+            self.refused = (index, bytes(message.data[:200]))
+            self.done.set()
+            return
+        self.pending.discard(index)
+        if ack.get("duplicate"):
+            self.duplicates += 1
+        else:
+            self.new += 1
+        if not self.pending:
+            self.done.set()
 
 
 def _covers(pattern: str, subject: str) -> bool:

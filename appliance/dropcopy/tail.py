@@ -50,6 +50,7 @@ class JournalTail:
         self.expected = 1                 # the sequence the next record must carry
         self.unreadable = 0               # records counted and skipped (corrupt, or a payload unread)
         self._counted: set = set()        # (day, sequence) of those, counted once
+        self._probe: tuple | None = None  # (file, offset, expected) read ahead by pending()
         self.problem = ""                 # why the last read stopped short of a zero header
         self._resume: tuple = (None, 0, None)   # where seek was asked to go (kept until a journal exists)
 
@@ -189,19 +190,25 @@ class JournalTail:
             self.seek(None, 0)
 
     def pending(self) -> tuple[int, int]:
-        """(records appended after the tail's position, the first one's timestamp ns or 0), read
-        ahead without moving the tail: how far behind the reader is."""
+        """(records appended after the tail's position, the first one's timestamp ns or 0): how far
+        behind the reader is. A probe reads ahead of the tail, each record once (a backlog is not
+        read again at every look)."""
         f = self.file
         if f is None:
             return 0, 0
-        offset, expected, count, first = self.offset, self.expected, 0, 0
+        if self._probe is None or self._probe[0] is not f or self._probe[2] < self.expected:
+            self._probe = (f, self.offset, self.expected)
+        _, offset, expected = self._probe
         while True:
             records, offset, _ = read_from(f.mm, f.size, offset, expected, 4096)
             if not records:
-                return count, first
-            first = first or records[0].timestamp_ns
-            count += len(records)
+                break
             expected = records[-1].sequence + 1
+        self._probe = (f, offset, expected)
+        count = expected - self.expected
+        if count <= 0:
+            return 0, 0
+        return count, RECORD_HEADER.parse(f.mm, self.offset).timestamp_ns
 
     def close(self) -> None:
         if self.file is not None:
