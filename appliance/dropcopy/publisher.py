@@ -36,6 +36,7 @@ from appliance.oms.journal_records import RecordType
 log = logging.getLogger("appliance.dropcopy")
 
 ACK_TIMEOUT_S = 5.0
+ACK_POLL_S = 0.05                # how often the connection is looked at while acknowledgements are awaited
 CONNECT_TIMEOUT_S = 2
 IDLE_POLL_S = 0.002              # the journal is looked at this often when nothing is new
 LAG_PERIOD_S = 0.1
@@ -281,11 +282,18 @@ class DropCopy:
             for index, (sequence, data) in enumerate(batch):
                 await nc.publish(c.subject, data, reply=f"{inbox}.{index}",
                                  headers={"Nats-Msg-Id": c.message_id(day, sequence), "Nats-Expected-Stream": c.stream})
-            try:
-                await asyncio.wait_for(waiting.done.wait(), ACK_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                raise DropCopyError(f"{len(waiting.pending)} of {len(batch)} events unacknowledged after "
-                                    f"{ACK_TIMEOUT_S:g} s") from None
+            deadline = time.monotonic() + ACK_TIMEOUT_S
+            while not waiting.done.is_set():      # a lost connection ends the wait at once
+                if not nc.is_connected:
+                    raise DropCopyError(f"the connection to NATS was lost with {len(waiting.pending)} of "
+                                        f"{len(batch)} events unacknowledged")
+                if time.monotonic() > deadline:
+                    raise DropCopyError(f"{len(waiting.pending)} of {len(batch)} events unacknowledged after "
+                                        f"{ACK_TIMEOUT_S:g} s")
+                try:
+                    await asyncio.wait_for(waiting.done.wait(), ACK_POLL_S)
+                except asyncio.TimeoutError:
+                    pass
             if waiting.refused is not None:
                 index, said = waiting.refused
                 raise DropCopyError(f"record {batch[index][0]} refused by the stream: {said!r}")
