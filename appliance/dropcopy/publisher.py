@@ -195,6 +195,11 @@ class DropCopy:
         day, last = await self._last_in_stream(js)
         self.stats.last_sequence, self._confirmed_day = last, day
         self.tail.seek(day, last, history=self._remember)
+        if day is not None and day == self.tail.day and last > self.tail.expected - 1:
+            # fail closed: resuming there would leave records out of the firm's record for good
+            raise DropCopyError(f"the stream says it holds record {last} of day {day} of {self.config.appliance}, "
+                                f"but the journal {self.config.journal} ends at record {self.tail.expected - 1}: "
+                                "another publisher on our subject, or a journal replaced; not publishing")
         self._done, self._unacked_first_ns = (day, last), 0
         self.stats.connects += 1
         self.stats.connected = 1

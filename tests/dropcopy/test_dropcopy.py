@@ -164,3 +164,31 @@ def test_a_stop_publishes_what_the_journal_holds_first(nats_server, journal):
         running.stop()
     assert running.copy.stats.last_sequence == count
     assert len(stream_messages(nats_server)) == count
+
+
+def test_a_stream_claiming_more_than_the_journal_holds_is_refused(nats_server, journal):
+    """The stream is read back, not believed: a last message on our subject numbered past the
+    journal's end (another publisher, a replaced journal) stops the drop copy from resuming after
+    it, which would leave the journal's records out for good."""
+    import asyncio as aio
+    count = journal.order_life()
+    day = journal.journal.trading_day
+
+    async def forge():
+        import nats
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await js.add_stream(name="APPLIANCE_EVENTS", subjects=["appliance.*.events"])
+            await js.publish("appliance.venue1.events", b"{}", headers={"Nats-Msg-Id": f"venue1:{day}:999"})
+        finally:
+            await nc.close()
+    aio.run(forge())
+    running = Running(config_for(nats_server, journal.journal.path, retry={"initial_ms": 50, "max_ms": 100}))
+    try:
+        wait_until(lambda: running.copy.stats.publish_errors >= 2, 30, message="the resume refused")
+        assert running.copy.stats.connected == 0 and running.copy.stats.published == 0
+        assert running.copy.stats.lag_records == count
+    finally:
+        running.stop()
+    assert [m[1] for m in stream_messages(nats_server)] == [f"venue1:{day}:999"]
