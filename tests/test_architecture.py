@@ -18,7 +18,7 @@ PACKAGE = ROOT / "appliance"
 
 TRADING = ("feed", "strategy", "risk", "oms")          # the four processes of the order path
 HOT_PATH = TRADING + ("runtime", "messages", "wire")    # what the agents of the order path run on
-EVENT_LOOP_AND_METRICS = ("asyncio", "uvloop", "prometheus_client")
+EVENT_LOOP_AND_METRICS = ("asyncio", "uvloop", "prometheus_client", "nats")
 CONFIG_LOADERS = {                                       # modules that read YAML before an agent starts
     "runtime/layout.py", "risk/limits.py", "strategy/loader.py",
 }

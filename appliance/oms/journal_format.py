@@ -312,6 +312,36 @@ def read_records(path: str, *, skip_corrupt: bool = True) -> tuple[list[JournalR
     return records, found, header
 
 
+def read_from(buffer, size: int, offset: int, expected: int, limit: int) -> tuple[list[JournalRecord], int, str]:
+    """Up to ``limit`` whole records from ``offset`` on, the first numbered ``expected``: a live
+    journal's tail, read while the OMS appends (the drop copy). Returns the records, the offset
+    after them and why it stopped ("" at the end: a zero header or the end of the file). A record
+    that fails its header or CRC check stops the read with the reason: it may be one the OMS is
+    writing now (CRC last), so the caller decides, with ``valid_after``, whether it is corrupt."""
+    records: list[JournalRecord] = []
+    while len(records) < limit and offset + RECORD_HEADER_SIZE <= size:
+        header = RECORD_HEADER.parse(buffer, offset)
+        if header.sequence == 0 and header.crc == 0 and header.length == 0:
+            return records, offset, ""
+        found = _header_ok(buffer, offset, size, expected)
+        if found is None:
+            return records, offset, f"implausible header (sequence {header.sequence}, length {header.length})"
+        length, sequence, crc = found
+        if not _crc_ok(buffer, offset, length, crc):
+            return records, offset, "CRC mismatch"
+        records.append(record_at(buffer, offset))
+        offset += padded(RECORD_HEADER_SIZE + length)
+        expected = sequence + 1
+    return records, offset, ""
+
+
+def valid_after(buffer, offset: int, size: int, after_sequence: int):
+    """(offset, sequence) of the first CRC-valid record numbered after ``after_sequence`` within
+    one record's reach after ``offset`` (where the record after a bad one must start), or None:
+    a bad record followed by a valid one is corrupt, a bad last record may be in progress."""
+    return _find_valid_after(buffer, offset, min(size, offset + MAX_RECORD_SIZE + 8), size, after_sequence)
+
+
 def record_at(buffer, offset: int) -> JournalRecord:
     """The record whose header is at ``offset`` (found valid by ``scan``)."""
     header = RECORD_HEADER.parse(buffer, offset)

@@ -43,6 +43,11 @@ class GateInputs:
     market_data_bad: bool = False  # MarketDataWatch.tripped
 
 
+# Processes off the order path: their being down is logged and restarted, never a reason to close
+# the gate (the drop copy: the journal keeps every event, it catches up when it is back).
+OFF_ORDER_PATH = frozenset(("dropcopy",))
+
+
 def _healthy(h: ProcessHealth | None, timeout_ns: int) -> bool:
     return (h is not None and h.alive and h.running and h.heartbeat_age_ns is not None
             and h.heartbeat_age_ns <= timeout_ns)
@@ -56,7 +61,8 @@ def gate_reasons(i: GateInputs) -> GateReason:
         reasons |= GateReason.STARTING
     if i.operator_closed:
         reasons |= GateReason.OPERATOR
-    if any(not _healthy(h, i.heartbeat_timeout_ns) for name, h in i.processes.items() if name != "risk"):
+    if any(not _healthy(h, i.heartbeat_timeout_ns) for name, h in i.processes.items()
+           if name != "risk" and name not in OFF_ORDER_PATH):
         reasons |= GateReason.PROCESS_DOWN
     if "risk" in i.processes and (not _healthy(i.processes["risk"], i.risk_heartbeat_timeout_ns) or not i.risk_ready):
         reasons |= GateReason.RISK_UNHEALTHY

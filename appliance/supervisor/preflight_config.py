@@ -6,12 +6,15 @@ from appliance.runtime.agent import load_agent_class
 from appliance.runtime.layout import Layout, LayoutError
 
 
-def check_process_configs(layout: Layout) -> None:
-    """Raises LayoutError for the first process whose agent cannot load or whose params are bad.
+def check_process_configs(layout: Layout) -> set[str]:
+    """Raises LayoutError for the first process whose agent cannot load or whose params are bad;
+    returns the processes whose own settings say they are off (not started).
 
     An agent class may define ``check_params(layout, process) -> None`` (raising LayoutError);
-    the feed's params are checked here directly.
+    the feed's params are checked here directly. One may define ``wanted(layout, process) -> bool``:
+    False leaves it out (the drop copy without a NATS URL).
     """
+    off = set()
     for name, process in layout.processes.items():
         if name == "supervisor":
             continue
@@ -25,3 +28,7 @@ def check_process_configs(layout: Layout) -> None:
                 parse_feed_params(process.params, f"processes.{name}.params")
             except FeedConfigError as exc:
                 raise LayoutError(layout.path, exc.key_path, exc.reason) from None
+        wanted = getattr(cls, "wanted", None)
+        if wanted is not None and not wanted(layout, process):
+            off.add(name)
+    return off

@@ -80,7 +80,11 @@ def build_status(layout, memory) -> dict:
     status["symbols"] = symbols
     status["market_data"] = {"problems": problems, "summary": describe_problems(problems)}
     status["totals"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in totals.items()}
-    status["tick_to_trade"] = latency.summary(memory.counters_reader().by_label())
+    counters = memory.counters_reader().by_label()
+    status["tick_to_trade"] = latency.summary(counters)
+    dropcopy = {label[len("dropcopy."):]: value for label, value in counters.items() if label.startswith("dropcopy.")}
+    if dropcopy:                            # the drop copy runs (its counters are allocated when it starts)
+        status["dropcopy"] = dropcopy
     return status
 
 
@@ -107,4 +111,8 @@ def one_line(status: dict) -> str:
     t2t = status.get("tick_to_trade", {}).get("tick_to_trade")
     if t2t and t2t.get("count"):
         line += f" | t2t p50 {t2t['p50_ns'] / 1000:.0f}us p99 {t2t['p99_ns'] / 1000:.0f}us"
+    dropcopy = status.get("dropcopy")
+    if dropcopy:
+        line += (f" | drop copy {'up' if dropcopy.get('connected') else 'NATS DOWN'} lag "
+                 f"{dropcopy.get('lag_records', 0)} rec {dropcopy.get('lag_us', 0) / 1000:.1f} ms")
     return line

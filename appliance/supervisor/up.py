@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from appliance.runtime.polling import poll_until
@@ -65,7 +66,10 @@ def run(args: argparse.Namespace, venue=None) -> int:
                                          [p for p in layout.processes if p != "supervisor"])
         if venue is not None:
             venue.prepare(layout)
-        check_process_configs(layout)
+        off = check_process_configs(layout)
+        if off:
+            log.info("not started, off in their settings: %s", ", ".join(sorted(off)))
+            config = replace(config, start_order=tuple(p for p in config.start_order if p not in off))
     except (LayoutError, SupervisorConfigError, OSError, ValueError) as exc:
         print(f"appliance up: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -1,0 +1,178 @@
+"""The drop copy's settings: the ``params`` of the ``dropcopy`` process in ``shm_layout.yaml``.
+
+    params:
+      nats:
+        url: ""                  # "" or absent: the drop copy is off (the supervisor does not start it)
+        stream: APPLIANCE_EVENTS # created (file storage) when missing; subjects appliance.*.events
+        credentials: ""          # a NATS .creds file (JWT + nkey seed), mode 0600; relative: to the layout
+        tls: {ca: "", cert: "", key: ""}   # tls://, or a server asking for TLS; cert+key: client certificate
+        duplicate_window_s: 600  # the stream's de-duplication window (when the drop copy creates it)
+      appliance: ""              # the name in subjects and message ids (default: the layout's name)
+      journal: ""                # the OMS journal (default: the oms process's params.journal)
+      batch: 256                 # events published before waiting for their acknowledgements
+      retry: {initial_ms: 200, max_ms: 5000}   # reconnect backoff while NATS is unreachable
+
+A NATS server that is not on loopback must be reached with TLS (``tls://`` or ``tls.ca``) and
+credentials: the stream is the firm's record and its subjects are its trust boundary.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+from appliance.config.checker import Checker
+from appliance.config.errors import ParamsError
+
+SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class DropCopyConfigError(ParamsError):
+    """A bad value in the drop copy's settings: key path and reason."""
+
+
+@dataclass(frozen=True)
+class DropCopyConfig:
+    url: str = ""
+    stream: str = "APPLIANCE_EVENTS"
+    credentials: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    duplicate_window_s: int = 600
+    appliance: str = ""
+    journal: str = ""
+    batch: int = 256
+    retry_initial_ms: int = 200
+    retry_max_ms: int = 5000
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def subject(self) -> str:
+        """``appliance.<name>.events``: where this appliance's events go."""
+        return f"appliance.{self.appliance}.events"
+
+    def message_id(self, trading_day: int, sequence: int) -> str:
+        """The JetStream de-duplication id of one journal record. The journal numbers its records
+        from 1 each trading day, so the day is part of the id: two days never share one."""
+        return f"{self.appliance}:{trading_day}:{sequence}"
+
+
+_KEYS = {"nats": (dict, None), "appliance": str, "journal": str, "batch": int, "retry": dict}
+_NATS_KEYS = {"url": (str, None), "stream": str, "credentials": str, "tls": dict, "duplicate_window_s": int}
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_dropcopy_params(params: dict | None, layout, path: str = "processes.dropcopy.params") -> DropCopyConfig:
+    """The checked settings; paths resolved against the layout's directory; the journal and the
+    appliance name default to the OMS's journal and the layout's name."""
+    top = Checker.for_params(DropCopyConfigError).section(params, path, None, _KEYS, optional=True)
+    nats = top.section("nats", _NATS_KEYS)
+    url = nats.string("url", "", nullable=True, empty=True) or ""
+    base = os.path.dirname(os.path.abspath(layout.path)) if getattr(layout, "path", "") else os.getcwd()
+
+    def resolved(name: str) -> str:
+        return os.path.normpath(name if os.path.isabs(name) else os.path.join(base, name)) if name else ""
+    tls = nats.section("tls", {"ca": str, "cert": str, "key": str})
+    retry = top.section("retry", {"initial_ms": int, "max_ms": int})
+    appliance = top.string("appliance", "", empty=True) or layout.name
+    if not SUBJECT_TOKEN.fullmatch(appliance):
+        where = "appliance" if "appliance" in top else "(the layout's name)"
+        top.checker.fail(top.key_path("appliance"), f"{appliance!r} {where} must be 1..64 letters, digits, "
+                                                     "'_' or '-' (it is a NATS subject token)")
+    config = DropCopyConfig(
+        url=url, stream=nats.string("stream", DropCopyConfig.stream, pattern=STREAM_NAME,
+                                    rule="1..64 letters, digits, '_' or '-'"),
+        credentials=resolved(nats.string("credentials", "", empty=True)),
+        tls_ca=resolved(tls.string("ca", "", empty=True)), tls_cert=resolved(tls.string("cert", "", empty=True)),
+        tls_key=resolved(tls.string("key", "", empty=True)),
+        duplicate_window_s=nats.integer("duplicate_window_s", 1, 86_400, DropCopyConfig.duplicate_window_s),
+        appliance=appliance, journal=resolved(top.string("journal", "", empty=True) or _oms_journal(layout)),
+        batch=top.integer("batch", 1, 65_536, DropCopyConfig.batch),
+        retry_initial_ms=retry.integer("initial_ms", 1, 600_000, DropCopyConfig.retry_initial_ms),
+        retry_max_ms=retry.integer("max_ms", 1, 600_000, DropCopyConfig.retry_max_ms))
+    if config.retry_max_ms < config.retry_initial_ms:
+        retry.fail("max_ms", f"must be at least initial_ms ({config.retry_initial_ms}), got {config.retry_max_ms}")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        tls.fail("cert" if not config.tls_cert else "key", "a client certificate needs both cert and key")
+    if url:
+        _check_url(nats, url, config)
+    return config
+
+
+def _check_url(nats, url: str, config: DropCopyConfig) -> None:
+    """nats:// or tls://host:port; off loopback only with TLS and credentials (fail closed)."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("nats", "tls") or not parsed.hostname:
+        nats.fail("url", f"{url[:80]!r} must be nats://HOST:PORT or tls://HOST:PORT")
+    try:
+        parsed.port
+    except ValueError:
+        nats.fail("url", f"{url[:80]!r} has a bad port")
+    if parsed.username or parsed.password:
+        nats.fail("url", "no user or password in the URL (it is logged): use nats.credentials")
+    if not _loopback(parsed.hostname):
+        if parsed.scheme != "tls" and not config.tls_ca:
+            nats.fail("url", f"{parsed.hostname} is not loopback: use tls:// (and nats.tls.ca) so the "
+                             "events and credentials do not cross the network in clear")
+        if not config.credentials:
+            nats.fail("credentials", f"{parsed.hostname} is not loopback: the drop copy needs its own "
+                                     "credentials (a .creds file allowed to publish appliance.<name>.events)")
+
+
+MAX_CREDENTIALS_BYTES = 16384
+
+
+def read_credentials(config: DropCopyConfig) -> str:
+    """The NATS credentials file's text, read only when it is private to this user (mode 0600,
+    ours, a regular file: ``runtime.private_file``); PrivateFileError naming it otherwise."""
+    from appliance.runtime.private_file import read_private_file
+    return read_private_file(config.credentials, "NATS credentials file", max_bytes=MAX_CREDENTIALS_BYTES,
+                             check_mode=not config.credentials.startswith(_systemd_credentials())).decode(
+                                 "utf-8", "replace")
+
+
+def check_secret_files(config: DropCopyConfig, path: str = "processes.dropcopy.params") -> None:
+    """The credentials file and the TLS client key readable and private, before anything starts."""
+    from appliance.runtime.private_file import PrivateFileError, read_private_file
+    try:
+        if config.credentials:
+            read_credentials(config)
+    except PrivateFileError as exc:
+        raise DropCopyConfigError(f"{path}.nats.credentials", str(exc)) from None
+    try:
+        if config.tls_key:
+            read_private_file(config.tls_key, "NATS TLS client key", max_bytes=65536)
+    except PrivateFileError as exc:
+        raise DropCopyConfigError(f"{path}.nats.tls.key", str(exc)) from None
+
+
+def _systemd_credentials() -> str:
+    """systemd's LoadCredential= directory (a private mount whose files may show group bits)."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY", "")
+    return os.path.join(directory, "") if directory else "\0"
+
+
+def _oms_journal(layout) -> str:
+    """The journal the layout's OMS writes (its params.journal, else the OMS's default)."""
+    from appliance.oms.config import OmsConfig
+    processes = getattr(layout, "processes", {})
+    for process in processes.values():
+        if process.agent.startswith("appliance.oms."):
+            journal = (process.params or {}).get("journal", OmsConfig.journal)
+            return journal if isinstance(journal, str) else OmsConfig.journal
+    return OmsConfig.journal

@@ -1,0 +1,406 @@
+"""The drop copy's loop: journal records to JetStream, exactly once, in order, across restarts.
+
+Every journal record becomes one JSON event (the audit trail's columns, ``oms/audit.py``, plus the
+appliance and the trading day) published on ``appliance.<name>.events`` with the message id
+``<name>:<trading day>:<journal sequence>`` (``DropCopyConfig.message_id``). The stream is the
+record of what was delivered: at every (re)connection the drop copy asks it for the last message
+on its subject and resumes after that one, and JetStream drops a message whose id it already holds
+(within the stream's duplicate window), so neither a restart nor a lost connection loses or
+doubles an event.
+
+Events go out in batches (``batch``) on one connection, in journal order, each with its own reply
+subject; the batch is done when JetStream has acknowledged every one. A missing or negative
+acknowledgement, a lost connection, NATS unreachable: the connection is dropped, the drop copy
+waits (``retry``: doubling up to the maximum) and starts over from what the stream holds. The
+OMS never waits for any of this: the drop copy only reads the journal file.
+
+Lag (``Stats``): the journal's records not yet acknowledged by the stream, and how long ago the
+oldest of them was journaled (microseconds; 0 when nothing is behind).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import ssl
+import time
+from dataclasses import dataclass
+
+from appliance.dropcopy.config import DropCopyConfig, read_credentials
+from appliance.dropcopy.tail import JournalTail
+from appliance.oms.audit import AuditTrail
+from appliance.oms.journal_format import JournalError, JournalRecord
+from appliance.oms.journal_records import RecordType
+
+log = logging.getLogger("appliance.dropcopy")
+
+ACK_TIMEOUT_S = 5.0
+ACK_POLL_S = 0.05                # how often the connection is looked at while acknowledgements are awaited
+CONNECT_TIMEOUT_S = 2
+IDLE_POLL_S = 0.002              # the journal is looked at this often when nothing is new
+LAG_PERIOD_S = 0.1
+DRAIN_S = 3.0                    # at a stop, what the journal holds is published for at most this long
+STREAM_SUBJECTS = "appliance.*.events"
+
+
+class DropCopyError(RuntimeError):
+    """Something that ends a connection's session (the loop reconnects after its backoff)."""
+
+
+@dataclass
+class Stats:
+    """What the drop copy has done (read by the agent's duty cycle into shared-memory counters)."""
+    published: int = 0           # events acknowledged by the stream as new
+    duplicates: int = 0          # acknowledged as already held (a resend after a lost acknowledgement)
+    unreadable: int = 0          # journal records that could not be read: counted, logged and skipped
+    publish_errors: int = 0      # sessions ended by a failed publish, a lost connection or NATS unreachable
+    connects: int = 0            # sessions started (a connection with the stream found or made)
+    connected: int = 0           # 1 while a session runs
+    last_sequence: int = 0       # the last journal sequence the stream holds for us (this trading day)
+    lag_records: int = 0
+    lag_us: int = 0
+
+
+def event_of(config: DropCopyConfig, audit: AuditTrail, record: JournalRecord, day: int) -> bytes | None:
+    """One record's JSON event, or None when its payload cannot be read (unknown type, too short)."""
+    row = audit.row(record)
+    if row is None or row["event"] == "UNREADABLE" or row["record"].startswith("TYPE_"):
+        return None
+    row["appliance"] = config.appliance
+    row["trading_day"] = day
+    return json.dumps(row, separators=(",", ":")).encode()
+
+
+_ID = re.compile(r"([A-Za-z0-9_-]{1,64}):(\d{1,10}):(\d{1,19})")
+
+
+def parse_message_id(message_id: str, appliance: str) -> tuple[int, int]:
+    """(trading day, sequence) of one of our message ids; DropCopyError for anything else (the
+    stream is read back: what it says is checked, never trusted blindly)."""
+    match = _ID.fullmatch(message_id or "")
+    if match is None or match.group(1) != appliance:
+        raise DropCopyError(f"the stream's last message on our subject has message id {message_id[:80]!r}, "
+                            f"not one of ours ({appliance}:<day>:<sequence>): refusing to guess where to resume")
+    return int(match.group(2)), int(match.group(3))
+
+
+class DropCopy:
+    """Tails the journal and publishes it; ``run()`` until ``stop()``."""
+
+    def __init__(self, config: DropCopyConfig, symbols: list[str] | None = None):
+        self.config = config
+        self.tail = JournalTail(config.journal)
+        self.audit = AuditTrail(symbols)
+        self.stats = Stats()
+        self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested = False
+        self._problem = ""               # the kind of the last trouble warned about ("" while fine)
+        self._unacked_first_ns = 0       # journal timestamp of the oldest record read but not yet done
+        self._done: tuple = (None, 0)    # (day, sequence) of the last record the stream has or that was skipped
+        self._confirmed_day: int | None = None   # the trading day of stats.last_sequence
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """From any thread: the loop ends once the journal's records are in the stream (for at
+        most ``DRAIN_S``: the OMS stops first, so its last records are published at ``down``)."""
+        self._stop_requested = True      # seen by run() if its loop is not there yet
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            loop.call_soon_threadsafe(stopping.set)
+
+    async def run(self) -> None:
+        self._stopping = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._stop_requested:
+            self._stopping.set()
+        lag = asyncio.ensure_future(self._measure_lag())
+        backoff_ms = self.config.retry_initial_ms
+        try:
+            while not self._stopping.is_set():
+                nc = None
+                connects = self.stats.connects
+                try:
+                    nc = await self._connect()
+                    await self._session(nc)
+                except Exception as exc:     # nats-py's errors, OSError, timeouts, DropCopyError, JournalError
+                    self.stats.publish_errors += 1
+                    self._trouble(exc)
+                finally:
+                    self.stats.connected = 0
+                    if nc is not None:
+                        await _close_quietly(nc)
+                if self.stats.connects > connects:
+                    backoff_ms = self.config.retry_initial_ms    # it worked for a while: retry soon
+                if not self._stopping.is_set():
+                    await self._wait(backoff_ms / 1000)
+                    backoff_ms = min(self.config.retry_max_ms, backoff_ms * 2)
+        finally:
+            lag.cancel()
+            self.tail.close()
+
+    def _trouble(self, exc: Exception) -> None:
+        """One warning per kind of trouble (not one per retry), until a session starts again."""
+        why = str(exc) if isinstance(exc, (DropCopyError, JournalError)) else f"{type(exc).__name__}: {exc}"
+        kind = why.split(":")[0]
+        if kind != self._problem:
+            log.warning("drop copy to %s: %s; the appliance keeps trading, retrying with backoff up to %d ms",
+                        self.config.url, why, self.config.retry_max_ms)
+            self._problem = kind
+
+    async def _wait(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    # ------------------------------------------------------------------ one connection
+
+    async def _connect(self):
+        import nats
+
+        async def quiet(exc):            # nats-py logs every error itself by default
+            log.debug("nats: %s", exc)
+        # one attempt, no reconnects of its own (0 would retry for ever): this loop reconnects, and
+        # resumes from what the stream holds
+        options = dict(servers=[self.config.url], connect_timeout=CONNECT_TIMEOUT_S, allow_reconnect=False,
+                       max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=quiet,
+                       name=f"dropcopy-{self.config.appliance}")
+        if self.config.credentials:           # read at every connection: a rotated file is picked up
+            from nats.aio.client import RawCredentials
+            from appliance.runtime.private_file import PrivateFileError
+            try:
+                options["user_credentials"] = RawCredentials(read_credentials(self.config))
+            except PrivateFileError as exc:
+                raise DropCopyError(str(exc)) from None
+        context = self._tls_context()
+        if context is not None:
+            options["tls"] = context
+        return await asyncio.wait_for(nats.connect(**options), 3 * CONNECT_TIMEOUT_S)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        c = self.config
+        if not (c.url.startswith("tls://") or c.tls_ca or c.tls_cert):
+            return None
+        context = ssl.create_default_context(cafile=c.tls_ca or None)
+        if c.tls_cert:
+            context.load_cert_chain(c.tls_cert, c.tls_key)
+        return context
+
+    async def _session(self, nc) -> None:
+        js = nc.jetstream(timeout=ACK_TIMEOUT_S)
+        await self._ensure_stream(js)
+        day, last = await self._last_in_stream(js)
+        self.stats.last_sequence, self._confirmed_day = last, day
+        self.tail.seek(day, last, history=self._remember)
+        if day is not None and day == self.tail.day and last > self.tail.expected - 1:
+            # fail closed: resuming there would leave records out of the firm's record for good
+            raise DropCopyError(f"the stream says it holds record {last} of day {day} of {self.config.appliance}, "
+                                f"but the journal {self.config.journal} ends at record {self.tail.expected - 1}: "
+                                "another publisher on our subject, or a journal replaced; not publishing")
+        self._done, self._unacked_first_ns = (day, last), 0
+        self.stats.connects += 1
+        self.stats.connected = 1
+        if self._problem:
+            log.info("drop copy publishing again (after: %s)", self._problem)
+            self._problem = ""
+        log.info("drop copy connected to %s, stream %s, subject %s: %s", self.config.url, self.config.stream,
+                 self.config.subject, f"resuming after record {last} of day {day}" if day else
+                 "nothing of ours in the stream yet: from the journal's first record")
+        inbox = nc.new_inbox()
+        self._acks = _Acks()
+        acks = await nc.subscribe(inbox + ".*", cb=self._acks.on_message)
+        try:
+            drain_until = None
+            while True:
+                if drain_until is None and self._stopping.is_set():
+                    drain_until = time.monotonic() + DRAIN_S
+                records = self.tail.poll(self.config.batch)
+                self.stats.unreadable = self.tail.unreadable
+                if not records:
+                    if drain_until is not None:
+                        return                   # stopping, and the stream has the whole journal
+                    if not nc.is_connected:
+                        raise DropCopyError("the connection to NATS was lost")
+                    await asyncio.sleep(IDLE_POLL_S)
+                    continue
+                if drain_until is not None and time.monotonic() > drain_until:
+                    log.warning("stopping with journal records from %d on not yet in the stream: the next "
+                                "start publishes them", records[0].sequence)
+                    return
+                await self._publish(nc, acks, inbox, records)
+        finally:
+            await _unsubscribe_quietly(acks)
+
+    def _remember(self, record: JournalRecord) -> None:
+        """A record already in the stream (before the resume point): the audit trail learns the
+        orders its later venue messages name."""
+        if record.type == RecordType.ORDER_SENT:
+            self.audit.row(record)
+
+    async def _ensure_stream(self, js) -> None:
+        from nats.js.api import StorageType
+        from nats.js.errors import NotFoundError
+        try:
+            info = await js.stream_info(self.config.stream)
+        except NotFoundError:
+            await js.add_stream(name=self.config.stream, subjects=[STREAM_SUBJECTS], storage=StorageType.FILE,
+                                duplicate_window=float(self.config.duplicate_window_s))
+            log.info("stream %s created (subjects %s, file storage, duplicate window %d s)", self.config.stream,
+                     STREAM_SUBJECTS, self.config.duplicate_window_s)
+            return
+        subjects = info.config.subjects or []
+        if not any(_covers(pattern, self.config.subject) for pattern in subjects):
+            raise DropCopyError(f"stream {self.config.stream} does not take {self.config.subject} "
+                                f"(its subjects: {', '.join(subjects) or 'none'})")
+
+    async def _last_in_stream(self, js) -> tuple[int | None, int]:
+        """(trading day, journal sequence) of the last event the stream holds for us, (None, 0) if none."""
+        from nats.js.errors import NotFoundError
+        try:
+            message = await js.get_last_msg(self.config.stream, self.config.subject)
+        except NotFoundError:
+            return None, 0
+        message_id = (message.headers or {}).get("Nats-Msg-Id", "")
+        return parse_message_id(message_id, self.config.appliance)
+
+    async def _publish(self, nc, acks, inbox: str, records: list[JournalRecord]) -> None:
+        """One batch: every readable record published in order, then every acknowledgement awaited."""
+        c, day = self.config, self.tail.day
+        self._unacked_first_ns = self._unacked_first_ns or records[0].timestamp_ns
+        batch: list[tuple[int, bytes]] = []
+        for record in records:
+            if day == self._confirmed_day and record.sequence <= self.stats.last_sequence:
+                continue                  # the stream has it (a journal read again from its start)
+            data = event_of(c, self.audit, record, day)
+            if data is None:
+                self.tail.count_unreadable(record.sequence, f"record {record.sequence} (type {record.type}, "
+                                                            f"{len(record.payload)} bytes) cannot be read")
+                continue
+            batch.append((record.sequence, data))
+        self.stats.unreadable = self.tail.unreadable
+        waiting = self._acks
+        waiting.expect(len(batch))
+        try:
+            for index, (sequence, data) in enumerate(batch):
+                await nc.publish(c.subject, data, reply=f"{inbox}.{index}",
+                                 headers={"Nats-Msg-Id": c.message_id(day, sequence), "Nats-Expected-Stream": c.stream})
+            deadline = time.monotonic() + ACK_TIMEOUT_S
+            while not waiting.done.is_set():      # a lost connection ends the wait at once
+                if not nc.is_connected:
+                    raise DropCopyError(f"the connection to NATS was lost with {len(waiting.pending)} of "
+                                        f"{len(batch)} events unacknowledged")
+                if time.monotonic() > deadline:
+                    raise DropCopyError(f"{len(waiting.pending)} of {len(batch)} events unacknowledged after "
+                                        f"{ACK_TIMEOUT_S:g} s")
+                try:
+                    await asyncio.wait_for(waiting.done.wait(), ACK_POLL_S)
+                except asyncio.TimeoutError:
+                    pass
+            if waiting.refused is not None:
+                index, said = waiting.refused
+                raise DropCopyError(f"record {batch[index][0]} refused by the stream: {said!r}")
+        finally:
+            self.stats.published += waiting.new
+            self.stats.duplicates += waiting.duplicates
+            waiting.new = waiting.duplicates = 0
+        if batch:
+            self.stats.last_sequence, self._confirmed_day = batch[-1][0], day
+        self._done, self._unacked_first_ns = (day, records[-1].sequence), 0
+
+    # ------------------------------------------------------------------ lag
+
+    async def _measure_lag(self) -> None:
+        said = ""
+        while True:
+            try:
+                self.measure_lag()
+            except Exception as exc:     # a look that failed: the next one may not (never the task's end)
+                if str(exc) != said:
+                    log.warning("drop copy: the lag could not be measured: %s", exc, exc_info=True)
+                    said = str(exc)
+            await asyncio.sleep(LAG_PERIOD_S)
+
+    def measure_lag(self, now_ns: int | None = None) -> None:
+        """Records of the journal the stream does not have yet (read and in flight or lost with a
+        connection, or not read yet) and how long ago the oldest of them was journaled."""
+        self.tail.ensure_open()
+        waiting, first_ns = self.tail.pending()
+        done_day, done = self._done
+        read = self.tail.expected - 1
+        behind = max(0, read - done) if done_day == self.tail.day else read
+        oldest = (self._unacked_first_ns or first_ns) if behind else first_ns
+        self.stats.lag_records = behind + waiting
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        self.stats.lag_us = max(0, now_ns - oldest) // 1000 if self.stats.lag_records and oldest else 0
+
+
+class _Acks:
+    """JetStream's acknowledgements of the batch in flight, taken by the reply subscription's
+    callback (``inbox.<index in the batch>``: one JSON PubAck each)."""
+
+    def __init__(self):
+        self.pending: set[int] = set()
+        self.refused: tuple[int, bytes] | None = None
+        self.done = asyncio.Event()
+        self.new = self.duplicates = 0
+
+    def expect(self, count: int) -> None:
+        self.pending, self.refused = set(range(count)), None
+        self.done.clear()
+        if not count:
+            self.done.set()
+
+    async def on_message(self, message) -> None:
+        index = _index_of(message.subject)
+        if index not in self.pending:
+            return                        # late, or not an index of this batch
+        try:
+            ack = json.loads(message.data)
+        except ValueError:
+            ack = None
+        if not isinstance(ack, dict) or "error" in ack or "seq" not in ack:
+            self.refused = (index, bytes(message.data[:200]))
+            self.done.set()
+            return
+        self.pending.discard(index)
+        if ack.get("duplicate"):
+            self.duplicates += 1
+        else:
+            self.new += 1
+        if not self.pending:
+            self.done.set()
+
+
+def _covers(pattern: str, subject: str) -> bool:
+    """Whether a NATS subject pattern (``*`` one token, ``>`` the rest) matches ``subject``."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def _index_of(subject: str) -> int:
+    try:
+        return int(subject.rsplit(".", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+async def _close_quietly(nc) -> None:
+    try:
+        await asyncio.wait_for(nc.close(), 2)
+    except Exception:
+        pass
+
+
+async def _unsubscribe_quietly(sub) -> None:
+    try:
+        await sub.unsubscribe()
+    except Exception:
+        pass
