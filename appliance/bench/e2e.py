@@ -161,7 +161,8 @@ def measure(config: str, args) -> dict:
     try:
         sandbox.start(timeout_s=120)
         layout = sandbox.layout
-        pids = {name: sandbox.pid_of(name) for name in layout.processes}
+        # the processes this run started (a layout process left off, such as a drop copy without NATS, has none)
+        pids = {name: pid for name in layout.processes if (pid := sandbox.pid_of(name)) > 0}
         pids["exchange"] = sandbox.exchange.proc.pid
         window = CpuWindow(pids)
         quiet = {}

@@ -52,6 +52,28 @@ COUNTER_NAMES = BOOK_COUNTER_NAMES + ("messages", "unsubscribed", "unsubscribed_
 LOCATES = 65536
 
 
+def checked_symbols(symbols: Sequence[str]) -> list[str]:
+    """The configured symbols as a list, each an ITCH stock symbol, none twice (ValueError otherwise):
+    what both book sets (this one and the compiled ``fast.FastFeed``) are built from."""
+    symbols = list(symbols)
+    if len(set(symbols)) != len(symbols):
+        raise ValueError("symbols must be unique")
+    for symbol in symbols:
+        if not isinstance(symbol, str) or not symbol or len(symbol) > 8 or symbol != symbol.strip() \
+                or not symbol.isascii():
+            raise ValueError(f"not an ITCH stock symbol: {symbol!r}")
+    return symbols
+
+
+def locate_map(subscribed_locates: bytearray | None) -> bytearray:
+    """The scanner's filter map, one byte per stock locate (a new one for None)."""
+    if subscribed_locates is None:
+        return bytearray(LOCATES)
+    if len(subscribed_locates) != LOCATES:
+        raise ValueError("subscribed_locates must be a 65536-byte map indexed by stock locate")
+    return subscribed_locates
+
+
 class BookSet:
     """The directory and the books of the configured ``symbols`` (symbol id = index). A book's
     ``locate`` is None until a directory message names its symbol (the feed shows it stale).
@@ -63,17 +85,8 @@ class BookSet:
     COUNTER_NAMES = COUNTER_NAMES           # the names of ``counters``, also on the instance
 
     def __init__(self, symbols: Sequence[str], depth: int = 5, subscribed_locates: bytearray | None = None) -> None:
-        symbols = list(symbols)
-        if len(set(symbols)) != len(symbols):
-            raise ValueError("symbols must be unique")
-        for symbol in symbols:
-            if not isinstance(symbol, str) or not symbol or len(symbol) > 8 or symbol != symbol.strip() \
-                    or not symbol.isascii():
-                raise ValueError(f"not an ITCH stock symbol: {symbol!r}")
-        if subscribed_locates is None:
-            subscribed_locates = bytearray(LOCATES)
-        elif len(subscribed_locates) != LOCATES:
-            raise ValueError("subscribed_locates must be a 65536-byte map indexed by stock locate")
+        symbols = checked_symbols(symbols)
+        subscribed_locates = locate_map(subscribed_locates)
         self.symbols = symbols
         self.depth = depth
         self.subscribed_locates = subscribed_locates

@@ -27,7 +27,7 @@ from appliance.messages.catalog import (
 from appliance.wire import itch
 from appliance.wire.venue_time import utc_midnight_ns
 
-from .books import COUNTER_NAMES, LOCATES
+from .books import COUNTER_NAMES, LOCATES, checked_symbols, locate_map
 from .outputs import RING, SLOT
 
 try:  # built by setup.py
@@ -157,17 +157,8 @@ class FastFeed:
                  subscribed_locates: bytearray | None = None) -> None:
         if _book_fast is None:
             raise RuntimeError("the compiled feed path appliance.feed._book_fast is not built")
-        symbols = list(symbols)
-        if len(set(symbols)) != len(symbols):
-            raise ValueError("symbols must be unique")
-        for symbol in symbols:
-            if not isinstance(symbol, str) or not symbol or len(symbol) > 8 or symbol != symbol.strip() \
-                    or not symbol.isascii():
-                raise ValueError(f"not an ITCH stock symbol: {symbol!r}")
-        if subscribed_locates is None:
-            subscribed_locates = bytearray(LOCATES)
-        elif len(subscribed_locates) != LOCATES:
-            raise ValueError("subscribed_locates must be a 65536-byte map indexed by stock locate")
+        symbols = checked_symbols(symbols)
+        subscribed_locates = locate_map(subscribed_locates)
         self.symbols = symbols
         self.depth = BOOK_DEPTH
         self.subscribed_locates = subscribed_locates
