@@ -87,6 +87,10 @@ class SupervisorAgent(Agent):
         self.control = memory.control("supervisor")
         self.process_table = memory.process_table()
         self.commands = memory.channel(RISK_COMMANDS, self.context.process.name)
+        # A process parked on its doorbell learns of a gate change when it wakes: ring it, so a closed gate
+        # (a kill: the OMS's cancels) is acted on now, not a park timeout later (10 ms in the small profile).
+        self._gate_doorbells = [memory.doorbell(name) for name, spec in self.context.layout.processes.items()
+                                if spec.idle.strategy == "doorbell" and name != self.context.process.name]
         self.clock = ClockWatcher(self.guard, self.config.clock.check_interval_ms / 1000)
         self._clock_state = None
         self._next_supervise = 0
@@ -239,6 +243,8 @@ class SupervisorAgent(Agent):
         self.reasons = reasons
         c.write_gate(int(reasons))            # open flag, reasons and epoch in one store
         c.set("gate_changed_ns", time.time_ns())
+        for doorbell in self._gate_doorbells:
+            doorbell.ring()
         self.c_gate_changes.inc()
         if not force:
             log.warning("gate %s (was %s)", describe(reasons), describe(previous)) if reasons else \

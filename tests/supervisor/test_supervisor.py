@@ -78,6 +78,22 @@ def test_operator_commands_reduce_activate_and_hold_the_gate_each_with_a_name(tm
         assert said in text, said
 
 
+def test_a_gate_change_wakes_a_process_parked_on_its_doorbell(tmp_path, unique_name, up_factory):
+    """The OMS of the small profile parks on its doorbell between orders; a closed gate (a kill) must reach it
+    at once, not a park timeout later: the supervisor rings every doorbell process's doorbell on a gate
+    change. Here the park timeout is 10 s, and the OMS must see the close well before."""
+    layout_path = make_layout(tmp_path, unique_name, oms="supervised_agents:GateWatchingOms",
+                              oms_idle={"strategy": "doorbell", "spins": 10, "park_timeout_ns": 10_000_000_000},
+                              supervisor_params={"heartbeat_timeout_ms": 60_000})
+    up = up_factory(layout_path).attach()
+    wait_until(lambda: up.gate()[0] == 1, 30, message="gate open")
+    layout = ("--layout", str(up.layout_path), "--timeout", "10")
+    closed = appliance("close-gate", *layout, "--operator", "carol")
+    assert closed.returncode == 0, closed.stderr
+    wait_until(lambda: up.control.get("oms_open_orders") == 1, 5,
+               message="the parked OMS to see the closed gate (its park timeout is 10 s)")
+
+
 def test_a_restarted_process_slow_to_start_is_not_taken_for_hung(tmp_path, unique_name, up_factory, monkeypatch):
     """Found by the chaos suite: the process record kept the dead process's last heartbeat, so a
     restart that took longer than the hung limit to start was killed again and again."""

@@ -60,6 +60,22 @@ class FakeOms(Agent):
         self.control.set("oms_ready", 0)
 
 
+class GateWatchingOms(FakeOms):
+    """A stand-in OMS that counts, in its ``oms_open_orders`` word, the times it saw the gate close: how a
+    test sees when a parked OMS learns of a closed gate."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.was_open = False
+
+    def do_work(self) -> int:
+        is_open = bool(self.control.get("gate_open"))
+        if self.was_open and not is_open:
+            self.control.set("oms_open_orders", self.control.get("oms_open_orders") + 1)
+        self.was_open = is_open
+        return 0
+
+
 class FailsAtStart(Agent):
     def on_start(self) -> None:
         raise RuntimeError("deliberately broken at start")

@@ -20,7 +20,7 @@ IDLE = {"strategy": "sleep", "sleep_ns": 1_000_000}
 
 
 def make_layout(tmp_path, name, *, risk="supervised_agents:FakeRisk", oms="supervised_agents:FakeOms",
-                strategy="simple_agents:IdleAgent", supervisor_params=None, feed=None):
+                strategy="simple_agents:IdleAgent", supervisor_params=None, feed=None, oms_idle=None):
     doc = layout_document(
         name,
         processes=[{"name": "supervisor", "agent": "appliance.supervisor.agent:SupervisorAgent", "idle": IDLE,
@@ -31,7 +31,7 @@ def make_layout(tmp_path, name, *, risk="supervised_agents:FakeRisk", oms="super
                                **(supervisor_params or {})}},
                    {"name": "strategy", "agent": strategy, "idle": IDLE},
                    {"name": "risk", "agent": risk, "idle": IDLE},
-                   {"name": "oms", "agent": oms, "idle": IDLE}],
+                   {"name": "oms", "agent": oms, "idle": oms_idle or IDLE}],
         rings=[{"name": "risk_commands", "segment": "main", "producer": "supervisor", "consumer": "risk",
                 "message": "RiskCommand", "slot_size": 64, "capacity": 64}],
         symbols=["AAPL"])
