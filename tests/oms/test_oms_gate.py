@@ -61,7 +61,8 @@ def supervisor_writing(rig: Rig, reasons_before: GateReason):
     control = rig.memory.control("supervisor")
     atomics = RecordingAtomics(control.atomics)
     control.atomics = atomics
-    me = SimpleNamespace(control=control, reasons=reasons_before, c_gate_changes=SimpleNamespace(inc=lambda: None))
+    me = SimpleNamespace(control=control, reasons=reasons_before, c_gate_changes=SimpleNamespace(inc=lambda: None),
+                         _gate_doorbells=())
     return me, atomics
 
 
