@@ -63,6 +63,7 @@ from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE
 from appliance.messages.codes import FeedStaleReason
 from appliance.runtime.agent import Agent, AgentContext
 from appliance.runtime.channels import PRODUCER, RingUse, check_ring_uses
+from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
 from appliance.wire import itch, moldudp64
 
@@ -669,6 +670,11 @@ class FeedAgent(Agent):
         self._trigger_counters = {t: allocate(f"feed.snapshot_trigger_{t}") for t in SNAPSHOT_TRIGGERS}
         self._trigger_counts = dict.fromkeys(SNAPSHOT_TRIGGERS, 0)
         self._snapshot_rebuilds = self._snapshot_failures = 0
+        # Live orders held by the books (a feed adding orders without end grows them: watch this), and the
+        # compiled path's own bytes and refused allocations (a refusal latches the book inconsistent).
+        self._orders_gauge = allocate("feed.book_orders", CounterKind.GAUGE)
+        self._memory_counters = ([allocate("feed.compiled_memory_bytes", CounterKind.GAUGE),
+                                  allocate("feed.compiled_alloc_failures")] if self._fast is not None else [])
         self._receiver_counters = [allocate("feed.rx_packets"), allocate("feed.rx_truncated"),
                                    allocate("feed.rx_missing_timestamps"), allocate("feed.rerequest_foreign"),
                                    allocate("feed.rx_foreign")]
@@ -689,6 +695,13 @@ class FeedAgent(Agent):
             counter.set(value)
         for trigger, counter in self._trigger_counters.items():
             counter.set(self._trigger_counts[trigger])
+        if self._fast is not None:
+            stats = self._fast.stats()
+            self._orders_gauge.set(stats["order_count"])
+            self._memory_counters[0].set(stats["memory_bytes"])
+            self._memory_counters[1].set(stats["alloc_failures"])
+        else:
+            self._orders_gauge.set(sum(book.order_count for book in self.books.books))
         r = self.receiver
         for counter, value in zip(self._receiver_counters, (r.packets, r.truncated, r.missing_timestamps,
                                                             self.rerequest.foreign, r.foreign)):
