@@ -12,6 +12,16 @@ import subprocess
 import time
 
 
+
+def agent_tables() -> list[dict]:
+    """The tables of a bench layout whose agents run as in the appliance (counters, process table, market
+    state, positions, control words): what the order-path agents read at start."""
+    return [{"name": "counters", "kind": "counters", "segment": "main", "slots_per_process": 256},
+            {"name": "processes", "kind": "processes", "segment": "main"},
+            {"name": "market_state", "kind": "market_state", "segment": "main"},
+            {"name": "positions", "kind": "positions", "segment": "main"},
+            {"name": "control", "kind": "control", "segment": "main"}]
+
 class AgentProcess:
     def __init__(self, layout_path: str, process: str, command: list[str], log_path: str, timeout: float,
                  cwd: str | None = None) -> None:

@@ -9,7 +9,7 @@ import tempfile
 import time
 from array import array
 
-from appliance.bench.agent_process import AgentProcess
+from appliance.bench.agent_process import AgentProcess, agent_tables
 
 
 
@@ -42,11 +42,7 @@ def layout_document(name: str, measured: str, cpu: int, params: dict) -> dict:
     return {
         "version": 1, "name": name, "symbols": list(SYMBOLS),
         "segments": [{"name": "main", "backing": "4k", "mode": "0600"}],
-        "tables": [{"name": "counters", "kind": "counters", "segment": "main", "slots_per_process": 256},
-                   {"name": "processes", "kind": "processes", "segment": "main"},
-                   {"name": "market_state", "kind": "market_state", "segment": "main"},
-                   {"name": "positions", "kind": "positions", "segment": "main"},
-                   {"name": "control", "kind": "control", "segment": "main"}],
+        "tables": agent_tables(),
         "rings": [ring("book_updates", "feed", "strategy", "BookUpdate", 192, 65536),
                   ring("order_intents", "strategy", "risk", "OrderIntent", 128, 4096),
                   ring("risk_rejects", "risk", "strategy", "OrderReject", 64, 4096),

@@ -26,6 +26,7 @@ import tempfile
 import time
 from array import array
 
+from appliance.bench.agent_process import agent_tables
 from appliance.command_io.arguments import bounded, positive_int
 
 TARGET_P50_NS = 10_000
@@ -47,11 +48,7 @@ def _layout_document(name: str, journal: str, port: int, durability: str) -> dic
     return {
         "version": 1, "name": name, "symbols": ["AAPL", "MSFT", "SPY"],
         "segments": [{"name": "main", "backing": "4k", "mode": "0600"}],
-        "tables": [{"name": "counters", "kind": "counters", "segment": "main", "slots_per_process": 256},
-                   {"name": "processes", "kind": "processes", "segment": "main"},
-                   {"name": "market_state", "kind": "market_state", "segment": "main"},
-                   {"name": "positions", "kind": "positions", "segment": "main"},
-                   {"name": "control", "kind": "control", "segment": "main"}],
+        "tables": agent_tables(),
         "rings": [
             {"name": "approved_orders", "segment": "main", "producer": "risk", "consumer": "oms",
              "message": "ApprovedOrder", "slot_size": 128, "capacity": 4096},
