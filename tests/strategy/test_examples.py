@@ -237,3 +237,17 @@ def test_join_the_touch_cancels_everything_in_on_stop(memory):
 def test_join_the_touch_needs_a_lot():
     with pytest.raises(StrategyConfigError, match="lot: missing required key"):
         build_parameters(example(JOIN), {})
+
+
+def test_the_readmes_strategy_example_loads_and_trades(memory, tmp_path):
+    """The code in README's "Writing a strategy" runs as printed."""
+    section = (ROOT / "README.md").read_text().split("## Writing a strategy", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme_strategy.py").write_text(code)
+    cls = load_strategy_class(f"{tmp_path}/readme_strategy.py:LeanTaker")[0]
+    h = Harness(memory, cls, build_parameters(cls, {"threshold": 0.5}), traded=("AAPL",))
+    h.intents()
+    h.book("AAPL", *BID_HEAVY)
+    assert summary(h.intents()) == [("NEW", "BUY", 100, P("190.01"), TIF_IOC)]
+    h.strategy.on_stop()
+    assert [i["action"] for i in h.intents()] == [Action.CANCEL_ALL]
