@@ -78,8 +78,8 @@ def write_strategy_layout(layout_path: str, spec: str, parameters_file: str | No
             process["params"] = params
     path = source.with_name(f"{source.name}.strategy-{os.getpid()}.yaml")
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(f"# {source.name} with `appliance up --strategy {spec}`: written by up, removed when it "
-                       f"exits\n" + yaml.safe_dump(document, sort_keys=False))
+    partial.write_text(f"# {source.name} with the strategy of `appliance up --strategy`: written by up, removed "
+                       f"when it exits\n" + yaml.safe_dump(document, sort_keys=False))
     partial.replace(path)
     return path
 
