@@ -42,13 +42,14 @@ class Sandbox:
     def __init__(self, workdir: str | Path, *, name: str | None = None, background_rate: float = 2000,
                  seed: int = 7, faults: dict | None = None, gentle_idle: bool = True,
                  params: dict | None = None, exchange: dict | None = None, env: dict | None = None,
-                 profile: str | None = None):
+                 profile: str | None = None, up_args: tuple[str, ...] = ()):
         """``gentle_idle``: the gentler backoff for feed, strategy and OMS under the production
         placement (``profile: full``; what the tests run on 2 cores); ``profile``: otherwise the
         layout's ``profile`` key (None: the repository layout's own; runtime/layout.py);
         ``params``: per process, extra params merged over the repository layout's;
         ``exchange``: sections merged over the exchange's embedded default config (``firms``:
-        {username: {field: value}} over the default firms)."""
+        {username: {field: value}} over the default firms); ``up_args``: more arguments for
+        ``appliance up`` (``--strategy SPEC``)."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name or f"sbx{uuid.uuid4().hex[:8]}"
@@ -60,6 +61,7 @@ class Sandbox:
         self.params = params or {}
         self.exchange_sections = exchange or {}
         self.env = dict(appliance_env(), **(env or {}))
+        self.up_args = tuple(up_args)
         self.exchange: ExchangeProcess | None = None
         self.up_proc: subprocess.Popen | None = None
         self.layout = None
@@ -191,7 +193,8 @@ class Sandbox:
         self.up_log = self.dir / "up.log"
         with open(self.up_log, "ab") as out:
             self.up_proc = subprocess.Popen(
-                [sys.executable, "-m", "appliance", "up", "--layout", str(self.layout_path), "--status-line", "off"],
+                [sys.executable, "-m", "appliance", "up", "--layout", str(self.layout_path), "--status-line", "off",
+                 *self.up_args],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
 
     # ------------------------------------------------------------------ observe

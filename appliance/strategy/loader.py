@@ -229,6 +229,11 @@ def _import_file(path: str, key_path: str):
     return module
 
 
+def names_a_file(target: str) -> bool:
+    """Whether a spec's part before the ':' is a file (``path/to/file.py``) rather than a module path."""
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
 def load_strategy_class(spec: str, *, key_path: str = "strategy", base_dirs: list[str] | None = None) \
         -> tuple[type[Strategy], str]:
     """(class, description) from ``module.path:ClassName`` or ``path/to/file.py:ClassName``."""
@@ -236,7 +241,7 @@ def load_strategy_class(spec: str, *, key_path: str = "strategy", base_dirs: lis
     if not sep or not target.strip() or not class_name.strip():
         raise StrategyConfigError(key_path, f"{spec!r} is not 'module.path:ClassName' or 'path/to/file.py:ClassName'")
     base_dirs = base_dirs if base_dirs is not None else [os.getcwd()]
-    if target.endswith(".py") or "/" in target or os.sep in target:
+    if names_a_file(target):
         path = resolve_path(target, base_dirs)
         if path is None:
             tried = target if os.path.isabs(target) else ", ".join(os.path.join(b, target) for b in base_dirs)
