@@ -69,7 +69,7 @@ class Recorder:
     def __init__(self):
         self.reports = []
 
-    def __call__(self, event, order, shares, price, match, reason, source, t_exchange_ns):
+    def __call__(self, event, order, shares, price, match, reason, source, t_exchange_ns, liquidity=0):
         self.reports.append((ExecEvent(event), order.client_order_id, shares, price, match, reason, source,
                              order.leaves))
 

@@ -69,7 +69,7 @@ class Peers:
         offset = self.oms.claim()
         EXECUTION_REPORT.pack_into(self.oms.buffer, offset, intent["client_order_id"], orig, 0, 0, STRATEGY_ID, 0, event,
                                    intent["side"], 0, 0, shares, intent["price"] if price is None else price,
-                                   shares if leaves is None else leaves, position, 0, 0, 1, 2)
+                                   shares if leaves is None else leaves, position, 0, 0, 1, 2, 0)
         self.oms.commit()
 
     def reject(self, intent, reason):
