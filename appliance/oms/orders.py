@@ -177,7 +177,9 @@ class OrderRegistry:
         self.changed = changed
         self.open_orders = 0
         self.in_flight: set[TrackedOrder] = set()
-        self.fills_by_match: dict[int, tuple[TrackedOrder, int, int, int]] = {}   # order, shares, price, liquidity
+        # every fill of the day in order, by (match number, token) (both sides of a self-match share the number):
+        # (order, shares, price, liquidity flag)
+        self.fills_by_match: dict[tuple[int, bytes], tuple[TrackedOrder, int, int, int]] = {}
         self.illegal_transitions = 0
         self.unknown_tokens = 0
         self.orphans = 0
@@ -446,7 +448,7 @@ class OrderRegistry:
         order = self._known(token)
         if order is None:
             return
-        if match in self.fills_by_match and self.fills_by_match[match][0] is order:
+        if (match, token) in self.fills_by_match:
             self.duplicate_fills += 1          # never apply the same fill twice
             return
         legal = (order.state, E.EXECUTE) in LEGAL and order.acked
@@ -470,7 +472,7 @@ class OrderRegistry:
     def _apply_fill(self, order: TrackedOrder, shares: int, price: int, match: int, liquidity: int = 0) -> None:
         order.executed += shares
         order.leaves = max(0, order.leaves - shares)
-        self.fills_by_match[match] = (order, shares, price, liquidity)
+        self.fills_by_match[(match, order.token)] = (order, shares, price, liquidity)
         sid = order.symbol_id
         if sid >= 0:
             p = self.positions
@@ -512,8 +514,8 @@ class OrderRegistry:
         if (order.state, E.BREAK) not in LEGAL:
             self._illegal(order, E.BREAK)
             return
-        fill = self.fills_by_match.pop(match, None)
-        if fill is None or fill[0] is not order:
+        fill = self.fills_by_match.pop((match, token), None)
+        if fill is None:
             self.bad_messages += 1
             log.warning("Broken Trade for match %d of %r: no such fill", match, token)
             return
@@ -521,8 +523,11 @@ class OrderRegistry:
         order.executed -= shares
         sid = order.symbol_id
         if sid >= 0:
+            # the day's other fills of the symbol again, in order: undoing the fill as an opposite trade would
+            # realize a P&L that never was and leave the cost at the average, not the fills that remain
             p = self.positions
-            p.fill(sid, -shares if order.buys else shares, price)
+            p.rebuild(sid, [(s if o.buys else -s, px) for o, s, px, _flag in self.fills_by_match.values()
+                            if o.symbol_id == sid])
             p.fills[sid] -= 1
             p.filled_shares[sid] -= shares
             self._changed(sid)
