@@ -32,6 +32,7 @@ _REJECTED, _BROKEN, _CANCEL_REJECTED, _PENDING_TIMEOUT = (int(ExecEvent.REJECTED
                                                           int(ExecEvent.PENDING_TIMEOUT))
 _REJECTED_LOCALLY = int(ExecEvent.REJECTED_LOCALLY)
 _BUY = Side.BUY
+_new = tuple.__new__
 MAX_CANCEL_ALL_IDS = 256                    # remembered CANCEL_ALL intents, to recognise a refusal of one
 MAX_REMEMBERED_FILLS = 65536                # fills kept by match number for a Broken Trade (oldest forgotten)
 _FLAGS = tuple(chr(b) if b else "" for b in range(256))     # ExecutionReport.liquidity_flag -> Fill.liquidity
@@ -50,7 +51,8 @@ class OrderView:
         self._by_symbol: list[dict[int, Order]] = [{} for _ in symbols]
         self._cancel_targets: dict[int, Order] = {}       # client order id of a CANCEL intent -> its order
         self._cancel_all_ids: dict[int, int] = {}         # client order id of a CANCEL_ALL intent -> symbol id
-        self._fills: dict[int, tuple[Order | None, Fill]] = {}   # match number -> the fill (MAX_REMEMBERED_FILLS)
+        # (match number, client order id) -> (order, fill): the last MAX_REMEMBERED_FILLS, for a Broken Trade
+        self._fills: dict[tuple[int, int], tuple[Order | None, Fill]] = {}
         self._fee = fees.fee                              # (symbol, liquidity, shares, price) -> price units
         self.open_orders = OpenOrders(self._orders, self._by_symbol, traded_ids)
         self.positions = Positions(symbols)
@@ -172,9 +174,13 @@ class OrderView:
         else:
             positions._sold[sid] += shares
         positions._fees[sid] += fee
-        fill = make_fill(client_order_id, symbol, side, shares, price, leaves, liquidity, fee, r[at.match_number],
-                         r[at.t_exchange_ns], r[at.t_oms_rx_ns])
-        self._remember_fill(fill, order)
+        match = r[at.match_number]
+        fill = _new(Fill, (client_order_id, symbol, side, shares, price, leaves, liquidity, fee, match,
+                           r[at.t_exchange_ns], r[at.t_oms_rx_ns]))          # make_fill without its frame
+        fills = self._fills
+        fills[(match, client_order_id)] = (order, fill)
+        if len(fills) > MAX_REMEMBERED_FILLS:
+            del fills[next(iter(fills))]
         if order is None:
             stats.unknown_orders += 1
             return
@@ -186,12 +192,6 @@ class OrderView:
             self.close(order, OrderState.FILLED)
         self._notify("on_fill", order, fill)
 
-    def _remember_fill(self, fill: Fill, order: Order | None) -> None:
-        fills = self._fills
-        fills[fill.match_number] = (order, fill)
-        if len(fills) > MAX_REMEMBERED_FILLS:
-            del fills[next(iter(fills))]
-
     def _on_broken(self, r: tuple, client_order_id: int, sid: int) -> None:
         """The venue broke a fill (by match number): its shares and fee are taken back out of this view's
         tallies (the OMS's position, cost and P&L arrived with the report), and the strategy sees the
@@ -200,8 +200,8 @@ class OrderView:
         at = _EXEC_AT
         stats = self.stats
         stats.broken += 1
-        remembered = self._fills.pop(r[at.match_number], None)
-        if remembered is not None and remembered[1].client_order_id == client_order_id:
+        remembered = self._fills.pop((r[at.match_number], client_order_id), None)
+        if remembered is not None:
             order, fill = remembered
         else:
             order = self._orders.get(client_order_id)

@@ -169,6 +169,19 @@ def test_a_broken_trade_of_a_fill_this_process_never_saw_is_rebuilt_from_the_rep
     assert h.host.positions.fees("MSFT") == 1000 and h.host.positions.sold("MSFT") == -50
 
 
+def test_a_broken_self_match_hands_back_the_fill_of_the_order_it_names(memory):
+    h = Harness(memory, Recording, fees=SCHEDULE)
+    buy, sell = h.strategy.buy("AAPL", 100, 1_900_000), h.strategy.sell("AAPL", 100, 1_900_000)
+    h.report(E.EXECUTED, buy, shares=100, price=1_900_000, leaves=0, position=100, match=31, liquidity="A")
+    h.report(E.EXECUTED, sell, side=Side.SELL, shares=100, price=1_900_000, leaves=0, position=0, match=31,
+             liquidity="R")
+    bought, sold = h.strategy.fills[0][1], h.strategy.fills[1][1]
+    h.report(E.BROKEN, buy, shares=100, price=1_900_000, position=-100, match=31, liquidity="A")
+    assert h.strategy.broken[0][1] is bought and h.host.positions.sold("AAPL") == 100
+    h.report(E.BROKEN, sell, side=Side.SELL, shares=100, price=1_900_000, position=0, match=31, liquidity="R")
+    assert h.strategy.broken[1][1] is sold and h.host.positions.fees("AAPL") == 0
+
+
 # ---------------------------------------------------------------------------------------- positions and P&L
 
 def _trade(h, ledger, cid, side, shares, price, flag, leaves=0):
