@@ -5,8 +5,8 @@ cancels and CANCEL_ALLs on their way (to recognise a refusal of one), and the OM
 symbol. The host adds what the strategy sends (``add``, ``remember_cancel``,
 ``remember_cancel_all``); ExecutionReports (``apply_report``) and OrderRejects (``apply_reject``)
 move the orders through their states. An EXECUTED becomes a ``Fill`` (``fills.py``) with its fee
-from the schedule (``fees.py``), remembered by match number so that a BROKEN hands the strategy
-the very fill it undoes (``on_fill_broken``). Each change is made before the strategy's callback for it
+from the schedule (``fees.py``), remembered by match number and order so that a BROKEN hands the
+strategy the very fill it undoes (``on_fill_broken``). Each change is made before the strategy's callback for it
 runs (``notify``, the host's safety net), so a callback always sees the view with the event applied.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ _REJECTED_LOCALLY = int(ExecEvent.REJECTED_LOCALLY)
 _BUY = Side.BUY
 _new = tuple.__new__
 MAX_CANCEL_ALL_IDS = 256                    # remembered CANCEL_ALL intents, to recognise a refusal of one
-MAX_REMEMBERED_FILLS = 65536                # fills kept by match number for a Broken Trade (oldest forgotten)
+MAX_REMEMBERED_FILLS = 65536                # fills kept for a Broken Trade (the oldest forgotten)
 _FLAGS = tuple(chr(b) if b else "" for b in range(256))     # ExecutionReport.liquidity_flag -> Fill.liquidity
 
 
