@@ -111,7 +111,7 @@ ORDER_REJECT = Record("OrderReject", type_id=22, version=1, fields=[
 ])
 
 # OMS -> strategy and OMS -> risk: what the venue said about an order (codes.ExecEvent).
-EXECUTION_REPORT = Record("ExecutionReport", type_id=30, version=2, fields=[
+EXECUTION_REPORT = Record("ExecutionReport", type_id=30, version=3, fields=[
     ("client_order_id", "u64"),
     ("orig_client_order_id", "u64"),   # REPLACED: the order it replaced
     ("exchange_order_ref", "u64"),
@@ -130,7 +130,8 @@ EXECUTION_REPORT = Record("ExecutionReport", type_id=30, version=2, fields=[
     ("realized_pnl", "i64"),    # the symbol's realized P&L for the day after this event
     ("t_exchange_ns", "u64"),
     ("t_oms_rx_ns", "u64"),
-])
+    ("liquidity_flag", "u8"),   # EXECUTED, and BROKEN (of the fill it undoes): OUCH Executed's liquidity flag
+])                              # byte ('A' added, 'R' removed, ...: strategy/fills.py), else 0
 
 # OMS -> risk: risk's state rebuilt from the OMS's when risk (re)starts (codes.SnapshotKind): a
 # POSITION per symbol, an ORDER per open order, then END. Carried on exec_to_risk, in order with the

@@ -165,8 +165,9 @@ class Sandbox:
         risk["limits"] = str(ROOT / risk.get("limits", "config/risk_limits.yaml"))
         risk["state_file"] = str(self.dir / "risk-state.json")
         strategy = by_name["strategy"].setdefault("params", {})
-        if "parameters_file" in strategy:
-            strategy["parameters_file"] = str(ROOT / strategy["parameters_file"])
+        for key in ("parameters_file", "fees_file"):          # the repository's files, from the sandbox's layout
+            if key in strategy:
+                strategy[key] = str(ROOT / strategy[key])
         for process, extra in self.params.items():
             target = by_name[process].setdefault("params", {})
             for key, value in extra.items():

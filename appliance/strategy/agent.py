@@ -98,16 +98,16 @@ class StrategyAgent(Agent):
         self.host = host = StrategyHost(
             self.loaded.strategy_class, self.loaded.parameters, symbols=layout.symbols, traded=cfg.symbols,
             strategy_id=cfg.strategy_id, intents=intents, ids=ClientOrderIds(), feed_live=feed_live, gate_open=gate_open,
-            on_failed=self._on_strategy_failed)
+            on_failed=self._on_strategy_failed, fees=self.loaded.fees)
         if "positions" in has:
             self._seed_positions(memory.positions_reader(), host)
         self._timer_interval_ns = cfg.timer_interval_ms * 1_000_000
         now = time.monotonic_ns()
         self._next_timer_ns = now + self._timer_interval_ns
         self._next_counters_ns = now
-        log.info("strategy %s (parameters %s), strategy id %d, trading %s, timer %d ms",
+        log.info("strategy %s (parameters %s), strategy id %d, trading %s, timer %d ms, fees %s",
                  self.loaded.source, self.loaded.parameters_source, cfg.strategy_id,
-                 ", ".join(host.traded_symbols), cfg.timer_interval_ms)
+                 ", ".join(host.traded_symbols), cfg.timer_interval_ms, self.loaded.fees.source)
         host.start()
         if host.running and self.control is not None:
             self.control.set("strategy_ready", 1)

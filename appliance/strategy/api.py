@@ -28,6 +28,8 @@ from appliance.messages.catalog import (
 )
 from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE, TIF_DAY, OmsReason, RejectSource, RiskReason, Side
 
+from .fills import Fill, mark_price
+
 if TYPE_CHECKING:
     from appliance.strategy.host import StrategyHost
 
@@ -214,9 +216,16 @@ class OpenOrders:
 
 
 class Positions:
-    """Per-symbol position as the OMS reports it (ExecutionReport.position), and the strategy's own fills."""
+    """Per-symbol position as the OMS reports it (ExecutionReport.position), and the strategy's own fills.
 
-    __slots__ = ("_symbol_ids", "_position", "_cost_basis", "_realized_pnl", "_bought", "_sold")
+    Units: shares signed (short negative); ``cost_basis`` and every P&L and fee in price units x shares
+    (4 implied decimals: 10000 is one dollar); ``avg_price`` and ``mark`` in price units. Position,
+    cost basis and realized P&L are the OMS's for the day (the symbol's, every strategy's); the fees
+    are of this process's fills since it started (the OMS does not know the schedule).
+    The mark is ``fills.mark_price`` of the symbol's book: its mid when the book is good, else its last
+    trade; a symbol this strategy does not trade has no book, hence no mark."""
+
+    __slots__ = ("_symbol_ids", "_position", "_cost_basis", "_realized_pnl", "_bought", "_sold", "_fees", "_books")
 
     def __init__(self, symbols: tuple[str, ...]):
         self._symbol_ids = {s: i for i, s in enumerate(symbols)}
@@ -226,6 +235,8 @@ class Positions:
         self._realized_pnl = [0] * n
         self._bought = [0] * n
         self._sold = [0] * n
+        self._fees = [0] * n
+        self._books: list = [None] * n          # the host's Books by symbol id (None: not traded)
 
     def _sid(self, symbol: str) -> int:
         try:
@@ -254,6 +265,39 @@ class Positions:
 
     def sold(self, symbol: str) -> int:
         return self._sold[self._sid(symbol)]
+
+    def avg_price(self, symbol: str) -> float:
+        """Average cost of the open position (cost basis / position), price units; 0.0 when flat."""
+        sid = self._sid(symbol)
+        position = self._position[sid]
+        return self._cost_basis[sid] / position if position else 0.0
+
+    def mark(self, symbol: str) -> int:
+        """The price the position is marked at (``fills.mark_price``), price units; 0: no mark."""
+        return mark_price(self._books[self._sid(symbol)])
+
+    def unrealized_pnl(self, symbol: str) -> int | None:
+        """position x mark - cost basis, price units x shares; 0 when flat, None when there is no mark."""
+        sid = self._sid(symbol)
+        position = self._position[sid]
+        if not position:
+            return 0
+        mark = mark_price(self._books[sid])
+        return position * mark - self._cost_basis[sid] if mark else None
+
+    def total_pnl(self, symbol: str) -> int | None:
+        """Realized + unrealized (before fees), price units x shares; None when there is no mark."""
+        unrealized = self.unrealized_pnl(symbol)
+        return None if unrealized is None else self._realized_pnl[self._sid(symbol)] + unrealized
+
+    def fees(self, symbol: str) -> int:
+        """Fees paid minus rebates earned on this process's fills, price units x shares."""
+        return self._fees[self._sid(symbol)]
+
+    def net_pnl(self, symbol: str) -> int | None:
+        """``total_pnl - fees``; None when there is no mark."""
+        total = self.total_pnl(symbol)
+        return None if total is None else total - self._fees[self._sid(symbol)]
 
     def items(self) -> list[tuple[str, int]]:
         return [(s, self._position[i]) for s, i in self._symbol_ids.items()]
@@ -504,8 +548,15 @@ class Strategy:
     def on_order_accepted(self, order: Order) -> None:
         """The venue accepted the order (or, with ``order.replaces`` set, the replacement)."""
 
-    def on_fill(self, order: Order, shares: int, price: int) -> None:
-        """An execution; ``order.leaves`` is already reduced, the position already updated."""
+    def on_fill(self, order: Order, fill: Fill) -> None:
+        """An execution with its facts (``fills.Fill``: shares, price, leaves, liquidity flag, fee, match
+        number, venue and receive times); ``order.leaves`` is already reduced, the position updated."""
+
+    def on_fill_broken(self, order: Order | None, fill: Fill) -> None:
+        """The venue broke an earlier fill (OUCH Broken Trade): ``fill`` is the one it undoes (the object
+        ``on_fill`` had, when this process saw it). The position, cost and P&L are already the OMS's
+        after the break; ``order.filled`` and the fees no longer count it (its leaves do not come back).
+        ``order`` is None for an order this process does not know (e.g. filled before a restart)."""
 
     def on_order_canceled(self, order: Order) -> None:
         """The order is gone (canceled by us, the venue, or the OMS)."""

@@ -30,6 +30,7 @@ from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, EXECUTION_REPORT
 from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, RejectSource, Side
 
 from .api import MARKET_PRICE, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping
+from .fees import NO_FEES, FeeSchedule
 from .ids import ClientOrderIds
 from .intents import IntentWriter
 from .order_view import OrderView
@@ -140,7 +141,7 @@ class StrategyHost:
 
     def __init__(self, strategy_class: type[Strategy], parameters, *, symbols: tuple[str, ...], strategy_id: int,
                  intents: IntentWriter, traded: tuple[str, ...] | None = None, ids: ClientOrderIds | None = None,
-                 feed_live=None, on_failed=None, clock_ns=time.time_ns, gate_open=None):
+                 feed_live=None, on_failed=None, clock_ns=time.time_ns, gate_open=None, fees: FeeSchedule = NO_FEES):
         self.strategy_class = strategy_class
         self.parameters = parameters
         self.symbols = tuple(symbols)
@@ -172,9 +173,11 @@ class StrategyHost:
         self._dirty: dict[Book, None] = {}   # books updated in this drain, in order, waiting for on_book
         self._error_log = RateLimitedLog(log, burst=3)
         self._data_log = RateLimitedLog(log, burst=5)
-        self._view = view = OrderView(self.symbols, self._traded_ids, self.stats, self._call, self._data_log)
+        self.fees = fees              # the fee schedule every Fill's fee comes from (fees.py)
+        self._view = view = OrderView(self.symbols, self._traded_ids, self.stats, self._call, self._data_log, fees)
         self.open_orders = view.open_orders
         self.positions = view.positions
+        view.positions._books = self._books           # the marks of unrealized P&L (fills.mark_price)
 
     # ------------------------------------------------------------------ lifecycle
 

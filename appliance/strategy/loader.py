@@ -37,6 +37,7 @@ from appliance.config.yaml_lines import MarkedDict, read_yaml_file
 
 from .api import Strategy
 from .config import StrategyConfig, StrategyConfigError
+from .fees import NO_FEES, FeeSchedule, parse_fee_schedule
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class LoadedStrategy:
     parameters: Any
     source: str                  # where the class came from (for the log)
     parameters_source: str       # "inline", or the parameters file's path
+    fees: FeeSchedule = NO_FEES  # from ``fees_file`` (none: every fill costs 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,6 +62,17 @@ def load_parameters_file(path: str) -> dict:
     if not isinstance(data, dict):
         raise StrategyConfigError("", f"expected a mapping of parameters, got {type_name(data)}", file=path, line=1)
     return data
+
+
+def load_fee_schedule(path: str, symbols: tuple[str, ...] = ()) -> FeeSchedule:
+    """The fee schedule in a YAML file (``fees.py`` says the format); errors name the file, key and line.
+    ``symbols``: when given, the only symbols it may name (the layout's). The backtest reads it here too."""
+    def error(key_path, reason, line):
+        return StrategyConfigError(key_path, reason, file=path, line=line)
+    document = read_yaml_file(path, error)
+    if document is None:
+        raise StrategyConfigError("", "empty: a fee schedule needs default: {A, R, other}", file=path, line=1)
+    return parse_fee_schedule(document, Checker(error), tuple(symbols), source=path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,4 +311,11 @@ def load_strategy(config: StrategyConfig, *, key_path: str = "processes.strategy
         cls.validate_parameters(parameters, tuple(layout_symbols))
     except (ValueError, TypeError) as exc:
         raise StrategyConfigError(error_path or "<top>", str(exc), file=error_file) from None
-    return LoadedStrategy(cls, parameters, source, parameters_source)
+    fees = NO_FEES
+    if config.fees_file is not None:
+        path = resolve_path(config.fees_file, base_dirs)
+        if path is None:
+            raise StrategyConfigError(f"{key_path}.fees_file", f"no such file: {config.fees_file} "
+                                      f"(looked in {', '.join(base_dirs)})")
+        fees = load_fee_schedule(path, tuple(layout_symbols))
+    return LoadedStrategy(cls, parameters, source, parameters_source, fees)

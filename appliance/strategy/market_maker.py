@@ -30,6 +30,7 @@ from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK
 from appliance.messages.codes import MARKET_PRICE, Side
 
 from .api import BackPressure, Book, Order, OrderState, Strategy, format_price, reject_reason_name
+from .fills import Fill
 
 log = logging.getLogger("appliance.strategy.market_maker")
 
@@ -272,7 +273,7 @@ class MarketMaker(Strategy):
         if state is not None:
             self._requote(state)
 
-    def on_fill(self, order: Order, shares: int, price: int) -> None:
+    def on_fill(self, order: Order, fill: Fill) -> None:
         self.requote(order.symbol)        # the position moved: skew and cap change
 
     def on_order_canceled(self, order: Order) -> None:

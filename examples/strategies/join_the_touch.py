@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliance.strategy import Book, Order, Side, Strategy, format_price
+from appliance.strategy import Book, Fill, Order, Side, Strategy, format_price
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,10 @@ class JoinTheTouch(Strategy):
             if new_id is not None:
                 self.resting[key] = new_id
 
-    def on_fill(self, order: Order, shares: int, price: int) -> None:
+    def on_fill(self, order: Order, fill: Fill) -> None:
         self.fills += 1
-        self.log.info("%s %s %d @ %s, position %d", order.symbol, order.side.name, shares, format_price(price),
+        self.log.info("%s %s %d @ %s (%s, fee %s), position %d", order.symbol, order.side.name, fill.shares,
+                      format_price(fill.price), fill.liquidity_name, format_price(fill.fee),
                       self.positions[order.symbol])
 
     def on_order_rejected(self, order: Order, source, reason: int) -> None:

@@ -69,7 +69,7 @@ class Peers:
         offset = self.oms.claim()
         EXECUTION_REPORT.pack_into(self.oms.buffer, offset, intent["client_order_id"], orig, 0, 0, STRATEGY_ID, 0, event,
                                    intent["side"], 0, 0, shares, intent["price"] if price is None else price,
-                                   shares if leaves is None else leaves, position, 0, 0, 1, 2)
+                                   shares if leaves is None else leaves, position, 0, 0, 1, 2, 0)
         self.oms.commit()
 
     def reject(self, intent, reason):
@@ -230,6 +230,20 @@ def test_bad_parameters_stop_the_process_at_start_with_the_key_path(write_layout
         out = output_of(proc, timeout=30)
         assert proc.returncode == 2, out
         assert "processes.strategy.params.parameters.size: expected an integer, got a string" in out
+
+
+def test_a_bad_fee_schedule_stops_the_process_at_start_with_its_file_line_and_key(write_layout, unique_name, spawner,
+                                                                                   tmp_path):
+    fees = tmp_path / "fees.yaml"
+    fees.write_text("default:\n  A: -0.002\n  R: lots\n  other: 0\n")
+    doc = agent_layout(unique_name, strategy="appliance.strategy.market_maker:MarketMaker", parameters=MM_PARAMETERS,
+                       fees_file=str(fees))
+    layout = load_layout(write_layout(doc))
+    with SharedMemory.create(layout):
+        proc = spawner.start(layout.path, "strategy")
+        out = output_of(proc, timeout=30)
+        assert proc.returncode == 2, out
+        assert f"{fees}:3: default.R: 'lots' is not a decimal number of dollars per share" in out, out
 
 
 def test_the_control_readers_agree_with_the_control_words(write_layout, unique_name):

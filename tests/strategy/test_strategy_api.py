@@ -44,8 +44,8 @@ class Scripted(Strategy):
     def on_order_accepted(self, order):
         self.events.append(("accepted", order.client_order_id, order.state, order.replaces))
 
-    def on_fill(self, order, shares, price):
-        self.events.append(("fill", order.client_order_id, shares, price, order.leaves, order.state,
+    def on_fill(self, order, fill):
+        self.events.append(("fill", order.client_order_id, fill.shares, fill.price, order.leaves, order.state,
                             self.positions[order.symbol]))
         self._do("on_fill", order)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
 from appliance.messages.codes import RejectSource, Side
 from appliance.runtime.memory import SharedMemory
+from appliance.strategy.fees import NO_FEES
 from appliance.strategy.host import StrategyHost, drain
 from appliance.strategy.intents import IntentWriter
 from conftest import layout_document
@@ -34,7 +35,8 @@ def strategy_layout(name: str, intent_capacity: int = 64) -> dict:
 class Harness:
     """The host between test-owned rings: write records in, step, read intents out."""
 
-    def __init__(self, memory: SharedMemory, strategy_class, parameters=None, *, traded=None, max_pending=64):
+    def __init__(self, memory: SharedMemory, strategy_class, parameters=None, *, traded=None, max_pending=64,
+                 fees=NO_FEES):
         self.memory = memory
         self.buffer = memory.buffer_of("main")
         self.feed = memory.ring("book_updates", "producer")
@@ -47,7 +49,7 @@ class Harness:
         self.writer = IntentWriter(memory.ring("order_intents", "producer"), self.buffer, STRATEGY_ID, max_pending)
         self.failed_calls = 0
         self.host = StrategyHost(strategy_class, parameters, symbols=tuple(SYMBOLS), traded=traded,
-                                 strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed)
+                                 strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed, fees=fees)
         self.host.start()
 
     def _failed(self):
@@ -83,11 +85,14 @@ class Harness:
             self.step()
 
     def report(self, event, client_order_id, symbol="AAPL", *, orig=0, side=Side.BUY, shares=0, price=0, leaves=0,
-               position=0, reason=0, source=0, strategy_id=STRATEGY_ID, symbol_id=None):
+               position=0, reason=0, source=0, strategy_id=STRATEGY_ID, symbol_id=None, match=0, liquidity=0,
+               cost=None, realized=0, t_exchange_ns=1, t_rx_ns=2):
         sid = SYMBOLS.index(symbol) if symbol_id is None else symbol_id
         offset = self.oms.claim()
-        EXECUTION_REPORT.pack_into(self.buffer, offset, client_order_id, orig, 0, 0, strategy_id, sid, event, side,
-                                   reason, source, shares, price, leaves, position, position * price, 0, 1, 2)
+        EXECUTION_REPORT.pack_into(self.buffer, offset, client_order_id, orig, 0, match, strategy_id, sid, event, side,
+                                   reason, source, shares, price, leaves, position,
+                                   position * price if cost is None else cost, realized, t_exchange_ns, t_rx_ns,
+                                   ord(liquidity) if isinstance(liquidity, str) else liquidity)
         self.oms.commit()
         self.step()
 
