@@ -35,7 +35,8 @@ def test_the_chosen_strategy_replaces_the_layouts_and_its_parameters_keeping_the
     layout = load_layout(layout_path)
     params, loaded = select_strategy(layout, JOIN, str(tmp_path / "join.yaml"))
     assert params == {"strategy": f"{ROOT}/{JOIN}", "parameters_file": str(tmp_path / "join.yaml"),
-                      "strategy_id": 1, "timer_interval_ms": 100}     # the market maker's file is gone
+                      "strategy_id": 1, "timer_interval_ms": 100,      # the market maker's file is gone,
+                      "fees_file": "config/fees.yaml"}                # the venue's fees stay
     assert loaded.strategy_class.__name__ == "JoinTheTouch" and loaded.parameters.lot == 200
     _params, loaded = select_strategy(layout, TAKER)                  # no FILE: the Parameters defaults
     assert loaded.parameters == loaded.strategy_class.Parameters()
