@@ -78,6 +78,8 @@ class BookView:
     last_timestamp = property(lambda self: self._state(9))
     update_sequence = property(lambda self: self._state(10))
     order_count = property(lambda self: self._state(11))
+    last_trade_aggressor = property(lambda self: self._state(12))
+    last_trade_timestamp = property(lambda self: self._state(13))
 
     @property
     def inconsistent(self) -> bool:
@@ -103,6 +105,18 @@ class BookView:
 
     def orders(self) -> dict[int, tuple[bytes, int, int]]:
         return self._c.orders(self.symbol_id)
+
+    def order_counts(self, is_buy: bool) -> list[int]:
+        return self._c.order_counts(self.symbol_id, is_buy)
+
+    def order_counts_into(self, out, start: int = 0) -> None:
+        """``OrderBook.order_counts_into``: the orders at each bid level, then each ask level, zero padded."""
+        depth = self.depth
+        for side, base in ((True, start), (False, start + depth)):
+            counts = self.order_counts(side)[:depth]
+            counts += [0] * (depth - len(counts))
+            for k, count in enumerate(counts):
+                out[base + k] = count
 
     def best_bid(self) -> tuple[int, int]:
         levels = self.levels(True)
