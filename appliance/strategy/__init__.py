@@ -14,7 +14,9 @@ from .api import (
     MARKET_PRICE, PRICE_SCALE, BackPressure, Book, OpenOrders, Order, OrderState, Positions, Strategy,
     StrategyStopping, format_price, price_from_decimal, reject_reason_name,
 )
+from .api import Level, Trade
 
 __all__ = ["Strategy", "Book", "Order", "OrderState", "OpenOrders", "Positions", "BackPressure", "StrategyStopping",
            "format_price", "price_from_decimal", "reject_reason_name", "PRICE_SCALE", "MARKET_PRICE", "TIF_DAY",
            "TIF_IOC", "Side", "RejectSource"]
+__all__ += ["Trade", "Level"]

@@ -14,8 +14,9 @@ from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE
 from appliance.messages.codes import Side
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
+from appliance.strategy import Strategy
 from itch_raw import add, directory, raw
-from strategy_harness import SYMBOLS, strategy_layout
+from strategy_harness import SYMBOLS, Harness, strategy_layout
 
 AAPL = 7
 MIDNIGHT = 1_700_000_000_000_000_000
@@ -173,5 +174,28 @@ def test_order_counts_reach_the_book_update_and_saturate(memory):
         assert book.order_counts(False)[0] == 0x10001
         (update,) = feed.packet(execute(50, 1))
         assert update["ask_orders_0"] == 0xFFFF and update["ask_shares_0"] == 0x10000 + 9
+    finally:
+        feed.market_state.close()
+
+
+class Prints(Strategy):
+    def on_start(self):
+        self.trades = []
+
+    def on_trade(self, trade):
+        self.trades.append(trade)
+
+
+def test_identical_prints_from_the_feed_reach_on_trade_twice(memory):
+    """The feed's updates, as the host reads them: two identical P prints in one packet are two calls."""
+    feed = Feed(memory)
+    harness = Harness(memory, Prints)
+    try:
+        feed.outputs.publish_packet(iter([hidden("S", 100, 1_000_000), hidden("S", 100, 1_000_000)]), feed.books,
+                                    1, 5)
+        harness.step()
+        trades = harness.strategy.trades
+        assert [tuple(t) for t in trades] == [("AAPL", 1_000_000, 100, Side.BUY, 1, MIDNIGHT + 6, 5),
+                                              ("AAPL", 1_000_000, 100, Side.BUY, 2, MIDNIGHT + 6, 5)]
     finally:
         feed.market_state.close()
