@@ -56,6 +56,7 @@ _SELL = b"S"
 _BUY_SIDE, _SELL_SIDE = _BUY[0], _SELL[0]     # codes.Side.BUY / SELL: the aggressor bytes a print carries
 
 
+
 class OrderBook:
     """One symbol's order-level book with aggregated price levels; see the module docstring."""
 
@@ -349,13 +350,18 @@ class OrderBook:
         price = keys[0]
         return (price, self._ask_qty[price])
 
-    def snapshot_into(self, out, start: int = 0) -> None:
+    def snapshot_into(self, out, start: int = 0, counts=None) -> None:
         """Write ``4 * depth`` ints from ``out[start]``: bid prices, bid shares, ask prices, ask shares,
-        best first, zero padded. ``out`` is preallocated (a list or an ``array('q')``)."""
+        best first, zero padded. ``out`` is preallocated (a list or an ``array('q')``). ``counts``: also
+        write there, from index 0, the orders at each of those bid levels then each ask level, zero
+        padded (``2 * depth`` ints; the feed's publish, in the same walk over the levels)."""
         depth = self.depth
+        if counts is None:
+            counts = [0] * (2 * depth)
         i = start
         keys = self._bid_keys
         qty = self._bid_qty
+        count = self._bid_count
         n = len(keys)
         if n > depth:
             n = depth
@@ -363,12 +369,15 @@ class OrderBook:
             price = -keys[k]
             out[i + k] = price
             out[i + depth + k] = qty[price]
+            counts[k] = count[price]
         for k in range(n, depth):
             out[i + k] = 0
             out[i + depth + k] = 0
+            counts[k] = 0
         i += 2 * depth
         keys = self._ask_keys
         qty = self._ask_qty
+        count = self._ask_count
         n = len(keys)
         if n > depth:
             n = depth
@@ -376,27 +385,15 @@ class OrderBook:
             price = keys[k]
             out[i + k] = price
             out[i + depth + k] = qty[price]
+            counts[depth + k] = count[price]
         for k in range(n, depth):
             out[i + k] = 0
             out[i + depth + k] = 0
-
-    def order_counts_into(self, out, start: int = 0) -> None:
-        """Write ``2 * depth`` ints from ``out[start]``: the orders at each bid level, then at each ask level,
-        best first, zero padded (the levels ``snapshot_into`` writes)."""
-        depth = self.depth
-        i = start
-        for keys, count, sign in ((self._bid_keys, self._bid_count, -1), (self._ask_keys, self._ask_count, 1)):
-            n = len(keys)
-            if n > depth:
-                n = depth
-            for k in range(n):
-                out[i + k] = count[sign * keys[k]]
-            for k in range(n, depth):
-                out[i + k] = 0
-            i += depth
+            counts[depth + k] = 0
 
     def order_counts(self, is_buy: bool) -> list[int]:
-        """Every level's order count of one side, best first, as ``levels`` (tests and tools)."""
+        """Every level's order count of one side, best first, as ``levels`` (tests and tools; the top ones
+        also come with ``snapshot_into``)."""
         if is_buy:
             return [self._bid_count[-k] for k in self._bid_keys]
         return [self._ask_count[k] for k in self._ask_keys]

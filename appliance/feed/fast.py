@@ -109,15 +109,6 @@ class BookView:
     def order_counts(self, is_buy: bool) -> list[int]:
         return self._c.order_counts(self.symbol_id, is_buy)
 
-    def order_counts_into(self, out, start: int = 0) -> None:
-        """``OrderBook.order_counts_into``: the orders at each bid level, then each ask level, zero padded."""
-        depth = self.depth
-        for side, base in ((True, start), (False, start + depth)):
-            counts = self.order_counts(side)[:depth]
-            counts += [0] * (depth - len(counts))
-            for k, count in enumerate(counts):
-                out[base + k] = count
-
     def best_bid(self) -> tuple[int, int]:
         levels = self.levels(True)
         return levels[0] if levels else (0, 0)
@@ -126,8 +117,9 @@ class BookView:
         levels = self.levels(False)
         return levels[0] if levels else (0, 0)
 
-    def snapshot_into(self, out, start: int = 0) -> None:
-        """``OrderBook.snapshot_into``: bid prices, bid shares, ask prices, ask shares, best first, zero padded."""
+    def snapshot_into(self, out, start: int = 0, counts=None) -> None:
+        """``OrderBook.snapshot_into``: bid prices, bid shares, ask prices, ask shares, best first, zero padded;
+        the order counts of those levels into ``counts`` (when given)."""
         depth = self.depth
         for side, base in ((True, start), (False, start + 2 * depth)):
             levels = self.levels(side)[:depth]
@@ -135,6 +127,11 @@ class BookView:
             for k, (price, shares) in enumerate(levels):
                 out[base + k] = price
                 out[base + depth + k] = shares
+        if counts is not None:
+            for base, side in ((0, True), (depth, False)):
+                top = self.order_counts(side)[:depth]
+                for k in range(depth):
+                    counts[base + k] = top[k] if k < len(top) else 0
 
 
 class _LocateMap:

@@ -75,7 +75,8 @@ class BookOutputs:
         sid = book.symbol_id
         self._trades_published[sid] = book.trades
         levels = self.levels
-        book.snapshot_into(levels, 0)
+        counts = self.order_counts
+        book.snapshot_into(levels, 0, counts)
         if max(levels) > U32_MAX:                # a level holding more than 2**32 - 1 shares: saturate
             levels[:] = [v if v <= U32_MAX else U32_MAX for v in levels]
         last_shares = book.last_trade_shares
@@ -98,8 +99,6 @@ class BookOutputs:
             return False
         bid_count = BOOK_DEPTH - levels[BOOK_DEPTH:2 * BOOK_DEPTH].count(0)
         ask_count = BOOK_DEPTH - levels[3 * BOOK_DEPTH:].count(0)
-        counts = self.order_counts
-        book.order_counts_into(counts, 0)
         if max(counts) > U16_MAX:
             counts[:] = [v if v <= U16_MAX else U16_MAX for v in counts]
         BOOK_UPDATE.pack_into(self.buffer, offset, sid, flags, state, bid_count, ask_count, *levels,

@@ -154,9 +154,9 @@ def test_order_counts_per_level_against_a_hand_built_book():
     book.add(13, True, 100, 0)          # refused (0 shares): counts nothing
     book.add(12, True, 100, 5)          # refused (duplicate): counts nothing
     assert counts(book) == ([2, 2], [2, 1])
-    out = [-1] * 6
-    book.order_counts_into(out)         # top depth (3) of each side, zero padded
-    assert out == [2, 2, 0, 2, 1, 0]
+    levels, out = [-1] * 12, [-1] * 6
+    book.snapshot_into(levels, 0, out)  # top depth (3) of each side, zero padded
+    assert out == [2, 2, 0, 2, 1, 0] and levels[:6] == [100, 97, 0, 16, 3, 0]
     book.reset()
     assert counts(book) == ([], [])
 

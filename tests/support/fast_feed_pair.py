@@ -114,6 +114,12 @@ class Pair:
                 assert cb.order_counts(side) == pb.order_counts(side), f"{where}: {pb.symbol} order counts side {side}"
             if orders:
                 assert cb.orders() == pb.orders(), f"{where}: {pb.symbol} orders"
+                snapshots = []
+                for b in (cb, pb):
+                    top, counts = [-1] * (4 * BOOK_DEPTH), [-1] * (2 * BOOK_DEPTH)
+                    b.snapshot_into(top, 0, counts)
+                    snapshots.append((top, counts))
+                assert snapshots[0] == snapshots[1], f"{where}: {pb.symbol} snapshot"
             slot = self.slots[sid]
             a = bytearray(self.mm[0][slot:slot + MARKET_STATE.size])
             b = bytearray(self.mm[1][slot:slot + MARKET_STATE.size])
