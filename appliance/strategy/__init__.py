@@ -16,8 +16,10 @@ from .api import (
 )
 from .fees import FeeSchedule
 from .fills import LIQUIDITY_FLAGS, Fill
+from .api import Level, Trade
 
 __all__ = ["Strategy", "Book", "Order", "OrderState", "OpenOrders", "Positions", "BackPressure", "StrategyStopping",
            "format_price", "price_from_decimal", "reject_reason_name", "PRICE_SCALE", "MARKET_PRICE", "TIF_DAY",
            "TIF_IOC", "Side", "RejectSource"]
 __all__ += ["Fill", "LIQUIDITY_FLAGS", "FeeSchedule"]
+__all__ += ["Trade", "Level"]

@@ -4,8 +4,9 @@ process, no agent (``agent.py`` is the process around it).
 ``StrategyHost`` keeps the strategy's view of the world true from what arrives: BookUpdates
 refresh the per-symbol ``Book`` (each slot checked, then copied into the Book's own buffer; the
 Book reads fields on demand), and the updates waiting at once are conflated per symbol: every
-print reaches ``on_trade`` in order, ``on_book`` runs once per symbol with the latest state
-(``drain_book_updates``); ExecutionReports (exec_to_strategy) and OrderRejects
+print reaches ``on_trade`` in order, as a ``Trade`` (a print is new when the update's
+``trade_sequence`` moves, so identical prints are distinct), ``on_book`` runs once per symbol with
+the latest state (``drain_book_updates``); ExecutionReports (exec_to_strategy) and OrderRejects
 (risk_rejects) go to the ``OrderView`` (``order_view.py``), which moves the orders through their
 states and carries the OMS's position. The view changes first and the callback runs after, so a
 callback always sees the view with the event applied. Actions from the strategy become
@@ -29,7 +30,9 @@ import time
 from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, EXECUTION_REPORT, ORDER_REJECT
 from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, RejectSource, Side
 
-from .api import MARKET_PRICE, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping
+from .api import (
+    AGGRESSOR_OF_BYTE, MARKET_PRICE, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping, Trade,
+)
 from .fees import NO_FEES, FeeSchedule
 from .ids import ClientOrderIds
 from .intents import IntentWriter
@@ -47,8 +50,9 @@ _EXEC_AT = EXECUTION_REPORT.at             # hot reads: tuples, fields by these 
 # slot, then one copy of the slot into the symbol's Book (api.Book reads its fields from there on demand).
 _BOOK_HEAD = BOOK_UPDATE.fields_struct(("type_id", "schema_version", "size", "symbol_id", "bid_levels", "ask_levels",
                                         "last_trade_price", "last_trade_shares", "t_rx_ns",
-                                        "t_feed_out_ns")).unpack_from
-_BOOK_TRADE = BOOK_UPDATE.fields_struct(("last_trade_price", "last_trade_shares")).unpack_from
+                                        "t_feed_out_ns", "trade_sequence", "last_trade_t_exchange_ns",
+                                        "last_trade_aggressor")).unpack_from
+_BOOK_TRADE_SEQUENCE = BOOK_UPDATE.fields_struct(("trade_sequence",)).unpack_from
 _BOOK_STAMPS = BOOK_UPDATE.fields_struct(("t_rx_ns", "t_feed_out_ns")).unpack_from
 
 _LIVE, _PENDING_CANCEL, _PENDING_REPLACE = OrderState.LIVE, OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE
@@ -58,9 +62,12 @@ _MAX_U32 = 0xFFFFFFFF
 
 
 class StrategyStats:
-    """Plain ints the agent copies into shared-memory counters (``strategy.<name>``)."""
+    """Plain ints the agent copies into shared-memory counters (``strategy.<name>``). ``trades``: prints handed
+    to ``on_trade``; ``trades_missed``: prints the host never received (jumps in a symbol's trade_sequence:
+    the feed dropped updates on a full ring)."""
 
-    __slots__ = ("book_updates", "book_updates_ignored", "book_updates_conflated", "exec_reports", "risk_rejects", "rejects", "rejects_risk",
+    __slots__ = ("book_updates", "book_updates_ignored", "book_updates_conflated", "trades", "trades_missed",
+                 "exec_reports", "risk_rejects", "rejects", "rejects_risk",
                  "rejects_oms", "rejects_exchange", "fills", "filled_shares", "cancel_rejects", "broken",
                  "pending_timeouts", "unknown_orders", "foreign_records", "bad_records", "timers", "errors", "stopped")
 
@@ -413,7 +420,7 @@ class StrategyHost:
         returns the Book, reading the slot, for ``on_book`` (None: dropped, not traded, or the strategy is
         not running; the Book has its copy then). The caller ``_keep``s the Book before releasing."""
         (type_id, version, size, sid, bid_levels, ask_levels, last_price, last_shares, t_rx_ns,
-         t_feed_out_ns) = _BOOK_HEAD(buffer, offset)
+         t_feed_out_ns, trade_sequence, t_trade_ns, aggressor) = _BOOK_HEAD(buffer, offset)
         if type_id != _BOOK_TYPE or version != _BOOK_VERSION or sid >= self._n_symbols \
                 or bid_levels > BOOK_DEPTH or ask_levels > BOOK_DEPTH:
             self._bad("BookUpdate", (type_id, version, size, sid))
@@ -422,14 +429,21 @@ class StrategyHost:
         if book is None:
             self.stats.book_updates_ignored += 1
             return None
-        self.stats.book_updates += 1
-        new_print = last_shares and self._trades_wanted and self.running and \
-            (last_price, last_shares) != _BOOK_TRADE(book._buf)       # the previous update's, kept
+        stats = self.stats
+        stats.book_updates += 1
+        new_print = False
+        previous = _BOOK_TRADE_SEQUENCE(book._buf)[0]                 # the previous update's, kept
+        if trade_sequence != previous:                                 # a print (the feed numbers each one)
+            if previous and trade_sequence > previous + 1:             # prints the host never received
+                stats.trades_missed += trade_sequence - previous - 1
+            new_print = last_shares and self._trades_wanted and self.running
         book._view(buffer, offset)
         if new_print:
+            stats.trades += 1
             self._t_rx_ns, self._t_feed_out_ns = t_rx_ns, t_feed_out_ns
             try:
-                self.strategy.on_trade(book._symbol, last_price, last_shares)
+                self.strategy.on_trade(Trade(book._symbol, last_price, last_shares, AGGRESSOR_OF_BYTE.get(aggressor),
+                                             trade_sequence, t_trade_ns, t_rx_ns))
             except USER_ERRORS as exc:
                 self._fail("on_trade", exc)
             finally:

@@ -61,7 +61,8 @@ class Peers:
             levels += [p for p, _ in side] + [s for _, s in side]
         offset = self.feed.claim()
         BOOK_UPDATE.pack_into(self.feed.buffer, offset, 0, flags, state[0], len(bids), len(asks), *levels, 0, 0,
-                              self.sequence, self.sequence, 1, 1000 + self.sequence, 2000 + self.sequence, 1)
+                              self.sequence, self.sequence, 1, 1000 + self.sequence, 2000 + self.sequence, 1,
+                              *[0] * (len(BOOK_UPDATE.fields) - BOOK_UPDATE.index_of["trade_sequence"]))
         self.feed.commit()
 
     def report(self, event, intent, *, shares=None, price=None, leaves=None, position=0, orig=0):

@@ -48,6 +48,7 @@ class Harness:
         self.books_in = memory.ring("book_updates", "consumer")
         self.writer = IntentWriter(memory.ring("order_intents", "producer"), self.buffer, STRATEGY_ID, max_pending)
         self.failed_calls = 0
+        self.prints = {}            # symbol id -> (last trade, trade sequence) the harness's feed sent last
         self.host = StrategyHost(strategy_class, parameters, symbols=tuple(SYMBOLS), traded=traded,
                                  strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed, fees=fees)
         self.host.start()
@@ -67,17 +68,28 @@ class Harness:
         return n
 
     def book(self, symbol, bids=(), asks=(), *, flags=0, state=b"T", last=(0, 0), seq=1, t_rx=1111, t_feed=2222,
-             symbol_id=None, type_id=None, step=True):
+             symbol_id=None, type_id=None, step=True, trade_seq=None, aggressor=0, t_trade=0):
+        """One BookUpdate. ``bids``/``asks``: (price, shares) or (price, shares, orders). ``trade_seq`` None:
+        the harness numbers prints as the feed does, a ``last`` different from the one it sent before being
+        a new print; give it to send the same print twice or a gap."""
         sid = SYMBOLS.index(symbol) if symbol_id is None else symbol_id
-        levels = []
-        for side in (bids, asks):
-            side = list(side) + [(0, 0)] * (5 - len(side))
-            levels += [p for p, _ in side]
-            levels += [s for _, s in side]
+        fields = {"symbol_id": sid, "flags": flags, "trading_state": state[0], "bid_levels": len(bids),
+                  "ask_levels": len(asks), "last_trade_price": last[0], "last_trade_shares": last[1],
+                  "update_sequence": seq, "mold_sequence": seq, "t_exchange_ns": 5, "t_rx_ns": t_rx,
+                  "t_feed_out_ns": t_feed, "message_count": 1, "last_trade_aggressor": aggressor,
+                  "last_trade_t_exchange_ns": t_trade}
+        for name, side in (("bid", bids), ("ask", asks)):
+            for i, level in enumerate(side):
+                fields[f"{name}_price_{i}"], fields[f"{name}_shares_{i}"] = level[0], level[1]
+                fields[f"{name}_orders_{i}"] = level[2] if len(level) > 2 else 0
+        sent_last, sent_seq = self.prints.get(sid, ((0, 0), 0))
+        if trade_seq is None:
+            trade_seq = sent_seq + 1 if tuple(last) != (0, 0) and tuple(last) != sent_last else sent_seq
+        self.prints[sid] = (tuple(last), trade_seq)
+        fields["trade_sequence"] = trade_seq
         offset = self.feed.claim()
         assert offset >= 0
-        BOOK_UPDATE.pack_into(self.buffer, offset, sid, flags, state[0], len(bids), len(asks), *levels, *last, seq,
-                              seq, 5, t_rx, t_feed, 1)
+        BOOK_UPDATE.pack_into(self.buffer, offset, *BOOK_UPDATE.body(**fields))
         if type_id is not None:
             self.buffer[offset:offset + 2] = type_id.to_bytes(2, "little")
         self.feed.commit()
