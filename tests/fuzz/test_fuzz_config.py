@@ -208,7 +208,7 @@ def _quote_with(loaded) -> None:
     if loaded.strategy_class.__name__ != "MarketMaker":
         return
     for symbol in SYMBOLS:
-        params = loaded.parameters.for_symbol(symbol)
+        params = loaded.parameters.for_symbol(symbol, INSTRUMENTS[symbol])
         for top, position in QUOTING:
             desired_quotes(top, position, [], params)
 
@@ -220,7 +220,7 @@ def test_fuzz_strategy_parameters_file(tmp_path):
     def check(data):
         path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass"))
         config = StrategyConfig(strategy=MARKET_MAKER, strategy_id=1, parameters_file=str(path))
-        _quote_with(load_strategy(config, layout_symbols=SYMBOLS))
+        _quote_with(load_strategy(config, layout_symbols=SYMBOLS, instruments=INSTRUMENTS))
 
     fuzzkit.run_cases("strategy-file", 120, lambda rng: fuzzkit.yaml_inputs(rng, texts, docs), check,
                       expected=(StrategyConfigError,), on_error=_check_named, test_file=THIS, soak_share=0.06)
@@ -308,7 +308,7 @@ def _params_check(name: str):
         elif name == "strategy":
             config = parse_strategy_params(params, path, SYMBOLS)
             if config.strategy == MARKET_MAKER and config.parameters_file is None:
-                _quote_with(load_strategy(config, key_path=path, layout_symbols=SYMBOLS))
+                _quote_with(load_strategy(config, key_path=path, layout_symbols=SYMBOLS, instruments=INSTRUMENTS))
     return check
 
 

@@ -10,6 +10,13 @@ from appliance.strategy.intents import IntentWriter
 from conftest import layout_document
 
 SYMBOLS = ["AAPL", "MSFT", "SPY"]
+
+
+def instruments(tick: str = "0.01", round_lot: int = 100):
+    """The harness symbols' instruments, each with this tick (dollars) and round lot."""
+    from appliance.config.instruments import parse_instruments
+    return parse_instruments("version: 1\ninstruments:\n" + "".join(
+        f"  - {{symbol: {symbol}, tick: {tick}, round_lot: {round_lot}}}\n" for symbol in SYMBOLS), "harness.yaml")
 STRATEGY_ID = 7
 
 
@@ -34,7 +41,8 @@ def strategy_layout(name: str, intent_capacity: int = 64) -> dict:
 class Harness:
     """The host between test-owned rings: write records in, step, read intents out."""
 
-    def __init__(self, memory: SharedMemory, strategy_class, parameters=None, *, traded=None, max_pending=64):
+    def __init__(self, memory: SharedMemory, strategy_class, parameters=None, *, traded=None, max_pending=64,
+                 instruments=None):
         self.memory = memory
         self.buffer = memory.buffer_of("main")
         self.feed = memory.ring("book_updates", "producer")
@@ -47,7 +55,8 @@ class Harness:
         self.writer = IntentWriter(memory.ring("order_intents", "producer"), self.buffer, STRATEGY_ID, max_pending)
         self.failed_calls = 0
         self.host = StrategyHost(strategy_class, parameters, symbols=tuple(SYMBOLS), traded=traded,
-                                 strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed)
+                                 strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed,
+                                 instruments=instruments)
         self.host.start()
 
     def _failed(self):
