@@ -239,7 +239,10 @@ def load_instruments(path: str | os.PathLike) -> Instruments:
 
 
 def resolve_beside(path: str, relative_to: str) -> str:
-    """A path named in a configuration file: relative ones against that file's directory."""
+    """A path named in a configuration file: a relative one against that file's directory (the working
+    directory for a document that is not a file, ``<string>``)."""
     path = os.path.expanduser(path)
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(
-        relative_to)), path))
+    if os.path.isabs(path):
+        return path
+    base = os.getcwd() if relative_to.startswith("<") else os.path.dirname(os.path.abspath(relative_to))
+    return os.path.normpath(os.path.join(base, path))
