@@ -24,9 +24,10 @@ any agent starts; every problem is an ``InstrumentsError`` naming the file, line
 """
 from __future__ import annotations
 
+import operator
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Iterator
 
@@ -68,16 +69,18 @@ class Instrument:
     min_price: int               # the price band: the lowest limit price the venue accepts (on the tick)
     max_price: int               # and the highest
     reference_price: int = 0     # a starting price (the simulated exchange's flow); 0: none given
-    line: int | None = None      # where it is defined (for the errors of files that must agree with it)
+    line: int | None = field(default=None, compare=False, repr=False)   # where it is defined (for errors)
 
     def is_valid_price(self, price: int) -> bool:
         """On the tick and inside the band: a limit price the venue accepts."""
+        price = _price_argument(price)
         return self.min_price <= price <= self.max_price and price % self.tick == 0
 
     def round_price(self, price: int, side) -> int:
         """``price`` to the tick, passively: a buy rounds down, a sell (or sell short) up, so rounding
         never makes an order more aggressive; then clamped into the band. ``side``: the OUCH side
         (``Side.BUY``/``SELL``/``SELL_SHORT``, or ``"B"``/``"S"``/``"T"``)."""
+        price = _price_argument(price)
         side = ord(side) if isinstance(side, str) and len(side) == 1 else side
         if side == _BUY:
             price = price // self.tick * self.tick
@@ -97,6 +100,15 @@ class Instrument:
 
     def is_round_lot(self, shares: int) -> bool:
         return shares > 0 and shares % self.round_lot == 0
+
+
+def _price_argument(price) -> int:
+    """A strategy's price argument: an integer in price units, never a float that would pass unnoticed."""
+    try:
+        return operator.index(price)
+    except TypeError:
+        raise TypeError(f"price must be an integer with 4 implied decimals (1900100 is $190.01), got "
+                        f"{type(price).__name__}") from None
 
 
 class Instruments:

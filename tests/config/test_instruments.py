@@ -139,6 +139,10 @@ def test_round_price_is_passive_and_stays_in_the_band():
     assert aapl.round_price(9_000_000, Side.BUY) == 5_000_000
     with pytest.raises(ValueError, match="side must be BUY, SELL or SELL_SHORT"):
         aapl.round_price(1_900_000, "X")
+    with pytest.raises(TypeError, match="price must be an integer with 4 implied decimals"):
+        aapl.round_price(190.01, Side.BUY)              # dollars by mistake: said, not rounded to 0
+    with pytest.raises(TypeError, match="got float"):
+        aapl.is_valid_price(1_900_000.0)
 
 
 def test_is_valid_price_ticks_and_lots():
