@@ -22,6 +22,8 @@ def test_show_prints_offsets_of_every_ring():
     assert proc.returncode == 0
     for ring in ("book_updates", "order_intents", "approved_orders", "exec_to_strategy"):
         assert f"ring    {ring}" in proc.stdout
+    assert "symbol  0   AAPL      tick 0.0100 round lot 100 band 0.0100..200000.0000 reference 190.0000  (" in proc.stdout
+    assert "config/instruments.yaml:11)" in proc.stdout                 # where each instrument is defined
 
 
 def test_check_reports_a_bad_file_in_one_line(tmp_path):
