@@ -111,7 +111,8 @@ class Sandbox:
             overrides["market_data"]["session"] = session
         if self.faults:
             overrides["faults"] = self.faults
-        base = default_config()
+        from .listing import listing_from
+        base = listing_from(default_config(), self.instruments_file())     # what the layout trades
         for section, values in self.exchange_sections.items():
             if section == "firms":                 # {username: {field: value}} over the default firms
                 overrides["firms"] = tuple(dataclasses.replace(firm, **values.get(firm.username, {}))
@@ -131,6 +132,12 @@ class Sandbox:
         self.source_port = ports["source"][1]
         self.snapshot_port = ports["snapshot"][1]
 
+    @staticmethod
+    def instruments_file() -> Path | None:
+        """The repository layout's instruments file (absolute), or None when it names none."""
+        named = yaml.safe_load((ROOT / "shm_layout.yaml").read_text()).get("instruments")
+        return None if named is None else ROOT / named
+
     def restart_exchange(self, session: str | None = None, timeout_s: float = 30) -> None:
         """The venue process dies (no End of Session; its records flushed) and a new one starts on
         the same ports with an empty book and, with ``session``, a new session name."""
@@ -147,6 +154,8 @@ class Sandbox:
     def _write_layout(self) -> None:
         doc = yaml.safe_load((ROOT / "shm_layout.yaml").read_text())
         doc["name"] = self.name
+        if doc.get("instruments") is not None:
+            doc["instruments"] = str(self.instruments_file())      # the layout is written elsewhere
         by_name = {p["name"]: p for p in doc["processes"]}
         sup = by_name["supervisor"].setdefault("params", {})
         sup.update({"clock": {"require_sync": False}, "exporter": {"enabled": False},

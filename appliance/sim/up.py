@@ -124,10 +124,16 @@ class SimulatedVenue:
         self.sim_config = sim_config
         self.exchange = None
         self.day: Path | None = None
+        self.listing = None           # the embedded default listing the layout's instruments (no --sim-config)
 
     def prepare(self, layout) -> None:
-        """Before anything starts (a bad config is a config error, exit 2)."""
+        """Before anything starts (a bad config is a config error, exit 2). Without ``--sim-config``
+        the exchange lists the layout's instruments (``listing.py``)."""
         sim_credentials(layout, self.sim_config)
+        if self.sim_config is None and layout.instruments is not None:
+            from appliance.exchange.config import default_config
+            from .listing import listing_from
+            self.listing = listing_from(default_config(), layout.instruments.file)
 
     def start(self, layout, base: Path) -> None:
         from .exchange_process import ExchangeProcess
@@ -138,6 +144,10 @@ class SimulatedVenue:
         args = ["--records", str(day / "exchange"), "--control", sim_control_socket(base)]
         if self.sim_config:
             args += ["--config", self.sim_config]
+        elif self.listing is not None:
+            config_path = day / "exchange.yaml"
+            config_path.write_text(self.listing.to_yaml())
+            args += ["--config", str(config_path)]
         log_path = day / "exchange.log"
         self.exchange = ExchangeProcess(args, log_path=log_path, cwd=base)
         if layout.simulator_cpu is not None and not self.exchange.pin(layout.simulator_cpu):

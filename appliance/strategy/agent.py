@@ -70,7 +70,7 @@ class StrategyAgent(Agent):
         try:
             self.config = parse_strategy_params(context.params, path, layout.symbols)
             self.loaded = load_strategy(self.config, key_path=path, layout_path=layout.path,
-                                        layout_symbols=layout.symbols)
+                                        layout_symbols=layout.symbols, instruments=layout.instruments)
         except StrategyConfigError as exc:
             raise LayoutError(exc.file or layout.path, exc.key_path, exc.reason, exc.line) from None
         check_ring_uses(layout, context.process.name, RINGS, "the strategy agent")
@@ -98,7 +98,7 @@ class StrategyAgent(Agent):
         self.host = host = StrategyHost(
             self.loaded.strategy_class, self.loaded.parameters, symbols=layout.symbols, traded=cfg.symbols,
             strategy_id=cfg.strategy_id, intents=intents, ids=ClientOrderIds(), feed_live=feed_live, gate_open=gate_open,
-            on_failed=self._on_strategy_failed, fees=self.loaded.fees)
+            on_failed=self._on_strategy_failed, fees=self.loaded.fees, instruments=layout.instruments)
         if "positions" in has:
             self._seed_positions(memory.positions_reader(), host)
         self._timer_interval_ns = cfg.timer_interval_ms * 1_000_000

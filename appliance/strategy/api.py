@@ -27,6 +27,7 @@ from appliance.messages.catalog import (
     BOOK_UPDATE,
 )
 from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE, TIF_DAY, OmsReason, RejectSource, RiskReason, Side
+from appliance.config.instruments import Instrument
 
 from .fills import Fill, mark_price
 
@@ -570,6 +571,13 @@ class Strategy:
     def log(self) -> logging.Logger:
         return self._host.user_log
 
+    def instrument(self, symbol: str) -> Instrument:
+        """The instrument of a layout symbol (immutable): ``.symbol``, ``.symbol_id``, ``.tick``,
+        ``.round_lot``, the price band ``.min_price``/``.max_price``, ``round_price(price, side)``,
+        ``is_valid_price(price)`` (``appliance.config.instruments``). From the instruments file the
+        layout names, read before the strategy starts; KeyError naming the symbol when it has none."""
+        return self._host.instrument(symbol)
+
     def book(self, symbol: str) -> Book | None:
         """The latest book of a traded symbol (None for a symbol it does not trade)."""
         return self._host.book_of(symbol)
@@ -656,3 +664,9 @@ class Strategy:
     @classmethod
     def validate_parameters(cls, parameters: Any, symbols: tuple[str, ...]) -> None:
         """Checks that need the layout's symbols; raise ValueError with a clear message."""
+
+    @classmethod
+    def validate_instruments(cls, parameters: Any, instruments: dict[str, Instrument]) -> None:
+        """Checks that need the layout's instruments (symbol -> Instrument), e.g. a tick parameter
+        that disagrees with the instrument's; raise ValueError with a clear message. Run at load, after
+        ``validate_parameters``, when the layout names an instruments file."""

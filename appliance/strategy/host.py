@@ -121,6 +121,20 @@ def drain(ring, buffer, handle, limit: int) -> int:
             return n
 
 
+def _instrument_map(instruments, symbol_ids: dict[str, int]) -> dict:
+    """symbol -> Instrument from what a caller has; each must be a host symbol with the same id."""
+    if instruments is None:
+        return {}
+    items = list(instruments.values()) if hasattr(instruments, "values") else list(instruments)
+    result = {}
+    for instrument in items:
+        if symbol_ids.get(instrument.symbol) != instrument.symbol_id:
+            raise ValueError(f"instrument {instrument.symbol} has symbol id {instrument.symbol_id}, but the symbols "
+                             f"give it {symbol_ids.get(instrument.symbol, 'none')}")
+        result[instrument.symbol] = instrument
+    return result
+
+
 def _check_shares(shares, what: str = "shares") -> int:
     try:
         shares = operator.index(shares)
@@ -148,7 +162,11 @@ class StrategyHost:
 
     def __init__(self, strategy_class: type[Strategy], parameters, *, symbols: tuple[str, ...], strategy_id: int,
                  intents: IntentWriter, traded: tuple[str, ...] | None = None, ids: ClientOrderIds | None = None,
-                 feed_live=None, on_failed=None, clock_ns=time.time_ns, gate_open=None, fees: FeeSchedule = NO_FEES):
+                 feed_live=None, on_failed=None, clock_ns=time.time_ns, gate_open=None, instruments=None,
+                 fees: FeeSchedule = NO_FEES):
+        """``instruments``: the symbols' ``Instrument``s (an ``Instruments``, a mapping symbol -> Instrument
+        or an iterable of them), for ``Strategy.instrument``; the agent passes the layout's, a backtest
+        its own. Each one's symbol id must be its symbol's index in ``symbols``."""
         self.strategy_class = strategy_class
         self.parameters = parameters
         self.symbols = tuple(symbols)
@@ -162,6 +180,7 @@ class StrategyHost:
         self.clock_ns = clock_ns
         self.user_log = logging.getLogger(f"appliance.strategy.{strategy_class.__name__}")
         self._symbol_ids = {s: i for i, s in enumerate(self.symbols)}
+        self.instruments = _instrument_map(instruments, self._symbol_ids)
         self._traded_ids = {s: self._symbol_ids[s] for s in self.traded_symbols}
         self._n_symbols = len(self.symbols)
         self._books: list[Book | None] = [None] * self._n_symbols
@@ -185,6 +204,16 @@ class StrategyHost:
         self.open_orders = view.open_orders
         self.positions = view.positions
         view.positions._books = self._books           # the marks of unrealized P&L (fills.mark_price)
+
+    def instrument(self, symbol: str):
+        """``Strategy.instrument``: the symbol's Instrument, or KeyError saying why there is none."""
+        found = self.instruments.get(symbol)
+        if found is None:
+            if not self.instruments:
+                raise KeyError(f"no instrument for {symbol!r}: this strategy was given no instruments "
+                               f"(name an instruments file in the layout: instruments: config/instruments.yaml)")
+            raise KeyError(f"no instrument for {symbol!r} (instruments: {', '.join(self.instruments)})")
+        return found
 
     # ------------------------------------------------------------------ lifecycle
 

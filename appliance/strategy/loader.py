@@ -289,8 +289,10 @@ def load_strategy_class(spec: str, *, key_path: str = "strategy", base_dirs: lis
 
 
 def load_strategy(config: StrategyConfig, *, key_path: str = "processes.strategy.params",
-                  layout_path: str | None = None, layout_symbols: tuple[str, ...] = ()) -> LoadedStrategy:
-    """Class and validated parameters for a strategy process (raises StrategyConfigError)."""
+                  layout_path: str | None = None, layout_symbols: tuple[str, ...] = (),
+                  instruments=None) -> LoadedStrategy:
+    """Class and validated parameters for a strategy process (raises StrategyConfigError). With the
+    layout's ``instruments``, the class's ``validate_instruments`` sees every one (symbol -> Instrument)."""
     base_dirs = []
     if layout_path:
         base_dirs.append(os.path.dirname(os.path.abspath(layout_path)))
@@ -309,6 +311,8 @@ def load_strategy(config: StrategyConfig, *, key_path: str = "processes.strategy
         parameters_source, error_file, error_path = "inline", None, f"{key_path}.parameters"
     try:
         cls.validate_parameters(parameters, tuple(layout_symbols))
+        if instruments is not None:
+            cls.validate_instruments(parameters, {i.symbol: i for i in instruments})
     except (ValueError, TypeError) as exc:
         raise StrategyConfigError(error_path or "<top>", str(exc), file=error_file) from None
     fees = NO_FEES

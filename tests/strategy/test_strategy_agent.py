@@ -22,12 +22,17 @@ from conftest import output_of, wait_until
 from strategy_harness import strategy_layout
 
 STRATEGY_ID = 7
-MM_PARAMETERS = {"tick": 100, "spread_ticks": 2, "size": 100, "max_position": 300, "skew_ticks": 1.0,
+MM_PARAMETERS = {"spread_ticks": 2, "size": 100, "max_position": 300, "skew_ticks": 1.0,
                  "widen_ticks": 0.0, "requote_threshold_ticks": 1, "reject_cooldown_ms": 60_000}
+
+
+INSTRUMENTS = "version: 1\ninstruments:\n" + "".join(f"  - {{symbol: {symbol}, tick: 0.01, round_lot: 100}}\n"
+                                                     for symbol in ("AAPL", "MSFT", "SPY"))
 
 
 def agent_layout(name: str, **params) -> dict:
     doc = strategy_layout(name)
+    doc["instruments"] = "instruments.yaml"          # beside the layout: the market maker's tick and lot
     for process in doc["processes"]:
         if process["name"] == "strategy":
             process["agent"] = "appliance.strategy.agent:StrategyAgent"
@@ -93,6 +98,12 @@ class Peers:
 
     def nothing_more(self) -> bool:
         return self.risk_in.peek() < 0
+
+
+@pytest.fixture(autouse=True)
+def instruments_beside_the_layout(tmp_path):
+    """Every layout here is written to tmp_path (conftest.write_layout) and names this file."""
+    (tmp_path / "instruments.yaml").write_text(INSTRUMENTS)
 
 
 @pytest.fixture

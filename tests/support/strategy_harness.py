@@ -11,6 +11,13 @@ from appliance.strategy.intents import IntentWriter
 from conftest import layout_document
 
 SYMBOLS = ["AAPL", "MSFT", "SPY"]
+
+
+def instruments(tick: str = "0.01", round_lot: int = 100):
+    """The harness symbols' instruments, each with this tick (dollars) and round lot."""
+    from appliance.config.instruments import parse_instruments
+    return parse_instruments("version: 1\ninstruments:\n" + "".join(
+        f"  - {{symbol: {symbol}, tick: {tick}, round_lot: {round_lot}}}\n" for symbol in SYMBOLS), "harness.yaml")
 STRATEGY_ID = 7
 
 
@@ -36,7 +43,7 @@ class Harness:
     """The host between test-owned rings: write records in, step, read intents out."""
 
     def __init__(self, memory: SharedMemory, strategy_class, parameters=None, *, traded=None, max_pending=64,
-                 fees=NO_FEES):
+                 instruments=None, fees=NO_FEES):
         self.memory = memory
         self.buffer = memory.buffer_of("main")
         self.feed = memory.ring("book_updates", "producer")
@@ -50,7 +57,8 @@ class Harness:
         self.failed_calls = 0
         self.prints = {}            # symbol id -> (last trade, trade sequence) the harness's feed sent last
         self.host = StrategyHost(strategy_class, parameters, symbols=tuple(SYMBOLS), traded=traded,
-                                 strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed, fees=fees)
+                                 strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed,
+                                 instruments=instruments, fees=fees)
         self.host.start()
 
     def _failed(self):
