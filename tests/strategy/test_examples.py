@@ -15,7 +15,7 @@ from appliance.strategy import price_from_decimal as P
 from appliance.strategy.config import StrategyConfigError
 from appliance.strategy.loader import build_parameters, load_strategy_class
 from conftest import ROOT
-from strategy_harness import Harness, strategy_layout
+from strategy_harness import Harness, instruments, strategy_layout
 
 MS = 1_000_000
 
@@ -32,7 +32,7 @@ def memory(write_layout, unique_name):
 
 def harness(memory, spec: str, **values) -> Harness:
     cls = example(spec)
-    h = Harness(memory, cls, build_parameters(cls, values), traded=("AAPL",))
+    h = Harness(memory, cls, build_parameters(cls, values), traded=("AAPL",), instruments=instruments())
     assert [(i["action"], i["symbol_id"]) for i in h.intents()] == [(Action.CANCEL_ALL, ALL_SYMBOLS)]
     return h
 
