@@ -8,13 +8,13 @@ See ``api.py`` for the API, ``host.py`` for what happens to each record (``order
 the orders and positions the reports rebuild), ``agent.py`` for the process, ``config.py`` for the
 ``params`` format.
 """
-from appliance.messages.codes import TIF_DAY, TIF_IOC, RejectSource, Side
+from appliance.messages.codes import TIF_DAY, TIF_IOC, Capacity, Display, RejectSource, Side
 
 from .api import (
-    MARKET_PRICE, PRICE_SCALE, BackPressure, Book, OpenOrders, Order, OrderState, Positions, Strategy,
+    MARKET, MARKET_PRICE, PRICE_SCALE, BackPressure, Book, OpenOrders, Order, OrderState, Positions, Strategy,
     StrategyStopping, format_price, price_from_decimal, reject_reason_name,
 )
 
 __all__ = ["Strategy", "Book", "Order", "OrderState", "OpenOrders", "Positions", "BackPressure", "StrategyStopping",
            "format_price", "price_from_decimal", "reject_reason_name", "PRICE_SCALE", "MARKET_PRICE", "TIF_DAY",
-           "TIF_IOC", "Side", "RejectSource"]
+           "TIF_IOC", "Side", "RejectSource", "MARKET", "Display", "Capacity"]
