@@ -72,6 +72,8 @@ BUY = int(Side.BUY)
 SELL = int(Side.SELL)
 SELL_SHORT = int(Side.SELL_SHORT)
 HIDDEN = int(Display.HIDDEN)
+VISIBLE = int(Display.VISIBLE)
+AGENCY = int(Capacity.AGENCY)
 DISPLAYS = frozenset((0, *(int(d) for d in Display)))       # 0: the default (VISIBLE)
 CAPACITIES = frozenset((0, *(int(c) for c in Capacity)))    # 0: the default (AGENCY)
 TRADING = ord("T")
@@ -396,7 +398,8 @@ class RiskEngine:
                 return _MARKET_ORDER
         elif price % tick:
             return _TICK
-        if display or capacity or minimum_quantity or intermarket_sweep or side == SELL_SHORT:
+        if (minimum_quantity or intermarket_sweep or side == SELL_SHORT or (display and display != VISIBLE)
+                or (capacity and capacity != AGENCY)):           # a plain order (0 or Y, 0 or A) skips these
             reason = self._check_flags(symbol_id, side, shares, price, time_in_force, display, capacity,
                                        minimum_quantity, intermarket_sweep)
             if reason:

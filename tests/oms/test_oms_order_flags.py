@@ -15,7 +15,7 @@ from appliance.oms.journal_records import RecordType, SessionEvent
 from appliance.oms.recovery import rebuild
 from appliance.oms.tokens import COUNTER_SIZE, PREFIX_SIZE, base36
 from conftest import wait_until
-from exchange_process import OrderClient, RunningExchange, base_config
+from exchange_process import OrderClient, RunningExchange, base_config, end_of_day, venue_messages
 from oms_rig import SYMBOLS, Rig, journal_path, oms_layout
 
 E = ExecEvent
@@ -136,7 +136,6 @@ def next_answer(client: OrderClient) -> dict:
 
 
 def test_every_flag_goes_out_in_the_ouch_bytes_and_the_exchange_honours_it(venue, rig):
-    from test_oms_exchange import end_of_day, venue_messages
     other = OrderClient(venue.order_entry, "ALGO2", "secret2")
     try:
         other.enter("B1", "B", 300, "AAPL", 1_900_000)
