@@ -185,8 +185,9 @@ class Order:
         return self._state <= _LAST_OPEN_STATE
 
     def __repr__(self) -> str:
+        price = "MARKET" if self._price == MARKET_PRICE else format_price(self._price)
         return (f"Order({self._client_order_id}, {self._symbol} {self._side.name} {self._leaves}/{self._shares} @ "
-                f"{format_price(self._price)}, {self._state.name})")
+                f"{price}, {self._state.name})")
 
 
 class OpenOrders:
