@@ -226,11 +226,13 @@ class OpenOrders:
         return () if sid is None else tuple(self._by_symbol[sid].values())
 
     def open_shares(self, symbol: str, side: Side) -> int:
-        """Leaves of every open order on one side of a symbol (what could still execute)."""
+        """Leaves of every open order on one side of a symbol (what could still execute): Side.SELL
+        and Side.SELL_SHORT both mean the sell side, short sales included."""
         sid = self._symbol_ids.get(symbol)
         if sid is None:
             return 0
-        return sum(o._leaves for o in self._by_symbol[sid].values() if o._side == side)
+        buys = side == _BUY
+        return sum(o._leaves for o in self._by_symbol[sid].values() if (o._side == _BUY) == buys)
 
 
 class Positions:

@@ -66,7 +66,11 @@ def test_a_short_sale_counts_as_a_sell_in_the_strategy_s_views(h):
     s = h.strategy
     cid = s.sell("AAPL", 300, P, short=True)
     h.intents()
-    assert s.orders.open_shares("AAPL", Side.SELL_SHORT) == 300
+    s.sell("AAPL", 100, P + 100)
+    h.intents()
+    assert s.orders.open_shares("AAPL", Side.SELL) == 400                  # the sell side, short sales included
+    assert s.orders.open_shares("AAPL", Side.SELL_SHORT) == 400
+    assert s.orders.open_shares("AAPL", Side.BUY) == 0
     h.report(ExecEvent.ACCEPTED, cid, side=Side.SELL_SHORT, shares=300, price=P, leaves=300)
     h.report(ExecEvent.EXECUTED, cid, side=Side.SELL_SHORT, shares=100, price=P, leaves=200, position=-100)
     assert s.positions.sold("AAPL") == 100 and s.positions.bought("AAPL") == 0
