@@ -28,7 +28,7 @@ import operator
 import time
 
 from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, EXECUTION_REPORT, ORDER_REJECT
-from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, RejectSource, Side
+from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, Capacity, Display, RejectSource, Side
 
 from .api import (
     AGGRESSOR_OF_BYTE, MARKET_PRICE, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping, Trade,
@@ -36,6 +36,7 @@ from .api import (
 from .fees import NO_FEES, FeeSchedule
 from .ids import ClientOrderIds
 from .intents import IntentWriter
+from .order_flags import order_flags, replace_flags, resolve_tif
 from .order_view import OrderView
 
 log = logging.getLogger("appliance.strategy")
@@ -59,6 +60,8 @@ _LIVE, _PENDING_CANCEL, _PENDING_REPLACE = OrderState.LIVE, OrderState.PENDING_C
 _NEW, _REPLACE, _CANCEL, _CANCEL_ALL = Action.NEW, Action.REPLACE, Action.CANCEL, Action.CANCEL_ALL   # enum
 _TIFS = (TIF_IOC, TIF_DAY)                  # what the OrderIntent contract (and risk) allow
 _MAX_U32 = 0xFFFFFFFF
+_VISIBLE, _AGENCY = Display.VISIBLE, Capacity.AGENCY
+_PLAIN_FLAGS = (int(_VISIBLE), int(_AGENCY), 0, 0)      # OrderIntent display, capacity, minimum quantity, ISO
 
 
 class StrategyStats:
@@ -301,7 +304,9 @@ class StrategyHost:
         if not self.running:
             raise StrategyStopping("the strategy is not running: only cancels may leave")
 
-    def new_order(self, symbol: str, side: Side, shares: int, price: int, tif: int) -> int:
+    def new_order(self, symbol: str, side: Side, shares: int, price: int, tif: int | None = TIF_DAY, *,
+                  display: int = _VISIBLE, min_qty: int = 0, iso: bool = False, capacity: int = _AGENCY) -> int:
+        """A new order's intent, every argument checked first (``order_flags.py`` for the OUCH flags)."""
         if self.stopping or not self.running:
             self._may_send_new()
         sid = self._traded_id(symbol)
@@ -309,8 +314,12 @@ class StrategyHost:
             shares = _check_shares(shares)
         if price.__class__ is not int or not 1 <= price <= MARKET_PRICE:
             price = _check_price(price)
-        if tif not in _TIFS:
-            raise ValueError(f"time in force must be TIF_IOC ({TIF_IOC}) or TIF_DAY ({TIF_DAY}), got {tif!r}")
+        if tif.__class__ is not int or tif not in _TIFS or price == MARKET_PRICE:
+            tif = resolve_tif(tif, price)
+        if display is _VISIBLE and capacity is _AGENCY and iso is False and min_qty == 0 and min_qty.__class__ is int:
+            flags = _PLAIN_FLAGS                                            # a plain order: nothing to check
+        else:
+            flags = order_flags(shares, price, tif, display, min_qty, iso, capacity)
         intents = self.intents
         if not intents.has_room():
             intents.refused += 1
@@ -320,8 +329,8 @@ class StrategyHost:
         # the intent first, the view's bookkeeping after (still before the strategy sees anything): the
         # order leaves while the view is updated; nothing can answer it before this returns
         intents.emit(client_order_id, 0, sid, _NEW, side, shares, price, tif, self._t_rx_ns,
-                     self._t_feed_out_ns)
-        self._view.add(Order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns()))
+                     self._t_feed_out_ns, *flags)
+        self._view.add(Order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns(), flags))
         return client_order_id
 
     def cancel(self, client_order_id: int) -> bool:
@@ -341,7 +350,8 @@ class StrategyHost:
         self.intents.emit(cancel_id, order._client_order_id, order._symbol_id, _CANCEL, order._side, 0,
                           order._price, order._tif, self._t_rx_ns, self._t_feed_out_ns)
 
-    def replace(self, client_order_id: int, shares: int | None, price: int | None) -> int | None:
+    def replace(self, client_order_id: int, shares: int | None, price: int | None, *, display: int | None = None,
+                iso: bool | None = None) -> int | None:
         if self.stopping or not self.running:
             self._may_send_new()
         order = self._view.get(client_order_id)
@@ -355,6 +365,12 @@ class StrategyHost:
             price = order._price
         elif price.__class__ is not int or not 1 <= price <= MARKET_PRICE:
             price = _check_price(price)
+        old_display, old_capacity, _old_min_qty, old_iso = order._flags
+        if display is None and iso is None:
+            new_display, new_iso = old_display, old_iso
+        else:
+            new_display, new_iso = replace_flags(old_display, old_iso, price, display, iso)
+        flags = (new_display, old_capacity, 0, new_iso)
         intents = self.intents
         if not intents.has_room():
             intents.refused += 1
@@ -363,11 +379,11 @@ class StrategyHost:
         new_id = self.ids.next()
         sid = order._symbol_id
         intents.emit(new_id, client_order_id, sid, _REPLACE, order._side, shares, price, order._tif,
-                     self._t_rx_ns, self._t_feed_out_ns)             # the intent first (see new_order)
+                     self._t_rx_ns, self._t_feed_out_ns, *flags)     # the intent first (see new_order)
         order._state = _PENDING_REPLACE
         order._replaced_by = new_id
         self._view.add(Order(new_id, order._symbol, sid, order._side, price, shares, order._tif, client_order_id,
-                             self.clock_ns()))
+                             self.clock_ns(), flags))
         return new_id
 
     def cancel_all(self, symbol: str | None = None) -> int:
