@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exporter": ("appliance.ops.exporter", "Prometheus scrape endpoint over the shared-memory counters"),
     "exchange": ("appliance.exchange.cli", "run the simulated exchange (ITCH/MoldUDP64 feed, OUCH/SoupBinTCP entry), or drive it"),
     "audit": ("appliance.oms.audit_cli", "export the OMS journal's audit trail (CSV or JSON lines)"),
+    "risk-hub": ("appliance.riskhub.cli", "the firm-wide risk hub over NATS: run it, or status, kill, reduce, activate"),
     "preflight": ("appliance.ops.preflight", "check this machine is ready for the layout (CPUs, hugepages, clock)"),
 }
 

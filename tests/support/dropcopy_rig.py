@@ -50,6 +50,26 @@ class JournalWriter:
                                                            1_900_100, b"AAPL    ", token.encode()), now + 6)
         return 7
 
+    def fill(self, symbol: str, side: str, shares: int, price: int, broken: bool = False) -> int:
+        """A NEW order of ``shares`` at ``price`` filled whole (then its trade broken when asked):
+        2 records (3). Its match number is its order number."""
+        self.orders += 1
+        n, j, now = self.orders, self.journal, time.time_ns()
+        token = f"0FL1{n:010d}"
+        j.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(
+            action=Action.NEW, side=ord(side), time_in_force=99998, client_order_id=n, strategy_id=42,
+            shares=shares, price=price, symbol=symbol.encode().ljust(8), token=token.encode()), now)
+        executed = ouch.encode_outbound({"type": "E", "timestamp": now % DAY_NS, "order_token": token,
+                                         "executed_shares": shares, "execution_price": price,
+                                         "liquidity_flag": "A", "match_number": n})
+        j.append(RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(2 * n, executed), now + 1)
+        if not broken:
+            return 2
+        message = ouch.encode_outbound({"type": "B", "timestamp": now % DAY_NS, "order_token": token,
+                                        "match_number": n, "reason": "E"})
+        j.append(RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(2 * n + 1, message), now + 2)
+        return 3
+
     def close(self) -> None:
         self.journal.close()
 
@@ -57,8 +77,9 @@ class JournalWriter:
 class Running:
     """A DropCopy on its own thread and event loop, stopped and joined on every path."""
 
-    def __init__(self, config):
-        self.copy = DropCopy(config, ["AAPL", "MSFT"])
+    def __init__(self, config, **options):
+        """``options``: DropCopy's keywords (control_socket, marks)."""
+        self.copy = DropCopy(config, ["AAPL", "MSFT"], **options)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
