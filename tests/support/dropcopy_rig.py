@@ -7,6 +7,7 @@ import json
 import threading
 import time
 
+from appliance.bench.dropcopy import append_fill
 from appliance.dropcopy.publisher import DropCopy
 from appliance.messages.codes import Action, ControlEventKind, OmsReason
 from appliance.oms import journal_records as jr
@@ -52,23 +53,9 @@ class JournalWriter:
 
     def fill(self, symbol: str, side: str, shares: int, price: int, broken: bool = False) -> int:
         """A NEW order of ``shares`` at ``price`` filled whole (then its trade broken when asked):
-        2 records (3). Its match number is its order number."""
+        2 records (3), written by the benchmark's own writer. Its match number is its order number."""
         self.orders += 1
-        n, j, now = self.orders, self.journal, time.time_ns()
-        token = f"0FL1{n:010d}"
-        j.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(
-            action=Action.NEW, side=ord(side), time_in_force=99998, client_order_id=n, strategy_id=42,
-            shares=shares, price=price, symbol=symbol.encode().ljust(8), token=token.encode()), now)
-        executed = ouch.encode_outbound({"type": "E", "timestamp": now % DAY_NS, "order_token": token,
-                                         "executed_shares": shares, "execution_price": price,
-                                         "liquidity_flag": "A", "match_number": n})
-        j.append(RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(2 * n, executed), now + 1)
-        if not broken:
-            return 2
-        message = ouch.encode_outbound({"type": "B", "timestamp": now % DAY_NS, "order_token": token,
-                                        "match_number": n, "reason": "E"})
-        j.append(RecordType.EXCHANGE_MESSAGE, jr.EXCHANGE_MESSAGE.pack(2 * n + 1, message), now + 2)
-        return 3
+        return append_fill(self.journal, self.orders, symbol, side, shares, price, broken)
 
     def close(self) -> None:
         self.journal.close()
