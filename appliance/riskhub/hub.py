@@ -37,7 +37,7 @@ MARKS_SUBJECT = "appliance.*.marks"
 FIRM_COMMANDS = ("KILL", "REDUCE", "ACTIVATE")
 MAX_REASON = 200
 RETRY_S = (0.2, 5.0)
-CHECK_PERIOD_S = 0.05                 # limits looked at this often when something changed
+CONNECTION_CHECK_S = 0.25            # the connection looked at this often when nothing happens
 MAX_REQUEST = 4096
 
 
@@ -64,6 +64,7 @@ class RiskHub:
         self._said: dict = {}
         self._nc = None
         self._stopping: asyncio.Event | None = None
+        self._changed: asyncio.Event | None = None   # set by what the limits must see at once (caught up)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
         self._command_id = 0
@@ -76,13 +77,18 @@ class RiskHub:
         self._stop_requested = True
         if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
             try:
-                self._loop.call_soon_threadsafe(self._stopping.set)
+                self._loop.call_soon_threadsafe(self._wake_to_stop)
             except RuntimeError:           # the loop closed meanwhile: the hub has stopped
                 pass
+
+    def _wake_to_stop(self) -> None:
+        self._stopping.set()
+        self._changed.set()
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._changed = asyncio.Event()
         if self._stop_requested:
             self._stopping.set()
         backoff = RETRY_S[0]
@@ -154,10 +160,12 @@ class RiskHub:
                 if self._dirty and self.caught_up:
                     self._dirty = False
                     await self.check_limits()
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), min(CHECK_PERIOD_S, self.config.heartbeat_ms / 1000))
+                try:                                 # woken by a change (limits at once), a stop, or the next beat
+                    await asyncio.wait_for(self._changed.wait(),
+                                           max(0.0, min(next_beat - time.monotonic(), CONNECTION_CHECK_S)))
                 except asyncio.TimeoutError:
                     pass
+                self._changed.clear()
         finally:
             if waiting is not None:
                 waiting.cancel()
@@ -188,9 +196,15 @@ class RiskHub:
                 continue
             return await self._subscribe_events(js)
 
+    def _changed_now(self) -> None:
+        """Something the limits must see: the loop wakes at once (while replaying: at the end)."""
+        self._dirty = True
+        if self.caught_up:
+            self._changed.set()
+
     def _caught_up(self) -> None:
         self.caught_up = True
-        self._dirty = True
+        self._changed_now()
         self.figures = self.book.figures()
         log.info("risk hub %s caught up with the stream: %d events applied from %d appliances", self.config.name,
                  self.book.applied, len(self.book.appliances))
@@ -204,7 +218,7 @@ class RiskHub:
         except (EventError, ValueError, RecursionError) as exc:
             self.garbage += 1
             self._say("event", f"risk hub: an event on {message.subject[:80]} dropped: {str(exc)[:200]}")
-        self._dirty = True
+        self._changed_now()
         if not self.caught_up:
             try:
                 sequence = message.metadata.sequence.stream
@@ -220,7 +234,7 @@ class RiskHub:
             self.garbage += 1
             self._say("marks", f"risk hub: marks on {message.subject[:80]} dropped: {str(exc)[:200]}")
             return
-        self._dirty = True
+        self._changed_now()
 
     async def _on_request(self, message) -> None:
         """An operator's command or a status request; answered with one JSON object."""
