@@ -2,11 +2,12 @@
 
     params:
       nats:
-        url: ""                  # "" or absent: the drop copy is off (the supervisor does not start it)
+        url: ""                  # "" or absent: the drop copy is off; a cluster: its nodes' URLs, comma-separated
         stream: APPLIANCE_EVENTS # created (file storage) when missing; subjects appliance.*.events
         credentials: ""          # a NATS .creds file (JWT + nkey seed), mode 0600; relative: to the layout
         tls: {ca: "", cert: "", key: ""}   # tls://, or a server asking for TLS; cert+key: client certificate
         duplicate_window_s: 600  # the stream's de-duplication window (when the drop copy creates it)
+        replicas: 1              # the stream's replicas when the drop copy creates it (3 in a 3-node cluster)
       appliance: ""              # the name in subjects and message ids (default: the layout's name)
       journal: ""                # the OMS journal (default: the oms process's params.journal)
       batch: 256                 # events published before waiting for their acknowledgements
@@ -48,6 +49,7 @@ class DropCopyConfig:
     tls_cert: str = ""
     tls_key: str = ""
     duplicate_window_s: int = 600
+    replicas: int = 1                    # of the stream, when the drop copy creates it (3 in a cluster)
     appliance: str = ""
     journal: str = ""
     batch: int = 256
@@ -80,7 +82,8 @@ class DropCopyConfig:
 
 _KEYS = {"nats": (dict, None), "appliance": str, "journal": str, "batch": int, "retry": dict, "firm": dict}
 ON_SILENCE = ("reduce", "kill", "none")
-_NATS_KEYS = {"url": (str, None), "stream": str, "credentials": str, "tls": dict, "duplicate_window_s": int}
+_NATS_KEYS = {"url": (str, None), "stream": str, "credentials": str, "tls": dict, "duplicate_window_s": int,
+              "replicas": int}
 
 
 def _loopback(host: str) -> bool:
@@ -111,6 +114,7 @@ def parse_dropcopy_params(params: dict | None, layout, path: str = "processes.dr
     config = DropCopyConfig(
         **connection,
         duplicate_window_s=nats.integer("duplicate_window_s", 1, 86_400, DropCopyConfig.duplicate_window_s),
+        replicas=nats.integer("replicas", 1, 5, DropCopyConfig.replicas),
         appliance=appliance, journal=os.path.normpath(journal if os.path.isabs(journal) else os.path.join(base, journal)),
         batch=top.integer("batch", 1, 65_536, DropCopyConfig.batch),
         retry_initial_ms=retry.integer("initial_ms", 1, 600_000, DropCopyConfig.retry_initial_ms),
@@ -127,7 +131,8 @@ def parse_dropcopy_params(params: dict | None, layout, path: str = "processes.dr
 def read_nats_section(nats, base: str) -> dict:
     """url, stream, credentials and tls_* of a ``nats`` section (the drop copy's params, the risk
     hub's file): checked one way for both, paths resolved against ``base``; a server off loopback
-    only with TLS and credentials."""
+    only with TLS and credentials. ``url`` may name the nodes of a cluster, comma-separated (the
+    client fails over between them)."""
     def resolved(name: str) -> str:
         return os.path.normpath(name if os.path.isabs(name) else os.path.join(base, name)) if name else ""
     url = nats.string("url", "", nullable=True, empty=True) or ""
@@ -139,8 +144,9 @@ def read_nats_section(nats, base: str) -> dict:
                     tls_key=resolved(tls.string("key", "", empty=True)))
     if bool(settings["tls_cert"]) != bool(settings["tls_key"]):
         tls.fail("cert" if not settings["tls_cert"] else "key", "a client certificate needs both cert and key")
-    if url:
-        _check_url(nats, url, settings["tls_ca"], settings["credentials"])
+    for one in url.split(",") if url else ():
+        _check_url(nats, one.strip(), settings["tls_ca"], settings["credentials"])
+    settings["url"] = ",".join(one.strip() for one in url.split(",")) if url else ""
     return settings
 
 

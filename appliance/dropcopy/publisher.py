@@ -104,7 +104,7 @@ async def connect_nats(config, name: str):
 
     async def quiet(exc):                # nats-py logs every error itself by default
         log.debug("nats: %s", exc)
-    options = dict(servers=[config.url], connect_timeout=CONNECT_TIMEOUT_S, allow_reconnect=False,
+    options = dict(servers=config.url.split(","), connect_timeout=CONNECT_TIMEOUT_S, allow_reconnect=False,
                    max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=quiet, name=name)
     if config.credentials:               # read at every connection: a rotated file is picked up
         from nats.aio.client import RawCredentials
@@ -120,7 +120,7 @@ async def connect_nats(config, name: str):
 
 
 def tls_context(config) -> ssl.SSLContext | None:
-    if not (config.url.startswith("tls://") or config.tls_ca or config.tls_cert):
+    if not (any(url.startswith("tls://") for url in config.url.split(",")) or config.tls_ca or config.tls_cert):
         return None
     context = ssl.create_default_context(cafile=config.tls_ca or None)
     if config.tls_cert:
@@ -275,9 +275,10 @@ class DropCopy:
             info = await js.stream_info(self.config.stream)
         except NotFoundError:
             await js.add_stream(name=self.config.stream, subjects=[STREAM_SUBJECTS], storage=StorageType.FILE,
-                                duplicate_window=float(self.config.duplicate_window_s))
-            log.info("stream %s created (subjects %s, file storage, duplicate window %d s)", self.config.stream,
-                     STREAM_SUBJECTS, self.config.duplicate_window_s)
+                                duplicate_window=float(self.config.duplicate_window_s),
+                                num_replicas=self.config.replicas)
+            log.info("stream %s created (subjects %s, file storage, duplicate window %d s, %d replicas)",
+                     self.config.stream, STREAM_SUBJECTS, self.config.duplicate_window_s, self.config.replicas)
             return
         subjects = info.config.subjects or []
         if not any(_covers(pattern, self.config.subject) for pattern in subjects):

@@ -28,14 +28,17 @@ def find_nats_server() -> str | None:
 
 
 class NatsServer:
-    """One single-node JetStream server on 127.0.0.1."""
+    """One JetStream server on 127.0.0.1: alone, or a node of a cluster (``cluster``: its name,
+    this node's route port and every node's route ports)."""
 
-    def __init__(self, store_dir: Path, port: int | None = None, binary: str | None = None):
+    def __init__(self, store_dir: Path, port: int | None = None, binary: str | None = None,
+                 cluster: tuple[str, int, list[int]] | None = None):
         self.binary = binary or find_nats_server()
         if not self.binary:
             raise FileNotFoundError("nats-server is not installed (apt-get install nats-server)")
         self.store_dir = Path(store_dir)
         self.port = port or free_port(socket.SOCK_STREAM)
+        self.cluster = cluster
         self.proc: subprocess.Popen | None = None
         self.log_path = self.store_dir / "nats-server.log"
 
@@ -43,12 +46,22 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> "NatsServer":
+    def launch(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        command = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir / "js"),
+                   "-n", f"test-{self.port}"]
+        if self.cluster is not None:
+            name, route_port, route_ports = self.cluster
+            command += ["--cluster_name", name, "--cluster", f"nats://127.0.0.1:{route_port}", "--routes",
+                        ",".join(f"nats://127.0.0.1:{p}" for p in route_ports if p != route_port)]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir / "js"),
-                 "-n", f"test-{self.port}"], stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def start(self) -> "NatsServer":
+        self.launch()
+        return self.wait_ready()
+
+    def wait_ready(self) -> "NatsServer":
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -98,3 +111,34 @@ class NatsServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+class NatsCluster:
+    """``size`` JetStream nodes on loopback routed to each other (one cluster); ``url`` names them
+    all (a client fails over between them). ``nodes[i]`` stop, kill and start like a NatsServer."""
+
+    def __init__(self, store_dir: Path, size: int = 3, binary: str | None = None, name: str = "appliance-test"):
+        store_dir = Path(store_dir)
+        route_ports = [free_port(socket.SOCK_STREAM) for _ in range(size)]
+        self.nodes = [NatsServer(store_dir / f"node{i}", binary=binary, cluster=(name, route_ports[i], route_ports))
+                      for i in range(size)]
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> "NatsCluster":
+        """Every node started, then waited for (a node answers once its routes are up)."""
+        try:
+            for node in self.nodes:
+                node.launch()
+            for node in self.nodes:
+                node.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -22,7 +22,7 @@ D = 10_000            # one dollar in price units
 def dropcopy_config(server, journal_path, appliance, **params):
     layout = SimpleNamespace(path=str(journal_path), name=appliance, processes={})
     return parse_dropcopy_params({"nats": {"url": server.url}, "journal": str(journal_path), "appliance": appliance,
-                                  **params}, layout)
+                                  **params}, layout)     # params' nats (a cluster's) over the server's
 
 
 class Firm:

@@ -29,6 +29,22 @@ class NatsServer(_server.NatsServer):
         super().__init__(store_dir, port, nats_server_binary())
 
 
+class NatsCluster(_server.NatsCluster):
+    """Three nodes on loopback, their absence a skip (or a failure under CI)."""
+
+    def __init__(self, store_dir: Path, size: int = 3):
+        super().__init__(store_dir, size, nats_server_binary())
+
+
+@pytest.fixture
+def nats_cluster(tmp_path):
+    cluster = NatsCluster(tmp_path / "nats-cluster")
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def nats_server(tmp_path):
     server = NatsServer(tmp_path / "nats")
