@@ -152,12 +152,18 @@ class FirmLink:
         """The hub's silence, looked at every ``WATCH_PERIOD_S`` for the drop copy's whole life."""
         if not self.config.firm_commands:
             return
-        timeout = self.config.hub_timeout_ms / 1000
         while True:
             await asyncio.sleep(WATCH_PERIOD_S)
-            quiet = time.monotonic() - self.last_heartbeat
-            if self.silent or quiet < timeout:
-                continue
+            try:
+                await self._look()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:             # never the watchdog's end: the next look may work
+                self._say("watch", f"drop copy: the risk hub watchdog failed a look: {type(exc).__name__}: {exc}")
+
+    async def _look(self) -> None:
+        quiet = time.monotonic() - self.last_heartbeat
+        if not self.silent and quiet >= self.config.hub_timeout_ms / 1000:
             self.silent = True
             self.stats.hub_silent = 1
             self.stats.hub_silences += 1
