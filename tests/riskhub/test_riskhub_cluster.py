@@ -8,8 +8,7 @@ import pytest
 from conftest import wait_until
 from dropcopy_rig import stream_messages
 from nats_server import nats_cluster   # noqa: F401  (the fixture)
-from riskhub_rig import RunningHub, write_hub_config
-from test_riskhub_nats import D, Firm
+from riskhub_rig import D, Firm, RunningHub, write_hub_config
 
 pytestmark = pytest.mark.slow
 

@@ -4,53 +4,13 @@ command the drop copies hand to their supervisor, a silent hub, and garbage on e
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
-
 import pytest
 
 from appliance.cli import main
-from appliance.dropcopy.config import parse_dropcopy_params
 from appliance.riskhub.book import FIRM_MAX_POSITION
 from conftest import wait_until
-from dropcopy_rig import JournalWriter, Running
 from nats_server import nats_server   # noqa: F401  (the fixture)
-from riskhub_rig import RecordingSupervisor, RunningHub, publish_raw, write_hub_config
-
-D = 10_000            # one dollar in price units
-
-
-def dropcopy_config(server, journal_path, appliance, **params):
-    layout = SimpleNamespace(path=str(journal_path), name=appliance, processes={})
-    return parse_dropcopy_params({"nats": {"url": server.url}, "journal": str(journal_path), "appliance": appliance,
-                                  **params}, layout)     # params' nats (a cluster's) over the server's
-
-
-class Firm:
-    """Two appliances' journals and drop copies (firm commands to one recording supervisor)."""
-
-    def __init__(self, server, tmp_path, marks=None, **params):
-        self.supervisor = RecordingSupervisor(str(tmp_path / "ctl" / "supervisor.sock"))
-        self.journals, self.copies = {}, {}
-        try:
-            for name in ("venue1", "venue2"):
-                self.journals[name] = JournalWriter(str(tmp_path / f"{name}.bin"))
-                config = dropcopy_config(server, tmp_path / f"{name}.bin", name, **params)
-                self.copies[name] = Running(config, control_socket=self.supervisor.server.path,
-                                            marks=(marks or {}).get(name))
-        except BaseException:
-            self.close()
-            raise
-
-    def published(self, name: str) -> int:
-        return self.copies[name].copy.stats.last_sequence
-
-    def close(self):
-        for running in self.copies.values():
-            running.stop()
-        for journal in self.journals.values():
-            journal.close()
-        self.supervisor.close()
-
+from riskhub_rig import D, Firm, RunningHub, publish_raw, write_hub_config
 
 @pytest.fixture
 def firm_factory(nats_server, tmp_path):

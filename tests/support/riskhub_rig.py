@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from types import SimpleNamespace
 
 import yaml
 
+from appliance.dropcopy.config import parse_dropcopy_params
 from appliance.riskhub.config import load_hub_config
 from appliance.riskhub.hub import RiskHub
 from conftest import wait_until
+from dropcopy_rig import JournalWriter, Running
 
 
 def write_hub_config(path, url: str, **sections) -> str:
@@ -90,3 +93,39 @@ def publish_raw(url: str, messages: list[tuple[str, bytes]], stream: str | None 
         finally:
             await nc.close()
     asyncio.run(send())
+
+
+D = 10_000            # one dollar in price units
+
+
+def dropcopy_config(server, journal_path, appliance, **params):
+    layout = SimpleNamespace(path=str(journal_path), name=appliance, processes={})
+    return parse_dropcopy_params({"nats": {"url": server.url}, "journal": str(journal_path), "appliance": appliance,
+                                  **params}, layout)     # params' nats (a cluster's) over the server's
+
+
+class Firm:
+    """Two appliances' journals and drop copies (firm commands to one recording supervisor)."""
+
+    def __init__(self, server, tmp_path, marks=None, **params):
+        self.supervisor = RecordingSupervisor(str(tmp_path / "ctl" / "supervisor.sock"))
+        self.journals, self.copies = {}, {}
+        try:
+            for name in ("venue1", "venue2"):
+                self.journals[name] = JournalWriter(str(tmp_path / f"{name}.bin"))
+                config = dropcopy_config(server, tmp_path / f"{name}.bin", name, **params)
+                self.copies[name] = Running(config, control_socket=self.supervisor.server.path,
+                                            marks=(marks or {}).get(name))
+        except BaseException:
+            self.close()
+            raise
+
+    def published(self, name: str) -> int:
+        return self.copies[name].copy.stats.last_sequence
+
+    def close(self):
+        for running in self.copies.values():
+            running.stop()
+        for journal in self.journals.values():
+            journal.close()
+        self.supervisor.close()
