@@ -38,6 +38,8 @@ FIRM_COMMANDS = ("KILL", "REDUCE", "ACTIVATE")
 MAX_REASON = 200
 RETRY_S = (0.2, 5.0)
 CONNECTION_CHECK_S = 0.25            # the connection looked at this often when nothing happens
+STALL_LOOK_S = 2.0                   # the stream's last sequence compared with what came this often
+STALL_S = 10.0                      # events in the stream not delivered for this long: a new session
 MAX_REQUEST = 4096
 
 
@@ -69,6 +71,8 @@ class RiskHub:
         self._stop_requested = False
         self._command_id = 0
         self._caught_up_at = 0            # the stream's last sequence when this session started
+        self._read_to = 0                 # the last stream sequence delivered to this session
+        self._read_at = 0.0               # when (monotonic) the last one came
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -126,6 +130,7 @@ class RiskHub:
         from nats.js.errors import NotFoundError
         js = nc.jetstream(timeout=5)
         self.book = FirmBook()                       # rebuilt from the stream at every connection
+        self._read_to, self._read_at = 0, time.monotonic()
         self.caught_up, self.fired = False, set()
         try:
             info = await js.stream_info(self.config.stream)
@@ -144,7 +149,7 @@ class RiskHub:
         else:
             self._caught_up()                        # nothing to read yet: the first drop copy makes the stream
             waiting = asyncio.ensure_future(self._subscribe_when_created(js))
-        next_beat = 0.0
+        next_beat = next_look = 0.0
         beat = 0
         try:
             while not self._stopping.is_set():
@@ -160,6 +165,9 @@ class RiskHub:
                 if self._dirty and self.caught_up:
                     self._dirty = False
                     await self.check_limits()
+                if now >= next_look:
+                    next_look = now + STALL_LOOK_S
+                    await self._look_for_a_stall(js)
                 try:                                 # woken by a change (limits at once), a stop, or the next beat
                     await asyncio.wait_for(self._changed.wait(),
                                            max(0.0, min(next_beat - time.monotonic(), CONNECTION_CHECK_S)))
@@ -177,6 +185,18 @@ class RiskHub:
                         await sub.unsubscribe()
                     except Exception:
                         pass
+
+    async def _look_for_a_stall(self, js) -> None:
+        """The stream holds events this session was not given for ``STALL_S`` (its consumer lost with
+        a cluster's restart, say): the session ends and the next one reads the stream again."""
+        from nats.js.errors import NotFoundError
+        try:
+            last = (await asyncio.wait_for(js.stream_info(self.config.stream), STALL_LOOK_S)).state.last_seq
+        except (NotFoundError, asyncio.TimeoutError):
+            return                                    # not made yet, or slow to say: looked at again later
+        if last > self._read_to and time.monotonic() - self._read_at > STALL_S:
+            raise ConnectionError(f"the stream holds events up to {last} but none after {self._read_to} came "
+                                  f"for {STALL_S:g} s: reading it again")
 
     async def _subscribe_events(self, js):
         """Every event of the stream from its first message, then live (an ordered consumer:
@@ -219,13 +239,14 @@ class RiskHub:
             self.garbage += 1
             self._say("event", f"risk hub: an event on {message.subject[:80]} dropped: {str(exc)[:200]}")
         self._changed_now()
-        if not self.caught_up:
-            try:
-                sequence = message.metadata.sequence.stream
-            except Exception:
-                sequence = 0
-            if sequence >= self._caught_up_at:
-                self._caught_up()
+        try:
+            sequence = message.metadata.sequence.stream
+        except Exception:
+            sequence = 0
+        self._read_to = max(self._read_to, sequence)
+        self._read_at = time.monotonic()
+        if not self.caught_up and sequence >= self._caught_up_at:
+            self._caught_up()
 
     async def _on_marks(self, message) -> None:
         try:

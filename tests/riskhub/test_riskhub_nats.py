@@ -154,3 +154,35 @@ def test_garbage_on_every_subject_is_counted_and_dropped(nats_server, firm_facto
         wait_until(lambda: len(firm.supervisor.requests) == 2, 30, message="the next command")
     finally:
         hub.stop()
+
+
+def test_a_hub_whose_consumer_is_lost_reads_the_stream_again(nats_server, firm_factory, tmp_path, monkeypatch):
+    """The stream holds events the hub is not given (its consumer gone, as with a whole cluster
+    restarted): after STALL_S it starts a new session and rebuilds the book from the stream."""
+    import asyncio
+
+    import nats
+
+    from appliance.riskhub import hub as hub_module
+    monkeypatch.setattr(hub_module, "STALL_S", 1.0)
+    monkeypatch.setattr(hub_module, "STALL_LOOK_S", 0.2)
+    firm = firm_factory()
+    firm.journals["venue1"].fill("AAPL", "B", 10, 190 * D)
+    wait_until(lambda: firm.published("venue1") == 2, 30, message="the stream made")
+    hub = RunningHub(write_hub_config(tmp_path / "hub.yaml", nats_server.url)).caught_up()
+    try:
+        async def delete_consumers():
+            nc = await nats.connect(nats_server.url)
+            try:
+                js = nc.jetstream()
+                for consumer in await js.consumers_info("APPLIANCE_EVENTS"):
+                    await js.delete_consumer("APPLIANCE_EVENTS", consumer.name)
+            finally:
+                await nc.close()
+        asyncio.run(delete_consumers())
+        firm.journals["venue1"].fill("AAPL", "B", 5, 190 * D)
+        wait_until(lambda: firm.published("venue1") == 4, 30, message="the next fill in the stream")
+        wait_until(lambda: hub.hub.caught_up and hub.hub.book.figures()["symbols"]["AAPL"]["position"] == 15, 30,
+                   message="the hub reading the stream again")
+    finally:
+        hub.stop()
