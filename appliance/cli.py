@@ -30,7 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "top": ("appliance.ops.shmtop", "live view of a running appliance's rings, processes and counters"),
     "exporter": ("appliance.ops.exporter", "Prometheus scrape endpoint over the shared-memory counters"),
     "exchange": ("appliance.exchange.cli", "run the simulated exchange (ITCH/MoldUDP64 feed, OUCH/SoupBinTCP entry), or drive it"),
-    "audit": ("appliance.oms.audit_cli", "export the OMS journal's audit trail (CSV or JSON lines)"),
+    "audit": ("appliance.ops.audit_cli", "export the audit trail (CSV or JSON lines): the OMS journal, or the firm's record in NATS (--nats)"),
+    "risk-hub": ("appliance.riskhub.cli", "the firm-wide risk hub over NATS: run it, or status, kill, reduce, activate"),
     "preflight": ("appliance.ops.preflight", "check this machine is ready for the layout (CPUs, hugepages, clock)"),
 }
 

@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "oms": ("appliance.bench.oms", "OMS: ring read to bytes handed to the socket, p50/p99"),
     "exchange": ("appliance.bench.exchange", "simulated exchange: matching engine vs order-matching, and the feed"),
     "feed": ("appliance.bench.feed", "feed handler: ITCH replay into books, and the live UDP path"),
+    "dropcopy": ("appliance.bench.dropcopy", "drop copy and risk hub over a real nats-server: publish and hub events/s, append-to-hub lag, firm kill; plain NATS as the peer"),
     "hops": ("appliance.bench.hops", "each hop alone (feed, strategy, risk, OMS, ring): agent pinned and spinning, driver on the other CPU"),
 }
 

@@ -22,12 +22,28 @@ from .publisher import DropCopy
 
 log = logging.getLogger("appliance.dropcopy")
 
+
+def supervisor_socket(layout) -> str:
+    """The supervisor's control socket, where firm commands go (as ``appliance kill`` finds it)."""
+    from appliance.supervisor.config import (
+        SupervisorConfigError, control_socket_path, default_control_socket, parse_supervisor_params,
+    )
+    spec = layout.processes.get("supervisor")
+    try:
+        config = parse_supervisor_params(spec.params if spec else {}, list(layout.processes))
+    except (SupervisorConfigError, LayoutError):
+        return default_control_socket(layout.path)
+    return control_socket_path(config, layout.path)
+
 PUBLISH_PERIOD_NS = 50_000_000
 GC_PERIOD_NS = 1_000_000_000
 COUNTERS = (("published", CounterKind.COUNTER), ("duplicates", CounterKind.COUNTER),
             ("unreadable", CounterKind.COUNTER), ("publish_errors", CounterKind.COUNTER),
             ("connects", CounterKind.COUNTER), ("connected", CounterKind.INFO),
-            ("last_sequence", CounterKind.GAUGE), ("lag_records", CounterKind.GAUGE), ("lag_us", CounterKind.GAUGE))
+            ("last_sequence", CounterKind.GAUGE), ("lag_records", CounterKind.GAUGE), ("lag_us", CounterKind.GAUGE),
+            ("firm_commands", CounterKind.COUNTER), ("firm_refused", CounterKind.COUNTER),
+            ("firm_garbage", CounterKind.COUNTER), ("hub_silent", CounterKind.INFO),
+            ("hub_silences", CounterKind.COUNTER), ("marks_published", CounterKind.COUNTER))
 
 
 class DropCopyAgent(Agent):
@@ -70,13 +86,28 @@ class DropCopyAgent(Agent):
     def on_start(self) -> None:
         counters = self.context.counters
         self.counters = {field: counters.allocate(f"dropcopy.{field}", kind) for field, kind in COUNTERS}
-        self.copy = DropCopy(self.config, list(self.context.layout.symbols))
+        self.copy = DropCopy(self.config, list(self.context.layout.symbols),
+                             control_socket=supervisor_socket(self.context.layout), marks=self._marks_reader())
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._loop, name="dropcopy-publisher", daemon=True)
         self.thread.start()
         self._next_publish = self._next_gc = 0
         log.info("drop copy: journal %s to %s (stream %s, subject %s)", self.config.journal, self.config.url,
                  self.config.stream, self.config.subject)
+
+    def _marks_reader(self):
+        """symbol -> the market-state table's mark (a good book's, else its last good one; 0: none); read from the
+        publisher's thread (a seqlocked read; a torn one raises and that period is skipped)."""
+        layout = self.context.layout
+        try:
+            table = self.context.memory.market_state_reader()
+        except (KeyError, LayoutError):
+            return None                       # a layout without the table (a test's): no marks
+        symbols = list(layout.symbols)
+
+        def marks() -> dict:
+            return {symbol: table.read(sid).mark[0] for sid, symbol in enumerate(symbols)}
+        return marks
 
     def _loop(self) -> None:
         try:

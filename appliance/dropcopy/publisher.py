@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from appliance.dropcopy.config import DropCopyConfig, read_credentials
+from appliance.dropcopy.firm import FirmLink
 from appliance.dropcopy.tail import JournalTail
 from appliance.oms.audit import AuditTrail
 from appliance.oms.journal_format import JournalError, JournalRecord
@@ -60,6 +61,12 @@ class Stats:
     last_sequence: int = 0       # the last journal sequence the stream holds for us (this trading day)
     lag_records: int = 0
     lag_us: int = 0
+    firm_commands: int = 0       # firm commands from the risk hub handed to the supervisor
+    firm_refused: int = 0        # ... that the supervisor refused or did not answer
+    firm_garbage: int = 0        # messages on firm.commands or firm.heartbeat that were not one: dropped
+    hub_silent: int = 0          # 1 while the risk hub's heartbeat is not heard (params.firm.commands)
+    hub_silences: int = 0        # times it fell silent for longer than heartbeat_timeout_ms
+    marks_published: int = 0
 
 
 def event_of(config: DropCopyConfig, audit: AuditTrail, record: JournalRecord, day: int) -> bytes | None:
@@ -85,14 +92,54 @@ def parse_message_id(message_id: str, appliance: str) -> tuple[int, int]:
     return int(match.group(2)), int(match.group(3))
 
 
+class NatsSettingsError(RuntimeError):
+    """The credentials file cannot be used (not private, unreadable): said at the connection."""
+
+
+async def connect_nats(config, name: str):
+    """One connection to ``config.url`` (the drop copy's or the risk hub's settings: url,
+    credentials, tls_*), one attempt with no reconnects of its own: the caller's loop reconnects
+    and resumes from what the stream holds."""
+    import nats
+
+    async def quiet(exc):                # nats-py logs every error itself by default
+        log.debug("nats: %s", exc)
+    options = dict(servers=config.url.split(","), connect_timeout=CONNECT_TIMEOUT_S, allow_reconnect=False,
+                   max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=quiet, name=name)
+    if config.credentials:               # read at every connection: a rotated file is picked up
+        from nats.aio.client import RawCredentials
+        from appliance.runtime.private_file import PrivateFileError
+        try:
+            options["user_credentials"] = RawCredentials(read_credentials(config))
+        except PrivateFileError as exc:
+            raise NatsSettingsError(str(exc)) from None
+    context = tls_context(config)
+    if context is not None:
+        options["tls"] = context
+    return await asyncio.wait_for(nats.connect(**options), 3 * CONNECT_TIMEOUT_S)
+
+
+def tls_context(config) -> ssl.SSLContext | None:
+    if not (any(url.startswith("tls://") for url in config.url.split(",")) or config.tls_ca or config.tls_cert):
+        return None
+    context = ssl.create_default_context(cafile=config.tls_ca or None)
+    if config.tls_cert:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
 class DropCopy:
     """Tails the journal and publishes it; ``run()`` until ``stop()``."""
 
-    def __init__(self, config: DropCopyConfig, symbols: list[str] | None = None):
+    def __init__(self, config: DropCopyConfig, symbols: list[str] | None = None, *,
+                 control_socket: str | None = None, marks=None):
+        """``control_socket``: the supervisor's, where firm commands go; ``marks()``: symbol ->
+        mark price, published every ``firm.marks_ms`` (``dropcopy/firm.py``)."""
         self.config = config
         self.tail = JournalTail(config.journal)
         self.audit = AuditTrail(symbols)
         self.stats = Stats()
+        self.firm = FirmLink(config, self.stats, control_socket, marks)
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
@@ -117,6 +164,7 @@ class DropCopy:
         if self._stop_requested:
             self._stopping.set()
         lag = asyncio.ensure_future(self._measure_lag())
+        watchdog = asyncio.ensure_future(self.firm.watch())
         backoff_ms = self.config.retry_initial_ms
         try:
             while not self._stopping.is_set():
@@ -139,6 +187,7 @@ class DropCopy:
                     backoff_ms = min(self.config.retry_max_ms, backoff_ms * 2)
         finally:
             lag.cancel()
+            watchdog.cancel()
             self.tail.close()
 
     def _trouble(self, exc: Exception) -> None:
@@ -159,35 +208,10 @@ class DropCopy:
     # ------------------------------------------------------------------ one connection
 
     async def _connect(self):
-        import nats
-
-        async def quiet(exc):            # nats-py logs every error itself by default
-            log.debug("nats: %s", exc)
-        # one attempt, no reconnects of its own (0 would retry for ever): this loop reconnects, and
-        # resumes from what the stream holds
-        options = dict(servers=[self.config.url], connect_timeout=CONNECT_TIMEOUT_S, allow_reconnect=False,
-                       max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=quiet,
-                       name=f"dropcopy-{self.config.appliance}")
-        if self.config.credentials:           # read at every connection: a rotated file is picked up
-            from nats.aio.client import RawCredentials
-            from appliance.runtime.private_file import PrivateFileError
-            try:
-                options["user_credentials"] = RawCredentials(read_credentials(self.config))
-            except PrivateFileError as exc:
-                raise DropCopyError(str(exc)) from None
-        context = self._tls_context()
-        if context is not None:
-            options["tls"] = context
-        return await asyncio.wait_for(nats.connect(**options), 3 * CONNECT_TIMEOUT_S)
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        c = self.config
-        if not (c.url.startswith("tls://") or c.tls_ca or c.tls_cert):
-            return None
-        context = ssl.create_default_context(cafile=c.tls_ca or None)
-        if c.tls_cert:
-            context.load_cert_chain(c.tls_cert, c.tls_key)
-        return context
+        try:
+            return await connect_nats(self.config, f"dropcopy-{self.config.appliance}")
+        except NatsSettingsError as exc:
+            raise DropCopyError(str(exc)) from None
 
     async def _session(self, nc) -> None:
         js = nc.jetstream(timeout=ACK_TIMEOUT_S)
@@ -212,6 +236,8 @@ class DropCopy:
         inbox = nc.new_inbox()
         self._acks = _Acks()
         acks = await nc.subscribe(inbox + ".*", cb=self._acks.on_message)
+        firm = await self.firm.attach(nc)
+        marks = asyncio.ensure_future(self.firm.publish_marks(nc))
         try:
             drain_until = None
             while True:
@@ -232,7 +258,9 @@ class DropCopy:
                     return
                 await self._publish(nc, acks, inbox, records)
         finally:
-            await _unsubscribe_quietly(acks)
+            marks.cancel()
+            for sub in (acks, *firm):
+                await _unsubscribe_quietly(sub)
 
     def _remember(self, record: JournalRecord) -> None:
         """A record already in the stream (before the resume point): the audit trail learns the
@@ -247,9 +275,10 @@ class DropCopy:
             info = await js.stream_info(self.config.stream)
         except NotFoundError:
             await js.add_stream(name=self.config.stream, subjects=[STREAM_SUBJECTS], storage=StorageType.FILE,
-                                duplicate_window=float(self.config.duplicate_window_s))
-            log.info("stream %s created (subjects %s, file storage, duplicate window %d s)", self.config.stream,
-                     STREAM_SUBJECTS, self.config.duplicate_window_s)
+                                duplicate_window=float(self.config.duplicate_window_s),
+                                num_replicas=self.config.replicas)
+            log.info("stream %s created (subjects %s, file storage, duplicate window %d s, %d replicas)",
+                     self.config.stream, STREAM_SUBJECTS, self.config.duplicate_window_s, self.config.replicas)
             return
         subjects = info.config.subjects or []
         if not any(_covers(pattern, self.config.subject) for pattern in subjects):

@@ -218,6 +218,8 @@ class ControlCommand(enum.IntEnum):
     SET_ACTIVE = 5
     KILL_SYMBOL = 6         # argument = symbol id: latch that symbol's kill switch and cancel its orders
     RESET_SYMBOL = 7        # argument = symbol id: unlatch it (operator recorded)
+    FIRM_KILL = 8           # the firm's risk hub: latch HALTED with reason FIRM and cancel everything
+    FIRM_RESET = 9          # unlatch a kill the firm latched (operator recorded); any other kill stays
 
 
 class ControlEventKind(enum.IntEnum):

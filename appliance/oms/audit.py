@@ -78,6 +78,21 @@ def _price(value: int) -> str:
     return f"{value // PRICE_SCALE}.{value % PRICE_SCALE:04d}"
 
 
+_PRICE = re.compile(r"(\d{1,15})\.(\d{4})")
+
+
+def parse_price(text: str) -> int:
+    """The integer price (4 implied decimals) of a ``price`` column (``190.0100``, ``MKT``): what a
+    reader of the rows (the risk hub, from the drop copy's events) turns back into a price.
+    ValueError for anything else."""
+    if text == "MKT":
+        return MARKET_PRICE
+    match = _PRICE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{str(text)[:40]!r} is not a price column (e.g. 190.0100 or MKT)")
+    return int(match.group(1)) * PRICE_SCALE + int(match.group(2))
+
+
 def _text(raw) -> str:
     if isinstance(raw, bytes):
         return raw.rstrip(b"\0 ").decode("ascii", "replace")

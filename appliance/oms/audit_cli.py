@@ -45,20 +45,11 @@ def journal_from_layout(layout_path: str, process: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import csv
-    import json
-
     from appliance.command_io.arguments import UsageError
-    from appliance.oms.audit import COLUMNS, AuditTrail, parse_iso_ns, select
+    from appliance.oms.audit import COLUMNS, AuditTrail, select
     from appliance.oms.journal_format import JournalError, read_records
 
-    try:
-        start = parse_iso_ns(args.start) if args.start else None
-        end = parse_iso_ns(args.end) if args.end else None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if start is not None and end is not None and end <= start:
-        raise UsageError("--to must be after --from")
+    start, end = time_bounds(args)
     path = args.journal
     if path is None:
         try:
@@ -76,14 +67,35 @@ def run(args: argparse.Namespace) -> int:
     if found.garbage_end > found.end:
         print(f"appliance audit: warning: {path}: torn tail at offset {found.end} ({found.problem}); not exported",
               file=sys.stderr)
-    rows = select(AuditTrail().rows(records), start, end, args.orders_only)
+    write_rows(select(AuditTrail().rows(records), start, end, args.orders_only), args, COLUMNS)
+    return 0
+
+
+def time_bounds(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    """``--from`` and ``--to`` as epoch ns (None when absent); UsageError when they are not times."""
+    from appliance.command_io.arguments import UsageError
+    from appliance.oms.audit import parse_iso_ns
+    try:
+        start = parse_iso_ns(args.start) if args.start else None
+        end = parse_iso_ns(args.end) if args.end else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if start is not None and end is not None and end <= start:
+        raise UsageError("--to must be after --from")
+    return start, end
+
+
+def write_rows(rows, args: argparse.Namespace, columns) -> None:
+    """Rows to ``--output`` (or standard output) as CSV with ``columns`` or as JSON lines."""
+    import csv
+    import json
     out = open(args.output, "w", newline="") if args.output else sys.stdout
     try:
         if args.format == "jsonl":
             for row in rows:
                 out.write(json.dumps(row) + "\n")
         else:
-            writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+            writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
     finally:
@@ -91,4 +103,3 @@ def run(args: argparse.Namespace) -> int:
             out.close()
         else:
             out.flush()
-    return 0

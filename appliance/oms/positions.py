@@ -34,6 +34,11 @@ class PositionLedger:
         self.rejects = [0] * n
         self.open_orders = [0] * n
 
+    def grow(self, symbols: int) -> None:
+        """Room for ``symbols`` symbol ids (the risk hub learns symbols from the events it reads)."""
+        for column in vars(self).values():
+            column.extend([0] * (symbols - len(column)))
+
     def fill(self, symbol_id: int, signed_shares: int, price: int) -> None:
         position = self.position[symbol_id]
         cost = self.cost_basis[symbol_id]

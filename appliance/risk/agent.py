@@ -70,7 +70,7 @@ from appliance.runtime.layout import LayoutError
 from appliance.runtime.trading_day import trading_day_of
 
 from .checks import RiskEngine
-from .kill_switch import MANUAL, STATE_FILE, STATE_WRITE
+from .kill_switch import FIRM, MANUAL, STATE_FILE, STATE_WRITE
 from .limits import LimitsError, describe_changes, load_limits
 from .persist import DurableState, Latch, StateFileError, StateWriter, describe, encode, keep_aside, read_state
 from .state import APPLIED, BAD_REPORT, SNAPSHOT_COMPLETE, SNAPSHOT_IGNORED, UNKNOWN_ORDER
@@ -100,6 +100,7 @@ RISK_SOURCE = int(RejectSource.RISK)
 KILL, RESET, RELOAD_LIMITS, SET_REDUCING, SET_ACTIVE, KILL_SYMBOL, RESET_SYMBOL = (int(c) for c in (
     ControlCommand.KILL, ControlCommand.RESET, ControlCommand.RELOAD_LIMITS, ControlCommand.SET_REDUCING,
     ControlCommand.SET_ACTIVE, ControlCommand.KILL_SYMBOL, ControlCommand.RESET_SYMBOL))
+FIRM_KILL, FIRM_RESET = int(ControlCommand.FIRM_KILL), int(ControlCommand.FIRM_RESET)
 MAX_POSITION_GAUGES = 64          # beyond that many symbols, positions and symbol latches are not published one by one
 _INTENT_TYPE = ORDER_INTENT.type_id
 _BAD_ORDER = int(RiskReason.BAD_ORDER)
@@ -465,8 +466,18 @@ class RiskAgent(Agent):
         if command == KILL:
             if not control.trip(MANUAL, now, 0, operator):
                 log.info("KILL from %s: the kill switch is latched already", operator or "?")
+        elif command == FIRM_KILL:
+            if not control.trip(FIRM, now, 0, operator):
+                log.info("FIRM KILL from %s: the kill switch is latched already (%s)", operator or "?",
+                         control.kill_reason)
         elif command == RESET:
             control.reset(operator, now)
+        elif command == FIRM_RESET:
+            if control.latched and control.kill_reason == FIRM:
+                control.reset(operator, now)
+            elif control.latched:
+                log.warning("FIRM reset by %s refused: the kill switch is latched for %s, not by the firm "
+                            "(a local `appliance resume` resets it)", operator or "?", control.kill_reason)
         elif command == RELOAD_LIMITS:
             self._reload_limits(operator, now)
         elif command == SET_REDUCING:

@@ -40,6 +40,7 @@ from .rate import SlidingWindow
 log = logging.getLogger("appliance.risk")
 
 MANUAL = "MANUAL"
+FIRM = "FIRM"                         # a firm command from the risk hub (appliance/riskhub/), via the drop copy
 DAILY_LOSS = "DAILY_LOSS"
 DRAWDOWN = "DRAWDOWN"
 THROTTLE = "THROTTLE"

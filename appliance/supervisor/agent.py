@@ -34,8 +34,19 @@ COMMANDS = ("status", "kill", "resume", "reduce", "activate", "close-gate", "ope
 # switch latched the day before, an operator's hold, the clock): those are said by their own names.
 NOT_READY = GateReason.PROCESS_DOWN | GateReason.RISK_UNHEALTHY | GateReason.OMS_NOT_READY | GateReason.FEED_NOT_READY
 NEEDS_OPERATOR = frozenset(("resume", "reduce", "activate", "close-gate", "open-gate"))
+MAX_REASON = 200                      # the risk hub's reason for a firm command (logged)
 MAX_OPERATOR = 64                     # a name, not a message: printable (a newline would forge log lines)
 HUNG_FACTOR = 5                       # silent this many heartbeat timeouts: killed, then the restart policy
+
+
+def _firm_source(request: dict) -> tuple[bool, str, str]:
+    """(from the firm, its reason, error) of a request's optional ``source`` ("FIRM") and ``reason``."""
+    source, reason = request.get("source"), request.get("reason", "")
+    if source not in (None, "FIRM"):
+        return False, "", f"source must be FIRM when given, got {str(source)[:20]!r}"
+    if not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable():
+        return False, "", f"reason must be at most {MAX_REASON} printable characters"
+    return source == "FIRM", reason, ""
 
 
 class ClockWatcher:
@@ -299,11 +310,16 @@ class SupervisorAgent(Agent):
         symbol_id, error = self._symbol_of(request)
         if error:
             return {"ok": False, "error": error}
+        firm, reason, error = _firm_source(request)
+        if error:
+            return {"ok": False, "error": error}
         if command == "status":
             return {"ok": True, "supervisor": self.summary()}
         if command in NEEDS_OPERATOR and not operator:
             return {"ok": False, "error": f"{command} needs --operator NAME (it is recorded)"}
         via = f"({caller or 'caller unknown'})"          # "uid 1000 pid 4242"
+        if firm:
+            return self._firm_command(command, operator, reason, symbol_id, via)
         if command == "kill":
             who = operator or "operator"
             if symbol_id is None:
@@ -338,6 +354,18 @@ class SupervisorAgent(Agent):
             self.request_stop(f"down requested by {operator or '(no name)'} {via}")
             return {"ok": True, "stopping": True}
         return {"ok": False, "error": f"unknown command {command!r} ({', '.join(COMMANDS)})"}
+
+    def _firm_command(self, command: str, operator: str, reason: str, symbol_id, via: str) -> dict:
+        """A command of the firm's risk hub, handed on by the drop copy: a kill latched with reason
+        FIRM, a reset that unlatches only such a kill, REDUCING, ACTIVE; each logged with the hub's
+        reason."""
+        commands = {"kill": ControlCommand.FIRM_KILL, "resume": ControlCommand.FIRM_RESET,
+                    "reduce": ControlCommand.SET_REDUCING, "activate": ControlCommand.SET_ACTIVE}
+        if command not in commands or symbol_id is not None:
+            return {"ok": False, "error": f"source FIRM takes kill, resume, reduce or activate for the whole "
+                                          f"appliance, not {command!r}{' with a symbol' if symbol_id is not None else ''}"}
+        log.warning("FIRM %s from the risk hub, operator %s %s: %s", command, operator, via, reason or "(no reason)")
+        return {"ok": self.send_risk_command(commands[command], operator), "sent": f"firm-{command}"}
 
     def _symbol_of(self, request: dict) -> tuple[int | None, str]:
         """(symbol id or None, error) of the request's optional ``symbol``."""

@@ -35,6 +35,13 @@ LAYOUT = SimpleNamespace(path="/srv/app/shm_layout.yaml", name="venue1", process
      "at least initial_ms"),
     ({"nats": {"url": "nats://127.0.0.1:4222", "tls": {"cert": "c.pem"}}}, "nats.tls.key", "needs both"),
     ({"nats": {"url": "nats://127.0.0.1:4222", "password": "x"}}, "nats.password", "unknown key"),
+    ({"nats": {"url": "nats://127.0.0.1:4222,http://127.0.0.1:4223"}}, "nats.url", "must be nats://HOST:PORT"),
+    ({"nats": {"url": "nats://127.0.0.1:4222,nats://10.0.0.2:4222"}}, "nats.url", "is not loopback"),
+    ({"nats": {"url": "nats://127.0.0.1:4222", "replicas": 0}}, "nats.replicas", "must be 1..5"),
+    ({"nats": {"url": "nats://127.0.0.1:4222"}, "firm": {"on_silence": "panic"}}, "firm.on_silence",
+     "must be one of reduce, kill, none"),
+    ({"nats": {"url": "nats://127.0.0.1:4222"}, "firm": {"heartbeat_timeout_ms": 10}}, "firm.heartbeat_timeout_ms",
+     "must be 100..3600000"),
 ])
 def test_bad_settings_name_the_key_and_the_reason(params, key, reason):
     with pytest.raises(DropCopyConfigError) as caught:
@@ -50,6 +57,10 @@ def test_settings_default_to_the_oms_journal_and_the_layout_name_and_off_without
     assert config.subject == "appliance.appliance.events" and config.message_id(20260102, 7) == "appliance:20260102:7"
     remote = parse_dropcopy_params({"nats": {"url": "tls://nats.firm:4222", "credentials": "run/dc.creds"}}, LAYOUT)
     assert remote.enabled and remote.credentials == "/srv/app/run/dc.creds"
+    assert (config.firm_commands, config.hub_timeout_ms, config.on_hub_silence, config.marks_ms, config.replicas) == \
+        (False, 5000, "reduce", 1000, 1)
+    cluster = parse_dropcopy_params({"nats": {"url": "nats://127.0.0.1:1, nats://127.0.0.1:2", "replicas": 3}}, LAYOUT)
+    assert (cluster.url, cluster.replicas) == ("nats://127.0.0.1:1,nats://127.0.0.1:2", 3)
 
 
 def test_the_shipped_layout_leaves_the_drop_copy_off(write_layout, unique_name):

@@ -368,6 +368,32 @@ def test_kill_switch_commands_and_the_named_reset(risk_factory):
     wait_until(lambda: risk.words.get("risk_state") == RiskState.ACTIVE, TIMEOUT, message="ACTIVE")
 
 
+def test_a_firm_kill_latches_with_reason_firm_and_a_firm_reset_unlatches_only_that(risk_factory):
+    """The risk hub's kill (issue 19): latched as FIRM; the hub's reset cannot undo a local kill."""
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    risk.command(ControlCommand.FIRM_KILL, "risk-hub")
+    kill = risk.wait_event(ControlEventKind.KILL)
+    assert kill["detail"].rstrip(b"\0") == b"FIRM" and kill["operator"].rstrip(b"\0") == b"risk-hub"
+    wait_until(lambda: risk.words.get("risk_kill_latched") == 1, TIMEOUT, message="latched")
+    events_before = len(risk.events)
+    risk.command(ControlCommand.FIRM_RESET, "alice")
+    reset = risk.wait_event(ControlEventKind.RESET, events_before)
+    assert reset["operator"].rstrip(b"\0") == b"alice"
+    wait_until(lambda: risk.words.get("risk_kill_latched") == 0, TIMEOUT, message="unlatched by the firm")
+
+    risk.command(ControlCommand.KILL, "bob")                           # a local kill
+    risk.wait_event(ControlEventKind.KILL, events_before + 1)
+    wait_until(lambda: risk.words.get("risk_kill_latched") == 1, TIMEOUT, message="latched locally")
+    commands = risk.counters().get("risk.commands")
+    risk.command(ControlCommand.FIRM_RESET, "alice")
+    wait_until(lambda: risk.counters().get("risk.commands") == commands + 1, TIMEOUT, message="the firm reset read")
+    assert risk.words.get("risk_kill_latched") == 1 and risk.new(AAPL, B, 100) == RiskReason.TRADING_HALTED
+    risk.command(ControlCommand.RESET, "bob")
+    wait_until(lambda: risk.words.get("risk_kill_latched") == 0, TIMEOUT, message="reset locally by name")
+
+
 def test_limits_reload_bad_file_keeps_the_old_limits_good_file_is_announced(risk_factory):
     risk = risk_factory()
     risk.start()

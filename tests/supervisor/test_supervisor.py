@@ -170,3 +170,26 @@ def test_commands_without_an_appliance_say_so(tmp_path, unique_name):
     for command in (["status"], ["kill"], ["down"], ["resume", "--operator", "x"]):
         result = appliance(*command, "--layout", str(path), "--timeout", "2")
         assert result.returncode == 1 and "error:" in result.stderr, (command, result.stderr)
+
+
+def test_firm_requests_are_checked_then_sent_to_risk_as_firm_commands_and_logged(tmp_path, unique_name, up_factory):
+    """The drop copy's hand-off of a risk hub command (issue 19): ``source: FIRM`` with the hub's reason."""
+    from appliance.command_io.json_lines import request_json
+    up = up_factory(make_layout(tmp_path, unique_name)).attach()
+    wait_until(lambda: up.gate()[0] == 1, 30, message="gate open")
+    sock = str(tmp_path / "sup.sock")
+
+    def ask(**request):
+        return request_json(sock, {"operator": "risk-hub", **request}, 10, "the supervisor")
+    assert ask(command="kill", source="HUB")["error"] == "source must be FIRM when given, got 'HUB'"
+    assert "reason must be at most 200 printable" in ask(command="kill", source="FIRM", reason="a\nb")["error"]
+    assert "reason must be at most 200" in ask(command="kill", source="FIRM", reason="x" * 201)["error"]
+    assert "not 'close-gate'" in ask(command="close-gate", source="FIRM")["error"]
+    assert "with a symbol" in ask(command="kill", source="FIRM", symbol="AAPL")["error"]
+    assert ask(command="reduce", source="FIRM", reason="hub firm: FIRM_DAILY_LOSS")["sent"] == "firm-reduce"
+    wait_until(lambda: up.control.get("risk_state") == RiskState.REDUCING, 10, message="REDUCING")
+    assert ask(command="kill", source="FIRM", reason="hub firm: drill") == {"ok": True, "sent": "firm-kill"}
+    up.close()
+    text = up.output(timeout=30)
+    assert "FIRM reduce from the risk hub, operator risk-hub" in text and "hub firm: FIRM_DAILY_LOSS" in text
+    assert "FIRM kill from the risk hub, operator risk-hub" in text and "hub firm: drill" in text

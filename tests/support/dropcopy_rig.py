@@ -7,6 +7,7 @@ import json
 import threading
 import time
 
+from appliance.bench.dropcopy import append_fill
 from appliance.dropcopy.publisher import DropCopy
 from appliance.messages.codes import Action, ControlEventKind, OmsReason
 from appliance.oms import journal_records as jr
@@ -50,6 +51,12 @@ class JournalWriter:
                                                            1_900_100, b"AAPL    ", token.encode()), now + 6)
         return 7
 
+    def fill(self, symbol: str, side: str, shares: int, price: int, broken: bool = False) -> int:
+        """A NEW order of ``shares`` at ``price`` filled whole (then its trade broken when asked):
+        2 records (3), written by the benchmark's own writer. Its match number is its order number."""
+        self.orders += 1
+        return append_fill(self.journal, self.orders, symbol, side, shares, price, broken)
+
     def close(self) -> None:
         self.journal.close()
 
@@ -57,8 +64,9 @@ class JournalWriter:
 class Running:
     """A DropCopy on its own thread and event loop, stopped and joined on every path."""
 
-    def __init__(self, config):
-        self.copy = DropCopy(config, ["AAPL", "MSFT"])
+    def __init__(self, config, **options):
+        """``options``: DropCopy's keywords (control_socket, marks)."""
+        self.copy = DropCopy(config, ["AAPL", "MSFT"], **options)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
