@@ -30,6 +30,7 @@ from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE, TIF_DAY, OmsReas
 
 if TYPE_CHECKING:
     from appliance.strategy.host import StrategyHost
+    from appliance.strategy.timers import Clock, Timer
 
 
 # OUCH 4.2 Rejected reasons (the byte an exchange REJECTED carries), for messages only.
@@ -414,18 +415,43 @@ assert BOOK_DEPTH == 5
 # The base class
 # ---------------------------------------------------------------------------------------------
 
+class _Unattached:
+    """``Strategy._host`` until the host attaches (after ``__init__``): any use says where to move it."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        raise RuntimeError("the strategy is not attached to its host yet: books, orders, positions, the clock, "
+                           "timers and order actions are available from on_start on, not in __init__ "
+                           "(move this to on_start)")
+
+
+_UNATTACHED = _Unattached()
+
+
 class Strategy:
     """Subclass this. Declare ``Parameters`` (a dataclass) to have the loader validate your parameters.
 
-    The host builds the strategy as ``cls(parameters)`` and then calls ``on_start``. Every
+    An ordinary class: the host builds it as ``cls(parameters)`` (so ``__init__`` may take the
+    parameters and set up plain attributes), then attaches itself, then calls ``on_start``. Every
     callback runs on the strategy process's one thread; keep them short (they sit between a book
-    update and the order it causes)."""
+    update and the order it causes).
+
+    ``restart_orders`` says what becomes of the open orders an earlier incarnation of this strategy
+    (same strategy id) left at the OMS: "cancel" (default: cancelled at start; they show in
+    ``self.orders`` as PENDING_CANCEL until gone) or "adopt" (they are in ``self.orders`` as the
+    strategy's own when ``on_start`` runs: a quoting strategy must take them over, not quote anew)."""
 
     Parameters: ClassVar[type | None] = None
-    _host: StrategyHost | None = None              # set by the host before __init__ runs
+    restart_orders: ClassVar[str] = "cancel"
+    _host: StrategyHost = _UNATTACHED              # the host attaches after __init__ (``_attach``)
 
     def __init__(self, parameters: Any = None):
         self.params = parameters
+
+    def _attach(self, host: StrategyHost) -> None:
+        """Host only, after construction."""
+        self._host = host
 
     # ---- what the strategy may look at
     @property
@@ -462,7 +488,38 @@ class Strategy:
         otherwise; cancels always go). True without a control table."""
         return self._host.gate_open()
 
-    now_ns = staticmethod(time.time_ns)     # -> int, epoch ns (the clock itself: no Python frame per call)
+    now_ns = staticmethod(time.time_ns)     # -> int, epoch ns of the wall clock (live only: use self.clock.now_ns())
+
+    @property
+    def clock(self) -> Clock:
+        """The host's clock (``now_ns()``: wall time live, event time in a backtest) and the event being
+        handled (``event_exchange_ns``, ``event_rx_ns``). Timers run on it."""
+        return self._host.clock
+
+    # ---- time
+    def schedule(self, callback, after: float | None = None, every: float | None = None, *,
+                 after_ns: int | None = None, every_ns: int | None = None) -> Timer:
+        """Call ``callback(now_ns)`` once ``after`` seconds from now, or every ``every`` seconds (first
+        after ``after``, default one period); ``after_ns`` / ``every_ns`` give exact nanoseconds. On
+        the host's clock, in deadline order, between other callbacks. Returns the Timer
+        (``timer.cancel()``). An exception in the callback stops the strategy like any callback's."""
+        return self._host.schedule(callback, after, every, after_ns=after_ns, every_ns=every_ns)
+
+    def cancel_timer(self, timer: Timer) -> bool:
+        """Stop a timer; False when it was not active (fired for the last time, or cancelled)."""
+        return timer.cancel()
+
+    # ---- lifecycle
+    def flatten(self, symbol: str | None = None) -> list[int]:
+        """Cancel the open orders (of one symbol, or all), then close each position with an IOC limit
+        order at the touch (sell at the best bid, buy at the best ask); the client order ids sent.
+        Allowed in ``on_stop``, where only orders that shrink a position may leave."""
+        return self._host.flatten(symbol)
+
+    def request_reducing(self) -> None:
+        """Ask risk to put this strategy in REDUCING: afterwards only orders that shrink a position pass
+        (others are refused TRADING_REDUCING). Only an operator undoes it (``appliance`` SET_ACTIVE)."""
+        self._host.request_reducing()
 
     # ---- actions (each writes one OrderIntent to risk)
     def buy(self, symbol: str, shares: int, price: int, tif: int = TIF_DAY) -> int:
@@ -489,7 +546,9 @@ class Strategy:
 
     # ---- callbacks (override what you need)
     def on_start(self) -> None:
-        """Before the first book update; orders may be sent from here."""
+        """Before the first callback of anything else, once the OMS said what is open (after a restart
+        ``self.positions`` and ``self.orders`` show it; see ``restart_orders``); orders may be sent
+        from here."""
 
     def on_book(self, book: Book) -> None:
         """A traded symbol's book changed (levels, state, flags or last trade). When several updates of
@@ -518,10 +577,11 @@ class Strategy:
         (When the OMS says it has no such order, the order is gone instead: ``on_order_canceled``.)"""
 
     def on_timer(self, now_ns: int) -> None:
-        """Every ``timer_interval_ms``."""
+        """Every ``timer_interval_ms`` (a repeating timer on the host's clock; ``schedule`` for others)."""
 
     def on_stop(self) -> None:
-        """The process is stopping; the host cancels everything afterwards anyway."""
+        """The process is stopping; the host cancels everything afterwards anyway. New orders are
+        refused here, except those that shrink a position (``flatten``)."""
 
     @classmethod
     def validate_parameters(cls, parameters: Any, symbols: tuple[str, ...]) -> None:
