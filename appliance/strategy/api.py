@@ -118,31 +118,60 @@ def _field(name: str):
     return operator.attrgetter(name)
 
 
+def _refuse_write(self, name, value=None):
+    raise AttributeError(f"{type(self).__name__} is read-only: {name!r} cannot be set or deleted (the host keeps it "
+                         f"true from the feed and the execution reports; act with buy/sell/cancel/replace)")
+
+
+class _Sealed:
+    """A view whose attributes are set in ``__init__`` and never again: ``_seal`` ends construction; after
+    it every attribute write or delete raises AttributeError (plain writes, private names included)."""
+
+    __slots__ = ("_sealed",)
+
+    def __setattr__(self, name, value):
+        try:
+            sealed = self._sealed
+        except AttributeError:
+            sealed = False
+        if sealed:
+            _refuse_write(self, name)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        _refuse_write(self, name)
+
+    def _seal(self) -> None:
+        object.__setattr__(self, "_sealed", True)
+
+
 _BUY, _LAST_OPEN_STATE, _PENDING_NEW = Side.BUY, OrderState.PENDING_REPLACE, OrderState.PENDING_NEW  # per call
 
 
-class Order:
-    """One of the strategy's orders, read-only. The host updates it between callbacks."""
+class _OrderFields:
+    """An order's slots, shared by ``Order`` (read-only) and its private mutable twin (``_WritableOrder``)."""
 
     __slots__ = ("_client_order_id", "_symbol", "_symbol_id", "_side", "_price", "_shares", "_leaves",
                  "_filled", "_state", "_tif", "_replaces", "_replaced_by", "_cancel_id", "_created_ns")
 
-    def __init__(self, client_order_id: int, symbol: str, symbol_id: int, side: Side, price: int, shares: int,
-                 tif: int, replaces: int = 0, created_ns: int = 0):
-        self._client_order_id = client_order_id
-        self._symbol = symbol
-        self._symbol_id = symbol_id
-        self._side = side
-        self._price = price
-        self._shares = shares
-        self._leaves = shares
-        self._filled = 0
-        self._state = _PENDING_NEW
-        self._tif = tif
-        self._replaces = replaces
-        self._replaced_by = 0
-        self._cancel_id = 0
-        self._created_ns = created_ns
+
+class Order(_OrderFields):
+    """One of the strategy's orders, read-only (every attribute write raises AttributeError). The host
+    updates it between callbacks through its slots' own setters (``ORDER_SETTERS``), never a plain write."""
+
+    __slots__ = ()
+
+    def __new__(cls, client_order_id: int, symbol: str, symbol_id: int, side: Side, price: int, shares: int,
+                tif: int, replaces: int = 0, created_ns: int = 0):
+        """Built as its private mutable twin (plain writes, as fast as an ordinary class), then made an
+        Order: from then on no attribute of it can be written."""
+        order = _NEW(_WritableOrder)
+        _FILL(order, client_order_id, symbol, symbol_id, side, price, shares, tif, replaces, created_ns)
+        _SET_CLASS(order, cls)
+        return order
+
+    __setattr__ = _refuse_write
+    __delattr__ = _refuse_write
 
     client_order_id = property(_field("_client_order_id"))
     symbol = property(_field("_symbol"))
@@ -171,7 +200,38 @@ class Order:
                 f"{format_price(self._price)}, {self._state.name})")
 
 
-class OpenOrders:
+# The host's (order_view's) way to change an Order: each slot's own C-level setter, which bypasses the
+# refusing __setattr__ (one call, ~30 ns more than a plain write; only on the update path, not on reads).
+ORDER_SETTERS = {name: _OrderFields.__dict__[name].__set__ for name in _OrderFields.__slots__}
+_SET_CLASS = object.__dict__["__class__"].__set__
+
+
+class _WritableOrder(_OrderFields):
+    """Order's private mutable twin (the same slots, plain writes), only while ``Order.__new__`` fills it in."""
+
+    __slots__ = ()
+
+    def fill(self, client_order_id, symbol, symbol_id, side, price, shares, tif, replaces, created_ns):
+        self._client_order_id = client_order_id
+        self._symbol = symbol
+        self._symbol_id = symbol_id
+        self._side = side
+        self._price = price
+        self._shares = shares
+        self._leaves = shares
+        self._filled = 0
+        self._state = _PENDING_NEW
+        self._tif = tif
+        self._replaces = replaces
+        self._replaced_by = 0
+        self._cancel_id = 0
+        self._created_ns = created_ns
+
+
+_NEW, _FILL = object.__new__, _WritableOrder.fill
+
+
+class OpenOrders(_Sealed):
     """The strategy's open orders by client order id (read-only; iterating yields ``Order``s)."""
 
     __slots__ = ("_orders", "_by_symbol", "_symbol_ids")
@@ -180,6 +240,7 @@ class OpenOrders:
         self._orders = orders
         self._by_symbol = by_symbol
         self._symbol_ids = symbol_ids
+        self._seal()
 
     def __len__(self) -> int:
         return len(self._orders)
@@ -214,8 +275,9 @@ class OpenOrders:
         return sum(o._leaves for o in self._by_symbol[sid].values() if o._side == side)
 
 
-class Positions:
-    """Per-symbol position as the OMS reports it (ExecutionReport.position), and the strategy's own fills."""
+class Positions(_Sealed):
+    """Per-symbol position as the OMS reports it (ExecutionReport.position), and the strategy's own fills
+    (read-only: the host writes the lists' items, nothing writes an attribute after ``__init__``)."""
 
     __slots__ = ("_symbol_ids", "_position", "_cost_basis", "_realized_pnl", "_bought", "_sold")
 
@@ -227,6 +289,7 @@ class Positions:
         self._realized_pnl = [0] * n
         self._bought = [0] * n
         self._sold = [0] * n
+        self._seal()
 
     def _sid(self, symbol: str) -> int:
         try:
@@ -295,23 +358,27 @@ class Book:
     __slots__ = ("_symbol", "_symbol_id", "_buf", "_src", "_at")
 
     def __init__(self, symbol: str, symbol_id: int):
-        self._symbol = symbol
-        self._symbol_id = symbol_id
-        self._buf = bytearray(BOOK_UPDATE.size)           # type_id 0 until the first update
-        self._buf[_OFF["flags"]] = BOOK_FLAG_STALE         # a book never updated counts as stale
-        self._src, self._at = self._buf, 0                 # where the fields are read: the own copy, or the
-                                                           # ring slot while the host holds it (_view)
+        buf = bytearray(BOOK_UPDATE.size)                  # type_id 0 until the first update
+        buf[_OFF["flags"]] = BOOK_FLAG_STALE               # a book never updated counts as stale
+        for name, value in (("_symbol", symbol), ("_symbol_id", symbol_id), ("_buf", buf),
+                            ("_src", buf), ("_at", 0)):    # where the fields are read: the own copy, or the
+            object.__setattr__(self, name, value)          # ring slot while the host holds it (_view)
+
+    __setattr__ = _refuse_write                           # read-only: the host moves _src/_at by their setters
+    __delattr__ = _refuse_write
 
     def _view(self, buffer, offset: int) -> None:
         """Host only: read from a ring slot the host holds unreleased (until ``_keep``)."""
-        self._src, self._at = buffer, offset
+        _SET_SRC(self, buffer)
+        _SET_AT(self, offset)
 
     def _keep(self) -> None:
         """Host only, before the slot is released: copy it into the own buffer and read from there."""
         src, at = self._src, self._at
         if src is not self._buf:
             self._buf[:] = src[at:at + _SIZE]
-            self._src, self._at = self._buf, 0
+            _SET_SRC(self, self._buf)
+            _SET_AT(self, 0)
 
     symbol = property(_field("_symbol"))
     symbol_id = property(_field("_symbol_id"))
@@ -409,6 +476,7 @@ class Book:
 
 
 assert BOOK_DEPTH == 5
+_SET_SRC, _SET_AT = Book.__dict__["_src"].__set__, Book.__dict__["_at"].__set__
 
 
 # ---------------------------------------------------------------------------------------------

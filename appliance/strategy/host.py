@@ -29,7 +29,7 @@ import time
 from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, EXECUTION_REPORT, ORDER_REJECT, RISK_SNAPSHOT
 from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, RejectSource, Side, SnapshotKind
 
-from .api import MARKET_PRICE, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping
+from .api import MARKET_PRICE, ORDER_SETTERS, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping
 from .ids import ClientOrderIds
 from .intents import IntentWriter
 from .order_view import OrderView
@@ -58,6 +58,7 @@ _NEW, _REPLACE, _CANCEL, _CANCEL_ALL = Action.NEW, Action.REPLACE, Action.CANCEL
 _TIFS = (TIF_IOC, TIF_DAY)                  # what the OrderIntent contract (and risk) allow
 _MAX_U32 = 0xFFFFFFFF
 _SNAPSHOT_TYPE = RISK_SNAPSHOT.type_id
+_set_state, _set_replaced_by = ORDER_SETTERS["_state"], ORDER_SETTERS["_replaced_by"]   # Orders are read-only
 _SNAPSHOT, _REDUCE = Action.SNAPSHOT, Action.REDUCE
 _SNAP_POSITION, _SNAP_ORDER, _SNAP_END = int(SnapshotKind.POSITION), int(SnapshotKind.ORDER), int(SnapshotKind.END)
 _SIDES = frozenset(int(side) for side in Side)
@@ -295,16 +296,17 @@ class StrategyHost:
             if view.get(client_order_id) is not None:
                 continue
             order = Order(client_order_id, self.symbols[sid], sid, side, price, leaves, TIF_DAY, orig, now)
-            order._state = _LIVE if adopt else _PENDING_CANCEL
+            _set_state(order, _LIVE if adopt else _PENDING_CANCEL)
             orders[client_order_id] = order
         for order in orders.values():           # a pending replace: its original shows it
             old = orders.get(order._replaces) if order._replaces else None
             if old is not None:
-                order._state = _PENDING_NEW if adopt else _PENDING_CANCEL
+                _set_state(order, _PENDING_NEW if adopt else _PENDING_CANCEL)
                 if adopt:
-                    old._state, old._replaced_by = _PENDING_REPLACE, order._client_order_id
+                    _set_state(old, _PENDING_REPLACE)
+                    _set_replaced_by(old, order._client_order_id)
             if order._symbol_id not in self._traded_sids:
-                order._state = _PENDING_CANCEL  # not a symbol it trades any more: never adopted
+                _set_state(order, _PENDING_CANCEL)  # not a symbol it trades any more: never adopted
             view.add(order)
         self.adopted = len(orders) if adopt else 0
         untraded = [o for o in orders.values() if adopt and o._symbol_id not in self._traded_sids]
@@ -567,8 +569,8 @@ class StrategyHost:
         sid = order._symbol_id
         intents.emit(new_id, client_order_id, sid, _REPLACE, order._side, shares, price, order._tif,
                      self._t_rx_ns, self._t_feed_out_ns)             # the intent first (see new_order)
-        order._state = _PENDING_REPLACE
-        order._replaced_by = new_id
+        _set_state(order, _PENDING_REPLACE)
+        _set_replaced_by(order, new_id)
         self._view.add(Order(new_id, order._symbol, sid, order._side, price, shares, order._tif, client_order_id,
                              self.clock_ns()))
         return new_id

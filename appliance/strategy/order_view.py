@@ -14,7 +14,7 @@ import logging
 from appliance.messages.catalog import EXECUTION_REPORT
 from appliance.messages.codes import ALL_SYMBOLS, VENUE_EVENTS, ExecEvent, OmsReason, RejectSource, Side
 
-from .api import OpenOrders, Order, OrderState, Positions, reject_reason_name
+from .api import ORDER_SETTERS, OpenOrders, Order, OrderState, Positions, reject_reason_name
 
 log = logging.getLogger("appliance.strategy")
 
@@ -27,6 +27,9 @@ _REJECTED, _BROKEN, _CANCEL_REJECTED, _PENDING_TIMEOUT = (int(ExecEvent.REJECTED
                                                           int(ExecEvent.CANCEL_REJECTED),
                                                           int(ExecEvent.PENDING_TIMEOUT))
 _REJECTED_LOCALLY = int(ExecEvent.REJECTED_LOCALLY)
+# Orders are read-only for the strategy: the view changes them through their slots' setters
+_set_state, _set_leaves, _set_filled, _set_price, _set_replaced_by, _set_cancel_id = (
+    ORDER_SETTERS[name] for name in ("_state", "_leaves", "_filled", "_price", "_replaced_by", "_cancel_id"))
 MAX_CANCEL_ALL_IDS = 256                    # remembered CANCEL_ALL intents, to recognise a refusal of one
 
 
@@ -60,8 +63,8 @@ class OrderView:
         """A CANCEL intent ``cancel_id`` for ``order`` is on its way (it replaces an earlier one)."""
         if order._cancel_id:
             self._cancel_targets.pop(order._cancel_id, None)
-        order._cancel_id = cancel_id
-        order._state = _PENDING_CANCEL
+        _set_cancel_id(order, cancel_id)
+        _set_state(order, _PENDING_CANCEL)
         self._cancel_targets[cancel_id] = order
 
     def withdraw(self, client_order_id: int) -> None:
@@ -72,14 +75,15 @@ class OrderView:
             self.close(order, OrderState.CANCELED)
             old = self._orders.get(order._replaces) if order._replaces else None
             if old is not None and old._replaced_by == client_order_id:
-                old._state, old._replaced_by = _LIVE, 0
+                _set_state(old, _LIVE)
+                _set_replaced_by(old, 0)
 
     def mark_pending_cancel(self, symbol_id: int) -> int:
         """Every open order of the symbol (or of all, ALL_SYMBOLS) as a CANCEL_ALL covers it; how many."""
         orders = self._orders.values() if symbol_id == ALL_SYMBOLS else self._by_symbol[symbol_id].values()
         n = 0
         for order in orders:
-            order._state = _PENDING_CANCEL
+            _set_state(order, _PENDING_CANCEL)
             n += 1
         return n
 
@@ -96,7 +100,7 @@ class OrderView:
             self._by_symbol[order._symbol_id].pop(client_order_id, None)
         if order._cancel_id:
             self._cancel_targets.pop(order._cancel_id, None)
-        order._state = state
+        _set_state(order, state)
 
     # ------------------------------------------------------------------ execution reports (exec_to_strategy)
 
@@ -129,7 +133,7 @@ class OrderView:
             self.stats.pending_timeouts += 1
             order = self.find(client_order_id)
             if order is not None:
-                order._state = _PENDING_CANCEL        # the OMS queries the venue with a cancel
+                _set_state(order, _PENDING_CANCEL)        # the OMS queries the venue with a cancel
         elif event == _BROKEN:
             self.stats.broken += 1
         else:
@@ -156,10 +160,10 @@ class OrderView:
         if order is None:
             stats.unknown_orders += 1
             return
-        order._filled += shares
-        order._leaves = leaves
+        _set_filled(order, order._filled + shares)
+        _set_leaves(order, leaves)
         if order._state == _PENDING_NEW:
-            order._state = _LIVE
+            _set_state(order, _LIVE)
         if leaves == 0:
             self.close(order, OrderState.FILLED)
         self._notify("on_fill", order, shares, price)
@@ -181,11 +185,11 @@ class OrderView:
             self.stats.unknown_orders += 1
             return
         if order._state == _PENDING_NEW:
-            order._state = _LIVE
+            _set_state(order, _LIVE)
         if leaves:
-            order._leaves = leaves
+            _set_leaves(order, leaves)
         if price:
-            order._price = price
+            _set_price(order, price)
         self._notify("on_order_accepted", order)
 
     def _on_canceled(self, client_order_id: int, orig_client_order_id: int, leaves: int) -> None:
@@ -193,7 +197,7 @@ class OrderView:
         if order is None:
             self.stats.unknown_orders += 1
             return
-        order._leaves = leaves
+        _set_leaves(order, leaves)
         if leaves:
             return                                     # reduced, still open
         self.close(order, OrderState.CANCELED)
@@ -231,21 +235,21 @@ class OrderView:
         if order._replaces:
             old = self._orders.get(order._replaces)
             if old is not None and old._replaced_by == order._client_order_id:
-                old._replaced_by = 0
+                _set_replaced_by(old, 0)
                 if old._state == _PENDING_REPLACE:
-                    old._state = _LIVE                 # the replace failed: the old order stands
+                    _set_state(old, _LIVE)                 # the replace failed: the old order stands
         self._notify("on_order_rejected", order,
                    _source(source), reason)
 
     def _cancel_target_refused(self, order: Order, source: int, reason: int) -> None:
         self._cancel_targets.pop(order._cancel_id, None)
-        order._cancel_id = 0
+        _set_cancel_id(order, 0)
         if source == RejectSource.OMS and reason == OmsReason.UNKNOWN_ORDER:
             self.close(order, OrderState.CANCELED)     # the OMS has no such order: nothing is left to cancel
             self._notify("on_order_canceled", order)
             return
         if order._state == _PENDING_CANCEL:
-            order._state = _LIVE
+            _set_state(order, _LIVE)
         self._notify("on_cancel_rejected", order, _source(source), reason)
 
     def _cancel_all_refused(self, symbol_id: int, source: int, reason: int) -> None:
@@ -257,7 +261,7 @@ class OrderView:
                     if o._state == _PENDING_CANCEL and not o._cancel_id
                     and (symbol_id == ALL_SYMBOLS or o._symbol_id == symbol_id)]
         for order in reverted:
-            order._state = _PENDING_REPLACE if order._replaced_by in self._orders else _LIVE
+            _set_state(order, _PENDING_REPLACE if order._replaced_by in self._orders else _LIVE)
         for order in reverted:
             self._notify("on_cancel_rejected", order, _source(source), reason)
 

@@ -35,6 +35,9 @@ class Clock:
     def __setattr__(self, name, value):
         raise AttributeError(f"Clock is read-only: cannot set {name!r}")
 
+    def __delattr__(self, name):
+        raise AttributeError(f"Clock is read-only: cannot delete {name!r}")
+
     def now_ns(self) -> int:
         """The host's time, epoch ns: wall time live, event time in a backtest."""
         return self._host.clock_ns()
@@ -85,6 +88,9 @@ class Timer:
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Timer is read-only: cannot set {name!r} (cancel() it and schedule another)")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"Timer is read-only: cannot delete {name!r}")
 
     deadline_ns = property(operator.attrgetter("_deadline_ns"), doc="when it fires next (host clock, epoch ns)")
     every_ns = property(operator.attrgetter("_every_ns"), doc="its period (0: one-shot)")

@@ -398,3 +398,33 @@ def test_request_reducing_sends_one_reduce_intent(memory):
     cancel_all, reduce = h.intents()
     assert (reduce["action"], reduce["strategy_id"], reduce["symbol_id"]) == (Action.REDUCE, STRATEGY_ID, ALL_SYMBOLS)
     assert cancel_all["action"] == Action.CANCEL_ALL
+
+
+# ---------------------------------------------------------------------------------------------- read-only views
+
+def test_the_views_cannot_be_written_by_the_strategy(memory):
+    h = Harness(memory, Recorder)
+    s = h.strategy
+    order_id = s.buy("AAPL", 100, P("10.00"))
+    h.book("AAPL", [(P("10.00"), 100)], [(P("10.01"), 100)])
+    order, book = s.orders[order_id], s.book("AAPL")
+    views = {order: ("leaves", "_leaves", "_state", "state", "anything"),
+             s.orders: ("_orders", "_by_symbol", "anything"),
+             s.positions: ("_position", "_bought", "anything"),
+             book: ("_src", "_at", "_buf", "bid_price", "anything"),
+             s.clock: ("_host", "anything")}
+    for view, names in views.items():
+        for name in names:
+            with pytest.raises(AttributeError, match="read-only|can't set|has no setter|object has no attribute"):
+                setattr(view, name, 0)
+            with pytest.raises(AttributeError):
+                delattr(view, name)
+    with pytest.raises(AttributeError, match="Order is read-only: '_leaves'"):
+        order._leaves = 0
+    assert (order.leaves, order.state, book.bid_price, len(s.orders)) == (100, OrderState.PENDING_NEW, P("10.00"), 1)
+    # the host still moves them: a report and a book update change what the strategy reads
+    h.report(ExecEvent.EXECUTED, order_id, shares=40, price=P("10.00"), leaves=60, position=40)
+    h.book("AAPL", [(P("10.02"), 100)], [(P("10.03"), 100)])
+    assert (order.leaves, order.filled, order.state, s.positions["AAPL"], book.bid_price) == \
+        (60, 40, OrderState.LIVE, 40, P("10.02"))
+    assert type(order).__name__ == "Order" and isinstance(order, type(s.orders[order_id]))
