@@ -348,7 +348,7 @@ class RiskAgent(Agent):
         read in one unpack into named locals (``_INTENT_FIELDS`` is checked against the schema)."""
         (intents_peek, intents_release, intent_buffer, approved_claim, approved_commit, approved_buffer, check, record,
          unpack, pack_approved, approved_header, time_ns, c_approved, c_rejected, c_intents) = self._intent_path
-        done = approved_count = 0
+        done = approved_count = own = 0         # own: a strategy's REDUCE, neither approved nor rejected
         for _ in range(self._max_intents):
             out = approved_claim()           # the same slot until committed: room first, then consume
             if out < 0:
@@ -372,6 +372,7 @@ class RiskAgent(Agent):
                 self._strategy_reducing(strategy_id, now)
                 intents_release()
                 done += 1
+                own += 1
                 continue
             else:
                 reason = check(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price,
@@ -393,8 +394,8 @@ class RiskAgent(Agent):
             c_intents.add(done)
             if approved_count:
                 c_approved.add(approved_count)
-            if approved_count != done:
-                c_rejected.add(done - approved_count)
+            if approved_count + own != done:
+                c_rejected.add(done - approved_count - own)
         return done
 
     def _strategy_reducing(self, strategy_id: int, now: int) -> None:

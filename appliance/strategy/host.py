@@ -15,6 +15,13 @@ handled (0 outside ``on_book``/``on_trade``).
 Records from the rings are untrusted: a wrong type or version, a symbol id outside the layout,
 more levels than BOOK_DEPTH, an unknown event is counted and dropped (before anything is copied). Reports for another strategy id are counted and dropped.
 
+Time (``timers.py``): timers (``schedule``) and ``on_timer`` run on the injected ``clock_ns`` in
+deadline order, between other callbacks (``run_timers``, driven by the agent, or by a backtest's
+event loop); ``clock`` shows the stamps of the event being handled. Lifecycle: ``start`` builds the
+strategy as ``cls(parameters)``, then attaches; with ``snapshot_timeout_ns`` it asks the OMS for what
+an earlier incarnation left and runs ``on_start`` on the answer or the timeout (see ``start``);
+``stop`` runs ``on_stop``, where only cancels and position-reducing orders (``flatten``) may leave.
+
 Safety: every callback runs inside ``try``; an exception (or ``SystemExit``) in user code is
 logged with its traceback (rate limited), stops the strategy for good (no callback, not even
 ``on_stop``, is called again), withdraws its queued new orders, and sends CANCEL_ALL for every
@@ -332,7 +339,6 @@ class StrategyHost:
         return True
 
     def _legacy_timer(self, now_ns: int) -> None:
-        self.stats.timers += 1
         self.strategy.on_timer(now_ns)
 
     def stop(self) -> None:
@@ -523,6 +529,7 @@ class StrategyHost:
             if timer is None:
                 break
             n += 1
+            self.stats.timers += 1
             try:
                 timer._callback(now_ns)
             except USER_ERRORS as exc:

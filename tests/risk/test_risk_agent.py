@@ -726,6 +726,8 @@ def test_a_strategy_that_asks_for_reducing_is_held_there_until_an_operator_sets_
     assert risk.new(AAPL, S, 100) == 0                              # shrinks the long
     assert risk.words.get("risk_state") == RiskState.ACTIVE         # only that strategy reduces, not the firm
     wait_until(lambda: risk.counters()["risk.strategies_reducing"] == 1, TIMEOUT, message="published")
+    counters = risk.counters()
+    assert counters["risk.rejects.TRADING_REDUCING"] == 2 and counters["risk.rejected"] == 2   # REDUCE is no reject
     assert not any(o["action"] == Action.REDUCE for o in risk.approved_orders)     # risk's own: not the OMS's
     risk.command(ControlCommand.SET_ACTIVE, "erin")
     wait_until(lambda: risk.counters()["risk.strategies_reducing"] == 0, TIMEOUT, message="released")
