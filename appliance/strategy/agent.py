@@ -111,6 +111,7 @@ class StrategyAgent(Agent):
         if "positions" in has:
             self._seed_positions(memory.positions_reader(), host)
         self._next_counters_ns = time.monotonic_ns()
+        self._counters_behind = False      # work done since the counters were last published
         self._ready_published = False
         log.info("strategy %s (parameters %s), strategy id %d, trading %s, timer %d ms",
                  self.loaded.source, self.loaded.parameters_source, cfg.strategy_id,
@@ -164,14 +165,17 @@ class StrategyAgent(Agent):
 
     def next_deadline_ns(self) -> int | None:
         """The strategy's next timer (or the snapshot's timeout) as a monotonic time: a parked strategy
-        wakes for it, not a park timeout later. Timers are on the host's clock: the distance is kept."""
+        wakes for it, not a park timeout later. Timers are on the host's clock: the distance is kept.
+        After work, also the counters' next publication (else a long park hides the work from shmtop)."""
         host = self.host
         if host is None:
             return None
         deadline = host.snapshot_deadline_ns if host.awaiting_snapshot else host.next_timer_ns()
+        counters = self._next_counters_ns if self._counters_behind else None    # shmtop sees the work soon
         if deadline is None:
-            return None
-        return time.monotonic_ns() + max(0, deadline - host.clock_ns())
+            return counters
+        deadline = time.monotonic_ns() + max(0, deadline - host.clock_ns())
+        return deadline if counters is None or deadline < counters else counters
 
     # ------------------------------------------------------------------ duty cycle
 
@@ -188,23 +192,24 @@ class StrategyAgent(Agent):
         rejects = rings.get(REJECT_RING.name)
         if rejects is not None:
             work += drain(rejects, rejects.buffer, host.handle_order_reject, MAX_REPORTS_PER_CYCLE)
-        if host.awaiting_snapshot:
-            if host.check_snapshot_timeout():
+        if not self._ready_published:
+            if host.awaiting_snapshot and host.check_snapshot_timeout():
                 work += 1
-        if not self._ready_published and host.running:
-            self._publish_ready()
+            if host.running:
+                self._publish_ready()
         now = time.monotonic_ns()
         if not intents.pending:
             books = rings[BOOK_RING.name]
             work += host.drain_book_updates(books, books.buffer, MAX_BOOKS_PER_CYCLE)
-            deadline = host.next_timer_ns()
-            if deadline is not None:
-                clock_now = host.clock_ns()
-                if clock_now >= deadline:
-                    work += host.run_timers(clock_now)
+            clock_now = host.clock_ns()
+            if clock_now >= host.timers.due_ns:          # one compare per cycle; NEVER without timers
+                work += host.run_timers(clock_now)
         if now >= self._next_counters_ns:
             self._next_counters_ns = now + COUNTERS_INTERVAL_NS
+            self._counters_behind = False
             self._publish_counters()
+        elif work:
+            self._counters_behind = True
         return work
 
     # ------------------------------------------------------------------ counters

@@ -165,10 +165,7 @@ class Order(_OrderFields):
                 tif: int, replaces: int = 0, created_ns: int = 0):
         """Built as its private mutable twin (plain writes, as fast as an ordinary class), then made an
         Order: from then on no attribute of it can be written."""
-        order = _NEW(_WritableOrder)
-        _FILL(order, client_order_id, symbol, symbol_id, side, price, shares, tif, replaces, created_ns)
-        _SET_CLASS(order, cls)
-        return order
+        return _WritableOrder(client_order_id, symbol, symbol_id, side, price, shares, tif, replaces, created_ns)
 
     __setattr__ = _refuse_write
     __delattr__ = _refuse_write
@@ -207,11 +204,12 @@ _SET_CLASS = object.__dict__["__class__"].__set__
 
 
 class _WritableOrder(_OrderFields):
-    """Order's private mutable twin (the same slots, plain writes), only while ``Order.__new__`` fills it in."""
+    """Order's private mutable twin (the same slots, plain writes) while its ``__init__`` fills it in; it
+    ends as an Order. The host builds orders with it (``make_order``: one Python frame, like a plain class)."""
 
     __slots__ = ()
 
-    def fill(self, client_order_id, symbol, symbol_id, side, price, shares, tif, replaces, created_ns):
+    def __init__(self, client_order_id, symbol, symbol_id, side, price, shares, tif, replaces=0, created_ns=0):
         self._client_order_id = client_order_id
         self._symbol = symbol
         self._symbol_id = symbol_id
@@ -226,9 +224,10 @@ class _WritableOrder(_OrderFields):
         self._replaced_by = 0
         self._cancel_id = 0
         self._created_ns = created_ns
+        _SET_CLASS(self, Order)              # from here on read-only
 
 
-_NEW, _FILL = object.__new__, _WritableOrder.fill
+make_order = _WritableOrder
 
 
 class OpenOrders(_Sealed):

@@ -36,7 +36,8 @@ import time
 from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, EXECUTION_REPORT, ORDER_REJECT, RISK_SNAPSHOT
 from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, RejectSource, Side, SnapshotKind
 
-from .api import MARKET_PRICE, ORDER_SETTERS, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping
+from .api import (MARKET_PRICE, ORDER_SETTERS, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping,
+                  make_order)
 from .ids import ClientOrderIds
 from .intents import IntentWriter
 from .order_view import OrderView
@@ -302,7 +303,7 @@ class StrategyHost:
         for client_order_id, orig, sid, side, leaves, price in records:
             if view.get(client_order_id) is not None:
                 continue
-            order = Order(client_order_id, self.symbols[sid], sid, side, price, leaves, TIF_DAY, orig, now)
+            order = make_order(client_order_id, self.symbols[sid], sid, side, price, leaves, TIF_DAY, orig, now)
             _set_state(order, _LIVE if adopt else _PENDING_CANCEL)
             orders[client_order_id] = order
         for order in orders.values():           # a pending replace: its original shows it
@@ -439,7 +440,7 @@ class StrategyHost:
         # order leaves while the view is updated; nothing can answer it before this returns
         intents.emit(client_order_id, 0, sid, _NEW, side, shares, price, tif, self._t_rx_ns,
                      self._t_feed_out_ns)
-        self._view.add(Order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns()))
+        self._view.add(make_order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns()))
         return client_order_id
 
     def _reduces(self, sid: int, side, shares) -> bool:
@@ -578,7 +579,7 @@ class StrategyHost:
                      self._t_rx_ns, self._t_feed_out_ns)             # the intent first (see new_order)
         _set_state(order, _PENDING_REPLACE)
         _set_replaced_by(order, new_id)
-        self._view.add(Order(new_id, order._symbol, sid, order._side, price, shares, order._tif, client_order_id,
+        self._view.add(make_order(new_id, order._symbol, sid, order._side, price, shares, order._tif, client_order_id,
                              self.clock_ns()))
         return new_id
 

@@ -22,6 +22,7 @@ import operator
 
 NS_PER_S = 1_000_000_000
 MAX_DELAY_NS = 366 * 24 * 3600 * NS_PER_S        # a year and a day: anything longer is a mistake
+NEVER = 1 << 63                                  # TimerQueue.due_ns with nothing scheduled
 
 
 class Clock:
@@ -117,6 +118,8 @@ class TimerQueue:
         self._heap: list[tuple[int, int, Timer]] = []
         self._sequence = 0
         self.active = 0
+        self.due_ns = NEVER       # the heap's first deadline (maybe of a cancelled timer): one int compare per
+                                  # duty cycle says whether ``pop_due`` can have anything
 
     def add(self, callback, now_ns: int, after_ns: int, every_ns: int) -> Timer:
         if not callable(callback):
@@ -134,6 +137,7 @@ class TimerQueue:
     def _push(self, timer: Timer) -> None:
         self._sequence += 1
         heapq.heappush(self._heap, (timer._deadline_ns, self._sequence, timer))
+        self.due_ns = self._heap[0][0]
 
     def cancel(self, timer: Timer) -> bool:
         if timer._queue is not self or not timer._active:
@@ -147,6 +151,7 @@ class TimerQueue:
         heap = self._heap
         while heap and not heap[0][2]._active:
             heapq.heappop(heap)
+        self.due_ns = heap[0][0] if heap else NEVER
         return heap[0][0] if heap else None
 
     def pop_due(self, now_ns: int) -> Timer | None:
@@ -158,8 +163,10 @@ class TimerQueue:
                 heapq.heappop(heap)
                 continue
             if deadline > now_ns:
+                self.due_ns = deadline
                 return None
             heapq.heappop(heap)
+            self.due_ns = heap[0][0] if heap else NEVER
             every = timer._every_ns
             if every:
                 following = deadline + every
@@ -171,6 +178,7 @@ class TimerQueue:
                 _SET_ACTIVE(timer, False)
                 self.active -= 1
             return timer
+        self.due_ns = NEVER
         return None
 
     def clear(self) -> None:
@@ -179,3 +187,4 @@ class TimerQueue:
             _SET_ACTIVE(timer, False)
         self._heap.clear()
         self.active = 0
+        self.due_ns = NEVER
