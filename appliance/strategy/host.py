@@ -228,12 +228,10 @@ class StrategyHost:
         try:
             strategy = self.strategy_class(self.parameters)
         except USER_ERRORS as exc:
-            self.running = True              # _fail's bookkeeping: a strategy that never ran has failed
             self._fail("__init__", exc)
             return
         policy = getattr(strategy, "restart_orders", "cancel")
         if policy not in RESTART_POLICIES:
-            self.running = True
             self._fail("__init__", ValueError(f"restart_orders must be one of {RESTART_POLICIES}, got {policy!r}"))
             return
         strategy._attach(self)

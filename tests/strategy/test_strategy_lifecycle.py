@@ -428,3 +428,12 @@ def test_the_views_cannot_be_written_by_the_strategy(memory):
     assert (order.leaves, order.filled, order.state, s.positions["AAPL"], book.bid_price) == \
         (60, 40, OrderState.LIVE, 40, P("10.02"))
     assert type(order).__name__ == "Order" and isinstance(order, type(s.orders[order_id]))
+
+
+def test_an_unknown_restart_policy_stops_the_strategy_with_its_name(memory):
+    class Confused(Strategy):
+        restart_orders = "keep"
+
+    h = Harness(memory, Confused)
+    assert h.host.failed and "restart_orders must be one of ('cancel', 'adopt'), got 'keep'" in h.host.failure
+    assert actions(h.intents()) == [Action.CANCEL_ALL]
