@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "close-gate": ("appliance.supervisor.commands:close_gate", "hold the trading gate closed: no new order leaves (needs --operator NAME)"),
     "open-gate": ("appliance.supervisor.commands:open_gate", "lift the operator's hold on the gate (needs --operator NAME)"),
     "reload-limits": ("appliance.supervisor.commands:reload_limits", "check the risk limits file and have risk reload it"),
+    "strategy": ("appliance.strategy.check_cli", "check a strategy and its parameters without trading (strategy check SPEC)"),
     "layout": ("appliance.runtime.layout_cli", "validate shm_layout.yaml and show computed offsets"),
     "bench": ("appliance.bench.cli", "run a benchmark against its peers (table, or --json)"),
     "itch": ("appliance.ops.itch_cli", "decode or summarise an ITCH 5.0 BinaryFILE day file"),

@@ -123,7 +123,7 @@ def measure_risk(args, driver_cpu: int, agent_cpu: int) -> dict:
                 # the venue's answer, untimed: the order is gone (risk's open orders stay as they were)
                 offset = reports.claim()
                 pack_report(reports_buffer, offset, cid, 0, 0, 0, 1, sid, canceled, side, 0, 0, 100, price, 0, 0, 0,
-                            0, 0, 0)
+                            0, 0, 0, 0)
                 reports.commit()
                 while events.peek() >= 0:
                     events.release()

@@ -27,6 +27,8 @@ version: 1
 
 # The instruments, in locate order: the first is locate 1. Prices have 4 implied decimals
 # (1900000 is $190.0000); the reference price seeds the background flow.
+# Or, instead of this list, the appliance's instruments file (symbols, round lots and reference
+# prices from there; a relative path is beside this file): instruments: config/instruments.yaml
 symbols:
   - {symbol: AAPL, reference_price: 1900000, round_lot: 100}
   - {symbol: MSFT, reference_price: 4200000, round_lot: 100}

@@ -12,6 +12,8 @@ import os
 import re
 
 from appliance.config.checker import Checker, Section, is_int, type_name
+from appliance.config.errors import line_of
+from appliance.config.instruments import Instruments, InstrumentsError, load_instruments, resolve_beside
 from appliance.wire import itch, moldudp64
 
 from .config_model import (
@@ -36,19 +38,29 @@ _MPID_RE = re.compile(r"[A-Z0-9]{4}")      # A-Z plus digits: the default firm A
 _VISIBLE_ASCII_RE = re.compile(r"[!-~]+")   # printable ASCII without the space (the wire pads with spaces)
 _USERNAME_RULE = "1..6 letters or digits"
 
-_TOP_KEYS = ("version", "symbols", "limits", "order_entry", "firms", "market_data", "faults",
+_TOP_KEYS = ("version", "symbols", "instruments", "limits", "order_entry", "firms", "market_data", "faults",
              "background", "records", "control", "duration_s")
 
 
 def build_config(data, file: str, root_line: int | None) -> ExchangeConfig:
     """The configuration ``data`` (a parsed document) describes; raises ConfigError."""
     top = Checker.for_file(ConfigError, file).section(data, "", root_line, _TOP_KEYS,
-                                                      required=("version", "symbols", "firms"))
+                                                      required=("version", "firms"))
     version = top.integer("version")
     if version != CONFIG_VERSION:
         top.fail("version", f"unsupported version {version} (this exchange reads version {CONFIG_VERSION})")
 
-    symbols = _symbols(top)
+    instruments = None
+    if "instruments" in top:
+        if "symbols" in top:
+            top.fail("instruments", "give either symbols or instruments (a file that lists them), not both")
+        instruments = _instruments(top, file)
+        symbols = symbols_of(instruments, top)
+    elif "symbols" in top:
+        symbols = _symbols(top)
+    else:
+        top.fail("symbols", "missing required key (or instruments: the instruments file, e.g. "
+                            "config/instruments.yaml)")
     max_shares = top.section("limits", ("max_shares",)).integer("max_shares", 1, MAX_SHARES_LIMIT, 1_000_000)
     order_entry = _order_entry(top)
     firms = _firms(top)
@@ -59,6 +71,12 @@ def build_config(data, file: str, root_line: int | None) -> ExchangeConfig:
                          reorder=float(f.number("reorder", 0, 1, 0.0)), seed=f.integer("seed", 0, MAX_SEED, 1))
 
     background = _background(top, firms)
+    for instrument in instruments or ():
+        if background.tick % instrument.tick:
+            section = top.value.get("background") or {}
+            top.checker.fail("background.tick", f"{background.tick} is not a multiple of {instrument.symbol}'s tick "
+                             f"{instrument.tick} ({instruments.where(instrument)}): the background flow would quote "
+                             "off its tick", line_of(section, "tick") or top.line_of("background"))
 
     r = top.section("records", ("directory",))
     records = RecordsConfig(directory=r.string("directory", None, nullable=True))
@@ -127,6 +145,34 @@ def _symbols(top: Section) -> tuple[SymbolConfig, ...]:
         result.append(SymbolConfig(symbol=symbol, reference_price=entry.integer("reference_price", 1,
                                                                                 MAX_REFERENCE_PRICE),
                                    round_lot=entry.integer("round_lot", 1, MAX_SHARES_LIMIT, 100)))
+    return tuple(result)
+
+
+def _instruments(top: Section, file: str) -> Instruments:
+    """``instruments``: the appliance's instruments file (a path beside this file, or absolute)."""
+    named = top.string("instruments")
+    try:
+        return load_instruments(resolve_beside(named, file))
+    except InstrumentsError as exc:
+        top.fail("instruments", f"{named}: {exc}")
+
+
+def symbols_of(instruments: Instruments, top: Section) -> tuple[SymbolConfig, ...]:
+    """The listing an instruments file describes: its symbols in its order (locate = position + 1), each
+    with its reference price (required here: the background flow starts there) and round lot."""
+    if len(instruments) > MAX_SYMBOLS:
+        top.fail("instruments", f"{len(instruments)} instruments; at most {MAX_SYMBOLS} are listed")
+    result = []
+    for instrument in instruments:
+        where = instruments.where(instrument)
+        if not _SYMBOL_RE.fullmatch(instrument.symbol):
+            top.fail("instruments", f"{where}: {instrument.symbol!r} cannot be listed here (1..8 characters of "
+                                    "A-Z, 0-9, '.' or '-')")
+        if not instrument.reference_price:
+            top.fail("instruments", f"{where}: {instrument.symbol} has no reference_price (the simulated "
+                                    "exchange's flow starts there)")
+        result.append(SymbolConfig(symbol=instrument.symbol, reference_price=instrument.reference_price,
+                                   round_lot=instrument.round_lot))
     return tuple(result)
 
 

@@ -29,6 +29,7 @@
 #define LOCATES 65536
 #define MAX_DEPTH 16
 #define U32_MAX 0xFFFFFFFFull
+#define U16_MAX 0xFFFFu
 
 typedef struct { int16_t off; int16_t size; } Field;
 
@@ -41,13 +42,14 @@ static uint8_t print_type[256];             /* E C P Q: may set a last trade */
 static Field f_locate, f_timestamp;
 static Field fA_ref, fA_side, fA_shares, fA_price, fF_ref, fF_side, fF_shares, fF_price;
 static Field fE_ref, fE_shares, fC_ref, fC_shares, fC_printable, fC_price, fX_ref, fX_shares, fD_ref;
-static Field fU_old, fU_new, fU_shares, fU_price, fP_shares, fP_price, fQ_shares, fQ_price;
+static Field fU_old, fU_new, fU_shares, fU_price, fP_side, fP_shares, fP_price, fQ_shares, fQ_price;
 static Field fR_stock, fH_state, fS_event;
 /* BookUpdate */
 static int depth;
 static Field bu_type, bu_version, bu_size, bu_sid, bu_flags, bu_state, bu_bid_levels, bu_ask_levels;
 static Field bu_bid_price[MAX_DEPTH], bu_bid_shares[MAX_DEPTH], bu_ask_price[MAX_DEPTH], bu_ask_shares[MAX_DEPTH];
 static Field bu_last_price, bu_last_shares, bu_useq, bu_mold, bu_t_exchange, bu_t_rx, bu_t_out, bu_count;
+static Field bu_bid_orders[MAX_DEPTH], bu_ask_orders[MAX_DEPTH], bu_trade_seq, bu_trade_t, bu_aggressor;
 static uint64_t bu_type_id, bu_version_id, bu_record_size;
 /* MarketState */
 static Field ms_seqlock, ms_symbol, ms_bid_price, ms_bid_shares, ms_ask_price, ms_ask_shares, ms_last_price,
@@ -130,7 +132,8 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         itch_field(itch, 'D', "order_reference_number", 8, &fD_ref) ||
         itch_field(itch, 'U', "original_order_reference_number", 8, &fU_old) ||
         itch_field(itch, 'U', "new_order_reference_number", 8, &fU_new) || itch_field(itch, 'U', "shares", 4, &fU_shares) ||
-        itch_field(itch, 'U', "price", 4, &fU_price) || itch_field(itch, 'P', "shares", 4, &fP_shares) ||
+        itch_field(itch, 'U', "price", 4, &fU_price) || itch_field(itch, 'P', "buy_sell_indicator", 1, &fP_side) ||
+        itch_field(itch, 'P', "shares", 4, &fP_shares) ||
         itch_field(itch, 'P', "price", 4, &fP_price) || itch_field(itch, 'Q', "shares", 8, &fQ_shares) ||
         itch_field(itch, 'Q', "cross_price", 4, &fQ_price) || itch_field(itch, 'R', "stock", 8, &fR_stock) ||
         itch_field(itch, 'H', "trading_state", 1, &fH_state) || itch_field(itch, 'S', "event_code", 1, &fS_event))
@@ -147,7 +150,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         {'A', &fA_price}, {'A', &fA_shares}, {'A', &fA_side}, {'A', &fA_ref}, {'F', &fF_price}, {'F', &fF_ref},
         {'F', &fF_side}, {'F', &fF_shares}, {'E', &fE_shares}, {'E', &fE_ref}, {'C', &fC_price}, {'C', &fC_ref},
         {'C', &fC_shares}, {'C', &fC_printable}, {'X', &fX_shares}, {'X', &fX_ref}, {'D', &fD_ref}, {'U', &fU_price},
-        {'U', &fU_old}, {'U', &fU_new}, {'U', &fU_shares}, {'P', &fP_price}, {'P', &fP_shares}, {'Q', &fQ_price},
+        {'U', &fU_old}, {'U', &fU_new}, {'U', &fU_shares}, {'P', &fP_price}, {'P', &fP_shares}, {'P', &fP_side}, {'Q', &fQ_price},
         {'Q', &fQ_shares}, {'R', &fR_stock}, {'H', &fH_state}, {'S', &fS_event}};
     for (size_t i = 0; i < sizeof inside / sizeof inside[0]; i++)
         if (inside[i].f->off + inside[i].f->size > type_size[(uint8_t)inside[i].c]) {
@@ -167,7 +170,10 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         rec_field(bu, "last_trade_shares", 4, &bu_last_shares, "BookUpdate") ||
         rec_field(bu, "update_sequence", 8, &bu_useq, "BookUpdate") || rec_field(bu, "mold_sequence", 8, &bu_mold, "BookUpdate") ||
         rec_field(bu, "t_exchange_ns", 8, &bu_t_exchange, "BookUpdate") || rec_field(bu, "t_rx_ns", 8, &bu_t_rx, "BookUpdate") ||
-        rec_field(bu, "t_feed_out_ns", 8, &bu_t_out, "BookUpdate") || rec_field(bu, "message_count", 4, &bu_count, "BookUpdate"))
+        rec_field(bu, "t_feed_out_ns", 8, &bu_t_out, "BookUpdate") || rec_field(bu, "message_count", 4, &bu_count, "BookUpdate") ||
+        rec_field(bu, "trade_sequence", 8, &bu_trade_seq, "BookUpdate") ||
+        rec_field(bu, "last_trade_t_exchange_ns", 8, &bu_trade_t, "BookUpdate") ||
+        rec_field(bu, "last_trade_aggressor", 1, &bu_aggressor, "BookUpdate"))
         return NULL;
     for (int i = 0; i < d; i++) {
         char name[32];
@@ -179,6 +185,10 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         if (rec_field(bu, name, 4, &bu_ask_price[i], "BookUpdate")) return NULL;
         snprintf(name, sizeof name, "ask_shares_%d", i);
         if (rec_field(bu, name, 4, &bu_ask_shares[i], "BookUpdate")) return NULL;
+        snprintf(name, sizeof name, "bid_orders_%d", i);
+        if (rec_field(bu, name, 2, &bu_bid_orders[i], "BookUpdate")) return NULL;
+        snprintf(name, sizeof name, "ask_orders_%d", i);
+        if (rec_field(bu, name, 2, &bu_ask_orders[i], "BookUpdate")) return NULL;
     }
     depth = d;
     bu_type_id = t_id; bu_version_id = t_ver; bu_record_size = t_size;
@@ -246,7 +256,7 @@ static inline int64_t now_ns(void) {
 /* ---------------------------------------------------------------- state */
 
 typedef struct { uint64_t ref; uint32_t sid; uint32_t price; uint32_t shares; uint8_t is_buy; uint8_t used; } Order;
-typedef struct { uint32_t price; uint64_t qty; } Level;
+typedef struct { uint32_t price; uint32_t orders; uint64_t qty; } Level;   /* orders: resting there (book.py _bid_count) */
 /* One side's levels, best first, in blocks of at most LEVEL_BLOCK (a sorted array cut in pieces): finding a
  * price is two binary searches and an insert or removal moves at most one block, so a book with tens of
  * thousands of levels (a hostile feed, or the bench's uniform prices) costs what a short one does. */
@@ -257,9 +267,9 @@ typedef struct { Block **blk; uint32_t *first; uint32_t nblk, cap; uint32_t n; }
 typedef struct {
     Side side[2];                   /* [0] asks (ascending), [1] bids (descending): index is_buy */
     int32_t locate;                 /* -1: no directory yet */
-    uint8_t crossed, locked, inconsistent, trading_state, last_error;
+    uint8_t crossed, locked, inconsistent, trading_state, last_error, last_trade_aggressor;
     uint32_t last_trade_price;
-    uint64_t last_trade_shares, trades, last_timestamp, update_sequence, order_count;
+    uint64_t last_trade_shares, trades, last_timestamp, last_trade_timestamp, update_sequence, order_count;
     uint32_t pending;               /* publish_packet: 0, or 1 + the messages the pending update covers */
     uint64_t trades_published;
     uint8_t symbol[8];
@@ -438,13 +448,19 @@ static Block *block_new(Books *b, Side *s, uint32_t at) {
     return nb;
 }
 
-/* 1: the top depth changed; 0: not; -1: no memory (nothing changed) */
-static int lv_insert(Books *b, Book *k, int is_buy, uint32_t price, uint64_t shares) {
+/* Add shares and orders (1: a new order, 0: a size change) at price.
+ * 1: the top depth changed; 0: not; -1: no memory (nothing changed) */
+static int lv_insert(Books *b, Book *k, int is_buy, uint32_t price, uint64_t shares, uint32_t orders) {
     Side *s = &k->side[is_buy];
     uint32_t bi, ii;
     int found;
     lv_find(s, price, is_buy, &bi, &ii, &found);
-    if (found) { s->blk[bi]->lv[ii].qty += shares; return in_top(s, bi, ii); }
+    if (found) {
+        Level *l = &s->blk[bi]->lv[ii];
+        l->qty += shares;
+        l->orders += orders;
+        return in_top(s, bi, ii);
+    }
     if (!s->nblk && !block_new(b, s, 0)) return -1;
     Block *blk = s->blk[bi];
     if (blk->n == LEVEL_BLOCK) {                   /* split: the upper half to a new block after it */
@@ -460,6 +476,7 @@ static int lv_insert(Books *b, Book *k, int is_buy, uint32_t price, uint64_t sha
     }
     memmove(&blk->lv[ii + 1], &blk->lv[ii], (size_t)(blk->n - ii) * sizeof(Level));
     blk->lv[ii].price = price;
+    blk->lv[ii].orders = orders;
     blk->lv[ii].qty = shares;
     blk->n++;
     s->n++;
@@ -468,14 +485,19 @@ static int lv_insert(Books *b, Book *k, int is_buy, uint32_t price, uint64_t sha
     return in_top(s, bi, ii);
 }
 
-static int lv_take(Books *b, Book *k, int is_buy, uint32_t price, uint64_t shares) {
+/* Take shares and orders (1: the order leaves, 0: it stays smaller) from price. */
+static int lv_take(Books *b, Book *k, int is_buy, uint32_t price, uint64_t shares, uint32_t orders) {
     Side *s = &k->side[is_buy];
     uint32_t bi, ii;
     int found;
     lv_find(s, price, is_buy, &bi, &ii, &found);
     if (!found) return 0;              /* cannot happen: every order's shares are on its level */
     Block *blk = s->blk[bi];
-    if (blk->lv[ii].qty > shares) { blk->lv[ii].qty -= shares; return in_top(s, bi, ii); }
+    if (blk->lv[ii].qty > shares) {
+        blk->lv[ii].qty -= shares;
+        blk->lv[ii].orders -= orders;
+        return in_top(s, bi, ii);
+    }
     int top = in_top(s, bi, ii);
     memmove(&blk->lv[ii], &blk->lv[ii + 1], (size_t)(blk->n - ii - 1) * sizeof(Level));
     blk->n--;
@@ -501,21 +523,21 @@ static inline void book_error(Books *b, Book *k, int err, int slot, int latch) {
     if (latch) k->inconsistent = 1;
 }
 
-static int book_reduce(Books *b, Book *k, uint32_t sid, uint64_t ref, uint64_t shares) {
-    int64_t i = order_find(b, ref, sid);
+/* E, C, X on the order at table index i (order_find's answer: -1 unknown) */
+static int book_reduce_at(Books *b, Book *k, int64_t i, uint64_t shares) {
     if (i < 0) { book_error(b, k, ERR_UNKNOWN_ORDER, UNKNOWN_ORDER, 1); return 0; }
     Order *o = &b->table[i];
     int changed;
     if ((uint64_t)o->shares > shares) {
         if (!shares) return 0;
         o->shares -= (uint32_t)shares;
-        changed = lv_take(b, k, o->is_buy, o->price, shares);
+        changed = lv_take(b, k, o->is_buy, o->price, shares, 0);
     } else {
         Order copy = *o;
         order_del(b, (uint64_t)i);
         k->order_count--;
         if ((uint64_t)copy.shares < shares) book_error(b, k, ERR_OVER_EXECUTION, OVER_EXECUTION, 1);
-        changed = lv_take(b, k, copy.is_buy, copy.price, copy.shares);
+        changed = lv_take(b, k, copy.is_buy, copy.price, copy.shares, 1);
     }
     if (changed) k->update_sequence++;
     return changed;
@@ -526,7 +548,7 @@ static int book_add(Books *b, Book *k, uint32_t sid, uint64_t ref, int is_buy, u
     if (!shares) { book_error(b, k, ERR_BAD_SHARES, BAD_SHARES, 0); return 0; }
     Order o = {ref, sid, price, shares, (uint8_t)is_buy, 1};
     if (order_put(b, &o) < 0) goto nomem;
-    int r = lv_insert(b, k, is_buy, price, shares);
+    int r = lv_insert(b, k, is_buy, price, shares, 1);
     if (r < 0) { order_del(b, (uint64_t)order_find(b, ref, sid)); goto nomem; }
     k->order_count++;
     if (r) { k->update_sequence++; return 1; }
@@ -544,7 +566,7 @@ static int book_delete(Books *b, Book *k, uint32_t sid, uint64_t ref) {
     Order copy = b->table[i];
     order_del(b, (uint64_t)i);
     k->order_count--;
-    if (lv_take(b, k, copy.is_buy, copy.price, copy.shares)) { k->update_sequence++; return 1; }
+    if (lv_take(b, k, copy.is_buy, copy.price, copy.shares, 1)) { k->update_sequence++; return 1; }
     return 0;
 }
 
@@ -558,31 +580,31 @@ static int book_replace(Books *b, Book *k, uint32_t sid, uint64_t old_ref, uint6
     int changed;
     if (order_find(b, new_ref, sid) >= 0) {
         book_error(b, k, ERR_DUPLICATE_ADD, DUPLICATE_ADD, 1);
-        changed = lv_take(b, k, old.is_buy, old.price, old.shares);
+        changed = lv_take(b, k, old.is_buy, old.price, old.shares, 1);
     } else if (!shares) {
         book_error(b, k, ERR_BAD_SHARES, BAD_SHARES, 0);
-        changed = lv_take(b, k, old.is_buy, old.price, old.shares);
+        changed = lv_take(b, k, old.is_buy, old.price, old.shares, 1);
     } else {
         Order o = {new_ref, sid, price, shares, old.is_buy, 1};
         if (order_put(b, &o) < 0) {       /* no memory: the old order is gone, the new one refused */
             b->alloc_failures++;
             k->last_error = ERR_NO_MEMORY;
             k->inconsistent = 1;
-            changed = lv_take(b, k, old.is_buy, old.price, old.shares);
+            changed = lv_take(b, k, old.is_buy, old.price, old.shares, 1);
         } else {
             k->order_count++;
             if (price == old.price) {
                 if (shares == old.shares) return 0;
-                if (shares > old.shares)
-                    changed = lv_insert(b, k, old.is_buy, price, shares - old.shares);
+                if (shares > old.shares)      /* same level, same order count: only its size moves */
+                    changed = lv_insert(b, k, old.is_buy, price, shares - old.shares, 0);
                 else
-                    changed = lv_take(b, k, old.is_buy, price, old.shares - shares);
+                    changed = lv_take(b, k, old.is_buy, price, old.shares - shares, 0);
             } else {
                 int64_t *c = (int64_t *)b->counters.buf;
                 uint8_t was_crossed = k->crossed, was_locked = k->locked;
                 int64_t crossings = c[counter_slot[CROSSED]], locks = c[counter_slot[LOCKED]];
-                changed = lv_take(b, k, old.is_buy, old.price, old.shares);
-                int r = lv_insert(b, k, old.is_buy, price, shares);
+                changed = lv_take(b, k, old.is_buy, old.price, old.shares, 1);
+                int r = lv_insert(b, k, old.is_buy, price, shares, 1);
                 if (r < 0) {
                     order_del(b, (uint64_t)order_find(b, new_ref, sid));
                     k->order_count--;
@@ -601,9 +623,12 @@ static int book_replace(Books *b, Book *k, uint32_t sid, uint64_t old_ref, uint6
     return changed;
 }
 
-static inline void book_trade(Book *k, uint32_t price, uint64_t shares) {
+/* a print: aggressor is the codes.Side byte of the taker (0 unknown) */
+static inline void book_trade(Book *k, uint32_t price, uint64_t shares, uint8_t aggressor) {
     k->last_trade_price = price;
     k->last_trade_shares = shares;
+    k->last_trade_aggressor = aggressor;
+    k->last_trade_timestamp = k->last_timestamp;
     k->trades++;
 }
 
@@ -671,28 +696,33 @@ static int apply_one(Books *b, const uint8_t *p) {
         return book_add(b, k, sid, be(p, fF_ref), p[fF_side.off] == 'B', (uint32_t)be(p, fF_price),
                         (uint32_t)be(p, fF_shares)) ? sid : -1;
     case 'E': {
-        uint64_t ref = be(p, fE_ref), shares = be(p, fE_shares);
-        int64_t i = order_find(b, ref, sid);
+        uint64_t shares = be(p, fE_shares);
+        int64_t i = order_find(b, be(p, fE_ref), sid);
         int traded = 0;
-        if (i >= 0) { book_trade(k, b->table[i].price, shares); traded = 1; }
-        return (book_reduce(b, k, sid, ref, shares) || traded) ? sid : -1;
+        if (i >= 0) { book_trade(k, b->table[i].price, shares, b->table[i].is_buy ? 'S' : 'B'); traded = 1; }
+        return (book_reduce_at(b, k, i, shares) || traded) ? sid : -1;
     }
     case 'C': {
         int printable = p[fC_printable.off] == 'Y';
         uint64_t shares = be(p, fC_shares);
-        if (printable) book_trade(k, (uint32_t)be(p, fC_price), shares);
-        return (book_reduce(b, k, sid, be(p, fC_ref), shares) || printable) ? sid : -1;
+        int64_t i = order_find(b, be(p, fC_ref), sid);
+        if (printable) book_trade(k, (uint32_t)be(p, fC_price), shares, i < 0 ? 0 : b->table[i].is_buy ? 'S' : 'B');
+        return (book_reduce_at(b, k, i, shares) || printable) ? sid : -1;
     }
-    case 'X': return book_reduce(b, k, sid, be(p, fX_ref), be(p, fX_shares)) ? sid : -1;
+    case 'X': return book_reduce_at(b, k, order_find(b, be(p, fX_ref), sid), be(p, fX_shares)) ? sid : -1;
     case 'D': return book_delete(b, k, sid, be(p, fD_ref)) ? sid : -1;
     case 'U':
         return book_replace(b, k, sid, be(p, fU_old), be(p, fU_new), (uint32_t)be(p, fU_shares),
                             (uint32_t)be(p, fU_price)) ? sid : -1;
-    case 'P': book_trade(k, (uint32_t)be(p, fP_price), be(p, fP_shares)); return sid;
+    case 'P': {      /* the indicator is the resting non-displayed order's side: the taker is the other */
+        uint8_t side = p[fP_side.off];
+        book_trade(k, (uint32_t)be(p, fP_price), be(p, fP_shares), side == 'B' ? 'S' : side == 'S' ? 'B' : 0);
+        return sid;
+    }
     default: {   /* 'Q' */
         uint64_t shares = be(p, fQ_shares);
         if (!shares) return -1;
-        book_trade(k, (uint32_t)be(p, fQ_price), shares);
+        book_trade(k, (uint32_t)be(p, fQ_price), shares, 0);
         return sid;
     }
     }
@@ -716,13 +746,16 @@ static int publish(Books *b, int sid, uint64_t mold, uint64_t rx, uint32_t messa
     Book *k = &b->books[sid];
     k->trades_published = k->trades;
     uint64_t bp[MAX_DEPTH], bs[MAX_DEPTH], ap[MAX_DEPTH], as[MAX_DEPTH];
+    uint32_t bo[MAX_DEPTH], ao[MAX_DEPTH];
     uint32_t nb = k->side[1].n < (uint32_t)depth ? k->side[1].n : (uint32_t)depth;
     uint32_t na = k->side[0].n < (uint32_t)depth ? k->side[0].n : (uint32_t)depth;
     for (int i = 0; i < depth; i++) {
-        if ((uint32_t)i < nb) { const Level *l = lv_at(&k->side[1], i); bp[i] = l->price; bs[i] = l->qty; }
-        else bp[i] = bs[i] = 0;
-        if ((uint32_t)i < na) { const Level *l = lv_at(&k->side[0], i); ap[i] = l->price; as[i] = l->qty; }
-        else ap[i] = as[i] = 0;
+        if ((uint32_t)i < nb) { const Level *l = lv_at(&k->side[1], i); bp[i] = l->price; bs[i] = l->qty; bo[i] = l->orders; }
+        else { bp[i] = bs[i] = 0; bo[i] = 0; }
+        if ((uint32_t)i < na) { const Level *l = lv_at(&k->side[0], i); ap[i] = l->price; as[i] = l->qty; ao[i] = l->orders; }
+        else { ap[i] = as[i] = 0; ao[i] = 0; }
+        if (bo[i] > U16_MAX) bo[i] = U16_MAX;
+        if (ao[i] > U16_MAX) ao[i] = U16_MAX;
         if (bs[i] > U32_MAX) bs[i] = U32_MAX;
         if (as[i] > U32_MAX) as[i] = U32_MAX;
     }
@@ -770,7 +803,10 @@ static int publish(Books *b, int sid, uint64_t mold, uint64_t rx, uint32_t messa
     for (int i = 0; i < depth; i++) {
         put(rec, bu_bid_price[i], bp[i]); put(rec, bu_bid_shares[i], bs[i]);
         put(rec, bu_ask_price[i], ap[i]); put(rec, bu_ask_shares[i], as[i]);
+        put(rec, bu_bid_orders[i], bo[i]); put(rec, bu_ask_orders[i], ao[i]);
     }
+    put(rec, bu_trade_seq, k->trades); put(rec, bu_aggressor, k->last_trade_aggressor);
+    put(rec, bu_trade_t, (uint64_t)b->midnight_ns + k->last_trade_timestamp);
     put(rec, bu_last_price, k->last_trade_price); put(rec, bu_last_shares, last_shares);
     put(rec, bu_useq, k->update_sequence); put(rec, bu_mold, mold); put(rec, bu_t_exchange, t_exchange);
     put(rec, bu_t_rx, rx); put(rec, bu_t_out, (uint64_t)now_ns()); put(rec, bu_count, messages);
@@ -1033,6 +1069,8 @@ static PyObject *Books_clear(Books *b, PyObject *unused) {
         k->trading_state = ' ';
         k->last_trade_price = 0;
         k->last_trade_shares = 0;
+        k->last_trade_aggressor = 0;
+        k->last_trade_timestamp = 0;
         k->last_timestamp = 0;
     }
     b->system_event = ' ';
@@ -1043,7 +1081,8 @@ static const char *error_names[] = {NULL, "unknown_order", "over_execution", "du
                                     "rebuilding"};
 
 /* state(sid) -> (locate|None, crossed, locked, inconsistent, last_error|None, trading_state, last_trade_price,
- *                last_trade_shares, trades, last_timestamp, update_sequence, order_count) */
+ *                last_trade_shares, trades, last_timestamp, update_sequence, order_count, last_trade_aggressor,
+ *                last_trade_timestamp) */
 static PyObject *Books_state(Books *b, PyObject *arg) {
     long sid = PyLong_AsLong(arg);
     if (sid == -1 && PyErr_Occurred()) return NULL;
@@ -1052,11 +1091,12 @@ static PyObject *Books_state(Books *b, PyObject *arg) {
     PyObject *locate = k->locate >= 0 ? PyLong_FromLong(k->locate) : (Py_INCREF(Py_None), Py_None);
     PyObject *err = k->last_error ? PyUnicode_InternFromString(error_names[k->last_error]) : (Py_INCREF(Py_None), Py_None);
     char state = (char)k->trading_state;
-    return Py_BuildValue("(NNNNNy#kKKKKK)", locate, PyBool_FromLong(k->crossed), PyBool_FromLong(k->locked),
+    return Py_BuildValue("(NNNNNy#kKKKKKiK)", locate, PyBool_FromLong(k->crossed), PyBool_FromLong(k->locked),
                          PyBool_FromLong(k->inconsistent), err, &state, (Py_ssize_t)1, (unsigned long)k->last_trade_price,
                          (unsigned long long)k->last_trade_shares, (unsigned long long)k->trades,
                          (unsigned long long)k->last_timestamp, (unsigned long long)k->update_sequence,
-                         (unsigned long long)k->order_count);
+                         (unsigned long long)k->order_count, (int)k->last_trade_aggressor,
+                         (unsigned long long)k->last_trade_timestamp);
 }
 
 /* set_inconsistent(sid, flag, error_name|None): the agent's isolation ("rebuilding") */
@@ -1091,6 +1131,25 @@ static PyObject *Books_levels(Books *b, PyObject *args) {
             PyObject *t = Py_BuildValue("(kK)", (unsigned long)l->price, (unsigned long long)l->qty);
             if (!t) { Py_DECREF(list); return NULL; }
             PyList_SET_ITEM(list, i, t);
+        }
+    return list;
+}
+
+/* order_counts(sid, is_buy) -> [orders at each level] best first (book.py order_counts) */
+static PyObject *Books_order_counts(Books *b, PyObject *args) {
+    long sid;
+    int is_buy;
+    if (!PyArg_ParseTuple(args, "lp:order_counts", &sid, &is_buy)) return NULL;
+    if (check_sid(b, sid) < 0) return NULL;
+    Side *s = &b->books[sid].side[is_buy];
+    PyObject *list = PyList_New(s->n);
+    if (!list) return NULL;
+    uint32_t i = 0;
+    for (uint32_t k = 0; k < s->nblk; k++)
+        for (uint32_t j = 0; j < s->blk[k]->n; j++, i++) {
+            PyObject *v = PyLong_FromUnsignedLong(s->blk[k]->lv[j].orders);
+            if (!v) { Py_DECREF(list); return NULL; }
+            PyList_SET_ITEM(list, i, v);
         }
     return list;
 }
@@ -1182,6 +1241,7 @@ static PyMethodDef Books_methods[] = {
     {"set_inconsistent", (PyCFunction)Books_set_inconsistent, METH_VARARGS, "set_inconsistent(sid, flag, error|None)"},
     {"levels", (PyCFunction)Books_levels, METH_VARARGS, "levels(sid, is_buy) -> [(price, shares)] best first"},
     {"orders", (PyCFunction)Books_orders, METH_O, "orders(sid) -> {ref: (side, price, shares)}"},
+    {"order_counts", (PyCFunction)Books_order_counts, METH_VARARGS, "order_counts(sid, is_buy) -> [orders] best first"},
     {"flagged", (PyCFunction)Books_flagged, METH_NOARGS, "flagged() -> symbol ids of the books inconsistent or crossed"},
     {"sid_of_locate", (PyCFunction)Books_sid_of_locate, METH_O, "sid_of_locate(locate) -> symbol id or -1"},
     {NULL}

@@ -4,7 +4,9 @@ Layout, chosen for the feed's per-message path:
 
 - ``_orders``: order reference -> ``[is_buy, price, shares]`` (a list, so a partial
   execution or cancel changes it in place).
-- per side, ``price -> total shares`` (a level exists only while its shares are > 0) and
+- per side, ``price -> total shares`` and ``price -> orders resting there`` (a level exists only
+  while its shares are > 0; its order count moves only when an order arrives or leaves, so it
+  changes only with the level's shares and never alone decides whether the top changed) and
   the sorted level *keys*, best first at index 0: bids store ``-price``, asks ``price``, so
   both sides sort ascending and "is this level in the top ``depth``" is one comparison
   with ``keys[depth - 1]``.
@@ -51,6 +53,8 @@ ERR_BAD_SHARES = "bad_shares"
 
 _BUY = b"B"
 _SELL = b"S"
+_BUY_SIDE, _SELL_SIDE = _BUY[0], _SELL[0]     # codes.Side.BUY / SELL: the aggressor bytes a print carries
+
 
 
 class OrderBook:
@@ -58,7 +62,8 @@ class OrderBook:
 
     __slots__ = ("symbol_id", "symbol", "depth", "locate", "counters", "_orders", "_bid_qty", "_ask_qty",
                  "_bid_keys", "_ask_keys", "crossed", "locked", "inconsistent", "last_error", "trading_state",
-                 "last_trade_price", "last_trade_shares", "trades", "last_timestamp", "update_sequence")
+                 "last_trade_price", "last_trade_shares", "trades", "last_timestamp", "update_sequence",
+                 "_bid_count", "_ask_count", "last_trade_aggressor", "last_trade_timestamp")
 
     def __init__(self, symbol_id: int, symbol: str, depth: int, counters: array | None = None) -> None:
         if depth < 1:
@@ -73,6 +78,8 @@ class OrderBook:
         self._orders: dict[int, list] = {}
         self._bid_qty: dict[int, int] = {}
         self._ask_qty: dict[int, int] = {}
+        self._bid_count: dict[int, int] = {}   # price -> orders at that level (keys as the _qty dicts')
+        self._ask_count: dict[int, int] = {}
         self._bid_keys: list[int] = []      # -price, ascending: best bid first
         self._ask_keys: list[int] = []      # price, ascending: best ask first
         self.crossed = False
@@ -82,7 +89,9 @@ class OrderBook:
         self.trading_state = b" "
         self.last_trade_price = 0
         self.last_trade_shares = 0
-        self.trades = 0                     # last-trade updates so far: tells a caller one happened
+        self.trades = 0                     # prints so far, never reset: the BookUpdate's trade_sequence
+        self.last_trade_aggressor = 0       # codes.Side byte of the last print's taker (0: unknown)
+        self.last_trade_timestamp = 0       # ITCH ns since midnight of the last print
         self.last_timestamp = 0             # ITCH ns since midnight of the last message applied (set by BookSet)
         self.update_sequence = 0            # top-``depth`` changes so far
 
@@ -113,22 +122,28 @@ class OrderBook:
             if locked:
                 self.counters[LOCKED] += 1
 
-    def _insert(self, is_buy: bool, price: int, shares: int) -> bool:
-        """Add ``shares`` at ``price`` on one side; True if the top ``depth`` changed."""
+    def _insert(self, is_buy: bool, price: int, shares: int, orders: int = 1) -> bool:
+        """Add ``shares`` (and ``orders``: 1 for a new order, 0 for a size change) at ``price`` on one side;
+        True if the top ``depth`` changed."""
         if is_buy:
             qty = self._bid_qty
+            count = self._bid_count
             keys = self._bid_keys
             key = -price
         else:
             qty = self._ask_qty
+            count = self._ask_count
             keys = self._ask_keys
             key = price
         level = qty.get(price)
         depth = self.depth
         if level is not None:
             qty[price] = level + shares
+            if orders:
+                count[price] += orders
             return len(keys) <= depth or key <= keys[depth - 1]
         qty[price] = shares
+        count[price] = orders
         n = len(keys)
         if not n or key < keys[0]:
             keys.insert(0, key)
@@ -140,22 +155,28 @@ class OrderBook:
             insort(keys, key)
         return n < depth or key < keys[depth]     # keys[depth] is the old keys[depth - 1]
 
-    def _take(self, is_buy: bool, price: int, shares: int) -> bool:
-        """Remove ``shares`` (all the order still held there) from ``price``; True if the top changed."""
+    def _take(self, is_buy: bool, price: int, shares: int, orders: int = 1) -> bool:
+        """Remove ``shares`` (all the order still held there) and ``orders`` (1: the order leaves, 0: it
+        stays smaller) from ``price``; True if the top changed."""
         if is_buy:
             qty = self._bid_qty
+            count = self._bid_count
             keys = self._bid_keys
             key = -price
         else:
             qty = self._ask_qty
+            count = self._ask_count
             keys = self._ask_keys
             key = price
         level = qty[price] - shares
         if level > 0:
             qty[price] = level
+            if orders:
+                count[price] -= orders
             depth = self.depth
             return len(keys) <= depth or key <= keys[depth - 1]
         del qty[price]
+        del count[price]
         if keys[0] == key:
             del keys[0]
             self._best_moved()
@@ -179,7 +200,7 @@ class OrderBook:
             if not shares:
                 return False
             order[2] = left
-            changed = self._take(order[0], order[1], shares)
+            changed = self._take(order[0], order[1], shares, 0)
         else:
             del self._orders[ref]
             if left:
@@ -207,21 +228,27 @@ class OrderBook:
         return False
 
     def execute(self, ref: int, shares: int) -> bool:
-        """E: at the resting order's price; sets the last trade (unless ``ref`` is unknown)."""
+        """E: at the resting order's price, taken by the other side; sets the last trade (unless ``ref`` is
+        unknown)."""
         order = self._orders.get(ref)
         if order is not None:
             self.last_trade_price = order[1]
             self.last_trade_shares = shares
+            self.last_trade_aggressor = _SELL_SIDE if order[0] else _BUY_SIDE
+            self.last_trade_timestamp = self.last_timestamp
             self.trades += 1
         return self._reduce(ref, shares)
 
     def execute_at(self, ref: int, shares: int, price: int, printable: bool) -> bool:
         """C: the trade price is the message's; a non-printable execution leaves the last trade alone
         (it is reported again elsewhere, e.g. by a cross). The last trade is set even for an unknown
-        ``ref``: the message names the price and size, so the trade is known."""
+        ``ref``: the message names the price and size, so the trade is known (not its aggressor then)."""
         if printable:
+            order = self._orders.get(ref)
             self.last_trade_price = price
             self.last_trade_shares = shares
+            self.last_trade_aggressor = 0 if order is None else _SELL_SIDE if order[0] else _BUY_SIDE
+            self.last_trade_timestamp = self.last_timestamp
             self.trades += 1
         return self._reduce(ref, shares)
 
@@ -260,11 +287,11 @@ class OrderBook:
             order[1] = price
             order[2] = shares
             orders[new_ref] = order
-            if price == old_price:        # same level: only its size moves (maybe not at all)
+            if price == old_price:        # same level, same order count: only its size moves (maybe not at all)
                 delta = shares - old_shares
                 if not delta:
                     return False
-                changed = self._insert(is_buy, price, delta) if delta > 0 else self._take(is_buy, price, -delta)
+                changed = self._insert(is_buy, price, delta, 0) if delta > 0 else self._take(is_buy, price, -delta, 0)
             else:
                 # two levels: the answer for each step is exact, and a change at the old level
                 # cannot be undone by an add at another price, so "either" is exact too. One
@@ -280,10 +307,13 @@ class OrderBook:
             self.update_sequence += 1
         return changed
 
-    def trade(self, price: int, shares: int) -> None:
-        """P (and cross trades): an execution against a non-displayed order; only the last trade."""
+    def trade(self, price: int, shares: int, aggressor: int = 0) -> None:
+        """P (and cross trades): an execution against a non-displayed order; only the last trade.
+        ``aggressor``: the codes.Side byte of the taker (0: unknown, as for a cross)."""
         self.last_trade_price = price
         self.last_trade_shares = shares
+        self.last_trade_aggressor = aggressor
+        self.last_trade_timestamp = self.last_timestamp
         self.trades += 1
 
     def reset(self) -> None:
@@ -292,6 +322,8 @@ class OrderBook:
         self._orders.clear()
         self._bid_qty.clear()
         self._ask_qty.clear()
+        self._bid_count.clear()
+        self._ask_count.clear()
         self._bid_keys.clear()
         self._ask_keys.clear()
         self.crossed = self.locked = self.inconsistent = False
@@ -318,13 +350,18 @@ class OrderBook:
         price = keys[0]
         return (price, self._ask_qty[price])
 
-    def snapshot_into(self, out, start: int = 0) -> None:
+    def snapshot_into(self, out, start: int = 0, counts=None) -> None:
         """Write ``4 * depth`` ints from ``out[start]``: bid prices, bid shares, ask prices, ask shares,
-        best first, zero padded. ``out`` is preallocated (a list or an ``array('q')``)."""
+        best first, zero padded. ``out`` is preallocated (a list or an ``array('q')``). ``counts``: also
+        write there, from index 0, the orders at each of those bid levels then each ask level, zero
+        padded (``2 * depth`` ints; the feed's publish, in the same walk over the levels)."""
         depth = self.depth
+        if counts is None:
+            counts = [0] * (2 * depth)
         i = start
         keys = self._bid_keys
         qty = self._bid_qty
+        count = self._bid_count
         n = len(keys)
         if n > depth:
             n = depth
@@ -332,12 +369,15 @@ class OrderBook:
             price = -keys[k]
             out[i + k] = price
             out[i + depth + k] = qty[price]
+            counts[k] = count[price]
         for k in range(n, depth):
             out[i + k] = 0
             out[i + depth + k] = 0
+            counts[k] = 0
         i += 2 * depth
         keys = self._ask_keys
         qty = self._ask_qty
+        count = self._ask_count
         n = len(keys)
         if n > depth:
             n = depth
@@ -345,9 +385,18 @@ class OrderBook:
             price = keys[k]
             out[i + k] = price
             out[i + depth + k] = qty[price]
+            counts[depth + k] = count[price]
         for k in range(n, depth):
             out[i + k] = 0
             out[i + depth + k] = 0
+            counts[depth + k] = 0
+
+    def order_counts(self, is_buy: bool) -> list[int]:
+        """Every level's order count of one side, best first, as ``levels`` (tests and tools; the top ones
+        also come with ``snapshot_into``)."""
+        if is_buy:
+            return [self._bid_count[-k] for k in self._bid_keys]
+        return [self._ask_count[k] for k in self._ask_keys]
 
     def levels(self, is_buy: bool) -> list[tuple[int, int]]:
         """Every level of one side, (price, shares) best first (tests and tools)."""

@@ -136,6 +136,7 @@ class BookSet:
             book.reset()
             book.trading_state = b" "
             book.last_trade_price = book.last_trade_shares = 0
+            book.last_trade_aggressor = book.last_trade_timestamp = 0
             book.last_timestamp = 0
         self.system_event = b" "
 
@@ -178,6 +179,9 @@ class BookSet:
         book_of_locate = self.book_of_locate
         counters = self.counters
         bookset = self
+        # P's buy/sell indicator is the resting non-displayed order's side: the taker is the other one
+        taker_of_resting = bytearray(256)
+        taker_of_resting[ord("B")], taker_of_resting[ord("S")] = ord("S"), ord("B")
 
         def ignored(raw):
             counters[IGNORED] += 1
@@ -268,7 +272,7 @@ class BookSet:
                 counters[UNSUBSCRIBED] += 1
                 return -1
             book.last_timestamp = raw[3]
-            book.trade(raw[8], raw[6])
+            book.trade(raw[8], raw[6], taker_of_resting[raw[5][0]])
             return book.symbol_id
 
         def cross_trade(raw):

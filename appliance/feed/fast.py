@@ -78,6 +78,8 @@ class BookView:
     last_timestamp = property(lambda self: self._state(9))
     update_sequence = property(lambda self: self._state(10))
     order_count = property(lambda self: self._state(11))
+    last_trade_aggressor = property(lambda self: self._state(12))
+    last_trade_timestamp = property(lambda self: self._state(13))
 
     @property
     def inconsistent(self) -> bool:
@@ -104,6 +106,9 @@ class BookView:
     def orders(self) -> dict[int, tuple[bytes, int, int]]:
         return self._c.orders(self.symbol_id)
 
+    def order_counts(self, is_buy: bool) -> list[int]:
+        return self._c.order_counts(self.symbol_id, is_buy)
+
     def best_bid(self) -> tuple[int, int]:
         levels = self.levels(True)
         return levels[0] if levels else (0, 0)
@@ -112,8 +117,9 @@ class BookView:
         levels = self.levels(False)
         return levels[0] if levels else (0, 0)
 
-    def snapshot_into(self, out, start: int = 0) -> None:
-        """``OrderBook.snapshot_into``: bid prices, bid shares, ask prices, ask shares, best first, zero padded."""
+    def snapshot_into(self, out, start: int = 0, counts=None) -> None:
+        """``OrderBook.snapshot_into``: bid prices, bid shares, ask prices, ask shares, best first, zero padded;
+        the order counts of those levels into ``counts`` (when given)."""
         depth = self.depth
         for side, base in ((True, start), (False, start + 2 * depth)):
             levels = self.levels(side)[:depth]
@@ -121,6 +127,11 @@ class BookView:
             for k, (price, shares) in enumerate(levels):
                 out[base + k] = price
                 out[base + depth + k] = shares
+        if counts is not None:
+            for base, side in ((0, True), (depth, False)):
+                top = self.order_counts(side)[:depth]
+                for k in range(depth):
+                    counts[base + k] = top[k] if k < len(top) else 0
 
 
 class _LocateMap:

@@ -26,6 +26,7 @@ from appliance.runtime.market_state import MarketStateWriter
 from appliance.wire.venue_time import utc_midnight_ns
 
 U32_MAX = 0xFFFFFFFF             # share fields of both records are u32; ITCH's cross trade shares are u64
+U16_MAX = 0xFFFF                 # a level's order count in a BookUpdate saturates here
 SLOT, RING = 1, 2                # where ``publish`` writes (both by default)
 # Message types that may set a book's last trade (BookSet's executed, executed_with_price, trade, cross_trade).
 PRINT_TYPES = bytearray(256)
@@ -41,6 +42,7 @@ class BookOutputs:
         self.buffer = ring_buffer
         self.market_state = market_state
         self.levels = [0] * (4 * BOOK_DEPTH)
+        self.order_counts = [0] * (2 * BOOK_DEPTH)
         self.feed_stale = True                   # until live traffic arrives (the agent decides)
         self.midnight_ns = utc_midnight_ns()
         self.published = 0
@@ -73,7 +75,8 @@ class BookOutputs:
         sid = book.symbol_id
         self._trades_published[sid] = book.trades
         levels = self.levels
-        book.snapshot_into(levels, 0)
+        counts = self.order_counts
+        book.snapshot_into(levels, 0, counts)
         if max(levels) > U32_MAX:                # a level holding more than 2**32 - 1 shares: saturate
             levels[:] = [v if v <= U32_MAX else U32_MAX for v in levels]
         last_shares = book.last_trade_shares
@@ -96,9 +99,13 @@ class BookOutputs:
             return False
         bid_count = BOOK_DEPTH - levels[BOOK_DEPTH:2 * BOOK_DEPTH].count(0)
         ask_count = BOOK_DEPTH - levels[3 * BOOK_DEPTH:].count(0)
+        if max(counts) > U16_MAX:
+            counts[:] = [v if v <= U16_MAX else U16_MAX for v in counts]
         BOOK_UPDATE.pack_into(self.buffer, offset, sid, flags, state, bid_count, ask_count, *levels,
                               book.last_trade_price, last_shares, book.update_sequence, mold_sequence,
-                              t_exchange, t_rx_ns, time.time_ns(), messages)
+                              t_exchange, t_rx_ns, time.time_ns(), messages, book.trades,
+                              self.midnight_ns + book.last_trade_timestamp, *counts,
+                              book.last_trade_aggressor)
         self.ring.commit()
         self.published += 1
         return True

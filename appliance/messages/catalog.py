@@ -27,7 +27,7 @@ PROBE = Record("Probe", type_id=1, version=1, fields=[
 # state after the packet, except that an update carries one trade print (a second print of the symbol
 # in the packet starts a new update: feed/outputs.py). Levels are best first, zero padded.
 BOOK_DEPTH = 5
-BOOK_UPDATE = Record("BookUpdate", type_id=10, version=3, fields=[
+BOOK_UPDATE = Record("BookUpdate", type_id=10, version=4, fields=[
     ("symbol_id", "u32"),
     ("flags", "u8"),               # BOOK_FLAG_* below
     ("trading_state", "u8"),       # ITCH trading state byte: T, H, P, Q (0 before the directory)
@@ -45,7 +45,17 @@ BOOK_UPDATE = Record("BookUpdate", type_id=10, version=3, fields=[
     ("t_rx_ns", "u64"),            # kernel receive time of the packet
     ("t_feed_out_ns", "u64"),      # feed handler published
     ("message_count", "u32"),      # ITCH messages that changed this state since the symbol's last update
-])                                 # (0: an update not made by messages: start, stale, rebuilt)
+                                   # (0: an update not made by messages: start, stale, rebuilt)
+    # The last trade's facts (version 4): ``trade_sequence`` counts the symbol's prints (E, printable C, P,
+    # Q) since the feed started, never reset by a new session, so two identical prints in a row are two
+    # numbers and a reader sees a print as new when the number moves (a jump: updates dropped on a full ring).
+    ("trade_sequence", "u64"),
+    ("last_trade_t_exchange_ns", "u64"),   # the last print's ITCH timestamp, as epoch ns
+    *[(f"bid_orders_{i}", "u16") for i in range(BOOK_DEPTH)],   # orders resting at each level (saturates)
+    *[(f"ask_orders_{i}", "u16") for i in range(BOOK_DEPTH)],
+    ("last_trade_aggressor", "u8"),    # codes.Side byte of the side that took liquidity, 0 unknown: E and C
+])                                     # against a resting order: its opposite; P: the opposite of its
+                                       # buy/sell indicator (the resting non-displayed order's side); Q: 0
 
 # Flags shared by BookUpdate.flags and MarketState.flags.
 BOOK_FLAG_STALE = 1            # no feed traffic within the limit, an unrecovered gap, or an inconsistent book
@@ -111,7 +121,7 @@ ORDER_REJECT = Record("OrderReject", type_id=22, version=1, fields=[
 ])
 
 # OMS -> strategy and OMS -> risk: what the venue said about an order (codes.ExecEvent).
-EXECUTION_REPORT = Record("ExecutionReport", type_id=30, version=2, fields=[
+EXECUTION_REPORT = Record("ExecutionReport", type_id=30, version=3, fields=[
     ("client_order_id", "u64"),
     ("orig_client_order_id", "u64"),   # REPLACED: the order it replaced
     ("exchange_order_ref", "u64"),
@@ -130,7 +140,8 @@ EXECUTION_REPORT = Record("ExecutionReport", type_id=30, version=2, fields=[
     ("realized_pnl", "i64"),    # the symbol's realized P&L for the day after this event
     ("t_exchange_ns", "u64"),
     ("t_oms_rx_ns", "u64"),
-])
+    ("liquidity_flag", "u8"),   # EXECUTED, and BROKEN (of the fill it undoes): OUCH Executed's liquidity flag
+])                              # byte ('A' added, 'R' removed, ...: strategy/fills.py), else 0
 
 # OMS -> risk: risk's state rebuilt from the OMS's when risk (re)starts (codes.SnapshotKind): a
 # POSITION per symbol, an ORDER per open order, then END. Carried on exec_to_risk, in order with the

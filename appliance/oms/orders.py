@@ -62,8 +62,8 @@ assert all(ouch.REPLACED.index_of[name] == ouch.ACCEPTED.index_of[name] for name
     "buy_sell_indicator", "shares", "stock", "price", "time_in_force", "order_reference_number"))
 _PREVIOUS_TOKEN = ouch.REPLACED.index_of["previous_order_token"]
 _DECREMENT, _CANCEL_REASON = ouch.CANCELED.index_of["decrement_shares"], ouch.CANCELED.index_of["reason"]
-_EXEC_SHARES, _EXEC_PRICE, _EXEC_MATCH = (ouch.EXECUTED.index_of[name] for name in (
-    "executed_shares", "execution_price", "match_number"))
+_EXEC_SHARES, _EXEC_PRICE, _EXEC_MATCH, _EXEC_LIQUIDITY = (ouch.EXECUTED.index_of[name] for name in (
+    "executed_shares", "execution_price", "match_number", "liquidity_flag"))
 _REJECT_REASON = ouch.REJECTED.index_of["reason"]
 _BROKEN_MATCH, _BROKEN_REASON = ouch.BROKEN_TRADE.index_of["match_number"], ouch.BROKEN_TRADE.index_of["reason"]
 
@@ -161,8 +161,9 @@ class TrackedOrder:
 class OrderRegistry:
     """Every order of the day by token and by client order id, and the positions they made.
 
-    ``report(event, order, shares, price, match, reason, source, t_exchange_ns)`` is called for
-    every execution report to send (None during journal replay); ``changed(symbol_id)`` after
+    ``report(event, order, shares, price, match, reason, source, t_exchange_ns, liquidity)`` is called
+    for every execution report to send (``liquidity``: the Executed's liquidity flag byte, for an
+    EXECUTED and for the BROKEN that undoes it; 0 otherwise) (None during journal replay); ``changed(symbol_id)`` after
     every change of a symbol's position or tallies.
     """
 
@@ -176,7 +177,9 @@ class OrderRegistry:
         self.changed = changed
         self.open_orders = 0
         self.in_flight: set[TrackedOrder] = set()
-        self.fills_by_match: dict[int, tuple[TrackedOrder, int, int]] = {}
+        # every fill of the day in order, by (match number, token) (both sides of a self-match share the number):
+        # (order, shares, price, liquidity flag)
+        self.fills_by_match: dict[tuple[int, bytes], tuple[TrackedOrder, int, int, int]] = {}
         self.illegal_transitions = 0
         self.unknown_tokens = 0
         self.orphans = 0
@@ -352,9 +355,9 @@ class OrderRegistry:
         return order
 
     def _emit(self, event, order: TrackedOrder, shares: int, price: int, match: int = 0, reason: int = 0, source: int = 0,
-              t_exchange_ns: int = 0) -> None:
+              t_exchange_ns: int = 0, liquidity: int = 0) -> None:
         if self.report is not None:
-            self.report(event, order, shares, price, match, reason, source, t_exchange_ns)
+            self.report(event, order, shares, price, match, reason, source, t_exchange_ns, liquidity)
 
     def _system_event(self, values, t_exchange_ns: int) -> None:
         self.system_events.append(values[_EVENT_CODE].decode("latin-1"))
@@ -441,16 +444,17 @@ class OrderRegistry:
 
     def _executed(self, values, t_exchange_ns: int) -> None:
         token, shares, price, match = values[_TOKEN], values[_EXEC_SHARES], values[_EXEC_PRICE], values[_EXEC_MATCH]
+        liquidity = values[_EXEC_LIQUIDITY][0]
         order = self._known(token)
         if order is None:
             return
-        if match in self.fills_by_match and self.fills_by_match[match][0] is order:
+        if (match, token) in self.fills_by_match:
             self.duplicate_fills += 1          # never apply the same fill twice
             return
         legal = (order.state, E.EXECUTE) in LEGAL and order.acked
         if not legal:
             self._illegal(order, E.EXECUTE)
-        self._apply_fill(order, shares, price, match)
+        self._apply_fill(order, shares, price, match, liquidity)
         if legal:
             requests = order.requests
             if requests:
@@ -462,12 +466,13 @@ class OrderRegistry:
             elif not self._cancel_outstanding(order):
                 self._set_state(order, self._settled_state(order))
             self._answered(order)
-        self._emit(ExecEvent.EXECUTED, order, shares, price, match=match, t_exchange_ns=t_exchange_ns)
+        self._emit(ExecEvent.EXECUTED, order, shares, price, match=match, t_exchange_ns=t_exchange_ns,
+                   liquidity=liquidity)
 
-    def _apply_fill(self, order: TrackedOrder, shares: int, price: int, match: int) -> None:
+    def _apply_fill(self, order: TrackedOrder, shares: int, price: int, match: int, liquidity: int = 0) -> None:
         order.executed += shares
         order.leaves = max(0, order.leaves - shares)
-        self.fills_by_match[match] = (order, shares, price)
+        self.fills_by_match[(match, order.token)] = (order, shares, price, liquidity)
         sid = order.symbol_id
         if sid >= 0:
             p = self.positions
@@ -509,22 +514,25 @@ class OrderRegistry:
         if (order.state, E.BREAK) not in LEGAL:
             self._illegal(order, E.BREAK)
             return
-        fill = self.fills_by_match.pop(match, None)
-        if fill is None or fill[0] is not order:
+        fill = self.fills_by_match.pop((match, token), None)
+        if fill is None:
             self.bad_messages += 1
             log.warning("Broken Trade for match %d of %r: no such fill", match, token)
             return
-        _order, shares, price = fill
+        _order, shares, price, liquidity = fill
         order.executed -= shares
         sid = order.symbol_id
         if sid >= 0:
+            # the day's other fills of the symbol again, in order: undoing the fill as an opposite trade would
+            # realize a P&L that never was and leave the cost at the average, not the fills that remain
             p = self.positions
-            p.fill(sid, -shares if order.buys else shares, price)
+            p.rebuild(sid, [(s if o.buys else -s, px) for o, s, px, _flag in self.fills_by_match.values()
+                            if o.symbol_id == sid])
             p.fills[sid] -= 1
             p.filled_shares[sid] -= shares
             self._changed(sid)
         self._emit(ExecEvent.BROKEN, order, shares, price, match=match, reason=values[_BROKEN_REASON][0],
-                   t_exchange_ns=t_exchange_ns)
+                   t_exchange_ns=t_exchange_ns, liquidity=liquidity)
 
     def _cancel_pending(self, values, t_exchange_ns: int) -> None:
         order = self._known(values[_TOKEN])

@@ -53,6 +53,13 @@ class PositionLedger:
         self.position[symbol_id] = position
         self.cost_basis[symbol_id] = _saturated(cost)
 
+    def rebuild(self, symbol_id: int, fills) -> None:
+        """Position, cost basis and realized P&L of a symbol from its fills ((signed shares, price), in
+        order) alone: a broken trade's fill taken out of the day exactly (orders.py)."""
+        self.position[symbol_id] = self.cost_basis[symbol_id] = self.realized_pnl[symbol_id] = 0
+        for signed_shares, price in fills:
+            self.fill(symbol_id, signed_shares, price)
+
     def average_price(self, symbol_id: int) -> float:
         position = self.position[symbol_id]
         return self.cost_basis[symbol_id] / position / PRICE_SCALE if position else 0.0

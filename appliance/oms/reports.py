@@ -4,8 +4,9 @@
 
 The one writer of ExecutionReports: every event of an order the registry holds (its ``report``
 callback), and the OMS's own (a local reject, a cancel refused, an in-flight timeout), each with
-the OMS's position, cost basis and realized P&L in the symbol after the event. A full ring drops
-and counts: the OMS never waits on strategy or risk.
+the OMS's position, cost basis and realized P&L in the symbol after the event, and what only the
+OMS knows of a fill: the venue's liquidity flag (OUCH Executed), on the EXECUTED and on the BROKEN
+that undoes it. A full ring drops and counts: the OMS never waits on strategy or risk.
 """
 from __future__ import annotations
 
@@ -31,17 +32,17 @@ class ExecutionReports:
         self._snapshots = counters.snapshots
 
     def report(self, event: int, order, shares: int, price: int, match: int = 0, reason: int = 0,
-               source: int = 0, t_exchange_ns: int = 0) -> None:
+               source: int = 0, t_exchange_ns: int = 0, liquidity: int = 0) -> None:
         """An event of an order the registry holds (the registry's ``report`` callback)."""
         self.send(event, order.client_order_id, order.orig_client_order_id, order.strategy_id, order.symbol_id,
                   order.side, shares, price, exchange_order_ref=order.order_ref, match_number=match, reason=reason,
                   source=source, leaves_shares=max(0, order.leaves), t_exchange_ns=t_exchange_ns,
-                  t_oms_rx_ns=self.t_rx_ns)
+                  t_oms_rx_ns=self.t_rx_ns, liquidity_flag=liquidity)
 
     def send(self, event: int, client_order_id: int, orig_client_order_id: int, strategy_id: int, symbol_id: int,
              side: int, shares: int, price: int, *, exchange_order_ref: int = 0, match_number: int = 0,
              reason: int = 0, source: int = 0, leaves_shares: int = 0, t_exchange_ns: int = 0,
-             t_oms_rx_ns: int = 0) -> None:
+             t_oms_rx_ns: int = 0, liquidity_flag: int = 0) -> None:
         """One ExecutionReport to the strategy and to risk (zeros for the position of a symbol the
         layout does not list, whose id goes out as ALL_SYMBOLS when negative)."""
         if 0 <= symbol_id < self.n_symbols:
@@ -52,7 +53,7 @@ class ExecutionReports:
             position = cost = realized = 0
         values = (client_order_id, orig_client_order_id, exchange_order_ref, match_number, strategy_id,
                   symbol_id & _U32, event, side & 0xFF, reason & 0xFF, source, shares, price, leaves_shares, position,
-                  cost, realized, t_exchange_ns, t_oms_rx_ns or time.time_ns())
+                  cost, realized, t_exchange_ns, t_oms_rx_ns or time.time_ns(), liquidity_flag & 0xFF)
         pack = EXECUTION_REPORT.pack_into
         for ring, dropped in self._rings:
             offset = ring.claim()

@@ -158,7 +158,7 @@ class RiskAgent(Agent):
                 raise LayoutError(layout.path, "tables", f"risk needs a {kind!r} table")
         check_ring_uses(layout, context.process.name, RINGS, "the risk agent")
         try:
-            self.limits = load_limits(self.config["limits"], layout.symbols)
+            self.limits = load_limits(self.config["limits"], layout.symbols, instruments=layout.instruments)
         except LimitsError as exc:
             raise LayoutError(exc.file, exc.key_path, exc.reason, exc.line) from None
         state_dir = os.path.dirname(self.config["state_file"])
@@ -535,7 +535,8 @@ class RiskAgent(Agent):
     def _reload_limits(self, operator: str, now: int) -> None:
         old = self.limits
         try:
-            new = load_limits(self.config["limits"], self.context.layout.symbols)
+            new = load_limits(self.config["limits"], self.context.layout.symbols,
+                              instruments=self.context.layout.instruments)
         except LimitsError as exc:
             self.counters["limits_reload_failed"].inc()
             log.error("limits reload (by %s) refused, the old limits stay: %s", operator or "?", exc)

@@ -31,10 +31,18 @@ money becomes price units (4 implied decimals) so every check is integer arithme
     sectors:
       TECH: {max_gross_notional: 3000000}
     symbol_defaults:                  # optional: keys every symbol gets unless it sets its own
-      tick: 0.01
+      collar_pct: 5
     symbols:
-      AAPL: {sector: TECH, max_shares: 1000, max_notional: 250000, min_shares: 1, round_lot: 100,
-             tick: 0.01, collar_pct: 5, max_long: 2000, max_short: 2000}     # or collar_abs: 1.50
+      AAPL: {sector: TECH, max_shares: 1000, max_notional: 250000, min_shares: 1, whole_lots: true,
+             collar_pct: 5, max_long: 2000, max_short: 2000}     # or collar_abs: 1.50
+
+Tick and round lot come from the instruments file the layout names (``config/instruments.yaml``,
+``appliance.config.instruments``): the limits do not repeat them. ``whole_lots: true`` refuses an
+order that is not a whole number of the instrument's round lots (ROUND_LOT; default false: odd lots
+pass). A limits file written before the instruments file keeps loading: its ``tick`` and
+``round_lot`` must then equal the instrument's (``round_lot: N`` is ``whole_lots: true``), and one
+that contradicts the instruments file is refused, naming both. With a layout that names no
+instruments file, ``tick`` is required here and ``round_lot: N`` (optional) sets the whole-lot check.
 """
 from __future__ import annotations
 
@@ -47,6 +55,7 @@ from typing import Any
 from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE
 from appliance.config.checker import Checker, Section, type_name
 from appliance.config.errors import ConfigFileError, line_of
+from appliance.config.instruments import Instrument, Instruments
 from appliance.config.yaml_lines import MarkedDict, parse_yaml
 
 MAX_PRICE = MARKET_PRICE - 1          # u32 prices; MARKET_PRICE asks for a market order
@@ -155,8 +164,8 @@ _GLOBAL_REQUIRED = ("capital", "max_gross_notional", "max_net_notional", "max_le
                     "max_drawdown", "max_messages_per_second", "max_open_orders", "max_identical_orders")
 _GLOBAL_OPTIONAL = ("rate_window_ms", "duplicate_window_ms", "throttle_kill", "allow_market_orders", "market_hours",
                     "prevent_self_match")
-_SYMBOL_REQUIRED = ("sector", "max_shares", "max_notional", "tick", "max_long", "max_short")
-_SYMBOL_OPTIONAL = ("min_shares", "round_lot", "collar_pct", "collar_abs")
+_SYMBOL_REQUIRED = ("sector", "max_shares", "max_notional", "max_long", "max_short")
+_SYMBOL_OPTIONAL = ("min_shares", "round_lot", "whole_lots", "tick", "collar_pct", "collar_abs")
 
 
 def _money(s: Section, key: str, *, positive: bool = False) -> int:
@@ -203,7 +212,35 @@ def _market_hours(g: Section) -> MarketHours | None:
     return MarketHours(open_s, close_s, zone, frozenset(weekdays))
 
 
-def _symbol_limits(s: Section, symbol: str, sectors: dict) -> SymbolLimits:
+def _tick_and_lot(s: Section, instrument: Instrument | None, instruments: Instruments | None) -> tuple[int, int]:
+    """(tick, round lot to check or 0) from the instrument; keys here that repeat it must agree with it."""
+    whole_lots = s.boolean("whole_lots", False)
+    round_lot = 0 if s.value.get("round_lot") is None else s.integer("round_lot", 1, MAX_SHARES)
+    if instrument is None:
+        if "tick" not in s.value:
+            s.fail("tick", "missing required key (or name an instruments file in the layout: "
+                           "config/instruments.yaml)")
+        if whole_lots and not round_lot:
+            s.fail("whole_lots", "needs the instrument's round lot: name an instruments file in the layout "
+                                 "(or give round_lot here)")
+        tick = _money(s, "tick", positive=True)
+        if tick > MAX_PRICE:
+            s.fail("tick", "larger than any price")
+        return tick, round_lot
+    where = instruments.where(instrument)
+    if "tick" in s.value:
+        tick = _money(s, "tick", positive=True)
+        if tick != instrument.tick:
+            s.fail("tick", f"{s.value['tick']} contradicts the instruments file ({where}: tick "
+                           f"{instrument.tick / PRICE_SCALE:g}); remove it here: the tick comes from there")
+    if round_lot and round_lot != instrument.round_lot:
+        s.fail("round_lot", f"{round_lot} contradicts the instruments file ({where}: round_lot "
+                            f"{instrument.round_lot}); use whole_lots: true to check the instrument's round lot")
+    return instrument.tick, instrument.round_lot if whole_lots or round_lot else 0
+
+
+def _symbol_limits(s: Section, symbol: str, sectors: dict, instrument: Instrument | None = None,
+                   instruments: Instruments | None = None) -> SymbolLimits:
     sector = s.string("sector", empty=True)
     if sector not in sectors:
         s.fail("sector", f"sector {sector!r} is not declared under sectors (declared: {', '.join(sectors) or 'none'})")
@@ -211,10 +248,7 @@ def _symbol_limits(s: Section, symbol: str, sectors: dict) -> SymbolLimits:
     min_shares = s.integer("min_shares", 1, MAX_SHARES, 1)
     if min_shares > max_shares:
         s.fail("min_shares", f"{min_shares} is more than max_shares {max_shares}")
-    round_lot = 0 if s.value.get("round_lot") is None else s.integer("round_lot", 1, MAX_SHARES)
-    tick = _money(s, "tick", positive=True)
-    if tick > MAX_PRICE:
-        s.fail("tick", "larger than any price")
+    tick, round_lot = _tick_and_lot(s, instrument, instruments)
     has_pct = s.value.get("collar_pct") is not None
     has_abs = s.value.get("collar_abs") is not None
     if has_pct == has_abs:
@@ -243,7 +277,8 @@ def _sectors(top: Section) -> dict[str, int]:
     return sectors
 
 
-def _symbols(top: Section, layout_symbols: tuple, sectors: dict) -> list[SymbolLimits | None]:
+def _symbols(top: Section, layout_symbols: tuple, sectors: dict,
+             instruments: Instruments | None = None) -> list[SymbolLimits | None]:
     """``symbols`` (each over ``symbol_defaults``), by layout symbol id; None: no limits, no orders."""
     c, symbol_keys = top.checker, _SYMBOL_REQUIRED + _SYMBOL_OPTIONAL
     defaults = top.section("symbol_defaults", symbol_keys).value
@@ -263,12 +298,15 @@ def _symbols(top: Section, layout_symbols: tuple, sectors: dict) -> list[SymbolL
         merged = MarkedDict({**defaults, **section})
         merged.lines = {**getattr(defaults, "lines", {}), **getattr(section, "lines", {})}
         limits_of = c.section(merged, path, line, symbol_keys, required=_SYMBOL_REQUIRED)
-        by_id[layout_symbols.index(symbol)] = _symbol_limits(limits_of, symbol, sectors)
+        instrument = instruments[symbol] if instruments is not None else None
+        by_id[layout_symbols.index(symbol)] = _symbol_limits(limits_of, symbol, sectors, instrument, instruments)
     return by_id
 
 
-def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> Limits:
-    """Validate a limits document against the layout's symbols; raises LimitsError."""
+def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>", *,
+                 instruments: Instruments | None = None) -> Limits:
+    """Validate a limits document against the layout's symbols and, when the layout names one, its
+    instruments file (tick and round lot); raises LimitsError."""
     raw = text.encode("utf-8") if isinstance(text, str) else text
     data = parse_yaml(raw, lambda path, reason, line: LimitsError(file, path, reason, line))
     c = Checker.for_file(LimitsError, file)
@@ -288,7 +326,9 @@ def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> L
         throttle_trips, throttle_window_ms = t.integer("trips", 1, 1_000_000), t.integer("window_ms", 1, 86_400_000)
 
     sectors = _sectors(top)
-    by_id = _symbols(top, tuple(layout_symbols), sectors)
+    if instruments is not None and tuple(layout_symbols) != instruments.symbols:
+        raise ValueError(f"the layout's symbols {tuple(layout_symbols)} are not those of {instruments.file}")
+    by_id = _symbols(top, tuple(layout_symbols), sectors, instruments)
 
     limits = Limits(
         file=file, capital=capital,
@@ -308,14 +348,14 @@ def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>") -> L
     return limits
 
 
-def load_limits(path: str | os.PathLike, layout_symbols) -> Limits:
+def load_limits(path: str | os.PathLike, layout_symbols, *, instruments: Instruments | None = None) -> Limits:
     file = os.fspath(path)
     try:
         with open(file, "rb") as fh:
             text = fh.read()               # the bytes themselves: their CRC is journaled with a reload
     except (OSError, ValueError) as exc:          # ValueError: a NUL in the path
         raise LimitsError(file, "", f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    return parse_limits(text, layout_symbols, file)
+    return parse_limits(text, layout_symbols, file, instruments=instruments)
 
 
 def _summary(limits: Limits) -> dict:

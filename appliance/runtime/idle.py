@@ -7,7 +7,8 @@ resets the strategy. Chosen per process in the layout:
 - ``yield``: ``sched_yield`` when idle.
 - ``backoff``: spin ``spins`` times, yield ``yields`` times, then park from
   ``min_park_ns`` doubling to ``max_park_ns``.
-- ``sleep``: park ``sleep_ns`` when idle.
+- ``sleep``: park ``sleep_ns`` when idle; an agent with sockets (``Agent.wait_fds``:
+  the supervisor's control socket) parks in ``poll`` on them, so a request ends the nap.
 - ``doorbell``: spin ``spins`` times, then announce sleep on the process's
   doorbell, re-check its input rings, and wait on the futex until a producer
   rings or ``park_timeout_ns`` passes (so timers and heartbeats still run),
@@ -152,12 +153,34 @@ class SleepIdle(IdleStrategy):
     id = IdleStrategyId.SLEEP
     parks = True
 
-    def __init__(self, sleep_ns: int):
+    def __init__(self, sleep_ns: int, waiter=None):
         self.seconds = sleep_ns / 1e9
+        self.wait_fds = getattr(waiter, "wait_fds", None)
+        self._poller = select.poll()
+        self._polled: tuple = ()
 
     def idle(self, work: int) -> None:
-        if work <= 0:
+        if work > 0:
+            return
+        fds = self.wait_fds() if self.wait_fds is not None else ()
+        if not fds:
             time.sleep(self.seconds)
+            return
+        if fds != self._polled:
+            self._polled = _rewatch(self._poller, self._polled, fds)
+        self._poller.poll(self.seconds * 1e3)      # ms; a readable socket (a request) ends the nap
+
+
+def _rewatch(poller, old: tuple, new: tuple) -> tuple:
+    """Point ``poller`` at the fds ``new`` instead of ``old`` (a closed fd may already be gone)."""
+    for fd in old:
+        try:
+            poller.unregister(fd)
+        except KeyError:
+            pass
+    for fd in new:
+        poller.register(fd, select.POLLIN)
+    return new
 
 
 BACKPRESSURE_NAP_NS = 50_000
@@ -210,15 +233,7 @@ class DoorbellIdle(IdleStrategy):
 
     def _watch(self, fds: tuple) -> None:
         if fds != self._polled:
-            poller = self._poller
-            for fd in self._polled:
-                try:
-                    poller.unregister(fd)
-                except KeyError:
-                    pass
-            for fd in fds:
-                poller.register(fd, select.POLLIN)
-            self._polled = fds
+            self._polled = _rewatch(self._poller, self._polled, fds)
 
     def close(self) -> None:
         if self.wake is not None:
@@ -282,7 +297,7 @@ def make_idle_strategy(spec: IdleSpec, doorbell: _shm.Doorbell | None = None,
     if spec.strategy == "backoff":
         return BackoffIdle(spec.spins, spec.yields, spec.min_park_ns, spec.max_park_ns)
     if spec.strategy == "sleep":
-        return SleepIdle(spec.sleep_ns)
+        return SleepIdle(spec.sleep_ns, waiter)
     if spec.strategy == "doorbell":
         if doorbell is None:
             raise ValueError("the doorbell idle strategy needs the process's doorbell")

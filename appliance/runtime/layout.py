@@ -27,6 +27,7 @@ from appliance.messages.catalog import MESSAGES, records_on
 from appliance.runtime import _shm
 from appliance.config.checker import Checker, type_name
 from appliance.config.errors import ConfigFileError, join, line_of
+from appliance.config.instruments import Instruments, InstrumentsError, load_instruments
 from appliance.config.yaml_lines import parse_yaml, plain
 
 CACHE_LINE = _shm.CACHE_LINE
@@ -157,6 +158,7 @@ class Layout:
     tables: dict[str, TableSpec]
     processes: dict[str, ProcessSpec]
     symbols: tuple[str, ...] = ()    # symbol id = index; every process agrees through the layout hash
+    instruments: Instruments | None = None   # the file named by ``instruments`` (None: the layout names none)
     canonical: bytes = b""
     hash: bytes = b""
     warnings: list[str] = field(default_factory=list)
@@ -255,18 +257,23 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
     if data is None:
         c.fail("", "empty file")
     c.mapping(data, "", 1, {"version": int, "name": str, "segments": list, "rings": list, "tables": list,
-                            "processes": list, "symbols": list, "profile": str, "profiles": dict},
+                            "processes": list, "symbols": list, "instruments": str, "profile": str,
+                            "profiles": dict},
               required=("version", "name", "segments", "rings", "tables", "processes"))
     version = c.integer(data["version"], "version", line_of(data, "version"), 1)
     name = _name(c, data)
     symbols = _symbols(c, data)
+    instruments = _instruments(c, data, file, symbols)
+    if instruments is not None:
+        symbols = instruments.symbols
     segments = _segments(c, data)
     cpus = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
     processes, warnings = _processes(c, data, file, cpus)
     profile, processes, simulator_cpu, warnings = _profile(c, data, file, cpus, processes, warnings)
     tables = _tables(c, data, segments, processes, symbols)
     rings = _rings(c, data, segments, processes, tables)
-    layout = _compute(file, name, version, segments, rings, tables, processes, warnings, symbols, profile)
+    layout = _compute(file, name, version, segments, rings, tables, processes, warnings, symbols, profile,
+                      instruments)
     layout.simulator_cpu = simulator_cpu
     return layout
 
@@ -291,6 +298,42 @@ def _symbols(c: Checker, data) -> tuple[str, ...]:
             c.fail(path, f"{symbol!r} is declared twice (first at symbols[{symbols.index(symbol)}])", line)
         symbols.append(symbol)
     return tuple(symbols)
+
+
+def resolve_instruments_path(path: str, layout_file: str) -> str:
+    """Where the layout's ``instruments`` file is: an absolute path as is; a relative one beside the
+    layout file, else in the working directory (the strategy loader's rule). A layout parsed from
+    text (``<string>``) has no directory: the working directory's."""
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
+        return path
+    from_text = layout_file.startswith("<") and layout_file.endswith(">")
+    beside = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(layout_file)), path)) \
+        if not from_text else os.path.abspath(path)
+    return beside if os.path.exists(beside) or not os.path.exists(path) else os.path.abspath(path)
+
+
+def _instruments(c: Checker, data, file: str, symbols: tuple[str, ...]) -> Instruments | None:
+    """``instruments``: the file that defines every symbol (config/instruments.yaml); the layout's
+    symbols are its symbols, in its order. A ``symbols`` list beside it must say the same."""
+    if "instruments" not in data:
+        return None
+    line = line_of(data, "instruments")
+    named = c.string(data["instruments"], "instruments", line)
+    try:
+        instruments = load_instruments(resolve_instruments_path(named, file))
+    except InstrumentsError as exc:
+        c.fail("instruments", f"{named}: {exc}", line)
+    if "symbols" in data and symbols != instruments.symbols:
+        missing = [s for s in instruments.symbols if s not in symbols]
+        extra = [s for s in symbols if s not in instruments.symbols]
+        reason = (f"{', '.join(extra)} not in the instruments file" if extra else
+                  f"{', '.join(missing)} of the instruments file missing here" if missing else
+                  "not in the instruments file's order")
+        c.fail("symbols", f"must be the symbols of {instruments.file} in its order "
+               f"({', '.join(instruments.symbols)}): {reason} (or leave symbols out: they come from there)",
+               line_of(data, "symbols"))
+    return instruments
 
 
 def _segments(c: Checker, data) -> dict[str, dict]:
@@ -525,7 +568,8 @@ def _cpu_list(cpus: set[int]) -> str:
 # Offsets and the canonical hash
 # --------------------------------------------------------------------------
 
-def _canonical_document(name, version, segments, rings, tables, processes, symbols=(), profile="full") -> dict:
+def _canonical_document(name, version, segments, rings, tables, processes, symbols=(), profile="full",
+                        instruments: Instruments | None = None) -> dict:
     """Everything two processes must agree on to share memory, in a fixed order."""
     used_messages = sorted({record.name for r in rings.values() for record in records_on(r["message"])}
                            | ({"MarketState"} if any(t["kind"] == "market_state" for t in tables.values()) else set())
@@ -540,13 +584,15 @@ def _canonical_document(name, version, segments, rings, tables, processes, symbo
         "processes": [{"name": p.name, "index": p.index, "idle": p.idle.strategy} for p in processes.values()],
         "messages": {m: MESSAGES[m].describe() for m in used_messages},
         **({"symbols": list(symbols)} if symbols else {}),
+        **({"instruments": instruments.canonical()} if instruments is not None else {}),
         **({"control_words": [name for name, _ in CONTROL_WORDS]}
            if any(t["kind"] == "control" for t in tables.values()) else {}),
     }
 
 
-def _compute(file, name, version, segments, rings, tables, processes, warnings, symbols=(), profile="full") -> Layout:
-    document = _canonical_document(name, version, segments, rings, tables, processes, symbols, profile)
+def _compute(file, name, version, segments, rings, tables, processes, warnings, symbols=(), profile="full",
+             instruments: Instruments | None = None) -> Layout:
+    document = _canonical_document(name, version, segments, rings, tables, processes, symbols, profile, instruments)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     digest = hashlib.sha256(canonical).digest()
     cursor = {s: SEGMENT_HEADER_SIZE + _align(len(canonical), PAGE_SIZE) for s in segments}
@@ -568,7 +614,7 @@ def _compute(file, name, version, segments, rings, tables, processes, warnings, 
         segment_specs[s["name"]] = SegmentSpec(size=size, shm_name=f"{name}-{s['name']}", **s)
     return Layout(path=file, name=name, version=version, segments=segment_specs, rings=ring_specs,
                   tables=table_specs, processes=processes, symbols=symbols, canonical=canonical, hash=digest, warnings=warnings,
-                  profile=profile)
+                  profile=profile, instruments=instruments)
 
 
 def describe_difference(mine: bytes, theirs: bytes) -> list[str]:

@@ -35,8 +35,20 @@ def run(args: argparse.Namespace) -> int:
     for ring in layout.rings.values():
         print(f"ring    {ring.name:<20} {ring.producer:>10} -> {ring.consumer:<10} {ring.message:<16} segment "
               f"{ring.segment:<8} offset {ring.offset:>10}  {ring.capacity} x {ring.slot_size} B")
+    for sid, symbol in enumerate(layout.symbols):
+        instrument = layout.instruments.by_id(sid) if layout.instruments is not None else None
+        facts = "" if instrument is None else (
+            f"  tick {_dollars(instrument.tick)} round lot {instrument.round_lot} band {_dollars(instrument.min_price)}"
+            f"..{_dollars(instrument.max_price)}" + (f" reference {_dollars(instrument.reference_price)}"
+                                                    if instrument.reference_price else "")
+            + f"  ({layout.instruments.where(instrument)})")
+        print(f"symbol  {sid:<3} {symbol:<8}{facts}")
     for proc in layout.processes.values():
         cpu = "-" if proc.cpu is None else proc.cpu
         print(f"process {proc.name:<12} cpu {cpu!s:<3} idle {proc.idle.strategy:<9} sched {proc.scheduling.policy}"
               f"{'/' + str(proc.scheduling.priority) if proc.scheduling.policy == 'fifo' else ''}  {proc.agent}")
     return 0
+
+
+def _dollars(units: int) -> str:
+    return f"{units // 10_000}.{units % 10_000:04d}"

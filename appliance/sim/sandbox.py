@@ -42,13 +42,14 @@ class Sandbox:
     def __init__(self, workdir: str | Path, *, name: str | None = None, background_rate: float = 2000,
                  seed: int = 7, faults: dict | None = None, gentle_idle: bool = True,
                  params: dict | None = None, exchange: dict | None = None, env: dict | None = None,
-                 profile: str | None = None):
+                 profile: str | None = None, up_args: tuple[str, ...] = ()):
         """``gentle_idle``: the gentler backoff for feed, strategy and OMS under the production
         placement (``profile: full``; what the tests run on 2 cores); ``profile``: otherwise the
         layout's ``profile`` key (None: the repository layout's own; runtime/layout.py);
         ``params``: per process, extra params merged over the repository layout's;
         ``exchange``: sections merged over the exchange's embedded default config (``firms``:
-        {username: {field: value}} over the default firms)."""
+        {username: {field: value}} over the default firms); ``up_args``: more arguments for
+        ``appliance up`` (``--strategy SPEC``)."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name or f"sbx{uuid.uuid4().hex[:8]}"
@@ -60,6 +61,7 @@ class Sandbox:
         self.params = params or {}
         self.exchange_sections = exchange or {}
         self.env = dict(appliance_env(), **(env or {}))
+        self.up_args = tuple(up_args)
         self.exchange: ExchangeProcess | None = None
         self.up_proc: subprocess.Popen | None = None
         self.layout = None
@@ -109,7 +111,8 @@ class Sandbox:
             overrides["market_data"]["session"] = session
         if self.faults:
             overrides["faults"] = self.faults
-        base = default_config()
+        from .listing import listing_from
+        base = listing_from(default_config(), self.instruments_file())     # what the layout trades
         for section, values in self.exchange_sections.items():
             if section == "firms":                 # {username: {field: value}} over the default firms
                 overrides["firms"] = tuple(dataclasses.replace(firm, **values.get(firm.username, {}))
@@ -129,6 +132,12 @@ class Sandbox:
         self.source_port = ports["source"][1]
         self.snapshot_port = ports["snapshot"][1]
 
+    @staticmethod
+    def instruments_file() -> Path | None:
+        """The repository layout's instruments file (absolute), or None when it names none."""
+        named = yaml.safe_load((ROOT / "shm_layout.yaml").read_text()).get("instruments")
+        return None if named is None else ROOT / named
+
     def restart_exchange(self, session: str | None = None, timeout_s: float = 30) -> None:
         """The venue process dies (no End of Session; its records flushed) and a new one starts on
         the same ports with an empty book and, with ``session``, a new session name."""
@@ -145,6 +154,8 @@ class Sandbox:
     def _write_layout(self) -> None:
         doc = yaml.safe_load((ROOT / "shm_layout.yaml").read_text())
         doc["name"] = self.name
+        if doc.get("instruments") is not None:
+            doc["instruments"] = str(self.instruments_file())      # the layout is written elsewhere
         by_name = {p["name"]: p for p in doc["processes"]}
         sup = by_name["supervisor"].setdefault("params", {})
         sup.update({"clock": {"require_sync": False}, "exporter": {"enabled": False},
@@ -163,8 +174,9 @@ class Sandbox:
         risk["limits"] = str(ROOT / risk.get("limits", "config/risk_limits.yaml"))
         risk["state_file"] = str(self.dir / "risk-state.json")
         strategy = by_name["strategy"].setdefault("params", {})
-        if "parameters_file" in strategy:
-            strategy["parameters_file"] = str(ROOT / strategy["parameters_file"])
+        for key in ("parameters_file", "fees_file"):          # the repository's files, from the sandbox's layout
+            if key in strategy:
+                strategy[key] = str(ROOT / strategy[key])
         for process, extra in self.params.items():
             target = by_name[process].setdefault("params", {})
             for key, value in extra.items():
@@ -191,7 +203,8 @@ class Sandbox:
         self.up_log = self.dir / "up.log"
         with open(self.up_log, "ab") as out:
             self.up_proc = subprocess.Popen(
-                [sys.executable, "-m", "appliance", "up", "--layout", str(self.layout_path), "--status-line", "off"],
+                [sys.executable, "-m", "appliance", "up", "--layout", str(self.layout_path), "--status-line", "off",
+                 *self.up_args],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
 
     # ------------------------------------------------------------------ observe

@@ -6,15 +6,24 @@ start: the OMS's venue login is written for the exchange's firm when none exists
 journal of the previous day moved there), and the exchange runs as a child process with its
 control socket in the private ``run/control``; it is stopped (SIGTERM: end of day and report)
 after the appliance's own processes.
+
+``--strategy SPEC [--strategy-params FILE]`` (with or without ``--sim``) runs that strategy in the
+layout's strategy process instead of the layout's own (``strategy/selection.py``: what is replaced,
+how paths resolve). It is checked before anything starts (a bad one: exit 2), then the children
+run from a copy of the layout with those params, beside it (so its relative paths still hold) as
+``<layout>.strategy-<pid>.yaml``, removed when ``up`` exits; the layout's hash does not cover
+params, so every tool attaches with the original.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
+from appliance.command_io.arguments import UsageError
 from appliance.supervisor import up as supervisor_up
 
 from .credentials import write_sim_login
@@ -29,10 +38,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim", action="store_true",
                         help="also run the simulated exchange on its embedded default (a fresh trading day)")
     parser.add_argument("--sim-config", help="the simulated exchange's config instead of the embedded default")
+    parser.add_argument("--strategy", metavar="SPEC",
+                        help="run this strategy (module.path:ClassName or path/to/file.py:ClassName) instead of "
+                             "the layout's")
+    parser.add_argument("--strategy-params", metavar="FILE",
+                        help="its parameters (YAML; without: its Parameters defaults); needs --strategy")
 
 
 def run(args: argparse.Namespace) -> int:
-    return supervisor_up.run(args, SimulatedVenue(args.sim_config) if args.sim else None)
+    if args.strategy_params is not None and args.strategy is None:
+        raise UsageError("--strategy-params needs --strategy")
+    venue = SimulatedVenue(args.sim_config) if args.sim else None
+    if args.strategy is None:
+        return supervisor_up.run(args, venue)
+    from appliance.runtime.layout import LayoutError
+    from appliance.strategy.config import StrategyConfigError
+    try:
+        layout_path = write_strategy_layout(args.layout, args.strategy, args.strategy_params)
+    except (LayoutError, StrategyConfigError, OSError) as exc:
+        print(f"appliance up: {exc}", file=sys.stderr)
+        return supervisor_up.EXIT_CONFIG
+    try:
+        return supervisor_up.run(argparse.Namespace(**{**vars(args), "layout": str(layout_path)}), venue)
+    finally:
+        layout_path.unlink(missing_ok=True)
+
+
+def write_strategy_layout(layout_path: str, spec: str, parameters_file: str | None) -> Path:
+    """Check SPEC and FILE against the layout, then write the layout with them beside it: its path."""
+    import yaml
+    from appliance.runtime.layout import load_layout
+    from appliance.strategy.selection import STRATEGY_PROCESS, select_strategy
+    layout = load_layout(layout_path)
+    params, _loaded = select_strategy(layout, spec, parameters_file)
+    source = Path(layout.path)
+    document = yaml.safe_load(source.read_text())
+    for process in document["processes"]:
+        if process.get("name") == STRATEGY_PROCESS:
+            process["params"] = params
+    path = source.with_name(f"{source.name}.strategy-{os.getpid()}.yaml")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(f"# {source.name} with the strategy of `appliance up --strategy`: written by up, removed "
+                       f"when it exits\n" + yaml.safe_dump(document, sort_keys=False))
+    partial.replace(path)
+    return path
 
 
 def sim_control_socket(base: Path) -> str:
@@ -75,10 +124,16 @@ class SimulatedVenue:
         self.sim_config = sim_config
         self.exchange = None
         self.day: Path | None = None
+        self.listing = None           # the embedded default listing the layout's instruments (no --sim-config)
 
     def prepare(self, layout) -> None:
-        """Before anything starts (a bad config is a config error, exit 2)."""
+        """Before anything starts (a bad config is a config error, exit 2). Without ``--sim-config``
+        the exchange lists the layout's instruments (``listing.py``)."""
         sim_credentials(layout, self.sim_config)
+        if self.sim_config is None and layout.instruments is not None:
+            from appliance.exchange.config import default_config
+            from .listing import listing_from
+            self.listing = listing_from(default_config(), layout.instruments.file)
 
     def start(self, layout, base: Path) -> None:
         from .exchange_process import ExchangeProcess
@@ -89,6 +144,10 @@ class SimulatedVenue:
         args = ["--records", str(day / "exchange"), "--control", sim_control_socket(base)]
         if self.sim_config:
             args += ["--config", self.sim_config]
+        elif self.listing is not None:
+            config_path = day / "exchange.yaml"
+            config_path.write_text(self.listing.to_yaml())
+            args += ["--config", str(config_path)]
         log_path = day / "exchange.log"
         self.exchange = ExchangeProcess(args, log_path=log_path, cwd=base)
         if layout.simulator_cpu is not None and not self.exchange.pin(layout.simulator_cpu):

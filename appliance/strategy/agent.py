@@ -78,7 +78,7 @@ class StrategyAgent(Agent):
         try:
             self.config = parse_strategy_params(context.params, path, layout.symbols)
             self.loaded = load_strategy(self.config, key_path=path, layout_path=layout.path,
-                                        layout_symbols=layout.symbols)
+                                        layout_symbols=layout.symbols, instruments=layout.instruments)
         except StrategyConfigError as exc:
             raise LayoutError(exc.file or layout.path, exc.key_path, exc.reason, exc.line) from None
         check_ring_uses(layout, context.process.name, RINGS, "the strategy agent")
@@ -106,16 +106,16 @@ class StrategyAgent(Agent):
         self.host = host = StrategyHost(
             self.loaded.strategy_class, self.loaded.parameters, symbols=layout.symbols, traded=cfg.symbols,
             strategy_id=cfg.strategy_id, intents=intents, ids=ClientOrderIds(), feed_live=feed_live, gate_open=gate_open,
-            on_failed=self._on_strategy_failed, timer_interval_ns=cfg.timer_interval_ms * 1_000_000,
-            snapshot_timeout_ns=SNAPSHOT_TIMEOUT_NS)
+            on_failed=self._on_strategy_failed, fees=self.loaded.fees, instruments=layout.instruments,
+            timer_interval_ns=cfg.timer_interval_ms * 1_000_000, snapshot_timeout_ns=SNAPSHOT_TIMEOUT_NS)
         if "positions" in has:
             self._seed_positions(memory.positions_reader(), host)
         self._next_counters_ns = time.monotonic_ns()
         self._counters_behind = False      # work done since the counters were last published
         self._ready_published = False
-        log.info("strategy %s (parameters %s), strategy id %d, trading %s, timer %d ms",
+        log.info("strategy %s (parameters %s), strategy id %d, trading %s, timer %d ms, fees %s",
                  self.loaded.source, self.loaded.parameters_source, cfg.strategy_id,
-                 ", ".join(host.traded_symbols), cfg.timer_interval_ms)
+                 ", ".join(host.traded_symbols), cfg.timer_interval_ms, self.loaded.fees.source)
         host.start()
         self._publish_ready()
         self._publish_counters()

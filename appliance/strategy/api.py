@@ -20,13 +20,16 @@ import logging
 import operator
 import time
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, NamedTuple
 
 from appliance.messages.catalog import (
     BOOK_DEPTH, BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_LOCKED, BOOK_FLAG_STALE,
     BOOK_UPDATE,
 )
 from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE, TIF_DAY, OmsReason, RejectSource, RiskReason, Side
+from appliance.config.instruments import Instrument
+
+from .fills import Fill, mark_price
 
 if TYPE_CHECKING:
     from appliance.strategy.host import StrategyHost
@@ -276,9 +279,16 @@ class OpenOrders(_Sealed):
 
 class Positions(_Sealed):
     """Per-symbol position as the OMS reports it (ExecutionReport.position), and the strategy's own fills
-    (read-only: the host writes the lists' items, nothing writes an attribute after ``__init__``)."""
+    (read-only: the host writes the lists' items, nothing writes an attribute after ``__init__``).
 
-    __slots__ = ("_symbol_ids", "_position", "_cost_basis", "_realized_pnl", "_bought", "_sold")
+    Units: shares signed (short negative); ``cost_basis`` and every P&L and fee in price units x shares
+    (4 implied decimals: 10000 is one dollar); ``avg_price`` and ``mark`` in price units. Position,
+    cost basis and realized P&L are the OMS's for the day (the symbol's, every strategy's); the fees
+    are of this process's fills since it started (the OMS does not know the schedule).
+    The mark is ``fills.mark_price`` of the symbol's book: its mid when the book is good, else its last
+    trade; a symbol this strategy does not trade has no book, hence no mark."""
+
+    __slots__ = ("_symbol_ids", "_position", "_cost_basis", "_realized_pnl", "_bought", "_sold", "_fees", "_books")
 
     def __init__(self, symbols: tuple[str, ...]):
         self._symbol_ids = {s: i for i, s in enumerate(symbols)}
@@ -288,6 +298,8 @@ class Positions(_Sealed):
         self._realized_pnl = [0] * n
         self._bought = [0] * n
         self._sold = [0] * n
+        self._fees = [0] * n
+        self._books: list = [None] * n          # the host's Books by symbol id (None: not traded)
         self._seal()
 
     def _sid(self, symbol: str) -> int:
@@ -318,6 +330,39 @@ class Positions(_Sealed):
     def sold(self, symbol: str) -> int:
         return self._sold[self._sid(symbol)]
 
+    def avg_price(self, symbol: str) -> float:
+        """Average cost of the open position (cost basis / position), price units; 0.0 when flat."""
+        sid = self._sid(symbol)
+        position = self._position[sid]
+        return self._cost_basis[sid] / position if position else 0.0
+
+    def mark(self, symbol: str) -> int:
+        """The price the position is marked at (``fills.mark_price``), price units; 0: no mark."""
+        return mark_price(self._books[self._sid(symbol)])
+
+    def unrealized_pnl(self, symbol: str) -> int | None:
+        """position x mark - cost basis, price units x shares; 0 when flat, None when there is no mark."""
+        sid = self._sid(symbol)
+        position = self._position[sid]
+        if not position:
+            return 0
+        mark = mark_price(self._books[sid])
+        return position * mark - self._cost_basis[sid] if mark else None
+
+    def total_pnl(self, symbol: str) -> int | None:
+        """Realized + unrealized (before fees), price units x shares; None when there is no mark."""
+        unrealized = self.unrealized_pnl(symbol)
+        return None if unrealized is None else self._realized_pnl[self._sid(symbol)] + unrealized
+
+    def fees(self, symbol: str) -> int:
+        """Fees paid minus rebates earned on this process's fills, price units x shares."""
+        return self._fees[self._sid(symbol)]
+
+    def net_pnl(self, symbol: str) -> int | None:
+        """``total_pnl - fees``; None when there is no mark."""
+        total = self.total_pnl(symbol)
+        return None if total is None else total - self._fees[self._sid(symbol)]
+
     def items(self) -> list[tuple[str, int]]:
         return [(s, self._position[i]) for s, i in self._symbol_ids.items()]
 
@@ -330,6 +375,10 @@ _FIELDS = BOOK_UPDATE.fields_struct      # each read below: the fields it names,
 _OFF = BOOK_UPDATE.offset_of
 _SIDE_FIELDS = {side: (f"{side}_levels", *[f"{side}_price_{i}" for i in range(BOOK_DEPTH)],
                        *[f"{side}_shares_{i}" for i in range(BOOK_DEPTH)]) for side in ("bid", "ask")}
+_READ_DEPTH = {side: _FIELDS((*names, *[f"{side}_orders_{i}" for i in range(BOOK_DEPTH)])).unpack_from
+               for side, names in _SIDE_FIELDS.items()}
+_READ_AGGRESSOR = _FIELDS(("last_trade_aggressor",)).unpack_from
+AGGRESSOR_OF_BYTE: dict[int, Side] = {Side.BUY.value: Side.BUY, Side.SELL.value: Side.SELL}  # .get: None if unknown
 _READ_TOP = _FIELDS(("flags", "trading_state", "bid_levels", "ask_levels", "bid_price_0", "bid_shares_0",
                      "ask_price_0", "ask_shares_0")).unpack_from
 _READ_LEVELS = {side: _FIELDS(names).unpack_from for side, names in _SIDE_FIELDS.items()}
@@ -338,15 +387,43 @@ _READ_ASK = _FIELDS(("ask_levels", "ask_price_0", "ask_shares_0")).unpack_from
 _READ_STATE = _FIELDS(("flags", "trading_state")).unpack_from
 _READ_TRADE = _FIELDS(("last_trade_price", "last_trade_shares")).unpack_from
 _READ_U64 = {name: _FIELDS((name,)).unpack_from for name in ("update_sequence", "t_exchange_ns", "t_rx_ns",
-                                                              "t_feed_out_ns")}
+                                                              "t_feed_out_ns", "trade_sequence",
+                                                              "last_trade_t_exchange_ns")}
 _READ_TYPE = _FIELDS(("type_id",)).unpack_from
 _BAD_FLAGS = BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT
 _TRADING = 0x54                          # trading state 'T'
 _SIZE = BOOK_UPDATE.size
 
 
+class Level(NamedTuple):
+    """One price level of a book: ``orders`` is how many orders rest there (the feed counts them from
+    ITCH's order-by-order book; it saturates at 65535)."""
+    price: int
+    shares: int
+    orders: int
+
+
+class Trade(NamedTuple):
+    """One print (immutable), as ``on_trade`` receives it.
+
+    ``aggressor``: the side that took liquidity, where ITCH tells it (E and C executions against a resting
+    order: the other side; P: the other side of its buy/sell indicator), None where it does not (crosses,
+    a C naming an order the feed does not hold). ``sequence``: the symbol's print count in the feed
+    (BookUpdate.trade_sequence), one more per print: two identical prints are two trades. ``t_exchange_ns``:
+    the venue's timestamp of the print; ``t_rx_ns``: when our feed received the packet that carried it
+    (both epoch ns)."""
+    symbol: str
+    price: int
+    shares: int
+    aggressor: Side | None
+    sequence: int
+    t_exchange_ns: int
+    t_rx_ns: int
+
+
 class Book:
-    """The latest BookUpdate of one symbol: top BOOK_DEPTH levels, state, flags, last trade.
+    """The latest BookUpdate of one symbol: top BOOK_DEPTH levels with their order counts, state, flags,
+    last trade, timestamps.
 
     One object per symbol. Every property reads its fields on demand, at the catalog's offsets,
     from the update's ring slot while the host holds it, and from the book's own copy of it once
@@ -402,12 +479,37 @@ class Book:
 
     @property
     def bids(self) -> tuple[tuple[int, int], ...]:
-        """(price, shares) best first."""
+        """(price, shares) best first, up to BOOK_DEPTH (``bid_levels`` adds the order counts)."""
         return self._levels("bid")
 
     @property
     def asks(self) -> tuple[tuple[int, int], ...]:
+        """(price, shares) best first, up to BOOK_DEPTH (``ask_levels`` adds the order counts)."""
         return self._levels("ask")
+
+    def _depth(self, side: str) -> tuple[Level, ...]:
+        n, *values = _READ_DEPTH[side](self._src, self._at)
+        d = BOOK_DEPTH
+        return tuple(map(Level, values[:n], values[d:d + n], values[2 * d:2 * d + n]))
+
+    @property
+    def bid_levels(self) -> tuple[Level, ...]:
+        """Every bid level the update carries (up to BOOK_DEPTH), best first: Level(price, shares, orders)."""
+        return self._depth("bid")
+
+    @property
+    def ask_levels(self) -> tuple[Level, ...]:
+        """Every ask level the update carries (up to BOOK_DEPTH), best first: Level(price, shares, orders)."""
+        return self._depth("ask")
+
+    def levels(self, side: Side) -> tuple[Level, ...]:
+        """``bid_levels`` for Side.BUY, ``ask_levels`` for Side.SELL (the side you would trade against is
+        the other one); ValueError for anything else."""
+        if side == Side.BUY:
+            return self._depth("bid")
+        if side == Side.SELL:
+            return self._depth("ask")
+        raise ValueError(f"side must be Side.BUY or Side.SELL, got {side!r}")
 
     @property
     def bid_price(self) -> int:
@@ -436,9 +538,14 @@ class Book:
         """BOOK_FLAG_* bits (a book never updated counts as stale)."""
         return _READ_STATE(self._src, self._at)[0]
 
-    stale = property(lambda self: bool(self.flags & _BAD_FLAGS))
-    crossed = property(lambda self: bool(self.flags & BOOK_FLAG_CROSSED))
-    locked = property(lambda self: bool(self.flags & BOOK_FLAG_LOCKED))
+    stale = property(lambda self: bool(self.flags & _BAD_FLAGS),
+                     doc="Not to be acted on: no feed traffic within the limit, an unrecovered gap, no update yet, "
+                         "or an inconsistent book (flag STALE or INCONSISTENT).")
+    inconsistent = property(lambda self: bool(self.flags & BOOK_FLAG_INCONSISTENT),
+                            doc="An execution or cancel named an order the feed does not hold: the book is being "
+                                "rebuilt and also counts as stale.")
+    crossed = property(lambda self: bool(self.flags & BOOK_FLAG_CROSSED), doc="Best bid above best ask.")
+    locked = property(lambda self: bool(self.flags & BOOK_FLAG_LOCKED), doc="Best bid equal to best ask.")
 
     @property
     def halted(self) -> bool:
@@ -457,10 +564,25 @@ class Book:
         """(price, shares) of the last trade (0, 0 before any)."""
         return _READ_TRADE(self._src, self._at)
 
-    update_sequence = property(lambda self: _READ_U64["update_sequence"](self._src, self._at)[0])
-    t_exchange_ns = property(lambda self: _READ_U64["t_exchange_ns"](self._src, self._at)[0])
-    t_rx_ns = property(lambda self: _READ_U64["t_rx_ns"](self._src, self._at)[0])
-    t_feed_out_ns = property(lambda self: _READ_U64["t_feed_out_ns"](self._src, self._at)[0])
+    @property
+    def last_trade_aggressor(self) -> Side | None:
+        """The side that took liquidity in the last trade (None: unknown, or no trade yet); see Trade."""
+        return AGGRESSOR_OF_BYTE.get(_READ_AGGRESSOR(self._src, self._at)[0])
+
+    last_trade_t_exchange_ns = property(lambda self: _READ_U64["last_trade_t_exchange_ns"](self._src, self._at)[0],
+                                        doc="The venue's timestamp of the last trade (epoch ns; its receive time "
+                                            "was the t_rx_ns of the update that first carried it).")
+
+    update_sequence = property(lambda self: _READ_U64["update_sequence"](self._src, self._at)[0],
+                               doc="The feed's count of this symbol's book changes (the market-state table's).")
+    trade_sequence = property(lambda self: _READ_U64["trade_sequence"](self._src, self._at)[0],
+                              doc="The feed's count of this symbol's prints (0: none yet); see Trade.sequence.")
+    t_exchange_ns = property(lambda self: _READ_U64["t_exchange_ns"](self._src, self._at)[0],
+                             doc="The venue's timestamp of the last ITCH message in this update (epoch ns).")
+    t_rx_ns = property(lambda self: _READ_U64["t_rx_ns"](self._src, self._at)[0],
+                       doc="When our feed received the packet that made this update (kernel time, epoch ns).")
+    t_feed_out_ns = property(lambda self: _READ_U64["t_feed_out_ns"](self._src, self._at)[0],
+                             doc="When the feed published this update (epoch ns).")
 
     @property
     def mid(self) -> int | None:
@@ -542,6 +664,13 @@ class Strategy:
     def log(self) -> logging.Logger:
         return self._host.user_log
 
+    def instrument(self, symbol: str) -> Instrument:
+        """The instrument of a layout symbol (immutable): ``.symbol``, ``.symbol_id``, ``.tick``,
+        ``.round_lot``, the price band ``.min_price``/``.max_price``, ``round_price(price, side)``,
+        ``is_valid_price(price)`` (``appliance.config.instruments``). From the instruments file the
+        layout names, read before the strategy starts; KeyError naming the symbol when it has none."""
+        return self._host.instrument(symbol)
+
     def book(self, symbol: str) -> Book | None:
         """The latest book of a traded symbol (None for a symbol it does not trade)."""
         return self._host.book_of(symbol)
@@ -622,16 +751,25 @@ class Strategy:
         a symbol wait at once, it runs once, with the latest (the host conflates; ``on_trade`` still
         sees every print)."""
 
-    def on_trade(self, symbol: str, price: int, shares: int) -> None:
-        """A book update carries a last trade different from the previous update's (the first update's
-        counts when it has one): every print, in order, with the book as that update left it, before
-        the ``on_book`` that covers it."""
+    def on_trade(self, trade: Trade) -> None:
+        """Every print of a traded symbol, in order, once (two identical prints are two calls: the feed
+        numbers them, ``trade.sequence``), with ``self.book(trade.symbol)`` as that print's update left
+        it, before the ``on_book`` that covers it. Conflation never skips a print; a print lost before
+        the host (the feed's ring was full) shows as a jump in ``trade.sequence`` and is counted
+        (``strategy.trades_missed``). The first update a fresh host sees delivers its last print, if any."""
 
     def on_order_accepted(self, order: Order) -> None:
         """The venue accepted the order (or, with ``order.replaces`` set, the replacement)."""
 
-    def on_fill(self, order: Order, shares: int, price: int) -> None:
-        """An execution; ``order.leaves`` is already reduced, the position already updated."""
+    def on_fill(self, order: Order, fill: Fill) -> None:
+        """An execution with its facts (``fills.Fill``: shares, price, leaves, liquidity flag, fee, match
+        number, venue and receive times); ``order.leaves`` is already reduced, the position updated."""
+
+    def on_fill_broken(self, order: Order | None, fill: Fill) -> None:
+        """The venue broke an earlier fill (OUCH Broken Trade): ``fill`` is the one it undoes (the object
+        ``on_fill`` had, when this process saw it). The position, cost and P&L are already the OMS's
+        after the break; ``order.filled`` and the fees no longer count it (its leaves do not come back).
+        ``order`` is None for an order this process does not know (e.g. filled before a restart)."""
 
     def on_order_canceled(self, order: Order) -> None:
         """The order is gone (canceled by us, the venue, or the OMS)."""
@@ -653,3 +791,9 @@ class Strategy:
     @classmethod
     def validate_parameters(cls, parameters: Any, symbols: tuple[str, ...]) -> None:
         """Checks that need the layout's symbols; raise ValueError with a clear message."""
+
+    @classmethod
+    def validate_instruments(cls, parameters: Any, instruments: dict[str, Instrument]) -> None:
+        """Checks that need the layout's instruments (symbol -> Instrument), e.g. a tick parameter
+        that disagrees with the instrument's; raise ValueError with a clear message. Run at load, after
+        ``validate_parameters``, when the layout names an instruments file."""

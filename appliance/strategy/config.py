@@ -7,6 +7,7 @@
       timer_interval_ms: 100                                  # on_timer period (default 100)
       symbols: [AAPL, SPY]                                    # optional subset of the layout's symbols
       max_pending_intents: 1024                               # optional: the back-pressure queue bound
+      fees_file: config/fees.yaml                             # optional: the fee schedule (none: no fees)
 
 Parsed and checked once, before the agent starts; every problem names the key path and reason.
 Relative paths (a strategy file, a parameters file) are resolved against the layout file's
@@ -41,10 +42,11 @@ class StrategyConfig:
     timer_interval_ms: int = 100
     symbols: tuple[str, ...] | None = None
     max_pending_intents: int = 1024
+    fees_file: str | None = None
 
 
 _KEYS = {"strategy": str, "strategy_id": int, "parameters": dict, "parameters_file": str, "timer_interval_ms": int,
-         "symbols": list, "max_pending_intents": int}
+         "symbols": list, "max_pending_intents": int, "fees_file": str}
 _HINTS = {"strategy": "e.g. appliance.strategy.market_maker:MarketMaker or path/to/file.py:ClassName",
           "strategy_id": "an integer 1..4294967295 that tags every intent"}
 
@@ -66,6 +68,10 @@ def parse_strategy_params(params, path: str = "processes.strategy.params",
         values["parameters_file"] = s.string("parameters_file", empty=True)
         if not values["parameters_file"].strip():
             s.fail("parameters_file", "must be a file path")
+    if "fees_file" in s:
+        values["fees_file"] = s.string("fees_file", empty=True)
+        if not values["fees_file"].strip():
+            s.fail("fees_file", "must be a file path")
     if "symbols" in s:
         if not s.listing("symbols"):
             s.fail("symbols", "must name at least one symbol (leave it out for all)")

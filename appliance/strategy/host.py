@@ -4,8 +4,9 @@ process, no agent (``agent.py`` is the process around it).
 ``StrategyHost`` keeps the strategy's view of the world true from what arrives: BookUpdates
 refresh the per-symbol ``Book`` (each slot checked, then copied into the Book's own buffer; the
 Book reads fields on demand), and the updates waiting at once are conflated per symbol: every
-print reaches ``on_trade`` in order, ``on_book`` runs once per symbol with the latest state
-(``drain_book_updates``); ExecutionReports (exec_to_strategy) and OrderRejects
+print reaches ``on_trade`` in order, as a ``Trade`` (a print is new when the update's
+``trade_sequence`` moves, so identical prints are distinct), ``on_book`` runs once per symbol with
+the latest state (``drain_book_updates``); ExecutionReports (exec_to_strategy) and OrderRejects
 (risk_rejects) go to the ``OrderView`` (``order_view.py``), which moves the orders through their
 states and carries the OMS's position. The view changes first and the callback runs after, so a
 callback always sees the view with the event applied. Actions from the strategy become
@@ -36,8 +37,11 @@ import time
 from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, EXECUTION_REPORT, ORDER_REJECT, RISK_SNAPSHOT
 from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, RejectSource, Side, SnapshotKind
 
-from .api import (MARKET_PRICE, ORDER_SETTERS, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping,
-                  make_order)
+from .api import (
+    AGGRESSOR_OF_BYTE, MARKET_PRICE, ORDER_SETTERS, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping,
+    Trade, make_order,
+)
+from .fees import NO_FEES, FeeSchedule
 from .ids import ClientOrderIds
 from .intents import IntentWriter
 from .order_view import OrderView
@@ -55,11 +59,11 @@ _EXEC_AT = EXECUTION_REPORT.at             # hot reads: tuples, fields by these 
 # slot, then one copy of the slot into the symbol's Book (api.Book reads its fields from there on demand).
 _BOOK_HEAD = BOOK_UPDATE.fields_struct(("type_id", "schema_version", "size", "symbol_id", "bid_levels", "ask_levels",
                                         "last_trade_price", "last_trade_shares", "t_rx_ns",
-                                        "t_feed_out_ns")).unpack_from
-_BOOK_TRADE = BOOK_UPDATE.fields_struct(("last_trade_price", "last_trade_shares")).unpack_from
+                                        "t_feed_out_ns", "trade_sequence", "last_trade_t_exchange_ns",
+                                        "last_trade_aggressor")).unpack_from
+_BOOK_TRADE_SEQUENCE = BOOK_UPDATE.fields_struct(("trade_sequence",)).unpack_from
 _BOOK_STAMPS = BOOK_UPDATE.fields_struct(("t_exchange_ns", "t_rx_ns", "t_feed_out_ns")).unpack_from
 _RECORD_TYPE = BOOK_UPDATE.fields_struct(("type_id",)).unpack_from     # the common header's first field
-_BOOK_EXCHANGE_NS = BOOK_UPDATE.fields_struct(("t_exchange_ns",)).unpack_from
 
 _LIVE, _PENDING_CANCEL, _PENDING_REPLACE = OrderState.LIVE, OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE
 _NEW, _REPLACE, _CANCEL, _CANCEL_ALL = Action.NEW, Action.REPLACE, Action.CANCEL, Action.CANCEL_ALL   # enum
@@ -75,9 +79,12 @@ RESTART_POLICIES = ("cancel", "adopt")      # Strategy.restart_orders
 
 
 class StrategyStats:
-    """Plain ints the agent copies into shared-memory counters (``strategy.<name>``)."""
+    """Plain ints the agent copies into shared-memory counters (``strategy.<name>``). ``trades``: prints handed
+    to ``on_trade``; ``trades_missed``: prints the host never received (jumps in a symbol's trade_sequence:
+    the feed dropped updates on a full ring)."""
 
-    __slots__ = ("book_updates", "book_updates_ignored", "book_updates_conflated", "exec_reports", "risk_rejects", "rejects", "rejects_risk",
+    __slots__ = ("book_updates", "book_updates_ignored", "book_updates_conflated", "trades", "trades_missed",
+                 "exec_reports", "risk_rejects", "rejects", "rejects_risk",
                  "rejects_oms", "rejects_exchange", "fills", "filled_shares", "cancel_rejects", "broken",
                  "pending_timeouts", "unknown_orders", "foreign_records", "bad_records", "timers", "errors", "stopped")
 
@@ -131,6 +138,20 @@ def drain(ring, buffer, handle, limit: int) -> int:
             return n
 
 
+def _instrument_map(instruments, symbol_ids: dict[str, int]) -> dict:
+    """symbol -> Instrument from what a caller has; each must be a host symbol with the same id."""
+    if instruments is None:
+        return {}
+    items = list(instruments.values()) if hasattr(instruments, "values") else list(instruments)
+    result = {}
+    for instrument in items:
+        if symbol_ids.get(instrument.symbol) != instrument.symbol_id:
+            raise ValueError(f"instrument {instrument.symbol} has symbol id {instrument.symbol_id}, but the symbols "
+                             f"give it {symbol_ids.get(instrument.symbol, 'none')}")
+        result[instrument.symbol] = instrument
+    return result
+
+
 def _check_shares(shares, what: str = "shares") -> int:
     try:
         shares = operator.index(shares)
@@ -158,8 +179,11 @@ class StrategyHost:
 
     def __init__(self, strategy_class: type[Strategy], parameters, *, symbols: tuple[str, ...], strategy_id: int,
                  intents: IntentWriter, traded: tuple[str, ...] | None = None, ids: ClientOrderIds | None = None,
-                 feed_live=None, on_failed=None, clock_ns=time.time_ns, gate_open=None, timer_interval_ns: int = 0,
-                 snapshot_timeout_ns: int | None = None):
+                 feed_live=None, on_failed=None, clock_ns=time.time_ns, gate_open=None, instruments=None,
+                 fees: FeeSchedule = NO_FEES, timer_interval_ns: int = 0, snapshot_timeout_ns: int | None = None):
+        """``instruments``: the symbols' ``Instrument``s (an ``Instruments``, a mapping symbol -> Instrument
+        or an iterable of them), for ``Strategy.instrument``; the agent passes the layout's, a backtest
+        its own. Each one's symbol id must be its symbol's index in ``symbols``."""
         self.strategy_class = strategy_class
         self.parameters = parameters
         self.symbols = tuple(symbols)
@@ -185,6 +209,7 @@ class StrategyHost:
         self.reducing_requested = False
         self.user_log = logging.getLogger(f"appliance.strategy.{strategy_class.__name__}")
         self._symbol_ids = {s: i for i, s in enumerate(self.symbols)}
+        self.instruments = _instrument_map(instruments, self._symbol_ids)
         self._traded_ids = {s: self._symbol_ids[s] for s in self.traded_symbols}
         self._traded_sids = frozenset(self._traded_ids.values())
         self.restart_policy = "cancel"
@@ -205,9 +230,21 @@ class StrategyHost:
         self._dirty: dict[Book, None] = {}   # books updated in this drain, in order, waiting for on_book
         self._error_log = RateLimitedLog(log, burst=3)
         self._data_log = RateLimitedLog(log, burst=5)
-        self._view = view = OrderView(self.symbols, self._traded_ids, self.stats, self._call, self._data_log)
+        self.fees = fees              # the fee schedule every Fill's fee comes from (fees.py)
+        self._view = view = OrderView(self.symbols, self._traded_ids, self.stats, self._call, self._data_log, fees)
         self.open_orders = view.open_orders
         self.positions = view.positions
+        view.positions._books[:] = self._books        # the marks of unrealized P&L (fills.mark_price)
+
+    def instrument(self, symbol: str):
+        """``Strategy.instrument``: the symbol's Instrument, or KeyError saying why there is none."""
+        found = self.instruments.get(symbol)
+        if found is None:
+            if not self.instruments:
+                raise KeyError(f"no instrument for {symbol!r}: this strategy was given no instruments "
+                               f"(name an instruments file in the layout: instruments: config/instruments.yaml)")
+            raise KeyError(f"no instrument for {symbol!r} (instruments: {', '.join(self.instruments)})")
+        return found
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -660,7 +697,7 @@ class StrategyHost:
         returns the Book, reading the slot, for ``on_book`` (None: dropped, not traded, or the strategy is
         not running; the Book has its copy then). The caller ``_keep``s the Book before releasing."""
         (type_id, version, size, sid, bid_levels, ask_levels, last_price, last_shares, t_rx_ns,
-         t_feed_out_ns) = _BOOK_HEAD(buffer, offset)
+         t_feed_out_ns, trade_sequence, t_trade_ns, aggressor) = _BOOK_HEAD(buffer, offset)
         if type_id != _BOOK_TYPE or version != _BOOK_VERSION or sid >= self._n_symbols \
                 or bid_levels > BOOK_DEPTH or ask_levels > BOOK_DEPTH:
             self._bad("BookUpdate", (type_id, version, size, sid))
@@ -669,16 +706,23 @@ class StrategyHost:
         if book is None:
             self.stats.book_updates_ignored += 1
             return None
-        self.stats.book_updates += 1
-        new_print = last_shares and self._trades_wanted and self.running and \
-            (last_price, last_shares) != _BOOK_TRADE(book._buf)       # the previous update's, kept
+        stats = self.stats
+        stats.book_updates += 1
+        new_print = False
+        previous = _BOOK_TRADE_SEQUENCE(book._buf)[0]                 # the previous update's, kept
+        if trade_sequence != previous:                                 # a print (the feed numbers each one)
+            if previous and trade_sequence > previous + 1:             # prints the host never received
+                stats.trades_missed += trade_sequence - previous - 1
+            new_print = last_shares and self._trades_wanted and self.running
         book._view(buffer, offset)
         if new_print:
+            stats.trades += 1
             self._t_rx_ns = self._event_rx_ns = t_rx_ns
             self._t_feed_out_ns = t_feed_out_ns
-            self._event_exchange_ns = _BOOK_EXCHANGE_NS(buffer, offset)[0]
+            self._event_exchange_ns = t_trade_ns         # the print's own venue time
             try:
-                self.strategy.on_trade(book._symbol, last_price, last_shares)
+                self.strategy.on_trade(Trade(book._symbol, last_price, last_shares, AGGRESSOR_OF_BYTE.get(aggressor),
+                                             trade_sequence, t_trade_ns, t_rx_ns))
             except USER_ERRORS as exc:
                 self._fail("on_trade", exc)
             finally:

@@ -37,6 +37,7 @@ from appliance.config.yaml_lines import MarkedDict, read_yaml_file
 
 from .api import Strategy
 from .config import StrategyConfig, StrategyConfigError
+from .fees import NO_FEES, FeeSchedule, parse_fee_schedule
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class LoadedStrategy:
     parameters: Any
     source: str                  # where the class came from (for the log)
     parameters_source: str       # "inline", or the parameters file's path
+    fees: FeeSchedule = NO_FEES  # from ``fees_file`` (none: every fill costs 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,6 +62,17 @@ def load_parameters_file(path: str) -> dict:
     if not isinstance(data, dict):
         raise StrategyConfigError("", f"expected a mapping of parameters, got {type_name(data)}", file=path, line=1)
     return data
+
+
+def load_fee_schedule(path: str, symbols: tuple[str, ...] = ()) -> FeeSchedule:
+    """The fee schedule in a YAML file (``fees.py`` says the format); errors name the file, key and line.
+    ``symbols``: when given, the only symbols it may name (the layout's). The backtest reads it here too."""
+    def error(key_path, reason, line):
+        return StrategyConfigError(key_path, reason, file=path, line=line)
+    document = read_yaml_file(path, error)
+    if document is None:
+        raise StrategyConfigError("", "empty: a fee schedule needs default: {A, R, other}", file=path, line=1)
+    return parse_fee_schedule(document, Checker(error), tuple(symbols), source=path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +242,11 @@ def _import_file(path: str, key_path: str):
     return module
 
 
+def names_a_file(target: str) -> bool:
+    """Whether a spec's part before the ':' is a file (``path/to/file.py``) rather than a module path."""
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
 def load_strategy_class(spec: str, *, key_path: str = "strategy", base_dirs: list[str] | None = None) \
         -> tuple[type[Strategy], str]:
     """(class, description) from ``module.path:ClassName`` or ``path/to/file.py:ClassName``."""
@@ -236,7 +254,7 @@ def load_strategy_class(spec: str, *, key_path: str = "strategy", base_dirs: lis
     if not sep or not target.strip() or not class_name.strip():
         raise StrategyConfigError(key_path, f"{spec!r} is not 'module.path:ClassName' or 'path/to/file.py:ClassName'")
     base_dirs = base_dirs if base_dirs is not None else [os.getcwd()]
-    if target.endswith(".py") or "/" in target or os.sep in target:
+    if names_a_file(target):
         path = resolve_path(target, base_dirs)
         if path is None:
             tried = target if os.path.isabs(target) else ", ".join(os.path.join(b, target) for b in base_dirs)
@@ -271,8 +289,10 @@ def load_strategy_class(spec: str, *, key_path: str = "strategy", base_dirs: lis
 
 
 def load_strategy(config: StrategyConfig, *, key_path: str = "processes.strategy.params",
-                  layout_path: str | None = None, layout_symbols: tuple[str, ...] = ()) -> LoadedStrategy:
-    """Class and validated parameters for a strategy process (raises StrategyConfigError)."""
+                  layout_path: str | None = None, layout_symbols: tuple[str, ...] = (),
+                  instruments=None) -> LoadedStrategy:
+    """Class and validated parameters for a strategy process (raises StrategyConfigError). With the
+    layout's ``instruments``, the class's ``validate_instruments`` sees every one (symbol -> Instrument)."""
     base_dirs = []
     if layout_path:
         base_dirs.append(os.path.dirname(os.path.abspath(layout_path)))
@@ -291,6 +311,15 @@ def load_strategy(config: StrategyConfig, *, key_path: str = "processes.strategy
         parameters_source, error_file, error_path = "inline", None, f"{key_path}.parameters"
     try:
         cls.validate_parameters(parameters, tuple(layout_symbols))
+        if instruments is not None:
+            cls.validate_instruments(parameters, {i.symbol: i for i in instruments})
     except (ValueError, TypeError) as exc:
         raise StrategyConfigError(error_path or "<top>", str(exc), file=error_file) from None
-    return LoadedStrategy(cls, parameters, source, parameters_source)
+    fees = NO_FEES
+    if config.fees_file is not None:
+        path = resolve_path(config.fees_file, base_dirs)
+        if path is None:
+            raise StrategyConfigError(f"{key_path}.fees_file", f"no such file: {config.fees_file} "
+                                      f"(looked in {', '.join(base_dirs)})")
+        fees = load_fee_schedule(path, tuple(layout_symbols))
+    return LoadedStrategy(cls, parameters, source, parameters_source, fees)

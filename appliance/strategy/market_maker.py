@@ -17,19 +17,25 @@ tested without processes); ``MarketMaker`` only applies them:
   or the feed is not live; after a reject, no new quote in that symbol for ``reject_cooldown_ms``;
 - cancel everything on stop.
 
-Prices are integers with 4 implied decimals; the simulated exchange's tick is 100 ($0.01).
+Prices are integers with 4 implied decimals. Tick and lot come from each symbol's instrument
+(``self.instrument(symbol)``, the layout's instruments file): the parameters do not repeat them.
+A ``tick`` parameter may still be given (globally or per symbol) only when it equals the
+instrument's, and a ``lot`` only as a whole number of round lots (quote in 200s where the round
+lot is 100); anything else is refused at load (``validate_instruments``). Without an instruments
+file (a test layout), ``tick`` and ``lot`` are required parameters.
 """
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Iterable, Literal, NamedTuple
 
 from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_STALE
 from appliance.messages.codes import MARKET_PRICE, Side
 
 from .api import BackPressure, Book, Order, OrderState, Strategy, format_price, reject_reason_name
+from .fills import Fill
 
 log = logging.getLogger("appliance.strategy.market_maker")
 
@@ -64,6 +70,8 @@ class QuoteParams:
 
     def __post_init__(self):
         for name in ("tick", "spread_ticks", "size", "lot", "max_position", "inventory_unit"):
+            if getattr(self, name) is None and name in _FROM_INSTRUMENT:
+                continue                       # MarketMakerParameters: the instrument's, resolved in for_symbol
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("spread_bp", "skew_ticks", "widen_ticks", "requote_threshold_ticks", "reject_cooldown_ms"):
@@ -73,9 +81,9 @@ class QuoteParams:
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         for name, high in _UPPER.items():
-            if getattr(self, name) > high:
+            if getattr(self, name) is not None and getattr(self, name) > high:
                 raise ValueError(f"{name} must be at most {high}, got {getattr(self, name)}")
-        if self.size % self.lot:
+        if self.lot is not None and self.size % self.lot:
             raise ValueError(f"size {self.size} is not a whole number of lots of {self.lot}")
         if self.max_position < self.size:
             raise ValueError(f"max_position {self.max_position} is below size {self.size}: it could never quote")
@@ -98,9 +106,17 @@ class SymbolOverrides:
     reject_cooldown_ms: int | None = None
 
 
+_FROM_INSTRUMENT = ("tick", "lot")
+
+
 @dataclass(frozen=True)
 class MarketMakerParameters(QuoteParams):
-    """The global values (QuoteParams' fields), per-symbol overrides, and whether to watch the feed."""
+    """The global values (QuoteParams' fields), per-symbol overrides, and whether to watch the feed.
+
+    ``tick`` and ``lot`` default to the instrument's tick and round lot (None here); see the module
+    docstring for when they may be given."""
+    tick: int | None = None              # the instrument's; given, it must equal it
+    lot: int | None = None               # the instrument's round lot; given, a whole number of round lots
     symbols: dict[str, SymbolOverrides] = field(default_factory=dict)
     pull_when_feed_down: bool = True     # cancel every quote while control word feed_ready is 0
 
@@ -108,17 +124,35 @@ class MarketMakerParameters(QuoteParams):
         super().__post_init__()
         for symbol in self.symbols:
             try:
-                self.for_symbol(symbol)
+                QuoteParams(**self._merged(symbol))      # tick and lot may still be the instrument's (None)
             except ValueError as exc:
                 raise ValueError(f"symbols.{symbol}: {exc}") from None
 
-    def for_symbol(self, symbol: str) -> QuoteParams:
-        base = QuoteParams(**{f.name: getattr(self, f.name) for f in fields(QuoteParams)})
+    def _merged(self, symbol: str) -> dict:
+        values = {f.name: getattr(self, f.name) for f in fields(QuoteParams)}
         overrides = self.symbols.get(symbol)
-        if overrides is None:
-            return base
-        return replace(base, **{f.name: getattr(overrides, f.name) for f in fields(SymbolOverrides)
-                                if getattr(overrides, f.name) is not None})
+        if overrides is not None:
+            values.update({f.name: getattr(overrides, f.name) for f in fields(SymbolOverrides)
+                           if getattr(overrides, f.name) is not None})
+        return values
+
+    def for_symbol(self, symbol: str, instrument=None) -> QuoteParams:
+        """One symbol's quoting parameters, tick and lot from its ``instrument`` (an
+        ``appliance.config.instruments.Instrument``); ValueError when a tick parameter disagrees with
+        it, a lot parameter is not a whole number of its round lots, or neither says a tick or lot."""
+        values = self._merged(symbol)
+        tick, lot = values["tick"], values["lot"]
+        if instrument is not None:
+            if tick is not None and tick != instrument.tick:
+                raise ValueError(f"tick {tick} disagrees with {symbol}'s instrument (tick {instrument.tick}): leave "
+                                 f"tick out, it comes from the instruments file")
+            if lot is not None and lot % instrument.round_lot:
+                raise ValueError(f"lot {lot} is not a whole number of {symbol}'s round lot ({instrument.round_lot})")
+            values["tick"], values["lot"] = instrument.tick, lot or instrument.round_lot
+        elif tick is None or lot is None:
+            raise ValueError(f"{symbol} has no instrument (the layout names no instruments file): give "
+                             f"{' and '.join(n for n in _FROM_INSTRUMENT if values[n] is None)} as parameters")
+        return QuoteParams(**values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,8 +288,26 @@ class MarketMaker(Strategy):
         if unknown:
             raise ValueError(f"symbols.{unknown[0]}: not a layout symbol ({', '.join(symbols)})")
 
+    @classmethod
+    def validate_instruments(cls, parameters: MarketMakerParameters, instruments: dict) -> None:
+        """At load: every traded symbol's tick and lot resolve against its instrument."""
+        for symbol, instrument in instruments.items():
+            try:
+                parameters.for_symbol(symbol, instrument)
+            except ValueError as exc:
+                where = f"symbols.{symbol}: " if symbol in parameters.symbols else ""
+                raise ValueError(f"{where}{exc}") from None
+
+    def _instrument_or_none(self, symbol: str):
+        """The symbol's instrument, or None without one (then the parameters must say tick and lot)."""
+        try:
+            return self.instrument(symbol)
+        except KeyError:
+            return None
+
     def on_start(self) -> None:
-        self.quotes = {symbol: _SymbolQuotes(symbol, self.book(symbol), self.params.for_symbol(symbol))
+        self.quotes = {symbol: _SymbolQuotes(symbol, self.book(symbol),
+                                             self.params.for_symbol(symbol, self._instrument_or_none(symbol)))
                        for symbol in self.symbols}
         self._by_book = {id(state.book): state for state in self.quotes.values()}
         self._orders = self.orders          # the views live as long as the host: looked up once
@@ -272,7 +324,7 @@ class MarketMaker(Strategy):
         if state is not None:
             self._requote(state)
 
-    def on_fill(self, order: Order, shares: int, price: int) -> None:
+    def on_fill(self, order: Order, fill: Fill) -> None:
         self.requote(order.symbol)        # the position moved: skew and cap change
 
     def on_order_canceled(self, order: Order) -> None:

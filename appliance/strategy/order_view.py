@@ -4,7 +4,9 @@
 cancels and CANCEL_ALLs on their way (to recognise a refusal of one), and the OMS's position per
 symbol. The host adds what the strategy sends (``add``, ``remember_cancel``,
 ``remember_cancel_all``); ExecutionReports (``apply_report``) and OrderRejects (``apply_reject``)
-move the orders through their states. Each change is made before the strategy's callback for it
+move the orders through their states. An EXECUTED becomes a ``Fill`` (``fills.py``) with its fee
+from the schedule (``fees.py``), remembered by match number and order so that a BROKEN hands the
+strategy the very fill it undoes (``on_fill_broken``). Each change is made before the strategy's callback for it
 runs (``notify``, the host's safety net), so a callback always sees the view with the event applied.
 """
 from __future__ import annotations
@@ -15,6 +17,8 @@ from appliance.messages.catalog import EXECUTION_REPORT
 from appliance.messages.codes import ALL_SYMBOLS, VENUE_EVENTS, ExecEvent, OmsReason, RejectSource, Side
 
 from .api import ORDER_SETTERS, OpenOrders, Order, OrderState, Positions, reject_reason_name
+from .fees import NO_FEES
+from .fills import Fill, make_fill
 
 log = logging.getLogger("appliance.strategy")
 
@@ -27,16 +31,20 @@ _REJECTED, _BROKEN, _CANCEL_REJECTED, _PENDING_TIMEOUT = (int(ExecEvent.REJECTED
                                                           int(ExecEvent.CANCEL_REJECTED),
                                                           int(ExecEvent.PENDING_TIMEOUT))
 _REJECTED_LOCALLY = int(ExecEvent.REJECTED_LOCALLY)
+_BUY = Side.BUY
+_new = tuple.__new__
 # Orders are read-only for the strategy: the view changes them through their slots' setters
 _set_state, _set_leaves, _set_filled, _set_price, _set_replaced_by, _set_cancel_id = (
     ORDER_SETTERS[name] for name in ("_state", "_leaves", "_filled", "_price", "_replaced_by", "_cancel_id"))
 MAX_CANCEL_ALL_IDS = 256                    # remembered CANCEL_ALL intents, to recognise a refusal of one
+MAX_REMEMBERED_FILLS = 65536                # fills kept for a Broken Trade (the oldest forgotten)
+_FLAGS = tuple(chr(b) if b else "" for b in range(256))     # ExecutionReport.liquidity_flag -> Fill.liquidity
 
 
 class OrderView:
     """Open orders, cancels in flight and positions, kept true from ExecutionReports and OrderRejects."""
 
-    def __init__(self, symbols: tuple[str, ...], traded_ids: dict[str, int], stats, notify, data_log):
+    def __init__(self, symbols: tuple[str, ...], traded_ids: dict[str, int], stats, notify, data_log, fees=NO_FEES):
         self.symbols = symbols
         self._n_symbols = len(symbols)
         self.stats = stats                                # the host's StrategyStats
@@ -46,6 +54,9 @@ class OrderView:
         self._by_symbol: list[dict[int, Order]] = [{} for _ in symbols]
         self._cancel_targets: dict[int, Order] = {}       # client order id of a CANCEL intent -> its order
         self._cancel_all_ids: dict[int, int] = {}         # client order id of a CANCEL_ALL intent -> symbol id
+        # (match number, client order id) -> (order, fill): the last MAX_REMEMBERED_FILLS, for a Broken Trade
+        self._fills: dict[tuple[int, int], tuple[Order | None, Fill]] = {}
+        self._fee = fees.fee                              # (symbol, liquidity, shares, price) -> price units
         self.open_orders = OpenOrders(self._orders, self._by_symbol, traded_ids)
         self.positions = Positions(symbols)
 
@@ -116,7 +127,7 @@ class OrderView:
             positions._cost_basis[sid] = r[at.cost_basis]
             positions._realized_pnl[sid] = r[at.realized_pnl]
         if event == _EXECUTED:
-            self._on_executed(client_order_id, sid, r[at.side], r[at.shares], r[at.price], r[at.leaves_shares])
+            self._on_executed(r, client_order_id, sid)
         elif event == _ACCEPTED:
             self._on_accepted(client_order_id, r[at.leaves_shares])
         elif event == _CANCELED:
@@ -135,7 +146,7 @@ class OrderView:
             if order is not None:
                 _set_state(order, _PENDING_CANCEL)        # the OMS queries the venue with a cancel
         elif event == _BROKEN:
-            self.stats.broken += 1
+            self._on_broken(r, client_order_id, sid)
         else:
             return False
         return True
@@ -145,18 +156,35 @@ class OrderView:
         order = self._orders.get(client_order_id)
         return order if order is not None else self._cancel_targets.get(client_order_id)
 
-    def _on_executed(self, client_order_id: int, sid: int, side: int, shares: int, price: int, leaves: int) -> None:
+    def _on_executed(self, r: tuple, client_order_id: int, sid: int) -> None:
+        at = _EXEC_AT
+        shares, price, leaves = r[at.shares], r[at.price], r[at.leaves_shares]
         stats = self.stats
         stats.fills += 1
         stats.filled_shares += shares
         order = self._orders.get(client_order_id)
         if order is not None:
-            sid = order._symbol_id
-        if sid < self._n_symbols:
-            if order.is_buy if order is not None else side == Side.BUY:
-                self.positions._bought[sid] += shares
-            else:
-                self.positions._sold[sid] += shares
+            sid, side = order._symbol_id, order._side
+        else:
+            side = r[at.side]
+        if sid >= self._n_symbols:
+            stats.unknown_orders += 1               # ALL_SYMBOLS: no symbol to book it on
+            return
+        positions = self.positions
+        symbol, liquidity = self.symbols[sid], _FLAGS[r[at.liquidity_flag]]
+        fee = self._fee(symbol, liquidity, shares, price)
+        if side == _BUY:
+            positions._bought[sid] += shares
+        else:
+            positions._sold[sid] += shares
+        positions._fees[sid] += fee
+        match = r[at.match_number]
+        fill = _new(Fill, (client_order_id, symbol, side, shares, price, leaves, liquidity, fee, match,
+                           r[at.t_exchange_ns], r[at.t_oms_rx_ns]))          # make_fill without its frame
+        fills = self._fills
+        fills[(match, client_order_id)] = (order, fill)
+        if len(fills) > MAX_REMEMBERED_FILLS:
+            del fills[next(iter(fills))]
         if order is None:
             stats.unknown_orders += 1
             return
@@ -166,7 +194,41 @@ class OrderView:
             _set_state(order, _LIVE)
         if leaves == 0:
             self.close(order, OrderState.FILLED)
-        self._notify("on_fill", order, shares, price)
+        self._notify("on_fill", order, fill)
+
+    def _on_broken(self, r: tuple, client_order_id: int, sid: int) -> None:
+        """The venue broke a fill (by match number): its shares and fee are taken back out of this view's
+        tallies (the OMS's position, cost and P&L arrived with the report), and the strategy sees the
+        fill it undoes. A fill this process never saw (from before a restart) is rebuilt from the report,
+        with the report's times; ``order`` is None then when the order is not open here either."""
+        at = _EXEC_AT
+        stats = self.stats
+        stats.broken += 1
+        remembered = self._fills.pop((r[at.match_number], client_order_id), None)
+        if remembered is not None:
+            order, fill = remembered
+        else:
+            order = self._orders.get(client_order_id)
+            if order is not None:
+                sid = order._symbol_id
+            if sid >= self._n_symbols:
+                stats.unknown_orders += 1
+                return
+            symbol, liquidity, shares, price = (self.symbols[sid], _FLAGS[r[at.liquidity_flag]], r[at.shares],
+                                                r[at.price])
+            fill = make_fill(client_order_id, symbol, order._side if order is not None else r[at.side], shares, price,
+                             r[at.leaves_shares], liquidity, self._fee(symbol, liquidity, shares, price),
+                             r[at.match_number], r[at.t_exchange_ns], r[at.t_oms_rx_ns])
+        positions = self.positions
+        sid = positions._symbol_ids[fill.symbol]
+        if fill.side == _BUY:
+            positions._bought[sid] -= fill.shares
+        else:
+            positions._sold[sid] -= fill.shares
+        positions._fees[sid] -= fill.fee
+        if order is not None:
+            _set_filled(order, order._filled - fill.shares)
+        self._notify("on_fill_broken", order, fill)
 
     def _on_accepted(self, client_order_id: int, leaves: int) -> None:
         self._acknowledged(client_order_id, leaves, 0)

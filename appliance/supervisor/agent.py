@@ -120,6 +120,10 @@ class SupervisorAgent(Agent):
 
     # ------------------------------------------------------------------ duty cycle
 
+    def wait_fds(self) -> tuple:
+        """The control socket and its clients: a request (a kill) ends the nap instead of waiting it out."""
+        return self.control_server.fds() if self.control_server is not None else ()
+
     def do_work(self) -> int:
         now = time.monotonic_ns()
         work = self.control_server.poll() if self.control_server is not None else 0

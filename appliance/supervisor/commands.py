@@ -355,7 +355,7 @@ class reload_limits:  # noqa: N801
         spec = layout.processes.get("risk")
         try:
             path = parse_params(spec.params if spec else {}, layout.path, "processes.risk.params")["limits"]
-            limits = load_limits(path, layout.symbols)
+            limits = load_limits(path, layout.symbols, instruments=layout.instruments)
         except (LimitsError, LayoutError, OSError) as exc:
             print(f"error: {exc}; nothing sent, risk keeps its limits", file=sys.stderr)
             return 1

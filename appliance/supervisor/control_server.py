@@ -48,6 +48,10 @@ class ControlServer:
         self.errors = 0
         self.dropped = 0                  # clients closed for silence, an over-long line, not reading, too many
 
+    def fds(self) -> tuple[int, ...]:
+        """The listening socket and every client's: what the supervisor's nap waits on (``SleepIdle``)."""
+        return (self.sock.fileno(), *(conn.fileno() for conn in self.clients))
+
     def poll(self) -> int:
         work = 0
         now = time.monotonic()

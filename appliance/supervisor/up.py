@@ -177,7 +177,7 @@ class Up:
             AgentContext(layout, process, memory, memory.counters_writer("supervisor")), self.config,
             self.children, on_status=(lambda _agent: status_line.print()) if status_line else None)
         agent.control_server = self.server
-        runner = AgentRunner(agent, make_idle_strategy(process.idle), memory.heartbeat("supervisor"),
+        runner = AgentRunner(agent, make_idle_strategy(process.idle, waiter=agent), memory.heartbeat("supervisor"),
                              memory.process_table_atomics(), process_record_offset(layout, process), process)
         agent.runner = runner
         if self.args.duration:

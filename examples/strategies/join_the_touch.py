@@ -16,20 +16,22 @@ against the layout file's directory, then the working directory)::
 
 The ``Parameters`` dataclass below is what the loader validates those parameters against: an
 unknown key, a missing ``lot``, or ``min_spread_ticks: two`` stops the process at start with the
-key path and the reason. The strategy imports only ``appliance.strategy``, its public API.
+key path and the reason. The tick is not a parameter: each symbol's comes from its instrument
+(``self.instrument(symbol).tick``, the layout's instruments file), and a ``lot`` that is not a
+whole number of the instrument's round lots is refused at load (``validate_instruments``). The
+strategy imports only ``appliance.strategy``, its public API.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliance.strategy import Book, Order, Side, Strategy, format_price
+from appliance.strategy import Book, Fill, Order, Side, Strategy, format_price
 
 
 @dataclass(frozen=True)
 class Parameters:
     lot: int                          # required: shares per order
-    min_spread_ticks: int = 2         # do not join a market tighter than this
-    tick: int = 100                   # $0.01 with 4 implied decimals
+    min_spread_ticks: int = 2         # do not join a market tighter than this (ticks of the instrument)
     max_position: int = 300           # no more buying above this (or selling below its negative)
 
     def __post_init__(self):
@@ -42,14 +44,23 @@ class Parameters:
 class JoinTheTouch(Strategy):
     Parameters = Parameters
 
+    @classmethod
+    def validate_instruments(cls, parameters: Parameters, instruments: dict) -> None:
+        for symbol, instrument in instruments.items():
+            if parameters.lot % instrument.round_lot:
+                raise ValueError(f"lot {parameters.lot} is not a whole number of {symbol}'s round lot "
+                                 f"({instrument.round_lot})")
+
     def on_start(self) -> None:
         self.resting: dict[tuple[str, Side], int] = {}        # (symbol, side) -> client order id
         self.fills = 0
+        self.min_spread = {symbol: self.instrument(symbol).ticks(self.params.min_spread_ticks)
+                           for symbol in self.symbols}       # price units, from each instrument's tick
 
     def on_book(self, book: Book) -> None:
         p = self.params
         tradable = (not (book.stale or book.crossed or book.halted) and book.bid_price and book.ask_price
-                    and book.ask_price - book.bid_price >= p.min_spread_ticks * p.tick)
+                    and book.ask_price - book.bid_price >= self.min_spread[book.symbol])
         position = self.positions[book.symbol]
         self._side(book.symbol, Side.BUY, book.bid_price if tradable and position < p.max_position else 0)
         self._side(book.symbol, Side.SELL, book.ask_price if tradable and position > -p.max_position else 0)
@@ -70,9 +81,10 @@ class JoinTheTouch(Strategy):
             if new_id is not None:
                 self.resting[key] = new_id
 
-    def on_fill(self, order: Order, shares: int, price: int) -> None:
+    def on_fill(self, order: Order, fill: Fill) -> None:
         self.fills += 1
-        self.log.info("%s %s %d @ %s, position %d", order.symbol, order.side.name, shares, format_price(price),
+        self.log.info("%s %s %d @ %s (%s, fee %s), position %d", order.symbol, order.side.name, fill.shares,
+                      format_price(fill.price), fill.liquidity_name, format_price(fill.fee),
                       self.positions[order.symbol])
 
     def on_order_rejected(self, order: Order, source, reason: int) -> None:

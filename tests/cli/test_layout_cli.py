@@ -22,6 +22,8 @@ def test_show_prints_offsets_of_every_ring():
     assert proc.returncode == 0
     for ring in ("book_updates", "order_intents", "approved_orders", "exec_to_strategy"):
         assert f"ring    {ring}" in proc.stdout
+    assert "symbol  0   AAPL      tick 0.0100 round lot 100 band 0.0100..200000.0000 reference 190.0000  (" in proc.stdout
+    assert "config/instruments.yaml:11)" in proc.stdout                 # where each instrument is defined
 
 
 def test_check_reports_a_bad_file_in_one_line(tmp_path):
@@ -29,6 +31,6 @@ def test_check_reports_a_bad_file_in_one_line(tmp_path):
     bad.write_text("version: 1\nname: x\nsegments: []\nrings: []\ntables: []\nprocesses: []\nextra: 1\n")
     proc = run("check", str(bad))
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: {bad}:7: extra: unknown key (allowed: name, processes, profile, profiles, rings, " \
+    assert proc.stderr.strip() == f"error: {bad}:7: extra: unknown key (allowed: instruments, name, processes, profile, profiles, rings, " \
                                   f"segments, symbols, tables, version)"
     assert "Traceback" not in proc.stderr

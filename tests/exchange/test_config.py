@@ -203,7 +203,7 @@ def test_the_config_is_frozen():
 BAD_DOCUMENTS = [
     # (id, text, key_path, line, reason fragment)
     ("unknown top-level key", BASE + "bogus: 1\n", "bogus", 6,
-     "unknown key (allowed: background, control, duration_s, faults, firms, limits, market_data, order_entry, records"),
+     "unknown key (allowed: background, control, duration_s, faults, firms, instruments, limits, market_data, order_entry, records"),
     ("unknown nested key", BASE + "faults:\n  drop: 0.1\n  dorp: 0.2\n", "faults.dorp", 8,
      "unknown key (allowed: drop, duplicate, reorder, seed)"),
     ("unknown key in a symbol", BASE.replace("1900000}", "1900000, lot: 5}"), "symbols[0].lot", 3,

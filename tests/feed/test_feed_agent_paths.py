@@ -12,7 +12,7 @@ from appliance.feed.books import BookSet
 from appliance.sim.ports import free_port
 from feed_rig import SUBSCRIBED, InProcessFeed, InProcessVenue, feed_layout
 
-CLOCKS = ("t_rx_ns", "t_feed_out_ns", "t_exchange_ns")     # clocks: the two venues run at different times
+CLOCKS = ("t_rx_ns", "t_feed_out_ns", "t_exchange_ns", "last_trade_t_exchange_ns")  # the two venues run at different times
 
 
 def _run(write_layout, name: str, operations: int, **params):

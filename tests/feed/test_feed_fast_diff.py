@@ -104,6 +104,34 @@ def test_every_type_the_books_use(pair):
     pair.publish_all()
 
 
+def test_identical_prints_aggressors_and_order_counts(pair):
+    """The facts BookUpdate version 4 added, on both paths: a trade number per print (identical prints in one
+    packet and across packets), the aggressor of E, C (known and unknown order), P (each indicator) and Q, the
+    print's own timestamp, and the orders at each level through adds, partial and whole executions, replaces
+    at the same and another price, cancels and deletes."""
+    open_day(pair)
+    steps = [
+        [add(1, 1, "B", 100, 5000, ts=20), add(1, 2, "B", 50, 5000, ts=21), add(1, 3, "B", 10, 4990),
+         add(1, 4, "S", 100, 5010), add(1, 5, "S", 100, 5010), add(1, 6, "S", 1, 5020, mpid="MPID")],
+        [trade(1, 100, 5005, ts=30), trade(1, 100, 5005, ts=30), trade(1, 100, 5005, ts=30)],   # identical prints
+        [trade(1, 100, 5005, ts=31, side="S"), trade(1, 100, 5005, ts=32, side=" ")],
+        [execute(1, 1, 10, ts=40), execute(1, 1, 10, ts=40)],                     # E on a buy, identical twice
+        [execute(1, 4, 100, ts=41)],                                              # E takes a sell order whole
+        [execute_at(1, 5, 5, 5011, ts=42), execute_at(1, 2, 5, 4999, ts=43), execute_at(1, 99, 5, 5000, ts=44)],
+        [execute_at(1, 5, 5, 5011, printable="N", ts=45)],
+        [cross(1, 500, 5003, ts=46), cross(1, 0, 5003, ts=47)],
+        [replace(1, 3, 7, 20, 4990), replace(1, 7, 8, 20, 5000), cancel(1, 8, 5), delete(1, 6)],
+    ]
+    for step in steps:
+        pair.packet(blocks(*step))
+    for step in steps:
+        for m in step:
+            pair.packet(blocks(m))
+    pair.check("end", orders=True)
+    aapl = pair.books.books[0]
+    assert aapl.trades > 12 and aapl.last_trade_aggressor == 0 and aapl.order_counts(True) == [3]
+
+
 def test_directory_handling(pair):
     pair.packet(blocks(directory("AAPL", 1), directory("TSLA", 4), directory("AAPL", 5), directory("MSFT", 5),
                        add(5, 1, "B", 10, 10, stock="MSFT"), add(1, 2, "B", 10, 10), directory("MSFT", 5)))

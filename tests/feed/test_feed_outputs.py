@@ -21,8 +21,8 @@ class Recorder(Strategy):
     def on_start(self):
         self.events = []
 
-    def on_trade(self, symbol, price, shares):
-        self.events.append(("trade", symbol, price, shares))
+    def on_trade(self, trade):
+        self.events.append(("trade", trade.symbol, trade.price, trade.shares))
 
 
 @pytest.fixture

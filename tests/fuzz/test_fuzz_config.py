@@ -27,6 +27,7 @@ from appliance.oms.config import OmsConfigError, parse_oms_params
 from appliance.risk.agent import parse_params as parse_risk_params
 from appliance.risk.limits import LimitsError, describe_changes, load_limits, parse_limits
 from appliance.config.errors import ConfigFileError, ParamsError
+from appliance.config.instruments import InstrumentsError, load_instruments, parse_instruments
 from appliance.runtime.layout import LayoutError, parse_layout
 from appliance.config.yaml_lines import plain
 from appliance.strategy.config import StrategyConfig, StrategyConfigError, parse_strategy_params
@@ -179,11 +180,12 @@ def test_fuzz_layout_and_the_params_behind_it():
                       expected=PARAMS_ERRORS, on_error=_check_named, test_file=THIS, soak_share=0.06)
 
 
-BASE_LIMITS = parse_limits(_read("config/risk_limits.yaml"), SYMBOLS, "base.yaml")
+INSTRUMENTS = load_instruments(ROOT / "config" / "instruments.yaml")
+BASE_LIMITS = parse_limits(_read("config/risk_limits.yaml"), SYMBOLS, "base.yaml", instruments=INSTRUMENTS)
 
 
 def check_limits(data):
-    limits = parse_limits(data, SYMBOLS, "fuzz.yaml")
+    limits = parse_limits(data, SYMBOLS, "fuzz.yaml", instruments=INSTRUMENTS)
     if limits.market_hours is not None:           # what the engine asks of it, at several times of day
         for now_ns in (0, 1_764_000_000_000_000_000, 1_764_050_000_123_456_789, 4_102_444_800_000_000_000):
             is_open, until_ns = limits.market_hours.state_at(now_ns)
@@ -206,7 +208,7 @@ def _quote_with(loaded) -> None:
     if loaded.strategy_class.__name__ != "MarketMaker":
         return
     for symbol in SYMBOLS:
-        params = loaded.parameters.for_symbol(symbol)
+        params = loaded.parameters.for_symbol(symbol, INSTRUMENTS[symbol])
         for top, position in QUOTING:
             desired_quotes(top, position, [], params)
 
@@ -218,7 +220,7 @@ def test_fuzz_strategy_parameters_file(tmp_path):
     def check(data):
         path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass"))
         config = StrategyConfig(strategy=MARKET_MAKER, strategy_id=1, parameters_file=str(path))
-        _quote_with(load_strategy(config, layout_symbols=SYMBOLS))
+        _quote_with(load_strategy(config, layout_symbols=SYMBOLS, instruments=INSTRUMENTS))
 
     fuzzkit.run_cases("strategy-file", 120, lambda rng: fuzzkit.yaml_inputs(rng, texts, docs), check,
                       expected=(StrategyConfigError,), on_error=_check_named, test_file=THIS, soak_share=0.06)
@@ -228,6 +230,23 @@ def check_exchange(data):
     config = parse_config(data, "fuzz.yaml")
     again = parse_config(config.to_yaml(), "roundtrip.yaml")       # what `default-config` / to_yaml writes reads back
     assert again == config, (config, again)
+
+
+SMALL_INSTRUMENTS = "version: 1\ninstruments:\n  - {symbol: A, tick: 0.05, round_lot: 10, min_price: 1, max_price: 9}\n"
+
+
+def check_instruments(data):
+    for instrument in parse_instruments(data, "fuzz.yaml"):       # what a strategy asks of each one
+        for price in (0, 1, instrument.min_price, instrument.max_price, 1_900_123):
+            instrument.is_valid_price(price)
+            assert instrument.is_valid_price(instrument.round_price(price, "B"))
+            assert instrument.is_valid_price(instrument.round_price(price, "S"))
+
+
+def test_fuzz_instruments():
+    texts, docs = _seeds(_read("config/instruments.yaml"), SMALL_INSTRUMENTS, SMALL_INSTRUMENTS)
+    fuzzkit.run_cases("instruments", 120, lambda rng: fuzzkit.yaml_inputs(rng, texts, docs), check_instruments,
+                      expected=(InstrumentsError,), on_error=_check_named, test_file=THIS, soak_share=0.06)
 
 
 def test_fuzz_exchange_config():
@@ -289,7 +308,7 @@ def _params_check(name: str):
         elif name == "strategy":
             config = parse_strategy_params(params, path, SYMBOLS)
             if config.strategy == MARKET_MAKER and config.parameters_file is None:
-                _quote_with(load_strategy(config, key_path=path, layout_symbols=SYMBOLS))
+                _quote_with(load_strategy(config, key_path=path, layout_symbols=SYMBOLS, instruments=INSTRUMENTS))
     return check
 
 

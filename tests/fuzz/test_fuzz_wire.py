@@ -562,7 +562,7 @@ def test_fuzz_oms_order_book_applies_venue_messages():
     tokens = [b"AB0000000001  ", b"AB0000000002  ", b"AB0000000003  ", b"UNKNOWN000001 "]
     scratch = bytearray(EXECUTION_REPORT.size)
 
-    def report(event, order, shares, price, match=0, reason=0, source=0, t_exchange_ns=0):
+    def report(event, order, shares, price, match=0, reason=0, source=0, t_exchange_ns=0, liquidity=0):
         positions = book.positions
         sid = order.symbol_id
         position, cost, realized = ((positions.position[sid], positions.cost_basis[sid], positions.realized_pnl[sid])
@@ -571,7 +571,7 @@ def test_fuzz_oms_order_book_applies_venue_messages():
         EXECUTION_REPORT.pack_into(scratch, 0, order.client_order_id, order.orig_client_order_id, order.order_ref,
                                    match, order.strategy_id, sid if sid >= 0 else 0xFFFFFFFF, event, order.side,
                                    reason, source, shares, price, max(0, order.leaves), position, cost, realized,
-                                   t_exchange_ns, 1)
+                                   t_exchange_ns, 1, liquidity)
 
     book = None
 

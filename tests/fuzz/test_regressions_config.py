@@ -24,6 +24,7 @@ SYMBOLS = ("AAPL", "MSFT", "SPY", "QQQ", "TSLA")
 MARKET_MAKER = "appliance.strategy.market_maker:MarketMaker"
 _LAYOUT = (ROOT / "shm_layout.yaml").read_text()
 _LIMITS = (ROOT / "config/risk_limits.yaml").read_text()
+_INSTRUMENTS = load_layout(ROOT / "shm_layout.yaml").instruments
 
 
 def _laughs_flow(levels: int) -> str:
@@ -53,7 +54,8 @@ YAML_REGRESSIONS = {
 def test_regression_yaml_layout_and_limits(name):
     old, new, fragment = YAML_REGRESSIONS[name]
     for parse, text, error in ((lambda t: parse_layout(t, "fz.yaml", available_cpus={0}), _LAYOUT, LayoutError),
-                               (lambda t: parse_limits(t, SYMBOLS, "fz.yaml"), _LIMITS, LimitsError)):
+                               (lambda t: parse_limits(t, SYMBOLS, "fz.yaml", instruments=_INSTRUMENTS), _LIMITS,
+                                LimitsError)):
         started = time.monotonic()
         with pytest.raises(error) as caught:
             parse(text.replace(old, new, 1))

@@ -111,13 +111,13 @@ def _report_packer(book_ref: list):
     """The values OmsAgent._report packs into an ExecutionReport, in its order."""
     scratch = bytearray(EXECUTION_REPORT.size)
 
-    def report(event, order, shares, price, match=0, reason=0, source=0, t_exchange_ns=0):
+    def report(event, order, shares, price, match=0, reason=0, source=0, t_exchange_ns=0, liquidity=0):
         p = book_ref[0].positions
         sid = order.symbol_id
         EXECUTION_REPORT.pack_into(scratch, 0, order.client_order_id, order.orig_client_order_id, order.order_ref,
                                    match, order.strategy_id, sid, event, order.side, reason, source, shares, price,
                                    max(0, order.leaves), p.position[sid], p.cost_basis[sid], p.realized_pnl[sid],
-                                   t_exchange_ns, 1)
+                                   t_exchange_ns, 1, liquidity)
     return report
 
 

@@ -275,3 +275,83 @@ def test_a_parked_oms_waits_on_its_venue_socket_and_its_doorbell_at_once(setup, 
         pump(agent, lambda: E.ACCEPTED in s.rig.events(1), message="the Accepted applied")
     finally:
         idle.close()
+
+
+class _IntentTap:
+    """The strategy's order_intents ring as the test's list (the test plays risk in between)."""
+
+    def __init__(self):
+        from appliance.messages.catalog import ORDER_INTENT
+        self.buffer = bytearray(ORDER_INTENT.size)
+        self.intents: list[dict] = []
+        self._read = ORDER_INTENT.as_dict
+
+    def claim(self) -> int:
+        return 0
+
+    def commit(self) -> None:
+        self.intents.append(self._read(self.buffer, 0))
+
+
+def test_a_fill_s_facts_reach_the_strategy_intact_through_the_oms_and_a_broken_trade_hands_it_back(setup):
+    """The venue's Executed (timestamp, match number, liquidity flag) -> the OMS's journal and report ->
+    the strategy host's Fill (with the fee) -> the venue's Broken Trade of it -> on_fill_broken."""
+    from appliance.messages.catalog import EXECUTION_REPORT
+    from appliance.strategy import Strategy
+    from appliance.strategy.fees import FeeSchedule
+    from appliance.strategy.host import StrategyHost
+    from appliance.strategy.intents import IntentWriter
+    from appliance.wire.venue_time import ns_since_midnight
+    from oms_rig import SYMBOLS
+
+    venue_ns = time.time_ns() // 1000 * 1000 - 5_000_000_000             # the venue's clock, 5 s behind ours
+    fills = []
+
+    def policy(message):
+        if message["type"] == "O":
+            token = message["order_token"]
+            return [accepted(message),
+                    {"type": "E", "timestamp": ns_since_midnight(venue_ns), "order_token": token, "executed_shares": 40,
+                     "execution_price": message["price"], "liquidity_flag": "A", "match_number": 880_001},
+                    {"type": "E", "timestamp": ns_since_midnight(venue_ns + 1), "order_token": token,
+                     "executed_shares": 60, "execution_price": message["price"] - 100, "liquidity_flag": "R",
+                     "match_number": 880_002},
+                    {"type": "B", "timestamp": ns_since_midnight(venue_ns + 2), "order_token": token,
+                     "match_number": 880_001, "reason": "E"}]
+        return accept_all(message)
+
+    class Recording(Strategy):
+        def on_fill(self, order, fill):
+            fills.append(("fill", order.leaves, fill))
+
+        def on_fill_broken(self, order, fill):
+            fills.append(("broken", order.filled, fill))
+
+    s = setup(policy)
+    agent = s.start()
+    ready(agent, s.rig)
+    tap = _IntentTap()
+    host = StrategyHost(Recording, None, symbols=tuple(SYMBOLS), strategy_id=1, intents=IntentWriter(tap, tap.buffer, 1),
+                        fees=FeeSchedule({"A": -2000, "R": 3000}, 3000))
+    host.start()
+    cid = host.strategy.buy("MSFT", 100, 4_200_000)
+    intent = tap.intents[-1]
+    assert intent["client_order_id"] == cid
+    s.rig.new(cid, "MSFT", "B", 100, 4_200_000, strategy=intent["strategy_id"])       # risk approves it
+    pump(agent, lambda: E.BROKEN in s.rig.events(cid), message="the fills and the break")
+    t_before = time.time_ns()
+    for report in s.rig.reports_of(cid):                           # the OMS's very records, into the host
+        record = bytearray(EXECUTION_REPORT.size)
+        EXECUTION_REPORT.pack_into(record, 0, *[report[name] for name in EXECUTION_REPORT.field_names[3:]])
+        host.handle_execution_report(record, 0)
+    (_, leaves1, first), (_, leaves2, second), (kind, filled, undone) = fills
+    assert (first.client_order_id, first.symbol, first.shares, first.price, first.leaves, leaves1) == \
+        (cid, "MSFT", 40, 4_200_000, 60, 60)
+    assert (first.liquidity, first.fee, first.match_number, first.t_exchange_ns) == ("A", -800, 880_001, venue_ns)
+    assert venue_ns < first.t_rx_ns < t_before                     # the OMS's receive time, on our clock
+    assert (second.liquidity, second.fee, second.match_number, second.price, second.leaves, leaves2) == \
+        ("R", 1800, 880_002, 4_199_900, 0, 0)
+    assert second.t_exchange_ns == venue_ns + 1
+    assert kind == "broken" and undone is first and filled == 60
+    assert host.positions["MSFT"] == 60 and host.positions.fees("MSFT") == 1800
+    assert host.positions.cost_basis("MSFT") == 60 * 4_199_900 and host.positions.avg_price("MSFT") == 4_199_900

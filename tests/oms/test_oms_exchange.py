@@ -14,6 +14,7 @@ import pytest
 from appliance.exchange.records import read_ouch_log
 from appliance.messages.codes import TIF_IOC, Action, ExecEvent, OmsReason
 from appliance.wire import ouch
+from appliance.wire.venue_time import ns_since_midnight
 from conftest import output_of, wait_until
 from exchange_process import OrderClient, RunningExchange, base_config
 from oms_rig import SYMBOLS, Rig, journal_path, oms_layout
@@ -143,8 +144,17 @@ def test_orders_replaces_cancels_and_fills_reconcile_with_the_exchange(venue, ri
     wait_until(lambda: E.CANCELED in rig.events(6)[2:], 10, message="the day order expired")
     assert rig.control.get("oms_open_orders") == 0
     assert_positions_match(rig, report)
-    inbound, _outbound = venue_messages(venue)
+    inbound, outbound = venue_messages(venue)
     assert [m["type"] for m in inbound] == ["O", "O", "U", "X", "O", "O", "X"]
+    # every fill's facts as the exchange sent them: match number, shares, price, liquidity flag, venue time
+    executions = {m["match_number"]: m for m in outbound if m["type"] == "E"}
+    reported = [r for r in rig.strategy_reports if r["event"] == E.EXECUTED]
+    assert len(reported) == len(executions) == 4
+    for r in reported:
+        sent = executions[r["match_number"]]
+        assert (r["shares"], r["price"], chr(r["liquidity_flag"]), ns_since_midnight(r["t_exchange_ns"])) == \
+            (sent["executed_shares"], sent["execution_price"], sent["liquidity_flag"], sent["timestamp"])
+    assert {r["client_order_id"]: chr(r["liquidity_flag"]) for r in reported} == {1: "R", 2: "R", 3: "A", 5: "A"}
     rig.proc.terminate()
     assert rig.proc.wait(10) == 0, output_of(rig.proc)
 

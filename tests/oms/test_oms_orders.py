@@ -69,7 +69,7 @@ class Recorder:
     def __init__(self):
         self.reports = []
 
-    def __call__(self, event, order, shares, price, match, reason, source, t_exchange_ns):
+    def __call__(self, event, order, shares, price, match, reason, source, t_exchange_ns, liquidity=0):
         self.reports.append((ExecEvent(event), order.client_order_id, shares, price, match, reason, source,
                              order.leaves))
 
@@ -310,3 +310,49 @@ def test_a_broken_trade_reverses_the_fill(book):
     book.apply_ouch(broken(order.token, 424_242), 0)
     assert book.positions.position[0] == 0 and book.positions.cost_basis[0] == 0 and order.executed == 0
     assert book.positions.fills[0] == 0 and book.report.reports[-1][0] is ExecEvent.BROKEN
+
+
+def test_the_liquidity_flag_of_an_execution_reaches_its_report_and_the_broken_trade_s(book):
+    reports = []
+    book.report = lambda event, order, shares, price, match, reason, source, t_exchange_ns, liquidity: \
+        reports.append((ExecEvent(event), shares, price, match, liquidity))
+    order = new_order(book)
+    book.apply_ouch(accepted(order.token), 0)
+    for flag, match in (("R", 501), ("k", 502)):
+        book.apply_ouch(msg({"type": "E", "order_token": order.token.decode(), "executed_shares": 30,
+                             "execution_price": 1_900_000, "liquidity_flag": flag, "match_number": match}), 0)
+    book.apply_ouch(broken(order.token, 501), 0)
+    assert reports == [(ExecEvent.ACCEPTED, 100, 1_900_000, 0, 0),
+                       (ExecEvent.EXECUTED, 30, 1_900_000, 501, ord("R")),
+                       (ExecEvent.EXECUTED, 30, 1_900_000, 502, ord("k")),
+                       (ExecEvent.BROKEN, 30, 1_900_000, 501, ord("R"))]
+
+
+def test_a_broken_trade_takes_its_fill_out_of_the_day_exactly(book):
+    """Undoing a fill as an opposite trade realized a P&L that never was (a broken closing fill) and left the
+    cost at the average instead of the fills that remain (a broken opening fill)."""
+    order = new_order(book, shares=300)
+    book.apply_ouch(accepted(order.token, shares=300), 0)
+    book.apply_ouch(executed(order.token, 40, 1_900_000, match=601), 0)
+    book.apply_ouch(executed(order.token, 60, 1_899_900, match=602), 0)
+    book.apply_ouch(broken(order.token, 601), 0)                 # the opening fill at 190.00 never was
+    p = book.positions
+    assert (p.position[0], p.cost_basis[0], p.realized_pnl[0]) == (60, 60 * 1_899_900, 0)
+    seller = new_order(book, shares=50, side=ord("S"))
+    book.apply_ouch(accepted(seller.token, shares=50, side="S"), 0)
+    book.apply_ouch(executed(seller.token, 50, 1_910_000, match=603), 0)
+    assert p.realized_pnl[0] == 50 * (1_910_000 - 1_899_900)
+    book.apply_ouch(broken(seller.token, 603), 0)                # the closing sale never was: nothing realized
+    assert (p.position[0], p.cost_basis[0], p.realized_pnl[0]) == (60, 60 * 1_899_900, 0)
+    assert p.fills[0] == 1 and p.filled_shares[0] == 60
+
+
+def test_both_sides_of_a_self_match_are_fills_of_their_own(book):
+    buyer, seller = new_order(book), new_order(book, side=ord("S"))
+    for order, side in ((buyer, "B"), (seller, "S")):
+        book.apply_ouch(accepted(order.token, side=side), 0)
+    book.apply_ouch(executed(buyer.token, 100, 1_900_000, match=700), 0)
+    book.apply_ouch(executed(seller.token, 100, 1_900_000, match=700), 0)     # the same match number
+    assert book.duplicate_fills == 0 and book.positions.fills[0] == 2 and book.positions.position[0] == 0
+    book.apply_ouch(broken(buyer.token, 700), 0)
+    assert book.positions.position[0] == -100 and book.bad_messages == 0

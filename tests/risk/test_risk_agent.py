@@ -169,7 +169,7 @@ class RiskUnderTest:
         slot = self.reports.claim()
         assert slot >= 0, "exec_to_risk full"
         EXECUTION_REPORT.pack_into(self.reports.buffer, slot, cid, orig, 0, 0, 7, sid, int(event), side, 0, 0, shares,
-                                   price, leaves, position, cost, realized, 0, time.time_ns())
+                                   price, leaves, position, cost, realized, 0, time.time_ns(), 0)
         self.reports.commit()
 
     def fill(self, cid: int, shares: int) -> None:

@@ -47,7 +47,7 @@ def error_of(text: str, symbols=LAYOUT_SYMBOLS) -> LimitsError:
 
 def test_the_repository_limits_file_is_valid_for_the_repository_layout():
     layout = load_layout(ROOT / "shm_layout.yaml")
-    limits = load_limits(ROOT / "config" / "risk_limits.yaml", layout.symbols)
+    limits = load_limits(ROOT / "config" / "risk_limits.yaml", layout.symbols, instruments=layout.instruments)
     assert all(s is not None for s in limits.symbols), "every layout symbol has limits"
     assert limits.market_hours is None                      # never blocks a test run
     assert limits.allow_market_orders is False
@@ -56,7 +56,9 @@ def test_the_repository_limits_file_is_valid_for_the_repository_layout():
 def test_the_repository_limits_let_the_reference_market_maker_trade_at_the_exchanges_prices():
     import yaml
     exchange = {s["symbol"]: s["reference_price"] for s in yaml.safe_load(DEFAULT_CONFIG_YAML)["symbols"]}
-    limits = load_limits(ROOT / "config" / "risk_limits.yaml", LAYOUT_SYMBOLS)
+    instruments = load_layout(ROOT / "shm_layout.yaml").instruments
+    assert {i.symbol: i.reference_price for i in instruments} == exchange     # what `up --sim` lists (sim/)
+    limits = load_limits(ROOT / "config" / "risk_limits.yaml", LAYOUT_SYMBOLS, instruments=instruments)
     quote, max_position = 100, 1000
     worst = max_position + 2 * quote                          # a full position, a quote and a replace in flight
     gross = 0

@@ -370,3 +370,26 @@ def test_no_wake_up_is_lost_between_a_producer_process_and_a_poll_waiting_consum
         idle.close()
         venue.close()
         peer.close()
+
+
+def test_a_sleeper_with_sockets_is_woken_by_a_request_instead_of_sleeping_out_its_nap():
+    """The supervisor slept its 10 ms nap (small profile) with a kill waiting on its control socket: a
+    sleeper given the agent's sockets now naps in poll() on them, so the request ends the nap."""
+    control, client = socket.socketpair()
+    sleeper = make_idle_strategy(IdleSpec("sleep", sleep_ns=60_000_000_000), waiter=SocketWaiter([control.fileno()]))
+    try:
+        threading.Timer(0.05, client.send, (b"kill\n",)).start()
+        started = time.monotonic_ns()
+        sleeper.idle(0)                         # a 60 s nap without the socket
+        assert time.monotonic_ns() - started < 30_000_000_000
+        sleeper.idle(5)                         # work: no nap at all
+        assert control.recv(16) == b"kill\n"
+    finally:
+        control.close()
+        client.close()
+
+
+def test_a_sleeper_without_sockets_still_sleeps(calls):
+    sleeper = make_idle_strategy(IdleSpec("sleep", sleep_ns=250_000), waiter=SocketWaiter([]))
+    sleeper.idle(0)
+    assert calls.sleeps == [0.00025]

@@ -15,9 +15,15 @@ from appliance.sim.up import sim_credentials
 from conftest import ROOT
 
 
+def _repository_layout() -> str:
+    """The repository's layout text, its instruments file named by absolute path (it is written elsewhere)."""
+    return (ROOT / "shm_layout.yaml").read_text().replace("instruments: config/instruments.yaml",
+                                                          f"instruments: {ROOT}/config/instruments.yaml")
+
+
 def _layout(tmp_path, text: str | None = None):
     path = tmp_path / "shm_layout.yaml"
-    path.write_text(text or (ROOT / "shm_layout.yaml").read_text().replace("name: appliance", f"name: simc{os.getpid()}"))
+    path.write_text(text or _repository_layout().replace("name: appliance", f"name: simc{os.getpid()}"))
     return load_layout(path)
 
 
@@ -34,13 +40,13 @@ def test_up_sim_writes_the_simulated_firms_login_0600_once(tmp_path):
 
 
 def test_up_sim_needs_a_simulated_firm_with_the_oms_mpid(tmp_path):
-    text = (ROOT / "shm_layout.yaml").read_text().replace("firm: ALGO\n", "firm: ZZZZ\n")
+    text = _repository_layout().replace("firm: ALGO\n", "firm: ZZZZ\n")
     with pytest.raises(LayoutError, match="no firm of the simulated exchange has MPID 'ZZZZ'"):
         sim_credentials(_layout(tmp_path, text), None)
 
 
 def test_a_password_left_in_the_layout_stops_up_with_where_it_goes(tmp_path):
-    text = (ROOT / "shm_layout.yaml").read_text().replace("      firm: ALGO\n", "      firm: ALGO\n      password: hunter2\n")
+    text = _repository_layout().replace("      firm: ALGO\n", "      firm: ALGO\n      password: hunter2\n")
     path = tmp_path / "shm_layout.yaml"
     path.write_text(text)
     out = subprocess.run([sys.executable, "-m", "appliance", "up", "--sim", "--layout", str(path)],
@@ -48,6 +54,25 @@ def test_a_password_left_in_the_layout_stops_up_with_where_it_goes(tmp_path):
     assert out.returncode == 2, out.stderr
     assert "processes.oms.params.password" in out.stderr and "credentials file" in out.stderr
     assert "hunter2" not in out.stderr + out.stdout
+
+
+def test_up_sim_lists_the_layouts_instruments_on_the_simulated_exchange(tmp_path):
+    """Without --sim-config the exchange's embedded default lists exactly the layout's instruments; one
+    the exchange cannot list (no reference price) stops `up` before anything starts."""
+    from appliance.exchange.config import ConfigError
+    from appliance.sim.up import SimulatedVenue
+    layout = _layout(tmp_path)
+    venue = SimulatedVenue(None)
+    venue.prepare(layout)
+    assert tuple(s.symbol for s in venue.listing.symbols) == layout.symbols
+    assert [s.reference_price for s in venue.listing.symbols] == [i.reference_price for i in layout.instruments]
+    (tmp_path / "instruments.yaml").write_text("version: 1\ninstruments:\n  - {symbol: ZZZ, tick: 0.01, round_lot: 100}\n")
+    small = _layout(tmp_path, _repository_layout().replace(f"instruments: {ROOT}/config/instruments.yaml",
+                                                           "instruments: instruments.yaml"))
+    assert small.symbols == ("ZZZ",)
+    with pytest.raises(ConfigError, match="ZZZ has no reference_price"):
+        SimulatedVenue(None).prepare(small)
+    assert SimulatedVenue(_sim_config(tmp_path)).listing is None        # an operator's own config: as it is
 
 
 def _sim_config(tmp_path) -> str:

@@ -24,12 +24,17 @@ from conftest import output_of, wait_until
 from strategy_harness import strategy_layout
 
 STRATEGY_ID = 7
-MM_PARAMETERS = {"tick": 100, "spread_ticks": 2, "size": 100, "max_position": 300, "skew_ticks": 1.0,
+MM_PARAMETERS = {"spread_ticks": 2, "size": 100, "max_position": 300, "skew_ticks": 1.0,
                  "widen_ticks": 0.0, "requote_threshold_ticks": 1, "reject_cooldown_ms": 60_000}
+
+
+INSTRUMENTS = "version: 1\ninstruments:\n" + "".join(f"  - {{symbol: {symbol}, tick: 0.01, round_lot: 100}}\n"
+                                                     for symbol in ("AAPL", "MSFT", "SPY"))
 
 
 def agent_layout(name: str, **params) -> dict:
     doc = strategy_layout(name)
+    doc["instruments"] = "instruments.yaml"          # beside the layout: the market maker's tick and lot
     for process in doc["processes"]:
         if process["name"] == "strategy":
             process["agent"] = "appliance.strategy.agent:StrategyAgent"
@@ -63,7 +68,8 @@ class Peers:
             levels += [p for p, _ in side] + [s for _, s in side]
         offset = self.feed.claim()
         BOOK_UPDATE.pack_into(self.feed.buffer, offset, 0, flags, state[0], len(bids), len(asks), *levels, 0, 0,
-                              self.sequence, self.sequence, 1, 1000 + self.sequence, 2000 + self.sequence, 1)
+                              self.sequence, self.sequence, 1, 1000 + self.sequence, 2000 + self.sequence, 1,
+                              *[0] * (len(BOOK_UPDATE.fields) - BOOK_UPDATE.index_of["trade_sequence"]))
         self.feed.commit()
 
     def report(self, event, intent, *, shares=None, price=None, leaves=None, position=0, orig=0):
@@ -71,7 +77,7 @@ class Peers:
         offset = self.oms.claim()
         EXECUTION_REPORT.pack_into(self.oms.buffer, offset, intent["client_order_id"], orig, 0, 0, STRATEGY_ID, 0, event,
                                    intent["side"], 0, 0, shares, intent["price"] if price is None else price,
-                                   shares if leaves is None else leaves, position, 0, 0, 1, 2)
+                                   shares if leaves is None else leaves, position, 0, 0, 1, 2, 0)
         self.oms.commit()
 
     def reject(self, intent, reason):
@@ -116,6 +122,12 @@ class Peers:
         self.answer_snapshot(request)
         wait_until(lambda: self.control.get("strategy_ready") == 1, 15, message="strategy_ready")
         return cancel_all
+
+
+@pytest.fixture(autouse=True)
+def instruments_beside_the_layout(tmp_path):
+    """Every layout here is written to tmp_path (conftest.write_layout) and names this file."""
+    (tmp_path / "instruments.yaml").write_text(INSTRUMENTS)
 
 
 @pytest.fixture
@@ -302,6 +314,20 @@ def test_bad_parameters_stop_the_process_at_start_with_the_key_path(write_layout
         out = output_of(proc, timeout=30)
         assert proc.returncode == 2, out
         assert "processes.strategy.params.parameters.size: expected an integer, got a string" in out
+
+
+def test_a_bad_fee_schedule_stops_the_process_at_start_with_its_file_line_and_key(write_layout, unique_name, spawner,
+                                                                                   tmp_path):
+    fees = tmp_path / "fees.yaml"
+    fees.write_text("default:\n  A: -0.002\n  R: lots\n  other: 0\n")
+    doc = agent_layout(unique_name, strategy="appliance.strategy.market_maker:MarketMaker", parameters=MM_PARAMETERS,
+                       fees_file=str(fees))
+    layout = load_layout(write_layout(doc))
+    with SharedMemory.create(layout):
+        proc = spawner.start(layout.path, "strategy")
+        out = output_of(proc, timeout=30)
+        assert proc.returncode == 2, out
+        assert f"{fees}:3: default.R: 'lots' is not a decimal number of dollars per share" in out, out
 
 
 def test_the_control_readers_agree_with_the_control_words(write_layout, unique_name):

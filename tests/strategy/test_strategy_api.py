@@ -38,14 +38,14 @@ class Scripted(Strategy):
         self.events.append(("book", book.symbol, book.bid_price, book.ask_price))
         self._do("on_book", book)
 
-    def on_trade(self, symbol, price, shares):
-        self.events.append(("trade", symbol, price, shares))
+    def on_trade(self, trade):
+        self.events.append(("trade", trade.symbol, trade.price, trade.shares))
 
     def on_order_accepted(self, order):
         self.events.append(("accepted", order.client_order_id, order.state, order.replaces))
 
-    def on_fill(self, order, shares, price):
-        self.events.append(("fill", order.client_order_id, shares, price, order.leaves, order.state,
+    def on_fill(self, order, fill):
+        self.events.append(("fill", order.client_order_id, fill.shares, fill.price, order.leaves, order.state,
                             self.positions[order.symbol]))
         self._do("on_fill", order)
 

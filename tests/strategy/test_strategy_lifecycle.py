@@ -52,10 +52,10 @@ class Recorder(Strategy):
     def on_book(self, book):
         self.seen.append(("book", self.clock.event_exchange_ns, self.clock.event_rx_ns))
 
-    def on_trade(self, symbol, price, shares):
+    def on_trade(self, trade):
         self.seen.append(("trade", self.clock.event_exchange_ns, self.clock.event_rx_ns))
 
-    def on_fill(self, order, shares, price):
+    def on_fill(self, order, fill):
         self.seen.append(("fill", self.clock.event_exchange_ns, self.clock.event_rx_ns))
 
     def on_stop(self):
@@ -191,9 +191,9 @@ def test_the_event_clock_shows_the_stamps_of_the_event_being_handled(memory):
     h = Harness(memory, Recorder, clock_ns=clock)
     s = h.strategy
     assert s.clock.now_ns() == clock.now and (s.clock.event_exchange_ns, s.clock.event_rx_ns) == (0, 0)
-    h.book("AAPL", [(P("10.00"), 100)], [(P("10.01"), 100)], last=(P("10.00"), 5), t_rx=1111)
-    # the harness writes t_exchange_ns = 5 (see Harness.book)
-    assert s.seen[1:] == [("trade", 5, 1111), ("book", 5, 1111)]
+    h.book("AAPL", [(P("10.00"), 100)], [(P("10.01"), 100)], last=(P("10.00"), 5), t_rx=1111, t_trade=7)
+    # the harness writes the update's t_exchange_ns = 5 (see Harness.book); the print's own is 7
+    assert s.seen[1:] == [("trade", 7, 1111), ("book", 5, 1111)]
     order = s.buy("AAPL", 100, P("10.00"))
     h.report(ExecEvent.EXECUTED, order, shares=100, price=P("10.00"), leaves=0, position=100)
     assert s.seen[-1] == ("fill", 1, 2)                          # the report's t_exchange_ns, t_oms_rx_ns

@@ -13,7 +13,7 @@ from appliance.strategy import price_from_decimal as P
 from appliance.strategy.config import StrategyConfig, StrategyConfigError, parse_strategy_params
 from appliance.strategy.loader import load_strategy, load_strategy_class
 from appliance.strategy.market_maker import MarketMaker, MarketMakerParameters
-from strategy_harness import Harness, strategy_layout
+from strategy_harness import Harness, instruments, strategy_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = "examples/strategies/join_the_touch.py:JoinTheTouch"
@@ -38,7 +38,7 @@ def test_a_user_strategy_loads_from_a_file_outside_the_package_and_trades(write_
     again = load(strategy=f"{ROOT}/{EXAMPLE}", layout_path=str(tmp_path / "layout.yaml"))
     assert again.strategy_class.__name__ == "JoinTheTouch"
     with SharedMemory.create(load_layout(write_layout(strategy_layout(unique_name)))) as memory:
-        h = Harness(memory, cls, loaded.parameters, traded=("AAPL",))
+        h = Harness(memory, cls, loaded.parameters, traded=("AAPL",), instruments=instruments())
         h.intents()
         h.book("AAPL", [(P("190.00"), 500)], [(P("190.03"), 500)])
         intents = h.intents()
@@ -53,12 +53,13 @@ def test_the_reference_parameters_file_loads_for_the_layout_symbols():
     layout = load_layout(LAYOUT)
     loaded = load_strategy(StrategyConfig(strategy="appliance.strategy.market_maker:MarketMaker", strategy_id=1,
                                           parameters_file="config/strategy.yaml"),
-                           layout_path=LAYOUT, layout_symbols=layout.symbols)
+                           layout_path=LAYOUT, layout_symbols=layout.symbols, instruments=layout.instruments)
     assert loaded.strategy_class is MarketMaker and isinstance(loaded.parameters, MarketMakerParameters)
     assert set(loaded.parameters.symbols) == set(layout.symbols)
+    assert loaded.parameters.tick is None and loaded.parameters.lot is None    # from the instruments
     for symbol in layout.symbols:
-        p = loaded.parameters.for_symbol(symbol)
-        assert p.tick == 100 and p.size <= 100 and p.max_position <= 1000
+        p = loaded.parameters.for_symbol(symbol, layout.instruments[symbol])
+        assert p.tick == 100 and p.lot == 100 and p.size <= 100 and p.max_position <= 1000
     assert loaded.parameters_source == str(ROOT / "config" / "strategy.yaml")
 
 
@@ -93,7 +94,8 @@ def test_user_files_that_do_not_import_say_where(tmp_path):
     ({}, "p.lot", "missing required key"),
     ({"lot": "x"}, "p.lot", "expected an integer, got a string"),
     ({"lot": True}, "p.lot", "expected an integer, got a boolean"),
-    ({"lot": 100, "colour": 1}, "p.colour", "unknown key (allowed: lot, max_position, min_spread_ticks, tick)"),
+    ({"lot": 100, "colour": 1}, "p.colour", "unknown key (allowed: lot, max_position, min_spread_ticks)"),
+    ({"lot": 100, "tick": 100}, "p.tick", "unknown key (allowed: lot, max_position, min_spread_ticks)"),
     ({"lot": 100, "max_position": 50}, "p", "max_position 50 is below one lot (100)"),
 ])
 def test_bad_parameters_name_the_key_and_the_reason(parameters, key_path, reason):

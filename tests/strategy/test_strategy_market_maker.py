@@ -15,7 +15,7 @@ from appliance.strategy.market_maker import (
     BookTop, MarketMaker, MarketMakerParameters, Quote, QuoteParams, SymbolOverrides, desired_quotes, fair_value,
     needs_requote,
 )
-from strategy_harness import Harness, strategy_layout     # the in-process harness (tests/support/)
+from strategy_harness import Harness, instruments, strategy_layout     # the in-process harness (tests/support/)
 
 TICK = 100
 TOP = BookTop(P("190.00"), 500, P("190.04"), 500)          # mid 190.02
@@ -116,14 +116,50 @@ def test_requote_only_beyond_the_threshold_or_when_the_cap_shrinks_the_size():
 
 def test_parameters_per_symbol_override_the_globals_and_are_checked():
     mm = build_parameters(MarketMaker, {"size": 200, "symbols": {"TSLA": {"spread_ticks": 4, "max_position": 400}}})
-    assert mm.for_symbol("TSLA").spread_ticks == 4 and mm.for_symbol("TSLA").size == 200
-    assert mm.for_symbol("AAPL") == QuoteParams(size=200)
+    cent = instruments()["AAPL"]
+    assert mm.for_symbol("TSLA", cent).spread_ticks == 4 and mm.for_symbol("TSLA", cent).size == 200
+    assert mm.for_symbol("AAPL", cent) == QuoteParams(size=200, tick=100, lot=100)
     with pytest.raises(ValueError, match="max_position 100 is below size 200"):
         MarketMakerParameters(size=200, max_position=100)
     with pytest.raises(ValueError, match="symbols.TSLA: size 150 is not a whole number of lots"):
-        MarketMakerParameters(symbols={"TSLA": SymbolOverrides(size=150)})
+        MarketMakerParameters(lot=100, symbols={"TSLA": SymbolOverrides(size=150)})
+    odd = MarketMakerParameters(symbols={"TSLA": SymbolOverrides(size=150)})     # the lot is the instrument's:
+    with pytest.raises(ValueError, match="symbols.TSLA: size 150 is not a whole number of lots of 100"):
+        MarketMaker.validate_instruments(odd, {"TSLA": cent})                   # refused at load
     with pytest.raises(ValueError, match="not a layout symbol"):
         MarketMaker.validate_parameters(mm, ("AAPL", "MSFT"))
+
+
+def test_tick_and_lot_come_from_the_instrument_and_a_parameter_that_disagrees_is_refused():
+    cent, nickel = instruments("0.01")["AAPL"], instruments("0.05", round_lot=50)["AAPL"]
+    plain = MarketMakerParameters()
+    assert (plain.for_symbol("AAPL", nickel).tick, plain.for_symbol("AAPL", nickel).lot) == (500, 50)
+    assert MarketMakerParameters(tick=100).for_symbol("AAPL", cent).tick == 100      # repeating it: allowed
+    assert MarketMakerParameters(lot=200, size=200).for_symbol("AAPL", cent).lot == 200   # two round lots
+    with pytest.raises(ValueError, match=r"tick 100 disagrees with AAPL's instrument \(tick 500\)"):
+        MarketMaker.validate_instruments(MarketMakerParameters(tick=100), {"AAPL": nickel})
+    with pytest.raises(ValueError, match=r"symbols.AAPL: tick 100 disagrees"):
+        MarketMaker.validate_instruments(MarketMakerParameters(symbols={"AAPL": SymbolOverrides(tick=100)}),
+                                         {"AAPL": nickel})
+    with pytest.raises(ValueError, match=r"lot 75 is not a whole number of AAPL's round lot \(50\)"):
+        MarketMaker.validate_instruments(MarketMakerParameters(lot=75, size=150), {"AAPL": nickel})
+    with pytest.raises(ValueError, match="AAPL has no instrument .*: give tick and lot as parameters"):
+        plain.for_symbol("AAPL")
+    assert MarketMakerParameters(tick=100, lot=100).for_symbol("AAPL") == QuoteParams()   # a layout without one
+
+
+def test_a_tick_parameter_that_disagrees_with_the_instrument_stops_the_load_with_the_file(tmp_path):
+    from appliance.strategy.config import StrategyConfig, StrategyConfigError
+    from appliance.strategy.loader import load_strategy
+    parameters = tmp_path / "mm.yaml"
+    parameters.write_text("tick: 100\nsize: 100\n")
+    config = StrategyConfig(strategy="appliance.strategy.market_maker:MarketMaker", strategy_id=1,
+                            parameters_file=str(parameters), symbols=("AAPL",))
+    nickel = instruments("0.05")
+    with pytest.raises(StrategyConfigError) as info:
+        load_strategy(config, layout_symbols=nickel.symbols, instruments=nickel)
+    assert info.value.file == str(parameters) and "tick 100 disagrees with AAPL's instrument" in str(info.value)
+    assert load_strategy(config, layout_symbols=nickel.symbols, instruments=instruments("0.01")).parameters.tick == 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,11 +173,12 @@ def memory(write_layout, unique_name):
         yield mem
 
 
-def mm_harness(memory, **kw):
-    values = dict(tick=TICK, spread_ticks=2, size=100, max_position=300, skew_ticks=1.0, widen_ticks=0.0,
+def mm_harness(memory, tick: str = "0.01", **kw):
+    values = dict(spread_ticks=2, size=100, max_position=300, skew_ticks=1.0, widen_ticks=0.0,
                   requote_threshold_ticks=1, reject_cooldown_ms=60_000)
     values.update(kw)
-    h = Harness(memory, MarketMaker, build_parameters(MarketMaker, values), traded=("AAPL",))
+    h = Harness(memory, MarketMaker, build_parameters(MarketMaker, values), traded=("AAPL",),
+                instruments=instruments(tick))
     assert [i["action"] for i in h.intents()] == [Action.CANCEL_ALL]
     return h
 

@@ -31,7 +31,8 @@ def test_a_fill_changes_the_view_before_the_callback_runs():
     view, calls = make_view()
     view.add(Order(7, "AAPL", 0, Side.BUY, 1_000_000, 100, 0))
     assert view.apply_report(report(ExecEvent.EXECUTED, 7, shares=100, price=1_000_000, position=100))
-    assert calls == [("on_fill", OrderState.FILLED, 100, 1_000_000)]
+    assert [(c[0], c[1], c[2].shares, c[2].price, c[2].leaves) for c in calls] == \
+        [("on_fill", OrderState.FILLED, 100, 1_000_000, 0)]
     assert 7 not in view.open_orders and view.positions["AAPL"] == 100 and view.stats.fills == 1
 
 

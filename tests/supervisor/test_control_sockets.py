@@ -284,3 +284,34 @@ def _answers(path: str) -> bool:
         return request_json(path, {"command": "status"}, 5)["ok"] is True
     except OSError:
         return False
+
+
+def test_a_supervisor_napping_on_its_sockets_answers_a_new_and_a_connected_client_at_once(tmp_path):
+    """The supervisor's duty cycle naps in poll() on ControlServer.fds() (SleepIdle with the agent as
+    waiter): a connection and a request on an open connection each end a nap 60 s long."""
+    from appliance.runtime.idle import SleepIdle
+
+    server = ControlServer(str(tmp_path / "ctl" / "supervisor.sock"), lambda request, caller: {"ok": True})
+    waiter = type("Waiter", (), {"wait_fds": staticmethod(server.fds)})()
+    nap = SleepIdle(60_000_000_000, waiter)
+    stop = threading.Event()
+
+    def duty_cycle():
+        while not stop.is_set():
+            nap.idle(server.poll())
+
+    thread = threading.Thread(target=duty_cycle, daemon=True)
+    thread.start()
+    client = None
+    try:
+        client = _connect(server.path)        # recv timeout 10 s, far inside the nap
+        for _ in range(3):                    # after each answer the loop naps again: each request ends it
+            client.sendall(b'{"command": "status"}\n')
+            assert _line(client) == {"ok": True}
+    finally:
+        stop.set()
+        if client is not None:
+            client.close()                    # readable: ends the last nap
+        thread.join(10)
+        server.close()
+    assert not thread.is_alive()

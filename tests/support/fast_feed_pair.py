@@ -59,7 +59,7 @@ processes: [{{name: feed, agent: "a.b:C", idle: {{strategy: sleep}}}}]
 def _state(book) -> tuple:
     return (book.locate, book.crossed, book.locked, book.inconsistent, book.last_error, book.trading_state,
             book.last_trade_price, book.last_trade_shares, book.trades, book.last_timestamp, book.update_sequence,
-            book.order_count)
+            book.order_count, book.last_trade_aggressor, book.last_trade_timestamp)
 
 
 class Pair:
@@ -111,8 +111,15 @@ class Pair:
             assert _state(cb) == _state(pb), f"{where}: {pb.symbol} state C {_state(cb)} py {_state(pb)}"
             for side in (True, False):
                 assert cb.levels(side) == pb.levels(side), f"{where}: {pb.symbol} levels side {side}"
+                assert cb.order_counts(side) == pb.order_counts(side), f"{where}: {pb.symbol} order counts side {side}"
             if orders:
                 assert cb.orders() == pb.orders(), f"{where}: {pb.symbol} orders"
+                snapshots = []
+                for b in (cb, pb):
+                    top, counts = [-1] * (4 * BOOK_DEPTH), [-1] * (2 * BOOK_DEPTH)
+                    b.snapshot_into(top, 0, counts)
+                    snapshots.append((top, counts))
+                assert snapshots[0] == snapshots[1], f"{where}: {pb.symbol} snapshot"
             slot = self.slots[sid]
             a = bytearray(self.mm[0][slot:slot + MARKET_STATE.size])
             b = bytearray(self.mm[1][slot:slot + MARKET_STATE.size])
@@ -205,8 +212,8 @@ def replace(locate, old, new, shares, price, ts=8):
                    shares=shares, price=price)
 
 
-def trade(locate, shares, price, stock="AAPL", ts=9):
-    return message("P", locate, ts, order_reference_number=0, buy_sell_indicator="B", shares=shares, stock=stock,
+def trade(locate, shares, price, stock="AAPL", ts=9, side="B"):
+    return message("P", locate, ts, order_reference_number=0, buy_sell_indicator=side, shares=shares, stock=stock,
                    price=price, match_number=3)
 
 
@@ -249,7 +256,7 @@ def random_message(rng: random.Random) -> bytes:
     if kind == "U":
         return replace(locate, ref, rng.randrange(12), shares, price, ts)
     if kind == "P":
-        return trade(locate, shares, price, stock, ts)
+        return trade(locate, shares, price, stock, ts, rng.choice("BBSS X"))
     if kind == "Q":
         return cross(locate, rng.choice((0, 1, 1 << 40, (1 << 64) - 1)), price, stock, ts)
     if kind == "R":

@@ -5,11 +5,19 @@ from __future__ import annotations
 from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT, RISK_SNAPSHOT
 from appliance.messages.codes import ALL_SYMBOLS, RejectSource, Side, SnapshotKind
 from appliance.runtime.memory import SharedMemory
+from appliance.strategy.fees import NO_FEES
 from appliance.strategy.host import StrategyHost, drain
 from appliance.strategy.intents import IntentWriter
 from conftest import layout_document
 
 SYMBOLS = ["AAPL", "MSFT", "SPY"]
+
+
+def instruments(tick: str = "0.01", round_lot: int = 100):
+    """The harness symbols' instruments, each with this tick (dollars) and round lot."""
+    from appliance.config.instruments import parse_instruments
+    return parse_instruments("version: 1\ninstruments:\n" + "".join(
+        f"  - {{symbol: {symbol}, tick: {tick}, round_lot: {round_lot}}}\n" for symbol in SYMBOLS), "harness.yaml")
 STRATEGY_ID = 7
 
 
@@ -35,7 +43,7 @@ class Harness:
     """The host between test-owned rings: write records in, step, read intents out."""
 
     def __init__(self, memory: SharedMemory, strategy_class, parameters=None, *, traded=None, max_pending=64,
-                 **host_options):
+                 instruments=None, fees=NO_FEES, **host_options):
         self.memory = memory
         self.buffer = memory.buffer_of("main")
         self.feed = memory.ring("book_updates", "producer")
@@ -47,9 +55,10 @@ class Harness:
         self.books_in = memory.ring("book_updates", "consumer")
         self.writer = IntentWriter(memory.ring("order_intents", "producer"), self.buffer, STRATEGY_ID, max_pending)
         self.failed_calls = 0
+        self.prints = {}            # symbol id -> (last trade, trade sequence) the harness's feed sent last
         self.host = StrategyHost(strategy_class, parameters, symbols=tuple(SYMBOLS), traded=traded,
                                  strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed,
-                                 **host_options)
+                                 instruments=instruments, fees=fees, **host_options)
         self.host.start()
 
     def _failed(self):
@@ -67,17 +76,28 @@ class Harness:
         return n
 
     def book(self, symbol, bids=(), asks=(), *, flags=0, state=b"T", last=(0, 0), seq=1, t_rx=1111, t_feed=2222,
-             symbol_id=None, type_id=None, step=True):
+             symbol_id=None, type_id=None, step=True, trade_seq=None, aggressor=0, t_trade=0):
+        """One BookUpdate. ``bids``/``asks``: (price, shares) or (price, shares, orders). ``trade_seq`` None:
+        the harness numbers prints as the feed does, a ``last`` different from the one it sent before being
+        a new print; give it to send the same print twice or a gap."""
         sid = SYMBOLS.index(symbol) if symbol_id is None else symbol_id
-        levels = []
-        for side in (bids, asks):
-            side = list(side) + [(0, 0)] * (5 - len(side))
-            levels += [p for p, _ in side]
-            levels += [s for _, s in side]
+        fields = {"symbol_id": sid, "flags": flags, "trading_state": state[0], "bid_levels": len(bids),
+                  "ask_levels": len(asks), "last_trade_price": last[0], "last_trade_shares": last[1],
+                  "update_sequence": seq, "mold_sequence": seq, "t_exchange_ns": 5, "t_rx_ns": t_rx,
+                  "t_feed_out_ns": t_feed, "message_count": 1, "last_trade_aggressor": aggressor,
+                  "last_trade_t_exchange_ns": t_trade}
+        for name, side in (("bid", bids), ("ask", asks)):
+            for i, level in enumerate(side):
+                fields[f"{name}_price_{i}"], fields[f"{name}_shares_{i}"] = level[0], level[1]
+                fields[f"{name}_orders_{i}"] = level[2] if len(level) > 2 else 0
+        sent_last, sent_seq = self.prints.get(sid, ((0, 0), 0))
+        if trade_seq is None:
+            trade_seq = sent_seq + 1 if tuple(last) != (0, 0) and tuple(last) != sent_last else sent_seq
+        self.prints[sid] = (tuple(last), trade_seq)
+        fields["trade_sequence"] = trade_seq
         offset = self.feed.claim()
         assert offset >= 0
-        BOOK_UPDATE.pack_into(self.buffer, offset, sid, flags, state[0], len(bids), len(asks), *levels, *last, seq,
-                              seq, 5, t_rx, t_feed, 1)
+        BOOK_UPDATE.pack_into(self.buffer, offset, *BOOK_UPDATE.body(**fields))
         if type_id is not None:
             self.buffer[offset:offset + 2] = type_id.to_bytes(2, "little")
         self.feed.commit()
@@ -85,11 +105,14 @@ class Harness:
             self.step()
 
     def report(self, event, client_order_id, symbol="AAPL", *, orig=0, side=Side.BUY, shares=0, price=0, leaves=0,
-               position=0, reason=0, source=0, strategy_id=STRATEGY_ID, symbol_id=None):
+               position=0, reason=0, source=0, strategy_id=STRATEGY_ID, symbol_id=None, match=0, liquidity=0,
+               cost=None, realized=0, t_exchange_ns=1, t_rx_ns=2):
         sid = SYMBOLS.index(symbol) if symbol_id is None else symbol_id
         offset = self.oms.claim()
-        EXECUTION_REPORT.pack_into(self.buffer, offset, client_order_id, orig, 0, 0, strategy_id, sid, event, side,
-                                   reason, source, shares, price, leaves, position, position * price, 0, 1, 2)
+        EXECUTION_REPORT.pack_into(self.buffer, offset, client_order_id, orig, 0, match, strategy_id, sid, event, side,
+                                   reason, source, shares, price, leaves, position,
+                                   position * price if cost is None else cost, realized, t_exchange_ns, t_rx_ns,
+                                   ord(liquidity) if isinstance(liquidity, str) else liquidity)
         self.oms.commit()
         self.step()
 
