@@ -134,7 +134,7 @@ def measure_oms(args, driver_cpu: int, agent_cpu: int) -> dict:
                 heartbeat.end(0)
                 offset = approved.claim()
                 now = tns()
-                pack(buffer, offset, i + 1, 0, 1, 0, Action.NEW, Side.BUY, 0, 100, 1_000_000, TIF_IOC,
+                pack(buffer, offset, i + 1, 0, 1, 0, Action.NEW, Side.BUY, 0, 0, 100, 1_000_000, TIF_IOC, 0, 0, 0, 0,
                      now - 30_000, now - 20_000, now - 10_000, now)
                 approved.commit()
                 spins = 0

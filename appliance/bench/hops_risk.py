@@ -110,7 +110,7 @@ def measure_risk(args, driver_cpu: int, agent_cpu: int) -> dict:
             tns = time.time_ns
             for i, (cid, sid, side, price) in enumerate(flow):
                 offset = intents.claim()
-                pack_intent(intents_buffer, offset, cid, 0, 1, sid, new, side, 0, 100, price, 99998, 0, 0, 0)
+                pack_intent(intents_buffer, offset, cid, 0, 1, sid, new, side, 0, 0, 100, price, 99998, 0, 0, 0, 0, 0, 0, 0)
                 stamp(intents_buffer, offset + t_stamp, tns())       # the instant before the commit
                 intents.commit()
                 offset = spin_peek(approved, agent, args.timeout, rejects)

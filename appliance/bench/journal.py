@@ -2,7 +2,7 @@
 
 **Appends**: a fresh journal per policy (``per_event``, ``group`` with ``--group-commit-us``,
 ``page_cache``) in ``--directory`` (default: a temporary directory under /tmp, on this machine's
-disk), then ``Journal.append`` of a 108-byte ORDER_SENT payload (the record the OMS writes for
+disk), then ``Journal.append`` of a 116-byte ORDER_SENT payload (the record the OMS writes for
 every new order) ``--records`` times (``--per-event-records`` for ``per_event``, whose every
 append waits for the disk), timed as one batch with ``time.perf_counter_ns``; the journal is
 closed (a final sync) outside the timed region. The garbage collector is off while timing.
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _order_sent_payload() -> bytes:
     from appliance.oms import journal_records as jr
     return jr.ORDER_SENT.pack(1, ord("B"), 0, 99998, 123456, 0, 7, 0, 100, 1_900_000, b"AAPL    ", b"0AB1000000001Z",
-                              b"", 1, 2, 3, 4)
+                              b"", 1, 2, 3, 4, ord("Y"), ord("A"), ord("N"), 0)
 
 
 def measure_appends(directory: str, policy: str, records: int, group_commit_us: int) -> dict:

@@ -143,7 +143,7 @@ def measure(orders: int, warmup: int, durability: str, timeout: float) -> dict:
                 heartbeat.end(0)
                 offset = approved.claim()
                 now = time.time_ns()
-                pack(buffer, offset, i + 1, 0, 1, 0, Action.NEW, Side.BUY, 0, 100, 1_000_000, TIF_IOC,
+                pack(buffer, offset, i + 1, 0, 1, 0, Action.NEW, Side.BUY, 0, 0, 100, 1_000_000, TIF_IOC, 0, 0, 0, 0,
                      now - 30_000, now - 20_000, now - 10_000, now)
                 approved.commit()
                 before = len(samples)

@@ -39,6 +39,8 @@ REJECT_STOCK = "S"
 REJECT_CLOSED = "C"
 REJECT_PRICE = "X"
 REJECT_OTHER = "O"
+REJECT_DISPLAY = "D"         # a display value this venue does not support
+REJECT_MINIMUM_QUANTITY = "N"   # above the shares, or on an order that may rest
 REJECT_DUPLICATE_TOKEN = REJECT_OTHER   # token already used by this firm today
 REJECT_SIDE = REJECT_OTHER              # side not one of B S T E
 

@@ -15,14 +15,23 @@ Rules, and the choices made where OUCH leaves room:
   sweeps the opposite side and never rests. Valid limit prices are 1 .. ``MAX_PRICE``.
 - Time in force 0 is immediate-or-cancel; any other value rests for the day.
 - Sides 'B', 'S', 'T', 'E'; 'T' and 'E' (short sales) are sells. Display 'N' is a non-displayed
-  order (never in ITCH; its executions go out as 'P' Trade); 'A' and 'L' are attributable
-  (ITCH 'F' with the firm as MPID); anything else is displayed anonymously ('A').
+  order (never in ITCH; its executions go out as 'P' Trade); 'A' is attributable (ITCH 'F' with
+  the firm as MPID); 'Y' is displayed anonymously (ITCH 'A'). Other OUCH display values (post-only,
+  mid-point peg, imbalance-only, retail) are features this venue does not have: rejected 'D'.
   Displayed and non-displayed orders share one price-time queue.
+- Intermarket sweep ('Y'/'N') and capacity ('A', 'P', 'R', 'O') are accepted and echoed (one venue:
+  there is no better price elsewhere for an ISO to sweep); other bytes are rejected 'O'.
+- Minimum quantity (OUCH 4.2: the minimum acceptable quantity to execute; 0 none) is a condition
+  on the executions at entry, for orders that do not rest (time in force 0, or a market order):
+  if fewer shares than the minimum can execute at once, nothing executes and the whole order is
+  canceled 'I'; otherwise it executes as usual. A minimum above the shares, or on an order that
+  may rest, is rejected 'N' (``ouch.minimum_quantity_problem``).
 - Checks on entry, first failure wins: market closed 'C'; token already used by this firm
   today 'O' (``REJECT_DUPLICATE_TOKEN``); unknown symbol 'S'; symbol halted 'H'; side not
   B/S/T/E 'O'; shares 0 or over ``max_shares`` 'Z'; price 0 or over ``MAX_PRICE`` (other than
-  ``MARKET``) 'X'. A token is used up by its first Enter Order (or Replace Order naming it as
-  the replacement), whether that order was accepted or rejected, and stays used all day.
+  ``MARKET``) 'X'; display 'D'; capacity or intermarket sweep 'O'; minimum quantity 'N'. A token
+  is used up by its first Enter Order (or Replace Order naming it as the replacement), whether
+  that order was accepted or rejected, and stays used all day.
 - Accepted (and Replaced) ``state`` is 'L' when the order rests after the operation and 'D'
   when it does not; the unfilled remainder of an order that may not rest is canceled with
   reason 'I', so every share entered ends executed, canceled or resting.
@@ -56,12 +65,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from appliance.wire.ouch import MARKET_PRICE
+from appliance.wire.ouch import CAPACITIES, MARKET_PRICE, minimum_quantity_problem
 
 from .book import Book, VenueOrder
 from .events import (
-    CANCEL_IOC, CANCEL_SUPERVISORY, CANCEL_TIMEOUT, CANCEL_USER, REJECT_CLOSED, REJECT_DUPLICATE_TOKEN,
-    REJECT_HALTED, REJECT_PRICE, REJECT_SHARES, REJECT_SIDE, REJECT_STOCK, STATE_DEAD, STATE_LIVE,
+    CANCEL_IOC, CANCEL_SUPERVISORY, CANCEL_TIMEOUT, CANCEL_USER, REJECT_CLOSED, REJECT_DISPLAY, REJECT_DUPLICATE_TOKEN,
+    REJECT_HALTED, REJECT_MINIMUM_QUANTITY, REJECT_OTHER, REJECT_PRICE, REJECT_SHARES, REJECT_SIDE, REJECT_STOCK,
+    STATE_DEAD, STATE_LIVE,
     Accepted, AddOrder, CancelReject, Canceled, Executed, OrderCancel, OrderDelete, OrderExecuted,
     OrderReplace, Rejected, Replaced, Trade, TradingAction,
 )
@@ -73,6 +83,9 @@ IOC = 0                             # OUCH time in force: immediate or cancel
 DAY = 99998                         # OUCH time in force: market hours
 
 _SIDES = {"B": "B", "S": "S", "T": "S", "E": "S"}
+_DISPLAYS = frozenset("YAN")        # anonymous, attributable, non-displayed
+_CAPACITIES = frozenset(c.decode() for c in CAPACITIES)
+_ISO = frozenset("YN")
 _NO_LIMIT = -(1 << 62)              # crossing threshold of a market order: every key is above it
 _new = tuple.__new__
 
@@ -163,17 +176,25 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ order entry
 
-    def _limit_reject(self, shares: int, price: int) -> str | None:
-        """The reject reason for a size or price outside the limits (enter and replace alike), or None."""
+    def _limit_reject(self, shares: int, price: int, tif: int = DAY, display: str = "Y", iso: str = "N",
+                      minimum_quantity: int = 0, capacity: str = "A") -> str | None:
+        """The reject reason for a size, price or flag the venue refuses (enter and replace alike), or None."""
         if shares <= 0 or shares > self.max_shares:
             return REJECT_SHARES
         if price <= 0 or (price > MAX_PRICE and price != MARKET):
             return REJECT_PRICE
+        if display not in _DISPLAYS:
+            return REJECT_DISPLAY
+        if capacity not in _CAPACITIES or iso not in _ISO:
+            return REJECT_OTHER
+        if minimum_quantity and minimum_quantity_problem(shares, minimum_quantity, tif, price):
+            return REJECT_MINIMUM_QUANTITY
         return None
 
     def enter(self, firm: str, token: str, symbol: str, side: str, shares: int, price: int,
-              tif: int = DAY, display: str = "Y") -> list:
-        """OUCH Enter Order."""
+              tif: int = DAY, display: str = "Y", *, capacity: str = "A", iso: str = "N",
+              minimum_quantity: int = 0) -> list:
+        """OUCH Enter Order (``iso``: the intermarket sweep eligibility byte)."""
         f = self.firms.get(firm)
         if f is None:
             f = self.firm(firm)
@@ -191,7 +212,7 @@ class MatchingEngine:
         elif side not in _SIDES:
             reason = REJECT_SIDE
         else:
-            reason = self._limit_reject(shares, price)
+            reason = self._limit_reject(shares, price, tif, display, iso, minimum_quantity, capacity)
         used.add(token)
         if reason is not None:
             f.rejected += 1
@@ -202,7 +223,7 @@ class MatchingEngine:
         f.accepted += 1
         order = VenueOrder(ref, f, token, book, _SIDES[side], side, price, shares, tif, display)
         events = [None]
-        rests = self._match_and_rest(book, order, events)
+        rests = self._match_and_rest(book, order, events, minimum_quantity)
         events[0] = _new(Accepted, (firm, token, side, shares, symbol, price, tif, display, ref,
                                     STATE_LIVE if rests else STATE_DEAD))
         return events
@@ -232,7 +253,8 @@ class MatchingEngine:
         return [answer] if market_data is None else [answer, market_data]
 
     def replace(self, firm: str, existing_token: str, replacement_token: str, shares: int, price: int,
-                tif: int | None = None, display: str | None = None) -> list:
+                tif: int | None = None, display: str | None = None, *, iso: str = "N",
+                minimum_quantity: int = 0) -> list:
         """OUCH Replace Order. ``tif`` and ``display`` default to the existing order's."""
         f = self.firms.get(firm)
         old = f.live.get(existing_token) if f is not None else None
@@ -247,16 +269,15 @@ class MatchingEngine:
         elif book.halted:
             reason = REJECT_HALTED
         else:
-            reason = self._limit_reject(shares, price)
+            if tif is None:
+                tif = old.tif
+            if display is None:
+                display = old.display
+            reason = self._limit_reject(shares, price, tif, display, iso, minimum_quantity)
         f.used.add(replacement_token)
         if reason is not None:
             f.rejected += 1
             return [_new(Rejected, (firm, replacement_token, reason))]
-
-        if tif is None:
-            tif = old.tif
-        if display is None:
-            display = old.display
         ref = self._next_ref
         self._next_ref = ref + 1
         f.replaced += 1
@@ -276,7 +297,7 @@ class MatchingEngine:
         else:
             if old.displayed:
                 events.append(_new(OrderDelete, (old.ref,)))
-            rests = self._match_and_rest(book, new, events)
+            rests = self._match_and_rest(book, new, events, minimum_quantity)
         events[0] = _new(Replaced, (firm, replacement_token, existing_token, old.entered_side, shares, book.symbol,
                                     price, tif, display, ref, STATE_LIVE if rests else STATE_DEAD))
         return events
@@ -348,9 +369,22 @@ class MatchingEngine:
         del book.orders[order.ref]
         del order.firm.live[order.token]
 
-    def _match_and_rest(self, book: Book, order: VenueOrder, events: list) -> bool:
+    @staticmethod
+    def _executable(opposite, threshold: int, wanted: int) -> int:
+        """Shares of ``opposite`` at prices the order reaches (``threshold`` as in ``_match_and_rest``),
+        counted until ``wanted``."""
+        keys, levels, sign = opposite.keys, opposite.levels, opposite.sign
+        found = 0
+        for i in range(len(keys) - 1, -1, -1):
+            if keys[i] < threshold or found >= wanted:
+                break
+            found += levels[keys[i] * sign].shares
+        return found
+
+    def _match_and_rest(self, book: Book, order: VenueOrder, events: list, minimum_quantity: int = 0) -> bool:
         """Execute ``order`` against the opposite side, then rest what is left if it may, or cancel
-        it (reason 'I'). Appends the events; returns True when the order rests."""
+        it (reason 'I'). With a ``minimum_quantity`` that cannot execute at once, nothing executes.
+        Appends the events; returns True when the order rests."""
         price = order.price
         symbol = book.symbol
         f = order.firm
@@ -364,6 +398,8 @@ class MatchingEngine:
             threshold = _NO_LIMIT if price == MARKET else price
         keys = opposite.keys
         remaining = order.leaves
+        if minimum_quantity and self._executable(opposite, threshold, minimum_quantity) < minimum_quantity:
+            keys = ()                          # the minimum cannot be met: no execution at all
         if keys and keys[-1] >= threshold:
             levels = opposite.levels
             sign = opposite.sign

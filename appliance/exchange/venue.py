@@ -161,7 +161,9 @@ class Venue:
         echo = self._echo[firm]
         if kind == ENTER:
             token, side, shares, symbol, price, tif, _firm, display, capacity, ise, minimum, cross, _customer = v
-            events = engine.enter(firm, token, symbol, side, shares, price, tif, display.decode("latin-1"))
+            events = engine.enter(firm, token, symbol, side, shares, price, tif, display.decode("latin-1"),
+                                  capacity=capacity.decode("latin-1"), iso=ise.decode("latin-1"),
+                                  minimum_quantity=minimum)
             if type(events[0]) is Accepted:
                 echo[token] = EchoFields(capacity, ise, minimum, cross)
             locate = self.itch.locate.get(symbol, 0)
@@ -172,7 +174,8 @@ class Venue:
         elif kind == REPLACE:
             existing, replacement, shares, price, tif, display, ise, minimum = v
             locate = self._locate_of(firm, existing)
-            events = engine.replace(firm, existing, replacement, shares, price, tif, display.decode("latin-1"))
+            events = engine.replace(firm, existing, replacement, shares, price, tif, display.decode("latin-1"),
+                                    iso=ise.decode("latin-1"), minimum_quantity=minimum)
             if type(events[0]) is Replaced:
                 old = echo.get(existing, DEFAULT_ECHO)
                 echo[replacement] = EchoFields(old.capacity, ise, minimum, old.cross_type)

@@ -88,24 +88,31 @@ MARKET_STATE = Record("MarketState", type_id=40, version=2, fields=[
 ])
 
 # Strategy -> risk: what the strategy wants to do.
-ORDER_INTENT = Record("OrderIntent", type_id=20, version=1, fields=[
+# The OUCH 4.2 flags ride along as the venue's own bytes (codes.Display, codes.Capacity); a 0 there is
+# the default (VISIBLE, AGENCY), so a record written without flags is a plain order.
+ORDER_INTENT = Record("OrderIntent", type_id=20, version=2, fields=[
     ("client_order_id", "u64"),
     ("orig_client_order_id", "u64"),   # for replace and cancel
     ("strategy_id", "u32"),
     ("symbol_id", "u32"),
     ("action", "u8"),                  # new, replace, cancel, cancel_all
-    ("side", "u8"),
-    ("pad0", "u16"),
+    ("side", "u8"),                    # codes.Side: SELL_SHORT is a sell for every position count
+    ("display", "u8"),                 # codes.Display (0: VISIBLE)
+    ("capacity", "u8"),                # codes.Capacity (0: AGENCY)
     ("shares", "u32"),
-    ("price", "u32"),
+    ("price", "u32"),                  # codes.MARKET_PRICE: a market order
     ("time_in_force", "u32"),
+    ("minimum_quantity", "u32"),       # 0: none; else executes only if that many can trade at entry
+    ("intermarket_sweep", "u8"),       # 1: an intermarket sweep order (ISO), 0: not
+    ("pad0", "u8"),
+    ("pad1", "u16"),
     ("t_rx_ns", "u64"),
     ("t_feed_out_ns", "u64"),
     ("t_strategy_out_ns", "u64"),
 ])
 
 # Risk -> OMS: an intent that passed every check (same fields, one more hop).
-APPROVED_ORDER = Record("ApprovedOrder", type_id=21, version=1, fields=[
+APPROVED_ORDER = Record("ApprovedOrder", type_id=21, version=2, fields=[
     *[(f.name, f.type) for f in ORDER_INTENT.fields[HEADER_COUNT:]],
     ("t_risk_out_ns", "u64"),
 ])

@@ -46,6 +46,28 @@ TIF_DAY = ouch.TIME_IN_FORCE_MARKET_HOURS
 TIF_SYSTEM_HOURS = ouch.TIME_IN_FORCE_SYSTEM_HOURS
 
 
+class Display(enum.IntEnum):
+    """OrderIntent/ApprovedOrder.display: the OUCH 4.2 display byte itself (0 in a record: VISIBLE).
+    The values a strategy may send; OUCH's others (mid-point peg, imbalance-only, retail) need
+    venue features the appliance does not model."""
+    VISIBLE = ord("Y")          # displayed, anonymous ("anonymous-price to comply")
+    ATTRIBUTABLE = ord("A")     # displayed with the firm's MPID (ITCH 'F')
+    HIDDEN = ord("N")           # non-displayed: rests without an ITCH add; its executions print as 'P'
+
+
+class Capacity(enum.IntEnum):
+    """OrderIntent/ApprovedOrder.capacity: the OUCH 4.2 capacity byte itself (0 in a record: AGENCY)."""
+    AGENCY = ord("A")
+    PRINCIPAL = ord("P")
+    RISKLESS = ord("R")         # riskless principal
+    OTHER = ord("O")
+
+
+# What a 0 in OrderIntent.display / .capacity means: a record written without flags is a plain order.
+DEFAULT_DISPLAY = Display.VISIBLE
+DEFAULT_CAPACITY = Capacity.AGENCY
+
+
 class ExecEvent(enum.IntEnum):
     """ExecutionReport.event: what the venue (or the OMS, for local events) said about an order."""
     ACCEPTED = 1
@@ -114,6 +136,11 @@ class RiskReason(enum.IntEnum):
     BAD_ORDER = 29           # malformed intent: zero shares, bad side, bad action
     SELF_MATCH = 30          # would trade against one of our own open orders (a wash trade)
     SYMBOL_KILLED = 31       # the symbol's kill switch is latched (appliance kill --symbol): only cancels pass
+    SHORT_SALE = 32          # sell short in a symbol whose limits do not allow it (allow_short_sell: no locate)
+    MARKET_ORDER = 33        # a market order while the limits do not allow them (allow_market_orders)
+    HIDDEN_ORDER = 34        # a non-displayed order while the limits do not allow them (allow_hidden)
+    ISO_ORDER = 35           # an intermarket sweep order while the limits do not allow them (allow_iso)
+    MIN_QUANTITY = 36        # minimum quantity above the shares, or on a displayed order that may rest
 
 
 class OmsReason(enum.IntEnum):

@@ -15,7 +15,10 @@ CANCEL_REJECT, SYSTEM_EVENT, REJECTED_LOCALLY, the control and session event nam
 ``client_order_id``, ``orig_client_order_id``, ``token``, ``orig_token``, ``symbol``, ``side``,
 ``price`` (decimal, 4 places; ``MKT`` for a market order), ``shares``, ``order_ref``,
 ``match_number``, ``reason``, ``venue_sequence`` (SoupBinTCP), ``venue_time`` (the venue's
-timestamp as ISO UTC), ``detail``.
+timestamp as ISO UTC), ``detail``, then the order's terms as sent (ORDER_SENT) or as the venue echoed
+them (ACCEPTED, REPLACED): ``time_in_force`` (OUCH seconds: 0 immediate-or-cancel, 99998 day),
+``display``, ``capacity``, ``intermarket_sweep`` (the OUCH bytes: Y/A/N, A/P/R/O, Y/N) and
+``minimum_quantity``.
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ from appliance.wire.venue_time import epoch_of_stamp
 
 COLUMNS = ("time", "time_ns", "sequence", "record", "event", "strategy_id", "client_order_id",
            "orig_client_order_id", "token", "orig_token", "symbol", "side", "price", "shares", "order_ref",
-           "match_number", "reason", "venue_sequence", "venue_time", "detail")
+           "match_number", "reason", "venue_sequence", "venue_time", "detail", "time_in_force", "display", "capacity",
+           "intermarket_sweep", "minimum_quantity")
 _OUCH_EVENTS = {"A": "ACCEPTED", "U": "REPLACED", "C": "CANCELED", "E": "EXECUTED", "J": "REJECTED",
                 "B": "BROKEN", "P": "CANCEL_PENDING", "I": "CANCEL_REJECT", "S": "SYSTEM_EVENT"}
 _SENT_EVENTS = {Action.NEW: "SENT_NEW", Action.REPLACE: "SENT_REPLACE", Action.CANCEL: "SENT_CANCEL"}
@@ -89,7 +93,8 @@ def _plain(value):
 
 
 # How a journal field shows in the audit column its schema names (``JournalSchema.audit``).
-_FORMATS = {"price": _price, "side": _side, "symbol": _text, "token": _text, "orig_token": _text}
+_FORMATS = {"price": _price, "side": _side, "symbol": _text, "token": _text, "orig_token": _text,
+            "display": _side, "capacity": _side, "intermarket_sweep": _side}
 _HANDLERS = {RecordType.ORDER_SENT: "_order_sent", RecordType.EXCHANGE_MESSAGE: "_exchange_message",
              RecordType.REJECTED_LOCALLY: "_rejected_locally", RecordType.CONTROL: "_control",
              RecordType.SESSION: "_session", RecordType.NOT_SENT: "_not_sent"}
@@ -121,7 +126,8 @@ class AuditTrail:
         row["record"] = kind.name
         schema = jr.RECORDS[kind]
         try:
-            fields = schema.parse(record.payload)
+            fields = jr.parse_order_sent(record.payload) if kind == RecordType.ORDER_SENT else \
+                schema.parse(record.payload)
             for field_name, column in schema.audit:          # the columns the schema says its fields fill
                 row[column] = _FORMATS.get(column, _plain)(getattr(fields, field_name))
             getattr(self, _HANDLERS[kind])(row, fields, record)
@@ -135,6 +141,8 @@ class AuditTrail:
         token = sent.token.rstrip(b" ")
         if sent.send_reason != SendReason.STRATEGY:
             row["detail"] = name_of(SendReason, sent.send_reason)
+        if sent.action not in (Action.NEW, Action.REPLACE):          # a cancel carries no terms
+            row.update(time_in_force="", minimum_quantity="")
         if sent.action in (Action.NEW, Action.REPLACE):
             self.orders[token] = {"strategy_id": sent.strategy_id, "client_order_id": sent.client_order_id,
                                   "orig_client_order_id": sent.orig_client_order_id, "symbol": _text(sent.symbol),
@@ -162,7 +170,10 @@ class AuditTrail:
         if kind in ("A", "U"):
             row.update(symbol=fields["stock"], side=fields["buy_sell_indicator"], price=_price(fields["price"]),
                        shares=fields["shares"], order_ref=fields["order_reference_number"],
-                       detail=f"state {fields['order_state']}")
+                       detail=f"state {fields['order_state']}", time_in_force=fields["time_in_force"],
+                       display=fields["display"], capacity=fields["capacity"],
+                       intermarket_sweep=fields["intermarket_sweep_eligibility"],
+                       minimum_quantity=fields["minimum_quantity"])
             if kind == "U":
                 row["orig_token"] = fields["previous_order_token"]
         elif kind == "C":

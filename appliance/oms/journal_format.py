@@ -29,8 +29,10 @@ A journal of other record shapes is refused (``JournalError``), never misread. A
 (before the header carried the hash: the same fields up to the trading day, its CRC right after)
 holds the records whose hash is ``V1_RECORDS_HASH``; it is read as such while those are still the
 shapes, so an upgrade in the middle of a day recovers that day's journal (the appender rewrites
-its header as version 2 when it grows the file). ``journal_day`` reads only the trading day,
-whose place every version keeps.
+its header as version 2 when it grows the file). A journal of the shapes before the ORDER_SENT
+carried the OUCH flags (``journal_records.EARLIER_RECORDS_HASHES``) is read too: its ORDER_SENTs
+are told apart by their length (``journal_records.parse_order_sent``), so the OMS appends today's
+shape after them. ``journal_day`` reads only the trading day, whose place every version keeps.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from appliance.oms import crc32c as _crc
-from appliance.oms.journal_records import RECORDS_HASH
+from appliance.oms.journal_records import EARLIER_RECORDS_HASHES, RECORDS_HASH
 from appliance.oms.journal_schema import JournalSchema
 from appliance.runtime.trading_day import trading_day_of
 
@@ -279,7 +281,7 @@ def check_file_header(path: str, buffer) -> dict:
                            f"this OMS reads version {VERSION}")
     if not header["crc_ok"]:
         raise JournalError(f"{path}: the journal's file header fails its CRC")
-    if header["records_hash"] != RECORDS_HASH:
+    if header["records_hash"] != RECORDS_HASH and header["records_hash"] not in EARLIER_RECORDS_HASHES:
         raise JournalError(f"{path}: the journal's records have other shapes (hash {header['records_hash']:#018x}; "
                            f"this OMS reads {RECORDS_HASH:#018x}): read it with the version that wrote it")
     return header

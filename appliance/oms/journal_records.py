@@ -4,7 +4,8 @@ Every payload is a ``JournalSchema`` (little-endian, text fields NUL-padded ASCI
 with ``SESSION.pack(event=..., session=...)``, read one with ``SESSION.parse(payload).session``.
 
 - ``ORDER_SENT``: an Enter, Replace or Cancel Order about to be written to the venue (journaled
-  before its bytes leave): everything needed to rebuild the order and the token counter.
+  before its bytes leave): everything needed to rebuild the order and the token counter, with the
+  OUCH flags it carried (display, capacity, intermarket sweep, minimum quantity).
 - ``EXCHANGE_MESSAGE``: every sequenced OUCH message from the venue, with its SoupBinTCP
   sequence number, journaled as received and before it is applied.
 - ``REJECTED_LOCALLY``: an approved order the OMS refused before the wire, with its OmsReason.
@@ -61,7 +62,7 @@ class ControlKind(enum.IntEnum):
 
 # The order an ORDER_SENT or a REJECTED_LOCALLY is about (after action, side, why, pad).
 _ORDER_FIELDS = [
-    ("time_in_force", "u32"),
+    ("time_in_force", "u32", "time_in_force"),
     ("client_order_id", "u64", "client_order_id"),
     ("orig_client_order_id", "u64", "orig_client_order_id"),
     ("strategy_id", "u32", "strategy_id"),
@@ -71,7 +72,9 @@ _ORDER_FIELDS = [
     ("symbol", "char8", "symbol"),
 ]
 
-ORDER_SENT = JournalSchema("OrderSent", type_id=RecordType.ORDER_SENT, fields=[
+# The OUCH flags are the bytes the Enter / Replace Order carried (display, capacity, ISO 'Y'/'N');
+# a cancel carries none (0). Version 2: the flags (version 1, without them: ``ORDER_SENT_V1`` below).
+ORDER_SENT_FIELDS_V1 = (
     ("action", "u8"),
     ("side", "u8", "side"),
     ("send_reason", "u8"),
@@ -83,6 +86,14 @@ ORDER_SENT = JournalSchema("OrderSent", type_id=RecordType.ORDER_SENT, fields=[
     ("t_feed_out_ns", "u64"),
     ("t_strategy_out_ns", "u64"),
     ("t_risk_out_ns", "u64"),
+)
+ORDER_SENT = JournalSchema("OrderSent", type_id=RecordType.ORDER_SENT, version=2, fields=[
+    *ORDER_SENT_FIELDS_V1,
+    ("display", "u8", "display"),
+    ("capacity", "u8", "capacity"),
+    ("intermarket_sweep", "u8", "intermarket_sweep"),
+    ("pad1", "u8"),
+    ("minimum_quantity", "u32", "minimum_quantity"),
 ])
 
 # Every sequenced venue message, as received: its SoupBinTCP sequence number, then the OUCH bytes.
@@ -129,12 +140,27 @@ NOT_SENT = JournalSchema("NotSent", type_id=RecordType.NOT_SENT, fields=[
     ("token", "char14", "token"),
 ])
 
-# Every journal record, by type: the writer, recovery and the audit read the payloads through these.
+# Every journal record, by type: the writer, recovery and the audit read the payloads through these
+# (an ORDER_SENT through ``parse_order_sent``, which reads the earlier shape too).
 RECORDS: dict[int, JournalSchema] = {schema.type_id: schema for schema in (
     ORDER_SENT, EXCHANGE_MESSAGE, REJECTED_LOCALLY, CONTROL, SESSION, NOT_SENT)}
 assert set(RECORDS) == set(RecordType), "every RecordType has its schema"
 # The records' shapes, in the journal's file header: a journal written with other shapes is refused.
 RECORDS_HASH = records_hash(RECORDS.values())
+
+# ORDER_SENT as the OMS wrote it before the OUCH flags (108 bytes; every order then carried display
+# Y, capacity A, no ISO, no minimum quantity). A journal of those shapes is still read (an upgrade in
+# the middle of a day recovers that day's journal): each ORDER_SENT is told apart by its length.
+ORDER_SENT_V1 = JournalSchema("OrderSent", type_id=RecordType.ORDER_SENT, fields=list(ORDER_SENT_FIELDS_V1))
+_V1_FLAGS = (ord("Y"), ord("A"), ord("N"), 0)
+EARLIER_RECORDS_HASHES = frozenset((records_hash([ORDER_SENT_V1, *(RECORDS[t] for t in RECORDS if t != RecordType.ORDER_SENT)]),))
+
+
+def parse_order_sent(payload) -> ORDER_SENT.view:
+    """An ORDER_SENT payload of either shape, as today's view (the earlier one with its fixed flags)."""
+    if len(payload) == ORDER_SENT_V1.size:
+        return ORDER_SENT.view(*ORDER_SENT_V1.parse(payload), *_V1_FLAGS)
+    return ORDER_SENT.parse(payload)
 
 
 def text(raw: bytes) -> str:

@@ -68,6 +68,10 @@ _REJECT_REASON = ouch.REJECTED.index_of["reason"]
 _BROKEN_MATCH, _BROKEN_REASON = ouch.BROKEN_TRADE.index_of["match_number"], ouch.BROKEN_TRADE.index_of["reason"]
 
 
+# An order's OUCH flags as sent: (display, capacity, intermarket sweep) bytes and the minimum quantity.
+DEFAULT_FLAGS = (b"Y", b"A", b"N", 0)
+
+
 class OrderState(enum.IntEnum):
     PENDING_NEW = 1
     LIVE = 2
@@ -119,7 +123,7 @@ class TrackedOrder:
 
     __slots__ = ("token", "client_order_id", "orig_client_order_id", "strategy_id", "symbol_id", "symbol", "side",
                  "price", "shares", "tif", "state", "leaves", "executed", "canceled", "order_ref", "acked",
-                 "replaces", "requests", "deadline_ns", "timeouts", "t_sent_ns")
+                 "replaces", "requests", "deadline_ns", "timeouts", "t_sent_ns", "flags")
 
     def __init__(self, token: bytes, client_order_id: int, strategy_id: int, symbol_id: int, symbol: bytes,
                  side: int, shares: int, price: int, tif: int, orig_client_order_id: int = 0):
@@ -144,6 +148,7 @@ class TrackedOrder:
         self.deadline_ns = 0                   # monotonic; 0 when nothing is outstanding
         self.timeouts = 0
         self.t_sent_ns = 0
+        self.flags = DEFAULT_FLAGS            # the OUCH flags it was sent with (``DEFAULT_FLAGS``' shape)
 
     @property
     def is_open(self) -> bool:

@@ -151,22 +151,24 @@ def rebuild(records: Iterable[JournalRecord], symbols: list[str], orders: OrderR
 
 def _apply_order_sent(state: RecoveredState, orders: OrderRegistry, by_token: dict, record: JournalRecord) -> bytes | None:
     """Rebuild what an ORDER_SENT did; the token it made (None for a cancel)."""
-    sent = jr.ORDER_SENT.parse(record.payload)
+    sent = jr.parse_order_sent(record.payload)
     state.orders_sent += 1
     symbol_id = orders.symbol_id(sent.symbol)
+    order = None
     if sent.action == Action.NEW:
         if symbol_id < 0:
             state.unknown_symbols += 1
-        orders.add_new(sent.token, sent.client_order_id, sent.strategy_id, symbol_id, sent.symbol, sent.side,
-                     sent.shares, sent.price, sent.time_in_force)
+        order = orders.add_new(sent.token, sent.client_order_id, sent.strategy_id, symbol_id, sent.symbol, sent.side,
+                               sent.shares, sent.price, sent.time_in_force)
     elif sent.action == Action.REPLACE:
         old = by_token.get(sent.orig_token)
         if old is None:
             state.unknown_orders += 1
-            orders.add_new(sent.token, sent.client_order_id, sent.strategy_id, symbol_id, sent.symbol, sent.side,
-                         sent.shares, sent.price, sent.time_in_force)
+            order = orders.add_new(sent.token, sent.client_order_id, sent.strategy_id, symbol_id, sent.symbol,
+                                   sent.side, sent.shares, sent.price, sent.time_in_force)
         else:
-            orders.add_replacement(old, sent.token, sent.client_order_id, sent.shares, sent.price, sent.time_in_force)
+            order = orders.add_replacement(old, sent.token, sent.client_order_id, sent.shares, sent.price,
+                                           sent.time_in_force)
     elif sent.action == Action.CANCEL:
         order = by_token.get(sent.token)
         if order is None:
@@ -174,7 +176,14 @@ def _apply_order_sent(state: RecoveredState, orders: OrderRegistry, by_token: di
         else:
             orders.request_cancel(order, sent.shares)
         return None
+    if order is not None:
+        order.flags = sent_flags(sent)
     return sent.token
+
+
+def sent_flags(sent: jr.ORDER_SENT.view) -> tuple:
+    """The OUCH flags an ORDER_SENT of a new order or replacement carried (``orders.DEFAULT_FLAGS``' shape)."""
+    return (bytes((sent.display,)), bytes((sent.capacity,)), bytes((sent.intermarket_sweep,)), sent.minimum_quantity)
 
 
 def _apply_session(state: RecoveredState, session: jr.SESSION.view) -> None:

@@ -25,6 +25,7 @@ from appliance.oms.journal_format import JournalError
 from appliance.oms.journal_records import RecordType, SendReason
 from appliance.oms.orders import OPEN_STATES, TrackedOrder
 from appliance.wire import ouch
+from appliance.wire.ouch import minimum_quantity_problem
 
 log = logging.getLogger("appliance.oms")
 
@@ -43,8 +44,9 @@ _A_SNAPSHOT = int(Action.SNAPSHOT)
 MAX_SNAPSHOT_REQUESTS = 64         # strategy snapshot requests waiting for an answer (older ones are dropped)
 # ``_new_order`` reads an approved record in one unpack into these names: the schema's order, checked here
 _APPROVED_FIELDS = ("type_id", "schema_version", "size", "client_order_id", "orig_client_order_id", "strategy_id",
-                    "symbol_id", "action", "side", "pad0", "shares", "price", "time_in_force", "t_rx_ns",
-                    "t_feed_out_ns", "t_strategy_out_ns", "t_risk_out_ns")
+                    "symbol_id", "action", "side", "display", "capacity", "shares", "price", "time_in_force",
+                    "minimum_quantity", "intermarket_sweep", "pad0", "pad1", "t_rx_ns", "t_feed_out_ns",
+                    "t_strategy_out_ns", "t_risk_out_ns")
 if APPROVED_ORDER.field_names != _APPROVED_FIELDS:
     raise ImportError("oms.sender: the ApprovedOrder layout changed; update _APPROVED_FIELDS")
 # The whole SoupBinTCP Unsequenced Data packet of an OUCH message, packed in one call (the wire codec's frames).
@@ -58,10 +60,15 @@ _BY_STRATEGY = int(SendReason.STRATEGY)
 _pack_order_sent = jr.ORDER_SENT.struct.pack
 if jr.ORDER_SENT.fields != ("action", "side", "send_reason", "pad0", "time_in_force", "client_order_id",
                             "orig_client_order_id", "strategy_id", "symbol_id", "shares", "price", "symbol", "token",
-                            "orig_token", "t_rx_ns", "t_feed_out_ns", "t_strategy_out_ns", "t_risk_out_ns") \
+                            "orig_token", "t_rx_ns", "t_feed_out_ns", "t_strategy_out_ns", "t_risk_out_ns",
+                            "display", "capacity", "intermarket_sweep", "pad1", "minimum_quantity") \
         or jr.ORDER_SENT.tail is not None:
     raise ImportError("oms.sender: the ORDER_SENT layout changed; update the new order's pack")
 _SIDE_BYTES = {int(side): bytes([int(side)]) for side in Side}
+# An approved order's flag fields -> the OUCH byte sent (a 0 is the default); a value not here is BAD_ORDER.
+_DISPLAY_BYTES = {0: ouch.DISPLAY_VISIBLE, **{d[0]: d for d in ouch.DISPLAYS}}
+_CAPACITY_BYTES = {0: b"A", **{c[0]: c for c in ouch.CAPACITIES}}
+_ISO_BYTES = (ouch.ISO_NO, ouch.ISO_YES)             # by OrderIntent.intermarket_sweep (0/1)
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
 
@@ -160,13 +167,17 @@ class OrderSender:
     def _new_order(self, approved, now_mono: int) -> None:
         """The hot path: checks, token, journal (one pack into the mapped file), bytes to the socket;
         the order registry and the latency counters after the bytes have left."""
-        (_type, _version, _size, client, _orig, strategy, sid, action, side, _pad, shares, price, tif, t_rx, t_feed,
-         t_strategy, t_risk) = approved
+        (_type, _version, _size, client, _orig, strategy, sid, action, side, display, capacity, shares, price, tif,
+         min_qty, iso, _pad0, _pad1, t_rx, t_feed, t_strategy, t_risk) = approved
+        display_byte = _DISPLAY_BYTES.get(display)
+        capacity_byte = _CAPACITY_BYTES.get(capacity)
         if not (0 <= sid < self._n_symbols and side in SIDES and shares > 0 and price > 0 and tif in TIFS
-                and client):
+                and client and display_byte is not None and capacity_byte is not None and (iso == 0 or iso == 1)
+                and (not min_qty or minimum_quantity_problem(shares, min_qty, tif, price) is None)):
             self.c_bad_orders.inc()
             self.reject_locally(approved, OmsReason.BAD_ORDER)
             return
+        iso_byte = _ISO_BYTES[iso]
         orders = self.orders
         existing = orders.by_client.get(client)
         if existing is not None:
@@ -185,18 +196,21 @@ class OrderSender:
         try:
             self.journal.append(_ORDER_SENT_TYPE, _pack_order_sent(action, side, _BY_STRATEGY, 0, tif, client, 0,
                                                                    strategy, sid, shares, price, stock, token, b"",
-                                                                   t_rx, t_feed, t_strategy, t_risk), time.time_ns())
+                                                                   t_rx, t_feed, t_strategy, t_risk, display_byte[0],
+                                                                   capacity_byte[0], iso_byte[0], 0, min_qty),
+                                time.time_ns())
         except JournalError as exc:
             self.guard.fail(str(exc))
             self.reject_locally(approved, OmsReason.JOURNAL_FAILED)
             return
         taken = self.session.send_packet(_ENTER(token, _SIDE_BYTES[side], shares, stock, price, tif, self._firm,
-                                                b"Y", b"A", b"N", 0, b"N", b"R"),
+                                                display_byte, capacity_byte, iso_byte, min_qty, b"N", b"R"),
                                          now_mono, (_NEW_ACTION, token, 0))
         if self.ring_to_wire_ns is not None:
             self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
-        orders.add_new(token, client, strategy, sid, stock, side, shares, price, tif, now_mono,
-                       self.in_flight_timeout_ns)
+        order = orders.add_new(token, client, strategy, sid, stock, side, shares, price, tif, now_mono,
+                               self.in_flight_timeout_ns)
+        order.flags = (display_byte, capacity_byte, iso_byte, min_qty)
         if not taken:
             self.not_sent((_NEW_ACTION, token, 0))
         self.c_orders_sent.inc()
@@ -213,10 +227,16 @@ class OrderSender:
         if old is None or old.state not in OPEN_STATES or old.strategy_id != strategy:
             self.reject_locally(approved, OmsReason.UNKNOWN_ORDER)
             return
-        if not (0 < shares and 0 < price and tif in TIFS and client):
+        display_byte = _DISPLAY_BYTES.get(approved[at.display])
+        iso, min_qty = approved[at.intermarket_sweep], approved[at.minimum_quantity]
+        if not (0 < shares and 0 < price and tif in TIFS and client and display_byte is not None
+                and (iso == 0 or iso == 1) and (not min_qty or minimum_quantity_problem(shares, min_qty, tif, price)
+                                                is None)):
             self.c_bad_orders.inc()
             self.reject_locally(approved, OmsReason.BAD_ORDER)
             return
+        iso_byte = _ISO_BYTES[iso]
+        capacity_byte = old.flags[1]                 # OUCH Replace Order carries no capacity: the original's
         existing = orders.by_client.get(client)
         if existing is not None:
             if existing.replaces is old and existing.shares == shares and existing.price == price:
@@ -233,16 +253,18 @@ class OrderSender:
         try:
             self.journal.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(
                 action, old.side, SendReason.STRATEGY, tif, client, orig, strategy, old.symbol_id, shares, price,
-                old.symbol, token, old.token, t_rx, t_feed, t_strategy, t_risk), now_ns)
+                old.symbol, token, old.token, t_rx, t_feed, t_strategy, t_risk, display_byte[0], capacity_byte[0],
+                iso_byte[0], min_qty), now_ns)
         except JournalError as exc:
             self.guard.fail(str(exc))
             self.reject_locally(approved, OmsReason.JOURNAL_FAILED)
             return
-        taken = self.session.send_packet(_REPLACE(old.token, token, shares, price, tif, b"Y", b"N", 0), now_mono,
-                                         (Action.REPLACE, token, 0))
+        taken = self.session.send_packet(_REPLACE(old.token, token, shares, price, tif, display_byte, iso_byte,
+                                                  min_qty), now_mono, (Action.REPLACE, token, 0))
         if self.ring_to_wire_ns is not None:
             self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
-        orders.add_replacement(old, token, client, shares, price, tif, now_mono, self.in_flight_timeout_ns)
+        replacement = orders.add_replacement(old, token, client, shares, price, tif, now_mono, self.in_flight_timeout_ns)
+        replacement.flags = (display_byte, capacity_byte, iso_byte, min_qty)
         if not taken:
             self.not_sent((Action.REPLACE, token, 0))
         self.c_replaces_sent.inc()

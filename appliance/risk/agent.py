@@ -115,8 +115,9 @@ _TRADING_REDUCING = int(RiskReason.TRADING_REDUCING)
 _REDUCE = int(Action.REDUCE)
 # ``_poll_intents`` reads an intent in one unpack into these names: the schema's field order, checked here
 _INTENT_FIELDS = ("type_id", "schema_version", "size", "client_order_id", "orig_client_order_id", "strategy_id",
-                  "symbol_id", "action", "side", "pad0", "shares", "price", "time_in_force", "t_rx_ns",
-                  "t_feed_out_ns", "t_strategy_out_ns")
+                  "symbol_id", "action", "side", "display", "capacity", "shares", "price", "time_in_force",
+                  "minimum_quantity", "intermarket_sweep", "pad0", "pad1", "t_rx_ns", "t_feed_out_ns",
+                  "t_strategy_out_ns")
 if ORDER_INTENT.field_names != _INTENT_FIELDS or APPROVED_ORDER.field_names != (*_INTENT_FIELDS, "t_risk_out_ns"):
     raise ImportError("risk.agent: the OrderIntent / ApprovedOrder layouts changed; update _INTENT_FIELDS")
 
@@ -363,7 +364,8 @@ class RiskAgent(Agent):
                 break
             intent = unpack(intent_buffer, offset)
             (type_id, _version, _size, client_order_id, orig_client_order_id, strategy_id, symbol_id, action, side,
-             _pad, shares, price, time_in_force, _t_rx, _t_feed, _t_strategy) = intent
+             display, capacity, shares, price, time_in_force, minimum_quantity, intermarket_sweep, _pad0, _pad1,
+             _t_rx, _t_feed, _t_strategy) = intent
             now = time_ns()
             if type_id != _INTENT_TYPE:
                 self.counters["bad_intents"].inc()
@@ -376,7 +378,7 @@ class RiskAgent(Agent):
                 continue
             else:
                 reason = check(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price,
-                               time_in_force, now)
+                               time_in_force, now, display, capacity, minimum_quantity, intermarket_sweep)
                 if not reason and self.strategies_reducing and strategy_id in self.strategies_reducing and \
                         self.engine.grows_position(action, orig_client_order_id, symbol_id, side, shares):
                     reason = _TRADING_REDUCING

@@ -9,14 +9,19 @@ counted as throttled but still goes out.
 
 Order of the checks (a reject stops at the first; see ``CHECK_ORDER``):
 
-1. well-formed: action, side, shares > 0, price > 0, client order id != 0, TIF -> BAD_ORDER;
-   a symbol id outside the layout or without limits -> UNKNOWN_SYMBOL;
+1. well-formed: action, side, shares > 0, price > 0, client order id != 0, TIF, a display, capacity or
+   intermarket-sweep value OUCH does not know -> BAD_ORDER; a symbol id outside the layout or without
+   limits -> UNKNOWN_SYMBOL;
 2. the gateway: state not rebuilt -> NOT_READY; HALTED -> TRADING_HALTED; the symbol's own kill
    switch latched (KILL_SYMBOL) -> SYMBOL_KILLED; outside market hours -> MARKET_CLOSED;
 3. a client order id approved before -> DUPLICATE_CLIENT_ID; a replace of an order that is not
    open (or is being replaced already) -> UNKNOWN_ORDER, of another symbol or side -> BAD_ORDER;
-4. size: shares < min -> MIN_SIZE, > max -> MAX_SHARES, not a round lot -> ROUND_LOT; price not on
-   the tick -> TICK (a market order, price 0x7FFFFFFF, is PRICE_COLLAR unless allowed);
+4. size: shares < min -> MIN_SIZE, > max -> MAX_SHARES, not a round lot -> ROUND_LOT; a market order
+   (price 0x7FFFFFFF) without allow_market_orders -> MARKET_ORDER; price not on the tick -> TICK;
+   the order's flags (only looked at when one is set): a short sale in a symbol without
+   allow_short_sell -> SHORT_SALE, non-displayed without allow_hidden -> HIDDEN_ORDER, an intermarket
+   sweep without allow_iso -> ISO_ORDER, a minimum quantity the venue would refuse (above the shares,
+   or on an order that may rest: ``ouch.minimum_quantity_problem``) -> MIN_QUANTITY;
 5. rate: the sliding window full -> MESSAGE_RATE (and the throttle's kill-switch count); open
    orders at the maximum -> MAX_OPEN_ORDERS; the same NEW too often -> REPEATED_ORDER; crossing one
    of our own open orders on the other side -> SELF_MATCH (no wash trades);
@@ -46,9 +51,11 @@ from __future__ import annotations
 
 from appliance.messages.catalog import (BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_STALE, BOOK_FLAGS_BAD,
                                         MARKET_STATE)
-from appliance.messages.codes import MARKET_PRICE, TIF_DAY, TIF_IOC, Action, RiskReason, RiskState, Side
+from appliance.messages.codes import (MARKET_PRICE, TIF_DAY, TIF_IOC, Action, Capacity, Display, RiskReason, RiskState,
+                                      Side)
 from appliance.runtime.market_state import good_mark, reference_price  # noqa: F401 (reference_price re-exported)
 from appliance.runtime.seqlock import body_index_of
+from appliance.wire.ouch import minimum_quantity_problem
 
 from .duplicates import DuplicateFilter
 from .kill_switch import DAILY_LOSS, DRAWDOWN, TradingControl
@@ -65,6 +72,11 @@ SNAPSHOT = int(Action.SNAPSHOT)      # a strategy's request for its open orders:
 BUY = int(Side.BUY)
 SELL = int(Side.SELL)
 SELL_SHORT = int(Side.SELL_SHORT)
+HIDDEN = int(Display.HIDDEN)
+VISIBLE = int(Display.VISIBLE)
+AGENCY = int(Capacity.AGENCY)
+DISPLAYS = frozenset((0, *(int(d) for d in Display)))       # 0: the default (VISIBLE)
+CAPACITIES = frozenset((0, *(int(c) for c in Capacity)))    # 0: the default (AGENCY)
 TRADING = ord("T")
 HALTED = int(RiskState.HALTED)
 REDUCING = int(RiskState.REDUCING)
@@ -73,7 +85,8 @@ NO_BOOK = BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT
 
 R = RiskReason
 CHECK_ORDER = (R.BAD_ORDER, R.UNKNOWN_SYMBOL, R.NOT_READY, R.TRADING_HALTED, R.SYMBOL_KILLED, R.MARKET_CLOSED, R.DUPLICATE_CLIENT_ID,
-               R.UNKNOWN_ORDER, R.MIN_SIZE, R.MAX_SHARES, R.ROUND_LOT, R.TICK, R.MESSAGE_RATE, R.MAX_OPEN_ORDERS,
+               R.UNKNOWN_ORDER, R.MIN_SIZE, R.MAX_SHARES, R.ROUND_LOT, R.MARKET_ORDER, R.TICK, R.SHORT_SALE,
+               R.HIDDEN_ORDER, R.ISO_ORDER, R.MIN_QUANTITY, R.MESSAGE_RATE, R.MAX_OPEN_ORDERS,
                R.REPEATED_ORDER, R.SELF_MATCH, R.BOOK_STALE, R.SYMBOL_HALTED, R.BOOK_CROSSED, R.NO_REFERENCE_PRICE,
                R.PRICE_COLLAR, R.MAX_NOTIONAL, R.DAILY_LOSS, R.DRAWDOWN, R.TRADING_REDUCING, R.MAX_LONG,
                R.MAX_SHORT, R.GROSS_EXPOSURE, R.NET_EXPOSURE, R.SECTOR_CONCENTRATION, R.LEVERAGE)
@@ -112,6 +125,11 @@ _GROSS_EXPOSURE = int(R.GROSS_EXPOSURE)
 _NET_EXPOSURE = int(R.NET_EXPOSURE)
 _SECTOR_CONCENTRATION = int(R.SECTOR_CONCENTRATION)
 _LEVERAGE = int(R.LEVERAGE)
+_SHORT_SALE = int(R.SHORT_SALE)
+_MARKET_ORDER = int(R.MARKET_ORDER)
+_HIDDEN_ORDER = int(R.HIDDEN_ORDER)
+_ISO_ORDER = int(R.ISO_ORDER)
+_MIN_QUANTITY = int(R.MIN_QUANTITY)
 
 
 # bid, ask, last trade, flags, trading state, last good mark of a MarketState slot, in one call from the seqlock word
@@ -139,6 +157,7 @@ class RiskEngine:
                  "throttled", "torn_reads", "marks_old",
                  "limits", "symbol_rows", "limit_rows", "global_row", "max_gross", "max_net", "leverage_notional",
                  "max_daily_loss", "max_drawdown", "max_open_orders", "allow_market_orders", "market_hours",
+                 "flag_rules",
                  "seen_client_ids", "identical", "in_snapshot", "snapshots_applied", "snapshot_reports_ignored")
 
     def __init__(self, limits: Limits, symbols, market, *, order_capacity: int = 4096):
@@ -188,6 +207,9 @@ class RiskEngine:
                              _collar_divisor(sl.collar_ppm), sl.collar_ppm, sl.collar_abs, sl.max_long, sl.max_short,
                              sector_of[s], sector_limit[sector_of[s]])
                             for s, sl in enumerate(limits.symbols)]
+        # what the order flags need, looked at only when an order sets one (``_check_flags``)
+        self.flag_rules = ([sl is not None and sl.allow_short_sell for sl in limits.symbols], limits.allow_hidden,
+                           limits.allow_iso)
         self._apply_symbol_kills()
         self.max_gross = limits.max_gross_notional
         self.max_net = limits.max_net_notional
@@ -311,9 +333,11 @@ class RiskEngine:
     # ------------------------------------------------------------------ the check set
 
     def check(self, action: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
-              shares: int, price: int, time_in_force: int, now: int) -> int:
+              shares: int, price: int, time_in_force: int, now: int, display: int = 0, capacity: int = 0,
+              minimum_quantity: int = 0, intermarket_sweep: int = 0) -> int:
         """0 to approve, else the RiskReason of the first failing check. Changes no state except the
-        kill switch (loss limits, repeated throttling) and the day's peak P&L.
+        kill switch (loss limits, repeated throttling) and the day's peak P&L. The OUCH flags
+        (OrderIntent's display, capacity, minimum_quantity, intermarket_sweep) default to a plain order.
 
         One flat function on purpose: every call and attribute lookup costs tens of ns in CPython,
         and this runs for every order (see ``appliance bench risk``).
@@ -372,9 +396,15 @@ class RiskEngine:
         market_order = price == MARKET_PRICE
         if market_order:
             if not allow_market_orders:
-                return _PRICE_COLLAR
+                return _MARKET_ORDER
         elif price % tick:
             return _TICK
+        if (minimum_quantity or intermarket_sweep or side == SELL_SHORT or (display and display != VISIBLE)
+                or (capacity and capacity != AGENCY)):           # a plain order (0 or Y, 0 or A) skips these
+            reason = self._check_flags(symbol_id, side, shares, price, time_in_force, display, capacity,
+                                       minimum_quantity, intermarket_sweep)
+            if reason:
+                return reason
         # 5. rate and counts
         window = self.rate
         if now - window.times[window.next_index] < window.window_ns:        # SlidingWindow.full, inlined
@@ -472,6 +502,22 @@ class RiskEngine:
             return _LEVERAGE
         return 0
 
+    def _check_flags(self, symbol_id: int, side: int, shares: int, price: int, time_in_force: int, display: int,
+                     capacity: int, minimum_quantity: int, intermarket_sweep: int) -> int:
+        """The order's OUCH flags against the limits (off the plain order's path: called only when one is set)."""
+        if display not in DISPLAYS or capacity not in CAPACITIES or intermarket_sweep not in (0, 1):
+            return _BAD_ORDER
+        allow_short_sell, allow_hidden, allow_iso = self.flag_rules
+        if side == SELL_SHORT and not allow_short_sell[symbol_id]:
+            return _SHORT_SALE
+        if display == HIDDEN and not allow_hidden:
+            return _HIDDEN_ORDER
+        if intermarket_sweep and not allow_iso:
+            return _ISO_ORDER
+        if minimum_quantity and minimum_quantity_problem(shares, minimum_quantity, time_in_force, price):
+            return _MIN_QUANTITY
+        return 0
+
     # ------------------------------------------------------------------ booking
 
     def grows_position(self, action: int, orig_client_order_id: int, symbol_id: int, side: int, shares: int) -> bool:
@@ -526,10 +572,11 @@ class RiskEngine:
                 self.throttled += over
 
     def decide(self, action: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
-               shares: int, price: int, time_in_force: int, strategy_id: int, now: int) -> int:
+               shares: int, price: int, time_in_force: int, strategy_id: int, now: int, display: int = 0,
+               capacity: int = 0, minimum_quantity: int = 0, intermarket_sweep: int = 0) -> int:
         """``check`` and, when it passes, ``record``: what the agent does with every intent."""
         reason = self.check(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price,
-                            time_in_force, now)
+                            time_in_force, now, display, capacity, minimum_quantity, intermarket_sweep)
         if not reason:
             self.record(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price, strategy_id,
                         now)

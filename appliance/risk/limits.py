@@ -23,7 +23,10 @@ money becomes price units (4 implied decimals) so every check is integer arithme
       max_identical_orders: 50        # identical NEW orders inside duplicate_window_ms
       duplicate_window_ms: 1000       # optional, default 1000
       throttle_kill: {trips: 100, window_ms: 10000}   # optional: MESSAGE_RATE denials that latch the kill switch
-      allow_market_orders: false      # optional, default false (a market order has no price to collar)
+      allow_market_orders: false      # optional, default false (a market order has no price to collar): MARKET_ORDER
+      allow_hidden: true              # optional, default true: non-displayed orders (else HIDDEN_ORDER)
+      allow_iso: false                # optional, default false: intermarket sweep orders, which make the firm
+                                      # responsible for the Reg NMS sweep of better prices elsewhere (ISO_ORDER)
       prevent_self_match: true        # optional, default false: refuse an order that would trade with one of
                                       # our own open orders (SELF_MATCH; a wash trade)
       market_hours: null             # optional: {open: "09:30", close: "16:00", timezone: America/New_York,
@@ -35,6 +38,8 @@ money becomes price units (4 implied decimals) so every check is integer arithme
     symbols:
       AAPL: {sector: TECH, max_shares: 1000, max_notional: 250000, min_shares: 1, whole_lots: true,
              collar_pct: 5, max_long: 2000, max_short: 2000}     # or collar_abs: 1.50
+             # optional allow_short_sell: true (default false): short sales (side T) in this symbol, for a
+             # symbol with a locate or on the easy-to-borrow list (else SHORT_SALE); symbol_defaults may set it
 
 Tick and round lot come from the instruments file the layout names (``config/instruments.yaml``,
 ``appliance.config.instruments``): the limits do not repeat them. ``whole_lots: true`` refuses an
@@ -88,6 +93,7 @@ class SymbolLimits:
     collar_abs: int             # absolute band in price units (0: percent band)
     max_long: int
     max_short: int
+    allow_short_sell: bool = False     # short sales (a locate, or on the easy-to-borrow list)
 
     def collar_band(self, reference_price: int) -> int:
         """The allowed distance from the reference price, in price units."""
@@ -148,6 +154,8 @@ class Limits:
     sectors: dict                 # sector name -> max gross notional (price units)
     sector_names: tuple           # sector id = index
     symbols: tuple                # by symbol id: SymbolLimits or None
+    allow_hidden: bool = True     # non-displayed orders
+    allow_iso: bool = False       # intermarket sweep orders
     digest: int = 0               # CRC-32 of the file's bytes (journaled with LIMITS_CHANGED)
     summary: dict = field(default_factory=dict, compare=False)
 
@@ -163,9 +171,9 @@ class Limits:
 _GLOBAL_REQUIRED = ("capital", "max_gross_notional", "max_net_notional", "max_leverage", "max_daily_loss",
                     "max_drawdown", "max_messages_per_second", "max_open_orders", "max_identical_orders")
 _GLOBAL_OPTIONAL = ("rate_window_ms", "duplicate_window_ms", "throttle_kill", "allow_market_orders", "market_hours",
-                    "prevent_self_match")
+                    "prevent_self_match", "allow_hidden", "allow_iso")
 _SYMBOL_REQUIRED = ("sector", "max_shares", "max_notional", "max_long", "max_short")
-_SYMBOL_OPTIONAL = ("min_shares", "round_lot", "whole_lots", "tick", "collar_pct", "collar_abs")
+_SYMBOL_OPTIONAL = ("min_shares", "round_lot", "whole_lots", "tick", "collar_pct", "collar_abs", "allow_short_sell")
 
 
 def _money(s: Section, key: str, *, positive: bool = False) -> int:
@@ -259,7 +267,8 @@ def _symbol_limits(s: Section, symbol: str, sectors: dict, instrument: Instrumen
     return SymbolLimits(
         symbol=symbol, sector=sector, max_shares=max_shares, max_notional=_money(s, "max_notional"),
         min_shares=min_shares, round_lot=round_lot, tick=tick, collar_ppm=collar_ppm, collar_abs=collar_abs,
-        max_long=s.integer("max_long", 0, 2**53), max_short=s.integer("max_short", 0, 2**53))
+        max_long=s.integer("max_long", 0, 2**53), max_short=s.integer("max_short", 0, 2**53),
+        allow_short_sell=s.boolean("allow_short_sell", False))
 
 
 def _sectors(top: Section) -> dict[str, int]:
@@ -343,7 +352,8 @@ def parse_limits(text: bytes | str, layout_symbols, file: str = "<string>", *,
         throttle_kill_trips=throttle_trips, throttle_kill_window_ns=throttle_window_ms * 1_000_000,
         allow_market_orders=g.boolean("allow_market_orders", False), market_hours=_market_hours(g),
         prevent_self_match=g.boolean("prevent_self_match", False), sectors=sectors, sector_names=tuple(sectors),
-        symbols=tuple(by_id), digest=zlib.crc32(raw))
+        symbols=tuple(by_id), allow_hidden=g.boolean("allow_hidden", True), allow_iso=g.boolean("allow_iso", False),
+        digest=zlib.crc32(raw))
     object.__setattr__(limits, "summary", _summary(limits))
     return limits
 
@@ -364,7 +374,7 @@ def _summary(limits: Limits) -> dict:
     for name in ("capital", "max_gross_notional", "max_net_notional", "max_leverage", "max_daily_loss",
                  "max_drawdown", "max_messages", "rate_window_ns", "max_open_orders", "max_identical_orders",
                  "duplicate_window_ns", "throttle_kill_trips", "throttle_kill_window_ns", "allow_market_orders",
-                 "market_hours", "prevent_self_match"):
+                 "market_hours", "prevent_self_match", "allow_hidden", "allow_iso"):
         out[f"global.{name}"] = getattr(limits, name)
     for name, value in limits.sectors.items():
         out[f"sectors.{name}"] = value

@@ -9,18 +9,16 @@ the orders and positions the reports rebuild), ``agent.py`` for the process, ``c
 ``params`` format.
 """
 from appliance.config.instruments import Instrument
-from appliance.messages.codes import TIF_DAY, TIF_IOC, RejectSource, Side
+from appliance.messages.codes import TIF_DAY, TIF_IOC, Capacity, Display, RejectSource, Side
 
 from .api import (
-    MARKET_PRICE, PRICE_SCALE, BackPressure, Book, OpenOrders, Order, OrderState, Positions, Strategy,
-    StrategyStopping, format_price, price_from_decimal, reject_reason_name,
+    MARKET, MARKET_PRICE, PRICE_SCALE, BackPressure, Book, Level, OpenOrders, Order, OrderState, Positions, Strategy,
+    StrategyStopping, Trade, format_price, price_from_decimal, reject_reason_name,
 )
 from .fees import FeeSchedule
 from .fills import LIQUIDITY_FLAGS, Fill
-from .api import Level, Trade
 
-__all__ = ["Strategy", "Book", "Order", "OrderState", "OpenOrders", "Positions", "BackPressure", "StrategyStopping",
-           "format_price", "price_from_decimal", "reject_reason_name", "PRICE_SCALE", "MARKET_PRICE", "TIF_DAY",
-           "TIF_IOC", "Side", "RejectSource", "Instrument"]
-__all__ += ["Fill", "LIQUIDITY_FLAGS", "FeeSchedule"]
-__all__ += ["Trade", "Level"]
+__all__ = ["Strategy", "Book", "Level", "Trade", "Order", "OrderState", "OpenOrders", "Positions", "Fill",
+           "LIQUIDITY_FLAGS", "FeeSchedule", "Instrument", "BackPressure", "StrategyStopping", "format_price",
+           "price_from_decimal", "reject_reason_name", "PRICE_SCALE", "MARKET_PRICE", "MARKET", "TIF_DAY", "TIF_IOC",
+           "Side", "Display", "Capacity", "RejectSource"]

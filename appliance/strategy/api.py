@@ -22,14 +22,18 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, NamedTuple
 
+from appliance.config.instruments import Instrument
 from appliance.messages.catalog import (
     BOOK_DEPTH, BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_LOCKED, BOOK_FLAG_STALE,
     BOOK_UPDATE,
 )
-from appliance.messages.codes import MARKET_PRICE, PRICE_SCALE, TIF_DAY, OmsReason, RejectSource, RiskReason, Side
-from appliance.config.instruments import Instrument
+from appliance.messages.codes import (
+    MARKET_PRICE, PRICE_SCALE, Capacity, Display, OmsReason, RejectSource, RiskReason, Side,
+)
 
 from .fills import Fill, mark_price
+
+MARKET = MARKET_PRICE       # ``buy(symbol, shares, MARKET)``: a market order (immediate-or-cancel)
 
 if TYPE_CHECKING:
     from appliance.strategy.host import StrategyHost
@@ -155,7 +159,7 @@ class _OrderFields:
     """An order's slots, shared by ``Order`` (read-only) and its private mutable twin (``_WritableOrder``)."""
 
     __slots__ = ("_client_order_id", "_symbol", "_symbol_id", "_side", "_price", "_shares", "_leaves",
-                 "_filled", "_state", "_tif", "_replaces", "_replaced_by", "_cancel_id", "_created_ns")
+                 "_filled", "_state", "_tif", "_replaces", "_replaced_by", "_cancel_id", "_created_ns", "_flags")
 
 
 class Order(_OrderFields):
@@ -165,10 +169,12 @@ class Order(_OrderFields):
     __slots__ = ()
 
     def __new__(cls, client_order_id: int, symbol: str, symbol_id: int, side: Side, price: int, shares: int,
-                tif: int, replaces: int = 0, created_ns: int = 0):
+                tif: int, replaces: int = 0, created_ns: int = 0,
+                flags: tuple[int, int, int, int] = (Display.VISIBLE, Capacity.AGENCY, 0, 0)):
         """Built as its private mutable twin (plain writes, as fast as an ordinary class), then made an
         Order: from then on no attribute of it can be written."""
-        return _WritableOrder(client_order_id, symbol, symbol_id, side, price, shares, tif, replaces, created_ns)
+        return _WritableOrder(client_order_id, symbol, symbol_id, side, price, shares, tif, replaces, created_ns,
+                              flags)
 
     __setattr__ = _refuse_write
     __delattr__ = _refuse_write
@@ -186,6 +192,19 @@ class Order(_OrderFields):
     replaces = property(_field("_replaces"), doc="the client order id this one replaces (0: none)")
     replaced_by = property(_field("_replaced_by"), doc="its pending or done replacement (0: none)")
     created_ns = property(_field("_created_ns"))
+    display = property(lambda self: Display(self._flags[0]), doc="codes.Display")
+    capacity = property(lambda self: Capacity(self._flags[1]), doc="codes.Capacity")
+    min_qty = property(lambda self: self._flags[2], doc="minimum quantity (0: none)")
+    iso = property(lambda self: bool(self._flags[3]), doc="an intermarket sweep order")
+
+    @property
+    def is_market(self) -> bool:
+        return self._price == MARKET_PRICE
+
+    @property
+    def is_short(self) -> bool:
+        """A short sale (side SELL_SHORT); it counts as a sell everywhere."""
+        return self._side == Side.SELL_SHORT
 
     @property
     def is_buy(self) -> bool:
@@ -196,13 +215,15 @@ class Order(_OrderFields):
         return self._state <= _LAST_OPEN_STATE
 
     def __repr__(self) -> str:
+        price = "MARKET" if self._price == MARKET_PRICE else format_price(self._price)
         return (f"Order({self._client_order_id}, {self._symbol} {self._side.name} {self._leaves}/{self._shares} @ "
-                f"{format_price(self._price)}, {self._state.name})")
+                f"{price}, {self._state.name})")
 
 
 # The host's (order_view's) way to change an Order: each slot's own C-level setter, which bypasses the
 # refusing __setattr__ (one call, ~30 ns more than a plain write; only on the update path, not on reads).
 ORDER_SETTERS = {name: _OrderFields.__dict__[name].__set__ for name in _OrderFields.__slots__}
+_PLAIN_FLAGS = (Display.VISIBLE, Capacity.AGENCY, 0, 0)
 _SET_CLASS = object.__dict__["__class__"].__set__
 
 
@@ -212,7 +233,8 @@ class _WritableOrder(_OrderFields):
 
     __slots__ = ()
 
-    def __init__(self, client_order_id, symbol, symbol_id, side, price, shares, tif, replaces=0, created_ns=0):
+    def __init__(self, client_order_id, symbol, symbol_id, side, price, shares, tif, replaces=0, created_ns=0,
+                 flags=_PLAIN_FLAGS):
         self._client_order_id = client_order_id
         self._symbol = symbol
         self._symbol_id = symbol_id
@@ -227,6 +249,7 @@ class _WritableOrder(_OrderFields):
         self._replaced_by = 0
         self._cancel_id = 0
         self._created_ns = created_ns
+        self._flags = flags                  # OrderIntent's display, capacity, minimum quantity, ISO (0/1)
         _SET_CLASS(self, Order)              # from here on read-only
 
 
@@ -270,11 +293,13 @@ class OpenOrders(_Sealed):
         return () if sid is None else tuple(self._by_symbol[sid].values())
 
     def open_shares(self, symbol: str, side: Side) -> int:
-        """Leaves of every open order on one side of a symbol (what could still execute)."""
+        """Leaves of every open order on one side of a symbol (what could still execute): Side.SELL
+        and Side.SELL_SHORT both mean the sell side, short sales included."""
         sid = self._symbol_ids.get(symbol)
         if sid is None:
             return 0
-        return sum(o._leaves for o in self._by_symbol[sid].values() if o._side == side)
+        buys = side == _BUY
+        return sum(o._leaves for o in self._by_symbol[sid].values() if (o._side == _BUY) == buys)
 
 
 class Positions(_Sealed):
@@ -718,23 +743,47 @@ class Strategy:
         self._host.request_reducing()
 
     # ---- actions (each writes one OrderIntent to risk)
-    def buy(self, symbol: str, shares: int, price: int, tif: int = TIF_DAY) -> int:
-        """A new buy order (``tif``: TIF_DAY or TIF_IOC); returns its client order id.
+    def buy(self, symbol: str, shares: int, price: int, tif: int | None = None, *,
+            display: Display = Display.VISIBLE, min_qty: int = 0, iso: bool = False,
+            capacity: Capacity = Capacity.AGENCY) -> int:
+        """A new buy order; returns its client order id.
 
-        Raises BackPressure when nothing more fits, ValueError/TypeError for a bad argument."""
-        return self._host.new_order(symbol, Side.BUY, shares, price, tif)
+        ``price``: 4 implied decimals, or ``MARKET`` for a market order. ``tif``: TIF_DAY or TIF_IOC
+        (omitted: TIF_DAY, and TIF_IOC for a market order, which never rests). ``display``:
+        Display.VISIBLE, ATTRIBUTABLE or HIDDEN (rests without showing in the feed). ``min_qty``: trade
+        only if that many shares execute at once (TIF_IOC or market orders only). ``iso``: an
+        intermarket sweep order (limit orders only). ``capacity``: Capacity.AGENCY, PRINCIPAL,
+        RISKLESS or OTHER. Risk may still refuse a flag its limits do not allow (RiskReason
+        SHORT_SALE, MARKET_ORDER, HIDDEN_ORDER, ISO_ORDER, MIN_QUANTITY).
 
-    def sell(self, symbol: str, shares: int, price: int, tif: int = TIF_DAY) -> int:
-        return self._host.new_order(symbol, Side.SELL, shares, price, tif)
+        Raises BackPressure when nothing more fits, ValueError/TypeError for a bad argument (nothing
+        is sent then; ``order_flags.py`` has the rules)."""
+        return self._host.new_order(symbol, Side.BUY, shares, price, tif, display=display, min_qty=min_qty, iso=iso,
+                                    capacity=capacity)
+
+    def sell(self, symbol: str, shares: int, price: int, tif: int | None = None, *, short: bool = False,
+             display: Display = Display.VISIBLE, min_qty: int = 0, iso: bool = False,
+             capacity: Capacity = Capacity.AGENCY) -> int:
+        """A new sell order, as ``buy``; ``short=True`` marks it a short sale (OUCH side 'T'), which
+        counts as a sell for every position and limit and needs the symbol's ``allow_short_sell``."""
+        if short.__class__ is not bool:
+            raise TypeError(f"short must be True or False, got {short!r}")
+        return self._host.new_order(symbol, Side.SELL_SHORT if short else Side.SELL, shares, price, tif,
+                                    display=display, min_qty=min_qty, iso=iso, capacity=capacity)
 
     def cancel(self, client_order_id: int) -> bool:
         """Cancel an open order; False when it is not open or a cancel is already on its way."""
         return self._host.cancel(client_order_id)
 
-    def replace(self, client_order_id: int, shares: int | None = None, price: int | None = None) -> int | None:
+    def replace(self, client_order_id: int, shares: int | None = None, price: int | None = None, *,
+                display: Display | None = None, iso: bool | None = None) -> int | None:
         """Replace a LIVE order (new size and/or price, new priority); returns the replacement's client order
-        id, or None when the order is not live (unknown, done, or a request for it is pending)."""
-        return self._host.replace(client_order_id, shares, price)
+        id, or None when the order is not live (unknown, done, or a request for it is pending).
+
+        What OUCH Replace Order may change besides: ``display`` and ``iso`` (None keeps the original's);
+        side, capacity and time in force are the original's (no minimum quantity: only orders that
+        never rest may have one)."""
+        return self._host.replace(client_order_id, shares, price, display=display, iso=iso)
 
     def cancel_all(self, symbol: str | None = None) -> int:
         """Cancel every open order (of one symbol); returns how many were open."""

@@ -35,7 +35,8 @@ import operator
 import time
 
 from appliance.messages.catalog import BOOK_DEPTH, BOOK_UPDATE, EXECUTION_REPORT, ORDER_REJECT, RISK_SNAPSHOT
-from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, RejectSource, Side, SnapshotKind
+from appliance.messages.codes import (ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, Capacity, Display, RejectSource, Side,
+                                      SnapshotKind)
 
 from .api import (
     AGGRESSOR_OF_BYTE, MARKET_PRICE, ORDER_SETTERS, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping,
@@ -44,6 +45,7 @@ from .api import (
 from .fees import NO_FEES, FeeSchedule
 from .ids import ClientOrderIds
 from .intents import IntentWriter
+from .order_flags import order_flags, replace_flags, resolve_tif
 from .order_view import OrderView
 from .timers import Clock, TimerQueue, check_ns, to_ns
 
@@ -76,6 +78,8 @@ _SNAP_POSITION, _SNAP_ORDER, _SNAP_END = int(SnapshotKind.POSITION), int(Snapsho
 _SIDES = frozenset(int(side) for side in Side)
 _PENDING_NEW = OrderState.PENDING_NEW
 RESTART_POLICIES = ("cancel", "adopt")      # Strategy.restart_orders
+_VISIBLE, _AGENCY = Display.VISIBLE, Capacity.AGENCY
+_PLAIN_FLAGS = (int(_VISIBLE), int(_AGENCY), 0, 0)      # OrderIntent display, capacity, minimum quantity, ISO
 
 
 class StrategyStats:
@@ -454,7 +458,9 @@ class StrategyHost:
         if not self.running:
             raise StrategyStopping("the strategy is not running: only cancels may leave")
 
-    def new_order(self, symbol: str, side: Side, shares: int, price: int, tif: int) -> int:
+    def new_order(self, symbol: str, side: Side, shares: int, price: int, tif: int | None = TIF_DAY, *,
+                  display: int = _VISIBLE, min_qty: int = 0, iso: bool = False, capacity: int = _AGENCY) -> int:
+        """A new order's intent, every argument checked first (``order_flags.py`` for the OUCH flags)."""
         sid = self._traded_id(symbol)
         if self.stopping or not self.running:
             if not (self.stopping and self.running and self._reduces(sid, side, shares)):
@@ -463,8 +469,12 @@ class StrategyHost:
             shares = _check_shares(shares)
         if price.__class__ is not int or not 1 <= price <= MARKET_PRICE:
             price = _check_price(price)
-        if tif not in _TIFS:
-            raise ValueError(f"time in force must be TIF_IOC ({TIF_IOC}) or TIF_DAY ({TIF_DAY}), got {tif!r}")
+        if tif.__class__ is not int or tif not in _TIFS or price == MARKET_PRICE:
+            tif = resolve_tif(tif, price)
+        if display is _VISIBLE and capacity is _AGENCY and iso is False and min_qty == 0 and min_qty.__class__ is int:
+            flags = _PLAIN_FLAGS                                            # a plain order: nothing to check
+        else:
+            flags = order_flags(shares, price, tif, display, min_qty, iso, capacity)
         intents = self.intents
         if not intents.has_room():
             intents.refused += 1
@@ -474,8 +484,8 @@ class StrategyHost:
         # the intent first, the view's bookkeeping after (still before the strategy sees anything): the
         # order leaves while the view is updated; nothing can answer it before this returns
         intents.emit(client_order_id, 0, sid, _NEW, side, shares, price, tif, self._t_rx_ns,
-                     self._t_feed_out_ns)
-        self._view.add(make_order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns()))
+                     self._t_feed_out_ns, *flags)
+        self._view.add(make_order(client_order_id, symbol, sid, side, price, shares, tif, 0, self.clock_ns(), flags))
         return client_order_id
 
     def _reduces(self, sid: int, side, shares) -> bool:
@@ -589,7 +599,8 @@ class StrategyHost:
         self.intents.emit(cancel_id, order._client_order_id, order._symbol_id, _CANCEL, order._side, 0,
                           order._price, order._tif, self._t_rx_ns, self._t_feed_out_ns)
 
-    def replace(self, client_order_id: int, shares: int | None, price: int | None) -> int | None:
+    def replace(self, client_order_id: int, shares: int | None, price: int | None, *, display: int | None = None,
+                iso: bool | None = None) -> int | None:
         if self.stopping or not self.running:
             self._may_send_new()
         order = self._view.get(client_order_id)
@@ -603,6 +614,12 @@ class StrategyHost:
             price = order._price
         elif price.__class__ is not int or not 1 <= price <= MARKET_PRICE:
             price = _check_price(price)
+        old_display, old_capacity, _old_min_qty, old_iso = order._flags
+        if display is None and iso is None:
+            new_display, new_iso = old_display, old_iso
+        else:
+            new_display, new_iso = replace_flags(old_display, old_iso, price, display, iso)
+        flags = (new_display, old_capacity, 0, new_iso)
         intents = self.intents
         if not intents.has_room():
             intents.refused += 1
@@ -611,11 +628,11 @@ class StrategyHost:
         new_id = self.ids.next()
         sid = order._symbol_id
         intents.emit(new_id, client_order_id, sid, _REPLACE, order._side, shares, price, order._tif,
-                     self._t_rx_ns, self._t_feed_out_ns)             # the intent first (see new_order)
+                     self._t_rx_ns, self._t_feed_out_ns, *flags)     # the intent first (see new_order)
         _set_state(order, _PENDING_REPLACE)
         _set_replaced_by(order, new_id)
         self._view.add(make_order(new_id, order._symbol, sid, order._side, price, shares, order._tif, client_order_id,
-                             self.clock_ns()))
+                                  self.clock_ns(), flags))
         return new_id
 
     def cancel_all(self, symbol: str | None = None) -> int:

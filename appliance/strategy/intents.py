@@ -45,14 +45,16 @@ class IntentWriter:
         return len(self.pending) < self.max_pending
 
     def emit(self, client_order_id: int, orig_client_order_id: int, symbol_id: int, action: int, side: int,
-             shares: int, price: int, tif: int, t_rx_ns: int, t_feed_out_ns: int) -> bool:
-        """Write (True) or queue (False) one intent. The caller checked ``has_room`` for new orders."""
+             shares: int, price: int, tif: int, t_rx_ns: int, t_feed_out_ns: int, display: int = 0,
+             capacity: int = 0, minimum_quantity: int = 0, intermarket_sweep: int = 0) -> bool:
+        """Write (True) or queue (False) one intent. The caller checked ``has_room`` for new orders.
+        The OUCH flags (``display``, ``capacity``: the venue's bytes, 0 the default) were checked by the host."""
         if not self.pending:
             offset = self._claim()
             if offset >= 0:
                 _PACK(self.buffer, offset, _TYPE, _VERSION, _SIZE, client_order_id, orig_client_order_id,
-                      self.strategy_id, symbol_id, action, side, 0, shares, price, tif, t_rx_ns, t_feed_out_ns,
-                      self.clock_ns())
+                      self.strategy_id, symbol_id, action, side, display, capacity, shares, price, tif,
+                      minimum_quantity, intermarket_sweep, 0, 0, t_rx_ns, t_feed_out_ns, self.clock_ns())
                 self._commit()
                 self.written += 1
                 self.last_action = action
@@ -61,7 +63,7 @@ class IntentWriter:
         self.last_action = action
         self.last_symbol_id = symbol_id
         self.pending.append((client_order_id, orig_client_order_id, symbol_id, action, side, shares, price, tif,
-                             t_rx_ns, t_feed_out_ns))
+                             t_rx_ns, t_feed_out_ns, display, capacity, minimum_quantity, intermarket_sweep))
         self.queued += 1
         return False
 
@@ -75,9 +77,10 @@ class IntentWriter:
             if offset < 0:
                 break
             (client_order_id, orig, symbol_id, action, side, shares, price, tif, t_rx_ns,
-             t_feed_out_ns) = pending.popleft()
-            _PACK(buffer, offset, _TYPE, _VERSION, _SIZE, client_order_id, orig, strategy_id, symbol_id, action, side, 0,
-                  shares, price, tif, t_rx_ns, t_feed_out_ns, self.clock_ns())
+             t_feed_out_ns, display, capacity, minimum_quantity, intermarket_sweep) = pending.popleft()
+            _PACK(buffer, offset, _TYPE, _VERSION, _SIZE, client_order_id, orig, strategy_id, symbol_id, action, side,
+                  display, capacity, shares, price, tif, minimum_quantity, intermarket_sweep, 0, 0, t_rx_ns,
+                  t_feed_out_ns, self.clock_ns())
             ring.commit()
             n += 1
         self.written += n

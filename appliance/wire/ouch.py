@@ -22,6 +22,28 @@ TIME_IN_FORCE_MARKET_HOURS = 99998
 TIME_IN_FORCE_SYSTEM_HOURS = 99999
 TOKEN_SIZE = 14
 
+# Enter Order's flag bytes this codec's users send and the simulated venue honours (OUCH 4.2 defines
+# more display values, e.g. post-only and mid-point peg, which need venue features not modelled here).
+DISPLAY_VISIBLE, DISPLAY_ATTRIBUTABLE, DISPLAY_HIDDEN = b"Y", b"A", b"N"
+DISPLAYS = frozenset((DISPLAY_VISIBLE, DISPLAY_ATTRIBUTABLE, DISPLAY_HIDDEN))
+CAPACITIES = frozenset((b"A", b"P", b"R", b"O"))       # agency, principal, riskless principal, other
+ISO_YES, ISO_NO = b"Y", b"N"
+
+
+def minimum_quantity_problem(shares: int, minimum_quantity: int, time_in_force: int, price: int) -> str | None:
+    """Why a minimum quantity is not valid for this order, or None: the one rule the strategy, risk,
+    the OMS and the simulated venue (Rejected 'N') all apply. A minimum quantity is a condition on
+    the executions at entry, so it needs an order that does not rest: immediate-or-cancel (or a
+    market order, which never rests); it must not exceed the shares."""
+    if not minimum_quantity:
+        return None
+    if minimum_quantity > shares:
+        return f"minimum quantity {minimum_quantity} is more than the order's {shares} shares"
+    if time_in_force != TIME_IN_FORCE_IMMEDIATE_OR_CANCEL and price != MARKET_PRICE:
+        return ("a minimum quantity applies at entry only: the order must be immediate-or-cancel "
+                "(or a market order)")
+    return None
+
 
 def token(name: str) -> Field:
     return alpha(name, TOKEN_SIZE)

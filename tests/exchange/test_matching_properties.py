@@ -211,7 +211,7 @@ def random_flow(seed: int, operations: int, check_every: int = 1, ticks: int = 8
                 price = MID - offset if side == "B" else MID + offset
             shares = rng.choice([1, 10, 50, 100, 100, 200, 500, 1000]) if rng.random() > 0.01 else rng.choice([0, 5_001])
             tif = IOC if rng.random() < 0.15 else DAY
-            display = rng.choice("YYYYYANL")
+            display = rng.choice("YYYYYAAN")
             events = engine.enter(firm, token, symbol, side, shares, price, tif, display)
         elif roll < 0.75:
             key = rng.choice(live) if rng.random() > 0.03 else (firm, f"T{rng.randint(1, counter + 5)}")

@@ -11,7 +11,7 @@ from appliance.messages.schema import HEADER_COUNT
 
 def test_read_gives_every_field_by_name_and_equals_the_unpacked_tuple():
     buffer = bytearray(256)
-    body = (11, 12, 3, 4, 2, ord("B"), 0, 100, 1_900_000, 99998, 5, 6, 7, 8)
+    body = (11, 12, 3, 4, 2, ord("B"), ord("N"), ord("P"), 100, 1_900_000, 0, 50, 1, 0, 0, 5, 6, 7, 8)
     APPROVED_ORDER.pack_into(buffer, 64, *body)
     order = APPROVED_ORDER.read(buffer, 64)
     assert order == APPROVED_ORDER.unpack_from(buffer, 64)
@@ -19,6 +19,7 @@ def test_read_gives_every_field_by_name_and_equals_the_unpacked_tuple():
                                                                    APPROVED_ORDER.size)
     assert (order.client_order_id, order.orig_client_order_id, order.symbol_id, order.price, order.t_risk_out_ns) \
         == (11, 12, 4, 1_900_000, 8)
+    assert (order.display, order.capacity, order.minimum_quantity, order.intermarket_sweep) == (ord("N"), ord("P"), 50, 1)
     assert order[HEADER_COUNT:] == body                      # the body is what pack_into takes back
     assert type(order).__name__ == "ApprovedOrder" and order._fields == APPROVED_ORDER.field_names
 

@@ -7,16 +7,12 @@ with the OMS's positions table, fill for fill.
 """
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from appliance.exchange.records import read_ouch_log
 from appliance.messages.codes import TIF_IOC, Action, ExecEvent, OmsReason
-from appliance.wire import ouch
 from appliance.wire.venue_time import ns_since_midnight
 from conftest import output_of, wait_until
-from exchange_process import OrderClient, RunningExchange, base_config
+from exchange_process import OrderClient, RunningExchange, base_config, end_of_day, venue_messages
 from oms_rig import SYMBOLS, Rig, journal_path, oms_layout
 
 E = ExecEvent
@@ -51,23 +47,6 @@ def next_answer(client: OrderClient) -> dict:
     while (message := client.next_message())["type"] == "S":
         pass
     return message
-
-
-def end_of_day(exchange: RunningExchange) -> dict:
-    exchange.ctl("end")
-    assert exchange.stop() == 0, exchange.output()
-    return json.loads((exchange.records / "report.json").read_text())
-
-
-def venue_messages(exchange: RunningExchange, firm: str = "ALGO1") -> tuple[list[dict], list[dict]]:
-    """(inbound, outbound) OUCH messages of a firm, from the exchange's own log."""
-    inbound, outbound = [], []
-    for record in read_ouch_log(exchange.records / f"ouch-{firm}.log"):
-        if record.direction == "I":
-            inbound.append(ouch.decode_inbound(record.message))
-        else:
-            outbound.append(ouch.decode_outbound(record.message))
-    return inbound, outbound
 
 
 def assert_positions_match(rig: Rig, report: dict, firm: str = "ALGO1") -> None:

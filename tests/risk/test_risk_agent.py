@@ -203,20 +203,22 @@ class RiskUnderTest:
         self.snapshots_sent += 1
 
     # -- the strategy
-    def intent(self, action, symbol, side, shares, price, *, orig=0, cid=None) -> int:
+    def intent(self, action, symbol, side, shares, price, *, orig=0, cid=None, **flags) -> int:
         if cid is None:
             cid = self.next_id
             self.next_id += 1
         slot = self.intents.claim()
         assert slot >= 0
-        ORDER_INTENT.pack_into(self.intents.buffer, slot, cid, orig, 7, symbol, int(action), side, 0, shares, price, TIF_DAY,
-                               0, 0, time.time_ns())
+        ORDER_INTENT.pack_into(self.intents.buffer, slot, *ORDER_INTENT.body(
+            client_order_id=cid, orig_client_order_id=orig, strategy_id=7, symbol_id=symbol, action=int(action),
+            side=side, shares=shares, price=price, time_in_force=TIF_DAY, t_strategy_out_ns=time.time_ns(), **flags))
         self.intents.commit()
         return cid
 
-    def decide(self, action, symbol, side, shares, price=None, *, orig=0) -> int:
+    def decide(self, action, symbol, side, shares, price=None, *, orig=0, **flags) -> int:
         """Send one intent and wait for risk's answer: 0 (approved) or the RiskReason of the reject."""
-        cid = self.intent(action, symbol, side, shares, PRICES[symbol] if price is None else price, orig=orig)
+        cid = self.intent(action, symbol, side, shares, PRICES[symbol] if price is None else price, orig=orig,
+                          **flags)
         wait_until(lambda: self.pump() or cid in self.decisions, TIMEOUT, message=f"risk's decision on {cid}")
         return self.decisions[cid]
 
@@ -407,6 +409,21 @@ def test_rejects_are_counted_by_reason_and_bad_books_are_refused(risk_factory):
     assert counters["risk.approved"] == 1
     approved = risk.approved_orders[-1]
     assert approved["t_risk_out_ns"] >= approved["t_strategy_out_ns"] > 0
+
+
+def test_order_flags_pass_through_to_the_approved_order_or_are_refused_by_name(risk_factory):
+    risk = risk_factory()
+    risk.start()
+    risk.wait_ready()
+    short = int(Side.SELL_SHORT)
+    assert risk.decide(Action.NEW, AAPL, short, 100) == RiskReason.SHORT_SALE
+    assert risk.decide(Action.NEW, AAPL, B, 100, intermarket_sweep=1) == RiskReason.ISO_ORDER
+    wait_until(lambda: risk.counters().get("risk.rejects.ISO_ORDER") == 1, TIMEOUT, message="counted by name")
+    assert risk.decide(Action.NEW, AAPL, B, 100, display=ord("N"), capacity=ord("P")) == 0
+    approved = risk.approved_orders[-1]
+    assert (approved["display"], approved["capacity"], approved["minimum_quantity"],
+            approved["intermarket_sweep"]) == (ord("N"), ord("P"), 0, 0)
+    assert risk.counters()["risk.rejects.SHORT_SALE"] == 1
 
 
 def test_the_loss_limit_latches_the_kill_switch_without_an_order(risk_factory):
@@ -685,8 +702,9 @@ def test_an_approved_order_is_its_intent_field_for_field_and_a_foreign_record_is
     risk.start()
     risk.wait_ready()
     slot = risk.intents.claim()
-    ORDER_INTENT.pack_into(risk.intents.buffer, slot, 4242, 0, 7, MSFT, int(Action.NEW), S, 0, 300, PRICES[MSFT],
-                           TIF_DAY, 111, 222, 333)
+    ORDER_INTENT.pack_into(risk.intents.buffer, slot, *ORDER_INTENT.body(
+        client_order_id=4242, strategy_id=7, symbol_id=MSFT, action=int(Action.NEW), side=S, shares=300,
+        price=PRICES[MSFT], time_in_force=TIF_DAY, t_rx_ns=111, t_feed_out_ns=222, t_strategy_out_ns=333))
     risk.intents.commit()
     wait_until(lambda: risk.pump() or 4242 in risk.decisions, TIMEOUT, message="risk's decision")
     assert risk.decisions[4242] == 0
@@ -702,8 +720,10 @@ def test_an_approved_order_is_its_intent_field_for_field_and_a_foreign_record_is
     assert order["t_risk_out_ns"] > 0
     slot = risk.intents.claim()
     ORDER_INTENT.struct.pack_into(risk.intents.buffer, slot, APPROVED_ORDER.type_id, ORDER_INTENT.version,
-                                  ORDER_INTENT.size, 4243, 0, 7, MSFT, int(Action.NEW), S, 0, 300, PRICES[MSFT],
-                                  TIF_DAY, 0, 0, time.time_ns())
+                                  ORDER_INTENT.size, *ORDER_INTENT.body(
+                                      client_order_id=4243, strategy_id=7, symbol_id=MSFT, action=int(Action.NEW),
+                                      side=S, shares=300, price=PRICES[MSFT], time_in_force=TIF_DAY,
+                                      t_strategy_out_ns=time.time_ns()))
     risk.intents.commit()
     wait_until(lambda: risk.pump() or 4243 in risk.decisions, TIMEOUT, message="risk's decision on the foreign record")
     assert risk.decisions[4243] == RiskReason.BAD_ORDER

@@ -46,7 +46,7 @@ def test_malformed_intents_are_bad_orders(change):
 @pytest.mark.parametrize("side", [B, S, T])
 @pytest.mark.parametrize("tif", [TIF_DAY, TIF_IOC])
 def test_every_side_and_time_in_force_of_the_contract_passes(side, tif):
-    assert Harness().new(side=side, tif=tif) == 0
+    assert Harness(with_symbol(allow_short_sell=True)).new(side=side, tif=tif) == 0
 
 
 def test_unknown_symbol_outside_the_layout_or_without_limits():
@@ -225,7 +225,7 @@ def test_absolute_collar():
 
 
 def test_market_orders_only_when_allowed_and_priced_at_the_collar_edge():
-    assert Harness().new(price=MARKET_PRICE) == RiskReason.PRICE_COLLAR
+    assert Harness().new(price=MARKET_PRICE) == RiskReason.MARKET_ORDER
     # allowed: a buy's notional is priced at ref + 5 % = $199.50 (100 shares: $19,950), a sell's at ref - 5 %
     document = with_symbol(max_notional=19_950)
     document["global"]["allow_market_orders"] = True
@@ -299,7 +299,7 @@ def test_max_long_counts_the_position_and_every_open_buy():
 
 
 def test_max_short_counts_the_position_and_every_open_sell():
-    h = Harness(with_symbol(max_short=1000))
+    h = Harness(with_symbol(max_short=1000, allow_short_sell=True))
     h.fill_position(-500)
     assert h.new(shares=300, side=S) == 0
     assert h.new(shares=200, side=T) == 0                    # -500 - 300 - 200 = -1,000

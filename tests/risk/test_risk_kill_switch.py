@@ -13,7 +13,9 @@ def kinds(control: TradingControl) -> list[int]:
 
 
 def test_reducing_lets_only_orders_that_shrink_the_position_through():
-    h = Harness()
+    document = limits_document(["AAPL", "MSFT", "SPY"])
+    document["symbol_defaults"]["allow_short_sell"] = True          # side T below: a short sale is a sell
+    h = Harness(document)
     h.fill_position(500)
     control = h.engine.control
     control.take_events()

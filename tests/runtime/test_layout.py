@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.messages.catalog import ORDER_INTENT
 from appliance.runtime.layout import HUGE_PAGE_SIZE, LayoutError, load_layout, parse_layout
 from conftest import layout_document
 
@@ -53,7 +54,7 @@ CASES = [
     ("slot size not a multiple of 64", lambda d: d["rings"][0].update(slot_size=96), "rings[0].slot_size",
      "96 is not a positive multiple of 64"),
     ("slot size below the message", lambda d: d["rings"][0].update(message="OrderIntent"), "rings[0].slot_size",
-     "64 is smaller than OrderIntent (72 bytes)"),
+     f"64 is smaller than OrderIntent ({ORDER_INTENT.size} bytes)"),
     ("unknown message", lambda d: d["rings"][0].update(message="Nope"), "rings[0].message", "unknown message 'Nope'"),
     ("duplicate ring name", lambda d: d["rings"].append(dict(d["rings"][0])), "rings[1].name",
      "duplicate name 'probe' (first at rings[0])"),
@@ -239,7 +240,7 @@ def test_a_ring_is_sized_for_and_hashed_with_every_record_it_carries(write_layou
     monkeypatch.setitem(catalog.ALSO_CARRIED, "Probe", (catalog.ORDER_INTENT,))
     _, error = error_of(write_layout, base())
     assert error.key_path == "rings[0].slot_size"
-    assert "64 is smaller than OrderIntent (72 bytes), which a Probe ring carries too" in str(error)
+    assert f"64 is smaller than OrderIntent ({ORDER_INTENT.size} bytes), which a Probe ring carries too" in str(error)
     _, after = load(write_layout, mutate(lambda d: d["rings"][0].update(slot_size=128)))
     assert b'"OrderIntent"' in after.canonical and b'"OrderIntent"' not in before.canonical
     monkeypatch.undo()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from appliance.exchange.records import read_ouch_log
 from appliance.sim.exchange_process import ExchangeProcess
 from appliance.sim.ports import udp_receiver
 from appliance.wire import moldudp64, ouch, soupbintcp
@@ -245,3 +246,21 @@ class OrderClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def end_of_day(exchange: RunningExchange) -> dict:
+    """End the exchange's day, stop it, and return its end-of-day report."""
+    exchange.ctl("end")
+    assert exchange.stop() == 0, exchange.output()
+    return json.loads((exchange.records / "report.json").read_text())
+
+
+def venue_messages(exchange: RunningExchange, firm: str = "ALGO1") -> tuple[list[dict], list[dict]]:
+    """(inbound, outbound) OUCH messages of a firm, from the exchange's own log."""
+    inbound, outbound = [], []
+    for record in read_ouch_log(exchange.records / f"ouch-{firm}.log"):
+        if record.direction == "I":
+            inbound.append(ouch.decode_inbound(record.message))
+        else:
+            outbound.append(ouch.decode_outbound(record.message))
+    return inbound, outbound

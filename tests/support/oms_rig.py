@@ -132,7 +132,8 @@ class Rig:
 
     def approve(self, client_order_id: int, action: int = Action.NEW, symbol: str = "AAPL", side: str = "B",
                 shares: int = 100, price: int = 1_900_000, tif: int = TIF_DAY, orig: int = 0, strategy: int = 1,
-                t_rx_ns: int = 0) -> None:
+                t_rx_ns: int = 0, **flags) -> None:
+        """One ApprovedOrder on the ring; ``flags``: its display, capacity, minimum_quantity, intermarket_sweep."""
         sid = 0xFFFFFFFF if symbol is None else SYMBOLS.index(symbol)
         now = time.time_ns()
         deadline = time.monotonic() + 10
@@ -140,9 +141,10 @@ class Rig:
             assert time.monotonic() < deadline, "approved_orders ring stayed full"
             time.sleep(0.001)
         t_rx = t_rx_ns or now - 30_000
-        APPROVED_ORDER.pack_into(self.approved.buffer, offset, client_order_id, orig, strategy, sid, action,
-                                 SIDE[side] if side else 0, 0, shares, price, tif, t_rx, t_rx + 10_000,
-                                 t_rx + 20_000, now)
+        APPROVED_ORDER.pack_into(self.approved.buffer, offset, *APPROVED_ORDER.body(
+            client_order_id=client_order_id, orig_client_order_id=orig, strategy_id=strategy, symbol_id=sid,
+            action=action, side=SIDE[side] if side else 0, shares=shares, price=price, time_in_force=tif,
+            t_rx_ns=t_rx, t_feed_out_ns=t_rx + 10_000, t_strategy_out_ns=t_rx + 20_000, t_risk_out_ns=now, **flags))
         self.approved.commit()
 
     def new(self, client_order_id: int, symbol: str = "AAPL", side: str = "B", shares: int = 100,
@@ -153,8 +155,8 @@ class Rig:
         self.approve(client_order_id, Action.CANCEL, symbol, side, shares, 0, orig=orig)
 
     def replace(self, client_order_id: int, orig: int, shares: int, price: int, symbol: str = "AAPL",
-                side: str = "B") -> None:
-        self.approve(client_order_id, Action.REPLACE, symbol, side, shares, price, orig=orig)
+                side: str = "B", **flags) -> None:
+        self.approve(client_order_id, Action.REPLACE, symbol, side, shares, price, orig=orig, **flags)
 
     def control_event(self, kind: int, state: int = 0, value: int = 0, operator: bytes = b"test") -> None:
         offset = self.risk_events.claim()

@@ -35,19 +35,21 @@ class Harness:
             self.engine.mark_ready(NOW)
         self.next_id = 1000
 
-    def new(self, shares=100, price=REF, side=B, symbol=AAPL, *, cid=None, tif=TIF_DAY, now=NOW, action=NEW) -> int:
+    def new(self, shares=100, price=REF, side=B, symbol=AAPL, *, cid=None, tif=TIF_DAY, now=NOW, action=NEW,
+            **flags) -> int:
+        """``flags``: the intent's display, capacity, minimum_quantity, intermarket_sweep."""
         if cid is None:
             self.next_id += 1
             cid = self.next_id
         self.last_id = cid
-        return self.engine.decide(action, cid, 0, symbol, side, shares, price, tif, 7, now)
+        return self.engine.decide(action, cid, 0, symbol, side, shares, price, tif, 7, now, **flags)
 
-    def replace(self, orig, shares, price=REF, side=B, symbol=AAPL, *, cid=None, now=NOW) -> int:
+    def replace(self, orig, shares, price=REF, side=B, symbol=AAPL, *, cid=None, now=NOW, **flags) -> int:
         if cid is None:
             self.next_id += 1
             cid = self.next_id
         self.last_id = cid
-        return self.engine.decide(REPLACE, cid, orig, symbol, side, shares, price, TIF_DAY, 7, now)
+        return self.engine.decide(REPLACE, cid, orig, symbol, side, shares, price, TIF_DAY, 7, now, **flags)
 
     def cancel(self, orig, symbol=AAPL, side=B, now=NOW) -> int:
         self.next_id += 1
