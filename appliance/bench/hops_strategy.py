@@ -22,9 +22,9 @@ MARKET_MAKER_PARAMETERS = {"tick": TICK, "spread_ticks": 10, "size": 100, "lot":
 def measure_strategy(args, driver_cpu: int, agent_cpu: int) -> dict:
     import struct
 
-    from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT
+    from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, RISK_SNAPSHOT
     from appliance.messages.schema import HEADER_COUNT
-    from appliance.messages.codes import Action, ExecEvent
+    from appliance.messages.codes import ALL_SYMBOLS, Action, ExecEvent, SnapshotKind
 
     workdir = scratch_directory("strategy")
     agent = None
@@ -75,7 +75,27 @@ def measure_strategy(args, driver_cpu: int, agent_cpu: int) -> dict:
                 shares=intent.shares, price=intent.price, leaves_shares=shares, t_oms_rx_ns=time.time_ns()))
             reports.commit()
 
+        def start_up() -> None:
+            """The strategy's start: its CANCEL_ALL and snapshot request, answered as the OMS would (nothing
+            open), so on_start runs before the first measured update."""
+            while True:
+                intent = read_intent(intents_buffer, spin_peek(intents, agent, args.timeout))
+                intents.release()
+                if intent.action == Action.SNAPSHOT:
+                    break
+            offset = reports.claim()
+            RISK_SNAPSHOT.pack_into(reports_buffer, offset, *RISK_SNAPSHOT.body(
+                client_order_id=intent.client_order_id, strategy_id=intent.strategy_id, symbol_id=ALL_SYMBOLS,
+                kind=SnapshotKind.END))
+            reports.commit()
+            deadline = time.monotonic() + args.timeout
+            while control.get("strategy_ready") != 1:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the strategy agent was not ready {args.timeout} s after its snapshot")
+                time.sleep(0.001)
+
         def drive() -> None:
+            start_up()
             tns = time.time_ns
             for i in range(total):
                 mid = base + (2 * TICK if i & 1 else 0)

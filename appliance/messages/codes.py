@@ -28,6 +28,9 @@ class Action(enum.IntEnum):
     REPLACE = 2             # orig_client_order_id -> client_order_id (a new id, new priority)
     CANCEL = 3              # orig_client_order_id; shares = the size to leave (0 cancels all)
     CANCEL_ALL = 4          # every open order of the strategy (symbol_id 0xFFFFFFFF: all symbols)
+    SNAPSHOT = 5            # the strategy (re)started: risk passes it on, the OMS answers on exec_to_strategy with
+                            # RiskSnapshot records for that strategy_id (END's client_order_id = this request's)
+    REDUCE = 6              # the strategy asks risk to put it in REDUCING (risk's own: never reaches the OMS)
 
 
 ALL_SYMBOLS = 0xFFFFFFFF
@@ -86,7 +89,8 @@ VENUE_EVENTS = range(ExecEvent.ACCEPTED, ExecEvent.PENDING_TIMEOUT + 1)
 
 
 class SnapshotKind(enum.IntEnum):
-    """RiskSnapshot.kind (OMS -> risk on exec_to_risk, answering ControlEventKind.SNAPSHOT_REQUEST)."""
+    """RiskSnapshot.kind (OMS -> risk on exec_to_risk, answering ControlEventKind.SNAPSHOT_REQUEST; OMS ->
+    strategy on exec_to_strategy, answering Action.SNAPSHOT: every record carries the strategy_id)."""
     POSITION = 1            # one symbol's position, cost_basis, realized_pnl
     ORDER = 2               # one open order: leaves_shares, price, side (orig: the order it replaces)
     END = 3                 # state rebuild complete

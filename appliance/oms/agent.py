@@ -9,7 +9,8 @@ A thin composition of parts with one idea each (Agrona's Agent: ``on_start``, ``
 2. read up to ``MAX_ORDERS_PER_CYCLE`` approved orders (``sender.py``): gate, token, ORDER_SENT
    journaled, bytes to the socket;
 3. read risk's control events (``controls.py``: kills cancel everything or one symbol's orders;
-   a snapshot request is answered);
+   a snapshot request is answered); a strategy's snapshot request (Action.SNAPSHOT, through risk
+   on ``approved_orders``) is answered on ``exec_to_strategy`` from the slow path once recovered;
 4. every millisecond the slow path: connect / heartbeat / reconnect (``session.py``), recovery
    progress (``restart.py``), the supervisor's gate word and the cancels owed (``controls.py``),
    in-flight timeouts, a pending snapshot, counters (``counters.py``);
@@ -211,7 +212,8 @@ class OmsAgent(Agent):
         gate and the timeout scan then run at the layout's park timeout."""
         session = self.session
         if (session.logged_in and not session.write_pending and self.recovery.ready
-                and not self.orders.cancel_owed and not self.controls.snapshot_pending):
+                and not self.orders.cancel_owed and not self.controls.snapshot_pending
+                and not self.sender.snapshot_requests):
             return None
         return self._next_slow_ns
 
@@ -265,6 +267,13 @@ class OmsAgent(Agent):
             if self.reports.answer_snapshot(self.orders.open_orders_list()):
                 controls.snapshot_pending = False
                 work += 1
+        requests = self.sender.snapshot_requests
+        while requests and recovery.ready:
+            strategy_id, request_id = requests[0]
+            if not self.reports.answer_strategy_snapshot(strategy_id, request_id, self.orders.open_orders_list()):
+                break                            # the strategy has not drained its ring: the next pass
+            del requests[0]
+            work += 1
         if self.journal.failed and gate.journal_ok:
             self.guard.fail(self.journal.failed)
         self.status.publish_open_orders()        # also counts orders in symbols the layout no longer lists

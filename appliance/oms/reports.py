@@ -1,5 +1,6 @@
 """What the OMS tells strategy and risk: ExecutionReports on ``exec_to_strategy`` and
-``exec_to_risk``, and the RiskSnapshot risk asks for.
+``exec_to_risk``, and the RiskSnapshot risk asks for (on ``exec_to_risk``) and a strategy asks for (on
+``exec_to_strategy``: ``answer_strategy_snapshot``).
 
 The one writer of ExecutionReports: every event of an order the registry holds (its ``report``
 callback), and the OMS's own (a local reject, a cancel refused, an in-flight timeout), each with
@@ -86,6 +87,31 @@ class ExecutionReports:
             if offset < 0:
                 dropped.inc()
                 continue
+            pack(buffer, offset, *values)
+            ring.commit()
+        self._snapshots.inc()
+        return True
+
+    def answer_strategy_snapshot(self, strategy_id: int, request_id: int, open_orders: list) -> bool:
+        """The answer to a strategy's Action.SNAPSHOT on exec_to_strategy: a POSITION per symbol, an
+        ORDER per open order of that strategy, then END carrying the request's client order id; every
+        record names the strategy. Nothing while the ring has no room for all of them (False)."""
+        ring = self.to_strategy
+        mine = [order for order in open_orders if order.strategy_id == strategy_id]
+        n_symbols = self.n_symbols
+        if ring.capacity - ring.depth() < n_symbols + len(mine) + 1:
+            return False
+        positions = self.positions
+        now_ns = time.time_ns()
+        records = [(0, 0, strategy_id, sid, SnapshotKind.POSITION, 0, 0, 0, 0, positions.position[sid],
+                    positions.cost_basis[sid], positions.realized_pnl[sid], now_ns) for sid in range(n_symbols)]
+        records += [(order.client_order_id, order.orig_client_order_id, strategy_id, order.symbol_id & _U32,
+                     SnapshotKind.ORDER, order.side, 0, max(0, order.leaves), order.price, 0, 0, 0, now_ns)
+                    for order in mine]
+        records.append((request_id, 0, strategy_id, ALL_SYMBOLS, SnapshotKind.END, 0, 0, 0, 0, 0, 0, 0, now_ns))
+        pack, buffer = RISK_SNAPSHOT.pack_into, ring.buffer
+        for values in records:
+            offset = ring.claim()
             pack(buffer, offset, *values)
             ring.commit()
         self._snapshots.inc()

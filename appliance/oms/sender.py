@@ -40,6 +40,8 @@ _ACTION = _AT.action
 _NEW_ACTION = Action.NEW
 _A_NEW, _A_REPLACE, _A_CANCEL, _A_CANCEL_ALL = (int(Action.NEW), int(Action.REPLACE), int(Action.CANCEL),
                                            int(Action.CANCEL_ALL))
+_A_SNAPSHOT = int(Action.SNAPSHOT)
+MAX_SNAPSHOT_REQUESTS = 64         # strategy snapshot requests waiting for an answer (older ones are dropped)
 # ``_new_order`` reads an approved record in one unpack into these names: the schema's order, checked here
 _APPROVED_FIELDS = ("type_id", "schema_version", "size", "client_order_id", "orig_client_order_id", "strategy_id",
                     "symbol_id", "action", "side", "display", "capacity", "shares", "price", "time_in_force",
@@ -97,6 +99,7 @@ class OrderSender:
         self.ring_to_wire_ns = None          # a bench sets an array('q') here to sample ring read -> socket
         self._t_ring_read = 0
         self._cancel_request_ids: set[int] = set()
+        self.snapshot_requests: list[tuple[int, int]] = []   # (strategy id, request id) waiting for an answer
         self.c_orders_sent = counters.orders_sent
         self.c_replaces_sent = counters.replaces_sent
         self.c_cancels_sent = counters.cancels_sent
@@ -138,6 +141,8 @@ class OrderSender:
                     self._cancel_order(approved, now_mono)
                 elif action == _A_CANCEL_ALL:
                     self._cancel_all_request(approved, now_mono)
+                elif action == _A_SNAPSHOT:
+                    self._snapshot_request(approved)
                 else:
                     self.c_bad_orders.inc()
                     self.reject_locally(approved, OmsReason.UNKNOWN_ACTION)
@@ -297,6 +302,14 @@ class OrderSender:
             if order.strategy_id == strategy and (sid == ALL_SYMBOLS or order.symbol_id == sid) \
                     and 0 not in order.requests:
                 self.send_cancel(order, 0, SendReason.STRATEGY, now_mono, 0, _hop_times(approved))
+
+    def _snapshot_request(self, approved) -> None:
+        """A strategy (re)started and asks for its open orders: answered from the slow path once the OMS
+        has recovered (``ExecutionReports.answer_strategy_snapshot``), in ring order with its reports."""
+        requests = self.snapshot_requests
+        requests.append((approved[_AT.strategy_id], approved[_AT.client_order_id]))
+        if len(requests) > MAX_SNAPSHOT_REQUESTS:
+            del requests[0]
 
     def send_cancel(self, order: TrackedOrder, target: int, why: int, now_mono: int, request_id: int = 0,
                     times: tuple = (0, 0, 0, 0)) -> bool:

@@ -12,6 +12,14 @@ Every ``housekeeping_ms``: every symbol re-marked to the market-state table and 
 enforced without waiting for an order, the snapshot request repeated while unanswered, the
 gauges published.
 
+A strategy may put itself in REDUCING (an OrderIntent with Action.REDUCE, ``Strategy.request_reducing``):
+from then on its new orders and replaces that would grow a position are refused TRADING_REDUCING
+(the same test as the state REDUCING, on the symbol's worst-case position), logged, and counted in
+``risk.strategies_reducing`` (how many strategies are held so). Only an operator lets it trade
+again: SET_ACTIVE and RESET release every strategy held so (a strategy that asked to reduce cannot
+undo it itself). It lives in memory: a restart of risk forgets it (the strategy asks again if it
+still wants it). Action.SNAPSHOT (a strategy's request for its open orders) passes like a cancel.
+
 Operator commands (RiskCommand; ``operator`` is logged with each and travels in its event):
 KILL, RESET (needs a name), SET_REDUCING, SET_ACTIVE, RELOAD_LIMITS, and per symbol
 (``argument`` = symbol id) KILL_SYMBOL and RESET_SYMBOL (needs a name); see ``kill_switch``.
@@ -62,7 +70,7 @@ from appliance.config.checker import Checker
 from appliance.messages.catalog import (APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT,
                                         RISK_COMMAND, RISK_SNAPSHOT)
 from appliance.messages.schema import HEADER_COUNT
-from appliance.messages.codes import ControlCommand, ControlEventKind, RejectSource, RiskReason, RiskState
+from appliance.messages.codes import Action, ControlCommand, ControlEventKind, RejectSource, RiskReason, RiskState
 from appliance.runtime.agent import Agent, AgentContext
 from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse, check_ring_uses
 from appliance.runtime.counters import CounterKind
@@ -104,6 +112,8 @@ FIRM_KILL, FIRM_RESET = int(ControlCommand.FIRM_KILL), int(ControlCommand.FIRM_R
 MAX_POSITION_GAUGES = 64          # beyond that many symbols, positions and symbol latches are not published one by one
 _INTENT_TYPE = ORDER_INTENT.type_id
 _BAD_ORDER = int(RiskReason.BAD_ORDER)
+_TRADING_REDUCING = int(RiskReason.TRADING_REDUCING)
+_REDUCE = int(Action.REDUCE)
 # ``_poll_intents`` reads an intent in one unpack into these names: the schema's field order, checked here
 _INTENT_FIELDS = ("type_id", "schema_version", "size", "client_order_id", "orig_client_order_id", "strategy_id",
                   "symbol_id", "action", "side", "display", "capacity", "shares", "price", "time_in_force",
@@ -195,6 +205,7 @@ class RiskAgent(Agent):
         self._next_prune = 0
         self._logged_without_id = 0
         self._next_snapshot_request = 0
+        self.strategies_reducing: dict[int, int] = {}       # strategy id -> when it asked (epoch ns)
         self._max_intents = cfg["max_intents_per_cycle"]
         self._max_reports = cfg["max_reports_per_cycle"]
         self._approved_ring_blocked = False
@@ -249,7 +260,7 @@ class RiskAgent(Agent):
                       "symbol_resets", "state_file_writes", "state_file_write_failures", "state_file_unreadable"):
             c[label] = allocate(f"risk.{label}")
         for label in ("open_orders", "pnl", "gross_notional", "net_long_notional", "net_short_notional",
-                      "peak_pnl", "symbols_killed", "marks_old"):
+                      "peak_pnl", "symbols_killed", "marks_old", "strategies_reducing"):
             c[label] = allocate(f"risk.{label}", CounterKind.GAUGE)
         for label in ("state", "ready", "kill_latched", "limits_crc32"):
             c[label] = allocate(f"risk.{label}", CounterKind.INFO)
@@ -339,7 +350,7 @@ class RiskAgent(Agent):
         read in one unpack into named locals (``_INTENT_FIELDS`` is checked against the schema)."""
         (intents_peek, intents_release, intent_buffer, approved_claim, approved_commit, approved_buffer, check, record,
          unpack, pack_approved, approved_header, time_ns, c_approved, c_rejected, c_intents) = self._intent_path
-        done = approved_count = 0
+        done = approved_count = own = 0         # own: a strategy's REDUCE, neither approved nor rejected
         for _ in range(self._max_intents):
             out = approved_claim()           # the same slot until committed: room first, then consume
             if out < 0:
@@ -360,9 +371,18 @@ class RiskAgent(Agent):
             if type_id != _INTENT_TYPE:
                 self.counters["bad_intents"].inc()
                 reason = _BAD_ORDER
+            elif action == _REDUCE:
+                self._strategy_reducing(strategy_id, now)
+                intents_release()
+                done += 1
+                own += 1
+                continue
             else:
                 reason = check(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price,
                                time_in_force, now, display, capacity, minimum_quantity, intermarket_sweep)
+                if not reason and self.strategies_reducing and strategy_id in self.strategies_reducing and \
+                        self.engine.grows_position(action, orig_client_order_id, symbol_id, side, shares):
+                    reason = _TRADING_REDUCING
             if not reason:
                 pack_approved(approved_buffer, out, *approved_header, *intent[HEADER_COUNT:], time_ns())  # one more hop
                 approved_commit()                # out first: the booking below is not on the order's path
@@ -377,9 +397,25 @@ class RiskAgent(Agent):
             c_intents.add(done)
             if approved_count:
                 c_approved.add(approved_count)
-            if approved_count != done:
-                c_rejected.add(done - approved_count)
+            if approved_count + own != done:
+                c_rejected.add(done - approved_count - own)
         return done
+
+    def _strategy_reducing(self, strategy_id: int, now: int) -> None:
+        """A strategy asked for REDUCING of itself (Action.REDUCE): held until an operator's SET_ACTIVE or RESET."""
+        if strategy_id in self.strategies_reducing:
+            return
+        self.strategies_reducing[strategy_id] = now
+        self.counters["strategies_reducing"].set(len(self.strategies_reducing))
+        log.warning("strategy %d asked for REDUCING: only its orders that shrink a position pass until an operator "
+                    "sets ACTIVE (or resets)", strategy_id)
+
+    def _release_strategies(self, operator: str) -> None:
+        if self.strategies_reducing:
+            log.warning("strategies %s released from REDUCING by %s", sorted(self.strategies_reducing),
+                        operator or "?")
+            self.strategies_reducing.clear()
+            self.counters["strategies_reducing"].set(0)
 
     def _reject(self, reason: int, client_order_id: int, strategy_id: int, symbol_id: int) -> None:
         """A refused intent: counted by reason and sent back (a full ``risk_rejects`` loses the
@@ -471,7 +507,8 @@ class RiskAgent(Agent):
                 log.info("FIRM KILL from %s: the kill switch is latched already (%s)", operator or "?",
                          control.kill_reason)
         elif command == RESET:
-            control.reset(operator, now)
+            if control.reset(operator, now):
+                self._release_strategies(operator)
         elif command == FIRM_RESET:
             if control.latched and control.kill_reason == FIRM:
                 control.reset(operator, now)
@@ -488,6 +525,7 @@ class RiskAgent(Agent):
         elif command == SET_ACTIVE:
             if control.set_active(now, operator):
                 log.warning("trading state ACTIVE (by %s)", operator or "?")
+                self._release_strategies(operator)
             else:
                 log.warning("SET_ACTIVE by %s refused: HALTED (the kill switch needs a named reset)", operator or "?")
         elif command == KILL_SYMBOL or command == RESET_SYMBOL:

@@ -68,6 +68,7 @@ NEW = int(Action.NEW)
 REPLACE = int(Action.REPLACE)
 CANCEL = int(Action.CANCEL)
 CANCEL_ALL = int(Action.CANCEL_ALL)
+SNAPSHOT = int(Action.SNAPSHOT)      # a strategy's request for its open orders: passed on to the OMS
 BUY = int(Side.BUY)
 SELL = int(Side.SELL)
 SELL_SHORT = int(Side.SELL_SHORT)
@@ -342,7 +343,7 @@ class RiskEngine:
         and this runs for every order (see ``appliance bench risk``).
         """
         if action != NEW and action != REPLACE:
-            return 0 if action == CANCEL or action == CANCEL_ALL else _BAD_ORDER      # cancels always pass
+            return 0 if action == CANCEL or action == CANCEL_ALL or action == SNAPSHOT else _BAD_ORDER  # cancels pass
         # 1. well-formed
         if (side != BUY and side != SELL and side != SELL_SHORT) or not shares or not price or not client_order_id \
                 or (time_in_force != TIF_DAY and time_in_force != TIF_IOC):
@@ -519,6 +520,25 @@ class RiskEngine:
 
     # ------------------------------------------------------------------ booking
 
+    def grows_position(self, action: int, orig_client_order_id: int, symbol_id: int, side: int, shares: int) -> bool:
+        """Would this NEW or REPLACE (one ``check`` approved) grow the symbol's worst-case position? The
+        REDUCING test of step 8, for a strategy risk holds in REDUCING of its own (``strategies_reducing``)."""
+        if action != NEW and action != REPLACE:
+            return False
+        portfolio = self.portfolio
+        if action == REPLACE:
+            order = portfolio.orders.get(orig_client_order_id)
+            worst_before = order.worst if order is not None else 0
+            added = shares - worst_before if shares > worst_before else 0
+        else:
+            added = shares
+        if not added:
+            return False
+        position = portfolio.position[symbol_id]
+        if side == BUY:
+            return position + portfolio.open_buy[symbol_id] + added > 0
+        return position - portfolio.open_sell[symbol_id] - added < 0
+
     def record(self, action: int, client_order_id: int, orig_client_order_id: int, symbol_id: int, side: int,
                shares: int, price: int, strategy_id: int, now: int) -> None:
         """Book an intent that passed ``check``. Every message it sends counts in the rate window: a
@@ -538,7 +558,7 @@ class RiskEngine:
             self.duplicates.seen_client_ids.add(client_order_id)
             self.approved += 1
             rate.record(now)
-        else:
+        elif action == CANCEL or action == CANCEL_ALL:
             # a cancel is one message to the venue; a cancel-all is one per order the OMS will cancel
             messages = 1 if action == CANCEL else self.portfolio.cancel_all_size(strategy_id, symbol_id)
             self.cancels += 1

@@ -2,9 +2,16 @@
 
 One duty cycle: first the intents still waiting for room in ``order_intents`` (back-pressure),
 then execution reports (``exec_to_strategy``) and risk rejects (``risk_rejects``), so the
-strategy's view is current, then book updates (``book_updates``), then ``on_timer`` when due.
-While intents still wait, no book update is read and no timer fires: a strategy that outruns
-risk is slowed down, and the feed's ring (full snapshots) absorbs the gap.
+strategy's view is current, then book updates (``book_updates``), then the timers that are due
+(``Strategy.schedule`` and ``on_timer``, on the host's clock). While intents still wait, no book
+update is read and no timer fires: a strategy that outruns risk is slowed down, and the feed's
+ring (full snapshots) absorbs the gap. A parked strategy wakes for its next timer
+(``next_deadline_ns``), not a park timeout later.
+
+Start: the host asks the OMS (through risk) for this strategy's open orders and the positions and
+runs ``on_start`` when the answer is complete (RiskSnapshot records on ``exec_to_strategy``) or
+after ``SNAPSHOT_TIMEOUT_NS`` without one (fail closed: CANCEL_ALL, logged). ``strategy_ready``
+becomes 1 when ``on_start`` has run.
 
 Everything about the strategy itself (the view, callbacks, intents, the safety net) is in
 ``host.py``. A strategy that raised is stopped for good; the agent keeps running and
@@ -41,6 +48,7 @@ MAX_BOOKS_PER_CYCLE = 128
 MAX_REPORTS_PER_CYCLE = 256
 COUNTERS_INTERVAL_NS = 10_000_000
 CLOSE_FLUSH_TIMEOUT_NS = 2_000_000_000
+SNAPSHOT_TIMEOUT_NS = 5_000_000_000      # the OMS answers once it has recovered (venue replay drained)
 
 GAUGES = ("open_orders", "pending_intents")
 
@@ -98,20 +106,26 @@ class StrategyAgent(Agent):
         self.host = host = StrategyHost(
             self.loaded.strategy_class, self.loaded.parameters, symbols=layout.symbols, traded=cfg.symbols,
             strategy_id=cfg.strategy_id, intents=intents, ids=ClientOrderIds(), feed_live=feed_live, gate_open=gate_open,
-            on_failed=self._on_strategy_failed, fees=self.loaded.fees, instruments=layout.instruments)
+            on_failed=self._on_strategy_failed, fees=self.loaded.fees, instruments=layout.instruments,
+            timer_interval_ns=cfg.timer_interval_ms * 1_000_000, snapshot_timeout_ns=SNAPSHOT_TIMEOUT_NS)
         if "positions" in has:
             self._seed_positions(memory.positions_reader(), host)
-        self._timer_interval_ns = cfg.timer_interval_ms * 1_000_000
-        now = time.monotonic_ns()
-        self._next_timer_ns = now + self._timer_interval_ns
-        self._next_counters_ns = now
+        self._next_counters_ns = time.monotonic_ns()
+        self._counters_behind = False      # work done since the counters were last published
+        self._ready_published = False
         log.info("strategy %s (parameters %s), strategy id %d, trading %s, timer %d ms, fees %s",
                  self.loaded.source, self.loaded.parameters_source, cfg.strategy_id,
                  ", ".join(host.traded_symbols), cfg.timer_interval_ms, self.loaded.fees.source)
         host.start()
-        if host.running and self.control is not None:
-            self.control.set("strategy_ready", 1)
+        self._publish_ready()
         self._publish_counters()
+
+    def _publish_ready(self) -> None:
+        """strategy_ready = 1 once on_start has run (and the strategy did not fail in it)."""
+        if self.host.running and not self._ready_published:
+            self._ready_published = True
+            if self.control is not None:
+                self.control.set("strategy_ready", 1)
 
     def _seed_positions(self, reader, host: StrategyHost) -> None:
         """Start from the OMS's positions (a restarted strategy must respect its cap from the first quote)."""
@@ -150,8 +164,18 @@ class StrategyAgent(Agent):
     # ------------------------------------------------------------------ waiting (a parked strategy)
 
     def next_deadline_ns(self) -> int | None:
-        """The strategy's next timer: a parked strategy wakes for it, not a park timeout later."""
-        return self._next_timer_ns if self.host is not None and self.host.running else None
+        """The strategy's next timer (or the snapshot's timeout) as a monotonic time: a parked strategy
+        wakes for it, not a park timeout later. Timers are on the host's clock: the distance is kept.
+        After work, also the counters' next publication (else a long park hides the work from shmtop)."""
+        host = self.host
+        if host is None:
+            return None
+        deadline = host.snapshot_deadline_ns if host.awaiting_snapshot else host.next_timer_ns()
+        counters = self._next_counters_ns if self._counters_behind else None    # shmtop sees the work soon
+        if deadline is None:
+            return counters
+        deadline = time.monotonic_ns() + max(0, deadline - host.clock_ns())
+        return deadline if counters is None or deadline < counters else counters
 
     # ------------------------------------------------------------------ duty cycle
 
@@ -164,21 +188,28 @@ class StrategyAgent(Agent):
             work += intents.flush()
         reports = rings.get(EXEC_RING.name)
         if reports is not None:
-            work += drain(reports, reports.buffer, host.handle_execution_report, MAX_REPORTS_PER_CYCLE)
+            work += drain(reports, reports.buffer, host.handle_exec_record, MAX_REPORTS_PER_CYCLE)
         rejects = rings.get(REJECT_RING.name)
         if rejects is not None:
             work += drain(rejects, rejects.buffer, host.handle_order_reject, MAX_REPORTS_PER_CYCLE)
+        if not self._ready_published:
+            if host.awaiting_snapshot and host.check_snapshot_timeout():
+                work += 1
+            if host.running:
+                self._publish_ready()
         now = time.monotonic_ns()
         if not intents.pending:
             books = rings[BOOK_RING.name]
             work += host.drain_book_updates(books, books.buffer, MAX_BOOKS_PER_CYCLE)
-            if now >= self._next_timer_ns:
-                self._next_timer_ns = now + self._timer_interval_ns
-                host.timer(time.time_ns())
-                work += 1
+            clock_now = host.clock_ns()
+            if clock_now >= host.timers.due_ns:          # one compare per cycle; NEVER without timers
+                work += host.run_timers(clock_now)
         if now >= self._next_counters_ns:
             self._next_counters_ns = now + COUNTERS_INTERVAL_NS
+            self._counters_behind = False
             self._publish_counters()
+        elif work:
+            self._counters_behind = True
         return work
 
     # ------------------------------------------------------------------ counters

@@ -37,6 +37,7 @@ MARKET = MARKET_PRICE       # ``buy(symbol, shares, MARKET)``: a market order (i
 
 if TYPE_CHECKING:
     from appliance.strategy.host import StrategyHost
+    from appliance.strategy.timers import Clock, Timer
 
 
 # OUCH 4.2 Rejected reasons (the byte an exchange REJECTED carries), for messages only.
@@ -124,33 +125,59 @@ def _field(name: str):
     return operator.attrgetter(name)
 
 
+def _refuse_write(self, name, value=None):
+    raise AttributeError(f"{type(self).__name__} is read-only: {name!r} cannot be set or deleted (the host keeps it "
+                         f"true from the feed and the execution reports; act with buy/sell/cancel/replace)")
+
+
+class _Sealed:
+    """A view whose attributes are set in ``__init__`` and never again: ``_seal`` ends construction; after
+    it every attribute write or delete raises AttributeError (plain writes, private names included)."""
+
+    __slots__ = ("_sealed",)
+
+    def __setattr__(self, name, value):
+        try:
+            sealed = self._sealed
+        except AttributeError:
+            sealed = False
+        if sealed:
+            _refuse_write(self, name)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        _refuse_write(self, name)
+
+    def _seal(self) -> None:
+        object.__setattr__(self, "_sealed", True)
+
+
 _BUY, _LAST_OPEN_STATE, _PENDING_NEW = Side.BUY, OrderState.PENDING_REPLACE, OrderState.PENDING_NEW  # per call
 
 
-class Order:
-    """One of the strategy's orders, read-only. The host updates it between callbacks."""
+class _OrderFields:
+    """An order's slots, shared by ``Order`` (read-only) and its private mutable twin (``_WritableOrder``)."""
 
     __slots__ = ("_client_order_id", "_symbol", "_symbol_id", "_side", "_price", "_shares", "_leaves",
                  "_filled", "_state", "_tif", "_replaces", "_replaced_by", "_cancel_id", "_created_ns", "_flags")
 
-    def __init__(self, client_order_id: int, symbol: str, symbol_id: int, side: Side, price: int, shares: int,
-                 tif: int, replaces: int = 0, created_ns: int = 0,
-                 flags: tuple[int, int, int, int] = (Display.VISIBLE, Capacity.AGENCY, 0, 0)):
-        self._client_order_id = client_order_id
-        self._symbol = symbol
-        self._symbol_id = symbol_id
-        self._side = side
-        self._price = price
-        self._shares = shares
-        self._leaves = shares
-        self._filled = 0
-        self._state = _PENDING_NEW
-        self._tif = tif
-        self._replaces = replaces
-        self._replaced_by = 0
-        self._cancel_id = 0
-        self._created_ns = created_ns
-        self._flags = flags                  # OrderIntent's display, capacity, minimum quantity, ISO (0/1)
+
+class Order(_OrderFields):
+    """One of the strategy's orders, read-only (every attribute write raises AttributeError). The host
+    updates it between callbacks through its slots' own setters (``ORDER_SETTERS``), never a plain write."""
+
+    __slots__ = ()
+
+    def __new__(cls, client_order_id: int, symbol: str, symbol_id: int, side: Side, price: int, shares: int,
+                tif: int, replaces: int = 0, created_ns: int = 0,
+                flags: tuple[int, int, int, int] = (Display.VISIBLE, Capacity.AGENCY, 0, 0)):
+        """Built as its private mutable twin (plain writes, as fast as an ordinary class), then made an
+        Order: from then on no attribute of it can be written."""
+        return _WritableOrder(client_order_id, symbol, symbol_id, side, price, shares, tif, replaces, created_ns,
+                              flags)
+
+    __setattr__ = _refuse_write
+    __delattr__ = _refuse_write
 
     client_order_id = property(_field("_client_order_id"))
     symbol = property(_field("_symbol"))
@@ -193,7 +220,43 @@ class Order:
                 f"{price}, {self._state.name})")
 
 
-class OpenOrders:
+# The host's (order_view's) way to change an Order: each slot's own C-level setter, which bypasses the
+# refusing __setattr__ (one call, ~30 ns more than a plain write; only on the update path, not on reads).
+ORDER_SETTERS = {name: _OrderFields.__dict__[name].__set__ for name in _OrderFields.__slots__}
+_PLAIN_FLAGS = (Display.VISIBLE, Capacity.AGENCY, 0, 0)
+_SET_CLASS = object.__dict__["__class__"].__set__
+
+
+class _WritableOrder(_OrderFields):
+    """Order's private mutable twin (the same slots, plain writes) while its ``__init__`` fills it in; it
+    ends as an Order. The host builds orders with it (``make_order``: one Python frame, like a plain class)."""
+
+    __slots__ = ()
+
+    def __init__(self, client_order_id, symbol, symbol_id, side, price, shares, tif, replaces=0, created_ns=0,
+                 flags=_PLAIN_FLAGS):
+        self._client_order_id = client_order_id
+        self._symbol = symbol
+        self._symbol_id = symbol_id
+        self._side = side
+        self._price = price
+        self._shares = shares
+        self._leaves = shares
+        self._filled = 0
+        self._state = _PENDING_NEW
+        self._tif = tif
+        self._replaces = replaces
+        self._replaced_by = 0
+        self._cancel_id = 0
+        self._created_ns = created_ns
+        self._flags = flags                  # OrderIntent's display, capacity, minimum quantity, ISO (0/1)
+        _SET_CLASS(self, Order)              # from here on read-only
+
+
+make_order = _WritableOrder
+
+
+class OpenOrders(_Sealed):
     """The strategy's open orders by client order id (read-only; iterating yields ``Order``s)."""
 
     __slots__ = ("_orders", "_by_symbol", "_symbol_ids")
@@ -202,6 +265,7 @@ class OpenOrders:
         self._orders = orders
         self._by_symbol = by_symbol
         self._symbol_ids = symbol_ids
+        self._seal()
 
     def __len__(self) -> int:
         return len(self._orders)
@@ -238,8 +302,9 @@ class OpenOrders:
         return sum(o._leaves for o in self._by_symbol[sid].values() if (o._side == _BUY) == buys)
 
 
-class Positions:
-    """Per-symbol position as the OMS reports it (ExecutionReport.position), and the strategy's own fills.
+class Positions(_Sealed):
+    """Per-symbol position as the OMS reports it (ExecutionReport.position), and the strategy's own fills
+    (read-only: the host writes the lists' items, nothing writes an attribute after ``__init__``).
 
     Units: shares signed (short negative); ``cost_basis`` and every P&L and fee in price units x shares
     (4 implied decimals: 10000 is one dollar); ``avg_price`` and ``mark`` in price units. Position,
@@ -260,6 +325,7 @@ class Positions:
         self._sold = [0] * n
         self._fees = [0] * n
         self._books: list = [None] * n          # the host's Books by symbol id (None: not traded)
+        self._seal()
 
     def _sid(self, symbol: str) -> int:
         try:
@@ -393,23 +459,27 @@ class Book:
     __slots__ = ("_symbol", "_symbol_id", "_buf", "_src", "_at")
 
     def __init__(self, symbol: str, symbol_id: int):
-        self._symbol = symbol
-        self._symbol_id = symbol_id
-        self._buf = bytearray(BOOK_UPDATE.size)           # type_id 0 until the first update
-        self._buf[_OFF["flags"]] = BOOK_FLAG_STALE         # a book never updated counts as stale
-        self._src, self._at = self._buf, 0                 # where the fields are read: the own copy, or the
-                                                           # ring slot while the host holds it (_view)
+        buf = bytearray(BOOK_UPDATE.size)                  # type_id 0 until the first update
+        buf[_OFF["flags"]] = BOOK_FLAG_STALE               # a book never updated counts as stale
+        for name, value in (("_symbol", symbol), ("_symbol_id", symbol_id), ("_buf", buf),
+                            ("_src", buf), ("_at", 0)):    # where the fields are read: the own copy, or the
+            object.__setattr__(self, name, value)          # ring slot while the host holds it (_view)
+
+    __setattr__ = _refuse_write                           # read-only: the host moves _src/_at by their setters
+    __delattr__ = _refuse_write
 
     def _view(self, buffer, offset: int) -> None:
         """Host only: read from a ring slot the host holds unreleased (until ``_keep``)."""
-        self._src, self._at = buffer, offset
+        _SET_SRC(self, buffer)
+        _SET_AT(self, offset)
 
     def _keep(self) -> None:
         """Host only, before the slot is released: copy it into the own buffer and read from there."""
         src, at = self._src, self._at
         if src is not self._buf:
             self._buf[:] = src[at:at + _SIZE]
-            self._src, self._at = self._buf, 0
+            _SET_SRC(self, self._buf)
+            _SET_AT(self, 0)
 
     symbol = property(_field("_symbol"))
     symbol_id = property(_field("_symbol_id"))
@@ -552,24 +622,50 @@ class Book:
 
 
 assert BOOK_DEPTH == 5
+_SET_SRC, _SET_AT = Book.__dict__["_src"].__set__, Book.__dict__["_at"].__set__
 
 
 # ---------------------------------------------------------------------------------------------
 # The base class
 # ---------------------------------------------------------------------------------------------
 
+class _Unattached:
+    """``Strategy._host`` until the host attaches (after ``__init__``): any use says where to move it."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        raise RuntimeError("the strategy is not attached to its host yet: books, orders, positions, the clock, "
+                           "timers and order actions are available from on_start on, not in __init__ "
+                           "(move this to on_start)")
+
+
+_UNATTACHED = _Unattached()
+
+
 class Strategy:
     """Subclass this. Declare ``Parameters`` (a dataclass) to have the loader validate your parameters.
 
-    The host builds the strategy as ``cls(parameters)`` and then calls ``on_start``. Every
+    An ordinary class: the host builds it as ``cls(parameters)`` (so ``__init__`` may take the
+    parameters and set up plain attributes), then attaches itself, then calls ``on_start``. Every
     callback runs on the strategy process's one thread; keep them short (they sit between a book
-    update and the order it causes)."""
+    update and the order it causes).
+
+    ``restart_orders`` says what becomes of the open orders an earlier incarnation of this strategy
+    (same strategy id) left at the OMS: "cancel" (default: cancelled at start; they show in
+    ``self.orders`` as PENDING_CANCEL until gone) or "adopt" (they are in ``self.orders`` as the
+    strategy's own when ``on_start`` runs: a quoting strategy must take them over, not quote anew)."""
 
     Parameters: ClassVar[type | None] = None
-    _host: StrategyHost | None = None              # set by the host before __init__ runs
+    restart_orders: ClassVar[str] = "cancel"
+    _host: StrategyHost = _UNATTACHED              # the host attaches after __init__ (``_attach``)
 
     def __init__(self, parameters: Any = None):
         self.params = parameters
+
+    def _attach(self, host: StrategyHost) -> None:
+        """Host only, after construction."""
+        self._host = host
 
     # ---- what the strategy may look at
     @property
@@ -613,7 +709,38 @@ class Strategy:
         otherwise; cancels always go). True without a control table."""
         return self._host.gate_open()
 
-    now_ns = staticmethod(time.time_ns)     # -> int, epoch ns (the clock itself: no Python frame per call)
+    now_ns = staticmethod(time.time_ns)     # -> int, epoch ns of the wall clock (live only: use self.clock.now_ns())
+
+    @property
+    def clock(self) -> Clock:
+        """The host's clock (``now_ns()``: wall time live, event time in a backtest) and the event being
+        handled (``event_exchange_ns``, ``event_rx_ns``). Timers run on it."""
+        return self._host.clock
+
+    # ---- time
+    def schedule(self, callback, after: float | None = None, every: float | None = None, *,
+                 after_ns: int | None = None, every_ns: int | None = None) -> Timer:
+        """Call ``callback(now_ns)`` once ``after`` seconds from now, or every ``every`` seconds (first
+        after ``after``, default one period); ``after_ns`` / ``every_ns`` give exact nanoseconds. On
+        the host's clock, in deadline order, between other callbacks. Returns the Timer
+        (``timer.cancel()``). An exception in the callback stops the strategy like any callback's."""
+        return self._host.schedule(callback, after, every, after_ns=after_ns, every_ns=every_ns)
+
+    def cancel_timer(self, timer: Timer) -> bool:
+        """Stop a timer; False when it was not active (fired for the last time, or cancelled)."""
+        return timer.cancel()
+
+    # ---- lifecycle
+    def flatten(self, symbol: str | None = None) -> list[int]:
+        """Cancel the open orders (of one symbol, or all), then close each position with an IOC limit
+        order at the touch (sell at the best bid, buy at the best ask); the client order ids sent.
+        Allowed in ``on_stop``, where only orders that shrink a position may leave."""
+        return self._host.flatten(symbol)
+
+    def request_reducing(self) -> None:
+        """Ask risk to put this strategy in REDUCING: afterwards only orders that shrink a position pass
+        (others are refused TRADING_REDUCING). Only an operator undoes it (``appliance`` SET_ACTIVE)."""
+        self._host.request_reducing()
 
     # ---- actions (each writes one OrderIntent to risk)
     def buy(self, symbol: str, shares: int, price: int, tif: int | None = None, *,
@@ -664,7 +791,9 @@ class Strategy:
 
     # ---- callbacks (override what you need)
     def on_start(self) -> None:
-        """Before the first book update; orders may be sent from here."""
+        """Before the first callback of anything else, once the OMS said what is open (after a restart
+        ``self.positions`` and ``self.orders`` show it; see ``restart_orders``); orders may be sent
+        from here."""
 
     def on_book(self, book: Book) -> None:
         """A traded symbol's book changed (levels, state, flags or last trade). When several updates of
@@ -702,10 +831,11 @@ class Strategy:
         (When the OMS says it has no such order, the order is gone instead: ``on_order_canceled``.)"""
 
     def on_timer(self, now_ns: int) -> None:
-        """Every ``timer_interval_ms``."""
+        """Every ``timer_interval_ms`` (a repeating timer on the host's clock; ``schedule`` for others)."""
 
     def on_stop(self) -> None:
-        """The process is stopping; the host cancels everything afterwards anyway."""
+        """The process is stopping; the host cancels everything afterwards anyway. New orders are
+        refused here, except those that shrink a position (``flatten``)."""
 
     @classmethod
     def validate_parameters(cls, parameters: Any, symbols: tuple[str, ...]) -> None:

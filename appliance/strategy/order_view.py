@@ -16,7 +16,7 @@ import logging
 from appliance.messages.catalog import EXECUTION_REPORT
 from appliance.messages.codes import ALL_SYMBOLS, VENUE_EVENTS, ExecEvent, OmsReason, RejectSource, Side
 
-from .api import OpenOrders, Order, OrderState, Positions, reject_reason_name
+from .api import ORDER_SETTERS, OpenOrders, Order, OrderState, Positions, reject_reason_name
 from .fees import NO_FEES
 from .fills import Fill, make_fill
 
@@ -33,6 +33,9 @@ _REJECTED, _BROKEN, _CANCEL_REJECTED, _PENDING_TIMEOUT = (int(ExecEvent.REJECTED
 _REJECTED_LOCALLY = int(ExecEvent.REJECTED_LOCALLY)
 _BUY = Side.BUY
 _new = tuple.__new__
+# Orders are read-only for the strategy: the view changes them through their slots' setters
+_set_state, _set_leaves, _set_filled, _set_price, _set_replaced_by, _set_cancel_id = (
+    ORDER_SETTERS[name] for name in ("_state", "_leaves", "_filled", "_price", "_replaced_by", "_cancel_id"))
 MAX_CANCEL_ALL_IDS = 256                    # remembered CANCEL_ALL intents, to recognise a refusal of one
 MAX_REMEMBERED_FILLS = 65536                # fills kept for a Broken Trade (the oldest forgotten)
 _FLAGS = tuple(chr(b) if b else "" for b in range(256))     # ExecutionReport.liquidity_flag -> Fill.liquidity
@@ -71,8 +74,8 @@ class OrderView:
         """A CANCEL intent ``cancel_id`` for ``order`` is on its way (it replaces an earlier one)."""
         if order._cancel_id:
             self._cancel_targets.pop(order._cancel_id, None)
-        order._cancel_id = cancel_id
-        order._state = _PENDING_CANCEL
+        _set_cancel_id(order, cancel_id)
+        _set_state(order, _PENDING_CANCEL)
         self._cancel_targets[cancel_id] = order
 
     def withdraw(self, client_order_id: int) -> None:
@@ -83,14 +86,15 @@ class OrderView:
             self.close(order, OrderState.CANCELED)
             old = self._orders.get(order._replaces) if order._replaces else None
             if old is not None and old._replaced_by == client_order_id:
-                old._state, old._replaced_by = _LIVE, 0
+                _set_state(old, _LIVE)
+                _set_replaced_by(old, 0)
 
     def mark_pending_cancel(self, symbol_id: int) -> int:
         """Every open order of the symbol (or of all, ALL_SYMBOLS) as a CANCEL_ALL covers it; how many."""
         orders = self._orders.values() if symbol_id == ALL_SYMBOLS else self._by_symbol[symbol_id].values()
         n = 0
         for order in orders:
-            order._state = _PENDING_CANCEL
+            _set_state(order, _PENDING_CANCEL)
             n += 1
         return n
 
@@ -107,7 +111,7 @@ class OrderView:
             self._by_symbol[order._symbol_id].pop(client_order_id, None)
         if order._cancel_id:
             self._cancel_targets.pop(order._cancel_id, None)
-        order._state = state
+        _set_state(order, state)
 
     # ------------------------------------------------------------------ execution reports (exec_to_strategy)
 
@@ -140,7 +144,7 @@ class OrderView:
             self.stats.pending_timeouts += 1
             order = self.find(client_order_id)
             if order is not None:
-                order._state = _PENDING_CANCEL        # the OMS queries the venue with a cancel
+                _set_state(order, _PENDING_CANCEL)        # the OMS queries the venue with a cancel
         elif event == _BROKEN:
             self._on_broken(r, client_order_id, sid)
         else:
@@ -184,10 +188,10 @@ class OrderView:
         if order is None:
             stats.unknown_orders += 1
             return
-        order._filled += shares
-        order._leaves = leaves
+        _set_filled(order, order._filled + shares)
+        _set_leaves(order, leaves)
         if order._state == _PENDING_NEW:
-            order._state = _LIVE
+            _set_state(order, _LIVE)
         if leaves == 0:
             self.close(order, OrderState.FILLED)
         self._notify("on_fill", order, fill)
@@ -223,7 +227,7 @@ class OrderView:
             positions._sold[sid] -= fill.shares
         positions._fees[sid] -= fill.fee
         if order is not None:
-            order._filled -= fill.shares
+            _set_filled(order, order._filled - fill.shares)
         self._notify("on_fill_broken", order, fill)
 
     def _on_accepted(self, client_order_id: int, leaves: int) -> None:
@@ -243,11 +247,11 @@ class OrderView:
             self.stats.unknown_orders += 1
             return
         if order._state == _PENDING_NEW:
-            order._state = _LIVE
+            _set_state(order, _LIVE)
         if leaves:
-            order._leaves = leaves
+            _set_leaves(order, leaves)
         if price:
-            order._price = price
+            _set_price(order, price)
         self._notify("on_order_accepted", order)
 
     def _on_canceled(self, client_order_id: int, orig_client_order_id: int, leaves: int) -> None:
@@ -255,7 +259,7 @@ class OrderView:
         if order is None:
             self.stats.unknown_orders += 1
             return
-        order._leaves = leaves
+        _set_leaves(order, leaves)
         if leaves:
             return                                     # reduced, still open
         self.close(order, OrderState.CANCELED)
@@ -293,21 +297,21 @@ class OrderView:
         if order._replaces:
             old = self._orders.get(order._replaces)
             if old is not None and old._replaced_by == order._client_order_id:
-                old._replaced_by = 0
+                _set_replaced_by(old, 0)
                 if old._state == _PENDING_REPLACE:
-                    old._state = _LIVE                 # the replace failed: the old order stands
+                    _set_state(old, _LIVE)                 # the replace failed: the old order stands
         self._notify("on_order_rejected", order,
                    _source(source), reason)
 
     def _cancel_target_refused(self, order: Order, source: int, reason: int) -> None:
         self._cancel_targets.pop(order._cancel_id, None)
-        order._cancel_id = 0
+        _set_cancel_id(order, 0)
         if source == RejectSource.OMS and reason == OmsReason.UNKNOWN_ORDER:
             self.close(order, OrderState.CANCELED)     # the OMS has no such order: nothing is left to cancel
             self._notify("on_order_canceled", order)
             return
         if order._state == _PENDING_CANCEL:
-            order._state = _LIVE
+            _set_state(order, _LIVE)
         self._notify("on_cancel_rejected", order, _source(source), reason)
 
     def _cancel_all_refused(self, symbol_id: int, source: int, reason: int) -> None:
@@ -319,7 +323,7 @@ class OrderView:
                     if o._state == _PENDING_CANCEL and not o._cancel_id
                     and (symbol_id == ALL_SYMBOLS or o._symbol_id == symbol_id)]
         for order in reverted:
-            order._state = _PENDING_REPLACE if order._replaced_by in self._orders else _LIVE
+            _set_state(order, _PENDING_REPLACE if order._replaced_by in self._orders else _LIVE)
         for order in reverted:
             self._notify("on_cancel_rejected", order, _source(source), reason)
 

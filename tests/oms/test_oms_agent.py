@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from appliance.messages.codes import ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, SnapshotKind
+from appliance.messages.codes import Action, ControlEventKind, ExecEvent, GateReason, OmsReason, RejectSource, SnapshotKind
 from appliance.oms.journal_records import CONTROL, ControlKind, RecordType
 from appliance.oms.journal import Journal
 from appliance.oms.journal_format import JournalFull, read_records
@@ -181,6 +181,27 @@ def test_a_snapshot_request_is_answered_on_exec_to_risk(setup):
     assert (order["client_order_id"], order["symbol_id"], order["side"], order["leaves_shares"], order["price"],
             order["strategy_id"]) == (2, 0, ord("S"), 300, 1_950_000, 1)
     assert s.rig.risk_reports == [] and s.rig.events(ring="strategy") == []
+
+
+def test_a_strategy_snapshot_request_is_answered_on_exec_to_strategy_with_that_strategys_orders(setup):
+    s = setup(accept_all)
+    agent = s.start()
+    ready(agent, s.rig)
+    s.rig.new(1, "AAPL", "B", 100, 1_900_000, strategy=5)
+    s.rig.new(2, "MSFT", "S", 200, 4_200_000, strategy=5)
+    s.rig.new(3, "AAPL", "B", 100, 1_890_000, strategy=6)          # another strategy's: not in the answer
+    pump(agent, lambda: all(E.ACCEPTED in s.rig.events(cid) for cid in (1, 2, 3)), message="three open orders")
+    s.rig.approve(900, Action.SNAPSHOT, None, None, 0, 0, strategy=5)
+    pump(agent, lambda: s.rig.drain() or any(r["kind"] == K.END for r in s.rig.strategy_snapshots),
+         message="the strategy's snapshot")
+    answer = s.rig.strategy_snapshots
+    assert [r["kind"] for r in answer] == [K.POSITION] * 3 + [K.ORDER, K.ORDER, K.END]
+    assert {r["strategy_id"] for r in answer} == {5}
+    assert [(r["client_order_id"], r["symbol_id"], r["side"], r["leaves_shares"], r["price"]) for r in answer[3:5]] \
+        == [(1, 0, ord("B"), 100, 1_900_000), (2, 1, ord("S"), 200, 4_200_000)]
+    assert answer[-1]["client_order_id"] == 900                     # END names the request
+    assert s.rig.risk_snapshots == []                               # risk's ring carries none of it
+    assert OmsReason.UNKNOWN_ACTION not in [r["reason"] for r in s.rig.strategy_reports]
 
 
 def test_a_clean_stop_logs_out_and_journals_it(setup):

@@ -757,3 +757,37 @@ def test_an_approved_order_is_its_intent_field_for_field_and_a_foreign_record_is
     counters = risk.counters()
     assert counters["risk.rejects.BAD_ORDER"] == 1 and counters["risk.rejected"] == 1
     assert counters["risk.approved"] == 1 and counters["risk.intents"] == 2
+
+
+def test_a_strategy_that_asks_for_reducing_is_held_there_until_an_operator_sets_active(risk_factory):
+    risk = risk_factory(aapl_limits(1000))
+    risk.start()
+    risk.wait_ready()
+    assert risk.new(AAPL, B, 300) == 0
+    risk.fill(risk.approved_orders[-1]["client_order_id"], 300)
+    wait_until(lambda: risk.gauges() == (0, 300, 0), TIMEOUT, message="the fill applied")
+    risk.intent(Action.REDUCE, 0xFFFFFFFF, 0, 0, 0)                 # Strategy.request_reducing
+    assert risk.new(AAPL, B, 100) == RiskReason.TRADING_REDUCING    # would grow the long
+    assert risk.new(MSFT, S, 100) == RiskReason.TRADING_REDUCING    # flat: any order grows it
+    assert risk.new(AAPL, S, 100) == 0                              # shrinks the long
+    assert risk.words.get("risk_state") == RiskState.ACTIVE         # only that strategy reduces, not the firm
+    wait_until(lambda: risk.counters()["risk.strategies_reducing"] == 1, TIMEOUT, message="published")
+    counters = risk.counters()
+    assert counters["risk.rejects.TRADING_REDUCING"] == 2 and counters["risk.rejected"] == 2   # REDUCE is no reject
+    assert not any(o["action"] == Action.REDUCE for o in risk.approved_orders)     # risk's own: not the OMS's
+    risk.command(ControlCommand.SET_ACTIVE, "erin")
+    wait_until(lambda: risk.counters()["risk.strategies_reducing"] == 0, TIMEOUT, message="released")
+    assert risk.new(AAPL, B, 100) == 0
+    risk.proc.send_signal(signal.SIGTERM)
+    assert risk.proc.wait(TIMEOUT) == 0
+    out = output_of(risk.proc)
+    assert "strategy 7 asked for REDUCING" in out and "released from REDUCING by erin" in out
+
+
+def test_a_strategy_snapshot_request_passes_risk_to_the_oms_even_before_risk_is_ready(risk_factory):
+    risk = risk_factory()
+    risk.answer_snapshots = False
+    risk.start()
+    assert risk.decide(Action.SNAPSHOT, 0xFFFFFFFF, 0, 0, 0) == 0       # like a cancel: never NOT_READY
+    assert risk.approved_orders[-1]["action"] == Action.SNAPSHOT
+    assert risk.counters().get("risk.cancels", 0) == 0                  # not counted as a message to the venue

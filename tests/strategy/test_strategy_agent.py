@@ -11,8 +11,10 @@ import textwrap
 
 import pytest
 
-from appliance.messages.catalog import BOOK_FLAG_STALE, BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
-from appliance.messages.codes import ALL_SYMBOLS, Action, ExecEvent, GateReason, RejectSource, RiskReason, Side
+from appliance.messages.catalog import (BOOK_FLAG_STALE, BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT,
+                                        RISK_SNAPSHOT)
+from appliance.messages.codes import (ALL_SYMBOLS, Action, ExecEvent, GateReason, RejectSource, RiskReason, Side,
+                                      SnapshotKind)
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
@@ -99,6 +101,28 @@ class Peers:
     def nothing_more(self) -> bool:
         return self.risk_in.peek() < 0
 
+    def answer_snapshot(self, request, orders=()) -> None:
+        """The OMS's answer to the strategy's snapshot request: ``orders`` (client order id, side, leaves,
+        price) in AAPL, then END with the request's id."""
+        records = [(cid, 0, STRATEGY_ID, 0, SnapshotKind.ORDER, side, 0, leaves, price, 0, 0, 0, 1)
+                   for cid, side, leaves, price in orders]
+        records.append((request["client_order_id"], 0, STRATEGY_ID, ALL_SYMBOLS, SnapshotKind.END, 0, 0, 0, 0, 0, 0, 0,
+                        1))
+        for values in records:
+            offset = self.oms.claim()
+            RISK_SNAPSHOT.pack_into(self.oms.buffer, offset, *values)
+            self.oms.commit()
+
+    def start_up(self) -> dict:
+        """The start: CANCEL_ALL for what an earlier run left, the snapshot request (answered: nothing
+        open), then strategy_ready. Returns the CANCEL_ALL."""
+        cancel_all, request = self.intents(2, what="the startup CANCEL_ALL and snapshot request")
+        assert (request["action"], request["symbol_id"], request["strategy_id"]) == (Action.SNAPSHOT, ALL_SYMBOLS,
+                                                                                    STRATEGY_ID)
+        self.answer_snapshot(request)
+        wait_until(lambda: self.control.get("strategy_ready") == 1, 15, message="strategy_ready")
+        return cancel_all
+
 
 @pytest.fixture(autouse=True)
 def instruments_beside_the_layout(tmp_path):
@@ -137,8 +161,7 @@ def summary(intents):
 
 def test_the_market_maker_process_quotes_fills_pulls_and_cancels_everything_on_sigterm(running):
     peers, proc = running(strategy="appliance.strategy.market_maker:MarketMaker", parameters=MM_PARAMETERS)
-    wait_until(lambda: peers.control.get("strategy_ready") == 1, 15, message="strategy_ready")
-    (startup,) = peers.intents(1, what="the startup CANCEL_ALL")
+    startup = peers.start_up()
     assert (startup["action"], startup["symbol_id"], startup["strategy_id"]) == (Action.CANCEL_ALL, ALL_SYMBOLS,
                                                                                 STRATEGY_ID)
     peers.book([(P("190.00"), 500)], [(P("190.04"), 500)])
@@ -165,13 +188,12 @@ def test_the_market_maker_process_quotes_fills_pulls_and_cancels_everything_on_s
     assert peers.control.get("strategy_ready") == 0
     counters = peers.counters()
     assert (counters["strategy.book_updates"], counters["strategy.fills"], counters["strategy.errors"],
-            counters["strategy.intents"], counters["strategy.backpressure"]) == (2, 1, 0, 6, 0)
+            counters["strategy.intents"], counters["strategy.backpressure"]) == (2, 1, 0, 7, 0)
 
 
 def test_the_market_maker_pulls_its_quotes_while_the_gate_is_closed_and_quotes_again_after(running):
     peers, proc = running(strategy="appliance.strategy.market_maker:MarketMaker", parameters=MM_PARAMETERS)
-    wait_until(lambda: peers.control.get("strategy_ready") == 1, 15, message="strategy_ready")
-    peers.intents(1, what="the startup CANCEL_ALL")
+    peers.start_up()
     peers.book([(P("190.00"), 500)], [(P("190.04"), 500)])
     bid, ask = peers.intents(2, what="two quotes")
     peers.report(ExecEvent.ACCEPTED, bid)
@@ -210,8 +232,7 @@ def test_a_strategy_that_raises_is_stopped_and_cancelled_and_the_process_stays_a
                     raise RuntimeError("deliberate failure in user code")
     """))
     peers, proc = running(strategy=f"{user_file}:Fragile")
-    wait_until(lambda: peers.control.get("strategy_ready") == 1, 15, message="strategy_ready")
-    peers.intents(1, what="the startup CANCEL_ALL")
+    peers.start_up()
     peers.book([(P("10.00"), 500)], [(P("10.04"), 500)])
     (new,) = peers.intents(1, what="the first order")
     assert new["action"] == Action.NEW
@@ -231,6 +252,57 @@ def test_a_strategy_that_raises_is_stopped_and_cancelled_and_the_process_stays_a
     out = output_of(proc)
     assert "RuntimeError: deliberate failure in user code" in out and "stopped for good" in out
     assert peers.nothing_more()                                 # no second CANCEL_ALL, no on_stop
+
+
+def test_a_restarted_process_adopts_its_quotes_and_a_timer_wakes_it_from_a_long_park(write_layout, unique_name,
+                                                                                     spawner, tmp_path):
+    """A strategy process restarted mid-session takes over the two quotes the OMS reports (no
+    duplicates), and a timer fires although the process parks 10 s on its doorbell."""
+    user_file = tmp_path / "adopter.py"
+    user_file.write_text(textwrap.dedent("""
+        from appliance.strategy import Strategy
+
+        class Adopter(Strategy):
+            restart_orders = "adopt"
+
+            def on_start(self):
+                self.quotes = {o.side: o.client_order_id for o in self.orders}
+                self.log.info("adopted %d quotes", len(self.quotes))
+                self.schedule(self.pull_bid, after=0.05)
+
+            def on_book(self, book):
+                if not self.quotes:
+                    self.quotes = {1: self.buy("AAPL", 100, book.bid_price)}
+
+            def pull_bid(self, now_ns):
+                self.cancel(self.quotes[ord("B")])
+    """))
+    doc = agent_layout(unique_name, strategy=f"{user_file}:Adopter")
+    for process in doc["processes"]:
+        if process["name"] == "strategy":
+            process["idle"] = {"strategy": "doorbell", "spins": 10, "park_timeout_ns": 10_000_000_000}
+    layout = load_layout(write_layout(doc))
+    with SharedMemory.create(layout) as memory:
+        peers = Peers(memory)
+        peers.control.set("feed_ready", 1)
+        peers.control.write_gate(0)
+        proc = spawner.start(layout.path, "strategy")
+        try:
+            (request,) = peers.intents(1, what="the snapshot request (adopting: no CANCEL_ALL)")
+            assert request["action"] == Action.SNAPSHOT
+            assert peers.control.get("strategy_ready") == 0                  # on_start waits for the answer
+            peers.answer_snapshot(request, [(41, int(Side.BUY), 100, P("10.00")), (42, int(Side.SELL), 100, P("10.04"))])
+            wait_until(lambda: peers.control.get("strategy_ready") == 1, 15, message="strategy_ready")
+            (cancel,) = peers.intents(1, timeout=5, what="the timer's cancel, long before the 10 s park ends")
+            assert (cancel["action"], cancel["orig_client_order_id"]) == (Action.CANCEL, 41)
+            peers.book([(P("10.00"), 500)], [(P("10.04"), 500)])
+            wait_until(lambda: peers.counters().get("strategy.book_updates") == 1, 10, message="the book handled")
+            assert peers.nothing_more()                                      # the adopted quotes: no new ones
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+            assert "adopted 2 quotes" in output_of(proc)
+        finally:
+            spawner.cleanup()
 
 
 def test_bad_parameters_stop_the_process_at_start_with_the_key_path(write_layout, unique_name, spawner):

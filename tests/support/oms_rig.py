@@ -121,6 +121,7 @@ class Rig:
         self.strategy_reports: list[dict] = []
         self.risk_reports: list[dict] = []
         self.risk_snapshots: list[dict] = []
+        self.strategy_snapshots: list[dict] = []     # answers to a strategy's Action.SNAPSHOT (exec_to_strategy)
         self.proc = None
         self.gate(True)
 
@@ -166,12 +167,13 @@ class Rig:
     # ---- reading what the OMS says
 
     def drain(self) -> None:
-        """Reports into ``strategy_reports`` and ``risk_reports``; risk's RiskSnapshot records (on
-        the same ring, in order with its reports) into ``risk_snapshots``."""
-        for ring, into in ((self.to_strategy, self.strategy_reports), (self.to_risk, self.risk_reports)):
+        """Reports into ``strategy_reports`` and ``risk_reports``; RiskSnapshot records (on the same
+        rings, in order with the reports) into ``strategy_snapshots`` and ``risk_snapshots``."""
+        for ring, into, snapshots in ((self.to_strategy, self.strategy_reports, self.strategy_snapshots),
+                                      (self.to_risk, self.risk_reports, self.risk_snapshots)):
             while (offset := ring.peek()) >= 0:
                 if RISK_SNAPSHOT.read(ring.buffer, offset).type_id == RISK_SNAPSHOT.type_id:
-                    self.risk_snapshots.append(RISK_SNAPSHOT.as_dict(ring.buffer, offset))
+                    snapshots.append(RISK_SNAPSHOT.as_dict(ring.buffer, offset))
                 else:
                     into.append(EXECUTION_REPORT.as_dict(ring.buffer, offset))
                 ring.release()

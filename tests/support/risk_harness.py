@@ -15,7 +15,7 @@ AAPL, MSFT, SPY = 0, 1, 2
 REF = 1_900_000                      # $190.0000
 NOW = 1_700_000_000_000_000_000
 B, S, T = int(Side.BUY), int(Side.SELL), int(Side.SELL_SHORT)
-NEW, REPLACE, CANCEL, CANCEL_ALL = (int(a) for a in Action)
+NEW, REPLACE, CANCEL, CANCEL_ALL = (int(a) for a in (Action.NEW, Action.REPLACE, Action.CANCEL, Action.CANCEL_ALL))
 DOLLAR = 10_000
 
 

@@ -2,8 +2,8 @@
 test owns (it plays the feed, risk and the OMS), driven the way the agent drives it."""
 from __future__ import annotations
 
-from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
-from appliance.messages.codes import RejectSource, Side
+from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT, RISK_SNAPSHOT
+from appliance.messages.codes import ALL_SYMBOLS, RejectSource, Side, SnapshotKind
 from appliance.runtime.memory import SharedMemory
 from appliance.strategy.fees import NO_FEES
 from appliance.strategy.host import StrategyHost, drain
@@ -43,14 +43,14 @@ class Harness:
     """The host between test-owned rings: write records in, step, read intents out."""
 
     def __init__(self, memory: SharedMemory, strategy_class, parameters=None, *, traded=None, max_pending=64,
-                 instruments=None, fees=NO_FEES):
+                 instruments=None, fees=NO_FEES, **host_options):
         self.memory = memory
         self.buffer = memory.buffer_of("main")
         self.feed = memory.ring("book_updates", "producer")
         self.risk_out = memory.ring("risk_rejects", "producer")
         self.oms = memory.ring("exec_to_strategy", "producer")
         self.risk_in = memory.ring("order_intents", "consumer")
-        self.inputs = [(memory.ring("exec_to_strategy", "consumer"), "handle_execution_report"),
+        self.inputs = [(memory.ring("exec_to_strategy", "consumer"), "handle_exec_record"),
                        (memory.ring("risk_rejects", "consumer"), "handle_order_reject")]
         self.books_in = memory.ring("book_updates", "consumer")
         self.writer = IntentWriter(memory.ring("order_intents", "producer"), self.buffer, STRATEGY_ID, max_pending)
@@ -58,7 +58,7 @@ class Harness:
         self.prints = {}            # symbol id -> (last trade, trade sequence) the harness's feed sent last
         self.host = StrategyHost(strategy_class, parameters, symbols=tuple(SYMBOLS), traded=traded,
                                  strategy_id=STRATEGY_ID, intents=self.writer, on_failed=self._failed,
-                                 instruments=instruments, fees=fees)
+                                 instruments=instruments, fees=fees, **host_options)
         self.host.start()
 
     def _failed(self):
@@ -115,6 +115,18 @@ class Harness:
                                    ord(liquidity) if isinstance(liquidity, str) else liquidity)
         self.oms.commit()
         self.step()
+
+    def snapshot(self, kind, client_order_id=0, symbol="AAPL", *, orig=0, side=0, leaves=0, price=0, position=0,
+                 strategy_id=STRATEGY_ID, step=True):
+        """One RiskSnapshot record on exec_to_strategy (the OMS answering a strategy's Action.SNAPSHOT);
+        END takes the request's id as ``client_order_id``."""
+        sid = ALL_SYMBOLS if kind == SnapshotKind.END else SYMBOLS.index(symbol)
+        offset = self.oms.claim()
+        RISK_SNAPSHOT.pack_into(self.buffer, offset, client_order_id, orig, strategy_id, sid, int(kind), int(side), 0,
+                                leaves, price, position, position * price, 0, 1)
+        self.oms.commit()
+        if step:
+            self.step()
 
     def risk_reject(self, client_order_id, reason, symbol="AAPL", strategy_id=STRATEGY_ID):
         offset = self.risk_out.claim()
