@@ -8,7 +8,8 @@ is cancelled by the venue); at ``-threshold`` it sells at the best bid; never on
 (stale, crossed, halted) or while the trading gate is closed. Then it waits: at most one order
 of a symbol on its way at a time, no new one within ``cooldown_ms`` of the last (timed by the book
 updates' receive time, so the same code is right live and replayed), and never beyond ``max_position``
-long or short even if the order fills in full. On stop it cancels what is left.
+long or short even if the order fills in full. On stop it flattens: cancels what is left and closes
+each position with an immediate-or-cancel order at the touch.
 
 Run it live against the simulated exchange (every parameter has a default)::
 
@@ -79,4 +80,4 @@ class ImbalanceTaker(Strategy):
         self.log.warning("%s %s refused: %s", order.symbol, order.side.name, reject_reason_name(source, reason))
 
     def on_stop(self) -> None:
-        self.cancel_all()
+        self.flatten()

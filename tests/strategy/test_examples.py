@@ -137,12 +137,16 @@ def test_the_taker_logs_a_reject_and_goes_on(memory, caplog):
     assert [i["action"] for i in h.intents()] == [Action.NEW] and h.host.stats.errors == 0
 
 
-def test_the_taker_cancels_everything_in_on_stop(memory):
+def test_the_taker_flattens_in_on_stop_cancelling_first_then_closing_at_the_touch(memory):
     h = harness(memory, TAKER, cooldown_ms=0)
     h.book("AAPL", *BID_HEAVY)
-    ack(h, h.intents()[0])
+    buy = h.intents()[0]
+    ack(h, buy)
+    h.report(ExecEvent.EXECUTED, buy["client_order_id"], shares=100, price=P("190.01"), leaves=0, position=100)
     h.strategy.on_stop()                                    # the strategy's own, not the host's safety net
-    assert [(i["action"], i["symbol_id"]) for i in h.intents()] == [(Action.CANCEL_ALL, ALL_SYMBOLS)]
+    cancel, close = h.intents()
+    assert (cancel["action"], cancel["symbol_id"]) == (Action.CANCEL_ALL, ALL_SYMBOLS)
+    assert summary([close]) == [("NEW", "SELL", 100, P("190.00"), TIF_IOC)]     # the long, sold at the bid
 
 
 @pytest.mark.parametrize("values, message", [
@@ -245,9 +249,18 @@ def test_the_readmes_strategy_example_loads_and_trades(memory, tmp_path):
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "readme_strategy.py").write_text(code)
     cls = load_strategy_class(f"{tmp_path}/readme_strategy.py:LeanTaker")[0]
-    h = Harness(memory, cls, build_parameters(cls, {"threshold": 0.5}), traded=("AAPL",))
+    h = Harness(memory, cls, build_parameters(cls, {"threshold": 0.5}), traded=("AAPL",), instruments=instruments())
     h.intents()
     h.book("AAPL", *BID_HEAVY)
-    assert summary(h.intents()) == [("NEW", "BUY", 100, P("190.01"), TIF_IOC)]
+    buy, = h.intents()
+    assert summary([buy]) == [("NEW", "BUY", 100, P("190.01"), TIF_IOC)]         # one round lot
+    ack(h, buy)
+    h.report(ExecEvent.EXECUTED, buy["client_order_id"], shares=100, price=P("190.01"), leaves=0, position=100,
+             liquidity=ord("R"))
+    h.book("AAPL", *BID_HEAVY)                                                  # one order at a time: none open,
+    assert summary(h.intents()) == [("NEW", "BUY", 100, P("190.01"), TIF_IOC)]  # so it leans again
     h.strategy.on_stop()
-    assert [i["action"] for i in h.intents()] == [Action.CANCEL_ALL]
+    cancel, close = h.intents()
+    assert cancel["action"] == Action.CANCEL_ALL
+    assert summary([close]) == [("NEW", "SELL", 100, P("190.00"), TIF_IOC)]     # flattened at the bid
+    assert h.host.stats.errors == 0
