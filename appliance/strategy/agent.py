@@ -71,19 +71,31 @@ class StrategyAgent(Agent):
 
     def __init__(self, context: AgentContext):
         super().__init__(context)
-        layout = context.layout
-        path = f"processes.{context.process.name}.params"
+        self.config, self.loaded = self.load(context.layout, context.process)
+        check_ring_uses(context.layout, context.process.name, RINGS, "the strategy agent")
+        self.host: StrategyHost | None = None
+        self.control = None
+
+    @staticmethod
+    def load(layout, process):
+        """The strategy params checked and the user's class loaded with its parameters (LayoutError naming
+        the file, key and line otherwise): at process start, and by ``up``/``preflight`` before anything starts."""
+        path = f"processes.{process.name}.params"
         if not layout.symbols:
             raise LayoutError(layout.path, "symbols", "the strategy needs the layout's symbols list")
         try:
-            self.config = parse_strategy_params(context.params, path, layout.symbols)
-            self.loaded = load_strategy(self.config, key_path=path, layout_path=layout.path,
-                                        layout_symbols=layout.symbols, instruments=layout.instruments)
+            config = parse_strategy_params(process.params, path, layout.symbols)
+            loaded = load_strategy(config, key_path=path, layout_path=layout.path, layout_symbols=layout.symbols,
+                                   instruments=layout.instruments)
         except StrategyConfigError as exc:
             raise LayoutError(exc.file or layout.path, exc.key_path, exc.reason, exc.line) from None
-        check_ring_uses(layout, context.process.name, RINGS, "the strategy agent")
-        self.host: StrategyHost | None = None
-        self.control = None
+        return config, loaded
+
+    @classmethod
+    def check_params(cls, layout, process) -> None:
+        """``appliance up`` and ``preflight``: a strategy that cannot load stops ``up`` at once (exit 2), not
+        the strategy process later."""
+        cls.load(layout, process)
 
     # ------------------------------------------------------------------ lifecycle
 

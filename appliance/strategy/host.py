@@ -795,8 +795,7 @@ class StrategyHost:
 
     def handle_order_reject(self, buffer, offset: int) -> None:
         r = ORDER_REJECT.read(buffer, offset)
-        client_order_id, strategy_id, sid, source, reason = (r.client_order_id, r.strategy_id, r.symbol_id, r.source,
-                                                             r.reason)
+        client_order_id, strategy_id, source, reason = r.client_order_id, r.strategy_id, r.source, r.reason
         if r.type_id != _REJECT_TYPE or r.schema_version != _REJECT_VERSION:
             self._bad("OrderReject", (r.type_id, r.schema_version, client_order_id))
             return

@@ -330,6 +330,23 @@ def test_a_bad_fee_schedule_stops_the_process_at_start_with_its_file_line_and_ke
         assert f"{fees}:3: default.R: 'lots' is not a decimal number of dollars per share" in out, out
 
 
+def test_up_and_preflight_refuse_a_strategy_that_cannot_load_before_anything_starts(write_layout, unique_name):
+    """The strategy's params were checked only when its process started (the supervisor already up, the
+    gate shut): StrategyAgent.check_params, which ``up`` and ``preflight`` call for every process
+    (supervisor/preflight_config.py), now loads it first."""
+    from appliance.runtime.layout import LayoutError
+    good = load_layout(write_layout(agent_layout(unique_name, strategy="appliance.strategy.market_maker:MarketMaker",
+                                                 parameters=MM_PARAMETERS)))
+    strategy_agent.StrategyAgent.check_params(good, good.processes["strategy"])
+    for strategy, parameters, says in (
+            ("appliance.strategy.market_maker:NoSuchClass", MM_PARAMETERS, "NoSuchClass"),
+            ("appliance.strategy.market_maker:MarketMaker", {"size": "big"},
+             "parameters.size: expected an integer, got a string")):
+        bad = load_layout(write_layout(agent_layout(unique_name, strategy=strategy, parameters=parameters)))
+        with pytest.raises(LayoutError, match=says):
+            strategy_agent.StrategyAgent.check_params(bad, bad.processes["strategy"])
+
+
 def test_the_control_readers_agree_with_the_control_words(write_layout, unique_name):
     """The market maker asks feed-live and gate-open on every update through one load each: same answers
     as ControlWords.get, for every value a writer may leave there."""
