@@ -16,7 +16,8 @@ the ``Instrument`` holds them in price units (4 implied decimals, 100 = $0.01) l
 order path. The price band is the static range of limit prices the venue accepts for the
 instrument, ``min_price`` .. ``max_price`` (default: one tick .. the venue's largest price,
 ``MAX_PRICE``), both on the tick: a property of the instrument, unlike the risk collar, which
-moves with the market and stays a risk limit (``risk_limits.yaml``).
+moves with the market and stays a risk limit (``risk_limits.yaml``). Risk refuses a limit price
+outside the band (PRICE_BAND).
 
 A leaf like the rest of ``appliance.config``: the simulated exchange may import it. Parsed before
 any agent starts; every problem is an ``InstrumentsError`` naming the file, line, key path

@@ -141,6 +141,7 @@ class RiskReason(enum.IntEnum):
     HIDDEN_ORDER = 34        # a non-displayed order while the limits do not allow them (allow_hidden)
     ISO_ORDER = 35           # an intermarket sweep order while the limits do not allow them (allow_iso)
     MIN_QUANTITY = 36        # minimum quantity above the shares, or on a displayed order that may rest
+    PRICE_BAND = 37          # a limit price outside the instrument's band (config/instruments.yaml min/max_price)
 
 
 class OmsReason(enum.IntEnum):

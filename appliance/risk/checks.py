@@ -18,6 +18,7 @@ Order of the checks (a reject stops at the first; see ``CHECK_ORDER``):
    open (or is being replaced already) -> UNKNOWN_ORDER, of another symbol or side -> BAD_ORDER;
 4. size: shares < min -> MIN_SIZE, > max -> MAX_SHARES, not a round lot -> ROUND_LOT; a market order
    (price 0x7FFFFFFF) without allow_market_orders -> MARKET_ORDER; price not on the tick -> TICK;
+   a limit price outside the instrument's band -> PRICE_BAND;
    the order's flags (only looked at when one is set): a short sale in a symbol without
    allow_short_sell -> SHORT_SALE, non-displayed without allow_hidden -> HIDDEN_ORDER, an intermarket
    sweep without allow_iso -> ISO_ORDER, a minimum quantity the venue would refuse (above the shares,
@@ -85,7 +86,7 @@ NO_BOOK = BOOK_FLAG_STALE | BOOK_FLAG_INCONSISTENT
 
 R = RiskReason
 CHECK_ORDER = (R.BAD_ORDER, R.UNKNOWN_SYMBOL, R.NOT_READY, R.TRADING_HALTED, R.SYMBOL_KILLED, R.MARKET_CLOSED, R.DUPLICATE_CLIENT_ID,
-               R.UNKNOWN_ORDER, R.MIN_SIZE, R.MAX_SHARES, R.ROUND_LOT, R.MARKET_ORDER, R.TICK, R.SHORT_SALE,
+               R.UNKNOWN_ORDER, R.MIN_SIZE, R.MAX_SHARES, R.ROUND_LOT, R.MARKET_ORDER, R.TICK, R.PRICE_BAND, R.SHORT_SALE,
                R.HIDDEN_ORDER, R.ISO_ORDER, R.MIN_QUANTITY, R.MESSAGE_RATE, R.MAX_OPEN_ORDERS,
                R.REPEATED_ORDER, R.SELF_MATCH, R.BOOK_STALE, R.SYMBOL_HALTED, R.BOOK_CROSSED, R.NO_REFERENCE_PRICE,
                R.PRICE_COLLAR, R.MAX_NOTIONAL, R.DAILY_LOSS, R.DRAWDOWN, R.TRADING_REDUCING, R.MAX_LONG,
@@ -106,6 +107,7 @@ _MIN_SIZE = int(R.MIN_SIZE)
 _MAX_SHARES = int(R.MAX_SHARES)
 _ROUND_LOT = int(R.ROUND_LOT)
 _TICK = int(R.TICK)
+_PRICE_BAND = int(R.PRICE_BAND)
 _MESSAGE_RATE = int(R.MESSAGE_RATE)
 _MAX_OPEN_ORDERS = int(R.MAX_OPEN_ORDERS)
 _REPEATED_ORDER = int(R.REPEATED_ORDER)
@@ -205,7 +207,7 @@ class RiskEngine:
         self.limit_rows = [None if sl is None else
                             (sl.max_shares, sl.max_notional, sl.min_shares, sl.round_lot, sl.tick,
                              _collar_divisor(sl.collar_ppm), sl.collar_ppm, sl.collar_abs, sl.max_long, sl.max_short,
-                             sector_of[s], sector_limit[sector_of[s]])
+                             sector_of[s], sector_limit[sector_of[s]], sl.min_price, sl.max_price)
                             for s, sl in enumerate(limits.symbols)]
         # what the order flags need, looked at only when an order sets one (``_check_flags``)
         self.flag_rules = ([sl is not None and sl.allow_short_sell for sl in limits.symbols], limits.allow_hidden,
@@ -385,7 +387,7 @@ class RiskEngine:
             added = shares
         # 4. size and price format
         (max_shares, max_notional, min_shares, round_lot, tick, collar_divisor, collar_ppm, collar_abs, max_long,
-         max_short, sector, sector_limit) = row
+         max_short, sector, sector_limit, min_price, max_price) = row
         if shares < min_shares:
             return _MIN_SIZE
         if shares > max_shares:
@@ -399,6 +401,8 @@ class RiskEngine:
                 return _MARKET_ORDER
         elif price % tick:
             return _TICK
+        elif price < min_price or price > max_price:
+            return _PRICE_BAND
         if (minimum_quantity or intermarket_sweep or side == SELL_SHORT or (display and display != VISIBLE)
                 or (capacity and capacity != AGENCY)):           # a plain order (0 or Y, 0 or A) skips these
             reason = self._check_flags(symbol_id, side, shares, price, time_in_force, display, capacity,

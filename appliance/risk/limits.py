@@ -94,6 +94,8 @@ class SymbolLimits:
     max_long: int
     max_short: int
     allow_short_sell: bool = False     # short sales (a locate, or on the easy-to-borrow list)
+    min_price: int = 1                 # the instrument's price band (PRICE_BAND outside it; no instruments
+    max_price: int = MAX_PRICE         # file: any price)
 
     def collar_band(self, reference_price: int) -> int:
         """The allowed distance from the reference price, in price units."""
@@ -268,7 +270,8 @@ def _symbol_limits(s: Section, symbol: str, sectors: dict, instrument: Instrumen
         symbol=symbol, sector=sector, max_shares=max_shares, max_notional=_money(s, "max_notional"),
         min_shares=min_shares, round_lot=round_lot, tick=tick, collar_ppm=collar_ppm, collar_abs=collar_abs,
         max_long=s.integer("max_long", 0, 2**53), max_short=s.integer("max_short", 0, 2**53),
-        allow_short_sell=s.boolean("allow_short_sell", False))
+        allow_short_sell=s.boolean("allow_short_sell", False),
+        min_price=instrument.min_price if instrument else 1, max_price=instrument.max_price if instrument else MAX_PRICE)
 
 
 def _sectors(top: Section) -> dict[str, int]:

@@ -84,3 +84,18 @@ def test_the_limits_file_keys_are_checked():
     limits = parse_limits(yaml.safe_dump(with_global(allow_hidden=False, allow_iso=True)), SYMBOLS, "limits.yaml")
     assert (limits.allow_hidden, limits.allow_iso, limits.symbols[AAPL].allow_short_sell) == (False, True, False)
     assert limits.summary["global.allow_iso"] is True and limits.summary["symbols.AAPL.allow_short_sell"] is False
+
+
+def test_a_limit_price_outside_the_instruments_band_is_refused_price_band():
+    """The band in config/instruments.yaml was read by the strategy's Instrument only: risk passed a price
+    the venue's band refuses. Now it is PRICE_BAND, after TICK; a market order has no limit price."""
+    from appliance.config.instruments import parse_instruments
+    listed = "".join(f"  - {{symbol: {s}, tick: 0.01, round_lot: 100, min_price: 100, max_price: 190}}\n"
+                     for s in SYMBOLS)
+    h = Harness(with_global(allow_market_orders=True), instruments=parse_instruments(
+        "version: 1\ninstruments:\n" + listed, "instruments.yaml"))
+    assert h.new(price=REF) == 0                                        # $190.00: the top of the band
+    assert h.new(price=REF + 100) == RiskReason.PRICE_BAND              # $190.01
+    assert h.new(price=REF + 150) == RiskReason.TICK                    # off the tick is said first
+    assert h.new(price=MARKET_PRICE, tif=TIF_IOC, side=S) == 0          # no limit price, no band
+    assert Harness().new(price=REF + 100) == 0                          # no instruments file: no band

@@ -22,13 +22,13 @@ DOLLAR = 10_000
 class Harness:
     """An engine, its paper market, and short ways to send intents and reports."""
 
-    def __init__(self, document: dict | None = None, *, ready: bool = True, symbols=SYMBOLS):
+    def __init__(self, document: dict | None = None, *, ready: bool = True, symbols=SYMBOLS, instruments=None):
         self.market = PaperMarket(symbols)
         self.market.quote(AAPL, REF - 100, REF + 100)
         self.market.quote(MSFT, 4_199_900, 4_200_100)
         self.market.quote(SPY, 5_599_900, 5_600_100)
         document = document or limits_document(symbols)
-        self.limits = parse_limits(yaml.safe_dump(document), symbols, "limits.yaml")
+        self.limits = parse_limits(yaml.safe_dump(document), symbols, "limits.yaml", instruments=instruments)
         self.engine = RiskEngine(self.limits, symbols, self.market.reader)
         self.engine.control.start(NOW)
         if ready:
