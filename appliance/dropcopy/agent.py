@@ -25,15 +25,8 @@ log = logging.getLogger("appliance.dropcopy")
 
 def supervisor_socket(layout) -> str:
     """The supervisor's control socket, where firm commands go (as ``appliance kill`` finds it)."""
-    from appliance.supervisor.config import (
-        SupervisorConfigError, control_socket_path, default_control_socket, parse_supervisor_params,
-    )
-    spec = layout.processes.get("supervisor")
-    try:
-        config = parse_supervisor_params(spec.params if spec else {}, list(layout.processes))
-    except (SupervisorConfigError, LayoutError):
-        return default_control_socket(layout.path)
-    return control_socket_path(config, layout.path)
+    from appliance.supervisor.config import layout_control_socket
+    return layout_control_socket(layout)
 
 PUBLISH_PERIOD_NS = 50_000_000
 GC_PERIOD_NS = 1_000_000_000

@@ -26,16 +26,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _socket_path(args, layout) -> str:
-    from appliance.runtime.layout import LayoutError
-    from .config import SupervisorConfigError, control_socket_path, default_control_socket, parse_supervisor_params
-    if args.socket:
-        return args.socket
-    spec = layout.processes.get("supervisor")
-    try:
-        config = parse_supervisor_params(spec.params if spec else {}, list(layout.processes))
-    except (SupervisorConfigError, LayoutError):
-        return default_control_socket(layout.path)
-    return control_socket_path(config, layout.path)
+    from .config import layout_control_socket
+    return args.socket or layout_control_socket(layout)
 
 
 def _load(args):

@@ -138,3 +138,15 @@ def parse_supervisor_params(params: dict | None, processes: list[str],
                    if key in top})
     values.update({key: top.string(key, empty=True) for key in ("control_socket", "log_dir") if key in top})
     return SupervisorConfig(**values)
+
+
+def layout_control_socket(layout) -> str:
+    """The supervisor's control socket as its layout entry names it (the default one when those params cannot
+    be read: ``up`` refuses them anyway): where ``appliance kill`` and the drop copy's firm commands go."""
+    from appliance.runtime.layout import LayoutError
+    spec = layout.processes.get("supervisor")
+    try:
+        config = parse_supervisor_params(spec.params if spec else {}, list(layout.processes))
+    except (SupervisorConfigError, LayoutError):
+        return default_control_socket(layout.path)
+    return control_socket_path(config, layout.path)
