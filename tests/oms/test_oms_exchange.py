@@ -12,19 +12,11 @@ import pytest
 from appliance.messages.codes import TIF_IOC, Action, ExecEvent, OmsReason
 from appliance.wire.venue_time import ns_since_midnight
 from conftest import output_of, wait_until
-from exchange_process import OrderClient, RunningExchange, base_config, end_of_day, venue_messages
+from exchange_process import OrderClient, end_of_day, venue  # noqa: F401  (venue: the fixture)
+from exchange_process import venue_messages
 from oms_rig import SYMBOLS, Rig, journal_path, oms_layout
 
 E = ExecEvent
-
-
-@pytest.fixture
-def venue():
-    exchange = RunningExchange(base_config())
-    try:
-        yield exchange
-    finally:
-        exchange.close()
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from appliance.oms.journal import Journal
 from appliance.oms.journal_format import FILE_HEADER, FILE_HEADER_SIZE, read_file_header, read_records
 from appliance.oms.crc32c import crc32c
 from appliance.oms.journal_records import RecordType, SessionEvent
-from appliance.oms.recovery import rebuild
 from appliance.oms.tokens import COUNTER_SIZE, PREFIX_SIZE, base36
 from conftest import wait_until
-from exchange_process import OrderClient, RunningExchange, base_config, end_of_day, venue_messages
-from oms_rig import SYMBOLS, Rig, journal_path, oms_layout
+from exchange_process import OrderClient, end_of_day, venue  # noqa: F401  (venue: the fixture)
+from exchange_process import venue_messages
+from oms_rig import SYMBOLS, Rig, journal_path, oms_layout, recover
 
 E = ExecEvent
 SIZE = 1 << 20
@@ -62,14 +62,6 @@ def set_records_hash(path: str, value: int) -> None:
         f.write(raw)
 
 
-def recover(path: str):
-    journal = Journal.open(path, SIZE, "page_cache")
-    try:
-        return rebuild(journal.records(), SYMBOLS)
-    finally:
-        journal.close()
-
-
 def test_the_flags_are_journaled_recovered_and_audited(tmp_path):
     path = str(tmp_path / "journal.bin")
     write_journal(path, [sent_v2(token(1), 11, display=ord("N"), capacity=ord("P"), intermarket_sweep=ord("Y")),
@@ -107,15 +99,6 @@ def test_a_journal_of_the_earlier_shape_is_recovered_with_the_flags_its_orders_h
 
 
 # ---------------------------------------------------------------- the OMS process against the exchange process
-
-@pytest.fixture
-def venue():
-    exchange = RunningExchange(base_config())
-    try:
-        yield exchange
-    finally:
-        exchange.close()
-
 
 @pytest.fixture
 def rig(venue, write_layout, unique_name, tmp_path, spawner):

@@ -15,9 +15,9 @@ from appliance.messages.codes import Action, ControlEventKind, GateReason, Side
 from appliance.oms import journal_records as jr
 from appliance.oms.journal_records import ControlKind, RecordType, SessionEvent
 from appliance.oms.journal import Journal
-from appliance.oms.recovery import rebuild
 from appliance.oms.tokens import COUNTER_SIZE, PREFIX_SIZE, base36
 from appliance.wire import ouch
+from oms_rig import recover
 
 SYMBOLS = ["AAPL", "MSFT", "SPY"]
 AAPL, MSFT = 0, 1
@@ -90,14 +90,6 @@ def journal_of(tmp_path, records) -> str:
     finally:
         journal.close()
     return path
-
-
-def recover(path: str):
-    journal = Journal.open(path, SIZE, "page_cache")
-    try:
-        return rebuild(journal.records(), SYMBOLS)
-    finally:
-        journal.close()
 
 
 def day(tmp_path, *records):

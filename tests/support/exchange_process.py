@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from appliance.exchange.records import read_ouch_log
@@ -246,6 +247,16 @@ class OrderClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@pytest.fixture
+def venue():
+    """The simulated exchange as a process on the default configuration, stopped after the test."""
+    exchange = RunningExchange(base_config())
+    try:
+        yield exchange
+    finally:
+        exchange.close()
 
 
 def end_of_day(exchange: RunningExchange) -> dict:

@@ -439,3 +439,14 @@ def ready(agent, rig: Rig) -> None:
 
 __all__ = ["SYMBOLS", "Rig", "RiskHeartbeat", "ScriptedVenue", "Setup", "accept_all", "accepted",
            "in_process_agent", "journal_path", "oms_layout", "pump", "ready", "setup"]
+
+
+def recover(path: str, size: int = 1 << 20, symbols=SYMBOLS):
+    """The OMS's state rebuilt from the journal at ``path`` (opened and closed here)."""
+    from appliance.oms.journal import Journal
+    from appliance.oms.recovery import rebuild
+    journal = Journal.open(path, size, "page_cache")
+    try:
+        return rebuild(journal.records(), symbols)
+    finally:
+        journal.close()
