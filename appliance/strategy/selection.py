@@ -49,7 +49,8 @@ def select_strategy(layout, spec: str, parameters_file: str | None = None, *, cw
     words = {f"{key}.strategy": spec_option, f"{key}.parameters_file": file_option}
     try:
         config = parse_strategy_params(params, key, layout.symbols)
-        loaded = load_strategy(config, key_path=key, layout_path=layout.path, layout_symbols=layout.symbols)
+        loaded = load_strategy(config, key_path=key, layout_path=layout.path, layout_symbols=layout.symbols,
+                               instruments=layout.instruments)     # as the strategy process loads it
     except StrategyConfigError as exc:
         inline = f"{key}.parameters"
         if exc.key_path == inline or exc.key_path.startswith(inline + "."):       # none given: the defaults

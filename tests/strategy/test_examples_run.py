@@ -98,6 +98,17 @@ def test_strategy_check_loads_and_validates_without_trading(layout_path, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shm_layout.yaml"]
 
 
+def test_strategy_check_holds_the_parameters_against_the_layouts_instruments(layout_path, tmp_path, monkeypatch,
+                                                                              capsys):
+    """`strategy check` said ok to a lot the strategy process refuses (not whole round lots): it loaded the
+    strategy without the layout's instruments, so validate_instruments never ran."""
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "odd.yaml").write_text("lot: 150\n")
+    assert main(["strategy", "check", JOIN, "--params", str(tmp_path / "odd.yaml"), "--layout", str(layout_path)]) == 2
+    assert f"{tmp_path / 'odd.yaml'}: <top>: lot 150 is not a whole number of AAPL's round lot (100)" in \
+        capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------
 # Live: each example through `appliance up --strategy` against the simulated exchange
 # ---------------------------------------------------------------------------------------------
