@@ -514,6 +514,8 @@ py_order_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     last_handed_ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    /* as socket.send on a non-blocking socket: EINTR tried again, EAGAIN is 0 bytes taken (MSG_NOSIGNAL:
+     * a closed peer is EPIPE, as under Python, which ignores SIGPIPE); the GIL is kept (it does not block) */
     ssize_t sent;
     do {
         sent = send((int)fd, out.buf, (size_t)frame->size, MSG_NOSIGNAL);

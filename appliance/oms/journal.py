@@ -3,7 +3,9 @@
 The bytes (file header, record header, scanning) are ``journal_format``; the record payloads are
 ``events``. Every append is one call of the C extension (``_journal_fast.append``: header,
 payload and CRC last), which is given the record header's layout (``RECORD_HEADER``) at import;
-without the extension the journal does not open (fail closed). The file is preallocated with
+without the extension the journal does not open (fail closed). A new order's or replace's
+ORDER_SENT may instead go with its OUCH frame in one C call (``append_then_send``, ``order_step.py``):
+the same record, the same checks, the send only after the CRC. The file is preallocated with
 ``posix_fallocate`` when created: a full disk shows at start-up (the OMS refuses to start)
 instead of as SIGBUS on a later write to the mapping.
 

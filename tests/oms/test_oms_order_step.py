@@ -21,7 +21,7 @@ import types
 import pytest
 
 from appliance.messages.catalog import APPROVED_ORDER
-from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, TIF_SYSTEM_HOURS, Action, Side
+from appliance.messages.codes import ALL_SYMBOLS, TIF_DAY, TIF_IOC, TIF_SYSTEM_HOURS, Action, OmsReason, Side
 from appliance.oms import journal_records as jr
 from appliance.oms import order_step
 from appliance.oms import sender as sender_module
@@ -268,9 +268,10 @@ class Peer:
 class Run:
     """One OrderSender (compiled or Python) on its own journal file and TCP connection, its clock fixed."""
 
-    def __init__(self, directory, compiled: bool, *, durability: str = "page_cache", gate_closed_every: int = 0):
+    def __init__(self, directory, compiled: bool, *, durability: str = "page_cache", gate_closed_every: int = 0,
+                 reserve_bytes: int = 4096):
         self.path = os.path.join(directory, f"journal-{'compiled' if compiled else 'python'}.bin")
-        self.journal = Journal.open(self.path, 1 << 20, durability, now_ns=CREATED_NS, reserve_bytes=4096)
+        self.journal = Journal.open(self.path, 1 << 20, durability, now_ns=CREATED_NS, reserve_bytes=reserve_bytes)
         self.peer = Peer()
         self.session = VenueSession("127.0.0.1", self.peer.port, "ALGO1", "secret1", heartbeat_ns=1 << 60,
                                     peer_timeout_ns=1 << 60)
@@ -420,6 +421,15 @@ def test_generated_approved_orders_leave_the_same_journal_wire_bytes_and_state(t
 def test_every_durability_policy_gives_the_same_bytes(tmp_path, monkeypatch, durability):
     """per_event: the record is synced before its bytes leave, so the step does not send (the session does)."""
     assert_same(*both(tmp_path, monkeypatch, generated_stream(17, 150), durability=durability))
+
+
+def test_a_journal_too_full_for_new_orders_fails_closed_the_same_way(tmp_path, monkeypatch):
+    """Room for about 30 records before the reserve: then the step refuses as ``append`` does (the
+    journal failed, the order rejected back JOURNAL_FAILED, nothing sent), cancels still journaled."""
+    python, compiled = both(tmp_path, monkeypatch, generated_stream(19, 200), reserve_bytes=(1 << 20) - 8192)
+    assert_same(python, compiled)
+    assert python["rejects"][int(OmsReason.JOURNAL_FAILED)] > 50
+    assert ("ready", False) in python["calls"]
 
 
 def _fill(sock: socket.socket) -> int:
