@@ -64,6 +64,7 @@ if _append is not None:
         _order_step = _journal_fast.order_step
     except AttributeError:              # built from a _journal_fast.c before the order step: the Python path
         pass
+HAS_ORDER_STEP = _order_step is not None
 _STEP_RECORD_SIZE = RECORD_HEADER_SIZE + ORDER_SENT.size
 PAGE = mmap.PAGESIZE
 # madvise(MADV_POPULATE_WRITE) (Linux 5.14): map pages writable without changing a byte. A sync

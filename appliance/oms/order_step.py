@@ -18,7 +18,7 @@ FRAMES = {ENTER: ouch.ENTER_ORDER_FRAME, REPLACE: ouch.REPLACE_ORDER_FRAME}
 
 def _give_frames():
     """The frames' shapes to the extension; its ``handed_ns``, or None when there is no compiled step."""
-    if journal._order_step is None:
+    if not journal.HAS_ORDER_STEP:
         return None
     from appliance.oms import _journal_fast
     for frame_id, frame in FRAMES.items():
