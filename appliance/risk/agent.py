@@ -57,7 +57,9 @@ OMS wait in order until ``risk_events`` has room.
 ``state_file`` (default ``run/risk-state.json``; both relative to the layout file's directory),
 ``order_capacity`` (4096: open orders risk can hold), ``snapshot_retry_ms`` (1000),
 ``housekeeping_ms`` (10), ``max_intents_per_cycle`` (64), ``max_reports_per_cycle`` (256),
-``state_write_timeout_ms`` (2000).
+``state_write_timeout_ms`` (2000), ``compiled_checks`` (1: each intent checked by the compiled check
+set, ``risk/fast.py``, which hands anything beyond the common case to ``checks.py``; 0: ``checks.py``
+alone).
 """
 from __future__ import annotations
 
@@ -78,6 +80,7 @@ from appliance.runtime.layout import LayoutError
 from appliance.runtime.trading_day import trading_day_of
 
 from .checks import RiskEngine
+from .fast import compiled_check
 from .kill_switch import FIRM, MANUAL, STATE_FILE, STATE_WRITE
 from .limits import LimitsError, describe_changes, load_limits
 from .persist import DurableState, Latch, StateFileError, StateWriter, describe, encode, keep_aside, read_state
@@ -103,6 +106,7 @@ _PARAMS = {  # key -> (default, low, high)
     "max_intents_per_cycle": (64, 1, 100_000),
     "max_reports_per_cycle": (256, 1, 100_000),
     "state_write_timeout_ms": (2000, 10, 60_000),
+    "compiled_checks": (1, 0, 1),
 }
 RISK_SOURCE = int(RejectSource.RISK)
 KILL, RESET, RELOAD_LIMITS, SET_REDUCING, SET_ACTIVE, KILL_SYMBOL, RESET_SYMBOL = (int(c) for c in (
@@ -211,8 +215,9 @@ class RiskAgent(Agent):
         self._approved_ring_blocked = False
         self._events_ring_blocked = False
         intents, approved, c = self.intents, self.approved, self.counters
+        check = compiled_check(self.engine) if cfg["compiled_checks"] else self.engine.check
         self._intent_path = (intents.peek, intents.release, intents.buffer, approved.claim, approved.commit,
-                             approved.buffer, self.engine.check, self.engine.record, ORDER_INTENT.struct.unpack_from,
+                             approved.buffer, check, self.engine.record, ORDER_INTENT.struct.unpack_from,
                              APPROVED_ORDER.struct.pack_into,
                              (APPROVED_ORDER.type_id, APPROVED_ORDER.version, APPROVED_ORDER.size), time.time_ns,
                              c["approved"], c["rejected"], c["intents"])
