@@ -25,9 +25,11 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 typedef __int128 i128;
 typedef long long ll;
+typedef struct { int16_t off; int16_t size; } Field;
 
 /* ---------------------------------------------------------------- configuration (from the Python tables) */
 
@@ -676,6 +678,77 @@ check_set(PyObject *engine, PyObject *const *args, Py_ssize_t nargs)
 #undef PF
 }
 
+/* ---------------------------------------------------------------- the intent path (OrderIntent -> ApprovedOrder) */
+
+/* OrderIntent fields the check reads, in check_set's argument order, then the header and the action
+ * code the agent keeps for itself (REDUCE); offsets and sizes from the catalog (configure_path). */
+static const char *intent_fields[A_MAX] = {
+    "action", "client_order_id", "orig_client_order_id", "symbol_id", "side", "shares", "price", "time_in_force",
+    NULL /* now: the agent's clock */, "display", "capacity", "minimum_quantity", "intermarket_sweep"};
+static Field intent_field[A_MAX];
+static int path_configured = 0;
+static uint16_t intent_type_id;
+static Py_ssize_t intent_size, approved_size, approved_stamp_off;
+static uint16_t approved_type_id, approved_version;
+static ll reduce_action;
+
+static PyObject *
+configure_path(PyObject *module, PyObject *args)
+{
+    PyObject *fields;
+    int type_id, a_type, a_version;
+    Py_ssize_t i_size, a_size, stamp;
+    long long reduce;
+    if (!PyArg_ParseTuple(args, "O!iniinnL", &PyDict_Type, &fields, &type_id, &i_size, &a_type, &a_version, &a_size,
+                          &stamp, &reduce))
+        return NULL;
+    for (int i = 0; i < A_MAX; i++) {
+        if (intent_fields[i] == NULL) {
+            intent_field[i].off = intent_field[i].size = 0;
+            continue;
+        }
+        PyObject *v = PyDict_GetItemString(fields, intent_fields[i]);
+        Py_ssize_t off, size;
+        if (v == NULL || !PyArg_ParseTuple(v, "nn", &off, &size)) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_KeyError, "configure_path: OrderIntent.%s missing", intent_fields[i]);
+            return NULL;
+        }
+        if ((size != 1 && size != 2 && size != 4 && size != 8) || off < 8 || off + size > i_size) {
+            PyErr_Format(PyExc_ValueError, "configure_path: OrderIntent.%s at %zd, %zd bytes", intent_fields[i], off,
+                         size);
+            return NULL;
+        }
+        intent_field[i].off = (int16_t)off;
+        intent_field[i].size = (int16_t)size;
+    }
+    if (a_size != i_size + 8 || stamp != i_size || i_size < 8 || i_size > 4096) {
+        PyErr_SetString(PyExc_ValueError, "configure_path: an ApprovedOrder is its OrderIntent's fields and the stamp");
+        return NULL;
+    }
+    intent_type_id = (uint16_t)type_id;
+    intent_size = i_size;
+    approved_type_id = (uint16_t)a_type;
+    approved_version = (uint16_t)a_version;
+    approved_size = a_size;
+    approved_stamp_off = stamp;
+    reduce_action = reduce;
+    path_configured = 1;
+    Py_RETURN_NONE;
+}
+
+static inline uint64_t
+read_unsigned(const char *p, int size)
+{
+    uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64;
+    switch (size) {
+    case 1: memcpy(&u8, p, 1); return u8;
+    case 2: memcpy(&u16, p, 2); return u16;
+    case 4: memcpy(&u32, p, 4); return u32;
+    default: memcpy(&u64, p, 8); return u64;
+    }
+}
+
 /* ---------------------------------------------------------------- FastCheck: engine.check, compiled */
 
 typedef struct {
@@ -702,6 +775,113 @@ FastCheck_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, P
     self->fallbacks++;
     return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
 }
+
+/* approve(intent_buffer, offset, approved_buffer, out, now): the agent's hop for one OrderIntent.
+ * Reads the intent from its ring slot, decides (here, or engine.check for what is not the common
+ * case), and for an approval writes the ApprovedOrder into the claimed slot ``out`` (header, the
+ * intent's fields byte for byte, t_risk_out_ns stamped last, as time.time_ns() reads the clock); the
+ * caller commits. Returns the reason (0: approved), or -1 for a record that is not an OrderIntent
+ * or a strategy's REDUCE: the agent's own path handles those. */
+static PyObject *
+FastCheck_approve(FastCheck *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "approve(intent_buffer, offset, approved_buffer, out, now)");
+        return NULL;
+    }
+    if (!path_configured) {
+        PyErr_SetString(PyExc_RuntimeError, "_risk_fast.configure_path() was not called");
+        return NULL;
+    }
+    Py_ssize_t offset = PyLong_AsSsize_t(args[1]), out = PyLong_AsSsize_t(args[3]);
+    if ((offset == -1 || out == -1) && PyErr_Occurred())
+        return NULL;
+    Py_buffer in_view, out_view;
+    if (PyObject_GetBuffer(args[0], &in_view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (offset < 0 || offset > in_view.len - intent_size) {
+        PyBuffer_Release(&in_view);
+        PyErr_Format(PyExc_ValueError, "intent at %zd outside the %zd-byte buffer", offset, in_view.len);
+        return NULL;
+    }
+    const char *intent = (const char *)in_view.buf + offset;
+    uint16_t type_id;
+    memcpy(&type_id, intent, 2);
+    ll action = (ll)read_unsigned(intent + intent_field[A_ACTION].off, intent_field[A_ACTION].size);
+    if (type_id != intent_type_id || action == reduce_action) {
+        PyBuffer_Release(&in_view);
+        return PyLong_FromLong(-1);
+    }
+    PyObject *call[A_MAX];
+    int made = 0;
+    for (; made < A_MAX; made++) {
+        if (made == A_NOW) {
+            call[made] = args[4];
+            Py_INCREF(call[made]);
+        } else {
+            Field f = intent_field[made];
+            call[made] = PyLong_FromUnsignedLongLong(read_unsigned(intent + f.off, f.size));
+        }
+        if (call[made] == NULL)
+            break;
+    }
+    PyObject *result = NULL;
+    if (made == A_MAX) {
+        int reason = Py_IS_TYPE(self->engine, engine_type) ? check_set(self->engine, call, A_MAX) : FALLBACK;
+        if (reason >= 0) {
+            self->decided++;
+            result = PyLong_FromLong(reason);
+        } else {
+            self->fallbacks++;
+            result = PyObject_Vectorcall(self->fallback, call, A_MAX, NULL);
+            if (result != NULL && !PyLong_Check(result)) {
+                Py_DECREF(result);
+                result = NULL;
+                PyErr_SetString(PyExc_TypeError, "engine.check returned a non-int");
+            }
+        }
+    }
+    for (int i = 0; i < made; i++)
+        Py_DECREF(call[i]);
+    long code = result == NULL ? -1 : PyLong_AsLong(result);
+    if (code == -1 && PyErr_Occurred())
+        Py_CLEAR(result);
+    if (result == NULL || code != 0) {            /* refused (or an error): nothing written */
+        PyBuffer_Release(&in_view);
+        return result;
+    }
+    if (PyObject_GetBuffer(args[2], &out_view, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&in_view);
+        Py_DECREF(result);
+        return NULL;
+    }
+    if (out < 0 || out > out_view.len - approved_size) {
+        PyBuffer_Release(&in_view);
+        PyBuffer_Release(&out_view);
+        Py_DECREF(result);
+        PyErr_Format(PyExc_ValueError, "approved slot at %zd outside the %zd-byte buffer", out, out_view.len);
+        return NULL;
+    }
+    char *dst = (char *)out_view.buf + out;
+    uint32_t size32 = (uint32_t)approved_size;
+    memcpy(dst, &approved_type_id, 2);
+    memcpy(dst + 2, &approved_version, 2);
+    memcpy(dst + 4, &size32, 4);
+    memcpy(dst + 8, intent + 8, (size_t)(intent_size - 8));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t stamp = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    memcpy(dst + approved_stamp_off, &stamp, 8);
+    PyBuffer_Release(&in_view);
+    PyBuffer_Release(&out_view);
+    return result;
+}
+
+static PyMethodDef FastCheck_methods[] = {
+    {"approve", (PyCFunction)(void (*)(void))FastCheck_approve, METH_FASTCALL,
+     "approve(intent_buffer, offset, approved_buffer, out, now) -> reason, or -1: not an OrderIntent to check"},
+    {NULL}
+};
 
 static int
 FastCheck_init(FastCheck *self, PyObject *args, PyObject *kwds)
@@ -754,12 +934,16 @@ static PyTypeObject FastCheckType = {
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(FastCheck, vectorcall),
     .tp_members = FastCheck_members,
+    .tp_methods = FastCheck_methods,
 };
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure((RiskEngine, Portfolio, OpenOrder, SlidingWindow), constants, reasons, displays, capacities, "
      "market_state_fields, minimum_quantity_problem)"},
+    {"configure_path", configure_path, METH_VARARGS,
+     "configure_path(order_intent_fields, intent_type_id, intent_size, approved_type_id, approved_version, "
+     "approved_size, t_risk_out_offset, reduce_action)"},
     {NULL, NULL, 0, NULL}
 };
 

@@ -11,12 +11,18 @@ negative ids, keyword arguments), it calls ``engine.check`` itself, which decide
 reference (``checks.py``) is also the fallback, and the kill switch, the gate and every fail-closed
 rule are the reference's own. ``tests/risk/test_risk_fast_diff.py`` checks both decide alike.
 
+The agent's hop for one intent, ``compiled_check(engine).approve(intent_buffer, offset,
+approved_buffer, out, now)``: the OrderIntent read from its ring slot, decided as above, and an
+approval written into the claimed ApprovedOrder slot (the intent's fields byte for byte, then
+``t_risk_out_ns``), all in C; the agent commits. It returns the reason, or -1 for a record that is
+not an OrderIntent or a strategy's REDUCE (the agent's own path). The layouts come from the catalog.
+
 Without the extension built, ``compiled_check`` returns ``engine.check``.
 """
 from __future__ import annotations
 
-from appliance.messages.catalog import BOOK_FLAG_HALTED, MARKET_STATE
-from appliance.messages.codes import MARKET_PRICE, TIF_DAY, TIF_IOC, RiskReason
+from appliance.messages.catalog import APPROVED_ORDER, BOOK_FLAG_HALTED, MARKET_STATE, ORDER_INTENT
+from appliance.messages.codes import MARKET_PRICE, TIF_DAY, TIF_IOC, Action, RiskReason
 from appliance.wire.ouch import minimum_quantity_problem
 
 from . import checks
@@ -44,6 +50,11 @@ if _risk_fast is not None:
         checks.DISPLAYS, checks.CAPACITIES,
         {f.name: (MARKET_STATE.offset_of[f.name] - _seqlock, f.size) for f in MARKET_STATE.fields},
         minimum_quantity_problem,
+    )
+    _risk_fast.configure_path(
+        {f.name: (f.offset, f.size) for f in ORDER_INTENT.fields}, ORDER_INTENT.type_id, ORDER_INTENT.size,
+        APPROVED_ORDER.type_id, APPROVED_ORDER.version, APPROVED_ORDER.size, APPROVED_ORDER.offset_of["t_risk_out_ns"],
+        int(Action.REDUCE),
     )
 
 

@@ -310,7 +310,7 @@ class Scenario:
 def test_generated_scenarios_decide_alike_and_reach_every_reason():
     reasons: dict[int, int] = {}
     compiled: dict[int, int] = {}
-    intents = decided_compiled = 0
+    intents = decided_compiled = slot_hops = 0
     for seed in range(24):
         pair = Scenario(seed).run(900)
         for reason, n in pair.reasons.items():
@@ -319,6 +319,7 @@ def test_generated_scenarios_decide_alike_and_reach_every_reason():
             compiled[reason] = compiled.get(reason, 0) + n
         intents += pair.intents
         decided_compiled += pair.fast.decided
+        slot_hops += pair.approved_via_slot
     missing = {r.name for r in RiskReason} - {RiskReason(r).name for r in reasons if r}
     assert not missing, f"reasons never reached: {sorted(missing)}"
     assert reasons.get(0, 0) > 500, "too few approvals to compare the booking"
@@ -326,6 +327,7 @@ def test_generated_scenarios_decide_alike_and_reach_every_reason():
     assert set(RiskReason) - by_compiled == ALWAYS_REFERENCE, \
         f"reasons the compiled code never decided itself: {sorted(r.name for r in set(RiskReason) - by_compiled)}"
     assert 0 in compiled and decided_compiled > intents // 2
+    assert slot_hops > intents // 2              # most took the agent's compiled hop (bytes compared)
 
 
 def test_state_changing_checks_are_left_to_the_reference():
