@@ -508,6 +508,10 @@ check_set(PyObject *engine, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(problem);
             if (bad)
                 return reason_code[R_MIN_QUANTITY];
+            /* Python ran: read the portfolio again rather than trust the borrowed pointer */
+            portfolio = SLOT(engine, engine_off[E_PORTFOLIO]);
+            if (portfolio == NULL || !Py_IS_TYPE(portfolio, portfolio_type))
+                return FALLBACK;
         }
     }
     /* 5. rate and counts */

@@ -350,3 +350,34 @@ def test_state_changing_checks_are_left_to_the_reference():
     assert pair.engine.control.latched and pair.engine.control.kill_reason == "THROTTLE"
     assert RiskReason.TRADING_HALTED in results[3:]
     assert pair.engine.throttled == pair.ref.throttled == 2
+
+
+def test_the_compiled_hop_refuses_bad_slots_and_leaves_foreign_records_and_reduce_to_the_agent():
+    from appliance.messages.catalog import APPROVED_ORDER, ORDER_INTENT
+    from appliance.risk.paper_market import limits_document
+    market = PaperMarket(SYMBOLS)
+    market.quote(0, 999_900, 1_000_100, last=1_000_000)
+    pair = Pair(parse_limits(yaml.safe_dump(limits_document(SYMBOLS)), SYMBOLS, "roomy.yaml"), SYMBOLS, market, NOW)
+    approve = pair.fast.approve
+    intent = bytearray(ORDER_INTENT.size)
+    ORDER_INTENT.pack_into(intent, 0, 77, 0, 1, 0, NEW, B, 0, 0, 100, 999_800, TIF_DAY, 0, 0, 0, 0, 0, 0, 0)
+    out = bytearray(APPROVED_ORDER.size)
+    with pytest.raises(ValueError, match="outside"):
+        approve(intent, 8, out, 0, NOW)                      # the intent runs past its buffer
+    with pytest.raises(ValueError, match="outside"):
+        approve(intent, -1, out, 0, NOW)
+    with pytest.raises(TypeError):
+        approve(intent, 0, out, 0)
+    with pytest.raises(ValueError, match="outside"):
+        approve(intent, 0, out, 1, NOW)                      # the approved slot runs past its buffer
+    with pytest.raises(BufferError):
+        approve(intent, 0, bytes(APPROVED_ORDER.size), 0, NOW)        # not writable
+    assert out == bytearray(APPROVED_ORDER.size)
+    foreign = bytearray(intent)
+    foreign[0:2] = (ORDER_INTENT.type_id + 1).to_bytes(2, "little")
+    assert approve(foreign, 0, out, 0, NOW) == -1            # the agent counts it (bad_intents)
+    reduce = bytearray(ORDER_INTENT.size)
+    ORDER_INTENT.pack_into(reduce, 0, 78, 0, 1, 0, int(Action.REDUCE), B, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    assert approve(reduce, 0, out, 0, NOW) == -1             # the agent holds the strategy in REDUCING
+    assert out == bytearray(APPROVED_ORDER.size)
+    assert approve(intent, 0, out, 0, NOW) == 0 and APPROVED_ORDER.unpack_from(out)[3] == 77
