@@ -11,6 +11,8 @@ setup(
         # The feed's books, top-N snapshots and BookUpdate writes (appliance.feed.fast; feed/books.py is the reference).
         Extension("appliance.feed._book_fast", ["appliance/feed/_book_fast.c"], extra_compile_args=C_FLAGS),
         # The OMS journal's record append (the only one: the journal does not open without it) and CRC-32C.
+        # The risk check set for the common case (appliance.risk.fast; risk/checks.py is the reference and fallback).
+        Extension("appliance.risk._risk_fast", ["appliance/risk/_risk_fast.c"], extra_compile_args=C_FLAGS),
         Extension("appliance.oms._journal_fast", ["appliance/oms/_journal_fast.c"], extra_compile_args=C_FLAGS),
     ],
 )

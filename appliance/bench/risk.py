@@ -1,6 +1,7 @@
 """``appliance bench risk``: the full pre-trade check set for one order, in process, warm.
 
-**ours** - ``RiskEngine.check`` (``appliance/risk/checks.py``), the function the risk agent
+**ours** - the compiled check set (``appliance.risk.fast.compiled_check``: ``appliance/risk/_risk_fast.c``
+reading the engine's state, ``RiskEngine.check`` deciding what it hands back), what the risk agent
 calls for every new order, with every check configured and every check reached: the orders
 all pass, so none stops early. The state is realistic (``--symbols`` symbols, default 50,
 quoted in a market-state table laid out exactly like the shared one, seqlock included; a
@@ -22,8 +23,12 @@ this process pinned to one CPU:
 the same state. Two more lines: ``risk_check_moving_book``, the same orders with each one's
 book re-quoted (its mid moved by a tick) just before it, untimed, as after a feed update (the
 reference price differs from the mark, so the order's symbol is revalued inside the check);
-``risk_decide``, ``check`` plus booking the approved order (open order, rate window, duplicate
+``risk_decide``, ours plus booking the approved order (``record``: open order, rate window, duplicate
 filters), the agent's whole work per order but the ring I/O, on a prefix of the flow.
+
+**peer: the Python reference** - ``RiskEngine.check`` (``appliance/risk/checks.py``) alone, on the
+same state and flow, timed the same way (``python_reference``); it must decide the same (``agrees``).
+Without the extension built, ours is this one (``compiled: false``).
 
 **the peer** - ``NaiveRiskChecks`` below: NOT the appliance, a NAIVE BASELINE written for this
 benchmark, the same checks in the straightforward style (dicts keyed by symbol name, orders
@@ -53,6 +58,7 @@ TARGET_P50_NS = 2_000
 REFERENCE_NS = 11_000
 REFERENCE_NOTE = "a published Python risk engine: ~11,000 ns average for six checks (not run here)"
 PEER_NAME = "naive_dict"
+REFERENCE_PEER = "python_reference"
 SECTORS = ("TECH", "FIN", "ENERGY", "HEALTH", "ETF")
 TICK = 100
 
@@ -383,8 +389,8 @@ def _best_latencies(check, flow, now, repeat: int, overhead: int, requote=None) 
     return best, decisions
 
 
-def measure_ours(bench: BenchState, flow: list[tuple], repeat: int, overhead: int) -> dict:
-    check = bench.engine.check
+def measure_ours(bench: BenchState, flow: list[tuple], repeat: int, overhead: int, check) -> dict:
+    """``check`` (ours: the compiled one; or the Python reference as a peer) over the whole flow."""
     now = bench.now
     pc = time.perf_counter_ns
     n = len(flow)
@@ -404,7 +410,7 @@ def measure_ours(bench: BenchState, flow: list[tuple], repeat: int, overhead: in
     return result
 
 
-def measure_moving_book(bench: BenchState, flow: list[tuple], repeat: int, overhead: int) -> dict:
+def measure_moving_book(bench: BenchState, flow: list[tuple], repeat: int, overhead: int, check) -> dict:
     """The same orders, each one's book re-quoted (the mid moved a tick) just before it, as after a feed update."""
     market, refs = bench.market, bench.refs
     quotes = []
@@ -417,18 +423,25 @@ def measure_moving_book(bench: BenchState, flow: list[tuple], repeat: int, overh
         sid, bid, ask, last = quotes[i]
         quote(sid, bid, ask, last=last)
 
-    latencies, decisions = _best_latencies(bench.engine.check, flow, bench.now, repeat, overhead, requote)
+    latencies, decisions = _best_latencies(check, flow, bench.now, repeat, overhead, requote)
     for sid, ref in enumerate(refs):                 # leave the books as they were
         market.quote(sid, ref - TICK, ref + TICK, last=ref)
     return {"orders": len(flow), **latencies, "approved": len(flow) - sum(1 for d in decisions if d),
             "note": "each order's book re-quoted (mid +-1 tick) just before it, untimed"}
 
 
-def measure_decide(bench: BenchState, flow: list[tuple], overhead: int) -> dict:
-    """check + booking the approved order, on a copy of the state each order finds growing (a prefix)."""
+def measure_decide(bench: BenchState, flow: list[tuple], overhead: int, check) -> dict:
+    """``check`` + booking the approved order, on the state each order finds growing (a prefix)."""
     engine = bench.engine
-    decide = engine.decide
+    record = engine.record
     now = bench.now
+
+    def decide(action, cid, orig, sid, side, shares, price, tif, strategy_id, now):     # RiskEngine.decide's steps
+        reason = check(action, cid, orig, sid, side, shares, price, tif, now)
+        if not reason:
+            record(action, cid, orig, sid, side, shares, price, strategy_id, now)
+        return reason
+
     pc = time.perf_counter_ns
     prefix = flow[:max(1, min(len(flow), engine.global_row[0] - engine.portfolio.open_count - 1))]
     latencies = array("q", bytes(8 * len(prefix)))
@@ -493,6 +506,7 @@ def measure_peer(bench: BenchState, flow: list[tuple], repeat: int, overhead: in
 
 def run(args: argparse.Namespace) -> int:
     from appliance.messages.codes import RiskReason
+    from appliance.risk.fast import AVAILABLE, compiled_check
 
     allowed = os.sched_getaffinity(0)
     cpu = max(allowed)
@@ -502,15 +516,27 @@ def run(args: argparse.Namespace) -> int:
         bench = BenchState(args.symbols, args.open_orders, args.seed)
         flow = bench.flow(args.orders)
         overhead = timer_overhead_ns()
-        ours = measure_ours(bench, flow, args.repeat, overhead)
+        check = compiled_check(bench.engine)
+        ours = measure_ours(bench, flow, args.repeat, overhead, check)
         our_decisions = ours.pop("decisions")
+        ours["compiled"] = AVAILABLE
+        if AVAILABLE:
+            ours["compiled_decided"], ours["compiled_fallbacks"] = check.decided, check.fallbacks
+        reference = measure_ours(bench, flow, args.repeat, overhead, bench.engine.check)
+        reference_decisions = reference.pop("decisions")
         if ours["approved"] != len(flow):
             denied = {RiskReason(d).name for d in our_decisions if d}
             errors["risk_check"] = f"{len(flow) - ours['approved']} orders denied ({', '.join(sorted(denied))}): " \
                                    f"not every check was reached"
-        peers: dict[str, dict] = {}
+        reference.update(available=True, agrees=reference_decisions == our_decisions,
+                         label="RiskEngine.check alone: the Python reference (and the compiled check's fallback)")
+        peers: dict[str, dict] = {REFERENCE_PEER: reference}
+        if not reference["agrees"]:
+            errors[REFERENCE_PEER] = "the Python reference decided differently on the same flow"
         ratios: dict[str, float | None] = {"ours_p50_vs_target": TARGET_P50_NS / max(1, ours["p50_ns"]),
-                                           "reference_mean_vs_ours_mean": REFERENCE_NS / max(1e-9, ours["mean_ns"])}
+                                           "reference_mean_vs_ours_mean": REFERENCE_NS / max(1e-9, ours["mean_ns"]),
+                                           "python_p50_vs_ours_p50": reference["p50_ns"] / max(1, ours["p50_ns"]),
+                                           "python_p99_vs_ours_p99": reference["p99_ns"] / max(1, ours["p99_ns"])}
         if args.skip_peer:
             peers[PEER_NAME] = {"skipped": True}
         else:
@@ -525,10 +551,10 @@ def run(args: argparse.Namespace) -> int:
             ratios["ours_vs_naive_orders_per_s"] = ours["orders_per_s"] / peer["orders_per_s"]
             if not agrees:
                 errors[PEER_NAME] = "the naive baseline decided differently on the same flow"
-        moving = measure_moving_book(bench, flow[:min(len(flow), 20_000)], args.repeat, overhead)
+        moving = measure_moving_book(bench, flow[:min(len(flow), 20_000)], args.repeat, overhead, check)
         if moving["approved"] != moving["orders"]:
             errors["risk_check_moving_book"] = f"{moving['orders'] - moving['approved']} orders denied"
-        decide = measure_decide(bench, flow, overhead)
+        decide = measure_decide(bench, flow, overhead, check)
     finally:
         os.sched_setaffinity(0, allowed)
     results = {"risk_check": {**ours, "symbols": args.symbols, "open_orders": args.open_orders, "cpu": cpu,
@@ -555,12 +581,15 @@ def _print_table(report: dict) -> None:
         print(f"{name:<44} {r['orders']:>8,} {r['orders_per_s']:>11,.0f} {r['mean_ns']:>8,.0f} {r['p50_ns']:>8,} "
               f"{r['p99_ns']:>8,} {r['p999_ns']:>9,} {ratio:>7}")
 
-    row("appliance RiskEngine.check", ours)
+    row("appliance check set (compiled)" if ours.get("compiled") else "appliance RiskEngine.check", ours)
     moving = results["risk_check_moving_book"]
     print(f"{'  ... each book re-quoted just before':<44} {moving['orders']:>8,} {'':>11} {'':>8} "
           f"{moving['p50_ns']:>8,} {moving['p99_ns']:>8,} {moving['p999_ns']:>9,}")
+    reference = peers.get(REFERENCE_PEER, {})
+    if reference.get("available"):
+        row("Python reference RiskEngine.check", reference, f"{ratios['python_p50_vs_ours_p50']:.1f}x")
     decide = results["risk_decide"]
-    print(f"{'appliance RiskEngine.decide (check + record)':<44} {decide['orders']:>8,} {'':>11} {'':>8} "
+    print(f"{'appliance check + record':<44} {decide['orders']:>8,} {'':>11} {'':>8} "
           f"{decide['p50_ns']:>8,} {decide['p99_ns']:>8,} {decide['p999_ns']:>9,}")
     peer = peers.get(PEER_NAME, {})
     if peer.get("available"):

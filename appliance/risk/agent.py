@@ -57,7 +57,9 @@ OMS wait in order until ``risk_events`` has room.
 ``state_file`` (default ``run/risk-state.json``; both relative to the layout file's directory),
 ``order_capacity`` (4096: open orders risk can hold), ``snapshot_retry_ms`` (1000),
 ``housekeeping_ms`` (10), ``max_intents_per_cycle`` (64), ``max_reports_per_cycle`` (256),
-``state_write_timeout_ms`` (2000).
+``state_write_timeout_ms`` (2000), ``compiled_checks`` (1: each intent checked by the compiled check
+set, ``risk/fast.py``, which hands anything beyond the common case to ``checks.py``; 0: ``checks.py``
+alone).
 """
 from __future__ import annotations
 
@@ -78,6 +80,7 @@ from appliance.runtime.layout import LayoutError
 from appliance.runtime.trading_day import trading_day_of
 
 from .checks import RiskEngine
+from .fast import compiled_check
 from .kill_switch import FIRM, MANUAL, STATE_FILE, STATE_WRITE
 from .limits import LimitsError, describe_changes, load_limits
 from .persist import DurableState, Latch, StateFileError, StateWriter, describe, encode, keep_aside, read_state
@@ -103,6 +106,7 @@ _PARAMS = {  # key -> (default, low, high)
     "max_intents_per_cycle": (64, 1, 100_000),
     "max_reports_per_cycle": (256, 1, 100_000),
     "state_write_timeout_ms": (2000, 10, 60_000),
+    "compiled_checks": (1, 0, 1),
 }
 RISK_SOURCE = int(RejectSource.RISK)
 KILL, RESET, RELOAD_LIMITS, SET_REDUCING, SET_ACTIVE, KILL_SYMBOL, RESET_SYMBOL = (int(c) for c in (
@@ -211,11 +215,12 @@ class RiskAgent(Agent):
         self._approved_ring_blocked = False
         self._events_ring_blocked = False
         intents, approved, c = self.intents, self.approved, self.counters
+        check = compiled_check(self.engine) if cfg["compiled_checks"] else self.engine.check
         self._intent_path = (intents.peek, intents.release, intents.buffer, approved.claim, approved.commit,
-                             approved.buffer, self.engine.check, self.engine.record, ORDER_INTENT.struct.unpack_from,
+                             approved.buffer, check, self.engine.record, ORDER_INTENT.struct.unpack_from,
                              APPROVED_ORDER.struct.pack_into,
                              (APPROVED_ORDER.type_id, APPROVED_ORDER.version, APPROVED_ORDER.size), time.time_ns,
-                             c["approved"], c["rejected"], c["intents"])
+                             c["approved"], c["rejected"], c["intents"], getattr(check, "approve", None))
         self._commands_waiting, self._reports_waiting, self._intents_waiting = (
             self.commands.peek, self.reports.peek, intents.peek)
         now = time.time_ns()
@@ -347,9 +352,12 @@ class RiskAgent(Agent):
         stamped just before) or rejected back; the booking of an approved order comes after its
         commit (it is not on the order's path). The hot path: the ring calls, the record's struct
         and the counters are bound once (``_intent_path``, set in ``on_start``) and each intent is
-        read in one unpack into named locals (``_INTENT_FIELDS`` is checked against the schema)."""
+        read in one unpack into named locals (``_INTENT_FIELDS`` is checked against the schema).
+        With the compiled check set (``compiled_checks``), read, check, ApprovedOrder write and
+        stamp are one C call (``FastCheck.approve``) and the unpack comes after the commit."""
         (intents_peek, intents_release, intent_buffer, approved_claim, approved_commit, approved_buffer, check, record,
-         unpack, pack_approved, approved_header, time_ns, c_approved, c_rejected, c_intents) = self._intent_path
+         unpack, pack_approved, approved_header, time_ns, c_approved, c_rejected, c_intents, approve) = self._intent_path
+        reducing = self.strategies_reducing     # filled and cleared in place
         done = approved_count = own = 0         # own: a strategy's REDUCE, neither approved nor rejected
         for _ in range(self._max_intents):
             out = approved_claim()           # the same slot until committed: room first, then consume
@@ -363,12 +371,20 @@ class RiskAgent(Agent):
             offset = intents_peek()
             if offset < 0:
                 break
+            now = time_ns()
+            # the compiled hop (risk/fast.py): read, checked and, approved, written and stamped in C; -1: not
+            # an OrderIntent or a REDUCE (below). A strategy held in REDUCING takes the path below whole.
+            reason = approve(intent_buffer, offset, approved_buffer, out, now) if approve is not None and \
+                not reducing else -1
+            if not reason:
+                approved_commit()                # out first: what follows is not on the order's path
             intent = unpack(intent_buffer, offset)
             (type_id, _version, _size, client_order_id, orig_client_order_id, strategy_id, symbol_id, action, side,
              display, capacity, shares, price, time_in_force, minimum_quantity, intermarket_sweep, _pad0, _pad1,
              _t_rx, _t_feed, _t_strategy) = intent
-            now = time_ns()
-            if type_id != _INTENT_TYPE:
+            if reason >= 0:
+                pass
+            elif type_id != _INTENT_TYPE:
                 self.counters["bad_intents"].inc()
                 reason = _BAD_ORDER
             elif action == _REDUCE:
@@ -380,12 +396,13 @@ class RiskAgent(Agent):
             else:
                 reason = check(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price,
                                time_in_force, now, display, capacity, minimum_quantity, intermarket_sweep)
-                if not reason and self.strategies_reducing and strategy_id in self.strategies_reducing and \
+                if not reason and reducing and strategy_id in reducing and \
                         self.engine.grows_position(action, orig_client_order_id, symbol_id, side, shares):
                     reason = _TRADING_REDUCING
+                if not reason:
+                    pack_approved(approved_buffer, out, *approved_header, *intent[HEADER_COUNT:], time_ns())
+                    approved_commit()            # out first: the booking below is not on the order's path
             if not reason:
-                pack_approved(approved_buffer, out, *approved_header, *intent[HEADER_COUNT:], time_ns())  # one more hop
-                approved_commit()                # out first: the booking below is not on the order's path
                 record(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price, strategy_id,
                        now)
                 approved_count += 1

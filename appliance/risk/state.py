@@ -209,9 +209,10 @@ class Portfolio:
         order.price = price
         order.strategy_id = strategy_id
         order.replacement_id = 0
+        order.pending_price = 0
         self.orders[client_order_id] = order
         self.by_symbol[symbol_id].add(order)
-        self._own_prices(symbol_id)
+        self._join_own_prices(order, price)           # one more order: its price joins, no loop over the symbol's
         self.open_count += 1
         self._set_worst(order, shares)
         return order
@@ -220,8 +221,11 @@ class Portfolio:
         """An approved REPLACE of ``order``: worst case max(leaves, new size) until it is answered."""
         order.replacement_id = replacement_id
         order.pending_shares = shares
-        order.pending_price = price
-        self._own_prices(order.symbol_id)
+        had_pending, order.pending_price = order.pending_price, price
+        if had_pending:
+            self._own_prices(order.symbol_id)
+        else:
+            self._join_own_prices(order, price)       # both prices may rest now: the new one joins
         self.replacements[replacement_id] = order
         self._set_worst(order, order.leaves if order.leaves > shares else shares)
 
@@ -414,10 +418,20 @@ class Portfolio:
                 count += 2 if order.replacement_id else 1
         return count
 
+    def _join_own_prices(self, order: OpenOrder, price: int) -> None:
+        """``_own_prices`` after one more resting price of ``order`` (a new order or a replace's),
+        without the loop: the best bid can only rise, the best ask only fall."""
+        s = order.symbol_id
+        if order.buy:
+            if price > self.own_bid[s]:
+                self.own_bid[s] = price
+        elif price and price < self.own_ask[s]:
+            self.own_ask[s] = price
+
     def _own_prices(self, s: int) -> None:
         """Our best bid and ask in ``s``, for the self-match check: recomputed when an order of the
-        symbol opens, closes or is replaced (rarer than checks). While a replace is pending either
-        price may rest, so both count."""
+        symbol closes or is replaced (rarer than checks; an opening one joins: ``_join_own_prices``).
+        While a replace is pending either price may rest, so both count."""
         bid, ask = 0, NO_ASK
         for order in self.by_symbol[s]:
             price, pending = order.price, order.pending_price

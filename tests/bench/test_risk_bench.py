@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from appliance.bench import risk as bench
+from appliance.risk import fast
 from bench_args import bench_args
 
 
@@ -17,6 +18,12 @@ def test_json_report_has_the_agreed_shape(capsys):
     assert check["p50_ns"] <= check["p99_ns"] <= check["p999_ns"]
     assert check["orders"] == 2000 and check["approved"] == 2000          # every order reached every check
     assert check["symbols"] == 50 and check["open_orders"] == 200
+    reference = report["peers"]["python_reference"]          # RiskEngine.check alone, same state and flow
+    assert reference["available"] and reference["agrees"] and reference["orders"] == 2000
+    assert reference["p50_ns"] > 0 and report["ratios"]["python_p50_vs_ours_p50"] > 0
+    assert check["compiled"] is fast.AVAILABLE
+    if fast.AVAILABLE:
+        assert check["compiled_decided"] > 0
     peer = report["peers"]["naive_dict"]
     assert peer["available"] and peer["agrees"] and peer["orders"] == 300
     assert report["ratios"]["naive_p50_vs_ours_p50"] > 0
@@ -29,7 +36,8 @@ def test_table_and_skip_peer(capsys):
     assert bench.run(bench_args(bench, "--orders", "500", "--symbols", "5", "--open-orders", "20", "--skip-peer",
                                 "--repeat", "1", json=False)) == 0
     out = capsys.readouterr().out
-    assert "appliance RiskEngine.check" in out and "NOT MEASURED" in out and "skipped" in out
+    assert "Python reference RiskEngine.check" in out and "NOT MEASURED" in out and "skipped" in out
+    assert ("appliance check set (compiled)" if fast.AVAILABLE else "appliance RiskEngine.check") in out
 
 
 def test_the_naive_baseline_denies_like_the_engine():

@@ -419,9 +419,11 @@ def test_limits_reload_bad_file_keeps_the_old_limits_good_file_is_announced(risk
     assert "symbols.AAPL.max_shares 1000 -> 400" in out
 
 
-def test_rejects_are_counted_by_reason_and_bad_books_are_refused(risk_factory):
+@pytest.mark.parametrize("compiled", [1, 0])
+def test_rejects_are_counted_by_reason_and_bad_books_are_refused(risk_factory, compiled):
+    """With the compiled check set (the default) and with ``checks.py`` alone (``compiled_checks: 0``)."""
     from appliance.messages.catalog import BOOK_FLAG_STALE
-    risk = risk_factory()
+    risk = risk_factory(compiled_checks=compiled)
     risk.start()
     risk.wait_ready()
     risk.quote(AAPL, PRICES[AAPL], BOOK_FLAG_STALE)

@@ -261,3 +261,55 @@ def test_the_days_realized_loss_from_the_snapshot_is_enforced_after_a_restart():
     assert h.engine.portfolio.realized_total == -50_001 * DOLLAR
     assert h.new() == RiskReason.DAILY_LOSS
     assert h.engine.control.latched and h.engine.control.kill_reason == "DAILY_LOSS"
+
+
+def test_own_best_prices_kept_incrementally_equal_a_recount_of_the_open_orders():
+    """A new order or a replace's price joins the symbol's best bid/ask without the loop; after any
+    mix of opens, replaces, fills, cancels, rejects and snapshots both must be what a recount of the
+    open orders (and their pending replacement prices) says."""
+    import random
+
+    from appliance.risk.state import NO_ASK, Portfolio
+
+    def recount(p: Portfolio, s: int) -> tuple[int, int]:
+        bid, ask = 0, NO_ASK
+        for o in p.by_symbol[s]:
+            for price in (o.price, o.pending_price):
+                if o.buy and price > bid:
+                    bid = price
+                elif not o.buy and price and price < ask:
+                    ask = price
+        return bid, ask
+
+    rng = random.Random(16)
+    p = Portfolio(3, order_capacity=16)
+    next_id = 100
+    for _ in range(4000):
+        roll = rng.random()
+        orders = list(p.orders.values())
+        if roll < 0.35 or not orders:
+            next_id += 1
+            p.add_order(next_id, rng.randrange(3), rng.choice([B, S, ord("T")]), rng.randrange(1, 500),
+                        rng.randrange(1, 60) * 100, 7)
+        elif roll < 0.55:
+            order = rng.choice(orders)
+            if not order.replacement_id:
+                next_id += 1
+                p.add_replace(order, next_id, rng.randrange(1, 500), rng.randrange(1, 60) * 100)
+        elif roll < 0.97:
+            order = rng.choice(orders)
+            event = rng.choice([ExecEvent.EXECUTED, ExecEvent.CANCELED, ExecEvent.REJECTED, ExecEvent.REPLACED])
+            cid, orig, price, leaves = order.client_order_id, 0, order.price, rng.randrange(0, order.leaves + 1)
+            if event == ExecEvent.REPLACED:
+                if not order.replacement_id:
+                    continue
+                cid, orig, price = order.replacement_id, order.client_order_id, order.pending_price
+            elif event == ExecEvent.REJECTED and order.replacement_id and rng.random() < 0.5:
+                cid = order.replacement_id
+            p.on_report(int(event), cid, orig, order.symbol_id, leaves, price, 0, 0, 0, order.side, 7)
+        else:
+            p.clear()
+            for s in range(3):
+                p.snapshot_position(s, 0, 0, 0)
+        for s in range(3):
+            assert (p.own_bid[s], p.own_ask[s]) == recount(p, s)
