@@ -12,5 +12,7 @@ setup(
         Extension("appliance.feed._book_fast", ["appliance/feed/_book_fast.c"], extra_compile_args=C_FLAGS),
         # The OMS journal's record append (the only one: the journal does not open without it) and CRC-32C.
         Extension("appliance.oms._journal_fast", ["appliance/oms/_journal_fast.c"], extra_compile_args=C_FLAGS),
+        # The reference market maker's quote step (strategy/market_maker.py's desired_quotes is the reference).
+        Extension("appliance.strategy._quote_fast", ["appliance/strategy/_quote_fast.c"], extra_compile_args=C_FLAGS),
     ],
 )
