@@ -783,6 +783,8 @@ class Strategy:
         What OUCH Replace Order may change besides: ``display`` and ``iso`` (None keeps the original's);
         side, capacity and time in force are the original's (no minimum quantity: only orders that
         never rest may have one)."""
+        if display is None and iso is None:                 # the usual call: no keyword arguments to build
+            return self._host.replace(client_order_id, shares, price)
         return self._host.replace(client_order_id, shares, price, display=display, iso=iso)
 
     def cancel_all(self, symbol: str | None = None) -> int:

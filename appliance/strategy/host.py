@@ -614,12 +614,14 @@ class StrategyHost:
             price = order._price
         elif price.__class__ is not int or not 1 <= price <= MARKET_PRICE:
             price = _check_price(price)
-        old_display, old_capacity, _old_min_qty, old_iso = order._flags
-        if display is None and iso is None:
-            new_display, new_iso = old_display, old_iso
-        else:
-            new_display, new_iso = replace_flags(old_display, old_iso, price, display, iso)
-        flags = (new_display, old_capacity, 0, new_iso)
+        flags = order._flags
+        if display is not None or iso is not None or flags[2]:      # else the original's flags, as they are
+            old_display, old_capacity, _old_min_qty, old_iso = flags
+            if display is None and iso is None:
+                new_display, new_iso = old_display, old_iso
+            else:
+                new_display, new_iso = replace_flags(old_display, old_iso, price, display, iso)
+            flags = (new_display, old_capacity, 0, new_iso)         # a replacement has no minimum quantity
         intents = self.intents
         if not intents.has_room():
             intents.refused += 1
