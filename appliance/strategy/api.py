@@ -623,6 +623,9 @@ class Book:
 
 assert BOOK_DEPTH == 5
 _SET_SRC, _SET_AT = Book.__dict__["_src"].__set__, Book.__dict__["_at"].__set__
+# The host's way to point a Book at the ring slot it holds (``Book._view`` without its Python frame: once per
+# BookUpdate, on the way to the intent); ``_keep`` copies the slot before the host releases it.
+BOOK_VIEW_SETTERS = (_SET_SRC, _SET_AT)
 
 
 # ---------------------------------------------------------------------------------------------
