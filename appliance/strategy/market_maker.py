@@ -125,6 +125,7 @@ class MarketMakerParameters(QuoteParams):
     lot: int | None = None               # the instrument's round lot; given, a whole number of round lots
     symbols: dict[str, SymbolOverrides] = field(default_factory=dict)
     pull_when_feed_down: bool = True     # cancel every quote while control word feed_ready is 0
+    compiled_step: bool = True           # quote with _quote_fast where built; false: desired_quotes, the reference
 
     def __post_init__(self):
         super().__post_init__()
@@ -321,7 +322,6 @@ class MarketMaker(Strategy):
     """Two-sided quotes in every traded symbol (see the module docstring)."""
 
     Parameters = MarketMakerParameters
-    compiled = True                     # quote with the compiled step where it is built (False: the reference only)
 
     @classmethod
     def validate_parameters(cls, parameters: MarketMakerParameters, symbols: tuple[str, ...]) -> None:
@@ -350,7 +350,7 @@ class MarketMaker(Strategy):
         self.quotes = {}
         for symbol in self.symbols:
             params = self.params.for_symbol(symbol, self._instrument_or_none(symbol))
-            step = compiled_quote_step(params) if self.compiled else None
+            step = compiled_quote_step(params) if self.params.compiled_step else None
             self.quotes[symbol] = _SymbolQuotes(symbol, self.book(symbol), params, step)
         self._by_book = {id(state.book): state for state in self.quotes.values()}
         self._orders = self.orders          # the views live as long as the host: looked up once

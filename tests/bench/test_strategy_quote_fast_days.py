@@ -102,10 +102,6 @@ def test_every_real_book_update_gives_the_reference_quotes(tmp_path, seed):
     assert quoted > 1000
 
 
-class ReferenceMarketMaker(MarketMaker):
-    compiled = False
-
-
 @pytest.fixture
 def two_memories(write_layout, unique_name):
     with SharedMemory.create(load_layout(write_layout(strategy_layout(unique_name + "c"), "c.yaml"))) as a, \
@@ -144,9 +140,9 @@ def test_the_market_maker_sends_the_same_intents_with_and_without_the_compiled_s
     assert len(stream) > 500
     values = dict(spread_ticks=3, size=100, max_position=400, skew_ticks=1.0, widen_ticks=0.5,
                   requote_threshold_ticks=1, reject_cooldown_ms=60_000, fair_value="microprice")
-    harnesses = [Harness(memory, cls, build_parameters(cls, values), instruments=instruments("0.01"),
-                         ids=ClientOrderIds(clock_ns=lambda: 0))
-                 for memory, cls in zip(two_memories, (MarketMaker, ReferenceMarketMaker))]
+    harnesses = [Harness(memory, MarketMaker, build_parameters(MarketMaker, {**values, "compiled_step": compiled}),
+                         instruments=instruments("0.01"), ids=ClientOrderIds(clock_ns=lambda: 0))
+                 for memory, compiled in zip(two_memories, (True, False))]
     assert all(q.step is not None for q in harnesses[0].strategy.quotes.values())
     assert all(q.step is None for q in harnesses[1].strategy.quotes.values())
     for h in harnesses:
