@@ -212,7 +212,7 @@ def fair_value(top: BookTop, method: str = "mid") -> int | None:
 
 _BUY, _SELL = Side.BUY, Side.SELL
 _quote = tuple.__new__                  # Quote(price, shares) without NamedTuple's Python-level __new__
-_LIVE, _PENDING_CANCEL = OrderState.LIVE, OrderState.PENDING_CANCEL
+_LIVE, _PENDING_CANCEL, _PENDING_REPLACE = OrderState.LIVE, OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE
 _NO_ASK = 1 << 62
 
 
@@ -472,14 +472,14 @@ class MarketMaker(Strategy):
 
     def _lowest(self, ask: Order | None) -> int:
         """The lowest price ``ask`` may rest at: its own or, while a replace is pending, the replacement's."""
-        if ask is None or not ask.is_open:
+        if ask is None or ask.state > _PENDING_REPLACE:        # not ask.is_open (without its Python frame)
             return _NO_ASK
         price = ask.price
         successor = self._orders.get(ask.replaced_by) if ask.replaced_by else None
         return successor.price if successor is not None and successor.price < price else price
 
     def _highest(self, bid: Order | None) -> int:
-        if bid is None or not bid.is_open:
+        if bid is None or bid.state > _PENDING_REPLACE:
             return 0
         price = bid.price
         successor = self._orders.get(bid.replaced_by) if bid.replaced_by else None
