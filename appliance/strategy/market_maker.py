@@ -17,6 +17,10 @@ tested without processes); ``MarketMaker`` only applies them:
   or the feed is not live; after a reject, no new quote in that symbol for ``reject_cooldown_ms``;
 - cancel everything on stop.
 
+The quote step runs compiled where it is built (``_quote_fast.c`` through ``compiled_quote_step``: the
+top read from the Book's ring slot, the same float arithmetic); ``desired_quotes`` and ``needs_requote``
+are its reference, asked wherever the compiled step cannot be exact, and alone with ``compiled_step: false``.
+
 Prices are integers with 4 implied decimals. Tick and lot come from each symbol's instrument
 (``self.instrument(symbol)``, the layout's instruments file): the parameters do not repeat them.
 A ``tick`` parameter may still be given (globally or per symbol) only when it equals the
