@@ -14,5 +14,7 @@ setup(
         # The risk check set for the common case (appliance.risk.fast; risk/checks.py is the reference and fallback).
         Extension("appliance.risk._risk_fast", ["appliance/risk/_risk_fast.c"], extra_compile_args=C_FLAGS),
         Extension("appliance.oms._journal_fast", ["appliance/oms/_journal_fast.c"], extra_compile_args=C_FLAGS),
+        # The reference market maker's quote step (strategy/market_maker.py's desired_quotes is the reference).
+        Extension("appliance.strategy._quote_fast", ["appliance/strategy/_quote_fast.c"], extra_compile_args=C_FLAGS),
     ],
 )

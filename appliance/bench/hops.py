@@ -126,6 +126,16 @@ def run(args: argparse.Namespace) -> int:
             hops[name] = MEASURE[name](args, driver_cpu, agent_cpu)
         except Exception as exc:            # noqa: BLE001 - reported, the other hops still run
             errors[name] = f"{type(exc).__name__}: {exc}"
+    if "strategy" in hops:
+        try:
+            python = measure_strategy(args, driver_cpu, agent_cpu, compiled_step=False)
+            peers["strategy_python_quote"] = {
+                **python, "ours_p50_ns": hops["strategy"]["p50_ns"],
+                "what": "the strategy hop with the market maker's compiled_step: false: desired_quotes and "
+                        "needs_requote in Python, the reference of strategy/_quote_fast.c (ours: the compiled "
+                        "step), same updates, same run"}
+        except Exception as exc:            # noqa: BLE001 - reported beside the hops
+            errors["strategy_python_quote"] = f"{type(exc).__name__}: {exc}"
     decode = hops.get("feed", {}).pop("peers", None)
     if decode:
         for case in ("single", "packet20"):
@@ -144,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
                         "the Python BookSet and BookOutputs, the reference of feed/_book_fast.c (ours: the "
                         "compiled books), same datagrams, same run"}
     peers["not_available"] = {
-        "what": "no pure-Python reference exists for the other hops: the strategy, risk and OMS paths are "
-                "Python already (today's implementation is the reference), and the ring has only its C "
+        "what": "no pure-Python reference exists for the other hops: the risk and OMS paths and the strategy "
+                "host are Python already (today's implementation is the reference), and the ring has only its C "
                 "implementation (bench ring compares it with multiprocessing, posix_ipc, zmq, faster-fifo)"}
     results = {"hops": hops, **sums(hops), "driver_cpu": driver_cpu, "agent_cpu": agent_cpu,
                "targets": {"p50_ns": TARGET_P50_NS, "sum_p50_ns": TARGET_SUM_P50_NS, "p99_over_p50": TAIL_RATIO},

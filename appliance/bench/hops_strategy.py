@@ -19,7 +19,9 @@ MARKET_MAKER_PARAMETERS = {"tick": TICK, "spread_ticks": 10, "size": 100, "lot":
                            "requote_threshold_ticks": 1, "fair_value": "mid"}
 
 
-def measure_strategy(args, driver_cpu: int, agent_cpu: int) -> dict:
+def measure_strategy(args, driver_cpu: int, agent_cpu: int, compiled_step: bool = True) -> dict:
+    """``compiled_step`` False: the market maker quotes with desired_quotes, the Python reference of its
+    compiled step (strategy/_quote_fast.c): the hop's peer."""
     import struct
 
     from appliance.messages.catalog import BOOK_UPDATE, EXECUTION_REPORT, ORDER_INTENT, RISK_SNAPSHOT
@@ -30,7 +32,8 @@ def measure_strategy(args, driver_cpu: int, agent_cpu: int) -> dict:
     agent = None
     try:
         params = {"strategy": "appliance.strategy.market_maker:MarketMaker", "strategy_id": 1,
-                  "parameters": dict(MARKET_MAKER_PARAMETERS), "timer_interval_ms": 3_600_000}
+                  "parameters": {**MARKET_MAKER_PARAMETERS, "compiled_step": compiled_step},
+                  "timer_interval_ms": 3_600_000}
         agent = MeasuredAgent("strategy", params, agent_cpu, args.timeout, workdir)
         memory = agent.memory
         control = memory.control("*")
@@ -131,7 +134,10 @@ def measure_strategy(args, driver_cpu: int, agent_cpu: int) -> dict:
                 while reports.depth():        # the strategy has read every acknowledgement
                     pass
         pinned(driver_cpu, drive)
+        from appliance.strategy.market_maker import QuoteParams, compiled_quote_step
+        built = compiled_quote_step(QuoteParams()) is not None        # the agent runs the same build
         return {**summary(latencies[args.warmup:]), "warmup": args.warmup, **counts, "label": "BookUpdate->intent",
+                "quote": "compiled" if compiled_step and built else "python",
                 "what": "BookUpdate committed -> first OrderIntent committed, the reference market maker "
                         "replacing its bid and ask"}
     finally:

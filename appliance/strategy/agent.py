@@ -122,6 +122,13 @@ class StrategyAgent(Agent):
             timer_interval_ns=cfg.timer_interval_ms * 1_000_000, snapshot_timeout_ns=SNAPSHOT_TIMEOUT_NS)
         if "positions" in has:
             self._seed_positions(memory.positions_reader(), host)
+        # What the duty cycle reads, looked up once: an idle cycle is a few peeks, and a BookUpdate that lands
+        # during one waits for it. Reports first, then risk's rejects (the view current before on_book).
+        self._inputs = tuple((ring, ring.peek, ring.buffer, handle) for ring, handle in (
+            (self.rings.get(EXEC_RING.name), host.handle_exec_record),
+            (self.rings.get(REJECT_RING.name), host.handle_order_reject)) if ring is not None)
+        books = self.rings[BOOK_RING.name]
+        self._books, self._books_peek, self._books_buffer = books, books.peek, books.buffer
         self._next_counters_ns = time.monotonic_ns()
         self._counters_behind = False      # work done since the counters were last published
         self._ready_published = False
@@ -193,17 +200,13 @@ class StrategyAgent(Agent):
 
     def do_work(self) -> int:
         host = self.host
-        rings = self.rings
         intents = host.intents
         work = 0
         if intents.pending:
             work += intents.flush()
-        reports = rings.get(EXEC_RING.name)
-        if reports is not None:
-            work += drain(reports, reports.buffer, host.handle_exec_record, MAX_REPORTS_PER_CYCLE)
-        rejects = rings.get(REJECT_RING.name)
-        if rejects is not None:
-            work += drain(rejects, rejects.buffer, host.handle_order_reject, MAX_REPORTS_PER_CYCLE)
+        for ring, peek, buffer, handle in self._inputs:
+            if peek() >= 0:
+                work += drain(ring, buffer, handle, MAX_REPORTS_PER_CYCLE)
         if not self._ready_published:
             if host.awaiting_snapshot and host.check_snapshot_timeout():
                 work += 1
@@ -211,8 +214,8 @@ class StrategyAgent(Agent):
                 self._publish_ready()
         now = time.monotonic_ns()
         if not intents.pending:
-            books = rings[BOOK_RING.name]
-            work += host.drain_book_updates(books, books.buffer, MAX_BOOKS_PER_CYCLE)
+            if self._books_peek() >= 0:
+                work += host.drain_book_updates(self._books, self._books_buffer, MAX_BOOKS_PER_CYCLE)
             clock_now = host.clock_ns()
             if clock_now >= host.timers.due_ns:          # one compare per cycle; NEVER without timers
                 work += host.run_timers(clock_now)

@@ -257,14 +257,18 @@ make_order = _WritableOrder
 
 
 class OpenOrders(_Sealed):
-    """The strategy's open orders by client order id (read-only; iterating yields ``Order``s)."""
+    """The strategy's open orders by client order id (read-only; iterating yields ``Order``s).
 
-    __slots__ = ("_orders", "_by_symbol", "_symbol_ids")
+    ``get(client_order_id, default=None) -> Order | None``: the order, or ``default`` when it is not open
+    (the dict's own get: no Python frame, strategies call it per update)."""
+
+    __slots__ = ("_orders", "_by_symbol", "_symbol_ids", "get")
 
     def __init__(self, orders: dict[int, Order], by_symbol: list[dict[int, Order]], symbol_ids: dict[str, int]):
         self._orders = orders
         self._by_symbol = by_symbol
         self._symbol_ids = symbol_ids
+        self.get = orders.get
         self._seal()
 
     def __len__(self) -> int:
@@ -278,9 +282,6 @@ class OpenOrders(_Sealed):
 
     def __getitem__(self, client_order_id: int) -> Order:
         return self._orders[client_order_id]
-
-    def get(self, client_order_id: int, default=None) -> Order | None:
-        return self._orders.get(client_order_id, default)
 
     def count(self, symbol: str) -> int:
         """How many orders of one symbol are open (without building them as ``of`` does)."""
@@ -623,6 +624,9 @@ class Book:
 
 assert BOOK_DEPTH == 5
 _SET_SRC, _SET_AT = Book.__dict__["_src"].__set__, Book.__dict__["_at"].__set__
+# The host's way to point a Book at the ring slot it holds (``Book._view`` without its Python frame: once per
+# BookUpdate, on the way to the intent); ``_keep`` copies the slot before the host releases it.
+BOOK_VIEW_SETTERS = (_SET_SRC, _SET_AT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -783,6 +787,8 @@ class Strategy:
         What OUCH Replace Order may change besides: ``display`` and ``iso`` (None keeps the original's);
         side, capacity and time in force are the original's (no minimum quantity: only orders that
         never rest may have one)."""
+        if display is None and iso is None:                 # the usual call: no keyword arguments to build
+            return self._host.replace(client_order_id, shares, price)
         return self._host.replace(client_order_id, shares, price, display=display, iso=iso)
 
     def cancel_all(self, symbol: str | None = None) -> int:

@@ -39,8 +39,8 @@ from appliance.messages.codes import (ALL_SYMBOLS, TIF_DAY, TIF_IOC, Action, Cap
                                       SnapshotKind)
 
 from .api import (
-    AGGRESSOR_OF_BYTE, MARKET_PRICE, ORDER_SETTERS, BackPressure, Book, Order, OrderState, Strategy, StrategyStopping,
-    Trade, make_order,
+    AGGRESSOR_OF_BYTE, BOOK_VIEW_SETTERS, MARKET_PRICE, ORDER_SETTERS, BackPressure, Book, Order, OrderState, Strategy,
+    StrategyStopping, Trade, make_order,
 )
 from .fees import NO_FEES, FeeSchedule
 from .ids import ClientOrderIds
@@ -73,6 +73,7 @@ _TIFS = (TIF_IOC, TIF_DAY)                  # what the OrderIntent contract (and
 _MAX_U32 = 0xFFFFFFFF
 _SNAPSHOT_TYPE = RISK_SNAPSHOT.type_id
 _set_state, _set_replaced_by = ORDER_SETTERS["_state"], ORDER_SETTERS["_replaced_by"]   # Orders are read-only
+_view_src, _view_at = BOOK_VIEW_SETTERS                                                    # and Books
 _SNAPSHOT, _REDUCE = Action.SNAPSHOT, Action.REDUCE
 _SNAP_POSITION, _SNAP_ORDER, _SNAP_END = int(SnapshotKind.POSITION), int(SnapshotKind.ORDER), int(SnapshotKind.END)
 _SIDES = frozenset(int(side) for side in Side)
@@ -614,12 +615,14 @@ class StrategyHost:
             price = order._price
         elif price.__class__ is not int or not 1 <= price <= MARKET_PRICE:
             price = _check_price(price)
-        old_display, old_capacity, _old_min_qty, old_iso = order._flags
-        if display is None and iso is None:
-            new_display, new_iso = old_display, old_iso
-        else:
-            new_display, new_iso = replace_flags(old_display, old_iso, price, display, iso)
-        flags = (new_display, old_capacity, 0, new_iso)
+        flags = order._flags
+        if display is not None or iso is not None or flags[2]:      # else the original's flags, as they are
+            old_display, old_capacity, _old_min_qty, old_iso = flags
+            if display is None and iso is None:
+                new_display, new_iso = old_display, old_iso
+            else:
+                new_display, new_iso = replace_flags(old_display, old_iso, price, display, iso)
+            flags = (new_display, old_capacity, 0, new_iso)         # a replacement has no minimum quantity
         intents = self.intents
         if not intents.has_room():
             intents.refused += 1
@@ -731,7 +734,8 @@ class StrategyHost:
             if previous and trade_sequence > previous + 1:             # prints the host never received
                 stats.trades_missed += trade_sequence - previous - 1
             new_print = last_shares and self._trades_wanted and self.running
-        book._view(buffer, offset)
+        _view_src(book, buffer)                          # book._view(buffer, offset), inline
+        _view_at(book, offset)
         if new_print:
             stats.trades += 1
             self._t_rx_ns = self._event_rx_ns = t_rx_ns

@@ -17,6 +17,10 @@ tested without processes); ``MarketMaker`` only applies them:
   or the feed is not live; after a reject, no new quote in that symbol for ``reject_cooldown_ms``;
 - cancel everything on stop.
 
+The quote step runs compiled where it is built (``_quote_fast.c`` through ``compiled_quote_step``: the
+top read from the Book's ring slot, the same float arithmetic); ``desired_quotes`` and ``needs_requote``
+are its reference, asked wherever the compiled step cannot be exact, and alone with ``compiled_step: false``.
+
 Prices are integers with 4 implied decimals. Tick and lot come from each symbol's instrument
 (``self.instrument(symbol)``, the layout's instruments file): the parameters do not repeat them.
 A ``tick`` parameter may still be given (globally or per symbol) only when it equals the
@@ -31,11 +35,17 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Iterable, Literal, NamedTuple
 
-from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_STALE
+from appliance.messages.catalog import (BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_STALE,
+                                       BOOK_UPDATE)
 from appliance.messages.codes import MARKET_PRICE, Side
 
 from .api import BackPressure, Book, Order, OrderState, Strategy, format_price, reject_reason_name
 from .fills import Fill
+
+try:
+    from . import _quote_fast            # the compiled quote step (setup.py builds it); desired_quotes is the reference
+except ImportError:                      # not built: the reference does it all
+    _quote_fast = None
 
 log = logging.getLogger("appliance.strategy.market_maker")
 
@@ -119,6 +129,7 @@ class MarketMakerParameters(QuoteParams):
     lot: int | None = None               # the instrument's round lot; given, a whole number of round lots
     symbols: dict[str, SymbolOverrides] = field(default_factory=dict)
     pull_when_feed_down: bool = True     # cancel every quote while control word feed_ready is 0
+    compiled_step: bool = True           # quote with _quote_fast where built; false: desired_quotes, the reference
 
     def __post_init__(self):
         super().__post_init__()
@@ -181,7 +192,10 @@ def _top_of(book: Book) -> tuple:
     """BookTop's fields as a plain tuple, from one read of the book (what requote passes on every update)."""
     bid, bid_shares, ask, ask_shares, flags, trading_state = book.top()
     return (bid, bid_shares, ask, ask_shares, flags & _BAD_BOOK != 0, flags & BOOK_FLAG_CROSSED != 0,
-            flags & BOOK_FLAG_HALTED != 0 or trading_state != 0x54)
+            flags & BOOK_FLAG_HALTED != 0 or trading_state != _TRADING)
+
+
+_TRADING = 0x54                 # ITCH trading state 'T'
 
 
 class Quote(NamedTuple):
@@ -202,7 +216,7 @@ def fair_value(top: BookTop, method: str = "mid") -> int | None:
 
 _BUY, _SELL = Side.BUY, Side.SELL
 _quote = tuple.__new__                  # Quote(price, shares) without NamedTuple's Python-level __new__
-_LIVE, _PENDING_CANCEL = OrderState.LIVE, OrderState.PENDING_CANCEL
+_LIVE, _PENDING_CANCEL, _PENDING_REPLACE = OrderState.LIVE, OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE
 _NO_ASK = 1 << 62
 
 
@@ -237,12 +251,7 @@ def desired_quotes(top: BookTop, position: int, open_orders: Iterable, params: Q
         bid_price = ask_top - tick                                      # post only: never take
     if ask_price < bid_top + tick:
         ask_price = bid_top + tick
-    open_buys = open_sells = 0
-    for o in open_orders:
-        if o.side == _BUY:
-            open_buys += o.leaves
-        else:
-            open_sells += o.leaves
+    open_buys, open_sells = _open_shares(open_orders)
     lot, size = params.lot, params.size
     bid_room = params.max_position - position - open_buys
     ask_room = params.max_position + position - open_sells
@@ -260,17 +269,53 @@ def needs_requote(resting_price: int, resting_leaves: int, desired: Quote, param
     return resting_leaves > desired.shares              # the cap shrank: never keep more than allowed
 
 
+def _open_shares(open_orders: Iterable) -> tuple[int, int]:
+    """(buy, sell) leaves of ``open_orders``: what counts against the cap beside the quotes."""
+    open_buys = open_sells = 0
+    for o in open_orders:
+        if o.side == _BUY:
+            open_buys += o.leaves
+        else:
+            open_sells += o.leaves
+    return open_buys, open_sells
+
+
+def _field_at(name: str) -> tuple[int, int]:
+    spec = BOOK_UPDATE.fields[BOOK_UPDATE.index_of[name]]
+    return spec.offset, spec.size
+
+
+# What the compiled step reads of a BookUpdate slot, from the catalog (the order _quote_fast.c expects).
+_STEP_FIELDS = tuple(_field_at(name) for name in ("flags", "trading_state", "bid_levels", "ask_levels", "bid_price_0",
+                                                  "bid_shares_0", "ask_price_0", "ask_shares_0"))
+
+
+def compiled_quote_step(params: QuoteParams):
+    """``desired_quotes`` and ``needs_requote`` compiled for one symbol's parameters: a ``_quote_fast.QuoteStep``
+    with ``desired_at(src, at, position, open_buys, open_sells)`` (the top read from a BookUpdate slot: a Book's
+    ``_src``/``_at``), ``desired(top, position, open_buys, open_sells)`` and ``needs_requote(price, leaves,
+    desired)``; each answers what the reference would, or None where it cannot be exact (then ask the
+    reference). None when the extension is not built."""
+    if _quote_fast is None:
+        return None
+    return _quote_fast.QuoteStep(
+        _STEP_FIELDS, BOOK_UPDATE.size, _BAD_BOOK, BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, _TRADING, Quote, params.tick,
+        params.spread_ticks, params.spread_bp, params.size, params.lot, params.max_position, params.inventory_unit,
+        params.skew_ticks, params.widen_ticks, params.requote_threshold_ticks, params.fair_value == "microprice")
+
+
 # ---------------------------------------------------------------------------------------------
 # The strategy
 # ---------------------------------------------------------------------------------------------
 
 class _SymbolQuotes:
-    __slots__ = ("symbol", "book", "params", "bid_id", "ask_id", "cooldown_until_ns", "cancel_retry_ns")
+    __slots__ = ("symbol", "book", "params", "step", "bid_id", "ask_id", "cooldown_until_ns", "cancel_retry_ns")
 
-    def __init__(self, symbol: str, book: Book, params: QuoteParams):
+    def __init__(self, symbol: str, book: Book, params: QuoteParams, step=None):
         self.symbol = symbol
         self.book = book                # the host's Book of the symbol: the same object for the whole run
         self.params = params
+        self.step = step                # compiled_quote_step(params), or None: the reference decides
         self.bid_id = 0
         self.ask_id = 0
         self.cooldown_until_ns = 0      # after a reject: no new order or replace before this
@@ -306,9 +351,11 @@ class MarketMaker(Strategy):
             return None
 
     def on_start(self) -> None:
-        self.quotes = {symbol: _SymbolQuotes(symbol, self.book(symbol),
-                                             self.params.for_symbol(symbol, self._instrument_or_none(symbol)))
-                       for symbol in self.symbols}
+        self.quotes = {}
+        for symbol in self.symbols:
+            params = self.params.for_symbol(symbol, self._instrument_or_none(symbol))
+            step = compiled_quote_step(params) if self.params.compiled_step else None
+            self.quotes[symbol] = _SymbolQuotes(symbol, self.book(symbol), params, step)
         self._by_book = {id(state.book): state for state in self.quotes.values()}
         self._orders = self.orders          # the views live as long as the host: looked up once
         self._positions = self.positions
@@ -400,42 +447,49 @@ class MarketMaker(Strategy):
         if (self.params.pull_when_feed_down and not self.feed_live()) or not self.gate_open():
             desired_bid = desired_ask = None          # nothing new while the gate is shut: pull instead
         else:
-            desired_bid, desired_ask = desired_quotes(_top_of(state.book), self._positions[symbol], others,
-                                                      state.params)
+            position = self._positions[symbol]
+            step = state.step
+            desired = None
+            if step is not None:                            # the compiled step reads the Book's slot itself
+                book = state.book
+                open_buys, open_sells = _open_shares(others) if others else (0, 0)
+                desired = step.desired_at(book._src, book._at, position, open_buys, open_sells)
+            if desired is None:
+                desired = desired_quotes(_top_of(state.book), position, others, state.params)
+            desired_bid, desired_ask = desired
         cooling = now < state.cooldown_until_ns
         # Never cross our own quote (risk refuses it as SELF_MATCH: a wash trade). A side whose new price
         # would reach the other side's live or pending price waits for that side to move first, so the
         # side moving away from the market goes out first.
         hold_bid = desired_bid is not None and desired_bid.price >= self._lowest(ask)
         hold_ask = desired_ask is not None and desired_ask.price <= self._highest(bid)
-        params = state.params
         if desired_bid is not None and bid is not None and desired_bid.price > bid.price:     # moving up
             if not hold_ask:
-                state.ask_id = self._manage(symbol, _SELL, ask, desired_ask, params, cooling, may_cancel)
+                state.ask_id = self._manage(symbol, _SELL, ask, desired_ask, state, cooling, may_cancel)
             if not hold_bid:
-                state.bid_id = self._manage(symbol, _BUY, bid, desired_bid, params, cooling, may_cancel)
+                state.bid_id = self._manage(symbol, _BUY, bid, desired_bid, state, cooling, may_cancel)
         else:
             if not hold_bid:
-                state.bid_id = self._manage(symbol, _BUY, bid, desired_bid, params, cooling, may_cancel)
+                state.bid_id = self._manage(symbol, _BUY, bid, desired_bid, state, cooling, may_cancel)
             if not hold_ask:
-                state.ask_id = self._manage(symbol, _SELL, ask, desired_ask, params, cooling, may_cancel)
+                state.ask_id = self._manage(symbol, _SELL, ask, desired_ask, state, cooling, may_cancel)
 
     def _lowest(self, ask: Order | None) -> int:
         """The lowest price ``ask`` may rest at: its own or, while a replace is pending, the replacement's."""
-        if ask is None or not ask.is_open:
+        if ask is None or ask.state > _PENDING_REPLACE:        # not ask.is_open (without its Python frame)
             return _NO_ASK
         price = ask.price
         successor = self._orders.get(ask.replaced_by) if ask.replaced_by else None
         return successor.price if successor is not None and successor.price < price else price
 
     def _highest(self, bid: Order | None) -> int:
-        if bid is None or not bid.is_open:
+        if bid is None or bid.state > _PENDING_REPLACE:
             return 0
         price = bid.price
         successor = self._orders.get(bid.replaced_by) if bid.replaced_by else None
         return successor.price if successor is not None and successor.price > price else price
 
-    def _manage(self, symbol: str, side: Side, order: Order | None, desired: Quote | None, params: QuoteParams,
+    def _manage(self, symbol: str, side: Side, order: Order | None, desired: Quote | None, state: _SymbolQuotes,
                 cooling: bool, may_cancel: bool) -> int:
         """Bring one side to ``desired``; returns the client order id now quoting it (0: none).
 
@@ -455,7 +509,11 @@ class MarketMaker(Strategy):
             return order.client_order_id
         if order.state != _LIVE:
             return order.client_order_id               # an answer is on its way: decide after it
-        if needs_requote(order.price, order.leaves, desired, params):
+        step = state.step
+        requote = None if step is None else step.needs_requote(order.price, order.leaves, desired)
+        if requote is None:
+            requote = needs_requote(order.price, order.leaves, desired, state.params)
+        if requote:
             if cooling:
                 if order.leaves > desired.shares and may_cancel:
                     self.cancel(order.client_order_id)     # the cap always wins

@@ -51,6 +51,7 @@ class OrderView:
         self._notify = notify                             # notify("on_fill", order, ...): the strategy's callback
         self._data_log = data_log                         # rate limit of the warnings about what arrives
         self._orders: dict[int, Order] = {}
+        self.get = self._orders.get                       # get(client_order_id) -> Order | None, in C
         self._by_symbol: list[dict[int, Order]] = [{} for _ in symbols]
         self._cancel_targets: dict[int, Order] = {}       # client order id of a CANCEL intent -> its order
         self._cancel_all_ids: dict[int, int] = {}         # client order id of a CANCEL_ALL intent -> symbol id
@@ -61,9 +62,6 @@ class OrderView:
         self.positions = Positions(symbols)
 
     # ------------------------------------------------------------------ what the strategy sends
-
-    def get(self, client_order_id: int) -> Order | None:
-        return self._orders.get(client_order_id)
 
     def add(self, order: Order) -> None:
         """A new order or a replacement the strategy just sent."""

@@ -48,6 +48,11 @@ def test_bench_hops_reports_every_hop_in_the_agreed_shape_and_cleans_up(capsys):
     python = out["peers"]["feed_agent_python_books"]
     assert 0 < python["p50_ns"] <= python["p99_ns"] and python["ours_p50_ns"] == feed["p50_ns"]
     assert python["packet20"]["p50_ns"] > 0 and out["ratios"]["feed_agent_python_books_vs_ours_p50"] > 0
+    strategy = results["hops"]["strategy"]           # the compiled quote step, the Python one as the peer
+    assert strategy["quote"] == "compiled"
+    python = out["peers"]["strategy_python_quote"]
+    assert python["quote"] == "python" and 0 < python["p50_ns"] <= python["p99_ns"]
+    assert python["ours_p50_ns"] == strategy["p50_ns"] and out["ratios"]["strategy_python_quote_vs_ours_p50"] > 0
     assert set(out["ratios"]) >= {"feed_p50_vs_target", "strategy_p50_vs_target", "risk_p50_vs_target",
                                   "oms_p50_vs_target"}
     assert live_children() == []
