@@ -456,7 +456,8 @@ class Backtest:
         if action == _REDUCE:
             self.reducing = True
             return
-        record.intents += 1
+        if action != _CANCEL_ALL:
+            record.intents += 1                  # the record's "new, replace, cancel" (not the host's cancel-alls)
         risk = self.risk
         reason = risk.check(action, cid, orig, sid, side, shares, price, tif, now, display, capacity,
                             minimum_quantity, iso)
