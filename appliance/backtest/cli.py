@@ -1,8 +1,8 @@
 """``appliance backtest DAYFILE``: a recorded ITCH day through the strategy, risk and the replay venue.
 
 The symbols with books, risk limits and a place in the strategy's world are the instruments file's
-(``--instruments``, default config/instruments.yaml, as the layout takes them); ``--symbols`` picks the
-ones the strategy trades (default: all). The limits file, the strategy's parameters file and the fee
+(``--instruments``, default config/instruments.yaml, as the layout takes them: the locate filter passes
+only theirs); ``--symbols`` picks the ones the strategy trades (default: all). The limits file, the strategy's parameters file and the fee
 schedule are read by the same loaders as live, and their errors read the same (file, line, key,
 reason). Exit status: 0 done, 1 the day file is bad, 2 a bad argument or configuration file.
 """
@@ -75,10 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_setup(args):
     """The ``BacktestSetup`` from the options: every file loaded and checked (UsageError otherwise)."""
-    import dataclasses
-
     from appliance.backtest.engine import DEFAULT_DATE, BacktestSetup
-    from appliance.config.instruments import Instruments, load_instruments
+    from appliance.config.instruments import load_instruments
     from appliance.replay import queue
     from appliance.replay.latency import Latency
     from appliance.risk.limits import load_limits
@@ -102,9 +100,6 @@ def build_setup(args):
             raise UsageError(f"--symbols: {', '.join(unknown)} not in {args.instruments} ({', '.join(universe)})")
         if len(set(traded)) != len(traded):
             raise UsageError("--symbols names a symbol twice")
-        universe = tuple(s for s in instruments.symbols if s in traded)   # books only for the traded symbols
-        instruments = Instruments(tuple(dataclasses.replace(instruments[s], symbol_id=i)
-                                        for i, s in enumerate(universe)), instruments.file)
     else:
         traded = universe
     if args.start is not None and args.end is not None and args.end <= args.start:
