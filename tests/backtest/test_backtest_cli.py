@@ -101,3 +101,20 @@ def test_bad_or_missing_day_files(files, capsys):
     cut.write_bytes(day.read_bytes()[:-3])
     assert main(args(tmp_path, cut, "--json")) == 0
     assert "warning: file ends mid-message at offset" in capsys.readouterr().err
+
+
+def test_the_progress_line_rewrites_one_line():
+    import io
+
+    from appliance.backtest.cli import ProgressLine
+    stream = io.StringIO()
+    line = ProgressLine(stream)
+    line({"messages": 1_500_000, "share": 0.25, "msgs_per_s": 2_000_000.0, "eta_s": 2.25, "fills": 12,
+          "realized_pnl": -12_345})
+    line({"messages": 3_000_000, "share": 0.5, "msgs_per_s": 2_000_000.0, "eta_s": None, "fills": 20,
+          "realized_pnl": 0})
+    line.done()
+    text = stream.getvalue()
+    assert text.count("\r") == 3 and "\n" not in text
+    assert "1,500,000 msgs   25.0%  2.00 M msg/s  ETA 2 s  fills 12  realized P&L $-1.23" in text
+    assert "ETA ?" in text
