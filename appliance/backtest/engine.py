@@ -219,7 +219,8 @@ class Backtest:
         pending = b""
         last_progress = started
         stop_ts = None
-        next_event = self._next_event
+        venue_out = self.venue._out
+        next_t = 0                                # no event of ours before this (a lower bound is safe)
         try:
             while stop_ts is None:
                 try:
@@ -245,9 +246,10 @@ class Backtest:
                             if not self.started and (start_ns is None or ts >= start_ns):
                                 self._flush_feed_now()
                                 self._start(ts if start_ns is None else start_ns)
+                                next_t = 0
                             if self.started:
-                                if next_event() < ts:
-                                    self._run_until(ts)
+                                if next_t < ts:
+                                    next_t = self._run_until(ts)
                                 if ts >= self._next_equity:
                                     self._equity_until(ts)
                                 if self._markouts and self._markouts[0][0] < ts:
@@ -255,11 +257,15 @@ class Backtest:
                             group_ts = ts
                             group = [ts + feed_ns, data, start, walk.offset, 1]     # one packet: one stamp
                             books.append(group)
+                            if ts + feed_ns < next_t:
+                                next_t = ts + feed_ns
                         else:
                             group[3] = walk.offset
                             group[4] += 1
                         start = walk.offset
                         on_itch(raw)
+                        if venue_out and venue_out[0][0] < next_t:    # the venue said something: when it arrives
+                            next_t = venue_out[0][0]
                 except WireFormatError as exc:
                     raise BacktestError(f"{path}: bad ITCH data at byte offset {base + exc.offset}: "
                                         f"{exc.reason}") from None
@@ -354,27 +360,10 @@ class Backtest:
 
     # ------------------------------------------------------------------ the event loop
 
-    def _next_event(self) -> int:
-        """When the next thing happens on our side (ns since midnight): a book reaching the strategy, an
-        answer reaching it, a timer, an action reaching the venue; a large number when none."""
-        t = self._books[0][0] if self._books else 1 << 62
-        venue = self.venue
-        delivery = venue.next_delivery_ns()
-        if delivery is not None and delivery < t:
-            t = delivery
-        arrival = venue.next_arrival_ns()
-        if arrival is not None and arrival < t:
-            t = arrival
-        timer = self.host.next_timer_ns()
-        if timer is not None:
-            timer -= self.midnight
-            if timer < t:
-                t = timer
-        return t
-
-    def _run_until(self, limit: int, timers: bool = True) -> None:
+    def _run_until(self, limit: int, timers: bool = True) -> int:
         """Everything on our side that happens before ``limit`` (ns since midnight), in time order; at equal
-        times: the venue's answers, then book updates, then timers."""
+        times: our actions reaching the venue, the venue's answers, then book updates, then timers. Returns
+        when the next of those happens (at or after ``limit``); only a recorded message adds events then."""
         books, venue, host, midnight = self._books, self.venue, self.host, self.midnight
         while True:
             t_book = books[0][0] if books else 1 << 62
@@ -388,7 +377,7 @@ class Backtest:
             t_timer = (t_timer - midnight) if t_timer is not None else 1 << 62
             t = min(t_book, t_delivery, t_arrival, t_timer)
             if t >= limit:
-                return
+                return t
             if t_arrival == t:
                 venue.advance(t)                 # our actions reach the venue before what happens at t here
                 continue
