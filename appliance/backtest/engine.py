@@ -365,16 +365,15 @@ class Backtest:
         times: our actions reaching the venue, the venue's answers, then book updates, then timers. Returns
         when the next of those happens (at or after ``limit``); only a recorded message adds events then."""
         books, venue, host, midnight = self._books, self.venue, self.host, self.midnight
+        out, inbound = venue._out, venue._inbound          # the venue's queues, read here on the hot path
+        apply_packet, never = self.feed.apply_packet, 1 << 62
+        next_timer = host.next_timer_ns if timers else None
         while True:
-            t_book = books[0][0] if books else 1 << 62
-            t_delivery = venue.next_delivery_ns()
-            if t_delivery is None:
-                t_delivery = 1 << 62
-            t_arrival = venue.next_arrival_ns()
-            if t_arrival is None:
-                t_arrival = 1 << 62
-            t_timer = host.next_timer_ns() if timers else None
-            t_timer = (t_timer - midnight) if t_timer is not None else 1 << 62
+            t_book = books[0][0] if books else never
+            t_delivery = out[0][0] if out else never
+            t_arrival = inbound[0][0] if inbound else never
+            t_timer = next_timer() if next_timer is not None else None
+            t_timer = (t_timer - midnight) if t_timer is not None else never
             t = min(t_book, t_delivery, t_arrival, t_timer)
             if t >= limit:
                 return t
@@ -391,8 +390,8 @@ class Backtest:
             elif t_book == t:
                 group = books.popleft()
                 self._feed_sequence += 1
-                self.feed.apply_packet(group[1], group[2], group[3], self._feed_sequence, midnight + t)
-                self._deliver_books()
+                if apply_packet(group[1], group[2], group[3], self._feed_sequence, midnight + t):
+                    self._deliver_books()        # only when a published book changed (the top levels, a print)
             else:
                 host.run_timers(midnight + t)
                 self._intents()

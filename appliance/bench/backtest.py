@@ -8,6 +8,7 @@ order messages, cached), and the traded symbols are the ``--subscribed`` ones ``
   symbols (instruments, limits and parameters written for them), the venue model, risk, the host:
   messages of the whole file per second of wall time; target ``TARGET_MSGS_PER_S`` (issue 17);
 * ``backtest_idle``: the same with a strategy that does nothing (the engine, feed books and venue alone);
+* (every pass also reports this process's CPU seconds: on a shared machine wall time includes waiting);
 * the peers from ``bench feed``'s replay: ``feed_replay`` (scanner + locate filter + ``BookSet`` books) and
   ``feed_compiled`` (``FastFeed.apply_packet`` per MoldUDP64-sized packet), books only.
 
@@ -17,6 +18,7 @@ refuses most of the market maker's quotes (BOOK_CROSSED), which the results show
 from __future__ import annotations
 
 import argparse
+import time
 import tempfile
 from pathlib import Path
 
@@ -107,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
                 ("feed_replay", lambda: feed_replay._books_pass(data, len(data), traded)[0]),
                 ("feed_compiled", lambda: feed_replay._publish_pass(data, len(data), traded, compiled=True))):
             try:
-                results[name] = run_one()
+                cpu = time.process_time()
+                results[name] = result = run_one()
+                result["cpu_seconds"] = time.process_time() - cpu       # this process's CPU: the machine is shared
+                result["cpu_msgs_per_s"] = result["messages"] / result["cpu_seconds"] if result["cpu_seconds"] else None
             except Exception as exc:  # noqa: BLE001 - one failed pass is reported, the others still run
                 errors[name] = f"{type(exc).__name__}: {exc}"
     headline = results.get("backtest")
@@ -125,10 +130,13 @@ def _print_table(report: dict) -> None:
     day = report["day"]
     print(f"day: {day['path']} ({day['messages']:,} messages, {day['bytes']:,} bytes); traded: "
           f"{', '.join(report['traded'])}")
-    print(f"{'pass':<16}{'messages':>12}{'seconds':>10}{'M msg/s':>10}{'orders':>10}{'fills':>8}")
+    print(f"{'pass':<16}{'messages':>12}{'seconds':>10}{'M msg/s':>10}{'CPU s':>8}{'M msg/CPU s':>13}"
+          f"{'orders':>10}{'fills':>8}")
     for name, r in report["results"].items():
         print(f"{name:<16}{fmt(r.get('messages')):>12}{fmt(r.get('seconds'), '.2f'):>10}"
               f"{fmt(r.get('msgs_per_s') / 1e6 if r.get('msgs_per_s') else None, '.2f'):>10}"
+              f"{fmt(r.get('cpu_seconds'), '.2f'):>8}"
+              f"{fmt(r.get('cpu_msgs_per_s') / 1e6 if r.get('cpu_msgs_per_s') else None, '.2f'):>13}"
               f"{fmt(r.get('orders')):>10}{fmt(r.get('fills')):>8}")
     for name, ratio in report["ratios"].items():
         print(f"{name}: {ratio:.2f}x")
