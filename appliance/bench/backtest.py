@@ -8,7 +8,8 @@ order messages, cached), and the traded symbols are the ``--subscribed`` ones ``
   symbols (instruments, limits and parameters written for them), the venue model, risk, the host:
   messages of the whole file per second of wall time; target ``TARGET_MSGS_PER_S`` (issue 17);
 * ``backtest_idle``: the same with a strategy that does nothing (the engine, feed books and venue alone);
-* (every pass also reports this process's CPU seconds: on a shared machine wall time includes waiting);
+* (every pass also reports this process's CPU seconds for the whole pass, its setup included: on a shared
+  machine wall time includes waiting; the ``seconds`` are the timed part only);
 * the peers from ``bench feed``'s replay: ``feed_replay`` (scanner + locate filter + ``BookSet`` books) and
   ``feed_compiled`` (``FastFeed.apply_packet`` per MoldUDP64-sized packet), books only.
 
