@@ -22,7 +22,8 @@ EVENT_LOOP_AND_METRICS = ("asyncio", "uvloop", "prometheus_client", "nats")
 CONFIG_LOADERS = {                                       # modules that read YAML before an agent starts
     "runtime/layout.py", "risk/limits.py", "strategy/loader.py",
 }
-LEAVES = ("wire", "config", "command_io")                # import nothing else of the appliance
+LEAVES = ("wire", "config", "command_io", "replay")      # import nothing else of the appliance (but LEAF_USES)
+LEAF_USES = {"replay": {"wire", "config"}}               # a leaf built on other leaves: the recorded day's venue
 YAML_LOADER = "appliance.config.yaml_lines"              # the one YAML loader: YAML by another name
 JOINS_THE_SIMULATOR = ("bench", "sim")                   # may import the exchange and sim/ (nobody else may)
 
@@ -70,8 +71,8 @@ def violations() -> set[tuple[str, str]]:
         libraries = {name.split(".")[0] for name in names}
         if package in TRADING:                           # the four never import each other
             found |= {(module, other) for other in used & set(TRADING)}
-        if package in LEAVES:                            # the codecs, the config checker, command_io
-            found |= {(module, other) for other in used}
+        if package in LEAVES:                            # the codecs, the config checker, command_io, replay
+            found |= {(module, other) for other in used - LEAF_USES.get(package, set())}
         if package == "exchange":                        # the simulator shares only the leaves
             found |= {(module, other) for other in used - set(LEAVES)}
         if package not in ("exchange",) + JOINS_THE_SIMULATOR:
@@ -111,6 +112,8 @@ def test_the_rules_catch_what_they_forbid(tmp_path, monkeypatch):
     (fake / "supervisor" / "up.py").write_text("def run():\n    from appliance.sim import up\n")
     (fake / "command_io").mkdir()
     (fake / "command_io" / "args.py").write_text("from appliance.runtime import layout\n")
+    (fake / "replay").mkdir()
+    (fake / "replay" / "venue.py").write_text("from appliance.wire import itch\nfrom appliance.feed import books\n")
     (fake / "exchange").mkdir()
     (fake / "exchange" / "cli.py").write_text("from appliance.command_io import arguments\nfrom ..runtime import x\n")
     this = sys.modules[__name__]
@@ -118,7 +121,8 @@ def test_the_rules_catch_what_they_forbid(tmp_path, monkeypatch):
     monkeypatch.setattr(this, "PACKAGE", fake)
     assert violations() == {("risk/bad.py", "oms"), ("feed/loop.py", "asyncio"), ("feed/loop.py", "exchange"),
                             ("supervisor/up.py", "sim"), ("oms/hot.py", "yaml"), ("config/checker.py", "runtime"),
-                            ("command_io/args.py", "runtime"), ("exchange/cli.py", "runtime")}
+                            ("command_io/args.py", "runtime"), ("exchange/cli.py", "runtime"),
+                            ("replay/venue.py", "feed")}
 
 
 @pytest.mark.parametrize("package", sorted(p.name for p in PACKAGE.iterdir()

@@ -57,3 +57,4 @@ class BacktestRecord:
     fills: list[BacktestFill] = field(default_factory=list)
     equity: list[EquityPoint] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)                # e.g. "file ends mid-message at offset N"
+    orders_by_symbol: dict[str, int] = field(default_factory=dict)   # ``orders`` per symbol (fill ratio per symbol)

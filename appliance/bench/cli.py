@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "journal": ("appliance.bench.journal", "OMS journal: appends/s per durability policy, recovery of 1M records"),
     "oms": ("appliance.bench.oms", "OMS: ring read to bytes handed to the socket, p50/p99"),
     "exchange": ("appliance.bench.exchange", "simulated exchange: matching engine vs order-matching, and the feed"),
+    "backtest": ("appliance.bench.backtest", "appliance backtest on bench feed's generated day (10 of 100 symbols, the market maker) beside the feed's replay of it"),
     "feed": ("appliance.bench.feed", "feed handler: ITCH replay into books, and the live UDP path"),
     "dropcopy": ("appliance.bench.dropcopy", "drop copy and risk hub over a real nats-server: publish and hub events/s, append-to-hub lag, firm kill; plain NATS as the peer"),
     "hops": ("appliance.bench.hops", "each hop alone (feed, strategy, risk, OMS, ring): agent pinned and spinning, driver on the other CPU"),
