@@ -33,7 +33,7 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _speed(text: str) -> float | str:
+def parse_speed(text: str) -> float | str:
     """``--speed``: a positive number of event seconds per wall second, or ``max``."""
     if text == "max":
         return text
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay", metavar="DAYFILE",
                         help="publish this recorded ITCH day (BinaryFILE) instead of a live one and match orders "
                              "against it with the backtest's venue model")
-    parser.add_argument("--speed", type=_speed, metavar="X|max",
+    parser.add_argument("--speed", type=parse_speed, metavar="X|max",
                         help="replay: event seconds per wall second (default 1), or max: as fast as it goes")
     parser.add_argument("--replay-hold", action="store_true",
                         help="replay: wait for the control command start (appliance exchange ctl start)")
