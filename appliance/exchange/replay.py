@@ -18,7 +18,10 @@ handles it after the recorded messages of that timestamp (``ReplayVenue``'s rule
 the next recorded message is later. OUCH answers carry the event time as their timestamp.
 
 The day: ``open`` publishes nothing of its own (the file has its System Events and Stock
-Directory) and tells every firm OUCH System Event 'S'. At the end of the file: the open orders
+Directory) and tells every firm OUCH System Event 'S'. Until ``start`` (``--replay-hold``: the
+control command ``start``) only the day's preamble goes out, the leading messages of
+``PREAMBLE_TYPES``, so the feed has its directory and can say it is ready (the appliance's gate
+opens on that); the event clock then starts at the first message after it. At the end of the file: the open orders
 expire (Canceled 'T'), MoldUDP64 End of Session and OUCH System Event 'E', as a live close. A firm
 whose session is lost with cancel on disconnect gets its orders canceled 'Z'.
 
@@ -56,6 +59,9 @@ from .records import INBOUND, OUTBOUND, Records
 from .report import FirmLedger
 
 MAX_BATCH = 2_000               # recorded messages per advance() at --speed max
+# The day's preamble: what a feed needs before the first order (system events, the stock directory,
+# trading states...); a held replay publishes the leading messages of these types at once.
+PREAMBLE_TYPES = frozenset(b"SRHYLVWKJh")
 STATE_LIVE = "L"
 
 
@@ -170,6 +176,7 @@ class ReplayDay:
         if self.state != "open":
             return None
         if not self.started:
+            self._preamble()
             return self.wall_clock() + 1_000_000
         now_wall = self.wall_clock()
         limit = None if self.speed is None else self._first_ns + int((now_wall - self._wall_start) * self.speed)
@@ -198,6 +205,21 @@ class ReplayDay:
         if limit is None:
             return now_wall
         return self._wall_start + int((raw[itch.TIMESTAMP_INDEX] - self._first_ns) / self.speed)
+
+    def _preamble(self) -> None:
+        """Publish the leading messages of ``PREAMBLE_TYPES`` not yet out (before ``start``)."""
+        raw, published, stamp = self._next, 0, self.now_ns
+        while raw is not None and raw[0][0] in PREAMBLE_TYPES:
+            if raw[itch.TIMESTAMP_INDEX] != stamp:         # one packet per timestamp, as in advance()
+                self.publisher.flush()
+                stamp = raw[itch.TIMESTAMP_INDEX]
+            self._publish_recorded(raw)
+            self.model.on_itch(raw)
+            published += 1
+            raw = self._next = self._read()
+        if published:
+            self.counters.recorded_messages += published
+            self.publisher.flush()
 
     def _read(self):
         try:

@@ -77,13 +77,21 @@ def test_the_feed_carries_the_recorded_day_unchanged(tmp_path):
     assert answers(day)[0]["timestamp"] == OPEN_NS and answers(day)[-1]["timestamp"] == OPEN_NS + 110 * MS
 
 
-def test_nothing_flows_before_start(tmp_path):
-    day, packets, clock, _ = make_day(tmp_path)
+def test_only_the_preamble_flows_before_start_and_the_clock_starts_after_it(tmp_path):
+    """Held: the System Events and the Stock Directory go out (the feed can get ready), no order; the
+    event clock starts at the first message after them, however long the hold was."""
+    messages = quiet_day()
+    messages[3:3] = [messages[0][:3] + (OPEN_NS - 3_600 * 10**9,) + messages[0][4:]]   # a pre-open event an hour early
+    messages.sort(key=lambda m: m[3])
+    day, packets, clock, recorded = make_day(tmp_path, messages=messages)
     clock.now = 10**12
-    assert day.advance() is not None and packets == []
+    assert day.advance() is not None and day.advance() is not None
+    assert feed_messages(packets) == recorded[:4] and not day.started
+    assert len(packets) == 2                           # a packet per timestamp
+    clock.now += 10**12
     day.start()
-    day.advance()
-    assert len(feed_messages(packets)) > 0
+    assert day.advance() == clock.now + 10 * MS       # the first add is out at once, the next 10 ms later
+    assert feed_messages(packets) == recorded[:5]
 
 
 def test_event_time_paces_the_messages(tmp_path):

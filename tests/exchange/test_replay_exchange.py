@@ -16,11 +16,11 @@ def test_a_recorded_day_through_the_exchange_process(tmp_path):
         try:
             assert client.login["packet_type"] == "A"
             assert client.next_message()["event_code"] == "S"
+            consumer.receive_until(3, 10)           # held: the preamble only (System Event, Stock Directory, 'Q')
             status = exchange.ctl("status")
-            assert status["replay"]["started"] is False and status["feed"]["messages"] == 0
+            assert status["replay"]["started"] is False and status["feed"]["messages"] == 3
             assert "not available in replay" in exchange.ctl("halt", symbol="AAPL")["error"]
             assert exchange.ctl("start")["started"] is True
-            consumer.receive_until(3, 10)                           # System Event, Stock Directory, 'Q'
             client.enter("T1", "B", 100, "AAPL", P)                 # before the recorded bid at P (500 ms later)
             accepted = client.next_message()
             assert (accepted["type"], accepted["order_token"], accepted["timestamp"]) == ("A", "T1", OPEN_NS)

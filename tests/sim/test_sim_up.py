@@ -136,7 +136,7 @@ def test_up_sim_replay_holds_the_day_until_the_gate_opens_and_ends_with_it(tmp_p
         gate = []
         venue.children_started(lambda: bool(gate))
         status = request_json(sim_control_socket(tmp_path), {"command": "status"}, 10)
-        assert status["replay"]["started"] is False and status["feed"]["messages"] == 0
+        assert status["replay"]["started"] is False and status["feed"]["messages"] <= 3     # the preamble at most
         gate.append(1)
         assert poll_until(lambda: venue.exchange.proc.poll() is not None, 30), "the replay did not end"
         assert venue.exchange.proc.returncode == 0
