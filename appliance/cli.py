@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "strategy": ("appliance.strategy.check_cli", "check a strategy and its parameters without trading (strategy check SPEC)"),
     "layout": ("appliance.runtime.layout_cli", "validate shm_layout.yaml and show computed offsets"),
     "bench": ("appliance.bench.cli", "run a benchmark against its peers (table, or --json)"),
+    "backtest": ("appliance.backtest.cli", "a recorded ITCH day through a strategy, risk and the replay venue (report, --json)"),
     "itch": ("appliance.ops.itch_cli", "decode or summarise an ITCH 5.0 BinaryFILE day file"),
     "top": ("appliance.ops.shmtop", "live view of a running appliance's rings, processes and counters"),
     "exporter": ("appliance.ops.exporter", "Prometheus scrape endpoint over the shared-memory counters"),

@@ -116,7 +116,9 @@ class ReplayVenue:
     """The venue of a recorded day (module docstring); ``symbols``: the traded ones, in id order."""
 
     def __init__(self, symbols, queue_model: str = "risk-averse", latency: Latency | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, locate_map: bytearray | None = None) -> None:
+        """``locate_map``: a scanner's 65536-byte filter map (``itch.BlockScanner``) the venue keeps: 1 for the
+        locates the directory gives its symbols, so a reader passes only their messages."""
         self.symbols = tuple(symbols)
         if len(set(self.symbols)) != len(self.symbols):
             raise ValueError("symbols must be unique")
@@ -127,6 +129,9 @@ class ReplayVenue:
         self._sid_of_stock = {s.encode("ascii").ljust(8): i for i, s in enumerate(self.symbols)}
         self._sid_of_symbol = {s: i for i, s in enumerate(self.symbols)}
         self._book_of_locate: list[_Symbol | None] = [None] * 65536
+        if locate_map is not None and len(locate_map) != 65536:
+            raise ValueError("locate_map must be a 65536-byte map indexed by stock locate")
+        self.locate_map = locate_map if locate_map is not None else bytearray(65536)
         self.orders: dict[int, list] = {}         # recorded ref -> [book, is_buy, price, shares, add sequence]
         self.live: dict[int, Order] = {}           # our token -> resting order
         self.used_tokens: set[int] = set()
@@ -176,12 +181,15 @@ class ReplayVenue:
         if holder is not None and holder.sid != sid:
             holder.locate = None
             self._book_of_locate[locate] = None
+            self.locate_map[locate] = 0
         if sid >= 0:
             book = self.books[sid]
             if book.locate is not None and book.locate != locate:
                 self._book_of_locate[book.locate] = None
+                self.locate_map[book.locate] = 0
             book.locate = locate
             self._book_of_locate[locate] = book
+            self.locate_map[locate] = 1
 
     def _trading_action(self, raw) -> None:
         book = self._book_of_locate[raw[1]]

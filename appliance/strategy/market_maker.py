@@ -334,14 +334,14 @@ class MarketMaker(Strategy):
         self._forget(order)
         state = self.quotes.get(order.symbol)
         if state is not None:
-            state.cooldown_until_ns = self.now_ns() + state.params.reject_cooldown_ms * 1_000_000
+            state.cooldown_until_ns = self.clock.now_ns() + state.params.reject_cooldown_ms * 1_000_000
         log.warning("%s %s %d @ %s rejected by %s: %s", order.symbol, order.side.name, order.shares,
                     format_price(order.price), getattr(source, "name", source), reject_reason_name(source, reason))
 
     def on_cancel_rejected(self, order: Order, source, reason: int) -> None:
         state = self.quotes.get(order.symbol)
         if state is not None:
-            state.cancel_retry_ns = self.now_ns() + state.params.reject_cooldown_ms * 1_000_000
+            state.cancel_retry_ns = self.clock.now_ns() + state.params.reject_cooldown_ms * 1_000_000
         log.warning("cancel of %s %s refused by %s: %s", order.symbol, order.side.name,
                     getattr(source, "name", source), reject_reason_name(source, reason))
 
@@ -388,7 +388,7 @@ class MarketMaker(Strategy):
             state.bid_id = 0
         if ask is None:
             state.ask_id = 0
-        now = self.now_ns()
+        now = self.clock.now_ns()
         may_cancel = now >= state.cancel_retry_ns
         if orders.count(symbol) == (bid is not None) + (ask is not None):
             others = ()                                     # only our two quotes are open (the usual case)
