@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replay: event seconds per wall second (default 1), or max: as fast as it goes")
     parser.add_argument("--replay-hold", action="store_true",
                         help="replay: wait for the control command start (appliance exchange ctl start)")
+    parser.add_argument("--answer-lead", type=bounded(float, 0, 1000, " ms"), metavar="MS",
+                        help="replay: the market data of an instant waits this long behind the firms' answers it "
+                             "caused (fills reach the strategy first, as in the backtest; default 0)")
     parser.add_argument("--queue-model", metavar="NAME",
                         help="replay: our orders' queue position model (default risk-averse; see appliance backtest)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
@@ -134,7 +137,7 @@ def build_config(args: argparse.Namespace):
 
 def replay_settings(args: argparse.Namespace):
     """The replay's settings from the command line (None without ``--replay``), checked before the start."""
-    given = [name for name in ("speed", "queue_model") if getattr(args, name, None) is not None]
+    given = [name for name in ("speed", "queue_model", "answer_lead") if getattr(args, name, None) is not None]
     if getattr(args, "replay_hold", False):
         given.append("replay_hold")
     if args.replay is None:
@@ -156,7 +159,8 @@ def replay_settings(args: argparse.Namespace):
     except OSError as exc:
         raise UsageError(f"--replay: cannot read {args.replay}: {exc.strerror or exc}") from None
     speed = None if args.speed == "max" else args.speed or 1.0
-    return ReplaySettings(args.replay, speed, hold=args.replay_hold, queue_model=queue_model, seed=args.seed or 0)
+    return ReplaySettings(args.replay, speed, hold=args.replay_hold, queue_model=queue_model, seed=args.seed or 0,
+                          answer_lead_ms=args.answer_lead or 0.0)
 
 
 def run_exchange(args: argparse.Namespace) -> int:

@@ -9,21 +9,23 @@ marketable orders taking recorded liquidity once). The recorded book is never ch
 orders (it is what the strategy sees), so the feed carries exactly the recorded day.
 
 Event time: the recorded messages' ITCH timestamps. ``advance()`` publishes every message whose
-timestamp the replay clock has reached, the messages of one timestamp in their own packets (the
-feed makes one BookUpdate per changed symbol and packet, as the backtest does per timestamp): ``first timestamp + (wall - start) x speed``, or
-with ``speed`` None ("max") as fast as the loop goes, ``MAX_BATCH`` messages per call so that
-orders, re-requests and snapshots are served in between. An order that arrives is stamped with
-the event time of the last message published (what the firm had seen at most); the venue model
-handles it after the recorded messages of that timestamp (``ReplayVenue``'s rule), at once when
-the next recorded message is later. OUCH answers carry the event time as their timestamp.
+timestamp the replay clock has reached, ``first timestamp + (wall - start) x speed``, or with
+``speed`` None ("max") as fast as the loop goes, ``MAX_BATCH`` messages per call so that orders,
+re-requests and snapshots are served in between. The messages of one timestamp go out in packets of
+their own (the feed makes one BookUpdate per changed symbol and packet, as the backtest does per
+timestamp), after the firms' answers they caused (``answer_lead_ns``: the backtest's order at equal
+times). An order that arrives is stamped with the event time of the last timestamp applied (what the
+firm had seen at most); the venue model handles it after the recorded messages of that timestamp
+(``ReplayVenue``'s rule), at once when the next recorded message is later. OUCH answers carry the
+event time as their timestamp.
 
 The day: ``open`` publishes nothing of its own (the file has its System Events and Stock
 Directory) and tells every firm OUCH System Event 'S'. Until ``start`` (``--replay-hold``: the
 control command ``start``) only the day's preamble goes out, the leading messages of
 ``PREAMBLE_TYPES``, so the feed has its directory and can say it is ready (the appliance's gate
-opens on that); the event clock then starts at the first message after it. At the end of the file: the open orders
-expire (Canceled 'T'), MoldUDP64 End of Session and OUCH System Event 'E', as a live close. A firm
-whose session is lost with cancel on disconnect gets its orders canceled 'Z'.
+opens on that); the event clock then starts at the first message after it. At the end of the
+file: the open orders expire (Canceled 'T'), MoldUDP64 End of Session and OUCH System Event 'E', as
+a live close. A firm whose session is lost with cancel on disconnect gets its orders canceled 'Z'.
 
 Snapshots (GLIMPSE, ``snapshot``): the recorded book of every listed symbol as the replay stands,
 so a feed that joins late rebuilds from it like from a live venue.
@@ -73,6 +75,7 @@ class ReplaySettings:
     hold: bool = False               # wait for the control command ``start`` (else start at once)
     queue_model: str = "risk-averse"
     seed: int = 0
+    answer_lead_ms: float = 0.0      # how long market data waits behind the answers it caused
 
 
 @dataclass
@@ -110,7 +113,7 @@ class ReplayDay:
                  heartbeat_interval_ns: int = 1_000_000_000, faults: FeedFaults | None = None,
                  records: Records | None = None, cancel_on_disconnect: Iterable[str] = (),
                  queue_model: str = "risk-averse", latency: Latency | None = None, seed: int = 0,
-                 wall_clock=time.monotonic_ns) -> None:
+                 answer_lead_ns: int = 0, wall_clock=time.monotonic_ns) -> None:
         if speed is not None and not speed > 0:
             raise ValueError(f"speed must be positive (or None for max), got {speed!r}")
         self.day_file = day_file
@@ -146,6 +149,9 @@ class ReplayDay:
         self._match = 0
         self._directory: dict[int, bytes] = {}   # locate -> its recorded Stock Directory (for snapshots)
         self._pack = bytearray(64)
+        self.answer_lead_ns = answer_lead_ns  # how long a packet waits behind the answers it caused
+        self._held: list | None = None        # a timestamp applied and answered, its packet not yet out
+        self._held_until = 0
 
     # ------------------------------------------------------------------ the day
 
@@ -171,40 +177,71 @@ class ReplayDay:
         return self.started and self._next is None
 
     def advance(self) -> int | None:
-        """Publish the recorded messages due now; returns the wall ns when the next is due (now for
-        more at max speed), or None when there is nothing more to replay (the day is then closed)."""
+        """Publish the recorded messages due now; returns the wall ns when to call again (the next
+        message's due time, now when more is ready), or None when the recorded day is over (the day
+        is then closed).
+
+        A timestamp whose messages made the venue model answer a firm (a fill, an order resting)
+        is applied, answered, and its packet held back until the next call, ``answer_lead_ns``
+        later: the server sends the answers in between, so a firm hears what happened to its orders
+        before the market data of the same instant, the backtest's order at equal times."""
         if self.state != "open":
             return None
         if not self.started:
             self._preamble()
             return self.wall_clock() + 1_000_000
         now_wall = self.wall_clock()
+        if self._held is not None:
+            if now_wall < self._held_until:
+                return self._held_until
+            self._release_held()
         limit = None if self.speed is None else self._first_ns + int((now_wall - self._wall_start) * self.speed)
         published = 0
-        model, publish = self.model, self._publish_recorded
-        raw = self._next
-        flush, stamp = self.publisher.flush, self.now_ns
-        while raw is not None and (limit is None or raw[itch.TIMESTAMP_INDEX] <= limit):
-            if raw[itch.TIMESTAMP_INDEX] != stamp:         # one packet per timestamp, as the backtest groups them
-                flush()
-                stamp = raw[itch.TIMESTAMP_INDEX]
-            publish(raw)
-            model.on_itch(raw)
-            published += 1
-            raw = self._next = self._read()
+        while self._next is not None and (limit is None or self._next[itch.TIMESTAMP_INDEX] <= limit):
+            group = self._apply_group()
+            if self._deliver(self.now_ns):
+                self._held, self._held_until = group, now_wall + self.answer_lead_ns
+                return self._held_until
+            self._publish_group(group)
+            published += len(group)
             if limit is None and published >= MAX_BATCH:
-                break
-        self.counters.recorded_messages += published
-        self.publisher.flush()
+                return now_wall
+        raw = self._next
         if raw is None:
             self.close()
             return None
-        if limit is not None and raw[itch.TIMESTAMP_INDEX] > self.now_ns:
-            model.advance(min(limit, raw[itch.TIMESTAMP_INDEX] - 1))   # actions due before the next message
-        self._deliver(limit if limit is not None else self.now_ns)
         if limit is None:
             return now_wall
+        if raw[itch.TIMESTAMP_INDEX] > self.now_ns:
+            self.model.advance(min(limit, raw[itch.TIMESTAMP_INDEX] - 1))   # actions due before the next message
+        self._deliver(limit)
         return self._wall_start + int((raw[itch.TIMESTAMP_INDEX] - self._first_ns) / self.speed)
+
+    def _release_held(self) -> None:
+        """The held timestamp's packet out now (the day ends, a snapshot must match the feed)."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._publish_group(held)
+
+    def _apply_group(self) -> list:
+        """The next timestamp's messages, read and applied to the venue model (not yet published)."""
+        raw = self._next
+        stamp = raw[itch.TIMESTAMP_INDEX]
+        group, on_itch = [], self.model.on_itch
+        while raw is not None and raw[itch.TIMESTAMP_INDEX] == stamp:
+            on_itch(raw)
+            group.append(raw)
+            raw = self._next = self._read()
+        self.now_ns = stamp
+        return group
+
+    def _publish_group(self, group: list) -> None:
+        """One timestamp's messages on the feed, in packets of their own."""
+        publish = self._publish_recorded
+        for raw in group:
+            publish(raw)
+        self.publisher.flush()
+        self.counters.recorded_messages += len(group)
 
     def _preamble(self) -> None:
         """Publish the leading messages of ``PREAMBLE_TYPES`` not yet out (before ``start``)."""
@@ -215,6 +252,7 @@ class ReplayDay:
                 stamp = raw[itch.TIMESTAMP_INDEX]
             self._publish_recorded(raw)
             self.model.on_itch(raw)
+            self.now_ns = raw[itch.TIMESTAMP_INDEX]
             published += 1
             raw = self._next = self._read()
         if published:
@@ -235,7 +273,6 @@ class ReplayDay:
         message = bytes(buffer[:layout.size])
         if raw[0] == b"R":
             self._directory[raw[1]] = message
-        self.now_ns = raw[itch.TIMESTAMP_INDEX]
         self.publisher.publish(message)
         if self.records is not None:
             self.records.itch(message)
@@ -246,6 +283,7 @@ class ReplayDay:
             return
         if self.state == "pending":
             self.open()
+        self._release_held()
         self._cancel_live(None, CANCEL_TIMEOUT)
         self.publisher.end_session()
         for firm, store in self.stores.items():
@@ -336,12 +374,12 @@ class ReplayDay:
             self._ours[number] = _Ours(firm, token)
         return number
 
-    def _deliver(self, now_ns: int | None) -> None:
-        """The venue model's events due by ``now_ns`` (all with None), as OUCH to their firms."""
-        model = self.model
-        events = model.poll(now_ns if now_ns is not None else 1 << 62)
+    def _deliver(self, now_ns: int | None) -> int:
+        """The venue model's events due by ``now_ns`` (all with None), as OUCH to their firms: how many."""
+        events = self.model.poll(now_ns if now_ns is not None else 1 << 62)
         for event in events:
             self._answer(event)
+        return len(events)
 
     def _answer(self, event: VenueEvent) -> None:
         ours = self._ours[event.token]
@@ -379,7 +417,9 @@ class ReplayDay:
     # ------------------------------------------------------------------ snapshots and reporting
 
     def snapshot(self) -> list[bytes]:
-        """GLIMPSE: the recorded book of the listed symbols now, the next ITCH sequence last."""
+        """GLIMPSE: the recorded book of the listed symbols now, the next ITCH sequence last (a held
+        packet goes out first: the book the snapshot shows is every message before that sequence)."""
+        self._release_held()
         event = ie.START_OF_MARKET_HOURS if self.state == "open" else \
             ie.END_OF_MESSAGES if self.state == "closed" else ie.START_OF_MESSAGES
         ts = self.now_ns

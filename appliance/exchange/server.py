@@ -207,7 +207,8 @@ class ExchangeServer:
         else:
             self.flow.rate = 0.0
             self.venue = ReplayDay(replay.day_file, [s.symbol for s in config.symbols], firms, speed=replay.speed,
-                                   queue_model=replay.queue_model, seed=replay.seed, **feed)
+                                   queue_model=replay.queue_model, seed=replay.seed,
+                                   answer_lead_ns=int(replay.answer_lead_ms * 1_000_000), **feed)
             self.snapshots = GlimpseServer(self.venue, self.log, build=ReplayDay.snapshot)
         self.rerequests = RerequestServer(config.market_data.session, self.venue.store, lambda *_: None,
                                           max_payload=config.market_data.max_payload)
@@ -310,9 +311,9 @@ class ExchangeServer:
         sn_host, sn_port = self.ports["snapshot"]
         destinations = " ".join(f"{h}:{p}" for h, p in self.feed.destinations) or "(none)"
         if self.replay is not None:
-            self.log(f"session {md.session}, replay of {self.replay.day_file} at speed "
-                     f"{self.replay.speed or 'max'}{' (held until the control command start)' if self.replay.hold else ''}"
-                     f", {len(self.config.symbols)} symbols matched, firms {', '.join(self._passwords)}")
+            held = " (held until the control command start)" if self.replay.hold else ""
+            self.log(f"session {md.session}, replay of {self.replay.day_file} at speed {self.replay.speed or 'max'}"
+                     f"{held}, {len(self.config.symbols)} symbols matched, firms {', '.join(self._passwords)}")
         else:
             self.log(f"session {md.session}, {len(self.config.symbols)} symbols, "
                      f"background {self.flow.rate:g} msg/s, firms {', '.join(self._passwords)}")

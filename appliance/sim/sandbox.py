@@ -43,7 +43,7 @@ class Sandbox:
                  seed: int = 7, faults: dict | None = None, gentle_idle: bool = True,
                  params: dict | None = None, exchange: dict | None = None, env: dict | None = None,
                  profile: str | None = None, up_args: tuple[str, ...] = (), replay: str | None = None,
-                 replay_speed: str = "1"):
+                 replay_speed: str = "1", replay_args: tuple[str, ...] = ()):
         """``gentle_idle``: the gentler backoff for feed, strategy and OMS under the production
         placement (``profile: full``; what the tests run on 2 cores); ``profile``: otherwise the
         layout's ``profile`` key (None: the repository layout's own; runtime/layout.py);
@@ -52,7 +52,7 @@ class Sandbox:
         {username: {field: value}} over the default firms); ``up_args``: more arguments for
         ``appliance up`` (``--strategy SPEC``); ``replay``: the exchange replays this recorded day
         (``appliance exchange --replay``, held until ``start_replay``) at ``replay_speed``, no
-        background flow."""
+        background flow, with ``replay_args`` (``--answer-lead MS``)."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name or f"sbx{uuid.uuid4().hex[:8]}"
@@ -67,6 +67,7 @@ class Sandbox:
         self.up_args = tuple(up_args)
         self.replay = replay
         self.replay_speed = replay_speed
+        self.replay_args = tuple(replay_args)
         self.exchange: ExchangeProcess | None = None
         self.up_proc: subprocess.Popen | None = None
         self.layout = None
@@ -129,7 +130,8 @@ class Sandbox:
         config_path = self.dir / f"exchange-{run}.yaml"
         config_path.write_text(config.to_yaml())
         self.exchange_runs.append(records)
-        replay = ["--replay", str(self.replay), "--replay-hold", "--speed", self.replay_speed] if self.replay else []
+        replay = ["--replay", str(self.replay), "--replay-hold", "--speed", self.replay_speed,
+                  *self.replay_args] if self.replay else []
         self.exchange = ExchangeProcess(["--config", str(config_path), "--linger", "0.5", *replay],
                                         log_path=self.exchange_log, cwd=ROOT, env=self.env)
         ports = self.exchange.wait_ready(30)

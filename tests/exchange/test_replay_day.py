@@ -269,3 +269,35 @@ def test_each_timestamp_goes_out_in_packets_of_its_own(tmp_path):
     stamps = [{itch.decode(m)["timestamp"] for m in moldudp64.decode_packet(p).messages} for p in packets[:-1]]
     assert all(len(s) == 1 for s in stamps)
     assert len(stamps) == len({m[3] for m in quiet_day()}) == 12
+
+
+def test_the_answers_of_an_instant_go_out_before_its_market_data(tmp_path):
+    """The recorded execution that fills us: our Executed is in the firm's store while the packet with
+    that execution is still held, for ``answer_lead_ns`` (the backtest hands answers first at equal times)."""
+    day, packets, clock, recorded = make_day(tmp_path, answer_lead_ns=5 * MS)
+    day.start()
+    assert day.advance() is not None                   # 09:30:00.000: the preamble
+    assert day.client_message("ALGO1", enter("T1", "B", 100, P)) is None
+    fill_ns = OPEN_NS + 40 * MS                        # the execution of 200 at P: we are first in the queue
+    clock.now = 40 * MS
+    held_until = day.advance()
+    assert answers(day)[-1]["type"] == "E" and answers(day)[-1]["timestamp"] == fill_ns
+    assert held_until == clock.now + 5 * MS
+    assert feed_messages(packets) == recorded[:6]      # up to the 3rd add; the execution not yet on the feed
+    clock.now += 5 * MS - 1
+    assert day.advance() == held_until and feed_messages(packets) == recorded[:6]
+    clock.now += 1
+    day.advance()
+    assert feed_messages(packets) == recorded[:7]
+
+
+def test_a_snapshot_sends_a_held_packet_first(tmp_path):
+    """The book a snapshot shows must be every message before its sequence: a held packet goes out."""
+    day, packets, clock, recorded = make_day(tmp_path, answer_lead_ns=5 * MS)
+    day.start()
+    day.advance()
+    day.client_message("ALGO1", enter("T1", "B", 100, P))
+    clock.now = 40 * MS
+    day.advance()
+    assert feed_messages(packets) == recorded[:6]
+    assert glimpse.decode_snapshot(day.snapshot()[-1]) == 8 and feed_messages(packets) == recorded[:7]

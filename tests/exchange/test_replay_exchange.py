@@ -20,10 +20,10 @@ def test_a_recorded_day_through_the_exchange_process(tmp_path):
             status = exchange.ctl("status")
             assert status["replay"]["started"] is False and status["feed"]["messages"] == 3
             assert "not available in replay" in exchange.ctl("halt", symbol="AAPL")["error"]
-            assert exchange.ctl("start")["started"] is True
-            client.enter("T1", "B", 100, "AAPL", P)                 # before the recorded bid at P (500 ms later)
+            client.enter("T1", "B", 100, "AAPL", P)      # held: at the preamble's time, before the recorded bid at P
             accepted = client.next_message()
             assert (accepted["type"], accepted["order_token"], accepted["timestamp"]) == ("A", "T1", OPEN_NS)
+            assert exchange.ctl("start")["started"] is True
             executed = client.next_message(timeout=20)
             assert (executed["type"], executed["executed_shares"], executed["execution_price"],
                     executed["liquidity_flag"]) == ("E", 100, P, "A")
