@@ -77,3 +77,8 @@ def test_an_empty_day_still_writes_a_page(tmp_path):
     json_path, html_path = write_report(record, tmp_path / "new" / "dir")
     assert json.loads(json_path.read_text())["results"]["fills"] == 0
     assert html_path.read_text().count("data:image/png;base64,") == 4
+
+
+def test_the_time_axis_says_seconds_on_a_short_day():
+    from appliance.backtest.plots import clock
+    assert (clock(34_200, False), clock(34_205, True), clock(86_399, True)) == ("09:30", "09:30:05", "23:59:59")
