@@ -14,10 +14,11 @@ fees, so they add to net).
 
 Sharpe (``SHARPE_FORMULA``): the net equity curve is sampled at the record's equity points
 (every minute of event time and at the end; 0 at the start of the day); r_i = E_i - E_(i-1) in
-dollars; Sharpe = mean(r) / stdev(r) x sqrt(252 x 390), stdev the sample standard deviation
-(n - 1), None with fewer than two returns or no variation. The returns are dollar P&L per
-minute, not percentages of a capital the backtest does not know, so the number compares runs
-of one strategy, not strategies of different sizes. The last (partial) minute counts as one.
+dollars over each interval of exactly one minute (a shorter last one is left out: its P&L is in
+the totals, not in a per-minute statistic); Sharpe = mean(r) / stdev(r) x sqrt(252 x 390), stdev
+the sample standard deviation (n - 1), None with fewer than two returns or no variation. The
+returns are dollar P&L per minute, not percentages of a capital the backtest does not know, so the
+number compares runs of one strategy, not strategies of different sizes.
 
 Max drawdown: the largest fall of net equity from its running peak (the peak starts at 0), at
 the equity points, dollars, >= 0.
@@ -42,11 +43,11 @@ from fractions import Fraction
 
 from appliance.messages.codes import PRICE_SCALE
 
-from .record import MARKOUT_HORIZONS_S, BacktestFill, BacktestRecord
+from .record import EQUITY_INTERVAL_NS, MARKOUT_HORIZONS_S, BacktestFill, BacktestRecord
 
 TRADING_MINUTES_PER_YEAR = 252 * 390          # NASDAQ regular session: 6.5 h, 252 days a year
 SHARPE_FORMULA = ("Sharpe = mean(r) / stdev(r) x sqrt(252 x 390), r = per-minute changes of net P&L "
-                  "(dollars) at the equity points, stdev with n - 1")
+                  "(dollars) between equity points one minute apart, stdev with n - 1")
 MAKER, TAKER = "A", "R"                       # the OUCH liquidity flags of an add and a remove
 
 
@@ -139,9 +140,11 @@ def curves(record: BacktestRecord) -> tuple[Curve, dict[str, Curve]]:
     return total, per_symbol
 
 
-def sharpe(net: list[Fraction]) -> float | None:
+def sharpe(curve: Curve) -> float | None:
     """``SHARPE_FORMULA`` over a net equity curve (price units x shares)."""
-    returns = [Fraction(b - a, PRICE_SCALE) for a, b in zip(net, net[1:])]
+    times, net = curve.times, curve.net
+    returns = [Fraction(net[i] - net[i - 1], PRICE_SCALE) for i in range(1, len(net))
+               if times[i] - times[i - 1] == EQUITY_INTERVAL_NS]
     if len(returns) < 2:
         return None
     mean = sum(returns, Fraction(0)) / len(returns)
@@ -227,7 +230,7 @@ def summary(record: BacktestRecord, symbols: list[str], curve: Curve, orders: in
         "fees_paid": dollars(sum(f.fee for f in fills if f.fee > 0)),
         "rebates": dollars(-sum(f.fee for f in fills if f.fee < 0)),
         "pnl_net": dollars(gross - fees),
-        "sharpe": sharpe(curve.net),
+        "sharpe": sharpe(curve),
         "max_drawdown": dollars(max(falls, default=0)),
         "avg_inventory": average_inventory(steps, record.start_ns, record.end_ns),
         "max_inventory": max((inventory for _, inventory in steps), default=0),

@@ -38,15 +38,21 @@ def _hours(time_ns: int) -> float:
     return time_ns / NS_PER_HOUR
 
 
-def clock(minutes: int) -> str:
-    """HH:MM of minutes since midnight."""
-    return f"{minutes // 60 % 24:02d}:{minutes % 60:02d}"
+SECONDS_BELOW_HOURS = 1 / 6                   # a day shorter than 10 minutes: ticks say the seconds too
+
+
+def clock(seconds: int, with_seconds: bool) -> str:
+    """HH:MM (or HH:MM:SS) of seconds since midnight."""
+    text = f"{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}"
+    return f"{text}:{seconds % 60:02d}" if with_seconds else text
 
 
 def _clock_axis(axes) -> None:
-    """Event time on the x axis as HH:MM (the axis holds hours since midnight)."""
+    """Event time on the x axis as HH:MM, HH:MM:SS for a short day (the axis holds hours since midnight)."""
     from matplotlib.ticker import FuncFormatter
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda hours, _: clock(round(hours * 60))))
+    low, high = axes.get_xlim()
+    with_seconds = high - low < SECONDS_BELOW_HOURS
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda hours, _: clock(round(hours * 3600), with_seconds)))
     axes.set_xlabel("event time (UTC)")
     axes.grid(True, alpha=0.3)
 

@@ -4,8 +4,11 @@
     appliance exchange --config my.yaml --records ./day
     appliance exchange ctl halt AAPL            # against the running exchange's control socket
     appliance exchange default-config > my.yaml
+    appliance exchange --replay run/sim-X/exchange/itch.bin --speed 10   # a recorded day on the feed
 
 Options given on the command line override the file; every value is checked like the file's.
+With ``--replay`` the feed carries the recorded day (``replay.py``) and the firms' orders are matched
+against it by the backtest's venue model; the exchange ends when the recorded day does.
 """
 from __future__ import annotations
 
@@ -30,6 +33,19 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_speed(text: str) -> float | str:
+    """``--speed``: a positive number of event seconds per wall second, or ``max``."""
+    if text == "max":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.001 <= value <= 1e6:
+        raise argparse.ArgumentTypeError(f"{text!r} is not max or a speed 0.001..1000000")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="exchange YAML (default: the embedded default)")
     parser.add_argument("--order-port", type=bounded(int, 0, 65535), help="SoupBinTCP port (0 = any free)")
@@ -47,6 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=bounded(int, 0, 2**63), help="seed of the background flow")
     parser.add_argument("--linger", type=bounded(float, 0, 60, " s"), default=1.0,
                         help="seconds to keep answering re-requests after the close (default 1)")
+    parser.add_argument("--replay", metavar="DAYFILE",
+                        help="publish this recorded ITCH day (BinaryFILE) instead of a live one and match orders "
+                             "against it with the backtest's venue model")
+    parser.add_argument("--speed", type=parse_speed, metavar="X|max",
+                        help="replay: event seconds per wall second (default 1), or max: as fast as it goes")
+    parser.add_argument("--replay-hold", action="store_true",
+                        help="replay: wait for the control command start (appliance exchange ctl start)")
+    parser.add_argument("--answer-lead", type=bounded(float, 0, 1000, " ms"), metavar="MS",
+                        help="replay: the market data of an instant waits this long behind the firms' answers it "
+                             "caused (fills reach the strategy first, as in the backtest; default 0)")
+    parser.add_argument("--queue-model", metavar="NAME",
+                        help="replay: our orders' queue position model (default risk-averse; see appliance backtest)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     ctl = sub.add_parser("ctl", help="send a command to a running exchange",
                          description="Send one command to a running exchange's control socket and print the answer.",
@@ -107,11 +135,40 @@ def build_config(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
 
 
+def replay_settings(args: argparse.Namespace):
+    """The replay's settings from the command line (None without ``--replay``), checked before the start."""
+    given = [name for name in ("speed", "queue_model", "answer_lead") if getattr(args, name, None) is not None]
+    if getattr(args, "replay_hold", False):
+        given.append("replay_hold")
+    if args.replay is None:
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} needs --replay")
+        return None
+    if args.background_rate:
+        raise UsageError("--background-rate: a replay has no background flow (the recorded day is the market)")
+    from appliance.replay.queue import QueueModelError, make
+    from .replay import ReplaySettings
+    queue_model = args.queue_model or "risk-averse"
+    try:
+        make(queue_model)
+    except QueueModelError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        with open(args.replay, "rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--replay: cannot read {args.replay}: {exc.strerror or exc}") from None
+    speed = None if args.speed == "max" else args.speed or 1.0
+    return ReplaySettings(args.replay, speed, hold=args.replay_hold, queue_model=queue_model, seed=args.seed or 0,
+                          answer_lead_ms=args.answer_lead or 0.0)
+
+
 def run_exchange(args: argparse.Namespace) -> int:
     config = build_config(args)
+    replay = replay_settings(args)
     from .server import serve
     try:
-        return serve(config, linger_s=args.linger)
+        return serve(config, linger_s=args.linger, replay=replay)
     except OSError as exc:        # a port in use, a records directory not writable, ...
         raise UsageError(f"cannot start: {exc}") from None
     except RuntimeError as exc:   # the control socket is held by a running exchange

@@ -18,6 +18,8 @@ Commands (``appliance exchange ctl --help`` shows the same list):
   cancel-all [firm=] [symbol=]        the kill switch: cancel live orders (Canceled 'S')
   book SYMBOL                         the displayed book as the feed shows it, order by order
   end                                 end the trading day now
+  start                               replay (--replay --replay-hold): let the recorded day flow
+                                      (halt, resume, burst, background, cancel-all and book: live only)
 
 Every command may carry ``operator=NAME`` (``appliance exchange ctl --operator NAME``); every one
 that changes something (all but status and book) is logged with it and with the caller's uid and
@@ -130,6 +132,8 @@ class ControlServer:
         if unknown:
             raise ControlError(f"{command}: unknown argument(s) {', '.join(sorted(unknown))}; "
                                f"allowed: {', '.join(allowed) or 'none'}")
+        if command in venue.unsupported_commands:
+            raise ControlError(f"{command}: not available in {'replay' if command != 'start' else 'a live day'}")
         for name in ("symbol", "firm"):               # looked up in dicts below: a list would be unhashable
             if name in request and not isinstance(request[name], str) and request[name] is not None:
                 raise ControlError(f"{command}: {name} must be a string, got {type(request[name]).__name__}")
@@ -190,6 +194,9 @@ class ControlServer:
                     "bids": book.bids(displayed_only=True), "asks": book.asks(displayed_only=True),
                     "orders": {str(ref): [o.side, o.price, o.leaves] for ref, o in sorted(book.orders.items())
                                if o.displayed}}
+        if command == "start":
+            venue.start()
+            return {"started": True, "event_time_ns": venue.now_ns}
         if command == "end":
             ex.request_end("control command end")
             return {"ending": True}
@@ -202,6 +209,6 @@ class ControlServer:
 COMMAND_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "status": (), "halt": ("symbol",), "resume": ("symbol",), "faults": ("drop", "duplicate", "reorder"),
     "drop-next": ("count",), "burst": ("count",), "background": ("rate",), "disconnect": ("firm",),
-    "cancel-all": ("firm", "symbol"), "book": ("symbol",), "end": (), "crash": (),
+    "cancel-all": ("firm", "symbol"), "book": ("symbol",), "end": (), "crash": (), "start": (),
 }
 

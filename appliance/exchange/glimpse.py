@@ -80,11 +80,12 @@ class SnapshotCounters:
 
 
 class GlimpseServer:
-    """Serves snapshots of ``venue`` (a ``Venue``) on one TCP port; ``log`` takes one line."""
+    """Serves snapshots of ``venue`` (a ``Venue``, or what ``build`` reads) on one TCP port; ``log`` takes one line."""
 
     def __init__(self, venue, log, *, login_timeout_s: float = LOGIN_TIMEOUT_S, deadline_s: float = DEADLINE_S,
-                 max_clients: int = MAX_CLIENTS) -> None:
+                 max_clients: int = MAX_CLIENTS, build=build_snapshot) -> None:
         self.venue = venue
+        self.build = build              # venue -> the snapshot's messages (a replay's: its recorded book)
         self.log = log
         self.login_timeout_s = login_timeout_s
         self.deadline_s = deadline_s
@@ -95,7 +96,7 @@ class GlimpseServer:
     def store_for_login(self, username: str) -> SequencedStore:
         """A store holding a snapshot of now: built at the login, in one step on the loop."""
         store = SequencedStore(self.venue.session)
-        for message in build_snapshot(self.venue):
+        for message in self.build(self.venue):
             store.append(message)
         self.counters.snapshots += 1
         self.counters.messages += len(store.messages)

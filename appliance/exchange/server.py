@@ -18,6 +18,10 @@
 - Housekeeping every 20 ms: session heartbeats and timeouts, feed heartbeats, records flushed
   once a second, the configured duration.
 - Control: a UNIX socket speaking one JSON object per line (``control.py``).
+- Replay (``replay``: ``appliance exchange --replay DAYFILE``): a ``ReplayDay`` (``replay.py``) in
+  the venue's place: the recorded day on the feed as its event time comes, the firms' orders
+  matched against it by the backtest's venue model; no background flow; the exchange ends when
+  the recorded day does.
 
 The day ends on SIGTERM or SIGINT, at the configured duration, or on the control command
 ``end``: the venue closes (day orders expire, End of Session on both protocols, records and
@@ -43,6 +47,7 @@ from .glimpse import GlimpseServer
 from .market_data import FeedFaults, RerequestServer
 from .participants import BackgroundFlow
 from .records import Records
+from .replay import ReplayDay, ReplaySettings
 from .venue import Venue
 
 BACKGROUND_PERIOD_S = 0.001
@@ -172,8 +177,10 @@ class RerequestEndpoint(asyncio.DatagramProtocol):
 class ExchangeServer:
     """The running exchange: owns the venue, the sockets and the loop's tasks."""
 
-    def __init__(self, config: ExchangeConfig, *, linger_s: float = 1.0, out=sys.stdout) -> None:
+    def __init__(self, config: ExchangeConfig, *, linger_s: float = 1.0, out=sys.stdout,
+                 replay: ReplaySettings | None = None) -> None:
         self.config = config
+        self.replay = replay
         self.linger_s = linger_s
         self.out = out
         self.feed = FeedSender(config)
@@ -187,17 +194,24 @@ class ExchangeServer:
         f = config.faults
         self.records = Records(config.records.directory, [firm.username for firm in config.firms]) \
             if config.records.directory else None
-        self.venue = Venue([(s.symbol, s.round_lot) for s in config.symbols],
-                           {firm.username: firm.mpid for firm in config.firms},
-                           session=config.market_data.session, send_packet=self.feed.send,
-                           max_shares=config.max_shares, max_payload=config.market_data.max_payload,
-                           heartbeat_interval_ns=config.market_data.heartbeat_interval_ms * 1_000_000,
-                           faults=FeedFaults(f.drop, f.duplicate, f.reorder, f.seed), records=self.records,
-                           background=self.flow,
-                           cancel_on_disconnect=[f.username for f in config.firms if f.cancel_on_disconnect])
+        feed = dict(session=config.market_data.session, send_packet=self.feed.send,
+                    max_payload=config.market_data.max_payload,
+                    heartbeat_interval_ns=config.market_data.heartbeat_interval_ms * 1_000_000,
+                    faults=FeedFaults(f.drop, f.duplicate, f.reorder, f.seed), records=self.records,
+                    cancel_on_disconnect=[f.username for f in config.firms if f.cancel_on_disconnect])
+        firms = {firm.username: firm.mpid for firm in config.firms}
+        if replay is None:
+            self.venue = Venue([(s.symbol, s.round_lot) for s in config.symbols], firms,
+                               max_shares=config.max_shares, background=self.flow, **feed)
+            self.snapshots = GlimpseServer(self.venue, self.log)
+        else:
+            self.flow.rate = 0.0
+            self.venue = ReplayDay(replay.day_file, [s.symbol for s in config.symbols], firms, speed=replay.speed,
+                                   queue_model=replay.queue_model, seed=replay.seed,
+                                   answer_lead_ns=int(replay.answer_lead_ms * 1_000_000), **feed)
+            self.snapshots = GlimpseServer(self.venue, self.log, build=ReplayDay.snapshot)
         self.rerequests = RerequestServer(config.market_data.session, self.venue.store, lambda *_: None,
                                           max_payload=config.market_data.max_payload)
-        self.snapshots = GlimpseServer(self.venue, self.log)
         self._passwords = {firm.username: firm.password for firm in config.firms}
         self.connections: set[OrderEntryConnection] = set()
         self.by_firm: dict[str, OrderEntryConnection] = {}
@@ -237,7 +251,7 @@ class ExchangeServer:
             return
         canceled = venue.session_lost(firm)
         if canceled is None:
-            live = len(venue.engine.firms[firm].live) if firm in venue.engine.firms else 0
+            live = venue.live_count(firm)
             self.log(f"session {firm} lost ({why}): cancel on disconnect off, {live} open orders stay")
         else:
             self.log(f"session {firm} lost ({why}): cancel on disconnect: {canceled} open orders canceled")
@@ -280,7 +294,12 @@ class ExchangeServer:
             loop.add_signal_handler(sig, self.request_end, f"signal {signal.Signals(sig).name}")
         self.venue.open()
         self.started_ns = time.monotonic_ns()
-        self._tasks.append(asyncio.create_task(self._background()))
+        if self.replay is not None:
+            if not self.replay.hold:
+                self.venue.start()
+            self._tasks.append(asyncio.create_task(self._replay()))
+        else:
+            self._tasks.append(asyncio.create_task(self._background()))
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self.announce()
 
@@ -291,8 +310,13 @@ class ExchangeServer:
         src_host, src_port = self.ports["feed_source"]
         sn_host, sn_port = self.ports["snapshot"]
         destinations = " ".join(f"{h}:{p}" for h, p in self.feed.destinations) or "(none)"
-        self.log(f"session {md.session}, {len(self.config.symbols)} symbols, "
-                 f"background {self.flow.rate:g} msg/s, firms {', '.join(self._passwords)}")
+        if self.replay is not None:
+            held = " (held until the control command start)" if self.replay.hold else ""
+            self.log(f"session {md.session}, replay of {self.replay.day_file} at speed {self.replay.speed or 'max'}"
+                     f"{held}, {len(self.config.symbols)} symbols matched, firms {', '.join(self._passwords)}")
+        else:
+            self.log(f"session {md.session}, {len(self.config.symbols)} symbols, "
+                     f"background {self.flow.rate:g} msg/s, firms {', '.join(self._passwords)}")
         print(f"exchange ready order_entry={host}:{port} rerequest={rr_host}:{rr_port} "
               f"source={src_host}:{src_port} snapshot={sn_host}:{sn_port} feed={destinations}"
               + (f" control={self.ports['control']}" if "control" in self.ports else ""), file=self.out, flush=True)
@@ -364,6 +388,19 @@ class ExchangeServer:
                 venue.publisher.flush()
                 self.pump_touched()
 
+    async def _replay(self) -> None:
+        """Publish the recorded day as its event time comes; end the exchange when it is over."""
+        day = self.venue
+        while True:
+            due = day.advance()
+            self.pump_touched()
+            if due is None:
+                if day.error is not None:
+                    self.log(f"replay stopped early: {day.error}")
+                self.request_end(f"the recorded day {self.replay.day_file} is over")
+                return
+            await asyncio.sleep(max(0.0, min((due - time.monotonic_ns()) / 1e9, HOUSEKEEPING_PERIOD_S)))
+
     async def _housekeeping(self) -> None:
         venue = self.venue
         next_flush = time.monotonic() + 1.0
@@ -386,6 +423,19 @@ class ExchangeServer:
     def status(self) -> dict:
         venue = self.venue
         c = venue.publisher.counters
+        if self.replay is not None:
+            return {"state": venue.state, "session": venue.session, "replay": venue.status(),
+                    "uptime_s": (time.monotonic_ns() - self.started_ns) / 1e9,
+                    "ports": {k: list(v) if isinstance(v, tuple) else v for k, v in self.ports.items()},
+                    "feed": {"messages": len(venue.store), "packets": c.packets, "heartbeats": c.heartbeats,
+                             "dropped": c.dropped, "send_errors": self.feed.send_errors},
+                    "rerequests": {"requests": self.rerequests.requests, "bad": self.rerequests.bad_requests,
+                                   "messages_resent": self.rerequests.messages_resent},
+                    "snapshots": self.snapshots.counters.__dict__.copy(),
+                    "sessions": {firm: {"connected": firm in self.by_firm,
+                                        "messages": venue.stores[firm].next_sequence_number - 1}
+                                 for firm in venue.stores},
+                    "protocol_errors": self.protocol_errors}
         return {
             "state": venue.state, "session": venue.session, "uptime_s": (time.monotonic_ns() - self.started_ns) / 1e9,
             "ports": {k: list(v) if isinstance(v, tuple) else v for k, v in self.ports.items()},
@@ -411,9 +461,9 @@ class ExchangeServer:
         }
 
 
-def serve(config: ExchangeConfig, *, linger_s: float = 1.0) -> int:
+def serve(config: ExchangeConfig, *, linger_s: float = 1.0, replay: ReplaySettings | None = None) -> int:
     """Run the exchange until the day ends; the exit status."""
-    server = ExchangeServer(config, linger_s=linger_s)
+    server = ExchangeServer(config, linger_s=linger_s, replay=replay)
     try:
         import uvloop
     except ImportError:                   # pragma: no cover - uvloop is a dependency

@@ -64,6 +64,8 @@ class VenueCounters:
 class Venue:
     """One trading day of the simulated exchange."""
 
+    unsupported_commands: frozenset = frozenset(("start",))    # control commands of the replay only
+
     def __init__(self, symbols: Iterable[tuple[str, int]], firms: Mapping[str, str], *, session: str,
                  send_packet: Callable[[bytes], None], max_shares: int = 1_000_000,
                  max_payload: int = moldudp64.DEFAULT_MAX_PAYLOAD, heartbeat_interval_ns: int = 1_000_000_000,
@@ -242,6 +244,10 @@ class Venue:
         self.counters.cancel_on_disconnect_orders += canceled
         self.canceled_on_disconnect[firm] += canceled
         return canceled
+
+    def live_count(self, firm: str) -> int:
+        """The firm's open orders."""
+        return len(self.engine.firms[firm].live) if firm in self.engine.firms else 0
 
     def _operator(self, events: list, symbol: str) -> bool:
         if self.state != "open":

@@ -42,14 +42,17 @@ class Sandbox:
     def __init__(self, workdir: str | Path, *, name: str | None = None, background_rate: float = 2000,
                  seed: int = 7, faults: dict | None = None, gentle_idle: bool = True,
                  params: dict | None = None, exchange: dict | None = None, env: dict | None = None,
-                 profile: str | None = None, up_args: tuple[str, ...] = ()):
+                 profile: str | None = None, up_args: tuple[str, ...] = (), replay: str | None = None,
+                 replay_speed: str = "1", replay_args: tuple[str, ...] = ()):
         """``gentle_idle``: the gentler backoff for feed, strategy and OMS under the production
         placement (``profile: full``; what the tests run on 2 cores); ``profile``: otherwise the
         layout's ``profile`` key (None: the repository layout's own; runtime/layout.py);
         ``params``: per process, extra params merged over the repository layout's;
         ``exchange``: sections merged over the exchange's embedded default config (``firms``:
         {username: {field: value}} over the default firms); ``up_args``: more arguments for
-        ``appliance up`` (``--strategy SPEC``)."""
+        ``appliance up`` (``--strategy SPEC``); ``replay``: the exchange replays this recorded day
+        (``appliance exchange --replay``, held until ``start_replay``) at ``replay_speed``, no
+        background flow, with ``replay_args`` (``--answer-lead MS``)."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name or f"sbx{uuid.uuid4().hex[:8]}"
@@ -62,6 +65,9 @@ class Sandbox:
         self.exchange_sections = exchange or {}
         self.env = dict(appliance_env(), **(env or {}))
         self.up_args = tuple(up_args)
+        self.replay = replay
+        self.replay_speed = replay_speed
+        self.replay_args = tuple(replay_args)
         self.exchange: ExchangeProcess | None = None
         self.up_proc: subprocess.Popen | None = None
         self.layout = None
@@ -102,7 +108,7 @@ class Sandbox:
             "order_entry": {"host": "127.0.0.1", "port": self.order_entry_port},
             "market_data": {"subscribers": (("127.0.0.1", self.feed_port),), "rerequest_port": self.rerequest_port,
                             "source_port": self.source_port, "snapshot_port": self.snapshot_port},
-            "background": {"enabled": self.background_rate > 0, "rate": self.background_rate,
+            "background": {"enabled": self.background_rate > 0 and not self.replay, "rate": self.background_rate,
                            "seed": self.seed + run},
             "records": {"directory": str(records)},
             "control": {"socket": self.exchange_control},
@@ -124,7 +130,9 @@ class Sandbox:
         config_path = self.dir / f"exchange-{run}.yaml"
         config_path.write_text(config.to_yaml())
         self.exchange_runs.append(records)
-        self.exchange = ExchangeProcess(["--config", str(config_path), "--linger", "0.5"],
+        replay = ["--replay", str(self.replay), "--replay-hold", "--speed", self.replay_speed,
+                  *self.replay_args] if self.replay else []
+        self.exchange = ExchangeProcess(["--config", str(config_path), "--linger", "0.5", *replay],
                                         log_path=self.exchange_log, cwd=ROOT, env=self.env)
         ports = self.exchange.wait_ready(30)
         self.order_entry_port = ports["order_entry"][1]
@@ -252,6 +260,10 @@ class Sandbox:
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; gate reasons {self.control().get('gate_reasons')}\n{self.up_output()[-4000:]}"
                                ) from None
+
+    def start_replay(self) -> dict:
+        """Let the held replay flow (``replay``): the exchange's answer."""
+        return self.ctl("start", operator="sandbox")
 
     def ctl(self, command: str, **arguments) -> dict:
         from appliance.command_io.json_lines import request_json

@@ -14,6 +14,12 @@ run from a copy of the layout with those params, beside it (so its relative path
 ``<layout>.strategy-<pid>.yaml``, removed when ``up`` exits; the layout's hash does not cover
 params, so every tool attaches with the original.
 
+``--sim --replay DAYFILE [--replay-speed X|max]``: the simulated exchange replays a recorded ITCH
+day (``appliance exchange --replay``) instead of trading a live one: the feed carries the recorded
+day, the appliance's orders are matched against it by the backtest's venue model. The replay is
+held until the appliance's trading gate opens (``children_started``), so the strategy sees the day
+from its first message, as ``appliance backtest`` does; the exchange ends with the recorded day.
+
 ``--nats URL`` turns the drop copy on for this run: the same layout copy, with the drop copy's
 ``nats.url`` set to URL (checked first as the drop copy checks it: nats:// on loopback, tls:// with
 credentials elsewhere; a bad one exits 2), so every order event reaches the firm's JetStream stream
@@ -43,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim", action="store_true",
                         help="also run the simulated exchange on its embedded default (a fresh trading day)")
     parser.add_argument("--sim-config", help="the simulated exchange's config instead of the embedded default")
+    parser.add_argument("--replay", metavar="DAYFILE",
+                        help="with --sim: the exchange replays this recorded ITCH day (BinaryFILE) from the moment "
+                             "the trading gate opens")
+    parser.add_argument("--replay-speed", metavar="X|max",
+                        help="with --replay: event seconds per wall second (default 1), or max")
     parser.add_argument("--strategy", metavar="SPEC",
                         help="run this strategy (module.path:ClassName or path/to/file.py:ClassName) instead of "
                              "the layout's")
@@ -56,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.strategy_params is not None and args.strategy is None:
         raise UsageError("--strategy-params needs --strategy")
-    venue = SimulatedVenue(args.sim_config) if args.sim else None
+    replay = replay_day(args)
+    venue = SimulatedVenue(args.sim_config, replay=replay, replay_speed=getattr(args, "replay_speed", None)) \
+        if args.sim else None
     nats_url = getattr(args, "nats", None)
     if args.strategy is None and nats_url is None:
         return supervisor_up.run(args, venue)
@@ -72,6 +85,26 @@ def run(args: argparse.Namespace) -> int:
         return supervisor_up.run(argparse.Namespace(**{**vars(args), "layout": str(layout_path)}), venue)
     finally:
         layout_path.unlink(missing_ok=True)
+
+
+def replay_day(args: argparse.Namespace) -> str | None:
+    """``--replay DAYFILE``'s absolute path, checked with ``--replay-speed`` before anything starts
+    (None without it); a usage error when either is given without what it needs."""
+    replay, speed = getattr(args, "replay", None), getattr(args, "replay_speed", None)
+    if replay is None:
+        if speed is not None:
+            raise UsageError("--replay-speed needs --replay")
+        return None
+    if not args.sim:
+        raise UsageError("--replay needs --sim")
+    from appliance.exchange.cli import parse_speed
+    try:
+        parse_speed(speed or "1")
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"--replay-speed: {exc}") from None
+    if not os.path.isfile(replay) or not os.access(replay, os.R_OK):
+        raise UsageError(f"--replay: cannot read {replay}")
+    return os.path.abspath(replay)
 
 
 def write_strategy_layout(layout_path: str, spec: str, parameters_file: str | None) -> Path:
@@ -156,8 +189,12 @@ def sim_credentials(layout, sim_config: str | None) -> None:
 class SimulatedVenue:
     """The venue ``supervisor.up`` starts before its children and stops after them (``--sim``)."""
 
-    def __init__(self, sim_config: str | None) -> None:
+    def __init__(self, sim_config: str | None, *, replay: str | None = None, replay_speed: str | None = None) -> None:
         self.sim_config = sim_config
+        self.replay = replay                  # a recorded day file (absolute), or None for a live day
+        self.replay_speed = replay_speed
+        self.control_socket: str | None = None
+        self._starter = None
         self.exchange = None
         self.day: Path | None = None
         self.listing = None           # the embedded default listing the layout's instruments (no --sim-config)
@@ -177,7 +214,10 @@ class SimulatedVenue:
         day.mkdir(parents=True, exist_ok=True)
         self.day = day
         _rotate_oms_journal(layout, base, day)
-        args = ["--records", str(day / "exchange"), "--control", sim_control_socket(base)]
+        self.control_socket = sim_control_socket(base)
+        args = ["--records", str(day / "exchange"), "--control", self.control_socket]
+        if self.replay is not None:
+            args += ["--replay", self.replay, "--replay-hold", "--speed", self.replay_speed or "1"]
         if self.sim_config:
             args += ["--config", self.sim_config]
         elif self.listing is not None:
@@ -194,6 +234,30 @@ class SimulatedVenue:
         except RuntimeError as exc:
             raise supervisor_up.StartFailed(f"the simulated exchange: {exc} (see {log_path})") from None
         log.info("simulated exchange up (records in %s)", day / "exchange")
+
+    def children_started(self, gate_open) -> None:
+        """Every process of the appliance is up: a replay starts once ``gate_open()`` says the gate is
+        open (polled in a thread of its own, at most ``READY_TIMEOUT_S``), so no recorded message
+        reaches a strategy that could not trade yet."""
+        if self.replay is None or self.exchange is None:
+            return
+        import threading
+        self._starter = threading.Thread(target=self._start_replay, args=(gate_open,), name="replay-start",
+                                         daemon=True)
+        self._starter.start()
+
+    def _start_replay(self, gate_open) -> None:
+        from appliance.command_io.json_lines import request_json
+        from appliance.runtime.polling import poll_until
+        if not poll_until(gate_open, READY_TIMEOUT_S, 0.01):
+            log.warning("the trading gate is still closed after %d s: the replay starts anyway", READY_TIMEOUT_S)
+        try:
+            answer = request_json(self.control_socket, {"command": "start", "operator": "appliance up"}, 10,
+                                  "the exchange")
+        except (OSError, ValueError) as exc:
+            log.error("the replay of %s did not start: %s", self.replay, exc)
+            return
+        log.info("replay of %s started (%s)", self.replay, "ok" if answer.get("ok") else answer.get("error"))
 
     def stop(self) -> None:
         if self.exchange is not None and self.exchange.proc.poll() is None:

@@ -49,7 +49,8 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.02) -> bool:
 
 def run(args: argparse.Namespace, venue=None) -> int:
     """``venue``: started before the children and stopped after them (``prepare(layout)`` once the
-    layout is read, ``start(layout, base)`` raising StartFailed, ``stop()``, ``close()``); None: none."""
+    layout is read, ``start(layout, base)`` raising StartFailed, ``children_started(gate_open)`` once every child
+    is up, with a callable saying whether the trading gate is open, ``stop()``, ``close()``); None: none."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s supervisor[%(process)d] %(levelname)s %(message)s")
     from appliance.runtime.layout import LayoutError, load_layout
@@ -123,6 +124,8 @@ class Up:
             if self.venue is not None:
                 self.venue.start(self.layout, self.base)
             self._start_children()
+            if self.venue is not None:
+                self.venue.children_started(lambda: control.get("gate_open") == 1)
         except StartFailed as exc:
             print(f"appliance up: start failed: {exc}", file=sys.stderr)
             self._stop_everything()

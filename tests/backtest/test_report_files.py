@@ -6,6 +6,8 @@ import dataclasses
 import json
 import re
 
+import pytest
+
 from appliance.backtest.record import BacktestFill, BacktestRecord, EquityPoint
 from appliance.backtest.report import WALL_TIME_FIELDS, results, write_report
 
@@ -29,17 +31,23 @@ def day(seconds: float = 1.25) -> BacktestRecord:
                           equity=equity, warnings=["file ends mid-message at offset 12345"])
 
 
-def test_equal_records_give_byte_identical_files(tmp_path):
-    a = write_report(day(), tmp_path / "a")
-    b = write_report(day(), tmp_path / "b")
-    assert [p.name for p in a] == ["report.json", "report.html"]
-    for left, right in zip(a, b):
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """The same record written twice, and once with another wall time (each report renders four PNGs:
+    written once for every test here)."""
+    base = tmp_path_factory.mktemp("reports")
+    return {name: write_report(day(seconds), base / name) for name, seconds in
+            (("a", 1.25), ("b", 1.25), ("slower", 2.5))}
+
+
+def test_equal_records_give_byte_identical_files(written):
+    assert [p.name for p in written["a"]] == ["report.json", "report.html"]
+    for left, right in zip(written["a"], written["b"]):
         assert left.read_bytes() == right.read_bytes()
 
 
-def test_only_the_wall_time_differs_between_two_runs(tmp_path):
-    a_json, a_html = write_report(day(seconds=1.25), tmp_path / "a")
-    b_json, b_html = write_report(day(seconds=2.5), tmp_path / "b")
+def test_only_the_wall_time_differs_between_two_runs(written):
+    (a_json, a_html), (b_json, b_html) = written["a"], written["slower"]
     assert a_html.read_bytes() == b_html.read_bytes()
     a, b = json.loads(a_json.read_text()), json.loads(b_json.read_text())
     assert (a["results"]["msgs_per_s"], b["results"]["msgs_per_s"]) == (800_000, 400_000)
@@ -49,16 +57,15 @@ def test_only_the_wall_time_differs_between_two_runs(tmp_path):
     assert a == b
 
 
-def test_the_json_holds_the_results_and_the_run(tmp_path):
-    record = day()
-    doc = json.loads(write_report(record, tmp_path)[0].read_text())
-    assert doc["results"] == json.loads(json.dumps(results(record)))
+def test_the_json_holds_the_results_and_the_run(written):
+    doc = json.loads(written["a"][0].read_text())
+    assert doc["results"] == json.loads(json.dumps(results(day())))
     assert doc["run"]["warnings"] == ["file ends mid-message at offset 12345"]
     assert doc["total"]["fills"] == 30 and "Sharpe" in doc["units"]["sharpe"]
 
 
-def test_the_page_is_self_contained_with_four_png_plots(tmp_path):
-    page = write_report(day(), tmp_path)[1].read_text()
+def test_the_page_is_self_contained_with_four_png_plots(written):
+    page = written["a"][1].read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
     assert "url(" not in page and "<script" not in page and "<link" not in page
     sources = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
@@ -77,3 +84,8 @@ def test_an_empty_day_still_writes_a_page(tmp_path):
     json_path, html_path = write_report(record, tmp_path / "new" / "dir")
     assert json.loads(json_path.read_text())["results"]["fills"] == 0
     assert html_path.read_text().count("data:image/png;base64,") == 4
+
+
+def test_the_time_axis_says_seconds_on_a_short_day():
+    from appliance.backtest.plots import clock
+    assert (clock(34_200, False), clock(34_205, True), clock(86_399, True)) == ("09:30", "09:30:05", "23:59:59")

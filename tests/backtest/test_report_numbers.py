@@ -140,6 +140,17 @@ def test_a_position_without_a_mid_is_marked_at_its_last_fill():
     assert (r["pnl_gross"], r["pnl_net"]) == (3.00, 3.25)
 
 
+def test_a_last_interval_shorter_than_a_minute_is_not_a_return():
+    """A fourth point 7 ms after the third (the end of the day): its change is not a per-minute return,
+    so the Sharpe stays that of the three full minutes; the P&L totals do count it."""
+    record = hand_day(end_ns=END + 7_000_000)
+    record.equity.append(EquityPoint(END + 7_000_000, {"AAPL": 1_000_000.0, "MSFT": 2_000_000.0}))
+    r = results(record)
+    assert r["sharpe"] == pytest.approx(annualised([0.70, 2.05, -0.045]), abs=1e-4)
+    # MSFT marked at $200.00 now: gross 30_000 + 0 = $3.00, net 3.00 + 0.25 = $3.25
+    assert (r["pnl_gross"], r["pnl_net"]) == (3.00, 3.25)
+
+
 def test_an_empty_day():
     r = results(BacktestRecord(day_file="empty.itch", symbols=("AAPL",), strategy="m:C", seed=0))
     assert r["orders"] == 0 and r["fills"] == 0 and r["msgs_per_s"] is None

@@ -116,3 +116,46 @@ def test_up_sim_fails_the_start_with_the_exchanges_words_when_it_cannot_start(tm
             venue.start(_layout(tmp_path), tmp_path)
     finally:
         venue.close()
+
+
+def test_up_sim_replay_holds_the_day_until_the_gate_opens_and_ends_with_it(tmp_path):
+    """``up --sim --replay``: the exchange replays the recorded day, held until the supervisor's gate
+    callable says open (then started over the control socket), and exits with the end of the day."""
+    import json
+    from appliance.command_io.json_lines import request_json
+    from appliance.runtime.polling import poll_until
+    from appliance.sim.up import SimulatedVenue, sim_control_socket
+    from recorded_day import quiet_day, write_day
+    day_file = tmp_path / "day.bin"
+    recorded = write_day(day_file, quiet_day())
+    layout = _layout(tmp_path)
+    venue = SimulatedVenue(_sim_config(tmp_path), replay=str(day_file), replay_speed="max")
+    try:
+        venue.prepare(layout)
+        venue.start(layout, tmp_path)
+        gate = []
+        venue.children_started(lambda: bool(gate))
+        status = request_json(sim_control_socket(tmp_path), {"command": "status"}, 10)
+        assert status["replay"]["started"] is False and status["feed"]["messages"] <= 3     # the preamble at most
+        gate.append(1)
+        assert poll_until(lambda: venue.exchange.proc.poll() is not None, 30), "the replay did not end"
+        assert venue.exchange.proc.returncode == 0
+        report = json.loads((venue.day / "exchange" / "report.json").read_text())
+        assert report["replay"]["recorded_messages"] == len(recorded) and report["replay"]["error"] is None
+    finally:
+        venue.close()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--replay", "DAY"], "--replay needs --sim"),
+    (["--sim", "--replay-speed", "2"], "--replay-speed needs --replay"),
+    (["--sim", "--replay", "MISSING"], "--replay: cannot read"),
+    (["--sim", "--replay", "DAY", "--replay-speed", "fast"], "--replay-speed: 'fast' is not max or a speed"),
+])
+def test_up_replay_arguments_are_checked_before_anything_starts(tmp_path, capsys, arguments, message):
+    from appliance.cli import main
+    (tmp_path / "day.bin").write_bytes(b"")
+    arguments = [str(tmp_path / "day.bin") if a == "DAY" else str(tmp_path / "missing.bin") if a == "MISSING" else a
+                 for a in arguments]
+    assert main(["up", "--layout", str(tmp_path / "nowhere.yaml"), *arguments]) == 2
+    assert message in capsys.readouterr().err
