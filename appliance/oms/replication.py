@@ -362,7 +362,8 @@ class SyncSends:
     ``close_gate`` closes the OMS's gate (NO_STANDBY: ``oms_ready`` 0, new orders refused), the held
     orders are given back as never sent (NOT_SENT, rejected to the strategy) and held cancels leave;
     ``trade`` sends what is held and goes on without waiting (counted) until the standby has caught
-    up. Either way the gate or the wait returns once the standby holds every record."""
+    up. Either way the gate or the wait returns once the standby holds every record. An OMS starts
+    as without a standby (gate closed, or trading on) until its standby has caught up."""
 
     def __init__(self, session, journal, primary: ReplicationPrimary, gate, ack_limit_ms: int, without_standby: str,
                  allocate=None):
@@ -380,6 +381,11 @@ class SyncSends:
         self._c_held = allocate("oms.replication.held") if allocate else None
         self._c_timeouts = allocate("oms.replication.ack_timeouts") if allocate else None
         self._c_unprotected = allocate("oms.replication.unprotected_sends") if allocate else None
+        # until a standby has caught up for the first time there is none: as after losing one
+        if self.close_gate:
+            gate.standby_ok = False
+        else:
+            self.unprotected = True
 
     def __getattr__(self, name):            # everything but send_packet is the session's
         return getattr(self.session, name)
