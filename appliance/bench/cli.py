@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "exchange": ("appliance.bench.exchange", "simulated exchange: matching engine vs order-matching, and the feed"),
     "feed": ("appliance.bench.feed", "feed handler: ITCH replay into books, and the live UDP path"),
     "dropcopy": ("appliance.bench.dropcopy", "drop copy and risk hub over a real nats-server: publish and hub events/s, append-to-hub lag, firm kill; plain NATS as the peer"),
+    "failover": ("appliance.bench.failover", "hot standby: the cost of sync and async journal replication on OMS ring-to-wire, against none (takeover: not built yet)"),
     "hops": ("appliance.bench.hops", "each hop alone (feed, strategy, risk, OMS, ring): agent pinned and spinning, driver on the other CPU"),
 }
 

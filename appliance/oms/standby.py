@@ -200,11 +200,16 @@ class StandbyReplica:
         self.next_attempt_ns = now + 50_000_000
 
     def _send(self, data: bytes, now: int) -> None:
+        sock = self.sock
         try:
-            self.sock.setblocking(True)      # a few bytes: the kernel takes them (a standby has no hot path)
-            self.sock.settimeout(self.peer_timeout_ns / 1e9)
-            self.sock.sendall(data)
-            self.sock.setblocking(False)
+            try:
+                sent = sock.send(data)       # a few bytes: the kernel takes them at once
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent < len(data):             # it did not: wait for it (a standby has no duty cycle to keep)
+                sock.settimeout(self.peer_timeout_ns / 1e9)
+                sock.sendall(data[sent:])
+                sock.setblocking(False)
         except OSError as exc:
             self._drop(now, f"send: {exc.strerror or exc}")
             return
