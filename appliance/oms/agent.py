@@ -191,6 +191,9 @@ class OmsAgent(Agent):
         now_mono, now_ns = time.monotonic_ns(), time.time_ns()
         try:
             session = getattr(self, "session", None)
+            if getattr(self, "sync_sends", None) is not None and self.sync_sends.held:
+                self.sync_sends.give_back()             # held for the standby, never sent: NOT_SENT
+                self.sender.take_unsent()
             if session is not None:
                 if session.logged_in:
                     self.guard.record(RecordType.SESSION, jr.SESSION.pack(

@@ -73,6 +73,8 @@ class ReplicationPrimary:
         self.refused = 0                  # connections closed before they subscribed
         self.disconnects = 0
         self.records_sent = 0
+        self._probe: tuple[int, int] | None = None   # (last sequence, sent at) of the oldest unacknowledged send
+        self.ack_rtt_ns = 0               # the last send -> acknowledgement round trip
         self.last_error = ""
         self._counters = _Counters(allocate) if allocate is not None else None
 
@@ -94,6 +96,11 @@ class ReplicationPrimary:
     @property
     def lag_records(self) -> int:
         return max(0, self.journal.next_sequence - 1 - self.acked)
+
+    def lag_ns(self, now_mono: int) -> int:
+        """How long the oldest record the standby has not acknowledged has been on its way (0: none)."""
+        probe = self._probe
+        return max(0, now_mono - probe[1]) if probe is not None and self.subscribed else 0
 
     def fileno(self) -> int | None:
         return self.sock.fileno() if self.sock is not None else None
@@ -219,6 +226,7 @@ class ReplicationPrimary:
                 pass
         self.sock = None
         self.subscribed = False
+        self._probe = None
         self._out.clear()
 
     def _drop(self, now_mono: int, why: str) -> None:
@@ -261,6 +269,10 @@ class ReplicationPrimary:
                     return 0
                 if sequence > self.acked:
                     self.acked = sequence
+                    probe = self._probe
+                    if probe is not None and sequence >= probe[0]:
+                        self.ack_rtt_ns = time.monotonic_ns() - probe[1]
+                        self._probe = None
             elif not self._subscribe(now_mono, *rw.parse_subscribe(body)):
                 return 0
         return len(frames)
@@ -321,6 +333,8 @@ class ReplicationPrimary:
             self.records_sent += sequence - self.cursor_sequence
             self.cursor_offset, self.cursor_sequence = end, sequence
             self._send(rw.records_header(len(body)) + body, now_mono)
+            if self._probe is None:
+                self._probe = (sequence - 1, time.monotonic_ns())
             frames += 1
         return frames
 
@@ -465,6 +479,13 @@ class SyncSends:
                 if not session.send_packet(packet, now_mono, tag) and tag is not None:
                     session.unsent.append(tag)
 
+    def give_back(self) -> None:
+        """Every held packet to the session's ``unsent`` (the OMS is stopping: they never leave)."""
+        while self.held:
+            tag = self.held.popleft()[3]
+            if tag is not None:
+                self.session.unsent.append(tag)
+
     def publish(self) -> None:
         if self._c_held is not None:
             self._c_held.set(self.held_total)
@@ -476,6 +497,8 @@ class _Counters:
         self.connected = allocate("oms.replication.connected", CounterKind.GAUGE)
         self.acked = allocate("oms.replication.acked_sequence", CounterKind.GAUGE)
         self.lag = allocate("oms.replication.lag_records", CounterKind.GAUGE)
+        self.lag_ns = allocate("oms.replication.lag_ns", CounterKind.GAUGE)
+        self.ack_rtt_ns = allocate("oms.replication.ack_rtt_ns", CounterKind.GAUGE)
         self.connections = allocate("oms.replication.connections")
         self.disconnects = allocate("oms.replication.disconnects")
         self.bad_frames = allocate("oms.replication.bad_frames")
@@ -486,6 +509,8 @@ class _Counters:
         self.connected.set(1 if primary.subscribed else 0)
         self.acked.set(primary.acked)
         self.lag.set(primary.lag_records)
+        self.lag_ns.set(primary.lag_ns(time.monotonic_ns()))
+        self.ack_rtt_ns.set(primary.ack_rtt_ns)
         self.connections.set(primary.connections)
         self.disconnects.set(primary.disconnects)
         self.bad_frames.set(primary.bad_frames)

@@ -208,3 +208,27 @@ def test_async_never_waits_and_the_standby_state_is_the_journal_replayed(setup_f
         assert_identical(setup.journal, standby)
     finally:
         standby.close()
+
+
+def test_sync_an_oms_stopping_with_orders_held_journals_them_not_sent(setup_factory):
+    from appliance.oms.journal_records import NOT_SENT, RecordType
+    setup = setup_factory(ack_limit_ms=5000)
+    agent = setup.start()
+    rig = setup.rig
+    fake = socket.create_connection(("127.0.0.1", agent.replication.address[1]), timeout=5)
+    try:
+        fake.sendall(rw.subscribe(1, None))
+        run(agent, lambda: agent.replication.subscribed, message="subscribed")
+        fake.sendall(rw.ack(agent.replication.cursor_sequence - 1))
+        run(agent, lambda: rig.control.get("oms_ready") == 1 or fake.sendall(
+            rw.ack(agent.replication.cursor_sequence - 1)), message="ready")
+        rig.new(1, "AAPL", "B", 100, 1_900_000)
+        run(agent, lambda: agent.sync_sends.held, message="order 1 held")
+        token = agent.sync_sends.held[0][3][1]
+        agent.on_close()
+        setup.agents.remove(agent)
+    finally:
+        fake.close()
+    records, _found, _header = read_records(setup.journal)
+    not_sent = [NOT_SENT.parse(r.payload) for r in records if r.type == RecordType.NOT_SENT]
+    assert [n.token for n in not_sent] == [token] and setup.venue.messages("O") == []
