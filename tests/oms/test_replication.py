@@ -232,3 +232,59 @@ def test_sync_an_oms_stopping_with_orders_held_journals_them_not_sent(setup_fact
     records, _found, _header = read_records(setup.journal)
     not_sent = [NOT_SENT.parse(r.payload) for r in records if r.type == RecordType.NOT_SENT]
     assert [n.token for n in not_sent] == [token] and setup.venue.messages("O") == []
+
+
+def test_the_standby_drops_bad_bytes_from_whatever_answers_as_the_primary_and_keeps_its_journal(setup_factory):
+    """A fake primary: a valid start, then a record with a broken CRC, one out of sequence, garbage;
+    each closes the connection (counted) and the standby asks again from its last good record."""
+    setup = setup_factory(mode="async")
+    agent = setup.start()
+    rig = setup.rig
+    run(agent, lambda: rig.control.get("oms_ready") == 1, message="ready")
+    agent.on_close()                                     # its journal, finished, is what the fake primary serves
+    setup.agents.remove(agent)
+    records, found, _header = read_records(setup.journal)
+    image = open(setup.journal, "rb").read()
+    header, first = image[:4096], image[found.offsets[0]:found.offsets[1]]
+    second = bytearray(image[found.offsets[1]:found.offsets[2]])
+    corrupt = bytes(second[:-1]) + bytes([second[-1] ^ 0xFF]) if second[-1] else bytes(second[:40]) + b"\x01" + \
+        bytes(second[41:])
+    third = image[found.offsets[2]:found.offsets[3]]
+    serve = [rw.hello(header, 1) + rw.records_header(len(first)) + first,        # good: record 1
+             rw.hello(header, 2) + rw.records_header(len(corrupt)) + corrupt,    # a bit flipped in record 2
+             rw.hello(header, 2) + rw.records_header(len(third)) + third,        # record 3 where 2 is due
+             b"\xff" * 64,                                                       # not the protocol at all
+             rw.hello(header, 5)]                                                # from where it is not
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    process = rig.layout.processes["oms"]
+    params = {**process.params, "replication": {**process.params["replication"],
+                                                "primary": {"host": "127.0.0.1", "port": port}}}
+    standby = StandbyReplica(parse_oms_params(params, rig.layout.path), SYMBOLS)
+    asked = []
+    listener.settimeout(5)
+    try:
+        for answer in serve:
+            standby.next_attempt_ns = 0
+            standby.poll(0)                              # connects and subscribes
+            conn, _ = listener.accept()
+            conn.settimeout(5)
+            reader, frames = rw.FrameReader((rw.SUBSCRIBE, rw.ACK)), []
+            while not frames:
+                frames = reader.feed(conn.recv(65536))
+            asked.append(rw.parse_subscribe(frames[0][1])[0])
+            conn.sendall(answer)
+            deadline = time.monotonic() + 5
+            while standby.sock is not None and standby.next_sequence == 1 and time.monotonic() < deadline:
+                standby.poll(0.01)                       # the good record applied, or the bad bytes dropped
+            conn.close()
+            while standby.sock is not None and time.monotonic() < deadline:
+                standby.poll(0.01)                       # the closed connection seen
+            assert standby.sock is None
+        assert asked == [1, 2, 2, 2, 2]
+        assert standby.bad_frames == 4 and standby.next_sequence == 2
+        assert journal_bytes(standby.path, found.offsets[1]) == image[:found.offsets[1]]
+        assert journal_bytes(standby.path, 4096 * 4)[found.offsets[1]:] == bytes(4096 * 4 - found.offsets[1])
+    finally:
+        standby.close()
+        listener.close()
