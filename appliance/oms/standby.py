@@ -15,11 +15,13 @@ RECORDS frame:
    in HELLO; a standby journal with another header is archived and a new one started);
 3. applies the records to the same order state machine and positions the primary has, through
    recovery's ``Replay`` (one code path with the OMS's start-up);
-4. acknowledges the last sequence (ACK), which in sync mode lets the primary's order leave.
+4. acknowledges the last sequence (ACK, sent between 2 and 3: the journal holds them), which in
+   sync mode lets the primary's order leave.
 
 It keeps what a takeover logs in with: the next SoupBinTCP sequence number, the session name, the
 next OUCH token counter and the last token prefix (``StandbyState``). An ACK means written to
-the standby's journal mapping (page cache, or synced per its ``durability``) and applied.
+the standby's journal mapping (page cache, or synced per its ``durability``); the records are
+applied to the state right after it is sent.
 Takeover itself (the standby becoming the primary) is not built yet.
 """
 from __future__ import annotations
@@ -227,25 +229,27 @@ class StandbyReplica:
             self._drop(now, "the primary closed the connection")
             return 0
         self._last_received_ns = now
-        applied = 0
+        written: list = []
+        problem = None
         try:
             for kind, body in self._reader.feed(data):
                 if kind == rw.RECORDS:
-                    applied += self._records(body)
+                    written += self._write(body)
                 elif kind == rw.HELLO:
                     self._on_hello(*rw.parse_hello(body))
                 else:
                     self.primary_last_sequence = rw.parse_beat(body)[0]
         except rw.ReplicationProtocolError as exc:
             self.bad_frames += 1
-            if applied:
-                self._send(rw.ack(self.next_sequence - 1), now)
-            if self.sock is not None:
-                self._drop(now, f"protocol error: {exc}")
-            return applied
-        if applied and self.sock is not None:
+            problem = exc
+        if written:
+            # acknowledged once in the journal (what sync waits for), applied to the state after
             self._send(rw.ack(self.next_sequence - 1), now)
-        return applied
+            self.replay.apply(written)
+            self.records_received += len(written)
+        if problem is not None and self.sock is not None:
+            self._drop(now, f"protocol error: {problem}")
+        return len(written)
 
     def _on_hello(self, header: bytes, first: int) -> None:
         if header != self.header:
@@ -257,8 +261,8 @@ class StandbyReplica:
                                               f"{self.next_sequence}")
         self._hello = True
 
-    def _records(self, body: bytes) -> int:
-        """Check, write and apply one RECORDS frame; the number of records."""
+    def _write(self, body: bytes) -> list:
+        """Check one RECORDS frame and append its records to the journal; the records (to apply)."""
         if not self._hello:
             raise rw.ReplicationProtocolError("records before HELLO")
         journal = self.journal
@@ -270,9 +274,7 @@ class StandbyReplica:
             sequence = journal.append(record.type, record.payload, record.timestamp_ns, reserve=True)
             if sequence != record.sequence:            # cannot happen: read_from checked the order
                 raise rw.ReplicationProtocolError(f"record {record.sequence} written as {sequence}")
-        self.replay.apply(records)
-        self.records_received += len(records)
-        return len(records)
+        return records
 
     def close(self) -> None:
         if self.sock is not None:
