@@ -18,6 +18,7 @@ from appliance.oms import replication_wire as rw
 from appliance.oms.journal_format import read_records
 from appliance.oms.recovery import rebuild
 from appliance.sim.ports import free_port
+from appliance.supervisor.status import build_status, one_line
 from conftest import ROOT, SUPPORT, output_of, wait_until
 from exchange_process import OrderClient, venue  # noqa: F401  (venue: the fixture)
 from oms_rig import SYMBOLS, Rig, journal_path, oms_layout
@@ -210,6 +211,9 @@ def test_sync_standby_process_holds_a_byte_identical_journal_and_the_same_order_
                    and rig.counter("oms.replication.acked_sequence") == len(records), 5, message="lag 0 published")
         assert 0 < rig.counter("oms.replication.ack_rtt_ns") < 5_000_000_000
         assert rig.counter("oms.replication.lag_ns") == 0
+        status = build_status(rig.layout, rig.memory)           # appliance status: the standby and its lag
+        assert status["oms"]["replication"]["connected"] == 1 and status["oms"]["replication"]["lag_records"] == 0
+        assert " | standby up lag 0 rec 0.0 ms" in one_line(status)
     finally:
         other.close()
     assert standby.stop() == 0
@@ -229,6 +233,7 @@ def test_sync_new_orders_wait_for_a_stopped_standby_then_the_gate_closes_and_reo
         assert rig.reports_of(2)[-1]["reason"] == OmsReason.NOT_SENT   # held, never sent
         assert E.ACCEPTED not in rig.events(2)
         wait_until(lambda: rig.control.get("oms_ready") == 0, 5, message="the gate closed")
+        assert " | standby up lag " in one_line(build_status(rig.layout, rig.memory))   # connected, not answering
         rig.new(3, "AAPL", "B", 100, 1_800_000)
         wait_until(lambda: E.REJECTED_LOCALLY in rig.events(3), 10, message="order 3 refused")
         assert rig.reports_of(3)[-1]["reason"] == OmsReason.NO_STANDBY
