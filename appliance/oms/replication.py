@@ -114,10 +114,10 @@ class ReplicationPrimary:
         work = 0
         if read:
             work += self._read(now_mono)
+        if self._out and self.sock is not None:
+            self._send(b"", now_mono)                # what the kernel did not take last time, first
         if self.subscribed and self.cursor_offset < self.journal.used_bytes and self.sock is not None:
             work += self._stream(now_mono)
-        elif self._out and self.sock is not None:
-            self._send(b"", now_mono)
         return work
 
     def maintain(self, now_mono: int) -> int:
@@ -271,8 +271,10 @@ class ReplicationPrimary:
                     self.acked = sequence
                     probe = self._probe
                     if probe is not None and sequence >= probe[0]:
-                        self.ack_rtt_ns = time.monotonic_ns() - probe[1]
-                        self._probe = None
+                        now = time.monotonic_ns()
+                        self.ack_rtt_ns = now - probe[1]
+                        # records sent after the probe are on their way (since no later than now)
+                        self._probe = (self.cursor_sequence - 1, now) if sequence < self.cursor_sequence - 1 else None
             elif not self._subscribe(now_mono, *rw.parse_subscribe(body)):
                 return 0
         return len(frames)

@@ -288,3 +288,41 @@ def test_the_standby_drops_bad_bytes_from_whatever_answers_as_the_primary_and_ke
     finally:
         standby.close()
         listener.close()
+
+
+def test_bytes_the_kernel_did_not_take_go_first_even_while_the_journal_grows(setup_factory):
+    """A standby slow to read: the primary keeps what the socket refused and sends it before newer
+    records, at once when the standby reads again (not at the next heartbeat, 30 s away here)."""
+    from appliance.oms import journal_records as jr
+    from appliance.oms.journal_records import RecordType
+    setup = setup_factory(mode="async", heartbeat_ms=30_000, peer_timeout_ms=60_000)
+    agent = setup.start()
+    rig = setup.rig
+    fake = socket.socket()
+    fake.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    fake.connect(("127.0.0.1", agent.replication.address[1]))
+    try:
+        fake.sendall(rw.subscribe(1, None))
+        run(agent, lambda: agent.replication.subscribed and rig.control.get("oms_ready") == 1, message="ready")
+        agent.replication.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # full after a few KiB
+        payload = jr.CONTROL.pack(kind=jr.ControlKind.GATE_CHANGED, state=1, detail=b"x" * 16)
+        run(agent, lambda: agent.guard.record(RecordType.CONTROL, payload, time.time_ns()) and
+            agent.replication._out, message="the socket refusing bytes")
+        agent.guard.record(RecordType.CONTROL, payload, time.time_ns())      # and the journal grows behind them
+        reader, sequences = rw.FrameReader((rw.HELLO, rw.RECORDS, rw.BEAT)), []
+        fake.settimeout(0.001)
+
+        def everything_arrived() -> bool:
+            try:
+                for kind, body in reader.feed(fake.recv(1 << 20)):
+                    if kind == rw.RECORDS:
+                        found, _end, _why = read_from(body, len(body), 0, RECORD_HEADER.parse(body, 0).sequence,
+                                                      1 << 20)
+                        sequences.extend(r.sequence for r in found)
+            except socket.timeout:
+                pass
+            return sequences and sequences[-1] == agent.journal.next_sequence - 1
+        run(agent, everything_arrived, timeout=10, message="every record at the standby")
+        assert sequences == list(range(1, agent.journal.next_sequence))
+    finally:
+        fake.close()
