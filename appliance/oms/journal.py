@@ -3,7 +3,9 @@
 The bytes (file header, record header, scanning) are ``journal_format``; the record payloads are
 ``events``. Every append is one call of the C extension (``_journal_fast.append``: header,
 payload and CRC last), which is given the record header's layout (``RECORD_HEADER``) at import;
-without the extension the journal does not open (fail closed). The file is preallocated with
+without the extension the journal does not open (fail closed). A new order's or replace's
+ORDER_SENT may instead go with its OUCH frame in one C call (``append_then_send``, ``order_step.py``):
+the same record, the same checks, the send only after the CRC. The file is preallocated with
 ``posix_fallocate`` when created: a full disk shows at start-up (the OMS refuses to start)
 instead of as SIGBUS on a later write to the mapping.
 
@@ -43,6 +45,7 @@ from appliance.oms.journal_format import (
     FILE_HEADER_SIZE, MAX_PAYLOAD, MAX_RECORD_SIZE, RECORD_HEADER, RECORD_HEADER_SIZE, JournalCorruptError,
     JournalError, JournalFull, JournalRecord, ScanResult, check_file_header, record_at, scan, write_file_header,
 )
+from appliance.oms.journal_records import ORDER_SENT
 
 log = logging.getLogger("appliance.oms.journal")
 
@@ -54,6 +57,15 @@ try:                             # the one append path (setup.py builds it)
     _append = _journal_fast.append
 except (ImportError, AttributeError):   # not built, or built from an older _journal_fast.c (no set_layout):
     _append = None                      # Journal.open refuses with the reason; reading journals still works
+_order_step = None                      # the order step's record (append_then_send; the frames: order_step.py)
+if _append is not None:
+    try:
+        _journal_fast.set_step_record(ORDER_SENT.type_id, ORDER_SENT.size, ORDER_SENT.compiled_shape())
+        _order_step = _journal_fast.order_step
+    except AttributeError:              # built from a _journal_fast.c before the order step: the Python path
+        pass
+HAS_ORDER_STEP = _order_step is not None
+_STEP_RECORD_SIZE = RECORD_HEADER_SIZE + ORDER_SENT.size
 PAGE = mmap.PAGESIZE
 # madvise(MADV_POPULATE_WRITE) (Linux 5.14): map pages writable without changing a byte. A sync
 # (fdatasync, msync, the kernel's write-back) write-protects the pages it cleans, and the first
@@ -215,6 +227,29 @@ class Journal:
         else:
             self._dirty = True
         return sequence
+
+    def append_then_send(self, record: tuple, frame_id: int, frame: tuple, out, fd: int, timestamp_ns: int):
+        """An ORDER_SENT (``record``: the values ``ORDER_SENT.pack`` takes) appended as ``append`` writes
+        it, then, in the same C call, OUCH frame ``frame_id`` packed from ``frame`` into ``out`` and
+        handed to the non-blocking socket ``fd`` (``order_step.py``). Returns the bytes the kernel took,
+        -errno when the send failed, or None when nothing was sent (``fd`` < 0, or ``per_event``: the
+        record's pages are synced first and the caller sends ``out``). Raises as ``append`` does."""
+        offset = self._tail
+        if self._closed or offset + _STEP_RECORD_SIZE > self._orders_limit:
+            self._refuse(ORDER_SENT.size, False)
+        sequence = self.next_sequence
+        per_event = self.durability == "per_event"
+        sent = _order_step(self._mm, offset, sequence, timestamp_ns, -1 if per_event else fd, out, frame_id,
+                           record, frame)
+        end = offset + _STEP_RECORD_SIZE
+        self._tail = (end + 7) & ~7
+        self.next_sequence = sequence + 1
+        self.appends += 1
+        if per_event:
+            self._sync_range(offset, end)
+        else:
+            self._dirty = True
+        return sent
 
     def _refuse(self, length: int, reserve: bool) -> None:
         """Why a record cannot be appended, raised (closed, too big, or full: new orders fail the journal)."""

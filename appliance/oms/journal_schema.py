@@ -109,6 +109,14 @@ class JournalSchema:
         pick = operator.itemgetter(*kept)
         return lambda payload, offset=0: new(view, pick(unpack(payload, offset)))
 
+    def compiled_shape(self) -> list[tuple[int, int, str]]:
+        """The (offset, width, kind) of each value ``pack`` takes, in order, for a compiled packer
+        (``_journal_fast.set_step_record``): 'u' unsigned, 'i' signed (little-endian), 's' text (NUL-padded); pads are 0."""
+        if self.tail is not None:
+            raise ValueError(f"journal record {self.name}: a variable tail has no fixed shape")
+        return [(offset, self.size_of[name], "s" if type_code.startswith("char") else type_code[0])
+                for name, type_code, offset in self._described if not name.startswith("pad")]
+
     def describe(self) -> dict:
         """Canonical description (hashed into the journal's file header)."""
         return {"name": self.name, "type_id": self.type_id, "version": self.version, "fields": self._described}

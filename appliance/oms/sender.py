@@ -9,6 +9,9 @@ redelivered when it was sent).
 
 Bytes the session could not hand to the kernel (connection lost with them queued) are journaled
 NOT_SENT: such a new order is rejected back (OmsReason.NOT_SENT), such a cancel is owed again.
+
+A new order's or replace's ORDER_SENT and OUCH frame go in one compiled step (``order_step.py``) when
+the extension has it; the Python path (``compiled=False``) is the reference, byte for byte the same.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from appliance.messages.codes import (
     ALL_SYMBOLS, Action, ExecEvent, OmsReason, RejectSource, Side, TIF_DAY, TIF_IOC, TIF_SYSTEM_HOURS, name_of,
 )
 from appliance.oms import journal_records as jr
+from appliance.oms import order_step
 from appliance.oms.gate import GATE_OPEN
 from appliance.oms.journal_format import JournalError
 from appliance.oms.journal_records import RecordType, SendReason
@@ -49,21 +53,20 @@ _APPROVED_FIELDS = ("type_id", "schema_version", "size", "client_order_id", "ori
                     "t_strategy_out_ns", "t_risk_out_ns")
 if APPROVED_ORDER.field_names != _APPROVED_FIELDS:
     raise ImportError("oms.sender: the ApprovedOrder layout changed; update _APPROVED_FIELDS")
-# The whole SoupBinTCP Unsequenced Data packet of an OUCH message, packed in one call (the wire codec's frames).
-_ENTER = ouch.ENTER_ORDER_FRAME.pack
-_REPLACE = ouch.REPLACE_ORDER_FRAME.pack
+# The whole SoupBinTCP Unsequenced Data packet of an OUCH message, packed in one call (the wire codec's frames):
+# by frame id of the order step (whose C packs the same frames from their compiled shapes), and the cancel's.
+_FRAME_PACK = {frame_id: frame.pack for frame_id, frame in order_step.FRAMES.items()}
+_ENTER, _REPLACE = order_step.ENTER, order_step.REPLACE
 _CANCEL = ouch.CANCEL_ORDER_FRAME.pack
 _ORDER_SENT_TYPE = int(RecordType.ORDER_SENT)
 _BY_STRATEGY = int(SendReason.STRATEGY)
-# a new order's ORDER_SENT payload packed by the record's struct straight (its pad given as 0), the
-# field order checked here (``jr.ORDER_SENT.pack`` is the keyword-friendly wrapper of the same struct)
-_pack_order_sent = jr.ORDER_SENT.struct.pack
+_pack_order_sent = jr.ORDER_SENT.pack          # the values of a new order's or replace's ``record``, in this order
 if jr.ORDER_SENT.fields != ("action", "side", "send_reason", "pad0", "time_in_force", "client_order_id",
                             "orig_client_order_id", "strategy_id", "symbol_id", "shares", "price", "symbol", "token",
                             "orig_token", "t_rx_ns", "t_feed_out_ns", "t_strategy_out_ns", "t_risk_out_ns",
                             "display", "capacity", "intermarket_sweep", "pad1", "minimum_quantity") \
         or jr.ORDER_SENT.tail is not None:
-    raise ImportError("oms.sender: the ORDER_SENT layout changed; update the new order's pack")
+    raise ImportError("oms.sender: the ORDER_SENT layout changed; update the new order's and replace's record")
 _SIDE_BYTES = {int(side): bytes([int(side)]) for side in Side}
 # An approved order's flag fields -> the OUCH byte sent (a 0 is the default); a value not here is BAD_ORDER.
 _DISPLAY_BYTES = {0: ouch.DISPLAY_VISIBLE, **{d[0]: d for d in ouch.DISPLAYS}}
@@ -81,7 +84,7 @@ def _hop_times(approved: tuple) -> tuple[int, int, int, int]:
 
 class OrderSender:
     def __init__(self, ring, orders, gate, tokens, journal, guard, session, reports, status, counters, latency,
-                 stocks: list[bytes], firm: bytes, in_flight_timeout_ns: int):
+                 stocks: list[bytes], firm: bytes, in_flight_timeout_ns: int, compiled: bool | None = None):
         self.ring = ring
         self.orders = orders
         self.gate = gate
@@ -97,6 +100,9 @@ class OrderSender:
         self._firm = firm
         self.in_flight_timeout_ns = in_flight_timeout_ns
         self.ring_to_wire_ns = None          # a bench sets an array('q') here to sample ring read -> socket
+        # the compiled order step (default: when the extension has it), or the Python reference path
+        self.compiled = order_step.AVAILABLE if compiled is None else bool(compiled and order_step.AVAILABLE)
+        self._send_buffers = order_step.send_buffers()
         self._t_ring_read = 0
         self._cancel_request_ids: set[int] = set()
         self.snapshot_requests: list[tuple[int, int]] = []   # (strategy id, request id) waiting for an answer
@@ -193,21 +199,14 @@ class OrderSender:
             return
         token = self.tokens.next()
         stock = self.stocks[sid]
-        try:
-            self.journal.append(_ORDER_SENT_TYPE, _pack_order_sent(action, side, _BY_STRATEGY, 0, tif, client, 0,
-                                                                   strategy, sid, shares, price, stock, token, b"",
-                                                                   t_rx, t_feed, t_strategy, t_risk, display_byte[0],
-                                                                   capacity_byte[0], iso_byte[0], 0, min_qty),
-                                time.time_ns())
-        except JournalError as exc:
-            self.guard.fail(str(exc))
+        taken = self._journal_and_send(
+            (action, side, _BY_STRATEGY, tif, client, 0, strategy, sid, shares, price, stock, token, b"", t_rx, t_feed,
+             t_strategy, t_risk, display_byte[0], capacity_byte[0], iso_byte[0], min_qty),
+            _ENTER, (token, _SIDE_BYTES[side], shares, stock, price, tif, self._firm, display_byte, capacity_byte,
+                     iso_byte, min_qty, b"N", b"R"), now_mono, (_NEW_ACTION, token, 0))
+        if taken is None:
             self.reject_locally(approved, OmsReason.JOURNAL_FAILED)
             return
-        taken = self.session.send_packet(_ENTER(token, _SIDE_BYTES[side], shares, stock, price, tif, self._firm,
-                                                display_byte, capacity_byte, iso_byte, min_qty, b"N", b"R"),
-                                         now_mono, (_NEW_ACTION, token, 0))
-        if self.ring_to_wire_ns is not None:
-            self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
         order = orders.add_new(token, client, strategy, sid, stock, side, shares, price, tif, now_mono,
                                self.in_flight_timeout_ns)
         order.flags = (display_byte, capacity_byte, iso_byte, min_qty)
@@ -249,26 +248,49 @@ class OrderSender:
             self.reject_locally(approved, reason)
             return
         token = self.tokens.next()
-        now_ns = time.time_ns()
-        try:
-            self.journal.append(RecordType.ORDER_SENT, jr.ORDER_SENT.pack(
-                action, old.side, SendReason.STRATEGY, tif, client, orig, strategy, old.symbol_id, shares, price,
-                old.symbol, token, old.token, t_rx, t_feed, t_strategy, t_risk, display_byte[0], capacity_byte[0],
-                iso_byte[0], min_qty), now_ns)
-        except JournalError as exc:
-            self.guard.fail(str(exc))
+        taken = self._journal_and_send(
+            (action, old.side, _BY_STRATEGY, tif, client, orig, strategy, old.symbol_id, shares, price, old.symbol,
+             token, old.token, t_rx, t_feed, t_strategy, t_risk, display_byte[0], capacity_byte[0], iso_byte[0],
+             min_qty),
+            _REPLACE, (old.token, token, shares, price, tif, display_byte, iso_byte, min_qty), now_mono,
+            (Action.REPLACE, token, 0))
+        if taken is None:
             self.reject_locally(approved, OmsReason.JOURNAL_FAILED)
             return
-        taken = self.session.send_packet(_REPLACE(old.token, token, shares, price, tif, display_byte, iso_byte,
-                                                  min_qty), now_mono, (Action.REPLACE, token, 0))
-        if self.ring_to_wire_ns is not None:
-            self.ring_to_wire_ns.append(self.session.t_handed_ns - self._t_ring_read)
         replacement = orders.add_replacement(old, token, client, shares, price, tif, now_mono, self.in_flight_timeout_ns)
         replacement.flags = (display_byte, capacity_byte, iso_byte, min_qty)
         if not taken:
             self.not_sent((Action.REPLACE, token, 0))
         self.c_replaces_sent.inc()
         self.latency.record_order(t_rx, t_feed, t_strategy, t_risk, time.time_ns())
+
+    def _journal_and_send(self, record: tuple, frame_id: int, frame: tuple, now_mono: int, tag: tuple):
+        """ORDER_SENT (``record``: ``ORDER_SENT.pack``'s values) journaled, then the frame's bytes to the
+        socket: the compiled step, or the Python path. What ``send_packet`` says (False: the bytes never
+        left), or None when the journal refused the record (failed closed: the caller rejects the order)."""
+        session = self.session
+        try:
+            if self.compiled:
+                out = self._send_buffers[frame_id]
+                sent = self.journal.append_then_send(record, frame_id, frame, out, session.direct_fd(),
+                                                     time.time_ns())
+            else:
+                self.journal.append(_ORDER_SENT_TYPE, _pack_order_sent(*record), time.time_ns())
+        except JournalError as exc:
+            self.guard.fail(str(exc))
+            return None
+        if not self.compiled:
+            taken = session.send_packet(_FRAME_PACK[frame_id](*frame), now_mono, tag)
+        elif sent is None:                  # not sent by the step (bytes queued before it, per_event, logged out)
+            taken = session.send_packet(bytes(out), now_mono, tag)
+        else:
+            taken = session.handed(out, sent, now_mono, tag)
+            if self.ring_to_wire_ns is not None:
+                self.ring_to_wire_ns.append(order_step.handed_ns() - self._t_ring_read)
+                return taken
+        if self.ring_to_wire_ns is not None:
+            self.ring_to_wire_ns.append(session.t_handed_ns - self._t_ring_read)
+        return taken
 
     def _cancel_order(self, approved, now_mono: int) -> None:
         at = _AT

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import select
 import socket
 import time
@@ -49,6 +50,7 @@ MAX_READS_PER_CYCLE = 16
 DISCONNECTED, CONNECTING, CONNECTED, ENDED = "disconnected", "connecting", "connected", "ended"
 _unpack_outbound_header = ouch.OUTBOUND_HEADER.struct.unpack_from
 _OUTBOUND_HEADER_SIZE = ouch.OUTBOUND_HEADER.size
+_SOCKET = socket.socket
 
 
 class VenueSession:
@@ -318,19 +320,51 @@ class VenueSession:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            pending += data                     # none of it left: _lost reports every tag as unsent
-            self._lost(now_ns, f"send: {exc.strerror or exc}")
-            if tag is not None and self.unsent and self.unsent[-1] is tag:
-                self.unsent.pop()               # the caller learns it from the False it gets
-            return False
+            return self._send_failed(data, now_ns, tag, exc.strerror or exc)
+        return self._sent(data, sent)
+
+    def _send_failed(self, data, now_ns: int, tag, why) -> bool:
+        """None of ``data`` left and the connection is gone: ``_lost`` reports every queued tag as unsent
+        but ``tag``'s (the caller learns that from the False it gets)."""
+        self._pending += data
+        self._lost(now_ns, f"send: {why}")
+        if tag is not None and self.unsent and self.unsent[-1] is tag:
+            self.unsent.pop()
+        return False
+
+    def _sent(self, data, sent: int) -> bool:
+        """The kernel took ``sent`` bytes of ``data``: the rest stays queued, in order, with its tags."""
         self.bytes_sent += sent
         if sent < len(data):
-            pending += data[sent:]
+            self._pending += data[sent:]
+            tags = self._pending_tags
             if tags:
                 self._pending_tags = [(end - sent, t) for end, t in tags if end > sent]
-        elif tags:
-            tags.clear()
+        elif self._pending_tags:
+            self._pending_tags.clear()
         return True
+
+    def direct_fd(self) -> int:
+        """The socket's descriptor when a packet may go straight to the kernel (logged in, nothing
+        queued before it, a real socket: a stand-in object's ``send`` would be bypassed): the OMS's
+        compiled order step sends there; -1 otherwise (the caller uses ``send_packet``)."""
+        sock = self.sock
+        if self._pending or self.state != CONNECTED or self.client.state != "logged_in" or type(sock) is not _SOCKET:
+            return -1
+        return sock.fileno()
+
+    def handed(self, data, result: int, now_ns: int, tag) -> bool:
+        """The compiled order step sent ``data`` on ``direct_fd()``: ``result`` bytes the kernel took, or
+        -errno. The same bookkeeping as ``send_packet`` after its send: the rest queued with ``tag``, or
+        the connection lost (its clock read before the send: ``_journal_fast.handed_ns``)."""
+        if result == len(data):
+            self.bytes_sent += result
+            return True
+        if tag is not None:
+            self._pending_tags.append((len(data), tag))
+        if result < 0:
+            return self._send_failed(bytes(data), now_ns, tag, os.strerror(-result))
+        return self._sent(data, result)
 
     def flush(self, now_ns: int) -> None:
         if self.state == CONNECTED and self._pending:

@@ -13,6 +13,11 @@ how paths resolve). It is checked before anything starts (a bad one: exit 2), th
 run from a copy of the layout with those params, beside it (so its relative paths still hold) as
 ``<layout>.strategy-<pid>.yaml``, removed when ``up`` exits; the layout's hash does not cover
 params, so every tool attaches with the original.
+
+``--nats URL`` turns the drop copy on for this run: the same layout copy, with the drop copy's
+``nats.url`` set to URL (checked first as the drop copy checks it: nats:// on loopback, tls:// with
+credentials elsewhere; a bad one exits 2), so every order event reaches the firm's JetStream stream
+(issue 19) without editing the layout.
 """
 from __future__ import annotations
 
@@ -43,19 +48,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the layout's")
     parser.add_argument("--strategy-params", metavar="FILE",
                         help="its parameters (YAML; without: its Parameters defaults); needs --strategy")
+    parser.add_argument("--nats", metavar="URL",
+                        help="run the drop copy to this NATS JetStream server (nats://127.0.0.1:4222; a cluster: "
+                             "its URLs comma-separated) instead of the layout's nats.url")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.strategy_params is not None and args.strategy is None:
         raise UsageError("--strategy-params needs --strategy")
     venue = SimulatedVenue(args.sim_config) if args.sim else None
-    if args.strategy is None:
+    nats_url = getattr(args, "nats", None)
+    if args.strategy is None and nats_url is None:
         return supervisor_up.run(args, venue)
+    from appliance.dropcopy.config import DropCopyConfigError
     from appliance.runtime.layout import LayoutError
     from appliance.strategy.config import StrategyConfigError
     try:
-        layout_path = write_strategy_layout(args.layout, args.strategy, args.strategy_params)
-    except (LayoutError, StrategyConfigError, OSError) as exc:
+        layout_path = write_run_layout(args.layout, args.strategy, args.strategy_params, nats_url)
+    except (LayoutError, StrategyConfigError, DropCopyConfigError, OSError) as exc:
         print(f"appliance up: {exc}", file=sys.stderr)
         return supervisor_up.EXIT_CONFIG
     try:
@@ -66,22 +76,48 @@ def run(args: argparse.Namespace) -> int:
 
 def write_strategy_layout(layout_path: str, spec: str, parameters_file: str | None) -> Path:
     """Check SPEC and FILE against the layout, then write the layout with them beside it: its path."""
+    return write_run_layout(layout_path, spec, parameters_file, None)
+
+
+def write_run_layout(layout_path: str, spec: str | None, parameters_file: str | None,
+                     nats_url: str | None) -> Path:
+    """The layout with this run's strategy (SPEC, FILE) and drop copy URL, each checked against the
+    layout first, written beside it (``<layout>.strategy-<pid>.yaml``): its path."""
     import yaml
-    from appliance.runtime.layout import load_layout
+    from appliance.dropcopy.config import parse_dropcopy_params
+    from appliance.runtime.layout import LayoutError, load_layout
     from appliance.strategy.selection import STRATEGY_PROCESS, select_strategy
     layout = load_layout(layout_path)
-    params, _loaded = select_strategy(layout, spec, parameters_file)
     source = Path(layout.path)
     document = yaml.safe_load(source.read_text())
-    for process in document["processes"]:
-        if process.get("name") == STRATEGY_PROCESS:
-            process["params"] = params
+    changed = []
+    if spec is not None:
+        params, _loaded = select_strategy(layout, spec, parameters_file)
+        _process(document, STRATEGY_PROCESS, layout.path)["params"] = params
+        changed.append("the strategy of `appliance up --strategy`")
+    if nats_url is not None:
+        if "dropcopy" not in layout.processes:
+            raise LayoutError(layout.path, "processes", "--nats needs a dropcopy process in the layout")
+        process = _process(document, "dropcopy", layout.path)
+        params = dict(process.get("params") or {})
+        params["nats"] = {**(params.get("nats") or {}), "url": nats_url}
+        parse_dropcopy_params(params, layout)
+        process["params"] = params
+        changed.append("the NATS URL of `appliance up --nats`")
     path = source.with_name(f"{source.name}.strategy-{os.getpid()}.yaml")
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(f"# {source.name} with the strategy of `appliance up --strategy`: written by up, removed "
-                       f"when it exits\n" + yaml.safe_dump(document, sort_keys=False))
+    partial.write_text(f"# {source.name} with {' and '.join(changed)}: written by up, removed when it exits\n"
+                       + yaml.safe_dump(document, sort_keys=False))
     partial.replace(path)
     return path
+
+
+def _process(document: dict, name: str, where: str) -> dict:
+    from appliance.runtime.layout import LayoutError
+    for process in document["processes"]:
+        if process.get("name") == name:
+            return process
+    raise LayoutError(where, "processes", f"no process named {name!r}")
 
 
 def sim_control_socket(base: Path) -> str:

@@ -123,4 +123,6 @@ def one_line(status: dict) -> str:
     if dropcopy:
         line += (f" | drop copy {'up' if dropcopy.get('connected') else 'NATS DOWN'} lag "
                  f"{dropcopy.get('lag_records', 0)} rec {dropcopy.get('lag_us', 0) / 1000:.1f} ms")
+        if dropcopy.get("hub_silent"):      # the firm's risk hub not heard: the layout's on_silence applies
+            line += " | RISK HUB SILENT"
     return line

@@ -119,6 +119,15 @@ class DataFrame:
         self.packet_length = self.layout.size - 2
         self.pack = partial(self.layout.struct.pack, self.packet_length, packet.type_byte, message.type_byte)
 
+    def compiled_shape(self) -> tuple[bytes, list[tuple[int, int, str]]]:
+        """The frame for a compiled packer (the OMS's order step): its bytes with the constant ones set
+        (length, packet type, message type; the rest 0), and the (offset, width, kind) of each value
+        ``pack`` takes, in order, big-endian: 'u' unsigned integer, 's' text (struct's "Ns"), 'c' one byte."""
+        values = self.layout.fields[len(self.pack.args):]       # after the length and both type bytes
+        image = self.pack(*(b"\0" if f.kind == "char" else b"" if f.kind == "alpha" else 0 for f in values))
+        kinds = {"char": "c", "alpha": "s"}
+        return image, [(self.layout.offset_of[f.name], f.size, kinds.get(f.kind, "u")) for f in values]
+
     def __repr__(self) -> str:
         return f"DataFrame({self.packet.type_code!r}, {self.message.name!r}, size={self.layout.size})"
 

@@ -62,3 +62,12 @@ def test_status_marks_only_from_good_books_and_names_the_bad_ones_and_why(write_
         assert "feed: live (gap lost)" in text or "feed: not ready (gap lost)" in text, text
         for handle in (market, positions, control):
             handle.close()
+
+
+def test_the_line_says_when_the_firms_risk_hub_is_silent():
+    status = {"gate": {"open": False, "reasons": ["FIRM"]}, "symbols": {},
+              "totals": {"orders_sent": 3, "fills": 1, "rejects": 0, "pnl": 0.0},
+              "dropcopy": {"connected": 1, "lag_records": 0, "lag_us": 0, "hub_silent": 0}}
+    assert one_line(status).endswith(" | drop copy up lag 0 rec 0.0 ms")
+    status["dropcopy"]["hub_silent"] = 1
+    assert one_line(status).endswith(" | drop copy up lag 0 rec 0.0 ms | RISK HUB SILENT")
