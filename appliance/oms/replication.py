@@ -10,8 +10,9 @@ replication never blocks the OMS.
 
 No hook sits in the journal's append: the primary compares the journal's tail with what it has
 sent and sends the difference (``Journal.mapping``, read only). The one hook on the send path is
-``SyncSends`` in sync mode: the sender's view of the venue session, which holds an order's bytes
-until the standby has acknowledged the record that covers it.
+``SyncSends`` in sync mode: the sender's view of the venue session (its ``send_packet`` and
+``direct_fd``), which holds an order's bytes until the standby has acknowledged the record that
+covers it.
 """
 from __future__ import annotations
 
@@ -403,8 +404,19 @@ class SyncSends:
         else:
             self.unprotected = True
 
-    def __getattr__(self, name):            # everything but send_packet is the session's
+    def __getattr__(self, name):            # everything but send_packet and direct_fd is the session's
         return getattr(self.session, name)
+
+    def direct_fd(self) -> int:
+        """No descriptor for the compiled order step (``order_step.py``), which would send past the
+        hold: -1, so the sender gives the packed bytes to ``send_packet``; the session's own only
+        while trading on without a standby with nothing held."""
+        if self.unprotected and not self.held:
+            fd = self.session.direct_fd()
+            if fd >= 0:
+                self.unprotected_sends += 1
+            return fd
+        return -1
 
     def send_packet(self, packet: bytes, now_mono: int, tag=None) -> bool:
         session = self.session

@@ -326,3 +326,22 @@ def test_bytes_the_kernel_did_not_take_go_first_even_while_the_journal_grows(set
         assert sequences == list(range(1, agent.journal.next_sequence))
     finally:
         fake.close()
+
+
+def test_sync_without_standby_trade_sends_unprotected_until_a_standby_has_caught_up(setup_factory):
+    setup = setup_factory(ack_limit_ms=150, without_standby="trade")
+    agent = setup.start()
+    rig = setup.rig
+    run(agent, lambda: rig.control.get("oms_ready") == 1, message="ready without a standby (trade)")
+    rig.new(1, "AAPL", "B", 100, 1_900_000)
+    run(agent, lambda: ExecEvent.ACCEPTED in rig.events(1), message="order 1 accepted, unprotected")
+    assert agent.sync_sends.unprotected and agent.sync_sends.unprotected_sends == 1
+    standby = standby_of(setup)
+    try:
+        run(agent, lambda: not agent.sync_sends.unprotected, standby, message="protected once caught up")
+        rig.new(2, "AAPL", "B", 100, 1_900_000)
+        run(agent, lambda: agent.sync_sends.held, standby, message="order 2 held for the standby")
+        run(agent, lambda: ExecEvent.ACCEPTED in rig.events(2), standby, message="order 2 accepted")
+        assert agent.sync_sends.unprotected_sends == 1 and rig.control.get("oms_ready") == 1
+    finally:
+        standby.close()
