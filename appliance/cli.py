@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exporter": ("appliance.ops.exporter", "Prometheus scrape endpoint over the shared-memory counters"),
     "exchange": ("appliance.exchange.cli", "run the simulated exchange (ITCH/MoldUDP64 feed, OUCH/SoupBinTCP entry), or drive it"),
     "audit": ("appliance.ops.audit_cli", "export the audit trail (CSV or JSON lines): the OMS journal, or the firm's record in NATS (--nats)"),
+    "oms-standby": ("appliance.oms.standby_cli", "the hot standby OMS: the primary's journal replicated, its order state kept (issue 18)"),
     "risk-hub": ("appliance.riskhub.cli", "the firm-wide risk hub over NATS: run it, or status, kill, reduce, activate"),
     "preflight": ("appliance.ops.preflight", "check this machine is ready for the layout (CPUs, hugepages, clock)"),
 }

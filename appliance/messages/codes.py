@@ -159,6 +159,7 @@ class OmsReason(enum.IntEnum):
     NOT_SENT = 11            # journaled, but the session could not take the bytes (connection lost): never left
     SEQUENCE_GAP = 12        # the venue's login skipped messages the OMS never saw: closed until a person looks
     KILLED = 13              # approved before a kill the OMS read first: never sent (the kill cancels, not adds)
+    NO_STANDBY = 14          # sync replication: no standby acknowledgement within the limit (without_standby: close_gate)
 
 
 class RiskState(enum.IntEnum):

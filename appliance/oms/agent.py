@@ -14,7 +14,9 @@ A thin composition of parts with one idea each (Agrona's Agent: ``on_start``, ``
 4. every millisecond the slow path: connect / heartbeat / reconnect (``session.py``), recovery
    progress (``restart.py``), the supervisor's gate word and the cancels owed (``controls.py``),
    in-flight timeouts, a pending snapshot, counters (``counters.py``);
-5. the changed positions rows and control words (``status.py``).
+5. the changed positions rows and control words (``status.py``);
+6. with ``replication`` on: the journal's new records to the standby, its acknowledgements, and in
+   sync mode the orders held for them (``replication.py``).
 
 Start-up (``on_start``) opens the journal and rebuilds orders, positions, the token counter and
 the session from it (``restart.py``, ``recovery.py``), and publishes ``oms_ready = 0``; it
@@ -40,6 +42,7 @@ from appliance.oms.journal_records import RecordType, SessionEvent
 from appliance.oms.latency import LatencyRecorder
 from appliance.oms.orders import OrderRegistry
 from appliance.oms.recovery import rebuild
+from appliance.oms.replication import ReplicationPrimary, SyncSends
 from appliance.oms.reports import ExecutionReports
 from appliance.oms.restart import RecoveryProgress, open_journal
 from appliance.oms.sender import OrderSender
@@ -154,7 +157,17 @@ class OmsAgent(Agent):
             reconnect_max_ns=cfg.reconnect_max_ms * 1_000_000, replay_margin_ns=cfg.replay_margin_ms * 1_000_000)
         self.venue = VenueEvents(session, orders, gate, journal, guard, reports, status, counters, state.session_name,
                                  state.next_sequence_number)
-        self.sender = sender = OrderSender(orders_ring, orders, gate, self.tokens, journal, guard, session, reports,
+        # Journal replication (replication.py): the records streamed to the standby from the duty cycle; in
+        # sync mode the sender's view of the session holds new orders until the standby acknowledged them.
+        self.replication = self.sync_sends = None
+        sends_to = session
+        if cfg.replication.enabled:
+            self.replication = ReplicationPrimary(cfg.replication, journal, ctx.counters.allocate)
+            if cfg.replication.mode == "sync":
+                self.sync_sends = sends_to = SyncSends(session, journal, self.replication, gate,
+                                                       cfg.replication.ack_limit_ms, cfg.replication.without_standby,
+                                                       ctx.counters.allocate)
+        self.sender = sender = OrderSender(orders_ring, orders, gate, self.tokens, journal, guard, sends_to, reports,
                                            status, counters, LatencyRecorder(ctx.counters.allocate), stocks,
                                            cfg.firm.encode("ascii"), cfg.in_flight_timeout_ms * 1_000_000)
         self.controls = Controls(events_ring, orders, gate, guard, sender, self.control, stocks, counters,
@@ -178,6 +191,9 @@ class OmsAgent(Agent):
         now_mono, now_ns = time.monotonic_ns(), time.time_ns()
         try:
             session = getattr(self, "session", None)
+            if getattr(self, "sync_sends", None) is not None and self.sync_sends.held:
+                self.sync_sends.give_back()             # held for the standby, never sent: NOT_SENT
+                self.sender.take_unsent()
             if session is not None:
                 if session.logged_in:
                     self.guard.record(RecordType.SESSION, jr.SESSION.pack(
@@ -192,6 +208,9 @@ class OmsAgent(Agent):
             elif getattr(self, "control", None) is not None:
                 self.control.set("oms_ready", 0)
                 self.control.set("oms_session_up", 0)
+            if getattr(self, "replication", None) is not None:
+                self.replication.pump(now_mono, read=False)      # the last records (the logout) on their way
+                self.replication.close()
             if getattr(self, "journal", None) is not None:
                 self.journal.close()
             if getattr(self, "gate", None) is not None:
@@ -202,15 +221,18 @@ class OmsAgent(Agent):
     def wait_fds(self) -> tuple:
         """The venue socket once connected: a parked OMS sleeps in poll() on it and its doorbell."""
         session = self.session
-        if session.state == "connected" and session.sock is not None:
-            return (session.sock.fileno(),)
-        return ()
+        fds = (session.sock.fileno(),) if session.state == "connected" and session.sock is not None else ()
+        if self.replication is not None and self.replication.sock is not None:
+            fds += (self.replication.sock.fileno(),)      # the standby's acknowledgements wake it too
+        return fds
 
     def next_deadline_ns(self) -> int | None:
         """The slow path's next run while it has something to drive (connecting, unflushed bytes,
         recovery, owed cancels, a snapshot); None when the session is up and quiet: heartbeats, the
         gate and the timeout scan then run at the layout's park timeout."""
         session = self.session
+        if self.sync_sends is not None and self.sync_sends.held:
+            return time.monotonic_ns()               # orders wait for the standby's acknowledgement: keep polling
         if (session.logged_in and not session.write_pending and self.recovery.ready
                 and not self.orders.cancel_owed and not self.controls.snapshot_pending
                 and not self.sender.snapshot_requests):
@@ -233,6 +255,12 @@ class OmsAgent(Agent):
             work += self._process_orders(now)
         if self._events_waiting() >= 0:
             work += self._process_control_events()
+        if self.replication is not None:
+            sync = self.sync_sends
+            if sync is not None and sync.held:
+                work += sync.release(now)
+            else:
+                self.replication.pump(now, read=False)    # new records out; acknowledgements read in the slow path
         if now >= self._next_slow_ns:
             self._next_slow_ns = now + SLOW_PATH_NS
             work += self._slow_path(now)
@@ -257,6 +285,11 @@ class OmsAgent(Agent):
             work += controls.discharge(now_mono)
         if not recovery.ready:
             work += recovery.progress(now_mono, ready)
+        if self.replication is not None:
+            work += self.replication.maintain(now_mono)
+            if self.sync_sends is not None:
+                work += self.sync_sends.watch(now_mono)
+                self.sync_sends.publish()
         work += controls.watch_gate(now_mono)
         work += controls.record_clock(now_mono)
         if now_mono >= self._next_timeout_scan_ns:

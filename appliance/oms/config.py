@@ -23,6 +23,16 @@ in the layout is refused with a message saying so.
     peer_timeout_ms: 15000     # the venue is dead after this long of its silence
     replay_margin_ms: 1        # after login: a venue message stamped this long after the LoginAccepted arrived
                                # proves the replay drained (covers the venue's and our clock error)
+    replication:               # journal replication to a hot standby (replication.py, standby.py)
+      mode: off                # off | sync (new orders leave only after the standby acknowledged
+                               # their record) | async (never waits)
+      primary: {host: 127.0.0.1, port: 15010}   # the primary OMS listens here; the standby connects
+      standby_journal: run/oms-standby-journal.bin   # the standby's copy (relative to the layout)
+      ack_limit_ms: 50         # sync: a new order waits this long for the standby's acknowledgement
+      without_standby: close_gate   # sync, no acknowledgement within ack_limit_ms: close_gate (held
+                               # orders are not sent, new ones refused NO_STANDBY, cancels leave) | trade
+      heartbeat_ms: 100        # either side sends a heartbeat after this long of its silence
+      peer_timeout_ms: 1000    # the other side is gone after this long of its silence
 """
 from __future__ import annotations
 
@@ -60,6 +70,29 @@ class OmsConfig:
     heartbeat_ms: int = 1000
     peer_timeout_ms: int = 15000
     replay_margin_ms: int = 1
+    replication: "ReplicationConfig" = None       # ReplicationConfig() when not given
+
+
+REPLICATION_MODES = ("off", "sync", "async")
+WITHOUT_STANDBY = ("close_gate", "trade")
+
+
+@dataclass(frozen=True)
+class ReplicationConfig:
+    """``params.replication``: who streams the journal where, and what sync mode does without a standby."""
+    mode: str = "off"
+    primary_host: str = "127.0.0.1"
+    primary_port: int = 15010
+    standby_journal: str = "run/oms-standby-journal.bin"    # as given; ``standby_journal_path`` is resolved
+    standby_journal_path: str = ""
+    ack_limit_ms: int = 50
+    without_standby: str = "close_gate"
+    heartbeat_ms: int = 100
+    peer_timeout_ms: int = 1000
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
 
 
 _RANGES = {
@@ -69,12 +102,15 @@ _RANGES = {
     "peer_timeout_ms": (100, 3_600_000), "replay_margin_ms": (0, 60_000),
 }
 _STRINGS = ("firm", "journal", "durability", "credentials")
-_KNOWN = set(_RANGES) | set(_STRINGS) | {"venue"}
+_KNOWN = set(_RANGES) | set(_STRINGS) | {"venue", "replication"}
 _MOVED = ("username", "password")        # the login lives in the credentials file now
 _FIRM = re.compile(r"[A-Z0-9]{4}")
 
 
-_KEYS = {**dict.fromkeys(_RANGES, int), **dict.fromkeys(_STRINGS, str), "venue": dict}
+_KEYS = {**dict.fromkeys(_RANGES, int), **dict.fromkeys(_STRINGS, str), "venue": dict, "replication": dict}
+_REPLICATION_RANGES = {"ack_limit_ms": (1, 60_000), "heartbeat_ms": (1, 60_000), "peer_timeout_ms": (10, 3_600_000)}
+_REPLICATION_KEYS = {**dict.fromkeys(_REPLICATION_RANGES, int), "mode": (str, bool), "primary": dict, "standby_journal": str,
+                     "without_standby": str}
 
 
 def parse_oms_params(params: dict | None, layout_path: str = "", path: str = "processes.oms.params") -> OmsConfig:
@@ -98,6 +134,7 @@ def parse_oms_params(params: dict | None, layout_path: str = "", path: str = "pr
                 venue.fail("host", f"{values['venue_host']!r} is not an IPv4 address")
         if "port" in venue:
             values["venue_port"] = venue.integer("port", 1, 65535)
+    replication = _replication(top) if "replication" in top else ReplicationConfig()
     if "firm" in values and not _FIRM.fullmatch(values["firm"]):
         top.fail("firm", "must be 4 capital letters or digits (the OUCH firm field)")
     if "durability" in values:
@@ -115,5 +152,39 @@ def parse_oms_params(params: dict | None, layout_path: str = "", path: str = "pr
 
     def resolved(name: str) -> str:
         return os.path.normpath(name if os.path.isabs(name) else os.path.join(base, name))
+    replication = ReplicationConfig(**{**replication.__dict__,
+                                       "standby_journal_path": resolved(replication.standby_journal)})
+    if replication.enabled and replication.standby_journal_path == resolved(config.journal):
+        top.fail("replication.standby_journal", "must not be the primary's journal file")
     return OmsConfig(**{**config.__dict__, "journal_path": resolved(config.journal),
-                        "credentials_path": resolved(config.credentials)})
+                        "credentials_path": resolved(config.credentials), "replication": replication})
+
+
+def _replication(top) -> ReplicationConfig:
+    """``params.replication``, checked like the rest (key path and reason)."""
+    section = top.section("replication", _REPLICATION_KEYS)
+    values: dict = {key: section.integer(key, *_REPLICATION_RANGES[key]) for key in _REPLICATION_RANGES
+                    if key in section}
+    if "mode" in section:
+        # YAML 1.1 reads an unquoted ``off`` as false: that is the mode off
+        values["mode"] = "off" if section.get("mode") is False else section.choice("mode", REPLICATION_MODES)
+    if "without_standby" in section:
+        values["without_standby"] = section.choice("without_standby", WITHOUT_STANDBY)
+    if "standby_journal" in section:
+        values["standby_journal"] = section.string("standby_journal")
+        if not values["standby_journal"].strip():
+            section.fail("standby_journal", "must be a file path")
+    if "primary" in section:
+        primary = section.section("primary", ("host", "port"))
+        if "host" in primary:
+            values["primary_host"] = primary.string("host")
+            try:
+                ipaddress.IPv4Address(values["primary_host"])
+            except ValueError:
+                primary.fail("host", f"{values['primary_host']!r} is not an IPv4 address")
+        if "port" in primary:
+            values["primary_port"] = primary.integer("port", 1, 65535)
+    config = ReplicationConfig(**values)
+    if config.peer_timeout_ms <= config.heartbeat_ms:
+        section.fail("peer_timeout_ms", f"must be more than heartbeat_ms ({config.heartbeat_ms})")
+    return config

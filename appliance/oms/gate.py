@@ -6,7 +6,8 @@ failure is the reason given back to the strategy and counted as ``oms.rejects.<R
 1. the journal is healthy (``JOURNAL_FAILED``), and the venue's login did not skip messages the
    OMS never saw (``SEQUENCE_GAP``, latched until a restart);
 2. the OMS has recovered: journal replayed, the venue's replay applied, unacknowledged orders
-   resolved (``NOT_RECOVERED``);
+   resolved (``NOT_RECOVERED``); in sync replication, a standby acknowledges the journal in time
+   (``NO_STANDBY``, ``replication.SyncSends``);
 3. the supervisor's gate word says open (``GATE_CLOSED``);
 4. risk's heartbeat in the process table is younger than ``risk_heartbeat_limit_ms``
    (``RISK_STALE``; a risk that never beat is stale);
@@ -48,6 +49,7 @@ class Gate:
         self._recovered = False
         self._session_ready = False
         self._sequence_gap = False
+        self._standby_ok = True
         self._local_reason = OmsReason.NOT_RECOVERED    # the first failing local condition, 0 when none
 
     # The OMS's own conditions change rarely (from the slow path); folding them into one word keeps
@@ -56,6 +58,7 @@ class Gate:
         self._local_reason = (OmsReason.JOURNAL_FAILED if not self._journal_ok else
                               OmsReason.SEQUENCE_GAP if self._sequence_gap else
                               OmsReason.NOT_RECOVERED if not self._recovered else
+                              OmsReason.NO_STANDBY if not self._standby_ok else
                               OmsReason.SESSION_DOWN if not self._session_ready else 0)
 
     @property
@@ -88,6 +91,15 @@ class Gate:
     @recovered.setter
     def recovered(self, value: bool) -> None:
         self._recovered = value
+        self._update()
+
+    @property
+    def standby_ok(self) -> bool:
+        return self._standby_ok
+
+    @standby_ok.setter
+    def standby_ok(self, value: bool) -> None:
+        self._standby_ok = value
         self._update()
 
     @property

@@ -198,6 +198,11 @@ class Journal:
         return self._tail
 
     @property
+    def mapping(self) -> mmap.mmap:
+        """The mapped file, read by this process only (replication streams records from it); never written through."""
+        return self._mm
+
+    @property
     def healthy(self) -> bool:
         return not self.failed
 

@@ -1,7 +1,8 @@
 """Rebuild the OMS's state from its journal: orders, positions, the token counter, the session.
 
 ``rebuild(records, symbols)`` replays every record in journal order into a fresh ``OrderRegistry``
-with no execution reports (strategy and risk saw them the first time):
+with no execution reports (strategy and risk saw them the first time); ``Replay`` does the same a
+batch at a time (the hot standby applies each record the primary streams to it, ``standby.py``):
 
 - ORDER_SENT rebuilds the order (new, replacement, or a cancel request on an existing order)
   and moves the token counter past its token;
@@ -90,63 +91,82 @@ class RecoveredState:
 
 
 def rebuild(records: Iterable[JournalRecord], symbols: list[str], orders: OrderRegistry | None = None) -> RecoveredState:
-    orders = OrderRegistry(symbols) if orders is None else orders
-    saved_report, saved_changed = orders.report, orders.changed
-    orders.report = None
-    orders.changed = None
-    state = RecoveredState(orders)
-    by_token = orders.by_token
-    last_token = None              # of the last order made: tokens only grow, so it holds the highest counter
-    max_sequence = 0
-    order_sent_type, exchange_type = RecordType.ORDER_SENT, RecordType.EXCHANGE_MESSAGE
-    try:
-        for record in records:
-            state.records += 1
-            state.last_timestamp_ns = record.timestamp_ns
-            rtype = record.type
-            try:
-                if rtype == exchange_type:
-                    sequence, message = jr.EXCHANGE_MESSAGE.parse(record.payload)
-                    if sequence > max_sequence:
-                        max_sequence = sequence
-                    orders.apply_ouch(message, record.timestamp_ns)
-                    state.exchange_messages += 1
-                elif rtype == order_sent_type:
-                    token = _apply_order_sent(state, orders, by_token, record)
-                    if token is not None:
-                        last_token = token
-                elif rtype == RecordType.SESSION:
-                    session = jr.SESSION.parse(record.payload)
-                    _apply_session(state, session)
-                    if session.event == SessionEvent.NEW_SESSION:
-                        orders.venue_session_lost()
-                        max_sequence = session.sequence - 1
-                        state.new_sessions += 1
-                elif rtype == RecordType.CONTROL:
-                    control = jr.CONTROL.parse(record.payload)
-                    if control.kind == ControlKind.GATE_CHANGED:
-                        state.last_gate_epoch = control.value2
-                    elif control.kind == ControlKind.CANCEL_ALL:
-                        state.cancel_alls += 1
-                    apply_control(orders, control)
-                elif rtype == RecordType.NOT_SENT:
-                    record_ = jr.NOT_SENT.parse(record.payload)
-                    orders.not_sent(record_.action, record_.token, record_.target)
-                    state.not_sent += 1
-                elif rtype != RecordType.REJECTED_LOCALLY:
-                    raise ValueError("a record type this version does not know")
-            except Exception as exc:           # a record this version cannot read: count it, log it, go on
-                state.bad_records += 1
-                if state.bad_records <= 10:
-                    log.error("journal record %d (type %d) unreadable: %s", record.sequence, rtype, exc)
-    finally:
-        orders.report, orders.changed = saved_report, saved_changed
-    parsed = parse_token(last_token) if last_token is not None else None
-    if parsed is not None:
-        state.next_counter = max(state.next_counter, parsed[1] + 1)
-    if max_sequence:
-        state.next_sequence_number = max_sequence + 1
-    return state
+    """Every record of a journal replayed into a fresh registry (or ``orders``): the state at its end."""
+    replay = Replay(symbols, orders)
+    replay.apply(records)
+    return replay.state
+
+
+class Replay:
+    """Journal records applied in order to one registry: recovery at start (all at once) and the hot
+    standby (record by record, as the primary streams them) share this one code path.
+    ``state.next_counter`` and ``state.next_sequence_number`` hold after every ``apply``."""
+
+    def __init__(self, symbols: list[str], orders: OrderRegistry | None = None):
+        orders = OrderRegistry(symbols) if orders is None else orders
+        self.state = RecoveredState(orders)
+        self._last_token = None        # of the last order made: tokens only grow, so it holds the highest counter
+        self._max_sequence = 0
+
+    def apply(self, records: Iterable[JournalRecord]) -> RecoveredState:
+        state = self.state
+        orders = state.orders
+        saved_report, saved_changed = orders.report, orders.changed
+        orders.report = None
+        orders.changed = None
+        by_token = orders.by_token
+        last_token = self._last_token
+        max_sequence = self._max_sequence
+        order_sent_type, exchange_type = RecordType.ORDER_SENT, RecordType.EXCHANGE_MESSAGE
+        try:
+            for record in records:
+                state.records += 1
+                state.last_timestamp_ns = record.timestamp_ns
+                rtype = record.type
+                try:
+                    if rtype == exchange_type:
+                        sequence, message = jr.EXCHANGE_MESSAGE.parse(record.payload)
+                        if sequence > max_sequence:
+                            max_sequence = sequence
+                        orders.apply_ouch(message, record.timestamp_ns)
+                        state.exchange_messages += 1
+                    elif rtype == order_sent_type:
+                        token = _apply_order_sent(state, orders, by_token, record)
+                        if token is not None:
+                            last_token = token
+                    elif rtype == RecordType.SESSION:
+                        session = jr.SESSION.parse(record.payload)
+                        _apply_session(state, session)
+                        if session.event == SessionEvent.NEW_SESSION:
+                            orders.venue_session_lost()
+                            max_sequence = session.sequence - 1
+                            state.new_sessions += 1
+                    elif rtype == RecordType.CONTROL:
+                        control = jr.CONTROL.parse(record.payload)
+                        if control.kind == ControlKind.GATE_CHANGED:
+                            state.last_gate_epoch = control.value2
+                        elif control.kind == ControlKind.CANCEL_ALL:
+                            state.cancel_alls += 1
+                        apply_control(orders, control)
+                    elif rtype == RecordType.NOT_SENT:
+                        record_ = jr.NOT_SENT.parse(record.payload)
+                        orders.not_sent(record_.action, record_.token, record_.target)
+                        state.not_sent += 1
+                    elif rtype != RecordType.REJECTED_LOCALLY:
+                        raise ValueError("a record type this version does not know")
+                except Exception as exc:           # a record this version cannot read: count it, log it, go on
+                    state.bad_records += 1
+                    if state.bad_records <= 10:
+                        log.error("journal record %d (type %d) unreadable: %s", record.sequence, rtype, exc)
+        finally:
+            orders.report, orders.changed = saved_report, saved_changed
+            self._last_token, self._max_sequence = last_token, max_sequence
+        parsed = parse_token(last_token) if last_token is not None else None
+        if parsed is not None:
+            state.next_counter = max(state.next_counter, parsed[1] + 1)
+        if max_sequence:
+            state.next_sequence_number = max_sequence + 1
+        return state
 
 
 def _apply_order_sent(state: RecoveredState, orders: OrderRegistry, by_token: dict, record: JournalRecord) -> bytes | None:

@@ -85,6 +85,10 @@ def build_status(layout, memory) -> dict:
     dropcopy = {label[len("dropcopy."):]: value for label, value in counters.items() if label.startswith("dropcopy.")}
     if dropcopy:                            # the drop copy runs (its counters are allocated when it starts)
         status["dropcopy"] = dropcopy
+    prefix = "oms.replication."
+    replication = {label[len(prefix):]: value for label, value in counters.items() if label.startswith(prefix)}
+    if replication:                         # the OMS replicates its journal (issue 18): its standby, its lag
+        status["oms"]["replication"] = replication
     return status
 
 
@@ -111,6 +115,10 @@ def one_line(status: dict) -> str:
     t2t = status.get("tick_to_trade", {}).get("tick_to_trade")
     if t2t and t2t.get("count"):
         line += f" | t2t p50 {t2t['p50_ns'] / 1000:.0f}us p99 {t2t['p99_ns'] / 1000:.0f}us"
+    replication = status.get("oms", {}).get("replication")
+    if replication:
+        line += (f" | standby {'up' if replication.get('connected') else 'DOWN'} lag "
+                 f"{replication.get('lag_records', 0)} rec {replication.get('lag_ns', 0) / 1e6:.1f} ms")
     dropcopy = status.get("dropcopy")
     if dropcopy:
         line += (f" | drop copy {'up' if dropcopy.get('connected') else 'NATS DOWN'} lag "

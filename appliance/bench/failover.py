@@ -1,0 +1,250 @@
+"""``appliance bench failover``: what journal replication to a hot standby costs the order path.
+
+Today it measures one part of issue 18's benchmark, the cost of ``sync`` replication on the OMS's
+ring-to-wire time, against no replication and ``async``, in the same run. Takeover time is not
+measured: takeover is not built yet (its keys are in the JSON as null, ``built: false``).
+
+For each mode the real ``OmsAgent`` runs in this process, pinned to one CPU, on a private layout,
+logged in to the simulated exchange as a child process (as ``bench oms`` does, whose layout it
+reuses); with replication on, ``appliance oms-standby`` runs as a child process on the other CPU
+and follows over loopback TCP. The bench plays risk: one immediate-or-cancel ApprovedOrder at a
+time, far from the market. Measured per order (``time.perf_counter_ns``): from the start of the
+duty cycle that reads it to just before the ``send`` system call that carries its Enter Order (the
+compiled order step's clock when the step sent it, the session's otherwise), the same for every
+mode. In sync mode that span includes the record's way to the standby and its acknowledgement
+back (the order's bytes wait for it), so it is the price of sync.
+Rounds alternate the modes (none, sync, async, none, ...) so that a noisy moment is shared.
+
+``--json`` prints ``{"results": {"takeover": null, "restart_recover": null, "sync_cost":
+{"same_box_p50_ns": null, "tcp_p50_ns": ..., "none_p50_ns": ..., "async_p50_ns": ...}}}`` plus the
+details of each mode. Target (issue 18): sync at most +15 us p50 over none.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+
+from appliance.command_io.arguments import bounded, positive_int
+
+TARGET_EXTRA_P50_NS = 15_000
+MODES = ("off", "sync", "async")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--orders", type=positive_int, default=2_000, help="measured orders per mode and round "
+                        "(default 2000)")
+    parser.add_argument("--warmup", type=bounded(int, 0, 100_000), default=200,
+                        help="orders sent before measuring, per mode and round (default 200)")
+    parser.add_argument("--rounds", type=bounded(int, 1, 20), default=2, help="rounds over the modes (default 2)")
+    parser.add_argument("--timeout", type=bounded(float, 1, 600, " s"), default=30.0,
+                        help="seconds allowed for the exchange and the standby to start and the OMS to be ready")
+
+
+def _layout(directory: str, mode: str, venue_port: int, replication_port: int) -> str:
+    import yaml
+
+    from appliance.bench.oms import _layout_document
+    doc = _layout_document(f"bfo-{os.getpid()}-{mode}", "journal.bin", venue_port, "group")
+    doc["processes"][-1]["params"]["replication"] = {
+        "mode": mode, "primary": {"host": "127.0.0.1", "port": replication_port},
+        "standby_journal": "standby-journal.bin", "ack_limit_ms": 5_000, "heartbeat_ms": 100,
+        "peer_timeout_ms": 60_000}
+    path = os.path.join(directory, "layout.yaml")
+    with open(path, "w") as fh:
+        yaml.safe_dump(doc, fh, sort_keys=False)
+    return path
+
+
+def measure(mode: str, orders: int, warmup: int, timeout: float) -> dict:
+    """One OMS (and its standby unless ``mode`` is off) against its own exchange: ``orders`` timed."""
+    from appliance.bench.exchange_load import exchange_args
+    from appliance.exchange.config import default_config
+    from appliance.messages.catalog import APPROVED_ORDER
+    from appliance.messages.codes import TIF_IOC, Action, Side
+    from appliance.oms import order_step
+    from appliance.oms.agent import OmsAgent
+    from appliance.oms.config import OmsConfig
+    from appliance.runtime.agent import AgentContext
+    from appliance.runtime.layout import load_layout
+    from appliance.runtime.memory import SharedMemory
+    from appliance.sim.credentials import write_sim_login
+    from appliance.sim.exchange_process import ExchangeProcess
+    from appliance.sim.ports import free_port
+
+    directory = tempfile.mkdtemp(prefix="bench-failover-", dir="/tmp")
+    feed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    feed.bind(("127.0.0.1", 0))
+    exchange = ExchangeProcess(exchange_args(feed.getsockname()[1], os.path.join(directory, "ctl.sock"), 0))
+    memory = agent = standby = standby_log = None
+    allowed = os.sched_getaffinity(0)
+    cpu = max(allowed)
+    others = allowed - {cpu} or allowed
+    try:
+        ports = exchange.wait_ready(timeout)
+        os.sched_setaffinity(0, {cpu})
+        try:
+            os.sched_setaffinity(exchange.proc.pid, others)
+        except OSError:
+            pass
+        write_sim_login(os.path.join(directory, "venue.credentials"), default_config(), OmsConfig().firm)
+        layout_path = _layout(directory, mode, ports["order_entry"][1], free_port(socket.SOCK_STREAM))
+        layout = load_layout(layout_path)
+        memory = SharedMemory.create(layout)
+        control = memory.control("*")
+        control.write_gate(0)
+        heartbeat = memory.heartbeat("risk")
+        heartbeat.begin()
+        heartbeat.end(0)
+        agent = OmsAgent(AgentContext(layout, layout.processes["oms"], memory, memory.counters_writer("oms")))
+        agent.on_start()
+        if mode != "off":
+            standby_log = open(os.path.join(directory, "standby.log"), "wb")
+            standby = subprocess.Popen([sys.executable, "-m", "appliance", "oms-standby", "--layout", layout_path,
+                                        "--status-every", "3600"], stdout=subprocess.DEVNULL, stderr=standby_log)
+            try:
+                os.sched_setaffinity(standby.pid, others)
+            except OSError:
+                pass
+        buffer = memory.ring_buffer("approved_orders")
+        approved = memory.ring("approved_orders", "producer")
+        drains = [memory.ring("exec_to_strategy", "consumer"), memory.ring("exec_to_risk", "consumer")]
+        deadline = time.monotonic() + timeout
+        while control.get("oms_ready") != 1 or (agent.replication is not None and not agent.replication.caught_up):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the OMS ({mode}) was not ready (login, standby caught up) in time")
+            if agent.do_work() == 0:
+                time.sleep(0.0005)
+            heartbeat.begin()
+            heartbeat.end(0)
+        session = agent.session
+        session.stamp_sends = True
+        step_handed = order_step.handed_ns if order_step.AVAILABLE else None
+        samples = array("q")
+        pack = APPROVED_ORDER.pack_into
+        do_work = agent.do_work
+        clock = time.perf_counter_ns
+        total = warmup + orders
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(total):
+                heartbeat.begin()
+                heartbeat.end(0)
+                offset = approved.claim()
+                now = time.time_ns()
+                pack(buffer, offset, i + 1, 0, 1, 0, Action.NEW, Side.BUY, 0, 0, 100, 1_000_000, TIF_IOC, 0, 0, 0, 0,
+                     now - 30_000, now - 20_000, now - 10_000, now)
+                approved.commit()
+                sent_before = session.bytes_sent
+                started = clock()
+                while session.bytes_sent == sent_before:
+                    do_work()
+                    if clock() - started > 5_000_000_000:
+                        raise RuntimeError(f"order {i + 1} ({mode}) did not leave within 5 s")
+                if i >= warmup:             # the compiled order step's clock, or the session's (held bytes, Python path)
+                    step = step_handed() if step_handed is not None else 0
+                    samples.append((step if step > started else session.t_handed_ns) - started)
+                for _ in range(3):          # the venue's answers (and the standby's acks), outside the span
+                    do_work()
+                for ring in drains:
+                    while ring.peek() >= 0:
+                        ring.release()
+        finally:
+            gc.enable()
+        counters = memory.counters_reader().by_label()
+        return {"samples": samples, "rejects": sum(v for k, v in counters.items() if k.startswith("oms.rejects.")),
+                "orders_sent": counters.get("oms.orders_sent", 0),
+                "acked": counters.get("oms.replication.acked_sequence", 0)}
+    finally:
+        os.sched_setaffinity(0, allowed)
+        if agent is not None:
+            try:
+                agent.on_close()
+            except Exception:        # noqa: BLE001 - clean up the rest regardless
+                pass
+        if standby is not None:
+            standby.send_signal(signal.SIGTERM)
+            try:
+                standby.wait(10)
+            except subprocess.TimeoutExpired:
+                standby.kill()
+                standby.wait(10)
+        if standby_log is not None:
+            standby_log.close()
+        if memory is not None:
+            memory.remove()
+        exchange.terminate()
+        exchange.close()
+        feed.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def summarise(samples) -> dict:
+    from appliance.bench.timing import percentile
+    ordered = sorted(samples)
+    return {"orders": len(ordered), "p50_ns": percentile(ordered, 0.50), "p90_ns": percentile(ordered, 0.90),
+            "p99_ns": percentile(ordered, 0.99), "max_ns": int(ordered[-1])}
+
+
+def run(args: argparse.Namespace) -> int:
+    from appliance.bench.timing import publish
+    errors: dict[str, str] = {}
+    collected: dict[str, array] = {mode: array("q") for mode in MODES}
+    details: dict[str, dict] = {mode: {"rejects": 0, "orders_sent": 0} for mode in MODES}
+    for _round in range(args.rounds):
+        for mode in MODES:
+            if mode in errors:
+                continue
+            try:
+                result = measure(mode, args.orders, args.warmup, args.timeout)
+            except Exception as exc:            # noqa: BLE001 - reported, exit status 1
+                errors[mode] = f"{type(exc).__name__}: {exc}"
+                continue
+            collected[mode].extend(result["samples"])
+            details[mode]["rejects"] += result["rejects"]
+            details[mode]["orders_sent"] += result["orders_sent"]
+    modes = {mode: {**summarise(collected[mode]), **details[mode]} for mode in MODES if collected[mode]}
+    results: dict = {"takeover": None, "restart_recover": None, "built": {"takeover": False, "same_box_ring": False}}
+    if "off" in modes and "sync" in modes:
+        results["sync_cost"] = {"same_box_p50_ns": None, "tcp_p50_ns": modes["sync"]["p50_ns"],
+                                "none_p50_ns": modes["off"]["p50_ns"],
+                                "async_p50_ns": modes.get("async", {}).get("p50_ns"),
+                                "extra_p50_ns": modes["sync"]["p50_ns"] - modes["off"]["p50_ns"],
+                                "target_extra_p50_ns": TARGET_EXTRA_P50_NS,
+                                "meets_target": modes["sync"]["p50_ns"] - modes["off"]["p50_ns"] <= TARGET_EXTRA_P50_NS}
+    results["modes"] = modes
+    results["rounds"] = args.rounds
+    return publish("failover", results, errors, getattr(args, "json", False), _print_table)
+
+
+def _print_table(report: dict) -> None:
+    results = report["results"]
+    modes = results.get("modes", {})
+    print(f"OMS ring read -> bytes handed to the socket, by replication mode ({results.get('rounds')} rounds, "
+          f"the modes alternating); Python {report['machine']['python']}")
+    header = f"{'mode':<8} {'orders':>7} {'p50 ns':>9} {'p90 ns':>9} {'p99 ns':>10} {'max ns':>11} {'vs none p50':>12}"
+    print(header)
+    print("-" * len(header))
+    base = modes.get("off", {}).get("p50_ns")
+    for mode in MODES:
+        m = modes.get(mode)
+        if m is None:
+            print(f"{mode:<8} FAILED: {report['errors'].get(mode)}")
+            continue
+        ratio = f"{m['p50_ns'] / base:.2f}x" if base else "-"
+        print(f"{mode:<8} {m['orders']:>7,} {m['p50_ns']:>9,} {m['p90_ns']:>9,} {m['p99_ns']:>10,} {m['max_ns']:>11,} "
+              f"{ratio:>12}")
+    cost = results.get("sync_cost")
+    if cost:
+        print(f"sync over loopback TCP costs {cost['extra_p50_ns']:+,} ns p50 (target at most "
+              f"+{TARGET_EXTRA_P50_NS:,}: {'met' if cost['meets_target'] else 'NOT met'}); same-box ring transport "
+              "and takeover: not built")

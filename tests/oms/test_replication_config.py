@@ -1,0 +1,50 @@
+"""The OMS's replication params (``processes.oms.params.replication``): defaults, every key checked."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from appliance.config.yaml_lines import parse_yaml
+from appliance.oms.config import OmsConfigError, parse_oms_params
+
+
+def test_replication_is_off_by_default_and_the_standby_journal_is_relative_to_the_layout(tmp_path):
+    config = parse_oms_params(None, str(tmp_path / "shm_layout.yaml")).replication
+    assert config.mode == "off" and not config.enabled
+    assert (config.primary_host, config.primary_port, config.without_standby) == ("127.0.0.1", 15010, "close_gate")
+    assert config.standby_journal_path == os.path.join(str(tmp_path), "run", "oms-standby-journal.bin")
+
+
+def test_every_replication_key_is_accepted_and_an_unquoted_off_is_the_mode_off():
+    params = parse_yaml("replication: {mode: sync, primary: {host: 10.0.0.2, port: 9100}, standby_journal: s.bin,\n"
+                        "  ack_limit_ms: 20, without_standby: trade, heartbeat_ms: 50, peer_timeout_ms: 500}\n",
+                        ValueError)
+    config = parse_oms_params(params, "/tmp/layout.yaml").replication
+    assert (config.mode, config.primary_host, config.primary_port, config.ack_limit_ms, config.without_standby,
+            config.heartbeat_ms, config.peer_timeout_ms) == ("sync", "10.0.0.2", 9100, 20, "trade", 50, 500)
+    assert config.standby_journal_path == "/tmp/s.bin"
+    off = parse_oms_params(parse_yaml("replication: {mode: off}\n", ValueError), "/tmp/l.yaml").replication
+    assert off.mode == "off"
+
+
+P = "processes.oms.params.replication"
+
+
+@pytest.mark.parametrize("replication,key,reason", [
+    ({"mode": "semi"}, f"{P}.mode", "must be one of off, sync, async"),
+    ({"mode": True}, f"{P}.mode", "must be one of"),
+    ({"bogus": 1}, f"{P}.bogus", "unknown key"),
+    ({"primary": {"host": "standby.local"}}, f"{P}.primary.host", "not an IPv4 address"),
+    ({"primary": {"port": 0}}, f"{P}.primary.port", "must be 1..65535"),
+    ({"ack_limit_ms": 0}, f"{P}.ack_limit_ms", "must be 1..60000"),
+    ({"without_standby": "hope"}, f"{P}.without_standby", "must be one of close_gate, trade"),
+    ({"heartbeat_ms": 100, "peer_timeout_ms": 100}, f"{P}.peer_timeout_ms", "more than"),
+    ({"standby_journal": " "}, f"{P}.standby_journal", "must be a file path"),
+    ({"mode": "sync", "standby_journal": "run/oms-journal.bin"}, f"{P}.standby_journal", "must not be the primary's"),
+    ("sync", P, "expected a mapping"),
+])
+def test_bad_replication_params_name_the_key_and_the_reason(replication, key, reason):
+    with pytest.raises(OmsConfigError) as raised:
+        parse_oms_params({"replication": replication}, "/tmp/layout.yaml")
+    assert raised.value.key_path == key and reason in raised.value.reason
