@@ -167,6 +167,7 @@ class FeedAgent(Agent):
             send_request=self.rerequest.send, max_buffered_packets=cfg.max_buffered_packets,
             request_timeout_ns=cfg.rerequest_timeout_ms * 1_000_000, max_retries=cfg.rerequest_retries,
             silence_ns=cfg.stale_after_ms * 1_000_000, skip_history=cfg.snapshot is not None)
+        self._accept_in_order = self._fast.bind_sequencer(self.sequencer) if self._fast is not None else None
         snap = cfg.snapshot
         self.snapshots = SnapshotClient(snap.host, snap.port, timeout_ns=snap.timeout_ms * 1_000_000) \
             if snap is not None else None
@@ -225,12 +226,17 @@ class FeedAgent(Agent):
         work = 0
         receiver = self.receiver
         receive = receiver.receive
+        accept_in_order = self._accept_in_order
         for _ in range(self._max_packets):
             n = receive()
             if n < 0:
                 break
-            self._on_packet(receiver.buffer, n, receiver.rx_ns, True)
             work += 1
+            # The next expected packet, no gap open, books live and no rebuild keeping packets: sequenced,
+            # applied and published in one C call (fast.py bind_sequencer); anything else, or -1, the Python path.
+            if accept_in_order is None or self._kept is not None or self._feed_stale or \
+                    accept_in_order(receiver.buffer, n, receiver.rx_ns, True) < 0:
+                self._on_packet(receiver.buffer, n, receiver.rx_ns, True)
         channel = self.rerequest
         for _ in range(self._max_packets):
             n = channel.receive()
