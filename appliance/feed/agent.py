@@ -1,10 +1,12 @@
 """The feed handler agent: UDP packet -> MoldUDP64 sequencing -> ITCH books -> ring and market state.
 
-One duty cycle: read up to ``max_packets_per_cycle`` packets from the feed socket and from the
-re-request channel; hand each to the sequencer; apply in-order packets (and whatever buffered
-packets they release) to the books; after each packet, publish one BookUpdate for each subscribed
-book whose top levels, trading state or last trade it changed (``outputs.py``: coalesced per
-packet, a trade print never coalesced away). Then the slow checks: re-request
+One duty cycle: read up to ``max_packets_per_cycle`` packets from the feed socket, and from the
+re-request channel while a gap is open (else once per slow tick: it only carries answers); hand
+each to the sequencer; apply in-order packets (and whatever buffered packets they release) to the
+books; after each packet, publish one BookUpdate for each subscribed book whose top levels, trading
+state or last trade it changed (``outputs.py``: coalesced per packet, a trade print never coalesced
+away). With the compiled books, a live packet that is the next expected one takes all of that in
+one C call (``fast.py`` ``bind_sequencer``). Then the slow checks (every millisecond): re-request
 timeouts, staleness, and the shared-memory counters every ``counters_interval_ms``.
 
 A book is stale (flag in every update and in the market-state table; ``feed_ready`` 0 while
@@ -237,17 +239,27 @@ class FeedAgent(Agent):
             if accept_in_order is None or self._kept is not None or self._feed_stale or \
                     accept_in_order(receiver.buffer, n, receiver.rx_ns, True) < 0:
                 self._on_packet(receiver.buffer, n, receiver.rx_ns, True)
+        now = time.monotonic_ns()
+        slow = now >= self._next_slow_ns
+        # The re-request socket only carries answers to our requests: read it every cycle while a gap is open
+        # (a request outstanding), else once per slow tick (late or repeated answers, foreign datagrams), so an
+        # idle cycle costs one empty receive, not two.
+        if slow or self.sequencer.gap_open:
+            work += self._receive_rerequests()
+        if slow:
+            self._next_slow_ns = now + 1_000_000
+            work += self._slow_checks(now)
+        return work
+
+    def _receive_rerequests(self) -> int:
         channel = self.rerequest
+        work = 0
         for _ in range(self._max_packets):
             n = channel.receive()
             if n < 0:
                 break
             self._on_packet(channel.buffer, n, channel.rx_ns, False)
             work += 1
-        now = time.monotonic_ns()
-        if now >= self._next_slow_ns:
-            self._next_slow_ns = now + 1_000_000
-            work += self._slow_checks(now)
         return work
 
     def _on_packet(self, buffer, nbytes: int, rx_ns: int, live: bool) -> None:
