@@ -303,9 +303,20 @@ typedef struct {
     uint64_t published, dropped, messages, alloc_failures;
     uint8_t system_event;
     PyObject *seq;                  /* bind_sequencer: the MoldSequencer whose in-order accept runs here (NULL: none) */
+    PyObject *live_rx;              /* and the live feed's Receiver (receive_in_order), or NULL */
     PyTypeObject *seq_type;
     Py_ssize_t seq_off[16];         /* its slots' offsets (SQ_*) */
 } Books;
+
+/* The feed socket's receive (below): a Receiver holds its socket, buffer and stats. */
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    Py_buffer buf, st;
+    long long host, port;
+} Receiver;
+static PyTypeObject ReceiverType;
+static long recv_one(Receiver *r);
 
 #define INITIAL_TABLE 1024
 
@@ -859,6 +870,7 @@ static void Books_dealloc(Books *b) {
     Py_XDECREF(b->claim);
     Py_XDECREF(b->commit);
     Py_XDECREF(b->seq);
+    Py_XDECREF(b->live_rx);
     Py_XDECREF(b->seq_type);
     Py_TYPE(b)->tp_free((PyObject *)b);
 }
@@ -1042,13 +1054,16 @@ static Field mh_session, mh_sequence, mh_count;     /* the MoldUDP64 header (wir
 static Py_ssize_t mh_size;
 static uint64_t mh_heartbeat, mh_end_of_session;
 
-/* bind_sequencer(sequencer, header_fields, header_size, (heartbeat_count, end_of_session_count)) */
+/* bind_sequencer(sequencer, header_fields, header_size, (heartbeat_count, end_of_session_count)[, live_receiver]) */
 static PyObject *Books_bind_sequencer(Books *b, PyObject *args) {
-    PyObject *seq, *header;
+    PyObject *seq, *header, *receiver = Py_None;
     Py_ssize_t size;
     unsigned long long heartbeat, end_of_session;
-    if (!PyArg_ParseTuple(args, "OOn(KK):bind_sequencer", &seq, &header, &size, &heartbeat, &end_of_session))
+    if (!PyArg_ParseTuple(args, "OOn(KK)|O:bind_sequencer", &seq, &header, &size, &heartbeat, &end_of_session,
+                          &receiver))
         return NULL;
+    if (receiver != Py_None && !Py_IS_TYPE(receiver, &ReceiverType))
+        return PyErr_Format(PyExc_TypeError, "the live receiver must be a Receiver (or None)");
     Field fs, fq, fc;
     if (rec_field(header, "session", 10, &fs, "MoldUDP64 header") < 0 ||
         rec_field(header, "sequence_number", 8, &fq, "MoldUDP64 header") < 0 ||
@@ -1074,6 +1089,7 @@ static PyObject *Books_bind_sequencer(Books *b, PyObject *args) {
     Py_XSETREF(b->seq, seq);
     Py_INCREF(type);
     Py_XSETREF(b->seq_type, type);
+    Py_XSETREF(b->live_rx, receiver == Py_None ? NULL : Py_NewRef(receiver));
     Py_RETURN_NONE;
 }
 
@@ -1092,6 +1108,51 @@ static inline void slot_set(Books *b, int i, PyObject *v) {         /* steals v 
     PyObject *old = *p;
     *p = v;
     Py_XDECREF(old);
+}
+
+/* MoldSequencer.accept + apply_packet of the packet in buf[:nbytes] when it is the next expected one with no gap
+ * open: the updates (>= 0); -1: declined, nothing changed; -2: a Python error. */
+static long in_order(Books *b, const uint8_t *buf, Py_ssize_t buflen, Py_ssize_t nbytes, uint64_t rx, int live,
+                     long long now) {
+    long long next, high, packets, delivered, messages;
+    PyObject *session = Py_TYPE(b->seq) == b->seq_type ? *SEQ_SLOT(b, SQ_SESSION) : NULL;
+    PyObject *pending = session ? *SEQ_SLOT(b, SQ_PENDING) : NULL;
+    if (!session || !pending || nbytes < mh_size || nbytes > buflen || !PyBytes_CheckExact(session) ||
+        PyBytes_GET_SIZE(session) != 10 || memcmp(PyBytes_AS_STRING(session), buf + mh_session.off, 10) ||
+        !PyDict_CheckExact(pending) || PyDict_GET_SIZE(pending) || *SEQ_SLOT(b, SQ_PROGRESS) != Py_False ||
+        slot_int(b, SQ_NEXT, &next) || slot_int(b, SQ_HIGH, &high) || next != high || next < 1 ||
+        slot_int(b, SQ_PACKETS, &packets) || slot_int(b, SQ_DELIVERED, &delivered) ||
+        slot_int(b, SQ_MESSAGES, &messages) || packets == LLONG_MAX || delivered == LLONG_MAX)
+        return -1;
+    uint64_t sequence = be(buf, mh_sequence), count = be(buf, mh_count);
+    if (sequence != (uint64_t)next || count == mh_heartbeat || count == mh_end_of_session ||
+        (uint64_t)next + count > (uint64_t)LLONG_MAX || (uint64_t)messages + count > (uint64_t)LLONG_MAX)
+        return -1;
+    Py_ssize_t offset = mh_size, last = nbytes - 2;       /* the blocks must fill the packet exactly */
+    for (uint64_t i = 0; i < count; i++) {
+        if (offset > last) return -1;
+        offset += 2 + ((buf[offset] << 8) | buf[offset + 1]);
+    }
+    if (offset != nbytes) return -1;
+    /* accept's in-order delivery: every slot it writes, then apply_packet from the first block */
+    long long end = next + (long long)count;
+    PyObject *v[7] = {PyLong_FromLongLong(packets + 1), PyLong_FromLongLong(now), PyLong_FromLongLong(end),
+                      PyLong_FromLongLong(end), PyLong_FromLongLong(delivered + 1),
+                      PyLong_FromLongLong(messages + (long long)count), PyLong_FromSsize_t(mh_size)};
+    for (int i = 0; i < 7; i++)
+        if (!v[i]) { for (int j = 0; j < 7; j++) Py_XDECREF(v[j]); return -2; }
+    slot_set(b, SQ_PACKETS, v[0]);
+    Py_INCREF(v[1]);
+    slot_set(b, SQ_NOW, v[1]);
+    slot_set(b, SQ_LAST_LIVE, v[1]);
+    slot_set(b, SQ_FROM_LIVE, Py_NewRef(live ? Py_True : Py_False));
+    slot_set(b, SQ_NEXT, v[2]);
+    slot_set(b, SQ_HIGH, v[3]);
+    slot_set(b, SQ_DELIVERED, v[4]);
+    slot_set(b, SQ_MESSAGES, v[5]);
+    slot_set(b, SQ_PAYLOAD, v[6]);
+    long updates = apply_range(b, buf, mh_size, nbytes, (uint64_t)end - 1, rx);
+    return updates < 0 ? -2 : updates;
 }
 
 /* accept_packet(buffer, nbytes, rx_ns, live[, now_ns]) -> updates (MoldSequencer.accept returned 0 and the packet
@@ -1115,50 +1176,23 @@ static PyObject *Books_accept_packet(Books *b, PyObject *const *args, Py_ssize_t
     }
     Py_buffer data;
     if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
-    const uint8_t *buf = data.buf;
-    long long next, high, packets, delivered, messages;
-    PyObject *session = Py_TYPE(b->seq) == b->seq_type ? *SEQ_SLOT(b, SQ_SESSION) : NULL;
-    PyObject *pending = session ? *SEQ_SLOT(b, SQ_PENDING) : NULL;
-    if (!session || !pending || nbytes < mh_size || nbytes > data.len || !PyBytes_CheckExact(session) ||
-        PyBytes_GET_SIZE(session) != 10 || memcmp(PyBytes_AS_STRING(session), buf + mh_session.off, 10) ||
-        !PyDict_CheckExact(pending) || PyDict_GET_SIZE(pending) || *SEQ_SLOT(b, SQ_PROGRESS) != Py_False ||
-        slot_int(b, SQ_NEXT, &next) || slot_int(b, SQ_HIGH, &high) || next != high || next < 1 ||
-        slot_int(b, SQ_PACKETS, &packets) || slot_int(b, SQ_DELIVERED, &delivered) ||
-        slot_int(b, SQ_MESSAGES, &messages) || packets == LLONG_MAX || delivered == LLONG_MAX)
-        goto fallback;
-    uint64_t sequence = be(buf, mh_sequence), count = be(buf, mh_count);
-    if (sequence != (uint64_t)next || count == mh_heartbeat || count == mh_end_of_session ||
-        (uint64_t)next + count > (uint64_t)LLONG_MAX || (uint64_t)messages + count > (uint64_t)LLONG_MAX)
-        goto fallback;
-    Py_ssize_t offset = mh_size, last = nbytes - 2;       /* the blocks must fill the packet exactly */
-    for (uint64_t i = 0; i < count; i++) {
-        if (offset > last) goto fallback;
-        offset += 2 + ((buf[offset] << 8) | buf[offset + 1]);
-    }
-    if (offset != nbytes) goto fallback;
-    /* accept's in-order delivery: every slot it writes, then apply_packet from the first block */
-    long long end = next + (long long)count;
-    PyObject *v[7] = {PyLong_FromLongLong(packets + 1), PyLong_FromLongLong(now), PyLong_FromLongLong(end),
-                      PyLong_FromLongLong(end), PyLong_FromLongLong(delivered + 1),
-                      PyLong_FromLongLong(messages + (long long)count), PyLong_FromSsize_t(mh_size)};
-    for (int i = 0; i < 7; i++)
-        if (!v[i]) { for (int j = 0; j < 7; j++) Py_XDECREF(v[j]); PyBuffer_Release(&data); return NULL; }
-    slot_set(b, SQ_PACKETS, v[0]);
-    Py_INCREF(v[1]);
-    slot_set(b, SQ_NOW, v[1]);
-    slot_set(b, SQ_LAST_LIVE, v[1]);
-    slot_set(b, SQ_FROM_LIVE, Py_NewRef(live ? Py_True : Py_False));
-    slot_set(b, SQ_NEXT, v[2]);
-    slot_set(b, SQ_HIGH, v[3]);
-    slot_set(b, SQ_DELIVERED, v[4]);
-    slot_set(b, SQ_MESSAGES, v[5]);
-    slot_set(b, SQ_PAYLOAD, v[6]);
-    long updates = apply_range(b, buf, mh_size, nbytes, (uint64_t)end - 1, rx);
+    long r = in_order(b, data.buf, data.len, nbytes, rx, live, now);
     PyBuffer_Release(&data);
-    return updates < 0 ? NULL : PyLong_FromLong(updates);
-fallback:
-    PyBuffer_Release(&data);
-    return PyLong_FromLong(-1);
+    return r == -2 ? NULL : PyLong_FromLong(r);
+}
+
+/* receive_in_order() -> -2: a datagram was received from the bound live Receiver and taken by in_order (sequenced,
+ * applied, published); n >= 0: a datagram of n bytes is in the receiver's buffer for the Python path (the
+ * sequencer declined it: nothing changed); -1: nothing waiting. The receive and the accept in one call. */
+static PyObject *Books_receive_in_order(Books *b, PyObject *unused) {
+    Receiver *r = (Receiver *)b->live_rx;
+    if (!b->seq || !r) { PyErr_SetString(PyExc_RuntimeError, "bind_sequencer() was given no live receiver"); return NULL; }
+    long n = recv_one(r);
+    if (n == -2) return NULL;
+    if (n < 0) return PyLong_FromLong(-1);
+    long u = in_order(b, r->buf.buf, r->buf.len, n, (uint64_t)((int64_t *)r->st.buf)[0], 1, monotonic_ns());
+    if (u == -2) return NULL;
+    return PyLong_FromLong(u >= 0 ? -2 : n);
 }
 
 /* apply_message(message) -> sid or -1: one whole ITCH message (a snapshot's, a replayed one); None if it is not one */
@@ -1391,6 +1425,8 @@ static PyMethodDef Books_methods[] = {
      "header_size, (heartbeat_count, end_of_session_count)): whose in-order accept accept_packet runs"},
     {"accept_packet", (PyCFunction)(void (*)(void))Books_accept_packet, METH_FASTCALL, "accept_packet(buffer, nbytes, "
      "rx_ns, live[, now_ns]) -> updates, or -1: not in order, nothing changed (see the C source)"},
+    {"receive_in_order", (PyCFunction)Books_receive_in_order, METH_NOARGS, "receive_in_order() -> -2 taken, "
+     "n: n bytes for the Python path, -1 nothing waiting (see the C source)"},
     {"apply_message", (PyCFunction)Books_apply_message, METH_O, "apply_message(message) -> symbol id, -1, or None (not an ITCH message)"},
     {"publish", (PyCFunction)Books_publish, METH_VARARGS, "publish(sid, mold_sequence, t_rx_ns, messages, to) -> False if dropped"},
     {"reset", (PyCFunction)Books_reset, METH_O, "reset(sid): book.py OrderBook.reset"},
@@ -1425,44 +1461,35 @@ enum { ST_RX_NS, ST_SOURCE_HOST, ST_SOURCE_PORT, ST_PACKETS, ST_BYTES, ST_TRUNCA
        ST_FOREIGN, ST_FOREIGN_HOST, ST_FOREIGN_PORT, N_STATS };
 #define MAX_FOREIGN_PER_RECEIVE 64
 
-/* recv_datagram(fd, buffer, stats, expected_host, expected_port) -> nbytes, or -1 when nothing is waiting (or a
- * counted error). receiver.py's _receive_python without an exception per empty poll: a datagram from anyone but
- * expected_host (-1: anyone) / expected_port (-1: any) is counted foreign and skipped; the kernel receive
- * timestamp (SO_TIMESTAMPNS) goes to stats[ST_RX_NS], the clock when it is missing (counted). */
-static PyObject *recv_datagram(PyObject *self, PyObject *args) {
-    int fd;
-    Py_buffer buf, st;
-    long long expected_host, expected_port;
-    if (!PyArg_ParseTuple(args, "iw*w*LL:recv_datagram", &fd, &buf, &st, &expected_host, &expected_port)) return NULL;
-    if (st.len < (Py_ssize_t)(N_STATS * sizeof(int64_t))) {
-        PyBuffer_Release(&buf); PyBuffer_Release(&st);
-        PyErr_SetString(PyExc_ValueError, "stats must hold 11 int64");
-        return NULL;
-    }
-    int64_t *stats = (int64_t *)st.buf;
-    long result = -1;
+/* Receiver(fd, buffer, stats, expected_host, expected_port); receive() -> nbytes, or -1 when nothing is waiting (or a
+ * counted error). receiver.py's _receive_python without an exception per empty poll, its arguments held (no parsing
+ * per poll): a datagram from anyone but expected_host (-1: anyone) / expected_port (-1: any) is counted foreign and
+ * skipped; the kernel receive timestamp (SO_TIMESTAMPNS) goes to stats[ST_RX_NS], the clock when it is missing
+ * (counted). */
+static long recv_one(Receiver *r) {                /* nbytes, -1 nothing waiting, -2 a Python error (a signal) */
+    int64_t *stats = (int64_t *)r->st.buf;
     for (int i = 0; i < MAX_FOREIGN_PER_RECEIVE; i++) {
         struct sockaddr_in addr;
         union { char buf[CMSG_SPACE(sizeof(struct timespec))]; struct cmsghdr align; } control;
-        struct iovec iov = {buf.buf, (size_t)buf.len};
+        struct iovec iov = {r->buf.buf, (size_t)r->buf.len};
         struct msghdr m;
         memset(&m, 0, sizeof m);
         memset(&addr, 0, sizeof addr);
         m.msg_name = &addr; m.msg_namelen = sizeof addr;
         m.msg_iov = &iov; m.msg_iovlen = 1;
         m.msg_control = control.buf; m.msg_controllen = sizeof control.buf;
-        ssize_t n = recvmsg(fd, &m, 0);
+        ssize_t n = recvmsg(r->fd, &m, 0);
         if (n < 0) {
             if (errno == EINTR) {
-                if (PyErr_CheckSignals() < 0) { PyBuffer_Release(&buf); PyBuffer_Release(&st); return NULL; }
+                if (PyErr_CheckSignals() < 0) return -2;
                 i--;
                 continue;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK) stats[ST_ERRORS]++;
-            break;
+            return -1;
         }
         int64_t host = (int64_t)ntohl(addr.sin_addr.s_addr), port = (int64_t)ntohs(addr.sin_port);
-        if (expected_host >= 0 && (host != expected_host || (expected_port >= 0 && port != expected_port))) {
+        if (r->host >= 0 && (host != r->host || (r->port >= 0 && port != r->port))) {
             stats[ST_FOREIGN]++;
             stats[ST_FOREIGN_HOST] = host;
             stats[ST_FOREIGN_PORT] = port;
@@ -1484,19 +1511,63 @@ static PyObject *recv_datagram(PyObject *self, PyObject *args) {
         stats[ST_SOURCE_PORT] = port;
         stats[ST_PACKETS]++;
         stats[ST_BYTES] += n;
-        result = (long)n;
-        break;
+        return (long)n;
     }
-    PyBuffer_Release(&buf);
-    PyBuffer_Release(&st);
-    return PyLong_FromLong(result);
+    return -1;
 }
+
+static int Receiver_init(Receiver *r, PyObject *args, PyObject *kw) {
+    int fd;
+    PyObject *buffer, *stats;
+    long long host, port;
+    if (!PyArg_ParseTuple(args, "iOOLL:Receiver", &fd, &buffer, &stats, &host, &port)) return -1;
+    if (r->buf.obj) { PyErr_SetString(PyExc_RuntimeError, "Receiver is initialised once"); return -1; }
+    if (PyObject_GetBuffer(buffer, &r->buf, PyBUF_WRITABLE) < 0) return -1;
+    if (get_counters(stats, &r->st, N_STATS, "stats") < 0) return -1;
+    r->fd = fd;
+    r->host = host;
+    r->port = port;
+    return 0;
+}
+
+static void Receiver_dealloc(Receiver *r) {
+    if (r->buf.obj) PyBuffer_Release(&r->buf);
+    if (r->st.obj) PyBuffer_Release(&r->st);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyObject *Receiver_receive(Receiver *r, PyObject *unused) {
+    if (!r->buf.obj) { PyErr_SetString(PyExc_RuntimeError, "Receiver was not initialised"); return NULL; }
+    long n = recv_one(r);
+    return n == -2 ? NULL : PyLong_FromLong(n);
+}
+
+static PyObject *Receiver_detach(Receiver *r, PyObject *unused) {
+    r->fd = -1;                                     /* the socket is closed: its number may be reused */
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Receiver_methods[] = {
+    {"receive", (PyCFunction)Receiver_receive, METH_NOARGS, "receive() -> nbytes, or -1 when nothing is waiting"},
+    {"detach", (PyCFunction)Receiver_detach, METH_NOARGS, "detach(): the socket was closed; polls now count EBADF"},
+    {NULL}
+};
+
+static PyTypeObject ReceiverType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appliance.feed._book_fast.Receiver",
+    .tp_basicsize = sizeof(Receiver),
+    .tp_dealloc = (destructor)Receiver_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One UDP socket's receive into a buffer with its stats (see appliance.feed.receiver).",
+    .tp_methods = Receiver_methods,
+    .tp_init = (initproc)Receiver_init,
+    .tp_new = PyType_GenericNew,
+};
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, "configure(itch_fields, sizes, book_update_fields, (type_id, version, size, depth), "
      "market_state_fields, counter_names, flags, scanner_slots)"},
-    {"recv_datagram", recv_datagram, METH_VARARGS, "recv_datagram(fd, buffer, stats, expected_host, expected_port) -> "
-     "nbytes or -1 (see the C source)"},
     {NULL, NULL, 0, NULL}
 };
 
@@ -1506,10 +1577,12 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__book_fast(void) {
-    if (PyType_Ready(&BooksType) < 0) return NULL;
+    if (PyType_Ready(&BooksType) < 0 || PyType_Ready(&ReceiverType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&BooksType);
     if (PyModule_AddObject(m, "Books", (PyObject *)&BooksType) < 0) { Py_DECREF(&BooksType); Py_DECREF(m); return NULL; }
+    Py_INCREF(&ReceiverType);
+    if (PyModule_AddObject(m, "Receiver", (PyObject *)&ReceiverType) < 0) { Py_DECREF(&ReceiverType); Py_DECREF(m); return NULL; }
     return m;
 }

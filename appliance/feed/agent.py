@@ -70,6 +70,7 @@ from appliance.runtime.layout import LayoutError
 from appliance.wire import itch, moldudp64
 
 from . import fast
+from .fast import IN_ORDER_TAKEN
 from .books import LOCATES, BookSet
 from .config import FeedConfigError, parse_feed_params
 from .outputs import BookOutputs
@@ -169,7 +170,10 @@ class FeedAgent(Agent):
             send_request=self.rerequest.send, max_buffered_packets=cfg.max_buffered_packets,
             request_timeout_ns=cfg.rerequest_timeout_ms * 1_000_000, max_retries=cfg.rerequest_retries,
             silence_ns=cfg.stale_after_ms * 1_000_000, skip_history=cfg.snapshot is not None)
-        self._accept_in_order = self._fast.bind_sequencer(self.sequencer) if self._fast is not None else None
+        self._receive_in_order = None       # the live socket's receive and the in-order accept in one C call
+        if self._fast is not None:
+            self._fast.bind_sequencer(self.sequencer, self.receiver.c_receiver)
+            self._receive_in_order = self._fast.receive_in_order
         snap = cfg.snapshot
         self.snapshots = SnapshotClient(snap.host, snap.port, timeout_ns=snap.timeout_ms * 1_000_000) \
             if snap is not None else None
@@ -228,17 +232,25 @@ class FeedAgent(Agent):
         work = 0
         receiver = self.receiver
         receive = receiver.receive
-        accept_in_order = self._accept_in_order
+        # The next expected packet, no gap open: received, sequenced, applied and published in one C call
+        # (fast.py bind_sequencer), while the books are live and no rebuild keeps packets; anything else the
+        # sequencer declines comes back for the Python path (after which the condition is checked again).
+        receive_in_order = self._receive_in_order
+        if receive_in_order is not None and (self._kept is not None or self._feed_stale):
+            receive_in_order = None
         for _ in range(self._max_packets):
-            n = receive()
+            n = receive() if receive_in_order is None else receive_in_order()
+            if n == IN_ORDER_TAKEN:
+                work += 1
+                continue
             if n < 0:
                 break
             work += 1
-            # The next expected packet, no gap open, books live and no rebuild keeping packets: sequenced,
-            # applied and published in one C call (fast.py bind_sequencer); anything else, or -1, the Python path.
-            if accept_in_order is None or self._kept is not None or self._feed_stale or \
-                    accept_in_order(receiver.buffer, n, receiver.rx_ns, True) < 0:
-                self._on_packet(receiver.buffer, n, receiver.rx_ns, True)
+            self._on_packet(receiver.buffer, n, receiver.rx_ns, True)
+            if self._kept is not None or self._feed_stale:
+                receive_in_order = None
+            else:
+                receive_in_order = self._receive_in_order
         now = time.monotonic_ns()
         slow = now >= self._next_slow_ns
         # The re-request socket only carries answers to our requests: read it every cycle while a gap is open

@@ -12,10 +12,13 @@ heartbeats, packets of another session, sessions restarted, huge sequence number
 from __future__ import annotations
 
 import random
+import socket
+import time
 
 import pytest
 
 from appliance.feed import fast
+from appliance.feed.receiver import UdpReceiver
 from appliance.feed.sequencer import RESTARTED, MoldSequencer
 from appliance.wire import moldudp64
 
@@ -103,6 +106,31 @@ class Paths:
             self.declined += 1
             self._sequenced(self.c_seq, self.c_buffer, n, rx, self.now, live, self._c_apply, self.pair.fast.clear)
         self.compare(f"packet {self.packets} ({data[:20].hex()}, {n} bytes, live {live})")
+
+    def feed_socket(self, data: bytes, sender: socket.socket, receiver: UdpReceiver) -> None:
+        """One packet over loopback as the agent takes it: ``receive_in_order`` (the receive and the in-order
+        accept in one C call, its own clock) or, declined, the Python path on the receiver's buffer; the
+        reference path gets the same bytes, receive time and clock."""
+        self.packets += 1
+        sender.sendto(data, receiver.address)
+        deadline = time.monotonic() + 5
+        while (n := self.pair.fast.receive_in_order()) == -1:
+            assert time.monotonic() < deadline, "the datagram did not arrive"
+        rx = receiver.rx_ns
+        if n == fast.IN_ORDER_TAKEN:
+            self.in_c += 1
+            now = self.c_seq._now_ns
+        else:
+            assert n == len(data)
+            self.declined += 1
+            now = time.monotonic_ns()
+            self._sequenced(self.c_seq, receiver.buffer, n, rx, now, True, self._c_apply, self.pair.fast.clear)
+        self.now = now
+        self.py_buffer[:len(data)] = data
+        if self._sequenced(self.py_seq, self.py_buffer, len(data), rx, now, True, self._py_apply,
+                           self.pair.books.clear) == RESTARTED:
+            self.restarts += 1
+        self.compare(f"packet {self.packets} over the socket ({data[:20].hex()}, {len(data)} bytes)")
 
     def poll(self, step_ns: int) -> None:
         """The slow path's re-request timeouts on both sides."""
@@ -265,6 +293,37 @@ def test_snapshot_follower_skips_history():
             paths.feed(packet)
         assert paths.c_seq.origin > 1 and paths.in_c > 10
     finally:
+        paths.close()
+
+
+def test_receive_in_order_over_a_socket():
+    """The agent's live path: each packet over loopback into a ``UdpReceiver``, received and taken in one C call
+    (``receive_in_order``) or handed back for the Python path; perturbed days, and the answers to re-requests
+    (not on the live socket) through ``accept_packet`` and the Python path."""
+    rng = random.Random(21)
+    paths = Paths()
+    receiver = UdpReceiver("127.0.0.1", 0, source=("127.0.0.1", None))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    try:
+        if receiver.c_receiver is None:
+            pytest.skip("the compiled receive is not built")
+        paths.pair.fast.bind_sequencer(paths.c_seq, receiver.c_receiver)
+        paths.pair.publish_all()
+        for kind, item, live in perturbed(venue_packets(21, 2000, max_payload=200), rng):
+            if kind == "packet" and live:
+                paths.feed_socket(item, sender, receiver)
+            elif kind == "packet":
+                paths.now = time.monotonic_ns()
+                paths.feed(item, live)
+            else:
+                paths.now = time.monotonic_ns()
+                paths.poll(item)
+        assert paths.in_c > 50 and paths.declined > 20 and paths.c_seq.messages_recovered > 0
+        assert receiver.packets > paths.in_c
+    finally:
+        sender.close()
+        receiver.close()
         paths.close()
 
 
