@@ -15,9 +15,13 @@
  * endless orders grows both); it is counted (memory_bytes, order_count) and an allocation failure
  * refuses the add, latches the book inconsistent ("no_memory") and counts alloc_failures.
  * Nothing here trusts the bytes: every block is bounds-checked against the type's size first.
+ *
+ * accept_packet: the MoldUDP64 sequencer's in-order case (feed/sequencer.py, the reference) and the packet's
+ * apply in one call; it reads and writes the Python sequencer's own slots (see bind_sequencer).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -253,6 +257,12 @@ static inline int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+static inline int64_t monotonic_ns(void) {     /* time.monotonic_ns() */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 /* ---------------------------------------------------------------- state */
 
 typedef struct { uint64_t ref; uint32_t sid; uint32_t price; uint32_t shares; uint8_t is_buy; uint8_t used; } Order;
@@ -292,7 +302,21 @@ typedef struct {
     int feed_stale;
     uint64_t published, dropped, messages, alloc_failures;
     uint8_t system_event;
+    PyObject *seq;                  /* bind_sequencer: the MoldSequencer whose in-order accept runs here (NULL: none) */
+    PyObject *live_rx;              /* and the live feed's Receiver (receive_in_order), or NULL */
+    PyTypeObject *seq_type;
+    Py_ssize_t seq_off[16];         /* its slots' offsets (SQ_*) */
 } Books;
+
+/* The feed socket's receive (below): a Receiver holds its socket, buffer and stats. */
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    Py_buffer buf, st;
+    long long host, port;
+} Receiver;
+static PyTypeObject ReceiverType;
+static long recv_one(Receiver *r);
 
 #define INITIAL_TABLE 1024
 
@@ -845,6 +869,9 @@ static void Books_dealloc(Books *b) {
     if (b->ms_buf.obj) PyBuffer_Release(&b->ms_buf);
     Py_XDECREF(b->claim);
     Py_XDECREF(b->commit);
+    Py_XDECREF(b->seq);
+    Py_XDECREF(b->live_rx);
+    Py_XDECREF(b->seq_type);
     Py_TYPE(b)->tp_free((PyObject *)b);
 }
 
@@ -937,17 +964,9 @@ static int check_sid(Books *b, long sid) {
     return 0;
 }
 
-/* apply_packet(buffer, start, end, mold_sequence, t_rx_ns) -> updates put on the ring (or dropped) */
-static PyObject *Books_apply_packet(Books *b, PyObject *args) {
-    Py_buffer data;
-    Py_ssize_t start, end;
-    unsigned long long mold, rx;
-    if (!PyArg_ParseTuple(args, "y*nnKK:apply_packet", &data, &start, &end, &mold, &rx)) return NULL;
-    if (start < 0 || end < start || end > data.len) {
-        PyBuffer_Release(&data);
-        return PyErr_Format(PyExc_ValueError, "bad range %zd:%zd of a %zd-byte buffer", start, end, data.len);
-    }
-    const uint8_t *buf = data.buf;
+/* One packet's blocks from start to end: decode, apply, publish (BookUpdates coalesced per packet). The updates put
+ * on the ring (or dropped), -1 with a Python error from the ring. */
+static long apply_range(Books *b, const uint8_t *buf, Py_ssize_t start, Py_ssize_t end, uint64_t mold, uint64_t rx) {
     const uint8_t *sub = b->subscribed.buf;
     int64_t *sc = (int64_t *)b->scan_counters.buf;
     long updates = 0;
@@ -991,20 +1010,189 @@ static PyObject *Books_apply_packet(Books *b, PyObject *args) {
         uint32_t n = k->pending - 1;
         k->pending = 0;
         int r = publish(b, sid, mold, rx, n, n ? TO_SLOT | TO_RING : TO_SLOT);
-        if (r < 0) {
-            for (int j = i + 1; j < b->ntouched; j++) b->books[b->touched[j]].pending = 0;
-            goto error;
-        }
+        if (r < 0) goto error;
         if (n) updates++;
     }
     b->ntouched = 0;
-    PyBuffer_Release(&data);
-    return PyLong_FromLong(updates);
+    return updates;
 error:
     for (int j = 0; j < b->ntouched; j++) b->books[b->touched[j]].pending = 0;
     b->ntouched = 0;
+    return -1;
+}
+
+/* apply_packet(buffer, start, end, mold_sequence, t_rx_ns) -> updates put on the ring (or dropped) */
+static PyObject *Books_apply_packet(Books *b, PyObject *args) {
+    Py_buffer data;
+    Py_ssize_t start, end;
+    unsigned long long mold, rx;
+    if (!PyArg_ParseTuple(args, "y*nnKK:apply_packet", &data, &start, &end, &mold, &rx)) return NULL;
+    if (start < 0 || end < start || end > data.len) {
+        PyBuffer_Release(&data);
+        return PyErr_Format(PyExc_ValueError, "bad range %zd:%zd of a %zd-byte buffer", start, end, data.len);
+    }
+    long updates = apply_range(b, data.buf, start, end, mold, rx);
     PyBuffer_Release(&data);
-    return NULL;
+    return updates < 0 ? NULL : PyLong_FromLong(updates);
+}
+
+
+/* ---------------------------------------------------------------- the sequencer's in-order accept (sequencer.py)
+
+ * MoldSequencer.accept's common case, a packet that is the next expected one with no gap open, followed by its
+ * apply_packet, in one call. Everything else (heartbeats, gaps, duplicates, other sessions, bad packets, anything
+ * held) returns -1 having changed nothing, and the caller runs the Python sequencer, which stays the reference
+ * (tests/feed/test_feed_in_order_diff.py: same books, updates, slots and sequencer state).
+ *
+ * The sequencer's state stays in its Python slots: bind_sequencer takes each slot's offset from the class's
+ * member descriptors, so this reads and writes exactly what accept does, and nothing else holds a copy. */
+enum { SQ_SESSION, SQ_NEXT, SQ_HIGH, SQ_PENDING, SQ_PROGRESS, SQ_PACKETS, SQ_NOW, SQ_FROM_LIVE, SQ_LAST_LIVE,
+       SQ_DELIVERED, SQ_MESSAGES, SQ_PAYLOAD, N_SQ };
+static const char *seq_slot_names[N_SQ] = {"session", "next_expected", "_high_water", "_pending", "_progress",
+    "packets", "_now_ns", "_from_live", "last_live_ns", "delivered_packets", "messages_delivered", "payload_offset"};
+static Field mh_session, mh_sequence, mh_count;     /* the MoldUDP64 header (wire/moldudp64.py HEADER) */
+static Py_ssize_t mh_size;
+static uint64_t mh_heartbeat, mh_end_of_session;
+
+/* bind_sequencer(sequencer, header_fields, header_size, (heartbeat_count, end_of_session_count)[, live_receiver]) */
+static PyObject *Books_bind_sequencer(Books *b, PyObject *args) {
+    PyObject *seq, *header, *receiver = Py_None;
+    Py_ssize_t size;
+    unsigned long long heartbeat, end_of_session;
+    if (!PyArg_ParseTuple(args, "OOn(KK)|O:bind_sequencer", &seq, &header, &size, &heartbeat, &end_of_session,
+                          &receiver))
+        return NULL;
+    if (receiver != Py_None && !Py_IS_TYPE(receiver, &ReceiverType))
+        return PyErr_Format(PyExc_TypeError, "the live receiver must be a Receiver (or None)");
+    Field fs, fq, fc;
+    if (rec_field(header, "session", 10, &fs, "MoldUDP64 header") < 0 ||
+        rec_field(header, "sequence_number", 8, &fq, "MoldUDP64 header") < 0 ||
+        rec_field(header, "message_count", 2, &fc, "MoldUDP64 header") < 0)
+        return NULL;
+    if (size < 20 || fs.off + 10 > size || fq.off + 8 > size || fc.off + 2 > size)
+        return PyErr_Format(PyExc_ValueError, "MoldUDP64 header fields outside its %zd bytes", size);
+    PyTypeObject *type = Py_TYPE(seq);
+    Py_ssize_t off[N_SQ];
+    for (int i = 0; i < N_SQ; i++) {
+        PyObject *d = PyObject_GetAttrString((PyObject *)type, seq_slot_names[i]);
+        if (!d) return NULL;
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) && ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+                 !(((PyMemberDescrObject *)d)->d_member->flags & READONLY);
+        if (ok) off[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+        if (!ok) return PyErr_Format(PyExc_TypeError, "%s.%s is not a writable slot", type->tp_name, seq_slot_names[i]);
+    }
+    mh_session = fs; mh_sequence = fq; mh_count = fc; mh_size = size;
+    mh_heartbeat = heartbeat; mh_end_of_session = end_of_session;
+    memcpy(b->seq_off, off, sizeof off);
+    Py_INCREF(seq);
+    Py_XSETREF(b->seq, seq);
+    Py_INCREF(type);
+    Py_XSETREF(b->seq_type, type);
+    Py_XSETREF(b->live_rx, receiver == Py_None ? NULL : Py_NewRef(receiver));
+    Py_RETURN_NONE;
+}
+
+#define SEQ_SLOT(b, i) ((PyObject **)((char *)(b)->seq + (b)->seq_off[i]))
+
+static inline int slot_int(Books *b, int i, long long *out) {      /* 0: an int that fits, -1: anything else */
+    PyObject *v = *SEQ_SLOT(b, i);
+    if (!v || !PyLong_CheckExact(v)) return -1;
+    int overflow;
+    *out = PyLong_AsLongLongAndOverflow(v, &overflow);
+    return overflow || (*out == -1 && PyErr_Occurred()) ? (PyErr_Clear(), -1) : 0;
+}
+
+static inline void slot_set(Books *b, int i, PyObject *v) {         /* steals v */
+    PyObject **p = SEQ_SLOT(b, i);
+    PyObject *old = *p;
+    *p = v;
+    Py_XDECREF(old);
+}
+
+/* MoldSequencer.accept + apply_packet of the packet in buf[:nbytes] when it is the next expected one with no gap
+ * open: the updates (>= 0); -1: declined, nothing changed; -2: a Python error. */
+static long in_order(Books *b, const uint8_t *buf, Py_ssize_t buflen, Py_ssize_t nbytes, uint64_t rx, int live,
+                     long long now) {
+    long long next, high, packets, delivered, messages;
+    PyObject *session = Py_TYPE(b->seq) == b->seq_type ? *SEQ_SLOT(b, SQ_SESSION) : NULL;
+    PyObject *pending = session ? *SEQ_SLOT(b, SQ_PENDING) : NULL;
+    if (!session || !pending || nbytes < mh_size || nbytes > buflen || !PyBytes_CheckExact(session) ||
+        PyBytes_GET_SIZE(session) != 10 || memcmp(PyBytes_AS_STRING(session), buf + mh_session.off, 10) ||
+        !PyDict_CheckExact(pending) || PyDict_GET_SIZE(pending) || *SEQ_SLOT(b, SQ_PROGRESS) != Py_False ||
+        slot_int(b, SQ_NEXT, &next) || slot_int(b, SQ_HIGH, &high) || next != high || next < 1 ||
+        slot_int(b, SQ_PACKETS, &packets) || slot_int(b, SQ_DELIVERED, &delivered) ||
+        slot_int(b, SQ_MESSAGES, &messages) || packets == LLONG_MAX || delivered == LLONG_MAX)
+        return -1;
+    uint64_t sequence = be(buf, mh_sequence), count = be(buf, mh_count);
+    if (sequence != (uint64_t)next || count == mh_heartbeat || count == mh_end_of_session ||
+        (uint64_t)next + count > (uint64_t)LLONG_MAX || (uint64_t)messages + count > (uint64_t)LLONG_MAX)
+        return -1;
+    Py_ssize_t offset = mh_size, last = nbytes - 2;       /* the blocks must fill the packet exactly */
+    for (uint64_t i = 0; i < count; i++) {
+        if (offset > last) return -1;
+        offset += 2 + ((buf[offset] << 8) | buf[offset + 1]);
+    }
+    if (offset != nbytes) return -1;
+    /* accept's in-order delivery: every slot it writes, then apply_packet from the first block */
+    long long end = next + (long long)count;
+    PyObject *v[7] = {PyLong_FromLongLong(packets + 1), PyLong_FromLongLong(now), PyLong_FromLongLong(end),
+                      PyLong_FromLongLong(end), PyLong_FromLongLong(delivered + 1),
+                      PyLong_FromLongLong(messages + (long long)count), PyLong_FromSsize_t(mh_size)};
+    for (int i = 0; i < 7; i++)
+        if (!v[i]) { for (int j = 0; j < 7; j++) Py_XDECREF(v[j]); return -2; }
+    slot_set(b, SQ_PACKETS, v[0]);
+    Py_INCREF(v[1]);
+    slot_set(b, SQ_NOW, v[1]);
+    slot_set(b, SQ_LAST_LIVE, v[1]);
+    slot_set(b, SQ_FROM_LIVE, Py_NewRef(live ? Py_True : Py_False));
+    slot_set(b, SQ_NEXT, v[2]);
+    slot_set(b, SQ_HIGH, v[3]);
+    slot_set(b, SQ_DELIVERED, v[4]);
+    slot_set(b, SQ_MESSAGES, v[5]);
+    slot_set(b, SQ_PAYLOAD, v[6]);
+    long updates = apply_range(b, buf, mh_size, nbytes, (uint64_t)end - 1, rx);
+    return updates < 0 ? -2 : updates;
+}
+
+/* accept_packet(buffer, nbytes, rx_ns, live[, now_ns]) -> updates (MoldSequencer.accept returned 0 and the packet
+ * was applied), or -1: not the in-order case, nothing changed, run MoldSequencer.accept. now_ns: time.monotonic_ns()
+ * when left out. */
+static PyObject *Books_accept_packet(Books *b, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 4 || nargs > 5) return PyErr_Format(PyExc_TypeError, "accept_packet takes 4 or 5 arguments");
+    if (!b->seq) { PyErr_SetString(PyExc_RuntimeError, "bind_sequencer() was not called"); return NULL; }
+    Py_ssize_t nbytes = PyLong_AsSsize_t(args[1]);
+    if (nbytes == -1 && PyErr_Occurred()) return NULL;
+    unsigned long long rx = PyLong_AsUnsignedLongLongMask(args[2]);
+    if (rx == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    int live = PyObject_IsTrue(args[3]);
+    if (live < 0) return NULL;
+    long long now;
+    if (nargs == 5) {
+        now = PyLong_AsLongLong(args[4]);
+        if (now == -1 && PyErr_Occurred()) return NULL;
+    } else {
+        now = monotonic_ns();
+    }
+    Py_buffer data;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
+    long r = in_order(b, data.buf, data.len, nbytes, rx, live, now);
+    PyBuffer_Release(&data);
+    return r == -2 ? NULL : PyLong_FromLong(r);
+}
+
+/* receive_in_order() -> -2: a datagram was received from the bound live Receiver and taken by in_order (sequenced,
+ * applied, published); n >= 0: a datagram of n bytes is in the receiver's buffer for the Python path (the
+ * sequencer declined it: nothing changed); -1: nothing waiting. The receive and the accept in one call. */
+static PyObject *Books_receive_in_order(Books *b, PyObject *unused) {
+    Receiver *r = (Receiver *)b->live_rx;
+    if (!b->seq || !r) { PyErr_SetString(PyExc_RuntimeError, "bind_sequencer() was given no live receiver"); return NULL; }
+    long n = recv_one(r);
+    if (n == -2) return NULL;
+    if (n < 0) return PyLong_FromLong(-1);
+    long u = in_order(b, r->buf.buf, r->buf.len, n, (uint64_t)((int64_t *)r->st.buf)[0], 1, monotonic_ns());
+    if (u == -2) return NULL;
+    return PyLong_FromLong(u >= 0 ? -2 : n);
 }
 
 /* apply_message(message) -> sid or -1: one whole ITCH message (a snapshot's, a replayed one); None if it is not one */
@@ -1233,6 +1421,12 @@ static PyGetSetDef Books_getset[] = {
 
 static PyMethodDef Books_methods[] = {
     {"apply_packet", (PyCFunction)Books_apply_packet, METH_VARARGS, "apply_packet(buffer, start, end, mold_sequence, t_rx_ns) -> updates"},
+    {"bind_sequencer", (PyCFunction)Books_bind_sequencer, METH_VARARGS, "bind_sequencer(sequencer, header_fields, "
+     "header_size, (heartbeat_count, end_of_session_count)): whose in-order accept accept_packet runs"},
+    {"accept_packet", (PyCFunction)(void (*)(void))Books_accept_packet, METH_FASTCALL, "accept_packet(buffer, nbytes, "
+     "rx_ns, live[, now_ns]) -> updates, or -1: not in order, nothing changed (see the C source)"},
+    {"receive_in_order", (PyCFunction)Books_receive_in_order, METH_NOARGS, "receive_in_order() -> -2 taken, "
+     "n: n bytes for the Python path, -1 nothing waiting (see the C source)"},
     {"apply_message", (PyCFunction)Books_apply_message, METH_O, "apply_message(message) -> symbol id, -1, or None (not an ITCH message)"},
     {"publish", (PyCFunction)Books_publish, METH_VARARGS, "publish(sid, mold_sequence, t_rx_ns, messages, to) -> False if dropped"},
     {"reset", (PyCFunction)Books_reset, METH_O, "reset(sid): book.py OrderBook.reset"},
@@ -1267,44 +1461,35 @@ enum { ST_RX_NS, ST_SOURCE_HOST, ST_SOURCE_PORT, ST_PACKETS, ST_BYTES, ST_TRUNCA
        ST_FOREIGN, ST_FOREIGN_HOST, ST_FOREIGN_PORT, N_STATS };
 #define MAX_FOREIGN_PER_RECEIVE 64
 
-/* recv_datagram(fd, buffer, stats, expected_host, expected_port) -> nbytes, or -1 when nothing is waiting (or a
- * counted error). receiver.py's _receive_python without an exception per empty poll: a datagram from anyone but
- * expected_host (-1: anyone) / expected_port (-1: any) is counted foreign and skipped; the kernel receive
- * timestamp (SO_TIMESTAMPNS) goes to stats[ST_RX_NS], the clock when it is missing (counted). */
-static PyObject *recv_datagram(PyObject *self, PyObject *args) {
-    int fd;
-    Py_buffer buf, st;
-    long long expected_host, expected_port;
-    if (!PyArg_ParseTuple(args, "iw*w*LL:recv_datagram", &fd, &buf, &st, &expected_host, &expected_port)) return NULL;
-    if (st.len < (Py_ssize_t)(N_STATS * sizeof(int64_t))) {
-        PyBuffer_Release(&buf); PyBuffer_Release(&st);
-        PyErr_SetString(PyExc_ValueError, "stats must hold 11 int64");
-        return NULL;
-    }
-    int64_t *stats = (int64_t *)st.buf;
-    long result = -1;
+/* Receiver(fd, buffer, stats, expected_host, expected_port); receive() -> nbytes, or -1 when nothing is waiting (or a
+ * counted error). receiver.py's _receive_python without an exception per empty poll, its arguments held (no parsing
+ * per poll): a datagram from anyone but expected_host (-1: anyone) / expected_port (-1: any) is counted foreign and
+ * skipped; the kernel receive timestamp (SO_TIMESTAMPNS) goes to stats[ST_RX_NS], the clock when it is missing
+ * (counted). */
+static long recv_one(Receiver *r) {                /* nbytes, -1 nothing waiting, -2 a Python error (a signal) */
+    int64_t *stats = (int64_t *)r->st.buf;
     for (int i = 0; i < MAX_FOREIGN_PER_RECEIVE; i++) {
         struct sockaddr_in addr;
         union { char buf[CMSG_SPACE(sizeof(struct timespec))]; struct cmsghdr align; } control;
-        struct iovec iov = {buf.buf, (size_t)buf.len};
+        struct iovec iov = {r->buf.buf, (size_t)r->buf.len};
         struct msghdr m;
         memset(&m, 0, sizeof m);
         memset(&addr, 0, sizeof addr);
         m.msg_name = &addr; m.msg_namelen = sizeof addr;
         m.msg_iov = &iov; m.msg_iovlen = 1;
         m.msg_control = control.buf; m.msg_controllen = sizeof control.buf;
-        ssize_t n = recvmsg(fd, &m, 0);
+        ssize_t n = recvmsg(r->fd, &m, 0);
         if (n < 0) {
             if (errno == EINTR) {
-                if (PyErr_CheckSignals() < 0) { PyBuffer_Release(&buf); PyBuffer_Release(&st); return NULL; }
+                if (PyErr_CheckSignals() < 0) return -2;
                 i--;
                 continue;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK) stats[ST_ERRORS]++;
-            break;
+            return -1;
         }
         int64_t host = (int64_t)ntohl(addr.sin_addr.s_addr), port = (int64_t)ntohs(addr.sin_port);
-        if (expected_host >= 0 && (host != expected_host || (expected_port >= 0 && port != expected_port))) {
+        if (r->host >= 0 && (host != r->host || (r->port >= 0 && port != r->port))) {
             stats[ST_FOREIGN]++;
             stats[ST_FOREIGN_HOST] = host;
             stats[ST_FOREIGN_PORT] = port;
@@ -1326,19 +1511,63 @@ static PyObject *recv_datagram(PyObject *self, PyObject *args) {
         stats[ST_SOURCE_PORT] = port;
         stats[ST_PACKETS]++;
         stats[ST_BYTES] += n;
-        result = (long)n;
-        break;
+        return (long)n;
     }
-    PyBuffer_Release(&buf);
-    PyBuffer_Release(&st);
-    return PyLong_FromLong(result);
+    return -1;
 }
+
+static int Receiver_init(Receiver *r, PyObject *args, PyObject *kw) {
+    int fd;
+    PyObject *buffer, *stats;
+    long long host, port;
+    if (!PyArg_ParseTuple(args, "iOOLL:Receiver", &fd, &buffer, &stats, &host, &port)) return -1;
+    if (r->buf.obj) { PyErr_SetString(PyExc_RuntimeError, "Receiver is initialised once"); return -1; }
+    if (PyObject_GetBuffer(buffer, &r->buf, PyBUF_WRITABLE) < 0) return -1;
+    if (get_counters(stats, &r->st, N_STATS, "stats") < 0) return -1;
+    r->fd = fd;
+    r->host = host;
+    r->port = port;
+    return 0;
+}
+
+static void Receiver_dealloc(Receiver *r) {
+    if (r->buf.obj) PyBuffer_Release(&r->buf);
+    if (r->st.obj) PyBuffer_Release(&r->st);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyObject *Receiver_receive(Receiver *r, PyObject *unused) {
+    if (!r->buf.obj) { PyErr_SetString(PyExc_RuntimeError, "Receiver was not initialised"); return NULL; }
+    long n = recv_one(r);
+    return n == -2 ? NULL : PyLong_FromLong(n);
+}
+
+static PyObject *Receiver_detach(Receiver *r, PyObject *unused) {
+    r->fd = -1;                                     /* the socket is closed: its number may be reused */
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Receiver_methods[] = {
+    {"receive", (PyCFunction)Receiver_receive, METH_NOARGS, "receive() -> nbytes, or -1 when nothing is waiting"},
+    {"detach", (PyCFunction)Receiver_detach, METH_NOARGS, "detach(): the socket was closed; polls now count EBADF"},
+    {NULL}
+};
+
+static PyTypeObject ReceiverType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appliance.feed._book_fast.Receiver",
+    .tp_basicsize = sizeof(Receiver),
+    .tp_dealloc = (destructor)Receiver_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One UDP socket's receive into a buffer with its stats (see appliance.feed.receiver).",
+    .tp_methods = Receiver_methods,
+    .tp_init = (initproc)Receiver_init,
+    .tp_new = PyType_GenericNew,
+};
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, "configure(itch_fields, sizes, book_update_fields, (type_id, version, size, depth), "
      "market_state_fields, counter_names, flags, scanner_slots)"},
-    {"recv_datagram", recv_datagram, METH_VARARGS, "recv_datagram(fd, buffer, stats, expected_host, expected_port) -> "
-     "nbytes or -1 (see the C source)"},
     {NULL, NULL, 0, NULL}
 };
 
@@ -1348,10 +1577,12 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__book_fast(void) {
-    if (PyType_Ready(&BooksType) < 0) return NULL;
+    if (PyType_Ready(&BooksType) < 0 || PyType_Ready(&ReceiverType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&BooksType);
     if (PyModule_AddObject(m, "Books", (PyObject *)&BooksType) < 0) { Py_DECREF(&BooksType); Py_DECREF(m); return NULL; }
+    Py_INCREF(&ReceiverType);
+    if (PyModule_AddObject(m, "Receiver", (PyObject *)&ReceiverType) < 0) { Py_DECREF(&ReceiverType); Py_DECREF(m); return NULL; }
     return m;
 }

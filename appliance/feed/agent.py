@@ -1,10 +1,12 @@
 """The feed handler agent: UDP packet -> MoldUDP64 sequencing -> ITCH books -> ring and market state.
 
-One duty cycle: read up to ``max_packets_per_cycle`` packets from the feed socket and from the
-re-request channel; hand each to the sequencer; apply in-order packets (and whatever buffered
-packets they release) to the books; after each packet, publish one BookUpdate for each subscribed
-book whose top levels, trading state or last trade it changed (``outputs.py``: coalesced per
-packet, a trade print never coalesced away). Then the slow checks: re-request
+One duty cycle: read up to ``max_packets_per_cycle`` packets from the feed socket, and from the
+re-request channel while a gap is open (else once per slow tick: it only carries answers); hand
+each to the sequencer; apply in-order packets (and whatever buffered packets they release) to the
+books; after each packet, publish one BookUpdate for each subscribed book whose top levels, trading
+state or last trade it changed (``outputs.py``: coalesced per packet, a trade print never coalesced
+away). With the compiled books, a live packet that is the next expected one takes all of that in
+one C call (``fast.py`` ``bind_sequencer``). Then the slow checks (every millisecond): re-request
 timeouts, staleness, and the shared-memory counters every ``counters_interval_ms``.
 
 A book is stale (flag in every update and in the market-state table; ``feed_ready`` 0 while
@@ -68,6 +70,7 @@ from appliance.runtime.layout import LayoutError
 from appliance.wire import itch, moldudp64
 
 from . import fast
+from .fast import IN_ORDER_TAKEN
 from .books import LOCATES, BookSet
 from .config import FeedConfigError, parse_feed_params
 from .outputs import BookOutputs
@@ -167,6 +170,10 @@ class FeedAgent(Agent):
             send_request=self.rerequest.send, max_buffered_packets=cfg.max_buffered_packets,
             request_timeout_ns=cfg.rerequest_timeout_ms * 1_000_000, max_retries=cfg.rerequest_retries,
             silence_ns=cfg.stale_after_ms * 1_000_000, skip_history=cfg.snapshot is not None)
+        self._receive_in_order = None       # the live socket's receive and the in-order accept in one C call
+        if self._fast is not None:
+            self._fast.bind_sequencer(self.sequencer, self.receiver.c_receiver)
+            self._receive_in_order = self._fast.receive_in_order
         snap = cfg.snapshot
         self.snapshots = SnapshotClient(snap.host, snap.port, timeout_ns=snap.timeout_ms * 1_000_000) \
             if snap is not None else None
@@ -225,23 +232,46 @@ class FeedAgent(Agent):
         work = 0
         receiver = self.receiver
         receive = receiver.receive
+        # The next expected packet, no gap open: received, sequenced, applied and published in one C call
+        # (fast.py bind_sequencer), while the books are live and no rebuild keeps packets; anything else the
+        # sequencer declines comes back for the Python path (after which the condition is checked again).
+        receive_in_order = self._receive_in_order
+        if receive_in_order is not None and (self._kept is not None or self._feed_stale):
+            receive_in_order = None
         for _ in range(self._max_packets):
-            n = receive()
+            n = receive() if receive_in_order is None else receive_in_order()
+            if n == IN_ORDER_TAKEN:
+                work += 1
+                continue
             if n < 0:
                 break
-            self._on_packet(receiver.buffer, n, receiver.rx_ns, True)
             work += 1
+            self._on_packet(receiver.buffer, n, receiver.rx_ns, True)
+            if self._kept is not None or self._feed_stale:
+                receive_in_order = None
+            else:
+                receive_in_order = self._receive_in_order
+        now = time.monotonic_ns()
+        slow = now >= self._next_slow_ns
+        # The re-request socket only carries answers to our requests: read it every cycle while a gap is open
+        # (a request outstanding), else once per slow tick (late or repeated answers, foreign datagrams), so an
+        # idle cycle costs one empty receive, not two.
+        if slow or self.sequencer.gap_open:
+            work += self._receive_rerequests()
+        if slow:
+            self._next_slow_ns = now + 1_000_000
+            work += self._slow_checks(now)
+        return work
+
+    def _receive_rerequests(self) -> int:
         channel = self.rerequest
+        work = 0
         for _ in range(self._max_packets):
             n = channel.receive()
             if n < 0:
                 break
             self._on_packet(channel.buffer, n, channel.rx_ns, False)
             work += 1
-        now = time.monotonic_ns()
-        if now >= self._next_slow_ns:
-            self._next_slow_ns = now + 1_000_000
-            work += self._slow_checks(now)
         return work
 
     def _on_packet(self, buffer, nbytes: int, rx_ns: int, live: bool) -> None:

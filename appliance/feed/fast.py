@@ -24,7 +24,7 @@ from appliance.messages.catalog import (
     BOOK_DEPTH, BOOK_FLAG_CROSSED, BOOK_FLAG_HALTED, BOOK_FLAG_INCONSISTENT, BOOK_FLAG_LOCKED, BOOK_FLAG_STALE,
     BOOK_UPDATE, MARKET_STATE,
 )
-from appliance.wire import itch
+from appliance.wire import itch, moldudp64
 from appliance.wire.venue_time import utc_midnight_ns
 
 from .books import COUNTER_NAMES, LOCATES, checked_symbols, locate_map
@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - exercised when the extension is not bu
     _book_fast = None
 
 AVAILABLE = _book_fast is not None
+IN_ORDER_TAKEN = -2     # receive_in_order: a datagram was received and taken by the compiled in-order path
 
 
 def _record_fields(record) -> dict[str, tuple[int, int]]:
@@ -191,6 +192,21 @@ class FastFeed:
         self.apply_packet = self._c.apply_packet
         """``apply_packet(buffer, start, end, mold_sequence, t_rx_ns) -> updates``: one packet's blocks from
         ``start`` (``BlockScanner.scan(..., final=True)`` + ``BookOutputs.publish_packet``)."""
+
+    def bind_sequencer(self, sequencer, receiver=None):
+        """``accept_packet(buffer, nbytes, rx_ns, live[, now_ns]) -> updates or -1``: ``sequencer.accept`` and
+        ``apply_packet`` of a packet that is the next expected one with no gap open, in one C call that reads
+        and writes the sequencer's own slots; -1 (nothing changed) for any other packet: run ``sequencer.accept``.
+        With ``receiver`` (the live feed's ``receiver.py`` C ``Receiver``), also ``receive_in_order() -> n``:
+        its receive and that accept in one call: ``IN_ORDER_TAKEN``, or n >= 0 bytes in the receiver's buffer
+        that the sequencer declined (the Python path's), or -1 when nothing is waiting.
+        The Python ``MoldSequencer`` stays the reference (tests/feed/test_feed_in_order_diff.py)."""
+        header = moldudp64.HEADER
+        self._c.bind_sequencer(sequencer, {f.name: (header.offset_of[f.name], f.size) for f in header.fields},
+                               moldudp64.HEADER_SIZE, (moldudp64.HEARTBEAT_COUNT, moldudp64.END_OF_SESSION_COUNT),
+                               receiver)
+        self.receive_in_order = self._c.receive_in_order if receiver is not None else None
+        return self._c.accept_packet
 
     # ------------------------------------------------------------------ BookSet's API
 

@@ -6,13 +6,13 @@ from the ancillary data, so the feed measures from the moment the packet reached
 the host, not from when the duty cycle got to it. ``receive()`` never blocks and
 never raises: -1 means nothing is waiting (or a transient error, counted).
 
-``receive`` is the compiled ``_book_fast.recv_datagram`` when built (an empty poll costs one
-syscall, not a Python exception: the feed polls both sockets every duty cycle), else
+``receive`` is the compiled ``_book_fast.Receiver``'s when built (an empty poll costs one syscall,
+not a Python exception nor an argument parse: the feed polls its socket every duty cycle), else
 ``_receive_python``, its reference; both keep their state in one ``array('q')`` (``STAT_NAMES``).
+``c_receiver`` (the C object, or None) is what the feed's compiled in-order path receives through.
 """
 from __future__ import annotations
 
-import functools
 import socket
 import struct
 import time
@@ -36,9 +36,9 @@ STAT_NAMES = ("rx_ns", "source_host", "source_port", "packets", "bytes", "trunca
  _FOREIGN_PORT) = range(len(STAT_NAMES))
 
 try:  # built by setup.py
-    from appliance.feed._book_fast import recv_datagram as _recv_datagram  # type: ignore[attr-defined]
+    from appliance.feed._book_fast import Receiver as _Receiver  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - exercised when the extension is not built
-    _recv_datagram = None
+    _Receiver = None
 
 
 def _host_int(host: str) -> int:
@@ -86,18 +86,16 @@ class _DatagramReceiver:
         self.address: tuple = sock.getsockname()      # the bound (host, port)
         self._stats = array("q", bytes(8 * len(STAT_NAMES)))
         if use_c is None:
-            use_c = _recv_datagram is not None
-        if use_c and _recv_datagram is None:
+            use_c = _Receiver is not None
+        if use_c and _Receiver is None:
             raise RuntimeError("the compiled receive appliance.feed._book_fast is not built")
         self.uses_c = bool(use_c)
-        self._bind_receive(sock.fileno())
-
-    def _bind_receive(self, fd: int) -> None:
-        """``receive`` as one C call with its arguments bound (no Python frame per poll)."""
+        self.c_receiver = None
         if self.uses_c:
             host = -1 if self._expected_host is None else _host_int(self._expected_host)
             port = -1 if self._expected_host is None or self._expected_port is None else self._expected_port
-            self.receive = functools.partial(_recv_datagram, fd, self.buffer, self._stats, host, port)
+            self.c_receiver = _Receiver(sock.fileno(), self.buffer, self._stats, host, port)
+            self.receive = self.c_receiver.receive      # one C call, its arguments held (no Python frame per poll)
         else:
             self.receive = self._receive_python
 
@@ -163,7 +161,8 @@ class _DatagramReceiver:
 
     def close(self) -> None:
         self.sock.close()
-        self._bind_receive(-1)          # a closed socket's number may be reused: polls now count EBADF
+        if self.c_receiver is not None:
+            self.c_receiver.detach()    # a closed socket's number may be reused: polls now count EBADF
 
     def __enter__(self):
         return self

@@ -27,6 +27,11 @@ now, so the whole thing is unit-testable. The caller's duty cycle::
 ``accept``'s walk over the blocks (they must fill the packet exactly) is the only one before the
 decode: it notes where the messages not delivered before start (``payload_offset``).
 
+Compiled: with the compiled books, the feed agent first offers each live packet to ``FastFeed.bind_sequencer``'s
+C call, which does ``accept`` and the decode in one walk when the packet is the next expected one with no gap
+open, writing this object's own slots exactly as ``accept`` would; it declines anything else (changing nothing)
+and this class runs. This class is the reference: tests/feed/test_feed_in_order_diff.py.
+
 Recovery is one request stream from ``next_expected``: a request asks for
 ``[next_expected, highest sequence seen)`` (at most ``max_request_count``
 messages). The exchange answers one packet per request (as many messages as fit

@@ -18,7 +18,7 @@ from appliance.feed.receiver import SO_TIMESTAMPNS, STAT_NAMES, RerequestChannel
 from appliance.wire import moldudp64 as mold
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPILED = receiver_module._recv_datagram is not None
+COMPILED = receiver_module._Receiver is not None
 
 
 @pytest.fixture(autouse=True, params=["c", "python"])
@@ -27,7 +27,7 @@ def receive_path(request, monkeypatch):
     if request.param == "c" and not COMPILED:
         pytest.skip("appliance.feed._book_fast is not built")
     if request.param == "python":
-        monkeypatch.setattr(receiver_module, "_recv_datagram", None)
+        monkeypatch.setattr(receiver_module, "_Receiver", None)
     return request.param
 
 

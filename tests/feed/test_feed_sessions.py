@@ -8,6 +8,7 @@ re-request timeout 20 ms and 2 retries; the venue heartbeats every 50 ms while p
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -298,3 +299,40 @@ def test_bad_packets_from_the_publisher_are_counted_in_feed_bad_packets(rig):
     feed.pump(lambda: feed.sequencer.bad_packets >= 5, venue=venue, message="bad packets counted")
     feed.pump(lambda: feed.counters()["feed.bad_packets"] >= 5, venue=venue, message="feed.bad_packets stored")
     assert feed.counters()["feed.bad_packets"] == feed.sequencer.bad_packets
+
+
+def test_the_rerequest_socket_is_read_while_a_gap_is_open_and_every_slow_tick_otherwise(rig):
+    """An idle duty cycle costs one empty receive (the feed socket), not two: the re-request socket carries only
+    answers to our requests, so it is read every cycle while a gap is open (a request outstanding) and once per
+    slow tick (every millisecond) otherwise; a late answer is still read, at the next tick."""
+    venue, feed = rig()
+    venue.trade(200)
+    feed.pump(lambda: live_and_caught_up(feed, venue), venue=venue, message="live")
+    agent, channel = feed.agent, feed.agent.rerequest
+    reads = []
+    receive = channel.receive
+    channel.receive = lambda: reads.append(1) or receive()
+    far = 3_600 * 1_000_000_000
+
+    agent._next_slow_ns = time.monotonic_ns() + far      # no slow tick during these cycles
+    for _ in range(50):
+        agent.do_work()
+    assert reads == []
+
+    duplicates = feed.sequencer.duplicate_packets        # a late answer to an old request: waits for the tick
+    venue.rerequests.handle(moldudp64.request(venue.session, 1, 5), channel.address)
+    for _ in range(50):
+        agent.do_work()
+    assert reads == [] and feed.sequencer.duplicate_packets == duplicates
+    agent._next_slow_ns = 0
+    agent.do_work()
+    assert feed.sequencer.duplicate_packets == duplicates + 1 and len(reads) == 2      # read, then empty
+
+    venue.silent = True                                  # lost on the way: a gap, recovered without a slow tick
+    venue.trade(100)
+    venue.silent = False
+    venue.trade(100)
+    agent._next_slow_ns = time.monotonic_ns() + far
+    feed.pump(lambda: feed.sequencer.gaps > 0 and feed.caught_up(venue), venue=venue, message="gap recovered")
+    assert feed.sequencer.messages_recovered > 0 and len(reads) > 2
+    assert agent._next_slow_ns > time.monotonic_ns() + far // 2    # no slow tick ran meanwhile

@@ -140,13 +140,20 @@ VENUE_PRICES = {"AAPL": 1_900_000, "MSFT": 4_200_000, "SPY": 5_600_000, "QQQ": 4
 
 
 def venue_day(seed: int, operations: int = 6000) -> list[bytes]:
+    """A day of the simulated exchange (``venue_packets``) as the MoldUDP64 payloads it sent, headers cut off."""
+    return [p[moldudp64.HEADER_SIZE:] for p in venue_packets(seed, operations) if len(p) > moldudp64.HEADER_SIZE]
+
+
+def venue_packets(seed: int, operations: int = 6000, session: str = "FASTDIFF01",
+                  max_payload: int = moldudp64.DEFAULT_MAX_PAYLOAD) -> list[bytes]:
     """A day of the simulated exchange (its own matching engine and market-data packer: open, background
-    flow with a halt and a resume, close) as the MoldUDP64 payloads it sent, headers cut off."""
+    flow with a halt and a resume, close) as the MoldUDP64 packets it sent (end of session included);
+    ``max_payload``: its packer's limit (smaller: more, shorter packets)."""
     from appliance.exchange.participants import BackgroundFlow
     from appliance.exchange.venue import Venue
 
     packets: list[bytes] = []
-    venue = Venue([(s, 100) for s in VENUE_PRICES], {}, session="FASTDIFF01", send_packet=packets.append,
+    venue = Venue([(s, 100) for s in VENUE_PRICES], {}, session=session, send_packet=packets.append, max_payload=max_payload,
                   background=BackgroundFlow(VENUE_PRICES, rate=0, seed=seed))
     venue.open()
     venue.run_background(operations // 2)
@@ -156,7 +163,7 @@ def venue_day(seed: int, operations: int = 6000) -> list[bytes]:
     venue.run_background(operations // 4)
     venue.close()
     venue.publisher.flush()
-    return [p[moldudp64.HEADER_SIZE:] for p in packets if len(p) > moldudp64.HEADER_SIZE]
+    return [bytes(p) for p in packets]
 
 
 # ---------------------------------------------------------------- ITCH 5.0 messages by hand (the codec's table)
