@@ -65,8 +65,11 @@ def equity_png(total: Curve) -> bytes:
     figure = _figure()
     axes = figure.add_subplot()
     hours = [_hours(t) for t in total.times]
-    axes.plot(hours, _dollars(total.gross), label="gross P&L", color="#1f77b4", drawstyle="steps-post")
-    axes.plot(hours, _dollars(total.net), label="net P&L (after fees)", color="#2ca02c", drawstyle="steps-post")
+    # marked only at the equity points: points joined by lines, never steps (a step drawn at the next
+    # point showed a minute's loss as if it happened at that point's instant)
+    marker = "o" if len(hours) <= 60 else None
+    axes.plot(hours, _dollars(total.gross), label="gross P&L", color="#1f77b4", marker=marker, markersize=3)
+    axes.plot(hours, _dollars(total.net), label="net P&L (after fees)", color="#2ca02c", marker=marker, markersize=3)
     axes.axhline(0, color="black", linewidth=0.6)
     axes.set_title("Equity curve (at the equity points)")
     axes.set_ylabel("dollars")
@@ -80,8 +83,8 @@ def drawdown_png(total: Curve) -> bytes:
     axes = figure.add_subplot()
     hours = [_hours(t) for t in total.times]
     under = [-v for v in _dollars(drawdowns(total.net))]
-    axes.fill_between(hours, under, 0, step="post", color="#d62728", alpha=0.4)
-    axes.plot(hours, under, color="#d62728", drawstyle="steps-post")
+    axes.fill_between(hours, under, 0, color="#d62728", alpha=0.4)
+    axes.plot(hours, under, color="#d62728", marker="o" if len(hours) <= 60 else None, markersize=3)
     axes.set_title("Drawdown of net P&L from its running peak")
     axes.set_ylabel("dollars")
     _clock_axis(axes)
