@@ -183,7 +183,7 @@ def test_bench_ring_table_lists_a_failed_peer_with_why(monkeypatch, capsys):
 
     monkeypatch.setattr(ring, "PEERS", ring.PEERS + ("raises",))
     monkeypatch.setattr(ring, "PEER_CLASSES", {**ring.PEER_CLASSES, "raises": _Broken.Raises})
-    args = _bench_args("--round-trips", "200", "--messages", "2000", "--timeout", "3", "--peers", "raises")
+    args = _bench_args("--round-trips", "200", "--messages", "2000", "--timeout", "30", "--peers", "raises")
     args.json = False
     assert ring.run(args) == 0
     out = capsys.readouterr().out
