@@ -46,6 +46,7 @@ from appliance.replay import venue as replay_venue
 from appliance.replay.latency import Latency
 from appliance.replay.venue import ReplayVenue
 from appliance.risk.checks import RiskEngine
+from appliance.risk.fast import compiled_check
 from appliance.risk.paper_market import PaperMarket
 from appliance.runtime import _shm
 from appliance.strategy.host import StrategyHost
@@ -169,6 +170,7 @@ class Backtest:
         self.venue = ReplayVenue(symbols, setup.queue_model, setup.latency, setup.seed, self.subscribed)
         # risk, as the risk agent runs it
         self.risk = RiskEngine(setup.limits, symbols, self.market.reader)
+        self.check = compiled_check(self.risk)   # the risk agent's compiled check set (its default), checks.py behind it
         self.reducing = False
         self.ledger = PositionLedger(len(symbols))
         self.open_orders: dict[int, int] = {}    # client order id -> symbol id, live at the venue (the OMS's view)
@@ -363,20 +365,31 @@ class Backtest:
     def _run_until(self, limit: int, timers: bool = True) -> int:
         """Everything on our side that happens before ``limit`` (ns since midnight), in time order; at equal
         times: our actions reaching the venue, the venue's answers, then book updates, then timers. Returns
-        when the next of those happens (at or after ``limit``); only a recorded message adds events then."""
+        when the next of those happens (at or after ``limit``; with timers, maybe earlier than the next one: a
+        lower bound, which the caller may use); only a recorded message adds events then."""
         books, venue, host, midnight = self._books, self.venue, self.host, self.midnight
         out, inbound = venue._out, venue._inbound          # the venue's queues, read here on the hot path
         apply_packet, never = self.feed.apply_packet, 1 << 62
-        next_timer = host.next_timer_ns if timers else None
-        while True:
-            t_book = books[0][0] if books else never
+        queue = host.timers
+        while True:                                # t = the earliest of the four (compares: cheaper than min())
+            t = t_book = books[0][0] if books else never
             t_delivery = out[0][0] if out else never
+            if t_delivery < t:
+                t = t_delivery
             t_arrival = inbound[0][0] if inbound else never
-            t_timer = next_timer() if next_timer is not None else None
-            t_timer = (t_timer - midnight) if t_timer is not None else never
-            t = min(t_book, t_delivery, t_arrival, t_timer)
+            if t_arrival < t:
+                t = t_arrival
+            # the timer queue's ``due_ns`` (its heap's first deadline, maybe of a cancelled timer) is a lower
+            # bound of the next timer, as the strategy agent's duty cycle reads it: exact only when it is due
+            t_timer = queue.due_ns - midnight if timers and host.running else never
+            if t_timer < t:
+                t = t_timer
             if t >= limit:
-                return t
+                return t                           # a lower bound: the caller's next call is then early, no harm
+            if t == t_timer:
+                exact = host.next_timer_ns()       # drops cancelled timers; due_ns is then exact
+                if exact is None or exact - midnight != t:
+                    continue
             if t_arrival == t:
                 venue.advance(t)                 # our actions reach the venue before what happens at t here
                 continue
@@ -447,7 +460,7 @@ class Backtest:
         if action != _CANCEL_ALL:
             record.intents += 1                  # the record's "new, replace, cancel" (not the host's cancel-alls)
         risk = self.risk
-        reason = risk.check(action, cid, orig, sid, side, shares, price, tif, now, display, capacity,
+        reason = self.check(action, cid, orig, sid, side, shares, price, tif, now, display, capacity,
                             minimum_quantity, iso)
         if not reason and self.reducing and risk.grows_position(action, orig, sid, side, shares):
             reason = int(RiskReason.TRADING_REDUCING)

@@ -9,7 +9,8 @@ order messages, cached), and the traded symbols are the ``--subscribed`` ones ``
   messages of the whole file per second of wall time; target ``TARGET_MSGS_PER_S`` (issue 17);
 * ``backtest_idle``: the same with a strategy that does nothing (the engine, feed books and venue alone);
 * (every pass also reports this process's CPU seconds for the whole pass, its setup included: on a shared
-  machine wall time includes waiting; the ``seconds`` are the timed part only);
+  machine wall time includes waiting; the ``seconds`` are the timed part only; the backtest passes also
+  the CPU seconds of ``Backtest.run`` alone, ``run_cpu_seconds``: the steadiest figure on a busy machine);
 * the peers from ``bench feed``'s replay: ``feed_replay`` (scanner + locate filter + ``BookSet`` books) and
   ``feed_compiled`` (``FastFeed.apply_packet`` per MoldUDP64-sized packet), books only.
 
@@ -81,9 +82,13 @@ def _backtest(day: str, files: dict, strategy: str, queue_model: str, strategy_c
     if strategy_class is not None:
         from dataclasses import replace
         setup = replace(setup, strategy_class=strategy_class, parameters={})
-    record = gc_paused(lambda: Backtest(setup).run())
+    backtest = Backtest(setup)
+    cpu = time.process_time()
+    record = gc_paused(backtest.run)
+    run_cpu = time.process_time() - cpu
     results = report.results(record)
     return {"messages": record.messages, "seconds": record.seconds, "msgs_per_s": record.messages / record.seconds,
+            "run_cpu_seconds": run_cpu, "run_cpu_msgs_per_s": record.messages / run_cpu if run_cpu else None,
             "orders": record.orders, "intents": record.intents, "fills": len(record.fills),
             "refusals": record.refusals, "pnl_net": results["pnl_net"]}
 
@@ -132,12 +137,13 @@ def _print_table(report: dict) -> None:
     print(f"day: {day['path']} ({day['messages']:,} messages, {day['bytes']:,} bytes); traded: "
           f"{', '.join(report['traded'])}")
     print(f"{'pass':<16}{'messages':>12}{'seconds':>10}{'M msg/s':>10}{'CPU s':>8}{'M msg/CPU s':>13}"
-          f"{'orders':>10}{'fills':>8}")
+          f"{'M msg/run CPU s':>17}{'orders':>10}{'fills':>8}")
     for name, r in report["results"].items():
         print(f"{name:<16}{fmt(r.get('messages')):>12}{fmt(r.get('seconds'), '.2f'):>10}"
               f"{fmt(r.get('msgs_per_s') / 1e6 if r.get('msgs_per_s') else None, '.2f'):>10}"
               f"{fmt(r.get('cpu_seconds'), '.2f'):>8}"
               f"{fmt(r.get('cpu_msgs_per_s') / 1e6 if r.get('cpu_msgs_per_s') else None, '.2f'):>13}"
+              f"{fmt(r.get('run_cpu_msgs_per_s') / 1e6 if r.get('run_cpu_msgs_per_s') else None, '.2f'):>17}"
               f"{fmt(r.get('orders')):>10}{fmt(r.get('fills')):>8}")
     for name, ratio in report["ratios"].items():
         print(f"{name}: {ratio:.2f}x")

@@ -295,7 +295,7 @@ class ReplayVenue:
             levels.pop(price, None)
             after = 0
         taken = book.taken[is_buy]
-        if price in taken and taken[price] > after:
+        if taken and price in taken and taken[price] > after:     # usually empty: we took nothing
             if after:
                 taken[price] = after
             else:
