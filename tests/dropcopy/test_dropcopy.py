@@ -192,3 +192,19 @@ def test_a_stream_claiming_more_than_the_journal_holds_is_refused(nats_server, j
     finally:
         running.stop()
     assert [m[1] for m in stream_messages(nats_server)] == [f"venue1:{day}:999"]
+
+
+def test_an_acknowledgement_from_another_stream_is_a_refusal():
+    """Without a Nats-Expected-Stream header on every event, the PubAck's stream is checked."""
+    import asyncio
+    from types import SimpleNamespace
+    from appliance.dropcopy.publisher import _Acks
+
+    async def run():
+        acks = _Acks("APPLIANCE_EVENTS")
+        acks.expect(2)
+        await acks.on_message(SimpleNamespace(subject="_INBOX.x.0", data=b'{"stream":"APPLIANCE_EVENTS","seq":1}'))
+        assert acks.refused is None and acks.new == 1 and not acks.done.is_set()
+        await acks.on_message(SimpleNamespace(subject="_INBOX.x.1", data=b'{"stream":"OTHER","seq":1}'))
+        assert acks.refused == (1, b'{"stream":"OTHER","seq":1}') and acks.done.is_set()
+    asyncio.run(run())
