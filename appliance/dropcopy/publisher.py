@@ -77,7 +77,10 @@ def event_of(config: DropCopyConfig, audit: AuditTrail, record: JournalRecord, d
         return None
     row["appliance"] = config.appliance
     row["trading_day"] = day
-    return json.dumps(row, separators=(",", ":")).encode()
+    return _encode(row).encode()
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode   # json.dumps(row, separators=...) without an encoder per event
 
 
 _ID = re.compile(r"([A-Za-z0-9_-]{1,64}):(\d{1,10}):(\d{1,19})")

@@ -208,3 +208,26 @@ def test_an_acknowledgement_from_another_stream_is_a_refusal():
         await acks.on_message(SimpleNamespace(subject="_INBOX.x.1", data=b'{"stream":"OTHER","seq":1}'))
         assert acks.refused == (1, b'{"stream":"OTHER","seq":1}') and acks.done.is_set()
     asyncio.run(run())
+
+
+def test_an_event_is_the_audit_row_as_compact_json(tmp_path):
+    """event_of's kept encoder gives json.dumps' bytes (every kind of record, fills, breaks)."""
+    import json
+    from appliance.dropcopy.config import DropCopyConfig
+    from appliance.dropcopy.publisher import event_of
+    from appliance.oms.audit import AuditTrail
+    from appliance.oms.journal_format import read_records
+    writer = JournalWriter(str(tmp_path / "j.bin"))
+    try:
+        for n in range(1, 30):
+            writer.order_life()
+            writer.fill("AAPL" if n % 3 else "MSFT", "BST"[n % 3], n, 1_900_000 + n, broken=n % 7 == 0)
+    finally:
+        writer.close()
+    records, _, header = read_records(str(tmp_path / "j.bin"))
+    config, day = DropCopyConfig(appliance="venue1"), header["trading_day"]
+    events, reference = AuditTrail(["AAPL", "MSFT"]), AuditTrail(["AAPL", "MSFT"])
+    for record in records:
+        row = reference.row(record)
+        row.update(appliance="venue1", trading_day=day)
+        assert event_of(config, events, record, day) == json.dumps(row, separators=(",", ":")).encode()
