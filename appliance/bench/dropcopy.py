@@ -82,8 +82,9 @@ class _Thread:
         self.thread.start()
 
     def _run(self):
+        from appliance.dropcopy.publisher import run_loop
         try:
-            asyncio.run(self.owner.run())
+            run_loop(self.owner.run())
         except BaseException as exc:   # noqa: BLE001 - reported by stop()
             self.error = exc
 

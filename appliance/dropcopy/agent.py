@@ -7,7 +7,6 @@ here waits for NATS: the publisher's thread does, and the OMS never waits for ei
 """
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import threading
@@ -18,7 +17,7 @@ from appliance.runtime.counters import CounterKind
 from appliance.runtime.layout import LayoutError
 
 from .config import DropCopyConfig, DropCopyConfigError, check_secret_files, parse_dropcopy_params
-from .publisher import DropCopy
+from .publisher import DropCopy, run_loop
 
 log = logging.getLogger("appliance.dropcopy")
 
@@ -104,7 +103,7 @@ class DropCopyAgent(Agent):
 
     def _loop(self) -> None:
         try:
-            asyncio.run(self.copy.run())
+            run_loop(self.copy.run())
         except BaseException as exc:      # noqa: BLE001 - the duty cycle raises it: the process exits, restarted
             self.failure = exc
 

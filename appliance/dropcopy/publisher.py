@@ -39,7 +39,8 @@ log = logging.getLogger("appliance.dropcopy")
 ACK_TIMEOUT_S = 5.0
 ACK_POLL_S = 0.05                # how often the connection is looked at while acknowledgements are awaited
 CONNECT_TIMEOUT_S = 2
-IDLE_POLL_S = 0.002              # the journal is looked at this often when nothing is new
+IDLE_POLL_S = (0.0005, 0.002)    # the journal is looked at this often when nothing is new: the first
+QUICK_S = 0.02                   # for this long after records came (an active OMS: the lag), then the second
 LAG_PERIOD_S = 0.1
 DRAIN_S = 3.0                    # at a stop, what the journal holds is published for at most this long
 STREAM_SUBJECTS = "appliance.*.events"
@@ -76,7 +77,10 @@ def event_of(config: DropCopyConfig, audit: AuditTrail, record: JournalRecord, d
         return None
     row["appliance"] = config.appliance
     row["trading_day"] = day
-    return json.dumps(row, separators=(",", ":")).encode()
+    return _encode(row).encode()
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode   # json.dumps(row, separators=...) without an encoder per event
 
 
 _ID = re.compile(r"([A-Za-z0-9_-]{1,64}):(\d{1,10}):(\d{1,19})")
@@ -90,6 +94,17 @@ def parse_message_id(message_id: str, appliance: str) -> tuple[int, int]:
         raise DropCopyError(f"the stream's last message on our subject has message id {message_id[:80]!r}, "
                             f"not one of ours ({appliance}:<day>:<sequence>): refusing to guess where to resume")
     return int(match.group(2)), int(match.group(3))
+
+
+def run_loop(coroutine):
+    """Run the drop copy's or the risk hub's coroutine to its end on a uvloop event loop (a
+    dependency, as for the exchange: nats-py's socket reads and the loop's scheduling of every
+    event cost less there); the standard loop if it is missing."""
+    try:
+        import uvloop
+    except ImportError:                   # pragma: no cover - uvloop is a dependency
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 class NatsSettingsError(RuntimeError):
@@ -234,12 +249,13 @@ class DropCopy:
                  self.config.subject, f"resuming after record {last} of day {day}" if day else
                  "nothing of ours in the stream yet: from the journal's first record")
         inbox = nc.new_inbox()
-        self._acks = _Acks()
+        self._acks = _Acks(self.config.stream)
         acks = await nc.subscribe(inbox + ".*", cb=self._acks.on_message)
         firm = await self.firm.attach(nc)
         marks = asyncio.ensure_future(self.firm.publish_marks(nc))
         try:
             drain_until = None
+            quick_until = 0.0
             while True:
                 if drain_until is None and self._stopping.is_set():
                     drain_until = time.monotonic() + DRAIN_S
@@ -250,8 +266,9 @@ class DropCopy:
                         return                   # stopping, and the stream has the whole journal
                     if not nc.is_connected:
                         raise DropCopyError("the connection to NATS was lost")
-                    await asyncio.sleep(IDLE_POLL_S)
+                    await asyncio.sleep(IDLE_POLL_S[time.monotonic() > quick_until])
                     continue
+                quick_until = time.monotonic() + QUICK_S
                 if drain_until is not None and time.monotonic() > drain_until:
                     log.warning("stopping with journal records from %d on not yet in the stream: the next "
                                 "start publishes them", records[0].sequence)
@@ -315,7 +332,7 @@ class DropCopy:
         try:
             for index, (sequence, data) in enumerate(batch):
                 await nc.publish(c.subject, data, reply=f"{inbox}.{index}",
-                                 headers={"Nats-Msg-Id": c.message_id(day, sequence), "Nats-Expected-Stream": c.stream})
+                                 headers={"Nats-Msg-Id": c.message_id(day, sequence)})
             deadline = time.monotonic() + ACK_TIMEOUT_S
             while not waiting.done.is_set():      # a lost connection ends the wait at once
                 if not nc.is_connected:
@@ -368,9 +385,13 @@ class DropCopy:
 
 class _Acks:
     """JetStream's acknowledgements of the batch in flight, taken by the reply subscription's
-    callback (``inbox.<index in the batch>``: one JSON PubAck each)."""
+    callback (``inbox.<index in the batch>``: one JSON PubAck each). An acknowledgement from
+    another stream than ours (a stream created later that took our subject) is a refusal: checked
+    here rather than with a ``Nats-Expected-Stream`` header on every event, a header the risk hub
+    would parse again with each one."""
 
-    def __init__(self):
+    def __init__(self, stream: str):
+        self.stream = stream
         self.pending: set[int] = set()
         self.refused: tuple[int, bytes] | None = None
         self.done = asyncio.Event()
@@ -390,7 +411,7 @@ class _Acks:
             ack = json.loads(message.data)
         except ValueError:
             ack = None
-        if not isinstance(ack, dict) or "error" in ack or "seq" not in ack:
+        if not isinstance(ack, dict) or "error" in ack or "seq" not in ack or ack.get("stream") != self.stream:
             self.refused = (index, bytes(message.data[:200]))
             self.done.set()
             return

@@ -45,10 +45,16 @@ _SENT_EVENTS = {Action.NEW: "SENT_NEW", Action.REPLACE: "SENT_REPLACE", Action.C
 
 
 def iso_ns(epoch_ns: int) -> str:
-    """``2026-01-02T13:45:12.123456789Z``: UTC with every nanosecond."""
+    """``2026-01-02T13:45:12.123456789Z``: UTC with every nanosecond. The second's text is kept
+    for the next call (a journal's records come many to a second: the drop copy formats each)."""
+    global _last_second
     seconds, nanos = divmod(epoch_ns, 1_000_000_000)
-    stamp = _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{nanos:09d}Z"
+    if _last_second[0] != seconds:
+        _last_second = (seconds, _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_last_second[1]}.{nanos:09d}Z"
+
+
+_last_second: tuple = (None, "")       # (epoch seconds, its text): one tuple, so a thread reads a pair
 
 
 _ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"

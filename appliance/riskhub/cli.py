@@ -45,6 +45,7 @@ def _run_hub(config) -> int:
     import asyncio
     import logging
     import signal
+    from appliance.dropcopy.publisher import run_loop
     from .hub import RiskHub
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hub = RiskHub(config)
@@ -54,7 +55,7 @@ def _run_hub(config) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, hub.stop)
         await hub.run()
-    asyncio.run(main())
+    run_loop(main())
     return 0
 
 

@@ -192,3 +192,42 @@ def test_a_stream_claiming_more_than_the_journal_holds_is_refused(nats_server, j
     finally:
         running.stop()
     assert [m[1] for m in stream_messages(nats_server)] == [f"venue1:{day}:999"]
+
+
+def test_an_acknowledgement_from_another_stream_is_a_refusal():
+    """Without a Nats-Expected-Stream header on every event, the PubAck's stream is checked."""
+    import asyncio
+    from types import SimpleNamespace
+    from appliance.dropcopy.publisher import _Acks
+
+    async def run():
+        acks = _Acks("APPLIANCE_EVENTS")
+        acks.expect(2)
+        await acks.on_message(SimpleNamespace(subject="_INBOX.x.0", data=b'{"stream":"APPLIANCE_EVENTS","seq":1}'))
+        assert acks.refused is None and acks.new == 1 and not acks.done.is_set()
+        await acks.on_message(SimpleNamespace(subject="_INBOX.x.1", data=b'{"stream":"OTHER","seq":1}'))
+        assert acks.refused == (1, b'{"stream":"OTHER","seq":1}') and acks.done.is_set()
+    asyncio.run(run())
+
+
+def test_an_event_is_the_audit_row_as_compact_json(tmp_path):
+    """event_of's kept encoder gives json.dumps' bytes (every kind of record, fills, breaks)."""
+    import json
+    from appliance.dropcopy.config import DropCopyConfig
+    from appliance.dropcopy.publisher import event_of
+    from appliance.oms.audit import AuditTrail
+    from appliance.oms.journal_format import read_records
+    writer = JournalWriter(str(tmp_path / "j.bin"))
+    try:
+        for n in range(1, 30):
+            writer.order_life()
+            writer.fill("AAPL" if n % 3 else "MSFT", "BST"[n % 3], n, 1_900_000 + n, broken=n % 7 == 0)
+    finally:
+        writer.close()
+    records, _, header = read_records(str(tmp_path / "j.bin"))
+    config, day = DropCopyConfig(appliance="venue1"), header["trading_day"]
+    events, reference = AuditTrail(["AAPL", "MSFT"]), AuditTrail(["AAPL", "MSFT"])
+    for record in records:
+        row = reference.row(record)
+        row.update(appliance="venue1", trading_day=day)
+        assert event_of(config, events, record, day) == json.dumps(row, separators=(",", ":")).encode()

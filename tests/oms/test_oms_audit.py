@@ -99,6 +99,19 @@ def test_iso_times_parse_to_the_nanosecond():
         parse_iso_ns("yesterday")
 
 
+def test_iso_ns_with_its_kept_second_equals_the_datetime_text():
+    """The second's text is kept between calls: same second, the next, back again, far apart."""
+    import datetime as dt
+    import random
+    rng = random.Random(19)
+    times = [T0, T0 + 1, T0 + 999_999_999 - 123_456_789, T0 + 876_543_211, T0, 0, 999_999_999, 2**62]
+    times += [rng.randrange(0, 2**62) for _ in range(300)] + [T0 + rng.randrange(0, 3 * 10**9) for _ in range(300)]
+    for t in times:
+        seconds, nanos = divmod(t, 10**9)
+        text = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        assert iso_ns(t) == f"{text}.{nanos:09d}Z", t
+
+
 def test_a_bad_time_is_a_usage_error_and_a_missing_journal_exit_1(tmp_path, capsys):
     from appliance.command_io.arguments import UsageError
     parser = argparse.ArgumentParser()
