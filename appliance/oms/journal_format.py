@@ -177,6 +177,14 @@ def _find_valid_after(buffer, start: int, stop: int, size: int, after_sequence: 
     return None
 
 
+def _whole_record_at(buffer, offset: int, size: int, expected: int) -> bool:
+    """A record numbered ``expected`` with a good header and CRC starts at ``offset``."""
+    if offset + RECORD_HEADER_SIZE > size:
+        return False
+    found = _header_ok(buffer, offset, size, expected)
+    return found is not None and _crc_ok(buffer, offset, found[0], found[2])
+
+
 def scan(buffer, size: int, *, skip_corrupt: bool = False) -> ScanResult:
     """Find the valid records of a journal image. Headers are chained in Python (only the
     length and sequence are read per record); the stored CRCs and lengths are then gathered and
@@ -249,6 +257,9 @@ def scan(buffer, size: int, *, skip_corrupt: bool = False) -> ScanResult:
             result.garbage_end = garbage_end
             u32.release()
             return result
+        if _whole_record_at(buffer, end, size, expected):
+            offset = end            # whole now: written since the walk looked (a live journal, scanned by the
+            continue                # drop copy while the OMS writes): records, not garbage; walk on
         resync_offset, resync_sequence = resync
         result.corrupt.append((end, expected, problem or "unreadable record"))
         if not skip_corrupt:
