@@ -273,8 +273,8 @@ def _print(report: dict) -> None:
             if name not in names:
                 names.append(name)
     print()
-    print(f"CPU per process, % of one core (quiet: background flow 0; load: the orders' window); "
-          f"* = declared spinner")
+    print("CPU per process, % of one core (quiet: background flow 0; load: the orders' window); "
+          "* = declared spinner")
     print(f"{'config':<8}{'window':<7}" + "".join(f"{n:>12}" for n in names))
     for r in report["runs"]:
         for window in ("quiet", "load"):
@@ -282,7 +282,7 @@ def _print(report: dict) -> None:
             cells = "".join(f"{('-' if row.get(n) is None else format(row[n], '.1f')) + ('*' if n in r['spinners'] else ''):>12}"
                             for n in names)
             print(f"{r['config']:<8}{window:<7}{cells}")
-    print(f"mean run-queue wait per scheduling, us (/proc/PID/schedstat: runnable, no CPU yet)")
+    print("mean run-queue wait per scheduling, us (/proc/PID/schedstat: runnable, no CPU yet)")
     for r in report["runs"]:
         for window in ("quiet", "load"):
             row = r["runqueue_wait_us"][window]

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping
 
 from appliance.wire import itch
 from appliance.wire.schema import pad_alpha
-from appliance.wire.venue_time import ns_since_midnight
 
 from .events import AddOrder, OrderCancel, OrderDelete, OrderExecuted, OrderReplace, Trade, TradingAction
 

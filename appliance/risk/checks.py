@@ -62,7 +62,7 @@ from .duplicates import DuplicateFilter
 from .kill_switch import DAILY_LOSS, DRAWDOWN, TradingControl
 from .limits import Limits
 from .rate import SlidingWindow
-from .state import (NO_ASK, BAD_REPORT, SNAPSHOT_APPLIED, SNAPSHOT_COMPLETE, SNAPSHOT_END, SNAPSHOT_IGNORED, SNAPSHOT_ORDER,
+from .state import (NO_ASK, BAD_REPORT, SNAPSHOT_APPLIED, SNAPSHOT_COMPLETE, SNAPSHOT_END, SNAPSHOT_IGNORED,
                     SNAPSHOT_POSITION, Portfolio)
 
 NEW = int(Action.NEW)

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from appliance.wire.errors import WireFormatError
-from appliance.wire.schema import MessageLayout, Protocol, alpha, char, numeric, pad_alpha, prefixed, u16
+from appliance.wire.schema import MessageLayout, Protocol, alpha, char, numeric, prefixed, u16
 
 _HEADER = (u16("packet_length"), char("packet_type"))
 PREFIX = MessageLayout(None, "SoupBinTCP packet prefix", _HEADER, type_field=None)
