@@ -100,6 +100,7 @@ class BacktestSetup:
     end_ns: int | None = None          # --to
     date: datetime.date = DEFAULT_DATE
     timer_interval_ns: int = 100_000_000
+    venue_compiled: bool = True        # the venue's recorded book in C when built (False: the Python reference)
 
 
 def _open_day(path: str):
@@ -167,7 +168,8 @@ class Backtest:
                              subscribed_locates=self.subscribed)
         self.feed.midnight_ns = self.midnight
         self.feed.feed_stale = False
-        self.venue = ReplayVenue(symbols, setup.queue_model, setup.latency, setup.seed, self.subscribed)
+        self.venue = ReplayVenue(symbols, setup.queue_model, setup.latency, setup.seed, self.subscribed,
+                                 compiled=setup.venue_compiled)
         # risk, as the risk agent runs it
         self.risk = RiskEngine(setup.limits, symbols, self.market.reader)
         self.check = compiled_check(self.risk)   # the risk agent's compiled check set (its default), checks.py behind it

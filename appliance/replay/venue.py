@@ -58,6 +58,13 @@ from appliance.wire import ouch
 from . import queue as queue_models
 from .latency import Latency
 
+try:  # built by setup.py
+    from appliance.replay import _venue_fast  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - exercised when the extension is not built
+    _venue_fast = None
+
+AVAILABLE = _venue_fast is not None
+
 MARKET_PRICE = ouch.MARKET_PRICE
 TIF_IOC = ouch.TIME_IN_FORCE_IMMEDIATE_OR_CANCEL
 SELL_SIDES = frozenset("STE")          # OUCH sell, sell short, sell short exempt
@@ -116,9 +123,10 @@ class ReplayVenue:
     """The venue of a recorded day (module docstring); ``symbols``: the traded ones, in id order."""
 
     def __init__(self, symbols, queue_model: str = "risk-averse", latency: Latency | None = None,
-                 seed: int = 0, locate_map: bytearray | None = None) -> None:
+                 seed: int = 0, locate_map: bytearray | None = None, compiled: bool = True) -> None:
         """``locate_map``: a scanner's 65536-byte filter map (``itch.BlockScanner``) the venue keeps: 1 for the
-        locates the directory gives its symbols, so a reader passes only their messages."""
+        locates the directory gives its symbols, so a reader passes only their messages. ``compiled``: the
+        recorded book kept by ``_venue_fast.c`` when it is built (the Python methods are the reference)."""
         self.symbols = tuple(symbols)
         if len(set(self.symbols)) != len(self.symbols):
             raise ValueError("symbols must be unique")
@@ -132,20 +140,41 @@ class ReplayVenue:
         if locate_map is not None and len(locate_map) != 65536:
             raise ValueError("locate_map must be a 65536-byte map indexed by stock locate")
         self.locate_map = locate_map if locate_map is not None else bytearray(65536)
-        self.orders: dict[int, list] = {}         # recorded ref -> [book, is_buy, price, shares, add sequence]
+        self._orders: dict[int, list] = {}         # recorded ref -> [book, is_buy, price, shares, add sequence]
         self.live: dict[int, Order] = {}           # our token -> resting order
         self.used_tokens: set[int] = set()
         self.now_ns = 0
         self._adds = 0                             # recorded add sequence
         self._inbound: deque = deque()             # (arrive_ns, handler, args)
         self._out: deque = deque()                 # VenueEvents by deliver_ns
-        self.counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         handlers = [None] * 256
         for code, handler in (("R", self._directory), ("H", self._trading_action), ("A", self._add),
                               ("F", self._add), ("E", self._executed), ("C", self._executed),
                               ("X", self._cancel), ("D", self._delete), ("U", self._replace), ("P", self._trade)):
             handlers[ord(code)] = handler
         self._handlers = handlers
+        self._core = None
+        if compiled and _venue_fast is not None:
+            self._core = _venue_fast.Core(self)
+            self.on_itch = self._core.on_itch            # the recorded messages, in C (same state, same calls)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the recorded book is kept by ``_venue_fast.c`` (else by the Python methods below)."""
+        return self._core is not None
+
+    @property
+    def orders(self) -> dict:
+        """The recorded orders: ref -> [book, is_buy, price, shares, add sequence] (compiled: a copy)."""
+        return self._core.orders() if self._core is not None else self._orders
+
+    @property
+    def counters(self) -> dict:
+        """``COUNTER_NAMES`` -> count."""
+        if self._core is not None:
+            self._counters.update(self._core.counts())
+        return self._counters
 
     # ------------------------------------------------------------------ the recorded day
 
@@ -156,7 +185,7 @@ class ReplayVenue:
         if inbound and inbound[0][0] < ts:
             self._arrive(ts, inclusive=False)
         self.now_ns = ts
-        self.counters["messages"] += 1
+        self._counters["messages"] += 1
         handler = self._handlers[raw[0][0]]
         if handler is not None:
             handler(raw)
@@ -199,11 +228,11 @@ class ReplayVenue:
     def _add(self, raw) -> None:
         book = self._book_of_locate[raw[1]]
         if book is None:
-            self.counters["unsubscribed"] += 1
+            self._counters["unsubscribed"] += 1
             return
         ref, shares, price = raw[4], raw[6], raw[8]
-        if ref in self.orders:
-            self.counters["duplicate_add"] += 1
+        if ref in self._orders:
+            self._counters["duplicate_add"] += 1
             return
         if shares <= 0:
             return
@@ -211,7 +240,7 @@ class ReplayVenue:
 
     def _rest(self, book: _Symbol, ref: int, is_buy: bool, price: int, shares: int) -> None:
         self._adds += 1
-        self.orders[ref] = [book, is_buy, price, shares, self._adds]
+        self._orders[ref] = [book, is_buy, price, shares, self._adds]
         levels = book.levels[is_buy]
         levels[price] = levels.get(price, 0) + shares
         opposite = book.ours[not is_buy]
@@ -229,7 +258,7 @@ class ReplayVenue:
                 self._fill(order, fill, order.price, ADDED)
 
     def _executed(self, raw) -> None:
-        entry = self.orders.get(raw[4])
+        entry = self._orders.get(raw[4])
         if entry is None:
             self._unknown(raw)
             return
@@ -242,51 +271,51 @@ class ReplayVenue:
     def _trade(self, raw) -> None:
         book = self._book_of_locate[raw[1]]
         if book is None:
-            self.counters["unsubscribed"] += 1
+            self._counters["unsubscribed"] += 1
             return
         is_buy = raw[5] == b"B"                # the resting (hidden) order's side
         if book.ours[is_buy] and raw[6] > 0:
             self._traded(book, is_buy, raw[8], raw[6])
 
     def _cancel(self, raw) -> None:
-        entry = self.orders.get(raw[4])
+        entry = self._orders.get(raw[4])
         if entry is None:
             self._unknown(raw)
             return
         self._canceled(entry, raw[4], min(raw[5], entry[3]))
 
     def _delete(self, raw) -> None:
-        entry = self.orders.get(raw[4])
+        entry = self._orders.get(raw[4])
         if entry is None:
             self._unknown(raw)
             return
         self._canceled(entry, raw[4], entry[3])
 
     def _replace(self, raw) -> None:
-        entry = self.orders.get(raw[4])
+        entry = self._orders.get(raw[4])
         if entry is None:
             self._unknown(raw)
             return
         book, is_buy = entry[0], entry[1]
         self._canceled(entry, raw[4], entry[3])
-        if raw[5] in self.orders:
-            self.counters["duplicate_add"] += 1
+        if raw[5] in self._orders:
+            self._counters["duplicate_add"] += 1
             return
         if raw[6] > 0:
             self._rest(book, raw[5], is_buy, raw[7], raw[6])
 
     def _unknown(self, raw) -> None:
         if self._book_of_locate[raw[1]] is None:
-            self.counters["unsubscribed"] += 1
+            self._counters["unsubscribed"] += 1
         else:
-            self.counters["unknown_order"] += 1
+            self._counters["unknown_order"] += 1
 
     def _reduce(self, entry, ref: int, n: int) -> int:
         """Take n shares off a recorded order and its level; returns the level's shares after."""
         book, is_buy, price = entry[0], entry[1], entry[2]
         entry[3] -= n
         if entry[3] <= 0:
-            del self.orders[ref]
+            del self._orders[ref]
         levels = book.levels[is_buy]
         after = levels.get(price, 0) - n
         if after > 0:
@@ -307,9 +336,13 @@ class ReplayVenue:
         after = self._reduce(entry, ref, n)
         mine = book.ours[is_buy].get(price)
         if mine:
-            cancel = self.queue.cancel
-            for order in mine:
-                cancel(order, n, after, added <= order.joined)
+            self._cancel_at(mine, n, after, added)
+
+    def _cancel_at(self, mine: list, n: int, after: int, added: int) -> None:
+        """A recorded cancel of n shares (of the order added ``added``-th) at a price where ``mine`` rest."""
+        cancel = self.queue.cancel
+        for order in mine:
+            cancel(order, n, after, added <= order.joined)
 
     def _traded(self, book: _Symbol, is_buy: bool, price: int, n: int) -> None:
         """n shares of the resting side ``is_buy`` executed at ``price``: our orders at better prices first
@@ -419,7 +452,7 @@ class ReplayVenue:
                     continue
                 fill = min(available, order.leaves)
                 taken[p] = taken.get(p, 0) + fill
-                self.counters["taker_fills"] += 1
+                self._counters["taker_fills"] += 1
                 order.leaves -= fill
                 self._emit(EXECUTED, order.token, book.symbol, order.side, fill, p, order.leaves, REMOVED)
                 if not order.leaves:
@@ -443,7 +476,7 @@ class ReplayVenue:
 
     def _fill(self, order: Order, shares: int, price: int, liquidity: str) -> None:
         order.leaves -= shares
-        self.counters["passive_fills"] += 1
+        self._counters["passive_fills"] += 1
         if not order.leaves:
             self._unrest(order)
         self._emit(EXECUTED, order.token, self.symbols[order.sid], order.side, shares, price, order.leaves, liquidity)
