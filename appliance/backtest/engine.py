@@ -168,11 +168,12 @@ class Backtest:
                              subscribed_locates=self.subscribed)
         self.feed.midnight_ns = self.midnight
         self.feed.feed_stale = False
-        self.venue = ReplayVenue(symbols, setup.queue_model, setup.latency, setup.seed, self.subscribed,
-                                 compiled=setup.venue_compiled)
+        self.venue = ReplayVenue(symbols, setup.queue_model, setup.latency, setup.seed, self.subscribed)
         # risk, as the risk agent runs it
         self.risk = RiskEngine(setup.limits, symbols, self.market.reader)
         self.check = compiled_check(self.risk)   # the risk agent's compiled check set (its default), checks.py behind it
+        if not setup.venue_compiled:
+            self.venue.use_reference()            # the venue's Python recorded book (tests compare the two)
         self.reducing = False
         self.ledger = PositionLedger(len(symbols))
         self.open_orders: dict[int, int] = {}    # client order id -> symbol id, live at the venue (the OMS's view)

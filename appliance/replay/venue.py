@@ -159,6 +159,14 @@ class ReplayVenue:
             self._core = _venue_fast.Core(self)
             self.on_itch = self._core.on_itch            # the recorded messages, in C (same state, same calls)
 
+    def use_reference(self) -> None:
+        """Keep the recorded book with the Python methods (the reference), before the first message."""
+        if self._core is not None:
+            if self._core.counts()["messages"]:
+                raise RuntimeError("use_reference() after the first recorded message")
+            self._core = None
+            del self.on_itch
+
     @property
     def compiled(self) -> bool:
         """Whether the recorded book is kept by ``_venue_fast.c`` (else by the Python methods below)."""
