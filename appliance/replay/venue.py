@@ -17,6 +17,13 @@ U replaces them; a 'R' Stock Directory maps each traded symbol's locate, 'H' hal
 Messages of other locates, unknown references and duplicate adds are counted (``counters``) and
 ignored. The recorded book is never changed by what we do: it is what the strategy saw.
 
+Compiled: the bookkeeping run for every recorded message (the orders by reference, the levels, what we
+took, the add sequence, the counters) is ``_venue_fast.c``'s ``Core`` when built (``compiled=True``, the
+default); it keeps the same Python state the rest of this module reads and calls back the methods here
+wherever one of our orders is concerned (``_crossed_by_add``, ``_traded``, ``_cancel_at``) and for 'R'
+and 'H'. The Python handlers below are the reference (``compiled=False``, ``use_reference()``);
+tests/replay/test_venue_fast_diff.py and tests/bench/test_venue_fast_days.py hold the two equal.
+
 Our orders (the rules of ``docs``: every one has a test in tests/replay):
 
 * Entry checks, as the simulated exchange's: unknown symbol 'S', halted 'H', shares 0 'Z', price 0
