@@ -11,6 +11,7 @@ import pytest
 from appliance.replay import venue as venue_module
 from appliance.replay.venue import ReplayVenue
 from backtest_days import PRICES, recorded_day
+from itch_raw import directory
 from venue_diff import MODELS, differ, perturbed, raws
 
 pytestmark = pytest.mark.skipif(not venue_module.AVAILABLE, reason="replay/_venue_fast.c not built")
@@ -37,3 +38,16 @@ def test_not_a_raw_tuple_is_a_clear_error():
         venue.on_itch([b"A", 1, 0, 5])
     with pytest.raises(TypeError):
         venue.on_itch((b"A", 1))
+
+
+def test_the_reference_is_chosen_before_the_first_message_only():
+    venue = ReplayVenue(("AAPL",), "risk-averse")
+    venue.use_reference()
+    assert not venue.compiled
+    venue.on_itch(directory("AAPL", 5))
+    assert venue.counters["messages"] == 1 and venue.books[0].locate == 5
+    started = ReplayVenue(("AAPL",), "risk-averse")
+    started.on_itch(directory("AAPL", 5))
+    with pytest.raises(RuntimeError):
+        started.use_reference()
+    assert started.compiled
