@@ -16,5 +16,7 @@ setup(
         Extension("appliance.oms._journal_fast", ["appliance/oms/_journal_fast.c"], extra_compile_args=C_FLAGS),
         # The reference market maker's quote step (strategy/market_maker.py's desired_quotes is the reference).
         Extension("appliance.strategy._quote_fast", ["appliance/strategy/_quote_fast.c"], extra_compile_args=C_FLAGS),
+        # The replay venue's recorded-book bookkeeping (appliance/replay/venue.py is the reference and fallback).
+        Extension("appliance.replay._venue_fast", ["appliance/replay/_venue_fast.c"], extra_compile_args=C_FLAGS),
     ],
 )

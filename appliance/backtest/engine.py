@@ -100,6 +100,7 @@ class BacktestSetup:
     end_ns: int | None = None          # --to
     date: datetime.date = DEFAULT_DATE
     timer_interval_ns: int = 100_000_000
+    venue_compiled: bool = True        # the venue's recorded book in C when built (False: the Python reference)
 
 
 def _open_day(path: str):
@@ -171,6 +172,8 @@ class Backtest:
         # risk, as the risk agent runs it
         self.risk = RiskEngine(setup.limits, symbols, self.market.reader)
         self.check = compiled_check(self.risk)   # the risk agent's compiled check set (its default), checks.py behind it
+        if not setup.venue_compiled:
+            self.venue.use_reference()            # the venue's Python recorded book (tests compare the two)
         self.reducing = False
         self.ledger = PositionLedger(len(symbols))
         self.open_orders: dict[int, int] = {}    # client order id -> symbol id, live at the venue (the OMS's view)

@@ -17,6 +17,13 @@ U replaces them; a 'R' Stock Directory maps each traded symbol's locate, 'H' hal
 Messages of other locates, unknown references and duplicate adds are counted (``counters``) and
 ignored. The recorded book is never changed by what we do: it is what the strategy saw.
 
+Compiled: the bookkeeping run for every recorded message (the orders by reference, the levels, what we
+took, the add sequence, the counters) is ``_venue_fast.c``'s ``Core`` when built (``compiled=True``, the
+default); it keeps the same Python state the rest of this module reads and calls back the methods here
+wherever one of our orders is concerned (``_crossed_by_add``, ``_traded``, ``_cancel_at``) and for 'R'
+and 'H'. The Python handlers below are the reference (``compiled=False``, ``use_reference()``);
+tests/replay/test_venue_fast_diff.py and tests/bench/test_venue_fast_days.py hold the two equal.
+
 Our orders (the rules of ``docs``: every one has a test in tests/replay):
 
 * Entry checks, as the simulated exchange's: unknown symbol 'S', halted 'H', shares 0 'Z', price 0
@@ -57,6 +64,13 @@ from appliance.wire import ouch
 
 from . import queue as queue_models
 from .latency import Latency
+
+try:  # built by setup.py
+    from appliance.replay import _venue_fast  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - exercised when the extension is not built
+    _venue_fast = None
+
+AVAILABLE = _venue_fast is not None
 
 MARKET_PRICE = ouch.MARKET_PRICE
 TIF_IOC = ouch.TIME_IN_FORCE_IMMEDIATE_OR_CANCEL
@@ -116,9 +130,10 @@ class ReplayVenue:
     """The venue of a recorded day (module docstring); ``symbols``: the traded ones, in id order."""
 
     def __init__(self, symbols, queue_model: str = "risk-averse", latency: Latency | None = None,
-                 seed: int = 0, locate_map: bytearray | None = None) -> None:
+                 seed: int = 0, locate_map: bytearray | None = None, compiled: bool = True) -> None:
         """``locate_map``: a scanner's 65536-byte filter map (``itch.BlockScanner``) the venue keeps: 1 for the
-        locates the directory gives its symbols, so a reader passes only their messages."""
+        locates the directory gives its symbols, so a reader passes only their messages. ``compiled``: the
+        recorded book kept by ``_venue_fast.c`` when it is built (the Python methods are the reference)."""
         self.symbols = tuple(symbols)
         if len(set(self.symbols)) != len(self.symbols):
             raise ValueError("symbols must be unique")
@@ -132,20 +147,49 @@ class ReplayVenue:
         if locate_map is not None and len(locate_map) != 65536:
             raise ValueError("locate_map must be a 65536-byte map indexed by stock locate")
         self.locate_map = locate_map if locate_map is not None else bytearray(65536)
-        self.orders: dict[int, list] = {}         # recorded ref -> [book, is_buy, price, shares, add sequence]
+        self._orders: dict[int, list] = {}         # recorded ref -> [book, is_buy, price, shares, add sequence]
         self.live: dict[int, Order] = {}           # our token -> resting order
         self.used_tokens: set[int] = set()
         self.now_ns = 0
         self._adds = 0                             # recorded add sequence
         self._inbound: deque = deque()             # (arrive_ns, handler, args)
         self._out: deque = deque()                 # VenueEvents by deliver_ns
-        self.counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         handlers = [None] * 256
         for code, handler in (("R", self._directory), ("H", self._trading_action), ("A", self._add),
                               ("F", self._add), ("E", self._executed), ("C", self._executed),
                               ("X", self._cancel), ("D", self._delete), ("U", self._replace), ("P", self._trade)):
             handlers[ord(code)] = handler
         self._handlers = handlers
+        self._core = None
+        if compiled and _venue_fast is not None:
+            self._core = _venue_fast.Core(self)
+            self.on_itch = self._core.on_itch            # the recorded messages, in C (same state, same calls)
+
+    def use_reference(self) -> None:
+        """Keep the recorded book with the Python methods (the reference), before the first message."""
+        if self._core is not None:
+            if self._core.counts()["messages"]:
+                raise RuntimeError("use_reference() after the first recorded message")
+            self._core = None
+            del self.on_itch
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the recorded book is kept by ``_venue_fast.c`` (else by the Python methods below)."""
+        return self._core is not None
+
+    @property
+    def orders(self) -> dict:
+        """The recorded orders: ref -> [book, is_buy, price, shares, add sequence] (compiled: a copy)."""
+        return self._core.orders() if self._core is not None else self._orders
+
+    @property
+    def counters(self) -> dict:
+        """``COUNTER_NAMES`` -> count."""
+        if self._core is not None:
+            self._counters.update(self._core.counts())
+        return self._counters
 
     # ------------------------------------------------------------------ the recorded day
 
@@ -156,7 +200,7 @@ class ReplayVenue:
         if inbound and inbound[0][0] < ts:
             self._arrive(ts, inclusive=False)
         self.now_ns = ts
-        self.counters["messages"] += 1
+        self._counters["messages"] += 1
         handler = self._handlers[raw[0][0]]
         if handler is not None:
             handler(raw)
@@ -199,11 +243,11 @@ class ReplayVenue:
     def _add(self, raw) -> None:
         book = self._book_of_locate[raw[1]]
         if book is None:
-            self.counters["unsubscribed"] += 1
+            self._counters["unsubscribed"] += 1
             return
         ref, shares, price = raw[4], raw[6], raw[8]
-        if ref in self.orders:
-            self.counters["duplicate_add"] += 1
+        if ref in self._orders:
+            self._counters["duplicate_add"] += 1
             return
         if shares <= 0:
             return
@@ -211,7 +255,7 @@ class ReplayVenue:
 
     def _rest(self, book: _Symbol, ref: int, is_buy: bool, price: int, shares: int) -> None:
         self._adds += 1
-        self.orders[ref] = [book, is_buy, price, shares, self._adds]
+        self._orders[ref] = [book, is_buy, price, shares, self._adds]
         levels = book.levels[is_buy]
         levels[price] = levels.get(price, 0) + shares
         opposite = book.ours[not is_buy]
@@ -229,7 +273,7 @@ class ReplayVenue:
                 self._fill(order, fill, order.price, ADDED)
 
     def _executed(self, raw) -> None:
-        entry = self.orders.get(raw[4])
+        entry = self._orders.get(raw[4])
         if entry is None:
             self._unknown(raw)
             return
@@ -242,51 +286,51 @@ class ReplayVenue:
     def _trade(self, raw) -> None:
         book = self._book_of_locate[raw[1]]
         if book is None:
-            self.counters["unsubscribed"] += 1
+            self._counters["unsubscribed"] += 1
             return
         is_buy = raw[5] == b"B"                # the resting (hidden) order's side
         if book.ours[is_buy] and raw[6] > 0:
             self._traded(book, is_buy, raw[8], raw[6])
 
     def _cancel(self, raw) -> None:
-        entry = self.orders.get(raw[4])
+        entry = self._orders.get(raw[4])
         if entry is None:
             self._unknown(raw)
             return
         self._canceled(entry, raw[4], min(raw[5], entry[3]))
 
     def _delete(self, raw) -> None:
-        entry = self.orders.get(raw[4])
+        entry = self._orders.get(raw[4])
         if entry is None:
             self._unknown(raw)
             return
         self._canceled(entry, raw[4], entry[3])
 
     def _replace(self, raw) -> None:
-        entry = self.orders.get(raw[4])
+        entry = self._orders.get(raw[4])
         if entry is None:
             self._unknown(raw)
             return
         book, is_buy = entry[0], entry[1]
         self._canceled(entry, raw[4], entry[3])
-        if raw[5] in self.orders:
-            self.counters["duplicate_add"] += 1
+        if raw[5] in self._orders:
+            self._counters["duplicate_add"] += 1
             return
         if raw[6] > 0:
             self._rest(book, raw[5], is_buy, raw[7], raw[6])
 
     def _unknown(self, raw) -> None:
         if self._book_of_locate[raw[1]] is None:
-            self.counters["unsubscribed"] += 1
+            self._counters["unsubscribed"] += 1
         else:
-            self.counters["unknown_order"] += 1
+            self._counters["unknown_order"] += 1
 
     def _reduce(self, entry, ref: int, n: int) -> int:
         """Take n shares off a recorded order and its level; returns the level's shares after."""
         book, is_buy, price = entry[0], entry[1], entry[2]
         entry[3] -= n
         if entry[3] <= 0:
-            del self.orders[ref]
+            del self._orders[ref]
         levels = book.levels[is_buy]
         after = levels.get(price, 0) - n
         if after > 0:
@@ -307,9 +351,13 @@ class ReplayVenue:
         after = self._reduce(entry, ref, n)
         mine = book.ours[is_buy].get(price)
         if mine:
-            cancel = self.queue.cancel
-            for order in mine:
-                cancel(order, n, after, added <= order.joined)
+            self._cancel_at(mine, n, after, added)
+
+    def _cancel_at(self, mine: list, n: int, after: int, added: int) -> None:
+        """A recorded cancel of n shares (of the order added ``added``-th) at a price where ``mine`` rest."""
+        cancel = self.queue.cancel
+        for order in mine:
+            cancel(order, n, after, added <= order.joined)
 
     def _traded(self, book: _Symbol, is_buy: bool, price: int, n: int) -> None:
         """n shares of the resting side ``is_buy`` executed at ``price``: our orders at better prices first
@@ -419,7 +467,7 @@ class ReplayVenue:
                     continue
                 fill = min(available, order.leaves)
                 taken[p] = taken.get(p, 0) + fill
-                self.counters["taker_fills"] += 1
+                self._counters["taker_fills"] += 1
                 order.leaves -= fill
                 self._emit(EXECUTED, order.token, book.symbol, order.side, fill, p, order.leaves, REMOVED)
                 if not order.leaves:
@@ -443,7 +491,7 @@ class ReplayVenue:
 
     def _fill(self, order: Order, shares: int, price: int, liquidity: str) -> None:
         order.leaves -= shares
-        self.counters["passive_fills"] += 1
+        self._counters["passive_fills"] += 1
         if not order.leaves:
             self._unrest(order)
         self._emit(EXECUTED, order.token, self.symbols[order.sid], order.side, shares, price, order.leaves, liquidity)
