@@ -118,6 +118,16 @@ def _open_day(path: str):
     return file, file
 
 
+def _stamped_after(data, start: int, stop: int, end_ns: int) -> int:
+    """How many of the whole blocks in ``data[start:stop]`` are stamped after ``end_ns`` (``--to``): the
+    scanner counts the messages it passes over, the locate filter's too, before the engine sees a stamp."""
+    count = 0
+    for offset, _ in itch.iter_blocks(data, start, stop):
+        if int.from_bytes(data[offset + 5:offset + 11], "big") > end_ns:
+            count += 1
+    return count
+
+
 def _file_size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -223,6 +233,7 @@ class Backtest:
         stop_ts = None
         venue_out = self.venue._out
         next_t = 0                                # no event of ours before this (a lower bound is safe)
+        past_end = 0                              # messages stamped after --to the scanner counted
         try:
             while stop_ts is None:
                 try:
@@ -271,6 +282,9 @@ class Backtest:
                 except WireFormatError as exc:
                     raise BacktestError(f"{path}: bad ITCH data at byte offset {base + exc.offset}: "
                                         f"{exc.reason}") from None
+                if end_ns is not None:          # messages past --to since the last one replayed: not the day's
+                    past = _stamped_after(data, start, walk.offset, end_ns)
+                    past_end = past if start else past_end + past
                 if stop_ts is None and start < walk.offset and group[1] is data:
                     group[3] = walk.offset       # filtered-out blocks after the last message: the feed counts them
                 stop = walk.offset
@@ -299,7 +313,7 @@ class Backtest:
         end = stop_ts if stop_ts is not None else max(group_ts, record.start_ns)
         self._finish(end)
         counters = scanner.counters
-        record.messages = counters[itch.DECODED] + counters[itch.FILTERED_OUT]
+        record.messages = counters[itch.DECODED] + counters[itch.FILTERED_OUT] - past_end
         record.seconds = time.perf_counter() - started
         return record
 
