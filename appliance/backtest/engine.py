@@ -476,8 +476,8 @@ class Backtest:
         risk = self.risk
         reason = self.check(action, cid, orig, sid, side, shares, price, tif, now, display, capacity,
                             minimum_quantity, iso)
-        if not reason and self.reducing and risk.grows_position(action, orig, sid, side, shares):
-            reason = int(RiskReason.TRADING_REDUCING)
+        if not reason and self.reducing:
+            reason = risk.held_reducing(action, orig, sid, side, shares)      # the risk agent's rule
         if reason:
             name = _REASON_NAMES.get(reason, str(reason))
             record.refusals[name] = record.refusals.get(name, 0) + 1
