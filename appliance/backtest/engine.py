@@ -177,6 +177,7 @@ class Backtest:
                              subscribed_locates=self.subscribed)
         self.feed.midnight_ns = self.midnight
         self.feed.feed_stale = False
+        self.feed.event_clock = True              # its output stamps (a book's t_feed_out_ns) on event time too
         self.venue = ReplayVenue(symbols, setup.queue_model, setup.latency, setup.seed, self.subscribed)
         # risk, as the risk agent runs it
         self.risk = RiskEngine(setup.limits, symbols, self.market.reader)
