@@ -41,6 +41,7 @@ from appliance.backtest.record import (EQUITY_INTERVAL_NS, MARKOUT_HORIZONS_S, B
 from appliance.feed.fast import FastFeed
 from appliance.messages.catalog import EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
 from appliance.messages.codes import Action, ExecEvent, RejectSource, RiskReason, Side
+from appliance.oms.orders import REJECT_REASON_NO_SUCH_ORDER
 from appliance.oms.positions import PositionLedger
 from appliance.replay import venue as replay_venue
 from appliance.replay.latency import Latency
@@ -186,6 +187,8 @@ class Backtest:
         self.ledger = PositionLedger(len(symbols))
         self.open_orders: dict[int, int] = {}    # client order id -> symbol id, live at the venue (the OMS's view)
         self.order_sid: dict[int, int] = {}      # client order id -> symbol id, every order sent today
+        self.replacing: dict[int, tuple] = {}    # client order id -> its replacement (id, side, shares, price)
+                                                 # while the replace is on its way
         # the strategy host, on rings and records like the strategy agent's
         self.intent_ring = _Ring(128, 4096)
         self.writer = IntentWriter(self.intent_ring.producer, self.intent_ring.buffer, STRATEGY_ID, 1024,
@@ -499,6 +502,7 @@ class Backtest:
             venue.submit(cid, symbol, chr(side), shares, price, tif, t)
         elif action == _REPLACE:
             self.open_orders[cid] = self.order_sid[cid] = sid
+            self.replacing[orig] = (cid, side, shares, price)
             venue.replace(orig, cid, shares, price, t)
         elif action == _CANCEL:
             venue.cancel(orig, t)
@@ -522,6 +526,9 @@ class Backtest:
         if sid < 0:
             return
         kind = e.kind
+        if kind == replay_venue.CANCEL_REJECT and e.token in self.replacing:
+            e = self._replace_refused(e)
+            kind = e.kind
         event = _EVENT_OF_KIND[kind]
         ledger = self.ledger
         side = ord(e.side) if e.side else 0
@@ -544,6 +551,7 @@ class Backtest:
             reason = ord(e.reason)
         elif kind == replay_venue.REPLACED:
             self.open_orders.pop(orig, None)
+            self.replacing.pop(orig, None)
         if e.leaves == 0 and kind in (replay_venue.EXECUTED, replay_venue.CANCELED, replay_venue.REJECTED,
                                       replay_venue.CANCEL_REJECT, replay_venue.ACCEPTED):
             self.open_orders.pop(token, None)
@@ -557,6 +565,16 @@ class Backtest:
         self.risk.on_report(event, token, orig, sid, side, e.shares, e.price, e.leaves, position, cost, realized,
                             STRATEGY_ID, now)
         self.host.handle_exec_record(self.report_buffer, 0)
+
+    def _replace_refused(self, e):
+        """The venue refused a replace (its order was gone: filled or canceled before the replace arrived): as
+        the OMS answers it (``oms/orders.py`` ``_cancel_reject``), the replacement is rejected, no such order,
+        unless it is no longer open (the venue rejected it itself). Otherwise a cancel reject of the order."""
+        replacement, side, shares, price = self.replacing.pop(e.token)
+        if replacement not in self.open_orders:
+            return e
+        return e._replace(kind=replay_venue.REJECTED, token=replacement, side=chr(side), shares=shares, price=price,
+                          leaves=0, reason=chr(REJECT_REASON_NO_SUCH_ORDER), orig_token=0)
 
     # ------------------------------------------------------------------ marks
 
