@@ -41,6 +41,7 @@ from appliance.backtest.record import (EQUITY_INTERVAL_NS, MARKOUT_HORIZONS_S, B
 from appliance.feed.fast import FastFeed
 from appliance.messages.catalog import EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
 from appliance.messages.codes import Action, ExecEvent, RejectSource, RiskReason, Side
+from appliance.oms.orders import REJECT_REASON_NO_SUCH_ORDER
 from appliance.oms.positions import PositionLedger
 from appliance.replay import venue as replay_venue
 from appliance.replay.latency import Latency
@@ -119,6 +120,16 @@ def _open_day(path: str):
     return file, file
 
 
+def _stamped_after(data, start: int, stop: int, end_ns: int) -> int:
+    """How many of the whole blocks in ``data[start:stop]`` are stamped after ``end_ns`` (``--to``): the
+    scanner counts the messages it passes over, the locate filter's too, before the engine sees a stamp."""
+    count = 0
+    for offset, _ in itch.iter_blocks(data, start, stop):
+        if int.from_bytes(data[offset + 5:offset + 11], "big") > end_ns:
+            count += 1
+    return count
+
+
 def _file_size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -168,6 +179,7 @@ class Backtest:
                              subscribed_locates=self.subscribed)
         self.feed.midnight_ns = self.midnight
         self.feed.feed_stale = False
+        self.feed.event_clock = True              # its output stamps (a book's t_feed_out_ns) on event time too
         self.venue = ReplayVenue(symbols, setup.queue_model, setup.latency, setup.seed, self.subscribed)
         # risk, as the risk agent runs it
         self.risk = RiskEngine(setup.limits, symbols, self.market.reader)
@@ -178,6 +190,8 @@ class Backtest:
         self.ledger = PositionLedger(len(symbols))
         self.open_orders: dict[int, int] = {}    # client order id -> symbol id, live at the venue (the OMS's view)
         self.order_sid: dict[int, int] = {}      # client order id -> symbol id, every order sent today
+        self.replacing: dict[int, tuple] = {}    # client order id -> its replacement (id, side, shares, price)
+                                                 # while the replace is on its way
         # the strategy host, on rings and records like the strategy agent's
         self.intent_ring = _Ring(128, 4096)
         self.writer = IntentWriter(self.intent_ring.producer, self.intent_ring.buffer, STRATEGY_ID, 1024,
@@ -226,6 +240,7 @@ class Backtest:
         stop_ts = None
         venue_out = self.venue._out
         next_t = 0                                # no event of ours before this (a lower bound is safe)
+        past_end = 0                              # messages stamped after --to the scanner counted
         try:
             while stop_ts is None:
                 try:
@@ -274,6 +289,9 @@ class Backtest:
                 except WireFormatError as exc:
                     raise BacktestError(f"{path}: bad ITCH data at byte offset {base + exc.offset}: "
                                         f"{exc.reason}") from None
+                if end_ns is not None:          # messages past --to since the last one replayed: not the day's
+                    past = _stamped_after(data, start, walk.offset, end_ns)
+                    past_end = past if start else past_end + past
                 if stop_ts is None and start < walk.offset and group[1] is data:
                     group[3] = walk.offset       # filtered-out blocks after the last message: the feed counts them
                 stop = walk.offset
@@ -302,7 +320,7 @@ class Backtest:
         end = stop_ts if stop_ts is not None else max(group_ts, record.start_ns)
         self._finish(end)
         counters = scanner.counters
-        record.messages = counters[itch.DECODED] + counters[itch.FILTERED_OUT]
+        record.messages = counters[itch.DECODED] + counters[itch.FILTERED_OUT] - past_end
         record.seconds = time.perf_counter() - started
         return record
 
@@ -465,8 +483,8 @@ class Backtest:
         risk = self.risk
         reason = self.check(action, cid, orig, sid, side, shares, price, tif, now, display, capacity,
                             minimum_quantity, iso)
-        if not reason and self.reducing and risk.grows_position(action, orig, sid, side, shares):
-            reason = int(RiskReason.TRADING_REDUCING)
+        if not reason and self.reducing:
+            reason = risk.held_reducing(action, orig, sid, side, shares)      # the risk agent's rule
         if reason:
             name = _REASON_NAMES.get(reason, str(reason))
             record.refusals[name] = record.refusals.get(name, 0) + 1
@@ -487,6 +505,7 @@ class Backtest:
             venue.submit(cid, symbol, chr(side), shares, price, tif, t)
         elif action == _REPLACE:
             self.open_orders[cid] = self.order_sid[cid] = sid
+            self.replacing[orig] = (cid, side, shares, price)
             venue.replace(orig, cid, shares, price, t)
         elif action == _CANCEL:
             venue.cancel(orig, t)
@@ -510,6 +529,9 @@ class Backtest:
         if sid < 0:
             return
         kind = e.kind
+        if kind == replay_venue.CANCEL_REJECT and e.token in self.replacing:
+            e = self._replace_refused(e)
+            kind = e.kind
         event = _EVENT_OF_KIND[kind]
         ledger = self.ledger
         side = ord(e.side) if e.side else 0
@@ -532,6 +554,7 @@ class Backtest:
             reason = ord(e.reason)
         elif kind == replay_venue.REPLACED:
             self.open_orders.pop(orig, None)
+            self.replacing.pop(orig, None)
         if e.leaves == 0 and kind in (replay_venue.EXECUTED, replay_venue.CANCELED, replay_venue.REJECTED,
                                       replay_venue.CANCEL_REJECT, replay_venue.ACCEPTED):
             self.open_orders.pop(token, None)
@@ -545,6 +568,16 @@ class Backtest:
         self.risk.on_report(event, token, orig, sid, side, e.shares, e.price, e.leaves, position, cost, realized,
                             STRATEGY_ID, now)
         self.host.handle_exec_record(self.report_buffer, 0)
+
+    def _replace_refused(self, e):
+        """The venue refused a replace (its order was gone: filled or canceled before the replace arrived): as
+        the OMS answers it (``oms/orders.py`` ``_cancel_reject``), the replacement is rejected, no such order,
+        unless it is no longer open (the venue rejected it itself). Otherwise a cancel reject of the order."""
+        replacement, side, shares, price = self.replacing.pop(e.token)
+        if replacement not in self.open_orders:
+            return e
+        return e._replace(kind=replay_venue.REJECTED, token=replacement, side=chr(side), shares=shares, price=price,
+                          leaves=0, reason=chr(REJECT_REASON_NO_SUCH_ORDER), orig_token=0)
 
     # ------------------------------------------------------------------ marks
 

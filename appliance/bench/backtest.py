@@ -14,8 +14,8 @@ order messages, cached), and the traded symbols are the ``--subscribed`` ones ``
 * the peers from ``bench feed``'s replay: ``feed_replay`` (scanner + locate filter + ``BookSet`` books) and
   ``feed_compiled`` (``FastFeed.apply_packet`` per MoldUDP64-sized packet), books only.
 
-The generator's prices are uniform over $10..$500, so its books are crossed most of the time: risk
-refuses most of the market maker's quotes (BOOK_CROSSED), which the results show (``refusals``).
+The generator's books are never crossed (bids below a reference price per symbol, asks above it), so the
+market maker quotes them; risk's refusals show in the results (``refusals``).
 """
 from __future__ import annotations
 

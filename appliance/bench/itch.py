@@ -34,6 +34,7 @@ from appliance.bench.timing import timed
 SYMBOL_COUNT = 2000
 SUBSCRIBE_ONE_IN = 20
 SEED = 20_240_605
+CENT = 100                 # price units (4 implied decimals)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +51,11 @@ def generate_day_file(path: str, order_messages: int, seed: int = SEED, symbols:
     """Write a reproducible BinaryFILE; returns the number of messages written.
 
     Uses the schema's own layouts (each with the u16 block length in front) so the
-    bytes are exactly what the codec defines.
+    bytes are exactly what the codec defines. Prices are whole cents and a book is never
+    locked or crossed, as a real venue's (which matches a crossing order at once): each
+    symbol has a reference price ($10..$500, from its own seeded draw, so the message
+    stream is the one of ``seed``), bids rest 1..49 cents below it and asks above it,
+    and a replace moves an order at most 5 cents without leaving its side.
     """
     from appliance.wire import itch
     from appliance.wire.dayfile import DayFileWriter
@@ -82,6 +87,8 @@ def generate_day_file(path: str, order_messages: int, seed: int = SEED, symbols:
             put("R", b"R", locate, 0, ts >> 32, ts & 0xFFFFFFFF, name.encode().ljust(8), b"Q", b"N", 100, b"N",
                 b"C", b"  ", b"P", b"N", b"N", b"1", b"N", 0, b"N")
         stocks = [name.encode().ljust(8) for name in names]
+        references = [random.Random(seed * 7919 + locate).randrange(10_00, 500_00) * CENT
+                      for locate in range(symbols + 1)]       # by locate (1..symbols)
         # Live orders as parallel lists; removal swaps with the last (O(1)).
         refs: list[int] = []
         locs: list[int] = []
@@ -108,7 +115,8 @@ def generate_day_file(path: str, order_messages: int, seed: int = SEED, symbols:
                 locate = min(bisect_left(cumulative, random_()), symbols - 1) + 1
                 side = b"B" if random_() < 0.5 else b"S"
                 shares = randrange(1, 10) * 100
-                price = randrange(10_0000, 500_0000)
+                offset = randrange(1, 50) * CENT
+                price = references[locate] - offset if side == b"B" else references[locate] + offset
                 if r < 0.01:
                     put("F", b"F", locate, tracking, hi, lo, next_ref, side, shares, stocks[locate - 1], price, b"MPID")
                 else:
@@ -123,7 +131,9 @@ def generate_day_file(path: str, order_messages: int, seed: int = SEED, symbols:
                 _remove(refs, locs, qty, pxs, i)
             elif r < 0.85:    # replace
                 shares = randrange(1, 10) * 100
-                price = max(1, pxs[i] + randrange(-500, 500))
+                reference = references[locate]
+                price = pxs[i] + randrange(-5, 5) * CENT        # on its side of the reference: never crossing
+                price = min(price, reference - CENT) if pxs[i] < reference else max(price, reference + CENT)
                 put("U", b"U", locate, tracking, hi, lo, ref, next_ref, shares, price)
                 refs[i], qty[i], pxs[i] = next_ref, shares, price
                 next_ref += 1

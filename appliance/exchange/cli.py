@@ -46,6 +46,9 @@ def parse_speed(text: str) -> float | str:
     return value
 
 
+parse_answer_lead = bounded(float, 0, 1000, " ms")         # --answer-lead MS (``up --sim --replay`` passes it on)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="exchange YAML (default: the embedded default)")
     parser.add_argument("--order-port", type=bounded(int, 0, 65535), help="SoupBinTCP port (0 = any free)")
@@ -70,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replay: event seconds per wall second (default 1), or max: as fast as it goes")
     parser.add_argument("--replay-hold", action="store_true",
                         help="replay: wait for the control command start (appliance exchange ctl start)")
-    parser.add_argument("--answer-lead", type=bounded(float, 0, 1000, " ms"), metavar="MS",
+    parser.add_argument("--answer-lead", type=parse_answer_lead, metavar="MS",
                         help="replay: the market data of an instant waits this long behind the firms' answers it "
                              "caused (fills reach the strategy first, as in the backtest; default 0)")
     parser.add_argument("--queue-model", metavar="NAME",

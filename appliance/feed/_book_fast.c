@@ -300,6 +300,7 @@ typedef struct {
     int ntouched;
     int64_t midnight_ns;
     int feed_stale;
+    int event_clock;                /* outputs.py event_clock: the output stamps are the packet's rx (a backtest) */
     uint64_t published, dropped, messages, alloc_failures;
     uint8_t system_event;
     PyObject *seq;                  /* bind_sequencer: the MoldSequencer whose in-order accept runs here (NULL: none) */
@@ -787,6 +788,7 @@ static int publish(Books *b, int sid, uint64_t mold, uint64_t rx, uint32_t messa
     uint8_t flags = flags_of(b, k);
     uint8_t state = k->trading_state == ' ' ? 0 : k->trading_state;
     uint64_t t_exchange = (uint64_t)b->midnight_ns + k->last_timestamp;
+    uint64_t t_out = b->event_clock ? rx : (uint64_t)now_ns();
     if ((to & TO_SLOT) && b->ms_offsets) {
         uint64_t bid = bp[0], ask = ap[0], last = k->last_trade_price, mark;
         if ((flags & FLAGS_BAD) || (bid && ask && bid > ask)) mark = 0;
@@ -805,7 +807,7 @@ static int publish(Books *b, int sid, uint64_t mold, uint64_t rx, uint32_t messa
         put(slot, ms_last_price, last); put(slot, ms_last_shares, last_shares);
         put(slot, ms_flags, flags); put(slot, ms_state, state); put(slot, ms_pad0, 0);
         put(slot, ms_mark, mark); put(slot, ms_useq, k->update_sequence);
-        put(slot, ms_t_exchange, t_exchange); put(slot, ms_t_update, (uint64_t)now_ns());
+        put(slot, ms_t_exchange, t_exchange); put(slot, ms_t_update, t_out);
         atomic_store_explicit(seqp, seq + 2, memory_order_release);
     }
     if (!(to & TO_RING) || b->claim == Py_None) return 1;
@@ -833,7 +835,7 @@ static int publish(Books *b, int sid, uint64_t mold, uint64_t rx, uint32_t messa
     put(rec, bu_trade_t, (uint64_t)b->midnight_ns + k->last_trade_timestamp);
     put(rec, bu_last_price, k->last_trade_price); put(rec, bu_last_shares, last_shares);
     put(rec, bu_useq, k->update_sequence); put(rec, bu_mold, mold); put(rec, bu_t_exchange, t_exchange);
-    put(rec, bu_t_rx, rx); put(rec, bu_t_out, (uint64_t)now_ns()); put(rec, bu_count, messages);
+    put(rec, bu_t_rx, rx); put(rec, bu_t_out, t_out); put(rec, bu_count, messages);
     r = PyObject_CallNoArgs(b->commit);
     if (!r) return -1;
     Py_DECREF(r);
@@ -955,6 +957,7 @@ static int Books_init(Books *b, PyObject *args, PyObject *kw) {
     }
     b->midnight_ns = midnight;
     b->feed_stale = 1;
+    b->event_clock = 0;
     b->system_event = ' ';
     return 0;
 }
@@ -1396,6 +1399,14 @@ static int Books_set_feed_stale(Books *b, PyObject *v, void *unused) {
     b->feed_stale = t;
     return 0;
 }
+static PyObject *Books_get_event_clock(Books *b, void *unused) { return PyBool_FromLong(b->event_clock); }
+static int Books_set_event_clock(Books *b, PyObject *v, void *unused) {
+    if (!v) { PyErr_SetString(PyExc_AttributeError, "cannot delete"); return -1; }
+    int t = PyObject_IsTrue(v);
+    if (t < 0) return -1;
+    b->event_clock = t;
+    return 0;
+}
 static PyObject *Books_get_midnight(Books *b, void *unused) { return PyLong_FromLongLong(b->midnight_ns); }
 static int Books_set_midnight(Books *b, PyObject *v, void *unused) {
     if (!v) { PyErr_SetString(PyExc_AttributeError, "cannot delete"); return -1; }
@@ -1414,6 +1425,7 @@ static PyObject *Books_get_marks(Books *b, void *unused) {
 static PyGetSetDef Books_getset[] = {
     {"stats", (getter)Books_get_stats, NULL, "published, dropped, messages, order_count, memory_bytes, alloc_failures, system_event", NULL},
     {"feed_stale", (getter)Books_get_feed_stale, (setter)Books_set_feed_stale, "every book flagged stale (outputs.py feed_stale)", NULL},
+    {"event_clock", (getter)Books_get_event_clock, (setter)Books_set_event_clock, "output stamps = the packet's rx (outputs.py event_clock)", NULL},
     {"midnight_ns", (getter)Books_get_midnight, (setter)Books_set_midnight, "epoch ns of the venue's midnight", NULL},
     {"marks", (getter)Books_get_marks, NULL, "each slot's last good mark", NULL},
     {NULL}

@@ -257,6 +257,16 @@ class FastFeed:
         self._c.feed_stale = value
 
     @property
+    def event_clock(self) -> bool:
+        """``BookOutputs.event_clock``: the output stamps (t_feed_out_ns, the slot's t_update_ns) are the
+        packet's t_rx_ns, not the wall clock (a backtest, where t_rx_ns is event time)."""
+        return self._c.event_clock
+
+    @event_clock.setter
+    def event_clock(self, value: bool) -> None:
+        self._c.event_clock = value
+
+    @property
     def midnight_ns(self) -> int:
         return self._c.midnight_ns
 

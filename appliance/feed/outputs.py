@@ -44,6 +44,7 @@ class BookOutputs:
         self.levels = [0] * (4 * BOOK_DEPTH)
         self.order_counts = [0] * (2 * BOOK_DEPTH)
         self.feed_stale = True                   # until live traffic arrives (the agent decides)
+        self.event_clock = False                 # True (a backtest): the output stamps are the packet's t_rx_ns
         self.midnight_ns = utc_midnight_ns()
         self.published = 0
         self.dropped = 0
@@ -86,10 +87,11 @@ class BookOutputs:
         state = book.trading_state
         state = state[0] if state and state != b" " else 0
         t_exchange = self.midnight_ns + book.last_timestamp
+        t_out = t_rx_ns if self.event_clock else time.time_ns()
         if to & SLOT:
             self.market_state.publish(sid, levels[0], levels[BOOK_DEPTH], levels[2 * BOOK_DEPTH],
                                       levels[3 * BOOK_DEPTH], book.last_trade_price, last_shares, flags, state,
-                                      book.update_sequence, t_exchange, time.time_ns())
+                                      book.update_sequence, t_exchange, t_out)
         if not to & RING:
             return True
         self.messages += messages
@@ -103,7 +105,7 @@ class BookOutputs:
             counts[:] = [v if v <= U16_MAX else U16_MAX for v in counts]
         BOOK_UPDATE.pack_into(self.buffer, offset, sid, flags, state, bid_count, ask_count, *levels,
                               book.last_trade_price, last_shares, book.update_sequence, mold_sequence,
-                              t_exchange, t_rx_ns, time.time_ns(), messages, book.trades,
+                              t_exchange, t_rx_ns, t_out, messages, book.trades,
                               self.midnight_ns + book.last_trade_timestamp, *counts,
                               book.last_trade_aggressor)
         self.ring.commit()

@@ -116,7 +116,6 @@ FIRM_KILL, FIRM_RESET = int(ControlCommand.FIRM_KILL), int(ControlCommand.FIRM_R
 MAX_POSITION_GAUGES = 64          # beyond that many symbols, positions and symbol latches are not published one by one
 _INTENT_TYPE = ORDER_INTENT.type_id
 _BAD_ORDER = int(RiskReason.BAD_ORDER)
-_TRADING_REDUCING = int(RiskReason.TRADING_REDUCING)
 _REDUCE = int(Action.REDUCE)
 # ``_poll_intents`` reads an intent in one unpack into these names: the schema's field order, checked here
 _INTENT_FIELDS = ("type_id", "schema_version", "size", "client_order_id", "orig_client_order_id", "strategy_id",
@@ -396,9 +395,8 @@ class RiskAgent(Agent):
             else:
                 reason = check(action, client_order_id, orig_client_order_id, symbol_id, side, shares, price,
                                time_in_force, now, display, capacity, minimum_quantity, intermarket_sweep)
-                if not reason and reducing and strategy_id in reducing and \
-                        self.engine.grows_position(action, orig_client_order_id, symbol_id, side, shares):
-                    reason = _TRADING_REDUCING
+                if not reason and reducing and strategy_id in reducing:
+                    reason = self.engine.held_reducing(action, orig_client_order_id, symbol_id, side, shares)
                 if not reason:
                     pack_approved(approved_buffer, out, *approved_header, *intent[HEADER_COUNT:], time_ns())
                     approved_commit()            # out first: the booking below is not on the order's path

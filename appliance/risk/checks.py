@@ -524,9 +524,17 @@ class RiskEngine:
 
     # ------------------------------------------------------------------ booking
 
+    def held_reducing(self, action: int, orig_client_order_id: int, symbol_id: int, side: int, shares: int) -> int:
+        """Step 8 for a strategy held in REDUCING of its own (``Strategy.request_reducing``; the risk agent's
+        ``strategies_reducing``, the backtest's): TRADING_REDUCING for an intent ``check`` approved that would
+        grow the symbol's worst-case position, else 0. The one rule: the agent and the backtest both ask it."""
+        if self.grows_position(action, orig_client_order_id, symbol_id, side, shares):
+            return _TRADING_REDUCING
+        return 0
+
     def grows_position(self, action: int, orig_client_order_id: int, symbol_id: int, side: int, shares: int) -> bool:
         """Would this NEW or REPLACE (one ``check`` approved) grow the symbol's worst-case position? The
-        REDUCING test of step 8, for a strategy risk holds in REDUCING of its own (``strategies_reducing``)."""
+        REDUCING test of step 8 (``held_reducing``)."""
         if action != NEW and action != REPLACE:
             return False
         portfolio = self.portfolio

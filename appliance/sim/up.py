@@ -14,9 +14,10 @@ run from a copy of the layout with those params, beside it (so its relative path
 ``<layout>.strategy-<pid>.yaml``, removed when ``up`` exits; the layout's hash does not cover
 params, so every tool attaches with the original.
 
-``--sim --replay DAYFILE [--replay-speed X|max]``: the simulated exchange replays a recorded ITCH
-day (``appliance exchange --replay``) instead of trading a live one: the feed carries the recorded
-day, the appliance's orders are matched against it by the backtest's venue model. The replay is
+``--sim --replay DAYFILE [--replay-speed X|max] [--answer-lead MS] [--queue-model NAME]``: the simulated
+exchange replays a recorded ITCH day (``appliance exchange --replay``, which takes the last two as they
+are) instead of trading a live one: the feed carries the recorded day, the appliance's orders are
+matched against it by the backtest's venue model. The replay is
 held until the appliance's trading gate opens (``children_started``), so the strategy sees the day
 from its first message, as ``appliance backtest`` does; the exchange ends with the recorded day.
 
@@ -54,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the trading gate opens")
     parser.add_argument("--replay-speed", metavar="X|max",
                         help="with --replay: event seconds per wall second (default 1), or max")
+    parser.add_argument("--answer-lead", metavar="MS",
+                        help="with --replay: the market data of an instant waits this long behind the answers it "
+                             "caused (appliance exchange --answer-lead; default 0)")
+    parser.add_argument("--queue-model", metavar="NAME",
+                        help="with --replay: our orders' queue position model (default risk-averse; see "
+                             "appliance backtest)")
     parser.add_argument("--strategy", metavar="SPEC",
                         help="run this strategy (module.path:ClassName or path/to/file.py:ClassName) instead of "
                              "the layout's")
@@ -68,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     if args.strategy_params is not None and args.strategy is None:
         raise UsageError("--strategy-params needs --strategy")
     replay = replay_day(args)
-    venue = SimulatedVenue(args.sim_config, replay=replay, replay_speed=getattr(args, "replay_speed", None)) \
-        if args.sim else None
+    venue = SimulatedVenue(args.sim_config, replay=replay, replay_speed=getattr(args, "replay_speed", None),
+                           replay_options=replay_options(args)) if args.sim else None
     nats_url = getattr(args, "nats", None)
     if args.strategy is None and nats_url is None:
         return supervisor_up.run(args, venue)
@@ -87,24 +94,48 @@ def run(args: argparse.Namespace) -> int:
         layout_path.unlink(missing_ok=True)
 
 
+_REPLAY_OPTIONS = ("replay_speed", "answer_lead", "queue_model")
+
+
 def replay_day(args: argparse.Namespace) -> str | None:
-    """``--replay DAYFILE``'s absolute path, checked with ``--replay-speed`` before anything starts
-    (None without it); a usage error when either is given without what it needs."""
-    replay, speed = getattr(args, "replay", None), getattr(args, "replay_speed", None)
+    """``--replay DAYFILE``'s absolute path, checked with ``--replay-speed``, ``--answer-lead`` and
+    ``--queue-model`` before anything starts (None without it); a usage error when any is given without
+    what it needs."""
+    replay = getattr(args, "replay", None)
     if replay is None:
-        if speed is not None:
-            raise UsageError("--replay-speed needs --replay")
+        given = [name for name in _REPLAY_OPTIONS if getattr(args, name, None) is not None]
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} needs --replay")
         return None
     if not args.sim:
         raise UsageError("--replay needs --sim")
-    from appliance.exchange.cli import parse_speed
-    try:
-        parse_speed(speed or "1")
-    except argparse.ArgumentTypeError as exc:
-        raise UsageError(f"--replay-speed: {exc}") from None
+    from appliance.exchange.cli import parse_answer_lead, parse_speed
+    from appliance.replay.queue import QueueModelError, make
+    speed, lead = getattr(args, "replay_speed", None), getattr(args, "answer_lead", None)
+    for option, text, parse in (("--replay-speed", speed or "1", parse_speed),
+                                ("--answer-lead", lead or "0", parse_answer_lead)):
+        try:
+            parse(text)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"{option}: {exc}") from None
+    if getattr(args, "queue_model", None) is not None:
+        try:
+            make(args.queue_model)
+        except QueueModelError as exc:
+            raise UsageError(f"--queue-model: {exc}") from None
     if not os.path.isfile(replay) or not os.access(replay, os.R_OK):
         raise UsageError(f"--replay: cannot read {replay}")
     return os.path.abspath(replay)
+
+
+def replay_options(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--answer-lead`` and ``--queue-model`` as given (checked by ``replay_day``), for the exchange's command line."""
+    options: tuple[str, ...] = ()
+    for option in ("answer_lead", "queue_model"):
+        value = getattr(args, option, None)
+        if value is not None:
+            options += (f"--{option.replace('_', '-')}", value)
+    return options
 
 
 def write_strategy_layout(layout_path: str, spec: str, parameters_file: str | None) -> Path:
@@ -189,10 +220,12 @@ def sim_credentials(layout, sim_config: str | None) -> None:
 class SimulatedVenue:
     """The venue ``supervisor.up`` starts before its children and stops after them (``--sim``)."""
 
-    def __init__(self, sim_config: str | None, *, replay: str | None = None, replay_speed: str | None = None) -> None:
+    def __init__(self, sim_config: str | None, *, replay: str | None = None, replay_speed: str | None = None,
+                 replay_options: tuple[str, ...] = ()) -> None:
         self.sim_config = sim_config
         self.replay = replay                  # a recorded day file (absolute), or None for a live day
         self.replay_speed = replay_speed
+        self.replay_options = tuple(replay_options)     # more of the exchange's replay options (replay_options())
         self.control_socket: str | None = None
         self._starter = None
         self.exchange = None
@@ -217,7 +250,8 @@ class SimulatedVenue:
         self.control_socket = sim_control_socket(base)
         args = ["--records", str(day / "exchange"), "--control", self.control_socket]
         if self.replay is not None:
-            args += ["--replay", self.replay, "--replay-hold", "--speed", self.replay_speed or "1"]
+            args += ["--replay", self.replay, "--replay-hold", "--speed", self.replay_speed or "1",
+                     *self.replay_options]
         if self.sim_config:
             args += ["--config", self.sim_config]
         elif self.listing is not None:

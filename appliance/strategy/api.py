@@ -18,7 +18,6 @@ from __future__ import annotations
 import enum
 import logging
 import operator
-import time
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, NamedTuple
 
@@ -713,7 +712,10 @@ class Strategy:
         otherwise; cancels always go). True without a control table."""
         return self._host.gate_open()
 
-    now_ns = staticmethod(time.time_ns)     # -> int, epoch ns of the wall clock (live only: use self.clock.now_ns())
+    def now_ns(self) -> int:
+        """The host's clock, epoch ns (``self.clock.now_ns()``): wall time live, event time in a backtest,
+        so the same inputs give the same answers there."""
+        return self._host.clock_ns()
 
     @property
     def clock(self) -> Clock:

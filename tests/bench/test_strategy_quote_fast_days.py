@@ -38,16 +38,13 @@ _FLAGS_AT = BOOK_UPDATE.offset_of["flags"]
 _BID_AT, _ASK_AT = BOOK_UPDATE.offset_of["bid_price_0"], BOOK_UPDATE.offset_of["ask_price_0"]
 
 
-def uncrossed(record: bytes, swap: bool = False) -> bytes:
-    """The record with its CROSSED flag cleared: the generated days' books are mostly crossed (random orders,
-    no matching), which pulls every quote; cleared, the quoting arithmetic runs on their real prices and sizes
-    (and the post-only clamps on crossed levels). ``swap``: a crossed top's two prices also change places, a
-    wide two-sided book a market maker quotes inside."""
+def crossed_unflagged(record: bytes) -> bytes:
+    """The record with its top's two prices exchanged and no CROSSED flag: the generated days' books are never
+    crossed (as a venue's), so this makes the post-only clamps on crossed levels run on real prices and sizes."""
     copy = bytearray(record)
     copy[_FLAGS_AT] &= ~BOOK_FLAG_CROSSED & 0xFF
     bid, ask = copy[_BID_AT:_BID_AT + 4], copy[_ASK_AT:_ASK_AT + 4]
-    if swap and int.from_bytes(bid, "little") > int.from_bytes(ask, "little"):
-        copy[_BID_AT:_BID_AT + 4], copy[_ASK_AT:_ASK_AT + 4] = ask, bid
+    copy[_BID_AT:_BID_AT + 4], copy[_ASK_AT:_ASK_AT + 4] = ask, bid
     return bytes(copy)
 
 
@@ -92,7 +89,7 @@ def test_every_real_book_update_gives_the_reference_quotes(tmp_path, seed):
         if n % 50 == 0:
             params = random_params(rng)
             step = compiled_quote_step(params)
-        for update in (record, uncrossed(record)):
+        for update in (record, crossed_unflagged(record)):
             book._view(update, 0)
             top = _top_of(book)
             for position in (0, rng.randint(-2000, 2000)):
@@ -136,7 +133,7 @@ def test_the_market_maker_sends_the_same_intents_with_and_without_the_compiled_s
     """A real BookUpdate stream (one symbol of a generated day, as AAPL), the same answers and fills: the
     compiled market maker's intents are the reference's, field by field."""
     records = real_book_updates(tmp_path, 3, symbols=len(SYMBOLS))     # its symbols as the harness's
-    stream = [uncrossed(r, swap=True) for r in records]
+    stream = records
     assert len(stream) > 500
     values = dict(spread_ticks=3, size=100, max_position=400, skew_ticks=1.0, widen_ticks=0.5,
                   requote_threshold_ticks=1, reject_cooldown_ms=60_000, fair_value="microprice")
@@ -152,6 +149,7 @@ def test_the_market_maker_sends_the_same_intents_with_and_without_the_compiled_s
     sent = widest = 0
     for n, record in enumerate(stream):
         fill = rng.random() < 0.3
+        filled_side = rng.choice((Side.BUY, Side.SELL))       # one side: a two-sided fill leaves no position
         seen = []
         for k, h in enumerate(harnesses):
             offset = h.feed.claim()
@@ -163,7 +161,8 @@ def test_the_market_maker_sends_the_same_intents_with_and_without_the_compiled_s
                     break
                 for intent in batch:
                     symbol = SYMBOLS[intent["symbol_id"]]
-                    positions[k][symbol] = _answer(h, intent, fill, positions[k].get(symbol, 0), symbol)
+                    positions[k][symbol] = _answer(h, intent, fill and intent["side"] == filled_side,
+                                                   positions[k].get(symbol, 0), symbol)
                 intents += batch
                 batch = h.intents()
             for intent in intents:
@@ -173,6 +172,6 @@ def test_the_market_maker_sends_the_same_intents_with_and_without_the_compiled_s
         sent += len(seen[0])
         widest = max([widest, *map(abs, positions[0].values())])
     assert positions[0] == positions[1]
-    assert sent > 50 and widest >= 200        # quoted, requoted and skewed by fills (71 and 300 with these seeds)
+    assert sent > 30 and widest >= 200        # quoted, requoted and skewed by fills (43 and 400 with these seeds)
     for h in harnesses:
         assert h.host.stats.errors == 0 and not h.host.failed

@@ -70,6 +70,28 @@ def test_venue_day_message_by_message():
         p.close()
 
 
+def test_event_clock_stamps_the_outputs_with_the_packets_rx():
+    """``event_clock`` (the backtest's): a BookUpdate's t_feed_out_ns and the slot's t_update_ns are the packet's
+    rx (event time there), not the wall clock, on both paths alike."""
+    from appliance.messages.catalog import BOOK_UPDATE, MARKET_STATE
+    p = Pair(list(VENUE_PRICES))
+    p.outputs.event_clock = p.fast.event_clock = True
+    p.py_ring.keep_clock = p.c_ring.keep_clock = True
+    t_update = MARKET_STATE.offset_of["t_update_ns"]
+    try:
+        rx = 1_767_605_400_000_000_000
+        for i, payload in enumerate(venue_day(5, 2000)):
+            rx += 1_000 + i % 7
+            updates = p.packet(payload, mold_sequence=i, rx_ns=rx)
+            assert [BOOK_UPDATE.as_dict(u)["t_feed_out_ns"] for u in updates] == [rx] * len(updates)
+            for u in updates:
+                slot = p.slots[BOOK_UPDATE.as_dict(u)["symbol_id"]] + t_update
+                assert p.mm[0][slot:slot + 8] == p.mm[1][slot:slot + 8] == rx.to_bytes(8, "little")
+        assert p.fast.published > 100
+    finally:
+        p.close()
+
+
 # ---------------------------------------------------------------- (b) hand-built messages of every type
 
 def test_every_type_the_books_use(pair):

@@ -120,19 +120,29 @@ def test_up_sim_fails_the_start_with_the_exchanges_words_when_it_cannot_start(tm
 
 def test_up_sim_replay_holds_the_day_until_the_gate_opens_and_ends_with_it(tmp_path):
     """``up --sim --replay``: the exchange replays the recorded day, held until the supervisor's gate
-    callable says open (then started over the control socket), and exits with the end of the day."""
+    callable says open (then started over the control socket), and exits with the end of the day; it got
+    ``--answer-lead`` and ``--queue-model`` as given to ``up``."""
+    import argparse
     import json
     from appliance.command_io.json_lines import request_json
     from appliance.runtime.polling import poll_until
-    from appliance.sim.up import SimulatedVenue, sim_control_socket
+    from appliance.sim.up import SimulatedVenue, add_arguments, replay_day, replay_options, sim_control_socket
     from recorded_day import quiet_day, write_day
     day_file = tmp_path / "day.bin"
     recorded = write_day(day_file, quiet_day())
     layout = _layout(tmp_path)
-    venue = SimulatedVenue(_sim_config(tmp_path), replay=str(day_file), replay_speed="max")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--sim", "--replay", str(day_file), "--replay-speed", "max", "--answer-lead", "2.5",
+                              "--queue-model", "prob-power:3"])
+    venue = SimulatedVenue(_sim_config(tmp_path), replay=replay_day(args), replay_speed=args.replay_speed,
+                           replay_options=replay_options(args))
     try:
         venue.prepare(layout)
         venue.start(layout, tmp_path)
+        command = venue.exchange.proc.args
+        at = command.index("--answer-lead")
+        assert command[at:at + 4] == ["--answer-lead", "2.5", "--queue-model", "prob-power:3"]
         gate = []
         venue.children_started(lambda: bool(gate))
         status = request_json(sim_control_socket(tmp_path), {"command": "status"}, 10)
@@ -151,6 +161,13 @@ def test_up_sim_replay_holds_the_day_until_the_gate_opens_and_ends_with_it(tmp_p
     (["--sim", "--replay-speed", "2"], "--replay-speed needs --replay"),
     (["--sim", "--replay", "MISSING"], "--replay: cannot read"),
     (["--sim", "--replay", "DAY", "--replay-speed", "fast"], "--replay-speed: 'fast' is not max or a speed"),
+    (["--sim", "--answer-lead", "5"], "--answer-lead needs --replay"),
+    (["--sim", "--queue-model", "fifo"], "--queue-model needs --replay"),
+    (["--sim", "--replay", "DAY", "--answer-lead", "soon"], "--answer-lead: 'soon' is not a number"),
+    (["--sim", "--replay", "DAY", "--answer-lead", "-1"], "--answer-lead: '-1' must be between 0 and 1000 ms"),
+    (["--sim", "--replay", "DAY", "--answer-lead", "nan"], "--answer-lead: 'nan' must be between 0 and 1000 ms"),
+    (["--sim", "--replay", "DAY", "--queue-model", "lifo"], "--queue-model: unknown queue model 'lifo' (known: "),
+    (["--sim", "--replay", "DAY", "--queue-model", "prob-power:0"], "--queue-model: queue model 'prob-power:0': "),
 ])
 def test_up_replay_arguments_are_checked_before_anything_starts(tmp_path, capsys, arguments, message):
     from appliance.cli import main

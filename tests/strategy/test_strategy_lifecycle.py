@@ -4,6 +4,7 @@ cancel, the timeout), duplicate quotes after a restart, flatten in on_stop, requ
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -200,6 +201,21 @@ def test_the_event_clock_shows_the_stamps_of_the_event_being_handled(memory):
     assert (s.clock.event_exchange_ns, s.clock.event_rx_ns) == (0, 0)          # outside a callback
     with pytest.raises(AttributeError):
         s.clock._host = None
+
+
+def test_now_ns_is_the_hosts_clock_injected_or_the_wall_clock_live(memory):
+    """``Strategy.now_ns()`` reads the host's clock as ``clock.now_ns()`` does: a backtest's event time when
+    injected (so the same inputs give the same answers), the wall clock by default (live)."""
+    clock = FakeClock()
+    s = Harness(memory, Recorder, clock_ns=clock).strategy
+    assert s.now_ns() == s.clock.now_ns() == clock.now
+    clock.advance(123)
+    assert s.now_ns() == clock.now
+    before = time.time_ns()
+    live = Harness(memory, Recorder).strategy
+    assert before <= live.now_ns() <= time.time_ns()
+    with pytest.raises(RuntimeError, match="not attached"):
+        Recorder({}).now_ns()                                    # in __init__: no clock yet, as for the rest
 
 
 # ---------------------------------------------------------------------------------------------- construction

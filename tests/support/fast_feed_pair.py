@@ -20,20 +20,23 @@ _T_UPDATE = MARKET_STATE.offset_of["t_update_ns"]
 
 
 class RecordingRing:
-    """A ring that keeps every committed record (bytes, ``t_feed_out_ns`` zeroed: a clock, not state); ``full``
-    makes claim() fail as a ring the strategy fell behind on."""
+    """A ring that keeps every committed record (bytes, ``t_feed_out_ns`` zeroed: a clock, not state, unless
+    ``keep_clock``: the outputs' ``event_clock`` makes it the packet's rx); ``full`` makes claim() fail as a
+    ring the strategy fell behind on."""
 
     def __init__(self) -> None:
         self.buffer = bytearray(BOOK_UPDATE.size)
         self.records: list[bytes] = []
         self.full = False
+        self.keep_clock = False
 
     def claim(self) -> int:
         return -1 if self.full else 0
 
     def commit(self) -> None:
         record = bytearray(self.buffer)
-        record[_T_OUT:_T_OUT + 8] = bytes(8)
+        if not self.keep_clock:
+            record[_T_OUT:_T_OUT + 8] = bytes(8)
         self.records.append(bytes(record))
 
     def take(self) -> list[bytes]:
