@@ -40,7 +40,10 @@ class ReplicationError(RuntimeError):
 
 
 class ReplicationPrimary:
-    def __init__(self, config, journal, allocate=None):
+    """``listener``: where standbys come from: None listens on TCP at ``config.primary``; the same
+    box's rings give a ``replication_shm.ShmListener`` (connections shaped like sockets)."""
+
+    def __init__(self, config, journal, allocate=None, listener=None):
         self.config = config
         self.journal = journal
         self.heartbeat_ns = config.heartbeat_ms * 1_000_000
@@ -49,11 +52,12 @@ class ReplicationPrimary:
         # (sequence, offset) of records whose place is known: catch-up starts from the nearest one
         self._marks_seq = [1, journal.next_sequence]
         self._marks_offset = [FILE_HEADER_SIZE, journal.used_bytes]
-        try:
-            listener = socket.create_server((config.primary_host, config.primary_port), reuse_port=False)
-        except OSError as exc:
-            raise ReplicationError(f"cannot listen for the standby on {config.primary_host}:{config.primary_port}: "
-                                   f"{exc.strerror or exc}") from None
+        if listener is None:
+            try:
+                listener = socket.create_server((config.primary_host, config.primary_port), reuse_port=False)
+            except OSError as exc:
+                raise ReplicationError(f"cannot listen for the standby on {config.primary_host}:"
+                                       f"{config.primary_port}: {exc.strerror or exc}") from None
         listener.setblocking(False)
         self.listener = listener
         self.address = listener.getsockname()
@@ -104,6 +108,7 @@ class ReplicationPrimary:
         return max(0, now_mono - probe[1]) if probe is not None and self.subscribed else 0
 
     def fileno(self) -> int | None:
+        """The connection's descriptor to poll() on (None: no connection, or the shm rings, polled)."""
         return self.sock.fileno() if self.sock is not None else None
 
     # ------------------------------------------------------------------ the duty cycle

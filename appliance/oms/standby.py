@@ -37,6 +37,7 @@ from appliance.oms import replication_wire as rw
 from appliance.oms.journal import Journal, archive_name
 from appliance.oms.journal_format import FILE_HEADER_SIZE, JournalError, read_file_header, read_from
 from appliance.oms.recovery import Replay
+from appliance.oms.replication_shm import StandbyLink
 
 log = logging.getLogger("appliance.oms.standby")
 
@@ -59,9 +60,12 @@ class StandbyState:
 class StandbyReplica:
     """One standby: its journal, its replayed state and its connection to the primary (poll-driven)."""
 
-    def __init__(self, config, symbols: list[str]):
+    def __init__(self, config, symbols: list[str], layout=None):
         self.config = config                 # OmsConfig
         self.replication = config.replication
+        # the carrier: TCP to the primary's address, or on this box the layout's rings (replication_shm.py)
+        self._link = StandbyLink(layout, self.replication.standby_journal_path + ".lock") \
+            if self.replication.transport == "shm" else None
         self.symbols = list(symbols)
         self.path = self.replication.standby_journal_path
         self.heartbeat_ns = self.replication.heartbeat_ms * 1_000_000
@@ -155,10 +159,13 @@ class StandbyReplica:
             if not self._connect(now):
                 return 0
         work = 0
-        try:
-            readable, _, _ = select.select([self.sock], [], [], timeout_s)
-        except (OSError, ValueError):
-            readable = [self.sock]
+        if self._link is not None:
+            readable = self.sock.wait_readable(timeout_s)
+        else:
+            try:
+                readable, _, _ = select.select([self.sock], [], [], timeout_s)
+            except (OSError, ValueError):
+                readable = [self.sock]
         now = time.monotonic_ns()
         if readable:
             work = self._read(now)
@@ -170,9 +177,13 @@ class StandbyReplica:
         return work
 
     def _connect(self, now: int) -> bool:
-        address = (self.replication.primary_host, self.replication.primary_port)
+        address = (self.replication.primary_host, self.replication.primary_port) if self._link is None else \
+            ("shm", self._link.layout.rings["replication_records"].segment)
         try:
-            sock = socket.create_connection(address, timeout=max(0.1, self.peer_timeout_ns / 1e9))
+            if self._link is not None:
+                sock = self._link.connect()
+            else:
+                sock = socket.create_connection(address, timeout=max(0.1, self.peer_timeout_ns / 1e9))
         except OSError as exc:
             self.last_error = f"connect to {address[0]}:{address[1]}: {exc.strerror or exc}"
             self.next_attempt_ns = now + min(self.peer_timeout_ns, 200_000_000)
@@ -184,7 +195,7 @@ class StandbyReplica:
         self._hello = False
         self.connections += 1
         self._last_received_ns = now
-        log.info("connected to the primary at %s:%d; asking from sequence %d", *address, self.next_sequence)
+        log.info("connected to the primary at %s:%s; asking from sequence %d", *address, self.next_sequence)
         self._send(rw.subscribe(self.next_sequence, self.header), now)
         return self.sock is not None
 
@@ -286,3 +297,5 @@ class StandbyReplica:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+        if self._link is not None:
+            self._link.close()
