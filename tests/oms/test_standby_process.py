@@ -355,3 +355,32 @@ def test_shm_a_killed_standby_trips_sync_at_once_and_a_new_one_catches_up_and_re
     asked = [int(n) for n in re.findall(r"asking from sequence (\d+)", standby.log())]
     assert asked[0] == len(before) + 1                  # from where the killed one stopped, not again
     assert rig.counter("oms.replication.bad_frames") == 0 and rig.proc.poll() is None
+
+
+def test_tcp_sync_link_cut_orders_wait_then_the_gate_closes_and_the_restored_link_catches_up(
+        pair, venue):  # noqa: F811
+    """Another box, the link cut (the relay shuts both sockets and refuses new ones): a sync order
+    waits for the limit and is given back, the gate closes (NO_STANDBY), cancels leave; the link
+    restored, the standby reconnects, asks from its last record, catches up, the gate reopens."""
+    rig, standby, proxy = pair("sync", ack_limit_ms=300, via_proxy=True)
+    rig.wait_ready(30)
+    rig.new(1, "AAPL", "B", 100, 1_800_000)
+    wait_until(lambda: E.ACCEPTED in rig.events(1), 10, message="order 1 accepted")
+    assert_byte_identical(rig)
+    proxy.cut()
+    rig.new(2, "AAPL", "B", 100, 1_800_000)
+    wait_until(lambda: E.REJECTED_LOCALLY in rig.events(2), 10, message="order 2 given back")
+    assert rig.reports_of(2)[-1]["reason"] in (OmsReason.NOT_SENT, OmsReason.NO_STANDBY)
+    assert E.ACCEPTED not in rig.events(2)
+    wait_until(lambda: rig.control.get("oms_ready") == 0, 5, message="the gate closed")
+    rig.cancel(3, orig=1)                               # cancels still leave
+    wait_until(lambda: E.CANCELED in rig.events(1), 10, message="order 1 canceled without the standby")
+    before, _ = records_of(standby_journal(rig))
+    proxy.restore()
+    wait_until(lambda: rig.control.get("oms_ready") == 1, 15, message="the gate reopened")
+    rig.new(4, "AAPL", "B", 100, 1_800_000)
+    wait_until(lambda: E.ACCEPTED in rig.events(4), 10, message="order 4 accepted")
+    assert_byte_identical(rig)
+    asked = [int(n) for n in re.findall(r"asking from sequence (\d+)", standby.log())]
+    assert asked[0] == 1 and asked[-1] == len(before) + 1
+    assert rig.counter("oms.replication.ack_timeouts") >= 1 and rig.proc.poll() is None
