@@ -42,6 +42,7 @@ from appliance.oms.replication_shm import StandbyLink
 log = logging.getLogger("appliance.oms.standby")
 
 RECEIVE_BUFFER = 1 << 18
+MAX_UNAPPLIED = 4096         # records acknowledged and not applied yet: a catch-up applies them this many at a time
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,35 @@ class StandbyReplica:
         self.last_error = ""
         if os.path.exists(self.path):
             self._open_existing()
+
+    # ------------------------------------------------------------------ the state
+
+    @property
+    def replay(self) -> Replay:
+        """The order state the records make: records acknowledged but not applied yet (``_read``
+        leaves them while more bytes wait, so that an order's acknowledgement never waits behind
+        the state) are applied first, whoever asks."""
+        if self._unapplied:
+            self._apply_pending()
+        return self._replay
+
+    @replay.setter
+    def replay(self, replay: Replay) -> None:
+        self._replay = replay
+        self._unapplied = []
+
+    def _apply_pending(self) -> None:
+        records, self._unapplied = self._unapplied, []
+        self._replay.apply(records)
+
+    def _nothing_waiting(self) -> bool:
+        """No byte from the primary is waiting right now (the time to apply what was acknowledged)."""
+        if self._link is not None:
+            return not self.sock.readable()
+        try:
+            return not select.select([self.sock], [], [], 0)[0]
+        except (OSError, ValueError):
+            return True
 
     # ------------------------------------------------------------------ the journal
 
@@ -159,6 +189,8 @@ class StandbyReplica:
             if not self._connect(now):
                 return 0
         work = 0
+        if self._unapplied and (len(self._unapplied) > MAX_UNAPPLIED or self._nothing_waiting()):
+            self._apply_pending()
         if self._link is not None:
             readable = self.sock.wait_readable(timeout_s)
         else:
@@ -256,7 +288,7 @@ class StandbyReplica:
         if written:
             # acknowledged once in the journal (what sync waits for), applied to the state after
             self._send(rw.ack(self.next_sequence - 1), now)
-            self.replay.apply(written)
+            self._unapplied += written       # applied when no byte waits (poll), or when the state is read
             self.records_received += len(written)
         if problem is not None and self.sock is not None:
             self._drop(now, f"protocol error: {problem}")
