@@ -25,6 +25,7 @@ from collections import deque
 
 from appliance.messages.codes import Action
 from appliance.oms import replication_wire as rw
+from appliance.oms.replication_status import MODE_CODES, TRANSPORT_CODES
 from appliance.oms.journal_format import FILE_HEADER_SIZE, RECORD_HEADER, RECORD_HEADER_SIZE, padded
 from appliance.runtime.counters import CounterKind
 
@@ -513,6 +514,9 @@ class SyncSends:
 
 class _Counters:
     def __init__(self, allocate):
+        self.mode = allocate("oms.replication.mode", CounterKind.INFO)            # replication_status's codes
+        self.transport = allocate("oms.replication.transport", CounterKind.INFO)
+        self.standby_pid = allocate("oms.replication.standby_pid", CounterKind.INFO)   # shm: the standby's pid
         self.connected = allocate("oms.replication.connected", CounterKind.GAUGE)
         self.acked = allocate("oms.replication.acked_sequence", CounterKind.GAUGE)
         self.lag = allocate("oms.replication.lag_records", CounterKind.GAUGE)
@@ -525,6 +529,9 @@ class _Counters:
         self.records_sent = allocate("oms.replication.records_sent")
 
     def publish(self, primary: ReplicationPrimary) -> None:
+        self.mode.set(MODE_CODES.get(primary.config.mode, 0))
+        self.transport.set(TRANSPORT_CODES.get(primary.config.transport, 0))
+        self.standby_pid.set(getattr(primary.sock, "peer_pid", 0) if primary.subscribed else 0)
         self.connected.set(1 if primary.subscribed else 0)
         self.acked.set(primary.acked)
         self.lag.set(primary.lag_records)

@@ -225,7 +225,12 @@ def test_sync_standby_process_holds_a_byte_identical_journal_and_the_same_order_
         assert rig.counter("oms.replication.lag_ns") == 0
         status = build_status(rig.layout, rig.memory)           # appliance status: the standby and its lag
         assert status["oms"]["replication"]["connected"] == 1 and status["oms"]["replication"]["lag_records"] == 0
-        assert " | standby up lag 0 rec 0.0 ms" in one_line(status)
+        replication = status["oms"]["replication"]
+        assert (replication["role"], replication["mode"], replication["transport"], replication["standby"],
+                replication["lag_us"]) == ("primary", "sync", transport, "up", 0)
+        assert replication["standby_pid"] == (standby.proc.pid if transport == "shm" else 0)
+        pid = f" (pid {standby.proc.pid})" if transport == "shm" else ""
+        assert f" | primary sync/{transport}, standby up{pid} lag 0 rec 0.0 us" in one_line(status)
     finally:
         other.close()
     assert standby.stop() == 0
@@ -246,7 +251,8 @@ def test_sync_new_orders_wait_for_a_stopped_standby_then_the_gate_closes_and_reo
         assert rig.reports_of(2)[-1]["reason"] == OmsReason.NOT_SENT   # held, never sent
         assert E.ACCEPTED not in rig.events(2)
         wait_until(lambda: rig.control.get("oms_ready") == 0, 5, message="the gate closed")
-        assert " | standby up lag " in one_line(build_status(rig.layout, rig.memory))   # connected, not answering
+        assert re.search(r" \| primary sync/\w+, standby up.* lag \d+ rec",           # connected, not answering
+                         one_line(build_status(rig.layout, rig.memory)))
         rig.new(3, "AAPL", "B", 100, 1_800_000)
         wait_until(lambda: E.REJECTED_LOCALLY in rig.events(3), 10, message="order 3 refused")
         assert rig.reports_of(3)[-1]["reason"] == OmsReason.NO_STANDBY
@@ -343,7 +349,7 @@ def test_shm_a_killed_standby_trips_sync_at_once_and_a_new_one_catches_up_and_re
     wait_until(lambda: E.REJECTED_LOCALLY in rig.events(2), 10, message="order 2 refused")
     assert rig.reports_of(2)[-1]["reason"] in (OmsReason.NOT_SENT, OmsReason.NO_STANDBY)
     wait_until(lambda: rig.control.get("oms_ready") == 0, 5, message="the gate closed")
-    assert " | standby DOWN" in one_line(build_status(rig.layout, rig.memory))
+    assert " | primary sync/shm, standby DOWN lag " in one_line(build_status(rig.layout, rig.memory))
     rig.cancel(3, orig=1)                               # cancels still leave
     wait_until(lambda: E.CANCELED in rig.events(1), 10, message="order 1 canceled without the standby")
     before, _ = records_of(standby_journal(rig))
