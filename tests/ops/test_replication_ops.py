@@ -17,7 +17,7 @@ from appliance.sim.ports import free_port
 from appliance.supervisor.status import build_status, one_line
 from conftest import ROOT, SUPPORT
 from oms_rig import SYMBOLS, Setup, accept_all
-from test_exporter import exporter, promtool_check_metrics, samples, value   # noqa: F401  (exporter: the fixture)
+from exporter_scrape import exporter, promtool_check_metrics, samples, value   # noqa: F401  (exporter: the fixture)
 
 
 def drive(agent, until, standby=None, timeout: float = 10.0, message: str = "condition") -> None:
