@@ -26,6 +26,7 @@ import os
 import time
 
 from appliance.messages.catalog import REPLICATION_CHUNK
+from appliance.runtime import _shm
 from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse, check_ring_uses
 from appliance.runtime.idle import BackoffIdle, lower_timer_slack
 from appliance.runtime.layout import LayoutError
@@ -41,8 +42,13 @@ _PEEK = REPLICATION_CHUNK.fields_struct(("epoch", "pid", "length"))
 _TYPE, _VERSION = REPLICATION_CHUNK.type_id, REPLICATION_CHUNK.version
 PID_CHECK_NS = 5_000_000           # how often an idle side looks whether its peer's process still exists
 # The standby's wait for records: a record must be acknowledged within microseconds for sync to be
-# cheap, yet a quiet standby must not take a CPU from the order path: spin briefly, then park.
-WAIT_SPINS, WAIT_YIELDS, WAIT_MIN_PARK_NS, WAIT_MAX_PARK_NS = 2000, 200, 20_000, 500_000
+# cheap, yet a quiet standby must not take a CPU from the order path: a short spin, then asleep on a
+# futex doorbell that the primary's commit rings (no sleep quantum, no yield loop under load).
+WAIT_SPINS, WAIT_YIELDS, WAIT_MIN_PARK_NS, WAIT_MAX_PARK_NS = 200, 10, 20_000, 500_000
+# The doorbell's word: in the records ring's descriptor line (written once, when the ring is formatted,
+# and only read after), its second 64 bytes; the standby is not a process of the layout, so it has no
+# doorbell in the process table. The primary's ring rings it; the standby announces and waits on it.
+DOORBELL_AT = 64
 
 
 def ring_uses(side: str) -> tuple[RingUse, RingUse]:
@@ -94,6 +100,7 @@ class ShmConnection:
         self._next_pid_check = 0
         self._on_close = None
         self._timeout_s = None
+        self.doorbell = None                    # the standby's: asleep on it in wait_readable
 
     def fileno(self):
         return None                             # nothing to poll(): the OMS polls the ring in its duty cycle
@@ -188,18 +195,33 @@ class ShmConnection:
         return self._in.available() > 0 or self.peer_closed or self.newer
 
     def wait_readable(self, timeout_s: float) -> bool:
-        """The standby's wait (it has no socket to select() on): spin, yield, then park in short
-        sleeps doubling up to ``WAIT_MAX_PARK_NS``, until something is readable or ``timeout_s``."""
+        """The standby's wait (it has no socket to select() on): a short spin, then asleep on the
+        records ring's doorbell (a futex the primary's commit rings), until something is readable
+        or ``timeout_s``. Without a doorbell (a test's connection): spin, yield, park."""
         available = self._in.available
         if available() > 0 or self.peer_closed or self.newer:
             return True
-        idle = BackoffIdle(WAIT_SPINS, WAIT_YIELDS, WAIT_MIN_PARK_NS, WAIT_MAX_PARK_NS)
+        for _ in range(WAIT_SPINS):
+            if available() > 0:
+                return True
+        doorbell = self.doorbell
         deadline = time.monotonic_ns() + int(timeout_s * 1e9)
-        while available() <= 0:
-            if time.monotonic_ns() >= deadline:
-                return False
-            idle.idle(0)
-        return True
+        idle = None if doorbell is not None else BackoffIdle(0, WAIT_YIELDS, WAIT_MIN_PARK_NS, WAIT_MAX_PARK_NS)
+        while True:
+            left = deadline - time.monotonic_ns()
+            if left <= 0:
+                return available() > 0
+            if doorbell is None:
+                idle.idle(0)
+            else:
+                doorbell.announce()
+                if available() > 0:
+                    doorbell.cancel()
+                    return True
+                doorbell.wait(left)
+                doorbell.cancel()
+            if available() > 0:
+                return True
 
     def close(self) -> None:
         if self.closed:
@@ -213,6 +235,13 @@ class ShmConnection:
         self.closed = True
         if self._on_close is not None:
             self._on_close(self)
+
+
+def _ring(layout, buffer, name: str, role: str):
+    """One side of a replication ring; the records ring's producer rings the standby's doorbell."""
+    r = layout.rings[name]
+    doorbell = r.offset + DOORBELL_AT if name == RECORDS_RING and role == "producer" else -1
+    return _shm.Ring(buffer, r.offset, r.slot_size, r.capacity, "p" if role == "producer" else "c", doorbell)
 
 
 def _rings(make_ring, buffer, side: str):
@@ -231,8 +260,10 @@ class ShmListener:
         if memory.layout.rings[RECORDS_RING].segment != memory.layout.rings[ACKS_RING].segment:
             raise LayoutError(memory.layout.path, f"rings.{ACKS_RING}.segment",
                               f"must be the segment of {RECORDS_RING}")
-        self._out, self._out_buf, self._in, self._in_buf = _rings(memory.ring, memory.ring_buffer(RECORDS_RING),
-                                                                  PRIMARY)
+        buffer = memory.ring_buffer(RECORDS_RING)
+        self._out, self._out_buf, self._in, self._in_buf = _rings(lambda name, role: _ring(memory.layout, buffer,
+                                                                                          name, role),
+                                                                  buffer, PRIMARY)
         self.address = ("shm", memory.layout.rings[RECORDS_RING].segment)
         self._seen_epoch = 0
         self._live: ShmConnection | None = None
@@ -293,18 +324,15 @@ class StandbyLink:
         self._segment_cls = Segment
         self._segment = None
         self._rings = None
+        self._doorbell = None
         self._last_epoch = 0
 
     def _attach(self) -> None:
-        from appliance.runtime import _shm
         layout = self.layout
         spec = layout.segments[layout.rings[RECORDS_RING].segment]
         self._segment = segment = self._segment_cls.attach(layout, spec)
-
-        def make_ring(name: str, role: str):
-            r = layout.rings[name]
-            return _shm.Ring(segment.buffer, r.offset, r.slot_size, r.capacity, "p" if role == "producer" else "c", -1)
-        self._rings = _rings(make_ring, segment.buffer, STANDBY)
+        self._rings = _rings(lambda name, role: _ring(layout, segment.buffer, name, role), segment.buffer, STANDBY)
+        self._doorbell = _shm.Doorbell(segment.buffer, layout.rings[RECORDS_RING].offset + DOORBELL_AT)
 
     def connect(self) -> ShmConnection:
         """A new connection (OSError: the segment is not there yet: the supervisor has not made it)."""
@@ -316,10 +344,12 @@ class StandbyLink:
         out_ring, out_buf, in_ring, in_buf = self._rings
         epoch = max(time.time_ns(), self._last_epoch + 1)
         self._last_epoch = epoch
-        return ShmConnection(out_ring, out_buf, in_ring, in_buf, epoch)
+        connection = ShmConnection(out_ring, out_buf, in_ring, in_buf, epoch)
+        connection.doorbell = self._doorbell
+        return connection
 
     def close(self) -> None:
-        self._rings = None
+        self._rings = self._doorbell = None
         if self._segment is not None:
             self._segment.close()
             self._segment = None

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import yaml
@@ -205,5 +207,34 @@ def test_a_standby_before_the_segment_exists_is_refused_and_tries_again(unique_n
         finally:
             link.close()
             memory.remove()
+    finally:
+        link.close()
+
+
+def test_the_standby_sleeps_on_the_records_rings_doorbell_and_the_primarys_commit_wakes_it(memory, tmp_path):
+    listener = rs.ShmListener(memory)
+    link = standby_side(memory, tmp_path)
+    try:
+        standby = link.connect()
+        standby.sendall(b"s")
+        primary = accept(listener)
+        assert primary.recv(1) == b"s"
+        assert standby.wait_readable(0.02) is False          # nothing came: back at the timeout
+        asleep = threading.Event()
+        result = []
+
+        def wait():
+            asleep.set()
+            result.append(standby.wait_readable(30))
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        asleep.wait(5)
+        deadline = time.monotonic() + 10
+        while link._doorbell.waits == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)                  # until it is in the futex wait
+        primary.send(b"record")
+        waiter.join(10)
+        assert result == [True] and link._doorbell.wakeups >= 1    # woken by the ring, not the timeout
+        assert standby.recv(100) == b"record"
     finally:
         link.close()
