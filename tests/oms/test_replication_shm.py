@@ -238,3 +238,13 @@ def test_the_standby_sleeps_on_the_records_rings_doorbell_and_the_primarys_commi
         assert standby.recv(100) == b"record"
     finally:
         link.close()
+
+
+def test_oms_standby_refuses_a_shm_layout_without_the_rings(write_layout, unique_name, tmp_path):
+    from oms_rig import journal_path, oms_layout
+    doc = oms_layout(unique_name, 1, journal_path(tmp_path), replication={"mode": "sync", "transport": "shm"})
+    doc["rings"] = [r for r in doc["rings"] if r["name"] != rs.ACKS_RING]
+    path = write_layout(doc)
+    done = subprocess.run([sys.executable, "-m", "appliance", "oms-standby", "--layout", str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2 and "needs a ring named 'replication_acks'" in done.stderr, done.stderr
