@@ -203,9 +203,19 @@ POSITION = Record("Position", type_id=41, version=1, fields=[
     ("t_update_ns", "u64"),
 ])
 
+# Primary OMS <-> same-box standby (oms/replication_shm.py): one slot of the replication byte stream
+# (oms/replication_wire.py's frames, the journal's own bytes inside), ``length`` bytes after this
+# header; ``epoch`` names the connection (a slot of another is skipped), ``pid`` the sender.
+REPLICATION_CHUNK = Record("ReplicationChunk", type_id=60, version=1, fields=[
+    ("epoch", "u64"),
+    ("pid", "u32"),
+    ("length", "u32"),          # stream bytes after the header; CLOSE_CHUNK: the sender closed the connection
+])
+
 MESSAGES: dict[str, Record] = {r.name: r for r in
                                (PROBE, BOOK_UPDATE, ORDER_INTENT, APPROVED_ORDER, ORDER_REJECT, EXECUTION_REPORT,
-                                 RISK_SNAPSHOT, MARKET_STATE, RISK_COMMAND, CONTROL_EVENT, POSITION)}
+                                 RISK_SNAPSHOT, MARKET_STATE, RISK_COMMAND, CONTROL_EVENT, POSITION,
+                                 REPLICATION_CHUNK)}
 
 # Records a ring carries besides the ``message`` the layout names for it (told apart by type_id):
 # the layout sizes the slots for all of them and its hash covers their shapes.

@@ -43,6 +43,7 @@ from appliance.oms.latency import LatencyRecorder
 from appliance.oms.orders import OrderRegistry
 from appliance.oms.recovery import rebuild
 from appliance.oms.replication import ReplicationPrimary, SyncSends
+from appliance.oms.replication_shm import ShmListener
 from appliance.oms.reports import ExecutionReports
 from appliance.oms.restart import RecoveryProgress, open_journal
 from appliance.oms.sender import OrderSender
@@ -162,7 +163,8 @@ class OmsAgent(Agent):
         self.replication = self.sync_sends = None
         sends_to = session
         if cfg.replication.enabled:
-            self.replication = ReplicationPrimary(cfg.replication, journal, ctx.counters.allocate)
+            listener = ShmListener(ctx.memory) if cfg.replication.transport == "shm" else None   # else TCP
+            self.replication = ReplicationPrimary(cfg.replication, journal, ctx.counters.allocate, listener)
             if cfg.replication.mode == "sync":
                 self.sync_sends = sends_to = SyncSends(session, journal, self.replication, gate,
                                                        cfg.replication.ack_limit_ms, cfg.replication.without_standby,
@@ -222,8 +224,8 @@ class OmsAgent(Agent):
         """The venue socket once connected: a parked OMS sleeps in poll() on it and its doorbell."""
         session = self.session
         fds = (session.sock.fileno(),) if session.state == "connected" and session.sock is not None else ()
-        if self.replication is not None and self.replication.sock is not None:
-            fds += (self.replication.sock.fileno(),)      # the standby's acknowledgements wake it too
+        if self.replication is not None and self.replication.fileno() is not None:
+            fds += (self.replication.fileno(),)           # the standby's acknowledgements wake it too (TCP)
         return fds
 
     def next_deadline_ns(self) -> int | None:

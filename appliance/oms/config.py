@@ -26,6 +26,9 @@ in the layout is refused with a message saying so.
     replication:               # journal replication to a hot standby (replication.py, standby.py)
       mode: off                # off | sync (new orders leave only after the standby acknowledged
                                # their record) | async (never waits)
+      transport: tcp           # tcp: the standby connects to primary below (this box or another) |
+                               # shm: the standby on this box, over the layout's rings replication_records
+                               # (oms -> oms_standby) and replication_acks (replication_shm.py)
       primary: {host: 127.0.0.1, port: 15010}   # the primary OMS listens here; the standby connects
       standby_journal: run/oms-standby-journal.bin   # the standby's copy (relative to the layout)
       ack_limit_ms: 50         # sync: a new order waits this long for the standby's acknowledgement
@@ -74,6 +77,7 @@ class OmsConfig:
 
 
 REPLICATION_MODES = ("off", "sync", "async")
+TRANSPORTS = ("tcp", "shm")
 WITHOUT_STANDBY = ("close_gate", "trade")
 
 
@@ -81,6 +85,7 @@ WITHOUT_STANDBY = ("close_gate", "trade")
 class ReplicationConfig:
     """``params.replication``: who streams the journal where, and what sync mode does without a standby."""
     mode: str = "off"
+    transport: str = "tcp"
     primary_host: str = "127.0.0.1"
     primary_port: int = 15010
     standby_journal: str = "run/oms-standby-journal.bin"    # as given; ``standby_journal_path`` is resolved
@@ -110,7 +115,7 @@ _FIRM = re.compile(r"[A-Z0-9]{4}")
 _KEYS = {**dict.fromkeys(_RANGES, int), **dict.fromkeys(_STRINGS, str), "venue": dict, "replication": dict}
 _REPLICATION_RANGES = {"ack_limit_ms": (1, 60_000), "heartbeat_ms": (1, 60_000), "peer_timeout_ms": (10, 3_600_000)}
 _REPLICATION_KEYS = {**dict.fromkeys(_REPLICATION_RANGES, int), "mode": (str, bool), "primary": dict, "standby_journal": str,
-                     "without_standby": str}
+                     "without_standby": str, "transport": str}
 
 
 def parse_oms_params(params: dict | None, layout_path: str = "", path: str = "processes.oms.params") -> OmsConfig:
@@ -170,6 +175,8 @@ def _replication(top) -> ReplicationConfig:
         values["mode"] = "off" if section.get("mode") is False else section.choice("mode", REPLICATION_MODES)
     if "without_standby" in section:
         values["without_standby"] = section.choice("without_standby", WITHOUT_STANDBY)
+    if "transport" in section:
+        values["transport"] = section.choice("transport", TRANSPORTS)
     if "standby_journal" in section:
         values["standby_journal"] = section.string("standby_journal")
         if not values["standby_journal"].strip():

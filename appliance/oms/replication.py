@@ -25,6 +25,7 @@ from collections import deque
 
 from appliance.messages.codes import Action
 from appliance.oms import replication_wire as rw
+from appliance.oms.replication_status import MODE_CODES, TRANSPORT_CODES
 from appliance.oms.journal_format import FILE_HEADER_SIZE, RECORD_HEADER, RECORD_HEADER_SIZE, padded
 from appliance.runtime.counters import CounterKind
 
@@ -40,7 +41,10 @@ class ReplicationError(RuntimeError):
 
 
 class ReplicationPrimary:
-    def __init__(self, config, journal, allocate=None):
+    """``listener``: where standbys come from: None listens on TCP at ``config.primary``; the same
+    box's rings give a ``replication_shm.ShmListener`` (connections shaped like sockets)."""
+
+    def __init__(self, config, journal, allocate=None, listener=None):
         self.config = config
         self.journal = journal
         self.heartbeat_ns = config.heartbeat_ms * 1_000_000
@@ -49,11 +53,12 @@ class ReplicationPrimary:
         # (sequence, offset) of records whose place is known: catch-up starts from the nearest one
         self._marks_seq = [1, journal.next_sequence]
         self._marks_offset = [FILE_HEADER_SIZE, journal.used_bytes]
-        try:
-            listener = socket.create_server((config.primary_host, config.primary_port), reuse_port=False)
-        except OSError as exc:
-            raise ReplicationError(f"cannot listen for the standby on {config.primary_host}:{config.primary_port}: "
-                                   f"{exc.strerror or exc}") from None
+        if listener is None:
+            try:
+                listener = socket.create_server((config.primary_host, config.primary_port), reuse_port=False)
+            except OSError as exc:
+                raise ReplicationError(f"cannot listen for the standby on {config.primary_host}:"
+                                       f"{config.primary_port}: {exc.strerror or exc}") from None
         listener.setblocking(False)
         self.listener = listener
         self.address = listener.getsockname()
@@ -104,6 +109,7 @@ class ReplicationPrimary:
         return max(0, now_mono - probe[1]) if probe is not None and self.subscribed else 0
 
     def fileno(self) -> int | None:
+        """The connection's descriptor to poll() on (None: no connection, or the shm rings, polled)."""
         return self.sock.fileno() if self.sock is not None else None
 
     # ------------------------------------------------------------------ the duty cycle
@@ -508,6 +514,9 @@ class SyncSends:
 
 class _Counters:
     def __init__(self, allocate):
+        self.mode = allocate("oms.replication.mode", CounterKind.INFO)            # replication_status's codes
+        self.transport = allocate("oms.replication.transport", CounterKind.INFO)
+        self.standby_pid = allocate("oms.replication.standby_pid", CounterKind.INFO)   # shm: the standby's pid
         self.connected = allocate("oms.replication.connected", CounterKind.GAUGE)
         self.acked = allocate("oms.replication.acked_sequence", CounterKind.GAUGE)
         self.lag = allocate("oms.replication.lag_records", CounterKind.GAUGE)
@@ -520,6 +529,9 @@ class _Counters:
         self.records_sent = allocate("oms.replication.records_sent")
 
     def publish(self, primary: ReplicationPrimary) -> None:
+        self.mode.set(MODE_CODES.get(primary.config.mode, 0))
+        self.transport.set(TRANSPORT_CODES.get(primary.config.transport, 0))
+        self.standby_pid.set(getattr(primary.sock, "peer_pid", 0) if primary.subscribed else 0)
         self.connected.set(1 if primary.subscribed else 0)
         self.acked.set(primary.acked)
         self.lag.set(primary.lag_records)

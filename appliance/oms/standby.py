@@ -37,10 +37,12 @@ from appliance.oms import replication_wire as rw
 from appliance.oms.journal import Journal, archive_name
 from appliance.oms.journal_format import FILE_HEADER_SIZE, JournalError, read_file_header, read_from
 from appliance.oms.recovery import Replay
+from appliance.oms.replication_shm import StandbyLink
 
 log = logging.getLogger("appliance.oms.standby")
 
 RECEIVE_BUFFER = 1 << 18
+MAX_UNAPPLIED = 4096         # records acknowledged and not applied yet: a catch-up applies them this many at a time
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,12 @@ class StandbyState:
 class StandbyReplica:
     """One standby: its journal, its replayed state and its connection to the primary (poll-driven)."""
 
-    def __init__(self, config, symbols: list[str]):
+    def __init__(self, config, symbols: list[str], layout=None):
         self.config = config                 # OmsConfig
         self.replication = config.replication
+        # the carrier: TCP to the primary's address, or on this box the layout's rings (replication_shm.py)
+        self._link = StandbyLink(layout, self.replication.standby_journal_path + ".lock") \
+            if self.replication.transport == "shm" else None
         self.symbols = list(symbols)
         self.path = self.replication.standby_journal_path
         self.heartbeat_ns = self.replication.heartbeat_ms * 1_000_000
@@ -84,6 +89,35 @@ class StandbyReplica:
         self.last_error = ""
         if os.path.exists(self.path):
             self._open_existing()
+
+    # ------------------------------------------------------------------ the state
+
+    @property
+    def replay(self) -> Replay:
+        """The order state the records make: records acknowledged but not applied yet (``_read``
+        leaves them while more bytes wait, so that an order's acknowledgement never waits behind
+        the state) are applied first, whoever asks."""
+        if self._unapplied:
+            self._apply_pending()
+        return self._replay
+
+    @replay.setter
+    def replay(self, replay: Replay) -> None:
+        self._replay = replay
+        self._unapplied = []
+
+    def _apply_pending(self) -> None:
+        records, self._unapplied = self._unapplied, []
+        self._replay.apply(records)
+
+    def _nothing_waiting(self) -> bool:
+        """No byte from the primary is waiting right now (the time to apply what was acknowledged)."""
+        if self._link is not None:
+            return not self.sock.readable()
+        try:
+            return not select.select([self.sock], [], [], 0)[0]
+        except (OSError, ValueError):
+            return True
 
     # ------------------------------------------------------------------ the journal
 
@@ -155,10 +189,15 @@ class StandbyReplica:
             if not self._connect(now):
                 return 0
         work = 0
-        try:
-            readable, _, _ = select.select([self.sock], [], [], timeout_s)
-        except (OSError, ValueError):
-            readable = [self.sock]
+        if self._unapplied and (len(self._unapplied) > MAX_UNAPPLIED or self._nothing_waiting()):
+            self._apply_pending()
+        if self._link is not None:
+            readable = self.sock.wait_readable(timeout_s)
+        else:
+            try:
+                readable, _, _ = select.select([self.sock], [], [], timeout_s)
+            except (OSError, ValueError):
+                readable = [self.sock]
         now = time.monotonic_ns()
         if readable:
             work = self._read(now)
@@ -170,9 +209,13 @@ class StandbyReplica:
         return work
 
     def _connect(self, now: int) -> bool:
-        address = (self.replication.primary_host, self.replication.primary_port)
+        address = (self.replication.primary_host, self.replication.primary_port) if self._link is None else \
+            ("shm", self._link.layout.rings["replication_records"].segment)
         try:
-            sock = socket.create_connection(address, timeout=max(0.1, self.peer_timeout_ns / 1e9))
+            if self._link is not None:
+                sock = self._link.connect()
+            else:
+                sock = socket.create_connection(address, timeout=max(0.1, self.peer_timeout_ns / 1e9))
         except OSError as exc:
             self.last_error = f"connect to {address[0]}:{address[1]}: {exc.strerror or exc}"
             self.next_attempt_ns = now + min(self.peer_timeout_ns, 200_000_000)
@@ -184,7 +227,7 @@ class StandbyReplica:
         self._hello = False
         self.connections += 1
         self._last_received_ns = now
-        log.info("connected to the primary at %s:%d; asking from sequence %d", *address, self.next_sequence)
+        log.info("connected to the primary at %s:%s; asking from sequence %d", *address, self.next_sequence)
         self._send(rw.subscribe(self.next_sequence, self.header), now)
         return self.sock is not None
 
@@ -245,7 +288,7 @@ class StandbyReplica:
         if written:
             # acknowledged once in the journal (what sync waits for), applied to the state after
             self._send(rw.ack(self.next_sequence - 1), now)
-            self.replay.apply(written)
+            self._unapplied += written       # applied when no byte waits (poll), or when the state is read
             self.records_received += len(written)
         if problem is not None and self.sock is not None:
             self._drop(now, f"protocol error: {problem}")
@@ -286,3 +329,5 @@ class StandbyReplica:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+        if self._link is not None:
+            self._link.close()

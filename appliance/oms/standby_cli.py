@@ -46,10 +46,13 @@ def run(args: argparse.Namespace) -> int:
     stopping = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.append(1))
-    standby = StandbyReplica(config, list(layout.symbols))
+    try:
+        standby = StandbyReplica(config, list(layout.symbols), layout)
+    except (LayoutError, RuntimeError) as exc:      # shm: rings missing from the layout, or a second standby
+        raise UsageError(str(exc)) from None
     log = logging.getLogger("appliance.oms.standby")
-    log.info("standby of %s:%d, journal %s", config.replication.primary_host, config.replication.primary_port,
-             standby.path)
+    log.info("standby of %s, journal %s", f"{config.replication.primary_host}:{config.replication.primary_port}"
+             if config.replication.transport == "tcp" else "the layout's replication rings (shm)", standby.path)
     next_status = 0.0
     try:
         while not stopping:

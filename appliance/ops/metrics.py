@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from appliance.messages.codes import ClockState, FeedStaleReason, GateReason, RiskState
-from appliance.oms import latency
+from appliance.oms import latency, replication_status
 from appliance.runtime.counters import CounterKind, ProcessState
 from appliance.runtime.market_state import FLAG_NAMES
 
@@ -78,7 +78,17 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "feed_stale_reason": ("gauge", "1 for why the feed has every book stale (live: it does not)"),
     "tick_to_trade_seconds": ("histogram", "latency of each hop from packet receipt to order on the wire"),
     "tick_to_trade_max_seconds": ("gauge", "the largest latency of each hop so far, exact (not from the buckets)"),
+    # journal replication to the hot standby (issue 18): only when the OMS replicates (REPLICATION_FAMILIES)
+    "replication_info": ("gauge", "1, labelled with this OMS's role and its replication mode and transport"),
+    "replication_standby_up": ("gauge", "1 while a standby is connected and subscribed"),
+    "replication_lag_records": ("gauge", "journal records the standby has not acknowledged"),
+    "replication_lag_seconds": ("gauge", "how long the oldest unacknowledged record has been on its way"),
+    "replication_ack_round_trip_seconds": ("gauge", "the last record-to-acknowledgement round trip"),
+    "replication_acked_sequence": ("gauge", "the last journal sequence the standby acknowledged"),
+    "replication_disconnects": ("counter", "standby connections lost"),
+    "replication_ack_timeouts": ("counter", "sync: no acknowledgement within the limit (gate closed or traded on)"),
 }
+REPLICATION_FAMILIES = frozenset(name for name in FAMILIES if name.startswith("replication_"))
 
 
 def exposed_names() -> set[str]:
@@ -120,6 +130,7 @@ def families(snap, counter_infos) -> list:
         out += _control(snap.control)
     out += _symbols(snap)
     out += _tick_to_trade(snap.counters)
+    out += _replication(snap.counters)
     return [f for f in out if f.samples or f.name == f"{PREFIX}_up"]
 
 
@@ -178,6 +189,27 @@ def _counters(snap, counter_infos) -> list:
         if label.startswith(RESTARTS_PREFIX) and len(label) > len(RESTARTS_PREFIX):
             restarts.add_metric([label[len(RESTARTS_PREFIX):]], info.value)
     return [events, values, rejects, restarts]
+
+
+def _replication(counters: dict[str, int]) -> list:
+    """The replication families (none when the OMS does not replicate its journal)."""
+    r = replication_status.summary(counters)
+    if r is None:
+        return []
+    info = _family("replication_info", ["role", "mode", "transport"])
+    info.add_metric([r["role"], r["mode"], r["transport"]], 1)
+    out = [info]
+    for name, value in (("replication_standby_up", 1 if r["standby"] == "up" else 0),
+                        ("replication_lag_records", r.get("lag_records", 0)),
+                        ("replication_lag_seconds", r.get("lag_ns", 0) / 1e9),
+                        ("replication_ack_round_trip_seconds", r.get("ack_rtt_ns", 0) / 1e9),
+                        ("replication_acked_sequence", r.get("acked_sequence", 0)),
+                        ("replication_disconnects", r.get("disconnects", 0)),
+                        ("replication_ack_timeouts", r.get("ack_timeouts", 0))):
+        family = _family(name)
+        family.add_metric([], value)
+        out.append(family)
+    return out
 
 
 def _one_of(name: str, label: str, enum_type, value: int):

@@ -25,6 +25,7 @@ import sys
 import time
 
 from appliance.command_io.arguments import bounded
+from appliance.oms import replication_status
 
 DEFAULT_LAYOUT = "shm_layout.yaml"
 BAR_WIDTH = 20
@@ -171,6 +172,11 @@ def _render_trading(snap) -> list[str]:
     market = t.get("market_data", {}).get("summary")
     if market:
         lines.append(f"MARKET   {market}")
+    replication = oms.get("replication")
+    if replication:                          # the OMS replicates its journal to a hot standby
+        lines.append(f"STANDBY  {replication_status.one_line(replication)}  acked {replication.get('acked_sequence', 0)}"
+                     f"  ack rtt {replication['ack_rtt_us']:,.1f} us  disconnects {replication.get('disconnects', 0)}"
+                     f"  ack timeouts {replication.get('ack_timeouts', 0)}")
     return lines
 
 

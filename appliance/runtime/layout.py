@@ -158,6 +158,7 @@ class Layout:
     tables: dict[str, TableSpec]
     processes: dict[str, ProcessSpec]
     symbols: tuple[str, ...] = ()    # symbol id = index; every process agrees through the layout hash
+    peers: tuple[str, ...] = ()      # ring ends that are not processes (the same-box standby)
     instruments: Instruments | None = None   # the file named by ``instruments`` (None: the layout names none)
     canonical: bytes = b""
     hash: bytes = b""
@@ -258,7 +259,7 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
         c.fail("", "empty file")
     c.mapping(data, "", 1, {"version": int, "name": str, "segments": list, "rings": list, "tables": list,
                             "processes": list, "symbols": list, "instruments": str, "profile": str,
-                            "profiles": dict},
+                            "profiles": dict, "peers": list},
               required=("version", "name", "segments", "rings", "tables", "processes"))
     version = c.integer(data["version"], "version", line_of(data, "version"), 1)
     name = _name(c, data)
@@ -271,11 +272,28 @@ def parse_layout(text: bytes | str, file: str = "<string>", *, available_cpus: s
     processes, warnings = _processes(c, data, file, cpus)
     profile, processes, simulator_cpu, warnings = _profile(c, data, file, cpus, processes, warnings)
     tables = _tables(c, data, segments, processes, symbols)
-    rings = _rings(c, data, segments, processes, tables)
+    peers = _peers(c, data, processes)
+    rings = _rings(c, data, segments, processes, tables, peers)
     layout = _compute(file, name, version, segments, rings, tables, processes, warnings, symbols, profile,
-                      instruments)
+                      instruments, peers)
     layout.simulator_cpu = simulator_cpu
     return layout
+
+
+def _peers(c: Checker, data, processes: dict) -> tuple[str, ...]:
+    """``peers``: programs that are not processes of the layout (nothing spawns, pins or watches
+    them) but sit at one end of its rings: the same-box standby OMS (``oms_standby``)."""
+    peers: list[str] = []
+    for _i, peer, path, line in c.items(data.get("peers", []), "peers", line_of(data, "peers")):
+        peer = c.typed(peer, str, path, line)
+        if not peer or not all(ch.isalnum() or ch in "_-" for ch in peer):
+            c.fail(path, f"{peer!r} must be non-empty letters, digits, '_' or '-'", line)
+        if peer in processes:
+            c.fail(path, f"{peer!r} is a process of the layout, not a peer", line)
+        if peer in peers:
+            c.fail(path, f"{peer!r} is declared twice", line)
+        peers.append(peer)
+    return tuple(peers)
 
 
 def _name(c: Checker, data) -> str:
@@ -479,8 +497,9 @@ def _tables(c: Checker, data, segments: dict, processes: dict, symbols: tuple) -
     return tables
 
 
-def _rings(c: Checker, data, segments: dict, processes: dict, tables: dict) -> dict[str, dict]:
-    """``rings``: one producer, one consumer, a message of the catalog, slots that hold it."""
+def _rings(c: Checker, data, segments: dict, processes: dict, tables: dict, peers: tuple = ()) -> dict[str, dict]:
+    """``rings``: one producer, one consumer (a process or a peer, at least one a process), a
+    message of the catalog, slots that hold it."""
     rings_raw = _named_list(c, data["rings"], "rings", line_of(data, "rings"))
     rings: dict[str, dict] = {}
     for i, ring in enumerate(rings_raw):
@@ -496,9 +515,13 @@ def _rings(c: Checker, data, segments: dict, processes: dict, tables: dict) -> d
                     c.fail(f"{path}.{role}", f"a ring has exactly one {role} (single-producer/single-consumer); "
                            f"got {len(value)}: {', '.join(map(str, value))}", line)
                 value = ring[role] = c.typed(value[0], str, f"{path}.{role}[0]", line)
-            if value not in processes:
-                c.fail(f"{path}.{role}", f"{value!r} is not a declared process "
-                       f"(declared: {', '.join(processes) or 'none'})", line)
+            if value not in processes and value not in peers:
+                c.fail(f"{path}.{role}", f"{value!r} is not a declared process or peer "
+                       f"(declared: {', '.join(processes) or 'none'}"
+                       f"{'; peers: ' + ', '.join(peers) if peers else ''})", line)
+        if ring["producer"] in peers and ring["consumer"] in peers:
+            c.fail(f"{path}.consumer", "a ring between two peers: one end must be a process of the layout",
+                   line_of(ring, "consumer"))
         if ring["producer"] == ring["consumer"]:
             c.fail(f"{path}.consumer", f"producer and consumer are both {ring['producer']!r}",
                    line_of(ring, "consumer"))
@@ -569,7 +592,7 @@ def _cpu_list(cpus: set[int]) -> str:
 # --------------------------------------------------------------------------
 
 def _canonical_document(name, version, segments, rings, tables, processes, symbols=(), profile="full",
-                        instruments: Instruments | None = None) -> dict:
+                        instruments: Instruments | None = None, peers: tuple = ()) -> dict:
     """Everything two processes must agree on to share memory, in a fixed order."""
     used_messages = sorted({record.name for r in rings.values() for record in records_on(r["message"])}
                            | ({"MarketState"} if any(t["kind"] == "market_state" for t in tables.values()) else set())
@@ -584,6 +607,7 @@ def _canonical_document(name, version, segments, rings, tables, processes, symbo
         "processes": [{"name": p.name, "index": p.index, "idle": p.idle.strategy} for p in processes.values()],
         "messages": {m: MESSAGES[m].describe() for m in used_messages},
         **({"symbols": list(symbols)} if symbols else {}),
+        **({"peers": list(peers)} if peers else {}),
         **({"instruments": instruments.canonical()} if instruments is not None else {}),
         **({"control_words": [name for name, _ in CONTROL_WORDS]}
            if any(t["kind"] == "control" for t in tables.values()) else {}),
@@ -591,8 +615,9 @@ def _canonical_document(name, version, segments, rings, tables, processes, symbo
 
 
 def _compute(file, name, version, segments, rings, tables, processes, warnings, symbols=(), profile="full",
-             instruments: Instruments | None = None) -> Layout:
-    document = _canonical_document(name, version, segments, rings, tables, processes, symbols, profile, instruments)
+             instruments: Instruments | None = None, peers: tuple = ()) -> Layout:
+    document = _canonical_document(name, version, segments, rings, tables, processes, symbols, profile, instruments,
+                                   peers)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     digest = hashlib.sha256(canonical).digest()
     cursor = {s: SEGMENT_HEADER_SIZE + _align(len(canonical), PAGE_SIZE) for s in segments}
@@ -614,7 +639,7 @@ def _compute(file, name, version, segments, rings, tables, processes, warnings, 
         segment_specs[s["name"]] = SegmentSpec(size=size, shm_name=f"{name}-{s['name']}", **s)
     return Layout(path=file, name=name, version=version, segments=segment_specs, rings=ring_specs,
                   tables=table_specs, processes=processes, symbols=symbols, canonical=canonical, hash=digest, warnings=warnings,
-                  profile=profile, instruments=instruments)
+                  profile=profile, instruments=instruments, peers=peers)
 
 
 def describe_difference(mine: bytes, theirs: bytes) -> list[str]:

@@ -109,8 +109,8 @@ class SharedMemory:
         spec = self.layout.rings[name]
         code = ROLES[role]
         doorbell = -1
-        consumer = self.layout.processes[spec.consumer]
-        if code == "p" and consumer.idle.strategy == "doorbell":
+        consumer = self.layout.processes.get(spec.consumer)      # None: a peer (layout.peers), no doorbell
+        if code == "p" and consumer is not None and consumer.idle.strategy == "doorbell":
             doorbell_table = self.layout.table_of_kind("processes")
             if doorbell_table.segment != spec.segment:
                 raise SegmentError(f"ring {name}: its consumer's doorbell lives in segment {doorbell_table.segment}; "

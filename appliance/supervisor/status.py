@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from appliance.messages.codes import PRICE_SCALE, ClockState, FeedStaleReason, GateReason, RiskState, name_of
-from appliance.oms import latency
+from appliance.oms import latency, replication_status
 from appliance.runtime.market_state import describe_problems, view_problem
 from appliance.runtime.seqlock import TornRead
 
@@ -85,8 +85,7 @@ def build_status(layout, memory) -> dict:
     dropcopy = {label[len("dropcopy."):]: value for label, value in counters.items() if label.startswith("dropcopy.")}
     if dropcopy:                            # the drop copy runs (its counters are allocated when it starts)
         status["dropcopy"] = dropcopy
-    prefix = "oms.replication."
-    replication = {label[len(prefix):]: value for label, value in counters.items() if label.startswith(prefix)}
+    replication = replication_status.summary(counters)
     if replication:                         # the OMS replicates its journal (issue 18): its standby, its lag
         status["oms"]["replication"] = replication
     return status
@@ -117,8 +116,7 @@ def one_line(status: dict) -> str:
         line += f" | t2t p50 {t2t['p50_ns'] / 1000:.0f}us p99 {t2t['p99_ns'] / 1000:.0f}us"
     replication = status.get("oms", {}).get("replication")
     if replication:
-        line += (f" | standby {'up' if replication.get('connected') else 'DOWN'} lag "
-                 f"{replication.get('lag_records', 0)} rec {replication.get('lag_ns', 0) / 1e6:.1f} ms")
+        line += " | " + replication_status.one_line(replication)
     dropcopy = status.get("dropcopy")
     if dropcopy:
         line += (f" | drop copy {'up' if dropcopy.get('connected') else 'NATS DOWN'} lag "

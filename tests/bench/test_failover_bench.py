@@ -8,15 +8,16 @@ from appliance.bench import failover
 from bench_args import bench_args, live_children
 
 
-def test_bench_failover_reports_the_cost_of_sync_and_async_against_none(capsys):
+def test_bench_failover_reports_the_cost_of_sync_over_tcp_and_shm_and_async_against_none(capsys):
     code = failover.run(bench_args(failover, "--orders", "50", "--warmup", "10", "--rounds", "1"))
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out["errors"]
     results = out["results"]
     assert results["takeover"] is None and results["restart_recover"] is None
     cost = results["sync_cost"]
-    assert cost["same_box_p50_ns"] is None and 0 < cost["none_p50_ns"] and 0 < cost["tcp_p50_ns"]
-    for mode in ("off", "sync", "async"):
+    assert 0 < cost["same_box_p50_ns"] and 0 < cost["none_p50_ns"] and 0 < cost["tcp_p50_ns"]
+    assert cost["same_box_extra_p50_ns"] == cost["same_box_p50_ns"] - cost["none_p50_ns"]
+    for mode in ("off", "sync", "sync_shm", "async"):
         assert results["modes"][mode]["orders"] == 50
         assert results["modes"][mode]["orders_sent"] == 60 and results["modes"][mode]["rejects"] == 0
     assert not live_children()

@@ -41,7 +41,7 @@ def setup_factory(write_layout, unique_name, tmp_path):
 
 def standby_of(setup: Setup) -> StandbyReplica:
     process = setup.rig.layout.processes["oms"]
-    return StandbyReplica(parse_oms_params(process.params, setup.rig.layout.path), SYMBOLS)
+    return StandbyReplica(parse_oms_params(process.params, setup.rig.layout.path), SYMBOLS, setup.rig.layout)
 
 
 def run(agent, until, standby=None, timeout: float = 10.0, message: str = "condition"):
@@ -126,9 +126,10 @@ def test_sync_an_order_leaves_only_after_the_standby_acknowledged_its_record(set
         fake.close()
 
 
+@pytest.mark.parametrize("transport", ["tcp", "shm"])
 def test_sync_without_a_standby_the_gate_closes_cancels_leave_and_a_standby_that_catches_up_reopens_it(
-        setup_factory):
-    setup = setup_factory(ack_limit_ms=150)
+        setup_factory, transport):
+    setup = setup_factory(ack_limit_ms=150, transport=transport)
     agent = setup.start()
     rig = setup.rig
     standby = standby_of(setup)
@@ -187,8 +188,9 @@ def test_sync_an_order_held_when_the_standby_goes_is_rejected_back_never_sent(se
         fake.close()
 
 
-def test_async_never_waits_and_the_standby_state_is_the_journal_replayed(setup_factory):
-    setup = setup_factory(mode="async")
+@pytest.mark.parametrize("transport", ["tcp", "shm"])
+def test_async_never_waits_and_the_standby_state_is_the_journal_replayed(setup_factory, transport):
+    setup = setup_factory(mode="async", transport=transport)
     agent = setup.start()
     rig = setup.rig
     run(agent, lambda: rig.control.get("oms_ready") == 1, message="ready without any standby")

@@ -126,9 +126,9 @@ def pair(venue, write_layout, unique_name, tmp_path, spawner):     # noqa: F811
     """(make, started): ``make(mode, ack_limit_ms, via_proxy)`` -> (rig, standby, proxy)."""
     made: dict = {"rigs": [], "standbys": [], "proxies": []}
 
-    def make(mode: str, ack_limit_ms: int = 300, via_proxy: bool = False):
+    def make(mode: str, ack_limit_ms: int = 300, via_proxy: bool = False, transport: str = "tcp"):
         port = free_port(socket.SOCK_STREAM)
-        replication = {"mode": mode, "primary": {"host": "127.0.0.1", "port": port},
+        replication = {"mode": mode, "transport": transport, "primary": {"host": "127.0.0.1", "port": port},
                        "standby_journal": str(tmp_path / "standby" / "journal.bin"), "ack_limit_ms": ack_limit_ms,
                        "heartbeat_ms": 50, "peer_timeout_ms": 5000}
         doc = oms_layout(unique_name, venue.order_entry[1], journal_path(tmp_path), replication=replication)
@@ -142,9 +142,16 @@ def pair(venue, write_layout, unique_name, tmp_path, spawner):     # noqa: F811
             made["proxies"].append(proxy)
             doc["processes"][-1]["params"]["replication"]["primary"]["port"] = proxy.port
             standby_layout = write_layout(doc, "standby-layout.yaml")
-        standby = Standby(standby_layout, tmp_path / "standby.log")
+        standby = Standby(standby_layout, tmp_path / f"standby-{len(made['standbys'])}.log")
         made["standbys"].append(standby)
         return rig, standby, proxy
+
+    def again(rig):
+        """A new standby process on the rig's layout (after the last one was stopped or killed)."""
+        standby = Standby(rig.layout.path, tmp_path / f"standby-{len(made['standbys'])}.log")
+        made["standbys"].append(standby)
+        return standby
+    make.again = again
     yield make
     for standby in made["standbys"]:
         standby.stop()
@@ -183,8 +190,13 @@ def assert_byte_identical(rig: Rig, timeout: float = 20) -> list:
     return ours
 
 
-def test_sync_standby_process_holds_a_byte_identical_journal_and_the_same_order_state(pair, venue):  # noqa: F811
-    rig, standby, _ = pair("sync")
+TRANSPORTS = pytest.mark.parametrize("transport", ["tcp", "shm"])
+
+
+@TRANSPORTS
+def test_sync_standby_process_holds_a_byte_identical_journal_and_the_same_order_state(pair, venue,  # noqa: F811
+                                                                                       transport):
+    rig, standby, _ = pair("sync", transport=transport)
     rig.wait_ready(30)
     other = OrderClient(venue.order_entry, "ALGO2", "secret2")
     try:
@@ -213,16 +225,22 @@ def test_sync_standby_process_holds_a_byte_identical_journal_and_the_same_order_
         assert rig.counter("oms.replication.lag_ns") == 0
         status = build_status(rig.layout, rig.memory)           # appliance status: the standby and its lag
         assert status["oms"]["replication"]["connected"] == 1 and status["oms"]["replication"]["lag_records"] == 0
-        assert " | standby up lag 0 rec 0.0 ms" in one_line(status)
+        replication = status["oms"]["replication"]
+        assert (replication["role"], replication["mode"], replication["transport"], replication["standby"],
+                replication["lag_us"]) == ("primary", "sync", transport, "up", 0)
+        assert replication["standby_pid"] == (standby.proc.pid if transport == "shm" else 0)
+        pid = f" (pid {standby.proc.pid})" if transport == "shm" else ""
+        assert f" | primary sync/{transport}, standby up{pid} lag 0 rec 0.0 us" in one_line(status)
     finally:
         other.close()
     assert standby.stop() == 0
     assert rig.proc.poll() is None, output_of(rig.proc)
 
 
+@TRANSPORTS
 def test_sync_new_orders_wait_for_a_stopped_standby_then_the_gate_closes_and_reopens_when_it_catches_up(
-        pair, venue):  # noqa: F811
-    rig, standby, _ = pair("sync", ack_limit_ms=300)
+        pair, venue, transport):  # noqa: F811
+    rig, standby, _ = pair("sync", ack_limit_ms=300, transport=transport)
     rig.wait_ready(30)
     rig.new(1, "AAPL", "B", 100, 1_800_000)
     wait_until(lambda: E.ACCEPTED in rig.events(1), 10, message="order 1 accepted")
@@ -233,7 +251,8 @@ def test_sync_new_orders_wait_for_a_stopped_standby_then_the_gate_closes_and_reo
         assert rig.reports_of(2)[-1]["reason"] == OmsReason.NOT_SENT   # held, never sent
         assert E.ACCEPTED not in rig.events(2)
         wait_until(lambda: rig.control.get("oms_ready") == 0, 5, message="the gate closed")
-        assert " | standby up lag " in one_line(build_status(rig.layout, rig.memory))   # connected, not answering
+        assert re.search(r" \| primary sync/\w+, standby up.* lag \d+ rec",           # connected, not answering
+                         one_line(build_status(rig.layout, rig.memory)))
         rig.new(3, "AAPL", "B", 100, 1_800_000)
         wait_until(lambda: E.REJECTED_LOCALLY in rig.events(3), 10, message="order 3 refused")
         assert rig.reports_of(3)[-1]["reason"] == OmsReason.NO_STANDBY
@@ -293,8 +312,9 @@ def test_bad_bytes_on_the_replication_port_are_counted_and_dropped(pair, venue):
     assert rig.proc.poll() is None
 
 
-def test_the_standby_follows_a_primary_restarted_after_sigkill(pair, venue, spawner):  # noqa: F811
-    rig, standby, _ = pair("sync")
+@TRANSPORTS
+def test_the_standby_follows_a_primary_restarted_after_sigkill(pair, venue, spawner, transport):  # noqa: F811
+    rig, standby, _ = pair("sync", transport=transport)
     rig.wait_ready(30)
     rig.new(1, "AAPL", "B", 100, 1_800_000)
     wait_until(lambda: E.ACCEPTED in rig.events(1), 10, message="order 1 accepted")
@@ -310,3 +330,63 @@ def test_the_standby_follows_a_primary_restarted_after_sigkill(pair, venue, spaw
     assert asked[0] == 1 and asked[-1] > 1                # it went on from its last record: nothing copied twice
     assert "archived" not in standby.log()
     assert len(records) == len(records_of(standby_journal(rig))[0])
+
+
+def test_shm_a_killed_standby_trips_sync_at_once_and_a_new_one_catches_up_and_reopens_the_gate(
+        pair, venue):  # noqa: F811
+    """Same box, the link cut: the standby process SIGKILLed (its pid gone: the OMS drops it without
+    waiting for a heartbeat timeout). Sync orders wait, then the gate closes (NO_STANDBY), cancels
+    leave; a new standby asks from its last record, catches up, the gate reopens."""
+    rig, standby, _ = pair("sync", ack_limit_ms=300, transport="shm")
+    rig.wait_ready(30)
+    rig.new(1, "AAPL", "B", 100, 1_800_000)
+    wait_until(lambda: E.ACCEPTED in rig.events(1), 10, message="order 1 accepted")
+    assert_byte_identical(rig)
+    standby.proc.send_signal(signal.SIGKILL)
+    standby.stop()
+    wait_until(lambda: rig.counter("oms.replication.connected") == 0, 5, message="the OMS saw the standby gone")
+    rig.new(2, "AAPL", "B", 100, 1_800_000)
+    wait_until(lambda: E.REJECTED_LOCALLY in rig.events(2), 10, message="order 2 refused")
+    assert rig.reports_of(2)[-1]["reason"] in (OmsReason.NOT_SENT, OmsReason.NO_STANDBY)
+    wait_until(lambda: rig.control.get("oms_ready") == 0, 5, message="the gate closed")
+    assert " | primary sync/shm, standby DOWN lag " in one_line(build_status(rig.layout, rig.memory))
+    rig.cancel(3, orig=1)                               # cancels still leave
+    wait_until(lambda: E.CANCELED in rig.events(1), 10, message="order 1 canceled without the standby")
+    before, _ = records_of(standby_journal(rig))
+    standby = pair.again(rig)
+    wait_until(lambda: rig.control.get("oms_ready") == 1, 15, message="the gate reopened")
+    rig.new(4, "AAPL", "B", 100, 1_800_000)
+    wait_until(lambda: E.ACCEPTED in rig.events(4), 10, message="order 4 accepted")
+    assert_byte_identical(rig)
+    asked = [int(n) for n in re.findall(r"asking from sequence (\d+)", standby.log())]
+    assert asked[0] == len(before) + 1                  # from where the killed one stopped, not again
+    assert rig.counter("oms.replication.bad_frames") == 0 and rig.proc.poll() is None
+
+
+def test_tcp_sync_link_cut_orders_wait_then_the_gate_closes_and_the_restored_link_catches_up(
+        pair, venue):  # noqa: F811
+    """Another box, the link cut (the relay shuts both sockets and refuses new ones): a sync order
+    waits for the limit and is given back, the gate closes (NO_STANDBY), cancels leave; the link
+    restored, the standby reconnects, asks from its last record, catches up, the gate reopens."""
+    rig, standby, proxy = pair("sync", ack_limit_ms=300, via_proxy=True)
+    rig.wait_ready(30)
+    rig.new(1, "AAPL", "B", 100, 1_800_000)
+    wait_until(lambda: E.ACCEPTED in rig.events(1), 10, message="order 1 accepted")
+    assert_byte_identical(rig)
+    proxy.cut()
+    rig.new(2, "AAPL", "B", 100, 1_800_000)
+    wait_until(lambda: E.REJECTED_LOCALLY in rig.events(2), 10, message="order 2 given back")
+    assert rig.reports_of(2)[-1]["reason"] in (OmsReason.NOT_SENT, OmsReason.NO_STANDBY)
+    assert E.ACCEPTED not in rig.events(2)
+    wait_until(lambda: rig.control.get("oms_ready") == 0, 5, message="the gate closed")
+    rig.cancel(3, orig=1)                               # cancels still leave
+    wait_until(lambda: E.CANCELED in rig.events(1), 10, message="order 1 canceled without the standby")
+    before, _ = records_of(standby_journal(rig))
+    proxy.restore()
+    wait_until(lambda: rig.control.get("oms_ready") == 1, 15, message="the gate reopened")
+    rig.new(4, "AAPL", "B", 100, 1_800_000)
+    wait_until(lambda: E.ACCEPTED in rig.events(4), 10, message="order 4 accepted")
+    assert_byte_identical(rig)
+    asked = [int(n) for n in re.findall(r"asking from sequence (\d+)", standby.log())]
+    assert asked[0] == 1 and asked[-1] == len(before) + 1
+    assert rig.counter("oms.replication.ack_timeouts") >= 1 and rig.proc.poll() is None

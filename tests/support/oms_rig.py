@@ -64,6 +64,9 @@ def oms_layout(name: str, venue_port: int, journal: str, ring_segments: dict[str
         slots_per_process=256, symbols=SYMBOLS)
     doc["tables"] += [{"name": "positions", "kind": "positions", "segment": "main"},
                       {"name": "control", "kind": "control", "segment": "main"}]
+    if (params.get("replication") or {}).get("transport") == "shm":     # the same-box standby's rings
+        from appliance.oms.replication_shm import add_to_layout
+        add_to_layout(doc)
     for ring in doc["rings"]:
         segment = (ring_segments or {}).get(ring["name"])
         if segment is not None:
