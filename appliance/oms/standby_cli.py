@@ -1,16 +1,17 @@
 """``appliance oms-standby``: the hot standby OMS of a layout's ``oms`` process (``standby.py``).
 
     appliance oms-standby [--layout shm_layout.yaml] [--process oms] [--status-every S]
-                          [--journal PATH] [--takeover off|auto|signal] [--fence-timeout S]
+                          [--journal PATH [--fresh]] [--takeover off|auto|signal|now] [--fence-timeout S]
 
 Connects to the primary's ``params.replication.primary`` address, keeps the standby journal
 (``params.replication.standby_journal``, or ``--journal``: after a takeover the new standby writes
-where the dead primary's journal was) byte-identical to the primary's and the order state it
+where the dead primary's journal was, ``--fresh``: archiving what is there first) byte-identical to the primary's and the order state it
 makes; logs the state a takeover would log in with every ``--status-every`` seconds and on exit.
 
 ``--takeover`` (``takeover.py``, same box only): ``off`` (default) only copies; ``auto`` becomes the
 primary when the stream stops and the process table's primary is gone; ``signal`` becomes it on
-SIGUSR1 (the supervisor's, once it reaped the primary). Either way only after the old primary's
+SIGUSR1 (the supervisor's, once it reaped the primary); ``now`` at once from its journal (the
+supervisor's restart of a former standby that had become the primary). Always only after the old primary's
 pid is seen gone (``--fence-timeout``, default 2 s; still alive: exit status 3, no login).
 Runs until SIGINT or SIGTERM. Exit status 2 for a bad command line or layout.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-TAKEOVER_MODES = ("off", "auto", "signal")
+TAKEOVER_MODES = ("off", "auto", "signal", "now")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="log the standby's state this often (seconds, default 5)")
     parser.add_argument("--journal", metavar="PATH",
                         help="the standby's journal instead of params.replication.standby_journal")
+    parser.add_argument("--fresh", action="store_true",
+                        help="archive a journal already at the standby's path and copy the primary's from record 1")
     parser.add_argument("--takeover", choices=TAKEOVER_MODES, default="off",
-                        help="become the primary: off, auto (stream stopped and primary gone), signal (SIGUSR1)")
+                        help="become the primary: off, auto (stream stopped and primary gone), signal (SIGUSR1), "
+                             "now")
     parser.add_argument("--fence-timeout", type=float, default=2.0, metavar="S",
                         help="how long a takeover waits for the old primary's pid to be gone (default 2)")
 
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from appliance.command_io.arguments import UsageError
     from appliance.oms.config import OmsConfigError, parse_oms_params
     from appliance.oms.standby import StandbyReplica
-    from appliance.oms.takeover import Takeover
+    from appliance.oms.takeover import Takeover, archive_journal
     from appliance.runtime.layout import LayoutError, load_layout
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
@@ -83,9 +87,21 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stopping.append(1))
     if args.takeover == "signal":
         signal.signal(signal.SIGUSR1, lambda *_: told.append(1))
+    log = logging.getLogger("appliance.oms.standby")
+    if args.fresh:
+        archived = archive_journal(config.replication.standby_journal_path)
+        if archived:
+            log.info("--fresh: %s archived as %s", config.replication.standby_journal_path, archived)
     standby = StandbyReplica(config, list(layout.symbols))
     takeover = Takeover(layout, args.process, standby, primary_journal) if args.takeover != "off" else None
-    log = logging.getLogger("appliance.oms.standby")
+    if args.takeover == "now":
+        if standby.journal is None:
+            raise UsageError(f"--takeover now: no journal at {standby.path} to take over from")
+        try:
+            return takeover.run(args.fence_timeout)
+        finally:
+            takeover.close()
+            standby.close()
     log.info("standby of %s:%d, journal %s, takeover %s", config.replication.primary_host,
              config.replication.primary_port, standby.path, args.takeover)
     next_status = 0.0

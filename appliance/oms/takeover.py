@@ -28,9 +28,11 @@ position is in shared memory; an order the dead primary had read but not release
 is refused as a duplicate client order id if it was journaled).
 
 Roles swap: the new primary's journal is the standby's file, and its ``replication.standby_journal``
-is the dead primary's journal file, which is archived (the old primary's bytes past the last record
-the standby acknowledged are kept there, never continued) so that a new standby started with
-``--journal`` on that path copies the new primary's journal from its first record.
+is the dead primary's journal file: a new standby started there (``--journal PATH --fresh``) archives
+that file first (the dead primary's bytes past the last record the standby acknowledged are kept,
+never continued) and copies the new primary's journal from its first record.
+``--takeover now`` takes over at once from the standby's journal without a stream: the supervisor's
+restart of an OMS that is itself a former standby (its journal is that file, not the layout's).
 """
 from __future__ import annotations
 
@@ -79,8 +81,9 @@ def takeover_config(config, standby_journal: str, old_primary_journal: str):
     return dataclasses.replace(config, journal_path=standby_journal, replication=replication)
 
 
-def archive_old_journal(path: str) -> str | None:
-    """The dead primary's journal moved aside (a new standby copies into a fresh file there)."""
+def archive_journal(path: str) -> str | None:
+    """A journal moved aside before a new standby starts there (``--fresh``): a dead primary's file is
+    never continued (its bytes past the standby's last acknowledged record differ from the new one's)."""
     if not os.path.exists(path):
         return None
     target = archive_name(path, journal_day(path) or 0)
@@ -139,12 +142,10 @@ class Takeover:
         self.drain(replica.peer_timeout_ns / 1e9)
         replica.close()
         state = replica.replay.state
-        archived = archive_old_journal(self.old_primary_journal)
         config = takeover_config(replica.config, replica.path, self.old_primary_journal)
         log.warning("TAKEOVER: primary pid %d is gone; this standby (pid %d) becomes the primary with journal %s "
-                    "(%d records, %d open orders, next venue sequence %d)%s", pid, os.getpid(), replica.path,
-                    state.records, state.orders.open_orders, state.next_sequence_number,
-                    f"; the old primary's journal archived as {archived}" if archived else "")
+                    "(%d records, %d open orders, next venue sequence %d)", pid, os.getpid(), replica.path,
+                    state.records, state.orders.open_orders, state.next_sequence_number)
 
         def prepare(agent):
             agent.config = config

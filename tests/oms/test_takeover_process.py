@@ -63,7 +63,7 @@ def chain(venue, write_layout, unique_name, tmp_path, spawner):  # noqa: F811
 
         def standby(journal: str | None = None) -> Standby:
             n = len(made["standbys"])
-            args = ["--takeover", "auto"] + (["--journal", journal] if journal else [])
+            args = ["--takeover", "auto"] + (["--journal", journal, "--fresh"] if journal else [])
             made["standbys"].append(Standby(rig.layout.path, tmp_path / f"standby-{n}.log", *args))
             return made["standbys"][-1]
         return rig, standby
