@@ -100,6 +100,8 @@ class Takeover:
         self.replica = replica
         self.old_primary_journal = old_primary_journal
         self.memory = None
+        from appliance.runtime.agent import load_agent_class
+        load_agent_class(layout.processes[process_name])      # imported now, not in the takeover's time
 
     def attach(self) -> bool:
         """The layout's shared memory (False while it does not exist yet)."""
