@@ -213,7 +213,7 @@ class SupervisorAgent(Agent):
         policy = self.config.restart
         log.error("%s exited with status %d; last lines of %s:\n%s", child.name, code, child.log_path,
                   child.log_tail(8))
-        if child.name == "oms" and self.standby is not None and self.standby.ready():
+        if child.name == "oms" and self.standby is not None and self.standby.ready() and self._standby_connected():
             # reaped, so known dead: the standby takes over; the old OMS is not restarted into a second primary
             self.children["oms"] = self.standby.take_over(now)
             self.c_takeovers.inc()
@@ -369,6 +369,14 @@ class SupervisorAgent(Agent):
             return {"ok": True, "stopping": True}
         return {"ok": False, "error": f"unknown command {command!r} ({', '.join(COMMANDS)})"}
 
+    def _standby_connected(self) -> bool:
+        """The dead OMS's last word on its standby: subscribed (a standby that never copied the journal would
+        take over from nothing; then the restart policy applies, and says why)."""
+        connected = self.context.memory.counters_reader().by_label().get("oms.replication.connected", 0) == 1
+        if not connected:
+            log.error("the OMS's standby was not connected to it: no takeover, the restart policy applies")
+        return connected
+
     def _failover(self, operator: str, via: str) -> dict:
         """A planned switch: the OMS stopped (it logs out), its standby takes over as after a crash."""
         oms = self.children.get("oms")
@@ -379,6 +387,8 @@ class SupervisorAgent(Agent):
                     else "a takeover is already under way"}
         if oms is None or not oms.alive():
             return {"ok": False, "error": "the OMS is not running"}
+        if not self._standby_connected():
+            return {"ok": False, "error": "the standby is not connected to the OMS (not caught up)"}
         log.warning("failover requested by %s %s: stopping the OMS (pid %d); its standby takes over", operator, via,
                     oms.pid)
         self.standby.switching = True                              # TAKEOVER from now until the new primary is ready

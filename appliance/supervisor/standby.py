@@ -14,7 +14,8 @@ primary says ``oms_ready`` (in sync mode with ``without_standby: close_gate`` th
 standby having caught up). A takeover is also how ``appliance failover --operator NAME`` switches on
 purpose: the OMS is stopped (SIGTERM: it logs out) and the standby takes over the same way.
 
-Without a live standby at the OMS's exit the restart policy applies as before. A former standby that
+Without a live standby at the OMS's exit, or with one the OMS last saw unsubscribed (it would take
+over from a stale copy, or from nothing), the restart policy applies as before. A former standby that
 became the primary restarts as ``oms-standby --takeover now`` on its own journal (the layout's
 ``journal`` is the other file by then).
 """

@@ -155,3 +155,27 @@ def test_sigkill_the_oms_the_supervisor_holds_the_gate_closed_while_its_standby_
     orders.new(3, shares=100, price=1_800_000)
     wait_until(lambda: E.ACCEPTED in orders.events(3), 10, message="order 3 accepted after the failover")
     assert supervisor_status(up)["standby"]["takeovers"] == 2
+
+
+def test_a_standby_the_oms_last_saw_disconnected_does_not_take_over_the_oms_restarts(running):
+    up, orders = running
+    table = up.memory.process_table()
+    counters = up.memory.counters_reader
+    old_pid = table.read("oms").pid
+    standby_pid = supervisor_status(up)["standby"]["pid"]
+    os.kill(standby_pid, signal.SIGSTOP)              # alive, silent: the OMS drops it after peer_timeout_ms
+    try:
+        wait_until(lambda: counters().by_label().get("oms.replication.connected") == 0, 10,
+                   message="the OMS saw its standby gone")
+        os.kill(old_pid, signal.SIGKILL)
+        wait_until(lambda: table.read("oms").pid not in (0, old_pid), 30, message="an OMS again")
+        new_pid = table.read("oms").pid
+        assert new_pid != standby_pid                 # restarted, not taken over
+        status = supervisor_status(up)
+        assert status["children"]["oms"]["restarts"] == 1 and status["standby"]["takeovers"] == 0
+        assert status["standby"]["pid"] == standby_pid and not status["standby"]["taking_over"]
+    finally:
+        os.kill(standby_pid, signal.SIGCONT)
+    wait_until(lambda: up.gate()[0] == 1, 30, message="the gate open: the restarted OMS and its standby again")
+    orders.new(1, shares=100, price=1_800_000)
+    wait_until(lambda: E.ACCEPTED in orders.events(1), 10, message="order 1 accepted by the restarted OMS")
