@@ -45,8 +45,6 @@ def standby_config(config, journal: str | None):
     replication = config.replication
     mine = os.path.abspath(journal) if journal else replication.standby_journal_path
     other = replication.standby_journal_path if mine == config.journal_path else config.journal_path
-    if mine == other:
-        raise ValueError(f"--journal {journal} is the primary's journal")
     return dataclasses.replace(config, replication=dataclasses.replace(replication, standby_journal_path=mine)), other
 
 
@@ -75,10 +73,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{layout.path}: {exc.key_path}: {exc.reason}") from None
     if not config.replication.enabled:
         raise UsageError(f"{layout.path}: processes.{args.process}.params.replication.mode is off: no primary streams")
-    try:
-        config, primary_journal = standby_config(config, args.journal)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    config, primary_journal = standby_config(config, args.journal)
     if not 0 < args.fence_timeout <= 3600:
         raise UsageError("--fence-timeout must be more than 0 and at most 3600 seconds")
     stopping = []
