@@ -213,12 +213,15 @@ class SupervisorAgent(Agent):
         policy = self.config.restart
         log.error("%s exited with status %d; last lines of %s:\n%s", child.name, code, child.log_path,
                   child.log_tail(8))
-        if child.name == "oms" and self.standby is not None and self.standby.ready() and self._standby_connected():
+        if child.name == "oms" and self.standby is not None and self.standby.ready() and (
+                self.standby.switching or self._standby_connected()):      # a failover checked it when asked
             # reaped, so known dead: the standby takes over; the old OMS is not restarted into a second primary
             self.children["oms"] = self.standby.take_over(now)
             self.c_takeovers.inc()
             self._write_gate(self.reasons | GateReason.TAKEOVER)
             return
+        if child.name == "oms" and self.standby is not None:
+            self.standby.switching = False           # a failover that found no standby at the exit: a restart
         window_ns = policy.window_s * 1_000_000_000
         recent = child.recent_restarts = [t for t in child.recent_restarts if now - t < window_ns]
         if policy.policy == "stop" or len(recent) >= policy.max_restarts:

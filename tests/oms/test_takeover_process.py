@@ -188,16 +188,18 @@ def run_rounds(rig: Rig, make_standby, venue, spawner, rounds: int, seed: int) -
                    == 0, 30, message=f"round {r}: the standby caught up")
         load.start()
         target = rig.counter("oms.orders_sent") + rng.randint(5, 60)
-        wait_until(lambda: rig.counter("oms.orders_sent") >= target, 30, interval=0.001, message="load under way")
+        wait_until(lambda: rig.drain() or rig.counter("oms.orders_sent") >= target, 30, interval=0.001,
+                   message="load under way")
         os.kill(primary_pid, signal.SIGKILL)
-        wait_until(lambda: table.read("oms").pid == standby.pid and table.read("oms").state is ProcessState.RUNNING
-                   or standby.proc.poll() is not None, 30, message=f"round {r}: the standby took over")
+        wait_until(lambda: rig.drain() or table.read("oms").pid == standby.pid and table.read("oms").state is
+                   ProcessState.RUNNING or standby.proc.poll() is not None, 30, message=f"round {r}: the standby took over")
         assert standby.proc.poll() is None, standby.log()
         assert f"primary pid {primary_pid} is gone" in standby.log()
         old_journal, journal_index = journals[journal_index], 1 - journal_index
         primary_pid = standby.pid
         standby = make_standby(old_journal)         # where the dead primary's journal was
-        wait_until(lambda: rig.control.get("oms_ready") == 1, 30, message=f"round {r}: the new primary ready")
+        wait_until(lambda: rig.drain() or rig.control.get("oms_ready") == 1, 30,
+                   message=f"round {r}: the new primary ready")
         took.append(rig.counter("oms.recovery.ns"))
         load.stop()
     load.start()
@@ -243,6 +245,7 @@ def test_sigkill_the_primary_under_load_and_the_standby_takes_over_losing_and_do
     assert len(matches) == len(set(matches)), "a fill twice"
     assert_positions_match(rig, report)
     assert rig.counter("oms.duplicate_fills") == 0
+    assert rig.counter("oms.reports_dropped.strategy") == 0, "the test did not read its reports in time"
     unanswered = [i for i in out["new_ids"] if not set(rig.events(i)) & ANSWERS]
     if mode == "sync":
         assert unanswered == [], f"orders never answered (lost): {unanswered[:20]}"

@@ -18,7 +18,7 @@ import pytest
 
 from appliance.command_io.json_lines import request_json
 from appliance.messages.catalog import EXECUTION_REPORT
-from appliance.messages.codes import ExecEvent, GateReason
+from appliance.messages.codes import ExecEvent, GateReason, OmsReason
 from appliance.oms import agent as oms_agent
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.memory import SharedMemory
@@ -179,3 +179,34 @@ def test_a_standby_the_oms_last_saw_disconnected_does_not_take_over_the_oms_rest
     wait_until(lambda: up.gate()[0] == 1, 30, message="the gate open: the restarted OMS and its standby again")
     orders.new(1, shares=100, price=1_800_000)
     wait_until(lambda: E.ACCEPTED in orders.events(1), 10, message="order 1 accepted by the restarted OMS")
+
+
+def test_a_former_standby_that_became_the_oms_restarts_from_its_own_journal(running):
+    up, orders = running
+    table = up.memory.process_table()
+    counters = up.memory.counters_reader
+    orders.new(1, shares=100, price=1_800_000)
+    wait_until(lambda: E.ACCEPTED in orders.events(1), 10, message="order 1 accepted")
+    first = supervisor_status(up)["standby"]["pid"]
+    os.kill(table.read("oms").pid, signal.SIGKILL)
+    wait_until(lambda: up.gate()[0] == 1 and table.read("oms").pid == first, 30, message="taken over")
+    orders.new(2, shares=100, price=1_800_000)
+    wait_until(lambda: E.ACCEPTED in orders.events(2), 10, message="order 2 accepted")
+    second = supervisor_status(up)["standby"]["pid"]
+    os.kill(second, signal.SIGSTOP)                   # no standby to take over this time
+    try:
+        wait_until(lambda: counters().by_label().get("oms.replication.connected") == 0, 10,
+                   message="the OMS saw its standby gone")
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: table.read("oms").pid not in (0, first), 30, message="the OMS restarted")
+        status = supervisor_status(up)
+        assert status["children"]["oms"]["restarts"] == 1 and status["standby"]["takeovers"] == 1
+    finally:
+        os.kill(second, signal.SIGCONT)
+    wait_until(lambda: up.gate()[0] == 1, 30, message="the gate open again")
+    orders.new(3, shares=100, price=1_800_000)
+    wait_until(lambda: E.ACCEPTED in orders.events(3), 10, message="order 3 accepted")
+    # the restarted OMS read the journal the takeover wrote (orders 1 and 2 known), not the layout's first one
+    orders.new(2, shares=100, price=1_700_000)
+    wait_until(lambda: E.REJECTED_LOCALLY in orders.events(2), 10, message="client order id 2 again refused")
+    assert orders.seen[-1]["reason"] == OmsReason.DUPLICATE_CLIENT_ID
