@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "activate": ("appliance.supervisor.commands:activate", "risk ACTIVE again after reduce (needs --operator NAME)"),
     "close-gate": ("appliance.supervisor.commands:close_gate", "hold the trading gate closed: no new order leaves (needs --operator NAME)"),
     "open-gate": ("appliance.supervisor.commands:open_gate", "lift the operator's hold on the gate (needs --operator NAME)"),
+    "failover": ("appliance.supervisor.commands:failover", "switch the OMS to its hot standby on this box (needs --operator NAME)"),
     "reload-limits": ("appliance.supervisor.commands:reload_limits", "check the risk limits file and have risk reload it"),
     "strategy": ("appliance.strategy.check_cli", "check a strategy and its parameters without trading (strategy check SPEC)"),
     "layout": ("appliance.runtime.layout_cli", "validate shm_layout.yaml and show computed offsets"),

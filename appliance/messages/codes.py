@@ -182,6 +182,7 @@ class GateReason(enum.IntFlag):
     OPERATOR = 128
     STOPPING = 256
     MARKET_DATA = 512       # a subscribed book stale, inconsistent or crossed past market_data_stale_ms (cancels all)
+    TAKEOVER = 1024         # the OMS died and its hot standby is taking over (supervisor/standby.py) until it is ready
 
 
 class FeedStaleReason(enum.IntEnum):

@@ -84,6 +84,9 @@ class OmsAgent(Agent):
         if RISK_PROCESS not in layout.processes:
             raise LayoutError(layout.path, "processes", "the OMS checks the risk heartbeat: no process named 'risk'")
         check_ring_uses(layout, context.process.name, RINGS, "the OMS")
+        # A takeover (``takeover.py``) sets these before ``on_start``: the standby's journal and the order
+        # state it has already replayed from it, so the new primary does not read its journal again.
+        self.prepared = None
 
     @staticmethod
     def load_config(layout, process):
@@ -126,11 +129,16 @@ class OmsAgent(Agent):
         now_ns = time.time_ns()
         self.journal = journal = open_journal(cfg, counters.journal_truncated, now_ns)
         self.guard = guard = JournalGuard(journal, gate, status, counters)
-        self.orders = orders = OrderRegistry(symbols, changed=status.changed)
+        prepared = self.prepared
+        if prepared is not None and prepared.records != journal.next_sequence - 1:
+            raise RuntimeError(f"takeover: the standby replayed {prepared.records} records, its journal "
+                               f"{journal.path} holds {journal.next_sequence - 1}")
+        self.orders = orders = prepared.orders if prepared is not None else OrderRegistry(symbols)
+        orders.changed = status.changed
         status.attach(orders)
         self.reports = reports = ExecutionReports(to_strategy, to_risk, orders.positions, len(symbols), counters)
         orders.report = reports.report
-        state = rebuild(journal.records(), symbols, orders)
+        state = prepared if prepared is not None else rebuild(journal.records(), symbols, orders)
         self.tokens = TokenSource(choose_prefix(state.last_prefix, now_ns), state.next_counter)
         self.tokens.refill()
         guard.record(RecordType.SESSION, jr.SESSION.pack(SessionEvent.START, sequence=state.next_sequence_number,

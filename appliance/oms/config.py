@@ -36,6 +36,8 @@ in the layout is refused with a message saying so.
                                # orders are not sent, new ones refused NO_STANDBY, cancels leave) | trade
       heartbeat_ms: 100        # either side sends a heartbeat after this long of its silence
       peer_timeout_ms: 1000    # the other side is gone after this long of its silence
+      takeover: restart        # the OMS dies: the supervisor restarts it (restart), or runs a standby on this
+                               # box beside it that takes over (standby: supervisor/standby.py, oms/takeover.py)
 """
 from __future__ import annotations
 
@@ -79,6 +81,7 @@ class OmsConfig:
 REPLICATION_MODES = ("off", "sync", "async")
 TRANSPORTS = ("tcp", "shm")
 WITHOUT_STANDBY = ("close_gate", "trade")
+TAKEOVER = ("restart", "standby")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class ReplicationConfig:
     without_standby: str = "close_gate"
     heartbeat_ms: int = 100
     peer_timeout_ms: int = 1000
+    takeover: str = "restart"
 
     @property
     def enabled(self) -> bool:
@@ -115,7 +119,7 @@ _FIRM = re.compile(r"[A-Z0-9]{4}")
 _KEYS = {**dict.fromkeys(_RANGES, int), **dict.fromkeys(_STRINGS, str), "venue": dict, "replication": dict}
 _REPLICATION_RANGES = {"ack_limit_ms": (1, 60_000), "heartbeat_ms": (1, 60_000), "peer_timeout_ms": (10, 3_600_000)}
 _REPLICATION_KEYS = {**dict.fromkeys(_REPLICATION_RANGES, int), "mode": (str, bool), "primary": dict, "standby_journal": str,
-                     "without_standby": str, "transport": str}
+                     "without_standby": str, "transport": str, "takeover": str}
 
 
 def parse_oms_params(params: dict | None, layout_path: str = "", path: str = "processes.oms.params") -> OmsConfig:
@@ -177,6 +181,8 @@ def _replication(top) -> ReplicationConfig:
         values["without_standby"] = section.choice("without_standby", WITHOUT_STANDBY)
     if "transport" in section:
         values["transport"] = section.choice("transport", TRANSPORTS)
+    if "takeover" in section:
+        values["takeover"] = section.choice("takeover", TAKEOVER)
     if "standby_journal" in section:
         values["standby_journal"] = section.string("standby_journal")
         if not values["standby_journal"].strip():
@@ -194,4 +200,10 @@ def _replication(top) -> ReplicationConfig:
     config = ReplicationConfig(**values)
     if config.peer_timeout_ms <= config.heartbeat_ms:
         section.fail("peer_timeout_ms", f"must be more than heartbeat_ms ({config.heartbeat_ms})")
+    if config.takeover == "standby" and config.mode == "off":
+        section.fail("takeover", "a standby needs replication: mode sync or async")
+    if config.takeover == "standby" and config.transport == "shm":
+        # the swapped roles on the layout's rings (the new primary producing where the dead one stopped,
+        # the new standby as the peer) are not built or tested: refused rather than trusted
+        section.fail("takeover", "takeover: standby runs over transport tcp only (shm takeover is not built)")
     return config

@@ -22,7 +22,7 @@ It keeps what a takeover logs in with: the next SoupBinTCP sequence number, the 
 next OUCH token counter and the last token prefix (``StandbyState``). An ACK means written to
 the standby's journal mapping (page cache, or synced per its ``durability``); the records are
 applied to the state right after it is sent.
-Takeover itself (the standby becoming the primary) is not built yet.
+Takeover (the standby becoming the primary, ``--takeover``) is ``takeover.py``.
 """
 from __future__ import annotations
 

@@ -1,15 +1,25 @@
 """``appliance oms-standby``: the hot standby OMS of a layout's ``oms`` process (``standby.py``).
 
     appliance oms-standby [--layout shm_layout.yaml] [--process oms] [--status-every S]
+                          [--journal PATH [--fresh]] [--takeover off|auto|signal|now] [--fence-timeout S]
 
 Connects to the primary's ``params.replication.primary`` address, keeps the standby journal
-(``params.replication.standby_journal``) byte-identical to the primary's and the order state it
+(``params.replication.standby_journal``, or ``--journal``: after a takeover the new standby writes
+where the dead primary's journal was, ``--fresh``: archiving what is there first) byte-identical to the primary's and the order state it
 makes; logs the state a takeover would log in with every ``--status-every`` seconds and on exit.
+
+``--takeover`` (``takeover.py``, same box only): ``off`` (default) only copies; ``auto`` becomes the
+primary when the stream stops and the process table's primary is gone; ``signal`` becomes it on
+SIGUSR1 (the supervisor's, once it reaped the primary); ``now`` at once from its journal (the
+supervisor's restart of a former standby that had become the primary). Always only after the old primary's
+pid is seen gone (``--fence-timeout``, default 2 s; still alive: exit status 3, no login).
 Runs until SIGINT or SIGTERM. Exit status 2 for a bad command line or layout.
 """
 from __future__ import annotations
 
 import argparse
+
+TAKEOVER_MODES = ("off", "auto", "signal", "now")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +27,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--process", default="oms", help="the OMS's process name in the layout (default oms)")
     parser.add_argument("--status-every", type=float, default=5.0, metavar="S",
                         help="log the standby's state this often (seconds, default 5)")
+    parser.add_argument("--journal", metavar="PATH",
+                        help="the standby's journal instead of params.replication.standby_journal")
+    parser.add_argument("--fresh", action="store_true",
+                        help="archive a journal already at the standby's path and copy the primary's from record 1")
+    parser.add_argument("--takeover", choices=TAKEOVER_MODES, default="off",
+                        help="become the primary: off, auto (stream stopped and primary gone), signal (SIGUSR1), "
+                             "now")
+    parser.add_argument("--fence-timeout", type=float, default=2.0, metavar="S",
+                        help="how long a takeover waits for the old primary's pid to be gone (default 2)")
+
+
+def standby_config(config, journal: str | None):
+    """(config with the standby's journal, the other journal: the primary's) for ``--journal``."""
+    import dataclasses
+    import os
+    replication = config.replication
+    mine = os.path.abspath(journal) if journal else replication.standby_journal_path
+    other = replication.standby_journal_path if mine == config.journal_path else config.journal_path
+    return dataclasses.replace(config, replication=dataclasses.replace(replication, standby_journal_path=mine)), other
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     from appliance.command_io.arguments import UsageError
     from appliance.oms.config import OmsConfigError, parse_oms_params
     from appliance.oms.standby import StandbyReplica
+    from appliance.oms.takeover import Takeover, archive_journal
     from appliance.runtime.layout import LayoutError, load_layout
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     try:
         layout = load_layout(args.layout)
     except (OSError, LayoutError) as exc:
@@ -43,16 +73,40 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{layout.path}: {exc.key_path}: {exc.reason}") from None
     if not config.replication.enabled:
         raise UsageError(f"{layout.path}: processes.{args.process}.params.replication.mode is off: no primary streams")
+    config, primary_journal = standby_config(config, args.journal)
+    if args.takeover != "off" and config.replication.transport == "shm":
+        raise UsageError(f"--takeover {args.takeover}: takeover runs over replication transport tcp only "
+                         "(the shm rings' swapped roles are not built)")
+    if not 0 < args.fence_timeout <= 3600:
+        raise UsageError("--fence-timeout must be more than 0 and at most 3600 seconds")
     stopping = []
+    told = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.append(1))
+    if args.takeover == "signal":
+        signal.signal(signal.SIGUSR1, lambda *_: told.append(1))
+    log = logging.getLogger("appliance.oms.standby")
+    if args.fresh:
+        archived = archive_journal(config.replication.standby_journal_path)
+        if archived:
+            log.info("--fresh: %s archived as %s", config.replication.standby_journal_path, archived)
     try:
         standby = StandbyReplica(config, list(layout.symbols), layout)
     except (LayoutError, RuntimeError) as exc:      # shm: rings missing from the layout, or a second standby
         raise UsageError(str(exc)) from None
-    log = logging.getLogger("appliance.oms.standby")
-    log.info("standby of %s, journal %s", f"{config.replication.primary_host}:{config.replication.primary_port}"
-             if config.replication.transport == "tcp" else "the layout's replication rings (shm)", standby.path)
+    takeover = Takeover(layout, args.process, standby, primary_journal) if args.takeover != "off" else None
+    if args.takeover == "now":
+        if standby.journal is None:
+            raise UsageError(f"--takeover now: no journal at {standby.path} to take over from")
+        try:
+            return takeover.run(args.fence_timeout)
+        finally:
+            takeover.close()
+            standby.close()
+    log.info("standby of %s, journal %s, takeover %s",
+             f"{config.replication.primary_host}:{config.replication.primary_port}"
+             if config.replication.transport == "tcp" else "the layout's replication rings (shm)",
+             standby.path, args.takeover)
     next_status = 0.0
     try:
         while not stopping:
@@ -60,7 +114,14 @@ def run(args: argparse.Namespace) -> int:
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + args.status_every
                 log.info("standby state: %s", standby.state())
+            if takeover is not None and (told or (args.takeover == "auto" and standby.connections
+                                                  and standby.sock is None and takeover.primary_gone())):
+                log.info("standby state at takeover: %s", standby.state())
+                return takeover.run(args.fence_timeout)
     finally:
-        log.info("standby state at exit: %s", standby.state())
+        if takeover is not None:
+            takeover.close()
+        if standby.journal is not None:
+            log.info("standby state at exit: %s", standby.state())
         standby.close()
     return 0

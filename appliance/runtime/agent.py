@@ -220,12 +220,15 @@ def load_agent_class(spec: ProcessSpec) -> type[Agent]:
     return cls
 
 
-def build_runner(layout: Layout, memory: SharedMemory, process_name: str) -> AgentRunner:
-    """Wire an agent to its memory: context, heartbeat, idle strategy (with doorbell inputs)."""
+def build_runner(layout: Layout, memory: SharedMemory, process_name: str, prepare=None) -> AgentRunner:
+    """Wire an agent to its memory: context, heartbeat, idle strategy (with doorbell inputs).
+    ``prepare(agent)``: called before anything else sees the agent (the OMS's takeover hands it state)."""
     process = layout.processes[process_name]
     agent_cls = load_agent_class(process)
     counters = memory.counters_writer(process_name)
     agent = agent_cls(AgentContext(layout, process, memory, counters))
+    if prepare is not None:
+        prepare(agent)
     doorbell = inputs = outputs = address = None
     if process.idle.strategy == "doorbell":
         doorbell = memory.doorbell(process_name)

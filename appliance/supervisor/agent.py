@@ -29,11 +29,12 @@ log = logging.getLogger("appliance.supervisor")
 SUPERVISE_PERIOD_NS = 5_000_000
 RISK_COMMANDS = RingUse("risk_commands", PRODUCER, RISK_COMMAND)
 MARKET_DATA_PERIOD_NS = 50_000_000    # the books are looked at this often (a table of thousands costs ms)
-COMMANDS = ("status", "kill", "resume", "reduce", "activate", "close-gate", "open-gate", "reload-limits", "down")
+COMMANDS = ("status", "kill", "resume", "reduce", "activate", "close-gate", "open-gate", "reload-limits", "failover",
+            "down")
 # Start-up is complete when every process is up and ready, whatever else holds the gate (a kill
 # switch latched the day before, an operator's hold, the clock): those are said by their own names.
 NOT_READY = GateReason.PROCESS_DOWN | GateReason.RISK_UNHEALTHY | GateReason.OMS_NOT_READY | GateReason.FEED_NOT_READY
-NEEDS_OPERATOR = frozenset(("resume", "reduce", "activate", "close-gate", "open-gate"))
+NEEDS_OPERATOR = frozenset(("resume", "reduce", "activate", "close-gate", "open-gate", "failover"))
 MAX_REASON = 200                      # the risk hub's reason for a firm command (logged)
 MAX_OPERATOR = 64                     # a name, not a message: printable (a newline would forge log lines)
 HUNG_FACTOR = 5                       # silent this many heartbeat timeouts: killed, then the restart policy
@@ -77,8 +78,9 @@ class SupervisorAgent(Agent):
     name = "supervisor"
 
     def __init__(self, context: AgentContext, config: SupervisorConfig, children: dict[str, ManagedProcess],
-                 on_status=None, guard: ClockGuard | None = None):
+                 on_status=None, guard: ClockGuard | None = None, standby=None):
         super().__init__(context)
+        self.standby = standby                # standby.OmsStandby when the OMS has a hot standby here
         self.config = config
         self.children = children
         self.on_status = on_status            # called about once a second with the supervisor (status line)
@@ -112,6 +114,7 @@ class SupervisorAgent(Agent):
         self.c_gate_changes = counters.allocate("supervisor.gate_changes")
         self.c_commands = counters.allocate("supervisor.commands")
         self.c_hung_kills = counters.allocate("supervisor.hung_kills")
+        self.c_takeovers = counters.allocate("supervisor.takeovers")
         self._restart_counters = {name: counters.allocate(f"supervisor.restarts.{name}") for name in self.children}
         self._hung_killed: dict[str, int] = {}
         # the books are watched when a feed writes them (a layout without one has no market data to judge)
@@ -164,6 +167,8 @@ class SupervisorAgent(Agent):
                 log.info("restarting %s (restart %d)", name, child.restarts)
                 child.start()
                 work += 1
+        if self.standby is not None and self.stop_requested is None:
+            work += self.standby.poll(now, self.process_table.read("oms"), bool(self.control.get("oms_ready")))
         health = self._health(now)
         self._kill_hung(health, now)
         self._apply_clock(self.clock.verdict)
@@ -208,6 +213,15 @@ class SupervisorAgent(Agent):
         policy = self.config.restart
         log.error("%s exited with status %d; last lines of %s:\n%s", child.name, code, child.log_path,
                   child.log_tail(8))
+        if child.name == "oms" and self.standby is not None and self.standby.ready() and (
+                self.standby.switching or self._standby_connected()):      # a failover checked it when asked
+            # reaped, so known dead: the standby takes over; the old OMS is not restarted into a second primary
+            self.children["oms"] = self.standby.take_over(now)
+            self.c_takeovers.inc()
+            self._write_gate(self.reasons | GateReason.TAKEOVER)
+            return
+        if child.name == "oms" and self.standby is not None:
+            self.standby.switching = False           # a failover that found no standby at the exit: a restart
         window_ns = policy.window_s * 1_000_000_000
         recent = child.recent_restarts = [t for t in child.recent_restarts if now - t < window_ns]
         if policy.policy == "stop" or len(recent) >= policy.max_restarts:
@@ -248,7 +262,8 @@ class SupervisorAgent(Agent):
             risk_kill_latched=bool(c.get("risk_kill_latched")), oms_ready=bool(c.get("oms_ready")),
             feed_ready=bool(c.get("feed_ready")), clock_blocks=self.clock.verdict.blocks_trading,
             starting=self.starting, operator_closed=self.operator_closed,
-            stopping=self.stop_requested is not None, market_data_bad=self.market_watch.tripped))
+            stopping=self.stop_requested is not None, market_data_bad=self.market_watch.tripped,
+            takeover=self.standby is not None and self.standby.taking_over))
 
     def _write_gate(self, reasons: GateReason, force: bool = False) -> None:
         if reasons == self.reasons and not force:
@@ -350,10 +365,39 @@ class SupervisorAgent(Agent):
         if command == "reload-limits":
             log.warning("limits reload requested by %s %s", operator or "(no name)", via)
             return {"ok": self.send_risk_command(ControlCommand.RELOAD_LIMITS, operator), "sent": "reload-limits"}
+        if command == "failover":
+            return self._failover(operator, via)
         if command == "down":
             self.request_stop(f"down requested by {operator or '(no name)'} {via}")
             return {"ok": True, "stopping": True}
         return {"ok": False, "error": f"unknown command {command!r} ({', '.join(COMMANDS)})"}
+
+    def _standby_connected(self) -> bool:
+        """The dead OMS's last word on its standby: subscribed (a standby that never copied the journal would
+        take over from nothing; then the restart policy applies, and says why)."""
+        connected = self.context.memory.counters_reader().by_label().get("oms.replication.connected", 0) == 1
+        if not connected:
+            log.error("the OMS's standby was not connected to it: no takeover, the restart policy applies")
+        return connected
+
+    def _failover(self, operator: str, via: str) -> dict:
+        """A planned switch: the OMS stopped (it logs out), its standby takes over as after a crash."""
+        oms = self.children.get("oms")
+        if self.standby is None:
+            return {"ok": False, "error": "the OMS has no standby here (params.replication.takeover is not standby)"}
+        if not self.standby.ready():
+            return {"ok": False, "error": "the standby is not running" if not self.standby.taking_over
+                    else "a takeover is already under way"}
+        if oms is None or not oms.alive():
+            return {"ok": False, "error": "the OMS is not running"}
+        if not self._standby_connected():
+            return {"ok": False, "error": "the standby is not connected to the OMS (not caught up)"}
+        log.warning("failover requested by %s %s: stopping the OMS (pid %d); its standby takes over", operator, via,
+                    oms.pid)
+        self.standby.switching = True                              # TAKEOVER from now until the new primary is ready
+        self._write_gate(self.reasons | GateReason.TAKEOVER)
+        oms.signal(15)
+        return {"ok": True, "stopping": oms.pid, "standby": self.standby.child.pid}
 
     def _firm_command(self, command: str, operator: str, reason: str, symbol_id, via: str) -> dict:
         """A command of the firm's risk hub, handed on by the drop copy: a kill latched with reason
@@ -392,4 +436,5 @@ class SupervisorAgent(Agent):
                                 "last_exit": ch.last_exit, "log": str(ch.log_path)}
                          for name, ch in self.children.items()},
             "stopping": self.stop_requested,
+            "standby": self.standby.summary() if self.standby is not None else None,
         }

@@ -1,5 +1,5 @@
 """``appliance status | down | kill | resume | reduce | activate | close-gate | open-gate |
-reload-limits``: talk to a running appliance.
+reload-limits | failover``: talk to a running appliance.
 
 ``status`` reads shared memory directly (read-only), so it answers even when the supervisor
 does not; the others go through the supervisor's control socket (which logs each with the
@@ -370,3 +370,49 @@ class reload_limits:  # noqa: N801
                 return 1
             print("risk reloaded them")
         return code
+
+
+class failover:  # noqa: N801
+    """``appliance failover --operator NAME``: a planned switch to the OMS's hot standby (``standby.py``):
+    the OMS stops (it logs out), the standby takes over; done when the standby runs as the OMS and the
+    gate no longer says TAKEOVER."""
+
+    @staticmethod
+    def add_arguments(parser):
+        _common(parser)
+        _operator_argument(parser, True, "asks for the switch")
+
+    @staticmethod
+    def run(args) -> int:
+        if not _named(args):
+            return 2
+        layout = _load(args)
+        if layout is None:
+            return 1
+        answer = _ask(args, layout, {"command": "failover", "operator": args.operator})
+        if not answer or not answer.get("ok"):
+            if answer:
+                print(f"error: {answer.get('error', 'refused')}", file=sys.stderr)
+            return 1
+        memory = _attach(layout)
+        if memory is None:
+            return 1
+        standby = answer["standby"]
+        from appliance.runtime.counters import ProcessState
+        table = memory.process_table()
+
+        def switched() -> bool:
+            record = table.read("oms")
+            return (record.pid == standby and record.state is ProcessState.RUNNING
+                    and not memory.control().gate().reasons & GateReason.TAKEOVER)
+        try:
+            ok = wait_for(switched, args.timeout, 0.02)
+        finally:
+            memory.close()
+        if ok:
+            print(f"failover by {args.operator}: the standby (pid {standby}) is the OMS, pid {answer['stopping']} "
+                  f"stopped")
+            return 0
+        print(f"error: the standby (pid {standby}) is not the ready OMS after {args.timeout:g} s "
+              f"(appliance status says why)", file=sys.stderr)
+        return 1

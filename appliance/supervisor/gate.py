@@ -41,6 +41,7 @@ class GateInputs:
     operator_closed: bool
     stopping: bool
     market_data_bad: bool = False  # MarketDataWatch.tripped
+    takeover: bool = False         # the OMS's standby is taking over (standby.OmsStandby.taking_over)
 
 
 # Processes off the order path: their being down is logged and restarted, never a reason to close
@@ -76,6 +77,8 @@ def gate_reasons(i: GateInputs) -> GateReason:
         reasons |= GateReason.CLOCK_UNHEALTHY
     if i.market_data_bad:
         reasons |= GateReason.MARKET_DATA
+    if i.takeover:
+        reasons |= GateReason.TAKEOVER
     return reasons
 
 

@@ -94,6 +94,7 @@ class Up:
         self.args = args
         self.memory = None
         self.children: dict = {}
+        self.standby = None                   # standby.OmsStandby: the OMS's hot standby on this box
         self.exporter = None
         self.venue = venue
         self.server = None
@@ -158,9 +159,25 @@ class Up:
             if not ok:
                 raise StartFailed(f"{name} did not report RUNNING within {self.config.start_timeout_s:g} s; "
                                   f"{child.log_path}:\n{child.log_tail()}")
+        self._start_standby()
         if self.exporter is not None and not self.exporter.alive():
             raise StartFailed(f"the exporter exited with status {self.exporter.poll_exit()}:\n"
                               f"{self.exporter.log_tail()}")
+
+    def _start_standby(self) -> None:
+        """The OMS's hot standby beside it, when its params say ``replication.takeover: standby``."""
+        from appliance.oms.config import parse_oms_params
+        from .standby import OmsStandby
+        process = self.layout.processes.get("oms")
+        if process is None or "oms" not in self.children:
+            return
+        config = parse_oms_params(process.params, str(self.layout.path), "processes.oms.params")
+        if config.replication.takeover != "standby":
+            return
+        self.standby = OmsStandby(str(self.layout.path), "oms",
+                                  (config.journal_path, config.replication.standby_journal_path), self.log_dir,
+                                  cwd=str(self.base))
+        self.standby.start()
 
     # ------------------------------------------------------------------ run
 
@@ -178,7 +195,8 @@ class Up:
         status_line = StatusLine(layout, memory) if show else None
         self.agent = agent = SupervisorAgent(
             AgentContext(layout, process, memory, memory.counters_writer("supervisor")), self.config,
-            self.children, on_status=(lambda _agent: status_line.print()) if status_line else None)
+            self.children, on_status=(lambda _agent: status_line.print()) if status_line else None,
+            standby=self.standby)
         agent.control_server = self.server
         runner = AgentRunner(agent, make_idle_strategy(process.idle, waiter=agent), memory.heartbeat("supervisor"),
                              memory.process_table_atomics(), process_record_offset(layout, process), process)
@@ -222,6 +240,8 @@ class Up:
             if not wait_for(lambda: control.get("oms_open_orders") == 0 or not oms.alive(), timeout / 2, 0.05):
                 log.warning("%d orders still open at the venue after %.1f s; stopping the OMS anyway",
                             control.get("oms_open_orders"), timeout / 2)
+        if self.standby is not None:
+            self.standby.stop(timeout)
         for name in ("oms", "risk", "feed"):
             child = self.children.get(name)
             if child is not None and child.alive():
@@ -236,7 +256,8 @@ class Up:
             self.venue.stop()
 
     def cleanup(self) -> None:
-        for child in list(self.children.values()) + ([self.exporter] if self.exporter else []):
+        standby = [self.standby.child] if self.standby is not None and self.standby.child is not None else []
+        for child in list(self.children.values()) + ([self.exporter] if self.exporter else []) + standby:
             if child.alive():
                 child.signal(signal.SIGKILL)
                 child.stop(5)

@@ -1,5 +1,5 @@
-"""`appliance bench failover` with tiny settings: it runs every mode, reports the agreed JSON shape
-(takeover not built: null) and cleans up; never how fast anything is."""
+"""`appliance bench failover` with tiny settings: it runs every mode and both takeover paths, reports
+the agreed JSON shape and cleans up; never how fast anything is."""
 from __future__ import annotations
 
 import json
@@ -8,12 +8,16 @@ from appliance.bench import failover
 from bench_args import bench_args, live_children
 
 
-def test_bench_failover_reports_the_cost_of_sync_over_tcp_and_shm_and_async_against_none(capsys):
-    code = failover.run(bench_args(failover, "--orders", "50", "--warmup", "10", "--rounds", "1"))
+def test_bench_failover_reports_takeover_against_restart_and_sync_over_tcp_and_shm_and_async_against_none(capsys):
+    code = failover.run(bench_args(failover, "--orders", "50", "--warmup", "10", "--rounds", "1", "--takeovers", "2"))
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out["errors"]
     results = out["results"]
-    assert results["takeover"] is None and results["restart_recover"] is None
+    takeover, restart = results["takeover"], results["restart_recover"]
+    assert takeover["count"] == 2 and restart["count"] == 2
+    assert takeover["lost_orders"] == 0 and takeover["duplicate_orders"] == 0 and restart["duplicate_orders"] == 0
+    for row in (takeover, restart):
+        assert 0 < row["min_ms"] <= row["p50_ms"] <= row["max_ms"]
     cost = results["sync_cost"]
     assert 0 < cost["same_box_p50_ns"] and 0 < cost["none_p50_ns"] and 0 < cost["tcp_p50_ns"]
     assert cost["same_box_extra_p50_ns"] == cost["same_box_p50_ns"] - cost["none_p50_ns"]

@@ -23,7 +23,9 @@ def test_every_replication_key_is_accepted_and_an_unquoted_off_is_the_mode_off()
     config = parse_oms_params(params, "/tmp/layout.yaml").replication
     assert (config.mode, config.primary_host, config.primary_port, config.ack_limit_ms, config.without_standby,
             config.heartbeat_ms, config.peer_timeout_ms) == ("sync", "10.0.0.2", 9100, 20, "trade", 50, 500)
-    assert config.standby_journal_path == "/tmp/s.bin"
+    assert config.standby_journal_path == "/tmp/s.bin" and config.takeover == "restart"
+    standby = parse_oms_params(parse_yaml("replication: {mode: async, takeover: standby}\n", ValueError), "/tmp/l.yaml")
+    assert standby.replication.takeover == "standby"
     off = parse_oms_params(parse_yaml("replication: {mode: off}\n", ValueError), "/tmp/l.yaml").replication
     assert off.mode == "off"
 
@@ -33,6 +35,9 @@ P = "processes.oms.params.replication"
 
 @pytest.mark.parametrize("replication,key,reason", [
     ({"mode": "semi"}, f"{P}.mode", "must be one of off, sync, async"),
+    ({"mode": "sync", "takeover": "failover"}, f"{P}.takeover", "must be one of restart, standby"),
+    ({"takeover": "standby"}, f"{P}.takeover", "a standby needs replication"),
+    ({"mode": "sync", "transport": "shm", "takeover": "standby"}, f"{P}.takeover", "over transport tcp only"),
     ({"mode": True}, f"{P}.mode", "must be one of"),
     ({"bogus": 1}, f"{P}.bogus", "unknown key"),
     ({"primary": {"host": "standby.local"}}, f"{P}.primary.host", "not an IPv4 address"),

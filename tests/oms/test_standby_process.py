@@ -7,8 +7,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -19,38 +17,12 @@ from appliance.oms.journal_format import read_records
 from appliance.oms.recovery import rebuild
 from appliance.sim.ports import free_port
 from appliance.supervisor.status import build_status, one_line
-from conftest import ROOT, SUPPORT, output_of, wait_until
+from conftest import output_of, wait_until
 from exchange_process import OrderClient, venue  # noqa: F401  (venue: the fixture)
+from standby_process import Standby
 from oms_rig import SYMBOLS, Rig, journal_path, oms_layout
 
 E = ExecEvent
-
-
-class Standby:
-    """``appliance oms-standby`` on a layout, its log in a file; stopped (and killed if need be) by ``stop``."""
-
-    def __init__(self, layout_path, log_path):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), str(ROOT), env.get("PYTHONPATH", "")])
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "oms-standby", "--layout", str(layout_path),
-                                      "--status-every", "0.2"], env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return open(self.log_path, errors="replace").read()
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
 
 
 class Proxy:

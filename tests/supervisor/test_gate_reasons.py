@@ -105,8 +105,9 @@ def test_reasons_combine_and_the_gate_reopens_only_when_the_last_one_clears():
         assert bool(reasons) == bool(observed), (cleared, reasons)
     every = gate_reasons(inputs(stopping=True, starting=True, operator_closed=True, risk_ready=False,
                                 risk_kill_latched=True, oms_ready=False, feed_ready=False, clock_blocks=True,
-                                market_data_bad=True, processes=with_process("feed", alive=False)))
+                                market_data_bad=True, takeover=True, processes=with_process("feed", alive=False)))
     assert every == GateReason(sum(GateReason))
+    assert gate_reasons(inputs(takeover=True)) == GateReason.TAKEOVER      # the OMS's standby taking over
 
 
 @pytest.mark.parametrize("state,closes", [
@@ -120,7 +121,7 @@ def test_the_clock_verdict_closes_the_gate_unless_healthy_or_not_required(state,
 
 
 def supervisor(control: dict, *, verdict=ClockState.HEALTHY, starting=False, operator_closed=False,
-               stop_requested=None, market_tripped=False):
+               stop_requested=None, market_tripped=False, taking_over=None):
     """A stand-in for the supervisor agent, as far as ``_gate_inputs`` needs one."""
     words = {"risk_ready": 1, "risk_state": RiskState.ACTIVE, "risk_kill_latched": 0, "oms_ready": 1, "feed_ready": 1,
              **control}
@@ -129,7 +130,8 @@ def supervisor(control: dict, *, verdict=ClockState.HEALTHY, starting=False, ope
         config=SimpleNamespace(heartbeat_timeout_ms=1000, risk_heartbeat_timeout_ms=250),
         clock=SimpleNamespace(verdict=ClockVerdict(verdict, "")), starting=starting,
         operator_closed=operator_closed, stop_requested=stop_requested,
-        market_watch=SimpleNamespace(tripped=market_tripped))
+        market_watch=SimpleNamespace(tripped=market_tripped),
+        standby=None if taking_over is None else SimpleNamespace(taking_over=taking_over))
 
 
 @pytest.mark.parametrize("state,words,reason", [
@@ -145,6 +147,8 @@ def supervisor(control: dict, *, verdict=ClockState.HEALTHY, starting=False, ope
     ({"operator_closed": True}, {}, GateReason.OPERATOR),
     ({"stop_requested": "operator"}, {}, GateReason.STOPPING),
     ({"market_tripped": True}, {}, GateReason.MARKET_DATA),
+    ({"taking_over": True}, {}, GateReason.TAKEOVER),
+    ({"taking_over": False}, {}, GateReason(0)),
 ])
 def test_the_supervisor_reads_each_control_word_and_its_own_state_into_the_decision(state, words, reason):
     health = {name: HEALTHY for name in EVERY_PROCESS}

@@ -1,0 +1,36 @@
+"""The takeover's pieces without processes of the layout: the fence's view of a process (alive, zombie,
+reaped), the new primary's settings (the journals swap), and the standby's command line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from appliance.oms.config import parse_oms_params
+from appliance.oms.standby_cli import standby_config
+from appliance.oms.takeover import fence, process_gone, takeover_config
+from conftest import wait_until
+
+
+def test_a_live_process_is_not_gone_a_zombie_is_and_a_reaped_one_is():
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        assert not process_gone(child.pid)
+        assert not fence(child.pid, 0.05)                  # alive: the fence holds, no takeover
+        child.stdin.close()                                # it exits; not reaped yet: a zombie, which cannot send
+        wait_until(lambda: process_gone(child.pid), 10, message="the child a zombie")
+        assert open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+        assert fence(child.pid, 0.05)
+    finally:
+        child.wait(10)
+    assert process_gone(child.pid) and process_gone(0)
+
+
+def test_the_new_primary_writes_the_standby_journal_and_its_standby_the_old_primary_one(tmp_path):
+    config = parse_oms_params({"journal": "p.bin", "replication": {"mode": "sync", "standby_journal": "s.bin"}},
+                              str(tmp_path / "layout.yaml"))
+    mine, primary = standby_config(config, None)
+    assert mine.replication.standby_journal_path == str(tmp_path / "s.bin") and primary == str(tmp_path / "p.bin")
+    new = takeover_config(mine, mine.replication.standby_journal_path, primary)
+    assert new.journal_path == str(tmp_path / "s.bin") and new.replication.standby_journal_path == primary
+    swapped, other = standby_config(config, str(tmp_path / "p.bin"))   # the next standby, where the old primary was
+    assert swapped.replication.standby_journal_path == str(tmp_path / "p.bin") and other == str(tmp_path / "s.bin")

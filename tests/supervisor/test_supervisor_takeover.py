@@ -1,0 +1,212 @@
+"""The supervisor and the OMS's hot standby (``replication.takeover: standby``): ``appliance up`` with the
+real OMS against the simulated exchange (risk and the strategy are stand-ins; the test puts approved
+orders on the ring and reads the OMS's reports as they would).
+
+SIGKILL the OMS: the supervisor closes the gate with TAKEOVER and keeps it closed until the standby,
+now the OMS (the same pid in the process table, not a restart of the old one), is ready; orders go
+on through the new primary; then ``appliance failover --operator NAME`` switches to the new standby the
+supervisor started (no name: exit 2).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+
+import pytest
+
+from appliance.command_io.json_lines import request_json
+from appliance.messages.catalog import EXECUTION_REPORT
+from appliance.messages.codes import ExecEvent, GateReason, OmsReason
+from appliance.oms import agent as oms_agent
+from appliance.runtime.counters import ProcessState
+from appliance.runtime.memory import SharedMemory
+from appliance.sim.ports import free_port
+from conftest import wait_until
+from exchange_process import venue  # noqa: F401  (the fixture)
+from oms_rig import Rig, journal_path, oms_layout
+from supervisor_rig import Up, appliance, up_factory  # noqa: F401  (up_factory: the fixture)
+
+E = ExecEvent
+
+
+def takeover_layout(write_layout, unique_name, tmp_path, venue_port: int):  # noqa: F811
+    replication = {"mode": "sync", "primary": {"host": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)},
+                   "standby_journal": str(tmp_path / "standby" / "journal.bin"), "ack_limit_ms": 500,
+                   "heartbeat_ms": 50, "peer_timeout_ms": 1000, "takeover": "standby"}
+    doc = oms_layout(unique_name, venue_port, journal_path(tmp_path), replication=replication)
+    supervisor, strategy, risk = doc["processes"][:3]
+    supervisor["params"] = {"clock": {"require_sync": False}, "exporter": {"enabled": False},
+                            "control_socket": str(tmp_path / "sup.sock"), "log_dir": str(tmp_path / "logs"),
+                            "restart": {"backoff_initial_ms": 100, "backoff_max_ms": 400},
+                            "risk_heartbeat_timeout_ms": 300, "start_timeout_s": 20,
+                            "start_order": ["oms", "risk", "strategy"]}
+    strategy["agent"] = "simple_agents:IdleAgent"
+    risk["agent"] = "supervised_agents:FakeRisk"
+    doc["rings"].append({"name": "risk_commands", "segment": "main", "producer": "supervisor", "consumer": "risk",
+                         "message": "RiskCommand", "slot_size": 64, "capacity": 64})
+    return write_layout(doc)
+
+
+class Orders:
+    """The test as risk's producer side of ``approved_orders`` and the strategy's reader of reports."""
+
+    def __init__(self, layout):
+        self.memory = SharedMemory.attach(layout)
+        self.approved = self.memory.channel(oms_agent.ORDERS_RING.other_side(), "risk")
+        self.reports = self.memory.channel(oms_agent.TO_STRATEGY.other_side(), "strategy")
+        self.seen: list[dict] = []
+        self.new = Rig.approve.__get__(self)           # the rig's one way of packing an ApprovedOrder
+
+    def events(self, client_order_id: int) -> list[int]:
+        while (offset := self.reports.peek()) >= 0:
+            if EXECUTION_REPORT.read(self.reports.buffer, offset).type_id == EXECUTION_REPORT.type_id:
+                self.seen.append(EXECUTION_REPORT.as_dict(self.reports.buffer, offset))
+            self.reports.release()
+        return [r["event"] for r in self.seen if r["client_order_id"] == client_order_id]
+
+    def close(self) -> None:
+        self.memory.close()
+
+
+class GateSampler:
+    """(gate open, reasons, oms pid, oms RUNNING, oms_ready) every half millisecond, from a thread."""
+
+    def __init__(self, memory):
+        self.control = memory.control()
+        self.table = memory.process_table()
+        self.samples: list[tuple] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.0005):
+            gate = self.control.gate()
+            record = self.table.read("oms")
+            self.samples.append((gate.open, gate.reasons, record.pid, record.state is ProcessState.RUNNING,
+                                 self.control.get("oms_ready")))
+
+    def stop(self) -> list[tuple]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.samples
+
+
+def supervisor_status(up: Up) -> dict:
+    path = up.layout.processes["supervisor"].params["control_socket"]
+    return request_json(path, {"command": "status"}, 5)["supervisor"]
+
+
+def assert_closed_through_the_takeover(samples: list[tuple], old_pid: int, new_pid: int) -> None:
+    """From the first closed sample after the old OMS's last open one, closed until the new OMS runs
+    ready; TAKEOVER among the reasons."""
+    first_closed = next(i for i, s in enumerate(samples) if not s[0])
+    ready = next(i for i, s in enumerate(samples) if s[2] == new_pid and s[3] and s[4] == 1 and s[0])
+    assert first_closed < ready
+    assert all(not s[0] for s in samples[first_closed:ready]), "the gate opened during the takeover"
+    assert any(s[1] & GateReason.TAKEOVER for s in samples[first_closed:ready])
+    assert all(s[2] in (old_pid, new_pid) for s in samples), "a third OMS ran"
+
+
+@pytest.fixture
+def running(venue, write_layout, unique_name, tmp_path, up_factory):  # noqa: F811
+    up = up_factory(takeover_layout(write_layout, unique_name, tmp_path, venue.order_entry[1])).attach()
+    wait_until(lambda: up.gate()[0] == 1, 60, message="the gate open (the standby caught up)")
+    orders = Orders(up.layout)
+    yield up, orders
+    orders.close()
+
+
+def test_sigkill_the_oms_the_supervisor_holds_the_gate_closed_while_its_standby_takes_over(running):
+    up, orders = running
+    table = up.memory.process_table()
+    orders.new(1, shares=100, price=1_800_000)
+    wait_until(lambda: E.ACCEPTED in orders.events(1), 10, message="order 1 accepted")
+    old_pid = table.read("oms").pid
+    standby_pid = supervisor_status(up)["standby"]["pid"]
+    assert standby_pid and standby_pid != old_pid
+    sampler = GateSampler(up.memory)
+    os.kill(old_pid, signal.SIGKILL)
+    wait_until(lambda: up.gate()[0] == 1 and table.read("oms").pid == standby_pid, 30,
+               message="the gate open again with the standby as the OMS")
+    samples = sampler.stop()
+    assert_closed_through_the_takeover(samples, old_pid, standby_pid)
+    status = supervisor_status(up)
+    assert status["children"]["oms"]["pid"] == standby_pid and status["children"]["oms"]["restarts"] == 0
+    assert status["standby"]["takeovers"] == 1 and status["standby"]["alive"]
+    assert status["standby"]["pid"] not in (old_pid, standby_pid)          # a new standby beside the new OMS
+    orders.new(2, shares=100, price=1_800_000)
+    wait_until(lambda: E.ACCEPTED in orders.events(2), 10, message="order 2 accepted through the new primary")
+    assert up.memory.counters_reader().by_label().get("supervisor.restarts.oms", 0) == 0
+
+    # a planned switch: the operator's name is required; then the standby started after the takeover takes over
+    layout = str(up.layout_path)
+    assert appliance("failover", "--layout", layout).returncode == 2
+    new_standby = status["standby"]["pid"]
+    sampler = GateSampler(up.memory)
+    done = appliance("failover", "--layout", layout, "--operator", "alice")
+    assert done.returncode == 0, done.stderr
+    assert f"pid {new_standby}" in done.stdout
+    assert table.read("oms").pid == new_standby
+    wait_until(lambda: up.gate()[0] == 1, 30, message="the gate open after the failover")
+    assert_closed_through_the_takeover(sampler.stop(), standby_pid, new_standby)
+    orders.new(3, shares=100, price=1_800_000)
+    wait_until(lambda: E.ACCEPTED in orders.events(3), 10, message="order 3 accepted after the failover")
+    assert supervisor_status(up)["standby"]["takeovers"] == 2
+
+
+def test_a_standby_the_oms_last_saw_disconnected_does_not_take_over_the_oms_restarts(running):
+    up, orders = running
+    table = up.memory.process_table()
+    counters = up.memory.counters_reader
+    old_pid = table.read("oms").pid
+    standby_pid = supervisor_status(up)["standby"]["pid"]
+    os.kill(standby_pid, signal.SIGSTOP)              # alive, silent: the OMS drops it after peer_timeout_ms
+    try:
+        wait_until(lambda: counters().by_label().get("oms.replication.connected") == 0, 10,
+                   message="the OMS saw its standby gone")
+        os.kill(old_pid, signal.SIGKILL)
+        wait_until(lambda: table.read("oms").pid not in (0, old_pid), 30, message="an OMS again")
+        new_pid = table.read("oms").pid
+        assert new_pid != standby_pid                 # restarted, not taken over
+        status = supervisor_status(up)
+        assert status["children"]["oms"]["restarts"] == 1 and status["standby"]["takeovers"] == 0
+        assert status["standby"]["pid"] == standby_pid and not status["standby"]["taking_over"]
+    finally:
+        os.kill(standby_pid, signal.SIGCONT)
+    wait_until(lambda: up.gate()[0] == 1, 30, message="the gate open: the restarted OMS and its standby again")
+    orders.new(1, shares=100, price=1_800_000)
+    wait_until(lambda: E.ACCEPTED in orders.events(1), 10, message="order 1 accepted by the restarted OMS")
+
+
+def test_a_former_standby_that_became_the_oms_restarts_from_its_own_journal(running):
+    up, orders = running
+    table = up.memory.process_table()
+    counters = up.memory.counters_reader
+    orders.new(1, shares=100, price=1_800_000)
+    wait_until(lambda: E.ACCEPTED in orders.events(1), 10, message="order 1 accepted")
+    first = supervisor_status(up)["standby"]["pid"]
+    os.kill(table.read("oms").pid, signal.SIGKILL)
+    wait_until(lambda: up.gate()[0] == 1 and table.read("oms").pid == first, 30, message="taken over")
+    orders.new(2, shares=100, price=1_800_000)
+    wait_until(lambda: E.ACCEPTED in orders.events(2), 10, message="order 2 accepted")
+    second = supervisor_status(up)["standby"]["pid"]
+    os.kill(second, signal.SIGSTOP)                   # no standby to take over this time
+    try:
+        wait_until(lambda: counters().by_label().get("oms.replication.connected") == 0, 10,
+                   message="the OMS saw its standby gone")
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: table.read("oms").pid not in (0, first), 30, message="the OMS restarted")
+        status = supervisor_status(up)
+        assert status["children"]["oms"]["restarts"] == 1 and status["standby"]["takeovers"] == 1
+    finally:
+        os.kill(second, signal.SIGCONT)
+    wait_until(lambda: up.gate()[0] == 1, 30, message="the gate open again")
+    orders.new(3, shares=100, price=1_800_000)
+    wait_until(lambda: E.ACCEPTED in orders.events(3), 10, message="order 3 accepted")
+    # the restarted OMS read the journal the takeover wrote (orders 1 and 2 known), not the layout's first one
+    orders.new(2, shares=100, price=1_700_000)
+    wait_until(lambda: E.REJECTED_LOCALLY in orders.events(2), 10, message="client order id 2 again refused")
+    assert orders.seen[-1]["reason"] == OmsReason.DUPLICATE_CLIENT_ID
