@@ -31,6 +31,6 @@ def test_check_reports_a_bad_file_in_one_line(tmp_path):
     bad.write_text("version: 1\nname: x\nsegments: []\nrings: []\ntables: []\nprocesses: []\nextra: 1\n")
     proc = run("check", str(bad))
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: {bad}:7: extra: unknown key (allowed: instruments, name, processes, profile, profiles, rings, " \
+    assert proc.stderr.strip() == f"error: {bad}:7: extra: unknown key (allowed: instruments, name, peers, processes, profile, profiles, rings, " \
                                   f"segments, symbols, tables, version)"
     assert "Traceback" not in proc.stderr
