@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 
 from appliance.dropcopy.config import DropCopyConfig, read_credentials
+from appliance.dropcopy.event_json import encode as encode_event
 from appliance.dropcopy.firm import FirmLink
 from appliance.dropcopy.tail import JournalTail
 from appliance.oms.audit import AuditTrail
@@ -85,10 +86,7 @@ def event_of(config: DropCopyConfig, audit: AuditTrail, record: JournalRecord, d
         return None
     row["appliance"] = config.appliance
     row["trading_day"] = day
-    return _encode(row).encode()
-
-
-_encode = json.JSONEncoder(separators=(",", ":")).encode   # json.dumps(row, separators=...) without an encoder per event
+    return encode_event(row)
 
 
 _ID = re.compile(r"([A-Za-z0-9_-]{1,64}):(\d{1,10}):(\d{1,19})")

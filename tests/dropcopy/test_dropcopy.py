@@ -289,7 +289,7 @@ def test_the_window_is_done_in_journal_order_whatever_order_acknowledgements_com
 
 
 def test_an_event_is_the_audit_row_as_compact_json(tmp_path):
-    """event_of's kept encoder gives json.dumps' bytes (every kind of record, fills, breaks)."""
+    """event_of (orjson) gives json.dumps' compact bytes (every kind of record, fills, breaks)."""
     import json
     from appliance.dropcopy.config import DropCopyConfig
     from appliance.dropcopy.publisher import event_of
@@ -309,3 +309,19 @@ def test_an_event_is_the_audit_row_as_compact_json(tmp_path):
         row = reference.row(record)
         row.update(appliance="venue1", trading_day=day)
         assert event_of(config, events, record, day) == json.dumps(row, separators=(",", ":")).encode()
+
+
+def test_event_json_reads_back_what_either_encoder_wrote_and_refuses_garbage_with_a_value_error():
+    """orjson writes text that is not ASCII as UTF-8, the standard library as \\u escapes: the hub
+    and ``audit --nats`` read the same values from both; what is not JSON is a ValueError (the hub
+    counts and drops it)."""
+    import json
+    from appliance.dropcopy import event_json
+    assert event_json.IMPLEMENTATION == "orjson"
+    row = {"symbol": "A\ufffdPL", "detail": "caf\u00e9 \"q\" \\ \n", "time_ns": 2**63 - 1, "match_number": 2**64 - 1,
+           "price": "190.0100", "shares": 0, "empty": ""}
+    for data in (event_json.encode(row), json.dumps(row, separators=(",", ":")).encode()):
+        assert event_json.decode(data) == row
+    for garbage in (b"", b"{", b"\xff\xfe", b'{"a":NaN}', b"[" * 5000 + b"]" * 5000):
+        with pytest.raises((ValueError, RecursionError)):
+            event_json.decode(garbage)
