@@ -15,6 +15,9 @@ One run, one ``nats-server -js`` of its own (a temporary store, removed after):
   is the appliance's own kill path: ``tests/riskhub/test_riskhub_e2e.py`` prints it for real ones.
 - peer ``nats_core``: the same event bytes published with plain NATS (no JetStream, no
   acknowledgement), to a subscriber that receives all of them, in the same run.
+
+Beside each rate, the CPU microseconds per event of the thread doing it (the drop copy's, the
+hub's, the peer's): what it costs, whatever else a shared box runs meanwhile.
 """
 from __future__ import annotations
 
@@ -88,6 +91,10 @@ class _Thread:
         except BaseException as exc:   # noqa: BLE001 - reported by stop()
             self.error = exc
 
+    def cpu_s(self) -> float:
+        """The thread's CPU time so far (seconds): what it cost, whatever else the box runs."""
+        return time.clock_gettime(time.pthread_getcpuclockid(self.thread.ident))
+
     def stop(self):
         self.owner.stop()
         self.thread.join(30)
@@ -157,7 +164,12 @@ class _Bench:
 
     # ------------------------------------------------------------------ the measurements
 
-    def publish_and_hub_rates(self) -> tuple[float, float]:
+    def thread_of(self, owner) -> _Thread:
+        return next(thread for thread in self.running if thread.owner is owner)
+
+    def publish_and_hub_rates(self) -> tuple[float, float, float, float]:
+        """Events per second (wall) and CPU microseconds per event (the drop copy's or the hub's
+        thread) publishing one journal, and applying every appliance's."""
         n, apps = self.args.events, self.args.appliances
         names = [f"bench{i}" for i in range(apps)]
         for name in names:
@@ -170,6 +182,7 @@ class _Bench:
         copy = self.dropcopy(timed)
         _wait(lambda: copy.stats.last_sequence == expected, 600, "the drop copy publishing the journal")
         publish_rate = expected / (time.perf_counter() - started)
+        publish_cpu_us = self.thread_of(copy).cpu_s() * 1e6 / expected
         for name, journal in zip(names[1:], self.journals[1:]):
             other = self.dropcopy(name)
             _wait(lambda: other.stats.last_sequence == journal.next_sequence - 1, 600, f"{name} published")
@@ -178,10 +191,11 @@ class _Bench:
         hub = self.hub()
         _wait(lambda: hub.caught_up, 600, "the hub catching up")
         hub_rate = hub.book.applied / (time.perf_counter() - started)
+        hub_cpu_us = self.thread_of(hub).cpu_s() * 1e6 / max(1, hub.book.applied)
         if hub.book.applied != total:
             raise RuntimeError(f"the hub applied {hub.book.applied} of {total} events")
         self.stop(hub)
-        return publish_rate, hub_rate
+        return publish_rate, hub_rate, publish_cpu_us, hub_cpu_us
 
     def lag(self) -> list[int]:
         """Fills appended one at a time with the first drop copy and a hub running: each record's
@@ -267,17 +281,18 @@ class _Bench:
                     got.set()
             sub = await nc.subscribe("bench.core", cb=taken, pending_msgs_limit=len(events) + 1)
             await nc.flush()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             for data in events:
                 await nc.publish("bench.core", data)
             await nc.flush()
             await asyncio.wait_for(got.wait(), 120)
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
             await sub.unsubscribe()
             await nc.close()
-            return elapsed
-        elapsed = asyncio.run(run())
+            return elapsed, cpu
+        elapsed, cpu = asyncio.run(run())
         return {"publish_events_per_s": round(len(events) / elapsed), "events": len(events),
+                "cpu_us_per_event": round(cpu * 1e6 / len(events), 2),      # publishing and receiving each, one thread
                 "event_bytes_mean": round(statistics.mean(len(e) for e in events))}
 
 
@@ -293,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
         server = NatsServer(work / "nats").start()
         bench = _Bench(args, work, server.url)
         try:
-            publish_rate, hub_rate = bench.publish_and_hub_rates()
+            publish_rate, hub_rate, publish_cpu_us, hub_cpu_us = bench.publish_and_hub_rates()
             lags = bench.lag()
             kills = bench.firm_kill()
             core = bench.nats_core()
@@ -303,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "results": {"lag": {"p50_ns": _percentile(lags, 0.5), "p99_ns": _percentile(lags, 0.99), "count": len(lags)},
                     "publish_events_per_s": round(publish_rate), "hub_events_per_s": round(hub_rate),
+                    "publish_cpu_us_per_event": round(publish_cpu_us, 2), "hub_cpu_us_per_event": round(hub_cpu_us, 2),
                     "firm_kill": {"p50_ms": round(_percentile(kills, 0.5), 3), "p99_ms": round(_percentile(kills, 0.99), 3),
                                   "count": len(kills), "appliances": args.appliances,
                                   "to": "every supervisor's control socket"}},
@@ -313,9 +329,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     r = report["results"]
-    print(f"drop copy publish (JetStream, acknowledged): {r['publish_events_per_s']:>10,} events/s")
-    print(f"plain NATS publish (peer, no JetStream):     {core['publish_events_per_s']:>10,} events/s")
-    print(f"risk hub applying {args.appliances} appliances' stream:   {r['hub_events_per_s']:>10,} events/s")
+    print(f"drop copy publish (JetStream, acknowledged): {r['publish_events_per_s']:>10,} events/s  "
+          f"{r['publish_cpu_us_per_event']:6.2f} CPU us/event")
+    print(f"plain NATS publish (peer, no JetStream):     {core['publish_events_per_s']:>10,} events/s  "
+          f"{core['cpu_us_per_event']:6.2f} CPU us/event (publish and receive)")
+    print(f"risk hub applying {args.appliances} appliances' stream:   {r['hub_events_per_s']:>10,} events/s  "
+          f"{r['hub_cpu_us_per_event']:6.2f} CPU us/event")
     print(f"journal append to hub applied:  p50 {r['lag']['p50_ns'] / 1e6:.2f} ms  p99 {r['lag']['p99_ns'] / 1e6:.2f} ms "
           f"({r['lag']['count']} events)")
     print(f"firm kill, decision to {args.appliances} supervisors asked: p50 {r['firm_kill']['p50_ms']:.2f} ms  "

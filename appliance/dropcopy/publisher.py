@@ -400,7 +400,9 @@ class _Window:
         self.refused: tuple[int, bytes] | None = None           # (journal sequence, what the stream said)
         self.progress = time.monotonic()  # the last acknowledgement (or the first event put in flight)
         self.wake = asyncio.Event()
-        self._ack = re.compile(rb'\{"stream":"' + re.escape(stream.encode()) + rb'","seq":\d{1,20}(,"duplicate":true)?\}')
+        self._ack = re.compile(rb'\{\s?"stream"\s?:\s?"' + re.escape(stream.encode()) +   # nats-server's PubAck, e.g.
+                               rb'"\s?,\s?(?:"domain"\s?:\s?"[\w.-]*"\s?,\s?)?"seq"\s?:\s?\d{1,20}'   # {"stream":"S", "seq":1}
+                               rb'(\s?,\s?"duplicate"\s?:\s?true)?\s?\}')                     # ,"duplicate": true
 
     def sent(self, day: int, sequence: int, timestamp_ns: int) -> int:
         """One event published: its n (the last token of its reply subject)."""
@@ -445,8 +447,9 @@ class _Window:
         if not self.entries or not self.entries[0][3] <= n < self.next or n in self.acked:
             return                        # late, repeated, or not one of ours
         data = message.data
-        if self._ack.fullmatch(data) is not None:           # the PubAck's usual bytes: no JSON parse
-            duplicate = data.endswith(b',"duplicate":true}')
+        usual = self._ack.fullmatch(data)
+        if usual is not None:                               # the PubAck's usual bytes: no JSON parse
+            duplicate = usual.group(1) is not None
         else:
             try:
                 ack = json.loads(data)

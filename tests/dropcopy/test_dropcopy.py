@@ -285,6 +285,17 @@ def test_the_window_is_done_in_journal_order_whatever_order_acknowledgements_com
                                                 data=b'{"stream":"APPLIANCE_EVENTS","domain":"hub","seq":12}'))
         assert window.done == (20260102, 9) and stats.last_sequence == 9 and window.oldest_ns() == 0
         assert (stats.published, stats.duplicates, window.in_flight, window.refused) == (2, 1, 0, None)
+        # nats-server's own bytes (spaces and all), matched without a JSON parse
+        for data, duplicate in ((b'{"stream":"APPLIANCE_EVENTS", "seq":1}', False),
+                                (b'{"stream":"APPLIANCE_EVENTS", "seq":1,"duplicate": true}', True),
+                                (b'{"stream":"APPLIANCE_EVENTS", "domain":"hub", "seq":7}', False)):
+            assert (window._ack.fullmatch(data) is not None and window._ack.fullmatch(data).group(1) is not None) == \
+                duplicate, data
+            n = window.sent(20260102, 10, 1000)
+            before = (stats.published, stats.duplicates)
+            await window.on_message(SimpleNamespace(subject=f"_INBOX.x.{n}", data=data))
+            assert (stats.published, stats.duplicates) == (before[0] + (not duplicate), before[1] + duplicate)
+        assert window._ack.fullmatch(b'{"stream":"OTHER", "seq":1}') is None
     asyncio.run(run())
 
 
