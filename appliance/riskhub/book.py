@@ -145,7 +145,8 @@ class FirmBook:
 
     def _executed(self, book: _Appliance, symbol: str, signed: int, price: int, match: int) -> None:
         sid = self._symbol(symbol)
-        book.ledger.grow(len(self.symbol_ids))
+        if sid >= len(book.ledger.position):     # a symbol new to this appliance's ledger
+            book.ledger.grow(len(self.symbol_ids))
         book.ledger.fill(sid, signed, price)
         book.ledger.fills[sid] += 1
         book.fills[match] = (sid, signed, price)
