@@ -3,9 +3,11 @@
 One run, one ``nats-server -js`` of its own (a temporary store, removed after):
 
 - ``publish_events_per_s``: one drop copy publishing a journal of ``--events`` records (fills) to
-  JetStream, from its start until the stream acknowledged the last one;
+  JetStream, acknowledged, while it goes from a fifth to four fifths of the journal
+  (``publish_start_ms``: from its start to the first acknowledgement);
 - ``hub_events_per_s``: a risk hub started on a stream holding ``--appliances`` appliances'
-  journals, from its start until it has caught up (each event applied to the firm's book);
+  journals, applying them to the firm's book, from a fifth to four fifths of the way
+  (``hub_start_ms``: from its start to the first event applied);
 - ``lag``: journal append to hub-applied, p50/p99, for ``--lag-events`` fills appended one every
   ``--lag-interval-us`` with the drop copy and the hub running (the journal record's timestamp to
   the moment the hub's book took it; one clock, one box);
@@ -167,35 +169,48 @@ class _Bench:
     def thread_of(self, owner) -> _Thread:
         return next(thread for thread in self.running if thread.owner is owner)
 
-    def publish_and_hub_rates(self) -> tuple[float, float, float, float]:
-        """Events per second (wall) and CPU microseconds per event (the drop copy's or the hub's
-        thread) publishing one journal, and applying every appliance's."""
+    def timed(self, owner, progress, total: int, what: str) -> dict:
+        """``owner`` (just started) brought ``progress()`` to ``total``: events per second and its
+        thread's CPU microseconds per event while it went from a fifth to four fifths of the way
+        (the throughput: as many events in flight at both ends; neither the start, nor the drain of
+        the last ones), and the start apart (to the first event: connecting, the stream looked up,
+        the journal scanned, nats-py imported)."""
+        thread, started = self.thread_of(owner), time.perf_counter()
+        _wait(lambda: progress() > 0, 600, what)
+        first_at = time.perf_counter()
+        marks = []
+        for share in (0.2, 0.8):
+            _wait(lambda: progress() >= share * total, 600, what)
+            marks.append((time.perf_counter(), progress(), thread.cpu_s()))
+        _wait(lambda: progress() >= total, 600, what)
+        (t0, p0, c0), (t1, p1, c1) = marks
+        if p1 <= p0:                                     # all at once (a tiny run): the whole of it
+            (t0, p0, c0), (t1, p1, c1) = (started, 0, 0.0), (time.perf_counter(), total, thread.cpu_s())
+        return {"events_per_s": (p1 - p0) / max(t1 - t0, 1e-9), "cpu_us_per_event": (c1 - c0) * 1e6 / (p1 - p0),
+                "start_ms": (first_at - started) * 1e3}
+
+    def publish_and_hub_rates(self) -> tuple[dict, dict]:
+        """One drop copy publishing its journal, then a hub applying every appliance's: ``timed``."""
         n, apps = self.args.events, self.args.appliances
         names = [f"bench{i}" for i in range(apps)]
         for name in names:
             journal = self.journal(name)
             for order in range(1, n // 2 + 1):          # --events records each (a fill is 2)
                 append_fill(journal, order, shares=1 + order % 100, side="BS"[order % 2])
-        timed = names[0]
         expected = self.journals[0].next_sequence - 1
-        started = time.perf_counter()
-        copy = self.dropcopy(timed)
-        _wait(lambda: copy.stats.last_sequence == expected, 600, "the drop copy publishing the journal")
-        publish_rate = expected / (time.perf_counter() - started)
-        publish_cpu_us = self.thread_of(copy).cpu_s() * 1e6 / expected
+        copy = self.dropcopy(names[0])
+        publish = self.timed(copy, lambda: copy.stats.last_sequence, expected, "the drop copy publishing the journal")
         for name, journal in zip(names[1:], self.journals[1:]):
             other = self.dropcopy(name)
             _wait(lambda: other.stats.last_sequence == journal.next_sequence - 1, 600, f"{name} published")
         total = sum(j.next_sequence - 1 for j in self.journals)
-        started = time.perf_counter()
         hub = self.hub()
+        applying = self.timed(hub, lambda: hub.book.applied if hub.connected else 0, total, "the hub catching up")
         _wait(lambda: hub.caught_up, 600, "the hub catching up")
-        hub_rate = hub.book.applied / (time.perf_counter() - started)
-        hub_cpu_us = self.thread_of(hub).cpu_s() * 1e6 / max(1, hub.book.applied)
         if hub.book.applied != total:
             raise RuntimeError(f"the hub applied {hub.book.applied} of {total} events")
         self.stop(hub)
-        return publish_rate, hub_rate, publish_cpu_us, hub_cpu_us
+        return publish, applying
 
     def lag(self) -> list[int]:
         """Fills appended one at a time with the first drop copy and a hub running: each record's
@@ -308,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
         server = NatsServer(work / "nats").start()
         bench = _Bench(args, work, server.url)
         try:
-            publish_rate, hub_rate, publish_cpu_us, hub_cpu_us = bench.publish_and_hub_rates()
+            publish, applying = bench.publish_and_hub_rates()
             lags = bench.lag()
             kills = bench.firm_kill()
             core = bench.nats_core()
@@ -317,8 +332,11 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
     report = {
         "results": {"lag": {"p50_ns": _percentile(lags, 0.5), "p99_ns": _percentile(lags, 0.99), "count": len(lags)},
-                    "publish_events_per_s": round(publish_rate), "hub_events_per_s": round(hub_rate),
-                    "publish_cpu_us_per_event": round(publish_cpu_us, 2), "hub_cpu_us_per_event": round(hub_cpu_us, 2),
+                    "publish_events_per_s": round(publish["events_per_s"]),
+                    "hub_events_per_s": round(applying["events_per_s"]),
+                    "publish_cpu_us_per_event": round(publish["cpu_us_per_event"], 2),
+                    "hub_cpu_us_per_event": round(applying["cpu_us_per_event"], 2),
+                    "publish_start_ms": round(publish["start_ms"], 1), "hub_start_ms": round(applying["start_ms"], 1),
                     "firm_kill": {"p50_ms": round(_percentile(kills, 0.5), 3), "p99_ms": round(_percentile(kills, 0.99), 3),
                                   "count": len(kills), "appliances": args.appliances,
                                   "to": "every supervisor's control socket"}},
@@ -335,6 +353,7 @@ def run(args: argparse.Namespace) -> int:
           f"{core['cpu_us_per_event']:6.2f} CPU us/event (publish and receive)")
     print(f"risk hub applying {args.appliances} appliances' stream:   {r['hub_events_per_s']:>10,} events/s  "
           f"{r['hub_cpu_us_per_event']:6.2f} CPU us/event")
+    print(f"starts before the first event: drop copy {r['publish_start_ms']:.0f} ms, hub {r['hub_start_ms']:.0f} ms")
     print(f"journal append to hub applied:  p50 {r['lag']['p50_ns'] / 1e6:.2f} ms  p99 {r['lag']['p99_ns'] / 1e6:.2f} ms "
           f"({r['lag']['count']} events)")
     print(f"firm kill, decision to {args.appliances} supervisors asked: p50 {r['firm_kill']['p50_ms']:.2f} ms  "

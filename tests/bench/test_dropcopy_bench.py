@@ -22,6 +22,7 @@ def test_bench_dropcopy_json_reports_lag_rates_the_firm_kill_and_the_nats_core_p
     assert 0 < results["lag"]["p50_ns"] <= results["lag"]["p99_ns"] and results["lag"]["count"] == 40
     assert results["publish_events_per_s"] > 0 and results["hub_events_per_s"] > 0
     assert results["publish_cpu_us_per_event"] > 0 and results["hub_cpu_us_per_event"] > 0
+    assert results["publish_start_ms"] >= 0 and results["hub_start_ms"] >= 0
     kill = results["firm_kill"]
     assert 0 < kill["p50_ms"] <= kill["p99_ms"] and (kill["count"], kill["appliances"]) == (3, 2)
     core = report["peers"]["nats_core"]
