@@ -18,6 +18,9 @@ One run, one ``nats-server -js`` of its own (a temporary store, removed after):
 - peer ``nats_core``: the same event bytes published with plain NATS (no JetStream, no
   acknowledgement), to a subscriber that receives all of them, in the same run.
 
+- peer ``nats_py_jetstream``: nats-py's own CPU per event (``_Bench.nats_py_jetstream``), the
+  floor under the two figures above.
+
 Beside each rate, the CPU microseconds per event of the thread doing it (the drop copy's, the
 hub's, the peer's): what it costs, whatever else a shared box runs meanwhile.
 """
@@ -273,15 +276,63 @@ class _Bench:
             for server in servers:
                 server.close()
 
-    def nats_core(self) -> dict:
-        """The same event bytes, plain NATS publish to a subscriber taking every one."""
+    def events(self) -> list[bytes]:
+        """The first journal's events, as the drop copy publishes them."""
         from appliance.dropcopy.config import DropCopyConfig
         from appliance.dropcopy.publisher import event_of
         from appliance.oms.audit import AuditTrail
         from appliance.oms.journal_format import read_records
         records, _, header = read_records(self.journals[0].path)
         audit, config = AuditTrail(["AAPL"]), DropCopyConfig(appliance="bench0")
-        events = [e for e in (event_of(config, audit, r, header["trading_day"]) for r in records) if e is not None]
+        return [e for e in (event_of(config, audit, r, header["trading_day"]) for r in records) if e is not None]
+
+    def nats_py_jetstream(self) -> dict:
+        """nats-py's own CPU per event, the floor under the drop copy's and the hub's figures: the
+        same event bytes published to a stream of their own, each with a message id and a reply
+        subject, every acknowledgement taken (no journal read, no audit row, no window), then read
+        back through an ordered consumer into a callback that does nothing (no decode, no book)."""
+        from nats.js.api import DeliverPolicy
+        from appliance.dropcopy.publisher import run_loop
+        events = self.events()
+
+        async def run():
+            import nats
+            nc = await nats.connect(self.url)
+            js = nc.jetstream()
+            await js.add_stream(name="BENCH_FLOOR", subjects=["bench.floor"])
+            counts, done = [0, 0], [asyncio.Event(), asyncio.Event()]
+
+            def counter(which):
+                async def take(_message):
+                    counts[which] += 1
+                    if counts[which] == len(events):
+                        done[which].set()
+                return take
+            inbox = nc.new_inbox()
+            acks = await nc.subscribe(inbox + ".*", cb=counter(0))
+            cpu = time.thread_time()
+            for i, data in enumerate(events):
+                await nc.publish("bench.floor", data, reply=f"{inbox}.{i}", headers={"Nats-Msg-Id": f"floor:{i}"})
+                if i % 1024 == 1023:
+                    await asyncio.sleep(0)
+            await asyncio.wait_for(done[0].wait(), 120)
+            publish_cpu, cpu = time.thread_time() - cpu, time.thread_time()
+            consumer = await js.subscribe("bench.floor", stream="BENCH_FLOOR", cb=counter(1), ordered_consumer=True,
+                                          deliver_policy=DeliverPolicy.ALL)
+            await asyncio.wait_for(done[1].wait(), 120)
+            consume_cpu = time.thread_time() - cpu
+            for sub in (acks, consumer):
+                await sub.unsubscribe()
+            await js.delete_stream("BENCH_FLOOR")
+            await nc.close()
+            return publish_cpu, consume_cpu
+        publish_cpu, consume_cpu = run_loop(run())
+        return {"publish_acked_cpu_us_per_event": round(publish_cpu * 1e6 / len(events), 2),
+                "consume_cpu_us_per_event": round(consume_cpu * 1e6 / len(events), 2), "events": len(events)}
+
+    def nats_core(self) -> dict:
+        """The same event bytes, plain NATS publish to a subscriber taking every one."""
+        events = self.events()
 
         async def run():
             import nats
@@ -327,6 +378,7 @@ def run(args: argparse.Namespace) -> int:
             lags = bench.lag()
             kills = bench.firm_kill()
             core = bench.nats_core()
+            floor = bench.nats_py_jetstream()
         finally:
             bench.close()
             server.stop()
@@ -340,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
                     "firm_kill": {"p50_ms": round(_percentile(kills, 0.5), 3), "p99_ms": round(_percentile(kills, 0.99), 3),
                                   "count": len(kills), "appliances": args.appliances,
                                   "to": "every supervisor's control socket"}},
-        "peers": {"nats_core": core},
+        "peers": {"nats_core": core, "nats_py_jetstream": floor},
         "machine": {"cpus": os.cpu_count(), "events": args.events, "appliances": args.appliances},
     }
     if args.json:
@@ -353,6 +405,8 @@ def run(args: argparse.Namespace) -> int:
           f"{core['cpu_us_per_event']:6.2f} CPU us/event (publish and receive)")
     print(f"risk hub applying {args.appliances} appliances' stream:   {r['hub_events_per_s']:>10,} events/s  "
           f"{r['hub_cpu_us_per_event']:6.2f} CPU us/event")
+    print(f"nats-py alone (peer, the floor): {floor['publish_acked_cpu_us_per_event']:6.2f} CPU us/event to publish "
+          f"acknowledged, {floor['consume_cpu_us_per_event']:6.2f} to consume (ordered consumer, no decode)")
     print(f"starts before the first event: drop copy {r['publish_start_ms']:.0f} ms, hub {r['hub_start_ms']:.0f} ms")
     print(f"journal append to hub applied:  p50 {r['lag']['p50_ns'] / 1e6:.2f} ms  p99 {r['lag']['p99_ns'] / 1e6:.2f} ms "
           f"({r['lag']['count']} events)")

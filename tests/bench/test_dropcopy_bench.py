@@ -28,6 +28,9 @@ def test_bench_dropcopy_json_reports_lag_rates_the_firm_kill_and_the_nats_core_p
     core = report["peers"]["nats_core"]
     assert core["publish_events_per_s"] > 0 and core["events"] == 600 + 2 * 20    # the first journal, the lag fills too
     assert core["cpu_us_per_event"] > 0
+    floor = report["peers"]["nats_py_jetstream"]
+    assert floor["publish_acked_cpu_us_per_event"] > 0 and floor["consume_cpu_us_per_event"] > 0
+    assert floor["events"] == core["events"]
 
 
 def test_bench_dropcopy_rejects_a_bad_count():
