@@ -351,6 +351,21 @@ def read_from(buffer, size: int, offset: int, expected: int, limit: int) -> tupl
     return records, offset, ""
 
 
+def whole_from(buffer, size: int, offset: int, expected: int, limit: int) -> tuple[int, int]:
+    """(offset after, sequence due after) the whole records ``read_from`` would return from there,
+    without making them (the drop copy's lag: how many records are behind, not what they say)."""
+    unpack, crc32c, header_size = _RECORD_HEADER_UNPACK, _crc.crc32c, RECORD_HEADER_SIZE
+    with memoryview(buffer) as view:
+        while limit > 0 and offset + header_size <= size:
+            crc, length, sequence, _, _, reserved = unpack(buffer, offset)
+            end = offset + header_size + length
+            if length > MAX_PAYLOAD or reserved or end > size or sequence != expected \
+                    or crc32c(view[offset + CRC_FROM:end]) != crc:
+                break                     # the end (a zero header), or a record not whole
+            offset, expected, limit = (end + 7) & ~7, sequence + 1, limit - 1
+    return offset, expected
+
+
 def valid_after(buffer, offset: int, size: int, after_sequence: int):
     """(offset, sequence) of the first CRC-valid record numbered after ``after_sequence`` within
     one record's reach after ``offset`` (where the record after a bad one must start), or None:

@@ -1,6 +1,7 @@
 """``journal_format.read_from`` (the drop copy's and the standby's live reader, one header unpack
-per record) against the plain reading of its rules (header, then CRC, then the record), over real
-journals written by the OMS's appender, then torn, flipped or overwritten at random places."""
+per record) and ``whole_from`` (its count alone, the drop copy's lag) against the plain reading of
+the rules (header, then CRC, then the record), over real journals written by the OMS's appender,
+then torn, flipped or overwritten at random places."""
 from __future__ import annotations
 
 import random
@@ -9,6 +10,7 @@ import pytest
 
 from appliance.oms.journal_format import (
     FILE_HEADER_SIZE, RECORD_HEADER, RECORD_HEADER_SIZE, _crc_ok, _header_ok, padded, read_from, record_at,
+    whole_from,
 )
 from dropcopy_rig import JournalWriter
 
@@ -64,6 +66,9 @@ def test_read_from_agrees_with_the_rules_on_damaged_journals(tmp_path, seed):
         for expected, limit in ((1, 1 << 20), (1, rng.randrange(1, 8)), (2, 1 << 20)):
             got = read_from(buffer, size, FILE_HEADER_SIZE, expected, limit)
             assert got == reference(buffer, size, FILE_HEADER_SIZE, expected, limit), (seed, trial, damage, at)
+            # the lag's count: where read_from stopped, without the records
+            assert whole_from(buffer, size, FILE_HEADER_SIZE, expected, limit) == \
+                (got[1], got[0][-1].sequence + 1 if got[0] else expected), (seed, trial, damage, at)
             if got[0]:                                   # and on from where it stopped, as the next poll reads
                 after = got[0][-1].sequence + 1
                 assert read_from(buffer, size, got[1], after, 1 << 20) == reference(buffer, size, got[1], after, 1 << 20)
