@@ -333,7 +333,7 @@ class DropCopy:
     async def _publish(self, nc, window: "_Window", inbox: str, records: list[JournalRecord]) -> None:
         """Every readable record published in order, into the window (its acknowledgements come later)."""
         c, day = self.config, self.tail.day
-        confirmed = day == window.confirmed_day
+        subject, confirmed = c.subject, day == window.confirmed_day
         for record in records:
             sequence = record.sequence
             if confirmed and sequence <= self.stats.last_sequence:
@@ -345,7 +345,7 @@ class DropCopy:
                                                      f"{len(record.payload)} bytes) cannot be read")
                 window.skip(day, sequence, record.timestamp_ns)
                 continue
-            await nc.publish(c.subject, data, reply=f"{inbox}.{window.sent(day, sequence, record.timestamp_ns)}",
+            await nc.publish(subject, data, reply=f"{inbox}.{window.sent(day, sequence, record.timestamp_ns)}",
                              headers={"Nats-Msg-Id": c.message_id(day, sequence)})
         self.stats.unreadable = self.tail.unreadable
 
