@@ -3,9 +3,11 @@
 One run, one ``nats-server -js`` of its own (a temporary store, removed after):
 
 - ``publish_events_per_s``: one drop copy publishing a journal of ``--events`` records (fills) to
-  JetStream, from its start until the stream acknowledged the last one;
+  JetStream, acknowledged, while it goes from a fifth to four fifths of the journal
+  (``publish_start_ms``: from its start to the first acknowledgement);
 - ``hub_events_per_s``: a risk hub started on a stream holding ``--appliances`` appliances'
-  journals, from its start until it has caught up (each event applied to the firm's book);
+  journals, applying them to the firm's book, from a fifth to four fifths of the way
+  (``hub_start_ms``: from its start to the first event applied);
 - ``lag``: journal append to hub-applied, p50/p99, for ``--lag-events`` fills appended one every
   ``--lag-interval-us`` with the drop copy and the hub running (the journal record's timestamp to
   the moment the hub's book took it; one clock, one box);
@@ -15,6 +17,12 @@ One run, one ``nats-server -js`` of its own (a temporary store, removed after):
   is the appliance's own kill path: ``tests/riskhub/test_riskhub_e2e.py`` prints it for real ones.
 - peer ``nats_core``: the same event bytes published with plain NATS (no JetStream, no
   acknowledgement), to a subscriber that receives all of them, in the same run.
+
+- peer ``nats_py_jetstream``: nats-py's own CPU per event (``_Bench.nats_py_jetstream``), the
+  floor under the two figures above.
+
+Beside each rate, the CPU microseconds per event of the thread doing it (the drop copy's, the
+hub's, the peer's): what it costs, whatever else a shared box runs meanwhile.
 """
 from __future__ import annotations
 
@@ -88,6 +96,10 @@ class _Thread:
         except BaseException as exc:   # noqa: BLE001 - reported by stop()
             self.error = exc
 
+    def cpu_s(self) -> float:
+        """The thread's CPU time so far (seconds): what it cost, whatever else the box runs."""
+        return time.clock_gettime(time.pthread_getcpuclockid(self.thread.ident))
+
     def stop(self):
         self.owner.stop()
         self.thread.join(30)
@@ -157,31 +169,51 @@ class _Bench:
 
     # ------------------------------------------------------------------ the measurements
 
-    def publish_and_hub_rates(self) -> tuple[float, float]:
+    def thread_of(self, owner) -> _Thread:
+        return next(thread for thread in self.running if thread.owner is owner)
+
+    def timed(self, owner, progress, total: int, what: str) -> dict:
+        """``owner`` (just started) brought ``progress()`` to ``total``: events per second and its
+        thread's CPU microseconds per event while it went from a fifth to four fifths of the way
+        (the throughput: as many events in flight at both ends; neither the start, nor the drain of
+        the last ones), and the start apart (to the first event: connecting, the stream looked up,
+        the journal scanned, nats-py imported)."""
+        thread, started = self.thread_of(owner), time.perf_counter()
+        _wait(lambda: progress() > 0, 600, what)
+        first_at = time.perf_counter()
+        marks = []
+        for share in (0.2, 0.8):
+            _wait(lambda: progress() >= share * total, 600, what)
+            marks.append((time.perf_counter(), progress(), thread.cpu_s()))
+        _wait(lambda: progress() >= total, 600, what)
+        (t0, p0, c0), (t1, p1, c1) = marks
+        if p1 <= p0:                                     # all at once (a tiny run): the whole of it
+            (t0, p0, c0), (t1, p1, c1) = (started, 0, 0.0), (time.perf_counter(), total, thread.cpu_s())
+        return {"events_per_s": (p1 - p0) / max(t1 - t0, 1e-9), "cpu_us_per_event": (c1 - c0) * 1e6 / (p1 - p0),
+                "start_ms": (first_at - started) * 1e3}
+
+    def publish_and_hub_rates(self) -> tuple[dict, dict]:
+        """One drop copy publishing its journal, then a hub applying every appliance's: ``timed``."""
         n, apps = self.args.events, self.args.appliances
         names = [f"bench{i}" for i in range(apps)]
         for name in names:
             journal = self.journal(name)
             for order in range(1, n // 2 + 1):          # --events records each (a fill is 2)
                 append_fill(journal, order, shares=1 + order % 100, side="BS"[order % 2])
-        timed = names[0]
         expected = self.journals[0].next_sequence - 1
-        started = time.perf_counter()
-        copy = self.dropcopy(timed)
-        _wait(lambda: copy.stats.last_sequence == expected, 600, "the drop copy publishing the journal")
-        publish_rate = expected / (time.perf_counter() - started)
+        copy = self.dropcopy(names[0])
+        publish = self.timed(copy, lambda: copy.stats.last_sequence, expected, "the drop copy publishing the journal")
         for name, journal in zip(names[1:], self.journals[1:]):
             other = self.dropcopy(name)
             _wait(lambda: other.stats.last_sequence == journal.next_sequence - 1, 600, f"{name} published")
         total = sum(j.next_sequence - 1 for j in self.journals)
-        started = time.perf_counter()
         hub = self.hub()
+        applying = self.timed(hub, lambda: hub.book.applied if hub.connected else 0, total, "the hub catching up")
         _wait(lambda: hub.caught_up, 600, "the hub catching up")
-        hub_rate = hub.book.applied / (time.perf_counter() - started)
         if hub.book.applied != total:
             raise RuntimeError(f"the hub applied {hub.book.applied} of {total} events")
         self.stop(hub)
-        return publish_rate, hub_rate
+        return publish, applying
 
     def lag(self) -> list[int]:
         """Fills appended one at a time with the first drop copy and a hub running: each record's
@@ -244,15 +276,63 @@ class _Bench:
             for server in servers:
                 server.close()
 
-    def nats_core(self) -> dict:
-        """The same event bytes, plain NATS publish to a subscriber taking every one."""
+    def events(self) -> list[bytes]:
+        """The first journal's events, as the drop copy publishes them."""
         from appliance.dropcopy.config import DropCopyConfig
         from appliance.dropcopy.publisher import event_of
         from appliance.oms.audit import AuditTrail
         from appliance.oms.journal_format import read_records
         records, _, header = read_records(self.journals[0].path)
         audit, config = AuditTrail(["AAPL"]), DropCopyConfig(appliance="bench0")
-        events = [e for e in (event_of(config, audit, r, header["trading_day"]) for r in records) if e is not None]
+        return [e for e in (event_of(config, audit, r, header["trading_day"]) for r in records) if e is not None]
+
+    def nats_py_jetstream(self) -> dict:
+        """nats-py's own CPU per event, the floor under the drop copy's and the hub's figures: the
+        same event bytes published to a stream of their own, each with a message id and a reply
+        subject, every acknowledgement taken (no journal read, no audit row, no window), then read
+        back through an ordered consumer into a callback that does nothing (no decode, no book)."""
+        from nats.js.api import DeliverPolicy
+        from appliance.dropcopy.publisher import run_loop
+        events = self.events()
+
+        async def run():
+            import nats
+            nc = await nats.connect(self.url)
+            js = nc.jetstream()
+            await js.add_stream(name="BENCH_FLOOR", subjects=["bench.floor"])
+            counts, done = [0, 0], [asyncio.Event(), asyncio.Event()]
+
+            def counter(which):
+                async def take(_message):
+                    counts[which] += 1
+                    if counts[which] == len(events):
+                        done[which].set()
+                return take
+            inbox = nc.new_inbox()
+            acks = await nc.subscribe(inbox + ".*", cb=counter(0))
+            cpu = time.thread_time()
+            for i, data in enumerate(events):
+                await nc.publish("bench.floor", data, reply=f"{inbox}.{i}", headers={"Nats-Msg-Id": f"floor:{i}"})
+                if i % 1024 == 1023:
+                    await asyncio.sleep(0)
+            await asyncio.wait_for(done[0].wait(), 120)
+            publish_cpu, cpu = time.thread_time() - cpu, time.thread_time()
+            consumer = await js.subscribe("bench.floor", stream="BENCH_FLOOR", cb=counter(1), ordered_consumer=True,
+                                          deliver_policy=DeliverPolicy.ALL)
+            await asyncio.wait_for(done[1].wait(), 120)
+            consume_cpu = time.thread_time() - cpu
+            for sub in (acks, consumer):
+                await sub.unsubscribe()
+            await js.delete_stream("BENCH_FLOOR")
+            await nc.close()
+            return publish_cpu, consume_cpu
+        publish_cpu, consume_cpu = run_loop(run())
+        return {"publish_acked_cpu_us_per_event": round(publish_cpu * 1e6 / len(events), 2),
+                "consume_cpu_us_per_event": round(consume_cpu * 1e6 / len(events), 2), "events": len(events)}
+
+    def nats_core(self) -> dict:
+        """The same event bytes, plain NATS publish to a subscriber taking every one."""
+        events = self.events()
 
         async def run():
             import nats
@@ -267,17 +347,18 @@ class _Bench:
                     got.set()
             sub = await nc.subscribe("bench.core", cb=taken, pending_msgs_limit=len(events) + 1)
             await nc.flush()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             for data in events:
                 await nc.publish("bench.core", data)
             await nc.flush()
             await asyncio.wait_for(got.wait(), 120)
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
             await sub.unsubscribe()
             await nc.close()
-            return elapsed
-        elapsed = asyncio.run(run())
+            return elapsed, cpu
+        elapsed, cpu = asyncio.run(run())
         return {"publish_events_per_s": round(len(events) / elapsed), "events": len(events),
+                "cpu_us_per_event": round(cpu * 1e6 / len(events), 2),      # publishing and receiving each, one thread
                 "event_bytes_mean": round(statistics.mean(len(e) for e in events))}
 
 
@@ -293,29 +374,40 @@ def run(args: argparse.Namespace) -> int:
         server = NatsServer(work / "nats").start()
         bench = _Bench(args, work, server.url)
         try:
-            publish_rate, hub_rate = bench.publish_and_hub_rates()
+            publish, applying = bench.publish_and_hub_rates()
             lags = bench.lag()
             kills = bench.firm_kill()
             core = bench.nats_core()
+            floor = bench.nats_py_jetstream()
         finally:
             bench.close()
             server.stop()
     report = {
         "results": {"lag": {"p50_ns": _percentile(lags, 0.5), "p99_ns": _percentile(lags, 0.99), "count": len(lags)},
-                    "publish_events_per_s": round(publish_rate), "hub_events_per_s": round(hub_rate),
+                    "publish_events_per_s": round(publish["events_per_s"]),
+                    "hub_events_per_s": round(applying["events_per_s"]),
+                    "publish_cpu_us_per_event": round(publish["cpu_us_per_event"], 2),
+                    "hub_cpu_us_per_event": round(applying["cpu_us_per_event"], 2),
+                    "publish_start_ms": round(publish["start_ms"], 1), "hub_start_ms": round(applying["start_ms"], 1),
                     "firm_kill": {"p50_ms": round(_percentile(kills, 0.5), 3), "p99_ms": round(_percentile(kills, 0.99), 3),
                                   "count": len(kills), "appliances": args.appliances,
                                   "to": "every supervisor's control socket"}},
-        "peers": {"nats_core": core},
+        "peers": {"nats_core": core, "nats_py_jetstream": floor},
         "machine": {"cpus": os.cpu_count(), "events": args.events, "appliances": args.appliances},
     }
     if args.json:
         print(json.dumps(report))
         return 0
     r = report["results"]
-    print(f"drop copy publish (JetStream, acknowledged): {r['publish_events_per_s']:>10,} events/s")
-    print(f"plain NATS publish (peer, no JetStream):     {core['publish_events_per_s']:>10,} events/s")
-    print(f"risk hub applying {args.appliances} appliances' stream:   {r['hub_events_per_s']:>10,} events/s")
+    print(f"drop copy publish (JetStream, acknowledged): {r['publish_events_per_s']:>10,} events/s  "
+          f"{r['publish_cpu_us_per_event']:6.2f} CPU us/event")
+    print(f"plain NATS publish (peer, no JetStream):     {core['publish_events_per_s']:>10,} events/s  "
+          f"{core['cpu_us_per_event']:6.2f} CPU us/event (publish and receive)")
+    print(f"risk hub applying {args.appliances} appliances' stream:   {r['hub_events_per_s']:>10,} events/s  "
+          f"{r['hub_cpu_us_per_event']:6.2f} CPU us/event")
+    print(f"nats-py alone (peer, the floor): {floor['publish_acked_cpu_us_per_event']:6.2f} CPU us/event to publish "
+          f"acknowledged, {floor['consume_cpu_us_per_event']:6.2f} to consume (ordered consumer, no decode)")
+    print(f"starts before the first event: drop copy {r['publish_start_ms']:.0f} ms, hub {r['hub_start_ms']:.0f} ms")
     print(f"journal append to hub applied:  p50 {r['lag']['p50_ns'] / 1e6:.2f} ms  p99 {r['lag']['p99_ns'] / 1e6:.2f} ms "
           f"({r['lag']['count']} events)")
     print(f"firm kill, decision to {args.appliances} supervisors asked: p50 {r['firm_kill']['p50_ms']:.2f} ms  "

@@ -10,7 +10,7 @@
         replicas: 1              # the stream's replicas when the drop copy creates it (3 in a 3-node cluster)
       appliance: ""              # the name in subjects and message ids (default: the layout's name)
       journal: ""                # the OMS journal (default: the oms process's params.journal)
-      batch: 256                 # events published before waiting for their acknowledgements
+      batch: 256                 # events read and published at a time; at most 4 batches await acknowledgements
       retry: {initial_ms: 200, max_ms: 5000}   # reconnect backoff while NATS is unreachable
       firm:                      # the firm-wide risk hub (appliance/riskhub/)
         commands: false          # apply its firm.commands (KILL, REDUCE, ACTIVATE) and watch its heartbeat

@@ -8,11 +8,17 @@ on its subject and resumes after that one, and JetStream drops a message whose i
 (within the stream's duplicate window), so neither a restart nor a lost connection loses or
 doubles an event.
 
-Events go out in batches (``batch``) on one connection, in journal order, each with its own reply
-subject; the batch is done when JetStream has acknowledged every one. A missing or negative
-acknowledgement, a lost connection, NATS unreachable: the connection is dropped, the drop copy
-waits (``retry``: doubling up to the maximum) and starts over from what the stream holds. The
-OMS never waits for any of this: the drop copy only reads the journal file.
+Events go out on one connection, in journal order, each with its own reply subject
+(``<inbox>.<n>``, n counting the session's events), without waiting for the ones before them to be
+acknowledged: at most ``WINDOW_BATCHES`` batches of ``batch`` events are in flight (``_Window``), and
+the journal is read on while JetStream stores and acknowledges the earlier ones. Every event still
+gets its own acknowledgement, taken in publish order: the stream's record of what it holds is exact.
+A missing (none for ``ACK_TIMEOUT_S`` with events in flight) or negative acknowledgement, a lost
+connection, NATS unreachable: the connection is dropped, the drop copy waits (``retry``: doubling
+up to the maximum) and starts over from what the stream holds (events whose acknowledgements were
+lost with the connection are in the stream, or published again; their message ids make a second
+copy a duplicate the stream drops). The OMS never waits for any of this: the drop copy only reads
+the journal file.
 
 Lag (``Stats``): the journal's records not yet acknowledged by the stream, and how long ago the
 oldest of them was journaled (microseconds; 0 when nothing is behind).
@@ -20,6 +26,7 @@ oldest of them was journaled (microseconds; 0 when nothing is behind).
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import re
@@ -28,6 +35,7 @@ import time
 from dataclasses import dataclass
 
 from appliance.dropcopy.config import DropCopyConfig, read_credentials
+from appliance.dropcopy.event_json import encode as encode_event
 from appliance.dropcopy.firm import FirmLink
 from appliance.dropcopy.tail import JournalTail
 from appliance.oms.audit import AuditTrail
@@ -36,8 +44,9 @@ from appliance.oms.journal_records import RecordType
 
 log = logging.getLogger("appliance.dropcopy")
 
-ACK_TIMEOUT_S = 5.0
-ACK_POLL_S = 0.05                # how often the connection is looked at while acknowledgements are awaited
+ACK_TIMEOUT_S = 5.0              # events in flight and no acknowledgement for this long: a new session
+ACK_POLL_S = 0.05                # how often the connection is looked at while the window is full
+WINDOW_BATCHES = 4               # events in flight (published, not yet acknowledged): at most this many batches
 CONNECT_TIMEOUT_S = 2
 IDLE_POLL_S = (0.0005, 0.002)    # the journal is looked at this often when nothing is new: the first
 QUICK_S = 0.02                   # for this long after records came (an active OMS: the lag), then the second
@@ -77,10 +86,7 @@ def event_of(config: DropCopyConfig, audit: AuditTrail, record: JournalRecord, d
         return None
     row["appliance"] = config.appliance
     row["trading_day"] = day
-    return _encode(row).encode()
-
-
-_encode = json.JSONEncoder(separators=(",", ":")).encode   # json.dumps(row, separators=...) without an encoder per event
+    return encode_event(row)
 
 
 _ID = re.compile(r"([A-Za-z0-9_-]{1,64}):(\d{1,10}):(\d{1,19})")
@@ -159,9 +165,8 @@ class DropCopy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
         self._problem = ""               # the kind of the last trouble warned about ("" while fine)
-        self._unacked_first_ns = 0       # journal timestamp of the oldest record read but not yet done
         self._done: tuple = (None, 0)    # (day, sequence) of the last record the stream has or that was skipped
-        self._confirmed_day: int | None = None   # the trading day of stats.last_sequence
+        self._window: _Window | None = None      # the session's events in flight (the last session's after it)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -232,14 +237,14 @@ class DropCopy:
         js = nc.jetstream(timeout=ACK_TIMEOUT_S)
         await self._ensure_stream(js)
         day, last = await self._last_in_stream(js)
-        self.stats.last_sequence, self._confirmed_day = last, day
+        self.stats.last_sequence = last
         self.tail.seek(day, last, history=self._remember)
         if day is not None and day == self.tail.day and last > self.tail.expected - 1:
             # fail closed: resuming there would leave records out of the firm's record for good
             raise DropCopyError(f"the stream says it holds record {last} of day {day} of {self.config.appliance}, "
                                 f"but the journal {self.config.journal} ends at record {self.tail.expected - 1}: "
                                 "another publisher on our subject, or a journal replaced; not publishing")
-        self._done, self._unacked_first_ns = (day, last), 0
+        self._done, self._window = (day, last), None
         self.stats.connects += 1
         self.stats.connected = 1
         if self._problem:
@@ -249,8 +254,9 @@ class DropCopy:
                  self.config.subject, f"resuming after record {last} of day {day}" if day else
                  "nothing of ours in the stream yet: from the journal's first record")
         inbox = nc.new_inbox()
-        self._acks = _Acks(self.config.stream)
-        acks = await nc.subscribe(inbox + ".*", cb=self._acks.on_message)
+        window = self._window = _Window(self.config.stream, self.stats, self.config.batch * WINDOW_BATCHES,
+                                        (day, last))
+        acks = await nc.subscribe(inbox + ".*", cb=window.on_message)
         firm = await self.firm.attach(nc)
         marks = asyncio.ensure_future(self.firm.publish_marks(nc))
         try:
@@ -259,25 +265,37 @@ class DropCopy:
             while True:
                 if drain_until is None and self._stopping.is_set():
                     drain_until = time.monotonic() + DRAIN_S
+                window.check(nc)
+                if window.in_flight > window.limit - self.config.batch:
+                    await window.wait(ACK_POLL_S)         # full: acknowledgements first
+                    continue
                 records = self.tail.poll(self.config.batch)
                 self.stats.unreadable = self.tail.unreadable
                 if not records:
-                    if drain_until is not None:
+                    if drain_until is not None and (not window.entries or time.monotonic() > drain_until):
+                        if window.entries:
+                            log.warning("stopping with %d events unacknowledged: the next start publishes "
+                                        "what the stream does not hold", window.in_flight)
                         return                   # stopping, and the stream has the whole journal
                     if not nc.is_connected:
                         raise DropCopyError("the connection to NATS was lost")
-                    await asyncio.sleep(IDLE_POLL_S[time.monotonic() > quick_until])
+                    if window.entries:
+                        await window.wait(IDLE_POLL_S[0])
+                    else:
+                        await asyncio.sleep(IDLE_POLL_S[time.monotonic() > quick_until])
                     continue
                 quick_until = time.monotonic() + QUICK_S
                 if drain_until is not None and time.monotonic() > drain_until:
                     log.warning("stopping with journal records from %d on not yet in the stream: the next "
                                 "start publishes them", records[0].sequence)
                     return
-                await self._publish(nc, acks, inbox, records)
+                await self._publish(nc, window, inbox, records)
+                await asyncio.sleep(0)           # the client's flusher writes them, acknowledgements come in
         finally:
             marks.cancel()
             for sub in (acks, *firm):
                 await _unsubscribe_quietly(sub)
+            self._done = window.done
 
     def _remember(self, record: JournalRecord) -> None:
         """A record already in the stream (before the resume point): the audit trail learns the
@@ -312,49 +330,24 @@ class DropCopy:
         message_id = (message.headers or {}).get("Nats-Msg-Id", "")
         return parse_message_id(message_id, self.config.appliance)
 
-    async def _publish(self, nc, acks, inbox: str, records: list[JournalRecord]) -> None:
-        """One batch: every readable record published in order, then every acknowledgement awaited."""
+    async def _publish(self, nc, window: "_Window", inbox: str, records: list[JournalRecord]) -> None:
+        """Every readable record published in order, into the window (its acknowledgements come later)."""
         c, day = self.config, self.tail.day
-        self._unacked_first_ns = self._unacked_first_ns or records[0].timestamp_ns
-        batch: list[tuple[int, bytes]] = []
+        subject, confirmed = c.subject, day == window.confirmed_day
         for record in records:
-            if day == self._confirmed_day and record.sequence <= self.stats.last_sequence:
-                continue                  # the stream has it (a journal read again from its start)
+            sequence = record.sequence
+            if confirmed and sequence <= self.stats.last_sequence:
+                window.skip(day, sequence, record.timestamp_ns)   # the stream has it (the journal read again)
+                continue
             data = event_of(c, self.audit, record, day)
             if data is None:
-                self.tail.count_unreadable(record.sequence, f"record {record.sequence} (type {record.type}, "
-                                                            f"{len(record.payload)} bytes) cannot be read")
+                self.tail.count_unreadable(sequence, f"record {sequence} (type {record.type}, "
+                                                     f"{len(record.payload)} bytes) cannot be read")
+                window.skip(day, sequence, record.timestamp_ns)
                 continue
-            batch.append((record.sequence, data))
+            await nc.publish(subject, data, reply=f"{inbox}.{window.sent(day, sequence, record.timestamp_ns)}",
+                             headers={"Nats-Msg-Id": c.message_id(day, sequence)})
         self.stats.unreadable = self.tail.unreadable
-        waiting = self._acks
-        waiting.expect(len(batch))
-        try:
-            for index, (sequence, data) in enumerate(batch):
-                await nc.publish(c.subject, data, reply=f"{inbox}.{index}",
-                                 headers={"Nats-Msg-Id": c.message_id(day, sequence)})
-            deadline = time.monotonic() + ACK_TIMEOUT_S
-            while not waiting.done.is_set():      # a lost connection ends the wait at once
-                if not nc.is_connected:
-                    raise DropCopyError(f"the connection to NATS was lost with {len(waiting.pending)} of "
-                                        f"{len(batch)} events unacknowledged")
-                if time.monotonic() > deadline:
-                    raise DropCopyError(f"{len(waiting.pending)} of {len(batch)} events unacknowledged after "
-                                        f"{ACK_TIMEOUT_S:g} s")
-                try:
-                    await asyncio.wait_for(waiting.done.wait(), ACK_POLL_S)
-                except asyncio.TimeoutError:
-                    pass
-            if waiting.refused is not None:
-                index, said = waiting.refused
-                raise DropCopyError(f"record {batch[index][0]} refused by the stream: {said!r}")
-        finally:
-            self.stats.published += waiting.new
-            self.stats.duplicates += waiting.duplicates
-            waiting.new = waiting.duplicates = 0
-        if batch:
-            self.stats.last_sequence, self._confirmed_day = batch[-1][0], day
-        self._done, self._unacked_first_ns = (day, records[-1].sequence), 0
 
     # ------------------------------------------------------------------ lag
 
@@ -374,54 +367,123 @@ class DropCopy:
         connection, or not read yet) and how long ago the oldest of them was journaled."""
         self.tail.ensure_open()
         waiting, first_ns = self.tail.pending()
-        done_day, done = self._done
+        window = self._window
+        done_day, done = window.done if window is not None else self._done
         read = self.tail.expected - 1
         behind = max(0, read - done) if done_day == self.tail.day else read
-        oldest = (self._unacked_first_ns or first_ns) if behind else first_ns
+        unacked_first_ns = window.oldest_ns() if window is not None else 0
+        oldest = (unacked_first_ns or first_ns) if behind else first_ns
         self.stats.lag_records = behind + waiting
         now_ns = time.time_ns() if now_ns is None else now_ns
         self.stats.lag_us = max(0, now_ns - oldest) // 1000 if self.stats.lag_records and oldest else 0
 
 
-class _Acks:
-    """JetStream's acknowledgements of the batch in flight, taken by the reply subscription's
-    callback (``inbox.<index in the batch>``: one JSON PubAck each). An acknowledgement from
-    another stream than ours (a stream created later that took our subject) is a refusal: checked
-    here rather than with a ``Nats-Expected-Stream`` header on every event, a header the risk hub
-    would parse again with each one."""
+class _Window:
+    """The session's events in journal order from the oldest not yet acknowledged: each published
+    one waits for its PubAck (taken by the reply subscription's callback, ``inbox.<n>``), a record
+    not published (unreadable, or one the stream has) only for those before it. ``done``: (day,
+    sequence) of the last record with nothing before it outstanding; ``stats.last_sequence``: the
+    last of those the stream acknowledged. An acknowledgement from another stream than ours (a
+    stream created later that took our subject) is a refusal: checked here rather than with a
+    ``Nats-Expected-Stream`` header on every event, a header the risk hub would parse again with
+    each one."""
 
-    def __init__(self, stream: str):
-        self.stream = stream
-        self.pending: set[int] = set()
-        self.refused: tuple[int, bytes] | None = None
-        self.done = asyncio.Event()
-        self.new = self.duplicates = 0
+    def __init__(self, stream: str, stats: Stats, limit: int, done: tuple):
+        """``done``: (day, sequence) of the last record the stream holds (where the session resumes)."""
+        self.stream, self.stats, self.limit = stream, stats, limit
+        self.done = done
+        self.confirmed_day = done[0]      # the trading day of stats.last_sequence
+        self.entries: collections.deque = collections.deque()   # (day, sequence, timestamp ns, n or -1)
+        self.acked: set[int] = set()      # n acknowledged before an older one (out of order)
+        self.next = 0                     # the next event's n
+        self.in_flight = 0                # published, not yet acknowledged
+        self.refused: tuple[int, bytes] | None = None           # (journal sequence, what the stream said)
+        self.progress = time.monotonic()  # the last acknowledgement (or the first event put in flight)
+        self.wake = asyncio.Event()
+        self._ack = re.compile(rb'\{\s?"stream"\s?:\s?"' + re.escape(stream.encode()) +   # nats-server's PubAck, e.g.
+                               rb'"\s?,\s?(?:"domain"\s?:\s?"[\w.-]*"\s?,\s?)?"seq"\s?:\s?\d{1,20}'   # {"stream":"S", "seq":1}
+                               rb'(\s?,\s?"duplicate"\s?:\s?true)?\s?\}')                     # ,"duplicate": true
 
-    def expect(self, count: int) -> None:
-        self.pending, self.refused = set(range(count)), None
-        self.done.clear()
-        if not count:
-            self.done.set()
+    def sent(self, day: int, sequence: int, timestamp_ns: int) -> int:
+        """One event published: its n (the last token of its reply subject)."""
+        n = self.next
+        self.next = n + 1
+        if not self.in_flight:
+            self.progress = time.monotonic()
+        self.in_flight += 1
+        self.entries.append((day, sequence, timestamp_ns, n))
+        return n
+
+    def skip(self, day: int, sequence: int, timestamp_ns: int) -> None:
+        """A record not published: done once every event before it is."""
+        self.entries.append((day, sequence, timestamp_ns, -1))
+        self._advance()
+
+    def oldest_ns(self) -> int:
+        """The journal timestamp of the oldest record not done (0: none)."""
+        return self.entries[0][2] if self.entries else 0
+
+    def check(self, nc) -> None:
+        """DropCopyError when the session cannot go on: a refusal, the connection lost with events
+        in flight, no acknowledgement for ``ACK_TIMEOUT_S``."""
+        if self.refused is not None:
+            sequence, said = self.refused
+            raise DropCopyError(f"record {sequence} refused by the stream: {said!r}")
+        if self.in_flight and not nc.is_connected:
+            raise DropCopyError(f"the connection to NATS was lost with {self.in_flight} events unacknowledged")
+        if self.in_flight and time.monotonic() - self.progress > ACK_TIMEOUT_S:
+            raise DropCopyError(f"{self.in_flight} events unacknowledged, none acknowledged for {ACK_TIMEOUT_S:g} s")
+
+    async def wait(self, seconds: float) -> None:
+        """Until an acknowledgement or a refusal, for at most ``seconds``."""
+        self.wake.clear()
+        try:
+            await asyncio.wait_for(self.wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def on_message(self, message) -> None:
-        index = _index_of(message.subject)
-        if index not in self.pending:
-            return                        # late, or not an index of this batch
-        try:
-            ack = json.loads(message.data)
-        except ValueError:
-            ack = None
-        if not isinstance(ack, dict) or "error" in ack or "seq" not in ack or ack.get("stream") != self.stream:
-            self.refused = (index, bytes(message.data[:200]))
-            self.done.set()
-            return
-        self.pending.discard(index)
-        if ack.get("duplicate"):
-            self.duplicates += 1
+        n = _index_of(message.subject)
+        if not self.entries or not self.entries[0][3] <= n < self.next or n in self.acked:
+            return                        # late, repeated, or not one of ours
+        data = message.data
+        usual = self._ack.fullmatch(data)
+        if usual is not None:                               # the PubAck's usual bytes: no JSON parse
+            duplicate = usual.group(1) is not None
         else:
-            self.new += 1
-        if not self.pending:
-            self.done.set()
+            try:
+                ack = json.loads(data)
+            except ValueError:
+                ack = None
+            if not isinstance(ack, dict) or "error" in ack or "seq" not in ack or ack.get("stream") != self.stream:
+                sequence = next((e[1] for e in self.entries if e[3] == n), -1)
+                self.refused = (sequence, bytes(data[:200]))
+                self.wake.set()
+                return
+            duplicate = bool(ack.get("duplicate"))
+        if duplicate:
+            self.stats.duplicates += 1
+        else:
+            self.stats.published += 1
+        self.in_flight -= 1
+        self.progress = time.monotonic()
+        self.acked.add(n)
+        self._advance()
+        self.wake.set()
+
+    def _advance(self) -> None:
+        entries, acked = self.entries, self.acked
+        last = None
+        while entries:
+            n = entries[0][3]
+            if n >= 0:
+                if n not in acked:
+                    break
+                acked.discard(n)
+                last = entries[0]
+            self.done = entries.popleft()[:2]
+        if last is not None:
+            self.stats.last_sequence, self.confirmed_day = last[1], last[0]
 
 
 def _covers(pattern: str, subject: str) -> bool:

@@ -10,9 +10,9 @@ reported and skipped.
 from __future__ import annotations
 
 import asyncio
-import json
 from types import SimpleNamespace
 
+from appliance.dropcopy.event_json import decode as decode_event
 from appliance.oms.audit import COLUMNS
 
 STREAM_COLUMNS = ("appliance", "trading_day", *COLUMNS)
@@ -71,7 +71,7 @@ async def _read(url: str, stream: str, appliance: str | None, warn) -> list[dict
 
 def _row(data: bytes) -> dict | None:
     try:
-        event = json.loads(data)
+        event = decode_event(data)
     except (ValueError, RecursionError):
         return None
     if not isinstance(event, dict) or not isinstance(event.get("time_ns"), int) or \

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from appliance.oms.journal_format import (
     FILE_HEADER_SIZE, RECORD_HEADER, JournalError, JournalRecord, check_file_header, read_from, record_at, scan,
-    valid_after,
+    valid_after, whole_from,
 )
 
 log = logging.getLogger("appliance.dropcopy")
@@ -199,11 +199,7 @@ class JournalTail:
         if self._probe is None or self._probe[0] is not f or self._probe[2] < self.expected:
             self._probe = (f, self.offset, self.expected)
         _, offset, expected = self._probe
-        while True:
-            records, offset, _ = read_from(f.mm, f.size, offset, expected, 4096)
-            if not records:
-                break
-            expected = records[-1].sequence + 1
+        offset, expected = whole_from(f.mm, f.size, offset, expected, 1 << 62)
         self._probe = (f, offset, expected)
         count = expected - self.expected
         if count <= 0:

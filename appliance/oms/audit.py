@@ -116,6 +116,20 @@ def _plain(value):
 # How a journal field shows in the audit column its schema names (``JournalSchema.audit``).
 _FORMATS = {"price": _price, "side": _side, "symbol": _text, "token": _text, "orig_token": _text,
             "display": _side, "capacity": _side, "intermarket_sweep": _side}
+_KINDS = {int(kind): kind for kind in RecordType}       # RecordType(n) without the enum's call
+_FILLS: dict = {}
+
+
+def _fills(schema, view) -> tuple:
+    """(index in the view, column, format) of each field the schema gives a column, worked out
+    once per schema and view (a row is made for every record the drop copy publishes)."""
+    plan = _FILLS.get((schema, view))
+    if plan is None:
+        plan = _FILLS[(schema, view)] = tuple((view._fields.index(field_name), column, _FORMATS.get(column, _plain))
+                                               for field_name, column in schema.audit)
+    return plan
+
+
 _HANDLERS = {RecordType.ORDER_SENT: "_order_sent", RecordType.EXCHANGE_MESSAGE: "_exchange_message",
              RecordType.REJECTED_LOCALLY: "_rejected_locally", RecordType.CONTROL: "_control",
              RecordType.SESSION: "_session", RecordType.NOT_SENT: "_not_sent"}
@@ -139,9 +153,8 @@ class AuditTrail:
         row["time"] = iso_ns(record.timestamp_ns)
         row["time_ns"] = record.timestamp_ns
         row["sequence"] = record.sequence
-        try:
-            kind = RecordType(record.type)
-        except ValueError:
+        kind = _KINDS.get(record.type)
+        if kind is None:
             row["record"] = f"TYPE_{record.type}"
             return row
         row["record"] = kind.name
@@ -149,8 +162,8 @@ class AuditTrail:
         try:
             fields = jr.parse_order_sent(record.payload) if kind == RecordType.ORDER_SENT else \
                 schema.parse(record.payload)
-            for field_name, column in schema.audit:          # the columns the schema says its fields fill
-                row[column] = _FORMATS.get(column, _plain)(getattr(fields, field_name))
+            for index, column, form in _fills(schema, type(fields)):   # the columns the schema says its fields fill
+                row[column] = form(fields[index])
             getattr(self, _HANDLERS[kind])(row, fields, record)
         except (ValueError, WireFormatError, IndexError, struct.error) as exc:   # a payload too short for its type
             row["event"] = "UNREADABLE"

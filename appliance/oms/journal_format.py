@@ -71,6 +71,8 @@ RECORD_HEADER = JournalSchema("RecordHeader", fields=[
     ("reserved", "u16"),
 ])
 RECORD_HEADER_SIZE = RECORD_HEADER.size           # 28
+_RECORD_HEADER_UNPACK = RECORD_HEADER.struct.unpack_from   # (crc, length, sequence, timestamp_ns, type, reserved)
+assert list(RECORD_HEADER.fields) == ["crc", "length", "sequence", "timestamp_ns", "type", "reserved"]
 CRC_FROM = RECORD_HEADER.offset_of["crc"] + RECORD_HEADER.size_of["crc"]    # where a record's CRC starts
 # the scan's 32-bit words of a record header
 _CRC_WORD = RECORD_HEADER.offset_of["crc"] >> 2
@@ -332,20 +334,36 @@ def read_from(buffer, size: int, offset: int, expected: int, limit: int) -> tupl
     that fails its header or CRC check stops the read with the reason: it may be one the OMS is
     writing now (CRC last), so the caller decides, with ``valid_after``, whether it is corrupt."""
     records: list[JournalRecord] = []
-    while len(records) < limit and offset + RECORD_HEADER_SIZE <= size:
-        header = RECORD_HEADER.parse(buffer, offset)
-        if header.sequence == 0 and header.crc == 0 and header.length == 0:
-            return records, offset, ""
-        found = _header_ok(buffer, offset, size, expected)
-        if found is None:
-            return records, offset, f"implausible header (sequence {header.sequence}, length {header.length})"
-        length, sequence, crc = found
-        if not _crc_ok(buffer, offset, length, crc):
-            return records, offset, "CRC mismatch"
-        records.append(record_at(buffer, offset))
-        offset += padded(RECORD_HEADER_SIZE + length)
-        expected = sequence + 1
+    append, unpack, crc32c, header_size = records.append, _RECORD_HEADER_UNPACK, _crc.crc32c, RECORD_HEADER_SIZE
+    with memoryview(buffer) as view:       # each header unpacked once (the drop copy reads every record live)
+        while len(records) < limit and offset + header_size <= size:
+            crc, length, sequence, timestamp_ns, kind, reserved = unpack(buffer, offset)
+            if sequence == 0 and crc == 0 and length == 0:
+                return records, offset, ""
+            end = offset + header_size + length
+            if length > MAX_PAYLOAD or reserved or end > size or sequence != expected:
+                return records, offset, f"implausible header (sequence {sequence}, length {length})"
+            if crc32c(view[offset + CRC_FROM:end]) != crc:
+                return records, offset, "CRC mismatch"
+            append(JournalRecord(sequence, timestamp_ns, kind, bytes(view[offset + header_size:end]), offset))
+            offset = (end + 7) & ~7
+            expected = sequence + 1
     return records, offset, ""
+
+
+def whole_from(buffer, size: int, offset: int, expected: int, limit: int) -> tuple[int, int]:
+    """(offset after, sequence due after) the whole records ``read_from`` would return from there,
+    without making them (the drop copy's lag: how many records are behind, not what they say)."""
+    unpack, crc32c, header_size = _RECORD_HEADER_UNPACK, _crc.crc32c, RECORD_HEADER_SIZE
+    with memoryview(buffer) as view:
+        while limit > 0 and offset + header_size <= size:
+            crc, length, sequence, _, _, reserved = unpack(buffer, offset)
+            end = offset + header_size + length
+            if length > MAX_PAYLOAD or reserved or end > size or sequence != expected \
+                    or crc32c(view[offset + CRC_FROM:end]) != crc:
+                break                     # the end (a zero header), or a record not whole
+            offset, expected, limit = (end + 7) & ~7, sequence + 1, limit - 1
+    return offset, expected
 
 
 def valid_after(buffer, offset: int, size: int, after_sequence: int):

@@ -69,6 +69,19 @@ def _str(event: dict, key: str, limit: int = 64) -> str:
     return value
 
 
+_I63 = 2**63 - 1
+
+
+def _header_of(event: dict, subject_appliance: str) -> tuple:
+    """(appliance, trading day, sequence, event, time_ns) of an event, each checked in turn:
+    EventError for the first that is not what it must be."""
+    appliance = _str(event, "appliance")
+    if appliance != subject_appliance:
+        raise EventError(f"event of {appliance[:64]!r} on the subject of {subject_appliance!r}")
+    return (appliance, _int(event, "trading_day", 19_700_101, 99_991_231), _int(event, "sequence", 1, _I63),
+            _str(event, "event"), _int(event, "time_ns", 0, _I63))
+
+
 @dataclass
 class _Appliance:
     """One appliance's day: where its events are, its positions, the fills a break may undo."""
@@ -103,13 +116,14 @@ class FirmBook:
         of an earlier trading day (nothing changed); EventError when it is not an event."""
         if not isinstance(event, dict):
             raise EventError(f"an event is a JSON object, got {type(event).__name__}")
-        appliance = _str(event, "appliance")
-        if appliance != subject_appliance:
-            raise EventError(f"event of {appliance[:64]!r} on the subject of {subject_appliance!r}")
-        day = _int(event, "trading_day", 19_700_101, 99_991_231)
-        sequence = _int(event, "sequence", 1, 2**63 - 1)
-        kind = _str(event, "event")
-        time_ns = _int(event, "time_ns", 0, 2**63 - 1)
+        get = event.get                   # the usual event checked inline (every event comes here); else
+        appliance, day, sequence, kind, time_ns = (get("appliance"), get("trading_day"), get("sequence"),
+                                                   get("event"), get("time_ns"))
+        if not (type(appliance) is str and appliance == subject_appliance and len(appliance) <= 64
+                and type(day) is int and 19_700_101 <= day <= 99_991_231 and type(sequence) is int
+                and 1 <= sequence <= _I63 and type(kind) is str and len(kind) <= 64 and type(time_ns) is int
+                and 0 <= time_ns <= _I63):
+            appliance, day, sequence, kind, time_ns = _header_of(event, subject_appliance)   # ... one by one, said
         fill = _fill_of(event) if kind == "EXECUTED" else None     # checked whole before anything changes
         book = self.appliances.get(appliance)
         if book is not None and day < book.day:
@@ -145,7 +159,8 @@ class FirmBook:
 
     def _executed(self, book: _Appliance, symbol: str, signed: int, price: int, match: int) -> None:
         sid = self._symbol(symbol)
-        book.ledger.grow(len(self.symbol_ids))
+        if sid >= len(book.ledger.position):     # a symbol new to this appliance's ledger
+            book.ledger.grow(len(self.symbol_ids))
         book.ledger.fill(sid, signed, price)
         book.ledger.fills[sid] += 1
         book.fills[match] = (sid, signed, price)

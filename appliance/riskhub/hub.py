@@ -23,6 +23,7 @@ import json
 import logging
 import time
 
+from appliance.dropcopy.event_json import decode as decode_event
 from appliance.dropcopy.publisher import connect_nats
 
 from .book import EventError, FirmBook, dollars
@@ -248,7 +249,7 @@ class RiskHub:
     async def _on_event(self, message) -> None:
         appliance = _appliance_of(message.subject)
         try:
-            self.book.apply(appliance, json.loads(message.data))
+            self.book.apply(appliance, decode_event(message.data))
         except (EventError, ValueError, RecursionError) as exc:
             self.garbage += 1
             self._say("event", f"risk hub: an event on {message.subject[:80]} dropped: {str(exc)[:200]}")

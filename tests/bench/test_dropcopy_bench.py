@@ -21,10 +21,16 @@ def test_bench_dropcopy_json_reports_lag_rates_the_firm_kill_and_the_nats_core_p
     results = report["results"]
     assert 0 < results["lag"]["p50_ns"] <= results["lag"]["p99_ns"] and results["lag"]["count"] == 40
     assert results["publish_events_per_s"] > 0 and results["hub_events_per_s"] > 0
+    assert results["publish_cpu_us_per_event"] > 0 and results["hub_cpu_us_per_event"] > 0
+    assert results["publish_start_ms"] >= 0 and results["hub_start_ms"] >= 0
     kill = results["firm_kill"]
     assert 0 < kill["p50_ms"] <= kill["p99_ms"] and (kill["count"], kill["appliances"]) == (3, 2)
     core = report["peers"]["nats_core"]
     assert core["publish_events_per_s"] > 0 and core["events"] == 600 + 2 * 20    # the first journal, the lag fills too
+    assert core["cpu_us_per_event"] > 0
+    floor = report["peers"]["nats_py_jetstream"]
+    assert floor["publish_acked_cpu_us_per_event"] > 0 and floor["consume_cpu_us_per_event"] > 0
+    assert floor["events"] == core["events"]
 
 
 def test_bench_dropcopy_rejects_a_bad_count():

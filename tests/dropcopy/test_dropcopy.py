@@ -2,6 +2,7 @@
 across drop copy restarts and NATS outages; an unreadable record counted and skipped."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from types import SimpleNamespace
@@ -100,6 +101,47 @@ def test_nats_stopped_mid_stream_and_restarted_loses_and_doubles_nothing(nats_se
     assert_once_in_order(stream_messages(nats_server), journal.journal.trading_day, count)
 
 
+def stream_last_sequence(server, stream: str = "APPLIANCE_EVENTS") -> int:
+    import asyncio
+    import nats
+
+    async def look():
+        nc = await nats.connect(server.url, connect_timeout=5)
+        try:
+            return (await nc.jetstream().stream_info(stream)).state.last_seq
+        finally:
+            await nc.close()
+    return asyncio.run(look())
+
+
+def test_a_connection_lost_with_acknowledgements_in_flight_loses_and_doubles_nothing(nats_server, journal):
+    """The stream stores events whose acknowledgements never reach the drop copy (held back, then
+    the connection cut): the next session resumes after what the stream holds, nothing published
+    twice, nothing left out."""
+    from tcp_cut import TcpCut
+    count = sum(journal.order_life() for _ in range(500))   # far more than the window: it cannot be done first
+    relay = TcpCut(nats_server.port)
+    running = None
+    try:
+        config = config_for(nats_server, journal.journal.path, batch=64, retry={"initial_ms": 50, "max_ms": 200})
+        config = dataclasses.replace(config, url=relay.url)
+        running = Running(config)
+        wait_until(lambda: running.copy.stats.last_sequence > 0, 30, message="publishing under way")
+        relay.hold()
+        wait_until(lambda: stream_last_sequence(nats_server) > running.copy.stats.last_sequence + 64, 10,
+                   message="the stream holding events whose acknowledgements are held back")
+        assert running.copy._window.in_flight > 64
+        relay.cut()
+        wait_until(lambda: running.copy.stats.last_sequence == count, 60, message="caught up after the cut")
+        wait_until(lambda: running.copy.stats.lag_records == 0, 10, message="no lag after catching up")
+    finally:
+        if running is not None:
+            running.stop()
+        relay.close()
+    assert running.copy.stats.publish_errors >= 1 and running.copy.stats.connects >= 2
+    assert_once_in_order(stream_messages(nats_server), journal.journal.trading_day, count)
+
+
 def test_an_unreadable_record_is_counted_and_skipped(nats_server, journal):
     count = journal.order_life()                                   # 1..7
     bad_type = journal.journal.append(99, b"not a record type", time.time_ns())          # 8: unknown type
@@ -142,7 +184,7 @@ def test_a_journal_created_after_the_start_and_a_new_trading_day_are_followed(na
         second_day = writer.journal.trading_day
         assert second_day != first_day
         writer.order_life()
-        wait_until(lambda: running.copy.stats.last_sequence == 7 and running.copy._confirmed_day == second_day, 30,
+        wait_until(lambda: running.copy.stats.last_sequence == 7 and running.copy._window.confirmed_day == second_day, 30,
                    message="the new day's records published")
     finally:
         running.stop()
@@ -197,21 +239,68 @@ def test_a_stream_claiming_more_than_the_journal_holds_is_refused(nats_server, j
 def test_an_acknowledgement_from_another_stream_is_a_refusal():
     """Without a Nats-Expected-Stream header on every event, the PubAck's stream is checked."""
     import asyncio
-    from types import SimpleNamespace
-    from appliance.dropcopy.publisher import _Acks
+    from appliance.dropcopy.publisher import DropCopyError, Stats, _Window
 
     async def run():
-        acks = _Acks("APPLIANCE_EVENTS")
-        acks.expect(2)
-        await acks.on_message(SimpleNamespace(subject="_INBOX.x.0", data=b'{"stream":"APPLIANCE_EVENTS","seq":1}'))
-        assert acks.refused is None and acks.new == 1 and not acks.done.is_set()
-        await acks.on_message(SimpleNamespace(subject="_INBOX.x.1", data=b'{"stream":"OTHER","seq":1}'))
-        assert acks.refused == (1, b'{"stream":"OTHER","seq":1}') and acks.done.is_set()
+        stats = Stats()
+        window = _Window("APPLIANCE_EVENTS", stats, 8, (None, 0))
+        assert [window.sent(1, s, 0) for s in (1, 2)] == [0, 1]
+        await window.on_message(SimpleNamespace(subject="_INBOX.x.0", data=b'{"stream":"APPLIANCE_EVENTS","seq":1}'))
+        assert window.refused is None and stats.published == 1 and stats.last_sequence == 1
+        await window.on_message(SimpleNamespace(subject="_INBOX.x.1", data=b'{"stream":"OTHER","seq":1}'))
+        assert window.refused == (2, b'{"stream":"OTHER","seq":1}') and stats.last_sequence == 1
+        with pytest.raises(DropCopyError, match="record 2 refused by the stream"):
+            window.check(SimpleNamespace(is_connected=True))
+    asyncio.run(run())
+
+
+def test_the_window_is_done_in_journal_order_whatever_order_acknowledgements_come_in():
+    """Events in flight, records skipped between them, acknowledgements out of order, repeated,
+    late or garbage: ``done`` and ``last_sequence`` only ever cover a prefix of the journal."""
+    import asyncio
+    from appliance.dropcopy.publisher import Stats, _Window
+
+    def ack(n, seq, duplicate=False, stream="APPLIANCE_EVENTS"):
+        tail = ',"duplicate":true' if duplicate else ""
+        return SimpleNamespace(subject=f"_INBOX.x.{n}", data=f'{{"stream":"{stream}","seq":{seq}{tail}}}'.encode())
+
+    async def run():
+        stats = Stats()
+        window = _Window("APPLIANCE_EVENTS", stats, 8, (20260102, 4))
+        window.skip(20260102, 5, 500)                  # nothing in flight before it: done at once
+        assert window.done == (20260102, 5) and not window.entries
+        n6 = window.sent(20260102, 6, 600)
+        window.skip(20260102, 7, 700)                  # unreadable, behind 6
+        n8 = window.sent(20260102, 8, 800)
+        n9 = window.sent(20260102, 9, 900)
+        assert window.in_flight == 3 and window.oldest_ns() == 600
+        await window.on_message(ack(n8, 11))           # out of order: nothing done yet
+        await window.on_message(ack(n8, 11))           # repeated: ignored
+        await window.on_message(ack(77, 1))            # never sent: ignored
+        await window.on_message(SimpleNamespace(subject="_INBOX.x.junk", data=b"x"))
+        assert window.done == (20260102, 5) and stats.last_sequence == 0 and window.in_flight == 2
+        await window.on_message(ack(n6, 10, duplicate=True))
+        assert window.done == (20260102, 8) and stats.last_sequence == 8 and window.oldest_ns() == 900
+        await window.on_message(SimpleNamespace(subject=f"_INBOX.x.{n9}",
+                                                data=b'{"stream":"APPLIANCE_EVENTS","domain":"hub","seq":12}'))
+        assert window.done == (20260102, 9) and stats.last_sequence == 9 and window.oldest_ns() == 0
+        assert (stats.published, stats.duplicates, window.in_flight, window.refused) == (2, 1, 0, None)
+        # nats-server's own bytes (spaces and all), matched without a JSON parse
+        for data, duplicate in ((b'{"stream":"APPLIANCE_EVENTS", "seq":1}', False),
+                                (b'{"stream":"APPLIANCE_EVENTS", "seq":1,"duplicate": true}', True),
+                                (b'{"stream":"APPLIANCE_EVENTS", "domain":"hub", "seq":7}', False)):
+            assert (window._ack.fullmatch(data) is not None and window._ack.fullmatch(data).group(1) is not None) == \
+                duplicate, data
+            n = window.sent(20260102, 10, 1000)
+            before = (stats.published, stats.duplicates)
+            await window.on_message(SimpleNamespace(subject=f"_INBOX.x.{n}", data=data))
+            assert (stats.published, stats.duplicates) == (before[0] + (not duplicate), before[1] + duplicate)
+        assert window._ack.fullmatch(b'{"stream":"OTHER", "seq":1}') is None
     asyncio.run(run())
 
 
 def test_an_event_is_the_audit_row_as_compact_json(tmp_path):
-    """event_of's kept encoder gives json.dumps' bytes (every kind of record, fills, breaks)."""
+    """event_of (orjson) gives json.dumps' compact bytes (every kind of record, fills, breaks)."""
     import json
     from appliance.dropcopy.config import DropCopyConfig
     from appliance.dropcopy.publisher import event_of
@@ -231,3 +320,19 @@ def test_an_event_is_the_audit_row_as_compact_json(tmp_path):
         row = reference.row(record)
         row.update(appliance="venue1", trading_day=day)
         assert event_of(config, events, record, day) == json.dumps(row, separators=(",", ":")).encode()
+
+
+def test_event_json_reads_back_what_either_encoder_wrote_and_refuses_garbage_with_a_value_error():
+    """orjson writes text that is not ASCII as UTF-8, the standard library as \\u escapes: the hub
+    and ``audit --nats`` read the same values from both; what is not JSON is a ValueError (the hub
+    counts and drops it)."""
+    import json
+    from appliance.dropcopy import event_json
+    assert event_json.IMPLEMENTATION == "orjson"
+    row = {"symbol": "A\ufffdPL", "detail": "caf\u00e9 \"q\" \\ \n", "time_ns": 2**63 - 1, "match_number": 2**64 - 1,
+           "price": "190.0100", "shares": 0, "empty": ""}
+    for data in (event_json.encode(row), json.dumps(row, separators=(",", ":")).encode()):
+        assert event_json.decode(data) == row
+    for garbage in (b"", b"{", b"\xff\xfe", b'{"a":NaN}', b"[" * 5000 + b"]" * 5000):
+        with pytest.raises((ValueError, RecursionError)):
+            event_json.decode(garbage)

@@ -144,3 +144,54 @@ def test_the_journal_path_comes_from_the_layout(tmp_path, write_layout, unique_n
     audit_cli.add_arguments(parser)
     assert audit_cli.run(parser.parse_args(["--layout", str(path), "--csv"])) == 0
     assert len(capsys.readouterr().out.splitlines()) == 8
+
+
+
+def test_rows_are_the_rows_as_first_written(tmp_path):
+    """AuditTrail.row (record kinds looked up in a dict, the schema's columns filled by index with
+    a plan made once per schema) gives the rows of the reading by name it replaced, for every
+    kind of record the rig writes, fills and breaks."""
+    import struct
+    from dropcopy_rig import JournalWriter
+    from appliance.oms import audit as a
+    from appliance.oms.audit import AuditTrail
+    from appliance.oms import journal_records as jr
+    from appliance.oms.journal_format import JournalRecord, read_records
+    from appliance.wire.errors import WireFormatError
+
+    def first_written(trail, record):
+        row = dict.fromkeys(a.COLUMNS, "")
+        row["time"], row["time_ns"], row["sequence"] = a.iso_ns(record.timestamp_ns), record.timestamp_ns, record.sequence
+        try:
+            kind = jr.RecordType(record.type)
+        except ValueError:
+            row["record"] = f"TYPE_{record.type}"
+            return row
+        row["record"] = kind.name
+        schema = jr.RECORDS[kind]
+        try:
+            fields = jr.parse_order_sent(record.payload) if kind == jr.RecordType.ORDER_SENT else \
+                schema.parse(record.payload)
+            for field_name, column in schema.audit:
+                row[column] = a._FORMATS.get(column, a._plain)(getattr(fields, field_name))
+            getattr(trail, a._HANDLERS[kind])(row, fields, record)
+        except (ValueError, WireFormatError, IndexError, struct.error) as exc:
+            row["event"] = "UNREADABLE"
+            row["detail"] = str(exc)
+        return row
+
+    writer = JournalWriter(str(tmp_path / "j.bin"))
+    try:
+        for n in range(1, 8):
+            writer.order_life()
+            writer.fill("MSFT", "BST"[n % 3], n, 1_900_000 + n, broken=n % 3 == 0)
+    finally:
+        writer.close()
+    records, _, _ = read_records(str(tmp_path / "j.bin"))
+    records += [JournalRecord(900, records[-1].timestamp_ns, 99, b"x", 0),                 # no such type
+                JournalRecord(901, records[-1].timestamp_ns, jr.RecordType.SESSION, b"\x01", 0)]   # too short
+    trail, reference = AuditTrail(["AAPL", "MSFT"]), AuditTrail(["AAPL", "MSFT"])
+    for record in records:
+        assert trail.row(record) == first_written(reference, record), record.sequence
+    assert {r.type for r in records} >= {int(k) for k in (jr.RecordType.ORDER_SENT, jr.RecordType.EXCHANGE_MESSAGE,
+                                                           jr.RecordType.CONTROL, jr.RecordType.REJECTED_LOCALLY)}

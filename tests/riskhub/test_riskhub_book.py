@@ -137,3 +137,44 @@ def test_mutated_events_raise_nothing_but_event_error():
         except EventError:
             pass
     book.figures()
+
+
+def test_the_inline_check_of_an_events_header_refuses_what_the_field_by_field_check_refuses():
+    """FirmBook.apply checks the usual event inline and anything else field by field (``_header_of``):
+    over events mutated at random (types, ranges, lengths, missing keys, another appliance), apply
+    refuses with the field-by-field message exactly when that check refuses."""
+    import random
+    from appliance.riskhub.book import EventError, FirmBook, _header_of
+
+    class Text(str):
+        pass
+    good = {"appliance": "v1", "trading_day": 20260102, "sequence": 5, "event": "SENT_NEW", "time_ns": 10**18,
+            "symbol": "AAPL", "side": "B", "shares": 10, "price": "190.0000", "match_number": 7}
+    bad_values = [None, True, 1.5, "7", -1, 0, 2**63, 2**63 - 1, 19_700_100, 99_991_232, "x" * 65, "v2", Text("v1"),
+                  Text("EXECUTED"), [], {}, "EXECUTED", "BROKEN", 20260102, 1]
+    rng = random.Random(19)
+    refused = 0
+    for _ in range(3000):
+        event = dict(good)
+        for key in rng.sample(["appliance", "trading_day", "sequence", "event", "time_ns"], rng.randrange(0, 3)):
+            if rng.random() < 0.15:
+                del event[key]
+            else:
+                event[key] = rng.choice(bad_values)
+        try:
+            _header_of(event, "v1")
+            said = None
+        except EventError as exc:
+            said = str(exc)
+        try:
+            FirmBook().apply("v1", event)
+            got = None
+        except EventError as exc:
+            got = str(exc)
+        if said is not None:
+            refused += 1
+            assert got == said, event
+        else:
+            assert got is None or got.startswith(("execution", "broken", "symbol", "side", "shares", "match_number",
+                                                  "an execution", "'")) or "price" in got, (event, got)
+    assert 500 < refused < 3000
