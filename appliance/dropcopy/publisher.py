@@ -43,7 +43,7 @@ IDLE_POLL_S = (0.0005, 0.002)    # the journal is looked at this often when noth
 QUICK_S = 0.02                   # for this long after records came (an active OMS: the lag), then the second
 LAG_PERIOD_S = 0.1
 DRAIN_S = 3.0                    # at a stop, what the journal holds is published for at most this long
-STREAM_SUBJECTS = "appliance.*.events"
+STREAM_SUBJECTS = ("appliance.*.events", "appliance.*.marks")    # the marks too: the hub rebuilds its peak from them
 
 
 class DropCopyError(RuntimeError):
@@ -291,16 +291,22 @@ class DropCopy:
         try:
             info = await js.stream_info(self.config.stream)
         except NotFoundError:
-            await js.add_stream(name=self.config.stream, subjects=[STREAM_SUBJECTS], storage=StorageType.FILE,
+            await js.add_stream(name=self.config.stream, subjects=list(STREAM_SUBJECTS), storage=StorageType.FILE,
                                 duplicate_window=float(self.config.duplicate_window_s),
                                 num_replicas=self.config.replicas)
             log.info("stream %s created (subjects %s, file storage, duplicate window %d s, %d replicas)",
-                     self.config.stream, STREAM_SUBJECTS, self.config.duplicate_window_s, self.config.replicas)
+                     self.config.stream, ", ".join(STREAM_SUBJECTS), self.config.duplicate_window_s,
+                     self.config.replicas)
             return
         subjects = info.config.subjects or []
         if not any(_covers(pattern, self.config.subject) for pattern in subjects):
             raise DropCopyError(f"stream {self.config.stream} does not take {self.config.subject} "
                                 f"(its subjects: {', '.join(subjects) or 'none'})")
+        if not any(_covers(pattern, self.config.marks_subject) for pattern in subjects):
+            # a stream made before the marks were kept: without them a restarted hub loses its peak
+            info.config.subjects = [*subjects, STREAM_SUBJECTS[1]]
+            await js.update_stream(info.config)
+            log.info("stream %s now keeps the marks too (%s)", self.config.stream, STREAM_SUBJECTS[1])
 
     async def _last_in_stream(self, js) -> tuple[int | None, int]:
         """(trading day, journal sequence) of the last event the stream holds for us, (None, 0) if none."""
