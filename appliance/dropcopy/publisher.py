@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from appliance.dropcopy.config import DropCopyConfig, read_credentials
-from appliance.dropcopy.firm import FirmLink
+from appliance.dropcopy.firm import COMMANDS_SUBJECT, FirmLink
 from appliance.dropcopy.tail import JournalTail
 from appliance.oms.audit import AuditTrail
 from appliance.oms.journal_format import JournalError, JournalRecord
@@ -43,7 +43,9 @@ IDLE_POLL_S = (0.0005, 0.002)    # the journal is looked at this often when noth
 QUICK_S = 0.02                   # for this long after records came (an active OMS: the lag), then the second
 LAG_PERIOD_S = 0.1
 DRAIN_S = 3.0                    # at a stop, what the journal holds is published for at most this long
-STREAM_SUBJECTS = ("appliance.*.events", "appliance.*.marks")    # the marks too: the hub rebuilds its peak from them
+# the events, the marks and the hub's commands: the firm's record, from which a restarted hub
+# rebuilds its peak (marks) and what it already fired or an operator accepted (commands)
+STREAM_SUBJECTS = ("appliance.*.events", "appliance.*.marks", COMMANDS_SUBJECT)
 
 
 class DropCopyError(RuntimeError):
@@ -299,14 +301,16 @@ class DropCopy:
                      self.config.replicas)
             return
         subjects = info.config.subjects or []
-        if not any(_covers(pattern, self.config.subject) for pattern in subjects):
+        if not any(covers(pattern, self.config.subject) for pattern in subjects):
             raise DropCopyError(f"stream {self.config.stream} does not take {self.config.subject} "
                                 f"(its subjects: {', '.join(subjects) or 'none'})")
-        if not any(_covers(pattern, self.config.marks_subject) for pattern in subjects):
-            # a stream made before the marks were kept: without them a restarted hub loses its peak
-            info.config.subjects = [*subjects, STREAM_SUBJECTS[1]]
+        missing = [pattern for pattern, subject in ((STREAM_SUBJECTS[1], self.config.marks_subject),
+                                                    (STREAM_SUBJECTS[2], COMMANDS_SUBJECT))
+                   if not any(covers(have, subject) for have in subjects)]
+        if missing:        # a stream made before they were kept: a restarted hub would lose its peak and commands
+            info.config.subjects = [*subjects, *missing]
             await js.update_stream(info.config)
-            log.info("stream %s now keeps the marks too (%s)", self.config.stream, STREAM_SUBJECTS[1])
+            log.info("stream %s now keeps %s too", self.config.stream, ", ".join(missing))
 
     async def _last_in_stream(self, js) -> tuple[int | None, int]:
         """(trading day, journal sequence) of the last event the stream holds for us, (None, 0) if none."""
@@ -430,7 +434,7 @@ class _Acks:
             self.done.set()
 
 
-def _covers(pattern: str, subject: str) -> bool:
+def covers(pattern: str, subject: str) -> bool:
     """Whether a NATS subject pattern (``*`` one token, ``>`` the rest) matches ``subject``."""
     want, have = pattern.split("."), subject.split(".")
     for i, token in enumerate(want):

@@ -5,8 +5,11 @@ At every (re)connection the hub reads the stream (``APPLIANCE_EVENTS``, subjects
 consumer and rebuilds the firm's book from nothing (``FirmBook``): a hub restarted, or
 reconnected, agrees with what the appliances journaled, because the stream is the record; the
 marks come in the stream's order with the events, so the peak P&L (moved at marks) is rebuilt
-too. A stream made before it kept the marks: the marks are taken live (plain NATS), and a
-restarted hub's peak starts again from that moment (logged). Limits are checked once it has caught
+too, and so do this hub's own commands (``firm.commands``, kept by the stream too): met while
+reading, each says which breaches had fired, or, an ACTIVATE, which were accepted as they stood
+then, so a restarted hub does not fire again for them. A stream made before it kept the marks:
+the marks are taken live (plain NATS), and a restarted hub's peak starts again from that moment
+(logged); a drop copy adds the subjects it lacks. Limits are checked once it has caught
 up (the stream's last message when it started) and after every batch of events or marks since.
 
 Firm commands go on ``firm.commands`` (one JSON object: ``command`` KILL | REDUCE | ACTIVATE,
@@ -26,7 +29,8 @@ import json
 import logging
 import time
 
-from appliance.dropcopy.publisher import connect_nats
+from appliance.dropcopy.firm import FirmMessageError, parse_command
+from appliance.dropcopy.publisher import connect_nats, covers
 
 from .book import EventError, FirmBook, dollars
 from .config import RiskHubConfig
@@ -37,7 +41,7 @@ COMMANDS_SUBJECT = "firm.commands"
 HEARTBEAT_SUBJECT = "firm.heartbeat"
 EVENTS_SUBJECT = "appliance.*.events"
 MARKS_SUBJECT = "appliance.*.marks"
-STREAM_FILTER = "appliance.*.*"      # events and marks, in the stream's order
+STREAM_FILTER = ">"                  # whatever the stream keeps (events, marks, commands), in its order
 FIRM_COMMANDS = ("KILL", "REDUCE", "ACTIVATE")
 MAX_REASON = 200
 RETRY_S = (0.2, 5.0)
@@ -53,9 +57,13 @@ def _appliance_of(subject: str) -> str:
     return parts[1] if len(parts) == 3 else ""
 
 
+def _keeps(info, subject: str) -> bool:
+    """Whether the stream (its StreamInfo) takes ``subject``."""
+    return any(covers(pattern, subject) for pattern in info.config.subjects or ())
+
+
 def _keeps_marks(info) -> bool:
-    """Whether the stream (its StreamInfo) takes ``appliance.<name>.marks``."""
-    return any(pattern in (MARKS_SUBJECT, STREAM_FILTER, "appliance.>", ">") for pattern in info.config.subjects or ())
+    return _keeps(info, "appliance.x.marks")
 
 
 def _stream_sequence(message) -> int:
@@ -160,6 +168,8 @@ class RiskHub:
             info = await js.stream_info(self.config.stream)
             self._caught_up_at = info.state.last_seq
             marks_kept = _keeps_marks(info)
+            if _keeps(info, COMMANDS_SUBJECT):
+                self.acknowledged = set()            # rebuilt from the commands in the stream
         except NotFoundError:
             self._caught_up_at = 0                   # no appliance has published yet
         self._nc = nc
@@ -260,9 +270,11 @@ class RiskHub:
     # ------------------------------------------------------------------ input
 
     async def _on_event(self, message) -> None:
-        """One message of the stream: an event, or an appliance's marks (``.marks``)."""
+        """One message of the stream: an event, an appliance's marks (``.marks``) or a firm command."""
         if message.subject.endswith(".marks"):
             await self._on_marks(message)
+        elif message.subject == COMMANDS_SUBJECT:
+            self._command_read_again(message.data)
         else:
             try:
                 self.book.apply(_appliance_of(message.subject), json.loads(message.data))
@@ -284,6 +296,27 @@ class RiskHub:
             self._say("marks", f"risk hub: marks on {message.subject[:80]} dropped: {str(exc)[:200]}")
             return
         self._changed_now()
+
+    def _command_read_again(self, data: bytes) -> None:
+        """A command of this hub met while reading the stream again: the breaches standing there
+        had fired (a breach's command: the hub's ``operator``), or an ACTIVATE accepted them. Live,
+        the hub knows already (and its own commands come back after the fact)."""
+        if self.caught_up:
+            return
+        try:
+            command = parse_command(data)
+        except FirmMessageError as exc:
+            self.garbage += 1
+            self._say("command", f"risk hub: a firm command in the stream dropped: {exc}")
+            return
+        if command["hub"] != self.config.name:
+            return
+        self._command_id = max(self._command_id, command["id"])
+        standing = set(self.book.breaches(self.book.figures(), self.config.limits))
+        if command["command"] == "ACTIVATE":
+            self.acknowledged, self.fired = standing, set()
+        elif command["operator"] == self.config.operator:
+            self.fired |= standing - self.acknowledged
 
     async def _on_request(self, message) -> None:
         """An operator's command or a status request; answered with one JSON object."""

@@ -89,7 +89,7 @@ def test_a_restarted_hub_rebuilds_its_peak_and_drawdown_from_the_marks_in_the_st
         hub.stop()
 
 
-def test_a_stream_made_before_the_marks_were_kept_is_given_them_by_the_drop_copy(nats_server, firm_factory, tmp_path):
+def test_a_stream_made_before_the_marks_and_commands_were_kept_is_given_them_by_the_drop_copy(nats_server, firm_factory, tmp_path):
     import asyncio
 
     import nats
@@ -108,7 +108,7 @@ def test_a_stream_made_before_the_marks_were_kept_is_given_them_by_the_drop_copy
     try:                                                # marks taken live meanwhile (and said once)
         firm = firm_factory(marks={"venue1": lambda: {"AAPL": 200 * D}}, firm={"marks_ms": 50})
         wait_until(lambda: firm.copies["venue1"].copy.stats.connects >= 1, 30, message="the drop copy connected")
-        assert asyncio.run(streams()) == ["appliance.*.events", "appliance.*.marks"]
+        assert asyncio.run(streams()) == ["appliance.*.events", "appliance.*.marks", "firm.commands"]
         firm.journals["venue1"].fill("AAPL", "B", 100, 190 * D)
         wait_until(lambda: hub.hub.figures["peak_pnl"] == 1000 * D, 30, message="the hub marking the fill")
     finally:
@@ -146,6 +146,35 @@ def test_a_breach_sends_a_firm_kill_that_each_drop_copy_hands_to_its_supervisor(
         assert shown["symbols"]["AAPL"]["position"] == 80 and shown["breaches"][0]["reason"] == FIRM_MAX_POSITION
     finally:
         hub.stop()
+
+
+def test_a_restarted_hub_fires_no_breach_again_that_it_fired_or_an_operator_accepted(nats_server, firm_factory,
+                                                                                       tmp_path):
+    """The firm's commands are in the stream: a hub reading it again knows what it sent for which
+    breach and what an ACTIVATE accepted; only a breach new since fires (the sync point here)."""
+    firm = firm_factory(firm={"commands": True, "heartbeat_timeout_ms": 600_000})
+    path = write_hub_config(tmp_path / "hub.yaml", nats_server.url, limits={"max_position": {"default": 1000,
+                                                                                             "AAPL": 50}})
+    v1 = firm.journals["venue1"]
+
+    def restarted_and_fired_for(symbol: str, shares: int) -> str:
+        hub = RunningHub(path).caught_up()
+        try:
+            v1.fill(symbol, "B", shares, 100 * D)
+            wait_until(lambda: hub.hub.commands_sent, 30, message=f"the hub firing for {symbol}")
+            assert [c["command"] for c in hub.hub.commands_sent] == ["KILL"], hub.hub.commands_sent
+            return hub.hub.commands_sent[0]["reason"]
+        finally:
+            hub.stop()
+    assert "AAPL" in restarted_and_fired_for("AAPL", 80)
+    assert restarted_and_fired_for("TSLA", 1500).startswith("FIRM_MAX_POSITION: firm position in TSLA")   # not AAPL
+    hub = RunningHub(path).caught_up()
+    try:
+        assert main(["risk-hub", "activate", "--config", path, "--operator", "alice"]) == 0
+    finally:
+        hub.stop()
+    reason = restarted_and_fired_for("MSFT", 1500)                          # AAPL and TSLA were accepted
+    assert reason.startswith("FIRM_MAX_POSITION: firm position in MSFT") and ";" not in reason, reason
 
 
 def test_operator_commands_need_a_name_and_a_hub(nats_server, tmp_path, capsys):
