@@ -66,7 +66,8 @@ class DropCopyConfig:
 
     @property
     def marks_subject(self) -> str:
-        """``appliance.<name>.marks``: this appliance's marks (plain NATS, not the stream)."""
+        """``appliance.<name>.marks``: this appliance's marks (a plain publish the stream keeps:
+        the risk hub rebuilds its marked P&L and peak from them)."""
         return f"appliance.{self.appliance}.marks"
 
     @property

@@ -10,7 +10,8 @@ connection and is off the order path).
   heard) applies ``on_silence`` once (``reduce`` by default; ``kill``, ``none``), logged with the
   reason; the hub heard again changes nothing by itself (an operator activates).
 - ``appliance.<name>.marks``: every ``marks_ms`` the market-state table's marks (``mark_price``,
-  the last good mark of each symbol), for the hub's marked P&L and exposure.
+  the last good mark of each symbol), for the hub's marked P&L, exposure and peak; a plain
+  publish that the stream keeps beside the events (``publisher.STREAM_SUBJECTS``).
 
 Anything on the two firm subjects that is not what it must be is counted (``firm_garbage``),
 logged once per kind, and dropped.

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from appliance.dropcopy.config import DropCopyConfig, read_credentials
 from appliance.dropcopy.event_json import encode as encode_event
-from appliance.dropcopy.firm import FirmLink
+from appliance.dropcopy.firm import COMMANDS_SUBJECT, FirmLink
 from appliance.dropcopy.tail import JournalTail
 from appliance.oms.audit import AuditTrail
 from appliance.oms.journal_format import JournalError, JournalRecord
@@ -52,7 +52,9 @@ IDLE_POLL_S = (0.0005, 0.002)    # the journal is looked at this often when noth
 QUICK_S = 0.02                   # for this long after records came (an active OMS: the lag), then the second
 LAG_PERIOD_S = 0.1
 DRAIN_S = 3.0                    # at a stop, what the journal holds is published for at most this long
-STREAM_SUBJECTS = "appliance.*.events"
+# the events, the marks and the hub's commands: the firm's record, from which a restarted hub
+# rebuilds its peak (marks) and what it already fired or an operator accepted (commands)
+STREAM_SUBJECTS = ("appliance.*.events", "appliance.*.marks", COMMANDS_SUBJECT)
 
 
 class DropCopyError(RuntimeError):
@@ -309,16 +311,24 @@ class DropCopy:
         try:
             info = await js.stream_info(self.config.stream)
         except NotFoundError:
-            await js.add_stream(name=self.config.stream, subjects=[STREAM_SUBJECTS], storage=StorageType.FILE,
+            await js.add_stream(name=self.config.stream, subjects=list(STREAM_SUBJECTS), storage=StorageType.FILE,
                                 duplicate_window=float(self.config.duplicate_window_s),
                                 num_replicas=self.config.replicas)
             log.info("stream %s created (subjects %s, file storage, duplicate window %d s, %d replicas)",
-                     self.config.stream, STREAM_SUBJECTS, self.config.duplicate_window_s, self.config.replicas)
+                     self.config.stream, ", ".join(STREAM_SUBJECTS), self.config.duplicate_window_s,
+                     self.config.replicas)
             return
         subjects = info.config.subjects or []
-        if not any(_covers(pattern, self.config.subject) for pattern in subjects):
+        if not any(covers(pattern, self.config.subject) for pattern in subjects):
             raise DropCopyError(f"stream {self.config.stream} does not take {self.config.subject} "
                                 f"(its subjects: {', '.join(subjects) or 'none'})")
+        missing = [pattern for pattern, subject in ((STREAM_SUBJECTS[1], self.config.marks_subject),
+                                                    (STREAM_SUBJECTS[2], COMMANDS_SUBJECT))
+                   if not any(covers(have, subject) for have in subjects)]
+        if missing:        # a stream made before they were kept: a restarted hub would lose its peak and commands
+            info.config.subjects = [*subjects, *missing]
+            await js.update_stream(info.config)
+            log.info("stream %s now keeps %s too", self.config.stream, ", ".join(missing))
 
     async def _last_in_stream(self, js) -> tuple[int | None, int]:
         """(trading day, journal sequence) of the last event the stream holds for us, (None, 0) if none."""
@@ -486,7 +496,7 @@ class _Window:
             self.stats.last_sequence, self.confirmed_day = last[1], last[0]
 
 
-def _covers(pattern: str, subject: str) -> bool:
+def covers(pattern: str, subject: str) -> bool:
     """Whether a NATS subject pattern (``*`` one token, ``>`` the rest) matches ``subject``."""
     want, have = pattern.split("."), subject.split(".")
     for i, token in enumerate(want):

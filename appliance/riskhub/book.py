@@ -7,6 +7,12 @@ position, cost basis, realized P&L), so the hub's figures are the OMS's figures 
 rule for them. A broken trade undoes its fill as the OMS does. Only an appliance's latest trading
 day counts (a journal, and the OMS's positions, start each day flat).
 
+The peak P&L (the drawdown's reference) moves only when marks are applied, to the P&L at that
+point: the marks are in the stream with the events (``appliance.<name>.marks``), so a hub that
+reads the stream again from its first message meets them in the same order and rebuilds the same
+peak; a peak moved whenever the figures happened to be looked at would be lost with the hub. The
+peak is therefore sampled every ``firm.marks_ms`` of each appliance (no marks: it stays at 0).
+
 Nothing from the network is believed: an event that does not have the shape it must have raises
 ``EventError`` (the hub counts and drops it), never anything else.
 """
@@ -105,7 +111,7 @@ class FirmBook:
         self.marks: dict[str, int] = {}             # symbol -> the latest mark any appliance published
         self.last_price: dict[str, int] = {}        # symbol -> the latest fill price (the mark until one comes)
         self.applied = self.duplicates = self.old_days = 0     # events taken; seen before; of an earlier day
-        self.peak_pnl = 0
+        self.peak_pnl = 0                           # moved at each marks message only (see the module's text)
         self._order_times: collections.deque = collections.deque()
         self._latest_ns = 0
 
@@ -192,6 +198,7 @@ class FirmBook:
             if price:
                 taken[symbol] = price
         self.marks.update(taken)
+        self.peak_pnl = max(self.peak_pnl, self.pnl())
         return len(taken)
 
     # ------------------------------------------------------------------ output
@@ -199,10 +206,22 @@ class FirmBook:
     def mark_of(self, symbol: str) -> int:
         return self.marks.get(symbol) or self.last_price.get(symbol, 0)
 
+    def pnl(self) -> int:
+        """The firm's realized plus marked P&L now (what ``figures`` says, without the rest)."""
+        total = 0
+        for name, sid in self.symbol_ids.items():
+            mark = self.mark_of(name)
+            for book in self.appliances.values():
+                ledger = book.ledger
+                if sid < len(ledger.position):
+                    total += ledger.realized_pnl[sid] + (ledger.position[sid] * mark - ledger.cost_basis[sid]
+                                                         if mark else 0)
+        return total
+
     def figures(self) -> dict:
         """Per symbol and for the firm: position, realized, marked (unrealized) and total P&L,
-        gross and net exposure (money in price units x shares), orders per second; the day's peak
-        P&L moves up here."""
+        gross and net exposure (money in price units x shares), orders per second, the peak P&L
+        and the drawdown from it (never below 0: the P&L between two marks may be above the peak)."""
         symbols = {}
         gross = net = realized = unrealized = 0
         for name, sid in self.symbol_ids.items():
@@ -224,10 +243,9 @@ class FirmBook:
             realized += gained
             unrealized += marked
         pnl = realized + unrealized
-        self.peak_pnl = max(self.peak_pnl, pnl)
         return {"symbols": symbols, "gross_exposure": gross, "net_exposure": net, "realized_pnl": realized,
                 "unrealized_pnl": unrealized, "pnl": pnl, "peak_pnl": self.peak_pnl,
-                "drawdown": self.peak_pnl - pnl, "orders_per_s": len(self._order_times),
+                "drawdown": max(0, self.peak_pnl - pnl), "orders_per_s": len(self._order_times),
                 "appliances": {name: {"trading_day": b.day, "last_sequence": b.last_sequence, "events": b.events}
                                for name, b in self.appliances.items()},
                 "applied": self.applied, "duplicates": self.duplicates}

@@ -1,9 +1,15 @@
 """The risk hub's loop: the stream read from its start, marks, limits, firm commands, a heartbeat.
 
 At every (re)connection the hub reads the stream (``APPLIANCE_EVENTS``, subjects
-``appliance.*.events``) from its first message through an ordered consumer and rebuilds the
-firm's book from nothing (``FirmBook``): a hub restarted, or reconnected, agrees with what the
-appliances journaled, because the stream is the record. Limits are checked once it has caught
+``appliance.*.events`` and ``appliance.*.marks``) from its first message through an ordered
+consumer and rebuilds the firm's book from nothing (``FirmBook``): a hub restarted, or
+reconnected, agrees with what the appliances journaled, because the stream is the record; the
+marks come in the stream's order with the events, so the peak P&L (moved at marks) is rebuilt
+too, and so do this hub's own commands (``firm.commands``, kept by the stream too): met while
+reading, each says which breaches had fired, or, an ACTIVATE, which were accepted as they stood
+then, so a restarted hub does not fire again for them. A stream made before it kept the marks:
+the marks are taken live (plain NATS), and a restarted hub's peak starts again from that moment
+(logged); a drop copy adds the subjects it lacks. Limits are checked once it has caught
 up (the stream's last message when it started) and after every batch of events or marks since.
 
 Firm commands go on ``firm.commands`` (one JSON object: ``command`` KILL | REDUCE | ACTIVATE,
@@ -24,7 +30,8 @@ import logging
 import time
 
 from appliance.dropcopy.event_json import decode as decode_event
-from appliance.dropcopy.publisher import connect_nats
+from appliance.dropcopy.firm import FirmMessageError, parse_command
+from appliance.dropcopy.publisher import connect_nats, covers
 
 from .book import EventError, FirmBook, dollars
 from .config import RiskHubConfig
@@ -35,6 +42,7 @@ COMMANDS_SUBJECT = "firm.commands"
 HEARTBEAT_SUBJECT = "firm.heartbeat"
 EVENTS_SUBJECT = "appliance.*.events"
 MARKS_SUBJECT = "appliance.*.marks"
+STREAM_FILTER = ">"                  # whatever the stream keeps (events, marks, commands), in its order
 FIRM_COMMANDS = ("KILL", "REDUCE", "ACTIVATE")
 MAX_REASON = 200
 RETRY_S = (0.2, 5.0)
@@ -48,6 +56,15 @@ def _appliance_of(subject: str) -> str:
     """``appliance.<name>.events`` -> name ('' for anything else)."""
     parts = subject.split(".")
     return parts[1] if len(parts) == 3 else ""
+
+
+def _keeps(info, subject: str) -> bool:
+    """Whether the stream (its StreamInfo) takes ``subject``."""
+    return any(covers(pattern, subject) for pattern in info.config.subjects or ())
+
+
+def _keeps_marks(info) -> bool:
+    return _keeps(info, "appliance.x.marks")
 
 
 def _stream_sequence(message) -> int:
@@ -147,20 +164,27 @@ class RiskHub:
         self.book = FirmBook()                       # rebuilt from the stream at every connection
         self._read_to, self._read_at = 0, time.monotonic()
         self.caught_up, self.fired = False, set()
+        marks_kept = True                            # the first drop copy makes the stream with the marks
         try:
             info = await js.stream_info(self.config.stream)
             self._caught_up_at = info.state.last_seq
+            marks_kept = _keeps_marks(info)
+            if _keeps(info, COMMANDS_SUBJECT):
+                self.acknowledged = set()            # rebuilt from the commands in the stream
         except NotFoundError:
             self._caught_up_at = 0                   # no appliance has published yet
         self._nc = nc
         self.connected = True
         log.info("risk hub %s connected to %s: reading stream %s from its first message (%d held)",
                  self.config.name, self.config.url, self.config.stream, self._caught_up_at)
-        subscriptions = [await nc.subscribe(MARKS_SUBJECT, cb=self._on_marks),
-                         await nc.subscribe(self.config.control_subject, cb=self._on_request)]
+        subscriptions = [await nc.subscribe(self.config.control_subject, cb=self._on_request)]
+        if not marks_kept:
+            self._say("marks", f"risk hub: stream {self.config.stream} does not keep {MARKS_SUBJECT}: marks taken "
+                               "live, the peak P&L is not rebuilt at a restart (a drop copy adds the subject)")
+            subscriptions.append(await nc.subscribe(MARKS_SUBJECT, cb=self._on_marks))
         waiting = None
         if self._caught_up_at:
-            subscriptions.append(await self._subscribe_events(js))
+            subscriptions.append(await self._subscribe_events(js, marks_kept))
         else:
             self._caught_up()                        # nothing to read yet: the first drop copy makes the stream
             waiting = asyncio.ensure_future(self._subscribe_when_created(js))
@@ -213,23 +237,23 @@ class RiskHub:
             raise ConnectionError(f"the stream holds events up to {last} but none after {self._read_to} came "
                                   f"for {STALL_S:g} s: reading it again")
 
-    async def _subscribe_events(self, js):
-        """Every event of the stream from its first message, then live (an ordered consumer:
-        in stream order, no acknowledgements, recreated by the client after a gap)."""
+    async def _subscribe_events(self, js, marks_kept: bool = True):
+        """Every event (and mark) of the stream from its first message, then live (an ordered
+        consumer: in stream order, no acknowledgements, recreated by the client after a gap)."""
         from nats.js.api import DeliverPolicy
-        return await js.subscribe(EVENTS_SUBJECT, stream=self.config.stream, cb=self._on_event,
-                                  ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        return await js.subscribe(STREAM_FILTER if marks_kept else EVENTS_SUBJECT, stream=self.config.stream,
+                                  cb=self._on_event, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
 
     async def _subscribe_when_created(self, js):
         """The stream does not exist yet (the first drop copy creates it): look every 0.2 s."""
         from nats.js.errors import NotFoundError
         while True:
             try:
-                await js.stream_info(self.config.stream)
+                info = await js.stream_info(self.config.stream)
             except NotFoundError:
                 await asyncio.sleep(0.2)
                 continue
-            return await self._subscribe_events(js)
+            return await self._subscribe_events(js, _keeps_marks(info))
 
     def _changed_now(self) -> None:
         """Something the limits must see: the loop wakes at once (while replaying: at the end)."""
@@ -247,13 +271,18 @@ class RiskHub:
     # ------------------------------------------------------------------ input
 
     async def _on_event(self, message) -> None:
-        appliance = _appliance_of(message.subject)
-        try:
-            self.book.apply(appliance, decode_event(message.data))
-        except (EventError, ValueError, RecursionError) as exc:
-            self.garbage += 1
-            self._say("event", f"risk hub: an event on {message.subject[:80]} dropped: {str(exc)[:200]}")
-        self._changed_now()
+        """One message of the stream: an event, an appliance's marks (``.marks``) or a firm command."""
+        if message.subject.endswith(".marks"):
+            await self._on_marks(message)
+        elif message.subject == COMMANDS_SUBJECT:
+            self._command_read_again(message.data)
+        else:
+            try:
+                self.book.apply(_appliance_of(message.subject), decode_event(message.data))
+            except (EventError, ValueError, RecursionError) as exc:
+                self.garbage += 1
+                self._say("event", f"risk hub: an event on {message.subject[:80]} dropped: {str(exc)[:200]}")
+            self._changed_now()
         sequence = _stream_sequence(message)
         self._read_to = max(self._read_to, sequence)
         self._read_at = time.monotonic()
@@ -268,6 +297,27 @@ class RiskHub:
             self._say("marks", f"risk hub: marks on {message.subject[:80]} dropped: {str(exc)[:200]}")
             return
         self._changed_now()
+
+    def _command_read_again(self, data: bytes) -> None:
+        """A command of this hub met while reading the stream again: the breaches standing there
+        had fired (a breach's command: the hub's ``operator``), or an ACTIVATE accepted them. Live,
+        the hub knows already (and its own commands come back after the fact)."""
+        if self.caught_up:
+            return
+        try:
+            command = parse_command(data)
+        except FirmMessageError as exc:
+            self.garbage += 1
+            self._say("command", f"risk hub: a firm command in the stream dropped: {exc}")
+            return
+        if command["hub"] != self.config.name:
+            return
+        self._command_id = max(self._command_id, command["id"])
+        standing = set(self.book.breaches(self.book.figures(), self.config.limits))
+        if command["command"] == "ACTIVATE":
+            self.acknowledged, self.fired = standing, set()
+        elif command["operator"] == self.config.operator:
+            self.fired |= standing - self.acknowledged
 
     async def _on_request(self, message) -> None:
         """An operator's command or a status request; answered with one JSON object."""

@@ -29,16 +29,18 @@ def find_nats_server() -> str | None:
 
 class NatsServer:
     """One JetStream server on 127.0.0.1: alone, or a node of a cluster (``cluster``: its name,
-    this node's route port and every node's route ports)."""
+    this node's route port and every node's route ports); or as a configuration file says
+    (``config_file``, listening on ``port``: the deployment recipe's file, tried)."""
 
     def __init__(self, store_dir: Path, port: int | None = None, binary: str | None = None,
-                 cluster: tuple[str, int, list[int]] | None = None):
+                 cluster: tuple[str, int, list[int]] | None = None, config_file: Path | None = None):
         self.binary = binary or find_nats_server()
         if not self.binary:
             raise FileNotFoundError("nats-server is not installed (apt-get install nats-server)")
         self.store_dir = Path(store_dir)
         self.port = port or free_port(socket.SOCK_STREAM)
         self.cluster = cluster
+        self.config_file = config_file
         self.proc: subprocess.Popen | None = None
         self.log_path = self.store_dir / "nats-server.log"
 
@@ -50,7 +52,9 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         command = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir / "js"),
                    "-n", f"test-{self.port}"]
-        if self.cluster is not None:
+        if self.config_file is not None:
+            command = [self.binary, "-c", str(self.config_file)]
+        elif self.cluster is not None:
             name, route_port, route_ports = self.cluster
             command += ["--cluster_name", name, "--cluster", f"nats://127.0.0.1:{route_port}", "--routes",
                         ",".join(f"nats://127.0.0.1:{p}" for p in route_ports if p != route_port)]

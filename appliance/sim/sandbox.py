@@ -43,7 +43,7 @@ class Sandbox:
                  seed: int = 7, faults: dict | None = None, gentle_idle: bool = True,
                  params: dict | None = None, exchange: dict | None = None, env: dict | None = None,
                  profile: str | None = None, up_args: tuple[str, ...] = (), replay: str | None = None,
-                 replay_speed: str = "1", replay_args: tuple[str, ...] = ()):
+                 replay_speed: str = "1", replay_args: tuple[str, ...] = (), venue: "Sandbox | None" = None):
         """``gentle_idle``: the gentler backoff for feed, strategy and OMS under the production
         placement (``profile: full``; what the tests run on 2 cores); ``profile``: otherwise the
         layout's ``profile`` key (None: the repository layout's own; runtime/layout.py);
@@ -52,7 +52,10 @@ class Sandbox:
         {username: {field: value}} over the default firms); ``up_args``: more arguments for
         ``appliance up`` (``--strategy SPEC``); ``replay``: the exchange replays this recorded day
         (``appliance exchange --replay``, held until ``start_replay``) at ``replay_speed``, no
-        background flow, with ``replay_args`` (``--answer-lead MS``)."""
+        background flow, with ``replay_args`` (``--answer-lead MS``); ``venue``: trade at that
+        sandbox's exchange instead of one of this sandbox's own (made before ``venue`` starts, which
+        then sends its feed here too; ``params`` give this OMS another ``firm`` of the exchange's,
+        as a second firm at one venue; ``venue`` ends the day and reports it)."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name or f"sbx{uuid.uuid4().hex[:8]}"
@@ -85,12 +88,22 @@ class Sandbox:
         self.up_log = self.dir / "up.log"
         self.exchange_log = self.dir / "exchange.log"
         self._memory = None
+        self.venue = venue
+        self.other_feeds: list[int] = []          # the feed ports of the sandboxes trading at our exchange
+        if venue is not None:
+            if venue.exchange is not None:
+                raise ValueError("a sandbox joins a venue before the venue's exchange starts (its feed's port)")
+            self.feed_port = free_port()
+            venue.other_feeds.append(self.feed_port)
 
     # ------------------------------------------------------------------ start
 
     def start(self, *, wait_gate: bool = True, timeout_s: float = 90) -> "Sandbox":
-        self.feed_port = free_port()
-        self._start_exchange()
+        if self.venue is None:
+            self.feed_port = free_port()
+            self._start_exchange()
+        else:
+            self._join_venue()
         self._write_layout()
         self.start_appliance()
         if wait_gate:
@@ -106,7 +119,8 @@ class Sandbox:
         records = self.records if run == 0 else self.dir / f"exchange-{run}"
         overrides = {
             "order_entry": {"host": "127.0.0.1", "port": self.order_entry_port},
-            "market_data": {"subscribers": (("127.0.0.1", self.feed_port),), "rerequest_port": self.rerequest_port,
+            "market_data": {"subscribers": tuple(("127.0.0.1", port) for port in (self.feed_port, *self.other_feeds)),
+                            "rerequest_port": self.rerequest_port,
                             "source_port": self.source_port, "snapshot_port": self.snapshot_port},
             "background": {"enabled": self.background_rate > 0 and not self.replay, "rate": self.background_rate,
                            "seed": self.seed + run},
@@ -139,6 +153,15 @@ class Sandbox:
         self.rerequest_port = ports["rerequest"][1]
         self.source_port = ports["source"][1]
         self.snapshot_port = ports["snapshot"][1]
+
+    def _join_venue(self) -> None:
+        venue = self.venue
+        if venue.exchange is None:
+            raise ValueError("the venue's sandbox is not started")
+        self.exchange_config = venue.exchange_config
+        self.order_entry_port, self.rerequest_port = venue.order_entry_port, venue.rerequest_port
+        self.source_port, self.snapshot_port = venue.source_port, venue.snapshot_port
+        self.exchange_control = venue.exchange_control
 
     @staticmethod
     def instruments_file() -> Path | None:
@@ -204,7 +227,7 @@ class Sandbox:
         self.layout_path.write_text(yaml.safe_dump(doc, sort_keys=False))
         from appliance.runtime.layout import load_layout
         self.layout = load_layout(self.layout_path)
-        if self.layout.simulator_cpu is not None:
+        if self.layout.simulator_cpu is not None and self.exchange is not None:
             self.exchange.pin(self.layout.simulator_cpu)
 
     def start_appliance(self) -> None:

@@ -90,6 +90,27 @@ def test_every_firm_limit_has_its_named_reason():
     assert FirmBook.breaches(f, FirmLimits()) == {}
 
 
+def test_the_peak_is_a_function_of_the_stream_not_of_when_the_figures_were_looked_at():
+    """The peak moves at marks only: a book rebuilt from the same events and marks (a restarted
+    hub reading the stream) has the same peak and drawdown as the one that looked all along."""
+    stream = [("e", fill("v1", 1, "AAPL", "B", 100, 200.0)),
+              ("m", {"appliance": "v1", "time_ns": 1, "marks": {"AAPL": 210 * D}}),     # +$1,000: the peak
+              ("e", fill("v1", 2, "AAPL", "S", 100, 215.0)),                            # flat, +$1,500 realized
+              ("e", fill("v1", 3, "AAPL", "B", 100, 205.0)),
+              ("e", fill("v2", 1, "MSFT", "B", 10, 400.0)),
+              ("m", {"appliance": "v2", "time_ns": 2, "marks": {"AAPL": 190 * D}})]     # $1,500 - $1,500
+    looked, rebuilt = FirmBook(), FirmBook()
+    for kind, message in stream:
+        for book in (looked, rebuilt):
+            (book.apply if kind == "e" else book.apply_marks)(message["appliance"], message)
+        looked.figures()                      # between marks the P&L touched +$1,500: not a peak
+    f = looked.figures()
+    assert (f["pnl"], f["peak_pnl"], f["drawdown"]) == (0, 1000 * D, 1000 * D)
+    assert (rebuilt.figures()["peak_pnl"], rebuilt.pnl()) == (f["peak_pnl"], f["pnl"])
+    rebuilt.apply_marks("v1", {"appliance": "v1", "time_ns": 3, "marks": {"AAPL": 180 * D, "MSFT": 390 * D}})
+    assert rebuilt.figures()["drawdown"] == 2100 * D
+
+
 GOOD = fill("v1", 1, "AAPL", "B", 100, 190.0)
 
 

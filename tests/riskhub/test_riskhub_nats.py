@@ -68,6 +68,53 @@ def test_firm_positions_and_pnl_are_the_appliances_summed_and_a_restarted_hub_ag
         hub.stop()
 
 
+def test_a_restarted_hub_rebuilds_its_peak_and_drawdown_from_the_marks_in_the_stream(nats_server, firm_factory,
+                                                                                     tmp_path):
+    marks = {"AAPL": 200 * D}
+    firm = firm_factory(marks={"venue1": lambda: dict(marks)}, firm={"marks_ms": 50})
+    firm.journals["venue1"].fill("AAPL", "B", 100, 190 * D)
+    path = write_hub_config(tmp_path / "hub.yaml", nats_server.url)
+    hub = RunningHub(path).caught_up()
+    try:
+        wait_until(lambda: hub.hub.figures["peak_pnl"] == 1000 * D, 30, message="the peak at the $200 mark")
+        marks["AAPL"] = 195 * D
+        wait_until(lambda: hub.hub.figures["drawdown"] == 500 * D, 30, message="$500 below the peak")
+    finally:
+        hub.stop()
+    hub = RunningHub(path).caught_up()                 # rebuilt from the stream alone
+    try:
+        f = hub.hub.figures
+        assert (f["pnl"], f["peak_pnl"], f["drawdown"]) == (500 * D, 1000 * D, 500 * D)
+    finally:
+        hub.stop()
+
+
+def test_a_stream_made_before_the_marks_and_commands_were_kept_is_given_them_by_the_drop_copy(nats_server, firm_factory, tmp_path):
+    import asyncio
+
+    import nats
+
+    async def streams(subjects=None):
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            if subjects is not None:
+                await js.add_stream(name="APPLIANCE_EVENTS", subjects=subjects)
+            return (await js.stream_info("APPLIANCE_EVENTS")).config.subjects
+        finally:
+            await nc.close()
+    asyncio.run(streams(["appliance.*.events"]))
+    hub = RunningHub(write_hub_config(tmp_path / "hub.yaml", nats_server.url)).caught_up()
+    try:                                                # marks taken live meanwhile (and said once)
+        firm = firm_factory(marks={"venue1": lambda: {"AAPL": 200 * D}}, firm={"marks_ms": 50})
+        wait_until(lambda: firm.copies["venue1"].copy.stats.connects >= 1, 30, message="the drop copy connected")
+        assert asyncio.run(streams()) == ["appliance.*.events", "appliance.*.marks", "firm.commands"]
+        firm.journals["venue1"].fill("AAPL", "B", 100, 190 * D)
+        wait_until(lambda: hub.hub.figures["peak_pnl"] == 1000 * D, 30, message="the hub marking the fill")
+    finally:
+        hub.stop()
+
+
 def test_a_breach_sends_a_firm_kill_that_each_drop_copy_hands_to_its_supervisor(nats_server, firm_factory, tmp_path,
                                                                                   capsys):
     firm = firm_factory(firm={"commands": True, "heartbeat_timeout_ms": 600_000})
@@ -99,6 +146,35 @@ def test_a_breach_sends_a_firm_kill_that_each_drop_copy_hands_to_its_supervisor(
         assert shown["symbols"]["AAPL"]["position"] == 80 and shown["breaches"][0]["reason"] == FIRM_MAX_POSITION
     finally:
         hub.stop()
+
+
+def test_a_restarted_hub_fires_no_breach_again_that_it_fired_or_an_operator_accepted(nats_server, firm_factory,
+                                                                                       tmp_path):
+    """The firm's commands are in the stream: a hub reading it again knows what it sent for which
+    breach and what an ACTIVATE accepted; only a breach new since fires (the sync point here)."""
+    firm = firm_factory(firm={"commands": True, "heartbeat_timeout_ms": 600_000})
+    path = write_hub_config(tmp_path / "hub.yaml", nats_server.url, limits={"max_position": {"default": 1000,
+                                                                                             "AAPL": 50}})
+    v1 = firm.journals["venue1"]
+
+    def restarted_and_fired_for(symbol: str, shares: int) -> str:
+        hub = RunningHub(path).caught_up()
+        try:
+            v1.fill(symbol, "B", shares, 100 * D)
+            wait_until(lambda: hub.hub.commands_sent, 30, message=f"the hub firing for {symbol}")
+            assert [c["command"] for c in hub.hub.commands_sent] == ["KILL"], hub.hub.commands_sent
+            return hub.hub.commands_sent[0]["reason"]
+        finally:
+            hub.stop()
+    assert "AAPL" in restarted_and_fired_for("AAPL", 80)
+    assert restarted_and_fired_for("TSLA", 1500).startswith("FIRM_MAX_POSITION: firm position in TSLA")   # not AAPL
+    hub = RunningHub(path).caught_up()
+    try:
+        assert main(["risk-hub", "activate", "--config", path, "--operator", "alice"]) == 0
+    finally:
+        hub.stop()
+    reason = restarted_and_fired_for("MSFT", 1500)                          # AAPL and TSLA were accepted
+    assert reason.startswith("FIRM_MAX_POSITION: firm position in MSFT") and ";" not in reason, reason
 
 
 def test_operator_commands_need_a_name_and_a_hub(nats_server, tmp_path, capsys):
@@ -149,7 +225,7 @@ def test_garbage_on_every_subject_is_counted_and_dropped(nats_server, firm_facto
         wait_until(lambda: copy.stats.firm_garbage == 7 + 7 + 1, 30, message="the drop copy counting garbage")
         assert firm.supervisor.requests == []
         firm.journals["venue1"].fill("AAPL", "B", 5, 190 * D)        # both still at work
-        wait_until(lambda: hub.hub.book.figures()["symbols"]["AAPL"]["position"] == 15, 30, message="the next fill")
+        wait_until(lambda: hub.position("AAPL") == 15, 30, message="the next fill")
         assert main(["risk-hub", "reduce", "--config", path, "--operator", "carol"]) == 0
         wait_until(lambda: len(firm.supervisor.requests) == 2, 30, message="the next command")
     finally:
@@ -182,7 +258,7 @@ def test_a_hub_whose_consumer_is_lost_reads_the_stream_again(nats_server, firm_f
         asyncio.run(delete_consumers())
         firm.journals["venue1"].fill("AAPL", "B", 5, 190 * D)
         wait_until(lambda: firm.published("venue1") == 4, 30, message="the next fill in the stream")
-        wait_until(lambda: hub.hub.caught_up and hub.hub.book.figures()["symbols"]["AAPL"]["position"] == 15, 30,
-                   message="the hub reading the stream again")
+        wait_until(lambda: hub.hub.caught_up and hub.position("AAPL") == 15, 30,
+                   message="the hub reading the stream again")         # the book is empty while it is rebuilt
     finally:
         hub.stop()

@@ -86,7 +86,7 @@ class Running:
 
 
 def stream_messages(server, stream: str = "APPLIANCE_EVENTS") -> list:
-    """Every message of the stream: (subject, message id, event)."""
+    """Every event of the stream: (subject, message id, event) (the marks and commands it also keeps left out)."""
     async def read():
         import nats
         nc = await nats.connect(server.url, connect_timeout=5)
@@ -96,6 +96,8 @@ def stream_messages(server, stream: str = "APPLIANCE_EVENTS") -> list:
             out = []
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 message = await js.get_msg(stream, seq)
+                if not message.subject.endswith(".events"):
+                    continue
                 out.append((message.subject, message.headers["Nats-Msg-Id"], json.loads(message.data)))
             return out
         finally:

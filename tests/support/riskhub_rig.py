@@ -43,6 +43,11 @@ class RunningHub:
         wait_until(lambda: self.hub.caught_up, timeout, message="the hub catching up with the stream")
         return self
 
+    def position(self, symbol: str) -> int | None:
+        """The firm's position in ``symbol`` as the hub's last figures say (None: not there, as in
+        a book being rebuilt): the figures the hub's thread replaces whole, never its book mid-change."""
+        return (self.hub.figures["symbols"].get(symbol) or {}).get("position")
+
     def stop(self):
         self.hub.stop()
         self.thread.join(20)
@@ -129,3 +134,69 @@ class Firm:
         for journal in self.journals.values():
             journal.close()
         self.supervisor.close()
+
+
+def ask_hub(config_path: str, command: str, **fields) -> dict:
+    """One request to the hub named in ``config_path`` (status, kill, reduce, activate), as
+    ``appliance risk-hub`` sends it: the hub's answer (``status``, or the ``command`` it sent)."""
+    import json
+
+    from appliance.dropcopy.publisher import connect_nats
+    config = load_hub_config(config_path)
+
+    async def ask():
+        nc = await connect_nats(config, "risk-hub-test")
+        try:
+            reply = await nc.request(config.control_subject, json.dumps({"command": command, **fields}).encode(),
+                                     timeout=10)
+            return json.loads(reply.data)
+        finally:
+            await nc.close()
+    answer = asyncio.run(ask())
+    assert answer.get("ok"), answer
+    return answer
+
+
+class HubProcess:
+    """``appliance risk-hub --config`` as a process of its own (SIGKILLed like a crashed hub, started
+    again), its output in ``log``; ``close`` leaves nothing running."""
+
+    def __init__(self, config_path: str, log_path):
+        self.config_path, self.log_path = config_path, log_path
+        self.proc = None
+
+    def start(self) -> "HubProcess":
+        import subprocess
+        import sys
+
+        from appliance.sim.exchange_process import appliance_env
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "risk-hub", "--config", self.config_path],
+                                         stdout=log, stderr=subprocess.STDOUT, env=appliance_env())
+        return self
+
+    def status(self) -> dict | None:
+        """The hub's status once it has caught up with the stream (None before, or while it cannot answer)."""
+        try:
+            status = ask_hub(self.config_path, "status")["status"]
+        except Exception:        # not answering yet (no responders, timeout)
+            return None
+        return status if status["caught_up"] else None
+
+    def caught_up(self, timeout: float = 60) -> dict:
+        return wait_until(self.status, timeout, interval=0.2, message="the hub process catching up with the stream")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                pass
+        self.kill()
