@@ -31,6 +31,8 @@ from appliance.runtime.channels import CONSUMER, PRODUCER, RingUse, check_ring_u
 from appliance.runtime.idle import BackoffIdle, lower_timer_slack
 from appliance.runtime.layout import LayoutError
 
+from appliance.oms.takeover import process_gone
+
 RECORDS_RING = "replication_records"
 ACKS_RING = "replication_acks"
 PRIMARY, STANDBY = "oms", "oms_standby"
@@ -67,19 +69,9 @@ def check_layout(layout, side: str) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return True                      # not known yet: the heartbeats decide
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:                                 # a zombie (killed, not yet reaped) is gone too
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1][1:2] != b"Z"
-    except (OSError, IndexError):
-        return False
+    """The peer can still answer: an unknown pid (0: not told yet) counts as alive, the heartbeats decide;
+    otherwise the takeover's one rule of a process gone (no such process, or a zombie)."""
+    return pid <= 0 or not process_gone(pid)
 
 
 class ShmConnection:

@@ -15,7 +15,7 @@ from appliance.oms.journal_format import RECORD_HEADER, read_from, read_records
 from appliance.oms.recovery import rebuild
 from appliance.oms.standby import StandbyReplica
 from appliance.sim.ports import free_port
-from oms_rig import SYMBOLS, Setup, accept_all
+from oms_rig import SYMBOLS, Setup, accept_all, drive
 
 
 def replication_params(tmp_path: Path, port: int, **overrides) -> dict:
@@ -42,18 +42,6 @@ def setup_factory(write_layout, unique_name, tmp_path):
 def standby_of(setup: Setup) -> StandbyReplica:
     process = setup.rig.layout.processes["oms"]
     return StandbyReplica(parse_oms_params(process.params, setup.rig.layout.path), SYMBOLS, setup.rig.layout)
-
-
-def run(agent, until, standby=None, timeout: float = 10.0, message: str = "condition"):
-    """The agent's duty cycle and the standby's poll, in turn, until ``until()``."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        if agent.do_work() == 0:
-            time.sleep(0.0002)
-        if standby is not None:
-            standby.poll(0)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
 def journal_bytes(path: str, used: int) -> bytes:
@@ -110,18 +98,18 @@ def test_sync_an_order_leaves_only_after_the_standby_acknowledged_its_record(set
             if last_record_sequence():
                 fake.sendall(rw.ack(last_record_sequence()))
             return rig.control.get("oms_ready") == 1
-        run(agent, acked_all, message="oms ready with a standby")
+        drive(agent, acked_all, message="oms ready with a standby")
         assert received[0][0] == rw.HELLO
         rig.new(1, "AAPL", "B", 100, 1_900_000)
-        run(agent, lambda: take() and last_record_sequence() == agent.journal.next_sequence - 1 and
+        drive(agent, lambda: take() and last_record_sequence() == agent.journal.next_sequence - 1 and
             agent.sync_sends.held, message="the order's record streamed, its bytes held")
         deadline = time.monotonic() + 0.2
         while time.monotonic() < deadline:              # the standby says nothing: the order stays here
             agent.do_work()
         assert setup.venue.messages("O") == [] and len(agent.sync_sends.held) == 1
         fake.sendall(rw.ack(last_record_sequence()))
-        run(agent, lambda: len(setup.venue.messages("O")) == 1, message="the order at the venue after the ack")
-        run(agent, lambda: ExecEvent.ACCEPTED in rig.events(1), message="accepted")
+        drive(agent, lambda: len(setup.venue.messages("O")) == 1, message="the order at the venue after the ack")
+        drive(agent, lambda: ExecEvent.ACCEPTED in rig.events(1), message="accepted")
     finally:
         fake.close()
 
@@ -134,27 +122,27 @@ def test_sync_without_a_standby_the_gate_closes_cancels_leave_and_a_standby_that
     rig = setup.rig
     standby = standby_of(setup)
     try:
-        run(agent, lambda: rig.control.get("oms_ready") == 1 and agent.replication.caught_up, standby,
+        drive(agent, lambda: rig.control.get("oms_ready") == 1 and agent.replication.caught_up, standby,
             message="ready with the standby caught up")
         rig.new(1, "AAPL", "B", 100, 1_900_000)
-        run(agent, lambda: ExecEvent.ACCEPTED in rig.events(1), standby, message="order 1 accepted")
+        drive(agent, lambda: ExecEvent.ACCEPTED in rig.events(1), standby, message="order 1 accepted")
         standby.close()                                  # the link is cut
-        run(agent, lambda: rig.control.get("oms_ready") == 0, message="the gate closed without the standby")
+        drive(agent, lambda: rig.control.get("oms_ready") == 0, message="the gate closed without the standby")
         assert agent.gate.local_reason == OmsReason.NO_STANDBY
         rig.new(2, "MSFT", "B", 100, 4_200_000)
-        run(agent, lambda: ExecEvent.REJECTED_LOCALLY in rig.events(2), message="order 2 refused")
+        drive(agent, lambda: ExecEvent.REJECTED_LOCALLY in rig.events(2), message="order 2 refused")
         assert rig.reports_of(2)[-1]["reason"] == OmsReason.NO_STANDBY
         rig.cancel(3, orig=1)
-        run(agent, lambda: len(setup.venue.messages("X")) == 1, message="the cancel left without a standby")
-        run(agent, lambda: ExecEvent.CANCELED in rig.events(1), message="order 1 canceled")
+        drive(agent, lambda: len(setup.venue.messages("X")) == 1, message="the cancel left without a standby")
+        drive(agent, lambda: ExecEvent.CANCELED in rig.events(1), message="order 1 canceled")
         assert rig.counter("oms.replication.ack_timeouts") >= 1
         # a standby again (the same journal: it asks from the record after its last and catches up)
         standby = standby_of(setup)
         assert standby.next_sequence > 1
-        run(agent, lambda: rig.control.get("oms_ready") == 1, standby, message="the gate reopened")
+        drive(agent, lambda: rig.control.get("oms_ready") == 1, standby, message="the gate reopened")
         rig.new(4, "SPY", "S", 100, 5_600_000)
-        run(agent, lambda: ExecEvent.ACCEPTED in rig.events(4), standby, message="order 4 accepted")
-        run(agent, lambda: agent.replication.caught_up and standby.next_sequence == agent.journal.next_sequence,
+        drive(agent, lambda: ExecEvent.ACCEPTED in rig.events(4), standby, message="order 4 accepted")
+        drive(agent, lambda: agent.replication.caught_up and standby.next_sequence == agent.journal.next_sequence,
             standby, message="the standby caught up")
         assert_identical(setup.journal, standby)
         assert standby.connections == 1 and standby.bad_frames == 0
@@ -178,10 +166,10 @@ def test_sync_an_order_held_when_the_standby_goes_is_rejected_back_never_sent(se
                 pass
             fake.sendall(rw.ack(agent.replication.cursor_sequence - 1))
             return rig.control.get("oms_ready") == 1
-        run(agent, lambda: agent.replication.subscribed, message="subscribed")
-        run(agent, ack_everything, message="ready")
+        drive(agent, lambda: agent.replication.subscribed, message="subscribed")
+        drive(agent, ack_everything, message="ready")
         rig.new(1, "AAPL", "B", 100, 1_900_000)          # and now the standby says nothing more
-        run(agent, lambda: ExecEvent.REJECTED_LOCALLY in rig.events(1), message="order 1 given back")
+        drive(agent, lambda: ExecEvent.REJECTED_LOCALLY in rig.events(1), message="order 1 given back")
         assert rig.reports_of(1)[-1]["reason"] == OmsReason.NOT_SENT
         assert setup.venue.messages("O") == [] and rig.counter("oms.not_sent") == 1
     finally:
@@ -193,13 +181,13 @@ def test_async_never_waits_and_the_standby_state_is_the_journal_replayed(setup_f
     setup = setup_factory(mode="async", transport=transport)
     agent = setup.start()
     rig = setup.rig
-    run(agent, lambda: rig.control.get("oms_ready") == 1, message="ready without any standby")
+    drive(agent, lambda: rig.control.get("oms_ready") == 1, message="ready without any standby")
     for i in range(1, 6):
         rig.new(i, SYMBOLS[i % 3], "B", 100 * i, 1_900_000)
-    run(agent, lambda: all(ExecEvent.ACCEPTED in rig.events(i) for i in range(1, 6)), message="accepted")
+    drive(agent, lambda: all(ExecEvent.ACCEPTED in rig.events(i) for i in range(1, 6)), message="accepted")
     standby = standby_of(setup)                          # attached late: catches up from the first record
     try:
-        run(agent, lambda: standby.next_sequence == agent.journal.next_sequence, standby, message="caught up")
+        drive(agent, lambda: standby.next_sequence == agent.journal.next_sequence, standby, message="caught up")
         records, _found, _header = read_records(setup.journal)
         primary = rebuild(records, SYMBOLS)
         state = standby.state()
@@ -220,12 +208,12 @@ def test_sync_an_oms_stopping_with_orders_held_journals_them_not_sent(setup_fact
     fake = socket.create_connection(("127.0.0.1", agent.replication.address[1]), timeout=5)
     try:
         fake.sendall(rw.subscribe(1, None))
-        run(agent, lambda: agent.replication.subscribed, message="subscribed")
+        drive(agent, lambda: agent.replication.subscribed, message="subscribed")
         fake.sendall(rw.ack(agent.replication.cursor_sequence - 1))
-        run(agent, lambda: rig.control.get("oms_ready") == 1 or fake.sendall(
+        drive(agent, lambda: rig.control.get("oms_ready") == 1 or fake.sendall(
             rw.ack(agent.replication.cursor_sequence - 1)), message="ready")
         rig.new(1, "AAPL", "B", 100, 1_900_000)
-        run(agent, lambda: agent.sync_sends.held, message="order 1 held")
+        drive(agent, lambda: agent.sync_sends.held, message="order 1 held")
         token = agent.sync_sends.held[0][3][1]
         agent.on_close()
         setup.agents.remove(agent)
@@ -242,7 +230,7 @@ def test_the_standby_drops_bad_bytes_from_whatever_answers_as_the_primary_and_ke
     setup = setup_factory(mode="async")
     agent = setup.start()
     rig = setup.rig
-    run(agent, lambda: rig.control.get("oms_ready") == 1, message="ready")
+    drive(agent, lambda: rig.control.get("oms_ready") == 1, message="ready")
     agent.on_close()                                     # its journal, finished, is what the fake primary serves
     setup.agents.remove(agent)
     records, found, _header = read_records(setup.journal)
@@ -305,10 +293,10 @@ def test_bytes_the_kernel_did_not_take_go_first_even_while_the_journal_grows(set
     fake.connect(("127.0.0.1", agent.replication.address[1]))
     try:
         fake.sendall(rw.subscribe(1, None))
-        run(agent, lambda: agent.replication.subscribed and rig.control.get("oms_ready") == 1, message="ready")
+        drive(agent, lambda: agent.replication.subscribed and rig.control.get("oms_ready") == 1, message="ready")
         agent.replication.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # full after a few KiB
         payload = jr.CONTROL.pack(kind=jr.ControlKind.GATE_CHANGED, state=1, detail=b"x" * 16)
-        run(agent, lambda: agent.guard.record(RecordType.CONTROL, payload, time.time_ns()) and
+        drive(agent, lambda: agent.guard.record(RecordType.CONTROL, payload, time.time_ns()) and
             agent.replication._out, message="the socket refusing bytes")
         agent.guard.record(RecordType.CONTROL, payload, time.time_ns())      # and the journal grows behind them
         reader, sequences = rw.FrameReader((rw.HELLO, rw.RECORDS, rw.BEAT)), []
@@ -324,7 +312,7 @@ def test_bytes_the_kernel_did_not_take_go_first_even_while_the_journal_grows(set
             except socket.timeout:
                 pass
             return sequences and sequences[-1] == agent.journal.next_sequence - 1
-        run(agent, everything_arrived, timeout=10, message="every record at the standby")
+        drive(agent, everything_arrived, timeout=10, message="every record at the standby")
         assert sequences == list(range(1, agent.journal.next_sequence))
     finally:
         fake.close()
@@ -334,16 +322,16 @@ def test_sync_without_standby_trade_sends_unprotected_until_a_standby_has_caught
     setup = setup_factory(ack_limit_ms=150, without_standby="trade")
     agent = setup.start()
     rig = setup.rig
-    run(agent, lambda: rig.control.get("oms_ready") == 1, message="ready without a standby (trade)")
+    drive(agent, lambda: rig.control.get("oms_ready") == 1, message="ready without a standby (trade)")
     rig.new(1, "AAPL", "B", 100, 1_900_000)
-    run(agent, lambda: ExecEvent.ACCEPTED in rig.events(1), message="order 1 accepted, unprotected")
+    drive(agent, lambda: ExecEvent.ACCEPTED in rig.events(1), message="order 1 accepted, unprotected")
     assert agent.sync_sends.unprotected and agent.sync_sends.unprotected_sends == 1
     standby = standby_of(setup)
     try:
-        run(agent, lambda: not agent.sync_sends.unprotected, standby, message="protected once caught up")
+        drive(agent, lambda: not agent.sync_sends.unprotected, standby, message="protected once caught up")
         rig.new(2, "AAPL", "B", 100, 1_900_000)
-        run(agent, lambda: agent.sync_sends.held, standby, message="order 2 held for the standby")
-        run(agent, lambda: ExecEvent.ACCEPTED in rig.events(2), standby, message="order 2 accepted")
+        drive(agent, lambda: agent.sync_sends.held, standby, message="order 2 held for the standby")
+        drive(agent, lambda: ExecEvent.ACCEPTED in rig.events(2), standby, message="order 2 accepted")
         assert agent.sync_sends.unprotected_sends == 1 and rig.control.get("oms_ready") == 1
     finally:
         standby.close()

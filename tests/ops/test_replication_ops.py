@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,19 +15,8 @@ from appliance.oms.standby import StandbyReplica
 from appliance.sim.ports import free_port
 from appliance.supervisor.status import build_status, one_line
 from conftest import ROOT, SUPPORT
-from oms_rig import SYMBOLS, Setup, accept_all
+from oms_rig import SYMBOLS, Setup, accept_all, drive
 from exporter_scrape import exporter, promtool_check_metrics, samples, value   # noqa: F401  (exporter: the fixture)
-
-
-def drive(agent, until, standby=None, timeout: float = 10.0, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not until():
-        if agent.do_work() == 0:
-            time.sleep(0.0002)
-        if standby is not None:
-            standby.poll(0)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
 def top_once(layout_path) -> str:

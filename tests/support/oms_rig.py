@@ -453,3 +453,15 @@ def recover(path: str, size: int = 1 << 20, symbols=SYMBOLS):
         return rebuild(journal.records(), symbols)
     finally:
         journal.close()
+
+
+def drive(agent, until, standby=None, timeout: float = 10.0, message: str = "condition") -> None:
+    """The agent's duty cycle and (replication) the standby's poll, in turn, until ``until()``."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        if agent.do_work() == 0:
+            time.sleep(0.0002)
+        if standby is not None:
+            standby.poll(0)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
