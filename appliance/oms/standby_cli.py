@@ -5,8 +5,9 @@
 
 Connects to the primary's ``params.replication.primary`` address, keeps the standby journal
 (``params.replication.standby_journal``, or ``--journal``: after a takeover the new standby writes
-where the dead primary's journal was, ``--fresh``: archiving what is there first) byte-identical to the primary's and the order state it
-makes; logs the state a takeover would log in with every ``--status-every`` seconds and on exit.
+where the dead primary's journal was, ``--fresh``: archiving what is there first; a relative ``--journal``
+is beside the layout file, as the layout's own paths are, whatever the working directory)
+byte-identical to the primary's and the order state it makes; logs the state a takeover would log in with every ``--status-every`` seconds and on exit.
 
 ``--takeover`` (``takeover.py``, same box only): ``off`` (default) only copies; ``auto`` becomes the
 primary when the stream stops and the process table's primary is gone; ``signal`` becomes it on
@@ -28,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status-every", type=float, default=5.0, metavar="S",
                         help="log the standby's state this often (seconds, default 5)")
     parser.add_argument("--journal", metavar="PATH",
-                        help="the standby's journal instead of params.replication.standby_journal")
+                        help="the standby's journal instead of params.replication.standby_journal "
+                             "(relative: to the layout file's directory, as the layout's paths)")
     parser.add_argument("--fresh", action="store_true",
                         help="archive a journal already at the standby's path and copy the primary's from record 1")
     parser.add_argument("--takeover", choices=TAKEOVER_MODES, default="off",
@@ -38,12 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long a takeover waits for the old primary's pid to be gone (default 2)")
 
 
-def standby_config(config, journal: str | None):
-    """(config with the standby's journal, the other journal: the primary's) for ``--journal``."""
+def standby_config(config, journal: str | None, layout_path: str):
+    """(config with the standby's journal, the other journal: the primary's) for ``--journal``, a relative
+    one resolved as the layout's own paths are (``layout_path``'s directory): the same name in the layout
+    and on the command line is the same file, and it is the primary's journal when it names that."""
     import dataclasses
     import os
+
+    from appliance.config.instruments import resolve_beside
     replication = config.replication
-    mine = os.path.abspath(journal) if journal else replication.standby_journal_path
+    mine = os.path.normpath(resolve_beside(journal, layout_path)) if journal else replication.standby_journal_path
     other = replication.standby_journal_path if mine == config.journal_path else config.journal_path
     return dataclasses.replace(config, replication=dataclasses.replace(replication, standby_journal_path=mine)), other
 
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{layout.path}: {exc.key_path}: {exc.reason}") from None
     if not config.replication.enabled:
         raise UsageError(f"{layout.path}: processes.{args.process}.params.replication.mode is off: no primary streams")
-    config, primary_journal = standby_config(config, args.journal)
+    config, primary_journal = standby_config(config, args.journal, layout.path)
     if args.takeover != "off" and config.replication.transport == "shm":
         raise UsageError(f"--takeover {args.takeover}: takeover runs over replication transport tcp only "
                          "(the shm rings' swapped roles are not built)")

@@ -16,6 +16,7 @@ from appliance.messages.codes import ClockState, FeedStaleReason, GateReason, Ri
 from appliance.oms import latency, replication_status
 from appliance.runtime.counters import CounterKind, ProcessState
 from appliance.runtime.market_state import FLAG_NAMES
+from appliance.supervisor import takeover_status
 
 PREFIX = "appliance"
 REJECT_SOURCES = {"risk.rejects.": "risk", "oms.rejects.": "oms"}
@@ -88,6 +89,17 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "replication_disconnects": ("counter", "standby connections lost"),
     "replication_ack_timeouts": ("counter", "sync: no acknowledgement within the limit (gate closed or traded on)"),
 }
+FAMILIES.update({
+    # the OMS's takeovers by its hot standby (issue 18): only when the supervisor has one
+    "takeover": ("counter", "takeovers of the OMS by its hot standby (the OMS died, or a failover)"),
+    "takeover_under_way": ("gauge", "1 while a takeover holds the gate closed"),
+    "takeover_last_timestamp_seconds": ("gauge", "when the last takeover began (Unix time)"),
+    "takeover_last_gate_closed_seconds": ("gauge", "how long the gate was closed for the last takeover "
+                                                   "(the OMS seen dead, or the failover asked, to the new OMS ready)"),
+    "takeover_last_planned": ("gauge", "1 when the last takeover was a failover, 0 when the OMS died"),
+    "takeover_last_old_pid": ("gauge", "pid of the OMS the last takeover replaced"),
+    "takeover_last_new_pid": ("gauge", "pid of the standby that became the OMS in the last takeover"),
+})
 REPLICATION_FAMILIES = frozenset(name for name in FAMILIES if name.startswith("replication_"))
 
 
@@ -131,6 +143,7 @@ def families(snap, counter_infos) -> list:
     out += _symbols(snap)
     out += _tick_to_trade(snap.counters)
     out += _replication(snap.counters)
+    out += _takeover(snap.counters)
     return [f for f in out if f.samples or f.name == f"{PREFIX}_up"]
 
 
@@ -206,6 +219,26 @@ def _replication(counters: dict[str, int]) -> list:
                         ("replication_acked_sequence", r.get("acked_sequence", 0)),
                         ("replication_disconnects", r.get("disconnects", 0)),
                         ("replication_ack_timeouts", r.get("ack_timeouts", 0))):
+        family = _family(name)
+        family.add_metric([], value)
+        out.append(family)
+    return out
+
+
+def _takeover(counters: dict[str, int]) -> list:
+    """The takeover families (none when the supervisor has no hot standby; the last one's only after one)."""
+    t = takeover_status.summary(counters)
+    if t is None:
+        return []
+    values = [("takeover", t["count"]), ("takeover_under_way", 1 if t["under_way"] else 0)]
+    if t["count"]:
+        values += [("takeover_last_timestamp_seconds", t["last_unix_ns"] / 1e9),
+                   ("takeover_last_planned", 1 if t["last_planned"] else 0),
+                   ("takeover_last_old_pid", t["last_old_pid"]), ("takeover_last_new_pid", t["last_new_pid"])]
+    if t["last_gate_closed_ms"] is not None:
+        values.append(("takeover_last_gate_closed_seconds", t["last_gate_closed_ms"] / 1e3))
+    out = []
+    for name, value in values:
         family = _family(name)
         family.add_metric([], value)
         out.append(family)

@@ -2,7 +2,8 @@
 
 Read-only and lock-free: it maps the segments with PROT_READ and never writes.
 Shows rings, processes, the trading gate and why it is closed, the clock guard,
-readiness and the kill switch, which books are bad and why (MARKET), tick-to-trade
+readiness and the kill switch, which books are bad and why (MARKET), the OMS's hot standby
+(STANDBY) and its last takeover (TAKEOVER), tick-to-trade
 percentiles per hop, per-symbol position, P&L (marked only from good books; "old
 mark" when a bad book's last good price is used) and book top, and every counter
 (each part the layout has).
@@ -26,6 +27,7 @@ import time
 
 from appliance.command_io.arguments import bounded
 from appliance.oms import replication_status
+from appliance.supervisor import takeover_status
 
 DEFAULT_LAYOUT = "shm_layout.yaml"
 BAR_WIDTH = 20
@@ -177,6 +179,9 @@ def _render_trading(snap) -> list[str]:
         lines.append(f"STANDBY  {replication_status.one_line(replication)}  acked {replication.get('acked_sequence', 0)}"
                      f"  ack rtt {replication['ack_rtt_us']:,.1f} us  disconnects {replication.get('disconnects', 0)}"
                      f"  ack timeouts {replication.get('ack_timeouts', 0)}")
+    takeover = oms.get("takeover")
+    if takeover:                             # the supervisor has a hot standby for the OMS
+        lines.append(f"TAKEOVER {takeover_status.one_line(takeover)}")
     return lines
 
 

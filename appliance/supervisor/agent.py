@@ -114,7 +114,8 @@ class SupervisorAgent(Agent):
         self.c_gate_changes = counters.allocate("supervisor.gate_changes")
         self.c_commands = counters.allocate("supervisor.commands")
         self.c_hung_kills = counters.allocate("supervisor.hung_kills")
-        self.c_takeovers = counters.allocate("supervisor.takeovers")
+        if self.standby is not None:
+            self.standby.attach(counters)        # the takeovers, counted where status and the exporter read them
         self._restart_counters = {name: counters.allocate(f"supervisor.restarts.{name}") for name in self.children}
         self._hung_killed: dict[str, int] = {}
         # the books are watched when a feed writes them (a layout without one has no market data to judge)
@@ -216,8 +217,7 @@ class SupervisorAgent(Agent):
         if child.name == "oms" and self.standby is not None and self.standby.ready() and (
                 self.standby.switching or self._standby_connected()):      # a failover checked it when asked
             # reaped, so known dead: the standby takes over; the old OMS is not restarted into a second primary
-            self.children["oms"] = self.standby.take_over(now)
-            self.c_takeovers.inc()
+            self.children["oms"] = self.standby.take_over(now, child.last_pid)
             self._write_gate(self.reasons | GateReason.TAKEOVER)
             return
         if child.name == "oms" and self.standby is not None:
@@ -394,7 +394,7 @@ class SupervisorAgent(Agent):
             return {"ok": False, "error": "the standby is not connected to the OMS (not caught up)"}
         log.warning("failover requested by %s %s: stopping the OMS (pid %d); its standby takes over", operator, via,
                     oms.pid)
-        self.standby.switching = True                              # TAKEOVER from now until the new primary is ready
+        self.standby.begin_switch(time.monotonic_ns())             # TAKEOVER from now until the new primary is ready
         self._write_gate(self.reasons | GateReason.TAKEOVER)
         oms.signal(15)
         return {"ok": True, "stopping": oms.pid, "standby": self.standby.child.pid}

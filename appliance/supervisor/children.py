@@ -27,6 +27,7 @@ class ManagedProcess:
         self.restarts = 0                    # since the start of the day (status)
         self.recent_restarts: list[int] = []  # monotonic ns of the restarts inside the policy's window
         self.last_exit: int | None = None
+        self.last_pid = 0                    # the pid of the process that exited last (known after the reap)
         self.next_start_ns = 0               # monotonic; restart not before
         self.started_ns = 0
         self.wanted = True                   # False once stopped on purpose
@@ -46,6 +47,7 @@ class ManagedProcess:
         if code is None:
             return None
         self.last_exit = code
+        self.last_pid = self.proc.pid
         self.proc = None
         return code
 
@@ -82,6 +84,7 @@ class ManagedProcess:
             self.proc.kill()
             code = self.proc.wait(10)
         self.last_exit = code
+        self.last_pid = self.proc.pid
         self.proc = None
         return code
 

@@ -115,6 +115,18 @@ def _old_mark(v: dict) -> str:
     return f" (old mark {v['mark']:.2f})" if v["mark"] else " (no mark)"
 
 
+def _standby_lines(oms: dict) -> list[str]:
+    """The OMS's hot standby and its last takeover, when it has one (the same words as the status line)."""
+    from appliance.oms import replication_status
+    from . import takeover_status
+    lines = []
+    if oms.get("replication"):
+        lines.append(f"replication: {replication_status.one_line(oms['replication'])}")
+    if oms.get("takeover"):
+        lines.append(f"takeover: {takeover_status.one_line(oms['takeover'])}")
+    return lines
+
+
 def render(s: dict, supervisor: dict | None) -> str:
     lines = [f"gate: {'OPEN' if s['gate']['open'] else 'CLOSED'}"
              + ("" if s["gate"]["open"] else f" ({', '.join(r.lower() for r in s['gate']['reasons'])})"),
@@ -125,6 +137,7 @@ def render(s: dict, supervisor: dict | None) -> str:
              f"feed: {'live' if s['feed']['ready'] else 'not ready'}"
              f"{'' if s['feed'].get('stale_reason', 'live') == 'live' else ' (' + s['feed']['stale_reason'] + ')'}",
              *([f"market data: {s['market_data']['summary']}"] if s.get("market_data", {}).get("summary") else []),
+             *_standby_lines(s["oms"]),
              "", f"{'process':<11}{'pid':>8}  {'state':<9}{'heartbeat':>12}{'max duty':>11}  restarts"]
     for name, p in s["processes"].items():
         age = "-" if p["heartbeat_age_ms"] is None else f"{p['heartbeat_age_ms']:.1f} ms"

@@ -26,14 +26,40 @@ import signal
 import sys
 import time
 
-from appliance.runtime.counters import ProcessState
+from appliance.runtime.counters import CounterKind, ProcessState
 
+from . import takeover_status as labels
 from .children import ManagedProcess
 
 log = logging.getLogger("appliance.supervisor")
 
 STANDBY_NAME = "oms-standby"
 RESTART_AFTER_NS = 1_000_000_000     # a standby that exited is started again this much later
+
+
+class TakeoverRecord:
+    """The takeovers in the supervisor's own counters, their only store: ``appliance status``, shmtop and
+    the exporter read them there (``takeover_status.py``), the control socket's status through
+    ``OmsStandby.summary``. The supervisor is their one writer."""
+
+    def __init__(self, counters):
+        self.count = counters.allocate(labels.TAKEOVERS)
+        self.unix_ns = counters.allocate(labels.LAST_UNIX_NS, CounterKind.GAUGE)
+        self.gate_closed_ns = counters.allocate(labels.LAST_GATE_CLOSED_NS, CounterKind.GAUGE)
+        self.old_pid = counters.allocate(labels.LAST_OLD_PID, CounterKind.INFO)
+        self.new_pid = counters.allocate(labels.LAST_NEW_PID, CounterKind.INFO)
+        self.planned = counters.allocate(labels.LAST_PLANNED, CounterKind.INFO)
+
+    def begun(self, unix_ns: int, old_pid: int, new_pid: int, planned: bool) -> None:
+        self.gate_closed_ns.set(0)           # first: a reader sees "under way", never the previous duration
+        self.unix_ns.set(unix_ns)
+        self.old_pid.set(old_pid)
+        self.new_pid.set(new_pid)
+        self.planned.set(int(planned))
+        self.count.inc()
+
+    def done(self, gate_closed_ns: int) -> None:
+        self.gate_closed_ns.set(max(1, gate_closed_ns))     # never 0: that says under way
 
 
 class OmsStandby:
@@ -46,11 +72,19 @@ class OmsStandby:
         self.child: ManagedProcess | None = None
         self.since_ns: int | None = None     # monotonic: a takeover under way since
         self.switching = False               # ``appliance failover``: the OMS asked to stop, the standby next
+        self.switch_ns = 0                   # monotonic: when the failover was asked (the gate closed for it)
         self.new_primary: ManagedProcess | None = None
-        self.takeovers = 0
-        self.last_takeover_ms = 0.0
-        self.last_takeover_wall_ns = 0
+        self.record: TakeoverRecord | None = None    # the supervisor's counters: ``attach``
         self._restart_at = 0
+
+    def attach(self, counters) -> None:
+        """Count the takeovers in the supervisor's counters (``counters``: its CountersWriter)."""
+        self.record = TakeoverRecord(counters)
+
+    def begin_switch(self, now_ns: int) -> None:
+        """``appliance failover``: the OMS is asked to stop; TAKEOVER holds the gate from now."""
+        self.switching = True
+        self.switch_ns = now_ns
 
     def argv(self, journal: str, takeover: str, fresh: bool) -> list[str]:
         return [sys.executable, "-m", "appliance", "oms-standby", "--layout", self.layout_path, "--process",
@@ -71,9 +105,11 @@ class OmsStandby:
         """A standby that can take over now."""
         return self.child is not None and self.child.alive() and self.since_ns is None
 
-    def take_over(self, now_ns: int) -> ManagedProcess:
-        """The OMS is reaped: the standby becomes the ``oms`` child (returned)."""
+    def take_over(self, now_ns: int, old_pid: int) -> ManagedProcess:
+        """The OMS (``old_pid``) is reaped: the standby becomes the ``oms`` child (returned). The takeover
+        counts from the failover's request when planned (the gate closed then), else from now."""
         child = self.child
+        planned = self.switching
         self.switching = False
         child.signal(signal.SIGUSR1)
         child.name = self.process
@@ -82,8 +118,9 @@ class OmsStandby:
         self.journals.reverse()
         self.child = None
         self.new_primary = child
-        self.since_ns = now_ns
-        self.last_takeover_wall_ns = time.time_ns()
+        self.since_ns = self.switch_ns if planned and self.switch_ns else now_ns
+        if self.record is not None:
+            self.record.begun(time.time_ns() - (now_ns - self.since_ns), old_pid, child.pid, planned)
         log.error("TAKEOVER: the OMS is gone; its standby (pid %d) becomes the primary; the gate stays closed "
                   "until it is ready", child.pid)
         return child
@@ -98,10 +135,10 @@ class OmsStandby:
                 self.start(fresh=True)        # where the dead primary's journal was
                 work += 1
             if oms_ready and running:
-                self.last_takeover_ms = (now_ns - self.since_ns) / 1e6
-                self.takeovers += 1
-                log.warning("takeover done in %.1f ms: the new primary (pid %d) is ready", self.last_takeover_ms,
-                            primary.pid)
+                if self.record is not None:
+                    self.record.done(now_ns - self.since_ns)
+                log.warning("takeover done in %.1f ms: the new primary (pid %d) is ready",
+                            (now_ns - self.since_ns) / 1e6, primary.pid)
                 self.since_ns = None
                 self.new_primary = None
                 work += 1
@@ -118,10 +155,12 @@ class OmsStandby:
         return work
 
     def summary(self) -> dict:
-        child = self.child
+        child, record = self.child, self.record
         return {"pid": child.pid if child else None, "alive": bool(child and child.alive()),
-                "journal": self.journals[1], "taking_over": self.taking_over, "takeovers": self.takeovers,
-                "last_takeover_ms": self.last_takeover_ms, "last_takeover_ns": self.last_takeover_wall_ns}
+                "journal": self.journals[1], "taking_over": self.taking_over,
+                "takeovers": record.count.get() if record else 0,
+                "last_takeover_ms": record.gate_closed_ns.get() / 1e6 if record else 0.0,
+                "last_takeover_ns": record.unix_ns.get() if record else 0}
 
     def stop(self, timeout_s: float) -> None:
         if self.child is not None:

@@ -12,6 +12,8 @@ from appliance.oms import latency, replication_status
 from appliance.runtime.market_state import describe_problems, view_problem
 from appliance.runtime.seqlock import TornRead
 
+from . import takeover_status
+
 
 def build_status(layout, memory) -> dict:
     now_mono = time.monotonic_ns()
@@ -88,6 +90,9 @@ def build_status(layout, memory) -> dict:
     replication = replication_status.summary(counters)
     if replication:                         # the OMS replicates its journal (issue 18): its standby, its lag
         status["oms"]["replication"] = replication
+    takeover = takeover_status.summary(counters)
+    if takeover:                            # the supervisor has a hot standby for the OMS: its takeovers
+        status["oms"]["takeover"] = takeover
     return status
 
 
@@ -117,6 +122,9 @@ def one_line(status: dict) -> str:
     replication = status.get("oms", {}).get("replication")
     if replication:
         line += " | " + replication_status.one_line(replication)
+    takeover = status.get("oms", {}).get("takeover")
+    if takeover:
+        line += " | " + takeover_status.one_line(takeover)
     dropcopy = status.get("dropcopy")
     if dropcopy:
         line += (f" | drop copy {'up' if dropcopy.get('connected') else 'NATS DOWN'} lag "

@@ -28,9 +28,26 @@ def test_a_live_process_is_not_gone_a_zombie_is_and_a_reaped_one_is():
 def test_the_new_primary_writes_the_standby_journal_and_its_standby_the_old_primary_one(tmp_path):
     config = parse_oms_params({"journal": "p.bin", "replication": {"mode": "sync", "standby_journal": "s.bin"}},
                               str(tmp_path / "layout.yaml"))
-    mine, primary = standby_config(config, None)
+    mine, primary = standby_config(config, None, str(tmp_path / "layout.yaml"))
     assert mine.replication.standby_journal_path == str(tmp_path / "s.bin") and primary == str(tmp_path / "p.bin")
     new = takeover_config(mine, mine.replication.standby_journal_path, primary)
     assert new.journal_path == str(tmp_path / "s.bin") and new.replication.standby_journal_path == primary
-    swapped, other = standby_config(config, str(tmp_path / "p.bin"))   # the next standby, where the old primary was
+    swapped, other = standby_config(config, str(tmp_path / "p.bin"), str(tmp_path / "layout.yaml"))
     assert swapped.replication.standby_journal_path == str(tmp_path / "p.bin") and other == str(tmp_path / "s.bin")
+
+
+def test_a_relative_standby_journal_is_beside_the_layout_as_the_layouts_own_paths(tmp_path, monkeypatch):
+    """``oms-standby --journal p.bin`` run from elsewhere names the layout's ``journal: p.bin``: the standby
+    writes where the old primary did (and takes the other file as the primary's), not a file of the
+    working directory."""
+    (tmp_path / "etc").mkdir()
+    layout = str(tmp_path / "etc" / "layout.yaml")
+    config = parse_oms_params({"journal": "run/p.bin", "replication": {"mode": "sync", "standby_journal": "run/s.bin"}},
+                              layout)
+    monkeypatch.chdir(tmp_path)
+    mine, other = standby_config(config, "run/p.bin", layout)
+    assert mine.replication.standby_journal_path == str(tmp_path / "etc" / "run" / "p.bin")
+    assert other == str(tmp_path / "etc" / "run" / "s.bin")
+    mine, other = standby_config(config, "../elsewhere/./x.bin", layout)     # normalised, beside the layout
+    assert mine.replication.standby_journal_path == str(tmp_path / "elsewhere" / "x.bin")
+    assert other == str(tmp_path / "etc" / "run" / "p.bin")

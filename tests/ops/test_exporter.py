@@ -206,6 +206,8 @@ def test_every_declared_family_is_served_by_a_full_appliance(write_layout, uniqu
     """metrics.FAMILIES is what the dashboard and alert tests check against: each must really appear."""
     with running_trading(write_layout, unique_name, spawner) as (path, procs, state):
         served = {name for name, _labels in samples(exporter(path)())}
-    expected = metrics.exposed_names() - {n for n in metrics.exposed_names()   # served when the OMS replicates:
-                                          if n.startswith("appliance_replication_")}   # test_replication_ops.py
+    expected = metrics.exposed_names() - {n for n in metrics.exposed_names()   # served when the OMS replicates
+                                          if n.startswith(("appliance_replication_",   # (test_replication_ops.py)
+                                                           "appliance_takeover"))}   # or has a hot standby
+    # (the takeover families: test_supervisor_takeover.py)
     assert expected <= served, expected - served

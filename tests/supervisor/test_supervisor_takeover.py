@@ -5,14 +5,18 @@ orders on the ring and reads the OMS's reports as they would).
 SIGKILL the OMS: the supervisor closes the gate with TAKEOVER and keeps it closed until the standby,
 now the OMS (the same pid in the process table, not a restart of the old one), is ready; orders go
 on through the new primary; then ``appliance failover --operator NAME`` switches to the new standby the
-supervisor started (no name: exit 2).
+supervisor started (no name: exit 2). After each, ``appliance status`` (its line and --json), shmtop and
+the exporter say the last takeover: when, how long the gate was closed for it (checked against the gate
+as sampled), which pid died and which took over, crash or failover, and how many.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -23,8 +27,10 @@ from appliance.oms import agent as oms_agent
 from appliance.runtime.counters import ProcessState
 from appliance.runtime.memory import SharedMemory
 from appliance.sim.ports import free_port
+from appliance.supervisor.status import build_status
 from conftest import wait_until
 from exchange_process import venue  # noqa: F401  (the fixture)
+from exporter_scrape import exporter, promtool_check_metrics, samples as series_of, value  # noqa: F401  (exporter)
 from oms_rig import Rig, journal_path, oms_layout
 from supervisor_rig import Up, appliance, up_factory  # noqa: F401  (up_factory: the fixture)
 
@@ -71,7 +77,8 @@ class Orders:
 
 
 class GateSampler:
-    """(gate open, reasons, oms pid, oms RUNNING, oms_ready) every half millisecond, from a thread."""
+    """(gate open, reasons, oms pid, oms RUNNING, oms_ready, monotonic ns before and after the reads) every
+    half millisecond, from a thread."""
 
     def __init__(self, memory):
         self.control = memory.control()
@@ -83,10 +90,11 @@ class GateSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.0005):
+            before = time.monotonic_ns()
             gate = self.control.gate()
             record = self.table.read("oms")
             self.samples.append((gate.open, gate.reasons, record.pid, record.state is ProcessState.RUNNING,
-                                 self.control.get("oms_ready")))
+                                 self.control.get("oms_ready"), before, time.monotonic_ns()))
 
     def stop(self) -> list[tuple]:
         self._stop.set()
@@ -110,6 +118,29 @@ def assert_closed_through_the_takeover(samples: list[tuple], old_pid: int, new_p
     assert all(s[2] in (old_pid, new_pid) for s in samples), "a third OMS ran"
 
 
+SLACK_NS = 20_000_000     # the supervisor times its duty cycles, the sampler the gate words: a cycle apart at most
+
+
+def assert_the_last_takeover(up: Up, samples: list[tuple], count: int, old_pid: int, new_pid: int, planned: bool,
+                             began_ns: int) -> dict:
+    """``appliance status``'s figures of the last takeover (read from the supervisor's counters): these pids,
+    begun after ``began_ns`` (wall clock), done, and the gate closed as long as the sampler saw it closed."""
+    t = build_status(up.layout, up.memory)["oms"]["takeover"]
+    assert (t["count"], t["under_way"], t["last_old_pid"], t["last_new_pid"], t["last_planned"]) == \
+        (count, False, old_pid, new_pid, planned)
+    assert began_ns <= t["last_unix_ns"] <= time.time_ns()
+    first_closed = next(i for i, s in enumerate(samples) if not s[0])
+    ready = next(i for i, s in enumerate(samples) if s[2] == new_pid and s[3] and s[4] == 1 and s[0])
+    assert first_closed > 0, "the sampler started after the gate closed"
+    # the gate closed between the last open sample and the first closed one, and opened between the last
+    # closed sample and the first open one: the reported figure lies between the shortest and longest such
+    shortest = samples[ready - 1][5] - samples[first_closed][6]
+    longest = samples[ready][6] - samples[first_closed - 1][5]
+    closed_ns = t["last_gate_closed_ms"] * 1e6
+    assert shortest - SLACK_NS <= closed_ns <= longest + SLACK_NS, (shortest, closed_ns, longest)
+    return t
+
+
 @pytest.fixture
 def running(venue, write_layout, unique_name, tmp_path, up_factory):  # noqa: F811
     up = up_factory(takeover_layout(write_layout, unique_name, tmp_path, venue.order_entry[1])).attach()
@@ -119,8 +150,9 @@ def running(venue, write_layout, unique_name, tmp_path, up_factory):  # noqa: F8
     orders.close()
 
 
-def test_sigkill_the_oms_the_supervisor_holds_the_gate_closed_while_its_standby_takes_over(running):
+def test_sigkill_the_oms_the_supervisor_holds_the_gate_closed_while_its_standby_takes_over(running, exporter):  # noqa: F811
     up, orders = running
+    assert build_status(up.layout, up.memory)["oms"]["takeover"]["count"] == 0
     table = up.memory.process_table()
     orders.new(1, shares=100, price=1_800_000)
     wait_until(lambda: E.ACCEPTED in orders.events(1), 10, message="order 1 accepted")
@@ -128,11 +160,14 @@ def test_sigkill_the_oms_the_supervisor_holds_the_gate_closed_while_its_standby_
     standby_pid = supervisor_status(up)["standby"]["pid"]
     assert standby_pid and standby_pid != old_pid
     sampler = GateSampler(up.memory)
+    wait_until(lambda: sampler.samples, 5, message="the gate sampled")
+    killed_ns = time.time_ns()
     os.kill(old_pid, signal.SIGKILL)
     wait_until(lambda: up.gate()[0] == 1 and table.read("oms").pid == standby_pid, 30,
                message="the gate open again with the standby as the OMS")
     samples = sampler.stop()
     assert_closed_through_the_takeover(samples, old_pid, standby_pid)
+    assert_the_last_takeover(up, samples, 1, old_pid, standby_pid, False, killed_ns)
     status = supervisor_status(up)
     assert status["children"]["oms"]["pid"] == standby_pid and status["children"]["oms"]["restarts"] == 0
     assert status["standby"]["takeovers"] == 1 and status["standby"]["alive"]
@@ -146,12 +181,35 @@ def test_sigkill_the_oms_the_supervisor_holds_the_gate_closed_while_its_standby_
     assert appliance("failover", "--layout", layout).returncode == 2
     new_standby = status["standby"]["pid"]
     sampler = GateSampler(up.memory)
+    wait_until(lambda: sampler.samples, 5, message="the gate sampled")
+    asked_ns = time.time_ns()
     done = appliance("failover", "--layout", layout, "--operator", "alice")
     assert done.returncode == 0, done.stderr
     assert f"pid {new_standby}" in done.stdout
     assert table.read("oms").pid == new_standby
     wait_until(lambda: up.gate()[0] == 1, 30, message="the gate open after the failover")
-    assert_closed_through_the_takeover(sampler.stop(), standby_pid, new_standby)
+    samples = sampler.stop()
+    assert_closed_through_the_takeover(samples, standby_pid, new_standby)
+    # planned: counted from the failover's request, when the gate closed, not from the old OMS's exit
+    last = assert_the_last_takeover(up, samples, 2, standby_pid, new_standby, True, asked_ns)
+    said = f"takeovers 2, last {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['last_unix_ns'] / 1e9))} " \
+           f"failover pid {standby_pid} -> {new_standby}, gate closed {last['last_gate_closed_ms']:,.1f} ms"
+    shown = appliance("status", "--layout", layout)
+    assert shown.returncode == 0 and f"takeover: {said}" in shown.stdout, shown.stdout + shown.stderr
+    as_json = appliance("status", "--layout", layout, "--json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["oms"]["takeover"] == last
+    top = appliance("top", "--layout", layout, "--once", "--interval", "0.05")
+    assert top.returncode == 0 and f"TAKEOVER {said}" in top.stdout, top.stdout + top.stderr
+    text = exporter(layout)()
+    promtool_check_metrics(text)
+    series = series_of(text)
+    assert value(series, "appliance_takeover_total") == 2 and value(series, "appliance_takeover_under_way") == 0
+    assert value(series, "appliance_takeover_last_planned") == 1
+    assert (value(series, "appliance_takeover_last_old_pid"), value(series, "appliance_takeover_last_new_pid")) == \
+        (standby_pid, new_standby)
+    assert value(series, "appliance_takeover_last_timestamp_seconds") == last["last_unix_ns"] / 1e9
+    assert value(series, "appliance_takeover_last_gate_closed_seconds") == pytest.approx(
+        last["last_gate_closed_ms"] / 1e3, abs=1e-6)
     orders.new(3, shares=100, price=1_800_000)
     wait_until(lambda: E.ACCEPTED in orders.events(3), 10, message="order 3 accepted after the failover")
     assert supervisor_status(up)["standby"]["takeovers"] == 2
