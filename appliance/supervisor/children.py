@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+LOG_TAIL_BYTES = 64 * 1024
+
 
 class ManagedProcess:
     def __init__(self, name: str, argv: list[str], log_dir: Path, *, env: dict | None = None,
@@ -89,11 +91,19 @@ class ManagedProcess:
         return code
 
     def log_tail(self, lines: int = 15) -> str:
+        """The log's last ``lines`` lines, read from its last 64 KiB only: it runs in the supervisor's duty
+        cycle when a child exits (before a takeover), and a day's log can be large."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                log.seek(max(0, size - LOG_TAIL_BYTES))
+                text = log.read().decode(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        kept = text.splitlines()
+        if size > LOG_TAIL_BYTES and kept:
+            kept = kept[1:]                  # the first line read may be cut: not shown
+        return "\n".join(kept[-lines:])
 
 
 def agent_argv(layout_path: str, process: str) -> list[str]:
