@@ -4,38 +4,21 @@ from the simulated exchange, several queue models (``bench backtest``'s generate
 ``tests/bench/test_venue_fast_days.py``)."""
 from __future__ import annotations
 
-import dataclasses
-import json
-
 import pytest
 
-from appliance.backtest import report
-from appliance.backtest.engine import Backtest
 from appliance.replay import venue as venue_module
 from appliance.replay.latency import Latency
 from appliance.strategy.market_maker import MarketMaker, MarketMakerParameters
-from backtest_days import recorded_day, setup
+from backtest_days import recorded_day, reports_both_ways, setup
 
 pytestmark = pytest.mark.skipif(not venue_module.AVAILABLE, reason="replay/_venue_fast.c not built")
-
-
-def both(run_setup):
-    """The report document of the run with the compiled venue and with the reference (wall time zeroed)."""
-    documents = []
-    for compiled in (True, False):
-        bt = Backtest(dataclasses.replace(run_setup, venue_compiled=compiled))
-        assert bt.venue.compiled is compiled
-        record = bt.run()
-        record.seconds = 1.0
-        documents.append((json.dumps(report.document(record), sort_keys=True), record))
-    return documents
 
 
 @pytest.mark.parametrize("model", ("risk-averse", "fifo", "prob-power:3"))
 def test_recorded_day_same_report(tmp_path, model):
     run_setup = setup(recorded_day(tmp_path / "recorded"), MarketMaker, MarketMakerParameters(), queue_model=model,
                       latency=Latency(feed_ns=20_000, entry_ns=30_000, ack_ns=30_000), seed=4)
-    (compiled, record), (python, _) = both(run_setup)
+    (compiled, record), (python, _) = reports_both_ways(run_setup)
     assert compiled == python
     assert len(record.fills) > 10
 

@@ -4,18 +4,16 @@ perturbed; and ``bench backtest``'s setup on such a day: the same report files e
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 
 import pytest
 
 from appliance.backtest import report
 from appliance.backtest.cli import add_arguments, build_setup
-from appliance.backtest.engine import Backtest
 from appliance.bench.backtest import _settings
 from appliance.bench.feed_replay import directory_symbols
 from appliance.bench.itch import generate_day_file
 from appliance.replay import venue as venue_module
+from backtest_days import reports_both_ways
 from venue_diff import MODELS, differ, perturbed, raws
 
 pytestmark = pytest.mark.skipif(not venue_module.AVAILABLE, reason="replay/_venue_fast.c not built")
@@ -51,14 +49,7 @@ def test_generated_day_same_report_files(tmp_path):
     run_setup = build_setup(parser.parse_args([str(day), "--strategy", "appliance.strategy.market_maker:MarketMaker",
                                                "--instruments", files["instruments"], "--limits", files["limits"],
                                                "--params", files["params"], "--fees", "none"]))
-    documents = []
-    for compiled in (True, False):
-        bt = Backtest(dataclasses.replace(run_setup, venue_compiled=compiled))
-        assert bt.venue.compiled is compiled
-        record = bt.run()
-        record.seconds = 1.0
-        documents.append((json.dumps(report.document(record), sort_keys=True), record))
-    (compiled, record), (python, python_record) = documents
+    (compiled, record), (python, python_record) = reports_both_ways(run_setup)
     assert compiled == python and record.orders > 0
     left = report.write_report(record, tmp_path / "compiled")
     right = report.write_report(python_record, tmp_path / "python")

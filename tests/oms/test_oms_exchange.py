@@ -14,7 +14,7 @@ from appliance.wire.venue_time import ns_since_midnight
 from conftest import output_of, wait_until
 from exchange_process import OrderClient, end_of_day, venue  # noqa: F401  (venue: the fixture)
 from exchange_process import venue_messages
-from oms_rig import SYMBOLS, Rig, journal_path, oms_layout
+from oms_rig import SYMBOLS, Rig, journal_path, oms_layout, send_mixed
 
 E = ExecEvent
 
@@ -224,15 +224,7 @@ def test_sigkill_in_a_burst_of_orders_and_fills_loses_nothing_and_doubles_nothin
 
     def burst(first: int, count: int) -> None:
         for i in range(first, first + count):
-            kind = i % 4
-            if kind == 0:
-                rig.new(i, "AAPL", "B", 10, 1_900_000, tif=TIF_IOC)          # filled at once
-            elif kind == 1:
-                rig.new(i, "MSFT", "S", 10, 4_190_000)                       # filled at once
-            elif kind == 2:
-                rig.new(i, "SPY", "B", 100, 4_000_000 + i)                   # rests
-            else:
-                rig.cancel(i, orig=i - 1, symbol="SPY")                      # cancels the one before
+            send_mixed(rig, i)
 
     burst(1, 400)
     wait_until(lambda: rig.counter("oms.orders_sent") >= 60 or rig.counter("oms.venue_messages") >= 120, 20,

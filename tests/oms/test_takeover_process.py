@@ -31,7 +31,7 @@ import threading
 
 import pytest
 
-from appliance.messages.codes import TIF_IOC, Action, ExecEvent
+from appliance.messages.codes import Action, ExecEvent
 from appliance.oms import journal_records as jr
 from appliance.oms.journal_format import read_records
 from appliance.oms.journal_records import RecordType, SessionEvent
@@ -39,7 +39,7 @@ from appliance.runtime.counters import ProcessState
 from appliance.sim.ports import free_port
 from conftest import wait_until
 from exchange_process import OrderClient, end_of_day, venue, venue_messages  # noqa: F401  (venue: the fixture)
-from oms_rig import SYMBOLS, Rig, journal_path, oms_layout
+from oms_rig import SYMBOLS, Rig, journal_path, oms_layout, send_mixed
 from standby_process import Standby
 
 E = ExecEvent
@@ -96,16 +96,7 @@ class Load:
         try:
             while not self._stop.wait(0.002):
                 i = self.next_id
-                kind = i % 4
-                if kind == 0:
-                    rig.new(i, "AAPL", "B", 10, 1_900_000, tif=TIF_IOC)          # filled at once
-                elif kind == 1:
-                    rig.new(i, "MSFT", "S", 10, 4_190_000)                       # filled at once
-                elif kind == 2:
-                    rig.new(i, "SPY", "B", 100, 4_000_000 + i)                   # rests
-                else:
-                    rig.cancel(i, orig=i - 1, symbol="SPY")                      # cancels the one before
-                if kind != 3:
+                if send_mixed(rig, i):
                     self.new_ids.append(i)
                 self.next_id = i + 1
         except BaseException as exc:          # the test fails with it

@@ -2,10 +2,13 @@
 day (cached per session), a probe strategy that writes down what it saw, and the setup built from them."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
 from pathlib import Path
 
-from appliance.backtest.engine import BacktestSetup
+from appliance.backtest import report
+from appliance.backtest.engine import Backtest, BacktestSetup
 from appliance.config.instruments import parse_instruments
 from appliance.replay.latency import Latency
 from appliance.risk.limits import parse_limits
@@ -154,3 +157,16 @@ class Probe(Strategy):
 
     def on_order_canceled(self, order):
         self._note("canceled", order.client_order_id)
+
+
+def reports_both_ways(run_setup: BacktestSetup) -> list:
+    """(report document as sorted JSON, record) of the run with the compiled venue, then with the Python
+    reference; wall time zeroed so the documents compare byte for byte."""
+    documents = []
+    for compiled in (True, False):
+        bt = Backtest(dataclasses.replace(run_setup, venue_compiled=compiled))
+        assert bt.venue.compiled is compiled
+        record = bt.run()
+        record.seconds = 1.0
+        documents.append((json.dumps(report.document(record), sort_keys=True), record))
+    return documents

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance.messages.catalog import APPROVED_ORDER, CONTROL_EVENT, EXECUTION_REPORT, RISK_SNAPSHOT
-from appliance.messages.codes import TIF_DAY, Action, GateReason, Side
+from appliance.messages.codes import TIF_DAY, TIF_IOC, Action, GateReason, Side
 from appliance.oms import agent as oms_agent
 from appliance.runtime.agent import AgentContext
 from appliance.runtime.counters import ProcessState
@@ -465,3 +465,18 @@ def drive(agent, until, standby=None, timeout: float = 10.0, message: str = "con
             standby.poll(0)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def send_mixed(rig, i: int) -> bool:
+    """Order ``i`` of the burst mix against the simulated exchange's book (AAPL IOC and MSFT filled at
+    once, SPY resting, every fourth a cancel of the SPY order before it); True for a new order."""
+    kind = i % 4
+    if kind == 0:
+        rig.new(i, "AAPL", "B", 10, 1_900_000, tif=TIF_IOC)          # filled at once
+    elif kind == 1:
+        rig.new(i, "MSFT", "S", 10, 4_190_000)                       # filled at once
+    elif kind == 2:
+        rig.new(i, "SPY", "B", 100, 4_000_000 + i)                   # rests
+    else:
+        rig.cancel(i, orig=i - 1, symbol="SPY")                      # cancels the one before
+    return kind != 3
