@@ -18,7 +18,10 @@ session is live the venue refuses the login ('S'; ``session.py`` logs each refus
 tries again with its reconnect backoff, so it is logged in only after the venue's own peer timeout
 ended a silent old primary (or the old primary logged out). An old primary that comes back (its
 network restored) finds its session ended and the new one live: its login is refused in turn, and
-without a session it sends nothing. The new primary listens for a standby on
+without a session it sends nothing. A cut between the boxes alone (the old primary alive and logged in)
+makes the standby try just the same: it is refused for as long as that session lives and never sends,
+and the old primary trades on without a standby as ``without_standby`` says; the standby's box needs
+a new standby (``--fresh``) once the boxes see each other again. The new primary listens for a standby on
 ``replication.primary``'s port on every address of its box (``0.0.0.0``: the layout's address is
 the other box's).
 

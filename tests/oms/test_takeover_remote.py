@@ -21,7 +21,8 @@ takes over, and is refused by the venue ('S') while box A's session lives there;
 timeout (longer than the standby's) ends that session, and only then is box B logged in.
 
 The second test brings box A's network back with its OMS still running: its logins are refused while
-box B's session is live, and nothing it is given reaches the venue.
+box B's session is live, and nothing it is given reaches the venue. The third cuts only the link between
+the boxes: box B tries to take over and is refused for as long as box A's session lives.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from takeover_checks import (ANSWERS, Load, assert_positions_match, assert_venue
 E = ExecEvent
 VENUE_PEER_TIMEOUT_MS = 3000         # the venue ends a silent session after this (the fence's timing)
 STANDBY_PEER_TIMEOUT_MS = 500        # the standby takes over after this long without a byte from box A
+MISSED = 900_000                     # box A's resting order filled while no primary was there
 pytestmark = pytest.mark.skipif(netns_permitted() is not None, reason=str(netns_permitted()))
 
 
@@ -97,20 +99,25 @@ def world(write_layout, unique_name, tmp_path, spawner):
             rig.close()
 
 
-def rest_liquidity(world) -> None:
-    """ALGO2's resting orders that ALGO1's AAPL buys and MSFT sells fill against (from inside ``venue``)."""
+def algo2(world, *orders) -> None:
+    """The second firm enters ``orders`` (``OrderClient.enter``'s arguments) from inside ``venue``; each accepted."""
     boxes, exchange = world["boxes"], world["exchange"]
     other = OrderClient(("127.0.0.1", exchange.order_entry[1]), "ALGO2", "secret2",
                         connect=lambda address, timeout: boxes.connect_in("venue", address, timeout))
     try:
-        other.enter("LIQ1", "S", 1_000_000, "AAPL", 1_900_000)
-        other.enter("LIQ2", "B", 1_000_000, "MSFT", 4_190_000)
-        for _ in range(2):
+        for order in orders:
+            other.enter(*order)
+        for _ in orders:
             while (message := other.next_message())["type"] == "S":
                 pass
-            assert message["type"] == "A"
+            assert message["type"] == "A", message
     finally:
         other.close()
+
+
+def rest_liquidity(world) -> None:
+    """ALGO2's resting orders that ALGO1's AAPL buys and MSFT sells fill against."""
+    algo2(world, ("LIQ1", "S", 1_000_000, "AAPL", 1_900_000), ("LIQ2", "B", 1_000_000, "MSFT", 4_190_000))
 
 
 def firm_events(lines: list[str], firm: str = "ALGO1") -> list[tuple[str, str]]:
@@ -158,9 +165,11 @@ def test_box_a_torn_down_under_load_and_box_b_takes_over_once_the_venue_ended_bo
     boxes, exchange, rig_a, rig_b = world["boxes"], world["exchange"], world["a"], world["b"]
     standby = start_both(world, spawner)
     primary = rig_a.proc
+    rig_a.new(MISSED, "SPY", "B", 100, 4_500_000)            # rests above the load's SPY bids
+    wait_until(lambda: E.ACCEPTED in rig_a.events(MISSED), 10, message="box A's SPY bid resting")
     load = Load(rig_a)
     load.start()
-    wait_until(lambda: rig_a.drain() or rig_a.counter("oms.orders_sent") >= 40, 30, interval=0.001,
+    wait_until(lambda: rig_a.drain() or rig_a.counter("oms.orders_sent") >= 150, 30, interval=0.001,
                message="load under way on box A")
 
     # box A's network goes first: the venue link, then (once box B holds orders that never reached the
@@ -174,8 +183,11 @@ def test_box_a_torn_down_under_load_and_box_b_takes_over_once_the_venue_ended_bo
     os.kill(primary.pid, signal.SIGKILL)
     primary.wait(10)
     load.stop()
+    # while no primary is heard: a fill of box A's resting bid, which box B knows only from the venue's replay
+    algo2(world, ("HIT1", "S", 100, "SPY", 4_500_000, 0))
 
     log = wait_taken_over(rig_b, standby)
+    assert E.EXECUTED in rig_b.events(MISSED), "the fill box B missed did not come in the venue's replay"
 
     # a new order on box B's approved-orders ring reaches the venue
     rig_b.new(1_000_001, "AAPL", "B", 10, 1_900_000, tif=TIF_IOC)
@@ -270,3 +282,26 @@ def test_an_old_primary_whose_network_comes_back_is_refused_by_the_venue_and_sen
     known = sent_tokens(journal_records(journal_b))
     strangers = [m["order_token"] for m in inbound if m["type"] == "O" and m["order_token"] not in known]
     assert strangers == [], f"box A traded after coming back: {strangers}"
+
+
+def test_only_the_replication_link_cut_box_b_tries_to_take_over_and_the_venue_keeps_box_a(world, spawner):
+    """A partition between the boxes alone: box B hears nothing and takes over, but box A is alive and
+    logged in, so the venue refuses box B again and again; box A keeps the only session (its gate closed
+    for want of a standby: close_gate) and box B never sends."""
+    world = world()
+    boxes, exchange, rig_a, rig_b = world["boxes"], world["exchange"], world["a"], world["b"]
+    standby = start_both(world, spawner)
+    boxes.link_down("boxa", "boxb")
+    table = rig_b.memory.process_table()
+    wait_until(lambda: table.read("oms").pid == standby.pid or standby.proc.poll() is not None, 30,
+               message="box B's standby trying to take over")
+    wait_until(lambda: len([e for e in firm_events(exchange.lines) if e[0] == "refused"]) >= 5, 30,
+               message="box B refused again and again")
+    assert standby.proc.poll() is None, standby.log()
+    assert [e for e in firm_events(exchange.lines) if e[0] != "refused"] == [("login", "1")], "box A's session ended"
+    assert rig_a.control.get("oms_session_up") == 1 and rig_b.control.get("oms_session_up") == 0
+    assert rig_b.control.get("oms_ready") == 0
+    rig_b.new(3_000_001, "AAPL", "B", 10, 1_900_000, tif=TIF_IOC)   # box B's strategy: refused, never sent
+    wait_until(lambda: set(rig_b.events(3_000_001)) & ANSWERS, 10, message="box B refusing its order")
+    assert E.ACCEPTED not in rig_b.events(3_000_001) and E.EXECUTED not in rig_b.events(3_000_001)
+    assert rig_b.counter("oms.orders_sent") == 0
