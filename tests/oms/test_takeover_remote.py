@@ -30,6 +30,7 @@ import os
 import re
 import signal
 import socket
+import time
 
 import pytest
 
@@ -48,7 +49,8 @@ E = ExecEvent
 VENUE_PEER_TIMEOUT_MS = 3000         # the venue ends a silent session after this (the fence's timing)
 STANDBY_PEER_TIMEOUT_MS = 500        # the standby takes over after this long without a byte from box A
 MISSED = 900_000                     # box A's resting order filled while no primary was there
-pytestmark = pytest.mark.skipif(netns_permitted() is not None, reason=str(netns_permitted()))
+NO_NETNS = netns_permitted()
+pytestmark = pytest.mark.skipif(NO_NETNS is not None, reason=str(NO_NETNS))
 
 
 @pytest.fixture
@@ -175,6 +177,7 @@ def test_box_a_torn_down_under_load_and_box_b_takes_over_once_the_venue_ended_bo
     # box A's network goes first: the venue link, then (once box B holds orders that never reached the
     # venue) the link to box B; then the box itself
     boxes.link_down("boxa", "venue")
+    cut = time.monotonic()
     acked = rig_a.counter("oms.replication.acked_sequence")
     wait_until(lambda: rig_a.drain() or rig_a.counter("oms.replication.acked_sequence") >= acked + 10, 10,
                interval=0.001, message="box B acknowledged orders that box A could not send")
@@ -187,6 +190,7 @@ def test_box_a_torn_down_under_load_and_box_b_takes_over_once_the_venue_ended_bo
     algo2(world, ("HIT1", "S", 100, "SPY", 4_500_000, 0))
 
     log = wait_taken_over(rig_b, standby)
+    ready_s = time.monotonic() - cut
     assert E.EXECUTED in rig_b.events(MISSED), "the fill box B missed did not come in the venue's replay"
 
     # a new order on box B's approved-orders ring reaches the venue
@@ -236,7 +240,8 @@ def test_box_a_torn_down_under_load_and_box_b_takes_over_once_the_venue_ended_bo
     assert rig_b.counter("oms.reports_dropped.strategy") == 0
     print(f"{len(enter_tokens)} Enter Orders at the venue, {len(never_arrived)} sent into box A's dead link and "
           f"cancelled by token, {len(refused)} logins of box B refused before the venue ended box A's session; "
-          f"box B logged in from sequence {next_sequence}")
+          f"box B logged in from sequence {next_sequence} and was ready {ready_s:.2f} s after box A's venue link "
+          f"went down (the venue's peer timeout {VENUE_PEER_TIMEOUT_MS} ms)")
 
 
 def test_an_old_primary_whose_network_comes_back_is_refused_by_the_venue_and_sends_nothing(world, spawner):
