@@ -9,8 +9,8 @@ When (``appliance oms-standby --takeover auto|signal|remote``, ``standby_cli.py`
   (TAKEOVER) instead of restarting it (``supervisor/agent.py``);
 - ``remote``: the primary is on another box (the standby runs as the ``oms`` of this box's own layout:
   its own shared memory, its own journal): nothing has been heard from it on the replication stream
-  for ``replication.peer_timeout_ms`` (the connection is gone and no reconnect succeeded). Its pid
-  means nothing here, so there is no process-table fence.
+  for ``replication.peer_timeout_ms`` (the connection is gone and no reconnect succeeded). The other
+  box's pid means nothing here: no process-table fence on the old primary.
 
 The rule of the other box: two primaries never both send, because the venue holds one session per
 firm. The new primary logs in only when the venue has ended the old primary's session: while that
