@@ -176,6 +176,21 @@ static int dict_del(PyObject *d, PyObject *key) {     /* d.pop(key, None) */
 
 static PyObject *book_of(Core *c, int32_t sid) { return PyList_GET_ITEM(c->books, sid); }
 
+/* Does ``ours`` (price -> our orders, one side) hold a price at or beyond ``price`` as ``beyond`` says: 1 for
+ * prices <= price, 0 for prices >= price? The callbacks below find nothing to do without one, so they are
+ * called only when there is (``_crossed_by_add``: an add crossing one of ours; ``_traded``: ours at the
+ * traded price or traded through). 1 yes, 0 no, -1 error. */
+static int any_reached(PyObject *ours, int at_or_below, int64_t price) {
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(ours, &pos, &key, &value)) {
+        long long p = PyLong_AsLongLong(key);
+        if (p == -1 && PyErr_Occurred()) return -1;
+        if (at_or_below ? p <= price : p >= price) return 1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ the reference's handlers */
 
 /* venue._rest: a recorded order rests; does it cross one of ours? */
@@ -195,7 +210,9 @@ static int rest(Core *c, int32_t sid, uint64_t ref, int is_buy, int64_t price, i
     int64_t level;
     if (dict_get(levels, key, &level) < 0 || dict_set(levels, key, level + shares) < 0) { Py_DECREF(key); return -1; }
     PyObject *opposite = c->ours[sid * 2 + !is_buy];
-    if (PyDict_GET_SIZE(opposite)) {
+    int crossed = PyDict_GET_SIZE(opposite) ? any_reached(opposite, is_buy, price) : 0;   /* a buy crosses ours <= it */
+    if (crossed < 0) { Py_DECREF(key); return -1; }
+    if (crossed) {
         PyObject *res = PyObject_CallMethod(c->venue, "_crossed_by_add", "OOOOL", book_of(c, sid), opposite,
                                             is_buy ? Py_True : Py_False, key, (long long)shares);
         Py_DECREF(key);
@@ -268,6 +285,9 @@ static int canceled(Core *c, Entry *e, int64_t n) {
 }
 
 static int traded(Core *c, int32_t sid, int is_buy, int64_t price, int64_t n) {
+    /* resting bids are reached at the price or above it (traded through), asks at it or below */
+    int reached = any_reached(c->ours[sid * 2 + is_buy], !is_buy, price);
+    if (reached <= 0) return reached;
     PyObject *res = PyObject_CallMethod(c->venue, "_traded", "OOLL", book_of(c, sid), is_buy ? Py_True : Py_False,
                                         (long long)price, (long long)n);
     if (!res) return -1;
