@@ -583,11 +583,11 @@ class Backtest:
 
     def _mid(self, sid: int) -> float | None:
         """The recorded book's mid now (the venue's view: event time, not the strategy's), or None."""
-        levels = self.venue.books[sid].levels
-        bids, asks = levels[True], levels[False]
-        if not bids or not asks:
+        best = self.venue.best_price
+        bid, ask = best(sid, True), best(sid, False)
+        if bid is None or ask is None:
             return None
-        return (max(bids) + min(asks)) / 2
+        return (bid + ask) / 2
 
     def _mids(self) -> dict[str, float]:
         mids = {}

@@ -445,6 +445,29 @@ static PyObject *Core_on_itch(Core *c, PyObject *raw) {
     Py_RETURN_NONE;
 }
 
+/* The best recorded price of one side (bids: the highest, asks: the lowest), None when the side is empty:
+ * ``max``/``min`` of ``book.levels[is_buy]`` as venue.best_price computes it, in one pass over the dict in C
+ * (marks and markouts read it per fill, entries per order). */
+static PyObject *Core_best(Core *c, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "best(sid, is_buy)"); return NULL; }
+    Py_ssize_t sid = PyLong_AsSsize_t(args[0]);
+    if (sid == -1 && PyErr_Occurred()) return NULL;
+    int is_buy = PyObject_IsTrue(args[1]);
+    if (is_buy < 0) return NULL;
+    if (sid < 0 || sid >= c->nbooks) { PyErr_SetString(PyExc_IndexError, "no book of that sid"); return NULL; }
+    PyObject *levels = c->levels[sid * 2 + is_buy];
+    Py_ssize_t pos = 0;
+    PyObject *key, *value, *best = NULL;
+    long long best_price = 0;
+    while (PyDict_Next(levels, &pos, &key, &value)) {
+        long long p = PyLong_AsLongLong(key);
+        if (p == -1 && PyErr_Occurred()) return NULL;
+        if (!best || (is_buy ? p > best_price : p < best_price)) { best = key; best_price = p; }
+    }
+    if (!best) Py_RETURN_NONE;
+    return Py_NewRef(best);
+}
+
 /* ------------------------------------------------------------------ the rest of the interface */
 
 static PyObject *Core_orders(Core *c, PyObject *Py_UNUSED(ignored)) {
@@ -560,6 +583,8 @@ static PyMethodDef Core_methods[] = {
     {"on_itch", (PyCFunction)Core_on_itch, METH_O, "One recorded message (a raw tuple), as ReplayVenue.on_itch."},
     {"orders", (PyCFunction)Core_orders, METH_NOARGS,
      "The recorded orders: {ref: [book, is_buy, price, shares, add sequence]} (a copy)."},
+    {"best", (PyCFunction)(void (*)(void))Core_best, METH_FASTCALL,
+     "best(sid, is_buy): the best recorded price of one side (bids the highest, asks the lowest) or None."},
     {"counts", (PyCFunction)Core_counts, METH_NOARGS, "The counters kept here: messages, unsubscribed, unknown_order, duplicate_add."},
     {NULL, NULL, 0, NULL}
 };
