@@ -40,8 +40,7 @@ from appliance.backtest.record import (EQUITY_INTERVAL_NS, MARKOUT_HORIZONS_S, B
                                        EquityPoint)
 from appliance.feed.fast import FastFeed
 from appliance.messages.catalog import EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
-from appliance.messages.codes import Action, ExecEvent, RejectSource, RiskReason, Side
-from appliance.oms.orders import REJECT_REASON_NO_SUCH_ORDER
+from appliance.messages.codes import REJECT_REASON_NO_SUCH_ORDER, Action, ExecEvent, RejectSource, RiskReason, Side
 from appliance.oms.positions import PositionLedger
 from appliance.replay import venue as replay_venue
 from appliance.replay.latency import Latency
