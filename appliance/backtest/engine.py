@@ -197,7 +197,7 @@ class Backtest:
                                    clock_ns=self.clock)
         self.host = StrategyHost(setup.strategy_class, setup.parameters, symbols=symbols, traded=setup.traded,
                                  strategy_id=STRATEGY_ID, intents=self.writer, ids=ClientOrderIds(clock_ns=self.clock),
-                                 feed_live=lambda: True, gate_open=lambda: True, clock_ns=self.clock,
+                                 feed_live=None, gate_open=None, clock_ns=self.clock,     # None: live, open
                                  instruments=setup.instruments, fees=setup.fees,
                                  timer_interval_ns=setup.timer_interval_ns, snapshot_timeout_ns=None)
         self.report_buffer = bytearray(EXECUTION_REPORT.size)

@@ -435,7 +435,7 @@ class MarketMaker(Strategy):
             state.bid_id = 0
         if ask is None:
             state.ask_id = 0
-        now = self.clock.now_ns()
+        now = self.now_ns()                  # the host's clock, as self.clock.now_ns() (two calls fewer)
         may_cancel = now >= state.cancel_retry_ns
         if orders.count(symbol) == (bid is not None) + (ask is not None):
             others = ()                                     # only our two quotes are open (the usual case)
