@@ -37,6 +37,8 @@ typedef struct {
     PyObject **levels;          /* [2 * nbooks]: index sid * 2 + is_buy */
     PyObject **ours;
     PyObject **taken;
+    long long *best;            /* [2 * nbooks]: the best price of a side's levels while best_known */
+    unsigned char *best_known;  /* 0: to be found again (the best level went), see Core_best */
     PyObject *loc_book[65536];  /* cache: the _Symbol last seen at a locate (compared only) */
     int32_t loc_sid[65536];
     Entry *table;
@@ -209,6 +211,9 @@ static int rest(Core *c, int32_t sid, uint64_t ref, int is_buy, int64_t price, i
     PyObject *levels = c->levels[sid * 2 + is_buy];
     int64_t level;
     if (dict_get(levels, key, &level) < 0 || dict_set(levels, key, level + shares) < 0) { Py_DECREF(key); return -1; }
+    Py_ssize_t side = sid * 2 + is_buy;
+    if (c->best_known[side] && (PyDict_GET_SIZE(levels) == 1 || (is_buy ? price > c->best[side] : price < c->best[side])))
+        c->best[side] = price;                           /* a better level, or the side's first */
     PyObject *opposite = c->ours[sid * 2 + !is_buy];
     int crossed = PyDict_GET_SIZE(opposite) ? any_reached(opposite, is_buy, price) : 0;   /* a buy crosses ours <= it */
     if (crossed < 0) { Py_DECREF(key); return -1; }
@@ -228,6 +233,7 @@ static int rest(Core *c, int32_t sid, uint64_t ref, int is_buy, int64_t price, i
 static int reduce(Core *c, Entry *e, int64_t n, PyObject *key, int64_t *after_out) {
     int32_t sid = e->sid;
     int is_buy = e->is_buy;
+    int64_t e_price = e->price;                          /* e may be erased below */
     e->shares -= n;
     if (e->shares <= 0) erase(c, e);
     PyObject *levels = c->levels[sid * 2 + is_buy];
@@ -239,6 +245,7 @@ static int reduce(Core *c, Entry *e, int64_t n, PyObject *key, int64_t *after_ou
     } else {
         if (dict_del(levels, key) < 0) return -1;
         after = 0;
+        if (c->best[sid * 2 + is_buy] == e_price) c->best_known[sid * 2 + is_buy] = 0;   /* the best level went */
     }
     PyObject *taken = c->taken[sid * 2 + is_buy];
     if (PyDict_GET_SIZE(taken)) {
@@ -446,8 +453,9 @@ static PyObject *Core_on_itch(Core *c, PyObject *raw) {
 }
 
 /* The best recorded price of one side (bids: the highest, asks: the lowest), None when the side is empty:
- * ``max``/``min`` of ``book.levels[is_buy]`` as venue.best_price computes it, in one pass over the dict in C
- * (marks and markouts read it per fill, entries per order). */
+ * ``max``/``min`` of ``book.levels[is_buy]`` as venue.best_price computes it (marks and markouts read it per
+ * fill, entries per order). Kept as the levels change here (rest: a better price; reduce: the best level
+ * gone, found again by one pass at the next call): the levels are this core's to change once it runs. */
 static PyObject *Core_best(Core *c, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "best(sid, is_buy)"); return NULL; }
     Py_ssize_t sid = PyLong_AsSsize_t(args[0]);
@@ -455,17 +463,23 @@ static PyObject *Core_best(Core *c, PyObject *const *args, Py_ssize_t nargs) {
     int is_buy = PyObject_IsTrue(args[1]);
     if (is_buy < 0) return NULL;
     if (sid < 0 || sid >= c->nbooks) { PyErr_SetString(PyExc_IndexError, "no book of that sid"); return NULL; }
-    PyObject *levels = c->levels[sid * 2 + is_buy];
-    Py_ssize_t pos = 0;
-    PyObject *key, *value, *best = NULL;
-    long long best_price = 0;
-    while (PyDict_Next(levels, &pos, &key, &value)) {
-        long long p = PyLong_AsLongLong(key);
-        if (p == -1 && PyErr_Occurred()) return NULL;
-        if (!best || (is_buy ? p > best_price : p < best_price)) { best = key; best_price = p; }
+    Py_ssize_t side = sid * 2 + is_buy;
+    PyObject *levels = c->levels[side];
+    if (!PyDict_GET_SIZE(levels)) Py_RETURN_NONE;
+    if (!c->best_known[side]) {                          /* one pass over the side, then kept as levels change */
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        int found = 0;
+        long long best_price = 0;
+        while (PyDict_Next(levels, &pos, &key, &value)) {
+            long long p = PyLong_AsLongLong(key);
+            if (p == -1 && PyErr_Occurred()) return NULL;
+            if (!found || (is_buy ? p > best_price : p < best_price)) { found = 1; best_price = p; }
+        }
+        c->best[side] = best_price;
+        c->best_known[side] = 1;
     }
-    if (!best) Py_RETURN_NONE;
-    return Py_NewRef(best);
+    return PyLong_FromLongLong(c->best[side]);
 }
 
 /* ------------------------------------------------------------------ the rest of the interface */
@@ -499,6 +513,9 @@ static void clear_arrays(Core *c) {
     }
     PyMem_Free(c->levels); PyMem_Free(c->ours); PyMem_Free(c->taken);
     c->levels = c->ours = c->taken = NULL;
+    PyMem_Free(c->best); PyMem_Free(c->best_known);
+    c->best = NULL;
+    c->best_known = NULL;
     c->nbooks = 0;
 }
 
@@ -540,7 +557,9 @@ static int Core_init(Core *c, PyObject *args, PyObject *kwds) {
     c->levels = PyMem_Calloc(2 * (size_t)n + 1, sizeof(PyObject *));
     c->ours = PyMem_Calloc(2 * (size_t)n + 1, sizeof(PyObject *));
     c->taken = PyMem_Calloc(2 * (size_t)n + 1, sizeof(PyObject *));
-    if (!c->levels || !c->ours || !c->taken) { PyErr_NoMemory(); return -1; }
+    c->best = PyMem_Calloc(2 * (size_t)n + 1, sizeof(long long));
+    c->best_known = PyMem_Calloc(2 * (size_t)n + 1, 1);        /* all unknown: found at the first call */
+    if (!c->levels || !c->ours || !c->taken || !c->best || !c->best_known) { PyErr_NoMemory(); return -1; }
     c->nbooks = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *book = PyList_GET_ITEM(books, i);
