@@ -40,8 +40,7 @@ from appliance.backtest.record import (EQUITY_INTERVAL_NS, MARKOUT_HORIZONS_S, B
                                        EquityPoint)
 from appliance.feed.fast import FastFeed
 from appliance.messages.catalog import EXECUTION_REPORT, ORDER_INTENT, ORDER_REJECT
-from appliance.messages.codes import Action, ExecEvent, RejectSource, RiskReason, Side
-from appliance.oms.orders import REJECT_REASON_NO_SUCH_ORDER
+from appliance.messages.codes import REJECT_REASON_NO_SUCH_ORDER, Action, ExecEvent, RejectSource, RiskReason, Side
 from appliance.oms.positions import PositionLedger
 from appliance.replay import venue as replay_venue
 from appliance.replay.latency import Latency
@@ -198,7 +197,7 @@ class Backtest:
                                    clock_ns=self.clock)
         self.host = StrategyHost(setup.strategy_class, setup.parameters, symbols=symbols, traded=setup.traded,
                                  strategy_id=STRATEGY_ID, intents=self.writer, ids=ClientOrderIds(clock_ns=self.clock),
-                                 feed_live=lambda: True, gate_open=lambda: True, clock_ns=self.clock,
+                                 feed_live=None, gate_open=None, clock_ns=self.clock,     # None: live, open
                                  instruments=setup.instruments, fees=setup.fees,
                                  timer_interval_ns=setup.timer_interval_ns, snapshot_timeout_ns=None)
         self.report_buffer = bytearray(EXECUTION_REPORT.size)
@@ -583,11 +582,11 @@ class Backtest:
 
     def _mid(self, sid: int) -> float | None:
         """The recorded book's mid now (the venue's view: event time, not the strategy's), or None."""
-        levels = self.venue.books[sid].levels
-        bids, asks = levels[True], levels[False]
-        if not bids or not asks:
+        best = self.venue.best_price
+        bid, ask = best(sid, True), best(sid, False)
+        if bid is None or ask is None:
             return None
-        return (max(bids) + min(asks)) / 2
+        return (bid + ask) / 2
 
     def _mids(self) -> dict[str, float]:
         mids = {}

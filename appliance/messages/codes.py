@@ -103,6 +103,12 @@ class RejectSource(enum.IntEnum):
     EXCHANGE = 3
 
 
+# The reason byte of an EXCHANGE reject the OMS reports itself: the venue answered a replace (or a cancel)
+# with a Cancel Reject (OUCH 'I'), so the order or its replacement is no longer there. Not one of OUCH's
+# Rejected reasons; the OMS sends it, the strategy API names it (NO_SUCH_ORDER).
+REJECT_REASON_NO_SUCH_ORDER = ord("I")
+
+
 class RiskReason(enum.IntEnum):
     """OrderReject.reason when source is RISK: every denial has a name."""
     MAX_SHARES = 1

@@ -39,14 +39,14 @@ from __future__ import annotations
 import enum
 import logging
 
-from appliance.messages.codes import ORPHAN_CLIENT_ID_BASE, Action, ExecEvent, OmsReason, RejectSource
+from appliance.messages.codes import (ORPHAN_CLIENT_ID_BASE, REJECT_REASON_NO_SUCH_ORDER, Action, ExecEvent, OmsReason,
+                                      RejectSource)
 from appliance.oms.positions import PositionLedger
 from appliance.wire import ouch
 from appliance.wire.venue_time import NS_PER_DAY, epoch_of_stamp
 
 log = logging.getLogger("appliance.oms.orders")
 
-REJECT_REASON_NO_SUCH_ORDER = ord("I")      # reason byte reported when a Cancel Reject kills an order
 CANCEL_REASON_USER = ord("U")
 CANCEL_REASON_SESSION_LOST = ord("S")       # reported when the venue's session ended with the order in it
 

@@ -37,6 +37,8 @@ typedef struct {
     PyObject **levels;          /* [2 * nbooks]: index sid * 2 + is_buy */
     PyObject **ours;
     PyObject **taken;
+    long long *best;            /* [2 * nbooks]: the best price of a side's levels while best_known */
+    unsigned char *best_known;  /* 0: to be found again (the best level went), see Core_best */
     PyObject *loc_book[65536];  /* cache: the _Symbol last seen at a locate (compared only) */
     int32_t loc_sid[65536];
     Entry *table;
@@ -176,6 +178,21 @@ static int dict_del(PyObject *d, PyObject *key) {     /* d.pop(key, None) */
 
 static PyObject *book_of(Core *c, int32_t sid) { return PyList_GET_ITEM(c->books, sid); }
 
+/* Does ``ours`` (price -> our orders, one side) hold a price at or beyond ``price`` as ``beyond`` says: 1 for
+ * prices <= price, 0 for prices >= price? The callbacks below find nothing to do without one, so they are
+ * called only when there is (``_crossed_by_add``: an add crossing one of ours; ``_traded``: ours at the
+ * traded price or traded through). 1 yes, 0 no, -1 error. */
+static int any_reached(PyObject *ours, int at_or_below, int64_t price) {
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(ours, &pos, &key, &value)) {
+        long long p = PyLong_AsLongLong(key);
+        if (p == -1 && PyErr_Occurred()) return -1;
+        if (at_or_below ? p <= price : p >= price) return 1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ the reference's handlers */
 
 /* venue._rest: a recorded order rests; does it cross one of ours? */
@@ -194,8 +211,13 @@ static int rest(Core *c, int32_t sid, uint64_t ref, int is_buy, int64_t price, i
     PyObject *levels = c->levels[sid * 2 + is_buy];
     int64_t level;
     if (dict_get(levels, key, &level) < 0 || dict_set(levels, key, level + shares) < 0) { Py_DECREF(key); return -1; }
+    Py_ssize_t side = sid * 2 + is_buy;
+    if (c->best_known[side] && (PyDict_GET_SIZE(levels) == 1 || (is_buy ? price > c->best[side] : price < c->best[side])))
+        c->best[side] = price;                           /* a better level, or the side's first */
     PyObject *opposite = c->ours[sid * 2 + !is_buy];
-    if (PyDict_GET_SIZE(opposite)) {
+    int crossed = PyDict_GET_SIZE(opposite) ? any_reached(opposite, is_buy, price) : 0;   /* a buy crosses ours <= it */
+    if (crossed < 0) { Py_DECREF(key); return -1; }
+    if (crossed) {
         PyObject *res = PyObject_CallMethod(c->venue, "_crossed_by_add", "OOOOL", book_of(c, sid), opposite,
                                             is_buy ? Py_True : Py_False, key, (long long)shares);
         Py_DECREF(key);
@@ -211,6 +233,7 @@ static int rest(Core *c, int32_t sid, uint64_t ref, int is_buy, int64_t price, i
 static int reduce(Core *c, Entry *e, int64_t n, PyObject *key, int64_t *after_out) {
     int32_t sid = e->sid;
     int is_buy = e->is_buy;
+    int64_t e_price = e->price;                          /* e may be erased below */
     e->shares -= n;
     if (e->shares <= 0) erase(c, e);
     PyObject *levels = c->levels[sid * 2 + is_buy];
@@ -222,6 +245,7 @@ static int reduce(Core *c, Entry *e, int64_t n, PyObject *key, int64_t *after_ou
     } else {
         if (dict_del(levels, key) < 0) return -1;
         after = 0;
+        if (c->best[sid * 2 + is_buy] == e_price) c->best_known[sid * 2 + is_buy] = 0;   /* the best level went */
     }
     PyObject *taken = c->taken[sid * 2 + is_buy];
     if (PyDict_GET_SIZE(taken)) {
@@ -268,6 +292,9 @@ static int canceled(Core *c, Entry *e, int64_t n) {
 }
 
 static int traded(Core *c, int32_t sid, int is_buy, int64_t price, int64_t n) {
+    /* resting bids are reached at the price or above it (traded through), asks at it or below */
+    int reached = any_reached(c->ours[sid * 2 + is_buy], !is_buy, price);
+    if (reached <= 0) return reached;
     PyObject *res = PyObject_CallMethod(c->venue, "_traded", "OOLL", book_of(c, sid), is_buy ? Py_True : Py_False,
                                         (long long)price, (long long)n);
     if (!res) return -1;
@@ -425,6 +452,36 @@ static PyObject *Core_on_itch(Core *c, PyObject *raw) {
     Py_RETURN_NONE;
 }
 
+/* The best recorded price of one side (bids: the highest, asks: the lowest), None when the side is empty:
+ * ``max``/``min`` of ``book.levels[is_buy]`` as venue.best_price computes it (marks and markouts read it per
+ * fill, entries per order). Kept as the levels change here (rest: a better price; reduce: the best level
+ * gone, found again by one pass at the next call): the levels are this core's to change once it runs. */
+static PyObject *Core_best(Core *c, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "best(sid, is_buy)"); return NULL; }
+    Py_ssize_t sid = PyLong_AsSsize_t(args[0]);
+    if (sid == -1 && PyErr_Occurred()) return NULL;
+    int is_buy = PyObject_IsTrue(args[1]);
+    if (is_buy < 0) return NULL;
+    if (sid < 0 || sid >= c->nbooks) { PyErr_SetString(PyExc_IndexError, "no book of that sid"); return NULL; }
+    Py_ssize_t side = sid * 2 + is_buy;
+    PyObject *levels = c->levels[side];
+    if (!PyDict_GET_SIZE(levels)) Py_RETURN_NONE;
+    if (!c->best_known[side]) {                          /* one pass over the side, then kept as levels change */
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        int found = 0;
+        long long best_price = 0;
+        while (PyDict_Next(levels, &pos, &key, &value)) {
+            long long p = PyLong_AsLongLong(key);
+            if (p == -1 && PyErr_Occurred()) return NULL;
+            if (!found || (is_buy ? p > best_price : p < best_price)) { found = 1; best_price = p; }
+        }
+        c->best[side] = best_price;
+        c->best_known[side] = 1;
+    }
+    return PyLong_FromLongLong(c->best[side]);
+}
+
 /* ------------------------------------------------------------------ the rest of the interface */
 
 static PyObject *Core_orders(Core *c, PyObject *Py_UNUSED(ignored)) {
@@ -456,6 +513,9 @@ static void clear_arrays(Core *c) {
     }
     PyMem_Free(c->levels); PyMem_Free(c->ours); PyMem_Free(c->taken);
     c->levels = c->ours = c->taken = NULL;
+    PyMem_Free(c->best); PyMem_Free(c->best_known);
+    c->best = NULL;
+    c->best_known = NULL;
     c->nbooks = 0;
 }
 
@@ -497,7 +557,9 @@ static int Core_init(Core *c, PyObject *args, PyObject *kwds) {
     c->levels = PyMem_Calloc(2 * (size_t)n + 1, sizeof(PyObject *));
     c->ours = PyMem_Calloc(2 * (size_t)n + 1, sizeof(PyObject *));
     c->taken = PyMem_Calloc(2 * (size_t)n + 1, sizeof(PyObject *));
-    if (!c->levels || !c->ours || !c->taken) { PyErr_NoMemory(); return -1; }
+    c->best = PyMem_Calloc(2 * (size_t)n + 1, sizeof(long long));
+    c->best_known = PyMem_Calloc(2 * (size_t)n + 1, 1);        /* all unknown: found at the first call */
+    if (!c->levels || !c->ours || !c->taken || !c->best || !c->best_known) { PyErr_NoMemory(); return -1; }
     c->nbooks = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *book = PyList_GET_ITEM(books, i);
@@ -540,6 +602,8 @@ static PyMethodDef Core_methods[] = {
     {"on_itch", (PyCFunction)Core_on_itch, METH_O, "One recorded message (a raw tuple), as ReplayVenue.on_itch."},
     {"orders", (PyCFunction)Core_orders, METH_NOARGS,
      "The recorded orders: {ref: [book, is_buy, price, shares, add sequence]} (a copy)."},
+    {"best", (PyCFunction)(void (*)(void))Core_best, METH_FASTCALL,
+     "best(sid, is_buy): the best recorded price of one side (bids the highest, asks the lowest) or None."},
     {"counts", (PyCFunction)Core_counts, METH_NOARGS, "The counters kept here: messages, unsubscribed, unknown_order, duplicate_add."},
     {NULL, NULL, 0, NULL}
 };

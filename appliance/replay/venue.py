@@ -165,6 +165,7 @@ class ReplayVenue:
         if compiled and _venue_fast is not None:
             self._core = _venue_fast.Core(self)
             self.on_itch = self._core.on_itch            # the recorded messages, in C (same state, same calls)
+            self.best_price = self._core.best            # the same answer as the method below, in one C pass
 
     def use_reference(self) -> None:
         """Keep the recorded book with the Python methods (the reference), before the first message."""
@@ -173,6 +174,7 @@ class ReplayVenue:
                 raise RuntimeError("use_reference() after the first recorded message")
             self._core = None
             del self.on_itch
+            del self.best_price
 
     @property
     def compiled(self) -> bool:
@@ -190,6 +192,14 @@ class ReplayVenue:
         if self._core is not None:
             self._counters.update(self._core.counts())
         return self._counters
+
+    def best_price(self, sid: int, is_buy: bool) -> int | None:
+        """The best recorded price of one side of symbol ``sid`` (bids: the highest, asks: the lowest), None
+        when that side is empty. (Compiled: ``Core.best``, the same over the same dict.)"""
+        levels = self.books[sid].levels[is_buy]
+        if not levels:
+            return None
+        return max(levels) if is_buy else min(levels)
 
     # ------------------------------------------------------------------ the recorded day
 
@@ -458,7 +468,8 @@ class ReplayVenue:
         is_buy = order.is_buy
         opposite, taken = book.levels[not is_buy], book.taken[not is_buy]
         price = order.price
-        if opposite:
+        best = self.best_price(order.sid, not is_buy) if opposite else None
+        if best is not None and (best <= price if is_buy else best >= price or price == MARKET_PRICE):
             reach = sorted((p for p in opposite if (p <= price if is_buy else p >= price or price == MARKET_PRICE)),
                            reverse=not is_buy)
             for p in reach:

@@ -99,11 +99,15 @@ static PyObject *make_quote(QuoteStep *self, long long price, long long shares) 
     return q;
 }
 
-/* desired_quotes on plain values: (bid, ask), each a Quote or None; None when the reference must answer. */
-static PyObject *desire(QuoteStep *self, long long bid, long long bid_shares, long long ask, long long ask_shares,
-                        int pulled, long long position, long long open_buys, long long open_sells) {
+/* desired_quotes on plain values, as numbers: 1 done (a side's size 0: no quote there), 0 beyond exact (the
+ * reference answers). */
+typedef struct { long long bid_price, bid_size, ask_price, ask_size; } Desired;
+
+static int desire_values(QuoteStep *self, long long bid, long long bid_shares, long long ask, long long ask_shares,
+                         int pulled, long long position, long long open_buys, long long open_sells, Desired *d) {
+    d->bid_price = d->bid_size = d->ask_price = d->ask_size = 0;
     if (pulled || !(bid && ask && bid_shares && ask_shares))
-        return PyTuple_Pack(2, Py_None, Py_None);
+        return 1;
     long long tick = self->tick;
     long long fair;
     if (self->microprice)
@@ -127,7 +131,7 @@ static PyObject *desire(QuoteStep *self, long long bid, long long bid_shares, lo
     }
     double low = (double)fair + shift - half, high = (double)fair + shift + half;
     if (!(fabs(low) <= PRICE_LIMIT && fabs(high) <= PRICE_LIMIT))
-        Py_RETURN_NONE;                          /* beyond exact: the reference answers */
+        return 0;                                /* beyond exact: the reference answers */
     long long bid_price = (long long)py_floordiv(low, (double)tick) * tick;
     long long ask_price = (long long)(-py_floordiv(-high, (double)tick)) * tick;
     if (bid_price > ask - tick)
@@ -139,10 +143,27 @@ static PyObject *desire(QuoteStep *self, long long bid, long long bid_shares, lo
     long long ask_room = self->max_position + position - open_sells;
     long long bid_size = bid_room > 0 ? (size < bid_room ? size : bid_room) / lot * lot : 0;
     long long ask_size = ask_room > 0 ? (size < ask_room ? size : ask_room) / lot * lot : 0;
+    if (bid_size > 0 && bid_price > 0) {
+        d->bid_price = bid_price;
+        d->bid_size = bid_size;
+    }
+    if (ask_size > 0 && ask_price > 0) {
+        d->ask_price = ask_price;
+        d->ask_size = ask_size;
+    }
+    return 1;
+}
+
+/* desired_quotes on plain values: (bid, ask), each a Quote or None; None when the reference must answer. */
+static PyObject *desire(QuoteStep *self, long long bid, long long bid_shares, long long ask, long long ask_shares,
+                        int pulled, long long position, long long open_buys, long long open_sells) {
+    Desired d;
+    if (!desire_values(self, bid, bid_shares, ask, ask_shares, pulled, position, open_buys, open_sells, &d))
+        Py_RETURN_NONE;
     PyObject *b = Py_None, *a = Py_None;
-    if (bid_size > 0 && bid_price > 0 && (b = make_quote(self, bid_price, bid_size)) == NULL)
+    if (d.bid_size && (b = make_quote(self, d.bid_price, d.bid_size)) == NULL)
         return NULL;
-    if (ask_size > 0 && ask_price > 0 && (a = make_quote(self, ask_price, ask_size)) == NULL) {
+    if (d.ask_size && (a = make_quote(self, d.ask_price, d.ask_size)) == NULL) {
         if (b != Py_None)
             Py_DECREF(b);
         return NULL;
@@ -155,6 +176,9 @@ static PyObject *desire(QuoteStep *self, long long bid, long long bid_shares, lo
     return result;
 }
 
+static int read_top(QuoteStep *self, PyObject *src, PyObject *at_obj, long long *bid_out, long long *bid_shares_out,
+                    long long *ask_out, long long *ask_shares_out, int *pulled_out);
+
 static int book_args(PyObject *const *args, long long *position, long long *open_buys, long long *open_sells) {
     return small_int(args[0], -EXACT_LIMIT, EXACT_LIMIT, position) &&
            small_int(args[1], 0, EXACT_LIMIT, open_buys) && small_int(args[2], 0, EXACT_LIMIT, open_sells);
@@ -165,19 +189,33 @@ static PyObject *QuoteStep_desired_at(QuoteStep *self, PyObject *const *args, Py
         PyErr_SetString(PyExc_TypeError, "desired_at(src, at, position, open_buys, open_sells)");
         return NULL;
     }
-    Py_ssize_t at = PyLong_AsSsize_t(args[1]);
-    if (at == -1 && PyErr_Occurred())
-        return NULL;
     long long position, open_buys, open_sells;
-    if (!book_args(args + 2, &position, &open_buys, &open_sells))
+    if (!book_args(args + 2, &position, &open_buys, &open_sells)) {
+        if (PyLong_AsSsize_t(args[1]) == -1 && PyErr_Occurred())
+            return NULL;
         Py_RETURN_NONE;
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    }
+    long long bid, bid_shares, ask, ask_shares;
+    int pulled;
+    if (read_top(self, args[0], args[1], &bid, &bid_shares, &ask, &ask_shares, &pulled) < 0)
         return NULL;
+    return desire(self, bid, bid_shares, ask, ask_shares, pulled, position, open_buys, open_sells);
+}
+
+/* The top of the BookUpdate at src[at:]: prices and shares (0 for an empty side) and whether it is pulled
+ * (bad, crossed, halted, not trading). -1 on error. */
+static int read_top(QuoteStep *self, PyObject *src, PyObject *at_obj, long long *bid_out, long long *bid_shares_out,
+                    long long *ask_out, long long *ask_shares_out, int *pulled_out) {
+    Py_ssize_t at = PyLong_AsSsize_t(at_obj);
+    if (at == -1 && PyErr_Occurred())
+        return -1;
+    Py_buffer view;
+    if (PyObject_GetBuffer(src, &view, PyBUF_SIMPLE) < 0)
+        return -1;
     if (at < 0 || at > view.len - self->record_size) {
         PyBuffer_Release(&view);
         PyErr_Format(PyExc_ValueError, "a BookUpdate at %zd does not fit a buffer of %zd bytes", at, view.len);
-        return NULL;
+        return -1;
     }
     const unsigned char *p = (const unsigned char *)view.buf + at;
     uint64_t v[N_FIELDS];
@@ -194,9 +232,13 @@ static PyObject *QuoteStep_desired_at(QuoteStep *self, PyObject *const *args, Py
         ask = (long long)v[F_ASK_PRICE];
         ask_shares = (long long)v[F_ASK_SHARES];
     }
-    int pulled = (flags & self->bad_mask) || (flags & self->crossed_mask) || (flags & self->halted_mask) ||
-                 (long long)v[F_STATE] != self->trading_byte;
-    return desire(self, bid, bid_shares, ask, ask_shares, pulled, position, open_buys, open_sells);
+    *pulled_out = (flags & self->bad_mask) || (flags & self->crossed_mask) || (flags & self->halted_mask) ||
+                  (long long)v[F_STATE] != self->trading_byte;
+    *bid_out = bid;
+    *bid_shares_out = bid_shares;
+    *ask_out = ask;
+    *ask_shares_out = ask_shares;
+    return 0;
 }
 
 static PyObject *QuoteStep_desired(QuoteStep *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -252,6 +294,110 @@ static PyObject *QuoteStep_needs_requote(QuoteStep *self, PyObject *const *args,
     if (moved > self->threshold * self->tick || leaves > desired_shares)
         Py_RETURN_TRUE;
     Py_RETURN_FALSE;
+}
+
+/* ---- quiet: would MarketMaker._requote leave both quotes as they are? */
+
+static PyObject *s_state, *s_price, *s_leaves, *s_replaced_by;
+static long long st_live = -1, st_pending_cancel = -1, st_pending_replace = -1;     /* configure_states */
+
+typedef struct { long long state, price, leaves; int replacing; } Resting;
+
+/* One of our quotes, from the strategy's Order (its slots): 1 read, 0 beyond exact, -1 error. */
+static int read_order(PyObject *o, Resting *r) {
+    PyObject *v = PyObject_GetAttr(o, s_state);
+    if (v == NULL)
+        return -1;
+    int ok = small_int(v, 0, 255, &r->state);
+    Py_DECREF(v);
+    if (!ok || (v = PyObject_GetAttr(o, s_price)) == NULL)
+        return ok ? -1 : 0;
+    ok = small_int(v, -EXACT_LIMIT, EXACT_LIMIT, &r->price);
+    Py_DECREF(v);
+    if (!ok || (v = PyObject_GetAttr(o, s_leaves)) == NULL)
+        return ok ? -1 : 0;
+    ok = small_int(v, -EXACT_LIMIT, EXACT_LIMIT, &r->leaves);
+    Py_DECREF(v);
+    if (!ok || (v = PyObject_GetAttr(o, s_replaced_by)) == NULL)
+        return ok ? -1 : 0;
+    r->replacing = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r->replacing < 0 ? -1 : 1;
+}
+
+/* MarketMaker._manage does nothing for this side (no send, replace or cancel): the order (NULL: none) and
+ * the desired quote (size 0: None), as _manage decides, with needs_requote as QuoteStep_needs_requote. */
+static int manage_quiet(QuoteStep *self, const Resting *o, long long d_price, long long d_size, int cooling,
+                        int may_cancel) {
+    if (o == NULL)
+        return d_size == 0 || cooling;
+    if (d_size == 0)
+        return !(o->state != st_pending_cancel && may_cancel);
+    if (o->state != st_live)
+        return 1;
+    long long moved = d_price - o->price;
+    if (moved < 0)
+        moved = -moved;
+    if (!(moved > self->threshold * self->tick || o->leaves > d_size))
+        return 1;
+    if (cooling)
+        return !(o->leaves > d_size && may_cancel);
+    return 0;
+}
+
+static PyObject *QuoteStep_quiet(QuoteStep *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "quiet(src, at, position, bid, ask, cooling, may_cancel)");
+        return NULL;
+    }
+    if (st_live < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_states() first");
+        return NULL;
+    }
+    long long position;
+    if (!small_int(args[2], -EXACT_LIMIT, EXACT_LIMIT, &position))
+        Py_RETURN_FALSE;
+    int cooling = PyObject_IsTrue(args[5]), may_cancel = PyObject_IsTrue(args[6]);
+    if (cooling < 0 || may_cancel < 0)
+        return NULL;
+    Resting orders[2];
+    const Resting *side[2] = {NULL, NULL};                 /* bid, ask */
+    for (int i = 0; i < 2; i++) {
+        if (args[3 + i] == Py_None)
+            continue;
+        int r = read_order(args[3 + i], &orders[i]);
+        if (r < 0)
+            return NULL;
+        if (r == 0 || orders[i].replacing)                 /* a pending replace: _lowest/_highest read its successor */
+            Py_RETURN_FALSE;
+        side[i] = &orders[i];
+    }
+    long long bid, bid_shares, ask, ask_shares;
+    int pulled;
+    if (read_top(self, args[0], args[1], &bid, &bid_shares, &ask, &ask_shares, &pulled) < 0)
+        return NULL;
+    Desired d;
+    if (!desire_values(self, bid, bid_shares, ask, ask_shares, pulled, position, 0, 0, &d))
+        Py_RETURN_FALSE;
+    /* _lowest(ask) / _highest(bid): an open order's own price (no successor here), else none */
+    const Resting *b = side[0], *a = side[1];
+    int ask_open = a != NULL && a->state <= st_pending_replace, bid_open = b != NULL && b->state <= st_pending_replace;
+    int hold_bid = d.bid_size && ask_open && d.bid_price >= a->price;
+    int hold_ask = d.ask_size && (bid_open ? d.ask_price <= b->price : d.ask_price <= 0);
+    if ((hold_bid || manage_quiet(self, b, d.bid_price, d.bid_size, cooling, may_cancel)) &&
+        (hold_ask || manage_quiet(self, a, d.ask_price, d.ask_size, cooling, may_cancel)))
+        Py_RETURN_TRUE;
+    Py_RETURN_FALSE;
+}
+
+static PyObject *configure_states(PyObject *module, PyObject *args) {
+    long long live, pending_cancel, pending_replace;
+    if (!PyArg_ParseTuple(args, "LLL", &live, &pending_cancel, &pending_replace))
+        return NULL;
+    st_live = live;
+    st_pending_cancel = pending_cancel;
+    st_pending_replace = pending_replace;
+    Py_RETURN_NONE;
 }
 
 static int get_ll(PyObject *o, const char *name, long long lo, long long hi, long long *out) {
@@ -357,6 +503,9 @@ static PyMethodDef QuoteStep_methods[] = {
      "desired(top, position, open_buys, open_sells) -> (bid, ask) from a BookTop; None: ask the reference"},
     {"needs_requote", (PyCFunction)(void (*)(void))QuoteStep_needs_requote, METH_FASTCALL,
      "needs_requote(resting_price, resting_leaves, desired) -> bool; None: ask the reference"},
+    {"quiet", (PyCFunction)(void (*)(void))QuoteStep_quiet, METH_FASTCALL,
+     "quiet(src, at, position, bid, ask, cooling, may_cancel) -> True when MarketMaker._requote would send, replace "
+     "and cancel nothing for these two quotes (no other open order of the symbol); False: let it decide"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -372,13 +521,23 @@ static PyTypeObject QuoteStepType = {
     .tp_methods = QuoteStep_methods,
 };
 
+static PyMethodDef module_methods[] = {
+    {"configure_states", configure_states, METH_VARARGS,
+     "configure_states(live, pending_cancel, pending_replace): the OrderState values quiet() compares with"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_quote_fast",
-    "The reference market maker's quote step compiled (market_maker.desired_quotes is the reference).", -1, NULL,
-    NULL, NULL, NULL, NULL,
+    "The reference market maker's quote step compiled (market_maker.desired_quotes is the reference).", -1,
+    module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__quote_fast(void) {
+    if (!(s_state = PyUnicode_InternFromString("_state")) || !(s_price = PyUnicode_InternFromString("_price")) ||
+        !(s_leaves = PyUnicode_InternFromString("_leaves")) ||
+        !(s_replaced_by = PyUnicode_InternFromString("_replaced_by")))
+        return NULL;
     if (PyType_Ready(&QuoteStepType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -27,7 +27,8 @@ from appliance.messages.catalog import (
     BOOK_UPDATE,
 )
 from appliance.messages.codes import (
-    MARKET_PRICE, PRICE_SCALE, Capacity, Display, OmsReason, RejectSource, RiskReason, Side,
+    MARKET_PRICE, PRICE_SCALE, REJECT_REASON_NO_SUCH_ORDER, Capacity, Display, OmsReason, RejectSource, RiskReason,
+    Side,
 )
 
 from .fills import Fill, mark_price
@@ -39,8 +40,10 @@ if TYPE_CHECKING:
     from appliance.strategy.timers import Clock, Timer
 
 
-# OUCH 4.2 Rejected reasons (the byte an exchange REJECTED carries), for messages only.
+# OUCH 4.2 Rejected reasons (the byte an exchange REJECTED carries), for messages only; and the one the OMS
+# reports itself when the venue's Cancel Reject kills an order or its replacement (``codes``).
 OUCH_REJECT_REASONS = {
+    chr(REJECT_REASON_NO_SUCH_ORDER): "NO_SUCH_ORDER",
     "T": "TEST_MODE", "H": "HALTED", "Z": "SHARES_EXCEED_MAX", "S": "INVALID_STOCK", "D": "INVALID_DISPLAY",
     "C": "EXCHANGE_CLOSED", "L": "FIRM_NOT_AUTHORIZED", "M": "OUTSIDE_PERMITTED_TIMES", "R": "NOT_ALLOWED",
     "X": "INVALID_PRICE", "N": "INVALID_MINIMUM_QUANTITY", "O": "OTHER", "W": "INVALID_MID_POINT_POST_ONLY",

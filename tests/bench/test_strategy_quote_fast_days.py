@@ -12,7 +12,7 @@ from appliance.messages.catalog import BOOK_FLAG_CROSSED, BOOK_UPDATE
 from appliance.messages.codes import Action, ExecEvent, Side
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
-from appliance.strategy.api import Book
+from appliance.strategy.api import Book, OrderState
 from appliance.strategy.ids import ClientOrderIds
 from appliance.strategy.loader import build_parameters
 from appliance.strategy.market_maker import MarketMaker, QuoteParams, _top_of, compiled_quote_step, desired_quotes
@@ -173,5 +173,109 @@ def test_the_market_maker_sends_the_same_intents_with_and_without_the_compiled_s
         widest = max([widest, *map(abs, positions[0].values())])
     assert positions[0] == positions[1]
     assert sent > 30 and widest >= 200        # quoted, requoted and skewed by fills (43 and 400 with these seeds)
+    for h in harnesses:
+        assert h.host.stats.errors == 0 and not h.host.failed
+
+
+class _CountingStep:
+    """A compiled step that counts ``quiet``'s answers (the test must see it say both)."""
+
+    def __init__(self, step, counts):
+        self._step, self._counts = step, counts
+
+    def quiet(self, *args):
+        answer = self._step.quiet(*args)
+        self._counts[answer] += 1
+        return answer
+
+    def __getattr__(self, name):
+        return getattr(self._step, name)
+
+
+def _answer_late(h: Harness, intent: dict, roll: random.Random, position: int, symbol: str) -> int:
+    """The OMS's answer as a busy day gives it: rejected (risk or exchange), partly or wholly filled, a
+    cancel refused; else as ``_answer``."""
+    action, cid, side = intent["action"], intent["client_order_id"], intent["side"]
+    r = roll.random()
+    if action == Action.NEW and r < 0.05:
+        h.risk_reject(cid, 3, symbol=symbol)                                  # the side cools down
+        return position
+    if action == Action.NEW and r < 0.1:
+        h.report(ExecEvent.REJECTED, cid, side=side, reason=ord("X"), source=3, position=position, symbol=symbol)
+        return position
+    if action == Action.CANCEL and r < 0.2:
+        h.report(ExecEvent.CANCEL_REJECTED, intent["orig_client_order_id"], reason=ord("I"), position=position,
+                 symbol=symbol)                                               # a cancel retry waits
+        return position
+    if action == Action.NEW and r < 0.35:
+        h.report(ExecEvent.ACCEPTED, cid, side=side, shares=intent["shares"], price=intent["price"],
+                 leaves=intent["shares"], position=position, symbol=symbol)
+        part = intent["shares"] // 2 or intent["shares"]
+        position += part if side == Side.BUY else -part
+        h.report(ExecEvent.EXECUTED, cid, side=side, shares=part, price=intent["price"],
+                 leaves=intent["shares"] - part, position=position, symbol=symbol)
+        return position
+    return _answer(h, intent, r > 0.8, position, symbol)
+
+
+def test_quiet_requotes_send_what_the_reference_sends(tmp_path, two_memories):
+    """``QuoteStep.quiet`` (``_requote`` sends nothing: skip it) against the reference market maker on a real
+    stream, with answers left pending for a few updates (orders pending new, replace and cancel), rejects
+    (cooldowns), refused cancels (retry waits) and partial fills, on an event clock (1 ms an update): the
+    same intents, field by field, and ``quiet`` said both yes and no."""
+    records = real_book_updates(tmp_path, 4, symbols=len(SYMBOLS), orders=60_000)
+    values = dict(spread_ticks=1, size=200, max_position=300, skew_ticks=1.0, widen_ticks=0.5,
+                  requote_threshold_ticks=0, reject_cooldown_ms=20)
+    counts = {True: 0, False: 0}
+    now = [0]
+    harnesses = [Harness(memory, MarketMaker, build_parameters(MarketMaker, {**values, "compiled_step": compiled}),
+                         instruments=instruments("0.01"), ids=ClientOrderIds(clock_ns=lambda: 0),
+                         clock_ns=lambda: now[0])
+                 for memory, compiled in zip(two_memories, (True, False))]
+    for state in harnesses[0].strategy.quotes.values():
+        state.step = _CountingStep(state.step, counts)
+    for h in harnesses:
+        h.intents()
+    positions, waiting = [{}, {}], [[], []]
+    sent = 0
+    for n, record in enumerate(records):
+        now[0] = n * 1_000_000
+        seen = []
+        for k, h in enumerate(harnesses):
+            offset = h.feed.claim()
+            h.buffer[offset:offset + BOOK_UPDATE.size] = record
+            h.feed.commit()
+            fill = random.Random(-n)
+            if fill.random() < 0.3:              # the market trades through one of our resting quotes
+                live = sorted((o.client_order_id, o) for o in h.strategy.orders if o.state == OrderState.LIVE)
+                if live:
+                    _, order = live[fill.randrange(len(live))]
+                    shares = order.leaves if fill.random() < 0.7 else min(100, order.leaves)
+                    symbol = order.symbol
+                    positions[k][symbol] = position = positions[k].get(symbol, 0) + (
+                        shares if order.side == Side.BUY else -shares)
+                    h.report(ExecEvent.EXECUTED, order.client_order_id, side=order.side, shares=shares,
+                             price=order.price, leaves=order.leaves - shares, position=position, symbol=symbol)
+            intents = []
+            for round_ in range(10):            # answer what is due until the strategy has nothing more to say
+                batch = h.intents()
+                for number, intent in enumerate(batch):
+                    intent.pop("t_strategy_out_ns")
+                    key = (n * 10 + round_) * 1000 + number
+                    waiting[k].append((n + random.Random(key).choice((0, 0, 0, 1, 3)), key, intent))
+                intents += batch
+                due = sorted(w for w in waiting[k] if w[0] <= n)
+                if not due:
+                    break
+                waiting[k] = [w for w in waiting[k] if w[0] > n]
+                for _, key, intent in due:
+                    symbol = SYMBOLS[intent["symbol_id"]]
+                    positions[k][symbol] = _answer_late(h, intent, random.Random(key), positions[k].get(symbol, 0),
+                                                        symbol)
+            seen.append(intents)
+        assert seen[0] == seen[1], f"update {n}: compiled {seen[0]}\nreference {seen[1]}"
+        sent += len(seen[0])
+    assert positions[0] == positions[1]
+    assert sent > 100 and counts[True] > 500 and counts[False] > 100, (sent, counts)
     for h in harnesses:
         assert h.host.stats.errors == 0 and not h.host.failed

@@ -11,7 +11,7 @@ import pytest
 from appliance.replay import venue as venue_module
 from appliance.replay.venue import ReplayVenue
 from backtest_days import PRICES, recorded_day
-from itch_raw import directory
+from itch_raw import add, directory
 from venue_diff import MODELS, differ, perturbed, raws
 
 pytestmark = pytest.mark.skipif(not venue_module.AVAILABLE, reason="replay/_venue_fast.c not built")
@@ -51,3 +51,20 @@ def test_the_reference_is_chosen_before_the_first_message_only():
     with pytest.raises(RuntimeError):
         started.use_reference()
     assert started.compiled
+
+
+def test_best_price_compiled_and_reference():
+    """``best_price``: the highest bid, the lowest ask, None for an empty side; ``Core.best`` and the
+    reference's ``max``/``min`` agree (the day-long comparison is in ``venue_diff.state``)."""
+    venues = (ReplayVenue(("AAPL", "MSFT"), "risk-averse"), ReplayVenue(("AAPL", "MSFT"), "risk-averse", compiled=False))
+    for venue in venues:
+        venue.on_itch(directory("AAPL", 5))
+        assert venue.best_price(0, True) is None and venue.best_price(0, False) is None
+        for ref, (side, price) in enumerate((("B", 1_000_100), ("B", 1_000_300), ("B", 999_900), ("S", 1_000_700),
+                                             ("S", 1_000_500), ("S", 1_002_000)), start=1):
+            venue.on_itch(add(5, ref, side, 100, "AAPL", price))
+        assert (venue.best_price(0, True), venue.best_price(0, False)) == (1_000_300, 1_000_500)
+        assert venue.best_price(1, True) is None
+    assert venues[0].compiled and not venues[1].compiled
+    with pytest.raises(IndexError):
+        venues[0].best_price(2, True)

@@ -193,6 +193,17 @@ def test_rejects_from_risk_the_oms_and_the_exchange_with_their_names(memory):
     assert reject_reason_name(RejectSource.EXCHANGE, ord("Z")) == "SHARES_EXCEED_MAX(Z)"
 
 
+def test_the_oms_no_such_order_reject_has_a_name():
+    """The OMS rejects an order or its replacement that a Cancel Reject killed with reason 'I'
+    (``codes.REJECT_REASON_NO_SUCH_ORDER``, e.g. a replace that arrived after the fill): its name, not
+    UNKNOWN(I), in the strategy's log lines."""
+    from appliance.messages.codes import REJECT_REASON_NO_SUCH_ORDER
+    from appliance.oms import orders
+    assert orders.REJECT_REASON_NO_SUCH_ORDER == REJECT_REASON_NO_SUCH_ORDER        # one fact, the OMS's too
+    assert reject_reason_name(RejectSource.EXCHANGE, REJECT_REASON_NO_SUCH_ORDER) == "NO_SUCH_ORDER(I)"
+    assert reject_reason_name(RejectSource.EXCHANGE, ord("q")) == "UNKNOWN(q)"
+
+
 def test_refused_cancels_from_the_oms(memory):
     h = Harness(memory, Scripted)
     h.intents()

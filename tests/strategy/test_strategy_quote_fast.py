@@ -127,3 +127,94 @@ def test_beyond_exact_range_it_answers_none_and_the_market_maker_asks_the_refere
     with pytest.raises(TypeError):
         step.desired((1, 2, 3), 0, 0, 0)
     assert step.needs_requote(2 ** 70, 1, top[:2]) is None
+
+
+class _Quiet:
+    """The host side of ``MarketMaker._requote`` for one call: its clock and controls, the open orders and the
+    position; every action it takes is recorded, none sent."""
+
+    def __init__(self, now):
+        self.now = now
+
+    def clock_ns(self):
+        return self.now
+
+    def feed_live(self):
+        return True
+
+    def gate_open(self):
+        return True
+
+
+def _requote_actions(params, book, position, bid, ask, cooling, may_cancel) -> list:
+    """What the reference ``_requote`` (``step`` None: desired_quotes, needs_requote) does in this state."""
+    from appliance.strategy.market_maker import MarketMaker, _SymbolQuotes
+    mm = MarketMaker.__new__(MarketMaker)
+    mm._host = _Quiet(10**12)
+    mm.params = SimpleNamespace(pull_when_feed_down=True)
+    orders = {o.client_order_id: o for o in (bid, ask) if o is not None}
+    mm._orders = SimpleNamespace(get=orders.get, count=lambda symbol: len(orders),
+                                 of=lambda symbol: tuple(orders.values()))
+    mm._positions = {"AAPL": position}
+    actions = []
+    mm.buy = lambda *a, **k: actions.append(("buy", a, k)) or 900
+    mm.sell = lambda *a, **k: actions.append(("sell", a, k)) or 901
+    mm.replace = lambda *a, **k: actions.append(("replace", a, k)) or 902
+    mm.cancel = lambda *a, **k: actions.append(("cancel", a, k))
+    state = _SymbolQuotes("AAPL", book, params)
+    state.bid_id = bid.client_order_id if bid is not None else 0
+    state.ask_id = ask.client_order_id if ask is not None else 0
+    state.cooldown_until_ns = mm._host.now + 1 if cooling else 0
+    state.cancel_retry_ns = 0 if may_cancel else mm._host.now + 1
+    mm._requote(state)
+    return actions
+
+
+def _quote_order(rng, cid, side, near, params):
+    """An open order of ours near a desired price (or anywhere), in any open state."""
+    from appliance.strategy.api import ORDER_SETTERS, OrderState, make_order
+    price = max(1, near + rng.choice((0, 0, 0, 1, -1, 2, -3)) * params.tick * rng.choice((1, params.requote_threshold_ticks or 1)))
+    shares = rng.choice((params.size, params.lot, params.size + params.lot, 2 * params.size))
+    order = make_order(cid, "AAPL", 0, side, price, shares, 0)
+    state = rng.choice((OrderState.LIVE, OrderState.LIVE, OrderState.LIVE, OrderState.PENDING_NEW,
+                        OrderState.PENDING_CANCEL, OrderState.PENDING_REPLACE))
+    ORDER_SETTERS["_state"](order, state)
+    ORDER_SETTERS["_leaves"](order, rng.choice((shares, shares, params.lot, shares + params.lot)))
+    if rng.random() < 0.1:
+        ORDER_SETTERS["_replaced_by"](order, cid + 100)
+    return order
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_quiet_says_yes_only_where_the_reference_requote_does_nothing(seed):
+    """``QuoteStep.quiet`` (``_requote``'s shortcut) on generated tops, parameters, positions, our two quotes
+    (prices at, near and away from the desired ones, our bid at or above our ask, sizes over the cap, every
+    open state, a pending replace), cooldowns and cancel retries: wherever it says True, the reference
+    ``_requote`` sends, replaces and cancels nothing; and it says True often."""
+    from appliance.strategy.api import Book
+    rng = random.Random(seed)
+    said = {True: 0, False: 0}
+    for n in range(4000):
+        if n % 40 == 0:
+            params = random_params(rng)
+            step = compiled_quote_step(params)
+        values = random_top(rng, params.tick)
+        buf = slot(values)
+        book = Book("AAPL", 0)
+        book._view(buf, 7)
+        position = rng.choice((0, 0, params.lot, -params.lot, params.max_position, -params.max_position,
+                               rng.randint(-2 * params.max_position, 2 * params.max_position)))
+        desired_bid, desired_ask = desired_quotes(as_top(values), position, (), params)
+        bid_near = desired_bid.price if desired_bid else values[0] or params.tick
+        ask_near = desired_ask.price if desired_ask else values[2] or 2 * params.tick
+        if rng.random() < 0.1:
+            bid_near = ask_near = rng.choice((bid_near, ask_near))          # our quotes meet: the holds
+        bid = _quote_order(rng, 11, Side.BUY, bid_near, params) if rng.random() < 0.85 else None
+        ask = _quote_order(rng, 12, Side.SELL, ask_near, params) if rng.random() < 0.85 else None
+        cooling, may_cancel = rng.random() < 0.3, rng.random() < 0.8
+        quiet = step.quiet(buf, 7, position, bid, ask, cooling, may_cancel)
+        said[quiet] += 1
+        if quiet:
+            actions = _requote_actions(params, book, position, bid, ask, cooling, may_cancel)
+            assert actions == [], (n, params, values, position, bid, ask, cooling, may_cancel)
+    assert said[True] > 800 and said[False] > 800, said

@@ -60,7 +60,7 @@ def state(v: ReplayVenue) -> tuple:
             sides.append((dict(b.levels[is_buy]), dict(b.taken[is_buy]),
                           {p: [(o.token, o.leaves, o.ahead, o.joined) for o in orders]
                            for p, orders in b.ours[is_buy].items()}))
-        books.append((b.locate, b.halted, sides))
+        books.append((b.locate, b.halted, sides, v.best_price(b.sid, True), v.best_price(b.sid, False)))
     orders = {ref: (e[0].sid, e[1], e[2], e[3], e[4]) for ref, e in v.orders.items()}
     return v.now_ns, v._adds, dict(v.counters), orders, books, sorted(v.live), bytes(v.locate_map)
 
