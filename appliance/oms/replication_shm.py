@@ -177,10 +177,17 @@ class ShmConnection:
         now = time.monotonic_ns()
         if now >= self._next_pid_check:
             self._next_pid_check = now + PID_CHECK_NS
-            if not _pid_alive(self.peer_pid):
-                self.peer_closed = True
+            if self._peer_gone_and_read():
                 return b""
         raise BlockingIOError(errno.EAGAIN, "nothing in the replication ring")
+
+    def _peer_gone_and_read(self) -> bool:
+        """The peer's process is gone and every slot it committed has been read (its pid looked at
+        first: a slot committed just before its death is still read): the connection is over."""
+        if _pid_alive(self.peer_pid) or self._in.available() > 0:
+            return False
+        self.peer_closed = True
+        return True
 
     def readable(self) -> bool:
         """Something waits in the incoming ring (bytes, a close, a newer connection)."""
@@ -189,7 +196,8 @@ class ShmConnection:
     def wait_readable(self, timeout_s: float) -> bool:
         """The standby's wait (it has no socket to select() on): a short spin, then asleep on the
         records ring's doorbell (a futex the primary's commit rings), until something is readable
-        or ``timeout_s``. Without a doorbell (a test's connection): spin, yield, park."""
+        or ``timeout_s``; at the timeout a peer whose process is gone is readable too (its end, as
+        a FIN is on TCP). Without a doorbell (a test's connection): spin, yield, park."""
         available = self._in.available
         if available() > 0 or self.peer_closed or self.newer:
             return True
@@ -201,8 +209,8 @@ class ShmConnection:
         idle = None if doorbell is not None else BackoffIdle(0, WAIT_YIELDS, WAIT_MIN_PARK_NS, WAIT_MAX_PARK_NS)
         while True:
             left = deadline - time.monotonic_ns()
-            if left <= 0:
-                return available() > 0
+            if left <= 0:                   # a dead peer rings nothing: its pid says so (recv then gives b"")
+                return self._peer_gone_and_read() or available() > 0
             if doorbell is None:
                 idle.idle(0)
             else:

@@ -183,6 +183,34 @@ def test_a_dead_peer_ends_the_connection_and_a_bad_slot_is_an_error(memory, tmp_
         link.close()
 
 
+def test_the_waiting_standby_sees_a_dead_primary_after_reading_its_last_slot(memory, tmp_path, monkeypatch):
+    """A dead primary rings no doorbell: the standby's wait says readable at its timeout once the pid is
+    gone (recv then gives b"", as after a FIN), not after the peer timeout. The pid is looked at before the
+    ring: bytes committed just before the death are read first, never dropped with the connection."""
+    listener = rs.ShmListener(memory)
+    link = standby_side(memory, tmp_path)
+    try:
+        standby = link.connect()
+        standby.sendall(b"s")
+        primary = accept(listener)
+        assert primary.recv(1) == b"s"
+        primary.send(b"hello")
+        assert standby.recv(100) == b"hello" and standby.peer_pid == primary.pid
+        assert standby.wait_readable(0.02) is False           # alive and quiet: not readable
+        last = []
+
+        def gone_after_its_last_bytes(pid):                   # the primary commits, then dies, as the standby looks
+            if not last:
+                last.append(primary.send(b"last words"))
+            return False
+        monkeypatch.setattr(rs, "_pid_alive", gone_after_its_last_bytes)
+        assert standby.wait_readable(0.02) is True
+        assert standby.recv(100) == b"last words"
+        assert standby.wait_readable(0.02) is True and standby.recv(100) == b""
+    finally:
+        link.close()
+
+
 def test_one_standby_at_a_time(memory, tmp_path):
     link = standby_side(memory, tmp_path)
     try:
