@@ -17,6 +17,26 @@ connection's bytes. A closing side sends a CLOSE_CHUNK slot (the peer's ``recv``
 (from its slots): a pid gone closes the connection at once, else the protocol's heartbeats time it
 out. One standby at a time: the rings are single-producer/single-consumer, and a second standby
 would make two producers of ``replication_acks`` (``StandbyLink`` takes a lock that refuses it).
+
+Takeover (``takeover.py``). The rings keep their roles by name: whoever is the layout's ``oms``
+produces ``replication_records`` and consumes ``replication_acks``, whoever is the standby is the
+peer ``oms_standby``. Both ends resume from the rings' read and write positions in shared memory
+(as any restarted side of a ring does), so nothing is reformatted; what the old roles left in the
+rings is told apart by epoch, by this rule:
+
+- ``replication_records``: the dead primary's unread slots carry the epochs of the old standby's
+  connections; a new standby's epoch (chosen after them) is newer, so it skips them as an older
+  connection's. Nothing to do at the takeover.
+- ``replication_acks``: the old standby, now the primary, produced there itself: its ACKs, its
+  CLOSE, a SUBSCRIBE of a reconnection that no primary answered. The dead primary never read them
+  and the new primary is their consumer now; taken for a new standby they would be a connection
+  whose first frame is not a SUBSCRIBE (counted bad, refused), or worse, a SUBSCRIBE answered
+  with a HELLO that made the primary's own past look like a caught-up standby. So before the new
+  primary listens, the takeover releases every slot of an epoch up to its own last one as a
+  standby (``retire_standby_slots``); a newer slot is a new standby already waiting and stays.
+- A new standby then attaches as ``oms_standby`` and subscribes from sequence 1 (``--fresh``:
+  the dead primary's journal archived), so it copies the new primary's journal from its first
+  record. The doorbell word stays where it is (the records ring's); its producer rings it.
 """
 from __future__ import annotations
 
@@ -303,6 +323,20 @@ class ShmListener:
             self._live.close()
 
 
+def retire_standby_slots(memory, last_epoch: int) -> int:
+    """The takeover's step before the new primary listens (the rule above): the slots a standby that
+    became the primary left in ``replication_acks``, epochs up to ``last_epoch``, released unread;
+    stops at a newer one (a new standby's). How many were released."""
+    check_layout(memory.layout, PRIMARY)
+    buffer = memory.ring_buffer(ACKS_RING)
+    ring = _ring(memory.layout, buffer, ACKS_RING, "consumer")
+    released = 0
+    while (offset := ring.peek()) >= 0 and _PEEK.unpack_from(buffer, offset)[0] <= last_epoch:
+        ring.release()
+        released += 1
+    return released
+
+
 class StandbyLink:
     """The standby's side: attaches the rings' segment of the layout and opens connections."""
 
@@ -325,7 +359,7 @@ class StandbyLink:
         self._segment = None
         self._rings = None
         self._doorbell = None
-        self._last_epoch = 0
+        self.last_epoch = 0                 # of its last connection: a takeover retires its slots
 
     def _attach(self) -> None:
         layout = self.layout
@@ -342,8 +376,8 @@ class StandbyLink:
             except Exception as exc:            # noqa: BLE001 - a missing or foreign segment: try again later
                 raise ConnectionRefusedError(errno.ECONNREFUSED, f"replication segment: {exc}") from None
         out_ring, out_buf, in_ring, in_buf = self._rings
-        epoch = max(time.time_ns(), self._last_epoch + 1)
-        self._last_epoch = epoch
+        epoch = max(time.time_ns(), self.last_epoch + 1)
+        self.last_epoch = epoch
         connection = ShmConnection(out_ring, out_buf, in_ring, in_buf, epoch)
         connection.doorbell = self._doorbell
         return connection

@@ -9,8 +9,9 @@ where the dead primary's journal was, ``--fresh``: archiving what is there first
 is beside the layout file, as the layout's own paths are, whatever the working directory)
 byte-identical to the primary's and the order state it makes; logs the state a takeover would log in with every ``--status-every`` seconds and on exit.
 
-``--takeover`` (``takeover.py``, same box only): ``off`` (default) only copies; ``auto`` becomes the
-primary when the stream stops and the process table's primary is gone; ``signal`` becomes it on
+``--takeover`` (``takeover.py``, same box only, over either transport): ``off`` (default) only copies;
+``auto`` becomes the primary when the stream from a primary that answered it stops and the process
+table's primary is gone; ``signal`` becomes it on
 SIGUSR1 (the supervisor's, once it reaped the primary); ``now`` at once from its journal (the
 supervisor's restart of a former standby that had become the primary). Always only after the old primary's
 pid is seen gone (``--fence-timeout``, default 2 s; still alive: exit status 3, no login).
@@ -80,9 +81,6 @@ def run(args: argparse.Namespace) -> int:
     if not config.replication.enabled:
         raise UsageError(f"{layout.path}: processes.{args.process}.params.replication.mode is off: no primary streams")
     config, primary_journal = standby_config(config, args.journal, layout.path)
-    if args.takeover != "off" and config.replication.transport == "shm":
-        raise UsageError(f"--takeover {args.takeover}: takeover runs over replication transport tcp only "
-                         "(the shm rings' swapped roles are not built)")
     if not 0 < args.fence_timeout <= 3600:
         raise UsageError("--fence-timeout must be more than 0 and at most 3600 seconds")
     stopping = []
@@ -120,8 +118,10 @@ def run(args: argparse.Namespace) -> int:
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + args.status_every
                 log.info("standby state: %s", standby.state())
-            if takeover is not None and (told or (args.takeover == "auto" and standby.connections
-                                                  and standby.sock is None and takeover.primary_gone())):
+            # auto: a primary answered once (over shm a connect alone succeeds, primary or not), it
+            # answers no more, and the process table's primary is gone
+            if takeover is not None and (told or (args.takeover == "auto" and standby.answered_connections
+                                                  and not standby.answered and takeover.primary_gone())):
                 log.info("standby state at takeover: %s", standby.state())
                 return takeover.run(args.fence_timeout)
     finally:

@@ -27,6 +27,12 @@ primary attaches as the consumer of ``approved_orders`` as a restarted OMS does 
 position is in shared memory; an order the dead primary had read but not released comes again and
 is refused as a duplicate client order id if it was journaled).
 
+Either transport: TCP, or the same box's rings (``transport: shm``), which keep their roles by name
+(the new primary produces ``replication_records`` as the layout's ``oms``, the next standby is the
+peer ``oms_standby``); before the new primary listens, the slots this standby left in
+``replication_acks`` are retired so that none is taken for a new standby (the rule:
+``replication_shm``'s docstring).
+
 Roles swap: the new primary's journal is the standby's file, and its ``replication.standby_journal``
 is the dead primary's journal file: a new standby started there (``--journal PATH --fresh``) archives
 that file first (the dead primary's bytes past the last record the standby acknowledged are kept,
@@ -122,10 +128,12 @@ class Takeover:
         return self.attach() and process_gone(self.primary_pid())
 
     def drain(self, timeout_s: float) -> None:
-        """What the dead primary's stream still holds, read until its close (or ``timeout_s``)."""
+        """What the dead primary's stream still holds, read until its close (or ``timeout_s``). A
+        connection no primary answered holds nothing (over shm a reconnection to a dead primary
+        succeeds and would only wait out the peer timeout)."""
         replica = self.replica
         deadline = time.monotonic() + timeout_s
-        while replica.sock is not None and time.monotonic() < deadline:
+        while replica.answered and time.monotonic() < deadline:
             replica.poll(0.005)
 
     def run(self, fence_timeout_s: float) -> int:
@@ -143,6 +151,10 @@ class Takeover:
         replica = self.replica
         self.drain(replica.peer_timeout_ns / 1e9)
         replica.close()
+        if replica.shm_epoch:                 # the same box's rings: this standby's own slots never read as a standby's
+            from appliance.oms.replication_shm import retire_standby_slots
+            log.info("takeover: %d slots of this standby's connections retired from the acknowledgements ring",
+                     retire_standby_slots(self.memory, replica.shm_epoch))
         state = replica.replay.state
         config = takeover_config(replica.config, replica.path, self.old_primary_journal)
         log.warning("TAKEOVER: primary pid %d is gone; this standby (pid %d) becomes the primary with journal %s "

@@ -211,6 +211,37 @@ def test_the_waiting_standby_sees_a_dead_primary_after_reading_its_last_slot(mem
         link.close()
 
 
+def test_a_takeover_retires_the_old_standbys_slots_and_the_rings_keep_their_roles(memory, tmp_path):
+    """The standby becomes the primary (replication_shm's takeover rule): what it left in replication_acks
+    as a standby is released before it listens, so the first connection it accepts is the new standby's,
+    never its own past; the dead primary's unread slots in replication_records are skipped by the new
+    standby (an older epoch). Twice: the second swaps the roles back."""
+    listener = rs.ShmListener(memory)
+    link = standby_side(memory, tmp_path)
+    standby = link.connect()
+    standby.sendall(b"subscribe")
+    primary = accept(listener)
+    assert primary.recv(100) == b"subscribe"
+    try:
+        for n in range(2):
+            primary.send(b"unread records")            # the primary's last bytes; then it dies, unread ...
+            standby.sendall(b"ack")                    # ... as the standby's last acknowledgement
+            standby.close()                            # the takeover closes the standby's side
+            link.close()
+            next_link = standby_side(memory, tmp_path / f"next-{n}")
+            waiting = next_link.connect()              # a new standby already there: newer, kept
+            waiting.sendall(b"new subscribe")
+            assert rs.retire_standby_slots(memory, link.last_epoch) == 2       # the ack and the close
+            listener = rs.ShmListener(memory)          # the old standby listens as the layout's oms
+            primary = accept(listener)
+            assert primary.epoch == waiting.epoch and primary.recv(100) == b"new subscribe"
+            primary.send(b"records")
+            assert waiting.recv(100) == b"records"      # the dead primary's slots skipped
+            link, standby = next_link, waiting
+    finally:
+        link.close()
+
+
 def test_one_standby_at_a_time(memory, tmp_path):
     link = standby_side(memory, tmp_path)
     try:
