@@ -72,8 +72,8 @@ def chain(venue, write_layout, unique_name, tmp_path, spawner):  # noqa: F811
             return made["standbys"][-1]
         return rig, standby
     yield make
-    for standby in made["standbys"]:
-        standby.stop()
+    for standby in reversed(made["standbys"]):      # the newest first: a standby outliving its primary's stop
+        standby.stop()                               # would take over (auto) and run on as the OMS until killed
     spawner.cleanup()
     for rig in made["rigs"]:
         rig.close()
