@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         if standby.journal is None:
             raise UsageError(f"--takeover now: no journal at {standby.path} to take over from")
         try:
-            return takeover.run(args.fence_timeout)
+            return takeover.run(args.fence_timeout, lambda: bool(stopping))
         finally:
             takeover.close()
             standby.close()
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             if takeover is not None and (told or (args.takeover == "auto" and standby.answered_connections
                                                   and not standby.answered and takeover.primary_gone())):
                 log.info("standby state at takeover: %s", standby.state())
-                return takeover.run(args.fence_timeout)
+                return takeover.run(args.fence_timeout, lambda: bool(stopping))
     finally:
         if takeover is not None:
             takeover.close()

@@ -136,8 +136,10 @@ class Takeover:
         while replica.answered and time.monotonic() < deadline:
             replica.poll(0.005)
 
-    def run(self, fence_timeout_s: float) -> int:
-        """Fence, then run as the primary until stopped: the agent runner's exit status."""
+    def run(self, fence_timeout_s: float, stopping=lambda: False) -> int:
+        """Fence, then run as the primary until stopped: the agent runner's exit status. ``stopping``:
+        the standby was told to stop (SIGTERM) meanwhile, which the runner, whose own signal handlers
+        come with its start, would never hear: then no takeover (status 0)."""
         from appliance.runtime.agent import build_runner
         started = time.monotonic_ns()
         if not self.attach():
@@ -150,6 +152,9 @@ class Takeover:
             return EXIT_PRIMARY_ALIVE
         replica = self.replica
         self.drain(replica.peer_timeout_ns / 1e9)
+        if stopping():
+            log.warning("takeover abandoned: told to stop while fencing the primary (pid %d); no login", pid)
+            return 0
         replica.close()
         if replica.shm_epoch:                 # the same box's rings: this standby's own slots never read as a standby's
             from appliance.oms.replication_shm import retire_standby_slots
@@ -165,6 +170,9 @@ class Takeover:
             agent.config = config
             agent.prepared = state
         runner = build_runner(self.layout, self.memory, self.process_name, prepare)
+        if stopping():
+            log.warning("takeover abandoned: told to stop while handing over; no login")
+            return 0
         log.info("takeover: fenced and handed over in %.1f ms; logging in", (time.monotonic_ns() - started) / 1e6)
         return runner.run()
 

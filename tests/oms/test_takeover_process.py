@@ -300,3 +300,22 @@ def test_an_auto_standby_over_shm_started_before_its_primary_does_not_take_over_
     rig.start(spawner)
     rig.wait_ready(30)                             # sync: ready once the standby caught up
     assert rig.memory.process_table().read("oms").pid == rig.proc.pid
+
+
+def test_a_standby_told_to_stop_while_fencing_does_not_take_over(chain, venue, spawner, tmp_path):  # noqa: F811
+    """SIGTERM while the takeover waits for the old primary to be gone: once it is, the standby stops
+    instead of running on as a primary that no longer hears its stop (the runner's handlers come with it)."""
+    rig, _ = chain("sync")
+    rig.start(spawner)
+    standby = Standby(rig.layout.path, tmp_path / "stopped.log", "--takeover", "signal", "--fence-timeout", "60")
+    try:
+        rig.wait_ready(30)
+        standby.proc.send_signal(signal.SIGUSR1)   # told to take over while the primary lives: the fence waits
+        wait_until(lambda: "standby state at takeover" in standby.log(), 20, message="the standby fencing")
+        standby.proc.send_signal(signal.SIGTERM)
+        rig.proc.kill()                            # the primary gone: the fence passes
+        rig.proc.wait(10)
+        assert standby.proc.wait(20) == 0, standby.log()
+        assert "TAKEOVER" not in standby.log() and "takeover abandoned" in standby.log()
+    finally:
+        standby.stop()
