@@ -71,6 +71,9 @@ WAIT_SPINS, WAIT_YIELDS, WAIT_MIN_PARK_NS, WAIT_MAX_PARK_NS = 200, 10, 20_000, 5
 # and only read after), its second 64 bytes; the standby is not a process of the layout, so it has no
 # doorbell in the process table. The primary's ring rings it; the standby announces and waits on it.
 DOORBELL_AT = 64
+# A dead primary rings nothing: the asleep standby wakes this often to look at its pid (the takeover's
+# detection on this box: about half of it on average; an idle standby's cost: this many wake-ups a second).
+WAIT_PEER_LOOK_NS = 10_000_000
 
 
 def ring_uses(side: str) -> tuple[RingUse, RingUse]:
@@ -216,8 +219,9 @@ class ShmConnection:
     def wait_readable(self, timeout_s: float) -> bool:
         """The standby's wait (it has no socket to select() on): a short spin, then asleep on the
         records ring's doorbell (a futex the primary's commit rings), until something is readable
-        or ``timeout_s``; at the timeout a peer whose process is gone is readable too (its end, as
-        a FIN is on TCP). Without a doorbell (a test's connection): spin, yield, park."""
+        or ``timeout_s``; a peer whose process is gone is readable too (its end, as a FIN is on TCP),
+        looked at every ``WAIT_PEER_LOOK_NS`` at most. Without a doorbell (a test's connection): spin,
+        yield, park."""
         available = self._in.available
         if available() > 0 or self.peer_closed or self.newer:
             return True
@@ -228,9 +232,14 @@ class ShmConnection:
         deadline = time.monotonic_ns() + int(timeout_s * 1e9)
         idle = None if doorbell is not None else BackoffIdle(0, WAIT_YIELDS, WAIT_MIN_PARK_NS, WAIT_MAX_PARK_NS)
         while True:
-            left = deadline - time.monotonic_ns()
+            now = time.monotonic_ns()
+            left = deadline - now
             if left <= 0:                   # a dead peer rings nothing: its pid says so (recv then gives b"")
                 return self._peer_gone_and_read() or available() > 0
+            if now >= self._next_pid_check:
+                self._next_pid_check = now + PID_CHECK_NS
+                if self._peer_gone_and_read():
+                    return True
             if doorbell is None:
                 idle.idle(0)
             else:
@@ -238,7 +247,7 @@ class ShmConnection:
                 if available() > 0:
                     doorbell.cancel()
                     return True
-                doorbell.wait(left)
+                doorbell.wait(min(left, WAIT_PEER_LOOK_NS))
                 doorbell.cancel()
             if available() > 0:
                 return True

@@ -211,6 +211,36 @@ def test_the_waiting_standby_sees_a_dead_primary_after_reading_its_last_slot(mem
         link.close()
 
 
+def test_a_standby_asleep_in_a_long_wait_wakes_when_its_primary_dies(memory, tmp_path, monkeypatch):
+    """The takeover's detection on this box: the asleep standby looks at the primary's pid while it waits,
+    not only when its wait times out."""
+    listener = rs.ShmListener(memory)
+    link = standby_side(memory, tmp_path)
+    waiter = None
+    try:
+        standby = link.connect()
+        standby.sendall(b"s")
+        primary = accept(listener)
+        assert primary.recv(1) == b"s"
+        primary.send(b"hello")
+        assert standby.recv(100) == b"hello"
+        result = []
+        waiter = threading.Thread(target=lambda: result.append(standby.wait_readable(60)))
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while link._doorbell.waits == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)                  # until it is in the futex wait
+        monkeypatch.setattr(rs, "_pid_alive", lambda pid: pid != primary.pid)     # the primary dies
+        waiter.join(10)
+        assert result == [True] and standby.recv(100) == b""       # back long before its 60 s
+    finally:
+        monkeypatch.undo()
+        if waiter is not None and waiter.is_alive():
+            primary.send(b"wake")              # its doorbell: never left asleep on a closed segment
+            waiter.join(10)
+        link.close()
+
+
 def test_a_takeover_retires_the_old_standbys_slots_and_the_rings_keep_their_roles(memory, tmp_path):
     """The standby becomes the primary (replication_shm's takeover rule): what it left in replication_acks
     as a standby is released before it listens, so the first connection it accepts is the new standby's,
