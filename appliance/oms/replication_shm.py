@@ -16,7 +16,9 @@ connection's bytes. A closing side sends a CLOSE_CHUNK slot (the peer's ``recv``
 ``b""``, as after a FIN); a side that died sends nothing, so each side also watches the other's pid
 (from its slots): a pid gone closes the connection at once, else the protocol's heartbeats time it
 out. One standby at a time: the rings are single-producer/single-consumer, and a second standby
-would make two producers of ``replication_acks`` (``StandbyLink`` takes a lock that refuses it).
+would make two producers of ``replication_acks`` (``StandbyLink`` takes a lock on its journal,
+and an exclusive flock on the rings' segment file when it attaches: a takeover swaps the journals,
+so only the latter is one lock for whoever is the standby; a second standby is refused, exit 2).
 
 Takeover (``takeover.py``). The rings keep their roles by name: whoever is the layout's ``oms``
 produces ``replication_records`` and consumes ``replication_acks``, whoever is the standby is the
@@ -332,6 +334,10 @@ class ShmListener:
             self._live.close()
 
 
+class StandbyConflict(RuntimeError):
+    """Another standby is attached to the replication rings (one producer of ``replication_acks``)."""
+
+
 def retire_standby_slots(memory, last_epoch: int) -> int:
     """The takeover's step before the new primary listens (the rule above): the slots a standby that
     became the primary left in ``replication_acks``, epochs up to ``last_epoch``, released unread;
@@ -366,6 +372,7 @@ class StandbyLink:
                                "(the replication rings have one producer each)") from None
         self._segment_cls = Segment
         self._segment = None
+        self._ring_lock_fd = -1
         self._rings = None
         self._doorbell = None
         self.last_epoch = 0                 # of its last connection: a takeover retires its slots
@@ -373,15 +380,31 @@ class StandbyLink:
     def _attach(self) -> None:
         layout = self.layout
         spec = layout.segments[layout.rings[RECORDS_RING].segment]
-        self._segment = segment = self._segment_cls.attach(layout, spec)
+        segment = self._segment_cls.attach(layout, spec)
+        try:
+            fd = os.open(segment.path, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise StandbyConflict(f"another standby is attached to {segment.path}: one standby at a time "
+                                      "(the replication rings have one producer each)") from None
+        except BaseException:
+            segment.close()
+            raise
+        self._ring_lock_fd = fd
+        self._segment = segment
         self._rings = _rings(lambda name, role: _ring(layout, segment.buffer, name, role), segment.buffer, STANDBY)
         self._doorbell = _shm.Doorbell(segment.buffer, layout.rings[RECORDS_RING].offset + DOORBELL_AT)
 
     def connect(self) -> ShmConnection:
-        """A new connection (OSError: the segment is not there yet: the supervisor has not made it)."""
+        """A new connection (OSError: the segment is not there yet: the supervisor has not made it;
+        StandbyConflict: another standby is attached)."""
         if self._rings is None:
             try:
                 self._attach()
+            except StandbyConflict:
+                raise
             except Exception as exc:            # noqa: BLE001 - a missing or foreign segment: try again later
                 raise ConnectionRefusedError(errno.ECONNREFUSED, f"replication segment: {exc}") from None
         out_ring, out_buf, in_ring, in_buf = self._rings
@@ -396,6 +419,9 @@ class StandbyLink:
         if self._segment is not None:
             self._segment.close()
             self._segment = None
+        if self._ring_lock_fd >= 0:
+            os.close(self._ring_lock_fd)
+            self._ring_lock_fd = -1
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1

@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from appliance.command_io.arguments import UsageError
     from appliance.oms.config import OmsConfigError, parse_oms_params
+    from appliance.oms.replication_shm import StandbyConflict
     from appliance.oms.standby import StandbyReplica
     from appliance.oms.takeover import Takeover, archive_journal
     from appliance.runtime.layout import LayoutError, load_layout
@@ -114,7 +115,10 @@ def run(args: argparse.Namespace) -> int:
     next_status = 0.0
     try:
         while not stopping:
-            standby.poll(0.05)
+            try:
+                standby.poll(0.05)
+            except StandbyConflict as exc:             # shm: another standby attached to the rings
+                raise UsageError(str(exc)) from None
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + args.status_every
                 log.info("standby state: %s", standby.state())

@@ -277,9 +277,22 @@ def test_one_standby_at_a_time(memory, tmp_path):
     try:
         with pytest.raises(RuntimeError, match="another standby"):
             standby_side(memory, tmp_path)
+        link.connect()
+        # another journal (after a takeover the journals swap: the standby's is the old primary's file),
+        # the same rings: refused when it attaches, never a second producer of replication_acks
+        other = standby_side(memory, tmp_path / "other")
+        try:
+            with pytest.raises(rs.StandbyConflict, match="another standby is attached"):
+                other.connect()
+        finally:
+            other.close()
     finally:
         link.close()
-    standby_side(memory, tmp_path).close()               # free again once the first is gone
+    again = standby_side(memory, tmp_path / "other")      # free again once the first is gone
+    try:
+        again.connect()
+    finally:
+        again.close()
 
 
 def test_a_standby_before_the_segment_exists_is_refused_and_tries_again(unique_name, tmp_path):
@@ -337,3 +350,26 @@ def test_oms_standby_refuses_a_shm_layout_without_the_rings(write_layout, unique
     done = subprocess.run([sys.executable, "-m", "appliance", "oms-standby", "--layout", str(path)],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 2 and "needs a ring named 'replication_acks'" in done.stderr, done.stderr
+
+
+def test_a_second_oms_standby_on_the_same_rings_exits_2_whatever_its_journal(write_layout, unique_name, tmp_path):
+    """After a takeover the standby's journal is the other file: the journal's lock alone would let a second
+    standby (on the layout's own standby_journal, say) attach as a second producer of replication_acks."""
+    from oms_rig import journal_path, oms_layout
+    from standby_process import Standby
+    from conftest import wait_until
+    doc = oms_layout(unique_name, 1, journal_path(tmp_path), replication={"mode": "sync", "transport": "shm"})
+    path = write_layout(doc)
+    memory = SharedMemory.create(load_layout(path))
+    first = Standby(path, tmp_path / "first.log", "--journal", str(tmp_path / "first.bin"))
+    try:
+        wait_until(lambda: "connected to the primary" in first.log() or first.proc.poll() is not None, 30,
+                   message="the first standby attached")
+        assert first.proc.poll() is None, first.log()
+        second = subprocess.run([sys.executable, "-m", "appliance", "oms-standby", "--layout", str(path)],
+                                capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert second.returncode == 2 and "another standby is attached" in second.stderr, second.stderr
+        assert first.proc.poll() is None
+    finally:
+        first.stop()
+        memory.remove()
