@@ -69,10 +69,11 @@ class Spawner:
     def __init__(self):
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, layout_path, process: str) -> subprocess.Popen:
+    def start(self, layout_path, process: str, prefix: tuple = ()) -> subprocess.Popen:
+        """``prefix``: a command that runs the agent and becomes it (``ip netns exec NAME``)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), str(ROOT), env.get("PYTHONPATH", "")])
-        proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.agent", "--layout", str(layout_path),
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "appliance.runtime.agent", "--layout", str(layout_path),
                                  "--process", process], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc

@@ -250,10 +250,16 @@ class VenueSession:
                 self.login_rejects += 1
                 if event.reason == soupbintcp.REJECT_NOT_AUTHORIZED:
                     self.backoff_ns = self.reconnect_max_ns
-                elif event.reason == soupbintcp.REJECT_SESSION_NOT_AVAILABLE and self.client.session.strip():
-                    log.warning("the venue refused session %r: asking for its current session next time",
-                                self.client.session)
-                    self.client.session = ""
+                elif event.reason == soupbintcp.REJECT_SESSION_NOT_AVAILABLE:
+                    # the fence of a takeover from another box: while the old primary's session is live at
+                    # the venue, the venue refuses this one; each refusal said, the login tried again
+                    log.warning("login refused by the venue ('S', session not available: refusal %d; a connection "
+                                "of this firm may still be live there, e.g. an old primary's until the venue ends "
+                                "it): trying again after the backoff", self.login_rejects)
+                    if self.client.session.strip():
+                        log.warning("the venue refused session %r: asking for its current session next time",
+                                    self.client.session)
+                        self.client.session = ""
                 self._lost(now_ns, f"login rejected ({event.reason})")
             elif kind is ProtocolError:
                 self.protocol_errors += 1

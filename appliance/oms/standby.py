@@ -189,6 +189,11 @@ class StandbyReplica:
     def orders(self):
         return self.replay.state.orders
 
+    @property
+    def last_received_ns(self) -> int:
+        """Monotonic: when the primary was last heard from (a byte, or the connection made)."""
+        return self._last_received_ns
+
     # ------------------------------------------------------------------ the connection
 
     def poll(self, timeout_s: float = 0.05) -> int:

@@ -1,7 +1,7 @@
 """``appliance oms-standby``: the hot standby OMS of a layout's ``oms`` process (``standby.py``).
 
     appliance oms-standby [--layout shm_layout.yaml] [--process oms] [--status-every S]
-                          [--journal PATH [--fresh]] [--takeover off|auto|signal|now] [--fence-timeout S]
+                          [--journal PATH [--fresh]] [--takeover off|auto|signal|now|remote] [--fence-timeout S]
 
 Connects to the primary's ``params.replication.primary`` address, keeps the standby journal
 (``params.replication.standby_journal``, or ``--journal``: after a takeover the new standby writes
@@ -9,19 +9,23 @@ where the dead primary's journal was, ``--fresh``: archiving what is there first
 is beside the layout file, as the layout's own paths are, whatever the working directory)
 byte-identical to the primary's and the order state it makes; logs the state a takeover would log in with every ``--status-every`` seconds and on exit.
 
-``--takeover`` (``takeover.py``, same box only, over either transport): ``off`` (default) only copies;
-``auto`` becomes the primary when the stream from a primary that answered it stops and the process
-table's primary is gone; ``signal`` becomes it on
+``--takeover`` (``takeover.py``): ``off`` (default) only copies; ``auto`` becomes the primary when the
+stream from a primary that answered it stops and the process table's primary is gone; ``signal`` becomes it on
 SIGUSR1 (the supervisor's, once it reaped the primary); ``now`` at once from its journal (the
 supervisor's restart of a former standby that had become the primary). Always only after the old primary's
 pid is seen gone (``--fence-timeout``, default 2 s; still alive: exit status 3, no login).
+``remote``: the primary is on another box and this standby is the ``oms`` of this box's layout; it
+becomes the primary when nothing came on the stream for ``replication.peer_timeout_ms``, fenced by the
+venue (its login is refused while the old primary's session is live there, and retried).
+``auto``, ``signal`` and ``now`` run over either transport (``tcp``, or ``shm``: this box's rings);
+``remote`` over ``tcp`` only (``shm`` is this box's, refused: exit status 2).
 Runs until SIGINT or SIGTERM. Exit status 2 for a bad command line or layout.
 """
 from __future__ import annotations
 
 import argparse
 
-TAKEOVER_MODES = ("off", "auto", "signal", "now")
+TAKEOVER_MODES = ("off", "auto", "signal", "now", "remote")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="archive a journal already at the standby's path and copy the primary's from record 1")
     parser.add_argument("--takeover", choices=TAKEOVER_MODES, default="off",
                         help="become the primary: off, auto (stream stopped and primary gone), signal (SIGUSR1), "
-                             "now")
+                             "now, remote (the primary on another box: its stream unheard for peer_timeout_ms; "
+                             "fenced by the venue)")
     parser.add_argument("--fence-timeout", type=float, default=2.0, metavar="S",
                         help="how long a takeover waits for the old primary's pid to be gone (default 2)")
 
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from appliance.oms.config import OmsConfigError, parse_oms_params
     from appliance.oms.replication_shm import StandbyConflict
     from appliance.oms.standby import StandbyReplica
-    from appliance.oms.takeover import Takeover, archive_journal
+    from appliance.oms.takeover import Takeover, archive_journal, primary_unheard
     from appliance.runtime.layout import LayoutError, load_layout
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
@@ -82,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     if not config.replication.enabled:
         raise UsageError(f"{layout.path}: processes.{args.process}.params.replication.mode is off: no primary streams")
     config, primary_journal = standby_config(config, args.journal, layout.path)
+    if args.takeover == "remote" and config.replication.transport == "shm":
+        raise UsageError("--takeover remote: the primary is on another box, and replication transport shm is this "
+                         "box's rings: use transport tcp (or --takeover auto|signal on this box)")
     if not 0 < args.fence_timeout <= 3600:
         raise UsageError("--fence-timeout must be more than 0 and at most 3600 seconds")
     stopping = []
@@ -99,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         standby = StandbyReplica(config, list(layout.symbols), layout)
     except (LayoutError, RuntimeError) as exc:      # shm: rings missing from the layout, or a second standby
         raise UsageError(str(exc)) from None
-    takeover = Takeover(layout, args.process, standby, primary_journal) if args.takeover != "off" else None
+    takeover = Takeover(layout, args.process, standby, primary_journal, remote=args.takeover == "remote") \
+        if args.takeover != "off" else None
     if args.takeover == "now":
         if standby.journal is None:
             raise UsageError(f"--takeover now: no journal at {standby.path} to take over from")
@@ -125,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
             # auto: a primary answered once (over shm a connect alone succeeds, primary or not), it
             # answers no more, and the process table's primary is gone
             if takeover is not None and (told or (args.takeover == "auto" and standby.answered_connections
-                                                  and not standby.answered and takeover.primary_gone())):
+                                                  and not standby.answered and takeover.primary_gone())
+                                         or (args.takeover == "remote"
+                                             and primary_unheard(standby, time.monotonic_ns()))):
                 log.info("standby state at takeover: %s", standby.state())
                 return takeover.run(args.fence_timeout, lambda: bool(stopping))
     finally:

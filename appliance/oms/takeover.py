@@ -1,16 +1,34 @@
-"""Takeover: the hot standby (``standby.py``) becomes the primary OMS of its layout, on the same box.
+"""Takeover: the hot standby (``standby.py``) becomes the primary OMS of its layout, on the same box or another.
 
-When (``appliance oms-standby --takeover auto|signal``, ``standby_cli.py``):
+When (``appliance oms-standby --takeover auto|signal|remote``, ``standby_cli.py``):
 
 - ``auto``: the replication stream stopped (the primary closed it or went silent for
   ``replication.peer_timeout_ms``) and the process table's ``oms`` record names a process that is
   gone (no ``/proc/PID``, or a zombie: it can no longer send);
 - ``signal``: SIGUSR1 from the supervisor, which has reaped the primary and closed the gate
-  (TAKEOVER) instead of restarting it (``supervisor/agent.py``).
+  (TAKEOVER) instead of restarting it (``supervisor/agent.py``);
+- ``remote``: the primary is on another box (the standby runs as the ``oms`` of this box's own layout:
+  its own shared memory, its own journal): nothing has been heard from it on the replication stream
+  for ``replication.peer_timeout_ms`` (the connection is gone and no reconnect succeeded). The other
+  box's pid means nothing here: no process-table fence on the old primary.
 
-Fencing: either way the new primary logs in only once the old one is known dead: the pid the
-process table names is checked gone here (``fence``), whatever said so. A primary that is still
-alive is never taken over (the standby refuses, exit status 3). The venue is the second fence:
+The rule of the other box: two primaries never both send, because the venue holds one session per
+firm. The new primary logs in only when the venue has ended the old primary's session: while that
+session is live the venue refuses the login ('S'; ``session.py`` logs each refusal) and the OMS
+tries again with its reconnect backoff, so it is logged in only after the venue's own peer timeout
+ended a silent old primary (or the old primary logged out). An old primary that comes back (its
+network restored) finds its session ended and the new one live: its login is refused in turn, and
+without a session it sends nothing. A cut between the boxes alone (the old primary alive and logged in)
+makes the standby try just the same: it is refused for as long as that session lives and never sends,
+and the old primary trades on without a standby as ``without_standby`` says; the standby's box needs
+a new standby (``--fresh``) once the boxes see each other again. The new primary listens for a standby on
+``replication.primary``'s port on every address of its box (``0.0.0.0``: the layout's address is
+the other box's).
+
+Fencing on this box (``auto``, ``signal``, ``now``): the new primary logs in only once the old one is
+known dead: the pid the process table names is checked gone here (``fence``), whatever said so
+(``remote`` checks this box's own layout the same way: no live OMS of its own). A primary that is
+still alive is never taken over (the standby refuses, exit status 3). The venue is the second fence:
 it refuses a second login of a firm whose session is live (the simulated exchange answers 'S',
 ``exchange/server.py``), and the OMS's session then retries with its reconnect backoff.
 
@@ -27,7 +45,8 @@ primary attaches as the consumer of ``approved_orders`` as a restarted OMS does 
 position is in shared memory; an order the dead primary had read but not released comes again and
 is refused as a duplicate client order id if it was journaled).
 
-Either transport: TCP, or the same box's rings (``transport: shm``), which keep their roles by name
+On this box (``auto``, ``signal``, ``now``) either transport: TCP, or the box's rings (``transport:
+shm``; ``remote`` is TCP only, ``oms-standby`` refuses it over shm), which keep their roles by name
 (the new primary produces ``replication_records`` as the layout's ``oms``, the next standby is the
 peer ``oms_standby``); before the new primary listens, the slots this standby left in
 ``replication_acks`` are retired so that none is taken for a new standby (the rule:
@@ -80,10 +99,12 @@ def fence(pid: int, timeout_s: float) -> bool:
     return True
 
 
-def takeover_config(config, standby_journal: str, old_primary_journal: str):
+def takeover_config(config, standby_journal: str, old_primary_journal: str, remote: bool = False):
     """The OMS settings of the new primary: the standby's journal is its journal, and the old
-    primary's journal path is where its own standby will write."""
-    replication = dataclasses.replace(config.replication, standby_journal_path=old_primary_journal)
+    primary's journal path is where its own standby will write. ``remote``: it listens for its
+    standby on every address of this box (the layout's ``primary`` host is the other box's)."""
+    listen = {"primary_host": "0.0.0.0"} if remote else {}
+    replication = dataclasses.replace(config.replication, standby_journal_path=old_primary_journal, **listen)
     return dataclasses.replace(config, journal_path=standby_journal, replication=replication)
 
 
@@ -97,11 +118,20 @@ def archive_journal(path: str) -> str | None:
     return target
 
 
-class Takeover:
-    """The standby's side of a takeover on this box: the layout's shared memory, the primary's pid."""
+def primary_unheard(replica, now_ns: int) -> bool:
+    """``remote``'s trigger: the stream was up once, is down, and nothing came from the primary for
+    its peer timeout (a primary restarted on its box reconnects before that and is not taken over)."""
+    return bool(replica.connections) and replica.sock is None and \
+        now_ns - replica.last_received_ns >= replica.peer_timeout_ns
 
-    def __init__(self, layout, process_name: str, replica, old_primary_journal: str):
+
+class Takeover:
+    """The standby's side of a takeover: this box's layout's shared memory, the primary's pid on this box
+    (``remote``: the primary is on another box, fenced by the venue)."""
+
+    def __init__(self, layout, process_name: str, replica, old_primary_journal: str, remote: bool = False):
         self.layout = layout
+        self.remote = remote
         self.process_name = process_name
         self.replica = replica
         self.old_primary_journal = old_primary_journal
@@ -145,7 +175,7 @@ class Takeover:
         if not self.attach():
             log.error("takeover refused: the layout's shared memory is not there (no supervisor?)")
             return EXIT_PRIMARY_ALIVE
-        pid = self.primary_pid()
+        pid = self.primary_pid()        # remote: this box's own layout, which must name no live OMS either
         if not fence(pid, fence_timeout_s):
             log.error("takeover refused: the primary (pid %d) is still alive after %.1f s: two primaries must "
                       "never both send", pid, fence_timeout_s)
@@ -161,10 +191,18 @@ class Takeover:
             log.info("takeover: %d slots of this standby's connections retired from the acknowledgements ring",
                      retire_standby_slots(self.memory, replica.shm_epoch))
         state = replica.replay.state
-        config = takeover_config(replica.config, replica.path, self.old_primary_journal)
-        log.warning("TAKEOVER: primary pid %d is gone; this standby (pid %d) becomes the primary with journal %s "
-                    "(%d records, %d open orders, next venue sequence %d)", pid, os.getpid(), replica.path,
-                    state.records, state.orders.open_orders, state.next_sequence_number)
+        config = takeover_config(replica.config, replica.path, self.old_primary_journal, self.remote)
+        if self.remote:
+            log.warning("TAKEOVER (remote): the primary at %s:%d unheard for %.3f s; this standby (pid %d) becomes "
+                        "the primary with journal %s (%d records, %d open orders, next venue sequence %d); the fence "
+                        "is the venue: the login is refused while the old primary's session is live there",
+                        replica.replication.primary_host, replica.replication.primary_port,
+                        (time.monotonic_ns() - replica.last_received_ns) / 1e9, os.getpid(), replica.path,
+                        state.records, state.orders.open_orders, state.next_sequence_number)
+        else:
+            log.warning("TAKEOVER: primary pid %d is gone; this standby (pid %d) becomes the primary with journal %s "
+                        "(%d records, %d open orders, next venue sequence %d)", pid, os.getpid(), replica.path,
+                        state.records, state.orders.open_orders, state.next_sequence_number)
 
         def prepare(agent):
             agent.config = config

@@ -44,14 +44,15 @@ def parse_ready_line(line: str) -> dict:
 
 class ExchangeProcess:
     def __init__(self, args: list[str], *, log_path: str | Path | None = None, cwd: str | Path | None = None,
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, prefix: tuple = ()) -> None:
         """``args`` after ``appliance exchange``; ``log_path``: append the output there instead of
         a pipe; ``env``: the environment (default this process's), this appliance put first on
-        its ``PYTHONPATH``."""
+        its ``PYTHONPATH``; ``prefix``: a command that runs it and becomes it (``ip netns exec NAME``:
+        the exchange in a network namespace, its pid the exchange's)."""
         self.log_path = Path(log_path) if log_path is not None else None
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
-        command = [sys.executable, "-m", "appliance", "exchange", *args]
+        command = [*prefix, sys.executable, "-m", "appliance", "exchange", *args]
         if self.log_path is not None:
             self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             with open(self.log_path, "ab") as out:

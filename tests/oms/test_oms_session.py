@@ -4,6 +4,7 @@ replay, heartbeats, the peer timeout, reconnects and their backoff, refused logi
 Session, garbage."""
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
@@ -273,3 +274,19 @@ def test_garbage_from_the_venue_is_a_protocol_error_and_a_reconnect_not_a_crash(
     peer.close_connection()
     peer.accept(session)
     assert peer.packet(session)["packet_type"] == "L"
+
+
+def test_each_login_refused_with_s_is_logged_as_a_refusal_to_be_tried_again(peer, client, caplog):
+    """The fence of a takeover from another box is the venue refusing a live firm's second login ('S'):
+    every refused attempt says so in the OMS's log (with no session name to drop as well)."""
+    session = client(session="")                   # no session name to drop: the refusal is still said
+    for attempt in (1, 2):
+        peer.accept(session)
+        assert peer.packet(session)["packet_type"] == "L"
+        with caplog.at_level(logging.WARNING, logger="appliance.oms.session"):
+            peer.send(soupbintcp.login_rejected("S"))
+            drive(session, lambda: session.state == "disconnected", "the rejection")
+        peer.close_connection()
+        assert [r.getMessage() for r in caplog.records if "login refused by the venue ('S'" in r.getMessage()
+                and f"refusal {attempt};" in r.getMessage()], caplog.text
+        session.next_attempt_ns = 0

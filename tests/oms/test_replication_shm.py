@@ -352,6 +352,17 @@ def test_oms_standby_refuses_a_shm_layout_without_the_rings(write_layout, unique
     assert done.returncode == 2 and "needs a ring named 'replication_acks'" in done.stderr, done.stderr
 
 
+def test_oms_standby_refuses_a_remote_takeover_over_the_shm_rings(write_layout, unique_name, tmp_path):
+    """Takeover over shm works on this box (auto, signal, now); ``remote`` (the primary on another box)
+    over this box's rings makes no sense: a usage error, not a standby waiting for a stream that cannot come."""
+    from oms_rig import journal_path, oms_layout
+    path = write_layout(oms_layout(unique_name, 1, journal_path(tmp_path),
+                                   replication={"mode": "sync", "transport": "shm"}))
+    done = subprocess.run([sys.executable, "-m", "appliance", "oms-standby", "--layout", str(path), "--takeover",
+                           "remote"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2 and "--takeover remote" in done.stderr and "transport tcp" in done.stderr, done.stderr
+
+
 def test_a_second_oms_standby_on_the_same_rings_exits_2_whatever_its_journal(write_layout, unique_name, tmp_path):
     """After a takeover the standby's journal is the other file: the journal's lock alone would let a second
     standby (on the layout's own standby_journal, say) attach as a second producer of replication_acks."""

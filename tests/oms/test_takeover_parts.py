@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 from appliance.oms.config import parse_oms_params
 from appliance.oms.standby_cli import standby_config
-from appliance.oms.takeover import fence, process_gone, takeover_config
+from appliance.oms.takeover import fence, primary_unheard, process_gone, takeover_config
 from conftest import wait_until
 
 
@@ -51,3 +52,27 @@ def test_a_relative_standby_journal_is_beside_the_layout_as_the_layouts_own_path
     mine, other = standby_config(config, "../elsewhere/./x.bin", layout)     # normalised, beside the layout
     assert mine.replication.standby_journal_path == str(tmp_path / "elsewhere" / "x.bin")
     assert other == str(tmp_path / "etc" / "run" / "p.bin")
+
+
+def test_a_remote_takeovers_new_primary_listens_on_every_address_of_its_box(tmp_path):
+    """The layout's ``primary`` host is the other box's (where the standby connected): the new primary
+    could not listen there; it takes the port on every address of its own box."""
+    config = parse_oms_params({"journal": "p.bin", "replication": {"mode": "sync", "standby_journal": "s.bin",
+                                                                   "primary": {"host": "10.77.3.1", "port": 15010}}},
+                              str(tmp_path / "layout.yaml"))
+    mine, primary = standby_config(config, None, str(tmp_path / "layout.yaml"))
+    same_box = takeover_config(mine, mine.replication.standby_journal_path, primary)
+    remote = takeover_config(mine, mine.replication.standby_journal_path, primary, remote=True)
+    assert (same_box.replication.primary_host, same_box.replication.primary_port) == ("10.77.3.1", 15010)
+    assert (remote.replication.primary_host, remote.replication.primary_port) == ("0.0.0.0", 15010)
+    assert remote.journal_path == same_box.journal_path and remote.replication.standby_journal_path == primary
+
+
+def test_remote_takes_over_only_from_a_stream_it_had_that_is_down_and_silent_for_the_peer_timeout():
+    def replica(connections=1, sock=None, heard=0):
+        return SimpleNamespace(connections=connections, sock=sock, last_received_ns=heard, peer_timeout_ns=500)
+    assert primary_unheard(replica(), 500)
+    assert not primary_unheard(replica(), 499)                    # silent, not yet for the timeout
+    assert not primary_unheard(replica(sock=object()), 10_000)    # connected: its own timeout drops it first
+    assert not primary_unheard(replica(connections=0), 10_000)    # never had the stream: nothing to take over
+    assert not primary_unheard(replica(heard=9_800), 10_000)      # reconnected lately (a restarted primary)

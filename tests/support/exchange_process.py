@@ -48,8 +48,10 @@ def base_config(**sections) -> dict:
 
 class RunningExchange:
     def __init__(self, document: dict, *, records: bool = True, extra_args: tuple = (), rcvbuf: int = 32 << 20,
-                 extra_subscribers=()) -> None:
-        """``extra_subscribers``: more 127.0.0.1 ports the feed is sent to (a feed handler under test)."""
+                 extra_subscribers=(), prefix: tuple = ()) -> None:
+        """``extra_subscribers``: more 127.0.0.1 ports the feed is sent to (a feed handler under test);
+        ``prefix``: the command the exchange runs under (``ip netns exec NAME``: in a network namespace,
+        where the feed to this process's 127.0.0.1 goes nowhere and the control socket still works)."""
         self.dir = Path(tempfile.mkdtemp(prefix="exch", dir="/tmp"))    # short: UNIX socket paths are limited
         self.feed = udp_receiver(rcvbuf, blocking=True)
         self.feed_address = self.feed.getsockname()
@@ -63,7 +65,8 @@ class RunningExchange:
         self.records = self.dir / "records"
         self.config_path = self.dir / "exchange.yaml"
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
-        self.process = ExchangeProcess(["--config", str(self.config_path), "--linger", "0.2", *extra_args])
+        self.process = ExchangeProcess(["--config", str(self.config_path), "--linger", "0.2", *extra_args],
+                                       prefix=prefix)
         self.proc = self.process.proc
         self.lines = self.process.lines
         try:
@@ -193,8 +196,10 @@ class MoldConsumer:
 class OrderClient:
     """A blocking SoupBinTCP client speaking OUCH, for tests."""
 
-    def __init__(self, address: tuple, username: str, password: str, sequence: int = 1, *, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(address, timeout=timeout)
+    def __init__(self, address: tuple, username: str, password: str, sequence: int = 1, *, timeout: float = 10.0,
+                 connect=socket.create_connection) -> None:
+        """``connect(address, timeout=)``: the connected socket (another network namespace's: ``netns.connect_in``)."""
+        self.sock = connect(address, timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.reader = soupbintcp.PacketReader()
         self.sock.sendall(soupbintcp.login_request(username, password, "", sequence))

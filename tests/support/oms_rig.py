@@ -205,8 +205,9 @@ class Rig:
 
     # ---- the OMS as a process
 
-    def start(self, spawner) -> None:
-        self.proc = spawner.start(self.layout.path, "oms")
+    def start(self, spawner, prefix: tuple = ()) -> None:
+        """The OMS as a process (``prefix``: ``ip netns exec NAME``, in a network namespace)."""
+        self.proc = spawner.start(self.layout.path, "oms", prefix)
         table = self.memory.process_table()
         pid = self.proc.pid                 # a restart: the table still shows the last one until this one starts
         wait_until(lambda: (table.read("oms").pid == pid and table.read("oms").state is ProcessState.RUNNING)

@@ -10,14 +10,15 @@ from conftest import ROOT, SUPPORT
 
 
 class Standby:
-    """``appliance oms-standby`` on a layout (``args``: more of its options); ``stop`` ends it."""
+    """``appliance oms-standby`` on a layout (``args``: more of its options; ``prefix``: the command it
+    runs under, ``ip netns exec NAME``); ``stop`` ends it."""
 
-    def __init__(self, layout_path, log_path, *args):
+    def __init__(self, layout_path, log_path, *args, prefix: tuple = ()):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), str(ROOT), env.get("PYTHONPATH", "")])
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "oms-standby", "--layout", str(layout_path),
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "appliance", "oms-standby", "--layout", str(layout_path),
                                       "--status-every", "0.2", *args], env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
 
