@@ -37,7 +37,8 @@ in the layout is refused with a message saying so.
       heartbeat_ms: 100        # either side sends a heartbeat after this long of its silence
       peer_timeout_ms: 1000    # the other side is gone after this long of its silence
       takeover: restart        # the OMS dies: the supervisor restarts it (restart), or runs a standby on this
-                               # box beside it that takes over (standby: supervisor/standby.py, oms/takeover.py)
+                               # box beside it that takes over (standby: supervisor/standby.py, oms/takeover.py;
+                               # over either transport)
 """
 from __future__ import annotations
 
@@ -202,8 +203,4 @@ def _replication(top) -> ReplicationConfig:
         section.fail("peer_timeout_ms", f"must be more than heartbeat_ms ({config.heartbeat_ms})")
     if config.takeover == "standby" and config.mode == "off":
         section.fail("takeover", "a standby needs replication: mode sync or async")
-    if config.takeover == "standby" and config.transport == "shm":
-        # the swapped roles on the layout's rings (the new primary producing where the dead one stopped,
-        # the new standby as the peer) are not built or tested: refused rather than trusted
-        section.fail("takeover", "takeover: standby runs over transport tcp only (shm takeover is not built)")
     return config

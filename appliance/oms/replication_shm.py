@@ -16,7 +16,29 @@ connection's bytes. A closing side sends a CLOSE_CHUNK slot (the peer's ``recv``
 ``b""``, as after a FIN); a side that died sends nothing, so each side also watches the other's pid
 (from its slots): a pid gone closes the connection at once, else the protocol's heartbeats time it
 out. One standby at a time: the rings are single-producer/single-consumer, and a second standby
-would make two producers of ``replication_acks`` (``StandbyLink`` takes a lock that refuses it).
+would make two producers of ``replication_acks`` (``StandbyLink`` takes a lock on its journal,
+and an exclusive flock on the rings' segment file when it attaches: a takeover swaps the journals,
+so only the latter is one lock for whoever is the standby; a second standby is refused, exit 2).
+
+Takeover (``takeover.py``). The rings keep their roles by name: whoever is the layout's ``oms``
+produces ``replication_records`` and consumes ``replication_acks``, whoever is the standby is the
+peer ``oms_standby``. Both ends resume from the rings' read and write positions in shared memory
+(as any restarted side of a ring does), so nothing is reformatted; what the old roles left in the
+rings is told apart by epoch, by this rule:
+
+- ``replication_records``: the dead primary's unread slots carry the epochs of the old standby's
+  connections; a new standby's epoch (chosen after them) is newer, so it skips them as an older
+  connection's. Nothing to do at the takeover.
+- ``replication_acks``: the old standby, now the primary, produced there itself: its ACKs, its
+  CLOSE, a SUBSCRIBE of a reconnection that no primary answered. The dead primary never read them
+  and the new primary is their consumer now; taken for a new standby they would be a connection
+  whose first frame is not a SUBSCRIBE (counted bad, refused), or worse, a SUBSCRIBE answered
+  with a HELLO that made the primary's own past look like a caught-up standby. So before the new
+  primary listens, the takeover releases every slot of an epoch up to its own last one as a
+  standby (``retire_standby_slots``); a newer slot is a new standby already waiting and stays.
+- A new standby then attaches as ``oms_standby`` and subscribes from sequence 1 (``--fresh``:
+  the dead primary's journal archived), so it copies the new primary's journal from its first
+  record. The doorbell word stays where it is (the records ring's); its producer rings it.
 """
 from __future__ import annotations
 
@@ -51,6 +73,9 @@ WAIT_SPINS, WAIT_YIELDS, WAIT_MIN_PARK_NS, WAIT_MAX_PARK_NS = 200, 10, 20_000, 5
 # and only read after), its second 64 bytes; the standby is not a process of the layout, so it has no
 # doorbell in the process table. The primary's ring rings it; the standby announces and waits on it.
 DOORBELL_AT = 64
+# A dead primary rings nothing: the asleep standby wakes this often to look at its pid (the takeover's
+# detection on this box: about half of it on average; an idle standby's cost: this many wake-ups a second).
+WAIT_PEER_LOOK_NS = 10_000_000
 
 
 def ring_uses(side: str) -> tuple[RingUse, RingUse]:
@@ -177,10 +202,17 @@ class ShmConnection:
         now = time.monotonic_ns()
         if now >= self._next_pid_check:
             self._next_pid_check = now + PID_CHECK_NS
-            if not _pid_alive(self.peer_pid):
-                self.peer_closed = True
+            if self._peer_gone_and_read():
                 return b""
         raise BlockingIOError(errno.EAGAIN, "nothing in the replication ring")
+
+    def _peer_gone_and_read(self) -> bool:
+        """The peer's process is gone and every slot it committed has been read (its pid looked at
+        first: a slot committed just before its death is still read): the connection is over."""
+        if _pid_alive(self.peer_pid) or self._in.available() > 0:
+            return False
+        self.peer_closed = True
+        return True
 
     def readable(self) -> bool:
         """Something waits in the incoming ring (bytes, a close, a newer connection)."""
@@ -189,7 +221,9 @@ class ShmConnection:
     def wait_readable(self, timeout_s: float) -> bool:
         """The standby's wait (it has no socket to select() on): a short spin, then asleep on the
         records ring's doorbell (a futex the primary's commit rings), until something is readable
-        or ``timeout_s``. Without a doorbell (a test's connection): spin, yield, park."""
+        or ``timeout_s``; a peer whose process is gone is readable too (its end, as a FIN is on TCP),
+        looked at every ``WAIT_PEER_LOOK_NS`` at most. Without a doorbell (a test's connection): spin,
+        yield, park."""
         available = self._in.available
         if available() > 0 or self.peer_closed or self.newer:
             return True
@@ -200,9 +234,14 @@ class ShmConnection:
         deadline = time.monotonic_ns() + int(timeout_s * 1e9)
         idle = None if doorbell is not None else BackoffIdle(0, WAIT_YIELDS, WAIT_MIN_PARK_NS, WAIT_MAX_PARK_NS)
         while True:
-            left = deadline - time.monotonic_ns()
-            if left <= 0:
-                return available() > 0
+            now = time.monotonic_ns()
+            left = deadline - now
+            if left <= 0:                   # a dead peer rings nothing: its pid says so (recv then gives b"")
+                return self._peer_gone_and_read() or available() > 0
+            if now >= self._next_pid_check:
+                self._next_pid_check = now + PID_CHECK_NS
+                if self._peer_gone_and_read():
+                    return True
             if doorbell is None:
                 idle.idle(0)
             else:
@@ -210,7 +249,7 @@ class ShmConnection:
                 if available() > 0:
                     doorbell.cancel()
                     return True
-                doorbell.wait(left)
+                doorbell.wait(min(left, WAIT_PEER_LOOK_NS))
                 doorbell.cancel()
             if available() > 0:
                 return True
@@ -295,6 +334,24 @@ class ShmListener:
             self._live.close()
 
 
+class StandbyConflict(RuntimeError):
+    """Another standby is attached to the replication rings (one producer of ``replication_acks``)."""
+
+
+def retire_standby_slots(memory, last_epoch: int) -> int:
+    """The takeover's step before the new primary listens (the rule above): the slots a standby that
+    became the primary left in ``replication_acks``, epochs up to ``last_epoch``, released unread;
+    stops at a newer one (a new standby's). How many were released."""
+    check_layout(memory.layout, PRIMARY)
+    buffer = memory.ring_buffer(ACKS_RING)
+    ring = _ring(memory.layout, buffer, ACKS_RING, "consumer")
+    released = 0
+    while (offset := ring.peek()) >= 0 and _PEEK.unpack_from(buffer, offset)[0] <= last_epoch:
+        ring.release()
+        released += 1
+    return released
+
+
 class StandbyLink:
     """The standby's side: attaches the rings' segment of the layout and opens connections."""
 
@@ -315,27 +372,44 @@ class StandbyLink:
                                "(the replication rings have one producer each)") from None
         self._segment_cls = Segment
         self._segment = None
+        self._ring_lock_fd = -1
         self._rings = None
         self._doorbell = None
-        self._last_epoch = 0
+        self.last_epoch = 0                 # of its last connection: a takeover retires its slots
 
     def _attach(self) -> None:
         layout = self.layout
         spec = layout.segments[layout.rings[RECORDS_RING].segment]
-        self._segment = segment = self._segment_cls.attach(layout, spec)
+        segment = self._segment_cls.attach(layout, spec)
+        try:
+            fd = os.open(segment.path, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise StandbyConflict(f"another standby is attached to {segment.path}: one standby at a time "
+                                      "(the replication rings have one producer each)") from None
+        except BaseException:
+            segment.close()
+            raise
+        self._ring_lock_fd = fd
+        self._segment = segment
         self._rings = _rings(lambda name, role: _ring(layout, segment.buffer, name, role), segment.buffer, STANDBY)
         self._doorbell = _shm.Doorbell(segment.buffer, layout.rings[RECORDS_RING].offset + DOORBELL_AT)
 
     def connect(self) -> ShmConnection:
-        """A new connection (OSError: the segment is not there yet: the supervisor has not made it)."""
+        """A new connection (OSError: the segment is not there yet: the supervisor has not made it;
+        StandbyConflict: another standby is attached)."""
         if self._rings is None:
             try:
                 self._attach()
+            except StandbyConflict:
+                raise
             except Exception as exc:            # noqa: BLE001 - a missing or foreign segment: try again later
                 raise ConnectionRefusedError(errno.ECONNREFUSED, f"replication segment: {exc}") from None
         out_ring, out_buf, in_ring, in_buf = self._rings
-        epoch = max(time.time_ns(), self._last_epoch + 1)
-        self._last_epoch = epoch
+        epoch = max(time.time_ns(), self.last_epoch + 1)
+        self.last_epoch = epoch
         connection = ShmConnection(out_ring, out_buf, in_ring, in_buf, epoch)
         connection.doorbell = self._doorbell
         return connection
@@ -345,6 +419,9 @@ class StandbyLink:
         if self._segment is not None:
             self._segment.close()
             self._segment = None
+        if self._ring_lock_fd >= 0:
+            os.close(self._ring_lock_fd)
+            self._ring_lock_fd = -1
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1

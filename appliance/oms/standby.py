@@ -82,7 +82,8 @@ class StandbyReplica:
         self.next_attempt_ns = 0
         self.primary_last_sequence = 0
         self.connections = 0
-        self.bad_frames = 0
+        self.answered_connections = 0        # connections the primary answered (HELLO): over shm a connect
+        self.bad_frames = 0                  # alone succeeds with no primary at all
         self.disconnects = 0
         self.records_received = 0
         self.archived: list[str] = []
@@ -172,6 +173,17 @@ class StandbyReplica:
         s = self.replay.state
         return StandbyState(self.next_sequence - 1, s.next_sequence_number, s.session_name, s.next_counter,
                             s.last_prefix, s.orders.open_orders, self.primary_last_sequence, self._hello)
+
+    @property
+    def answered(self) -> bool:
+        """The current connection is one a primary answered (HELLO): there is a stream to drain."""
+        return self.sock is not None and self._hello
+
+    @property
+    def shm_epoch(self) -> int:
+        """Over shm, the epoch of this standby's last connection (0: none, or TCP): a takeover retires
+        the slots up to it (``replication_shm.retire_standby_slots``)."""
+        return self._link.last_epoch if self._link is not None else 0
 
     @property
     def orders(self):
@@ -308,6 +320,7 @@ class StandbyReplica:
             raise rw.ReplicationProtocolError(f"the primary sends from sequence {first}, this standby needs "
                                               f"{self.next_sequence}")
         self._hello = True
+        self.answered_connections += 1
 
     def _write(self, body: bytes) -> list:
         """Check one RECORDS frame and append its records to the journal; the records (to apply)."""

@@ -9,14 +9,16 @@ where the dead primary's journal was, ``--fresh``: archiving what is there first
 is beside the layout file, as the layout's own paths are, whatever the working directory)
 byte-identical to the primary's and the order state it makes; logs the state a takeover would log in with every ``--status-every`` seconds and on exit.
 
-``--takeover`` (``takeover.py``): ``off`` (default) only copies; ``auto`` becomes the
-primary when the stream stops and the process table's primary is gone; ``signal`` becomes it on
+``--takeover`` (``takeover.py``): ``off`` (default) only copies; ``auto`` becomes the primary when the
+stream from a primary that answered it stops and the process table's primary is gone; ``signal`` becomes it on
 SIGUSR1 (the supervisor's, once it reaped the primary); ``now`` at once from its journal (the
 supervisor's restart of a former standby that had become the primary). Always only after the old primary's
 pid is seen gone (``--fence-timeout``, default 2 s; still alive: exit status 3, no login).
 ``remote``: the primary is on another box and this standby is the ``oms`` of this box's layout; it
 becomes the primary when nothing came on the stream for ``replication.peer_timeout_ms``, fenced by the
 venue (its login is refused while the old primary's session is live there, and retried).
+``auto``, ``signal`` and ``now`` run over either transport (``tcp``, or ``shm``: this box's rings);
+``remote`` over ``tcp`` only (``shm`` is this box's, refused: exit status 2).
 Runs until SIGINT or SIGTERM. Exit status 2 for a bad command line or layout.
 """
 from __future__ import annotations
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     from appliance.command_io.arguments import UsageError
     from appliance.oms.config import OmsConfigError, parse_oms_params
+    from appliance.oms.replication_shm import StandbyConflict
     from appliance.oms.standby import StandbyReplica
     from appliance.oms.takeover import Takeover, archive_journal, primary_unheard
     from appliance.runtime.layout import LayoutError, load_layout
@@ -84,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     if not config.replication.enabled:
         raise UsageError(f"{layout.path}: processes.{args.process}.params.replication.mode is off: no primary streams")
     config, primary_journal = standby_config(config, args.journal, layout.path)
-    if args.takeover != "off" and config.replication.transport == "shm":
-        raise UsageError(f"--takeover {args.takeover}: takeover runs over replication transport tcp only "
-                         "(the shm rings' swapped roles are not built)")
+    if args.takeover == "remote" and config.replication.transport == "shm":
+        raise UsageError("--takeover remote: the primary is on another box, and replication transport shm is this "
+                         "box's rings: use transport tcp (or --takeover auto|signal on this box)")
     if not 0 < args.fence_timeout <= 3600:
         raise UsageError("--fence-timeout must be more than 0 and at most 3600 seconds")
     stopping = []
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         if standby.journal is None:
             raise UsageError(f"--takeover now: no journal at {standby.path} to take over from")
         try:
-            return takeover.run(args.fence_timeout)
+            return takeover.run(args.fence_timeout, lambda: bool(stopping))
         finally:
             takeover.close()
             standby.close()
@@ -121,16 +124,21 @@ def run(args: argparse.Namespace) -> int:
     next_status = 0.0
     try:
         while not stopping:
-            standby.poll(0.05)
+            try:
+                standby.poll(0.05)
+            except StandbyConflict as exc:             # shm: another standby attached to the rings
+                raise UsageError(str(exc)) from None
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + args.status_every
                 log.info("standby state: %s", standby.state())
-            if takeover is not None and (told or (args.takeover == "auto" and standby.connections
-                                                  and standby.sock is None and takeover.primary_gone())
+            # auto: a primary answered once (over shm a connect alone succeeds, primary or not), it
+            # answers no more, and the process table's primary is gone
+            if takeover is not None and (told or (args.takeover == "auto" and standby.answered_connections
+                                                  and not standby.answered and takeover.primary_gone())
                                          or (args.takeover == "remote"
                                              and primary_unheard(standby, time.monotonic_ns()))):
                 log.info("standby state at takeover: %s", standby.state())
-                return takeover.run(args.fence_timeout)
+                return takeover.run(args.fence_timeout, lambda: bool(stopping))
     finally:
         if takeover is not None:
             takeover.close()

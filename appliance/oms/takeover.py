@@ -45,6 +45,13 @@ primary attaches as the consumer of ``approved_orders`` as a restarted OMS does 
 position is in shared memory; an order the dead primary had read but not released comes again and
 is refused as a duplicate client order id if it was journaled).
 
+On this box (``auto``, ``signal``, ``now``) either transport: TCP, or the box's rings (``transport:
+shm``; ``remote`` is TCP only, ``oms-standby`` refuses it over shm), which keep their roles by name
+(the new primary produces ``replication_records`` as the layout's ``oms``, the next standby is the
+peer ``oms_standby``); before the new primary listens, the slots this standby left in
+``replication_acks`` are retired so that none is taken for a new standby (the rule:
+``replication_shm``'s docstring).
+
 Roles swap: the new primary's journal is the standby's file, and its ``replication.standby_journal``
 is the dead primary's journal file: a new standby started there (``--journal PATH --fresh``) archives
 that file first (the dead primary's bytes past the last record the standby acknowledged are kept,
@@ -151,14 +158,18 @@ class Takeover:
         return self.attach() and process_gone(self.primary_pid())
 
     def drain(self, timeout_s: float) -> None:
-        """What the dead primary's stream still holds, read until its close (or ``timeout_s``)."""
+        """What the dead primary's stream still holds, read until its close (or ``timeout_s``). A
+        connection no primary answered holds nothing (over shm a reconnection to a dead primary
+        succeeds and would only wait out the peer timeout)."""
         replica = self.replica
         deadline = time.monotonic() + timeout_s
-        while replica.sock is not None and time.monotonic() < deadline:
+        while replica.answered and time.monotonic() < deadline:
             replica.poll(0.005)
 
-    def run(self, fence_timeout_s: float) -> int:
-        """Fence, then run as the primary until stopped: the agent runner's exit status."""
+    def run(self, fence_timeout_s: float, stopping=lambda: False) -> int:
+        """Fence, then run as the primary until stopped: the agent runner's exit status. ``stopping``:
+        the standby was told to stop (SIGTERM) meanwhile, which the runner, whose own signal handlers
+        come with its start, would never hear: then no takeover (status 0)."""
         from appliance.runtime.agent import build_runner
         started = time.monotonic_ns()
         if not self.attach():
@@ -171,7 +182,14 @@ class Takeover:
             return EXIT_PRIMARY_ALIVE
         replica = self.replica
         self.drain(replica.peer_timeout_ns / 1e9)
+        if stopping():
+            log.warning("takeover abandoned: told to stop while fencing the primary (pid %d); no login", pid)
+            return 0
         replica.close()
+        if replica.shm_epoch:                 # the same box's rings: this standby's own slots never read as a standby's
+            from appliance.oms.replication_shm import retire_standby_slots
+            log.info("takeover: %d slots of this standby's connections retired from the acknowledgements ring",
+                     retire_standby_slots(self.memory, replica.shm_epoch))
         state = replica.replay.state
         config = takeover_config(replica.config, replica.path, self.old_primary_journal, self.remote)
         if self.remote:
@@ -190,6 +208,9 @@ class Takeover:
             agent.config = config
             agent.prepared = state
         runner = build_runner(self.layout, self.memory, self.process_name, prepare)
+        if stopping():
+            log.warning("takeover abandoned: told to stop while handing over; no login")
+            return 0
         log.info("takeover: fenced and handed over in %.1f ms; logging in", (time.monotonic_ns() - started) / 1e6)
         return runner.run()
 

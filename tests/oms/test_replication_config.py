@@ -26,6 +26,9 @@ def test_every_replication_key_is_accepted_and_an_unquoted_off_is_the_mode_off()
     assert config.standby_journal_path == "/tmp/s.bin" and config.takeover == "restart"
     standby = parse_oms_params(parse_yaml("replication: {mode: async, takeover: standby}\n", ValueError), "/tmp/l.yaml")
     assert standby.replication.takeover == "standby"
+    same_box = parse_oms_params(parse_yaml("replication: {mode: sync, transport: shm, takeover: standby}\n", ValueError),
+                                "/tmp/l.yaml").replication          # takeover over the layout's rings too
+    assert (same_box.transport, same_box.takeover) == ("shm", "standby")
     off = parse_oms_params(parse_yaml("replication: {mode: off}\n", ValueError), "/tmp/l.yaml").replication
     assert off.mode == "off"
 
@@ -37,7 +40,6 @@ P = "processes.oms.params.replication"
     ({"mode": "semi"}, f"{P}.mode", "must be one of off, sync, async"),
     ({"mode": "sync", "takeover": "failover"}, f"{P}.takeover", "must be one of restart, standby"),
     ({"takeover": "standby"}, f"{P}.takeover", "a standby needs replication"),
-    ({"mode": "sync", "transport": "shm", "takeover": "standby"}, f"{P}.takeover", "over transport tcp only"),
     ({"mode": True}, f"{P}.mode", "must be one of"),
     ({"bogus": 1}, f"{P}.bogus", "unknown key"),
     ({"primary": {"host": "standby.local"}}, f"{P}.primary.host", "not an IPv4 address"),

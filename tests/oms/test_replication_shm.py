@@ -183,14 +183,116 @@ def test_a_dead_peer_ends_the_connection_and_a_bad_slot_is_an_error(memory, tmp_
         link.close()
 
 
+def test_the_waiting_standby_sees_a_dead_primary_after_reading_its_last_slot(memory, tmp_path, monkeypatch):
+    """A dead primary rings no doorbell: the standby's wait says readable at its timeout once the pid is
+    gone (recv then gives b"", as after a FIN), not after the peer timeout. The pid is looked at before the
+    ring: bytes committed just before the death are read first, never dropped with the connection."""
+    listener = rs.ShmListener(memory)
+    link = standby_side(memory, tmp_path)
+    try:
+        standby = link.connect()
+        standby.sendall(b"s")
+        primary = accept(listener)
+        assert primary.recv(1) == b"s"
+        primary.send(b"hello")
+        assert standby.recv(100) == b"hello" and standby.peer_pid == primary.pid
+        assert standby.wait_readable(0.02) is False           # alive and quiet: not readable
+        last = []
+
+        def gone_after_its_last_bytes(pid):                   # the primary commits, then dies, as the standby looks
+            if not last:
+                last.append(primary.send(b"last words"))
+            return False
+        monkeypatch.setattr(rs, "_pid_alive", gone_after_its_last_bytes)
+        assert standby.wait_readable(0.02) is True
+        assert standby.recv(100) == b"last words"
+        assert standby.wait_readable(0.02) is True and standby.recv(100) == b""
+    finally:
+        link.close()
+
+
+def test_a_standby_asleep_in_a_long_wait_wakes_when_its_primary_dies(memory, tmp_path, monkeypatch):
+    """The takeover's detection on this box: the asleep standby looks at the primary's pid while it waits,
+    not only when its wait times out."""
+    listener = rs.ShmListener(memory)
+    link = standby_side(memory, tmp_path)
+    waiter = None
+    try:
+        standby = link.connect()
+        standby.sendall(b"s")
+        primary = accept(listener)
+        assert primary.recv(1) == b"s"
+        primary.send(b"hello")
+        assert standby.recv(100) == b"hello"
+        result = []
+        waiter = threading.Thread(target=lambda: result.append(standby.wait_readable(60)))
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while link._doorbell.waits == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)                  # until it is in the futex wait
+        monkeypatch.setattr(rs, "_pid_alive", lambda pid: pid != primary.pid)     # the primary dies
+        waiter.join(10)
+        assert result == [True] and standby.recv(100) == b""       # back long before its 60 s
+    finally:
+        monkeypatch.undo()
+        if waiter is not None and waiter.is_alive():
+            primary.send(b"wake")              # its doorbell: never left asleep on a closed segment
+            waiter.join(10)
+        link.close()
+
+
+def test_a_takeover_retires_the_old_standbys_slots_and_the_rings_keep_their_roles(memory, tmp_path):
+    """The standby becomes the primary (replication_shm's takeover rule): what it left in replication_acks
+    as a standby is released before it listens, so the first connection it accepts is the new standby's,
+    never its own past; the dead primary's unread slots in replication_records are skipped by the new
+    standby (an older epoch). Twice: the second swaps the roles back."""
+    listener = rs.ShmListener(memory)
+    link = standby_side(memory, tmp_path)
+    standby = link.connect()
+    standby.sendall(b"subscribe")
+    primary = accept(listener)
+    assert primary.recv(100) == b"subscribe"
+    try:
+        for n in range(2):
+            primary.send(b"unread records")            # the primary's last bytes; then it dies, unread ...
+            standby.sendall(b"ack")                    # ... as the standby's last acknowledgement
+            standby.close()                            # the takeover closes the standby's side
+            link.close()
+            next_link = standby_side(memory, tmp_path / f"next-{n}")
+            waiting = next_link.connect()              # a new standby already there: newer, kept
+            waiting.sendall(b"new subscribe")
+            assert rs.retire_standby_slots(memory, link.last_epoch) == 2       # the ack and the close
+            listener = rs.ShmListener(memory)          # the old standby listens as the layout's oms
+            primary = accept(listener)
+            assert primary.epoch == waiting.epoch and primary.recv(100) == b"new subscribe"
+            primary.send(b"records")
+            assert waiting.recv(100) == b"records"      # the dead primary's slots skipped
+            link, standby = next_link, waiting
+    finally:
+        link.close()
+
+
 def test_one_standby_at_a_time(memory, tmp_path):
     link = standby_side(memory, tmp_path)
     try:
         with pytest.raises(RuntimeError, match="another standby"):
             standby_side(memory, tmp_path)
+        link.connect()
+        # another journal (after a takeover the journals swap: the standby's is the old primary's file),
+        # the same rings: refused when it attaches, never a second producer of replication_acks
+        other = standby_side(memory, tmp_path / "other")
+        try:
+            with pytest.raises(rs.StandbyConflict, match="another standby is attached"):
+                other.connect()
+        finally:
+            other.close()
     finally:
         link.close()
-    standby_side(memory, tmp_path).close()               # free again once the first is gone
+    again = standby_side(memory, tmp_path / "other")      # free again once the first is gone
+    try:
+        again.connect()
+    finally:
+        again.close()
 
 
 def test_a_standby_before_the_segment_exists_is_refused_and_tries_again(unique_name, tmp_path):
@@ -248,3 +350,37 @@ def test_oms_standby_refuses_a_shm_layout_without_the_rings(write_layout, unique
     done = subprocess.run([sys.executable, "-m", "appliance", "oms-standby", "--layout", str(path)],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 2 and "needs a ring named 'replication_acks'" in done.stderr, done.stderr
+
+
+def test_oms_standby_refuses_a_remote_takeover_over_the_shm_rings(write_layout, unique_name, tmp_path):
+    """Takeover over shm works on this box (auto, signal, now); ``remote`` (the primary on another box)
+    over this box's rings makes no sense: a usage error, not a standby waiting for a stream that cannot come."""
+    from oms_rig import journal_path, oms_layout
+    path = write_layout(oms_layout(unique_name, 1, journal_path(tmp_path),
+                                   replication={"mode": "sync", "transport": "shm"}))
+    done = subprocess.run([sys.executable, "-m", "appliance", "oms-standby", "--layout", str(path), "--takeover",
+                           "remote"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2 and "--takeover remote" in done.stderr and "transport tcp" in done.stderr, done.stderr
+
+
+def test_a_second_oms_standby_on_the_same_rings_exits_2_whatever_its_journal(write_layout, unique_name, tmp_path):
+    """After a takeover the standby's journal is the other file: the journal's lock alone would let a second
+    standby (on the layout's own standby_journal, say) attach as a second producer of replication_acks."""
+    from oms_rig import journal_path, oms_layout
+    from standby_process import Standby
+    from conftest import wait_until
+    doc = oms_layout(unique_name, 1, journal_path(tmp_path), replication={"mode": "sync", "transport": "shm"})
+    path = write_layout(doc)
+    memory = SharedMemory.create(load_layout(path))
+    first = Standby(path, tmp_path / "first.log", "--journal", str(tmp_path / "first.bin"))
+    try:
+        wait_until(lambda: "connected to the primary" in first.log() or first.proc.poll() is not None, 30,
+                   message="the first standby attached")
+        assert first.proc.poll() is None, first.log()
+        second = subprocess.run([sys.executable, "-m", "appliance", "oms-standby", "--layout", str(path)],
+                                capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert second.returncode == 2 and "another standby is attached" in second.stderr, second.stderr
+        assert first.proc.poll() is None
+    finally:
+        first.stop()
+        memory.remove()

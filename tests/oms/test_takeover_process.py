@@ -9,8 +9,11 @@ journal, and the load goes on. At the end of the day: no order sent twice (one E
 order id, no token twice), no order lost (every approved new order answered: at the venue, or
 refused by the OMS, never silence), no fill lost or applied twice (positions and fills equal the
 venue's report, no match twice), and no new order left during a takeover (no ORDER_SENT of a new
-order between a takeover's journaled START and its RECOVERED). Rounds: ``APPLIANCE_FAILOVER_ROUNDS``
-(default 3; the issue's is 20).
+order between a takeover's journaled START and its RECOVERED). Over both transports: TCP, and the
+same box's rings (``transport: shm``: the new primary produces on ``replication_records`` where the
+dead one stopped, the new standby attaches as the peer ``oms_standby``). Rounds:
+``APPLIANCE_FAILOVER_ROUNDS`` (default 3; the issue's is 20), over shm ``APPLIANCE_FAILOVER_SHM_ROUNDS``
+(default 2: the second takeover swaps the roles back onto the first journal).
 
 The window ``async`` accepts: the records the dead primary appended that the standby had not received
 (``oms.replication.lag_records`` at the moment of death; usually none, since the primary streams from
@@ -42,6 +45,7 @@ from takeover_checks import (ANSWERS, Load, assert_positions_match, assert_venue
                              journal_records, new_orders_during_takeovers, sent_tokens)
 
 ROUNDS = int(os.environ.get("APPLIANCE_FAILOVER_ROUNDS", "3"))
+SHM_ROUNDS = int(os.environ.get("APPLIANCE_FAILOVER_SHM_ROUNDS", "2"))
 
 
 @pytest.fixture
@@ -65,11 +69,21 @@ def chain(venue, write_layout, unique_name, tmp_path, spawner):  # noqa: F811
             return made["standbys"][-1]
         return rig, standby
     yield make
-    for standby in made["standbys"]:
-        standby.stop()
+    for standby in reversed(made["standbys"]):      # the newest first: a standby outliving its primary's stop
+        standby.stop()                               # would take over (auto) and run on as the OMS until killed
     spawner.cleanup()
     for rig in made["rigs"]:
         rig.close()
+
+
+def standby_caught_up(rig: Rig, when: str) -> None:
+    """The standby holds every record, and the primary saw nothing else on its replication carrier: no
+    bad frame, no connection refused (over shm: no slot a former standby left in ``replication_acks``
+    taken for a connection)."""
+    wait_until(lambda: rig.counter("oms.replication.connected") == 1 and rig.counter("oms.replication.lag_records")
+               == 0, 30, message=f"{when}: the standby caught up")
+    assert (rig.counter("oms.replication.bad_frames"), rig.counter("oms.replication.refused_connections"),
+            rig.counter("oms.replication.connections")) == (0, 0, 1), when
 
 
 def run_rounds(rig: Rig, make_standby, venue, spawner, rounds: int, seed: int) -> dict:  # noqa: F811
@@ -97,8 +111,7 @@ def run_rounds(rig: Rig, make_standby, venue, spawner, rounds: int, seed: int) -
     for r in range(rounds):
         # async never waits for its standby: wait here until it holds what there is (the load's records then
         # race the stream: the window async accepts)
-        wait_until(lambda: rig.counter("oms.replication.connected") == 1 and rig.counter("oms.replication.lag_records")
-                   == 0, 30, message=f"round {r}: the standby caught up")
+        standby_caught_up(rig, f"round {r}")
         load.start()
         target = rig.counter("oms.orders_sent") + rng.randint(5, 60)
         wait_until(lambda: rig.drain() or rig.counter("oms.orders_sent") >= target, 30, interval=0.001,
@@ -115,6 +128,7 @@ def run_rounds(rig: Rig, make_standby, venue, spawner, rounds: int, seed: int) -
                    message=f"round {r}: the new primary ready")
         took.append(rig.counter("oms.recovery.ns"))
         load.stop()
+    standby_caught_up(rig, "after the last takeover")
     load.start()
     target = rig.counter("oms.orders_sent") + 20
     wait_until(lambda: rig.counter("oms.orders_sent") >= target, 30, interval=0.001, message="trading on")
@@ -124,16 +138,18 @@ def run_rounds(rig: Rig, make_standby, venue, spawner, rounds: int, seed: int) -
     return {"new_ids": load.new_ids, "journal": journals[journal_index], "journals": journals, "took": took}
 
 
+@pytest.mark.parametrize("transport", ["tcp", "shm"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_sigkill_the_primary_under_load_and_the_standby_takes_over_losing_and_doubling_nothing(
-        chain, venue, spawner, mode):  # noqa: F811
-    rig, make_standby = chain(mode)
-    out = run_rounds(rig, make_standby, venue, spawner, ROUNDS, seed=ROUNDS * 7 + len(mode))
+        chain, venue, spawner, mode, transport):  # noqa: F811
+    rig, make_standby = chain(mode, transport=transport)
+    rounds = ROUNDS if transport == "tcp" else SHM_ROUNDS
+    out = run_rounds(rig, make_standby, venue, spawner, rounds, seed=rounds * 7 + len(mode))
     records = journal_records(out["journal"])
     assert new_orders_during_takeovers(records) == [], "a new order left during a takeover"
     starts = [r for r in records if r.type == RecordType.SESSION
               and jr.SESSION.parse(r.payload).event == SessionEvent.START]
-    assert len(starts) == ROUNDS + 1, "one journal holds every primary's records"
+    assert len(starts) == rounds + 1, "one journal holds every primary's records"
     report = end_of_day(venue)
     wait_until(lambda: rig.control.get("oms_open_orders") == 0, 10, message="day orders expired")
     inbound, outbound = venue_messages(venue)
@@ -143,7 +159,7 @@ def test_sigkill_the_primary_under_load_and_the_standby_takes_over_losing_and_do
     # primary's archived journal; an order of them that reached the venue is known to the new primary from the
     # venue's replay (adopted as an orphan: its fills count), but under an orphan id, not the strategy's.
     window = [token for token in enter_tokens if token not in sent]
-    archived = [p for j in out["journals"] for p in glob.glob(f"{glob.escape(j)}.*")]
+    archived = [p for j in out["journals"] for p in glob.glob(f"{glob.escape(j)}.[0-9]*")]   # not the shm lock
     known = set(sent)
     for path in archived:
         sent = {**sent_tokens(journal_records(path)), **sent}
@@ -160,16 +176,17 @@ def test_sigkill_the_primary_under_load_and_the_standby_takes_over_losing_and_do
     else:                                    # only orders of the window go unanswered under their own id
         assert set(unanswered) <= window_clients, f"orders never answered (lost): {unanswered[:20]}"
     ledger = report["firms"]["ALGO1"]["ledger"]
-    assert ledger["fills"] > ROUNDS * 2
-    print(f"{mode}: {ROUNDS} takeovers, {len(enter_tokens)} Enter Orders, {ledger['fills']} fills, "
+    assert ledger["fills"] > rounds * 2
+    print(f"{mode}/{transport}: {rounds} takeovers, {len(enter_tokens)} Enter Orders, {ledger['fills']} fills, "
           f"{rig.counter('oms.rejects.NOT_RECOVERED')} refused while taking over, {len(window)} orders of the "
           f"async window adopted from the venue's replay; recovery ms "
           f"{[round(t / 1e6, 1) for t in out['took']]}")
 
 
+@pytest.mark.parametrize("transport", ["tcp", "shm"])
 def test_a_takeover_is_refused_while_the_primary_lives_and_the_venue_refuses_a_second_login(
-        chain, venue, spawner, tmp_path):  # noqa: F811
-    rig, _ = chain("sync")
+        chain, venue, spawner, tmp_path, transport):  # noqa: F811
+    rig, _ = chain("sync", transport=transport)
     rig.start(spawner)
     standby = Standby(rig.layout.path, tmp_path / "signalled.log", "--takeover", "signal", "--fence-timeout", "0.3")
     rig.wait_ready(30)                             # sync: ready once the standby caught up
@@ -184,3 +201,38 @@ def test_a_takeover_is_refused_while_the_primary_lives_and_the_venue_refuses_a_s
     finally:
         second.close()
     assert rig.control.get("oms_session_up") == 1
+
+
+def test_an_auto_standby_over_shm_started_before_its_primary_does_not_take_over_an_empty_process_table(
+        chain, venue, spawner):  # noqa: F811
+    """Over shm a connect succeeds with no primary at all (the rings are there): connections that time out
+    unanswered are not a primary that stopped, and the process table's empty ``oms`` record is not a dead
+    primary; taking over would run a second OMS beside the one about to start. Once the primary runs, the
+    standby copies it."""
+    rig, make_standby = chain("sync", transport="shm", heartbeat_ms=50, peer_timeout_ms=300)
+    standby = make_standby()
+    wait_until(lambda: standby.log().count("primary silent for") >= 3 or "TAKEOVER" in standby.log()
+               or standby.proc.poll() is not None, 30, message="three unanswered connections timed out")
+    assert standby.proc.poll() is None and "TAKEOVER" not in standby.log(), standby.log()
+    rig.start(spawner)
+    rig.wait_ready(30)                             # sync: ready once the standby caught up
+    assert rig.memory.process_table().read("oms").pid == rig.proc.pid
+
+
+def test_a_standby_told_to_stop_while_fencing_does_not_take_over(chain, venue, spawner, tmp_path):  # noqa: F811
+    """SIGTERM while the takeover waits for the old primary to be gone: once it is, the standby stops
+    instead of running on as a primary that no longer hears its stop (the runner's handlers come with it)."""
+    rig, _ = chain("sync")
+    rig.start(spawner)
+    standby = Standby(rig.layout.path, tmp_path / "stopped.log", "--takeover", "signal", "--fence-timeout", "60")
+    try:
+        rig.wait_ready(30)
+        standby.proc.send_signal(signal.SIGUSR1)   # told to take over while the primary lives: the fence waits
+        wait_until(lambda: "standby state at takeover" in standby.log(), 20, message="the standby fencing")
+        standby.proc.send_signal(signal.SIGTERM)
+        rig.proc.kill()                            # the primary gone: the fence passes
+        rig.proc.wait(10)
+        assert standby.proc.wait(20) == 0, standby.log()
+        assert "TAKEOVER" not in standby.log() and "takeover abandoned" in standby.log()
+    finally:
+        standby.stop()

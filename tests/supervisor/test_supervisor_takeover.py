@@ -2,7 +2,7 @@
 real OMS against the simulated exchange (risk and the strategy are stand-ins; the test puts approved
 orders on the ring and reads the OMS's reports as they would).
 
-SIGKILL the OMS: the supervisor closes the gate with TAKEOVER and keeps it closed until the standby,
+Over both transports (TCP, and the same box's rings). SIGKILL the OMS: the supervisor closes the gate with TAKEOVER and keeps it closed until the standby,
 now the OMS (the same pid in the process table, not a restart of the old one), is ready; orders go
 on through the new primary; then ``appliance failover --operator NAME`` switches to the new standby the
 supervisor started (no name: exit 2). After each, ``appliance status`` (its line and --json), shmtop and
@@ -37,8 +37,9 @@ from supervisor_rig import Up, appliance, up_factory  # noqa: F401  (up_factory:
 E = ExecEvent
 
 
-def takeover_layout(write_layout, unique_name, tmp_path, venue_port: int):  # noqa: F811
-    replication = {"mode": "sync", "primary": {"host": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)},
+def takeover_layout(write_layout, unique_name, tmp_path, venue_port: int, transport: str = "tcp"):  # noqa: F811
+    replication = {"mode": "sync", "transport": transport,
+                   "primary": {"host": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)},
                    "standby_journal": str(tmp_path / "standby" / "journal.bin"), "ack_limit_ms": 500,
                    "heartbeat_ms": 50, "peer_timeout_ms": 1000, "takeover": "standby"}
     doc = oms_layout(unique_name, venue_port, journal_path(tmp_path), replication=replication)
@@ -141,9 +142,20 @@ def assert_the_last_takeover(up: Up, samples: list[tuple], count: int, old_pid: 
     return t
 
 
-@pytest.fixture
-def running(venue, write_layout, unique_name, tmp_path, up_factory):  # noqa: F811
-    up = up_factory(takeover_layout(write_layout, unique_name, tmp_path, venue.order_entry[1])).attach()
+def assert_only_the_new_standby_connected(up: Up) -> None:
+    """The new primary's replication saw one connection, its new standby's, and nothing else (over shm: no
+    slot the takeover's own standby side left in replication_acks taken for a connection)."""
+    counters = up.memory.counters_reader().by_label()
+    assert [counters.get(f"oms.replication.{name}") for name in ("connected", "connections", "bad_frames",
+                                                                 "refused_connections")] == [1, 1, 0, 0]
+
+
+@pytest.fixture(params=["tcp", "shm"])
+def running(request, venue, write_layout, unique_name, tmp_path, up_factory):  # noqa: F811
+    """``appliance up`` with its OMS's standby, over either transport (shm: the layout's rings, whose
+    roles stay by name through each takeover)."""
+    up = up_factory(takeover_layout(write_layout, unique_name, tmp_path, venue.order_entry[1],
+                                    request.param)).attach()
     wait_until(lambda: up.gate()[0] == 1, 60, message="the gate open (the standby caught up)")
     orders = Orders(up.layout)
     yield up, orders
@@ -174,6 +186,7 @@ def test_sigkill_the_oms_the_supervisor_holds_the_gate_closed_while_its_standby_
     assert status["standby"]["pid"] not in (old_pid, standby_pid)          # a new standby beside the new OMS
     orders.new(2, shares=100, price=1_800_000)
     wait_until(lambda: E.ACCEPTED in orders.events(2), 10, message="order 2 accepted through the new primary")
+    assert_only_the_new_standby_connected(up)
     assert up.memory.counters_reader().by_label().get("supervisor.restarts.oms", 0) == 0
 
     # a planned switch: the operator's name is required; then the standby started after the takeover takes over
@@ -212,6 +225,7 @@ def test_sigkill_the_oms_the_supervisor_holds_the_gate_closed_while_its_standby_
         last["last_gate_closed_ms"] / 1e3, abs=1e-6)
     orders.new(3, shares=100, price=1_800_000)
     wait_until(lambda: E.ACCEPTED in orders.events(3), 10, message="order 3 accepted after the failover")
+    assert_only_the_new_standby_connected(up)
     assert supervisor_status(up)["standby"]["takeovers"] == 2
 
 
