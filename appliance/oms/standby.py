@@ -71,6 +71,7 @@ class StandbyReplica:
         self.path = self.replication.standby_journal_path
         self.heartbeat_ns = self.replication.heartbeat_ms * 1_000_000
         self.peer_timeout_ns = self.replication.peer_timeout_ms * 1_000_000
+        self.spin_ns = self.replication.standby_spin_us * 1_000     # polled this long after the last bytes
         self.journal: Journal | None = None
         self.header: bytes | None = None
         self.replay = Replay(self.symbols)
@@ -191,13 +192,11 @@ class StandbyReplica:
         work = 0
         if self._unapplied and (len(self._unapplied) > MAX_UNAPPLIED or self._nothing_waiting()):
             self._apply_pending()
+        spin_until = self._last_received_ns + self.spin_ns if self.spin_ns else 0
         if self._link is not None:
-            readable = self.sock.wait_readable(timeout_s)
+            readable = self.sock.wait_readable(timeout_s, spin_until)
         else:
-            try:
-                readable, _, _ = select.select([self.sock], [], [], timeout_s)
-            except (OSError, ValueError):
-                readable = [self.sock]
+            readable = self._wait_socket(timeout_s, spin_until)
         now = time.monotonic_ns()
         if readable:
             work = self._read(now)
@@ -207,6 +206,22 @@ class StandbyReplica:
             elif now - self._last_sent_ns >= self.heartbeat_ns and self._hello:
                 self._send(rw.ack(self.next_sequence - 1), now)
         return work
+
+    def _wait_socket(self, timeout_s: float, spin_until_ns: int) -> bool:
+        """The socket readable within ``timeout_s``: polled without sleeping until ``spin_until_ns``
+        (monotonic: bytes that come then find the standby awake), asleep in select() after."""
+        sock = self.sock
+        try:
+            if spin_until_ns:
+                clock, deadline = time.monotonic_ns, time.monotonic_ns() + int(timeout_s * 1e9)
+                spin_until = min(spin_until_ns, deadline)
+                while clock() < spin_until:
+                    if select.select([sock], [], [], 0)[0]:
+                        return True
+                timeout_s = max(0.0, (deadline - clock()) / 1e9)
+            return bool(select.select([sock], [], [], timeout_s)[0])
+        except (OSError, ValueError):
+            return True
 
     def _connect(self, now: int) -> bool:
         address = (self.replication.primary_host, self.replication.primary_port) if self._link is None else \

@@ -3,6 +3,7 @@ raw socket playing one) polled in the same loop. The real-process tests are test
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -333,5 +334,86 @@ def test_sync_without_standby_trade_sends_unprotected_until_a_standby_has_caught
         drive(agent, lambda: agent.sync_sends.held, standby, message="order 2 held for the standby")
         drive(agent, lambda: ExecEvent.ACCEPTED in rig.events(2), standby, message="order 2 accepted")
         assert agent.sync_sends.unprotected_sends == 1 and rig.control.get("oms_ready") == 1
+    finally:
+        standby.close()
+
+
+class AckingStandby:
+    """A raw socket playing the standby in a thread: it reads the primary's frames and, while ``acking``,
+    acknowledges each RECORDS frame's last record at once (perf_counter time of each ack kept)."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.sendall(rw.subscribe(1, None))
+        self.acking = True
+        self.last_sequence = 0
+        self.acked: list[tuple[int, int]] = []      # (sequence, perf_counter_ns just before the ACK was sent)
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        reader = rw.FrameReader((rw.HELLO, rw.RECORDS, rw.BEAT))
+        self.sock.settimeout(0.05)
+        while not self._stop:
+            try:
+                data = self.sock.recv(1 << 16)
+            except socket.timeout:
+                data = None
+            except OSError:
+                return
+            if data == b"":
+                return
+            for kind, body in reader.feed(data or b""):
+                if kind == rw.RECORDS:
+                    found, _end, _why = read_from(body, len(body), 0, RECORD_HEADER.parse(body, 0).sequence, 1 << 20)
+                    self.last_sequence = found[-1].sequence
+            if self.acking and self.last_sequence and (not self.acked or self.acked[-1][0] < self.last_sequence):
+                self.acked.append((self.last_sequence, time.perf_counter_ns()))
+                self.sock.sendall(rw.ack(self.last_sequence))
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(10)
+        self.sock.close()
+
+
+def test_sync_an_order_acknowledged_while_the_oms_waits_for_it_leaves_from_that_wait_never_before(setup_factory):
+    """ack_spin_us: the sender waits for the acknowledgement where it sends (no duty cycle, no hold);
+    the bytes still leave only after the standby acknowledged the order's ORDER_SENT."""
+    setup = setup_factory(ack_limit_ms=5000, ack_spin_us=1_000_000)
+    agent = setup.start()
+    rig = setup.rig
+    standby = AckingStandby(agent.replication.address[1])
+    try:
+        drive(agent, lambda: rig.control.get("oms_ready") == 1, message="oms ready with a standby")
+        agent.session.stamp_sends = True
+        sync = agent.sync_sends
+        rig.new(1, "AAPL", "B", 100, 1_900_000)
+        drive(agent, lambda: sync.held_total == 1, message="the order sent")
+        assert sync.released_waiting == 1 and not sync.held
+        sequence = agent.journal.next_sequence - 1
+        assert [t for s, t in standby.acked if s >= sequence][0] < agent.session.t_handed_ns   # acked, then sent
+        drive(agent, lambda: len(setup.venue.messages("O")) == 1, message="the order at the venue")
+    finally:
+        standby.close()
+
+
+def test_sync_orders_read_together_are_streamed_together_not_each_waiting_for_its_acknowledgement(setup_factory):
+    """With another order waiting in the ring the sender does not wait for the acknowledgement: a burst's
+    records go out at once and the duty cycle releases them as acknowledged (waiting would serialise
+    them, a round trip each, and a standby acknowledging at once would release each from its wait)."""
+    setup = setup_factory(ack_limit_ms=5000, ack_spin_us=1_000_000)
+    agent = setup.start()
+    rig = setup.rig
+    standby = AckingStandby(agent.replication.address[1])
+    try:
+        drive(agent, lambda: rig.control.get("oms_ready") == 1, message="oms ready with a standby")
+        sync = agent.sync_sends
+        for client in (1, 2, 3):
+            rig.new(client, "AAPL", "B", 100, 1_900_000)
+        drive(agent, lambda: sync.held_total == 3, message="the three orders read")
+        drive(agent, lambda: len(setup.venue.messages("O")) == 3, message="the three at the venue")
+        assert sync.released_waiting == 0 and not sync.held
     finally:
         standby.close()
