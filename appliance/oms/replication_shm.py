@@ -108,6 +108,10 @@ class ShmConnection:
             raise BrokenPipeError(errno.EPIPE, "the replication connection is closed")
         ring, buf, room = self._out, self._out_buf, self._room
         total = len(data)
+        if 0 < total <= room:                  # one slot (a record, an ack): built here, pushed in one call
+            if not ring.try_push(_HEADER.pack(_TYPE, _VERSION, _HEADER_SIZE, self.epoch, self.pid, total) + data):
+                raise BlockingIOError(errno.EAGAIN, "the replication ring is full")
+            return total
         sent = 0
         view = memoryview(data)
         while sent < total:
@@ -146,8 +150,10 @@ class ShmConnection:
         if self.peer_closed or self.newer:
             return b""
         ring, buf = self._in, self._in_buf
-        out = bytearray()
-        while len(out) < size:
+        first = None                            # the common case, one slot: its bytes as they are
+        out = None
+        taken = 0
+        while taken < size:
             offset = ring.peek()
             if offset < 0:
                 break
@@ -168,10 +174,20 @@ class ShmConnection:
                                                          f"its {ring.slot_size - _HEADER_SIZE}")
             self.peer_pid = pid
             start = offset + _HEADER_SIZE
-            out += buf[start:start + length]
+            piece = bytes(buf[start:start + length])       # a copy (an mmap slice is one already): the slot is released
             ring.release()
-        if out:
+            if first is None:
+                first = piece
+            elif out is None:
+                out = bytearray(first)
+                out += piece
+            else:
+                out += piece
+            taken += length
+        if out is not None:
             return bytes(out)
+        if first:
+            return first
         if self.peer_closed or self.newer:
             return b""
         now = time.monotonic_ns()
