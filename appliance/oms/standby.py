@@ -113,16 +113,37 @@ class StandbyReplica:
         self._unapplied = []                 # (offset in the journal, first sequence, count) of records
         self._unapplied_records = 0
 
-    def _apply_pending(self) -> None:
+    def _apply_pending(self, yield_to_bytes: bool = False) -> None:
         """The records written and acknowledged since the last call, read back from the journal's mapping
-        (checked once when they came) and applied to the state."""
-        runs, self._unapplied, self._unapplied_records = self._unapplied, [], 0
-        mm = self.journal.mapping
-        for offset, first, count in runs:
-            records, _end, why = read_from(mm, self.journal.used_bytes, offset, first, count)
+        (checked once when they came) and applied to the state. ``yield_to_bytes``: stop after the record
+        during which bytes from the primary came (they are read and acknowledged first: an order's
+        acknowledgement never waits behind the state of the records before it); the rest waits."""
+        mm, used = self.journal.mapping, self.journal.used_bytes
+        unapplied, nothing_waiting = self._unapplied, self._nothing_waiting
+        while unapplied:
+            offset, first, count = unapplied[0]
+            records, _end, why = read_from(mm, used, offset, first, count)
             if why or len(records) != count:        # cannot happen: the same bytes passed whole_from
                 raise JournalError(f"{self.path}: records {first}.. at offset {offset} read back short: {why}")
-            self._replay.apply(records)
+            taken = count
+            if yield_to_bytes:
+                taken = 0
+
+                def until_bytes_wait():
+                    nonlocal taken
+                    for record in records:
+                        taken += 1
+                        yield record                 # Replay.apply asks for the next one once this is applied
+                        if not nothing_waiting():
+                            return
+                self._replay.apply(until_bytes_wait())
+            else:
+                self._replay.apply(records)
+            self._unapplied_records -= taken
+            if taken < count:
+                unapplied[0] = (records[taken].offset, first + taken, count - taken)
+                return
+            unapplied.pop(0)
 
     def _nothing_waiting(self) -> bool:
         """No byte from the primary is waiting right now (the time to apply what was acknowledged)."""
@@ -204,7 +225,7 @@ class StandbyReplica:
                 return 0
         work = 0
         if self._unapplied and (self._unapplied_records > MAX_UNAPPLIED or self._nothing_waiting()):
-            self._apply_pending()
+            self._apply_pending(yield_to_bytes=self._unapplied_records <= MAX_UNAPPLIED)
         spin_until = self._last_received_ns + self.spin_ns if self.spin_ns else 0
         if self._link is not None:
             readable = self.sock.wait_readable(timeout_s, spin_until)

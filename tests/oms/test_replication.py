@@ -201,6 +201,48 @@ def test_async_never_waits_and_the_standby_state_is_the_journal_replayed(setup_f
         standby.close()
 
 
+def test_the_standby_acknowledges_records_that_come_while_it_applies_before_it_applies_the_rest(setup_factory):
+    """Records are applied after their acknowledgement, when no byte waits; bytes that come during that
+    apply are read and acknowledged after the record being applied, not after all of those waiting
+    (an order's acknowledgement would wait behind the state of every record before it)."""
+    setup = setup_factory(mode="async")
+    agent = setup.start()
+    rig = setup.rig
+    drive(agent, lambda: rig.control.get("oms_ready") == 1, message="ready")
+    standby = standby_of(setup)
+    try:
+        drive(agent, lambda: standby.next_sequence == agent.journal.next_sequence, standby, message="caught up")
+        standby.state()                                   # all applied so far
+        for i in range(1, 6):
+            rig.new(i, SYMBOLS[i % 3], "B", 100 * i, 1_900_000)
+        drive(agent, lambda: all(ExecEvent.ACCEPTED in rig.events(i) for i in range(1, 6)), message="accepted")
+
+        def read_only() -> bool:                          # written and acknowledged, none applied
+            standby._read(time.monotonic_ns())
+            return standby.next_sequence == agent.journal.next_sequence
+        drive(agent, read_only, message="the standby holds the five orders")
+        behind = standby._unapplied_records
+        assert behind >= 10                               # ORDER_SENT and the acceptance of each
+        written = standby.next_sequence
+        rig.new(6, "AAPL", "B", 100, 1_900_000)
+        drive(agent, lambda: ExecEvent.ACCEPTED in rig.events(6) and agent.replication.cursor_sequence ==
+              agent.journal.next_sequence and not standby._nothing_waiting(), message="the sixth on its way")
+        came = agent.journal.next_sequence - written
+        looks = iter([True])                              # poll's look: nothing yet; they come during the apply
+        real = standby._nothing_waiting
+        standby._nothing_waiting = lambda: next(looks, None) or real()
+        standby.poll(0)
+        assert standby.next_sequence == agent.journal.next_sequence      # read and acknowledged
+        assert standby._unapplied_records == behind - 1 + came           # after one record applied, not all
+        drive(agent, lambda: agent.replication.acked == agent.journal.next_sequence - 1, message="the ack")
+        records, _found, _header = read_records(setup.journal)
+        state = standby.state()                           # the rest, applied when the state is read
+        assert state.records == len(records) and state.open_orders == 6 == agent.orders.open_orders
+        assert sorted(standby.orders.by_token) == sorted(agent.orders.by_token)
+    finally:
+        standby.close()
+
+
 def test_sync_an_oms_stopping_with_orders_held_journals_them_not_sent(setup_factory):
     from appliance.oms.journal_records import NOT_SENT, RecordType
     setup = setup_factory(ack_limit_ms=5000)
