@@ -243,6 +243,28 @@ def test_the_standby_acknowledges_records_that_come_while_it_applies_before_it_a
         standby.close()
 
 
+def test_a_standby_with_standby_spin_us_polls_its_socket_then_sleeps_until_the_timeout(setup_factory):
+    """TCP: polled without sleeping until the spin deadline (bytes then find it awake), select() after;
+    the poll timeout bounds both."""
+    setup = setup_factory(mode="async", standby_spin_us=50_000)
+    agent = setup.start()
+    drive(agent, lambda: setup.rig.control.get("oms_ready") == 1, message="ready")
+    standby = standby_of(setup)
+    try:
+        assert standby.spin_ns == 50_000_000
+        drive(agent, lambda: standby.next_sequence == agent.journal.next_sequence, standby, message="caught up")
+        assert standby._wait_socket(0.02, time.monotonic_ns() + 10_000_000) is False     # nothing: the timeout
+        assert standby._wait_socket(0.0, time.monotonic_ns() + 10_000_000) is False      # no time: no spin
+        setup.rig.new(1, "AAPL", "B", 100, 1_900_000)
+        drive(agent, lambda: ExecEvent.ACCEPTED in setup.rig.events(1) and
+              agent.replication.cursor_sequence == agent.journal.next_sequence, message="streamed")
+        assert standby._wait_socket(5, time.monotonic_ns() + 5_000_000_000) is True
+        standby.poll(0)
+        assert standby.next_sequence == agent.journal.next_sequence
+    finally:
+        standby.close()
+
+
 def test_sync_an_oms_stopping_with_orders_held_journals_them_not_sent(setup_factory):
     from appliance.oms.journal_records import NOT_SENT, RecordType
     setup = setup_factory(ack_limit_ms=5000)
