@@ -174,9 +174,12 @@ class OmsAgent(Agent):
             listener = ShmListener(ctx.memory) if cfg.replication.transport == "shm" else None   # else TCP
             self.replication = ReplicationPrimary(cfg.replication, journal, ctx.counters.allocate, listener)
             if cfg.replication.mode == "sync":
-                self.sync_sends = sends_to = SyncSends(session, journal, self.replication, gate,
-                                                       cfg.replication.ack_limit_ms, cfg.replication.without_standby,
-                                                       ctx.counters.allocate)
+                orders_available, events_available = orders_ring.ring.available, events_ring.ring.available
+                self.sync_sends = sends_to = SyncSends(
+                    session, journal, self.replication, gate, cfg.replication.ack_limit_ms,
+                    cfg.replication.without_standby, ctx.counters.allocate, cfg.replication.ack_spin_us,
+                    # another approved order (the one being sent is still in the ring) or a control event
+                    lambda: orders_available() > 1 or events_available() > 0)
         self.sender = sender = OrderSender(orders_ring, orders, gate, self.tokens, journal, guard, sends_to, reports,
                                            status, counters, LatencyRecorder(ctx.counters.allocate), stocks,
                                            cfg.firm.encode("ascii"), cfg.in_flight_timeout_ms * 1_000_000)

@@ -99,6 +99,13 @@ class ReplicationConfig:
     heartbeat_ms: int = 100
     peer_timeout_ms: int = 1000
     takeover: str = "restart"
+    # how long the standby keeps polling for records after the last bytes came before it sleeps (0: it
+    # sleeps at once, after a few checks): a sleeping standby must be woken, which costs sync mode the
+    # wake-up on each order (tens of us on a VM); polling costs a CPU while orders flow
+    standby_spin_us: int = 0
+    # sync: how long the OMS waits for an order's acknowledgement where it sends it, before holding it for
+    # the duty cycle to release (a standby on this box answers in tens of us; 0: always hold)
+    ack_spin_us: int = 200
 
     @property
     def enabled(self) -> bool:
@@ -118,7 +125,8 @@ _FIRM = re.compile(r"[A-Z0-9]{4}")
 
 
 _KEYS = {**dict.fromkeys(_RANGES, int), **dict.fromkeys(_STRINGS, str), "venue": dict, "replication": dict}
-_REPLICATION_RANGES = {"ack_limit_ms": (1, 60_000), "heartbeat_ms": (1, 60_000), "peer_timeout_ms": (10, 3_600_000)}
+_REPLICATION_RANGES = {"ack_limit_ms": (1, 60_000), "heartbeat_ms": (1, 60_000), "peer_timeout_ms": (10, 3_600_000),
+                       "standby_spin_us": (0, 10_000_000), "ack_spin_us": (0, 1_000_000)}
 _REPLICATION_KEYS = {**dict.fromkeys(_REPLICATION_RANGES, int), "mode": (str, bool), "primary": dict, "standby_journal": str,
                      "without_standby": str, "transport": str, "takeover": str}
 

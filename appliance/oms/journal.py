@@ -228,6 +228,30 @@ class Journal:
             self._dirty = True
         return sequence
 
+    def append_copies(self, data, count: int) -> int:
+        """``count`` whole records another journal wrote (``data``: their bytes from a record's start to
+        the padded end of the last, checked by the caller with ``journal_format.whole_from``: numbered
+        from this journal's next sequence, CRCs good) copied to the tail as they are: the standby's
+        journal, byte-identical to the primary's, without encoding each record again. Returns the last
+        sequence; raises as ``append`` does for reserved space (the standby's copy never fails an order)."""
+        length = len(data)
+        offset = self._tail
+        if self._closed:
+            raise JournalError(f"{self.path}: the journal is closed")
+        if count < 1 or length % 8 or offset + length > self.size:
+            if count < 1 or length % 8:
+                raise JournalError(f"{count} records in {length} bytes: not whole padded records")
+            raise JournalFull(f"{self.path}: journal full at offset {offset}")
+        self._mm[offset:offset + length] = data
+        self._tail = offset + length
+        self.next_sequence += count
+        self.appends += count
+        if self.durability == "per_event":
+            self._sync_range(offset, offset + length)
+        else:
+            self._dirty = True
+        return self.next_sequence - 1
+
     def append_then_send(self, record: tuple, frame_id: int, frame: tuple, out, fd: int, timestamp_ns: int):
         """An ORDER_SENT (``record``: the values ``ORDER_SENT.pack`` takes) appended as ``append`` writes
         it, then, in the same C call, OUCH frame ``frame_id`` packed from ``frame`` into ``out`` and

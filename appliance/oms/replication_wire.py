@@ -17,7 +17,7 @@ primary -> standby:
 standby -> primary:
 - SUBSCRIBE (``S``): the next sequence the standby needs and its journal's file header (zeros
   when it has none): catch-up after a reconnect starts there.
-- ACK (``A``): the last sequence written to the standby's journal (and applied to its state);
+- ACK (``A``): the last sequence written to the standby's journal (applied to its state after);
   sent after every RECORDS frame and, as a heartbeat, after ``heartbeat_ms`` of silence.
 
 Anything else (unknown kind, a length out of range, a body of the wrong size) is a protocol

@@ -7,16 +7,21 @@ on another one with the same layout file. It connects to the primary's replicati
 (``replication_wire`` SUBSCRIBE: after a reconnect, the one after the last it wrote), and for each
 RECORDS frame:
 
-1. checks every record with the journal's own reader (sequence in order, length, CRC-32C): a bad
-   frame closes the connection (counted) and the standby reconnects and asks again;
-2. appends each record to its own journal (``replication.standby_journal``) with the primary's
-   type, timestamp and payload: the same bytes at the same offsets, so the file is byte-identical
+1. checks every record with the journal's own checks (sequence in order, length, CRC-32C:
+   ``journal_format.whole_from``): a bad frame closes the connection (counted) and the standby
+   reconnects and asks again;
+2. copies the records' bytes to its own journal (``replication.standby_journal``,
+   ``Journal.append_copies``): the same bytes at the same offsets, so the file is byte-identical
    to the primary's up to the last acknowledged sequence (the file header is the primary's, sent
    in HELLO; a standby journal with another header is archived and a new one started);
-3. applies the records to the same order state machine and positions the primary has, through
-   recovery's ``Replay`` (one code path with the OMS's start-up);
-4. acknowledges the last sequence (ACK, sent between 2 and 3: the journal holds them), which in
-   sync mode lets the primary's order leave.
+3. acknowledges the last sequence (ACK: the journal holds them), which in sync mode lets the
+   primary's order leave;
+4. then reads the records back from its journal and applies them to the same order state machine
+   and positions the primary has, through recovery's ``Replay`` (one code path with the OMS's
+   start-up), when no byte waits or when the state is asked for.
+
+Between records it polls for ``replication.standby_spin_us`` after the last bytes came, then
+sleeps (select() on TCP, the records ring's doorbell on shm).
 
 It keeps what a takeover logs in with: the next SoupBinTCP sequence number, the session name, the
 next OUCH token counter and the last token prefix (``StandbyState``). An ACK means written to
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 
 from appliance.oms import replication_wire as rw
 from appliance.oms.journal import Journal, archive_name
-from appliance.oms.journal_format import FILE_HEADER_SIZE, JournalError, read_file_header, read_from
+from appliance.oms.journal_format import FILE_HEADER_SIZE, JournalError, read_file_header, read_from, whole_from
 from appliance.oms.recovery import Replay
 from appliance.oms.replication_shm import StandbyLink
 
@@ -71,6 +76,7 @@ class StandbyReplica:
         self.path = self.replication.standby_journal_path
         self.heartbeat_ns = self.replication.heartbeat_ms * 1_000_000
         self.peer_timeout_ns = self.replication.peer_timeout_ms * 1_000_000
+        self.spin_ns = self.replication.standby_spin_us * 1_000     # polled this long after the last bytes
         self.journal: Journal | None = None
         self.header: bytes | None = None
         self.replay = Replay(self.symbols)
@@ -105,11 +111,40 @@ class StandbyReplica:
     @replay.setter
     def replay(self, replay: Replay) -> None:
         self._replay = replay
-        self._unapplied = []
+        self._unapplied = []                 # (offset in the journal, first sequence, count) of records
+        self._unapplied_records = 0
 
-    def _apply_pending(self) -> None:
-        records, self._unapplied = self._unapplied, []
-        self._replay.apply(records)
+    def _apply_pending(self, yield_to_bytes: bool = False) -> None:
+        """The records written and acknowledged since the last call, read back from the journal's mapping
+        (checked once when they came) and applied to the state. ``yield_to_bytes``: stop after the record
+        during which bytes from the primary came (they are read and acknowledged first: an order's
+        acknowledgement never waits behind the state of the records before it); the rest waits."""
+        mm, used = self.journal.mapping, self.journal.used_bytes
+        unapplied, nothing_waiting = self._unapplied, self._nothing_waiting
+        while unapplied:
+            offset, first, count = unapplied[0]
+            records, _end, why = read_from(mm, used, offset, first, count)
+            if why or len(records) != count:        # cannot happen: the same bytes passed whole_from
+                raise JournalError(f"{self.path}: records {first}.. at offset {offset} read back short: {why}")
+            taken = count
+            if yield_to_bytes:
+                taken = 0
+
+                def until_bytes_wait():
+                    nonlocal taken
+                    for record in records:
+                        taken += 1
+                        yield record                 # Replay.apply asks for the next one once this is applied
+                        if not nothing_waiting():
+                            return
+                self._replay.apply(until_bytes_wait())
+            else:
+                self._replay.apply(records)
+            self._unapplied_records -= taken
+            if taken < count:
+                unapplied[0] = (records[taken].offset, first + taken, count - taken)
+                return
+            unapplied.pop(0)
 
     def _nothing_waiting(self) -> bool:
         """No byte from the primary is waiting right now (the time to apply what was acknowledged)."""
@@ -206,15 +241,13 @@ class StandbyReplica:
             if not self._connect(now):
                 return 0
         work = 0
-        if self._unapplied and (len(self._unapplied) > MAX_UNAPPLIED or self._nothing_waiting()):
-            self._apply_pending()
+        if self._unapplied and (self._unapplied_records > MAX_UNAPPLIED or self._nothing_waiting()):
+            self._apply_pending(yield_to_bytes=self._unapplied_records <= MAX_UNAPPLIED)
+        spin_until = self._last_received_ns + self.spin_ns if self.spin_ns else 0
         if self._link is not None:
-            readable = self.sock.wait_readable(timeout_s)
+            readable = self.sock.wait_readable(timeout_s, spin_until)
         else:
-            try:
-                readable, _, _ = select.select([self.sock], [], [], timeout_s)
-            except (OSError, ValueError):
-                readable = [self.sock]
+            readable = self._wait_socket(timeout_s, spin_until)
         now = time.monotonic_ns()
         if readable:
             work = self._read(now)
@@ -224,6 +257,22 @@ class StandbyReplica:
             elif now - self._last_sent_ns >= self.heartbeat_ns and self._hello:
                 self._send(rw.ack(self.next_sequence - 1), now)
         return work
+
+    def _wait_socket(self, timeout_s: float, spin_until_ns: int) -> bool:
+        """The socket readable within ``timeout_s``: polled without sleeping until ``spin_until_ns``
+        (monotonic: bytes that come then find the standby awake), asleep in select() after."""
+        sock = self.sock
+        try:
+            if spin_until_ns:
+                clock, deadline = time.monotonic_ns, time.monotonic_ns() + int(timeout_s * 1e9)
+                spin_until = min(spin_until_ns, deadline)
+                while clock() < spin_until:
+                    if select.select([sock], [], [], 0)[0]:
+                        return True
+                timeout_s = max(0.0, (deadline - clock()) / 1e9)
+            return bool(select.select([sock], [], [], timeout_s)[0])
+        except (OSError, ValueError):
+            return True
 
     def _connect(self, now: int) -> bool:
         address = (self.replication.primary_host, self.replication.primary_port) if self._link is None else \
@@ -289,7 +338,7 @@ class StandbyReplica:
             self._drop(now, "the primary closed the connection")
             return 0
         self._last_received_ns = now
-        written: list = []
+        written = 0
         problem = None
         try:
             for kind, body in self._reader.feed(data):
@@ -303,13 +352,13 @@ class StandbyReplica:
             self.bad_frames += 1
             problem = exc
         if written:
-            # acknowledged once in the journal (what sync waits for), applied to the state after
+            # acknowledged once in the journal (what sync waits for), applied to the state after: when no
+            # byte waits (poll), or when the state is read
             self._send(rw.ack(self.next_sequence - 1), now)
-            self._unapplied += written       # applied when no byte waits (poll), or when the state is read
-            self.records_received += len(written)
+            self.records_received += written
         if problem is not None and self.sock is not None:
             self._drop(now, f"protocol error: {problem}")
-        return len(written)
+        return written
 
     def _on_hello(self, header: bytes, first: int) -> None:
         if header != self.header:
@@ -322,20 +371,23 @@ class StandbyReplica:
         self._hello = True
         self.answered_connections += 1
 
-    def _write(self, body: bytes) -> list:
-        """Check one RECORDS frame and append its records to the journal; the records (to apply)."""
+    def _write(self, body: bytes) -> int:
+        """Check one RECORDS frame (each record's header, sequence and CRC: ``whole_from``) and copy its
+        bytes to the journal as they are; how many records (to apply after the acknowledgement)."""
         if not self._hello:
             raise rw.ReplicationProtocolError("records before HELLO")
         journal = self.journal
-        records, end, why = read_from(body, len(body), 0, journal.next_sequence, 1 << 30)
-        if why or end != len(body) or not records:
-            raise rw.ReplicationProtocolError(f"bad records at byte {end} of {len(body)} "
-                                              f"(sequence {journal.next_sequence} due): {why or 'trailing bytes'}")
-        for record in records:
-            sequence = journal.append(record.type, record.payload, record.timestamp_ns, reserve=True)
-            if sequence != record.sequence:            # cannot happen: read_from checked the order
-                raise rw.ReplicationProtocolError(f"record {record.sequence} written as {sequence}")
-        return records
+        first, size = journal.next_sequence, len(body)
+        end, due = whole_from(body, size, 0, first, 1 << 30)
+        if end != size or due == first:
+            _records, end, why = read_from(body, size, 0, first, 1 << 30)      # why not: the reader's reason
+            raise rw.ReplicationProtocolError(f"bad records at byte {end} of {size} "
+                                              f"(sequence {first} due): {why or 'trailing bytes'}")
+        offset = journal.used_bytes
+        journal.append_copies(body, due - first)
+        self._unapplied.append((offset, first, due - first))
+        self._unapplied_records += due - first
+        return due - first
 
     def close(self) -> None:
         if self.sock is not None:

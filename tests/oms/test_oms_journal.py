@@ -375,3 +375,32 @@ def test_a_scan_of_a_live_journal_walks_on_over_records_appended_while_it_ran(tm
         assert len(found.offsets) == 3
     finally:
         journal.close()
+
+
+def test_append_copies_writes_the_bytes_append_writes_and_refuses_what_is_not_whole_records(tmp_path):
+    """The standby's copy of checked records (``append_copies``) against ``append`` itself, record
+    for record: the same bytes at the same offsets, the same sequences, read back the same."""
+    from appliance.oms.journal_format import whole_from
+    write(tmp_path / "a.bin", 40)
+    source = Journal.open(str(tmp_path / "a.bin"), SIZE, "page_cache")
+    copy = Journal.open(str(tmp_path / "b.bin"), SIZE, "page_cache")
+    try:
+        mm, end = source.mapping, source.used_bytes
+        offset, sequence = FILE_HEADER_SIZE, 1
+        for run in (1, 3, 7, 29):                    # runs of records as RECORDS frames carry them
+            after, due = whole_from(mm, end, offset, sequence, run)
+            assert due - sequence == run
+            assert copy.append_copies(bytes(mm[offset:after]), run) == due - 1 == copy.next_sequence - 1
+            offset, sequence = after, due
+        assert copy.used_bytes == end and bytes(copy.mapping[FILE_HEADER_SIZE:end]) == bytes(mm[FILE_HEADER_SIZE:end])
+        with pytest.raises(JournalError, match="not whole padded records"):
+            copy.append_copies(b"x" * 12, 1)
+        with pytest.raises(JournalFull):
+            copy.append_copies(bytes(SIZE), 1)
+        assert copy.used_bytes == end                # a refused copy writes nothing
+    finally:
+        source.close()
+        copy.close()
+    assert read_records(str(tmp_path / "b.bin"))[0] == read_records(str(tmp_path / "a.bin"))[0]
+    with pytest.raises(JournalError, match="closed"):
+        copy.append_copies(bytes(8), 1)

@@ -3,6 +3,7 @@ raw socket playing one) polled in the same loop. The real-process tests are test
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -200,6 +201,70 @@ def test_async_never_waits_and_the_standby_state_is_the_journal_replayed(setup_f
         standby.close()
 
 
+def test_the_standby_acknowledges_records_that_come_while_it_applies_before_it_applies_the_rest(setup_factory):
+    """Records are applied after their acknowledgement, when no byte waits; bytes that come during that
+    apply are read and acknowledged after the record being applied, not after all of those waiting
+    (an order's acknowledgement would wait behind the state of every record before it)."""
+    setup = setup_factory(mode="async")
+    agent = setup.start()
+    rig = setup.rig
+    drive(agent, lambda: rig.control.get("oms_ready") == 1, message="ready")
+    standby = standby_of(setup)
+    try:
+        drive(agent, lambda: standby.next_sequence == agent.journal.next_sequence, standby, message="caught up")
+        standby.state()                                   # all applied so far
+        for i in range(1, 6):
+            rig.new(i, SYMBOLS[i % 3], "B", 100 * i, 1_900_000)
+        drive(agent, lambda: all(ExecEvent.ACCEPTED in rig.events(i) for i in range(1, 6)), message="accepted")
+
+        def read_only() -> bool:                          # written and acknowledged, none applied
+            standby._read(time.monotonic_ns())
+            return standby.next_sequence == agent.journal.next_sequence
+        drive(agent, read_only, message="the standby holds the five orders")
+        behind = standby._unapplied_records
+        assert behind >= 10                               # ORDER_SENT and the acceptance of each
+        written = standby.next_sequence
+        rig.new(6, "AAPL", "B", 100, 1_900_000)
+        drive(agent, lambda: ExecEvent.ACCEPTED in rig.events(6) and agent.replication.cursor_sequence ==
+              agent.journal.next_sequence and not standby._nothing_waiting(), message="the sixth on its way")
+        came = agent.journal.next_sequence - written
+        looks = iter([True])                              # poll's look: nothing yet; they come during the apply
+        real = standby._nothing_waiting
+        standby._nothing_waiting = lambda: next(looks, None) or real()
+        standby.poll(0)
+        assert standby.next_sequence == agent.journal.next_sequence      # read and acknowledged
+        assert standby._unapplied_records == behind - 1 + came           # after one record applied, not all
+        drive(agent, lambda: agent.replication.acked == agent.journal.next_sequence - 1, message="the ack")
+        records, _found, _header = read_records(setup.journal)
+        state = standby.state()                           # the rest, applied when the state is read
+        assert state.records == len(records) and state.open_orders == 6 == agent.orders.open_orders
+        assert sorted(standby.orders.by_token) == sorted(agent.orders.by_token)
+    finally:
+        standby.close()
+
+
+def test_a_standby_with_standby_spin_us_polls_its_socket_then_sleeps_until_the_timeout(setup_factory):
+    """TCP: polled without sleeping until the spin deadline (bytes then find it awake), select() after;
+    the poll timeout bounds both."""
+    setup = setup_factory(mode="async", standby_spin_us=50_000)
+    agent = setup.start()
+    drive(agent, lambda: setup.rig.control.get("oms_ready") == 1, message="ready")
+    standby = standby_of(setup)
+    try:
+        assert standby.spin_ns == 50_000_000
+        drive(agent, lambda: standby.next_sequence == agent.journal.next_sequence, standby, message="caught up")
+        assert standby._wait_socket(0.02, time.monotonic_ns() + 10_000_000) is False     # nothing: the timeout
+        assert standby._wait_socket(0.0, time.monotonic_ns() + 10_000_000) is False      # no time: no spin
+        setup.rig.new(1, "AAPL", "B", 100, 1_900_000)
+        drive(agent, lambda: ExecEvent.ACCEPTED in setup.rig.events(1) and
+              agent.replication.cursor_sequence == agent.journal.next_sequence, message="streamed")
+        assert standby._wait_socket(5, time.monotonic_ns() + 5_000_000_000) is True
+        standby.poll(0)
+        assert standby.next_sequence == agent.journal.next_sequence
+    finally:
+        standby.close()
+
+
 def test_sync_an_oms_stopping_with_orders_held_journals_them_not_sent(setup_factory):
     from appliance.oms.journal_records import NOT_SENT, RecordType
     setup = setup_factory(ack_limit_ms=5000)
@@ -333,5 +398,86 @@ def test_sync_without_standby_trade_sends_unprotected_until_a_standby_has_caught
         drive(agent, lambda: agent.sync_sends.held, standby, message="order 2 held for the standby")
         drive(agent, lambda: ExecEvent.ACCEPTED in rig.events(2), standby, message="order 2 accepted")
         assert agent.sync_sends.unprotected_sends == 1 and rig.control.get("oms_ready") == 1
+    finally:
+        standby.close()
+
+
+class AckingStandby:
+    """A raw socket playing the standby in a thread: it reads the primary's frames and, while ``acking``,
+    acknowledges each RECORDS frame's last record at once (perf_counter time of each ack kept)."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.sendall(rw.subscribe(1, None))
+        self.acking = True
+        self.last_sequence = 0
+        self.acked: list[tuple[int, int]] = []      # (sequence, perf_counter_ns just before the ACK was sent)
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        reader = rw.FrameReader((rw.HELLO, rw.RECORDS, rw.BEAT))
+        self.sock.settimeout(0.05)
+        while not self._stop:
+            try:
+                data = self.sock.recv(1 << 16)
+            except socket.timeout:
+                data = None
+            except OSError:
+                return
+            if data == b"":
+                return
+            for kind, body in reader.feed(data or b""):
+                if kind == rw.RECORDS:
+                    found, _end, _why = read_from(body, len(body), 0, RECORD_HEADER.parse(body, 0).sequence, 1 << 20)
+                    self.last_sequence = found[-1].sequence
+            if self.acking and self.last_sequence and (not self.acked or self.acked[-1][0] < self.last_sequence):
+                self.acked.append((self.last_sequence, time.perf_counter_ns()))
+                self.sock.sendall(rw.ack(self.last_sequence))
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(10)
+        self.sock.close()
+
+
+def test_sync_an_order_acknowledged_while_the_oms_waits_for_it_leaves_from_that_wait_never_before(setup_factory):
+    """ack_spin_us: the sender waits for the acknowledgement where it sends (no duty cycle, no hold);
+    the bytes still leave only after the standby acknowledged the order's ORDER_SENT."""
+    setup = setup_factory(ack_limit_ms=5000, ack_spin_us=1_000_000)
+    agent = setup.start()
+    rig = setup.rig
+    standby = AckingStandby(agent.replication.address[1])
+    try:
+        drive(agent, lambda: rig.control.get("oms_ready") == 1, message="oms ready with a standby")
+        agent.session.stamp_sends = True
+        sync = agent.sync_sends
+        rig.new(1, "AAPL", "B", 100, 1_900_000)
+        drive(agent, lambda: sync.held_total == 1, message="the order sent")
+        assert sync.released_waiting == 1 and not sync.held
+        sequence = agent.journal.next_sequence - 1
+        assert [t for s, t in standby.acked if s >= sequence][0] < agent.session.t_handed_ns   # acked, then sent
+        drive(agent, lambda: len(setup.venue.messages("O")) == 1, message="the order at the venue")
+    finally:
+        standby.close()
+
+
+def test_sync_orders_read_together_are_streamed_together_not_each_waiting_for_its_acknowledgement(setup_factory):
+    """With another order waiting in the ring the sender does not wait for the acknowledgement: a burst's
+    records go out at once and the duty cycle releases them as acknowledged (waiting would serialise
+    them, a round trip each, and a standby acknowledging at once would release each from its wait)."""
+    setup = setup_factory(ack_limit_ms=5000, ack_spin_us=1_000_000)
+    agent = setup.start()
+    rig = setup.rig
+    standby = AckingStandby(agent.replication.address[1])
+    try:
+        drive(agent, lambda: rig.control.get("oms_ready") == 1, message="oms ready with a standby")
+        sync = agent.sync_sends
+        for client in (1, 2, 3):
+            rig.new(client, "AAPL", "B", 100, 1_900_000)
+        drive(agent, lambda: sync.held_total == 3, message="the three orders read")
+        drive(agent, lambda: len(setup.venue.messages("O")) == 3, message="the three at the venue")
+        assert sync.released_waiting == 0 and not sync.held
     finally:
         standby.close()

@@ -18,11 +18,14 @@ def test_replication_is_off_by_default_and_the_standby_journal_is_relative_to_th
 
 def test_every_replication_key_is_accepted_and_an_unquoted_off_is_the_mode_off():
     params = parse_yaml("replication: {mode: sync, primary: {host: 10.0.0.2, port: 9100}, standby_journal: s.bin,\n"
-                        "  ack_limit_ms: 20, without_standby: trade, heartbeat_ms: 50, peer_timeout_ms: 500}\n",
-                        ValueError)
+                        "  ack_limit_ms: 20, without_standby: trade, heartbeat_ms: 50, peer_timeout_ms: 500,\n"
+                        "  standby_spin_us: 3000, ack_spin_us: 0}\n", ValueError)
     config = parse_oms_params(params, "/tmp/layout.yaml").replication
     assert (config.mode, config.primary_host, config.primary_port, config.ack_limit_ms, config.without_standby,
             config.heartbeat_ms, config.peer_timeout_ms) == ("sync", "10.0.0.2", 9100, 20, "trade", 50, 500)
+    assert (config.standby_spin_us, config.ack_spin_us) == (3000, 0)
+    defaults = parse_oms_params(parse_yaml("replication: {mode: sync}\n", ValueError), "/tmp/l.yaml").replication
+    assert (defaults.standby_spin_us, defaults.ack_spin_us) == (0, 200)     # the standby sleeps unless told
     assert config.standby_journal_path == "/tmp/s.bin" and config.takeover == "restart"
     standby = parse_oms_params(parse_yaml("replication: {mode: async, takeover: standby}\n", ValueError), "/tmp/l.yaml")
     assert standby.replication.takeover == "standby"
@@ -45,6 +48,10 @@ P = "processes.oms.params.replication"
     ({"primary": {"host": "standby.local"}}, f"{P}.primary.host", "not an IPv4 address"),
     ({"primary": {"port": 0}}, f"{P}.primary.port", "must be 1..65535"),
     ({"ack_limit_ms": 0}, f"{P}.ack_limit_ms", "must be 1..60000"),
+    ({"standby_spin_us": 10_000_001}, f"{P}.standby_spin_us", "must be 0..10000000"),
+    ({"standby_spin_us": -1}, f"{P}.standby_spin_us", "must not be negative"),
+    ({"ack_spin_us": 1_000_001}, f"{P}.ack_spin_us", "must be 0..1000000"),
+    ({"ack_spin_us": "fast"}, f"{P}.ack_spin_us", "integer"),
     ({"without_standby": "hope"}, f"{P}.without_standby", "must be one of close_gate, trade"),
     ({"heartbeat_ms": 100, "peer_timeout_ms": 100}, f"{P}.peer_timeout_ms", "more than"),
     ({"standby_journal": " "}, f"{P}.standby_journal", "must be a file path"),

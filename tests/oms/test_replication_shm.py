@@ -342,6 +342,34 @@ def test_the_standby_sleeps_on_the_records_rings_doorbell_and_the_primarys_commi
         link.close()
 
 
+def test_a_standby_polling_until_its_spin_deadline_takes_a_record_without_sleeping_on_the_doorbell(memory, tmp_path):
+    """standby_spin_us: a record that comes while the standby polls finds it awake, so the primary's
+    commit rings nobody (no futex wait entered, none woken)."""
+    listener = rs.ShmListener(memory)
+    link = standby_side(memory, tmp_path)
+    try:
+        standby = link.connect()
+        standby.sendall(b"s")
+        primary = accept(listener)
+        assert primary.recv(1) == b"s"
+        polling = threading.Event()
+        result = []
+
+        def wait():
+            polling.set()
+            result.append(standby.wait_readable(60, time.monotonic_ns() + 60_000_000_000))
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        polling.wait(5)
+        primary.send(b"record")
+        waiter.join(30)
+        assert result == [True] and link._doorbell.waits == 0 and link._doorbell.wakeups == 0
+        assert standby.recv(100) == b"record"
+        assert standby.wait_readable(0.02, time.monotonic_ns() + 5_000_000) is False   # the timeout still ends it
+    finally:
+        link.close()
+
+
 def test_oms_standby_refuses_a_shm_layout_without_the_rings(write_layout, unique_name, tmp_path):
     from oms_rig import journal_path, oms_layout
     doc = oms_layout(unique_name, 1, journal_path(tmp_path), replication={"mode": "sync", "transport": "shm"})
