@@ -6,7 +6,9 @@ from ``appliance.sim.up``; the supervisor itself knows no exchange), start the e
 processes in ``start_order``, each only once the previous reports RUNNING. A process that dies
 or does not come up in time fails the start: it is named with the tail of its log, everything
 started is stopped, the segments are removed, exit 1. Then the supervisor's duty cycle runs
-until SIGTERM/SIGINT, ``appliance down`` or a fatal restart policy.
+until SIGTERM/SIGINT, ``appliance down`` or a fatal restart policy. With the OMS's
+``replication.takeover: remote`` the OMS is not started: its place is the standby of the other box's
+primary (``remote_standby.py``), adopted as the OMS when it takes over.
 
 Stop: the gate closes (STOPPING), the strategy stops first (its cancels go out through risk and
 the OMS), the OMS gets until the open orders are gone (bounded), then the OMS (logout), risk,
