@@ -4,11 +4,12 @@ simulated exchange; box B is ``appliance up`` on layout B (its own shared memory
 supervisor, risk and strategy stand-ins), whose OMS is the standby of box A's.
 
 While box A trades, box B's gate is closed with STANDBY (its status says so) and its OMS runs as
-``oms-standby --takeover remote``, not as an OMS. SIGKILL box A's OMS: on loopback its venue session ends at
+``oms-standby --takeover remote``, not as an OMS (killed, it is started again as a standby). SIGKILL box A's OMS: on loopback its venue session ends at
 once (the fence clears), box B's standby hears nothing for its peer timeout and takes over; box B's supervisor
 adopts it as its ``oms`` (TAKEOVER until it is ready), the gate opens, an order on box B's approved-orders ring
 reaches the venue, and the takeover is counted as remote. Then box A, rebuilt, attaches as the standby of box
-B's new primary (``oms-standby --primary``, its old journal ``--fresh``: archived) and catches up byte for byte.
+B's new primary (``oms-standby --primary``, its old journal ``--fresh``: archived) and catches up byte for byte;
+box B's new primary SIGKILLed is restarted by the policy from its own journal and box A's standby follows it.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import glob
 import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -83,15 +85,28 @@ def test_box_b_stands_by_with_its_gate_closed_then_takes_over_trades_and_takes_b
     refused = appliance("failover", "--layout", layout_b, "--operator", "alice")
     assert refused.returncode == 1 and "standby of a primary on another box" in refused.stderr
 
+    # the standby dies without taking over (box A alive): started again as a standby, never as an OMS
+    os.kill(standby_pid, signal.SIGKILL)
+    wait_until(lambda: supervisor_status(up_b)["standby"]["pid"] not in (None, standby_pid), 30,
+               message="box B's standby started again")
+    status = supervisor_status(up_b)
+    standby_pid = status["standby"]["pid"]
+    assert status["standby"]["standing_by"] and "oms" not in status["children"] and table_b.read("oms").pid == 0
+    wait_until(lambda: rig_a.counter("oms.replication.connected") == 1, 30, message="the new standby subscribed")
+    assert up_b.gate() == (0, GateReason.STANDBY)
+    rig_a.wait_ready(30)
+
     rig_a.new(1, shares=100, price=1_800_000)          # box A trades; box B's standby holds the order
     wait_until(lambda: E.ACCEPTED in rig_a.events(1), 10, message="box A's order accepted")
     wait_until(lambda: rig_a.counter("oms.replication.lag_records") == 0, 10, message="box B holds it")
 
+    killed = time.monotonic()
     os.kill(rig_a.proc.pid, signal.SIGKILL)
     rig_a.proc.wait(10)
     wait_until(lambda: table_b.read("oms").pid == standby_pid and table_b.read("oms").state is ProcessState.RUNNING,
                30, message="box B's standby running as box B's oms")
     wait_until(lambda: up_b.gate()[0] == 1, 30, message="box B's gate open: its new primary ready")
+    open_s = time.monotonic() - killed
     status = supervisor_status(up_b)
     assert status["children"]["oms"]["pid"] == standby_pid and status["children"]["oms"]["restarts"] == 0
     assert not status["standby"]["standing_by"] and not status["standby"]["taking_over"]
@@ -99,6 +114,8 @@ def test_box_b_stands_by_with_its_gate_closed_then_takes_over_trades_and_takes_b
     assert (takeover["count"], takeover["under_way"], takeover["last_remote"], takeover["last_new_pid"]) == \
         (1, False, True, standby_pid)
     assert takeover["last_gate_closed_ms"] > 0
+    print(f"box B's gate open {open_s:.2f} s after box A's SIGKILL (its standby's peer timeout {PEER_TIMEOUT_MS} ms); "
+          f"TAKEOVER held {takeover['last_gate_closed_ms']:.1f} ms from the adoption to oms_ready")
     shown = appliance("status", "--layout", layout_b)
     assert f"remote -> pid {standby_pid}" in shown.stdout and "gate: OPEN" in shown.stdout, shown.stdout
 
