@@ -116,9 +116,9 @@ class SupervisorAgent(Agent):
         self.c_hung_kills = counters.allocate("supervisor.hung_kills")
         if self.standby is not None:
             self.standby.attach(counters)        # the takeovers, counted where status and the exporter read them
-        names = [*self.children, *([self.standby.process] if self.standby is not None else [])]   # a remote
-        # standby becomes the ``oms`` child when it takes over: its restarts are counted from then
-        self._restart_counters = {name: counters.allocate(f"supervisor.restarts.{name}") for name in dict.fromkeys(names)}
+        # a remote standby becomes the ``oms`` child when it takes over: its restarts are counted from then
+        names = dict.fromkeys([*self.children, *([self.standby.process] if self.standby is not None else [])])
+        self._restart_counters = {name: counters.allocate(f"supervisor.restarts.{name}") for name in names}
         self._hung_killed: dict[str, int] = {}
         # the books are watched when a feed writes them (a layout without one has no market data to judge)
         watched = "feed" in self.children and any(t.kind == "market_state" for t in self.context.layout.tables.values())

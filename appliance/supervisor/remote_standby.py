@@ -101,7 +101,8 @@ class RemoteStandby:
                       "again (as a standby) in 1 s; last lines:\n%s", self.primary, child.last_exit,
                       child.log_tail(8))
             self._restart_at = now_ns + RESTART_AFTER_NS
-        if child is not None and child.proc is None and child.wanted and self._restart_at and now_ns >= self._restart_at:
+        due = self._restart_at and now_ns >= self._restart_at
+        if child is not None and child.proc is None and child.wanted and due:
             self._restart_at = 0
             child.start()
             work += 1

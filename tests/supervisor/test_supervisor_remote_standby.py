@@ -4,10 +4,10 @@ simulated exchange; box B is ``appliance up`` on layout B (its own shared memory
 supervisor, risk and strategy stand-ins), whose OMS is the standby of box A's.
 
 While box A trades, box B's gate is closed with STANDBY (its status says so) and its OMS runs as
-``oms-standby --takeover remote``, not as an OMS (killed, it is started again as a standby). SIGKILL box A's OMS: on loopback its venue session ends at
-once (the fence clears), box B's standby hears nothing for its peer timeout and takes over; box B's supervisor
-adopts it as its ``oms`` (TAKEOVER until it is ready), the gate opens, an order on box B's approved-orders ring
-reaches the venue, and the takeover is counted as remote. Then box A, rebuilt, attaches as the standby of box
+``oms-standby --takeover remote``, not as an OMS (killed, it is started again as a standby). SIGKILL box A's
+OMS: on loopback its venue session ends at once (the fence clears), box B's standby hears nothing for its peer
+timeout and takes over; box B's supervisor adopts it as its ``oms`` (TAKEOVER until it is ready), the gate
+opens, an order on box B's approved-orders ring reaches the venue, and the takeover is counted as remote. Then box A, rebuilt, attaches as the standby of box
 B's new primary (``oms-standby --primary``, its old journal ``--fresh``: archived) and catches up byte for byte;
 box B's new primary SIGKILLed is restarted by the policy from its own journal and box A's standby follows it.
 """
@@ -64,8 +64,8 @@ def boxes(venue, write_layout, unique_name, tmp_path, spawner, up_factory):  # n
         rig_a.close()
 
 
-def test_box_b_stands_by_with_its_gate_closed_then_takes_over_trades_and_takes_box_a_as_its_standby(boxes, venue,  # noqa: F811
-                                                                                                     tmp_path):
+def test_box_b_stands_by_with_its_gate_closed_then_takes_over_trades_and_takes_box_a_as_its_standby(
+        boxes, tmp_path):
     rig_a, up_b, standbys = boxes
     layout_b = str(up_b.layout_path)
     table_b = up_b.memory.process_table()
@@ -131,8 +131,9 @@ def test_box_b_stands_by_with_its_gate_closed_then_takes_over_trades_and_takes_b
     # box A, rebuilt, attaches as the standby of box B's new primary: its old journal archived, box B's copied
     journal_a = rig_a.layout.processes["oms"].params["journal"]
     journal_b = up_b.layout.processes["oms"].params["replication"]["standby_journal"]   # box B's primary's now
+    port = rig_a.layout.processes["oms"].params["replication"]["primary"]["port"]    # box B listens there now
     standbys.append(Standby(rig_a.layout.path, tmp_path / "a-standby.log", "--journal", journal_a, "--fresh",
-                            "--primary", f"127.0.0.2:{rig_a.layout.processes['oms'].params['replication']['primary']['port']}"))
+                            "--primary", f"127.0.0.2:{port}"))                    # an address of box B's
     counters_b = up_b.memory.counters_reader
 
     def caught_up() -> bool:
@@ -162,3 +163,21 @@ def test_box_b_stands_by_with_its_gate_closed_then_takes_over_trades_and_takes_b
     wait_until(lambda: counters_b().by_label().get("oms.replication.connected") == 1, 30,
                message="box A's standby back on box B's restarted primary")
     wait_until(caught_up, 30, interval=0.05, message="box A's journal byte-identical to box B's again")
+
+
+@pytest.mark.parametrize("bad,says", [
+    ({"transport": "shm"}, "replication.takeover: takeover: remote reaches the other box's primary over transport tcp"),
+    ({"primary": None}, "replication.primary: takeover: remote needs primary"),
+    ({"mode": "off"}, "replication.takeover: takeover: remote is the standby of another box's primary"),
+])
+def test_up_refuses_a_remote_standby_layout_it_cannot_run_and_says_why(write_layout, unique_name, tmp_path, bad, says):
+    """Box B's layout checked before anything starts: exit 2, the key path and the reason, no segment left."""
+    more = {"takeover": "remote", **bad}
+    params = replication(tmp_path, "b", free_port(socket.SOCK_STREAM), **more)
+    if params["primary"] is None:
+        del params["primary"]
+    doc = oms_layout(unique_name, 1, str(tmp_path / "b" / "oms" / "journal.bin"), replication=params)
+    os.chmod(tmp_path / "b", 0o700)
+    refused = appliance("up", "--layout", str(write_layout(supervised_oms(doc, tmp_path / "b"), "b.yaml")))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"processes.oms.params.{says}" in refused.stderr, refused.stderr

@@ -79,7 +79,8 @@ def test_the_takeover_counters_read_as_operators_see_them(memory):
     record.begun(began, 0, 4400, planned=False, remote=True)
     record.done(2_500_000_000)
     remote = takeover_status.summary(read())
-    assert (remote["count"], remote["last_remote"], remote["last_planned"], remote["last_old_pid"]) == (3, True, False, 0)
+    assert (remote["count"], remote["last_remote"], remote["last_planned"], remote["last_old_pid"]) == \
+        (3, True, False, 0)
     assert takeover_status.one_line(remote) == f"takeovers 3, last {at} remote -> pid 4400, gate closed 2,500.0 ms"
     assert families(read())["appliance_takeover_last_remote"] == 1
     record.begun(began, 4400, 4500, planned=False)               # the next one on this box: not remote
