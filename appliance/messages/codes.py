@@ -189,6 +189,8 @@ class GateReason(enum.IntFlag):
     STOPPING = 256
     MARKET_DATA = 512       # a subscribed book stale, inconsistent or crossed past market_data_stale_ms (cancels all)
     TAKEOVER = 1024         # the OMS died and its hot standby is taking over (supervisor/standby.py) until it is ready
+    STANDBY = 2048          # this box's OMS is the hot standby of a primary on another box, which trades
+                            # (replication.takeover: remote, supervisor/remote_standby.py) until it takes over
 
 
 class FeedStaleReason(enum.IntEnum):

@@ -38,7 +38,10 @@ in the layout is refused with a message saying so.
       peer_timeout_ms: 1000    # the other side is gone after this long of its silence
       takeover: restart        # the OMS dies: the supervisor restarts it (restart), or runs a standby on this
                                # box beside it that takes over (standby: supervisor/standby.py, oms/takeover.py;
-                               # over either transport)
+                               # over either transport);
+                               # remote: this box's OMS is the standby of the primary on another box (primary:
+                               # its address, given): the supervisor runs oms-standby --takeover remote in the
+                               # OMS's place and adopts it when it takes over (supervisor/remote_standby.py)
 """
 from __future__ import annotations
 
@@ -82,7 +85,7 @@ class OmsConfig:
 REPLICATION_MODES = ("off", "sync", "async")
 TRANSPORTS = ("tcp", "shm")
 WITHOUT_STANDBY = ("close_gate", "trade")
-TAKEOVER = ("restart", "standby")
+TAKEOVER = ("restart", "standby", "remote")
 
 
 @dataclass(frozen=True)
@@ -211,4 +214,24 @@ def _replication(top) -> ReplicationConfig:
         section.fail("peer_timeout_ms", f"must be more than heartbeat_ms ({config.heartbeat_ms})")
     if config.takeover == "standby" and config.mode == "off":
         section.fail("takeover", "a standby needs replication: mode sync or async")
+    if config.takeover == "remote":
+        _remote_rules(section, config)
     return config
+
+
+def _remote_rules(section, config: ReplicationConfig) -> None:
+    """``takeover: remote``: this box's OMS is the standby of a primary on another box, reached over TCP at an
+    address the layout names (the default loopback one would be this box's own)."""
+    if config.mode == "off":
+        section.fail("takeover", "takeover: remote is the standby of another box's primary: it needs replication "
+                                 "mode sync or async")
+    if config.transport != "tcp":
+        section.fail("takeover", "takeover: remote reaches the other box's primary over transport tcp "
+                                 "(shm is this box's memory)")
+    primary = section.get("primary", None)
+    if not isinstance(primary, dict) or "host" not in primary:
+        section.fail("primary", "takeover: remote needs primary: {host: ..., port: ...}, the other box's "
+                                "replication address")
+    if ipaddress.IPv4Address(config.primary_host).is_unspecified:
+        section.fail("primary.host", "takeover: remote connects to the other box's primary: 0.0.0.0 is no "
+                                     "address to connect to")

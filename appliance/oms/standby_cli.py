@@ -2,6 +2,7 @@
 
     appliance oms-standby [--layout shm_layout.yaml] [--process oms] [--status-every S]
                           [--journal PATH [--fresh]] [--takeover off|auto|signal|now|remote] [--fence-timeout S]
+                          [--primary HOST:PORT]
 
 Connects to the primary's ``params.replication.primary`` address, keeps the standby journal
 (``params.replication.standby_journal``, or ``--journal``: after a takeover the new standby writes
@@ -19,6 +20,9 @@ becomes the primary when nothing came on the stream for ``replication.peer_timeo
 venue (its login is refused while the old primary's session is live there, and retried).
 ``auto``, ``signal`` and ``now`` run over either transport (``tcp``, or ``shm``: this box's rings);
 ``remote`` over ``tcp`` only (``shm`` is this box's, refused: exit status 2).
+``--primary HOST:PORT`` replicates from that primary instead of the layout's ``replication.primary``: after a
+takeover from another box, the old primary's box attaches as the standby of the new primary (its address),
+``--journal`` its old journal ``--fresh`` (archived first).
 Runs until SIGINT or SIGTERM. Exit status 2 for a bad command line or layout.
 """
 from __future__ import annotations
@@ -44,6 +48,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "fenced by the venue)")
     parser.add_argument("--fence-timeout", type=float, default=2.0, metavar="S",
                         help="how long a takeover waits for the old primary's pid to be gone (default 2)")
+    parser.add_argument("--primary", metavar="HOST:PORT",
+                        help="replicate from this primary (an IPv4 address and port) instead of the layout's "
+                             "replication.primary: the new primary on another box after a takeover")
+
+
+def primary_address(text: str) -> tuple[str, int]:
+    """``--primary HOST:PORT`` checked: an IPv4 address one can connect to and a port 1..65535 (UsageError)."""
+    import ipaddress
+
+    from appliance.command_io.arguments import UsageError
+    host, _, port = text.rpartition(":")
+    try:
+        if ipaddress.IPv4Address(host).is_unspecified:
+            raise ValueError
+        number = int(port)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise UsageError(f"--primary must be HOST:PORT, an IPv4 address to connect to and a port 1..65535, "
+                         f"got {text[:60]!r}")
+    return host, number
 
 
 def standby_config(config, journal: str | None, layout_path: str):
@@ -58,6 +83,25 @@ def standby_config(config, journal: str | None, layout_path: str):
     mine = os.path.normpath(resolve_beside(journal, layout_path)) if journal else replication.standby_journal_path
     other = replication.standby_journal_path if mine == config.journal_path else config.journal_path
     return dataclasses.replace(config, replication=dataclasses.replace(replication, standby_journal_path=mine)), other
+
+
+def primary_config(config, primary: str | None, takeover: str):
+    """The primary this standby replicates from: ``--primary`` (checked; tcp only) instead of the layout's. A
+    former remote standby restarted as the primary (``--takeover now``, the layout's ``takeover: remote``)
+    listens for its standby on every address of this box, as its takeover did (``takeover_config``): the
+    layout's primary host is the other box's."""
+    import dataclasses
+
+    from appliance.command_io.arguments import UsageError
+    replication = config.replication
+    if primary is not None:
+        if replication.transport == "shm":
+            raise UsageError("--primary: this layout's replication transport is shm (this box's rings), not tcp")
+        host, port = primary_address(primary)
+        replication = dataclasses.replace(replication, primary_host=host, primary_port=port)
+    if takeover == "now" and replication.takeover == "remote":
+        replication = dataclasses.replace(replication, primary_host="0.0.0.0")
+    return dataclasses.replace(config, replication=replication)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if not config.replication.enabled:
         raise UsageError(f"{layout.path}: processes.{args.process}.params.replication.mode is off: no primary streams")
     config, primary_journal = standby_config(config, args.journal, layout.path)
+    config = primary_config(config, args.primary, args.takeover)
     if args.takeover == "remote" and config.replication.transport == "shm":
         raise UsageError("--takeover remote: the primary is on another box, and replication transport shm is this "
                          "box's rings: use transport tcp (or --takeover auto|signal on this box)")

@@ -97,6 +97,8 @@ FAMILIES.update({
     "takeover_last_gate_closed_seconds": ("gauge", "how long the gate was closed for the last takeover "
                                                    "(the OMS seen dead, or the failover asked, to the new OMS ready)"),
     "takeover_last_planned": ("gauge", "1 when the last takeover was a failover, 0 when the OMS died"),
+    "takeover_last_remote": ("gauge", "1 when the last takeover was this box's standby taking over from a primary "
+                                      "on another box (its old pid is unknown here: 0)"),
     "takeover_last_old_pid": ("gauge", "pid of the OMS the last takeover replaced"),
     "takeover_last_new_pid": ("gauge", "pid of the standby that became the OMS in the last takeover"),
 })
@@ -234,6 +236,7 @@ def _takeover(counters: dict[str, int]) -> list:
     if t["count"]:
         values += [("takeover_last_timestamp_seconds", t["last_unix_ns"] / 1e9),
                    ("takeover_last_planned", 1 if t["last_planned"] else 0),
+                   ("takeover_last_remote", 1 if t["last_remote"] else 0),
                    ("takeover_last_old_pid", t["last_old_pid"]), ("takeover_last_new_pid", t["last_new_pid"])]
     if t["last_gate_closed_ms"] is not None:
         values.append(("takeover_last_gate_closed_seconds", t["last_gate_closed_ms"] / 1e3))

@@ -116,7 +116,9 @@ class SupervisorAgent(Agent):
         self.c_hung_kills = counters.allocate("supervisor.hung_kills")
         if self.standby is not None:
             self.standby.attach(counters)        # the takeovers, counted where status and the exporter read them
-        self._restart_counters = {name: counters.allocate(f"supervisor.restarts.{name}") for name in self.children}
+        # a remote standby becomes the ``oms`` child when it takes over: its restarts are counted from then
+        names = dict.fromkeys([*self.children, *([self.standby.process] if self.standby is not None else [])])
+        self._restart_counters = {name: counters.allocate(f"supervisor.restarts.{name}") for name in names}
         self._hung_killed: dict[str, int] = {}
         # the books are watched when a feed writes them (a layout without one has no market data to judge)
         watched = "feed" in self.children and any(t.kind == "market_state" for t in self.context.layout.tables.values())
@@ -263,7 +265,8 @@ class SupervisorAgent(Agent):
             feed_ready=bool(c.get("feed_ready")), clock_blocks=self.clock.verdict.blocks_trading,
             starting=self.starting, operator_closed=self.operator_closed,
             stopping=self.stop_requested is not None, market_data_bad=self.market_watch.tripped,
-            takeover=self.standby is not None and self.standby.taking_over))
+            takeover=self.standby is not None and self.standby.taking_over,
+            standby=getattr(self.standby, "standing_by", False)))        # remote_standby.RemoteStandby
 
     def _write_gate(self, reasons: GateReason, force: bool = False) -> None:
         if reasons == self.reasons and not force:
@@ -385,6 +388,10 @@ class SupervisorAgent(Agent):
         oms = self.children.get("oms")
         if self.standby is None:
             return {"ok": False, "error": "the OMS has no standby here (params.replication.takeover is not standby)"}
+        if getattr(self.standby, "remote", False):
+            return {"ok": False, "error": "this box's OMS is (or was) the standby of a primary on another box: a "
+                                          "planned switch stops that primary there, and this box takes over when "
+                                          "its stream goes silent"}
         if not self.standby.ready():
             return {"ok": False, "error": "the standby is not running" if not self.standby.taking_over
                     else "a takeover is already under way"}

@@ -137,6 +137,8 @@ def render(s: dict, supervisor: dict | None) -> str:
              f"feed: {'live' if s['feed']['ready'] else 'not ready'}"
              f"{'' if s['feed'].get('stale_reason', 'live') == 'live' else ' (' + s['feed']['stale_reason'] + ')'}",
              *([f"market data: {s['market_data']['summary']}"] if s.get("market_data", {}).get("summary") else []),
+             *(["standby: this box's OMS is the hot standby of the primary on another box, which trades; it takes "
+                "over when that primary's stream goes silent"] if "STANDBY" in s["gate"]["reasons"] else []),
              *_standby_lines(s["oms"]),
              "", f"{'process':<11}{'pid':>8}  {'state':<9}{'heartbeat':>12}{'max duty':>11}  restarts"]
     for name, p in s["processes"].items():

@@ -42,6 +42,7 @@ class GateInputs:
     stopping: bool
     market_data_bad: bool = False  # MarketDataWatch.tripped
     takeover: bool = False         # the OMS's standby is taking over (standby.OmsStandby.taking_over)
+    standby: bool = False          # this box's OMS is another box's standby (remote_standby.RemoteStandby.standing_by)
 
 
 # Processes off the order path: their being down is logged and restarted, never a reason to close
@@ -79,6 +80,8 @@ def gate_reasons(i: GateInputs) -> GateReason:
         reasons |= GateReason.MARKET_DATA
     if i.takeover:
         reasons |= GateReason.TAKEOVER
+    if i.standby:
+        reasons |= GateReason.STANDBY
     return reasons
 
 

@@ -49,13 +49,15 @@ class TakeoverRecord:
         self.old_pid = counters.allocate(labels.LAST_OLD_PID, CounterKind.INFO)
         self.new_pid = counters.allocate(labels.LAST_NEW_PID, CounterKind.INFO)
         self.planned = counters.allocate(labels.LAST_PLANNED, CounterKind.INFO)
+        self.remote = counters.allocate(labels.LAST_REMOTE, CounterKind.INFO)
 
-    def begun(self, unix_ns: int, old_pid: int, new_pid: int, planned: bool) -> None:
+    def begun(self, unix_ns: int, old_pid: int, new_pid: int, planned: bool, remote: bool = False) -> None:
         self.gate_closed_ns.set(0)           # first: a reader sees "under way", never the previous duration
         self.unix_ns.set(unix_ns)
         self.old_pid.set(old_pid)
         self.new_pid.set(new_pid)
         self.planned.set(int(planned))
+        self.remote.set(int(remote))
         self.count.inc()
 
     def done(self, gate_closed_ns: int) -> None:

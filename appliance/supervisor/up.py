@@ -6,7 +6,9 @@ from ``appliance.sim.up``; the supervisor itself knows no exchange), start the e
 processes in ``start_order``, each only once the previous reports RUNNING. A process that dies
 or does not come up in time fails the start: it is named with the tail of its log, everything
 started is stopped, the segments are removed, exit 1. Then the supervisor's duty cycle runs
-until SIGTERM/SIGINT, ``appliance down`` or a fatal restart policy.
+until SIGTERM/SIGINT, ``appliance down`` or a fatal restart policy. With the OMS's
+``replication.takeover: remote`` the OMS is not started: its place is the standby of the other box's
+primary (``remote_standby.py``), adopted as the OMS when it takes over.
 
 Stop: the gate closes (STOPPING), the strategy stops first (its cancels go out through risk and
 the OMS), the OMS gets until the open orders are gone (bounded), then the OMS (logout), risk,
@@ -144,7 +146,12 @@ class Up:
                 sys.executable, "-m", "appliance", "exporter", "--layout", str(self.layout.path),
                 *exporter.argv()], self.log_dir, cwd=str(self.base))
             self.exporter.start()
+        remote = self._remote_standby()
         for name in self.config.start_order:
+            if remote is not None and name == "oms":        # this box's OMS is another box's standby
+                self.standby = remote
+                remote.start()
+                continue
             child = ManagedProcess(name, agent_argv(str(self.layout.path), name), self.log_dir, cwd=str(self.base))
             self.children[name] = child
             child.start()
@@ -164,8 +171,23 @@ class Up:
             raise StartFailed(f"the exporter exited with status {self.exporter.poll_exit()}:\n"
                               f"{self.exporter.log_tail()}")
 
+    def _remote_standby(self):
+        """A ``remote_standby.RemoteStandby`` in the OMS's place when its params say ``replication.takeover:
+        remote`` (this box's OMS the standby of a primary on another box), else None."""
+        from appliance.oms.config import parse_oms_params
+        from .remote_standby import RemoteStandby
+        process = self.layout.processes.get("oms")
+        if process is None or "oms" not in self.config.start_order:
+            return None
+        replication = parse_oms_params(process.params, str(self.layout.path), "processes.oms.params").replication
+        if replication.takeover != "remote":
+            return None
+        return RemoteStandby(str(self.layout.path), "oms", f"{replication.primary_host}:{replication.primary_port}",
+                             self.children, self.log_dir, cwd=str(self.base))
+
     def _start_standby(self) -> None:
-        """The OMS's hot standby beside it, when its params say ``replication.takeover: standby``."""
+        """The OMS's hot standby beside it, when its params say ``replication.takeover: standby`` (a remote one
+        started in the OMS's place: ``_remote_standby``)."""
         from appliance.oms.config import parse_oms_params
         from .standby import OmsStandby
         process = self.layout.processes.get("oms")

@@ -32,6 +32,9 @@ def test_every_replication_key_is_accepted_and_an_unquoted_off_is_the_mode_off()
     same_box = parse_oms_params(parse_yaml("replication: {mode: sync, transport: shm, takeover: standby}\n", ValueError),
                                 "/tmp/l.yaml").replication          # takeover over the layout's rings too
     assert (same_box.transport, same_box.takeover) == ("shm", "standby")
+    remote = parse_oms_params(parse_yaml("replication: {mode: sync, takeover: remote, primary: {host: 10.0.0.1}}\n",
+                                         ValueError), "/tmp/l.yaml")
+    assert (remote.replication.takeover, remote.replication.primary_host) == ("remote", "10.0.0.1")
     off = parse_oms_params(parse_yaml("replication: {mode: off}\n", ValueError), "/tmp/l.yaml").replication
     assert off.mode == "off"
 
@@ -41,7 +44,15 @@ P = "processes.oms.params.replication"
 
 @pytest.mark.parametrize("replication,key,reason", [
     ({"mode": "semi"}, f"{P}.mode", "must be one of off, sync, async"),
-    ({"mode": "sync", "takeover": "failover"}, f"{P}.takeover", "must be one of restart, standby"),
+    ({"mode": "sync", "takeover": "failover"}, f"{P}.takeover", "must be one of restart, standby, remote"),
+    # remote: the standby of another box's primary, over TCP, at an address the layout gives
+    ({"takeover": "remote", "primary": {"host": "10.0.0.1"}}, f"{P}.takeover", "needs replication mode sync or async"),
+    ({"mode": "sync", "transport": "shm", "takeover": "remote", "primary": {"host": "10.0.0.1"}}, f"{P}.takeover",
+     "over transport tcp"),
+    ({"mode": "sync", "takeover": "remote"}, f"{P}.primary", "the other box's replication address"),
+    ({"mode": "async", "takeover": "remote", "primary": {"port": 9100}}, f"{P}.primary", "needs primary"),
+    ({"mode": "sync", "takeover": "remote", "primary": {"host": "0.0.0.0"}}, f"{P}.primary.host",
+     "no address to connect to"),
     ({"takeover": "standby"}, f"{P}.takeover", "a standby needs replication"),
     ({"mode": True}, f"{P}.mode", "must be one of"),
     ({"bogus": 1}, f"{P}.bogus", "unknown key"),

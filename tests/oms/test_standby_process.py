@@ -259,6 +259,28 @@ def test_async_standby_catches_up_after_a_cut_link(pair, venue):  # noqa: F811
     wait_until(lambda: rig.counter("oms.replication.connections") >= 2, 5, message="the reconnection counted")
 
 
+def test_primary_replicates_from_a_primary_the_layout_does_not_name(pair, venue, tmp_path):  # noqa: F811
+    """``--primary HOST:PORT`` (box A attaching as the standby of box B's new primary after a takeover from
+    another box): the standby's layout names a relay that is gone; given the primary's own address, the
+    standby catches up from where its journal ends, byte for byte."""
+    rig, standby, proxy = pair("async", via_proxy=True)
+    rig.wait_ready(30)
+    rig.new(1, "AAPL", "B", 100, 1_800_000)
+    assert_byte_identical(rig)
+    standby.stop()
+    proxy.close()                                      # the address the standby's layout names: nothing there
+    for i in range(2, 6):
+        rig.new(i, SYMBOLS[i % 3], "B", 100, 1_800_000)
+    wait_until(lambda: all(E.ACCEPTED in rig.events(i) for i in range(2, 6)), 10, message="orders accepted")
+    port = rig.layout.processes["oms"].params["replication"]["primary"]["port"]
+    direct = Standby(tmp_path / "standby-layout.yaml", tmp_path / "direct.log", "--primary", f"127.0.0.1:{port}")
+    try:
+        assert_byte_identical(rig)
+        assert f"connected to the primary at 127.0.0.1:{port}" in direct.log()
+    finally:
+        direct.stop()
+
+
 def test_bad_bytes_on_the_replication_port_are_counted_and_dropped(pair, venue):  # noqa: F811
     rig, standby, _ = pair("sync")
     rig.wait_ready(30)

@@ -76,3 +76,31 @@ def test_remote_takes_over_only_from_a_stream_it_had_that_is_down_and_silent_for
     assert not primary_unheard(replica(sock=object()), 10_000)    # connected: its own timeout drops it first
     assert not primary_unheard(replica(connections=0), 10_000)    # never had the stream: nothing to take over
     assert not primary_unheard(replica(heard=9_800), 10_000)      # reconnected lately (a restarted primary)
+
+
+def test_primary_names_the_primary_to_replicate_from_checked_and_a_restarted_remote_standby_listens_everywhere(
+        tmp_path):
+    """``oms-standby --primary HOST:PORT``: the new primary on another box after a takeover, instead of the layout's;
+    a bad one is a usage error. ``--takeover now`` of a layout whose OMS was a remote standby (the supervisor's
+    restart of the new primary) listens on every address, as the takeover did."""
+    import pytest
+
+    from appliance.command_io.arguments import UsageError
+    from appliance.oms.standby_cli import primary_config
+    layout = str(tmp_path / "layout.yaml")
+    params = {"replication": {"mode": "sync", "primary": {"host": "10.77.3.1", "port": 15010}}}
+    config = parse_oms_params(params, layout)
+    other = primary_config(config, "10.77.3.2:15020", "off").replication
+    assert (other.primary_host, other.primary_port) == ("10.77.3.2", 15020)
+    assert primary_config(config, None, "off") == config
+    for bad in ("10.77.3.2", "10.77.3.2:", "10.77.3.2:0", "10.77.3.2:65536", "host:15010", "0.0.0.0:15010",
+                ":15010", "10.77.3.2:x", "10.77.3.2:15010:1"):
+        with pytest.raises(UsageError, match="--primary must be HOST:PORT"):
+            primary_config(config, bad, "off")
+    shm = parse_oms_params({"replication": {"mode": "sync", "transport": "shm"}}, layout)
+    with pytest.raises(UsageError, match="transport is shm"):
+        primary_config(shm, "10.77.3.2:15020", "off")
+    remote = parse_oms_params({"replication": {**params["replication"], "takeover": "remote"}}, layout)
+    assert primary_config(remote, None, "now").replication.primary_host == "0.0.0.0"
+    assert primary_config(remote, None, "remote").replication.primary_host == "10.77.3.1"   # it connects there
+    assert primary_config(config, None, "now").replication.primary_host == "10.77.3.1"      # same box: as before

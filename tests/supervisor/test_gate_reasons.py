@@ -49,6 +49,7 @@ def test_everything_healthy_and_ready_opens_the_gate():
     ({"feed_ready": False}, GateReason.FEED_NOT_READY),
     ({"clock_blocks": True}, GateReason.CLOCK_UNHEALTHY),
     ({"market_data_bad": True}, GateReason.MARKET_DATA),
+    ({"standby": True}, GateReason.STANDBY),
 ], ids=lambda v: v.name if isinstance(v, GateReason) else None)
 def test_each_observation_closes_the_gate_with_its_own_reason_alone(observed, reason):
     assert gate_reasons(inputs(**observed)) == reason
@@ -105,7 +106,8 @@ def test_reasons_combine_and_the_gate_reopens_only_when_the_last_one_clears():
         assert bool(reasons) == bool(observed), (cleared, reasons)
     every = gate_reasons(inputs(stopping=True, starting=True, operator_closed=True, risk_ready=False,
                                 risk_kill_latched=True, oms_ready=False, feed_ready=False, clock_blocks=True,
-                                market_data_bad=True, takeover=True, processes=with_process("feed", alive=False)))
+                                market_data_bad=True, takeover=True, standby=True,
+                                processes=with_process("feed", alive=False)))
     assert every == GateReason(sum(GateReason))
     assert gate_reasons(inputs(takeover=True)) == GateReason.TAKEOVER      # the OMS's standby taking over
 
@@ -121,7 +123,7 @@ def test_the_clock_verdict_closes_the_gate_unless_healthy_or_not_required(state,
 
 
 def supervisor(control: dict, *, verdict=ClockState.HEALTHY, starting=False, operator_closed=False,
-               stop_requested=None, market_tripped=False, taking_over=None):
+               stop_requested=None, market_tripped=False, taking_over=None, standing_by=None):
     """A stand-in for the supervisor agent, as far as ``_gate_inputs`` needs one."""
     words = {"risk_ready": 1, "risk_state": RiskState.ACTIVE, "risk_kill_latched": 0, "oms_ready": 1, "feed_ready": 1,
              **control}
@@ -131,7 +133,8 @@ def supervisor(control: dict, *, verdict=ClockState.HEALTHY, starting=False, ope
         clock=SimpleNamespace(verdict=ClockVerdict(verdict, "")), starting=starting,
         operator_closed=operator_closed, stop_requested=stop_requested,
         market_watch=SimpleNamespace(tripped=market_tripped),
-        standby=None if taking_over is None else SimpleNamespace(taking_over=taking_over))
+        standby=None if taking_over is None and standing_by is None else
+        SimpleNamespace(taking_over=bool(taking_over), **({} if standing_by is None else {"standing_by": standing_by})))
 
 
 @pytest.mark.parametrize("state,words,reason", [
@@ -149,6 +152,8 @@ def supervisor(control: dict, *, verdict=ClockState.HEALTHY, starting=False, ope
     ({"market_tripped": True}, {}, GateReason.MARKET_DATA),
     ({"taking_over": True}, {}, GateReason.TAKEOVER),
     ({"taking_over": False}, {}, GateReason(0)),
+    ({"standing_by": True}, {}, GateReason.STANDBY),         # this box's OMS is another box's standby
+    ({"standing_by": False}, {}, GateReason(0)),             # it took over
 ])
 def test_the_supervisor_reads_each_control_word_and_its_own_state_into_the_decision(state, words, reason):
     health = {name: HEALTHY for name in EVERY_PROCESS}

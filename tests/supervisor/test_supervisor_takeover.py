@@ -20,19 +20,15 @@ import time
 
 import pytest
 
-from appliance.command_io.json_lines import request_json
-from appliance.messages.catalog import EXECUTION_REPORT
 from appliance.messages.codes import ExecEvent, GateReason, OmsReason
-from appliance.oms import agent as oms_agent
 from appliance.runtime.counters import ProcessState
-from appliance.runtime.memory import SharedMemory
 from appliance.sim.ports import free_port
 from appliance.supervisor.status import build_status
 from conftest import wait_until
 from exchange_process import venue  # noqa: F401  (the fixture)
 from exporter_scrape import exporter, promtool_check_metrics, samples as series_of, value  # noqa: F401  (exporter)
-from oms_rig import Rig, journal_path, oms_layout
-from supervisor_rig import Up, appliance, up_factory  # noqa: F401  (up_factory: the fixture)
+from oms_rig import journal_path, oms_layout
+from supervisor_rig import Orders, Up, appliance, supervised_oms, supervisor_status, up_factory  # noqa: F401
 
 E = ExecEvent
 
@@ -43,38 +39,7 @@ def takeover_layout(write_layout, unique_name, tmp_path, venue_port: int, transp
                    "standby_journal": str(tmp_path / "standby" / "journal.bin"), "ack_limit_ms": 500,
                    "heartbeat_ms": 50, "peer_timeout_ms": 1000, "takeover": "standby"}
     doc = oms_layout(unique_name, venue_port, journal_path(tmp_path), replication=replication)
-    supervisor, strategy, risk = doc["processes"][:3]
-    supervisor["params"] = {"clock": {"require_sync": False}, "exporter": {"enabled": False},
-                            "control_socket": str(tmp_path / "sup.sock"), "log_dir": str(tmp_path / "logs"),
-                            "restart": {"backoff_initial_ms": 100, "backoff_max_ms": 400},
-                            "risk_heartbeat_timeout_ms": 300, "start_timeout_s": 20,
-                            "start_order": ["oms", "risk", "strategy"]}
-    strategy["agent"] = "simple_agents:IdleAgent"
-    risk["agent"] = "supervised_agents:FakeRisk"
-    doc["rings"].append({"name": "risk_commands", "segment": "main", "producer": "supervisor", "consumer": "risk",
-                         "message": "RiskCommand", "slot_size": 64, "capacity": 64})
-    return write_layout(doc)
-
-
-class Orders:
-    """The test as risk's producer side of ``approved_orders`` and the strategy's reader of reports."""
-
-    def __init__(self, layout):
-        self.memory = SharedMemory.attach(layout)
-        self.approved = self.memory.channel(oms_agent.ORDERS_RING.other_side(), "risk")
-        self.reports = self.memory.channel(oms_agent.TO_STRATEGY.other_side(), "strategy")
-        self.seen: list[dict] = []
-        self.new = Rig.approve.__get__(self)           # the rig's one way of packing an ApprovedOrder
-
-    def events(self, client_order_id: int) -> list[int]:
-        while (offset := self.reports.peek()) >= 0:
-            if EXECUTION_REPORT.read(self.reports.buffer, offset).type_id == EXECUTION_REPORT.type_id:
-                self.seen.append(EXECUTION_REPORT.as_dict(self.reports.buffer, offset))
-            self.reports.release()
-        return [r["event"] for r in self.seen if r["client_order_id"] == client_order_id]
-
-    def close(self) -> None:
-        self.memory.close()
+    return write_layout(supervised_oms(doc, tmp_path))
 
 
 class GateSampler:
@@ -101,11 +66,6 @@ class GateSampler:
         self._stop.set()
         self._thread.join(5)
         return self.samples
-
-
-def supervisor_status(up: Up) -> dict:
-    path = up.layout.processes["supervisor"].params["control_socket"]
-    return request_json(path, {"command": "status"}, 5)["supervisor"]
 
 
 def assert_closed_through_the_takeover(samples: list[tuple], old_pid: int, new_pid: int) -> None:

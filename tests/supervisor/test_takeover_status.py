@@ -41,7 +41,7 @@ def test_the_takeover_counters_read_as_operators_see_them(memory):
     record = TakeoverRecord(memory.counters_writer("supervisor"))
     none_yet = takeover_status.summary(read())
     assert none_yet == {"count": 0, "under_way": False, "last_unix_ns": None, "last_gate_closed_ms": None,
-                        "last_old_pid": None, "last_new_pid": None, "last_planned": None}
+                        "last_old_pid": None, "last_new_pid": None, "last_planned": None, "last_remote": None}
     assert takeover_status.one_line(none_yet) == "takeovers 0"
     assert families(read()) == {"appliance_takeover_total": 0, "appliance_takeover_under_way": 0}
 
@@ -62,6 +62,7 @@ def test_the_takeover_counters_read_as_operators_see_them(memory):
     assert families(read()) == {
         "appliance_takeover_total": 1, "appliance_takeover_under_way": 0,
         "appliance_takeover_last_timestamp_seconds": began / 1e9, "appliance_takeover_last_planned": 0,
+        "appliance_takeover_last_remote": 0,
         "appliance_takeover_last_old_pid": 4100, "appliance_takeover_last_new_pid": 4200,
         "appliance_takeover_last_gate_closed_seconds": 0.18125}
 
@@ -74,6 +75,17 @@ def test_the_takeover_counters_read_as_operators_see_them(memory):
     record.done(0)                                              # a duration that rounds to nothing: still done
     assert takeover_status.summary(read())["under_way"] is False
 
+    # from another box (remote_standby.py): the other box's pid is unknown here, the line says remote
+    record.begun(began, 0, 4400, planned=False, remote=True)
+    record.done(2_500_000_000)
+    remote = takeover_status.summary(read())
+    assert (remote["count"], remote["last_remote"], remote["last_planned"], remote["last_old_pid"]) == \
+        (3, True, False, 0)
+    assert takeover_status.one_line(remote) == f"takeovers 3, last {at} remote -> pid 4400, gate closed 2,500.0 ms"
+    assert families(read())["appliance_takeover_last_remote"] == 1
+    record.begun(began, 4400, 4500, planned=False)               # the next one on this box: not remote
+    assert takeover_status.summary(read())["last_remote"] is False
+
     # a supervisor restarted on the same segment finds its counters again and carries on counting
     TakeoverRecord(memory.counters_writer("supervisor")).begun(began, 1, 2, planned=False)
-    assert takeover_status.summary(read())["count"] == 3
+    assert takeover_status.summary(read())["count"] == 5

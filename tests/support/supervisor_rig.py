@@ -10,11 +10,15 @@ import sys
 import pytest
 import yaml
 
+from appliance.command_io.json_lines import request_json
+from appliance.messages.catalog import EXECUTION_REPORT
 from appliance.messages.codes import GateReason
+from appliance.oms import agent as oms_agent
 from appliance.runtime.layout import load_layout
 from appliance.runtime.memory import SharedMemory
 from appliance.runtime.segment import segment_path
 from conftest import ROOT, SUPPORT, layout_document, wait_until
+from oms_rig import Rig
 
 IDLE = {"strategy": "sleep", "sleep_ns": 1_000_000}
 
@@ -44,6 +48,50 @@ def make_layout(tmp_path, name, *, risk="supervised_agents:FakeRisk", oms="super
     path = tmp_path / "layout.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def supervised_oms(doc: dict, directory) -> dict:
+    """An ``oms_rig.oms_layout`` document made for ``appliance up`` with the real OMS: the supervisor's params
+    (its socket and logs in ``directory``), risk and the strategy stand-ins (the test puts approved orders on
+    the ring and reads the reports: ``Orders``)."""
+    supervisor, strategy, risk = doc["processes"][:3]
+    supervisor["params"] = {"clock": {"require_sync": False}, "exporter": {"enabled": False},
+                            "control_socket": str(directory / "sup.sock"), "log_dir": str(directory / "logs"),
+                            "restart": {"backoff_initial_ms": 100, "backoff_max_ms": 400},
+                            "risk_heartbeat_timeout_ms": 300, "start_timeout_s": 20,
+                            "start_order": ["oms", "risk", "strategy"]}
+    strategy["agent"] = "simple_agents:IdleAgent"
+    risk["agent"] = "supervised_agents:FakeRisk"
+    doc["rings"].append({"name": "risk_commands", "segment": "main", "producer": "supervisor", "consumer": "risk",
+                         "message": "RiskCommand", "slot_size": 64, "capacity": 64})
+    return doc
+
+
+class Orders:
+    """The test as risk's producer side of ``approved_orders`` and the strategy's reader of reports."""
+
+    def __init__(self, layout):
+        self.memory = SharedMemory.attach(layout)
+        self.approved = self.memory.channel(oms_agent.ORDERS_RING.other_side(), "risk")
+        self.reports = self.memory.channel(oms_agent.TO_STRATEGY.other_side(), "strategy")
+        self.seen: list[dict] = []
+        self.new = Rig.approve.__get__(self)           # the rig's one way of packing an ApprovedOrder
+
+    def events(self, client_order_id: int) -> list[int]:
+        while (offset := self.reports.peek()) >= 0:
+            if EXECUTION_REPORT.read(self.reports.buffer, offset).type_id == EXECUTION_REPORT.type_id:
+                self.seen.append(EXECUTION_REPORT.as_dict(self.reports.buffer, offset))
+            self.reports.release()
+        return [r["event"] for r in self.seen if r["client_order_id"] == client_order_id]
+
+    def close(self) -> None:
+        self.memory.close()
+
+
+def supervisor_status(up: "Up") -> dict:
+    """The supervisor's own answer to ``status`` on its control socket."""
+    path = up.layout.processes["supervisor"].params["control_socket"]
+    return request_json(path, {"command": "status"}, 5)["supervisor"]
 
 
 def env():
