@@ -25,7 +25,7 @@ import time
 from appliance.runtime.counters import ProcessState
 
 from .children import ManagedProcess
-from .standby import RESTART_AFTER_NS, STANDBY_NAME, TakeoverRecord
+from .standby import RESTART_AFTER_NS, STANDBY_NAME, TakeoverRecord, takeover_done
 
 log = logging.getLogger("appliance.supervisor")
 
@@ -88,12 +88,7 @@ class RemoteStandby:
         if self.since_ns is not None:
             primary = self.new_primary
             if oms_ready and record.pid == primary.pid and record.state is ProcessState.RUNNING:
-                if self.record is not None:
-                    self.record.done(now_ns - self.since_ns)
-                log.warning("takeover from the other box done in %.1f ms: the new primary (pid %d) is ready",
-                            (now_ns - self.since_ns) / 1e6, primary.pid)
-                self.since_ns = None
-                self.new_primary = None
+                takeover_done(self, now_ns, "takeover from the other box")
                 work += 1
             return work
         if child is not None and child.poll_exit() is not None:

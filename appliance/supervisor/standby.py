@@ -64,6 +64,17 @@ class TakeoverRecord:
         self.gate_closed_ns.set(max(1, gate_closed_ns))     # never 0: that says under way
 
 
+def takeover_done(holder, now_ns: int, what: str) -> None:
+    """The new primary is ready: the gate's closed time counted and logged, the takeover over (one place for
+    this box's standby and another box's, ``remote_standby.py``)."""
+    if holder.record is not None:
+        holder.record.done(now_ns - holder.since_ns)
+    log.warning("%s done in %.1f ms: the new primary (pid %d) is ready", what, (now_ns - holder.since_ns) / 1e6,
+                holder.new_primary.pid)
+    holder.since_ns = None
+    holder.new_primary = None
+
+
 class OmsStandby:
     def __init__(self, layout_path: str, process: str, journals: tuple[str, str], log_dir, cwd: str | None = None):
         self.layout_path = layout_path
@@ -137,12 +148,7 @@ class OmsStandby:
                 self.start(fresh=True)        # where the dead primary's journal was
                 work += 1
             if oms_ready and running:
-                if self.record is not None:
-                    self.record.done(now_ns - self.since_ns)
-                log.warning("takeover done in %.1f ms: the new primary (pid %d) is ready",
-                            (now_ns - self.since_ns) / 1e6, primary.pid)
-                self.since_ns = None
-                self.new_primary = None
+                takeover_done(self, now_ns, "takeover")
                 work += 1
             return work
         child = self.child
