@@ -20,7 +20,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "backtest": ("appliance.bench.backtest", "appliance backtest on bench feed's generated day (10 of 100 symbols, the market maker) beside the feed's replay of it"),
     "feed": ("appliance.bench.feed", "feed handler: ITCH replay into books, and the live UDP path"),
     "dropcopy": ("appliance.bench.dropcopy", "drop copy and risk hub over a real nats-server: publish and hub events/s, append-to-hub lag, firm kill; plain NATS as the peer"),
-    "failover": ("appliance.bench.failover", "hot standby: the cost of sync and async journal replication on OMS ring-to-wire, against none (takeover: not built yet)"),
+    "failover": ("appliance.bench.failover", "hot standby: takeover time against restart-and-recover, and the cost of sync and async journal replication on OMS ring-to-wire against none"),
     "hops": ("appliance.bench.hops", "each hop alone (feed, strategy, risk, OMS, ring): agent pinned and spinning, driver on the other CPU"),
 }
 
