@@ -22,6 +22,8 @@ venue's replay and is adopted as an orphan (its fills count, positions stay righ
 client order id; one that had not left is in the dead primary's archived journal only. Either way the
 strategy gets no answer under its own id for those, and nothing else: the test allows exactly those.
 In ``sync`` the window is empty by construction (bytes leave after the standby's acknowledgement).
+Since the SIGKILL rounds rarely land in it, one test forces it: a relay holds the stream back while
+filled orders leave, then the primary dies (their fills come back as orphans' and count once).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import socket
 
 import pytest
 
+from appliance.messages.codes import ExecEvent as E
 from appliance.oms import journal_records as jr
 from appliance.oms.journal_records import RecordType, SessionEvent
 from appliance.runtime.counters import ProcessState
@@ -41,6 +44,7 @@ from conftest import wait_until
 from exchange_process import OrderClient, end_of_day, venue, venue_messages  # noqa: F401  (venue: the fixture)
 from oms_rig import Rig, journal_path, oms_layout
 from standby_process import Standby
+from tcp_cut import TcpCut
 from takeover_checks import (ANSWERS, Load, assert_positions_match, assert_venue_saw_each_order_once,
                              journal_records, new_orders_during_takeovers, sent_tokens)
 
@@ -86,14 +90,9 @@ def standby_caught_up(rig: Rig, when: str) -> None:
             rig.counter("oms.replication.connections")) == (0, 0, 1), when
 
 
-def run_rounds(rig: Rig, make_standby, venue, spawner, rounds: int, seed: int) -> dict:  # noqa: F811
-    rng = random.Random(seed)
-    journals = [rig.layout.processes["oms"].params["journal"],
-                rig.layout.processes["oms"].params["replication"]["standby_journal"]]
-    rig.start(spawner)
-    primary_pid = rig.proc.pid
-    standby = make_standby()
-    rig.wait_ready(30)
+def rest_liquidity(venue) -> None:  # noqa: F811
+    """A second firm (ALGO2) rests a large AAPL sell at 190.0000 and MSFT buy at 419.0000: ALGO1's orders
+    at those prices fill at once."""
     other = OrderClient(venue.order_entry, "ALGO2", "secret2")
     try:
         other.enter("LIQ1", "S", 1_000_000, "AAPL", 1_900_000)
@@ -104,6 +103,17 @@ def run_rounds(rig: Rig, make_standby, venue, spawner, rounds: int, seed: int) -
             assert message["type"] == "A"
     finally:
         other.close()
+
+
+def run_rounds(rig: Rig, make_standby, venue, spawner, rounds: int, seed: int) -> dict:  # noqa: F811
+    rng = random.Random(seed)
+    journals = [rig.layout.processes["oms"].params["journal"],
+                rig.layout.processes["oms"].params["replication"]["standby_journal"]]
+    rig.start(spawner)
+    primary_pid = rig.proc.pid
+    standby = make_standby()
+    rig.wait_ready(30)
+    rest_liquidity(venue)
     load = Load(rig)
     table = rig.memory.process_table()
     journal_index = 0                        # the primary's journal: journals[journal_index]
@@ -236,3 +246,60 @@ def test_a_standby_told_to_stop_while_fencing_does_not_take_over(chain, venue, s
         assert "TAKEOVER" not in standby.log() and "takeover abandoned" in standby.log()
     finally:
         standby.stop()
+
+
+def test_async_takeover_with_records_the_standby_never_received_adopts_them_from_the_venue(
+        chain, venue, spawner, tmp_path):  # noqa: F811
+    """The window ``async`` accepts, forced: the primary's stream is held back (a relay keeps its bytes) while
+    it sends orders that fill, then it is SIGKILLed. The standby takes over without those records; the
+    venue's replay brings the orders and their fills, adopted as orphans: positions equal the venue's, no
+    fill counted twice, nothing sent twice, and those orders (and only those) go unanswered under the
+    strategy's ids. The SIGKILL rounds above rarely land in that window (the primary streams from the duty
+    cycle that appends), so this is where it is tested."""
+    rig, _ = chain("async")
+    relay = TcpCut(rig.layout.processes["oms"].params["replication"]["primary"]["port"])
+    standby = None
+    try:
+        rig.start(spawner)
+        rest_liquidity(venue)
+        standby = Standby(rig.layout.path, tmp_path / "held.log", "--takeover", "auto",
+                          "--primary", f"127.0.0.1:{relay.port}")
+        rig.wait_ready(30)
+        rig.new(1, "AAPL", "B", 100, 1_900_000)
+        wait_until(lambda: E.EXECUTED in rig.events(1), 10, message="order 1 filled")
+        standby_caught_up(rig, "before the hold")
+        relay.hold()                                   # from here the standby receives nothing
+        window_ids = list(range(2, 7))
+        for i in window_ids:                           # async: they leave without the standby
+            rig.new(i, "AAPL", "B", 100, 1_900_000)
+        wait_until(lambda: all(E.EXECUTED in rig.events(i) for i in window_ids), 10, message="the window filled")
+        assert relay.held > 0
+        relay.close()                                  # the held bytes are lost with the connection
+        primary_pid = rig.proc.pid
+        os.kill(primary_pid, signal.SIGKILL)
+        table = rig.memory.process_table()
+        wait_until(lambda: table.read("oms").pid == standby.pid or standby.proc.poll() is not None, 30,
+                   message="the standby took over")
+        assert standby.proc.poll() is None, standby.log()
+        wait_until(lambda: rig.control.get("oms_ready") == 1, 30, message="the new primary ready")
+        rig.new(7, "AAPL", "B", 100, 1_900_000)        # trading on after the takeover
+        wait_until(lambda: E.EXECUTED in rig.events(7), 10, message="order 7 filled")
+        records = journal_records(rig.layout.processes["oms"].params["replication"]["standby_journal"])
+        report = end_of_day(venue)
+    finally:
+        relay.close()
+        if standby is not None:
+            standby.stop()
+    inbound, outbound = venue_messages(venue)
+    enter_tokens = [m["order_token"] for m in inbound if m["type"] == "O"]
+    sent = sent_tokens(records)
+    window = [token for token in enter_tokens if token not in sent]
+    assert len(window) == len(window_ids), (window, sorted(sent.values()))
+    archived = sent_tokens(journal_records(rig.layout.processes["oms"].params["journal"]))
+    assert sorted(archived[token] for token in window) == window_ids     # the dead primary's own journal
+    assert_venue_saw_each_order_once(outbound, enter_tokens, {**archived, **sent})
+    assert_positions_match(rig, report)                # the window's fills count, once
+    assert rig.position("AAPL").position == 100 * (len(window_ids) + 2)
+    assert rig.counter("oms.duplicate_fills") == 0
+    print(f"async window: {len(window)} orders the standby never received ({relay.held} bytes held), adopted "
+          f"from the venue's replay; AAPL position {rig.position('AAPL').position} as the venue's")
