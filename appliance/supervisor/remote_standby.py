@@ -25,7 +25,7 @@ import time
 from appliance.runtime.counters import ProcessState
 
 from .children import ManagedProcess
-from .standby import RESTART_AFTER_NS, STANDBY_NAME, TakeoverRecord, takeover_done
+from .standby import RESTART_AFTER_NS, STANDBY_NAME, TakeoverRecord, takeover_counts, takeover_done
 
 log = logging.getLogger("appliance.supervisor")
 
@@ -123,9 +123,7 @@ class RemoteStandby:
         child, record = self.child, self.record
         return {"pid": child.pid if child else None, "alive": bool(child and child.alive()), "remote": True,
                 "primary": self.primary, "standing_by": self.standing_by, "taking_over": self.taking_over,
-                "takeovers": record.count.get() if record else 0,
-                "last_takeover_ms": record.gate_closed_ns.get() / 1e6 if record else 0.0,
-                "last_takeover_ns": record.unix_ns.get() if record else 0}
+                **takeover_counts(record)}
 
     def stop(self, timeout_s: float) -> None:
         if self.child is not None:

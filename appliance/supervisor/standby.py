@@ -64,6 +64,14 @@ class TakeoverRecord:
         self.gate_closed_ns.set(max(1, gate_closed_ns))     # never 0: that says under way
 
 
+def takeover_counts(record: TakeoverRecord | None) -> dict:
+    """The takeover counters of a standby's summary (``appliance status``): how many, the last one's gate-closed
+    time and when it began."""
+    return {"takeovers": record.count.get() if record else 0,
+            "last_takeover_ms": record.gate_closed_ns.get() / 1e6 if record else 0.0,
+            "last_takeover_ns": record.unix_ns.get() if record else 0}
+
+
 def takeover_done(holder, now_ns: int, what: str) -> None:
     """The new primary is ready: the gate's closed time counted and logged, the takeover over (one place for
     this box's standby and another box's, ``remote_standby.py``)."""
@@ -165,10 +173,7 @@ class OmsStandby:
     def summary(self) -> dict:
         child, record = self.child, self.record
         return {"pid": child.pid if child else None, "alive": bool(child and child.alive()),
-                "journal": self.journals[1], "taking_over": self.taking_over,
-                "takeovers": record.count.get() if record else 0,
-                "last_takeover_ms": record.gate_closed_ns.get() / 1e6 if record else 0.0,
-                "last_takeover_ns": record.unix_ns.get() if record else 0}
+                "journal": self.journals[1], "taking_over": self.taking_over, **takeover_counts(record)}
 
     def stop(self, timeout_s: float) -> None:
         if self.child is not None:
