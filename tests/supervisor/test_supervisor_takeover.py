@@ -62,6 +62,13 @@ class GateSampler:
             self.samples.append((gate.open, gate.reasons, record.pid, record.state is ProcessState.RUNNING,
                                  self.control.get("oms_ready"), before, time.monotonic_ns()))
 
+    def stop_once_ready(self, new_pid: int) -> list[tuple]:
+        """The samples, once one shows ``new_pid`` running ready with the gate open (the test saw the gate open
+        first: on a busy box the sampler's thread may not have looked since)."""
+        wait_until(lambda: any(s[2] == new_pid and s[3] and s[4] == 1 and s[0] for s in self.samples), 10,
+                   message=f"the sampler saw the OMS pid {new_pid} ready with the gate open")
+        return self.stop()
+
     def stop(self) -> list[tuple]:
         self._stop.set()
         self._thread.join(5)
@@ -137,7 +144,7 @@ def test_sigkill_the_oms_the_supervisor_holds_the_gate_closed_while_its_standby_
     os.kill(old_pid, signal.SIGKILL)
     wait_until(lambda: up.gate()[0] == 1 and table.read("oms").pid == standby_pid, 30,
                message="the gate open again with the standby as the OMS")
-    samples = sampler.stop()
+    samples = sampler.stop_once_ready(standby_pid)
     assert_closed_through_the_takeover(samples, old_pid, standby_pid)
     assert_the_last_takeover(up, samples, 1, old_pid, standby_pid, False, killed_ns)
     status = supervisor_status(up)
@@ -161,7 +168,7 @@ def test_sigkill_the_oms_the_supervisor_holds_the_gate_closed_while_its_standby_
     assert f"pid {new_standby}" in done.stdout
     assert table.read("oms").pid == new_standby
     wait_until(lambda: up.gate()[0] == 1, 30, message="the gate open after the failover")
-    samples = sampler.stop()
+    samples = sampler.stop_once_ready(new_standby)
     assert_closed_through_the_takeover(samples, standby_pid, new_standby)
     # planned: counted from the failover's request, when the gate closed, not from the old OMS's exit
     last = assert_the_last_takeover(up, samples, 2, standby_pid, new_standby, True, asked_ns)
