@@ -96,6 +96,15 @@ def accept(listener):
         return None
 
 
+def connected(link, listener) -> tuple:
+    """(the standby's connection, the primary's end of it), the standby's first byte read by the primary."""
+    standby = link.connect()
+    standby.sendall(b"s")
+    primary = accept(listener)
+    assert primary.recv(1) == b"s"
+    return standby, primary
+
+
 def test_a_connection_carries_the_byte_stream_both_ways_in_order_across_slots(memory, tmp_path):
     listener = rs.ShmListener(memory)
     link = standby_side(memory, tmp_path)
@@ -163,10 +172,7 @@ def test_a_dead_peer_ends_the_connection_and_a_bad_slot_is_an_error(memory, tmp_
     listener = rs.ShmListener(memory)
     link = standby_side(memory, tmp_path)
     try:
-        standby = link.connect()
-        standby.sendall(b"x")
-        primary = accept(listener)
-        assert primary.recv(10) == b"x"
+        standby, primary = connected(link, listener)
         child = subprocess.Popen([sys.executable, "-c", "pass"])
         child.wait(10)
         primary.peer_pid = child.pid                     # as if the standby's slots had come from it
@@ -190,10 +196,7 @@ def test_the_waiting_standby_sees_a_dead_primary_after_reading_its_last_slot(mem
     listener = rs.ShmListener(memory)
     link = standby_side(memory, tmp_path)
     try:
-        standby = link.connect()
-        standby.sendall(b"s")
-        primary = accept(listener)
-        assert primary.recv(1) == b"s"
+        standby, primary = connected(link, listener)
         primary.send(b"hello")
         assert standby.recv(100) == b"hello" and standby.peer_pid == primary.pid
         assert standby.wait_readable(0.02) is False           # alive and quiet: not readable
@@ -218,10 +221,7 @@ def test_a_standby_asleep_in_a_long_wait_wakes_when_its_primary_dies(memory, tmp
     link = standby_side(memory, tmp_path)
     waiter = None
     try:
-        standby = link.connect()
-        standby.sendall(b"s")
-        primary = accept(listener)
-        assert primary.recv(1) == b"s"
+        standby, primary = connected(link, listener)
         primary.send(b"hello")
         assert standby.recv(100) == b"hello"
         result = []
@@ -317,10 +317,7 @@ def test_the_standby_sleeps_on_the_records_rings_doorbell_and_the_primarys_commi
     listener = rs.ShmListener(memory)
     link = standby_side(memory, tmp_path)
     try:
-        standby = link.connect()
-        standby.sendall(b"s")
-        primary = accept(listener)
-        assert primary.recv(1) == b"s"
+        standby, primary = connected(link, listener)
         assert standby.wait_readable(0.02) is False          # nothing came: back at the timeout
         asleep = threading.Event()
         result = []
@@ -348,10 +345,7 @@ def test_a_standby_polling_until_its_spin_deadline_takes_a_record_without_sleepi
     listener = rs.ShmListener(memory)
     link = standby_side(memory, tmp_path)
     try:
-        standby = link.connect()
-        standby.sendall(b"s")
-        primary = accept(listener)
-        assert primary.recv(1) == b"s"
+        standby, primary = connected(link, listener)
         polling = threading.Event()
         result = []
 
