@@ -2,6 +2,7 @@
 raw socket playing one) polled in the same loop. The real-process tests are test_standby_process.py."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -442,42 +443,42 @@ class AckingStandby:
         self.sock.close()
 
 
+@contextlib.contextmanager
+def waiting_for_acks(setup_factory):
+    """(setup, agent, standby): a sync OMS that waits up to a second for each order's acknowledgement where it
+    sends (``ack_spin_us``), ready with a standby that acknowledges every record; the standby closed after."""
+    setup = setup_factory(ack_limit_ms=5000, ack_spin_us=1_000_000)
+    agent = setup.start()
+    standby = AckingStandby(agent.replication.address[1])
+    try:
+        drive(agent, lambda: setup.rig.control.get("oms_ready") == 1, message="oms ready with a standby")
+        yield setup, agent, standby
+    finally:
+        standby.close()
+
+
 def test_sync_an_order_acknowledged_while_the_oms_waits_for_it_leaves_from_that_wait_never_before(setup_factory):
     """ack_spin_us: the sender waits for the acknowledgement where it sends (no duty cycle, no hold);
     the bytes still leave only after the standby acknowledged the order's ORDER_SENT."""
-    setup = setup_factory(ack_limit_ms=5000, ack_spin_us=1_000_000)
-    agent = setup.start()
-    rig = setup.rig
-    standby = AckingStandby(agent.replication.address[1])
-    try:
-        drive(agent, lambda: rig.control.get("oms_ready") == 1, message="oms ready with a standby")
+    with waiting_for_acks(setup_factory) as (setup, agent, standby):
         agent.session.stamp_sends = True
         sync = agent.sync_sends
-        rig.new(1, "AAPL", "B", 100, 1_900_000)
+        setup.rig.new(1, "AAPL", "B", 100, 1_900_000)
         drive(agent, lambda: sync.held_total == 1, message="the order sent")
         assert sync.released_waiting == 1 and not sync.held
         sequence = agent.journal.next_sequence - 1
         assert [t for s, t in standby.acked if s >= sequence][0] < agent.session.t_handed_ns   # acked, then sent
         drive(agent, lambda: len(setup.venue.messages("O")) == 1, message="the order at the venue")
-    finally:
-        standby.close()
 
 
 def test_sync_orders_read_together_are_streamed_together_not_each_waiting_for_its_acknowledgement(setup_factory):
     """With another order waiting in the ring the sender does not wait for the acknowledgement: a burst's
     records go out at once and the duty cycle releases them as acknowledged (waiting would serialise
     them, a round trip each, and a standby acknowledging at once would release each from its wait)."""
-    setup = setup_factory(ack_limit_ms=5000, ack_spin_us=1_000_000)
-    agent = setup.start()
-    rig = setup.rig
-    standby = AckingStandby(agent.replication.address[1])
-    try:
-        drive(agent, lambda: rig.control.get("oms_ready") == 1, message="oms ready with a standby")
+    with waiting_for_acks(setup_factory) as (setup, agent, _standby):
         sync = agent.sync_sends
         for client in (1, 2, 3):
-            rig.new(client, "AAPL", "B", 100, 1_900_000)
+            setup.rig.new(client, "AAPL", "B", 100, 1_900_000)
         drive(agent, lambda: sync.held_total == 3, message="the three orders read")
         drive(agent, lambda: len(setup.venue.messages("O")) == 3, message="the three at the venue")
         assert sync.released_waiting == 0 and not sync.held
-    finally:
-        standby.close()
